@@ -1,0 +1,1 @@
+"""Families plug networks, optimisers and loss phases into the one training engine."""

@@ -1,0 +1,1 @@
+"""Importers of official checkpoints into ganforge runs (no pickled code is executed)."""

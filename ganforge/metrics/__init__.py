@@ -1,0 +1,1 @@
+"""Metrics with the reference implementations' numbers: SWD, MS-SSIM, FID, KID, IS, precision/recall."""

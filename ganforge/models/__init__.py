@@ -1,0 +1,1 @@
+"""Networks only, one file per family; training logic lives in ganforge.families."""

@@ -1,0 +1,1 @@
+"""Reusable layers: equalized learning rate, pixel norm, minibatch stddev, EMA, ..."""

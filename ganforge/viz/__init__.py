@@ -1,0 +1,1 @@
+"""Pictures from models and runs: sample grids, interpolations, animations."""

@@ -1,0 +1,23 @@
+"""Shared test fixtures: the ../shared reference folder and tiny temporary run directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside ../shared, or skip the calling test with the reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data not available: {path} is absent (it lives in ../shared beside the project)")
+    return path
+
+
+@pytest.fixture
+def shared() -> type:
+    """Gives tests `shared("fixtures", "metrics")`-style access with a clear skip when absent."""
+    return shared_path
