@@ -1,0 +1,245 @@
+"""Progressive GAN generator and discriminator (Karras et al., ICLR 2018) — networks only.
+
+Both networks are built for every scale up front (every toRGB/fromRGB exists from the start, as in the
+official TF code), and `forward` takes the current scale s (resolution 4·2^s) and the fade weight alpha.
+
+alpha is the weight of the OLD, lower-resolution path (pytorch_GAN_zoo semantics): 1 = old path only,
+0 = new block only. Two variants keep fidelity with the two reference codes:
+
+- ``"paper"`` (official TF): He gain sqrt(2)/4 on the 4×4 dense layer with one bias per channel, gain 1 on
+  toRGB and on D's last dense layer, biases added after the weight scaling, biased strided minibatch stddev.
+- ``"zoo"`` (pytorch_GAN_zoo): gain sqrt(2) everywhere, one bias per dense output unit, the He constant also
+  scales the bias, unbiased consecutive-group minibatch stddev. Loads zoo checkpoints (interop.pgan_zoo).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganforge.nn.equalized import SQRT2, EqualizedConv2d, EqualizedLinear
+from ganforge.nn.norm import minibatch_stddev, pixel_norm
+
+LRELU_SLOPE = 0.2
+VARIANTS = ("paper", "zoo")
+
+
+def _is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def _check_resolution(resolution: object, field: str) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        raise ValueError(f"{field} must be an int power of two >= 4, got {resolution!r}")
+    if resolution < 4 or not _is_power_of_two(resolution):
+        raise ValueError(f"{field} must be a power of two >= 4, got {resolution}")
+    return resolution
+
+
+def pgan_widths(resolution: int, fmap_base: int = 8192, fmap_max: int = 512) -> list[int]:
+    """Widths for scales 4, 8, ..., resolution as in the official code: min(base / 2^(log2 res - 1), max)."""
+    _check_resolution(resolution, "resolution")
+    levels = int(math.log2(resolution))
+    return [min(fmap_base // 2 ** (level - 1), fmap_max) for level in range(2, levels + 1)]
+
+
+@dataclass
+class PGANArch:
+    """Shape of a PGAN: final resolution, widths per scale (4×4 first) and the reference variant."""
+
+    resolution: int
+    widths: list[int]
+    latent_dim: int = 512
+    variant: str = "paper"
+    channels: int = 3
+    mbstd_group_size: int = 4
+    zoo_skip_first_d_fade: bool = False
+
+    def __post_init__(self) -> None:
+        _check_resolution(self.resolution, "PGANArch.resolution")
+        expected = int(math.log2(self.resolution)) - 1
+        if not isinstance(self.widths, (list, tuple)) or len(self.widths) != expected:
+            raise ValueError(
+                f"PGANArch.widths must list one width per scale 4..{self.resolution} ({expected} entries), "
+                f"got {self.widths!r}"
+            )
+        self.widths = list(self.widths)
+        for name, value in [(f"widths[{i}]", w) for i, w in enumerate(self.widths)] + [
+            ("latent_dim", self.latent_dim),
+            ("channels", self.channels),
+            ("mbstd_group_size", self.mbstd_group_size),
+        ]:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"PGANArch.{name} must be a positive int, got {value!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"PGANArch.variant must be one of {VARIANTS}, got {self.variant!r}")
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.widths)
+
+    @property
+    def is_zoo(self) -> bool:
+        return self.variant == "zoo"
+
+
+def _lrelu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, LRELU_SLOPE)
+
+
+def _check_scale_alpha(arch: PGANArch, scale: int, alpha: float) -> None:
+    if not 0 <= scale < arch.num_scales:
+        raise ValueError(f"scale must be in [0, {arch.num_scales}), got {scale}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha (weight of the old low-res path) must be in [0, 1], got {alpha}")
+    if scale == 0 and alpha != 0.0:
+        raise ValueError(f"alpha must be 0 at scale 0 (there is no lower scale to fade from), got {alpha}")
+
+
+class _GBase(nn.Module):
+    """4×4 block of G: latent → dense → (C0, 4, 4) → LReLU, PN → conv3×3 → LReLU, PN."""
+
+    def __init__(self, arch: PGANArch) -> None:
+        super().__init__()
+        width = arch.widths[0]
+        zoo = arch.is_zoo
+        self.width = width
+        # The paper's dense layer has one bias per channel, added after the reshape; the zoo's nn.Linear
+        # has one per output unit, inside the He scaling.
+        self.dense = EqualizedLinear(
+            arch.latent_dim, 16 * width, gain=SQRT2 if zoo else SQRT2 / 4, scale_bias=zoo, bias=zoo
+        )
+        self.bias = None if zoo else nn.Parameter(torch.zeros(width))
+        self.conv = EqualizedConv2d(width, width, 3, padding=1, scale_bias=zoo)
+
+    def forward(self, latent: Tensor) -> Tensor:
+        x = self.dense(latent).view(-1, self.width, 4, 4)
+        if self.bias is not None:
+            x = x + self.bias.view(1, -1, 1, 1)
+        x = pixel_norm(_lrelu(x))
+        return pixel_norm(_lrelu(self.conv(x)))
+
+
+class _GBlock(nn.Module):
+    """Growth block of G: nearest ×2 → conv3×3 → LReLU, PN → conv3×3 → LReLU, PN."""
+
+    def __init__(self, in_ch: int, out_ch: int, zoo: bool) -> None:
+        super().__init__()
+        self.conv0 = EqualizedConv2d(in_ch, out_ch, 3, padding=1, scale_bias=zoo)
+        self.conv1 = EqualizedConv2d(out_ch, out_ch, 3, padding=1, scale_bias=zoo)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = pixel_norm(_lrelu(self.conv0(x)))
+        return pixel_norm(_lrelu(self.conv1(x)))
+
+
+class PGANGenerator(nn.Module):
+    """G: blocks[0] is the 4×4 base, blocks[s] grows to 4·2^s; to_rgb[s] turns block s's features into RGB."""
+
+    def __init__(self, arch: PGANArch) -> None:
+        super().__init__()
+        self.arch = arch
+        zoo = arch.is_zoo
+        widths = arch.widths
+        self.blocks = nn.ModuleList(
+            [_GBase(arch)] + [_GBlock(widths[s - 1], widths[s], zoo) for s in range(1, arch.num_scales)]
+        )
+        self.to_rgb = nn.ModuleList(
+            EqualizedConv2d(width, arch.channels, 1, gain=SQRT2 if zoo else 1.0, scale_bias=zoo)
+            for width in widths
+        )
+
+    def forward(self, z: Tensor, scale: int, alpha: float = 0.0) -> Tensor:
+        """Image [N, channels, 4·2^scale, 4·2^scale] (linear, no tanh) from latents z [N, latent_dim]."""
+        _check_scale_alpha(self.arch, scale, alpha)
+        if z.ndim != 2 or z.shape[1] != self.arch.latent_dim:
+            raise ValueError(
+                f"PGANGenerator expects z of shape [N, {self.arch.latent_dim}], got {tuple(z.shape)}"
+            )
+        x = pixel_norm(z)
+        for block in self.blocks[:scale]:
+            x = block(x)
+        old = self.to_rgb[scale - 1](x) if alpha > 0.0 else None
+        out = self.to_rgb[scale](self.blocks[scale](x))
+        if old is not None:
+            out = alpha * F.interpolate(old, scale_factor=2.0, mode="nearest") + (1.0 - alpha) * out
+        return out
+
+
+class _DHead(nn.Module):
+    """4×4 head of D: mbstd → conv3×3 → LReLU → flatten → dense → LReLU (= features) → dense → score."""
+
+    def __init__(self, arch: PGANArch) -> None:
+        super().__init__()
+        width = arch.widths[0]
+        zoo = arch.is_zoo
+        self.mbstd_mode = arch.variant
+        self.mbstd_group_size = arch.mbstd_group_size
+        self.conv = EqualizedConv2d(width + 1, width, 3, padding=1, scale_bias=zoo)
+        self.dense0 = EqualizedLinear(16 * width, width, scale_bias=zoo)
+        self.dense1 = EqualizedLinear(width, 1, gain=SQRT2 if zoo else 1.0, scale_bias=zoo)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = minibatch_stddev(x, self.mbstd_group_size, mode=self.mbstd_mode)
+        x = _lrelu(self.conv(x))
+        features = _lrelu(self.dense0(x.flatten(1)))
+        return self.dense1(features), features
+
+
+class _DBlock(nn.Module):
+    """Block of D at one scale: conv3×3 → LReLU → conv3×3 (to the lower width) → LReLU → avgpool 2×2."""
+
+    def __init__(self, in_ch: int, out_ch: int, zoo: bool) -> None:
+        super().__init__()
+        self.conv0 = EqualizedConv2d(in_ch, in_ch, 3, padding=1, scale_bias=zoo)
+        self.conv1 = EqualizedConv2d(in_ch, out_ch, 3, padding=1, scale_bias=zoo)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _lrelu(self.conv0(x))
+        x = _lrelu(self.conv1(x))
+        return F.avg_pool2d(x, 2)
+
+
+class PGANDiscriminator(nn.Module):
+    """D: from_rgb[s] reads an image at 4·2^s; blocks[s] (s >= 1) halves it; blocks[0] is the 4×4 head."""
+
+    def __init__(self, arch: PGANArch) -> None:
+        super().__init__()
+        self.arch = arch
+        zoo = arch.is_zoo
+        widths = arch.widths
+        self.from_rgb = nn.ModuleList(
+            EqualizedConv2d(arch.channels, width, 1, scale_bias=zoo) for width in widths
+        )
+        self.blocks = nn.ModuleList(
+            [_DHead(arch)] + [_DBlock(widths[s], widths[s - 1], zoo) for s in range(1, arch.num_scales)]
+        )
+
+    def forward(
+        self, x: Tensor, scale: int, alpha: float = 0.0, *, return_features: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Score [N, 1]; with return_features also the [N, C0] input of the last dense layer (for GDPP)."""
+        _check_scale_alpha(self.arch, scale, alpha)
+        size = 4 * 2**scale
+        if x.ndim != 4 or x.shape[1] != self.arch.channels or x.shape[2] != size or x.shape[3] != size:
+            raise ValueError(
+                f"PGANDiscriminator at scale {scale} expects images "
+                f"[N, {self.arch.channels}, {size}, {size}], got {tuple(x.shape)}"
+            )
+        h = _lrelu(self.from_rgb[scale](x))
+        if scale > 0:
+            h = self.blocks[scale](h)
+            # The zoo only blends once two scales have been added; reproduce that only on request.
+            skip_fade = self.arch.zoo_skip_first_d_fade and scale == 1
+            if alpha > 0.0 and not skip_fade:
+                old = _lrelu(self.from_rgb[scale - 1](F.avg_pool2d(x, 2)))
+                h = alpha * old + (1.0 - alpha) * h
+            for block in self.blocks[scale - 1 : 0 : -1]:
+                h = block(h)
+        out, features = self.blocks[0](h)
+        return (out, features) if return_features else out

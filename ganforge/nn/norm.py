@@ -1,0 +1,75 @@
+"""Pixel-wise feature normalisation and minibatch standard deviation (Karras et al. 2018, §3 and §4.2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+STDDEV_EPS = 1e-8
+
+
+def pixel_norm(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """Normalise each feature vector (dim 1) to unit RMS; keeps G's signal magnitudes from escalating.
+
+    Works on [N, C] latents as well as [N, C, H, W] feature maps (per pixel).
+    """
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
+
+
+class PixelNorm(nn.Module):
+    """Module form of :func:`pixel_norm`."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pixel_norm(x, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+def minibatch_stddev(x: Tensor, group_size: int = 4, *, mode: Literal["paper", "zoo"]) -> Tensor:
+    """Append one channel holding the average per-feature stddev across a group of samples.
+
+    It lets D see batch-level variation and so discourages mode collapse. The two reference codes group
+    differently and both behaviours are kept for fidelity:
+
+    - ``"paper"`` (official TF): G = min(group_size, N) must divide N; group members are strided (sample i
+      belongs to group i mod N/G); biased variance.
+    - ``"zoo"`` (pytorch_GAN_zoo): groups of consecutive samples; if min(group_size, N) does not divide N the
+      whole batch is one group; unbiased variance; a batch of one gets a zero channel.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"minibatch_stddev expects [N, C, H, W], got shape {tuple(x.shape)}")
+    if group_size < 1:
+        raise ValueError(f"minibatch_stddev group_size must be >= 1, got {group_size}")
+    n, c, h, w = x.shape
+    if mode == "paper":
+        group = min(group_size, n)
+        if n % group != 0:
+            raise ValueError(
+                f"minibatch_stddev (paper): batch size N={n} must be divisible by the group size G={group}"
+            )
+        groups = n // group
+        # [G, M, ...]: member g of group m is sample g*M + m, i.e. strided groups.
+        var = x.reshape(group, groups, c, h, w).var(dim=0, unbiased=False)
+        stat = torch.sqrt(var + STDDEV_EPS).mean(dim=(1, 2, 3))  # [M]
+        channel = stat.reshape(1, groups, 1, 1, 1).expand(group, groups, 1, h, w).reshape(n, 1, h, w)
+    elif mode == "zoo":
+        group = min(group_size, n)
+        if n % group != 0:
+            group = n
+        if group == 1:
+            channel = x.new_zeros(n, 1, h, w)
+        else:
+            groups = n // group
+            var = x.reshape(groups, group, c, h, w).var(dim=1, unbiased=True)
+            stat = torch.sqrt(var + STDDEV_EPS).mean(dim=(1, 2, 3))  # [groups]
+            channel = stat.reshape(groups, 1, 1, 1, 1).expand(groups, group, 1, h, w).reshape(n, 1, h, w)
+    else:
+        raise ValueError(f"minibatch_stddev mode must be 'paper' or 'zoo', got {mode!r}")
+    return torch.cat([x, channel], dim=1)

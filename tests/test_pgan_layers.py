@@ -1,0 +1,159 @@
+"""Equalized-LR layers, pixel norm and minibatch stddev against hand computations."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganforge.nn.equalized import EqualizedConv2d, EqualizedLinear
+from ganforge.nn.norm import PixelNorm, minibatch_stddev, pixel_norm
+
+
+def test_he_constants_follow_gain_over_sqrt_fan_in() -> None:
+    assert EqualizedConv2d(3, 16, 3).he_constant == pytest.approx(math.sqrt(2) / math.sqrt(27))
+    assert EqualizedConv2d(32, 3, 1, gain=1.0).he_constant == pytest.approx(1 / math.sqrt(32))
+    assert EqualizedLinear(512, 8192, gain=math.sqrt(2) / 4).he_constant == pytest.approx(0.015625)
+    assert EqualizedLinear(512, 8192).he_constant == pytest.approx(0.0625)
+    # zoo fixture meta.json: D's conv over 33 channels has c = 0.08206099398622183
+    assert EqualizedConv2d(33, 32, 3, padding=1).he_constant == pytest.approx(0.08206099398622183, abs=1e-15)
+
+
+def test_init_is_standard_normal_weight_zero_bias_and_seeded() -> None:
+    torch.manual_seed(3)
+    layer = EqualizedConv2d(64, 64, 3, padding=1)
+    torch.manual_seed(3)
+    again = EqualizedConv2d(64, 64, 3, padding=1)
+    assert torch.equal(layer.weight, again.weight)
+    assert torch.equal(layer.bias, torch.zeros(64))
+    assert layer.weight.mean().item() == pytest.approx(0.0, abs=0.02)
+    assert layer.weight.std().item() == pytest.approx(1.0, abs=0.02)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    assert EqualizedLinear(4, 2, bias=False).bias is None
+
+
+@pytest.mark.parametrize(
+    ("scale_bias", "expected"), [(False, 4 / math.sqrt(2) + 3), (True, 7 / math.sqrt(2))]
+)
+def test_conv_bias_convention(scale_bias: bool, expected: float) -> None:
+    # 1×1 conv, 4 input channels of ones, weights 1, bias 3, gain √2 → c = √2/2.
+    layer = EqualizedConv2d(4, 1, 1, scale_bias=scale_bias)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.bias.fill_(3.0)
+    out = layer(torch.ones(1, 4, 2, 2))
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 2), expected))
+
+
+@pytest.mark.parametrize(
+    ("scale_bias", "expected"), [(False, 8 / math.sqrt(8) - 1), (True, 7 / math.sqrt(8))]
+)
+def test_linear_bias_convention(scale_bias: bool, expected: float) -> None:
+    layer = EqualizedLinear(8, 2, gain=1.0, scale_bias=scale_bias)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.bias.fill_(-1.0)
+    torch.testing.assert_close(layer(torch.ones(3, 8)), torch.full((3, 2), expected))
+
+
+def test_conv_matches_plain_conv_with_scaled_weight() -> None:
+    torch.manual_seed(0)
+    layer = EqualizedConv2d(5, 7, 3, padding=1, gain=1.3)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 5, 6, 6)
+    c = 1.3 / math.sqrt(45)
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight * c, layer.bias, padding=1))
+    layer.scale_bias = True
+    torch.testing.assert_close(layer(x), c * F.conv2d(x, layer.weight, layer.bias, padding=1))
+
+
+def test_pixel_norm_on_latents_and_feature_maps() -> None:
+    x = torch.tensor([[3.0, 4.0]])
+    torch.testing.assert_close(pixel_norm(x), torch.tensor([[3.0, 4.0]]) / math.sqrt(12.5 + 1e-8))
+    maps = torch.randn(2, 6, 3, 3) * 5
+    out = PixelNorm()(maps)
+    torch.testing.assert_close(out.square().mean(dim=1), torch.ones(2, 3, 3))
+    # Direction per pixel is kept.
+    torch.testing.assert_close(
+        out * maps.square().mean(dim=1, keepdim=True).sqrt(), maps, rtol=1e-5, atol=1e-5
+    )
+    assert pixel_norm(torch.zeros(1, 4)).abs().sum() == 0
+
+
+def _stat_channel(x: torch.Tensor, **kwargs: object) -> list[float]:
+    out = minibatch_stddev(x, **kwargs)
+    assert out.shape == (x.shape[0], x.shape[1] + 1, *x.shape[2:])
+    torch.testing.assert_close(out[:, :-1], x)
+    channel = out[:, -1]
+    # One scalar per sample, broadcast over H×W.
+    assert torch.equal(channel, channel[:, :1, :1].expand_as(channel))
+    return channel[:, 0, 0].tolist()
+
+
+def test_mbstd_unbiased_zoo_vs_biased_paper() -> None:
+    x = torch.arange(4.0).view(4, 1, 1, 1)
+    zoo = _stat_channel(x, mode="zoo")
+    paper = _stat_channel(x, mode="paper")
+    assert zoo == pytest.approx([math.sqrt(5 / 3 + 1e-8)] * 4)  # 1.291
+    assert paper == pytest.approx([math.sqrt(1.25 + 1e-8)] * 4)  # 1.118
+    assert zoo[0] == pytest.approx(1.291, abs=5e-4) and paper[0] == pytest.approx(1.118, abs=5e-4)
+
+
+def test_mbstd_averages_sqrt_over_features() -> None:
+    # Feature 0 varies (0..3), feature 1 is constant → sqrt(1e-8) = 1e-4; the stat is the mean of both.
+    x = torch.stack([torch.arange(4.0), torch.full((4,), 7.0)], dim=1).view(4, 2, 1, 1)
+    assert _stat_channel(x, mode="zoo") == pytest.approx([(math.sqrt(5 / 3 + 1e-8) + 1e-4) / 2] * 4)
+    assert _stat_channel(x, mode="paper") == pytest.approx([(math.sqrt(1.25 + 1e-8) + 1e-4) / 2] * 4)
+
+
+def _values_8() -> list[float]:
+    return [float(i) if i % 2 == 0 else 10.0 * i for i in range(8)]
+
+
+def test_mbstd_paper_groups_are_strided() -> None:
+    values = _values_8()
+    x = torch.tensor(values).view(8, 1, 1, 1).expand(8, 2, 3, 3).contiguous()
+    got = _stat_channel(x, mode="paper")
+    even = statistics.pstdev(values[0::2])  # samples 0,2,4,6 form one group
+    odd = statistics.pstdev(values[1::2])
+    assert got == pytest.approx([even, odd] * 4, rel=1e-6)
+
+
+def test_mbstd_zoo_groups_are_consecutive() -> None:
+    values = _values_8()
+    x = torch.tensor(values).view(8, 1, 1, 1).expand(8, 2, 3, 3).contiguous()
+    got = _stat_channel(x, mode="zoo")
+    first, second = statistics.stdev(values[:4]), statistics.stdev(values[4:])
+    assert got == pytest.approx([first] * 4 + [second] * 4, rel=1e-6)
+
+
+def test_mbstd_zoo_batch_of_six_is_one_group_and_one_is_zero() -> None:
+    values = [0.0, 1.0, 5.0, 2.0, 8.0, 3.0]
+    x = torch.tensor(values).view(6, 1, 1, 1)
+    assert _stat_channel(x, mode="zoo") == pytest.approx([statistics.stdev(values)] * 6, rel=1e-6)
+    assert _stat_channel(torch.full((1, 3, 2, 2), 4.0), mode="zoo") == [0.0]
+
+
+def test_mbstd_paper_group_size_and_divisibility() -> None:
+    x = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)
+    assert _stat_channel(x, mode="paper") == pytest.approx([1.0, 1.0])  # G = min(4, 2)
+    values = [0.0, 1.0, 5.0, 2.0, 8.0, 3.0]
+    six = torch.tensor(values).view(6, 1, 1, 1)
+    assert _stat_channel(six, group_size=2, mode="paper") == pytest.approx(
+        [statistics.pstdev(values[0::3]), statistics.pstdev(values[1::3]), statistics.pstdev(values[2::3])]
+        * 2,
+        rel=1e-6,
+    )
+    with pytest.raises(ValueError, match=r"N=6.*G=4"):
+        minibatch_stddev(six, 4, mode="paper")
+
+
+def test_mbstd_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        minibatch_stddev(torch.zeros(4, 1, 1, 1), mode="tf")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        minibatch_stddev(torch.zeros(4, 1), mode="zoo")

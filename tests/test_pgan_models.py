@@ -1,0 +1,212 @@
+"""PGAN networks: widths, config validation, exact parameter counts, variants and fade continuity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
+
+TINY_WIDTHS = [8, 8, 6, 4]  # scales 4, 8, 16, 32
+
+
+def tiny_arch(variant: str, **kwargs: object) -> PGANArch:
+    return PGANArch(32, list(TINY_WIDTHS), latent_dim=12, variant=variant, **kwargs)
+
+
+def test_widths_follow_official_formula() -> None:
+    assert pgan_widths(4) == [512]
+    assert pgan_widths(128) == [512, 512, 512, 512, 256, 128]
+    assert pgan_widths(1024) == [512, 512, 512, 512, 256, 128, 64, 32, 16]
+    assert pgan_widths(64, fmap_base=512, fmap_max=128) == [128, 128, 64, 32, 16]
+    with pytest.raises(ValueError, match="power of two"):
+        pgan_widths(96)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"resolution": 48, "widths": [8, 8, 8, 8]}, "resolution must be a power of two >= 4, got 48"),
+        ({"resolution": 2, "widths": []}, "resolution must be a power of two >= 4, got 2"),
+        ({"resolution": 32, "widths": [8, 8]}, r"widths must list one width per scale 4\.\.32 \(4 entries\)"),
+        ({"resolution": 8, "widths": [8, 0]}, r"widths\[1\] must be a positive int, got 0"),
+        ({"resolution": 8, "widths": [8, 8], "latent_dim": -3}, "latent_dim must be a positive int, got -3"),
+        ({"resolution": 8, "widths": [8, 8], "variant": "tf"}, "variant must be one of"),
+        (
+            {"resolution": 8, "widths": [8, 8], "mbstd_group_size": 0},
+            "mbstd_group_size must be a positive int",
+        ),
+    ],
+)
+def test_arch_validation_names_field(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PGANArch(**kwargs)
+
+
+def test_arch_num_scales() -> None:
+    assert PGANArch(128, pgan_widths(128)).num_scales == 6
+    assert tiny_arch("zoo").num_scales == 4
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    ("resolution", "variant", "g_params", "d_params"),
+    [
+        (128, "paper", 22_933_394, 22_941_313),
+        (128, "zoo", 22_941_074, 22_941_313),
+        (1024, "paper", 23_079_115, 23_087_249),
+        (1024, "zoo", 23_086_795, 23_087_249),
+    ],
+)
+def test_parameter_counts(resolution: int, variant: str, g_params: int, d_params: int) -> None:
+    arch = PGANArch(resolution, pgan_widths(resolution), variant=variant)
+    with torch.device("meta"):
+        assert _count(PGANGenerator(arch)) == g_params
+        assert _count(PGANDiscriminator(arch)) == d_params
+
+
+def test_small_zoo_parameter_counts_match_fixture_checkpoint() -> None:
+    arch = PGANArch(32, [32, 32, 32, 16], latent_dim=32, variant="zoo")
+    assert _count(PGANGenerator(arch)) == 70_428
+    assert _count(PGANDiscriminator(arch)) == 70_385
+
+
+def test_variant_gains_and_bias_layout() -> None:
+    paper_g, zoo_g = PGANGenerator(tiny_arch("paper")), PGANGenerator(tiny_arch("zoo"))
+    assert paper_g.blocks[0].dense.he_constant == pytest.approx(math.sqrt(2) / 4 / math.sqrt(12))
+    assert zoo_g.blocks[0].dense.he_constant == pytest.approx(math.sqrt(2) / math.sqrt(12))
+    assert paper_g.blocks[0].dense.bias is None and paper_g.blocks[0].bias.shape == (8,)
+    assert zoo_g.blocks[0].dense.bias.shape == (16 * 8,) and zoo_g.blocks[0].bias is None
+    assert paper_g.to_rgb[3].he_constant == pytest.approx(1 / 2)  # gain 1, fan_in 4
+    assert zoo_g.to_rgb[3].he_constant == pytest.approx(math.sqrt(2) / 2)
+    assert not paper_g.to_rgb[3].scale_bias and zoo_g.to_rgb[3].scale_bias
+    paper_d, zoo_d = PGANDiscriminator(tiny_arch("paper")), PGANDiscriminator(tiny_arch("zoo"))
+    assert paper_d.blocks[0].dense1.he_constant == pytest.approx(1 / math.sqrt(8))
+    assert zoo_d.blocks[0].dense1.he_constant == pytest.approx(math.sqrt(2) / math.sqrt(8))
+    assert zoo_d.blocks[0].conv.weight.shape == (8, 9, 3, 3)
+
+
+def test_paper_dense_reshape_order_and_per_channel_bias() -> None:
+    """Unit k of the 4×4 dense layer lands at (c, h, w) with k = c·16 + h·4 + w; the bias is per channel."""
+    arch = PGANArch(4, [2], latent_dim=1, variant="paper")
+    g = PGANGenerator(arch)
+    dense = g.blocks[0].dense
+    with torch.no_grad():
+        dense.weight.copy_(torch.arange(32.0).view(32, 1) / dense.he_constant)
+        g.blocks[0].bias.copy_(torch.tensor([-40.0, 5.0]))
+    captured = {}
+    g.blocks[0].conv.register_forward_hook(lambda _m, inputs, _o: captured.update(x=inputs[0]))
+    g(torch.ones(1, 1), 0)
+    latent = 1 / math.sqrt(1 + 1e-8)  # pixel-normed z = [1]
+    expected = torch.zeros(1, 2, 4, 4)
+    for c in range(2):
+        for h in range(4):
+            for w in range(4):
+                value = (c * 16 + h * 4 + w) * latent + [-40.0, 5.0][c]
+                expected[0, c, h, w] = value if value > 0 else 0.2 * value
+    expected = expected / expected.square().mean(dim=1, keepdim=True).add(1e-8).sqrt()
+    torch.testing.assert_close(captured["x"], expected)
+
+
+def test_same_seed_same_weights() -> None:
+    def weights(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed)
+        arch = tiny_arch("paper")
+        return [*PGANGenerator(arch).state_dict().values(), *PGANDiscriminator(arch).state_dict().values()]
+
+    first, again, other = weights(5), weights(5), weights(6)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize("variant", ["paper", "zoo"])
+def test_output_shapes_and_features(variant: str) -> None:
+    torch.manual_seed(0)
+    arch = tiny_arch(variant)
+    g, d = PGANGenerator(arch), PGANDiscriminator(arch)
+    z = torch.randn(4, 12)
+    for scale in range(arch.num_scales):
+        image = g(z, scale)
+        assert image.shape == (4, 3, 4 * 2**scale, 4 * 2**scale)
+        out, features = d(image, scale, return_features=True)
+        assert out.shape == (4, 1) and features.shape == (4, 8)
+        # features are the input of D's last dense layer
+        torch.testing.assert_close(out, d.blocks[0].dense1(features))
+        torch.testing.assert_close(d(image, scale), out)
+
+
+@pytest.mark.parametrize("variant", ["paper", "zoo"])
+def test_generator_fade(variant: str) -> None:
+    torch.manual_seed(1)
+    g = PGANGenerator(tiny_arch(variant))
+    z = torch.randn(4, 12)
+    for scale in (1, 2, 3):
+        old = F.interpolate(g(z, scale - 1), scale_factor=2.0, mode="nearest")
+        new = g(z, scale, 0.0)
+        torch.testing.assert_close(g(z, scale, 1.0), old)
+        torch.testing.assert_close(g(z, scale, 0.25), 0.25 * old + 0.75 * new)
+
+
+def test_generator_skips_old_path_at_alpha_zero() -> None:
+    g = PGANGenerator(tiny_arch("paper"))
+    calls = []
+    g.to_rgb[1].register_forward_hook(lambda *_: calls.append(1))
+    g(torch.randn(2, 12), 2, 0.0)
+    assert calls == []
+    g(torch.randn(2, 12), 2, 0.5)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(("variant", "scales"), [("paper", (1, 2, 3)), ("zoo", (1, 2, 3))])
+def test_discriminator_fade(variant: str, scales: tuple[int, ...]) -> None:
+    torch.manual_seed(2)
+    d = PGANDiscriminator(tiny_arch(variant))
+    for scale in scales:
+        x = torch.randn(4, 3, 4 * 2**scale, 4 * 2**scale)
+        low = F.avg_pool2d(x, 2)
+        torch.testing.assert_close(d(x, scale, 1.0), d(low, scale - 1, 0.0))
+        # linear in alpha between the two paths, blended right after block s's pool
+        blended = d(x, scale, 0.5, return_features=True)[1]
+        assert not torch.allclose(blended, d(x, scale, 0.0, return_features=True)[1])
+
+
+def test_zoo_first_d_fade_quirk_only_on_request() -> None:
+    torch.manual_seed(3)
+    quirky = PGANDiscriminator(tiny_arch("zoo", zoo_skip_first_d_fade=True))
+    fixed = PGANDiscriminator(tiny_arch("zoo"))
+    fixed.load_state_dict(quirky.state_dict())
+    x8, x16 = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(quirky(x8, 1, 0.5), quirky(x8, 1, 0.0))
+    assert not torch.allclose(fixed(x8, 1, 0.5), fixed(x8, 1, 0.0))
+    torch.testing.assert_close(quirky(x16, 2, 0.5), fixed(x16, 2, 0.5))
+    torch.testing.assert_close(quirky(x16, 2, 1.0), quirky(F.avg_pool2d(x16, 2), 1, 0.0))
+
+
+def test_out_of_range_scale_alpha_and_shapes_raise() -> None:
+    arch = tiny_arch("paper")
+    g, d = PGANGenerator(arch), PGANDiscriminator(arch)
+    z = torch.randn(4, 12)
+    with pytest.raises(ValueError, match=r"scale must be in \[0, 4\), got 4"):
+        g(z, 4)
+    with pytest.raises(ValueError, match=r"scale must be in \[0, 4\), got -1"):
+        d(torch.zeros(4, 3, 4, 4), -1)
+    with pytest.raises(ValueError, match=r"alpha .* must be in \[0, 1\], got 1.5"):
+        g(z, 1, 1.5)
+    with pytest.raises(ValueError, match="alpha must be 0 at scale 0"):
+        d(torch.zeros(4, 3, 4, 4), 0, 0.5)
+    with pytest.raises(ValueError, match=r"z of shape \[N, 12\]"):
+        g(torch.randn(4, 10), 0)
+    with pytest.raises(ValueError, match=r"expects images \[N, 3, 16, 16\], got \(4, 3, 8, 8\)"):
+        d(torch.zeros(4, 3, 8, 8), 2)
+    with pytest.raises(ValueError, match=r"N=6.*G=4"):
+        d(torch.zeros(6, 3, 4, 4), 0)  # paper mbstd needs a divisible batch
+    assert PGANDiscriminator(tiny_arch("paper", mbstd_group_size=2))(torch.zeros(6, 3, 4, 4), 0).shape == (
+        6,
+        1,
+    )
