@@ -1,0 +1,441 @@
+"""The prepared dataset on disk (a uint8 NCHW pyramid + labels + manifest) and its reader.
+
+Levels are plain .npy files so readers can memory-map them: training and metrics touch only the rows
+they need, and many processes share the page cache. A store is written into a temporary sibling folder
+and renamed into place when complete, so an interrupted `prepare` never leaves a half store behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from ganforge import __version__
+from ganforge.data.images import build_pyramid, is_power_of_two
+
+STORE_FORMAT = "ganforge-store"
+STORE_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LABELS_NAME = "labels.npy"
+MIN_RESOLUTION = 4
+_WRITE_CHUNK = 256  # images per write step: bounds memory for big in-memory arrays
+_NPY_HEADER_BYTES = 128  # fixed header size so the row count can be filled in after streaming
+
+LabelColumns = list[tuple[str, list[str]]]
+
+
+class DatasetError(ValueError):
+    """A dataset spec or store that cannot be used; the message names the path and what was expected."""
+
+
+def level_file(resolution: int) -> str:
+    """File name of one pyramid level inside a store."""
+    return f"images_{resolution}.npy"
+
+
+def pyramid_levels(resolution: int) -> list[int]:
+    """[4, 8, …, resolution]: the levels a store of this resolution holds."""
+    return [MIN_RESOLUTION << i for i in range(resolution.bit_length() - MIN_RESOLUTION.bit_length() + 1)]
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """A .npy v1.0 header for a C-ordered uint8 array, padded to a fixed size (format per the NumPy docs)."""
+    description = repr({"descr": "|u1", "fortran_order": False, "shape": shape})
+    prefix = b"\x93NUMPY\x01\x00"
+    body_length = _NPY_HEADER_BYTES - len(prefix) - 2
+    body = description.encode("latin1").ljust(body_length - 1) + b"\n"
+    if len(body) != body_length:
+        raise ValueError(f"array shape {shape} is too large for a store level header")
+    return prefix + body_length.to_bytes(2, "little") + body
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        manifest = json.loads((path / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == STORE_FORMAT
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse to clobber anything that is not an old store the caller agreed to replace."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DatasetError(f"{out} exists and is not a directory; choose another output path")
+    if not any(out.iterdir()):
+        return
+    if not _is_store(out):
+        raise DatasetError(
+            f"{out} is a non-empty directory that is not a ganforge store; refusing to overwrite it "
+            "(choose a new or empty output directory)"
+        )
+    if not overwrite:
+        raise DatasetError(
+            f"{out} already holds a ganforge store; pass overwrite=True (--overwrite) to replace it"
+        )
+
+
+def _check_labels(labels: np.ndarray | None, label_columns: LabelColumns | None, count: int) -> None:
+    if labels is None and label_columns is None:
+        return
+    if labels is None or label_columns is None:
+        raise DatasetError(
+            "labels and label_columns must be given together (one label column per class list)"
+        )
+    if labels.dtype.kind not in "iu" or labels.shape != (count, len(label_columns)):
+        raise DatasetError(
+            f"labels must be an integer array of shape ({count}, {len(label_columns)}), "
+            f"got {labels.dtype} {labels.shape}"
+        )
+    for column, (name, classes) in enumerate(label_columns):
+        values = labels[:, column]
+        if count and (values.min() < 0 or values.max() >= len(classes)):
+            raise DatasetError(
+                f"label column {name!r} has values in [{values.min()}, {values.max()}], "
+                f"expected indices into its {len(classes)} classes"
+            )
+
+
+class StoreWriter:
+    """Streams full-resolution batches into a new store; `finish` renames it into place.
+
+    Use as a context manager: leaving the block without `finish` (e.g. on an exception) deletes the
+    temporary folder and leaves `out` exactly as it was.
+    """
+
+    def __init__(self, out: Path, *, resolution: int, channels: int = 3, overwrite: bool = False) -> None:
+        if not is_power_of_two(resolution) or resolution < MIN_RESOLUTION:
+            raise DatasetError(
+                f"store resolution must be a power of two ≥ {MIN_RESOLUTION}, got {resolution}"
+            )
+        if channels not in (1, 3):
+            raise DatasetError(f"store channels must be 1 or 3, got {channels}")
+        self.out = Path(out).absolute()
+        self.resolution, self.channels, self.overwrite = resolution, channels, overwrite
+        self.count = 0
+        _check_destination(self.out, overwrite)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.out.with_name(f"{self.out.name}.tmp-{secrets.token_hex(4)}")
+        self._tmp.mkdir()
+        self._files: dict[int, BinaryIO] = {}
+        for level in pyramid_levels(resolution):
+            handle = open(self._tmp / level_file(level), "wb")  # noqa: SIM115 - closed in finish/abort
+            handle.write(_npy_header((0, channels, level, level)))
+            self._files[level] = handle
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._tmp is not None:
+            self.abort()
+
+    def add(self, images: np.ndarray) -> None:
+        """Append a uint8 NCHW batch at the store's full resolution (its pyramid is built here)."""
+        expected = (self.channels, self.resolution, self.resolution)
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != expected:
+            got = (
+                f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+            )
+            raise DatasetError(
+                f"store batches must be uint8 arrays of shape (N, {', '.join(map(str, expected))}), got {got}"
+            )
+        for start in range(0, len(images), _WRITE_CHUNK):
+            chunk = np.ascontiguousarray(images[start : start + _WRITE_CHUNK])
+            for level, array in build_pyramid(chunk, MIN_RESOLUTION).items():
+                self._files[level].write(np.ascontiguousarray(array).tobytes())
+        self.count += len(images)
+
+    def finish(
+        self,
+        *,
+        source: str,
+        labels: np.ndarray | None = None,
+        label_columns: LabelColumns | None = None,
+        skipped: list[dict] | None = None,
+    ) -> Path:
+        """Write labels and manifest, then atomically move the store to `out` (replacing an old store)."""
+        if self.count == 0:
+            raise DatasetError(f"no images to write to {self.out}; a store needs at least one image")
+        _check_labels(labels, label_columns, self.count)
+        for level, handle in self._files.items():
+            handle.seek(0)
+            handle.write(_npy_header((self.count, self.channels, level, level)))
+            handle.close()
+        self._files = {}
+        if labels is not None:
+            np.save(self._tmp / LABELS_NAME, labels.astype(np.int64))
+        manifest = {
+            "format": STORE_FORMAT,
+            "version": STORE_VERSION,
+            "source": source,
+            "count": self.count,
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "levels": pyramid_levels(self.resolution),
+            "labels": [{"name": name, "classes": list(classes)} for name, classes in label_columns or []],
+            "skipped": list(skipped or []),
+            "created_by": f"ganforge {__version__}",
+        }
+        (self._tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        self._move_into_place()
+        return self.out
+
+    def _move_into_place(self) -> None:
+        _check_destination(self.out, self.overwrite)  # the destination may have changed while we worked
+        retired = None
+        if self.out.exists():
+            if any(self.out.iterdir()):
+                retired = self.out.with_name(f"{self.out.name}.old-{secrets.token_hex(4)}")
+                os.replace(self.out, retired)
+            else:
+                self.out.rmdir()
+        os.replace(self._tmp, self.out)
+        self._tmp = None
+        if retired is not None:
+            shutil.rmtree(retired)
+
+    def abort(self) -> None:
+        """Discard everything written so far; `out` is left untouched."""
+        for handle in self._files.values():
+            handle.close()
+        self._files = {}
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def write_store(
+    out: Path,
+    images: np.ndarray | Iterable[np.ndarray],
+    *,
+    resolution: int,
+    channels: int = 3,
+    source: str,
+    labels: np.ndarray | None = None,
+    label_columns: LabelColumns | None = None,
+    skipped: list[dict] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a store from one uint8 NCHW array or an iterable of such batches; returns `out`.
+
+    `skipped` entries ({"file": …, "reason": …}) are recorded in the manifest for the user to inspect.
+    """
+    batches = [images] if isinstance(images, np.ndarray) else images
+    with StoreWriter(out, resolution=resolution, channels=channels, overwrite=overwrite) as writer:
+        for batch in batches:
+            writer.add(batch)
+        return writer.finish(source=source, labels=labels, label_columns=label_columns, skipped=skipped)
+
+
+class ImageDataset:
+    """A prepared dataset: per-resolution uint8 NCHW arrays, optional labels, and its manifest."""
+
+    def __init__(
+        self,
+        levels: dict[int, np.ndarray],
+        *,
+        labels: np.ndarray | None,
+        manifest: dict[str, Any],
+        fingerprint: str,
+        source: str,
+    ) -> None:
+        self._levels = levels
+        self.labels = labels
+        self.manifest = manifest
+        self.fingerprint = fingerprint
+        self.source = source
+        self.resolution: int = manifest["resolution"]
+        self.count: int = manifest["count"]
+        self.channels: int = manifest["channels"]
+        self.levels: list[int] = sorted(levels)
+        self.label_columns: LabelColumns = [
+            (item["name"], list(item["classes"])) for item in manifest["labels"]
+        ]
+
+    def images(self, res: int) -> np.ndarray:
+        """uint8 NCHW [count, channels, res, res] (memory-mapped for stores)."""
+        if res not in self._levels:
+            raise ValueError(f"{self.source} has no level {res}; available resolutions: {self.levels}")
+        return self._levels[res]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({self.source!r}, count={self.count}, resolution={self.resolution})"
+
+
+def _require(condition: bool, path: Path, expected: str) -> None:
+    if not condition:
+        raise DatasetError(f"{path}: invalid ganforge store manifest, expected {expected}")
+
+
+def _validate_manifest(manifest: Any, path: Path) -> None:
+    _require(isinstance(manifest, dict), path, "a JSON object")
+    _require(
+        manifest.get("format") == STORE_FORMAT,
+        path,
+        f'"format": "{STORE_FORMAT}" (got {manifest.get("format")!r})',
+    )
+    _require(
+        manifest.get("version") == STORE_VERSION,
+        path,
+        f'"version": {STORE_VERSION} (got {manifest.get("version")!r}); re-create it with `ganforge prepare`',
+    )
+    resolution, count, channels = manifest.get("resolution"), manifest.get("count"), manifest.get("channels")
+    _require(
+        isinstance(resolution, int) and is_power_of_two(resolution) and resolution >= MIN_RESOLUTION,
+        path,
+        f'"resolution" a power of two ≥ {MIN_RESOLUTION} (got {resolution!r})',
+    )
+    _require(isinstance(count, int) and count > 0, path, f'"count" a positive integer (got {count!r})')
+    _require(channels in (1, 3), path, f'"channels" 1 or 3 (got {channels!r})')
+    expected_levels = pyramid_levels(resolution)
+    _require(
+        manifest.get("levels") == expected_levels,
+        path,
+        f'"levels": {expected_levels} (got {manifest.get("levels")!r})',
+    )
+    columns = manifest.get("labels", [])
+    _require(
+        isinstance(columns, list)
+        and all(
+            isinstance(column, dict)
+            and isinstance(column.get("name"), str)
+            and isinstance(column.get("classes"), list)
+            and column["classes"]
+            for column in columns
+        ),
+        path,
+        '"labels" a list of {"name": str, "classes": [non-empty list]}',
+    )
+
+
+def _load_level(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetError(
+            f"{path} is missing; expected a uint8 array of shape {shape} (re-run `ganforge prepare`)"
+        )
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path} is not a readable .npy array ({error})") from error
+    if array.dtype != np.uint8 or array.shape != shape:
+        raise DatasetError(f"{path} holds {array.dtype} {array.shape}, expected uint8 {shape}")
+    return array
+
+
+def _open_store(path: Path) -> ImageDataset:
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist; expected a ganforge store directory or builtin:shapes")
+    if not path.is_dir():
+        raise DatasetError(
+            f"{path} is not a directory; expected a ganforge store directory or builtin:shapes"
+        )
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise DatasetError(
+            f"{path} is not a ganforge store (no {MANIFEST_NAME}); create one with `ganforge prepare …`"
+        )
+    try:
+        manifest_text = manifest_path.read_text()
+        manifest = json.loads(manifest_text)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{manifest_path}: not valid JSON ({error})") from error
+    _validate_manifest(manifest, manifest_path)
+    count, channels = manifest["count"], manifest["channels"]
+    levels = {
+        level: _load_level(path / level_file(level), (count, channels, level, level))
+        for level in manifest["levels"]
+    }
+    labels = None
+    array_files = [path / level_file(level) for level in manifest["levels"]]
+    if manifest["labels"]:
+        labels_path = path / LABELS_NAME
+        if not labels_path.is_file():
+            raise DatasetError(f"{labels_path} is missing; the manifest lists label columns")
+        try:
+            labels = np.load(labels_path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"{labels_path} is not a readable .npy array ({error})") from error
+        expected_shape = (count, len(manifest["labels"]))
+        if labels.dtype != np.int64 or labels.shape != expected_shape:
+            raise DatasetError(
+                f"{labels_path} holds {labels.dtype} {labels.shape}, expected int64 {expected_shape}"
+            )
+        array_files.append(labels_path)
+    digest = hashlib.sha256(manifest_text.encode())
+    for file in array_files:
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return ImageDataset(
+        levels, labels=labels, manifest=manifest, fingerprint=digest.hexdigest(), source=str(path.absolute())
+    )
+
+
+_BUILTIN_DEFAULTS = {"count": 4096, "resolution": 128, "seed": 0}
+
+
+def parse_builtin_spec(spec: str) -> tuple[str, dict[str, int]]:
+    """`builtin:shapes?count=2048&resolution=64&seed=0` → ("shapes", {count, resolution, seed})."""
+    parts = urlsplit(spec)
+    name = parts.path
+    if parts.scheme != "builtin" or name != "shapes":
+        raise DatasetError(f"unknown built-in dataset {spec!r}; available: builtin:shapes")
+    params = dict(_BUILTIN_DEFAULTS)
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in params:
+            raise DatasetError(f"{spec!r}: unknown parameter {key!r}; expected one of {sorted(params)}")
+        try:
+            params[key] = int(value)
+        except ValueError:
+            raise DatasetError(f"{spec!r}: parameter {key}={value!r} must be an integer") from None
+    if params["count"] < 1:
+        raise DatasetError(f"{spec!r}: count must be ≥ 1, got {params['count']}")
+    if not is_power_of_two(params["resolution"]) or not 4 <= params["resolution"] <= 256:
+        raise DatasetError(
+            f"{spec!r}: resolution must be a power of two in 4..256, got {params['resolution']}"
+        )
+    return name, params
+
+
+def _open_builtin(spec: str) -> ImageDataset:
+    from ganforge.data.builtin import SHAPES_VERSION, shapes_pyramid  # lazy: stores need no generator
+
+    _, params = parse_builtin_spec(spec)
+    levels, labels, label_columns = shapes_pyramid(params["count"], params["resolution"], params["seed"])
+    canonical = (
+        f"builtin:shapes?count={params['count']}&resolution={params['resolution']}&seed={params['seed']}"
+    )
+    manifest = {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "source": canonical,
+        "count": params["count"],
+        "resolution": params["resolution"],
+        "channels": 3,
+        "levels": sorted(levels),
+        "labels": [{"name": name, "classes": list(classes)} for name, classes in label_columns],
+        "skipped": [],
+        "created_by": f"ganforge {__version__}",
+    }
+    fingerprint = hashlib.sha256(f"{canonical}&generator={SHAPES_VERSION}".encode()).hexdigest()
+    return ImageDataset(levels, labels=labels, manifest=manifest, fingerprint=fingerprint, source=canonical)
+
+
+def open_dataset(spec: str | Path) -> ImageDataset:
+    """Open a store directory or a `builtin:shapes[?count=…&resolution=…&seed=…]` spec."""
+    if isinstance(spec, str) and spec.startswith("builtin:"):
+        return _open_builtin(spec)
+    return _open_store(Path(spec))
