@@ -11,6 +11,7 @@ so Adam sees every parameter on the same scale. Two conventions exist for the bi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,13 +39,15 @@ class _EqualizedBase(nn.Module):
         self.scale_bias = scale_bias
         self.he_constant = _he_constant(self.weight.shape, self.gain)
 
-    def _scaled(self) -> tuple[Tensor, Tensor | None]:
-        """Effective weight and bias; scaling the (small) parameters is cheaper than scaling activations."""
-        weight = self.weight * self.he_constant
-        bias = self.bias
-        if bias is not None and self.scale_bias:
-            bias = bias * self.he_constant
-        return weight, bias
+    def _run_scaled(self, op: Callable[[Tensor, Tensor | None], Tensor]) -> Tensor:
+        """Run the plain op with the He constant applied in the convention's own order.
+
+        Paper: scale the (small) weight tensor. Zoo: scale the op's output, exactly as the zoo computes it,
+        which keeps imported checkpoints within float32 rounding of the zoo's own outputs.
+        """
+        if self.scale_bias:
+            return op(self.weight, self.bias) * self.he_constant
+        return op(self.weight * self.he_constant, self.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -73,8 +76,7 @@ class EqualizedConv2d(_EqualizedBase):
         self.padding = padding
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self._scaled()
-        return F.conv2d(x, weight, bias, padding=self.padding)
+        return self._run_scaled(lambda weight, bias: F.conv2d(x, weight, bias, padding=self.padding))
 
     def extra_repr(self) -> str:
         out_ch, in_ch, k, _ = self.weight.shape
@@ -96,8 +98,7 @@ class EqualizedLinear(_EqualizedBase):
         super().__init__((out_f, in_f), gain=gain, scale_bias=scale_bias, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self._scaled()
-        return F.linear(x, weight, bias)
+        return self._run_scaled(lambda weight, bias: F.linear(x, weight, bias))
 
     def extra_repr(self) -> str:
         out_f, in_f = self.weight.shape
