@@ -1,0 +1,180 @@
+"""Image decoding of awkward user files, centre crop + resize, and the exact 2×2 box pyramid."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganforge.data.images import ImageError, build_pyramid, center_crop_resize, downsample_box2x, load_rgb
+
+
+def _save(image: Image.Image, path: Path, **options: object) -> Path:
+    image.save(path, **options)
+    return path
+
+
+# --- box pyramid ----------------------------------------------------------------------------------------
+
+
+def test_box_downsample_matches_hand_computation_with_round_half_to_even() -> None:
+    # each 2×2 block below has the sum noted; mean = sum / 4, rounded half to even
+    image = np.array(
+        [
+            [1, 2, 1, 2, 0, 1, 255, 255],
+            [3, 4, 3, 6, 2, 4, 255, 253],
+            [1, 1, 3, 4, 0, 0, 9, 9],
+            [2, 2, 3, 4, 0, 1, 9, 9],
+        ],
+        dtype=np.uint8,
+    )
+    # sums: 10 → 2.5 → 2, 12 → 3, 7 → 1.75 → 2, 1018 → 254.5 → 254; 6 → 1.5 → 2, 14 → 3.5 → 4, 1 → 0, 36 → 9
+    expected = np.array([[2, 3, 2, 254], [2, 4, 0, 9]], dtype=np.uint8)
+    np.testing.assert_array_equal(downsample_box2x(image), expected)
+
+
+def test_box_downsample_equals_rint_of_float_mean_on_nchw_batches() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 16, 8), dtype=np.uint8)
+    blocks = images.reshape(5, 3, 8, 2, 4, 2).astype(np.float64).mean(axis=(3, 5))
+    result = downsample_box2x(images)
+    assert result.shape == (5, 3, 8, 4) and result.dtype == np.uint8
+    np.testing.assert_array_equal(result, np.rint(blocks).astype(np.uint8))
+
+
+def test_box_downsample_rejects_odd_sizes_and_non_uint8() -> None:
+    with pytest.raises(ValueError, match="even height and width"):
+        downsample_box2x(np.zeros((3, 5, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        downsample_box2x(np.zeros((4, 4), dtype=np.float32))
+
+
+def test_build_pyramid_halves_repeatedly_down_to_the_minimum() -> None:
+    images = np.random.default_rng(1).integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    pyramid = build_pyramid(images, min_resolution=4)
+    assert sorted(pyramid) == [4, 8, 16, 32]
+    assert pyramid[32] is images
+    for resolution in (16, 8, 4):
+        np.testing.assert_array_equal(pyramid[resolution], downsample_box2x(pyramid[2 * resolution]))
+    assert sorted(build_pyramid(images, min_resolution=16)) == [16, 32]
+    with pytest.raises(ValueError, match="square power-of-two"):
+        build_pyramid(np.zeros((1, 3, 24, 24), dtype=np.uint8))
+    with pytest.raises(ValueError, match="min_resolution"):
+        build_pyramid(images, min_resolution=64)
+
+
+# --- decoding -------------------------------------------------------------------------------------------
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path: Path) -> None:
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    rgb = load_rgb(_save(Image.fromarray(gray), tmp_path / "g.png"), "g.png")
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def test_rgba_and_la_are_composited_over_white(tmp_path: Path) -> None:
+    rgba = np.array([[[255, 0, 0, 255], [255, 0, 0, 128], [0, 0, 255, 0]]], dtype=np.uint8)
+    rgb = load_rgb(_save(Image.fromarray(rgba, "RGBA"), tmp_path / "a.png"), "a.png")
+    # half-transparent red over white: 255·a + 255·(1 − a) = 255 for red; 255·(1 − 128/255) = 127 for G, B
+    np.testing.assert_array_equal(rgb[0], [[255, 0, 0], [255, 127, 127], [255, 255, 255]])
+
+    la = np.array([[[0, 0], [0, 255]]], dtype=np.uint8)
+    rgb = load_rgb(_save(Image.fromarray(la, "LA"), tmp_path / "la.png"), "la.png")
+    np.testing.assert_array_equal(rgb[0], [[255, 255, 255], [0, 0, 0]])
+
+
+def test_palette_images_use_their_palette_and_transparency(tmp_path: Path) -> None:
+    palette_image = Image.new("P", (2, 1))
+    palette_image.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    palette_image.putdata([0, 1])
+    rgb = load_rgb(_save(palette_image, tmp_path / "p.png"), "p.png")
+    np.testing.assert_array_equal(rgb[0], [[10, 20, 30], [200, 100, 50]])
+
+    rgb = load_rgb(_save(palette_image, tmp_path / "t.png", transparency=0), "t.png")
+    np.testing.assert_array_equal(rgb[0], [[255, 255, 255], [200, 100, 50]])
+
+    rgb = load_rgb(_save(palette_image, tmp_path / "p.gif"), "p.gif")
+    np.testing.assert_array_equal(rgb[0], [[10, 20, 30], [200, 100, 50]])
+
+
+def test_sixteen_bit_png_is_scaled_to_eight_bits_with_rounding(tmp_path: Path) -> None:
+    values = np.array([[0, 257, 65535, 32896, 384, 386, 1000]], dtype=np.uint16)
+    rgb = load_rgb(_save(Image.fromarray(values), tmp_path / "deep.png"), "deep.png")
+    # /257 then round: 0, 1, 255, 128, 1.494 → 1, 1.502 → 2, 3.89 → 4 (clipping would give 255 for most)
+    np.testing.assert_array_equal(rgb[0, :, 0], [0, 1, 255, 128, 1, 2, 4])
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_cmyk_jpeg_decodes_to_the_expected_colours(tmp_path: Path) -> None:
+    cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # no cyan, full magenta + yellow: red
+    rgb = load_rgb(_save(cmyk, tmp_path / "c.jpg", quality=100), "c.jpg")
+    assert rgb.shape == (16, 16, 3)
+    np.testing.assert_allclose(rgb.reshape(-1, 3).mean(axis=0), [255, 0, 0], atol=4)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    rgb = load_rgb(_save(image, tmp_path / "rotated.png", exif=exif), "rotated.png")
+    np.testing.assert_array_equal(rgb, np.rot90(pixels, k=-1))
+
+
+def test_bytes_and_paths_decode_identically(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = _save(Image.fromarray(pixels), tmp_path / "x.png")
+    np.testing.assert_array_equal(load_rgb(path.read_bytes(), "x.png"), pixels)
+    np.testing.assert_array_equal(load_rgb(str(path), "x.png"), pixels)
+
+
+def test_truncated_jpeg_fails_naming_the_file(tmp_path: Path) -> None:
+    noise = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageError, match="cut.jpg"):
+        load_rgb(truncated, "cut.jpg")
+
+
+def test_empty_and_non_image_files_are_image_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty.jpg: empty file \(0 bytes\)"):
+        load_rgb(empty, "empty.jpg")
+    with pytest.raises(ImageError, match="member.png: empty file"):
+        load_rgb(b"", "member.png")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(ImageError, match="notes.png: not a readable image"):
+        load_rgb(text, "notes.png")
+    with pytest.raises(ImageError, match="missing.png: cannot read file"):
+        load_rgb(tmp_path / "missing.png", "missing.png")
+    assert issubclass(ImageError, ValueError)
+
+
+# --- centre crop + resize -------------------------------------------------------------------------------
+
+
+def test_center_crop_takes_the_middle_square() -> None:
+    tall = np.arange(10 * 6 * 3, dtype=np.uint8).reshape(10, 6, 3)
+    np.testing.assert_array_equal(center_crop_resize(tall, 6), tall[2:8])
+    wide = np.arange(4 * 9, dtype=np.uint8).reshape(4, 9)
+    np.testing.assert_array_equal(center_crop_resize(wide, 4), wide[:, 2:6])
+
+
+def test_center_crop_resize_uses_lanczos_and_upsamples_tiny_images() -> None:
+    pixels = np.random.default_rng(4).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    expected = Image.fromarray(pixels[:, 5:35]).resize((16, 16), Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(center_crop_resize(pixels, 16), np.asarray(expected))
+
+    tiny = np.full((3, 3, 1), 77, dtype=np.uint8)
+    upsampled = center_crop_resize(tiny, 8)
+    assert upsampled.shape == (8, 8, 1)
+    assert np.all(upsampled == 77)
+    with pytest.raises(ValueError, match="uint8"):
+        center_crop_resize(np.zeros((4, 4, 2), dtype=np.uint8), 4)
