@@ -1,0 +1,375 @@
+"""Import facebookresearch/pytorch_GAN_zoo Progressive GAN checkpoints without executing pickled code.
+
+A zoo checkpoint (`<name>_s<scale>_i<iter>.pt`, or a hub `.pth`) is a `torch.save`d dict
+``{config: models.utils.config.BaseConfig, netG, netD, avgG}``. It is read with torch's restricted
+``weights_only`` unpickler; the one custom class, BaseConfig, is mapped to an inert attribute holder, so any
+other global in the file (e.g. ``os.system``) is refused instead of being called.
+
+The converted networks are the ``"zoo"`` variant of :mod:`ganforge.models.pgan` (√2 gains everywhere, He
+constant applied to the bias too, unbiased consecutive-group minibatch stddev), which reproduces the zoo's
+outputs. A zoo checkpoint only holds the scales trained so far, so the imported architecture stops at the
+checkpoint's resolution; to grow an imported run further, build a config whose widths list more scales and
+load these tensors into the matching layers of the bigger networks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+from urllib.request import urlopen
+
+import torch
+from torch import Tensor
+
+from ganforge.models.pgan import LRELU_SLOPE, PGANArch, PGANDiscriminator, PGANGenerator
+
+ZOO_CONFIG_GLOBAL = "models.utils.config.BaseConfig"
+ZOO_MBSTD_GROUP_SIZE = 4
+
+
+class ZooImportError(ValueError):
+    """A zoo checkpoint is unreadable, unsafe or describes networks ganforge does not build."""
+
+
+class ZooDownloadError(OSError):
+    """A zoo hub file could not be fetched or failed its hash check."""
+
+
+class _ZooConfigData:
+    """Inert stand-in for the zoo's BaseConfig: unpickling only fills its __dict__, no code runs."""
+
+
+@dataclass
+class ZooCheckpoint:
+    """Contents of a zoo checkpoint as plain data; state-dict keys have no `.module.` segments."""
+
+    config: dict[str, Any]
+    netG: dict[str, Tensor]
+    netD: dict[str, Tensor]
+    avgG: dict[str, Tensor] | None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ZooHubFile:
+    """A checkpoint published by the zoo through torch.hub.
+
+    The file name ends with the first hex digits of the file's SHA-256 (torch.hub's convention); that
+    prefix is all the reference metadata records, so it is what downloads are verified against.
+    """
+
+    file: str
+    url: str
+    sha256_prefix: str
+    resolution: int
+    note: str = ""
+
+
+_HUB_BASE = "https://dl.fbaipublicfiles.com/gan_zoo/PGAN/"
+
+# Names are the zoo's hubconf.py model names; files and URLs from the fixture meta.json `hub_checkpoints`.
+ZOO_HUB_CHECKPOINTS: dict[str, ZooHubFile] = {
+    "celebAHQ-256": ZooHubFile(
+        "celebaHQ_s6_i80000-6196db68.pth", _HUB_BASE + "celebaHQ_s6_i80000-6196db68.pth", "6196db68", 256
+    ),
+    "celebAHQ-512": ZooHubFile(
+        "celebaHQ16_december_s7_i96000-9c72988c.pth",
+        _HUB_BASE + "celebaHQ16_december_s7_i96000-9c72988c.pth",
+        "9c72988c",
+        512,
+    ),
+    "celeba": ZooHubFile(
+        "celebaCropped_s5_i83000-2b0acc76.pth",
+        _HUB_BASE + "celebaCropped_s5_i83000-2b0acc76.pth",
+        "2b0acc76",
+        128,
+    ),
+    "DTD": ZooHubFile(
+        "testDTD_s5_i96000-04efa39f.pth",
+        _HUB_BASE + "testDTD_s5_i96000-04efa39f.pth",
+        "04efa39f",
+        128,
+        note="trained as an AC-GAN (categoryVectorDim > 0): downloadable, but zoo_arch refuses it",
+    ),
+}
+
+
+def _plain(value: Any) -> Any:
+    """Config values as plain data (nested config objects become dicts)."""
+    if isinstance(value, _ZooConfigData):
+        return {key: _plain(item) for key, item in vars(value).items()}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
+def _strip_module(state: Any, path: Path, key: str) -> dict[str, Tensor]:
+    """Drop `module` key segments (zoo's ConstrainedLayer wrapper, DataParallel) so both key styles load."""
+    if not isinstance(state, dict):
+        raise ZooImportError(f"{path}: '{key}' must be a state dict, got {type(state).__name__}")
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        if not isinstance(tensor, Tensor):
+            raise ZooImportError(f"{path}: '{key}.{name}' must be a tensor, got {type(tensor).__name__}")
+        out[".".join(part for part in name.split(".") if part != "module")] = tensor
+    return out
+
+
+def _unpickling_reason(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[-1] if lines else type(error).__name__
+
+
+def read_zoo_checkpoint(path: Path) -> ZooCheckpoint:
+    """Read a zoo checkpoint (zip or legacy pre-1.6 torch format) with the restricted unpickler."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZooImportError(f"zoo checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals([(_ZooConfigData, ZOO_CONFIG_GLOBAL)]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise ZooImportError(
+            f"{path}: refused to load as a zoo checkpoint ({_unpickling_reason(error)}); only tensors, "
+            f"containers and {ZOO_CONFIG_GLOBAL} are allowed, nothing in the file is executed"
+        ) from error
+    if not isinstance(obj, dict) or "config" not in obj:
+        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise ZooImportError(f"{path}: expected a dict with keys config, netG, netD[, avgG], found {found}")
+    for key in ("netG", "netD"):
+        if key not in obj:
+            raise ZooImportError(f"{path}: missing '{key}' (found keys {sorted(obj)})")
+    config = _plain(obj["config"])
+    if not isinstance(config, dict):
+        raise ZooImportError(
+            f"{path}: 'config' must be a {ZOO_CONFIG_GLOBAL} or dict, got {type(config).__name__}"
+        )
+    avg = obj.get("avgG")
+    return ZooCheckpoint(
+        config=config,
+        netG=_strip_module(obj["netG"], path, "netG"),
+        netD=_strip_module(obj["netD"], path, "netD"),
+        avgG=None if avg is None else _strip_module(avg, path, "avgG"),
+        path=path,
+    )
+
+
+def _where(ckpt: ZooCheckpoint) -> str:
+    return str(ckpt.path) if ckpt.path is not None else "zoo checkpoint"
+
+
+def _config_value(ckpt: ZooCheckpoint, key: str) -> Any:
+    if key not in ckpt.config:
+        raise ZooImportError(f"{_where(ckpt)}: config has no '{key}' (keys: {sorted(ckpt.config)})")
+    return ckpt.config[key]
+
+
+def _layer_count(state: dict[str, Tensor], prefix: str) -> int:
+    pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.")
+    indices = {int(match.group(1)) for key in state if (match := pattern.match(key))}
+    return max(indices) + 1 if indices else 0
+
+
+def zoo_scale(ckpt: ZooCheckpoint) -> int:
+    """Current scale = number of scales added after 4×4, counted from the state dicts."""
+    g_scales = _layer_count(ckpt.netG, "toRGBLayers")
+    d_scales = _layer_count(ckpt.netD, "fromRGBLayers")
+    if g_scales == 0 or g_scales != d_scales:
+        raise ZooImportError(
+            f"{_where(ckpt)}: netG has {g_scales} toRGBLayers and netD {d_scales} fromRGBLayers; "
+            "expected the same positive number"
+        )
+    return g_scales - 1
+
+
+def zoo_alpha(ckpt: ZooCheckpoint) -> float:
+    """Fade weight of the old path at save time (the zoo's own alpha semantics, as in ganforge)."""
+    alpha = float(_config_value(ckpt, "alpha"))
+    if not 0.0 <= alpha <= 1.0:
+        raise ZooImportError(f"{_where(ckpt)}: config 'alpha' must be in [0, 1], got {alpha}")
+    return alpha
+
+
+def zoo_arch(ckpt: ZooCheckpoint, *, reproduce_d_fade_quirk: bool = False) -> PGANArch:
+    """The "zoo"-variant architecture of exactly the checkpoint's scales.
+
+    ``reproduce_d_fade_quirk`` makes D ignore alpha during 4→8 as the zoo does (fidelity); off by default.
+    """
+    where = _where(ckpt)
+    category_dim = int(ckpt.config.get("categoryVectorDim", 0) or 0)
+    if category_dim > 0:
+        raise ZooImportError(
+            f"{where}: config 'categoryVectorDim' = {category_dim}: AC-GAN (class-conditional) zoo "
+            "checkpoints are not supported; expected 0"
+        )
+    for key, expected in (
+        ("equalizedlR", True),
+        ("miniBatchStdDev", True),
+        ("perChannelNormalization", True),
+    ):
+        if ckpt.config.get(key, expected) is not expected:
+            raise ZooImportError(
+                f"{where}: config '{key}' = {ckpt.config[key]!r}; ganforge expects {expected}"
+            )
+    leak = float(ckpt.config.get("leakyReluLeak", LRELU_SLOPE))
+    if not math.isclose(leak, LRELU_SLOPE):
+        raise ZooImportError(f"{where}: config 'leakyReluLeak' = {leak}; ganforge expects {LRELU_SLOPE}")
+    num_scales = zoo_scale(ckpt) + 1
+    widths = [_config_value(ckpt, "depthScale0"), *_config_value(ckpt, "depthOtherScales")]
+    if len(widths) < num_scales:
+        raise ZooImportError(
+            f"{where}: config 'depthOtherScales' lists {len(widths) - 1} added scales but the state dicts "
+            f"hold {num_scales - 1}"
+        )
+    latent = ckpt.config.get("latentVectorDim", ckpt.config.get("noiseVectorDim"))
+    if latent is None:
+        raise ZooImportError(f"{where}: config has neither 'latentVectorDim' nor 'noiseVectorDim'")
+    try:
+        return PGANArch(
+            resolution=4 * 2 ** (num_scales - 1),
+            widths=[int(w) for w in widths[:num_scales]],
+            latent_dim=int(latent),
+            variant="zoo",
+            channels=int(ckpt.config.get("dimOutput", 3)),
+            mbstd_group_size=ZOO_MBSTD_GROUP_SIZE,
+            zoo_skip_first_d_fade=reproduce_d_fade_quirk,
+        )
+    except ValueError as error:
+        raise ZooImportError(f"{where}: config does not describe a valid PGAN: {error}") from error
+
+
+_G_KEYS = [
+    (re.compile(r"formatLayer\.(weight|bias)$"), r"blocks.0.dense.\1"),
+    (re.compile(r"groupScale0\.0\.(weight|bias)$"), r"blocks.0.conv.\1"),
+    (re.compile(r"toRGBLayers\.(\d+)\.(weight|bias)$"), r"to_rgb.\1.\2"),
+]
+_D_KEYS = [
+    (re.compile(r"fromRGBLayers\.(\d+)\.(weight|bias)$"), r"from_rgb.\1.\2"),
+    (re.compile(r"groupScaleZero\.0\.(weight|bias)$"), r"blocks.0.conv.\1"),
+    (re.compile(r"groupScaleZero\.1\.(weight|bias)$"), r"blocks.0.dense0.\1"),
+    (re.compile(r"decisionLayer\.(weight|bias)$"), r"blocks.0.dense1.\1"),
+]
+_SCALE_LAYER = re.compile(r"scaleLayers\.(\d+)\.([01])\.(weight|bias)$")
+
+
+def _rename(zoo_key: str, table: list[tuple[re.Pattern[str], str]]) -> str | None:
+    if match := _SCALE_LAYER.match(zoo_key):
+        index, conv, param = match.groups()
+        return f"blocks.{int(index) + 1}.conv{conv}.{param}"  # zoo's scaleLayers[i] is the block of scale i+1
+    for pattern, replacement in table:
+        if pattern.match(zoo_key):
+            return pattern.sub(replacement, zoo_key)
+    return None
+
+
+def _convert(
+    state: dict[str, Tensor], table: list[tuple[re.Pattern[str], str]], target: torch.nn.Module, label: str
+) -> dict[str, Tensor]:
+    expected = target.state_dict()
+    out: dict[str, Tensor] = {}
+    for zoo_key, tensor in state.items():
+        name = _rename(zoo_key, table)
+        if name is None or name not in expected:
+            raise ZooImportError(f"{label}: unexpected key '{zoo_key}' for a zoo PGAN")
+        if tensor.shape != expected[name].shape:
+            raise ZooImportError(
+                f"{label}: '{zoo_key}' has shape {tuple(tensor.shape)}, the architecture from the config "
+                f"expects {tuple(expected[name].shape)}"
+            )
+        out[name] = tensor.detach().clone()
+    missing = sorted(set(expected) - set(out))
+    if missing:
+        raise ZooImportError(f"{label}: missing tensors for {missing}")
+    return out
+
+
+def convert_zoo_state(ckpt: ZooCheckpoint) -> dict[str, dict[str, Tensor]]:
+    """State dicts "G", "D", "G_ema" for the networks of `zoo_arch(ckpt)` (strict-loadable).
+
+    A checkpoint without avgG gets G's weights as its EMA, the zoo's own starting point for avgG.
+    """
+    arch = zoo_arch(ckpt)
+    where = _where(ckpt)
+    with torch.device("meta"):
+        generator, discriminator = PGANGenerator(arch), PGANDiscriminator(arch)
+    g_state = _convert(ckpt.netG, _G_KEYS, generator, f"{where} netG")
+    ema_source = ckpt.avgG if ckpt.avgG is not None else ckpt.netG
+    return {
+        "G": g_state,
+        "D": _convert(ckpt.netD, _D_KEYS, discriminator, f"{where} netD"),
+        "G_ema": _convert(ema_source, _G_KEYS, generator, f"{where} avgG"),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, entry: ZooHubFile) -> None:
+    actual = _sha256(path)
+    if not actual.startswith(entry.sha256_prefix):
+        raise ZooDownloadError(
+            f"{path}: sha256 {actual} does not start with {entry.sha256_prefix} expected for {entry.file} "
+            f"({entry.url}); the file is corrupt or a different file"
+        )
+
+
+def fetch_zoo_hub(name: str, dest_dir: Path, local_path: Path | None = None) -> Path:
+    """Put hub checkpoint `name` (a key of ZOO_HUB_CHECKPOINTS) in dest_dir, verified, and return its path.
+
+    With local_path the file is copied from there (for offline machines); otherwise it is downloaded.
+    """
+    if name not in ZOO_HUB_CHECKPOINTS:
+        raise ValueError(
+            f"unknown zoo hub checkpoint {name!r}; expected one of {sorted(ZOO_HUB_CHECKPOINTS)}"
+        )
+    entry = ZOO_HUB_CHECKPOINTS[name]
+    dest_dir = Path(dest_dir)
+    dest = dest_dir / entry.file
+    if local_path is not None:
+        local_path = Path(local_path)
+        if not local_path.is_file():
+            raise ZooDownloadError(f"local copy of {entry.file} not found: {local_path}")
+        _verify(local_path, entry)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        if local_path.resolve() != dest.resolve():
+            shutil.copyfile(local_path, dest)
+        return dest
+    if dest.is_file():
+        _verify(dest, entry)
+        return dest
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".part")
+    try:
+        with urlopen(entry.url, timeout=60) as response, partial.open("wb") as handle:
+            shutil.copyfileobj(response, handle, length=1 << 20)
+    except (URLError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        raise ZooDownloadError(
+            f"could not download {entry.file} from {entry.url} ({error}); on an offline machine download it "
+            f"elsewhere and put it at {dest} (or pass local_path)"
+        ) from error
+    try:
+        _verify(partial, entry)
+    except ZooDownloadError:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(dest)
+    return dest

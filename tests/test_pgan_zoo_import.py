@@ -1,0 +1,287 @@
+"""Import of pytorch_GAN_zoo PGAN checkpoints: byte-level fidelity with the zoo's outputs and safe loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import types
+import zipfile
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+from conftest import shared_path
+from safetensors.torch import load_file
+
+from ganforge.interop import pgan_zoo
+from ganforge.interop.pgan_zoo import (
+    ZOO_HUB_CHECKPOINTS,
+    ZooCheckpoint,
+    ZooDownloadError,
+    ZooHubFile,
+    ZooImportError,
+    convert_zoo_state,
+    fetch_zoo_hub,
+    read_zoo_checkpoint,
+    zoo_alpha,
+    zoo_arch,
+    zoo_scale,
+)
+from ganforge.models.pgan import PGANDiscriminator, PGANGenerator
+
+
+def zoo_file(name: str) -> Path:
+    return shared_path("fixtures", "official", "pgan_zoo", name)
+
+
+@pytest.fixture(scope="module")
+def io_tensors() -> dict[str, torch.Tensor]:
+    return load_file(zoo_file("small_io.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def ckpt_s3() -> ZooCheckpoint:
+    return read_zoo_checkpoint(zoo_file("small_s3_i100.pt"))
+
+
+@pytest.fixture(scope="module")
+def ckpt_s1() -> ZooCheckpoint:
+    return read_zoo_checkpoint(zoo_file("small_s1_i32.pt"))
+
+
+def build(ckpt: ZooCheckpoint, **arch_kwargs: bool) -> tuple[PGANGenerator, PGANGenerator, PGANDiscriminator]:
+    arch = zoo_arch(ckpt, **arch_kwargs)
+    state = convert_zoo_state(ckpt)
+    nets = (PGANGenerator(arch), PGANGenerator(arch), PGANDiscriminator(arch))
+    for net, key in zip(nets, ("G", "G_ema", "D"), strict=True):
+        net.load_state_dict(state[key], strict=True)
+        net.eval()
+    return nets
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def check_outputs(ckpt: ZooCheckpoint, io_tensors: dict, prefix: str, **arch_kwargs: bool) -> None:
+    g, g_ema, d = build(ckpt, **arch_kwargs)
+    scale = zoo_scale(ckpt)
+    with torch.no_grad():
+        for tag, alpha in (("a0", 0.0), ("a05", 0.5)):
+            close(g(io_tensors["z"], scale, alpha), io_tensors[f"{prefix}netG_out_{tag}"])
+            close(g_ema(io_tensors["z"], scale, alpha), io_tensors[f"{prefix}avgG_out_{tag}"])
+            # D is fed the stored images so errors do not compound.
+            for src, key in (("real", "x_real"), ("netG", f"netG_out_{tag}"), ("avgG", f"avgG_out_{tag}")):
+                out, features = d(io_tensors[prefix + key], scale, alpha, return_features=True)
+                close(out, io_tensors[f"{prefix}netD_out_{src}_{tag}"])
+                close(features, io_tensors[f"{prefix}netD_feat_{src}_{tag}"])
+
+
+def test_reads_config_as_plain_data(ckpt_s3: ZooCheckpoint) -> None:
+    meta = json.loads(zoo_file("meta.json").read_text())
+    assert ckpt_s3.config == meta["checkpoint"]["config_attributes"]
+    assert set(ckpt_s3.netG) == {key.replace(".module.", ".") for key in meta["checkpoint"]["netG"]}
+    assert ckpt_s3.avgG is not None and set(ckpt_s3.avgG) == set(ckpt_s3.netG)
+    assert zoo_scale(ckpt_s3) == 3 and zoo_alpha(ckpt_s3) == 0.0
+    arch = zoo_arch(ckpt_s3)
+    assert (arch.resolution, arch.widths, arch.latent_dim, arch.variant) == (32, [32, 32, 32, 16], 32, "zoo")
+    assert not arch.zoo_skip_first_d_fade
+
+
+def test_s1_arch(ckpt_s1: ZooCheckpoint) -> None:
+    assert zoo_scale(ckpt_s1) == 1
+    arch = zoo_arch(ckpt_s1, reproduce_d_fade_quirk=True)
+    assert (arch.resolution, arch.widths, arch.zoo_skip_first_d_fade) == (8, [32, 32], True)
+
+
+def test_scale3_reproduces_zoo_outputs(ckpt_s3: ZooCheckpoint, io_tensors: dict) -> None:
+    check_outputs(ckpt_s3, io_tensors, "")
+
+
+def test_mbstd_edge_cases_match_zoo(ckpt_s3: ZooCheckpoint, io_tensors: dict) -> None:
+    _, _, d = build(ckpt_s3)
+    with torch.no_grad():
+        for tag, count in (("real6", 6), ("real1", 1)):
+            out, features = d(io_tensors["x_real"][:count], 3, 0.0, return_features=True)
+            close(out, io_tensors[f"netD_out_{tag}_a0"])
+            close(features, io_tensors[f"netD_feat_{tag}_a0"])
+
+
+def test_scale1_reproduces_zoo_outputs_with_quirk(ckpt_s1: ZooCheckpoint, io_tensors: dict) -> None:
+    check_outputs(ckpt_s1, io_tensors, "s1_", reproduce_d_fade_quirk=True)
+
+
+def test_scale1_fixed_d_fades_where_zoo_does_not(ckpt_s1: ZooCheckpoint, io_tensors: dict) -> None:
+    _, _, d = build(ckpt_s1)
+    x = io_tensors["s1_x_real"]
+    with torch.no_grad():
+        close(d(x, 1, 0.0), io_tensors["s1_netD_out_real_a0"])
+        faded = d(x, 1, 0.5)
+    assert (faded - io_tensors["s1_netD_out_real_a05"]).abs().max() > 1e-2
+
+
+def test_ema_and_g_differ_as_in_zoo(ckpt_s3: ZooCheckpoint) -> None:
+    state = convert_zoo_state(ckpt_s3)
+    assert set(state) == {"G", "D", "G_ema"}
+    diff = max((state["G"][k] - state["G_ema"][k]).abs().max().item() for k in state["G"])
+    assert diff == pytest.approx(0.1527538299560547)
+    assert torch.equal(state["D"]["blocks.0.dense1.weight"], ckpt_s3.netD["decisionLayer.weight"])
+    assert torch.equal(state["G"]["blocks.3.conv1.bias"], ckpt_s3.netG["scaleLayers.2.1.bias"])
+
+
+@pytest.fixture
+def fake_zoo_config_class(monkeypatch: pytest.MonkeyPatch) -> type:
+    """A class pickled under the zoo's name, so tests can write zoo-style files without the zoo."""
+    module = types.ModuleType("models.utils.config")
+
+    class BaseConfig:
+        pass
+
+    BaseConfig.__module__ = "models.utils.config"
+    BaseConfig.__qualname__ = "BaseConfig"
+    module.BaseConfig = BaseConfig
+    for name in ("models", "models.utils"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "models.utils.config", module)
+    return BaseConfig
+
+
+def test_legacy_format_and_keys_with_or_without_module(
+    ckpt_s3: ZooCheckpoint, fake_zoo_config_class: type, tmp_path: Path
+) -> None:
+    config = fake_zoo_config_class()
+    vars(config).update(ckpt_s3.config)
+    net_d_with_module = {
+        key.rsplit(".", 1)[0] + ".module." + key.rsplit(".", 1)[1]: value
+        for key, value in ckpt_s3.netD.items()
+    }
+    path = tmp_path / "legacy_s3.pt"
+    torch.save(
+        {"config": config, "netG": ckpt_s3.netG, "netD": net_d_with_module},
+        path,
+        _use_new_zipfile_serialization=False,
+    )
+    assert not zipfile.is_zipfile(path)  # really the legacy (pre-1.6) format
+    legacy = read_zoo_checkpoint(path)
+    assert legacy.config == ckpt_s3.config and legacy.avgG is None
+    assert all(torch.equal(legacy.netD[k], ckpt_s3.netD[k]) for k in ckpt_s3.netD)
+    state = convert_zoo_state(legacy)
+    assert all(torch.equal(state["G_ema"][k], state["G"][k]) for k in state["G"])  # no avgG: EMA starts at G
+
+
+class _Evil:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_malicious_pickle_is_refused_without_running(tmp_path: Path, zip_format: bool) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save(
+        {"config": _Evil(marker), "netG": {}, "netD": {}}, path, _use_new_zipfile_serialization=zip_format
+    )
+    with pytest.raises(ZooImportError, match=r"evil\.pt: refused .*system"):
+        read_zoo_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_not_a_zoo_file(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(ZooImportError, match=r"plain\.pt: expected a dict with keys config, netG"):
+        read_zoo_checkpoint(path)
+    with pytest.raises(ZooImportError, match="not found"):
+        read_zoo_checkpoint(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ZooImportError, match=r"garbage\.pt: refused"):
+        read_zoo_checkpoint(garbage)
+
+
+def test_unsupported_configs_are_named(ckpt_s3: ZooCheckpoint) -> None:
+    acgan = dataclasses.replace(ckpt_s3, config={**ckpt_s3.config, "categoryVectorDim": 47})
+    with pytest.raises(ZooImportError, match=r"'categoryVectorDim' = 47: AC-GAN"):
+        zoo_arch(acgan)
+    no_mbstd = dataclasses.replace(ckpt_s3, config={**ckpt_s3.config, "miniBatchStdDev": False})
+    with pytest.raises(ZooImportError, match="'miniBatchStdDev' = False"):
+        zoo_arch(no_mbstd)
+    wrong_widths = dataclasses.replace(ckpt_s3, config={**ckpt_s3.config, "depthOtherScales": [32, 32, 8]})
+    with pytest.raises(ZooImportError, match=r"'scaleLayers\.2\.0\.weight' has shape \(16, 32, 3, 3\)"):
+        convert_zoo_state(wrong_widths)
+    stray = dataclasses.replace(ckpt_s3, netG={**ckpt_s3.netG, "extra.weight": torch.zeros(1)})
+    with pytest.raises(ZooImportError, match="unexpected key 'extra.weight'"):
+        convert_zoo_state(stray)
+    partial = dict(ckpt_s3.netD)
+    del partial["decisionLayer.bias"]
+    with pytest.raises(ZooImportError, match=r"netD: missing tensors for \['blocks\.0\.dense1\.bias'\]"):
+        convert_zoo_state(dataclasses.replace(ckpt_s3, netD=partial))
+    with pytest.raises(ZooImportError, match="'alpha' must be in"):
+        zoo_alpha(dataclasses.replace(ckpt_s3, config={**ckpt_s3.config, "alpha": 2.0}))
+
+
+def test_hub_constant_records_fixture_list() -> None:
+    meta = json.loads(zoo_file("meta.json").read_text())
+    pgan = [entry for entry in meta["hub_checkpoints"]["files"] if entry["family"] == "PGAN"]
+    assert len(ZOO_HUB_CHECKPOINTS) == len(pgan)
+    for entry in pgan:
+        hub = ZOO_HUB_CHECKPOINTS[entry["hub_model_name"]]
+        assert (hub.file, hub.url, hub.resolution) == (entry["file"], entry["url"], entry["resolution"])
+        assert entry["file"].endswith(f"-{hub.sha256_prefix}.pth")
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    content = b"zoo checkpoint bytes"
+    prefix = hashlib.sha256(content).hexdigest()[:8]
+    entry = ZooHubFile(f"fake-{prefix}.pth", f"https://example.invalid/fake-{prefix}.pth", prefix, 8)
+    monkeypatch.setitem(ZOO_HUB_CHECKPOINTS, "fake", entry)
+    return content
+
+
+def test_fetch_offline_names_file_url_and_destination(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def offline(*_args: object, **_kwargs: object) -> None:
+        raise URLError("no network")
+
+    monkeypatch.setattr(pgan_zoo, "urlopen", offline)
+    entry = ZOO_HUB_CHECKPOINTS["celeba"]
+    with pytest.raises(ZooDownloadError) as info:
+        fetch_zoo_hub("celeba", tmp_path / "hub")
+    message = str(info.value)
+    assert entry.file in message and entry.url in message and str(tmp_path / "hub" / entry.file) in message
+    assert list((tmp_path / "hub").iterdir()) == []
+    with pytest.raises(ValueError, match="unknown zoo hub checkpoint 'nope'"):
+        fetch_zoo_hub("nope", tmp_path)
+
+
+def test_fetch_downloads_and_verifies(
+    fake_hub: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(pgan_zoo, "urlopen", lambda *_a, **_k: io.BytesIO(fake_hub))
+    path = fetch_zoo_hub("fake", tmp_path)
+    assert path.read_bytes() == fake_hub and path.name == ZOO_HUB_CHECKPOINTS["fake"].file
+    monkeypatch.setattr(pgan_zoo, "urlopen", lambda *_a, **_k: io.BytesIO(b"tampered"))
+    path.unlink()
+    with pytest.raises(ZooDownloadError, match="does not start with"):
+        fetch_zoo_hub("fake", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_copies_verified_local_file(fake_hub: bytes, tmp_path: Path) -> None:
+    local = tmp_path / "downloaded.pth"
+    local.write_bytes(fake_hub)
+    path = fetch_zoo_hub("fake", tmp_path / "hub", local_path=local)
+    assert path.read_bytes() == fake_hub
+    local.write_bytes(b"wrong file")
+    with pytest.raises(ZooDownloadError, match=r"downloaded\.pth: sha256 .* does not start with"):
+        fetch_zoo_hub("fake", tmp_path / "other", local_path=local)
