@@ -285,3 +285,18 @@ def test_fetch_copies_verified_local_file(fake_hub: bytes, tmp_path: Path) -> No
     local.write_bytes(b"wrong file")
     with pytest.raises(ZooDownloadError, match=r"downloaded\.pth: sha256 .* does not start with"):
         fetch_zoo_hub("fake", tmp_path / "other", local_path=local)
+
+
+def test_fetch_reuses_verified_file_and_rejects_a_wrong_one(
+    fake_hub: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_network(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("must not download when a verified copy is already there")
+
+    monkeypatch.setattr(pgan_zoo, "urlopen", no_network)
+    existing = tmp_path / ZOO_HUB_CHECKPOINTS["fake"].file
+    existing.write_bytes(fake_hub)
+    assert fetch_zoo_hub("fake", tmp_path) == existing
+    existing.write_bytes(b"half a download")
+    with pytest.raises(ZooDownloadError, match=rf"{existing.name}: sha256 .* does not start with"):
+        fetch_zoo_hub("fake", tmp_path)

@@ -162,8 +162,8 @@ class PGANGenerator(nn.Module):
                 f"PGANGenerator expects z of shape [N, {self.arch.latent_dim}], got {tuple(z.shape)}"
             )
         x = pixel_norm(z)
-        for block in self.blocks[:scale]:
-            x = block(x)
+        for index in range(scale):  # indexing, not slicing: a ModuleList slice builds a new module
+            x = self.blocks[index](x)
         old = self.to_rgb[scale - 1](x) if alpha > 0.0 else None
         out = self.to_rgb[scale](self.blocks[scale](x))
         if old is not None:
@@ -239,7 +239,7 @@ class PGANDiscriminator(nn.Module):
             if alpha > 0.0 and not skip_fade:
                 old = _lrelu(self.from_rgb[scale - 1](F.avg_pool2d(x, 2)))
                 h = alpha * old + (1.0 - alpha) * h
-            for block in self.blocks[scale - 1 : 0 : -1]:
-                h = block(h)
+            for index in range(scale - 1, 0, -1):
+                h = self.blocks[index](h)
         out, features = self.blocks[0](h)
         return (out, features) if return_features else out
