@@ -19,6 +19,10 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 class ImageError(ValueError):
     """An image file that cannot be used; the message names the file and the problem."""
 
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
 
 def _sixteen_bit_to_rgb(image: Image.Image) -> np.ndarray:
     """Scale a 16-bit grayscale image to 8 bits by /257 with rounding (keeps the full tonal range)."""
@@ -52,15 +56,15 @@ def load_rgb(source: str | Path | bytes, name: str) -> np.ndarray:
     """
     if isinstance(source, bytes):
         if not source:
-            raise ImageError(f"{name}: empty file (0 bytes), expected an image")
+            raise ImageError(name, "empty file (0 bytes), expected an image")
         stream: io.BytesIO | Path = io.BytesIO(source)
     else:
         stream = Path(source)
         try:
             if stream.stat().st_size == 0:
-                raise ImageError(f"{name}: empty file (0 bytes), expected an image")
+                raise ImageError(name, "empty file (0 bytes), expected an image")
         except OSError as error:
-            raise ImageError(f"{name}: cannot read file ({error})") from error
+            raise ImageError(name, f"cannot read file ({error})") from error
     try:
         with Image.open(stream) as image:
             image.load()  # decode now so that truncated files fail here, naming the file
@@ -69,7 +73,7 @@ def load_rgb(source: str | Path | bytes, name: str) -> np.ndarray:
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError(f"{name}: not a readable image ({type(error).__name__}: {error})") from error
+        raise ImageError(name, f"not a readable image ({type(error).__name__}: {error})") from error
 
 
 def center_crop_resize(img: np.ndarray, resolution: int) -> np.ndarray:

@@ -107,7 +107,7 @@ def _celeba_crop(path: Path) -> tuple[np.ndarray | None, str]:
     try:
         image = load_rgb(path, str(path))
     except ImageError as error:
-        return None, str(error)
+        return None, error.reason
     height, width = image.shape[:2]
     if (width, height) != CELEBA_SIZE:
         return None, f"size {width}×{height}, expected aligned CelebA {CELEBA_SIZE[0]}×{CELEBA_SIZE[1]}"
@@ -148,19 +148,19 @@ def prepare_celeba_cropped(src_dir: Path, out: Path, *, workers: int = 0, overwr
 
 
 def _walk_images(root: Path) -> list[Path]:
-    """Image files under root (recursive, symlinks followed, each real directory visited once)."""
+    """Image files under root, recursively; symlinks are followed, but never back into their own ancestors."""
     found: list[Path] = []
-    visited: set[tuple[int, int]] = set()
     for directory, subdirs, filenames in os.walk(root, followlinks=True):
-        stat = os.stat(directory)
-        if (stat.st_dev, stat.st_ino) in visited:
-            subdirs.clear()  # a symlink loop or a second link to the same folder
+        here = Path(directory)
+        real = here.resolve()
+        if any((root / ancestor).resolve() == real for ancestor in here.relative_to(root).parents):
+            subdirs.clear()  # a symlink loop: this folder is already being walked above us
             continue
-        visited.add((stat.st_dev, stat.st_ino))
-        subdirs.sort()
-        for filename in filenames:
-            if Path(filename).suffix.lower() in IMAGE_EXTENSIONS and not filename.startswith("."):
-                found.append(Path(directory, filename))
+        found.extend(
+            here / name
+            for name in filenames
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+        )
     return sorted(found)
 
 
@@ -209,8 +209,10 @@ class _FolderDecoder:
                 if self._zip is None:
                     self._zip = zipfile.ZipFile(self.archive)  # one handle per worker process
                 image = load_rgb(self._zip.read(self._zip.infolist()[index]), f"{self.archive}:{name}")
-        except (ImageError, OSError, zipfile.BadZipFile) as error:
-            return None, str(error)
+        except ImageError as error:
+            return None, error.reason
+        except (OSError, zipfile.BadZipFile) as error:
+            return None, f"cannot read from the archive ({error})"
         return np.ascontiguousarray(center_crop_resize(image, self.resolution).transpose(2, 0, 1)), ""
 
 
