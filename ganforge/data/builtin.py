@@ -10,6 +10,8 @@ parameters live in resolution-free units: the same seed gives the same scene at 
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -151,9 +153,14 @@ def make_shapes(
     params = _draw_parameters(count, seed)
     images = np.empty((count, 3, resolution, resolution), dtype=np.uint8)
     chunk = max(1, _PIXELS_PER_CHUNK // (resolution * resolution))
-    for start in range(0, count, chunk):
+
+    def render(start: int) -> None:
         index = np.arange(start, min(start + chunk, count))
-        images[index] = _render_chunk(params, index, resolution)
+        images[start : start + len(index)] = _render_chunk(params, index, resolution)
+
+    # numpy releases the GIL inside its loops, so threads render chunks in parallel; each writes its own rows
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(render, range(0, count, chunk)))
     labels = np.stack([params["shape"], params["background"]], axis=1).astype(np.int64)
     columns = [("shape", list(SHAPE_CLASSES)), ("background", list(BACKGROUND_CLASSES))]
     return images, labels, columns
