@@ -1,1 +1,46 @@
-"""Families plug networks, optimisers and loss phases into the one training engine."""
+"""Families plug networks, optimisers and loss phases into the one training engine.
+
+The registry maps the CLI's family names to classes, imported lazily so `ganforge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ganforge.config import ConfigError, RunConfig, apply_overrides, from_dict
+
+_REGISTRY = {
+    "pgan": "ganforge.families.pgan:PGANFamily",
+}
+
+
+def family_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_family(name: str) -> type:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown family {name!r}: expected one of {', '.join(family_names())}")
+    module, attr = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def resolve_run_config(family: str | None, data: dict[str, Any],
+                       overrides: list[tuple[list[str], Any]] = ()) -> RunConfig:
+    """File data (ours or a family's foreign format) + overrides → a validated RunConfig with defaults filled."""
+    named = data.get("family")
+    if family and named and named != family:
+        raise ConfigError(f"family: the config file is for {named!r} but {family!r} was asked for")
+    family = family or named
+    if not family:
+        raise ConfigError("family: not given (name it on the command line or as `family:` in the config)")
+    family_cls = get_family(family)
+    data = apply_overrides(family_cls.normalise_config(data), list(overrides))
+    data["family"] = family_cls.name
+    model = data.pop("model", None) or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"model: expected a mapping of {family_cls.name} settings, got {model!r}")
+    config = from_dict(RunConfig, data)
+    config.model = from_dict(family_cls.config_class, model, "model")
+    return config

@@ -1,0 +1,269 @@
+"""`ganforge prepare | train | generate | evaluate | info | import` — one command line for every family."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ganforge import __version__
+
+DEFAULT_RUNS = Path("runs")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, help="JSON or YAML config (ours, or pytorch_GAN_zoo's for pgan)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set model.lr=0.002 (repeatable)")
+    parser.add_argument("--data", help="dataset: a store made by `ganforge prepare`, or builtin:shapes[?...]")
+
+
+def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[str, Any] | None = None):
+    from ganforge.config import parse_overrides, read_config_file
+    from ganforge.families import resolve_run_config
+
+    data = dict(base or {})
+    if args.config is not None:
+        data = read_config_file(args.config)
+    overrides = parse_overrides(args.overrides)
+    if args.data:
+        overrides.append((["data"], args.data))
+    return resolve_run_config(family, data, overrides)
+
+
+# --- prepare ------------------------------------------------------------------------------------------------
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ganforge.data import prepare
+
+    if args.source_kind == "celeba_cropped":
+        out = prepare.prepare_celeba_cropped(args.src, args.out, workers=args.workers, overwrite=args.overwrite)
+    elif args.source_kind == "folder":
+        out = prepare.prepare_folder(args.src, args.out, resolution=args.resolution, workers=args.workers,
+                                     overwrite=args.overwrite)
+    else:
+        src = args.src
+        if args.download:
+            src = prepare.download_mnist(args.src)
+        out = prepare.prepare_mnist(src, args.out, resolution=args.resolution, split=args.split,
+                                    overwrite=args.overwrite)
+    manifest = json.loads((Path(out) / "manifest.json").read_text())
+    skipped = len(manifest.get("skipped", []))
+    print(f"wrote {out}: {manifest['count']} images at {manifest['resolution']}x{manifest['resolution']}, "
+          f"levels {manifest['levels']}" + (f", {skipped} files skipped (see manifest.json)" if skipped else ""))
+    return 0
+
+
+# --- train --------------------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ganforge.api import train
+    from ganforge.config import read_config_file
+
+    run_dir = args.run or DEFAULT_RUNS / args.family
+    saved = run_dir / "config.json"
+    base = None
+    if saved.is_file() and not args.restart and args.config is None:
+        base = read_config_file(saved)  # resume: the run's own config unless the user gives one
+    config = _config_from_args(args.family, args, base)
+    result = train(config, run_dir, restart=args.restart, until=args.until)
+    state = "interrupted" if result.interrupted else "finished"
+    print(f"{state} at step {result.step}: {run_dir} (checkpoints, samples/, log.jsonl)")
+    if not result.interrupted and args.final_swd:
+        return _print_final_metrics(run_dir, ["swd"], args.final_swd)
+    return 0
+
+
+def _print_final_metrics(run_dir: Path, metrics: list[str], n: int) -> int:
+    from ganforge.metrics.training import evaluate_run
+
+    results = evaluate_run(run_dir, metrics, n=n)
+    print(results["table"])
+    return 0
+
+
+# --- generate -----------------------------------------------------------------------------------------------
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ganforge.api import load
+    from ganforge.viz.grid import make_grid, save_grid, save_image, to_uint8
+    from ganforge.viz.interpolate import interpolation_path
+
+    model = load(args.run, step=args.step, device=args.device)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = model.latents(args.n, args.seed)
+    written = 0
+    if args.interpolate:
+        path = interpolation_path(inputs["z"], args.interpolate)
+        frames = torch.cat([model.generate({"z": chunk}) for chunk in path.split(64)])
+        save_grid(frames, out / "interpolation.png", columns=args.interpolate, min_cell=0)
+        written += 1
+    else:
+        images = torch.cat([model.generate({k: v[i:i + 64] for k, v in inputs.items()})
+                            for i in range(0, args.n, 64)])
+        if args.grid:
+            save_image(make_grid(to_uint8(images)), out / "grid.png")
+            written += 1
+        else:
+            for index, image in enumerate(to_uint8(images)):
+                save_image(image, out / f"{args.seed:04d}-{index:05d}.png")
+            written += len(images)
+    print(f"wrote {written} PNG file(s) to {out} from step {model.step} of {args.run}")
+    return 0
+
+
+# --- info ---------------------------------------------------------------------------------------------------
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from ganforge.api import build_family, dataset_placeholder
+    from ganforge.data.store import DatasetError, open_dataset
+
+    config = _config_from_args(args.family, args)
+    try:
+        dataset = open_dataset(config.data)
+        manifest = dataset.manifest
+    except DatasetError:
+        manifest = {"source": config.data, "count": 0, "resolution": 1 << 16, "channels": 3, "levels": [],
+                    "labels": []}
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))
+    nets = {name: sum(p.numel() for p in net.parameters()) for name, net in family.nets.items()}
+    report = {"family": config.family, "parameters": nets, **family.describe()}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"family {config.family}")
+        for name, count in nets.items():
+            print(f"  {name:8s} {count:>14,d} parameters")
+        for key, value in family.describe().items():
+            print(f"  {key}: {value}")
+    return 0
+
+
+# --- import -------------------------------------------------------------------------------------------------
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from ganforge.interop.importers import import_pgan_zoo
+
+    if args.source == "pgan-zoo":
+        run = import_pgan_zoo(args.file, args.out, data=args.data)
+    print(f"imported {args.file} into {run}")
+    return 0
+
+
+# --- evaluate -----------------------------------------------------------------------------------------------
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ganforge.metrics.training import evaluate_folders, evaluate_run
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.fake is not None:
+        if args.real is None:
+            raise SystemExit("ganforge evaluate: --fake needs --real (a folder or a store)")
+        results = evaluate_folders(args.fake, args.real, metrics, n=args.n, inception_weights=args.inception_weights)
+    elif args.run is not None:
+        results = evaluate_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
+                               inception_weights=args.inception_weights)
+    else:
+        raise SystemExit("ganforge evaluate: give a RUN directory, or --fake and --real")
+    print(results["table"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ganforge.families import family_names
+
+    parser = argparse.ArgumentParser(prog="ganforge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prep = sub.add_parser("prepare", help="turn images into a prepared dataset store")
+    prep_sub = prep.add_subparsers(dest="source_kind", required=True)
+    for kind, helptext in (("celeba_cropped", "aligned CelebA → the PGAN 128×128 crop"),
+                           ("folder", "a folder or .zip of images (class sub-folders become labels)"),
+                           ("mnist", "the four official MNIST idx(.gz) files")):
+        p = prep_sub.add_parser(kind, help=helptext)
+        p.add_argument("src", type=Path)
+        p.add_argument("-o", "--out", type=Path, required=True)
+        p.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT")
+        if kind != "mnist":
+            p.add_argument("--workers", type=int, default=0, help="decoding processes (0: one per core)")
+        if kind == "folder":
+            p.add_argument("--resolution", type=int, required=True)
+        if kind == "mnist":
+            p.add_argument("--resolution", type=int, default=32, choices=[32, 64])
+            p.add_argument("--split", default="train", choices=["train", "test"])
+            p.add_argument("--download", action="store_true", help="download the files into SRC first")
+    prep.set_defaults(func=cmd_prepare)
+
+    tr = sub.add_parser("train", help="train a new run or resume an existing one")
+    tr.add_argument("family", choices=family_names())
+    _add_config_options(tr)
+    tr.add_argument("--run", type=Path, help="run directory (default runs/FAMILY); an existing run resumes")
+    tr.add_argument("--restart", action="store_true", help="start over, deleting the run's checkpoints")
+    tr.add_argument("--until", type=int, help="stop (with a checkpoint) after this many steps")
+    tr.add_argument("--final-swd", type=int, default=0, metavar="N",
+                    help="after training, print SWD of N generated images against the training data")
+    tr.set_defaults(func=cmd_train)
+
+    gen = sub.add_parser("generate", help="images, grids and interpolations from a trained run")
+    gen.add_argument("run", type=Path, help="run directory or checkpoint file")
+    gen.add_argument("--step", type=int)
+    gen.add_argument("--n", type=int, default=16)
+    gen.add_argument("-o", "--out", type=Path, required=True)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--grid", action="store_true", help="one grid image instead of single files")
+    gen.add_argument("--interpolate", type=int, default=0, metavar="K",
+                     help="slerp through the N latents with K frames between each pair")
+    gen.add_argument("--device", default="auto")
+    gen.set_defaults(func=cmd_generate)
+
+    ev = sub.add_parser("evaluate", help="metrics of a run, or of one image set against another")
+    ev.add_argument("run", type=Path, nargs="?")
+    ev.add_argument("--metrics", default="swd")
+    ev.add_argument("--n", type=int)
+    ev.add_argument("--step", type=int)
+    ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
+    ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
+    ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz")
+    ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
+    ev.set_defaults(func=cmd_evaluate)
+
+    info = sub.add_parser("info", help="networks and parameter counts a config builds (no training)")
+    info.add_argument("family", choices=family_names())
+    _add_config_options(info)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    imp = sub.add_parser("import", help="import an official checkpoint as a ganforge run")
+    imp.add_argument("source", choices=["pgan-zoo"])
+    imp.add_argument("file", type=Path)
+    imp.add_argument("-o", "--out", type=Path, required=True, help="run directory to create")
+    imp.add_argument("--data", help="dataset for further training (default: builtin:shapes at the model's size)")
+    imp.set_defaults(func=cmd_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotImplementedError) as err:
+        # every user-facing error type in ganforge derives from ValueError: one line, no traceback
+        print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ganforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Typed configs: dataclasses filled from JSON/YAML files and `--set a.b=c` overrides, strictly validated.
+
+Every family owns a dataclass for its `model:` section; the engine's own settings are the top-level keys of
+`RunConfig`. Validation is strict because a misspelt key in a GAN config silently costs days of compute: an unknown
+key is an error that names the key and the nearest valid ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, reported with the offending key path and what was expected."""
+
+
+def suggest_keys(key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if near:
+        return "did you mean " + " or ".join(repr(n) for n in near) + "?"
+    return "valid keys: " + ", ".join(sorted(valid))
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where the conversion is lossless."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {
+            _coerce(_parse_key(k, key_tp), key_tp, f"{where}.{k}"): _coerce(v, val_tp, f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")
+
+
+def _parse_key(key: Any, key_tp: Any) -> Any:
+    """JSON object keys are strings; per-resolution tables want integers."""
+    if key_tp is int and isinstance(key, str):
+        try:
+            return int(key)
+        except ValueError:
+            raise ConfigError(f"key {key!r}: expected an integer key") from None
+    return key
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types with the key path."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{path}': {suggest_keys(str(key), list(fields))}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}" if where and not str(err).startswith(where) else str(err)) from None
+    except TypeError as err:
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-ready data from (nested) dataclasses."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML config file as a mapping; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
+    """`a.b=c` strings → (key path, value); values are parsed as YAML scalars/lists (`3`, `1e-3`, `[1, 2]`)."""
+    parsed = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.lr=0.002")
+        key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip().split("."), value))
+    return parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    """A copy of `data` with each override set at its key path (intermediate mappings are created)."""
+    data = copy.deepcopy(data)
+    for keys, value in overrides:
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(keys)}: '{key}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Engine settings shared by every family; the family's own settings live in `model`."""
+
+    family: str
+    data: str = "builtin:shapes"
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["auto", "off", "bf16"] = "auto"
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_count: int = 64
+    metrics: list[str] = dataclasses.field(default_factory=list)
+    metrics_every: int = 0
+    metrics_n: int = 2048
+    progress: bool = True
+    tensorboard: bool = True
+    model: Any = None
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count", "metrics_n"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.metrics_every < 0:
+            raise ConfigError(f"metrics_every: expected 0 (off) or a positive integer, got {self.metrics_every}")

@@ -1,0 +1,263 @@
+"""Progressive GAN (Karras et al. 2018) as a family: growing schedule, fade-in, WGAN-GP + drift, EMA generator.
+
+Two variants share everything but a few documented details (see models/pgan.py for the network side):
+- `paper` (official TF code): Adam state reset at the start of every fade and every stable phase, EMA kept
+  across growth, mirror augmentation on.
+- `zoo` (pytorch_GAN_zoo): Adam state and EMA reset at each growth, no mirroring.
+Both fix the zoo's bugs: D fades at 4→8 too, a per-scale learning rate really reaches the optimiser, and the
+optimiser state is checkpointed.
+
+Alpha follows the zoo: it is the weight of the OLD (lower-resolution) path, 1 at the start of a fade, 0 after.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from ganforge.config import ConfigError
+from ganforge.data.loader import Batch
+from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.losses import drift_penalty, gdpp_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
+from ganforge.nn.ema import copy_weights
+
+
+@dataclass
+class PGANSchedule:
+    """Zoo style (`unit: iterations`: maxIterAtScale + linear alpha jumps) or official style (`unit: kimg`)."""
+
+    unit: Literal["iterations", "kimg"] = "iterations"
+    max_iter_at_scale: list[int] = field(default_factory=lambda: [48000, 96000, 96000, 96000, 96000, 96000])
+    alpha_jumps: list[int] | int = 600
+    alpha_jump_size: list[int] | int = 32
+    stable_kimg: float = 600.0
+    transition_kimg: float = 600.0
+    total_kimg: float | None = None
+    batch_size: int = 16
+    batch_per_resolution: dict[int, int] = field(default_factory=dict)
+    lr_per_resolution: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class PGANConfig:
+    variant: Literal["paper", "zoo"] = "paper"
+    resolution: int = 128
+    latent_dim: int = 512
+    widths: list[int] | None = None  # per scale 4, 8, …; default min(fmap_base / 2^(log2 res − 1), fmap_max)
+    fmap_base: int = 8192
+    fmap_max: int = 512
+    mbstd_group_size: int = 4
+    lambda_gp: float = 10.0
+    drift: float = 0.001
+    gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
+    lr: float = 0.001
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    adam_eps: float = 1e-8
+    ema_decay: float = 0.999
+    mirror: bool | None = None  # None: the variant's default (paper on, zoo off)
+    schedule: PGANSchedule = field(default_factory=PGANSchedule)
+
+
+@dataclass(frozen=True)
+class ScaleSegment:
+    """One resolution's stretch of the run: [start, start + steps) with the first `fade_steps` fading in."""
+
+    scale: int
+    resolution: int
+    batch_size: int
+    start: int
+    steps: int
+    fade_steps: int
+    alpha_jumps: int  # > 0: zoo-style stepwise alpha with this many jumps; 0: continuous (kimg) fade
+
+    def alpha(self, local_step: int) -> float:
+        if self.scale == 0 or local_step >= self.fade_steps:
+            return 0.0
+        if self.alpha_jumps:
+            size = self.fade_steps // self.alpha_jumps
+            return max(0.0, 1.0 - (local_step // size) / self.alpha_jumps)
+        return 1.0 - local_step / self.fade_steps
+
+
+def _per_scale(value: list[int] | int, scales: int, key: str) -> list[int]:
+    if isinstance(value, int):
+        return [0] + [value] * (scales - 1)
+    if len(value) < scales:
+        raise ConfigError(f"model.schedule.{key}: {len(value)} entries but the networks have {scales} scales")
+    return list(value[:scales])
+
+
+def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
+    """The schedule as consecutive segments, one per scale, in steps (one D step + one G step each)."""
+    sched = config.schedule
+    scales = int(math.log2(config.resolution)) - 1
+    for res in list(sched.batch_per_resolution) + list(sched.lr_per_resolution):
+        if res not in [4 * 2**s for s in range(scales)]:
+            raise ConfigError(f"model.schedule: resolution {res} in a per-resolution table is not one of the "
+                              f"networks' resolutions {[4 * 2**s for s in range(scales)]}")
+    segments, start = [], 0
+    if sched.unit == "iterations":
+        if len(sched.max_iter_at_scale) != scales:
+            raise ConfigError(f"model.schedule.max_iter_at_scale: {len(sched.max_iter_at_scale)} entries but "
+                              f"resolution {config.resolution} has {scales} scales (4…{config.resolution})")
+        jumps = _per_scale(sched.alpha_jumps, scales, "alpha_jumps")
+        sizes = _per_scale(sched.alpha_jump_size, scales, "alpha_jump_size")
+    for s in range(scales):
+        res = 4 * 2**s
+        batch = sched.batch_per_resolution.get(res, sched.batch_size)
+        if batch < 1:
+            raise ConfigError(f"model.schedule: batch size {batch} at resolution {res} must be positive")
+        if sched.unit == "iterations":
+            steps = sched.max_iter_at_scale[s]
+            n_jumps = jumps[s] if s else 0
+            fade = n_jumps * sizes[s]
+            if steps < 1 or fade > steps:
+                raise ConfigError(f"model.schedule: scale {s} has {steps} iterations but its fade needs {fade} "
+                                  f"({n_jumps} alpha jumps × {sizes[s]} iterations)")
+        else:
+            n_jumps = 0
+            fade = math.ceil(sched.transition_kimg * 1000 / batch) if s else 0
+            stable_kimg = sched.stable_kimg
+            if s == scales - 1 and sched.total_kimg is not None:
+                used = sum(seg.steps * seg.batch_size for seg in segments) / 1000
+                stable_kimg = sched.total_kimg - used - (sched.transition_kimg if s else 0)
+                if stable_kimg <= 0:
+                    raise ConfigError(f"model.schedule.total_kimg: {sched.total_kimg} kimg ends before the final "
+                                      f"resolution {res} is reached ({used + sched.transition_kimg:g} kimg)")
+            steps = fade + math.ceil(stable_kimg * 1000 / batch)
+        segments.append(ScaleSegment(s, res, batch, start, steps, fade, n_jumps))
+        start += steps
+    return segments
+
+
+class PGANFamily(Family):
+    name = "pgan"
+    config_class = PGANConfig
+
+    def __init__(self, config: PGANConfig, dataset, device, dist) -> None:
+        super().__init__(config, dataset, device, dist)
+        widths = config.widths or pgan_widths(config.resolution, config.fmap_base, config.fmap_max)
+        try:
+            self.arch = PGANArch(resolution=config.resolution, widths=list(widths), latent_dim=config.latent_dim,
+                                 variant=config.variant, channels=dataset.channels,
+                                 mbstd_group_size=config.mbstd_group_size)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
+        if dataset.resolution < config.resolution:
+            raise ConfigError(f"model.resolution: {config.resolution} but the dataset {dataset.source} only goes "
+                              f"up to {dataset.resolution}")
+        self.segments = compile_schedule(config)
+        self._starts = [seg.start for seg in self.segments]
+        self.mirror = config.mirror if config.mirror is not None else config.variant == "paper"
+        self.nets["G"] = PGANGenerator(self.arch).to(device)
+        self.nets["D"] = PGANDiscriminator(self.arch).to(device)
+        self.add_ema("G_ema", "G")
+        betas = (float(config.betas[0]), float(config.betas[1]))
+        for name in ("G", "D"):
+            self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=config.lr, betas=betas,
+                                                     eps=config.adam_eps)
+        self._last_reals: torch.Tensor | None = None
+
+    @classmethod
+    def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "family" in data or not ({"pathDB", "config"} & set(data)):
+            return data
+        from ganforge.interop.zoo_config import zoo_config_to_ganforge
+
+        return zoo_config_to_ganforge(data)
+
+    # --- schedule ---------------------------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        last = self.segments[-1]
+        return last.start + last.steps
+
+    def segment(self, step: int) -> ScaleSegment:
+        return self.segments[bisect.bisect_right(self._starts, step) - 1]
+
+    def plan(self, step: int) -> StepPlan:
+        seg = self.segment(step)
+        alpha = seg.alpha(step - seg.start)
+        return StepPlan(batch_size=seg.batch_size, resolution=seg.resolution,
+                        progress={"scale": seg.scale, "res": seg.resolution, "alpha": round(alpha, 6)})
+
+    def begin_step(self, step: int, plan: StepPlan) -> None:
+        seg = self.segment(step)
+        lr = self.config.schedule.lr_per_resolution.get(seg.resolution, self.config.lr)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        local = step - seg.start
+        growth = local == 0 and seg.scale > 0
+        if self.config.variant == "paper" and (growth or (seg.scale > 0 and local == seg.fade_steps)):
+            self._reset_optimizers()
+        elif self.config.variant == "zoo" and growth:
+            self._reset_optimizers()
+            copy_weights(self.nets["G_ema"], self.nets["G"])
+
+    def _reset_optimizers(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.state.clear()
+
+    def ema_decay(self, step: int) -> float:
+        return self.config.ema_decay
+
+    # --- phases -----------------------------------------------------------------------------------------------
+    def prepare_batch(self, batch: Batch, plan: StepPlan) -> Batch:
+        alpha = plan.progress["alpha"]
+        if alpha > 0:
+            low = F.interpolate(F.avg_pool2d(batch.images, 2), scale_factor=2, mode="nearest")
+            batch = Batch(images=torch.lerp(batch.images, low, alpha), labels=batch.labels)
+        return batch
+
+    def phases(self, step: int, plan: StepPlan) -> list[Phase]:
+        scale, alpha = int(plan.progress["scale"]), plan.progress["alpha"]
+        G, D = self.nets["G"], self.nets["D"]
+        config = self.config
+        batch_size = plan.batch_size
+
+        def d_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+            reals = batch.images
+            self._last_reals = reals
+            with torch.no_grad():
+                fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
+            d_real = D(reals, scale, alpha)
+            d_fake = D(fakes, scale, alpha)
+            mix = self.rand(batch_size, 1, 1, 1)
+            gp = gradient_penalty(lambda x: D(x, scale, alpha), reals, fakes, mix)
+            drift = drift_penalty(d_real)
+            wdist = wgan_critic_loss(d_real, d_fake)
+            loss = wdist + config.lambda_gp * gp + config.drift * drift
+            return loss, {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach()}
+
+        def g_loss(_: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+            fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
+            if config.gdpp > 0:
+                d_fake, fake_features = D(fakes, scale, alpha, return_features=True)
+                with torch.no_grad():
+                    _, real_features = D(self._last_reals, scale, alpha, return_features=True)
+                gdpp = gdpp_loss(fake_features, real_features)
+                loss = wgan_generator_loss(d_fake) + config.gdpp * gdpp
+                return loss, {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
+            loss = wgan_generator_loss(D(fakes, scale, alpha))
+            return loss, {"loss_G": loss.detach()}
+
+        return [Phase("D", ("D",), d_loss), Phase("G", ("G",), g_loss, needs_data=False)]
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"z": torch.randn(n, self.config.latent_dim, generator=generator)}
+
+    def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
+        return self.nets[net](inputs["z"], int(plan.progress["scale"]), plan.progress["alpha"])
+
+    def describe(self) -> dict[str, Any]:
+        return {"variant": self.config.variant, "widths": self.arch.widths, "mirror": self.mirror,
+                "total_steps": self.total_steps(),
+                "schedule": [{"res": s.resolution, "batch": s.batch_size, "steps": s.steps,
+                              "fade_steps": s.fade_steps} for s in self.segments]}

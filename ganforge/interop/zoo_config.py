@@ -1,0 +1,106 @@
+"""pytorch_GAN_zoo's PGAN config JSON (`{"pathDB": ..., "config": {...}}`) → a ganforge config mapping.
+
+The seed's `config_celeba_cropped.json` must keep working as written. Zoo semantics are kept where they matter:
+`miniBatchScheduler` and `configScheduler` entries hold from their scale onwards (the value of the largest key ≤
+the current scale). Unlike the zoo, a per-scale `baseLearningRate` really changes the optimiser's learning rate.
+Keys whose zoo meaning ganforge does not offer for PGAN are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ganforge.config import ConfigError, suggest_keys
+
+# zoo `config` keys that must keep the value ganforge's PGAN always uses
+_FIXED = {"miniBatchStdDev": True, "equalizedlR": True, "perChannelNormalization": True, "initBiasToZero": True,
+          "leakyness": 0.2, "lossMode": "WGANGP", "dimOutput": 3, "weightConditionG": 0.0,
+          "weightConditionD": 0.0, "alphaJumpMode": "linear", "attribKeysOrder": None}
+_MAPPED = {"maxIterAtScale", "alphaNJumps", "alphaSizeJumps", "miniBatchSize", "dimLatentVector", "depthScales",
+           "lambdaGP", "epsilonD", "baseLearningRate", "learningRate", "GDPP", "miniBatchScheduler",
+           "configScheduler"}
+_TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler"}
+_SCHEDULED = {"baseLearningRate", "learningRate"}
+
+
+def _forward_fill(table: dict[str, Any], scales: int, where: str) -> dict[int, Any]:
+    """{scale: value} holding from each key's scale onwards, as the zoo applies its schedulers."""
+    try:
+        by_scale = {int(k): v for k, v in table.items()}
+    except ValueError:
+        raise ConfigError(f"{where}: keys must be scale indices like \"3\", got {sorted(table)}") from None
+    filled, current = {}, None
+    for scale in range(scales):
+        if scale in by_scale:
+            current = by_scale[scale]
+        if current is not None:
+            filled[scale] = current
+    return filled
+
+
+def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
+    for key in data:
+        if key not in _TOP_LEVEL:
+            hint = suggest_keys(key, sorted(_TOP_LEVEL))
+            raise ConfigError(f"unknown key '{key}' in a pytorch_GAN_zoo config: {hint}")
+    if "pathDB" not in data:
+        raise ConfigError("pathDB: a pytorch_GAN_zoo config needs the dataset path (a ganforge store, or "
+                          "builtin:shapes)")
+    zoo = dict(data.get("config") or {})
+    for key in ("miniBatchScheduler", "configScheduler"):
+        if key in data:
+            zoo[key] = data[key]
+    for key, value in zoo.items():
+        if key in _FIXED:
+            if value != _FIXED[key]:
+                raise ConfigError(f"config.{key}: ganforge's PGAN supports only {_FIXED[key]!r}, got {value!r}")
+        elif key not in _MAPPED:
+            raise ConfigError(f"unknown key 'config.{key}' in a pytorch_GAN_zoo config: "
+                              f"{suggest_keys(key, sorted(_MAPPED | set(_FIXED)))}")
+
+    iters = zoo.get("maxIterAtScale", [48000, 96000, 96000, 96000, 96000, 96000, 96000, 96000, 200000])
+    if not isinstance(iters, list) or not iters:
+        raise ConfigError(f"config.maxIterAtScale: expected a list of iterations per scale, got {iters!r}")
+    scales = len(iters)
+    model: dict[str, Any] = {"variant": "zoo", "resolution": 4 * 2 ** (scales - 1)}
+    schedule: dict[str, Any] = {"unit": "iterations", "max_iter_at_scale": iters}
+    if "alphaNJumps" in zoo:
+        schedule["alpha_jumps"] = zoo["alphaNJumps"]
+    if "alphaSizeJumps" in zoo:
+        schedule["alpha_jump_size"] = zoo["alphaSizeJumps"]
+    if "miniBatchSize" in zoo:
+        schedule["batch_size"] = zoo["miniBatchSize"]
+    if "dimLatentVector" in zoo:
+        model["latent_dim"] = zoo["dimLatentVector"]
+    if "depthScales" in zoo:
+        depths = zoo["depthScales"]
+        if not isinstance(depths, list) or len(depths) < scales:
+            raise ConfigError(f"config.depthScales: expected at least {scales} widths (one per scale of "
+                              f"maxIterAtScale), got {depths!r}")
+        model["widths"] = depths[:scales]
+    for zoo_key, key in (("lambdaGP", "lambda_gp"), ("epsilonD", "drift"), ("baseLearningRate", "lr"),
+                         ("learningRate", "lr")):
+        if zoo_key in zoo:
+            model[key] = zoo[zoo_key]
+    if zoo.get("GDPP"):
+        model["gdpp"] = 1.0
+
+    batches = _forward_fill(zoo.get("miniBatchScheduler") or {}, scales, "miniBatchScheduler")
+    if batches:
+        schedule["batch_per_resolution"] = {4 * 2**s: b for s, b in batches.items()}
+    lr_tables = zoo.get("configScheduler") or {}
+    for scale_key, changes in lr_tables.items():
+        if not isinstance(changes, dict):
+            raise ConfigError(f"configScheduler.{scale_key}: expected a mapping of config keys, got {changes!r}")
+        for key in changes:
+            if key not in _SCHEDULED:
+                raise ConfigError(f"configScheduler.{scale_key}.{key}: only {sorted(_SCHEDULED)} can change per "
+                                  "scale in ganforge's PGAN")
+    lrs = _forward_fill({k: next(iter(v.values())) for k, v in lr_tables.items() if v}, scales, "configScheduler")
+    if lrs:
+        schedule["lr_per_resolution"] = {4 * 2**s: float(lr) for s, lr in lrs.items()}
+    model["schedule"] = schedule
+    if not math.log2(model["resolution"]).is_integer():
+        raise ConfigError(f"config.maxIterAtScale: {scales} scales do not give a power-of-two resolution")
+    return {"family": "pgan", "data": str(data["pathDB"]), "model": model}

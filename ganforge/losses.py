@@ -1,0 +1,58 @@
+"""Adversarial losses and regularisers shared by the families (one implementation of each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def wgan_critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """−(E[D(real)] − E[D(fake)]): the critic maximises the Wasserstein estimate."""
+    return d_fake.mean() - d_real.mean()
+
+
+def wgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    return -d_fake.mean()
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     mix: torch.Tensor, target: float = 1.0) -> torch.Tensor:
+    """WGAN-GP: mean over samples of (‖∇ₓ̂ D(x̂)‖₂ − target)², x̂ = mix·real + (1 − mix)·fake.
+
+    `mix` is U(0, 1) per sample, shaped to broadcast ([N, 1, 1, 1]); the norm runs over all of C·H·W.
+    The graph is kept (create_graph) so the penalty trains the critic.
+    """
+    mixed = (mix * real.detach() + (1.0 - mix) * fake.detach()).requires_grad_(True)
+    scores = critic(mixed)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    norms = grad.flatten(1).norm(2, dim=1)
+    return (norms - target).square().mean()
+
+
+def drift_penalty(d_real: torch.Tensor) -> torch.Tensor:
+    """PGGAN's ε-drift term: keeps the critic's output near zero (multiply by ε = 0.001)."""
+    return d_real.square().mean()
+
+
+def gdpp_loss(fake_features: torch.Tensor, real_features: torch.Tensor) -> torch.Tensor:
+    """GDPP (Elfeki et al. 2019): match the eigen-structure of fake and real feature similarity kernels.
+
+    Features are L2-normalised per sample; the kernels φφᵀ are decomposed with torch.linalg.eigh (the zoo's
+    torch.symeig is gone). The loss is a magnitude term (1e-4 · MSE of eigenvalues) plus a structure term, the
+    negative cosine of matching eigenvectors weighted by the real eigenvalues min-max normalised, as in the paper.
+    Real features carry no gradient.
+    """
+    def eig(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        phi = F.normalize(features.float(), p=2, dim=1)
+        return torch.linalg.eigh(phi @ phi.T)
+
+    fake_values, fake_vectors = eig(fake_features)
+    with torch.no_grad():
+        real_values, real_vectors = eig(real_features)
+    magnitude = 1e-4 * F.mse_loss(fake_values, real_values)
+    structure = -(fake_vectors * real_vectors).sum(0)
+    spread = real_values.max() - real_values.min()
+    weights = (real_values - real_values.min()) / spread if spread > 1e-10 else real_values
+    return magnitude + (weights * structure).sum()

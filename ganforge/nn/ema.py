@@ -1,0 +1,28 @@
+"""Exponential moving average of a module's weights (the generator that samples and metrics use)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, source: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·source for parameters; buffers (BN statistics, SN vectors) are averaged too
+    when floating point, copied otherwise."""
+    ema_params = list(ema.parameters())
+    src_params = list(source.parameters())
+    if len(ema_params) != len(src_params):
+        raise ValueError("EMA and source modules have different parameter lists")
+    torch._foreach_lerp_(ema_params, src_params, 1.0 - decay)
+    for ema_buf, src_buf in zip(ema.buffers(), source.buffers(), strict=True):
+        if ema_buf.dtype.is_floating_point:
+            ema_buf.lerp_(src_buf, 1.0 - decay)
+        else:
+            ema_buf.copy_(src_buf)
+
+
+@torch.no_grad()
+def copy_weights(target: nn.Module, source: nn.Module) -> None:
+    """Reset an EMA module to its source (zoo-style EMA restart at growth)."""
+    target.load_state_dict(source.state_dict())

@@ -1,0 +1,188 @@
+"""Checkpoints as safetensors + JSON, written atomically, verified by hash, found again on resume.
+
+A checkpoint is two files, `<step>.safetensors` (every tensor: networks, EMA, optimiser moments, RNG states) and
+`<step>.json` (everything else, plus the sha256 of the tensor file). The JSON is written last and is the commit
+marker: a checkpoint without its JSON, or whose tensor file does not match the recorded hash, is not a checkpoint.
+Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+FORMAT = "ganforge-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the file named."""
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    path: Path  # the JSON file
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename: a reader sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    _write_atomic(Path(path), (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
+
+
+def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                    keep: int, protect: set[int] | None = None) -> Path:
+    """Write checkpoint `step` and prune to the newest `keep` (steps in `protect` are never pruned)."""
+    folder = checkpoint_dir(run_dir)
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    blob = safetensors.torch.save(contiguous)
+    tensor_path = folder / f"{step:08d}.safetensors"
+    json_path = folder / f"{step:08d}.json"
+    _write_atomic(tensor_path, blob)
+    record = {"format": FORMAT, "version": FORMAT_VERSION, "step": step,
+              "tensors_file": tensor_path.name, "sha256": hashlib.sha256(blob).hexdigest(), **meta}
+    write_json_atomic(json_path, record)
+    prune_checkpoints(run_dir, keep, protect or set())
+    return json_path
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps that have a JSON record, oldest first (validity is checked on load)."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    steps = []
+    for path in folder.glob("*.json"):
+        if path.stem.isdigit():
+            steps.append(int(path.stem))
+    return sorted(steps)
+
+
+def prune_checkpoints(run_dir: Path, keep: int, protect: set[int]) -> None:
+    steps = checkpoint_steps(run_dir)
+    folder = checkpoint_dir(run_dir)
+    for step in steps[:-keep] if keep > 0 else []:
+        if step in protect:
+            continue
+        (folder / f"{step:08d}.json").unlink(missing_ok=True)
+        (folder / f"{step:08d}.safetensors").unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp"):  # leftovers of a write that was killed
+        stale.unlink(missing_ok=True)
+
+
+def load_checkpoint(json_path: Path) -> Checkpoint:
+    """Read and verify one checkpoint; any problem is a CheckpointError naming the file."""
+    json_path = Path(json_path)
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{json_path}: unreadable checkpoint record ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path}: not a ganforge checkpoint record (format {meta.get('format')!r})"
+                              if isinstance(meta, dict) else f"{json_path}: not a ganforge checkpoint record")
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{json_path}: written by a newer ganforge (checkpoint version {meta['version']})")
+    tensor_path = json_path.parent / meta.get("tensors_file", "")
+    try:
+        blob = tensor_path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{tensor_path}: missing tensor file for {json_path.name} ({err.strerror})") from None
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise CheckpointError(f"{tensor_path}: content does not match the hash recorded in {json_path.name} "
+                              "(truncated or corrupted)")
+    try:
+        tensors = safetensors.torch.load(blob)
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{tensor_path}: not a readable safetensors file ({err})") from None
+    return Checkpoint(step=int(meta["step"]), meta=meta, tensors=tensors, path=json_path)
+
+
+def latest_valid_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The newest checkpoint that loads and verifies; broken newer ones are reported and skipped."""
+    for step in reversed(checkpoint_steps(run_dir)):
+        path = checkpoint_dir(run_dir) / f"{step:08d}.json"
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            warnings.warn(f"skipping checkpoint: {err}", stacklevel=2)
+    return None
+
+
+def resolve_checkpoint(target: Path, step: int | None = None) -> Checkpoint:
+    """A run directory (newest valid, or `step`) or a checkpoint file (.json or .safetensors) → Checkpoint."""
+    target = Path(target)
+    if target.is_dir():
+        if step is not None:
+            return load_checkpoint(checkpoint_dir(target) / f"{step:08d}.json")
+        found = latest_valid_checkpoint(target)
+        if found is None:
+            raise CheckpointError(f"{target}: no valid checkpoint in {checkpoint_dir(target)}")
+        return found
+    if target.suffix == ".safetensors":
+        target = target.with_suffix(".json")
+    if not target.exists():
+        raise CheckpointError(f"{target}: no such run directory or checkpoint")
+    return load_checkpoint(target)
+
+
+# --- optimiser and RNG state as tensors + JSON ----------------------------------------------------------------
+
+def optimizer_to_tensors(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"opt/{name}/{index}/{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           record: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    prefix = f"opt/{name}/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, slot = key[len(prefix):].split("/", 1)
+            state.setdefault(int(index), {})[slot] = value
+    for index, slots in record.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(slots)
+    groups = []
+    for group in record["param_groups"]:
+        group = dict(group)
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

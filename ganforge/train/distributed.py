@@ -1,0 +1,104 @@
+"""torchrun / torch.distributed set-up: ranks, data sharding, gradient averaging, rank-0 I/O.
+
+Gradients are averaged with explicit all-reduces after each phase's backward (as stylegan2-ada does) rather than
+through DistributedDataParallel: GAN phases train different subsets of networks, progressive networks leave
+layers unused, and gradient penalties need double backward, none of which DDP's hooks handle well. The result is
+the same data-parallel update DDP would make.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def local_size(self, global_batch: int) -> int:
+        if global_batch % self.world_size:
+            raise ValueError(
+                f"batch size {global_batch} is not divisible by the number of processes {self.world_size}"
+            )
+        return global_batch // self.world_size
+
+    def shard(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's share of a global-batch tensor: samples rank, rank + W, rank + 2W, ...
+
+        Interleaving (rather than contiguous blocks) keeps PGAN's strided minibatch-stddev groups identical to a
+        single-process run of the same global batch.
+        """
+        if not self.enabled:
+            return tensor
+        return tensor[self.rank :: self.world_size]
+
+    def all_reduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Average gradients over ranks in one flat buffer per dtype."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch_dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch_dist.barrier()
+
+
+def init_distributed(device_kind: str) -> DistInfo:
+    """Join the process group that torchrun describes in the environment; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch_dist.is_initialized():
+        backend = "nccl" if device_kind == "cuda" else "gloo"
+        torch_dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    if info.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def pick_device(requested: str, info: DistInfo) -> torch.device:
+    """CUDA, then MPS, then CPU unless forced; under torchrun each rank takes its local GPU."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    if requested not in ("cpu", "mps") and not requested.startswith("cuda:"):
+        raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {requested!r}")
+    return torch.device(requested)

@@ -1,0 +1,296 @@
+"""The one training loop every family runs in.
+
+Per step: ask the family for its plan (batch size, resolution, schedule position), run its phases (each: fetch
+data if needed, forward the loss under autocast, backward, average gradients across ranks, step the optimisers of
+the networks it trains), update EMA networks, then on ticks write logs, sample grids, metrics and checkpoints.
+Everything random flows from the config seed through the torch RNG and the loader's (seed, epoch) permutation,
+both saved in checkpoints, so a resumed run continues the same random streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganforge.config import ConfigError, RunConfig, to_dict
+from ganforge.data.loader import BatchLoader
+from ganforge.data.store import open_dataset
+from ganforge.families import get_family
+from ganforge.families.base import Family, StepPlan
+from ganforge.nn.ema import ema_update
+from ganforge.train import checkpoint as ckpt
+from ganforge.train.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
+from ganforge.train.log import RunLogger
+from ganforge.viz.grid import save_grid
+
+FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or weight became NaN/Inf; names the phase and step so the run can be inspected."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    interrupted: bool
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """Builds a run (new or resumed) and trains it to the end of the family's schedule."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, *, restart: bool = False,
+                 dist: DistInfo | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.dist = dist or init_distributed("cuda" if config.device.startswith("cuda") or (
+            config.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = pick_device(config.device, self.dist)
+        resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
+        if resume is not None:
+            _check_same_config(self.run_dir, resume.meta["config"], to_dict(config))
+        elif restart and self.dist.is_main and ckpt.checkpoint_steps(self.run_dir):
+            for step in ckpt.checkpoint_steps(self.run_dir):
+                (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.json").unlink()
+                (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.safetensors").unlink(missing_ok=True)
+        self.config = config
+        torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
+        self.dataset = open_dataset(config.data)
+        family_cls = get_family(config.family)
+        self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
+        if self.device.type == "cuda":
+            for net in self.family.nets.values():
+                net.to(memory_format=torch.channels_last)
+        self.loader = BatchLoader(self.dataset, seed=config.seed, dist=self.dist, device=self.device,
+                                  mirror=self.family.mirror)
+        self.step = 0
+        self.images_seen = 0
+        if resume is not None:
+            self._restore(resume)
+        self.fixed_inputs = self.family.sample_latents(
+            config.sample_count, torch.Generator().manual_seed(config.seed + FIXED_LATENT_OFFSET))
+        self._stop_requested = False
+
+    # --- state ------------------------------------------------------------------------------------------------
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, net in self.family.nets.items():
+            for key, value in net.state_dict().items():
+                tensors[f"net/{name}/{key}"] = value
+        optimizers = {}
+        for name, optimizer in self.family.optimizers.items():
+            opt_tensors, record = ckpt.optimizer_to_tensors(name, optimizer)
+            tensors.update(opt_tensors)
+            optimizers[name] = record
+        tensors["rng/torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {
+            "family": self.family.name,
+            "images_seen": self.images_seen,
+            "config": to_dict(self.config),
+            "dataset": {k: v for k, v in self.dataset.manifest.items() if k != "skipped"},
+            "loader": self.loader.state_dict(),
+            "family_state": self.family.extra_state(),
+            "optimizers": optimizers,
+            "progress": self.family.plan(min(self.step, self.family.total_steps() - 1)).progress,
+            "world_size": self.dist.world_size,
+            "time": time.time(),
+        }
+        return tensors, meta
+
+    def _restore(self, resume: ckpt.Checkpoint) -> None:
+        meta, tensors = resume.meta, resume.tensors
+        if meta.get("family") != self.family.name:
+            raise ckpt.CheckpointError(f"{resume.path}: checkpoint of family {meta.get('family')!r}, "
+                                       f"not {self.family.name!r}")
+        load_network_states(self.family, tensors, resume.path)
+        for name, optimizer in self.family.optimizers.items():
+            ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
+        torch.set_rng_state(tensors["rng/torch"])
+        if self.device.type == "cuda" and "rng/cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+        self.loader.load_state_dict(meta["loader"])
+        self.family.load_extra_state(meta.get("family_state", {}))
+        self.step = resume.step
+        self.images_seen = int(meta.get("images_seen", 0))
+
+    def save_checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
+        tensors, meta = self.state_tensors()
+        for name, value in tensors.items():
+            if value.dtype.is_floating_point and not torch.isfinite(value).all():
+                raise NonFiniteError(f"step {self.step}: {name} holds NaN/Inf; no checkpoint written")
+        ckpt.save_checkpoint(self.run_dir, self.step, tensors, meta, keep=self.config.keep_checkpoints)
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def train(self, until: int | None = None) -> TrainResult:
+        """Train to the end of the schedule, or stop (with a checkpoint) once `until` steps are done."""
+        family, config = self.family, self.config
+        total = family.total_steps()
+        stop_at = total if until is None else min(until, total)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.write_json_atomic(self.run_dir / "config.json", to_dict(config))
+        logger = RunLogger(self.run_dir, total_steps=total, start_step=self.step, enabled=self.dist.is_main,
+                           progress=config.progress, tensorboard=config.tensorboard)
+        sums: dict[str, float] = {}
+        count = 0
+        previous_handlers = self._install_signal_handlers()
+        try:
+            while self.step < stop_at and not self._stop_requested:
+                plan = family.plan(self.step)
+                logs = self.train_step(plan)
+                self.step += 1
+                logger.count_images(plan.batch_size)
+                for key, value in logs.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                logger.step_done({**plan.progress, **logs})
+                last = self.step == total
+                if self.step % config.log_every == 0 or last:
+                    record = {"step": self.step, "kimg": self.images_seen / 1000, **plan.progress,
+                              **{k: v / count for k, v in sums.items()}, "img_per_s": logger.throughput()}
+                    logger.log(record)
+                    sums, count = {}, 0
+                if self.dist.is_main and (self.step % config.sample_every == 0 or last):
+                    self.write_samples(plan)
+                if config.metrics and ((config.metrics_every and self.step % config.metrics_every == 0) or last):
+                    self.run_metrics(plan, logger)
+                if self.step % config.checkpoint_every == 0 or last:
+                    self.save_checkpoint()
+            if self.step < total and (self._stop_requested or self.step == stop_at):
+                self.save_checkpoint()
+                if self._stop_requested:
+                    logger.message(f"interrupted: checkpoint written at step {self.step} in {self.run_dir}")
+        finally:
+            self._restore_signal_handlers(previous_handlers)
+            logger.close()
+        return TrainResult(self.run_dir, self.step, interrupted=self.step < total)
+
+    def train_step(self, plan: StepPlan) -> dict[str, float]:
+        family = self.family
+        family.begin_step(self.step, plan)
+        logs: dict[str, float] = {}
+        for phase in family.phases(self.step, plan):
+            for name, net in family.nets.items():
+                if name not in family.ema_pairs:
+                    net.requires_grad_(name in phase.trains)
+            params = [p for name in phase.trains for p in family.nets[name].parameters()]
+            for _ in range(phase.repeats):
+                batch = None
+                if phase.needs_data:
+                    batch = family.prepare_batch(self.loader.next(plan.batch_size, plan.resolution), plan)
+                    self.images_seen += plan.batch_size
+                for name in phase.trains:
+                    family.optimizers[name].zero_grad(set_to_none=True)
+                with _autocast(self.device, self.config.amp):
+                    loss, phase_logs = phase.loss(batch)
+                if not torch.isfinite(loss.detach()):
+                    raise NonFiniteError(f"step {self.step}, phase {phase.name}: loss is {loss.item()}; "
+                                         "stopping before it reaches the weights or a checkpoint")
+                loss.backward()
+                self.dist.all_reduce_grads(params)
+                for name in phase.trains:
+                    family.optimizers[name].step()
+                if phase.after_step is not None:
+                    phase.after_step()
+                for key, value in phase_logs.items():
+                    logs[key] = float(value)
+        decay = family.ema_decay(self.step)
+        if decay is not None:
+            for ema_name, source in family.ema_pairs.items():
+                ema_update(family.nets[ema_name], family.nets[source], decay)
+        return logs
+
+    # --- outputs ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def write_samples(self, plan: StepPlan) -> None:
+        inputs = {k: v.to(self.device) for k, v in self.fixed_inputs.items()}
+        samples = self.run_dir / "samples"
+        for net, suffix in (("G_ema", ""), ("G", "-G")):
+            if net in self.family.nets:
+                images = self.family.generate(inputs, net, plan)
+                save_grid(images, samples / f"{self.step:08d}{suffix}.png")
+
+    def run_metrics(self, plan: StepPlan, logger: RunLogger) -> None:
+        from ganforge.metrics.training import evaluate_family
+
+        if not self.dist.is_main:
+            return
+        results = evaluate_family(self.family, self.dataset, plan, self.config.metrics, n=self.config.metrics_n,
+                                  seed=self.config.seed)
+        logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results})
+
+    # --- signals ----------------------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_requested:  # second signal: stop now
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = {}
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def load_network_states(family: Family, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load every `net/<name>/...` group into the family's networks, strictly, with a clear mismatch message."""
+    for name, net in family.nets.items():
+        prefix = f"net/{name}/"
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not state:
+            raise ckpt.CheckpointError(f"{source}: no weights for network {name!r}")
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ckpt.CheckpointError(
+                f"{source}: network {name!r} does not match this config "
+                f"(missing {sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, "
+                f"unexpected {sorted(unexpected)[:3]}{'…' if len(unexpected) > 3 else ''})")
+        for key, value in state.items():
+            target = net.state_dict()[key]
+            if target.shape != value.shape:
+                raise ckpt.CheckpointError(f"{source}: {name}.{key} has shape {tuple(value.shape)}, this config "
+                                           f"builds {tuple(target.shape)}")
+
+
+def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any]) -> None:
+    """A resume must not silently change the run: any difference in the config is an error."""
+    keys = ("progress", "tensorboard")  # presentation only: may change between sessions
+    differing = [k for k in sorted(set(saved) | set(requested))
+                 if k not in keys and saved.get(k) != requested.get(k)]
+    if differing:
+        detail = "; ".join(f"{k}: run has {json.dumps(saved.get(k))}, now {json.dumps(requested.get(k))}"
+                           for k in differing[:4])
+        raise ConfigError(f"{run_dir} was trained with a different config ({detail}). Resume without -c/--set, "
+                          "or start over with --restart or a new --run directory.")
+
+
+def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int | None = None) -> TrainResult:
+    """Train (or resume) the run in `run_dir`; returns where it stopped."""
+    trainer = Trainer(config, run_dir, restart=restart)
+    try:
+        return trainer.train(until=until)
+    finally:
+        shutdown_distributed(trainer.dist)
