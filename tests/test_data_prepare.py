@@ -217,9 +217,7 @@ def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
 
 def test_mnist_training_and_test_sets_from_the_shared_files(tmp_path: Path) -> None:
     source = shared_path("data", "mnist")
-    raw = np.frombuffer(
-        gzip.decompress((source / "train-images-idx3-ubyte.gz").read_bytes()), np.uint8, offset=16
-    )
+    raw = np.frombuffer(gzip.decompress((source / "train-images-idx3-ubyte.gz").read_bytes()), np.uint8, offset=16)
     raw = raw.reshape(-1, 28, 28)
     dataset = open_dataset(prepare_mnist(source, tmp_path / "mnist"))
     assert (dataset.count, dataset.channels, dataset.resolution) == (60000, 1, 32)
@@ -238,9 +236,7 @@ def test_mnist_training_and_test_sets_from_the_shared_files(tmp_path: Path) -> N
 def test_mnist_64_is_the_padded_digit_upsampled_with_lanczos(tmp_path: Path) -> None:
     digits = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(digits, 0x803))
-    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(_idx_bytes(np.array([3, 1, 4]), 0x801))
-    )
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.array([3, 1, 4]), 0x801)))
     dataset = open_dataset(prepare_mnist(tmp_path, tmp_path / "out", resolution=64))
     assert dataset.resolution == 64 and dataset.levels == [4, 8, 16, 32, 64]
     np.testing.assert_array_equal(dataset.labels[:, 0], [3, 1, 4])
@@ -284,7 +280,8 @@ def test_download_offline_names_each_file_its_url_and_the_directory(
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(prepare.urllib.request, "urlopen", offline)
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"already here")
+    present = shared_path("data", "mnist", "t10k-labels-idx1-ubyte.gz")
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress(present.read_bytes()))
     with pytest.raises(PrepareError) as failure:
         download_mnist(tmp_path)
     message = str(failure.value)
@@ -311,15 +308,19 @@ class _FakeResponse:
 def test_download_verifies_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = shared_path("data", "mnist")
     mirror = {url: source / url.rsplit("/", 1)[1] for url, _ in MNIST_FILES.values()}
-    monkeypatch.setattr(
-        prepare.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(mirror[url].read_bytes())
-    )
+    monkeypatch.setattr(prepare.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(mirror[url].read_bytes()))
     target = tmp_path / "mnist"
     assert download_mnist(target) == target
     assert sorted(p.name for p in target.iterdir()) == sorted(f"{name}.gz" for name in MNIST_FILES)
-    assert (target / "t10k-labels-idx1-ubyte.gz").read_bytes() == (
-        source / "t10k-labels-idx1-ubyte.gz"
-    ).read_bytes()
+    assert (target / "t10k-labels-idx1-ubyte.gz").read_bytes() == (source / "t10k-labels-idx1-ubyte.gz").read_bytes()
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"not mnist"))
+    with pytest.raises(
+        PrepareError, match="damaged/train-labels-idx1-ubyte.gz .delete it to download it again.: checksum"
+    ):
+        download_mnist(damaged)
 
     corrupt = gzip.compress(b"not mnist")
     monkeypatch.setattr(prepare.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(corrupt))

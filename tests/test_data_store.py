@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ganforge.data import store as store_module
 from ganforge.data.images import downsample_box2x
 from ganforge.data.store import (
     DatasetError,
@@ -24,9 +25,7 @@ COLUMNS = [("class", ["cat", "dog", "fox"])]
 
 
 def _images(count: int, resolution: int = 16, channels: int = 3, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(
-        0, 256, (count, channels, resolution, resolution), dtype=np.uint8
-    )
+    return np.random.default_rng(seed).integers(0, 256, (count, channels, resolution, resolution), dtype=np.uint8)
 
 
 def _store(path: Path, count: int = 6, seed: int = 0) -> Path:
@@ -123,6 +122,23 @@ def test_failure_while_overwriting_keeps_the_old_store_intact(tmp_path: Path) ->
     assert _siblings(out) == ["out"]
 
 
+def test_failed_rename_puts_the_old_store_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _store(tmp_path / "out", count=5)
+    real_replace = store_module.os.replace
+
+    def replace(source: Path, target: Path) -> None:
+        if ".tmp-" in str(source):
+            raise OSError("rename failed")
+        real_replace(source, target)
+
+    monkeypatch.setattr(store_module.os, "replace", replace)
+    with pytest.raises(OSError, match="rename failed"):
+        write_store(out, _images(2), resolution=16, source="x", overwrite=True)
+    monkeypatch.undo()
+    assert open_dataset(out).count == 5
+    assert _siblings(out) == ["out"]
+
+
 def test_overwrite_rules(tmp_path: Path) -> None:
     out = _store(tmp_path / "out", count=5)
     with pytest.raises(DatasetError, match="already holds a ganforge store; pass overwrite=True"):
@@ -180,9 +196,7 @@ def test_reader_errors_name_the_path_and_what_was_expected(tmp_path: Path) -> No
         open_dataset(tmp_path / "nowhere")
     plain = tmp_path / "plain"
     plain.mkdir()
-    with pytest.raises(
-        DatasetError, match=r"plain is not a ganforge store \(no manifest.json\); create one with"
-    ):
+    with pytest.raises(DatasetError, match=r"plain is not a ganforge store \(no manifest.json\); create one with"):
         open_dataset(plain)
 
     out = _store(tmp_path / "s")
@@ -208,9 +222,7 @@ def test_reader_errors_name_the_path_and_what_was_expected(tmp_path: Path) -> No
     (out / "manifest.json").write_text(json.dumps(manifest))
 
     np.save(out / "images_8.npy", np.zeros((6, 3, 8, 4), dtype=np.uint8))
-    with pytest.raises(
-        DatasetError, match=r"images_8.npy holds uint8 \(6, 3, 8, 4\), expected uint8 \(6, 3, 8, 8\)"
-    ):
+    with pytest.raises(DatasetError, match=r"images_8.npy holds uint8 \(6, 3, 8, 4\), expected uint8 \(6, 3, 8, 8\)"):
         open_dataset(out)
     (out / "images_8.npy").unlink()
     with pytest.raises(DatasetError, match="images_8.npy is missing"):
@@ -267,9 +279,7 @@ def test_builtin_dataset_has_a_consistent_pyramid_labels_and_manifest() -> None:
     assert dataset.label_columns[0][0] == "shape" and dataset.label_columns[1][0] == "background"
     assert dataset.labels.shape == (24, 2)
     for resolution in (8, 4):
-        np.testing.assert_array_equal(
-            dataset.images(resolution), downsample_box2x(dataset.images(2 * resolution))
-        )
+        np.testing.assert_array_equal(dataset.images(resolution), downsample_box2x(dataset.images(2 * resolution)))
     # cached: a second open shares the arrays, which are read-only so nobody corrupts the cache
     again = open_dataset("builtin:shapes?seed=5&resolution=16&count=24")
     assert again.images(16) is dataset.images(16)

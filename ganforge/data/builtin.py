@@ -131,9 +131,7 @@ def _render_chunk(params: dict[str, np.ndarray], index: np.ndarray, resolution: 
 
     # blend one channel at a time: broadcasting [B, 3, 1, 1] against [B, 1, R, R] is several times slower
     canvas = np.empty((len(index), 3, resolution, resolution), dtype=np.float32)
-    first, second, ink = (
-        params[name][index].astype(np.float32) for name in ("bg_rgb_a", "bg_rgb_b", "shape_rgb")
-    )
+    first, second, ink = (params[name][index].astype(np.float32) for name in ("bg_rgb_a", "bg_rgb_b", "shape_rgb"))
     for channel in range(3):
         start = first[:, channel, None, None]
         background = start + (second[:, channel, None, None] - start) * mix

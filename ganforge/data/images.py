@@ -82,9 +82,7 @@ def center_crop_resize(img: np.ndarray, resolution: int) -> np.ndarray:
     Accepts H×W or H×W×C uint8 (C = 1 or 3) and returns the same layout.
     """
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
-        raise ValueError(
-            f"expected an H×W or H×W×C uint8 image with C in (1, 3), got {img.dtype} {img.shape}"
-        )
+        raise ValueError(f"expected an H×W or H×W×C uint8 image with C in (1, 3), got {img.dtype} {img.shape}")
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
     height, width = img.shape[:2]

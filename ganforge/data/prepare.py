@@ -47,9 +47,7 @@ def _resolve_workers(workers: int) -> int:
 
 def _check_resolution(resolution: int) -> None:
     if not isinstance(resolution, int) or not is_power_of_two(resolution) or resolution < 4:
-        raise PrepareError(
-            f"resolution must be a power of two ≥ 4 (4, 8, …, 128, 256, …), got {resolution!r}"
-        )
+        raise PrepareError(f"resolution must be a power of two ≥ 4 (4, 8, …, 128, 256, …), got {resolution!r}")
 
 
 def _decode_all(
@@ -87,9 +85,7 @@ def _write_decoded(
     if batch:
         writer.add(np.stack(batch))
     if skipped:
-        log.warning(
-            "skipped %d of %d files (listed under 'skipped' in the manifest)", len(skipped), len(names)
-        )
+        log.warning("skipped %d of %d files (listed under 'skipped' in the manifest)", len(skipped), len(names))
     return kept, skipped
 
 
@@ -123,19 +119,13 @@ def prepare_celeba_cropped(src_dir: Path, out: Path, *, workers: int = 0, overwr
     """Aligned CelebA JPEGs → 128×128 face-crop store (pyramid to 4) plus the zoo-style config beside it."""
     src_dir, out = Path(src_dir), Path(out).absolute()
     if not src_dir.is_dir():
-        raise PrepareError(
-            f"{src_dir} is not a directory; expected the aligned CelebA folder img_align_celeba/"
-        )
+        raise PrepareError(f"{src_dir} is not a directory; expected the aligned CelebA folder img_align_celeba/")
     files = _list_images(src_dir)
     if not files:
-        raise PrepareError(
-            f"{src_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected img_align_celeba/"
-        )
+        raise PrepareError(f"{src_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected img_align_celeba/")
     names = [file.name for file in files]
     with StoreWriter(out, resolution=128, channels=3, overwrite=overwrite) as writer:
-        _, skipped = _write_decoded(
-            writer, _decode_all(_celeba_crop, files, _resolve_workers(workers)), names
-        )
+        _, skipped = _write_decoded(writer, _decode_all(_celeba_crop, files, _resolve_workers(workers)), names)
         if writer.count == 0:
             raise PrepareError(f"{src_dir}: none of the {len(files)} images is a valid aligned CelebA image")
         writer.finish(source=str(src_dir.absolute()), skipped=skipped)
@@ -216,9 +206,7 @@ class _FolderDecoder:
         return np.ascontiguousarray(center_crop_resize(image, self.resolution).transpose(2, 0, 1)), ""
 
 
-def prepare_folder(
-    src: Path, out: Path, *, resolution: int, overwrite: bool = False, workers: int = 0
-) -> Path:
+def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = False, workers: int = 0) -> Path:
     """A folder (recursive) or .zip of images → centre-cropped store; first-level sub-folders are classes."""
     _check_resolution(resolution)
     src = Path(src)
@@ -244,15 +232,11 @@ def prepare_folder(
     with StoreWriter(out, resolution=resolution, channels=3, overwrite=overwrite) as writer:
         kept, skipped = _write_decoded(writer, _decode_all(decoder, items, _resolve_workers(workers)), names)
         if writer.count == 0:
-            raise PrepareError(
-                f"{src}: none of its {len(items)} image files could be decoded (see the warnings)"
-            )
+            raise PrepareError(f"{src}: none of its {len(items)} image files could be decoded (see the warnings)")
         labels, columns = None, None
         if classes is not None:
             labels, columns = classes[0][kept][:, None], [("class", classes[1])]
-        return writer.finish(
-            source=str(src.absolute()), labels=labels, label_columns=columns, skipped=skipped
-        )
+        return writer.finish(source=str(src.absolute()), labels=labels, label_columns=columns, skipped=skipped)
 
 
 # --- MNIST --------------------------------------------------------------------------------------------
@@ -293,13 +277,21 @@ def _missing_mnist_message(directory: Path, missing: list[str], why: str) -> str
     return "\n".join(lines)
 
 
+def _check_md5(data: bytes, expected: str, origin: str) -> None:
+    digest = hashlib.md5(data).hexdigest()
+    if digest != expected:
+        raise PrepareError(f"{origin}: checksum mismatch (md5 of uncompressed data {digest}, expected {expected})")
+
+
 def download_mnist(directory: Path) -> Path:
-    """Fetch the four MNIST files that are missing from `directory`, verifying each checksum; returns it."""
+    """Fetch the MNIST files missing from `directory` and verify every file's checksum; returns it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     unreachable: list[str] = []
     for name, (url, md5) in MNIST_FILES.items():
-        if _find_mnist_file(directory, name) is not None:
+        present = _find_mnist_file(directory, name)
+        if present is not None:
+            _check_md5(_read_maybe_gzip(present), md5, f"{present} (delete it to download it again)")
             continue
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
@@ -309,20 +301,14 @@ def download_mnist(directory: Path) -> Path:
             unreachable.append(name)
             continue
         try:
-            digest = hashlib.md5(gzip.decompress(payload)).hexdigest()
+            _check_md5(gzip.decompress(payload), md5, url)
         except (OSError, EOFError) as error:
             raise PrepareError(f"{url}: downloaded data is not gzip ({error})") from error
-        if digest != md5:
-            raise PrepareError(
-                f"{url}: checksum mismatch (md5 of uncompressed data {digest}, expected {md5})"
-            )
         partial = directory / f"{name}.gz.partial"
         partial.write_bytes(payload)
         os.replace(partial, directory / f"{name}.gz")
     if unreachable:
-        raise PrepareError(
-            _missing_mnist_message(directory, unreachable, "could not download MNIST (offline?)")
-        )
+        raise PrepareError(_missing_mnist_message(directory, unreachable, "could not download MNIST (offline?)"))
     return directory
 
 
@@ -343,9 +329,7 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
-def prepare_mnist(
-    src: Path, out: Path, *, resolution: int = 32, split: str = "train", overwrite: bool = False
-) -> Path:
+def prepare_mnist(src: Path, out: Path, *, resolution: int = 32, split: str = "train", overwrite: bool = False) -> Path:
     """Official MNIST idx files → 1-channel store: 28 px zero-padded to 32 (LANCZOS-upsampled beyond)."""
     if not isinstance(resolution, int) or not is_power_of_two(resolution) or resolution < 32:
         raise PrepareError(f"MNIST resolution must be a power of two ≥ 32 (32, 64, …), got {resolution!r}")

@@ -80,18 +80,14 @@ def _check_destination(out: Path, overwrite: bool) -> None:
             "(choose a new or empty output directory)"
         )
     if not overwrite:
-        raise DatasetError(
-            f"{out} already holds a ganforge store; pass overwrite=True (--overwrite) to replace it"
-        )
+        raise DatasetError(f"{out} already holds a ganforge store; pass overwrite=True (--overwrite) to replace it")
 
 
 def _check_labels(labels: np.ndarray | None, label_columns: LabelColumns | None, count: int) -> None:
     if labels is None and label_columns is None:
         return
     if labels is None or label_columns is None:
-        raise DatasetError(
-            "labels and label_columns must be given together (one label column per class list)"
-        )
+        raise DatasetError("labels and label_columns must be given together (one label column per class list)")
     if labels.dtype.kind not in "iu" or labels.shape != (count, len(label_columns)):
         raise DatasetError(
             f"labels must be an integer array of shape ({count}, {len(label_columns)}), "
@@ -99,7 +95,7 @@ def _check_labels(labels: np.ndarray | None, label_columns: LabelColumns | None,
         )
     for column, (name, classes) in enumerate(label_columns):
         values = labels[:, column]
-        if count and (values.min() < 0 or values.max() >= len(classes)):
+        if values.min() < 0 or values.max() >= len(classes):
             raise DatasetError(
                 f"label column {name!r} has values in [{values.min()}, {values.max()}], "
                 f"expected indices into its {len(classes)} classes"
@@ -115,9 +111,7 @@ class StoreWriter:
 
     def __init__(self, out: Path, *, resolution: int, channels: int = 3, overwrite: bool = False) -> None:
         if not is_power_of_two(resolution) or resolution < MIN_RESOLUTION:
-            raise DatasetError(
-                f"store resolution must be a power of two ≥ {MIN_RESOLUTION}, got {resolution}"
-            )
+            raise DatasetError(f"store resolution must be a power of two ≥ {MIN_RESOLUTION}, got {resolution}")
         if channels not in (1, 3):
             raise DatasetError(f"store channels must be 1 or 3, got {channels}")
         self.out = Path(out).absolute()
@@ -125,13 +119,17 @@ class StoreWriter:
         self.count = 0
         _check_destination(self.out, overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.out.with_name(f"{self.out.name}.tmp-{secrets.token_hex(4)}")
+        self._tmp: Path | None = self.out.with_name(f"{self.out.name}.tmp-{secrets.token_hex(4)}")
         self._tmp.mkdir()
         self._files: dict[int, BinaryIO] = {}
-        for level in pyramid_levels(resolution):
-            handle = open(self._tmp / level_file(level), "wb")  # noqa: SIM115 - closed in finish/abort
-            handle.write(_npy_header((0, channels, level, level)))
-            self._files[level] = handle
+        try:
+            for level in pyramid_levels(resolution):
+                handle = open(self._tmp / level_file(level), "wb")  # noqa: SIM115 - closed in finish/abort
+                self._files[level] = handle
+                handle.write(_npy_header((0, channels, level, level)))
+        except BaseException:
+            self.abort()
+            raise
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -144,9 +142,7 @@ class StoreWriter:
         """Append a uint8 NCHW batch at the store's full resolution (its pyramid is built here)."""
         expected = (self.channels, self.resolution, self.resolution)
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != expected:
-            got = (
-                f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-            )
+            got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
             raise DatasetError(
                 f"store batches must be uint8 arrays of shape (N, {', '.join(map(str, expected))}), got {got}"
             )
@@ -200,7 +196,12 @@ class StoreWriter:
                 os.replace(self.out, retired)
             else:
                 self.out.rmdir()
-        os.replace(self._tmp, self.out)
+        try:
+            os.replace(self._tmp, self.out)
+        except BaseException:
+            if retired is not None:
+                os.replace(retired, self.out)  # put the old store back
+            raise
         self._tmp = None
         if retired is not None:
             shutil.rmtree(retired)
@@ -259,9 +260,7 @@ class ImageDataset:
         self.count: int = manifest["count"]
         self.channels: int = manifest["channels"]
         self.levels: list[int] = sorted(levels)
-        self.label_columns: LabelColumns = [
-            (item["name"], list(item["classes"])) for item in manifest["labels"]
-        ]
+        self.label_columns: LabelColumns = [(item["name"], list(item["classes"])) for item in manifest["labels"]]
 
     def images(self, res: int) -> np.ndarray:
         """uint8 NCHW [count, channels, res, res] (memory-mapped for stores)."""
@@ -324,9 +323,7 @@ def _validate_manifest(manifest: Any, path: Path) -> None:
 
 def _load_level(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     if not path.is_file():
-        raise DatasetError(
-            f"{path} is missing; expected a uint8 array of shape {shape} (re-run `ganforge prepare`)"
-        )
+        raise DatasetError(f"{path} is missing; expected a uint8 array of shape {shape} (re-run `ganforge prepare`)")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -340,14 +337,10 @@ def _open_store(path: Path) -> ImageDataset:
     if not path.exists():
         raise DatasetError(f"{path} does not exist; expected a ganforge store directory or builtin:shapes")
     if not path.is_dir():
-        raise DatasetError(
-            f"{path} is not a directory; expected a ganforge store directory or builtin:shapes"
-        )
+        raise DatasetError(f"{path} is not a directory; expected a ganforge store directory or builtin:shapes")
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
-        raise DatasetError(
-            f"{path} is not a ganforge store (no {MANIFEST_NAME}); create one with `ganforge prepare …`"
-        )
+        raise DatasetError(f"{path} is not a ganforge store (no {MANIFEST_NAME}); create one with `ganforge prepare …`")
     try:
         manifest_text = manifest_path.read_text()
         manifest = json.loads(manifest_text)
@@ -356,8 +349,7 @@ def _open_store(path: Path) -> ImageDataset:
     _validate_manifest(manifest, manifest_path)
     count, channels = manifest["count"], manifest["channels"]
     levels = {
-        level: _load_level(path / level_file(level), (count, channels, level, level))
-        for level in manifest["levels"]
+        level: _load_level(path / level_file(level), (count, channels, level, level)) for level in manifest["levels"]
     }
     labels = None
     array_files = [path / level_file(level) for level in manifest["levels"]]
@@ -371,9 +363,7 @@ def _open_store(path: Path) -> ImageDataset:
             raise DatasetError(f"{labels_path} is not a readable .npy array ({error})") from error
         expected_shape = (count, len(manifest["labels"]))
         if labels.dtype != np.int64 or labels.shape != expected_shape:
-            raise DatasetError(
-                f"{labels_path} holds {labels.dtype} {labels.shape}, expected int64 {expected_shape}"
-            )
+            raise DatasetError(f"{labels_path} holds {labels.dtype} {labels.shape}, expected int64 {expected_shape}")
         array_files.append(labels_path)
     digest = hashlib.sha256(manifest_text.encode())
     for file in array_files:
@@ -404,9 +394,7 @@ def parse_builtin_spec(spec: str) -> tuple[str, dict[str, int]]:
     if params["count"] < 1:
         raise DatasetError(f"{spec!r}: count must be ≥ 1, got {params['count']}")
     if not is_power_of_two(params["resolution"]) or not 4 <= params["resolution"] <= 256:
-        raise DatasetError(
-            f"{spec!r}: resolution must be a power of two in 4..256, got {params['resolution']}"
-        )
+        raise DatasetError(f"{spec!r}: resolution must be a power of two in 4..256, got {params['resolution']}")
     return name, params
 
 
@@ -415,9 +403,7 @@ def _open_builtin(spec: str) -> ImageDataset:
 
     _, params = parse_builtin_spec(spec)
     levels, labels, label_columns = shapes_pyramid(params["count"], params["resolution"], params["seed"])
-    canonical = (
-        f"builtin:shapes?count={params['count']}&resolution={params['resolution']}&seed={params['seed']}"
-    )
+    canonical = f"builtin:shapes?count={params['count']}&resolution={params['resolution']}&seed={params['seed']}"
     manifest = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
