@@ -38,6 +38,7 @@ class Phase:
     trains: tuple[str, ...]  # names of nets whose optimisers step after this phase (optimiser key = net name)
     loss: Callable[[Batch | None], tuple[torch.Tensor, dict[str, float]]]
     repeats: int = 1
+    accumulate: int = 1  # micro-batches whose gradients add up before one optimiser step
     needs_data: bool = True
     after_step: Callable[[], None] | None = None
 

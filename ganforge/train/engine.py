@@ -28,6 +28,7 @@ from ganforge.nn.ema import ema_update
 from ganforge.train import checkpoint as ckpt
 from ganforge.train.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
 from ganforge.train.log import RunLogger
+from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import save_grid
 
 FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
@@ -154,9 +155,10 @@ class Trainer:
         try:
             while self.step < stop_at and not self._stop_requested:
                 plan = family.plan(self.step)
+                seen_before = self.images_seen
                 logs = self.train_step(plan)
                 self.step += 1
-                logger.count_images(plan.batch_size)
+                logger.count_images(self.images_seen - seen_before)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
@@ -180,6 +182,8 @@ class Trainer:
         finally:
             self._restore_signal_handlers(previous_handlers)
             logger.close()
+            if self.dist.is_main:
+                write_progress_gif(self.run_dir / "samples")
         return TrainResult(self.run_dir, self.step, interrupted=self.step < total)
 
     def train_step(self, plan: StepPlan) -> dict[str, float]:
@@ -192,25 +196,26 @@ class Trainer:
                     net.requires_grad_(name in phase.trains)
             params = [p for name in phase.trains for p in family.nets[name].parameters()]
             for _ in range(phase.repeats):
-                batch = None
-                if phase.needs_data:
-                    batch = family.prepare_batch(self.loader.next(plan.batch_size, plan.resolution), plan)
-                    self.images_seen += plan.batch_size
                 for name in phase.trains:
                     family.optimizers[name].zero_grad(set_to_none=True)
-                with _autocast(self.device, self.config.amp):
-                    loss, phase_logs = phase.loss(batch)
-                if not torch.isfinite(loss.detach()):
-                    raise NonFiniteError(f"step {self.step}, phase {phase.name}: loss is {loss.item()}; "
-                                         "stopping before it reaches the weights or a checkpoint")
-                loss.backward()
+                for _ in range(phase.accumulate):
+                    batch = None
+                    if phase.needs_data:
+                        batch = family.prepare_batch(self.loader.next(plan.batch_size, plan.resolution), plan)
+                        self.images_seen += plan.batch_size
+                    with _autocast(self.device, self.config.amp):
+                        loss, phase_logs = phase.loss(batch)
+                    if not torch.isfinite(loss.detach()):
+                        raise NonFiniteError(f"step {self.step}, phase {phase.name}: loss is {loss.item()}; "
+                                             "stopping before it reaches the weights or a checkpoint")
+                    (loss / phase.accumulate if phase.accumulate > 1 else loss).backward()
                 self.dist.all_reduce_grads(params)
                 for name in phase.trains:
                     family.optimizers[name].step()
                 if phase.after_step is not None:
                     phase.after_step()
                 for key, value in phase_logs.items():
-                    logs[key] = float(value)
+                    logs[key] = float(value)  # the last micro-batch's value
         decay = family.ema_decay(self.step)
         if decay is not None:
             for ema_name, source in family.ema_pairs.items():
