@@ -13,10 +13,10 @@ from ganforge.config import RunConfig, read_config_file
 from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.base import Family, StepPlan
-from ganforge.train import checkpoint as ckpt
-from ganforge.train.distributed import DistInfo, pick_device
-from ganforge.train.engine import TrainResult, load_network_states
-from ganforge.train.engine import train as _train_run
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.distributed import DistInfo, pick_device
+from ganforge.training.engine import TrainResult, load_network_states
+from ganforge.training.engine import train as _train_run
 
 
 def dataset_placeholder(manifest: dict[str, Any]) -> ImageDataset:

@@ -7,6 +7,7 @@ key is an error that names the key and the nearest valid ones.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -86,6 +87,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -166,6 +172,9 @@ def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and value[:1] in tuple("+-.0123456789"):
+            with contextlib.suppress(ValueError):  # YAML 1.1 leaves `2e-3` a string
+                value = float(value)
         parsed.append((key.strip().split("."), value))
     return parsed
 

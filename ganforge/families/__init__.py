@@ -12,6 +12,9 @@ from ganforge.config import ConfigError, RunConfig, apply_overrides, from_dict
 
 _REGISTRY = {
     "pgan": "ganforge.families.pgan:PGANFamily",
+    "dcgan": "ganforge.families.dcgan:DCGANFamily",
+    "wgan": "ganforge.families.dcgan:WGANFamily",
+    "wgan-gp": "ganforge.families.dcgan:WGANGPFamily",
 }
 
 
@@ -32,7 +35,7 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     named = data.get("family")
     if family and named and named != family:
         raise ConfigError(f"family: the config file is for {named!r} but {family!r} was asked for")
-    family = family or named
+    family = family or named or ("pgan" if "pathDB" in data else None)  # zoo JSON files are PGAN configs
     if not family:
         raise ConfigError("family: not given (name it on the command line or as `family:` in the config)")
     family_cls = get_family(family)

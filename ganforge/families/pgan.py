@@ -122,15 +122,16 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
                                   f"({n_jumps} alpha jumps × {sizes[s]} iterations)")
         else:
             n_jumps = 0
-            fade = math.ceil(sched.transition_kimg * 1000 / batch) if s else 0
-            stable_kimg = sched.stable_kimg
+            fade_images = round(sched.transition_kimg * 1000) if s else 0
+            stable_images = round(sched.stable_kimg * 1000)
             if s == scales - 1 and sched.total_kimg is not None:
-                used = sum(seg.steps * seg.batch_size for seg in segments) / 1000
-                stable_kimg = sched.total_kimg - used - (sched.transition_kimg if s else 0)
-                if stable_kimg <= 0:
+                used = sum(seg.steps * seg.batch_size for seg in segments)
+                stable_images = round(sched.total_kimg * 1000) - used - fade_images
+                if stable_images <= 0:
                     raise ConfigError(f"model.schedule.total_kimg: {sched.total_kimg} kimg ends before the final "
-                                      f"resolution {res} is reached ({used + sched.transition_kimg:g} kimg)")
-            steps = fade + math.ceil(stable_kimg * 1000 / batch)
+                                      f"resolution {res} is reached ({(used + fade_images) / 1000:g} kimg)")
+            fade = math.ceil(fade_images / batch)
+            steps = fade + math.ceil(stable_images / batch)
         segments.append(ScaleSegment(s, res, batch, start, steps, fade, n_jumps))
         start += steps
     return segments

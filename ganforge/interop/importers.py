@@ -10,8 +10,8 @@ from ganforge.config import read_config_file
 from ganforge.families import resolve_run_config
 from ganforge.interop.pgan_zoo import convert_zoo_state, read_zoo_checkpoint, zoo_arch, zoo_scale
 from ganforge.interop.zoo_config import zoo_config_to_ganforge
-from ganforge.train import checkpoint as ckpt
-from ganforge.train.engine import Trainer
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.engine import Trainer
 
 _ZOO_NAME = re.compile(r"^(?P<name>.+)_s(?P<scale>\d+)_i(?P<iter>\d+)$")
 

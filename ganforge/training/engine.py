@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 
 from ganforge.config import ConfigError, RunConfig, to_dict
 from ganforge.data.loader import BatchLoader
@@ -25,9 +26,9 @@ from ganforge.data.store import open_dataset
 from ganforge.families import get_family
 from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import ema_update
-from ganforge.train import checkpoint as ckpt
-from ganforge.train.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
-from ganforge.train.log import RunLogger
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
+from ganforge.training.log import RunLogger
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import save_grid
 
@@ -130,6 +131,7 @@ class Trainer:
         self.images_seen = int(meta.get("images_seen", 0))
 
     def save_checkpoint(self) -> None:
+        self.check_ranks_in_sync()
         if not self.dist.is_main:
             return
         tensors, meta = self.state_tensors()
@@ -137,6 +139,17 @@ class Trainer:
             if value.dtype.is_floating_point and not torch.isfinite(value).all():
                 raise NonFiniteError(f"step {self.step}: {name} holds NaN/Inf; no checkpoint written")
         ckpt.save_checkpoint(self.run_dir, self.step, tensors, meta, keep=self.config.keep_checkpoints)
+
+    def check_ranks_in_sync(self) -> None:
+        """Every rank must hold the same weights; a silent divergence would make the checkpoint a lie."""
+        if not self.dist.enabled:
+            return
+        with torch.no_grad():
+            local = torch.stack([p.double().sum() for net in self.family.nets.values() for p in net.parameters()])
+        gathered = [torch.empty_like(local) for _ in range(self.dist.world_size)]
+        torch_dist.all_gather(gathered, local)
+        if any(not torch.allclose(g, gathered[0], rtol=1e-6, atol=1e-8) for g in gathered[1:]):
+            raise RuntimeError(f"step {self.step}: ranks hold different weights (distributed training diverged)")
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> TrainResult:

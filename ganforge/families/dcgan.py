@@ -1,0 +1,240 @@
+"""DCGAN, WGAN and WGAN-GP: one DCGAN-style network pair trained with one of three objectives.
+
+The objective is the family name (`dcgan`, `wgan`, `wgan-gp`), so a run's saved config always rebuilds the same
+objective. Each name has its own config class whose defaults are that objective's paper/tutorial settings, and
+keys that only make sense for one objective (`clip`, `lambda_gp`) exist only there, so a misplaced key is an error.
+
+One step = `critic_steps` critic updates, each on a fresh real batch and fresh z, then one generator update on
+fresh z (the paper's algorithm; the tutorial reuses the last critic z for the generator step).
+
+Sampling and BatchNorm: the generator always trains on batch statistics, so by default samples use batch
+statistics too (`sample_norm_stats: batch`, the tutorial's choice); its running averages lag the fast-changing
+generator and give washed-out images early in a run. `running` uses the running averages instead, which makes each
+image independent of the others in its batch. Either way sampling never updates the running statistics and draws
+no random numbers, so writing grids between steps cannot change training: a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.config import ConfigError
+from ganforge.data.loader import Batch
+from ganforge.data.store import ImageDataset
+from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.losses import gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
+from ganforge.training.distributed import DistInfo
+
+
+@dataclass
+class DCGANConfig:
+    """`model:` settings of `dcgan`; defaults are the tutorial's DCGAN (Adam 2e-4, β = (0.5, 0.999), 1 D step)."""
+
+    resolution: int | None = None  # None: the dataset's resolution
+    z_dim: int = 100
+    features_g: int = 64
+    features_d: int = 64
+    critic_norm: CriticNorm = "batch"
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam only
+    critic_steps: int = 1
+    batch_size: int = 64
+    steps: int = 10000
+    ema_decay: float | None = None  # None: no EMA generator (the tutorial has none)
+    sample_norm_stats: Literal["batch", "running"] = "batch"
+
+    def __post_init__(self) -> None:
+        for key in ("z_dim", "features_g", "features_d", "critic_steps", "batch_size", "steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
+        if self.resolution is not None:
+            try:
+                check_resolution(self.resolution)
+            except ValueError as err:
+                raise ConfigError(f"model.resolution: {err}") from None
+        if self.lr <= 0:
+            raise ConfigError(f"model.lr: expected a positive learning rate, got {self.lr}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay: expected null (off) or a number in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class WGANConfig(DCGANConfig):
+    """`model:` settings of `wgan`: no critic norm, RMSProp 5e-5, 5 critic steps, weights clipped to ±0.01."""
+
+    critic_norm: CriticNorm = "none"
+    optimizer: Literal["adam", "rmsprop"] = "rmsprop"
+    lr: float = 5e-5
+    critic_steps: int = 5
+    clip: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.clip <= 0:
+            raise ConfigError(f"model.clip: expected a positive clipping bound, got {self.clip}")
+
+
+@dataclass
+class WGANGPConfig(DCGANConfig):
+    """`model:` settings of `wgan-gp`: InstanceNorm critic, Adam 1e-4, β = (0, 0.9), 5 critic steps, λ = 10."""
+
+    critic_norm: CriticNorm = "instance"
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
+    critic_steps: int = 5
+    lambda_gp: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.critic_norm == "batch":
+            raise ConfigError("model.critic_norm: 'batch' mixes the samples of a batch, so the gradient penalty's "
+                              "per-sample gradients would be wrong; use 'instance' (default) or 'none'")
+        if self.lambda_gp < 0:
+            raise ConfigError(f"model.lambda_gp: expected a number ≥ 0, got {self.lambda_gp}")
+
+
+@contextlib.contextmanager
+def norm_stats_for_sampling(net: nn.Module, stats: Literal["batch", "running"]) -> Iterator[None]:
+    """Run `net` with BatchNorm on batch or running statistics, leaving its buffers and train/eval flags as found."""
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m, m.training, m.track_running_stats) for m in norms]
+    try:
+        for m in norms:
+            m.train(stats == "batch")
+            m.track_running_stats = stats == "running"  # in train mode, False = use and update no buffers
+        yield
+    finally:
+        for m, training, tracking in saved:
+            m.train(training)
+            m.track_running_stats = tracking
+
+
+class DCGANFamily(Family):
+    """The non-saturating DCGAN objective; WGAN and WGAN-GP below change only the losses and their settings."""
+
+    name: ClassVar[str] = "dcgan"
+    config_class: ClassVar[type] = DCGANConfig
+
+    def __init__(self, config: DCGANConfig, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
+        super().__init__(config, dataset, device, dist)
+        self.resolution = config.resolution or dataset.resolution
+        if self.resolution > dataset.resolution:
+            raise ConfigError(f"model.resolution: {self.resolution} but the dataset {dataset.source} only goes up "
+                              f"to {dataset.resolution}")
+        try:
+            check_resolution(self.resolution)
+        except ValueError as err:
+            raise ConfigError(f"model.resolution (from the dataset {dataset.source}): {err}") from None
+        self.nets["G"] = DCGANGenerator(config.z_dim, dataset.channels, config.features_g, self.resolution).to(device)
+        self.nets["D"] = DCGANCritic(dataset.channels, config.features_d, self.resolution,
+                                     config.critic_norm).to(device)
+        if config.ema_decay is not None:
+            self.add_ema("G_ema", "G")
+        for name in ("G", "D"):
+            params = self.nets[name].parameters()
+            if config.optimizer == "adam":
+                self.optimizers[name] = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas))
+            else:
+                self.optimizers[name] = torch.optim.RMSprop(params, lr=config.lr)
+
+    # --- schedule ---------------------------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        return self.config.steps
+
+    def plan(self, step: int) -> StepPlan:
+        return StepPlan(batch_size=self.config.batch_size, resolution=self.resolution)
+
+    def ema_decay(self, step: int) -> float | None:
+        return self.config.ema_decay
+
+    # --- losses -----------------------------------------------------------------------------------------------
+    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
+        D = self.nets["D"]
+        loss = (F.softplus(-D(reals)).mean() + F.softplus(D(fakes)).mean()) / 2
+        return loss, {"loss_D": loss.detach()}
+
+    def generator_objective(self, d_fake: torch.Tensor) -> torch.Tensor:
+        """Non-saturating generator loss: BCE of the fakes' logits against the 'real' label."""
+        return F.softplus(-d_fake).mean()
+
+    def after_critic_step(self) -> None:  # noqa: B027 - WGAN clips here; the others do nothing
+        """Hook run after each critic optimiser step."""
+
+    def phases(self, step: int, plan: StepPlan) -> list[Phase]:
+        G, D = self.nets["G"], self.nets["D"]
+        z_dim = self.config.z_dim
+
+        def critic_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+            with torch.no_grad():
+                fakes = G(self.randn(plan.batch_size, z_dim))
+            return self.critic_objective(batch.images, fakes)
+
+        def generator_loss(_: Batch | None) -> tuple[torch.Tensor, dict[str, Any]]:
+            loss = self.generator_objective(D(G(self.randn(plan.batch_size, z_dim))))
+            return loss, {"loss_G": loss.detach()}
+
+        return [Phase("D", ("D",), critic_loss, repeats=self.config.critic_steps, after_step=self.after_critic_step),
+                Phase("G", ("G",), generator_loss, needs_data=False)]
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"z": torch.randn(n, self.config.z_dim, generator=generator)}
+
+    @torch.no_grad()
+    def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
+        generator = self.nets[net]
+        with norm_stats_for_sampling(generator, self.config.sample_norm_stats):
+            return generator(inputs["z"])
+
+    def describe(self) -> dict[str, Any]:
+        return {"objective": self.name, "resolution": self.resolution, "critic_norm": self.config.critic_norm,
+                "critic_steps": self.config.critic_steps, "optimizer": self.config.optimizer,
+                "ema": self.config.ema_decay is not None}
+
+
+class WGANFamily(DCGANFamily):
+    """WGAN (Arjovsky et al. 2017): Wasserstein critic kept Lipschitz by clipping every weight to [−c, c]."""
+
+    name = "wgan"
+    config_class = WGANConfig
+
+    generator_objective = staticmethod(wgan_generator_loss)
+
+    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        loss = wgan_critic_loss(self.nets["D"](reals), self.nets["D"](fakes))
+        return loss, {"loss_D": loss.detach(), "wdist": -loss.detach()}
+
+    @torch.no_grad()
+    def after_critic_step(self) -> None:
+        clip = self.config.clip
+        for param in self.nets["D"].parameters():
+            param.clamp_(-clip, clip)
+
+
+class WGANGPFamily(DCGANFamily):
+    """WGAN-GP (Gulrajani et al. 2017): Wasserstein critic with the shared gradient penalty, no clipping."""
+
+    name = "wgan-gp"
+    config_class = WGANGPConfig
+
+    generator_objective = staticmethod(wgan_generator_loss)
+
+    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        D = self.nets["D"]
+        wdist_loss = wgan_critic_loss(D(reals), D(fakes))
+        mix = self.rand(self.config.batch_size, 1, 1, 1)  # u ~ U(0, 1) per sample, drawn at global batch size
+        gp = gradient_penalty(D, reals, fakes, mix)
+        loss = wdist_loss + self.config.lambda_gp * gp
+        return loss, {"loss_D": loss.detach(), "wdist": -wdist_loss.detach(), "gp": gp.detach()}

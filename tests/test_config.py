@@ -1,0 +1,85 @@
+"""Config loading: strict keys with suggestions, types, overrides, and the seed's pytorch_GAN_zoo JSON."""
+
+import json
+
+import pytest
+
+from ganforge.config import ConfigError, apply_overrides, parse_overrides, read_config_file
+from ganforge.families import resolve_run_config
+
+SEED_JSON = {"pathDB": "builtin:shapes", "config": {
+    "miniBatchScheduler": {"1": 64, "2": 64, "3": 64, "4": 32, "5": 22},
+    "configScheduler": {"3": {"baseLearningRate": 0.003}, "4": {"baseLearningRate": 0.003},
+                        "5": {"baseLearningRate": 0.003}},
+    "maxIterAtScale": [48000, 96000, 96000, 96000, 96000, 160000]}}
+
+
+def test_seed_zoo_json_loads_exactly_as_written(tmp_path):
+    path = tmp_path / "config_celeba_cropped.json"
+    path.write_text(json.dumps(SEED_JSON))
+    config = resolve_run_config("pgan", read_config_file(path))
+    model = config.model
+    assert config.family == "pgan" and config.data == "builtin:shapes"
+    assert model.variant == "zoo" and model.resolution == 128
+    assert model.schedule.max_iter_at_scale == [48000, 96000, 96000, 96000, 96000, 160000]
+    # scale 0 keeps the default 16; each scheduler entry holds from its scale on
+    assert model.schedule.batch_size == 16
+    assert model.schedule.batch_per_resolution == {8: 64, 16: 64, 32: 64, 64: 32, 128: 22}
+    assert model.schedule.lr_per_resolution == {32: 0.003, 64: 0.003, 128: 0.003}
+    assert model.lr == 0.001
+
+
+def test_zoo_scheduler_entries_persist_to_later_scales():
+    data = {"pathDB": "x", "config": {"maxIterAtScale": [10, 10, 10, 10],
+                                      "configScheduler": {"2": {"baseLearningRate": 0.01}}},
+            "miniBatchScheduler": {"1": 8}}
+    model = resolve_run_config(None, data).model
+    assert model.schedule.lr_per_resolution == {16: 0.01, 32: 0.01}
+    assert model.schedule.batch_per_resolution == {8: 8, 16: 8, 32: 8}
+
+
+def test_unknown_keys_name_the_key_and_nearest_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.lamda_gp'.*'lambda_gp'"):
+        resolve_run_config("pgan", {"model": {"lamda_gp": 5}})
+    with pytest.raises(ConfigError, match=r"'sample_evry'.*'sample_every'"):
+        resolve_run_config("pgan", {"sample_evry": 5})
+    with pytest.raises(ConfigError, match=r"config.maxIterAtScal'.*'maxIterAtScale'"):
+        resolve_run_config("pgan", {"pathDB": "x", "config": {"maxIterAtScal": [1]}})
+    with pytest.raises(ConfigError, match=r"'pathDb'.*'pathDB'"):
+        resolve_run_config("pgan", {"pathDb": "x", "config": {}})
+
+
+def test_wrong_types_and_values_are_one_line_errors():
+    with pytest.raises(ConfigError, match=r"model.latent_dim: expected an integer, got 'big'"):
+        resolve_run_config("pgan", {"model": {"latent_dim": "big"}})
+    with pytest.raises(ConfigError, match=r"model.variant: 'tf' is not one of 'paper', 'zoo'"):
+        resolve_run_config("pgan", {"model": {"variant": "tf"}})
+    with pytest.raises(ConfigError, match=r"log_every: expected a positive integer"):
+        resolve_run_config("pgan", {"log_every": 0})
+    with pytest.raises(ConfigError, match=r"config.lossMode: ganforge's PGAN supports only 'WGANGP'"):
+        resolve_run_config("pgan", {"pathDB": "x", "config": {"lossMode": "DCGAN"}})
+    with pytest.raises(ConfigError, match=r"unknown family 'stylegan'"):
+        resolve_run_config("stylegan", {})
+
+
+def test_overrides_parse_yaml_values_and_create_sections():
+    overrides = parse_overrides(["model.lr=2e-3", "model.schedule.batch_size=8", "data=builtin:shapes?count=64",
+                                 "model.widths=[16, 8]"])
+    data = apply_overrides({"model": {"lr": 1.0}}, overrides)
+    assert data == {"model": {"lr": 2e-3, "schedule": {"batch_size": 8}, "widths": [16, 8]},
+                    "data": "builtin:shapes?count=64"}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["model.lr"])
+
+
+def test_yaml_and_json_files_and_their_errors(tmp_path):
+    good = tmp_path / "c.yaml"
+    good.write_text("family: pgan\nmodel:\n  resolution: 16\n  schedule: {max_iter_at_scale: [1, 2, 3]}\n")
+    config = resolve_run_config(None, read_config_file(good))
+    assert config.model.resolution == 16
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"bad.json: not valid JSON"):
+        read_config_file(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        read_config_file(tmp_path / "missing.yaml")

@@ -1,0 +1,95 @@
+"""The engine end to end on tiny PGAN runs: outputs, exact resume, checkpoint integrity, config guards, NaN stop."""
+
+import copy
+import json
+
+import pytest
+import safetensors.torch
+import torch
+from pgan_tiny import TINY_PGAN
+
+import ganforge
+from ganforge.config import ConfigError
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.engine import NonFiniteError
+
+
+def tensors_of(run, step):
+    return safetensors.torch.load_file(str(run / "checkpoints" / f"{step:08d}.safetensors"))
+
+
+def test_tiny_run_grows_with_fade_and_writes_everything(tmp_path):
+    run = tmp_path / "run"
+    result = ganforge.train(TINY_PGAN, run)
+    assert result.step == 20 and not result.interrupted
+    assert ckpt.checkpoint_steps(run) == [8, 16, 20]
+    for name in ("00000008.png", "00000008-G.png", "00000020.png", "progress.gif"):
+        assert (run / "samples" / name).is_file()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [4, 8, 12, 16, 20]
+    assert [(r["res"], r["alpha"]) for r in log] == [(4, 0.0), (8, 0.5), (8, 0.0), (16, 0.5), (16, 0.0)]
+    assert all(r["img_per_s"] > 0 and "loss_D" in r and "loss_G" in r for r in log)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["widths"] == [16, 16, 8] and saved["model"]["lr"] == 0.001  # defaults filled in
+    meta = json.loads((run / "checkpoints" / "00000020.json").read_text())
+    assert meta["progress"] == {"scale": 2, "res": 16, "alpha": 0.0}
+    assert set(meta["optimizers"]) == {"G", "D"} and meta["images_seen"] == 20 * 4
+    assert any(k.startswith("opt/D/") and k.endswith("exp_avg_sq") for k in tensors_of(run, 20))
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path):
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    ganforge.train(TINY_PGAN, straight)
+    for until in (3, 9, 14):  # inside scale 0, inside the 8x8 fade, inside the 16x16 fade
+        assert ganforge.train(TINY_PGAN, pieces, until=until).step == until
+    ganforge.train(TINY_PGAN, pieces)
+    a, b = tensors_of(straight, 20), tensors_of(pieces, 20)
+    assert a.keys() == b.keys()
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert differing == []
+
+
+def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path):
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run, until=16)
+    newest = run / "checkpoints" / "00000016.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-100])  # truncated
+    with pytest.warns(UserWarning, match=r"00000016.safetensors: content does not match the hash"):
+        found = ckpt.latest_valid_checkpoint(run)
+    assert found.step == 8
+    with pytest.warns(UserWarning, match="00000016"):
+        result = ganforge.train(TINY_PGAN, run)
+    assert result.step == 20
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run, until=4)
+    changed = copy.deepcopy(TINY_PGAN)
+    changed["model"]["lambda_gp"] = 5.0
+    with pytest.raises(ConfigError, match=r"different config .*model"):
+        ganforge.train(changed, run)
+    assert ganforge.train(changed, run, restart=True).step == 20  # --restart starts over
+
+
+def test_nan_loss_stops_with_phase_and_step_and_writes_no_checkpoint(tmp_path):
+    broken = copy.deepcopy(TINY_PGAN)
+    broken["model"]["lambda_gp"] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"step 0, phase D: loss is nan"):
+        ganforge.train(broken, tmp_path / "run")
+    assert ckpt.checkpoint_steps(tmp_path / "run") == []
+
+
+def test_load_gives_eval_mode_nets_and_generates_like_the_ema_generator(tmp_path):
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run)
+    model = ganforge.load(run)
+    assert set(model.nets) == {"G", "D", "G_ema"} and model.step == 20
+    assert all(not net.training for net in model.nets.values())
+    z = torch.randn(3, 16)
+    images = model.generate(z)
+    assert images.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(images, model.nets["G_ema"](z, 2, 0.0))
+    assert not torch.allclose(images, model.generate(z, net="G"))
+    earlier = ganforge.load(run, step=8)
+    assert earlier.plan.resolution == 8 and earlier.generate(n=2).shape == (2, 3, 8, 8)

@@ -1,0 +1,119 @@
+"""PGAN family: schedule compilation, alpha, per-scale learning rate, optimiser/EMA resets, real-image fade."""
+
+import pytest
+import torch
+
+from ganforge.config import ConfigError
+from ganforge.families import resolve_run_config
+from ganforge.families.pgan import compile_schedule
+from ganforge.training.engine import Trainer
+
+
+def tiny(tmp_path=None, **model):
+    base = {"resolution": 16, "latent_dim": 16, "widths": [16, 16, 8],
+            "schedule": {"max_iter_at_scale": [4, 8, 8], "alpha_jumps": 2, "alpha_jump_size": 2, "batch_size": 4}}
+    for key, value in model.items():
+        if key == "schedule":
+            base["schedule"] = {**base["schedule"], **value}
+        else:
+            base[key] = value
+    return resolve_run_config("pgan", {"data": "builtin:shapes?count=64&resolution=16", "progress": False,
+                                       "tensorboard": False, "model": base})
+
+
+def test_zoo_style_schedule_alpha_steps_linearly_from_one_to_zero():
+    segments = compile_schedule(tiny().model)
+    assert [(s.resolution, s.start, s.steps, s.fade_steps) for s in segments] == [
+        (4, 0, 4, 0), (8, 4, 8, 4), (16, 12, 8, 4)]
+    alphas = [segments[1].alpha(i) for i in range(8)]
+    assert alphas == [1.0, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
+    assert segments[0].alpha(0) == 0.0
+
+
+def test_official_kimg_schedule_converts_images_to_steps_per_batch_size():
+    config = tiny(schedule={"unit": "kimg", "stable_kimg": 0.016, "transition_kimg": 0.008, "total_kimg": 0.1,
+                            "batch_per_resolution": {16: 2}})
+    segments = compile_schedule(config.model)
+    # 4x4: 16 images at batch 4; 8x8: fade 8 + stable 16 images; 16x16 at batch 2: fade 4 steps, rest to 100 kimg
+    assert [(s.steps, s.fade_steps, s.batch_size) for s in segments] == [(4, 0, 4), (6, 2, 4), (30, 4, 2)]
+    assert segments[2].alpha(1) == pytest.approx(0.75)
+    images = sum(s.steps * s.batch_size for s in segments)
+    assert images == 100
+
+
+def test_schedule_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"max_iter_at_scale: 2 entries but resolution 16 has 3 scales"):
+        compile_schedule(tiny(schedule={"max_iter_at_scale": [4, 8]}).model)
+    with pytest.raises(ConfigError, match=r"scale 1 has 3 iterations but its fade needs 4"):
+        compile_schedule(tiny(schedule={"max_iter_at_scale": [4, 3, 8]}).model)
+    with pytest.raises(ConfigError, match=r"resolution 12 .* not one of"):
+        compile_schedule(tiny(schedule={"batch_per_resolution": {12: 3}}).model)
+
+
+def test_per_scale_learning_rate_reaches_the_optimiser(tmp_path):
+    trainer = Trainer(tiny(schedule={"lr_per_resolution": {8: 0.003, 16: 0.004}}), tmp_path / "run")
+    seen = {}
+    for step in (0, 5, 13):
+        trainer.step = step
+        plan = trainer.family.plan(step)
+        trainer.family.begin_step(step, plan)
+        seen[plan.resolution] = {g["lr"] for opt in trainer.family.optimizers.values() for g in opt.param_groups}
+    assert seen == {4: {0.001}, 8: {0.003}, 16: {0.004}}
+
+
+def _adam_steps(trainer):
+    return {name: sum(int(s["step"]) for s in opt.state.values()) for name, opt in trainer.family.optimizers.items()}
+
+
+@pytest.mark.parametrize("variant", ["paper", "zoo"])
+def test_optimiser_and_ema_resets_follow_the_variant(tmp_path, variant):
+    trainer = Trainer(tiny(variant=variant, schedule={"max_iter_at_scale": [2, 6, 2], "alpha_jumps": 2,
+                                                      "alpha_jump_size": 1}), tmp_path / "run")
+    family = trainer.family
+    history = []
+    while trainer.step < 6:
+        plan = family.plan(trainer.step)
+        trainer.train_step(plan)
+        trainer.step += 1
+        history.append((trainer.step, max(int(s["step"]) for s in family.optimizers["D"].state.values())))
+    # scale 1 starts at step 2 and its fade ends at step 4 (2 jumps x 1 step)
+    if variant == "paper":  # reset at the start of the fade and of the stable phase
+        assert history == [(1, 1), (2, 2), (3, 1), (4, 2), (5, 1), (6, 2)]
+    else:  # reset only at growth
+        assert history == [(1, 1), (2, 2), (3, 1), (4, 2), (5, 3), (6, 4)]
+    g, ema = family.nets["G"], family.nets["G_ema"]
+    assert not torch.equal(g.blocks[1].conv0.weight, ema.blocks[1].conv0.weight)
+
+
+def test_zoo_variant_restarts_ema_at_growth_paper_keeps_it(tmp_path):
+    for variant, expect_equal in (("zoo", True), ("paper", False)):
+        trainer = Trainer(tiny(variant=variant), tmp_path / variant)
+        family = trainer.family
+        for step in range(4):
+            trainer.step = step
+            trainer.train_step(family.plan(step))
+        trainer.step = 4
+        family.begin_step(4, family.plan(4))  # growth to 8x8
+        same = all(torch.equal(a, b) for a, b in zip(family.nets["G"].state_dict().values(),
+                                                     family.nets["G_ema"].state_dict().values(), strict=True))
+        assert same is expect_equal
+
+
+def test_real_images_fade_like_the_networks(tmp_path):
+    trainer = Trainer(tiny(), tmp_path / "run")
+    family = trainer.family
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) / 400 - 0.5
+    from ganforge.data.loader import Batch
+
+    plan = family.plan(6)  # scale 1, alpha 0.5
+    assert plan.progress["alpha"] == 0.5
+    blended = family.prepare_batch(Batch(images, None), plan).images
+    low = images.reshape(2, 3, 4, 2, 4, 2).mean((3, 5)).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    torch.testing.assert_close(blended, 0.5 * images + 0.5 * low)
+    assert family.prepare_batch(Batch(images, None), family.plan(9)).images is images  # alpha 0: untouched
+
+
+def test_paper_variant_mirrors_zoo_does_not(tmp_path):
+    assert Trainer(tiny(), tmp_path / "a").family.mirror is True
+    assert Trainer(tiny(variant="zoo"), tmp_path / "b").family.mirror is False
+    assert Trainer(tiny(mirror=False), tmp_path / "c").family.mirror is False
