@@ -1,0 +1,156 @@
+"""BigGAN building blocks: (class-)conditional batch norm, SAGAN self-attention, up- and down-ResBlocks.
+
+Shapes and the order of operations follow BigGAN-PyTorch so that its checkpoints reproduce exactly; the module
+names match its state-dict keys except the batch-norm statistics, which use torch's ``running_mean`` /
+``running_var`` names (the importer renames ``stored_mean`` / ``stored_var``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganforge.nn.spectral_norm import SNSettings, conv2d, linear
+
+BN_MOMENTUM = 0.1
+
+
+class _BatchStatistics(nn.Module):
+    """Running mean/variance of a batch-norm layer (batch statistics in training, running ones in eval)."""
+
+    def __init__(self, channels: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def _normalize(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, BN_MOMENTUM,
+                            self.eps)
+
+
+class BatchNorm2d(_BatchStatistics):
+    """Unconditional BN with a learnable per-channel gain and bias (G's output layer)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__(channels, eps)
+        self.gain = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._normalize(x, self.gain, self.bias)
+
+
+class ConditionalBatchNorm2d(_BatchStatistics):
+    """BN without own affine parameters, scaled by 1 + gain(c) and shifted by bias(c) per sample.
+
+    With ``from_labels`` the condition c is a class index and gain/bias are plain embedding tables of
+    ``condition`` classes (BigGAN without a shared embedding); otherwise c is a ``condition``-dim vector (shared
+    embedding, possibly with a z chunk) and gain/bias are bias-free linears, spectrally normalised when `sn` is
+    given. The "1 +" keeps a freshly initialised layer close to plain BN.
+    """
+
+    def __init__(self, channels: int, condition: int, *, from_labels: bool, sn: SNSettings | None,
+                 eps: float = 1e-5) -> None:
+        super().__init__(channels, eps)
+        if from_labels:
+            self.gain: nn.Module = nn.Embedding(condition, channels)
+            self.bias: nn.Module = nn.Embedding(condition, channels)
+        else:
+            self.gain = linear(condition, channels, sn=sn, bias=False)
+            self.bias = linear(condition, channels, sn=sn, bias=False)
+
+    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
+        scale = 1 + self.gain(condition)
+        shift = self.bias(condition)
+        return self._normalize(x) * scale[:, :, None, None] + shift[:, :, None, None]
+
+
+class SelfAttention(nn.Module):
+    """SAGAN non-local block: every position attends to a 2×2-max-pooled key/value grid.
+
+    θ, φ, g project to C/8, C/8 and C/2 channels; the output conv maps back to C and is added to the input with
+    a learnable scalar ``gamma`` that starts at 0, so the block begins as the identity and learns how much
+    long-range mixing to use.
+    """
+
+    def __init__(self, channels: int, *, sn: SNSettings | None) -> None:
+        super().__init__()
+        if channels % 8 != 0:
+            raise ValueError(f"self-attention needs channels divisible by 8, got {channels}")
+        self.channels = channels
+        self.theta = conv2d(channels, channels // 8, 1, sn=sn, bias=False)
+        self.phi = conv2d(channels, channels // 8, 1, sn=sn, bias=False)
+        self.g = conv2d(channels, channels // 2, 1, sn=sn, bias=False)
+        self.o = conv2d(channels // 2, channels, 1, sn=sn, bias=False)
+        self.gamma = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"self-attention pools keys 2x2 and needs even height and width, got {h}x{w}")
+        queries = self.theta(x).reshape(n, c // 8, h * w)
+        keys = F.max_pool2d(self.phi(x), 2).reshape(n, c // 8, h * w // 4)
+        values = F.max_pool2d(self.g(x), 2).reshape(n, c // 2, h * w // 4)
+        attention = torch.softmax(queries.transpose(1, 2) @ keys, dim=-1)  # [n, query positions, keys]
+        attended = (values @ attention.transpose(1, 2)).reshape(n, c // 2, h, w)
+        return self.gamma * self.o(attended) + x
+
+
+class GeneratorBlock(nn.Module):
+    """Pre-activation up-ResBlock: CBN → ReLU → ×2 nearest → conv3×3 → CBN → ReLU → conv3×3, plus a 1×1 shortcut.
+
+    Both CBNs see the same condition (BigGAN feeds block i its own z chunk with the class embedding).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, condition: int, *, from_labels: bool,
+                 sn: SNSettings | None, bn_eps: float) -> None:
+        super().__init__()
+        self.conv1 = conv2d(in_channels, out_channels, 3, sn=sn)
+        self.conv2 = conv2d(out_channels, out_channels, 3, sn=sn)
+        self.conv_sc = conv2d(in_channels, out_channels, 1, sn=sn)
+        self.bn1 = ConditionalBatchNorm2d(in_channels, condition, from_labels=from_labels, sn=sn, eps=bn_eps)
+        self.bn2 = ConditionalBatchNorm2d(out_channels, condition, from_labels=from_labels, sn=sn, eps=bn_eps)
+
+    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
+        h = F.interpolate(F.relu(self.bn1(x, condition)), scale_factor=2.0, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), condition)))
+        return h + self.conv_sc(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class DiscriminatorBlock(nn.Module):
+    """Down-ResBlock: [ReLU] → conv3×3 → ReLU → conv3×3 → [avg-pool 2×2], plus a shortcut.
+
+    The first block of D is not pre-activated (its input is the image); there the shortcut pools before its 1×1
+    conv (cheaper, same result by linearity), later blocks convolve first. The shortcut conv exists only when the
+    channel count changes or the block downsamples. ``wide`` (BigGAN's default) makes the hidden width the
+    output width; otherwise the input width (SNGAN).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, sn: SNSettings | None, preactivation: bool,
+                 downsample: bool, wide: bool = True) -> None:
+        super().__init__()
+        hidden = out_channels if wide else in_channels
+        self.preactivation = preactivation
+        self.downsample = downsample
+        self.conv1 = conv2d(in_channels, hidden, 3, sn=sn)
+        self.conv2 = conv2d(hidden, out_channels, 3, sn=sn)
+        self.conv_sc = conv2d(in_channels, out_channels, 1, sn=sn) if in_channels != out_channels or downsample \
+            else None
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        if self.preactivation:
+            if self.conv_sc is not None:
+                x = self.conv_sc(x)
+            return F.avg_pool2d(x, 2) if self.downsample else x
+        if self.downsample:
+            x = F.avg_pool2d(x, 2)
+        return self.conv_sc(x) if self.conv_sc is not None else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(x) if self.preactivation else x  # out of place: the shortcut needs the raw x
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        return h + self._shortcut(x)
