@@ -1,0 +1,249 @@
+"""Import of official StarGAN v2 checkpoints: exact outputs on the reference fixtures, safe loading, clear errors."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import shared_path
+from safetensors.torch import load_file
+
+from ganforge.interop.stargan2 import (
+    ImportedStarGAN2,
+    StarGAN2ImportError,
+    convert_official_stargan2,
+    infer_stargan2_arch,
+    load_official_stargan2,
+    read_official_stargan2,
+)
+from ganforge.models.stargan2 import StarGAN2Arch
+from ganforge.nn.stargan_layers import laplacian_kernel
+
+ATOL = 1e-5
+SMALL = StarGAN2Arch(img_size=128, num_domains=3, max_conv_dim=16, w_hpf=0.0)
+TINY = StarGAN2Arch(img_size=32, num_domains=3, latent_dim=4, style_dim=8, max_conv_dim=16, w_hpf=1.0,
+                    base_dim=4, mapping_dim=8)
+NETS = ("generator", "mapping_network", "style_encoder", "discriminator")
+
+
+def fixture(name: str) -> Path:
+    return shared_path("fixtures", "official", "stargan_v2", name)
+
+
+@pytest.fixture(scope="module")
+def io() -> dict[str, torch.Tensor]:
+    return load_file(fixture("small_io.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def small() -> ImportedStarGAN2:
+    return load_official_stargan2([fixture("small_nets_ema.ckpt"), fixture("small_nets_discriminator.ckpt")],
+                                  require="GFED")
+
+
+@pytest.fixture(scope="module")
+def hpf_generator() -> ImportedStarGAN2:
+    return load_official_stargan2(fixture("small_hpf_nets_ema_generator.ckpt"))
+
+
+def official_states(arch: StarGAN2Arch, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """State dicts laid out as the official code writes them (with hpf.filter for a high-pass generator)."""
+    torch.manual_seed(seed)
+    states = {name: dict(getattr(arch, name)().state_dict()) for name in NETS}
+    if arch.w_hpf > 0:
+        states["generator"]["hpf.filter"] = laplacian_kernel(arch.w_hpf)
+    return states
+
+
+def save(obj: object, path: Path, *, legacy: bool = False) -> Path:
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def test_small_networks_reproduce_every_official_output(small: ImportedStarGAN2, io: dict) -> None:
+    G, F, E, D = (small.nets[role] for role in "GFED")
+    assert small.arch == SMALL and small.skipped == []
+    with torch.no_grad():
+        ref_features = E.shared(io["x_ref"]).flatten(1)  # the all-domain columns come from every head at once
+        ours = {
+            "s_latent": F(io["z"], io["y_trg"]),
+            "s_latent_all_domains": torch.stack([head(F.shared(io["z"])) for head in F.unshared], 1),
+            "s_ref": E(io["x_ref"], io["y_trg"]),
+            "s_ref_all_domains": torch.stack([head(ref_features) for head in E.unshared], 1),
+            "s_src": E(io["x_real"], io["y_org"]),
+            "x_fake_latent": G(io["x_real"], io["s_latent"]),
+            "x_fake_ref": G(io["x_real"], io["s_ref"]),
+            "d_real": D(io["x_real"], io["y_org"]),
+            "d_real_all_domains": D.main(io["x_real"]).flatten(1),
+            "d_fake_latent": D(io["x_fake_latent"], io["y_trg"]),
+        }
+    for name, value in ours.items():
+        torch.testing.assert_close(value, io[name], atol=ATOL, rtol=0, msg=name)
+
+
+def test_every_tensor_maps_exactly(small: ImportedStarGAN2, hpf_generator: ImportedStarGAN2) -> None:
+    """Output checks cannot see most generator conv biases (an IN follows them), so compare tensor by tensor."""
+    official, _ = read_official_stargan2(fixture("small_nets_ema.ckpt"))
+    official.update(read_official_stargan2(fixture("small_nets_discriminator.ckpt"))[0])
+    roles = {"generator": "G", "mapping_network": "F", "style_encoder": "E", "discriminator": "D"}
+    for name, state in official.items():
+        ours = small.nets[roles[name]].state_dict()
+        assert ours.keys() == state.keys(), name
+        assert all(torch.equal(ours[key], state[key]) for key in state), name
+    hpf_state = read_official_stargan2(fixture("small_hpf_nets_ema_generator.ckpt"))[0]["generator"]
+    assert torch.equal(hpf_state.pop("hpf.filter"), hpf_generator.nets["G"].hpf.filter)
+    ours = hpf_generator.nets["G"].state_dict()
+    assert ours.keys() == hpf_state.keys() and all(torch.equal(ours[k], hpf_state[k]) for k in hpf_state)
+
+
+def test_high_pass_generator_reproduces_official_outputs(hpf_generator: ImportedStarGAN2, tmp_path: Path,
+                                                         io: dict) -> None:
+    """Also as the released CelebA-HQ file: without the hpf.filter buffer and in the legacy torch format."""
+    assert set(hpf_generator.nets) == {"G"} and hpf_generator.arch.w_hpf == 1.0
+    state = torch.load(fixture("small_hpf_nets_ema_generator.ckpt"), map_location="cpu", weights_only=True)
+    del state["generator"]["hpf.filter"]
+    released = load_official_stargan2(save(state, tmp_path / "100000_nets_ema.ckpt", legacy=True))
+    assert released.arch == hpf_generator.arch
+    torch.testing.assert_close(released.nets["G"].hpf.filter, laplacian_kernel(1.0))
+    with torch.no_grad():
+        no_mask = hpf_generator.nets["G"](io["x_real"], io["s_latent"])
+        masked = released.nets["G"](io["x_real"], io["s_latent"], (io["masks_0_coarse"], io["masks_1_fine"]))
+    torch.testing.assert_close(no_mask, io["hpf_x_fake_latent_nomask"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(masked, io["hpf_x_fake_latent_masks"], atol=ATOL, rtol=0)
+
+
+def test_w_hpf_comes_from_the_filter_or_the_caller(tmp_path: Path) -> None:
+    states = official_states(TINY)
+    states["generator"]["hpf.filter"] = laplacian_kernel(2.0)
+    imported = load_official_stargan2(save(states, tmp_path / "w2.ckpt"))
+    assert imported.arch.w_hpf == 2.0
+    torch.testing.assert_close(imported.nets["G"].hpf.filter, laplacian_kernel(2.0))
+    assert imported.arch == replace(TINY, w_hpf=2.0)
+    with pytest.raises(StarGAN2ImportError, match=r"w2\.ckpt: 'hpf\.filter' implies w_hpf=2.0, but w_hpf=1.0"):
+        load_official_stargan2(tmp_path / "w2.ckpt", w_hpf=1.0)
+    del states["generator"]["hpf.filter"]
+    assert load_official_stargan2(save(states, tmp_path / "nofilter.ckpt"), w_hpf=3.0).arch.w_hpf == 3.0
+    assert load_official_stargan2(tmp_path / "nofilter.ckpt").arch.w_hpf == 1.0  # the CelebA-HQ value
+    states["generator"]["hpf.filter"] = torch.ones(3, 3)
+    with pytest.raises(StarGAN2ImportError, match=r"bad\.ckpt: 'hpf\.filter' is not a 3×3 Laplacian"):
+        load_official_stargan2(save(states, tmp_path / "bad.ckpt"))
+
+
+def test_no_high_pass_generator_rejects_w_hpf_and_filter(tmp_path: Path) -> None:
+    arch = replace(TINY, w_hpf=0.0)
+    states = official_states(arch)
+    path = save(states, tmp_path / "afhq.ckpt")
+    assert load_official_stargan2(path).arch == arch
+    with pytest.raises(StarGAN2ImportError, match="w_hpf=1.0 was given but the file has no high-pass generator"):
+        load_official_stargan2(path, w_hpf=1.0)
+    states["generator"]["hpf.filter"] = laplacian_kernel(1.0)
+    with pytest.raises(StarGAN2ImportError, match="'hpf.filter' but the encoder depth of w_hpf = 0"):
+        load_official_stargan2(save(states, tmp_path / "odd.ckpt"))
+
+
+def test_bare_and_data_parallel_state_dicts(tmp_path: Path) -> None:
+    states = official_states(TINY)
+    for name in ("mapping_network", "style_encoder", "discriminator"):
+        path = save(states[name], tmp_path / f"{name}.pt")
+        assert read_official_stargan2(path)[0].keys() == {name}
+    wrapped = {name: {f"module.{k}": v for k, v in state.items()} for name, state in states.items()}
+    imported = load_official_stargan2(save(wrapped, tmp_path / "dp.ckpt"))
+    assert imported.arch == TINY
+    assert torch.equal(imported.nets["D"].state_dict()["main.0.weight"], states["discriminator"]["main.0.weight"])
+
+
+def test_fan_is_skipped_and_reported(tmp_path: Path) -> None:
+    states = official_states(TINY)
+    states["fan"] = {"conv1.weight": torch.zeros(2)}
+    imported = load_official_stargan2(save(states, tmp_path / "nets_ema.ckpt"))
+    assert imported.skipped == ["fan"] and set(imported.nets) == {"G", "F", "E", "D"}
+
+
+def test_wrong_shapes_and_keys_name_the_file_and_key(tmp_path: Path) -> None:
+    states = official_states(TINY)
+    states["discriminator"]["main.1.conv1.weight"] = torch.zeros(4, 4, 5, 5)
+    with pytest.raises(StarGAN2ImportError, match=r"shape\.ckpt discriminator: 'main\.1\.conv1\.weight' has "
+                                                  r"shape \(4, 4, 5, 5\), .* expects \(4, 4, 3, 3\)"):
+        load_official_stargan2(save(states, tmp_path / "shape.ckpt"))
+    states = official_states(TINY)
+    del states["style_encoder"]["shared.1.conv1.bias"]
+    with pytest.raises(StarGAN2ImportError, match=r"missing\.ckpt style_encoder: missing tensors "
+                                                  r"\['shared\.1\.conv1\.bias'\]"):
+        load_official_stargan2(save(states, tmp_path / "missing.ckpt"))
+    states = official_states(TINY)
+    states["mapping_network"]["extra.weight"] = torch.zeros(1)
+    with pytest.raises(StarGAN2ImportError, match=r"mapping_network: unexpected keys \['extra\.weight'\]"):
+        load_official_stargan2(save(states, tmp_path / "extra.ckpt"))
+
+
+def test_networks_disagreeing_on_the_architecture(tmp_path: Path) -> None:
+    states = official_states(TINY)
+    states["discriminator"] = official_states(replace(TINY, num_domains=2))["discriminator"]
+    with pytest.raises(StarGAN2ImportError, match=r"num_domains is 3 in mapping_network but 2 in discriminator"):
+        load_official_stargan2(save(states, tmp_path / "mixed.ckpt"))
+
+
+def test_missing_and_duplicate_networks(tmp_path: Path) -> None:
+    states = official_states(TINY)
+    ema = save({k: states[k] for k in NETS[:3]}, tmp_path / "nets_ema.ckpt")
+    with pytest.raises(StarGAN2ImportError, match=r"nets_ema\.ckpt: missing networks \['discriminator'\]"):
+        load_official_stargan2(ema, require="GFED")
+    disc = save({"discriminator": states["discriminator"]}, tmp_path / "disc.ckpt")
+    assert set(load_official_stargan2([ema, disc], require="GFED").nets) == {"G", "F", "E", "D"}
+    with pytest.raises(StarGAN2ImportError, match=r"nets_ema\.ckpt: 'generator' is also in .*nets_ema\.ckpt"):
+        load_official_stargan2([ema, ema])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"generator": {"state": {}, "param_groups": []}}, "optimiser state"),
+    ({"solver": {}}, "unexpected entry 'solver'"),
+    ({"generator": {"from_rgb.weight": [1.0]}}, r"'generator\.from_rgb\.weight' must be a tensor, got list"),
+    ({"generator": [1]}, "'generator' must be a state dict, got list"),
+    ({"fan": {}}, "holds no StarGAN v2 network"),
+    ({"conv.weight": torch.zeros(1)}, "not of a StarGAN v2 network"),
+    ([torch.zeros(1)], "expected a dict of state dicts, got list"),
+])
+def test_not_a_stargan2_file(tmp_path: Path, content: object, message: str) -> None:
+    path = save(content, tmp_path / "other.ckpt")
+    with pytest.raises(StarGAN2ImportError, match=rf"other\.ckpt.*{message}"):
+        read_official_stargan2(path)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(StarGAN2ImportError, match=r"not found: .*absent\.ckpt"):
+        read_official_stargan2(tmp_path / "absent.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a torch file")
+    with pytest.raises(StarGAN2ImportError, match=r"junk\.ckpt: refused to load"):
+        read_official_stargan2(tmp_path / "junk.ckpt")
+
+
+class _Evil:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_malicious_pickle_is_refused_without_running(tmp_path: Path, legacy: bool) -> None:
+    marker = tmp_path / "pwned"
+    path = save({"generator": {"from_rgb.weight": _Evil(marker)}}, tmp_path / "evil_nets_ema.ckpt", legacy=legacy)
+    with pytest.raises(StarGAN2ImportError, match=r"evil_nets_ema\.ckpt: refused .*system"):
+        load_official_stargan2(path)
+    assert not marker.exists()
+
+
+def test_infer_and_convert_directly() -> None:
+    states = official_states(TINY)
+    arch = infer_stargan2_arch(states)
+    assert arch == TINY
+    converted = convert_official_stargan2(states, arch)
+    assert set(converted) == {"G", "F", "E", "D"} and "hpf.filter" not in converted["G"]
+    generator_only = {"generator": SMALL.generator().state_dict()}
+    assert infer_stargan2_arch(generator_only).img_size == 128  # from the official width 2^14 / 128
+    with pytest.raises(StarGAN2ImportError, match="not 2\\^14 / img_size"):
+        infer_stargan2_arch({"generator": {**states["generator"], "from_rgb.weight": torch.zeros(3, 3, 3, 3)}})
