@@ -28,7 +28,7 @@ def dataset_placeholder(manifest: dict[str, Any]) -> ImageDataset:
 def build_family(config: RunConfig, device: torch.device, dataset: ImageDataset | None = None) -> Family:
     """The family's networks and optimisers for `config`, opening its dataset only if none is given."""
     family_cls = get_family(config.family)
-    return family_cls(config.model, dataset or open_dataset(config.data), device, DistInfo())
+    return family_cls(config.model, dataset if dataset is not None else open_dataset(config.data), device, DistInfo())
 
 
 @dataclass

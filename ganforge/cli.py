@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -126,12 +127,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ganforge.data.store import DatasetError, open_dataset
 
     config = _config_from_args(args.family, args)
-    try:
-        dataset = open_dataset(config.data)
-        manifest = dataset.manifest
-    except DatasetError:
-        manifest = {"source": config.data, "count": 0, "resolution": 1 << 16, "channels": 3, "levels": [],
-                    "labels": []}
+    channels = 3
+    if not config.data.startswith("builtin:"):
+        with contextlib.suppress(DatasetError):  # a store's manifest gives the channels; images are not read
+            channels = open_dataset(config.data).channels
+    manifest = {"source": config.data, "count": 0, "resolution": 1 << 16, "channels": channels, "levels": [],
+                "labels": []}
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))
     nets = {name: sum(p.numel() for p in net.parameters()) for name, net in family.nets.items()}
@@ -150,10 +151,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- import -------------------------------------------------------------------------------------------------
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from ganforge.config import parse_overrides
     from ganforge.interop.importers import import_pgan_zoo
 
     if args.source == "pgan-zoo":
-        run = import_pgan_zoo(args.file, args.out, data=args.data)
+        run = import_pgan_zoo(args.file, args.out, data=args.data, overrides=parse_overrides(args.overrides))
     print(f"imported {args.file} into {run}")
     return 0
 
@@ -247,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path)
     imp.add_argument("-o", "--out", type=Path, required=True, help="run directory to create")
     imp.add_argument("--data", help="dataset for further training (default: builtin:shapes at the model's size)")
+    imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="shape the continued run, e.g. --set model.schedule.max_iter_at_scale=[16,64]")
     imp.set_defaults(func=cmd_import)
     return parser
 

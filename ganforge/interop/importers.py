@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
 
 from ganforge.config import read_config_file
 from ganforge.families import resolve_run_config
@@ -25,7 +29,17 @@ def _zoo_train_config(file: Path) -> dict | None:
     return read_config_file(candidate) if candidate.is_file() else None
 
 
-def import_pgan_zoo(file: Path, out: Path, *, data: str | None = None) -> Path:
+def _load_lower_scales(net: nn.Module, state: dict[str, torch.Tensor], top_scale: int, file: Path) -> None:
+    """Strict for every layer the checkpoint has; layers of scales above it may only be missing."""
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    grown = [key for key in missing if int(re.search(r"\.(\d+)\.", key).group(1)) > top_scale]
+    if unexpected or len(grown) != len(missing):
+        raise ValueError(f"{file}: the checkpoint does not fit the requested networks "
+                         f"(missing {sorted(set(missing) - set(grown))[:3]}, unexpected {sorted(unexpected)[:3]})")
+
+
+def import_pgan_zoo(file: Path, out: Path, *, data: str | None = None,
+                    overrides: list[tuple[list[str], Any]] = ()) -> Path:
     """A pytorch_GAN_zoo PGAN checkpoint (or hub file) → a `zoo`-variant ganforge run at the same position.
 
     The zoo stores no optimiser state, so Adam restarts from zero; G, EMA G and D weights are exact.
@@ -38,27 +52,24 @@ def import_pgan_zoo(file: Path, out: Path, *, data: str | None = None) -> Path:
     zoo = read_zoo_checkpoint(file)
     arch = zoo_arch(zoo)
     scale = zoo_scale(zoo)
-    data = data or f"builtin:shapes?resolution={arch.resolution}"
     train_config = _zoo_train_config(file)
     if train_config is not None:
-        raw = zoo_config_to_ganforge({"pathDB": data, "config": train_config})
+        raw = zoo_config_to_ganforge({"pathDB": data or "builtin:shapes", "config": train_config})
         raw["model"]["schedule"]["max_iter_at_scale"] = raw["model"]["schedule"]["max_iter_at_scale"][: scale + 1]
     else:
         defaults = [48000] + [96000] * scale
-        raw = {"family": "pgan", "data": data,
+        raw = {"family": "pgan", "data": data or "builtin:shapes",
                "model": {"variant": "zoo", "schedule": {"unit": "iterations", "max_iter_at_scale": defaults}}}
     raw["model"].update(resolution=arch.resolution, latent_dim=arch.latent_dim, widths=list(arch.widths))
-    for key in ("alpha_jumps", "alpha_jump_size"):
-        value = raw["model"]["schedule"].get(key)
-        if isinstance(value, list):
-            raw["model"]["schedule"][key] = value[: scale + 1]
-    config = resolve_run_config("pgan", raw)
+    config = resolve_run_config("pgan", raw, overrides)
+    if data is None:  # the built-in dataset at the size the (possibly grown) networks need
+        config.data = f"builtin:shapes?resolution={config.model.resolution}"
 
     trainer = Trainer(config, out, restart=True)
     family = trainer.family
     states = convert_zoo_state(zoo)
     for role, state in states.items():
-        family.nets[role].load_state_dict(state, strict=True)
+        _load_lower_scales(family.nets[role], state, scale, file)
     if "G_ema" not in states:
         family.nets["G_ema"].load_state_dict(states["G"])
     segment = family.segments[scale]
