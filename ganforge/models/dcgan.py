@@ -1,0 +1,97 @@
+"""DCGAN-style generator and critic (Radford et al. 2016), as in the WGAN-GP tutorial, at any power-of-two size.
+
+Generator: z → ConvTranspose 4×4 to `features·16` channels at 4×4, stride-2 ConvTranspose blocks halving the width
+up to resolution/2, a last ConvTranspose to the image channels and tanh. Critic: the mirror image, a stride-2 Conv
+with LeakyReLU(0.2), stride-2 Conv blocks doubling the width down to 4×4, then a 4×4 Conv to one logit per image.
+Convolutions drop their bias where a norm follows (the norm's shift replaces it). 64×64 gives exactly the
+tutorial's layers; 32 removes a block, 128 adds one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+CriticNorm = Literal["batch", "instance", "none"]
+
+
+def check_resolution(resolution: int) -> None:
+    """Both nets start or end at 4×4 and double per block, so the size must be a power of two ≥ 8."""
+    if not isinstance(resolution, int) or resolution < 8 or resolution & (resolution - 1):
+        raise ValueError(f"resolution must be a power of two ≥ 8 (e.g. 32, 64, 128), got {resolution!r}")
+
+
+def generator_widths(resolution: int, features: int) -> list[int]:
+    """Channels at 4×4, 8×8, …, resolution/2: features·16 halving per doubling (64×64: ·16, ·8, ·4, ·2)."""
+    check_resolution(resolution)
+    blocks = resolution.bit_length() - 3  # 4×4 … resolution/2
+    return [max(1, features * 16 >> i) for i in range(blocks)]
+
+
+def critic_widths(resolution: int, features: int) -> list[int]:
+    """Channels at resolution/2, …, 4×4: features doubling per halving (64×64: ·1, ·2, ·4, ·8)."""
+    check_resolution(resolution)
+    return [features << i for i in range(resolution.bit_length() - 3)]
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """The tutorial's init: N(0, 0.02) for conv and BatchNorm weights; biases and InstanceNorm keep torch's."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+
+
+def _critic_norm(kind: CriticNorm, channels: int) -> nn.Module | None:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "none":
+        return None
+    raise ValueError(f"critic norm must be 'batch', 'instance' or 'none', got {kind!r}")
+
+
+class DCGANGenerator(nn.Module):
+    """z [N, z_dim] (or the tutorial's [N, z_dim, 1, 1]) → images [N, channels, res, res] in [-1, 1]."""
+
+    def __init__(self, z_dim: int = 100, channels: int = 3, features: int = 64, resolution: int = 64) -> None:
+        super().__init__()
+        widths = generator_widths(resolution, features)
+        self.z_dim = z_dim
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),
+                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+        for width_in, width_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=False), nn.BatchNorm2d(width_out),
+                       nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 2:
+            z = z[:, :, None, None]
+        return self.net(z)
+
+
+class DCGANCritic(nn.Module):
+    """Images → one unbounded score (logit) per image, shape [N]; the DCGAN sigmoid lives in its loss."""
+
+    def __init__(self, channels: int = 3, features: int = 64, resolution: int = 64,
+                 norm: CriticNorm = "batch") -> None:
+        super().__init__()
+        widths = critic_widths(resolution, features)
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for width_in, width_out in zip(widths, widths[1:], strict=False):
+            norm_layer = _critic_norm(norm, width_out)
+            layers.append(nn.Conv2d(width_in, width_out, 4, 2, 1, bias=norm_layer is None))
+            if norm_layer is not None:
+                layers.append(norm_layer)
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images).flatten()

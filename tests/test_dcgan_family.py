@@ -1,0 +1,317 @@
+"""DCGAN / WGAN / WGAN-GP family: losses against hand computations, configs per objective, clipping, critic step
+counts, fresh noise per critic step, and sampling that leaves training untouched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.config import ConfigError, to_dict
+from ganforge.data.loader import Batch
+from ganforge.data.store import open_dataset
+from ganforge.families import get_family, resolve_run_config
+from ganforge.families.dcgan import DCGANConfig, DCGANFamily, WGANConfig, WGANFamily, WGANGPConfig, WGANGPFamily
+from ganforge.losses import gradient_penalty
+from ganforge.training.distributed import DistInfo
+from ganforge.training.engine import Trainer
+
+SHAPES = "builtin:shapes?count=64&resolution=32"
+TINY = {"features_g": 2, "features_d": 2, "z_dim": 8, "batch_size": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets on a shared machine: thread hand-offs cost more than they save (10× slower with two threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return open_dataset(SHAPES)
+
+
+def build(name: str, dataset, **model: Any) -> DCGANFamily:
+    config = resolve_run_config(name, {"data": SHAPES, "model": {**TINY, **model}})
+    torch.manual_seed(0)
+    return get_family(name)(config.model, dataset, torch.device("cpu"), DistInfo())
+
+
+def tiny_run_config(name: str, **model: Any):
+    return resolve_run_config(name, {"data": SHAPES, "progress": False, "tensorboard": False, "sample_every": 1000,
+                                     "model": {**TINY, "steps": 2, **model}})
+
+
+# --- the shared gradient penalty against hand computations -----------------------------------------------------
+
+def test_gradient_penalty_of_a_linear_critic_is_the_weight_norm_error() -> None:
+    w = torch.tensor([[[[3.0, 0.0], [0.0, 4.0]]]])  # ‖w‖ = 5 everywhere, whatever x̂ is
+    critic = lambda x: (w * x).flatten(1).sum(1)  # noqa: E731
+    real, fake = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    gp = gradient_penalty(critic, real, fake, torch.rand(3, 1, 1, 1))
+    assert gp.item() == pytest.approx((5.0 - 1.0) ** 2)
+
+
+def test_gradient_penalty_value_and_critic_gradient_match_a_hand_derivation() -> None:
+    # D(x) = ½ Σ a·x², so ∇ₓD(x̂) = a·x̂, n = ‖a·x̂‖, P = mean (n − 1)², ∂P/∂a = mean 2(n − 1)·a·x̂²/n
+    a = torch.tensor([0.5, -2.0, 1.5, 3.0], requires_grad=True)
+    critic = lambda x: 0.5 * (a * x.square()).flatten(1).sum(1)  # noqa: E731
+    real = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.0, -1.0, 2.0, 1.0]])
+    fake = torch.tensor([[-1.0, 0.0, 1.0, 1.0], [2.0, 1.0, 0.0, -0.5]])
+    mix = torch.tensor([[0.25], [0.75]])
+    gp = gradient_penalty(critic, real, fake, mix)
+    gp.backward()
+
+    x_hat = (mix * real + (1 - mix) * fake).tolist()
+    a_ = a.detach().tolist()
+    norms = [sum((ai * xi) ** 2 for ai, xi in zip(a_, row, strict=True)) ** 0.5 for row in x_hat]
+    assert gp.item() == pytest.approx(sum((n - 1) ** 2 for n in norms) / 2, rel=1e-6)
+    grad = [sum(2 * (n - 1) * a_[j] * row[j] ** 2 / n for n, row in zip(norms, x_hat, strict=True)) / 2
+            for j in range(4)]
+    assert a.grad.tolist() == pytest.approx(grad, rel=1e-5)
+
+
+def test_wgan_gp_critic_loss_is_wasserstein_plus_lambda_times_the_shared_penalty(shapes) -> None:
+    family = build("wgan-gp", shapes, lambda_gp=7.0)
+    reals, fakes = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
+    torch.manual_seed(5)
+    loss, logs = family.critic_objective(reals, fakes)
+    torch.manual_seed(5)
+    D = family.nets["D"]
+    gp = gradient_penalty(D, reals, fakes, torch.rand(4, 1, 1, 1))  # the family draws u the same way
+    wdist = D(reals).mean() - D(fakes).mean()
+    torch.testing.assert_close(logs["gp"], gp.detach())
+    torch.testing.assert_close(logs["wdist"], wdist.detach())
+    torch.testing.assert_close(loss, -wdist + 7.0 * gp)
+
+
+def test_dcgan_losses_are_bce_on_logits(shapes) -> None:
+    family = build("dcgan", shapes)
+    D = family.nets["D"].eval()  # fixed BatchNorm statistics: D gives the same logits in both computations
+    reals, fakes = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
+    loss, _ = family.critic_objective(reals, fakes)
+    d_real, d_fake = D(reals), D(fakes)
+    expected = (F.binary_cross_entropy_with_logits(d_real, torch.ones(4))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros(4))) / 2
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(family.generator_objective(d_fake),
+                               F.binary_cross_entropy_with_logits(d_fake, torch.ones(4)))
+
+
+def test_wgan_losses(shapes) -> None:
+    family = build("wgan", shapes)
+    D = family.nets["D"]
+    reals, fakes = torch.rand(4, 3, 32, 32), -torch.rand(4, 3, 32, 32)
+    loss, logs = family.critic_objective(reals, fakes)
+    torch.testing.assert_close(loss, D(fakes).mean() - D(reals).mean())
+    torch.testing.assert_close(logs["wdist"], -loss.detach())
+    torch.testing.assert_close(family.generator_objective(D(fakes)), -D(fakes).mean())
+
+
+# --- configs per objective --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "config_class", "norm", "optimizer", "lr", "betas", "critic_steps"), [
+    ("dcgan", DCGANConfig, nn.BatchNorm2d, torch.optim.Adam, 2e-4, (0.5, 0.999), 1),
+    ("wgan", WGANConfig, None, torch.optim.RMSprop, 5e-5, None, 5),
+    ("wgan-gp", WGANGPConfig, nn.InstanceNorm2d, torch.optim.Adam, 1e-4, (0.0, 0.9), 5),
+])
+def test_each_name_presets_its_objective(shapes, name, config_class, norm, optimizer, lr, betas,
+                                         critic_steps) -> None:
+    config = resolve_run_config(name, {})
+    assert config.family == name and type(config.model) is config_class
+    assert config.model.critic_steps == critic_steps
+    family = build(name, shapes, **{k: v for k, v in TINY.items()})
+    norms = [m for m in family.nets["D"].modules() if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d))]
+    if norm is None:
+        assert norms == []
+    else:
+        assert norms and all(type(m) is norm and m.affine for m in norms)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in family.nets["G"].modules())
+    for opt in family.optimizers.values():
+        assert type(opt) is optimizer
+        assert opt.param_groups[0]["lr"] == lr
+        if betas is not None:
+            assert opt.param_groups[0]["betas"] == betas
+    assert "G_ema" not in family.nets  # EMA is off unless ema_decay is set
+
+
+def test_saved_config_resolves_back_to_the_same_objective() -> None:
+    for name in ("dcgan", "wgan", "wgan-gp"):
+        saved = to_dict(resolve_run_config(name, {"model": {"lr": 3e-4}}))
+        again = resolve_run_config(None, saved)
+        assert again.family == name and again.model == resolve_run_config(name, {"model": {"lr": 3e-4}}).model
+
+
+@pytest.mark.parametrize(("name", "model", "message"), [
+    ("wgan-gp", {"critic_norm": "batch"}, "model.critic_norm: 'batch'"),
+    ("dcgan", {"clip": 0.01}, "unknown config key 'model.clip'"),
+    ("dcgan", {"lambda_gp": 10}, "unknown config key 'model.lambda_gp'"),
+    ("wgan", {"clip": 0}, "model.clip: expected a positive clipping bound, got 0"),
+    ("wgan-gp", {"lambda_gp": -1}, "model.lambda_gp: expected a number ≥ 0, got -1"),
+    ("dcgan", {"critic_steps": 0}, "model.critic_steps: expected a positive integer, got 0"),
+    ("dcgan", {"resolution": 48}, "model.resolution: resolution must be a power of two ≥ 8 .* got 48"),
+    ("dcgan", {"ema_decay": 1.0}, r"model.ema_decay: expected null \(off\) or a number in \[0, 1\), got 1.0"),
+    ("dcgan", {"betas": [0.5]}, r"model.betas: expected two numbers in \[0, 1\), got \[0.5\]"),
+    ("wgan", {"optimizer": "sgd"}, "model.optimizer: 'sgd' is not one of 'adam', 'rmsprop'"),
+    ("dcgan", {"lr": 0}, "model.lr: expected a positive learning rate, got 0"),
+])
+def test_bad_settings_name_key_and_value(name: str, model: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_run_config(name, {"model": model})
+
+
+def test_resolution_beyond_the_dataset_is_an_error(shapes) -> None:
+    with pytest.raises(ConfigError, match="model.resolution: 64 but the dataset .* only goes up to 32"):
+        build("dcgan", shapes, resolution=64)
+
+
+def test_resolution_defaults_to_the_dataset_and_a_lower_level_can_be_chosen(shapes) -> None:
+    assert build("wgan", shapes).resolution == 32
+    family = build("wgan", shapes, resolution=16)
+    assert family.plan(0).resolution == 16
+    assert family.generate({"z": torch.randn(2, 8)}, "G", family.plan(0)).shape == (2, 3, 16, 16)
+
+
+# --- one step: clipping, critic step counts, fresh noise -----------------------------------------------------------
+
+def count_optimizer_steps(trainer: Trainer) -> dict[str, int]:
+    counts = {name: 0 for name in trainer.family.optimizers}
+    for name, optimizer in trainer.family.optimizers.items():
+        original = optimizer.step
+
+        def counted(*args: Any, _name: str = name, _original=original, **kwargs: Any) -> Any:
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        optimizer.step = counted
+    return counts
+
+
+@pytest.mark.parametrize(("name", "critic_steps"), [("dcgan", None), ("wgan", None), ("wgan-gp", None),
+                                                    ("wgan-gp", 3), ("dcgan", 2)])
+def test_critic_optimiser_steps_per_generator_step(tmp_path, name: str, critic_steps: int | None) -> None:
+    model = {} if critic_steps is None else {"critic_steps": critic_steps}
+    config = tiny_run_config(name, steps=3, **model)
+    expected = config.model.critic_steps
+    trainer = Trainer(config, tmp_path / "run")
+    counts = count_optimizer_steps(trainer)
+    trainer.train()
+    assert counts == {"G": 3, "D": 3 * expected}
+    assert trainer.images_seen == 3 * expected * config.model.batch_size  # a fresh real batch per critic step
+
+
+def test_every_critic_step_and_the_generator_step_draw_fresh_noise(tmp_path) -> None:
+    trainer = Trainer(tiny_run_config("wgan-gp", steps=1, critic_steps=3), tmp_path / "run")
+    seen: list[torch.Tensor] = []
+    trainer.family.nets["G"].register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    trainer.train()
+    assert [tuple(z.shape) for z in seen] == [(4, 8)] * 4 + [(64, 8)]  # 3 critic steps, 1 G step, the grid
+    assert all(not torch.equal(seen[i], seen[j]) for i in range(4) for j in range(i))
+
+
+def test_clipping_keeps_every_critic_parameter_within_bounds(tmp_path) -> None:
+    trainer = Trainer(tiny_run_config("wgan", steps=2, clip=0.005, lr=0.05), tmp_path / "run")
+    D = trainer.family.nets["D"]
+    with torch.no_grad():
+        for param in D.parameters():
+            param.uniform_(-1, 1)  # far outside the bound: clipping has to act
+    trainer.train()
+    values = torch.cat([p.detach().flatten() for p in D.parameters()])
+    assert values.abs().max().item() == pytest.approx(0.005)
+    assert (values == 0.005).any() and (values == -0.005).any()
+
+
+def test_the_other_objectives_do_not_clip(tmp_path) -> None:
+    trainer = Trainer(tiny_run_config("wgan-gp", steps=1), tmp_path / "run")
+    with torch.no_grad():
+        next(trainer.family.nets["D"].parameters()).fill_(0.5)
+    trainer.train()
+    assert next(trainer.family.nets["D"].parameters()).abs().max() > 0.1
+
+
+def test_ema_generator_follows_the_decay(tmp_path) -> None:
+    trainer = Trainer(tiny_run_config("dcgan", steps=1, ema_decay=0.75), tmp_path / "run")
+    G, G_ema = trainer.family.nets["G"], trainer.family.nets["G_ema"]
+    before = [p.detach().clone() for p in G.parameters()]
+    trainer.train()
+    for start, trained, ema in zip(before, G.parameters(), G_ema.parameters(), strict=True):
+        torch.testing.assert_close(ema, 0.75 * start + 0.25 * trained.detach())
+    assert trainer.family.ema_decay(0) == 0.75
+
+
+# --- sampling never touches training --------------------------------------------------------------------------
+
+def state_copy(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("stats", ["batch", "running"])
+def test_sampling_leaves_buffers_modes_and_rng_alone(shapes, stats: str) -> None:
+    family = build("dcgan", shapes, sample_norm_stats=stats)
+    G = family.nets["G"]
+    G(torch.randn(4, 8))  # move the running statistics away from their initial values
+    z = torch.randn(5, 8)
+    before, rng = state_copy(G), torch.get_rng_state()
+    family.generate({"z": z}, "G", family.plan(0))
+    after = G.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert G.training and all(m.track_running_stats for m in G.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_batch_statistics_sampling_matches_the_generator_in_training(shapes) -> None:
+    family = build("dcgan", shapes)  # default: batch statistics, as the generator trains
+    G = family.nets["G"]
+    z = torch.randn(6, 8)
+    images = family.generate({"z": z}, "G", family.plan(0))
+    with torch.no_grad():
+        torch.testing.assert_close(images, G(z))  # the same numbers (this call also moves the buffers)
+    first_alone = family.generate({"z": z[:1].repeat(2, 1)}, "G", family.plan(0))
+    assert not torch.allclose(first_alone[0], images[0])  # batch statistics: an image depends on its batch
+
+
+def test_running_statistics_sampling_is_per_image(shapes) -> None:
+    family = build("dcgan", shapes, sample_norm_stats="running")
+    G = family.nets["G"]
+    z = torch.randn(6, 8)
+    images = family.generate({"z": z}, "G", family.plan(0))
+    torch.testing.assert_close(family.generate({"z": z[2:3]}, "G", family.plan(0))[0], images[2])
+    G.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(images, G(z))
+
+
+def test_latents_and_generate_for_every_net(shapes) -> None:
+    family = build("wgan-gp", shapes, ema_decay=0.9)
+    latents = family.sample_latents(3, torch.Generator().manual_seed(1))
+    assert latents["z"].shape == (3, 8)
+    assert torch.equal(latents["z"], torch.randn(3, 8, generator=torch.Generator().manual_seed(1)))
+    for net in ("G", "G_ema"):
+        images = family.generate(latents, net, family.plan(0))
+        assert images.shape == (3, 3, 32, 32) and images.abs().max() <= 1
+    assert family.describe() == {"objective": "wgan-gp", "resolution": 32, "critic_norm": "instance",
+                                 "critic_steps": 5, "optimizer": "adam", "ema": True}
+
+
+def test_phases_of_a_step(shapes) -> None:
+    family = build("wgan", shapes, critic_steps=4)
+    d_phase, g_phase = family.phases(0, family.plan(0))
+    assert (d_phase.name, d_phase.trains, d_phase.repeats, d_phase.needs_data) == ("D", ("D",), 4, True)
+    assert d_phase.after_step is not None
+    assert (g_phase.name, g_phase.trains, g_phase.repeats, g_phase.needs_data) == ("G", ("G",), 1, False)
+    loss, logs = d_phase.loss(Batch(images=torch.zeros(4, 3, 32, 32), labels=None))
+    assert loss.requires_grad and set(logs) == {"loss_D", "wdist"}
+    loss, logs = g_phase.loss(None)
+    assert loss.requires_grad and set(logs) == {"loss_G"}
+
+
+def test_family_classes_are_registered() -> None:
+    assert get_family("dcgan") is DCGANFamily
+    assert get_family("wgan") is WGANFamily
+    assert get_family("wgan-gp") is WGANGPFamily
