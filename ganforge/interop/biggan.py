@@ -1,0 +1,252 @@
+"""Import BigGAN-PyTorch (ajbrock) training checkpoints without executing pickled code.
+
+A BigGAN-PyTorch weights folder holds ``G.pth``, ``D.pth``, ``G_ema.pth``, ``G_optim.pth``, ``D_optim.pth`` and
+``state_dict.pth`` (optionally with a suffix such as ``_best0`` or ``_copy1``). The network and optimiser files
+are plain tensor containers and load with torch's restricted ``weights_only`` unpickler, in the zip format and in
+the pre-1.6 legacy format of the released 2019 checkpoints alike. ``state_dict.pth`` also pickles the
+``nn.ReLU`` modules of its config; those are mapped to an inert placeholder, so any other global in a file (for
+example ``os.system``) is refused instead of being called.
+
+Keys map one-to-one onto :mod:`ganforge.models.biggan` except the BN statistics (``stored_mean``/``stored_var``
+→ ``running_mean``/``running_var``) and a DataParallel ``module.`` prefix, which is dropped. Loading is strict:
+a missing, unexpected or misshapen tensor is an error naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, discriminator_stages, generator_stages
+from ganforge.nn.spectral_norm import SNSettings
+
+NETWORK_FILES = {"G": "G", "D": "D", "G_ema": "G_ema"}
+OPTIMIZER_FILES = {"G": "G_optim", "D": "D_optim"}
+STATE_FILE = "state_dict"
+_RELU_GLOBALS = ("torch.nn.modules.activation.ReLU",)
+_KEY_RENAMES = {"stored_mean": "running_mean", "stored_var": "running_var"}
+_RESOLUTION_BY_DATASET = {"I32": 32, "I64": 64, "I128": 128, "I256": 256, "C10": 32, "C100": 32}
+_CLASSES_BY_DATASET = {"I32": 1000, "I64": 1000, "I128": 1000, "I256": 1000, "C10": 10, "C100": 100}
+_INIT_NAMES = {"ortho": "ortho", "N02": "N02", "xavier": "xavier", "glorot": "xavier"}
+
+
+class BigGANImportError(ValueError):
+    """A BigGAN-PyTorch checkpoint is unreadable, unsafe, or describes networks ganforge does not build."""
+
+
+class _InertModule:
+    """Stand-in for the nn.ReLU objects pickled in the official config: unpickling only fills its __dict__."""
+
+
+def _file_name(stem: str, suffix: str) -> str:
+    return f"{stem}_{suffix}.pth" if suffix else f"{stem}.pth"
+
+
+def load_restricted(path: Path) -> Any:
+    """torch.load with the weights-only unpickler (+ inert ReLU); refusals become BigGANImportError."""
+    path = Path(path)
+    if not path.is_file():
+        raise BigGANImportError(f"BigGAN-PyTorch file not found: {path}")
+    try:
+        with torch.serialization.safe_globals([(_InertModule, name) for name in _RELU_GLOBALS]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                      lines[-1] if lines else type(error).__name__)
+        raise BigGANImportError(
+            f"{path}: refused to load ({reason}); only tensors, plain containers and nn.ReLU config entries are "
+            "allowed, nothing in the file is executed"
+        ) from error
+
+
+def _plain(value: Any) -> Any:
+    """Config values as plain data; pickled activation modules become their official name ("ReLU")."""
+    if isinstance(value, _InertModule):
+        return "ReLU"
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
+def read_training_state(path: Path) -> dict[str, Any]:
+    """``state_dict.pth``: itr, epoch, save_num, save_best_num, best_IS, best_FID and the flags as ``config``."""
+    state = load_restricted(path)
+    if not isinstance(state, dict) or "itr" not in state:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise BigGANImportError(f"{path}: expected a dict with 'itr', 'epoch', 'config', ... found {found}")
+    return _plain(dict(state))
+
+
+def _flag(flags: dict[str, Any], key: str, where: str) -> Any:
+    if key not in flags:
+        raise BigGANImportError(f"{where}: config has no '{key}'")
+    return flags[key]
+
+
+def _attention(spec: Any, stage_resolutions: tuple[int, ...], key: str, where: str) -> tuple[int, ...]:
+    """'64' / '32_64' / '0' → the stage resolutions that really got attention (others are ignored officially)."""
+    try:
+        wanted = {int(item) for item in str(spec).split("_")}
+    except ValueError as error:
+        raise BigGANImportError(f"{where}: config '{key}' = {spec!r} is not like '64' or '32_64'") from error
+    return tuple(sorted(res for res in set(stage_resolutions) if res in wanted))
+
+
+def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> BigGANConfig:
+    """Translate BigGAN-PyTorch flags (the ``config`` in state_dict.pth) into a :class:`BigGANConfig`."""
+    model = flags.get("model", "BigGAN")
+    if model != "BigGAN":
+        raise BigGANImportError(f"{where}: config 'model' = {model!r}; only 'BigGAN' is supported (not BigGANdeep)")
+    for key, allowed in (("norm_style", {"bn"}), ("mybn", {False}), ("cross_replica", {False}),
+                         ("G_nl", {"relu", "inplace_relu", "ir"}), ("D_nl", {"relu", "inplace_relu", "ir"})):
+        if key in flags and flags[key] not in allowed:
+            raise BigGANImportError(f"{where}: config '{key}' = {flags[key]!r}; ganforge supports {sorted(allowed)}")
+    dataset = str(flags.get("dataset", "")).removesuffix("_hdf5")
+    resolution = flags.get("resolution", _RESOLUTION_BY_DATASET.get(dataset))
+    n_classes = flags.get("n_classes", _CLASSES_BY_DATASET.get(dataset))
+    if resolution is None or n_classes is None:
+        raise BigGANImportError(f"{where}: config has no 'resolution'/'n_classes' and dataset {dataset!r} is unknown")
+    inits = {}
+    for key in ("G_init", "D_init"):
+        value = _flag(flags, key, where)
+        if value not in _INIT_NAMES:
+            raise BigGANImportError(f"{where}: config '{key}' = {value!r}; expected one of {sorted(_INIT_NAMES)}")
+        inits[key] = _INIT_NAMES[value]
+    g_ch, d_ch = int(_flag(flags, "G_ch", where)), int(_flag(flags, "D_ch", where))
+    try:
+        return BigGANConfig(
+            resolution=int(resolution),
+            n_classes=int(n_classes),
+            g_ch=g_ch,
+            d_ch=d_ch,
+            dim_z=int(_flag(flags, "dim_z", where)),
+            g_shared=bool(_flag(flags, "G_shared", where)),
+            shared_dim=int(flags.get("shared_dim", 0)),
+            hier=bool(flags.get("hier", False)),
+            g_attention=_attention(flags.get("G_attn", "64"), generator_stages(int(resolution), g_ch).resolution,
+                                   "G_attn", where),
+            d_attention=_attention(flags.get("D_attn", "64"),
+                                   discriminator_stages(int(resolution), d_ch).resolution, "D_attn", where),
+            g_init=inits["G_init"],
+            d_init=inits["D_init"],
+            g_spectral_norm=flags.get("G_param", "SN") == "SN",
+            d_spectral_norm=flags.get("D_param", "SN") == "SN",
+            g_sn=SNSettings(int(flags.get("num_G_SVs", 1)), int(flags.get("num_G_SV_itrs", 1)),
+                            float(flags.get("SN_eps", 1e-8))),
+            d_sn=SNSettings(int(flags.get("num_D_SVs", 1)), int(flags.get("num_D_SV_itrs", 1)),
+                            float(flags.get("SN_eps", 1e-8))),
+            bn_eps=float(flags.get("BN_eps", 1e-5)),
+            d_wide=bool(flags.get("D_wide", True)),
+        )
+    except ValueError as error:
+        raise BigGANImportError(f"{where}: config does not describe a valid BigGAN: {error}") from error
+
+
+def _our_key(official_key: str) -> str:
+    parts = [part for part in official_key.split(".") if part != "module"]
+    return ".".join(_KEY_RENAMES.get(part, part) for part in parts)
+
+
+def convert_network_state(state: Any, target: nn.Module, where: str) -> dict[str, Tensor]:
+    """An official state dict → `target`'s keys (strict: every tensor present once, with the right shape)."""
+    if not isinstance(state, dict):
+        raise BigGANImportError(f"{where}: expected a state dict, got {type(state).__name__}")
+    expected = target.state_dict()
+    out: dict[str, Tensor] = {}
+    for official_key, tensor in state.items():
+        key = _our_key(official_key)
+        if not isinstance(tensor, Tensor):
+            raise BigGANImportError(f"{where}: '{official_key}' must be a tensor, got {type(tensor).__name__}")
+        if key not in expected:
+            raise BigGANImportError(f"{where}: unexpected key '{official_key}' for this BigGAN configuration")
+        if tensor.shape != expected[key].shape:
+            raise BigGANImportError(f"{where}: '{official_key}' has shape {tuple(tensor.shape)}, the configuration "
+                                    f"expects {tuple(expected[key].shape)}")
+        out[key] = tensor.detach().to(expected[key].dtype).clone()
+    missing = sorted(set(expected) - set(out))
+    if missing:
+        raise BigGANImportError(f"{where}: missing tensors {missing}")
+    return out
+
+
+def convert_optimizer_state(optim_state: Any, official_keys: list[str], target: nn.Module,
+                            where: str) -> dict[str, Any]:
+    """An official Adam state dict re-indexed to ``target.parameters()`` order.
+
+    The official optimiser indexes parameters in the order of the official module's parameters, which is the
+    order of the parameter keys in its network file (`official_keys`, buffers skipped).
+    """
+    if not isinstance(optim_state, dict) or not {"state", "param_groups"} <= set(optim_state):
+        raise BigGANImportError(f"{where}: expected an optimizer state dict with 'state' and 'param_groups'")
+    our_names = [name for name, _ in target.named_parameters()]
+    our_index = {name: i for i, name in enumerate(our_names)}
+    official_params = [key for key in map(_our_key, official_keys) if key in our_index]
+    groups = optim_state["param_groups"]
+    official_indices = [index for group in groups for index in group["params"]]
+    if len(groups) != 1 or len(official_indices) != len(our_names):
+        raise BigGANImportError(f"{where}: {len(groups)} param groups with {len(official_indices)} parameters; "
+                                f"expected 1 group with {len(our_names)}")
+    position = {official: our_index[official_params[n]] for n, official in enumerate(official_indices)}
+    return {
+        "state": {position[index]: dict(value) for index, value in optim_state["state"].items()},
+        "param_groups": [{**groups[0], "params": list(range(len(our_names)))}],
+    }
+
+
+@dataclass
+class OfficialBigGAN:
+    """A BigGAN-PyTorch checkpoint as ganforge networks (G_ema is None when the folder has none)."""
+
+    config: BigGANConfig
+    G: Generator
+    D: Discriminator
+    G_ema: Generator | None
+    optimizer_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # "G"/"D", in our param order
+    training_state: dict[str, Any] = field(default_factory=dict)  # itr, epoch, best_IS, best_FID, config
+
+
+def load_biggan_pytorch(weights_dir: Path, *, config: BigGANConfig | None = None,
+                        suffix: str = "") -> OfficialBigGAN:
+    """Read a BigGAN-PyTorch weights folder into networks (eval mode) plus optimiser and training state.
+
+    The architecture comes from `config` or else from the flags in ``state_dict.pth``. `suffix` selects the
+    official copies (``best0``, ``copy1``, ...).
+    """
+    weights_dir = Path(weights_dir)
+    if not weights_dir.is_dir():
+        raise BigGANImportError(f"BigGAN-PyTorch weights folder not found: {weights_dir}")
+    state_path = weights_dir / _file_name(STATE_FILE, suffix)
+    training_state = read_training_state(state_path) if state_path.is_file() else {}
+    if config is None:
+        if "config" not in training_state:
+            raise BigGANImportError(f"{weights_dir}: no {state_path.name} with the run's flags; pass the architecture "
+                                    "as config=BigGANConfig(...)")
+        config = config_from_official(training_state["config"], where=str(state_path))
+    nets: dict[str, nn.Module] = {"G": Generator(config), "D": Discriminator(config), "G_ema": Generator(config)}
+    official_keys: dict[str, list[str]] = {}
+    for role, stem in NETWORK_FILES.items():
+        path = weights_dir / _file_name(stem, suffix)
+        if role == "G_ema" and not path.is_file():
+            del nets[role]
+            continue
+        state = load_restricted(path)
+        nets[role].load_state_dict(convert_network_state(state, nets[role], str(path)), strict=True)
+        nets[role].eval()
+        official_keys[role] = list(state)
+    optimizer_states = {}
+    for role, stem in OPTIMIZER_FILES.items():
+        path = weights_dir / _file_name(stem, suffix)
+        if path.is_file():
+            optimizer_states[role] = convert_optimizer_state(load_restricted(path), official_keys[role], nets[role],
+                                                             str(path))
+    return OfficialBigGAN(config, nets["G"], nets["D"], nets.get("G_ema"), optimizer_states,  # type: ignore[arg-type]
+                          training_state)
