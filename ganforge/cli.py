@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a new run or resume an existing one")
     tr.add_argument("family", choices=family_names())
     _add_config_options(tr)
-    tr.add_argument("--run", type=Path, help="run directory (default runs/FAMILY); an existing run resumes")
+    tr.add_argument("--run-dir", "--run", dest="run", type=Path,
+                    help="run directory (default runs/FAMILY); an existing run resumes. Under torchrun write --run-dir")
     tr.add_argument("--restart", action="store_true", help="start over, deleting the run's checkpoints")
     tr.add_argument("--until", type=int, help="stop (with a checkpoint) after this many steps")
     tr.add_argument("--final-swd", type=int, default=0, metavar="N",
