@@ -56,3 +56,26 @@ def gdpp_loss(fake_features: torch.Tensor, real_features: torch.Tensor) -> torch
     spread = real_values.max() - real_values.min()
     weights = (real_values - real_values.min()) / spread if spread > 1e-10 else real_values
     return magnitude + (weights * structure).sum()
+
+
+def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ½·mean over samples of ‖∇ₓD(x)‖² at real images, i.e. γ/2 with γ = 1.
+
+    It keeps D flat on the data, which stabilises non-saturating training without a Lipschitz constraint. `real`
+    must require grad and `d_real` must be computed from it; the graph is kept so the penalty trains D.
+    """
+    (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+    return 0.5 * grad.square().flatten(1).sum(1).mean()
+
+
+def hinge_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hinge loss of D (SAGAN/BigGAN) as (real part, fake part): mean relu(1 − D(x)), mean relu(1 + D(G(z))).
+
+    Logits beyond the margin give no gradient, so D stops pushing samples it already separates well.
+    """
+    return F.relu(1.0 - d_real).mean(), F.relu(1.0 + d_fake).mean()
+
+
+def hinge_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of G: −mean D(G(z)) (no margin on the generator side)."""
+    return -d_fake.mean()

@@ -15,6 +15,8 @@ _REGISTRY = {
     "dcgan": "ganforge.families.dcgan:DCGANFamily",
     "wgan": "ganforge.families.dcgan:WGANFamily",
     "wgan-gp": "ganforge.families.dcgan:WGANGPFamily",
+    "stargan2": "ganforge.families.stargan2:StarGAN2Family",
+    "biggan": "ganforge.families.biggan:BigGANFamily",
 }
 
 

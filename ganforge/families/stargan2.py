@@ -1,0 +1,318 @@
+"""StarGAN v2 (Choi et al., CVPR 2020) as a family: four networks, two D phases and two G phases per step.
+
+One step is one official iteration on one set of inputs: a source batch (x, y), a reference pair (x_ref, x_ref2)
+from one target domain ỹ, and latents z1, z2.
+1. ``D_latent``: non-saturating BCE on reals and on G(x, F(z1, ỹ)), plus λ_reg·R1 on the reals; steps D.
+2. ``D_ref``: the same with the style E(x_ref, ỹ); steps D.
+3. ``G_latent``: adversarial + λ_sty·style reconstruction − λ_ds·diversity + λ_cyc·cycle with styles from z1, z2;
+   steps G, F and E (E learns only here).
+4. ``G_ref``: the same with styles from x_ref, x_ref2; steps G only. λ_ds then decays by λ_ds⁰ / ds_iter.
+EMA (0.999) of G, F and E after every step, starting from the He-initialised weights.
+
+Data: domains are the classes of one label column of the store. Sources and references are drawn balanced over
+domains (a uniform domain, then a uniform image of it, as the official class-weighted sampler does), with the
+official augmentation (random resized crop with probability 0.5, scale 0.8–1, ratio 0.9–1.1; horizontal flip).
+The draws use the family's own numpy generator, whose state is checkpointed with λ_ds, so a resume is exact.
+
+Masks: with w_hpf > 0 the official code feeds face-landmark masks (a FAN network whose weights cannot be shipped)
+to the generator. Training here runs without masks: the w_hpf > 0 architecture (no decoder skips, one more
+encoder block) is kept, the high-pass injection is not used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganforge.config import ConfigError
+from ganforge.data.loader import to_float_images
+from ganforge.data.store import ImageDataset
+from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.losses import r1_penalty
+from ganforge.models.stargan2 import StarGAN2Arch, he_init_
+from ganforge.training.distributed import DistInfo
+
+CROP_SCALE = (0.8, 1.0)
+CROP_RATIO = (0.9, 1.1)
+CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop: retry, then fall back to the whole image
+
+
+@dataclass
+class StarGAN2Config:
+    """`model:` settings of `stargan2`; defaults are the official ones (main.py) except where noted."""
+
+    img_size: int | None = None  # None: the dataset's resolution
+    domain_column: str | None = None  # label column whose classes are the domains; None: the first column
+    latent_dim: int = 16
+    style_dim: int = 64
+    max_conv_dim: int = 512
+    w_hpf: float = 1.0
+    base_dim: int | None = None  # first width of G, E, D; None: official 2^14 / img_size
+    mapping_dim: int = 512  # hidden width of F (hard-coded 512 officially)
+    lambda_reg: float = 1.0
+    lambda_sty: float = 1.0
+    lambda_ds: float = 1.0
+    lambda_cyc: float = 1.0
+    ds_iter: int = 100000
+    lr: float = 1e-4
+    f_lr: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.999
+    batch_size: int = 8
+    steps: int = 100000
+    randcrop_prob: float = 0.5
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("latent_dim", "style_dim", "max_conv_dim", "mapping_dim", "ds_iter", "batch_size", "steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
+        if self.base_dim is not None and self.base_dim < 1:
+            raise ConfigError(f"model.base_dim: expected null (official width) or a positive integer, "
+                              f"got {self.base_dim}")
+        for key in ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "weight_decay", "w_hpf"):
+            if not math.isfinite(getattr(self, key)) or getattr(self, key) < 0:
+                raise ConfigError(f"model.{key}: expected a number ≥ 0, got {getattr(self, key)}")
+        for key in ("lr", "f_lr"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"model.{key}: expected a positive learning rate, got {getattr(self, key)}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.randcrop_prob <= 1.0:
+            raise ConfigError(f"model.randcrop_prob: expected a probability in [0, 1], got {self.randcrop_prob}")
+
+
+@dataclass
+class StepInputs:
+    """What all four phases of one step share (this rank's share of the global batch)."""
+
+    x_src: torch.Tensor
+    y_src: torch.Tensor
+    x_ref: torch.Tensor
+    x_ref2: torch.Tensor
+    y_trg: torch.Tensor
+    z1: torch.Tensor
+    z2: torch.Tensor
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class StarGAN2Family(Family):
+    name: ClassVar[str] = "stargan2"
+    config_class: ClassVar[type] = StarGAN2Config
+
+    def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
+        super().__init__(config, dataset, device, dist)
+        self.domain_column, self.domain_names, domain_labels = self._domains(config, dataset)
+        self.img_size = config.img_size or dataset.resolution
+        if self.img_size > dataset.resolution:
+            raise ConfigError(f"model.img_size: {self.img_size} but the dataset {dataset.source} only goes up to "
+                              f"{dataset.resolution}")
+        try:
+            self.arch = StarGAN2Arch(img_size=self.img_size, num_domains=len(self.domain_names),
+                                     latent_dim=config.latent_dim, style_dim=config.style_dim,
+                                     max_conv_dim=config.max_conv_dim, w_hpf=config.w_hpf, base_dim=config.base_dim,
+                                     mapping_dim=config.mapping_dim)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
+        self.members = [np.flatnonzero(domain_labels == k) for k in range(len(self.domain_names))]
+        for name, members in zip(self.domain_names, self.members, strict=True):
+            if len(members) == 0:
+                raise ConfigError(f"model.domain_column: domain {name!r} of column {self.domain_column!r} has no "
+                                  f"images in {dataset.source}")
+        for role, build in (("G", self.arch.generator), ("F", self.arch.mapping_network),
+                            ("E", self.arch.style_encoder), ("D", self.arch.discriminator)):
+            self.nets[role] = he_init_(build()).to(device)
+        for role in ("G", "F", "E"):
+            self.add_ema(f"{role}_ema", role)
+        betas = (float(config.betas[0]), float(config.betas[1]))
+        for role, net in self.nets.items():
+            if role not in self.ema_pairs:
+                lr = config.f_lr if role == "F" else config.lr
+                self.optimizers[role] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas,
+                                                         weight_decay=config.weight_decay)
+        # the data stream's own generator, seeded from the run seed through torch's (seeded) stream
+        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        self.lambda_ds = config.lambda_ds
+        self.inputs: StepInputs | None = None
+
+    @staticmethod
+    def _domains(config: StarGAN2Config, dataset: ImageDataset) -> tuple[str, list[str], np.ndarray]:
+        if dataset.labels is None or not dataset.label_columns:
+            raise ConfigError(f"data: StarGAN v2 needs domain labels but {dataset.source} has none; prepare it from "
+                              "one sub-folder per domain (`ganforge prepare folder`)")
+        names = [name for name, _ in dataset.label_columns]
+        column = config.domain_column or names[0]
+        if column not in names:
+            raise ConfigError(f"model.domain_column: {column!r} is not a label column of {dataset.source} "
+                              f"(it has {', '.join(names)})")
+        index = names.index(column)
+        classes = list(dataset.label_columns[index][1])
+        if len(classes) < 2:
+            raise ConfigError(f"model.domain_column: column {column!r} has {len(classes)} class; translation needs "
+                              "at least 2 domains")
+        return column, classes, np.asarray(dataset.labels[:, index])
+
+    # --- schedule ---------------------------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        return self.config.steps
+
+    def plan(self, step: int) -> StepPlan:
+        return StepPlan(batch_size=self.config.batch_size, resolution=self.img_size)
+
+    def ema_decay(self, step: int) -> float:
+        return self.config.ema_decay
+
+    def begin_step(self, step: int, plan: StepPlan) -> None:
+        self.inputs = self.draw_inputs(plan.batch_size)
+
+    # --- data -------------------------------------------------------------------------------------------------
+    def _balanced(self, domains: np.ndarray) -> np.ndarray:
+        """One uniformly drawn image index of each requested domain."""
+        return np.array([self.members[k][self.rng.integers(len(self.members[k]))] for k in domains], dtype=np.int64)
+
+    def _crop_box(self, size: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of a random resized crop of a size×size image (torchvision's recipe)."""
+        area = size * size
+        log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+        for _ in range(CROP_ATTEMPTS):
+            target = area * self.rng.uniform(*CROP_SCALE)
+            ratio = math.exp(self.rng.uniform(*log_ratio))
+            width, height = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < width <= size and 0 < height <= size:
+                top, left = self.rng.integers(size - height + 1), self.rng.integers(size - width + 1)
+                return int(top), int(left), height, width
+        return 0, 0, size, size
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Official training transform on [-1, 1] images: random resized crop (p = randcrop_prob), then flip."""
+        size = images.shape[-1]
+        out = []
+        for image in images:
+            if self.rng.random() < self.config.randcrop_prob:
+                top, left, height, width = self._crop_box(size)
+                crop = image[None, :, top:top + height, left:left + width]
+                image = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
+                                      antialias=True)[0]
+            if self.config.flip and self.rng.random() < 0.5:
+                image = image.flip(-1)
+            out.append(image)
+        return torch.stack(out)
+
+    def _images(self, indices: np.ndarray) -> torch.Tensor:
+        return self.augment(to_float_images(self.dataset.images(self.img_size)[indices], torch.device("cpu")))
+
+    def draw_inputs(self, batch_size: int) -> StepInputs:
+        """The step's global-batch inputs from the balanced streams, then this rank's share on the device."""
+        num_domains = len(self.domain_names)
+        y_src = self.rng.integers(num_domains, size=batch_size)
+        y_trg = self.rng.integers(num_domains, size=batch_size)
+        src, ref, ref2 = self._balanced(y_src), self._balanced(y_trg), self._balanced(y_trg)
+        tensors = [self._images(src), torch.as_tensor(y_src), self._images(ref), self._images(ref2),
+                   torch.as_tensor(y_trg)]
+        x_src, y_src_t, x_ref, x_ref2, y_trg_t = (self.dist.shard(t).to(self.device) for t in tensors)
+        z1 = self.randn(batch_size, self.config.latent_dim)
+        z2 = self.randn(batch_size, self.config.latent_dim)
+        return StepInputs(x_src, y_src_t, x_ref, x_ref2, y_trg_t, z1, z2)
+
+    # --- losses -----------------------------------------------------------------------------------------------
+    def _target_style(self, inputs: StepInputs, mode: str, *, second: bool = False) -> torch.Tensor:
+        """A target style of a phase: from z1 (z2) through F, or from x_ref (x_ref2) through E."""
+        if mode == "latent":
+            return self.nets["F"](inputs.z2 if second else inputs.z1, inputs.y_trg)
+        return self.nets["E"](inputs.x_ref2 if second else inputs.x_ref, inputs.y_trg)
+
+    def d_loss(self, inputs: StepInputs, mode: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        """BCE(D(x), 1) + λ_reg·R1(x) + BCE(D(G(x, s̃)), 0); the fake is made without gradients."""
+        G, D = self.nets["G"], self.nets["D"]
+        x_real = inputs.x_src.detach().requires_grad_(True)
+        d_real = D(x_real, inputs.y_src)
+        loss_real = _bce(d_real, 1.0)
+        loss_reg = r1_penalty(d_real, x_real)
+        with torch.no_grad():
+            x_fake = G(inputs.x_src, self._target_style(inputs, mode))
+        loss_fake = _bce(D(x_fake, inputs.y_trg), 0.0)
+        loss = loss_real + loss_fake + self.config.lambda_reg * loss_reg
+        return loss, {f"D_{mode}_real": loss_real.detach(), f"D_{mode}_fake": loss_fake.detach(),
+                      f"D_{mode}_reg": loss_reg.detach()}
+
+    def g_loss(self, inputs: StepInputs, mode: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        """adv + λ_sty·|E(G(x, s̃1)) − s̃1| − λ_ds·|G(x, s̃1) − G(x, s̃2)| + λ_cyc·|G(G(x, s̃1), E(x, y)) − x|.
+
+        The second fake carries no gradient (as officially), so it is made under no_grad.
+        """
+        G, D, E = self.nets["G"], self.nets["D"], self.nets["E"]
+        config = self.config
+        x, y, y_trg = inputs.x_src, inputs.y_src, inputs.y_trg
+        s_trg = self._target_style(inputs, mode)
+        x_fake = G(x, s_trg)
+        loss_adv = _bce(D(x_fake, y_trg), 1.0)
+        loss_sty = (E(x_fake, y_trg) - s_trg).abs().mean()
+        with torch.no_grad():
+            x_fake2 = G(x, self._target_style(inputs, mode, second=True))
+        loss_ds = (x_fake - x_fake2).abs().mean()
+        x_rec = G(x_fake, E(x, y))
+        loss_cyc = (x_rec - x).abs().mean()
+        loss = loss_adv + config.lambda_sty * loss_sty - self.lambda_ds * loss_ds + config.lambda_cyc * loss_cyc
+        return loss, {f"G_{mode}_adv": loss_adv.detach(), f"G_{mode}_sty": loss_sty.detach(),
+                      f"G_{mode}_ds": loss_ds.detach(), f"G_{mode}_cyc": loss_cyc.detach(),
+                      "lambda_ds": self.lambda_ds}
+
+    def decay_lambda_ds(self) -> None:
+        """Linear decay to 0 over ds_iter steps, once per step (after the last phase), as officially."""
+        self.lambda_ds = max(0.0, self.lambda_ds - self.config.lambda_ds / self.config.ds_iter)
+
+    def phases(self, step: int, plan: StepPlan) -> list[Phase]:
+        if self.inputs is None:
+            raise RuntimeError("phases() before begin_step(): the step's inputs were not drawn")
+        inputs = self.inputs
+        return [
+            Phase("D_latent", ("D",), lambda _: self.d_loss(inputs, "latent"), needs_data=False),
+            Phase("D_ref", ("D",), lambda _: self.d_loss(inputs, "ref"), needs_data=False),
+            Phase("G_latent", ("G", "F", "E"), lambda _: self.g_loss(inputs, "latent"), needs_data=False),
+            Phase("G_ref", ("G",), lambda _: self.g_loss(inputs, "ref"), needs_data=False,
+                  after_step=self.decay_lambda_ds),
+        ]
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """⌈n/2⌉ fixed sources with target domains cycling through all domains, and their latents."""
+        count = max(1, (n + 1) // 2)
+        indices = torch.randint(self.dataset.count, (count,), generator=generator).numpy()
+        images = to_float_images(self.dataset.images(self.img_size)[indices], torch.device("cpu"))
+        return {"x": images, "y": torch.arange(count) % len(self.domain_names),
+                "z": torch.randn(count, self.config.latent_dim, generator=generator)}
+
+    @torch.no_grad()
+    def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
+        """Latent-guided translations, each after its source: (source, output) pairs, clamped to [-1, 1]."""
+        suffix = net[1:]  # "G_ema" → "_ema": use the matching mapping network
+        style = self.nets["F" + suffix](inputs["z"], inputs["y"])
+        out = self.nets[net](inputs["x"], style).clamp(-1, 1)
+        return torch.stack([inputs["x"], out], dim=1).flatten(0, 1)
+
+    # --- state --------------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {"lambda_ds": self.lambda_ds, "rng": self.rng.bit_generator.state}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        for key in ("lambda_ds", "rng"):
+            if key not in state:
+                raise ConfigError(f"checkpoint family state has no {key!r} (found {sorted(state)}); it was not "
+                                  "written by the stargan2 family")
+        self.lambda_ds = float(state["lambda_ds"])
+        self.rng.bit_generator.state = state["rng"]
+
+    def describe(self) -> dict[str, Any]:
+        return {"img_size": self.img_size, "domain_column": self.domain_column, "domains": self.domain_names,
+                "w_hpf": self.arch.w_hpf, "first_width": self.arch.first_dim, "total_steps": self.total_steps()}

@@ -1,0 +1,344 @@
+"""StarGAN v2 family: R1 and the loss terms against hand computations, λ_ds decay and its resume, which optimisers
+step in which phase, balanced domain sampling, augmentation, presets, and a tiny run that resumes exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganforge.config import ConfigError, read_config_file
+from ganforge.data.store import ImageDataset, open_dataset
+from ganforge.families import get_family, resolve_run_config
+from ganforge.families.stargan2 import StarGAN2Config, StarGAN2Family
+from ganforge.losses import r1_penalty
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.distributed import DistInfo
+from ganforge.training.engine import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHAPES = "builtin:shapes?count=256&resolution=32"
+TINY = {"img_size": 32, "domain_column": "shape", "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8,
+        "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "batch_size": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions on a shared 2-core machine run several times faster on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes() -> ImageDataset:
+    return open_dataset(SHAPES)
+
+
+def build(dataset: ImageDataset, **model: Any) -> StarGAN2Family:
+    config = resolve_run_config("stargan2", {"data": SHAPES, "model": {**TINY, **model}})
+    torch.manual_seed(0)
+    return StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
+
+
+def run_config(**model: Any):
+    return resolve_run_config("stargan2", {"data": SHAPES, "progress": False, "tensorboard": False,
+                                           "sample_every": 1000, "sample_count": 4,
+                                           "model": {**TINY, "steps": 2, **model}})
+
+
+def labelled(counts: list[int], resolution: int = 16) -> ImageDataset:
+    """An in-memory dataset whose image i is filled with the value i, labelled with domain sizes `counts`."""
+    total = sum(counts)
+    images = np.broadcast_to(np.arange(total, dtype=np.uint8)[:, None, None, None], (total, 3, resolution,
+                                                                                       resolution)).copy()
+    labels = np.repeat(np.arange(len(counts)), counts)[:, None]
+    manifest = {"resolution": resolution, "count": total, "channels": 3,
+                "labels": [{"name": "kind", "classes": [f"d{k}" for k in range(len(counts))]}]}
+    return ImageDataset({resolution: images}, labels=labels, manifest=manifest, fingerprint="test", source="memory")
+
+
+# --- losses against hand computations ---------------------------------------------------------------------------
+
+def test_r1_penalty_matches_a_hand_derivation() -> None:
+    # D(x) = ½ Σ a·x², so ∇ₓD = a·x, R1 = ½ mean_i Σ_j (a_j x_ij)², ∂R1/∂a_j = mean_i a_j x_ij²
+    a = torch.tensor([0.5, -2.0, 1.5], requires_grad=True)
+    x = torch.tensor([[1.0, 2.0, -1.0], [0.0, -1.0, 3.0]], requires_grad=True)
+    penalty = r1_penalty(0.5 * (a * x.square()).sum(1), x)
+    expected = 0.5 * ((0.25 + 16 + 2.25) + (0 + 4 + 20.25)) / 2
+    assert penalty.item() == pytest.approx(expected)
+    penalty.backward()
+    xs = x.detach().square()
+    assert a.grad.tolist() == pytest.approx((a.detach() * xs).mean(0).tolist())
+
+
+def test_r1_on_image_shaped_input() -> None:
+    w = torch.randn(1, 3, 4, 4)
+    x = torch.randn(5, 3, 4, 4, requires_grad=True)
+    penalty = r1_penalty((w * x).flatten(1).sum(1), x)  # ∇ = w for every sample
+    assert penalty.item() == pytest.approx(0.5 * w.square().sum().item(), rel=1e-6)
+
+
+def test_d_loss_is_bce_on_real_and_fake_plus_weighted_r1(shapes) -> None:
+    family = build(shapes, lambda_reg=3.0)
+    inputs = family.draw_inputs(4)
+    G, F_, E, D = (family.nets[k] for k in "GFED")
+    for mode in ("latent", "ref"):
+        loss, logs = family.d_loss(inputs, mode)
+        x = inputs.x_src.clone().requires_grad_(True)
+        d_real = D(x, inputs.y_src)
+        (grad,) = torch.autograd.grad(d_real.sum(), x)
+        r1 = 0.5 * grad.square().sum(dim=(1, 2, 3)).mean()
+        style = F_(inputs.z1, inputs.y_trg) if mode == "latent" else E(inputs.x_ref, inputs.y_trg)
+        d_fake = D(G(inputs.x_src, style), inputs.y_trg)
+        real, fake = F.softplus(-d_real).mean(), F.softplus(d_fake).mean()
+        torch.testing.assert_close(logs[f"D_{mode}_reg"], r1.detach())
+        torch.testing.assert_close(logs[f"D_{mode}_fake"], fake.detach())
+        torch.testing.assert_close(loss, real + fake + 3.0 * r1)
+
+
+def test_g_loss_terms_and_the_detached_second_fake(shapes) -> None:
+    family = build(shapes, lambda_sty=2.0, lambda_cyc=3.0, lambda_ds=0.5)
+    inputs = family.draw_inputs(4)
+    G, F_, E, D = (family.nets[k] for k in "GFED")
+    x, y, y_trg = inputs.x_src, inputs.y_src, inputs.y_trg
+    for mode in ("latent", "ref"):
+        loss, logs = family.g_loss(inputs, mode)
+        if mode == "latent":
+            s1, s2 = F_(inputs.z1, y_trg), F_(inputs.z2, y_trg)
+        else:
+            s1, s2 = E(inputs.x_ref, y_trg), E(inputs.x_ref2, y_trg)
+        fake, fake2 = G(x, s1), G(x, s2)
+        adv = F.softplus(-D(fake, y_trg)).mean()
+        sty = (E(fake, y_trg) - s1).abs().mean()
+        cyc = (G(fake, E(x, y)) - x).abs().mean()
+        for name, value in (("adv", adv), ("sty", sty), ("cyc", cyc), ("ds", (fake - fake2).abs().mean())):
+            torch.testing.assert_close(logs[f"G_{mode}_{name}"], value.detach(), msg=name)
+        expected = adv + 2.0 * sty - 0.5 * (fake - fake2.detach()).abs().mean() + 3.0 * cyc
+        torch.testing.assert_close(loss, expected)
+        params = list(G.parameters())
+        ours = torch.autograd.grad(loss, params, allow_unused=True)
+        reference = torch.autograd.grad(expected, params, allow_unused=True, retain_graph=True)
+        both_branches = torch.autograd.grad(adv + 2.0 * sty - 0.5 * (G(x, s1) - G(x, s2)).abs().mean() + 3.0 * cyc,
+                                            params[:1])
+        torch.testing.assert_close(list(ours), list(reference))
+        assert not torch.allclose(both_branches[0], ours[0])  # a live second fake would change G's gradient
+
+
+# --- λ_ds --------------------------------------------------------------------------------------------------------
+
+def test_lambda_ds_decays_linearly_to_zero(shapes) -> None:
+    family = build(shapes, lambda_ds=2.0, ds_iter=4)
+    values = []
+    for _ in range(6):
+        values.append(family.lambda_ds)
+        family.decay_lambda_ds()
+    assert values == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0, 0.0])
+
+
+def test_lambda_ds_is_checkpointed_and_restored_on_resume(tmp_path) -> None:
+    config = run_config(steps=3, lambda_ds=2.0, ds_iter=8)
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.train(until=2)
+    assert trainer.family.lambda_ds == pytest.approx(1.5)
+    saved = ckpt.latest_valid_checkpoint(tmp_path / "run")
+    assert saved.meta["family_state"]["lambda_ds"] == pytest.approx(1.5)
+    resumed = Trainer(config, tmp_path / "run")
+    assert resumed.step == 2 and resumed.family.lambda_ds == pytest.approx(1.5)  # not the configured 2.0
+    resumed.train()
+    assert resumed.family.lambda_ds == pytest.approx(1.25)
+    logged = [rec["lambda_ds"] for rec in map(json.loads, (tmp_path / "run" / "log.jsonl").open())
+              if "lambda_ds" in rec]
+    assert logged[-1] == pytest.approx(1.5)  # the value the last step's G losses used
+    with pytest.raises(ConfigError, match="family state has no 'rng'"):
+        resumed.family.load_extra_state({"lambda_ds": 1.0})
+
+
+# --- which optimisers step in which phase -------------------------------------------------------------------------
+
+def test_optimisers_step_per_phase_and_ema_follows(tmp_path) -> None:
+    trainer = Trainer(run_config(steps=1, ema_decay=0.5), tmp_path / "run")
+    family = trainer.family
+    steps: list[tuple[str, str]] = []
+    current = {"phase": ""}
+    original_phases = family.phases
+
+    def tracking_phases(step, plan):
+        phases = original_phases(step, plan)
+        for phase in phases:
+            loss = phase.loss
+
+            def wrapped(batch, name=phase.name, loss=loss):
+                current["phase"] = name
+                return loss(batch)
+
+            phase.loss = wrapped
+        return phases
+
+    family.phases = tracking_phases
+    for name, optimizer in family.optimizers.items():
+        step = optimizer.step
+
+        def counted(*args, name=name, step=step, **kwargs):
+            steps.append((current["phase"], name))
+            return step(*args, **kwargs)
+
+        optimizer.step = counted
+    before = {k: [p.detach().clone() for p in net.parameters()] for k, net in family.nets.items()}
+    trainer.train()
+    assert steps == [("D_latent", "D"), ("D_ref", "D"), ("G_latent", "G"), ("G_latent", "F"), ("G_latent", "E"),
+                     ("G_ref", "G")]
+    assert set(family.optimizers) == {"G", "F", "E", "D"}
+    groups = {name: opt.param_groups[0] for name, opt in family.optimizers.items()}
+    assert groups["F"]["lr"] == 1e-6 and groups["G"]["lr"] == groups["E"]["lr"] == groups["D"]["lr"] == 1e-4
+    assert all(g["betas"] == (0.0, 0.99) and g["weight_decay"] == 1e-4 for g in groups.values())
+    for role in "GFE":  # EMA ← 0.5·EMA + 0.5·net, from the initial weights
+        for old, new, ema in zip(before[role], family.nets[role].parameters(), family.nets[f"{role}_ema"].parameters(),
+                                 strict=True):
+            torch.testing.assert_close(ema, 0.5 * old + 0.5 * new.detach())
+    assert "D_ema" not in family.nets
+
+
+def test_phase_plan(shapes) -> None:
+    family = build(shapes)
+    with pytest.raises(RuntimeError, match="begin_step"):
+        family.phases(0, family.plan(0))
+    family.begin_step(0, family.plan(0))
+    phases = family.phases(0, family.plan(0))
+    assert [(p.name, p.trains, p.needs_data) for p in phases] == [
+        ("D_latent", ("D",), False), ("D_ref", ("D",), False), ("G_latent", ("G", "F", "E"), False),
+        ("G_ref", ("G",), False)]
+    assert phases[-1].after_step == family.decay_lambda_ds
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+def test_balanced_domains_and_reference_pairs_from_the_target_domain() -> None:
+    dataset = labelled([90, 10])  # 9:1 imbalance; balanced sampling still draws each domain half the time
+    config = resolve_run_config("stargan2", {"data": SHAPES, "model": {
+        **TINY, "img_size": 16, "domain_column": None, "randcrop_prob": 0.0, "flip": False, "batch_size": 400}})
+    torch.manual_seed(0)
+    family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
+    assert family.domain_names == ["d0", "d1"] and family.domain_column == "kind"
+    inputs = family.draw_inputs(400)
+    index = {name: t[:, 0, 0, 0].add(1).mul(127.5).round().long() for name, t in
+             (("src", inputs.x_src), ("ref", inputs.x_ref), ("ref2", inputs.x_ref2))}
+    labels = torch.as_tensor(dataset.labels[:, 0])
+    assert torch.equal(labels[index["src"]], inputs.y_src)
+    assert torch.equal(labels[index["ref"]], inputs.y_trg) and torch.equal(labels[index["ref2"]], inputs.y_trg)
+    assert 160 < int(inputs.y_src.sum()) < 240 and 160 < int(inputs.y_trg.sum()) < 240
+    assert (inputs.y_src == inputs.y_trg).any()  # the target may equal the source domain
+    assert inputs.z1.shape == (400, 4) and not torch.equal(inputs.z1, inputs.z2)
+
+
+def test_augmentation(shapes) -> None:
+    family = build(shapes, randcrop_prob=0.0, flip=False)
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    assert torch.equal(family.augment(images), images)
+    family = build(shapes, randcrop_prob=0.0, flip=True)
+    out = family.augment(images)
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)]
+    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images, strict=True)) and any(flipped)
+    family = build(shapes, randcrop_prob=1.0, flip=False)
+    for _ in range(200):
+        top, left, height, width = family._crop_box(32)
+        assert 0 <= top <= 32 - height and 0 <= left <= 32 - width
+        assert 0.8 * 1024 * 0.85 <= height * width <= 1024 and 0.85 <= width / height <= 1.18
+    assert not torch.equal(family.augment(images), images)
+
+
+# --- configs ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("model", "message"), [
+    ({"domain_column": "colour"}, r"model\.domain_column: 'colour' is not a label column .* shape, background"),
+    ({"img_size": 64}, r"model\.img_size: 64 but the dataset .* only goes up to 32"),
+    ({"img_size": 24}, "img_size must be a power of two"),
+])
+def test_bad_data_settings(shapes, model: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(shapes, **model)
+
+
+def test_unlabelled_or_empty_domains_are_errors() -> None:
+    config = resolve_run_config("stargan2", {"model": {**TINY, "domain_column": None, "img_size": 16}})
+    dataset = labelled([3, 0])
+    with pytest.raises(ConfigError, match="domain 'd1' of column 'kind' has no images"):
+        StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
+    dataset.labels, dataset.label_columns = None, []
+    with pytest.raises(ConfigError, match="needs domain labels but memory has none"):
+        StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ({"lr": 0.0}, r"model\.lr: expected a positive"), ({"lambda_ds": -1.0}, r"model\.lambda_ds"),
+    ({"betas": [0.0]}, r"model\.betas"), ({"ds_iter": 0}, r"model\.ds_iter"), ({"ema_decay": 1.0}, "ema_decay"),
+    ({"randcrop_prob": 2.0}, "randcrop_prob"), ({"base_dim": 0}, "base_dim"), ({"lambda_dss": 1}, "lambda_ds"),
+])
+def test_bad_settings_name_key_and_value(model: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_run_config("stargan2", {"model": model})
+
+
+def test_defaults_are_official() -> None:
+    config = StarGAN2Config()
+    assert (config.lr, config.f_lr, config.betas, config.weight_decay, config.ema_decay) == (
+        1e-4, 1e-6, [0.0, 0.99], 1e-4, 0.999)
+    assert (config.lambda_reg, config.lambda_sty, config.lambda_ds, config.lambda_cyc, config.ds_iter) == (
+        1.0, 1.0, 1.0, 1.0, 100000)
+    assert (config.batch_size, config.steps, config.latent_dim, config.style_dim, config.randcrop_prob) == (
+        8, 100000, 16, 64, 0.5)
+    assert get_family("stargan2") is StarGAN2Family
+
+
+@pytest.mark.parametrize(("file", "w_hpf", "lambda_ds"), [("stargan2_celeba_hq.yaml", 1.0, 1.0),
+                                                         ("stargan2_afhq.yaml", 0.0, 2.0)])
+def test_presets(file: str, w_hpf: float, lambda_ds: float) -> None:
+    config = resolve_run_config(None, read_config_file(CONFIGS / file))
+    model = config.model
+    assert (model.img_size, model.w_hpf, model.lambda_ds, model.batch_size, model.steps) == (
+        256, w_hpf, lambda_ds, 8, 100000)
+    assert model.base_dim is None and model.mapping_dim == 512 and model.max_conv_dim == 512
+    assert model.lr == 1e-4 and model.f_lr == 1e-6 and model.weight_decay == 1e-4
+
+
+# --- sampling and the end-to-end run ---------------------------------------------------------------------------
+
+def test_fixed_samples_pair_each_source_with_its_translation(shapes) -> None:
+    family = build(shapes)
+    inputs = family.sample_latents(7, torch.Generator().manual_seed(0))
+    assert inputs["x"].shape == (4, 3, 32, 32) and inputs["y"].tolist() == [0, 1, 2, 3]
+    for net in ("G", "G_ema"):
+        images = family.generate(inputs, net, family.plan(0))
+        assert images.shape == (8, 3, 32, 32) and images.abs().max() <= 1
+        assert torch.equal(images[0::2], inputs["x"])
+        mapping = family.nets["F" + net[1:]]
+        expected = family.nets[net](inputs["x"], mapping(inputs["z"], inputs["y"])).clamp(-1, 1)
+        torch.testing.assert_close(images[1::2], expected)
+
+
+def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
+    raw = read_config_file(CONFIGS / "stargan2_tiny.yaml")
+    raw.update(progress=False, tensorboard=False, sample_every=2, checkpoint_every=2, log_every=1)
+    raw["model"].update(steps=4, domain_column="background", base_dim=4, max_conv_dim=8, mapping_dim=8)
+    config = resolve_run_config(None, raw)
+    straight = Trainer(config, tmp_path / "straight")
+    straight.train()
+    interrupted = Trainer(config, tmp_path / "resumed")
+    interrupted.train(until=2)
+    resumed = Trainer(config, tmp_path / "resumed")
+    assert resumed.step == 2
+    resumed.train()
+    for name, net in straight.family.nets.items():
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, resumed.family.nets[name].state_dict()[key]), f"{name}.{key}"
+    assert straight.family.extra_state() == resumed.family.extra_state()
+    assert resumed.family.domain_names == ["dark", "light", "gradient", "stripes"]
+    assert (tmp_path / "resumed" / "samples" / "00000004.png").is_file()
+    meta = ckpt.latest_valid_checkpoint(tmp_path / "resumed").meta
+    assert meta["family"] == "stargan2" and meta["family_state"]["lambda_ds"] == pytest.approx(1.0 - 4 / 500)
