@@ -12,6 +12,10 @@ statistics too (`sample_norm_stats: batch`, the tutorial's choice); its running 
 generator and give washed-out images early in a run. `running` uses the running averages instead, which makes each
 image independent of the others in its batch. Either way sampling never updates the running statistics and draws
 no random numbers, so writing grids between steps cannot change training: a resumed run equals an uninterrupted one.
+
+Several processes: noise is drawn at global batch size and sharded, so the WGAN critics (no norm, or InstanceNorm,
+which is per sample) see what a single process would; BatchNorm normalises over each process's share of the batch
+(no SyncBatchNorm), so BatchNorm nets match a single-process run in distribution, not bit for bit.
 """
 
 from __future__ import annotations
