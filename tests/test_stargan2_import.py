@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -9,18 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import shared_path
+from PIL import Image
 from safetensors.torch import load_file
 
+from ganforge.data.prepare import prepare_folder
+from ganforge.families import resolve_run_config
 from ganforge.interop.stargan2 import (
     ImportedStarGAN2,
     StarGAN2ImportError,
     convert_official_stargan2,
+    import_stargan2_run,
     infer_stargan2_arch,
     load_official_stargan2,
     read_official_stargan2,
 )
 from ganforge.models.stargan2 import StarGAN2Arch
 from ganforge.nn.stargan_layers import laplacian_kernel
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.engine import Trainer
 
 ATOL = 1e-5
 SMALL = StarGAN2Arch(img_size=128, num_domains=3, max_conv_dim=16, w_hpf=0.0)
@@ -247,3 +254,60 @@ def test_infer_and_convert_directly() -> None:
     assert infer_stargan2_arch(generator_only).img_size == 128  # from the official width 2^14 / 128
     with pytest.raises(StarGAN2ImportError, match="not 2\\^14 / img_size"):
         infer_stargan2_arch({"generator": {**states["generator"], "from_rgb.weight": torch.zeros(3, 3, 3, 3)}})
+
+
+# --- official files → a ganforge run ------------------------------------------------------------------------------
+
+def domain_store(tmp_path: Path, domains: int, resolution: int = 128) -> str:
+    """A tiny prepared store with one class folder per domain (two flat-colour images each)."""
+    src = tmp_path / f"src{domains}"
+    for k in range(domains):
+        (src / f"d{k}").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (resolution, resolution), (40 * k, 80 * i, 120)).save(src / f"d{k}" / f"{i}.png")
+    return str(prepare_folder(src, tmp_path / f"store{domains}", resolution=resolution, workers=1))
+
+
+def test_official_files_become_a_resumable_run(tmp_path: Path) -> None:
+    ema_file = tmp_path / "000250_nets_ema.ckpt"
+    ema_file.write_bytes(fixture("small_nets_ema.ckpt").read_bytes())
+    disc_file = fixture("small_nets_discriminator.ckpt")
+    data = domain_store(tmp_path, 3)
+    run = import_stargan2_run([ema_file, disc_file], tmp_path / "run", data=data,
+                              overrides=[(["model", "ds_iter"], 1000), (["model", "lambda_ds"], 2.0)])
+    saved = ckpt.latest_valid_checkpoint(run)
+    assert saved.step == 250 and saved.meta["family_state"]["lambda_ds"] == pytest.approx(2.0 * (1 - 250 / 1000))
+    config = resolve_run_config(None, json.loads((run / "config.json").read_text()))
+    assert (config.model.img_size, config.model.max_conv_dim, config.model.w_hpf) == (128, 16, 0.0)
+    trainer = Trainer(config, run)  # resumes the imported checkpoint
+    official = {**read_official_stargan2(ema_file)[0], **read_official_stargan2(disc_file)[0]}
+    nets = trainer.family.nets
+    for role, name in (("G", "generator"), ("F", "mapping_network"), ("E", "style_encoder")):
+        for net in (nets[role], nets[f"{role}_ema"]):  # EMA-only file: the trained nets start from the EMA
+            assert all(torch.equal(net.state_dict()[k], v) for k, v in official[name].items()), role
+    assert all(torch.equal(nets["D"].state_dict()[k], v) for k, v in official["discriminator"].items())
+    assert trainer.step == 250 and trainer.family.lambda_ds == pytest.approx(1.5)
+    with pytest.raises(StarGAN2ImportError, match="already holds a run"):
+        import_stargan2_run(ema_file, run, data=data)
+
+
+def test_run_import_checks_the_domain_count_and_steps(tmp_path: Path) -> None:
+    states = official_states(TINY)
+    ema = save({k: states[k] for k in NETS[:3]}, tmp_path / "000010_nets_ema.ckpt")
+    nets = save(states, tmp_path / "000020_nets.ckpt")
+    with pytest.raises(StarGAN2ImportError, match=r"files of different steps \[10, 20\]"):
+        import_stargan2_run([ema, nets], tmp_path / "run", data=domain_store(tmp_path, 3, 32))
+    with pytest.raises(StarGAN2ImportError, match=r"the checkpoint has 3 domains but .*store2 has 2 in column "
+                                                  r"'class' \(d0, d1\)"):
+        import_stargan2_run(ema, tmp_path / "run2", data=domain_store(tmp_path, 2, 32))
+    trained = {k: {n: t if n == "hpf.filter" else t + 1 for n, t in v.items()} for k, v in states.items()}
+    nets = save(trained, tmp_path / "000010_nets.ckpt")
+    trained["generator"]["hpf.filter"] = laplacian_kernel(2.0)
+    with pytest.raises(StarGAN2ImportError, match=r"'hpf\.filter' imply different w_hpf \(1\.0 and 2\.0\)"):
+        import_stargan2_run([ema, save(trained, tmp_path / "000010_nets_w2.ckpt")], tmp_path / "run4",
+                            data=str(tmp_path / "store3"))
+    run = import_stargan2_run([ema, nets], tmp_path / "run3", data=str(tmp_path / "store3"))
+    tensors = ckpt.latest_valid_checkpoint(run).tensors
+    assert torch.equal(tensors["net/G/from_rgb.weight"], trained["generator"]["from_rgb.weight"])
+    assert torch.equal(tensors["net/G_ema/from_rgb.weight"], states["generator"]["from_rgb.weight"])
+    assert "net/G/hpf.filter" not in tensors

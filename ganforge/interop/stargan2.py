@@ -26,8 +26,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ganforge.families import resolve_run_config
 from ganforge.models.stargan2 import StarGAN2Arch, official_base_dim
 from ganforge.nn.stargan_layers import laplacian_kernel
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.engine import Trainer
 
 OFFICIAL_TO_ROLE = {"generator": "G", "mapping_network": "F", "style_encoder": "E", "discriminator": "D"}
 NOT_IMPORTED = ("fan",)  # the frozen FAN landmark network of w_hpf > 0 checkpoints
@@ -306,3 +309,71 @@ def load_official_stargan2(paths: Path | Iterable[Path], *, w_hpf: float | None 
         net.load_state_dict(state, strict=True)
         nets[role] = net.eval()
     return ImportedStarGAN2(arch=arch, nets=nets, skipped=skipped)
+
+
+_STEP_IN_NAME = re.compile(r"^(?P<step>\d+)_nets")
+
+
+def _is_ema_file(path: Path) -> bool:
+    """Official names: `{step:06d}_nets_ema.ckpt` (EMA nets) vs `{step:06d}_nets.ckpt` (trained nets)."""
+    return "ema" in path.stem.split("_")
+
+
+def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str, domain_column: str | None = None,
+                        w_hpf: float | None = None, overrides: list[tuple[list[str], object]] = ()) -> Path:
+    """Official file(s) → a `stargan2` ganforge run in `out` that samples, evaluates and trains on like any run.
+
+    `*_nets_ema.ckpt` fills G_ema, F_ema, E_ema and `*_nets.ckpt` (or any name without "ema") G, F, E, D. A side
+    that is absent is copied from the other (the released files are EMA only); a missing D keeps its He init. The
+    run stands at the step in the file name with λ_ds decayed to match; Adam restarts from zero (the official
+    optimiser files are not read). `data` must have as many domains as the checkpoint.
+    """
+    paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    out = Path(out)
+    if ckpt.checkpoint_steps(out):
+        raise StarGAN2ImportError(f"{out} already holds a run; import into a new directory")
+    sides: dict[bool, dict[str, dict[str, Tensor]]] = {True: {}, False: {}}
+    origin: dict[tuple[bool, str], Path] = {}
+    steps = set()
+    for path in paths:
+        ema = _is_ema_file(path)
+        for name, state in read_official_stargan2(path)[0].items():
+            if (ema, name) in origin:
+                raise StarGAN2ImportError(f"{path}: '{name}' is also in {origin[ema, name]}; give each file once")
+            sides[ema][name], origin[ema, name] = state, path
+        if match := _STEP_IN_NAME.match(path.stem):
+            steps.add(int(match["step"]))
+    if len(steps) > 1:
+        raise StarGAN2ImportError(f"{', '.join(map(str, paths))}: files of different steps {sorted(steps)}")
+    where = ", ".join(str(p) for p in paths)
+    arch = infer_stargan2_arch({**sides[True], **sides[False]}, w_hpf=w_hpf, where=where)
+    for side in sides.values():  # the union saw one side's hpf.filter: the other must agree
+        found = _filter_w_hpf(side.get("generator", {}), where)
+        if found is not None and not math.isclose(found, arch.w_hpf):
+            raise StarGAN2ImportError(f"{where}: the files' '{HPF_FILTER_KEY}' imply different w_hpf "
+                                      f"({found} and {arch.w_hpf})")
+    model = {"img_size": arch.img_size, "domain_column": domain_column, "latent_dim": arch.latent_dim,
+             "style_dim": arch.style_dim, "max_conv_dim": arch.max_conv_dim, "w_hpf": arch.w_hpf,
+             "base_dim": arch.base_dim, "mapping_dim": arch.mapping_dim}
+    config = resolve_run_config("stargan2", {"data": data, "model": model}, list(overrides))
+    trainer = Trainer(config, out, restart=True)
+    family = trainer.family
+    if family.arch.num_domains != arch.num_domains:
+        raise StarGAN2ImportError(f"{where}: the checkpoint has {arch.num_domains} domains but {data} has "
+                                  f"{family.arch.num_domains} in column {family.domain_column!r} "
+                                  f"({', '.join(family.domain_names)})")
+    trained = convert_official_stargan2(sides[False], arch, where)
+    averaged = convert_official_stargan2(sides[True], arch, where)
+    for role in ("G", "F", "E", "D"):
+        state = trained.get(role, averaged.get(role))
+        if state is not None:
+            family.nets[role].load_state_dict(state, strict=True)
+        if role != "D" and (role in averaged or role in trained):
+            family.nets[f"{role}_ema"].load_state_dict(averaged.get(role, state), strict=True)
+    step = min(steps.pop() if steps else 0, family.total_steps())
+    trainer.step = step
+    family.lambda_ds = max(0.0, family.config.lambda_ds * (1.0 - step / family.config.ds_iter))
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json_atomic(out / "config.json", trainer.state_tensors()[1]["config"])
+    trainer.save_checkpoint()
+    return out
