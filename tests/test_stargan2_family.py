@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_path
 
 from ganforge.config import ConfigError, read_config_file
+from ganforge.data.prepare import prepare_folder
 from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.stargan2 import StarGAN2Config, StarGAN2Family
@@ -342,3 +344,34 @@ def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
     assert (tmp_path / "resumed" / "samples" / "00000004.png").is_file()
     meta = ckpt.latest_valid_checkpoint(tmp_path / "resumed").meta
     assert meta["family"] == "stargan2" and meta["family_state"]["lambda_ds"] == pytest.approx(1.0 - 4 / 500)
+
+
+def test_real_data_smoke_on_celeba_male_female(tmp_path) -> None:
+    """A few iterations on real faces split by the official `Male` attribute (w_hpf = 1 as the CelebA-HQ preset)."""
+    celeba = shared_path("data", "celeba-10k-89x109")
+    lines = (celeba / "list_attr_celeba.txt").read_text().splitlines()
+    male = lines[1].split().index("Male")
+    split = tmp_path / "split"
+    chosen = {"female": [], "male": []}
+    for row in lines[2:]:
+        name, *values = row.split()
+        domain = "male" if values[male] == "1" else "female"
+        if len(chosen[domain]) < 6:
+            chosen[domain].append(name)
+        if all(len(files) == 6 for files in chosen.values()):
+            break
+    for domain, files in chosen.items():
+        (split / domain).mkdir(parents=True)
+        for name in files:
+            (split / domain / name).symlink_to(celeba / "img_align_celeba_89x109" / name)
+    store = prepare_folder(split, tmp_path / "store", resolution=32, workers=1)
+    config = resolve_run_config("stargan2", {
+        "data": str(store), "progress": False, "tensorboard": False, "sample_every": 2, "sample_count": 4,
+        "model": {**TINY, "domain_column": "class", "w_hpf": 1.0, "steps": 2, "batch_size": 4}})
+    trainer = Trainer(config, tmp_path / "run")
+    result = trainer.train()
+    assert result.step == 2 and trainer.family.domain_names == ["female", "male"]
+    assert trainer.family.arch.w_hpf == 1.0 and len(trainer.family.nets["G"].encode) == 4  # 1 + 1 (hpf) + 2
+    record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert all(np.isfinite(record[key]) for key in ("D_latent_real", "D_ref_reg", "G_latent_cyc", "G_ref_sty"))
+    assert (tmp_path / "run" / "samples" / "00000002.png").is_file()
