@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import shared_path
+from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 
 from ganforge.config import ConfigError, read_config_file
 from ganforge.data.prepare import prepare_folder
@@ -27,15 +28,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHAPES = "builtin:shapes?count=256&resolution=32"
 TINY = {"img_size": 32, "domain_column": "shape", "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8,
         "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "batch_size": 4}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run several times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
