@@ -290,15 +290,17 @@ def test_defaults_are_official() -> None:
     assert get_family("stargan2") is StarGAN2Family
 
 
-@pytest.mark.parametrize(("file", "w_hpf", "lambda_ds"), [("stargan2_celeba_hq.yaml", 1.0, 1.0),
-                                                         ("stargan2_afhq.yaml", 0.0, 2.0)])
-def test_presets(file: str, w_hpf: float, lambda_ds: float) -> None:
+@pytest.mark.parametrize(("file", "domains", "w_hpf", "lambda_ds", "generator_params"), [
+    ("stargan2_celeba_hq.yaml", 2, 1.0, 1.0, 43_467_395), ("stargan2_afhq.yaml", 3, 0.0, 2.0, 33_892_995)])
+def test_presets(file: str, domains: int, w_hpf: float, lambda_ds: float, generator_params: int) -> None:
     config = resolve_run_config(None, read_config_file(CONFIGS / file))
     model = config.model
     assert (model.img_size, model.w_hpf, model.lambda_ds, model.batch_size, model.steps) == (
         256, w_hpf, lambda_ds, 8, 100000)
-    assert model.base_dim is None and model.mapping_dim == 512 and model.max_conv_dim == 512
-    assert model.lr == 1e-4 and model.f_lr == 1e-6 and model.weight_decay == 1e-4
+    assert model.lr == 1e-4 and model.f_lr == 1e-6 and model.weight_decay == 1e-4 and config.amp == "off"
+    with torch.device("meta"):
+        generator = model.arch(model.img_size, domains).generator()
+    assert sum(p.numel() for p in generator.parameters()) == generator_params  # the official networks
 
 
 # --- sampling and the end-to-end run ---------------------------------------------------------------------------

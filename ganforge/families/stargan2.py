@@ -89,6 +89,12 @@ class StarGAN2Config:
         if not 0.0 <= self.randcrop_prob <= 1.0:
             raise ConfigError(f"model.randcrop_prob: expected a probability in [0, 1], got {self.randcrop_prob}")
 
+    def arch(self, img_size: int, num_domains: int) -> StarGAN2Arch:
+        """The networks' shapes at `img_size` for `num_domains` domains (both come from the dataset by default)."""
+        return StarGAN2Arch(img_size=img_size, num_domains=num_domains, latent_dim=self.latent_dim,
+                            style_dim=self.style_dim, max_conv_dim=self.max_conv_dim, w_hpf=self.w_hpf,
+                            base_dim=self.base_dim, mapping_dim=self.mapping_dim)
+
 
 @dataclass
 class StepInputs:
@@ -119,10 +125,7 @@ class StarGAN2Family(Family):
             raise ConfigError(f"model.img_size: {self.img_size} but the dataset {dataset.source} only goes up to "
                               f"{dataset.resolution}")
         try:
-            self.arch = StarGAN2Arch(img_size=self.img_size, num_domains=len(self.domain_names),
-                                     latent_dim=config.latent_dim, style_dim=config.style_dim,
-                                     max_conv_dim=config.max_conv_dim, w_hpf=config.w_hpf, base_dim=config.base_dim,
-                                     mapping_dim=config.mapping_dim)
+            self.arch = config.arch(self.img_size, len(self.domain_names))
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
         self.members = [np.flatnonzero(domain_labels == k) for k in range(len(self.domain_names))]
