@@ -251,8 +251,9 @@ def test_augmentation(shapes) -> None:
 
 @pytest.mark.parametrize(("model", "message"), [
     ({"domain_column": "colour"}, r"model\.domain_column: 'colour' is not a label column .* shape, background"),
-    ({"img_size": 64}, r"model\.img_size: 64 but the dataset .* only goes up to 32"),
-    ({"img_size": 24}, "img_size must be a power of two"),
+    ({"img_size": 64}, r"model\.img_size: 64 but the dataset .* holds the sizes 4, 8, 16, 32"),
+    ({"img_size": 24}, r"model\.img_size: 24 but"),
+    ({"img_size": 8}, "img_size must be a power of two >= 16"),
 ])
 def test_bad_data_settings(shapes, model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -264,6 +265,8 @@ def test_unlabelled_or_empty_domains_are_errors() -> None:
     dataset = labelled([3, 0])
     with pytest.raises(ConfigError, match="domain 'd1' of column 'kind' has no images"):
         StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
+    with pytest.raises(ConfigError, match="column 'kind' has 1 class; translation needs at least 2 domains"):
+        StarGAN2Family(config.model, labelled([3]), torch.device("cpu"), DistInfo())
     dataset.labels, dataset.label_columns = None, []
     with pytest.raises(ConfigError, match="needs domain labels but memory has none"):
         StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())

@@ -114,6 +114,8 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 class StarGAN2Family(Family):
+    """G, F, E, D with EMA copies of G, F, E; the step's inputs are drawn in `begin_step` and shared by its phases."""
+
     name: ClassVar[str] = "stargan2"
     config_class: ClassVar[type] = StarGAN2Config
 
@@ -121,9 +123,9 @@ class StarGAN2Family(Family):
         super().__init__(config, dataset, device, dist)
         self.domain_column, self.domain_names, domain_labels = self._domains(config, dataset)
         self.img_size = config.img_size or dataset.resolution
-        if self.img_size > dataset.resolution:
-            raise ConfigError(f"model.img_size: {self.img_size} but the dataset {dataset.source} only goes up to "
-                              f"{dataset.resolution}")
+        if self.img_size not in dataset.levels:
+            raise ConfigError(f"model.img_size: {self.img_size} but the dataset {dataset.source} holds the sizes "
+                              f"{', '.join(map(str, dataset.levels))}")
         try:
             self.arch = config.arch(self.img_size, len(self.domain_names))
         except ValueError as err:
