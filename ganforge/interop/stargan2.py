@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge.families import resolve_run_config
+from ganforge.interop.pgan_zoo import _unpickling_reason  # one reading of torch's refusal messages
 from ganforge.models.stargan2 import StarGAN2Arch, official_base_dim
 from ganforge.nn.stargan_layers import laplacian_kernel
 from ganforge.training import checkpoint as ckpt
@@ -48,14 +49,6 @@ class ImportedStarGAN2:
     arch: StarGAN2Arch
     nets: dict[str, nn.Module]
     skipped: list[str]  # official entries that were present but not imported (e.g. "fan")
-
-
-def _unpickling_reason(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line
-    return lines[-1] if lines else type(error).__name__
 
 
 def _strip_module(name: str) -> str:
