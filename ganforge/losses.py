@@ -66,3 +66,16 @@ def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """
     (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
     return 0.5 * grad.square().flatten(1).sum(1).mean()
+
+
+def hinge_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hinge loss of D (SAGAN/BigGAN) as (real part, fake part): mean relu(1 − D(x)), mean relu(1 + D(G(z))).
+
+    Logits beyond the margin give no gradient, so D stops pushing samples it already separates well.
+    """
+    return F.relu(1.0 - d_real).mean(), F.relu(1.0 + d_fake).mean()
+
+
+def hinge_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of G: −mean D(G(z)) (no margin on the generator side)."""
+    return -d_fake.mean()

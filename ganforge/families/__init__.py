@@ -16,6 +16,7 @@ _REGISTRY = {
     "wgan": "ganforge.families.dcgan:WGANFamily",
     "wgan-gp": "ganforge.families.dcgan:WGANGPFamily",
     "stargan2": "ganforge.families.stargan2:StarGAN2Family",
+    "biggan": "ganforge.families.biggan:BigGANFamily",
 }
 
 

@@ -1,0 +1,212 @@
+"""BigGAN on the shared engine: hinge loss, D steps per G step, gradient accumulation, EMA with a start iteration.
+
+One engine step is one BigGAN-PyTorch iteration: ``num_d_steps`` D updates, each over ``num_d_accumulations``
+micro-batches of ``batch_size`` real images (fresh z and y per micro-batch; real and fake go through D in one
+concatenated forward, as officially), then one G update over ``num_g_accumulations`` micro-batches of
+``g_batch_size`` fresh samples, then the EMA update. Losses are means over the micro-batch and the engine divides
+them by the accumulation count, so k micro-batches of b give the gradient of one batch of k·b for D (no BN). Two
+documented differences remain, exactly as in BigGAN-PyTorch: G's batch norms see micro-batch statistics, and every
+spectral-norm vector advances once per forward, i.e. once per micro-batch.
+
+G stays in training mode during D steps (its BN running statistics follow, as officially). Samples use eval mode
+(running statistics, ``sample_eval_mode``, the ImageNet setting) or batch statistics with every buffer restored
+afterwards, so writing grids never changes training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from ganforge.config import ConfigError
+from ganforge.data.loader import Batch
+from ganforge.data.store import ImageDataset
+from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss
+from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_latents
+from ganforge.nn.spectral_norm import SNSettings
+from ganforge.training.distributed import DistInfo
+
+
+@dataclass
+class BigGANTrainConfig:
+    """`model:` settings of `biggan`; defaults are `launch_BigGAN_bs256x8.sh` (ImageNet 128, batch 256 × 8)."""
+
+    resolution: int | None = None  # None: the dataset's resolution
+    g_ch: int = 96
+    d_ch: int = 96
+    dim_z: int = 120
+    g_shared: bool = True
+    shared_dim: int = 128  # 0: dim_z
+    hier: bool = True
+    g_attention: list[int] = field(default_factory=lambda: [64])
+    d_attention: list[int] = field(default_factory=lambda: [64])
+    g_init: Literal["ortho", "N02", "xavier"] = "ortho"
+    d_init: Literal["ortho", "N02", "xavier"] = "ortho"
+    num_svs: int = 1
+    num_sv_itrs: int = 1
+    sn_eps: float = 1e-6
+    bn_eps: float = 1e-5
+    batch_size: int = 256
+    g_batch_size: int | None = None  # None: batch_size
+    num_d_steps: int = 1
+    num_d_accumulations: int = 8
+    num_g_accumulations: int = 8
+    g_lr: float = 1e-4
+    d_lr: float = 4e-4
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    adam_eps: float = 1e-6
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_start: int = 20000  # iterations (1-based, as officially) before which the EMA copies G
+    sample_eval_mode: bool = True
+    steps: int = 150000  # G iterations
+
+    def __post_init__(self) -> None:
+        for key in ("g_ch", "d_ch", "dim_z", "num_svs", "num_sv_itrs", "batch_size", "num_d_steps",
+                    "num_d_accumulations", "num_g_accumulations", "steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
+        if self.g_batch_size is not None and self.g_batch_size < 1:
+            raise ConfigError(f"model.g_batch_size: expected null or a positive integer, got {self.g_batch_size}")
+        for key in ("g_lr", "d_lr", "adam_eps", "sn_eps", "bn_eps"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"model.{key}: expected a positive number, got {getattr(self, key)}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        if self.ema_start < 0:
+            raise ConfigError(f"model.ema_start: expected an iteration >= 0, got {self.ema_start}")
+
+    def architecture(self, resolution: int, n_classes: int) -> BigGANConfig:
+        """The network settings for a dataset of this resolution and class count."""
+        sn = SNSettings(self.num_svs, self.num_sv_itrs, self.sn_eps)
+        try:
+            return BigGANConfig(resolution=resolution, n_classes=n_classes, g_ch=self.g_ch, d_ch=self.d_ch,
+                                dim_z=self.dim_z, g_shared=self.g_shared, shared_dim=self.shared_dim, hier=self.hier,
+                                g_attention=tuple(self.g_attention), d_attention=tuple(self.d_attention),
+                                g_init=self.g_init, d_init=self.d_init, g_sn=sn, d_sn=sn, bn_eps=self.bn_eps)
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from None
+
+
+def class_count(dataset: ImageDataset) -> int:
+    """Classes of the store's first label column (BigGAN's conditioning)."""
+    if not dataset.label_columns:
+        raise ConfigError(f"data: BigGAN is class-conditional, but the dataset {dataset.source} has no labels; "
+                          "prepare it from class folders or use a labelled builtin")
+    return len(dataset.label_columns[0][1])
+
+
+class BigGANFamily(Family):
+    """Class-conditional BigGAN with a hinge loss, trained at a mega-batch through accumulation."""
+
+    name: ClassVar[str] = "biggan"
+    config_class: ClassVar[type] = BigGANTrainConfig
+
+    def __init__(self, config: BigGANTrainConfig, dataset: ImageDataset, device: torch.device,
+                 dist: DistInfo) -> None:
+        super().__init__(config, dataset, device, dist)
+        self.resolution = config.resolution or dataset.resolution
+        if self.resolution > dataset.resolution:
+            raise ConfigError(f"model.resolution: {self.resolution} but the dataset {dataset.source} only goes up "
+                              f"to {dataset.resolution}")
+        if dataset.channels != 3:
+            raise ConfigError(f"data: BigGAN generates RGB images; {dataset.source} has {dataset.channels} channel(s)")
+        self.n_classes = class_count(dataset)
+        self.arch = config.architecture(self.resolution, self.n_classes)
+        self.nets["G"] = Generator(self.arch).to(device)
+        self.nets["D"] = Discriminator(self.arch).to(device)
+        if config.ema:
+            self.add_ema("G_ema", "G")
+        for name, lr in (("G", config.g_lr), ("D", config.d_lr)):
+            self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=tuple(config.betas),
+                                                     eps=config.adam_eps)
+
+    # --- schedule ---------------------------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        return self.config.steps
+
+    def plan(self, step: int) -> StepPlan:
+        return StepPlan(batch_size=self.config.batch_size, resolution=self.resolution)
+
+    def ema_decay(self, step: int) -> float | None:
+        """0 (copy G) until iteration `ema_start`, then `ema_decay`; iterations count from 1 as officially."""
+        if not self.config.ema:
+            return None
+        return 0.0 if step + 1 < self.config.ema_start else self.config.ema_decay
+
+    # --- losses -----------------------------------------------------------------------------------------------
+    def draw_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh z and uniformly drawn classes for `n` samples (global batch; this rank's share)."""
+        z = self.randn(n, self.arch.g_dim_z)
+        y = self.dist.shard(torch.randint(self.n_classes, (n,), device=self.device))
+        return z, y
+
+    def discriminator_loss(self, batch: Batch, n_fake: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Hinge loss of D on this real micro-batch and `n_fake` fresh fakes, in one concatenated forward."""
+        G, D = self.nets["G"], self.nets["D"]
+        if batch.labels is None:
+            raise ConfigError("data: BigGAN needs class labels, the batch has none")
+        z, y_fake = self.draw_latents(n_fake)
+        with torch.no_grad():
+            fakes = G(z, y_fake)
+        logits = D(torch.cat([fakes, batch.images]), torch.cat([y_fake, batch.labels[:, 0]]))
+        d_fake, d_real = logits.split([fakes.shape[0], batch.images.shape[0]])
+        loss_real, loss_fake = hinge_discriminator_loss(d_real, d_fake)
+        return loss_real + loss_fake, {"loss_D_real": loss_real.detach(), "loss_D_fake": loss_fake.detach()}
+
+    def generator_loss(self, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Hinge (−mean D) loss of `n` fresh samples."""
+        z, y = self.draw_latents(n)
+        loss = hinge_generator_loss(self.nets["D"](self.nets["G"](z, y), y))
+        return loss, {"loss_G": loss.detach()}
+
+    def phases(self, step: int, plan: StepPlan) -> list[Phase]:
+        config = self.config
+        g_batch = config.g_batch_size or plan.batch_size
+        return [
+            Phase("D", ("D",), lambda batch: self.discriminator_loss(batch, plan.batch_size),
+                  repeats=config.num_d_steps, accumulate=config.num_d_accumulations),
+            Phase("G", ("G",), lambda _: self.generator_loss(g_batch), accumulate=config.num_g_accumulations,
+                  needs_data=False),
+        ]
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """z ~ N(0, I) and classes cycling 0, 1, ..., so a fixed grid shows every class."""
+        return {"z": sample_latents(n, self.arch.g_dim_z, generator=generator),
+                "y": torch.arange(n) % self.n_classes}
+
+    @torch.no_grad()
+    def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
+        z = inputs["z"]
+        y = inputs.get("y")
+        if y is None:
+            y = torch.arange(z.shape[0], device=z.device) % self.n_classes
+        return run_generator(self.nets[net], z, y, eval_mode=self.config.sample_eval_mode)
+
+    def describe(self) -> dict[str, Any]:
+        return {"resolution": self.resolution, "classes": self.n_classes,
+                "label_column": self.dataset.label_columns[0][0],
+                "effective_batch": self.config.batch_size * self.config.num_d_accumulations,
+                "attention": {"G": list(self.arch.g_attention), "D": list(self.arch.d_attention)}}
+
+
+@torch.no_grad()
+def run_generator(generator: nn.Module, z: torch.Tensor, y: torch.Tensor, *, eval_mode: bool) -> torch.Tensor:
+    """G(z, y) in eval mode or on batch statistics, leaving every buffer and the train/eval flag as found."""
+    was_training = generator.training
+    saved = None if eval_mode else {name: buffer.clone() for name, buffer in generator.named_buffers()}
+    try:
+        generator.train(not eval_mode)
+        return generator(z, y)
+    finally:
+        generator.train(was_training)
+        if saved is not None:
+            for name, buffer in generator.named_buffers():
+                buffer.copy_(saved[name])

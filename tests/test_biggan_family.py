@@ -1,0 +1,245 @@
+"""BigGAN family: hinge losses, accumulation = one big batch, EMA start, side-effect-free sampling, presets,
+and a tiny class-conditional run on builtin shapes that resumes to identical weights (SN buffers included)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import ganforge
+from ganforge.config import ConfigError, read_config_file
+from ganforge.data.loader import Batch, to_float_images
+from ganforge.data.store import open_dataset, write_store
+from ganforge.families import resolve_run_config
+from ganforge.families.base import StepPlan
+from ganforge.families.biggan import BigGANFamily, BigGANTrainConfig, run_generator
+from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss
+from ganforge.models.biggan import Discriminator, Generator
+from ganforge.nn.spectral_norm import SpectralNormMixin
+from ganforge.training.distributed import DistInfo
+
+SHAPES = "builtin:shapes?count=256&resolution=32"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets on a shared machine: thread hand-offs cost more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(**overrides: Any) -> dict[str, Any]:
+    return {"g_ch": 4, "d_ch": 4, "dim_z": 16, "shared_dim": 8, "g_attention": [16], "d_attention": [16],
+            "batch_size": 4, "num_d_steps": 1, "num_d_accumulations": 1, "num_g_accumulations": 1, "steps": 4,
+            "ema_start": 1, "ema_decay": 0.9, **overrides}
+
+
+def make_family(**overrides: Any) -> BigGANFamily:
+    torch.manual_seed(0)
+    config = BigGANTrainConfig(**tiny_model(**overrides))
+    return BigGANFamily(config, open_dataset(SHAPES), torch.device("cpu"), DistInfo())
+
+
+def test_hinge_losses():
+    real, fake = hinge_discriminator_loss(torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0]))
+    assert real.item() == pytest.approx(0.25) and fake.item() == pytest.approx(0.5)
+    assert hinge_generator_loss(torch.tensor([1.0, -3.0])).item() == pytest.approx(1.0)
+
+
+def test_phases_follow_the_config():
+    family = make_family(num_d_steps=3, num_d_accumulations=2, num_g_accumulations=5, g_batch_size=6)
+    d_phase, g_phase = family.phases(0, family.plan(0))
+    assert (d_phase.name, d_phase.trains, d_phase.repeats, d_phase.accumulate) == ("D", ("D",), 3, 2)
+    assert (g_phase.name, g_phase.trains, g_phase.accumulate, g_phase.needs_data) == ("G", ("G",), 5, False)
+    optimizer = family.optimizers["G"]
+    assert optimizer.defaults["betas"] == (0.0, 0.999) and optimizer.defaults["eps"] == 1e-6
+    assert family.n_classes == 4 and family.describe()["label_column"] == "shape"
+
+
+def _float64_with_converged_spectral_norms(family: BigGANFamily) -> None:
+    """float64 (so summation order does not show) and every D u set to its top singular vector, the power
+    iteration's fixed point, so the extra forwards of accumulation (u advances once per micro-batch, as
+    officially) no longer move u."""
+    for net in family.nets.values():
+        net.double()
+    with torch.no_grad():
+        for layer in family.nets["D"].modules():
+            if isinstance(layer, SpectralNormMixin):
+                left, _, _ = torch.linalg.svd(layer.weight.reshape(layer.weight.shape[0], -1))
+                layer.u0.copy_(left[:, 0][None])
+
+
+def _accumulated_grads(family: BigGANFamily, net: str, chunks: int, loss_of) -> dict[str, torch.Tensor]:
+    """Gradients after `chunks` micro-batches, each loss divided by the count (what the engine does)."""
+    family.nets[net].zero_grad(set_to_none=True)
+    for index in range(chunks):
+        loss, _ = loss_of(index)
+        (loss / chunks).backward()
+    return {name: p.grad.clone() for name, p in family.nets[net].named_parameters()}
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_d_accumulation_equals_one_big_batch(k):
+    # D has no BN; with converged SN vectors the k forwards do not change σ, so k·b and k × b must agree
+    family, b = make_family(g_init="N02", d_init="N02"), 2  # ortho init: all σ equal, no unique top vector
+    family.nets["G"].eval()  # fakes independent of how the batch is split
+    _float64_with_converged_spectral_norms(family)
+    dataset = family.dataset
+    reals = to_float_images(np.array(dataset.images(32)[: k * b]), torch.device("cpu")).double()
+    labels = torch.as_tensor(np.array(dataset.labels[: k * b]))
+    z, y = torch.randn(k * b, family.arch.g_dim_z).double(), torch.randint(family.n_classes, (k * b,))
+
+    def loss_of(size: int):
+        def run(index: int):
+            part = slice(index * size, (index + 1) * size)
+            family.draw_latents = lambda n: (z[part], y[part])
+            return family.discriminator_loss(Batch(reals[part], labels[part]), size)
+        return run
+
+    big = _accumulated_grads(family, "D", 1, loss_of(k * b))
+    small = _accumulated_grads(family, "D", k, loss_of(b))
+    for name in big:
+        torch.testing.assert_close(small[name], big[name], atol=1e-10, rtol=1e-10, msg=name)
+
+
+def test_g_accumulation_equals_one_big_batch_with_bn_on_running_statistics():
+    # with batch statistics G's BN would see micro-batches (BigGAN-PyTorch's documented difference); eval-mode BN
+    # is a fixed affine map, so the accumulated G gradient must equal the big batch's exactly
+    family, k, b = make_family(g_init="N02", d_init="N02"), 3, 2
+    family.nets["G"].eval()
+    _float64_with_converged_spectral_norms(family)
+    z, y = torch.randn(k * b, family.arch.g_dim_z).double(), torch.randint(family.n_classes, (k * b,))
+
+    def loss_of(size: int):
+        def run(index: int):
+            part = slice(index * size, (index + 1) * size)
+            family.draw_latents = lambda n: (z[part], y[part])
+            return family.generator_loss(size)
+        return run
+
+    big = _accumulated_grads(family, "G", 1, loss_of(k * b))
+    small = _accumulated_grads(family, "G", k, loss_of(b))
+    for name in big:
+        torch.testing.assert_close(small[name], big[name], atol=1e-10, rtol=1e-10, msg=name)
+
+
+def test_ema_decay_schedule():
+    family = make_family(ema_start=3, ema_decay=0.99)
+    assert [family.ema_decay(step) for step in range(4)] == [0.0, 0.0, 0.99, 0.99]  # iterations 1, 2 copy G
+    assert make_family(ema=False).ema_decay(10) is None
+    assert "G_ema" not in make_family(ema=False).nets
+
+
+def test_sampling_on_batch_statistics_leaves_no_trace():
+    family = make_family()
+    generator: Generator = family.nets["G"]
+    z, y = torch.randn(4, family.arch.g_dim_z), torch.tensor([0, 1, 2, 3])
+    before = copy.deepcopy(generator.state_dict())
+    reference = copy.deepcopy(generator).train()(z, y).detach()
+    images = run_generator(generator, z, y, eval_mode=False)
+    torch.testing.assert_close(images, reference)
+    assert generator.training
+    for key, value in generator.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    evaluated = run_generator(generator, z, y, eval_mode=True)
+    torch.testing.assert_close(run_generator(generator, z[:1], y[:1], eval_mode=True), evaluated[:1])
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="model.num_d_accumulations"):
+        BigGANTrainConfig(num_d_accumulations=0)
+    with pytest.raises(ConfigError, match="model.betas"):
+        BigGANTrainConfig(betas=[0.0, 1.0])
+    with pytest.raises(ConfigError, match="model: BigGAN config 'g_attention'"):
+        BigGANTrainConfig(g_attention=[7]).architecture(32, 10)
+    store = write_store(tmp_path / "unlabelled", np.zeros((4, 3, 32, 32), np.uint8), resolution=32, source="zeros")
+    with pytest.raises(ConfigError, match="no labels"):
+        BigGANFamily(BigGANTrainConfig(**tiny_model()), open_dataset(store), torch.device("cpu"), DistInfo())
+
+
+@pytest.mark.parametrize(("name", "classes", "g_params", "d_params", "checks"), [
+    ("biggan_imagenet128_bs256x8.yaml", 1000, 70_433_988, 87_982_370,
+     {"batch_size": 256, "num_d_accumulations": 8, "num_g_accumulations": 8, "num_d_steps": 1, "g_lr": 1e-4,
+      "d_lr": 4e-4, "adam_eps": 1e-6, "ema_start": 20000, "sample_eval_mode": True, "g_init": "ortho"}),
+    ("biggan_cifar10.yaml", 10, 4_304_387, 4_207_361,
+     {"batch_size": 50, "num_d_steps": 4, "g_lr": 2e-4, "d_lr": 2e-4, "ema_start": 1000, "g_init": "N02",
+      "sample_eval_mode": False}),
+])
+def test_presets_are_the_launch_scripts(name, classes, g_params, d_params, checks):
+    config = resolve_run_config(None, read_config_file(CONFIGS / name))
+    model: BigGANTrainConfig = config.model
+    assert {key: getattr(model, key) for key in checks} == checks
+    assert model.betas == [0.0, 0.999] and model.ema_decay == 0.9999
+    with torch.device("meta"):
+        arch = model.architecture(model.resolution, classes)
+        assert sum(p.numel() for p in Generator(arch).parameters()) == g_params
+        assert sum(p.numel() for p in Discriminator(arch).parameters()) == d_params
+
+
+def _tensors(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(run / "checkpoints" / f"{step:08d}.safetensors"))
+
+
+def test_tiny_conditional_run_resumes_to_identical_weights(tmp_path):
+    config = read_config_file(CONFIGS / "biggan_tiny.yaml")
+    config["model"]["ema_start"] = 3  # iterations 1, 2 copy G; 3, 4 average
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    assert not ganforge.train(config, straight).interrupted
+    assert ganforge.train(config, pieces, until=3).step == 3
+    ganforge.train(config, pieces)
+    a, b = _tensors(straight, 4), _tensors(pieces, 4)
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert {"net/D/blocks.0.1.theta.u0", "net/G_ema/linear.sv0", "net/G/blocks.0.0.bn1.running_var"} <= set(a)
+    assert not torch.equal(a["net/D/blocks.0.1.theta.u0"], _tensors(straight, 2)["net/D/blocks.0.1.theta.u0"])
+
+    # EMA: a copy of G through iteration 2, then ema ← ema + 0.1·(G − ema)
+    at_2 = _tensors(straight, 2)
+    g_keys = [k[len("net/G/"):] for k in at_2 if k.startswith("net/G/")]
+    assert all(torch.equal(at_2[f"net/G_ema/{k}"], at_2[f"net/G/{k}"]) for k in g_keys)
+    assert not torch.equal(a["net/G_ema/linear.weight"], a["net/G/linear.weight"])
+
+    log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]
+    assert [r["kimg"] for r in log] == [0.032, 0.064]  # 2 D steps × 2 accumulations × batch 4 per iteration
+    assert all({"loss_D_real", "loss_D_fake", "loss_G"} <= set(r) and np.isfinite(r["loss_G"]) for r in log)
+    assert sorted(p.name for p in (straight / "samples").glob("*.png")) == [
+        "00000002-G.png", "00000002.png", "00000004-G.png", "00000004.png"]
+
+    model = ganforge.load(straight)
+    z = torch.randn(4, 16)
+    per_class = [model.generate({"z": z, "y": torch.full((4,), c)}) for c in range(4)]
+    assert all(images.shape == (4, 3, 32, 32) and images.abs().max() <= 1 for images in per_class)
+    assert not torch.allclose(per_class[0], per_class[1])  # the class changes the image
+    torch.testing.assert_close(model.generate(z), model.generate({"z": z, "y": torch.arange(4)}))
+
+
+def test_ema_average_after_start(tmp_path):
+    config = read_config_file(CONFIGS / "biggan_tiny.yaml")
+    config["model"].update(ema_start=2, steps=2)
+    config.update(checkpoint_every=1, sample_every=100)
+    ganforge.train(config, tmp_path / "run")
+    before, after = _tensors(tmp_path / "run", 1), _tensors(tmp_path / "run", 2)
+    for key in ("linear.weight", "blocks.0.0.bn1.running_mean", "blocks.0.0.conv1.u0"):
+        expected = before[f"net/G_ema/{key}"].lerp(after[f"net/G/{key}"], 0.1)
+        torch.testing.assert_close(after[f"net/G_ema/{key}"], expected, msg=key)
+
+
+def test_tiny_preset_is_runnable_as_is():
+    config = resolve_run_config(None, read_config_file(CONFIGS / "biggan_tiny.yaml"))
+    family = BigGANFamily(config.model, open_dataset(config.data), torch.device("cpu"), DistInfo())
+    latents = family.sample_latents(6, torch.Generator().manual_seed(0))
+    assert latents["z"].shape == (6, 16) and latents["y"].tolist() == [0, 1, 2, 3, 0, 1]
+    images = family.generate(latents, "G_ema", StepPlan(4, 32))
+    assert images.shape == (6, 3, 32, 32)
+    assert list(itertools.islice(family.phases(0, family.plan(0)), 1))[0].accumulate == 2
