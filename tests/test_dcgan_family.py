@@ -126,7 +126,7 @@ def test_each_name_presets_its_objective(shapes, name, config_class, norm, optim
     config = resolve_run_config(name, {})
     assert config.family == name and type(config.model) is config_class
     assert config.model.critic_steps == critic_steps
-    family = build(name, shapes, **{k: v for k, v in TINY.items()})
+    family = build(name, shapes)
     norms = [m for m in family.nets["D"].modules() if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d))]
     if norm is None:
         assert norms == []
