@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from conftest import shared_path
 from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 
+import ganforge.api
+from ganforge.cli import main
 from ganforge.config import ConfigError, read_config_file
 from ganforge.data.prepare import prepare_folder
 from ganforge.data.store import ImageDataset, open_dataset
@@ -254,6 +256,7 @@ def test_augmentation(shapes) -> None:
     ({"img_size": 64}, r"model\.img_size: 64 but the dataset .* holds the sizes 4, 8, 16, 32"),
     ({"img_size": 24}, r"model\.img_size: 24 but"),
     ({"img_size": 8}, "img_size must be a power of two >= 16"),
+    ({"num_domains": 3}, r"model\.num_domains: 3 but column 'shape' of .* has 4 classes \(circle, square"),
 ])
 def test_bad_data_settings(shapes, model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -276,6 +279,7 @@ def test_unlabelled_or_empty_domains_are_errors() -> None:
     ({"lr": 0.0}, r"model\.lr: expected a positive"), ({"lambda_ds": -1.0}, r"model\.lambda_ds"),
     ({"betas": [0.0]}, r"model\.betas"), ({"ds_iter": 0}, r"model\.ds_iter"), ({"ema_decay": 1.0}, "ema_decay"),
     ({"randcrop_prob": 2.0}, "randcrop_prob"), ({"base_dim": 0}, "base_dim"), ({"lambda_dss": 1}, "lambda_ds"),
+    ({"num_domains": 1}, r"model\.num_domains: expected null \(from the data\) or at least 2, got 1"),
 ])
 def test_bad_settings_name_key_and_value(model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -341,6 +345,12 @@ def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
     assert (tmp_path / "resumed" / "samples" / "00000004.png").is_file()
     meta = ckpt.latest_valid_checkpoint(tmp_path / "resumed").meta
     assert meta["family"] == "stargan2" and meta["family_state"]["lambda_ds"] == pytest.approx(1.0 - 4 / 500)
+    loaded = ganforge.api.load(tmp_path / "resumed", device="cpu")  # rebuilt from the recorded data shape
+    assert loaded.family.domain_names == ["dark", "light", "gradient", "stripes"]
+    assert all(torch.equal(v, straight.family.nets["G_ema"].state_dict()[k])
+               for k, v in loaded.nets["G_ema"].state_dict().items())
+    with pytest.raises(RuntimeError, match="choosing fixed sample sources needs the training images"):
+        loaded.latents(4)
 
 
 def test_real_data_smoke_on_celeba_male_female(tmp_path) -> None:
@@ -372,3 +382,14 @@ def test_real_data_smoke_on_celeba_male_female(tmp_path) -> None:
     record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert all(np.isfinite(record[key]) for key in ("D_latent_real", "D_ref_reg", "G_latent_cyc", "G_ref_sty"))
     assert (tmp_path / "run" / "samples" / "00000002.png").is_file()
+
+
+def test_networks_build_from_the_data_shape_alone(capsys) -> None:
+    """`ganforge info` and loading a run elsewhere build the family from a manifest, without images or labels."""
+    assert main(["info", "stargan2", "-c", str(CONFIGS / "stargan2_celeba_hq.yaml"), "--set", "model.num_domains=2",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parameters"] == {"G": 43_467_395, "F": 2_438_272, "E": 20_916_928, "D": 20_852_290,
+                                    "G_ema": 43_467_395, "F_ema": 2_438_272, "E_ema": 20_916_928}
+    assert main(["info", "stargan2", "-c", str(CONFIGS / "stargan2_celeba_hq.yaml")]) != 0
+    assert "set model.num_domains to only build the networks" in capsys.readouterr().err

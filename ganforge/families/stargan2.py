@@ -48,6 +48,7 @@ class StarGAN2Config:
 
     img_size: int | None = None  # None: the dataset's resolution
     domain_column: str | None = None  # label column whose classes are the domains; None: the first column
+    num_domains: int | None = None  # None: the column's class count; set, the data must agree (or has no labels)
     latent_dim: int = 16
     style_dim: int = 64
     max_conv_dim: int = 512
@@ -73,6 +74,8 @@ class StarGAN2Config:
         for key in ("latent_dim", "style_dim", "max_conv_dim", "mapping_dim", "ds_iter", "batch_size", "steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
+        if self.num_domains is not None and self.num_domains < 2:
+            raise ConfigError(f"model.num_domains: expected null (from the data) or at least 2, got {self.num_domains}")
         if self.base_dim is not None and self.base_dim < 1:
             raise ConfigError(f"model.base_dim: expected null (official width) or a positive integer, "
                               f"got {self.base_dim}")
@@ -121,20 +124,16 @@ class StarGAN2Family(Family):
 
     def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
-        self.domain_column, self.domain_names, domain_labels = self._domains(config, dataset)
+        self.domain_column, self.domain_names = self._domains(config, dataset)
         self.img_size = config.img_size or dataset.resolution
-        if self.img_size not in dataset.levels:
+        if dataset.levels and self.img_size not in dataset.levels:
             raise ConfigError(f"model.img_size: {self.img_size} but the dataset {dataset.source} holds the sizes "
                               f"{', '.join(map(str, dataset.levels))}")
         try:
             self.arch = config.arch(self.img_size, len(self.domain_names))
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
-        self.members = [np.flatnonzero(domain_labels == k) for k in range(len(self.domain_names))]
-        for name, members in zip(self.domain_names, self.members, strict=True):
-            if len(members) == 0:
-                raise ConfigError(f"model.domain_column: domain {name!r} of column {self.domain_column!r} has no "
-                                  f"images in {dataset.source}")
+        self.members = self._members(dataset) if dataset.labels is not None else None
         for role, build in (("G", self.arch.generator), ("F", self.arch.mapping_network),
                             ("E", self.arch.style_encoder), ("D", self.arch.discriminator)):
             self.nets[role] = he_init_(build()).to(device)
@@ -147,26 +146,44 @@ class StarGAN2Family(Family):
                 self.optimizers[role] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas,
                                                          weight_decay=config.weight_decay)
         # the data stream's own generator, seeded from the run seed through torch's (seeded) stream
-        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), device="cpu").item()))
         self.lambda_ds = config.lambda_ds
         self.inputs: StepInputs | None = None
 
     @staticmethod
-    def _domains(config: StarGAN2Config, dataset: ImageDataset) -> tuple[str, list[str], np.ndarray]:
-        if dataset.labels is None or not dataset.label_columns:
-            raise ConfigError(f"data: StarGAN v2 needs domain labels but {dataset.source} has none; prepare it from "
-                              "one sub-folder per domain (`ganforge prepare folder`)")
+    def _domains(config: StarGAN2Config, dataset: ImageDataset) -> tuple[str | None, list[str]]:
+        """(column, domain names) from the data's label columns; a dataset without any (e.g. the shape-only
+        placeholder of `ganforge info`) takes `num_domains` numbered domains and cannot train."""
+        if not dataset.label_columns:
+            if config.num_domains is None:
+                raise ConfigError(f"data: StarGAN v2 needs domain labels but {dataset.source} has none; prepare it "
+                                  "from one sub-folder per domain (`ganforge prepare folder`), or set "
+                                  "model.num_domains to only build the networks")
+            return None, [str(k) for k in range(config.num_domains)]
         names = [name for name, _ in dataset.label_columns]
         column = config.domain_column or names[0]
         if column not in names:
             raise ConfigError(f"model.domain_column: {column!r} is not a label column of {dataset.source} "
                               f"(it has {', '.join(names)})")
-        index = names.index(column)
-        classes = list(dataset.label_columns[index][1])
+        classes = list(dataset.label_columns[names.index(column)][1])
         if len(classes) < 2:
             raise ConfigError(f"model.domain_column: column {column!r} has {len(classes)} class; translation needs "
                               "at least 2 domains")
-        return column, classes, np.asarray(dataset.labels[:, index])
+        if config.num_domains is not None and config.num_domains != len(classes):
+            raise ConfigError(f"model.num_domains: {config.num_domains} but column {column!r} of {dataset.source} "
+                              f"has {len(classes)} classes ({', '.join(classes)})")
+        return column, classes
+
+    def _members(self, dataset: ImageDataset) -> list[np.ndarray]:
+        """Image indices of each domain; every domain needs at least one image to be sampled."""
+        names = [name for name, _ in dataset.label_columns]
+        labels = np.asarray(dataset.labels[:, names.index(self.domain_column)])
+        members = [np.flatnonzero(labels == k) for k in range(len(self.domain_names))]
+        for name, indices in zip(self.domain_names, members, strict=True):
+            if len(indices) == 0:
+                raise ConfigError(f"model.domain_column: domain {name!r} of column {self.domain_column!r} has no "
+                                  f"images in {dataset.source}")
+        return members
 
     # --- schedule ---------------------------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -217,8 +234,14 @@ class StarGAN2Family(Family):
     def _images(self, indices: np.ndarray) -> torch.Tensor:
         return self.augment(to_float_images(self.dataset.images(self.img_size)[indices], torch.device("cpu")))
 
+    def _require_images(self, purpose: str) -> None:
+        if self.members is None or self.dataset.count == 0:
+            raise RuntimeError(f"{purpose} needs the training images, but this family was built from the shape of "
+                               f"{self.dataset.source or 'its dataset'} only (labels and images not loaded)")
+
     def draw_inputs(self, batch_size: int) -> StepInputs:
         """The step's global-batch inputs from the balanced streams, then this rank's share on the device."""
+        self._require_images("drawing training inputs")
         num_domains = len(self.domain_names)
         y_src = self.rng.integers(num_domains, size=batch_size)
         y_trg = self.rng.integers(num_domains, size=batch_size)
@@ -292,6 +315,7 @@ class StarGAN2Family(Family):
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """⌈n/2⌉ fixed sources with target domains cycling through all domains, and their latents."""
+        self._require_images("choosing fixed sample sources")
         count = max(1, (n + 1) // 2)
         indices = torch.randint(self.dataset.count, (count,), generator=generator).numpy()
         images = to_float_images(self.dataset.images(self.img_size)[indices], torch.device("cpu"))
