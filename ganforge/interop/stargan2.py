@@ -165,6 +165,7 @@ def infer_stargan2_arch(states: dict[str, dict[str, Tensor]], *, w_hpf: float | 
 
     w_hpf is read from ``hpf.filter`` when present; give it for a high-pass generator without that key (default 1,
     the CelebA-HQ value). A generator alone implies its img_size through the official width 2^14 / img_size.
+    What no given network fixes (e.g. num_domains of a generator alone) keeps the official default.
     """
     votes = _Votes(where)
     if "mapping_network" in states:
