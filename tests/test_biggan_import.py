@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from conftest import shared_path
 from safetensors.torch import load_file
 
+import ganforge
+from ganforge.data.store import write_store
 from ganforge.interop.biggan import (
     BigGANImportError,
     OfficialBigGAN,
     config_from_official,
+    import_biggan_pytorch,
     load_biggan_pytorch,
     load_restricted,
     read_training_state,
@@ -197,3 +203,42 @@ def test_folder_and_config_errors(tmp_path):
     assert config_from_official({**flags, "G_attn": "4_64"}).g_attention == (64,)  # 4 is no G stage: ignored
     without_size = {k: v for k, v in flags.items() if k not in ("resolution", "n_classes")}
     assert config_from_official(without_size).n_classes == 1000  # I128_hdf5 → ImageNet
+
+
+def _ten_class_store(tmp_path: Path) -> str:
+    """16 labelled 32×32 images over 10 classes: new data of the c32 checkpoint's class count."""
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    labels = (np.arange(16) % 10)[:, None].astype(np.int64)
+    write_store(tmp_path / "ten", images, resolution=32, source="random", labels=labels,
+                label_columns=[("class", [f"c{i}" for i in range(10)])])
+    return str(tmp_path / "ten")
+
+
+def test_import_as_run_then_resume_and_fine_tune(tmp_path):
+    data, run = _ten_class_store(tmp_path), tmp_path / "run"
+    import_biggan_pytorch(fixture_dir("c32"), run, data=data, steps=3,
+                          model_overrides={"batch_size": 4, "num_d_steps": 1, "g_lr": 1e-5})
+    config = json.loads((run / "config.json").read_text())
+    # the fixture run's flags (its warm-up used EMA from iteration 0 at decay 0.9)
+    assert config["model"]["ema_start"] == 0 and config["model"]["ema_decay"] == 0.9
+    assert config["model"]["g_init"] == "N02" and config["model"]["g_lr"] == 1e-5
+    assert config["model"]["sn_eps"] == 1e-8 and config["model"]["num_d_steps"] == 1
+    loaded = ganforge.load(run)
+    assert loaded.step == 2  # the official iteration
+    io = _io("c32")
+    with torch.no_grad():
+        _close(loaded.nets["G_ema"](io["z"], io["y"]), io["G_ema.eval.out"])
+        _close(loaded.nets["D"](io["x_real"], io["y_real"]), io["D.eval.real"])
+    before = _imported("c32")
+    result = ganforge.train(run / "config.json", run)  # resumes from the imported checkpoint: one more iteration
+    assert result.step == 3 and not result.interrupted
+    tuned = ganforge.load(run)
+    assert not torch.equal(tuned.nets["G"].linear.weight, before.G.linear.weight)
+    optimizer_state = safetensors.torch.load_file(str(run / "checkpoints" / "00000003.safetensors"))
+    assert any(key.startswith("opt/G/") for key in optimizer_state)
+
+
+def test_import_refuses_data_with_another_class_count(tmp_path):
+    with pytest.raises(BigGANImportError, match="must have 10 classes"):
+        import_biggan_pytorch(fixture_dir("c32"), tmp_path / "run", data="builtin:shapes?count=16&resolution=32",
+                              model_overrides={"batch_size": 4})

@@ -23,8 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ganforge.families import resolve_run_config
 from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, discriminator_stages, generator_stages
 from ganforge.nn.spectral_norm import SNSettings
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.engine import Trainer
 
 NETWORK_FILES = {"G": "G", "D": "D", "G_ema": "G_ema"}
 OPTIMIZER_FILES = {"G": "G_optim", "D": "D_optim"}
@@ -197,9 +200,16 @@ def convert_optimizer_state(optim_state: Any, official_keys: list[str], target: 
                                 f"expected 1 group with {len(our_names)}")
     position = {official: our_index[official_params[n]] for n, official in enumerate(official_indices)}
     return {
-        "state": {position[index]: dict(value) for index, value in optim_state["state"].items()},
+        "state": {position[index]: _tensor_step(value) for index, value in optim_state["state"].items()},
         "param_groups": [{**groups[0], "params": list(range(len(our_names)))}],
     }
+
+
+def _tensor_step(state: dict[str, Any]) -> dict[str, Any]:
+    """2019 files store Adam's `step` as an int; current torch wants a tensor."""
+    if isinstance(state.get("step"), (int, float)):
+        return {**state, "step": torch.tensor(float(state["step"]))}
+    return dict(state)
 
 
 @dataclass
@@ -250,3 +260,73 @@ def load_biggan_pytorch(weights_dir: Path, *, config: BigGANConfig | None = None
                                                              str(path))
     return OfficialBigGAN(config, nets["G"], nets["D"], nets.get("G_ema"), optimizer_states,  # type: ignore[arg-type]
                           training_state)
+
+
+def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> dict[str, Any]:
+    """The `model:` section of a ganforge `biggan` run with the official run's architecture and recipe.
+
+    Official runs may give G and D their own SN iterations or Adam betas; ganforge's recipe shares them, so
+    differing values are refused rather than silently unified.
+    """
+    arch = config_from_official(flags, where=where)
+    if arch.g_sn != arch.d_sn:
+        raise BigGANImportError(f"{where}: G and D spectral-norm settings differ ({arch.g_sn} vs {arch.d_sn}); "
+                                "ganforge's biggan family uses one setting for both")
+    betas = [float(flags.get("G_B1", 0.0)), float(flags.get("G_B2", 0.999))]
+    if betas != [float(flags.get("D_B1", 0.0)), float(flags.get("D_B2", 0.999))]:
+        raise BigGANImportError(f"{where}: G and D Adam betas differ; ganforge's biggan family uses one pair")
+    if not (arch.g_spectral_norm and arch.d_spectral_norm):
+        raise BigGANImportError(f"{where}: G_param/D_param other than 'SN' are not trainable in ganforge's family")
+    return {
+        "resolution": arch.resolution, "g_ch": arch.g_ch, "d_ch": arch.d_ch, "dim_z": arch.dim_z,
+        "g_shared": arch.g_shared, "shared_dim": arch.shared_dim, "hier": arch.hier,
+        "g_attention": list(arch.g_attention), "d_attention": list(arch.d_attention),
+        "g_init": arch.g_init, "d_init": arch.d_init, "num_svs": arch.g_sn.num_svs, "num_sv_itrs": arch.g_sn.num_itrs,
+        "sn_eps": arch.g_sn.eps, "bn_eps": arch.bn_eps, "batch_size": int(flags.get("batch_size", 64)),
+        "g_batch_size": int(flags.get("G_batch_size", 0)) or None, "num_d_steps": int(flags.get("num_D_steps", 2)),
+        "num_d_accumulations": int(flags.get("num_D_accumulations", 1)),
+        "num_g_accumulations": int(flags.get("num_G_accumulations", 1)), "g_lr": float(flags.get("G_lr", 5e-5)),
+        "d_lr": float(flags.get("D_lr", 2e-4)), "betas": betas, "adam_eps": float(flags.get("adam_eps", 1e-8)),
+        "ema": bool(flags.get("ema", False)), "ema_decay": float(flags.get("ema_decay", 0.9999)),
+        "ema_start": int(flags.get("ema_start", 0)), "sample_eval_mode": bool(flags.get("G_eval_mode", False)),
+    }
+
+
+def import_biggan_pytorch(weights_dir: Path, out: Path, *, data: str, steps: int | None = None,
+                          model_overrides: dict[str, Any] | None = None, suffix: str = "") -> Path:
+    """A BigGAN-PyTorch weights folder → a ganforge `biggan` run at the official iteration, ready to resume.
+
+    `data` must have the official run's class count in its first label column (fine-tuning on new data of the
+    same classes works). `steps` is the run's length in G iterations (default: the imported iteration, i.e.
+    nothing left to train); `model_overrides` changes the recipe, e.g. a smaller batch for a small GPU. G, D,
+    G_ema, both Adam states and the iteration carry over; without G_ema.pth the EMA starts from G.
+    """
+    weights_dir, out = Path(weights_dir), Path(out)
+    if ckpt.checkpoint_steps(out):
+        raise BigGANImportError(f"{out} already holds a run; import into a new directory")
+    official = load_biggan_pytorch(weights_dir, suffix=suffix)
+    flags = official.training_state["config"]
+    itr = int(official.training_state["itr"])
+    model = {**train_settings_from_official(flags, where=str(weights_dir)), "steps": max(steps or itr, 1),
+             **(model_overrides or {})}
+    trainer = Trainer(resolve_run_config("biggan", {"family": "biggan", "data": data, "model": model}), out,
+                      restart=True)
+    family = trainer.family
+    if family.arch != official.config:
+        raise BigGANImportError(f"{weights_dir}: the run for {data} builds {family.arch}, but the checkpoint holds "
+                                f"{official.config} (the data's first label column must have "
+                                f"{official.config.n_classes} classes)")
+    sources = {"G": official.G, "D": official.D, "G_ema": official.G_ema or official.G}
+    for role, net in family.nets.items():
+        net.load_state_dict(sources[role].state_dict(), strict=True)
+    for role, state in official.optimizer_states.items():
+        optimizer = family.optimizers[role]
+        settings = [{key: group[key] for key in ("lr", "betas", "eps")} for group in optimizer.param_groups]
+        optimizer.load_state_dict(state)
+        for group, own in zip(optimizer.param_groups, settings, strict=True):
+            group.update(own)  # moments carry over; the run's recipe (possibly overridden) sets the rates
+    trainer.step = itr
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json_atomic(out / "config.json", trainer.state_tensors()[1]["config"])
+    trainer.save_checkpoint()
+    return out
