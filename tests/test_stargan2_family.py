@@ -393,3 +393,16 @@ def test_networks_build_from_the_data_shape_alone(capsys) -> None:
                                     "G_ema": 43_467_395, "F_ema": 2_438_272, "E_ema": 20_916_928}
     assert main(["info", "stargan2", "-c", str(CONFIGS / "stargan2_celeba_hq.yaml")]) != 0
     assert "set model.num_domains to only build the networks" in capsys.readouterr().err
+
+
+def test_each_rank_takes_its_interleaved_share_of_the_global_draw(shapes) -> None:
+    """All ranks draw the same global batch (same seeded streams) and keep samples rank, rank + W, …"""
+    config = resolve_run_config("stargan2", {"data": SHAPES, "model": TINY}).model
+    draws = {}
+    for rank, world in ((0, 1), (1, 2)):
+        torch.manual_seed(0)
+        family = StarGAN2Family(config, shapes, torch.device("cpu"), DistInfo(rank=rank, world_size=world))
+        draws[world] = family.draw_inputs(4)
+    single, share = draws[1], draws[2]
+    for name in ("x_src", "y_src", "x_ref", "x_ref2", "y_trg", "z1", "z2"):
+        assert torch.equal(getattr(share, name), getattr(single, name)[1::2]), name
