@@ -79,3 +79,18 @@ def hinge_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tupl
 def hinge_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
     """Hinge loss of G: −mean D(G(z)) (no margin on the generator side)."""
     return -d_fake.mean()
+
+
+def orthogonal_regularization(weights: list[torch.Tensor]) -> torch.Tensor:
+    """BigGAN's modified orthogonal regulariser (Brock et al. 2019, eq. 3): ½ Σ ‖(W Wᵀ) ⊙ (1 − I)‖²_F.
+
+    Each weight is taken as a matrix [out, −1]. Only the overlap between different filters is penalised, not
+    their norms, which keeps G amenable to truncation without fighting the spectral norm. The gradient,
+    2·[(W Wᵀ) ⊙ (1 − I)]·W per weight, is exactly what BigGAN-PyTorch adds to the gradients.
+    """
+    penalties = []
+    for weight in weights:
+        matrix = weight.reshape(weight.shape[0], -1)
+        gram = matrix @ matrix.t()
+        penalties.append(0.5 * (gram - torch.diag_embed(torch.diagonal(gram))).square().sum())
+    return torch.stack(penalties).sum()

@@ -243,3 +243,26 @@ def test_tiny_preset_is_runnable_as_is():
     images = family.generate(latents, "G_ema", StepPlan(4, 32))
     assert images.shape == (6, 3, 32, 32)
     assert list(itertools.islice(family.phases(0, family.plan(0)), 1))[0].accumulate == 2
+
+
+def test_orthogonal_regularization_adds_the_official_gradient():
+    family, beta = make_family(g_ortho=0.0), 1e-2
+    family.nets["G"].eval()  # BN and SN fixed: every pass sees the same networks
+    family.nets["D"].eval()
+    z, y = torch.randn(4, family.arch.g_dim_z), torch.randint(family.n_classes, (4,))
+    family.draw_latents = lambda n: (z, y)
+    plain = _accumulated_grads(family, "G", 1, lambda _: family.generator_loss(4))
+    family.config.g_ortho = beta
+    loss, logs = family.generator_loss(4)
+    assert logs["ortho_G"] > 0
+    regularised = _accumulated_grads(family, "G", 1, lambda _: family.generator_loss(4))
+    for name, param in family.nets["G"].named_parameters():
+        if param.ndim < 2 or name.startswith("shared."):  # biases, gains and the shared embedding are exempt
+            torch.testing.assert_close(regularised[name], plain[name], msg=name)
+            continue
+        w = param.detach().reshape(param.shape[0], -1)
+        off_diagonal = (w @ w.t()) * (1 - torch.eye(w.shape[0]))
+        expected = plain[name] + beta * (2 * off_diagonal @ w).reshape(param.shape)
+        torch.testing.assert_close(regularised[name], expected, atol=1e-6, rtol=1e-4, msg=name)
+    with pytest.raises(ConfigError, match="model.d_ortho"):
+        BigGANTrainConfig(d_ortho=-1.0)

@@ -25,7 +25,7 @@ from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.families.base import Family, Phase, StepPlan
-from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss
+from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_latents
 from ganforge.nn.spectral_norm import SNSettings
 from ganforge.training.distributed import DistInfo
@@ -59,6 +59,8 @@ class BigGANTrainConfig:
     d_lr: float = 4e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
     adam_eps: float = 1e-6
+    g_ortho: float = 0.0  # orthogonal regularisation strength β (paper 1e-4; every launch script uses 0)
+    d_ortho: float = 0.0
     ema: bool = True
     ema_decay: float = 0.9999
     ema_start: int = 20000  # iterations (1-based, as officially) before which the EMA copies G
@@ -72,6 +74,9 @@ class BigGANTrainConfig:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
         if self.g_batch_size is not None and self.g_batch_size < 1:
             raise ConfigError(f"model.g_batch_size: expected null or a positive integer, got {self.g_batch_size}")
+        for key in ("g_ortho", "d_ortho"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"model.{key}: expected a strength >= 0, got {getattr(self, key)}")
         for key in ("g_lr", "d_lr", "adam_eps", "sn_eps", "bn_eps"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}: expected a positive number, got {getattr(self, key)}")
@@ -123,6 +128,9 @@ class BigGANFamily(Family):
         self.nets["D"] = Discriminator(self.arch).to(device)
         if config.ema:
             self.add_ema("G_ema", "G")
+        # ortho reg acts on raw (pre-SN) weight matrices; G's shared embedding is excluded, as officially
+        self.ortho_weights = {name: [p for key, p in self.nets[name].named_parameters()
+                                     if p.ndim >= 2 and not key.startswith("shared.")] for name in ("G", "D")}
         for name, lr in (("G", config.g_lr), ("D", config.d_lr)):
             self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=tuple(config.betas),
                                                      eps=config.adam_eps)
@@ -158,13 +166,25 @@ class BigGANFamily(Family):
         logits = D(torch.cat([fakes, batch.images]), torch.cat([y_fake, batch.labels[:, 0]]))
         d_fake, d_real = logits.split([fakes.shape[0], batch.images.shape[0]])
         loss_real, loss_fake = hinge_discriminator_loss(d_real, d_fake)
-        return loss_real + loss_fake, {"loss_D_real": loss_real.detach(), "loss_D_fake": loss_fake.detach()}
+        logs = {"loss_D_real": loss_real.detach(), "loss_D_fake": loss_fake.detach()}
+        return self._with_ortho("D", loss_real + loss_fake, logs), logs
 
     def generator_loss(self, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Hinge (−mean D) loss of `n` fresh samples."""
         z, y = self.draw_latents(n)
         loss = hinge_generator_loss(self.nets["D"](self.nets["G"](z, y), y))
-        return loss, {"loss_G": loss.detach()}
+        logs = {"loss_G": loss.detach()}
+        return self._with_ortho("G", loss, logs), logs
+
+    def _with_ortho(self, net: str, loss: torch.Tensor, logs: dict[str, Any]) -> torch.Tensor:
+        """Adds β·ortho(W) when enabled; per micro-batch, so after the engine's 1/k scaling it counts once per
+        optimiser step, like the official gradient update after accumulation."""
+        strength = self.config.g_ortho if net == "G" else self.config.d_ortho
+        if strength == 0:
+            return loss
+        penalty = orthogonal_regularization(self.ortho_weights[net])
+        logs[f"ortho_{net}"] = penalty.detach()
+        return loss + strength * penalty
 
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         config = self.config
