@@ -266,3 +266,18 @@ def test_orthogonal_regularization_adds_the_official_gradient():
         torch.testing.assert_close(regularised[name], expected, atol=1e-6, rtol=1e-4, msg=name)
     with pytest.raises(ConfigError, match="model.d_ortho"):
         BigGANTrainConfig(d_ortho=-1.0)
+
+
+def test_sampling_with_standing_statistics_is_repeatable_and_side_effect_free():
+    family = make_family(standing_stats=3)
+    z, y = torch.randn(4, family.arch.g_dim_z), torch.arange(4)
+    before = copy.deepcopy(family.nets["G_ema"].state_dict())
+    rng = torch.get_rng_state()
+    first = family.generate({"z": z, "y": y}, "G_ema", family.plan(0))
+    assert torch.equal(torch.get_rng_state(), rng)  # the training stream is untouched
+    assert all(torch.equal(v, before[k]) for k, v in family.nets["G_ema"].state_dict().items())
+    torch.testing.assert_close(family.generate({"z": z, "y": y}, "G_ema", family.plan(0)), first)
+    plain = run_generator(family.nets["G_ema"], z, y, eval_mode=True)
+    assert not torch.allclose(plain, first)  # fresh-sample statistics replace the initial running ones
+    with pytest.raises(ConfigError, match="model.standing_stats"):
+        BigGANTrainConfig(standing_stats=4, sample_eval_mode=False)

@@ -20,7 +20,7 @@ from ganforge.models.biggan import (
     init_weights,
     sample_latents,
 )
-from ganforge.nn.biggan_layers import ConditionalBatchNorm2d, SelfAttention
+from ganforge.nn.biggan_layers import ConditionalBatchNorm2d, SelfAttention, standing_statistics
 
 I128 = BigGANConfig()  # the defaults are launch_BigGAN_bs256x8.sh
 CIFAR = BigGANConfig(resolution=32, n_classes=10, g_ch=64, d_ch=64, dim_z=128, g_shared=False, shared_dim=0,
@@ -238,3 +238,24 @@ def test_input_errors():
         generator(torch.randn(2, 16), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\]"):
         discriminator(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]))
+
+
+def test_standing_statistics_average_fresh_batches_and_touch_nothing_else():
+    torch.manual_seed(7)
+    generator = Generator(tiny()).train()
+    generator.blocks[0][0].bn1.running_mean.fill_(5.0)  # stale values must not leak into the result
+    batches = [(torch.randn(3, 16), torch.randint(5, (3,))) for _ in range(4)]
+    seen: list[torch.Tensor] = []
+    bn = generator.blocks[1][0].bn2
+    bn.register_forward_pre_hook(lambda _m, args: seen.append(args[0].mean(dim=(0, 2, 3))))
+    sn_before = {k: v.clone() for k, v in generator.state_dict().items() if k.endswith(("u0", "sv0"))}
+    draws = iter(batches)
+    standing_statistics(generator, lambda: generator(*next(draws)), 4)
+    torch.testing.assert_close(bn.running_mean, torch.stack(seen).mean(0))
+    assert generator.blocks[0][0].bn1.running_mean.abs().max() < 5.0
+    assert all(torch.equal(generator.state_dict()[k], v) for k, v in sn_before.items())
+    assert generator.training and bn.momentum == 0.1
+    with pytest.raises(ValueError, match="at least 1 batch"):
+        standing_statistics(generator, lambda: None, 0)
+    with pytest.raises(ValueError, match="no batch-norm"):
+        standing_statistics(Discriminator(tiny()), lambda: None, 1)

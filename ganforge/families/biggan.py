@@ -15,6 +15,7 @@ afterwards, so writing grids never changes training.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -27,8 +28,11 @@ from ganforge.data.store import ImageDataset
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_latents
+from ganforge.nn.biggan_layers import standing_statistics
 from ganforge.nn.spectral_norm import SNSettings
 from ganforge.training.distributed import DistInfo
+
+STANDING_STATS_SEED = 20190218  # fixed stream for standing-statistics draws, apart from training
 
 
 @dataclass
@@ -65,6 +69,7 @@ class BigGANTrainConfig:
     ema_decay: float = 0.9999
     ema_start: int = 20000  # iterations (1-based, as officially) before which the EMA copies G
     sample_eval_mode: bool = True
+    standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
     steps: int = 150000  # G iterations
 
     def __post_init__(self) -> None:
@@ -84,6 +89,9 @@ class BigGANTrainConfig:
             raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        if self.standing_stats < 0 or (self.standing_stats and not self.sample_eval_mode):
+            raise ConfigError(f"model.standing_stats: expected 0 (off) or, with sample_eval_mode true (they replace "
+                              f"the running statistics eval mode uses), a batch count; got {self.standing_stats}")
         if self.ema_start < 0:
             raise ConfigError(f"model.ema_start: expected an iteration >= 0, got {self.ema_start}")
 
@@ -208,7 +216,27 @@ class BigGANFamily(Family):
         y = inputs.get("y")
         if y is None:
             y = torch.arange(z.shape[0], device=z.device) % self.n_classes
-        return run_generator(self.nets[net], z, y, eval_mode=self.config.sample_eval_mode)
+        generator = self.nets[net]
+        if self.config.standing_stats:
+            generator = self.with_standing_statistics(generator)
+        return run_generator(generator, z, y, eval_mode=self.config.sample_eval_mode)
+
+    def with_standing_statistics(self, generator: nn.Module) -> nn.Module:
+        """A copy of `generator` whose BN statistics average `standing_stats` batches of fresh samples.
+
+        The draws come from their own fixed-seed stream, so sampling changes neither the network nor the
+        training RNG, and equal weights always give equal samples.
+        """
+        copied = copy.deepcopy(generator)
+        draws = torch.Generator().manual_seed(STANDING_STATS_SEED)
+        batch = self.config.g_batch_size or self.config.batch_size
+
+        def forward() -> torch.Tensor:
+            z = sample_latents(batch, self.arch.g_dim_z, generator=draws).to(self.device)
+            return copied(z, torch.randint(self.n_classes, (batch,), generator=draws).to(self.device))
+
+        standing_statistics(copied, forward, self.config.standing_stats)
+        return copied
 
     def describe(self) -> dict[str, Any]:
         return {"resolution": self.resolution, "classes": self.n_classes,

@@ -7,6 +7,8 @@ names match its state-dict keys except the batch-norm statistics, which use torc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,11 +24,12 @@ class _BatchStatistics(nn.Module):
     def __init__(self, channels: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
+        self.momentum = BN_MOMENTUM
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
     def _normalize(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, BN_MOMENTUM,
+        return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, self.momentum,
                             self.eps)
 
 
@@ -154,3 +157,34 @@ class DiscriminatorBlock(nn.Module):
         if self.downsample:
             h = F.avg_pool2d(h, 2)
         return h + self._shortcut(x)
+
+
+@torch.no_grad()
+def standing_statistics(generator: nn.Module, forward: Callable[[], Tensor], batches: int) -> None:
+    """Replace every BN layer's running statistics by the plain average over `batches` fresh batches.
+
+    ``forward`` runs the generator once on fresh inputs. Batch i is weighted 1/(i+1), so the result is the exact
+    mean of the per-batch statistics (variance: unbiased per batch), whatever the earlier running values were.
+    Only the BN layers run in training mode: spectral-norm vectors and every other buffer stay as they were,
+    and the train/eval flags are restored (BigGAN-PyTorch needs its separate myBN for this, and without it
+    silently does only a few momentum updates).
+    """
+    if batches < 1:
+        raise ValueError(f"standing statistics need at least 1 batch, got {batches}")
+    norms = [m for m in generator.modules() if isinstance(m, _BatchStatistics)]
+    if not norms:
+        raise ValueError("standing statistics: the network has no batch-norm layers")
+    modes = [(m, m.training) for m in generator.modules()]
+    try:
+        generator.eval()
+        for norm in norms:
+            norm.training = True  # not .train(): a CBN's own (SN) projections must stay in eval mode
+        for index in range(batches):
+            for norm in norms:
+                norm.momentum = 1.0 / (index + 1)
+            forward()
+    finally:
+        for norm in norms:
+            norm.momentum = BN_MOMENTUM
+        for module, training in modes:
+            module.training = training
