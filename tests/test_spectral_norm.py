@@ -105,3 +105,16 @@ def test_factories_build_plain_layers_without_settings():
 def test_settings_reject_bad_values(kwargs, name):
     with pytest.raises(ValueError, match=name):
         SNSettings(**kwargs)
+
+
+def test_power_iteration_keeps_full_precision_under_autocast():
+    torch.manual_seed(5)
+    layer = SNLinear(32, 16)
+    reference = layer.normalized_weight().detach()
+    torch.manual_seed(5)
+    autocast_layer = SNLinear(32, 16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        weight = autocast_layer.normalized_weight()
+    assert weight.dtype == torch.float32 and autocast_layer.u0.dtype == torch.float32
+    torch.testing.assert_close(weight.detach(), reference)
+    torch.testing.assert_close(autocast_layer.u0, layer.u0)

@@ -79,11 +79,16 @@ class SpectralNormMixin:
         return [getattr(self, f"sv{i}") for i in range(self.sn.num_svs)]
 
     def normalized_weight(self) -> Tensor:
-        """W / σ₀; advances and stores u (and σ) only in training mode."""
+        """W / σ₀; advances and stores u (and σ) only in training mode.
+
+        The power iteration runs in the weight's own precision even under autocast: bf16/fp16 u vectors would
+        drift and σ would be off by percents.
+        """
         matrix = self.weight.reshape(self.weight.shape[0], -1)
         us = [getattr(self, f"u{i}") for i in range(self.sn.num_svs)]
-        for _ in range(self.sn.num_itrs if self.training else 1):
-            svs, us = power_iteration(matrix, us, self.sn.eps)
+        with torch.autocast(device_type=matrix.device.type, enabled=False):
+            for _ in range(self.sn.num_itrs if self.training else 1):
+                svs, us = power_iteration(matrix, us, self.sn.eps)
         if self.training:
             with torch.no_grad():
                 for i, (u, sv) in enumerate(zip(us, svs, strict=True)):
