@@ -1,0 +1,30 @@
+"""Training-progress animation: the fixed-latent grids of a run assembled into one GIF, no display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+
+def write_progress_gif(samples_dir: Path, out: Path | None = None, *, frame_ms: int = 200,
+                       max_frames: int = 200) -> Path | None:
+    """`samples/<step>.png` (EMA grids) in step order → `samples/progress.gif`; None when there are no grids.
+
+    With more than `max_frames` grids, frames are taken evenly so the file stays small; the last grid is kept.
+    """
+    samples_dir = Path(samples_dir)
+    grids = sorted(p for p in samples_dir.glob("*.png") if p.stem.isdigit())
+    if not grids:
+        return None
+    if len(grids) > max_frames:
+        stride = len(grids) / max_frames
+        grids = [grids[int(i * stride)] for i in range(max_frames - 1)] + [grids[-1]]
+    frames = [Image.open(p).convert("RGB") for p in grids]
+    size = frames[-1].size
+    frames = [f if f.size == size else f.resize(size, Image.NEAREST) for f in frames]  # PGAN grids grow
+    out = out or samples_dir / "progress.gif"
+    tmp = out.with_name(f".{out.name}.tmp")
+    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    tmp.replace(out)
+    return out
