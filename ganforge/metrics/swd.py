@@ -1,0 +1,284 @@
+"""Sliced Wasserstein distance exactly as the official Progressive GAN metric defines it.
+
+Per image: a Laplacian pyramid (5x5 binomial kernel, mirror boundary) from the full resolution down to
+`min_resolution` (the last level is the low-pass residual); `n_patches` random 7x7x3 neighbourhoods per level
+(centres uniform in [3, S-4]). Per set and level, each colour channel is normalised by its mean and std over
+all descriptors and pixels; then `n_repeats` x `n_directions` random unit directions, and the mean
+|sorted projections of A - sorted projections of B|. Reported x1e3 per level plus the average.
+
+Memory: the official code keeps every float32 descriptor of every level (about 10 GB per set for 16,384
+images at 128). Here a set's uint8 images are spilled to an anonymous temporary file as they stream in; the
+per-channel statistics are accumulated on the way; the descriptors of one level at a time are rebuilt from the
+file, normalised and kept as float16 (617 MB per set at 16,384 x 128); projections are computed and sorted a
+chunk of directions at a time (numpy's SIMD sort on CPU, torch on GPU).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganforge.metrics._images import ImageSetError, ImageSource, derived_seed, iter_image_batches
+
+_BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
+_SET_A, _SET_B, _DIRECTIONS = 0, 1, 2
+
+
+def _binomial_blur(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """Separable [1,4,6,4,1]/16 blur per channel with mirror boundary; `gain` scales the 2-D kernel.
+
+    Written as shifted adds: on CPU this is several times faster than a 1-channel conv2d.
+    """
+    n, c, h, w = x.shape
+    t0, t1, t2 = (tap * gain**0.5 / 16.0 for tap in _BINOMIAL_TAPS[:3])
+    y = F.pad(x.reshape(n * c, 1, h, w), (2, 2, 2, 2), mode="reflect")
+    y = t0 * (y[..., :-4] + y[..., 4:]) + t1 * (y[..., 1:-3] + y[..., 3:-1]) + t2 * y[..., 2:-2]
+    y = t0 * (y[..., :-4, :] + y[..., 4:, :]) + t1 * (y[..., 1:-3, :] + y[..., 3:-1, :]) + t2 * y[..., 2:-2, :]
+    return y.reshape(n, c, h, w)
+
+
+def pyramid_down(x: torch.Tensor) -> torch.Tensor:
+    """Blur then keep every second pixel (cv2.pyrDown semantics)."""
+    return _binomial_blur(x)[:, :, ::2, ::2]
+
+
+def pyramid_up(x: torch.Tensor) -> torch.Tensor:
+    """Zero-insert to twice the size then blur with 4x the kernel (cv2.pyrUp semantics)."""
+    n, c, h, w = x.shape
+    up = x.new_zeros(n, c, 2 * h, 2 * w)
+    up[:, :, ::2, ::2] = x
+    return _binomial_blur(up, gain=4.0)
+
+
+def laplacian_pyramid(images: torch.Tensor, n_levels: int) -> list[torch.Tensor]:
+    """Float32 Laplacian pyramid on the 0..255 scale; the last level is the low-pass image."""
+    levels = [images.float()]
+    for _ in range(1, n_levels):
+        down = pyramid_down(levels[-1])
+        levels[-1] = levels[-1] - pyramid_up(down)
+        levels.append(down)
+    return levels
+
+
+def pyramid_resolutions(size: int, min_resolution: int = 16) -> list[int]:
+    """Resolutions of the official pyramid: size, size/2, ... while >= min_resolution."""
+    resolutions = []
+    res = size
+    while res >= min_resolution:
+        resolutions.append(res)
+        if res % 2 and res // 2 >= min_resolution:
+            raise ImageSetError(f"SWD: image size {size} cannot be halved down to {min_resolution} (odd size {res})")
+        res //= 2
+    if not resolutions:
+        raise ImageSetError(f"SWD: images of size {size} are smaller than min_resolution={min_resolution}")
+    return resolutions
+
+
+def sorted_projections(descriptors: torch.Tensor, directions: torch.Tensor, block_rows: int = 1 << 16) -> torch.Tensor:
+    """Projections [n_dirs, M] of descriptors [M, D] onto directions [D, n_dirs], each row sorted ascending."""
+    count = descriptors.shape[0]
+    out = torch.empty(directions.shape[1], count, dtype=torch.float32, device=descriptors.device)
+    dirs_t = directions.to(descriptors.device, torch.float32).T.contiguous()
+    for start in range(0, count, block_rows):
+        block = descriptors[start : start + block_rows].float()
+        out[:, start : start + block.shape[0]] = dirs_t @ block.T
+    if out.device.type == "cpu":
+        out.numpy().sort(axis=1)  # in place; numpy's SIMD sort is ~10x faster than torch.sort on CPU
+        return out
+    return out.sort(dim=1).values
+
+
+def sliced_wasserstein(desc_a: torch.Tensor, desc_b: torch.Tensor, directions: torch.Tensor, chunk: int = 32) -> float:
+    """Official sliced distance: mean over repeats of mean |sorted(A d) - sorted(B d)| (not x1e3).
+
+    `directions` is [repeats, D, n_dirs] of unit columns; `chunk` directions are projected at a time.
+    """
+    if desc_a.shape != desc_b.shape or desc_a.ndim != 2:
+        raise ImageSetError(f"SWD: descriptor sets must have equal shapes [M, D], got {tuple(desc_a.shape)} "
+                            f"and {tuple(desc_b.shape)} (both image sets need the same number of images)")
+    total = 0.0
+    flat = directions.reshape(-1, directions.shape[1], directions.shape[2]).permute(1, 0, 2).reshape(
+        directions.shape[1], -1)
+    for start in range(0, flat.shape[1], chunk):
+        dirs = flat[:, start : start + chunk]
+        diff = sorted_projections(desc_a, dirs) - sorted_projections(desc_b, dirs)
+        total += float(diff.abs().sum(dtype=torch.float64))
+    return total / (flat.shape[1] * desc_a.shape[0])
+
+
+def random_directions(dim: int, n_repeats: int, n_directions: int, seed: int) -> torch.Tensor:
+    """[n_repeats, dim, n_directions] Gaussian directions normalised to unit length (float64 then float32)."""
+    dirs = np.random.default_rng(seed).standard_normal((n_repeats, dim, n_directions))
+    return torch.from_numpy(dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).float()
+
+
+class SWDStats:
+    """Streaming SWD state of one image set: feed uint8 batches with `update`, then compare two with `swd_from_stats`.
+
+    RAM stays at one batch while streaming (images go to an anonymous temporary file in `spill_dir`); the
+    per-level channel means/stds are accumulated in float64 as the official code computes them over all
+    descriptors. Normalised descriptors are float32 while one level of a set needs at most
+    `float32_limit_bytes`, float16 beyond (or as `descriptor_dtype` forces): float16 halves the memory of large
+    sets at a relative rounding of 5e-4 per component, far below the metric's sampling noise.
+    """
+
+    def __init__(self, *, n_patches: int = 128, patch_size: int = 7, min_resolution: int = 16, seed: int = 0,
+                 device: torch.device | str | None = None, descriptor_dtype: torch.dtype | None = None,
+                 spill_dir: str | None = None, batch_size: int = 64, float32_limit_bytes: int = 1 << 29) -> None:
+        if patch_size % 2 != 1 or patch_size < 1:
+            raise ValueError(f"SWD: patch_size must be a positive odd number, got {patch_size}")
+        self.n_patches, self.patch_size, self.min_resolution = n_patches, patch_size, min_resolution
+        self.device = torch.device(device or "cpu")
+        self.descriptor_dtype, self.batch_size = descriptor_dtype, batch_size
+        self.float32_limit_bytes = float32_limit_bytes
+        self.seed = seed
+        self._rngs: list[np.random.Generator] = []  # one stream per level: independent of batch boundaries
+        self._file = tempfile.TemporaryFile(dir=spill_dir)  # noqa: SIM115 (lives as long as the stats; see close)
+        self.count = 0
+        self.size: int | None = None
+        self.resolutions: list[int] = []
+        self._centres: list[list[torch.Tensor]] = []
+        self._sum: torch.Tensor | None = None  # per level and channel: sum, and centred sum of squares (Chan merge)
+        self._m2: torch.Tensor | None = None
+
+    def _check_batch(self, batch: torch.Tensor) -> None:
+        _, _, h, w = batch.shape
+        if h != w:
+            raise ImageSetError(f"SWD: images must be square, got {h}x{w}")
+        if self.size is None:
+            if h < self.patch_size or h < self.min_resolution:
+                raise ImageSetError(f"SWD: images of size {h} are smaller than min_resolution={self.min_resolution}")
+            self.size = h
+            self.resolutions = pyramid_resolutions(h, self.min_resolution)
+            if self.resolutions[-1] < self.patch_size:
+                raise ImageSetError(f"SWD: level {self.resolutions[-1]} is smaller than patch_size={self.patch_size}")
+            self._centres = [[] for _ in self.resolutions]
+            streams = np.random.SeedSequence(self.seed).spawn(len(self.resolutions))
+            self._rngs = [np.random.default_rng(stream) for stream in streams]
+            self._sum = torch.zeros(len(self.resolutions), 3, dtype=torch.float64)
+            self._m2 = torch.zeros(len(self.resolutions), 3, dtype=torch.float64)
+        elif h != self.size:
+            raise ImageSetError(f"SWD: all images of a set must have one size, got {h} after {self.size}")
+
+    def _gather(self, level: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """[B*n_patches, 3, p, p] neighbourhoods of `level` [B, 3, S, S] at centres [B*n_patches, 2] (y, x)."""
+        size = level.shape[-1]
+        half = self.patch_size // 2
+        offsets = torch.arange(-half, half + 1, device=level.device)
+        centres = centres.to(level.device, torch.long)
+        image = torch.arange(level.shape[0], device=level.device).repeat_interleave(self.n_patches)
+        ys = (centres[:, 0:1] + offsets)[:, None, :, None]
+        xs = (centres[:, 1:2] + offsets)[:, None, None, :]
+        planes = (image[:, None] * 3 + torch.arange(3, device=level.device))[:, :, None, None]
+        return level.reshape(-1)[(planes * size + ys) * size + xs]
+
+    def update(self, batch: Any) -> None:
+        """Add one batch (uint8 NCHW RGB, or floats in [-1, 1]); see `ganforge.metrics._images`."""
+        for images in iter_image_batches(batch, batch_size=self.batch_size, name="SWD batch"):
+            self._update_uint8(images)
+
+    def _update_uint8(self, images: torch.Tensor) -> None:
+        self._check_batch(images)
+        n = images.shape[0]
+        self._file.write(images.numpy().tobytes())
+        pyramid = laplacian_pyramid(images.to(self.device), len(self.resolutions))
+        half = self.patch_size // 2
+        for index, (res, level) in enumerate(zip(self.resolutions, pyramid, strict=True)):
+            # int64 draws (one 64-bit word each) keep the stream independent of how the set is cut into batches
+            centres = self._rngs[index].integers(half, res - half, (n * self.n_patches, 2))
+            centres = torch.from_numpy(centres.astype(np.int16))
+            self._centres[index].append(centres)
+            desc = self._gather(level, centres).double()
+            count = desc.shape[0] * desc.shape[2] * desc.shape[3]
+            batch_sum = desc.sum(dim=(0, 2, 3)).cpu()
+            batch_m2 = ((desc - (batch_sum / count).to(desc.device)[None, :, None, None]) ** 2).sum(dim=(0, 2, 3)).cpu()
+            seen = self.count * self.n_patches * self.patch_size**2
+            if seen:
+                delta = batch_sum / count - self._sum[index] / seen
+                self._m2[index] += batch_m2 + delta**2 * seen * count / (seen + count)
+            else:
+                self._m2[index] += batch_m2
+            self._sum[index] += batch_sum
+        self.count += n
+
+    def channel_stats(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and (population) std per colour channel of level `index` over all descriptors and pixels."""
+        total = self.count * self.n_patches * self.patch_size**2
+        return self._sum[index] / total, (self._m2[index] / total).sqrt()
+
+    def _stored_images(self) -> Iterator[torch.Tensor]:
+        self._file.seek(0)
+        per_image = 3 * self.size * self.size
+        for start in range(0, self.count, self.batch_size):
+            n = min(self.batch_size, self.count - start)
+            data = np.fromfile(self._file, dtype=np.uint8, count=n * per_image)
+            yield torch.from_numpy(data.reshape(n, 3, self.size, self.size))
+
+    def descriptors(self, index: int) -> torch.Tensor:
+        """Normalised descriptors [count*n_patches, 3*p*p] of pyramid level `index`, rebuilt from the stored images."""
+        if self.count == 0:
+            raise ImageSetError("SWD: no images were added to this set")
+        mean, std = (t.to(self.device, torch.float32)[None, :, None, None] for t in self.channel_stats(index))
+        dim = 3 * self.patch_size**2
+        rows = self.count * self.n_patches
+        dtype = self.descriptor_dtype or (
+            torch.float32 if rows * dim * 4 <= self.float32_limit_bytes else torch.float16)
+        out = torch.empty(rows, dim, dtype=dtype, device=self.device)
+        centres = torch.cat(self._centres[index])
+        row = 0
+        for images in self._stored_images():
+            level = laplacian_pyramid(images.to(self.device), min(index + 2, len(self.resolutions)))[index]
+            rows = images.shape[0] * self.n_patches
+            desc = self._gather(level, centres[row : row + rows])
+            out[row : row + rows] = ((desc - mean) / std).reshape(rows, dim)
+            row += rows
+        return out
+
+    def close(self) -> None:
+        """Delete the temporary image file now rather than at garbage collection."""
+        self._file.close()
+
+
+def swd_from_stats(stats_a: SWDStats, stats_b: SWDStats, *, n_repeats: int = 4, n_directions: int = 128,
+                   seed: int = 0, chunk: int = 32) -> dict[str, Any]:
+    """SWD x1e3 per level of two streamed sets: {"resolutions": [...], "swd": [...], "avg": float}."""
+    if stats_a.count != stats_b.count:
+        raise ImageSetError(f"SWD: both sets need the same number of images, got {stats_a.count} and {stats_b.count}")
+    if stats_a.resolutions != stats_b.resolutions:
+        raise ImageSetError(f"SWD: image sizes differ ({stats_a.size} vs {stats_b.size})")
+    values = []
+    dim = 3 * stats_a.patch_size**2
+    for index in range(len(stats_a.resolutions)):
+        directions = random_directions(dim, n_repeats, n_directions, derived_seed(seed, _DIRECTIONS, index))
+        desc_a, desc_b = stats_a.descriptors(index), stats_b.descriptors(index)
+        values.append(sliced_wasserstein(desc_a, desc_b, directions.to(desc_a.device), chunk=chunk) * 1e3)
+        del desc_a, desc_b
+    return {"resolutions": list(stats_a.resolutions), "swd": values, "avg": float(np.mean(values))}
+
+
+def swd(a: ImageSource, b: ImageSource, *, n_patches: int = 128, patch_size: int = 7, n_repeats: int = 4,
+        n_directions: int = 128, min_resolution: int = 16, seed: int = 0, device: torch.device | str | None = None,
+        batch_size: int = 64) -> dict[str, Any]:
+    """Official PGGAN SWD (x1e3 per level, plus average) between two image sets of equal size and count.
+
+    `a` and `b` are uint8 NCHW arrays/tensors or iterables of batches; the two sets draw independent patches
+    (as the official reals and fakes do), so swd(x, x) is small but not zero.
+    """
+    stats = []
+    for role, source in ((_SET_A, a), (_SET_B, b)):
+        st = SWDStats(n_patches=n_patches, patch_size=patch_size, min_resolution=min_resolution,
+                      seed=derived_seed(seed, role), device=device, batch_size=batch_size)
+        name = "SWD set a" if role == _SET_A else "SWD set b"
+        for images in iter_image_batches(source, batch_size=batch_size, name=name):
+            st.update(images)
+        stats.append(st)
+    try:
+        return swd_from_stats(*stats, n_repeats=n_repeats, n_directions=n_directions, seed=seed)
+    finally:
+        for st in stats:
+            st.close()

@@ -1,0 +1,132 @@
+"""SWD against the official Progressive GAN metric code (fixtures in ../shared/fixtures/metrics)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+
+from ganforge.metrics import swd as swd_module
+from ganforge.metrics._images import ImageSetError, derived_seed
+from ganforge.metrics.swd import SWDStats, laplacian_pyramid, pyramid_resolutions, sliced_wasserstein, swd
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on the shared 2-core test machine, two threads contend and run several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def components() -> dict[str, np.ndarray]:
+    return dict(np.load(shared_path("fixtures", "metrics", "swd_components.npz")))
+
+
+@pytest.fixture(scope="module")
+def inputs64() -> dict[str, np.ndarray]:
+    return dict(np.load(shared_path("fixtures", "metrics", "swd_inputs_64.npz")))
+
+
+def test_laplacian_pyramid_matches_official(components):
+    levels = laplacian_pyramid(torch.from_numpy(components["pyr_in"]), 3)
+    for index, level in enumerate(levels):
+        np.testing.assert_allclose(level.numpy(), components[f"pyr{index}"], rtol=0, atol=1e-3)
+
+
+def test_sliced_distance_matches_official(components):
+    value = sliced_wasserstein(torch.from_numpy(components["desc_A"]), torch.from_numpy(components["desc_B"]),
+                               torch.from_numpy(components["dirs"]))
+    assert value == pytest.approx(float(components["sliced"]), rel=1e-5)
+
+
+def test_sliced_distance_is_independent_of_the_direction_chunk(components):
+    desc_a, desc_b = torch.from_numpy(components["desc_A"]), torch.from_numpy(components["desc_B"])
+    dirs = torch.from_numpy(components["dirs"])
+    assert sliced_wasserstein(desc_a, desc_b, dirs, chunk=7) == pytest.approx(
+        sliced_wasserstein(desc_a, desc_b, dirs, chunk=512), rel=1e-6)
+
+
+def test_resolutions_follow_the_official_levels():
+    assert pyramid_resolutions(128) == [128, 64, 32, 16]
+    assert pyramid_resolutions(64) == [64, 32, 16]
+    assert pyramid_resolutions(48) == [48, 24]
+    with pytest.raises(ImageSetError, match="odd size 33"):
+        pyramid_resolutions(66)
+
+
+@pytest.fixture(scope="module")
+def fixture_stats(inputs64):
+    """Streamed statistics of A, B, C and a second, independently sampled A (as the official 'A vs A')."""
+    stats = {}
+    for name, key, stream in (("A", "A", 0), ("B", "B", 1), ("C", "C", 2), ("A2", "A", 3)):
+        st = SWDStats(seed=derived_seed(0, stream))
+        st.update(inputs64[key])
+        stats[name] = st
+    yield stats
+    for st in stats.values():
+        st.close()
+
+
+@pytest.mark.parametrize("pair,other", [("A_vs_B", "B"), ("A_vs_C", "C"), ("A_vs_A", "A2")])
+def test_swd_within_official_spread(fixture_stats, pair, other):
+    expected = json.loads(shared_path("fixtures", "metrics", "expected.json").read_text())[pair]
+    result = swd_module.swd_from_stats(fixture_stats["A"], fixture_stats[other], seed=0)
+    assert result["resolutions"] == [64, 32, 16]
+    values = np.array(result["swd"] + [result["avg"]])
+    mean, std = np.array(expected["mean"]), np.array(expected["std"])
+    assert np.all(np.abs(values - mean) <= 3 * std), (values, mean, std)
+
+
+def test_streamed_batches_and_float_input_give_the_same_result(inputs64):
+    a = inputs64["A"][:48, :, :32, :32]
+    b = inputs64["B"][:48, :, :32, :32]
+    whole = swd(a, b, seed=5)
+    streamed = swd((a[i : i + 16] for i in range(0, 48, 16)), iter([b]), seed=5)
+    as_float = swd(torch.from_numpy(a).float() / 127.5 - 1.0, b, seed=5)
+    assert streamed == whole
+    assert as_float == whole
+    assert whole["resolutions"] == [32, 16]
+    assert whole["avg"] == pytest.approx(np.mean(whole["swd"]))
+    assert min(whole["swd"]) > 0
+
+
+def test_float16_descriptors_agree_with_float32(inputs64):
+    a, b = inputs64["A"][:64], inputs64["C"][:64]
+    results = []
+    for limit in (1 << 40, 0):
+        st_a, st_b = SWDStats(seed=1, float32_limit_bytes=limit), SWDStats(seed=2, float32_limit_bytes=limit)
+        st_a.update(a)
+        st_b.update(b)
+        assert st_a.descriptors(0).dtype == (torch.float32 if limit else torch.float16)
+        results.append(swd_module.swd_from_stats(st_a, st_b)["swd"])
+    np.testing.assert_allclose(results[1], results[0], rtol=2e-3)
+
+
+def test_channel_stats_are_those_of_all_descriptors(inputs64):
+    st = SWDStats(seed=3, n_patches=8)
+    for start in range(0, 40, 16):
+        st.update(inputs64["A"][start : start + 16, :, :16, :16])
+    raw = st.descriptors(0).double() * st.channel_stats(0)[1][None, :].repeat_interleave(49)
+    raw = raw + st.channel_stats(0)[0][None, :].repeat_interleave(49)
+    per_channel = raw.reshape(-1, 3, 49).permute(1, 0, 2).reshape(3, -1)
+    np.testing.assert_allclose(per_channel.mean(1).numpy(), st.channel_stats(0)[0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(per_channel.std(1, unbiased=False).numpy(), st.channel_stats(0)[1].numpy(), rtol=1e-5)
+    st.close()
+
+
+def test_bad_inputs_raise_clear_errors(inputs64):
+    a = inputs64["A"][:8]
+    with pytest.raises(ImageSetError, match="same number of images, got 8 and 6"):
+        swd(a, inputs64["B"][:6])
+    with pytest.raises(ImageSetError, match="square"):
+        swd(a[:, :, :, :32], a[:, :, :, :32])
+    with pytest.raises(ImageSetError, match="uint8 or float"):
+        swd(a.astype(np.int32), a)
+    with pytest.raises(ImageSetError, match="N x C x H x W"):
+        swd(a[0], a[0])
