@@ -53,11 +53,13 @@ class LoadedModel:
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor | dict[str, torch.Tensor] | None = None, *, n: int = 16, seed: int = 0,
-                 net: str = "G_ema") -> torch.Tensor:
-        """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`)."""
+                 net: str | None = None) -> torch.Tensor:
+        """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`), by the EMA generator
+        when the run keeps one, else by G."""
+        net = net or ("G_ema" if "G_ema" in self.nets else "G")
         inputs = self.latents(n, seed) if z is None else (z if isinstance(z, dict) else {"z": z})
         if net not in self.nets:
-            raise KeyError(f"no network {net!r}; this model has {sorted(self.nets)}")
+            raise ValueError(f"no network {net!r}; this model has {sorted(self.nets)}")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         return self.family.generate(inputs, net, self.plan)
 

@@ -124,15 +124,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
     from ganforge.api import build_family, dataset_placeholder
-    from ganforge.data.store import DatasetError, open_dataset
+    from ganforge.data.store import DatasetError, open_dataset, parse_builtin_spec
 
     config = _config_from_args(args.family, args)
-    channels = 3
-    if not config.data.startswith("builtin:"):
-        with contextlib.suppress(DatasetError):  # a store's manifest gives the channels; images are not read
-            channels = open_dataset(config.data).channels
-    manifest = {"source": config.data, "count": 0, "resolution": 1 << 16, "channels": channels, "levels": [],
-                "labels": []}
+    channels, resolution = 3, None
+    if config.data.startswith("builtin:"):
+        with contextlib.suppress(DatasetError):
+            resolution = parse_builtin_spec(config.data)[1]["resolution"]
+    else:
+        with contextlib.suppress(DatasetError):  # a store's manifest gives the shape; images are not read
+            store = open_dataset(config.data)
+            channels, resolution = store.channels, store.resolution
+    asked = getattr(config.model, "resolution", None)
+    if isinstance(asked, int) and asked > (resolution or 0):  # info describes networks; the data may come later
+        resolution = asked
+    manifest = {"source": config.data, "count": 0, "resolution": resolution or 1 << 16, "channels": channels,
+                "levels": [], "labels": []}
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))
     nets = {name: sum(p.numel() for p in net.parameters()) for name, net in family.nets.items()}
@@ -151,12 +158,33 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- import -------------------------------------------------------------------------------------------------
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ganforge.config import parse_overrides
-    from ganforge.interop.importers import import_pgan_zoo
+    from ganforge.config import ConfigError, parse_overrides
 
+    overrides = parse_overrides(args.overrides)
     if args.source == "pgan-zoo":
-        run = import_pgan_zoo(args.file, args.out, data=args.data, overrides=parse_overrides(args.overrides))
-    print(f"imported {args.file} into {run}")
+        from ganforge.interop.importers import import_pgan_zoo
+
+        run = import_pgan_zoo(args.files[0], args.out, data=args.data, overrides=overrides)
+    elif args.source == "stargan2":
+        from ganforge.interop.stargan2 import import_stargan2_run
+
+        if not args.data:
+            raise ConfigError("import stargan2: --data is required (a store whose domain column has as many "
+                              "domains as the checkpoint)")
+        run = import_stargan2_run(args.files, args.out, data=args.data, domain_column=args.domain_column,
+                                  overrides=overrides)
+    else:
+        from ganforge.interop.biggan import import_biggan_pytorch
+
+        if not args.data:
+            raise ConfigError("import biggan-pytorch: --data is required (a store with the run's classes)")
+        model = {}
+        for keys, value in overrides:
+            if len(keys) != 2 or keys[0] != "model":
+                raise ConfigError(f"--set {'.'.join(keys)}: import biggan-pytorch takes model.KEY=VALUE overrides")
+            model[keys[1]] = value
+        run = import_biggan_pytorch(args.files[0], args.out, data=args.data, model_overrides=model)
+    print(f"imported {', '.join(map(str, args.files))} into {run}")
     return 0
 
 
@@ -246,10 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     imp = sub.add_parser("import", help="import an official checkpoint as a ganforge run")
-    imp.add_argument("source", choices=["pgan-zoo"])
-    imp.add_argument("file", type=Path)
+    imp.add_argument("source", choices=["pgan-zoo", "stargan2", "biggan-pytorch"],
+                     help="pgan-zoo: a pytorch_GAN_zoo .pt/.pth; stargan2: *_nets_ema.ckpt and/or *_nets.ckpt; "
+                          "biggan-pytorch: a weights folder with G.pth, D.pth, G_ema.pth, state_dict.pth")
+    imp.add_argument("files", type=Path, nargs="+")
     imp.add_argument("-o", "--out", type=Path, required=True, help="run directory to create")
-    imp.add_argument("--data", help="dataset for further training (default: builtin:shapes at the model's size)")
+    imp.add_argument("--data", help="dataset for further training (pgan-zoo default: builtin:shapes at the model's "
+                                    "size; required for the others)")
+    imp.add_argument("--domain-column", help="stargan2: the label column holding the domains")
     imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="shape the continued run, e.g. --set model.schedule.max_iter_at_scale=[16,64]")
     imp.set_defaults(func=cmd_import)
@@ -261,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotImplementedError) as err:
+    except (ValueError, OSError, NotImplementedError) as err:
         # every user-facing error type in ganforge derives from ValueError: one line, no traceback
         print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -63,6 +63,16 @@ class Family(ABC):
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema_pairs: dict[str, str] = {}  # EMA net name -> source net name
+        self._images_drawn = 0
+
+    def count_images(self, n: int) -> None:
+        """Families that sample real images themselves (not through `needs_data` phases) report them here, so
+        kimg and img/s in the logs stay true."""
+        self._images_drawn += n
+
+    def pop_images_drawn(self) -> int:
+        drawn, self._images_drawn = self._images_drawn, 0
+        return drawn
 
     # --- schedule -------------------------------------------------------------------------------------------
     @abstractmethod

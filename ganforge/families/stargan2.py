@@ -242,6 +242,7 @@ class StarGAN2Family(Family):
     def draw_inputs(self, batch_size: int) -> StepInputs:
         """The step's global-batch inputs from the balanced streams, then this rank's share on the device."""
         self._require_images("drawing training inputs")
+        self.count_images(batch_size)  # the sources shown to D (references are extra)
         num_domains = len(self.domain_names)
         y_src = self.rng.integers(num_domains, size=batch_size)
         y_trg = self.rng.integers(num_domains, size=batch_size)

@@ -229,6 +229,7 @@ class Trainer:
                     phase.after_step()
                 for key, value in phase_logs.items():
                     logs[key] = float(value)  # the last micro-batch's value
+        self.images_seen += family.pop_images_drawn()
         decay = family.ema_decay(self.step)
         if decay is not None:
             for ema_name, source in family.ema_pairs.items():

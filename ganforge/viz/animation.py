@@ -9,12 +9,15 @@ from PIL import Image
 
 def write_progress_gif(samples_dir: Path, out: Path | None = None, *, frame_ms: int = 200,
                        max_frames: int = 200) -> Path | None:
-    """`samples/<step>.png` (EMA grids) in step order → `samples/progress.gif`; None when there are no grids.
+    """`samples/<step>.png` (EMA grids, or `<step>-G.png` for runs without EMA) in step order →
+    `samples/progress.gif`; None when there are no grids.
 
     With more than `max_frames` grids, frames are taken evenly so the file stays small; the last grid is kept.
     """
     samples_dir = Path(samples_dir)
     grids = sorted(p for p in samples_dir.glob("*.png") if p.stem.isdigit())
+    if not grids:
+        grids = sorted(p for p in samples_dir.glob("*-G.png") if p.stem[:-2].isdigit())
     if not grids:
         return None
     if len(grids) > max_frames:
