@@ -31,6 +31,8 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
     overrides = parse_overrides(args.overrides)
     if args.data:
         overrides.append((["data"], args.data))
+    if getattr(args, "on_nan", None):
+        overrides.append((["on_nan"], args.on_nan))
     return resolve_run_config(family, data, overrides)
 
 
@@ -240,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run directory (default runs/FAMILY); an existing run resumes. Under torchrun write --run-dir")
     tr.add_argument("--restart", action="store_true", help="start over, deleting the run's checkpoints")
     tr.add_argument("--until", type=int, help="stop (with a checkpoint) after this many steps")
+    tr.add_argument("--on-nan", choices=["stop", "rollback"],
+                    help="on a NaN/Inf loss: stop (default), or roll back to the last checkpoint and go on")
     tr.add_argument("--final-swd", type=int, default=0, metavar="N",
                     help="after training, print SWD of N generated images against the training data")
     tr.set_defaults(func=cmd_train)

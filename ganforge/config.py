@@ -210,13 +210,19 @@ class RunConfig:
     metrics: list[str] = dataclasses.field(default_factory=list)
     metrics_every: int = 0
     metrics_n: int = 2048
+    best_metric: str | None = None  # e.g. "fid" or "swd_avg": keep the `keep_best` best checkpoints by it
+    keep_best: int = 5
+    on_nan: Literal["stop", "rollback"] = "stop"
     progress: bool = True
     tensorboard: bool = True
     model: Any = None
 
     def __post_init__(self) -> None:
-        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count", "metrics_n"):
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count", "metrics_n",
+                     "keep_best"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.best_metric is not None and not self.metrics:
+            raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every)")
         if self.metrics_every < 0:
             raise ConfigError(f"metrics_every: expected 0 (off) or a positive integer, got {self.metrics_every}")

@@ -93,3 +93,48 @@ def test_load_gives_eval_mode_nets_and_generates_like_the_ema_generator(tmp_path
     assert not torch.allclose(images, model.generate(z, net="G"))
     earlier = ganforge.load(run, step=8)
     assert earlier.plan.resolution == 8 and earlier.generate(n=2).shape == (2, 3, 8, 8)
+
+
+def test_nan_rollback_restores_the_last_checkpoint_and_finishes(tmp_path, monkeypatch):
+    from ganforge.families.pgan import PGANFamily
+
+    original = PGANFamily.phases
+    poisoned = {"done": False}
+
+    def phases_with_one_nan(self, step, plan):
+        phases = original(self, step, plan)
+        if step == 10 and not poisoned["done"]:
+            poisoned["done"] = True
+            d_phase = phases[0]
+            loss_fn = d_phase.loss
+            d_phase.loss = lambda batch: (loss_fn(batch)[0] * float("nan"), {})
+        return phases
+
+    monkeypatch.setattr(PGANFamily, "phases", phases_with_one_nan)
+    config = copy.deepcopy(TINY_PGAN)
+    config["on_nan"] = "rollback"
+    run = tmp_path / "run"
+    result = ganforge.train(config, run)
+    assert result.step == 20 and poisoned["done"]
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"event"' in line]
+    assert events == [{"step": 8, "event": "rollback", "attempt": 1,
+                       "reason": "step 10, phase D: loss is nan; stopping before it reaches the weights or a "
+                                 "checkpoint"}]
+
+
+def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
+    import errno
+
+    run = tmp_path / "run"
+    real_write = ckpt._write_atomic
+
+    def failing_write(path, data):
+        if path.name.startswith("00000016"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(ckpt, "_write_atomic", failing_write)
+    with pytest.raises(ckpt.CheckpointError, match=r"could not write checkpoint 16 .*No space left on device.*intact"):
+        ganforge.train(TINY_PGAN, run)
+    assert ckpt.latest_valid_checkpoint(run).step == 8
+    assert not list((run / "checkpoints").glob(".*.tmp"))

@@ -33,6 +33,7 @@ from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import save_grid
 
 FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
+MAX_ROLLBACKS = 3
 
 
 class NonFiniteError(RuntimeError):
@@ -130,7 +131,8 @@ class Trainer:
         self.step = resume.step
         self.images_seen = int(meta.get("images_seen", 0))
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, score: float | None = None) -> None:
+        """Write a checkpoint; with `score` (the run's `best_metric` at this step) keep it among the best."""
         self.check_ranks_in_sync()
         if not self.dist.is_main:
             return
@@ -138,7 +140,28 @@ class Trainer:
         for name, value in tensors.items():
             if value.dtype.is_floating_point and not torch.isfinite(value).all():
                 raise NonFiniteError(f"step {self.step}: {name} holds NaN/Inf; no checkpoint written")
-        ckpt.save_checkpoint(self.run_dir, self.step, tensors, meta, keep=self.config.keep_checkpoints)
+        best = self.update_best(score)
+        try:
+            ckpt.save_checkpoint(self.run_dir, self.step, tensors, meta, keep=self.config.keep_checkpoints,
+                                 protect={entry["step"] for entry in best})
+        except OSError as err:
+            raise ckpt.CheckpointError(
+                f"could not write checkpoint {self.step} in {ckpt.checkpoint_dir(self.run_dir)}: {err.strerror} "
+                "(disk full or not writable?); the earlier checkpoints are intact") from None
+        if score is not None:
+            ckpt.write_json_atomic(self.run_dir / "best.json", {"metric": self.config.best_metric, "best": best})
+
+    def update_best(self, score: float | None) -> list[dict[str, Any]]:
+        """The `keep_best` best (step, value) pairs so far, including this step's score."""
+        path = self.run_dir / "best.json"
+        best = json.loads(path.read_text())["best"] if path.is_file() else []
+        if score is None:
+            return best
+        from ganforge.metrics.training import higher_is_better
+
+        best = [entry for entry in best if entry["step"] != self.step] + [{"step": self.step, "value": score}]
+        best.sort(key=lambda e: -e["value"] if higher_is_better(self.config.best_metric) else e["value"])
+        return best[: self.config.keep_best]
 
     def check_ranks_in_sync(self) -> None:
         """Every rank must hold the same weights; a silent divergence would make the checkpoint a lie."""
@@ -164,12 +187,20 @@ class Trainer:
                            progress=config.progress, tensorboard=config.tensorboard)
         sums: dict[str, float] = {}
         count = 0
+        rollbacks = 0
         previous_handlers = self._install_signal_handlers()
         try:
             while self.step < stop_at and not self._stop_requested:
                 plan = family.plan(self.step)
                 seen_before = self.images_seen
-                logs = self.train_step(plan)
+                try:
+                    logs = self.train_step(plan)
+                except NonFiniteError as err:
+                    if config.on_nan != "rollback" or rollbacks >= MAX_ROLLBACKS:
+                        raise
+                    rollbacks += 1
+                    self.roll_back(err, logger, rollbacks)
+                    continue
                 self.step += 1
                 logger.count_images(self.images_seen - seen_before)
                 for key, value in logs.items():
@@ -184,10 +215,11 @@ class Trainer:
                     sums, count = {}, 0
                 if self.dist.is_main and (self.step % config.sample_every == 0 or last):
                     self.write_samples(plan)
+                scored = None
                 if config.metrics and ((config.metrics_every and self.step % config.metrics_every == 0) or last):
-                    self.run_metrics(plan, logger)
-                if self.step % config.checkpoint_every == 0 or last:
-                    self.save_checkpoint()
+                    scored = self.run_metrics(plan, logger)
+                if self.step % config.checkpoint_every == 0 or last or scored is not None:
+                    self.save_checkpoint(score=scored)
             if self.step < total and (self._stop_requested or self.step == stop_at):
                 self.save_checkpoint()
                 if self._stop_requested:
@@ -198,6 +230,18 @@ class Trainer:
             if self.dist.is_main:
                 write_progress_gif(self.run_dir / "samples")
         return TrainResult(self.run_dir, self.step, interrupted=self.step < total)
+
+    def roll_back(self, err: NonFiniteError, logger: RunLogger, attempt: int) -> None:
+        """`on_nan: rollback`: back to the newest valid checkpoint, with reseeded noise and a skipped data batch so
+        the failure is not replayed exactly (the run is then no longer bit-identical to an uninterrupted one)."""
+        found = ckpt.latest_valid_checkpoint(self.run_dir)
+        if found is None:
+            raise NonFiniteError(f"{err}; no checkpoint to roll back to in {self.run_dir}") from err
+        self._restore(found)
+        torch.manual_seed(self.config.seed + 7919 * attempt)
+        self.loader.next(self.family.plan(self.step).batch_size, self.family.plan(self.step).resolution)
+        logger.log({"step": self.step, "event": "rollback", "reason": str(err), "attempt": attempt})
+        logger.message(f"{err}: rolled back to step {found.step} (attempt {attempt} of {MAX_ROLLBACKS})")
 
     def train_step(self, plan: StepPlan) -> dict[str, float]:
         family = self.family
@@ -246,14 +290,21 @@ class Trainer:
                 images = self.family.generate(inputs, net, plan)
                 save_grid(images, samples / f"{self.step:08d}{suffix}.png")
 
-    def run_metrics(self, plan: StepPlan, logger: RunLogger) -> None:
+    def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:
+        """Evaluate the configured metrics on rank 0; returns the `best_metric` value, if one is configured."""
         from ganforge.metrics.training import evaluate_family
 
         if not self.dist.is_main:
-            return
+            return None
         results = evaluate_family(self.family, self.dataset, plan, self.config.metrics, n=self.config.metrics_n,
                                   seed=self.config.seed)
         logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results})
+        if self.config.best_metric is None:
+            return None
+        if self.config.best_metric not in results:
+            raise ConfigError(f"best_metric: {self.config.best_metric!r} is not among the computed values "
+                              f"{sorted(results)}")
+        return float(results[self.config.best_metric])
 
     # --- signals ----------------------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -296,7 +347,7 @@ def load_network_states(family: Family, tensors: dict[str, torch.Tensor], source
 
 def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any]) -> None:
     """A resume must not silently change the run: any difference in the config is an error."""
-    keys = ("progress", "tensorboard")  # presentation only: may change between sessions
+    keys = ("progress", "tensorboard", "on_nan")  # no effect on the weights: may change between sessions
     differing = [k for k in sorted(set(saved) | set(requested))
                  if k not in keys and saved.get(k) != requested.get(k)]
     if differing:
