@@ -1,0 +1,91 @@
+"""Fréchet distance (FID) in float64 without scipy, and streaming feature statistics.
+
+tr sqrt(S1 S2) is computed as sum sqrt(eigvalsh(sqrt(S1) S2 sqrt(S1))): the matrix is symmetric PSD and similar
+to S1 S2, so two symmetric eigendecompositions replace scipy's Schur-based `sqrtm` (~4x less CPU at 2048-d,
+real-valued, no imaginary-part fallbacks). sqrt(S1) never has to be formed: with S1 = V diag(l) V^T,
+sqrt(S1) S2 sqrt(S1) is orthogonally similar to diag(sqrt l) V^T S2 V diag(sqrt l). Tiny negative eigenvalues
+(round-off of singular covariances, e.g. fewer samples than dimensions) are clipped to 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _f64(x: ArrayLike, device: torch.device | str | None = None) -> torch.Tensor:
+    tensor = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+    return tensor.to(device=device or tensor.device, dtype=torch.float64)
+
+
+def sqrt_trace_product(sigma1: ArrayLike, sigma2: ArrayLike, device: torch.device | str | None = None) -> float:
+    """tr sqrt(sigma1 @ sigma2) for symmetric PSD matrices, via two symmetric eigendecompositions."""
+    s1, s2 = _f64(sigma1, device), _f64(sigma2, device)
+    eigval, eigvec = torch.linalg.eigh(s1)
+    root = eigval.clamp(min=0).sqrt()
+    inner = root[:, None] * (eigvec.T @ s2 @ eigvec) * root[None, :]
+    inner = (inner + inner.T) / 2  # exact symmetry for eigvalsh
+    return float(torch.linalg.eigvalsh(inner).clamp(min=0).sqrt().sum())
+
+
+def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, *,
+                     device: torch.device | str | None = None) -> float:
+    """|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2), all in float64."""
+    m1, m2 = _f64(mu1, device), _f64(mu2, device)
+    s1, s2 = _f64(sigma1, device), _f64(sigma2, device)
+    if m1.ndim != 1 or m1.shape != m2.shape or s1.shape != (m1.shape[0],) * 2 or s2.shape != s1.shape:
+        raise ValueError(f"frechet_distance: expected mu [D] and sigma [D, D] of one D, got mu {tuple(m1.shape)}, "
+                         f"{tuple(m2.shape)} and sigma {tuple(s1.shape)}, {tuple(s2.shape)}")
+    mean_term = float(((m1 - m2) ** 2).sum())
+    return mean_term + float(torch.trace(s1) + torch.trace(s2)) - 2.0 * sqrt_trace_product(s1, s2)
+
+
+class FeatureStats:
+    """Streaming float64 mean and unbiased (1/(N-1)) covariance of feature rows, as np.mean / np.cov give."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.count = 0
+        self._sum = torch.zeros(dim, dtype=torch.float64)
+        self._outer = torch.zeros(dim, dim, dtype=torch.float64)
+        self._shift: torch.Tensor | None = None  # first row: centring improves the conditioning of sum x x^T
+
+    def update(self, features: ArrayLike) -> None:
+        """Add a [B, dim] batch of features."""
+        x = _f64(features, "cpu")
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"FeatureStats: expected features [B, {self.dim}], got {tuple(x.shape)}")
+        if self._shift is None:
+            self._shift = x[0].clone()
+        x = x - self._shift
+        self._sum += x.sum(0)
+        self._outer += x.T @ x
+        self.count += x.shape[0]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._sum / self.count + self._shift
+
+    @property
+    def cov(self) -> torch.Tensor:
+        if self.count < 2:
+            raise ValueError(f"FeatureStats: a covariance needs at least 2 samples, got {self.count}")
+        centred_mean = self._sum / self.count
+        return (self._outer - self.count * torch.outer(centred_mean, centred_mean)) / (self.count - 1)
+
+    @classmethod
+    def from_features(cls, features: ArrayLike) -> FeatureStats:
+        """Statistics of a complete [N, dim] feature array."""
+        stats = cls(int(features.shape[1]))
+        stats.update(features)
+        return stats
+
+
+def fid(feats_a: ArrayLike | FeatureStats, feats_b: ArrayLike | FeatureStats, *,
+        device: torch.device | str | None = None) -> float:
+    """FID between two feature sets (arrays [N, D] of Inception pool features, or their `FeatureStats`)."""
+    a = feats_a if isinstance(feats_a, FeatureStats) else FeatureStats.from_features(feats_a)
+    b = feats_b if isinstance(feats_b, FeatureStats) else FeatureStats.from_features(feats_b)
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov, device=device)
