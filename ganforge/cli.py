@@ -46,6 +46,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elif args.source_kind == "folder":
         out = prepare.prepare_folder(args.src, args.out, resolution=args.resolution, workers=args.workers,
                                      overwrite=args.overwrite)
+    elif args.source_kind in ("cifar10", "hdf5"):
+        out = _prepare_classes(args)
     else:
         src = args.src
         if args.download:
@@ -57,6 +59,30 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {manifest['count']} images at {manifest['resolution']}x{manifest['resolution']}, "
           f"levels {manifest['levels']}" + (f", {skipped} files skipped (see manifest.json)" if skipped else ""))
     return 0
+
+
+def _prepare_classes(args: argparse.Namespace) -> Path:
+    """`prepare cifar10` (official binary release, optionally downloaded) and `prepare hdf5` (BigGAN-PyTorch)."""
+    from ganforge.data import classes
+
+    if args.source_kind == "cifar10":
+        src = classes.download_cifar10(args.src) if args.download else args.src
+        return classes.prepare_cifar10(src, args.out, split=args.split, overwrite=args.overwrite)
+    names = None
+    if args.class_names is not None:
+        names = [line.strip() for line in args.class_names.read_text().splitlines() if line.strip()]
+    return classes.prepare_hdf5(args.src, args.out, images_key=args.images_key, labels_key=args.labels_key,
+                                class_names=names, float_range=args.float_range, overwrite=args.overwrite)
+
+
+def _float_pair(text: str) -> tuple[float, float]:
+    """"LOW,HIGH" → (LOW, HIGH), for argparse."""
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0,1), got {text!r}") from None
+    return low, high
 
 
 # --- train --------------------------------------------------------------------------------------------------
@@ -220,13 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     prep_sub = prep.add_subparsers(dest="source_kind", required=True)
     for kind, helptext in (("celeba_cropped", "aligned CelebA → the PGAN 128×128 crop"),
                            ("folder", "a folder or .zip of images (class sub-folders become labels)"),
-                           ("mnist", "the four official MNIST idx(.gz) files")):
+                           ("mnist", "the four official MNIST idx(.gz) files"),
+                           ("cifar10", "CIFAR-10's binary release (cifar-10-binary.tar.gz or its extracted folder)"),
+                           ("hdf5", "a BigGAN-PyTorch HDF5 file (imgs uint8 N×3×H×W, labels)")):
         p = prep_sub.add_parser(kind, help=helptext)
         p.add_argument("src", type=Path)
         p.add_argument("-o", "--out", type=Path, required=True)
         p.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT")
-        if kind != "mnist":
+        if kind in ("celeba_cropped", "folder"):
             p.add_argument("--workers", type=int, default=0, help="decoding processes (0: one per core)")
+        if kind == "cifar10":
+            p.add_argument("--split", default="train", choices=["train", "test"])
+            p.add_argument("--download", action="store_true", help="download the tarball into the folder SRC first")
+        if kind == "hdf5":
+            p.add_argument("--images-key", default="imgs")
+            p.add_argument("--labels-key", default="labels")
+            p.add_argument("--class-names", type=Path, help="text file, one class name per line (default 0, 1, …)")
+            p.add_argument("--float-range", type=_float_pair, default=(-1.0, 1.0), metavar="LOW,HIGH",
+                           help="range of float pixels, rounded to 0..255 (default -1,1; write --float-range=0,1)")
         if kind == "folder":
             p.add_argument("--resolution", type=int, required=True)
         if kind == "mnist":
