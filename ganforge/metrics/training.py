@@ -1,0 +1,184 @@
+"""Metrics of runs: during training (engine ticks), of saved checkpoints (`ganforge evaluate RUN`), and of any two
+image sets (`ganforge evaluate --fake --real`). The numbers come from `ganforge.metrics.evaluate`; this module only
+decides which images are compared and where the results go."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganforge.data.images import ImageError, center_crop_resize, load_rgb
+from ganforge.data.store import DatasetError, ImageDataset, open_dataset
+from ganforge.families.base import Family, StepPlan
+from ganforge.metrics._images import ImageSetError
+
+_HIGHER_IS_BETTER = ("is", "precision", "recall")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def higher_is_better(name: str) -> bool:
+    return name.split("_")[0] in _HIGHER_IS_BETTER
+
+
+def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64
+                      ) -> Iterator[torch.Tensor]:
+    """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed."""
+    generator = torch.Generator().manual_seed(seed + 2**20)
+    net = "G_ema" if "G_ema" in family.nets else "G"
+    remaining = n
+    while remaining > 0:
+        count = min(batch_size, remaining)
+        inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
+        with torch.no_grad():
+            yield family.generate(inputs, net, plan).float().cpu()
+        remaining -= count
+
+
+def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np.ndarray:
+    """`n` real images at `resolution` (a seeded random subset, in index order for fast memory-mapped reads)."""
+    if n > dataset.count:
+        raise DatasetError(f"{dataset.source}: {n} real images asked for, the dataset holds {dataset.count}")
+    chosen = np.sort(np.random.default_rng(seed).choice(dataset.count, size=n, replace=False))
+    return np.asarray(dataset.images(resolution)[chosen])
+
+
+def flatten(results: dict[str, Any]) -> dict[str, float]:
+    """Scalar metric values for logs: {"swd_32": .., "swd_avg": .., "fid": .., "kid_mean": .., ...}."""
+    flat: dict[str, float] = {}
+    for name, value in results.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+        elif isinstance(value, dict):
+            levels = value.get("resolutions")
+            for key, item in value.items():
+                if key == "resolutions":
+                    continue
+                if isinstance(item, (list, tuple)) and levels is not None and len(item) == len(levels):
+                    flat.update({f"{name}_{res}": float(v) for res, v in zip(levels, item, strict=True)})
+                elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                    flat[f"{name}_{key}"] = float(item)
+        elif isinstance(value, (list, tuple)) and len(value) == 2:  # (mean, std)
+            flat[f"{name}_mean"], flat[f"{name}_std"] = float(value[0]), float(value[1])
+    return {k: v for k, v in flat.items() if math.isfinite(v)}
+
+
+def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,
+                  inception_weights: Path | None = None, real_cache_key: str | None = None) -> dict[str, Any]:
+    from ganforge.metrics.evaluate import evaluate
+
+    return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
+                    real_cache_key=real_cache_key)
+
+
+def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metrics: list[str], *, n: int,
+                    seed: int, inception_weights: Path | None = None) -> dict[str, float]:
+    """The configured metrics of the current generator against the training data, at the current resolution."""
+    n = min(n, dataset.count)
+    reals = real_images(dataset, plan.resolution, n, seed)
+    key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None
+    results = _run_evaluate(generated_batches(family, plan, n, seed), reals, metrics, n=n, seed=seed,
+                            inception_weights=inception_weights, real_cache_key=key)
+    return flatten(results)
+
+
+def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
+                 all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
+                 seed: int = 0) -> dict[str, Any]:
+    """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl, with
+    SWD also in swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's output)."""
+    from ganforge.api import load
+    from ganforge.training import checkpoint as ckpt
+
+    run_dir = Path(run_dir)
+    steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
+    if all_steps and not steps:
+        raise ckpt.CheckpointError(f"{run_dir}: no checkpoints to evaluate")
+    rows, skipped = [], []
+    for chosen in steps:
+        model = load(run_dir, step=chosen)
+        resolution = model.plan.resolution
+        if real is None or str(real).startswith("builtin:") or (Path(real) / "manifest.json").is_file():
+            dataset = open_dataset(real if real is not None else model.config.data)
+            count = min(n or model.config.metrics_n, dataset.count)
+            reals: Any = real_images(dataset, resolution, count, seed)
+        else:
+            reals = load_image_set(Path(real), resolution)
+            count = min(n or model.config.metrics_n, len(reals))
+            reals = reals[:count]
+        try:
+            results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
+                                    n=count, seed=seed, inception_weights=inception_weights)
+        except ImageSetError as err:
+            if not all_steps:
+                raise
+            skipped.append(f"step {model.step}: skipped ({err})")
+            continue
+        flat = flatten(results)
+        rows.append((model.step, results))
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": model.step, "n": count, "source": "evaluate", **flat}) + "\n")
+        if "swd" in results:
+            swd_path = run_dir / "swd.json"
+            table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
+            table[str(model.step)] = results["swd"]
+            ckpt.write_json_atomic(swd_path, table)
+    return {"results": rows, "table": "\n\n".join([_format(step_, res) for step_, res in rows] + skipped)}
+
+
+def load_image_set(source: Path, resolution: int | None = None) -> np.ndarray:
+    """A folder of images, an .npz (uint8 NCHW or NHWC), or a store → uint8 NCHW (resized to `resolution`)."""
+    source = Path(source)
+    if source.suffix == ".npz":
+        with np.load(source, allow_pickle=False) as archive:
+            key = "images" if "images" in archive.files else archive.files[0]
+            images = archive[key]
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise DatasetError(f"{source}: '{key}' must be uint8 images (N, C, H, W) or (N, H, W, C), got "
+                               f"{images.dtype} {images.shape}")
+        return images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2)
+    if (source / "manifest.json").is_file():
+        dataset = open_dataset(source)
+        return np.asarray(dataset.images(resolution or dataset.resolution))
+    if not source.is_dir():
+        raise DatasetError(f"{source}: expected a folder of images, an .npz or a ganforge store")
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(f"{source}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found")
+    images = []
+    for path in files:
+        try:
+            image = load_rgb(path, str(path))
+        except ImageError as err:
+            raise DatasetError(str(err)) from None
+        size = resolution or image.shape[0]
+        if image.shape[:2] != (size, size):
+            image = center_crop_resize(image, size)
+        images.append(image.transpose(2, 0, 1))
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise DatasetError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give --n and a resolution")
+    return np.stack(images)
+
+
+def evaluate_folders(fake: Path, real: Path, metrics: list[str], *, n: int | None = None,
+                     inception_weights: Path | None = None, seed: int = 0) -> dict[str, Any]:
+    """Any two image sets (folders, .npz files or stores); the real set is brought to the fake set's size."""
+    fakes = load_image_set(fake)
+    reals = load_image_set(real, fakes.shape[-1])
+    count = min(n or len(fakes), len(fakes), len(reals))
+    results = _run_evaluate(fakes[:count], reals[:count], metrics, n=count, seed=seed,
+                            inception_weights=inception_weights)
+    return {"results": results, "table": _format(None, results)}
+
+
+def _format(step: int | None, results: dict[str, Any]) -> str:
+    from ganforge.metrics.evaluate import format_table
+
+    header = f"step {step}\n" if step is not None else ""
+    return header + format_table(results)

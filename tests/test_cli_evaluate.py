@@ -1,0 +1,70 @@
+"""Metrics of runs and image sets from the CLI and during training (best-checkpoint retention)."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from pgan_tiny import TINY_PGAN
+from PIL import Image
+
+import ganforge
+from ganforge.cli import main
+from ganforge.data.store import open_dataset
+from ganforge.training import checkpoint as ckpt
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("evaluate") / "run"
+    ganforge.train(TINY_PGAN, run)
+    return run
+
+
+def test_evaluate_run_writes_metrics_and_swd_json(tiny_run, capsys):
+    assert main(["evaluate", str(tiny_run), "--metrics", "swd", "--n", "48"]) == 0
+    table = capsys.readouterr().out
+    assert "SWD" in table and "step 20" in table
+    line = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["step"] == 20 and line["n"] == 48 and line["source"] == "evaluate"
+    assert line["swd_16"] == line["swd_avg"] > 0
+    swd = json.loads((tiny_run / "swd.json").read_text())
+    assert swd["20"]["resolutions"] == [16] and swd["20"]["swd"] == [line["swd_16"]]
+    # every checkpoint: the 8x8 one is below SWD's 16x16 minimum and is reported as skipped
+    assert main(["evaluate", str(tiny_run), "--metrics", "swd", "--n", "48", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "step 8: skipped" in out and "step 16" in out and "step 20" in out
+
+
+def test_evaluate_any_two_image_sets(tiny_run, tmp_path, capsys):
+    fakes = tmp_path / "fakes"
+    assert main(["generate", str(tiny_run), "--n", "40", "-o", str(fakes)]) == 0
+    reals = tmp_path / "reals"
+    reals.mkdir()
+    images = open_dataset("builtin:shapes?count=64&resolution=32").images(32)[:40]
+    for index, image in enumerate(images):  # 32 px: brought to the fakes' 16 px
+        Image.fromarray(image.transpose(1, 2, 0)).save(reals / f"{index}.png")
+    capsys.readouterr()
+    assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "swd"]) == 0
+    folder_table = capsys.readouterr().out
+    npz = tmp_path / "fakes.npz"
+    stacked = np.stack([np.asarray(Image.open(p)) for p in sorted(fakes.glob("*.png"))])  # NHWC
+    np.savez(npz, images=stacked)
+    assert main(["evaluate", "--fake", str(npz), "--real", str(reals), "--metrics", "swd"]) == 0
+    assert capsys.readouterr().out == folder_table  # same images, same numbers
+    assert main(["evaluate", "--fake", str(tmp_path / "missing"), "--real", str(reals)]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_training_time_metrics_keep_the_best_checkpoints(tmp_path):
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["swd"], metrics_every=16, metrics_n=32, best_metric="swd_avg", keep_best=1,
+                  keep_checkpoints=1, checkpoint_every=4)
+    run = tmp_path / "run"
+    ganforge.train(config, run)
+    scores = {r["step"]: r["swd_avg"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    assert sorted(scores) == [16, 20]
+    best_step = min(scores, key=scores.get)
+    assert json.loads((run / "best.json").read_text()) == {
+        "metric": "swd_avg", "best": [{"step": best_step, "value": scores[best_step]}]}
+    assert ckpt.checkpoint_steps(run) == sorted({best_step, 20})  # latest 1 + best 1, the rest pruned
