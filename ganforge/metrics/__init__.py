@@ -1,1 +1,19 @@
-"""Metrics with the reference implementations' numbers: SWD, MS-SSIM, FID, KID, IS, precision/recall."""
+"""Metrics with the reference implementations' numbers: SWD, MS-SSIM, FID, KID, IS, precision/recall.
+
+`evaluate(fake, real, ["swd", "fid", ...])` computes any of them in one pass per set; the functions below are
+the same computations on arrays/tensors (see each module for the exact protocol it reproduces).
+"""
+
+from ganforge.metrics.evaluate import METRICS, UnknownMetricError, evaluate, format_table
+from ganforge.metrics.fid import FeatureStats, fid, frechet_distance
+from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, extract_features, load_inception
+from ganforge.metrics.kid import inception_score, kid
+from ganforge.metrics.msssim import MSSSIMPairs, msssim
+from ganforge.metrics.prdc import precision_recall
+from ganforge.metrics.swd import SWDStats, swd, swd_from_stats
+
+__all__ = [
+    "METRICS", "FeatureStats", "InceptionV3FID", "InceptionWeightsError", "MSSSIMPairs", "SWDStats",
+    "UnknownMetricError", "evaluate", "extract_features", "fid", "format_table", "frechet_distance",
+    "inception_score", "kid", "load_inception", "msssim", "precision_recall", "swd", "swd_from_stats",
+]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ganforge.metrics._images import ImageSetError, ImageSource, iter_image_batches
+from ganforge.metrics._images import ImageSetError, ImageSource, iter_image_batches, limit_images
 
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -78,6 +78,32 @@ def msssim_pairs(x: torch.Tensor, y: torch.Tensor, *, max_val: float = 255.0, fi
     return torch.prod(cs ** weight[:-1, None], dim=0) * last_ssim ** weight[-1]
 
 
+class MSSSIMPairs:
+    """Streaming MS-SSIM over consecutive pairs (0, 1), (2, 3), ... of a batch stream; pairs may straddle batches."""
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device or "cpu"
+        self.values: list[torch.Tensor] = []
+        self.leftover: torch.Tensor | None = None
+
+    def update(self, batch: torch.Tensor) -> None:
+        """Add uint8 N x 3 x H x W images; an odd last image waits for the next batch."""
+        if self.leftover is not None:
+            batch = torch.cat([self.leftover, batch])
+        even = batch.shape[0] - batch.shape[0] % 2
+        self.leftover = batch[even:] if even < batch.shape[0] else None
+        if even:
+            pairs = batch[:even].to(self.device)
+            self.values.append(msssim_pairs(pairs[0::2], pairs[1::2]).cpu())
+
+    def result(self) -> dict[str, Any]:
+        """{"mean", "per_pair", "pairs"}; the mean is over pairs, as the official code averages at the end."""
+        if not self.values:
+            raise ImageSetError("MS-SSIM: needs at least 2 images (one pair)")
+        per_pair = torch.cat(self.values)
+        return {"mean": float(per_pair.mean()), "per_pair": per_pair.tolist(), "pairs": int(per_pair.numel())}
+
+
 def msssim(images: ImageSource, *, n: int | None = None, batch_size: int = 64,
            device: torch.device | str | None = None) -> dict[str, Any]:
     """Official PGGAN MS-SSIM over consecutive pairs of a (generated) image set: {"mean", "per_pair", "pairs"}.
@@ -85,23 +111,7 @@ def msssim(images: ImageSource, *, n: int | None = None, batch_size: int = 64,
     `images` is a uint8 NCHW array/tensor or an iterable of batches (pairs may straddle batches); with an odd
     count the last image is unused. `n` caps the number of images read.
     """
-    values: list[torch.Tensor] = []
-    carry: torch.Tensor | None = None
-    seen = 0
-    for batch in iter_image_batches(images, batch_size=batch_size, name="MS-SSIM images"):
-        if n is not None:
-            batch = batch[: max(n - seen, 0)]
-        seen += batch.shape[0]
-        if carry is not None:
-            batch = torch.cat([carry, batch])
-        even = batch.shape[0] - batch.shape[0] % 2
-        carry = batch[even:] if even < batch.shape[0] else None
-        if even:
-            pairs = batch[:even].to(device or "cpu")
-            values.append(msssim_pairs(pairs[0::2], pairs[1::2]).cpu())
-        if n is not None and seen >= n:
-            break
-    if not values:
-        raise ImageSetError("MS-SSIM: needs at least 2 images (one pair)")
-    per_pair = torch.cat(values)
-    return {"mean": float(per_pair.mean()), "per_pair": per_pair.tolist(), "pairs": int(per_pair.numel())}
+    pairs = MSSSIMPairs(device)
+    for batch in limit_images(iter_image_batches(images, batch_size=batch_size, name="MS-SSIM images"), n):
+        pairs.update(batch)
+    return pairs.result()

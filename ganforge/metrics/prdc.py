@@ -1,0 +1,45 @@
+"""Improved precision and recall (Kynkäänniemi et al. 2019), as stylegan2-ada's `pr50k3` computes them.
+
+Each set's manifold is the union of balls around its features with radius = distance to the k-th nearest other
+feature of the same set (k=3). Precision = share of fake features inside the real manifold; recall = share of
+real features inside the fake manifold. Distances are computed in float32 blocks of `batch` rows, so memory is
+batch x N rather than N x N (stylegan2-ada uses float16 VGG16 features; here any features, e.g. Inception pool).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ganforge.metrics.fid import ArrayLike
+
+
+def _as_features(x: ArrayLike, device: torch.device | str | None) -> torch.Tensor:
+    tensor = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+    if tensor.ndim != 2:
+        raise ValueError(f"precision_recall: expected features [N, D], got shape {tuple(tensor.shape)}")
+    return tensor.to(device=device or tensor.device, dtype=torch.float32)
+
+
+def knn_radii(features: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+    """Distance of every feature to its k-th nearest neighbour in the same set (itself excluded)."""
+    if features.shape[0] <= k:
+        raise ValueError(f"precision_recall: k={k} needs more than {k} features per set, got {features.shape[0]}")
+    return torch.cat([torch.cdist(features[start : start + batch], features).kthvalue(k + 1, dim=1).values
+                      for start in range(0, features.shape[0], batch)])
+
+
+def manifold_coverage(manifold: torch.Tensor, radii: torch.Tensor, probes: torch.Tensor, batch: int) -> float:
+    """Share of `probes` within radii[j] of at least one manifold feature j (boundary included)."""
+    inside = [(torch.cdist(probes[start : start + batch], manifold) <= radii[None, :]).any(dim=1)
+              for start in range(0, probes.shape[0], batch)]
+    return float(torch.cat(inside).float().mean())
+
+
+def precision_recall(real_features: ArrayLike, fake_features: ArrayLike, *, k: int = 3, batch: int = 1024,
+                     device: torch.device | str | None = None) -> dict[str, float]:
+    """{"precision", "recall"} of fake features against real ones with k-NN manifolds."""
+    real, fake = _as_features(real_features, device), _as_features(fake_features, device)
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"precision_recall: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
+    return {"precision": manifold_coverage(real, knn_radii(real, k, batch), fake, batch),
+            "recall": manifold_coverage(fake, knn_radii(fake, k, batch), real, batch)}
