@@ -88,3 +88,17 @@ def test_zoo_checkpoint_import_samples_and_trains_further(tmp_path, capsys):
     assert main(["train", "pgan", "--run", str(earlier)]) == 0  # grows on to 16x16 with a fade
     assert "finished at step 56" in capsys.readouterr().out
     assert ganforge.load(earlier).plan.resolution == 16
+
+
+def test_zoo_hub_model_by_name_fails_offline_with_what_to_fetch(tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    assert main(["import", "pgan-zoo", "celeba", "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "celebaCropped_s5_i83000-2b0acc76.pth" in err and "https://" in err and str(tmp_path / "cache") in err

@@ -25,6 +25,8 @@ class Batch:
 
 def to_float_images(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 NCHW → float32 in [-1, 1] on `device` (the convention at every network input)."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:  # memory-mapped / cached stores are read-only
+        images = np.array(images)
     tensor = torch.as_tensor(np.ascontiguousarray(images)).to(device, non_blocking=True)
     return tensor.to(torch.float32).div_(127.5).sub_(1.0)
 

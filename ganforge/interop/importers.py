@@ -12,8 +12,16 @@ from torch import nn
 
 from ganforge.config import read_config_file
 from ganforge.families import resolve_run_config
-from ganforge.interop.pgan_zoo import convert_zoo_state, read_zoo_checkpoint, zoo_arch, zoo_scale
+from ganforge.interop.pgan_zoo import (
+    ZOO_HUB_CHECKPOINTS,
+    convert_zoo_state,
+    fetch_zoo_hub,
+    read_zoo_checkpoint,
+    zoo_arch,
+    zoo_scale,
+)
 from ganforge.interop.zoo_config import zoo_config_to_ganforge
+from ganforge.metrics.inception import default_cache_dir
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
 
@@ -49,6 +57,8 @@ def import_pgan_zoo(file: Path, out: Path, *, data: str | None = None,
     file, out = Path(file), Path(out)
     if ckpt.checkpoint_steps(out):
         raise ValueError(f"{out} already holds a run; import into a new directory")
+    if not file.exists() and str(file) in ZOO_HUB_CHECKPOINTS:  # a released hub model by name: fetch, verify
+        file = fetch_zoo_hub(str(file), default_cache_dir() / "weights")
     zoo = read_zoo_checkpoint(file)
     arch = zoo_arch(zoo)
     scale = zoo_scale(zoo)

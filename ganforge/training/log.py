@@ -35,14 +35,23 @@ class RunLogger:
                      if enabled and progress else None)
         self._last_time = time.perf_counter()
         self._images_since = 0
+        self._bar_time = time.perf_counter()
+        self._bar_rate: float | None = None
 
     def count_images(self, n: int) -> None:
         self._images_since += n
+        now = time.perf_counter()
+        rate = n / max(now - self._bar_time, 1e-9)
+        self._bar_time = now
+        self._bar_rate = rate if self._bar_rate is None else 0.9 * self._bar_rate + 0.1 * rate  # smoothed for the bar
 
     def step_done(self, postfix: dict[str, Any]) -> None:
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix({k: _short(v) for k, v in postfix.items()}, refresh=False)
+            shown = {k: _short(v) for k, v in postfix.items()}
+            if self._bar_rate is not None:
+                shown["img/s"] = f"{self._bar_rate:.0f}"
+            self._bar.set_postfix(shown, refresh=False)
 
     def throughput(self) -> float:
         """Images per second since the last call (real images fed to the critic)."""
