@@ -126,6 +126,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     inputs = model.latents(args.n, args.seed)
+    if _class_options(model, args):
+        written = _generate_class_outputs(model, args)
+        print(f"wrote {written} file(s) to {out} from step {model.step} of {args.run}")
+        return 0
+    if args.truncation is not None:
+        from ganforge.viz.class_sampling import draw_latents
+
+        inputs["z"] = draw_latents(model, args.n, torch.Generator().manual_seed(args.seed),
+                                   truncation=args.truncation, method=args.truncation_method)
     written = 0
     if args.interpolate:
         path = interpolation_path(inputs["z"], args.interpolate)
@@ -144,6 +153,49 @@ def cmd_generate(args: argparse.Namespace) -> int:
             written += len(images)
     print(f"wrote {written} PNG file(s) to {out} from step {model.step} of {args.run}")
     return 0
+
+
+def _class_options(model: Any, args: argparse.Namespace) -> bool:
+    """Whether BigGAN-only outputs were asked for; any BigGAN-only option on another family is an error."""
+    from ganforge.viz.class_sampling import require_class_conditional
+
+    given = {"--per-class": args.per_class, "--interpolate-class": args.interpolate_class, "--npz": args.npz,
+             "--truncation-sweep": args.truncation_sweep, "--truncation": args.truncation}
+    for flag, value in given.items():
+        if value is not None:
+            require_class_conditional(model, flag)
+    return any(given[flag] is not None for flag in ("--per-class", "--interpolate-class", "--npz",
+                                                    "--truncation-sweep"))
+
+
+def _generate_class_outputs(model: Any, args: argparse.Namespace) -> int:
+    """Per-class sheets, interpolation sheets, NPZ export and truncation sweep of a BigGAN run; files written."""
+    from ganforge.data.store import open_dataset
+    from ganforge.metrics.training import real_images
+    from ganforge.viz import class_sampling as cs
+
+    truncation = {"truncation": args.truncation, "method": args.truncation_method}
+    written = []
+    if args.per_class is not None:
+        written += cs.write_class_sheets(model, args.out, args.per_class, seed=args.seed, **truncation)
+    if args.interpolate_class is not None:
+        spaces = [space.strip() for space in args.interp_spaces.split(",")]
+        written += cs.write_interpolation_sheets(model, args.out, spaces, args.n, args.interpolate_class,
+                                                 seed=args.seed, **truncation)
+    if args.npz is not None:
+        written.append(cs.export_npz(model, args.npz, args.n, seed=args.seed, **truncation))
+    if args.truncation_sweep is not None:
+        dataset = open_dataset(args.real or model.config.data)
+        n = min(args.sweep_n or model.config.metrics_n, dataset.count)
+        rows = cs.truncation_sweep(model, cs.parse_truncations(args.truncation_sweep), n=n,
+                                   reals=real_images(dataset, model.plan.resolution, n, args.seed),
+                                   features=cs.inception_features(args.inception_weights),
+                                   method=args.truncation_method, seed=args.seed, splits=min(10, n))
+        print(cs.format_sweep(rows))
+        path = args.out / "truncation_sweep.json"
+        path.write_text(json.dumps({"step": model.step, "rows": rows}, indent=1) + "\n")
+        written.append(path)
+    return len(written)
 
 
 # --- info ---------------------------------------------------------------------------------------------------
@@ -295,6 +347,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--interpolate", type=int, default=0, metavar="K",
                      help="slerp through the N latents with K frames between each pair")
     gen.add_argument("--device", default="auto")
+    biggan = gen.add_argument_group("class-conditional (biggan) runs")
+    biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
+    biggan.add_argument("--truncation-method", choices=["resample", "scale"], default="resample",
+                        help="resample: true truncated normal (|z_i| > ψ redrawn); scale: z·ψ as BigGAN-PyTorch")
+    biggan.add_argument("--per-class", type=int, metavar="N", help="class sheets: a row per class, N columns")
+    biggan.add_argument("--interpolate-class", type=int, metavar="K",
+                        help="interpolation sheets of --n rows and K frames in the spaces of --interp-spaces")
+    biggan.add_argument("--interp-spaces", default="z,class,both",
+                        help="z (fixed class), class (shared embedding, fixed z), both; default all three")
+    biggan.add_argument("--npz", type=Path, metavar="FILE", help="--n samples as x (uint8 NCHW) and y (classes)")
+    biggan.add_argument("--truncation-sweep", metavar="PSIS",
+                        help="IS/FID per ψ, e.g. 0.5,0.75,1.0,none; printed and written to truncation_sweep.json")
+    biggan.add_argument("--sweep-n", type=int, help="samples (and real images) per ψ (default: the run's metrics_n)")
+    biggan.add_argument("--real", help="real images for FID: a store or builtin (default: the run's data)")
+    biggan.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
     gen.set_defaults(func=cmd_generate)
 
     ev = sub.add_parser("evaluate", help="metrics of a run, or of one image set against another")

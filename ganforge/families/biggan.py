@@ -212,6 +212,8 @@ class BigGANFamily(Family):
 
     @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
+        """From z and class indices y (default: cycling), or z and a `condition` from G.embed: blends of shared
+        embeddings are how classes are interpolated."""
         z = inputs["z"]
         y = inputs.get("y")
         if y is None:
@@ -219,6 +221,9 @@ class BigGANFamily(Family):
         generator = self.nets[net]
         if self.config.standing_stats:
             generator = self.with_standing_statistics(generator)
+        if "condition" in inputs:
+            return run_generator(generator, z, inputs["condition"], eval_mode=self.config.sample_eval_mode,
+                                 embedded=True)
         return run_generator(generator, z, y, eval_mode=self.config.sample_eval_mode)
 
     def with_standing_statistics(self, generator: nn.Module) -> nn.Module:
@@ -246,13 +251,17 @@ class BigGANFamily(Family):
 
 
 @torch.no_grad()
-def run_generator(generator: nn.Module, z: torch.Tensor, y: torch.Tensor, *, eval_mode: bool) -> torch.Tensor:
-    """G(z, y) in eval mode or on batch statistics, leaving every buffer and the train/eval flag as found."""
+def run_generator(generator: nn.Module, z: torch.Tensor, y: torch.Tensor, *, eval_mode: bool,
+                  embedded: bool = False) -> torch.Tensor:
+    """G(z, y) in eval mode or on batch statistics, leaving every buffer and the train/eval flag as found.
+
+    With `embedded`, y is already the class condition (G.synthesize's input) instead of class indices.
+    """
     was_training = generator.training
     saved = None if eval_mode else {name: buffer.clone() for name, buffer in generator.named_buffers()}
     try:
         generator.train(not eval_mode)
-        return generator(z, y)
+        return generator.synthesize(z, y) if embedded else generator(z, y)
     finally:
         generator.train(was_training)
         if saved is not None:

@@ -1,0 +1,228 @@
+"""Sampling tools for class-conditional (BigGAN) runs: per-class sheets, interpolations in z and in the class
+embedding, truncation sweeps scored by IS/FID, and NPZ exports, as BigGAN-PyTorch's `sample.py` offers them.
+
+Truncation is either a true truncated normal (`resample`: every |z_i| > ψ redrawn) or BigGAN-PyTorch's variance
+scaling (`scale`: z·ψ, unbounded), so results can be compared with both the paper and the official sampler.
+Images come from the EMA generator when the run keeps one, through the family's `generate`, so eval-mode or
+batch-statistics sampling and standing statistics follow the run's config.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge.api import LoadedModel
+from ganforge.metrics.fid import FeatureStats, fid
+from ganforge.metrics.kid import inception_score
+from ganforge.models.biggan import sample_latents
+from ganforge.viz.grid import make_grid, save_image, to_uint8
+from ganforge.viz.interpolate import slerp
+
+INTERPOLATION_SPACES = ("z", "class", "both")
+TRUNCATION_METHODS = ("resample", "scale")
+# uint8 N×3×H×W images → (pool features [N, D], classifier logits [N, K]), e.g. the FID Inception network
+FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def require_class_conditional(model: LoadedModel, option: str) -> None:
+    """Refuse BigGAN-only options on runs of other families, naming the option and the run's family."""
+    if model.config.family != "biggan":
+        raise ValueError(f"{option} applies to class-conditional BigGAN runs; this run's family is "
+                         f"{model.config.family!r}")
+
+
+def parse_truncations(text: str) -> list[float | None]:
+    """"0.5,0.75,none" → [0.5, 0.75, None] (None: no truncation); every ψ must be > 0."""
+    values: list[float | None] = []
+    for item in (part.strip() for part in text.split(",")):
+        if item.lower() == "none":
+            values.append(None)
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"truncation sweep: {item!r} is not a number or 'none' (in {text!r})") from None
+        if not value > 0:
+            raise ValueError(f"truncation sweep: ψ must be > 0, got {item!r} (in {text!r})")
+        values.append(value)
+    return values
+
+
+def _net(model: LoadedModel) -> str:
+    return "G_ema" if "G_ema" in model.nets else "G"
+
+
+def draw_latents(model: LoadedModel, n: int, generator: torch.Generator, *, truncation: float | None = None,
+                 method: str = "resample") -> torch.Tensor:
+    """z [n, dim_z] of the run's generator, optionally truncated at ψ by `method`."""
+    return sample_latents(n, model.family.arch.g_dim_z, truncation=truncation, method=method, generator=generator)
+
+
+def generate(model: LoadedModel, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    """Images in [-1, 1] on the CPU for row-aligned inputs ({"z", "y"} or {"z", "condition"}), batch by batch."""
+    count = inputs["z"].shape[0]
+    return torch.cat([model.generate({key: value[start:start + batch_size] for key, value in inputs.items()},
+                                     net=_net(model)).cpu()
+                      for start in range(0, count, batch_size)])
+
+
+def class_sheet(model: LoadedModel, columns: int, classes: Sequence[int], *, seed: int = 0,
+                truncation: float | None = None, method: str = "resample", batch_size: int = 64) -> torch.Tensor:
+    """One row per class, `columns` samples each; column j uses the same z in every row, so rows differ only in
+    the class."""
+    require_class_conditional(model, "--per-class")
+    z = draw_latents(model, columns, torch.Generator().manual_seed(seed), truncation=truncation, method=method)
+    y = torch.as_tensor(list(classes), dtype=torch.long).repeat_interleave(columns)
+    return generate(model, {"z": z.repeat(len(classes), 1), "y": y}, batch_size)
+
+
+def write_class_sheets(model: LoadedModel, out: Path, columns: int, *, rows_per_sheet: int = 20, seed: int = 0,
+                       truncation: float | None = None, method: str = "resample") -> list[Path]:
+    """`per_class.png`, or `per_class-000.png`, … with `rows_per_sheet` classes each when there are more."""
+    require_class_conditional(model, "--per-class")
+    n_classes = model.family.n_classes
+    sheets = math.ceil(n_classes / rows_per_sheet)
+    paths = []
+    for index in range(sheets):
+        classes = range(index * rows_per_sheet, min(n_classes, (index + 1) * rows_per_sheet))
+        images = class_sheet(model, columns, classes, seed=seed, truncation=truncation, method=method)
+        path = out / ("per_class.png" if sheets == 1 else f"per_class-{index:03d}.png")
+        save_image(make_grid(to_uint8(images), columns=columns), path)
+        paths.append(path)
+    return paths
+
+
+def interpolation_sheet(model: LoadedModel, space: str, rows: int, frames: int, *, seed: int = 0,
+                        truncation: float | None = None, method: str = "resample",
+                        batch_size: int = 64) -> torch.Tensor:
+    """`rows` paths of `frames` images (ends included) between two random (z, class) draws per row.
+
+    `space` "z" moves z (slerp) at a fixed class, "class" blends the shared class embeddings linearly at a fixed z
+    (BigGAN-PyTorch's interpY), "both" does both at once (interpZY).
+    """
+    require_class_conditional(model, "--interpolate-class")
+    if space not in INTERPOLATION_SPACES:
+        raise ValueError(f"interpolation space must be one of {list(INTERPOLATION_SPACES)}, got {space!r}")
+    if rows < 1 or frames < 2:
+        raise ValueError(f"an interpolation sheet needs rows >= 1 and frames >= 2, got {rows} and {frames}")
+    if space != "z" and not model.family.arch.g_shared:
+        raise ValueError(f"interpolation in {space!r} blends the shared class embedding, but this run has none "
+                         "(model.g_shared: false, per-layer class tables); interpolate in 'z' only")
+    draws = torch.Generator().manual_seed(seed)
+    z_from, z_to = (draw_latents(model, rows, draws, truncation=truncation, method=method) for _ in range(2))
+    y_from, y_to = (torch.randint(model.family.n_classes, (rows,), generator=draws) for _ in range(2))
+    t = torch.linspace(0, 1, frames)[:, None]
+    moves_z = space in ("z", "both")
+    z = torch.cat([slerp(z_from[r:r + 1], z_to[r:r + 1], t) if moves_z else z_from[r:r + 1].expand(frames, -1)
+                   for r in range(rows)])
+    if space == "z":
+        return generate(model, {"z": z, "y": y_from.repeat_interleave(frames)}, batch_size)
+    embed = model.nets[_net(model)].embed
+    start, end = embed(y_from.to(model.device)).cpu(), embed(y_to.to(model.device)).cpu()
+    condition = torch.cat([torch.lerp(start[r:r + 1], end[r:r + 1], t) for r in range(rows)])
+    return generate(model, {"z": z, "condition": condition}, batch_size)
+
+
+def write_interpolation_sheets(model: LoadedModel, out: Path, spaces: Iterable[str], rows: int, frames: int, *,
+                               seed: int = 0, truncation: float | None = None,
+                               method: str = "resample") -> list[Path]:
+    """`interp_z.png`, `interp_class.png`, `interp_both.png`: a row per path, a column per frame."""
+    paths = []
+    for space in spaces:
+        images = interpolation_sheet(model, space, rows, frames, seed=seed, truncation=truncation, method=method)
+        path = out / f"interp_{space}.png"
+        save_image(make_grid(to_uint8(images), columns=frames), path)
+        paths.append(path)
+    return paths
+
+
+def random_classes(model: LoadedModel, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniformly drawn classes, as BigGAN-PyTorch's sampler draws them for NPZ dumps and metrics."""
+    return torch.randint(model.family.n_classes, (n,), generator=generator)
+
+
+def uint8_nchw(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float images → uint8 N×C×H×W, rounded like every other image ganforge writes."""
+    return np.ascontiguousarray(to_uint8(images).transpose(0, 3, 1, 2))
+
+
+def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float | None = None,
+                 method: str = "resample", batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`n` samples in batches of uint8 N×C×H×W images and their int64 classes, all drawn from one seed."""
+    draws = torch.Generator().manual_seed(seed)
+    for start in range(0, n, batch_size):
+        count = min(batch_size, n - start)
+        z = draw_latents(model, count, draws, truncation=truncation, method=method)
+        y = random_classes(model, count, draws)
+        yield uint8_nchw(generate(model, {"z": z, "y": y}, batch_size)), y.numpy().astype(np.int64)
+
+
+def export_npz(model: LoadedModel, path: Path, n: int, *, seed: int = 0, truncation: float | None = None,
+               method: str = "resample", batch_size: int = 64) -> Path:
+    """`n` samples to an .npz with `x` (uint8 N×C×H×W) and `y` (int64 classes), BigGAN-PyTorch's sample_npz keys,
+    written atomically; loadable with allow_pickle=False."""
+    require_class_conditional(model, "--npz")
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"--npz {path}: the file name must end in .npz")
+    batches = list(iter_samples(model, n, seed=seed, truncation=truncation, method=method, batch_size=batch_size))
+    images, labels = (np.concatenate(parts) for parts in zip(*batches, strict=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as handle:
+        np.savez(handle, x=images, y=labels)
+    os.replace(partial, path)
+    return path
+
+
+def inception_features(weights: Path | None = None, batch_size: int = 64) -> FeatureFn:
+    """The FID Inception network (pool features, logits_unbiased) as a FeatureFn; `weights` as `load_inception`."""
+    from ganforge.metrics.inception import extract_features, load_inception
+
+    network = load_inception(weights)
+    return lambda images: extract_features(network, images, batch_size=batch_size)
+
+
+def truncation_sweep(model: LoadedModel, truncations: Sequence[float | None], *, n: int, reals: np.ndarray,
+                     features: FeatureFn, method: str = "resample", seed: int = 0, splits: int = 10,
+                     batch_size: int = 64) -> list[dict[str, float | str | None]]:
+    """IS (mean, std over `splits`) and FID against `reals` of `n` samples per ψ.
+
+    Every ψ uses the same seed, so the latents and classes differ only by the truncation (common random numbers
+    make the curve smoother than independent draws would).
+    """
+    require_class_conditional(model, "--truncation-sweep")
+    real_stats = None
+    for start in range(0, len(reals), batch_size):
+        pool, _ = features(torch.from_numpy(np.ascontiguousarray(reals[start:start + batch_size])))
+        if real_stats is None:
+            real_stats = FeatureStats(pool.shape[1])
+        real_stats.update(pool)
+    if real_stats is None:
+        raise ValueError("truncation sweep: no real images to compare with")
+    rows: list[dict[str, float | str | None]] = []
+    for psi in truncations:
+        fake_stats, logits = FeatureStats(real_stats.dim), []
+        for images, _ in iter_samples(model, n, seed=seed, truncation=psi, method=method, batch_size=batch_size):
+            pool, batch_logits = features(torch.from_numpy(images))
+            fake_stats.update(pool)
+            logits.append(batch_logits)
+        is_mean, is_std = inception_score(torch.cat(logits), splits=splits)
+        rows.append({"truncation": psi, "method": method, "n": n, "is_mean": is_mean, "is_std": is_std,
+                     "fid": fid(fake_stats, real_stats)})
+    return rows
+
+
+def format_sweep(rows: list[dict[str, float | str | None]]) -> str:
+    """A plain-text table of `truncation_sweep` rows."""
+    lines = [f"{'psi':>8}  {'IS':>16}  {'FID':>10}"]
+    for row in rows:
+        psi = "none" if row["truncation"] is None else f"{row['truncation']:g}"
+        lines.append(f"{psi:>8}  {row['is_mean']:>8.3f} ± {row['is_std']:<5.3f}  {row['fid']:>10.3f}")
+    return "\n".join(lines)

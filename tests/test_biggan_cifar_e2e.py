@@ -1,0 +1,127 @@
+"""End to end on real CIFAR-10 images from ../shared: prepare a 200-image class-folder slice, train the tiny BigGAN
+through the CLI, resume, then per-class sheets, interpolations, a truncation sweep scored by the FID Inception network
+(stand-in weights) and an NPZ export read back with allow_pickle=False; BigGAN options on a PGAN run are refused."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import shared_path
+from pgan_tiny import TINY_PGAN
+from PIL import Image
+
+import ganforge
+from ganforge.cli import main
+from ganforge.data.classes import CIFAR10_CLASSES
+from ganforge.data.store import open_dataset
+from ganforge.viz import class_sampling as cs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PER_CLASS = 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets on a shared machine: thread hand-offs cost more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory) -> Path:
+    """A 200-image CIFAR-10 store (20 per class) and a tiny BigGAN trained on it to step 2, then resumed to 4."""
+    source = shared_path("data", "cifar10-jpeg", "train.zip")
+    root = tmp_path_factory.mktemp("cifar")
+    with zipfile.ZipFile(source) as full, zipfile.ZipFile(root / "slice.zip", "w") as part:
+        for name in CIFAR10_CLASSES:
+            for index in range(PER_CLASS):
+                member = f"train/{name}/{index:04d}.jpg"
+                part.writestr(member, full.read(member))
+    assert main(["prepare", "folder", str(root / "slice.zip"), "-o", str(root / "store"), "--resolution", "32",
+                 "--workers", "1"]) == 0
+    config = yaml.safe_load((CONFIGS / "biggan_tiny.yaml").read_text())
+    config["data"] = str(root / "store")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
+    run = root / "run"
+    assert main(["train", "biggan", "-c", str(root / "tiny.yaml"), "--run-dir", str(run), "--until", "2"]) == 0
+    assert main(["train", "biggan", "--run-dir", str(run)]) == 0
+    return run
+
+
+def test_store_and_resumed_run(cifar_run):
+    dataset = open_dataset(cifar_run.parent / "store")
+    assert dataset.count == 200 and dataset.label_columns == [("class", sorted(CIFAR10_CLASSES))]
+    assert np.bincount(dataset.labels[:, 0]).tolist() == [PER_CLASS] * 10
+    log = [json.loads(line) for line in (cifar_run / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [2, 4]
+    model = ganforge.load(cifar_run)
+    assert model.step == 4 and model.family.n_classes == 10
+
+
+def test_sheets_and_interpolations(cifar_run, tmp_path):
+    out = tmp_path / "out"
+    assert main(["generate", str(cifar_run), "-o", str(out), "--per-class", "3", "--interpolate-class", "4",
+                 "--n", "2", "--truncation", "0.8"]) == 0
+    sizes = {}
+    for name in ("per_class.png", "interp_z.png", "interp_class.png", "interp_both.png"):
+        with Image.open(out / name) as image:
+            sizes[name] = image.size
+    assert sizes["per_class.png"] == (2 + 3 * 34, 2 + 10 * 34)
+    assert sizes["interp_class.png"] == (2 + 4 * 34, 2 + 2 * 34)
+    model = ganforge.load(cifar_run)
+    sheet = cs.class_sheet(model, 3, range(10), truncation=0.8)
+    with Image.open(out / "per_class.png") as image:
+        pixels = np.asarray(image)
+    np.testing.assert_array_equal(pixels[2 + 34 * 9:34 * 10, 2 + 34:34 * 2], cs.to_uint8(sheet[28:29])[0])
+
+
+def test_truncation_sweep_with_stand_in_inception(cifar_run, tmp_path, capsys):
+    recipe = shared_path("fixtures", "inception", "recipe.py")
+    spec = importlib.util.spec_from_file_location("inception_recipe", recipe)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    layout = json.loads((recipe.parent / "layout.json").read_text())
+    weights = tmp_path / "standin.pth"
+    torch.save(module.standin_state_dict(layout), weights)
+
+    out = tmp_path / "sweep"
+    assert main(["generate", str(cifar_run), "-o", str(out), "--truncation-sweep", "0.5,none", "--sweep-n", "3",
+                 "--inception-weights", str(weights)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    result = json.loads((out / "truncation_sweep.json").read_text())
+    assert result["step"] == 4 and [row["truncation"] for row in result["rows"]] == [0.5, None]
+    assert all(row["is_mean"] >= 1 and row["fid"] > 0 and row["n"] == 3 for row in result["rows"])
+    assert result["rows"][0]["fid"] != result["rows"][1]["fid"]
+    assert [line.split()[0] for line in printed[1:3]] == ["0.5", "none"]
+
+
+def test_npz_round_trip(cifar_run, tmp_path):
+    path = tmp_path / "samples.npz"
+    assert main(["generate", str(cifar_run), "-o", str(tmp_path), "--npz", str(path), "--n", "12",
+                 "--truncation", "0.7", "--truncation-method", "scale", "--seed", "3"]) == 0
+    with np.load(path, allow_pickle=False) as archive:
+        x, y = archive["x"], archive["y"]
+    assert x.shape == (12, 3, 32, 32) and x.dtype == np.uint8 and y.min() >= 0 and y.max() < 10
+    model = ganforge.load(cifar_run)
+    batches = list(cs.iter_samples(model, 12, seed=3, truncation=0.7, method="scale"))
+    np.testing.assert_array_equal(x, batches[0][0])
+    np.testing.assert_array_equal(y, batches[0][1])
+
+
+def test_biggan_options_are_refused_on_a_pgan_run(tmp_path, capsys):
+    run = tmp_path / "pgan"
+    ganforge.train(copy.deepcopy(TINY_PGAN), run, until=1)
+    for option in (["--per-class", "2"], ["--truncation", "0.5"], ["--npz", str(tmp_path / "a.npz")]):
+        assert main(["generate", str(run), "-o", str(tmp_path / "out"), *option]) == 2
+        assert f"{option[0]} applies to class-conditional BigGAN runs; this run's family is 'pgan'" in \
+            capsys.readouterr().err

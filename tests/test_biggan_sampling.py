@@ -1,0 +1,178 @@
+"""BigGAN sampling tools on values: per-class sheets, interpolations in z / class embedding / both, truncation
+(true truncated normal and variance scaling), the truncation sweep's IS/FID, NPZ export, and the errors for runs
+and options they do not apply to."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from pgan_tiny import TINY_PGAN
+from PIL import Image
+
+from ganforge.api import LoadedModel, build_family
+from ganforge.families import resolve_run_config
+from ganforge.metrics.fid import FeatureStats, fid
+from ganforge.metrics.kid import inception_score
+from ganforge.models.biggan import sample_latents
+from ganforge.viz import class_sampling as cs
+from ganforge.viz.grid import to_uint8
+
+SHAPES = "builtin:shapes?count=64&resolution=32"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets on a shared machine: thread hand-offs cost more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(family: str = "biggan", **model: Any) -> LoadedModel:
+    """An untrained tiny run's model (weights do not matter for the sampling logic)."""
+    torch.manual_seed(0)
+    settings = {"g_ch": 4, "d_ch": 4, "dim_z": 16, "shared_dim": 8, "g_attention": [], "d_attention": [],
+                "batch_size": 4, "steps": 4, **model}
+    data = TINY_PGAN if family == "pgan" else {"family": family, "data": SHAPES, "model": settings}
+    config = resolve_run_config(None, copy.deepcopy(data))
+    loaded = build_family(config, torch.device("cpu"))
+    for net in loaded.nets.values():
+        net.eval().requires_grad_(False)
+    return LoadedModel(family=loaded, config=config, step=0, plan=loaded.plan(0))
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return tiny_model()
+
+
+def direct(model: LoadedModel, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """G_ema(z, y) in eval mode, called without the tools under test."""
+    with torch.no_grad():
+        return model.nets["G_ema"](z, y)
+
+
+def test_class_sheet_rows_are_classes_and_columns_share_z(model):
+    images = cs.class_sheet(model, 3, [2, 0], seed=5, truncation=0.5)
+    z = sample_latents(3, 16, truncation=0.5, generator=torch.Generator().manual_seed(5))
+    assert z.abs().max() <= 0.5
+    expected = torch.cat([direct(model, z, torch.full((3,), 2)), direct(model, z, torch.zeros(3, dtype=torch.long))])
+    torch.testing.assert_close(images, expected)
+
+
+def test_class_sheets_split_into_files_of_rows_per_sheet(model, tmp_path):
+    paths = cs.write_class_sheets(model, tmp_path, 2, rows_per_sheet=3)
+    assert [p.name for p in paths] == ["per_class-000.png", "per_class-001.png"]  # 4 shape classes: 3 + 1 rows
+    with Image.open(paths[0]) as first, Image.open(paths[1]) as second:
+        assert first.size == (2 + 2 * 34, 2 + 3 * 34) and second.size == (2 + 2 * 34, 2 + 34)
+    [single] = cs.write_class_sheets(model, tmp_path, 2)
+    assert single.name == "per_class.png"
+
+
+@pytest.mark.parametrize("space", cs.INTERPOLATION_SPACES)
+def test_interpolation_ends_are_the_drawn_samples(model, space):
+    rows, frames = 2, 4
+    images = cs.interpolation_sheet(model, space, rows, frames, seed=3, truncation=1.5, method="scale")
+    draws = torch.Generator().manual_seed(3)
+    z_from, z_to = (sample_latents(rows, 16, truncation=1.5, method="scale", generator=draws) for _ in range(2))
+    y_from, y_to = (torch.randint(4, (rows,), generator=draws) for _ in range(2))
+    first, last = images[::frames], images[frames - 1::frames]
+    torch.testing.assert_close(first, direct(model, z_from, y_from))
+    end_z = z_from if space == "class" else z_to
+    end_y = y_from if space == "z" else y_to
+    torch.testing.assert_close(last, direct(model, end_z, end_y), atol=1e-5, rtol=1e-5)
+    if space == "class":  # halfway: the mean of the two shared embeddings at the first z
+        g = model.nets["G_ema"]
+        mid = cs.interpolation_sheet(model, space, rows, 3, seed=3, truncation=1.5, method="scale")[1::3]
+        with torch.no_grad():
+            halfway = g.synthesize(z_from, (g.embed(y_from) + g.embed(y_to)) / 2)
+        torch.testing.assert_close(mid, halfway)
+
+
+def test_interpolation_sheets_are_written(model, tmp_path):
+    paths = cs.write_interpolation_sheets(model, tmp_path, ["z", "both"], rows=3, frames=5)
+    assert [p.name for p in paths] == ["interp_z.png", "interp_both.png"]
+    with Image.open(paths[1]) as sheet:
+        assert sheet.size == (2 + 5 * 34, 2 + 3 * 34)
+
+
+def test_class_interpolation_needs_a_shared_embedding():
+    model = tiny_model(g_shared=False, hier=False, shared_dim=0)
+    assert cs.interpolation_sheet(model, "z", 1, 2).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"model.g_shared: false.*interpolate in 'z' only"):
+        cs.interpolation_sheet(model, "class", 1, 2)
+    with pytest.raises(ValueError, match="interpolation space must be one of"):
+        cs.interpolation_sheet(model, "y", 1, 2)
+
+
+def test_options_refuse_other_families(tmp_path):
+    pgan = tiny_model("pgan")
+    with pytest.raises(ValueError, match="--per-class applies to class-conditional BigGAN runs.*'pgan'"):
+        cs.write_class_sheets(pgan, tmp_path, 2)
+    with pytest.raises(ValueError, match="--npz applies"):
+        cs.export_npz(pgan, tmp_path / "x.npz", 4)
+
+
+def test_npz_round_trip(model, tmp_path):
+    path = cs.export_npz(model, tmp_path / "out" / "samples.npz", 5, seed=2, truncation=0.4, batch_size=2)
+    with np.load(path, allow_pickle=False) as archive:
+        assert archive.files == ["x", "y"]
+        x, y = archive["x"], archive["y"]
+    assert x.dtype == np.uint8 and x.shape == (5, 3, 32, 32) and y.dtype == np.int64 and y.shape == (5,)
+    draws = torch.Generator().manual_seed(2)
+    expected = []
+    for count in (2, 2, 1):  # batches draw z then y from one stream
+        z = sample_latents(count, 16, truncation=0.4, generator=draws)
+        labels = torch.randint(4, (count,), generator=draws)
+        expected.append((to_uint8(direct(model, z, labels)).transpose(0, 3, 1, 2), labels.numpy()))
+    np.testing.assert_array_equal(x, np.concatenate([e[0] for e in expected]))
+    np.testing.assert_array_equal(y, np.concatenate([e[1] for e in expected]))
+    assert not list(path.parent.glob(".*partial"))
+    with pytest.raises(ValueError, match="must end in .npz"):
+        cs.export_npz(model, tmp_path / "samples.bin", 1)
+
+
+def stand_in_features(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cheap deterministic extractor: per-channel means and stds as 'pool', a fixed projection as logits."""
+    x = images.double() / 255
+    pool = torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+    weights = torch.arange(12, dtype=torch.float64).reshape(6, 2) - 5
+    return pool, pool @ weights * 4
+
+
+def test_truncation_sweep_values(model):
+    reals = np.random.default_rng(0).integers(0, 256, (7, 3, 32, 32), dtype=np.uint8)
+    rows = cs.truncation_sweep(model, [0.5, None], n=6, reals=reals, features=stand_in_features, seed=1,
+                               splits=2, batch_size=4)
+    real_pool, _ = stand_in_features(torch.from_numpy(reals))
+    assert [row["truncation"] for row in rows] == [0.5, None]
+    for row, psi in zip(rows, [0.5, None], strict=True):
+        images = np.concatenate([x for x, _ in cs.iter_samples(model, 6, seed=1, truncation=psi, batch_size=4)])
+        pool, logits = stand_in_features(torch.from_numpy(images))
+        assert (row["is_mean"], row["is_std"]) == pytest.approx(inception_score(logits, splits=2))
+        assert row["fid"] == pytest.approx(fid(FeatureStats.from_features(pool), FeatureStats.from_features(real_pool)))
+        assert row["n"] == 6 and row["method"] == "resample"
+    assert rows[0]["fid"] != rows[1]["fid"]
+    table = cs.format_sweep(rows)
+    assert table.splitlines()[1].split()[0] == "0.5" and table.splitlines()[2].split()[0] == "none"
+
+
+def test_parse_truncations():
+    assert cs.parse_truncations("0.5, 1,none") == [0.5, 1.0, None]
+    with pytest.raises(ValueError, match=r"'x' is not a number"):
+        cs.parse_truncations("0.5,x")
+    with pytest.raises(ValueError, match=r"must be > 0, got '0'"):
+        cs.parse_truncations("0")
+
+
+def test_truncated_normal_and_scaling_bounds():
+    draws = torch.Generator().manual_seed(0)
+    z = sample_latents(2000, 8, truncation=0.3, method="resample", generator=draws)
+    assert z.abs().max() <= 0.3 and z.std() > 0.15  # a truncated normal fills the box (uniform-like)
+    scaled = sample_latents(2000, 8, truncation=0.3, method="scale", generator=draws)
+    assert scaled.abs().max() > 0.3 and scaled.std() == pytest.approx(0.3, rel=0.05)
