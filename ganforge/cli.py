@@ -85,6 +85,23 @@ def _float_pair(text: str) -> tuple[float, float]:
     return low, high
 
 
+def cmd_prepare_domains(args: argparse.Namespace) -> int:
+    """`prepare celeba-domains` / `prepare domains`: train and val stores with a "domain" label column."""
+    from ganforge.data import domains
+
+    if args.source_kind == "celeba-domains":
+        stores = domains.prepare_celeba_domains(args.src, args.out, attr_file=args.attr_file, attr=args.attr,
+                                                resolution=args.resolution, val_fraction=args.val_fraction,
+                                                limit=args.limit, overwrite=args.overwrite)
+    else:
+        stores = domains.prepare_domain_folders(args.src, args.out, resolution=args.resolution,
+                                                overwrite=args.overwrite)
+    for split, counts in stores.counts.items():
+        print(f"wrote {args.out / split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    print(f"train with --data {stores.train}" + (f"; evaluation uses {stores.val}" if stores.val else ""))
+    return 0
+
+
 # --- train --------------------------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -155,6 +172,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- translate ----------------------------------------------------------------------------------------------
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from ganforge.viz.translate import default_video_name, translate
+
+    video = (default_video_name() if args.video == "auto" else args.video) if args.video else None
+    written = translate(args.run, args.src, args.ref, args.out, step=args.step, seed=args.seed, video=video,
+                        device=args.device)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def _class_options(model: Any, args: argparse.Namespace) -> bool:
     """Whether BigGAN-only outputs were asked for; any BigGAN-only option on another family is an error."""
     from ganforge.viz.class_sampling import require_class_conditional
@@ -198,7 +227,7 @@ def _generate_class_outputs(model: Any, args: argparse.Namespace) -> int:
     return len(written)
 
 
-# --- info ---------------------------------------------------------------------------------------------------
+# --- translate ---------------------------------------------------------------------------------------------------
 
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
@@ -323,6 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", default="train", choices=["train", "test"])
             p.add_argument("--download", action="store_true", help="download the files into SRC first")
     prep.set_defaults(func=cmd_prepare)
+    celeba = prep_sub.add_parser("celeba-domains", help="aligned CelebA split by one attribute into two domains, "
+                                 "with a validation split (OUT/train, OUT/val)")
+    domains = prep_sub.add_parser("domains", help="ROOT/train/<domain>/ and ROOT/val/<domain>/ folders "
+                                  "(StarGAN v2 layout) → OUT/train, OUT/val")
+    for p in (celeba, domains):
+        p.add_argument("src", type=Path)
+        p.add_argument("-o", "--out", type=Path, required=True)
+        p.add_argument("--overwrite", action="store_true", help="replace existing stores at OUT/train, OUT/val")
+        p.set_defaults(func=cmd_prepare_domains)
+    celeba.add_argument("--attr-file", type=Path, required=True, help="the official list_attr_celeba.txt")
+    celeba.add_argument("--attr", default="Male", help="attribute whose presence is the second domain (Male: "
+                        "female/male)")
+    celeba.add_argument("--resolution", type=int, default=128)
+    celeba.add_argument("--val-fraction", type=float, default=0.1, help="validation share of each domain")
+    celeba.add_argument("--limit", type=int, help="only the first N listed images (a quick subset)")
+    domains.add_argument("--resolution", type=int, required=True)
 
     tr = sub.add_parser("train", help="train a new run or resume an existing one")
     tr.add_argument("family", choices=family_names())
@@ -393,6 +438,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="shape the continued run, e.g. --set model.schedule.max_iter_at_scale=[16,64]")
     imp.set_defaults(func=cmd_import)
+
+    trn = sub.add_parser("translate", help="StarGAN v2: reference- and latent-guided grids (and video) of a run")
+    trn.add_argument("run", type=Path, help="run directory or checkpoint file")
+    trn.add_argument("--src", type=Path, required=True, help="source images (flat, or in domain sub-folders)")
+    trn.add_argument("--ref", type=Path, required=True, help="reference images in sub-folders named by domain")
+    trn.add_argument("-o", "--out", type=Path, required=True)
+    trn.add_argument("--step", type=int)
+    trn.add_argument("--seed", type=int, default=0)
+    trn.add_argument("--video", nargs="?", const="auto", metavar="NAME",
+                     help="also the reference-interpolation video: NAME.gif or NAME.mp4 (needs ffmpeg); "
+                          "default video_ref.mp4 with ffmpeg, else video_ref.gif")
+    trn.add_argument("--device", default="auto")
+    trn.set_defaults(func=cmd_translate)
     return parser
 
 

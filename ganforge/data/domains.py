@@ -1,0 +1,212 @@
+"""Domain-labelled train/val stores for image-to-image translation (StarGAN v2).
+
+`prepare_celeba_domains` splits aligned CelebA by one attribute of the official `list_attr_celeba.txt`;
+`prepare_domain_folders` reads the official `<root>/train/<domain>/`, `<root>/val/<domain>/` layout. Both write
+two stores, `OUT/train` and `OUT/val`, each with one label column "domain" holding the same sorted class list,
+so a run trains on `--data OUT/train` (the family takes the first label column as its domains) and never sees
+a validation image; evaluation finds `OUT/val` beside the training store.
+
+The CelebA validation split is deterministic and independent of the folder listing order: in each domain the
+⌈fraction·n⌉ images with the smallest sha256(file name) are validation images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ganforge.data.images import ImageError, center_crop_resize, is_power_of_two, load_rgb
+from ganforge.data.store import DatasetError, StoreWriter
+
+log = logging.getLogger(__name__)
+
+DOMAIN_COLUMN = "domain"
+SPLITS = ("train", "val")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_BATCH = 256
+# attribute → (name when absent, name when present); other attributes give ("not_<attr>", "<attr>")
+_ATTRIBUTE_DOMAINS = {"Male": ("female", "male")}
+
+
+@dataclass
+class DomainStores:
+    """What a domain `prepare` wrote: the stores, the domain names and the image count per split and domain."""
+
+    train: Path
+    val: Path | None
+    domains: list[str]
+    counts: dict[str, dict[str, int]]
+
+
+def read_celeba_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Official attribute file (count line, names line, `file ±1 …` rows) → (names, file → int8 row)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise DatasetError(f"cannot read the attribute file {path}: {err}") from err
+    if len(lines) < 2:
+        raise DatasetError(f"{path}: expected a count line and an attribute-names line, got {len(lines)} line(s)")
+    names = lines[1].split()
+    rows: dict[str, np.ndarray] = {}
+    for number, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        values = fields[1:]
+        if len(values) != len(names) or any(v not in ("1", "-1") for v in values):
+            raise DatasetError(f"{path}, line {number}: expected a file name and {len(names)} values of 1 or -1, "
+                               f"got {line[:80]!r}")
+        rows[fields[0]] = np.array(values, dtype=np.int8)
+    return names, rows
+
+
+def _domain_names(attribute: str) -> list[str]:
+    absent, present = _ATTRIBUTE_DOMAINS.get(attribute, (f"not_{attribute.lower()}", attribute.lower()))
+    return sorted([absent, present])
+
+
+def _name_key(name: str) -> bytes:
+    return hashlib.sha256(name.encode()).digest()
+
+
+def validation_mask(names: list[str], domains: np.ndarray, fraction: float) -> np.ndarray:
+    """True for the validation images: per domain the ⌈fraction·n⌉ names with the smallest sha256."""
+    if not 0.0 <= fraction < 1.0:
+        raise DatasetError(f"val_fraction must be in [0, 1), got {fraction}")
+    mask = np.zeros(len(names), dtype=bool)
+    for domain in np.unique(domains):
+        members = np.flatnonzero(domains == domain)
+        chosen = sorted(members, key=lambda i: _name_key(names[i]))[: math.ceil(fraction * len(members))]
+        mask[chosen] = True
+    return mask
+
+
+def _write_split(files: list[Path], labels: list[int], out: Path, resolution: int, domains: list[str],
+                 source: str, overwrite: bool) -> dict[str, int]:
+    """Decode, centre-crop and store `files` with their domain labels; bad files are skipped and listed.
+    Returns the stored image count of each domain."""
+    kept: list[int] = []
+    skipped: list[dict] = []
+
+    def batches() -> Iterator[np.ndarray]:
+        batch: list[np.ndarray] = []
+        for index, file in enumerate(files):
+            try:
+                image = center_crop_resize(load_rgb(file, str(file)), resolution)
+            except ImageError as err:
+                log.warning("skipping %s: %s", file, err.reason)
+                skipped.append({"file": str(file), "reason": err.reason})
+                continue
+            kept.append(index)
+            batch.append(image.transpose(2, 0, 1))
+            if len(batch) == _BATCH:
+                yield np.stack(batch)
+                batch = []
+        if batch:
+            yield np.stack(batch)
+
+    with StoreWriter(out, resolution=resolution, overwrite=overwrite) as writer:
+        for batch in batches():
+            writer.add(batch)
+        if writer.count == 0:
+            raise DatasetError(f"{source}: none of the {len(files)} images for {out} could be decoded")
+        column = np.asarray(labels, dtype=np.int64)[kept][:, None]
+        writer.finish(source=source, labels=column, label_columns=[(DOMAIN_COLUMN, domains)], skipped=skipped)
+    return {name: int((column == k).sum()) for k, name in enumerate(domains)}
+
+
+def _check_resolution(resolution: int) -> None:
+    if not is_power_of_two(resolution) or resolution < 4:
+        raise DatasetError(f"resolution must be a power of two ≥ 4, got {resolution!r}")
+
+
+def prepare_celeba_domains(img_dir: Path, out: Path, *, attr_file: Path, attr: str = "Male", resolution: int = 128,
+                           val_fraction: float = 0.1, limit: int | None = None,
+                           overwrite: bool = False) -> DomainStores:
+    """Aligned CelebA + its attribute file → `out/train` and `out/val` stores with domains "attr / not attr".
+
+    Images are centre-cropped to a square and resized (LANCZOS) to `resolution`. `limit` keeps the first
+    `limit` rows of the attribute file whose image exists (a quick subset); the split is made within them.
+    """
+    _check_resolution(resolution)
+    img_dir, out = Path(img_dir), Path(out)
+    if not img_dir.is_dir():
+        raise DatasetError(f"{img_dir} is not a directory; expected the aligned CelebA images (img_align_celeba/)")
+    names, rows = read_celeba_attributes(attr_file)
+    if attr not in names:
+        raise DatasetError(f"{attr_file}: no attribute {attr!r}; it has {', '.join(names)}")
+    column = names.index(attr)
+    files = [name for name in rows if (img_dir / name).is_file()]
+    if not files:
+        raise DatasetError(f"none of the {len(rows)} images listed in {attr_file} is in {img_dir}")
+    if len(files) < len(rows):
+        log.warning("%d of the %d images listed in %s are not in %s", len(rows) - len(files), len(rows), attr_file,
+                    img_dir)
+    if limit is not None:
+        if limit < 2:
+            raise DatasetError(f"limit must be at least 2 images, got {limit}")
+        files = files[:limit]
+    domains = _domain_names(attr)
+    present = domains.index(_ATTRIBUTE_DOMAINS.get(attr, ("", attr.lower()))[1])
+    labels = np.array([present if rows[f][column] == 1 else 1 - present for f in files])
+    for k, name in enumerate(domains):
+        if not (labels == k).any():
+            raise DatasetError(f"{attr_file}: no image of {img_dir} is in domain {name!r} ({attr} = "
+                               f"{1 if k == present else -1}); use more images")
+    is_val = validation_mask(files, labels, val_fraction)
+    source = f"{img_dir.absolute()} split by {attr} of {Path(attr_file).absolute()}"
+    counts, paths = {}, {}
+    for split, selected in (("train", ~is_val), ("val", is_val)):
+        if not selected.any():
+            continue
+        chosen = [img_dir / f for f in np.asarray(files)[selected]]
+        paths[split] = out / split
+        counts[split] = _write_split(chosen, labels[selected].tolist(), paths[split], resolution, domains,
+                                     f"{source} ({split})", overwrite)
+    return DomainStores(train=paths["train"], val=paths.get("val"), domains=domains, counts=counts)
+
+
+def _domain_files(split_dir: Path) -> dict[str, list[Path]]:
+    """Sorted image files of each domain sub-folder (recursively) of one split folder."""
+    found = {}
+    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                       and not p.name.startswith("."))
+        if files:
+            found[folder.name] = files
+    return found
+
+
+def prepare_domain_folders(root: Path, out: Path, *, resolution: int, overwrite: bool = False) -> DomainStores:
+    """`root/train/<domain>/` (and optionally `root/val/<domain>/`, same domains) → `out/train`, `out/val`."""
+    _check_resolution(resolution)
+    root, out = Path(root), Path(out)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DatasetError(f"{root} has no train/ folder; expected {root}/train/<domain>/ and {root}/val/<domain>/ "
+                           "(one sub-folder of images per domain)")
+    per_split = {"train": _domain_files(train_dir)}
+    if (root / "val").is_dir():
+        per_split["val"] = _domain_files(root / "val")
+    domains = sorted(per_split["train"])
+    if len(domains) < 2:
+        raise DatasetError(f"{train_dir} has {len(domains)} domain folder(s) with images ({', '.join(domains)}); "
+                           "translation needs at least 2")
+    if "val" in per_split and sorted(per_split["val"]) != domains:
+        raise DatasetError(f"{root / 'val'} has domains {sorted(per_split['val'])} but {train_dir} has {domains}; "
+                           "both splits need the same domain folders")
+    counts, paths = {}, {}
+    for split, by_domain in per_split.items():
+        files = [f for name in domains for f in by_domain[name]]
+        labels = [k for k, name in enumerate(domains) for _ in by_domain[name]]
+        paths[split] = out / split
+        counts[split] = _write_split(files, labels, paths[split], resolution, domains,
+                                     str((root / split).absolute()), overwrite)
+    return DomainStores(train=paths["train"], val=paths.get("val"), domains=domains, counts=counts)

@@ -1,0 +1,204 @@
+"""LPIPS v0.1 (Zhang et al., CVPR 2018) with the AlexNet backbone, as StarGAN v2 measures diversity.
+
+d(x0, x1) = Σ_l mean_hw( w_l · (n(f_l(x0)) − n(f_l(x1)))² ), where f_l are the five ReLU outputs of AlexNet's
+`features` (64, 192, 384, 256, 256 channels) on inputs in [-1, 1] shifted and scaled by the LPIPS constants,
+n() divides each feature vector by its L2 norm over channels (+1e-10), and w_l are the v0.1 1×1 "lin" heads.
+
+Weights: the heads are the data files `lpips/weights/v0.1/alex.pth` of the `lpips` wheel (BSD), read through
+the installed distribution's file list without importing `lpips` (which needs torchvision). The backbone is our
+own module in torchvision's `features` layout, so torchvision's ImageNet file `alexnet-owt-7be5be79.pth` loads
+as is; it is taken from an argument, `$GANFORGE_ALEXNET_WEIGHTS`, or the cache (downloaded once, checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganforge.metrics.inception import default_cache_dir
+
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_SHA256_PREFIX = "7be5be79"  # torch hub's convention: the file name carries its sha256 prefix
+ALEXNET_ENV = "GANFORGE_ALEXNET_WEIGHTS"
+HEADS_FILE = "lpips/weights/v0.1/alex.pth"
+CHANNELS = (64, 192, 384, 256, 256)
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+EPS = 1e-10
+
+
+class LPIPSWeightsError(ValueError):
+    """LPIPS heads or AlexNet weights are missing, unreadable, or not in the expected layout."""
+
+
+class AlexNetFeatures(nn.Module):
+    """torchvision's AlexNet `features` (same indices, so its state dict loads); returns the five ReLU outputs."""
+
+    TAPS = (1, 4, 7, 9, 11)  # indices of the ReLUs whose outputs LPIPS compares
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.TAPS:
+                taps.append(x)
+        return taps
+
+
+def _unit_channels(x: torch.Tensor) -> torch.Tensor:
+    return x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + EPS)
+
+
+class LPIPS(nn.Module):
+    """LPIPS distance between two [-1, 1] image batches → one value per pair, shape [N].
+
+    `backbone` maps a scaled image batch to a list of feature maps (AlexNet's five ReLUs for the real metric);
+    `heads` are the per-layer channel weights of shape [1, C, 1, 1].
+    """
+
+    def __init__(self, backbone: nn.Module, heads: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleList()
+        for weight in heads:
+            head = nn.Conv2d(weight.shape[1], 1, 1, bias=False)
+            head.weight.data.copy_(weight)
+            self.heads.append(head)
+        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        if x0.shape != x1.shape or x0.ndim != 4 or x0.shape[1] != 3:
+            raise ValueError(f"LPIPS: expected two N x 3 x H x W batches of one shape, got {tuple(x0.shape)} and "
+                             f"{tuple(x1.shape)}")
+        f0 = self.backbone((x0 - self.shift) / self.scale)
+        f1 = self.backbone((x1 - self.shift) / self.scale)
+        if len(f0) != len(self.heads):
+            raise ValueError(f"LPIPS: the backbone gave {len(f0)} feature maps for {len(self.heads)} heads")
+        total = x0.new_zeros(x0.shape[0])
+        for head, a, b in zip(self.heads, f0, f1, strict=True):
+            total = total + head((_unit_channels(a) - _unit_channels(b)) ** 2).mean(dim=(1, 2, 3))
+        return total
+
+
+def load_lpips_heads() -> list[torch.Tensor]:
+    """The five v0.1 AlexNet heads [1, C, 1, 1] from the installed `lpips` distribution's data files."""
+    try:
+        files = importlib.metadata.files("lpips") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise LPIPSWeightsError("LPIPS needs the linear heads shipped in the `lpips` package, which is not "
+                                "installed: run `pip install --no-deps lpips` (only its data files are used; "
+                                "it is never imported)") from None
+    matches = [f for f in files if str(f).replace("\\", "/") == HEADS_FILE]
+    path = Path(matches[0].locate()) if matches else None
+    if path is None or not path.is_file():
+        raise LPIPSWeightsError(f"the installed `lpips` package has no {HEADS_FILE}; reinstall it with "
+                                "`pip install --no-deps --force-reinstall lpips`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise LPIPSWeightsError(f"cannot read the LPIPS heads {path}: {err}") from err
+    heads = [state.get(f"lin{k}.model.1.weight") for k in range(len(CHANNELS))]
+    for k, (head, channels) in enumerate(zip(heads, CHANNELS, strict=True)):
+        if head is None or tuple(head.shape) != (1, channels, 1, 1):
+            got = None if head is None else tuple(head.shape)
+            raise LPIPSWeightsError(f"{path}: lin{k}.model.1.weight should be [1, {channels}, 1, 1], got {got} "
+                                    f"(keys {sorted(state)})")
+    return [head.float() for head in heads]
+
+
+def _fetch(url: str, destination: Path, sha256_prefix: str) -> None:
+    """Download `url` to `destination` atomically, refusing a file whose sha256 does not start with the prefix."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with (tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as tmp,
+          urllib.request.urlopen(url, timeout=60) as response):
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            digest.update(chunk)
+            tmp.write(chunk)
+    if not digest.hexdigest().startswith(sha256_prefix):
+        Path(tmp.name).unlink()
+        raise LPIPSWeightsError(f"downloaded {url} but its sha256 {digest.hexdigest()} does not start with "
+                                f"{sha256_prefix}; not saved")
+    shutil.move(tmp.name, destination)
+
+
+def resolve_alexnet_weights(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The AlexNet file: the argument, else $GANFORGE_ALEXNET_WEIGHTS, else the cache (downloaded there once)."""
+    for candidate, origin in ((weights, "argument"), (os.environ.get(ALEXNET_ENV), f"${ALEXNET_ENV}")):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if not path.is_file():
+                raise LPIPSWeightsError(f"AlexNet weights file {path} (from the {origin}) does not exist")
+            return path
+    cached = Path(cache_dir or default_cache_dir() / "weights") / ALEXNET_FILE
+    if cached.is_file():
+        return cached
+    try:
+        _fetch(ALEXNET_URL, cached, ALEXNET_SHA256_PREFIX)
+    except OSError as err:
+        raise LPIPSWeightsError(
+            f"The AlexNet weights {ALEXNET_FILE} for LPIPS are not available and could not be downloaded ({err}).\n"
+            f"Get {ALEXNET_URL} (sha256 starts with {ALEXNET_SHA256_PREFIX}) on a machine with internet, then put it "
+            f"at {cached}\nor pass its path with --alexnet-weights PATH (Python: alexnet_weights=PATH) or the "
+            f"environment variable {ALEXNET_ENV}.") from err
+    return cached
+
+
+def load_alexnet(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> AlexNetFeatures:
+    """AlexNet features with torchvision's ImageNet weights (its `classifier.*` entries are ignored)."""
+    path = resolve_alexnet_weights(weights, cache_dir)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise LPIPSWeightsError(f"cannot read AlexNet weights {path}: {err}") from err
+    if not isinstance(state, dict):
+        raise LPIPSWeightsError(f"AlexNet weights {path}: expected a state dict, got {type(state).__name__}")
+    model = AlexNetFeatures()
+    expected = model.state_dict()
+    features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    missing = sorted(set(expected) - set(features))
+    unexpected = sorted(set(features) - set(expected))
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in features.items()
+             if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise LPIPSWeightsError(f"AlexNet weights {path} are not torchvision's AlexNet layout: missing {missing}, "
+                                f"unexpected {unexpected[:5]}, wrong shapes {wrong}")
+    model.load_state_dict(features)
+    return model
+
+
+def load_lpips(alexnet_weights: str | Path | None = None, device: torch.device | str | None = None,
+               cache_dir: str | Path | None = None) -> LPIPS:
+    """The LPIPS v0.1 AlexNet metric in eval mode, without gradients."""
+    model = LPIPS(load_alexnet(alexnet_weights, cache_dir), load_lpips_heads())
+    return model.eval().requires_grad_(False).to(device or "cpu")
+
+
+def pairwise_diversity(lpips: LPIPS, outputs: Sequence[torch.Tensor]) -> float:
+    """Mean LPIPS over all pairs of K output batches (45 pairs for 10), each pair averaged over the batch —
+    StarGAN v2's diversity score of one source batch."""
+    if len(outputs) < 2:
+        raise ValueError(f"diversity needs at least 2 outputs per source, got {len(outputs)}")
+    values = [lpips(outputs[i], outputs[j]).mean() for i in range(len(outputs)) for j in range(i + 1, len(outputs))]
+    return float(torch.stack(values).mean())

@@ -1,0 +1,273 @@
+"""StarGAN v2 synthesis from a trained run: reference- and latent-guided grids, and the reference video.
+
+Image folders: `--src DIR` holds source images, either directly or in domain sub-folders (their domain is not
+needed for translation). `--ref DIR` must hold one sub-folder per target domain, named like the run's domains
+(e.g. `ref/female/`, `ref/male/`): a reference's domain is its folder name. Images are centre-cropped and
+resized to the run's image size. All networks used are the EMA copies (G_ema, F_ema, E_ema), without masks.
+
+The video is written frame by frame: frames are produced lazily by a generator, and each one is encoded (our
+streaming GIF writer, or raw RGB piped to `ffmpeg` for .mp4) before the next is made, so memory stays at one
+frame whatever the length (the official code kept every frame in RAM and got killed, issue #24).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ganforge.data.images import ImageError, center_crop_resize, load_rgb
+from ganforge.viz.grid import make_grid, save_image, to_uint8
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PSIS = (0.5, 0.7, 1.0)
+NUM_Z = 10
+NUM_AVERAGE = 10000  # latents per domain for the average style, as officially
+VIDEO_SUFFIXES = (".gif", ".mp4")
+
+
+class TranslateError(ValueError):
+    """Inputs that cannot be translated; the message names the folder, file or value."""
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def load_image_folder(folder: Path, img_size: int, domains: list[str], *,
+                      need_domains: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images of `folder` in [-1, 1] (NCHW) and their domain indices from sub-folder names (None when flat)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TranslateError(f"{folder} is not a directory of images")
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subfolders:
+        unknown = [p.name for p in subfolders if p.name not in domains]
+        if unknown:
+            raise TranslateError(f"{folder}: sub-folders {unknown} are not domains of the run ({', '.join(domains)})")
+        entries = [(file, domains.index(sub.name)) for sub in subfolders for file in _images_in(sub)]
+    elif need_domains:
+        raise TranslateError(f"{folder}: references need one sub-folder per domain, named like the run's domains "
+                             f"({', '.join(domains)}), e.g. {folder / domains[0]}/")
+    else:
+        entries = [(file, -1) for file in _images_in(folder)]
+    if not entries:
+        raise TranslateError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    arrays = []
+    for file, _ in entries:
+        try:
+            arrays.append(center_crop_resize(load_rgb(file, str(file)), img_size).transpose(2, 0, 1))
+        except ImageError as err:
+            raise TranslateError(str(err)) from err
+    images = torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1.0
+    labels = torch.tensor([domain for _, domain in entries])
+    return images, (labels if subfolders else None)
+
+
+@torch.no_grad()
+def average_styles(mapping: torch.nn.Module, num_domains: int, latent_dim: int, generator: torch.Generator,
+                   count: int = NUM_AVERAGE) -> torch.Tensor:
+    """[num_domains, style_dim]: each domain's mean style over `count` latents (the truncation centre)."""
+    device = next(mapping.parameters()).device
+    z = torch.randn(count, latent_dim, generator=generator).to(device)
+    return torch.stack([mapping(z, torch.full((count,), k, device=device)).mean(0) for k in range(num_domains)])
+
+
+@torch.no_grad()
+def reference_grid(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, x_ref: torch.Tensor,
+                   y_ref: torch.Tensor) -> np.ndarray:
+    """HWC uint8: top row a blank cell then the sources; each following row a reference then the sources
+    translated with its style."""
+    styles = E(x_ref, y_ref)
+    rows = [torch.cat([torch.ones_like(x_src[:1]), x_src])]
+    for reference, style in zip(x_ref, styles, strict=True):
+        out = G(x_src, style.expand(len(x_src), -1)).clamp(-1, 1)
+        rows.append(torch.cat([reference[None], out]))
+    return make_grid(to_uint8(torch.cat(rows)), columns=len(x_src) + 1)
+
+
+@torch.no_grad()
+def latent_grids(G: torch.nn.Module, mapping: torch.nn.Module, x_src: torch.Tensor, num_domains: int,
+                 latent_dim: int, generator: torch.Generator, psis: Iterable[float] = PSIS,
+                 num_z: int = NUM_Z) -> dict[float, np.ndarray]:
+    """ψ → HWC uint8 grid: the sources on top, then for each target domain one row per shared latent, with the
+    style lerp(s_avg, F(z, y), ψ) (the official sample grids; ψ = 1 is no truncation)."""
+    device = x_src.device
+    z = torch.randn(num_z, latent_dim, generator=generator).to(device)
+    s_avg = average_styles(mapping, num_domains, latent_dim, generator)
+    grids = {}
+    for psi in psis:
+        rows = [x_src]
+        for domain in range(num_domains):
+            styles = torch.lerp(s_avg[domain].expand(num_z, -1), mapping(z, torch.full((num_z,), domain,
+                                                                                        device=device)), psi)
+            rows += [G(x_src, style.expand(len(x_src), -1)).clamp(-1, 1) for style in styles]
+        grids[psi] = make_grid(to_uint8(torch.cat(rows)), columns=len(x_src))
+    return grids
+
+
+def interpolation_alphas(ramp: int = 20, hold: int = 10) -> list[float]:
+    """0, a sigmoid ramp over [-5, 5), then a hold at 1 (the official schedule: 1 + 20 + 10 frames)."""
+    return [0.0] + [float(torch.sigmoid(torch.tensor(-5.0 + 10.0 * k / ramp))) for k in range(ramp)] + [1.0] * hold
+
+
+def _slide(previous: torch.Tensor, following: torch.Tensor, alpha: float) -> torch.Tensor:
+    """A 2-cell-high reference panel in which `previous` slides up and out as `following` comes in."""
+    height = previous.shape[-2]
+    blank = torch.ones_like(previous)
+    strip = torch.cat([blank, previous, following, blank], dim=-2)
+    top = round((0.5 + alpha) * height)
+    return strip[..., top:top + 2 * height, :]
+
+
+@torch.no_grad()
+def reference_video_frames(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, x_ref: torch.Tensor,
+                           y_ref: torch.Tensor, alphas: list[float] | None = None) -> Iterator[np.ndarray]:
+    """HWC uint8 frames, made one at a time: for each pair of consecutive references of one domain, the style
+    moves from the first to the second; the reference panel is on the left, sources on top, outputs below."""
+    alphas = alphas if alphas is not None else interpolation_alphas()
+    styles = E(x_ref, y_ref)
+    pairs = [k for k in range(1, len(x_ref)) if y_ref[k] == y_ref[k - 1]]
+    if not pairs:
+        raise TranslateError("the video needs two reference images of one domain (consecutive in their folder)")
+    for k in pairs:
+        for alpha in alphas:
+            style = torch.lerp(styles[k - 1], styles[k], alpha).expand(len(x_src), -1)
+            out = G(x_src, style).clamp(-1, 1)
+            panel = _slide(x_ref[k - 1], x_ref[k], alpha)
+            body = torch.cat([torch.cat(list(x_src), dim=-1), torch.cat(list(out), dim=-1)], dim=-2)
+            yield to_uint8(torch.cat([panel, body], dim=-1)[None])[0]
+
+
+# --- streaming video writers -----------------------------------------------------------------------------------
+
+def _gif_frame_blocks(frame: np.ndarray, delay_cs: int) -> bytes:
+    """One frame as GIF blocks (graphic control, image descriptor with a local palette, LZW data), taken from
+    PIL's single-frame encoding so the LZW coding is PIL's."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE).save(buffer, format="GIF")
+    data = buffer.getvalue()
+    packed, pos = data[10], 13
+    table = b""
+    if packed & 0x80:
+        table = data[pos:pos + (3 << ((packed & 7) + 1))]
+        pos += len(table)
+    while data[pos] == 0x21:  # skip PIL's extensions
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    if data[pos] != 0x2C or data[-1] != 0x3B:
+        raise RuntimeError("unexpected GIF layout from PIL's encoder")
+    descriptor = bytearray(data[pos:pos + 10])
+    if table:
+        descriptor[9] = (descriptor[9] & 0x78) | 0x80 | (packed & 7)  # the global palette becomes the local one
+    control = b"\x21\xf9\x04\x00" + delay_cs.to_bytes(2, "little") + b"\x00\x00"
+    return control + bytes(descriptor) + table + data[pos + 10:-1]
+
+
+def write_gif(frames: Iterable[np.ndarray], path: Path, fps: float = 15.0) -> int:
+    """Stream HWC uint8 frames into an endlessly looping GIF, one frame in memory at a time; returns the count."""
+    delay = max(2, round(100 / fps))
+    count = 0
+    with open(path, "wb") as out:
+        for frame in frames:
+            if count == 0:
+                height, width = frame.shape[:2]
+                out.write(b"GIF89a" + width.to_bytes(2, "little") + height.to_bytes(2, "little") + b"\x70\x00\x00")
+                out.write(b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")
+            elif frame.shape[:2] != (height, width):
+                raise TranslateError(f"{path}: frame {count} is {frame.shape[1]}x{frame.shape[0]}, the video is "
+                                     f"{width}x{height}")
+            out.write(_gif_frame_blocks(frame, delay))
+            count += 1
+        out.write(b"\x3b")
+    return count
+
+
+def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float = 15.0, ffmpeg: str | None = None) -> int:
+    """Pipe raw RGB frames to ffmpeg (H.264, yuv420p, padded to even sizes); returns the frame count."""
+    ffmpeg = ffmpeg or shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise TranslateError(f"writing {path} needs ffmpeg on PATH; install it or write a .gif instead")
+    process: subprocess.Popen | None = None
+    count = 0
+    try:
+        for frame in frames:
+            if process is None:
+                height, width = frame.shape[:2]
+                process = subprocess.Popen(
+                    [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
+                     f"{width}x{height}", "-r", str(fps), "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], stdin=subprocess.PIPE)
+            process.stdin.write(np.ascontiguousarray(frame).tobytes())
+            count += 1
+    finally:
+        if process is not None:
+            process.stdin.close()
+            code = process.wait()
+    if process is not None and code != 0:
+        raise TranslateError(f"ffmpeg failed writing {path} (exit status {code})")
+    return count
+
+
+def write_video(frames: Iterable[np.ndarray], path: Path, fps: float = 15.0) -> int:
+    """Frames → `path` by its suffix (.gif: our streaming writer; .mp4: ffmpeg), atomically; returns the count."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise TranslateError(f"video {path}: unsupported suffix {path.suffix!r}; use one of {VIDEO_SUFFIXES}")
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = write_gif if path.suffix.lower() == ".gif" else write_mp4
+    try:
+        count = writer(frames, partial, fps)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+    return count
+
+
+def default_video_name() -> str:
+    """video_ref.mp4 when ffmpeg is available, else video_ref.gif."""
+    return "video_ref.mp4" if shutil.which("ffmpeg") else "video_ref.gif"
+
+
+def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | None = None, seed: int = 0,
+              psis: Iterable[float] = PSIS, num_z: int = NUM_Z, video: str | Path | None = None,
+              device: str = "auto") -> list[Path]:
+    """Write reference.png, latent_psi_<ψ>.png and optionally the reference video (a name or path; a bare name
+    goes into `out`) for a StarGAN v2 run; returns the written files."""
+    from ganforge.api import load
+
+    model = load(run, step=step, device=device)
+    if model.config.family != "stargan2":
+        raise TranslateError(f"{run}: translate needs a stargan2 run, this one is {model.config.family!r}")
+    family, nets = model.family, model.nets
+    domains, img_size = family.domain_names, family.img_size
+    x_src, _ = load_image_folder(src, img_size, domains, need_domains=False)
+    x_ref, y_ref = load_image_folder(ref, img_size, domains, need_domains=True)
+    x_src, x_ref, y_ref = x_src.to(model.device), x_ref.to(model.device), y_ref.to(model.device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "reference.png"]
+    save_image(reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref), written[0])
+    generator = torch.Generator().manual_seed(seed)
+    grids = latent_grids(nets["G_ema"], nets["F_ema"], x_src, len(domains), model.config.model.latent_dim,
+                         generator, psis, num_z)
+    for psi, grid in grids.items():
+        written.append(out / f"latent_psi_{psi:g}.png")
+        save_image(grid, written[-1])
+    if video is not None:
+        target = Path(video) if Path(video).parent != Path(".") else out / video
+        write_video(reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref), target)
+        written.append(target)
+    return written
+

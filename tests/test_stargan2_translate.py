@@ -1,0 +1,165 @@
+"""StarGAN v2 synthesis on a tiny trained run: reference grid and latent grids cell by cell, the reference video
+streamed frame by frame (GIF decoded back; mp4 through a stand-in ffmpeg), folder conventions, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import stat
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
+from stargan2_tiny_run import DOMAINS, train_tiny_run
+
+import ganforge
+from ganforge.cli import main
+from ganforge.viz.grid import to_uint8
+from ganforge.viz.translate import (
+    TranslateError,
+    average_styles,
+    interpolation_alphas,
+    latent_grids,
+    load_image_folder,
+    reference_grid,
+    reference_video_frames,
+    write_gif,
+    write_video,
+)
+
+CELL, PAD = 32, 2
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("translate")
+    run, _ = train_tiny_run(work)
+    folders = work / "folders"
+    model = ganforge.load(run, device="cpu")
+    x_src, _ = load_image_folder(folders / "val" / "dark", 32, DOMAINS, need_domains=False)
+    x_ref, y_ref = load_image_folder(folders / "val", 32, DOMAINS, need_domains=True)
+    return {"run": run, "folders": folders, "model": model, "x_src": x_src, "x_ref": x_ref, "y_ref": y_ref}
+
+
+def cell(grid: np.ndarray, row: int, column: int) -> np.ndarray:
+    top, left = PAD + row * (CELL + PAD), PAD + column * (CELL + PAD)
+    return grid[top:top + CELL, left:left + CELL]
+
+
+def test_folders_give_images_and_domains_from_sub_folder_names(tiny) -> None:
+    assert tiny["x_src"].shape == (3, 3, 32, 32) and tiny["x_src"].min() >= -1 and tiny["x_src"].max() <= 1
+    assert tiny["y_ref"].tolist() == [0, 0, 0, 1, 1, 1]
+    first = sorted((tiny["folders"] / "val" / "dark").iterdir())[0]
+    expected = np.asarray(Image.open(first).convert("RGB")).transpose(2, 0, 1) / 127.5 - 1
+    np.testing.assert_allclose(tiny["x_src"][0].numpy(), expected, atol=1e-6)
+
+
+def test_folder_errors_name_the_folder_and_the_domains(tiny, tmp_path: Path) -> None:
+    with pytest.raises(TranslateError, match=r"references need one sub-folder per domain.*\(dark, light\)"):
+        load_image_folder(tiny["folders"] / "val" / "dark", 32, DOMAINS, need_domains=True)
+    (tmp_path / "cats").mkdir()
+    with pytest.raises(TranslateError, match=r"sub-folders \['cats'\] are not domains of the run \(dark, light\)"):
+        load_image_folder(tmp_path, 32, DOMAINS, need_domains=True)
+
+
+def test_reference_grid_rows_are_references_and_columns_sources(tiny) -> None:
+    nets, x_src, x_ref, y_ref = tiny["model"].nets, tiny["x_src"], tiny["x_ref"], tiny["y_ref"]
+    grid = reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref)
+    assert grid.shape == (7 * (CELL + PAD) + PAD, 4 * (CELL + PAD) + PAD, 3)
+    assert (cell(grid, 0, 0) == 255).all()
+    np.testing.assert_array_equal(cell(grid, 0, 2), to_uint8(x_src[1:2])[0])
+    np.testing.assert_array_equal(cell(grid, 5, 0), to_uint8(x_ref[4:5])[0])
+    with torch.no_grad():
+        style = nets["E_ema"](x_ref[4:5], y_ref[4:5])
+        expected = nets["G_ema"](x_src[2:3], style).clamp(-1, 1)
+    np.testing.assert_array_equal(cell(grid, 5, 3), to_uint8(expected)[0])
+
+
+def test_latent_grids_use_shared_latents_and_the_average_style(tiny) -> None:
+    nets, x_src = tiny["model"].nets, tiny["x_src"]
+    grids = latent_grids(nets["G_ema"], nets["F_ema"], x_src, 2, 8, torch.Generator().manual_seed(3))
+    assert sorted(grids) == [0.5, 0.7, 1.0]
+    assert grids[0.5].shape == (21 * (CELL + PAD) + PAD, 3 * (CELL + PAD) + PAD, 3)  # sources + 2 domains × 10 z
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(10, 8, generator=generator)
+    s_avg = average_styles(nets["F_ema"], 2, 8, generator)
+    with torch.no_grad():
+        style = torch.lerp(s_avg[1], nets["F_ema"](z[4:5], torch.tensor([1]))[0], 0.7)
+        expected = nets["G_ema"](x_src[0:1], style[None]).clamp(-1, 1)
+    np.testing.assert_array_equal(cell(grids[0.7], 1 + 10 + 4, 0), to_uint8(expected)[0])
+    np.testing.assert_array_equal(cell(grids[1.0], 0, 1), to_uint8(x_src[1:2])[0])
+
+
+def test_video_frames_are_made_and_encoded_one_at_a_time(tiny, tmp_path: Path) -> None:
+    nets = tiny["model"].nets
+    frames = reference_video_frames(nets["G_ema"], nets["E_ema"], tiny["x_src"], tiny["x_ref"], tiny["y_ref"],
+                                    alphas=[0.0, 0.5, 1.0])
+    refs: list[weakref.ref] = []
+    produced = []
+
+    def tracked():
+        for frame in frames:
+            assert sum(ref() is not None for ref in refs) <= 1, "earlier frames are still held by the writer"
+            refs.append(weakref.ref(frame))
+            produced.append(frame.shape)
+            yield frame
+
+    path = tmp_path / "v.gif"
+    assert write_video(tracked(), path, fps=10) == 12  # 2 same-domain pairs per domain × 2 domains × 3 alphas
+    assert set(produced) == {(2 * CELL, 4 * CELL, 3)}
+    with Image.open(path) as gif:
+        assert gif.n_frames == 12 and gif.size == (4 * CELL, 2 * CELL)
+        assert gif.info["loop"] == 0 and gif.info["duration"] == 100
+
+
+def test_gif_frames_decode_to_what_was_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, (6, 3), dtype=np.uint8)
+    frames = [palette[rng.integers(0, 6, (5, 7))] for _ in range(4)]
+    assert write_gif(iter(frames), tmp_path / "a.gif") == 4
+    with Image.open(tmp_path / "a.gif") as gif:
+        for index, frame in enumerate(frames):
+            gif.seek(index)
+            np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), frame)
+
+
+def test_mp4_streams_raw_frames_to_ffmpeg(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/args"\nfor last; do :; done\ncat > "$last"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    frames = [np.full((4, 6, 3), k, dtype=np.uint8) for k in range(3)]
+    assert write_video(iter(frames), tmp_path / "v.mp4", fps=15) == 3
+    assert (tmp_path / "v.mp4").read_bytes() == b"".join(f.tobytes() for f in frames)
+    args = (fake.parent / "args").read_text().split()
+    assert args[args.index("-s") + 1] == "6x4" and "libx264" in args and "yuv420p" in args
+    with pytest.raises(TranslateError, match="unsupported suffix '.avi'"):
+        write_video(iter(frames), tmp_path / "v.avi")
+
+
+def test_alphas_follow_the_official_schedule() -> None:
+    alphas = interpolation_alphas()
+    assert len(alphas) == 31 and alphas[0] == 0.0 and alphas[-10:] == [1.0] * 10
+    assert alphas[1] == pytest.approx(float(torch.sigmoid(torch.tensor(-5.0))))
+    assert all(a < b for a, b in zip(alphas[:21], alphas[1:22], strict=True))
+
+
+def test_cli_translate_writes_both_grids_and_the_video(tiny, tmp_path: Path, capsys) -> None:
+    src = tiny["folders"] / "val"  # sources in domain sub-folders are fine too
+    out = tmp_path / "out"
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(tiny["folders"] / "val"), "-o",
+                 str(out), "--video", "video.gif", "--device", "cpu"]) == 0
+    assert "reference.png" in capsys.readouterr().out
+    with Image.open(out / "reference.png") as grid:
+        assert grid.size == (7 * (CELL + PAD) + PAD, 7 * (CELL + PAD) + PAD)
+    for psi in ("0.5", "0.7", "1"):
+        assert (out / f"latent_psi_{psi}.png").is_file()
+    with Image.open(out / "video.gif") as gif:
+        assert gif.n_frames == 4 * 31
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(src / "dark"), "-o",
+                 str(out)]) == 2
+    assert "references need one sub-folder per domain" in capsys.readouterr().err
