@@ -22,7 +22,9 @@ import ganforge
 from ganforge.cli import main
 from ganforge.data.classes import CIFAR10_CLASSES
 from ganforge.data.store import open_dataset
+from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs
+from ganforge.viz.grid import make_grid
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PER_CLASS = 20
@@ -103,6 +105,15 @@ def test_truncation_sweep_with_stand_in_inception(cifar_run, tmp_path, capsys):
     assert all(row["is_mean"] >= 1 and row["fid"] > 0 and row["n"] == 3 for row in result["rows"])
     assert result["rows"][0]["fid"] != result["rows"][1]["fid"]
     assert [line.split()[0] for line in printed[1:3]] == ["0.5", "none"]
+
+
+def test_truncation_applies_to_plain_grids(cifar_run, tmp_path):
+    assert main(["generate", str(cifar_run), "-o", str(tmp_path), "--grid", "--n", "4", "--truncation", "0.3"]) == 0
+    model = ganforge.load(cifar_run)
+    z = sample_latents(4, model.family.arch.g_dim_z, truncation=0.3, generator=torch.Generator().manual_seed(0))
+    expected = make_grid(cs.to_uint8(model.generate({"z": z, "y": torch.arange(4)})))
+    with Image.open(tmp_path / "grid.png") as grid:
+        np.testing.assert_array_equal(np.asarray(grid), expected)
 
 
 def test_npz_round_trip(cifar_run, tmp_path):
