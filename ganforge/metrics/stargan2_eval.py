@@ -1,0 +1,254 @@
+"""StarGAN v2 evaluation as in the paper (official `metrics/eval.py`): per task FID and LPIPS diversity.
+
+For each mode (latent, reference), each target domain trg and each source domain src ≠ trg (task "src2trg"):
+every validation image of src is translated `num_outs` = 10 times (latent: a fresh z ~ N(0, I) per output, no
+truncation; reference: per output a random validation image of trg through E). LPIPS diversity is the mean over
+the 45 pairs of the 10 outputs of a source batch (each pair averaged over the batch), averaged over batches; FID
+compares all outputs of the task with the *training* images of trg. Both are then averaged over tasks. As
+officially, LPIPS sees the raw generator outputs and FID the images as saved (clamped, quantised to uint8).
+
+FID feature network (`fid_network`):
+- "tf-inception": the TF FID Inception of `ganforge.metrics.inception` (the standard FID numbers);
+- "torchvision-inception": torchvision's ImageNet `inception_v3` as the official StarGAN v2 code uses it (average
+  pools counting padding, images resized to 299 with PIL bilinear, ImageNet mean/std, no `transform_input`),
+  loaded from torchvision's weights file `inception_v3_google-*.pth` given by path.
+Outputs go to `RUN/eval/stargan2-<step>.json`. Everything runs on the CPU too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ganforge.data.store import DatasetError, ImageDataset, open_dataset
+from ganforge.metrics._images import derived_seed, to_uint8_images
+from ganforge.metrics.fid import FeatureStats, fid
+from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, load_inception
+from ganforge.metrics.lpips import LPIPS, load_lpips, pairwise_diversity
+
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 N x 3 x H x W → features [N, D]
+FID_NETWORKS = ("tf-inception", "torchvision-inception")
+MODES = ("latent", "reference")
+TORCHVISION_INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
+TORCHVISION_INCEPTION_ENV = "GANFORGE_TORCHVISION_INCEPTION_WEIGHTS"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --- torchvision's ImageNet Inception (the official StarGAN v2 FID network) ---------------------------------
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 3, stride=1, padding=1)  # torchvision counts the zero padding (TF-FID does not)
+
+
+class TorchvisionInception(InceptionV3FID):
+    """torchvision `inception_v3` up to its 2048-d average pool: the FID Inception's modules and names (so the
+    torchvision file loads, its `fc` and `AuxLogits` ignored), with torchvision's pooling in the A, C, E blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # ImageNet-normalised float N x 3 x 299 x 299
+        x = F.max_pool2d(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))), 3, stride=2)
+        x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
+        for a in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d):
+            x = torch.cat([a.branch1x1(x), a.branch5x5_2(a.branch5x5_1(x)),
+                           a.branch3x3dbl_3(a.branch3x3dbl_2(a.branch3x3dbl_1(x))), a.branch_pool(_pool(x))], 1)
+        x = self.Mixed_6a(x)
+        for c in (self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e):
+            dbl = c.branch7x7dbl_3(c.branch7x7dbl_2(c.branch7x7dbl_1(x)))
+            x = torch.cat([c.branch1x1(x), c.branch7x7_3(c.branch7x7_2(c.branch7x7_1(x))),
+                           c.branch7x7dbl_5(c.branch7x7dbl_4(dbl)), c.branch_pool(_pool(x))], 1)
+        x = self.Mixed_7a(x)
+        for e in (self.Mixed_7b, self.Mixed_7c):
+            b3 = e.branch3x3_1(x)
+            dbl = e.branch3x3dbl_2(e.branch3x3dbl_1(x))
+            x = torch.cat([e.branch1x1(x), e.branch3x3_2a(b3), e.branch3x3_2b(b3), e.branch3x3dbl_3a(dbl),
+                           e.branch3x3dbl_3b(dbl), e.branch_pool(_pool(x))], 1)
+        return x.mean(dim=(2, 3))
+
+
+def load_torchvision_inception(weights: str | Path | None = None) -> TorchvisionInception:
+    """torchvision's ImageNet Inception-v3 from a local weights file (argument or $GANFORGE_TORCHVISION_INCEPTION_
+    WEIGHTS), checked against the layout; there is no download (the file is torchvision's, fetch it yourself)."""
+    path = weights or os.environ.get(TORCHVISION_INCEPTION_ENV)
+    if not path or not Path(path).expanduser().is_file():
+        raise InceptionWeightsError(
+            f"the torchvision ImageNet Inception weights are needed for fid_network='torchvision-inception' "
+            f"({'file ' + str(path) + ' does not exist' if path else 'no file given'}): download "
+            f"{TORCHVISION_INCEPTION_URL} and pass its path with --inception-weights (Python: inception_weights=) "
+            f"or ${TORCHVISION_INCEPTION_ENV}")
+    path = Path(path).expanduser()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InceptionWeightsError(f"cannot read Inception weights {path}: {err}") from err
+    model = TorchvisionInception()
+    expected = model.state_dict()
+    kept = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}
+    missing = [k for k in expected if k not in kept and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in kept if k not in expected]
+    wrong = [f"{k} {tuple(v.shape)}" for k, v in kept.items() if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise InceptionWeightsError(f"{path} is not torchvision's inception_v3 layout: missing {missing[:5]}, "
+                                    f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+    model.load_state_dict({**expected, **kept})
+    return model.eval().requires_grad_(False)
+
+
+def torchvision_preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW → the official eval loader's input: PIL bilinear resize to 299, [0, 1], ImageNet mean/std."""
+    resized = [np.asarray(Image.fromarray(image.permute(1, 2, 0).numpy()).resize((299, 299), Image.BILINEAR))
+               for image in images]
+    x = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def fid_extractor(network: str = "tf-inception", weights: str | Path | None = None,
+                  device: torch.device | str = "cpu") -> FeatureExtractor:
+    """The 2048-d pool-feature function of the chosen FID network."""
+    if network == "tf-inception":
+        inception = load_inception(weights, device)
+        return lambda images: inception(images.to(device))[0].cpu()
+    if network == "torchvision-inception":
+        net = load_torchvision_inception(weights).to(device)
+        return lambda images: net(torchvision_preprocess(images).to(device)).cpu()
+    raise ValueError(f"fid_network: {network!r} is not one of {', '.join(FID_NETWORKS)}")
+
+
+# --- the evaluation -------------------------------------------------------------------------------------------
+
+def _domain_labels(store: ImageDataset, column: str, domains: list[str], role: str) -> np.ndarray:
+    names = [name for name, _ in store.label_columns]
+    if column not in names:
+        raise DatasetError(f"{role} store {store.source} has no label column {column!r} (it has {names})")
+    classes = store.label_columns[names.index(column)][1]
+    if classes != domains:
+        raise DatasetError(f"{role} store {store.source}: column {column!r} has domains {classes}, the run has "
+                           f"{domains}")
+    return np.asarray(store.labels[:, names.index(column)])
+
+
+def default_val_store(train: str | Path) -> Path:
+    """`X/val` beside a training store `X/train` (the layout `ganforge prepare celeba-domains|domains` writes)."""
+    train = Path(train)
+    candidate = train.parent / "val"
+    if train.name != "train" or not (candidate / "manifest.json").is_file():
+        raise DatasetError(f"no validation store found beside {train} (expected {candidate}); pass val=STORE "
+                           "(--val), e.g. the OUT/val written by `ganforge prepare celeba-domains`")
+    return candidate
+
+
+def _float_images(store: ImageDataset, size: int, indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    images = torch.from_numpy(np.ascontiguousarray(store.images(size)[indices]))
+    return (images.float() / 127.5 - 1.0).to(device)
+
+
+@torch.no_grad()
+def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Path | None = None,
+                      train: str | Path | None = None, modes: tuple[str, ...] = MODES, num_outs: int = 10,
+                      batch_size: int = 32, max_val: int | None = None, max_train: int | None = None,
+                      seed: int = 777, fid_network: str = "tf-inception", inception_weights: str | Path | None = None,
+                      alexnet_weights: str | Path | None = None, device: str = "auto",
+                      feature_extractor: FeatureExtractor | None = None, lpips: LPIPS | None = None,
+                      write: bool = True) -> dict[str, Any]:
+    """LPIPS_<mode>/<task>, FID_<mode>/<task> and their /mean over tasks for a stargan2 run (EMA networks).
+
+    `train` defaults to the run's data store, `val` to the `val` store beside it. `max_val` / `max_train` cap the
+    sources per domain and the real images per domain (None: all, as the paper). `feature_extractor` and `lpips`
+    replace the networks built from the weights (tests, other protocols).
+    """
+    from ganforge.api import load
+
+    if num_outs < 2:
+        raise ValueError(f"num_outs: LPIPS diversity needs at least 2 outputs per source, got {num_outs}")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"modes: {list(modes)} must be a non-empty subset of {list(MODES)}")
+    model = load(run, step=step, device=device)
+    if model.config.family != "stargan2":
+        raise ValueError(f"{run}: evaluate_stargan2 needs a stargan2 run, this one is {model.config.family!r}")
+    family, nets, dev = model.family, model.nets, model.device
+    domains, column, size = family.domain_names, family.domain_column, family.img_size
+    train_path = train or model.config.data
+    train_store = open_dataset(train_path)
+    val_store = open_dataset(val or default_val_store(train_path))
+    train_labels = _domain_labels(train_store, column, domains, "training")
+    val_labels = _domain_labels(val_store, column, domains, "validation")
+    extract = feature_extractor or fid_extractor(fid_network, inception_weights, dev)
+    lpips = lpips if lpips is not None else load_lpips(alexnet_weights, dev)
+
+    real_stats: dict[int, FeatureStats] = {}
+    for trg in range(len(domains)):
+        members = np.flatnonzero(train_labels == trg)[:max_train]
+        for start in range(0, len(members), batch_size):
+            images = torch.from_numpy(np.ascontiguousarray(train_store.images(size)[members[start:start + batch_size]]))
+            features = extract(to_uint8_images(images)).double()
+            real_stats.setdefault(trg, FeatureStats(features.shape[1])).update(features)
+
+    results: dict[str, Any] = {}
+    tasks: dict[str, int] = {}
+    for mode_index, mode in enumerate(modes):
+        lpips_values, fid_values = [], []
+        for trg, trg_name in enumerate(domains):
+            refs = np.flatnonzero(val_labels == trg)
+            for src, src_name in enumerate(domains):
+                if src == trg:
+                    continue
+                task = f"{src_name}2{trg_name}"
+                sources = np.flatnonzero(val_labels == src)[:max_val]
+                if len(sources) == 0 or (mode == "reference" and len(refs) == 0):
+                    raise DatasetError(f"validation store {val_store.source} has no images of domain "
+                                       f"{src_name if len(sources) == 0 else trg_name!r} for task {task}")
+                tasks[task] = len(sources)
+                generator = torch.Generator().manual_seed(derived_seed(seed, mode_index, src, trg))
+                fake_stats: FeatureStats | None = None
+                batch_scores = []
+                for start in range(0, len(sources), batch_size):
+                    x = _float_images(val_store, size, sources[start:start + batch_size], dev)
+                    y_trg = torch.full((len(x),), trg, device=dev)
+                    outputs = []
+                    for _ in range(num_outs):
+                        if mode == "latent":
+                            z = torch.randn(len(x), family.config.latent_dim, generator=generator).to(dev)
+                            style = nets["F_ema"](z, y_trg)
+                        else:
+                            order = torch.randperm(len(refs), generator=generator).numpy()
+                            chosen = refs[order[np.arange(len(x)) % len(refs)]]
+                            style = nets["E_ema"](_float_images(val_store, size, chosen, dev), y_trg)
+                        out = nets["G_ema"](x, style)
+                        outputs.append(out)
+                        features = extract(to_uint8_images(out)).double()
+                        if fake_stats is None:
+                            fake_stats = FeatureStats(features.shape[1])
+                        fake_stats.update(features)
+                    batch_scores.append(pairwise_diversity(lpips, outputs))
+                results[f"LPIPS_{mode}/{task}"] = float(np.mean(batch_scores))
+                results[f"FID_{mode}/{task}"] = fid(fake_stats, real_stats[trg])
+                lpips_values.append(results[f"LPIPS_{mode}/{task}"])
+                fid_values.append(results[f"FID_{mode}/{task}"])
+        results[f"LPIPS_{mode}/mean"] = float(np.mean(lpips_values))
+        results[f"FID_{mode}/mean"] = float(np.mean(fid_values))
+    report = {"step": model.step, "metrics": results,
+              "protocol": {"fid_network": "custom" if feature_extractor else fid_network, "num_outs": num_outs,
+                           "seed": seed, "sources_per_task": tasks,
+                           "real_images_per_domain": {d: real_stats[k].count for k, d in enumerate(domains)},
+                           "train": str(train_store.source), "val": str(val_store.source)}}
+    if write:
+        run_dir = Path(run) if Path(run).is_dir() else Path(run).parent.parent  # RUN/checkpoints/<step>.json
+        path = run_dir / "eval" / f"stargan2-{model.step:08d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(partial, path)
+        report["path"] = str(path)
+    return report

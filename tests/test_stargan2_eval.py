@@ -1,0 +1,159 @@
+"""StarGAN v2 evaluation on a tiny trained run: per-task FID and LPIPS recomputed from what the metric networks
+saw, determinism, the JSON per step, the end-to-end path on stand-in Inception and AlexNet weights, the
+torchvision-Inception protocol on stand-in weights, and errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
+from stargan2_tiny_run import SPLIT_COUNTS, train_tiny_run
+from test_lpips import TinyBackbone
+
+from ganforge.data.store import DatasetError
+from ganforge.metrics.fid import fid
+from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError
+from ganforge.metrics.lpips import LPIPS, AlexNetFeatures, pairwise_diversity
+from ganforge.metrics.stargan2_eval import (
+    TORCHVISION_INCEPTION_URL,
+    evaluate_stargan2,
+    fid_extractor,
+    load_torchvision_inception,
+    torchvision_preprocess,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    run, stores = train_tiny_run(tmp_path_factory.mktemp("eval"))
+    return {"run": run, "stores": stores}
+
+
+def inception_standin(path: Path) -> dict[str, torch.Tensor]:
+    """The FID Inception stand-in of ../shared/fixtures/inception/recipe.py (random, seeded per key)."""
+    folder = shared_path("fixtures", "inception")
+    spec = importlib.util.spec_from_file_location("inception_recipe", folder / "recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    state = recipe.standin_state_dict(json.loads((folder / "layout.json").read_text()))
+    torch.save(state, path)
+    return state
+
+
+class Recording:
+    """A cheap feature extractor (per-channel means and a 2×2 pooled grey image) that keeps what it saw."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        assert images.dtype == torch.uint8
+        self.batches.append(images.clone())
+        x = images.double()
+        grey = torch.nn.functional.adaptive_avg_pool2d(x.mean(1, keepdim=True), 2).flatten(1)
+        return torch.cat([x.mean(dim=(2, 3)), grey], 1)
+
+
+class RecordingLPIPS(LPIPS):
+    def __init__(self) -> None:
+        super().__init__(TinyBackbone(), [torch.ones(1, 3, 1, 1), torch.ones(1, 2, 1, 1)])
+        self.requires_grad_(False)
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        self.pairs.append((x0, x1))
+        return super().forward(x0, x1)
+
+
+def test_values_are_fid_and_lpips_of_what_the_networks_saw(tiny) -> None:
+    extractor, lpips = Recording(), RecordingLPIPS()
+    report = evaluate_stargan2(tiny["run"], device="cpu", feature_extractor=extractor, lpips=lpips, max_val=2,
+                               batch_size=2)
+    metrics = report["metrics"]
+    tasks = ["light2dark", "dark2light"]  # target-major order, as officially
+    assert list(metrics) == [f"{m}_{mode}/{t}" for mode in ("latent", "reference") for t in [*tasks, "mean"]
+                             for m in ("LPIPS", "FID")]
+    per_domain = SPLIT_COUNTS["train"] // 2  # batches of 2 training images
+    reals = [torch.cat(extractor.batches[k * per_domain:(k + 1) * per_domain]) for k in range(2)]
+    assert [len(b) for b in reals] == [SPLIT_COUNTS["train"]] * 2
+    fakes = extractor.batches[2 * per_domain:]
+    pairs = list(lpips.pairs)
+    assert len(fakes) == 4 * 10 and all(len(b) == 2 for b in fakes)  # 4 tasks × 10 outputs of 2 sources
+    for index, (mode, task, trg) in enumerate([(m, t, k) for m in ("latent", "reference")
+                                               for t, k in zip(tasks, (0, 1), strict=True)]):
+        features = torch.cat([extractor(b) for b in fakes[index * 10:(index + 1) * 10]])
+        assert metrics[f"FID_{mode}/{task}"] == pytest.approx(fid(features, extractor(reals[trg])), rel=1e-9)
+        first = pairs[index * 45:index * 45 + 9]  # (0, 1), (0, 2), ..., (0, 9): one batch of sources per task
+        outputs = [first[0][0]] + [pair[1] for pair in first]
+        assert metrics[f"LPIPS_{mode}/{task}"] == pytest.approx(pairwise_diversity(lpips, outputs), rel=1e-6)
+    for mode in ("latent", "reference"):
+        assert metrics[f"FID_{mode}/mean"] == pytest.approx(np.mean([metrics[f"FID_{mode}/{t}"] for t in tasks]))
+    assert report["protocol"]["sources_per_task"] == {"light2dark": 2, "dark2light": 2}
+    saved = json.loads((tiny["run"] / "eval" / "stargan2-00000002.json").read_text())
+    assert saved["metrics"] == metrics and saved["step"] == 2
+    again = evaluate_stargan2(tiny["run"], device="cpu", feature_extractor=Recording(), lpips=RecordingLPIPS(),
+                              max_val=2, batch_size=2, write=False)
+    assert again["metrics"] == metrics
+
+
+@pytest.mark.slow  # 8 full-size Inception passes: ~40 s on the loaded 2-core machine
+def test_end_to_end_on_stand_in_inception_and_alexnet(tiny, tmp_path: Path) -> None:
+    inception_standin(tmp_path / "inception.pth")
+    torch.manual_seed(0)
+    torch.save(AlexNetFeatures().state_dict(), tmp_path / "alexnet.pth")
+    pytest.importorskip("importlib.metadata").files("lpips")
+    report = evaluate_stargan2(tiny["run"], device="cpu", modes=("latent",), num_outs=2, max_val=1, max_train=2,
+                               inception_weights=tmp_path / "inception.pth", alexnet_weights=tmp_path / "alexnet.pth")
+    metrics = report["metrics"]
+    assert set(metrics) == {f"{m}_latent/{t}" for m in ("LPIPS", "FID") for t in ("light2dark", "dark2light", "mean")}
+    assert all(np.isfinite(v) and v >= 0 for v in metrics.values())
+    assert metrics["LPIPS_latent/mean"] > 0 and metrics["FID_latent/mean"] > 0
+    assert report["protocol"]["fid_network"] == "tf-inception"
+    assert report["protocol"]["real_images_per_domain"] == {"dark": 2, "light": 2}
+
+
+def test_torchvision_inception_protocol_on_stand_in_weights(tmp_path: Path) -> None:
+    state = inception_standin(tmp_path / "fid.pth")
+    tv = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    tv.update({"fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000),
+               "AuxLogits.fc.weight": torch.zeros(1000, 768)})
+    torch.save(tv, tmp_path / "inception_v3_google.pth")
+    net = load_torchvision_inception(tmp_path / "inception_v3_google.pth")
+    assert not hasattr(net, "fc")
+    images = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = torchvision_preprocess(images)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    assert x.shape == (1, 3, 299, 299)
+    corner = torch.from_numpy(np.asarray(images[0, :, 0, 0], dtype=np.float32)) / 255
+    torch.testing.assert_close(x[0, :, 0, 0] * torch.tensor([0.229, 0.224, 0.225]) + mean.flatten(), corner,
+                               atol=1e-5, rtol=0)  # PIL's bilinear keeps the corner pixel here
+    extract = fid_extractor("torchvision-inception", tmp_path / "inception_v3_google.pth")
+    features = extract(images)
+    assert features.shape == (1, 2048)
+    fid_net = InceptionV3FID()
+    fid_net.load_state_dict({**fid_net.state_dict(), **state})
+    # same weights, other pooling and preprocessing: different features
+    assert not torch.allclose(features, fid_net.eval()(images)[0], atol=1e-3)
+    with pytest.raises(InceptionWeightsError, match=TORCHVISION_INCEPTION_URL.replace(".", r"\.")):
+        load_torchvision_inception(tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="fid_network: 'clip' is not one of"):
+        fid_extractor("clip")
+
+
+def test_errors_name_the_problem(tiny, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="num_outs: LPIPS diversity needs at least 2"):
+        evaluate_stargan2(tiny["run"], num_outs=1)
+    with pytest.raises(ValueError, match=r"modes: \['sideways'\]"):
+        evaluate_stargan2(tiny["run"], modes=("sideways",))
+    with pytest.raises(DatasetError, match=r"no validation store found beside .*val \(expected"):
+        evaluate_stargan2(tiny["run"], device="cpu", train=tiny["stores"] / "val", feature_extractor=Recording(),
+                          lpips=RecordingLPIPS())
+    with pytest.raises(DatasetError, match=r"has no label column 'domain'"):
+        evaluate_stargan2(tiny["run"], device="cpu", val="builtin:shapes?count=8&resolution=32",
+                          feature_extractor=Recording(), lpips=RecordingLPIPS())
