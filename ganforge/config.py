@@ -213,6 +213,7 @@ class RunConfig:
     best_metric: str | None = None  # e.g. "fid" or "swd_avg": keep the `keep_best` best checkpoints by it
     keep_best: int = 5
     on_nan: Literal["stop", "rollback"] = "stop"
+    inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
     progress: bool = True
     tensorboard: bool = True
     model: Any = None

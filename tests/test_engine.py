@@ -138,3 +138,26 @@ def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_earlier_checkp
         ganforge.train(TINY_PGAN, run)
     assert ckpt.latest_valid_checkpoint(run).step == 8
     assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_training_metrics_are_checked_before_training_starts(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from ganforge.metrics.evaluate import UnknownMetricError
+    from ganforge.metrics.inception import InceptionWeightsError
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["fid"], metrics_every=8)
+    with pytest.raises(InceptionWeightsError, match=r"(?s)pt_inception-2015-12-05-6726825d.pth.*--inception-weights"):
+        ganforge.train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained, nothing written
+    config["metrics"] = ["fjd"]
+    with pytest.raises(UnknownMetricError, match="fjd"):
+        ganforge.train(config, tmp_path / "run")

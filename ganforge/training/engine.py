@@ -70,6 +70,8 @@ class Trainer:
                 (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.json").unlink()
                 (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.safetensors").unlink(missing_ok=True)
         self.config = config
+        if config.metrics:
+            check_training_metrics(config)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         self.dataset = open_dataset(config.data)
         family_cls = get_family(config.family)
@@ -297,7 +299,7 @@ class Trainer:
         if not self.dist.is_main:
             return None
         results = evaluate_family(self.family, self.dataset, plan, self.config.metrics, n=self.config.metrics_n,
-                                  seed=self.config.seed)
+                                  seed=self.config.seed, inception_weights=self.config.inception_weights)
         logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results})
         if self.config.best_metric is None:
             return None
@@ -325,6 +327,16 @@ class Trainer:
             signal.signal(sig, handler)
 
 
+def check_training_metrics(config: RunConfig) -> None:
+    """Unknown metric names, and Inception weights that cannot be had, fail now rather than hours into a run."""
+    from ganforge.metrics.evaluate import check_metrics
+    from ganforge.metrics.inception import resolve_weights_path
+
+    names = check_metrics(config.metrics)
+    if {"fid", "kid", "is", "pr"} & set(names):
+        resolve_weights_path(config.inception_weights)
+
+
 def load_network_states(family: Family, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load every `net/<name>/...` group into the family's networks, strictly, with a clear mismatch message."""
     for name, net in family.nets.items():
@@ -347,7 +359,7 @@ def load_network_states(family: Family, tensors: dict[str, torch.Tensor], source
 
 def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any]) -> None:
     """A resume must not silently change the run: any difference in the config is an error."""
-    keys = ("progress", "tensorboard", "on_nan")  # no effect on the weights: may change between sessions
+    keys = ("progress", "tensorboard", "on_nan", "inception_weights")  # no effect on weights: may change
     differing = [k for k in sorted(set(saved) | set(requested))
                  if k not in keys and saved.get(k) != requested.get(k)]
     if differing:
