@@ -201,7 +201,7 @@ class RunConfig:
     data: str = "builtin:shapes"
     seed: int = 0
     device: str = "auto"
-    amp: Literal["auto", "off", "bf16"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA; fp16 adds dynamic loss scaling
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000

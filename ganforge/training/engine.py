@@ -29,6 +29,7 @@ from ganforge.nn.ema import ema_update
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
 from ganforge.training.log import RunLogger
+from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import save_grid
 
@@ -50,6 +51,8 @@ class TrainResult:
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if amp == "fp16":
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -70,6 +73,7 @@ class Trainer:
                 (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.json").unlink()
                 (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.safetensors").unlink(missing_ok=True)
         self.config = config
+        self.loss_scale = DynamicLossScale() if config.amp == "fp16" else None
         if config.metrics:
             check_training_metrics(config)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
@@ -113,6 +117,7 @@ class Trainer:
             "optimizers": optimizers,
             "progress": self.family.plan(min(self.step, self.family.total_steps() - 1)).progress,
             "world_size": self.dist.world_size,
+            "loss_scale": self.loss_scale.state_dict() if self.loss_scale else None,
             "time": time.time(),
         }
         return tensors, meta
@@ -129,6 +134,8 @@ class Trainer:
         if self.device.type == "cuda" and "rng/cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
         self.loader.load_state_dict(meta["loader"])
+        if self.loss_scale is not None and meta.get("loss_scale"):
+            self.loss_scale.load_state_dict(meta["loss_scale"])
         self.family.load_extra_state(meta.get("family_state", {}))
         self.step = resume.step
         self.images_seen = int(meta.get("images_seen", 0))
@@ -267,8 +274,11 @@ class Trainer:
                     if not torch.isfinite(loss.detach()):
                         raise NonFiniteError(f"step {self.step}, phase {phase.name}: loss is {loss.item()}; "
                                              "stopping before it reaches the weights or a checkpoint")
-                    (loss / phase.accumulate if phase.accumulate > 1 else loss).backward()
+                    loss = loss / phase.accumulate if phase.accumulate > 1 else loss
+                    (self.loss_scale.scale(loss) if self.loss_scale else loss).backward()
                 self.dist.all_reduce_grads(params)
+                if self.loss_scale is not None and not self.loss_scale.unscale(params):
+                    continue  # fp16 overflow: every rank skips this update and lowers the scale
                 for name in phase.trains:
                     family.optimizers[name].step()
                 if phase.after_step is not None:
