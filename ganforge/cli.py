@@ -307,12 +307,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.real is None:
             raise SystemExit("ganforge evaluate: --fake needs --real (a folder or a store)")
         results = evaluate_folders(args.fake, args.real, metrics, n=args.n, inception_weights=args.inception_weights)
+    elif args.run is not None and _run_family(args.run) == "stargan2":
+        return _evaluate_stargan2(args)
     elif args.run is not None:
         results = evaluate_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
                                inception_weights=args.inception_weights)
     else:
         raise SystemExit("ganforge evaluate: give a RUN directory, or --fake and --real")
     print(results["table"])
+    return 0
+
+
+def _run_family(run: Path) -> str | None:
+    config = Path(run) / "config.json"
+    return json.loads(config.read_text()).get("family") if config.is_file() else None
+
+
+def _evaluate_stargan2(args: argparse.Namespace) -> int:
+    """Image-to-image runs are judged as the StarGAN v2 paper does: LPIPS diversity and FID per domain task."""
+    from ganforge.metrics.stargan2_eval import evaluate_stargan2
+
+    report = evaluate_stargan2(args.run, step=args.step, val=args.val, train=args.real, fid_network=args.fid_network,
+                               inception_weights=args.inception_weights, alexnet_weights=args.alexnet_weights,
+                               max_val=args.n)
+    print(f"step {report['step']}")
+    for key, value in report["metrics"].items():
+        print(f"  {key:32s} {value:10.4f}")
     return 0
 
 
@@ -418,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
     ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz")
     ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
+    ev.add_argument("--alexnet-weights", type=Path, help="stargan2 runs: local alexnet-owt-7be5be79.pth for LPIPS")
+    ev.add_argument("--fid-network", default="tf-inception", choices=["tf-inception", "torchvision-inception"],
+                    help="stargan2 runs: FID features (torchvision-inception = the official StarGAN v2 protocol)")
+    ev.add_argument("--val", type=Path, help="stargan2 runs: validation store (default: the val store beside the data)")
     ev.set_defaults(func=cmd_evaluate)
 
     info = sub.add_parser("info", help="networks and parameter counts a config builds (no training)")

@@ -157,3 +157,12 @@ def test_errors_name_the_problem(tiny, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"has no label column 'domain'"):
         evaluate_stargan2(tiny["run"], device="cpu", val="builtin:shapes?count=8&resolution=32",
                           feature_extractor=Recording(), lpips=RecordingLPIPS())
+
+
+def test_cli_evaluate_routes_stargan2_runs_to_the_paper_protocol(tiny, tmp_path: Path, capsys) -> None:
+    from ganforge.cli import main
+
+    missing = tmp_path / "no-inception.pth"
+    assert main(["evaluate", str(tiny["run"]), "--inception-weights", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "ganforge evaluate: error:" in err and str(missing) in err
