@@ -28,7 +28,7 @@ from ganforge.data.store import ImageDataset
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_latents
-from ganforge.nn.biggan_layers import standing_statistics
+from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
 from ganforge.nn.spectral_norm import SNSettings
 from ganforge.training.distributed import DistInfo
 
@@ -70,6 +70,7 @@ class BigGANTrainConfig:
     ema_start: int = 20000  # iterations (1-based, as officially) before which the EMA copies G
     sample_eval_mode: bool = True
     standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
+    sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
     steps: int = 150000  # G iterations
 
     def __post_init__(self) -> None:
@@ -133,6 +134,8 @@ class BigGANFamily(Family):
         self.n_classes = class_count(dataset)
         self.arch = config.architecture(self.resolution, self.n_classes)
         self.nets["G"] = Generator(self.arch).to(device)
+        if config.sync_bn:
+            use_cross_replica_batch_norm(self.nets["G"])
         self.nets["D"] = Discriminator(self.arch).to(device)
         if config.ema:
             self.add_ema("G_ema", "G")
@@ -218,13 +221,16 @@ class BigGANFamily(Family):
         y = inputs.get("y")
         if y is None:
             y = torch.arange(z.shape[0], device=z.device) % self.n_classes
-        generator = self.nets[net]
-        if self.config.standing_stats:
-            generator = self.with_standing_statistics(generator)
-        if "condition" in inputs:
-            return run_generator(generator, z, inputs["condition"], eval_mode=self.config.sample_eval_mode,
-                                 embedded=True)
-        return run_generator(generator, z, y, eval_mode=self.config.sample_eval_mode)
+        network = self.nets[net]
+        use_cross_replica_batch_norm(network, False)  # sampling runs on rank 0 alone: no collective calls
+        try:
+            generator = self.with_standing_statistics(network) if self.config.standing_stats else network
+            if "condition" in inputs:
+                return run_generator(generator, z, inputs["condition"], eval_mode=self.config.sample_eval_mode,
+                                     embedded=True)
+            return run_generator(generator, z, y, eval_mode=self.config.sample_eval_mode)
+        finally:
+            use_cross_replica_batch_norm(network, self.config.sync_bn and net == "G")
 
     def with_standing_statistics(self, generator: nn.Module) -> nn.Module:
         """A copy of `generator` whose BN statistics average `standing_stats` batches of fresh samples.

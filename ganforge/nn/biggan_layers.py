@@ -19,18 +19,44 @@ BN_MOMENTUM = 0.1
 
 
 class _BatchStatistics(nn.Module):
-    """Running mean/variance of a batch-norm layer (batch statistics in training, running ones in eval)."""
+    """Running mean/variance of a batch-norm layer (batch statistics in training, running ones in eval).
+
+    With `cross_replica` set (torchrun runs), training statistics are summed over all ranks, as BigGAN's
+    cross-replica BN on TPUs: the layer then sees the global batch, and a multi-process run computes what a
+    single process would on the whole batch.
+    """
 
     def __init__(self, channels: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.momentum = BN_MOMENTUM
+        self.cross_replica = False
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
     def _normalize(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        if self.training and self.cross_replica and torch.distributed.is_initialized():
+            return self._normalize_across_ranks(x, weight, bias)
         return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, self.momentum,
                             self.eps)
+
+    def _normalize_across_ranks(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+        from torch.distributed.nn.functional import all_reduce  # differentiable: gradients flow to every rank
+
+        channels = x.shape[1]
+        local = x.float()
+        sums = all_reduce(torch.cat([local.sum((0, 2, 3)), local.square().sum((0, 2, 3)),
+                                     local.new_full((1,), local.numel() / channels)]))
+        count = sums[-1]
+        mean = sums[:channels] / count
+        var = (sums[channels:2 * channels] / count - mean.square()).clamp_min(0)
+        with torch.no_grad():  # as F.batch_norm: running variance is the unbiased estimate
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * count / (count - 1), self.momentum)
+        out = (local - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if weight is not None:
+            out = out * weight[None, :, None, None] + bias[None, :, None, None]
+        return out.to(x.dtype)
 
 
 class BatchNorm2d(_BatchStatistics):
@@ -160,6 +186,13 @@ class DiscriminatorBlock(nn.Module):
 
 
 @torch.no_grad()
+def use_cross_replica_batch_norm(module: nn.Module, enabled: bool = True) -> None:
+    """Switch every BigGAN batch-norm layer in `module` to statistics over all ranks."""
+    for layer in module.modules():
+        if isinstance(layer, _BatchStatistics):
+            layer.cross_replica = enabled
+
+
 def standing_statistics(generator: nn.Module, forward: Callable[[], Tensor], batches: int) -> None:
     """Replace every BN layer's running statistics by the plain average over `batches` fresh batches.
 

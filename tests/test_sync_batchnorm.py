@@ -1,0 +1,61 @@
+"""Cross-replica batch norm (BigGAN `sync_bn`): two gloo ranks normalise with the statistics of the whole batch."""
+
+import os
+import tempfile
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ganforge.nn.biggan_layers import ConditionalBatchNorm2d, use_cross_replica_batch_norm
+
+
+def _layer() -> ConditionalBatchNorm2d:
+    torch.manual_seed(0)
+    layer = ConditionalBatchNorm2d(3, 5, from_labels=True, sn=None)
+    torch.nn.init.normal_(layer.gain.weight, std=0.3)
+    torch.nn.init.normal_(layer.bias.weight, std=0.3)
+    return layer
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, classes, and the weights of a loss sum(weights * output) that every sample contributes to."""
+    generator = torch.Generator().manual_seed(1)
+    return (torch.randn(8, 3, 4, 4, generator=generator) * 2 + 1, torch.arange(8) % 5,
+            torch.randn(8, 3, 4, 4, generator=generator))
+
+
+def _rank(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    layer = _layer()
+    use_cross_replica_batch_norm(layer)
+    x, y, weights = _data()
+    x_local = x[rank::2].clone().requires_grad_(True)
+    out = layer(x_local, y[rank::2])
+    (out * weights[rank::2]).sum().backward()
+    torch.save({"out": out.detach(), "grad": x_local.grad, "mean": layer.running_mean, "var": layer.running_var},
+               os.path.join(out_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path):
+    init_file = tempfile.mktemp(dir=tmp_path)
+    mp.spawn(_rank, args=(init_file, str(tmp_path)), nprocs=2, join=True)
+    layer = _layer()
+    x, y, weights = _data()
+    x = x.clone().requires_grad_(True)
+    out = layer(x, y)
+    (out * weights).sum().backward()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["out"], out[rank::2].detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["grad"], x.grad[rank::2], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["mean"], layer.running_mean, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got["var"], layer.running_var, atol=1e-6, rtol=1e-6)
+
+
+def test_without_a_process_group_it_is_ordinary_batch_norm():
+    plain, synced = _layer(), _layer()
+    use_cross_replica_batch_norm(synced)
+    x, y, _ = _data()
+    torch.testing.assert_close(synced(x, y), plain(x, y))
