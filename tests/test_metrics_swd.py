@@ -9,9 +9,15 @@ import pytest
 import torch
 from conftest import shared_path
 
-from ganforge.metrics import swd as swd_module
 from ganforge.metrics._images import ImageSetError, derived_seed
-from ganforge.metrics.swd import SWDStats, laplacian_pyramid, pyramid_resolutions, sliced_wasserstein, swd
+from ganforge.metrics.swd import (
+    SWDStats,
+    laplacian_pyramid,
+    pyramid_resolutions,
+    sliced_wasserstein,
+    swd,
+    swd_from_stats,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,7 +82,7 @@ def fixture_stats(inputs64):
 @pytest.mark.parametrize("pair,other", [("A_vs_B", "B"), ("A_vs_C", "C"), ("A_vs_A", "A2")])
 def test_swd_within_official_spread(fixture_stats, pair, other):
     expected = json.loads(shared_path("fixtures", "metrics", "expected.json").read_text())[pair]
-    result = swd_module.swd_from_stats(fixture_stats["A"], fixture_stats[other], seed=0)
+    result = swd_from_stats(fixture_stats["A"], fixture_stats[other], seed=0)
     assert result["resolutions"] == [64, 32, 16]
     values = np.array(result["swd"] + [result["avg"]])
     mean, std = np.array(expected["mean"]), np.array(expected["std"])
@@ -104,7 +110,7 @@ def test_float16_descriptors_agree_with_float32(inputs64):
         st_a.update(a)
         st_b.update(b)
         assert st_a.descriptors(0).dtype == (torch.float32 if limit else torch.float16)
-        results.append(swd_module.swd_from_stats(st_a, st_b)["swd"])
+        results.append(swd_from_stats(st_a, st_b)["swd"])
     np.testing.assert_allclose(results[1], results[0], rtol=2e-3)
 
 

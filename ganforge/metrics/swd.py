@@ -106,8 +106,8 @@ def sliced_wasserstein(desc_a: torch.Tensor, desc_b: torch.Tensor, directions: t
         directions.shape[1], -1)
     for start in range(0, flat.shape[1], chunk):
         dirs = flat[:, start : start + chunk]
-        diff = sorted_projections(desc_a, dirs) - sorted_projections(desc_b, dirs)
-        total += float(diff.abs().sum(dtype=torch.float64))
+        diff = sorted_projections(desc_a, dirs).sub_(sorted_projections(desc_b, dirs))  # in place: no 3rd array
+        total += float(diff.abs_().sum(dtype=torch.float64))
     return total / (flat.shape[1] * desc_a.shape[0])
 
 
