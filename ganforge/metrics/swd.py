@@ -137,12 +137,11 @@ class SWDStats:
         self.descriptor_dtype, self.batch_size = descriptor_dtype, batch_size
         self.float32_limit_bytes = float32_limit_bytes
         self.seed = seed
-        self._rngs: list[np.random.Generator] = []  # one stream per level: independent of batch boundaries
+        self._rngs: list[np.random.Generator] = []
         self._file = tempfile.TemporaryFile(dir=spill_dir)  # noqa: SIM115 (lives as long as the stats; see close)
         self.count = 0
         self.size: int | None = None
         self.resolutions: list[int] = []
-        self._centres: list[list[torch.Tensor]] = []
         self._sum: torch.Tensor | None = None  # per level and channel: sum, and centred sum of squares (Chan merge)
         self._m2: torch.Tensor | None = None
 
@@ -157,20 +156,28 @@ class SWDStats:
             self.resolutions = pyramid_resolutions(h, self.min_resolution)
             if self.resolutions[-1] < self.patch_size:
                 raise ImageSetError(f"SWD: level {self.resolutions[-1]} is smaller than patch_size={self.patch_size}")
-            self._centres = [[] for _ in self.resolutions]
-            streams = np.random.SeedSequence(self.seed).spawn(len(self.resolutions))
-            self._rngs = [np.random.default_rng(stream) for stream in streams]
+            self._rngs = self._level_streams()
             self._sum = torch.zeros(len(self.resolutions), 3, dtype=torch.float64)
             self._m2 = torch.zeros(len(self.resolutions), 3, dtype=torch.float64)
         elif h != self.size:
             raise ImageSetError(f"SWD: all images of a set must have one size, got {h} after {self.size}")
+
+    def _level_streams(self) -> list[np.random.Generator]:
+        """One patch-centre stream per level. Each centre costs one 64-bit draw, so a stream gives the same
+        centres however the set is cut into batches, and `descriptors` re-draws them instead of storing them
+        (small long-lived allocations between the per-batch temporaries would fragment the heap)."""
+        return [np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(len(self.resolutions))]
+
+    def _centres(self, rng: np.random.Generator, res: int, n_images: int) -> torch.Tensor:
+        half = self.patch_size // 2
+        return torch.from_numpy(rng.integers(half, res - half, (n_images * self.n_patches, 2)))
 
     def _gather(self, level: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """[B*n_patches, 3, p, p] neighbourhoods of `level` [B, 3, S, S] at centres [B*n_patches, 2] (y, x)."""
         size = level.shape[-1]
         half = self.patch_size // 2
         offsets = torch.arange(-half, half + 1, device=level.device)
-        centres = centres.to(level.device, torch.long)
+        centres = centres.to(level.device)
         image = torch.arange(level.shape[0], device=level.device).repeat_interleave(self.n_patches)
         ys = (centres[:, 0:1] + offsets)[:, None, :, None]
         xs = (centres[:, 1:2] + offsets)[:, None, None, :]
@@ -187,13 +194,8 @@ class SWDStats:
         n = images.shape[0]
         self._file.write(images.numpy().tobytes())
         pyramid = laplacian_pyramid(images.to(self.device), len(self.resolutions))
-        half = self.patch_size // 2
         for index, (res, level) in enumerate(zip(self.resolutions, pyramid, strict=True)):
-            # int64 draws (one 64-bit word each) keep the stream independent of how the set is cut into batches
-            centres = self._rngs[index].integers(half, res - half, (n * self.n_patches, 2))
-            centres = torch.from_numpy(centres.astype(np.int16))
-            self._centres[index].append(centres)
-            desc = self._gather(level, centres).double()
+            desc = self._gather(level, self._centres(self._rngs[index], res, n)).double()
             count = desc.shape[0] * desc.shape[2] * desc.shape[3]
             batch_sum = desc.sum(dim=(0, 2, 3)).cpu()
             batch_m2 = ((desc - (batch_sum / count).to(desc.device)[None, :, None, None]) ** 2).sum(dim=(0, 2, 3)).cpu()
@@ -229,12 +231,12 @@ class SWDStats:
         dtype = self.descriptor_dtype or (
             torch.float32 if rows * dim * 4 <= self.float32_limit_bytes else torch.float16)
         out = torch.empty(rows, dim, dtype=dtype, device=self.device)
-        centres = torch.cat(self._centres[index])
+        rng = self._level_streams()[index]
         row = 0
         for images in self._stored_images():
             level = laplacian_pyramid(images.to(self.device), min(index + 2, len(self.resolutions)))[index]
             rows = images.shape[0] * self.n_patches
-            desc = self._gather(level, centres[row : row + rows])
+            desc = self._gather(level, self._centres(rng, self.resolutions[index], images.shape[0]))
             out[row : row + rows] = ((desc - mean) / std).reshape(rows, dim)
             row += rows
         return out
