@@ -150,8 +150,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON: {err}") from None
+    except yaml.YAMLError as err:  # PyYAML's message quotes the file over several lines: keep what and where
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', None) or type(err).__name__}{where}"
+                          ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -223,6 +228,9 @@ class RunConfig:
                      "keep_best"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        for name, most in (("sample_count", 4096), ("metrics_n", 10**7), ("keep_checkpoints", 10**4)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name}: {getattr(self, name)} is more than the {most} ganforge accepts")
         if self.best_metric is not None and not self.metrics:
             raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every)")
         if self.metrics_every < 0:

@@ -116,7 +116,7 @@ class _Exploit:
 
 def test_pickled_code_is_refused(tmp_path, capsys):
     torch.save({"fc.weight": _Exploit()}, tmp_path / "evil.pth")
-    with pytest.raises(InceptionWeightsError, match="cannot read Inception weights"):
+    with pytest.raises(InceptionWeightsError, match="evil.pth: refused to load as FID Inception weights"):
         load_inception(tmp_path / "evil.pth")
     assert "pickled code ran" not in capsys.readouterr().out
 

@@ -251,16 +251,7 @@ def test_at_least_100_cases_over_every_category(outcomes) -> None:
     assert min(refused.values()) >= 1, refused  # every category does reach the error path
 
 
-@pytest.mark.parametrize("category", [
-    "image", "config bytes",
-    pytest.param("mutated config", marks=pytest.mark.xfail(strict=True, reason=(
-        "sample_count 10**30 passes validation and torch.randn raises TypeError out of Trainer.__init__ "
-        "(ganforge/training/engine.py:92) — see report"))),
-    pytest.param("checkpoint record", marks=pytest.mark.xfail(strict=True, reason=(
-        "a record without 'step' raises KeyError out of load_checkpoint (ganforge/training/checkpoint.py:126) — "
-        "see report"))),
-    "safetensors", "zoo checkpoint", "store",
-])
+@pytest.mark.parametrize("category", CATEGORIES)
 def test_no_traceback_only_success_or_exit_2_with_an_error_line(outcomes, category: str) -> None:
     bad = [f"{o.argv[:2]} exit {o.code}: {o.err[-300:]}" for o in _in(category, outcomes)
            if o.code not in (0, 2) or "Traceback" in o.err
@@ -268,10 +259,7 @@ def test_no_traceback_only_success_or_exit_2_with_an_error_line(outcomes, catego
     assert bad == []
 
 
-@pytest.mark.parametrize("category", [
-    pytest.param(category, marks=pytest.mark.xfail(strict=True, reason=(
-        "YAML syntax errors carry PyYAML's multi-line context (ganforge/config.py:152-153) — see report")))
-    if category == "config bytes" else category for category in CATEGORIES])
+@pytest.mark.parametrize("category", CATEGORIES)
 def test_every_refusal_is_one_line(outcomes, category: str) -> None:
     multi = [o.err for o in _in(category, outcomes) if o.code == 2 and len(o.err.strip().splitlines()) != 1]
     assert multi == []

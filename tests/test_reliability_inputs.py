@@ -323,8 +323,6 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, capsys, loader
         one_line_error(err, argv[0])
 
 
-@pytest.mark.xfail(strict=True, reason="load_inception puts torch's 5-line weights_only refusal into its error "
-                                       "(ganforge/metrics/inception.py:292) — see report")
 def test_refused_inception_weights_are_a_one_line_error(tmp_path, capsys) -> None:
     from ganforge.metrics.inception import load_inception
 
@@ -335,8 +333,6 @@ def test_refused_inception_weights_are_a_one_line_error(tmp_path, capsys) -> Non
     assert "\n" not in str(refusal.value)
 
 
-@pytest.mark.xfail(strict=True, reason="stargan2 sample_latents raises RuntimeError (not a ValueError) when the run "
-                                       "is loaded without its images (ganforge/families/stargan2.py:239) — see report")
 def test_generate_on_a_stargan2_run_is_a_clear_error(tmp_path, capsys) -> None:
     config = tiny_run("stargan2")
     config["model"].update(steps=1, batch_size=2)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ganforge.config import ConfigError
 from ganforge.data.loader import to_float_images
-from ganforge.data.store import ImageDataset
+from ganforge.data.store import DatasetError, ImageDataset
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import r1_penalty
 from ganforge.models.stargan2 import StarGAN2Arch, he_init_
@@ -236,8 +236,9 @@ class StarGAN2Family(Family):
 
     def _require_images(self, purpose: str) -> None:
         if self.members is None or self.dataset.count == 0:
-            raise RuntimeError(f"{purpose} needs the training images, but this family was built from the shape of "
-                               f"{self.dataset.source or 'its dataset'} only (labels and images not loaded)")
+            raise DatasetError(f"{purpose} needs the training images, but this run was loaded from the shape of "
+                               f"{self.dataset.source or 'its dataset'} only; StarGAN v2 translates images: use "
+                               "`ganforge translate RUN --src DIR --ref DIR -o OUT`")
 
     def draw_inputs(self, batch_size: int) -> StepInputs:
         """The step's global-batch inputs from the balanced streams, then this rank's share on the device."""

@@ -14,8 +14,6 @@ a missing, unexpected or misshapen tensor is an error naming the file and the ke
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from torch import Tensor, nn
 from ganforge.families import resolve_run_config
 from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, discriminator_stages, generator_stages
 from ganforge.nn.spectral_norm import SNSettings
+from ganforge.safe_load import load_weights_only
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
 
@@ -53,20 +52,8 @@ def _file_name(stem: str, suffix: str) -> str:
 
 def load_restricted(path: Path) -> Any:
     """torch.load with the weights-only unpickler (+ inert ReLU); refusals become BigGANImportError."""
-    path = Path(path)
-    if not path.is_file():
-        raise BigGANImportError(f"BigGAN-PyTorch file not found: {path}")
-    try:
-        with torch.serialization.safe_globals([(_InertModule, name) for name in _RELU_GLOBALS]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
-                      lines[-1] if lines else type(error).__name__)
-        raise BigGANImportError(
-            f"{path}: refused to load ({reason}); only tensors, plain containers and nn.ReLU config entries are "
-            "allowed, nothing in the file is executed"
-        ) from error
+    return load_weights_only(path, what="a BigGAN-PyTorch file", error=BigGANImportError,
+                             allowed=[(_InertModule, name) for name in _RELU_GLOBALS])
 
 
 def _plain(value: Any) -> Any:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import re
 import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ganforge.models.pgan import LRELU_SLOPE, PGANArch, PGANDiscriminator, PGANGenerator
+from ganforge.safe_load import load_weights_only
 
 ZOO_CONFIG_GLOBAL = "models.utils.config.BaseConfig"
 ZOO_MBSTD_GROUP_SIZE = 4
@@ -125,27 +124,11 @@ def _strip_module(state: Any, path: Path, key: str) -> dict[str, Tensor]:
     return out
 
 
-def _unpickling_reason(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line
-    return lines[-1] if lines else type(error).__name__
-
-
 def read_zoo_checkpoint(path: Path) -> ZooCheckpoint:
     """Read a zoo checkpoint (zip or legacy pre-1.6 torch format) with the restricted unpickler."""
     path = Path(path)
-    if not path.is_file():
-        raise ZooImportError(f"zoo checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([(_ZooConfigData, ZOO_CONFIG_GLOBAL)]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise ZooImportError(
-            f"{path}: refused to load as a zoo checkpoint ({_unpickling_reason(error)}); only tensors, "
-            f"containers and {ZOO_CONFIG_GLOBAL} are allowed, nothing in the file is executed"
-        ) from error
+    obj = load_weights_only(path, what="a zoo checkpoint", error=ZooImportError,
+                            allowed=[(_ZooConfigData, ZOO_CONFIG_GLOBAL)])
     if not isinstance(obj, dict) or "config" not in obj:
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise ZooImportError(f"{path}: expected a dict with keys config, netG, netD[, avgG], found {found}")

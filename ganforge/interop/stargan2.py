@@ -16,9 +16,7 @@ buffer) and, when present, must be the Laplacian / w_hpf. The face-landmark netw
 from __future__ import annotations
 
 import math
-import pickle
 import re
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from ganforge.families import resolve_run_config
-from ganforge.interop.pgan_zoo import _unpickling_reason  # one reading of torch's refusal messages
 from ganforge.models.stargan2 import StarGAN2Arch, official_base_dim
 from ganforge.nn.stargan_layers import laplacian_kernel
+from ganforge.safe_load import load_weights_only
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
 
@@ -89,14 +87,7 @@ def read_official_stargan2(path: Path) -> tuple[dict[str, dict[str, Tensor]], li
     Only tensors and plain containers are unpickled; anything else in the file is refused with an error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise StarGAN2ImportError(f"StarGAN v2 checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise StarGAN2ImportError(
-            f"{path}: refused to load as a StarGAN v2 checkpoint ({_unpickling_reason(error)}); only tensors and "
-            "plain containers are allowed, nothing in the file is executed") from error
+    obj = load_weights_only(path, what="a StarGAN v2 checkpoint", error=StarGAN2ImportError)
     if not isinstance(obj, dict) or not obj:
         raise StarGAN2ImportError(f"{path}: expected a dict of state dicts, got {type(obj).__name__}")
     if all(isinstance(value, Tensor) for value in obj.values()):

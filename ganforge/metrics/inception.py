@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge.metrics._images import ImageSource, iter_image_batches
+from ganforge.safe_load import load_weights_only
 
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -286,10 +287,7 @@ def load_inception(weights: str | Path | None = None, device: torch.device | str
                    cache_dir: str | Path | None = None) -> InceptionV3FID:
     """The FID Inception network in eval mode, weights loaded strictly and without running pickled code."""
     path = resolve_weights_path(weights, cache_dir)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InceptionWeightsError(f"cannot read Inception weights {path}: {err}") from err
+    state = load_weights_only(path, what="FID Inception weights", error=InceptionWeightsError)
     if not isinstance(state, dict):
         raise InceptionWeightsError(f"Inception weights {path}: expected a state dict, got {type(state).__name__}")
     model = InceptionV3FID()

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ganforge.metrics.inception import default_cache_dir
+from ganforge.safe_load import load_weights_only
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -114,10 +115,7 @@ def load_lpips_heads() -> list[torch.Tensor]:
     if path is None or not path.is_file():
         raise LPIPSWeightsError(f"the installed `lpips` package has no {HEADS_FILE}; reinstall it with "
                                 "`pip install --no-deps --force-reinstall lpips`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise LPIPSWeightsError(f"cannot read the LPIPS heads {path}: {err}") from err
+    state = load_weights_only(path, what="LPIPS heads", error=LPIPSWeightsError)
     heads = [state.get(f"lin{k}.model.1.weight") for k in range(len(CHANNELS))]
     for k, (head, channels) in enumerate(zip(heads, CHANNELS, strict=True)):
         if head is None or tuple(head.shape) != (1, channels, 1, 1):
@@ -168,10 +166,7 @@ def resolve_alexnet_weights(weights: str | Path | None = None, cache_dir: str | 
 def load_alexnet(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> AlexNetFeatures:
     """AlexNet features with torchvision's ImageNet weights (its `classifier.*` entries are ignored)."""
     path = resolve_alexnet_weights(weights, cache_dir)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise LPIPSWeightsError(f"cannot read AlexNet weights {path}: {err}") from err
+    state = load_weights_only(path, what="AlexNet weights", error=LPIPSWeightsError)
     if not isinstance(state, dict):
         raise LPIPSWeightsError(f"AlexNet weights {path}: expected a state dict, got {type(state).__name__}")
     model = AlexNetFeatures()

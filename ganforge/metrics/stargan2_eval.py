@@ -33,6 +33,7 @@ from ganforge.metrics._images import derived_seed, to_uint8_images
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, load_inception
 from ganforge.metrics.lpips import LPIPS, load_lpips, pairwise_diversity
+from ganforge.safe_load import load_weights_only
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 N x 3 x H x W → features [N, D]
 FID_NETWORKS = ("tf-inception", "torchvision-inception")
@@ -88,10 +89,7 @@ def load_torchvision_inception(weights: str | Path | None = None) -> Torchvision
             f"{TORCHVISION_INCEPTION_URL} and pass its path with --inception-weights (Python: inception_weights=) "
             f"or ${TORCHVISION_INCEPTION_ENV}")
     path = Path(path).expanduser()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InceptionWeightsError(f"cannot read Inception weights {path}: {err}") from err
+    state = load_weights_only(path, what="torchvision Inception weights", error=InceptionWeightsError)
     model = TorchvisionInception()
     expected = model.state_dict()
     kept = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}

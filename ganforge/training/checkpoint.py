@@ -109,7 +109,14 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a ganforge checkpoint record (format {meta.get('format')!r})"
                               if isinstance(meta, dict) else f"{json_path}: not a ganforge checkpoint record")
-    if meta.get("version", 0) > FORMAT_VERSION:
+    missing = [key for key, kind in (("step", int), ("tensors_file", str), ("sha256", str), ("config", dict))
+               if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
+    if missing:
+        raise CheckpointError(f"{json_path}: checkpoint record lacks valid {', '.join(missing)}")
+    if Path(meta["tensors_file"]).name != meta["tensors_file"]:
+        raise CheckpointError(f"{json_path}: tensors_file must be a file name beside the record, got "
+                              f"{meta['tensors_file']!r}")
+    if not isinstance(meta.get("version", 0), int) or meta.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{json_path}: written by a newer ganforge (checkpoint version {meta['version']})")
     tensor_path = json_path.parent / meta.get("tensors_file", "")
     try:

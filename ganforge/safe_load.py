@@ -1,0 +1,42 @@
+"""The one way ganforge reads foreign torch files: the weights-only unpickler, with refusals as one-line errors.
+
+torch's refusal message is several lines long (the offending GLOBAL, advice about weights_only=False that must
+not be followed here, documentation links); users get the one line that says what was refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def refusal_reason(error: BaseException) -> str:
+    """The informative line of torch's weights-only refusal (the blocked GLOBAL), else its last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[-1] if lines else type(error).__name__
+
+
+def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = ValueError,
+                      allowed: Iterable[tuple[type, str]] = ()) -> Any:
+    """`torch.load(path, weights_only=True)`; `allowed` maps foreign class names to inert local classes.
+
+    Anything that cannot be read (missing, truncated, not a torch file, a pickle that would run code) becomes
+    `error` with a one-line message naming the file and `what` it was supposed to be; nothing in it is executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise error(f"{path}: refused to load as {what} ({refusal_reason(err)}); only tensors and plain "
+                    "containers are read, nothing in the file is executed") from err
