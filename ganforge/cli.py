@@ -487,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         # every user-facing error type in ganforge derives from ValueError: one line, no traceback
         print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"ganforge {args.command}: error: out of memory (a batch size, resolution or count too large for "
+              "this machine?)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130

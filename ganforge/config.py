@@ -85,6 +85,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{where}: {value} is out of range")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
