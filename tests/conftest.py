@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one intra-op thread per worker, not two fighting for 2 cores
-    torch.set_num_threads(1)
+# One intra-op thread for every test: the networks here are tiny, so a second thread mostly waits for a core (several
+# times slower on the shared 2-core machine), `pytest -n 2` already uses both cores, and subprocess runs (torchrun,
+# kill-and-resume) get OMP_NUM_THREADS=1 so in-process reference runs compute bit-identically to them.
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -30,15 +30,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PER_CLASS = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on a shared machine: thread hand-offs cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory) -> Path:
     """A 200-image CIFAR-10 store (20 per class) and a tiny BigGAN trained on it to step 2, then resumed to 4."""

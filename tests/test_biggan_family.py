@@ -30,15 +30,6 @@ SHAPES = "builtin:shapes?count=256&resolution=32"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on a shared machine: thread hand-offs cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(**overrides: Any) -> dict[str, Any]:
     return {"g_ch": 4, "d_ch": 4, "dim_z": 16, "shared_dim": 8, "g_attention": [16], "d_attention": [16],
             "batch_size": 4, "num_d_steps": 1, "num_d_accumulations": 1, "num_g_accumulations": 1, "steps": 4,

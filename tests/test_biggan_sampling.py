@@ -24,15 +24,6 @@ from ganforge.viz.grid import to_uint8
 SHAPES = "builtin:shapes?count=64&resolution=32"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on a shared machine: thread hand-offs cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(family: str = "biggan", **model: Any) -> LoadedModel:
     """An untrained tiny run's model (weights do not matter for the sampling logic)."""
     torch.manual_seed(0)

@@ -23,15 +23,6 @@ SHAPES = "builtin:shapes?count=64&resolution=32"
 TINY = {"features_g": 2, "features_d": 2, "z_dim": 8, "batch_size": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on a shared machine: thread hand-offs cost more than they save (10× slower with two threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shapes():
     return open_dataset(SHAPES)

@@ -25,15 +25,6 @@ LOSS_KEYS = {"dcgan": {"loss_D", "loss_G"}, "wgan": {"loss_D", "loss_G", "wdist"
              "wgan-gp": {"loss_D", "loss_G", "wdist", "gp"}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on a shared machine: thread hand-offs cost more than they save (10× slower with two threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mnist_slice(tmp_path_factory) -> str:
     """256 test digits from ../shared, padded 28 → 32 like `prepare_mnist`, as a 1-channel store."""

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 from torch import nn
 
 from ganforge.metrics import lpips as lp

@@ -21,15 +21,6 @@ from ganforge.training import checkpoint as ckpt
 STEPS = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The single-process reference runs here on one thread, like each rank."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def ddp_config(family: str) -> dict:
     config = tiny_run(family, checkpoint_every=100, sample_every=100, log_every=1)
     config["model"]["steps"] = STEPS + 1

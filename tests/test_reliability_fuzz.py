@@ -39,14 +39,6 @@ class Case:
     build: Callable[[Path], list[Any]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory) -> dict[str, Path]:
     """Valid inputs to mutate: a trained tiny PGAN run, a 32×32 store, a zoo-style .pt and a PNG."""

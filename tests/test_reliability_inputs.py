@@ -34,14 +34,6 @@ from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(capsys: pytest.CaptureFixture, *argv: Any) -> tuple[int, str, str]:
     """Exit code, stdout and stderr of `ganforge ARGV` run in this process."""
     code = main([str(a) for a in argv])

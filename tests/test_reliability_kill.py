@@ -8,7 +8,6 @@ import os
 import signal
 
 import pytest
-import torch
 from reliability_runs import (
     checkpoint_tensors,
     differing_tensors,
@@ -22,15 +21,6 @@ import ganforge
 from ganforge.cli import main
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process sessions and reference runs on one thread, as the children (bit-identical results)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("family", "kills"), [("pgan", 2), ("wgan-gp", 1), ("stargan2", 1), ("biggan", 1)])

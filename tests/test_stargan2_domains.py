@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_path
-from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 from stargan2_tiny_run import DOMAINS, SPLIT_COUNTS, train_tiny_run, write_domain_folders
 
 import ganforge

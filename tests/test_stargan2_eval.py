@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path
-from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 from stargan2_tiny_run import SPLIT_COUNTS, train_tiny_run
 from test_lpips import TinyBackbone
 

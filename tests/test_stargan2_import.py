@@ -12,7 +12,6 @@ import torch
 from conftest import shared_path
 from PIL import Image
 from safetensors.torch import load_file
-from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 
 from ganforge.data.prepare import prepare_folder
 from ganforge.families import resolve_run_config

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import shared_path
-from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 
 from ganforge.models.stargan2 import (
     Discriminator,

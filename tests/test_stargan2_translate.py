@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from stargan2_testing import one_thread  # noqa: F401 - autouse fixture
 from stargan2_tiny_run import DOMAINS, train_tiny_run
 
 import ganforge
