@@ -7,6 +7,7 @@ import hashlib
 import io
 import tarfile
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def test_download_offline_and_online(tmp_path, cifar_files, monkeypatch, capsys)
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(classes.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     target = tmp_path / "cifar"
     assert main(["prepare", "cifar10", str(target), "-o", str(tmp_path / "out"), "--download"]) == 2
     message = capsys.readouterr().err
@@ -113,7 +114,7 @@ def test_download_offline_and_online(tmp_path, cifar_files, monkeypatch, capsys)
     assert not list(target.iterdir())  # no partial file left behind
 
     payload = write_tarball(tmp_path / "served.tar.gz", cifar_files).read_bytes()
-    monkeypatch.setattr(classes.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
     monkeypatch.setattr(classes, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
     archive = download_cifar10(target)
     assert archive == target / "cifar-10-binary.tar.gz" and archive.read_bytes() == payload

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -13,7 +15,6 @@ import pytest
 from conftest import shared_path
 from PIL import Image
 
-from ganforge.data import prepare
 from ganforge.data.prepare import (
     MNIST_FILES,
     PrepareError,
@@ -279,7 +280,7 @@ def test_download_offline_names_each_file_its_url_and_the_directory(
     def offline(url: str, timeout: float) -> None:
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(prepare.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     present = shared_path("data", "mnist", "t10k-labels-idx1-ubyte.gz")
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress(present.read_bytes()))
     with pytest.raises(PrepareError) as failure:
@@ -291,24 +292,10 @@ def test_download_offline_names_each_file_its_url_and_the_directory(
     assert "t10k-labels" not in message
 
 
-class _FakeResponse:
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __enter__(self) -> _FakeResponse:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def read(self) -> bytes:
-        return self.payload
-
-
 def test_download_verifies_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = shared_path("data", "mnist")
     mirror = {url: source / url.rsplit("/", 1)[1] for url, _ in MNIST_FILES.values()}
-    monkeypatch.setattr(prepare.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(mirror[url].read_bytes()))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(mirror[url].read_bytes()))
     target = tmp_path / "mnist"
     assert download_mnist(target) == target
     assert sorted(p.name for p in target.iterdir()) == sorted(f"{name}.gz" for name in MNIST_FILES)
@@ -323,7 +310,7 @@ def test_download_verifies_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyP
         download_mnist(damaged)
 
     corrupt = gzip.compress(b"not mnist")
-    monkeypatch.setattr(prepare.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(corrupt))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(corrupt))
     with pytest.raises(PrepareError, match="checksum mismatch .* expected 6bbc9ace898e44ae57da46a324031adb"):
         download_mnist(tmp_path / "other")
     assert not (tmp_path / "other" / "train-images-idx3-ubyte.gz").exists()

@@ -7,6 +7,7 @@ import hashlib
 import importlib.metadata
 import io
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,7 @@ def test_weight_resolution_order_and_offline_message(tmp_path: Path, alexnet_fil
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(lp.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(LPIPSWeightsError) as info:
         resolve_alexnet_weights(cache_dir=tmp_path / "empty")
     message = str(info.value)
@@ -156,10 +157,11 @@ def test_weight_resolution_order_and_offline_message(tmp_path: Path, alexnet_fil
 
 def test_download_checks_the_sha256_prefix(tmp_path: Path, monkeypatch) -> None:
     payload = b"weights"
-    monkeypatch.setattr(lp.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
-    good = hashlib.sha256(payload).hexdigest()[:8]
-    lp._fetch("https://example/x.pth", tmp_path / "ok.pth", good)
-    assert (tmp_path / "ok.pth").read_bytes() == payload
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    monkeypatch.delenv(lp.ALEXNET_ENV, raising=False)
+    monkeypatch.setattr(lp, "ALEXNET_SHA256_PREFIX", hashlib.sha256(payload).hexdigest()[:8])
+    assert resolve_alexnet_weights(cache_dir=tmp_path / "ok").read_bytes() == payload
+    monkeypatch.setattr(lp, "ALEXNET_SHA256_PREFIX", "00000000")
     with pytest.raises(LPIPSWeightsError, match="does not start with 00000000"):
-        lp._fetch("https://example/x.pth", tmp_path / "bad.pth", "00000000")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.pth"]
+        resolve_alexnet_weights(cache_dir=tmp_path / "bad")
+    assert list((tmp_path / "bad").iterdir()) == []  # nothing kept of a rejected download

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,7 @@ def test_offline_error_says_which_file_where_from_and_where_to_put_it(monkeypatc
         raise urllib.error.URLError("no network")
 
     monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(inception.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(InceptionWeightsError) as info:
         load_inception(cache_dir=tmp_path)
     message = str(info.value)

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import types
+import urllib.request
 import zipfile
 from pathlib import Path
 from urllib.error import URLError
@@ -18,7 +19,6 @@ import torch
 from conftest import shared_path
 from safetensors.torch import load_file
 
-from ganforge.interop import pgan_zoo
 from ganforge.interop.pgan_zoo import (
     ZOO_HUB_CHECKPOINTS,
     ZooCheckpoint,
@@ -253,7 +253,7 @@ def test_fetch_offline_names_file_url_and_destination(
     def offline(*_args: object, **_kwargs: object) -> None:
         raise URLError("no network")
 
-    monkeypatch.setattr(pgan_zoo, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     entry = ZOO_HUB_CHECKPOINTS["celeba"]
     with pytest.raises(ZooDownloadError) as info:
         fetch_zoo_hub("celeba", tmp_path / "hub")
@@ -267,10 +267,10 @@ def test_fetch_offline_names_file_url_and_destination(
 def test_fetch_downloads_and_verifies(
     fake_hub: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(pgan_zoo, "urlopen", lambda *_a, **_k: io.BytesIO(fake_hub))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *_a, **_k: io.BytesIO(fake_hub))
     path = fetch_zoo_hub("fake", tmp_path)
     assert path.read_bytes() == fake_hub and path.name == ZOO_HUB_CHECKPOINTS["fake"].file
-    monkeypatch.setattr(pgan_zoo, "urlopen", lambda *_a, **_k: io.BytesIO(b"tampered"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *_a, **_k: io.BytesIO(b"tampered"))
     path.unlink()
     with pytest.raises(ZooDownloadError, match="does not start with"):
         fetch_zoo_hub("fake", tmp_path)
@@ -293,7 +293,7 @@ def test_fetch_reuses_verified_file_and_rejects_a_wrong_one(
     def no_network(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("must not download when a verified copy is already there")
 
-    monkeypatch.setattr(pgan_zoo, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     existing = tmp_path / ZOO_HUB_CHECKPOINTS["fake"].file
     existing.write_bytes(fake_hub)
     assert fetch_zoo_hub("fake", tmp_path) == existing

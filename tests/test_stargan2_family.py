@@ -17,7 +17,7 @@ import ganforge.api
 from ganforge.cli import main
 from ganforge.config import ConfigError, read_config_file
 from ganforge.data.prepare import prepare_folder
-from ganforge.data.store import ImageDataset, open_dataset
+from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.stargan2 import StarGAN2Config, StarGAN2Family
 from ganforge.losses import r1_penalty
@@ -348,7 +348,7 @@ def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
     assert loaded.family.domain_names == ["dark", "light", "gradient", "stripes"]
     assert all(torch.equal(v, straight.family.nets["G_ema"].state_dict()[k])
                for k, v in loaded.nets["G_ema"].state_dict().items())
-    with pytest.raises(RuntimeError, match="choosing fixed sample sources needs the training images"):
+    with pytest.raises(DatasetError, match="choosing fixed sample sources needs the training images"):
         loaded.latents(4)
 
 

@@ -11,11 +11,7 @@ them, are mapped to uint8 by *rounding* (BigGAN-PyTorch's own conversion truncat
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tarfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +20,7 @@ import numpy as np
 from ganforge.data.images import is_power_of_two
 from ganforge.data.prepare import PrepareError
 from ganforge.data.store import write_store
+from ganforge.download import download, file_digest
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
@@ -35,16 +32,8 @@ _RECORD = 1 + 3 * 32 * 32  # label byte + R, G, B planes of 32×32, row-major
 _HDF5_CHUNK = 1024  # images read from an HDF5 file at a time: bounds memory for ImageNet-sized files
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_archive(path: Path) -> None:
-    digest = _md5(path)
+    digest = file_digest(path, "md5")
     if digest != CIFAR10_MD5:
         raise PrepareError(f"{path}: md5 {digest}, expected {CIFAR10_MD5} for {CIFAR10_URL} (a partial or different "
                            "file; delete it and download it again)")
@@ -62,15 +51,10 @@ def download_cifar10(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     archive = directory / CIFAR10_ARCHIVE
     if not archive.is_file():
-        partial = archive.with_name(archive.name + ".partial")
         try:
-            with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response, open(partial, "wb") as handle:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    handle.write(block)
-        except (urllib.error.URLError, OSError) as error:
-            partial.unlink(missing_ok=True)
+            download(CIFAR10_URL, archive, check=_check_archive)
+        except OSError as error:
             raise PrepareError(_missing_cifar10_message(directory, f"could not download CIFAR-10 ({error})")) from None
-        os.replace(partial, archive)
     _check_archive(archive)
     return archive
 

@@ -13,8 +13,6 @@ import json
 import logging
 import multiprocessing
 import os
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from PIL import Image
 
 from ganforge.data.images import ImageError, center_crop_resize, is_power_of_two, load_rgb
 from ganforge.data.store import DatasetError, StoreWriter
+from ganforge.download import download
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +282,13 @@ def _check_md5(data: bytes, expected: str, origin: str) -> None:
         raise PrepareError(f"{origin}: checksum mismatch (md5 of uncompressed data {digest}, expected {expected})")
 
 
+def _gunzip(payload: bytes, origin: str) -> bytes:
+    try:
+        return gzip.decompress(payload)
+    except (OSError, EOFError) as error:
+        raise PrepareError(f"{origin}: downloaded data is not gzip ({error})") from error
+
+
 def download_mnist(directory: Path) -> Path:
     """Fetch the MNIST files missing from `directory` and verify every file's checksum; returns it."""
     directory = Path(directory)
@@ -294,19 +300,13 @@ def download_mnist(directory: Path) -> Path:
             _check_md5(_read_maybe_gzip(present), md5, f"{present} (delete it to download it again)")
             continue
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                payload = response.read()
-        except (urllib.error.URLError, OSError) as error:
+            download(url, directory / f"{name}.gz", check=lambda path, md5=md5, url=url: _check_md5(
+                _gunzip(path.read_bytes(), url), md5, url))
+        except PrepareError:
+            raise
+        except OSError as error:
             log.warning("cannot download %s: %s", url, error)
             unreachable.append(name)
-            continue
-        try:
-            _check_md5(gzip.decompress(payload), md5, url)
-        except (OSError, EOFError) as error:
-            raise PrepareError(f"{url}: downloaded data is not gzip ({error})") from error
-        partial = directory / f"{name}.gz.partial"
-        partial.write_bytes(payload)
-        os.replace(partial, directory / f"{name}.gz")
     if unreachable:
         raise PrepareError(_missing_mnist_message(directory, unreachable, "could not download MNIST (offline?)"))
     return directory

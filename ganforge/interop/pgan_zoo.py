@@ -14,19 +14,17 @@ load these tensors into the matching layers of the bigger networks.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.error import URLError
-from urllib.request import urlopen
 
 import torch
 from torch import Tensor
 
+from ganforge.download import download, file_digest
 from ganforge.models.pgan import LRELU_SLOPE, PGANArch, PGANDiscriminator, PGANGenerator
 from ganforge.safe_load import load_weights_only
 
@@ -297,16 +295,8 @@ def convert_zoo_state(ckpt: ZooCheckpoint) -> dict[str, dict[str, Tensor]]:
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, entry: ZooHubFile) -> None:
-    actual = _sha256(path)
+    actual = file_digest(path)
     if not actual.startswith(entry.sha256_prefix):
         raise ZooDownloadError(
             f"{path}: sha256 {actual} does not start with {entry.sha256_prefix} expected for {entry.file} "
@@ -338,21 +328,12 @@ def fetch_zoo_hub(name: str, dest_dir: Path, local_path: Path | None = None) -> 
     if dest.is_file():
         _verify(dest, entry)
         return dest
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
     try:
-        with urlopen(entry.url, timeout=60) as response, partial.open("wb") as handle:
-            shutil.copyfileobj(response, handle, length=1 << 20)
-    except (URLError, OSError) as error:
-        partial.unlink(missing_ok=True)
+        return download(entry.url, dest, check=lambda path: _verify(path, entry))
+    except ZooDownloadError:
+        raise
+    except OSError as error:
         raise ZooDownloadError(
             f"could not download {entry.file} from {entry.url} ({error}); on an offline machine download it "
             f"elsewhere and put it at {dest} (or pass local_path)"
         ) from error
-    try:
-        _verify(partial, entry)
-    except ZooDownloadError:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(dest)
-    return dest

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ganforge.download import file_digest
 from ganforge.metrics._images import ImageSource, derived_seed, iter_image_batches, limit_images
 from ganforge.metrics.fid import fid
 from ganforge.metrics.inception import InceptionV3FID, default_cache_dir, load_inception, resolve_weights_path
@@ -54,14 +55,6 @@ def check_metrics(metrics: list[str]) -> list[str]:
     if unknown or not names:
         raise UnknownMetricError(f"unknown metric(s) {unknown or metrics!r}; choose from {', '.join(METRICS)}")
     return names
-
-
-def _weights_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _SetReader:
@@ -122,7 +115,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     if real_needs_inception or want_swd:
         cache_file = None
         if real_cache_key and real_needs_inception:
-            ident = hashlib.sha256(f"{real_cache_key}|{_weights_sha256(weights_path)}|{n}".encode()).hexdigest()
+            ident = hashlib.sha256(f"{real_cache_key}|{file_digest(weights_path)}|{n}".encode()).hexdigest()
             folder = Path(cache_dir) if cache_dir else default_cache_dir() / "stats"
             cache_file = folder / f"inception-pool-{ident[:24]}.safetensors"
         if cache_file is not None and cache_file.is_file():

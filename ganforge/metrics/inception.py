@@ -10,11 +10,7 @@ from the count, and Mixed_7c pools with max instead of average.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganforge.download import download, file_digest
 from ganforge.metrics._images import ImageSource, iter_image_batches
 from ganforge.safe_load import load_weights_only
 
@@ -236,29 +233,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GANFORGE_CACHE") or Path.home() / ".cache" / "ganforge")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _download(url: str, destination: Path) -> None:
-    """Fetch `url` to `destination` atomically, refusing anything that is not the pinned file."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with (urllib.request.urlopen(url, timeout=60) as response,
-          tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".part", delete=False) as tmp):
-        tmp_path = Path(tmp.name)
-        try:
-            shutil.copyfileobj(response, tmp)
-        except BaseException:
-            tmp_path.unlink()
-            raise
-    if tmp_path.stat().st_size != WEIGHTS_SIZE or _sha256(tmp_path) != WEIGHTS_SHA256:
-        tmp_path.unlink()
-        raise InceptionWeightsError(f"downloaded {url} but it is not the expected file (sha256 {WEIGHTS_SHA256})")
-    os.replace(tmp_path, destination)
+def _check_weights_file(path: Path) -> None:
+    """Refuse anything that is not the pinned release file."""
+    if path.stat().st_size != WEIGHTS_SIZE or file_digest(path) != WEIGHTS_SHA256:
+        raise InceptionWeightsError(f"downloaded {WEIGHTS_URL} but it is not the expected file (sha256 "
+                                    f"{WEIGHTS_SHA256})")
 
 
 def resolve_weights_path(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
@@ -273,7 +252,7 @@ def resolve_weights_path(weights: str | Path | None = None, cache_dir: str | Pat
     if cached.is_file():
         return cached
     try:
-        _download(WEIGHTS_URL, cached)
+        download(WEIGHTS_URL, cached, check=_check_weights_file)
     except OSError as err:  # URLError and socket errors are OSErrors
         raise InceptionWeightsError(
             f"The FID Inception weights {WEIGHTS_FILE} are not available and could not be downloaded ({err}).\n"

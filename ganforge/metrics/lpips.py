@@ -12,18 +12,15 @@ as is; it is taken from an argument, `$GANFORGE_ALEXNET_WEIGHTS`, or the cache (
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
-import shutil
-import tempfile
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ganforge.download import download, file_digest
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.safe_load import load_weights_only
 
@@ -125,20 +122,11 @@ def load_lpips_heads() -> list[torch.Tensor]:
     return [head.float() for head in heads]
 
 
-def _fetch(url: str, destination: Path, sha256_prefix: str) -> None:
-    """Download `url` to `destination` atomically, refusing a file whose sha256 does not start with the prefix."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with (tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as tmp,
-          urllib.request.urlopen(url, timeout=60) as response):
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-            digest.update(chunk)
-            tmp.write(chunk)
-    if not digest.hexdigest().startswith(sha256_prefix):
-        Path(tmp.name).unlink()
-        raise LPIPSWeightsError(f"downloaded {url} but its sha256 {digest.hexdigest()} does not start with "
-                                f"{sha256_prefix}; not saved")
-    shutil.move(tmp.name, destination)
+def _check_alexnet_file(path: Path) -> None:
+    digest = file_digest(path)
+    if not digest.startswith(ALEXNET_SHA256_PREFIX):
+        raise LPIPSWeightsError(f"downloaded {ALEXNET_URL} but its sha256 {digest} does not start with "
+                                f"{ALEXNET_SHA256_PREFIX}; not saved")
 
 
 def resolve_alexnet_weights(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
@@ -153,7 +141,7 @@ def resolve_alexnet_weights(weights: str | Path | None = None, cache_dir: str | 
     if cached.is_file():
         return cached
     try:
-        _fetch(ALEXNET_URL, cached, ALEXNET_SHA256_PREFIX)
+        download(ALEXNET_URL, cached, check=_check_alexnet_file)
     except OSError as err:
         raise LPIPSWeightsError(
             f"The AlexNet weights {ALEXNET_FILE} for LPIPS are not available and could not be downloaded ({err}).\n"
