@@ -11,15 +11,6 @@ import ganforge.metrics as gm
 from ganforge.metrics.prdc import precision_recall
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on the shared 2-core test machine, two threads contend and run several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def faces() -> dict[str, np.ndarray]:
     return dict(np.load(shared_path("fixtures", "metrics", "swd_inputs_64.npz")))

@@ -7,21 +7,11 @@ import json
 import numpy as np
 import pytest
 import scipy.linalg
-import torch
 from conftest import shared_path
 from safetensors.numpy import load_file
 
 from ganforge.metrics.fid import FeatureStats, fid, frechet_distance
 from ganforge.metrics.kid import inception_score, kid, kid_subset_indices, polynomial_mmd2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on the shared 2-core test machine, two threads contend and run several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,6 @@ from ganforge.metrics import inception
 from ganforge.metrics.inception import InceptionWeightsError, extract_features, load_inception, resize_bilinear_tf1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on the shared 2-core test machine, two threads contend and run several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def standin_weights(tmp_path_factory) -> Path:
     folder = shared_path("fixtures", "inception")

@@ -20,15 +20,6 @@ from ganforge.metrics.swd import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on the shared 2-core test machine, two threads contend and run several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def components() -> dict[str, np.ndarray]:
     return dict(np.load(shared_path("fixtures", "metrics", "swd_components.npz")))
