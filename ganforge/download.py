@@ -12,6 +12,7 @@ import os
 import tempfile
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -42,3 +43,37 @@ def download(url: str, destination: str | Path, *, check: Callable[[Path], None]
         temp.unlink(missing_ok=True)
         raise
     return destination
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A pretrained file ganforge can use but not ship, and every way a user can provide it."""
+
+    name: str  # file name in the cache
+    url: str
+    env: str  # environment variable holding a local path
+    option: str  # CLI option, e.g. --inception-weights
+    description: str  # e.g. "the FID Inception weights"
+    identity: str  # how the file is recognised, e.g. "sha256 6726…, 95,628,359 bytes"
+
+
+def locate_weights(spec: WeightsFile, explicit: str | Path | None, cache_dir: Path,
+                   check: Callable[[Path], None], error: type[Exception]) -> Path:
+    """The file from the argument, else the environment variable, else the cache (downloaded there once and
+    checked). Offline, `error` says which file, where to get it and where to put it."""
+    for candidate, origin in ((explicit, "argument"), (os.environ.get(spec.env), f"${spec.env}")):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if not path.is_file():
+                raise error(f"{spec.description} file {path} (from the {origin}) does not exist")
+            return path
+    cached = Path(cache_dir) / spec.name
+    if cached.is_file():
+        return cached
+    try:
+        download(spec.url, cached, check=check)
+    except OSError as err:  # URLError and socket errors are OSErrors
+        raise error(f"{spec.description} {spec.name} are not available and could not be downloaded ({err}). "
+                    f"Get {spec.url} ({spec.identity}) on a machine with internet and put it at {cached}, or pass "
+                    f"its path with {spec.option} PATH or the environment variable {spec.env}.") from err
+    return cached

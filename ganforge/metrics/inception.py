@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.download import download, file_digest
+from ganforge.download import WeightsFile, file_digest, locate_weights
 from ganforge.metrics._images import ImageSource, iter_image_batches
 from ganforge.safe_load import load_weights_only
 
@@ -242,24 +242,10 @@ def _check_weights_file(path: Path) -> None:
 
 def resolve_weights_path(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Where the weights are: the argument, else $GANFORGE_INCEPTION_WEIGHTS, else the cache file (downloaded once)."""
-    for candidate, origin in ((weights, "argument"), (os.environ.get(WEIGHTS_ENV), f"${WEIGHTS_ENV}")):
-        if candidate:
-            path = Path(candidate).expanduser()
-            if not path.is_file():
-                raise InceptionWeightsError(f"Inception weights file {path} (from the {origin}) does not exist")
-            return path
-    cached = Path(cache_dir or default_cache_dir() / "weights") / WEIGHTS_FILE
-    if cached.is_file():
-        return cached
-    try:
-        download(WEIGHTS_URL, cached, check=_check_weights_file)
-    except OSError as err:  # URLError and socket errors are OSErrors
-        raise InceptionWeightsError(
-            f"The FID Inception weights {WEIGHTS_FILE} are not available and could not be downloaded ({err}).\n"
-            f"Get it from {WEIGHTS_URL} (sha256 {WEIGHTS_SHA256}, {WEIGHTS_SIZE} bytes) on a machine with internet,"
-            f" then put it at {cached}\nor pass its path with --inception-weights PATH (Python: "
-            f"inception_weights=PATH) or the environment variable {WEIGHTS_ENV}.") from err
-    return cached
+    spec = WeightsFile(WEIGHTS_FILE, WEIGHTS_URL, WEIGHTS_ENV, "--inception-weights (Python: inception_weights=)",
+                       "The FID Inception weights", f"sha256 {WEIGHTS_SHA256}, {WEIGHTS_SIZE} bytes")
+    return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), _check_weights_file,
+                          InceptionWeightsError)
 
 
 def load_inception(weights: str | Path | None = None, device: torch.device | str | None = None,

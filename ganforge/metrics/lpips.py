@@ -13,14 +13,13 @@ as is; it is taken from an argument, `$GANFORGE_ALEXNET_WEIGHTS`, or the cache (
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ganforge.download import download, file_digest
+from ganforge.download import WeightsFile, file_digest, locate_weights
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.safe_load import load_weights_only
 
@@ -131,24 +130,10 @@ def _check_alexnet_file(path: Path) -> None:
 
 def resolve_alexnet_weights(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """The AlexNet file: the argument, else $GANFORGE_ALEXNET_WEIGHTS, else the cache (downloaded there once)."""
-    for candidate, origin in ((weights, "argument"), (os.environ.get(ALEXNET_ENV), f"${ALEXNET_ENV}")):
-        if candidate:
-            path = Path(candidate).expanduser()
-            if not path.is_file():
-                raise LPIPSWeightsError(f"AlexNet weights file {path} (from the {origin}) does not exist")
-            return path
-    cached = Path(cache_dir or default_cache_dir() / "weights") / ALEXNET_FILE
-    if cached.is_file():
-        return cached
-    try:
-        download(ALEXNET_URL, cached, check=_check_alexnet_file)
-    except OSError as err:
-        raise LPIPSWeightsError(
-            f"The AlexNet weights {ALEXNET_FILE} for LPIPS are not available and could not be downloaded ({err}).\n"
-            f"Get {ALEXNET_URL} (sha256 starts with {ALEXNET_SHA256_PREFIX}) on a machine with internet, then put it "
-            f"at {cached}\nor pass its path with --alexnet-weights PATH (Python: alexnet_weights=PATH) or the "
-            f"environment variable {ALEXNET_ENV}.") from err
-    return cached
+    spec = WeightsFile(ALEXNET_FILE, ALEXNET_URL, ALEXNET_ENV, "--alexnet-weights (Python: alexnet_weights=)",
+                       "The AlexNet weights for LPIPS", f"sha256 starts with {ALEXNET_SHA256_PREFIX}")
+    return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), _check_alexnet_file,
+                          LPIPSWeightsError)
 
 
 def load_alexnet(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> AlexNetFeatures:
