@@ -62,3 +62,14 @@ def test_bad_inputs_raise():
         msssim(np.zeros((1, 3, 32, 32), np.uint8))
     with pytest.raises(ImageSetError, match="too small for 5 scales"):
         msssim(np.zeros((2, 3, 8, 8), np.uint8))
+
+
+def test_smallest_size_for_five_scales_works_and_smaller_is_a_clear_error():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    result = msssim(images)
+    assert result["pairs"] == 2 and 0.0 <= result["mean"] <= 1.0
+    identical = msssim(images[:1].repeat(2, 1, 1, 1))
+    assert identical["mean"] == pytest.approx(1.0)
+    with pytest.raises(ImageSetError, match="8x8 are too small for 5 scales"):
+        msssim(images[:, :, :8, :8])

@@ -67,11 +67,12 @@ def msssim_pairs(x: torch.Tensor, y: torch.Tensor, *, max_val: float = 255.0, fi
         raise ImageSetError(f"MS-SSIM: images of {x.shape[2]}x{x.shape[3]} are too small for {len(weights)} scales")
     x, y = x.double(), y.double()
     ssims, css = [], []
-    for _ in weights:
+    for scale in range(len(weights)):
+        if scale:  # 2x2 box mean between scales (odd edges dropped); none after the last one
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
         ssim, cs = _ssim_and_cs(x, y, max_val=max_val, filter_size=filter_size, filter_sigma=filter_sigma, k1=k1, k2=k2)
         ssims.append(ssim)
         css.append(cs)
-        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)  # 2x2 box mean (odd edges dropped)
     weight = torch.tensor(weights, dtype=torch.float64, device=x.device)
     cs = torch.stack(css[:-1]).clamp(min=0.0)
     last_ssim = ssims[-1].clamp(min=0.0)
