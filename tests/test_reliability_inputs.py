@@ -188,7 +188,7 @@ BAD_CONFIGS = [  # (family, key path, value, text the one-line error must contai
     ("biggan", "model.steps", -1, "model.steps: expected a positive integer, got -1"),
     ("stargan2", "model.style_dim", 0, "model.style_dim: expected a positive integer"),
     ("pgan", "sample_count", -3, "sample_count: expected a positive integer"),
-    ("pgan", "model.resolution", 12, "resolution must be a power of two"),
+    ("pgan", "model.resolution", 12, "model.resolution: expected a power of two"),
     ("stargan2", "model.img_size", 24, "model.img_size: 24"),
     ("pgan", "model.schedule.max_iter_at_scale", [3, 4], "model.schedule.max_iter_at_scale: 2 entries but "
                                                          "resolution 16 has 3 scales"),

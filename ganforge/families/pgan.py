@@ -63,6 +63,13 @@ class PGANConfig:
     mirror: bool | None = None  # None: the variant's default (paper on, zoo off)
     schedule: PGANSchedule = field(default_factory=PGANSchedule)
 
+    def __post_init__(self) -> None:
+        if self.resolution < 4 or self.resolution & (self.resolution - 1):
+            raise ConfigError(f"model.resolution: expected a power of two >= 4, got {self.resolution}")
+        for name in ("latent_dim", "mbstd_group_size", "fmap_base", "fmap_max"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class ScaleSegment:
@@ -148,8 +155,8 @@ class PGANFamily(Family):
             self.arch = PGANArch(resolution=config.resolution, widths=list(widths), latent_dim=config.latent_dim,
                                  variant=config.variant, channels=dataset.channels,
                                  mbstd_group_size=config.mbstd_group_size)
-        except ValueError as err:
-            raise ConfigError(f"model: {err}") from None
+        except ValueError as err:  # the architecture names its own fields; the user wrote them under `model.`
+            raise ConfigError(str(err).replace("PGANArch.", "model.")) from None
         if dataset.resolution < config.resolution:
             raise ConfigError(f"model.resolution: {config.resolution} but the dataset {dataset.source} only goes "
                               f"up to {dataset.resolution}")
