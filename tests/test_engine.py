@@ -161,3 +161,31 @@ def test_training_metrics_are_checked_before_training_starts(tmp_path, monkeypat
     config["metrics"] = ["fjd"]
     with pytest.raises(UnknownMetricError, match="fjd"):
         ganforge.train(config, tmp_path / "run")
+
+
+def test_a_finished_run_trains_on_when_only_its_schedule_is_lengthened(tmp_path):
+    longer = copy.deepcopy(TINY_PGAN)
+    longer["model"]["schedule"]["max_iter_at_scale"] = [4, 8, 12]
+    ganforge.train(TINY_PGAN, tmp_path / "extended")
+    assert ganforge.train(longer, tmp_path / "extended").step == 24  # resumed at 20, four more steps
+    ganforge.train(longer, tmp_path / "straight")
+    a, b = tensors_of(tmp_path / "straight", 24), tensors_of(tmp_path / "extended", 24)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    for schedule in ([4, 8, 10], [4, 9, 16]):  # shorter than done, or an earlier scale changed
+        changed = copy.deepcopy(TINY_PGAN)
+        changed["model"]["schedule"]["max_iter_at_scale"] = schedule
+        with pytest.raises(ConfigError, match="different config"):
+            ganforge.train(changed, tmp_path / "extended")
+
+
+@pytest.mark.parametrize("family", ["wgan-gp", "stargan2", "biggan"])
+def test_families_with_a_step_count_train_on_when_steps_grow(tmp_path, family):
+    from reliability_runs import tiny_run
+
+    short = tiny_run(family)
+    longer = copy.deepcopy(short)
+    longer["model"]["steps"] = short["model"]["steps"] + 1
+    ganforge.train(short, tmp_path / "run")
+    assert ganforge.train(longer, tmp_path / "run").step == longer["model"]["steps"]
+    with pytest.raises(ConfigError, match="different config"):
+        ganforge.train(short, tmp_path / "run")  # shorter than what is already trained

@@ -51,6 +51,13 @@ class Family(ABC):
     mirror: bool = False  # random horizontal flips of real images
 
     @classmethod
+    def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
+        """Whether `requested` (a `model:` mapping) only lengthens the run of `saved`: then a resume may use it.
+        Families whose length is one `steps` key get this for free."""
+        others = {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {"steps"}
+        return not others and isinstance(saved.get("steps"), int) and requested.get("steps", 0) >= saved["steps"]
+
+    @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
         """Translate a foreign config format (e.g. pytorch_GAN_zoo's JSON) into ours; ours passes through."""
         return data

@@ -173,6 +173,19 @@ class PGANFamily(Family):
         self._last_reals: torch.Tensor | None = None
 
     @classmethod
+    def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
+        """Only the last scale may grow: more iterations (zoo style) or more kimg in total (official style)."""
+        if {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} != {"schedule"}:
+            return False
+        old, new = saved["schedule"], requested["schedule"]
+        changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        if changed == {"max_iter_at_scale"}:
+            before, after = old["max_iter_at_scale"], new["max_iter_at_scale"]
+            return len(before) == len(after) and before[:-1] == after[:-1] and after[-1] >= before[-1]
+        return changed == {"total_kimg"} and None not in (old["total_kimg"], new["total_kimg"]) and (
+            new["total_kimg"] >= old["total_kimg"])
+
+    @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
         if "family" in data or not ({"pathDB", "config"} & set(data)):
             return data

@@ -368,10 +368,14 @@ def load_network_states(family: Family, tensors: dict[str, torch.Tensor], source
 
 
 def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any]) -> None:
-    """A resume must not silently change the run: any difference in the config is an error."""
+    """A resume must not silently change the run: any difference in the config is an error, except a longer
+    schedule (training on for more steps changes nothing already done) and presentation-only keys."""
     keys = ("progress", "tensorboard", "on_nan", "inception_weights")  # no effect on weights: may change
     differing = [k for k in sorted(set(saved) | set(requested))
                  if k not in keys and saved.get(k) != requested.get(k)]
+    if differing == ["model"] and saved.get("family") == requested.get("family") and get_family(
+            saved["family"]).extends_schedule(saved["model"], requested["model"]):
+        return
     if differing:
         detail = "; ".join(f"{k}: run has {json.dumps(saved.get(k))}, now {json.dumps(requested.get(k))}"
                            for k in differing[:4])
