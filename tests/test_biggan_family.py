@@ -80,6 +80,14 @@ def _accumulated_grads(family: BigGANFamily, net: str, chunks: int, loss_of) -> 
     return {name: p.grad.clone() for name, p in family.nets[net].named_parameters()}
 
 
+def _assert_accumulation_matches(family, net: str, loss_of, k: int, b: int) -> None:
+    """k accumulated micro-batches of b give the gradient of one batch of k·b (float64, to 1e-10)."""
+    big = _accumulated_grads(family, net, 1, loss_of(k * b))
+    small = _accumulated_grads(family, net, k, loss_of(b))
+    for name in big:
+        torch.testing.assert_close(small[name], big[name], atol=1e-10, rtol=1e-10, msg=name)
+
+
 @pytest.mark.parametrize("k", [2, 4])
 def test_d_accumulation_equals_one_big_batch(k):
     # D has no BN; with converged SN vectors the k forwards do not change σ, so k·b and k × b must agree
@@ -98,10 +106,7 @@ def test_d_accumulation_equals_one_big_batch(k):
             return family.discriminator_loss(Batch(reals[part], labels[part]), size)
         return run
 
-    big = _accumulated_grads(family, "D", 1, loss_of(k * b))
-    small = _accumulated_grads(family, "D", k, loss_of(b))
-    for name in big:
-        torch.testing.assert_close(small[name], big[name], atol=1e-10, rtol=1e-10, msg=name)
+    _assert_accumulation_matches(family, "D", loss_of, k, b)
 
 
 def test_g_accumulation_equals_one_big_batch_with_bn_on_running_statistics():
@@ -119,10 +124,7 @@ def test_g_accumulation_equals_one_big_batch_with_bn_on_running_statistics():
             return family.generator_loss(size)
         return run
 
-    big = _accumulated_grads(family, "G", 1, loss_of(k * b))
-    small = _accumulated_grads(family, "G", k, loss_of(b))
-    for name in big:
-        torch.testing.assert_close(small[name], big[name], atol=1e-10, rtol=1e-10, msg=name)
+    _assert_accumulation_matches(family, "G", loss_of, k, b)
 
 
 def test_ema_decay_schedule():
