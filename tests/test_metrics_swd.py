@@ -12,8 +12,12 @@ from conftest import shared_path
 from ganforge.metrics._images import ImageSetError, derived_seed
 from ganforge.metrics.swd import (
     SWDStats,
+    _sliced_sum_torch,
+    bounded_map,
+    laplacian_level,
     laplacian_pyramid,
     pyramid_resolutions,
+    single_threaded_torch,
     sliced_wasserstein,
     swd,
     swd_from_stats,
@@ -47,6 +51,55 @@ def test_sliced_distance_is_independent_of_the_direction_chunk(components):
     dirs = torch.from_numpy(components["dirs"])
     assert sliced_wasserstein(desc_a, desc_b, dirs, chunk=7) == pytest.approx(
         sliced_wasserstein(desc_a, desc_b, dirs, chunk=512), rel=1e-6)
+
+
+def test_sliced_distance_is_the_same_on_any_number_of_workers_and_on_the_torch_path(components):
+    desc_a, desc_b = torch.from_numpy(components["desc_A"]), torch.from_numpy(components["desc_B"])
+    dirs = torch.from_numpy(components["dirs"])
+    one = sliced_wasserstein(desc_a, desc_b, dirs, workers=1)
+    assert sliced_wasserstein(desc_a, desc_b, dirs, workers=3) == one
+    flat = dirs.permute(1, 0, 2).reshape(dirs.shape[1], -1)
+    torch_path = _sliced_sum_torch(desc_a, desc_b, flat, chunk=100, block_rows=1000) / (flat.shape[1] * len(desc_a))
+    assert torch_path == pytest.approx(one, rel=1e-6)
+    assert one == pytest.approx(float(components["sliced"]), rel=1e-5)
+
+
+def test_float16_descriptors_are_projected_like_their_float32_values(components):
+    desc_a, desc_b = (torch.from_numpy(components[k]).half() for k in ("desc_A", "desc_B"))
+    dirs = torch.from_numpy(components["dirs"])
+    assert sliced_wasserstein(desc_a, desc_b, dirs) == pytest.approx(
+        sliced_wasserstein(desc_a.float(), desc_b.float(), dirs), rel=1e-6)
+
+
+def test_one_laplacian_level_equals_that_level_of_the_whole_pyramid():
+    images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    pyramid = laplacian_pyramid(images, 3)
+    for index in range(3):
+        assert torch.equal(laplacian_level(images, index, 3), pyramid[index])
+
+
+def test_single_threaded_torch_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with single_threaded_torch():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_bounded_map_keeps_order_and_reads_only_ahead_items():
+    from concurrent.futures import ThreadPoolExecutor
+
+    pulled = []
+
+    def items():
+        for i in range(10):
+            pulled.append(i)
+            yield i
+
+    with ThreadPoolExecutor(2) as pool:
+        results = bounded_map(pool, lambda x: x * x, items(), ahead=3)
+        assert next(results) == 0
+        assert len(pulled) == 3
+        assert list(results) == [x * x for x in range(1, 10)]
 
 
 def test_resolutions_follow_the_official_levels():
