@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 import scipy.linalg
+import torch
 from conftest import shared_path
 from safetensors.numpy import load_file
 
-from ganforge.metrics.fid import FeatureStats, fid, frechet_distance
+from ganforge.metrics.fid import FeatureStats, fid, frechet_distance, sqrt_trace_product
 from ganforge.metrics.kid import inception_score, kid, kid_subset_indices, polynomial_mmd2
 
 
@@ -36,17 +37,30 @@ def _scipy_frechet(mu1, s1, mu2, s2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-@pytest.mark.parametrize("n_samples", [1000, 100])  # full rank, and rank-deficient (fewer samples than dims)
-def test_frechet_equals_scipy_sqrtm(n_samples):
-    rng = np.random.default_rng(n_samples)
+# Full rank (Cholesky of S1), S1 rank-deficient (Cholesky of S2), S2 rank-deficient, both rank-deficient
+# (fewer samples than dimensions: the eigendecomposition route).
+@pytest.mark.parametrize(("n_a", "n_b"), [(1000, 1000), (100, 1000), (1000, 100), (100, 150)])
+def test_frechet_equals_scipy_sqrtm(n_a, n_b):
+    rng = np.random.default_rng(n_a + n_b)
     dim = 256
     mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
-    a = rng.standard_normal((n_samples, dim)) @ mix
-    b = rng.standard_normal((n_samples, dim)) @ (mix + 0.3 * np.eye(dim)) + 0.1
+    a = rng.standard_normal((n_a, dim)) @ mix
+    b = rng.standard_normal((n_b, dim)) @ (mix + 0.3 * np.eye(dim)) + 0.1
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    assert np.linalg.matrix_rank(s1) == min(n_samples - 1, dim)
+    assert np.linalg.matrix_rank(s1) == min(n_a - 1, dim)
+    assert np.linalg.matrix_rank(s2) == min(n_b - 1, dim)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_scipy_frechet(mu1, s1, mu2, s2), rel=1e-6)
+
+
+def test_sqrt_trace_product_takes_whichever_covariance_is_positive_definite():
+    rng = np.random.default_rng(0)
+    singular = np.cov(rng.standard_normal((20, 64)), rowvar=False)
+    full = np.cov(rng.standard_normal((500, 64)), rowvar=False)
+    assert int(torch.linalg.cholesky_ex(torch.from_numpy(singular))[1]) != 0  # the singular one cannot be factored
+    expected = np.trace(scipy.linalg.sqrtm(singular @ full).real)
+    assert sqrt_trace_product(singular, full) == pytest.approx(expected, rel=1e-8)
+    assert sqrt_trace_product(full, singular) == pytest.approx(expected, rel=1e-8)
 
 
 def test_frechet_of_known_gaussians():
