@@ -78,6 +78,19 @@ def test_one_laplacian_level_equals_that_level_of_the_whole_pyramid():
         assert torch.equal(laplacian_level(images, index, 3), pyramid[index])
 
 
+def test_swd_is_the_same_whatever_the_number_of_cpu_workers(inputs64):
+    a, b = inputs64["A"][:40, :, :32, :32], inputs64["B"][:40, :, :32, :32]
+    before = torch.get_num_threads()
+    results = []
+    for threads in (1, 3):  # 3 workers: uneven parts of each batch, parallel descriptor builds and row sorts
+        torch.set_num_threads(threads)
+        try:
+            results.append(swd(a, b, seed=4, batch_size=16))
+        finally:
+            torch.set_num_threads(before)
+    np.testing.assert_allclose(results[1]["swd"], results[0]["swd"], rtol=1e-9)
+
+
 def test_single_threaded_torch_restores_the_thread_count():
     before = torch.get_num_threads()
     with single_threaded_torch():

@@ -51,21 +51,23 @@ def pyramid_down(x: torch.Tensor) -> torch.Tensor:
         + t1 * (y[..., 1:h:2, :] + y[..., 3 : h + 2 : 2, :]) + t2 * y[..., 2 : h + 1 : 2, :]
 
 
-def _upsample_last_axis(x: torch.Tensor) -> torch.Tensor:
-    """One axis of cv2.pyrUp: zero-insertion then [1,4,6,4,1]/8 under the mirror boundary, as two phases.
+def _upsample_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """One axis (-1 or -2) of cv2.pyrUp: zero-insertion then [1,4,6,4,1]/8 under the mirror boundary, as two phases.
 
     Even outputs see x[i-1], x[i], x[i+1] with taps 1, 6, 1; odd outputs x[i], x[i+1] with 4, 4. Mirroring
     the zero-inserted signal makes x[-1] = x[1] on the left and x[W] = x[W-1] on the right.
     """
-    padded = torch.cat([x[..., 1:2], x, x[..., -1:]], dim=-1)
-    even = (padded[..., :-2] + padded[..., 2:]) * 0.125 + padded[..., 1:-1] * 0.75
-    odd = (padded[..., 1:-1] + padded[..., 2:]) * 0.5
-    return torch.stack([even, odd], dim=-1).flatten(-2)
+    size = x.shape[dim]
+    padded = torch.cat([x.narrow(dim, 1, 1), x, x.narrow(dim, size - 1, 1)], dim=dim)
+    before, centre, after = (padded.narrow(dim, start, size) for start in range(3))
+    even = (before + after) * 0.125 + centre * 0.75
+    odd = (centre + after) * 0.5
+    return torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
 
 
 def pyramid_up(x: torch.Tensor) -> torch.Tensor:
     """cv2.pyrUp semantics: twice the size, zero-insertion then 4x the binomial kernel (mirror boundary)."""
-    return _upsample_last_axis(_upsample_last_axis(x).transpose(-1, -2)).transpose(-1, -2)
+    return _upsample_axis(_upsample_axis(x, -1), -2)
 
 
 def laplacian_pyramid(images: torch.Tensor, n_levels: int) -> list[torch.Tensor]:
@@ -295,23 +297,41 @@ class SWDStats:
             self._update_uint8(images)
 
     def _update_uint8(self, images: torch.Tensor) -> None:
+        """Spill the batch, then merge its per-level channel moments; on CPU its parts run on parallel workers."""
         self._check_batch(images)
-        n = images.shape[0]
         self._file.write(images.numpy().tobytes())
-        pyramid = laplacian_pyramid(images.to(self.device), len(self.resolutions))
-        for index, (res, level) in enumerate(zip(self.resolutions, pyramid, strict=True)):
-            desc = self._gather(level, self._centres(self._rngs[index], res, n)).double()
-            count = desc.shape[0] * desc.shape[2] * desc.shape[3]
-            batch_sum = desc.sum(dim=(0, 2, 3)).cpu()
-            batch_m2 = ((desc - (batch_sum / count).to(desc.device)[None, :, None, None]) ** 2).sum(dim=(0, 2, 3)).cpu()
+        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        parts = images.split(-(-images.shape[0] // workers))
+        streams = list(zip(self._rngs, self.resolutions, strict=True))
+        # drawn in image order: the same centres however the work is split
+        centres = [[self._centres(rng, res, part.shape[0]) for rng, res in streams] for part in parts]
+        if len(parts) == 1:
+            moments = [self._level_moments(parts[0], centres[0])]
+        else:
+            with single_threaded_torch(), ThreadPoolExecutor(max_workers=len(parts)) as pool:
+                moments = list(pool.map(self._level_moments, parts, centres))
+        for part, part_moments in zip(parts, moments, strict=True):
             seen = self.count * self.n_patches * self.patch_size**2
-            if seen:
-                delta = batch_sum / count - self._sum[index] / seen
-                self._m2[index] += batch_m2 + delta**2 * seen * count / (seen + count)
-            else:
-                self._m2[index] += batch_m2
-            self._sum[index] += batch_sum
-        self.count += n
+            for index, (batch_sum, batch_m2, count) in enumerate(part_moments):
+                if seen:  # Chan et al.'s merge of centred sums of squares
+                    delta = batch_sum / count - self._sum[index] / seen
+                    self._m2[index] += batch_m2 + delta**2 * seen * count / (seen + count)
+                else:
+                    self._m2[index] += batch_m2
+                self._sum[index] += batch_sum
+            self.count += part.shape[0]
+
+    def _level_moments(self, images: torch.Tensor, centres: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+        """Per level: float64 channel sums and centred sums of squares of the images' descriptors, and their count."""
+        moments = []
+        for level, level_centres in zip(laplacian_pyramid(images.to(self.device), len(self.resolutions)), centres,
+                                        strict=True):
+            desc = self._gather(level, level_centres).double()
+            count = desc.shape[0] * desc.shape[2] * desc.shape[3]
+            batch_sum = desc.sum(dim=(0, 2, 3))
+            batch_m2 = ((desc - (batch_sum / count)[None, :, None, None]) ** 2).sum(dim=(0, 2, 3))
+            moments.append((batch_sum.cpu(), batch_m2.cpu(), count))
+        return moments
 
     def channel_stats(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and (population) std per colour channel of level `index` over all descriptors and pixels."""
