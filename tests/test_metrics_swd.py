@@ -82,7 +82,7 @@ def test_swd_is_the_same_whatever_the_number_of_cpu_workers(inputs64):
     a, b = inputs64["A"][:40, :, :32, :32], inputs64["B"][:40, :, :32, :32]
     before = torch.get_num_threads()
     results = []
-    for threads in (1, 3):  # 3 workers: uneven parts of each batch, parallel descriptor builds and row sorts
+    for threads in (1, 3):  # 3 workers: parallel descriptor builds, row blocks and row sorts
         torch.set_num_threads(threads)
         try:
             results.append(swd(a, b, seed=4, batch_size=16))

@@ -297,29 +297,24 @@ class SWDStats:
             self._update_uint8(images)
 
     def _update_uint8(self, images: torch.Tensor) -> None:
-        """Spill the batch, then merge its per-level channel moments; on CPU its parts run on parallel workers."""
+        """Spill the batch, then merge its per-level channel moments (Chan et al.'s merge of centred squares).
+
+        One batch at a time on torch's own threads: splitting each batch over parallel workers gave no clear gain
+        on 2 cores (8% faster in one run, 20% slower in another) and kept ~70 MiB more resident at the peak.
+        """
         self._check_batch(images)
         self._file.write(images.numpy().tobytes())
-        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
-        parts = images.split(-(-images.shape[0] // workers))
-        streams = list(zip(self._rngs, self.resolutions, strict=True))
-        # drawn in image order: the same centres however the work is split
-        centres = [[self._centres(rng, res, part.shape[0]) for rng, res in streams] for part in parts]
-        if len(parts) == 1:
-            moments = [self._level_moments(parts[0], centres[0])]
-        else:
-            with single_threaded_torch(), ThreadPoolExecutor(max_workers=len(parts)) as pool:
-                moments = list(pool.map(self._level_moments, parts, centres))
-        for part, part_moments in zip(parts, moments, strict=True):
-            seen = self.count * self.n_patches * self.patch_size**2
-            for index, (batch_sum, batch_m2, count) in enumerate(part_moments):
-                if seen:  # Chan et al.'s merge of centred sums of squares
-                    delta = batch_sum / count - self._sum[index] / seen
-                    self._m2[index] += batch_m2 + delta**2 * seen * count / (seen + count)
-                else:
-                    self._m2[index] += batch_m2
-                self._sum[index] += batch_sum
-            self.count += part.shape[0]
+        centres = [self._centres(rng, res, images.shape[0]) for rng, res in zip(self._rngs, self.resolutions,
+                                                                                 strict=True)]
+        seen = self.count * self.n_patches * self.patch_size**2
+        for index, (batch_sum, batch_m2, count) in enumerate(self._level_moments(images, centres)):
+            if seen:
+                delta = batch_sum / count - self._sum[index] / seen
+                self._m2[index] += batch_m2 + delta**2 * seen * count / (seen + count)
+            else:
+                self._m2[index] += batch_m2
+            self._sum[index] += batch_sum
+        self.count += images.shape[0]
 
     def _level_moments(self, images: torch.Tensor, centres: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
         """Per level: float64 channel sums and centred sums of squares of the images' descriptors, and their count."""
