@@ -54,11 +54,24 @@ class WeightsFile:
     env: str  # environment variable holding a local path
     option: str  # CLI option, e.g. --inception-weights
     description: str  # e.g. "the FID Inception weights"
-    identity: str  # how the file is recognised, e.g. "sha256 6726…, 95,628,359 bytes"
+    sha256: str  # the whole digest, or the prefix a release publishes in its file name (torch hub's convention)
+    size: int | None = None  # bytes, where published
+
+    @property
+    def identity(self) -> str:
+        """How the file is recognised, for messages."""
+        digest = f"sha256 {self.sha256}" if len(self.sha256) == 64 else f"sha256 starts with {self.sha256}"
+        return digest if self.size is None else f"{digest}, {self.size} bytes"
+
+    def check(self, path: Path) -> None:
+        """Refuse a download that is not this file (`download` then keeps nothing of it)."""
+        digest, size = file_digest(path), path.stat().st_size
+        if not digest.startswith(self.sha256) or (self.size is not None and size != self.size):
+            raise ValueError(f"downloaded {self.url} but it is not the expected file ({self.identity}; got sha256 "
+                             f"{digest}, {size} bytes); not saved")
 
 
-def locate_weights(spec: WeightsFile, explicit: str | Path | None, cache_dir: Path,
-                   check: Callable[[Path], None], error: type[Exception]) -> Path:
+def locate_weights(spec: WeightsFile, explicit: str | Path | None, cache_dir: Path, error: type[Exception]) -> Path:
     """The file from the argument, else the environment variable, else the cache (downloaded there once and
     checked). Offline, `error` says which file, where to get it and where to put it."""
     for candidate, origin in ((explicit, "argument"), (os.environ.get(spec.env), f"${spec.env}")):
@@ -71,7 +84,9 @@ def locate_weights(spec: WeightsFile, explicit: str | Path | None, cache_dir: Pa
     if cached.is_file():
         return cached
     try:
-        download(spec.url, cached, check=check)
+        download(spec.url, cached, check=spec.check)
+    except ValueError as err:
+        raise error(str(err)) from err
     except OSError as err:  # URLError and socket errors are OSErrors
         raise error(f"{spec.description} {spec.name} are not available and could not be downloaded ({err}). "
                     f"Get {spec.url} ({spec.identity}) on a machine with internet and put it at {cached}, or pass "

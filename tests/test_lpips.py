@@ -162,6 +162,6 @@ def test_download_checks_the_sha256_prefix(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(lp, "ALEXNET_SHA256_PREFIX", hashlib.sha256(payload).hexdigest()[:8])
     assert resolve_alexnet_weights(cache_dir=tmp_path / "ok").read_bytes() == payload
     monkeypatch.setattr(lp, "ALEXNET_SHA256_PREFIX", "00000000")
-    with pytest.raises(LPIPSWeightsError, match="does not start with 00000000"):
+    with pytest.raises(LPIPSWeightsError, match="sha256 starts with 00000000.*; not saved"):
         resolve_alexnet_weights(cache_dir=tmp_path / "bad")
     assert list((tmp_path / "bad").iterdir()) == []  # nothing kept of a rejected download

@@ -139,6 +139,24 @@ def test_offline_error_says_which_file_where_from_and_where_to_put_it(monkeypatc
     assert not any(tmp_path.iterdir())  # no partial download left behind
 
 
+def test_a_download_that_is_not_the_pinned_file_is_refused_and_not_kept(monkeypatch, tmp_path):
+    import hashlib
+    import io
+
+    payload = b"not the FID weights"
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    with pytest.raises(InceptionWeightsError, match=f"got sha256 {hashlib.sha256(payload).hexdigest()}, 19 bytes"):
+        inception.resolve_weights_path(cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+    # the right digest at the wrong size is refused too
+    monkeypatch.setattr(inception, "WEIGHTS_SHA256", hashlib.sha256(payload).hexdigest())
+    with pytest.raises(InceptionWeightsError, match="95628359 bytes"):
+        inception.resolve_weights_path(cache_dir=tmp_path)
+    monkeypatch.setattr(inception, "WEIGHTS_SIZE", len(payload))
+    assert inception.resolve_weights_path(cache_dir=tmp_path).read_bytes() == payload
+
+
 def test_evaluate_inception_metrics_from_one_pass_and_the_real_cache(standin_weights, expected, inputs, tmp_path):
     from ganforge.metrics import evaluate, fid, inception_score, kid, precision_recall
 

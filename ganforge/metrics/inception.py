@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.download import WeightsFile, file_digest, locate_weights
+from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics._images import ImageSource, iter_image_batches
 from ganforge.safe_load import load_weights_only
 
@@ -233,19 +233,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GANFORGE_CACHE") or Path.home() / ".cache" / "ganforge")
 
 
-def _check_weights_file(path: Path) -> None:
-    """Refuse anything that is not the pinned release file."""
-    if path.stat().st_size != WEIGHTS_SIZE or file_digest(path) != WEIGHTS_SHA256:
-        raise InceptionWeightsError(f"downloaded {WEIGHTS_URL} but it is not the expected file (sha256 "
-                                    f"{WEIGHTS_SHA256})")
-
-
 def resolve_weights_path(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Where the weights are: the argument, else $GANFORGE_INCEPTION_WEIGHTS, else the cache file (downloaded once)."""
     spec = WeightsFile(WEIGHTS_FILE, WEIGHTS_URL, WEIGHTS_ENV, "--inception-weights (Python: inception_weights=)",
-                       "The FID Inception weights", f"sha256 {WEIGHTS_SHA256}, {WEIGHTS_SIZE} bytes")
-    return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), _check_weights_file,
-                          InceptionWeightsError)
+                       "The FID Inception weights", WEIGHTS_SHA256, WEIGHTS_SIZE)
+    return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), InceptionWeightsError)
 
 
 def load_inception(weights: str | Path | None = None, device: torch.device | str | None = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganforge.download import WeightsFile, file_digest, locate_weights
+from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.safe_load import load_weights_only
 
@@ -121,19 +121,11 @@ def load_lpips_heads() -> list[torch.Tensor]:
     return [head.float() for head in heads]
 
 
-def _check_alexnet_file(path: Path) -> None:
-    digest = file_digest(path)
-    if not digest.startswith(ALEXNET_SHA256_PREFIX):
-        raise LPIPSWeightsError(f"downloaded {ALEXNET_URL} but its sha256 {digest} does not start with "
-                                f"{ALEXNET_SHA256_PREFIX}; not saved")
-
-
 def resolve_alexnet_weights(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """The AlexNet file: the argument, else $GANFORGE_ALEXNET_WEIGHTS, else the cache (downloaded there once)."""
     spec = WeightsFile(ALEXNET_FILE, ALEXNET_URL, ALEXNET_ENV, "--alexnet-weights (Python: alexnet_weights=)",
-                       "The AlexNet weights for LPIPS", f"sha256 starts with {ALEXNET_SHA256_PREFIX}")
-    return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), _check_alexnet_file,
-                          LPIPSWeightsError)
+                       "The AlexNet weights for LPIPS", ALEXNET_SHA256_PREFIX)
+    return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), LPIPSWeightsError)
 
 
 def load_alexnet(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> AlexNetFeatures:
