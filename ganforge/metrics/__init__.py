@@ -4,16 +4,18 @@
 the same computations on arrays/tensors (see each module for the exact protocol it reproduces).
 """
 
-from ganforge.metrics.evaluate import METRICS, UnknownMetricError, evaluate, format_table
+from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid import FeatureStats, fid, frechet_distance
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, extract_features, load_inception
 from ganforge.metrics.kid import inception_score, kid
 from ganforge.metrics.msssim import MSSSIMPairs, msssim
 from ganforge.metrics.prdc import precision_recall
+from ganforge.metrics.registry import METRICS, Metric, MetricOutput, UnknownMetricError, format_table, higher_is_better
 from ganforge.metrics.swd import SWDStats, swd, swd_from_stats
 
 __all__ = [
-    "METRICS", "FeatureStats", "InceptionV3FID", "InceptionWeightsError", "MSSSIMPairs", "SWDStats",
-    "UnknownMetricError", "evaluate", "extract_features", "fid", "format_table", "frechet_distance",
+    "METRICS", "FeatureStats", "InceptionV3FID", "InceptionWeightsError", "MSSSIMPairs", "Metric", "MetricOutput",
+    "SWDStats", "UnknownMetricError", "evaluate", "extract_features", "fid", "format_table", "frechet_distance",
+    "higher_is_better",
     "inception_score", "kid", "load_inception", "msssim", "precision_recall", "swd", "swd_from_stats",
 ]

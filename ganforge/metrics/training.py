@@ -5,7 +5,6 @@ decides which images are compared and where the results go."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,9 @@ from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.families.base import Family, StepPlan
 from ganforge.metrics._images import ImageSetError
+from ganforge.metrics.registry import flat_outputs, format_table
 
-_HIGHER_IS_BETTER = ("is", "precision", "recall")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
-
-def higher_is_better(name: str) -> bool:
-    return name.split("_")[0] in _HIGHER_IS_BETTER
 
 
 def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64
@@ -48,26 +43,6 @@ def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np
     return np.asarray(dataset.images(resolution)[chosen])
 
 
-def flatten(results: dict[str, Any]) -> dict[str, float]:
-    """Scalar metric values for logs: {"swd_32": .., "swd_avg": .., "fid": .., "kid_mean": .., ...}."""
-    flat: dict[str, float] = {}
-    for name, value in results.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-        elif isinstance(value, dict):
-            levels = value.get("resolutions")
-            for key, item in value.items():
-                if key == "resolutions":
-                    continue
-                if isinstance(item, (list, tuple)) and levels is not None and len(item) == len(levels):
-                    flat.update({f"{name}_{res}": float(v) for res, v in zip(levels, item, strict=True)})
-                elif isinstance(item, (int, float)) and not isinstance(item, bool):
-                    flat[f"{name}_{key}"] = float(item)
-        elif isinstance(value, (list, tuple)) and len(value) == 2:  # (mean, std)
-            flat[f"{name}_mean"], flat[f"{name}_std"] = float(value[0]), float(value[1])
-    return {k: v for k, v in flat.items() if math.isfinite(v)}
-
-
 def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,
                   inception_weights: Path | None = None, real_cache_key: str | None = None) -> dict[str, Any]:
     from ganforge.metrics.evaluate import evaluate
@@ -84,7 +59,7 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
     key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None
     results = _run_evaluate(generated_batches(family, plan, n, seed), reals, metrics, n=n, seed=seed,
                             inception_weights=inception_weights, real_cache_key=key)
-    return flatten(results)
+    return flat_outputs(results)
 
 
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
@@ -119,7 +94,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
                 raise
             skipped.append(f"step {model.step}: skipped ({err})")
             continue
-        flat = flatten(results)
+        flat = flat_outputs(results)
         rows.append((model.step, results))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": model.step, "n": count, "source": "evaluate", **flat}) + "\n")
@@ -178,7 +153,5 @@ def evaluate_folders(fake: Path, real: Path, metrics: list[str], *, n: int | Non
 
 
 def _format(step: int | None, results: dict[str, Any]) -> str:
-    from ganforge.metrics.evaluate import format_table
-
     header = f"step {step}\n" if step is not None else ""
     return header + format_table(results)

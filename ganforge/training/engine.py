@@ -166,7 +166,7 @@ class Trainer:
         best = json.loads(path.read_text())["best"] if path.is_file() else []
         if score is None:
             return best
-        from ganforge.metrics.training import higher_is_better
+        from ganforge.metrics.registry import higher_is_better
 
         best = [entry for entry in best if entry["step"] != self.step] + [{"step": self.step, "value": score}]
         best.sort(key=lambda e: -e["value"] if higher_is_better(self.config.best_metric) else e["value"])
@@ -339,11 +339,10 @@ class Trainer:
 
 def check_training_metrics(config: RunConfig) -> None:
     """Unknown metric names, and Inception weights that cannot be had, fail now rather than hours into a run."""
-    from ganforge.metrics.evaluate import check_metrics
     from ganforge.metrics.inception import resolve_weights_path
+    from ganforge.metrics.registry import METRICS, check_metrics
 
-    names = check_metrics(config.metrics)
-    if {"fid", "kid", "is", "pr"} & set(names):
+    if any(METRICS[name].needs_inception for name in check_metrics(config.metrics)):
         resolve_weights_path(config.inception_weights)
 
 

@@ -1,0 +1,193 @@
+"""The metric registry: one record per metric that `evaluate`, training-time metrics, best-checkpoint ranking and
+config validation all read, so a metric's name, inputs, outputs and their directions are declared exactly once.
+
+A metric's `compute` turns what one pass over the image sets produced (`MetricInputs`) into its value (the structure
+`evaluate` returns, e.g. KID's (mean, std)); `flatten` turns that value into flat outputs ("kid_mean", "kid_std"),
+the names logs, `metrics.jsonl` and `best_metric` use. Every output says whether higher is better, or that it is
+no quality score (a spread, a count) and cannot rank checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ganforge.config import ConfigError
+from ganforge.metrics.fid import fid
+from ganforge.metrics.kid import inception_score, kid
+from ganforge.metrics.msssim import MSSSIMPairs
+from ganforge.metrics.prdc import precision_recall
+from ganforge.metrics.swd import SWDStats, swd_from_stats
+
+TORCH_FIDELITY_SEED = 2020  # KID subsets and IS splits are drawn as torch-fidelity draws them
+PER_LEVEL = "{res}"  # an output key holding this placeholder exists once per SWD pyramid level
+
+
+class UnknownMetricError(ValueError):
+    """A metric name that the registry does not have."""
+
+
+@dataclass
+class MetricInputs:
+    """What one pass over the fake and real sets produced; each metric reads the parts it needs."""
+
+    fake_pool: torch.Tensor | None = None  # Inception pool3 features [N, 2048]
+    fake_logits: torch.Tensor | None = None  # Inception logits [N, 1008]
+    real_pool: torch.Tensor | None = None
+    fake_swd: SWDStats | None = None
+    real_swd: SWDStats | None = None
+    pairs: MSSSIMPairs | None = None
+    seed: int = 0
+    device: torch.device | str | None = None
+
+
+@dataclass(frozen=True)
+class MetricOutput:
+    """One flat output: its key (with `{res}` for per-level SWD values), direction and display format."""
+
+    key: str
+    higher_is_better: bool | None  # None: describes the score (a spread, a count); cannot rank checkpoints
+    fmt: str  # format spec for tables, e.g. "9.4f"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    description: str
+    needs_real: bool
+    needs_inception: bool
+    outputs: tuple[MetricOutput, ...]
+    compute: Callable[[MetricInputs], Any]
+    flatten: Callable[[Any], dict[str, float]]
+    row: Callable[[Any], str]  # the metric's lines in `format_table`
+
+    def output(self, key: str) -> MetricOutput:
+        return next(out for out in self.outputs if _matches(out.key, key))
+
+
+def _matches(pattern: str, key: str) -> bool:
+    if PER_LEVEL not in pattern:
+        return key == pattern
+    return re.fullmatch(pattern.replace(PER_LEVEL, r"\d+"), key) is not None
+
+
+def _pair(prefix: str) -> Callable[[tuple[float, float]], dict[str, float]]:
+    return lambda value: {f"{prefix}_mean": float(value[0]), f"{prefix}_std": float(value[1])}
+
+
+def _kid(inputs: MetricInputs) -> tuple[float, float]:
+    size = min(1000, len(inputs.fake_pool), len(inputs.real_pool))
+    return kid(inputs.fake_pool, inputs.real_pool, subsets=100, subset_size=size, seed=TORCH_FIDELITY_SEED)
+
+
+def _swd_row(value: dict[str, Any]) -> str:
+    """The PGGAN layout: one column per resolution (x1e3), then the average."""
+    fmt = SWD.output("swd_avg").fmt
+    return ("SWD x1e3  " + "".join(f"{res:>9d}" for res in value["resolutions"]) + f"{'avg':>9s}\n" + " " * 10
+            + "".join(f"{v:{fmt}}" for v in value["swd"]) + f"{value['avg']:{fmt}}")
+
+
+SWD = Metric(
+    "swd", "sliced Wasserstein distance x1e3 per Laplacian level + average (official PGGAN)",
+    needs_real=True, needs_inception=False,
+    outputs=(MetricOutput("swd_{res}", False, "9.3f"), MetricOutput("swd_avg", False, "9.3f")),
+    compute=lambda inputs: swd_from_stats(inputs.real_swd, inputs.fake_swd, seed=inputs.seed),
+    flatten=lambda value: {**{f"swd_{res}": float(v)
+                              for res, v in zip(value["resolutions"], value["swd"], strict=True)},
+                           "swd_avg": float(value["avg"])},
+    row=_swd_row)
+
+MSSSIM = Metric(
+    "msssim", "MS-SSIM of consecutive pairs of fake images (official PGGAN; lower = more diverse)",
+    needs_real=False, needs_inception=False,
+    outputs=(MetricOutput("msssim_mean", False, "9.4f"), MetricOutput("msssim_pairs", None, "d")),
+    compute=lambda inputs: {k: v for k, v in inputs.pairs.result().items() if k != "per_pair"},
+    flatten=lambda value: {"msssim_mean": float(value["mean"]), "msssim_pairs": float(value["pairs"])},
+    row=lambda value: f"MS-SSIM   {value['mean']:{MSSSIM.outputs[0].fmt}}  ({value['pairs']} pairs)")
+
+FID = Metric(
+    "fid", "Fréchet Inception distance (torch-fidelity / TF-FID protocol)",
+    needs_real=True, needs_inception=True,
+    outputs=(MetricOutput("fid", False, "9.4f"),),
+    compute=lambda inputs: fid(inputs.fake_pool, inputs.real_pool),
+    flatten=lambda value: {"fid": float(value)},
+    row=lambda value: f"FID       {value:{FID.outputs[0].fmt}}")
+
+KID = Metric(
+    "kid", "kernel Inception distance, mean and std over subsets",
+    needs_real=True, needs_inception=True,
+    outputs=(MetricOutput("kid_mean", False, "9.6f"), MetricOutput("kid_std", None, ".6f")),
+    compute=_kid, flatten=_pair("kid"),
+    row=lambda value: f"KID       {value[0]:{KID.outputs[0].fmt}} ± {value[1]:{KID.outputs[1].fmt}}")
+
+IS = Metric(
+    "is", "Inception score of the fake images, mean and std over splits",
+    needs_real=False, needs_inception=True,
+    outputs=(MetricOutput("is_mean", True, "9.4f"), MetricOutput("is_std", None, ".4f")),
+    compute=lambda inputs: inception_score(inputs.fake_logits, splits=min(10, len(inputs.fake_logits)),
+                                           seed=TORCH_FIDELITY_SEED),
+    flatten=_pair("is"),
+    row=lambda value: f"IS        {value[0]:{IS.outputs[0].fmt}} ± {value[1]:{IS.outputs[1].fmt}}")
+
+PR = Metric(
+    "pr", "improved precision and recall (k=3) on Inception pool features",
+    needs_real=True, needs_inception=True,
+    outputs=(MetricOutput("pr_precision", True, "9.4f"), MetricOutput("pr_recall", True, ".4f")),
+    compute=lambda inputs: precision_recall(inputs.real_pool, inputs.fake_pool, device=inputs.device),
+    flatten=lambda value: {"pr_precision": float(value["precision"]), "pr_recall": float(value["recall"])},
+    row=lambda value: (f"Precision {value['precision']:{PR.outputs[0].fmt}}   "
+                       f"Recall {value['recall']:{PR.outputs[1].fmt}}"))
+
+METRICS: dict[str, Metric] = {metric.name: metric for metric in (SWD, MSSSIM, FID, KID, IS, PR)}
+
+
+def check_metrics(metrics: list[str]) -> list[str]:
+    """Lower-cased, de-duplicated metric names; unknown ones raise with the list of known names."""
+    names = list(dict.fromkeys(m.strip().lower() for m in metrics if m.strip()))
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise UnknownMetricError(f"unknown metric(s) {unknown or metrics!r}; choose from {', '.join(METRICS)}")
+    return names
+
+
+def rankable_outputs() -> list[str]:
+    """Every output key `best_metric` accepts (per-level SWD keys written `swd_{res}`)."""
+    return [out.key for metric in METRICS.values() for out in metric.outputs if out.higher_is_better is not None]
+
+
+def _ranking_metric(key: str) -> Metric | None:
+    return next((m for m in METRICS.values()
+                 if any(_matches(out.key, key) and out.higher_is_better is not None for out in m.outputs)), None)
+
+
+def higher_is_better(key: str) -> bool:
+    """The direction of a rankable output, e.g. False for "fid", True for "pr_precision"."""
+    metric = _ranking_metric(key)
+    if metric is None:
+        raise ConfigError(f"best_metric: {key!r} is not a metric output that ranks checkpoints; expected one of "
+                          f"{', '.join(rankable_outputs())}")
+    return bool(metric.output(key).higher_is_better)
+
+
+def check_best_metric(key: str, metrics: list[str]) -> None:
+    """`best_metric` must be a rankable output of one of the run's `metrics`; one-line ConfigError otherwise."""
+    higher_is_better(key)
+    owner = _ranking_metric(key).name
+    if owner not in [m.strip().lower() for m in metrics]:
+        raise ConfigError(f"best_metric: {key!r} is an output of {owner!r}, which is not among metrics {metrics}")
+
+
+def flat_outputs(results: dict[str, Any]) -> dict[str, float]:
+    """Finite scalar outputs of `evaluate` results for logs: {"swd_32": .., "swd_avg": .., "fid": .., ...}."""
+    return {key: value for name, result in results.items() for key, value in METRICS[name].flatten(result).items()
+            if math.isfinite(value)}
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Terminal table of `evaluate` results, in the registry's order and formats."""
+    return "\n".join(metric.row(results[name]) for name, metric in METRICS.items() if name in results)

@@ -1,0 +1,71 @@
+"""The metric registry: every output `best_metric` accepts has its direction, checkpoints are ranked by it, and a
+bad `best_metric` is refused when the config loads."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from ganforge.config import ConfigError
+from ganforge.families import resolve_run_config
+from ganforge.metrics.registry import METRICS, flat_outputs, format_table, higher_is_better, rankable_outputs
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.engine import Trainer
+
+# written out by hand, not read from the registry: the direction of every name `best_metric` accepts
+EXPECTED_HIGHER_IS_BETTER = {
+    "fid": False, "kid_mean": False, "is_mean": True, "pr_precision": True, "pr_recall": True, "swd_avg": False,
+    "swd_{res}": False,
+    "msssim_mean": False,  # the project's MS-SSIM: similarity of pairs of fakes, lower = more diverse
+}
+
+
+def test_every_name_best_metric_accepts_has_its_direction():
+    assert sorted(rankable_outputs()) == sorted(EXPECTED_HIGHER_IS_BETTER)
+    for key, higher in EXPECTED_HIGHER_IS_BETTER.items():
+        name = key.replace("{res}", "16")
+        assert higher_is_better(name) is higher, name
+        config = resolve_run_config("dcgan", {"metrics": [name.split("_")[0]], "metrics_every": 1, "best_metric": name})
+        assert config.best_metric == name
+
+
+@pytest.mark.parametrize("best, metrics, message", [
+    ("pr_precison", ["pr"], r"'pr_precison' is not a metric output that ranks checkpoints; expected one of "
+                            r"swd_\{res\}, swd_avg, msssim_mean, fid, kid_mean, is_mean, pr_precision, pr_recall$"),
+    ("is_std", ["is"], r"'is_std' is not a metric output that ranks"),  # a spread, not a quality score
+    ("kid", ["kid"], r"'kid' is not a metric output that ranks"),
+    ("fid", ["swd"], r"'fid' is an output of 'fid', which is not among metrics \['swd'\]"),
+])
+def test_a_bad_best_metric_is_refused_when_the_config_loads(best, metrics, message):
+    with pytest.raises(ConfigError, match="^best_metric: " + message):
+        resolve_run_config("dcgan", {"metrics": metrics, "metrics_every": 1, "best_metric": best})
+
+
+def test_flat_outputs_are_the_declared_outputs_and_the_table_uses_their_formats():
+    results = {"swd": {"resolutions": [32, 16], "swd": [1.5, 2.5], "avg": 2.0}, "msssim": {"mean": 0.25, "pairs": 8},
+               "fid": 12.5, "kid": (0.01, 0.002), "is": (3.5, 0.25), "pr": {"precision": 0.75, "recall": 0.5}}
+    flat = flat_outputs(results)
+    assert flat == {"swd_32": 1.5, "swd_16": 2.5, "swd_avg": 2.0, "msssim_mean": 0.25, "msssim_pairs": 8.0,
+                    "fid": 12.5, "kid_mean": 0.01, "kid_std": 0.002, "is_mean": 3.5, "is_std": 0.25,
+                    "pr_precision": 0.75, "pr_recall": 0.5}
+    assert all(METRICS[key.split("_")[0]].output(key) for key in flat)  # each one declared by its metric
+    table = format_table(results).splitlines()
+    assert table[2:] == ["MS-SSIM      0.2500  (8 pairs)", "FID         12.5000", "KID        0.010000 ± 0.002000",
+                         "IS           3.5000 ± 0.2500", "Precision    0.7500   Recall 0.5000"]
+    assert flat_outputs({"is": (3.5, float("nan"))}) == {"is_mean": 3.5}  # logs are JSON: no NaN
+
+
+def test_best_checkpoints_of_a_higher_is_better_metric_are_the_highest(tmp_path):
+    """`pr_precision` used to rank ascending (its prefix "pr" was not in the higher-is-better list)."""
+    trainer = SimpleNamespace(run_dir=tmp_path, config=SimpleNamespace(best_metric="pr_precision", keep_best=2))
+    for step, score in [(1, 0.5), (2, 0.9), (3, 0.1), (4, 0.7), (5, 0.3)]:
+        trainer.step = step
+        best = Trainer.update_best(trainer, score)
+        ckpt.write_json_atomic(tmp_path / "best.json", {"metric": "pr_precision", "best": best})
+    assert json.loads((tmp_path / "best.json").read_text())["best"] == [{"step": 2, "value": 0.9},
+                                                                         {"step": 4, "value": 0.7}]
+    trainer.config.best_metric = "fid"
+    trainer.step = 6
+    assert Trainer.update_best(trainer, 0.05)[0] == {"step": 6, "value": 0.05}  # lower first for FID
