@@ -234,25 +234,36 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from ganforge.api import build_family, dataset_placeholder
     from ganforge.data.store import DatasetError, open_dataset, parse_builtin_spec
+    from ganforge.families import get_family
 
     config = _config_from_args(args.family, args)
-    channels, resolution = 3, None
+    channels, resolution, labels = 3, None, []
     if config.data.startswith("builtin:"):
         with contextlib.suppress(DatasetError):
-            resolution = parse_builtin_spec(config.data)[1]["resolution"]
+            builtin, params = parse_builtin_spec(config.data)
+            resolution = params["resolution"]
+            labels = open_dataset(f"builtin:{builtin}?count=1&resolution=4").manifest["labels"]  # its label columns
     else:
-        with contextlib.suppress(DatasetError):  # a store's manifest gives the shape; images are not read
+        with contextlib.suppress(DatasetError):  # a store's manifest gives the shape and labels; images are not read
             store = open_dataset(config.data)
-            channels, resolution = store.channels, store.resolution
+            channels, resolution, labels = store.channels, store.resolution, store.manifest["labels"]
+    notes = []
+    family_cls = get_family(config.family)
+    count_key = getattr(family_cls, "label_count_key", None)  # the config key of a conditional family's count
+    if count_key and not labels and getattr(config.model, count_key) is None:
+        default = family_cls.default_label_count
+        setattr(config.model, count_key, default)
+        notes.append(f"model.{count_key}: {default} (a default: the config does not set it and {config.data} is "
+                     f"not a labelled dataset here; set model.{count_key} for other counts)")
     asked = getattr(config.model, "resolution", None)
     if isinstance(asked, int) and asked > (resolution or 0):  # info describes networks; the data may come later
         resolution = asked
     manifest = {"source": config.data, "count": 0, "resolution": resolution or 1 << 16, "channels": channels,
-                "levels": [], "labels": []}
+                "levels": [], "labels": labels}
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))
     nets = {name: sum(p.numel() for p in net.parameters()) for name, net in family.nets.items()}
-    report = {"family": config.family, "parameters": nets, **family.describe()}
+    report = {"family": config.family, "parameters": nets, **family.describe(), **({"notes": notes} if notes else {})}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -261,6 +272,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {name:8s} {count:>14,d} parameters")
         for key, value in family.describe().items():
             print(f"  {key}: {value}")
+        for note in notes:
+            print(f"  note: {note}")
     return 0
 
 

@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 
 import ganforge
-from ganforge.config import ConfigError, read_config_file
+from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.data.loader import Batch, to_float_images
 from ganforge.data.store import open_dataset, write_store
 from ganforge.families import resolve_run_config
@@ -130,8 +130,33 @@ def test_g_accumulation_equals_one_big_batch_with_bn_on_running_statistics():
 def test_ema_decay_schedule():
     family = make_family(ema_start=3, ema_decay=0.99)
     assert [family.ema_decay(step) for step in range(4)] == [0.0, 0.0, 0.99, 0.99]  # iterations 1, 2 copy G
-    assert make_family(ema=False).ema_decay(10) is None
-    assert "G_ema" not in make_family(ema=False).nets
+    no_ema = make_family(ema=False, ema_start=None, ema_decay=None)
+    assert no_ema.ema_decay(10) is None and "G_ema" not in no_ema.nets
+    defaults = BigGANTrainConfig(**tiny_model(ema_start=None, ema_decay=None))
+    assert (defaults.ema_decay, defaults.ema_start) == (0.9999, 20000)  # unset: BigGAN-PyTorch's values
+
+
+@pytest.mark.parametrize("key, value", [("ema_decay", 0.9999), ("ema_decay", 0.99), ("ema_start", 20000),
+                                        ("ema_start", 0)])
+def test_ema_settings_with_ema_off_are_refused_even_at_their_default(key, value):
+    """They would do nothing; a value equal to the default is refused too (it was written, so it was meant)."""
+    model = {**tiny_model(ema=False, ema_start=None, ema_decay=None), key: value}
+    with pytest.raises(ConfigError, match=rf"^model\.{key}: {value} is set but model\.ema is false, so it would do "
+                                          r"nothing; remove it or set model\.ema: true$"):
+        resolve_run_config("biggan", {"data": SHAPES, "model": model})
+
+
+def test_run_configs_saved_before_the_ema_check_still_load():
+    """Saved configs list every key, so an old `ema: false` run holds ema_decay/ema_start (the importer wrote
+    ema_start 0 for runs without --ema); they load, and the values that did nothing are dropped."""
+    legacy = to_dict(BigGANTrainConfig(**tiny_model()))
+    del legacy["n_classes"]
+    legacy.update(ema=False, ema_decay=0.9999, ema_start=0)
+    config = resolve_run_config(None, {"family": "biggan", "data": SHAPES, "model": legacy})
+    assert config.model.ema is False and config.model.ema_decay is None and config.model.ema_start is None
+    partial = {k: v for k, v in legacy.items() if k != "g_batch_size"}  # not a complete saved config: a user's
+    with pytest.raises(ConfigError, match=r"^model\.ema_decay: 0\.9999 is set but model\.ema is false"):
+        resolve_run_config(None, {"family": "biggan", "data": SHAPES, "model": partial})
 
 
 def test_sampling_on_batch_statistics_leaves_no_trace():
@@ -232,7 +257,10 @@ def test_tiny_preset_is_runnable_as_is():
     config = resolve_run_config(None, read_config_file(CONFIGS / "biggan_tiny.yaml"))
     family = BigGANFamily(config.model, open_dataset(config.data), torch.device("cpu"), DistInfo())
     latents = family.sample_latents(6, torch.Generator().manual_seed(0))
-    assert latents["z"].shape == (6, 16) and latents["y"].tolist() == [0, 1, 2, 3, 0, 1]
+    expected = torch.Generator().manual_seed(0)
+    torch.randn(6, 16, generator=expected)  # z first, then uniformly drawn classes from the same stream
+    assert latents["z"].shape == (6, 16)
+    assert latents["y"].tolist() == torch.randint(4, (6,), generator=expected).tolist()
     images = family.generate(latents, "G_ema", StepPlan(4, 32))
     assert images.shape == (6, 3, 32, 32)
     assert list(itertools.islice(family.phases(0, family.plan(0)), 1))[0].accumulate == 2

@@ -13,10 +13,11 @@ import torch
 from pgan_tiny import TINY_PGAN
 from PIL import Image
 
-from ganforge.api import LoadedModel, build_family
+from ganforge.api import LoadedModel, build_family, dataset_placeholder
 from ganforge.families import resolve_run_config
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.kid import inception_score
+from ganforge.metrics.training import generated_batches
 from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs
 from ganforge.viz.grid import to_uint8
@@ -167,3 +168,40 @@ def test_truncated_normal_and_scaling_bounds():
     assert z.abs().max() <= 0.3 and z.std() > 0.15  # a truncated normal fills the box (uniform-like)
     scaled = sample_latents(2000, 8, truncation=0.3, method="scale", generator=draws)
     assert scaled.abs().max() > 0.3 and scaled.std() == pytest.approx(0.3, rel=0.05)
+
+
+def thousand_class_model() -> LoadedModel:
+    """A tiny 1,000-class model built without data (n_classes from the config), like an ImageNet run's shape."""
+    settings = {"g_ch": 4, "d_ch": 4, "dim_z": 4, "shared_dim": 4, "g_attention": [], "d_attention": [],
+                "resolution": 32, "n_classes": 1000}
+    config = resolve_run_config("biggan", {"data": "absent-store", "model": settings})
+    manifest = {"source": "absent-store", "count": 0, "resolution": 32, "channels": 3, "levels": [], "labels": []}
+    family = build_family(config, torch.device("cpu"), dataset_placeholder(manifest))
+    return LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
+
+
+def test_metric_and_sweep_samples_draw_every_class_uniformly_under_their_seed():
+    """50,000 samples of a 1,000-class model, as training-time/`evaluate` metrics and the truncation sweep draw them:
+    every class within mean ± 5σ of its binomial count (50 ± 35), the same classes again under the same seed.
+    (They used to cycle 0..63 in every batch of 64: 936 classes never drawn.)"""
+    model = thousand_class_model()
+    drawn: list[torch.Tensor] = []
+
+    def record(inputs: dict[str, torch.Tensor], net: str, plan: Any) -> torch.Tensor:
+        drawn.append(inputs["y"].cpu())  # the classes are under test, not the network
+        return torch.zeros(len(inputs["y"]), 3, 32, 32)
+
+    model.family.generate = record
+    n, mean = 50_000, 50.0
+    sigma = (n * (1 / 1000) * (1 - 1 / 1000)) ** 0.5
+    for draw in (lambda seed: list(generated_batches(model.family, model.plan, n, seed, batch_size=5000)),
+                 lambda seed: list(cs.iter_samples(model, n, seed=seed, batch_size=5000))):
+        runs = []
+        for seed in (3, 3, 4):
+            drawn.clear()
+            draw(seed)
+            runs.append(torch.cat(drawn))
+        counts = torch.bincount(runs[0], minlength=1000)
+        assert len(runs[0]) == n and len(counts) == 1000
+        assert ((counts - mean).abs() <= 5 * sigma).all(), (counts.min(), counts.max())
+        assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])

@@ -27,12 +27,13 @@ from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
-from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_latents
+from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_classes, sample_latents
 from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
 from ganforge.nn.spectral_norm import SNSettings
 from ganforge.training.distributed import DistInfo
 
 STANDING_STATS_SEED = 20190218  # fixed stream for standing-statistics draws, apart from training
+EMA_DECAY, EMA_START = 0.9999, 20000  # BigGAN-PyTorch's ema_decay default and the ImageNet scripts' ema_start
 
 
 @dataclass
@@ -40,6 +41,7 @@ class BigGANTrainConfig:
     """`model:` settings of `biggan`; defaults are `launch_BigGAN_bs256x8.sh` (ImageNet 128, batch 256 × 8)."""
 
     resolution: int | None = None  # None: the dataset's resolution
+    n_classes: int | None = None  # None: the dataset's class count; set, the data must agree
     g_ch: int = 96
     d_ch: int = 96
     dim_z: int = 120
@@ -66,8 +68,8 @@ class BigGANTrainConfig:
     g_ortho: float = 0.0  # orthogonal regularisation strength β (paper 1e-4; every launch script uses 0)
     d_ortho: float = 0.0
     ema: bool = True
-    ema_decay: float = 0.9999
-    ema_start: int = 20000  # iterations (1-based, as officially) before which the EMA copies G
+    ema_decay: float | None = None  # None: 0.9999 with ema; must stay unset with ema false (it would do nothing)
+    ema_start: int | None = None  # iterations (1-based, as officially) before which the EMA copies G; None: 20000
     sample_eval_mode: bool = True
     standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
@@ -88,11 +90,26 @@ class BigGANTrainConfig:
                 raise ConfigError(f"model.{key}: expected a positive number, got {getattr(self, key)}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        if self.n_classes is not None and self.n_classes < 1:
+            raise ConfigError(f"model.n_classes: expected null (from the data) or a positive integer, got "
+                              f"{self.n_classes}")
         if self.standing_stats < 0 or (self.standing_stats and not self.sample_eval_mode):
             raise ConfigError(f"model.standing_stats: expected 0 (off) or, with sample_eval_mode true (they replace "
                               f"the running statistics eval mode uses), a batch count; got {self.standing_stats}")
+        self._check_ema()
+
+    def _check_ema(self) -> None:
+        """Unset EMA settings take the defaults when the EMA is on; set ones are refused when it is off."""
+        if not self.ema:
+            for key in ("ema_decay", "ema_start"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"model.{key}: {getattr(self, key)} is set but model.ema is false, so it would "
+                                      "do nothing; remove it or set model.ema: true")
+            return
+        self.ema_decay = EMA_DECAY if self.ema_decay is None else self.ema_decay
+        self.ema_start = EMA_START if self.ema_start is None else self.ema_start
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         if self.ema_start < 0:
             raise ConfigError(f"model.ema_start: expected an iteration >= 0, got {self.ema_start}")
 
@@ -108,12 +125,37 @@ class BigGANTrainConfig:
             raise ConfigError(f"model: {error}") from None
 
 
-def class_count(dataset: ImageDataset) -> int:
-    """Classes of the store's first label column (BigGAN's conditioning)."""
+# every key a run config saved by ganforge's first BigGAN release holds (saved configs list every key)
+_KEYS_SAVED_SINCE_FIRST_RELEASE = frozenset((
+    "resolution", "g_ch", "d_ch", "dim_z", "g_shared", "shared_dim", "hier", "g_attention", "d_attention", "g_init",
+    "d_init", "num_svs", "num_sv_itrs", "sn_eps", "bn_eps", "batch_size", "g_batch_size", "num_d_steps",
+    "num_d_accumulations", "num_g_accumulations", "g_lr", "d_lr", "betas", "adam_eps", "ema", "ema_decay",
+    "ema_start", "sample_eval_mode", "steps"))
+
+
+def without_legacy_ema_settings(model: dict[str, Any]) -> dict[str, Any]:
+    """A run config saved before `n_classes` existed holds ema_decay/ema_start even with `ema: false` (written as
+    defaults, or by the importer; they did nothing). Such a saved config is recognised by holding every key saved
+    configs hold but no `n_classes`; its EMA settings are dropped so the run still loads. A user's config with
+    `ema: false` and an EMA setting is still refused."""
+    if model.get("ema") is False and "n_classes" not in model and model.keys() >= _KEYS_SAVED_SINCE_FIRST_RELEASE:
+        return {k: v for k, v in model.items() if k not in ("ema_decay", "ema_start")}
+    return model
+
+
+def class_count(dataset: ImageDataset, expected: int | None = None) -> int:
+    """Classes of the store's first label column (BigGAN's conditioning); `expected` (model.n_classes) must agree.
+    A shape-only placeholder without images or labels (`ganforge info` without data) takes `expected`."""
+    if not dataset.label_columns and expected is not None and not dataset.levels:
+        return expected
     if not dataset.label_columns:
         raise ConfigError(f"data: BigGAN is class-conditional, but the dataset {dataset.source} has no labels; "
                           "prepare it from class folders or use a labelled builtin")
-    return len(dataset.label_columns[0][1])
+    column, classes = dataset.label_columns[0]
+    if expected is not None and expected != len(classes):
+        raise ConfigError(f"model.n_classes: {expected} but the label column {column!r} of {dataset.source} has "
+                          f"{len(classes)} classes")
+    return len(classes)
 
 
 class BigGANFamily(Family):
@@ -121,6 +163,13 @@ class BigGANFamily(Family):
 
     name: ClassVar[str] = "biggan"
     config_class: ClassVar[type] = BigGANTrainConfig
+    label_count_key: ClassVar[str] = "n_classes"
+    default_label_count: ClassVar[int] = 1000  # BigGAN-PyTorch's n_classes default (ImageNet)
+
+    @classmethod
+    def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
+        model = data.get("model")
+        return {**data, "model": without_legacy_ema_settings(model)} if isinstance(model, dict) else data
 
     def __init__(self, config: BigGANTrainConfig, dataset: ImageDataset, device: torch.device,
                  dist: DistInfo) -> None:
@@ -131,7 +180,7 @@ class BigGANFamily(Family):
                               f"to {dataset.resolution}")
         if dataset.channels != 3:
             raise ConfigError(f"data: BigGAN generates RGB images; {dataset.source} has {dataset.channels} channel(s)")
-        self.n_classes = class_count(dataset)
+        self.n_classes = class_count(dataset, config.n_classes)
         self.arch = config.architecture(self.resolution, self.n_classes)
         self.nets["G"] = Generator(self.arch).to(device)
         if config.sync_bn:
@@ -163,7 +212,7 @@ class BigGANFamily(Family):
     def draw_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh z and uniformly drawn classes for `n` samples (global batch; this rank's share)."""
         z = self.randn(n, self.arch.g_dim_z)
-        y = self.dist.shard(torch.randint(self.n_classes, (n,), device=self.device))
+        y = self.dist.shard(sample_classes(n, self.n_classes, device=self.device))
         return z, y
 
     def discriminator_loss(self, batch: Batch, n_fake: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -209,9 +258,10 @@ class BigGANFamily(Family):
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """z ~ N(0, I) and classes cycling 0, 1, ..., so a fixed grid shows every class."""
+        """z ~ N(0, I) and uniformly drawn classes, as BigGAN-PyTorch draws its fixed samples and the samples of
+        its metrics: IS/FID see every class, not the first `n` (per-class sheets order classes themselves)."""
         return {"z": sample_latents(n, self.arch.g_dim_z, generator=generator),
-                "y": torch.arange(n) % self.n_classes}
+                "y": sample_classes(n, self.n_classes, generator=generator)}
 
     @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
@@ -244,14 +294,14 @@ class BigGANFamily(Family):
 
         def forward() -> torch.Tensor:
             z = sample_latents(batch, self.arch.g_dim_z, generator=draws).to(self.device)
-            return copied(z, torch.randint(self.n_classes, (batch,), generator=draws).to(self.device))
+            return copied(z, sample_classes(batch, self.n_classes, generator=draws).to(self.device))
 
         standing_statistics(copied, forward, self.config.standing_stats)
         return copied
 
     def describe(self) -> dict[str, Any]:
         return {"resolution": self.resolution, "classes": self.n_classes,
-                "label_column": self.dataset.label_columns[0][0],
+                "label_column": self.dataset.label_columns[0][0] if self.dataset.label_columns else None,
                 "effective_batch": self.config.batch_size * self.config.num_d_accumulations,
                 "attention": {"G": list(self.arch.g_attention), "D": list(self.arch.d_attention)}}
 

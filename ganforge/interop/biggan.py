@@ -275,8 +275,10 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
         "num_g_accumulations": int(flags.get("num_G_accumulations", 1)), "g_lr": float(flags.get("G_lr", 5e-5)),
         "d_lr": float(flags.get("D_lr", 2e-4)), "betas": betas, "adam_eps": float(flags.get("adam_eps", 1e-8)),
         "g_ortho": float(flags.get("G_ortho", 0.0)), "d_ortho": float(flags.get("D_ortho", 0.0)),
-        "ema": bool(flags.get("ema", False)), "ema_decay": float(flags.get("ema_decay", 0.9999)),
-        "ema_start": int(flags.get("ema_start", 0)), "sample_eval_mode": bool(flags.get("G_eval_mode", False)),
+        "ema": bool(flags.get("ema", False)), "sample_eval_mode": bool(flags.get("G_eval_mode", False)),
+        # without --ema the official run's ema_decay/ema_start did nothing: ganforge refuses them with ema off
+        **({"ema_decay": float(flags.get("ema_decay", 0.9999)), "ema_start": int(flags.get("ema_start", 0))}
+           if flags.get("ema", False) else {}),
     }
 
 

@@ -259,6 +259,13 @@ class Discriminator(nn.Module):
         return self.linear(pooled) + (self.embed(y) * pooled).sum(dim=1, keepdim=True)
 
 
+def sample_classes(n: int, n_classes: int, *, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> Tensor:
+    """`n` classes drawn uniformly from [0, n_classes), as BigGAN-PyTorch's categorical sampler (`y_.sample_()`)
+    draws them for training, fixed samples and metrics: every class appears, in proportion."""
+    return torch.randint(n_classes, (n,), generator=generator, device=device)
+
+
 def sample_latents(n: int, dim_z: int, *, truncation: float | None = None,
                    method: Literal["resample", "scale"] = "resample", generator: torch.Generator | None = None,
                    device: torch.device | str | None = None) -> Tensor:

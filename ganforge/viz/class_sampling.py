@@ -20,7 +20,7 @@ import torch
 from ganforge.api import LoadedModel
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.kid import inception_score
-from ganforge.models.biggan import sample_latents
+from ganforge.models.biggan import sample_classes, sample_latents
 from ganforge.viz.grid import make_grid, save_image, to_uint8
 from ganforge.viz.interpolate import slerp
 
@@ -116,7 +116,7 @@ def interpolation_sheet(model: LoadedModel, space: str, rows: int, frames: int, 
                          "(model.g_shared: false, per-layer class tables); interpolate in 'z' only")
     draws = torch.Generator().manual_seed(seed)
     z_from, z_to = (draw_latents(model, rows, draws, truncation=truncation, method=method) for _ in range(2))
-    y_from, y_to = (torch.randint(model.family.n_classes, (rows,), generator=draws) for _ in range(2))
+    y_from, y_to = (sample_classes(rows, model.family.n_classes, generator=draws) for _ in range(2))
     t = torch.linspace(0, 1, frames)[:, None]
     moves_z = space in ("z", "both")
     z = torch.cat([slerp(z_from[r:r + 1], z_to[r:r + 1], t) if moves_z else z_from[r:r + 1].expand(frames, -1)
@@ -142,11 +142,6 @@ def write_interpolation_sheets(model: LoadedModel, out: Path, spaces: Iterable[s
     return paths
 
 
-def random_classes(model: LoadedModel, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniformly drawn classes, as BigGAN-PyTorch's sampler draws them for NPZ dumps and metrics."""
-    return torch.randint(model.family.n_classes, (n,), generator=generator)
-
-
 def uint8_nchw(images: torch.Tensor) -> np.ndarray:
     """[-1, 1] float images → uint8 N×C×H×W, rounded like every other image ganforge writes."""
     return np.ascontiguousarray(to_uint8(images).transpose(0, 3, 1, 2))
@@ -159,7 +154,7 @@ def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         z = draw_latents(model, count, draws, truncation=truncation, method=method)
-        y = random_classes(model, count, draws)
+        y = sample_classes(count, model.family.n_classes, generator=draws)
         yield uint8_nchw(generate(model, {"z": z, "y": y}, batch_size)), y.numpy().astype(np.int64)
 
 

@@ -1,0 +1,59 @@
+"""`ganforge info` from a config alone: class/domain counts from the config, else the dataset, else a stated default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganforge.cli import main
+from ganforge.data.store import write_store
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CIFAR = str(CONFIGS / "biggan_cifar10.yaml")
+# G of the CIFAR arch has 3 blocks × 2 class-conditional BNs × (gain + bias) × 256 channels of per-class tables,
+# D one projection embedding of 256 per class: each class beyond 10 adds 3,072 to G and 256 to D
+G_CIFAR, D_CIFAR = 4_304_387, 4_207_361
+
+
+@pytest.fixture(autouse=True)
+def fresh_clone(tmp_path, monkeypatch):
+    """The configs' relative `data:` paths point nowhere, as on a fresh clone."""
+    monkeypatch.chdir(tmp_path)
+
+
+def info(capsys, *args: str) -> dict:
+    assert main(["info", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_biggan_cifar10_counts_from_the_config_without_data(capsys):
+    assert main(["info", "biggan", "-c", CIFAR]) == 0
+    out = capsys.readouterr().out
+    assert "G             4,304,387 parameters" in out and "D             4,207,361 parameters" in out
+    assert "classes: 10" in out and "note" not in out
+
+
+def test_without_a_count_or_data_the_default_is_used_and_said(capsys):
+    report = info(capsys, "biggan", "-c", CIFAR, "--set", "model.n_classes=null")
+    assert report["classes"] == 1000
+    assert report["parameters"]["G"] == G_CIFAR + 990 * 3_072 and report["parameters"]["D"] == D_CIFAR + 990 * 256
+    assert report["notes"] == ["model.n_classes: 1000 (a default: the config does not set it and data/cifar10 is "
+                               "not a labelled dataset here; set model.n_classes for other counts)"]
+    report = info(capsys, "stargan2", "-c", str(CONFIGS / "stargan2_celeba_hq.yaml"))
+    assert report["domains"] == ["0", "1"] and report["parameters"]["G"] == 43_467_395
+    assert report["notes"][0].startswith("model.num_domains: 2 (a default")
+
+
+def test_a_present_dataset_gives_the_count_and_must_agree_with_the_config(tmp_path, capsys):
+    images = np.zeros((7, 3, 32, 32), dtype=np.uint8)
+    write_store(tmp_path / "data" / "cifar10", images, resolution=32, source="test", labels=np.arange(7)[:, None],
+                label_columns=[("class", [f"c{i}" for i in range(7)])])
+    report = info(capsys, "biggan", "-c", CIFAR, "--set", "model.n_classes=null")
+    assert report["classes"] == 7 and report["label_column"] == "class" and "notes" not in report
+    assert report["parameters"]["G"] == G_CIFAR - 3 * 3_072
+    assert main(["info", "biggan", "-c", CIFAR]) == 2
+    assert capsys.readouterr().err == ("ganforge info: error: model.n_classes: 10 but the label column 'class' of "
+                                       "data/cifar10 has 7 classes\n")
