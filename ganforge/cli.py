@@ -111,8 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = args.run or DEFAULT_RUNS / args.family
     saved = run_dir / "config.json"
     base = None
-    if saved.is_file() and not args.restart and args.config is None:
-        base = read_config_file(saved)  # resume: the run's own config unless the user gives one
+    if saved.is_file() and args.config is None:
+        base = read_config_file(saved)  # resume or --restart: the run's own config unless the user gives one
     config = _config_from_args(args.family, args, base)
     result = train(config, run_dir, restart=args.restart, until=args.until)
     state = "interrupted" if result.interrupted else "finished"
@@ -407,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(tr)
     tr.add_argument("--run-dir", "--run", dest="run", type=Path,
                     help="run directory (default runs/FAMILY); an existing run resumes. Under torchrun write --run-dir")
-    tr.add_argument("--restart", action="store_true", help="start over, deleting the run's checkpoints")
+    tr.add_argument("--restart", action="store_true",
+                    help="start over (with the run's saved config unless -c is given), deleting its checkpoints "
+                         "once the config, dataset and networks check out")
     tr.add_argument("--until", type=int, help="stop (with a checkpoint) after this many steps")
     tr.add_argument("--on-nan", choices=["stop", "rollback"],
                     help="on a NaN/Inf loss: stop (default), or roll back to the last checkpoint and go on")

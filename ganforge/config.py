@@ -208,7 +208,10 @@ class RunConfig:
     data: str = "builtin:shapes"
     seed: int = 0
     device: str = "auto"
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA; fp16 adds dynamic loss scaling
+    # off: float32 as every reference trains (TF32 matmuls/convolutions allowed on CUDA). bf16/fp16: autocast, not
+    # yet verified against float32; fp16 adds dynamic loss scaling. auto: bf16 on CUDA only, the former default,
+    # kept so runs saved with it resume in the precision they trained in.
+    amp: Literal["off", "bf16", "fp16", "auto"] = "off"
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000
@@ -222,7 +225,7 @@ class RunConfig:
     on_nan: Literal["stop", "rollback"] = "stop"
     inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
     progress: bool = True
-    tensorboard: bool = True
+    tensorboard: bool | None = None  # None: events when the package is installed; true: warn once if it is not
     model: Any = None
 
     def __post_init__(self) -> None:

@@ -3,6 +3,8 @@ counts, fresh noise per critic step, and sampling that leaves training untouched
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.config import ConfigError, to_dict
+from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.data.loader import Batch
 from ganforge.data.store import open_dataset
 from ganforge.families import get_family, resolve_run_config
@@ -151,10 +153,32 @@ def test_saved_config_resolves_back_to_the_same_objective() -> None:
     ("dcgan", {"betas": [0.5]}, r"model.betas: expected two numbers in \[0, 1\), got \[0.5\]"),
     ("wgan", {"optimizer": "sgd"}, "model.optimizer: 'sgd' is not one of 'adam', 'rmsprop'"),
     ("dcgan", {"lr": 0}, "model.lr: expected a positive learning rate, got 0"),
+    ("wgan", {"betas": [0.5, 0.999]}, r"model.betas: \[0.5, 0.999\] would do nothing: RMSprop .* has no betas"),
+    ("dcgan", {"optimizer": "rmsprop", "betas": [0.0, 0.9]}, "model.betas: .* would do nothing: RMSprop"),
+    ("wgan-gp", {"critic_batches": "same"}, "model.critic_batches: 'same' is not one of 'fresh', 'reuse'"),
 ])
 def test_bad_settings_name_key_and_value(name: str, model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_run_config(name, {"model": model})
+
+
+def test_betas_are_the_objectives_adam_preset_unless_set_and_absent_for_rmsprop() -> None:
+    model = lambda name, **m: resolve_run_config(name, {"model": m}).model  # noqa: E731
+    assert model("dcgan").betas == [0.5, 0.999] and model("wgan-gp").betas == [0.0, 0.9]
+    assert model("wgan").betas is None and model("dcgan", optimizer="rmsprop").betas is None
+    assert model("wgan", optimizer="adam").betas == [0.5, 0.999]
+    assert model("wgan", optimizer="adam", betas=[0.1, 0.9]).betas == [0.1, 0.9]
+
+
+def test_a_wgan_config_saved_before_betas_became_optional_still_loads() -> None:
+    saved = to_dict(resolve_run_config("wgan", {"model": {"lr": 3e-4}}))
+    del saved["model"]["critic_batches"]
+    saved["model"]["betas"] = [0.5, 0.999]  # what every wgan run saved then: DCGAN's Adam betas, unused by RMSprop
+    loaded = resolve_run_config(None, saved)
+    assert loaded.model.betas is None and loaded.model.lr == 3e-4 and loaded.model.critic_batches == "fresh"
+    saved["model"]["critic_batches"] = "fresh"  # a key set of today: a user's betas, refused
+    with pytest.raises(ConfigError, match="model.betas"):
+        resolve_run_config(None, saved)
 
 
 def test_resolution_beyond_the_dataset_is_an_error(shapes) -> None:
@@ -204,6 +228,77 @@ def test_every_critic_step_and_the_generator_step_draw_fresh_noise(tmp_path) -> 
     trainer.train()
     assert [tuple(z.shape) for z in seen] == [(4, 8)] * 4 + [(64, 8)]  # 3 critic steps, 1 G step, the grid
     assert all(not torch.equal(seen[i], seen[j]) for i in range(4) for j in range(i))
+
+
+def count_loader_draws(trainer: Trainer) -> list[torch.Tensor]:
+    drawn: list[torch.Tensor] = []
+    original = trainer.loader.next
+
+    def recorded(*args: Any, **kwargs: Any) -> Batch:
+        batch = original(*args, **kwargs)
+        drawn.append(batch.images.clone())
+        return batch
+
+    trainer.loader.next = recorded
+    return drawn
+
+
+@pytest.mark.parametrize("name", ["wgan-gp", "wgan", "dcgan"])
+def test_reuse_feeds_one_real_batch_to_every_critic_step_and_trains_g_on_the_last_fake(tmp_path, name) -> None:
+    trainer = Trainer(tiny_run_config(name, critic_batches="reuse", critic_steps=3), tmp_path / "run")
+    G, D = trainer.family.nets["G"], trainer.family.nets["D"]
+    drawn = count_loader_draws(trainer)
+    critic_reals: list[torch.Tensor] = []
+    D.register_forward_pre_hook(lambda module, args: critic_reals.append(args[0].detach().clone()))
+    g_calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    G.register_forward_hook(lambda module, args, out: g_calls.append((args[0].clone(), out.detach().clone())))
+    at_g_step: dict[str, Any] = {}
+    g_step = trainer.family.optimizers["G"].step
+
+    def capture_then_step(*args: Any, **kwargs: Any) -> Any:  # G's gradient and both nets just before G moves
+        at_g_step.update(G=copy.deepcopy(G), D=copy.deepcopy(D),
+                         grads=[p.grad.clone() for p in G.parameters()])
+        return g_step(*args, **kwargs)
+
+    trainer.family.optimizers["G"].step = capture_then_step
+    logs = trainer.train_step(trainer.family.plan(0))
+
+    assert len(drawn) == 1 and trainer.images_seen == 4  # one loader draw for the three critic steps
+    assert len(g_calls) == 3  # one G forward per critic step, none for the G step: it reuses the last fake
+    assert all(not torch.equal(g_calls[i][0], g_calls[j][0]) for i in range(3) for j in range(i))  # fresh z
+    reals_per_step = [x for x in critic_reals if any(torch.equal(x, r) for r in drawn)]
+    assert len(reals_per_step) >= 3 and all(torch.equal(x, drawn[0]) for x in reals_per_step)
+    z_last, fake_last = g_calls[-1]
+    hand_G, hand_D = at_g_step["G"], at_g_step["D"]
+    fake = hand_G(z_last)  # same weights and batch statistics: the same fake
+    torch.testing.assert_close(fake.detach(), fake_last)
+    scores = hand_D(fake)
+    hand_loss = -scores.mean() if name != "dcgan" else F.softplus(-scores).mean()
+    hand_loss.backward()
+    assert logs["loss_G"] == pytest.approx(hand_loss.item(), rel=1e-6)
+    for hand, engine in zip(hand_G.parameters(), at_g_step["grads"], strict=True):
+        torch.testing.assert_close(engine, hand.grad)
+
+
+def test_fresh_mode_draws_a_real_batch_per_critic_step_and_a_fresh_fake_for_g(tmp_path) -> None:
+    trainer = Trainer(tiny_run_config("wgan-gp", critic_steps=3), tmp_path / "run")
+    drawn = count_loader_draws(trainer)
+    g_inputs: list[torch.Tensor] = []
+    trainer.family.nets["G"].register_forward_pre_hook(lambda module, args: g_inputs.append(args[0]))
+    trainer.train_step(trainer.family.plan(0))
+    assert len(drawn) == 3 and trainer.images_seen == 12 and len(g_inputs) == 4
+    assert not torch.equal(drawn[0], drawn[1]) and not torch.equal(drawn[1], drawn[2])
+
+
+@pytest.mark.parametrize(("norm", "layer"), [("instance", nn.InstanceNorm2d), ("batch", nn.BatchNorm2d)])
+def test_wgan_critic_norm_is_a_choice(shapes, norm: str, layer: type) -> None:
+    plain, normed = build("wgan", shapes), build("wgan", shapes, critic_norm=norm)
+    layers = [m for m in normed.nets["D"].modules() if isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d))]
+    assert [type(m) for m in layers] == [layer, layer] and all(m.affine for m in layers)
+    count = lambda family: sum(p.numel() for p in family.nets["D"].parameters())  # noqa: E731
+    # 32 px, features 2: blocks of 4 and 8 channels; a norm adds weight + bias (2·c) and removes the conv bias (c)
+    assert count(normed) - count(plain) == 4 + 8
+    assert not any(isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)) for m in plain.nets["D"].modules())
 
 
 def test_clipping_keeps_every_critic_parameter_within_bounds(tmp_path) -> None:
@@ -287,7 +382,7 @@ def test_latents_and_generate_for_every_net(shapes) -> None:
         images = family.generate(latents, net, family.plan(0))
         assert images.shape == (3, 3, 32, 32) and images.abs().max() <= 1
     assert family.describe() == {"objective": "wgan-gp", "resolution": 32, "critic_norm": "instance",
-                                 "critic_steps": 5, "optimizer": "adam", "ema": True}
+                                 "critic_steps": 5, "critic_batches": "fresh", "optimizer": "adam", "ema": True}
 
 
 def test_phases_of_a_step(shapes) -> None:
@@ -306,3 +401,15 @@ def test_family_classes_are_registered() -> None:
     assert get_family("dcgan") is DCGANFamily
     assert get_family("wgan") is WGANFamily
     assert get_family("wgan-gp") is WGANGPFamily
+
+
+def test_the_tutorial_config_holds_the_tutorials_constants() -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / "wgan_gp_tutorial_celeba64.yaml"
+    config = resolve_run_config(None, read_config_file(path))
+    model = config.model
+    assert (config.family, config.amp, config.model.resolution, model.z_dim, model.features_g, model.features_d,
+            model.batch_size) == ("wgan-gp", "off", 64, 100, 16, 16, 64)
+    assert (model.critic_steps, model.critic_batches, model.critic_norm, model.lambda_gp) == (5, "reuse", "instance",
+                                                                                              10.0)
+    assert (model.optimizer, model.lr, model.betas, model.ema_decay) == ("adam", 1e-4, [0.0, 0.9], None)
+    assert model.steps == 100 * -(-202_599 // 64)  # 100 epochs of CelebA at the tutorial's batches per epoch

@@ -93,6 +93,10 @@ def test_tiny_run_writes_grids_and_gif_and_resumes_exactly(tmp_path, family: str
     assert gif.n_frames == 2 and gif.size == (200, 200)
 
 
+def test_reuse_runs_resume_exactly(tmp_path) -> None:
+    check_run(tiny("wgan-gp", SHAPES, critic_batches="reuse", ema_decay=0.9), tmp_path, channels=3)
+
+
 def test_tutorial_style_run_without_ema(tmp_path) -> None:
     run = check_run(tiny("dcgan", SHAPES), tmp_path, 3)
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["00000002-G.png", "00000004-G.png"]

@@ -41,6 +41,7 @@ class Phase:
     accumulate: int = 1  # micro-batches whose gradients add up before one optimiser step
     needs_data: bool = True
     after_step: Callable[[], None] | None = None
+    reuse_batch: bool = False  # True: the first repeat's real batch serves every repeat (the WGAN-GP tutorial)
 
 
 class Family(ABC):
@@ -144,6 +145,11 @@ class Family(ABC):
     def rand(self, *shape: int) -> torch.Tensor:
         """Uniform noise with the same global-draw-then-shard rule as `randn`."""
         return self.dist.shard(torch.rand(*shape, device=self.device))
+
+    def batch_sizes(self) -> dict[str, int]:
+        """Every global batch size the schedule uses, by the config key that sets it (checked at startup to split
+        evenly over the processes). Families with more than one override this."""
+        return {"model.batch_size": self.plan(0).batch_size}
 
     def local_batch(self, plan: StepPlan) -> int:
         return self.dist.local_size(plan.batch_size)

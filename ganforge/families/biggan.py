@@ -202,6 +202,10 @@ class BigGANFamily(Family):
     def plan(self, step: int) -> StepPlan:
         return StepPlan(batch_size=self.config.batch_size, resolution=self.resolution)
 
+    def batch_sizes(self) -> dict[str, int]:
+        g_batch = {} if self.config.g_batch_size is None else {"model.g_batch_size": self.config.g_batch_size}
+        return {"model.batch_size": self.config.batch_size, **g_batch}
+
     def ema_decay(self, step: int) -> float | None:
         """0 (copy G) until iteration `ema_start`, then `ema_decay`; iterations count from 1 as officially."""
         if not self.config.ema:

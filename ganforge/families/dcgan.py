@@ -4,8 +4,11 @@ The objective is the family name (`dcgan`, `wgan`, `wgan-gp`), so a run's saved 
 objective. Each name has its own config class whose defaults are that objective's paper/tutorial settings, and
 keys that only make sense for one objective (`clip`, `lambda_gp`) exist only there, so a misplaced key is an error.
 
-One step = `critic_steps` critic updates, each on a fresh real batch and fresh z, then one generator update on
-fresh z (the paper's algorithm; the tutorial reuses the last critic z for the generator step).
+One step = `critic_steps` critic updates, then one generator update. `critic_batches: fresh` (default, the WGAN and
+WGAN-GP papers' Algorithm 1): every critic update draws a fresh real batch and fresh z, and the generator update
+fresh z. `reuse` (the tutorials and the PyTorch DCGAN example): one real batch serves every critic update of the step
+(fresh z each), and the generator trains on the last critic update's fake, the same tensor, through the updated
+critic, so G runs `critic_steps` forward passes per step instead of `critic_steps + 1`.
 
 Sampling and BatchNorm: the generator always trains on batch statistics, so by default samples use batch
 statistics too (`sample_norm_stats: batch`, the tutorial's choice); its running averages lag the fast-changing
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -49,12 +52,15 @@ class DCGANConfig:
     critic_norm: CriticNorm = "batch"
     optimizer: Literal["adam", "rmsprop"] = "adam"
     lr: float = 2e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam only
+    betas: list[float] | None = None  # Adam only; None: the objective's preset, ADAM_BETAS
     critic_steps: int = 1
+    critic_batches: Literal["fresh", "reuse"] = "fresh"  # see the module docstring
     batch_size: int = 64
     steps: int = 10000
     ema_decay: float | None = None  # None: no EMA generator (the tutorial has none)
     sample_norm_stats: Literal["batch", "running"] = "batch"
+
+    ADAM_BETAS: ClassVar[tuple[float, float]] = (0.5, 0.999)
 
     def __post_init__(self) -> None:
         for key in ("z_dim", "features_g", "features_d", "critic_steps", "batch_size", "steps"):
@@ -67,7 +73,12 @@ class DCGANConfig:
                 raise ConfigError(f"model.resolution: {err}") from None
         if self.lr <= 0:
             raise ConfigError(f"model.lr: expected a positive learning rate, got {self.lr}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+        if self.optimizer == "rmsprop" and self.betas is not None:
+            raise ConfigError(f"model.betas: {self.betas} would do nothing: RMSprop (model.optimizer) has no betas; "
+                              "remove the key, or set model.optimizer: adam")
+        if self.optimizer == "adam" and self.betas is None:
+            self.betas = list(self.ADAM_BETAS)
+        if self.betas is not None and (len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas)):
             raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected null (off) or a number in [0, 1), got {self.ema_decay}")
@@ -95,9 +106,10 @@ class WGANGPConfig(DCGANConfig):
 
     critic_norm: CriticNorm = "instance"
     lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
     critic_steps: int = 5
     lambda_gp: float = 10.0
+
+    ADAM_BETAS: ClassVar[tuple[float, float]] = (0.0, 0.9)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,17 +191,30 @@ class DCGANFamily(Family):
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         G, D = self.nets["G"], self.nets["D"]
         z_dim = self.config.z_dim
+        reuse = self.config.critic_batches == "reuse"
+        last_fakes: list[torch.Tensor] = []  # reuse: the last critic update's fake, with G's graph
 
         def critic_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-            with torch.no_grad():
-                fakes = G(self.randn(plan.batch_size, z_dim))
-            return self.critic_objective(batch.images, fakes)
+            z = self.randn(plan.batch_size, z_dim)
+            if not reuse:
+                with torch.no_grad():
+                    fakes = G(z)
+                return self.critic_objective(batch.images, fakes)
+            G.requires_grad_(True)  # the engine froze G for this phase; the generator step will backpropagate here
+            try:
+                fakes = G(z)
+            finally:
+                G.requires_grad_(False)
+            last_fakes[:] = [fakes]
+            return self.critic_objective(batch.images, fakes.detach())
 
         def generator_loss(_: Batch | None) -> tuple[torch.Tensor, dict[str, Any]]:
-            loss = self.generator_objective(D(G(self.randn(plan.batch_size, z_dim))))
+            fakes = last_fakes.pop() if reuse else G(self.randn(plan.batch_size, z_dim))
+            loss = self.generator_objective(D(fakes))
             return loss, {"loss_G": loss.detach()}
 
-        return [Phase("D", ("D",), critic_loss, repeats=self.config.critic_steps, after_step=self.after_critic_step),
+        return [Phase("D", ("D",), critic_loss, repeats=self.config.critic_steps, after_step=self.after_critic_step,
+                      reuse_batch=reuse),
                 Phase("G", ("G",), generator_loss, needs_data=False)]
 
     # --- sampling ---------------------------------------------------------------------------------------------
@@ -204,8 +229,13 @@ class DCGANFamily(Family):
 
     def describe(self) -> dict[str, Any]:
         return {"objective": self.name, "resolution": self.resolution, "critic_norm": self.config.critic_norm,
-                "critic_steps": self.config.critic_steps, "optimizer": self.config.optimizer,
-                "ema": self.config.ema_decay is not None}
+                "critic_steps": self.config.critic_steps, "critic_batches": self.config.critic_batches,
+                "optimizer": self.config.optimizer, "ema": self.config.ema_decay is not None}
+
+
+_WGAN_KEYS_BEFORE_CRITIC_BATCHES = frozenset({
+    "resolution", "z_dim", "features_g", "features_d", "critic_norm", "optimizer", "lr", "betas", "critic_steps",
+    "batch_size", "steps", "ema_decay", "sample_norm_stats", "clip"})
 
 
 class WGANFamily(DCGANFamily):
@@ -215,6 +245,16 @@ class WGANFamily(DCGANFamily):
     config_class = WGANConfig
 
     generator_objective = staticmethod(wgan_generator_loss)
+
+    @classmethod
+    def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Runs saved before `betas` became optional wrote DCGAN's Adam betas into every wgan config, where RMSprop
+        never used them; such a saved config (exactly the keys of that time) still loads, without them."""
+        model = data.get("model")
+        if (isinstance(model, dict) and set(model) == _WGAN_KEYS_BEFORE_CRITIC_BATCHES
+                and model["optimizer"] == "rmsprop" and model["betas"] == [0.5, 0.999]):
+            data = {**data, "model": {k: v for k, v in model.items() if k != "betas"}}
+        return data
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         loss = wgan_critic_loss(self.nets["D"](reals), self.nets["D"](fakes))

@@ -198,6 +198,11 @@ class PGANFamily(Family):
         last = self.segments[-1]
         return last.start + last.steps
 
+    def batch_sizes(self) -> dict[str, int]:
+        table = self.config.schedule.batch_per_resolution
+        return {f"model.schedule.batch_per_resolution.{seg.resolution}" if seg.resolution in table
+                else "model.schedule.batch_size": seg.batch_size for seg in self.segments}
+
     def segment(self, step: int) -> ScaleSegment:
         return self.segments[bisect.bisect_right(self._starts, step) - 1]
 

@@ -45,6 +45,7 @@ class DistInfo:
         """
         if not self.enabled:
             return tensor
+        self.local_size(len(tensor))  # uneven shares would still have their gradients averaged with equal weights
         return tensor[self.rank :: self.world_size]
 
     def all_reduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:

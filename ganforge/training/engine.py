@@ -21,9 +21,9 @@ import torch
 import torch.distributed as torch_dist
 
 from ganforge.config import ConfigError, RunConfig, to_dict
-from ganforge.data.loader import BatchLoader
+from ganforge.data.loader import Batch, BatchLoader
 from ganforge.data.store import open_dataset
-from ganforge.families import get_family
+from ganforge.families import get_family, resolve_run_config
 from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import ema_update
 from ganforge.training import checkpoint as ckpt
@@ -49,6 +49,7 @@ class TrainResult:
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """The forward passes' precision: float32 unless the config asks for autocast (`auto`: bf16 on CUDA only)."""
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if amp == "fp16":
@@ -65,13 +66,12 @@ class Trainer:
         self.dist = dist or init_distributed("cuda" if config.device.startswith("cuda") or (
             config.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = pick_device(config.device, self.dist)
+        if self.device.type == "cuda":  # float32 storage and sums; matmuls and convolutions on TF32 tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
         if resume is not None:
             _check_same_config(self.run_dir, resume.meta["config"], to_dict(config))
-        elif restart and self.dist.is_main and ckpt.checkpoint_steps(self.run_dir):
-            for step in ckpt.checkpoint_steps(self.run_dir):
-                (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.json").unlink()
-                (ckpt.checkpoint_dir(self.run_dir) / f"{step:08d}.safetensors").unlink(missing_ok=True)
         self.config = config
         self.loss_scale = DynamicLossScale() if config.amp == "fp16" else None
         if config.metrics:
@@ -80,6 +80,7 @@ class Trainer:
         self.dataset = open_dataset(config.data)
         family_cls = get_family(config.family)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
+        check_batch_sizes(self.family, self.dist.world_size)
         if self.device.type == "cuda":
             for net in self.family.nets.values():
                 net.to(memory_format=torch.channels_last)
@@ -92,6 +93,8 @@ class Trainer:
         self.fixed_inputs = self.family.sample_latents(
             config.sample_count, torch.Generator().manual_seed(config.seed + FIXED_LATENT_OFFSET))
         self._stop_requested = False
+        if restart and self.dist.is_main:  # last: only a config, dataset and family that all work replace the run
+            delete_checkpoints(self.run_dir)
 
     # --- state ------------------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -261,14 +264,19 @@ class Trainer:
                 if name not in family.ema_pairs:
                     net.requires_grad_(name in phase.trains)
             params = [p for name in phase.trains for p in family.nets[name].parameters()]
-            for _ in range(phase.repeats):
+            drawn: list[Batch] = []  # kept for `reuse_batch` phases
+            for repeat in range(phase.repeats):
                 for name in phase.trains:
                     family.optimizers[name].zero_grad(set_to_none=True)
-                for _ in range(phase.accumulate):
+                for micro in range(phase.accumulate):
                     batch = None
-                    if phase.needs_data:
+                    if phase.needs_data and phase.reuse_batch and repeat > 0:
+                        batch = drawn[micro]
+                    elif phase.needs_data:
                         batch = family.prepare_batch(self.loader.next(plan.batch_size, plan.resolution), plan)
                         self.images_seen += plan.batch_size
+                        if phase.reuse_batch:
+                            drawn.append(batch)
                     with _autocast(self.device, self.config.amp):
                         loss, phase_logs = phase.loss(batch)
                     if not torch.isfinite(loss.detach()):
@@ -337,6 +345,23 @@ class Trainer:
             signal.signal(sig, handler)
 
 
+def delete_checkpoints(run_dir: Path) -> None:
+    """`--restart`: the run's checkpoints and the best-checkpoint list that indexes them go."""
+    for step in ckpt.checkpoint_steps(run_dir):
+        (ckpt.checkpoint_dir(run_dir) / f"{step:08d}.json").unlink()
+        (ckpt.checkpoint_dir(run_dir) / f"{step:08d}.safetensors").unlink(missing_ok=True)
+    (run_dir / "best.json").unlink(missing_ok=True)
+
+
+def check_batch_sizes(family: Family, world_size: int) -> None:
+    """Every global batch size of the schedule must split evenly over the processes: uneven shares would still
+    have their gradients averaged with equal weights."""
+    for key, size in family.batch_sizes().items():
+        if size % world_size:
+            raise ConfigError(f"{key}: batch size {size} is not divisible by the {world_size} processes; use a "
+                              f"multiple of {world_size}")
+
+
 def check_training_metrics(config: RunConfig) -> None:
     """Unknown metric names, and Inception weights that cannot be had, fail now rather than hours into a run."""
     from ganforge.metrics.inception import resolve_weights_path
@@ -368,7 +393,12 @@ def load_network_states(family: Family, tensors: dict[str, torch.Tensor], source
 
 def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any]) -> None:
     """A resume must not silently change the run: any difference in the config is an error, except a longer
-    schedule (training on for more steps changes nothing already done) and presentation-only keys."""
+    schedule (training on for more steps changes nothing already done) and presentation-only keys. The saved
+    config is read as a config file would be, so keys added since it was written compare at their defaults."""
+    try:
+        saved = to_dict(resolve_run_config(None, dict(saved)))
+    except ConfigError as err:
+        raise ConfigError(f"{run_dir}: the run's saved config does not load: {err}") from None
     keys = ("progress", "tensorboard", "on_nan", "inception_weights")  # no effect on weights: may change
     differing = [k for k in sorted(set(saved) | set(requested))
                  if k not in keys and saved.get(k) != requested.get(k)]

@@ -12,10 +12,15 @@ from typing import Any
 from tqdm import tqdm
 
 
-def _tensorboard_writer(folder: Path) -> Any | None:
+def _tensorboard_writer(folder: Path, requested: bool | None) -> Any | None:
+    """A SummaryWriter when the optional package is installed. `tensorboard: true` without it prints one warning
+    line (the run goes on with log.jsonl); the default (None) stays quiet."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is an optional extra
+    except ImportError:
+        if requested:
+            print("ganforge: warning: tensorboard: true, but the tensorboard package is not installed "
+                  "(pip install tensorboard); logging to log.jsonl only", file=sys.stderr)
         return None
     return SummaryWriter(str(folder))
 
@@ -24,12 +29,13 @@ class RunLogger:
     """Writes on rank 0 only; other ranks get a logger that does nothing."""
 
     def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, enabled: bool, progress: bool,
-                 tensorboard: bool) -> None:
+                 tensorboard: bool | None) -> None:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self._log = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self._metrics = None
-        self._tb = _tensorboard_writer(self.run_dir / "tb") if enabled and tensorboard else None
+        self._tb = _tensorboard_writer(self.run_dir / "tb", tensorboard) if enabled and tensorboard is not False \
+            else None
         self._bar = (tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                           file=sys.stderr, smoothing=0.1)
                      if enabled and progress else None)
