@@ -53,6 +53,11 @@ def test_celeba_subset_split_by_male(tmp_path: Path) -> None:
         first = np.asarray(files)[selected][0]
         expected = center_crop_resize(load_rgb(images / first, first), 32).transpose(2, 0, 1)
         np.testing.assert_array_equal(store.images(32)[0], expected)
+        # training stores keep every image again at 5/4 of the size, cut from the original, to crop from
+        assert store.crop_source == (40 if split == "train" else None) and store.levels == [4, 8, 16, 32]
+        if split == "train":
+            source = center_crop_resize(load_rgb(images / first, first), 40).transpose(2, 0, 1)
+            np.testing.assert_array_equal(store.images(40)[0], source)
     assert stores.counts["val"] == {"female": math.ceil(0.1 * (male == 0).sum()),
                                     "male": math.ceil(0.1 * (male == 1).sum())}
 

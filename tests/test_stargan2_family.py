@@ -12,10 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import shared_path
+from PIL import Image
 
 import ganforge.api
 from ganforge.cli import main
 from ganforge.config import ConfigError, read_config_file
+from ganforge.data.loader import to_float_images
 from ganforge.data.prepare import prepare_folder
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.families import get_family, resolve_run_config
@@ -233,11 +235,12 @@ def test_balanced_domains_and_reference_pairs_from_the_target_domain() -> None:
 
 
 def test_augmentation(shapes) -> None:
+    indices = np.arange(6)
+    images = to_float_images(shapes.images(32)[indices], torch.device("cpu"))
     family = build(shapes, randcrop_prob=0.0, flip=False)
-    images = torch.rand(6, 3, 32, 32) * 2 - 1
-    assert torch.equal(family.augment(images), images)
+    assert torch.equal(family.augment(indices), images)
     family = build(shapes, randcrop_prob=0.0, flip=True)
-    out = family.augment(images)
+    out = family.augment(indices)
     flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)]
     assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images, strict=True)) and any(flipped)
     family = build(shapes, randcrop_prob=1.0, flip=False)
@@ -245,7 +248,54 @@ def test_augmentation(shapes) -> None:
         top, left, height, width = family._crop_box(32)
         assert 0 <= top <= 32 - height and 0 <= left <= 32 - width
         assert 0.8 * 1024 * 0.85 <= height * width <= 1024 and 0.85 <= width / height <= 1.18
-    assert not torch.equal(family.augment(images), images)
+    assert not torch.equal(family.augment(indices), images)
+
+
+def with_crop_source(resolution: int, source: int, *, pyramid: bool) -> ImageDataset:
+    """Random images at `resolution` and `source` px: a pyramid level above (pyramid) or a store's crop source."""
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (4, 3, source, source), dtype=np.uint8)
+    small = rng.integers(0, 256, (4, 3, resolution, resolution), dtype=np.uint8)
+    manifest = {"resolution": source if pyramid else resolution, "count": 4, "channels": 3,
+                "labels": [{"name": "kind", "classes": ["d0", "d1"]}]}
+    levels = {resolution: small, source: big} if pyramid else {resolution: small}
+    return ImageDataset(levels, labels=np.array([[0], [1], [0], [1]]), manifest=manifest, fingerprint="test",
+                        source="memory", crop_source=None if pyramid else big)
+
+
+@pytest.mark.parametrize(("source", "pyramid"), [(32, True), (20, False)])
+def test_crops_are_cut_from_a_larger_source_and_only_downsampled(source: int, pyramid: bool) -> None:
+    """As the official loader (RandomResizedCrop on the original image): every crop box is at least the output
+    size, and the whole source resized to the output equals PIL's bilinear resize (torchvision's) of it."""
+    dataset = with_crop_source(16, source, pyramid=pyramid)
+    config = resolve_run_config("stargan2", {"data": SHAPES, "model": {
+        **TINY, "img_size": 16, "domain_column": None, "randcrop_prob": 1.0, "flip": False}})
+    torch.manual_seed(0)
+    family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
+    assert family.crop_source_size == source
+    boxes = []
+    draw = family._crop_box
+    family._crop_box = lambda size: boxes.append(draw(size)) or boxes[-1]
+    family.augment(np.arange(4).repeat(50))
+    assert len(boxes) == 200 and min(min(height, width) for _, _, height, width in boxes) >= 16  # no upsampling
+    family._crop_box = lambda size: (0, 0, size, size)
+    out = family.augment(np.arange(4))
+    for image, big in zip(out, dataset.images(source), strict=True):
+        pil = Image.fromarray(big.transpose(1, 2, 0)).resize((16, 16), Image.BILINEAR)
+        expected = torch.from_numpy(np.asarray(pil).transpose(2, 0, 1).copy()).float() / 127.5 - 1
+        assert (image - expected).abs().max() <= 2.01 / 255  # PIL rounds to uint8: within one level
+
+
+def test_stores_without_a_crop_source_still_train_cropping_the_stored_size(caplog) -> None:
+    dataset = labelled([3, 3], resolution=16)
+    config = resolve_run_config("stargan2", {"data": SHAPES, "model": {
+        **TINY, "img_size": 16, "domain_column": None, "randcrop_prob": 1.0}})
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING"):
+        family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
+    assert family.crop_source_size is None
+    assert "no images larger than 16 px to crop from" in caplog.text and "ganforge prepare" in caplog.text
+    assert family.draw_inputs(4).x_src.shape == (4, 3, 16, 16)
 
 
 # --- configs ------------------------------------------------------------------------------------------------------
@@ -353,7 +403,8 @@ def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
 
 
 def test_real_data_smoke_on_celeba_male_female(tmp_path) -> None:
-    """A few iterations on real faces split by the official `Male` attribute (w_hpf = 1 as the CelebA-HQ preset)."""
+    """A few iterations on real faces split by the official `Male` attribute (w_hpf = 1 as the CelebA-HQ preset,
+    face masks from the stand-in FAN weights)."""
     celeba = shared_path("data", "celeba-10k-89x109")
     lines = (celeba / "list_attr_celeba.txt").read_text().splitlines()
     male = lines[1].split().index("Male")
@@ -373,7 +424,8 @@ def test_real_data_smoke_on_celeba_male_female(tmp_path) -> None:
     store = prepare_folder(split, tmp_path / "store", resolution=32, workers=1)
     config = resolve_run_config("stargan2", {
         "data": str(store), "progress": False, "tensorboard": False, "sample_every": 2, "sample_count": 4,
-        "model": {**TINY, "domain_column": "class", "w_hpf": 1.0, "steps": 2, "batch_size": 4}})
+        "model": {**TINY, "domain_column": "class", "w_hpf": 1.0, "steps": 2, "batch_size": 2,
+                  "wing_weights": str(shared_path("fixtures", "official", "stargan_v2", "wing", "wing_standin.ckpt"))}})
     trainer = Trainer(config, tmp_path / "run")
     result = trainer.train()
     assert result.step == 2 and trainer.family.domain_names == ["female", "male"]

@@ -6,6 +6,11 @@ two stores, `OUT/train` and `OUT/val`, each with one label column "domain" holdi
 so a run trains on `--data OUT/train` (the family takes the first label column as its domains) and never sees
 a validation image; evaluation finds `OUT/val` beside the training store.
 
+Training stores also keep a crop source: every image again at 5/4 of the resolution (e.g. 320 px for 256), cut
+from the original like the stored level. StarGAN v2's random resized crops are cut from it and downsampled, as the
+official loader crops the original image: the smallest crop (80% of the area at aspect 0.9) has sides ≥ 0.85 of
+its source's, so none is ever upsampled. (Originals smaller than that are upsampled here, once, with LANCZOS.)
+
 The CelebA validation split is deterministic and independent of the folder listing order: in each domain the
 ⌈fraction·n⌉ images with the smallest sha256(file name) are validation images.
 """
@@ -30,6 +35,7 @@ DOMAIN_COLUMN = "domain"
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _BATCH = 256
+CROP_SOURCE_FACTOR = 1.25  # crop source size / resolution: 0.85 × 1.25 > 1, so crops only downsample
 # attribute → (name when absent, name when present); other attributes give ("not_<attr>", "<attr>")
 _ATTRIBUTE_DOMAINS = {"Male": ("female", "male")}
 
@@ -88,33 +94,43 @@ def validation_mask(names: list[str], domains: np.ndarray, fraction: float) -> n
     return mask
 
 
+def crop_source_size(resolution: int) -> int:
+    """Size of the crop-source level kept beside a training store of `resolution`."""
+    return math.ceil(resolution * CROP_SOURCE_FACTOR)
+
+
 def _write_split(files: list[Path], labels: list[int], out: Path, resolution: int, domains: list[str],
-                 source: str, overwrite: bool) -> dict[str, int]:
-    """Decode, centre-crop and store `files` with their domain labels; bad files are skipped and listed.
-    Returns the stored image count of each domain."""
+                 source: str, overwrite: bool, *, crop_source: bool) -> dict[str, int]:
+    """Decode, centre-crop and store `files` with their domain labels (and the crop source when asked); bad files
+    are skipped and listed. Returns the stored image count of each domain."""
     kept: list[int] = []
     skipped: list[dict] = []
+    source_size = crop_source_size(resolution) if crop_source else None
 
-    def batches() -> Iterator[np.ndarray]:
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         batch: list[np.ndarray] = []
+        sources: list[np.ndarray] = []
         for index, file in enumerate(files):
             try:
-                image = center_crop_resize(load_rgb(file, str(file)), resolution)
+                original = load_rgb(file, str(file))
+                image = center_crop_resize(original, resolution)
             except ImageError as err:
                 log.warning("skipping %s: %s", file, err.reason)
                 skipped.append({"file": str(file), "reason": err.reason})
                 continue
             kept.append(index)
             batch.append(image.transpose(2, 0, 1))
+            if source_size:
+                sources.append(center_crop_resize(original, source_size).transpose(2, 0, 1))
             if len(batch) == _BATCH:
-                yield np.stack(batch)
-                batch = []
+                yield np.stack(batch), (np.stack(sources) if sources else None)
+                batch, sources = [], []
         if batch:
-            yield np.stack(batch)
+            yield np.stack(batch), (np.stack(sources) if sources else None)
 
-    with StoreWriter(out, resolution=resolution, overwrite=overwrite) as writer:
-        for batch in batches():
-            writer.add(batch)
+    with StoreWriter(out, resolution=resolution, overwrite=overwrite, crop_source=source_size) as writer:
+        for batch, sources in batches():
+            writer.add(batch, sources)
         if writer.count == 0:
             raise DatasetError(f"{source}: none of the {len(files)} images for {out} could be decoded")
         column = np.asarray(labels, dtype=np.int64)[kept][:, None]
@@ -169,7 +185,7 @@ def prepare_celeba_domains(img_dir: Path, out: Path, *, attr_file: Path, attr: s
         chosen = [img_dir / f for f in np.asarray(files)[selected]]
         paths[split] = out / split
         counts[split] = _write_split(chosen, labels[selected].tolist(), paths[split], resolution, domains,
-                                     f"{source} ({split})", overwrite)
+                                     f"{source} ({split})", overwrite, crop_source=split == "train")
     return DomainStores(train=paths["train"], val=paths.get("val"), domains=domains, counts=counts)
 
 
@@ -208,5 +224,5 @@ def prepare_domain_folders(root: Path, out: Path, *, resolution: int, overwrite:
         labels = [k for k, name in enumerate(domains) for _ in by_domain[name]]
         paths[split] = out / split
         counts[split] = _write_split(files, labels, paths[split], resolution, domains,
-                                     str((root / split).absolute()), overwrite)
+                                     str((root / split).absolute()), overwrite, crop_source=split == "train")
     return DomainStores(train=paths["train"], val=paths.get("val"), domains=domains, counts=counts)

@@ -1,8 +1,11 @@
 """The prepared dataset on disk (a uint8 NCHW pyramid + labels + manifest) and its reader.
 
 Levels are plain .npy files so readers can memory-map them: training and metrics touch only the rows
-they need, and many processes share the page cache. A store is written into a temporary sibling folder
-and renamed into place when complete, so an interrupted `prepare` never leaves a half store behind.
+they need, and many processes share the page cache. A store may also keep one "crop source" level larger than its
+resolution (any size, listed as `crop_source` in the manifest), from which random crops are cut and downsampled
+to the training size instead of upsampled (StarGAN v2's augmentation); readers that do not use it ignore it.
+A store is written into a temporary sibling folder and renamed into place when complete, so an interrupted
+`prepare` never leaves a half store behind.
 """
 
 from __future__ import annotations
@@ -102,6 +105,13 @@ def _check_labels(labels: np.ndarray | None, label_columns: LabelColumns | None,
             )
 
 
+def _check_batch(images: np.ndarray, expected: tuple[int, int, int]) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != expected:
+        got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        shape = ", ".join(map(str, expected))
+        raise DatasetError(f"store batches must be uint8 arrays of shape (N, {shape}), got {got}")
+
+
 class StoreWriter:
     """Streams full-resolution batches into a new store; `finish` renames it into place.
 
@@ -109,13 +119,18 @@ class StoreWriter:
     temporary folder and leaves `out` exactly as it was.
     """
 
-    def __init__(self, out: Path, *, resolution: int, channels: int = 3, overwrite: bool = False) -> None:
+    def __init__(self, out: Path, *, resolution: int, channels: int = 3, overwrite: bool = False,
+                 crop_source: int | None = None) -> None:
         if not is_power_of_two(resolution) or resolution < MIN_RESOLUTION:
             raise DatasetError(f"store resolution must be a power of two ≥ {MIN_RESOLUTION}, got {resolution}")
         if channels not in (1, 3):
             raise DatasetError(f"store channels must be 1 or 3, got {channels}")
+        if crop_source is not None and crop_source <= resolution:
+            raise DatasetError(f"a crop source must be larger than the store resolution {resolution}, "
+                               f"got {crop_source}")
         self.out = Path(out).absolute()
         self.resolution, self.channels, self.overwrite = resolution, channels, overwrite
+        self.crop_source = crop_source
         self.count = 0
         _check_destination(self.out, overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +138,7 @@ class StoreWriter:
         self._tmp.mkdir()
         self._files: dict[int, BinaryIO] = {}
         try:
-            for level in pyramid_levels(resolution):
+            for level in pyramid_levels(resolution) + ([crop_source] if crop_source else []):
                 handle = open(self._tmp / level_file(level), "wb")  # noqa: SIM115 - closed in finish/abort
                 self._files[level] = handle
                 handle.write(_npy_header((0, channels, level, level)))
@@ -138,14 +153,18 @@ class StoreWriter:
         if self._tmp is not None:
             self.abort()
 
-    def add(self, images: np.ndarray) -> None:
-        """Append a uint8 NCHW batch at the store's full resolution (its pyramid is built here)."""
-        expected = (self.channels, self.resolution, self.resolution)
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != expected:
-            got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-            raise DatasetError(
-                f"store batches must be uint8 arrays of shape (N, {', '.join(map(str, expected))}), got {got}"
-            )
+    def add(self, images: np.ndarray, crop_source: np.ndarray | None = None) -> None:
+        """Append a uint8 NCHW batch at the store's full resolution (its pyramid is built here), and the same images
+        at the crop-source size when the store keeps one."""
+        _check_batch(images, (self.channels, self.resolution, self.resolution))
+        if (crop_source is None) != (self.crop_source is None):
+            raise DatasetError(f"this store {'keeps' if self.crop_source else 'has no'} a crop source: "
+                               f"{'give' if self.crop_source else 'do not give'} crop-source images")
+        if crop_source is not None:
+            _check_batch(crop_source, (self.channels, self.crop_source, self.crop_source))
+            if len(crop_source) != len(images):
+                raise DatasetError(f"{len(crop_source)} crop-source images for {len(images)} images")
+            self._files[self.crop_source].write(np.ascontiguousarray(crop_source).tobytes())
         for start in range(0, len(images), _WRITE_CHUNK):
             chunk = np.ascontiguousarray(images[start : start + _WRITE_CHUNK])
             for level, array in build_pyramid(chunk, MIN_RESOLUTION).items():
@@ -183,6 +202,8 @@ class StoreWriter:
             "skipped": list(skipped or []),
             "created_by": f"ganforge {__version__}",
         }
+        if self.crop_source:
+            manifest["crop_source"] = self.crop_source
         (self._tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         self._move_into_place()
         return self.out
@@ -250,8 +271,9 @@ class ImageDataset:
         manifest: dict[str, Any],
         fingerprint: str,
         source: str,
+        crop_source: np.ndarray | None = None,
     ) -> None:
-        self._levels = levels
+        self._levels = dict(levels)
         self.labels = labels
         self.manifest = manifest
         self.fingerprint = fingerprint
@@ -260,12 +282,17 @@ class ImageDataset:
         self.count: int = manifest["count"]
         self.channels: int = manifest["channels"]
         self.levels: list[int] = sorted(levels)
+        self.crop_source: int | None = None  # the size of the larger crop-source level, when kept
+        if crop_source is not None:
+            self.crop_source = crop_source.shape[-1]
+            self._levels[self.crop_source] = crop_source
         self.label_columns: LabelColumns = [(item["name"], list(item["classes"])) for item in manifest["labels"]]
 
     def images(self, res: int) -> np.ndarray:
-        """uint8 NCHW [count, channels, res, res] (memory-mapped for stores)."""
+        """uint8 NCHW [count, channels, res, res] (memory-mapped for stores); `res` a level or the crop source."""
         if res not in self._levels:
-            raise ValueError(f"{self.source} has no level {res}; available resolutions: {self.levels}")
+            raise ValueError(f"{self.source} has no level {res}; available resolutions: {self.levels}"
+                             f"{f' and the crop source {self.crop_source}' if self.crop_source else ''}")
         return self._levels[res]
 
     def __len__(self) -> int:
@@ -319,6 +346,12 @@ def _validate_manifest(manifest: Any, path: Path) -> None:
         path,
         '"labels" a list of {"name": str, "classes": [non-empty list]}',
     )
+    crop_source = manifest.get("crop_source")
+    _require(
+        crop_source is None or (isinstance(crop_source, int) and crop_source > resolution),
+        path,
+        f'"crop_source" absent or a size above the resolution {resolution} (got {crop_source!r})',
+    )
 
 
 def _load_level(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -353,6 +386,11 @@ def _open_store(path: Path) -> ImageDataset:
     }
     labels = None
     array_files = [path / level_file(level) for level in manifest["levels"]]
+    crop_size = manifest.get("crop_source")
+    crop_source = None
+    if crop_size:
+        crop_source = _load_level(path / level_file(crop_size), (count, channels, crop_size, crop_size))
+        array_files.append(path / level_file(crop_size))
     if manifest["labels"]:
         labels_path = path / LABELS_NAME
         if not labels_path.is_file():
@@ -370,7 +408,8 @@ def _open_store(path: Path) -> ImageDataset:
         stat = file.stat()
         digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return ImageDataset(
-        levels, labels=labels, manifest=manifest, fingerprint=digest.hexdigest(), source=str(path.absolute())
+        levels, labels=labels, manifest=manifest, fingerprint=digest.hexdigest(), source=str(path.absolute()),
+        crop_source=crop_source,
     )
 
 

@@ -12,17 +12,25 @@ EMA (0.999) of G, F and E after every step, starting from the He-initialised wei
 Data: domains are the classes of one label column of the store. Sources and references are drawn balanced over
 domains (a uniform domain, then a uniform image of it, as the official class-weighted sampler does), with the
 official augmentation (random resized crop with probability 0.5, scale 0.8–1, ratio 0.9–1.1; horizontal flip).
-The draws use the family's own numpy generator, whose state is checkpointed with λ_ds, so a resume is exact.
+As officially, a crop is cut from an image larger than the output and downsampled (antialiased bilinear): from the
+store's crop source (`ganforge prepare celeba-domains|domains` keep one at 5/4 of the size) or a pyramid level of
+at least that size. A store without either (older ones) crops the training level itself and upsamples the crop,
+with a warning. The draws use the family's own numpy generator, whose state is checkpointed with λ_ds, so a resume
+is exact.
 
-Masks: with w_hpf > 0 the official code feeds face-landmark masks (a FAN network whose weights cannot be shipped)
-to the generator. Training here runs without masks: the w_hpf > 0 architecture (no decoder skips, one more
-encoder block) is kept, the high-pass injection is not used.
+Masks: with w_hpf > 0 the official code computes face masks with its landmark network (FAN, models/fan.py) on
+the sources once per step (both D phases and the first generator pass of both G phases share them), on each
+fake before its cycle reconstruction, and on the sources of samples, translations and evaluation; the generator
+adds the masked high-pass source features. Here too: the FAN weights (`wing.ckpt`) come from model.wing_weights,
+$GANFORGE_WING_WEIGHTS or the cache (downloaded there once), and a w_hpf > 0 run without them is refused.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,16 +38,24 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.config import ConfigError
+from ganforge.data.domains import CROP_SOURCE_FACTOR
 from ganforge.data.loader import to_float_images
 from ganforge.data.store import DatasetError, ImageDataset
+from ganforge.download import locate_weights
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import r1_penalty
+from ganforge.metrics.inception import default_cache_dir
+from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
 from ganforge.models.stargan2 import StarGAN2Arch, he_init_
 from ganforge.training.distributed import DistInfo
 
 CROP_SCALE = (0.8, 1.0)
 CROP_RATIO = (0.9, 1.1)
 CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop: retry, then fall back to the whole image
+LOCATION_KEYS = ("wing_weights",)  # where a file is, not what is trained: may change on resume
+
+log = logging.getLogger(__name__)
+Masks = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -69,6 +85,7 @@ class StarGAN2Config:
     steps: int = 100000
     randcrop_prob: float = 0.5
     flip: bool = True
+    wing_weights: str | None = None  # FAN weights for w_hpf > 0; None: $GANFORGE_WING_WEIGHTS, then the cache
 
     def __post_init__(self) -> None:
         for key in ("latent_dim", "style_dim", "max_conv_dim", "mapping_dim", "ds_iter", "batch_size", "steps"):
@@ -91,6 +108,9 @@ class StarGAN2Config:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.randcrop_prob <= 1.0:
             raise ConfigError(f"model.randcrop_prob: expected a probability in [0, 1], got {self.randcrop_prob}")
+        if self.wing_weights is not None and self.w_hpf == 0:
+            raise ConfigError(f"model.wing_weights: {self.wing_weights!r} is only used with w_hpf > 0 (face masks); "
+                              "this model has w_hpf = 0")
 
     def arch(self, img_size: int, num_domains: int) -> StarGAN2Arch:
         """The networks' shapes at `img_size` for `num_domains` domains (both come from the dataset by default)."""
@@ -110,6 +130,7 @@ class StepInputs:
     y_trg: torch.Tensor
     z1: torch.Tensor
     z2: torch.Tensor
+    masks: Masks | None = None  # face masks of x_src (w_hpf > 0)
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -151,6 +172,36 @@ class StarGAN2Family(Family):
         self.rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), device="cpu").item()))
         self.lambda_ds = config.lambda_ds
         self.inputs: StepInputs | None = None
+        self.crop_source_size = self._crop_source_size(dataset) if self.members is not None else None
+        self.fan: FAN | None = None
+        if self.arch.w_hpf > 0 and self.members is not None and device.type != "meta":
+            self.load_fan(config.wing_weights)  # training needs the masks: refuse now, not at the first step
+
+    @classmethod
+    def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
+        """A longer run, or the FAN weights found elsewhere (a location, not a setting of the training)."""
+        def strip(model: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in model.items() if k not in LOCATION_KEYS}
+        return super().extends_schedule(strip(saved), strip(requested))
+
+    def load_fan(self, weights: str | Path | None = None) -> None:
+        """The face-mask network for w_hpf > 0: `weights`, else $GANFORGE_WING_WEIGHTS, else the cache (the official
+        file downloaded there once); without it a one-line error says which file, its URL and where to put it."""
+        try:
+            path = locate_weights(WING_WEIGHTS, weights, default_cache_dir() / "weights", FanWeightsError)
+            self.fan = load_fan(path, self.device)
+        except FanWeightsError as err:
+            raise ConfigError(f"model.w_hpf = {self.arch.w_hpf:g} needs the official face masks, nothing trains or "
+                              f"translates without them: {err}") from None
+
+    def face_masks(self, x: torch.Tensor) -> Masks | None:
+        """(coarse, fine) masks of images x for the generator when w_hpf > 0, else None."""
+        if self.arch.w_hpf <= 0:
+            return None
+        if self.fan is None:
+            raise ConfigError(f"model.w_hpf = {self.arch.w_hpf:g} needs face masks but the FAN weights were not "
+                              "loaded; pass --wing-weights PATH (or set $GANFORGE_WING_WEIGHTS)")
+        return face_masks(self.fan, x)
 
     @staticmethod
     def _domains(config: StarGAN2Config, dataset: ImageDataset) -> tuple[str | None, list[str]]:
@@ -205,6 +256,18 @@ class StarGAN2Family(Family):
         """One uniformly drawn image index of each requested domain."""
         return np.array([self.members[k][self.rng.integers(len(self.members[k]))] for k in domains], dtype=np.int64)
 
+    def _crop_source_size(self, dataset: ImageDataset) -> int | None:
+        """The smallest stored size (the store's crop source or a pyramid level) from which every crop is only
+        downsampled to img_size; None when there is none (crops then upsample, as before stores kept one)."""
+        sizes = [*dataset.levels, *([dataset.crop_source] if dataset.crop_source else [])]
+        fitting = [size for size in sizes if size >= CROP_SOURCE_FACTOR * self.img_size]
+        if not fitting and self.config.randcrop_prob > 0:
+            log.warning("%s holds no images larger than %d px to crop from: random resized crops are cut from the "
+                        "%d px images and upsampled (the official loader only downsamples); re-create the store "
+                        "with `ganforge prepare celeba-domains|domains` to keep a crop source", dataset.source,
+                        self.img_size, self.img_size)
+        return min(fitting) if fitting else None
+
     def _crop_box(self, size: int) -> tuple[int, int, int, int]:
         """(top, left, height, width) of a random resized crop of a size×size image (torchvision's recipe)."""
         area = size * size
@@ -218,23 +281,26 @@ class StarGAN2Family(Family):
                 return int(top), int(left), height, width
         return 0, 0, size, size
 
-    def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """Official training transform on [-1, 1] images: random resized crop (p = randcrop_prob), then flip."""
-        size = images.shape[-1]
+    def augment(self, indices: np.ndarray) -> torch.Tensor:
+        """The official training transform of the images at `indices`, in [-1, 1]: with p = randcrop_prob a random
+        resized crop of the crop source, resized to img_size (bilinear, antialiased like PIL's), else the stored
+        img_size image; then a horizontal flip with p = 0.5."""
+        cpu, size = torch.device("cpu"), self.img_size
+        source_size = self.crop_source_size or size
+        images, sources = self.dataset.images(size), self.dataset.images(source_size)
         out = []
-        for image in images:
+        for index in indices:
             if self.rng.random() < self.config.randcrop_prob:
-                top, left, height, width = self._crop_box(size)
-                crop = image[None, :, top:top + height, left:left + width]
+                top, left, height, width = self._crop_box(source_size)
+                crop = to_float_images(sources[index:index + 1, :, top:top + height, left:left + width], cpu)
                 image = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
                                       antialias=True)[0]
+            else:
+                image = to_float_images(images[index:index + 1], cpu)[0]
             if self.config.flip and self.rng.random() < 0.5:
                 image = image.flip(-1)
             out.append(image)
         return torch.stack(out)
-
-    def _images(self, indices: np.ndarray) -> torch.Tensor:
-        return self.augment(to_float_images(self.dataset.images(self.img_size)[indices], torch.device("cpu")))
 
     def _require_images(self, purpose: str) -> None:
         if self.members is None or self.dataset.count == 0:
@@ -250,12 +316,12 @@ class StarGAN2Family(Family):
         y_src = self.rng.integers(num_domains, size=batch_size)
         y_trg = self.rng.integers(num_domains, size=batch_size)
         src, ref, ref2 = self._balanced(y_src), self._balanced(y_trg), self._balanced(y_trg)
-        tensors = [self._images(src), torch.as_tensor(y_src), self._images(ref), self._images(ref2),
+        tensors = [self.augment(src), torch.as_tensor(y_src), self.augment(ref), self.augment(ref2),
                    torch.as_tensor(y_trg)]
         x_src, y_src_t, x_ref, x_ref2, y_trg_t = (self.dist.shard(t).to(self.device) for t in tensors)
         z1 = self.randn(batch_size, self.config.latent_dim)
         z2 = self.randn(batch_size, self.config.latent_dim)
-        return StepInputs(x_src, y_src_t, x_ref, x_ref2, y_trg_t, z1, z2)
+        return StepInputs(x_src, y_src_t, x_ref, x_ref2, y_trg_t, z1, z2, masks=self.face_masks(x_src))
 
     # --- losses -----------------------------------------------------------------------------------------------
     def _target_style(self, inputs: StepInputs, mode: str, *, second: bool = False) -> torch.Tensor:
@@ -272,7 +338,7 @@ class StarGAN2Family(Family):
         loss_real = _bce(d_real, 1.0)
         loss_reg = r1_penalty(d_real, x_real)
         with torch.no_grad():
-            x_fake = G(inputs.x_src, self._target_style(inputs, mode))
+            x_fake = G(inputs.x_src, self._target_style(inputs, mode), inputs.masks)
         loss_fake = _bce(D(x_fake, inputs.y_trg), 0.0)
         loss = loss_real + loss_fake + self.config.lambda_reg * loss_reg
         return loss, {f"D_{mode}_real": loss_real.detach(), f"D_{mode}_fake": loss_fake.detach(),
@@ -281,19 +347,20 @@ class StarGAN2Family(Family):
     def g_loss(self, inputs: StepInputs, mode: str) -> tuple[torch.Tensor, dict[str, Any]]:
         """adv + λ_sty·|E(G(x, s̃1)) − s̃1| − λ_ds·|G(x, s̃1) − G(x, s̃2)| + λ_cyc·|G(G(x, s̃1), E(x, y)) − x|.
 
-        The second fake carries no gradient (as officially), so it is made under no_grad.
+        The second fake carries no gradient (as officially), so it is made under no_grad. The reconstruction uses
+        the masks of the fake (no gradient flows through the mask network).
         """
         G, D, E = self.nets["G"], self.nets["D"], self.nets["E"]
         config = self.config
         x, y, y_trg = inputs.x_src, inputs.y_src, inputs.y_trg
         s_trg = self._target_style(inputs, mode)
-        x_fake = G(x, s_trg)
+        x_fake = G(x, s_trg, inputs.masks)
         loss_adv = _bce(D(x_fake, y_trg), 1.0)
         loss_sty = (E(x_fake, y_trg) - s_trg).abs().mean()
         with torch.no_grad():
-            x_fake2 = G(x, self._target_style(inputs, mode, second=True))
+            x_fake2 = G(x, self._target_style(inputs, mode, second=True), inputs.masks)
         loss_ds = (x_fake - x_fake2).abs().mean()
-        x_rec = G(x_fake, E(x, y))
+        x_rec = G(x_fake, E(x, y), self.face_masks(x_fake))
         loss_cyc = (x_rec - x).abs().mean()
         loss = loss_adv + config.lambda_sty * loss_sty - self.lambda_ds * loss_ds + config.lambda_cyc * loss_cyc
         return loss, {f"G_{mode}_adv": loss_adv.detach(), f"G_{mode}_sty": loss_sty.detach(),
@@ -331,7 +398,7 @@ class StarGAN2Family(Family):
         """Latent-guided translations, each after its source: (source, output) pairs, clamped to [-1, 1]."""
         suffix = net[1:]  # "G_ema" → "_ema": use the matching mapping network
         style = self.nets["F" + suffix](inputs["z"], inputs["y"])
-        out = self.nets[net](inputs["x"], style).clamp(-1, 1)
+        out = self.nets[net](inputs["x"], style, self.face_masks(inputs["x"])).clamp(-1, 1)
         return torch.stack([inputs["x"], out], dim=1).flatten(0, 1)
 
     # --- state --------------------------------------------------------------------------------------------------
@@ -347,5 +414,8 @@ class StarGAN2Family(Family):
         self.rng.bit_generator.state = state["rng"]
 
     def describe(self) -> dict[str, Any]:
-        return {"img_size": self.img_size, "domain_column": self.domain_column, "domains": self.domain_names,
-                "w_hpf": self.arch.w_hpf, "first_width": self.arch.first_dim, "total_steps": self.total_steps()}
+        described = {"img_size": self.img_size, "domain_column": self.domain_column, "domains": self.domain_names,
+                     "w_hpf": self.arch.w_hpf, "first_width": self.arch.first_dim, "total_steps": self.total_steps()}
+        if self.arch.w_hpf > 0:
+            described["face_masks"] = "FAN (wing.ckpt), 6,333,603 frozen parameters, not counted above"
+        return described
