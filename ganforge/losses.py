@@ -18,16 +18,20 @@ def wgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     mix: torch.Tensor, target: float = 1.0) -> torch.Tensor:
-    """WGAN-GP: mean over samples of (‖∇ₓ̂ D(x̂)‖₂ − target)², x̂ = mix·real + (1 − mix)·fake.
+                     mix: torch.Tensor, target: float = 1.0, *, norm_scale: float = 1.0) -> torch.Tensor:
+    """WGAN-GP: mean over samples of (s·‖∇ₓ̂ D(x̂)‖₂ − target)², x̂ = mix·real + (1 − mix)·fake, s = `norm_scale`.
 
     `mix` is U(0, 1) per sample, shaped to broadcast ([N, 1, 1, 1]); the norm runs over all of C·H·W.
     The graph is kept (create_graph) so the penalty trains the critic.
+
+    `norm_scale` lets a caller penalise the gradient with respect to another representation of the same
+    images: the official Progressive GAN code differentiates with respect to images nearest-upscaled k× that D
+    box-downscales k× again, whose gradient norm is the native one divided by k (norm_scale = 1/k).
     """
     mixed = (mix * real.detach() + (1.0 - mix) * fake.detach()).requires_grad_(True)
     scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-    norms = grad.flatten(1).norm(2, dim=1)
+    norms = grad.flatten(1).norm(2, dim=1) * norm_scale
     return (norms - target).square().mean()
 
 

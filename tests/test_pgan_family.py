@@ -13,8 +13,9 @@ def tiny(tmp_path=None, **model):
     base = {"resolution": 16, "latent_dim": 16, "widths": [16, 16, 8],
             "schedule": {"max_iter_at_scale": [4, 8, 8], "alpha_jumps": 2, "alpha_jump_size": 2, "batch_size": 4}}
     for key, value in model.items():
-        if key == "schedule":
-            base["schedule"] = {**base["schedule"], **value}
+        if key == "schedule":  # a kimg schedule replaces the iteration keys (they would do nothing there)
+            kept = base["schedule"] if value.get("unit", "iterations") == "iterations" else {"batch_size": 4}
+            base["schedule"] = {**kept, **value}
         else:
             base[key] = value
     return resolve_run_config("pgan", {"data": "builtin:shapes?count=64&resolution=16", "progress": False,
@@ -34,9 +35,11 @@ def test_official_kimg_schedule_converts_images_to_steps_per_batch_size():
     config = tiny(schedule={"unit": "kimg", "stable_kimg": 0.016, "transition_kimg": 0.008, "total_kimg": 0.1,
                             "batch_per_resolution": {16: 2}})
     segments = compile_schedule(config.model)
-    # 4x4: 16 images at batch 4; 8x8: fade 8 + stable 16 images; 16x16 at batch 2: fade 4 steps, rest to 100 kimg
-    assert [(s.steps, s.fade_steps, s.batch_size) for s in segments] == [(4, 0, 4), (6, 2, 4), (30, 4, 2)]
-    assert segments[2].alpha(1) == pytest.approx(0.75)
+    # TF's lod on the images shown before a step: stable while <= 16 (4x4: 0, 4, ..., 16: 5 steps); fade while < 24
+    # (one step from 20); stable while <= 40 (24..40: 5 steps); 16x16 at batch 2: fade while < 48 (44, 46), then
+    # until 100 images
+    assert [(s.steps, s.fade_steps, s.batch_size) for s in segments] == [(5, 0, 4), (6, 1, 4), (28, 2, 2)]
+    assert segments[2].alpha(1) == pytest.approx(0.5)
     images = sum(s.steps * s.batch_size for s in segments)
     assert images == 100
 

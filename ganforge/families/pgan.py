@@ -2,8 +2,10 @@
 
 Two variants share everything but a few documented details (see models/pgan.py for the network side):
 - `paper` (official TF code): Adam state reset at the start of every fade and every stable phase, EMA kept
-  across growth, mirror augmentation on.
-- `zoo` (pytorch_GAN_zoo): Adam state and EMA reset at each growth, no mirroring.
+  across growth, mirror augmentation on, gradient penalty on the gradient TF differentiates (with respect to
+  images upscaled to the final resolution: the native norm divided by final / current resolution).
+- `zoo` (pytorch_GAN_zoo): Adam state and EMA reset at each growth, no mirroring, penalty at the native
+  resolution, GDPP weighted against the batch-summed G loss as the zoo does.
 Both fix the zoo's bugs: D fades at 4→8 too, a per-scale learning rate really reaches the optimiser, and the
 optimiser state is checkpointed.
 
@@ -13,8 +15,9 @@ Alpha follows the zoo: it is the weight of the OLD (lower-resolution) path, 1 at
 from __future__ import annotations
 
 import bisect
+import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -27,21 +30,54 @@ from ganforge.losses import drift_penalty, gdpp_loss, gradient_penalty, wgan_cri
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
 from ganforge.nn.ema import copy_weights
 
+# Each unit's own schedule keys with their defaults; the other unit's keys do nothing and must stay unset (None).
+UNIT_KEYS: dict[str, dict[str, Any]] = {
+    "iterations": {"max_iter_at_scale": [48000, 96000, 96000, 96000, 96000, 96000], "alpha_jumps": 600,
+                   "alpha_jump_size": 32},
+    "kimg": {"stable_kimg": 600.0, "transition_kimg": 600.0, "total_kimg": None},
+}
+# Keys that do nothing in some configs (then refused), with the defaults every saved run config held before.
+_MODEL_DEFAULTS = {"fmap_base": 8192, "fmap_max": 512}
+_BATCH_DEFAULT = 16
+
+
+def _other_unit(unit: str) -> str:
+    return "kimg" if unit == "iterations" else "iterations"
+
+
+def _resolutions(resolution: int) -> list[int]:
+    return [4 * 2**s for s in range(int(math.log2(resolution)) - 1)]
+
 
 @dataclass
 class PGANSchedule:
-    """Zoo style (`unit: iterations`: maxIterAtScale + linear alpha jumps) or official style (`unit: kimg`)."""
+    """Zoo style (`unit: iterations`: maxIterAtScale + linear alpha jumps) or official style (`unit: kimg`).
+
+    The keys of the unit not chosen default to None and are refused when set: they would do nothing. So is
+    `batch_size` when `batch_per_resolution` names every resolution (checked by PGANConfig, which knows them).
+    """
 
     unit: Literal["iterations", "kimg"] = "iterations"
-    max_iter_at_scale: list[int] = field(default_factory=lambda: [48000, 96000, 96000, 96000, 96000, 96000])
-    alpha_jumps: list[int] | int = 600
-    alpha_jump_size: list[int] | int = 32
-    stable_kimg: float = 600.0
-    transition_kimg: float = 600.0
+    max_iter_at_scale: list[int] | None = None
+    alpha_jumps: list[int] | int | None = None
+    alpha_jump_size: list[int] | int | None = None
+    stable_kimg: float | None = None
+    transition_kimg: float | None = None
     total_kimg: float | None = None
-    batch_size: int = 16
+    batch_size: int | None = None  # default 16 where some resolution has no batch_per_resolution entry
     batch_per_resolution: dict[int, int] = field(default_factory=dict)
     lr_per_resolution: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        other = _other_unit(self.unit)
+        for key in UNIT_KEYS[other]:
+            if getattr(self, key) is not None:
+                raise ConfigError(f"model.schedule.{key}: a `unit: {other}` key, but this schedule has "
+                                  f"`unit: {self.unit}` (keys {', '.join(UNIT_KEYS[self.unit])}), where it would "
+                                  "do nothing; remove it or change the unit")
+        for key, default in UNIT_KEYS[self.unit].items():
+            if getattr(self, key) is None:
+                setattr(self, key, copy.deepcopy(default))
 
 
 @dataclass
@@ -50,8 +86,8 @@ class PGANConfig:
     resolution: int = 128
     latent_dim: int = 512
     widths: list[int] | None = None  # per scale 4, 8, …; default min(fmap_base / 2^(log2 res − 1), fmap_max)
-    fmap_base: int = 8192
-    fmap_max: int = 512
+    fmap_base: int | None = None  # 8192 unless widths are given (then refused: it would do nothing)
+    fmap_max: int | None = None  # 512 unless widths are given
     mbstd_group_size: int = 4
     lambda_gp: float = 10.0
     drift: float = 0.001
@@ -66,9 +102,48 @@ class PGANConfig:
     def __post_init__(self) -> None:
         if self.resolution < 4 or self.resolution & (self.resolution - 1):
             raise ConfigError(f"model.resolution: expected a power of two >= 4, got {self.resolution}")
+        for name, default in _MODEL_DEFAULTS.items():
+            if self.widths is not None and getattr(self, name) is not None:
+                raise ConfigError(f"model.{name}: does nothing when model.widths is given (the widths set every "
+                                  "scale); remove one of them")
+            if self.widths is None and getattr(self, name) is None:
+                setattr(self, name, default)
         for name in ("latent_dim", "mbstd_group_size", "fmap_base", "fmap_max"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
+        sched = self.schedule
+        if set(_resolutions(self.resolution)) <= set(sched.batch_per_resolution):
+            if sched.batch_size is not None:
+                raise ConfigError(f"model.schedule.batch_size: does nothing, batch_per_resolution names every "
+                                  f"resolution {_resolutions(self.resolution)}; remove it")
+        elif sched.batch_size is None:
+            sched.batch_size = _BATCH_DEFAULT
+
+
+def _without_inert_keys(model: Any, *, only_old_defaults: bool) -> Any:
+    """A model mapping saved by ganforge before inert keys were refused, with those keys unset (None).
+
+    Such saved configs list every PGANConfig and PGANSchedule key, the inert ones with the old defaults (which
+    did nothing). With `only_old_defaults`, a value the user set there (ignored then too) is kept, so that
+    loading it names it as an error instead of dropping it silently.
+    """
+    schedule = model.get("schedule") if isinstance(model, dict) else None
+    if (not isinstance(schedule, dict) or set(model) != {f.name for f in fields(PGANConfig)}
+            or set(schedule) != {f.name for f in fields(PGANSchedule)}):
+        return model
+    inert_model = set(_MODEL_DEFAULTS) if model.get("widths") is not None else set()
+    inert_schedule = set(UNIT_KEYS[_other_unit(schedule.get("unit"))])
+    try:
+        if set(_resolutions(int(model["resolution"]))) <= {int(k) for k in schedule["batch_per_resolution"] or {}}:
+            inert_schedule.add("batch_size")
+    except (TypeError, ValueError):  # malformed: left for the config check to name
+        pass
+    old = {**_MODEL_DEFAULTS, **UNIT_KEYS["iterations"], **UNIT_KEYS["kimg"], "batch_size": _BATCH_DEFAULT}
+
+    def unset(keys: set[str], values: dict[str, Any]) -> dict[str, Any]:
+        return {k: None if k in keys and (not only_old_defaults or v == old[k]) else v for k, v in values.items()}
+
+    return {**unset(inert_model, model), "schedule": unset(inert_schedule, schedule)}
 
 
 @dataclass(frozen=True)
@@ -93,10 +168,15 @@ class ScaleSegment:
 
 
 def _per_scale(value: list[int] | int, scales: int, key: str) -> list[int]:
+    """One entry per scale, cut to the networks' scales as the zoo cuts its lists; scale 0 (4×4) has nothing to
+    fade from, so its entry must be 0 (anything else would be ignored)."""
     if isinstance(value, int):
         return [0] + [value] * (scales - 1)
     if len(value) < scales:
         raise ConfigError(f"model.schedule.{key}: {len(value)} entries but the networks have {scales} scales")
+    if value[0] != 0:
+        raise ConfigError(f"model.schedule.{key}[0]: scale 0 (4x4) has no lower resolution to fade from, so its "
+                          f"entry must be 0, got {value[0]}")
     return list(value[:scales])
 
 
@@ -115,6 +195,12 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
                               f"resolution {config.resolution} has {scales} scales (4…{config.resolution})")
         jumps = _per_scale(sched.alpha_jumps, scales, "alpha_jumps")
         sizes = _per_scale(sched.alpha_jump_size, scales, "alpha_jump_size")
+    else:
+        stable_images, fade_images = round(sched.stable_kimg * 1000), round(sched.transition_kimg * 1000)
+        if stable_images < 1 or fade_images < 0:
+            raise ConfigError(f"model.schedule: stable_kimg must be positive and transition_kimg not negative, got "
+                              f"{sched.stable_kimg:g} and {sched.transition_kimg:g}")
+        used = 0
     for s in range(scales):
         res = 4 * 2**s
         batch = sched.batch_per_resolution.get(res, sched.batch_size)
@@ -127,20 +213,27 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
             if steps < 1 or fade > steps:
                 raise ConfigError(f"model.schedule: scale {s} has {steps} iterations but its fade needs {fade} "
                                   f"({n_jumps} alpha jumps × {sizes[s]} iterations)")
-        else:
-            n_jumps = 0
-            fade_images = round(sched.transition_kimg * 1000) if s else 0
-            stable_images = round(sched.stable_kimg * 1000)
-            if s == scales - 1 and sched.total_kimg is not None:
-                used = sum(seg.steps * seg.batch_size for seg in segments)
-                stable_images = round(sched.total_kimg * 1000) - used - fade_images
-                if stable_images <= 0:
+        else:  # TF's TrainingSchedule on the images shown before each step: stable while they are <= the phase's
+            n_jumps = 0  # stable count (lod still whole), fading while below the next phase, the run while < total
+            fade_end = s * (stable_images + fade_images)
+            stable_end = fade_end + stable_images
+            last = s == scales - 1
+            if last and sched.total_kimg is not None:
+                stable_end = round(sched.total_kimg * 1000)
+                if stable_end <= fade_end:
                     raise ConfigError(f"model.schedule.total_kimg: {sched.total_kimg} kimg ends before the final "
-                                      f"resolution {res} is reached ({(used + fade_images) / 1000:g} kimg)")
-            fade = math.ceil(fade_images / batch)
-            steps = fade + math.ceil(stable_images / batch)
+                                      f"resolution {res} is reached ({fade_end / 1000:g} kimg)")
+            fade = max(0, math.ceil((fade_end - used) / batch))
+            stable_from = used + fade * batch
+            stable = math.ceil((stable_end - stable_from) / batch) if last else (stable_end - stable_from) // batch + 1
+            steps = fade + stable
+            if steps < 1:
+                raise ConfigError(f"model.schedule: resolution {res} gets no step: the earlier resolutions' batches "
+                                  f"already pass its end at {stable_end / 1000:g} kimg (use longer phases)")
         segments.append(ScaleSegment(s, res, batch, start, steps, fade, n_jumps))
         start += steps
+        if sched.unit == "kimg":
+            used += steps * batch
     return segments
 
 
@@ -174,11 +267,17 @@ class PGANFamily(Family):
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
-        """Only the last scale may grow: more iterations (zoo style) or more kimg in total (official style)."""
-        if {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} != {"schedule"}:
+        """Only the last scale may grow: more iterations (zoo style) or more kimg in total (official style).
+
+        Keys that did nothing in the saved run (e.g. the other unit's) do not count as a change.
+        """
+        saved = _without_inert_keys(saved, only_old_defaults=False)
+        if {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {"schedule"}:
             return False
         old, new = saved["schedule"], requested["schedule"]
         changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        if not changed:
+            return True
         if changed == {"max_iter_at_scale"}:
             before, after = old["max_iter_at_scale"], new["max_iter_at_scale"]
             return len(before) == len(after) and before[:-1] == after[:-1] and after[-1] >= before[-1]
@@ -188,6 +287,8 @@ class PGANFamily(Family):
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
         if "family" in data or not ({"pathDB", "config"} & set(data)):
+            if "model" in data:  # a run's saved config from before inert keys were refused loads as it did
+                return {**data, "model": _without_inert_keys(data["model"], only_old_defaults=True)}
             return data
         from ganforge.interop.zoo_config import zoo_config_to_ganforge
 
@@ -255,7 +356,8 @@ class PGANFamily(Family):
             d_real = D(reals, scale, alpha)
             d_fake = D(fakes, scale, alpha)
             mix = self.rand(batch_size, 1, 1, 1)
-            gp = gradient_penalty(lambda x: D(x, scale, alpha), reals, fakes, mix)
+            gp = gradient_penalty(lambda x: D(x, scale, alpha), reals, fakes, mix,
+                                  norm_scale=self.gp_norm_scale(plan.resolution))
             drift = drift_penalty(d_real)
             wdist = wgan_critic_loss(d_real, d_fake)
             loss = wdist + config.lambda_gp * gp + config.drift * drift
@@ -268,12 +370,32 @@ class PGANFamily(Family):
                 with torch.no_grad():
                     _, real_features = D(self._last_reals, scale, alpha, return_features=True)
                 gdpp = gdpp_loss(fake_features, real_features)
-                loss = wgan_generator_loss(d_fake) + config.gdpp * gdpp
+                loss = wgan_generator_loss(d_fake) + self.gdpp_weight(batch_size) * gdpp
                 return loss, {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
             loss = wgan_generator_loss(D(fakes, scale, alpha))
             return loss, {"loss_G": loss.detach()}
 
         return [Phase("D", ("D",), d_loss), Phase("G", ("G",), g_loss, needs_data=False)]
+
+    def gp_norm_scale(self, resolution: int) -> float:
+        """Factor on the gradient norm the penalty sees at `resolution` (see losses.gradient_penalty).
+
+        The official TF code feeds D images nearest-upscaled to the final resolution, during a fade too (from the
+        resolution being faded in, which is `resolution` here), and D box-downscales them first: the gradient it
+        penalises is the native one spread over k² pixels, its norm divided by k = final / current resolution.
+        The zoo penalises at the native resolution.
+        """
+        return resolution / self.config.resolution if self.config.variant == "paper" else 1.0
+
+    def gdpp_weight(self, batch_size: int) -> float:
+        """Weight of GDPP against the mean adversarial G loss.
+
+        The zoo adds its GDPP term (weight 1) to a G loss summed over the batch: divided by the batch size to
+        put it on ganforge's mean scale, GDPP weighs `gdpp` / N, and the gradient direction is the zoo's (Adam
+        ignores the overall factor N but for its eps). The paper variant, with no official GDPP code, adds
+        `gdpp` · GDPP to the mean loss as the GDPP paper writes it.
+        """
+        return self.config.gdpp / batch_size if self.config.variant == "zoo" else self.config.gdpp
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

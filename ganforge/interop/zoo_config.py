@@ -39,6 +39,17 @@ def _forward_fill(table: dict[str, Any], scales: int, where: str) -> dict[int, A
     return filled
 
 
+def _scale_list(value: Any, scales: int, key: str) -> Any:
+    """A per-scale alpha list cut to the run's scales as the zoo cuts it; scale 0's entry, which the zoo
+    overwrites with 0 (nothing to fade from), must be 0 rather than silently ignored."""
+    if not isinstance(value, list):
+        return value
+    if value and value[0] != 0:
+        raise ConfigError(f"config.{key}[0]: scale 0 has nothing to fade from (the zoo sets this entry to 0), "
+                          f"got {value[0]}")
+    return value[:scales]
+
+
 def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
     for key in data:
         if key not in _TOP_LEVEL:
@@ -65,10 +76,9 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
     scales = len(iters)
     model: dict[str, Any] = {"variant": "zoo", "resolution": 4 * 2 ** (scales - 1)}
     schedule: dict[str, Any] = {"unit": "iterations", "max_iter_at_scale": iters}
-    if "alphaNJumps" in zoo:
-        schedule["alpha_jumps"] = zoo["alphaNJumps"]
-    if "alphaSizeJumps" in zoo:
-        schedule["alpha_jump_size"] = zoo["alphaSizeJumps"]
+    for zoo_key, key in (("alphaNJumps", "alpha_jumps"), ("alphaSizeJumps", "alpha_jump_size")):
+        if zoo_key in zoo:
+            schedule[key] = _scale_list(zoo[zoo_key], scales, zoo_key)
     if "miniBatchSize" in zoo:
         schedule["batch_size"] = zoo["miniBatchSize"]
     if "dimLatentVector" in zoo:

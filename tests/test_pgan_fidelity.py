@@ -1,0 +1,278 @@
+"""PGAN trains as its references do: TF's full-resolution gradient penalty (paper), the zoo's GDPP weight, schedule
+keys that would do nothing refused (old run configs still resume), and TF's CelebA preset as a shipped config."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pgan_tiny import TINY_PGAN
+
+import ganforge
+from ganforge.cli import main
+from ganforge.config import ConfigError, read_config_file, to_dict
+from ganforge.data.loader import Batch
+from ganforge.families import resolve_run_config
+from ganforge.families.base import StepPlan
+from ganforge.families.pgan import PGANFamily, compile_schedule
+from ganforge.losses import gdpp_loss
+from ganforge.models.pgan import pgan_widths
+from ganforge.training.engine import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def tiny_family(tmp_path: Path, **model) -> PGANFamily:
+    config = copy.deepcopy(TINY_PGAN)
+    config["model"].update(model)
+    return Trainer(resolve_run_config(None, config), tmp_path / "run").family
+
+
+def plan_at(scale: int, alpha: float, batch: int = 4) -> StepPlan:
+    return StepPlan(batch_size=batch, resolution=4 * 2**scale, progress={"scale": scale, "alpha": alpha})
+
+
+# --- 1. gradient penalty: TF differentiates w.r.t. images upscaled to the final resolution ----------------------
+
+def tf_full_resolution_penalty(family: PGANFamily, reals: torch.Tensor, z: torch.Tensor, mix: torch.Tensor,
+                               scale: int, alpha: float) -> torch.Tensor:
+    """What loss.D_wgangp_acgan computes: reals and fakes nearest-upscaled by k to the final resolution (as
+    process_reals and G_paper hand them over), mixed there, D box-downscaling by k first, gradient w.r.t. the mix."""
+    G, D = family.nets["G"], family.nets["D"]
+    k = family.config.resolution // reals.shape[-1]
+
+    def upscale(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(k, 2).repeat_interleave(k, 3)
+
+    with torch.no_grad():
+        fakes = G(z, scale, alpha)
+    real_full, fake_full = upscale(reals), upscale(fakes)
+    mixed = (real_full + (fake_full - real_full) * (1 - mix)).requires_grad_(True)  # TF lerp(reals, fakes, u)
+    scores = D(F.avg_pool2d(mixed, k) if k > 1 else mixed, scale, alpha)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+def ganforge_penalty(family: PGANFamily, reals: torch.Tensor, scale: int, alpha: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The D phase's logged penalty, with the latents and mixing factors it drew."""
+    d_phase = family.phases(0, plan_at(scale, alpha))[0]
+    torch.manual_seed(7)
+    _, logs = d_phase.loss(Batch(reals, None))
+    torch.manual_seed(7)
+    z, mix = torch.randn(4, family.config.latent_dim), torch.rand(4, 1, 1, 1)  # the phase's draws, in order
+    return logs["gp"], z, mix
+
+
+@pytest.mark.parametrize(("scale", "alpha"), [(0, 0.0), (1, 0.0), (1, 0.4), (2, 0.3)],
+                         ids=["4px-k4", "8px-k2", "fade-to-8px-k2", "fade-to-16px-k1"])
+def test_paper_penalty_equals_tfs_penalty_on_full_resolution_images(tmp_path, scale, alpha):
+    family = tiny_family(tmp_path)
+    reals = torch.randn(4, 3, 4 * 2**scale, 4 * 2**scale, generator=torch.Generator().manual_seed(scale))
+    penalty, z, mix = ganforge_penalty(family, reals, scale, alpha)
+    expected = tf_full_resolution_penalty(family, reals, z, mix, scale, alpha)
+    torch.testing.assert_close(penalty, expected, atol=1e-6, rtol=1e-6)
+    family.config.variant = "zoo"  # the native-resolution penalty, which `paper` used before
+    native, _, _ = ganforge_penalty(family, reals, scale, alpha)
+    if reals.shape[-1] < 16:  # below the final resolution it is a different regulariser
+        assert not torch.allclose(native, expected, atol=1e-3)
+    else:
+        torch.testing.assert_close(native, expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("scale", "alpha"), [(0, 0.0), (1, 0.4)])
+def test_zoo_penalty_stays_at_the_native_resolution(tmp_path, scale, alpha):
+    family = tiny_family(tmp_path, variant="zoo")
+    reals = torch.randn(4, 3, 4 * 2**scale, 4 * 2**scale, generator=torch.Generator().manual_seed(1))
+    penalty, z, mix = ganforge_penalty(family, reals, scale, alpha)
+    G, D = family.nets["G"], family.nets["D"]
+    with torch.no_grad():
+        fakes = G(z, scale, alpha)
+    mixed = (mix * reals + (1 - mix) * fakes).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(mixed, scale, alpha).sum(), mixed)
+    torch.testing.assert_close(penalty, (grad.flatten(1).norm(dim=1) - 1).square().mean(), atol=1e-6, rtol=1e-6)
+
+
+# --- 2. GDPP against the zoo's batch-summed generator loss ---------------------------------------------------
+
+def g_loss_and_grads(family: PGANFamily, reals: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+    family._last_reals = reals  # the D phase's real batch, as in a step
+    g_phase = family.phases(0, plan_at(1, 0.0))[1]
+    torch.manual_seed(3)
+    family.nets["G"].zero_grad()
+    loss, logs = g_phase.loss(None)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in family.nets["G"].parameters() if p.grad is not None], logs
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_zoo_gdpp_weighs_against_the_summed_adversarial_loss_as_in_the_zoo(tmp_path, weight):
+    family = tiny_family(tmp_path, variant="zoo", gdpp=weight)
+    reals = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    loss, grads, logs = g_loss_and_grads(family, reals)
+    # the zoo's G step: -sum over the batch of D(G(z)), then GDPP (weight 1 for `GDPP: true`) on the same graph
+    G, D = family.nets["G"], family.nets["D"]
+    torch.manual_seed(3)
+    G.zero_grad()
+    d_fake, fake_features = D(G(torch.randn(4, family.config.latent_dim), 1, 0.0), 1, 0.0, return_features=True)
+    with torch.no_grad():
+        _, real_features = D(reals, 1, 0.0, return_features=True)
+    zoo_loss = -d_fake.sum() + weight * gdpp_loss(fake_features, real_features)
+    zoo_loss.backward()
+    zoo_grads = [p.grad for p in G.parameters() if p.grad is not None]
+    batch = 4
+    torch.testing.assert_close(loss * batch, zoo_loss.detach(), atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(grads, zoo_grads, strict=True):  # same direction; the zoo's is N times larger
+        torch.testing.assert_close(ours * batch, theirs, atol=1e-5, rtol=1e-4)
+    assert logs["gdpp"].abs() > 0.1  # the term is really there, not vanishingly small
+
+
+def test_paper_variant_adds_gdpp_to_the_mean_loss_with_its_weight(tmp_path):
+    family = tiny_family(tmp_path, gdpp=1.0)
+    reals = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    loss, _, logs = g_loss_and_grads(family, reals)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        d_fake = family.nets["D"](family.nets["G"](torch.randn(4, family.config.latent_dim), 1, 0.0), 1, 0.0)
+    torch.testing.assert_close(loss, -d_fake.mean() + logs["gdpp"], atol=1e-6, rtol=1e-6)
+
+
+# --- 3. keys that would do nothing ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("unit", "key", "value"), [
+    ("kimg", "alpha_jumps", 600), ("kimg", "alpha_jump_size", 32), ("kimg", "max_iter_at_scale", [4, 8, 8]),
+    ("iterations", "stable_kimg", 600), ("iterations", "transition_kimg", 600), ("iterations", "total_kimg", 12000),
+])
+def test_a_key_of_the_other_unit_is_a_one_line_error_naming_key_and_unit(unit, key, value):
+    config = copy.deepcopy(TINY_PGAN)
+    config["model"]["schedule"] = {"unit": unit, key: value}
+    with pytest.raises(ConfigError, match=rf"^model\.schedule\.{key}: a `unit: \w+` key, but this schedule has "
+                                          rf"`unit: {unit}`[^\n]*do nothing") as err:
+        resolve_run_config(None, config)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"fmap_base": 4096}, r"model\.fmap_base: does nothing when model\.widths is given"),
+    ({"fmap_max": 512}, r"model\.fmap_max: does nothing when model\.widths is given"),
+    ({"schedule": {"batch_size": 8, "batch_per_resolution": {4: 4, 8: 4, 16: 2}}},
+     r"model\.schedule\.batch_size: does nothing, batch_per_resolution names every resolution \[4, 8, 16\]"),
+    ({"schedule": {"alpha_jumps": [3, 2, 2]}}, r"model\.schedule\.alpha_jumps\[0\]: scale 0 .* must be 0, got 3"),
+])
+def test_other_inert_settings_are_refused(change, message):
+    config = copy.deepcopy(TINY_PGAN)
+    for key, value in change.items():
+        config["model"][key] = {**config["model"][key], **value} if key == "schedule" else value
+    with pytest.raises(ConfigError, match=message):
+        compile_schedule(resolve_run_config(None, config).model)  # the networks' scales are known there
+
+
+def test_zoo_json_with_a_scale_zero_alpha_entry_names_the_zoo_key():
+    with pytest.raises(ConfigError, match=r"config\.alphaNJumps\[0\]: scale 0 has nothing to fade from.*got 5"):
+        resolve_run_config(None, {"pathDB": "builtin:shapes", "config": {"maxIterAtScale": [4, 8],
+                                                                         "alphaNJumps": [5, 2]}})
+
+
+def old_saved_model(unit: str, **extra) -> dict:
+    """A `model:` mapping as the code before this check wrote it into config.json and checkpoints: every key,
+    the other unit's and fmap_base/fmap_max (beside explicit widths) at their old defaults."""
+    schedule = {"unit": unit, "max_iter_at_scale": [48000, 96000, 96000, 96000, 96000, 96000], "alpha_jumps": 600,
+                "alpha_jump_size": 32, "stable_kimg": 600.0, "transition_kimg": 600.0, "total_kimg": None,
+                "batch_size": 16, "batch_per_resolution": {}, "lr_per_resolution": {}}
+    if unit == "iterations":
+        schedule.update(max_iter_at_scale=[4, 8, 8], alpha_jumps=2, alpha_jump_size=2, batch_size=4)
+    else:
+        schedule.update(stable_kimg=0.016, transition_kimg=0.008, total_kimg=0.1, batch_size=4)
+    schedule.update(extra)
+    return {"variant": "paper", "resolution": 16, "latent_dim": 16, "widths": [16, 16, 8], "fmap_base": 8192,
+            "fmap_max": 512, "mbstd_group_size": 4, "lambda_gp": 10.0, "drift": 0.001, "gdpp": 0.0, "lr": 0.001,
+            "betas": [0.0, 0.99], "adam_eps": 1e-08, "ema_decay": 0.999, "mirror": None, "schedule": schedule}
+
+
+@pytest.mark.parametrize("unit", ["iterations", "kimg"])
+def test_an_old_saved_run_config_still_loads_and_counts_as_unchanged(unit):
+    old = old_saved_model(unit)
+    config = resolve_run_config(None, {**TINY_PGAN, "model": copy.deepcopy(old)})
+    new = to_dict(config.model)
+    inert = ["stable_kimg", "transition_kimg", "total_kimg"] if unit == "iterations" else [
+        "max_iter_at_scale", "alpha_jumps", "alpha_jump_size"]
+    assert [new["schedule"][k] for k in inert] == [None] * 3 and new["fmap_base"] is None
+    assert new["schedule"]["batch_size"] == 4 and new["widths"] == [16, 16, 8]
+    assert PGANFamily.extends_schedule(old, new)  # a resume compares the checkpoint's old dump with this
+    if unit == "kimg":  # and a longer total is still a lengthening
+        assert PGANFamily.extends_schedule(old, {**new, "schedule": {**new["schedule"], "total_kimg": 0.2}})
+
+
+def test_an_old_run_config_with_an_ignored_value_names_it_but_the_run_stays_resumable():
+    old = old_saved_model("iterations", total_kimg=200.0)  # accepted and ignored by the old code
+    with pytest.raises(ConfigError, match=r"model\.schedule\.total_kimg: a `unit: kimg` key"):
+        resolve_run_config(None, {**TINY_PGAN, "model": copy.deepcopy(old)})
+    fixed = copy.deepcopy(old)
+    fixed["schedule"]["total_kimg"] = None  # the user removes it; the checkpoints still hold 200
+    new = to_dict(resolve_run_config(None, {**TINY_PGAN, "model": fixed}).model)
+    assert PGANFamily.extends_schedule(old, new)
+
+
+def test_resume_refuses_total_kimg_on_an_iterations_run_and_resumes_an_old_config(tmp_path):
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    longer = copy.deepcopy(TINY_PGAN)
+    longer["model"]["schedule"]["total_kimg"] = 1.0  # did nothing on this run; accepted by the old code
+    with pytest.raises(ConfigError, match=r"total_kimg: a `unit: kimg` key, but this schedule has `unit: iterations`"):
+        ganforge.train(longer, run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    # the run's config.json and checkpoints as the old code wrote them: resuming needs no edit
+    saved = json.loads((run / "config.json").read_text())
+    saved["model"] = old_saved_model("iterations")
+    (run / "config.json").write_text(json.dumps(saved))
+    for meta_file in (run / "checkpoints").glob("*.json"):
+        meta = json.loads(meta_file.read_text())
+        meta["config"]["model"] = old_saved_model("iterations")
+        meta_file.write_text(json.dumps(meta))
+    assert main(["train", "pgan", "--run-dir", str(run)]) == 0
+
+
+# --- 4. TF's CelebA preset ------------------------------------------------------------------------------------
+
+TF_MINIBATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16}  # preset-v2-1gpu at 4..128
+
+
+def tf_schedule(nimg: int) -> tuple[int, int, float]:
+    """(resolution, minibatch, alpha = weight of the old path) from train.TrainingSchedule's lod formula for
+    resolution 128 (log2 7), initial resolution 4, 600 kimg training + 600 kimg transition."""
+    kimg = nimg / 1000
+    phase = math.floor(kimg / 1200)
+    lod = max(7 - 2 - phase - max(kimg - phase * 1200 - 600, 0) / 600, 0.0)
+    resolution = 2 ** (7 - math.floor(lod))
+    return resolution, TF_MINIBATCH[resolution], lod - math.floor(lod)
+
+
+def test_official_celeba_config_is_tfs_preset():
+    config = resolve_run_config(None, read_config_file(CONFIGS / "pgan_celeba128_official.yaml"))
+    model = config.model
+    assert (model.variant, model.resolution, model.latent_dim, model.mirror) == ("paper", 128, 512, True)
+    assert pgan_widths(model.resolution, model.fmap_base, model.fmap_max) == [512, 512, 512, 512, 256, 128]
+    assert (model.lr, model.betas, model.adam_eps, model.ema_decay) == (0.001, [0.0, 0.99], 1e-8, 0.999)
+    assert (model.lambda_gp, model.drift, model.mbstd_group_size, model.gdpp) == (10.0, 0.001, 4, 0.0)
+    assert model.schedule.lr_per_resolution == {} and model.schedule.batch_size is None
+    segments = compile_schedule(model)
+    assert sum(s.steps * s.batch_size for s in segments) == 12_000_000  # TF: while cur_nimg < total_kimg * 1000
+    assert [s.steps for s in segments] == [4688, 9375, 9375, 18750, 37499, 412498]  # hand, as the yaml says
+    images_before = 0
+    for seg in segments:
+        checks = sorted({0, seg.fade_steps // 3, seg.fade_steps - 1, seg.fade_steps, seg.steps // 2, seg.steps - 1}
+                        - {-1})
+        for local in checks:
+            nimg = images_before + local * seg.batch_size
+            resolution, batch, alpha = tf_schedule(nimg)
+            assert (seg.resolution, seg.batch_size) == (resolution, batch), (seg.scale, local)
+            # ganforge's alpha moves every step from the first step past TF's boundary: less than one minibatch
+            # (at most 128 images) of the 600 kimg fade apart (TF itself updates it every 4 minibatches)
+            assert seg.alpha(local) == pytest.approx(alpha, abs=128 / 600_000), (seg.scale, local)
+        images_before += seg.steps * seg.batch_size
