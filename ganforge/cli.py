@@ -1,4 +1,5 @@
-"""`ganforge prepare | train | generate | evaluate | info | import` — one command line for every family."""
+"""`ganforge prepare | train | generate | evaluate | info | import | translate | report` — one command line for
+every family."""
 
 from __future__ import annotations
 
@@ -349,6 +350,17 @@ def _evaluate_stargan2(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report -------------------------------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ganforge.viz.plots import available
+    from ganforge.viz.report import PLOTS_EXTRA, write_report
+
+    out = write_report(args.runs, args.out)
+    print(f"wrote {out}" + ("" if available() else f" (tables and images only: {PLOTS_EXTRA} adds the plots)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ganforge.families import family_names
 
@@ -490,6 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "default video_ref.mp4 with ffmpeg, else video_ref.gif")
     trn.add_argument("--device", default="auto")
     trn.set_defaults(func=cmd_translate)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of a run (curves, samples, checkpoints), "
+                         "or several runs' curves overlaid by kimg")
+    rep.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    rep.add_argument("-o", "--out", type=Path, help="HTML file (default RUN/report.html; several runs: "
+                     "./report-compare.html)")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -4,8 +4,13 @@ torchvision-Inception protocol on stand-in weights, and errors."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
 import json
+import urllib.error
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +21,12 @@ from stargan2_tiny_run import SPLIT_COUNTS, train_tiny_run
 from test_lpips import TinyBackbone
 
 from ganforge.data.store import DatasetError
+from ganforge.metrics import stargan2_eval
 from ganforge.metrics.fid import fid
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError
 from ganforge.metrics.lpips import LPIPS, AlexNetFeatures, pairwise_diversity
 from ganforge.metrics.stargan2_eval import (
+    TORCHVISION_INCEPTION,
     TORCHVISION_INCEPTION_URL,
     evaluate_stargan2,
     fid_extractor,
@@ -108,7 +115,8 @@ def test_end_to_end_on_stand_in_inception_and_alexnet(tiny, tmp_path: Path) -> N
     torch.save(AlexNetFeatures().state_dict(), tmp_path / "alexnet.pth")
     pytest.importorskip("importlib.metadata").files("lpips")
     report = evaluate_stargan2(tiny["run"], device="cpu", modes=("latent",), num_outs=2, max_val=1, max_train=2,
-                               inception_weights=tmp_path / "inception.pth", alexnet_weights=tmp_path / "alexnet.pth")
+                               fid_network="tf-inception", inception_weights=tmp_path / "inception.pth",
+                               alexnet_weights=tmp_path / "alexnet.pth")
     metrics = report["metrics"]
     assert set(metrics) == {f"{m}_latent/{t}" for m in ("LPIPS", "FID") for t in ("light2dark", "dark2light", "mean")}
     assert all(np.isfinite(v) and v >= 0 for v in metrics.values())
@@ -139,10 +147,59 @@ def test_torchvision_inception_protocol_on_stand_in_weights(tmp_path: Path) -> N
     fid_net.load_state_dict({**fid_net.state_dict(), **state})
     # same weights, other pooling and preprocessing: different features
     assert not torch.allclose(features, fid_net.eval()(images)[0], atol=1e-3)
-    with pytest.raises(InceptionWeightsError, match=TORCHVISION_INCEPTION_URL.replace(".", r"\.")):
+    with pytest.raises(InceptionWeightsError, match=r"missing\.pth \(from the argument\) does not exist"):
         load_torchvision_inception(tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="fid_network: 'clip' is not one of"):
         fid_extractor("clip")
+
+
+def test_torchvision_inception_weights_are_looked_up_and_downloaded_checked(tmp_path: Path, monkeypatch) -> None:
+    """The paper's FID network is the default, so its file is found like every other: environment, cache, a
+    download checked against torchvision's published digest prefix, else a message naming file, URL and place."""
+    monkeypatch.delenv("GANFORGE_TORCHVISION_INCEPTION_WEIGHTS", raising=False)
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(InceptionWeightsError) as caught:
+        load_torchvision_inception(cache_dir=tmp_path / "cache")
+    for part in (TORCHVISION_INCEPTION_URL, str(tmp_path / "cache" / "inception_v3_google-0cc3c7bd.pth"),
+                 "--inception-weights", "GANFORGE_TORCHVISION_INCEPTION_WEIGHTS", "sha256 starts with 0cc3c7bd"):
+        assert part in str(caught.value)
+    state = {k: v for k, v in inception_standin(tmp_path / "fid.pth").items() if not k.startswith("fc.")}
+    torch.save(state, tmp_path / "tv.pth")
+    payload = (tmp_path / "tv.pth").read_bytes()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    with pytest.raises(InceptionWeightsError, match="not the expected file"):
+        load_torchvision_inception(cache_dir=tmp_path / "cache")
+    digest = hashlib.sha256(payload).hexdigest()
+    monkeypatch.setattr(stargan2_eval, "TORCHVISION_INCEPTION", replace(TORCHVISION_INCEPTION, sha256=digest[:8]))
+    assert not load_torchvision_inception(cache_dir=tmp_path / "cache").training
+    assert (tmp_path / "cache" / "inception_v3_google-0cc3c7bd.pth").read_bytes() == payload
+
+
+def test_stargan2_runs_are_evaluated_with_the_papers_fid_network_by_default(tiny, monkeypatch, capsys) -> None:
+    """`ganforge evaluate RUN` uses torchvision's ImageNet Inception, as the official evaluation; the output and
+    the JSON say which network produced the FID; --fid-network tf-inception stays an option."""
+    from ganforge.cli import main
+
+    asked = []
+
+    def extractor(network, weights=None, device="cpu"):
+        asked.append(network)
+        return Recording()
+
+    monkeypatch.setattr(stargan2_eval, "fid_extractor", extractor)
+    monkeypatch.setattr(stargan2_eval, "load_lpips", lambda weights, device: RecordingLPIPS())
+    assert main(["evaluate", str(tiny["run"]), "--n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert asked == ["torchvision-inception"]
+    assert "FID by torchvision-inception: torchvision ImageNet Inception-v3 (the official StarGAN v2 evaluation)" in out
+    saved = json.loads((tiny["run"] / "eval" / "stargan2-00000002.json").read_text())["protocol"]
+    assert saved["fid_network"] == "torchvision-inception" and saved["face_masks"] is False
+    assert main(["evaluate", str(tiny["run"]), "--n", "1", "--fid-network", "tf-inception"]) == 0
+    assert asked[-1] == "tf-inception" and "FID by tf-inception: TF FID Inception" in capsys.readouterr().out
 
 
 def test_errors_name_the_problem(tiny, tmp_path: Path) -> None:

@@ -215,3 +215,41 @@ def test_tiny_w_hpf_run_with_the_stand_in_weights(tmp_path: Path) -> None:
     torch.testing.assert_close(masks, face_masks(trainer.family.fan, x_fake))
     record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert all(np.isfinite(record[key]) for key in ("D_latent_real", "G_latent_cyc", "G_ref_sty"))
+
+
+def test_evaluation_and_translation_give_the_generator_the_masks_of_the_sources(tmp_path: Path, monkeypatch) -> None:
+    """Official eval.py and sample mode: `masks = nets.fan.get_heatmap(x_src)` for every G call on those sources."""
+    from stargan2_tiny_run import write_domain_folders
+    from test_stargan2_eval import Recording, RecordingLPIPS
+
+    from ganforge.data.domains import prepare_domain_folders
+    from ganforge.metrics.stargan2_eval import evaluate_stargan2
+    from ganforge.models.stargan2 import Generator
+    from ganforge.viz.translate import translate
+
+    monkeypatch.setattr(family_module, "face_masks", fake_masks)
+    folders = write_domain_folders(tmp_path / "folders")
+    prepare_domain_folders(folders, tmp_path / "stores", resolution=32)
+    config = resolve_run_config("stargan2", {
+        "data": str(tmp_path / "stores" / "train"), "progress": False, "tensorboard": False, "sample_every": 100,
+        "sample_count": 2, "model": {**TINY, "steps": 1, "wing_weights": str(wing("wing_standin.ckpt"))}})
+    Trainer(config, tmp_path / "run").train()
+    calls = []
+    forward = Generator.forward
+
+    def recording(self, x, style, masks=None):
+        calls.append((x.clone(), masks))
+        return forward(self, x, style, masks)
+
+    monkeypatch.setattr(Generator, "forward", recording)
+    report = evaluate_stargan2(tmp_path / "run", device="cpu", feature_extractor=Recording(), lpips=RecordingLPIPS(),
+                               max_val=1, num_outs=2, write=False)
+    assert report["protocol"]["face_masks"] is True
+    translate(tmp_path / "run", folders / "val" / "dark", folders / "val", tmp_path / "out", num_z=1, psis=(1.0,),
+              device="cpu")
+    assert len(calls) == 2 * 2 * 2 + 6 + 2 * 1  # eval: modes × tasks × outputs; reference grid: 6 refs; latent grid
+    for x, masks in calls:
+        torch.testing.assert_close(masks, fake_masks(None, x))
+    with pytest.raises(ConfigError, match=r"nope\.ckpt \(from the argument\) does not exist"):
+        translate(tmp_path / "run", folders / "val" / "dark", folders / "val", tmp_path / "out", device="cpu",
+                  wing_weights=tmp_path / "nope.ckpt")

@@ -291,7 +291,9 @@ def test_official_files_become_a_resumable_run(tmp_path: Path) -> None:
         import_stargan2_run(ema_file, run, data=data)
 
 
-def test_run_import_checks_the_domain_count_and_steps(tmp_path: Path) -> None:
+def test_run_import_checks_the_domain_count_and_steps(tmp_path: Path, monkeypatch) -> None:
+    # a w_hpf > 0 run needs the face-mask network, an imported one too (here its stand-in weights)
+    monkeypatch.setenv("GANFORGE_WING_WEIGHTS", str(fixture("wing/wing_standin.ckpt")))
     states = official_states(TINY)
     ema = save({k: states[k] for k in NETS[:3]}, tmp_path / "000010_nets_ema.ckpt")
     nets = save(states, tmp_path / "000020_nets.ckpt")

@@ -174,8 +174,8 @@ class StarGAN2Family(Family):
         self.inputs: StepInputs | None = None
         self.crop_source_size = self._crop_source_size(dataset) if self.members is not None else None
         self.fan: FAN | None = None
-        if self.arch.w_hpf > 0 and self.members is not None and device.type != "meta":
-            self.load_fan(config.wing_weights)  # training needs the masks: refuse now, not at the first step
+        if self.members is not None and device.type != "meta":
+            self.load_fan()  # training needs the masks (w_hpf > 0): refuse now, not at the first step
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
@@ -185,10 +185,14 @@ class StarGAN2Family(Family):
         return super().extends_schedule(strip(saved), strip(requested))
 
     def load_fan(self, weights: str | Path | None = None) -> None:
-        """The face-mask network for w_hpf > 0: `weights`, else $GANFORGE_WING_WEIGHTS, else the cache (the official
-        file downloaded there once); without it a one-line error says which file, its URL and where to put it."""
+        """The face-mask network for w_hpf > 0 (nothing for w_hpf = 0): `weights` (e.g. --wing-weights), else
+        model.wing_weights, else $GANFORGE_WING_WEIGHTS, else the cache (the official file downloaded there once);
+        without it a one-line error says which file, its URL and where to put it."""
+        if self.arch.w_hpf <= 0:
+            return
         try:
-            path = locate_weights(WING_WEIGHTS, weights, default_cache_dir() / "weights", FanWeightsError)
+            path = locate_weights(WING_WEIGHTS, weights or self.config.wing_weights, default_cache_dir() / "weights",
+                                  FanWeightsError)
             self.fan = load_fan(path, self.device)
         except FanWeightsError as err:
             raise ConfigError(f"model.w_hpf = {self.arch.w_hpf:g} needs the official face masks, nothing trains or "

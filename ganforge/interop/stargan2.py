@@ -9,8 +9,9 @@ bare or under its official name, is accepted too.
 Our networks (ganforge.models.stargan2) use the official parameter names, so the mapping is by name; this module
 infers the architecture from the tensor shapes, checks every key and shape, and loads strictly. The high-pass
 kernel ``hpf.filter`` is a constant of w_hpf: it may be absent (the released CelebA-HQ file predates it as a
-buffer) and, when present, must be the Laplacian / w_hpf. The face-landmark network ``fan`` is not imported
-(ganforge does not build it; masks are supplied from outside).
+buffer) and, when present, must be the Laplacian / w_hpf. The face-landmark network ``fan`` that w_hpf > 0
+files carry is not imported: a w_hpf > 0 run loads it from the official ``wing.ckpt`` like any such run (see
+models/fan.py), so importing one needs those weights too.
 """
 
 from __future__ import annotations

@@ -7,12 +7,16 @@ the 45 pairs of the 10 outputs of a source batch (each pair averaged over the ba
 compares all outputs of the task with the *training* images of trg. Both are then averaged over tasks. As
 officially, LPIPS sees the raw generator outputs and FID the images as saved (clamped, quantised to uint8).
 
+With w_hpf > 0 the generator gets the face masks of each source batch (the official FAN), as officially.
+
 FID feature network (`fid_network`):
-- "tf-inception": the TF FID Inception of `ganforge.metrics.inception` (the standard FID numbers);
-- "torchvision-inception": torchvision's ImageNet `inception_v3` as the official StarGAN v2 code uses it (average
-  pools counting padding, images resized to 299 with PIL bilinear, ImageNet mean/std, no `transform_input`),
-  loaded from torchvision's weights file `inception_v3_google-*.pth` given by path.
-Outputs go to `RUN/eval/stargan2-<step>.json`. Everything runs on the CPU too.
+- "torchvision-inception" (default: the paper's numbers): torchvision's ImageNet `inception_v3` as the official
+  StarGAN v2 code uses it (average pools counting padding, images resized to 299 with PIL bilinear, ImageNet
+  mean/std, no `transform_input`), from torchvision's `inception_v3_google-0cc3c7bd.pth` (argument,
+  $GANFORGE_TORCHVISION_INCEPTION_WEIGHTS, cache, checked download);
+- "tf-inception": the TF FID Inception of `ganforge.metrics.inception` (the FID numbers of most other papers).
+The report says which network produced the FID. Outputs go to `RUN/eval/stargan2-<step>.json`. Everything runs
+on the CPU too.
 """
 
 from __future__ import annotations
@@ -29,17 +33,26 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
+from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics._images import derived_seed, to_uint8_images
 from ganforge.metrics.fid import FeatureStats, fid
-from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, load_inception
+from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, default_cache_dir, load_inception
 from ganforge.metrics.lpips import LPIPS, load_lpips, pairwise_diversity
 from ganforge.safe_load import load_weights_only
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 N x 3 x H x W → features [N, D]
-FID_NETWORKS = ("tf-inception", "torchvision-inception")
+FID_NETWORKS = {  # name → what it is, for the report
+    "torchvision-inception": "torchvision ImageNet Inception-v3 (the official StarGAN v2 evaluation)",
+    "tf-inception": "TF FID Inception (pytorch-fid / torch-fidelity weights)",
+}
+DEFAULT_FID_NETWORK = "torchvision-inception"
 MODES = ("latent", "reference")
 TORCHVISION_INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
 TORCHVISION_INCEPTION_ENV = "GANFORGE_TORCHVISION_INCEPTION_WEIGHTS"
+TORCHVISION_INCEPTION = WeightsFile(
+    "inception_v3_google-0cc3c7bd.pth", TORCHVISION_INCEPTION_URL, TORCHVISION_INCEPTION_ENV,
+    "--inception-weights (Python: inception_weights=)",
+    "The torchvision ImageNet Inception-v3 weights (StarGAN v2's FID network)", "0cc3c7bd")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -78,17 +91,12 @@ class TorchvisionInception(InceptionV3FID):
         return x.mean(dim=(2, 3))
 
 
-def load_torchvision_inception(weights: str | Path | None = None) -> TorchvisionInception:
-    """torchvision's ImageNet Inception-v3 from a local weights file (argument or $GANFORGE_TORCHVISION_INCEPTION_
-    WEIGHTS), checked against the layout; there is no download (the file is torchvision's, fetch it yourself)."""
-    path = weights or os.environ.get(TORCHVISION_INCEPTION_ENV)
-    if not path or not Path(path).expanduser().is_file():
-        raise InceptionWeightsError(
-            f"the torchvision ImageNet Inception weights are needed for fid_network='torchvision-inception' "
-            f"({'file ' + str(path) + ' does not exist' if path else 'no file given'}): download "
-            f"{TORCHVISION_INCEPTION_URL} and pass its path with --inception-weights (Python: inception_weights=) "
-            f"or ${TORCHVISION_INCEPTION_ENV}")
-    path = Path(path).expanduser()
+def load_torchvision_inception(weights: str | Path | None = None,
+                               cache_dir: str | Path | None = None) -> TorchvisionInception:
+    """torchvision's ImageNet Inception-v3 from its weights file (argument, $GANFORGE_TORCHVISION_INCEPTION_WEIGHTS,
+    else the cache, downloaded there once and checked against torchvision's published digest prefix)."""
+    path = locate_weights(TORCHVISION_INCEPTION, weights, Path(cache_dir or default_cache_dir() / "weights"),
+                          InceptionWeightsError)
     state = load_weights_only(path, what="torchvision Inception weights", error=InceptionWeightsError)
     model = TorchvisionInception()
     expected = model.state_dict()
@@ -111,7 +119,7 @@ def torchvision_preprocess(images: torch.Tensor) -> torch.Tensor:
     return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
-def fid_extractor(network: str = "tf-inception", weights: str | Path | None = None,
+def fid_extractor(network: str = DEFAULT_FID_NETWORK, weights: str | Path | None = None,
                   device: torch.device | str = "cpu") -> FeatureExtractor:
     """The 2048-d pool-feature function of the chosen FID network."""
     if network == "tf-inception":
@@ -155,20 +163,24 @@ def _float_images(store: ImageDataset, size: int, indices: np.ndarray, device: t
 def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Path | None = None,
                       train: str | Path | None = None, modes: tuple[str, ...] = MODES, num_outs: int = 10,
                       batch_size: int = 32, max_val: int | None = None, max_train: int | None = None,
-                      seed: int = 777, fid_network: str = "tf-inception", inception_weights: str | Path | None = None,
-                      alexnet_weights: str | Path | None = None, device: str = "auto",
+                      seed: int = 777, fid_network: str = DEFAULT_FID_NETWORK,
+                      inception_weights: str | Path | None = None, alexnet_weights: str | Path | None = None,
+                      wing_weights: str | Path | None = None, device: str = "auto",
                       feature_extractor: FeatureExtractor | None = None, lpips: LPIPS | None = None,
                       write: bool = True) -> dict[str, Any]:
     """LPIPS_<mode>/<task>, FID_<mode>/<task> and their /mean over tasks for a stargan2 run (EMA networks).
 
     `train` defaults to the run's data store, `val` to the `val` store beside it. `max_val` / `max_train` cap the
     sources per domain and the real images per domain (None: all, as the paper). `feature_extractor` and `lpips`
-    replace the networks built from the weights (tests, other protocols).
+    replace the networks built from the weights (tests, other protocols). `wing_weights`: the FAN weights of a
+    w_hpf > 0 model (default: the run's model.wing_weights, $GANFORGE_WING_WEIGHTS, the cache).
     """
     from ganforge.api import load
 
     if num_outs < 2:
         raise ValueError(f"num_outs: LPIPS diversity needs at least 2 outputs per source, got {num_outs}")
+    if fid_network not in FID_NETWORKS:
+        raise ValueError(f"fid_network: {fid_network!r} is not one of {', '.join(FID_NETWORKS)}")
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"modes: {list(modes)} must be a non-empty subset of {list(MODES)}")
@@ -176,6 +188,7 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
     if model.config.family != "stargan2":
         raise ValueError(f"{run}: evaluate_stargan2 needs a stargan2 run, this one is {model.config.family!r}")
     family, nets, dev = model.family, model.nets, model.device
+    family.load_fan(wing_weights)  # w_hpf > 0: masks as officially, or a one-line refusal before any work
     domains, column, size = family.domain_names, family.domain_column, family.img_size
     train_path = train or model.config.data
     train_store = open_dataset(train_path)
@@ -213,6 +226,7 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
                 batch_scores = []
                 for start in range(0, len(sources), batch_size):
                     x = _float_images(val_store, size, sources[start:start + batch_size], dev)
+                    masks = family.face_masks(x)
                     y_trg = torch.full((len(x),), trg, device=dev)
                     outputs = []
                     for _ in range(num_outs):
@@ -223,7 +237,7 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
                             order = torch.randperm(len(refs), generator=generator).numpy()
                             chosen = refs[order[np.arange(len(x)) % len(refs)]]
                             style = nets["E_ema"](_float_images(val_store, size, chosen, dev), y_trg)
-                        out = nets["G_ema"](x, style)
+                        out = nets["G_ema"](x, style, masks)
                         outputs.append(out)
                         features = extract(to_uint8_images(out)).double()
                         if fake_stats is None:
@@ -237,7 +251,9 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
         results[f"LPIPS_{mode}/mean"] = float(np.mean(lpips_values))
         results[f"FID_{mode}/mean"] = float(np.mean(fid_values))
     report = {"step": model.step, "metrics": results,
-              "protocol": {"fid_network": "custom" if feature_extractor else fid_network, "num_outs": num_outs,
+              "protocol": {"fid_network": "custom" if feature_extractor else fid_network,
+                           "fid_network_description": "a caller's feature extractor" if feature_extractor
+                           else FID_NETWORKS[fid_network], "face_masks": family.arch.w_hpf > 0, "num_outs": num_outs,
                            "seed": seed, "sources_per_task": tasks,
                            "real_images_per_domain": {d: real_stats[k].count for k, d in enumerate(domains)},
                            "train": str(train_store.source), "val": str(val_store.source)}}

@@ -32,6 +32,7 @@ from ganforge.training.log import RunLogger
 from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import save_grid
+from ganforge.viz.report import ReportRefresher
 
 FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
 MAX_ROLLBACKS = 3
@@ -197,6 +198,8 @@ class Trainer:
             ckpt.write_json_atomic(self.run_dir / "config.json", to_dict(config))
         logger = RunLogger(self.run_dir, total_steps=total, start_step=self.step, enabled=self.dist.is_main,
                            progress=config.progress, tensorboard=config.tensorboard)
+        logger.log_config(to_dict(config))
+        report = ReportRefresher(self.run_dir) if self.dist.is_main else None  # RUN/report.html
         sums: dict[str, float] = {}
         count = 0
         rollbacks = 0
@@ -226,12 +229,14 @@ class Trainer:
                     logger.log(record)
                     sums, count = {}, 0
                 if self.dist.is_main and (self.step % config.sample_every == 0 or last):
-                    self.write_samples(plan)
+                    logger.sample_images(self.step, self.write_samples(plan))
                 scored = None
                 if config.metrics and ((config.metrics_every and self.step % config.metrics_every == 0) or last):
                     scored = self.run_metrics(plan, logger)
                 if self.step % config.checkpoint_every == 0 or last or scored is not None:
                     self.save_checkpoint(score=scored)
+                if report is not None and self.step % config.sample_every == 0:
+                    report.tick()
             if self.step < total and (self._stop_requested or self.step == stop_at):
                 self.save_checkpoint()
                 if self._stop_requested:
@@ -241,6 +246,8 @@ class Trainer:
             logger.close()
             if self.dist.is_main:
                 write_progress_gif(self.run_dir / "samples")
+            if report is not None:
+                report.write()
         return TrainResult(self.run_dir, self.step, interrupted=self.step < total)
 
     def roll_back(self, err: NonFiniteError, logger: RunLogger, attempt: int) -> None:
@@ -302,13 +309,17 @@ class Trainer:
 
     # --- outputs ----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def write_samples(self, plan: StepPlan) -> None:
+    def write_samples(self, plan: StepPlan) -> dict[str, Path]:
+        """The fixed-latent grids of this step (EMA generator and raw G); returns network name → PNG written."""
         inputs = {k: v.to(self.device) for k, v in self.fixed_inputs.items()}
         samples = self.run_dir / "samples"
+        written = {}
         for net, suffix in (("G_ema", ""), ("G", "-G")):
             if net in self.family.nets:
                 images = self.family.generate(inputs, net, plan)
-                save_grid(images, samples / f"{self.step:08d}{suffix}.png")
+                written[net] = samples / f"{self.step:08d}{suffix}.png"
+                save_grid(images, written[net])
+        return written
 
     def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:
         """Evaluate the configured metrics on rank 0; returns the `best_metric` value, if one is configured."""

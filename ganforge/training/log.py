@@ -1,4 +1,6 @@
-"""Run logging: JSONL lines (the record), optional TensorBoard events, and a progress bar with img/s."""
+"""Run logging: JSONL lines (the record), optional TensorBoard events (scalars, sample grids, the config), and a
+progress bar with img/s, or, where the progress stream is not a terminal (CI, nohup, cluster logs), one plain line
+per logged step instead of carriage-return updates."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 
@@ -29,16 +33,20 @@ class RunLogger:
     """Writes on rank 0 only; other ranks get a logger that does nothing."""
 
     def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, enabled: bool, progress: bool,
-                 tensorboard: bool | None) -> None:
+                 tensorboard: bool | None, stream: TextIO | None = None) -> None:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self._log = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self._metrics = None
         self._tb = _tensorboard_writer(self.run_dir / "tb", tensorboard) if enabled and tensorboard is not False \
             else None
+        self._stream = stream or sys.stderr
+        interactive = self._stream.isatty()
         self._bar = (tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                          file=sys.stderr, smoothing=0.1)
-                     if enabled and progress else None)
+                          file=self._stream, smoothing=0.1)
+                     if enabled and progress and interactive else None)
+        self._plain = enabled and progress and not interactive  # one line per logged step, no carriage returns
+        self._total_steps, self._start_step, self._start_time = total_steps, start_step, time.perf_counter()
         self._last_time = time.perf_counter()
         self._images_since = 0
         self._bar_time = time.perf_counter()
@@ -71,6 +79,12 @@ class RunLogger:
             return
         self._log.write(json.dumps(record) + "\n")
         self._log.flush()
+        if self._plain and "event" not in record:
+            done = record["step"] - self._start_step
+            eta = (self._total_steps - record["step"]) * (time.perf_counter() - self._start_time) / done \
+                if done > 0 else None
+            self._stream.write(progress_line(record, self._total_steps, eta) + "\n")
+            self._stream.flush()
         if self._tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
@@ -86,6 +100,19 @@ class RunLogger:
                 if isinstance(value, (int, float)) and key != "step":
                     self._tb.add_scalar(f"metrics/{key}", value, record["step"])
 
+    def log_config(self, config: dict[str, Any]) -> None:
+        """The run's config as TensorBoard text (an indented block: TensorBoard renders text as Markdown)."""
+        if self._tb is not None:
+            self._tb.add_text("config", "    " + json.dumps(config, indent=1).replace("\n", "\n    "), 0)
+
+    def sample_images(self, step: int, grids: dict[str, Path]) -> None:
+        """The fixed-latent grids just written (network name → PNG) as TensorBoard images `samples/<net>`."""
+        if self._tb is None:
+            return
+        for net, path in grids.items():
+            with Image.open(path) as image:
+                self._tb.add_image(f"samples/{net}", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
     def message(self, text: str) -> None:
         if self.enabled:
             (self._bar.write if self._bar is not None else print)(text)
@@ -97,6 +124,23 @@ class RunLogger:
             self._log.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def progress_line(record: dict[str, Any], total_steps: int, eta_seconds: float | None) -> str:
+    """`step 400/1000 (40%)  kimg 12.8  res 16  alpha 0.5  loss_D 0.4648  img/s 31  ETA 0:02:03` for logs that are
+    read, not watched."""
+    step = record["step"]
+    parts = [f"step {step}/{total_steps} ({100 * step / max(total_steps, 1):.0f}%)"]
+    for key, value in record.items():
+        if key in ("step", "img_per_s") or not isinstance(value, (int, float)):
+            continue
+        parts.append(f"{key} {_short(value)}")
+    if isinstance(record.get("img_per_s"), (int, float)):
+        parts.append(f"img/s {record['img_per_s']:.0f}")
+    if eta_seconds is not None and math.isfinite(eta_seconds):
+        minutes, seconds = divmod(int(round(eta_seconds)), 60)
+        parts.append(f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d}")
+    return "  ".join(parts)
 
 
 def _short(value: Any) -> str:

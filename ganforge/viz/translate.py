@@ -3,7 +3,8 @@
 Image folders: `--src DIR` holds source images, either directly or in domain sub-folders (their domain is not
 needed for translation). `--ref DIR` must hold one sub-folder per target domain, named like the run's domains
 (e.g. `ref/female/`, `ref/male/`): a reference's domain is its folder name. Images are centre-cropped and
-resized to the run's image size. All networks used are the EMA copies (G_ema, F_ema, E_ema), without masks.
+resized to the run's image size. All networks used are the EMA copies (G_ema, F_ema, E_ema); a w_hpf > 0 model
+gets the face masks of the sources (the official FAN), as the official sample mode does.
 
 The video is written frame by frame: frames are produced lazily by a generator, and each one is encoded (our
 streaming GIF writer, or raw RGB piped to `ffmpeg` for .mp4) before the next is made, so memory stays at one
@@ -25,6 +26,8 @@ from PIL import Image
 
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.viz.grid import make_grid, save_image, to_uint8
+
+Masks = tuple[torch.Tensor, torch.Tensor] | None  # (coarse, fine) face masks of the sources, for w_hpf > 0
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PSIS = (0.5, 0.7, 1.0)
@@ -83,13 +86,13 @@ def average_styles(mapping: torch.nn.Module, num_domains: int, latent_dim: int, 
 
 @torch.no_grad()
 def reference_grid(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, x_ref: torch.Tensor,
-                   y_ref: torch.Tensor) -> np.ndarray:
+                   y_ref: torch.Tensor, masks: Masks = None) -> np.ndarray:
     """HWC uint8: top row a blank cell then the sources; each following row a reference then the sources
     translated with its style."""
     styles = E(x_ref, y_ref)
     rows = [torch.cat([torch.ones_like(x_src[:1]), x_src])]
     for reference, style in zip(x_ref, styles, strict=True):
-        out = G(x_src, style.expand(len(x_src), -1)).clamp(-1, 1)
+        out = G(x_src, style.expand(len(x_src), -1), masks).clamp(-1, 1)
         rows.append(torch.cat([reference[None], out]))
     return make_grid(to_uint8(torch.cat(rows)), columns=len(x_src) + 1)
 
@@ -97,7 +100,7 @@ def reference_grid(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, 
 @torch.no_grad()
 def latent_grids(G: torch.nn.Module, mapping: torch.nn.Module, x_src: torch.Tensor, num_domains: int,
                  latent_dim: int, generator: torch.Generator, psis: Iterable[float] = PSIS,
-                 num_z: int = NUM_Z) -> dict[float, np.ndarray]:
+                 num_z: int = NUM_Z, masks: Masks = None) -> dict[float, np.ndarray]:
     """ψ → HWC uint8 grid: the sources on top, then for each target domain one row per shared latent, with the
     style lerp(s_avg, F(z, y), ψ) (the official sample grids; ψ = 1 is no truncation)."""
     device = x_src.device
@@ -109,7 +112,7 @@ def latent_grids(G: torch.nn.Module, mapping: torch.nn.Module, x_src: torch.Tens
         for domain in range(num_domains):
             styles = torch.lerp(s_avg[domain].expand(num_z, -1), mapping(z, torch.full((num_z,), domain,
                                                                                         device=device)), psi)
-            rows += [G(x_src, style.expand(len(x_src), -1)).clamp(-1, 1) for style in styles]
+            rows += [G(x_src, style.expand(len(x_src), -1), masks).clamp(-1, 1) for style in styles]
         grids[psi] = make_grid(to_uint8(torch.cat(rows)), columns=len(x_src))
     return grids
 
@@ -130,7 +133,8 @@ def _slide(previous: torch.Tensor, following: torch.Tensor, alpha: float) -> tor
 
 @torch.no_grad()
 def reference_video_frames(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, x_ref: torch.Tensor,
-                           y_ref: torch.Tensor, alphas: list[float] | None = None) -> Iterator[np.ndarray]:
+                           y_ref: torch.Tensor, alphas: list[float] | None = None,
+                           masks: Masks = None) -> Iterator[np.ndarray]:
     """HWC uint8 frames, made one at a time: for each pair of consecutive references of one domain, the style
     moves from the first to the second; the reference panel is on the left, sources on top, outputs below."""
     alphas = alphas if alphas is not None else interpolation_alphas()
@@ -141,7 +145,7 @@ def reference_video_frames(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.
     for k in pairs:
         for alpha in alphas:
             style = torch.lerp(styles[k - 1], styles[k], alpha).expand(len(x_src), -1)
-            out = G(x_src, style).clamp(-1, 1)
+            out = G(x_src, style, masks).clamp(-1, 1)
             panel = _slide(x_ref[k - 1], x_ref[k], alpha)
             body = torch.cat([torch.cat(list(x_src), dim=-1), torch.cat(list(out), dim=-1)], dim=-2)
             yield to_uint8(torch.cat([panel, body], dim=-1)[None])[0]
@@ -242,32 +246,35 @@ def default_video_name() -> str:
 
 def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | None = None, seed: int = 0,
               psis: Iterable[float] = PSIS, num_z: int = NUM_Z, video: str | Path | None = None,
-              device: str = "auto") -> list[Path]:
+              device: str = "auto", wing_weights: str | Path | None = None) -> list[Path]:
     """Write reference.png, latent_psi_<ψ>.png and optionally the reference video (a name or path; a bare name
-    goes into `out`) for a StarGAN v2 run; returns the written files."""
+    goes into `out`) for a StarGAN v2 run; returns the written files. `wing_weights`: the FAN weights of a
+    w_hpf > 0 model (default: the run's model.wing_weights, $GANFORGE_WING_WEIGHTS, the cache)."""
     from ganforge.api import load
 
     model = load(run, step=step, device=device)
     if model.config.family != "stargan2":
         raise TranslateError(f"{run}: translate needs a stargan2 run, this one is {model.config.family!r}")
     family, nets = model.family, model.nets
+    family.load_fan(wing_weights)  # w_hpf > 0 only
     domains, img_size = family.domain_names, family.img_size
     x_src, _ = load_image_folder(src, img_size, domains, need_domains=False)
     x_ref, y_ref = load_image_folder(ref, img_size, domains, need_domains=True)
     x_src, x_ref, y_ref = x_src.to(model.device), x_ref.to(model.device), y_ref.to(model.device)
+    masks = family.face_masks(x_src)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "reference.png"]
-    save_image(reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref), written[0])
+    save_image(reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, masks), written[0])
     generator = torch.Generator().manual_seed(seed)
     grids = latent_grids(nets["G_ema"], nets["F_ema"], x_src, len(domains), model.config.model.latent_dim,
-                         generator, psis, num_z)
+                         generator, psis, num_z, masks)
     for psi, grid in grids.items():
         written.append(out / f"latent_psi_{psi:g}.png")
         save_image(grid, written[-1])
     if video is not None:
         target = Path(video) if Path(video).parent != Path(".") else out / video
-        write_video(reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref), target)
+        write_video(reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, masks=masks), target)
         written.append(target)
     return written
 

@@ -1,0 +1,227 @@
+"""The report's plots, drawn by matplotlib (the optional `report` extra) as SVG text, one run or several overlaid.
+
+Every function takes [(label, RunData)] and returns an SVG document, or None when there is nothing to draw or
+matplotlib is not installed. The x axis is always kimg (thousands of real images shown to the critic), so runs with
+different batch sizes or log intervals line up.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ganforge.viz.report import (
+    curve_keys,
+    elapsed_seconds,
+    phase_of,
+    series,
+    smooth,
+    smoothing_weight,
+)
+
+if TYPE_CHECKING:
+    from ganforge.viz.report import RunData
+
+Runs = list[tuple[str, "RunData"]]
+PHASE_ORDER = {"D": 0, "G": 1, "other": 2}
+COLUMNS = 3
+LOG_SCALE_RATIO = 30.0  # positive curves spanning more than this factor get a log y axis
+
+
+def _figure_class() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure
+
+
+def available() -> bool:
+    """Whether plots can be drawn (matplotlib importable)."""
+    return _figure_class() is not None
+
+
+def _svg(figure: Any) -> str:
+    import matplotlib
+
+    buffer = io.StringIO()
+    # text as paths: the SVG looks the same without the fonts; fixed salt: the same run gives the same file
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "ganforge"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def _new_figure(rows: int, columns: int, height: float = 2.6) -> tuple[Any, np.ndarray] | None:
+    figure_class = _figure_class()
+    if figure_class is None:
+        return None
+    figure = figure_class(figsize=(4.0 * columns, height * rows))
+    inches = height * rows  # margins in inches, so the axis labels fit whatever the number of rows
+    figure.subplots_adjust(left=0.7 / (4.0 * columns), right=0.98, bottom=0.5 / inches, top=1 - 0.3 / inches,
+                           wspace=0.28, hspace=0.75)
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(rows, columns)
+    return figure, axes
+
+
+def wants_log_scale(values: list[np.ndarray]) -> bool:
+    """Log y for positive curves spanning more than LOG_SCALE_RATIO (e.g. a gradient penalty falling 1000x)."""
+    joined = np.concatenate([v for v in values if len(v)]) if any(len(v) for v in values) else np.zeros(0)
+    return bool(len(joined) and joined.min() > 0 and joined.max() / joined.min() > LOG_SCALE_RATIO)
+
+
+def _colors(count: int) -> list[str]:
+    return [f"C{i % 10}" for i in range(count)]
+
+
+def _grid_off_unused(axes: np.ndarray, used: int) -> None:
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+
+
+def _log_axis(ax: Any) -> None:
+    """Log y with ticks at 1, 2 and 5 times powers of ten, so a curve within one or two decades still reads."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def loss_figure(runs: Runs) -> str | None:
+    """One panel per logged term, the discriminator's first, then the generator's, then the rest; the raw values
+    faint, the smoothed curve on top (one colour per run when comparing)."""
+    keys = list(dict.fromkeys(k for _, run in runs for k in curve_keys(run.log)))
+    if not keys:
+        return None
+    keys.sort(key=lambda k: PHASE_ORDER[phase_of(k)])
+    columns = min(COLUMNS, len(keys))
+    made = _new_figure(math.ceil(len(keys) / columns), columns)
+    if made is None:
+        return None
+    figure, axes = made
+    colors = _colors(len(runs))
+    for ax, key in zip(axes.flat, keys, strict=False):
+        drawn = []
+        for (label, run), color in zip(runs, colors, strict=True):
+            xs, ys = series(run.log, key)
+            if not len(xs):
+                continue
+            drawn.append(ys)
+            ax.plot(xs, ys, color=color, alpha=0.3, linewidth=0.8, label=None if len(runs) > 1 else "raw")
+            ax.plot(xs, smooth(ys, smoothing_weight(len(ys))), color=color, linewidth=1.5,
+                    label=label if len(runs) > 1 else "smoothed")
+        if wants_log_scale(drawn):
+            _log_axis(ax)
+        phase = phase_of(key)
+        ax.set_title(f"{key}" + (f"  ({phase} step)" if phase != "other" else ""), fontsize=10)
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    _grid_off_unused(axes, len(keys))
+    return _svg(figure)
+
+
+def schedule_figure(runs: Runs) -> str | None:
+    """PGAN's growth timeline under the losses: the resolution trained at, and the fade-in alpha."""
+    if not any(finite_series(run, "res") for _, run in runs):
+        return None
+    made = _new_figure(1, 2, height=2.0)
+    if made is None:
+        return None
+    figure, axes = made
+    for (label, run), color in zip(runs, _colors(len(runs)), strict=True):
+        for ax, key in zip(axes.flat, ("res", "alpha"), strict=True):
+            xs, ys = series(run.log, key)
+            if len(xs):
+                ax.step(xs, ys, where="pre", color=color, label=label)  # a record describes the steps before it
+    axes[0, 0].set_yscale("log", base=2)
+    axes[0, 0].set_title("resolution (scale)", fontsize=10)
+    axes[0, 1].set_title("fade-in alpha (1 = new layer off, 0 = fully in)", fontsize=10)
+    for ax in axes.flat:
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
+    if len(runs) > 1:
+        axes[0, 0].legend(fontsize=8)
+    return _svg(figure)
+
+
+def finite_series(run: RunData, key: str) -> bool:
+    return len(series(run.log, key)[0]) > 0
+
+
+def metric_groups(keys: list[str]) -> dict[str, list[str]]:
+    """Metrics that share a panel: swd_16, swd_32, swd_avg → "swd"; fid → "fid"."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.split("_")[0], []).append(key)
+    return groups
+
+
+def metrics_figure(runs: Runs) -> str | None:
+    """One panel per metric; the `best_metric` curve marks the steps best.json keeps (★, numbered by rank)."""
+    keys = [k for k in dict.fromkeys(k for _, run in runs for r in run.metrics for k in r)
+            if k not in ("step", "kimg", "n", "source")]
+    groups = metric_groups(keys)
+    if not groups:
+        return None
+    columns = min(COLUMNS, len(groups))
+    made = _new_figure(math.ceil(len(groups) / columns), columns)
+    if made is None:
+        return None
+    figure, axes = made
+    colors = _colors(len(runs))
+    for ax, (group, members) in zip(axes.flat, groups.items(), strict=False):
+        for run_index, (label, run) in enumerate(runs):
+            points = run.metric_points()
+            for key_index, key in enumerate(members):
+                xs, ys = series(points, key)
+                if not len(xs):
+                    continue
+                color = colors[run_index] if len(runs) > 1 else f"C{key_index % 10}"
+                name = f"{label}: {key}" if len(runs) > 1 else key
+                ax.plot(xs, ys, marker="o", markersize=3, color=color, label=name,
+                        linestyle="-" if key.endswith("avg") or len(members) == 1 else "--")
+            for best in run.best_points():
+                if best["metric"] in members and math.isfinite(best["kimg"]):
+                    ax.plot(best["kimg"], best["value"], marker="*", markersize=12, color="gold",
+                            markeredgecolor="black", linestyle="none")
+                    ax.annotate(f"#{best['rank']}", (best["kimg"], best["value"]), textcoords="offset points",
+                                xytext=(5, 5), fontsize=8)
+        ax.set_title(f"{group}" + ("  (★ best checkpoints)" if any(
+            b["metric"] in members for _, run in runs for b in run.best_points()) else ""), fontsize=10)
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _grid_off_unused(axes, len(groups))
+    return _svg(figure)
+
+
+def speed_figure(runs: Runs) -> str | None:
+    """Images per second against kimg, and kimg against wall-clock hours."""
+    if not any(len(series(run.log, "img_per_s")[0]) for _, run in runs):
+        return None
+    made = _new_figure(1, 2, height=2.4)
+    if made is None:
+        return None
+    figure, axes = made
+    for (label, run), color in zip(runs, _colors(len(runs)), strict=True):
+        xs, ys = series(run.log, "img_per_s")
+        axes[0, 0].plot(xs, ys, color=color, label=label)
+        hours = elapsed_seconds(run.log) / 3600.0
+        kimg = np.asarray([r.get("kimg", np.nan) for r in run.log], dtype=np.float64)
+        axes[0, 1].plot(hours, kimg, color=color, label=label)
+    axes[0, 0].set_title("throughput (img/s)", fontsize=10)
+    axes[0, 0].set_xlabel("kimg")
+    axes[0, 1].set_title("progress", fontsize=10)
+    axes[0, 1].set_xlabel("training hours")
+    axes[0, 1].set_ylabel("kimg")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    if len(runs) > 1:
+        axes[0, 0].legend(fontsize=8)
+    return _svg(figure)
+

@@ -1,0 +1,646 @@
+"""`ganforge report`: one self-contained HTML page per run (or several runs compared), readable offline.
+
+Everything the page shows comes from the run directory: config.json, log.jsonl (losses, schedule, img/s),
+metrics.jsonl and best.json, the fixed-latent grids in samples/, and the checkpoints (verified by the checkpoint
+module). Images and plots are inlined as data URIs, so the file can be mailed or archived alone. Plots need
+matplotlib (`pip install 'ganforge[report]'`); without it the page keeps its tables and images and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ganforge.training import checkpoint as ckpt
+
+REPORT_NAME = "report.html"
+COMPARE_NAME = "report-compare.html"
+NOT_CURVES = ("step", "kimg", "img_per_s", "time")
+SCHEDULE_KEYS = ("scale", "res", "alpha")  # PGAN's growth position, logged with every record
+MAX_FRAMES = 24  # sample grids in the slider; more are thinned evenly (first and last kept)
+MAX_IMAGE_WIDTH = 1024  # larger grids are shrunk for the page (the PNGs in samples/ stay as they are)
+MIN_DISPLAY = 256  # smaller grids are shown enlarged (pixelated) to at least this width
+PLOTS_EXTRA = "pip install 'ganforge[report]'"
+
+
+class ReportError(ValueError):
+    """A report that cannot be written, with the path named."""
+
+
+# --- reading a run ----------------------------------------------------------------------------------------------
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSONL file and the number of lines that were not one (e.g. cut by a kill)."""
+    records, bad = [], 0
+    if not path.is_file():
+        return records, bad
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
+def resumed_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the run as it finally went: a resume (or rollback) restarts from an earlier checkpoint and
+    logs those steps again, so the later records replace every earlier one at or after the step they restart at."""
+    kept: list[dict[str, Any]] = []
+    for record in records:
+        while kept and kept[-1]["step"] >= record["step"]:
+            kept.pop()
+        kept.append(record)
+    return kept
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def curve_keys(records: list[dict[str, Any]]) -> list[str]:
+    """Logged quantities to plot as curves (losses and their terms), in first-seen order."""
+    keys: dict[str, None] = {}
+    for record in records:
+        for key, value in record.items():
+            if key not in NOT_CURVES and key not in SCHEDULE_KEYS and finite(value):
+                keys.setdefault(key, None)
+    return list(keys)
+
+
+def phase_of(key: str) -> str:
+    """Which network's update a logged term belongs to, from its name (loss_D, D_ref_real → D; G_lat_sty → G)."""
+    tokens = key.split("_")
+    if "D" in tokens:
+        return "D"
+    if "G" in tokens:
+        return "G"
+    return "other"
+
+
+def series(records: list[dict[str, Any]], key: str, x: str = "kimg") -> tuple[np.ndarray, np.ndarray]:
+    """(x, value) of every record with a finite `key` and `x`."""
+    points = [(r[x], r[key]) for r in records if finite(r.get(key)) and finite(r.get(x))]
+    if not points:
+        return np.zeros(0), np.zeros(0)
+    xs, ys = zip(*points, strict=True)
+    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+
+
+def smoothing_weight(count: int) -> float:
+    """The EMA weight for `count` points: a horizon of about a fifth of the curve, at most 50 points."""
+    return 0.0 if count < 10 else min(0.98, 1.0 - 5.0 / count)
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start (weight 0: unchanged)."""
+    out = np.empty(len(values), dtype=np.float64)
+    last = 0.0
+    for index, value in enumerate(values):
+        last = last * weight + (1.0 - weight) * value
+        out[index] = last / (1.0 - weight ** (index + 1))
+    return out
+
+
+def elapsed_seconds(records: list[dict[str, Any]]) -> np.ndarray:
+    """Wall-clock training time at each record: each record's img_per_s is the rate since the previous one, so the
+    interval is the images in between divided by that rate (time spent before a resume is not in the log)."""
+    total, out, previous_kimg = 0.0, [], 0.0
+    for record in records:
+        kimg, rate = record.get("kimg"), record.get("img_per_s")
+        if finite(kimg) and finite(rate) and rate > 0:
+            total += max(kimg - previous_kimg, 0.0) * 1000.0 / rate
+            previous_kimg = kimg
+        out.append(total)
+    return np.asarray(out, dtype=np.float64)
+
+
+def kimg_at_steps(records: list[dict[str, Any]], steps: list[int]) -> np.ndarray:
+    """kimg at checkpoint/metric steps that carry none (e.g. `ganforge evaluate` rows), interpolated from the log."""
+    xs, ys = series(records, "kimg", x="step")
+    if len(xs) == 0:
+        return np.full(len(steps), np.nan)
+    return np.interp(np.asarray(steps, dtype=np.float64), np.concatenate([[0.0], xs]), np.concatenate([[0.0], ys]))
+
+
+def align_by_kimg(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Curves of several runs on one kimg axis (the union of their points), each linearly interpolated and NaN
+    outside the range it covers, so runs with different batch sizes or log intervals compare point by point."""
+    grid = np.unique(np.concatenate([xs for xs, _ in curves.values()])) if curves else np.zeros(0)
+    aligned = {}
+    for name, (xs, ys) in curves.items():
+        values = np.full(len(grid), np.nan)
+        if len(xs):
+            order = np.argsort(xs)
+            inside = (grid >= xs[order[0]]) & (grid <= xs[order[-1]])
+            values[inside] = np.interp(grid[inside], xs[order], ys[order])
+        aligned[name] = values
+    return grid, aligned
+
+
+@dataclass
+class Frame:
+    step: int
+    images: dict[str, Path]  # "EMA" / "G" → grid PNG
+
+
+@dataclass
+class RunData:
+    """What a run directory holds, parsed once for the page."""
+
+    path: Path
+    config: dict[str, Any] | None
+    log: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    frames: list[Frame]
+    notes: list[str] = field(default_factory=list)
+    label: str = ""  # how the page names the run: its folder name, or its path where two names clash
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.path.resolve().name
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.log[-1] if self.log else {}
+
+    def metric_points(self) -> list[dict[str, Any]]:
+        """Metric rows with kimg filled in (rows written by `ganforge evaluate` have only the step)."""
+        missing = [r["step"] for r in self.metrics if not finite(r.get("kimg"))]
+        filled = iter(kimg_at_steps(self.log, missing))
+        return [r if finite(r.get("kimg")) else {**r, "kimg": float(next(filled))} for r in self.metrics]
+
+    def best_points(self) -> list[dict[str, Any]]:
+        """best.json's steps with their kimg and rank (1 = best), for marking on the metric curve."""
+        if not self.best:
+            return []
+        kimg_of = {r["step"]: r["kimg"] for r in self.metric_points() if finite(r.get("kimg"))}
+        return [{"rank": rank, "step": entry["step"], "value": entry["value"], "metric": self.best.get("metric"),
+                 "kimg": kimg_of.get(entry["step"], math.nan)}
+                for rank, entry in enumerate(self.best.get("best", []), start=1)
+                if isinstance(entry, dict) and isinstance(entry.get("step"), int) and finite(entry.get("value"))]
+
+
+def read_run(run_dir: Path) -> RunData:
+    """Parse a run directory; a folder that is not a run is a ReportError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run directory")
+    if not (run_dir / "config.json").is_file() and not (run_dir / "log.jsonl").is_file():
+        raise ReportError(f"{run_dir}: not a ganforge run (no config.json or log.jsonl)")
+    notes = []
+    config = None
+    if (run_dir / "config.json").is_file():
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            notes.append(f"config.json is not valid JSON ({err})")
+    records, bad_log = read_jsonl(run_dir / "log.jsonl")
+    metrics, bad_metrics = read_jsonl(run_dir / "metrics.jsonl")
+    for name, bad in (("log.jsonl", bad_log), ("metrics.jsonl", bad_metrics)):
+        if bad:
+            notes.append(f"{name}: {bad} unreadable line{'s' if bad > 1 else ''} skipped")
+    best = None
+    if (run_dir / "best.json").is_file():
+        try:
+            best = json.loads((run_dir / "best.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            notes.append(f"best.json is not valid JSON ({err})")
+    events = [r for r in records if "event" in r]
+    log = resumed_history([r for r in records if "event" not in r])
+    return RunData(run_dir, config, log, events, metrics, best, sample_frames(run_dir / "samples"), notes)
+
+
+def sample_frames(samples_dir: Path) -> list[Frame]:
+    """The fixed-latent grids per step: `<step>.png` (EMA generator) and `<step>-G.png` (raw G)."""
+    frames: dict[int, dict[str, Path]] = {}
+    for path in samples_dir.glob("*.png") if samples_dir.is_dir() else []:
+        stem, net = (path.stem[:-2], "G") if path.stem.endswith("-G") else (path.stem, "EMA")
+        if stem.isdigit():
+            frames.setdefault(int(stem), {})[net] = path
+    return [Frame(step, {net: images[net] for net in ("EMA", "G") if net in images})
+            for step, images in sorted(frames.items())]
+
+
+def thin(items: list[Any], limit: int) -> list[Any]:
+    """At most `limit` items, evenly spaced, always keeping the first and the last."""
+    if len(items) <= limit:
+        return items
+    picks = np.unique(np.round(np.linspace(0, len(items) - 1, limit)).astype(int))
+    return [items[i] for i in picks]
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------------
+
+VerifyCache = dict[tuple[str, int, int, int], dict[str, Any]]
+
+
+def checkpoint_rows(run: RunData, cache: VerifyCache | None = None) -> list[dict[str, Any]]:
+    """One row per checkpoint: step, kimg, size, best-metric value and whether its hash verifies (through
+    `checkpoint.load_checkpoint`). `cache` (keyed by file sizes and times) spares re-hashing during training."""
+    folder = ckpt.checkpoint_dir(run.path)
+    metric = run.best.get("metric") if run.best else None
+    values = {r["step"]: r[metric] for r in run.metrics if metric and finite(r.get(metric))}
+    best_rank = {p["step"]: p["rank"] for p in run.best_points()}
+    rows = []
+    for step in ckpt.checkpoint_steps(run.path):
+        json_path = folder / f"{step:08d}.json"
+        tensor_path = folder / f"{step:08d}.safetensors"
+        try:
+            stat_json = json_path.stat()
+            stat_tensors = tensor_path.stat() if tensor_path.is_file() else None
+        except OSError:
+            continue  # pruned while we looked
+        key = (json_path.name, stat_json.st_mtime_ns, stat_tensors.st_size if stat_tensors else -1,
+               stat_tensors.st_mtime_ns if stat_tensors else -1)
+        if cache is None or key not in cache:
+            try:
+                meta = ckpt.load_checkpoint(json_path).meta
+                result = {"verified": True, "images_seen": meta.get("images_seen"), "problem": ""}
+            except ckpt.CheckpointError as err:
+                result = {"verified": False, "images_seen": None, "problem": str(err)}
+            if cache is not None:
+                cache[key] = result
+        result = cache[key] if cache is not None else result
+        images_seen = result["images_seen"]
+        rows.append({"step": step, "kimg": images_seen / 1000 if finite(images_seen) else None,
+                     "bytes": stat_json.st_size + (stat_tensors.st_size if stat_tensors else 0),
+                     "metric": metric, "value": values.get(step), "best_rank": best_rank.get(step),
+                     "verified": result["verified"], "problem": result["problem"]})
+    return rows
+
+
+# --- real images ------------------------------------------------------------------------------------------------
+
+def real_grid(config: dict[str, Any] | None, count: int) -> tuple[np.ndarray | None, str]:
+    """A grid of `count` training images at the model's resolution, laid out like the sample grids, or None and
+    the reason (data path missing from here, unreadable store, ...)."""
+    from ganforge.data.store import open_dataset
+    from ganforge.metrics.training import real_images
+    from ganforge.viz.grid import make_grid
+
+    if not config or not config.get("data"):
+        return None, "the run's config names no dataset"
+    data = str(config["data"])
+    if not data.startswith("builtin:") and not Path(data).exists():
+        return None, f"dataset {data} not found from {Path.cwd()}: real images not shown"
+    try:
+        dataset = open_dataset(data)
+        model = config.get("model") or {}
+        resolution = model.get("resolution") or model.get("img_size") or dataset.resolution
+        if resolution not in dataset.levels:
+            resolution = dataset.resolution
+        images = real_images(dataset, resolution, min(count, dataset.count), int(config.get("seed", 0)))
+    except (ValueError, OSError) as err:
+        return None, f"real images not shown: {err}"
+    return make_grid(images.transpose(0, 2, 3, 1), min_cell=64), f"{len(images)} images of {data}"
+
+
+# --- HTML ---------------------------------------------------------------------------------------------------------
+
+def image_tag(source: Path | np.ndarray, alt: str) -> str:
+    """An <img> holding a PNG file or HWC uint8 array as a data URI. Grids wider than MAX_IMAGE_WIDTH are shrunk
+    (box filter, integer factor); small ones are shown enlarged by an integer factor to at least MIN_DISPLAY px."""
+    if isinstance(source, np.ndarray):
+        image, data = Image.fromarray(source[..., 0] if source.shape[-1] == 1 else source), None
+    else:
+        with Image.open(source) as opened:
+            image = opened.convert("RGB") if opened.width > MAX_IMAGE_WIDTH else opened.copy()
+        data = None if image.width > MAX_IMAGE_WIDTH else source.read_bytes()
+    factor = math.ceil(image.width / MAX_IMAGE_WIDTH)
+    if factor > 1:
+        image = image.resize((image.width // factor, image.height // factor), Image.BOX)
+    if data is None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        data = buffer.getvalue()
+    width = image.width * max(1, math.ceil(MIN_DISPLAY / image.width))
+    return (f'<img alt="{_esc(alt)}" width="{width}" '
+            f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">')
+
+
+def svg_data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _plot(svg: str | None, alt: str) -> str:
+    return f'<img class="plot" alt="{_esc(alt)}" src="{svg_data_uri(svg)}">' if svg else ""
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:16px 24px;
+color:#1d1d1f;background:#fff}
+h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em}
+.meta{color:#555}.note{background:#fff6dd;border:1px solid #e8d48a;padding:6px 10px;border-radius:4px}
+table{border-collapse:collapse;font-size:.9em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f4f4f6}td:first-child,th:first-child{text-align:left}.ok{color:#16794a}.bad{color:#b3261e}
+img.plot{max-width:100%;display:block;margin:8px 0}pre{background:#f7f7f9;padding:8px;overflow:auto;font-size:.85em}
+.grids{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}.grids figure{margin:0}
+.grids img{image-rendering:pixelated;max-width:min(560px,100%);height:auto;border:1px solid #ccc}
+.grids figure{max-width:min(560px,100%)}.frame[hidden]{display:none}table.kv td{text-align:left}
+figcaption{font-size:.85em;color:#555;text-align:center}code{background:#f4f4f6;padding:1px 4px}
+"""
+
+SLIDER_SCRIPT = """
+document.querySelectorAll('.slider').forEach(function (slider) {
+  var input = slider.querySelector('input'), label = slider.querySelector('.frame-label');
+  var frames = slider.querySelectorAll('.frame');
+  function show() {
+    frames.forEach(function (frame, i) { frame.hidden = i !== Number(input.value); });
+    label.textContent = frames[Number(input.value)].dataset.label;
+  }
+  input.addEventListener('input', show);
+  show();
+});
+"""
+
+
+def _config_section(run: RunData) -> str:
+    if run.config is None:
+        return "<p class=note>No config.json in this run.</p>"
+    config = run.config
+    top = [[_esc(k), _esc(json.dumps(v))] for k, v in config.items() if not isinstance(v, dict)]
+    family = config.get("family", "FAMILY")
+    command = f"ganforge train {family} -c {run.path / 'config.json'} --run-dir NEW_RUN"
+    return (_table(["key", "value"], top, cls="kv") +
+            f"<details><summary>full config.json</summary><pre>{_esc(json.dumps(config, indent=1))}</pre></details>"
+            f"<p>The command line is not recorded in the run; this one trains the same config again:<br>"
+            f"<code>{_esc(command)}</code></p>")
+
+
+def _summary(run: RunData) -> str:
+    last = run.last
+    parts = [f"family {_esc(run.config.get('family'))}" if run.config else "no config"]
+    if last:
+        parts.append(f"step {last['step']}")
+        if finite(last.get("kimg")):
+            parts.append(f"{last['kimg']:.3f} kimg")
+        elapsed = elapsed_seconds(run.log)
+        if len(elapsed):
+            parts.append(f"training time {_duration(elapsed[-1])} (from img/s)")
+    return " · ".join(parts)
+
+
+def _frames_section(run: RunData) -> str:
+    frames = thin(run.frames, MAX_FRAMES)
+    if not frames:
+        return "<p class=note>No sample grids in samples/ yet.</p>"
+    blocks = []
+    for index, frame in enumerate(frames):
+        figures = "".join(f'<figure>{image_tag(path, f"{net} step {frame.step}")}'
+                          f"<figcaption>{net} · step {frame.step}</figcaption></figure>"
+                          for net, path in frame.images.items())
+        hidden = "" if index == len(frames) - 1 else " hidden"
+        blocks.append(f'<div class="frame grids" data-label="step {frame.step} ({index + 1}/{len(frames)})"'
+                      f"{hidden}>{figures}</div>")
+    shown = f" ({len(frames)} of {len(run.frames)} shown)" if len(frames) < len(run.frames) else ""
+    return (f'<div class="slider"><p>Fixed latents, EMA generator and raw G{shown}: '
+            f'<input type="range" min="0" max="{len(frames) - 1}" value="{len(frames) - 1}" '
+            f'aria-label="sample step"> <span class="frame-label"></span></p>{"".join(blocks)}</div>')
+
+
+def _real_section(run: RunData) -> str:
+    last = run.frames[-1] if run.frames else None
+    count = int(run.config.get("sample_count", 16)) if run.config else 16
+    grid, caption = real_grid(run.config, count)
+    figures = []
+    if grid is not None:
+        figures.append(f'<figure>{image_tag(grid, "real images")}'
+                       f"<figcaption>real: {_esc(caption)}</figcaption></figure>")
+    if last is not None:
+        net, path = next(iter(last.images.items()))
+        figures.append(f'<figure>{image_tag(path, f"generated step {last.step}")}'
+                       f"<figcaption>generated: {net} · step {last.step}</figcaption></figure>")
+    note = "" if grid is not None else f"<p class=note>{_esc(caption)}</p>"
+    return note + f'<div class="grids">{"".join(figures)}</div>'
+
+
+def _checkpoint_section(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>No checkpoints.</p>"
+    metric = rows[0]["metric"]
+    table_rows = []
+    for row in rows:
+        check = ('<span class="ok">✓ sha256 verified</span>' if row["verified"]
+                 else f'<span class="bad">✗ {_esc(row["problem"])}</span>')
+        best = f"#{row['best_rank']}" if row["best_rank"] else ""
+        table_rows.append([str(row["step"]), _number(row["kimg"]), f"{row['bytes'] / 1e6:.1f} MB",
+                           _number(row["value"]), best, check])
+    return _table(["step", "kimg", "size", metric or "metric", "best", "integrity"], table_rows)
+
+
+def _metrics_table(run: RunData) -> str:
+    points = run.metric_points()
+    if not points:
+        return ""
+    keys = [k for k in dict.fromkeys(k for r in points for k in r) if k not in ("step", "kimg", "n", "source")]
+    rows = [[str(r["step"]), _number(r.get("kimg")), *(_number(r.get(k)) for k in keys), _esc(r.get("source", ""))]
+            for r in points]
+    return f"<details><summary>metric values</summary>{_table(['step', 'kimg', *keys, 'source'], rows)}</details>"
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
+            f"<body>{body}<script>{SLIDER_SCRIPT}</script></body></html>\n")
+
+
+def _plots_note(plots_available: bool) -> str:
+    return "" if plots_available else (f"<p class=note>Plots need matplotlib, which is not installed: "
+                                       f"<code>{_esc(PLOTS_EXTRA)}</code> adds them.</p>")
+
+
+def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
+    """The HTML page of one run."""
+    from ganforge.viz import plots
+
+    labelled = [(run.label, run)]
+    body = [f"<h1>{_esc(run.label)}</h1><p class=meta>{_summary(run)} · written "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} from {_esc(run.path.resolve())}</p>"]
+    body += [f"<p class=note>{_esc(note)}</p>" for note in run.notes]
+    body.append(_plots_note(plots.available()))
+    body.append("<h2>Losses</h2>")
+    body.append(_plot(plots.loss_figure(labelled), "loss curves") if run.log else "<p>No log records yet.</p>")
+    body.append(_plot(plots.schedule_figure(labelled), "growth schedule"))
+    body.append("<h2>Metrics</h2>")
+    if run.metrics:
+        body.append(_plot(plots.metrics_figure(labelled), "metric curves") + _metrics_table(run))
+    else:
+        body.append("<p>No metrics computed (set <code>metrics</code> and <code>metrics_every</code>, or run "
+                    "<code>ganforge evaluate RUN --all</code>).</p>")
+    body.append("<h2>Speed</h2>")
+    body.append(_plot(plots.speed_figure(labelled), "throughput and progress over time"))
+    if run.events:
+        rows = [[str(e["step"]), _esc(e.get("event")), _esc(e.get("reason", ""))] for e in run.events]
+        body.append(_table(["step", "event", "detail"], rows))
+    body.append("<h2>Samples</h2>" + _frames_section(run))
+    body.append("<h2>Real and generated</h2>" + _real_section(run))
+    body.append("<h2>Checkpoints</h2>" + _checkpoint_section(checkpoint_rows(run, cache)))
+    body.append("<h2>Config</h2>" + _config_section(run))
+    return _page(f"ganforge report: {run.label}", "".join(body))
+
+
+def last_common_point(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict[str, float]] | None:
+    """The largest kimg that every curve covers, and each curve's (interpolated) value there: runs of different
+    length, batch size or metric interval compared at the same amount of training. None when they do not overlap."""
+    grid, aligned = align_by_kimg(curves)
+    if not len(grid):
+        return None
+    covered = np.flatnonzero(~np.isnan(np.stack(list(aligned.values()))).any(axis=0))
+    if not len(covered):
+        return None
+    index = covered[-1]
+    return float(grid[index]), {name: float(values[index]) for name, values in aligned.items()}
+
+
+def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
+    """Per run: last step and kimg, then each metric's last value and its value at the last common kimg."""
+    keys = [k for k in dict.fromkeys(k for run in runs for r in run.metrics for k in r)
+            if k not in ("step", "kimg", "n", "source")]
+    header, columns = ["run", "step", "kimg"], []
+    for key in keys:
+        curves = {run.label: series(run.metric_points(), key) for run in runs}
+        common = last_common_point(curves) if all(len(xs) for xs, _ in curves.values()) else None
+        header += [f"{key} (last)", f"{key} @ {_number(common[0])} kimg" if common else f"{key} @ common kimg"]
+        columns.append([(_number(float(ys[-1]) if len(ys) else None),
+                         _number(common[1][run.label]) if common else "–")
+                        for run, (_, ys) in zip(runs, curves.values(), strict=True)])
+    rows = []
+    for index, run in enumerate(runs):
+        row = [_esc(run.label), str(run.last.get("step", "–")), _number(run.last.get("kimg"))]
+        for column in columns:
+            row += list(column[index])
+        rows.append(row)
+    return header, rows
+
+
+def render_comparison(runs: list[RunData]) -> str:
+    """The HTML page overlaying several runs' curves on one kimg axis."""
+    from ganforge.viz import plots
+
+    labelled = [(run.label, run) for run in runs]
+    names = ", ".join(run.label for run in runs)
+    body = [f"<h1>Comparison: {_esc(names)}</h1><p class=meta>written {time.strftime('%Y-%m-%d %H:%M:%S')}; "
+            "curves on one kimg axis</p>", _plots_note(plots.available())]
+    header, rows = comparison_table(runs)
+    body.append("<h2>Runs</h2>" + _table(header, rows))
+    configs = [run.config or {} for run in runs]
+    differing = sorted(k for k in set().union(*configs) if len({json.dumps(c.get(k), sort_keys=True)
+                                                                 for c in configs}) > 1)
+    if differing:
+        rows = [[_esc(k), *(_esc(json.dumps(c.get(k), sort_keys=True)) for c in configs)] for k in differing]
+        body.append("<h2>Config differences</h2>" + _table(["key", *(run.label for run in runs)], rows))
+    body.append("<h2>Losses</h2>" + _plot(plots.loss_figure(labelled), "loss curves"))
+    body.append(_plot(plots.schedule_figure(labelled), "growth schedule"))
+    if any(run.metrics for run in runs):
+        body.append("<h2>Metrics</h2>" + _plot(plots.metrics_figure(labelled), "metric curves"))
+    body.append("<h2>Speed</h2>" + _plot(plots.speed_figure(labelled), "throughput and progress over time"))
+    figures = []
+    for run in runs:
+        if run.frames:
+            frame = run.frames[-1]
+            net, path = next(iter(frame.images.items()))
+            figures.append(f'<figure>{image_tag(path, f"{run.label} step {frame.step}")}'
+                           f"<figcaption>{_esc(run.label)}: {net} · step {frame.step}</figcaption></figure>")
+    body.append(f'<h2>Last samples</h2><div class="grids">{"".join(figures)}</div>')
+    return _page(f"ganforge report: {names}", "".join(body))
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    """Temp file beside the target, then rename: a browser reloading the page never sees half of it."""
+    ckpt._write_atomic(path, text.encode("utf-8"))  # the checkpoints' own temp-file + fsync + rename
+    os.chmod(path, 0o644)  # a page to share: readable like any other file (the temp file was private)
+
+
+def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCache | None = None) -> Path:
+    """`ganforge report RUN [RUN ...] [-o FILE]`: one run → RUN/report.html, several → ./report-compare.html."""
+    if not run_dirs:
+        raise ReportError("report: give at least one run directory")
+    runs = [read_run(Path(r)) for r in run_dirs]
+    if len({run.label for run in runs}) < len(runs):
+        for run in runs:
+            run.label = str(run.path)
+    if out is None:
+        out = runs[0].path / REPORT_NAME if len(runs) == 1 else Path(COMPARE_NAME)
+    out = Path(out)
+    if out.is_dir():
+        raise ReportError(f"-o {out}: is a directory; give the HTML file to write, e.g. {out / REPORT_NAME}")
+    page = render_run(runs[0], cache) if len(runs) == 1 else render_comparison(runs)
+    write_atomic_text(out, page)
+    return out
+
+
+class ReportRefresher:
+    """Keeps RUN/report.html current during training: refreshed at sample ticks at most every MIN_INTERVAL seconds
+    and while writing it takes at most MAX_SHARE of the time in between (large runs pay little for it), always at
+    the end. A report that cannot be written is a warning: it must not stop the run or hide why it stopped."""
+
+    MIN_INTERVAL = 30.0
+    MAX_SHARE = 0.1
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self._cache: VerifyCache = {}
+        self._last_end = time.perf_counter()  # the run's start counts as a write: no refresh in the first interval
+        self._last_cost = 0.0
+
+    def tick(self) -> Path | None:
+        """At a sample tick: rewrite the page unless the last write was too recent for its cost."""
+        since = time.perf_counter() - self._last_end
+        if since < max(self.MIN_INTERVAL, self._last_cost / self.MAX_SHARE):
+            return None
+        return self.write()
+
+    def write(self) -> Path | None:
+        start = time.perf_counter()
+        try:
+            out = write_report([self.run_dir], cache=self._cache)
+        except (OSError, ValueError) as err:
+            print(f"ganforge: warning: report not written: {err}", file=sys.stderr)
+            out = None
+        self._last_end = time.perf_counter()
+        self._last_cost = self._last_end - start
+        return out

@@ -1,0 +1,314 @@
+"""`ganforge report` (data extraction with hand-computed values, the page without matplotlib, a tiny run end to end)
+and the logs people read (TensorBoard sample grids and config, plain progress lines when not on a terminal)."""
+
+import copy
+import io
+import json
+import re
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from pgan_tiny import TINY_PGAN
+from PIL import Image
+
+import ganforge
+from ganforge.cli import main
+from ganforge.training import checkpoint as ckpt
+from ganforge.training import log as log_module
+from ganforge.training.log import RunLogger, progress_line
+from ganforge.viz import plots, report
+from ganforge.viz.report import (
+    ReportError,
+    ReportRefresher,
+    align_by_kimg,
+    checkpoint_rows,
+    curve_keys,
+    elapsed_seconds,
+    kimg_at_steps,
+    last_common_point,
+    phase_of,
+    read_run,
+    smooth,
+    smoothing_weight,
+    thin,
+    write_report,
+)
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+
+
+def fake_run(path, log, metrics=(), best=None, config=None):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config or {"family": "pgan", "data": str(path / "absent")}))
+    write_jsonl(path / "log.jsonl", log)
+    if metrics:
+        write_jsonl(path / "metrics.jsonl", metrics)
+    if best is not None:
+        (path / "best.json").write_text(json.dumps(best))
+    return path
+
+
+# --- data extraction ----------------------------------------------------------------------------------------------
+
+def test_log_parsing_keeps_the_resumed_history_and_counts_broken_lines(tmp_path):
+    run = fake_run(tmp_path / "run", [
+        {"step": 4, "kimg": 0.016, "loss_D": 1.0},
+        {"step": 8, "kimg": 0.032, "loss_D": 2.0},
+        {"step": 12, "kimg": 0.048, "loss_D": 3.0},  # logged, then the run was killed and resumed from step 8
+        '{"step": 13, "kimg": 0.05',  # cut by the kill
+        {"step": 12, "kimg": 0.048, "loss_D": 30.0},
+        {"step": 12, "event": "rollback", "reason": "step 13, phase D: loss is nan", "attempt": 1},
+        {"step": 16, "kimg": 0.064, "loss_D": 40.0},
+    ])
+    parsed = read_run(run)
+    assert [(r["step"], r["loss_D"]) for r in parsed.log] == [(4, 1.0), (8, 2.0), (12, 30.0), (16, 40.0)]
+    assert [e["event"] for e in parsed.events] == ["rollback"]
+    assert parsed.notes == ["log.jsonl: 1 unreadable line skipped"]
+
+
+def test_curves_are_the_logged_terms_grouped_by_the_network_they_train():
+    records = [{"step": 4, "kimg": 0.1, "scale": 0, "res": 4, "alpha": 0.5, "loss_D": 1.0, "gp": 0.1,
+                "loss_G": 2.0, "img_per_s": 9.0, "D_ref_real": 0.3, "G_lat_sty": 0.2, "ortho_G": 1e-3}]
+    assert curve_keys(records) == ["loss_D", "gp", "loss_G", "D_ref_real", "G_lat_sty", "ortho_G"]
+    assert [phase_of(k) for k in curve_keys(records)] == ["D", "other", "G", "D", "G", "G"]
+
+
+def test_smoothing_is_tensorboards_debiased_moving_average():
+    values = np.array([1.0, 2.0, 3.0])
+    # weight 0.5: 0.5/0.5 = 1; (0.25 + 1)/0.75 = 5/3; (0.625 + 1.5)/0.875 = 17/7
+    assert smooth(values, 0.5) == pytest.approx([1.0, 5 / 3, 17 / 7])
+    assert smooth(values, 0.0) == pytest.approx(values)
+    assert [smoothing_weight(n) for n in (5, 10, 100, 10_000)] == pytest.approx([0.0, 0.5, 0.95, 0.98])
+
+
+def test_elapsed_time_and_kimg_come_from_the_logged_rates():
+    log = [{"step": 10, "kimg": 0.1, "img_per_s": 50.0}, {"step": 20, "kimg": 0.3, "img_per_s": 100.0}]
+    assert elapsed_seconds(log) == pytest.approx([2.0, 4.0])  # 100 images at 50/s, then 200 at 100/s
+    assert kimg_at_steps(log, [5, 15, 20]) == pytest.approx([0.05, 0.2, 0.3])  # from (0, 0) through the log
+
+
+def test_alignment_by_kimg_interpolates_and_leaves_uncovered_points_empty():
+    grid, aligned = align_by_kimg({"a": (np.array([0.0, 1.0, 2.0]), np.array([0.0, 10.0, 20.0])),
+                                   "b": (np.array([1.5, 0.5]), np.array([7.0, 5.0]))})  # unsorted on purpose
+    assert grid == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+    assert aligned["a"] == pytest.approx([0.0, 5.0, 10.0, 15.0, 20.0])
+    assert np.isnan(aligned["b"][[0, 4]]).all() and aligned["b"][1:4] == pytest.approx([5.0, 6.0, 7.0])
+    assert last_common_point({"a": (np.array([0.0, 2.0]), np.array([0.0, 20.0])),
+                              "b": (np.array([0.5, 1.5]), np.array([5.0, 7.0]))}) == (1.5, {"a": 15.0, "b": 7.0})
+    assert last_common_point({"a": (np.array([0.0]), np.array([1.0])), "b": (np.array([1.0]), np.array([2.0]))}) \
+        is None
+
+
+def test_best_checkpoints_are_marked_at_their_kimg_and_rank(tmp_path):
+    run = read_run(fake_run(
+        tmp_path / "run",
+        log=[{"step": 8, "kimg": 0.032}, {"step": 16, "kimg": 0.064}, {"step": 24, "kimg": 0.096}],
+        metrics=[{"step": 16, "kimg": 0.064, "swd_avg": 2.0},
+                 {"step": 24, "n": 64, "source": "evaluate", "swd_avg": 1.0}],  # a `ganforge evaluate` row: no kimg
+        best={"metric": "swd_avg", "best": [{"step": 24, "value": 1.0}, {"step": 16, "value": 2.0}]}))
+    assert [p["kimg"] for p in run.metric_points()] == pytest.approx([0.064, 0.096])
+    assert [(p["rank"], p["step"], p["value"]) for p in run.best_points()] == [(1, 24, 1.0), (2, 16, 2.0)]
+    assert [p["kimg"] for p in run.best_points()] == pytest.approx([0.096, 0.064])
+
+
+def test_thinning_keeps_first_and_last_evenly():
+    assert thin(list(range(5)), 24) == [0, 1, 2, 3, 4]
+    picked = thin(list(range(100)), 24)
+    assert len(picked) == 24 and picked[0] == 0 and picked[-1] == 99 and picked == sorted(picked)
+
+
+def test_log_scale_only_for_positive_curves_spanning_decades():
+    assert plots.wants_log_scale([np.array([1.0, 100.0])])
+    assert not plots.wants_log_scale([np.array([1.0, 10.0])])
+    assert not plots.wants_log_scale([np.array([-1.0, 100.0])])
+    assert plots.metric_groups(["swd_16", "swd_avg", "fid", "kid_mean"]) == {
+        "swd": ["swd_16", "swd_avg"], "fid": ["fid"], "kid": ["kid_mean"]}
+
+
+def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(ReportError, match=r"not a ganforge run \(no config.json or log.jsonl\)"):
+        read_run(tmp_path)
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == f"ganforge report: error: {tmp_path / 'missing'}: no such run directory"
+    run = fake_run(tmp_path / "run", [{"step": 1, "kimg": 0.001}])
+    with pytest.raises(ReportError, match="is a directory"):
+        write_report([run], tmp_path)
+
+
+# --- pages --------------------------------------------------------------------------------------------------------
+
+def test_comparison_overlays_runs_and_tabulates_them_at_a_common_kimg(tmp_path):
+    a = fake_run(tmp_path / "a", [{"step": 10, "kimg": 1.0, "loss_D": 1.0, "img_per_s": 10.0},
+                                  {"step": 20, "kimg": 2.0, "loss_D": 0.5, "img_per_s": 10.0}],
+                 metrics=[{"step": 10, "kimg": 1.0, "fid": 100.0}, {"step": 20, "kimg": 2.0, "fid": 50.0}],
+                 config={"family": "pgan", "seed": 0})
+    b = fake_run(tmp_path / "b", [{"step": 10, "kimg": 0.5, "loss_D": 2.0, "img_per_s": 5.0},
+                                  {"step": 30, "kimg": 1.5, "loss_D": 1.0, "img_per_s": 5.0}],
+                 metrics=[{"step": 10, "kimg": 0.5, "fid": 80.0}, {"step": 30, "kimg": 1.5, "fid": 60.0}],
+                 config={"family": "pgan", "seed": 1})
+    header, rows = report.comparison_table([read_run(a), read_run(b)])
+    assert header == ["run", "step", "kimg", "fid (last)", "fid @ 1.5 kimg"]
+    assert rows == [["a", "20", "2", "50", "75"], ["b", "30", "1.5", "60", "60"]]  # a at 1.5 kimg: halfway 100→50
+    out = tmp_path / "cmp.html"
+    assert main(["report", str(a), str(b), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "Comparison: a, b" in page and "<td>seed</td><td>0</td><td>1</td>" in page
+    assert page.count('class="plot"') == 3  # losses, metrics, speed (no PGAN schedule logged)
+
+
+def test_without_matplotlib_the_page_keeps_tables_and_images_and_names_the_extra(tmp_path, monkeypatch, capsys):
+    run = fake_run(tmp_path / "run", [{"step": 4, "kimg": 0.016, "loss_D": 1.0, "img_per_s": 10.0}],
+                   metrics=[{"step": 4, "kimg": 0.016, "swd_avg": 3.0}],
+                   config={"family": "pgan", "data": "builtin:shapes?count=16&resolution=16", "sample_count": 4})
+    Image.new("RGB", (40, 40), (200, 30, 30)).save((run / "samples").mkdir() or run / "samples" / "00000004.png")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib...` now raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert not plots.available()
+    assert main(["report", str(run)]) == 0
+    assert "tables and images only: pip install 'ganforge[report]' adds the plots" in capsys.readouterr().out
+    page = (run / "report.html").read_text()
+    assert "Plots need matplotlib, which is not installed" in page and 'class="plot"' not in page
+    assert page.count("<img") == 3  # the EMA grid in the slider, the real grid, the EMA grid beside it
+    assert "real: 4 images of builtin:shapes" in page and "<td>swd_avg</td>" not in page  # metric table headers
+
+
+def test_checkpoint_table_uses_the_checkpoint_verification_once_per_file(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    for step in (8, 16):
+        ckpt.save_checkpoint(run, step, {"w": torch.ones(3) * step}, {"config": {}, "images_seen": step * 4}, keep=5)
+    (run / "config.json").write_text("{}")
+    tensors = run / "checkpoints" / "00000016.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-4])
+    calls = []
+    real_load = ckpt.load_checkpoint
+    monkeypatch.setattr(ckpt, "load_checkpoint", lambda path: calls.append(path.name) or real_load(path))
+    cache = {}
+    rows = checkpoint_rows(read_run(run), cache)
+    assert [(r["step"], r["kimg"], r["verified"]) for r in rows] == [(8, 0.032, True), (16, None, False)]
+    assert "content does not match the hash recorded in 00000016.json" in rows[1]["problem"]
+    checkpoint_rows(read_run(run), cache)
+    assert calls == ["00000008.json", "00000016.json"]  # the second table hashed nothing again
+
+
+def test_refresher_waits_between_writes_and_warns_instead_of_failing(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", [{"step": 1, "kimg": 0.001}])
+    refresher = ReportRefresher(run)
+    assert refresher.tick() is None and not (run / "report.html").exists()  # too soon after the start
+    refresher._last_end -= ReportRefresher.MIN_INTERVAL
+    assert refresher.tick() == run / "report.html"
+    (run / "report.html").unlink()
+    (run / "report.html").mkdir()  # the page cannot be written
+    assert refresher.write() is None
+    assert "ganforge: warning: report not written:" in capsys.readouterr().err
+
+
+# --- a tiny run end to end -------------------------------------------------------------------------------------------
+
+class FakeSummaryWriter:
+    """Records what the logger sends to TensorBoard (the package is an optional extra)."""
+
+    def __init__(self):
+        self.scalars, self.images, self.texts = [], [], []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def add_image(self, tag, image, step, dataformats):
+        self.images.append((tag, image, step, dataformats))
+
+    def add_text(self, tag, text, step):
+        self.texts.append((tag, text, step))
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny PGAN run with SWD as best_metric and TensorBoard going to a fake writer."""
+    writer = FakeSummaryWriter()
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["swd"], metrics_every=16, metrics_n=64, best_metric="swd_avg", tensorboard=True)
+    run = tmp_path_factory.mktemp("report") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(log_module, "_tensorboard_writer", lambda *args, **kwargs: writer)
+        ganforge.train(config, run)
+    return run, writer
+
+
+@pytest.mark.slow
+def test_training_writes_the_report_and_sends_grids_and_config_to_tensorboard(tiny_run):
+    run, writer = tiny_run
+    page = (run / "report.html").read_text()
+    assert [(tag, step) for tag, _, step, _ in writer.images] == [
+        (f"samples/{net}", step) for step in (8, 16, 20) for net in ("G_ema", "G")]
+    tag, image, step, layout = writer.images[-1]
+    assert layout == "HWC" and np.array_equal(image, np.asarray(Image.open(run / "samples" / "00000020-G.png")))
+    assert [(tag, step) for tag, _, step in writer.texts] == [("config", 0)]
+    assert json.loads(writer.texts[0][1]) == json.loads((run / "config.json").read_text())
+    assert page.count('class="plot"') == 4  # losses, PGAN schedule, metrics, speed
+    assert page.count('class="frame grids"') == 3 and page.count("sha256 verified") == 3
+    assert "real: 8 images of builtin:shapes?count=64&amp;resolution=16" in page
+    best = json.loads((run / "best.json").read_text())["best"]
+    assert "<td>#1</td>" in page and f"<td>{best[0]['step']}</td>" in page
+
+
+@pytest.mark.slow
+def test_report_command_rewrites_the_page_from_the_run(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    out = tmp_path / "again.html"
+    assert main(["report", str(run), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    first, again = (run / "report.html").read_text(), out.read_text()
+    written = re.compile(r" · written [^<]*")  # the time of writing differs
+    assert written.sub("", first) == written.sub("", again)
+
+
+# --- logs people read -------------------------------------------------------------------------------------------------
+
+class FakeClock:
+    now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_progress_line_has_step_kimg_losses_rate_and_eta():
+    record = {"step": 25, "kimg": 0.1, "res": 8, "alpha": 0.5, "loss_D": 0.123456, "img_per_s": 39.6}
+    assert progress_line(record, 100, 3725.0) == \
+        "step 25/100 (25%)  kimg 0.1  res 8  alpha 0.5  loss_D 0.1235  img/s 40  ETA 1:02:05"
+    assert progress_line({"step": 1}, 4, None) == "step 1/4 (25%)"
+
+
+def test_not_a_terminal_gets_one_plain_line_per_logged_step(tmp_path, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(log_module, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    stream = io.StringIO()  # isatty() is False, as under nohup or in CI
+    logger = RunLogger(tmp_path, total_steps=100, start_step=20, enabled=True, progress=True, tensorboard=False,
+                       stream=stream)
+    for _ in range(21, 41):
+        logger.step_done({"loss_D": 1.0})
+    clock.now = 10.0
+    logger.log({"step": 40, "kimg": 0.16, "loss_D": 0.5, "img_per_s": 8.0})  # 20 steps in 10 s, 60 to go: 30 s
+    logger.log({"step": 40, "event": "rollback", "reason": "nan", "attempt": 1})
+    logger.close()
+    assert stream.getvalue() == "step 40/100 (40%)  kimg 0.16  loss_D 0.5  img/s 8  ETA 0:00:30\n"
+
+
+def test_a_terminal_still_gets_the_progress_bar(tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    logger = RunLogger(tmp_path, total_steps=10, start_step=0, enabled=True, progress=True, tensorboard=False,
+                       stream=stream)
+    logger.step_done({"loss_D": 1.0})
+    logger.log({"step": 1, "kimg": 0.004, "loss_D": 1.0, "img_per_s": 8.0})
+    logger.close()
+    assert "\r" in stream.getvalue() and "step 1/10" not in stream.getvalue()
