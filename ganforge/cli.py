@@ -180,7 +180,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     video = (default_video_name() if args.video == "auto" else args.video) if args.video else None
     written = translate(args.run, args.src, args.ref, args.out, step=args.step, seed=args.seed, video=video,
-                        device=args.device)
+                        device=args.device, wing_weights=args.wing_weights)
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
@@ -343,8 +343,9 @@ def _evaluate_stargan2(args: argparse.Namespace) -> int:
 
     report = evaluate_stargan2(args.run, step=args.step, val=args.val, train=args.real, fid_network=args.fid_network,
                                inception_weights=args.inception_weights, alexnet_weights=args.alexnet_weights,
-                               max_val=args.n)
-    print(f"step {report['step']}")
+                               max_val=args.n, wing_weights=args.wing_weights)
+    print(f"step {report['step']}; FID by {report['protocol']['fid_network']}: "
+          f"{report['protocol']['fid_network_description']}")
     for key, value in report["metrics"].items():
         print(f"  {key:32s} {value:10.4f}")
     return 0
@@ -464,10 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
     ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz")
-    ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
+    ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth (stargan2 "
+                    "runs: inception_v3_google-0cc3c7bd.pth, or the former with --fid-network tf-inception)")
     ev.add_argument("--alexnet-weights", type=Path, help="stargan2 runs: local alexnet-owt-7be5be79.pth for LPIPS")
-    ev.add_argument("--fid-network", default="tf-inception", choices=["tf-inception", "torchvision-inception"],
-                    help="stargan2 runs: FID features (torchvision-inception = the official StarGAN v2 protocol)")
+    ev.add_argument("--fid-network", default="torchvision-inception", choices=["torchvision-inception", "tf-inception"],
+                    help="stargan2 runs: FID features (default torchvision-inception: the official StarGAN v2 "
+                         "protocol, the paper's numbers; tf-inception: the usual FID Inception)")
+    ev.add_argument("--wing-weights", type=Path, help="stargan2 runs with w_hpf > 0: the face-mask network's wing.ckpt")
     ev.add_argument("--val", type=Path, help="stargan2 runs: validation store (default: the val store beside the data)")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -501,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also the reference-interpolation video: NAME.gif or NAME.mp4 (needs ffmpeg); "
                           "default video_ref.mp4 with ffmpeg, else video_ref.gif")
     trn.add_argument("--device", default="auto")
+    trn.add_argument("--wing-weights", type=Path, help="w_hpf > 0: the face-mask network's wing.ckpt")
     trn.set_defaults(func=cmd_translate)
 
     rep = sub.add_parser("report", help="one self-contained HTML page of a run (curves, samples, checkpoints), "
