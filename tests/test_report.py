@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,14 @@ def test_comparison_overlays_runs_and_tabulates_them_at_a_common_kimg(tmp_path):
     page = out.read_text()
     assert "Comparison: a, b" in page and "<td>seed</td><td>0</td><td>1</td>" in page
     assert page.count('class="plot"') == 3  # losses, metrics, speed (no PGAN schedule logged)
+
+
+def test_runs_with_the_same_folder_name_are_told_apart_by_path(tmp_path, monkeypatch):
+    first = fake_run(tmp_path / "x" / "run", [{"step": 1, "kimg": 0.001, "loss_D": 1.0}])
+    second = fake_run(tmp_path / "y" / "run", [{"step": 1, "kimg": 0.001, "loss_D": 2.0}])
+    monkeypatch.chdir(tmp_path)
+    assert write_report([first, second]) == Path("report-compare.html")
+    assert f"Comparison: {first}, {second}" in (tmp_path / "report-compare.html").read_text()
 
 
 def test_without_matplotlib_the_page_keeps_tables_and_images_and_names_the_extra(tmp_path, monkeypatch, capsys):

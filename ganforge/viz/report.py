@@ -27,7 +27,7 @@ from ganforge.training import checkpoint as ckpt
 
 REPORT_NAME = "report.html"
 COMPARE_NAME = "report-compare.html"
-NOT_CURVES = ("step", "kimg", "img_per_s", "time")
+NOT_CURVES = ("step", "kimg", "img_per_s")
 SCHEDULE_KEYS = ("scale", "res", "alpha")  # PGAN's growth position, logged with every record
 MAX_FRAMES = 24  # sample grids in the slider; more are thinned evenly (first and last kept)
 MAX_IMAGE_WIDTH = 1024  # larger grids are shrunk for the page (the PNGs in samples/ stay as they are)
@@ -254,6 +254,14 @@ def thin(items: list[Any], limit: int) -> list[Any]:
 VerifyCache = dict[tuple[str, int, int, int], dict[str, Any]]
 
 
+def _verify(json_path: Path) -> dict[str, Any]:
+    try:
+        meta = ckpt.load_checkpoint(json_path).meta
+    except ckpt.CheckpointError as err:
+        return {"verified": False, "images_seen": None, "problem": str(err)}
+    return {"verified": True, "images_seen": meta.get("images_seen"), "problem": ""}
+
+
 def checkpoint_rows(run: RunData, cache: VerifyCache | None = None) -> list[dict[str, Any]]:
     """One row per checkpoint: step, kimg, size, best-metric value and whether its hash verifies (through
     `checkpoint.load_checkpoint`). `cache` (keyed by file sizes and times) spares re-hashing during training."""
@@ -272,15 +280,11 @@ def checkpoint_rows(run: RunData, cache: VerifyCache | None = None) -> list[dict
             continue  # pruned while we looked
         key = (json_path.name, stat_json.st_mtime_ns, stat_tensors.st_size if stat_tensors else -1,
                stat_tensors.st_mtime_ns if stat_tensors else -1)
-        if cache is None or key not in cache:
-            try:
-                meta = ckpt.load_checkpoint(json_path).meta
-                result = {"verified": True, "images_seen": meta.get("images_seen"), "problem": ""}
-            except ckpt.CheckpointError as err:
-                result = {"verified": False, "images_seen": None, "problem": str(err)}
+        result = cache.get(key) if cache is not None else None
+        if result is None:
+            result = _verify(json_path)
             if cache is not None:
                 cache[key] = result
-        result = cache[key] if cache is not None else result
         images_seen = result["images_seen"]
         rows.append({"step": step, "kimg": images_seen / 1000 if finite(images_seen) else None,
                      "bytes": stat_json.st_size + (stat_tensors.st_size if stat_tensors else 0),
