@@ -5,7 +5,8 @@
 
 from typing import Any
 
-__version__ = "0.1.0"
+from ganforge.version import __version__
+
 __all__ = ["load", "train", "__version__"]
 
 

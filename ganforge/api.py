@@ -11,10 +11,10 @@ from torch import nn
 
 from ganforge.config import RunConfig, read_config_file
 from ganforge.data.store import ImageDataset, open_dataset
+from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.base import Family, StepPlan
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.distributed import DistInfo, pick_device
 from ganforge.training.engine import TrainResult, load_network_states
 from ganforge.training.engine import train as _train_run
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ganforge import __version__
+from ganforge.version import __version__
 
 DEFAULT_RUNS = Path("runs")
 

@@ -22,7 +22,7 @@ from ganforge.augment.diffaugment import (
     uniform_int,
 )
 from ganforge.config import ConfigError, from_dict
-from ganforge.training.distributed import DistInfo
+from ganforge.distributed import DistInfo
 
 
 def make(**augment) -> Augmenter:

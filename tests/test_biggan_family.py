@@ -18,13 +18,13 @@ import ganforge
 from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.data.loader import Batch, to_float_images
 from ganforge.data.store import open_dataset, write_store
+from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.families.base import StepPlan
 from ganforge.families.biggan import BigGANFamily, BigGANTrainConfig, run_generator
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss
 from ganforge.models.biggan import Discriminator, Generator
 from ganforge.nn.spectral_norm import SpectralNormMixin
-from ganforge.training.distributed import DistInfo
 
 SHAPES = "builtin:shapes?count=256&resolution=32"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

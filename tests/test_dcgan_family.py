@@ -15,10 +15,10 @@ from torch import nn
 from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.data.loader import Batch
 from ganforge.data.store import open_dataset
+from ganforge.distributed import DistInfo
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.dcgan import DCGANConfig, DCGANFamily, WGANConfig, WGANFamily, WGANGPConfig, WGANGPFamily
 from ganforge.losses import gradient_penalty
-from ganforge.training.distributed import DistInfo
 from ganforge.training.engine import Trainer
 
 SHAPES = "builtin:shapes?count=64&resolution=32"

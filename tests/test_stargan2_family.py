@@ -20,11 +20,11 @@ from ganforge.config import ConfigError, read_config_file
 from ganforge.data.loader import to_float_images
 from ganforge.data.prepare import prepare_folder
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
+from ganforge.distributed import DistInfo
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.stargan2 import StarGAN2Config, StarGAN2Family
 from ganforge.losses import r1_penalty
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.distributed import DistInfo
 from ganforge.training.engine import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

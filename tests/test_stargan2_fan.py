@@ -19,11 +19,11 @@ from safetensors.torch import load_file
 
 from ganforge.config import ConfigError
 from ganforge.data.store import ImageDataset
+from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.families import stargan2 as family_module
 from ganforge.families.stargan2 import StarGAN2Family
 from ganforge.models.fan import FAN, FanWeightsError, face_masks, load_fan, masks_from_heatmaps, read_fan_state
-from ganforge.training.distributed import DistInfo
 from ganforge.training.engine import Trainer
 
 ATOL = 1e-4  # the fixture README's tolerance

@@ -15,9 +15,9 @@ from pgan_tiny import TINY_PGAN
 
 import ganforge
 from ganforge.config import ConfigError, read_config_file, to_dict
+from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.distributed import DistInfo
 from ganforge.training.engine import Trainer, _autocast, _check_same_config
 from ganforge.training.log import RunLogger
 

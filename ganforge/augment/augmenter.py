@@ -19,7 +19,7 @@ from ganforge.augment.config import (
 )
 from ganforge.augment.diffaugment import DiffAugment
 from ganforge.augment.noise import GlobalNoise
-from ganforge.training.distributed import DistInfo
+from ganforge.distributed import DistInfo
 
 
 class AdaController:

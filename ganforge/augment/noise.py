@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ganforge.training.distributed import DistInfo
+from ganforge.distributed import DistInfo
 
 
 class GlobalNoise:

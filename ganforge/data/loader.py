@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ganforge.data.store import ImageDataset
-from ganforge.training.distributed import DistInfo
+from ganforge.distributed import DistInfo
 
 
 @dataclass

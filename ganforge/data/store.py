@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from ganforge import __version__
 from ganforge.data.images import build_pyramid, is_power_of_two
+from ganforge.version import __version__
 
 STORE_FORMAT = "ganforge-store"
 STORE_VERSION = 1

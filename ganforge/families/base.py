@@ -18,7 +18,7 @@ from torch import nn
 
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
-from ganforge.training.distributed import DistInfo
+from ganforge.distributed import DistInfo
 
 
 @dataclass

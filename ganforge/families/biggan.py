@@ -25,12 +25,12 @@ from torch import nn
 from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
+from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_classes, sample_latents
 from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
 from ganforge.nn.spectral_norm import SNSettings
-from ganforge.training.distributed import DistInfo
 
 STANDING_STATS_SEED = 20190218  # fixed stream for standing-statistics draws, apart from training
 EMA_DECAY, EMA_START = 0.9999, 20000  # BigGAN-PyTorch's ema_decay default and the ImageNet scripts' ema_start

@@ -35,10 +35,10 @@ from torch import nn
 from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
+from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
-from ganforge.training.distributed import DistInfo
 
 
 @dataclass

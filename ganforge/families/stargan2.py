@@ -41,13 +41,13 @@ from ganforge.config import ConfigError
 from ganforge.data.domains import CROP_SOURCE_FACTOR
 from ganforge.data.loader import to_float_images
 from ganforge.data.store import DatasetError, ImageDataset
+from ganforge.distributed import DistInfo
 from ganforge.download import locate_weights
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import r1_penalty
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
 from ganforge.models.stargan2 import StarGAN2Arch, he_init_
-from ganforge.training.distributed import DistInfo
 
 CROP_SCALE = (0.8, 1.0)
 CROP_RATIO = (0.9, 1.1)

@@ -23,11 +23,11 @@ import torch.distributed as torch_dist
 from ganforge.config import ConfigError, RunConfig, to_dict
 from ganforge.data.loader import Batch, BatchLoader
 from ganforge.data.store import open_dataset
+from ganforge.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import ema_update
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
 from ganforge.training.log import RunLogger
 from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.viz.animation import write_progress_gif
