@@ -64,15 +64,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def _prepare_classes(args: argparse.Namespace) -> Path:
     """`prepare cifar10` (official binary release, optionally downloaded) and `prepare hdf5` (BigGAN-PyTorch)."""
-    from ganforge.data import classes
+    from ganforge.data import prepare_labelled
 
     if args.source_kind == "cifar10":
-        src = classes.download_cifar10(args.src) if args.download else args.src
-        return classes.prepare_cifar10(src, args.out, split=args.split, overwrite=args.overwrite)
+        src = prepare_labelled.download_cifar10(args.src) if args.download else args.src
+        return prepare_labelled.prepare_cifar10(src, args.out, split=args.split, overwrite=args.overwrite)
     names = None
     if args.class_names is not None:
         names = [line.strip() for line in args.class_names.read_text().splitlines() if line.strip()]
-    return classes.prepare_hdf5(args.src, args.out, images_key=args.images_key, labels_key=args.labels_key,
+    return prepare_labelled.prepare_hdf5(args.src, args.out, images_key=args.images_key, labels_key=args.labels_key,
                                 class_names=names, float_range=args.float_range, overwrite=args.overwrite)
 
 

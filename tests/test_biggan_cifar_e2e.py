@@ -20,7 +20,7 @@ from PIL import Image
 
 import ganforge
 from ganforge.cli import main
-from ganforge.data.classes import CIFAR10_CLASSES
+from ganforge.data.prepare_labelled import CIFAR10_CLASSES
 from ganforge.data.store import open_dataset
 from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs

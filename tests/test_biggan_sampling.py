@@ -16,7 +16,7 @@ from PIL import Image
 from ganforge.api import LoadedModel, build_family, dataset_placeholder
 from ganforge.families import resolve_run_config
 from ganforge.metrics.fid import FeatureStats, fid
-from ganforge.metrics.kid import inception_score
+from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.training import generated_batches
 from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs

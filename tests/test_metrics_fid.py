@@ -12,7 +12,8 @@ from conftest import shared_path
 from safetensors.numpy import load_file
 
 from ganforge.metrics.fid import FeatureStats, fid, frechet_distance, sqrt_trace_product
-from ganforge.metrics.kid import inception_score, kid, kid_subset_indices, polynomial_mmd2
+from ganforge.metrics.inception_score import inception_score
+from ganforge.metrics.kid import kid, kid_subset_indices, polynomial_mmd2
 
 
 @pytest.fixture(scope="module")

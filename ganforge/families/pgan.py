@@ -290,7 +290,7 @@ class PGANFamily(Family):
             if "model" in data:  # a run's saved config from before inert keys were refused loads as it did
                 return {**data, "model": _without_inert_keys(data["model"], only_old_defaults=True)}
             return data
-        from ganforge.interop.zoo_config import zoo_config_to_ganforge
+        from ganforge.families.pgan_zoo_config import zoo_config_to_ganforge
 
         return zoo_config_to_ganforge(data)
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from ganforge.config import read_config_file
 from ganforge.families import resolve_run_config
+from ganforge.families.pgan_zoo_config import zoo_config_to_ganforge
 from ganforge.interop.pgan_zoo import (
     ZOO_HUB_CHECKPOINTS,
     convert_zoo_state,
@@ -20,7 +21,6 @@ from ganforge.interop.pgan_zoo import (
     zoo_arch,
     zoo_scale,
 )
-from ganforge.interop.zoo_config import zoo_config_to_ganforge
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer

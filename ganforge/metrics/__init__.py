@@ -7,7 +7,8 @@ the same computations on arrays/tensors (see each module for the exact protocol 
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid import FeatureStats, fid, frechet_distance
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, extract_features, load_inception
-from ganforge.metrics.kid import inception_score, kid
+from ganforge.metrics.inception_score import inception_score
+from ganforge.metrics.kid import kid
 from ganforge.metrics.msssim import MSSSIMPairs, msssim
 from ganforge.metrics.prdc import precision_recall
 from ganforge.metrics.registry import METRICS, Metric, MetricOutput, UnknownMetricError, format_table, higher_is_better

@@ -1,4 +1,4 @@
-"""Kernel Inception Distance and Inception Score, as torch-fidelity computes them (float64 here).
+"""Kernel Inception Distance, as torch-fidelity computes it (float64 here).
 
 KID: unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets
 drawn like torch-fidelity (`np.random.RandomState(seed).choice(n, size, replace=False)`, first from set a then
@@ -45,22 +45,3 @@ def kid(feats_a: ArrayLike, feats_b: ArrayLike, *, subsets: int = 100, subset_si
     values = [polynomial_mmd2(a[torch.from_numpy(ia)], b[torch.from_numpy(ib)])
               for ia, ib in kid_subset_indices(n_a, n_b, subsets, subset_size, seed)]
     return float(np.mean(values)), float(np.std(values))
-
-
-def inception_score(logits: ArrayLike, *, splits: int = 10, seed: int | None = 2020) -> tuple[float, float]:
-    """IS (mean, std) from Inception `logits_unbiased` [N, classes]; rows shuffled by `seed` (None: kept in order)."""
-    x = _f64(logits, "cpu")
-    n = x.shape[0]
-    if x.ndim != 2 or n < splits:
-        raise ValueError(f"inception_score: expected logits [N >= splits={splits}, classes], got {tuple(x.shape)}")
-    if seed is not None:
-        x = x[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
-    scores = []
-    for i in range(splits):
-        part = x[i * n // splits : (i + 1) * n // splits]
-        log_p = torch.log_softmax(part, dim=1)
-        p = log_p.exp()
-        log_marginal = p.mean(0).log()
-        kl = (p * (log_p - log_marginal[None, :])).sum(1).mean()
-        scores.append(float(kl.exp()))
-    return float(np.mean(scores)), float(np.std(scores))

@@ -19,7 +19,8 @@ import torch
 
 from ganforge.config import ConfigError
 from ganforge.metrics.fid import fid
-from ganforge.metrics.kid import inception_score, kid
+from ganforge.metrics.inception_score import inception_score
+from ganforge.metrics.kid import kid
 from ganforge.metrics.msssim import MSSSIMPairs
 from ganforge.metrics.prdc import precision_recall
 from ganforge.metrics.swd import SWDStats, swd_from_stats

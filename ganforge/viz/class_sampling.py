@@ -19,7 +19,7 @@ import torch
 
 from ganforge.api import LoadedModel
 from ganforge.metrics.fid import FeatureStats, fid
-from ganforge.metrics.kid import inception_score
+from ganforge.metrics.inception_score import inception_score
 from ganforge.models.biggan import sample_classes, sample_latents
 from ganforge.viz.grid import make_grid, save_image, to_uint8
 from ganforge.viz.interpolate import slerp

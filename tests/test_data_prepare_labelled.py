@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from ganforge.cli import main
-from ganforge.data import classes
-from ganforge.data.classes import (
+from ganforge.data import prepare_labelled
+from ganforge.data.prepare import PrepareError
+from ganforge.data.prepare_labelled import (
     CIFAR10_CLASSES,
     CIFAR10_URL,
     download_cifar10,
@@ -23,7 +24,6 @@ from ganforge.data.classes import (
     prepare_cifar10,
     prepare_hdf5,
 )
-from ganforge.data.prepare import PrepareError
 from ganforge.data.store import open_dataset
 
 RNG = np.random.default_rng(0)
@@ -66,7 +66,7 @@ def test_cifar10_from_the_tarball_checks_md5(tmp_path, cifar_files, monkeypatch)
     tarball = write_tarball(tmp_path / "cifar-10-binary.tar.gz", cifar_files)
     with pytest.raises(PrepareError, match=r"cifar-10-binary.tar.gz: md5 [0-9a-f]{32}, expected c32a1d4a"):
         prepare_cifar10(tarball, tmp_path / "store")
-    monkeypatch.setattr(classes, "CIFAR10_MD5", hashlib.md5(tarball.read_bytes()).hexdigest())
+    monkeypatch.setattr(prepare_labelled, "CIFAR10_MD5", hashlib.md5(tarball.read_bytes()).hexdigest())
     check_store(prepare_cifar10(tarball, tmp_path / "train"), cifar_files, [f"data_batch_{i}.bin" for i in range(1, 6)])
     # a folder holding the tarball (where --download puts it) works too, and the test split
     check_store(prepare_cifar10(tmp_path, tmp_path / "test", split="test"), cifar_files, ["test_batch.bin"])
@@ -115,10 +115,10 @@ def test_download_offline_and_online(tmp_path, cifar_files, monkeypatch, capsys)
 
     payload = write_tarball(tmp_path / "served.tar.gz", cifar_files).read_bytes()
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
-    monkeypatch.setattr(classes, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(prepare_labelled, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
     archive = download_cifar10(target)
     assert archive == target / "cifar-10-binary.tar.gz" and archive.read_bytes() == payload
-    monkeypatch.setattr(classes, "CIFAR10_MD5", "0" * 32)
+    monkeypatch.setattr(prepare_labelled, "CIFAR10_MD5", "0" * 32)
     with pytest.raises(PrepareError, match="delete it and download it again"):
         download_cifar10(target)
 
@@ -135,7 +135,7 @@ def write_hdf5(path: Path, **datasets: np.ndarray) -> Path:
 
 
 def test_hdf5_uint8_nchw_as_biggan_pytorch_writes(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(classes, "_HDF5_CHUNK", 3)  # several chunks
+    monkeypatch.setattr(prepare_labelled, "_HDF5_CHUNK", 3)  # several chunks
     images = RNG.integers(0, 256, (7, 3, 8, 8), dtype=np.uint8)
     labels = np.array([0, 2, 1, 2, 0, 1, 1], dtype=np.int64)
     source = write_hdf5(tmp_path / "ILSVRC8.hdf5", imgs=images, labels=labels)
