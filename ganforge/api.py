@@ -2,80 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from ganforge.config import RunConfig, read_config_file
-from ganforge.data.store import ImageDataset, open_dataset
-from ganforge.distributed import DistInfo, pick_device
-from ganforge.families import get_family, resolve_run_config
-from ganforge.families.base import Family, StepPlan
-from ganforge.training import checkpoint as ckpt
-from ganforge.training.engine import TrainResult, load_network_states
+from ganforge.families import resolve_run_config
+from ganforge.run_loader import LoadedModel, build_family, dataset_placeholder  # noqa: F401 (the public API)
+from ganforge.run_loader import load_run as load  # noqa: F401 (ganforge.load)
+from ganforge.training.engine import TrainResult
 from ganforge.training.engine import train as _train_run
-
-
-def dataset_placeholder(manifest: dict[str, Any]) -> ImageDataset:
-    """A dataset with the recorded shape (channels, resolution, labels) but no images: enough to rebuild
-    networks when the training data is not on this machine."""
-    return ImageDataset({}, labels=None, manifest=manifest, fingerprint="", source=manifest.get("source", ""))
-
-
-def build_family(config: RunConfig, device: torch.device, dataset: ImageDataset | None = None) -> Family:
-    """The family's networks and optimisers for `config`, opening its dataset only if none is given."""
-    family_cls = get_family(config.family)
-    return family_cls(config.model, dataset if dataset is not None else open_dataset(config.data), device, DistInfo())
-
-
-@dataclass
-class LoadedModel:
-    """A trained model: `.nets` maps role names ("G", "G_ema", "D", ...) to torch modules in eval mode."""
-
-    family: Family
-    config: RunConfig
-    step: int
-    plan: StepPlan
-
-    @property
-    def nets(self) -> dict[str, nn.Module]:
-        return self.family.nets
-
-    @property
-    def device(self) -> torch.device:
-        return self.family.device
-
-    def latents(self, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
-        return self.family.sample_latents(n, torch.Generator().manual_seed(seed))
-
-    @torch.no_grad()
-    def generate(self, z: torch.Tensor | dict[str, torch.Tensor] | None = None, *, n: int = 16, seed: int = 0,
-                 net: str | None = None) -> torch.Tensor:
-        """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`), by the EMA generator
-        when the run keeps one, else by G."""
-        net = net or ("G_ema" if "G_ema" in self.nets else "G")
-        inputs = self.latents(n, seed) if z is None else (z if isinstance(z, dict) else {"z": z})
-        if net not in self.nets:
-            raise ValueError(f"no network {net!r}; this model has {sorted(self.nets)}")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        return self.family.generate(inputs, net, self.plan)
-
-
-def load(target: str | Path, *, step: int | None = None, device: str = "auto") -> LoadedModel:
-    """Load a run directory (its newest valid checkpoint, or `step`) or a checkpoint file."""
-    found = ckpt.resolve_checkpoint(Path(target), step)
-    config = resolve_run_config(None, dict(found.meta["config"]))
-    torch_device = pick_device(device, DistInfo())
-    dataset = dataset_placeholder(found.meta["dataset"])
-    family = build_family(config, torch_device, dataset)
-    load_network_states(family, found.tensors, found.path)
-    for net in family.nets.values():
-        net.eval().requires_grad_(False)
-    plan = family.plan(min(found.step, family.total_steps() - 1))
-    return LoadedModel(family=family, config=config, step=found.step, plan=plan)
 
 
 def train(config: RunConfig | dict[str, Any] | str | Path, run_dir: str | Path = "runs/run", *,

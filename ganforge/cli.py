@@ -124,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_final_metrics(run_dir: Path, metrics: list[str], n: int) -> int:
-    from ganforge.metrics.training import evaluate_run
+    from ganforge.evaluation.run_metrics import evaluate_run
 
     results = evaluate_run(run_dir, metrics, n=n)
     print(results["table"])
@@ -201,7 +201,7 @@ def _class_options(model: Any, args: argparse.Namespace) -> bool:
 def _generate_class_outputs(model: Any, args: argparse.Namespace) -> int:
     """Per-class sheets, interpolation sheets, NPZ export and truncation sweep of a BigGAN run; files written."""
     from ganforge.data.store import open_dataset
-    from ganforge.metrics.training import real_images
+    from ganforge.evaluation.run_metrics import real_images
     from ganforge.viz import class_sampling as cs
 
     truncation = {"truncation": args.truncation, "method": args.truncation_method}
@@ -314,7 +314,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 # --- evaluate -----------------------------------------------------------------------------------------------
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ganforge.metrics.training import evaluate_folders, evaluate_run
+    from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.fake is not None:
@@ -339,7 +339,7 @@ def _run_family(run: Path) -> str | None:
 
 def _evaluate_stargan2(args: argparse.Namespace) -> int:
     """Image-to-image runs are judged as the StarGAN v2 paper does: LPIPS diversity and FID per domain task."""
-    from ganforge.metrics.stargan2_eval import evaluate_stargan2
+    from ganforge.evaluation.stargan2 import evaluate_stargan2
 
     report = evaluate_stargan2(args.run, step=args.step, val=args.val, train=args.real, fid_network=args.fid_network,
                                inception_weights=args.inception_weights, alexnet_weights=args.alexnet_weights,

@@ -14,10 +14,10 @@ from pgan_tiny import TINY_PGAN
 from PIL import Image
 
 from ganforge.api import LoadedModel, build_family, dataset_placeholder
+from ganforge.evaluation.run_metrics import generated_batches
 from ganforge.families import resolve_run_config
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception_score import inception_score
-from ganforge.metrics.training import generated_batches
 from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs
 from ganforge.viz.grid import to_uint8

@@ -21,11 +21,8 @@ from stargan2_tiny_run import SPLIT_COUNTS, train_tiny_run
 from test_lpips import TinyBackbone
 
 from ganforge.data.store import DatasetError
-from ganforge.metrics import stargan2_eval
-from ganforge.metrics.fid import fid
-from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError
-from ganforge.metrics.lpips import LPIPS, AlexNetFeatures, pairwise_diversity
-from ganforge.metrics.stargan2_eval import (
+from ganforge.evaluation import stargan2 as stargan2_evaluation
+from ganforge.evaluation.stargan2 import (
     TORCHVISION_INCEPTION,
     TORCHVISION_INCEPTION_URL,
     evaluate_stargan2,
@@ -33,6 +30,9 @@ from ganforge.metrics.stargan2_eval import (
     load_torchvision_inception,
     torchvision_preprocess,
 )
+from ganforge.metrics.fid import fid
+from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError
+from ganforge.metrics.lpips import LPIPS, AlexNetFeatures, pairwise_diversity
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_torchvision_inception_weights_are_looked_up_and_downloaded_checked(tmp_
     with pytest.raises(InceptionWeightsError, match="not the expected file"):
         load_torchvision_inception(cache_dir=tmp_path / "cache")
     digest = hashlib.sha256(payload).hexdigest()
-    monkeypatch.setattr(stargan2_eval, "TORCHVISION_INCEPTION", replace(TORCHVISION_INCEPTION, sha256=digest[:8]))
+    monkeypatch.setattr(stargan2_evaluation, "TORCHVISION_INCEPTION", replace(TORCHVISION_INCEPTION, sha256=digest[:8]))
     assert not load_torchvision_inception(cache_dir=tmp_path / "cache").training
     assert (tmp_path / "cache" / "inception_v3_google-0cc3c7bd.pth").read_bytes() == payload
 
@@ -190,8 +190,8 @@ def test_stargan2_runs_are_evaluated_with_the_papers_fid_network_by_default(tiny
         asked.append(network)
         return Recording()
 
-    monkeypatch.setattr(stargan2_eval, "fid_extractor", extractor)
-    monkeypatch.setattr(stargan2_eval, "load_lpips", lambda weights, device: RecordingLPIPS())
+    monkeypatch.setattr(stargan2_evaluation, "fid_extractor", extractor)
+    monkeypatch.setattr(stargan2_evaluation, "load_lpips", lambda weights, device: RecordingLPIPS())
     assert main(["evaluate", str(tiny["run"]), "--n", "1"]) == 0
     out = capsys.readouterr().out
     assert asked == ["torchvision-inception"]

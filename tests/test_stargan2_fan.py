@@ -223,7 +223,7 @@ def test_evaluation_and_translation_give_the_generator_the_masks_of_the_sources(
     from test_stargan2_eval import Recording, RecordingLPIPS
 
     from ganforge.data.domains import prepare_domain_folders
-    from ganforge.metrics.stargan2_eval import evaluate_stargan2
+    from ganforge.evaluation.stargan2 import evaluate_stargan2
     from ganforge.models.stargan2 import Generator
     from ganforge.viz.translate import translate
 

@@ -3,7 +3,8 @@
 A checkpoint is two files, `<step>.safetensors` (every tensor: networks, EMA, optimiser moments, RNG states) and
 `<step>.json` (everything else, plus the sha256 of the tensor file). The JSON is written last and is the commit
 marker: a checkpoint without its JSON, or whose tensor file does not match the recorded hash, is not a checkpoint.
-Nothing here unpickles anything.
+Nothing here unpickles anything. `run_state` says what a checkpoint of a run holds, for the engine and for
+`write_run` (importers: a new run from networks set up outside training) alike.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +21,14 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from torch import nn
+
+from ganforge.config import RunConfig, to_dict
+from ganforge.families.base import Family
 
 FORMAT = "ganforge-checkpoint"
 FORMAT_VERSION = 1
+FRESH_LOADER_STATE = {"epoch": 0, "position": 0}  # a data loader that has served no batch yet
 
 
 class CheckpointError(ValueError):
@@ -193,3 +200,71 @@ def optimizer_from_tensors(name: str, optimizer: torch.optim.Optimizer, tensors:
             group["betas"] = tuple(group["betas"])
         groups.append(group)
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# --- a run's state ----------------------------------------------------------------------------------------------
+
+def run_state(config: RunConfig, family: Family, step: int, *, images_seen: int = 0,
+              loader_state: dict[str, int] | None = None, loss_scale: dict[str, Any] | None = None,
+              world_size: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What a checkpoint of a run at `step` holds: the tensors (networks, optimiser moments, RNG states) and the
+    JSON record (config, dataset shape, loader position, family state, schedule position, ...)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, net in family.nets.items():
+        for key, value in net.state_dict().items():
+            tensors[f"net/{name}/{key}"] = value
+    optimizers = {}
+    for name, optimizer in family.optimizers.items():
+        opt_tensors, record = optimizer_to_tensors(name, optimizer)
+        tensors.update(opt_tensors)
+        optimizers[name] = record
+    tensors["rng/torch"] = torch.get_rng_state()
+    if family.device.type == "cuda":
+        tensors["rng/cuda"] = torch.cuda.get_rng_state(family.device)
+    meta = {
+        "family": family.name,
+        "images_seen": images_seen,
+        "config": to_dict(config),
+        "dataset": {k: v for k, v in family.dataset.manifest.items() if k != "skipped"},
+        "loader": dict(loader_state or FRESH_LOADER_STATE),
+        "family_state": family.family_state(),
+        "optimizers": optimizers,
+        "progress": family.plan(min(step, family.total_steps() - 1)).progress,
+        "world_size": world_size,
+        "loss_scale": loss_scale,
+        "time": time.time(),
+    }
+    return tensors, meta
+
+
+def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
+    """A new run in `out` whose networks were set up outside training (an imported checkpoint): config.json and
+    one checkpoint at `step`, from which `ganforge train` resumes like from any run. Returns `out`."""
+    out = Path(out)
+    if checkpoint_steps(out):
+        raise CheckpointError(f"{out} already holds a run; import into a new directory")
+    tensors, meta = run_state(config, family, step)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", meta["config"])
+    save_checkpoint(out, step, tensors, meta, keep=config.keep_checkpoints)
+    return out
+
+
+def load_network_states(nets: dict[str, nn.Module], tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load every `net/<name>/...` group into `nets`, strictly, with a clear mismatch message."""
+    for name, net in nets.items():
+        prefix = f"net/{name}/"
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f"{source}: no weights for network {name!r}")
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source}: network {name!r} does not match this config "
+                f"(missing {sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, "
+                f"unexpected {sorted(unexpected)[:3]}{'…' if len(unexpected) > 3 else ''})")
+        for key, value in state.items():
+            target = net.state_dict()[key]
+            if target.shape != value.shape:
+                raise CheckpointError(f"{source}: {name}.{key} has shape {tuple(value.shape)}, this config "
+                                      f"builds {tuple(target.shape)}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,39 +98,17 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors: dict[str, torch.Tensor] = {}
-        for name, net in self.family.nets.items():
-            for key, value in net.state_dict().items():
-                tensors[f"net/{name}/{key}"] = value
-        optimizers = {}
-        for name, optimizer in self.family.optimizers.items():
-            opt_tensors, record = ckpt.optimizer_to_tensors(name, optimizer)
-            tensors.update(opt_tensors)
-            optimizers[name] = record
-        tensors["rng/torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
-        meta = {
-            "family": self.family.name,
-            "images_seen": self.images_seen,
-            "config": to_dict(self.config),
-            "dataset": {k: v for k, v in self.dataset.manifest.items() if k != "skipped"},
-            "loader": self.loader.state_dict(),
-            "family_state": self.family.extra_state(),
-            "optimizers": optimizers,
-            "progress": self.family.plan(min(self.step, self.family.total_steps() - 1)).progress,
-            "world_size": self.dist.world_size,
-            "loss_scale": self.loss_scale.state_dict() if self.loss_scale else None,
-            "time": time.time(),
-        }
-        return tensors, meta
+        return ckpt.run_state(self.config, self.family, self.step, images_seen=self.images_seen,
+                              loader_state=self.loader.state_dict(),
+                              loss_scale=self.loss_scale.state_dict() if self.loss_scale else None,
+                              world_size=self.dist.world_size)
 
     def _restore(self, resume: ckpt.Checkpoint) -> None:
         meta, tensors = resume.meta, resume.tensors
         if meta.get("family") != self.family.name:
             raise ckpt.CheckpointError(f"{resume.path}: checkpoint of family {meta.get('family')!r}, "
                                        f"not {self.family.name!r}")
-        load_network_states(self.family, tensors, resume.path)
+        ckpt.load_network_states(self.family.nets, tensors, resume.path)
         for name, optimizer in self.family.optimizers.items():
             ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
         torch.set_rng_state(tensors["rng/torch"])
@@ -323,7 +300,7 @@ class Trainer:
 
     def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:
         """Evaluate the configured metrics on rank 0; returns the `best_metric` value, if one is configured."""
-        from ganforge.metrics.training import evaluate_family
+        from ganforge.evaluation.run_metrics import evaluate_family
 
         if not self.dist.is_main:
             return None
@@ -380,26 +357,6 @@ def check_training_metrics(config: RunConfig) -> None:
 
     if any(METRICS[name].needs_inception for name in check_metrics(config.metrics)):
         resolve_weights_path(config.inception_weights)
-
-
-def load_network_states(family: Family, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Load every `net/<name>/...` group into the family's networks, strictly, with a clear mismatch message."""
-    for name, net in family.nets.items():
-        prefix = f"net/{name}/"
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if not state:
-            raise ckpt.CheckpointError(f"{source}: no weights for network {name!r}")
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ckpt.CheckpointError(
-                f"{source}: network {name!r} does not match this config "
-                f"(missing {sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, "
-                f"unexpected {sorted(unexpected)[:3]}{'…' if len(unexpected) > 3 else ''})")
-        for key, value in state.items():
-            target = net.state_dict()[key]
-            if target.shape != value.shape:
-                raise ckpt.CheckpointError(f"{source}: {name}.{key} has shape {tuple(value.shape)}, this config "
-                                           f"builds {tuple(target.shape)}")
 
 
 def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any]) -> None:

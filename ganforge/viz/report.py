@@ -299,7 +299,7 @@ def real_grid(config: dict[str, Any] | None, count: int) -> tuple[np.ndarray | N
     """A grid of `count` training images at the model's resolution, laid out like the sample grids, or None and
     the reason (data path missing from here, unreadable store, ...)."""
     from ganforge.data.store import open_dataset
-    from ganforge.metrics.training import real_images
+    from ganforge.evaluation.run_metrics import real_images
     from ganforge.viz.grid import make_grid
 
     if not config or not config.get("data"):

@@ -16,7 +16,10 @@ from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.families.base import Family, StepPlan
 from ganforge.metrics._images import ImageSetError
+from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.registry import flat_outputs, format_table
+from ganforge.run_loader import load_run
+from ganforge.training import checkpoint as ckpt
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -45,8 +48,6 @@ def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np
 
 def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,
                   inception_weights: Path | None = None, real_cache_key: str | None = None) -> dict[str, Any]:
-    from ganforge.metrics.evaluate import evaluate
-
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
                     real_cache_key=real_cache_key)
 
@@ -67,16 +68,13 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
                  seed: int = 0) -> dict[str, Any]:
     """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl, with
     SWD also in swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's output)."""
-    from ganforge.api import load
-    from ganforge.training import checkpoint as ckpt
-
     run_dir = Path(run_dir)
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints to evaluate")
     rows, skipped = [], []
     for chosen in steps:
-        model = load(run_dir, step=chosen)
+        model = load_run(run_dir, step=chosen)
         resolution = model.plan.resolution
         if real is None or str(real).startswith("builtin:") or (Path(real) / "manifest.json").is_file():
             dataset = open_dataset(real if real is not None else model.config.data)

@@ -38,6 +38,7 @@ from ganforge.metrics._images import derived_seed, to_uint8_images
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, default_cache_dir, load_inception
 from ganforge.metrics.lpips import LPIPS, load_lpips, pairwise_diversity
+from ganforge.run_loader import load_run
 from ganforge.safe_load import load_weights_only
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 N x 3 x H x W → features [N, D]
@@ -175,8 +176,6 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
     replace the networks built from the weights (tests, other protocols). `wing_weights`: the FAN weights of a
     w_hpf > 0 model (default: the run's model.wing_weights, $GANFORGE_WING_WEIGHTS, the cache).
     """
-    from ganforge.api import load
-
     if num_outs < 2:
         raise ValueError(f"num_outs: LPIPS diversity needs at least 2 outputs per source, got {num_outs}")
     if fid_network not in FID_NETWORKS:
@@ -184,7 +183,7 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"modes: {list(modes)} must be a non-empty subset of {list(MODES)}")
-    model = load(run, step=step, device=device)
+    model = load_run(run, step=step, device=device)
     if model.config.family != "stargan2":
         raise ValueError(f"{run}: evaluate_stargan2 needs a stargan2 run, this one is {model.config.family!r}")
     family, nets, dev = model.family, model.nets, model.device
