@@ -281,32 +281,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- import -------------------------------------------------------------------------------------------------
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ganforge.config import ConfigError, parse_overrides
+    from ganforge.config import parse_overrides
+    from ganforge.interop import IMPORTERS
 
     overrides = parse_overrides(args.overrides)
-    if args.source == "pgan-zoo":
-        from ganforge.interop.importers import import_pgan_zoo
-
-        run = import_pgan_zoo(args.files[0], args.out, data=args.data, overrides=overrides)
-    elif args.source == "stargan2":
-        from ganforge.interop.stargan2 import import_stargan2_run
-
-        if not args.data:
-            raise ConfigError("import stargan2: --data is required (a store whose domain column has as many "
-                              "domains as the checkpoint)")
-        run = import_stargan2_run(args.files, args.out, data=args.data, domain_column=args.domain_column,
-                                  overrides=overrides)
-    else:
-        from ganforge.interop.biggan import import_biggan_pytorch
-
-        if not args.data:
-            raise ConfigError("import biggan-pytorch: --data is required (a store with the run's classes)")
-        model = {}
-        for keys, value in overrides:
-            if len(keys) != 2 or keys[0] != "model":
-                raise ConfigError(f"--set {'.'.join(keys)}: import biggan-pytorch takes model.KEY=VALUE overrides")
-            model[keys[1]] = value
-        run = import_biggan_pytorch(args.files[0], args.out, data=args.data, model_overrides=model)
+    if args.domain_column:
+        overrides.append((["model", "domain_column"], args.domain_column))
+    run = IMPORTERS[args.source](args.files, args.out, data=args.data, overrides=overrides)
     print(f"imported {', '.join(map(str, args.files))} into {run}")
     return 0
 

@@ -216,8 +216,8 @@ def _ten_class_store(tmp_path: Path) -> str:
 
 def test_import_as_run_then_resume_and_fine_tune(tmp_path):
     data, run = _ten_class_store(tmp_path), tmp_path / "run"
-    import_biggan_pytorch(fixture_dir("c32"), run, data=data, steps=3,
-                          model_overrides={"batch_size": 4, "num_d_steps": 1, "g_lr": 1e-5})
+    recipe = {"steps": 3, "batch_size": 4, "num_d_steps": 1, "g_lr": 1e-5}
+    import_biggan_pytorch(fixture_dir("c32"), run, data=data, overrides=[(["model", k], v) for k, v in recipe.items()])
     config = json.loads((run / "config.json").read_text())
     # the fixture run's flags (its warm-up used EMA from iteration 0 at decay 0.9)
     assert config["model"]["ema_start"] == 0 and config["model"]["ema_decay"] == 0.9
@@ -241,4 +241,4 @@ def test_import_as_run_then_resume_and_fine_tune(tmp_path):
 def test_import_refuses_data_with_another_class_count(tmp_path):
     with pytest.raises(BigGANImportError, match="must have 10 classes"):
         import_biggan_pytorch(fixture_dir("c32"), tmp_path / "run", data="builtin:shapes?count=16&resolution=32",
-                              model_overrides={"batch_size": 4})
+                              overrides=[(["model", "batch_size"], 4)])

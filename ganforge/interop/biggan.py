@@ -14,6 +14,7 @@ a missing, unexpected or misshapen tensor is an error naming the file and the ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
 from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, discriminator_stages, generator_stages
 from ganforge.nn.spectral_norm import SNSettings
+from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
-from ganforge.training import checkpoint as ckpt
-from ganforge.training.engine import Trainer
+from ganforge.training.checkpoint import checkpoint_steps, write_run
 
 NETWORK_FILES = {"G": "G", "D": "D", "G_ema": "G_ema"}
 OPTIMIZER_FILES = {"G": "G_optim", "D": "D_optim"}
@@ -282,26 +284,32 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
     }
 
 
-def import_biggan_pytorch(weights_dir: Path, out: Path, *, data: str, steps: int | None = None,
-                          model_overrides: dict[str, Any] | None = None, suffix: str = "") -> Path:
+def import_biggan_pytorch(files: Path | Sequence[Path], out: Path, *, data: str | None = None,
+                          overrides: Sequence[tuple[list[str], Any]] = ()) -> Path:
     """A BigGAN-PyTorch weights folder → a ganforge `biggan` run at the official iteration, ready to resume.
 
     `data` must have the official run's class count in its first label column (fine-tuning on new data of the
-    same classes works). `steps` is the run's length in G iterations (default: the imported iteration, i.e.
-    nothing left to train); `model_overrides` changes the recipe, e.g. a smaller batch for a small GPU. G, D,
-    G_ema, both Adam states and the iteration carry over; without G_ema.pth the EMA starts from G.
+    same classes works). `overrides` are model.KEY settings that change the recipe, e.g. model.steps (the run's
+    length in G iterations; default: the imported iteration, i.e. nothing left to train) or a smaller batch for a
+    small GPU. G, D, G_ema, both Adam states and the iteration carry over; without G_ema.pth the EMA starts from G.
     """
-    weights_dir, out = Path(weights_dir), Path(out)
-    if ckpt.checkpoint_steps(out):
+    if not data:
+        raise ConfigError("import biggan-pytorch: --data is required (a store with the run's classes)")
+    for keys, _ in overrides:
+        if len(keys) != 2 or keys[0] != "model":
+            raise ConfigError(f"--set {'.'.join(keys)}: import biggan-pytorch takes model.KEY=VALUE overrides")
+    folders = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    if len(folders) != 1:
+        raise BigGANImportError(f"{', '.join(map(str, folders))}: give one BigGAN-PyTorch weights folder")
+    weights_dir, out = folders[0], Path(out)
+    if checkpoint_steps(out):
         raise BigGANImportError(f"{out} already holds a run; import into a new directory")
-    official = load_biggan_pytorch(weights_dir, suffix=suffix)
+    official = load_biggan_pytorch(weights_dir)
     flags = official.training_state["config"]
     itr = int(official.training_state["itr"])
-    model = {**train_settings_from_official(flags, where=str(weights_dir)), "steps": max(steps or itr, 1),
-             **(model_overrides or {})}
-    trainer = Trainer(resolve_run_config("biggan", {"family": "biggan", "data": data, "model": model}), out,
-                      restart=True)
-    family = trainer.family
+    model = {**train_settings_from_official(flags, where=str(weights_dir)), "steps": max(itr, 1)}
+    config = resolve_run_config("biggan", {"family": "biggan", "data": data, "model": model}, list(overrides))
+    family = new_family(config)
     if family.arch != official.config:
         raise BigGANImportError(f"{weights_dir}: the run for {data} builds {family.arch}, but the checkpoint holds "
                                 f"{official.config} (the data's first label column must have "
@@ -315,8 +323,4 @@ def import_biggan_pytorch(weights_dir: Path, out: Path, *, data: str, steps: int
         optimizer.load_state_dict(state)
         for group, own in zip(optimizer.param_groups, settings, strict=True):
             group.update(own)  # moments carry over; the run's recipe (possibly overridden) sets the rates
-    trainer.step = itr
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_json_atomic(out / "config.json", trainer.state_tensors()[1]["config"])
-    trainer.save_checkpoint()
-    return out
+    return write_run(out, config, family, itr)

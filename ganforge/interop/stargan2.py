@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
 from ganforge.models.stargan2 import StarGAN2Arch, official_base_dim
 from ganforge.nn.stargan_layers import laplacian_kernel
+from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
-from ganforge.training import checkpoint as ckpt
-from ganforge.training.engine import Trainer
+from ganforge.training.checkpoint import checkpoint_steps, write_run
 
 OFFICIAL_TO_ROLE = {"generator": "G", "mapping_network": "F", "style_encoder": "E", "discriminator": "D"}
 NOT_IMPORTED = ("fan",)  # the frozen FAN landmark network of w_hpf > 0 checkpoints
@@ -305,18 +307,23 @@ def _is_ema_file(path: Path) -> bool:
     return "ema" in path.stem.split("_")
 
 
-def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str, domain_column: str | None = None,
-                        w_hpf: float | None = None, overrides: list[tuple[list[str], object]] = ()) -> Path:
+def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str | None = None,
+                        overrides: Sequence[tuple[list[str], Any]] = ()) -> Path:
     """Official file(s) → a `stargan2` ganforge run in `out` that samples, evaluates and trains on like any run.
 
     `*_nets_ema.ckpt` fills G_ema, F_ema, E_ema and `*_nets.ckpt` (or any name without "ema") G, F, E, D. A side
     that is absent is copied from the other (the released files are EMA only); a missing D keeps its He init. The
     run stands at the step in the file name with λ_ds decayed to match; Adam restarts from zero (the official
-    optimiser files are not read). `data` must have as many domains as the checkpoint.
+    optimiser files are not read). `data` must have as many domains as the checkpoint; `overrides` shape the run
+    (e.g. model.domain_column; a model.w_hpf must agree with the files).
     """
+    if not data:
+        raise ConfigError("import stargan2: --data is required (a store whose domain column has as many domains as "
+                          "the checkpoint)")
     paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
     out = Path(out)
-    if ckpt.checkpoint_steps(out):
+    w_hpf = next((value for keys, value in overrides if keys == ["model", "w_hpf"]), None)
+    if checkpoint_steps(out):
         raise StarGAN2ImportError(f"{out} already holds a run; import into a new directory")
     sides: dict[bool, dict[str, dict[str, Tensor]]] = {True: {}, False: {}}
     origin: dict[tuple[bool, str], Path] = {}
@@ -338,12 +345,11 @@ def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str, d
         if found is not None and not math.isclose(found, arch.w_hpf):
             raise StarGAN2ImportError(f"{where}: the files' '{HPF_FILTER_KEY}' imply different w_hpf "
                                       f"({found} and {arch.w_hpf})")
-    model = {"img_size": arch.img_size, "domain_column": domain_column, "latent_dim": arch.latent_dim,
+    model = {"img_size": arch.img_size, "latent_dim": arch.latent_dim,
              "style_dim": arch.style_dim, "max_conv_dim": arch.max_conv_dim, "w_hpf": arch.w_hpf,
              "base_dim": arch.base_dim, "mapping_dim": arch.mapping_dim}
     config = resolve_run_config("stargan2", {"data": data, "model": model}, list(overrides))
-    trainer = Trainer(config, out, restart=True)
-    family = trainer.family
+    family = new_family(config)
     if family.arch.num_domains != arch.num_domains:
         raise StarGAN2ImportError(f"{where}: the checkpoint has {arch.num_domains} domains but {data} has "
                                   f"{family.arch.num_domains} in column {family.domain_column!r} "
@@ -357,9 +363,5 @@ def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str, d
         if role != "D" and (role in averaged or role in trained):
             family.nets[f"{role}_ema"].load_state_dict(averaged.get(role, state), strict=True)
     step = min(steps.pop() if steps else 0, family.total_steps())
-    trainer.step = step
     family.lambda_ds = max(0.0, family.config.lambda_ds * (1.0 - step / family.config.ds_iter))
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_json_atomic(out / "config.json", trainer.state_tensors()[1]["config"])
-    trainer.save_checkpoint()
-    return out
+    return write_run(out, config, family, step)
