@@ -238,9 +238,5 @@ class RunConfig:
                 raise ConfigError(f"{name}: {getattr(self, name)} is more than the {most} ganforge accepts")
         if self.best_metric is not None and not self.metrics:
             raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every)")
-        if self.best_metric is not None:
-            from ganforge.metrics.registry import check_best_metric  # upward, lazily: the registry knows the names
-
-            check_best_metric(self.best_metric, self.metrics)
         if self.metrics_every < 0:
             raise ConfigError(f"metrics_every: expected 0 (off) or a positive integer, got {self.metrics_every}")

@@ -21,21 +21,18 @@ from ganforge.training import checkpoint as ckpt
 from ganforge.training import log as log_module
 from ganforge.training.log import RunLogger, progress_line
 from ganforge.viz import plots, report
-from ganforge.viz.report import (
+from ganforge.viz.report import ReportRefresher, checkpoint_rows, last_common_point, write_report
+from ganforge.viz.run_data import (
     ReportError,
-    ReportRefresher,
     align_by_kimg,
-    checkpoint_rows,
     curve_keys,
     elapsed_seconds,
     kimg_at_steps,
-    last_common_point,
     phase_of,
     read_run,
     smooth,
     smoothing_weight,
     thin,
-    write_report,
 )
 
 

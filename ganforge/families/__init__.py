@@ -47,5 +47,9 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping of {family_cls.name} settings, got {model!r}")
     config = from_dict(RunConfig, data)
+    if config.best_metric is not None:  # a rankable output of one of the run's metrics: the registry knows them
+        from ganforge.metrics.registry import check_best_metric
+
+        check_best_metric(config.best_metric, config.metrics)
     config.model = from_dict(family_cls.config_class, model, "model")
     return config

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ganforge.viz.report import (
+from ganforge.viz.run_data import (
     curve_keys,
     elapsed_seconds,
     phase_of,
@@ -23,7 +23,7 @@ from ganforge.viz.report import (
 )
 
 if TYPE_CHECKING:
-    from ganforge.viz.report import RunData
+    from ganforge.viz.run_data import RunData
 
 Runs = list[tuple[str, "RunData"]]
 PHASE_ORDER = {"D": 0, "G": 1, "other": 2}

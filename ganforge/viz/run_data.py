@@ -1,0 +1,231 @@
+"""A run directory read for the report and its plots: log and metric records (resumes folded into one history),
+the curves in them, best checkpoints, sample grids. Reading only: the page is drawn by `ganforge.viz.report`, the
+plots by `ganforge.viz.plots`, and both import this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NOT_CURVES = ("step", "kimg", "img_per_s")
+SCHEDULE_KEYS = ("scale", "res", "alpha")  # PGAN's growth position, logged with every record
+
+
+class ReportError(ValueError):
+    """A report that cannot be written, with the path named."""
+
+
+# --- reading a run ----------------------------------------------------------------------------------------------
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSONL file and the number of lines that were not one (e.g. cut by a kill)."""
+    records, bad = [], 0
+    if not path.is_file():
+        return records, bad
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
+def resumed_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the run as it finally went: a resume (or rollback) restarts from an earlier checkpoint and
+    logs those steps again, so the later records replace every earlier one at or after the step they restart at."""
+    kept: list[dict[str, Any]] = []
+    for record in records:
+        while kept and kept[-1]["step"] >= record["step"]:
+            kept.pop()
+        kept.append(record)
+    return kept
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def curve_keys(records: list[dict[str, Any]]) -> list[str]:
+    """Logged quantities to plot as curves (losses and their terms), in first-seen order."""
+    keys: dict[str, None] = {}
+    for record in records:
+        for key, value in record.items():
+            if key not in NOT_CURVES and key not in SCHEDULE_KEYS and finite(value):
+                keys.setdefault(key, None)
+    return list(keys)
+
+
+def phase_of(key: str) -> str:
+    """Which network's update a logged term belongs to, from its name (loss_D, D_ref_real → D; G_lat_sty → G)."""
+    tokens = key.split("_")
+    if "D" in tokens:
+        return "D"
+    if "G" in tokens:
+        return "G"
+    return "other"
+
+
+def series(records: list[dict[str, Any]], key: str, x: str = "kimg") -> tuple[np.ndarray, np.ndarray]:
+    """(x, value) of every record with a finite `key` and `x`."""
+    points = [(r[x], r[key]) for r in records if finite(r.get(key)) and finite(r.get(x))]
+    if not points:
+        return np.zeros(0), np.zeros(0)
+    xs, ys = zip(*points, strict=True)
+    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+
+
+def smoothing_weight(count: int) -> float:
+    """The EMA weight for `count` points: a horizon of about a fifth of the curve, at most 50 points."""
+    return 0.0 if count < 10 else min(0.98, 1.0 - 5.0 / count)
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start (weight 0: unchanged)."""
+    out = np.empty(len(values), dtype=np.float64)
+    last = 0.0
+    for index, value in enumerate(values):
+        last = last * weight + (1.0 - weight) * value
+        out[index] = last / (1.0 - weight ** (index + 1))
+    return out
+
+
+def elapsed_seconds(records: list[dict[str, Any]]) -> np.ndarray:
+    """Wall-clock training time at each record: each record's img_per_s is the rate since the previous one, so the
+    interval is the images in between divided by that rate (time spent before a resume is not in the log)."""
+    total, out, previous_kimg = 0.0, [], 0.0
+    for record in records:
+        kimg, rate = record.get("kimg"), record.get("img_per_s")
+        if finite(kimg) and finite(rate) and rate > 0:
+            total += max(kimg - previous_kimg, 0.0) * 1000.0 / rate
+            previous_kimg = kimg
+        out.append(total)
+    return np.asarray(out, dtype=np.float64)
+
+
+def kimg_at_steps(records: list[dict[str, Any]], steps: list[int]) -> np.ndarray:
+    """kimg at checkpoint/metric steps that carry none (e.g. `ganforge evaluate` rows), interpolated from the log."""
+    xs, ys = series(records, "kimg", x="step")
+    if len(xs) == 0:
+        return np.full(len(steps), np.nan)
+    return np.interp(np.asarray(steps, dtype=np.float64), np.concatenate([[0.0], xs]), np.concatenate([[0.0], ys]))
+
+
+def align_by_kimg(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Curves of several runs on one kimg axis (the union of their points), each linearly interpolated and NaN
+    outside the range it covers, so runs with different batch sizes or log intervals compare point by point."""
+    grid = np.unique(np.concatenate([xs for xs, _ in curves.values()])) if curves else np.zeros(0)
+    aligned = {}
+    for name, (xs, ys) in curves.items():
+        values = np.full(len(grid), np.nan)
+        if len(xs):
+            order = np.argsort(xs)
+            inside = (grid >= xs[order[0]]) & (grid <= xs[order[-1]])
+            values[inside] = np.interp(grid[inside], xs[order], ys[order])
+        aligned[name] = values
+    return grid, aligned
+
+
+@dataclass
+class Frame:
+    step: int
+    images: dict[str, Path]  # "EMA" / "G" → grid PNG
+
+
+@dataclass
+class RunData:
+    """What a run directory holds, parsed once for the page."""
+
+    path: Path
+    config: dict[str, Any] | None
+    log: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    frames: list[Frame]
+    notes: list[str] = field(default_factory=list)
+    label: str = ""  # how the page names the run: its folder name, or its path where two names clash
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.path.resolve().name
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.log[-1] if self.log else {}
+
+    def metric_points(self) -> list[dict[str, Any]]:
+        """Metric rows with kimg filled in (rows written by `ganforge evaluate` have only the step)."""
+        missing = [r["step"] for r in self.metrics if not finite(r.get("kimg"))]
+        filled = iter(kimg_at_steps(self.log, missing))
+        return [r if finite(r.get("kimg")) else {**r, "kimg": float(next(filled))} for r in self.metrics]
+
+    def best_points(self) -> list[dict[str, Any]]:
+        """best.json's steps with their kimg and rank (1 = best), for marking on the metric curve."""
+        if not self.best:
+            return []
+        kimg_of = {r["step"]: r["kimg"] for r in self.metric_points() if finite(r.get("kimg"))}
+        return [{"rank": rank, "step": entry["step"], "value": entry["value"], "metric": self.best.get("metric"),
+                 "kimg": kimg_of.get(entry["step"], math.nan)}
+                for rank, entry in enumerate(self.best.get("best", []), start=1)
+                if isinstance(entry, dict) and isinstance(entry.get("step"), int) and finite(entry.get("value"))]
+
+
+def read_run(run_dir: Path) -> RunData:
+    """Parse a run directory; a folder that is not a run is a ReportError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run directory")
+    if not (run_dir / "config.json").is_file() and not (run_dir / "log.jsonl").is_file():
+        raise ReportError(f"{run_dir}: not a ganforge run (no config.json or log.jsonl)")
+    notes = []
+    config = None
+    if (run_dir / "config.json").is_file():
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            notes.append(f"config.json is not valid JSON ({err})")
+    records, bad_log = read_jsonl(run_dir / "log.jsonl")
+    metrics, bad_metrics = read_jsonl(run_dir / "metrics.jsonl")
+    for name, bad in (("log.jsonl", bad_log), ("metrics.jsonl", bad_metrics)):
+        if bad:
+            notes.append(f"{name}: {bad} unreadable line{'s' if bad > 1 else ''} skipped")
+    best = None
+    if (run_dir / "best.json").is_file():
+        try:
+            best = json.loads((run_dir / "best.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            notes.append(f"best.json is not valid JSON ({err})")
+    events = [r for r in records if "event" in r]
+    log = resumed_history([r for r in records if "event" not in r])
+    return RunData(run_dir, config, log, events, metrics, best, sample_frames(run_dir / "samples"), notes)
+
+
+def sample_frames(samples_dir: Path) -> list[Frame]:
+    """The fixed-latent grids per step: `<step>.png` (EMA generator) and `<step>-G.png` (raw G)."""
+    frames: dict[int, dict[str, Path]] = {}
+    for path in samples_dir.glob("*.png") if samples_dir.is_dir() else []:
+        stem, net = (path.stem[:-2], "G") if path.stem.endswith("-G") else (path.stem, "EMA")
+        if stem.isdigit():
+            frames.setdefault(int(stem), {})[net] = path
+    return [Frame(step, {net: images[net] for net in ("EMA", "G") if net in images})
+            for step, images in sorted(frames.items())]
+
+
+def thin(items: list[Any], limit: int) -> list[Any]:
+    """At most `limit` items, evenly spaced, always keeping the first and the last."""
+    if len(items) <= limit:
+        return items
+    picks = np.unique(np.round(np.linspace(0, len(items) - 1, limit)).astype(int))
+    return [items[i] for i in picks]
