@@ -11,11 +11,20 @@ from PIL import Image
 import ganforge
 from ganforge.config import read_config_file
 from ganforge.data.domains import prepare_domain_folders
+from ganforge.data.loader import BatchLoader
 from ganforge.data.store import open_dataset
+from ganforge.families.stargan2 import StarGAN2Family, StepInputs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DOMAINS = ["dark", "light"]
 SPLIT_COUNTS = {"train": 6, "val": 3}  # images per domain
+
+
+def draw_step_inputs(family: StarGAN2Family, batch_size: int) -> StepInputs:
+    """One step's shared inputs as training makes them: the engine's loader in the family's domain-pair mode."""
+    loader = BatchLoader(family.dataset, seed=0, dist=family.dist, device=family.device,
+                         options=family.data_options())
+    return family.step_inputs(loader.next(batch_size, family.img_size), batch_size)
 
 
 def write_domain_folders(root: Path, resolution: int = 32) -> Path:

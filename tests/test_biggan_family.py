@@ -52,7 +52,7 @@ def test_phases_follow_the_config():
     family = make_family(num_d_steps=3, num_d_accumulations=2, num_g_accumulations=5, g_batch_size=6)
     d_phase, g_phase = family.phases(0, family.plan(0))
     assert (d_phase.name, d_phase.trains, d_phase.repeats, d_phase.accumulate) == ("D", ("D",), 3, 2)
-    assert (g_phase.name, g_phase.trains, g_phase.accumulate, g_phase.needs_data) == ("G", ("G",), 5, False)
+    assert (g_phase.name, g_phase.trains, g_phase.accumulate, g_phase.data) == ("G", ("G",), 5, "none")
     optimizer = family.optimizers["G"]
     assert optimizer.defaults["betas"] == (0.0, 0.999) and optimizer.defaults["eps"] == 1e-6
     assert family.n_classes == 4 and family.describe()["label_column"] == "shape"

@@ -388,9 +388,9 @@ def test_latents_and_generate_for_every_net(shapes) -> None:
 def test_phases_of_a_step(shapes) -> None:
     family = build("wgan", shapes, critic_steps=4)
     d_phase, g_phase = family.phases(0, family.plan(0))
-    assert (d_phase.name, d_phase.trains, d_phase.repeats, d_phase.needs_data) == ("D", ("D",), 4, True)
+    assert (d_phase.name, d_phase.trains, d_phase.repeats, d_phase.data) == ("D", ("D",), 4, "fresh")
     assert d_phase.after_step is not None
-    assert (g_phase.name, g_phase.trains, g_phase.repeats, g_phase.needs_data) == ("G", ("G",), 1, False)
+    assert (g_phase.name, g_phase.trains, g_phase.repeats, g_phase.data) == ("G", ("G",), 1, "none")
     loss, logs = d_phase.loss(Batch(images=torch.zeros(4, 3, 32, 32), labels=None))
     assert loss.requires_grad and set(logs) == {"loss_D", "wdist"}
     loss, logs = g_phase.loss(None)

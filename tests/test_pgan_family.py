@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ganforge.config import ConfigError
+from ganforge.data.loader import half_resolution_blend
 from ganforge.families import resolve_run_config
 from ganforge.families.pgan import compile_schedule
 from ganforge.training.engine import Trainer
@@ -103,20 +104,34 @@ def test_zoo_variant_restarts_ema_at_growth_paper_keeps_it(tmp_path):
 
 
 def test_real_images_fade_like_the_networks(tmp_path):
+    """The loader blends the reals by the plan's exact alpha: 2×2 box down, nearest up, lerp."""
     trainer = Trainer(tiny(), tmp_path / "run")
     family = trainer.family
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) / 400 - 0.5
-    from ganforge.data.loader import Batch
-
     plan = family.plan(6)  # scale 1, alpha 0.5
-    assert plan.progress["alpha"] == 0.5
-    blended = family.prepare_batch(Batch(images, None), plan).images
+    assert plan.progress["alpha"] == 0.5 and plan.real_blend == 0.5
+    blended = half_resolution_blend(images, plan.real_blend)
     low = images.reshape(2, 3, 4, 2, 4, 2).mean((3, 5)).repeat_interleave(2, 2).repeat_interleave(2, 3)
     torch.testing.assert_close(blended, 0.5 * images + 0.5 * low)
-    assert family.prepare_batch(Batch(images, None), family.plan(9)).images is images  # alpha 0: untouched
+    assert half_resolution_blend(images, family.plan(9).real_blend) is images  # alpha 0: untouched
+    trainer.loader.load_state_dict({"epoch": 0, "position": 0})
+    plain = trainer.loader.next(4, 8).images
+    trainer.loader.load_state_dict({"epoch": 0, "position": 0})
+    torch.testing.assert_close(trainer.loader.next(4, 8, blend=0.5).images, half_resolution_blend(plain, 0.5))
+
+
+def test_the_maths_use_the_exact_alpha_the_logs_show_it_rounded(tmp_path):
+    """Alpha 1 − 1/3 reaches the blend and the networks exactly; only `progress` (logs, bar) rounds it."""
+    family = Trainer(tiny(schedule={"alpha_jumps": 3, "alpha_jump_size": 1}), tmp_path / "run").family
+    plan = family.plan(5)  # scale 1, first jump done
+    assert plan.real_blend == 1 - 1 / 3 and family.position(5) == (1, 1 - 1 / 3)
+    assert plan.progress["alpha"] == 0.666667 != plan.real_blend
+    z = torch.randn(2, 16)
+    torch.testing.assert_close(family.generate({"z": z}, "G", plan), family.nets["G"](z, 1, 1 - 1 / 3),
+                               rtol=0, atol=0)
 
 
 def test_paper_variant_mirrors_zoo_does_not(tmp_path):
-    assert Trainer(tiny(), tmp_path / "a").family.mirror is True
-    assert Trainer(tiny(variant="zoo"), tmp_path / "b").family.mirror is False
-    assert Trainer(tiny(mirror=False), tmp_path / "c").family.mirror is False
+    for model, mirror in (({}, True), ({"variant": "zoo"}, False), ({"mirror": False}, False)):
+        trainer = Trainer(tiny(**model), tmp_path / str(model))
+        assert trainer.family.data_options().mirror is mirror and trainer.loader.mirror is mirror

@@ -18,7 +18,7 @@ from ganforge.cli import main
 from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.data.loader import Batch
 from ganforge.families import resolve_run_config
-from ganforge.families.base import StepPlan
+from ganforge.families.base import Phase, StepPlan
 from ganforge.families.pgan import PGANFamily, compile_schedule
 from ganforge.losses import gdpp_loss
 from ganforge.models.pgan import pgan_widths
@@ -33,8 +33,10 @@ def tiny_family(tmp_path: Path, **model) -> PGANFamily:
     return Trainer(resolve_run_config(None, config), tmp_path / "run").family
 
 
-def plan_at(scale: int, alpha: float, batch: int = 4) -> StepPlan:
-    return StepPlan(batch_size=batch, resolution=4 * 2**scale, progress={"scale": scale, "alpha": alpha})
+def phases_at(family: PGANFamily, scale: int, alpha: float, batch: int = 4) -> list[Phase]:
+    """The family's phases at an arbitrary schedule position (the family reads it from its segment: set here)."""
+    family.position = lambda step: (scale, alpha)
+    return family.phases(0, StepPlan(batch_size=batch, resolution=4 * 2**scale, real_blend=alpha))
 
 
 # --- 1. gradient penalty: TF differentiates w.r.t. images upscaled to the final resolution ----------------------
@@ -61,7 +63,7 @@ def tf_full_resolution_penalty(family: PGANFamily, reals: torch.Tensor, z: torch
 def ganforge_penalty(family: PGANFamily, reals: torch.Tensor, scale: int, alpha: float
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The D phase's logged penalty, with the latents and mixing factors it drew."""
-    d_phase = family.phases(0, plan_at(scale, alpha))[0]
+    d_phase = phases_at(family, scale, alpha)[0]
     torch.manual_seed(7)
     _, logs = d_phase.loss(Batch(reals, None))
     torch.manual_seed(7)
@@ -101,11 +103,11 @@ def test_zoo_penalty_stays_at_the_native_resolution(tmp_path, scale, alpha):
 # --- 2. GDPP against the zoo's batch-summed generator loss ---------------------------------------------------
 
 def g_loss_and_grads(family: PGANFamily, reals: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
-    family._last_reals = reals  # the D phase's real batch, as in a step
-    g_phase = family.phases(0, plan_at(1, 0.0))[1]
+    g_phase = phases_at(family, 1, 0.0)[1]
+    assert g_phase.data == "previous"  # handed the D phase's real batch, as in a step
     torch.manual_seed(3)
     family.nets["G"].zero_grad()
-    loss, logs = g_phase.loss(None)
+    loss, logs = g_phase.loss(Batch(reals, None))
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in family.nets["G"].parameters() if p.grad is not None], logs
 

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 from PIL import Image
+from stargan2_tiny_run import draw_step_inputs
 
 import ganforge.api
 from ganforge.cli import main
 from ganforge.config import ConfigError, read_config_file
-from ganforge.data.loader import to_float_images
+from ganforge.data.loader import Batch, to_float_images
 from ganforge.data.prepare import prepare_folder
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.distributed import DistInfo
@@ -84,7 +85,7 @@ def test_r1_on_image_shaped_input() -> None:
 
 def test_d_loss_is_bce_on_real_and_fake_plus_weighted_r1(shapes) -> None:
     family = build(shapes, lambda_reg=3.0)
-    inputs = family.draw_inputs(4)
+    inputs = draw_step_inputs(family, 4)
     G, F_, E, D = (family.nets[k] for k in "GFED")
     for mode in ("latent", "ref"):
         loss, logs = family.d_loss(inputs, mode)
@@ -102,7 +103,7 @@ def test_d_loss_is_bce_on_real_and_fake_plus_weighted_r1(shapes) -> None:
 
 def test_g_loss_terms_and_the_detached_second_fake(shapes) -> None:
     family = build(shapes, lambda_sty=2.0, lambda_cyc=3.0, lambda_ds=0.5)
-    inputs = family.draw_inputs(4)
+    inputs = draw_step_inputs(family, 4)
     G, F_, E, D = (family.nets[k] for k in "GFED")
     x, y, y_trg = inputs.x_src, inputs.y_src, inputs.y_trg
     for mode in ("latent", "ref"):
@@ -153,8 +154,9 @@ def test_lambda_ds_is_checkpointed_and_restored_on_resume(tmp_path) -> None:
     logged = [rec["lambda_ds"] for rec in map(json.loads, (tmp_path / "run" / "log.jsonl").open())
               if "lambda_ds" in rec]
     assert logged[-1] == pytest.approx(1.5)  # the value the last step's G losses used
-    with pytest.raises(ConfigError, match="family state has no 'rng'"):
-        resumed.family.load_extra_state({"lambda_ds": 1.0})
+    assert set(saved.meta["family_state"]) == {"lambda_ds"} and "rng" in saved.meta["loader"]["domain_pairs"]
+    with pytest.raises(ConfigError, match="family state has no 'lambda_ds'"):
+        resumed.family.load_family_state({"rng": 1.0})
 
 
 # --- which optimisers step in which phase -------------------------------------------------------------------------
@@ -203,15 +205,15 @@ def test_optimisers_step_per_phase_and_ema_follows(tmp_path) -> None:
 
 
 def test_phase_plan(shapes) -> None:
+    """The first phase takes the loader's batch and hands it to the other three (one set of inputs per step)."""
     family = build(shapes)
-    with pytest.raises(RuntimeError, match="begin_step"):
-        family.phases(0, family.plan(0))
-    family.begin_step(0, family.plan(0))
     phases = family.phases(0, family.plan(0))
-    assert [(p.name, p.trains, p.needs_data) for p in phases] == [
-        ("D_latent", ("D",), False), ("D_ref", ("D",), False), ("G_latent", ("G", "F", "E"), False),
-        ("G_ref", ("G",), False)]
+    assert [(p.name, p.trains, p.data) for p in phases] == [
+        ("D_latent", ("D",), "fresh"), ("D_ref", ("D",), "previous"), ("G_latent", ("G", "F", "E"), "previous"),
+        ("G_ref", ("G",), "previous")]
     assert phases[-1].after_step == family.decay_lambda_ds
+    with pytest.raises(RuntimeError, match="domain-pair batches"):
+        phases[0].loss(Batch(torch.zeros(4, 3, 32, 32), None))
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -223,7 +225,7 @@ def test_balanced_domains_and_reference_pairs_from_the_target_domain() -> None:
     torch.manual_seed(0)
     family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
     assert family.domain_names == ["d0", "d1"] and family.domain_column == "kind"
-    inputs = family.draw_inputs(400)
+    inputs = draw_step_inputs(family, 400)
     index = {name: t[:, 0, 0, 0].add(1).mul(127.5).round().long() for name, t in
              (("src", inputs.x_src), ("ref", inputs.x_ref), ("ref2", inputs.x_ref2))}
     labels = torch.as_tensor(dataset.labels[:, 0])
@@ -238,17 +240,17 @@ def test_augmentation(shapes) -> None:
     indices = np.arange(6)
     images = to_float_images(shapes.images(32)[indices], torch.device("cpu"))
     family = build(shapes, randcrop_prob=0.0, flip=False)
-    assert torch.equal(family.augment(indices), images)
+    assert torch.equal(family.sampler.transform(indices), images)
     family = build(shapes, randcrop_prob=0.0, flip=True)
-    out = family.augment(indices)
+    out = family.sampler.transform(indices)
     flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)]
     assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images, strict=True)) and any(flipped)
     family = build(shapes, randcrop_prob=1.0, flip=False)
     for _ in range(200):
-        top, left, height, width = family._crop_box(32)
+        top, left, height, width = family.sampler.crop_box(32)
         assert 0 <= top <= 32 - height and 0 <= left <= 32 - width
         assert 0.8 * 1024 * 0.85 <= height * width <= 1024 and 0.85 <= width / height <= 1.18
-    assert not torch.equal(family.augment(indices), images)
+    assert not torch.equal(family.sampler.transform(indices), images)
 
 
 def with_crop_source(resolution: int, source: int, *, pyramid: bool) -> ImageDataset:
@@ -272,14 +274,14 @@ def test_crops_are_cut_from_a_larger_source_and_only_downsampled(source: int, py
         **TINY, "img_size": 16, "domain_column": None, "randcrop_prob": 1.0, "flip": False}})
     torch.manual_seed(0)
     family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
-    assert family.crop_source_size == source
+    assert family.sampler.crop_size == source
     boxes = []
-    draw = family._crop_box
-    family._crop_box = lambda size: boxes.append(draw(size)) or boxes[-1]
-    family.augment(np.arange(4).repeat(50))
+    draw = family.sampler.crop_box
+    family.sampler.crop_box = lambda size: boxes.append(draw(size)) or boxes[-1]
+    family.sampler.transform(np.arange(4).repeat(50))
     assert len(boxes) == 200 and min(min(height, width) for _, _, height, width in boxes) >= 16  # no upsampling
-    family._crop_box = lambda size: (0, 0, size, size)
-    out = family.augment(np.arange(4))
+    family.sampler.crop_box = lambda size: (0, 0, size, size)
+    out = family.sampler.transform(np.arange(4))
     for image, big in zip(out, dataset.images(source), strict=True):
         pil = Image.fromarray(big.transpose(1, 2, 0)).resize((16, 16), Image.BILINEAR)
         expected = torch.from_numpy(np.asarray(pil).transpose(2, 0, 1).copy()).float() / 127.5 - 1
@@ -293,9 +295,9 @@ def test_stores_without_a_crop_source_still_train_cropping_the_stored_size(caplo
     torch.manual_seed(0)
     with caplog.at_level("WARNING"):
         family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
-    assert family.crop_source_size is None
+    assert family.sampler.crop_size == 16  # the stored training size itself
     assert "no images larger than 16 px to crop from" in caplog.text and "ganforge prepare" in caplog.text
-    assert family.draw_inputs(4).x_src.shape == (4, 3, 16, 16)
+    assert draw_step_inputs(family, 4).x_src.shape == (4, 3, 16, 16)
 
 
 # --- configs ------------------------------------------------------------------------------------------------------
@@ -389,7 +391,8 @@ def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
     for name, net in straight.family.nets.items():
         for key, value in net.state_dict().items():
             assert torch.equal(value, resumed.family.nets[name].state_dict()[key]), f"{name}.{key}"
-    assert straight.family.extra_state() == resumed.family.extra_state()
+    assert straight.family.family_state() == resumed.family.family_state()
+    assert straight.loader.state_dict() == resumed.loader.state_dict()
     assert resumed.family.domain_names == ["dark", "light", "gradient", "stripes"]
     assert (tmp_path / "resumed" / "samples" / "00000004.png").is_file()
     meta = ckpt.latest_valid_checkpoint(tmp_path / "resumed").meta
@@ -453,7 +456,7 @@ def test_each_rank_takes_its_interleaved_share_of_the_global_draw(shapes) -> Non
     for rank, world in ((0, 1), (1, 2)):
         torch.manual_seed(0)
         family = StarGAN2Family(config, shapes, torch.device("cpu"), DistInfo(rank=rank, world_size=world))
-        draws[world] = family.draw_inputs(4)
+        draws[world] = draw_step_inputs(family, 4)
     single, share = draws[1], draws[2]
     for name in ("x_src", "y_src", "x_ref", "x_ref2", "y_trg", "z1", "z2"):
         assert torch.equal(getattr(share, name), getattr(single, name)[1::2]), name

@@ -18,6 +18,7 @@ from conftest import shared_path
 from safetensors.torch import load_file
 
 from ganforge.config import ConfigError
+from ganforge.data.loader import BatchLoader
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
@@ -179,11 +180,16 @@ def test_every_generator_call_of_a_step_gets_the_official_masks(monkeypatch) -> 
     monkeypatch.setattr(family_module, "face_masks", fake_masks)
     family = build(wing_weights=str(wing("wing_standin.ckpt")))
     spy = GeneratorSpy(family.nets["G"])
-    family.begin_step(0, family.plan(0))
-    inputs = family.inputs
-    torch.testing.assert_close(inputs.masks, fake_masks(None, inputs.x_src))
+    loader = BatchLoader(family.dataset, seed=0, dist=family.dist, device=family.device,
+                         options=family.data_options())
+    batch = loader.next(family.plan(0).batch_size, family.img_size)
+    made = []
+    make = family.step_inputs
+    family.step_inputs = lambda *args: made.append(make(*args)) or made[-1]
     for phase in family.phases(0, family.plan(0)):
-        phase.loss(None)
+        phase.loss(batch)  # the first phase's batch, handed on to the others as the engine does
+    (inputs,) = made  # made once, shared by the four phases
+    torch.testing.assert_close(inputs.masks, fake_masks(None, inputs.x_src))
     assert len(spy.calls) == 8  # D: 1 + 1; G: fake, second fake, reconstruction, twice
     for index, (x, masks) in enumerate(spy.calls):
         if index in (4, 7):  # the reconstructions G(x_fake, E(x, y), masks of x_fake)

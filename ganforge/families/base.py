@@ -11,12 +11,12 @@ import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from ganforge.data.loader import Batch
+from ganforge.data.loader import Batch, DataOptions
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
 
@@ -27,7 +27,14 @@ class StepPlan:
 
     batch_size: int  # global batch size, across all ranks
     resolution: int
-    progress: dict[str, float] = field(default_factory=dict)  # e.g. scale, alpha: logged and shown in the bar
+    progress: dict[str, float] = field(default_factory=dict)  # e.g. scale, alpha: for logs and the bar only
+    real_blend: float = 0.0  # weight of each real image's half-resolution version (a resolution fade-in)
+
+
+PhaseData = Literal["fresh", "previous", "none"]
+PHASE_DATA: tuple[str, ...] = ("fresh", "previous", "none")
+"""What a phase's loss receives: a fresh batch from the loader per micro-batch, the latest batch an earlier phase
+of the same step drew (an explicit hand-over of the same real images), or None (no real images)."""
 
 
 @dataclass
@@ -39,9 +46,15 @@ class Phase:
     loss: Callable[[Batch | None], tuple[torch.Tensor, dict[str, float]]]
     repeats: int = 1
     accumulate: int = 1  # micro-batches whose gradients add up before one optimiser step
-    needs_data: bool = True
+    data: PhaseData = "fresh"
     after_step: Callable[[], None] | None = None
     reuse_batch: bool = False  # True: the first repeat's real batch serves every repeat (the WGAN-GP tutorial)
+
+    def __post_init__(self) -> None:
+        if self.data not in PHASE_DATA:
+            raise ValueError(f"phase {self.name}: data {self.data!r}, expected one of {PHASE_DATA}")
+        if self.reuse_batch and self.data != "fresh":
+            raise ValueError(f"phase {self.name}: reuse_batch needs data='fresh' (it reuses the batches it draws)")
 
 
 class Family(ABC):
@@ -49,7 +62,11 @@ class Family(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
-    mirror: bool = False  # random horizontal flips of real images
+    # conditioning: the `model:` key of the class (or domain) count the networks are built for, None when the
+    # family is unconditional, and its value when neither the config nor the data gives one (`ganforge info`)
+    label_count_key: ClassVar[str | None] = None
+    default_label_count: ClassVar[int | None] = None
+    samples_by_class: ClassVar[bool] = False  # `generate` takes class indices "y" below `label_count`
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
@@ -71,16 +88,17 @@ class Family(ABC):
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema_pairs: dict[str, str] = {}  # EMA net name -> source net name
-        self._images_drawn = 0
+        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the engine; see `discriminate`
 
-    def count_images(self, n: int) -> None:
-        """Families that sample real images themselves (not through `needs_data` phases) report them here, so
-        kimg and img/s in the logs stay true."""
-        self._images_drawn += n
+    @property
+    def label_count(self) -> int | None:
+        """Classes (or domains) the networks are built for (from the config or the data); None for an
+        unconditional family."""
+        return None
 
-    def pop_images_drawn(self) -> int:
-        drawn, self._images_drawn = self._images_drawn, 0
-        return drawn
+    def data_options(self) -> DataOptions:
+        """How the engine's loader serves this family's real images (mirroring, a sampling mode)."""
+        return DataOptions()
 
     # --- schedule -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -98,10 +116,6 @@ class Family(ABC):
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         """The phases to run at this step, in order."""
 
-    def prepare_batch(self, batch: Batch, plan: StepPlan) -> Batch:
-        """Turn a loader batch into what the losses expect (e.g. PGAN's fade blend of reals)."""
-        return batch
-
     def ema_decay(self, step: int) -> float | None:
         """Decay of the EMA update after this step, or None for no update."""
         return None
@@ -113,15 +127,34 @@ class Family(ABC):
 
     @abstractmethod
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
-        """Images in [-1, 1] from generator `net` ("G" or its EMA) at the schedule position `plan`."""
+        """Images in [-1, 1] from generator `net` (one of `sample_nets()`) at the schedule position `plan`."""
 
-    # --- state beyond nets and optimisers ---------------------------------------------------------------------
-    def extra_state(self) -> dict[str, Any]:
-        """JSON-serialisable family state that a resume needs (beyond nets, optimisers and step)."""
+    def sample_nets(self) -> list[str]:
+        """The generators whose fixed-latent grids are written at sample ticks; the first (`sample_net`) also
+        serves samples and metrics. By default the EMA generator when the run keeps one, then G."""
+        return [net for net in ("G_ema", "G") if net in self.nets]
+
+    @property
+    def sample_net(self) -> str:
+        """The generator behind samples, `generate` of a loaded model and metrics."""
+        return self.sample_nets()[0]
+
+    # --- the discriminator ------------------------------------------------------------------------------------
+    def discriminate(self, images: torch.Tensor, *args: Any, net: str = "D", **kwargs: Any) -> Any:
+        """D's output on `images` (extra arguments go to D). Every image D sees, real, fake or a penalty's input,
+        goes through here, so one augmentation set by the engine (`self.augment`) reaches every family."""
+        if self.augment is not None:
+            images = self.augment(images)
+        return self.nets[net](images, *args, **kwargs)
+
+    # --- state beyond nets, optimisers and the loader -----------------------------------------------------------
+    def family_state(self) -> dict[str, Any]:
+        """JSON-serialisable state that a resume needs beyond nets, optimisers, step and the data stream
+        (e.g. a loss weight that decays step by step); saved as the checkpoint's `family_state`."""
         return {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
-        """Restore what `extra_state` returned."""
+    def load_family_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what `family_state` returned."""
 
     def describe(self) -> dict[str, Any]:
         """What `ganforge info` prints beyond parameter counts."""

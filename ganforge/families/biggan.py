@@ -165,6 +165,7 @@ class BigGANFamily(Family):
     config_class: ClassVar[type] = BigGANTrainConfig
     label_count_key: ClassVar[str] = "n_classes"
     default_label_count: ClassVar[int] = 1000  # BigGAN-PyTorch's n_classes default (ImageNet)
+    samples_by_class: ClassVar[bool] = True
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +196,10 @@ class BigGANFamily(Family):
             self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=tuple(config.betas),
                                                      eps=config.adam_eps)
 
+    @property
+    def label_count(self) -> int:
+        return self.n_classes
+
     # --- schedule ---------------------------------------------------------------------------------------------
     def total_steps(self) -> int:
         return self.config.steps
@@ -221,7 +226,7 @@ class BigGANFamily(Family):
 
     def discriminator_loss(self, batch: Batch, n_fake: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Hinge loss of D on this real micro-batch and `n_fake` fresh fakes, in one concatenated forward."""
-        G, D = self.nets["G"], self.nets["D"]
+        G, D = self.nets["G"], self.discriminate
         if batch.labels is None:
             raise ConfigError("data: BigGAN needs class labels, the batch has none")
         z, y_fake = self.draw_latents(n_fake)
@@ -236,7 +241,7 @@ class BigGANFamily(Family):
     def generator_loss(self, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Hinge (−mean D) loss of `n` fresh samples."""
         z, y = self.draw_latents(n)
-        loss = hinge_generator_loss(self.nets["D"](self.nets["G"](z, y), y))
+        loss = hinge_generator_loss(self.discriminate(self.nets["G"](z, y), y))
         logs = {"loss_G": loss.detach()}
         return self._with_ortho("G", loss, logs), logs
 
@@ -257,7 +262,7 @@ class BigGANFamily(Family):
             Phase("D", ("D",), lambda batch: self.discriminator_loss(batch, plan.batch_size),
                   repeats=config.num_d_steps, accumulate=config.num_d_accumulations),
             Phase("G", ("G",), lambda _: self.generator_loss(g_batch), accumulate=config.num_g_accumulations,
-                  needs_data=False),
+                  data="none"),
         ]
 
     # --- sampling ---------------------------------------------------------------------------------------------

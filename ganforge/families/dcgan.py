@@ -177,7 +177,7 @@ class DCGANFamily(Family):
     # --- losses -----------------------------------------------------------------------------------------------
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
-        D = self.nets["D"]
+        D = self.discriminate
         loss = (F.softplus(-D(reals)).mean() + F.softplus(D(fakes)).mean()) / 2
         return loss, {"loss_D": loss.detach()}
 
@@ -189,7 +189,7 @@ class DCGANFamily(Family):
         """Hook run after each critic optimiser step."""
 
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
-        G, D = self.nets["G"], self.nets["D"]
+        G, D = self.nets["G"], self.discriminate
         z_dim = self.config.z_dim
         reuse = self.config.critic_batches == "reuse"
         last_fakes: list[torch.Tensor] = []  # reuse: the last critic update's fake, with G's graph
@@ -215,7 +215,7 @@ class DCGANFamily(Family):
 
         return [Phase("D", ("D",), critic_loss, repeats=self.config.critic_steps, after_step=self.after_critic_step,
                       reuse_batch=reuse),
-                Phase("G", ("G",), generator_loss, needs_data=False)]
+                Phase("G", ("G",), generator_loss, data="none")]
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -257,7 +257,7 @@ class WGANFamily(DCGANFamily):
         return data
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        loss = wgan_critic_loss(self.nets["D"](reals), self.nets["D"](fakes))
+        loss = wgan_critic_loss(self.discriminate(reals), self.discriminate(fakes))
         return loss, {"loss_D": loss.detach(), "wdist": -loss.detach()}
 
     @torch.no_grad()
@@ -276,7 +276,7 @@ class WGANGPFamily(DCGANFamily):
     generator_objective = staticmethod(wgan_generator_loss)
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        D = self.nets["D"]
+        D = self.discriminate
         wdist_loss = wgan_critic_loss(D(reals), D(fakes))
         mix = self.rand(self.config.batch_size, 1, 1, 1)  # u ~ U(0, 1) per sample, drawn at global batch size
         gp = gradient_penalty(D, reals, fakes, mix)

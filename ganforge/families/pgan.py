@@ -21,10 +21,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from ganforge.config import ConfigError
-from ganforge.data.loader import Batch
+from ganforge.data.loader import Batch, DataOptions
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import drift_penalty, gdpp_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
@@ -263,7 +262,6 @@ class PGANFamily(Family):
         for name in ("G", "D"):
             self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=config.lr, betas=betas,
                                                      eps=config.adam_eps)
-        self._last_reals: torch.Tensor | None = None
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
@@ -307,11 +305,21 @@ class PGANFamily(Family):
     def segment(self, step: int) -> ScaleSegment:
         return self.segments[bisect.bisect_right(self._starts, step) - 1]
 
+    def position(self, step: int) -> tuple[int, float]:
+        """(scale, alpha) at `step`, exact: what the networks and the real-image blend use."""
+        seg = self.segment(step)
+        return seg.scale, seg.alpha(step - seg.start)
+
     def plan(self, step: int) -> StepPlan:
+        """The segment's batch and resolution; the reals are blended by the exact alpha (the weight of the old
+        resolution during a fade), and `progress` shows it rounded."""
         seg = self.segment(step)
         alpha = seg.alpha(step - seg.start)
-        return StepPlan(batch_size=seg.batch_size, resolution=seg.resolution,
+        return StepPlan(batch_size=seg.batch_size, resolution=seg.resolution, real_blend=alpha,
                         progress={"scale": seg.scale, "res": seg.resolution, "alpha": round(alpha, 6)})
+
+    def data_options(self) -> DataOptions:
+        return DataOptions(mirror=self.mirror)
 
     def begin_step(self, step: int, plan: StepPlan) -> None:
         seg = self.segment(step)
@@ -335,47 +343,44 @@ class PGANFamily(Family):
         return self.config.ema_decay
 
     # --- phases -----------------------------------------------------------------------------------------------
-    def prepare_batch(self, batch: Batch, plan: StepPlan) -> Batch:
-        alpha = plan.progress["alpha"]
-        if alpha > 0:
-            low = F.interpolate(F.avg_pool2d(batch.images, 2), scale_factor=2, mode="nearest")
-            batch = Batch(images=torch.lerp(batch.images, low, alpha), labels=batch.labels)
-        return batch
-
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
-        scale, alpha = int(plan.progress["scale"]), plan.progress["alpha"]
-        G, D = self.nets["G"], self.nets["D"]
+        """D on the loader's reals (blended by the plan during a fade), then G; with GDPP, G's phase takes D's
+        real batch (the same images) for the real features."""
+        scale, alpha = self.position(step)
+        G = self.nets["G"]
         config = self.config
         batch_size = plan.batch_size
 
+        def D(images: torch.Tensor, **kwargs: Any) -> Any:
+            return self.discriminate(images, scale, alpha, **kwargs)
+
         def d_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
             reals = batch.images
-            self._last_reals = reals
             with torch.no_grad():
                 fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
-            d_real = D(reals, scale, alpha)
-            d_fake = D(fakes, scale, alpha)
+            d_real = D(reals)
+            d_fake = D(fakes)
             mix = self.rand(batch_size, 1, 1, 1)
-            gp = gradient_penalty(lambda x: D(x, scale, alpha), reals, fakes, mix,
-                                  norm_scale=self.gp_norm_scale(plan.resolution))
+            gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))
             drift = drift_penalty(d_real)
             wdist = wgan_critic_loss(d_real, d_fake)
             loss = wdist + config.lambda_gp * gp + config.drift * drift
             return loss, {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach()}
 
-        def g_loss(_: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        def g_loss(d_batch: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
             fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
-            if config.gdpp > 0:
-                d_fake, fake_features = D(fakes, scale, alpha, return_features=True)
+            if d_batch is not None:  # GDPP
+                d_fake, fake_features = D(fakes, return_features=True)
                 with torch.no_grad():
-                    _, real_features = D(self._last_reals, scale, alpha, return_features=True)
+                    _, real_features = D(d_batch.images, return_features=True)
                 gdpp = gdpp_loss(fake_features, real_features)
                 loss = wgan_generator_loss(d_fake) + self.gdpp_weight(batch_size) * gdpp
                 return loss, {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
-            loss = wgan_generator_loss(D(fakes, scale, alpha))
+            loss = wgan_generator_loss(D(fakes))
             return loss, {"loss_G": loss.detach()}
 
-        return [Phase("D", ("D",), d_loss), Phase("G", ("G",), g_loss, needs_data=False)]
+        return [Phase("D", ("D",), d_loss),
+                Phase("G", ("G",), g_loss, data="previous" if config.gdpp > 0 else "none")]
 
     def gp_norm_scale(self, resolution: int) -> float:
         """Factor on the gradient norm the penalty sees at `resolution` (see losses.gradient_penalty).
@@ -402,7 +407,8 @@ class PGANFamily(Family):
         return {"z": torch.randn(n, self.config.latent_dim, generator=generator)}
 
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
-        return self.nets[net](inputs["z"], int(plan.progress["scale"]), plan.progress["alpha"])
+        """At the plan's resolution and fade (its exact real-image blend is the networks' alpha)."""
+        return self.nets[net](inputs["z"], int(math.log2(plan.resolution)) - 2, plan.real_blend)
 
     def describe(self) -> dict[str, Any]:
         return {"variant": self.config.variant, "widths": self.arch.widths, "mirror": self.mirror,

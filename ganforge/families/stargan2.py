@@ -15,8 +15,8 @@ official augmentation (random resized crop with probability 0.5, scale 0.8–1, 
 As officially, a crop is cut from an image larger than the output and downsampled (antialiased bilinear): from the
 store's crop source (`ganforge prepare celeba-domains|domains` keep one at 5/4 of the size) or a pyramid level of
 at least that size. A store without either (older ones) crops the training level itself and upsamples the crop,
-with a warning. The draws use the family's own numpy generator, whose state is checkpointed with λ_ds, so a resume
-is exact.
+with a warning. The engine's loader makes these draws in its domain-pair mode (data/loader.py, DomainPairSampler)
+from a numpy generator seeded here and checkpointed with the loader's state, so a resume is exact.
 
 Masks: with w_hpf > 0 the official code computes face masks with its landmark network (FAN, models/fan.py) on
 the sources once per step (both D phases and the first generator pass of both G phases share them), on each
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ganforge.config import ConfigError
 from ganforge.data.domains import CROP_SOURCE_FACTOR
-from ganforge.data.loader import to_float_images
+from ganforge.data.loader import Batch, DataOptions, DomainPairSampler, to_float_images
 from ganforge.data.store import DatasetError, ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.download import locate_weights
@@ -49,9 +49,6 @@ from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
 from ganforge.models.stargan2 import StarGAN2Arch, he_init_
 
-CROP_SCALE = (0.8, 1.0)
-CROP_RATIO = (0.9, 1.1)
-CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop: retry, then fall back to the whole image
 LOCATION_KEYS = ("wing_weights",)  # where a file is, not what is trained: may change on resume
 
 log = logging.getLogger(__name__)
@@ -169,10 +166,11 @@ class StarGAN2Family(Family):
                 self.optimizers[role] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas,
                                                          weight_decay=config.weight_decay)
         # the data stream's own generator, seeded from the run seed through torch's (seeded) stream
-        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), device="cpu").item()))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), device="cpu").item()))
         self.lambda_ds = config.lambda_ds
-        self.inputs: StepInputs | None = None
-        self.crop_source_size = self._crop_source_size(dataset) if self.members is not None else None
+        self.sampler = None if self.members is None else DomainPairSampler(
+            dataset, self.members, resolution=self.img_size, crop_size=self._crop_source_size(dataset),
+            randcrop_prob=config.randcrop_prob, flip=config.flip, rng=rng)
         self.fan: FAN | None = None
         if self.members is not None and device.type != "meta":
             self.load_fan()  # training needs the masks (w_hpf > 0): refuse now, not at the first step
@@ -242,6 +240,10 @@ class StarGAN2Family(Family):
                                   f"images in {dataset.source}")
         return members
 
+    @property
+    def label_count(self) -> int:
+        return len(self.domain_names)
+
     # --- schedule ---------------------------------------------------------------------------------------------
     def total_steps(self) -> int:
         return self.config.steps
@@ -252,14 +254,7 @@ class StarGAN2Family(Family):
     def ema_decay(self, step: int) -> float:
         return self.config.ema_decay
 
-    def begin_step(self, step: int, plan: StepPlan) -> None:
-        self.inputs = self.draw_inputs(plan.batch_size)
-
     # --- data -------------------------------------------------------------------------------------------------
-    def _balanced(self, domains: np.ndarray) -> np.ndarray:
-        """One uniformly drawn image index of each requested domain."""
-        return np.array([self.members[k][self.rng.integers(len(self.members[k]))] for k in domains], dtype=np.int64)
-
     def _crop_source_size(self, dataset: ImageDataset) -> int | None:
         """The smallest stored size (the store's crop source or a pyramid level) from which every crop is only
         downsampled to img_size; None when there is none (crops then upsample, as before stores kept one)."""
@@ -272,60 +267,26 @@ class StarGAN2Family(Family):
                         self.img_size, self.img_size)
         return min(fitting) if fitting else None
 
-    def _crop_box(self, size: int) -> tuple[int, int, int, int]:
-        """(top, left, height, width) of a random resized crop of a size×size image (torchvision's recipe)."""
-        area = size * size
-        log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
-        for _ in range(CROP_ATTEMPTS):
-            target = area * self.rng.uniform(*CROP_SCALE)
-            ratio = math.exp(self.rng.uniform(*log_ratio))
-            width, height = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-            if 0 < width <= size and 0 < height <= size:
-                top, left = self.rng.integers(size - height + 1), self.rng.integers(size - width + 1)
-                return int(top), int(left), height, width
-        return 0, 0, size, size
-
-    def augment(self, indices: np.ndarray) -> torch.Tensor:
-        """The official training transform of the images at `indices`, in [-1, 1]: with p = randcrop_prob a random
-        resized crop of the crop source, resized to img_size (bilinear, antialiased like PIL's), else the stored
-        img_size image; then a horizontal flip with p = 0.5."""
-        cpu, size = torch.device("cpu"), self.img_size
-        source_size = self.crop_source_size or size
-        images, sources = self.dataset.images(size), self.dataset.images(source_size)
-        out = []
-        for index in indices:
-            if self.rng.random() < self.config.randcrop_prob:
-                top, left, height, width = self._crop_box(source_size)
-                crop = to_float_images(sources[index:index + 1, :, top:top + height, left:left + width], cpu)
-                image = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
-                                      antialias=True)[0]
-            else:
-                image = to_float_images(images[index:index + 1], cpu)[0]
-            if self.config.flip and self.rng.random() < 0.5:
-                image = image.flip(-1)
-            out.append(image)
-        return torch.stack(out)
-
     def _require_images(self, purpose: str) -> None:
-        if self.members is None or self.dataset.count == 0:
+        if self.sampler is None or self.dataset.count == 0:
             raise DatasetError(f"{purpose} needs the training images, but this run was loaded from the shape of "
                                f"{self.dataset.source or 'its dataset'} only; StarGAN v2 translates images: use "
                                "`ganforge translate RUN --src DIR --ref DIR -o OUT`")
 
-    def draw_inputs(self, batch_size: int) -> StepInputs:
-        """The step's global-batch inputs from the balanced streams, then this rank's share on the device."""
-        self._require_images("drawing training inputs")
-        self.count_images(batch_size)  # the sources shown to D (references are extra)
-        num_domains = len(self.domain_names)
-        y_src = self.rng.integers(num_domains, size=batch_size)
-        y_trg = self.rng.integers(num_domains, size=batch_size)
-        src, ref, ref2 = self._balanced(y_src), self._balanced(y_trg), self._balanced(y_trg)
-        tensors = [self.augment(src), torch.as_tensor(y_src), self.augment(ref), self.augment(ref2),
-                   torch.as_tensor(y_trg)]
-        x_src, y_src_t, x_ref, x_ref2, y_trg_t = (self.dist.shard(t).to(self.device) for t in tensors)
+    def data_options(self) -> DataOptions:
+        """The loader's domain-pair mode: balanced sources with reference pairs, officially augmented."""
+        self._require_images("training")
+        return DataOptions(domain_pairs=self.sampler)
+
+    def step_inputs(self, batch: Batch, batch_size: int) -> StepInputs:
+        """What the step's four phases share: the loader's domain-pair batch, fresh latents z1, z2 (drawn at the
+        global `batch_size`, this rank's share) and the sources' face masks."""
+        if batch.references is None or batch.labels is None or batch.reference_labels is None:
+            raise RuntimeError("StarGAN v2 needs the loader's domain-pair batches (sources, references, domains)")
         z1 = self.randn(batch_size, self.config.latent_dim)
         z2 = self.randn(batch_size, self.config.latent_dim)
-        return StepInputs(x_src, y_src_t, x_ref, x_ref2, y_trg_t, z1, z2, masks=self.face_masks(x_src))
+        return StepInputs(batch.images, batch.labels[:, 0], *batch.references, batch.reference_labels, z1, z2,
+                          masks=self.face_masks(batch.images))
 
     # --- losses -----------------------------------------------------------------------------------------------
     def _target_style(self, inputs: StepInputs, mode: str, *, second: bool = False) -> torch.Tensor:
@@ -336,7 +297,7 @@ class StarGAN2Family(Family):
 
     def d_loss(self, inputs: StepInputs, mode: str) -> tuple[torch.Tensor, dict[str, Any]]:
         """BCE(D(x), 1) + λ_reg·R1(x) + BCE(D(G(x, s̃)), 0); the fake is made without gradients."""
-        G, D = self.nets["G"], self.nets["D"]
+        G, D = self.nets["G"], self.discriminate
         x_real = inputs.x_src.detach().requires_grad_(True)
         d_real = D(x_real, inputs.y_src)
         loss_real = _bce(d_real, 1.0)
@@ -354,7 +315,7 @@ class StarGAN2Family(Family):
         The second fake carries no gradient (as officially), so it is made under no_grad. The reconstruction uses
         the masks of the fake (no gradient flows through the mask network).
         """
-        G, D, E = self.nets["G"], self.nets["D"], self.nets["E"]
+        G, D, E = self.nets["G"], self.discriminate, self.nets["E"]
         config = self.config
         x, y, y_trg = inputs.x_src, inputs.y_src, inputs.y_trg
         s_trg = self._target_style(inputs, mode)
@@ -376,14 +337,20 @@ class StarGAN2Family(Family):
         self.lambda_ds = max(0.0, self.lambda_ds - self.config.lambda_ds / self.config.ds_iter)
 
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
-        if self.inputs is None:
-            raise RuntimeError("phases() before begin_step(): the step's inputs were not drawn")
-        inputs = self.inputs
+        """The first phase takes the loader's batch; the other three are handed the same one, and all four share
+        the inputs made from it once (latents, masks)."""
+        made: dict[int, StepInputs] = {}
+
+        def shared(batch: Batch) -> StepInputs:
+            if id(batch) not in made:
+                made[id(batch)] = self.step_inputs(batch, plan.batch_size)
+            return made[id(batch)]
+
         return [
-            Phase("D_latent", ("D",), lambda _: self.d_loss(inputs, "latent"), needs_data=False),
-            Phase("D_ref", ("D",), lambda _: self.d_loss(inputs, "ref"), needs_data=False),
-            Phase("G_latent", ("G", "F", "E"), lambda _: self.g_loss(inputs, "latent"), needs_data=False),
-            Phase("G_ref", ("G",), lambda _: self.g_loss(inputs, "ref"), needs_data=False,
+            Phase("D_latent", ("D",), lambda batch: self.d_loss(shared(batch), "latent")),
+            Phase("D_ref", ("D",), lambda batch: self.d_loss(shared(batch), "ref"), data="previous"),
+            Phase("G_latent", ("G", "F", "E"), lambda batch: self.g_loss(shared(batch), "latent"), data="previous"),
+            Phase("G_ref", ("G",), lambda batch: self.g_loss(shared(batch), "ref"), data="previous",
                   after_step=self.decay_lambda_ds),
         ]
 
@@ -406,16 +373,18 @@ class StarGAN2Family(Family):
         return torch.stack([inputs["x"], out], dim=1).flatten(0, 1)
 
     # --- state --------------------------------------------------------------------------------------------------
-    def extra_state(self) -> dict[str, Any]:
-        return {"lambda_ds": self.lambda_ds, "rng": self.rng.bit_generator.state}
+    def family_state(self) -> dict[str, Any]:
+        return {"lambda_ds": self.lambda_ds}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        for key in ("lambda_ds", "rng"):
-            if key not in state:
-                raise ConfigError(f"checkpoint family state has no {key!r} (found {sorted(state)}); it was not "
-                                  "written by the stargan2 family")
+    def load_family_state(self, state: dict[str, Any]) -> None:
+        """λ_ds; checkpoints written before the loader drew StarGAN v2's images also hold the draws' generator
+        state here ("rng"), which then goes to the loader's sampler."""
+        if "lambda_ds" not in state:
+            raise ConfigError(f"checkpoint family state has no 'lambda_ds' (found {sorted(state)}); it was not "
+                              "written by the stargan2 family")
         self.lambda_ds = float(state["lambda_ds"])
-        self.rng.bit_generator.state = state["rng"]
+        if "rng" in state and self.sampler is not None:
+            self.sampler.load_state_dict({"rng": state["rng"]})
 
     def describe(self) -> dict[str, Any]:
         described = {"img_size": self.img_size, "domain_column": self.domain_column, "domains": self.domain_names,

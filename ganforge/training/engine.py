@@ -85,7 +85,7 @@ class Trainer:
             for net in self.family.nets.values():
                 net.to(memory_format=torch.channels_last)
         self.loader = BatchLoader(self.dataset, seed=config.seed, dist=self.dist, device=self.device,
-                                  mirror=self.family.mirror)
+                                  options=self.family.data_options())
         self.step = 0
         self.images_seen = 0
         if resume is not None:
@@ -117,7 +117,7 @@ class Trainer:
         self.loader.load_state_dict(meta["loader"])
         if self.loss_scale is not None and meta.get("loss_scale"):
             self.loss_scale.load_state_dict(meta["loss_scale"])
-        self.family.load_extra_state(meta.get("family_state", {}))
+        self.family.load_family_state(meta.get("family_state", {}))
         self.step = resume.step
         self.images_seen = int(meta.get("images_seen", 0))
 
@@ -235,7 +235,8 @@ class Trainer:
             raise NonFiniteError(f"{err}; no checkpoint to roll back to in {self.run_dir}") from err
         self._restore(found)
         torch.manual_seed(self.config.seed + 7919 * attempt)
-        self.loader.next(self.family.plan(self.step).batch_size, self.family.plan(self.step).resolution)
+        plan = self.family.plan(self.step)
+        self.loader.next(plan.batch_size, plan.resolution, blend=plan.real_blend)
         logger.log({"step": self.step, "event": "rollback", "reason": str(err), "attempt": attempt})
         logger.message(f"{err}: rolled back to step {found.step} (attempt {attempt} of {MAX_ROLLBACKS})")
 
@@ -243,6 +244,7 @@ class Trainer:
         family = self.family
         family.begin_step(self.step, plan)
         logs: dict[str, float] = {}
+        latest: Batch | None = None  # the step's latest real batch: what `data="previous"` phases receive
         for phase in family.phases(self.step, plan):
             for name, net in family.nets.items():
                 if name not in family.ema_pairs:
@@ -254,10 +256,15 @@ class Trainer:
                     family.optimizers[name].zero_grad(set_to_none=True)
                 for micro in range(phase.accumulate):
                     batch = None
-                    if phase.needs_data and phase.reuse_batch and repeat > 0:
+                    if phase.data == "previous":
+                        if latest is None:
+                            raise RuntimeError(f"phase {phase.name} takes the previous phase's batch, but no earlier "
+                                               "phase of this step drew one")
+                        batch = latest
+                    elif phase.data == "fresh" and phase.reuse_batch and repeat > 0:
                         batch = drawn[micro]
-                    elif phase.needs_data:
-                        batch = family.prepare_batch(self.loader.next(plan.batch_size, plan.resolution), plan)
+                    elif phase.data == "fresh":
+                        batch = latest = self.loader.next(plan.batch_size, plan.resolution, blend=plan.real_blend)
                         self.images_seen += plan.batch_size
                         if phase.reuse_batch:
                             drawn.append(batch)
@@ -277,7 +284,6 @@ class Trainer:
                     phase.after_step()
                 for key, value in phase_logs.items():
                     logs[key] = float(value)  # the last micro-batch's value
-        self.images_seen += family.pop_images_drawn()
         decay = family.ema_decay(self.step)
         if decay is not None:
             for ema_name, source in family.ema_pairs.items():
@@ -287,15 +293,15 @@ class Trainer:
     # --- outputs ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def write_samples(self, plan: StepPlan) -> dict[str, Path]:
-        """The fixed-latent grids of this step (EMA generator and raw G); returns network name → PNG written."""
+        """The fixed-latent grids of this step, one per `family.sample_nets()` (an EMA generator's as STEP.png,
+        others as STEP-NET.png); returns network name → PNG written."""
         inputs = {k: v.to(self.device) for k, v in self.fixed_inputs.items()}
         samples = self.run_dir / "samples"
         written = {}
-        for net, suffix in (("G_ema", ""), ("G", "-G")):
-            if net in self.family.nets:
-                images = self.family.generate(inputs, net, plan)
-                written[net] = samples / f"{self.step:08d}{suffix}.png"
-                save_grid(images, written[net])
+        for net in self.family.sample_nets():
+            suffix = "" if net in self.family.ema_pairs else f"-{net}"
+            written[net] = samples / f"{self.step:08d}{suffix}.png"
+            save_grid(self.family.generate(inputs, net, plan), written[net])
         return written
 
     def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:
