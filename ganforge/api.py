@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ganforge.config import RunConfig, read_config_file
-from ganforge.families import resolve_run_config
+from ganforge.data.store import open_dataset
+from ganforge.families import get_family, resolve_run_config
 from ganforge.run_loader import LoadedModel, build_family, dataset_placeholder  # noqa: F401 (the public API)
 from ganforge.run_loader import load_run as load  # noqa: F401 (ganforge.load)
 from ganforge.training.engine import TrainResult
@@ -21,3 +24,42 @@ def train(config: RunConfig | dict[str, Any] | str | Path, run_dir: str | Path =
     if isinstance(config, dict):
         config = resolve_run_config(None, config)
     return _train_run(config, Path(run_dir), restart=restart, until=until)
+
+
+def describe(config: RunConfig) -> dict[str, Any]:
+    """What `config` builds, without training or reading images (`ganforge info`): the family, each network's
+    parameter count, the family's own description, and notes on defaults that stood in for missing settings.
+
+    The dataset's shape comes from its manifest when it is on this machine; networks are built on the meta device,
+    so even a large model costs no memory."""
+    import contextlib
+
+    from ganforge.data.store import DatasetError, parse_builtin_spec
+
+    channels, resolution, labels = 3, None, []
+    with contextlib.suppress(DatasetError):  # the data may come later: info describes networks
+        if config.data.startswith("builtin:"):
+            builtin, params = parse_builtin_spec(config.data)
+            resolution = params["resolution"]
+            labels = open_dataset(f"builtin:{builtin}?count=1&resolution=4").manifest["labels"]  # its label columns
+        else:
+            store = open_dataset(config.data)
+            channels, resolution, labels = store.channels, store.resolution, store.manifest["labels"]
+    notes = []
+    family_cls = get_family(config.family)
+    count_key = family_cls.label_count_key  # the config key of a conditional family's count
+    if count_key and not labels and getattr(config.model, count_key) is None:
+        default = family_cls.default_label_count
+        setattr(config.model, count_key, default)
+        notes.append(f"model.{count_key}: {default} (a default: the config does not set it and {config.data} is "
+                     f"not a labelled dataset here; set model.{count_key} for other counts)")
+    asked = getattr(config.model, "resolution", None)
+    if isinstance(asked, int) and asked > (resolution or 0):
+        resolution = asked
+    manifest = {"source": config.data, "count": 0, "resolution": resolution or 1 << 16, "channels": channels,
+                "levels": [], "labels": labels}
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))
+    parameters = {name: sum(p.numel() for p in net.parameters()) for name, net in family.nets.items()}
+    return {"family": config.family, "parameters": parameters, **family.describe(),
+            **({"notes": notes} if notes else {})}

@@ -1,10 +1,13 @@
-"""`ganforge prepare | train | generate | evaluate | info | import | translate | report` — one command line for
-every family."""
+"""`ganforge prepare | train | generate | translate | info | import | evaluate | report` — one command line for
+every family.
+
+This module only parses options and dispatches: each command has one section below, in the order above, and hands
+its work to the layer that does it (data preparation, training, viz for samples and sheets, api for network
+descriptions, the interop importers, evaluation, reports)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -37,7 +40,7 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
     return resolve_run_config(family, data, overrides)
 
 
-# --- prepare ------------------------------------------------------------------------------------------------
+# --- prepare --------------------------------------------------------------------------------------------------
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from ganforge.data import prepare
@@ -103,7 +106,7 @@ def cmd_prepare_domains(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- train --------------------------------------------------------------------------------------------------
+# --- train ----------------------------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ganforge.api import train
@@ -119,61 +122,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step}: {run_dir} (checkpoints, samples/, log.jsonl)")
     if not result.interrupted and args.final_swd:
-        return _print_final_metrics(run_dir, ["swd"], args.final_swd)
+        from ganforge.evaluation.run_metrics import evaluate_run
+
+        print(evaluate_run(run_dir, ["swd"], n=args.final_swd)["table"])
     return 0
 
 
-def _print_final_metrics(run_dir: Path, metrics: list[str], n: int) -> int:
-    from ganforge.evaluation.run_metrics import evaluate_run
-
-    results = evaluate_run(run_dir, metrics, n=n)
-    print(results["table"])
-    return 0
-
-
-# --- generate -----------------------------------------------------------------------------------------------
+# --- generate -------------------------------------------------------------------------------------------------
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import torch
+    from dataclasses import fields
 
     from ganforge.api import load
-    from ganforge.viz.grid import make_grid, save_grid, save_image, to_uint8
-    from ganforge.viz.interpolate import interpolation_path
+    from ganforge.viz.generate import GenerateRequest, write_generated
 
     model = load(args.run, step=args.step, device=args.device)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    inputs = model.latents(args.n, args.seed)
-    if _class_options(model, args):
-        written = _generate_class_outputs(model, args)
-        print(f"wrote {written} file(s) to {out} from step {model.step} of {args.run}")
-        return 0
-    if args.truncation is not None:
-        from ganforge.viz.class_sampling import draw_latents
-
-        inputs["z"] = draw_latents(model, args.n, torch.Generator().manual_seed(args.seed),
-                                   truncation=args.truncation, method=args.truncation_method)
-    written = 0
-    if args.interpolate:
-        path = interpolation_path(inputs["z"], args.interpolate)
-        frames = torch.cat([model.generate({"z": chunk}) for chunk in path.split(64)])
-        save_grid(frames, out / "interpolation.png", columns=args.interpolate, min_cell=0)
-        written += 1
-    else:
-        images = torch.cat([model.generate({k: v[i:i + 64] for k, v in inputs.items()})
-                            for i in range(0, args.n, 64)])
-        if args.grid:
-            save_image(make_grid(to_uint8(images)), out / "grid.png")
-            written += 1
-        else:
-            for index, image in enumerate(to_uint8(images)):
-                save_image(image, out / f"{args.seed:04d}-{index:05d}.png")
-            written += len(images)
-    print(f"wrote {written} PNG file(s) to {out} from step {model.step} of {args.run}")
+    request = GenerateRequest(**{option.name: getattr(args, option.name) for option in fields(GenerateRequest)})
+    generated = write_generated(model, request)
+    if generated.table:
+        print(generated.table)
+    print(f"wrote {len(generated.files)} file(s) to {args.out} from step {model.step} of {args.run}")
     return 0
 
 
-# --- translate ----------------------------------------------------------------------------------------------
+# --- translate ------------------------------------------------------------------------------------------------
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from ganforge.viz.translate import default_video_name, translate
@@ -185,100 +157,28 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _class_options(model: Any, args: argparse.Namespace) -> bool:
-    """Whether BigGAN-only outputs were asked for; any BigGAN-only option on another family is an error."""
-    from ganforge.viz.class_sampling import require_class_conditional
-
-    given = {"--per-class": args.per_class, "--interpolate-class": args.interpolate_class, "--npz": args.npz,
-             "--truncation-sweep": args.truncation_sweep, "--truncation": args.truncation}
-    for flag, value in given.items():
-        if value is not None:
-            require_class_conditional(model, flag)
-    return any(given[flag] is not None for flag in ("--per-class", "--interpolate-class", "--npz",
-                                                    "--truncation-sweep"))
-
-
-def _generate_class_outputs(model: Any, args: argparse.Namespace) -> int:
-    """Per-class sheets, interpolation sheets, NPZ export and truncation sweep of a BigGAN run; files written."""
-    from ganforge.data.store import open_dataset
-    from ganforge.evaluation.run_metrics import real_images
-    from ganforge.viz import class_sampling as cs
-
-    truncation = {"truncation": args.truncation, "method": args.truncation_method}
-    written = []
-    if args.per_class is not None:
-        written += cs.write_class_sheets(model, args.out, args.per_class, seed=args.seed, **truncation)
-    if args.interpolate_class is not None:
-        spaces = [space.strip() for space in args.interp_spaces.split(",")]
-        written += cs.write_interpolation_sheets(model, args.out, spaces, args.n, args.interpolate_class,
-                                                 seed=args.seed, **truncation)
-    if args.npz is not None:
-        written.append(cs.export_npz(model, args.npz, args.n, seed=args.seed, **truncation))
-    if args.truncation_sweep is not None:
-        dataset = open_dataset(args.real or model.config.data)
-        n = min(args.sweep_n or model.config.metrics_n, dataset.count)
-        rows = cs.truncation_sweep(model, cs.parse_truncations(args.truncation_sweep), n=n,
-                                   reals=real_images(dataset, model.plan.resolution, n, args.seed),
-                                   features=cs.inception_features(args.inception_weights),
-                                   method=args.truncation_method, seed=args.seed, splits=min(10, n))
-        print(cs.format_sweep(rows))
-        path = args.out / "truncation_sweep.json"
-        path.write_text(json.dumps({"step": model.step, "rows": rows}, indent=1) + "\n")
-        written.append(path)
-    return len(written)
-
-
-# --- translate ---------------------------------------------------------------------------------------------------
+# --- info -----------------------------------------------------------------------------------------------------
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import torch
-
-    from ganforge.api import build_family, dataset_placeholder
-    from ganforge.data.store import DatasetError, open_dataset, parse_builtin_spec
-    from ganforge.families import get_family
+    from ganforge.api import describe
 
     config = _config_from_args(args.family, args)
-    channels, resolution, labels = 3, None, []
-    if config.data.startswith("builtin:"):
-        with contextlib.suppress(DatasetError):
-            builtin, params = parse_builtin_spec(config.data)
-            resolution = params["resolution"]
-            labels = open_dataset(f"builtin:{builtin}?count=1&resolution=4").manifest["labels"]  # its label columns
-    else:
-        with contextlib.suppress(DatasetError):  # a store's manifest gives the shape and labels; images are not read
-            store = open_dataset(config.data)
-            channels, resolution, labels = store.channels, store.resolution, store.manifest["labels"]
-    notes = []
-    family_cls = get_family(config.family)
-    count_key = getattr(family_cls, "label_count_key", None)  # the config key of a conditional family's count
-    if count_key and not labels and getattr(config.model, count_key) is None:
-        default = family_cls.default_label_count
-        setattr(config.model, count_key, default)
-        notes.append(f"model.{count_key}: {default} (a default: the config does not set it and {config.data} is "
-                     f"not a labelled dataset here; set model.{count_key} for other counts)")
-    asked = getattr(config.model, "resolution", None)
-    if isinstance(asked, int) and asked > (resolution or 0):  # info describes networks; the data may come later
-        resolution = asked
-    manifest = {"source": config.data, "count": 0, "resolution": resolution or 1 << 16, "channels": channels,
-                "levels": [], "labels": labels}
-    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))
-    nets = {name: sum(p.numel() for p in net.parameters()) for name, net in family.nets.items()}
-    report = {"family": config.family, "parameters": nets, **family.describe(), **({"notes": notes} if notes else {})}
+    report = describe(config)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"family {config.family}")
-        for name, count in nets.items():
+        print(f"family {report['family']}")
+        for name, count in report["parameters"].items():
             print(f"  {name:8s} {count:>14,d} parameters")
-        for key, value in family.describe().items():
-            print(f"  {key}: {value}")
-        for note in notes:
+        for key, value in report.items():
+            if key not in ("family", "parameters", "notes"):
+                print(f"  {key}: {value}")
+        for note in report.get("notes", []):
             print(f"  note: {note}")
     return 0
 
 
-# --- import -------------------------------------------------------------------------------------------------
+# --- import ---------------------------------------------------------------------------------------------------
 
 def cmd_import(args: argparse.Namespace) -> int:
     from ganforge.config import parse_overrides
@@ -292,47 +192,29 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- evaluate -----------------------------------------------------------------------------------------------
+# --- evaluate -------------------------------------------------------------------------------------------------
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_run
+    from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_saved_run
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     if args.fake is not None:
         if args.real is None:
             raise SystemExit("ganforge evaluate: --fake needs --real (a folder or a store)")
-        results = evaluate_folders(args.fake, args.real, metrics, n=args.n, inception_weights=args.inception_weights)
-    elif args.run is not None and _run_family(args.run) == "stargan2":
-        return _evaluate_stargan2(args)
+        table = evaluate_folders(args.fake, args.real, metrics or ["swd"], n=args.n,
+                                 inception_weights=args.inception_weights)["table"]
     elif args.run is not None:
-        results = evaluate_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
-                               inception_weights=args.inception_weights)
+        table = evaluate_saved_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
+                                   inception_weights=args.inception_weights, val=args.val,
+                                   fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
+                                   wing_weights=args.wing_weights)
     else:
         raise SystemExit("ganforge evaluate: give a RUN directory, or --fake and --real")
-    print(results["table"])
+    print(table)
     return 0
 
 
-def _run_family(run: Path) -> str | None:
-    config = Path(run) / "config.json"
-    return json.loads(config.read_text()).get("family") if config.is_file() else None
-
-
-def _evaluate_stargan2(args: argparse.Namespace) -> int:
-    """Image-to-image runs are judged as the StarGAN v2 paper does: LPIPS diversity and FID per domain task."""
-    from ganforge.evaluation.stargan2 import evaluate_stargan2
-
-    report = evaluate_stargan2(args.run, step=args.step, val=args.val, train=args.real, fid_network=args.fid_network,
-                               inception_weights=args.inception_weights, alexnet_weights=args.alexnet_weights,
-                               max_val=args.n, wing_weights=args.wing_weights)
-    print(f"step {report['step']}; FID by {report['protocol']['fid_network']}: "
-          f"{report['protocol']['fid_network_description']}")
-    for key, value in report["metrics"].items():
-        print(f"  {key:32s} {value:10.4f}")
-    return 0
-
-
-# --- report -------------------------------------------------------------------------------------------------
+# --- report ---------------------------------------------------------------------------------------------------
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ganforge.viz.plots import available
@@ -346,7 +228,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from ganforge.families import family_names
 
-    parser = argparse.ArgumentParser(prog="ganforge", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ganforge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -440,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="metrics of a run, or of one image set against another")
     ev.add_argument("run", type=Path, nargs="?")
-    ev.add_argument("--metrics", default="swd")
+    ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs)")
     ev.add_argument("--n", type=int)
     ev.add_argument("--step", type=int)
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
@@ -449,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth (stargan2 "
                     "runs: inception_v3_google-0cc3c7bd.pth, or the former with --fid-network tf-inception)")
     ev.add_argument("--alexnet-weights", type=Path, help="stargan2 runs: local alexnet-owt-7be5be79.pth for LPIPS")
-    ev.add_argument("--fid-network", default="torchvision-inception", choices=["torchvision-inception", "tf-inception"],
+    ev.add_argument("--fid-network", choices=["torchvision-inception", "tf-inception"],
                     help="stargan2 runs: FID features (default torchvision-inception: the official StarGAN v2 "
                          "protocol, the paper's numbers; tf-inception: the usual FID Inception)")
     ev.add_argument("--wing-weights", type=Path, help="stargan2 runs with w_hpf > 0: the face-mask network's wing.ckpt")

@@ -36,6 +36,15 @@ def test_evaluate_run_writes_metrics_and_swd_json(tiny_run, capsys):
     assert "step 8: skipped" in out and "step 16" in out and "step 20" in out
 
 
+def test_stargan2_options_on_another_family_are_refused(tiny_run, capsys):
+    metrics = tiny_run / "metrics.jsonl"
+    before = metrics.read_text() if metrics.exists() else None
+    assert main(["evaluate", str(tiny_run), "--val", "builtin:shapes", "--fid-network", "tf-inception"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ganforge evaluate: error: --val, --fid-network: only for stargan2 runs, and {tiny_run} is not one")
+    assert (metrics.read_text() if metrics.exists() else None) == before  # refused before evaluating
+
+
 def test_evaluate_any_two_image_sets(tiny_run, tmp_path, capsys):
     fakes = tmp_path / "fakes"
     assert main(["generate", str(tiny_run), "--n", "40", "-o", str(fakes)]) == 0

@@ -329,7 +329,8 @@ def test_generate_on_a_stargan2_run_is_a_clear_error(tmp_path, capsys) -> None:
     config = tiny_run("stargan2")
     config["model"].update(steps=1, batch_size=2)
     ganforge.train(config, tmp_path / "run")
-    code, _, err = run_cli(capsys, "generate", tmp_path / "run", "-o", tmp_path / "out", "--n", 1)
-    assert code in (0, 2)
-    if code == 2:
-        one_line_error(err, "generate")
+    code, out, err = run_cli(capsys, "generate", tmp_path / "run", "-o", tmp_path / "out", "--n", 1)
+    # StarGAN v2 translates images: generate refuses (exit 2, one line) and names the command that does it
+    assert code == 2 and out == ""
+    assert "ganforge translate RUN --src DIR --ref DIR -o OUT" in one_line_error(err, "generate")
+    assert not (tmp_path / "out").exists()  # refused before anything was written

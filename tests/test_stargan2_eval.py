@@ -222,3 +222,12 @@ def test_cli_evaluate_routes_stargan2_runs_to_the_paper_protocol(tiny, tmp_path:
     assert main(["evaluate", str(tiny["run"]), "--inception-weights", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "ganforge evaluate: error:" in err and str(missing) in err
+
+
+def test_cli_evaluate_refuses_options_a_stargan2_run_would_ignore(tiny, capsys) -> None:
+    from ganforge.cli import main
+
+    assert main(["evaluate", str(tiny["run"]), "--metrics", "fid", "--all"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ganforge evaluate: error: --metrics and --all: a stargan2 run is evaluated by the StarGAN v2 protocol "
+        "(LPIPS and FID per domain task); leave them out")

@@ -153,3 +153,39 @@ def evaluate_folders(fake: Path, real: Path, metrics: list[str], *, n: int | Non
 def _format(step: int | None, results: dict[str, Any]) -> str:
     header = f"step {step}\n" if step is not None else ""
     return header + format_table(results)
+
+
+def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: int | None = None,
+                       step: int | None = None, all_steps: bool = False, real: str | Path | None = None,
+                       inception_weights: str | Path | None = None, val: str | Path | None = None,
+                       fid_network: str | None = None, alexnet_weights: str | Path | None = None,
+                       wing_weights: str | Path | None = None) -> str:
+    """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
+    (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
+    validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
+    that would do nothing for the run's family are refused."""
+    from ganforge.config import ConfigError, read_config_file
+
+    saved = Path(run) / "config.json"
+    family = read_config_file(saved).get("family") if saved.is_file() else None
+    image_to_image_only = {"--val": val, "--fid-network": fid_network, "--alexnet-weights": alexnet_weights,
+                           "--wing-weights": wing_weights}
+    if family == "stargan2":
+        given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None}.items() if value]
+        if given:
+            raise ConfigError(f"{' and '.join(given)}: a stargan2 run is evaluated by the StarGAN v2 protocol "
+                              "(LPIPS and FID per domain task); leave them out")
+        from ganforge.evaluation.stargan2 import DEFAULT_FID_NETWORK, evaluate_stargan2
+
+        report = evaluate_stargan2(run, step=step, val=val, train=real,
+                                   fid_network=fid_network or DEFAULT_FID_NETWORK, inception_weights=inception_weights,
+                                   alexnet_weights=alexnet_weights, max_val=n, wing_weights=wing_weights)
+        protocol = report["protocol"]
+        return "\n".join([f"step {report['step']}; FID by {protocol['fid_network']}: "
+                          f"{protocol['fid_network_description']}"]
+                         + [f"  {key:32s} {value:10.4f}" for key, value in report["metrics"].items()])
+    given = [flag for flag, value in image_to_image_only.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
+    return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,
+                        inception_weights=inception_weights)["table"]

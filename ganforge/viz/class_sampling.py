@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.api import LoadedModel
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception_score import inception_score
 from ganforge.models.biggan import sample_classes, sample_latents
+from ganforge.run_loader import LoadedModel
 from ganforge.viz.grid import make_grid, save_image, to_uint8
 from ganforge.viz.interpolate import slerp
 
@@ -31,8 +31,9 @@ FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def require_class_conditional(model: LoadedModel, option: str) -> None:
-    """Refuse BigGAN-only options on runs of other families, naming the option and the run's family."""
-    if model.config.family != "biggan":
+    """Refuse class-sampling options on runs whose family does not sample by class, naming the option and the
+    run's family."""
+    if not model.family.samples_by_class:
         raise ValueError(f"{option} applies to class-conditional BigGAN runs; this run's family is "
                          f"{model.config.family!r}")
 
@@ -54,10 +55,6 @@ def parse_truncations(text: str) -> list[float | None]:
     return values
 
 
-def _net(model: LoadedModel) -> str:
-    return "G_ema" if "G_ema" in model.nets else "G"
-
-
 def draw_latents(model: LoadedModel, n: int, generator: torch.Generator, *, truncation: float | None = None,
                  method: str = "resample") -> torch.Tensor:
     """z [n, dim_z] of the run's generator, optionally truncated at ψ by `method`."""
@@ -68,7 +65,7 @@ def generate(model: LoadedModel, inputs: dict[str, torch.Tensor], batch_size: in
     """Images in [-1, 1] on the CPU for row-aligned inputs ({"z", "y"} or {"z", "condition"}), batch by batch."""
     count = inputs["z"].shape[0]
     return torch.cat([model.generate({key: value[start:start + batch_size] for key, value in inputs.items()},
-                                     net=_net(model)).cpu()
+                                     net=model.family.sample_net).cpu()
                       for start in range(0, count, batch_size)])
 
 
@@ -123,7 +120,7 @@ def interpolation_sheet(model: LoadedModel, space: str, rows: int, frames: int, 
                    for r in range(rows)])
     if space == "z":
         return generate(model, {"z": z, "y": y_from.repeat_interleave(frames)}, batch_size)
-    embed = model.nets[_net(model)].embed
+    embed = model.nets[model.family.sample_net].embed
     start, end = embed(y_from.to(model.device)).cpu(), embed(y_to.to(model.device)).cpu()
     condition = torch.cat([torch.lerp(start[r:r + 1], end[r:r + 1], t) for r in range(rows)])
     return generate(model, {"z": z, "condition": condition}, batch_size)

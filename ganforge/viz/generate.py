@@ -1,0 +1,110 @@
+"""What `ganforge generate` writes from a loaded run: single images, one grid or an interpolation sheet for every
+family; per-class sheets, class interpolations, an NPZ export and a truncation sweep for class-conditional runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ganforge.run_loader import LoadedModel
+from ganforge.viz import class_sampling as cs
+from ganforge.viz.grid import make_grid, save_grid, save_image, to_uint8
+from ganforge.viz.interpolate import interpolation_path
+
+
+@dataclass
+class GenerateRequest:
+    """The outputs asked of `ganforge generate` (its options, by the same names)."""
+
+    out: Path
+    n: int = 16
+    seed: int = 0
+    grid: bool = False
+    interpolate: int = 0  # frames between latents (0: no interpolation sheet)
+    truncation: float | None = None
+    truncation_method: str = "resample"
+    per_class: int | None = None
+    interpolate_class: int | None = None
+    interp_spaces: str = "z,class,both"
+    npz: Path | None = None
+    truncation_sweep: str | None = None
+    sweep_n: int | None = None
+    real: str | None = None
+    inception_weights: Path | None = None
+
+    def class_outputs(self) -> dict[str, object]:
+        """The class-conditional outputs asked for, by option name."""
+        asked = {"--per-class": self.per_class, "--interpolate-class": self.interpolate_class, "--npz": self.npz,
+                 "--truncation-sweep": self.truncation_sweep}
+        return {flag: value for flag, value in asked.items() if value is not None}
+
+
+@dataclass
+class Generated:
+    """The files written, and a table to show (the truncation sweep's), empty when there is none."""
+
+    files: list[Path]
+    table: str = ""
+
+
+def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
+    """Every file `request` asks for, written under `request.out`; an option the run's family cannot serve is
+    refused before anything is written."""
+    class_outputs = request.class_outputs()
+    asked = {**class_outputs, **({"--truncation": request.truncation} if request.truncation is not None else {})}
+    for flag in asked:
+        cs.require_class_conditional(model, flag)
+    inputs = model.latents(request.n, request.seed)  # families that cannot sample from latents alone refuse here
+    request.out.mkdir(parents=True, exist_ok=True)
+    if class_outputs:
+        return _write_class_outputs(model, request)
+    if request.truncation is not None:
+        inputs["z"] = cs.draw_latents(model, request.n, torch.Generator().manual_seed(request.seed),
+                                      truncation=request.truncation, method=request.truncation_method)
+    if request.interpolate:
+        path = interpolation_path(inputs["z"], request.interpolate)
+        frames = torch.cat([model.generate({"z": chunk}) for chunk in path.split(64)])
+        save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0)
+        return Generated([request.out / "interpolation.png"])
+    images = torch.cat([model.generate({k: v[i:i + 64] for k, v in inputs.items()}) for i in range(0, request.n, 64)])
+    if request.grid:
+        save_image(make_grid(to_uint8(images)), request.out / "grid.png")
+        return Generated([request.out / "grid.png"])
+    written = []
+    for index, image in enumerate(to_uint8(images)):
+        written.append(request.out / f"{request.seed:04d}-{index:05d}.png")
+        save_image(image, written[-1])
+    return Generated(written)
+
+
+def _write_class_outputs(model: LoadedModel, request: GenerateRequest) -> Generated:
+    """Per-class sheets, interpolation sheets, NPZ export and truncation sweep of a class-conditional run."""
+    from ganforge.data.store import open_dataset
+    from ganforge.evaluation.run_metrics import real_images
+
+    out, seed = request.out, request.seed
+    truncation = {"truncation": request.truncation, "method": request.truncation_method}
+    written, table = [], ""
+    if request.per_class is not None:
+        written += cs.write_class_sheets(model, out, request.per_class, seed=seed, **truncation)
+    if request.interpolate_class is not None:
+        spaces = [space.strip() for space in request.interp_spaces.split(",")]
+        written += cs.write_interpolation_sheets(model, out, spaces, request.n, request.interpolate_class,
+                                                 seed=seed, **truncation)
+    if request.npz is not None:
+        written.append(cs.export_npz(model, request.npz, request.n, seed=seed, **truncation))
+    if request.truncation_sweep is not None:
+        dataset = open_dataset(request.real or model.config.data)
+        n = min(request.sweep_n or model.config.metrics_n, dataset.count)
+        rows = cs.truncation_sweep(model, cs.parse_truncations(request.truncation_sweep), n=n,
+                                   reals=real_images(dataset, model.plan.resolution, n, seed),
+                                   features=cs.inception_features(request.inception_weights),
+                                   method=request.truncation_method, seed=seed, splits=min(10, n))
+        table = cs.format_sweep(rows)
+        path = out / "truncation_sweep.json"
+        path.write_text(json.dumps({"step": model.step, "rows": rows}, indent=1) + "\n")
+        written.append(path)
+    return Generated(written, table)
