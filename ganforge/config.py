@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import logging
 import types
 import typing
 from pathlib import Path
@@ -114,12 +115,31 @@ def _parse_key(key: Any, key_tp: Any) -> Any:
     return key
 
 
+def renamed_keys(cls: type, data: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """`data` with the old spellings a config class lists in its `RENAMED_KEYS` ClassVar (old → new) under their
+    new names, each with a deprecation message; run configs saved before a rename keep loading."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    if not renamed.keys() & data.keys():
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        path = f"{where}.{old}" if where else old
+        if new in data:
+            raise ConfigError(f"{path}: the old spelling of '{new}', which is also given; keep only '{new}'")
+        logging.getLogger(__name__).warning("%s is deprecated: it is now called '%s' (read as such; write '%s')",
+                                            path, new, new)
+        data[new] = data.pop(old)
+    return data
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types with the key path."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
-    for key, value in data.items():
+    for key, value in renamed_keys(cls, data, where).items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise ConfigError(f"unknown config key '{path}': {suggest_keys(str(key), list(fields))}")

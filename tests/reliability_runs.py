@@ -36,13 +36,13 @@ TINY_RUNS: dict[str, dict[str, Any]] = {
         "resolution": 16, "latent_dim": 8, "widths": [8, 8, 4],
         "schedule": {"max_iter_at_scale": [3, 4, 4], "alpha_jumps": 2, "alpha_jump_size": 1, "batch_size": 4}}},
     "wgan-gp": {**_COMMON, "family": "wgan-gp", "data": SHAPES32, "model": {
-        "features_g": 2, "features_d": 2, "z_dim": 8, "batch_size": 4, "critic_steps": 2, "steps": 10,
+        "features_g": 2, "features_d": 2, "latent_dim": 8, "batch_size": 4, "critic_steps": 2, "steps": 10,
         "ema_decay": 0.9}},
     "stargan2": {**_COMMON, "family": "stargan2", "data": SHAPES32, "model": {
-        "img_size": 32, "domain_column": "shape", "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8,
+        "resolution": 32, "domain_column": "shape", "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8,
         "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "batch_size": 4, "steps": 6, "ds_iter": 4}},
     "biggan": {**_COMMON, "family": "biggan", "data": SHAPES32, "model": {
-        "g_ch": 4, "d_ch": 4, "dim_z": 16, "shared_dim": 8, "g_attention": [16], "d_attention": [16],
+        "g_ch": 4, "d_ch": 4, "latent_dim": 16, "shared_dim": 8, "g_attention": [16], "d_attention": [16],
         "batch_size": 4, "num_d_steps": 2, "num_d_accumulations": 1, "num_g_accumulations": 1, "steps": 8,
         "ema_start": 2, "ema_decay": 0.9}},
 }

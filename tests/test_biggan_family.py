@@ -21,7 +21,7 @@ from ganforge.data.store import open_dataset, write_store
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.families.base import StepPlan
-from ganforge.families.biggan import BigGANFamily, BigGANTrainConfig, run_generator
+from ganforge.families.biggan import BigGANConfig, BigGANFamily, run_generator
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss
 from ganforge.models.biggan import Discriminator, Generator
 from ganforge.nn.spectral_norm import SpectralNormMixin
@@ -31,14 +31,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def tiny_model(**overrides: Any) -> dict[str, Any]:
-    return {"g_ch": 4, "d_ch": 4, "dim_z": 16, "shared_dim": 8, "g_attention": [16], "d_attention": [16],
+    return {"g_ch": 4, "d_ch": 4, "latent_dim": 16, "shared_dim": 8, "g_attention": [16], "d_attention": [16],
             "batch_size": 4, "num_d_steps": 1, "num_d_accumulations": 1, "num_g_accumulations": 1, "steps": 4,
             "ema_start": 1, "ema_decay": 0.9, **overrides}
 
 
 def make_family(**overrides: Any) -> BigGANFamily:
     torch.manual_seed(0)
-    config = BigGANTrainConfig(**tiny_model(**overrides))
+    config = BigGANConfig(**tiny_model(**overrides))
     return BigGANFamily(config, open_dataset(SHAPES), torch.device("cpu"), DistInfo())
 
 
@@ -132,7 +132,7 @@ def test_ema_decay_schedule():
     assert [family.ema_decay(step) for step in range(4)] == [0.0, 0.0, 0.99, 0.99]  # iterations 1, 2 copy G
     no_ema = make_family(ema=False, ema_start=None, ema_decay=None)
     assert no_ema.ema_decay(10) is None and "G_ema" not in no_ema.nets
-    defaults = BigGANTrainConfig(**tiny_model(ema_start=None, ema_decay=None))
+    defaults = BigGANConfig(**tiny_model(ema_start=None, ema_decay=None))
     assert (defaults.ema_decay, defaults.ema_start) == (0.9999, 20000)  # unset: BigGAN-PyTorch's values
 
 
@@ -149,8 +149,9 @@ def test_ema_settings_with_ema_off_are_refused_even_at_their_default(key, value)
 def test_run_configs_saved_before_the_ema_check_still_load():
     """Saved configs list every key, so an old `ema: false` run holds ema_decay/ema_start (the importer wrote
     ema_start 0 for runs without --ema); they load, and the values that did nothing are dropped."""
-    legacy = to_dict(BigGANTrainConfig(**tiny_model()))
+    legacy = to_dict(BigGANConfig(**tiny_model()))
     del legacy["n_classes"]
+    legacy["dim_z"] = legacy.pop("latent_dim")  # the spelling of that time
     legacy.update(ema=False, ema_decay=0.9999, ema_start=0)
     config = resolve_run_config(None, {"family": "biggan", "data": SHAPES, "model": legacy})
     assert config.model.ema is False and config.model.ema_decay is None and config.model.ema_start is None
@@ -176,14 +177,14 @@ def test_sampling_on_batch_statistics_leaves_no_trace():
 
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="model.num_d_accumulations"):
-        BigGANTrainConfig(num_d_accumulations=0)
+        BigGANConfig(num_d_accumulations=0)
     with pytest.raises(ConfigError, match="model.betas"):
-        BigGANTrainConfig(betas=[0.0, 1.0])
+        BigGANConfig(betas=[0.0, 1.0])
     with pytest.raises(ConfigError, match="model: BigGAN config 'g_attention'"):
-        BigGANTrainConfig(g_attention=[7]).architecture(32, 10)
+        BigGANConfig(g_attention=[7]).arch(32, 10)
     store = write_store(tmp_path / "unlabelled", np.zeros((4, 3, 32, 32), np.uint8), resolution=32, source="zeros")
     with pytest.raises(ConfigError, match="no labels"):
-        BigGANFamily(BigGANTrainConfig(**tiny_model()), open_dataset(store), torch.device("cpu"), DistInfo())
+        BigGANFamily(BigGANConfig(**tiny_model()), open_dataset(store), torch.device("cpu"), DistInfo())
 
 
 @pytest.mark.parametrize(("name", "classes", "g_params", "d_params", "checks"), [
@@ -196,11 +197,11 @@ def test_config_errors(tmp_path):
 ])
 def test_presets_are_the_launch_scripts(name, classes, g_params, d_params, checks):
     config = resolve_run_config(None, read_config_file(CONFIGS / name))
-    model: BigGANTrainConfig = config.model
+    model: BigGANConfig = config.model
     assert {key: getattr(model, key) for key in checks} == checks
     assert model.betas == [0.0, 0.999] and model.ema_decay == 0.9999
     with torch.device("meta"):
-        arch = model.architecture(model.resolution, classes)
+        arch = model.arch(model.resolution, classes)
         assert sum(p.numel() for p in Generator(arch).parameters()) == g_params
         assert sum(p.numel() for p in Discriminator(arch).parameters()) == d_params
 
@@ -286,7 +287,7 @@ def test_orthogonal_regularization_adds_the_official_gradient():
         expected = plain[name] + beta * (2 * off_diagonal @ w).reshape(param.shape)
         torch.testing.assert_close(regularised[name], expected, atol=1e-6, rtol=1e-4, msg=name)
     with pytest.raises(ConfigError, match="model.d_ortho"):
-        BigGANTrainConfig(d_ortho=-1.0)
+        BigGANConfig(d_ortho=-1.0)
 
 
 def test_sampling_with_standing_statistics_is_repeatable_and_side_effect_free():
@@ -301,4 +302,4 @@ def test_sampling_with_standing_statistics_is_repeatable_and_side_effect_free():
     plain = run_generator(family.nets["G_ema"], z, y, eval_mode=True)
     assert not torch.allclose(plain, first)  # fresh-sample statistics replace the initial running ones
     with pytest.raises(ConfigError, match="model.standing_stats"):
-        BigGANTrainConfig(standing_stats=4, sample_eval_mode=False)
+        BigGANConfig(standing_stats=4, sample_eval_mode=False)

@@ -25,7 +25,7 @@ from ganforge.interop.biggan import (
     load_restricted,
     read_training_state,
 )
-from ganforge.models.biggan import BigGANConfig
+from ganforge.models.biggan import BigGANArch
 
 CONFIGS = ["c32", "r64", "i128"]
 
@@ -108,7 +108,7 @@ def test_training_state_and_flags():
     assert state["itr"] == 2 and state["epoch"] == 0 and state["best_FID"] == 999999
     assert state["config"]["G_activation"] == "ReLU"  # the pickled nn.ReLU became inert data
     config = config_from_official(state["config"])
-    assert config == BigGANConfig(resolution=32, n_classes=10, g_ch=8, d_ch=8, dim_z=128, g_shared=False,
+    assert config == BigGANArch(resolution=32, n_classes=10, g_ch=8, d_ch=8, dim_z=128, g_shared=False,
                                   shared_dim=0, hier=False, g_attention=(), d_attention=(), g_init="N02",
                                   d_init="N02", g_sn=config.g_sn, d_sn=config.d_sn)
     assert config.g_sn.eps == 1e-8 and config.d_sn.num_itrs == 1
@@ -149,7 +149,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, name):
     weights.mkdir()
     torch.save({"itr": _CreatesFile(marker)}, weights / name)
     with pytest.raises(BigGANImportError, match=f"{name}.*refused"):
-        load_biggan_pytorch(weights, config=BigGANConfig(resolution=32, n_classes=2, g_ch=4, d_ch=4,
+        load_biggan_pytorch(weights, config=BigGANArch(resolution=32, n_classes=2, g_ch=4, d_ch=4,
                                                          g_attention=(), d_attention=()))
     assert not marker.exists()
 

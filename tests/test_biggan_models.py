@@ -12,7 +12,7 @@ from conftest import shared_path
 
 from ganforge.interop.biggan import config_from_official
 from ganforge.models.biggan import (
-    BigGANConfig,
+    BigGANArch,
     Discriminator,
     Generator,
     discriminator_stages,
@@ -22,22 +22,22 @@ from ganforge.models.biggan import (
 )
 from ganforge.nn.biggan_layers import ConditionalBatchNorm2d, SelfAttention, standing_statistics
 
-I128 = BigGANConfig()  # the defaults are launch_BigGAN_bs256x8.sh
-CIFAR = BigGANConfig(resolution=32, n_classes=10, g_ch=64, d_ch=64, dim_z=128, g_shared=False, shared_dim=0,
+I128 = BigGANArch()  # the defaults are launch_BigGAN_bs256x8.sh
+CIFAR = BigGANArch(resolution=32, n_classes=10, g_ch=64, d_ch=64, dim_z=128, g_shared=False, shared_dim=0,
                      hier=False, g_attention=(), d_attention=(), g_init="N02", d_init="N02")
 
 
-def tiny(**overrides) -> BigGANConfig:
+def tiny(**overrides) -> BigGANArch:
     base = dict(resolution=32, n_classes=5, g_ch=4, d_ch=4, dim_z=16, shared_dim=8, g_attention=(16,),
                 d_attention=(16,))
-    return BigGANConfig(**{**base, **overrides})
+    return BigGANArch(**{**base, **overrides})
 
 
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _meta_nets(config: BigGANConfig) -> tuple[Generator, Discriminator]:
+def _meta_nets(config: BigGANArch) -> tuple[Generator, Discriminator]:
     with torch.device("meta"):
         return Generator(config), Discriminator(config)
 

@@ -28,7 +28,7 @@ SHAPES = "builtin:shapes?count=64&resolution=32"
 def tiny_model(family: str = "biggan", **model: Any) -> LoadedModel:
     """An untrained tiny run's model (weights do not matter for the sampling logic)."""
     torch.manual_seed(0)
-    settings = {"g_ch": 4, "d_ch": 4, "dim_z": 16, "shared_dim": 8, "g_attention": [], "d_attention": [],
+    settings = {"g_ch": 4, "d_ch": 4, "latent_dim": 16, "shared_dim": 8, "g_attention": [], "d_attention": [],
                 "batch_size": 4, "steps": 4, **model}
     data = TINY_PGAN if family == "pgan" else {"family": family, "data": SHAPES, "model": settings}
     config = resolve_run_config(None, copy.deepcopy(data))
@@ -172,7 +172,7 @@ def test_truncated_normal_and_scaling_bounds():
 
 def thousand_class_model() -> LoadedModel:
     """A tiny 1,000-class model built without data (n_classes from the config), like an ImageNet run's shape."""
-    settings = {"g_ch": 4, "d_ch": 4, "dim_z": 4, "shared_dim": 4, "g_attention": [], "d_attention": [],
+    settings = {"g_ch": 4, "d_ch": 4, "latent_dim": 4, "shared_dim": 4, "g_attention": [], "d_attention": [],
                 "resolution": 32, "n_classes": 1000}
     config = resolve_run_config("biggan", {"data": "absent-store", "model": settings})
     manifest = {"source": "absent-store", "count": 0, "resolution": 32, "channels": 3, "levels": [], "labels": []}

@@ -11,7 +11,7 @@ from ganforge.cli import main
 from ganforge.training import checkpoint as ckpt
 
 SHAPES = "builtin:shapes?count=64&resolution=32"
-TINY = ["--set", "model.features_g=2", "--set", "model.features_d=2", "--set", "model.z_dim=8",
+TINY = ["--set", "model.features_g=2", "--set", "model.features_d=2", "--set", "model.latent_dim=8",
         "--set", "model.batch_size=4", "--set", "progress=false", "--set", "tensorboard=false",
         "--set", "checkpoint_every=1", "--set", "sample_count=4"]
 

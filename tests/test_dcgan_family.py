@@ -22,7 +22,7 @@ from ganforge.losses import gradient_penalty
 from ganforge.training.engine import Trainer
 
 SHAPES = "builtin:shapes?count=64&resolution=32"
-TINY = {"features_g": 2, "features_d": 2, "z_dim": 8, "batch_size": 4}
+TINY = {"features_g": 2, "features_d": 2, "latent_dim": 8, "batch_size": 4}
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +173,7 @@ def test_betas_are_the_objectives_adam_preset_unless_set_and_absent_for_rmsprop(
 def test_a_wgan_config_saved_before_betas_became_optional_still_loads() -> None:
     saved = to_dict(resolve_run_config("wgan", {"model": {"lr": 3e-4}}))
     del saved["model"]["critic_batches"]
+    saved["model"]["z_dim"] = saved["model"].pop("latent_dim")  # the spelling of that time
     saved["model"]["betas"] = [0.5, 0.999]  # what every wgan run saved then: DCGAN's Adam betas, unused by RMSprop
     loaded = resolve_run_config(None, saved)
     assert loaded.model.betas is None and loaded.model.lr == 3e-4 and loaded.model.critic_batches == "fresh"
@@ -407,7 +408,7 @@ def test_the_tutorial_config_holds_the_tutorials_constants() -> None:
     path = Path(__file__).resolve().parents[1] / "configs" / "wgan_gp_tutorial_celeba64.yaml"
     config = resolve_run_config(None, read_config_file(path))
     model = config.model
-    assert (config.family, config.amp, config.model.resolution, model.z_dim, model.features_g, model.features_d,
+    assert (config.family, config.amp, config.model.resolution, model.latent_dim, model.features_g, model.features_d,
             model.batch_size) == ("wgan-gp", "off", 64, 100, 16, 16, 64)
     assert (model.critic_steps, model.critic_batches, model.critic_norm, model.lambda_gp) == (5, "reuse", "instance",
                                                                                               10.0)

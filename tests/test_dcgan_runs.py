@@ -40,7 +40,7 @@ def tiny(family: str, data: str, **model: Any) -> dict[str, Any]:
     """4 steps of a tiny run; a high learning rate so that the grids visibly change (the GIF drops equal frames)."""
     return {"family": family, "data": data, "progress": False, "tensorboard": False, "log_every": 2,
             "sample_every": 2, "checkpoint_every": 2, "sample_count": 9,
-            "model": {"features_g": 2, "features_d": 2, "z_dim": 8, "batch_size": 4, "steps": 4,
+            "model": {"features_g": 2, "features_d": 2, "latent_dim": 8, "batch_size": 4, "steps": 4,
                       "lr": 0.005, **model}}
 
 

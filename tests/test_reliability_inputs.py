@@ -189,7 +189,7 @@ BAD_CONFIGS = [  # (family, key path, value, text the one-line error must contai
     ("stargan2", "model.style_dim", 0, "model.style_dim: expected a positive integer"),
     ("pgan", "sample_count", -3, "sample_count: expected a positive integer"),
     ("pgan", "model.resolution", 12, "model.resolution: expected a power of two"),
-    ("stargan2", "model.img_size", 24, "model.img_size: 24"),
+    ("stargan2", "model.resolution", 24, "model.resolution: 24"),
     ("pgan", "model.schedule.max_iter_at_scale", [3, 4], "model.schedule.max_iter_at_scale: 2 entries but "
                                                          "resolution 16 has 3 scales"),
     ("pgan", "model.widths", [8, 8], "widths must list one width per scale 4..16 (3 entries)"),

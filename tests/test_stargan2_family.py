@@ -30,7 +30,7 @@ from ganforge.training.engine import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHAPES = "builtin:shapes?count=256&resolution=32"
-TINY = {"img_size": 32, "domain_column": "shape", "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8,
+TINY = {"resolution": 32, "domain_column": "shape", "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8,
         "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "batch_size": 4}
 
 
@@ -221,7 +221,7 @@ def test_phase_plan(shapes) -> None:
 def test_balanced_domains_and_reference_pairs_from_the_target_domain() -> None:
     dataset = labelled([90, 10])  # 9:1 imbalance; balanced sampling still draws each domain half the time
     config = resolve_run_config("stargan2", {"data": SHAPES, "model": {
-        **TINY, "img_size": 16, "domain_column": None, "randcrop_prob": 0.0, "flip": False, "batch_size": 400}})
+        **TINY, "resolution": 16, "domain_column": None, "randcrop_prob": 0.0, "flip": False, "batch_size": 400}})
     torch.manual_seed(0)
     family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
     assert family.domain_names == ["d0", "d1"] and family.domain_column == "kind"
@@ -271,7 +271,7 @@ def test_crops_are_cut_from_a_larger_source_and_only_downsampled(source: int, py
     size, and the whole source resized to the output equals PIL's bilinear resize (torchvision's) of it."""
     dataset = with_crop_source(16, source, pyramid=pyramid)
     config = resolve_run_config("stargan2", {"data": SHAPES, "model": {
-        **TINY, "img_size": 16, "domain_column": None, "randcrop_prob": 1.0, "flip": False}})
+        **TINY, "resolution": 16, "domain_column": None, "randcrop_prob": 1.0, "flip": False}})
     torch.manual_seed(0)
     family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
     assert family.sampler.crop_size == source
@@ -291,7 +291,7 @@ def test_crops_are_cut_from_a_larger_source_and_only_downsampled(source: int, py
 def test_stores_without_a_crop_source_still_train_cropping_the_stored_size(caplog) -> None:
     dataset = labelled([3, 3], resolution=16)
     config = resolve_run_config("stargan2", {"data": SHAPES, "model": {
-        **TINY, "img_size": 16, "domain_column": None, "randcrop_prob": 1.0}})
+        **TINY, "resolution": 16, "domain_column": None, "randcrop_prob": 1.0}})
     torch.manual_seed(0)
     with caplog.at_level("WARNING"):
         family = StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
@@ -304,9 +304,9 @@ def test_stores_without_a_crop_source_still_train_cropping_the_stored_size(caplo
 
 @pytest.mark.parametrize(("model", "message"), [
     ({"domain_column": "colour"}, r"model\.domain_column: 'colour' is not a label column .* shape, background"),
-    ({"img_size": 64}, r"model\.img_size: 64 but the dataset .* holds the sizes 4, 8, 16, 32"),
-    ({"img_size": 24}, r"model\.img_size: 24 but"),
-    ({"img_size": 8}, "img_size must be a power of two >= 16"),
+    ({"resolution": 64}, r"model\.resolution: 64 but the dataset .* holds the sizes 4, 8, 16, 32"),
+    ({"resolution": 24}, r"model\.resolution: 24 but"),
+    ({"resolution": 8}, "img_size must be a power of two >= 16"),
     ({"num_domains": 3}, r"model\.num_domains: 3 but column 'shape' of .* has 4 classes \(circle, square"),
 ])
 def test_bad_data_settings(shapes, model: dict, message: str) -> None:
@@ -315,7 +315,7 @@ def test_bad_data_settings(shapes, model: dict, message: str) -> None:
 
 
 def test_unlabelled_or_empty_domains_are_errors() -> None:
-    config = resolve_run_config("stargan2", {"model": {**TINY, "domain_column": None, "img_size": 16}})
+    config = resolve_run_config("stargan2", {"model": {**TINY, "domain_column": None, "resolution": 16}})
     dataset = labelled([3, 0])
     with pytest.raises(ConfigError, match="domain 'd1' of column 'kind' has no images"):
         StarGAN2Family(config.model, dataset, torch.device("cpu"), DistInfo())
@@ -353,11 +353,11 @@ def test_defaults_are_official() -> None:
 def test_presets(file: str, domains: int, w_hpf: float, lambda_ds: float, generator_params: int) -> None:
     config = resolve_run_config(None, read_config_file(CONFIGS / file))
     model = config.model
-    assert (model.img_size, model.w_hpf, model.lambda_ds, model.batch_size, model.steps) == (
+    assert (model.resolution, model.w_hpf, model.lambda_ds, model.batch_size, model.steps) == (
         256, w_hpf, lambda_ds, 8, 100000)
     assert model.lr == 1e-4 and model.f_lr == 1e-6 and model.weight_decay == 1e-4 and config.amp == "off"
     with torch.device("meta"):
-        generator = model.arch(model.img_size, domains).generator()
+        generator = model.arch(model.resolution, domains).generator()
     assert sum(p.numel() for p in generator.parameters()) == generator_params  # the official networks
 
 

@@ -29,7 +29,7 @@ from ganforge.training.engine import Trainer
 
 ATOL = 1e-4  # the fixture README's tolerance
 # 32 px: the smallest size with a high-pass injection (the official one happens at 32, 64 and 128 px)
-TINY = {"img_size": 32, "domain_column": None, "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8, "latent_dim": 4,
+TINY = {"resolution": 32, "domain_column": None, "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8, "latent_dim": 4,
         "style_dim": 8, "w_hpf": 1.0, "batch_size": 2, "randcrop_prob": 0.0}
 
 

@@ -27,7 +27,7 @@ SHAPES = "builtin:shapes?count=64&resolution=32"
 
 def tiny_dcgan(**model: Any) -> dict[str, Any]:
     return {"family": "wgan-gp", "data": SHAPES, "progress": False, "tensorboard": False, "checkpoint_every": 1,
-            "sample_count": 4, "model": {"features_g": 2, "features_d": 2, "z_dim": 8, "batch_size": 4, "steps": 2,
+            "sample_count": 4, "model": {"features_g": 2, "features_d": 2, "latent_dim": 8, "batch_size": 4, "steps": 2,
                                          **model}}
 
 

@@ -28,7 +28,7 @@ from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
-from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, sample_classes, sample_latents
+from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
 from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
 from ganforge.nn.spectral_norm import SNSettings
 
@@ -37,16 +37,16 @@ EMA_DECAY, EMA_START = 0.9999, 20000  # BigGAN-PyTorch's ema_decay default and t
 
 
 @dataclass
-class BigGANTrainConfig:
+class BigGANConfig:
     """`model:` settings of `biggan`; defaults are `launch_BigGAN_bs256x8.sh` (ImageNet 128, batch 256 × 8)."""
 
     resolution: int | None = None  # None: the dataset's resolution
     n_classes: int | None = None  # None: the dataset's class count; set, the data must agree
     g_ch: int = 96
     d_ch: int = 96
-    dim_z: int = 120
+    latent_dim: int = 120  # BigGAN-PyTorch's dim_z
     g_shared: bool = True
-    shared_dim: int = 128  # 0: dim_z
+    shared_dim: int = 128  # 0: latent_dim
     hier: bool = True
     g_attention: list[int] = field(default_factory=lambda: [64])
     d_attention: list[int] = field(default_factory=lambda: [64])
@@ -75,8 +75,10 @@ class BigGANTrainConfig:
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
     steps: int = 150000  # G iterations
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"dim_z": "latent_dim"}  # old spelling, still read (config.py)
+
     def __post_init__(self) -> None:
-        for key in ("g_ch", "d_ch", "dim_z", "num_svs", "num_sv_itrs", "batch_size", "num_d_steps",
+        for key in ("g_ch", "d_ch", "latent_dim", "num_svs", "num_sv_itrs", "batch_size", "num_d_steps",
                     "num_d_accumulations", "num_g_accumulations", "steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
@@ -113,14 +115,15 @@ class BigGANTrainConfig:
         if self.ema_start < 0:
             raise ConfigError(f"model.ema_start: expected an iteration >= 0, got {self.ema_start}")
 
-    def architecture(self, resolution: int, n_classes: int) -> BigGANConfig:
+    def arch(self, resolution: int, n_classes: int) -> BigGANArch:
         """The network settings for a dataset of this resolution and class count."""
         sn = SNSettings(self.num_svs, self.num_sv_itrs, self.sn_eps)
         try:
-            return BigGANConfig(resolution=resolution, n_classes=n_classes, g_ch=self.g_ch, d_ch=self.d_ch,
-                                dim_z=self.dim_z, g_shared=self.g_shared, shared_dim=self.shared_dim, hier=self.hier,
-                                g_attention=tuple(self.g_attention), d_attention=tuple(self.d_attention),
-                                g_init=self.g_init, d_init=self.d_init, g_sn=sn, d_sn=sn, bn_eps=self.bn_eps)
+            return BigGANArch(resolution=resolution, n_classes=n_classes, g_ch=self.g_ch, d_ch=self.d_ch,
+                              dim_z=self.latent_dim, g_shared=self.g_shared, shared_dim=self.shared_dim,
+                              hier=self.hier, g_attention=tuple(self.g_attention),
+                              d_attention=tuple(self.d_attention), g_init=self.g_init, d_init=self.d_init, g_sn=sn,
+                              d_sn=sn, bn_eps=self.bn_eps)
         except ValueError as error:
             raise ConfigError(f"model: {error}") from None
 
@@ -162,7 +165,7 @@ class BigGANFamily(Family):
     """Class-conditional BigGAN with a hinge loss, trained at a mega-batch through accumulation."""
 
     name: ClassVar[str] = "biggan"
-    config_class: ClassVar[type] = BigGANTrainConfig
+    config_class: ClassVar[type] = BigGANConfig
     label_count_key: ClassVar[str] = "n_classes"
     default_label_count: ClassVar[int] = 1000  # BigGAN-PyTorch's n_classes default (ImageNet)
     samples_by_class: ClassVar[bool] = True
@@ -172,7 +175,7 @@ class BigGANFamily(Family):
         model = data.get("model")
         return {**data, "model": without_legacy_ema_settings(model)} if isinstance(model, dict) else data
 
-    def __init__(self, config: BigGANTrainConfig, dataset: ImageDataset, device: torch.device,
+    def __init__(self, config: BigGANConfig, dataset: ImageDataset, device: torch.device,
                  dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
         self.resolution = config.resolution or dataset.resolution
@@ -182,7 +185,7 @@ class BigGANFamily(Family):
         if dataset.channels != 3:
             raise ConfigError(f"data: BigGAN generates RGB images; {dataset.source} has {dataset.channels} channel(s)")
         self.n_classes = class_count(dataset, config.n_classes)
-        self.arch = config.architecture(self.resolution, self.n_classes)
+        self.arch = config.arch(self.resolution, self.n_classes)
         self.nets["G"] = Generator(self.arch).to(device)
         if config.sync_bn:
             use_cross_replica_batch_norm(self.nets["G"])

@@ -46,7 +46,7 @@ class DCGANConfig:
     """`model:` settings of `dcgan`; defaults are the tutorial's DCGAN (Adam 2e-4, β = (0.5, 0.999), 1 D step)."""
 
     resolution: int | None = None  # None: the dataset's resolution
-    z_dim: int = 100
+    latent_dim: int = 100
     features_g: int = 64
     features_d: int = 64
     critic_norm: CriticNorm = "batch"
@@ -61,9 +61,10 @@ class DCGANConfig:
     sample_norm_stats: Literal["batch", "running"] = "batch"
 
     ADAM_BETAS: ClassVar[tuple[float, float]] = (0.5, 0.999)
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"z_dim": "latent_dim"}  # old spelling, still read (config.py)
 
     def __post_init__(self) -> None:
-        for key in ("z_dim", "features_g", "features_d", "critic_steps", "batch_size", "steps"):
+        for key in ("latent_dim", "features_g", "features_d", "critic_steps", "batch_size", "steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
         if self.resolution is not None:
@@ -152,7 +153,8 @@ class DCGANFamily(Family):
             check_resolution(self.resolution)
         except ValueError as err:
             raise ConfigError(f"model.resolution (from the dataset {dataset.source}): {err}") from None
-        self.nets["G"] = DCGANGenerator(config.z_dim, dataset.channels, config.features_g, self.resolution).to(device)
+        self.nets["G"] = DCGANGenerator(config.latent_dim, dataset.channels, config.features_g,
+                                        self.resolution).to(device)
         self.nets["D"] = DCGANCritic(dataset.channels, config.features_d, self.resolution,
                                      config.critic_norm).to(device)
         if config.ema_decay is not None:
@@ -190,12 +192,12 @@ class DCGANFamily(Family):
 
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         G, D = self.nets["G"], self.discriminate
-        z_dim = self.config.z_dim
+        latent_dim = self.config.latent_dim
         reuse = self.config.critic_batches == "reuse"
         last_fakes: list[torch.Tensor] = []  # reuse: the last critic update's fake, with G's graph
 
         def critic_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-            z = self.randn(plan.batch_size, z_dim)
+            z = self.randn(plan.batch_size, latent_dim)
             if not reuse:
                 with torch.no_grad():
                     fakes = G(z)
@@ -209,7 +211,7 @@ class DCGANFamily(Family):
             return self.critic_objective(batch.images, fakes.detach())
 
         def generator_loss(_: Batch | None) -> tuple[torch.Tensor, dict[str, Any]]:
-            fakes = last_fakes.pop() if reuse else G(self.randn(plan.batch_size, z_dim))
+            fakes = last_fakes.pop() if reuse else G(self.randn(plan.batch_size, latent_dim))
             loss = self.generator_objective(D(fakes))
             return loss, {"loss_G": loss.detach()}
 
@@ -219,7 +221,7 @@ class DCGANFamily(Family):
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"z": torch.randn(n, self.config.z_dim, generator=generator)}
+        return {"z": torch.randn(n, self.config.latent_dim, generator=generator)}
 
     @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:

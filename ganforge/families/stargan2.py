@@ -59,7 +59,7 @@ Masks = tuple[torch.Tensor, torch.Tensor]
 class StarGAN2Config:
     """`model:` settings of `stargan2`; defaults are the official ones (main.py) except where noted."""
 
-    img_size: int | None = None  # None: the dataset's resolution
+    resolution: int | None = None  # None: the dataset's resolution
     domain_column: str | None = None  # label column whose classes are the domains; None: the first column
     num_domains: int | None = None  # None: the column's class count; set, the data must agree (or has no labels)
     latent_dim: int = 16
@@ -83,6 +83,8 @@ class StarGAN2Config:
     randcrop_prob: float = 0.5
     flip: bool = True
     wing_weights: str | None = None  # FAN weights for w_hpf > 0; None: $GANFORGE_WING_WEIGHTS, then the cache
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"img_size": "resolution"}  # old spelling, still read (config.py)
 
     def __post_init__(self) -> None:
         for key in ("latent_dim", "style_dim", "max_conv_dim", "mapping_dim", "ds_iter", "batch_size", "steps"):
@@ -145,9 +147,9 @@ class StarGAN2Family(Family):
     def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
         self.domain_column, self.domain_names = self._domains(config, dataset)
-        self.img_size = config.img_size or dataset.resolution
+        self.img_size = config.resolution or dataset.resolution
         if dataset.levels and self.img_size not in dataset.levels:
-            raise ConfigError(f"model.img_size: {self.img_size} but the dataset {dataset.source} holds the sizes "
+            raise ConfigError(f"model.resolution: {self.img_size} but the dataset {dataset.source} holds the sizes "
                               f"{', '.join(map(str, dataset.levels))}")
         try:
             self.arch = config.arch(self.img_size, len(self.domain_names))

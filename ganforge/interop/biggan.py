@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
-from ganforge.models.biggan import BigGANConfig, Discriminator, Generator, discriminator_stages, generator_stages
+from ganforge.models.biggan import BigGANArch, Discriminator, Generator, discriminator_stages, generator_stages
 from ganforge.nn.spectral_norm import SNSettings
 from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
@@ -93,8 +93,8 @@ def _attention(spec: Any, stage_resolutions: tuple[int, ...], key: str, where: s
     return tuple(sorted(res for res in set(stage_resolutions) if res in wanted))
 
 
-def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> BigGANConfig:
-    """Translate BigGAN-PyTorch flags (the ``config`` in state_dict.pth) into a :class:`BigGANConfig`."""
+def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> BigGANArch:
+    """Translate BigGAN-PyTorch flags (the ``config`` in state_dict.pth) into a :class:`BigGANArch`."""
     model = flags.get("model", "BigGAN")
     if model != "BigGAN":
         raise BigGANImportError(f"{where}: config 'model' = {model!r}; only 'BigGAN' is supported (not BigGANdeep)")
@@ -115,7 +115,7 @@ def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch 
         inits[key] = _INIT_NAMES[value]
     g_ch, d_ch = int(_flag(flags, "G_ch", where)), int(_flag(flags, "D_ch", where))
     try:
-        return BigGANConfig(
+        return BigGANArch(
             resolution=int(resolution),
             n_classes=int(n_classes),
             g_ch=g_ch,
@@ -205,7 +205,7 @@ def _tensor_step(state: dict[str, Any]) -> dict[str, Any]:
 class OfficialBigGAN:
     """A BigGAN-PyTorch checkpoint as ganforge networks (G_ema is None when the folder has none)."""
 
-    config: BigGANConfig
+    config: BigGANArch
     G: Generator
     D: Discriminator
     G_ema: Generator | None
@@ -213,7 +213,7 @@ class OfficialBigGAN:
     training_state: dict[str, Any] = field(default_factory=dict)  # itr, epoch, best_IS, best_FID, config
 
 
-def load_biggan_pytorch(weights_dir: Path, *, config: BigGANConfig | None = None,
+def load_biggan_pytorch(weights_dir: Path, *, config: BigGANArch | None = None,
                         suffix: str = "") -> OfficialBigGAN:
     """Read a BigGAN-PyTorch weights folder into networks (eval mode) plus optimiser and training state.
 
@@ -228,7 +228,7 @@ def load_biggan_pytorch(weights_dir: Path, *, config: BigGANConfig | None = None
     if config is None:
         if "config" not in training_state:
             raise BigGANImportError(f"{weights_dir}: no {state_path.name} with the run's flags; pass the architecture "
-                                    "as config=BigGANConfig(...)")
+                                    "as config=BigGANArch(...)")
         config = config_from_official(training_state["config"], where=str(state_path))
     nets: dict[str, nn.Module] = {"G": Generator(config), "D": Discriminator(config), "G_ema": Generator(config)}
     official_keys: dict[str, list[str]] = {}
@@ -267,7 +267,7 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
     if not (arch.g_spectral_norm and arch.d_spectral_norm):
         raise BigGANImportError(f"{where}: G_param/D_param other than 'SN' are not trainable in ganforge's family")
     return {
-        "resolution": arch.resolution, "g_ch": arch.g_ch, "d_ch": arch.d_ch, "dim_z": arch.dim_z,
+        "resolution": arch.resolution, "g_ch": arch.g_ch, "d_ch": arch.d_ch, "latent_dim": arch.dim_z,
         "g_shared": arch.g_shared, "shared_dim": arch.shared_dim, "hier": arch.hier,
         "g_attention": list(arch.g_attention), "d_attention": list(arch.d_attention),
         "g_init": arch.g_init, "d_init": arch.d_init, "num_svs": arch.g_sn.num_svs, "num_sv_itrs": arch.g_sn.num_itrs,

@@ -345,7 +345,7 @@ def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str | 
         if found is not None and not math.isclose(found, arch.w_hpf):
             raise StarGAN2ImportError(f"{where}: the files' '{HPF_FILTER_KEY}' imply different w_hpf "
                                       f"({found} and {arch.w_hpf})")
-    model = {"img_size": arch.img_size, "latent_dim": arch.latent_dim,
+    model = {"resolution": arch.img_size, "latent_dim": arch.latent_dim,
              "style_dim": arch.style_dim, "max_conv_dim": arch.max_conv_dim, "w_hpf": arch.w_hpf,
              "base_dim": arch.base_dim, "mapping_dim": arch.mapping_dim}
     config = resolve_run_config("stargan2", {"data": data, "model": model}, list(overrides))

@@ -71,7 +71,7 @@ def _check_resolution(resolution: int) -> int:
 
 
 @dataclass(frozen=True)
-class BigGANConfig:
+class BigGANArch:
     """Architecture settings, named after BigGAN-PyTorch's flags.
 
     ``g_shared`` adds the shared (non-SN) class embedding of ``shared_dim`` (0 = dim_z) that every CBN projects;
@@ -171,7 +171,7 @@ class Generator(nn.Module):
     two embeddings. Without one, the condition is the class index itself.
     """
 
-    def __init__(self, config: BigGANConfig) -> None:
+    def __init__(self, config: BigGANArch) -> None:
         super().__init__()
         self.config = config
         sn = config.g_sn if config.g_spectral_norm else None
@@ -222,7 +222,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """BigGAN D with projection: logit = linear(φ(x)) + ⟨embed(y), φ(x)⟩, φ = sum-pooled ReLU features."""
 
-    def __init__(self, config: BigGANConfig) -> None:
+    def __init__(self, config: BigGANArch) -> None:
         super().__init__()
         self.config = config
         sn = config.d_sn if config.d_spectral_norm else None
