@@ -65,7 +65,7 @@ class LoadedModel:
                  net: str | None = None) -> torch.Tensor:
         """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`), by the EMA generator
         when the run keeps one, else by G."""
-        net = net or ("G_ema" if "G_ema" in self.nets else "G")
+        net = net or self.family.sample_net
         inputs = self.latents(n, seed) if z is None else (z if isinstance(z, dict) else {"z": z})
         if net not in self.nets:
             raise ValueError(f"no network {net!r}; this model has {sorted(self.nets)}")

@@ -28,7 +28,7 @@ def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_s
                       ) -> Iterator[torch.Tensor]:
     """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed."""
     generator = torch.Generator().manual_seed(seed + 2**20)
-    net = "G_ema" if "G_ema" in family.nets else "G"
+    net = family.sample_net
     remaining = n
     while remaining > 0:
         count = min(batch_size, remaining)
