@@ -26,6 +26,8 @@ from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs
 from ganforge.viz.grid import make_grid
 
+pytestmark = pytest.mark.slow  # end to end: every test uses the module's trained CIFAR-10 run
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PER_CLASS = 20
 

@@ -210,6 +210,7 @@ def _tensors(run: Path, step: int) -> dict[str, torch.Tensor]:
     return safetensors.torch.load_file(str(run / "checkpoints" / f"{step:08d}.safetensors"))
 
 
+@pytest.mark.slow
 def test_tiny_conditional_run_resumes_to_identical_weights(tmp_path):
     config = read_config_file(CONFIGS / "biggan_tiny.yaml")
     config["model"]["ema_start"] = 3  # iterations 1, 2 copy G; 3, 4 average

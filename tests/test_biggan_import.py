@@ -214,6 +214,7 @@ def _ten_class_store(tmp_path: Path) -> str:
     return str(tmp_path / "ten")
 
 
+@pytest.mark.slow
 def test_import_as_run_then_resume_and_fine_tune(tmp_path):
     data, run = _ten_class_store(tmp_path), tmp_path / "run"
     recipe = {"steps": 3, "batch_size": 4, "num_d_steps": 1, "g_lr": 1e-5}

@@ -180,6 +180,7 @@ def thousand_class_model() -> LoadedModel:
     return LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
 
 
+@pytest.mark.slow
 def test_metric_and_sweep_samples_draw_every_class_uniformly_under_their_seed():
     """50,000 samples of a 1,000-class model, as training-time/`evaluate` metrics and the truncation sweep draw them:
     every class within mean ± 5σ of its binomial count (50 ± 35), the same classes again under the same seed.

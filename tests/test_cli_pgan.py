@@ -22,6 +22,7 @@ def tiny_config(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_train_resume_generate_from_the_command_line(tmp_path, tiny_config, capsys):
     run = tmp_path / "run"
     assert main(["train", "pgan", "-c", str(tiny_config), "--run", str(run), "--until", "10"]) == 0
@@ -67,6 +68,7 @@ def test_errors_are_one_line_messages_naming_the_problem(tmp_path, capsys):
     assert "no such run directory or checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_zoo_checkpoint_import_samples_and_trains_further(tmp_path, capsys):
     zoo_dir = shared_path("fixtures", "official", "pgan_zoo")
     run = tmp_path / "imported"

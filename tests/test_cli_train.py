@@ -33,6 +33,7 @@ def test_restart_with_a_mistyped_data_path_keeps_every_checkpoint(trained_run, t
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == files
 
 
+@pytest.mark.slow
 def test_restart_without_a_config_starts_over_with_the_runs_own_config(trained_run, capsys) -> None:
     old = {step: json.loads((trained_run / "checkpoints" / f"{step:08d}.json").read_text())["time"]
            for step in ckpt.checkpoint_steps(trained_run)}

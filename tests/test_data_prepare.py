@@ -42,6 +42,7 @@ def _expected_folder_image(pixels: np.ndarray, resolution: int) -> np.ndarray:
 # --- CelebA ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_celeba_cropped_on_the_shared_images(tmp_path: Path) -> None:
     source = shared_path("data", "celeba", "img_align_celeba")
     out = prepare_celeba_cropped(source, tmp_path / "celeba", workers=2)

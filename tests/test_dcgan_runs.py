@@ -76,6 +76,7 @@ def check_run(config: dict[str, Any], tmp_path: Path, channels: int) -> Path:
     return straight
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", OBJECTIVES)
 @pytest.mark.parametrize("dataset", ["shapes", "mnist"])
 def test_tiny_run_writes_grids_and_gif_and_resumes_exactly(tmp_path, family: str, dataset: str,
@@ -93,6 +94,7 @@ def test_tiny_run_writes_grids_and_gif_and_resumes_exactly(tmp_path, family: str
     assert gif.n_frames == 2 and gif.size == (200, 200)
 
 
+@pytest.mark.slow
 def test_reuse_runs_resume_exactly(tmp_path) -> None:
     check_run(tiny("wgan-gp", SHAPES, critic_batches="reuse", ema_decay=0.9), tmp_path, channels=3)
 

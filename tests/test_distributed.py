@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import safetensors.torch
 import torch
 import yaml
 from pgan_tiny import TINY_PGAN
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_matches_single_process_run(tmp_path):
     config = copy.deepcopy(TINY_PGAN)
     config["model"]["schedule"] = {"max_iter_at_scale": [2, 4, 4], "alpha_jumps": 2, "alpha_jump_size": 1,

@@ -18,6 +18,7 @@ def tensors_of(run, step):
     return safetensors.torch.load_file(str(run / "checkpoints" / f"{step:08d}.safetensors"))
 
 
+@pytest.mark.slow
 def test_tiny_run_grows_with_fade_and_writes_everything(tmp_path):
     run = tmp_path / "run"
     result = ganforge.train(TINY_PGAN, run)
@@ -37,6 +38,7 @@ def test_tiny_run_grows_with_fade_and_writes_everything(tmp_path):
     assert any(k.startswith("opt/D/") and k.endswith("exp_avg_sq") for k in tensors_of(run, 20))
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path):
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
     ganforge.train(TINY_PGAN, straight)
@@ -49,6 +51,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path):
     assert differing == []
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path):
     run = tmp_path / "run"
     ganforge.train(TINY_PGAN, run, until=16)
@@ -62,6 +65,7 @@ def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path):
     assert result.step == 20
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path):
     run = tmp_path / "run"
     ganforge.train(TINY_PGAN, run, until=4)
@@ -80,6 +84,7 @@ def test_nan_loss_stops_with_phase_and_step_and_writes_no_checkpoint(tmp_path):
     assert ckpt.checkpoint_steps(tmp_path / "run") == []
 
 
+@pytest.mark.slow
 def test_load_gives_eval_mode_nets_and_generates_like_the_ema_generator(tmp_path):
     run = tmp_path / "run"
     ganforge.train(TINY_PGAN, run)
@@ -95,6 +100,7 @@ def test_load_gives_eval_mode_nets_and_generates_like_the_ema_generator(tmp_path
     assert earlier.plan.resolution == 8 and earlier.generate(n=2).shape == (2, 3, 8, 8)
 
 
+@pytest.mark.slow
 def test_nan_rollback_restores_the_last_checkpoint_and_finishes(tmp_path, monkeypatch):
     from ganforge.families.pgan import PGANFamily
 
@@ -122,6 +128,7 @@ def test_nan_rollback_restores_the_last_checkpoint_and_finishes(tmp_path, monkey
                                  "checkpoint"}]
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
     import errno
 
@@ -163,6 +170,7 @@ def test_training_metrics_are_checked_before_training_starts(tmp_path, monkeypat
         ganforge.train(config, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_finished_run_trains_on_when_only_its_schedule_is_lengthened(tmp_path):
     longer = copy.deepcopy(TINY_PGAN)
     longer["model"]["schedule"]["max_iter_at_scale"] = [4, 8, 12]
@@ -178,6 +186,7 @@ def test_a_finished_run_trains_on_when_only_its_schedule_is_lengthened(tmp_path)
             ganforge.train(changed, tmp_path / "extended")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["wgan-gp", "stargan2", "biggan"])
 def test_families_with_a_step_count_train_on_when_steps_grow(tmp_path, family):
     from reliability_runs import tiny_run

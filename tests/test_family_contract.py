@@ -99,6 +99,7 @@ def rewrite_checkpoint_meta(run: Path, change: Any) -> None:
     path.write_text(json.dumps(meta))
 
 
+@pytest.mark.slow
 def test_a_stargan2_run_saved_before_the_renames_and_the_loader_mode_resumes_exactly(tmp_path: Path) -> None:
     """A checkpoint as the earlier layout wrote it (model.img_size in the saved configs, the draws' generator in the
     family state, no domain-pair state in the loader's) resumes to the weights of an uninterrupted run."""

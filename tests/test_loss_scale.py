@@ -3,6 +3,7 @@
 import copy
 import json
 
+import pytest
 import safetensors.torch
 import torch
 from pgan_tiny import TINY_PGAN
@@ -28,6 +29,7 @@ def test_overflow_skips_and_backs_off_growth_after_interval():
     assert restored.state_dict() == scale.state_dict()
 
 
+@pytest.mark.slow
 def test_fp16_autocast_run_trains_checkpoints_its_scale_and_resumes_exactly(tmp_path):
     config = copy.deepcopy(TINY_PGAN)
     config["amp"] = "fp16"

@@ -16,6 +16,7 @@ def faces() -> dict[str, np.ndarray]:
     return dict(np.load(shared_path("fixtures", "metrics", "swd_inputs_64.npz")))
 
 
+@pytest.mark.slow
 def test_evaluate_swd_and_msssim_in_one_pass(faces):
     fake, real = faces["C"][:64], faces["B"][:64]
     batches = lambda: (fake[i : i + 24] for i in range(0, 64, 24))  # noqa: E731 (a callable producing batches)

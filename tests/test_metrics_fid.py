@@ -26,6 +26,7 @@ def reference() -> dict:
     return json.loads(shared_path("fixtures", "inception", "expected.json").read_text())["metrics_A_vs_B"]
 
 
+@pytest.mark.slow
 def test_fid_matches_torch_fidelity(expected, reference):
     value = fid(expected["A/2048"], expected["B/2048"])
     assert value == pytest.approx(reference["torch_fidelity_functions"]["fid"], rel=1e-4)
@@ -40,6 +41,7 @@ def _scipy_frechet(mu1, s1, mu2, s2) -> float:
 
 # Full rank (Cholesky of S1), S1 rank-deficient (Cholesky of S2), S2 rank-deficient, both rank-deficient
 # (fewer samples than dimensions: the eigendecomposition route).
+@pytest.mark.slow
 @pytest.mark.parametrize(("n_a", "n_b"), [(1000, 1000), (100, 1000), (1000, 100), (100, 150)])
 def test_frechet_equals_scipy_sqrtm(n_a, n_b):
     rng = np.random.default_rng(n_a + n_b)

@@ -54,6 +54,7 @@ def inputs() -> dict[str, np.ndarray]:
 SETS = [("S32", 8), ("S299", 4), ("R", 4), ("D", 4), ("A", 6)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,count", SETS)
 def test_features_match_torch_fidelity(model, expected, inputs, name, count):
     with torch.no_grad():
@@ -65,6 +66,7 @@ def test_features_match_torch_fidelity(model, expected, inputs, name, count):
                                        err_msg=f"{name}/{key}")
 
 
+@pytest.mark.slow
 def test_extract_features_streams_batches(model, expected, inputs):
     images = inputs["S32"]
     pool, logits = extract_features(model, (images[i : i + 3] for i in range(0, 8, 3)), batch_size=2, n=7)
@@ -82,6 +84,7 @@ def test_tf1_resize_is_identity_at_299_and_matches_hand_values():
     np.testing.assert_allclose(out[0, 0, :, 0].numpy(), [0, 10, 20, 20])
 
 
+@pytest.mark.slow
 def test_weights_without_num_batches_tracked_load_identically(model, standin_weights, inputs, tmp_path):
     state = torch.load(standin_weights, weights_only=True)
     slim = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -92,6 +95,7 @@ def test_weights_without_num_batches_tracked_load_identically(model, standin_wei
         assert torch.equal(load_inception(tmp_path / "slim.pth")(images)[0], model(images)[0])
 
 
+@pytest.mark.slow
 def test_wrong_layout_names_the_key(standin_weights, tmp_path):
     state = torch.load(standin_weights, weights_only=True)
     del state["Mixed_6b.branch7x7_2.conv.weight"]
@@ -113,6 +117,7 @@ def test_pickled_code_is_refused(tmp_path, capsys):
     assert "pickled code ran" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resolution_order_argument_then_environment(standin_weights, monkeypatch, tmp_path):
     monkeypatch.setenv(inception.WEIGHTS_ENV, str(standin_weights))
     assert inception.resolve_weights_path(None, cache_dir=tmp_path) == standin_weights
@@ -157,6 +162,7 @@ def test_a_download_that_is_not_the_pinned_file_is_refused_and_not_kept(monkeypa
     assert inception.resolve_weights_path(cache_dir=tmp_path).read_bytes() == payload
 
 
+@pytest.mark.slow
 def test_evaluate_inception_metrics_from_one_pass_and_the_real_cache(standin_weights, expected, inputs, tmp_path):
     from ganforge.metrics import evaluate, fid, inception_score, kid, precision_recall
 

@@ -23,6 +23,7 @@ def expected() -> dict:
     return json.loads(shared_path("fixtures", "metrics", "expected.json").read_text())["msssim"]["values"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("res", ["128", "64"])
 def test_per_pair_values_match_official(pairs, expected, res):
     result = msssim(pairs[f"pairs{res}"])

@@ -78,6 +78,7 @@ def test_one_laplacian_level_equals_that_level_of_the_whole_pyramid():
         assert torch.equal(laplacian_level(images, index, 3), pyramid[index])
 
 
+@pytest.mark.slow
 def test_swd_is_the_same_whatever_the_number_of_cpu_workers(inputs64):
     a, b = inputs64["A"][:40, :, :32, :32], inputs64["B"][:40, :, :32, :32]
     before = torch.get_num_threads()
@@ -136,6 +137,7 @@ def fixture_stats(inputs64):
         st.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pair,other", [("A_vs_B", "B"), ("A_vs_C", "C"), ("A_vs_A", "A2")])
 def test_swd_within_official_spread(fixture_stats, pair, other):
     expected = json.loads(shared_path("fixtures", "metrics", "expected.json").read_text())[pair]
@@ -146,6 +148,7 @@ def test_swd_within_official_spread(fixture_stats, pair, other):
     assert np.all(np.abs(values - mean) <= 3 * std), (values, mean, std)
 
 
+@pytest.mark.slow
 def test_streamed_batches_and_float_input_give_the_same_result(inputs64):
     a = inputs64["A"][:48, :, :32, :32]
     b = inputs64["B"][:48, :, :32, :32]
@@ -159,6 +162,7 @@ def test_streamed_batches_and_float_input_give_the_same_result(inputs64):
     assert min(whole["swd"]) > 0
 
 
+@pytest.mark.slow
 def test_float16_descriptors_agree_with_float32(inputs64):
     a, b = inputs64["A"][:64], inputs64["C"][:64]
     results = []

@@ -220,6 +220,7 @@ def test_an_old_run_config_with_an_ignored_value_names_it_but_the_run_stays_resu
     assert PGANFamily.extends_schedule(old, new)
 
 
+@pytest.mark.slow
 def test_resume_refuses_total_kimg_on_an_iterations_run_and_resumes_an_old_config(tmp_path):
     run = tmp_path / "run"
     ganforge.train(TINY_PGAN, run)

@@ -44,6 +44,7 @@ def run_torchrun(family: str, config: dict, tmp_path) -> subprocess.CompletedPro
 CANCELLED_BIASES = re.compile(r"net/G(_ema)?/(from_rgb|(encode|decode)\.\d+\.conv[12])\.bias")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["wgan-gp", "stargan2", "biggan"])
 def test_two_process_gloo_run(tmp_path, family: str) -> None:
     config = ddp_config(family)

@@ -27,6 +27,8 @@ from ganforge.cli import main
 from ganforge.data.store import write_store
 from ganforge.training import checkpoint as ckpt
 
+pytestmark = pytest.mark.slow  # every test reads the module's ~100 command-line runs
+
 SEED = 20240607
 JUNK_VALUES: list[Any] = [None, True, -1, 0, 0.5, -3.7, "x", "", [], [1, "a"], {}, {"a": 1}, 10**30, float("nan")]
 

@@ -85,6 +85,7 @@ def hostile_folder(root: Path) -> dict[str, Any]:
             "sixteen.png": (255, 255, 255), "tiny.png": (0, 255, 0)}
 
 
+@pytest.mark.slow
 def test_hostile_image_folder_converts_the_good_and_skips_the_bad_by_name(tmp_path, capsys, caplog) -> None:
     expected = hostile_folder(tmp_path / "src")
     out = tmp_path / "store"
@@ -136,6 +137,7 @@ def test_empty_and_all_broken_folders_are_one_line_errors_naming_the_folder(tmp_
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_domain_folder_with_one_image_trains_stargan2(tmp_path, capsys) -> None:
     src = tmp_path / "domains"
     for domain, count, colour in (("cats", 3, (200, 50, 50)), ("dogs", 1, (50, 50, 200))):
@@ -244,6 +246,7 @@ def foreign_target(kind: str) -> tuple[str, dict[str, Any]]:
     ("resolution", "does not match this config"),
     ("variant", "does not match this config"),
 ])
+@pytest.mark.slow
 def test_checkpoint_of_another_family_resolution_or_variant_is_refused(tmp_path, capsys, pgan_checkpoint: Path,
                                                                         kind: str, refusal: str) -> None:
     family, config = foreign_target(kind)
@@ -325,6 +328,7 @@ def test_refused_inception_weights_are_a_one_line_error(tmp_path, capsys) -> Non
     assert "\n" not in str(refusal.value)
 
 
+@pytest.mark.slow
 def test_generate_on_a_stargan2_run_is_a_clear_error(tmp_path, capsys) -> None:
     config = tiny_run("stargan2")
     config["model"].update(steps=1, batch_size=2)

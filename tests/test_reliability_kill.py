@@ -23,6 +23,7 @@ from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("family", "kills"), [("pgan", 2), ("wgan-gp", 1), ("stargan2", 1), ("biggan", 1)])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, family: str, kills: int) -> None:
     report, run = kill_and_resume(family, tmp_path, kills=kills, seed=11, finish_in_process=True)
@@ -34,6 +35,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, family: st
     assert differing_tensors(checkpoint_tensors(straight, final), checkpoint_tensors(run, final)) == []
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_final_checkpoint_and_the_resumed_run_is_exact(tmp_path, monkeypatch, capsys) -> None:
     # checkpoints only at the end: the one found after SIGTERM can only be the signal handler's
     config = tiny_run("pgan", checkpoint_every=1000)

@@ -75,6 +75,7 @@ def test_validation_split_is_per_domain_and_independent_of_order() -> None:
         validation_mask(names, domains, 1.0)
 
 
+@pytest.mark.slow
 def test_other_attributes_name_their_domains(tmp_path: Path) -> None:
     images, attr_file = celeba()
     stores = prepare_celeba_domains(images, tmp_path / "out", attr_file=attr_file, attr="Eyeglasses",
@@ -124,6 +125,7 @@ def test_cli_prepare_celeba_domains(tmp_path: Path, capsys) -> None:
     assert open_dataset(tmp_path / "out" / "val").count + open_dataset(tmp_path / "out" / "train").count == 50
 
 
+@pytest.mark.slow
 def test_the_family_trains_on_the_train_store_and_its_domain_column(tmp_path: Path) -> None:
     run, stores = train_tiny_run(tmp_path)
     model = ganforge.load(run, device="cpu")

@@ -77,6 +77,7 @@ class RecordingLPIPS(LPIPS):
         return super().forward(x0, x1)
 
 
+@pytest.mark.slow
 def test_values_are_fid_and_lpips_of_what_the_networks_saw(tiny) -> None:
     extractor, lpips = Recording(), RecordingLPIPS()
     report = evaluate_stargan2(tiny["run"], device="cpu", feature_extractor=extractor, lpips=lpips, max_val=2,
@@ -125,6 +126,7 @@ def test_end_to_end_on_stand_in_inception_and_alexnet(tiny, tmp_path: Path) -> N
     assert report["protocol"]["real_images_per_domain"] == {"dark": 2, "light": 2}
 
 
+@pytest.mark.slow
 def test_torchvision_inception_protocol_on_stand_in_weights(tmp_path: Path) -> None:
     state = inception_standin(tmp_path / "fid.pth")
     tv = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -179,6 +181,7 @@ def test_torchvision_inception_weights_are_looked_up_and_downloaded_checked(tmp_
     assert (tmp_path / "cache" / "inception_v3_google-0cc3c7bd.pth").read_bytes() == payload
 
 
+@pytest.mark.slow
 def test_stargan2_runs_are_evaluated_with_the_papers_fid_network_by_default(tiny, monkeypatch, capsys) -> None:
     """`ganforge evaluate RUN` uses torchvision's ImageNet Inception, as the official evaluation; the output and
     the JSON say which network produced the FID; --fid-network tf-inception stays an option."""
@@ -202,6 +205,7 @@ def test_stargan2_runs_are_evaluated_with_the_papers_fid_network_by_default(tiny
     assert asked[-1] == "tf-inception" and "FID by tf-inception: TF FID Inception" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_errors_name_the_problem(tiny, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="num_outs: LPIPS diversity needs at least 2"):
         evaluate_stargan2(tiny["run"], num_outs=1)
@@ -215,6 +219,7 @@ def test_errors_name_the_problem(tiny, tmp_path: Path) -> None:
                           feature_extractor=Recording(), lpips=RecordingLPIPS())
 
 
+@pytest.mark.slow
 def test_cli_evaluate_routes_stargan2_runs_to_the_paper_protocol(tiny, tmp_path: Path, capsys) -> None:
     from ganforge.cli import main
 
@@ -224,6 +229,7 @@ def test_cli_evaluate_routes_stargan2_runs_to_the_paper_protocol(tiny, tmp_path:
     assert "ganforge evaluate: error:" in err and str(missing) in err
 
 
+@pytest.mark.slow
 def test_cli_evaluate_refuses_options_a_stargan2_run_would_ignore(tiny, capsys) -> None:
     from ganforge.cli import main
 

@@ -140,6 +140,7 @@ def test_lambda_ds_decays_linearly_to_zero(shapes) -> None:
     assert values == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0, 0.0])
 
 
+@pytest.mark.slow
 def test_lambda_ds_is_checkpointed_and_restored_on_resume(tmp_path) -> None:
     config = run_config(steps=3, lambda_ds=2.0, ds_iter=8)
     trainer = Trainer(config, tmp_path / "run")
@@ -161,6 +162,7 @@ def test_lambda_ds_is_checkpointed_and_restored_on_resume(tmp_path) -> None:
 
 # --- which optimisers step in which phase -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_optimisers_step_per_phase_and_ema_follows(tmp_path) -> None:
     trainer = Trainer(run_config(steps=1, ema_decay=0.5), tmp_path / "run")
     family = trainer.family
@@ -376,6 +378,7 @@ def test_fixed_samples_pair_each_source_with_its_translation(shapes) -> None:
         torch.testing.assert_close(images[1::2], expected)
 
 
+@pytest.mark.slow
 def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
     raw = read_config_file(CONFIGS / "stargan2_tiny.yaml")
     raw.update(progress=False, tensorboard=False, sample_every=2, checkpoint_every=2, log_every=1)
@@ -405,6 +408,7 @@ def test_tiny_preset_trains_and_resumes_to_identical_weights(tmp_path) -> None:
         loaded.latents(4)
 
 
+@pytest.mark.slow
 def test_real_data_smoke_on_celeba_male_female(tmp_path) -> None:
     """A few iterations on real faces split by the official `Male` attribute (w_hpf = 1 as the CelebA-HQ preset,
     face masks from the stand-in FAN weights)."""
@@ -438,6 +442,7 @@ def test_real_data_smoke_on_celeba_male_female(tmp_path) -> None:
     assert (tmp_path / "run" / "samples" / "00000002.png").is_file()
 
 
+@pytest.mark.slow
 def test_networks_build_from_the_data_shape_alone(capsys) -> None:
     """`ganforge info` and loading a run elsewhere build the family from a manifest, without images or labels."""
     assert main(["info", "stargan2", "-c", str(CONFIGS / "stargan2_celeba_hq.yaml"), "--set", "model.num_domains=2",

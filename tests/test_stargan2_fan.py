@@ -67,6 +67,7 @@ def test_layout_is_the_official_state_dict() -> None:
     assert sum(p.numel() for p in fan.parameters()) == meta["params"] == 6_333_603
 
 
+@pytest.mark.slow
 def test_heatmaps_and_masks_match_the_official_network(standin: FAN) -> None:
     io_tensors = load_file(wing("wing_io.safetensors"))
     with torch.no_grad():
@@ -137,6 +138,7 @@ def test_w_hpf_is_refused_without_the_weights(tmp_path: Path, monkeypatch) -> No
         build(w_hpf=0.0, wing_weights=str(wing("wing_standin.ckpt")))
 
 
+@pytest.mark.slow
 def test_weights_from_environment_and_a_checked_download(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GANFORGE_WING_WEIGHTS", str(wing("wing_standin.ckpt")))
@@ -174,6 +176,7 @@ def fake_masks(fan, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return level.clamp(0, 1), level.square().clamp(0, 1)
 
 
+@pytest.mark.slow
 def test_every_generator_call_of_a_step_gets_the_official_masks(monkeypatch) -> None:
     """D phases and the first passes of the G phases use the masks of the sources; each cycle reconstruction uses
     the masks of its fake (official solver: `masks = nets.fan.get_heatmap(x_fake)` before `x_rec`)."""
@@ -223,6 +226,7 @@ def test_tiny_w_hpf_run_with_the_stand_in_weights(tmp_path: Path) -> None:
     assert all(np.isfinite(record[key]) for key in ("D_latent_real", "G_latent_cyc", "G_ref_sty"))
 
 
+@pytest.mark.slow
 def test_evaluation_and_translation_give_the_generator_the_masks_of_the_sources(tmp_path: Path, monkeypatch) -> None:
     """Official eval.py and sample mode: `masks = nets.fan.get_heatmap(x_src)` for every G call on those sources."""
     from stargan2_tiny_run import write_domain_folders

@@ -70,6 +70,7 @@ def save(obj: object, path: Path, *, legacy: bool = False) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_small_networks_reproduce_every_official_output(small: ImportedStarGAN2, io: dict) -> None:
     G, F, E, D = (small.nets[role] for role in "GFED")
     assert small.arch == SMALL and small.skipped == []
@@ -106,6 +107,7 @@ def test_every_tensor_maps_exactly(small: ImportedStarGAN2, hpf_generator: Impor
     assert ours.keys() == hpf_state.keys() and all(torch.equal(ours[k], hpf_state[k]) for k in hpf_state)
 
 
+@pytest.mark.slow
 def test_high_pass_generator_reproduces_official_outputs(hpf_generator: ImportedStarGAN2, tmp_path: Path,
                                                          io: dict) -> None:
     """Also as the released CelebA-HQ file: without the hpf.filter buffer and in the legacy torch format."""
@@ -268,6 +270,7 @@ def domain_store(tmp_path: Path, domains: int, resolution: int = 128) -> str:
     return str(prepare_folder(src, tmp_path / f"store{domains}", resolution=resolution, workers=1))
 
 
+@pytest.mark.slow
 def test_official_files_become_a_resumable_run(tmp_path: Path) -> None:
     ema_file = tmp_path / "000250_nets_ema.ckpt"
     ema_file.write_bytes(fixture("small_nets_ema.ckpt").read_bytes())
@@ -291,6 +294,7 @@ def test_official_files_become_a_resumable_run(tmp_path: Path) -> None:
         import_stargan2_run(ema_file, run, data=data)
 
 
+@pytest.mark.slow
 def test_run_import_checks_the_domain_count_and_steps(tmp_path: Path, monkeypatch) -> None:
     # a w_hpf > 0 run needs the face-mask network, an imported one too (here its stand-in weights)
     monkeypatch.setenv("GANFORGE_WING_WEIGHTS", str(fixture("wing/wing_standin.ckpt")))

@@ -48,6 +48,7 @@ def cell(grid: np.ndarray, row: int, column: int) -> np.ndarray:
     return grid[top:top + CELL, left:left + CELL]
 
 
+@pytest.mark.slow
 def test_folders_give_images_and_domains_from_sub_folder_names(tiny) -> None:
     assert tiny["x_src"].shape == (3, 3, 32, 32) and tiny["x_src"].min() >= -1 and tiny["x_src"].max() <= 1
     assert tiny["y_ref"].tolist() == [0, 0, 0, 1, 1, 1]
@@ -56,6 +57,7 @@ def test_folders_give_images_and_domains_from_sub_folder_names(tiny) -> None:
     np.testing.assert_allclose(tiny["x_src"][0].numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_folder_errors_name_the_folder_and_the_domains(tiny, tmp_path: Path) -> None:
     with pytest.raises(TranslateError, match=r"references need one sub-folder per domain.*\(dark, light\)"):
         load_image_folder(tiny["folders"] / "val" / "dark", 32, DOMAINS, need_domains=True)
@@ -64,6 +66,7 @@ def test_folder_errors_name_the_folder_and_the_domains(tiny, tmp_path: Path) -> 
         load_image_folder(tmp_path, 32, DOMAINS, need_domains=True)
 
 
+@pytest.mark.slow
 def test_reference_grid_rows_are_references_and_columns_sources(tiny) -> None:
     nets, x_src, x_ref, y_ref = tiny["model"].nets, tiny["x_src"], tiny["x_ref"], tiny["y_ref"]
     grid = reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref)
@@ -77,6 +80,7 @@ def test_reference_grid_rows_are_references_and_columns_sources(tiny) -> None:
     np.testing.assert_array_equal(cell(grid, 5, 3), to_uint8(expected)[0])
 
 
+@pytest.mark.slow
 def test_latent_grids_use_shared_latents_and_the_average_style(tiny) -> None:
     nets, x_src = tiny["model"].nets, tiny["x_src"]
     grids = latent_grids(nets["G_ema"], nets["F_ema"], x_src, 2, 8, torch.Generator().manual_seed(3))
@@ -92,6 +96,7 @@ def test_latent_grids_use_shared_latents_and_the_average_style(tiny) -> None:
     np.testing.assert_array_equal(cell(grids[1.0], 0, 1), to_uint8(x_src[1:2])[0])
 
 
+@pytest.mark.slow
 def test_video_frames_are_made_and_encoded_one_at_a_time(tiny, tmp_path: Path) -> None:
     nets = tiny["model"].nets
     frames = reference_video_frames(nets["G_ema"], nets["E_ema"], tiny["x_src"], tiny["x_ref"], tiny["y_ref"],
@@ -147,6 +152,7 @@ def test_alphas_follow_the_official_schedule() -> None:
     assert all(a < b for a, b in zip(alphas[:21], alphas[1:22], strict=True))
 
 
+@pytest.mark.slow
 def test_cli_translate_writes_both_grids_and_the_video(tiny, tmp_path: Path, capsys) -> None:
     src = tiny["folders"] / "val"  # sources in domain sub-folders are fine too
     out = tmp_path / "out"

@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -38,6 +39,7 @@ def _rank(rank: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path):
     init_file = tempfile.mktemp(dir=tmp_path)
     mp.spawn(_rank, args=(init_file, str(tmp_path)), nprocs=2, join=True)

@@ -102,6 +102,7 @@ def test_a_saved_config_without_a_key_added_since_compares_at_its_default(tmp_pa
         _check_same_config(tmp_path, saved, requested)
 
 
+@pytest.mark.slow
 def test_restart_validates_the_dataset_and_networks_before_deleting_anything(tmp_path) -> None:
     run = tmp_path / "run"
     ganforge.train(tiny_dcgan(), run)

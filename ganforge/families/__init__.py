@@ -10,7 +10,7 @@ from typing import Any
 
 from ganforge.config import ConfigError, RunConfig, apply_overrides, from_dict
 
-_REGISTRY = {
+_REGISTRY: dict[str, str | type] = {
     "pgan": "ganforge.families.pgan:PGANFamily",
     "dcgan": "ganforge.families.dcgan:DCGANFamily",
     "wgan": "ganforge.families.dcgan:WGANFamily",
@@ -24,10 +24,24 @@ def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def register_family(family: type) -> None:
+    """Make a `Family` subclass trainable, loadable and evaluable under its `name` (configs, runs, the API); the
+    built-in families are listed above and imported when first used."""
+    name = getattr(family, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"register_family: {family!r} has no `name` (the family's name in configs and runs)")
+    if name in _REGISTRY and _REGISTRY[name] is not family:
+        raise ConfigError(f"register_family: a family named {name!r} is already registered")
+    _REGISTRY[name] = family
+
+
 def get_family(name: str) -> type:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown family {name!r}: expected one of {', '.join(family_names())}")
-    module, attr = _REGISTRY[name].split(":")
+    target = _REGISTRY[name]
+    if not isinstance(target, str):
+        return target
+    module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
 
 
