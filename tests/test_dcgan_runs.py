@@ -99,6 +99,7 @@ def test_reuse_runs_resume_exactly(tmp_path) -> None:
     check_run(tiny("wgan-gp", SHAPES, critic_batches="reuse", ema_decay=0.9), tmp_path, channels=3)
 
 
+@pytest.mark.slow
 def test_tutorial_style_run_without_ema(tmp_path) -> None:
     run = check_run(tiny("dcgan", SHAPES), tmp_path, 3)
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["00000002-G.png", "00000004-G.png"]
@@ -106,6 +107,7 @@ def test_tutorial_style_run_without_ema(tmp_path) -> None:
     assert sorted(ganforge.load(run).nets) == ["D", "G"]
 
 
+@pytest.mark.slow
 def test_writing_grids_does_not_change_training(tmp_path) -> None:
     # BatchNorm generators (every objective's) sample on batch statistics: grids must not move running stats,
     # EMA buffers or RNG streams
@@ -117,6 +119,7 @@ def test_writing_grids_does_not_change_training(tmp_path) -> None:
     assert_same_tensors(tensors_of(tmp_path / "often", 4), tensors_of(tmp_path / "never", 4))
 
 
+@pytest.mark.slow
 def test_command_line_train_resume_generate(tmp_path, capsys) -> None:
     run, out = tmp_path / "run", tmp_path / "gen"
     args = ["--data", SHAPES, "--run", str(run), "--set", "model.features_g=4", "--set", "model.features_d=4",
