@@ -122,9 +122,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step}: {run_dir} (checkpoints, samples/, log.jsonl)")
     if not result.interrupted and args.final_swd:
-        from ganforge.evaluation.run_metrics import evaluate_run
+        from ganforge.evaluation.run_metrics import evaluate_run, run_swd_floor, swd_versus_floor
 
-        print(evaluate_run(run_dir, ["swd"], n=args.final_swd)["table"])
+        results = evaluate_run(run_dir, ["swd"], n=args.final_swd)
+        print(results["table"])
+        swd = results["results"][-1][1]["swd"]
+        floor = run_swd_floor(run_dir, swd["resolutions"][0], args.final_swd)
+        print(swd_versus_floor(swd, floor))
+        print(f"  floor: the same real images against {floor['second_set']}"
+              + (f" (cached in {floor['cache']})" if floor["cache"] else ""))
     return 0
 
 

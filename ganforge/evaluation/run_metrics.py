@@ -4,6 +4,7 @@ decides which images are compared and where the results go."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganforge.config import read_config_file
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
-from ganforge.data.store import DatasetError, ImageDataset, open_dataset
+from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec
 from ganforge.families.base import Family, StepPlan
 from ganforge.metrics._images import ImageSetError
 from ganforge.metrics.evaluate import evaluate
+from ganforge.metrics.inception import default_cache_dir
 from ganforge.metrics.registry import flat_outputs, format_table
 from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
@@ -40,10 +43,63 @@ def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_s
 
 def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np.ndarray:
     """`n` real images at `resolution` (a seeded random subset, in index order for fast memory-mapped reads)."""
+    return np.asarray(dataset.images(resolution)[_real_indices(dataset, n, seed)])
+
+
+def _real_indices(dataset: ImageDataset, n: int, seed: int) -> np.ndarray:
     if n > dataset.count:
         raise DatasetError(f"{dataset.source}: {n} real images asked for, the dataset holds {dataset.count}")
-    chosen = np.sort(np.random.default_rng(seed).choice(dataset.count, size=n, replace=False))
-    return np.asarray(dataset.images(resolution)[chosen])
+    return np.sort(np.random.default_rng(seed).choice(dataset.count, size=n, replace=False))
+
+
+def second_real_set(dataset: ImageDataset, resolution: int, n: int, seed: int) -> tuple[np.ndarray, str]:
+    """`n` real images apart from `real_images(dataset, resolution, n, seed)`, and where they come from:
+    for builtin:shapes a second draw of the procedural data (the same spec with the next seed), for a store
+    `n` of the images that set did not pick (the store must hold 2n)."""
+    if dataset.source.startswith("builtin:"):
+        _, params = parse_builtin_spec(dataset.source)
+        spec = f"builtin:shapes?count={params['count']}&resolution={params['resolution']}&seed={params['seed'] + 1}"
+        return real_images(open_dataset(spec), resolution, n, seed), spec
+    if 2 * n > dataset.count:
+        raise DatasetError(f"{dataset.source}: a real-vs-real floor of {n} images needs two disjoint sets, "
+                           f"{2 * n} images; the dataset holds {dataset.count}")
+    rest = np.setdiff1d(np.arange(dataset.count), _real_indices(dataset, n, seed))
+    picked = np.sort(np.random.default_rng(seed + 1).choice(rest, size=n, replace=False))
+    return np.asarray(dataset.images(resolution)[picked]), f"{n} other images of {dataset.source}"
+
+
+def real_swd_floor(dataset: ImageDataset, resolution: int, n: int, seed: int = 0,
+                   cache_dir: Path | None = None) -> dict[str, Any]:
+    """SWD of the real set that runs are scored against versus a second real set of the same data and size: the
+    value a perfect generator would get. Computed once per (dataset, resolution, n, seed) and cached as JSON in
+    the cache's stats/ folder; returns {"resolutions", "swd", "avg", "second_set", "cache"}."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir() / "stats"
+    key = f"{dataset.fingerprint}-{resolution}-{n}-{seed}"
+    path = folder / f"swd-floor-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    if dataset.fingerprint and path.is_file():
+        return {**json.loads(path.read_text(encoding="utf-8"))["floor"], "cache": str(path)}
+    others, second_set = second_real_set(dataset, resolution, n, seed)
+    swd = _run_evaluate(others, real_images(dataset, resolution, n, seed), ["swd"], n=n, seed=seed)["swd"]
+    floor = {**swd, "second_set": second_set}
+    if not dataset.fingerprint:
+        return {**floor, "cache": None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json_atomic(path, {"key": key, "n": n, "floor": floor})
+    return {**floor, "cache": str(path)}
+
+
+def swd_versus_floor(swd: dict[str, Any], floor: dict[str, Any]) -> str:
+    """One line: the SWD levels and average beside the real-vs-real floor and their ratio."""
+    levels = " ".join(f"{res}px {value:.1f}" for res, value in zip(swd["resolutions"], swd["swd"], strict=True))
+    floor_levels = " / ".join(f"{value:.1f}" for value in floor["swd"])
+    return (f"SWD x1e3 {levels} avg {swd['avg']:.1f} (real-vs-real floor {floor_levels}, avg {floor['avg']:.1f}: "
+            f"{swd['avg'] / floor['avg']:.1f}x)")
+
+
+def run_swd_floor(run_dir: Path, resolution: int, n: int, seed: int = 0) -> dict[str, Any]:
+    """`real_swd_floor` of a run's training data at the image count `evaluate_run` uses for `n`."""
+    dataset = open_dataset(read_config_file(Path(run_dir) / "config.json")["data"])
+    return real_swd_floor(dataset, resolution, min(n, dataset.count), seed)
 
 
 def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,

@@ -27,7 +27,7 @@ from ganforge.data.loader import Batch, DataOptions
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import drift_penalty, gdpp_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
-from ganforge.nn.ema import copy_weights
+from ganforge.nn.ema import copy_weights, ramped_ema_decay
 
 # Each unit's own schedule keys with their defaults; the other unit's keys do nothing and must stay unset (None).
 UNIT_KEYS: dict[str, dict[str, Any]] = {
@@ -38,6 +38,7 @@ UNIT_KEYS: dict[str, dict[str, Any]] = {
 # Keys that do nothing in some configs (then refused), with the defaults every saved run config held before.
 _MODEL_DEFAULTS = {"fmap_base": 8192, "fmap_max": 512}
 _BATCH_DEFAULT = 16
+_ADDED_AFTER_REFUSAL = {"ema_rampup"}  # model keys that configs saved before inert keys were refused cannot hold
 
 
 def _other_unit(unit: str) -> str:
@@ -95,6 +96,7 @@ class PGANConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     adam_eps: float = 1e-8
     ema_decay: float = 0.999
+    ema_rampup: float | None = None  # stylegan2-ada's EMA warm-up (e.g. 0.05; see nn.ema.ramped_ema_decay); None: off
     mirror: bool | None = None  # None: the variant's default (paper on, zoo off)
     schedule: PGANSchedule = field(default_factory=PGANSchedule)
 
@@ -107,6 +109,11 @@ class PGANConfig:
                                   "scale); remove one of them")
             if self.widths is None and getattr(self, name) is None:
                 setattr(self, name, default)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        if self.ema_rampup is not None and self.ema_rampup <= 0:
+            raise ConfigError(f"model.ema_rampup: expected null (off) or a positive fraction of the images seen, "
+                              f"got {self.ema_rampup}")
         for name in ("latent_dim", "mbstd_group_size", "fmap_base", "fmap_max"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
@@ -127,7 +134,7 @@ def _without_inert_keys(model: Any, *, only_old_defaults: bool) -> Any:
     loading it names it as an error instead of dropping it silently.
     """
     schedule = model.get("schedule") if isinstance(model, dict) else None
-    if (not isinstance(schedule, dict) or set(model) != {f.name for f in fields(PGANConfig)}
+    if (not isinstance(schedule, dict) or set(model) != {f.name for f in fields(PGANConfig)} - _ADDED_AFTER_REFUSAL
             or set(schedule) != {f.name for f in fields(PGANSchedule)}):
         return model
     inert_model = set(_MODEL_DEFAULTS) if model.get("widths") is not None else set()
@@ -340,7 +347,9 @@ class PGANFamily(Family):
             optimizer.state.clear()
 
     def ema_decay(self, step: int) -> float:
-        return self.config.ema_decay
+        seg = self.segment(step)
+        seen = sum(s.steps * s.batch_size for s in self.segments[:seg.scale]) + (step - seg.start + 1) * seg.batch_size
+        return ramped_ema_decay(self.config.ema_decay, seg.batch_size, seen, self.config.ema_rampup)
 
     # --- phases -----------------------------------------------------------------------------------------------
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -20,6 +22,17 @@ def ema_update(ema: nn.Module, source: nn.Module, decay: float) -> None:
             ema_buf.lerp_(src_buf, 1.0 - decay)
         else:
             ema_buf.copy_(src_buf)
+
+
+def ramped_ema_decay(decay: float, batch_size: int, images_seen: int, rampup: float | None) -> float:
+    """Per-step decay under stylegan2-ada's EMA ramp-up (`ema_rampup`): the averaging half-life, counted in images,
+    is that of `decay` at `batch_size`, but at most `rampup` × the images seen so far. Early in a run the EMA then
+    follows G instead of averaging in the random initial weights; long runs reach `decay` itself. None: `decay`."""
+    if rampup is None:
+        return decay
+    half_life = batch_size * math.log(0.5) / math.log(decay) if decay > 0 else 0.0
+    half_life = min(half_life, images_seen * rampup)
+    return 0.5 ** (batch_size / half_life) if half_life > 0 else 0.0
 
 
 @torch.no_grad()

@@ -1,0 +1,86 @@
+"""The real-vs-real SWD floor printed beside a run's SWD: two disjoint real sets of the same data and size."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ganforge.data.builtin import make_shapes
+from ganforge.data.images import build_pyramid
+from ganforge.data.store import DatasetError, ImageDataset, open_dataset
+from ganforge.evaluation import run_metrics
+from ganforge.metrics.evaluate import evaluate
+
+SPEC = "builtin:shapes?count=32&resolution=16"
+
+
+def test_line_puts_the_swd_beside_the_floor_and_their_ratio():
+    swd = {"resolutions": [32, 16], "swd": [21.3, 25.1], "avg": 23.2}
+    floor = {"resolutions": [32, 16], "swd": [8.4, 10.7], "avg": 9.55}
+    assert run_metrics.swd_versus_floor(swd, floor) == (
+        "SWD x1e3 32px 21.3 16px 25.1 avg 23.2 (real-vs-real floor 8.4 / 10.7, avg 9.6: 2.4x)")
+
+
+def test_builtin_floor_set_is_the_next_seed_of_the_procedural_data():
+    dataset = open_dataset(SPEC)
+    others, source = run_metrics.second_real_set(dataset, 16, 8, seed=0)
+    assert source == "builtin:shapes?count=32&resolution=16&seed=1"
+    chosen = np.sort(np.random.default_rng(0).choice(32, size=8, replace=False))
+    assert np.array_equal(others, make_shapes(32, 16, seed=1)[0][chosen])
+    assert not np.array_equal(others, run_metrics.real_images(dataset, 16, 8, seed=0))
+
+
+def _store_like(count: int) -> ImageDataset:
+    images = make_shapes(count, 8, seed=3)[0]
+    manifest = {"resolution": 8, "count": count, "channels": 3, "labels": []}
+    return ImageDataset(build_pyramid(images, 4), labels=None, manifest=manifest, fingerprint="f", source="store")
+
+
+def test_store_floor_set_is_disjoint_from_the_scored_real_set():
+    dataset = _store_like(10)
+    scored = run_metrics.real_images(dataset, 8, 5, seed=0)
+    others, source = run_metrics.second_real_set(dataset, 8, 5, seed=0)
+    assert source == "5 other images of store"
+    pixels = {image.tobytes() for image in dataset.images(8)}
+    assert len(pixels) == 10  # distinct images, so disjoint sets share no image
+    assert not {image.tobytes() for image in scored} & {image.tobytes() for image in others}
+    with pytest.raises(DatasetError, match=r"^store: a real-vs-real floor of 6 images needs two disjoint sets, 12 "
+                                           r"images; the dataset holds 10$"):
+        run_metrics.second_real_set(dataset, 8, 6, seed=0)
+
+
+def test_floor_is_the_swd_of_the_two_sets_computed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    dataset = open_dataset(SPEC)
+    floor = run_metrics.real_swd_floor(dataset, 16, 16, seed=0, cache_dir=tmp_path)
+    others, _ = run_metrics.second_real_set(dataset, 16, 16, seed=0)
+    direct = evaluate(others, run_metrics.real_images(dataset, 16, 16, seed=0), ["swd"], n=16, seed=0)["swd"]
+    assert floor["swd"] == pytest.approx(direct["swd"], rel=1e-6) and floor["avg"] == pytest.approx(direct["avg"])
+    assert floor["resolutions"] == [16] and floor["second_set"].endswith("seed=1")
+    assert floor["cache"] is not None and floor["cache"].startswith(str(tmp_path))
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("the cached floor was computed again")
+
+    monkeypatch.setattr(run_metrics, "_run_evaluate", recompute)
+    assert run_metrics.real_swd_floor(dataset, 16, 16, seed=0, cache_dir=tmp_path) == floor
+    with pytest.raises(AssertionError, match="computed again"):  # another image count is another floor
+        run_metrics.real_swd_floor(dataset, 16, 8, seed=0, cache_dir=tmp_path)
+
+
+def test_train_final_swd_prints_the_swd_beside_the_cached_floor(tmp_path, monkeypatch, capsys):
+    from ganforge.cli import main
+
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "wgan-gp", "--run", str(run), "--data", SPEC, "--set", "model.features_g=2",
+                 "--set", "model.features_d=2", "--set", "model.latent_dim=8", "--set", "model.batch_size=4",
+                 "--set", "model.steps=1", "--set", "progress=false", "--set", "tensorboard=false",
+                 "--set", "sample_count=4", "--final-swd", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    swd = json.loads((run / "swd.json").read_text())["1"]
+    cached = list((tmp_path / "cache" / "stats").glob("swd-floor-*.json"))
+    assert len(cached) == 1
+    floor = json.loads(cached[0].read_text())["floor"]
+    assert lines[-2] == run_metrics.swd_versus_floor(swd, floor)
+    assert lines[-2].startswith(f"SWD x1e3 16px {swd['swd'][0]:.1f} avg {swd['avg']:.1f} (real-vs-real floor ")
+    assert lines[-1] == (f"  floor: the same real images against {SPEC}&seed=1 (cached in {cached[0]})")
