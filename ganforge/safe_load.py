@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +40,18 @@ def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = V
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise error(f"{path}: refused to load as {what} ({refusal_reason(err)}); only tensors and plain "
                     "containers are read, nothing in the file is executed") from err
+
+
+def check_layout(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor], *, source: str | Path, layout: str,
+                 error: type[Exception] = ValueError, allow_unexpected: bool = False) -> None:
+    """Refuse weights that do not fit the network, by key, before anything is loaded: a half-matching file would
+    otherwise load partly and give silently wrong outputs. BatchNorm's `num_batches_tracked` may be absent."""
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [] if allow_unexpected else [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(getattr(state[k], 'shape', ()))} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape)]
+    if missing or unexpected or wrong:
+        problems = [(name, keys) for name, keys in (("missing", missing), ("unexpected", unexpected),
+                                                    ("wrong shapes", wrong)) if keys]
+        raise error(f"{source} does not have {layout}: "
+                    + ", ".join(f"{name} {keys[:5]} (of {len(keys)})" for name, keys in problems))

@@ -128,7 +128,7 @@ def test_alexnet_layout_is_checked(tmp_path: Path, alexnet_file: Path) -> None:
     assert torch.equal(model.features[10].weight, saved["features.10.weight"])
     broken = {k: v for k, v in saved.items() if k != "features.8.bias"}
     torch.save(broken, tmp_path / "broken.pth")
-    with pytest.raises(LPIPSWeightsError, match=r"broken.pth are not torchvision's AlexNet layout: missing "
+    with pytest.raises(LPIPSWeightsError, match=r"broken.pth does not have torchvision's AlexNet layout: missing "
                                                 r"\['features.8.bias'\]"):
         load_alexnet(tmp_path / "broken.pth")
 

@@ -281,7 +281,7 @@ def test_official_files_become_a_resumable_run(tmp_path: Path) -> None:
     saved = ckpt.latest_valid_checkpoint(run)
     assert saved.step == 250 and saved.meta["family_state"]["lambda_ds"] == pytest.approx(2.0 * (1 - 250 / 1000))
     config = resolve_run_config(None, json.loads((run / "config.json").read_text()))
-    assert (config.model.img_size, config.model.max_conv_dim, config.model.w_hpf) == (128, 16, 0.0)
+    assert (config.model.resolution, config.model.max_conv_dim, config.model.w_hpf) == (128, 16, 0.0)
     trainer = Trainer(config, run)  # resumes the imported checkpoint
     official = {**read_official_stargan2(ema_file)[0], **read_official_stargan2(disc_file)[0]}
     nets = trainer.family.nets

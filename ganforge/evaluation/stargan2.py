@@ -39,7 +39,7 @@ from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, default_cache_dir, load_inception
 from ganforge.metrics.lpips import LPIPS, load_lpips, pairwise_diversity
 from ganforge.run_loader import load_run
-from ganforge.safe_load import load_weights_only
+from ganforge.safe_load import check_layout, load_weights_only
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 N x 3 x H x W → features [N, D]
 FID_NETWORKS = {  # name → what it is, for the report
@@ -102,12 +102,7 @@ def load_torchvision_inception(weights: str | Path | None = None,
     model = TorchvisionInception()
     expected = model.state_dict()
     kept = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}
-    missing = [k for k in expected if k not in kept and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in kept if k not in expected]
-    wrong = [f"{k} {tuple(v.shape)}" for k, v in kept.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise InceptionWeightsError(f"{path} is not torchvision's inception_v3 layout: missing {missing[:5]}, "
-                                    f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+    check_layout(kept, expected, source=path, layout="torchvision's inception_v3 layout", error=InceptionWeightsError)
     model.load_state_dict({**expected, **kept})
     return model.eval().requires_grad_(False)
 

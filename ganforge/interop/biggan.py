@@ -24,11 +24,12 @@ from torch import Tensor, nn
 
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
+from ganforge.interop.sources import import_paths
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, discriminator_stages, generator_stages
 from ganforge.nn.spectral_norm import SNSettings
 from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
-from ganforge.training.checkpoint import checkpoint_steps, write_run
+from ganforge.training.checkpoint import write_run
 
 NETWORK_FILES = {"G": "G", "D": "D", "G_ema": "G_ema"}
 OPTIMIZER_FILES = {"G": "G_optim", "D": "D_optim"}
@@ -298,12 +299,10 @@ def import_biggan_pytorch(files: Path | Sequence[Path], out: Path, *, data: str 
     for keys, _ in overrides:
         if len(keys) != 2 or keys[0] != "model":
             raise ConfigError(f"--set {'.'.join(keys)}: import biggan-pytorch takes model.KEY=VALUE overrides")
-    folders = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    folders, out = import_paths(files, out, BigGANImportError)
     if len(folders) != 1:
         raise BigGANImportError(f"{', '.join(map(str, folders))}: give one BigGAN-PyTorch weights folder")
-    weights_dir, out = folders[0], Path(out)
-    if checkpoint_steps(out):
-        raise BigGANImportError(f"{out} already holds a run; import into a new directory")
+    weights_dir = folders[0]
     official = load_biggan_pytorch(weights_dir)
     flags = official.training_state["config"]
     itr = int(official.training_state["itr"])

@@ -30,11 +30,12 @@ from ganforge.config import read_config_file
 from ganforge.download import download, file_digest
 from ganforge.families import resolve_run_config
 from ganforge.families.pgan_zoo_config import zoo_config_to_ganforge
+from ganforge.interop.sources import import_paths
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.pgan import LRELU_SLOPE, PGANArch, PGANDiscriminator, PGANGenerator
 from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
-from ganforge.training.checkpoint import checkpoint_steps, write_run
+from ganforge.training.checkpoint import write_run
 
 ZOO_CONFIG_GLOBAL = "models.utils.config.BaseConfig"
 ZOO_MBSTD_GROUP_SIZE = 4
@@ -376,12 +377,10 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
     Without the zoo's train config beside the file, the schedule is the zoo default cut to the checkpoint's
     scales, and the run is positioned at the end of its current scale (or at the iteration in the file name).
     """
-    paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    paths, out = import_paths(files, out, ZooImportError)
     if len(paths) != 1:
         raise ZooImportError(f"{', '.join(map(str, paths))}: a zoo checkpoint is one file, got {len(paths)}")
-    file, out = paths[0], Path(out)
-    if checkpoint_steps(out):
-        raise ValueError(f"{out} already holds a run; import into a new directory")
+    file = paths[0]
     if not file.exists() and str(file) in ZOO_HUB_CHECKPOINTS:  # a released hub model by name: fetch, verify
         file = fetch_zoo_hub(str(file), default_cache_dir() / "weights")
     zoo = read_zoo_checkpoint(file)

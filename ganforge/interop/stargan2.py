@@ -28,11 +28,12 @@ from torch import Tensor, nn
 
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
+from ganforge.interop.sources import import_paths
 from ganforge.models.stargan2 import StarGAN2Arch, official_base_dim
 from ganforge.nn.stargan_layers import laplacian_kernel
 from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
-from ganforge.training.checkpoint import checkpoint_steps, write_run
+from ganforge.training.checkpoint import write_run
 
 OFFICIAL_TO_ROLE = {"generator": "G", "mapping_network": "F", "style_encoder": "E", "discriminator": "D"}
 NOT_IMPORTED = ("fan",)  # the frozen FAN landmark network of w_hpf > 0 checkpoints
@@ -320,11 +321,8 @@ def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str | 
     if not data:
         raise ConfigError("import stargan2: --data is required (a store whose domain column has as many domains as "
                           "the checkpoint)")
-    paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
-    out = Path(out)
+    paths, out = import_paths(files, out, StarGAN2ImportError)
     w_hpf = next((value for keys, value in overrides if keys == ["model", "w_hpf"]), None)
-    if checkpoint_steps(out):
-        raise StarGAN2ImportError(f"{out} already holds a run; import into a new directory")
     sides: dict[bool, dict[str, dict[str, Tensor]]] = {True: {}, False: {}}
     origin: dict[tuple[bool, str], Path] = {}
     steps = set()

@@ -21,7 +21,7 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics._images import ImageSource, iter_image_batches
-from ganforge.safe_load import load_weights_only
+from ganforge.safe_load import check_layout, load_weights_only
 
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -249,15 +249,8 @@ def load_inception(weights: str | Path | None = None, device: torch.device | str
         raise InceptionWeightsError(f"Inception weights {path}: expected a state dict, got {type(state).__name__}")
     model = InceptionV3FID()
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items()
-                   if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong_shape:
-        raise InceptionWeightsError(
-            f"Inception weights {path} do not have the FID Inception layout: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, wrong shapes {wrong_shape[:5]} (of {len(missing)}, {len(unexpected)}, "
-            f"{len(wrong_shape)})")
+    check_layout(state, expected, source=f"Inception weights {path}", layout="the FID Inception layout",
+                 error=InceptionWeightsError)
     full = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}
     model.load_state_dict(full, strict=True)
     return model.eval().requires_grad_(False).to(device or "cpu")

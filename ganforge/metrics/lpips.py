@@ -21,7 +21,7 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics.inception import default_cache_dir
-from ganforge.safe_load import load_weights_only
+from ganforge.safe_load import check_layout, load_weights_only
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -137,13 +137,8 @@ def load_alexnet(weights: str | Path | None = None, cache_dir: str | Path | None
     model = AlexNetFeatures()
     expected = model.state_dict()
     features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    missing = sorted(set(expected) - set(features))
-    unexpected = sorted(set(features) - set(expected))
-    wrong = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in features.items()
-             if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise LPIPSWeightsError(f"AlexNet weights {path} are not torchvision's AlexNet layout: missing {missing}, "
-                                f"unexpected {unexpected[:5]}, wrong shapes {wrong}")
+    check_layout(features, expected, source=f"AlexNet weights {path}", layout="torchvision's AlexNet layout",
+                 error=LPIPSWeightsError)
     model.load_state_dict(features)
     return model
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.download import WeightsFile
-from ganforge.safe_load import load_weights_only
+from ganforge.safe_load import check_layout, load_weights_only
 
 NUM_LANDMARKS = 98
 HEATMAP_INPUT_SIZE = 256  # get_heatmap resizes every input to this size
@@ -198,12 +198,8 @@ def read_fan_state(path: str | Path) -> dict[str, Tensor]:
                               f"{sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__}")
     with torch.device("meta"):
         expected = FAN().state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and (not isinstance(state[k], Tensor) or state[k].shape != v.shape)]
-    if missing or wrong:
-        raise FanWeightsError(f"{path} does not have the FAN layout of core/wing.py: missing {missing[:4]} (of "
-                              f"{len(missing)}), wrong shapes {wrong[:4]} (of {len(wrong)})")
+    check_layout(state, expected, source=path, layout="the FAN layout of core/wing.py", error=FanWeightsError,
+                 allow_unexpected=True)  # the official loader ignores keys the network does not have
     return {k: state[k] for k in expected if k in state}
 
 
