@@ -124,8 +124,8 @@ def test_nan_rollback_restores_the_last_checkpoint_and_finishes(tmp_path, monkey
     assert result.step == 20 and poisoned["done"]
     events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"event"' in line]
     assert events == [{"step": 8, "event": "rollback", "attempt": 1,
-                       "reason": "step 10, phase D: loss is nan; stopping before it reaches the weights or a "
-                                 "checkpoint"}]
+                       "reason": "step 10, phase D: loss is nan; stopping before it reaches a checkpoint or a "
+                                 "sample"}]
 
 
 @pytest.mark.slow

@@ -41,6 +41,50 @@ class NonFiniteError(RuntimeError):
     """A loss or weight became NaN/Inf; names the phase and step so the run can be inspected."""
 
 
+class PendingValues:
+    """What the steps since the last host read left on the training device: the sums of their log values and, per
+    phase, the first non-finite loss (step and value). Nothing here waits for the device; `read` fetches it all in
+    one transfer at a log, sample, metric or checkpoint point, so a GPU runs ahead of the host between those."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.first_nonfinite: dict[str, torch.Tensor] = {}  # phase -> [step, loss]; step -1 while all finite
+
+    def watch_loss(self, step: int, phase: str, loss: torch.Tensor) -> None:
+        """Remember (on the device) the first step at which `phase`'s loss is NaN/Inf, with its value."""
+        value = loss.detach().double()
+        first = self.first_nonfinite.get(phase)
+        if first is None:
+            first = self.first_nonfinite[phase] = torch.full((2,), -1.0, dtype=torch.float64, device=value.device)
+        is_first = ~torch.isfinite(value) & (first[0] < 0)
+        first.copy_(torch.where(is_first, torch.stack([torch.full_like(value, step), value]), first))
+
+    def add_step(self, logs: dict[str, torch.Tensor | float]) -> None:
+        """Add one step's log values (summed in float64, as Python floats would be)."""
+        for key, value in logs.items():
+            value = torch.as_tensor(value).detach().double()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.steps += 1
+
+    def read(self, *, logs: bool) -> dict[str, float]:
+        """One device→host transfer: raise NonFiniteError for the earliest non-finite loss since the last read;
+        with `logs`, return the mean log values of the steps since then and start a new average."""
+        phases = list(self.first_nonfinite)
+        keys = list(self.sums) if logs else []
+        parts = [self.first_nonfinite[p] for p in phases] + [self.sums[k].reshape(1) for k in keys]
+        values = torch.cat(parts).tolist() if parts else []
+        found = [(values[2 * i], i) for i in range(len(phases)) if values[2 * i] >= 0]
+        if found:
+            step, index = min(found)
+            raise NonFiniteError(f"step {int(step)}, phase {phases[index]}: loss is {values[2 * index + 1]}; "
+                                 "stopping before it reaches a checkpoint or a sample")
+        means = {key: value / self.steps for key, value in zip(keys, values[2 * len(phases):], strict=True)}
+        if logs:
+            self.sums, self.steps = {}, 0
+        return means
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -93,6 +137,7 @@ class Trainer:
         self.fixed_inputs = self.family.sample_latents(
             config.sample_count, torch.Generator().manual_seed(config.seed + FIXED_LATENT_OFFSET))
         self._stop_requested = False
+        self.pending = PendingValues()
         if restart and self.dist.is_main:  # last: only a config, dataset and family that all work replace the run
             delete_checkpoints(self.run_dir)
 
@@ -177,44 +222,48 @@ class Trainer:
                            progress=config.progress, tensorboard=config.tensorboard)
         logger.log_config(to_dict(config))
         report = ReportRefresher(self.run_dir) if self.dist.is_main else None  # RUN/report.html
-        sums: dict[str, float] = {}
-        count = 0
+        self.pending = PendingValues()
         rollbacks = 0
         previous_handlers = self._install_signal_handlers()
         try:
             while self.step < stop_at and not self._stop_requested:
                 plan = family.plan(self.step)
                 seen_before = self.images_seen
-                try:
-                    logs = self.train_step(plan)
+                self.pending.add_step(self.train_step(plan))
+                self.step += 1
+                logger.count_images(self.images_seen - seen_before)
+                last = self.step == total
+                log_tick = self.step % config.log_every == 0 or last
+                sample_tick = self.dist.is_main and (self.step % config.sample_every == 0 or last)
+                metric_tick = bool(config.metrics) and bool(
+                    (config.metrics_every and self.step % config.metrics_every == 0) or last)
+                checkpoint_tick = self.step % config.checkpoint_every == 0 or last
+                if not (log_tick or sample_tick or metric_tick or checkpoint_tick or self.step == stop_at
+                        or self._stop_requested):
+                    logger.step_done(None)  # no host point: the device runs ahead
+                    continue
+                try:  # before anything is written: a NaN/Inf loss since the last read stops or rolls back here
+                    means = self.pending.read(logs=log_tick)
                 except NonFiniteError as err:
                     if config.on_nan != "rollback" or rollbacks >= MAX_ROLLBACKS:
                         raise
                     rollbacks += 1
                     self.roll_back(err, logger, rollbacks)
                     continue
-                self.step += 1
-                logger.count_images(self.images_seen - seen_before)
-                for key, value in logs.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-                logger.step_done({**plan.progress, **logs})
-                last = self.step == total
-                if self.step % config.log_every == 0 or last:
-                    record = {"step": self.step, "kimg": self.images_seen / 1000, **plan.progress,
-                              **{k: v / count for k, v in sums.items()}, "img_per_s": logger.throughput()}
+                logger.step_done({**plan.progress, **means} if log_tick else None)
+                if log_tick:
+                    record = {"step": self.step, "kimg": self.images_seen / 1000, **plan.progress, **means,
+                              "img_per_s": logger.throughput()}
                     logger.log(record)
-                    sums, count = {}, 0
-                if self.dist.is_main and (self.step % config.sample_every == 0 or last):
+                if sample_tick:
                     logger.sample_images(self.step, self.write_samples(plan))
-                scored = None
-                if config.metrics and ((config.metrics_every and self.step % config.metrics_every == 0) or last):
-                    scored = self.run_metrics(plan, logger)
-                if self.step % config.checkpoint_every == 0 or last or scored is not None:
+                scored = self.run_metrics(plan, logger) if metric_tick else None
+                if checkpoint_tick or scored is not None:
                     self.save_checkpoint(score=scored)
                 if report is not None and self.step % config.sample_every == 0:
                     report.tick()
             if self.step < total and (self._stop_requested or self.step == stop_at):
+                self.pending.read(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
                 self.save_checkpoint()
                 if self._stop_requested:
                     logger.message(f"interrupted: checkpoint written at step {self.step} in {self.run_dir}")
@@ -234,16 +283,19 @@ class Trainer:
         if found is None:
             raise NonFiniteError(f"{err}; no checkpoint to roll back to in {self.run_dir}") from err
         self._restore(found)
+        self.pending = PendingValues()  # the discarded steps' logs and flags go with them
         torch.manual_seed(self.config.seed + 7919 * attempt)
         plan = self.family.plan(self.step)
         self.loader.next(plan.batch_size, plan.resolution, blend=plan.real_blend)
         logger.log({"step": self.step, "event": "rollback", "reason": str(err), "attempt": attempt})
         logger.message(f"{err}: rolled back to step {found.step} (attempt {attempt} of {MAX_ROLLBACKS})")
 
-    def train_step(self, plan: StepPlan) -> dict[str, float]:
+    def train_step(self, plan: StepPlan) -> dict[str, torch.Tensor]:
+        """One step of every phase; returns the log values as device tensors and leaves the non-finite check of
+        its losses in `self.pending` (read at the next host point), so nothing here waits for the device."""
         family = self.family
         family.begin_step(self.step, plan)
-        logs: dict[str, float] = {}
+        logs: dict[str, torch.Tensor] = {}
         latest: Batch | None = None  # the step's latest real batch: what `data="previous"` phases receive
         for phase in family.phases(self.step, plan):
             for name, net in family.nets.items():
@@ -270,9 +322,7 @@ class Trainer:
                             drawn.append(batch)
                     with _autocast(self.device, self.config.amp):
                         loss, phase_logs = phase.loss(batch)
-                    if not torch.isfinite(loss.detach()):
-                        raise NonFiniteError(f"step {self.step}, phase {phase.name}: loss is {loss.item()}; "
-                                             "stopping before it reaches the weights or a checkpoint")
+                    self.pending.watch_loss(self.step, phase.name, loss)
                     loss = loss / phase.accumulate if phase.accumulate > 1 else loss
                     (self.loss_scale.scale(loss) if self.loss_scale else loss).backward()
                 self.dist.all_reduce_grads(params)
@@ -282,8 +332,7 @@ class Trainer:
                     family.optimizers[name].step()
                 if phase.after_step is not None:
                     phase.after_step()
-                for key, value in phase_logs.items():
-                    logs[key] = float(value)  # the last micro-batch's value
+                logs.update(phase_logs)  # the last micro-batch's values
         decay = family.ema_decay(self.step)
         if decay is not None:
             for ema_name, source in family.ema_pairs.items():

@@ -59,9 +59,12 @@ class RunLogger:
         self._bar_time = now
         self._bar_rate = rate if self._bar_rate is None else 0.9 * self._bar_rate + 0.1 * rate  # smoothed for the bar
 
-    def step_done(self, postfix: dict[str, Any]) -> None:
+    def step_done(self, postfix: dict[str, Any] | None) -> None:
+        """Advance the bar; `postfix` (host values, given at log points only) replaces the values it shows."""
         if self._bar is not None:
             self._bar.update(1)
+            if postfix is None:
+                return
             shown = {k: _short(v) for k, v in postfix.items()}
             if self._bar_rate is not None:
                 shown["img/s"] = f"{self._bar_rate:.0f}"
