@@ -15,18 +15,53 @@ from ganforge.training.loss_scale import DynamicLossScale
 def test_overflow_skips_and_backs_off_growth_after_interval():
     scale = DynamicLossScale(initial=8.0, growth_interval=2)
     p = torch.nn.Parameter(torch.zeros(3))
-    p.grad = torch.tensor([8.0, 16.0, -8.0])
-    assert scale.unscale([p]) is True
-    assert torch.equal(p.grad, torch.tensor([1.0, 2.0, -1.0])) and scale.value == 8.0
-    p.grad = torch.tensor([8.0, float("inf"), 0.0])
-    assert scale.unscale([p]) is False and scale.value == 4.0 and scale.skipped == 1
+    optimizer = torch.optim.SGD([p], lr=1.0)
+
+    def update(grad: list[float]) -> bool:
+        p.grad = torch.tensor(grad)
+        found_inf = scale.unscale([p])
+        stepped = scale.step(optimizer, found_inf)
+        scale.update(found_inf)
+        return stepped
+
+    assert update([8.0, 16.0, -8.0]) is True
+    assert torch.equal(p.detach(), torch.tensor([-1.0, -2.0, 1.0])) and scale.value == 8.0
+    assert update([8.0, float("inf"), 0.0]) is False
+    assert torch.equal(p.detach(), torch.tensor([-1.0, -2.0, 1.0]))  # skipped: the weights did not move
+    assert scale.value == 4.0 and scale.state_dict()["skipped"] == 1
     for _ in range(2):
-        p.grad = torch.ones(3)
-        assert scale.unscale([p])
+        assert update([1.0, 1.0, 1.0])
     assert scale.value == 8.0  # grown after 2 good steps
     restored = DynamicLossScale()
     restored.load_state_dict(json.loads(json.dumps(scale.state_dict())))
-    assert restored.state_dict() == scale.state_dict()
+    assert restored.state_dict() == scale.state_dict() == {"value": 8.0, "good_steps": 0, "skipped": 1}
+
+
+def test_an_optimiser_that_takes_the_overflow_flag_skips_without_a_host_read(monkeypatch):
+    """Fused Adam's contract (as torch's GradScaler drives it): found_inf set on the optimiser, no `.item()`."""
+    scale = DynamicLossScale(initial=4.0)
+    p = torch.nn.Parameter(torch.zeros(2))
+    seen = []
+
+    class FlagTakingSGD(torch.optim.SGD):
+        _step_supports_amp_scaling = True
+
+        def step(self, closure=None):
+            seen.append((self.grad_scale, self.found_inf.clone()))
+
+    p.grad = torch.tensor([4.0, float("nan")])
+    found_inf = scale.unscale([p])
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: pytest.fail("host read"))
+    assert scale.step(FlagTakingSGD([p], lr=1.0), found_inf) is True
+    scale.update(found_inf)
+    monkeypatch.undo()
+    assert seen == [(None, torch.tensor(1.0))] and scale.value == 2.0
+
+
+def test_old_checkpoints_count_of_good_steps_reads_as_the_growth_tracker():
+    scale = DynamicLossScale(growth_interval=2000)
+    scale.load_state_dict({"value": 1024.0, "good_steps": 4500, "skipped": 3})
+    assert scale.state_dict() == {"value": 1024.0, "good_steps": 500, "skipped": 3}
 
 
 @pytest.mark.slow

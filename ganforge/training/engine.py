@@ -117,7 +117,7 @@ class Trainer:
         if resume is not None:
             _check_same_config(self.run_dir, resume.meta["config"], to_dict(config))
         self.config = config
-        self.loss_scale = DynamicLossScale() if config.amp == "fp16" else None
+        self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
         if config.metrics:
             check_training_metrics(config)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
@@ -326,10 +326,15 @@ class Trainer:
                     loss = loss / phase.accumulate if phase.accumulate > 1 else loss
                     (self.loss_scale.scale(loss) if self.loss_scale else loss).backward()
                 self.dist.all_reduce_grads(params)
-                if self.loss_scale is not None and not self.loss_scale.unscale(params):
-                    continue  # fp16 overflow: every rank skips this update and lowers the scale
-                for name in phase.trains:
-                    family.optimizers[name].step()
+                if self.loss_scale is not None:  # fp16 overflow: every rank skips this update and lowers the scale
+                    found_inf = self.loss_scale.unscale(params)
+                    stepped = [self.loss_scale.step(family.optimizers[name], found_inf) for name in phase.trains]
+                    self.loss_scale.update(found_inf)
+                    if not all(stepped):
+                        continue
+                else:
+                    for name in phase.trains:
+                        family.optimizers[name].step()
                 if phase.after_step is not None:
                     phase.after_step()
                 logs.update(phase_logs)  # the last micro-batch's values
