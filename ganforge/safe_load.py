@@ -42,6 +42,15 @@ def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = V
                     "containers are read, nothing in the file is executed") from err
 
 
+
+def load_state_dict_file(path: str | Path, *, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A foreign weights file that must hold a plain {name: tensor} mapping, read weights-only."""
+    state = load_weights_only(path, what=what, error=error)
+    if not isinstance(state, dict):
+        raise error(f"{what} {path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
 def check_layout(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor], *, source: str | Path, layout: str,
                  error: type[Exception] = ValueError, allow_unexpected: bool = False) -> None:
     """Refuse weights that do not fit the network, by key, before anything is loaded: a half-matching file would

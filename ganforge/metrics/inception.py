@@ -21,7 +21,7 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics._images import ImageSource, iter_image_batches
-from ganforge.safe_load import check_layout, load_weights_only
+from ganforge.safe_load import check_layout, load_state_dict_file
 
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -244,9 +244,7 @@ def load_inception(weights: str | Path | None = None, device: torch.device | str
                    cache_dir: str | Path | None = None) -> InceptionV3FID:
     """The FID Inception network in eval mode, weights loaded strictly and without running pickled code."""
     path = resolve_weights_path(weights, cache_dir)
-    state = load_weights_only(path, what="FID Inception weights", error=InceptionWeightsError)
-    if not isinstance(state, dict):
-        raise InceptionWeightsError(f"Inception weights {path}: expected a state dict, got {type(state).__name__}")
+    state = load_state_dict_file(path, what="FID Inception weights", error=InceptionWeightsError)
     model = InceptionV3FID()
     expected = model.state_dict()
     check_layout(state, expected, source=f"Inception weights {path}", layout="the FID Inception layout",

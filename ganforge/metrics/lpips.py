@@ -21,7 +21,7 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics.inception import default_cache_dir
-from ganforge.safe_load import check_layout, load_weights_only
+from ganforge.safe_load import check_layout, load_state_dict_file, load_weights_only
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -131,9 +131,7 @@ def resolve_alexnet_weights(weights: str | Path | None = None, cache_dir: str | 
 def load_alexnet(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> AlexNetFeatures:
     """AlexNet features with torchvision's ImageNet weights (its `classifier.*` entries are ignored)."""
     path = resolve_alexnet_weights(weights, cache_dir)
-    state = load_weights_only(path, what="AlexNet weights", error=LPIPSWeightsError)
-    if not isinstance(state, dict):
-        raise LPIPSWeightsError(f"AlexNet weights {path}: expected a state dict, got {type(state).__name__}")
+    state = load_state_dict_file(path, what="AlexNet weights", error=LPIPSWeightsError)
     model = AlexNetFeatures()
     expected = model.state_dict()
     features = {k: v for k, v in state.items() if not k.startswith("classifier.")}

@@ -72,6 +72,12 @@ def wants_log_scale(values: list[np.ndarray]) -> bool:
     return bool(len(joined) and joined.min() > 0 and joined.max() / joined.min() > LOG_SCALE_RATIO)
 
 
+def _panel_grid(panels: int) -> tuple[Any, np.ndarray] | None:
+    """A figure with `panels` panels, COLUMNS to a row."""
+    columns = min(COLUMNS, panels)
+    return _new_figure(math.ceil(panels / columns), columns)
+
+
 def _colors(count: int) -> list[str]:
     return [f"C{i % 10}" for i in range(count)]
 
@@ -98,8 +104,7 @@ def loss_figure(runs: Runs) -> str | None:
     if not keys:
         return None
     keys.sort(key=lambda k: PHASE_ORDER[phase_of(k)])
-    columns = min(COLUMNS, len(keys))
-    made = _new_figure(math.ceil(len(keys) / columns), columns)
+    made = _panel_grid(len(keys))
     if made is None:
         return None
     figure, axes = made
@@ -168,8 +173,7 @@ def metrics_figure(runs: Runs) -> str | None:
     groups = metric_groups(keys)
     if not groups:
         return None
-    columns = min(COLUMNS, len(groups))
-    made = _new_figure(math.ceil(len(groups) / columns), columns)
+    made = _panel_grid(len(groups))
     if made is None:
         return None
     figure, axes = made
