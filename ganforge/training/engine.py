@@ -269,6 +269,7 @@ class Trainer:
                     logger.message(f"interrupted: checkpoint written at step {self.step} in {self.run_dir}")
         finally:
             self._restore_signal_handlers(previous_handlers)
+            self.loader.close()
             logger.close()
             if self.dist.is_main:
                 write_progress_gif(self.run_dir / "samples")
