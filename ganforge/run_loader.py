@@ -62,15 +62,17 @@ class LoadedModel:
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor | dict[str, torch.Tensor] | None = None, *, n: int = 16, seed: int = 0,
-                 net: str | None = None) -> torch.Tensor:
+                 net: str | None = None, raw: bool = False) -> torch.Tensor:
         """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`), by the EMA generator
-        when the run keeps one, else by G."""
+        when the run keeps one, else by G. Generators without a tanh (PGAN) overshoot that range, so the images
+        are clamped to it; `raw=True` returns the network's output unclamped (to compare with reference code)."""
         net = net or self.family.sample_net
         inputs = self.latents(n, seed) if z is None else (z if isinstance(z, dict) else {"z": z})
         if net not in self.nets:
             raise ValueError(f"no network {net!r}; this model has {sorted(self.nets)}")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        return self.family.generate(inputs, net, self.plan)
+        images = self.family.generate(inputs, net, self.plan)
+        return images if raw else images.clamp(-1, 1)
 
 
 def load_run(target: str | Path, *, step: int | None = None, device: str = "auto") -> LoadedModel:

@@ -1,0 +1,32 @@
+"""Issue 14's newcomer findings, one test each: what a first user trips over, on tiny runs written without training."""
+
+import pytest
+import torch
+from pgan_tiny import TINY_PGAN
+
+import ganforge
+from ganforge.families import resolve_run_config
+from ganforge.run_loader import new_family
+from ganforge.training.checkpoint import write_run
+
+
+@pytest.fixture
+def overshooting_pgan_run(tmp_path):
+    """A tiny PGAN run (written at step 4) whose generators' weights are scaled up so their output overshoots
+    [-1, 1], as PGAN's tanh-free generator does in practice."""
+    config = resolve_run_config(None, dict(TINY_PGAN))
+    family = new_family(config)
+    with torch.no_grad():
+        for name in ("G", "G_ema"):
+            for param in family.nets[name].parameters():
+                param.mul_(3.0)
+    return write_run(tmp_path / "run", config, family, 4)
+
+
+def test_generate_clamps_to_the_documented_range_and_raw_keeps_the_network_output(overshooting_pgan_run):
+    model = ganforge.load(overshooting_pgan_run)
+    raw = model.generate(n=8, seed=1, raw=True)
+    assert raw.abs().max() > 1  # the network itself overshoots
+    images = model.generate(n=8, seed=1)
+    torch.testing.assert_close(images, raw.clamp(-1, 1), rtol=0, atol=0)
+    assert images.min() == -1 or images.max() == 1
