@@ -77,7 +77,11 @@ class LoadedModel:
 
 def load_run(target: str | Path, *, step: int | None = None, device: str = "auto") -> LoadedModel:
     """Load a run directory (its newest valid checkpoint, or `step`) or a checkpoint file."""
-    found = ckpt.resolve_checkpoint(Path(target), step)
+    target = Path(target)
+    if step is not None and target.is_dir() and step not in (steps := ckpt.checkpoint_steps(target)):
+        have = ", ".join(map(str, steps)) if steps else "none"
+        raise ckpt.CheckpointError(f"{target}: no checkpoint at step {step}; steps with a checkpoint: {have}")
+    found = ckpt.resolve_checkpoint(target, step)
     config = resolve_run_config(None, dict(found.meta["config"]))
     torch_device = pick_device(device, DistInfo())
     dataset = dataset_placeholder(found.meta["dataset"])

@@ -5,6 +5,7 @@ import torch
 from pgan_tiny import TINY_PGAN
 
 import ganforge
+from ganforge.cli import main
 from ganforge.families import resolve_run_config
 from ganforge.run_loader import new_family
 from ganforge.training.checkpoint import write_run
@@ -30,3 +31,11 @@ def test_generate_clamps_to_the_documented_range_and_raw_keeps_the_network_outpu
     images = model.generate(n=8, seed=1)
     torch.testing.assert_close(images, raw.clamp(-1, 1), rtol=0, atol=0)
     assert images.min() == -1 or images.max() == 1
+
+
+def test_generate_at_a_missing_step_names_the_steps_that_exist(overshooting_pgan_run, capsys):
+    assert main(["generate", str(overshooting_pgan_run), "--step", "999", "-o", str(overshooting_pgan_run / "g")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"ganforge generate: error: {overshooting_pgan_run}: no checkpoint at step 999; "
+                     "steps with a checkpoint: 4")
+    assert not (overshooting_pgan_run / "g").exists()
