@@ -43,7 +43,8 @@ class Phase:
 
     name: str
     trains: tuple[str, ...]  # names of nets whose optimisers step after this phase (optimiser key = net name)
-    loss: Callable[[Batch | None], tuple[torch.Tensor, dict[str, float]]]
+    # the loss and its log values, detached device tensors: the engine reads them only at log points
+    loss: Callable[[Batch | None], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     repeats: int = 1
     accumulate: int = 1  # micro-batches whose gradients add up before one optimiser step
     data: PhaseData = "fresh"

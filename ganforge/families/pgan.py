@@ -363,7 +363,7 @@ class PGANFamily(Family):
         def D(images: torch.Tensor, **kwargs: Any) -> Any:
             return self.discriminate(images, scale, alpha, **kwargs)
 
-        def d_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        def d_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             reals = batch.images
             with torch.no_grad():
                 fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
@@ -376,7 +376,7 @@ class PGANFamily(Family):
             loss = wdist + config.lambda_gp * gp + config.drift * drift
             return loss, {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach()}
 
-        def g_loss(d_batch: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        def g_loss(d_batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
             if d_batch is not None:  # GDPP
                 d_fake, fake_features = D(fakes, return_features=True)
