@@ -147,7 +147,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     generated = write_generated(model, request)
     if generated.table:
         print(generated.table)
-    print(f"wrote {len(generated.files)} file(s) to {args.out} from step {model.step} of {args.run}")
+    where = args.out if request.writes_to_out() else args.npz
+    print(f"wrote {len(generated.files)} file(s) to {where} from step {model.step} of {args.run}")
     return 0
 
 
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("run", type=Path, help="run directory or checkpoint file")
     gen.add_argument("--step", type=int)
     gen.add_argument("--n", type=int, default=16)
-    gen.add_argument("-o", "--out", type=Path, required=True)
+    gen.add_argument("-o", "--out", type=Path, help="folder for the images (not needed with --npz alone)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--grid", action="store_true", help="one grid image instead of single files")
     gen.add_argument("--interpolate", type=int, default=0, metavar="K",

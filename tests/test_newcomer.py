@@ -1,5 +1,6 @@
 """Issue 14's newcomer findings, one test each: what a first user trips over, on tiny runs written without training."""
 
+import numpy as np
 import pytest
 import torch
 from pgan_tiny import TINY_PGAN
@@ -39,3 +40,27 @@ def test_generate_at_a_missing_step_names_the_steps_that_exist(overshooting_pgan
     assert error == (f"ganforge generate: error: {overshooting_pgan_run}: no checkpoint at step 999; "
                      "steps with a checkpoint: 4")
     assert not (overshooting_pgan_run / "g").exists()
+
+
+@pytest.fixture
+def tiny_biggan_run(tmp_path):
+    """An untrained tiny class-conditional run (the weights do not matter to where files go)."""
+    torch.manual_seed(0)
+    model = {"g_ch": 4, "d_ch": 4, "latent_dim": 16, "shared_dim": 8, "g_attention": [], "d_attention": [],
+             "batch_size": 4, "steps": 4}
+    config = resolve_run_config(None, {"family": "biggan", "data": "builtin:shapes?count=64&resolution=32",
+                                       "model": model})
+    return write_run(tmp_path / "biggan", config, new_family(config), 4)
+
+
+def test_generate_npz_alone_needs_no_out_folder_and_creates_none(tiny_biggan_run, tmp_path, capsys):
+    npz = tmp_path / "samples.npz"
+    assert main(["generate", str(tiny_biggan_run), "--npz", str(npz), "--n", "3", "--seed", "2"]) == 0
+    assert capsys.readouterr().out.strip().startswith(f"wrote 1 file(s) to {npz} from step 4")
+    with np.load(npz, allow_pickle=False) as saved:
+        assert saved["x"].shape == (3, 3, 32, 32) and saved["x"].dtype == np.uint8 and saved["y"].shape == (3,)
+    unused = tmp_path / "unused"
+    assert main(["generate", str(tiny_biggan_run), "--npz", str(npz), "-o", str(unused), "--n", "2"]) == 0
+    assert not unused.exists()
+    assert main(["generate", str(tiny_biggan_run), "--n", "2"]) == 2  # images need a folder
+    assert "-o/--out: required" in capsys.readouterr().err

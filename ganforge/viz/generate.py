@@ -19,7 +19,7 @@ from ganforge.viz.interpolate import interpolation_path
 class GenerateRequest:
     """The outputs asked of `ganforge generate` (its options, by the same names)."""
 
-    out: Path
+    out: Path | None = None  # not needed when the only output is --npz (a file of its own)
     n: int = 16
     seed: int = 0
     grid: bool = False
@@ -41,6 +41,10 @@ class GenerateRequest:
                  "--truncation-sweep": self.truncation_sweep}
         return {flag: value for flag, value in asked.items() if value is not None}
 
+    def writes_to_out(self) -> bool:
+        """Whether an asked output goes into `out` (everything but --npz, which names its own file)."""
+        return set(self.class_outputs()) != {"--npz"}
+
 
 @dataclass
 class Generated:
@@ -58,7 +62,10 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     for flag in asked:
         cs.require_class_conditional(model, flag)
     inputs = model.latents(request.n, request.seed)  # families that cannot sample from latents alone refuse here
-    request.out.mkdir(parents=True, exist_ok=True)
+    if request.writes_to_out():
+        if request.out is None:
+            raise ValueError("-o/--out: required (the folder for the images; only --npz FILE alone needs none)")
+        request.out.mkdir(parents=True, exist_ok=True)
     if class_outputs:
         return _write_class_outputs(model, request)
     if request.truncation is not None:
