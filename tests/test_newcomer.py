@@ -1,12 +1,16 @@
 """Issue 14's newcomer findings, one test each: what a first user trips over, on tiny runs written without training."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from pgan_tiny import TINY_PGAN
+from PIL import Image
 
 import ganforge
 from ganforge.cli import main
+from ganforge.data.prepare import PrepareError, prepare_celeba_cropped, skip_summary
 from ganforge.families import resolve_run_config
 from ganforge.run_loader import new_family
 from ganforge.training.checkpoint import write_run
@@ -64,3 +68,22 @@ def test_generate_npz_alone_needs_no_out_folder_and_creates_none(tiny_biggan_run
     assert not unused.exists()
     assert main(["generate", str(tiny_biggan_run), "--n", "2"]) == 2  # images need a folder
     assert "-o/--out: required" in capsys.readouterr().err
+
+
+def test_prepare_celeba_on_wrongly_sized_images_says_so_in_one_line(tmp_path, caplog):
+    source = tmp_path / "src"
+    source.mkdir()
+    for index in range(5):
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(source / f"{index:06d}.png")
+    with caplog.at_level(logging.WARNING), pytest.raises(PrepareError) as raised:
+        prepare_celeba_cropped(source, tmp_path / "out", workers=1)
+    assert str(raised.value) == (
+        f"{source}: none of the 5 images is a valid aligned CelebA image (178×218); skipped 5 of 5 files: "
+        "5 × size 64×64, expected aligned CelebA 178×218 (000000.png, 000001.png, 000002.png, …)")
+    assert caplog.records == []  # no line per skipped file
+
+
+def test_skip_summary_counts_per_reason_most_common_first():
+    skipped = [{"file": "a", "reason": "empty file"}, {"file": "b", "reason": "bad size"},
+               {"file": "c", "reason": "bad size"}]
+    assert skip_summary(skipped, 10, examples=1) == "skipped 3 of 10 files: 2 × bad size (b, …); 1 × empty file (a)"

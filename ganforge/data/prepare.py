@@ -73,7 +73,7 @@ def _write_decoded(
     batch: list[np.ndarray] = []
     for index, image, reason in results:
         if image is None:
-            log.warning("skipping %s: %s", names[index], reason)
+            log.debug("skipping %s: %s", names[index], reason)
             skipped.append({"file": names[index], "reason": reason})
             continue
         kept.append(index)
@@ -83,9 +83,22 @@ def _write_decoded(
             batch = []
     if batch:
         writer.add(np.stack(batch))
-    if skipped:
-        log.warning("skipped %d of %d files (listed under 'skipped' in the manifest)", len(skipped), len(names))
+    if skipped and kept:  # with nothing kept the caller's error carries the summary
+        log.warning("%s (all listed under 'skipped' in the manifest)", skip_summary(skipped, len(names)))
     return kept, skipped
+
+
+def skip_summary(skipped: list[dict], total: int, examples: int = 3) -> str:
+    """One line for any number of skipped files: the count, then per reason (most common first, at most three)
+    how many files and the first few names, so 10,000 bad files do not print 10,000 lines."""
+    by_reason: dict[str, list[str]] = {}
+    for entry in skipped:
+        by_reason.setdefault(entry["reason"], []).append(entry["file"])
+    common = sorted(by_reason.items(), key=lambda item: -len(item[1]))[:3]
+    parts = [f"{len(files)} × {reason} ({', '.join(files[:examples])}{', …' if len(files) > examples else ''})"
+             for reason, files in common]
+    more = f"; {len(by_reason) - len(common)} other reason(s)" if len(by_reason) > len(common) else ""
+    return f"skipped {len(skipped)} of {total} files: " + "; ".join(parts) + more
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -126,7 +139,8 @@ def prepare_celeba_cropped(src_dir: Path, out: Path, *, workers: int = 0, overwr
     with StoreWriter(out, resolution=128, channels=3, overwrite=overwrite) as writer:
         _, skipped = _write_decoded(writer, _decode_all(_celeba_crop, files, _resolve_workers(workers)), names)
         if writer.count == 0:
-            raise PrepareError(f"{src_dir}: none of the {len(files)} images is a valid aligned CelebA image")
+            raise PrepareError(f"{src_dir}: none of the {len(files)} images is a valid aligned CelebA image "
+                               f"({CELEBA_SIZE[0]}×{CELEBA_SIZE[1]}); {skip_summary(skipped, len(files))}")
         writer.finish(source=str(src_dir.absolute()), skipped=skipped)
     config = {"pathDB": str(out), "config": {"maxIterAtScale": CELEBA_MAX_ITER_AT_SCALE}}
     _atomic_write_text(out / "config_celeba_cropped.json", json.dumps(config, indent=2) + "\n")
@@ -231,7 +245,8 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
     with StoreWriter(out, resolution=resolution, channels=3, overwrite=overwrite) as writer:
         kept, skipped = _write_decoded(writer, _decode_all(decoder, items, _resolve_workers(workers)), names)
         if writer.count == 0:
-            raise PrepareError(f"{src}: none of its {len(items)} image files could be decoded (see the warnings)")
+            raise PrepareError(f"{src}: none of its {len(items)} image files could be decoded; "
+                               f"{skip_summary(skipped, len(items))}")
         labels, columns = None, None
         if classes is not None:
             labels, columns = classes[0][kept][:, None], [("class", classes[1])]
