@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from pgan_tiny import TINY_PGAN
 from PIL import Image
 
@@ -12,6 +13,7 @@ import ganforge
 from ganforge.cli import main
 from ganforge.data.prepare import PrepareError, prepare_celeba_cropped, skip_summary
 from ganforge.families import resolve_run_config
+from ganforge.interop.biggan import BigGANImportError, import_biggan_pytorch
 from ganforge.run_loader import new_family
 from ganforge.training.checkpoint import write_run
 
@@ -87,3 +89,17 @@ def test_skip_summary_counts_per_reason_most_common_first():
     skipped = [{"file": "a", "reason": "empty file"}, {"file": "b", "reason": "bad size"},
                {"file": "c", "reason": "bad size"}]
     assert skip_summary(skipped, 10, examples=1) == "skipped 3 of 10 files: 2 × bad size (b, …); 1 × empty file (a)"
+
+
+def test_biggan_import_at_another_resolution_names_only_what_differs(tmp_path):
+    weights = shared_path("fixtures", "official", "biggan", "r64")
+    at_32 = [(["model", "resolution"], 32), (["model", "g_attention"], []), (["model", "d_attention"], []),
+             (["model", "batch_size"], 4)]
+    with pytest.raises(BigGANImportError) as raised:
+        import_biggan_pytorch(weights, tmp_path / "run", data="builtin:shapes?count=16&resolution=64", overrides=at_32)
+    assert str(raised.value) == (
+        f"{weights}: the run for builtin:shapes?count=16&resolution=64 does not fit the checkpoint: "
+        "resolution 32 (checkpoint: 64), n_classes 4 (checkpoint: 10), g_attention () (checkpoint: (32,)), "
+        "d_attention () (checkpoint: (8,)); the checkpoint is 64 px: import it at that resolution (BigGAN builds "
+        "32, 64, 128, 256 px, each with its own weights' shapes); the data's first label column must have 10 classes")
+    assert not (tmp_path / "run").exists()

@@ -15,7 +15,7 @@ a missing, unexpected or misshapen tensor is an error naming the file and the ke
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,14 @@ from torch import Tensor, nn
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
 from ganforge.interop.sources import import_paths
-from ganforge.models.biggan import BigGANArch, Discriminator, Generator, discriminator_stages, generator_stages
+from ganforge.models.biggan import (
+    RESOLUTIONS,
+    BigGANArch,
+    Discriminator,
+    Generator,
+    discriminator_stages,
+    generator_stages,
+)
 from ganforge.nn.spectral_norm import SNSettings
 from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
@@ -285,6 +292,20 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
     }
 
 
+def _arch_mismatch(run: BigGANArch, checkpoint: BigGANArch) -> str:
+    """The settings that differ, short (not two whole reprs), with what would make them agree."""
+    names = [item.name for item in fields(BigGANArch) if getattr(run, item.name) != getattr(checkpoint, item.name)]
+    hints = []
+    if "resolution" in names:
+        hints.append(f"the checkpoint is {checkpoint.resolution} px: import it at that resolution (BigGAN builds "
+                     f"{', '.join(map(str, RESOLUTIONS))} px, each with its own weights' shapes)")
+    if "n_classes" in names:
+        hints.append(f"the data's first label column must have {checkpoint.n_classes} classes")
+    differences = ", ".join(f"{name} {getattr(run, name)!r} (checkpoint: {getattr(checkpoint, name)!r})"
+                            for name in names)
+    return "; ".join([differences, *hints])
+
+
 def import_biggan_pytorch(files: Path | Sequence[Path], out: Path, *, data: str | None = None,
                           overrides: Sequence[tuple[list[str], Any]] = ()) -> Path:
     """A BigGAN-PyTorch weights folder → a ganforge `biggan` run at the official iteration, ready to resume.
@@ -310,9 +331,8 @@ def import_biggan_pytorch(files: Path | Sequence[Path], out: Path, *, data: str 
     config = resolve_run_config("biggan", {"family": "biggan", "data": data, "model": model}, list(overrides))
     family = new_family(config)
     if family.arch != official.config:
-        raise BigGANImportError(f"{weights_dir}: the run for {data} builds {family.arch}, but the checkpoint holds "
-                                f"{official.config} (the data's first label column must have "
-                                f"{official.config.n_classes} classes)")
+        raise BigGANImportError(f"{weights_dir}: the run for {data} does not fit the checkpoint: "
+                                f"{_arch_mismatch(family.arch, official.config)}")
     sources = {"G": official.G, "D": official.D, "G_ema": official.G_ema or official.G}
     for role, net in family.nets.items():
         net.load_state_dict(sources[role].state_dict(), strict=True)
