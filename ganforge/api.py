@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ganforge.augment.augmenter import Augmenter
 from ganforge.config import RunConfig, read_config_file
 from ganforge.data.store import open_dataset
 from ganforge.families import get_family, resolve_run_config
@@ -62,4 +63,4 @@ def describe(config: RunConfig) -> dict[str, Any]:
         family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))
     parameters = {name: sum(p.numel() for p in net.parameters()) for name, net in family.nets.items()}
     return {"family": config.family, "parameters": parameters, **family.describe(),
-            **({"notes": notes} if notes else {})}
+            "augment": Augmenter(config.augment).describe(), **({"notes": notes} if notes else {})}

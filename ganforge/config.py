@@ -20,6 +20,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from ganforge.augment.config import AugmentConfig
+
 
 class ConfigError(ValueError):
     """A config problem, reported with the offending key path and what was expected."""
@@ -246,6 +248,8 @@ class RunConfig:
     inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
     progress: bool = True
     tensorboard: bool | None = None  # None: events when the package is installed; true: warn once if it is not
+    # what every image D sees passes through (DiffAugment or ADA; kind none: nothing); runs saved before it: none
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: Any = None
 
     def __post_init__(self) -> None:

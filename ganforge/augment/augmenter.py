@@ -141,6 +141,7 @@ class Augmenter:
         return {"ada": self.controller.state_dict()} if self.controller is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._step_signs = None  # a rollback may come mid-step: that step's signs are not the restored run's
         if self.controller is not None:
             if "ada" not in state:
                 raise ValueError("the checkpoint has no ADA controller state (was it trained with augment.kind ada?)")

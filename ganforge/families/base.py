@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from torch import nn
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
+
+if TYPE_CHECKING:
+    from ganforge.augment.augmenter import Augmenter
 
 
 @dataclass
@@ -89,7 +92,7 @@ class Family(ABC):
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema_pairs: dict[str, str] = {}  # EMA net name -> source net name
-        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the engine; see `discriminate`
+        self.augment: Augmenter | None = None  # set by the engine; see `discriminate`
 
     @property
     def label_count(self) -> int | None:
@@ -141,12 +144,28 @@ class Family(ABC):
         return self.sample_nets()[0]
 
     # --- the discriminator ------------------------------------------------------------------------------------
-    def discriminate(self, images: torch.Tensor, *args: Any, net: str = "D", **kwargs: Any) -> Any:
+    def discriminate(self, images: torch.Tensor | Sequence[torch.Tensor], *args: Any, net: str = "D",
+                     real: bool = False, **kwargs: Any) -> Any:
         """D's output on `images` (extra arguments go to D). Every image D sees, real, fake or a penalty's input,
-        goes through here, so one augmentation set by the engine (`self.augment`) reaches every family."""
+        goes through here, so one augmentation set by the engine (`self.augment`) reaches every family.
+
+        A sequence of batches (e.g. BigGAN's fakes and reals) is augmented batch by batch and then concatenated
+        into one forward: each sample draws its augmentation as part of its own global batch, so W processes
+        augment as one does. `real=True` marks the D-phase evaluation of real images whose logits feed ADA's
+        overfitting statistic (stylegan2-ada collects the signs of its D-main real logits)."""
+        parts = [images] if isinstance(images, torch.Tensor) else list(images)
         if self.augment is not None:
-            images = self.augment(images)
-        return self.nets[net](images, *args, **kwargs)
+            parts = [self.augment(part) for part in parts]
+        output = self.nets[net](parts[0] if len(parts) == 1 else torch.cat(parts), *args, **kwargs)
+        if real:
+            self.observe_real_logits(output)
+        return output
+
+    def observe_real_logits(self, logits: torch.Tensor) -> None:
+        """Hand D's logits on (augmented) reals of a D phase to the augmentation (ADA's r_t); for a family whose D
+        sees reals and fakes in one call, with the real part only."""
+        if self.augment is not None:
+            self.augment.update(logits)
 
     # --- state beyond nets, optimisers and the loader -----------------------------------------------------------
     def family_state(self) -> dict[str, Any]:

@@ -235,8 +235,9 @@ class BigGANFamily(Family):
         z, y_fake = self.draw_latents(n_fake)
         with torch.no_grad():
             fakes = G(z, y_fake)
-        logits = D(torch.cat([fakes, batch.images]), torch.cat([y_fake, batch.labels[:, 0]]))
+        logits = D((fakes, batch.images), torch.cat([y_fake, batch.labels[:, 0]]))  # one forward, as officially
         d_fake, d_real = logits.split([fakes.shape[0], batch.images.shape[0]])
+        self.observe_real_logits(d_real)
         loss_real, loss_fake = hinge_discriminator_loss(d_real, d_fake)
         logs = {"loss_D_real": loss_real.detach(), "loss_D_fake": loss_fake.detach()}
         return self._with_ortho("D", loss_real + loss_fake, logs), logs

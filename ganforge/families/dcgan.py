@@ -180,7 +180,7 @@ class DCGANFamily(Family):
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
         D = self.discriminate
-        loss = (F.softplus(-D(reals)).mean() + F.softplus(D(fakes)).mean()) / 2
+        loss = (F.softplus(-D(reals, real=True)).mean() + F.softplus(D(fakes)).mean()) / 2
         return loss, {"loss_D": loss.detach()}
 
     def generator_objective(self, d_fake: torch.Tensor) -> torch.Tensor:
@@ -259,7 +259,7 @@ class WGANFamily(DCGANFamily):
         return data
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        loss = wgan_critic_loss(self.discriminate(reals), self.discriminate(fakes))
+        loss = wgan_critic_loss(self.discriminate(reals, real=True), self.discriminate(fakes))
         return loss, {"loss_D": loss.detach(), "wdist": -loss.detach()}
 
     @torch.no_grad()
@@ -279,7 +279,7 @@ class WGANGPFamily(DCGANFamily):
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         D = self.discriminate
-        wdist_loss = wgan_critic_loss(D(reals), D(fakes))
+        wdist_loss = wgan_critic_loss(D(reals, real=True), D(fakes))
         mix = self.rand(self.config.batch_size, 1, 1, 1)  # u ~ U(0, 1) per sample, drawn at global batch size
         gp = gradient_penalty(D, reals, fakes, mix)
         loss = wdist_loss + self.config.lambda_gp * gp

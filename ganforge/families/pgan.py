@@ -367,7 +367,7 @@ class PGANFamily(Family):
             reals = batch.images
             with torch.no_grad():
                 fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
-            d_real = D(reals)
+            d_real = D(reals, real=True)
             d_fake = D(fakes)
             mix = self.rand(batch_size, 1, 1, 1)
             gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from ganforge.augment.augmenter import Augmenter
 from ganforge.config import ConfigError, RunConfig, to_dict
 from ganforge.data.loader import Batch, BatchLoader
 from ganforge.data.store import open_dataset
@@ -130,6 +131,9 @@ class Trainer:
                 net.to(memory_format=torch.channels_last)
         self.loader = BatchLoader(self.dataset, seed=config.seed, dist=self.dist, device=self.device,
                                   options=self.family.data_options())
+        # draws from the device's default stream, global batch then shard: resume and W processes augment alike
+        self.augmenter = Augmenter(config.augment, self.dist)
+        self.family.augment = self.augmenter if self.augmenter.enabled else None
         self.step = 0
         self.images_seen = 0
         if resume is not None:
@@ -143,10 +147,12 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return ckpt.run_state(self.config, self.family, self.step, images_seen=self.images_seen,
-                              loader_state=self.loader.state_dict(),
-                              loss_scale=self.loss_scale.state_dict() if self.loss_scale else None,
-                              world_size=self.dist.world_size)
+        tensors, meta = ckpt.run_state(self.config, self.family, self.step, images_seen=self.images_seen,
+                                       loader_state=self.loader.state_dict(),
+                                       loss_scale=self.loss_scale.state_dict() if self.loss_scale else None,
+                                       world_size=self.dist.world_size)
+        meta["augment"] = self.augmenter.state_dict()  # ADA's p and its statistic's accumulators
+        return tensors, meta
 
     def _restore(self, resume: ckpt.Checkpoint) -> None:
         meta, tensors = resume.meta, resume.tensors
@@ -163,6 +169,7 @@ class Trainer:
         if self.loss_scale is not None and meta.get("loss_scale"):
             self.loss_scale.load_state_dict(meta["loss_scale"])
         self.family.load_family_state(meta.get("family_state", {}))
+        self.augmenter.load_state_dict(meta.get("augment", {}))
         self.step = resume.step
         self.images_seen = int(meta.get("images_seen", 0))
 
@@ -254,6 +261,8 @@ class Trainer:
                 if log_tick:
                     record = {"step": self.step, "kimg": self.images_seen / 1000, **plan.progress, **means,
                               "img_per_s": logger.throughput()}
+                    if self.augmenter.p is not None:
+                        record["aug_p"] = self.augmenter.p  # ADA's probability after this step
                     logger.log(record)
                 if sample_tick:
                     logger.sample_images(self.step, self.write_samples(plan))
@@ -339,6 +348,7 @@ class Trainer:
                 if phase.after_step is not None:
                     phase.after_step()
                 logs.update(phase_logs)  # the last micro-batch's values
+        self.augmenter.end_step(plan.batch_size)
         decay = family.ema_decay(self.step)
         if decay is not None:
             for ema_name, source in family.ema_pairs.items():
