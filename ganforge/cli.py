@@ -329,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="metrics of a run, or of one image set against another")
     ev.add_argument("run", type=Path, nargs="?")
-    ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs)")
+    ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs). Without "
+                    "the FID Inception weights, the metrics that need them (fid, kid, is, pr) are left out with one "
+                    "warning line and the others are printed (exit 0); if all need them, it is an error (exit 2)")
     ev.add_argument("--n", type=int)
     ev.add_argument("--step", type=int)
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")

@@ -12,6 +12,7 @@ from PIL import Image
 import ganforge
 from ganforge.cli import main
 from ganforge.data.prepare import PrepareError, prepare_celeba_cropped, skip_summary
+from ganforge.evaluation.run_metrics import evaluate_folders
 from ganforge.families import resolve_run_config
 from ganforge.interop.biggan import BigGANImportError, import_biggan_pytorch
 from ganforge.run_loader import new_family
@@ -103,3 +104,23 @@ def test_biggan_import_at_another_resolution_names_only_what_differs(tmp_path):
         "d_attention () (checkpoint: (8,)); the checkpoint is 64 px: import it at that resolution (BigGAN builds "
         "32, 64, 128, 256 px, each with its own weights' shapes); the data's first label column must have 10 classes")
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_without_inception_weights_computes_swd_and_warns_once(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    fake, real = tmp_path / "fake.npz", tmp_path / "real.npz"
+    np.savez(fake, images=rng.integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
+    np.savez(real, images=rng.integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
+    missing = tmp_path / "no_inception.pth"
+    swd_only = evaluate_folders(fake, real, ["swd"])
+    partial = evaluate_folders(fake, real, ["swd", "kid"], inception_weights=missing)
+    assert set(partial["results"]) == {"swd"}
+    assert partial["results"]["swd"]["avg"] == swd_only["results"]["swd"]["avg"]
+    assert partial["warning"] == (f"warning: kid not computed: The FID Inception weights file {missing} "
+                                  "(from the argument) does not exist")
+    assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "swd,kid,fid",
+                 "--inception-weights", str(missing)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SWD x1e3") and out.count("not computed") == 1 and "kid, fid not computed" in out
+    assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "kid",
+                 "--inception-weights", str(missing)]) == 2  # nothing computable: the error

@@ -19,8 +19,8 @@ from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_
 from ganforge.families.base import Family, StepPlan
 from ganforge.metrics._images import ImageSetError
 from ganforge.metrics.evaluate import evaluate
-from ganforge.metrics.inception import default_cache_dir
-from ganforge.metrics.registry import flat_outputs, format_table
+from ganforge.metrics.inception import InceptionWeightsError, default_cache_dir, resolve_weights_path
+from ganforge.metrics.registry import METRICS, check_metrics, flat_outputs, format_table
 from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
 
@@ -119,6 +119,23 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
     return flat_outputs(results)
 
 
+def computable_metrics(metrics: list[str], inception_weights: str | Path | None = None) -> tuple[list[str], str]:
+    """The metrics that can be computed here, and a one-line warning ("" when none is left out). Without the FID
+    Inception weights (not given, not cached, offline) the Inception metrics are left out and the others (SWD,
+    MS-SSIM) still computed; when every asked metric needs the weights, the missing-weights error is raised."""
+    names = check_metrics(metrics)
+    needing = [name for name in names if METRICS[name].needs_inception]
+    if not needing:
+        return names, ""
+    try:
+        resolve_weights_path(inception_weights)
+    except InceptionWeightsError as err:
+        if len(needing) == len(names):
+            raise
+        return [name for name in names if name not in needing], f"warning: {', '.join(needing)} not computed: {err}"
+    return names, ""
+
+
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
                  all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
                  seed: int = 0) -> dict[str, Any]:
@@ -128,6 +145,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints to evaluate")
+    metrics, warning = computable_metrics(metrics, inception_weights)
     rows, skipped = [], []
     for chosen in steps:
         model = load_run(run_dir, step=chosen)
@@ -157,7 +175,8 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
             table[str(model.step)] = results["swd"]
             ckpt.write_json_atomic(swd_path, table)
-    return {"results": rows, "table": "\n\n".join([_format(step_, res) for step_, res in rows] + skipped)}
+    table = "\n\n".join([_format(step_, res) for step_, res in rows] + skipped)
+    return {"results": rows, "warning": warning, "table": table + (f"\n{warning}" if warning else "")}
 
 
 def load_image_set(source: Path, resolution: int | None = None) -> np.ndarray:
@@ -198,12 +217,14 @@ def load_image_set(source: Path, resolution: int | None = None) -> np.ndarray:
 def evaluate_folders(fake: Path, real: Path, metrics: list[str], *, n: int | None = None,
                      inception_weights: Path | None = None, seed: int = 0) -> dict[str, Any]:
     """Any two image sets (folders, .npz files or stores); the real set is brought to the fake set's size."""
+    metrics, warning = computable_metrics(metrics, inception_weights)
     fakes = load_image_set(fake)
     reals = load_image_set(real, fakes.shape[-1])
     count = min(n or len(fakes), len(fakes), len(reals))
     results = _run_evaluate(fakes[:count], reals[:count], metrics, n=count, seed=seed,
                             inception_weights=inception_weights)
-    return {"results": results, "table": _format(None, results)}
+    return {"results": results, "warning": warning,
+            "table": _format(None, results) + (f"\n{warning}" if warning else "")}
 
 
 def _format(step: int | None, results: dict[str, Any]) -> str:
