@@ -234,6 +234,7 @@ class RunConfig:
     # yet verified against float32; fp16 adds dynamic loss scaling. auto: bf16 on CUDA only, the former default,
     # kept so runs saved with it resume in the precision they trained in.
     amp: Literal["off", "bf16", "fp16", "auto"] = "off"
+    compile: bool = False  # torch.compile the networks (per network eager fallback with a warning); same weights
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000

@@ -30,6 +30,7 @@ from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
 from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
+from ganforge.nn.optim import adam
 from ganforge.nn.spectral_norm import SNSettings
 
 STANDING_STATS_SEED = 20190218  # fixed stream for standing-statistics draws, apart from training
@@ -196,8 +197,8 @@ class BigGANFamily(Family):
         self.ortho_weights = {name: [p for key, p in self.nets[name].named_parameters()
                                      if p.ndim >= 2 and not key.startswith("shared.")] for name in ("G", "D")}
         for name, lr in (("G", config.g_lr), ("D", config.d_lr)):
-            self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=tuple(config.betas),
-                                                     eps=config.adam_eps)
+            self.optimizers[name] = adam(self.nets[name].parameters(), lr=lr, betas=tuple(config.betas),
+                                         eps=config.adam_eps)
 
     @property
     def label_count(self) -> int:

@@ -39,6 +39,7 @@ from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
+from ganforge.nn.optim import adam
 
 
 @dataclass
@@ -162,7 +163,7 @@ class DCGANFamily(Family):
         for name in ("G", "D"):
             params = self.nets[name].parameters()
             if config.optimizer == "adam":
-                self.optimizers[name] = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas))
+                self.optimizers[name] = adam(params, lr=config.lr, betas=tuple(config.betas))
             else:
                 self.optimizers[name] = torch.optim.RMSprop(params, lr=config.lr)
 

@@ -28,6 +28,7 @@ from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import drift_penalty, gdpp_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
 from ganforge.nn.ema import copy_weights, ramped_ema_decay
+from ganforge.nn.optim import adam
 
 # Each unit's own schedule keys with their defaults; the other unit's keys do nothing and must stay unset (None).
 UNIT_KEYS: dict[str, dict[str, Any]] = {
@@ -267,8 +268,7 @@ class PGANFamily(Family):
         self.add_ema("G_ema", "G")
         betas = (float(config.betas[0]), float(config.betas[1]))
         for name in ("G", "D"):
-            self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=config.lr, betas=betas,
-                                                     eps=config.adam_eps)
+            self.optimizers[name] = adam(self.nets[name].parameters(), lr=config.lr, betas=betas, eps=config.adam_eps)
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:

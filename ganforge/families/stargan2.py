@@ -48,6 +48,7 @@ from ganforge.losses import r1_penalty
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
 from ganforge.models.stargan2 import StarGAN2Arch, he_init_
+from ganforge.nn.optim import adam
 
 LOCATION_KEYS = ("wing_weights",)  # where a file is, not what is trained: may change on resume
 
@@ -165,8 +166,7 @@ class StarGAN2Family(Family):
         for role, net in self.nets.items():
             if role not in self.ema_pairs:
                 lr = config.f_lr if role == "F" else config.lr
-                self.optimizers[role] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas,
-                                                         weight_decay=config.weight_decay)
+                self.optimizers[role] = adam(net.parameters(), lr=lr, betas=betas, weight_decay=config.weight_decay)
         # the data stream's own generator, seeded from the run seed through torch's (seeded) stream
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), device="cpu").item()))
         self.lambda_ds = config.lambda_ds

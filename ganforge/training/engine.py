@@ -30,6 +30,7 @@ from ganforge.nn.ema import ema_update
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.log import RunLogger
 from ganforge.training.loss_scale import DynamicLossScale
+from ganforge.training.speed import compile_networks
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import save_grid
 from ganforge.viz.report import ReportRefresher
@@ -129,6 +130,8 @@ class Trainer:
         if self.device.type == "cuda":
             for net in self.family.nets.values():
                 net.to(memory_format=torch.channels_last)
+        if config.compile:
+            compile_networks(self.family.nets)
         self.loader = BatchLoader(self.dataset, seed=config.seed, dist=self.dist, device=self.device,
                                   options=self.family.data_options())
         # draws from the device's default stream, global batch then shard: resume and W processes augment alike
@@ -438,7 +441,7 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
         saved = to_dict(resolve_run_config(None, dict(saved)))
     except ConfigError as err:
         raise ConfigError(f"{run_dir}: the run's saved config does not load: {err}") from None
-    keys = ("progress", "tensorboard", "on_nan", "inception_weights")  # no effect on weights: may change
+    keys = ("progress", "tensorboard", "on_nan", "inception_weights", "compile")  # same weights: may change
     differing = [k for k in sorted(set(saved) | set(requested))
                  if k not in keys and saved.get(k) != requested.get(k)]
     if differing == ["model"] and saved.get("family") == requested.get("family") and get_family(

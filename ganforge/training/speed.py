@@ -1,0 +1,67 @@
+"""`compile: true`: the family's networks compiled in place with torch.compile, falling back to eager per network.
+
+Compiling in place (the module's own compiled call, as ``nn.Module.compile`` does) keeps each network the same
+object with the same state_dict keys, so checkpoints, EMA updates and the optimisers see no difference. torch.compile
+compiles lazily, at a network's first call, so a failure (an unsupported op, no C++ compiler, a backend error) shows up
+there: the network then runs eagerly from that call on, after one warning line naming it and the reason. Calls that
+take gradients for both the input and the weights (gradient penalties) always run eagerly: see _may_double_backward.
+A network whose input and weights both train in a phase (StarGAN v2's G after F or E in the G step) so runs eagerly
+there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+
+def is_compile_failure(err: BaseException) -> bool:
+    """An error raised by torch.compile's tracer or backend, not by the network's own code."""
+    return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def _warn_eager(name: str, err: BaseException) -> None:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    warnings.warn(f"compile: network {name} runs eagerly: {type(err).__name__}: {reason}", RuntimeWarning,
+                  stacklevel=3)
+
+
+def _may_double_backward(net: torch.nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Gradients wanted for both the input and the weights: a gradient penalty (WGAN-GP, R1), whose input gradient
+    is taken with create_graph and then backpropagated into the weights. aot_autograd (torch.compile's training
+    path) cannot backpropagate twice, so such calls run eagerly; frozen nets (D in the G step) stay compiled."""
+    if not torch.is_grad_enabled() or not any(p.requires_grad for p in net.parameters()):
+        return False
+    return any(isinstance(x, torch.Tensor) and x.requires_grad for x in (*args, *kwargs.values()))
+
+
+def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
+    """Compile `net` in place; its first call that fails to compile warns and runs it (and later calls) eagerly."""
+    try:
+        compiled = torch.compile(net._call_impl, **options)
+    except Exception as err:  # noqa: BLE001 - any failure to set up compiling means eager, with the reason
+        _warn_eager(name, err)
+        return
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if _may_double_backward(net, args, kwargs):
+            return net._call_impl(*args, **kwargs)
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as err:
+            if not is_compile_failure(err):
+                raise
+            net._compiled_call_impl = None  # nn.Module.__call__ goes back to the eager path
+            _warn_eager(name, err)
+            return net._call_impl(*args, **kwargs)
+
+    net._compiled_call_impl = call  # what nn.Module.compile sets: __call__ runs it in place of _call_impl
+
+
+def compile_networks(nets: Mapping[str, torch.nn.Module]) -> None:
+    """Compile every network of a family (EMA copies included: sampling and evaluation call them)."""
+    for name, net in nets.items():
+        compile_network(name, net)
