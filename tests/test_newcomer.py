@@ -8,14 +8,18 @@ import torch
 from conftest import shared_path
 from pgan_tiny import TINY_PGAN
 from PIL import Image
+from stargan2_tiny_run import CONFIGS, write_domain_folders
 
 import ganforge
 from ganforge.cli import main
+from ganforge.config import read_config_file
+from ganforge.data.domains import prepare_domain_folders
 from ganforge.data.prepare import PrepareError, prepare_celeba_cropped, skip_summary
 from ganforge.evaluation.run_metrics import evaluate_folders
+from ganforge.evaluation.stargan2 import default_val_store
 from ganforge.families import resolve_run_config
 from ganforge.interop.biggan import BigGANImportError, import_biggan_pytorch
-from ganforge.run_loader import new_family
+from ganforge.run_loader import build_family, new_family
 from ganforge.training.checkpoint import write_run
 
 
@@ -124,3 +128,18 @@ def test_evaluate_without_inception_weights_computes_swd_and_warns_once(tmp_path
     assert out.startswith("SWD x1e3") and out.count("not computed") == 1 and "kid, fid not computed" in out
     assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "kid",
                  "--inception-weights", str(missing)]) == 2  # nothing computable: the error
+
+
+def test_stargan2_trains_on_the_folder_prepare_wrote_with_its_only_label_column(tmp_path, capsys):
+    stores = tmp_path / "stores"
+    prepare_domain_folders(write_domain_folders(tmp_path / "folders"), stores, resolution=32)
+    capsys.readouterr()
+    raw = read_config_file(CONFIGS / "stargan2_tiny.yaml")  # names domain_column "shape", as the README's run
+    raw.update(data=str(stores))
+    raw["model"].update(base_dim=4, max_conv_dim=8, mapping_dim=8, batch_size=2)
+    family = build_family(resolve_run_config(None, raw), torch.device("cpu"))
+    assert capsys.readouterr().err == (f"data: {stores} holds the train/ and val/ stores of `ganforge prepare`; "
+                                       f"using {stores / 'train'}\n")
+    assert family.dataset.source == str((stores / "train").absolute()) and family.dataset.count == 12
+    assert family.domain_column == "domain" and family.domain_names == ["dark", "light"]
+    assert default_val_store(family.dataset.source) == stores / "val"

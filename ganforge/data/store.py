@@ -10,11 +10,13 @@ A store is written into a temporary sibling folder and renamed into place when c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -366,12 +368,22 @@ def _load_level(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+@functools.cache
+def _announce_train_store(folder: Path) -> None:
+    """Once per folder: `prepare celeba-domains|domains` wrote OUT/train and OUT/val, and OUT was given as data."""
+    print(f"data: {folder} holds the train/ and val/ stores of `ganforge prepare`; using {folder / 'train'}",
+          file=sys.stderr)
+
+
 def _open_store(path: Path) -> ImageDataset:
     if not path.exists():
         raise DatasetError(f"{path} does not exist; expected a ganforge store directory or builtin:shapes")
     if not path.is_dir():
         raise DatasetError(f"{path} is not a directory; expected a ganforge store directory or builtin:shapes")
     manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file() and (path / "train" / MANIFEST_NAME).is_file():
+        _announce_train_store(path)
+        return _open_store(path / "train")
     if not manifest_path.is_file():
         raise DatasetError(f"{path} is not a ganforge store (no {MANIFEST_NAME}); create one with `ganforge prepare …`")
     try:

@@ -61,7 +61,8 @@ class StarGAN2Config:
     """`model:` settings of `stargan2`; defaults are the official ones (main.py) except where noted."""
 
     resolution: int | None = None  # None: the dataset's resolution
-    domain_column: str | None = None  # label column whose classes are the domains; None: the first column
+    # label column whose classes are the domains; None (or a name absent from a one-column store): the first column
+    domain_column: str | None = None
     num_domains: int | None = None  # None: the column's class count; set, the data must agree (or has no labels)
     latent_dim: int = 16
     style_dim: int = 64
@@ -219,6 +220,8 @@ class StarGAN2Family(Family):
             return None, [str(k) for k in range(config.num_domains)]
         names = [name for name, _ in dataset.label_columns]
         column = config.domain_column or names[0]
+        if column not in names and len(names) == 1:  # e.g. a preset's "shape" on a `prepare domains` store
+            column = names[0]
         if column not in names:
             raise ConfigError(f"model.domain_column: {column!r} is not a label column of {dataset.source} "
                               f"(it has {', '.join(names)})")
