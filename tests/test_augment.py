@@ -315,6 +315,7 @@ def test_controller_state_round_trips_through_json_mid_interval():
     for step in logits[:4]:
         run.update(step)
         run.end_step(4)
+    run.flush()  # what the engine does on every rank before a checkpoint: the interval's signs join the state
     saved = json.loads(json.dumps(run.state_dict()))
     resumed = make(kind="ada", target=0.6, speed_kimg=0.05, interval=3)
     resumed.load_state_dict(saved)

@@ -81,10 +81,13 @@ def test_generator_gradient_flows_through_the_augmentation(tmp_path: Path, famil
 
 
 def test_ada_statistic_counts_the_real_logits_of_d_phases_only(tmp_path: Path) -> None:
-    """WGAN-GP with 2 critic steps of 4 reals: 8 signs per step (not the fakes', the penalty's or G's)."""
+    """WGAN-GP with 2 critic steps of 4 reals: 8 signs per step (not the fakes', the penalty's or G's). They stay
+    on the device until p is adjusted (or a checkpoint flushes them): no host sync in the other steps."""
     trainer = make_trainer(tmp_path / "run", "wgan-gp", {"kind": "ada", "interval": 4})
     trainer.train_step(trainer.family.plan(0))
     controller = trainer.augmenter.controller
+    assert (controller.steps, controller.sign_count, controller.images) == (1, 0.0, 4)
+    trainer.augmenter.flush()
     assert (controller.steps, controller.sign_count, controller.images) == (1, 8.0, 4)
     assert abs(controller.sign_sum) <= 8
 

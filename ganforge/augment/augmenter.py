@@ -81,7 +81,7 @@ class Augmenter:
         self.noise = GlobalNoise(self.dist, generator)
         self.controller: AdaController | None = None
         self._fixed_p: float | None = None
-        self._step_signs: torch.Tensor | None = None  # this rank's [sum, count] of signs in the current step
+        self._signs: torch.Tensor | None = None  # this rank's [sum, count] of signs since p was last adjusted
         if config.kind == "diffaugment":
             policies = tuple(name.strip() for name in (config.policy or DEFAULT_POLICY).split(","))
             self._diffaugment = DiffAugment(policies, self.noise)
@@ -121,27 +121,42 @@ class Augmenter:
             return
         signs = real_logits.detach().float().sign()
         step = torch.stack([signs.sum(), torch.tensor(float(signs.numel()), device=signs.device)])
-        self._step_signs = step if self._step_signs is None else self._step_signs + step
+        self._signs = step if self._signs is None else self._signs + step
 
     def end_step(self, batch_size: int) -> None:
-        """Close a training step of global batch `batch_size` (call on every rank: the signs are summed across
-        ranks here, so the controller's state is the same everywhere and a checkpoint from rank 0 holds it all)."""
+        """Close a training step of global batch `batch_size` (call on every rank). The signs stay on the device
+        until the controller adjusts p, every `interval` steps (when stylegan2-ada reads its statistic too): only
+        then are they summed across ranks and read, so ADA adds no host sync to the other steps."""
         if self.controller is None:
             return
-        step = self._step_signs if self._step_signs is not None else torch.zeros(2)
+        if self.controller.steps + 1 < self.controller.interval:
+            self.controller.end_step(0.0, 0.0, batch_size)
+            return
+        self.controller.end_step(*self._collect_signs(), batch_size)
+
+    def flush(self) -> None:
+        """Hand the signs gathered since the last adjustment to the controller, summed over the ranks (call on
+        every rank before a checkpoint, so that rank 0's state holds them all)."""
+        if self.controller is not None:
+            sign_sum, sign_count = self._collect_signs()
+            self.controller.sign_sum += sign_sum
+            self.controller.sign_count += sign_count
+
+    def _collect_signs(self) -> tuple[float, float]:
+        signs = self._signs if self._signs is not None else torch.zeros(2)
         if self.dist.enabled:
-            step = step.clone()
-            torch_dist.all_reduce(step)
-        sign_sum, sign_count = (float(v) for v in step.cpu())
-        self._step_signs = None
-        self.controller.end_step(sign_sum, sign_count, batch_size)
+            signs = signs.clone()
+            torch_dist.all_reduce(signs)
+        self._signs = None
+        sign_sum, sign_count = signs.tolist()
+        return sign_sum, sign_count
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state a resume needs (the controller's p and accumulators)."""
         return {"ada": self.controller.state_dict()} if self.controller is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._step_signs = None  # a rollback may come mid-step: that step's signs are not the restored run's
+        self._signs = None  # a rollback may come mid-step: that step's signs are not the restored run's
         if self.controller is not None:
             if "ada" not in state:
                 raise ValueError("the checkpoint has no ADA controller state (was it trained with augment.kind ada?)")

@@ -179,6 +179,7 @@ class Trainer:
     def save_checkpoint(self, score: float | None = None) -> None:
         """Write a checkpoint; with `score` (the run's `best_metric` at this step) keep it among the best."""
         self.check_ranks_in_sync()
+        self.augmenter.flush()  # every rank: ADA's signs since its last adjustment are summed into the state
         if not self.dist.is_main:
             return
         tensors, meta = self.state_tensors()
