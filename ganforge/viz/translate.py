@@ -106,15 +106,30 @@ def latent_grids(G: torch.nn.Module, mapping: torch.nn.Module, x_src: torch.Tens
     device = x_src.device
     z = torch.randn(num_z, latent_dim, generator=generator).to(device)
     s_avg = average_styles(mapping, num_domains, latent_dim, generator)
+    mapped = [mapping(z, torch.full((num_z,), domain, device=device)) for domain in range(num_domains)]
     grids = {}
     for psi in psis:
         rows = [x_src]
         for domain in range(num_domains):
-            styles = torch.lerp(s_avg[domain].expand(num_z, -1), mapping(z, torch.full((num_z,), domain,
-                                                                                        device=device)), psi)
-            rows += [G(x_src, style.expand(len(x_src), -1), masks).clamp(-1, 1) for style in styles]
+            styles = torch.lerp(s_avg[domain].expand(num_z, -1), mapped[domain], psi)
+            rows.append(translate_with_styles(G, x_src, styles, masks))
         grids[psi] = make_grid(to_uint8(torch.cat(rows)), columns=len(x_src))
     return grids
+
+
+@torch.no_grad()
+def translate_with_styles(G: torch.nn.Module, x_src: torch.Tensor, styles: torch.Tensor, masks: Masks = None,
+                          batch_size: int = 64) -> torch.Tensor:
+    """Every source translated with every style, style-major ([len(styles) · N] images in [-1, 1]), in batches of
+    `batch_size` images rather than one generator call per style (the latent grids' cost on a CPU). The generator
+    treats each image on its own in eval mode, so the images are those of the per-style calls."""
+    count = len(styles)
+    x = x_src.repeat(count, 1, 1, 1)
+    s = styles.repeat_interleave(len(x_src), dim=0)
+    m = None if masks is None else [mask.repeat(count, *([1] * (mask.dim() - 1))) for mask in masks]
+    return torch.cat([G(x[i:i + batch_size], s[i:i + batch_size],
+                        None if m is None else tuple(mask[i:i + batch_size] for mask in m)).clamp(-1, 1)
+                      for i in range(0, len(x), batch_size)])
 
 
 def interpolation_alphas(ramp: int = 20, hold: int = 10) -> list[float]:
