@@ -1,0 +1,287 @@
+"""One GPU check: training in fp32, bf16 and compiled, throughput, FLOP/s and MFU, peak memory, metric timings.
+
+    python benchmarks/gpu_check.py --device cuda --out gpu_check.json     # < 8 min on one H100/H200
+    python benchmarks/gpu_check.py --device cpu --quick --out /tmp/c.json  # tiny sizes, < 1 min (run by the tests)
+
+Every case runs in its own try/except and lands in the JSON with a status (ok, failed with the error, or skipped
+with the reason); nothing is left out silently. FLOPs are counted once per case over one eager fp32 training step
+(torch.utils.flop_counter), so TFLOP/s = FLOPs per step / seconds per step; MFU divides by the device's dense peak
+(bf16 for bf16 runs, TF32 for fp32 runs, as the engine allows TF32 on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reliability_runs import TINY_RUNS  # noqa: E402 - the suite's tiny config of every family
+
+from ganforge.families import resolve_run_config  # noqa: E402
+from ganforge.metrics.fid import frechet_distance  # noqa: E402
+from ganforge.metrics.inception import InceptionV3FID, extract_features, load_inception  # noqa: E402
+from ganforge.metrics.swd import swd  # noqa: E402
+from ganforge.models.pgan import pgan_widths  # noqa: E402
+from ganforge.training.engine import Trainer  # noqa: E402
+
+# dense peak TFLOP/s by device-name fragment: (bf16, tf32, fp32)
+PEAKS = {"H200": (989.0, 494.0, 67.0), "H100 SXM": (989.0, 494.0, 67.0), "H100": (989.0, 494.0, 67.0),
+         "A100": (312.0, 156.0, 19.5)}
+MODES = {"fp32": ("off", False), "bf16": ("bf16", False), "compiled": ("off", True)}
+
+
+def peaks(device: torch.device) -> tuple[str, tuple[float, float, float] | None]:
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    return name, next((value for key, value in PEAKS.items() if key in name), None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(config: dict[str, Any], mode: str, device: torch.device, scratch: Path) -> Trainer:
+    amp, compiled = MODES[mode]
+    config = {**copy.deepcopy(config), "device": str(device), "amp": amp, "compile": compiled, "progress": False,
+              "tensorboard": False, "log_every": 10**9, "sample_every": 10**9, "checkpoint_every": 10**9}
+    return Trainer(resolve_run_config(None, config), scratch, restart=True)
+
+
+def run_steps(trainer: Trainer, steps: int) -> list[dict[str, float]]:
+    logs = []
+    for _ in range(steps):
+        plan = trainer.family.plan(trainer.step)
+        logs.append({key: float(value) for key, value in trainer.train_step(plan).items()})
+        trainer.step += 1
+    return logs
+
+
+def timed_steps(trainer: Trainer, start: int, warmup: int, steps: int) -> dict[str, Any]:
+    """img/s and s/step at schedule step `start` (the plan is held fixed), FLOPs of one step, peak memory."""
+    device = trainer.device
+    trainer.step = start
+    plan = trainer.family.plan(start)
+    for _ in range(warmup):
+        trainer.train_step(plan)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    begin = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(plan)
+    sync(device)
+    seconds = (time.perf_counter() - begin) / steps
+    images_per_step = plan.batch_size * sum(1 for _ in trainer.family.phases(start, plan))
+    return {"resolution": plan.resolution, "batch": plan.batch_size, "s_per_step": seconds,
+            "img_per_s": plan.batch_size / seconds, "images_per_step_drawn": images_per_step,
+            "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def step_flops(trainer: Trainer, start: int) -> int | str:
+    """FLOPs of one eager training step, or why they could not be counted (FlopCounterMode's module hooks
+    break autograd.grad, so steps with a gradient penalty are not countable with it)."""
+    trainer.step = start
+    plan = trainer.family.plan(start)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            trainer.train_step(plan)
+    except RuntimeError as err:
+        return f"not counted: {err}"
+    return counter.get_total_flops()
+
+
+def record(results: list[dict[str, Any]], name: str, fn: Callable[[], dict[str, Any]]) -> None:
+    """Run one case; its outcome (values, or the error and why) goes into `results` and is printed."""
+    begin = time.perf_counter()
+    try:
+        entry = {"case": name, "status": "ok", **fn()}
+    except Exception as err:  # noqa: BLE001 - a failing case is recorded with its reason, the others still run
+        entry = {"case": name, "status": "failed", "reason": f"{type(err).__name__}: {err}",
+                 "traceback": traceback.format_exc(limit=3)}
+    entry["wall_s"] = round(time.perf_counter() - begin, 2)
+    results.append(entry)
+    print(f"{entry['status']:7s} {name} ({entry['wall_s']} s)" + (f": {entry['reason']}" if "reason" in entry
+                                                                   else ""), flush=True)
+
+
+def skipped(results: list[dict[str, Any]], name: str, reason: str) -> None:
+    results.append({"case": name, "status": "skipped", "reason": reason})
+    print(f"skipped {name}: {reason}", flush=True)
+
+
+def family_checks(args: argparse.Namespace, device: torch.device, results: list[dict[str, Any]]) -> None:
+    """(1) every family's tiny config trains in fp32, bf16 and compiled; losses finite; fp32 vs bf16 compared."""
+    steps = 3 if args.quick else 20
+    for family, config in TINY_RUNS.items():
+        fp32_losses: list[dict[str, float]] = []
+        for mode in MODES:
+            name = f"train/{family}/{mode}"
+            if mode == "compiled" and args.quick and family != "wgan-gp":
+                skipped(results, name, "--quick: compiling takes minutes on CPU; wgan-gp stands for the families")
+                continue
+
+            def case(family: str = family, config: dict = config, mode: str = mode,
+                     fp32_losses: list = fp32_losses) -> dict[str, Any]:
+                torch.manual_seed(0)
+                logs = run_steps(build(config, mode, device, args.scratch / family), steps)
+                finite = all(math.isfinite(v) for entry in logs for v in entry.values())
+                out: dict[str, Any] = {"steps": steps, "finite": finite, "last": logs[-1]}
+                if mode == "fp32":
+                    fp32_losses[:] = logs
+                elif fp32_losses:
+                    out["max_rel_diff_vs_fp32"] = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-6)
+                                                      for a, b in zip(logs, fp32_losses, strict=True) for k in b)
+                if not finite:
+                    raise FloatingPointError(f"non-finite loss in {logs}")
+                return out
+
+            record(results, name, case)
+
+
+def throughput_configs(quick: bool) -> dict[str, tuple[dict[str, Any], list[int] | None]]:
+    """name -> (run config, schedule steps to time; None: step 0). PGAN: the last step of each resolution."""
+    res = 16 if quick else 128
+    widths = [max(w // 16, 4) for w in pgan_widths(res)] if quick else pgan_widths(res)
+    scales = res.bit_length() - 2
+    pgan = {"family": "pgan", "data": f"builtin:shapes?count=256&resolution={res}", "model": {
+        "resolution": res, "widths": widths, "latent_dim": widths[0],
+        "schedule": {"max_iter_at_scale": [100] * scales, "alpha_jumps": 0, "alpha_jump_size": 1,
+                     "batch_size": 4 if quick else 16}}}
+    tiny = TINY_RUNS
+    biggan = copy.deepcopy(tiny["biggan"]) if quick else {
+        "family": "biggan", "data": "builtin:shapes?count=512&resolution=128", "model": {"batch_size": 256}}
+    stargan2 = copy.deepcopy(tiny["stargan2"]) if quick else {
+        "family": "stargan2", "data": "builtin:shapes?count=64&resolution=256", "model": {
+            "resolution": 256, "domain_column": "shape", "w_hpf": 0.0, "batch_size": 8}}
+    wgan = copy.deepcopy(tiny["wgan-gp"]) if quick else {
+        "family": "wgan-gp", "data": "builtin:shapes?count=512&resolution=64", "model": {}}
+    return {f"pgan{res}": (pgan, [100 * (i + 1) - 1 for i in range(scales)]), "biggan": (biggan, None),
+            "stargan2": (stargan2, None), "wgan-gp": (wgan, None)}
+
+
+def throughput_checks(args: argparse.Namespace, device: torch.device, results: list[dict[str, Any]]) -> None:
+    """(2)-(4) img/s, s/step, TFLOP/s, MFU and peak memory of the real models in fp32, bf16 and compiled."""
+    warmup, steps = (1, 2) if args.quick else (3, 10)
+    device_name, peak = peaks(device)
+    for name, (config, starts) in throughput_configs(args.quick).items():
+        trainers: dict[str, Trainer] = {}
+        flops: dict[int, int] = {}
+        for start in starts or [0]:
+            for mode in MODES:
+                case_name = f"speed/{name}/step{start}/{mode}"
+                if mode == "compiled" and args.quick:
+                    skipped(results, case_name, "--quick: compiling takes minutes on CPU (tested in train/wgan-gp)")
+                    continue
+
+                def case(config: dict = config, mode: str = mode, start: int = start, name: str = name,
+                         trainers: dict = trainers, flops: dict = flops) -> dict[str, Any]:
+                    if mode not in trainers:
+                        trainers[mode] = build(config, mode, device, args.scratch / f"speed-{name}-{mode}")
+                    if start not in flops:
+                        flops[start] = step_flops(build(config, "fp32", device, args.scratch / "flops"), start)
+                    out = timed_steps(trainers[mode], start, warmup, steps)
+                    out["device"] = device_name
+                    if isinstance(flops[start], str):
+                        out["flops"] = flops[start]
+                        return out
+                    out["tflop_per_step"] = flops[start] / 1e12
+                    out["tflop_per_s"] = flops[start] / out["s_per_step"] / 1e12
+                    if peak is not None:
+                        out["mfu"] = out["tflop_per_s"] / (peak[0] if mode == "bf16" else peak[1])
+                    return out
+
+                record(results, case_name, case)
+
+
+def metric_checks(args: argparse.Namespace, device: torch.device, results: list[dict[str, Any]]) -> None:
+    """(5) FID feature extraction img/s, SWD of 16,384 images per set at 128 px, Fréchet distance time."""
+    n_fid = 8 if args.quick else 2048
+
+    def inception() -> dict[str, Any]:
+        try:
+            model, stand_in = load_inception(device=device), False
+        except Exception as err:  # noqa: BLE001 - no weights here: time the same network with random weights
+            model, stand_in = InceptionV3FID().to(device).eval(), f"random stand-in weights ({type(err).__name__})"
+        images = torch.randint(0, 256, (n_fid, 3, 64, 64), dtype=torch.uint8)
+        if not args.quick:
+            extract_features(model, images[:8], batch_size=8)  # warm-up: cuDNN autotuning
+        sync(device)
+        begin = time.perf_counter()
+        extract_features(model, images, batch_size=8 if args.quick else 256)
+        sync(device)
+        return {"images": n_fid, "img_per_s": n_fid / (time.perf_counter() - begin),
+                "weights": stand_in or "real FID Inception weights"}
+
+    def sliced() -> dict[str, Any]:
+        n, res = (64, 32) if args.quick else (16384, 128)
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=generator)
+        b = torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=generator)
+        begin = time.perf_counter()
+        value = swd(a, b, device=device)
+        return {"images_per_set": n, "resolution": res, "seconds": time.perf_counter() - begin,
+                "swd_avg": float(value.get("swd_avg", float("nan"))) if isinstance(value, dict) else None}
+
+    def frechet() -> dict[str, Any]:
+        dim, samples = (64, 256) if args.quick else (2048, 10000)
+        feats = torch.randn(2, samples, dim, dtype=torch.float64)
+        stats = [(f.mean(0), torch.cov(f.T)) for f in feats]
+        begin = time.perf_counter()
+        value = frechet_distance(*stats[0], *stats[1], device=device)
+        sync(device)
+        return {"dim": dim, "seconds": time.perf_counter() - begin, "value": value}
+
+    record(results, "metric/fid_features", inception)
+    record(results, "metric/swd", sliced)
+    record(results, "metric/frechet", frechet)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [f"{'case':40s} {'status':8s} {'img/s':>9s} {'s/step':>8s} {'TFLOP/s':>8s} {'MFU':>6s} {'mem GB':>7s}"]
+    for entry in results:
+        def cell(key: str, fmt: str, entry: dict = entry) -> str:
+            value = entry.get(key)
+            return format(value, fmt) if isinstance(value, (int, float)) else "-"
+        lines.append(f"{entry['case']:40s} {entry['status']:8s} {cell('img_per_s', '9.1f')} "
+                     f"{cell('s_per_step', '8.4f')} {cell('tflop_per_s', '8.2f')} {cell('mfu', '6.1%')} "
+                     f"{cell('peak_mem_gb', '7.2f')}"
+                     + (f"  {entry['reason'][:80]}" if entry["status"] != "ok" else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU, the test suite)")
+    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/ganforge-gpu-check"))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    results: list[dict[str, Any]] = []
+    begin = time.perf_counter()
+    family_checks(args, device, results)
+    throughput_checks(args, device, results)
+    metric_checks(args, device, results)
+    report = {"device": peaks(device)[0], "torch": torch.__version__, "quick": args.quick,
+              "seconds": time.perf_counter() - begin, "cases": results}
+    args.out.write_text(json.dumps(report, indent=1))
+    print(table(results))
+    print(f"{len(results)} cases in {report['seconds']:.0f} s; JSON in {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
