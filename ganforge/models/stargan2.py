@@ -129,6 +129,11 @@ class Generator(nn.Module):
         masks = (coarse, fine), each (N, 1, h, w) in [0, 1] at any size (resized bilinearly), selects the source
         regions whose edges are kept; only for w_hpf > 0. None runs the decoder without injection.
         """
+        return self.decode_features(*self.encode_sources(x, masks), style, masks)
+
+    def encode_sources(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
+        """The style-free half of `forward`: bottleneck features of x and (with masks) the encoder features the
+        high-pass path adds back, by size. Sampling many styles of one source encodes it once."""
         if masks is not None:
             if self.w_hpf <= 0:
                 raise ValueError("masks were given but this generator has w_hpf = 0 (no high-pass path)")
@@ -140,6 +145,11 @@ class Generator(nn.Module):
             if masks is not None and x.shape[2] in HPF_SIZES:
                 cache[x.shape[2]] = x
             x = block(x)
+        return x, cache
+
+    def decode_features(self, x: Tensor, cache: dict[int, Tensor], style: Tensor,
+                        masks: Sequence[Tensor] | None = None) -> Tensor:
+        """The styled half of `forward`, from `encode_sources`' outputs (one row per style code)."""
         for block in self.decode:
             x = block(x, style)
             size = x.shape[2]

@@ -120,16 +120,24 @@ def latent_grids(G: torch.nn.Module, mapping: torch.nn.Module, x_src: torch.Tens
 @torch.no_grad()
 def translate_with_styles(G: torch.nn.Module, x_src: torch.Tensor, styles: torch.Tensor, masks: Masks = None,
                           batch_size: int = 64) -> torch.Tensor:
-    """Every source translated with every style, style-major ([len(styles) · N] images in [-1, 1]), in batches of
-    `batch_size` images rather than one generator call per style (the latent grids' cost on a CPU). The generator
-    treats each image on its own in eval mode, so the images are those of the per-style calls."""
+    """Every source translated with every style, style-major ([len(styles) · N] images in [-1, 1]): the sources
+    are encoded once (the encoder does not see the style) and decoded in batches of `batch_size` images, instead of
+    a whole generator call per style (the latent grids' cost on a CPU). The generator treats each image on its own
+    in eval mode, so the images are those of the per-style calls up to float rounding."""
     count = len(styles)
-    x = x_src.repeat(count, 1, 1, 1)
+
+    def repeat(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.repeat(count, *([1] * (tensor.dim() - 1)))
+
+    features, cache = G.encode_sources(x_src, masks)
+    features, cache = repeat(features), {size: repeat(value) for size, value in cache.items()}
     s = styles.repeat_interleave(len(x_src), dim=0)
-    m = None if masks is None else [mask.repeat(count, *([1] * (mask.dim() - 1))) for mask in masks]
-    return torch.cat([G(x[i:i + batch_size], s[i:i + batch_size],
-                        None if m is None else tuple(mask[i:i + batch_size] for mask in m)).clamp(-1, 1)
-                      for i in range(0, len(x), batch_size)])
+    m = None if masks is None else [repeat(mask) for mask in masks]
+    return torch.cat([G.decode_features(features[i:i + batch_size],
+                                        {size: value[i:i + batch_size] for size, value in cache.items()},
+                                        s[i:i + batch_size],
+                                        None if m is None else tuple(mask[i:i + batch_size] for mask in m)).clamp(-1, 1)
+                      for i in range(0, len(features), batch_size)])
 
 
 def interpolation_alphas(ramp: int = 20, hold: int = 10) -> list[float]:
