@@ -21,10 +21,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ganforge.augment.config import AugmentConfig
-
-
-class ConfigError(ValueError):
-    """A config problem, reported with the offending key path and what was expected."""
+from ganforge.errors import ConfigError
 
 
 def suggest_keys(key: str, valid: list[str]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from ganforge.errors import ConfigError
+
 POLICIES = ("color", "translation", "cutout")  # DiffAugment's
 BLIT = ("xflip", "rotate90", "xint")  # ADA's transform groups
 GEOM = ("scale", "rotate", "aniso", "xfrac")
@@ -44,8 +46,6 @@ class AugmentConfig:
     interval: int | None = None  # ada: steps between adjustments of p
 
     def __post_init__(self) -> None:
-        from ganforge.config import ConfigError  # here, not at the top: ganforge.config imports this module
-
         for key in ("policy", "pipeline", "p", "target", "speed_kimg", "interval"):
             if getattr(self, key) is not None and key not in _KEYS_OF_KIND[self.kind]:
                 raise ConfigError(f"augment.{key}: does nothing with augment.kind {self.kind!r}"
