@@ -89,12 +89,13 @@ def _write_decoded(
 
 
 def skip_summary(skipped: list[dict], total: int, examples: int = 3) -> str:
-    """One line for any number of skipped files: the count, then per reason (most common first, at most three)
-    how many files and the first few names, so 10,000 bad files do not print 10,000 lines."""
+    """One line for any number of skipped files: the count, then per reason (most common first; at most three
+    reasons once more than ten files were skipped) how many files and the first few names, so 10,000 bad files do
+    not print 10,000 lines while a handful are all named."""
     by_reason: dict[str, list[str]] = {}
     for entry in skipped:
         by_reason.setdefault(entry["reason"], []).append(entry["file"])
-    common = sorted(by_reason.items(), key=lambda item: -len(item[1]))[:3]
+    common = sorted(by_reason.items(), key=lambda item: -len(item[1]))[: 3 if len(skipped) > 10 else None]
     parts = [f"{len(files)} × {reason} ({', '.join(files[:examples])}{', …' if len(files) > examples else ''})"
              for reason, files in common]
     more = f"; {len(by_reason) - len(common)} other reason(s)" if len(by_reason) > len(common) else ""
