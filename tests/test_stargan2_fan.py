@@ -245,13 +245,13 @@ def test_evaluation_and_translation_give_the_generator_the_masks_of_the_sources(
         "sample_count": 2, "model": {**TINY, "steps": 1, "wing_weights": str(wing("wing_standin.ckpt"))}})
     Trainer(config, tmp_path / "run").train()
     calls = []
-    forward = Generator.forward
+    encode = Generator.encode_sources  # every use of G (forward, batched latent grids) encodes its sources here
 
-    def recording(self, x, style, masks=None):
+    def recording(self, x, masks=None):
         calls.append((x.clone(), masks))
-        return forward(self, x, style, masks)
+        return encode(self, x, masks)
 
-    monkeypatch.setattr(Generator, "forward", recording)
+    monkeypatch.setattr(Generator, "encode_sources", recording)
     report = evaluate_stargan2(tmp_path / "run", device="cpu", feature_extractor=Recording(), lpips=RecordingLPIPS(),
                                max_val=1, num_outs=2, write=False)
     assert report["protocol"]["face_masks"] is True
