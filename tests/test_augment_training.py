@@ -106,6 +106,7 @@ def test_ada_p_follows_the_controller_and_is_logged_and_checkpointed(tmp_path: P
     assert meta["augment"]["ada"]["p"] == trainer.augmenter.p == ps[-1]
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_ada_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     whole = make_trainer(tmp_path / "whole", "biggan", FAST_ADA, checkpoint_every=100)
     whole.train()

@@ -6,11 +6,13 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 from reliability_runs import FAMILIES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.slow  # an end-to-end script run (~15 s): CI runs it, the fast lane does not
 def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
