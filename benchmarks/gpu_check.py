@@ -60,15 +60,6 @@ def build(config: dict[str, Any], mode: str, device: torch.device, scratch: Path
     return Trainer(resolve_run_config(None, config), scratch, restart=True)
 
 
-def run_steps(trainer: Trainer, steps: int) -> list[dict[str, float]]:
-    logs = []
-    for _ in range(steps):
-        plan = trainer.family.plan(trainer.step)
-        logs.append({key: float(value) for key, value in trainer.train_step(plan).items()})
-        trainer.step += 1
-    return logs
-
-
 def timed_steps(trainer: Trainer, start: int, warmup: int, steps: int) -> dict[str, Any]:
     """img/s and s/step at schedule step `start` (the plan is held fixed), FLOPs of one step, peak memory."""
     device = trainer.device
@@ -136,7 +127,7 @@ def family_checks(args: argparse.Namespace, device: torch.device, results: list[
             def case(family: str = family, config: dict = config, mode: str = mode,
                      fp32_losses: list = fp32_losses) -> dict[str, Any]:
                 torch.manual_seed(0)
-                logs = run_steps(build(config, mode, device, args.scratch / family), steps)
+                logs = build(config, mode, device, args.scratch / family).stepped_losses(steps)
                 finite = all(math.isfinite(v) for entry in logs for v in entry.values())
                 out: dict[str, Any] = {"steps": steps, "finite": finite, "last": logs[-1]}
                 if mode == "fp32":

@@ -22,16 +22,6 @@ def build(family: str, run: Path, compiled: bool, **top: object) -> Trainer:
     return Trainer(resolve_run_config(None, config), run)
 
 
-def losses(trainer: Trainer, steps: int) -> list[dict[str, float]]:
-    """Each step's logged values, as the training loop steps."""
-    values = []
-    for _ in range(steps):
-        plan = trainer.family.plan(trainer.step)
-        values.append({key: float(value) for key, value in trainer.train_step(plan).items()})
-        trainer.step += 1
-    return values
-
-
 def assert_close_losses(got: list[dict[str, float]], expected: list[dict[str, float]]) -> None:
     assert len(got) == len(expected)
     for step, (a, b) in enumerate(zip(got, expected, strict=True)):
@@ -50,11 +40,11 @@ DRIFTS = {"biggan": pytest.mark.xfail(reason="compiled BigGAN drifts 2.6e-4 from
                                                  (pytest.mark.slow, *([DRIFTS[f]] if f in DRIFTS else [])))
                                     for f in FAMILIES])
 def test_compiled_training_matches_eager(tmp_path: Path, family: str) -> None:
-    eager = losses(build(family, tmp_path / "eager", False), STEPS)
+    eager = build(family, tmp_path / "eager", False).stepped_losses(STEPS)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would not test compiling
         compiled_trainer = build(family, tmp_path / "compiled", True)
-        compiled = losses(compiled_trainer, STEPS)
+        compiled = compiled_trainer.stepped_losses(STEPS)
     assert_close_losses(compiled, eager)
     for name, net in compiled_trainer.family.nets.items():
         assert net._compiled_call_impl is not None, name
@@ -75,9 +65,9 @@ def test_compiled_run_checkpoints_keep_the_eager_keys_and_resume(tmp_path: Path,
     for name, net in resumed.family.nets.items():
         for key, value in net.state_dict().items():
             assert torch.equal(value, saved.tensors[f"net/{name}/{key}"]), (name, key)
-    compiled_losses = losses(resumed, 2)  # before the next resume: both draw from torch's global generator
+    compiled_losses = resumed.stepped_losses(2)  # before the next resume: both draw from torch's global generator
     eager_resumed = build(family, tmp_path / "run", False)  # the same run, resumed without compiling
-    assert_close_losses(compiled_losses, losses(eager_resumed, 2))
+    assert_close_losses(compiled_losses, eager_resumed.stepped_losses(2))
 
 
 def test_a_network_that_fails_to_compile_runs_eagerly_with_one_warning(tmp_path: Path,
@@ -87,12 +77,12 @@ def test_a_network_that_fails_to_compile_runs_eagerly_with_one_warning(tmp_path:
             raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
         return fail
 
-    expected = losses(build("wgan-gp", tmp_path / "eager", False), 3)
+    expected = build("wgan-gp", tmp_path / "eager", False).stepped_losses(3)
     monkeypatch.setattr(torch, "compile", no_compiler)
     trainer = build("wgan-gp", tmp_path / "compiled", True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = losses(trainer, 3)
+        got = trainer.stepped_losses(3)
     messages = sorted(str(w.message) for w in caught if str(w.message).startswith("compile:"))
     assert messages == [f"compile: network {name} runs eagerly: TorchDynamoException: no working C++ compiler"
                         for name in ("D", "G")]  # once each, though each ran 3 steps; G_ema is not called in a step

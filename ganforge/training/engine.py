@@ -304,6 +304,15 @@ class Trainer:
         logger.log({"step": self.step, "event": "rollback", "reason": str(err), "attempt": attempt})
         logger.message(f"{err}: rolled back to step {found.step} (attempt {attempt} of {MAX_ROLLBACKS})")
 
+    def stepped_losses(self, steps: int) -> list[dict[str, float]]:
+        """`steps` bare training steps (no ticks), each step's logged values as floats: for comparing two settings
+        step by step (compiled against eager, bf16 against fp32). Reads the device once per step, unlike `train`."""
+        values = []
+        for _ in range(steps):
+            values.append({key: float(value) for key, value in self.train_step(self.family.plan(self.step)).items()})
+            self.step += 1
+        return values
+
     def train_step(self, plan: StepPlan) -> dict[str, torch.Tensor]:
         """One step of every phase; returns the log values as device tensors and leaves the non-finite check of
         its losses in `self.pending` (read at the next host point), so nothing here waits for the device."""
