@@ -14,6 +14,7 @@ TINY_PGAN = {
         "resolution": 16,
         "latent_dim": 16,
         "widths": [16, 16, 8],
+        "ema_rampup": 0.05,  # the EMA warm-up a short run needs (as in configs/quickstart_pgan.yaml)
         "schedule": {"max_iter_at_scale": [4, 8, 8], "alpha_jumps": 2, "alpha_jump_size": 2, "batch_size": 4},
     },
 }

@@ -31,20 +31,24 @@ _COMMON = {"log_every": 1, "sample_every": 1000, "checkpoint_every": 1, "keep_ch
 
 # log_every 1 (every step leaves a record to check resumes against) and checkpoint_every 1 (a kill at a random
 # moment often lands inside a checkpoint write); keep_checkpoints 3 so that pruning runs under the kills too
+# ema_rampup 0.5 where the EMA is always on: a warm-up whose decay still changes step by step within these few
+# steps, so the resume checks cover it
 TINY_RUNS: dict[str, dict[str, Any]] = {
     "pgan": {**_COMMON, "family": "pgan", "data": SHAPES, "model": {
         "resolution": 16, "latent_dim": 8, "widths": [8, 8, 4],
-        "schedule": {"max_iter_at_scale": [3, 4, 4], "alpha_jumps": 2, "alpha_jump_size": 1, "batch_size": 4}}},
+        "schedule": {"max_iter_at_scale": [3, 4, 4], "alpha_jumps": 2, "alpha_jump_size": 1, "batch_size": 4},
+        "ema_rampup": 0.5}},
     "wgan-gp": {**_COMMON, "family": "wgan-gp", "data": SHAPES32, "model": {
         "features_g": 2, "features_d": 2, "latent_dim": 8, "batch_size": 4, "critic_steps": 2, "steps": 10,
         "ema_decay": 0.9}},
     "stargan2": {**_COMMON, "family": "stargan2", "data": SHAPES32, "model": {
         "resolution": 32, "domain_column": "shape", "base_dim": 4, "max_conv_dim": 8, "mapping_dim": 8,
-        "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "batch_size": 4, "steps": 6, "ds_iter": 4}},
+        "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "batch_size": 4, "steps": 6, "ds_iter": 4,
+        "ema_rampup": 0.5}},
     "biggan": {**_COMMON, "family": "biggan", "data": SHAPES32, "model": {
         "g_ch": 4, "d_ch": 4, "latent_dim": 16, "shared_dim": 8, "g_attention": [16], "d_attention": [16],
         "batch_size": 4, "num_d_steps": 2, "num_d_accumulations": 1, "num_g_accumulations": 1, "steps": 8,
-        "ema_start": 2, "ema_decay": 0.9}},
+        "ema_start": 2, "ema_decay": 0.9, "ema_rampup": 0.5}},
 }
 FAMILIES = tuple(TINY_RUNS)
 

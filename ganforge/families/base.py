@@ -19,6 +19,7 @@ from torch import nn
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
+from ganforge.nn.ema import ramped_ema_decay
 
 if TYPE_CHECKING:
     from ganforge.augment.augmenter import Augmenter
@@ -121,8 +122,24 @@ class Family(ABC):
         """The phases to run at this step, in order."""
 
     def ema_decay(self, step: int) -> float | None:
-        """Decay of the EMA update after this step, or None for no update."""
+        """Decay of the EMA update after this step, or None for no update: the family's `base_ema_decay`, its
+        averaging horizon capped by the warm-up `model.ema_rampup` when the config sets one (stylegan2-ada's ramp-up,
+        nn.ema.ramped_ema_decay). Families override `base_ema_decay`, not this, so every EMA warms up alike."""
+        decay = self.base_ema_decay(step)
+        rampup = getattr(self.config, "ema_rampup", None)
+        if decay is None or rampup is None:
+            return decay
+        return ramped_ema_decay(decay, self.plan(step).batch_size, self.ema_images_seen(step), rampup)
+
+    def base_ema_decay(self, step: int) -> float | None:
+        """The family's own EMA decay after this step (the paper's), or None for no update."""
         return None
+
+    def ema_images_seen(self, step: int) -> int:
+        """Images the warm-up counts as seen after this step: each step's (global) batch size, once per step, the
+        unit in which `ramped_ema_decay` measures the half-life (one EMA update per step). Constant batch sizes
+        give (step + 1) × batch; a family whose batch size changes with the schedule overrides this."""
+        return (step + 1) * self.plan(step).batch_size
 
     # --- sampling -------------------------------------------------------------------------------------------
     @abstractmethod

@@ -30,6 +30,7 @@ from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
 from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
+from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 from ganforge.nn.spectral_norm import SNSettings
 
@@ -71,6 +72,7 @@ class BigGANConfig:
     ema: bool = True
     ema_decay: float | None = None  # None: 0.9999 with ema; must stay unset with ema false (it would do nothing)
     ema_start: int | None = None  # iterations (1-based, as officially) before which the EMA copies G; None: 20000
+    ema_rampup: float | None = None  # EMA warm-up after ema_start (e.g. 0.05; nn.ema.ramped_ema_decay); None: off
     sample_eval_mode: bool = True
     standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
@@ -104,7 +106,7 @@ class BigGANConfig:
     def _check_ema(self) -> None:
         """Unset EMA settings take the defaults when the EMA is on; set ones are refused when it is off."""
         if not self.ema:
-            for key in ("ema_decay", "ema_start"):
+            for key in ("ema_decay", "ema_start", "ema_rampup"):
                 if getattr(self, key) is not None:
                     raise ConfigError(f"model.{key}: {getattr(self, key)} is set but model.ema is false, so it would "
                                       "do nothing; remove it or set model.ema: true")
@@ -115,6 +117,7 @@ class BigGANConfig:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         if self.ema_start < 0:
             raise ConfigError(f"model.ema_start: expected an iteration >= 0, got {self.ema_start}")
+        check_ema_rampup(self.ema_rampup)
 
     def arch(self, resolution: int, n_classes: int) -> BigGANArch:
         """The network settings for a dataset of this resolution and class count."""
@@ -215,8 +218,13 @@ class BigGANFamily(Family):
         g_batch = {} if self.config.g_batch_size is None else {"model.g_batch_size": self.config.g_batch_size}
         return {"model.batch_size": self.config.batch_size, **g_batch}
 
-    def ema_decay(self, step: int) -> float | None:
-        """0 (copy G) until iteration `ema_start`, then `ema_decay`; iterations count from 1 as officially."""
+    def base_ema_decay(self, step: int) -> float | None:
+        """0 (copy G) until iteration `ema_start`, then `ema_decay`; iterations count from 1 as officially.
+
+        With `ema_rampup` the warm-up caps this decay (Family.ema_decay): before `ema_start` the EMA still copies G,
+        after it the horizon is at most `ema_rampup` × the images seen since the run began. Both are caps on the
+        same horizon, so they compose as the smaller decay of the two; counting from the run's start, not from
+        `ema_start`, keeps `ema_rampup` meaning what it means in every other family (stylegan2-ada's cur_nimg)."""
         if not self.config.ema:
             return None
         return 0.0 if step + 1 < self.config.ema_start else self.config.ema_decay

@@ -39,6 +39,7 @@ from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
+from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 
 
@@ -59,6 +60,7 @@ class DCGANConfig:
     batch_size: int = 64
     steps: int = 10000
     ema_decay: float | None = None  # None: no EMA generator (the tutorial has none)
+    ema_rampup: float | None = None  # EMA warm-up (e.g. 0.05; nn.ema.ramped_ema_decay); None: off; needs ema_decay
     sample_norm_stats: Literal["batch", "running"] = "batch"
 
     ADAM_BETAS: ClassVar[tuple[float, float]] = (0.5, 0.999)
@@ -84,6 +86,8 @@ class DCGANConfig:
             raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected null (off) or a number in [0, 1), got {self.ema_decay}")
+        check_ema_rampup(self.ema_rampup, None if self.ema_decay is not None else
+                         "model.ema_decay is null (no EMA generator)")
 
 
 @dataclass
@@ -174,7 +178,7 @@ class DCGANFamily(Family):
     def plan(self, step: int) -> StepPlan:
         return StepPlan(batch_size=self.config.batch_size, resolution=self.resolution)
 
-    def ema_decay(self, step: int) -> float | None:
+    def base_ema_decay(self, step: int) -> float | None:
         return self.config.ema_decay
 
     # --- losses -----------------------------------------------------------------------------------------------

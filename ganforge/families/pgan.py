@@ -27,7 +27,7 @@ from ganforge.data.loader import Batch, DataOptions
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import drift_penalty, gdpp_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
-from ganforge.nn.ema import copy_weights, ramped_ema_decay
+from ganforge.nn.ema import check_ema_rampup, copy_weights
 from ganforge.nn.optim import adam
 
 # Each unit's own schedule keys with their defaults; the other unit's keys do nothing and must stay unset (None).
@@ -112,9 +112,7 @@ class PGANConfig:
                 setattr(self, name, default)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
-        if self.ema_rampup is not None and self.ema_rampup <= 0:
-            raise ConfigError(f"model.ema_rampup: expected null (off) or a positive fraction of the images seen, "
-                              f"got {self.ema_rampup}")
+        check_ema_rampup(self.ema_rampup)
         for name in ("latent_dim", "mbstd_group_size", "fmap_base", "fmap_max"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
@@ -346,10 +344,13 @@ class PGANFamily(Family):
         for optimizer in self.optimizers.values():
             optimizer.state.clear()
 
-    def ema_decay(self, step: int) -> float:
+    def base_ema_decay(self, step: int) -> float:
+        return self.config.ema_decay
+
+    def ema_images_seen(self, step: int) -> int:
+        """The batch size changes with the resolution: every finished segment's images, then this one's so far."""
         seg = self.segment(step)
-        seen = sum(s.steps * s.batch_size for s in self.segments[:seg.scale]) + (step - seg.start + 1) * seg.batch_size
-        return ramped_ema_decay(self.config.ema_decay, seg.batch_size, seen, self.config.ema_rampup)
+        return sum(s.steps * s.batch_size for s in self.segments[:seg.scale]) + (step - seg.start + 1) * seg.batch_size
 
     # --- phases -----------------------------------------------------------------------------------------------
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:

@@ -48,6 +48,7 @@ from ganforge.losses import r1_penalty
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
 from ganforge.models.stargan2 import StarGAN2Arch, he_init_
+from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 
 LOCATION_KEYS = ("wing_weights",)  # where a file is, not what is trained: may change on resume
@@ -80,6 +81,7 @@ class StarGAN2Config:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     weight_decay: float = 1e-4
     ema_decay: float = 0.999
+    ema_rampup: float | None = None  # EMA warm-up of G, F, E (e.g. 0.05; nn.ema.ramped_ema_decay); None: off
     batch_size: int = 8
     steps: int = 100000
     randcrop_prob: float = 0.5
@@ -107,6 +109,7 @@ class StarGAN2Config:
             raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        check_ema_rampup(self.ema_rampup)
         if not 0.0 <= self.randcrop_prob <= 1.0:
             raise ConfigError(f"model.randcrop_prob: expected a probability in [0, 1], got {self.randcrop_prob}")
         if self.wing_weights is not None and self.w_hpf == 0:
@@ -256,7 +259,7 @@ class StarGAN2Family(Family):
     def plan(self, step: int) -> StepPlan:
         return StepPlan(batch_size=self.config.batch_size, resolution=self.img_size)
 
-    def ema_decay(self, step: int) -> float:
+    def base_ema_decay(self, step: int) -> float:
         return self.config.ema_decay
 
     # --- data -------------------------------------------------------------------------------------------------

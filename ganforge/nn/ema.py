@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ganforge.errors import ConfigError
+
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, source: nn.Module, decay: float) -> None:
@@ -33,6 +35,18 @@ def ramped_ema_decay(decay: float, batch_size: int, images_seen: int, rampup: fl
     half_life = batch_size * math.log(0.5) / math.log(decay) if decay > 0 else 0.0
     half_life = min(half_life, images_seen * rampup)
     return 0.5 ** (batch_size / half_life) if half_life > 0 else 0.0
+
+
+def check_ema_rampup(rampup: float | None, ema_off: str | None = None) -> None:
+    """Refuse a `model.ema_rampup` that is not a positive fraction, or one set where the run keeps no EMA generator
+    (`ema_off` says why, naming the key): the warm-up would then do nothing."""
+    if rampup is None:
+        return
+    if ema_off is not None:
+        raise ConfigError(f"model.ema_rampup: {rampup} is set but {ema_off}, so it would do nothing; remove it")
+    if not rampup > 0:
+        raise ConfigError(f"model.ema_rampup: expected null (off) or a positive fraction of the images seen, "
+                          f"got {rampup}")
 
 
 @torch.no_grad()
