@@ -1,5 +1,5 @@
-"""`ganforge prepare | train | generate | translate | info | import | evaluate | report` — one command line for
-every family.
+"""`ganforge prepare | train | generate | translate | info | import | evaluate | stats | report` — one command line
+for every family.
 
 This module only parses options and dispatches: each command has one section below, in the order above, and hands
 its work to the layer that does it (data preparation, training, viz for samples and sheets, api for network
@@ -206,18 +206,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     if args.fake is not None:
-        if args.real is None:
-            raise SystemExit("ganforge evaluate: --fake needs --real (a folder or a store)")
-        table = evaluate_folders(args.fake, args.real, metrics or ["swd"], n=args.n,
-                                 inception_weights=args.inception_weights)["table"]
+        if args.real is None and args.real_stats is None:
+            raise SystemExit("ganforge evaluate: --fake needs --real (a folder or a store) or --real-stats FILE.npz")
+        # with statistics only FID can be computed: it is the default then
+        default = ["fid"] if args.real_stats is not None else ["swd"]
+        table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
+                                 inception_weights=args.inception_weights, fid_mode=args.fid_mode,
+                                 real_stats=args.real_stats)["table"]
+    elif args.real_stats is not None:
+        raise SystemExit("ganforge evaluate: --real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
         table = evaluate_saved_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
                                    inception_weights=args.inception_weights, val=args.val,
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
-                                   wing_weights=args.wing_weights)
+                                   wing_weights=args.wing_weights, fid_mode=args.fid_mode)
     else:
-        raise SystemExit("ganforge evaluate: give a RUN directory, or --fake and --real")
+        raise SystemExit("ganforge evaluate: give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
+    return 0
+
+
+# --- stats ----------------------------------------------------------------------------------------------------
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from ganforge.evaluation.run_metrics import write_image_set_stats
+
+    stats = write_image_set_stats(args.source, args.out, fid_mode=args.fid_mode, n=args.n,
+                                  inception_weights=args.inception_weights)
+    print(f"wrote {args.out}: Inception pool3 mean and covariance of {stats.count} images of {args.source} "
+          f"(fid_mode {stats.fid_mode})")
     return 0
 
 
@@ -233,7 +250,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from typing import get_args
+
+    from ganforge.config import FidMode
     from ganforge.families import family_names
+
+    fid_modes = list(get_args(FidMode))
 
     parser = argparse.ArgumentParser(prog="ganforge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
@@ -336,7 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--step", type=int)
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
-    ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz")
+    ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz, or a run (its EMA generator "
+                    "makes --n images, default the run's metrics_n)")
+    ev.add_argument("--real-stats", type=Path, metavar="FILE.npz",
+                    help="with --fake: FID against these statistics (mu, sigma: pytorch-fid / TTUR layout, or "
+                         "written by `ganforge stats`) instead of real images; metrics default to fid")
+    ev.add_argument("--fid-mode", choices=fid_modes,
+                    help="how images are resized for the Inception metrics: legacy-tf (default; TF1 bilinear, the "
+                         "TTUR/torch-fidelity numbers most papers report) or clean (clean-fid: PIL bicubic)")
     ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth (stargan2 "
                     "runs: inception_v3_google-0cc3c7bd.pth, or the former with --fid-network tf-inception)")
     ev.add_argument("--alexnet-weights", type=Path, help="stargan2 runs: local alexnet-owt-7be5be79.pth for LPIPS")
@@ -346,6 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--wing-weights", type=Path, help="stargan2 runs with w_hpf > 0: the face-mask network's wing.ckpt")
     ev.add_argument("--val", type=Path, help="stargan2 runs: validation store (default: the val store beside the data)")
     ev.set_defaults(func=cmd_evaluate)
+
+    stats = sub.add_parser("stats", help="Inception pool3 statistics (mu, sigma) of an image set as an .npz "
+                           "in the pytorch-fid / TTUR layout, for `evaluate --real-stats`")
+    stats.add_argument("source", type=Path, metavar="DIR_OR_STORE", help="a folder of images, an .npz of images, "
+                       "or a store made by `ganforge prepare`")
+    stats.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.npz",
+                       help="the statistics file to write (replaced if it exists)")
+    stats.add_argument("--fid-mode", choices=fid_modes, default="legacy-tf",
+                       help="resize protocol, recorded in the file (default legacy-tf; or clean)")
+    stats.add_argument("--n", type=int, help="only the first N images (default all)")
+    stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
+    stats.set_defaults(func=cmd_stats)
 
     info = sub.add_parser("info", help="networks and parameter counts a config builds (no training)")
     info.add_argument("family", choices=family_names())

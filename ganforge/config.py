@@ -219,6 +219,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[tuple[list[str], Any]]
     return data
 
 
+# How images reach the FID Inception network: "legacy-tf" (TF1 bilinear resize, the TTUR / torch-fidelity numbers
+# papers report) or "clean" (clean-fid's PIL bicubic anti-aliased resize). Recorded with every Inception metric.
+FidMode = Literal["legacy-tf", "clean"]
+
+
 @dataclasses.dataclass
 class RunConfig:
     """Engine settings shared by every family; the family's own settings live in `model`."""
@@ -244,6 +249,7 @@ class RunConfig:
     keep_best: int = 5
     on_nan: Literal["stop", "rollback"] = "stop"
     inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
+    fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid/kid/is/pr (see FidMode)
     progress: bool = True
     tensorboard: bool | None = None  # None: events when the package is installed; true: warn once if it is not
     # what every image D sees passes through (DiffAugment or ADA; kind none: nothing); runs saved before it: none

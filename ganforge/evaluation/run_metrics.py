@@ -1,6 +1,8 @@
-"""Metrics of runs: during training (engine ticks), of saved checkpoints (`ganforge evaluate RUN`), and of any two
-image sets (`ganforge evaluate --fake --real`). The numbers come from `ganforge.metrics.evaluate`; this module only
-decides which images are compared and where the results go."""
+"""Metrics of runs: during training (engine ticks), of saved checkpoints (`ganforge evaluate RUN`), of any two
+image sets or a run's generator against an image set or a statistics file (`ganforge evaluate --fake --real |
+--real-stats`), and the statistics files themselves (`ganforge stats`). The numbers come from
+`ganforge.metrics.evaluate`; this module only decides which images are compared and where the results go. Every
+record and table of Inception metrics says the FID mode they were computed in."""
 
 from __future__ import annotations
 
@@ -13,14 +15,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganforge.config import read_config_file
+from ganforge.config import ConfigError, read_config_file
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec
 from ganforge.families.base import Family, StepPlan
 from ganforge.metrics._images import ImageSetError
 from ganforge.metrics.evaluate import evaluate
-from ganforge.metrics.inception import InceptionWeightsError, default_cache_dir, resolve_weights_path
-from ganforge.metrics.registry import METRICS, check_metrics, flat_outputs, format_table
+from ganforge.metrics.fid_stats import ReferenceStats, check_stats_output, image_set_stats, read_stats, write_stats
+from ganforge.metrics.inception import (
+    DEFAULT_FID_MODE,
+    InceptionWeightsError,
+    check_fid_mode,
+    default_cache_dir,
+    resolve_weights_path,
+)
+from ganforge.metrics.registry import (
+    METRICS,
+    check_metrics,
+    check_real_stats_metrics,
+    flat_outputs,
+    format_table,
+    inception_protocol,
+)
 from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
 
@@ -103,20 +119,37 @@ def run_swd_floor(run_dir: Path, resolution: int, n: int, seed: int = 0) -> dict
 
 
 def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,
-                  inception_weights: Path | None = None, real_cache_key: str | None = None) -> dict[str, Any]:
+                  inception_weights: Path | None = None, real_cache_key: str | None = None,
+                  fid_mode: str = DEFAULT_FID_MODE, real_stats: ReferenceStats | None = None) -> dict[str, Any]:
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
-                    real_cache_key=real_cache_key)
+                    real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats)
 
 
 def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metrics: list[str], *, n: int,
-                    seed: int, inception_weights: Path | None = None) -> dict[str, float]:
-    """The configured metrics of the current generator against the training data, at the current resolution."""
+                    seed: int, inception_weights: Path | None = None,
+                    fid_mode: str = DEFAULT_FID_MODE) -> dict[str, float | str]:
+    """The configured metrics of the current generator against the training data, at the current resolution
+    (flat outputs, plus "fid_mode" when an Inception metric is among them)."""
     n = min(n, dataset.count)
     reals = real_images(dataset, plan.resolution, n, seed)
     key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None
     results = _run_evaluate(generated_batches(family, plan, n, seed), reals, metrics, n=n, seed=seed,
-                            inception_weights=inception_weights, real_cache_key=key)
-    return flat_outputs(results)
+                            inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode)
+    return {**flat_outputs(results), **inception_protocol(results, fid_mode)}
+
+
+def chosen_fid_mode(metrics: list[str], fid_mode: str | None) -> str:
+    """The FID mode of an evaluation: `fid_mode` (checked), or the default when none is given. A mode given for
+    metrics that use no Inception features would do nothing, and is refused."""
+    if fid_mode is None:
+        return DEFAULT_FID_MODE
+    check_fid_mode(fid_mode)
+    names = check_metrics(metrics)
+    if not any(METRICS[name].needs_inception for name in names):
+        inception = ", ".join(name for name, metric in METRICS.items() if metric.needs_inception)
+        raise ConfigError(f"--fid-mode {fid_mode}: only the Inception metrics ({inception}) use it, and the "
+                          f"metrics asked for are {', '.join(names)}")
+    return fid_mode
 
 
 def computable_metrics(metrics: list[str], inception_weights: str | Path | None = None) -> tuple[list[str], str]:
@@ -138,10 +171,11 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
 
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
                  all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, fid_mode: str | None = None) -> dict[str, Any]:
     """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl, with
     SWD also in swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's output)."""
     run_dir = Path(run_dir)
+    fid_mode = chosen_fid_mode(metrics, fid_mode)
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints to evaluate")
@@ -160,7 +194,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             reals = reals[:count]
         try:
             results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
-                                    n=count, seed=seed, inception_weights=inception_weights)
+                                    n=count, seed=seed, inception_weights=inception_weights, fid_mode=fid_mode)
         except ImageSetError as err:
             if not all_steps:
                 raise
@@ -169,13 +203,14 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         flat = flat_outputs(results)
         rows.append((model.step, results))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": model.step, "n": count, "source": "evaluate", **flat}) + "\n")
+            handle.write(json.dumps({"step": model.step, "n": count, "source": "evaluate", **flat,
+                                     **inception_protocol(results, fid_mode)}) + "\n")
         if "swd" in results:
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
             table[str(model.step)] = results["swd"]
             ckpt.write_json_atomic(swd_path, table)
-    table = "\n\n".join([_format(step_, res) for step_, res in rows] + skipped)
+    table = "\n\n".join([_format(step_, res, fid_mode) for step_, res in rows] + skipped)
     return {"results": rows, "warning": warning, "table": table + (f"\n{warning}" if warning else "")}
 
 
@@ -214,41 +249,76 @@ def load_image_set(source: Path, resolution: int | None = None) -> np.ndarray:
     return np.stack(images)
 
 
-def evaluate_folders(fake: Path, real: Path, metrics: list[str], *, n: int | None = None,
-                     inception_weights: Path | None = None, seed: int = 0) -> dict[str, Any]:
-    """Any two image sets (folders, .npz files or stores); the real set is brought to the fake set's size."""
+def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: int | None = None,
+                     inception_weights: Path | None = None, seed: int = 0, fid_mode: str | None = None,
+                     real_stats: Path | None = None, step: int | None = None) -> dict[str, Any]:
+    """An image set (folder, .npz file or store), or the images a run's EMA generator makes (newest checkpoint, or
+    `step`; `n` of them, default the run's metrics_n), against real images (brought to the fake set's size) or a
+    statistics file (FID only). Nothing is written to the run: a FID against other statistics is not its curve."""
+    fid_mode = chosen_fid_mode(metrics, fid_mode)
+    if (real is None) == (real_stats is None):
+        raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
+    stats = None
+    if real_stats is not None:  # checked before any work
+        check_real_stats_metrics(check_metrics(metrics))
+        stats = read_stats(real_stats, fid_mode)
     metrics, warning = computable_metrics(metrics, inception_weights)
-    fakes = load_image_set(fake)
-    reals = load_image_set(real, fakes.shape[-1])
-    count = min(n or len(fakes), len(fakes), len(reals))
-    results = _run_evaluate(fakes[:count], reals[:count], metrics, n=count, seed=seed,
-                            inception_weights=inception_weights)
-    return {"results": results, "warning": warning,
-            "table": _format(None, results) + (f"\n{warning}" if warning else "")}
+    fake = Path(fake)
+    model = load_run(fake, step=step) if (fake / "config.json").is_file() else None
+    if model is not None:
+        if model.config.family == "stargan2":
+            raise ConfigError(f"{fake}: a stargan2 run translates images; evaluate it with `ganforge evaluate {fake}`")
+        resolution, available = model.plan.resolution, n or model.config.metrics_n
+    elif step is not None:
+        raise ConfigError(f"--step {step}: {fake} is an image set, not a run")
+    else:
+        fakes = load_image_set(fake)
+        resolution, available = fakes.shape[-1], min(n or len(fakes), len(fakes))
+    reals = load_image_set(real, resolution) if real is not None else None
+    count = min(available, len(reals)) if reals is not None else available
+    fake_images = generated_batches(model.family, model.plan, count, seed) if model is not None else fakes[:count]
+    results = _run_evaluate(fake_images, reals[:count] if reals is not None else None, metrics, n=count, seed=seed,
+                            inception_weights=inception_weights, fid_mode=fid_mode, real_stats=stats)
+    return {"results": results, "warning": warning, "fid_mode": fid_mode,
+            "table": _format(None, results, fid_mode) + (f"\n{warning}" if warning else "")}
 
 
-def _format(step: int | None, results: dict[str, Any]) -> str:
+def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,
+                          inception_weights: Path | None = None) -> ReferenceStats:
+    """`ganforge stats`: the Inception pool3 statistics of an image set (folder, .npz or store; its first `n`
+    images) written to `out` (.npz, pytorch-fid / TTUR layout). `out` and the weights are checked before the images
+    are read."""
+    check_stats_output(out, source)
+    weights = resolve_weights_path(inception_weights)
+    images = load_image_set(Path(source))
+    if n is not None and n > len(images):
+        raise ConfigError(f"--n {n}: {source} holds {len(images)} images")
+    stats = image_set_stats(images, fid_mode=fid_mode or DEFAULT_FID_MODE, inception_weights=weights, n=n)
+    write_stats(out, stats)
+    return stats
+
+
+def _format(step: int | None, results: dict[str, Any], fid_mode: str | None = None) -> str:
     header = f"step {step}\n" if step is not None else ""
-    return header + format_table(results)
+    return header + format_table(results, fid_mode)
 
 
 def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: int | None = None,
                        step: int | None = None, all_steps: bool = False, real: str | Path | None = None,
                        inception_weights: str | Path | None = None, val: str | Path | None = None,
                        fid_network: str | None = None, alexnet_weights: str | Path | None = None,
-                       wing_weights: str | Path | None = None) -> str:
+                       wing_weights: str | Path | None = None, fid_mode: str | None = None) -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
     validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
     that would do nothing for the run's family are refused."""
-    from ganforge.config import ConfigError, read_config_file
-
     saved = Path(run) / "config.json"
     family = read_config_file(saved).get("family") if saved.is_file() else None
     image_to_image_only = {"--val": val, "--fid-network": fid_network, "--alexnet-weights": alexnet_weights,
                            "--wing-weights": wing_weights}
     if family == "stargan2":
-        given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None}.items() if value]
+        given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None,
+                                          "--fid-mode": fid_mode}.items() if value]
         if given:
             raise ConfigError(f"{' and '.join(given)}: a stargan2 run is evaluated by the StarGAN v2 protocol "
                               "(LPIPS and FID per domain task); leave them out")
@@ -265,4 +335,4 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     if given:
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
     return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,
-                        inception_weights=inception_weights)["table"]
+                        inception_weights=inception_weights, fid_mode=fid_mode)["table"]

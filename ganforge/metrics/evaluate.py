@@ -5,7 +5,10 @@ Each set is read once, batch by batch: the same batches feed SWD's streaming sta
 Inception pass whose pool features and logits serve FID, KID, IS and precision/recall together. Memory stays
 bounded: uint8 batches, SWD spills its images to a temporary file, and only Inception features (N x 2048 float32
 and N x 1008 logits) are kept. Real-set Inception features can be cached on disk (safetensors + JSON, no pickle)
-under a caller-given key, e.g. "<dataset fingerprint>-<resolution>-<count>".
+under a caller-given key, e.g. "<dataset fingerprint>-<resolution>-<count>", and the FID mode (the resize
+protocol of the Inception metrics, see `ganforge.metrics.inception`): a cache of one mode never serves another.
+FID can also be computed against the real set's feature mean and covariance alone (`real_stats`, e.g. read from a
+statistics file by `ganforge.metrics.fid_stats`).
 
 Conventions: float images are generator outputs in [-1, 1], quantised like the official PGGAN code
 (see `ganforge.metrics._images`); KID uses 100 subsets of min(1000, N) like stylegan2-ada, with
@@ -25,13 +28,22 @@ from safetensors.torch import load_file, save_file
 
 from ganforge.download import file_digest
 from ganforge.metrics._images import ImageSource, derived_seed, iter_image_batches, limit_images
-from ganforge.metrics.inception import InceptionV3FID, default_cache_dir, load_inception, resolve_weights_path
+from ganforge.metrics.fid import Gaussian
+from ganforge.metrics.inception import (
+    DEFAULT_FID_MODE,
+    InceptionV3FID,
+    check_fid_mode,
+    default_cache_dir,
+    load_inception,
+    resolve_weights_path,
+)
 from ganforge.metrics.msssim import MSSSIMPairs
 from ganforge.metrics.registry import (  # noqa: F401 (format_table and the error: re-exported for callers)
     METRICS,
     MetricInputs,
     UnknownMetricError,
     check_metrics,
+    check_real_stats_metrics,
     format_table,
 )
 from ganforge.metrics.swd import SWDStats
@@ -61,24 +73,33 @@ class _SetReader:
 def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *, n: int | None = None,
              inception_weights: str | Path | None = None, device: torch.device | str | None = None,
              real_cache_key: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
-             batch_size: int = 64) -> dict[str, Any]:
+             batch_size: int = 64, fid_mode: str = DEFAULT_FID_MODE,
+             real_stats: Gaussian | None = None) -> dict[str, Any]:
     """Compute `metrics` of `fake` against `real` (arrays, iterables of uint8 batches, or callables).
 
     Returns {"swd": {"resolutions", "swd", "avg"}, "msssim": {"mean", "pairs"}, "fid": float,
     "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}} for the requested names.
-    `n` caps the images read from each set; `real` may be None when only msssim/is are asked for.
+    `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
+    `real_stats` (the real pool features' mean and covariance, in place of `real`) serve FID.
+    `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics.
     """
     names = check_metrics(metrics)
+    check_fid_mode(fid_mode)
     wanted = [METRICS[name] for name in names]
+    if real_stats is not None:
+        if real is not None:
+            raise ValueError("evaluate: give the real images or their statistics (real_stats), not both")
+        check_real_stats_metrics(names)
     needs_real = [metric.name for metric in wanted if metric.needs_real]
-    if real is None and needs_real:
+    if real is None and real_stats is None and needs_real:
         raise ValueError(f"evaluate: metrics {sorted(needs_real)} need a real image set")
     model, weights_path = None, None
     if any(metric.needs_inception for metric in wanted):
         weights_path = resolve_weights_path(inception_weights)
-        model = load_inception(weights_path, device=device)
+        model = load_inception(weights_path, device=device, fid_mode=fid_mode)
     want_swd = "swd" in names
-    inputs = MetricInputs(seed=seed, device=device, pairs=MSSSIMPairs(device) if "msssim" in names else None)
+    inputs = MetricInputs(seed=seed, device=device, pairs=MSSSIMPairs(device) if "msssim" in names else None,
+                          real_stats=real_stats)
 
     fake_reader = _SetReader(derived_seed(seed, 0) if want_swd else None, model, device, batch_size)
     inputs.fake_swd = fake_reader.swd
@@ -91,11 +112,12 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
         if fake_reader.count == 0:
             raise ValueError("evaluate: the fake image set is empty")
 
-        real_needs_inception = any(metric.needs_real and metric.needs_inception for metric in wanted)
+        real_needs_inception = real_stats is None and any(m.needs_real and m.needs_inception for m in wanted)
         if real_needs_inception or want_swd:
             cache_file = None
             if real_cache_key and real_needs_inception:
-                ident = hashlib.sha256(f"{real_cache_key}|{file_digest(weights_path)}|{n}".encode()).hexdigest()
+                ident = hashlib.sha256(
+                    f"{real_cache_key}|{file_digest(weights_path)}|{n}|{fid_mode}".encode()).hexdigest()
                 folder = Path(cache_dir) if cache_dir else default_cache_dir() / "stats"
                 cache_file = folder / f"inception-pool-{ident[:24]}.safetensors"
             if cache_file is not None and cache_file.is_file():
@@ -112,7 +134,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
             if real_reader.pools:
                 inputs.real_pool = torch.cat(real_reader.pools)
                 if cache_file is not None:
-                    _write_cache(cache_file, inputs.real_pool, real_cache_key)
+                    _write_cache(cache_file, inputs.real_pool, real_cache_key, fid_mode)
         if model is not None:
             inputs.fake_pool, inputs.fake_logits = torch.cat(fake_reader.pools), torch.cat(fake_reader.logits)
         return {metric.name: metric.compute(inputs) for metric in wanted}
@@ -122,10 +144,12 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                 reader.swd.close()
 
 
-def _write_cache(path: Path, pool: torch.Tensor, key: str) -> None:
-    """Atomic safetensors + JSON sidecar (the key and count, for humans and for checks)."""
+def _write_cache(path: Path, pool: torch.Tensor, key: str, fid_mode: str) -> None:
+    """Atomic safetensors + JSON sidecar (the key, count and FID mode, for humans and for checks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"pool": pool.contiguous()}, str(tmp), metadata={"key": key, "count": str(len(pool))})
+    save_file({"pool": pool.contiguous()}, str(tmp),
+              metadata={"key": key, "count": str(len(pool)), "fid_mode": fid_mode})
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps({"key": key, "count": len(pool), "features": "inception pool3"}))
+    path.with_suffix(".json").write_text(json.dumps({"key": key, "count": len(pool), "features": "inception pool3",
+                                                     "fid_mode": fid_mode}))

@@ -10,10 +10,22 @@ eigendecomposition serves instead: S1 S2 ~ diag(sqrt l) V^T S2 V diag(sqrt l). T
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 
 ArrayLike = np.ndarray | torch.Tensor
+
+
+class Gaussian(Protocol):
+    """A feature set summarised by its mean [D] and covariance [D, D] (`FeatureStats`, a statistics file)."""
+
+    @property
+    def mean(self) -> ArrayLike: ...
+
+    @property
+    def cov(self) -> ArrayLike: ...
 
 
 def _f64(x: ArrayLike, device: torch.device | str | None = None) -> torch.Tensor:
@@ -90,9 +102,10 @@ class FeatureStats:
         return stats
 
 
-def fid(feats_a: ArrayLike | FeatureStats, feats_b: ArrayLike | FeatureStats, *,
+def fid(feats_a: ArrayLike | Gaussian, feats_b: ArrayLike | Gaussian, *,
         device: torch.device | str | None = None) -> float:
-    """FID between two feature sets (arrays [N, D] of Inception pool features, or their `FeatureStats`)."""
-    a = feats_a if isinstance(feats_a, FeatureStats) else FeatureStats.from_features(feats_a)
-    b = feats_b if isinstance(feats_b, FeatureStats) else FeatureStats.from_features(feats_b)
+    """FID between two feature sets: arrays [N, D] of Inception pool features, or their mean and covariance
+    (`FeatureStats`, `ReferenceStats` read from a statistics file)."""
+    a = FeatureStats.from_features(feats_a) if isinstance(feats_a, (np.ndarray, torch.Tensor)) else feats_a
+    b = FeatureStats.from_features(feats_b) if isinstance(feats_b, (np.ndarray, torch.Tensor)) else feats_b
     return frechet_distance(a.mean, a.cov, b.mean, b.cov, device=device)

@@ -2,24 +2,31 @@
 
 Module names, order and shapes follow torch-fidelity's `FeatureExtractorInceptionV3` (identical to pytorch-fid's
 FID Inception), so `pt_inception-2015-12-05-6726825d.pth` loads without renaming, with or without the
-BatchNorm `num_batches_tracked` entries. Preprocessing is torch-fidelity's: uint8 RGB -> float32 -> resize to
-299x299 with TF1 `resize_bilinear` semantics (align_corners=False, no half-pixel offset, no antialiasing)
--> (x - 128) / 128. The TF-port details: BatchNorm eps 1e-3, average pools in the A/C/E_1 blocks exclude padding
+BatchNorm `num_batches_tracked` entries. Preprocessing depends on the FID mode. "legacy-tf" is torch-fidelity's
+(the TTUR / TF-FID numbers papers report): uint8 RGB -> float32 -> resize to 299x299 with TF1 `resize_bilinear`
+semantics (align_corners=False, no half-pixel offset, no antialiasing). "clean" is clean-fid's mode "clean": each
+channel of each uint8 image becomes a float32 PIL 'F' image, is resized to 299x299 by PIL's bicubic filter
+(anti-aliased when downsampling) and clipped to [0, 255], not quantised. Both then feed (x - 128) / 128.
+The TF-port details: BatchNorm eps 1e-3, average pools in the A/C/E_1 blocks exclude padding
 from the count, and Mixed_7c pools with max instead of average.
 """
 
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
+from ganforge.config import FidMode
 from ganforge.download import WeightsFile, locate_weights
+from ganforge.errors import ConfigError
 from ganforge.metrics._images import ImageSource, iter_image_batches
 from ganforge.safe_load import check_layout, load_state_dict_file
 
@@ -28,6 +35,8 @@ WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 WEIGHTS_SIZE = 95_628_359
 WEIGHTS_ENV = "GANFORGE_INCEPTION_WEIGHTS"
+FID_MODES: tuple[str, ...] = typing.get_args(FidMode)
+DEFAULT_FID_MODE = "legacy-tf"
 
 
 class InceptionWeightsError(ValueError):
@@ -177,11 +186,32 @@ def resize_bilinear_tf1(x: torch.Tensor, size: int = 299) -> torch.Tensor:
     return top + (bottom - top) * dy.view(1, 1, -1, 1)
 
 
-class InceptionV3FID(nn.Module):
-    """The FID Inception network; `forward(uint8 images)` -> pool features [N, 2048], logits_unbiased [N, 1008]."""
+def check_fid_mode(mode: str) -> str:
+    """`mode` if it is an FID mode, else a one-line ConfigError listing them."""
+    if mode not in FID_MODES:
+        raise ConfigError(f"fid_mode: {mode!r} is not one of {', '.join(FID_MODES)}")
+    return mode
 
-    def __init__(self) -> None:
+
+def resize_pil_bicubic(images: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """clean-fid's "clean" resize of uint8 N x C x H x W images: per channel a float32 PIL 'F' image, PIL bicubic
+    (anti-aliased) to size x size, clipped to [0, 255] and kept float32 (no quantisation); on the input's device."""
+    pixels = images.cpu().numpy()
+    out = np.empty((*pixels.shape[:2], size, size), dtype=np.float32)
+    for index, image in enumerate(pixels):
+        for channel, plane in enumerate(image):
+            resized = Image.fromarray(plane.astype(np.float32)).resize((size, size), Image.Resampling.BICUBIC)
+            out[index, channel] = np.asarray(resized)
+    return torch.from_numpy(out.clip(0, 255)).to(images.device)
+
+
+class InceptionV3FID(nn.Module):
+    """The FID Inception network; `forward(uint8 images)` -> pool features [N, 2048], logits_unbiased [N, 1008].
+    `fid_mode` chooses how images are resized to 299x299 (see the module docstring)."""
+
+    def __init__(self, fid_mode: str = DEFAULT_FID_MODE) -> None:
         super().__init__()
+        self.fid_mode = check_fid_mode(fid_mode)
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
@@ -205,7 +235,7 @@ class InceptionV3FID(nn.Module):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"Inception: expected uint8 N x 3 x H x W images, got {images.dtype} "
                              f"{tuple(images.shape)}")
-        x = resize_bilinear_tf1(images.float())
+        x = resize_pil_bicubic(images) if self.fid_mode == "clean" else resize_bilinear_tf1(images.float())
         x = (x - 128.0) / 128.0
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
@@ -241,11 +271,11 @@ def resolve_weights_path(weights: str | Path | None = None, cache_dir: str | Pat
 
 
 def load_inception(weights: str | Path | None = None, device: torch.device | str | None = None,
-                   cache_dir: str | Path | None = None) -> InceptionV3FID:
+                   cache_dir: str | Path | None = None, fid_mode: str = DEFAULT_FID_MODE) -> InceptionV3FID:
     """The FID Inception network in eval mode, weights loaded strictly and without running pickled code."""
+    model = InceptionV3FID(fid_mode)
     path = resolve_weights_path(weights, cache_dir)
     state = load_state_dict_file(path, what="FID Inception weights", error=InceptionWeightsError)
-    model = InceptionV3FID()
     expected = model.state_dict()
     check_layout(state, expected, source=f"Inception weights {path}", layout="the FID Inception layout",
                  error=InceptionWeightsError)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ganforge.config import ConfigError
-from ganforge.metrics.fid import fid
+from ganforge.metrics.fid import Gaussian, fid
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kid
 from ganforge.metrics.msssim import MSSSIMPairs
@@ -40,6 +40,7 @@ class MetricInputs:
     fake_pool: torch.Tensor | None = None  # Inception pool3 features [N, 2048]
     fake_logits: torch.Tensor | None = None  # Inception logits [N, 1008]
     real_pool: torch.Tensor | None = None
+    real_stats: Gaussian | None = None  # the real set's pool mean and covariance, e.g. from a statistics file
     fake_swd: SWDStats | None = None
     real_swd: SWDStats | None = None
     pairs: MSSSIMPairs | None = None
@@ -66,6 +67,7 @@ class Metric:
     compute: Callable[[MetricInputs], Any]
     flatten: Callable[[Any], dict[str, float]]
     row: Callable[[Any], str]  # the metric's lines in `format_table`
+    real_stats_suffice: bool = False  # the real set's feature mean and covariance are enough (no real images)
 
     def output(self, key: str) -> MetricOutput:
         return next(out for out in self.outputs if _matches(out.key, key))
@@ -115,9 +117,11 @@ FID = Metric(
     "fid", "Fréchet Inception distance (torch-fidelity / TF-FID protocol)",
     needs_real=True, needs_inception=True,
     outputs=(MetricOutput("fid", False, "9.4f"),),
-    compute=lambda inputs: fid(inputs.fake_pool, inputs.real_pool),
+    compute=lambda inputs: fid(inputs.fake_pool,
+                               inputs.real_pool if inputs.real_stats is None else inputs.real_stats),
     flatten=lambda value: {"fid": float(value)},
-    row=lambda value: f"FID       {value:{FID.outputs[0].fmt}}")
+    row=lambda value: f"FID       {value:{FID.outputs[0].fmt}}",
+    real_stats_suffice=True)
 
 KID = Metric(
     "kid", "kernel Inception distance, mean and std over subsets",
@@ -156,6 +160,15 @@ def check_metrics(metrics: list[str]) -> list[str]:
     return names
 
 
+def check_real_stats_metrics(names: list[str]) -> None:
+    """Refuse metrics that need more of the real set than its feature mean and covariance (a statistics file)."""
+    need_images = [name for name in names if METRICS[name].needs_real and not METRICS[name].real_stats_suffice]
+    if need_images:
+        raise ValueError(f"{', '.join(need_images)}: need(s) the real images (KID and precision/recall their "
+                         "features, SWD the pixels), and real statistics hold only the features' mean and covariance, "
+                         "which serve fid alone; give real images instead")
+
+
 def rankable_outputs() -> list[str]:
     """Every output key `best_metric` accepts (per-level SWD keys written `swd_{res}`)."""
     return [out.key for metric in METRICS.values() for out in metric.outputs if out.higher_is_better is not None]
@@ -189,6 +202,14 @@ def flat_outputs(results: dict[str, Any]) -> dict[str, float]:
             if math.isfinite(value)}
 
 
-def format_table(results: dict[str, Any]) -> str:
-    """Terminal table of `evaluate` results, in the registry's order and formats."""
-    return "\n".join(metric.row(results[name]) for name, metric in METRICS.items() if name in results)
+def inception_protocol(results: dict[str, Any], fid_mode: str) -> dict[str, str]:
+    """{"fid_mode": fid_mode} when `results` hold a metric of Inception features (whose values depend on the
+    mode's resize), else {}: the field that goes into every record beside those values."""
+    return {"fid_mode": fid_mode} if any(METRICS[name].needs_inception for name in results) else {}
+
+
+def format_table(results: dict[str, Any], fid_mode: str | None = None) -> str:
+    """Terminal table of `evaluate` results, in the registry's order and formats; with `fid_mode`, the lines of
+    the Inception metrics end with it, e.g. "FID  12.3456  (legacy-tf)"."""
+    return "\n".join(metric.row(results[name]) + (f"  ({fid_mode})" if fid_mode and metric.needs_inception else "")
+                     for name, metric in METRICS.items() if name in results)

@@ -389,7 +389,8 @@ class Trainer:
         if not self.dist.is_main:
             return None
         results = evaluate_family(self.family, self.dataset, plan, self.config.metrics, n=self.config.metrics_n,
-                                  seed=self.config.seed, inception_weights=self.config.inception_weights)
+                                  seed=self.config.seed, inception_weights=self.config.inception_weights,
+                                  fid_mode=self.config.fid_mode)
         logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results})
         if self.config.best_metric is None:
             return None

@@ -1,0 +1,191 @@
+"""Reference statistics files (pytorch-fid / TTUR `.npz`: mu, sigma): round trip, foreign files, refusals, and
+`ganforge stats` / `ganforge evaluate --real-stats` end to end on stand-in Inception weights
+(../shared/fixtures/inception/README.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from PIL import Image
+from safetensors import safe_open
+
+from ganforge.cli import main
+from ganforge.config import ConfigError
+from ganforge.metrics.evaluate import evaluate
+from ganforge.metrics.fid import FeatureStats
+from ganforge.metrics.fid_stats import (
+    ReferenceStats,
+    StatsFileError,
+    check_stats_output,
+    read_stats,
+    stats_of_features,
+    write_stats,
+)
+
+
+@pytest.fixture(scope="module")
+def features() -> tuple[np.ndarray, np.ndarray]:
+    """Two pool3-like feature sets (non-negative, correlated), 24 rows each."""
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(16, 2048))
+    a = np.maximum(rng.normal(size=(24, 16)) @ mixing * 0.1 + 0.3, 0).astype(np.float32)
+    b = np.maximum(rng.normal(size=(24, 16)) @ mixing * 0.1 + 0.35, 0).astype(np.float32)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def standin_weights(tmp_path_factory) -> Path:
+    recipe = shared_path("fixtures", "inception", "recipe.py")
+    spec = importlib.util.spec_from_file_location("inception_recipe", recipe)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    weights = tmp_path_factory.mktemp("inception") / "standin.pth"
+    torch.save(module.standin_state_dict(json.loads((recipe.parent / "layout.json").read_text())), weights)
+    return weights
+
+
+def test_round_trip_gives_the_in_memory_fid(features, tmp_path):
+    a, b = features
+    path = write_stats(tmp_path / "a.npz", stats_of_features(a, "clean"))
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["count", "fid_mode", "mu", "sigma"]
+        assert archive["mu"].dtype == archive["sigma"].dtype == np.float64
+        assert archive["mu"].shape == (2048,) and archive["sigma"].shape == (2048, 2048)
+        np.testing.assert_allclose(archive["mu"], a.astype(np.float64).mean(0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(archive["sigma"], np.cov(a.astype(np.float64), rowvar=False), rtol=0, atol=1e-12)
+    stats, in_memory = read_stats(path, "clean"), FeatureStats.from_features(a)
+    assert (stats.count, stats.fid_mode) == (24, "clean")
+    # exactly the in-memory mean and covariance, so FID against the file is FID against the features (the FID
+    # itself, rel 1e-6, is checked end to end in test_stats_and_evaluate_real_stats_end_to_end)
+    assert np.array_equal(stats.mean, in_memory.mean.numpy()) and np.array_equal(stats.cov, in_memory.cov.numpy())
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left beside it
+
+
+def test_a_foreign_pytorch_fid_file_without_extra_keys_is_read(features, tmp_path):
+    a = features[0]
+    path = tmp_path / "fid_stats_foreign.npz"
+    sigma = np.cov(a, rowvar=False).astype(np.float32)  # TTUR's published files can hold float32
+    np.savez(path, mu=a.mean(0), sigma=sigma)
+    stats = read_stats(path, "legacy-tf")  # the mode is unknown: not refused
+    assert (stats.count, stats.fid_mode) == (None, None)
+    assert stats.mean.dtype == stats.cov.dtype == np.float64
+    assert np.array_equal(stats.mean, a.mean(0).astype(np.float64)) and np.array_equal(stats.cov, sigma)
+
+
+def _write(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+GOOD_MU, GOOD_SIGMA = np.zeros(2048), np.eye(2048)
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"mu": GOOD_MU}, r"expected the keys 'mu' and 'sigma' \(pytorch-fid / TTUR layout\), found \['mu'\]"),
+    ({"mu": np.zeros(64), "sigma": np.eye(64)},
+     r"expected 'mu' of shape \(2048,\) and 'sigma' of shape \(2048, 2048\) \(Inception pool3\), got \(64,\) and "
+     r"\(64, 64\)"),
+    ({"mu": np.full(2048, np.nan), "sigma": GOOD_SIGMA}, r"'mu' holds non-finite values \(NaN or infinity\)"),
+    ({"mu": GOOD_MU, "sigma": np.eye(2048, dtype=np.int64)}, r"expected floating-point 'sigma', got int64"),
+    ({"mu": GOOD_MU, "sigma": GOOD_SIGMA, "fid_mode": np.array("tf")}, r"'fid_mode' 'tf' is not one of legacy-tf, "),
+    ({"mu": GOOD_MU, "sigma": GOOD_SIGMA, "count": np.array(1)}, r"'count' must be an integer of at least 2"),
+])
+def test_bad_files_are_refused_naming_the_file_and_what_was_expected(tmp_path, arrays, message):
+    path = _write(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(StatsFileError, match=f"^{path}: {message}") as info:
+        read_stats(path)
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_files_and_other_modes_are_refused(tmp_path):
+    text = tmp_path / "stats.npz"
+    text.write_text("mu sigma")
+    with pytest.raises(StatsFileError, match=f"^{text}: not a readable .npz statistics file"):
+        read_stats(text)
+    pickled = _write(tmp_path / "pickled.npz", mu=np.array([{"a": 1}], dtype=object), sigma=GOOD_SIGMA)
+    with pytest.raises(StatsFileError, match=f"^{pickled}: not a readable .npz statistics file"):
+        read_stats(pickled)  # object arrays need pickle, which is never loaded
+    with pytest.raises(StatsFileError, match="no such statistics file"):
+        read_stats(tmp_path / "missing.npz")
+    clean = write_stats(tmp_path / "clean.npz", ReferenceStats(GOOD_MU, GOOD_SIGMA, 10, "clean"))
+    with pytest.raises(ConfigError, match=r"statistics made with fid_mode clean, and this evaluation uses legacy-tf; "
+                                          r"give --fid-mode clean"):
+        read_stats(clean, "legacy-tf")
+
+
+def test_outputs_are_checked_before_anything_is_computed(tmp_path, capsys):
+    images = tmp_path / "images.npz"
+    images.write_bytes(b"not read")
+    for out, message in ((tmp_path / "stats.txt", "must end in .npz"), (tmp_path, "is a folder"),
+                         (images, "is the input")):
+        with pytest.raises(ConfigError, match=message):
+            check_stats_output(out, images)
+    assert check_stats_output(tmp_path / "new" / "stats.npz") == tmp_path / "new" / "stats.npz"
+    assert main(["stats", str(images), "-o", str(tmp_path / "stats.txt")]) == 2  # no weights needed to refuse
+    assert capsys.readouterr().err.strip() == (f"ganforge stats: error: {tmp_path / 'stats.txt'}: a statistics file "
+                                               "must end in .npz (the pytorch-fid / TTUR layout)")
+    assert images.read_bytes() == b"not read" and not (tmp_path / "stats.txt").exists()
+
+
+def test_kid_against_statistics_is_refused_in_one_line(features, tmp_path, capsys):
+    path = write_stats(tmp_path / "a.npz", stats_of_features(features[0], "legacy-tf"))
+    fakes = tmp_path / "fakes.npz"
+    np.savez(fakes, images=np.zeros((2, 3, 8, 8), np.uint8))
+    assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(path), "--metrics", "fid,kid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganforge evaluate: error: kid: need(s) the real images") and "\n" not in err
+    assert "fid alone" in err
+    with pytest.raises(ValueError, match="real statistics hold only the features' mean and covariance"):
+        evaluate(np.zeros((2, 3, 8, 8), np.uint8), None, ["pr"], real_stats=read_stats(path))
+
+
+def _write_pngs(folder: Path, images: np.ndarray) -> Path:
+    folder.mkdir()
+    for index, image in enumerate(images):
+        Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index:03d}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_stats_and_evaluate_real_stats_end_to_end(standin_weights, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    reals = _write_pngs(tmp_path / "reals", rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
+    fakes = _write_pngs(tmp_path / "fakes", rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
+    weights = ["--inception-weights", str(standin_weights)]
+    out = tmp_path / "stats" / "reals.npz"
+    assert main(["stats", str(reals), "-o", str(out), "--fid-mode", "clean", *weights]) == 0
+    assert capsys.readouterr().out.strip() == (f"wrote {out}: Inception pool3 mean and covariance of 4 images of "
+                                               f"{reals} (fid_mode clean)")
+    assert (read_stats(out).count, read_stats(out).fid_mode) == (4, "clean")
+
+    assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(out), "--fid-mode", "clean", *weights]) == 0
+    from_stats = capsys.readouterr().out.strip()
+    assert from_stats.startswith("FID") and from_stats.endswith("  (clean)")
+    assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "fid", "--fid-mode", "clean",
+                 *weights]) == 0
+    from_images = capsys.readouterr().out.strip()
+    assert float(from_stats.split()[1]) == pytest.approx(float(from_images.split()[1]), rel=1e-6)
+
+    # the file says clean: a legacy-tf evaluation (the default) is refused before any image is read
+    assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(out), *weights]) == 2
+    assert "statistics made with fid_mode clean, and this evaluation uses legacy-tf" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_real_feature_cache_is_keyed_by_mode(standin_weights, tmp_path):
+    rng = np.random.default_rng(6)
+    fake, real = (rng.integers(0, 256, (2, 3, 8, 8), dtype=np.uint8) for _ in range(2))
+    values = {}
+    for mode in ("legacy-tf", "clean", "legacy-tf"):  # KID: real features as FID needs, without its 2048^2 algebra
+        values.setdefault(mode, []).append(evaluate(fake, real, ["kid"], inception_weights=standin_weights,
+                                                    real_cache_key="set", cache_dir=tmp_path, fid_mode=mode)["kid"])
+    caches = sorted(tmp_path.glob("*.safetensors"))
+    modes = sorted(safe_open(str(path), framework="pt").metadata()["fid_mode"] for path in caches)
+    assert modes == ["clean", "legacy-tf"]  # one cache per mode; the second legacy-tf run read its own
+    assert values["legacy-tf"][0] == values["legacy-tf"][1] != values["clean"][0]
