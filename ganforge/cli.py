@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = read_config_file(saved)  # resume or --restart: the run's own config unless the user gives one
     config = _config_from_args(args.family, args, base)
     result = train(config, run_dir, restart=args.restart, until=args.until)
-    state = "interrupted" if result.interrupted else "finished"
-    print(f"{state} at step {result.step}: {run_dir} (checkpoints, samples/, log.jsonl)")
-    if not result.interrupted and args.final_swd:
+    print(result.summary())
+    if result.stop == "signal":  # after its checkpoint. Ctrl-C: 128 + SIGINT as shells do; SIGTERM (a scheduler's
+        # pre-emption, which the run survives by resuming) is a clean stop
+        return 0 if result.signal_number == signal.SIGTERM else 128 + (result.signal_number or signal.SIGINT)
+    if result.stop == "finished" and args.final_swd:
         from ganforge.evaluation.run_metrics import evaluate_run, run_swd_floor, swd_versus_floor
 
         results = evaluate_run(run_dir, ["swd"], n=args.final_swd)

@@ -26,7 +26,7 @@ def tiny_config(tmp_path):
 def test_train_resume_generate_from_the_command_line(tmp_path, tiny_config, capsys):
     run = tmp_path / "run"
     assert main(["train", "pgan", "-c", str(tiny_config), "--run", str(run), "--until", "10"]) == 0
-    assert "interrupted at step 10" in capsys.readouterr().out  # stopped by --until, resumable
+    assert "stopped at step 10 (--until)" in capsys.readouterr().out  # a normal stop, resumable
     assert main(["train", "pgan", "--run", str(run)]) == 0  # resumes from the run's own config
     assert "finished at step 20" in capsys.readouterr().out
 

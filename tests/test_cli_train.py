@@ -38,7 +38,7 @@ def test_restart_without_a_config_starts_over_with_the_runs_own_config(trained_r
     old = {step: json.loads((trained_run / "checkpoints" / f"{step:08d}.json").read_text())["time"]
            for step in ckpt.checkpoint_steps(trained_run)}
     assert main(["train", "wgan-gp", "--run", str(trained_run), "--restart", "--until", "1"]) == 0
-    assert "interrupted at step 1" in capsys.readouterr().out
+    assert "stopped at step 1 (--until)" in capsys.readouterr().out
     assert ckpt.checkpoint_steps(trained_run) == [1]  # step 2 of the old run is gone, step 1 is new
     assert json.loads((trained_run / "checkpoints" / "00000001.json").read_text())["time"] != old[1]
     saved = json.loads((trained_run / "config.json").read_text())

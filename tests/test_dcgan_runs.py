@@ -126,7 +126,7 @@ def test_command_line_train_resume_generate(tmp_path, capsys) -> None:
             "--set", "model.steps=3", "--set", "model.batch_size=4", "--set", "model.ema_decay=0.9",
             "--set", "progress=false", "--set", "tensorboard=false"]
     assert main(["train", "wgan-gp", *args, "--until", "2"]) == 0
-    assert "interrupted at step 2" in capsys.readouterr().out
+    assert "stopped at step 2 (--until)" in capsys.readouterr().out
     assert main(["train", "wgan-gp", "--run", str(run)]) == 0  # resumes from the run's own config
     assert "finished at step 3" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["model"]["lambda_gp"] == 10.0

@@ -42,7 +42,7 @@ def train_one_and_two_processes(config: dict[str, Any], tmp_path: Path, until: i
                          env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     # rank 0 wrote the run; the sync check at the checkpoint passed on every rank
-    assert ddp.stdout.count(f"interrupted at step {until}") == 2
+    assert ddp.stdout.count(f"stopped at step {until} (--until)") == 2
     name = f"{until:08d}.safetensors"
     a = safetensors.torch.load_file(str(tmp_path / "single" / "checkpoints" / name))
     b = safetensors.torch.load_file(str(tmp_path / "ddp" / "checkpoints" / name))

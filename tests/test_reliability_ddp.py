@@ -50,7 +50,7 @@ def test_two_process_gloo_run(tmp_path, family: str) -> None:
     config = ddp_config(family)
     ddp = run_torchrun(family, config, tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert ddp.stdout.count(f"interrupted at step {STEPS}") == 2  # both ranks got there; the rank sync check passed
+    assert ddp.stdout.count(f"stopped at step {STEPS} (--until)") == 2  # both ranks got there; the rank sync passed
     run = tmp_path / "ddp"
     assert ckpt.checkpoint_steps(run) == [STEPS]
     assert sorted(p.name for p in ckpt.checkpoint_dir(run).iterdir()) == [f"{STEPS:08d}.json",

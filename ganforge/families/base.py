@@ -80,6 +80,11 @@ class Family(ABC):
         others = {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {"steps"}
         return not others and isinstance(saved.get("steps"), int) and requested.get("steps", 0) >= saved["steps"]
 
+    def lengthening_override(self) -> str:
+        """A `--set KEY=VALUE` that `extends_schedule` accepts and that doubles this run's length: what the message
+        on an already finished run suggests. Families whose length is one `steps` key get this for free."""
+        return f"model.steps={2 * self.config.steps}"
+
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
         """Translate a foreign config format (e.g. pytorch_GAN_zoo's JSON) into ours; ours passes through."""

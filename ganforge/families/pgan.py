@@ -284,8 +284,22 @@ class PGANFamily(Family):
         if changed == {"max_iter_at_scale"}:
             before, after = old["max_iter_at_scale"], new["max_iter_at_scale"]
             return len(before) == len(after) and before[:-1] == after[:-1] and after[-1] >= before[-1]
-        return changed == {"total_kimg"} and None not in (old["total_kimg"], new["total_kimg"]) and (
-            new["total_kimg"] >= old["total_kimg"])
+        if changed != {"total_kimg"} or new["total_kimg"] is None:
+            return False
+        scales = len(_resolutions(saved["resolution"]))  # no total_kimg: the last scale ran for stable_kimg
+        end = old["total_kimg"] if old["total_kimg"] is not None else (
+            (scales - 1) * (old["stable_kimg"] + old["transition_kimg"]) + old["stable_kimg"])
+        return new["total_kimg"] >= end
+
+    def lengthening_override(self) -> str:
+        """The last scale twice as long: its iterations (zoo style) or the kimg the run ends at (official style)."""
+        sched = self.config.schedule
+        if sched.unit == "iterations":
+            longer = [*sched.max_iter_at_scale[:-1], 2 * sched.max_iter_at_scale[-1]]
+            return f"model.schedule.max_iter_at_scale=[{','.join(map(str, longer))}]"
+        last_from = (len(self.segments) - 1) * (sched.stable_kimg + sched.transition_kimg)  # its fade-in starts
+        end = sched.total_kimg if sched.total_kimg is not None else last_from + sched.stable_kimg
+        return f"model.schedule.total_kimg={round(2 * end - last_from, 6):g}"
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as torch_dist
@@ -33,7 +34,7 @@ from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.training.speed import compile_networks
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import save_grid
-from ganforge.viz.report import ReportRefresher
+from ganforge.viz.report import REPORT_NAME, ReportRefresher
 
 FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
 MAX_ROLLBACKS = 3
@@ -89,9 +90,34 @@ class PendingValues:
 
 @dataclass
 class TrainResult:
+    """Where a `train` call left the run and why it stopped: `stop` is "finished" (the schedule's end), "until"
+    (the `until` step: a normal stop), "signal" (SIGINT/SIGTERM, number in `signal`, after a checkpoint) or
+    "already finished" (the run was complete before this call, which wrote nothing)."""
+
     run_dir: Path
     step: int
-    interrupted: bool
+    total_steps: int
+    stop: Literal["finished", "until", "signal", "already finished"]
+    signal_number: int | None = None
+    lengthen_with: str = ""  # a --set override that lengthens the schedule (family.lengthening_override)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop == "signal"
+
+    def summary(self) -> str:
+        """The one line a command prints when training returns."""
+        if self.stop == "already finished":
+            return (f"already finished at step {self.step} in {self.run_dir} (lengthen the schedule with "
+                    f"--set {self.lengthen_with} to train further)")
+        if self.stop == "until":
+            return (f"stopped at step {self.step} (--until); run the same command without --until to continue "
+                    f"(checkpoint in {self.run_dir})")
+        if self.stop == "signal":
+            name = signal.Signals(self.signal_number).name if self.signal_number else "signal"
+            return (f"interrupted at step {self.step} of {self.total_steps} ({name}): checkpoint "
+                    f"{ckpt.checkpoint_dir(self.run_dir) / f'{self.step:08d}.json'}; run the same command to resume")
+        return f"finished at step {self.step}: {self.run_dir} (checkpoints, samples/, log.jsonl)"
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -116,14 +142,16 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
+        config = replace(config, data=resolved_data_spec(config.data))  # resumable from any folder
+        self.dataset = open_run_dataset(config.data, self.run_dir, resume)
         if resume is not None:
-            _check_same_config(self.run_dir, resume.meta["config"], to_dict(config))
+            _check_same_config(self.run_dir, resume.meta["config"], to_dict(config),
+                               same_dataset=is_same_dataset(resume.meta.get("dataset"), self.dataset))
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
         if config.metrics:
             check_training_metrics(config)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
-        self.dataset = open_dataset(config.data)
         family_cls = get_family(config.family)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
@@ -144,9 +172,13 @@ class Trainer:
         self.fixed_inputs = self.family.sample_latents(
             config.sample_count, torch.Generator().manual_seed(config.seed + FIXED_LATENT_OFFSET))
         self._stop_requested = False
+        self._stop_signal: int | None = None
+        self._skipped_metrics: set[tuple[str, int]] = set()  # (metric, resolution) already said to be skipped
         self.pending = PendingValues()
         if restart and self.dist.is_main:  # last: only a config, dataset and family that all work replace the run
-            delete_checkpoints(self.run_dir)
+            removed = clear_run(self.run_dir)
+            if removed:
+                print(f"--restart: removed {removed} of the earlier run in {self.run_dir}")
 
     # --- state ------------------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -226,6 +258,12 @@ class Trainer:
         family, config = self.family, self.config
         total = family.total_steps()
         stop_at = total if until is None else min(until, total)
+        if self.step >= total:  # nothing to do: nothing is written, not even the config
+            self.loader.close()
+            return TrainResult(self.run_dir, self.step, total, "already finished",
+                               lengthen_with=family.lengthening_override())
+        if self.dist.is_main and self.step > 0:
+            print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.write_json_atomic(self.run_dir / "config.json", to_dict(config))
@@ -278,8 +316,6 @@ class Trainer:
             if self.step < total and (self._stop_requested or self.step == stop_at):
                 self.pending.read(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
                 self.save_checkpoint()
-                if self._stop_requested:
-                    logger.message(f"interrupted: checkpoint written at step {self.step} in {self.run_dir}")
         finally:
             self._restore_signal_handlers(previous_handlers)
             self.loader.close()
@@ -288,7 +324,11 @@ class Trainer:
                 write_progress_gif(self.run_dir / "samples")
             if report is not None:
                 report.write()
-        return TrainResult(self.run_dir, self.step, interrupted=self.step < total)
+        if self.step >= total:
+            return TrainResult(self.run_dir, self.step, total, "finished")
+        if self._stop_requested:
+            return TrainResult(self.run_dir, self.step, total, "signal", signal_number=self._stop_signal)
+        return TrainResult(self.run_dir, self.step, total, "until")
 
     def roll_back(self, err: NonFiniteError, logger: RunLogger, attempt: int) -> None:
         """`on_nan: rollback`: back to the newest valid checkpoint, with reseeded noise and a skipped data batch so
@@ -385,14 +425,32 @@ class Trainer:
     def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:
         """Evaluate the configured metrics on rank 0; returns the `best_metric` value, if one is configured."""
         from ganforge.evaluation.run_metrics import evaluate_family
+        from ganforge.metrics._images import ImageSetError
 
         if not self.dist.is_main:
             return None
-        results = evaluate_family(self.family, self.dataset, plan, self.config.metrics, n=self.config.metrics_n,
-                                  seed=self.config.seed, inception_weights=self.config.inception_weights,
-                                  fid_mode=self.config.fid_mode)
-        logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results})
-        if self.config.best_metric is None:
+
+        def evaluate(metrics: list[str]) -> dict[str, float]:
+            return evaluate_family(self.family, self.dataset, plan, metrics, n=self.config.metrics_n,
+                                   seed=self.config.seed, inception_weights=self.config.inception_weights,
+                                   fid_mode=self.config.fid_mode)
+
+        try:
+            results = evaluate(self.config.metrics)
+            skipped = False
+        except ImageSetError:  # a metric that needs larger images than this (PGAN) scale has: the others go on
+            results, skipped = {}, True
+            for name in self.config.metrics:
+                try:
+                    results.update(evaluate([name]))
+                except ImageSetError as err:
+                    if (name, plan.resolution) not in self._skipped_metrics:
+                        self._skipped_metrics.add((name, plan.resolution))
+                        logger.message(f"step {self.step}: {name} skipped at resolution {plan.resolution} ({err}); "
+                                       "computed again once the images are large enough")
+        if results:
+            logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results})
+        if self.config.best_metric is None or (skipped and self.config.best_metric not in results):
             return None
         if self.config.best_metric not in results:
             raise ConfigError(f"best_metric: {self.config.best_metric!r} is not among the computed values "
@@ -404,7 +462,7 @@ class Trainer:
         def request_stop(signum: int, frame: Any) -> None:
             if self._stop_requested:  # second signal: stop now
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._stop_requested, self._stop_signal = True, signum
 
         previous = {}
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
@@ -418,12 +476,36 @@ class Trainer:
             signal.signal(sig, handler)
 
 
-def delete_checkpoints(run_dir: Path) -> None:
-    """`--restart`: the run's checkpoints and the best-checkpoint list that indexes them go."""
-    for step in ckpt.checkpoint_steps(run_dir):
-        (ckpt.checkpoint_dir(run_dir) / f"{step:08d}.json").unlink()
-        (ckpt.checkpoint_dir(run_dir) / f"{step:08d}.safetensors").unlink(missing_ok=True)
-    (run_dir / "best.json").unlink(missing_ok=True)
+def run_outputs(run_dir: Path) -> dict[str, list[Path]]:
+    """What ganforge wrote in a run directory (config.json aside, which a new run replaces): kinds of numbered
+    files ("sample grids") and single files by name ("log.jsonl"), each matched by the name ganforge gives it, so
+    anyone else's files stay where they are."""
+    run_dir = Path(run_dir)
+    checkpoints, samples = ckpt.checkpoint_dir(run_dir), run_dir / "samples"
+    found = {
+        "checkpoint files": [p for p in checkpoints.glob("*") if p.suffix in (".json", ".safetensors")
+                             and p.stem.isdigit()] + list(checkpoints.glob(".*.tmp")),
+        "sample grids": [p for p in samples.glob("*.png") if p.stem.split("-", 1)[0].isdigit()],
+        "TensorBoard event files": list((run_dir / "tb").glob("events.out.tfevents.*")),
+        "evaluation records": list((run_dir / "eval").glob("stargan2-*.json")),
+        **{path.name: [path] for path in (run_dir / "log.jsonl", run_dir / "metrics.jsonl", run_dir / "swd.json",
+                                          run_dir / "best.json", samples / "progress.gif", run_dir / REPORT_NAME)},
+    }
+    return {kind: sorted(p for p in paths if p.is_file()) for kind, paths in found.items()}
+
+
+def clear_run(run_dir: Path) -> str:
+    """`--restart`: remove everything the earlier run wrote (`run_outputs`) and the folders that leaves empty;
+    returns what went ("4 sample grids, log.jsonl, ..."; "" when nothing)."""
+    removed = {kind: paths for kind, paths in run_outputs(run_dir).items() if paths}
+    for path in (p for paths in removed.values() for p in paths):
+        path.unlink()
+    for folder in (ckpt.checkpoint_dir(run_dir), Path(run_dir) / "samples", Path(run_dir) / "tb",
+                   Path(run_dir) / "eval"):
+        with contextlib.suppress(OSError):  # absent, or holding files ganforge did not write
+            folder.rmdir()
+    return ", ".join(kind if " " not in kind else f"{len(paths)} {kind if len(paths) > 1 else kind[:-1]}"
+                     for kind, paths in removed.items())
 
 
 def check_batch_sizes(family: Family, world_size: int) -> None:
@@ -444,25 +526,75 @@ def check_training_metrics(config: RunConfig) -> None:
         resolve_weights_path(config.inception_weights)
 
 
-def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any]) -> None:
+# Settings a resume may change, taking effect at once: where and how the run reports, samples and saves, never what
+# a step computes. Refused, for instance: metrics, metrics_n, best_metric and keep_best (a run's metric record and
+# its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, data (unless the same
+# dataset moved) and model (unless the schedule only grows).
+RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
+                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile")
+
+
+def resolved_data_spec(spec: str) -> str:
+    """A store path made absolute (a run resumes and evaluates from any working directory); builtin: unchanged."""
+    return spec if spec.startswith("builtin:") else os.path.abspath(os.path.expanduser(spec))
+
+
+def open_run_dataset(spec: str, run_dir: Path, resume: ckpt.Checkpoint | None) -> Any:
+    """The run's dataset; when a resumed run's own store is gone, an error saying where it was and what to do."""
+    try:
+        return open_dataset(spec)
+    except (OSError, ValueError):
+        saved = resume.meta["config"].get("data") if resume is not None else None
+        if saved is None or resolved_data_spec(saved) != spec or Path(spec).exists():
+            raise
+        raise ConfigError(f"{run_dir} was trained on the dataset {spec}, which is no longer there (moved or "
+                          "deleted?); resume with --data NEW_PATH naming where that same store is now") from None
+
+
+def is_same_dataset(saved_manifest: dict[str, Any] | None, dataset: Any) -> bool:
+    """Whether `dataset` is the one a checkpoint recorded (its manifest): a store moved elsewhere still is."""
+    if not saved_manifest:
+        return False
+    current = {k: v for k, v in dataset.manifest.items() if k != "skipped"}
+    return json.loads(json.dumps(current)) == saved_manifest
+
+
+def config_differences(saved: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> dict[str, tuple]:
+    """Dotted key path -> (saved value, requested value) for every setting that differs (nested mappings walked)."""
+    differing = {}
+    for key in sorted(set(saved) | set(requested), key=str):
+        old, new = saved.get(key), requested.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differing.update(config_differences(old, new, f"{prefix}{key}."))
+        elif old != new:
+            differing[f"{prefix}{key}"] = (old, new)
+    return differing
+
+
+def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any], *,
+                       same_dataset: bool = False) -> None:
     """A resume must not silently change the run: any difference in the config is an error, except a longer
-    schedule (training on for more steps changes nothing already done) and presentation-only keys. The saved
-    config is read as a config file would be, so keys added since it was written compare at their defaults."""
+    schedule (training on for more steps changes nothing already done), the `RESUMABLE_CHANGES` settings and, with
+    `same_dataset`, the dataset's location. The saved config is read as a config file would be, so keys added since
+    it was written compare at their defaults, and data paths compare resolved (as from the current directory)."""
     try:
         saved = to_dict(resolve_run_config(None, dict(saved)))
     except ConfigError as err:
         raise ConfigError(f"{run_dir}: the run's saved config does not load: {err}") from None
-    keys = ("progress", "tensorboard", "on_nan", "inception_weights", "compile")  # same weights: may change
-    differing = [k for k in sorted(set(saved) | set(requested))
-                 if k not in keys and saved.get(k) != requested.get(k)]
-    if differing == ["model"] and saved.get("family") == requested.get("family") and get_family(
+    saved["data"], requested = resolved_data_spec(saved["data"]), {**requested,
+                                                                   "data": resolved_data_spec(requested["data"])}
+    may_change = set(RESUMABLE_CHANGES) - ({"device"} if saved["amp"] == "auto" else set())  # auto: per device
+    if same_dataset:
+        may_change.add("data")
+    differing = {path: values for path, values in config_differences(saved, requested).items()
+                 if path.split(".")[0] not in may_change}
+    if any(path.startswith("model.") for path in differing) and saved["family"] == requested["family"] and get_family(
             saved["family"]).extends_schedule(saved["model"], requested["model"]):
-        return
+        differing = {path: values for path, values in differing.items() if not path.startswith("model.")}
     if differing:
-        detail = "; ".join(f"{k}: run has {json.dumps(saved.get(k))}, now {json.dumps(requested.get(k))}"
-                           for k in differing[:4])
-        raise ConfigError(f"{run_dir} was trained with a different config ({detail}). Resume without -c/--set, "
-                          "or start over with --restart or a new --run directory.")
+        detail = "; ".join(f"{path}: {json.dumps(old)} → {json.dumps(new)}" for path, (old, new) in differing.items())
+        raise ConfigError(f"{run_dir} was trained with a different config (saved → now: {detail}). Resume without "
+                          "-c/--set, or start over with --restart or a new --run directory.")
 
 
 def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int | None = None) -> TrainResult:
