@@ -189,3 +189,30 @@ def test_the_real_feature_cache_is_keyed_by_mode(standin_weights, tmp_path):
     modes = sorted(safe_open(str(path), framework="pt").metadata()["fid_mode"] for path in caches)
     assert modes == ["clean", "legacy-tf"]  # one cache per mode; the second legacy-tf run read its own
     assert values["legacy-tf"][0] == values["legacy-tf"][1] != values["clean"][0]
+
+
+@pytest.mark.slow
+def test_a_runs_generator_against_statistics_matches_evaluate_run(standin_weights, tmp_path, capsys):
+    from pgan_tiny import TINY_PGAN
+
+    import ganforge
+
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run)
+    reals = _write_pngs(tmp_path / "reals", np.random.default_rng(7).integers(0, 256, (4, 3, 16, 16), np.uint8))
+    weights = ["--inception-weights", str(standin_weights)]
+    stats = tmp_path / "reals.npz"
+    assert main(["stats", str(reals), "-o", str(stats), *weights]) == 0
+    capsys.readouterr()
+    records = (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else ""
+    assert main(["evaluate", "--fake", str(run), "--real-stats", str(stats), "--n", "4", *weights]) == 0
+    from_stats = capsys.readouterr().out.strip()
+    assert from_stats.endswith("  (legacy-tf)")
+    assert ((run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else "") == records
+    # the same EMA images (same seed) against the images themselves: the run's own evaluation, recorded with its mode
+    assert main(["evaluate", str(run), "--real", str(reals), "--metrics", "fid", "--n", "4", *weights]) == 0
+    from_images = capsys.readouterr().out.strip().splitlines()[-1]
+    assert float(from_stats.split()[1]) == pytest.approx(float(from_images.split()[1]), rel=1e-6)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["fid_mode"] == "legacy-tf" and record["n"] == 4
+    assert record["fid"] == pytest.approx(float(from_images.split()[1]), rel=1e-4)
