@@ -255,7 +255,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from typing import get_args
 
-    from ganforge.config import FidMode
+    from ganforge.config import RESUMABLE_CHANGES, FidMode
     from ganforge.families import family_names
 
     fid_modes = list(get_args(FidMode))
@@ -316,9 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run-dir", "--run", dest="run", type=Path,
                     help="run directory (default runs/FAMILY); an existing run resumes. Under torchrun write --run-dir")
     tr.add_argument("--restart", action="store_true",
-                    help="start over (with the run's saved config unless -c is given), deleting its checkpoints "
-                         "once the config, dataset and networks check out")
-    tr.add_argument("--until", type=int, help="stop (with a checkpoint) after this many steps")
+                    help="start over (with the run's saved config unless -c is given), deleting what the run wrote "
+                         "(checkpoints, logs, sample grids, GIF, report, TensorBoard events; other files stay) once "
+                         "the config, dataset and networks check out")
+    tr.add_argument("--until", type=int, help="stop (with a checkpoint) after this many steps; the same command "
+                    f"without --until continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if wanted)")
     tr.add_argument("--on-nan", choices=["stop", "rollback"],
                     help="on a NaN/Inf loss: stop (default), or roll back to the last checkpoint and go on")
     tr.add_argument("--final-swd", type=int, default=0, metavar="N",

@@ -18,11 +18,11 @@ from PIL import Image
 from reliability_runs import TINY_RUNS
 
 from ganforge.cli import main
-from ganforge.config import apply_overrides, parse_overrides, to_dict
+from ganforge.config import ConfigError, apply_overrides, parse_overrides, to_dict
 from ganforge.families import get_family, resolve_run_config
 from ganforge.run_loader import new_family
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.engine import Trainer
+from ganforge.training.engine import Trainer, _check_same_config
 
 SHAPES = "builtin:shapes?count=64&resolution=32"
 TINY = ["--set", "model.features_g=2", "--set", "model.features_d=2", "--set", "model.latent_dim=8",
@@ -113,6 +113,17 @@ def test_settings_that_do_not_change_the_training_may_change_on_resume(stopped_r
     assert [p.name for p in (stopped_run / "samples").glob("*.png")] == ["00000002-G.png"]
     assert ckpt.checkpoint_steps(stopped_run) == [2]
     assert ckpt.load_checkpoint(ckpt.checkpoint_dir(stopped_run) / "00000002.json").meta["config"]["log_every"] == 1
+
+
+def test_a_device_change_is_refused_where_the_precision_follows_the_device(tmp_path) -> None:
+    saved = to_dict(resolve_run_config(None, {"family": "wgan-gp", "data": SHAPES}))
+    for amp, refused in (("off", False), ("auto", True)):
+        on_gpu = {**saved, "amp": amp, "device": "cuda"}
+        if refused:
+            with pytest.raises(ConfigError, match=r'\(saved → now: device: "auto" → "cuda"\)'):
+                _check_same_config(tmp_path, {**saved, "amp": amp}, on_gpu)
+        else:
+            _check_same_config(tmp_path, {**saved, "amp": amp}, on_gpu)
 
 
 # --- --restart ---------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as torch_dist
 
 from ganforge.augment.augmenter import Augmenter
-from ganforge.config import ConfigError, RunConfig, to_dict
+from ganforge.config import RESUMABLE_CHANGES, ConfigError, RunConfig, to_dict
 from ganforge.data.loader import Batch, BatchLoader
 from ganforge.data.store import open_dataset
 from ganforge.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
@@ -518,20 +518,16 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 
 
 def check_training_metrics(config: RunConfig) -> None:
-    """Unknown metric names, and Inception weights that cannot be had, fail now rather than hours into a run."""
-    from ganforge.metrics.inception import resolve_weights_path
+    """Unknown metric names, Inception weights that cannot be had, and an FID mode that no metric uses fail now
+    rather than hours into a run."""
+    from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
     from ganforge.metrics.registry import METRICS, check_metrics
 
     if any(METRICS[name].needs_inception for name in check_metrics(config.metrics)):
         resolve_weights_path(config.inception_weights)
-
-
-# Settings a resume may change, taking effect at once: where and how the run reports, samples and saves, never what
-# a step computes. Refused, for instance: metrics, metrics_n, best_metric and keep_best (a run's metric record and
-# its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, data (unless the same
-# dataset moved) and model (unless the schedule only grows).
-RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
-                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile")
+    elif config.fid_mode != DEFAULT_FID_MODE:
+        raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and none "
+                          f"of metrics {config.metrics} is one")
 
 
 def resolved_data_spec(spec: str) -> str:
