@@ -83,7 +83,8 @@ class Family(ABC):
     def lengthening_override(self) -> str:
         """A `--set KEY=VALUE` that `extends_schedule` accepts and that doubles this run's length: what the message
         on an already finished run suggests. Families whose length is one `steps` key get this for free."""
-        return f"model.steps={2 * self.config.steps}"
+        steps = getattr(self.config, "steps", None)
+        return f"model.steps={2 * steps}" if isinstance(steps, int) else "model.KEY=VALUE (the schedule's length)"
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
