@@ -275,5 +275,8 @@ class RunConfig:
                 raise ConfigError(f"{name}: {getattr(self, name)} is more than the {most} ganforge accepts")
         if self.best_metric is not None and not self.metrics:
             raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every)")
+        if self.fid_mode != "legacy-tf" and not self.metrics:
+            raise ConfigError(f"fid_mode: {self.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and "
+                              "`metrics` is empty")
         if self.metrics_every < 0:
             raise ConfigError(f"metrics_every: expected 0 (off) or a positive integer, got {self.metrics_every}")

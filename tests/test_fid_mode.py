@@ -88,9 +88,19 @@ def test_config_key_is_checked():
     assert RunConfig(family="pgan").fid_mode == "legacy-tf"
     from ganforge.families import resolve_run_config
 
-    assert resolve_run_config("pgan", {"fid_mode": "clean"}, []).fid_mode == "clean"
+    assert resolve_run_config("pgan", {"fid_mode": "clean", "metrics": ["fid"]}, []).fid_mode == "clean"
     with pytest.raises(ConfigError, match=r"fid_mode: 'cleanfid' is not one of 'legacy-tf', 'clean'"):
         resolve_run_config("pgan", {"fid_mode": "cleanfid"}, [])
+    # a mode that no metric would use does nothing: refused
+    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is, pr\), "
+                                          r"and `metrics` is empty$"):
+        RunConfig(family="pgan", fid_mode="clean")
+    from ganforge.training.engine import check_training_metrics
+
+    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is, pr\), "
+                                          r"and none of metrics \['swd'\] is one$"):
+        check_training_metrics(RunConfig(family="pgan", fid_mode="clean", metrics=["swd"], metrics_every=8))
+    check_training_metrics(RunConfig(family="pgan", metrics=["swd"], metrics_every=8))
 
 
 def test_table_and_records_say_the_mode_of_inception_metrics():
