@@ -216,3 +216,20 @@ def test_a_runs_generator_against_statistics_matches_evaluate_run(standin_weight
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["fid_mode"] == "legacy-tf" and record["n"] == 4
     assert record["fid"] == pytest.approx(float(from_images.split()[1]), rel=1e-4)
+
+
+def test_stats_of_the_first_n_images(standin_weights, tmp_path, capsys):
+    images = np.random.default_rng(8).integers(0, 256, (3, 3, 8, 8), dtype=np.uint8)
+    folder = _write_pngs(tmp_path / "images", images)
+    out = tmp_path / "first2.npz"
+    weights = ["--inception-weights", str(standin_weights)]
+    assert main(["stats", str(folder), "-o", str(out), "--n", "5", *weights]) == 2
+    assert capsys.readouterr().err.strip() == f"ganforge stats: error: --n 5: {folder} holds 3 images"
+    assert not out.exists()
+    assert main(["stats", str(folder), "-o", str(out), "--n", "2", *weights]) == 0
+    written = read_stats(out)
+    assert (written.count, written.fid_mode) == (2, "legacy-tf")
+    np.savez(tmp_path / "first2_images.npz", images=images[:2])
+    again = tmp_path / "again.npz"
+    assert main(["stats", str(tmp_path / "first2_images.npz"), "-o", str(again), *weights]) == 0
+    assert np.array_equal(read_stats(again).mean, written.mean) and np.array_equal(read_stats(again).cov, written.cov)

@@ -214,8 +214,9 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     return {"results": rows, "warning": warning, "table": table + (f"\n{warning}" if warning else "")}
 
 
-def load_image_set(source: Path, resolution: int | None = None) -> np.ndarray:
-    """A folder of images, an .npz (uint8 NCHW or NHWC), or a store → uint8 NCHW (resized to `resolution`)."""
+def load_image_set(source: Path, resolution: int | None = None, limit: int | None = None) -> np.ndarray:
+    """A folder of images, an .npz (uint8 NCHW or NHWC), or a store → uint8 NCHW (resized to `resolution`); with
+    `limit`, only the first `limit` images (a folder's in file-name order)."""
     source = Path(source)
     if source.suffix == ".npz":
         with np.load(source, allow_pickle=False) as archive:
@@ -224,17 +225,17 @@ def load_image_set(source: Path, resolution: int | None = None) -> np.ndarray:
         if images.ndim != 4 or images.dtype != np.uint8:
             raise DatasetError(f"{source}: '{key}' must be uint8 images (N, C, H, W) or (N, H, W, C), got "
                                f"{images.dtype} {images.shape}")
-        return images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2)
+        return (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))[:limit]
     if (source / "manifest.json").is_file():
         dataset = open_dataset(source)
-        return np.asarray(dataset.images(resolution or dataset.resolution))
+        return np.asarray(dataset.images(resolution or dataset.resolution)[:limit])
     if not source.is_dir():
         raise DatasetError(f"{source}: expected a folder of images, an .npz or a ganforge store")
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found")
     images = []
-    for path in files:
+    for path in files[:limit]:
         try:
             image = load_rgb(path, str(path))
         except ImageError as err:
@@ -290,7 +291,7 @@ def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = Non
     are read."""
     check_stats_output(out, source)
     weights = resolve_weights_path(inception_weights)
-    images = load_image_set(Path(source))
+    images = load_image_set(Path(source), limit=n)
     if n is not None and n > len(images):
         raise ConfigError(f"--n {n}: {source} holds {len(images)} images")
     stats = image_set_stats(images, fid_mode=fid_mode or DEFAULT_FID_MODE, inception_weights=weights, n=n)
