@@ -6,6 +6,7 @@ the same computations on arrays/tensors (see each module for the exact protocol 
 
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid import FeatureStats, fid, frechet_distance
+from ganforge.metrics.fid_stats import ReferenceStats, read_stats, write_stats
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, extract_features, load_inception
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kid
@@ -16,7 +17,8 @@ from ganforge.metrics.swd import SWDStats, swd, swd_from_stats
 
 __all__ = [
     "METRICS", "FeatureStats", "InceptionV3FID", "InceptionWeightsError", "MSSSIMPairs", "Metric", "MetricOutput",
-    "SWDStats", "UnknownMetricError", "evaluate", "extract_features", "fid", "format_table", "frechet_distance",
-    "higher_is_better",
-    "inception_score", "kid", "load_inception", "msssim", "precision_recall", "swd", "swd_from_stats",
+    "ReferenceStats", "SWDStats", "UnknownMetricError", "evaluate", "extract_features", "fid", "format_table",
+    "frechet_distance", "higher_is_better",
+    "inception_score", "kid", "load_inception", "msssim", "precision_recall", "read_stats", "swd",
+    "swd_from_stats", "write_stats",
 ]
