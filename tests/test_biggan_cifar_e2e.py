@@ -24,7 +24,7 @@ from ganforge.data.prepare_labelled import CIFAR10_CLASSES
 from ganforge.data.store import open_dataset
 from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs
-from ganforge.viz.grid import make_grid
+from ganforge.viz.grid import caption_size, label_grid, make_grid, text_width
 
 pytestmark = pytest.mark.slow  # end to end: every test uses the module's trained CIFAR-10 run
 
@@ -71,12 +71,17 @@ def test_sheets_and_interpolations(cifar_run, tmp_path):
     for name in ("per_class.png", "interp_z.png", "interp_class.png", "interp_both.png"):
         with Image.open(out / name) as image:
             sizes[name] = image.size
-    assert sizes["per_class.png"] == (2 + 3 * 34, 2 + 10 * 34)
-    assert sizes["interp_class.png"] == (2 + 4 * 34, 2 + 2 * 34)
     model = ganforge.load(cifar_run)
+    caption = cs.model_caption(model, truncation=0.8)
+    title = f"{caption}\nrows: classes; columns: one z each"
+    top, left = caption_size(title, CIFAR10_CLASSES)  # rows named by the store's classes
+    assert sizes["per_class.png"] == (max(left + 2 + 3 * 34, text_width(title) + 6), top + 2 + 10 * 34)
+    interp_title = f"{caption}\ninterpolation in class: a row per path, 4 frames"
+    assert sizes["interp_class.png"] == label_grid(np.zeros((2 + 2 * 34, 2 + 4 * 34, 3), np.uint8),
+                                                   interp_title).shape[1::-1]
     sheet = cs.class_sheet(model, 3, range(10), truncation=0.8)
     with Image.open(out / "per_class.png") as image:
-        pixels = np.asarray(image)
+        pixels = np.asarray(image)[top:, left:]
     np.testing.assert_array_equal(pixels[2 + 34 * 9:34 * 10, 2 + 34:34 * 2], cs.to_uint8(sheet[28:29])[0])
 
 
@@ -105,7 +110,8 @@ def test_truncation_applies_to_plain_grids(cifar_run, tmp_path):
     model = ganforge.load(cifar_run)
     z = sample_latents(4, model.family.arch.g_dim_z, truncation=0.3, generator=torch.Generator().manual_seed(0))
     classes = model.latents(4, seed=0)["y"]  # drawn uniformly, like every sample of the model
-    expected = make_grid(cs.to_uint8(model.generate({"z": z, "y": classes})))
+    expected = label_grid(make_grid(cs.to_uint8(model.generate({"z": z, "y": classes}))),
+                          f"{cs.model_caption(model, truncation=0.3)}, seed 0")
     with Image.open(tmp_path / "grid.png") as grid:
         np.testing.assert_array_equal(np.asarray(grid), expected)
 

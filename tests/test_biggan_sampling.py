@@ -20,7 +20,7 @@ from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception_score import inception_score
 from ganforge.models.biggan import sample_latents
 from ganforge.viz import class_sampling as cs
-from ganforge.viz.grid import to_uint8
+from ganforge.viz.grid import label_grid, to_uint8
 
 SHAPES = "builtin:shapes?count=64&resolution=32"
 
@@ -60,8 +60,14 @@ def test_class_sheet_rows_are_classes_and_columns_share_z(model):
 def test_class_sheets_split_into_files_of_rows_per_sheet(model, tmp_path):
     paths = cs.write_class_sheets(model, tmp_path, 2, rows_per_sheet=3)
     assert [p.name for p in paths] == ["per_class-000.png", "per_class-001.png"]  # 4 shape classes: 3 + 1 rows
+    title = f"{cs.model_caption(model)}\nrows: classes; columns: one z each"
+    names = cs.class_names(model)
+
+    def captioned(rows: int, labels: list[str]) -> tuple[int, int]:
+        return label_grid(np.zeros((2 + rows * 34, 2 + 2 * 34, 3), np.uint8), title, labels).shape[1::-1]
+
     with Image.open(paths[0]) as first, Image.open(paths[1]) as second:
-        assert first.size == (2 + 2 * 34, 2 + 3 * 34) and second.size == (2 + 2 * 34, 2 + 34)
+        assert first.size == captioned(3, names[:3]) and second.size == captioned(1, names[3:])
     [single] = cs.write_class_sheets(model, tmp_path, 2)
     assert single.name == "per_class.png"
 
@@ -89,8 +95,9 @@ def test_interpolation_ends_are_the_drawn_samples(model, space):
 def test_interpolation_sheets_are_written(model, tmp_path):
     paths = cs.write_interpolation_sheets(model, tmp_path, ["z", "both"], rows=3, frames=5)
     assert [p.name for p in paths] == ["interp_z.png", "interp_both.png"]
+    title = f"{cs.model_caption(model)}\ninterpolation in both: a row per path, 5 frames"
     with Image.open(paths[1]) as sheet:
-        assert sheet.size == (2 + 5 * 34, 2 + 3 * 34)
+        assert sheet.size == label_grid(np.zeros((2 + 3 * 34, 2 + 5 * 34, 3), np.uint8), title).shape[1::-1]
 
 
 def test_class_interpolation_needs_a_shared_embedding():

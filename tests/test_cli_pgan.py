@@ -13,6 +13,7 @@ from PIL import Image
 
 import ganforge
 from ganforge.cli import main
+from ganforge.viz.grid import label_grid
 
 
 @pytest.fixture
@@ -41,9 +42,12 @@ def test_train_resume_generate_from_the_command_line(tmp_path, tiny_config, caps
     assert np.array_equal(first, expected_u8)
 
     assert main(["generate", str(run), "--n", "4", "-o", str(out), "--grid"]) == 0
-    assert Image.open(out / "grid.png").size == (2 * 18 + 2, 2 * 18 + 2)  # 2x2 cells of 16 px + padding
+    captioned = label_grid(np.zeros((2 * 18 + 2, 2 * 18 + 2, 3), np.uint8), "EMA, step 20, seed 0")
+    assert Image.open(out / "grid.png").size == captioned.shape[1::-1]  # 2x2 cells of 16 px + padding, captioned
     assert main(["generate", str(run), "--n", "3", "-o", str(out), "--interpolate", "4", "--step", "16"]) == 0
-    assert Image.open(out / "interpolation.png").size == (4 * 18 + 2, 2 * 18 + 2)  # 2 paths x 4 frames
+    captioned = label_grid(np.zeros((2 * 18 + 2, 4 * 18 + 2, 3), np.uint8),
+                           "EMA, step 16, seed 0\ninterpolation: a row per path, 4 frames")
+    assert Image.open(out / "interpolation.png").size == captioned.shape[1::-1]  # 2 paths x 4 frames, captioned
 
 
 def test_info_prints_exact_parameter_counts_without_training(capsys):

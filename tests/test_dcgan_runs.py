@@ -18,6 +18,7 @@ import ganforge
 from ganforge.cli import main
 from ganforge.data.prepare import read_idx
 from ganforge.data.store import write_store
+from ganforge.viz.grid import caption_size, label_grid
 
 SHAPES = "builtin:shapes?count=256&resolution=32"
 OBJECTIVES = ("dcgan", "wgan", "wgan-gp")
@@ -88,10 +89,12 @@ def test_tiny_run_writes_grids_and_gif_and_resumes_exactly(tmp_path, family: str
     assert sorted(p.name for p in samples.glob("*.png")) == [
         "00000002-G.png", "00000002.png", "00000004-G.png", "00000004.png"]
     grid = np.asarray(Image.open(samples / "00000004.png"))
-    # 9 fixed latents: 3×3 cells of 32 px shown at 64 px, 2 px padding; MNIST grids are single-channel
-    assert grid.shape == ((200, 200, 3) if channels == 3 else (200, 200))
+    # 9 fixed latents: 3×3 cells of 32 px shown at 64 px, 2 px padding, under the caption; MNIST grids are
+    # single-channel
+    top = caption_size("EMA, step 4")[0]
+    assert grid.shape == ((top + 200, 200, 3) if channels == 3 else (top + 200, 200))
     gif = Image.open(samples / "progress.gif")
-    assert gif.n_frames == 2 and gif.size == (200, 200)
+    assert gif.n_frames == 2 and gif.size == (200, top + 200)
 
 
 @pytest.mark.slow
@@ -131,7 +134,8 @@ def test_command_line_train_resume_generate(tmp_path, capsys) -> None:
     assert "finished at step 3" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["model"]["lambda_gp"] == 10.0
     assert main(["generate", str(run), "--n", "4", "-o", str(out), "--grid"]) == 0
-    assert Image.open(out / "grid.png").size == (2 * 34 + 2, 2 * 34 + 2)  # 2×2 cells of 32 px + padding
+    captioned = label_grid(np.zeros((2 * 34 + 2, 2 * 34 + 2, 3), np.uint8), "EMA, step 3, seed 0")
+    assert Image.open(out / "grid.png").size == captioned.shape[1::-1]  # 2×2 cells of 32 px + padding, captioned
     assert main(["train", "wgan", "--run", str(run)]) == 2  # a wgan-gp run is not a wgan run
     assert "is for 'wgan-gp' but 'wgan' was asked for" in capsys.readouterr().err
 

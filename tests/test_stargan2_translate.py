@@ -16,13 +16,14 @@ from stargan2_tiny_run import DOMAINS, train_tiny_run
 
 import ganforge
 from ganforge.cli import main
-from ganforge.viz.grid import to_uint8
+from ganforge.viz.grid import caption_size, to_uint8
 from ganforge.viz.translate import (
     TranslateError,
     average_styles,
     interpolation_alphas,
     latent_grids,
     load_image_folder,
+    reference_captions,
     reference_grid,
     reference_video_frames,
     write_gif,
@@ -159,8 +160,10 @@ def test_cli_translate_writes_both_grids_and_the_video(tiny, tmp_path: Path, cap
     assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(tiny["folders"] / "val"), "-o",
                  str(out), "--video", "video.gif", "--device", "cpu"]) == 0
     assert "reference.png" in capsys.readouterr().out
-    with Image.open(out / "reference.png") as grid:
-        assert grid.size == (7 * (CELL + PAD) + PAD, 7 * (CELL + PAD) + PAD)
+    title, _ = reference_captions(f"EMA, step {ganforge.load(tiny['run']).step}", DOMAINS, torch.tensor([]))
+    with Image.open(out / "reference.png") as grid:  # under its caption, the rows labelled on the left
+        assert grid.height == caption_size(title)[0] + 7 * (CELL + PAD) + PAD
+        assert grid.width > 7 * (CELL + PAD) + PAD
     for psi in ("0.5", "0.7", "1"):
         assert (out / f"latent_psi_{psi}.png").is_file()
     with Image.open(out / "video.gif") as gif:

@@ -33,7 +33,7 @@ from ganforge.training.log import RunLogger
 from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.training.speed import compile_networks
 from ganforge.viz.animation import write_progress_gif
-from ganforge.viz.grid import save_grid
+from ganforge.viz.grid import sample_caption, save_grid
 from ganforge.viz.report import REPORT_NAME, ReportRefresher
 
 FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
@@ -412,14 +412,15 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, plan: StepPlan) -> dict[str, Path]:
         """The fixed-latent grids of this step, one per `family.sample_nets()` (an EMA generator's as STEP.png,
-        others as STEP-NET.png); returns network name → PNG written."""
+        others as STEP-NET.png), each captioned with what it shows ("EMA, step N" or "G, step N", so the GIF's
+        frames carry their step too); returns network name → PNG written."""
         inputs = {k: v.to(self.device) for k, v in self.fixed_inputs.items()}
         samples = self.run_dir / "samples"
         written = {}
         for net in self.family.sample_nets():
-            suffix = "" if net in self.family.ema_pairs else f"-{net}"
-            written[net] = samples / f"{self.step:08d}{suffix}.png"
-            save_grid(self.family.generate(inputs, net, plan), written[net])
+            ema = net in self.family.ema_pairs
+            written[net] = samples / f"{self.step:08d}{'' if ema else f'-{net}'}.png"
+            save_grid(self.family.generate(inputs, net, plan), written[net], title=sample_caption(net, ema, self.step))
         return written
 
     def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:

@@ -21,7 +21,7 @@ from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception_score import inception_score
 from ganforge.models.biggan import sample_classes, sample_latents
 from ganforge.run_loader import LoadedModel
-from ganforge.viz.grid import make_grid, save_image, to_uint8
+from ganforge.viz.grid import label_grid, make_grid, sample_caption, save_image, to_uint8
 from ganforge.viz.interpolate import slerp
 
 INTERPOLATION_SPACES = ("z", "class", "both")
@@ -36,6 +36,21 @@ def require_class_conditional(model: LoadedModel, option: str) -> None:
     if not model.family.samples_by_class:
         raise ValueError(f"{option} applies to class-conditional BigGAN runs; this run's family is "
                          f"{model.config.family!r}")
+
+
+def model_caption(model: LoadedModel, *, truncation: float | None = None, method: str = "resample") -> str:
+    """What images sampled from a loaded run show: its sampling generator (EMA or G), the step, and a truncation."""
+    net = model.family.sample_net
+    caption = sample_caption(net, net in model.family.ema_pairs, model.step)
+    return caption if truncation is None else f"{caption}, truncation {truncation:g} ({method})"
+
+
+def class_names(model: LoadedModel) -> list[str]:
+    """The run's class names from its store's first label column (BigGAN's conditioning), or "class K" for each
+    class when the store does not name them (a run whose data is not at hand)."""
+    columns = model.family.dataset.label_columns
+    names = [str(name) for name in columns[0][1]] if columns else []
+    return names if len(names) == model.family.n_classes else [f"class {k}" for k in range(model.family.n_classes)]
 
 
 def parse_truncations(text: str) -> list[float | None]:
@@ -83,14 +98,15 @@ def write_class_sheets(model: LoadedModel, out: Path, columns: int, *, rows_per_
                        truncation: float | None = None, method: str = "resample") -> list[Path]:
     """`per_class.png`, or `per_class-000.png`, … with `rows_per_sheet` classes each when there are more."""
     require_class_conditional(model, "--per-class")
-    n_classes = model.family.n_classes
+    n_classes, names = model.family.n_classes, class_names(model)
+    title = f"{model_caption(model, truncation=truncation, method=method)}\nrows: classes; columns: one z each"
     sheets = math.ceil(n_classes / rows_per_sheet)
     paths = []
     for index in range(sheets):
         classes = range(index * rows_per_sheet, min(n_classes, (index + 1) * rows_per_sheet))
         images = class_sheet(model, columns, classes, seed=seed, truncation=truncation, method=method)
         path = out / ("per_class.png" if sheets == 1 else f"per_class-{index:03d}.png")
-        save_image(make_grid(to_uint8(images), columns=columns), path)
+        save_image(label_grid(make_grid(to_uint8(images), columns=columns), title, [names[k] for k in classes]), path)
         paths.append(path)
     return paths
 
@@ -131,10 +147,12 @@ def write_interpolation_sheets(model: LoadedModel, out: Path, spaces: Iterable[s
                                method: str = "resample") -> list[Path]:
     """`interp_z.png`, `interp_class.png`, `interp_both.png`: a row per path, a column per frame."""
     paths = []
+    caption = model_caption(model, truncation=truncation, method=method)
     for space in spaces:
         images = interpolation_sheet(model, space, rows, frames, seed=seed, truncation=truncation, method=method)
         path = out / f"interp_{space}.png"
-        save_image(make_grid(to_uint8(images), columns=frames), path)
+        title = f"{caption}\ninterpolation in {space}: a row per path, {frames} frames"
+        save_image(label_grid(make_grid(to_uint8(images), columns=frames), title), path)
         paths.append(path)
     return paths
 

@@ -11,7 +11,7 @@ import torch
 
 from ganforge.run_loader import LoadedModel
 from ganforge.viz import class_sampling as cs
-from ganforge.viz.grid import make_grid, save_grid, save_image, to_uint8
+from ganforge.viz.grid import label_grid, make_grid, save_grid, save_image, to_uint8
 from ganforge.viz.interpolate import interpolation_path
 
 
@@ -71,14 +71,17 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     if request.truncation is not None:
         inputs["z"] = cs.draw_latents(model, request.n, torch.Generator().manual_seed(request.seed),
                                       truncation=request.truncation, method=request.truncation_method)
+    caption = f"{cs.model_caption(model, truncation=request.truncation, method=request.truncation_method)}, " \
+              f"seed {request.seed}"
     if request.interpolate:
         path = interpolation_path(inputs["z"], request.interpolate)
         frames = torch.cat([model.generate({"z": chunk}) for chunk in path.split(64)])
-        save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0)
+        save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0,
+                  title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames")
         return Generated([request.out / "interpolation.png"])
     images = torch.cat([model.generate({k: v[i:i + 64] for k, v in inputs.items()}) for i in range(0, request.n, 64)])
     if request.grid:
-        save_image(make_grid(to_uint8(images)), request.out / "grid.png")
+        save_image(label_grid(make_grid(to_uint8(images)), caption), request.out / "grid.png")
         return Generated([request.out / "grid.png"])
     written = []
     for index, image in enumerate(to_uint8(images)):

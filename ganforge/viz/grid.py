@@ -1,13 +1,23 @@
-"""Sample grids as PNG files, without matplotlib or torchvision."""
+"""Sample grids as PNG files, without matplotlib or torchvision, and the captions that say what a grid shows.
+
+A caption is drawn with PIL's built-in bitmap font (no font files) into strips added above the grid (a title) and
+to its left (one label per grid row); the grid's own pixels are copied unchanged, never painted over.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+CAPTION_BACKGROUND = 255  # white strips, black text, whatever the grid's channel count
+CAPTION_INK = 0
+CAPTION_MARGIN = 3  # pixels around the text
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -41,5 +51,71 @@ def save_image(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
 
 
-def save_grid(images: torch.Tensor, path: Path, columns: int | None = None, min_cell: int = 64) -> None:
-    save_image(make_grid(to_uint8(images), columns=columns, min_cell=min_cell), path)
+def save_grid(images: torch.Tensor, path: Path, columns: int | None = None, min_cell: int = 64,
+              title: str | None = None) -> None:
+    """Images in [-1, 1] → a grid PNG, under a caption strip holding `title` when one is given."""
+    grid = make_grid(to_uint8(images), columns=columns, min_cell=min_cell)
+    save_image(grid if title is None else label_grid(grid, title), path)
+
+
+@cache
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default_imagefont()  # PIL's bitmap font: latin-1, 11 px high
+
+
+def _printable(text: str) -> str:
+    """The bitmap font covers latin-1 only: other characters (a class named in another script) become '?'."""
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def line_height() -> int:
+    """Height of one caption line (the font's tallest glyphs plus a pixel of spacing)."""
+    return _font().getbbox("Mgy")[3] + 1
+
+
+def text_width(text: str) -> int:
+    return max((int(_font().getbbox(_printable(line))[2]) for line in text.split("\n")), default=0)
+
+
+def _text_strip(height: int, width: int, lines: Sequence[tuple[int, str]]) -> np.ndarray:
+    """An H×W uint8 strip of background with each (top, text) line drawn at the left margin."""
+    strip = Image.new("L", (max(width, 1), max(height, 1)), CAPTION_BACKGROUND)
+    draw = ImageDraw.Draw(strip)
+    for top, text in lines:
+        draw.text((CAPTION_MARGIN, top), _printable(text), fill=CAPTION_INK, font=_font())
+    return np.asarray(strip)[:height, :width]
+
+
+def caption_size(title: str, row_labels: Sequence[str] | None = None) -> tuple[int, int]:
+    """(top, left): the caption strip's height above the grid and the row-label strip's width beside it."""
+    top = len(title.split("\n")) * line_height() + 2 * CAPTION_MARGIN
+    left = max(map(text_width, row_labels)) + 2 * CAPTION_MARGIN if row_labels else 0
+    return top, left
+
+
+def label_grid(grid: np.ndarray, title: str, row_labels: Sequence[str] | None = None, padding: int = 2) -> np.ndarray:
+    """An HWC uint8 grid (as `make_grid` made it, with `padding`) under a strip holding `title` (lines split at
+    newlines), with `row_labels` (one per grid row, centred on it) in a strip to its left. The canvas is widened
+    when the title is wider than the grid; the grid's pixels are copied unchanged."""
+    height, width, channels = grid.shape
+    top, left = caption_size(title, row_labels)
+    canvas_width = max(left + width, text_width(title) + 2 * CAPTION_MARGIN)
+    canvas = np.full((top + height, canvas_width, channels), CAPTION_BACKGROUND, dtype=np.uint8)
+    lines = [(CAPTION_MARGIN + i * line_height(), line) for i, line in enumerate(title.split("\n"))]
+    canvas[:top] = _text_strip(top, canvas_width, lines)[..., None]
+    if row_labels:
+        rows = len(row_labels)
+        cell = (height - padding) // rows - padding
+        if cell < 1 or rows * (cell + padding) + padding != height:
+            raise ValueError(f"{rows} row labels for a grid {height} px high (padding {padding}): the rows do not "
+                             "divide it")
+        centred = [(padding + r * (cell + padding) + (cell - line_height()) // 2, label)
+                   for r, label in enumerate(row_labels)]
+        canvas[top:, :left] = _text_strip(height, left, centred)[..., None]
+    canvas[top:, left:left + width] = grid
+    return canvas
+
+
+def sample_caption(net: str, ema: bool, step: int) -> str:
+    """What a grid of generator `net` shows: "EMA, step 1200" for an EMA copy, "G, step 1200" for the raw one."""
+    return f"{'EMA' if ema else net}, step {step}"

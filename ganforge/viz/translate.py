@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
-from ganforge.viz.grid import make_grid, save_image, to_uint8
+from ganforge.viz.grid import label_grid, make_grid, sample_caption, save_image, to_uint8
 
 Masks = tuple[torch.Tensor, torch.Tensor] | None  # (coarse, fine) face masks of the sources, for w_hpf > 0
 
@@ -95,6 +95,18 @@ def reference_grid(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, 
         out = G(x_src, style.expand(len(x_src), -1), masks).clamp(-1, 1)
         rows.append(torch.cat([reference[None], out]))
     return make_grid(to_uint8(torch.cat(rows)), columns=len(x_src) + 1)
+
+
+def reference_captions(caption: str, domains: list[str], y_ref: torch.Tensor) -> tuple[str, list[str]]:
+    """Title and row labels of `reference_grid`: the sources' row, then each reference's row by its domain."""
+    title = f"reference-guided, {caption}\ntop: sources; each row: a reference, then the sources in its style"
+    return title, ["source", *(f"ref: {domains[int(k)]}" for k in y_ref)]
+
+
+def latent_captions(caption: str, domains: list[str], psi: float, num_z: int) -> tuple[str, list[str]]:
+    """Title and row labels of a `latent_grids` grid: the sources' row, then `num_z` rows per target domain."""
+    title = f"latent-guided, psi {psi:g}, {caption}\ntop: sources; then {num_z} random styles per target domain"
+    return title, ["source", *(f"to {domain}" for domain in domains for _ in range(num_z))]
 
 
 @torch.no_grad()
@@ -288,13 +300,15 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "reference.png"]
-    save_image(reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, masks), written[0])
+    caption = sample_caption("G_ema", True, model.step)
+    save_image(label_grid(reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, masks),
+                          *reference_captions(caption, domains, y_ref)), written[0])
     generator = torch.Generator().manual_seed(seed)
     grids = latent_grids(nets["G_ema"], nets["F_ema"], x_src, len(domains), model.config.model.latent_dim,
                          generator, psis, num_z, masks)
     for psi, grid in grids.items():
         written.append(out / f"latent_psi_{psi:g}.png")
-        save_image(grid, written[-1])
+        save_image(label_grid(grid, *latent_captions(caption, domains, psi, num_z)), written[-1])
     if video is not None:
         target = Path(video) if Path(video).parent != Path(".") else out / video
         write_video(reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, masks=masks), target)

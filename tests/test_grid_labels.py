@@ -1,0 +1,143 @@
+"""Every grid says what it shows: a caption strip above (EMA or G, the step, seed or truncation) and row labels
+beside (class names, source / reference domains), drawn with PIL's bitmap font outside the grid, whose pixels stay
+exactly those of the unlabelled grid."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from reliability_runs import tiny_run
+
+from ganforge.api import LoadedModel, build_family
+from ganforge.families import resolve_run_config
+from ganforge.training.engine import Trainer
+from ganforge.viz import class_sampling as cs
+from ganforge.viz.generate import GenerateRequest, write_generated
+from ganforge.viz.grid import (
+    CAPTION_BACKGROUND,
+    caption_size,
+    label_grid,
+    line_height,
+    make_grid,
+    sample_caption,
+    text_width,
+    to_uint8,
+)
+from ganforge.viz.translate import latent_captions, reference_captions
+
+SHAPES = "builtin:shapes?count=64&resolution=32"
+
+
+def _random_grid(count: int, size: int, channels: int, columns: int) -> np.ndarray:
+    images = np.random.default_rng(0).integers(0, 256, (count, size, size, channels), dtype=np.uint8)
+    return make_grid(images, columns=columns)
+
+
+def _ink(strip: np.ndarray) -> int:
+    return int((strip != CAPTION_BACKGROUND).any(axis=-1).sum())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_caption_strips_surround_the_grid_and_leave_its_pixels_unchanged(channels):
+    grid = _random_grid(6, 16, channels, columns=3)  # 2 rows of 16 px cells: 38 × 56 px
+    labelled = label_grid(grid, "EMA, step 1200\nrows: classes", ["circle", "a much longer name"])
+    top, left = caption_size("EMA, step 1200\nrows: classes", ["circle", "a much longer name"])
+    assert top == 2 * line_height() + 6 and line_height() == 12  # two 11 px lines, 1 px apart, 3 px margins
+    assert left > 6 * 18  # the longest label (18 characters of 6 px) and its margins
+    assert labelled.shape == (top + 38, left + 56, channels) and labelled.dtype == np.uint8
+    assert np.array_equal(labelled[top:, left:], grid)  # the grid, pixel for pixel
+    assert _ink(labelled[:line_height() + 3]) > 20 and _ink(labelled[line_height() + 3:top]) > 20  # both lines
+    row_strip = labelled[top:, :left]
+    assert _ink(row_strip[2:18]) > 20 and _ink(row_strip[20:36]) > 20  # a label beside each row of cells
+    assert _ink(row_strip[:2]) == _ink(row_strip[18:20]) == 0  # centred on their rows
+    assert np.array_equal(label_grid(grid, "G, step 3")[caption_size("G, step 3")[0]:, :56], grid)  # no row strip
+
+
+def test_a_title_wider_than_the_grid_widens_the_canvas_with_background():
+    grid = _random_grid(1, 8, 3, columns=1)  # 12 × 12 px
+    labelled = label_grid(grid, "EMA, step 123456")
+    top = caption_size("EMA, step 123456")[0]
+    assert labelled.shape[1] == 6 * 16 + 6 and np.array_equal(labelled[top:, :12], grid)
+    assert (labelled[top:, 12:] == CAPTION_BACKGROUND).all()
+
+
+def test_row_labels_must_match_the_grid_rows():
+    with pytest.raises(ValueError, match="5 row labels for a grid 38 px high"):
+        label_grid(_random_grid(6, 16, 3, columns=3), "x", ["a", "b", "c", "d", "e"])
+
+
+def test_caption_texts():
+    assert sample_caption("G_ema", True, 1200) == "EMA, step 1200"
+    assert sample_caption("G", False, 8) == "G, step 8"
+    domains = ["cat", "dog", "wild"]
+    assert reference_captions("EMA, step 5", domains, torch.tensor([2, 0])) == (
+        "reference-guided, EMA, step 5\ntop: sources; each row: a reference, then the sources in its style",
+        ["source", "ref: wild", "ref: cat"])
+    title, rows = latent_captions("EMA, step 5", domains, 0.7, 2)
+    assert title == "latent-guided, psi 0.7, EMA, step 5\ntop: sources; then 2 random styles per target domain"
+    assert rows == ["source", "to cat", "to cat", "to dog", "to dog", "to wild", "to wild"]
+
+
+@pytest.fixture(scope="module")
+def biggan() -> LoadedModel:
+    """An untrained tiny BigGAN on the shapes, whose first label column names the classes."""
+    torch.manual_seed(0)
+    config = resolve_run_config(None, {"family": "biggan", "data": SHAPES, "model": {
+        "g_ch": 4, "d_ch": 4, "latent_dim": 16, "shared_dim": 8, "g_attention": [], "d_attention": [],
+        "batch_size": 4, "steps": 4, "ema_start": 1, "ema_decay": 0.9}})
+    family = build_family(config, torch.device("cpu"))
+    for net in family.nets.values():
+        net.eval().requires_grad_(False)
+    return LoadedModel(family=family, config=config, step=7, plan=family.plan(0))
+
+
+def test_class_sheets_name_their_rows_by_the_stores_classes(biggan, tmp_path):
+    assert cs.class_names(biggan) == ["circle", "square", "triangle", "ring"]
+    assert cs.model_caption(biggan) == "EMA, step 7"
+    assert cs.model_caption(biggan, truncation=0.5, method="scale") == "EMA, step 7, truncation 0.5 (scale)"
+    [first, second] = cs.write_class_sheets(biggan, tmp_path, 2, rows_per_sheet=3, truncation=0.5)
+    title = "EMA, step 7, truncation 0.5 (resample)\nrows: classes; columns: one z each"
+    raw = make_grid(to_uint8(cs.class_sheet(biggan, 2, range(3), truncation=0.5)), columns=2)
+    assert np.array_equal(np.asarray(Image.open(first)), label_grid(raw, title, ["circle", "square", "triangle"]))
+    ring = np.asarray(Image.open(second))  # one row under the same title, which is wider than the grid
+    top, left = caption_size(title, ["ring"])
+    assert ring.shape[:2] == (top + 2 + 34, text_width(title) + 6)
+    raw = make_grid(to_uint8(cs.class_sheet(biggan, 2, [3], truncation=0.5)), columns=2)
+    assert np.array_equal(ring[top:, left:left + 2 + 2 * 34], raw)
+
+
+def test_class_names_fall_back_to_numbers_without_named_classes(biggan):
+    placeholder = copy.copy(biggan.family)
+    placeholder.dataset = copy.copy(biggan.family.dataset)
+    placeholder.dataset.label_columns = []
+    assert cs.class_names(LoadedModel(family=placeholder, config=biggan.config, step=0, plan=biggan.plan)) == [
+        "class 0", "class 1", "class 2", "class 3"]
+
+
+def test_training_grids_and_gif_frames_carry_net_and_step(tmp_path):
+    config = tiny_run("wgan-gp", sample_every=2)
+    config["model"]["steps"] = 2
+    trainer = Trainer(resolve_run_config(None, json.loads(json.dumps(config))), tmp_path / "run")
+    trainer.train()
+    samples = tmp_path / "run" / "samples"
+    inputs = trainer.fixed_inputs
+    for net, name, title in (("G_ema", "00000002.png", "EMA, step 2"), ("G", "00000002-G.png", "G, step 2")):
+        raw = make_grid(to_uint8(trainer.family.generate(inputs, net, trainer.family.plan(1))), min_cell=64)
+        assert np.array_equal(np.asarray(Image.open(samples / name)), label_grid(raw, title)), name
+    with Image.open(samples / "progress.gif") as gif:
+        frame = np.asarray(gif.convert("L"))
+    assert _ink(frame[:caption_size("EMA, step 2")[0], :, None]) > 20  # the frame's caption strip has text
+
+
+def test_generate_grids_are_captioned_and_single_images_are_not(biggan, tmp_path):
+    [grid] = write_generated(biggan, GenerateRequest(out=tmp_path, n=4, seed=3, grid=True)).files
+    images = biggan.generate(biggan.latents(4, 3))
+    expected = label_grid(make_grid(to_uint8(images)), "EMA, step 7, seed 3")
+    assert np.array_equal(np.asarray(Image.open(grid)), expected)
+    files = write_generated(biggan, GenerateRequest(out=tmp_path / "single", n=2, seed=3)).files
+    assert np.array_equal(np.asarray(Image.open(files[0])), to_uint8(images[:1])[0])  # a sample, not a grid
