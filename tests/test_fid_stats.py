@@ -171,6 +171,12 @@ def test_stats_and_evaluate_real_stats_end_to_end(standin_weights, tmp_path, cap
                  *weights]) == 0
     from_images = capsys.readouterr().out.strip()
     assert float(from_stats.split()[1]) == pytest.approx(float(from_images.split()[1]), rel=1e-6)
+    foreign = tmp_path / "foreign.npz"  # the same statistics as pytorch-fid writes them: mu and sigma only
+    np.savez(foreign, mu=read_stats(out).mean, sigma=read_stats(out).cov)
+    assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(foreign), "--fid-mode", "clean", *weights]) == 0
+    fid_line, note = capsys.readouterr().out.strip().splitlines()
+    assert fid_line == from_stats
+    assert note == f"note: {foreign} does not say its FID mode (a file from elsewhere); it is compared as clean"
 
     # the file says clean: a legacy-tf evaluation (the default) is refused before any image is read
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(out), *weights]) == 2

@@ -264,6 +264,9 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         check_real_stats_metrics(check_metrics(metrics))
         stats = read_stats(real_stats, fid_mode)
     metrics, warning = computable_metrics(metrics, inception_weights)
+    if stats is not None and stats.fid_mode is None:
+        warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
+                                                   f"elsewhere); it is compared as {fid_mode}"]))
     fake = Path(fake)
     model = load_run(fake, step=step) if (fake / "config.json").is_file() else None
     if model is not None:
