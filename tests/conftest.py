@@ -27,3 +27,17 @@ def shared_path(*parts: str) -> Path:
 def shared() -> type:
     """Gives tests `shared("fixtures", "metrics")`-style access with a clear skip when absent."""
     return shared_path
+
+
+def write_inception_standin(path: Path) -> Path:
+    """The seeded stand-in for the FID Inception weights (../shared/fixtures/inception/recipe.py: the real file's
+    layout, random values) saved at `path`, for tests that must get past the weights lookup; skips when absent."""
+    import importlib.util
+    import json
+
+    recipe = shared_path("fixtures", "inception", "recipe.py")
+    spec = importlib.util.spec_from_file_location("inception_recipe", recipe)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.standin_state_dict(json.loads((recipe.parent / "layout.json").read_text())), path)
+    return path
