@@ -237,6 +237,10 @@ RULES: list[Rule] = [
          expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
     Rule(r"ganforge import biggan-pytorch weights/BigGAN_I128_hdf5_seed0_\.\.\. -o runs/i128 --data data/imagenet128",
          expect=_run_written),
+    Rule(r"ganforge stats data/celeba_cropped -o celeba128_stats\.npz", add=("--n", "16"),
+         expect=_all(_printed(r"wrote celeba128_stats\.npz: .* of 16 images"), _files(".", "celeba128_stats.npz", 1))),
+    Rule(r"ganforge evaluate --fake runs/celeba --real-stats celeba128_stats\.npz", add=("--n", "16"),
+         expect=_printed(r"FID +\d+\.\d+ +\(legacy-tf\)")),
     # 2 CPU processes (gloo) stand for 8 GPUs; torchrun is run as `python -m torch.distributed.run`
     Rule(r"torchrun --nproc_per_node 8 -m ganforge\.cli train pgan -c configs/pgan_celeba128\.yaml",
          options={"--nproc_per_node": "2"}, add=PGAN_128_TINY + ("--set", "sample_every=2", "--until", "2"),

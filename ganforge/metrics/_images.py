@@ -24,7 +24,8 @@ class ImageSetError(ValueError):
 def to_uint8_images(batch: ImageBatch, *, name: str = "images") -> torch.Tensor:
     """One batch as a CPU uint8 tensor N x 3 x H x W; floats are quantised like the official PGGAN code."""
     if isinstance(batch, np.ndarray):
-        batch = torch.from_numpy(np.ascontiguousarray(batch))
+        # read-only arrays (memory-mapped stores, np.load) are copied: torch cannot wrap them without a warning
+        batch = torch.from_numpy(np.require(batch, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
     if not isinstance(batch, torch.Tensor):
         raise ImageSetError(f"{name}: expected a numpy array or torch tensor batch, got {type(batch).__name__}")
     if batch.ndim != 4 or batch.shape[1] not in (1, 3):
