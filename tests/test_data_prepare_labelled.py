@@ -122,6 +122,16 @@ def test_download_offline_and_online(tmp_path, cifar_files, monkeypatch, capsys)
     with pytest.raises(PrepareError, match="delete it and download it again"):
         download_cifar10(target)
 
+    # an extracted release already there: --download fetches nothing (offline stays offline) and prepares from it
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    extracted = tmp_path / "extracted"
+    (extracted / "cifar-10-batches-bin").mkdir(parents=True)
+    for name, (data, _, _) in cifar_files.items():
+        (extracted / "cifar-10-batches-bin" / name).write_bytes(data)
+    assert download_cifar10(extracted) == extracted
+    assert main(["prepare", "cifar10", str(extracted), "-o", str(tmp_path / "from_folder"), "--download"]) == 0
+    assert not (extracted / "cifar-10-binary.tar.gz").exists()
+
 
 # --- HDF5 ---------------------------------------------------------------------------------------------------
 

@@ -227,8 +227,8 @@ RULES: list[Rule] = [
     Rule(r"ganforge import stargan2 100000_nets_ema\.ckpt", skip="the one official StarGAN v2 fixture "
          "(../shared/fixtures/official/stargan_v2) has 3 domains at 128 px and the README's data/celeba_domains has 2; "
          "the importer runs on that fixture in tests/test_cli_import.py"),
-    # offline here: --download would fetch (and md5-check) the 170 MB tarball; a tiny extracted release stands for it
-    Rule(r"ganforge prepare cifar10 \.\./cifar -o data/cifar10", drop=("--download",),
+    # a tiny extracted release stands for the 170 MB tarball; with it in place --download fetches nothing
+    Rule(r"ganforge prepare cifar10 \.\./cifar -o data/cifar10",
          expect=_store("data/cifar10", 20, 32)),
     Rule(r"ganforge train biggan -c configs/biggan_cifar10\.yaml --data data/cifar10", add=BIGGAN_TINY,
          expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
@@ -345,6 +345,7 @@ def _tiny_cifar10(zip_path: Path, folder: Path, per_batch: int = 4) -> None:
     for batch in range(5):
         chunk = records[batch * per_batch : (batch + 1) * per_batch]
         (folder / f"data_batch_{batch + 1}.bin").write_bytes(b"".join(chunk))
+    (folder / "test_batch.bin").write_bytes(b"".join(records[:per_batch]))
 
 
 def _image_folders(images: list[Path], root: Path, layout: dict[str, int]) -> None:

@@ -46,8 +46,13 @@ def _missing_cifar10_message(directory: Path, why: str) -> str:
 
 
 def download_cifar10(directory: Path) -> Path:
-    """Fetch the binary CIFAR-10 tarball into `directory` (unless there) and verify its md5; returns the file."""
+    """Fetch the binary CIFAR-10 tarball into `directory` (unless there) and verify its md5; returns the file, or the
+    directory itself when it already holds the extracted batches (nothing to fetch: works offline)."""
     directory = Path(directory)
+    every_batch = [name for names in CIFAR10_SPLITS.values() for name in names]
+    for folder in (directory, directory / CIFAR10_FOLDER):
+        if all((folder / name).is_file() for name in every_batch):
+            return directory
     directory.mkdir(parents=True, exist_ok=True)
     archive = directory / CIFAR10_ARCHIVE
     if not archive.is_file():
