@@ -28,6 +28,7 @@ from ganforge.viz.run_data import (
     curve_keys,
     elapsed_seconds,
     kimg_at_steps,
+    metric_keys,
     phase_of,
     read_run,
     smooth,
@@ -318,3 +319,14 @@ def test_a_terminal_still_gets_the_progress_bar(tmp_path):
     logger.log({"step": 1, "kimg": 0.004, "loss_D": 1.0, "img_per_s": 8.0})
     logger.close()
     assert "\r" in stream.getvalue() and "step 1/10" not in stream.getvalue()
+
+
+def test_metric_values_are_the_numbers_and_the_fid_mode_is_shown_beside_them():
+    records = [{"step": 10, "kimg": 0.5, "n": 64, "fid": 41.5, "kid": 0.02, "fid_mode": "clean", "source": "evaluate"},
+               {"step": 20, "kimg": 1.0, "n": 64, "swd_avg": 30.0, "swd_32": float("nan")}]
+    assert metric_keys(records) == ["fid", "kid", "swd_avg"]
+    run = types.SimpleNamespace(metric_points=lambda: records)
+    table = report._metrics_table(run)
+    header = re.findall(r"<th>(.*?)</th>", table)
+    assert header == ["step", "kimg", "fid", "kid", "swd_avg", "fid_mode", "source"]
+    assert "<td>clean</td>" in table and "<td>evaluate</td>" in table

@@ -16,6 +16,7 @@ import numpy as np
 from ganforge.viz.run_data import (
     curve_keys,
     elapsed_seconds,
+    metric_keys,
     phase_of,
     series,
     smooth,
@@ -168,8 +169,7 @@ def metric_groups(keys: list[str]) -> dict[str, list[str]]:
 
 def metrics_figure(runs: Runs) -> str | None:
     """One panel per metric; the `best_metric` curve marks the steps best.json keeps (★, numbered by rank)."""
-    keys = [k for k in dict.fromkeys(k for _, run in runs for r in run.metrics for k in r)
-            if k not in ("step", "kimg", "n", "source")]
+    keys = metric_keys([r for _, run in runs for r in run.metrics])
     groups = metric_groups(keys)
     if not groups:
         return None

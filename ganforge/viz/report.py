@@ -29,6 +29,7 @@ from ganforge.viz.run_data import (
     align_by_kimg,
     elapsed_seconds,
     finite,
+    metric_keys,
     read_run,
     series,
     thin,
@@ -273,10 +274,11 @@ def _metrics_table(run: RunData) -> str:
     points = run.metric_points()
     if not points:
         return ""
-    keys = [k for k in dict.fromkeys(k for r in points for k in r) if k not in ("step", "kimg", "n", "source")]
-    rows = [[str(r["step"]), _number(r.get("kimg")), *(_number(r.get(k)) for k in keys), _esc(r.get("source", ""))]
-            for r in points]
-    return f"<details><summary>metric values</summary>{_table(['step', 'kimg', *keys, 'source'], rows)}</details>"
+    keys = metric_keys(points)
+    notes = [k for k in ("fid_mode", "source") if any(k in r for r in points)]  # how each value was computed
+    rows = [[str(r["step"]), _number(r.get("kimg")), *(_number(r.get(k)) for k in keys),
+             *(_esc(str(r.get(k, ""))) for k in notes)] for r in points]
+    return f"<details><summary>metric values</summary>{_table(['step', 'kimg', *keys, *notes], rows)}</details>"
 
 
 def _page(title: str, body: str) -> str:
@@ -335,8 +337,7 @@ def last_common_point(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple
 
 def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
     """Per run: last step and kimg, then each metric's last value and its value at the last common kimg."""
-    keys = [k for k in dict.fromkeys(k for run in runs for r in run.metrics for k in r)
-            if k not in ("step", "kimg", "n", "source")]
+    keys = metric_keys([r for run in runs for r in run.metrics])
     header, columns = ["run", "step", "kimg"], []
     for key in keys:
         curves = {run.label: series(run.metric_points(), key) for run in runs}

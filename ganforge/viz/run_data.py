@@ -68,6 +68,20 @@ def curve_keys(records: list[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
+METRIC_RECORD_KEYS = ("step", "kimg", "n")  # what a metrics.jsonl record holds besides metric values
+
+
+def metric_keys(records: list[dict[str, Any]]) -> list[str]:
+    """Metric values of metrics.jsonl records (numbers only: `source` and `fid_mode` say how, they are no values),
+    in first-seen order."""
+    keys: dict[str, None] = {}
+    for record in records:
+        for key, value in record.items():
+            if key not in METRIC_RECORD_KEYS and finite(value):
+                keys.setdefault(key, None)
+    return list(keys)
+
+
 def phase_of(key: str) -> str:
     """Which network's update a logged term belongs to, from its name (loss_D, D_ref_real → D; G_lat_sty → G)."""
     tokens = key.split("_")
