@@ -81,6 +81,9 @@ def test_train_final_swd_prints_the_swd_beside_the_cached_floor(tmp_path, monkey
     cached = list((tmp_path / "cache" / "stats").glob("swd-floor-*.json"))
     assert len(cached) == 1
     floor = json.loads(cached[0].read_text())["floor"]
-    assert lines[-2] == run_metrics.swd_versus_floor(swd, floor)
-    assert lines[-2].startswith(f"SWD x1e3 16px {swd['swd'][0]:.1f} avg {swd['avg']:.1f} (real-vs-real floor ")
-    assert lines[-1] == (f"  floor: the same real images against {SPEC}&seed=1 (cached in {cached[0]})")
+    assert lines[-3] == run_metrics.swd_versus_floor(swd, floor)
+    assert lines[-3].startswith(f"SWD x1e3 16px {swd['swd'][0]:.1f} avg {swd['avg']:.1f} (real-vs-real floor ")
+    assert lines[-2] == (f"  floor: the same real images against {SPEC}&seed=1 (cached in {cached[0]})")
+    # the main job ends on the report's path, and the report holds the final SWD just printed
+    assert lines[-1] == f"report: {run / 'report.html'} (open it in a browser)"
+    assert f"<td>{swd['avg']:.4g}</td>" in (run / "report.html").read_text()
