@@ -47,7 +47,7 @@ def stopped_run(tmp_path, capsys) -> Path:
     assert train(run, "--data", SHAPES, *TINY, "--set", "model.steps=3", "--until", "1") == 0
     out = capsys.readouterr().out
     assert out.splitlines() == [f"stopped at step 1 (--until); run the same command without --until to continue "
-                                f"(checkpoint in {run})"]
+                                f"(checkpoint in {run})", f"report: {run / 'report.html'} (open it in a browser)"]
     return run
 
 
@@ -57,7 +57,7 @@ def test_resume_says_where_it_resumes_and_a_finished_run_how_to_lengthen_it(stop
     assert train(stopped_run) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"resuming from step 1 (of 3) in {stopped_run}"
-    assert out[-1].startswith("finished at step 3: ") and "interrupted" not in "".join(out)
+    assert out[-2].startswith("finished at step 3: ") and "interrupted" not in "".join(out)
     before = snapshot(stopped_run)
     assert train(stopped_run) == 0
     assert capsys.readouterr().out.splitlines() == [
