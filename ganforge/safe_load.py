@@ -7,6 +7,7 @@ not be followed here, documentation links); users get the one line that says wha
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -37,7 +38,10 @@ def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = V
     try:
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    # corrupt bytes can fail anywhere inside torch's unpickler (e.g. IndexError on a truncated opcode stack): every
+    # such failure means "not a file we can read", never a crash
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError,
+            KeyError, TypeError, AttributeError, struct.error) as err:
         raise error(f"{path}: refused to load as {what} ({refusal_reason(err)}); only tensors and plain "
                     "containers are read, nothing in the file is executed") from err
 

@@ -198,3 +198,23 @@ def test_families_with_a_step_count_train_on_when_steps_grow(tmp_path, family):
     assert ganforge.train(longer, tmp_path / "run").step == longer["model"]["steps"]
     with pytest.raises(ConfigError, match="different config"):
         ganforge.train(short, tmp_path / "run")  # shorter than what is already trained
+
+
+def test_a_record_whose_dataset_is_not_a_mapping_is_refused_by_name(tmp_path):
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run, until=1)
+    record = run / "checkpoints" / "00000001.json"
+    meta = json.loads(record.read_text())
+    record.write_text(json.dumps({**meta, "dataset": ["not", "a", "manifest"]}))
+    with pytest.raises(ckpt.CheckpointError, match=r"00000001.json: checkpoint record lacks valid dataset"):
+        ckpt.resolve_checkpoint(record, None)
+
+
+@pytest.mark.parametrize("blob", [b"\x80\x02]q\x00(K\x01\x86.", b"\x80\x02\x86.", b"\x80\x02}q\x00(X\x01\x00\x00\x00a"])
+def test_any_corrupt_pickle_is_a_one_line_refusal(tmp_path, blob):
+    from ganforge.safe_load import load_weights_only
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(blob)
+    with pytest.raises(ValueError, match=r"weights.pth: refused to load as test weights \(.*\); only tensors"):
+        load_weights_only(path, what="test weights")

@@ -164,12 +164,13 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(Trainer, "train_step", step_with_ctrl_c)
     run = tmp_path / "run"
+    handler_before = signal.getsignal(signal.SIGINT)  # Python's default_int_handler; SIG_IGN in a background job
     assert train(run, "--data", SHAPES, *TINY, "--set", "model.steps=4", "--set", "checkpoint_every=100") == 130
     checkpoint = ckpt.checkpoint_dir(run) / "00000002.json"
     assert capsys.readouterr().out.splitlines() == [
         f"interrupted at step 2 of 4 (SIGINT): checkpoint {checkpoint}; run the same command to resume"]
     assert ckpt.checkpoint_steps(run) == [2]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the engine put Python's handler back
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the engine put the previous handler back
 
 
 # --- the dataset path ----------------------------------------------------------------------------------------------

@@ -116,7 +116,8 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a ganforge checkpoint record (format {meta.get('format')!r})"
                               if isinstance(meta, dict) else f"{json_path}: not a ganforge checkpoint record")
-    missing = [key for key, kind in (("step", int), ("tensors_file", str), ("sha256", str), ("config", dict))
+    missing = [key for key, kind in (("step", int), ("tensors_file", str), ("sha256", str), ("config", dict),
+                                     ("dataset", dict))
                if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
     if missing:
         raise CheckpointError(f"{json_path}: checkpoint record lacks valid {', '.join(missing)}")
