@@ -116,9 +116,9 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a ganforge checkpoint record (format {meta.get('format')!r})"
                               if isinstance(meta, dict) else f"{json_path}: not a ganforge checkpoint record")
-    missing = [key for key, kind in (("step", int), ("tensors_file", str), ("sha256", str), ("config", dict),
-                                     ("dataset", dict))
+    missing = [key for key, kind in (("step", int), ("tensors_file", str), ("sha256", str), ("config", dict))
                if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
+    missing += [key for key in ("dataset",) if key in meta and not isinstance(meta[key], dict)]  # the data's shape
     if missing:
         raise CheckpointError(f"{json_path}: checkpoint record lacks valid {', '.join(missing)}")
     if Path(meta["tensors_file"]).name != meta["tensors_file"]:
