@@ -4,9 +4,13 @@
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/c.json  # tiny sizes, < 1 min (run by the tests)
 
 Every case runs in its own try/except and lands in the JSON with a status (ok, failed with the error, or skipped
-with the reason); nothing is left out silently. FLOPs are counted once per case over one eager fp32 training step
-(torch.utils.flop_counter), so TFLOP/s = FLOPs per step / seconds per step; MFU divides by the device's dense peak
-(bf16 for bf16 runs, TF32 for fp32 runs, as the engine allows TF32 on CUDA).
+with the reason); nothing is left out silently. The JSON is rewritten after every case, so a run stopped from outside
+keeps what it measured. Eager cases run first and compiled ones last, under `--budget-s`: a compiled case that would
+start after the budget is recorded as skipped for that reason, and `--case-limit-s` fails a case that hangs.
+FLOPs are counted once per case over one eager fp32 training step with torch's per-operator formulas (a dispatch
+mode, so gradient-penalty steps count too), so TFLOP/s = FLOPs per step / seconds per step; MFU divides by the
+device's dense peak (bf16 for bf16 runs, TF32 for fp32 and compiled runs, as the engine allows TF32 on CUDA).
+On CUDA each timed case also runs one step under torch's sync debug mode and records its host synchronisations.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ import argparse
 import copy
 import json
 import math
+import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reliability_runs import TINY_RUNS  # noqa: E402 - the suite's tiny config of every family
@@ -39,6 +46,7 @@ from ganforge.training.engine import Trainer  # noqa: E402
 PEAKS = {"H200": (989.0, 494.0, 67.0), "H100 SXM": (989.0, 494.0, 67.0), "H100": (989.0, 494.0, 67.0),
          "A100": (312.0, 156.0, 19.5)}
 MODES = {"fp32": ("off", False), "bf16": ("bf16", False), "compiled": ("off", True)}
+Case = tuple[str, Callable[[], dict[str, Any]]]
 
 
 def peaks(device: torch.device) -> tuple[str, tuple[float, float, float] | None]:
@@ -60,8 +68,22 @@ def build(config: dict[str, Any], mode: str, device: torch.device, scratch: Path
     return Trainer(resolve_run_config(None, config), scratch, restart=True)
 
 
+def host_syncs(trainer: Trainer, plan: Any) -> int | None:
+    """Synchronising CUDA calls in one training step (torch's sync debug mode); None off CUDA."""
+    if trainer.device.type != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train_step(plan)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def timed_steps(trainer: Trainer, start: int, warmup: int, steps: int) -> dict[str, Any]:
-    """img/s and s/step at schedule step `start` (the plan is held fixed), FLOPs of one step, peak memory."""
+    """img/s and s/step at schedule step `start` (the plan is held fixed), peak memory, host syncs per step."""
     device = trainer.device
     trainer.step = start
     plan = trainer.family.plan(start)
@@ -78,52 +100,98 @@ def timed_steps(trainer: Trainer, start: int, warmup: int, steps: int) -> dict[s
     images_per_step = plan.batch_size * sum(1 for _ in trainer.family.phases(start, plan))
     return {"resolution": plan.resolution, "batch": plan.batch_size, "s_per_step": seconds,
             "img_per_s": plan.batch_size / seconds, "images_per_step_drawn": images_per_step,
-            "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+            "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            "host_syncs_per_step": host_syncs(trainer, plan)}
 
 
-def step_flops(trainer: Trainer, start: int) -> int | str:
-    """FLOPs of one eager training step, or why they could not be counted (FlopCounterMode's module hooks
-    break autograd.grad, so steps with a gradient penalty are not countable with it)."""
+class OperatorFlops(TorchDispatchMode):
+    """Sums torch's per-operator FLOP formulas (flop_counter.flop_registry) over everything dispatched.
+    FlopCounterMode itself attaches module hooks that break the autograd.grad of gradient penalties."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func.overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def step_flops(trainer: Trainer, start: int) -> int:
+    """FLOPs of one eager training step at schedule step `start`, backward passes and penalties included."""
     trainer.step = start
     plan = trainer.family.plan(start)
-    try:
-        with FlopCounterMode(display=False) as counter:
-            trainer.train_step(plan)
-    except RuntimeError as err:
-        return f"not counted: {err}"
-    return counter.get_total_flops()
+    with OperatorFlops() as counter:
+        trainer.train_step(plan)
+    return counter.total
 
 
-def record(results: list[dict[str, Any]], name: str, fn: Callable[[], dict[str, Any]]) -> None:
-    """Run one case; its outcome (values, or the error and why) goes into `results` and is printed."""
-    begin = time.perf_counter()
-    try:
-        entry = {"case": name, "status": "ok", **fn()}
-    except Exception as err:  # noqa: BLE001 - a failing case is recorded with its reason, the others still run
-        entry = {"case": name, "status": "failed", "reason": f"{type(err).__name__}: {err}",
-                 "traceback": traceback.format_exc(limit=3)}
-    entry["wall_s"] = round(time.perf_counter() - begin, 2)
-    results.append(entry)
-    print(f"{entry['status']:7s} {name} ({entry['wall_s']} s)" + (f": {entry['reason']}" if "reason" in entry
-                                                                   else ""), flush=True)
+class CaseTimeout(Exception):
+    pass
 
 
-def skipped(results: list[dict[str, Any]], name: str, reason: str) -> None:
-    results.append({"case": name, "status": "skipped", "reason": reason})
-    print(f"skipped {name}: {reason}", flush=True)
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise CaseTimeout("case time limit reached")
 
 
-def family_checks(args: argparse.Namespace, device: torch.device, results: list[dict[str, Any]]) -> None:
-    """(1) every family's tiny config trains in fp32, bf16 and compiled; losses finite; fp32 vs bf16 compared."""
+class Runner:
+    """Runs cases in order, records each outcome, rewrites the JSON after each, and keeps the time budget."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device = args, device
+        self.results: list[dict[str, Any]] = []
+        self.begin = time.perf_counter()
+
+    def record(self, name: str, fn: Callable[[], dict[str, Any]], *, budgeted: bool = False) -> None:
+        spent = time.perf_counter() - self.begin
+        if budgeted and self.args.budget_s and spent > self.args.budget_s:
+            self.skip(name, f"time budget of {self.args.budget_s:g} s spent ({spent:.0f} s) before this case")
+            return
+        begin = time.perf_counter()
+        limit = self.args.case_limit_s
+        if limit:
+            signal.signal(signal.SIGALRM, _on_alarm)
+            signal.alarm(int(limit))
+        try:
+            entry = {"case": name, "status": "ok", **fn()}
+        except Exception as err:  # noqa: BLE001 - a failing case is recorded with its reason, the others still run
+            entry = {"case": name, "status": "failed", "reason": f"{type(err).__name__}: {err}",
+                     "traceback": traceback.format_exc(limit=3)}
+        finally:
+            if limit:
+                signal.alarm(0)
+        entry["wall_s"] = round(time.perf_counter() - begin, 2)
+        self.results.append(entry)
+        print(f"{entry['status']:7s} {name} ({entry['wall_s']} s)" + (f": {entry['reason']}" if "reason" in entry
+                                                                       else ""), flush=True)
+        self.save()
+
+    def skip(self, name: str, reason: str) -> None:
+        self.results.append({"case": name, "status": "skipped", "reason": reason})
+        print(f"skipped {name}: {reason}", flush=True)
+        self.save()
+
+    def report(self) -> dict[str, Any]:
+        return {"device": peaks(self.device)[0], "torch": torch.__version__, "quick": self.args.quick,
+                "seconds": time.perf_counter() - self.begin, "cases": self.results}
+
+    def save(self) -> None:
+        self.args.out.write_text(json.dumps(self.report(), indent=1))
+
+
+def family_cases(args: argparse.Namespace, device: torch.device) -> tuple[list[Case], list[Case]]:
+    """(1) every family's tiny config trains in fp32, bf16 and compiled; losses finite; each compared with fp32.
+    Returns (eager cases, compiled cases)."""
     steps = 3 if args.quick else 20
+    eager: list[Case] = []
+    compiled: list[Case] = []
     for family, config in TINY_RUNS.items():
         fp32_losses: list[dict[str, float]] = []
         for mode in MODES:
-            name = f"train/{family}/{mode}"
-            if mode == "compiled" and args.quick and family != "wgan-gp":
-                skipped(results, name, "--quick: compiling takes minutes on CPU; wgan-gp stands for the families")
-                continue
-
             def case(family: str = family, config: dict = config, mode: str = mode,
                      fp32_losses: list = fp32_losses) -> dict[str, Any]:
                 torch.manual_seed(0)
@@ -139,7 +207,8 @@ def family_checks(args: argparse.Namespace, device: torch.device, results: list[
                     raise FloatingPointError(f"non-finite loss in {logs}")
                 return out
 
-            record(results, name, case)
+            (compiled if mode == "compiled" else eager).append((f"train/{family}/{mode}", case))
+    return eager, compiled
 
 
 def throughput_configs(quick: bool) -> dict[str, tuple[dict[str, Any], list[int] | None]]:
@@ -163,18 +232,20 @@ def throughput_configs(quick: bool) -> dict[str, tuple[dict[str, Any], list[int]
             "stargan2": (stargan2, None), "wgan-gp": (wgan, None)}
 
 
-def throughput_checks(args: argparse.Namespace, device: torch.device, results: list[dict[str, Any]]) -> None:
-    """(2)-(4) img/s, s/step, TFLOP/s, MFU and peak memory of the real models in fp32, bf16 and compiled."""
+def throughput_cases(args: argparse.Namespace, device: torch.device) -> tuple[list[Case], list[Case]]:
+    """(2)-(4) img/s, s/step, TFLOP/s, MFU, peak memory and host syncs of the real models in fp32, bf16 and
+    compiled. Compiled PGAN is timed at its two largest resolutions only (each resolution compiles anew)."""
     warmup, steps = (1, 2) if args.quick else (3, 10)
     device_name, peak = peaks(device)
+    eager: list[Case] = []
+    compiled: list[Case] = []
     for name, (config, starts) in throughput_configs(args.quick).items():
         trainers: dict[str, Trainer] = {}
         flops: dict[int, int] = {}
-        for start in starts or [0]:
+        starts = starts or [0]
+        for start in starts:
             for mode in MODES:
-                case_name = f"speed/{name}/step{start}/{mode}"
-                if mode == "compiled" and args.quick:
-                    skipped(results, case_name, "--quick: compiling takes minutes on CPU (tested in train/wgan-gp)")
+                if mode == "compiled" and start not in starts[-2:]:
                     continue
 
                 def case(config: dict = config, mode: str = mode, start: int = start, name: str = name,
@@ -185,19 +256,17 @@ def throughput_checks(args: argparse.Namespace, device: torch.device, results: l
                         flops[start] = step_flops(build(config, "fp32", device, args.scratch / "flops"), start)
                     out = timed_steps(trainers[mode], start, warmup, steps)
                     out["device"] = device_name
-                    if isinstance(flops[start], str):
-                        out["flops"] = flops[start]
-                        return out
                     out["tflop_per_step"] = flops[start] / 1e12
                     out["tflop_per_s"] = flops[start] / out["s_per_step"] / 1e12
                     if peak is not None:
                         out["mfu"] = out["tflop_per_s"] / (peak[0] if mode == "bf16" else peak[1])
                     return out
 
-                record(results, case_name, case)
+                (compiled if mode == "compiled" else eager).append((f"speed/{name}/step{start}/{mode}", case))
+    return eager, compiled
 
 
-def metric_checks(args: argparse.Namespace, device: torch.device, results: list[dict[str, Any]]) -> None:
+def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
     """(5) FID feature extraction img/s, SWD of 16,384 images per set at 128 px, Fréchet distance time."""
     n_fid = 8 if args.quick else 2048
 
@@ -235,20 +304,19 @@ def metric_checks(args: argparse.Namespace, device: torch.device, results: list[
         sync(device)
         return {"dim": dim, "seconds": time.perf_counter() - begin, "value": value}
 
-    record(results, "metric/fid_features", inception)
-    record(results, "metric/swd", sliced)
-    record(results, "metric/frechet", frechet)
+    return [("metric/fid_features", inception), ("metric/swd", sliced), ("metric/frechet", frechet)]
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'case':40s} {'status':8s} {'img/s':>9s} {'s/step':>8s} {'TFLOP/s':>8s} {'MFU':>6s} {'mem GB':>7s}"]
+    lines = [f"{'case':36s} {'status':8s} {'img/s':>9s} {'s/step':>8s} {'TFLOP/s':>8s} {'MFU':>6s} {'mem GB':>7s} "
+             f"{'syncs':>5s}"]
     for entry in results:
         def cell(key: str, fmt: str, entry: dict = entry) -> str:
             value = entry.get(key)
             return format(value, fmt) if isinstance(value, (int, float)) else "-"
-        lines.append(f"{entry['case']:40s} {entry['status']:8s} {cell('img_per_s', '9.1f')} "
+        lines.append(f"{entry['case']:36s} {entry['status']:8s} {cell('img_per_s', '9.1f')} "
                      f"{cell('s_per_step', '8.4f')} {cell('tflop_per_s', '8.2f')} {cell('mfu', '6.1%')} "
-                     f"{cell('peak_mem_gb', '7.2f')}"
+                     f"{cell('peak_mem_gb', '7.2f')} {cell('host_syncs_per_step', '5d')}"
                      + (f"  {entry['reason'][:80]}" if entry["status"] != "ok" else ""))
     return "\n".join(lines)
 
@@ -259,19 +327,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU, the test suite)")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/ganforge-gpu-check"))
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="no compiled case starts after this many seconds (0: no budget)")
+    parser.add_argument("--case-limit-s", type=float, default=180.0, help="a case running longer fails (0: none)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    results: list[dict[str, Any]] = []
-    begin = time.perf_counter()
-    family_checks(args, device, results)
-    throughput_checks(args, device, results)
-    metric_checks(args, device, results)
-    report = {"device": peaks(device)[0], "torch": torch.__version__, "quick": args.quick,
-              "seconds": time.perf_counter() - begin, "cases": results}
-    args.out.write_text(json.dumps(report, indent=1))
-    print(table(results))
-    print(f"{len(results)} cases in {report['seconds']:.0f} s; JSON in {args.out}")
-    return report
+    runner = Runner(args, device)
+    train_eager, train_compiled = family_cases(args, device)
+    speed_eager, speed_compiled = throughput_cases(args, device)
+    for name, case in train_eager + speed_eager + metric_cases(args, device):
+        runner.record(name, case)
+    if args.quick:  # compiling takes minutes on CPU: one family stands for the rest
+        for name, _ in speed_compiled + [c for c in train_compiled if c[0] != "train/wgan-gp/compiled"]:
+            runner.skip(name, "--quick: compiling takes minutes on CPU; train/wgan-gp/compiled stands for the rest")
+        train_compiled = [c for c in train_compiled if c[0] == "train/wgan-gp/compiled"]
+        speed_compiled = []
+    for name, case in speed_compiled + train_compiled:  # the real models first: they are what users train
+        runner.record(name, case, budgeted=True)
+    runner.save()
+    print(table(runner.results))
+    print(f"{len(runner.results)} cases in {runner.report()['seconds']:.0f} s; JSON in {args.out}")
+    return runner.report()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from reliability_runs import FAMILIES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
@@ -23,8 +24,8 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     expected = {f"train/{family}/{mode}" for family in FAMILIES for mode in ("fp32", "bf16", "compiled")}
     expected |= {f"speed/{name}/step0/{mode}" for name in ("biggan", "stargan2", "wgan-gp")
                  for mode in ("fp32", "bf16", "compiled")}
-    expected |= {f"speed/pgan16/step{start}/{mode}" for start in (99, 199, 299)
-                 for mode in ("fp32", "bf16", "compiled")}
+    expected |= {f"speed/pgan16/step{start}/{mode}" for start in (99, 199, 299) for mode in ("fp32", "bf16")}
+    expected |= {"speed/pgan16/step199/compiled", "speed/pgan16/step299/compiled"}  # the two largest resolutions
     expected |= {"metric/fid_features", "metric/swd", "metric/frechet"}
     assert set(cases) == expected
     for name, entry in cases.items():
@@ -36,4 +37,28 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
             assert cases[f"train/{family}/{mode}"]["finite"] is True
     assert cases["train/wgan-gp/compiled"]["status"] == "ok"
     assert cases["speed/wgan-gp/step0/fp32"]["img_per_s"] > 0
+    for name in ("pgan16/step299", "wgan-gp/step0", "stargan2/step0", "biggan/step0"):  # GP steps are counted too
+        assert cases[f"speed/{name}/fp32"]["tflop_per_step"] > 0, name
+    # PGAN's step at 16 px does more work than at 4 px (more layers, more pixels)
+    flops = {start: cases[f"speed/pgan16/step{start}/fp32"]["tflop_per_step"] for start in (99, 299)}
+    assert flops[299] > 4 * flops[99]
     assert cases["metric/swd"]["status"] == "ok" and cases["metric/frechet"]["status"] == "ok"
+
+
+def test_operator_flops_counts_a_gradient_penalty_step_by_hand() -> None:
+    """Linear y = x W^T (B x I -> B x O), 2BIO FLOPs per matrix product. A plain step: forward, then backward to W
+    and to x: 3 products. A penalty step: forward, dy/dx = 1 W (create_graph), then the penalty's backward to W
+    through that product: 3 products too, counted although autograd.grad runs (FlopCounterMode's hooks break it)."""
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    batch, inputs, outputs = 8, 16, 4
+    layer = torch.nn.Linear(inputs, outputs, bias=False)
+    x = torch.randn(batch, inputs, requires_grad=True)
+    with module.OperatorFlops() as plain:
+        layer(x).sum().backward()
+    assert plain.total == 3 * 2 * batch * inputs * outputs
+    with module.OperatorFlops() as penalty:
+        (grad,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+        grad.square().sum().backward()
+    assert penalty.total == 3 * 2 * batch * inputs * outputs
