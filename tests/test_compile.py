@@ -88,3 +88,22 @@ def test_a_network_that_fails_to_compile_runs_eagerly_with_one_warning(tmp_path:
                         for name in ("D", "G")]  # once each, though each ran 3 steps; G_ema is not called in a step
     assert got == expected  # eager is eager: bit-identical
     assert all(net._compiled_call_impl is None for name, net in trainer.family.nets.items() if name in ("G", "D"))
+
+
+def test_compiling_raises_dynamo_recompile_limit_so_growing_networks_stay_compiled() -> None:
+    """PGAN's D ran in 8 guard states within one resolution on a GPU (frozen or trained, input with or without
+    grad, no_grad sampling): dynamo's default limit of 8 then made it run eagerly, silently, for the rest of the run."""
+    import torch._dynamo.config as dynamo_config
+
+    from ganforge.training.speed import RECOMPILE_LIMIT, compile_networks
+
+    before = dynamo_config.recompile_limit
+    try:
+        dynamo_config.recompile_limit = 8
+        compile_networks({"G": torch.nn.Linear(2, 2)})
+        assert dynamo_config.recompile_limit == RECOMPILE_LIMIT >= 6 * 2 * 2 * 2  # scales x grads x frozen x no_grad
+        dynamo_config.recompile_limit = 1000  # a user's higher limit is kept
+        compile_networks({"G": torch.nn.Linear(2, 2)})
+        assert dynamo_config.recompile_limit == 1000
+    finally:
+        dynamo_config.recompile_limit = before

@@ -155,7 +155,7 @@ class Trainer:
         family_cls = get_family(config.family)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not config.compile:  # compiled: inductor lays out convolutions itself
             for net in self.family.nets.values():
                 net.to(memory_format=torch.channels_last)
         if config.compile:

@@ -61,7 +61,16 @@ def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
     net._compiled_call_impl = call  # what nn.Module.compile sets: __call__ runs it in place of _call_impl
 
 
+# One network legitimately runs in many guard states: trained or frozen, its input with or without grad, under
+# no_grad for sampling, and at every PGAN scale. Dynamo's default of 8 recompiles per function was reached by PGAN on
+# a GPU within one resolution, after which it silently ran eagerly for the rest of the run.
+RECOMPILE_LIMIT = 64
+
+
 def compile_networks(nets: Mapping[str, torch.nn.Module]) -> None:
     """Compile every network of a family (EMA copies included: sampling and evaluation call them)."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     for name, net in nets.items():
         compile_network(name, net)
