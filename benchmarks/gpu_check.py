@@ -299,7 +299,7 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
         begin = time.perf_counter()
         value = swd(a, b, device=device)
         return {"images_per_set": n, "resolution": res, "seconds": time.perf_counter() - begin,
-                "swd_avg": float(value.get("swd_avg", float("nan"))) if isinstance(value, dict) else None}
+                "swd_avg": float(value["avg"])}
 
     def frechet() -> dict[str, Any]:
         dim, samples = (64, 256) if args.quick else (2048, 10000)
@@ -333,11 +333,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU, the test suite)")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/ganforge-gpu-check"))
-    parser.add_argument("--budget-s", type=float, default=420.0,
+    parser.add_argument("--budget-s", type=float, default=360.0,
                         help="no compiled case starts after this many seconds (0: no budget)")
     parser.add_argument("--cases", nargs="*", default=None, help="run only the cases matching these globs "
                         "(e.g. '*/compiled'); the others are recorded as not selected")
-    parser.add_argument("--case-limit-s", type=float, default=180.0, help="a case running longer fails (0: none)")
+    parser.add_argument("--case-limit-s", type=float, default=120.0, help="a case running longer fails (0: none)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     runner = Runner(args, device)

@@ -43,6 +43,7 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     flops = {start: cases[f"speed/pgan16/step{start}/fp32"]["tflop_per_step"] for start in (99, 299)}
     assert flops[299] > 4 * flops[99]
     assert cases["metric/swd"]["status"] == "ok" and cases["metric/frechet"]["status"] == "ok"
+    assert cases["metric/swd"]["swd_avg"] > 0  # two independent random sets differ
 
 
 def test_operator_flops_counts_a_gradient_penalty_step_by_hand() -> None:
