@@ -1,0 +1,66 @@
+"""Where one training step's time goes: torch's profiler over a family's reference config (bench_train.py's),
+the top operators by self time, and the share of convolutions against everything else (Python, optimiser, EMA).
+
+    python benchmarks/profile_step.py --family pgan --width-div 8 --threads 1
+    python benchmarks/profile_step.py --family biggan --device cuda --width-div 1
+
+A step whose time is nearly all convolution forward and backward cannot get much faster per iteration without doing
+less arithmetic than the reference does; one dominated by small operators gains from compile and fusion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import reference_configs  # noqa: E402 - the configs the maintainers time against the references
+from gpu_check import build, sync  # noqa: E402
+
+CONVOLUTION_OPS = ("convolution", "conv2d", "cudnn_convolution")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default="pgan", choices=["pgan", "biggan", "stargan2", "wgan-gp"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--width-div", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps, after 2 warm-up steps")
+    parser.add_argument("--rows", type=int, default=15)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    trainer = build(reference_configs(args.width_div)[args.family], "fp32", device, Path("/tmp/ganforge-profile"))
+    start = 399 if args.family == "pgan" else 0  # PGAN: the stable 32 px phase, as bench_train times it
+    trainer.step = start
+    plan = trainer.family.plan(start)
+    for _ in range(2):
+        trainer.train_step(plan)
+    sync(device)
+    begin = time.perf_counter()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(args.steps):
+            trainer.train_step(plan)
+        sync(device)
+    seconds = (time.perf_counter() - begin) / args.steps
+    events = prof.key_averages()
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events)
+    conv = sum(getattr(e, attr) for e in events if any(op in e.key for op in CONVOLUTION_OPS))
+    print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, {args.family}, widths / "
+          f"{args.width_div}, {seconds:.3f} s/step under the profiler")
+    print(events.table(sort_by=attr, row_limit=args.rows))
+    print(f"convolutions (forward and backward): {conv / total:.1%} of {'device' if device.type == 'cuda' else 'CPU'}"
+          f" self time; everything else: {1 - conv / total:.1%}")
+
+
+if __name__ == "__main__":
+    main()
