@@ -69,7 +69,7 @@ RECOMPILE_LIMIT = 64
 
 def compile_networks(nets: Mapping[str, torch.nn.Module]) -> None:
     """Compile every network of a family (EMA copies included: sampling and evaluation call them)."""
-    import torch._dynamo.config as dynamo_config
+    import torch._dynamo.config as dynamo_config  # here: slow to import, and only compiled runs need it
 
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     for name, net in nets.items():
