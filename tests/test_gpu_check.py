@@ -13,11 +13,16 @@ from reliability_runs import FAMILIES
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
-@pytest.mark.slow  # an end-to-end script run (~15 s): CI runs it, the fast lane does not
-def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
+def _load_gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # an end-to-end script run (~15 s): CI runs it, the fast lane does not
+def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
+    module = _load_gpu_check()
     out = tmp_path / "check.json"
     module.main(["--device", "cpu", "--quick", "--out", str(out), "--scratch", str(tmp_path / "scratch")])
     cases = {entry["case"]: entry for entry in json.loads(out.read_text())["cases"]}
@@ -50,9 +55,7 @@ def test_operator_flops_counts_a_gradient_penalty_step_by_hand() -> None:
     """Linear y = x W^T (B x I -> B x O), 2BIO FLOPs per matrix product. A plain step: forward, then backward to W
     and to x: 3 products. A penalty step: forward, dy/dx = 1 W (create_graph), then the penalty's backward to W
     through that product: 3 products too, counted although autograd.grad runs (FlopCounterMode's hooks break it)."""
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_gpu_check()
     batch, inputs, outputs = 8, 16, 4
     layer = torch.nn.Linear(inputs, outputs, bias=False)
     x = torch.randn(batch, inputs, requires_grad=True)
@@ -63,3 +66,32 @@ def test_operator_flops_counts_a_gradient_penalty_step_by_hand() -> None:
         (grad,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
         grad.square().sum().backward()
     assert penalty.total == 3 * 2 * batch * inputs * outputs
+
+
+def test_gpu_check_selection_and_budget_are_recorded_not_silent(tmp_path: Path) -> None:
+    """--cases runs only the matching cases; a compiled case past --budget-s is skipped with that reason."""
+    module = _load_gpu_check()
+    out = tmp_path / "check.json"
+    module.main(["--device", "cpu", "--quick", "--out", str(out), "--scratch", str(tmp_path / "scratch"),
+                 "--cases", "train/wgan-gp/*", "--budget-s", "0.001"])
+    cases = {entry["case"]: entry for entry in json.loads(out.read_text())["cases"]}
+    assert cases["train/wgan-gp/fp32"]["status"] == "ok" and cases["train/wgan-gp/bf16"]["status"] == "ok"
+    assert cases["train/wgan-gp/compiled"]["status"] == "skipped"
+    assert cases["train/wgan-gp/compiled"]["reason"].startswith("time budget of 0.001 s spent")
+    assert cases["metric/swd"]["reason"] == "not selected by --cases train/wgan-gp/*"
+
+
+def test_a_case_past_its_time_limit_fails_with_the_reason_and_the_next_case_runs(tmp_path: Path) -> None:
+    import argparse
+    import time
+
+    module = _load_gpu_check()
+    args = argparse.Namespace(cases=None, budget_s=0, case_limit_s=1, quick=True, out=tmp_path / "c.json")
+    runner = module.Runner(args, torch.device("cpu"))
+    runner.record("hangs", lambda: time.sleep(5) or {})
+    runner.record("quick", lambda: {"value": 1})
+    hung, quick = runner.results
+    assert hung["status"] == "failed" and hung["reason"] == "CaseTimeout: case time limit reached"
+    assert hung["wall_s"] < 3
+    assert quick["status"] == "ok" and quick["value"] == 1
+    assert [entry["case"] for entry in json.loads(args.out.read_text())["cases"]] == ["hangs", "quick"]
