@@ -77,8 +77,10 @@ def test_sheets_and_interpolations(cifar_run, tmp_path):
     top, left = caption_size(title, CIFAR10_CLASSES)  # rows named by the store's classes
     assert sizes["per_class.png"] == (max(left + 2 + 3 * 34, text_width(title) + 6), top + 2 + 10 * 34)
     interp_title = f"{caption}\ninterpolation in class: a row per path, 4 frames"
+    interp_labels = cs.interpolation_row_labels(model, "class", 2, truncation=0.8)
+    assert all(" -> " in label and label.split(" -> ")[0] in CIFAR10_CLASSES for label in interp_labels)
     assert sizes["interp_class.png"] == label_grid(np.zeros((2 + 2 * 34, 2 + 4 * 34, 3), np.uint8),
-                                                   interp_title).shape[1::-1]
+                                                   interp_title, interp_labels).shape[1::-1]
     sheet = cs.class_sheet(model, 3, range(10), truncation=0.8)
     with Image.open(out / "per_class.png") as image:
         pixels = np.asarray(image)[top:, left:]

@@ -96,8 +96,22 @@ def test_interpolation_sheets_are_written(model, tmp_path):
     paths = cs.write_interpolation_sheets(model, tmp_path, ["z", "both"], rows=3, frames=5)
     assert [p.name for p in paths] == ["interp_z.png", "interp_both.png"]
     title = f"{cs.model_caption(model)}\ninterpolation in both: a row per path, 5 frames"
+    labels = cs.interpolation_row_labels(model, "both", 3)
     with Image.open(paths[1]) as sheet:
-        assert sheet.size == label_grid(np.zeros((2 + 3 * 34, 2 + 5 * 34, 3), np.uint8), title).shape[1::-1]
+        assert sheet.size == label_grid(np.zeros((2 + 3 * 34, 2 + 5 * 34, 3), np.uint8), title,
+                                        labels).shape[1::-1]
+
+
+@pytest.mark.parametrize("space", cs.INTERPOLATION_SPACES)
+def test_interpolation_rows_are_labelled_with_the_classes_they_show(model, space):
+    names = cs.class_names(model)
+    draws = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        sample_latents(2, 16, generator=draws)
+    y_from, y_to = (torch.randint(4, (2,), generator=draws) for _ in range(2))
+    expected = ([names[int(a)] for a in y_from] if space == "z"
+                else [f"{names[int(a)]} -> {names[int(b)]}" for a, b in zip(y_from, y_to, strict=True)])
+    assert cs.interpolation_row_labels(model, space, 2, seed=3) == expected
 
 
 def test_class_interpolation_needs_a_shared_embedding():

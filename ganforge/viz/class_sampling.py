@@ -111,6 +111,25 @@ def write_class_sheets(model: LoadedModel, out: Path, columns: int, *, rows_per_
     return paths
 
 
+def interpolation_ends(model: LoadedModel, rows: int, *, seed: int = 0, truncation: float | None = None,
+                       method: str = "resample") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z_from, z_to, class_from, class_to) of each row's path; the same seed gives the same paths."""
+    draws = torch.Generator().manual_seed(seed)
+    z_from, z_to = (draw_latents(model, rows, draws, truncation=truncation, method=method) for _ in range(2))
+    y_from, y_to = (sample_classes(rows, model.family.n_classes, generator=draws) for _ in range(2))
+    return z_from, z_to, y_from, y_to
+
+
+def interpolation_row_labels(model: LoadedModel, space: str, rows: int, *, seed: int = 0,
+                             truncation: float | None = None, method: str = "resample") -> list[str]:
+    """What each row shows: its class when only z moves, `from -> to` when the class blends."""
+    names = class_names(model)
+    _, _, y_from, y_to = interpolation_ends(model, rows, seed=seed, truncation=truncation, method=method)
+    if space == "z":
+        return [names[int(k)] for k in y_from]
+    return [f"{names[int(a)]} -> {names[int(b)]}" for a, b in zip(y_from, y_to, strict=True)]
+
+
 def interpolation_sheet(model: LoadedModel, space: str, rows: int, frames: int, *, seed: int = 0,
                         truncation: float | None = None, method: str = "resample",
                         batch_size: int = 64) -> torch.Tensor:
@@ -127,9 +146,7 @@ def interpolation_sheet(model: LoadedModel, space: str, rows: int, frames: int, 
     if space != "z" and not model.family.arch.g_shared:
         raise ValueError(f"interpolation in {space!r} blends the shared class embedding, but this run has none "
                          "(model.g_shared: false, per-layer class tables); interpolate in 'z' only")
-    draws = torch.Generator().manual_seed(seed)
-    z_from, z_to = (draw_latents(model, rows, draws, truncation=truncation, method=method) for _ in range(2))
-    y_from, y_to = (sample_classes(rows, model.family.n_classes, generator=draws) for _ in range(2))
+    z_from, z_to, y_from, y_to = interpolation_ends(model, rows, seed=seed, truncation=truncation, method=method)
     t = torch.linspace(0, 1, frames)[:, None]
     moves_z = space in ("z", "both")
     z = torch.cat([slerp(z_from[r:r + 1], z_to[r:r + 1], t) if moves_z else z_from[r:r + 1].expand(frames, -1)
@@ -152,7 +169,8 @@ def write_interpolation_sheets(model: LoadedModel, out: Path, spaces: Iterable[s
         images = interpolation_sheet(model, space, rows, frames, seed=seed, truncation=truncation, method=method)
         path = out / f"interp_{space}.png"
         title = f"{caption}\ninterpolation in {space}: a row per path, {frames} frames"
-        save_image(label_grid(make_grid(to_uint8(images), columns=frames), title), path)
+        labels = interpolation_row_labels(model, space, rows, seed=seed, truncation=truncation, method=method)
+        save_image(label_grid(make_grid(to_uint8(images), columns=frames), title, labels), path)
         paths.append(path)
     return paths
 
