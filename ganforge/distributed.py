@@ -4,13 +4,17 @@ Gradients are averaged with explicit all-reduces after each phase's backward (as
 through DistributedDataParallel: GAN phases train different subsets of networks, progressive networks leave
 layers unused, and gradient penalties need double backward, none of which DDP's hooks handle well. The result is
 the same data-parallel update DDP would make.
+
+Decisions a rank takes alone (a signal reached it, its loss went non-finite) are voted on over a gloo group on
+CPU tensors, so every rank stops or rolls back at the same step without waiting for its GPU.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -21,6 +25,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    host_group: Any = field(default=None, compare=False)  # gloo group for votes; None: the default group (gloo)
 
     @property
     def is_main(self) -> bool:
@@ -63,6 +68,14 @@ class DistInfo:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def max_over_ranks(self, value: int) -> int:
+        """The largest `value` any rank holds (a host-side vote: CPU tensor, gloo, no device synchronisation)."""
+        if not self.enabled:
+            return value
+        vote = torch.tensor([value], dtype=torch.int64)
+        torch_dist.all_reduce(vote, op=torch_dist.ReduceOp.MAX, group=self.host_group)
+        return int(vote.item())
+
     def barrier(self) -> None:
         if self.enabled:
             torch_dist.barrier()
@@ -78,7 +91,8 @@ def init_distributed(device_kind: str) -> DistInfo:
     if not torch_dist.is_initialized():
         backend = "nccl" if device_kind == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+    host_group = torch_dist.new_group(backend="gloo") if torch_dist.get_backend() != "gloo" else None
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, host_group=host_group)
 
 
 def shutdown_distributed(info: DistInfo) -> None:

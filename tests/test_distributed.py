@@ -2,8 +2,12 @@
 
 import copy
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,9 @@ import safetensors.torch
 import torch
 import yaml
 from pgan_tiny import TINY_PGAN
+
+from ganforge.distributed import DistInfo
+from ganforge.training.engine import NonFiniteError, PendingValues, Trainer
 
 
 def pgan_for_two_processes() -> dict[str, Any]:
@@ -59,3 +66,71 @@ def test_two_process_gloo_run_matches_single_process_run(tmp_path):
     _, ddp = train_one_and_two_processes(pgan_for_two_processes(), tmp_path, until=4)
     logs = (ddp / "log.jsonl").read_text().splitlines()
     assert len(logs) == 2  # only rank 0 logs (steps 2 and 4)
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _rank_of(pid: int) -> int | None:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next((int(v.split(b"=", 1)[1]) for v in environ if v.startswith(b"RANK=")), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's workers through /proc")
+def test_a_signal_that_reaches_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    config = pgan_for_two_processes()
+    config["model"]["schedule"]["max_iter_at_scale"] = [2, 4, 100000]
+    config.update(log_every=1, sample_every=1000, checkpoint_every=1000)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "ddp"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "ganforge.cli", "train", "pgan", "-c", str(path), "--run-dir", str(run)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run / "log.jsonl").is_file() and len((run / "log.jsonl").read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, "the two-process run did not start"
+            time.sleep(0.2)
+        workers = {_rank_of(pid): pid for pid in _children(proc.pid)}
+        os.kill(workers[1], signal.SIGTERM)  # rank 1 only: rank 0 learns of it through the vote
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    stops = re.findall(r"interrupted at step (\d+) of \d+ \(SIGTERM\)", stdout)
+    assert len(stops) == 2 and stops[0] == stops[1], stdout[-2000:]
+    assert (run / "checkpoints" / f"{int(stops[0]):08d}.safetensors").is_file()
+
+
+def test_a_non_finite_loss_is_voted_on_so_every_rank_stops_at_the_same_read():
+    votes = []
+
+    class OtherRankFoundOne:
+        enabled = True
+
+        def max_over_ranks(self, value: int) -> int:
+            votes.append(value)
+            return 1
+
+    trainer = types.SimpleNamespace(pending=PendingValues(), dist=OtherRankFoundOne(), step=7)
+    trainer.pending.add_step({"loss_D": torch.tensor(1.0)})
+    with pytest.raises(NonFiniteError, match="step 7: a loss on another rank is NaN/Inf"):
+        Trainer.read_pending(trainer, logs=True)
+    trainer.pending.watch_loss(8, "D", torch.tensor(float("nan")))  # this rank's own: the others hear of it
+    with pytest.raises(NonFiniteError, match="step 8, phase D: loss is nan"):
+        Trainer.read_pending(trainer, logs=True)
+    assert votes == [0, 1]
+    assert DistInfo().max_over_ranks(5) == 5  # one process: no vote

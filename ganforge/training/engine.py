@@ -280,19 +280,23 @@ class Trainer:
                 seen_before = self.images_seen
                 self.pending.add_step(self.train_step(plan))
                 self.step += 1
+                if self.dist.enabled:  # a signal may reach one rank a step before another: all stop together
+                    self._stop_signal = self.dist.max_over_ranks(self._stop_signal or 0) or None
+                    self._stop_requested = self._stop_signal is not None
                 logger.count_images(self.images_seen - seen_before)
                 last = self.step == total
                 log_tick = self.step % config.log_every == 0 or last
-                sample_tick = self.dist.is_main and (self.step % config.sample_every == 0 or last)
+                sample_step = self.step % config.sample_every == 0 or last  # a host point on every rank
+                sample_tick = self.dist.is_main and sample_step
                 metric_tick = bool(config.metrics) and bool(
                     (config.metrics_every and self.step % config.metrics_every == 0) or last)
                 checkpoint_tick = self.step % config.checkpoint_every == 0 or last
-                if not (log_tick or sample_tick or metric_tick or checkpoint_tick or self.step == stop_at
+                if not (log_tick or sample_step or metric_tick or checkpoint_tick or self.step == stop_at
                         or self._stop_requested):
                     logger.step_done(None)  # no host point: the device runs ahead
                     continue
                 try:  # before anything is written: a NaN/Inf loss since the last read stops or rolls back here
-                    means = self.pending.read(logs=log_tick)
+                    means = self.read_pending(logs=log_tick)
                 except NonFiniteError as err:
                     if config.on_nan != "rollback" or rollbacks >= MAX_ROLLBACKS:
                         raise
@@ -314,7 +318,7 @@ class Trainer:
                 if report is not None and self.step % config.sample_every == 0:
                     report.tick()
             if self.step < total and (self._stop_requested or self.step == stop_at):
-                self.pending.read(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
+                self.read_pending(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
                 self.save_checkpoint()
         finally:
             self._restore_signal_handlers(previous_handlers)
@@ -329,6 +333,19 @@ class Trainer:
         if self._stop_requested:
             return TrainResult(self.run_dir, self.step, total, "signal", signal_number=self._stop_signal)
         return TrainResult(self.run_dir, self.step, total, "until")
+
+    def read_pending(self, *, logs: bool) -> dict[str, float]:
+        """`PendingValues.read` agreed over ranks: a non-finite loss on any rank stops (or rolls back) every rank
+        at the same step, before any of them writes."""
+        try:
+            means = self.pending.read(logs=logs)
+        except NonFiniteError:
+            self.dist.max_over_ranks(1)
+            raise
+        if self.dist.max_over_ranks(0):
+            raise NonFiniteError(f"step {self.step}: a loss on another rank is NaN/Inf; stopping before it reaches "
+                                 "a checkpoint or a sample")
+        return means
 
     def roll_back(self, err: NonFiniteError, logger: RunLogger, attempt: int) -> None:
         """`on_nan: rollback`: back to the newest valid checkpoint, with reseeded noise and a skipped data batch so
@@ -469,6 +486,8 @@ class Trainer:
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, request_stop)
+                # restart interrupted system calls: a signal inside a collective must not fail gloo's socket reads
+                signal.siginterrupt(sig, False)
         return previous
 
     @staticmethod
