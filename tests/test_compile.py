@@ -31,19 +31,25 @@ def assert_close_losses(got: list[dict[str, float]], expected: list[dict[str, fl
             assert a[key] == pytest.approx(b[key], rel=1e-4 if step < 3 else 1e-3, abs=1e-6), (step, key)
 
 
-# BigGAN drifts 2.6e-4 (relative) from eager by step 2 (spectral-norm power iteration and batch norm sum in another
-# order when compiled): past the tolerance, not yet explained, so recorded as an expected failure
-DRIFTS = {"biggan": pytest.mark.xfail(reason="compiled BigGAN drifts 2.6e-4 from eager by step 2", strict=False)}
+# Adam divides each gradient by its running RMS, so where a gradient is rounding noise around zero the order in which
+# compiled kernels sum decides the sign of a whole lr-sized step: BigGAN's tiny config has such gradients, and its
+# losses part by 2.6e-4 at step 2 with the config's eps 1e-6 (eager with 1 or 2 threads: 1e-6 after 6 steps). With
+# eps 1 the update is proportional to the gradient, and compiled BigGAN follows eager to ~1e-6 over 6 steps.
+UPDATES_PROPORTIONAL_TO_GRADIENTS = {"biggan": {"adam_eps": 1.0}}
 
 
-@pytest.mark.parametrize("family", [pytest.param(f, marks=() if f == "wgan-gp" else
-                                                 (pytest.mark.slow, *([DRIFTS[f]] if f in DRIFTS else [])))
+@pytest.mark.parametrize("family", [pytest.param(f, marks=() if f == "wgan-gp" else pytest.mark.slow)
                                     for f in FAMILIES])
 def test_compiled_training_matches_eager(tmp_path: Path, family: str) -> None:
-    eager = build(family, tmp_path / "eager", False).stepped_losses(STEPS)
+    def build_run(run: Path, compiled: bool) -> Trainer:
+        config = tiny_run(family, length=2, compile=compiled, checkpoint_every=1000)
+        config["model"].update(UPDATES_PROPORTIONAL_TO_GRADIENTS.get(family, {}))
+        return Trainer(resolve_run_config(None, config), run)
+
+    eager = build_run(tmp_path / "eager", False).stepped_losses(STEPS)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would not test compiling
-        compiled_trainer = build(family, tmp_path / "compiled", True)
+        compiled_trainer = build_run(tmp_path / "compiled", True)
         compiled = compiled_trainer.stepped_losses(STEPS)
     assert_close_losses(compiled, eager)
     for name, net in compiled_trainer.family.nets.items():
