@@ -3,8 +3,15 @@
     python benchmarks/bench_vs_reference.py --refs DIR --device cuda --width-div 1 --pgan-res 128
     python benchmarks/bench_vs_reference.py --refs DIR --device cpu --width-div 8 --steps 3   # the 2-core CPU
 
-DIR holds checkouts of facebookresearch/pytorch_GAN_zoo, ajbrock/BigGAN-PyTorch and clovaai/stargan-v2 (any folder
-whose name contains the repository's name). Their code is imported and run as it is, never copied: for each
+DIR holds checkouts of the official code (any folder whose name contains the repository's name), e.g. the commits
+measured in benchmarks/README.md:
+
+    git clone https://github.com/facebookresearch/pytorch_GAN_zoo DIR/pytorch_GAN_zoo   # b75dee4
+    git clone https://github.com/ajbrock/BigGAN-PyTorch DIR/BigGAN-PyTorch               # 9845943
+    git clone https://github.com/clovaai/stargan-v2 DIR/stargan-v2                       # 875b70a
+    pip install munch                                                                    # StarGAN v2 needs it
+
+Their code is imported and run as it is, never copied: for each
 reference the timed iteration is the official code's own step (the zoo's `ProgressiveGAN.optimizeParameters`,
 BigGAN-PyTorch's `train_fns.GAN_training_function`, StarGAN v2's `Solver.train` loop body with its InputFetcher),
 built the way the official training script builds it, fed batches already on the device; ganforge's is
@@ -24,9 +31,11 @@ import argparse
 import contextlib
 import importlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -37,9 +46,10 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import build, sync, timed_steps  # noqa: E402 - the same Trainer set-up and timing as the GPU check
+from gpu_check import build, sync  # noqa: E402 - the same Trainer set-up and timing as the GPU check
 
 from ganforge.models.pgan import pgan_widths  # noqa: E402
+from ganforge.training.engine import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOS = {"pgan": "pytorch_GAN_zoo", "biggan": "BigGAN-PyTorch", "stargan2": "stargan-v2"}
@@ -88,23 +98,67 @@ def find_repo(refs: Path, family: str) -> Path:
     return matches[0]
 
 
-def timed(step: Callable[[], Any], device: torch.device, warmup: int, steps: int) -> float:
-    """Seconds per call of `step` after `warmup` untimed calls."""
+Step = Callable[[], Any]
+Flags = tuple[bool, bool, bool]
+
+
+def torch_flags() -> Flags:
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+
+
+def set_torch_flags(flags: Flags) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = flags
+
+
+def with_flags(step: Step, flags: Flags) -> Step:
+    """`step` under the torch flags its own code set up (the reference's script or ganforge's engine)."""
+    def run() -> Any:
+        set_torch_flags(flags)
+        return step()
+    return run
+
+
+def interleaved_medians(steps: dict[str, Step], device: torch.device, warmup: int, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each step, calling them in turn round after round, so load that comes and goes
+    on the machine falls on every side alike; `warmup` untimed rounds first (compiling happens there)."""
     for _ in range(warmup):
-        step()
-    sync(device)
-    begin = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return (time.perf_counter() - begin) / steps
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync(device)
+            begin = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - begin)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def reference_defaults() -> None:
+def reference_defaults() -> Flags:
     """torch's process defaults (ganforge's engine allows TF32 matmuls on CUDA; the references never do)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = False
+    return (False, True, False)
+
+
+class SteppedLoop:
+    """A training loop that pulls its batches from an iterator, run in a thread one iteration per `step()`: the
+    official StarGAN v2 loop is one function, so this is how its own iterations are timed without rewriting it."""
+
+    def __init__(self, loop: Callable[[Iterator[Any]], Any], batch: Step) -> None:
+        self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)
+
+        def batches() -> Iterator[Any]:
+            while True:
+                self._done.release()  # the loop asks for its next batch: the previous iteration is over
+                self._go.acquire()
+                yield batch()
+
+        threading.Thread(target=loop, args=(batches(),), daemon=True).start()
+        self._done.acquire()  # set-up finished, first batch asked for
+
+    def step(self) -> None:
+        self._go.release()
+        self._done.acquire()
 
 
 # ---------------------------------------------------------------------------------------------------- PGAN (zoo)
@@ -123,48 +177,44 @@ def float_adam_betas() -> Iterator[None]:
         torch.optim.Adam.__init__ = original
 
 
-def pgan_setup(args: argparse.Namespace) -> tuple[dict[str, Any], list[int], int]:
+def pgan_config(args: argparse.Namespace) -> dict[str, Any]:
     widths = [max(w // args.width_div, 4) for w in pgan_widths(args.pgan_res)]
-    scales = len(widths)
-    config = {"family": "pgan", "data": f"builtin:shapes?count=256&resolution={args.pgan_res}", "model": {
+    return {"family": "pgan", "data": f"builtin:shapes?count=256&resolution={args.pgan_res}", "model": {
         "variant": "zoo", "resolution": args.pgan_res, "widths": widths, "latent_dim": widths[0], "schedule": {
-            "max_iter_at_scale": [100] * scales, "alpha_jumps": 0, "alpha_jump_size": 1, "batch_size": 16}}}
-    return config, widths, 16
+            "max_iter_at_scale": [100] * len(widths), "alpha_jumps": 0, "alpha_jump_size": 1, "batch_size": 16}}}
 
 
-def pgan_reference(repo: Path, args: argparse.Namespace, device: torch.device) -> dict[int, float]:
-    """s/iteration of the zoo's optimizeParameters at each timed resolution (alpha 0: the stable phase)."""
+def pgan_reference(repo: Path, args: argparse.Namespace, device: torch.device) -> Iterator[tuple[int, Step]]:
+    """The zoo's optimizeParameters (D step, G step, EMA) at each timed resolution, alpha 0 (the stable phase),
+    built with the zoo's pgan_config.py defaults. The model grows in place: time each step before the next."""
     sys.path.insert(0, str(repo))
-    from models.progressive_gan import ProgressiveGAN  # the zoo's pgan_config.py defaults below
-    _, widths, batch = pgan_setup(args)
+    from models.progressive_gan import ProgressiveGAN
+    widths = pgan_config(args)["model"]["widths"]
+    flags = reference_defaults()
     with float_adam_betas():
         model = ProgressiveGAN(dimLatentVector=widths[0], depthScale0=widths[0], miniBatchStdDev=True,
                                lambdaGP=10.0, epsilonD=0.001, baseLearningRate=0.001,
                                useGPU=device.type == "cuda")
-    out = {}
-    resolution = 4
-    for width in [None, *widths[1:]]:
-        if width is not None:
+    for index, width in enumerate(widths):
+        if index:
             with float_adam_betas():
                 model.addScale(width)
-            resolution *= 2
-        if resolution in args.pgan_times:
-            assert model.getOriginalG().alpha == 0 and model.getOriginalD().alpha == 0  # no fade: the stable phase
-            real = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1
-            out[resolution] = timed(lambda real=real: model.optimizeParameters(real), device, args.warmup,
-                                    args.steps)
-    return out
-
-
-def pgan_ganforge(args: argparse.Namespace, device: torch.device, mode: str, scratch: Path) -> dict[int, float]:
-    config, widths, _ = pgan_setup(args)
-    trainer = build(config, mode, device, scratch)
-    out = {}
-    for index in range(len(widths)):
         resolution = 4 * 2**index
         if resolution in args.pgan_times:
-            out[resolution] = timed_steps(trainer, 100 * (index + 1) - 1, args.warmup, args.steps)["s_per_step"]
-    return out
+            assert model.getOriginalG().alpha == 0 and model.getOriginalD().alpha == 0  # no fade: the stable phase
+            real = torch.rand(16, 3, resolution, resolution, device=device) * 2 - 1
+            yield resolution, with_flags(lambda real=real: model.optimizeParameters(real), flags)
+
+
+def ganforge_step(trainer: Trainer, start: int) -> Step:
+    """One `Trainer.train_step` at schedule step `start` (held fixed, as gpu_check times it)."""
+    trainer.step = start
+    plan = trainer.family.plan(start)
+    return with_flags(lambda: trainer.train_step(plan), torch_flags())
+
+
+def pgan_ganforge(args: argparse.Namespace, trainer: Trainer, resolution: int) -> Step:
+    return ganforge_step(trainer, 100 * resolution.bit_length() - 201)  # the last step at `resolution`
 
 
 # ---------------------------------------------------------------------------------------------------- BigGAN
@@ -177,19 +227,19 @@ def biggan_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def biggan_reference(repo: Path, args: argparse.Namespace, device: torch.device,
-                     n_classes: int) -> dict[int, float]:
-    """s/iteration (4 D steps + 1 G step + EMA) of BigGAN-PyTorch's training function, built as train.py does."""
+def biggan_reference(repo: Path, args: argparse.Namespace, device: torch.device) -> Iterator[tuple[int, Step]]:
+    """BigGAN-PyTorch's training function (4 D steps + 1 G step + EMA), built as train.py builds it."""
     sys.path.insert(0, str(repo))
     import BigGAN
     import train_fns
     import utils
+    n_classes = label_count(biggan_config(args))
     ch = str(max(64 // args.width_div, 4))
     config = vars(utils.prepare_parser().parse_args([*BIGGAN_CIFAR_ARGS, "--G_ch", ch, "--D_ch", ch]))
     config.update(resolution=32, n_classes=n_classes, G_activation=utils.activation_dict[config["G_nl"]],
                   D_activation=utils.activation_dict[config["D_nl"]])
     utils.seed_rng(0)
-    torch.backends.cudnn.benchmark = True  # as train.py
+    flags = (*reference_defaults()[:2], True)  # train.py: cudnn.benchmark
     G = BigGAN.Generator(**config).to(device)
     D = BigGAN.Discriminator(**config).to(device)
     G_ema = BigGAN.Generator(**{**config, "skip_init": True, "no_optim": True}).to(device)
@@ -208,12 +258,11 @@ def biggan_reference(repo: Path, args: argparse.Namespace, device: torch.device,
         train(x, y)
         state["itr"] += 1
 
-    return {32: timed(step, device, args.warmup, args.steps)}
+    yield 32, with_flags(step, flags)
 
 
-def biggan_ganforge(args: argparse.Namespace, device: torch.device, mode: str, scratch: Path) -> dict[int, float]:
-    return {32: timed_steps(build(biggan_config(args), mode, device, scratch), 0, args.warmup,
-                            args.steps)["s_per_step"]}
+def biggan_ganforge(args: argparse.Namespace, trainer: Trainer, resolution: int) -> Step:
+    return ganforge_step(trainer, 0)
 
 
 # ---------------------------------------------------------------------------------------------------- StarGAN v2
@@ -224,49 +273,37 @@ def stargan2_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def stargan2_reference(repo: Path, args: argparse.Namespace, device: torch.device,
-                       num_domains: int) -> dict[int, float]:
-    """s/iteration (2 D + 2 G steps + EMA) of the official Solver.train loop, AFHQ settings, on fixed batches."""
+def stargan2_reference(repo: Path, args: argparse.Namespace, device: torch.device) -> Iterator[tuple[int, Step]]:
+    """Iterations (2 D + 2 G steps + EMA) of the official `Solver.train` loop itself, AFHQ settings, its
+    InputFetcher fed fixed batches already on the device."""
     sys.path.insert(0, str(repo))
     from core.solver import Solver
     from munch import Munch
     model = stargan2_config(args)["model"]
-    warmup, steps = args.warmup, args.steps
-    total = warmup + steps + 1
+    num_domains = label_count(stargan2_config(args))
     never = 10**9
     solver_args = Munch(
         img_size=args.stargan_res, num_domains=num_domains, latent_dim=16, hidden_dim=512, style_dim=64,
         lambda_reg=model["lambda_reg"], lambda_cyc=model["lambda_cyc"], lambda_sty=model["lambda_sty"],
-        lambda_ds=model["lambda_ds"], ds_iter=model["ds_iter"], w_hpf=0.0, randcrop_prob=0.5, total_iters=total,
+        lambda_ds=model["lambda_ds"], ds_iter=model["ds_iter"], w_hpf=0.0, randcrop_prob=0.5, total_iters=never,
         resume_iter=0, batch_size=args.stargan_batch, val_batch_size=args.stargan_batch, lr=1e-4, f_lr=1e-6,
         beta1=0.0, beta2=0.99, weight_decay=1e-4, mode="train", seed=777, checkpoint_dir=tempfile.mkdtemp(),
         sample_dir=tempfile.mkdtemp(), eval_dir=tempfile.mkdtemp(), print_every=never, sample_every=never,
         save_every=never, eval_every=never)
-    torch.backends.cudnn.benchmark = True  # as main.py
+    flags = (*reference_defaults()[:2], True)  # main.py: cudnn.benchmark
+    set_torch_flags(flags)
     torch.manual_seed(solver_args.seed)
     solver = Solver(solver_args)
     batch, res = args.stargan_batch, args.stargan_res
     x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
     y = torch.randint(0, num_domains, (batch,), device=device)
-    fetched: list[float] = []
 
-    def sources() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:  # the fetcher takes one source batch at the start of each iteration: time stamps between them
-            sync(device)
-            fetched.append(time.perf_counter())
-            yield x, y
+    def loop(sources: Iterator[Any]) -> None:
+        references = _Iterable(lambda: iter(lambda: (x.flip(0), x.flip(3), y.flip(0)), None))
+        validation = _Iterable(lambda: iter(lambda: (x, y), None))
+        solver.train(Munch(src=_Iterable(lambda: sources), ref=references, val=validation))
 
-    def references() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        while True:
-            yield x.flip(0), x.flip(3), y.flip(0)
-
-    def validation() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield x, y
-
-    solver.train(Munch(src=_Iterable(sources), ref=_Iterable(references), val=_Iterable(validation)))
-    sync(device)
-    return {res: (fetched[warmup + steps] - fetched[warmup]) / steps}
+    yield res, with_flags(SteppedLoop(loop, lambda: (x, y)).step, flags)
 
 
 class _Iterable:
@@ -279,9 +316,8 @@ class _Iterable:
         return self.make()
 
 
-def stargan2_ganforge(args: argparse.Namespace, device: torch.device, mode: str, scratch: Path) -> dict[int, float]:
-    return {args.stargan_res: timed_steps(build(stargan2_config(args), mode, device, scratch), 0, args.warmup,
-                                          args.steps)["s_per_step"]}
+def stargan2_ganforge(args: argparse.Namespace, trainer: Trainer, resolution: int) -> Step:
+    return ganforge_step(trainer, 0)
 
 
 # ---------------------------------------------------------------------------------------------------- driver
@@ -292,24 +328,26 @@ def label_count(config: dict[str, Any]) -> int:
 
 REFERENCE_STEPS = {"pgan": pgan_reference, "biggan": biggan_reference, "stargan2": stargan2_reference}
 GANFORGE_STEPS = {"pgan": pgan_ganforge, "biggan": biggan_ganforge, "stargan2": stargan2_ganforge}
-LABELLED_CONFIGS = {"biggan": biggan_config, "stargan2": stargan2_config}
+CONFIGS = {"pgan": pgan_config, "biggan": biggan_config, "stargan2": stargan2_config}
 
 
 def run_family(family: str, args: argparse.Namespace) -> None:
-    """One family in this process: the reference first (torch defaults), then ganforge in each mode. The row is
-    printed after every measurement, so a family stopped at its time limit keeps what it measured."""
+    """One family in this process: ganforge's trainers (one per mode) beside the reference, timed in turn at each
+    resolution; the row is printed after every resolution, so a family stopped at its time limit keeps those."""
     device = torch.device(args.device)
-    row: dict[str, Any] = {"family": family, "stubbed": stub_missing_modules(UNUSED_BY_A_STEP)}
-    reference_defaults()
+    row: dict[str, Any] = {"family": family, "stubbed": stub_missing_modules(UNUSED_BY_A_STEP),
+                           "reference_s": {}, "ganforge_s": {mode: {} for mode in args.modes}}
     repo = find_repo(args.refs, family)
     row["repo"] = repo.name
-    labels = [label_count(LABELLED_CONFIGS[family](args))] if family in LABELLED_CONFIGS else []
-    row["reference_s"] = REFERENCE_STEPS[family](repo, args, device, *labels)
-    row["ganforge_s"] = {}
-    print("RESULT " + json.dumps(row), flush=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"bench-ref-{family}-"))
-    for mode in args.modes:
-        row["ganforge_s"][mode] = GANFORGE_STEPS[family](args, device, mode, scratch / mode)
+    trainers = {mode: build(CONFIGS[family](args), mode, device, scratch / mode) for mode in args.modes}
+    for resolution, reference in REFERENCE_STEPS[family](repo, args, device):
+        steps = {"reference": reference, **{mode: GANFORGE_STEPS[family](args, trainer, resolution)
+                                            for mode, trainer in trainers.items()}}
+        medians = interleaved_medians(steps, device, args.warmup, args.steps)
+        row["reference_s"][resolution] = medians.pop("reference")
+        for mode, seconds in medians.items():
+            row["ganforge_s"][mode][resolution] = seconds
         print("RESULT " + json.dumps(row), flush=True)
 
 

@@ -68,3 +68,25 @@ def test_a_family_whose_checkout_is_missing_is_reported_and_the_table_still_prin
     assert proc.returncode == 0, proc.stderr
     assert "pgan      failed: FileNotFoundError: --refs" in proc.stdout
     assert '"error": "failed"' in out.read_text()
+
+
+def test_a_loop_that_pulls_its_batches_runs_one_whole_iteration_per_step(bench) -> None:
+    done = []
+
+    def loop(batches):  # stands for the official StarGAN v2 Solver.train
+        for index, batch in enumerate(batches):
+            done.append((index, batch))
+
+    counter = iter(range(100))
+    stepped = bench.SteppedLoop(loop, lambda: next(counter) * 10)
+    assert done == []  # set up, first batch asked for, nothing run yet
+    stepped.step()
+    stepped.step()
+    assert done == [(0, 0), (1, 10)]  # each step returned after its iteration finished
+
+
+def test_steps_are_timed_in_turn_after_their_warm_up(bench) -> None:
+    calls = []
+    medians = bench.interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                        torch.device("cpu"), warmup=1, rounds=2)
+    assert calls == ["a", "b"] * 3 and set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
