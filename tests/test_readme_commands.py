@@ -255,6 +255,9 @@ RULES: list[Rule] = [
     Rule(r"python benchmarks/bench_train\.py", options={"--steps": "1", "--warmup": "0"},
          add=("--modes", "fp32", "--width-div", "64", "--families", "wgan-gp", "--scratch", "scratch/bench_train"),
          expect=_printed(r"wgan-gp +fp32 +64 +16 +\d+\.\d+")),
+    Rule(r"python benchmarks/bench_vs_reference\.py", skip="it imports the official implementations from checkouts "
+         "(REFS) that no fresh clone has; tests/test_bench_vs_reference.py runs its machinery and its report of a "
+         "missing checkout"),
     Rule(r"python benchmarks/gpu_check\.py", needs_cuda=True, add=("--quick", "--scratch", "scratch/gpu_check"),
          expect=_files(".", "gpu_check.json", 1)),
 ]
