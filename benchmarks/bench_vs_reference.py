@@ -11,13 +11,15 @@ measured in benchmarks/README.md:
     git clone https://github.com/clovaai/stargan-v2 DIR/stargan-v2                       # 875b70a
     pip install munch                                                                    # StarGAN v2 needs it
 
-Their code is imported and run as it is, never copied: for each
-reference the timed iteration is the official code's own step (the zoo's `ProgressiveGAN.optimizeParameters`,
-BigGAN-PyTorch's `train_fns.GAN_training_function`, StarGAN v2's `Solver.train` loop body with its InputFetcher),
-built the way the official training script builds it, fed batches already on the device; ganforge's is
-`Trainer.train_step` at the same config (the PGAN zoo variant, configs/biggan_cifar10.yaml, configs/stargan2_afhq.yaml),
-fed by its own loader. Each family runs in its own Python process, so the references' module names (`models`,
-`utils`, `core`, ...) and the torch flags their scripts set (cudnn.benchmark) never meet ganforge's.
+Their code is imported and run as it is, never copied: for each reference the timed iteration is the official
+code's own step (the zoo's `ProgressiveGAN.optimizeParameters`, BigGAN-PyTorch's `train_fns.GAN_training_function`,
+StarGAN v2's `Solver.train` loop itself, stepped from a thread, with its InputFetcher), built the way the official
+training script builds it, fed batches already on the device; ganforge's is `Trainer.train_step` at the same config
+(the PGAN zoo variant, configs/biggan_cifar10.yaml, configs/stargan2_afhq.yaml), fed by its own loader. The sides are
+timed in turn, one step each per round, and the medians compared, so load that comes and goes on the machine falls on
+both alike; each step runs under the torch flags its own code set (the references' scripts: cudnn.benchmark, no TF32
+matmuls; ganforge's engine: TF32 on CUDA). Each family runs in its own Python process, so the references' module
+names (`models`, `utils`, `core`, ...) never meet each other.
 
 What the references import only for data loading, sample sheets, videos and face landmarks, and a timed step never
 runs (torchvision, ffmpeg, cv2, skimage where missing), is replaced by empty placeholder modules; munch, which
