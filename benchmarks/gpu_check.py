@@ -20,6 +20,7 @@ import copy
 import fnmatch
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -47,7 +48,9 @@ from ganforge.training.engine import Trainer  # noqa: E402
 PEAKS = {"H200": (989.0, 494.0, 67.0), "H100 SXM": (989.0, 494.0, 67.0), "H100": (989.0, 494.0, 67.0),
          "A100": (312.0, 156.0, 19.5)}
 MODES = {"fp32": ("off", False), "bf16": ("bf16", False), "compiled": ("off", True)}
+AUTOTUNED = "cudnn_benchmark"  # fp32 with torch.backends.cudnn.benchmark on (CUDA only)
 Case = tuple[str, Callable[[], dict[str, Any]]]
+PERTURBATION = 1e-5  # relative nudge of every weight in the fp32 control run (bf16 rounds at 2^-9 = 2e-3)
 
 
 def peaks(device: torch.device) -> tuple[str, tuple[float, float, float] | None]:
@@ -187,8 +190,33 @@ class Runner:
         self.args.out.write_text(json.dumps(self.report(), indent=1))
 
 
+def relative_differences(run: list[dict[str, float]], reference: list[dict[str, float]]) -> list[float]:
+    """Per step, the largest difference of any logged value from the reference run, relative to that value's size
+    over the reference run (hinge losses pass through 0, so not to the value itself)."""
+    scale = {k: max(max(abs(entry[k]) for entry in reference), 1e-6) for k in reference[0]}
+    return [max(abs(a[k] - b[k]) / scale[k] for k in b) for a, b in zip(run, reference, strict=True)]
+
+
+def perturb_weights(trainer: Trainer, relative: float, seed: int = 0) -> None:
+    """Every trained weight times (1 + relative · N(0, 1)): a nudge of the size rounding makes."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, net in trainer.family.nets.items():
+            if name in trainer.family.ema_pairs:
+                continue
+            for param in net.parameters():
+                noise = torch.randn(param.shape, generator=generator).to(param.device, param.dtype)
+                param.mul_(1 + relative * noise)
+
+
 def family_cases(args: argparse.Namespace, device: torch.device) -> tuple[list[Case], list[Case]]:
     """(1) every family's tiny config trains in fp32, bf16 and compiled; losses finite; each compared with fp32.
+
+    A difference from fp32 after 20 steps means little on its own: GAN training amplifies any difference (Adam
+    divides by running gradient RMS, hinge and ReLU kinks switch), so the fp32 case also reruns with every weight
+    nudged by a relative PERTURBATION and reports how far that run drifts (`perturbed_rel_diff`). bf16 or compiled
+    drifting no more than that is rounding amplified by training; drifting at the first step
+    (`first_step_rel_diff_vs_fp32`, same weights, no update yet) is the precision itself.
     Returns (eager cases, compiled cases)."""
     steps = 3 if args.quick else 20
     eager: list[Case] = []
@@ -204,11 +232,14 @@ def family_cases(args: argparse.Namespace, device: torch.device) -> tuple[list[C
                 out: dict[str, Any] = {"steps": steps, "finite": finite, "last": logs[-1]}
                 if mode == "fp32":
                     fp32_losses[:] = logs
+                    torch.manual_seed(0)
+                    nudged = build(config, mode, device, args.scratch / family)
+                    perturb_weights(nudged, PERTURBATION)
+                    out["perturbed_rel_diff"] = max(relative_differences(nudged.stepped_losses(steps), logs))
                 elif fp32_losses:
-                    # relative to each value's size over the run: hinge losses pass through 0
-                    scale = {k: max(max(abs(b[k]) for b in fp32_losses), 1e-6) for k in fp32_losses[0]}
-                    out["max_rel_diff_vs_fp32"] = max(abs(a[k] - b[k]) / scale[k]
-                                                      for a, b in zip(logs, fp32_losses, strict=True) for k in b)
+                    diffs = relative_differences(logs, fp32_losses)
+                    out["first_step_rel_diff_vs_fp32"] = diffs[0]
+                    out["max_rel_diff_vs_fp32"] = max(diffs)
                 if not finite:
                     raise FloatingPointError(f"non-finite loss in {logs}")
                 return out
@@ -238,38 +269,55 @@ def throughput_configs(quick: bool) -> dict[str, tuple[dict[str, Any], list[int]
             "stargan2": (stargan2, None), "wgan-gp": (wgan, None)}
 
 
-def throughput_cases(args: argparse.Namespace, device: torch.device) -> tuple[list[Case], list[Case]]:
+def throughput_cases(args: argparse.Namespace, device: torch.device) -> tuple[list[Case], list[Case], list[Case]]:
     """(2)-(4) img/s, s/step, TFLOP/s, MFU, peak memory and host syncs of the real models in fp32, bf16 and
-    compiled. Compiled PGAN is timed at its two largest resolutions only (each resolution compiles anew)."""
+    compiled, and in fp32 with cuDNN autotuning (`torch.backends.cudnn.benchmark`, which BigGAN-PyTorch and StarGAN
+    v2 set and ganforge does not yet: measured before it becomes a default). Compiled PGAN is timed at its two
+    largest resolutions only (each resolution compiles anew). Every case after fp32 says its speed-up over fp32.
+    Returns (eager cases, compiled cases, autotuned cases)."""
     warmup, steps = (1, 2) if args.quick else (3, 10)
     device_name, peak = peaks(device)
     eager: list[Case] = []
     compiled: list[Case] = []
+    autotuned: list[Case] = []
     for name, (config, starts) in throughput_configs(args.quick).items():
         trainers: dict[str, Trainer] = {}
         flops: dict[int, int] = {}
+        fp32_seconds: dict[int, float] = {}
         starts = starts or [0]
         for start in starts:
-            for mode in MODES:
+            for mode in [*MODES, AUTOTUNED]:
                 if mode == "compiled" and start not in starts[-2:]:
                     continue
 
                 def case(config: dict = config, mode: str = mode, start: int = start, name: str = name,
-                         trainers: dict = trainers, flops: dict = flops) -> dict[str, Any]:
+                         trainers: dict = trainers, flops: dict = flops, fp32_seconds: dict = fp32_seconds
+                         ) -> dict[str, Any]:
                     if mode not in trainers:
-                        trainers[mode] = build(config, mode, device, args.scratch / f"speed-{name}-{mode}")
+                        trainers[mode] = build(config, "fp32" if mode == AUTOTUNED else mode, device,
+                                               args.scratch / f"speed-{name}-{mode}")
                     if start not in flops:
                         flops[start] = step_flops(build(config, "fp32", device, args.scratch / "flops"), start)
-                    out = timed_steps(trainers[mode], start, warmup, steps)
+                    autotune = torch.backends.cudnn.benchmark
+                    torch.backends.cudnn.benchmark = mode == AUTOTUNED or autotune
+                    try:
+                        out = timed_steps(trainers[mode], start, warmup, steps)
+                    finally:
+                        torch.backends.cudnn.benchmark = autotune
                     out["device"] = device_name
                     out["tflop_per_step"] = flops[start] / 1e12
                     out["tflop_per_s"] = flops[start] / out["s_per_step"] / 1e12
                     if peak is not None:
                         out["mfu"] = out["tflop_per_s"] / (peak[0] if mode == "bf16" else peak[1])
+                    if mode == "fp32":
+                        fp32_seconds[start] = out["s_per_step"]
+                    elif start in fp32_seconds:
+                        out["speedup_vs_fp32"] = fp32_seconds[start] / out["s_per_step"]
                     return out
 
-                (compiled if mode == "compiled" else eager).append((f"speed/{name}/step{start}/{mode}", case))
-    return eager, compiled
+                group = compiled if mode == "compiled" else autotuned if mode == AUTOTUNED else eager
+                group.append((f"speed/{name}/step{start}/{mode}", case))
+    return eager, compiled, autotuned
 
 
 def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
@@ -314,16 +362,23 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'case':36s} {'status':8s} {'img/s':>9s} {'s/step':>8s} {'TFLOP/s':>8s} {'MFU':>6s} {'mem GB':>7s} "
-             f"{'syncs':>5s}"]
+    """One row per case; training cases end with their loss differences (see family_cases)."""
+    lines = [f"{'case':40s} {'status':8s} {'img/s':>9s} {'s/step':>8s} {'x fp32':>6s} {'TFLOP/s':>8s} {'MFU':>6s} "
+             f"{'mem GB':>7s} {'syncs':>5s}"]
     for entry in results:
         def cell(key: str, fmt: str, entry: dict = entry) -> str:
             value = entry.get(key)
-            return format(value, fmt) if isinstance(value, (int, float)) else "-"
-        lines.append(f"{entry['case']:36s} {entry['status']:8s} {cell('img_per_s', '9.1f')} "
-                     f"{cell('s_per_step', '8.4f')} {cell('tflop_per_s', '8.2f')} {cell('mfu', '6.1%')} "
-                     f"{cell('peak_mem_gb', '7.2f')} {cell('host_syncs_per_step', '5d')}"
-                     + (f"  {entry['reason'][:80]}" if entry["status"] != "ok" else ""))
+            width = int(re.match(r"\d*", fmt).group() or 0)
+            return format(value, fmt) if isinstance(value, (int, float)) else "-".rjust(width)
+        notes = [f"{label} {entry[key]:.1e}" for key, label in (
+            ("first_step_rel_diff_vs_fp32", "vs fp32: step 1"), ("max_rel_diff_vs_fp32", "max"),
+            ("perturbed_rel_diff", f"fp32 nudged by {PERTURBATION:g}: max")) if key in entry]
+        if entry["status"] != "ok":
+            notes.append(entry["reason"][:80])
+        lines.append(f"{entry['case']:40s} {entry['status']:8s} {cell('img_per_s', '9.1f')} "
+                     f"{cell('s_per_step', '8.4f')} {cell('speedup_vs_fp32', '6.2f')} {cell('tflop_per_s', '8.2f')} "
+                     f"{cell('mfu', '6.1%')} {cell('peak_mem_gb', '7.2f')} {cell('host_syncs_per_step', '5d')}"
+                     + (f"  {', '.join(notes)}" if notes else ""))
     return "\n".join(lines)
 
 
@@ -342,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     runner = Runner(args, device)
     train_eager, train_compiled = family_cases(args, device)
-    speed_eager, speed_compiled = throughput_cases(args, device)
+    speed_eager, speed_compiled, speed_autotuned = throughput_cases(args, device)
     for name, case in train_eager + speed_eager + metric_cases(args, device):
         runner.record(name, case)
     if args.quick:  # compiling takes minutes on CPU: one family stands for the rest
@@ -350,7 +405,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runner.skip(name, "--quick: compiling takes minutes on CPU; train/wgan-gp/compiled stands for the rest")
         train_compiled = [c for c in train_compiled if c[0] == "train/wgan-gp/compiled"]
         speed_compiled = []
-    for name, case in train_compiled + speed_compiled:  # every family compiles at all, then the real models' speed
+    if device.type != "cuda":
+        for name, _ in speed_autotuned:
+            runner.skip(name, "cuDNN autotuning exists on CUDA only")
+        speed_autotuned = []
+    # every family compiles at all, then the real models' compiled speed, then cuDNN autotuning
+    for name, case in train_compiled + speed_compiled + speed_autotuned:
         runner.record(name, case, budgeted=True)
     runner.save()
     print(table(runner.results))
