@@ -16,7 +16,7 @@ from stargan2_tiny_run import DOMAINS, train_tiny_run
 
 import ganforge
 from ganforge.cli import main
-from ganforge.viz.grid import caption_size, to_uint8
+from ganforge.viz.grid import CAPTION_MARGIN, caption_size, text_width, to_uint8
 from ganforge.viz.translate import (
     TranslateError,
     average_styles,
@@ -26,6 +26,7 @@ from ganforge.viz.translate import (
     reference_captions,
     reference_grid,
     reference_video_frames,
+    video_title,
     write_gif,
     write_video,
 )
@@ -101,7 +102,7 @@ def test_latent_grids_use_shared_latents_and_the_average_style(tiny) -> None:
 def test_video_frames_are_made_and_encoded_one_at_a_time(tiny, tmp_path: Path) -> None:
     nets = tiny["model"].nets
     frames = reference_video_frames(nets["G_ema"], nets["E_ema"], tiny["x_src"], tiny["x_ref"], tiny["y_ref"],
-                                    alphas=[0.0, 0.5, 1.0])
+                                    caption="EMA, step 7", domains=DOMAINS, alphas=[0.0, 0.5, 1.0])
     refs: list[weakref.ref] = []
     produced = []
 
@@ -114,10 +115,34 @@ def test_video_frames_are_made_and_encoded_one_at_a_time(tiny, tmp_path: Path) -
 
     path = tmp_path / "v.gif"
     assert write_video(tracked(), path, fps=10) == 12  # 2 same-domain pairs per domain × 2 domains × 3 alphas
-    assert set(produced) == {(2 * CELL, 4 * CELL, 3)}
+    # every frame one size: the title strip above the 2-row frame, as wide as the widest title (domains differ)
+    titles = [video_title("EMA, step 7", domain, k, alpha) for k, domain in [(1, "dark"), (2, "dark"),
+                                                                              (4, "light"), (5, "light")]
+              for alpha in (0.0, 0.5, 1.0)]
+    top = caption_size(titles[0])[0]
+    width = max(4 * CELL, max(map(text_width, titles)) + 2 * CAPTION_MARGIN)
+    assert set(produced) == {(top + 2 * CELL, width, 3)}
     with Image.open(path) as gif:
-        assert gif.n_frames == 12 and gif.size == (4 * CELL, 2 * CELL)
+        assert gif.n_frames == 12 and gif.size == (width, top + 2 * CELL)
         assert gif.info["loop"] == 0 and gif.info["duration"] == 100
+
+
+def test_a_video_frame_is_the_unlabelled_frame_under_its_title(tiny) -> None:
+    nets = tiny["model"].nets
+    first = next(reference_video_frames(nets["G_ema"], nets["E_ema"], tiny["x_src"], tiny["x_ref"], tiny["y_ref"],
+                                        caption="EMA, step 7", domains=DOMAINS, alphas=[0.0]))
+    assert video_title("EMA, step 7", "dark", 1, 0.0) == ("reference video, EMA, step 7\nleft: dark references "
+                                                          "1 -> 2, blend 0.00\ntop: sources; below: them in the "
+                                                          "blended style")
+    top = caption_size(video_title("EMA, step 7", "dark", 1, 0.0))[0]
+    with torch.no_grad():  # blend 0: the first reference's style; the panel shows it in the middle
+        style = nets["E_ema"](tiny["x_ref"], tiny["y_ref"])[0].expand(len(tiny["x_src"]), -1)
+        outputs = nets["G_ema"](tiny["x_src"], style).clamp(-1, 1)
+    body = first[top:]
+    np.testing.assert_array_equal(body[CELL // 2:CELL // 2 + CELL, :CELL], to_uint8(tiny["x_ref"][:1])[0])
+    np.testing.assert_array_equal(body[:CELL, CELL:2 * CELL], to_uint8(tiny["x_src"][:1])[0])
+    np.testing.assert_array_equal(body[CELL:2 * CELL, CELL:2 * CELL], to_uint8(outputs[:1])[0])
+    assert (first[:top] == 255).mean() > 0.5 and (first[:top] == 0).any()  # white strip with black text
 
 
 def test_gif_frames_decode_to_what_was_written(tmp_path: Path) -> None:

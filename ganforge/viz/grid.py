@@ -93,13 +93,15 @@ def caption_size(title: str, row_labels: Sequence[str] | None = None) -> tuple[i
     return top, left
 
 
-def label_grid(grid: np.ndarray, title: str, row_labels: Sequence[str] | None = None, padding: int = 2) -> np.ndarray:
+def label_grid(grid: np.ndarray, title: str, row_labels: Sequence[str] | None = None, padding: int = 2,
+               min_width: int = 0) -> np.ndarray:
     """An HWC uint8 grid (as `make_grid` made it, with `padding`) under a strip holding `title` (lines split at
     newlines), with `row_labels` (one per grid row, centred on it) in a strip to its left. The canvas is widened
-    when the title is wider than the grid; the grid's pixels are copied unchanged."""
+    when the title is wider than the grid, and to `min_width` (frames of one video keep one size whatever their
+    titles); the grid's pixels are copied unchanged."""
     height, width, channels = grid.shape
     top, left = caption_size(title, row_labels)
-    canvas_width = max(left + width, text_width(title) + 2 * CAPTION_MARGIN)
+    canvas_width = max(left + width, text_width(title) + 2 * CAPTION_MARGIN, min_width)
     canvas = np.full((top + height, canvas_width, channels), CAPTION_BACKGROUND, dtype=np.uint8)
     lines = [(CAPTION_MARGIN + i * line_height(), line) for i, line in enumerate(title.split("\n"))]
     canvas[:top] = _text_strip(top, canvas_width, lines)[..., None]

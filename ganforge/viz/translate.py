@@ -17,7 +17,7 @@ import io
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
-from ganforge.viz.grid import label_grid, make_grid, sample_caption, save_image, to_uint8
+from ganforge.viz.grid import CAPTION_MARGIN, label_grid, make_grid, sample_caption, save_image, text_width, to_uint8
 
 Masks = tuple[torch.Tensor, torch.Tensor] | None  # (coarse, fine) face masks of the sources, for w_hpf > 0
 
@@ -166,24 +166,34 @@ def _slide(previous: torch.Tensor, following: torch.Tensor, alpha: float) -> tor
     return strip[..., top:top + 2 * height, :]
 
 
+def video_title(caption: str, domain: str, first: int, alpha: float) -> str:
+    """What a reference-video frame shows: the two references (1-based, in their folder's order) and the blend."""
+    return (f"reference video, {caption}\nleft: {domain} references {first} -> {first + 1}, blend {alpha:.2f}\n"
+            "top: sources; below: them in the blended style")
+
+
 @torch.no_grad()
 def reference_video_frames(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, x_ref: torch.Tensor,
-                           y_ref: torch.Tensor, alphas: list[float] | None = None,
-                           masks: Masks = None) -> Iterator[np.ndarray]:
+                           y_ref: torch.Tensor, *, caption: str, domains: Sequence[str],
+                           alphas: list[float] | None = None, masks: Masks = None) -> Iterator[np.ndarray]:
     """HWC uint8 frames, made one at a time: for each pair of consecutive references of one domain, the style
-    moves from the first to the second; the reference panel is on the left, sources on top, outputs below."""
+    moves from the first to the second; the reference panel is on the left, sources on top, outputs below, under
+    a title saying which references and how far the blend is (`video_title`; every frame is one size)."""
     alphas = alphas if alphas is not None else interpolation_alphas()
     styles = E(x_ref, y_ref)
     pairs = [k for k in range(1, len(x_ref)) if y_ref[k] == y_ref[k - 1]]
     if not pairs:
         raise TranslateError("the video needs two reference images of one domain (consecutive in their folder)")
+    titles = {(k, alpha): video_title(caption, domains[int(y_ref[k])], k, alpha) for k in pairs for alpha in alphas}
+    width = max(map(text_width, titles.values())) + 2 * CAPTION_MARGIN
     for k in pairs:
         for alpha in alphas:
             style = torch.lerp(styles[k - 1], styles[k], alpha).expand(len(x_src), -1)
             out = G(x_src, style, masks).clamp(-1, 1)
             panel = _slide(x_ref[k - 1], x_ref[k], alpha)
             body = torch.cat([torch.cat(list(x_src), dim=-1), torch.cat(list(out), dim=-1)], dim=-2)
-            yield to_uint8(torch.cat([panel, body], dim=-1)[None])[0]
+            frame = to_uint8(torch.cat([panel, body], dim=-1)[None])[0]
+            yield label_grid(frame, titles[k, alpha], padding=0, min_width=width)
 
 
 # --- streaming video writers -----------------------------------------------------------------------------------
@@ -311,7 +321,8 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
         save_image(label_grid(grid, *latent_captions(caption, domains, psi, num_z)), written[-1])
     if video is not None:
         target = Path(video) if Path(video).parent != Path(".") else out / video
-        write_video(reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, masks=masks), target)
+        write_video(reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, caption=caption,
+                                           domains=domains, masks=masks), target)
         written.append(target)
     return written
 
