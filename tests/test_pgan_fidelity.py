@@ -134,6 +134,40 @@ def test_zoo_gdpp_weighs_against_the_summed_adversarial_loss_as_in_the_zoo(tmp_p
     assert logs["gdpp"].abs() > 0.1  # the term is really there, not vanishingly small
 
 
+@pytest.mark.parametrize(("variant", "divided"), [("zoo", True), ("paper", False)])
+def test_zoo_variant_divides_adams_eps_by_each_scales_batch(tmp_path, variant, divided):
+    """The zoo sums its losses over the batch (N-times larger gradients), the TF code averages as ganforge does."""
+    family = tiny_family(tmp_path, variant=variant, adam_eps=1e-6, schedule={
+        "max_iter_at_scale": [4, 8, 8], "alpha_jumps": 2, "alpha_jump_size": 2, "batch_size": 4,
+        "batch_per_resolution": {8: 2}})
+    for segment in family.segments:
+        family.begin_step(segment.start + 1, family.plan(segment.start + 1))
+        for optimizer in family.optimizers.values():
+            assert optimizer.param_groups[0]["eps"] == (1e-6 / segment.batch_size if divided else 1e-6)
+
+
+def test_adam_with_eps_over_n_on_mean_gradients_takes_the_steps_of_adam_on_summed_gradients():
+    """Why the zoo variant divides ε by N: Adam's lr · m / (√v + ε) is the same for gradients g with ε / N as for
+    N · g with ε (float64, three steps, a coordinate whose gradient is near ε)."""
+    batch = 16
+    gradients = torch.tensor([[3e-2, 2e-9, -1e-10], [1e-2, -3e-9, 4e-10], [-2e-2, 1e-9, 2e-10]], dtype=torch.float64)
+    mean = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    summed = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    on_mean = torch.optim.Adam([mean], lr=1e-3, betas=(0.0, 0.99), eps=1e-8 / batch)
+    on_sum = torch.optim.Adam([summed], lr=1e-3, betas=(0.0, 0.99), eps=1e-8)
+    for gradient in gradients:
+        mean.grad, summed.grad = gradient.clone(), batch * gradient
+        on_mean.step()
+        on_sum.step()
+    torch.testing.assert_close(mean, summed, rtol=1e-12, atol=0)
+    same_eps = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # without dividing: visibly other steps
+    plain = torch.optim.Adam([same_eps], lr=1e-3, betas=(0.0, 0.99), eps=1e-8)
+    for gradient in gradients:
+        same_eps.grad = gradient.clone()
+        plain.step()
+    assert (same_eps - summed).abs().max() > 1e-4
+
+
 def test_paper_variant_adds_gdpp_to_the_mean_loss_with_its_weight(tmp_path):
     family = tiny_family(tmp_path, gdpp=1.0)
     reals = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))

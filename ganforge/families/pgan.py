@@ -95,7 +95,7 @@ class PGANConfig:
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
     lr: float = 0.001
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
-    adam_eps: float = 1e-8
+    adam_eps: float = 1e-8  # the reference's ε (the zoo variant divides it by the batch: see PGANFamily.adam_eps)
     ema_decay: float = 0.999
     ema_rampup: float | None = None  # stylegan2-ada's EMA warm-up (e.g. 0.05; see nn.ema.ramped_ema_decay); None: off
     mirror: bool | None = None  # None: the variant's default (paper on, zoo off)
@@ -343,9 +343,10 @@ class PGANFamily(Family):
     def begin_step(self, step: int, plan: StepPlan) -> None:
         seg = self.segment(step)
         lr = self.config.schedule.lr_per_resolution.get(seg.resolution, self.config.lr)
+        eps = self.adam_eps(seg.batch_size)
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"], group["eps"] = lr, eps
         local = step - seg.start
         growth = local == 0 and seg.scale > 0
         if self.config.variant == "paper" and (growth or (seg.scale > 0 and local == seg.fade_steps)):
@@ -405,6 +406,16 @@ class PGANFamily(Family):
 
         return [Phase("D", ("D",), d_loss),
                 Phase("G", ("G",), g_loss, data="previous" if config.gdpp > 0 else "none")]
+
+    def adam_eps(self, batch_size: int) -> float:
+        """Adam's ε for ganforge's mean losses that takes the reference's steps.
+
+        The zoo sums its losses over the batch, so its gradients are N times these and its ε weighs N times less
+        against them: Adam's lr · m / (√v + ε) on the zoo's sums equals lr · m / (√v + ε / N) on means, so the zoo
+        variant uses `adam_eps` / N (the zoo's own ε stays the config's number). The official TF code averages,
+        as ganforge does: the paper variant uses `adam_eps` as it is.
+        """
+        return self.config.adam_eps / batch_size if self.config.variant == "zoo" else self.config.adam_eps
 
     def gp_norm_scale(self, resolution: int) -> float:
         """Factor on the gradient norm the penalty sees at `resolution` (see losses.gradient_penalty).
