@@ -1,0 +1,83 @@
+"""benchmarks/oracle_vs_reference.py: its noise recording and replay, the zoo's real-image blend, and (where a
+pytorch_GAN_zoo checkout is at hand) the check itself: ganforge's zoo-variant step is the zoo's own step."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "oracle_vs_reference.py"
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    spec = importlib.util.spec_from_file_location("oracle_vs_reference", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_noise_is_recorded_in_order_and_torch_is_restored(oracle) -> None:
+    randn, rand = torch.randn, torch.rand
+    torch.manual_seed(0)
+    with oracle.recorded_noise() as drawn:
+        a = torch.randn(2, 3)
+        b = torch.rand(4, 1)
+        a.add_(1)  # a caller changing its tensor in place does not change the record
+    assert torch.randn is randn and torch.rand is rand
+    torch.manual_seed(0)
+    assert torch.equal(drawn[0], torch.randn(2, 3)) and torch.equal(drawn[1], torch.rand(4, 1))
+    assert torch.equal(b, drawn[1]) and len(drawn) == 2
+
+
+def test_replayed_noise_is_reshaped_and_every_mismatch_is_an_error(oracle) -> None:
+    family = SimpleNamespace()
+    trainer = SimpleNamespace(family=family, device=torch.device("cpu"))
+    drawn = [torch.arange(6.0).reshape(2, 3), torch.arange(4.0).reshape(4, 1)]
+    oracle.replay_noise(trainer, drawn)
+    assert torch.equal(family.randn(2, 3), torch.arange(6.0).reshape(2, 3))
+    assert family.rand(4, 1, 1, 1).shape == (4, 1, 1, 1)
+    with pytest.raises(RuntimeError, match=r"shape \(5,\) that the reference step never drew"):
+        family.randn(5)
+    oracle.replay_noise(trainer, [torch.zeros(3)])
+    with pytest.raises(RuntimeError, match=r"shape \(2, 2\), the reference \(3,\)"):
+        family.rand(2, 2)
+
+
+def test_the_zoo_blend_averages_2x2_blocks_and_repeats_them(oracle) -> None:
+    real = torch.arange(16.0).reshape(1, 1, 4, 4)
+    low = torch.tensor([[2.5, 4.5], [10.5, 12.5]]).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    torch.testing.assert_close(oracle.zoo_blend(real, 0.25)[0, 0], 0.25 * low + 0.75 * real[0, 0])
+    assert oracle.zoo_blend(real, 0.0) is real
+    assert torch.equal(oracle.zoo_blend(real, 1.0), F.interpolate(F.avg_pool2d(real, 2), scale_factor=2))
+
+
+def _zoo_checkout() -> Path | None:
+    refs = os.environ.get("GANFORGE_REFS")
+    if not refs or not Path(refs).is_dir():
+        return None
+    return next((p for p in Path(refs).iterdir() if "pytorch_gan_zoo" in p.name.lower()), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_zoo_checkout() is None, reason="needs GANFORGE_REFS: a folder holding a checkout of "
+                    "facebookresearch/pytorch_GAN_zoo (benchmarks/bench_vs_reference.py names the commit)")
+def test_ganforge_takes_the_zoos_own_training_steps_and_the_check_sees_the_zoos_d_fade_bug() -> None:
+    def check(*args: str) -> subprocess.CompletedProcess:  # own process: the zoo's modules stay out of this one
+        return subprocess.run([sys.executable, str(SCRIPT), "--refs", os.environ["GANFORGE_REFS"], *args],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+    same = check("--scale", "2", "--alpha", "0.5", "--steps", "3")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "the same training step" in same.stdout
+    quirk = check("--scale", "1", "--alpha", "0.5", "--steps", "2")  # the zoo's D ignores alpha at 4->8
+    assert quirk.returncode == 1 and "DIFFERENT" in quirk.stdout
