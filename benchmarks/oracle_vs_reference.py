@@ -1,34 +1,34 @@
 """ganforge's training steps against the official code's own, from the same weights, batches and noise.
 
-    python benchmarks/oracle_vs_reference.py --refs DIR                       # PGAN zoo, 16 px, stable and fading
-    python benchmarks/oracle_vs_reference.py --refs DIR --scale 3 --alpha 0.25 --steps 8
+    python benchmarks/oracle_vs_reference.py --refs DIR                       # PGAN zoo, 16 px, fading
+    python benchmarks/oracle_vs_reference.py --refs DIR --scale 3 --alpha 0 --steps 8
+    python benchmarks/oracle_vs_reference.py --refs DIR --family stargan2     # needs munch (pip install munch)
 
-DIR holds a checkout of facebookresearch/pytorch_GAN_zoo (see bench_vs_reference.py for the clone command and the
-commit). Its code is imported and run as it is, never copied. The check:
+DIR holds checkouts of facebookresearch/pytorch_GAN_zoo and clovaai/stargan-v2 (bench_vs_reference.py gives the
+clone commands and commits). Their code is imported and run as it is, never copied. Everything runs in float64, so
+that rounding (1e-16) cannot grow into a difference over a few steps (in float32 Adam's division by the running
+gradient RMS turns 1e-7 into 1e-2 within a few steps: the chaos control in benchmarks/README.md). Per step the
+losses of both sides are printed, and at the end the largest difference of every weight, relative to the largest
+weight of its tensor; the exit status is 1 when anything differs by more than `--tolerance` (relative).
 
-1. builds the zoo's ProgressiveGAN (the zoo's pgan_config.py defaults: WGAN-GP, λ 10, ε-drift 0.001, Adam
-   lr 0.001 β (0, 0.99), EMA 0.999) at the given widths, grows it with its own `addScale` to `--scale` and sets
-   alpha on G, D and the EMA G (the zoo's `updateAlpha` reaches the EMA G only under DataParallel);
-2. writes it with the zoo's own `save` and reads that file with ganforge's importer (`ganforge import pgan-zoo`'s
-   route), into a ganforge Trainer at the same config (`model.variant: zoo`);
-3. runs `--steps` iterations on both: the zoo's `optimizeParameters` (D step with gradient penalty and drift, G
-   step, EMA update) and ganforge's `Trainer.train_step`, fed the same real batches (built-in shapes, blended as
-   the zoo's trainer blends them during a fade), ganforge replaying the noise the zoo drew (its latents and the
-   penalty's mixing weights, recorded by wrapping torch.randn and torch.rand during the zoo's step);
-4. prints each step's losses on both sides, on the zoo's scale (the zoo sums its losses over the batch, ganforge
-   logs means: × N), and at the end the largest difference of every weight of G, D and the EMA G, relative to
-   the largest weight of its tensor.
+PGAN (`model.variant: zoo`): the zoo's ProgressiveGAN (its pgan_config.py defaults: WGAN-GP, λ 10, ε-drift 0.001,
+Adam lr 0.001 β (0, 0.99), EMA 0.999), grown with its own `addScale` to `--scale`, alpha set on G, D and the EMA G
+(the zoo's `updateAlpha` reaches the EMA G only under DataParallel), written with its own `save` and read by
+ganforge's importer into a Trainer at the same config. Both run the zoo's `optimizeParameters` / `Trainer.train_step`
+on the same real batches (built-in shapes, blended as the zoo's trainer blends them in a fade), ganforge replaying
+the noise the zoo drew (latents and the penalty's mixing weights, recorded by wrapping torch.randn and torch.rand).
+Losses are shown on the zoo's scale (it sums over the batch, ganforge logs means: × N). During the 4→8 fade
+(`--scale 1` with alpha > 0) they must differ: the zoo's D ignores alpha there, a zoo bug ganforge fixes.
 
-The two sides should differ by float rounding only (ganforge averages its losses where the zoo sums them, and
-divides Adam's ε by N to take the same steps: PGANFamily.adam_eps); the exit status is 1 when a loss or a weight
-differs by more than `--tolerance` (relative). During the 4→8 fade (`--scale 1` with alpha > 0) they must differ:
-the zoo's D ignores alpha there, a zoo bug ganforge fixes (docs/fidelity.md).
+StarGAN v2: the official `Solver.train` loop and its loss functions, optimisers, EMA and λ_ds decay (see `stargan2`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import io
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -39,12 +39,20 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vs_reference import UNUSED_BY_A_STEP, find_repo, float_adam_betas, stub_missing_modules  # noqa: E402
+from bench_vs_reference import (  # noqa: E402 - the same import shims as the timing comparison
+    UNUSED_BY_A_STEP,
+    SteppedLoop,
+    _Iterable,
+    find_repo,
+    float_adam_betas,
+    stub_missing_modules,
+)
 from gpu_check import build  # noqa: E402
 
 from ganforge.data.builtin import make_shapes  # noqa: E402
 from ganforge.data.loader import Batch  # noqa: E402
 from ganforge.interop.pgan_zoo import convert_zoo_state, read_zoo_checkpoint  # noqa: E402
+from ganforge.interop.stargan2 import OFFICIAL_TO_ROLE  # noqa: E402
 from ganforge.training.engine import Trainer  # noqa: E402
 
 FADE_JUMP = 1000  # ganforge's schedule: alpha 1 - k/4 for k·FADE_JUMP <= local step < (k+1)·FADE_JUMP
@@ -149,34 +157,164 @@ def pgan_zoo(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         zoo.save(Path(scratch) / "zoo.pt")
         trained = convert_zoo_state(read_zoo_checkpoint(Path(scratch) / "zoo.pt"))
-    weights = {}
-    for name, state in trained.items():
-        ours = trainer.family.nets[name].state_dict()
-        weights[name] = max(float((ours[key] - tensor).abs().max() / tensor.abs().max().clamp_min(1e-12))
-                            for key, tensor in state.items())
-    return {"rows": rows, "weights": weights, "resolution": resolution}
+    ours = {name: net.state_dict() for name, net in trainer.family.nets.items()}
+    return {"rows": rows, "weights": largest_differences(ours, trained),
+            "title": f"PGAN zoo at {resolution} px, alpha {args.alpha}, batch {batch}, widths {widths}: losses on "
+                     "the zoo's scale (summed over the batch), zoo | ganforge"}
+
+
+def largest_differences(ours: dict[str, dict[str, torch.Tensor]], theirs: dict[str, dict[str, torch.Tensor]]
+                        ) -> dict[str, float]:
+    """Per network, the largest |ours - theirs| of any tensor relative to that tensor's largest |value|."""
+    return {name: max(float((ours[name][key] - tensor).abs().max() / tensor.abs().max().clamp_min(1e-12))
+                      for key, tensor in state.items() if tensor.is_floating_point())
+            for name, state in theirs.items()}
+
+
+def stargan2(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The official `Solver.train` loop itself (stepped from a thread, as bench_vs_reference times it), with its
+    losses, optimisers, EMA and λ_ds decay, against `Trainer.train_step`; the official InputFetcher's latents are
+    recorded and replayed, and λ_ds decays over `--ds-iter` steps on both sides.
+
+    The official networks are fixed at 2^14 / img_size channels at the top resolution (tens of GFLOP per image, too
+    slow in float64 on a CPU), so the official Solver trains ganforge's networks at small widths instead: its
+    `build_model` is replaced by one returning them, built and wrapped as the official one does (DataParallel, EMA
+    copies taken before the Solver's He init). That the networks compute what the official ones do is what the
+    import tests show on official checkpoints; this check is about the training step around them."""
+    sys.path.insert(0, str(repo))
+    stub_missing_modules(UNUSED_BY_A_STEP)
+    import core.solver as official
+    from munch import Munch
+
+    resolution, batch, domains = args.resolution, args.batch, 4  # builtin:shapes' shape column
+    model = {"resolution": resolution, "domain_column": "shape", "base_dim": 8, "max_conv_dim": 16,
+             "mapping_dim": 16, "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "lambda_reg": 1.0, "lambda_sty": 1.0,
+             "lambda_ds": 2.0, "lambda_cyc": 1.0, "ds_iter": args.ds_iter, "lr": 1e-4, "f_lr": 1e-6,
+             "betas": [0.0, 0.99], "weight_decay": 1e-4, "ema_decay": 0.999, "batch_size": batch,
+             "steps": args.steps}
+    config = {"family": "stargan2", "data": f"builtin:shapes?count=64&resolution={resolution}", "seed": args.seed,
+              "model": model}
+    never = 10**9
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = build(config, "fp32", torch.device("cpu"), Path(scratch) / "run")
+        arch = trainer.family.arch
+
+        def build_model(_: Any) -> tuple[Munch, Munch]:
+            nets = Munch(generator=torch.nn.DataParallel(arch.generator()),
+                         mapping_network=torch.nn.DataParallel(arch.mapping_network()),
+                         style_encoder=torch.nn.DataParallel(arch.style_encoder()),
+                         discriminator=torch.nn.DataParallel(arch.discriminator()))
+            ema = Munch({name: copy.deepcopy(nets[name]) for name in ("generator", "mapping_network",
+                                                                      "style_encoder")})
+            return nets, ema
+
+        official.build_model = build_model
+        solver_args = Munch(
+            img_size=resolution, num_domains=domains, latent_dim=model["latent_dim"], hidden_dim=16,
+            style_dim=model["style_dim"], w_hpf=0.0, lambda_reg=1.0, lambda_cyc=1.0, lambda_sty=1.0,
+            lambda_ds=model["lambda_ds"], ds_iter=args.ds_iter, randcrop_prob=0.5, total_iters=never, resume_iter=0,
+            batch_size=batch, val_batch_size=batch, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99, weight_decay=1e-4,
+            mode="train", seed=args.seed, checkpoint_dir=scratch, sample_dir=scratch, eval_dir=scratch,
+            print_every=never, sample_every=never, save_every=never, eval_every=never)
+        torch.manual_seed(args.seed)
+        with contextlib.redirect_stdout(io.StringIO()):  # its network summaries
+            solver = official.Solver(solver_args)
+
+    def official_states() -> dict[str, dict[str, torch.Tensor]]:
+        nets = {OFFICIAL_TO_ROLE[name]: net.module.state_dict() for name, net in solver.nets.items()}
+        return {**nets, **{OFFICIAL_TO_ROLE[name] + "_ema": net.module.state_dict()
+                           for name, net in solver.nets_ema.items()}}
+
+    for role, state in official_states().items():
+        trainer.family.nets[role].load_state_dict(state, strict=True)
+
+    shapes, labels, _ = make_shapes(4 * batch * args.steps, resolution, seed=args.seed)
+    images = torch.from_numpy(shapes).to(torch.get_default_dtype()) / 127.5 - 1
+    domain = torch.from_numpy(labels[:, 0])
+    by_domain = [torch.nonzero(domain == d)[:, 0] for d in range(domains)]
+    current: dict[str, Any] = {}
+
+    def draw(step: int) -> None:
+        generator = torch.Generator().manual_seed(args.seed + step)
+        sources = torch.randperm(len(images), generator=generator)[:batch]
+        y_ref = torch.randint(0, domains, (batch,), generator=generator)
+        picks = [by_domain[int(d)][torch.randperm(len(by_domain[int(d)]), generator=generator)[:2]] for d in y_ref]
+        current.update(x=images[sources], y=domain[sources], x_ref=images[torch.stack([p[0] for p in picks])],
+                       x_ref2=images[torch.stack([p[1] for p in picks])], y_ref=y_ref)
+
+    losses: list[Any] = []
+
+    def recording(function: Any) -> Any:
+        def call(*a: Any, **kw: Any) -> Any:
+            loss, parts = function(*a, **kw)
+            losses.append(dict(parts))
+            return loss, parts
+        return call
+
+    official.compute_d_loss, official.compute_g_loss = (recording(official.compute_d_loss),
+                                                        recording(official.compute_g_loss))
+    draw(0)
+
+    def loop(sources: Iterator[Any]) -> None:
+        references = _Iterable(lambda: iter(lambda: (current["x_ref"], current["x_ref2"], current["y_ref"]), None))
+        validation = _Iterable(lambda: iter(lambda: (current["x"], current["y"]), None))
+        solver.train(Munch(src=_Iterable(lambda: sources), ref=references, val=validation))
+
+    stepped = SteppedLoop(loop, lambda: (current["x"], current["y"]))
+    rows = []
+    for step in range(args.steps):
+        draw(step)
+        losses.clear()
+        with recorded_noise() as drawn:
+            stepped.step()
+        replay_noise(trainer, drawn)
+        trainer.loader.next = lambda *_, c=dict(current), **__: Batch(
+            images=c["x"].clone(), labels=c["y"][:, None], references=(c["x_ref"].clone(), c["x_ref2"].clone()),
+            reference_labels=c["y_ref"])
+        trainer.step = step
+        logs = {k: float(v) for k, v in trainer.train_step(trainer.family.plan(step)).items()}
+        if drawn:
+            raise RuntimeError(f"the reference drew {len(drawn)} noise tensors that ganforge did not use")
+        row: dict[str, Any] = {"step": step + 1}
+        for parts, prefix in zip(losses, ["D_latent_", "D_ref_", "G_latent_", "G_ref_"], strict=True):
+            row.update({prefix + key: (value, logs[prefix + key]) for key, value in parts.items()})
+        row["lambda_ds"] = (solver.args.lambda_ds, trainer.family.lambda_ds)
+        rows.append(row)
+
+    ours = {role: net.state_dict() for role, net in trainer.family.nets.items()}
+    return {"rows": rows, "weights": largest_differences(ours, official_states()),
+            "title": f"StarGAN v2 at {resolution} px, batch {batch}, {domains} domains, λ_ds decaying over "
+                     f"{args.ds_iter} steps: losses, official | ganforge"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--refs", type=Path, required=True, help="folder holding a pytorch_GAN_zoo checkout")
-    parser.add_argument("--scale", type=int, default=2, help="the zoo's scale to grow to (0: 4 px, 2: 16 px)")
-    parser.add_argument("--alpha", type=float, default=0.5, choices=[0.0, 0.25, 0.5, 0.75, 1.0],
-                        help="fade weight of the old path (the zoo's alpha); 0: the stable phase")
-    parser.add_argument("--widths", type=int, nargs="+", default=[32, 32, 32, 16, 16])
-    parser.add_argument("--latent", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--refs", type=Path, required=True, help="folder holding the official checkouts")
+    parser.add_argument("--family", choices=["pgan", "stargan2"], default="pgan")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=None, help="default: 16 (PGAN), 4 (StarGAN v2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tolerance", type=float, default=1e-9)
+    pgan = parser.add_argument_group("PGAN (zoo variant)")
+    pgan.add_argument("--scale", type=int, default=2, help="the zoo's scale to grow to (0: 4 px, 2: 16 px)")
+    pgan.add_argument("--alpha", type=float, default=0.5, choices=[0.0, 0.25, 0.5, 0.75, 1.0],
+                      help="fade weight of the old path (the zoo's alpha); 0: the stable phase")
+    pgan.add_argument("--widths", type=int, nargs="+", default=[32, 32, 32, 16, 16])
+    pgan.add_argument("--latent", type=int, default=32)
+    stargan = parser.add_argument_group("StarGAN v2")
+    stargan.add_argument("--resolution", type=int, default=32)
+    stargan.add_argument("--ds-iter", type=int, default=4, help="steps over which λ_ds decays to 0 (official: 100k)")
     args = parser.parse_args(argv)
-    if not 1 <= args.scale < len(args.widths):
+    if args.family == "pgan" and not 1 <= args.scale < len(args.widths):
         parser.error(f"--scale {args.scale}: expected 1 to {len(args.widths) - 1} (one width per scale)")
+    args.batch = args.batch or {"pgan": 16, "stargan2": 4}[args.family]
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)  # rounding at 1e-16: a few steps cannot amplify it into a difference
-    result = pgan_zoo(find_repo(args.refs, "pgan"), args)
-    print(f"PGAN zoo at {result['resolution']} px, alpha {args.alpha}, batch {args.batch}, widths "
-          f"{args.widths[:args.scale + 1]}: losses on the zoo's scale (summed over the batch), zoo | ganforge")
+    if args.family == "pgan":
+        result = pgan_zoo(find_repo(args.refs, "pgan"), args)
+    else:
+        result = stargan2(find_repo(args.refs, "stargan2"), args)
+    print(result["title"])
     worst = 0.0
     for row in result["rows"]:
         cells = []
@@ -184,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             worst = max(worst, abs(ours - ref) / max(abs(ref), 1e-6))
             cells.append(f"{key} {ref:+.6g} | {ours:+.6g}")
         print(f"step {row['step']}: " + ";  ".join(cells))
-    print("weights after the last step, max |ganforge - zoo| / max |zoo| per tensor: "
+    print("weights after the last step, max |ganforge - official| / max |official| per tensor: "
           + ", ".join(f"{name} {value:.1e}" for name, value in result["weights"].items()))
     worst = max(worst, *result["weights"].values())
     print(f"largest relative difference {worst:.1e} (tolerance {args.tolerance:g}): "

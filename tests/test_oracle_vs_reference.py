@@ -1,5 +1,5 @@
-"""benchmarks/oracle_vs_reference.py: its noise recording and replay, the zoo's real-image blend, and (where a
-pytorch_GAN_zoo checkout is at hand) the check itself: ganforge's zoo-variant step is the zoo's own step."""
+"""benchmarks/oracle_vs_reference.py: its noise recording and replay, the zoo's real-image blend, and (where the
+official checkouts are at hand) the check itself: ganforge's steps are the zoo's and StarGAN v2's own."""
 
 from __future__ import annotations
 
@@ -61,23 +61,36 @@ def test_the_zoo_blend_averages_2x2_blocks_and_repeats_them(oracle) -> None:
     assert torch.equal(oracle.zoo_blend(real, 1.0), F.interpolate(F.avg_pool2d(real, 2), scale_factor=2))
 
 
-def _zoo_checkout() -> Path | None:
+def _checkout(name: str) -> Path | None:
     refs = os.environ.get("GANFORGE_REFS")
     if not refs or not Path(refs).is_dir():
         return None
-    return next((p for p in Path(refs).iterdir() if "pytorch_gan_zoo" in p.name.lower()), None)
+    return next((p for p in Path(refs).iterdir() if name in p.name.lower()), None)
+
+
+NEEDS_REFS = ("needs GANFORGE_REFS: a folder holding checkouts of the official code (benchmarks/bench_vs_reference.py "
+              "names the repositories and commits); missing: ")
+
+
+def _run_check(*args: str) -> subprocess.CompletedProcess:  # own process: the official modules stay out of this one
+    return subprocess.run([sys.executable, str(SCRIPT), "--refs", os.environ["GANFORGE_REFS"], *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_zoo_checkout() is None, reason="needs GANFORGE_REFS: a folder holding a checkout of "
-                    "facebookresearch/pytorch_GAN_zoo (benchmarks/bench_vs_reference.py names the commit)")
+@pytest.mark.skipif(_checkout("pytorch_gan_zoo") is None, reason=NEEDS_REFS + "pytorch_GAN_zoo")
 def test_ganforge_takes_the_zoos_own_training_steps_and_the_check_sees_the_zoos_d_fade_bug() -> None:
-    def check(*args: str) -> subprocess.CompletedProcess:  # own process: the zoo's modules stay out of this one
-        return subprocess.run([sys.executable, str(SCRIPT), "--refs", os.environ["GANFORGE_REFS"], *args],
-                              capture_output=True, text=True, timeout=300, cwd=ROOT)
-
-    same = check("--scale", "2", "--alpha", "0.5", "--steps", "3")
+    same = _run_check("--scale", "2", "--alpha", "0.5", "--steps", "3")
     assert same.returncode == 0, same.stdout + same.stderr
     assert "the same training step" in same.stdout
-    quirk = check("--scale", "1", "--alpha", "0.5", "--steps", "2")  # the zoo's D ignores alpha at 4->8
+    quirk = _run_check("--scale", "1", "--alpha", "0.5", "--steps", "2")  # the zoo's D ignores alpha at 4->8
     assert quirk.returncode == 1 and "DIFFERENT" in quirk.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_checkout("stargan-v2") is None or importlib.util.find_spec("munch") is None,
+                    reason=NEEDS_REFS + "stargan-v2 (and `pip install munch`, which the official code imports)")
+def test_ganforge_takes_the_official_stargan2_training_steps() -> None:
+    same = _run_check("--family", "stargan2", "--steps", "3", "--ds-iter", "2")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "the same training step" in same.stdout and "lambda_ds +0 | +0" in same.stdout  # decayed to 0 on both
