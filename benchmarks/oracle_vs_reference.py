@@ -3,11 +3,13 @@
     python benchmarks/oracle_vs_reference.py --refs DIR                       # PGAN zoo, 16 px, fading
     python benchmarks/oracle_vs_reference.py --refs DIR --scale 3 --alpha 0 --steps 8
     python benchmarks/oracle_vs_reference.py --refs DIR --family stargan2     # needs munch (pip install munch)
+    python benchmarks/oracle_vs_reference.py --refs DIR --family biggan
 
-DIR holds checkouts of facebookresearch/pytorch_GAN_zoo and clovaai/stargan-v2 (bench_vs_reference.py gives the
-clone commands and commits). Their code is imported and run as it is, never copied. Everything runs in float64, so
-that rounding (1e-16) cannot grow into a difference over a few steps (in float32 Adam's division by the running
-gradient RMS turns 1e-7 into 1e-2 within a few steps: the chaos control in benchmarks/README.md). Per step the
+DIR holds checkouts of facebookresearch/pytorch_GAN_zoo, clovaai/stargan-v2 and ajbrock/BigGAN-PyTorch
+(bench_vs_reference.py gives the clone commands and commits). Their code is imported and run as it is, never
+copied. Everything runs in float64, so that rounding (1e-16) cannot grow into a difference over a few steps (in
+float32 Adam's division by the running gradient RMS turns 1e-7 into 1e-2 within a few steps: the chaos control in
+benchmarks/README.md). Per step the
 losses of both sides are printed, and at the end the largest difference of every weight, relative to the largest
 weight of its tensor; the exit status is 1 when anything differs by more than `--tolerance` (relative).
 
@@ -21,6 +23,7 @@ Losses are shown on the zoo's scale (it sums over the batch, ganforge logs means
 (`--scale 1` with alpha > 0) they must differ: the zoo's D ignores alpha there, a zoo bug ganforge fixes.
 
 StarGAN v2: the official `Solver.train` loop and its loss functions, optimisers, EMA and λ_ds decay (see `stargan2`).
+BigGAN: BigGAN-PyTorch's training function, networks and EMA at small widths (see `biggan`).
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vs_reference import (  # noqa: E402 - the same import shims as the timing comparison
+    BIGGAN_CIFAR_ARGS,
     UNUSED_BY_A_STEP,
     SteppedLoop,
     _Iterable,
@@ -51,10 +56,12 @@ from gpu_check import build  # noqa: E402
 
 from ganforge.data.builtin import make_shapes  # noqa: E402
 from ganforge.data.loader import Batch  # noqa: E402
+from ganforge.interop.biggan import convert_network_state  # noqa: E402
 from ganforge.interop.pgan_zoo import convert_zoo_state, read_zoo_checkpoint  # noqa: E402
 from ganforge.interop.stargan2 import OFFICIAL_TO_ROLE  # noqa: E402
 from ganforge.training.engine import Trainer  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 FADE_JUMP = 1000  # ganforge's schedule: alpha 1 - k/4 for k·FADE_JUMP <= local step < (k+1)·FADE_JUMP
 
 
@@ -287,12 +294,98 @@ def stargan2(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
                      f"{args.ds_iter} steps: losses, official | ganforge"}
 
 
+def biggan(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """BigGAN-PyTorch's `train_fns.GAN_training_function` (num_D_steps D steps of hinge loss on [fakes; reals] in one
+    D forward, a G step, `utils.ema`), built as train.py builds it from launch_cifar_ema.sh at `--ch` channels, the
+    EMA starting at `--ema-start`, against `Trainer.train_step` at configs/biggan_cifar10.yaml's settings. The
+    official z_ / y_ draws (`Distribution.sample_`) are recorded and replayed as ganforge's `draw_latents`."""
+    sys.path.insert(0, str(repo))
+    stub_missing_modules(UNUSED_BY_A_STEP)
+    import BigGAN
+    import train_fns
+    import utils
+
+    batch, classes = args.batch, 4  # builtin:shapes' shape column
+    flags = vars(utils.prepare_parser().parse_args([
+        *BIGGAN_CIFAR_ARGS, "--G_ch", str(args.ch), "--D_ch", str(args.ch), "--batch_size", str(batch),
+        "--ema_start", str(args.ema_start)]))
+    flags.update(resolution=32, n_classes=classes, G_activation=utils.activation_dict[flags["G_nl"]],
+                 D_activation=utils.activation_dict[flags["D_nl"]])
+    utils.seed_rng(args.seed)
+    G, D = BigGAN.Generator(**flags), BigGAN.Discriminator(**flags)
+    G_ema = BigGAN.Generator(**{**flags, "skip_init": True, "no_optim": True})
+    ema = utils.ema(G, G_ema, flags["ema_decay"], flags["ema_start"])
+    state = {"itr": 0}
+    z_, y_ = utils.prepare_z_y(batch, G.dim_z, classes, device="cpu")
+    z_ = z_.to("cpu", torch.get_default_dtype())
+    train = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, ema, state, flags)
+    drawn: list[tuple[torch.Tensor, torch.Tensor]] = []  # (z, y) of each G forward: train() samples z_, then y_
+    sample_z, sample_y = z_.sample_, y_.sample_
+    pending: dict[str, torch.Tensor] = {}
+
+    def record_z() -> None:
+        sample_z()
+        pending["z"] = z_.detach().clone()
+
+    def record_y() -> None:
+        sample_y()
+        drawn.append((pending.pop("z"), y_.detach().clone()))
+
+    z_.sample_, y_.sample_ = record_z, record_y
+
+    config = yaml.safe_load((ROOT / "configs" / "biggan_cifar10.yaml").read_text())
+    for key in ("metrics", "metrics_every", "metrics_n", "best_metric", "keep_best"):
+        config.pop(key)
+    config.update(data="builtin:shapes?count=256&resolution=32", seed=args.seed)
+    config["model"].update(n_classes=classes, g_ch=args.ch, d_ch=args.ch, batch_size=batch,
+                           ema_start=args.ema_start, steps=args.steps)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = build(config, "fp32", torch.device("cpu"), Path(scratch) / "run")
+    nets = trainer.family.nets
+
+    def official_states() -> dict[str, dict[str, torch.Tensor]]:
+        return {name: convert_network_state(net.state_dict(), nets[name], f"official {name}")
+                for name, net in (("G", G), ("D", D), ("G_ema", G_ema))}
+
+    for name, weights in official_states().items():
+        nets[name].load_state_dict(weights, strict=True)
+
+    micro = batch * flags["num_D_steps"] * flags["num_D_accumulations"]
+    shapes, labels, _ = make_shapes(micro * args.steps, 32, seed=args.seed)
+    images = torch.from_numpy(shapes).to(torch.get_default_dtype()) / 127.5 - 1
+    targets = torch.from_numpy(labels[:, 0])
+    rows = []
+    for step in range(args.steps):
+        x, y = images[step * micro:(step + 1) * micro], targets[step * micro:(step + 1) * micro]
+        drawn.clear()
+        state["itr"] += 1  # train.py counts the iteration before it trains
+        G.train()
+        D.train()
+        reference = train(x.clone(), y.clone())
+        pairs = list(drawn)
+        reals = iter([Batch(images=xs.clone(), labels=ys[:, None]) for xs, ys in zip(x.split(batch), y.split(batch),
+                                                                                            strict=True)])
+        trainer.family.draw_latents = lambda n, pairs=pairs: tuple(t[:n] for t in pairs.pop(0))
+        trainer.loader.next = lambda *_, reals=reals, **__: next(reals)
+        trainer.step = step
+        logs = {k: float(v) for k, v in trainer.train_step(trainer.family.plan(step)).items()}
+        if pairs:
+            raise RuntimeError(f"the reference drew {len(pairs)} latent batches that ganforge did not use")
+        rows.append({"step": step + 1, "D_loss_real": (reference["D_loss_real"], logs["loss_D_real"]),
+                     "D_loss_fake": (reference["D_loss_fake"], logs["loss_D_fake"]),
+                     "G_loss": (reference["G_loss"], logs["loss_G"])})
+    ours = {name: nets[name].state_dict() for name in ("G", "D", "G_ema")}
+    return {"rows": rows, "weights": largest_differences(ours, official_states()),
+            "title": f"BigGAN (CIFAR preset) at 32 px, ch {args.ch}, batch {batch}, {flags['num_D_steps']} D steps, "
+                     f"EMA from step {args.ema_start}: losses (last D micro-batch, G), official | ganforge"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--refs", type=Path, required=True, help="folder holding the official checkouts")
-    parser.add_argument("--family", choices=["pgan", "stargan2"], default="pgan")
+    parser.add_argument("--family", choices=["pgan", "stargan2", "biggan"], default="pgan")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=None, help="default: 16 (PGAN), 4 (StarGAN v2)")
+    parser.add_argument("--batch", type=int, default=None, help="default: 16 (PGAN), 4 (StarGAN v2, BigGAN)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tolerance", type=float, default=1e-9)
     pgan = parser.add_argument_group("PGAN (zoo variant)")
@@ -304,16 +397,17 @@ def main(argv: list[str] | None = None) -> int:
     stargan = parser.add_argument_group("StarGAN v2")
     stargan.add_argument("--resolution", type=int, default=32)
     stargan.add_argument("--ds-iter", type=int, default=4, help="steps over which λ_ds decays to 0 (official: 100k)")
+    big = parser.add_argument_group("BigGAN")
+    big.add_argument("--ch", type=int, default=8, help="G_ch and D_ch (the preset: 64)")
+    big.add_argument("--ema-start", type=int, default=3, help="the step the EMA starts at (the preset: 1000)")
     args = parser.parse_args(argv)
     if args.family == "pgan" and not 1 <= args.scale < len(args.widths):
         parser.error(f"--scale {args.scale}: expected 1 to {len(args.widths) - 1} (one width per scale)")
-    args.batch = args.batch or {"pgan": 16, "stargan2": 4}[args.family]
+    args.batch = args.batch or {"pgan": 16, "stargan2": 4, "biggan": 4}[args.family]
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)  # rounding at 1e-16: a few steps cannot amplify it into a difference
-    if args.family == "pgan":
-        result = pgan_zoo(find_repo(args.refs, "pgan"), args)
-    else:
-        result = stargan2(find_repo(args.refs, "stargan2"), args)
+    check = {"pgan": pgan_zoo, "stargan2": stargan2, "biggan": biggan}[args.family]
+    result = check(find_repo(args.refs, args.family), args)
     print(result["title"])
     worst = 0.0
     for row in result["rows"]:

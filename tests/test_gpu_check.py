@@ -94,7 +94,8 @@ def test_perturb_weights_nudges_trained_networks_by_the_relative_size_and_leaves
     before = {name: [p.detach().clone() for p in net.parameters()] for name, net in trainer.family.nets.items()}
     module.perturb_weights(trainer, 1e-3)
     for name, net in trainer.family.nets.items():
-        changed = [(p - old).abs().sum() / old.abs().sum() for p, old in zip(net.parameters(), before[name])
+        changed = [(p - old).abs().sum() / old.abs().sum() for p, old in zip(net.parameters(), before[name],
+                                                                                   strict=True)
                    if old.abs().sum() > 0]
         if name in trainer.family.ema_pairs:
             assert max(changed) == 0, name

@@ -94,3 +94,11 @@ def test_ganforge_takes_the_official_stargan2_training_steps() -> None:
     same = _run_check("--family", "stargan2", "--steps", "3", "--ds-iter", "2")
     assert same.returncode == 0, same.stdout + same.stderr
     assert "the same training step" in same.stdout and "lambda_ds +0 | +0" in same.stdout  # decayed to 0 on both
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_checkout("biggan-pytorch") is None, reason=NEEDS_REFS + "BigGAN-PyTorch")
+def test_ganforge_takes_biggan_pytorchs_training_steps() -> None:
+    same = _run_check("--family", "biggan", "--steps", "3", "--ema-start", "2")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "the same training step" in same.stdout
