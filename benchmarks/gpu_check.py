@@ -5,8 +5,10 @@
 
 Every case runs in its own try/except and lands in the JSON with a status (ok, failed with the error, or skipped
 with the reason); nothing is left out silently. The JSON is rewritten after every case, so a run stopped from outside
-keeps what it measured. Eager cases run first and compiled ones last, under `--budget-s`: a compiled case that would
-start after the budget is recorded as skipped for that reason, and `--case-limit-s` fails a case that hangs.
+keeps what it measured. Eager cases run first, then compiled ones and fp32 with cuDNN autotuning (CUDA only), under
+`--budget-s`: such a case that would start after the budget is recorded as skipped for that reason, and
+`--case-limit-s` fails a case that hangs. Training cases compare each mode's losses with fp32 at step 1 and over the
+run, beside a chaos control (fp32 from weights nudged by 1e-5; see family_cases).
 FLOPs are counted once per case over one eager fp32 training step with torch's per-operator formulas (a dispatch
 mode, so gradient-penalty steps count too), so TFLOP/s = FLOPs per step / seconds per step; MFU divides by the
 device's dense peak (bf16 for bf16 runs, TF32 for fp32 and compiled runs, as the engine allows TF32 on CUDA).
