@@ -307,6 +307,24 @@ def test_not_a_terminal_gets_one_plain_line_per_logged_step(tmp_path, monkeypatc
     assert stream.getvalue() == "step 40/100 (40%)  kimg 0.16  loss_D 0.5  img/s 8  ETA 0:00:30\n"
 
 
+def test_plain_line_eta_follows_the_pace_of_the_last_interval(tmp_path, monkeypatch):
+    """A growing GAN slows down: 20 cheap steps in 2 s, then 20 at 1 s each; with 60 left the ETA is 60 s, not the
+    27 s the average since the start (22 s for 40 steps) would give."""
+    clock = FakeClock()
+    monkeypatch.setattr(log_module, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    stream = io.StringIO()
+    logger = RunLogger(tmp_path, total_steps=100, start_step=0, enabled=True, progress=True, tensorboard=False,
+                       stream=stream)
+    clock.now = 2.0
+    logger.log({"step": 20, "loss_D": 0.5})
+    clock.now = 22.0
+    logger.log({"step": 40, "loss_D": 0.5})
+    logger.log({"step": 40, "loss_D": 0.5})  # the same step again (a resumed log point): no pace, no ETA
+    logger.close()
+    first, second, repeated = stream.getvalue().splitlines()
+    assert first.endswith("ETA 0:00:08") and second.endswith("ETA 0:01:00") and "ETA" not in repeated
+
+
 def test_a_terminal_still_gets_the_progress_bar(tmp_path):
     class Terminal(io.StringIO):
         def isatty(self):
