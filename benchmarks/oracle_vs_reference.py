@@ -62,6 +62,17 @@ from ganforge.interop.stargan2 import OFFICIAL_TO_ROLE  # noqa: E402
 from ganforge.training.engine import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# BigGAN-PyTorch's launch scripts (data and machine flags left out) beside the ganforge config of the same preset;
+# the ImageNet one at 32 px: attention at 16, hierarchical z of 20 over 4 slots, accumulations 2, ortho 1e-4 in G and D
+BIGGAN_PRESETS = {
+    "cifar": (BIGGAN_CIFAR_ARGS, "biggan_cifar10.yaml"),
+    "imagenet": (["--shuffle", "--num_G_accumulations", "2", "--num_D_accumulations", "2", "--num_D_steps", "1",
+                  "--G_lr", "1e-4", "--D_lr", "4e-4", "--D_B2", "0.999", "--G_B2", "0.999", "--G_attn", "16",
+                  "--D_attn", "16", "--G_nl", "inplace_relu", "--D_nl", "inplace_relu", "--SN_eps", "1e-6",
+                  "--BN_eps", "1e-5", "--adam_eps", "1e-6", "--G_ortho", "1e-4", "--D_ortho", "1e-4", "--G_shared",
+                  "--G_init", "ortho", "--D_init", "ortho", "--hier", "--dim_z", "20", "--shared_dim", "16",
+                  "--G_eval_mode", "--ema", "--use_ema"], "biggan_imagenet128_bs256x8.yaml"),
+}
 FADE_JUMP = 1000  # ganforge's schedule: alpha 1 - k/4 for k·FADE_JUMP <= local step < (k+1)·FADE_JUMP
 
 
@@ -306,8 +317,9 @@ def biggan(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
     import utils
 
     batch, classes = args.batch, 4  # builtin:shapes' shape column
+    preset_args, preset_config = BIGGAN_PRESETS[args.preset]
     flags = vars(utils.prepare_parser().parse_args([
-        *BIGGAN_CIFAR_ARGS, "--G_ch", str(args.ch), "--D_ch", str(args.ch), "--batch_size", str(batch),
+        *preset_args, "--G_ch", str(args.ch), "--D_ch", str(args.ch), "--batch_size", str(batch),
         "--ema_start", str(args.ema_start)]))
     flags.update(resolution=32, n_classes=classes, G_activation=utils.activation_dict[flags["G_nl"]],
                  D_activation=utils.activation_dict[flags["D_nl"]])
@@ -333,12 +345,15 @@ def biggan(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     z_.sample_, y_.sample_ = record_z, record_y
 
-    config = yaml.safe_load((ROOT / "configs" / "biggan_cifar10.yaml").read_text())
+    config = yaml.safe_load((ROOT / "configs" / preset_config).read_text())
     for key in ("metrics", "metrics_every", "metrics_n", "best_metric", "keep_best"):
         config.pop(key)
     config.update(data="builtin:shapes?count=256&resolution=32", seed=args.seed)
     config["model"].update(n_classes=classes, g_ch=args.ch, d_ch=args.ch, batch_size=batch,
-                           ema_start=args.ema_start, steps=args.steps)
+                           ema_start=args.ema_start, steps=args.steps, resolution=32)
+    if args.preset == "imagenet":  # the launch script's structure at 32 px, its accumulations cut to 2, ortho on
+        config["model"].update(latent_dim=20, shared_dim=16, g_attention=[16], d_attention=[16],
+                               num_d_accumulations=2, num_g_accumulations=2, g_ortho=1e-4, d_ortho=1e-4)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = build(config, "fp32", torch.device("cpu"), Path(scratch) / "run")
     nets = trainer.family.nets
@@ -373,11 +388,13 @@ def biggan(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"the reference drew {len(pairs)} latent batches that ganforge did not use")
         rows.append({"step": step + 1, "D_loss_real": (reference["D_loss_real"], logs["loss_D_real"]),
                      "D_loss_fake": (reference["D_loss_fake"], logs["loss_D_fake"]),
-                     "G_loss": (reference["G_loss"], logs["loss_G"])})
+                     # the official G_loss is logged divided by the accumulations (its backward's scaling)
+                     "G_loss": (reference["G_loss"], logs["loss_G"] / flags["num_G_accumulations"])})
     ours = {name: nets[name].state_dict() for name in ("G", "D", "G_ema")}
     return {"rows": rows, "weights": largest_differences(ours, official_states()),
-            "title": f"BigGAN (CIFAR preset) at 32 px, ch {args.ch}, batch {batch}, {flags['num_D_steps']} D steps, "
-                     f"EMA from step {args.ema_start}: losses (last D micro-batch, G), official | ganforge"}
+            "title": f"BigGAN ({args.preset} preset) at 32 px, ch {args.ch}, batch {batch}, {flags['num_D_steps']} D "
+                     f"steps, EMA from step {args.ema_start}: losses (last D micro-batch; G on the official scale, "
+                     f"divided by {flags['num_G_accumulations']} accumulations), official | ganforge"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     stargan.add_argument("--resolution", type=int, default=32)
     stargan.add_argument("--ds-iter", type=int, default=4, help="steps over which λ_ds decays to 0 (official: 100k)")
     big = parser.add_argument_group("BigGAN")
-    big.add_argument("--ch", type=int, default=8, help="G_ch and D_ch (the preset: 64)")
+    big.add_argument("--preset", choices=["cifar", "imagenet"], default="cifar",
+                     help="launch_cifar_ema.sh, or launch_BigGAN_bs256x8.sh's structure at 32 px")
+    big.add_argument("--ch", type=int, default=8, help="G_ch and D_ch (the presets: 64, 96)")
     big.add_argument("--ema-start", type=int, default=3, help="the step the EMA starts at (the preset: 1000)")
     args = parser.parse_args(argv)
     if args.family == "pgan" and not 1 <= args.scale < len(args.widths):

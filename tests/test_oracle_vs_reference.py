@@ -90,6 +90,7 @@ def _missing(family: str) -> str | None:
     ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3"]),
     ("stargan2", ["--steps", "3", "--ds-iter", "2"]),  # lambda_ds decays to 0 within the check
     ("biggan", ["--steps", "3", "--ema-start", "2"]),  # the EMA starts within the check
+    ("biggan", ["--preset", "imagenet", "--steps", "2"]),  # attention, hierarchical z, accumulations, ortho
 ])
 def test_ganforge_takes_the_official_training_steps(family: str, args: list[str]) -> None:
     if _missing(family):
