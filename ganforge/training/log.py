@@ -93,7 +93,8 @@ class RunLogger:
 
     def _eta(self, step: int) -> float | None:
         """Seconds to the end at the pace of the steps since the last plain line: a growing GAN's later steps are
-        slower (PGAN's at 32 px cost 7× those at 4 px), so the average since the start promises too early an end."""
+        slower (the quick start's at 32 px are several times those at 4 px), so the average since the start promises
+        too early an end."""
         last_step, last_time = self._eta_mark
         now = time.perf_counter()
         if step <= last_step:
