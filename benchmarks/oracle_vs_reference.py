@@ -121,6 +121,8 @@ def zoo_blend(real: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def pgan_zoo(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The zoo's `optimizeParameters` on its own networks against the zoo variant's `Trainer.train_step` (see the
+    module docstring); ganforge's schedule is laid out so that its step has the zoo's alpha."""
     sys.path.insert(0, str(repo))
     stub_missing_modules(UNUSED_BY_A_STEP)
     from models.progressive_gan import ProgressiveGAN
