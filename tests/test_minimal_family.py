@@ -6,6 +6,7 @@ weights of an uninterrupted run and samples through `ganforge.load` like any bui
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -154,3 +155,41 @@ def test_a_family_defined_outside_the_package_trains_resumes_and_samples(tmp_pat
     assert images.shape == (3, 3, 16, 16) and images.abs().max() <= 1
     z = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(images, model.nets["G"](z), rtol=0, atol=0)  # G's eval-mode output for those z
+
+
+PLUGIN = '''
+from test_minimal_family import TinySNGANFamily
+
+
+class PluginFamily(TinySNGANFamily):
+    name = "plugin-sngan"
+'''
+
+
+def test_families_installed_packages_declare_are_cli_choices_imported_only_when_used(tmp_path, monkeypatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import ganforge.families as families
+    from ganforge.cli import build_parser
+
+    (tmp_path / "gf_plugin_family.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    declared = [EntryPoint("plugin-sngan", "gf_plugin_family:PluginFamily", families.ENTRY_POINT_GROUP),
+                EntryPoint("misnamed", "gf_plugin_family:PluginFamily", families.ENTRY_POINT_GROUP),
+                EntryPoint("pgan", "gf_plugin_family:PluginFamily", families.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(families.importlib.metadata, "entry_points",
+                        lambda group: [e for e in declared if e.group == group])
+    monkeypatch.setattr(families, "_REGISTRY", dict(families._REGISTRY))
+    monkeypatch.setattr(families, "_entry_points_read", False)
+    with pytest.warns(RuntimeWarning, match=r"entry point pgan = gf_plugin_family:PluginFamily \(ganforge.families\) "
+                      "ignored: a family named 'pgan' is already registered"):
+        names = families.family_names()
+    assert {"plugin-sngan", "misnamed", "pgan"} <= set(names)
+    assert "gf_plugin_family" not in sys.modules  # declared, not imported
+    assert build_parser().parse_args(["train", "plugin-sngan"]).family == "plugin-sngan"
+    plugin = get_family("plugin-sngan")
+    assert plugin.name == "plugin-sngan" and issubclass(plugin, TinySNGANFamily)
+    assert get_family("pgan").__name__ == "PGANFamily"  # the built-in kept its name
+    with pytest.raises(ConfigError, match="family 'misnamed' .* is a class named 'plugin-sngan'"):
+        get_family("misnamed")
+    assert ganforge.train({**CONFIG, "family": "plugin-sngan", "model": {"steps": 2}}, tmp_path / "run").step == 2

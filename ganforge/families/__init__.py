@@ -1,11 +1,15 @@
 """Families plug networks, optimisers and loss phases into the one training engine.
 
-The registry maps the CLI's family names to classes, imported lazily so `ganforge --help` stays fast.
+The registry maps the CLI's family names to classes, imported lazily so `ganforge --help` stays fast. Other
+packages add theirs with an entry point in the `ganforge.families` group (name: the family's name, value:
+"module:Class"), also imported only when used, or at run time with `register_family`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import warnings
 from typing import Any
 
 from ganforge.config import ConfigError, RunConfig, apply_overrides, from_dict
@@ -20,7 +24,27 @@ _REGISTRY: dict[str, str | type] = {
 }
 
 
+ENTRY_POINT_GROUP = "ganforge.families"
+_entry_points_read = False
+
+
+def _read_entry_points() -> None:
+    """Add the families installed packages declare (once per process; none is imported here). A name the registry
+    already holds keeps its family, with a warning naming the package that asked for it."""
+    global _entry_points_read
+    if _entry_points_read:
+        return
+    _entry_points_read = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in _REGISTRY and _REGISTRY[entry.name] != entry.value:
+            warnings.warn(f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}) ignored: a family named "
+                          f"{entry.name!r} is already registered", RuntimeWarning, stacklevel=3)
+            continue
+        _REGISTRY[entry.name] = entry.value
+
+
 def family_names() -> list[str]:
+    _read_entry_points()
     return sorted(_REGISTRY)
 
 
@@ -36,13 +60,18 @@ def register_family(family: type) -> None:
 
 
 def get_family(name: str) -> type:
+    _read_entry_points()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown family {name!r}: expected one of {', '.join(family_names())}")
     target = _REGISTRY[name]
     if not isinstance(target, str):
         return target
     module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
+    family = getattr(importlib.import_module(module), attr)
+    if getattr(family, "name", None) != name:
+        raise ConfigError(f"family {name!r} ({target}) is a class named {getattr(family, 'name', None)!r}: the "
+                          "entry point's name and the class's `name` must agree (runs record the class's)")
+    return family
 
 
 def resolve_run_config(family: str | None, data: dict[str, Any],
