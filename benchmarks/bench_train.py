@@ -4,7 +4,9 @@
     python benchmarks/bench_train.py --device cuda --width-div 1 --steps 20
 
 One table: img/s (real images through D per step, the figure the official codes print) and s/step. Compiling
-happens during the warm-up steps, which are not timed.
+happens during the warm-up steps, which are not timed. Mode `nchw` is fp32 with the networks in the plain NCHW layout
+the references use (ganforge's eager networks are channels_last on every device): `--modes fp32 nchw` measures
+what that layout gains.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--families", nargs="*", default=None, help="default: all")
-    parser.add_argument("--modes", nargs="*", default=["fp32", "compiled"])
+    parser.add_argument("--modes", nargs="*", default=["fp32", "compiled"], help="fp32, bf16, compiled, nchw")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/ganforge-bench-train"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -59,7 +61,10 @@ def main() -> None:
         start = 399 if family == "pgan" else 0  # PGAN: the stable 32 px phase
         for mode in args.modes:
             try:
-                trainer = build(configs[family], mode, device, args.scratch / family)
+                trainer = build(configs[family], "fp32" if mode == "nchw" else mode, device, args.scratch / family)
+                if mode == "nchw":
+                    for net in trainer.family.nets.values():
+                        net.to(memory_format=torch.contiguous_format)
                 out = timed_steps(trainer, start, args.warmup, args.steps)
             except Exception as err:  # noqa: BLE001 - one row says why, the others still run
                 print(f"{family:10s} {mode:9s} failed: {type(err).__name__}: {str(err)[:100]}", flush=True)

@@ -17,6 +17,16 @@ def wgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
     return -d_fake.mean()
 
 
+def logistic_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """The original GAN's D loss on logits (BCE, real → 1, fake → 0): E[softplus(−D(x))] + E[softplus(D(G(z)))]."""
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def nonsaturating_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """G's non-saturating loss, E[softplus(−D(G(z)))]: BCE against the 'real' label, strong where D wins."""
+    return F.softplus(-d_fake).mean()
+
+
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
                      mix: torch.Tensor, target: float = 1.0, *, norm_scale: float = 1.0) -> torch.Tensor:
     """WGAN-GP: mean over samples of (s·‖∇ₓ̂ D(x̂)‖₂ − target)², x̂ = mix·real + (1 − mix)·fake, s = `norm_scale`.

@@ -178,6 +178,71 @@ def test_paper_variant_adds_gdpp_to_the_mean_loss_with_its_weight(tmp_path):
     torch.testing.assert_close(loss, -d_fake.mean() + logs["gdpp"], atol=1e-6, rtol=1e-6)
 
 
+# --- 2b. StyleGAN's logistic loss with R1 on these networks (model.loss: logistic-r1) -------------------------
+
+def logistic_r1_by_hand(family: PGANFamily, reals: torch.Tensor, z: torch.Tensor, scale: int, alpha: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """StyleGAN's D_logistic_simplegp per sample, averaged: softplus(D(G(z))) + softplus(−D(x)) + γ/2·‖∇ₓD(x)‖²,
+    the gradient taken at the images D is handed: the native ones (zoo) or upscaled to the final resolution (paper,
+    as StyleGAN's process_reals does), which divides the squared norm by k²."""
+    G, D = family.nets["G"], family.nets["D"]
+    k = family.config.resolution // reals.shape[-1] if family.config.variant == "paper" else 1
+    with torch.no_grad():
+        fakes = G(z, scale, alpha)
+    full = reals.repeat_interleave(k, 2).repeat_interleave(k, 3).requires_grad_(True)
+    d_real = D(F.avg_pool2d(full, k) if k > 1 else full, scale, alpha)
+    (grad,) = torch.autograd.grad(d_real.sum(), full)
+    r1 = 0.5 * grad.square().flatten(1).sum(1)
+    loss = torch.log1p(torch.exp(D(fakes, scale, alpha))) + torch.log1p(torch.exp(-d_real))
+    return (loss.flatten() + family.config.r1_gamma * r1).mean().detach(), r1.mean()
+
+
+@pytest.mark.parametrize(("variant", "scale", "alpha"), [("zoo", 1, 0.0), ("zoo", 2, 0.5), ("paper", 1, 0.4),
+                                                         ("paper", 2, 0.0)])
+def test_logistic_r1_d_loss_is_stylegans(tmp_path, variant, scale, alpha):
+    family = tiny_family(tmp_path, variant=variant, loss="logistic-r1", r1_gamma=3.0)
+    reals = torch.randn(4, 3, 4 * 2**scale, 4 * 2**scale, generator=torch.Generator().manual_seed(scale))
+    torch.manual_seed(7)
+    loss, logs = phases_at(family, scale, alpha)[0].loss(Batch(reals, None))
+    torch.manual_seed(7)
+    expected, r1 = logistic_r1_by_hand(family, reals, torch.randn(4, family.config.latent_dim), scale, alpha)
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(logs["r1"], r1, atol=1e-7, rtol=1e-5)
+    assert logs["r1"] > 1e-4 and "gp" not in logs  # the penalty is really there, the WGAN one is not
+
+
+def test_logistic_r1_g_loss_is_the_nonsaturating_one(tmp_path):
+    family = tiny_family(tmp_path, loss="logistic-r1")
+    torch.manual_seed(3)
+    loss, _ = phases_at(family, 1, 0.0)[1].loss(None)
+    torch.manual_seed(3)
+    G, D = family.nets["G"], family.nets["D"]
+    d_fake = D(G(torch.randn(4, family.config.latent_dim), 1, 0.0), 1, 0.0)
+    torch.testing.assert_close(loss, torch.log1p(torch.exp(-d_fake)).mean())
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ({"loss": "logistic-r1", "lambda_gp": 10.0}, r"^model\.lambda_gp: a `loss: wgan-gp` setting, but this config has "
+                                                 r"`loss: logistic-r1`, where it would do nothing"),
+    ({"loss": "logistic-r1", "drift": 0.001}, r"^model\.drift: a `loss: wgan-gp` setting"),
+    ({"r1_gamma": 1.0}, r"^model\.r1_gamma: a `loss: logistic-r1` setting, but this config has `loss: wgan-gp`"),
+    ({"loss": "hinge"}, r"^model\.loss: 'hinge' is not one of 'wgan-gp', 'logistic-r1'"),
+    ({"loss": "logistic-r1", "r1_gamma": -1.0}, r"^model\.r1_gamma: expected a number >= 0, got -1\.0"),
+])
+def test_a_loss_setting_that_would_do_nothing_or_is_invalid_is_refused(model, message):
+    config = copy.deepcopy(TINY_PGAN)
+    config["model"].update(model)
+    with pytest.raises(ConfigError, match=message):
+        resolve_run_config(None, config)
+
+
+def test_each_loss_fills_in_its_own_defaults_only():
+    wgan = resolve_run_config(None, TINY_PGAN).model
+    assert (wgan.loss, wgan.lambda_gp, wgan.drift, wgan.r1_gamma) == ("wgan-gp", 10.0, 0.001, None)
+    logistic = resolve_run_config(None, {**TINY_PGAN, "model": {**TINY_PGAN["model"], "loss": "logistic-r1"}}).model
+    assert (logistic.lambda_gp, logistic.drift, logistic.r1_gamma) == (None, None, 10.0)
+
+
 # --- 3. keys that would do nothing ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("unit", "key", "value"), [

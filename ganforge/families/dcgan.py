@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ganforge.config import ConfigError
@@ -37,7 +36,13 @@ from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, StepPlan
-from ganforge.losses import gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from ganforge.losses import (
+    gradient_penalty,
+    logistic_discriminator_loss,
+    nonsaturating_generator_loss,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
 from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
@@ -185,12 +190,12 @@ class DCGANFamily(Family):
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
         D = self.discriminate
-        loss = (F.softplus(-D(reals, real=True)).mean() + F.softplus(D(fakes)).mean()) / 2
+        loss = logistic_discriminator_loss(D(reals, real=True), D(fakes)) / 2
         return loss, {"loss_D": loss.detach()}
 
     def generator_objective(self, d_fake: torch.Tensor) -> torch.Tensor:
         """Non-saturating generator loss: BCE of the fakes' logits against the 'real' label."""
-        return F.softplus(-d_fake).mean()
+        return nonsaturating_generator_loss(d_fake)
 
     def after_critic_step(self) -> None:  # noqa: B027 - WGAN clips here; the others do nothing
         """Hook run after each critic optimiser step."""

@@ -25,7 +25,16 @@ import torch
 from ganforge.config import ConfigError
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.families.base import Family, Phase, StepPlan
-from ganforge.losses import drift_penalty, gdpp_loss, gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from ganforge.losses import (
+    drift_penalty,
+    gdpp_loss,
+    gradient_penalty,
+    logistic_discriminator_loss,
+    nonsaturating_generator_loss,
+    r1_penalty,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
 from ganforge.nn.ema import check_ema_rampup, copy_weights
 from ganforge.nn.optim import adam
@@ -38,8 +47,12 @@ UNIT_KEYS: dict[str, dict[str, Any]] = {
 }
 # Keys that do nothing in some configs (then refused), with the defaults every saved run config held before.
 _MODEL_DEFAULTS = {"fmap_base": 8192, "fmap_max": 512}
+# Each loss's own keys with their defaults; another loss's keys do nothing and must stay unset (None).
+LOSS_KEYS: dict[str, dict[str, float]] = {"wgan-gp": {"lambda_gp": 10.0, "drift": 0.001},
+                                          "logistic-r1": {"r1_gamma": 10.0}}
 _BATCH_DEFAULT = 16
-_ADDED_AFTER_REFUSAL = {"ema_rampup"}  # model keys that configs saved before inert keys were refused cannot hold
+# Model keys newer than some saved run configs, with the value that behaves as those runs did without them.
+_ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None}
 
 
 def _other_unit(unit: str) -> str:
@@ -90,8 +103,10 @@ class PGANConfig:
     fmap_base: int | None = None  # 8192 unless widths are given (then refused: it would do nothing)
     fmap_max: int | None = None  # 512 unless widths are given
     mbstd_group_size: int = 4
-    lambda_gp: float = 10.0
-    drift: float = 0.001
+    loss: Literal["wgan-gp", "logistic-r1"] = "wgan-gp"  # logistic-r1: StyleGAN's loss on these networks
+    lambda_gp: float | None = None  # wgan-gp's penalty weight, 10 (refused with logistic-r1: it would do nothing)
+    drift: float | None = None  # wgan-gp's ε-drift, 0.001 (likewise)
+    r1_gamma: float | None = None  # logistic-r1's γ, 10 as StyleGAN's (refused with wgan-gp)
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
     lr: float = 0.001
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
@@ -110,6 +125,17 @@ class PGANConfig:
                                   "scale); remove one of them")
             if self.widths is None and getattr(self, name) is None:
                 setattr(self, name, default)
+        for loss, keys in LOSS_KEYS.items():
+            for name, default in keys.items():
+                value = getattr(self, name)
+                if loss != self.loss and value is not None:
+                    raise ConfigError(f"model.{name}: a `loss: {loss}` setting, but this config has `loss: "
+                                      f"{self.loss}`, where it would do nothing; remove it or change the loss")
+                if loss == self.loss:
+                    if value is None:
+                        setattr(self, name, default)
+                    elif value < 0:
+                        raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup)
@@ -133,7 +159,7 @@ def _without_inert_keys(model: Any, *, only_old_defaults: bool) -> Any:
     loading it names it as an error instead of dropping it silently.
     """
     schedule = model.get("schedule") if isinstance(model, dict) else None
-    if (not isinstance(schedule, dict) or set(model) != {f.name for f in fields(PGANConfig)} - _ADDED_AFTER_REFUSAL
+    if (not isinstance(schedule, dict) or set(model) != {f.name for f in fields(PGANConfig)} - set(_ADDED_LATER)
             or set(schedule) != {f.name for f in fields(PGANSchedule)}):
         return model
     inert_model = set(_MODEL_DEFAULTS) if model.get("widths") is not None else set()
@@ -274,7 +300,7 @@ class PGANFamily(Family):
 
         Keys that did nothing in the saved run (e.g. the other unit's) do not count as a change.
         """
-        saved = _without_inert_keys(saved, only_old_defaults=False)
+        saved = {**_ADDED_LATER, **_without_inert_keys(saved, only_old_defaults=False)}
         if {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {"schedule"}:
             return False
         old, new = saved["schedule"], requested["schedule"]
@@ -376,6 +402,8 @@ class PGANFamily(Family):
         config = self.config
         batch_size = plan.batch_size
 
+        adversarial = nonsaturating_generator_loss if config.loss == "logistic-r1" else wgan_generator_loss
+
         def D(images: torch.Tensor, **kwargs: Any) -> Any:
             return self.discriminate(images, scale, alpha, **kwargs)
 
@@ -383,6 +411,13 @@ class PGANFamily(Family):
             reals = batch.images
             with torch.no_grad():
                 fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
+            if config.loss == "logistic-r1":
+                reals = reals.detach().requires_grad_(True)
+                d_real = D(reals, real=True)
+                d_fake = D(fakes)
+                r1 = r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2
+                loss = logistic_discriminator_loss(d_real, d_fake) + config.r1_gamma * r1
+                return loss, {"loss_D": loss.detach(), "r1": r1.detach()}
             d_real = D(reals, real=True)
             d_fake = D(fakes)
             mix = self.rand(batch_size, 1, 1, 1)
@@ -399,9 +434,9 @@ class PGANFamily(Family):
                 with torch.no_grad():
                     _, real_features = D(d_batch.images, return_features=True)
                 gdpp = gdpp_loss(fake_features, real_features)
-                loss = wgan_generator_loss(d_fake) + self.gdpp_weight(batch_size) * gdpp
+                loss = adversarial(d_fake) + self.gdpp_weight(batch_size) * gdpp
                 return loss, {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
-            loss = wgan_generator_loss(D(fakes))
+            loss = adversarial(D(fakes))
             return loss, {"loss_G": loss.detach()}
 
         return [Phase("D", ("D",), d_loss),

@@ -5,7 +5,8 @@ so Adam sees every parameter on the same scale. Two conventions exist for the bi
 
 - ``scale_bias=False`` (paper / official TF): y = (c·W) x + b — only the weight is scaled.
 - ``scale_bias=True`` (pytorch_GAN_zoo): y = c·(W x + b) — the wrapped layer's whole output is scaled,
-  so the stored bias is c times smaller than its effect. Needed to load zoo checkpoints unchanged.
+  so the stored bias is c times smaller than its effect. Needed to load zoo checkpoints unchanged; computed as
+  (c·W) x + c·b, the same function with the multiply on the parameters instead of the output.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ class _EqualizedBase(nn.Module):
         self.he_constant = _he_constant(self.weight.shape, self.gain)
 
     def _run_scaled(self, op: Callable[[Tensor, Tensor | None], Tensor]) -> Tensor:
-        """Run the plain op with the He constant applied in the convention's own order.
+        """Run the plain op with the He constant folded into its (small) parameters.
 
-        Paper: scale the (small) weight tensor. Zoo: scale the op's output, exactly as the zoo computes it,
-        which keeps imported checkpoints within float32 rounding of the zoo's own outputs.
+        Paper: c·W and b. Zoo: c·W and c·b, which is c·(W x + b) as the zoo computes it, up to float rounding
+        (the zoo multiplies the whole output; scaling the parameters instead saves an activation-sized multiply
+        forward and backward on every layer).
         """
-        if self.scale_bias:
-            return op(self.weight, self.bias) * self.he_constant
-        return op(self.weight * self.he_constant, self.bias)
+        bias = self.bias * self.he_constant if self.scale_bias and self.bias is not None else self.bias
+        return op(self.weight * self.he_constant, bias)
 
     def extra_repr(self) -> str:
         return (
