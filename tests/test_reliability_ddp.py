@@ -70,8 +70,10 @@ def test_two_process_gloo_run(tmp_path, family: str) -> None:
         reference = checkpoint_tensors(single, STEPS)
         compared = [k for k in reference if k.startswith("net/") and not CANCELLED_BIASES.fullmatch(k)]
         assert len(compared) > 200
-        for key in compared:  # a sharding or averaging bug moves weights by ~lr = 1e-2
-            torch.testing.assert_close(tensors[key], reference[key], atol=1e-4, rtol=1e-4, msg=key)
+        # a sharding or averaging bug moves weights by ~lr = 1e-2; oneDNN's channels_last kernels round a batch of 2
+        # per process differently from one of 4, and Adam carries that to 1.9e-4 after STEPS steps (measured)
+        for key in compared:
+            torch.testing.assert_close(tensors[key], reference[key], atol=1e-3, rtol=1e-3, msg=key)
 
     # a 2-process checkpoint trains on in one process
     assert ganforge.train(config, run).step == STEPS + 1
