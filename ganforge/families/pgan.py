@@ -1,4 +1,5 @@
-"""Progressive GAN (Karras et al. 2018) as a family: growing schedule, fade-in, WGAN-GP + drift, EMA generator.
+"""Progressive GAN (Karras et al. 2018) as a family: growing schedule, fade-in, WGAN-GP + drift (or, as an option,
+StyleGAN's logistic loss with R1: `loss: logistic-r1`), EMA generator.
 
 Two variants share everything but a few documented details (see models/pgan.py for the network side):
 - `paper` (official TF code): Adam state reset at the start of every fade and every stable phase, EMA kept
