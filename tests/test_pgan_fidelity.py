@@ -221,6 +221,49 @@ def test_logistic_r1_g_loss_is_the_nonsaturating_one(tmp_path):
     torch.testing.assert_close(loss, torch.log1p(torch.exp(-d_fake)).mean())
 
 
+@pytest.mark.parametrize(("variant", "scale", "alpha"), [("zoo", 2, 0.5), ("paper", 1, 0.4)])
+def test_lazy_r1_is_stylegan2s_dreg_every_interval_steps(tmp_path, variant, scale, alpha):
+    """r1_interval k: D's loss without the penalty on every step, and on steps 0, k, 2k, … a D_r1 phase on the same
+    reals whose loss is k·γ·R1 (StyleGAN2's Dreg); D's Adam takes lr·k/(k+1) and betas^(k/(k+1)), G's is unchanged."""
+    family = tiny_family(tmp_path, variant=variant, loss="logistic-r1", r1_gamma=3.0, r1_interval=4)
+    family.position = lambda step: (scale, alpha)
+    plan = StepPlan(batch_size=4, resolution=4 * 2**scale, real_blend=alpha)
+    assert [[p.name for p in family.phases(step, plan)] for step in (0, 1, 3, 4)] == [
+        ["D", "D_r1", "G"], ["D", "G"], ["D", "G"], ["D", "D_r1", "G"]]
+    d_phase, r1_phase, _ = family.phases(8, plan)
+    assert r1_phase.data == "previous" and r1_phase.trains == ("D",)
+    reals = torch.randn(4, 3, 4 * 2**scale, 4 * 2**scale, generator=torch.Generator().manual_seed(scale))
+    torch.manual_seed(7)
+    loss, logs = d_phase.loss(Batch(reals, None))
+    r1_loss, r1_logs = r1_phase.loss(Batch(reals, None))
+    torch.manual_seed(7)
+    expected, r1 = logistic_r1_by_hand(family, reals, torch.randn(4, family.config.latent_dim), scale, alpha)
+    torch.testing.assert_close(loss.detach(), expected - 3.0 * r1, atol=1e-6, rtol=1e-5)
+    assert "r1" not in logs and r1 > 1e-4
+    torch.testing.assert_close(r1_logs["r1"], r1, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(r1_loss.detach(), 4 * 3.0 * r1, atol=1e-6, rtol=1e-5)
+    family.begin_step(0, plan)
+    d_group, g_group = family.optimizers["D"].param_groups[0], family.optimizers["G"].param_groups[0]
+    lr = family.config.lr
+    assert d_group["lr"] == pytest.approx(lr * 0.8) and d_group["betas"] == pytest.approx((0.0, 0.99**0.8))
+    assert g_group["lr"] == lr and g_group["betas"] == (0.0, 0.99)
+
+
+def test_lazy_r1_trains_and_logs_r1_averaged_over_the_steps_that_measured_it(tmp_path):
+    config = copy.deepcopy(TINY_PGAN)
+    config["model"].update(loss="logistic-r1", r1_interval=3)
+    trainer = Trainer(resolve_run_config(None, config), tmp_path / "run")
+    steps = []
+    for _ in range(6):
+        steps.append(trainer.train_step(trainer.family.plan(trainer.step)))
+        trainer.pending.add_step(steps[-1])
+        trainer.step += 1
+    assert ["r1" in logs for logs in steps] == [True, False, False, True, False, False]
+    means = trainer.read_pending(logs=True)
+    assert means["r1"] == pytest.approx((float(steps[0]["r1"]) + float(steps[3]["r1"])) / 2) and means["r1"] > 1e-5
+    assert means["loss_D"] == pytest.approx(sum(float(logs["loss_D"]) for logs in steps) / 6)
+
+
 @pytest.mark.parametrize(("model", "message"), [
     ({"loss": "logistic-r1", "lambda_gp": 10.0}, r"^model\.lambda_gp: a `loss: wgan-gp` setting, but this config has "
                                                  r"`loss: logistic-r1`, where it would do nothing"),
@@ -228,6 +271,9 @@ def test_logistic_r1_g_loss_is_the_nonsaturating_one(tmp_path):
     ({"r1_gamma": 1.0}, r"^model\.r1_gamma: a `loss: logistic-r1` setting, but this config has `loss: wgan-gp`"),
     ({"loss": "hinge"}, r"^model\.loss: 'hinge' is not one of 'wgan-gp', 'logistic-r1'"),
     ({"loss": "logistic-r1", "r1_gamma": -1.0}, r"^model\.r1_gamma: expected a number >= 0, got -1\.0"),
+    ({"r1_interval": 16}, r"^model\.r1_interval: a `loss: logistic-r1` setting, but this config has `loss: wgan-gp`"),
+    ({"loss": "logistic-r1", "r1_interval": 0}, r"^model\.r1_interval: expected an integer >= 1, got 0$"),
+    ({"loss": "logistic-r1", "r1_interval": 2.5}, r"^model\.r1_interval: expected an integer, got 2\.5$"),
 ])
 def test_a_loss_setting_that_would_do_nothing_or_is_invalid_is_refused(model, message):
     config = copy.deepcopy(TINY_PGAN)
@@ -240,7 +286,8 @@ def test_each_loss_fills_in_its_own_defaults_only():
     wgan = resolve_run_config(None, TINY_PGAN).model
     assert (wgan.loss, wgan.lambda_gp, wgan.drift, wgan.r1_gamma) == ("wgan-gp", 10.0, 0.001, None)
     logistic = resolve_run_config(None, {**TINY_PGAN, "model": {**TINY_PGAN["model"], "loss": "logistic-r1"}}).model
-    assert (logistic.lambda_gp, logistic.drift, logistic.r1_gamma) == (None, None, 10.0)
+    assert (logistic.lambda_gp, logistic.drift, logistic.r1_gamma, logistic.r1_interval) == (None, None, 10.0, 1)
+    assert wgan.r1_interval is None
 
 
 # --- 3. keys that would do nothing ----------------------------------------------------------------------------

@@ -50,10 +50,10 @@ UNIT_KEYS: dict[str, dict[str, Any]] = {
 _MODEL_DEFAULTS = {"fmap_base": 8192, "fmap_max": 512}
 # Each loss's own keys with their defaults; another loss's keys do nothing and must stay unset (None).
 LOSS_KEYS: dict[str, dict[str, float]] = {"wgan-gp": {"lambda_gp": 10.0, "drift": 0.001},
-                                          "logistic-r1": {"r1_gamma": 10.0}}
+                                          "logistic-r1": {"r1_gamma": 10.0, "r1_interval": 1}}
 _BATCH_DEFAULT = 16
 # Model keys newer than some saved run configs, with the value that behaves as those runs did without them.
-_ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None}
+_ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None, "r1_interval": None}
 
 
 def _other_unit(unit: str) -> str:
@@ -108,6 +108,8 @@ class PGANConfig:
     lambda_gp: float | None = None  # wgan-gp's penalty weight, 10 (refused with logistic-r1: it would do nothing)
     drift: float | None = None  # wgan-gp's ε-drift, 0.001 (likewise)
     r1_gamma: float | None = None  # logistic-r1's γ, 10 as StyleGAN's (refused with wgan-gp)
+    # logistic-r1: R1 every this many steps (StyleGAN2's lazy regularisation, which uses 16); 1: every step (StyleGAN)
+    r1_interval: int | None = None
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
     lr: float = 0.001
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
@@ -137,6 +139,8 @@ class PGANConfig:
                         setattr(self, name, default)
                     elif value < 0:
                         raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
+        if self.r1_interval is not None and self.r1_interval < 1:
+            raise ConfigError(f"model.r1_interval: expected an integer >= 1, got {self.r1_interval!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup)
@@ -291,9 +295,10 @@ class PGANFamily(Family):
         self.nets["G"] = PGANGenerator(self.arch).to(device)
         self.nets["D"] = PGANDiscriminator(self.arch).to(device)
         self.add_ema("G_ema", "G")
-        betas = (float(config.betas[0]), float(config.betas[1]))
         for name in ("G", "D"):
-            self.optimizers[name] = adam(self.nets[name].parameters(), lr=config.lr, betas=betas, eps=config.adam_eps)
+            betas = tuple(float(beta) ** self.lazy_ratio(name) for beta in config.betas)
+            self.optimizers[name] = adam(self.nets[name].parameters(), lr=config.lr * self.lazy_ratio(name),
+                                         betas=betas, eps=config.adam_eps)
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
@@ -371,9 +376,9 @@ class PGANFamily(Family):
         seg = self.segment(step)
         lr = self.config.schedule.lr_per_resolution.get(seg.resolution, self.config.lr)
         eps = self.adam_eps(seg.batch_size)
-        for optimizer in self.optimizers.values():
+        for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
-                group["lr"], group["eps"] = lr, eps
+                group["lr"], group["eps"] = lr * self.lazy_ratio(name), eps
         local = step - seg.start
         growth = local == 0 and seg.scale > 0
         if self.config.variant == "paper" and (growth or (seg.scale > 0 and local == seg.fade_steps)):
@@ -386,6 +391,12 @@ class PGANFamily(Family):
         for optimizer in self.optimizers.values():
             optimizer.state.clear()
 
+    def lazy_ratio(self, net: str) -> float:
+        """StyleGAN2's Adam correction for lazy regularisation: D takes k + 1 optimiser steps in k iterations when
+        R1 runs every k, so its lr and betas are raised to k / (k + 1) to keep its per-iteration dynamics."""
+        interval = self.config.r1_interval
+        return interval / (interval + 1) if net == "D" and interval is not None and interval > 1 else 1.0
+
     def base_ema_decay(self, step: int) -> float:
         return self.config.ema_decay
 
@@ -397,27 +408,40 @@ class PGANFamily(Family):
     # --- phases -----------------------------------------------------------------------------------------------
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         """D on the loader's reals (blended by the plan during a fade), then G; with GDPP, G's phase takes D's
-        real batch (the same images) for the real features."""
+        real batch (the same images) for the real features; with a lazy R1 (`r1_interval` k > 1) D's loss has no
+        penalty and a D_r1 phase on the same reals follows it every k steps, as StyleGAN2's Dreg."""
         scale, alpha = self.position(step)
         G = self.nets["G"]
         config = self.config
         batch_size = plan.batch_size
 
         adversarial = nonsaturating_generator_loss if config.loss == "logistic-r1" else wgan_generator_loss
+        lazy = config.loss == "logistic-r1" and config.r1_interval > 1
 
         def D(images: torch.Tensor, **kwargs: Any) -> Any:
             return self.discriminate(images, scale, alpha, **kwargs)
+
+        def r1_measure(reals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """R1 (as StyleGAN's process_reals sees it in the paper variant) and D's logits on the reals."""
+            reals = reals.detach().requires_grad_(True)
+            d_real = D(reals, real=True)
+            return r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2, d_real
+
+        def d_r1_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            """StyleGAN2's lazy R1 phase: γ·R1 weighted by the interval, on the D phase's reals."""
+            r1, _ = r1_measure(batch.images)
+            return config.r1_gamma * config.r1_interval * r1, {"r1": r1.detach()}
 
         def d_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             reals = batch.images
             with torch.no_grad():
                 fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
+            if lazy:
+                loss = logistic_discriminator_loss(D(reals, real=True), D(fakes))
+                return loss, {"loss_D": loss.detach()}
             if config.loss == "logistic-r1":
-                reals = reals.detach().requires_grad_(True)
-                d_real = D(reals, real=True)
-                d_fake = D(fakes)
-                r1 = r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2
-                loss = logistic_discriminator_loss(d_real, d_fake) + config.r1_gamma * r1
+                r1, d_real = r1_measure(reals)
+                loss = logistic_discriminator_loss(d_real, D(fakes)) + config.r1_gamma * r1
                 return loss, {"loss_D": loss.detach(), "r1": r1.detach()}
             d_real = D(reals, real=True)
             d_fake = D(fakes)
@@ -440,7 +464,8 @@ class PGANFamily(Family):
             loss = adversarial(D(fakes))
             return loss, {"loss_G": loss.detach()}
 
-        return [Phase("D", ("D",), d_loss),
+        lazy_r1 = [Phase("D_r1", ("D",), d_r1_loss, data="previous")] if lazy and step % config.r1_interval == 0 else []
+        return [Phase("D", ("D",), d_loss), *lazy_r1,
                 Phase("G", ("G",), g_loss, data="previous" if config.gdpp > 0 else "none")]
 
     def adam_eps(self, batch_size: int) -> float:

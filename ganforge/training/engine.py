@@ -51,7 +51,7 @@ class PendingValues:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.steps = 0
+        self.counts: dict[str, int] = {}  # steps that logged each key (a phase may run on some steps only)
         self.first_nonfinite: dict[str, torch.Tensor] = {}  # phase -> [step, loss]; step -1 while all finite
 
     def watch_loss(self, step: int, phase: str, loss: torch.Tensor) -> None:
@@ -68,7 +68,7 @@ class PendingValues:
         for key, value in logs.items():
             value = torch.as_tensor(value).detach().double()
             self.sums[key] = self.sums[key] + value if key in self.sums else value
-        self.steps += 1
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def read(self, *, logs: bool) -> dict[str, float]:
         """One device→host transfer: raise NonFiniteError for the earliest non-finite loss since the last read;
@@ -82,9 +82,9 @@ class PendingValues:
             step, index = min(found)
             raise NonFiniteError(f"step {int(step)}, phase {phases[index]}: loss is {values[2 * index + 1]}; "
                                  "stopping before it reaches a checkpoint or a sample")
-        means = {key: value / self.steps for key, value in zip(keys, values[2 * len(phases):], strict=True)}
+        means = {key: value / self.counts[key] for key, value in zip(keys, values[2 * len(phases):], strict=True)}
         if logs:
-            self.sums, self.steps = {}, 0
+            self.sums, self.counts = {}, {}
         return means
 
 
