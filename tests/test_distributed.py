@@ -1,6 +1,7 @@
 """Two CPU processes under torchrun (gloo) train the same run as one process with the same global batch."""
 
 import copy
+import dataclasses
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import yaml
 from pgan_tiny import TINY_PGAN
 
 from ganforge.distributed import DistInfo
+from ganforge.families import resolve_run_config
 from ganforge.training.engine import NonFiniteError, PendingValues, Trainer
 
 
@@ -134,3 +136,38 @@ def test_a_non_finite_loss_is_voted_on_so_every_rank_stops_at_the_same_read():
         Trainer.read_pending(trainer, logs=True)
     assert votes == [0, 1]
     assert DistInfo().max_over_ranks(5) == 5  # one process: no vote
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalDuringVote(DistInfo):
+    """One process pretending to be one of several: at its `at`-th vote a SIGTERM lands after the collective
+    returned and before the caller stored the result, the window a real rank waiting in gloo hits most often."""
+
+    at: int = 2
+    votes: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    def all_reduce_grads(self, params) -> None:
+        pass
+
+    def max_over_ranks(self, value: int) -> int:
+        self.votes.append(value)
+        if len(self.votes) == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before this function returns
+        return value
+
+
+def test_a_signal_handled_right_after_a_vote_is_carried_to_the_next_vote_not_lost(tmp_path, monkeypatch):
+    dist = SignalDuringVote()
+    monkeypatch.setattr(Trainer, "check_ranks_in_sync", lambda self: None)  # one process: no other rank's weights
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(sample_every=100, checkpoint_every=100, log_every=100)
+    trainer = Trainer(resolve_run_config(None, config), tmp_path / "run", dist=dist)
+    result = trainer.train()
+    # the vote after step 2 saw 0 (the signal came later); the one after step 3 carries it: every rank stops there
+    assert (result.stop, result.step, result.signal_number) == ("signal", 3, signal.SIGTERM)
+    assert dist.votes[:3] == [0, 0, signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

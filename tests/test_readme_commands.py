@@ -3,10 +3,11 @@
 The README is parsed when the tests are collected (it changes often; nothing of its text is copied here). Each command
 is matched by exactly one rule in RULES: either it runs — as written, plus the size-shrinking changes of its rule
 (the one place where commands are altered) — or it is skipped with the reason. A command no rule matches fails the
-coverage test, so a new README command needs a rule. Commands run in README order in one working folder (cwd) laid out
-as the README assumes (`data/…`, `runs/…`, `configs/` linked to the real configs, `../mnist`, …), filled with tiny
-inputs cut from ../shared/data and the official-checkpoint fixtures in ../shared/fixtures; later commands use what
-earlier ones wrote (prepare → train → generate / evaluate), so a failure can make later commands fail too.
+coverage test, so a new README command needs a rule. Each rule names its group: the commands of a group run in README
+order in one working folder (cwd) laid out as the README assumes (`data/…`, `runs/…`, `configs/` linked to the real
+configs, `../mnist`, …), filled with tiny inputs cut from ../shared/data and the official-checkpoint fixtures in
+../shared/fixtures; later commands of a group use what earlier ones wrote (prepare → train → generate / evaluate), so a
+failure can make later commands fail too. Groups share nothing but that set-up, so they run as separate tests.
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ class Rule:
     skip: the reason it is not run (then nothing else applies). add: shrinking arguments appended to the command (or
     a function of the working folder giving them). options: option values replaced (`--n 16384` → `--n 16`).
     paths: words replaced (absolute paths → the tiny copy). drop: flags removed. needs_cuda: skipped without a GPU.
-    expect: the outcome check (files written, numbers printed) after a zero exit."""
+    expect: the outcome check (files written, numbers printed) after a zero exit. group: the chain of commands it
+    belongs to (GROUPS), which runs in its own working folder."""
 
     pattern: str
+    group: str = ""
     skip: str = ""
     add: tuple[str, ...] | Callable[[Path], tuple[str, ...]] = ()
     options: dict[str, str] = field(default_factory=dict)
@@ -189,77 +192,78 @@ RULES: list[Rule] = [
     Rule(r"bash tools/test\.sh", skip="the test suite itself"),
     Rule(r"(source \S*activate|pip install)", skip="environment set-up: the suite already runs in that environment",
          standing=True),
-    Rule(r"ganforge report runs/quickstart$", expect=_files("runs/quickstart", "report.html", 1)),
-    Rule(r"ganforge report runs/a runs/b -o compare\.html", expect=_files(".", "compare.html", 1)),
+    Rule(r"ganforge report runs/quickstart$", "quickstart", expect=_files("runs/quickstart", "report.html", 1)),
+    Rule(r"ganforge report runs/a runs/b -o compare\.html", "quickstart", expect=_files(".", "compare.html", 1)),
     # the README's /data/… is the user's CelebA folder: the tiny copy beside the working folder stands for it
-    Rule(r"ganforge prepare celeba_cropped", paths={"/data/celeba/img_align_celeba": "../celeba/img_align_celeba"},
+    Rule(r"ganforge prepare celeba_cropped", "pgan",
+         paths={"/data/celeba/img_align_celeba": "../celeba/img_align_celeba"},
          expect=_all(_store("data/celeba_cropped", STORE_IMAGES, 128),
                      _files("data/celeba_cropped", "config_celeba_cropped.json", 1))),
-    Rule(r"ganforge train pgan -c data/celeba_cropped/config_celeba_cropped\.json", add=PGAN_128_TINY,
+    Rule(r"ganforge train pgan -c data/celeba_cropped/config_celeba_cropped\.json", "pgan", add=PGAN_128_TINY,
          expect=_trained),
-    Rule(r"ganforge train pgan -c configs/pgan_celeba128\.yaml --run-dir runs/celeba-paper", add=PGAN_128_TINY,
-         expect=_trained),
-    Rule(r"ganforge generate runs/celeba --n 64 --grid -o out/", expect=_all(
+    Rule(r"ganforge train pgan -c configs/pgan_celeba128\.yaml --run-dir runs/celeba-paper", "pgan-paper",
+         add=PGAN_128_TINY, expect=_trained),
+    Rule(r"ganforge generate runs/celeba --n 64 --grid -o out/", "pgan", expect=_all(
         _printed(r"wrote 1 file\(s\) to out from step \d+ of runs/celeba"), _files("out", "*.png", 1))),
-    Rule(r"ganforge evaluate runs/celeba --metrics swd,msssim", options={"--n": "16"},
+    Rule(r"ganforge evaluate runs/celeba --metrics swd,msssim", "pgan", options={"--n": "16"},
          expect=_all(_printed(SWD_TABLE), _printed(r"SWD x1e3 +128 "),
                      _printed(r"MS-SSIM +\d\.\d+ +\(\d+ pairs\)"))),
-    Rule(r"ganforge import pgan-zoo celebaCropped_s5_i83000-2b0acc76\.pth -o runs/zoo-celeba",
+    Rule(r"ganforge import pgan-zoo celebaCropped_s5_i83000-2b0acc76\.pth -o runs/zoo-celeba", "pgan-zoo",
          expect=_run_written),
-    Rule(r"ganforge generate runs/zoo-celeba --n 16 --grid -o out/", expect=_all(
+    Rule(r"ganforge generate runs/zoo-celeba --n 16 --grid -o out/", "pgan-zoo", expect=_all(
         _printed(r"wrote 1 file\(s\) to out from step \d+ of runs/zoo-celeba"))),
-    Rule(r"ganforge train pgan --run-dir runs/zoo-celeba$", add=_lengthened_by_two_steps("runs/zoo-celeba"),
+    Rule(r"ganforge train pgan --run-dir runs/zoo-celeba$", "pgan-zoo",
+         add=_lengthened_by_two_steps("runs/zoo-celeba"), expect=_trained),
+    Rule(r"ganforge prepare mnist \.\./mnist -o data/mnist32$", "dcgan", expect=_store("data/mnist32", 64, 32)),
+    Rule(r"ganforge train wgan-gp --data data/mnist32$", "dcgan", add=DCGAN_FAMILY_TINY, expect=_trained),
+    Rule(r"ganforge train dcgan -c configs/dcgan_celeba64\.yaml --data data/celeba64", "dcgan", add=DCGAN_FAMILY_TINY,
          expect=_trained),
-    Rule(r"ganforge prepare mnist \.\./mnist -o data/mnist32$", expect=_store("data/mnist32", 64, 32)),
-    Rule(r"ganforge train wgan-gp --data data/mnist32$", add=DCGAN_FAMILY_TINY, expect=_trained),
-    Rule(r"ganforge train dcgan -c configs/dcgan_celeba64\.yaml --data data/celeba64", add=DCGAN_FAMILY_TINY,
-         expect=_trained),
-    Rule(r"ganforge train wgan-gp -c configs/wgan_gp_mnist32\.yaml", add=DCGAN_FAMILY_TINY,  # later --set values win
-         expect=_trained),
-    Rule(r"ganforge prepare mnist \.\./mnist -o data/mnist32_test --split test",
+    Rule(r"ganforge train wgan-gp -c configs/wgan_gp_mnist32\.yaml", "dcgan",
+         add=DCGAN_FAMILY_TINY, expect=_trained),  # later --set values win
+    Rule(r"ganforge prepare mnist \.\./mnist -o data/mnist32_test --split test", "dcgan",
          expect=_store("data/mnist32_test", 32, 32)),
-    Rule(r"ganforge evaluate runs/wgan_gp_mnist32 --metrics swd", options={"--n": "16"},
+    Rule(r"ganforge evaluate runs/wgan_gp_mnist32 --metrics swd", "dcgan", options={"--n": "16"},
          expect=_printed(SWD_TABLE)),
-    Rule(r"ganforge train stargan2 -c configs/stargan2_celeba_hq\.yaml --data data/celeba_domains", add=STARGAN2_TINY,
-         expect=_trained),
-    Rule(r"ganforge train stargan2 -c configs/stargan2_afhq\.yaml --data data/afhq", add=STARGAN2_TINY,
+    Rule(r"ganforge train stargan2 -c configs/stargan2_celeba_hq\.yaml --data data/celeba_domains", "stargan2",
+         add=STARGAN2_TINY, expect=_trained),
+    Rule(r"ganforge train stargan2 -c configs/stargan2_afhq\.yaml --data data/afhq", "stargan2", add=STARGAN2_TINY,
          expect=_trained),
     Rule(r"ganforge import stargan2 100000_nets_ema\.ckpt", skip="the one official StarGAN v2 fixture "
          "(../shared/fixtures/official/stargan_v2) has 3 domains at 128 px and the README's data/celeba_domains has 2; "
          "the importer runs on that fixture in tests/test_cli_import.py"),
     # a tiny extracted release stands for the 170 MB tarball; with it in place --download fetches nothing
-    Rule(r"ganforge prepare cifar10 \.\./cifar -o data/cifar10",
+    Rule(r"ganforge prepare cifar10 \.\./cifar -o data/cifar10", "biggan-cifar",
          expect=_store("data/cifar10", 20, 32)),
-    Rule(r"ganforge train biggan -c configs/biggan_cifar10\.yaml --data data/cifar10", add=BIGGAN_TINY,
+    Rule(r"ganforge train biggan -c configs/biggan_cifar10\.yaml --data data/cifar10", "biggan-cifar", add=BIGGAN_TINY,
          expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
-    Rule(r"ganforge train biggan -c configs/biggan_imagenet128_bs256x8\.yaml --data data/imagenet128",
+    Rule(r"ganforge train biggan -c configs/biggan_imagenet128_bs256x8\.yaml --data data/imagenet128", "biggan-i128",
          add=BIGGAN_TINY + ("--set", "model.n_classes=10"),  # the tiny store (as the i128 fixture) has 10 classes
          expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
     Rule(r"ganforge import biggan-pytorch weights/BigGAN_I128_hdf5_seed0_\.\.\. -o runs/i128 --data data/imagenet128",
-         expect=_run_written),
-    Rule(r"ganforge stats data/celeba_cropped -o celeba128_stats\.npz", add=("--n", "16"),
+         "biggan-i128", expect=_run_written),
+    Rule(r"ganforge stats data/celeba_cropped -o celeba128_stats\.npz", "pgan", add=("--n", "16"),
          expect=_all(_printed(r"wrote celeba128_stats\.npz: .* of 16 images"), _files(".", "celeba128_stats.npz", 1))),
-    Rule(r"ganforge evaluate --fake runs/celeba --real-stats celeba128_stats\.npz", add=("--n", "16"),
+    Rule(r"ganforge evaluate --fake runs/celeba --real-stats celeba128_stats\.npz", "pgan", add=("--n", "16"),
          expect=_printed(r"FID +\d+\.\d+ +\(legacy-tf\)")),
     # 2 CPU processes (gloo) stand for 8 GPUs; torchrun is run as `python -m torch.distributed.run`
-    Rule(r"torchrun --nproc_per_node 8 -m ganforge\.cli train pgan -c configs/pgan_celeba128\.yaml",
+    Rule(r"torchrun --nproc_per_node 8 -m ganforge\.cli train pgan -c configs/pgan_celeba128\.yaml", "pgan-paper",
          options={"--nproc_per_node": "2"}, add=PGAN_128_TINY + ("--set", "sample_every=2", "--until", "2"),
          expect=_trained),
-    Rule(r"python benchmarks/bench_pgan_train\.py .*--device cuda", needs_cuda=True,
+    Rule(r"python benchmarks/bench_pgan_train\.py .*--device cuda", "bench", needs_cuda=True,
          add=("--steps", "1", "--warmup", "0", "--scratch", "scratch/bench_pgan"),
          expect=_printed(r"res +128: +\d+\.\d+ img/s")),
-    Rule(r"python benchmarks/bench_pgan_train\.py (?!.*--device cuda)",
+    Rule(r"python benchmarks/bench_pgan_train\.py (?!.*--device cuda)", "bench",
          options={"--resolution": "8", "--width-div": "64", "--batch": "4", "--steps": "1"},
          add=("--warmup", "0", "--scratch", "scratch/bench_pgan"), expect=_printed(r"res +8: +\d+\.\d+ img/s")),
     # one family in fp32 only: all four families, and torch.compile, take minutes on this CPU
-    Rule(r"python benchmarks/bench_train\.py", options={"--steps": "1", "--warmup": "0"},
+    Rule(r"python benchmarks/bench_train\.py", "bench", options={"--steps": "1", "--warmup": "0"},
          add=("--modes", "fp32", "--width-div", "64", "--families", "wgan-gp", "--scratch", "scratch/bench_train"),
          expect=_printed(r"wgan-gp +fp32 +64 +16 +\d+\.\d+")),
     Rule(r"python benchmarks/bench_vs_reference\.py", skip="it imports the official implementations from checkouts "
          "(REFS) that no fresh clone has; tests/test_bench_vs_reference.py runs its machinery and its report of a "
          "missing checkout"),
-    Rule(r"python benchmarks/gpu_check\.py", needs_cuda=True, add=("--quick", "--scratch", "scratch/gpu_check"),
-         expect=_files(".", "gpu_check.json", 1)),
+    Rule(r"python benchmarks/gpu_check\.py", "bench", needs_cuda=True,
+         add=("--quick", "--scratch", "scratch/gpu_check"), expect=_files(".", "gpu_check.json", 1)),
 ]
 
 
@@ -294,13 +298,25 @@ TINY_QUICKSTART = [  # tools/quickstart.sh's train command, shrunk as the rules 
     "--set", "model.schedule.max_iter_at_scale=[2,2,2,2]", "--set", "model.schedule.alpha_jumps=1",
     "--set", "model.schedule.alpha_jump_size=1", "--set", "model.schedule.batch_size=4", "--set", "log_every=2",
     "--set", "sample_every=4", "--set", "checkpoint_every=4", "--set", "sample_count=4", "--set", "progress=false"]
-SETUP_PREPARE = [  # stores the README's commands read but no ```bash command writes (the CLI table's commands)
-    ["prepare", "folder", "../celeba/img_align_celeba", "-o", "data/celeba64", "--resolution", "64", "--workers", "1"],
-    ["prepare", "celeba-domains", "../celeba/img_align_celeba", "--attr-file", "../celeba/list_attr_celeba.txt",
-     "--attr", "Male", "-o", "data/celeba_domains", "--resolution", "32"],
-    ["prepare", "domains", "../afhq", "-o", "data/afhq", "--resolution", "32"],
-    ["prepare", "folder", "../imagenet", "-o", "data/imagenet128", "--resolution", "128", "--workers", "1"],
-]
+CELEBA_CROPPED = ["prepare", "celeba_cropped", "../celeba/img_align_celeba", "-o", "data/celeba_cropped"]
+# Per group: what its README commands read but none of them writes (stores of the CLI table's commands, the quick
+# start's run), made by these ganforge commands in the group's working folder before its first README command
+GROUP_SETUP: dict[str, list[list[str]]] = {
+    "quickstart": [TINY_QUICKSTART],  # also stands for runs/a and runs/b
+    "pgan": [],
+    "pgan-paper": [CELEBA_CROPPED],
+    "pgan-zoo": [CELEBA_CROPPED],
+    "dcgan": [["prepare", "folder", "../celeba/img_align_celeba", "-o", "data/celeba64", "--resolution", "64",
+               "--workers", "1"]],
+    "stargan2": [["prepare", "celeba-domains", "../celeba/img_align_celeba", "--attr-file",
+                  "../celeba/list_attr_celeba.txt", "--attr", "Male", "-o", "data/celeba_domains",
+                  "--resolution", "32"],
+                 ["prepare", "domains", "../afhq", "-o", "data/afhq", "--resolution", "32"]],
+    "biggan-cifar": [],
+    "biggan-i128": [["prepare", "folder", "../imagenet", "-o", "data/imagenet128", "--resolution", "128",
+                     "--workers", "1"]],
+    "bench": [],
+}
 
 
 def _tiny_celeba(celeba: Path, root: Path) -> list[Path]:
@@ -425,8 +441,8 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def readme_session(root: Path) -> ReadmeSession:
-    """The working folder with the tiny data, the stand-in weights and the runs the README assumes exist."""
+def readme_session(root: Path, group: str) -> ReadmeSession:
+    """The working folder with the tiny data, the stand-in weights and what `group`'s commands assume exists."""
     if not SHARED.exists():
         pytest.skip(f"reference data not available: {SHARED} is absent (the tiny inputs are cut from it)")
     work = build_workdir(root)
@@ -436,26 +452,33 @@ def readme_session(root: Path) -> ReadmeSession:
            "GANFORGE_INCEPTION_WEIGHTS": str(write_inception_standin(root / "inception_standin.pth")),
            "GANFORGE_WING_WEIGHTS": str(shared_path("fixtures", "official", "stargan_v2", "wing", "wing_standin.ckpt"))}
     session = ReadmeSession(work, env)
-    for argv in SETUP_PREPARE:
+    for argv in GROUP_SETUP[group]:
         status, output = session.ganforge(argv)
         assert status == 0, f"setting up the tiny data: ganforge {shlex.join(argv)}\n{output}"
-    status, output = session.ganforge(TINY_QUICKSTART)  # the quick start's run; also stands for runs/a, runs/b
-    assert status == 0 and "real-vs-real floor" in output, output
-    for name in ("a", "b"):
-        shutil.copytree(work / "runs" / "quickstart", work / "runs" / name)
+    if group == "quickstart":
+        assert "real-vs-real floor" in output, output
+        for name in ("a", "b"):
+            shutil.copytree(work / "runs" / "quickstart", work / "runs" / name)
     return session
 
 
+def test_every_command_that_runs_belongs_to_a_group() -> None:
+    ungrouped = [rule.pattern for rule in RULES if not rule.skip and rule.group not in GROUP_SETUP]
+    assert not ungrouped, f"RULES that run but name no group of GROUP_SETUP: {ungrouped}"
+    assert all(rule.group == "" for rule in RULES if rule.skip)
+
+
 @pytest.mark.slow
-def test_readme_commands_work_on_tiny_data(tmp_path: Path) -> None:
-    """One test, not one per command: the commands build on each other in order (and must stay on one xdist worker).
-    Every command runs even after a failure; the failures are listed together, the first is usually the cause."""
-    session = readme_session(tmp_path)
+@pytest.mark.parametrize("group", list(GROUP_SETUP))
+def test_readme_commands_work_on_tiny_data(tmp_path: Path, group: str) -> None:
+    """One test per group, not per command: a group's commands build on each other in order. Every command runs
+    even after a failure; the failures are listed together, the first is usually the cause."""
+    session = readme_session(tmp_path, group)
     failures = []
     for command in COMMANDS:
         rules = rule_for(command)
-        if len(rules) != 1 or rules[0].skip or (rules[0].needs_cuda and not _has_cuda()):
-            continue  # the coverage test reports commands without exactly one rule
+        if len(rules) != 1 or rules[0].group != group or rules[0].skip or (rules[0].needs_cuda and not _has_cuda()):
+            continue  # the coverage tests report commands without exactly one rule, or rules without a group
         (rule,) = rules
         status, ran = session.run(command, rule)
         try:
@@ -466,4 +489,4 @@ def test_readme_commands_work_on_tiny_data(tmp_path: Path) -> None:
             lines = ran.output.strip().splitlines()
             shown = "\n    ".join([line for line in lines if "error:" in line][:2] or lines[-6:])
             failures.append(f"{command}\n  run as: {shlex.join(ran.argv)}\n  {str(error).splitlines()[0]}\n    {shown}")
-    assert not failures, "README commands that fail on tiny data:\n" + "\n".join(failures)
+    assert not failures, f"README commands of group {group} that fail on tiny data:\n" + "\n".join(failures)

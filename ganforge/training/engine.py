@@ -173,7 +173,9 @@ class Trainer:
             self._restore(resume)
         self.fixed_inputs = self.family.sample_latents(
             config.sample_count, torch.Generator().manual_seed(config.seed + FIXED_LATENT_OFFSET))
-        self._stop_requested = False
+        # written by the signal handler only; the loop reads it. Agreed on (`_stop_signal`) once per step: a handler
+        # running between a vote's return and its assignment must not be overwritten, or a rank stops alone
+        self._signal_received: int | None = None
         self._stop_signal: int | None = None
         self._skipped_metrics: set[tuple[str, int]] = set()  # (metric, resolution) already said to be skipped
         self.pending = PendingValues()
@@ -277,14 +279,15 @@ class Trainer:
         rollbacks = 0
         previous_handlers = self._install_signal_handlers()
         try:
-            while self.step < stop_at and not self._stop_requested:
+            while self.step < stop_at and self._stop_signal is None:
                 plan = family.plan(self.step)
                 seen_before = self.images_seen
                 self.pending.add_step(self.train_step(plan))
                 self.step += 1
+                received = self._signal_received  # one read: the handler may run at any bytecode
                 if self.dist.enabled:  # a signal may reach one rank a step before another: all stop together
-                    self._stop_signal = self.dist.max_over_ranks(self._stop_signal or 0) or None
-                    self._stop_requested = self._stop_signal is not None
+                    received = self.dist.max_over_ranks(received or 0) or None
+                self._stop_signal = received
                 logger.count_images(self.images_seen - seen_before)
                 last = self.step == total
                 log_tick = self.step % config.log_every == 0 or last
@@ -294,7 +297,7 @@ class Trainer:
                     (config.metrics_every and self.step % config.metrics_every == 0) or last)
                 checkpoint_tick = self.step % config.checkpoint_every == 0 or last
                 if not (log_tick or sample_step or metric_tick or checkpoint_tick or self.step == stop_at
-                        or self._stop_requested):
+                        or self._stop_signal is not None):
                     logger.step_done(None)  # no host point: the device runs ahead
                     continue
                 try:  # before anything is written: a NaN/Inf loss since the last read stops or rolls back here
@@ -319,7 +322,7 @@ class Trainer:
                     self.save_checkpoint(score=scored)
                 if report is not None and self.step % config.sample_every == 0:
                     report.tick()
-            if self.step < total and (self._stop_requested or self.step == stop_at):
+            if self.step < total and (self._stop_signal is not None or self.step == stop_at):
                 self.read_pending(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
                 self.save_checkpoint()
         finally:
@@ -332,7 +335,7 @@ class Trainer:
                 report.write()
         if self.step >= total:
             return TrainResult(self.run_dir, self.step, total, "finished")
-        if self._stop_requested:
+        if self._stop_signal is not None:
             return TrainResult(self.run_dir, self.step, total, "signal", signal_number=self._stop_signal)
         return TrainResult(self.run_dir, self.step, total, "until")
 
@@ -480,9 +483,9 @@ class Trainer:
     # --- signals ----------------------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> dict[int, Any]:
         def request_stop(signum: int, frame: Any) -> None:
-            if self._stop_requested:  # second signal: stop now
+            if self._signal_received is not None:  # second signal: stop now
                 raise KeyboardInterrupt
-            self._stop_requested, self._stop_signal = True, signum
+            self._signal_received = signum
 
         previous = {}
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
