@@ -11,7 +11,14 @@ import torch
 from conftest import shared_path
 from safetensors.numpy import load_file
 
-from ganforge.metrics.fid import FeatureStats, fid, frechet_distance, sqrt_trace_product
+from ganforge.metrics.fid import (
+    FeatureStats,
+    _low_rank_factor,
+    _root_inner,
+    fid,
+    frechet_distance,
+    sqrt_trace_product,
+)
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kid, kid_subset_indices, polynomial_mmd2
 
@@ -40,9 +47,9 @@ def _scipy_frechet(mu1, s1, mu2, s2) -> float:
 
 
 # Full rank (Cholesky of S1), S1 rank-deficient (Cholesky of S2), S2 rank-deficient, both rank-deficient
-# (fewer samples than dimensions: the eigendecomposition route).
+# (fewer samples than dimensions: the eigendecomposition route), both of rank below D/4 (the low-rank route).
 @pytest.mark.slow
-@pytest.mark.parametrize(("n_a", "n_b"), [(1000, 1000), (100, 1000), (1000, 100), (100, 150)])
+@pytest.mark.parametrize(("n_a", "n_b"), [(1000, 1000), (100, 1000), (1000, 100), (100, 150), (20, 30)])
 def test_frechet_equals_scipy_sqrtm(n_a, n_b):
     rng = np.random.default_rng(n_a + n_b)
     dim = 256
@@ -64,6 +71,22 @@ def test_sqrt_trace_product_takes_whichever_covariance_is_positive_definite():
     expected = np.trace(scipy.linalg.sqrtm(singular @ full).real)
     assert sqrt_trace_product(singular, full) == pytest.approx(expected, rel=1e-8)
     assert sqrt_trace_product(full, singular) == pytest.approx(expected, rel=1e-8)
+
+
+def test_low_rank_factor_is_exact_below_a_quarter_of_the_dimension_and_declines_above():
+    rng = np.random.default_rng(1)
+    low = torch.from_numpy(np.cov(rng.standard_normal((40, 512)) @ rng.standard_normal((512, 512)), rowvar=False))
+    basis, small = _low_rank_factor(low)
+    assert basis.shape == (512, 128)  # rank 39: the 32-column sketch misses part of the range, 128 columns hold it
+    torch.testing.assert_close(basis.T @ basis, torch.eye(128, dtype=torch.float64))
+    torch.testing.assert_close(basis @ small @ basis.T, low, rtol=0, atol=1e-12 * float(low.abs().max()))
+    assert _low_rank_factor(torch.from_numpy(np.cov(rng.standard_normal((80, 256)), rowvar=False))) is None  # 79 > 64
+    # the same FID either way: the low-rank route against the eigendecomposition of the whole matrix
+    other = torch.from_numpy(np.cov(rng.standard_normal((50, 512)), rowvar=False))
+    values, vectors = torch.linalg.eigh(low)
+    inner = _root_inner(vectors, values, other)
+    whole = float(torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum())
+    assert sqrt_trace_product(low, other) == pytest.approx(whole, rel=1e-7)
 
 
 def test_frechet_of_known_gaussians():

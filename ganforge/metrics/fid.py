@@ -3,9 +3,10 @@
 tr sqrt(S1 S2) is sum sqrt(eig(S1 S2)), and S1 S2 is similar to a symmetric PSD matrix whose eigenvalues a
 symmetric solver (eigvalsh, no eigenvectors) finds: with a Cholesky factor S1 = L L^T, S1 S2 ~ L^T S2 L
 (~7x less CPU than scipy's Schur-based `sqrtm` at 2048-d, real-valued, no imaginary-part fallbacks). When
-neither covariance is positive definite (fewer samples than dimensions), S1 = V diag(l) V^T from a symmetric
-eigendecomposition serves instead: S1 S2 ~ diag(sqrt l) V^T S2 V diag(sqrt l). Tiny negative eigenvalues
-(round-off of singular covariances) are clipped to 0.
+neither covariance is positive definite (fewer samples than dimensions), S1 = V diag(l) V^T serves instead:
+S1 S2 ~ diag(sqrt l) V^T S2 V diag(sqrt l), with V from the small matrix of an exact low-rank factorisation where
+S1's rank is below D/4 (a few hundred samples), else from a symmetric eigendecomposition of S1. Tiny negative
+eigenvalues (round-off of singular covariances) are clipped to 0.
 """
 
 from __future__ import annotations
@@ -33,18 +34,53 @@ def _f64(x: ArrayLike, device: torch.device | str | None = None) -> torch.Tensor
     return tensor.to(device=device or tensor.device, dtype=torch.float64)
 
 
+# A covariance of n < D samples has rank n - 1. Its range is found exactly by a Gaussian sketch of more columns than
+# its rank (S = Q B Q^T with Q orthonormal, B = Q^T S Q small), verified by the residual: tried at these widths up to
+# D/4, where the D^2-sized products still cost far less than a D x D eigendecomposition (7 s at 2048-d on one core).
+LOW_RANK_WIDTHS = (32, 128, 512)
+LOW_RANK_TOLERANCE = 1e-12  # |S - Q B Q^T|_F / |S|_F: round-off of an exactly low-rank S, not a truncation
+
+
+def _low_rank_factor(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(Q [D, m], B [m, m]) with sigma = Q B Q^T to round-off, or None when sigma's rank is above D/4."""
+    generator = torch.Generator(device=sigma.device).manual_seed(0)  # deterministic: equal inputs, equal FID
+    scale = torch.linalg.matrix_norm(sigma)
+    for width in LOW_RANK_WIDTHS:
+        if width > sigma.shape[0] // 4:
+            break
+        sketch = torch.randn(sigma.shape[0], width, dtype=sigma.dtype, device=sigma.device, generator=generator)
+        basis = torch.linalg.qr(sigma @ sketch).Q
+        small = basis.T @ sigma @ basis
+        if torch.linalg.matrix_norm(sigma - basis @ small @ basis.T) <= LOW_RANK_TOLERANCE * scale:
+            return basis, small
+    return None
+
+
+def _root_inner(vectors: torch.Tensor, values: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """diag(sqrt l) V^T S2 V diag(sqrt l) for S1 = V diag(l) V^T: similar to S1 S2 (up to zero eigenvalues)."""
+    root = values.clamp(min=0).sqrt()
+    return root[:, None] * (vectors.T @ other @ vectors) * root[None, :]
+
+
 def sqrt_trace_product(sigma1: ArrayLike, sigma2: ArrayLike, device: torch.device | str | None = None) -> float:
     """tr sqrt(sigma1 @ sigma2) for symmetric PSD matrices, via one symmetric eigenvalue problem."""
     s1, s2 = _f64(sigma1, device), _f64(sigma2, device)
+    inner = None
     for factored, other in ((s1, s2), (s2, s1)):  # eig(S1 S2) = eig(S2 S1): either may be factored
         lower, info = torch.linalg.cholesky_ex(factored)
         if int(info) == 0:
             inner = lower.T @ other @ lower
             break
-    else:
-        eigval, eigvec = torch.linalg.eigh(s1)
-        root = eigval.clamp(min=0).sqrt()
-        inner = root[:, None] * (eigvec.T @ s2 @ eigvec) * root[None, :]
+    for factored, other in ((s1, s2), (s2, s1)) if inner is None else ():  # fewer samples than dimensions
+        low_rank = _low_rank_factor(factored)
+        if low_rank is not None:
+            basis, small = low_rank
+            values, vectors = torch.linalg.eigh((small + small.T) / 2)
+            inner = _root_inner(basis @ vectors, values, other)
+            break
+    if inner is None:
+        values, vectors = torch.linalg.eigh(s1)
+        inner = _root_inner(vectors, values, s2)
     inner = (inner + inner.T) / 2  # exact symmetry for eigvalsh
     return float(torch.linalg.eigvalsh(inner).clamp(min=0).sqrt().sum())
 
