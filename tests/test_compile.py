@@ -51,12 +51,11 @@ COMPILE_NETWORK = speed.compile_network
 
 
 @pytest.fixture
-def backend_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
-    """Sets the backend `compile: true` uses for `family` in this test; returns its name."""
-    def use(family: str) -> str:
+def backend_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Sets the backend `compile: true` uses for `family` in this test."""
+    def use(family: str) -> None:
         backend = "inductor" if family in INDUCTOR_ON_CPU else "aot_eager"
         monkeypatch.setattr(speed, "compile_network", functools.partial(COMPILE_NETWORK, backend=backend))
-        return backend
     return use
 
 
@@ -64,7 +63,7 @@ COMPILED_FAMILIES = [pytest.param(f, marks=() if f in INDUCTOR_ON_CPU else pytes
 
 
 @pytest.mark.parametrize("family", COMPILED_FAMILIES)
-def test_compiled_training_matches_eager(tmp_path: Path, family: str, backend_for: Callable[[str], str]) -> None:
+def test_compiled_training_matches_eager(tmp_path: Path, family: str, backend_for: Callable[[str], None]) -> None:
     backend_for(family)
 
     def build_run(run: Path, compiled: bool) -> Trainer:
@@ -84,7 +83,7 @@ def test_compiled_training_matches_eager(tmp_path: Path, family: str, backend_fo
 
 @pytest.mark.parametrize("family", COMPILED_FAMILIES)
 def test_compiled_run_checkpoints_keep_the_eager_keys_and_resume(tmp_path: Path, family: str,
-                                                                 backend_for: Callable[[str], str]) -> None:
+                                                                 backend_for: Callable[[str], None]) -> None:
     backend_for(family)
     eager_keys = set(build(family, tmp_path / "eager", False).state_tensors()[0])
     first = build(family, tmp_path / "run", True)
