@@ -138,7 +138,7 @@ class Rule:
     a function of the working folder giving them). options: option values replaced (`--n 16384` → `--n 16`).
     paths: words replaced (absolute paths → the tiny copy). drop: flags removed. needs_cuda: skipped without a GPU.
     expect: the outcome check (files written, numbers printed) after a zero exit. group: the chain of commands it
-    belongs to (GROUPS), which runs in its own working folder."""
+    belongs to (a key of GROUP_SETUP), which runs in its own working folder."""
 
     pattern: str
     group: str = ""
@@ -466,6 +466,8 @@ def test_every_command_that_runs_belongs_to_a_group() -> None:
     ungrouped = [rule.pattern for rule in RULES if not rule.skip and rule.group not in GROUP_SETUP]
     assert not ungrouped, f"RULES that run but name no group of GROUP_SETUP: {ungrouped}"
     assert all(rule.group == "" for rule in RULES if rule.skip)
+    unused = set(GROUP_SETUP) - {rule.group for rule in RULES if not rule.skip}
+    assert not unused, f"GROUP_SETUP groups no rule names (remove them): {sorted(unused)}"
 
 
 @pytest.mark.slow
@@ -474,13 +476,14 @@ def test_readme_commands_work_on_tiny_data(tmp_path: Path, group: str) -> None:
     """One test per group, not per command: a group's commands build on each other in order. Every command runs
     even after a failure; the failures are listed together, the first is usually the cause."""
     session = readme_session(tmp_path, group)
-    failures = []
+    failures, ran_any = [], False
     for command in COMMANDS:
         rules = rule_for(command)
         if len(rules) != 1 or rules[0].group != group or rules[0].skip or (rules[0].needs_cuda and not _has_cuda()):
             continue  # the coverage tests report commands without exactly one rule, or rules without a group
         (rule,) = rules
         status, ran = session.run(command, rule)
+        ran_any = True
         try:
             assert status == 0, f"exit status {status}"
             if rule.expect is not None:
@@ -489,4 +492,6 @@ def test_readme_commands_work_on_tiny_data(tmp_path: Path, group: str) -> None:
             lines = ran.output.strip().splitlines()
             shown = "\n    ".join([line for line in lines if "error:" in line][:2] or lines[-6:])
             failures.append(f"{command}\n  run as: {shlex.join(ran.argv)}\n  {str(error).splitlines()[0]}\n    {shown}")
+    # a group whose commands all left the README, or all need CUDA, tests nothing here
+    assert ran_any or any(r.needs_cuda for r in RULES if r.group == group), f"no README command of group {group} ran"
     assert not failures, f"README commands of group {group} that fail on tiny data:\n" + "\n".join(failures)
