@@ -65,27 +65,6 @@ def test_per_scale_learning_rate_reaches_the_optimiser(tmp_path):
     assert seen == {4: {0.001}, 8: {0.003}, 16: {0.004}}
 
 
-def test_g_lr_ratio_scales_g_only_at_every_resolution_on_top_of_the_lazy_r1_correction(tmp_path):
-    trainer = Trainer(tiny(loss="logistic-r1", r1_interval=4, g_lr_ratio=0.5,
-                           schedule={"lr_per_resolution": {8: 0.003}}), tmp_path / "run")
-    family = trainer.family
-    assert [g["lr"] for g in family.optimizers["G"].param_groups] == [0.0005]  # as built, before any step
-    seen = {}
-    for step in (0, 5, 13):
-        plan = family.plan(step)
-        family.begin_step(step, plan)
-        seen[plan.resolution] = tuple({g["lr"] for g in family.optimizers[n].param_groups}.pop() for n in "GD")
-    # D: lr * 4/5 (lazy R1 every 4 steps); G: lr * 0.5
-    assert list(seen) == [4, 8, 16]
-    assert [lr for pair in seen.values() for lr in pair] == pytest.approx([0.0005, 0.0008, 0.0015, 0.0024,
-                                                                            0.0005, 0.0008])
-
-
-def test_g_lr_ratio_must_be_positive():
-    with pytest.raises(ConfigError, match=r"^model\.g_lr_ratio: expected a number > 0, got 0\.0$"):
-        tiny(g_lr_ratio=0)
-
-
 def _adam_steps(trainer):
     return {name: sum(int(s["step"]) for s in opt.state.values()) for name, opt in trainer.family.optimizers.items()}
 

@@ -53,8 +53,7 @@ LOSS_KEYS: dict[str, dict[str, float]] = {"wgan-gp": {"lambda_gp": 10.0, "drift"
                                           "logistic-r1": {"r1_gamma": 10.0, "r1_interval": 1}}
 _BATCH_DEFAULT = 16
 # Model keys newer than some saved run configs, with the value that behaves as those runs did without them.
-_ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None, "r1_interval": None,
-                                "g_lr_ratio": 1.0}
+_ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None, "r1_interval": None}
 
 
 def _other_unit(unit: str) -> str:
@@ -113,8 +112,6 @@ class PGANConfig:
     r1_interval: int | None = None
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
     lr: float = 0.001
-    # G's lr as a fraction of D's, at every resolution (Heusel et al.'s two time-scale update rule); 1: the papers'
-    g_lr_ratio: float = 1.0
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     adam_eps: float = 1e-8  # the reference's ε (the zoo variant divides it by the batch: see PGANFamily.adam_eps)
     ema_decay: float = 0.999
@@ -144,8 +141,6 @@ class PGANConfig:
                         raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
         if self.r1_interval is not None and self.r1_interval < 1:
             raise ConfigError(f"model.r1_interval: expected an integer >= 1, got {self.r1_interval!r}")
-        if not self.g_lr_ratio > 0:
-            raise ConfigError(f"model.g_lr_ratio: expected a number > 0, got {self.g_lr_ratio}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup)
@@ -302,7 +297,7 @@ class PGANFamily(Family):
         self.add_ema("G_ema", "G")
         for name in ("G", "D"):
             betas = tuple(float(beta) ** self.lazy_ratio(name) for beta in config.betas)
-            self.optimizers[name] = adam(self.nets[name].parameters(), lr=self.net_lr(name, config.lr),
+            self.optimizers[name] = adam(self.nets[name].parameters(), lr=config.lr * self.lazy_ratio(name),
                                          betas=betas, eps=config.adam_eps)
 
     @classmethod
@@ -383,7 +378,7 @@ class PGANFamily(Family):
         eps = self.adam_eps(seg.batch_size)
         for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
-                group["lr"], group["eps"] = self.net_lr(name, lr), eps
+                group["lr"], group["eps"] = lr * self.lazy_ratio(name), eps
         local = step - seg.start
         growth = local == 0 and seg.scale > 0
         if self.config.variant == "paper" and (growth or (seg.scale > 0 and local == seg.fade_steps)):
@@ -395,10 +390,6 @@ class PGANFamily(Family):
     def _reset_optimizers(self) -> None:
         for optimizer in self.optimizers.values():
             optimizer.state.clear()
-
-    def net_lr(self, net: str, lr: float) -> float:
-        """The resolution's lr for `net`: G's scaled by g_lr_ratio, D's by the lazy-R1 correction."""
-        return lr * self.lazy_ratio(net) * (self.config.g_lr_ratio if net == "G" else 1.0)
 
     def lazy_ratio(self, net: str) -> float:
         """StyleGAN2's Adam correction for lazy regularisation: D takes k + 1 optimiser steps in k iterations when
