@@ -227,10 +227,29 @@ FidMode = Literal["legacy-tf", "clean"]
 # RunConfig settings a resume may change, taking effect at once: where and how the run reports, samples and saves,
 # never what a step computes (device: the same computation elsewhere, refused under amp: auto, whose precision
 # follows the device). Refused, for instance: metrics, metrics_n, best_metric and keep_best (a run's metric record
-# and its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, data (unless the same
-# dataset moved) and model (unless the family's schedule only grows).
+# and its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, lookahead, data (unless
+# the same dataset moved) and model (unless the family's schedule only grows).
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
                      "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile")
+
+
+@dataclasses.dataclass
+class LookaheadConfig:
+    """The top-level `lookahead:` section: Lookahead on every trained network together (Zhang et al. 2019; for
+    GANs "Lookahead-minmax", Chavdarova et al. 2021): after every `every`-th step each weight moves back to
+    slow + alpha·(fast − slow), and the slow copy takes that value. It damps the players' rotation around an
+    equilibrium, which a GAN's simultaneous updates otherwise keep up."""
+
+    every: int = 5  # k: engine steps between pulls (the paper's 5 for most of its runs)
+    alpha: float = 0.5  # how far towards the fast weights the slow ones move (the paper's 0.5)
+
+    def __post_init__(self) -> None:
+        if self.every < 2:
+            raise ConfigError(f"lookahead.every: expected at least 2 steps between pulls, got {self.every} (with 1 "
+                              "every step is only scaled by alpha)")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"lookahead.alpha: expected a fraction strictly between 0 and 1, got {self.alpha} "
+                              "(1 does nothing, 0 undoes every step)")
 
 
 @dataclasses.dataclass
@@ -263,6 +282,7 @@ class RunConfig:
     tensorboard: bool | None = None  # None: events when the package is installed; true: warn once if it is not
     # what every image D sees passes through (DiffAugment or ADA; kind none: nothing); runs saved before it: none
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    lookahead: LookaheadConfig | None = None  # off (every reference trains without it); see LookaheadConfig
     model: Any = None
 
     def __post_init__(self) -> None:

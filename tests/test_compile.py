@@ -85,20 +85,22 @@ def test_compiled_training_matches_eager(tmp_path: Path, family: str, backend_fo
 def test_compiled_run_checkpoints_keep_the_eager_keys_and_resume(tmp_path: Path, family: str,
                                                                  backend_for: Callable[[str], None]) -> None:
     backend_for(family)
-    eager_keys = set(build(family, tmp_path / "eager", False).state_tensors()[0])
-    first = build(family, tmp_path / "run", True)
+    lookahead = {"every": 2, "alpha": 0.5}  # its slow weights are keyed by parameter name too
+    eager_keys = set(build(family, tmp_path / "eager", False, lookahead=lookahead).state_tensors()[0])
+    first = build(family, tmp_path / "run", True, lookahead=lookahead)
     first.train(until=3)
     saved = ckpt.latest_valid_checkpoint(tmp_path / "run")
     assert saved is not None and saved.step == 3
-    saved_nets = {key for key in saved.tensors if key.startswith("net/")}
-    assert saved_nets == {key for key in eager_keys if key.startswith("net/")}  # no torch.compile prefixes
-    resumed = build(family, tmp_path / "run", True)
+    for group in ("net/", "lookahead/"):  # no torch.compile prefixes
+        assert {key for key in saved.tensors if key.startswith(group)} == {
+            key for key in eager_keys if key.startswith(group)} != set(), group
+    resumed = build(family, tmp_path / "run", True, lookahead=lookahead)
     assert resumed.step == 3
     for name, net in resumed.family.nets.items():
         for key, value in net.state_dict().items():
             assert torch.equal(value, saved.tensors[f"net/{name}/{key}"]), (name, key)
     compiled_losses = resumed.stepped_losses(2)  # before the next resume: both draw from torch's global generator
-    eager_resumed = build(family, tmp_path / "run", False)  # the same run, resumed without compiling
+    eager_resumed = build(family, tmp_path / "run", False, lookahead=lookahead)  # resumed without compiling
     assert_close_losses(compiled_losses, eager_resumed.stepped_losses(2))
 
 

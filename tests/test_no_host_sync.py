@@ -52,8 +52,9 @@ def counted_host_reads() -> Iterator[list[str]]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_steps_between_log_points_read_nothing_from_the_device(tmp_path, family):
+    # with Lookahead (pulls after steps 2 and 5): the per-step option that touches every trained weight
     config = resolve_run_config(None, tiny_run(family, 2, log_every=LOG_EVERY, sample_every=1000,
-                                               checkpoint_every=1000))
+                                               checkpoint_every=1000, lookahead={"every": 3, "alpha": 0.5}))
     trainer = Trainer(config, tmp_path / "run")
     inside_steps: list[list[str]] = []
     between_steps: list[list[str]] = []

@@ -30,6 +30,7 @@ from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import ema_update
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.log import RunLogger
+from ganforge.training.lookahead import Lookahead
 from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.training.speed import compile_networks
 from ganforge.viz.animation import write_progress_gif
@@ -167,6 +168,9 @@ class Trainer:
         # draws from the device's default stream, global batch then shard: resume and W processes augment alike
         self.augmenter = Augmenter(config.augment, self.dist)
         self.family.augment = self.augmenter if self.augmenter.enabled else None
+        # the networks some optimiser steps (optimisers are keyed by the net they step); EMA copies are not trained
+        self.lookahead = Lookahead(config.lookahead, {name: self.family.nets[name] for name in
+                                                      self.family.optimizers}) if config.lookahead else None
         self.step = 0
         self.images_seen = 0
         if resume is not None:
@@ -191,6 +195,8 @@ class Trainer:
                                        loss_scale=self.loss_scale.state_dict() if self.loss_scale else None,
                                        world_size=self.dist.world_size)
         meta["augment"] = self.augmenter.state_dict()  # ADA's p and its statistic's accumulators
+        if self.lookahead is not None:
+            tensors.update(self.lookahead.state_tensors())
         return tensors, meta
 
     def _restore(self, resume: ckpt.Checkpoint) -> None:
@@ -209,6 +215,11 @@ class Trainer:
             self.loss_scale.load_state_dict(meta["loss_scale"])
         self.family.load_family_state(meta.get("family_state", {}))
         self.augmenter.load_state_dict(meta.get("augment", {}))
+        if self.lookahead is not None:
+            try:
+                self.lookahead.load_state_tensors(tensors)
+            except ValueError as err:
+                raise ckpt.CheckpointError(f"{resume.path}: {err}") from None
         self.step = resume.step
         self.images_seen = int(meta.get("images_seen", 0))
 
@@ -428,6 +439,8 @@ class Trainer:
         if decay is not None:
             for ema_name, source in family.ema_pairs.items():
                 ema_update(family.nets[ema_name], family.nets[source], decay)
+        if self.lookahead is not None:  # after the EMA update: the EMA follows the fast weights
+            self.lookahead.after_step(self.step)
         return logs
 
     # --- outputs ----------------------------------------------------------------------------------------------
