@@ -3,13 +3,14 @@ each trained weight moves to slow + a·(fast − slow) and the slow copy follows
 the slow weights are checkpointed so a resumed run ends on the uninterrupted run's weights."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from reliability_runs import FAMILIES, checkpoint_tensors, differing_tensors, tiny_run
 from torch import nn
 
-from ganforge.config import ConfigError, LookaheadConfig
+from ganforge.config import ConfigError, LookaheadConfig, read_config_file
 from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
@@ -118,3 +119,12 @@ def test_lookahead_is_off_by_default_and_a_resume_may_not_switch_it_on(tmp_path)
     with pytest.raises(ConfigError, match=r'different config \(saved → now: lookahead: null → \{"every": 5'):
         _trainer(config, tmp_path / "run", lookahead={"every": 5})
     assert ckpt.checkpoint_steps(tmp_path / "run") == [1, 2]  # nothing written by the refusal
+
+
+def test_only_the_quick_start_config_uses_lookahead():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    using = {path.name: resolve_run_config(None, read_config_file(path)).lookahead
+             for path in sorted(configs.glob("*.yaml"))}
+    assert {name: la for name, la in using.items() if la is not None} == {
+        "quickstart_pgan.yaml": LookaheadConfig(every=5, alpha=0.5)}
+    assert len(using) > 10  # every paper config was read
