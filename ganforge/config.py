@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 import types
 import typing
 from pathlib import Path
@@ -185,6 +186,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_COLON_WITHOUT_SPACE = re.compile(r"\w:[^\s/]")  # `32:4`, not `http://` or `a: b`
+
+
 def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
     """`a.b=c` strings → (key path, value); values are parsed as YAML scalars/lists (`3`, `1e-3`, `[1, 2]`)."""
     parsed = []
@@ -198,6 +202,10 @@ def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, dict) and None in value.values() and _COLON_WITHOUT_SPACE.search(raw):
+            # YAML 1.1 reads `32:4` as one key (the base-60 integer 1924) with no value
+            raise ConfigError(f"--set {item!r}: write a space after each colon in a mapping, e.g. {{32: 4}} "
+                              f"(YAML reads `32:4` as one key with no value)")
         if isinstance(value, str) and value[:1] in tuple("+-.0123456789"):
             with contextlib.suppress(ValueError):  # YAML 1.1 leaves `2e-3` a string
                 value = float(value)

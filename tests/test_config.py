@@ -70,6 +70,11 @@ def test_overrides_parse_yaml_values_and_create_sections():
                     "data": "builtin:shapes?count=64"}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["model.lr"])
+    # YAML 1.1 would read `32:4` as the key 1924 with no value: the error says to add the space
+    with pytest.raises(ConfigError, match=r"write a space after each colon in a mapping, e\.g\. \{32: 4\}"):
+        parse_overrides(["model.schedule.batch_per_resolution={32:4,16: 8}"])
+    assert parse_overrides(["model.schedule.batch_per_resolution={32: 4}", "data=http://x/y:z", "a={b: null}"]) == [
+        (["model", "schedule", "batch_per_resolution"], {32: 4}), (["data"], "http://x/y:z"), (["a"], {"b": None})]
 
 
 def test_yaml_and_json_files_and_their_errors(tmp_path):
