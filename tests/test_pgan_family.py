@@ -1,8 +1,11 @@
 """PGAN family: schedule compilation, alpha, per-scale learning rate, optimiser/EMA resets, real-image fade."""
 
 import pytest
+import safetensors.torch
 import torch
+from pgan_tiny import TINY_PGAN
 
+import ganforge
 from ganforge.config import ConfigError
 from ganforge.data.loader import half_resolution_blend
 from ganforge.families import resolve_run_config
@@ -135,3 +138,33 @@ def test_paper_variant_mirrors_zoo_does_not(tmp_path):
     for model, mirror in (({}, True), ({"variant": "zoo"}, False), ({"mirror": False}, False)):
         trainer = Trainer(tiny(**model), tmp_path / str(model))
         assert trainer.family.data_options().mirror is mirror and trainer.loader.mirror is mirror
+
+
+def test_styles_config_defaults_and_refusals():
+    assert tiny(styles=True).model.mapping_layers == 2
+    assert tiny(styles=True, mapping_layers=0).model.mapping_layers == 0
+    with pytest.raises(ConfigError, match=r"model.mapping_layers: 3 does nothing without model.styles: true"):
+        tiny(mapping_layers=3)
+    with pytest.raises(ConfigError, match=r"model.mapping_layers: expected an integer >= 0, got -1"):
+        tiny(styles=True, mapping_layers=-1)
+
+
+def test_styled_run_resumes_exactly_and_trains_the_styles(tmp_path):
+    config = {**TINY_PGAN, "model": {**TINY_PGAN["model"], "styles": True, "mapping_layers": 1}}
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    ganforge.train(config, straight)
+    ganforge.train(config, pieces, until=9)  # inside the 8x8 fade
+    ganforge.train(config, pieces)
+
+    def tensors(run, step):
+        return safetensors.torch.load_file(str(run / "checkpoints" / f"{step:08d}.safetensors"))
+
+    a, b = tensors(straight, 20), tensors(pieces, 20)
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    styles = sorted(k for k in a if k.startswith("net/G/") and ("styles" in k or "mapping" in k))
+    assert len(styles) == 14  # weight and bias of 3 scales' block and toRGB styles and of the mapping layer
+    # steps 16-20 are the stable 16x16 phase: every style G uses there has moved since step 16
+    earlier = tensors(straight, 16)
+    used = [k for k in styles if "rgb_styles" not in k or "rgb_styles.2" in k]
+    assert [k for k in used if torch.equal(a[k], earlier[k])] == []

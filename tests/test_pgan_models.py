@@ -39,6 +39,8 @@ def test_widths_follow_official_formula() -> None:
             {"resolution": 8, "widths": [8, 8], "mbstd_group_size": 0},
             "mbstd_group_size must be a positive int",
         ),
+        ({"resolution": 8, "widths": [8, 8], "mapping_layers": 2}, "mapping_layers: 2 does nothing without styles"),
+        ({"resolution": 8, "widths": [8, 8], "styles": True, "mapping_layers": -1}, "mapping_layers must be an int"),
     ],
 )
 def test_arch_validation_names_field(kwargs: dict, message: str) -> None:
@@ -210,3 +212,52 @@ def test_out_of_range_scale_alpha_and_shapes_raise() -> None:
         6,
         1,
     )
+
+
+@pytest.mark.parametrize("mapping_layers", [0, 2])
+def test_styled_generator_parameter_count(mapping_layers: int) -> None:
+    plain = _count(PGANGenerator(tiny_arch("zoo")))
+    styled = _count(PGANGenerator(tiny_arch("zoo", styles=True, mapping_layers=mapping_layers)))
+    # per scale: 4 styles per channel (scale and shift of two normalisations) and one toRGB scale per channel, each
+    # an affine of the 12-d w with a bias; the mapping layers are 12 -> 12 with biases
+    extra = sum((12 + 1) * 5 * width for width in TINY_WIDTHS) + mapping_layers * (12 * 12 + 12)
+    assert styled == plain + extra
+
+
+def test_styled_generator_by_hand() -> None:
+    """Zero style weights leave G as it was; a style's bias scales and shifts exactly the channels it names."""
+    torch.manual_seed(4)
+    plain = PGANGenerator(tiny_arch("zoo"))
+    styled = PGANGenerator(tiny_arch("zoo", styles=True, mapping_layers=1))
+    styled.load_state_dict(plain.state_dict(), strict=False)
+    z = torch.randn(3, 12)
+    with torch.no_grad():
+        for layer in [*styled.block_styles, *styled.rgb_styles]:
+            layer.weight.zero_()
+            layer.bias.zero_()
+    for scale in range(4):
+        torch.testing.assert_close(styled(z, scale), plain(z, scale))
+    with torch.no_grad():  # the zoo variant's He constant (gain 1 / sqrt(12) here) also scales the biases
+        styled.block_styles[0].bias[8:16] = 0.5 * math.sqrt(12)  # shifts of the first normalisation at 4x4
+        styled.rgb_styles[0].bias[:] = math.sqrt(12)  # toRGB's inputs doubled
+    base = plain.blocks[0]
+    x = base.dense(F.normalize(z, dim=1) * math.sqrt(12)).view(3, 8, 4, 4)
+    x = F.leaky_relu(x, 0.2)
+    x = x * torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8) + 0.5
+    x = F.leaky_relu(base.conv(x), 0.2)
+    x = x * torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)
+    torch.testing.assert_close(styled(z, 0), plain.to_rgb[0](2.0 * x))
+
+
+def test_styled_generator_uses_the_mapping_and_fades() -> None:
+    torch.manual_seed(5)
+    g = PGANGenerator(tiny_arch("paper", styles=True, mapping_layers=2))
+    z = torch.randn(4, 12)
+    for scale in (1, 2, 3):
+        old = F.interpolate(g(z, scale - 1), scale_factor=2.0, mode="nearest")
+        torch.testing.assert_close(g(z, scale, 1.0), old)
+        torch.testing.assert_close(g(z, scale, 0.25), 0.25 * old + 0.75 * g(z, scale, 0.0))
+    before = g(z, 3)
+    with torch.no_grad():
+        g.mapping[1].weight.mul_(-1.0)
+    assert (g(z, 3) - before).abs().max() > 1e-3

@@ -53,7 +53,9 @@ LOSS_KEYS: dict[str, dict[str, float]] = {"wgan-gp": {"lambda_gp": 10.0, "drift"
                                           "logistic-r1": {"r1_gamma": 10.0, "r1_interval": 1}}
 _BATCH_DEFAULT = 16
 # Model keys newer than some saved run configs, with the value that behaves as those runs did without them.
-_ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None, "r1_interval": None}
+_ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None, "r1_interval": None,
+                                "styles": False, "mapping_layers": None}
+_MAPPING_LAYERS_DEFAULT = 2
 
 
 def _other_unit(unit: str) -> str:
@@ -104,6 +106,9 @@ class PGANConfig:
     fmap_base: int | None = None  # 8192 unless widths are given (then refused: it would do nothing)
     fmap_max: int | None = None  # 512 unless widths are given
     mbstd_group_size: int = 4
+    # StyleGAN's latent at every layer of G (see models.pgan); off in both references
+    styles: bool = False
+    mapping_layers: int | None = None  # of the styles' mapping network: 2 with styles (refused without)
     loss: Literal["wgan-gp", "logistic-r1"] = "wgan-gp"  # logistic-r1: StyleGAN's loss on these networks
     lambda_gp: float | None = None  # wgan-gp's penalty weight, 10 (refused with logistic-r1: it would do nothing)
     drift: float | None = None  # wgan-gp's ε-drift, 0.001 (likewise)
@@ -139,6 +144,13 @@ class PGANConfig:
                         setattr(self, name, default)
                     elif value < 0:
                         raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
+        if not self.styles and self.mapping_layers is not None:
+            raise ConfigError(f"model.mapping_layers: {self.mapping_layers} does nothing without model.styles: true; "
+                              "remove it or turn the styles on")
+        if self.styles and self.mapping_layers is None:
+            self.mapping_layers = _MAPPING_LAYERS_DEFAULT
+        if self.mapping_layers is not None and self.mapping_layers < 0:
+            raise ConfigError(f"model.mapping_layers: expected an integer >= 0, got {self.mapping_layers!r}")
         if self.r1_interval is not None and self.r1_interval < 1:
             raise ConfigError(f"model.r1_interval: expected an integer >= 1, got {self.r1_interval!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -283,7 +295,8 @@ class PGANFamily(Family):
         try:
             self.arch = PGANArch(resolution=config.resolution, widths=list(widths), latent_dim=config.latent_dim,
                                  variant=config.variant, channels=dataset.channels,
-                                 mbstd_group_size=config.mbstd_group_size)
+                                 mbstd_group_size=config.mbstd_group_size, styles=config.styles,
+                                 mapping_layers=config.mapping_layers or 0)
         except ValueError as err:  # the architecture names its own fields; the user wrote them under `model.`
             raise ConfigError(str(err).replace("PGANArch.", "model.")) from None
         if dataset.resolution < config.resolution:

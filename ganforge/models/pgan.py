@@ -10,6 +10,12 @@ alpha is the weight of the OLD, lower-resolution path (pytorch_GAN_zoo semantics
   toRGB and on D's last dense layer, biases added after the weight scaling, biased strided minibatch stddev.
 - ``"zoo"`` (pytorch_GAN_zoo): gain sqrt(2) everywhere, one bias per dense output unit, the He constant also
   scales the bias, unbiased consecutive-group minibatch stddev. Loads zoo checkpoints (interop.pgan_zoo).
+
+``styles=True`` (off in both references; ganforge's option) feeds the latent to every layer of G, as StyleGAN does:
+a small mapping network turns the normalised latent into w, an affine of w scales and shifts each channel after
+every pixel norm (StyleGAN's AdaIN with PGAN's pixel norm in place of instance norm) and scales toRGB's input
+channels (StyleGAN2's modulated toRGB without demodulation). Without it, the colour of a shape or a background has
+to survive every upsampling from the 4×4 block; with it, one affine sets it for the whole image.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ class PGANArch:
     channels: int = 3
     mbstd_group_size: int = 4
     zoo_skip_first_d_fade: bool = False
+    styles: bool = False
+    mapping_layers: int = 0  # of the styles' mapping network; must be 0 without styles
+
 
     def __post_init__(self) -> None:
         _check_resolution(self.resolution, "PGANArch.resolution")
@@ -75,6 +84,11 @@ class PGANArch:
         ]:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"PGANArch.{name} must be a positive int, got {value!r}")
+        if isinstance(self.mapping_layers, bool) or not isinstance(self.mapping_layers, int) or (
+                self.mapping_layers < 0):
+            raise ValueError(f"PGANArch.mapping_layers must be an int >= 0, got {self.mapping_layers!r}")
+        if self.mapping_layers and not self.styles:
+            raise ValueError(f"PGANArch.mapping_layers: {self.mapping_layers} does nothing without styles")
         if self.variant not in VARIANTS:
             raise ValueError(f"PGANArch.variant must be one of {VARIANTS}, got {self.variant!r}")
 
@@ -89,6 +103,15 @@ class PGANArch:
 
 def _lrelu(x: Tensor) -> Tensor:
     return F.leaky_relu(x, LRELU_SLOPE)
+
+
+def _normalise(x: Tensor, style: Tensor | None) -> Tensor:
+    """Pixel norm, then (with styles) each channel scaled by 1 + y_s and shifted by y_b; style is [N, 2C]."""
+    x = pixel_norm(x)
+    if style is None:
+        return x
+    scale, shift = style[:, :, None, None].chunk(2, dim=1)
+    return x * (scale + 1.0) + shift
 
 
 def _check_scale_alpha(arch: PGANArch, scale: int, alpha: float) -> None:
@@ -116,12 +139,14 @@ class _GBase(nn.Module):
         self.bias = None if zoo else nn.Parameter(torch.zeros(width))
         self.conv = EqualizedConv2d(width, width, 3, padding=1, scale_bias=zoo)
 
-    def forward(self, latent: Tensor) -> Tensor:
+    def forward(self, latent: Tensor, style: Tensor | None = None) -> Tensor:
+        """style: [N, 4·C] (styles of the two normalisations) or None."""
         x = self.dense(latent).view(-1, self.width, 4, 4)
         if self.bias is not None:
             x = x + self.bias.view(1, -1, 1, 1)
-        x = pixel_norm(_lrelu(x))
-        return pixel_norm(_lrelu(self.conv(x)))
+        first, second = style.chunk(2, dim=1) if style is not None else (None, None)
+        x = _normalise(_lrelu(x), first)
+        return _normalise(_lrelu(self.conv(x)), second)
 
 
 class _GBlock(nn.Module):
@@ -132,10 +157,12 @@ class _GBlock(nn.Module):
         self.conv0 = EqualizedConv2d(in_ch, out_ch, 3, padding=1, scale_bias=zoo)
         self.conv1 = EqualizedConv2d(out_ch, out_ch, 3, padding=1, scale_bias=zoo)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
+        """style: [N, 4·C] (styles of the two normalisations) or None."""
+        first, second = style.chunk(2, dim=1) if style is not None else (None, None)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        x = pixel_norm(_lrelu(self.conv0(x)))
-        return pixel_norm(_lrelu(self.conv1(x)))
+        x = _normalise(_lrelu(self.conv0(x)), first)
+        return _normalise(_lrelu(self.conv1(x)), second)
 
 
 class PGANGenerator(nn.Module):
@@ -153,6 +180,21 @@ class PGANGenerator(nn.Module):
             EqualizedConv2d(width, arch.channels, 1, gain=SQRT2 if zoo else 1.0, scale_bias=zoo)
             for width in widths
         )
+        if arch.styles:  # created in this order so that a seed gives the weights it gave when screened
+            self.block_styles = nn.ModuleList(
+                EqualizedLinear(arch.latent_dim, 4 * width, gain=1.0, scale_bias=zoo) for width in widths
+            )
+            self.rgb_styles = nn.ModuleList(
+                EqualizedLinear(arch.latent_dim, width, gain=1.0, scale_bias=zoo) for width in widths
+            )
+            self.mapping = nn.ModuleList(
+                EqualizedLinear(arch.latent_dim, arch.latent_dim, scale_bias=zoo) for _ in range(arch.mapping_layers)
+            )
+
+    def _to_rgb(self, scale: int, x: Tensor, w: Tensor | None) -> Tensor:
+        if w is not None:
+            x = x * (self.rgb_styles[scale](w)[:, :, None, None] + 1.0)
+        return self.to_rgb[scale](x)
 
     def forward(self, z: Tensor, scale: int, alpha: float = 0.0) -> Tensor:
         """Image [N, channels, 4·2^scale, 4·2^scale] (linear, no tanh) from latents z [N, latent_dim]."""
@@ -162,10 +204,19 @@ class PGANGenerator(nn.Module):
                 f"PGANGenerator expects z of shape [N, {self.arch.latent_dim}], got {tuple(z.shape)}"
             )
         x = pixel_norm(z)
+        w = None
+        if self.arch.styles:
+            w = x
+            for layer in self.mapping:
+                w = _lrelu(layer(w))
+
+        def block(index: int, x: Tensor) -> Tensor:
+            return self.blocks[index](x, None if w is None else self.block_styles[index](w))
+
         for index in range(scale):  # indexing, not slicing: a ModuleList slice builds a new module
-            x = self.blocks[index](x)
-        old = self.to_rgb[scale - 1](x) if alpha > 0.0 else None
-        out = self.to_rgb[scale](self.blocks[scale](x))
+            x = block(index, x)
+        old = self._to_rgb(scale - 1, x, w) if alpha > 0.0 else None
+        out = self._to_rgb(scale, block(scale, x), w)
         if old is not None:
             out = alpha * F.interpolate(old, scale_factor=2.0, mode="nearest") + (1.0 - alpha) * out
         return out
