@@ -121,10 +121,10 @@ def test_lookahead_is_off_by_default_and_a_resume_may_not_switch_it_on(tmp_path)
     assert ckpt.checkpoint_steps(tmp_path / "run") == [1, 2]  # nothing written by the refusal
 
 
-def test_only_the_quick_start_config_uses_lookahead():
+def test_no_shipped_config_uses_lookahead():
+    """No reference uses it; the quick start did until PGAN's styles made it slower than it steadied (session 15)."""
     configs = Path(__file__).resolve().parents[1] / "configs"
     using = {path.name: resolve_run_config(None, read_config_file(path)).lookahead
              for path in sorted(configs.glob("*.yaml"))}
-    assert {name: la for name, la in using.items() if la is not None} == {
-        "quickstart_pgan.yaml": LookaheadConfig(every=5, alpha=0.5)}
+    assert {name: la for name, la in using.items() if la is not None} == {}
     assert len(using) > 10  # every paper config was read

@@ -1,12 +1,14 @@
 """PGAN family: schedule compilation, alpha, per-scale learning rate, optimiser/EMA resets, real-image fade."""
 
+from pathlib import Path
+
 import pytest
 import safetensors.torch
 import torch
 from pgan_tiny import TINY_PGAN
 
 import ganforge
-from ganforge.config import ConfigError
+from ganforge.config import ConfigError, read_config_file
 from ganforge.data.loader import half_resolution_blend
 from ganforge.families import resolve_run_config
 from ganforge.families.pgan import compile_schedule
@@ -168,3 +170,12 @@ def test_styled_run_resumes_exactly_and_trains_the_styles(tmp_path):
     earlier = tensors(straight, 16)
     used = [k for k in styles if "rgb_styles" not in k or "rgb_styles.2" in k]
     assert [k for k in used if torch.equal(a[k], earlier[k])] == []
+
+
+def test_only_the_quick_start_config_uses_styles():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    pgan = {path.name: resolve_run_config(None, read_config_file(path)) for path in sorted(configs.glob("*.yaml"))}
+    pgan = {name: config.model for name, config in pgan.items() if config.family == "pgan"}
+    assert {name for name, model in pgan.items() if model.styles} == {"quickstart_pgan.yaml"}
+    assert pgan["quickstart_pgan.yaml"].mapping_layers == 2
+    assert len(pgan) >= 3  # the paper configs were read too
