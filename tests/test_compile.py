@@ -59,16 +59,26 @@ def backend_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     return use
 
 
-COMPILED_FAMILIES = [pytest.param(f, marks=() if f in INDUCTOR_ON_CPU else pytest.mark.slow) for f in FAMILIES]
+def _slow_unless_inductor(family: str) -> tuple[pytest.MarkDecorator, ...]:
+    return () if family in INDUCTOR_ON_CPU else (pytest.mark.slow,)
 
 
-@pytest.mark.parametrize("family", COMPILED_FAMILIES)
-def test_compiled_training_matches_eager(tmp_path: Path, family: str, backend_for: Callable[[str], None]) -> None:
+COMPILED_FAMILIES = [pytest.param(f, marks=_slow_unless_inductor(f)) for f in FAMILIES]
+
+
+# PGAN with model.styles (the quick start's generator) as a further case: its styles are per-sample scales and shifts
+COMPILED_MODELS = [*(pytest.param(f, {}, marks=_slow_unless_inductor(f), id=f) for f in FAMILIES),
+                   pytest.param("pgan", {"styles": True}, marks=_slow_unless_inductor("pgan"), id="pgan-styles")]
+
+
+@pytest.mark.parametrize(("family", "model"), COMPILED_MODELS)
+def test_compiled_training_matches_eager(tmp_path: Path, family: str, model: dict[str, object],
+                                         backend_for: Callable[[str], None]) -> None:
     backend_for(family)
 
     def build_run(run: Path, compiled: bool) -> Trainer:
         config = tiny_run(family, length=2, compile=compiled, checkpoint_every=1000)
-        config["model"].update(UPDATES_PROPORTIONAL_TO_GRADIENTS.get(family, {}))
+        config["model"].update(UPDATES_PROPORTIONAL_TO_GRADIENTS.get(family, {}), **model)
         return Trainer(resolve_run_config(None, config), run)
 
     eager = build_run(tmp_path / "eager", False).stepped_losses(STEPS)

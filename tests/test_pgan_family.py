@@ -142,8 +142,10 @@ def test_paper_variant_mirrors_zoo_does_not(tmp_path):
         assert trainer.family.data_options().mirror is mirror and trainer.loader.mirror is mirror
 
 
-def test_styles_config_defaults_and_refusals():
+def test_styles_config_defaults_and_refusals(tmp_path):
     assert tiny(styles=True).model.mapping_layers == 2
+    assert Trainer(tiny(styles=True), tmp_path / "on").family.describe()["styles"] == "on, 2 mapping layers"
+    assert "styles" not in Trainer(tiny(), tmp_path / "off").family.describe()
     assert tiny(styles=True, mapping_layers=0).model.mapping_layers == 0
     with pytest.raises(ConfigError, match=r"model.mapping_layers: 3 does nothing without model.styles: true"):
         tiny(mapping_layers=3)

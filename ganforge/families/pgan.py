@@ -520,7 +520,8 @@ class PGANFamily(Family):
         return self.nets[net](inputs["z"], int(math.log2(plan.resolution)) - 2, plan.real_blend)
 
     def describe(self) -> dict[str, Any]:
-        return {"variant": self.config.variant, "widths": self.arch.widths, "mirror": self.mirror,
+        styles = {"styles": f"on, {self.arch.mapping_layers} mapping layers"} if self.arch.styles else {}
+        return {"variant": self.config.variant, "widths": self.arch.widths, **styles, "mirror": self.mirror,
                 "total_steps": self.total_steps(),
                 "schedule": [{"res": s.resolution, "batch": s.batch_size, "steps": s.steps,
                               "fade_steps": s.fade_steps} for s in self.segments]}
