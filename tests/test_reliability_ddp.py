@@ -70,10 +70,13 @@ def test_two_process_gloo_run(tmp_path, family: str) -> None:
         reference = checkpoint_tensors(single, STEPS)
         compared = [k for k in reference if k.startswith("net/") and not CANCELLED_BIASES.fullmatch(k)]
         assert len(compared) > 200
-        # a sharding or averaging bug moves weights by ~lr = 1e-2; oneDNN's channels_last kernels round a batch of 2
-        # per process differently from one of 4, and Adam carries that to 1.9e-4 after STEPS steps (measured)
-        for key in compared:
-            torch.testing.assert_close(tensors[key], reference[key], atol=1e-3, rtol=1e-3, msg=key)
+        # Adam's first steps are ±lr = 1e-2 by the sign of each gradient. oneDNN's kernels round a batch of 2 per
+        # process differently from one of 4, which flips the sign of near-zero gradients only: 0% of the weights moved
+        # by more than 1e-3 on an AVX2 CPU, 20% with AVX-512 kernels (where 1 against 2 threads in one process does
+        # as much). A sharding or averaging bug changes most signs: training on half of each batch moved 89%.
+        moved = sum(int(torch.isclose(tensors[k], reference[k], atol=1e-3, rtol=1e-3).logical_not().sum())
+                    for k in compared)
+        assert moved / sum(reference[k].numel() for k in compared) < 0.5
 
     # a 2-process checkpoint trains on in one process
     assert ganforge.train(config, run).step == STEPS + 1

@@ -73,15 +73,27 @@ def test_heatmaps_and_masks_match_the_official_network(standin: FAN) -> None:
     with torch.no_grad():
         heatmaps = standin(io_tensors["x"] * 0.5 + 0.5)
     torch.testing.assert_close(heatmaps, io_tensors["heatmaps_raw"], atol=ATOL, rtol=0)
-    # get_heatmap on 256 px input: drop the boundary map, ×4 with corners aligned, then the recipe
-    upsampled = F.interpolate(heatmaps[:, :-1], scale_factor=4, mode="bilinear", align_corners=True)
-    coarse, fine = masks_from_heatmaps(upsampled)
-    torch.testing.assert_close(coarse, io_tensors["mask0"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(fine, io_tensors["mask1"], atol=ATOL, rtol=0)
+
+    def masks(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # get_heatmap on 256 px input: drop the boundary map, ×4 with corners aligned, then the recipe
+        return masks_from_heatmaps(F.interpolate(raw[:, :-1], scale_factor=4, mode="bilinear", align_corners=True))
+
+    official = (io_tensors["mask0"], io_tensors["mask1"])
+    for ours, expected in zip(masks(io_tensors["heatmaps_raw"]), official, strict=True):  # the recipe alone
+        torch.testing.assert_close(ours, expected, atol=ATOL, rtol=0)
+    # End to end, a heatmap value within the network's rounding (which differs between CPU kernels, e.g. AVX2 and
+    # AVX-512) of the recipe's 0.1 threshold flips one landmark's contribution to a pixel: seen on up to 2 pixels of
+    # 131,072; a wrong recipe or network changes thousands
+    def assert_masks_match(ours: torch.Tensor, expected: torch.Tensor) -> None:
+        assert ours.shape == expected.shape
+        assert int(((ours - expected).abs() > ATOL).sum()) <= 1e-4 * expected.numel()
+
+    for ours, expected in zip(masks(heatmaps), official, strict=True):
+        assert_masks_match(ours, expected)
     # the whole get_heatmap path from 64 px faces (resized to 256 first)
     coarse, fine = face_masks(standin, io_tensors["x64"])
-    torch.testing.assert_close(coarse, io_tensors["mask0_64"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(fine, io_tensors["mask1_64"], atol=ATOL, rtol=0)
+    assert_masks_match(coarse, io_tensors["mask0_64"])
+    assert_masks_match(fine, io_tensors["mask1_64"])
     assert coarse.shape == (2, 1, 256, 256) and 0 < float(fine.mean()) < float(coarse.mean()) < 1
 
 
