@@ -67,7 +67,6 @@ class PGANArch:
     styles: bool = False
     mapping_layers: int = 0  # of the styles' mapping network; must be 0 without styles
 
-
     def __post_init__(self) -> None:
         _check_resolution(self.resolution, "PGANArch.resolution")
         expected = int(math.log2(self.resolution)) - 1
@@ -180,7 +179,7 @@ class PGANGenerator(nn.Module):
             EqualizedConv2d(width, arch.channels, 1, gain=SQRT2 if zoo else 1.0, scale_bias=zoo)
             for width in widths
         )
-        if arch.styles:  # created in this order so that a seed gives the weights it gave when screened
+        if arch.styles:  # in this order: a seed gives the weights the quick start's figures were measured with
             self.block_styles = nn.ModuleList(
                 EqualizedLinear(arch.latent_dim, 4 * width, gain=1.0, scale_bias=zoo) for width in widths
             )
