@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ganforge.data.builtin import BACKGROUND_CLASSES, SHAPE_CLASSES, make_shapes
+from ganforge.data.builtin import BACKGROUND_CLASSES, SHAPE_CLASSES, _shape_distance, make_shapes
 from ganforge.data.images import downsample_box2x
 
 
@@ -92,3 +92,32 @@ def test_every_power_of_two_from_4_to_256_and_errors() -> None:
         make_shapes(3, 48)
     with pytest.raises(ValueError, match="count must be a positive integer, got 0"):
         make_shapes(0, 16)
+
+
+def test_corner_rounding_rounds_corners_with_the_edges_in_place() -> None:
+    """Hand computation on the distance functions: a rounding radius ρ (a fraction of the inradius) leaves each
+    edge's midpoint on the outline and moves a square's corner (√2 − 1)·ρ and a triangle's apex ρ outside it."""
+    size = np.array([0.2], dtype=np.float32)
+    half, triangle_half_side = 0.85 * 0.2, 0.95 * 0.2
+    zero = np.zeros(1, dtype=np.float32)
+    for fraction in (0.0, 0.35, 0.65):
+        square = _shape_distance("square", np.float32([half, half]), np.float32([0.0, half]), size, fraction)
+        radius = fraction * half
+        np.testing.assert_allclose(square, [0.0, (np.sqrt(2) - 1) * radius], atol=1e-6)
+        inradius = triangle_half_side / np.sqrt(3)
+        # the base's midpoint (below the centroid by the inradius) and the apex (2 inradii above it)
+        triangle = _shape_distance("triangle", np.float32([0.0, 0.0]), np.float32([-inradius, 2 * inradius]), size,
+                                   fraction)
+        np.testing.assert_allclose(triangle, [0.0, fraction * inradius], atol=1e-6)
+        for kind in ("circle", "ring"):
+            assert _shape_distance(kind, zero, zero, size, fraction) == _shape_distance(kind, zero, zero, size)
+
+
+def test_corner_rounding_changes_only_squares_and_triangles_and_zero_is_the_dataset() -> None:
+    sharp, labels, _ = make_shapes(400, 32, seed=3)
+    np.testing.assert_array_equal(make_shapes(400, 32, seed=3, corner_rounding=0.0)[0], sharp)
+    changed = (make_shapes(400, 32, seed=3, corner_rounding=0.5)[0] != sharp).reshape(400, -1).any(1)
+    angular = np.isin(labels[:, 0], [SHAPE_CLASSES.index("square"), SHAPE_CLASSES.index("triangle")])
+    np.testing.assert_array_equal(changed, angular)
+    with pytest.raises(ValueError, match=r"corner_rounding must be in \[0, 1\).*got 1.0"):
+        make_shapes(3, 16, corner_rounding=1.0)

@@ -64,25 +64,30 @@ def _draw_parameters(count: int, seed: int) -> dict[str, np.ndarray]:
     return params
 
 
-def _shape_distance(kind: str, u: np.ndarray, v: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """Signed distance (negative inside) in image-width units, shape centred at the origin, u/v rotated."""
+def _shape_distance(kind: str, u: np.ndarray, v: np.ndarray, size: np.ndarray, rounding: float = 0.0) -> np.ndarray:
+    """Signed distance (negative inside) in image-width units, shape centred at the origin, u/v rotated.
+
+    `rounding` > 0 rounds the corners of squares and triangles with a radius of that fraction of their inradius,
+    edges in place (the polygon shrunk by the radius, then its distance offset by it); 0 is the dataset's drawing."""
     if kind == "circle":
         return np.hypot(u, v) - size
     if kind == "ring":
         return np.abs(np.hypot(u, v) - 0.72 * size) - 0.24 * size
     if kind == "square":
         half = 0.85 * size
-        qu, qv = np.abs(u) - half, np.abs(v) - half
-        return np.hypot(np.maximum(qu, 0), np.maximum(qv, 0)) + np.minimum(np.maximum(qu, qv), 0)
+        radius = rounding * half
+        qu, qv = np.abs(u) - (half - radius), np.abs(v) - (half - radius)
+        return np.hypot(np.maximum(qu, 0), np.maximum(qv, 0)) + np.minimum(np.maximum(qu, qv), 0) - radius
     # equilateral triangle with half-side r, apex towards +v, centroid at the origin
-    r = 0.95 * size
     k = np.float32(np.sqrt(3.0))
+    radius = rounding * 0.95 * size / k  # the inradius of a triangle of half-side r is r / √3
+    r = 0.95 * size - k * radius
     pu = np.abs(u) - r
     pv = v + r / k
     folded = pu + k * pv > 0
     pu, pv = np.where(folded, (pu - k * pv) / 2, pu), np.where(folded, (-k * pu - pv) / 2, pv)
     pu = pu - np.clip(pu, -2 * r, 0)
-    return -np.hypot(pu, pv) * np.sign(pv)
+    return -np.hypot(pu, pv) * np.sign(pv) - radius
 
 
 def _coverage(distance_px: np.ndarray) -> np.ndarray:
@@ -90,7 +95,8 @@ def _coverage(distance_px: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - distance_px, 0.0, 1.0)
 
 
-def _render_chunk(params: dict[str, np.ndarray], index: np.ndarray, resolution: int) -> np.ndarray:
+def _render_chunk(params: dict[str, np.ndarray], index: np.ndarray, resolution: int,
+                  rounding: float = 0.0) -> np.ndarray:
     centres = ((np.arange(resolution, dtype=np.float32) + 0.5) / resolution).astype(np.float32)
     x, y = centres[None, None, :], centres[None, :, None]
 
@@ -127,7 +133,7 @@ def _render_chunk(params: dict[str, np.ndarray], index: np.ndarray, resolution: 
         angle = column("angle", picked)
         cos, sin = np.cos(angle), np.sin(angle)
         u, v = cos * dx + sin * dy, cos * dy - sin * dx
-        alpha[rows] = _coverage(_shape_distance(kind, u, v, column("size", picked)) * resolution)
+        alpha[rows] = _coverage(_shape_distance(kind, u, v, column("size", picked), rounding) * resolution)
 
     # blend one channel at a time: broadcasting [B, 3, 1, 1] against [B, 1, R, R] is several times slower
     canvas = np.empty((len(index), 3, resolution, resolution), dtype=np.float32)
@@ -141,9 +147,14 @@ def _render_chunk(params: dict[str, np.ndarray], index: np.ndarray, resolution: 
 
 
 def make_shapes(
-    count: int, resolution: int, seed: int = 0
+    count: int, resolution: int, seed: int = 0, *, corner_rounding: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, list[str]]]]:
-    """Draw `count` images: (uint8 NCHW RGB, int64 labels [count, 2], label columns shape/background)."""
+    """Draw `count` images: (uint8 NCHW RGB, int64 labels [count, 2], label columns shape/background).
+
+    `corner_rounding` (0 for the dataset) draws the same scenes with the corners of squares and triangles rounded,
+    a radius of that fraction of the shape's inradius: the negatives of benchmarks/shape_fidelity.py."""
+    if not 0.0 <= corner_rounding < 1.0:
+        raise ValueError(f"corner_rounding must be in [0, 1) (a fraction of the inradius), got {corner_rounding!r}")
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")
     if not is_power_of_two(resolution) or not 4 <= resolution <= 256:
@@ -154,7 +165,7 @@ def make_shapes(
 
     def render(start: int) -> None:
         index = np.arange(start, min(start + chunk, count))
-        images[start : start + len(index)] = _render_chunk(params, index, resolution)
+        images[start : start + len(index)] = _render_chunk(params, index, resolution, corner_rounding)
 
     # numpy releases the GIL inside its loops, so threads render chunks in parallel; each writes its own rows
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
