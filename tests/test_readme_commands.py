@@ -36,6 +36,7 @@ from ganforge.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+WORKER_FAILURE_MARKS = ("Fatal Python error", "terminate called", "Traceback", "Error")
 
 
 # --- reading the README -----------------------------------------------------------------------------------------
@@ -490,7 +491,11 @@ def test_readme_commands_work_on_tiny_data(tmp_path: Path, group: str) -> None:
                 rule.expect(ran)
         except AssertionError as error:
             lines = ran.output.strip().splitlines()
-            shown = "\n    ".join([line for line in lines if "error:" in line][:2] or lines[-6:])
+            # a CLI error says it all; otherwise what killed the process (a torchrun worker's own stderr comes
+            # before torchrun's summary, which is the tail) and the tail
+            cli_errors = [line for line in lines if "error:" in line][:2]
+            causes = [line for line in lines if any(mark in line for mark in WORKER_FAILURE_MARKS)][:4]
+            shown = "\n    ".join(cli_errors or causes + lines[-6:])
             failures.append(f"{command}\n  run as: {shlex.join(ran.argv)}\n  {str(error).splitlines()[0]}\n    {shown}")
     # a group whose commands all left the README, or all need CUDA, tests nothing here
     assert ran_any or any(r.needs_cuda for r in RULES if r.group == group), f"no README command of group {group} ran"
