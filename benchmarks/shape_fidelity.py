@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "ganforge" / "shape_fidelity")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    for name in ("samples", "train_count", "epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     start = time.perf_counter()
     real, _, _ = make_shapes(args.samples, args.resolution, REAL_SEED)
     sources = {"real (builtin:shapes)": to_float(real)}

@@ -57,5 +57,8 @@ def test_a_tiny_run_is_scored_and_the_classifier_is_trained_once(fidelity, tmp_p
         assert shares["angular"] == pytest.approx(shares["square"] + shares["triangle"])
     assert fidelity.main(argv)["shares"] == report["shares"]  # the cached classifier: same net, same figures
     assert "classifier epoch" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's one-line error: a run of 0 epochs would leave no classifier
+        fidelity.main([*argv[:2], "--epochs", "0", *argv[4:]])
+    assert "--epochs must be at least 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="samples are 16 px, the classifier 32 px"):
         fidelity.main([*argv[:6], "--resolution", "32", *argv[8:]])
