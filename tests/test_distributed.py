@@ -174,3 +174,37 @@ def test_a_signal_handled_right_after_a_vote_is_carried_to_the_next_vote_not_los
     assert (result.stop, result.step, result.signal_number) == ("signal", 3, signal.SIGTERM)
     assert dist.votes[:3] == [0, 0, signal.SIGTERM]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_ranks_leave_together_after_training_but_not_after_an_error(monkeypatch):
+    """A finished run meets the other ranks at a barrier before tearing the process group down (rank 0 is still
+    writing its last files when the others finish); a failed one must not wait for ranks that may never come."""
+    from ganforge.training import engine
+
+    calls: list[str] = []
+
+    class StubDist:
+        def barrier(self) -> None:
+            calls.append("barrier")
+
+    class StubTrainer:
+        fail = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.dist = StubDist()
+
+        def train(self, until: int | None = None) -> str:
+            calls.append("train")
+            if StubTrainer.fail:
+                raise RuntimeError("boom")
+            return "done"
+
+    monkeypatch.setattr(engine, "Trainer", StubTrainer)
+    monkeypatch.setattr(engine, "shutdown_distributed", lambda dist: calls.append("shutdown"))
+    assert engine.train(None, Path("unused")) == "done"
+    assert calls == ["train", "barrier", "shutdown"]
+    calls.clear()
+    StubTrainer.fail = True
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.train(None, Path("unused"))
+    assert calls == ["train", "shutdown"]
