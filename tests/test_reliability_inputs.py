@@ -28,7 +28,7 @@ from reliability_runs import TINY_RUNS, child_env, tiny_run, write_config
 
 import ganforge
 from ganforge.cli import main
-from ganforge.config import to_dict
+from ganforge.config import ConfigError, to_dict
 from ganforge.data.store import DatasetError, open_dataset
 from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
@@ -338,3 +338,17 @@ def test_generate_on_a_stargan2_run_is_a_clear_error(tmp_path, capsys) -> None:
     assert code == 2 and out == ""
     assert "ganforge translate RUN --src DIR --ref DIR -o OUT" in one_line_error(err, "generate")
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_training_metrics_on_a_stargan2_run_are_refused_before_training(tmp_path, capsys) -> None:
+    # its samples are (source, translation) pairs: an image-set FID or SWD of them would score real images as
+    # generated ones (biased low, and a best checkpoint ranked by it meaningless)
+    config_path = write_config(tiny_run("stargan2"), tmp_path / "stargan2.json")
+    code, out, err = run_cli(capsys, "train", "stargan2", "-c", config_path, "--run", tmp_path / "run",
+                             "--set", "metrics=[swd]", "--set", "metrics_every=1")
+    assert code == 2 and out == ""
+    line = one_line_error(err, "train")
+    assert "(source, translation) pairs" in line and "ganforge evaluate RUN [--step N]" in line
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="StarGAN v2 protocol"):
+        resolve_run_config("stargan2", {**tiny_run("stargan2"), "metrics": ["fid"]})

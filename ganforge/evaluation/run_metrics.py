@@ -270,8 +270,9 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     fake = Path(fake)
     model = load_run(fake, step=step) if (fake / "config.json").is_file() else None
     if model is not None:
-        if model.config.family == "stargan2":
-            raise ConfigError(f"{fake}: a stargan2 run translates images; evaluate it with `ganforge evaluate {fake}`")
+        if model.family.translates:
+            raise ConfigError(f"{fake}: a {model.config.family} run translates images; evaluate it with "
+                              f"`ganforge evaluate {fake}`")
         resolution, available = model.plan.resolution, n or model.config.metrics_n
     elif step is not None:
         raise ConfigError(f"--step {step}: {fake} is an image set, not a run")

@@ -90,6 +90,10 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping of {family_cls.name} settings, got {model!r}")
     config = from_dict(RunConfig, data)
+    if config.metrics and family_cls.translates:
+        raise ConfigError(f"metrics: {config.metrics} would score a {family_cls.name} run's samples, which are "
+                          "(source, translation) pairs, half of them real images; evaluate its checkpoints by the "
+                          "StarGAN v2 protocol (FID and LPIPS per domain task) with `ganforge evaluate RUN [--step N]`")
     if config.best_metric is not None:  # a rankable output of one of the run's metrics: the registry knows them
         from ganforge.metrics.registry import check_best_metric
 

@@ -72,6 +72,9 @@ class Family(ABC):
     label_count_key: ClassVar[str | None] = None
     default_label_count: ClassVar[int | None] = None
     samples_by_class: ClassVar[bool] = False  # `generate` takes class indices "y" below `label_count`
+    # `generate` returns (source, translation) pairs: metrics of a generated image set do not apply (half the set
+    # would be real images); such a family is evaluated by its own protocol (`ganforge evaluate RUN`)
+    translates: ClassVar[bool] = False
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:

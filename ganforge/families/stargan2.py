@@ -148,6 +148,7 @@ class StarGAN2Family(Family):
     config_class: ClassVar[type] = StarGAN2Config
     label_count_key: ClassVar[str] = "num_domains"  # `ganforge info` without data
     default_label_count: ClassVar[int] = 2  # the official --num_domains default
+    translates: ClassVar[bool] = True
 
     def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
