@@ -450,9 +450,13 @@ def main(argv: list[str] | None = None) -> int:
         # every user-facing error type in ganforge derives from ValueError: one line, no traceback
         print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print(f"ganforge {args.command}: error: out of memory (a batch size, resolution or count too large for "
-              "this machine?)", file=sys.stderr)
+    except (MemoryError, RuntimeError) as err:
+        torch = sys.modules.get("torch")  # imported by whatever ran out of device memory
+        if not isinstance(err, MemoryError) and not (torch is not None and isinstance(err, torch.OutOfMemoryError)):
+            raise
+        device = "" if isinstance(err, MemoryError) else " device"
+        print(f"ganforge {args.command}: error: out of{device} memory (a batch size, resolution or count too large "
+              "for this machine?)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)

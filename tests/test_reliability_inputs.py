@@ -352,3 +352,41 @@ def test_training_metrics_on_a_stargan2_run_are_refused_before_training(tmp_path
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="StarGAN v2 protocol"):
         resolve_run_config("stargan2", {**tiny_run("stargan2"), "metrics": ["fid"]})
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+                                                          "has a total capacity of 79.10 GiB of which 1.2 GiB is free"),
+                                   MemoryError()])
+def test_running_out_of_memory_in_a_step_is_one_line_naming_step_batch_and_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                                       error) -> None:
+    from ganforge.training.engine import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_that_runs_out(self, plan):
+        if self.step == 5:
+            raise error
+        return real_step(self, plan)
+
+    monkeypatch.setattr(Trainer, "train_step", step_that_runs_out)
+    config = tiny_run("wgan-gp", checkpoint_every=4)
+    code, _, err = run_cli(capsys, "train", "wgan-gp", "-c", write_config(config, tmp_path / "c.json"),
+                           "--run", tmp_path / "run")
+    line = one_line_error(err, "train")
+    assert code == 2
+    assert "out of cpu memory in step 6 at 32 px with a batch of 4" in line
+    assert "from the newest checkpoint, step 4" in line and "smaller batch" in line
+    assert ("(CUDA out of memory. Tried to allocate 2.00 GiB)" in line) == isinstance(error, torch.OutOfMemoryError)
+    assert ckpt.checkpoint_steps(tmp_path / "run") == [4]  # nothing half-done was saved
+
+
+def test_device_memory_running_out_outside_training_is_one_line(capsys, monkeypatch) -> None:
+    import ganforge.cli as cli
+
+    def out_of_memory(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(cli, "cmd_generate", out_of_memory)  # build_parser looks it up when main builds it
+    code, _, err = run_cli(capsys, "generate", "RUN", "-o", "OUT")
+    assert code == 2
+    assert "out of device memory" in one_line_error(err, "generate")

@@ -45,6 +45,11 @@ class NonFiniteError(RuntimeError):
     """A loss or weight became NaN/Inf; names the phase and step so the run can be inspected."""
 
 
+class TrainingOutOfMemory(ValueError):
+    """A step needed more memory than the device has: says where (step, resolution, batch), which checkpoint the
+    run can go on from, and what to change (a one-line error, not a traceback of allocator statistics)."""
+
+
 class PendingValues:
     """What the steps since the last host read left on the training device: the sums of their log values and, per
     phase, the first non-finite loss (step and value). Nothing here waits for the device; `read` fetches it all in
@@ -293,7 +298,10 @@ class Trainer:
             while self.step < stop_at and self._stop_signal is None:
                 plan = family.plan(self.step)
                 seen_before = self.images_seen
-                self.pending.add_step(self.train_step(plan))
+                try:
+                    self.pending.add_step(self.train_step(plan))
+                except (torch.OutOfMemoryError, MemoryError) as err:
+                    raise TrainingOutOfMemory(self.out_of_memory_message(plan, err)) from err
                 self.step += 1
                 received = self._signal_received  # one read: the handler may run at any bytecode
                 if self.dist.enabled:  # a signal may reach one rank a step before another: all stop together
@@ -349,6 +357,18 @@ class Trainer:
         if self._stop_signal is not None:
             return TrainResult(self.run_dir, self.step, total, "signal", signal_number=self._stop_signal)
         return TrainResult(self.run_dir, self.step, total, "until")
+
+    def out_of_memory_message(self, plan: StepPlan, err: BaseException) -> str:
+        """Where the step ran out of memory and how to go on: a resume keeps the run's settings (batch and
+        resolution are part of what a step computes), so either more memory or a new run with smaller ones."""
+        cause = ". ".join(str(err).split(". ")[:2]).strip()  # "CUDA out of memory. Tried to allocate 2.00 GiB"
+        share = f" ({plan.batch_size // self.dist.world_size} per process)" if self.dist.enabled else ""
+        saved = ckpt.checkpoint_steps(self.run_dir)
+        where = f"from the newest checkpoint, step {saved[-1]}" if saved else "no checkpoint was written yet"
+        return (f"out of {self.device.type} memory in step {self.step + 1} at {plan.resolution} px with a batch of "
+                f"{plan.batch_size}{share}{f' ({cause})' if cause else ''}; resume on a device with more memory "
+                f"({where}), or start a new run (--restart or another --run) with a smaller batch or resolution, or "
+                "with amp: bf16")
 
     def read_pending(self, *, logs: bool) -> dict[str, float]:
         """`PendingValues.read` agreed over ranks: a non-finite loss on any rank stops (or rolls back) every rank
