@@ -165,17 +165,20 @@ def test_stats_and_evaluate_real_stats_end_to_end(standin_weights, tmp_path, cap
     assert (read_stats(out).count, read_stats(out).fid_mode) == (4, "clean")
 
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(out), "--fid-mode", "clean", *weights]) == 0
-    from_stats = capsys.readouterr().out.strip()
+    header, from_stats, bias_note = capsys.readouterr().out.strip().splitlines()
+    assert header == f"4 generated images against the statistics in {out} (4 images)"
     assert from_stats.startswith("FID") and from_stats.endswith("  (clean)")
+    assert bias_note.startswith("(FID from fewer than the 50,000 generated images papers use is biased upwards")
     assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "fid", "--fid-mode", "clean",
                  *weights]) == 0
-    from_images = capsys.readouterr().out.strip()
+    header, from_images, _ = capsys.readouterr().out.strip().splitlines()
+    assert header == "4 generated images against 4 real"
     assert float(from_stats.split()[1]) == pytest.approx(float(from_images.split()[1]), rel=1e-6)
     foreign = tmp_path / "foreign.npz"  # the same statistics as pytorch-fid writes them: mu and sigma only
     np.savez(foreign, mu=read_stats(out).mean, sigma=read_stats(out).cov)
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(foreign), "--fid-mode", "clean", *weights]) == 0
-    fid_line, note = capsys.readouterr().out.strip().splitlines()
-    assert fid_line == from_stats
+    header, fid_line, _, note = capsys.readouterr().out.strip().splitlines()
+    assert header == f"4 generated images against the statistics in {foreign}" and fid_line == from_stats
     assert note == f"note: {foreign} does not say its FID mode (a file from elsewhere); it is compared as clean"
 
     # the file says clean: a legacy-tf evaluation (the default) is refused before any image is read
@@ -212,12 +215,13 @@ def test_a_runs_generator_against_statistics_matches_evaluate_run(standin_weight
     capsys.readouterr()
     records = (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else ""
     assert main(["evaluate", "--fake", str(run), "--real-stats", str(stats), "--n", "4", *weights]) == 0
-    from_stats = capsys.readouterr().out.strip()
+    from_stats = capsys.readouterr().out.strip().splitlines()[1]
     assert from_stats.endswith("  (legacy-tf)")
     assert ((run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else "") == records
     # the same EMA images (same seed) against the images themselves: the run's own evaluation, recorded with its mode
     assert main(["evaluate", str(run), "--real", str(reals), "--metrics", "fid", "--n", "4", *weights]) == 0
-    from_images = capsys.readouterr().out.strip().splitlines()[-1]
+    header, from_images = capsys.readouterr().out.strip().splitlines()[:2]
+    assert header == "step 20: 4 generated images against 4 real"
     assert float(from_stats.split()[1]) == pytest.approx(float(from_images.split()[1]), rel=1e-6)
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["fid_mode"] == "legacy-tf" and record["n"] == 4

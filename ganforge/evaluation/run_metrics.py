@@ -201,7 +201,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             skipped.append(f"step {model.step}: skipped ({err})")
             continue
         flat = flat_outputs(results)
-        rows.append((model.step, results))
+        rows.append((model.step, results, count))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": model.step, "n": count, "source": "evaluate", **flat,
                                      **inception_protocol(results, fid_mode)}) + "\n")
@@ -210,8 +210,10 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
             table[str(model.step)] = results["swd"]
             ckpt.write_json_atomic(swd_path, table)
-    table = "\n\n".join([_format(step_, res, fid_mode) for step_, res in rows] + skipped)
-    return {"results": rows, "warning": warning, "table": table + (f"\n{warning}" if warning else "")}
+    table = "\n\n".join([_format(step_, res, fid_mode, count, f"{count} real") for step_, res, count in rows]
+                        + skipped)
+    return {"results": [(step_, res) for step_, res, _ in rows], "warning": warning,
+            "table": table + (f"\n{warning}" if warning else "")}
 
 
 def load_image_set(source: Path, resolution: int | None = None, limit: int | None = None) -> np.ndarray:
@@ -284,8 +286,10 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     fake_images = generated_batches(model.family, model.plan, count, seed) if model is not None else fakes[:count]
     results = _run_evaluate(fake_images, reals[:count] if reals is not None else None, metrics, n=count, seed=seed,
                             inception_weights=inception_weights, fid_mode=fid_mode, real_stats=stats)
+    against = (f"{count} real" if reals is not None else
+               f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else ""))
     return {"results": results, "warning": warning, "fid_mode": fid_mode,
-            "table": _format(None, results, fid_mode) + (f"\n{warning}" if warning else "")}
+            "table": _format(None, results, fid_mode, count, against) + (f"\n{warning}" if warning else "")}
 
 
 def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,
@@ -303,9 +307,16 @@ def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = Non
     return stats
 
 
-def _format(step: int | None, results: dict[str, Any], fid_mode: str | None = None) -> str:
-    header = f"step {step}\n" if step is not None else ""
-    return header + format_table(results, fid_mode)
+PAPER_FID_IMAGES = 50_000  # what FID/KID figures in papers are computed from
+
+
+def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fakes: int, against: str) -> str:
+    """The table under a line saying which images it compares: FID's bias grows as the image count falls, so a
+    value from fewer images than papers use is not comparable with theirs, and the table says so."""
+    header = f"{'' if step is None else f'step {step}: '}{fakes} generated images against {against}"
+    note = ("\n(FID from fewer than the 50,000 generated images papers use is biased upwards: compare it only with "
+            "values from as many)" if "fid" in results and fakes < PAPER_FID_IMAGES else "")
+    return f"{header}\n{format_table(results, fid_mode)}{note}"
 
 
 def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: int | None = None,
