@@ -132,6 +132,19 @@ class SNEmbedding(nn.Embedding, SpectralNormMixin):
         return F.embedding(x, self.normalized_weight())
 
 
+def singular_value_estimates(net: nn.Module) -> dict[str, Tensor]:
+    """Every spectrally normalised layer's σ estimates, named as in the state dict (`blocks.0.conv1.sv0`): what
+    BigGAN-PyTorch logs of G and D (its utils.get_SVs), since σ₀ blowing up in some layers is the sign of the
+    collapse the BigGAN paper analyses (§4.1). A compiled net's names are its original module's."""
+    found = {}
+    for name, module in net.named_modules():
+        if isinstance(module, SpectralNormMixin):
+            prefix = name.removeprefix("_orig_mod").removeprefix(".")
+            for i, value in enumerate(module.singular_values()):
+                found[f"{prefix}.sv{i}" if prefix else f"sv{i}"] = value
+    return found
+
+
 def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, sn: SNSettings | None,
            bias: bool = True) -> nn.Conv2d:
     """A 'same'-padded conv, spectrally normalised when `sn` is given."""

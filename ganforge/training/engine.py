@@ -28,8 +28,9 @@ from ganforge.distributed import DistInfo, init_distributed, pick_device, shutdo
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import ema_update
+from ganforge.nn.spectral_norm import singular_value_estimates
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.log import RunLogger
+from ganforge.training.log import SINGULAR_VALUES_NAME, RunLogger
 from ganforge.training.lookahead import Lookahead
 from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.training.speed import compile_networks
@@ -76,19 +77,25 @@ class PendingValues:
             self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
 
-    def read(self, *, logs: bool) -> dict[str, float]:
+    def read(self, *, logs: bool, current: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
         """One device→host transfer: raise NonFiniteError for the earliest non-finite loss since the last read;
-        with `logs`, return the mean log values of the steps since then and start a new average."""
+        with `logs`, return the mean log values of the steps since then and start a new average. `current` (device
+        scalars read as they are now, e.g. spectral-norm estimates) comes back in the same dict and transfer."""
+        current = current or {}
         phases = list(self.first_nonfinite)
         keys = list(self.sums) if logs else []
-        parts = [self.first_nonfinite[p] for p in phases] + [self.sums[k].reshape(1) for k in keys]
+        parts = ([self.first_nonfinite[p] for p in phases] + [self.sums[k].reshape(1) for k in keys]
+                 + [value.detach().reshape(1).double() for value in current.values()])
         values = torch.cat(parts).tolist() if parts else []
         found = [(values[2 * i], i) for i in range(len(phases)) if values[2 * i] >= 0]
         if found:
             step, index = min(found)
             raise NonFiniteError(f"step {int(step)}, phase {phases[index]}: loss is {values[2 * index + 1]}; "
                                  "stopping before it reaches a checkpoint or a sample")
-        means = {key: value / self.counts[key] for key, value in zip(keys, values[2 * len(phases):], strict=True)}
+        start = 2 * len(phases)
+        means = {key: value / self.counts[key] for key, value in zip(keys, values[start:start + len(keys)],
+                                                                      strict=True)}
+        means.update(zip(current, values[start + len(keys):], strict=True))
         if logs:
             self.sums, self.counts = {}, {}
         return means
@@ -319,14 +326,16 @@ class Trainer:
                         or self._stop_signal is not None):
                     logger.step_done(None)  # no host point: the device runs ahead
                     continue
+                watched = self.singular_value_estimates() if log_tick else {}
                 try:  # before anything is written: a NaN/Inf loss since the last read stops or rolls back here
-                    means = self.read_pending(logs=log_tick)
+                    means = self.read_pending(logs=log_tick, current=watched)
                 except NonFiniteError as err:
                     if config.on_nan != "rollback" or rollbacks >= MAX_ROLLBACKS:
                         raise
                     rollbacks += 1
                     self.roll_back(err, logger, rollbacks)
                     continue
+                singular_values = {key: means.pop(key) for key in watched}
                 logger.step_done({**plan.progress, **means} if log_tick else None)
                 if log_tick:
                     record = {"step": self.step, "kimg": self.images_seen / 1000, **plan.progress, **means,
@@ -334,6 +343,9 @@ class Trainer:
                     if self.augmenter.p is not None:
                         record["aug_p"] = self.augmenter.p  # ADA's probability after this step
                     logger.log(record)
+                    if singular_values:
+                        logger.singular_values({"step": self.step, "kimg": self.images_seen / 1000,
+                                                **singular_values})
                 if sample_tick:
                     logger.sample_images(self.step, self.write_samples(plan))
                 scored = self.run_metrics(plan, logger) if metric_tick else None
@@ -358,6 +370,14 @@ class Trainer:
             return TrainResult(self.run_dir, self.step, total, "signal", signal_number=self._stop_signal)
         return TrainResult(self.run_dir, self.step, total, "until")
 
+    def singular_value_estimates(self) -> dict[str, torch.Tensor]:
+        """The σ estimates of every spectrally normalised layer of the trained nets ("G.linear.sv0": BigGAN's G and
+        D), which BigGAN-PyTorch logs; read with the log values, in the same transfer, on rank 0 only."""
+        if not self.dist.is_main:
+            return {}
+        return {f"{net}.{key}": value for net in self.family.optimizers
+                for key, value in singular_value_estimates(self.family.nets[net]).items()}
+
     def out_of_memory_message(self, plan: StepPlan, err: BaseException) -> str:
         """Where the step ran out of memory and how to go on: a resume keeps the run's settings (batch and
         resolution are part of what a step computes), so either more memory or a new run with smaller ones."""
@@ -370,11 +390,11 @@ class Trainer:
                 f"({where}), or start a new run (--restart or another --run) with a smaller batch or resolution, or "
                 "with amp: bf16")
 
-    def read_pending(self, *, logs: bool) -> dict[str, float]:
+    def read_pending(self, *, logs: bool, current: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
         """`PendingValues.read` agreed over ranks: a non-finite loss on any rank stops (or rolls back) every rank
         at the same step, before any of them writes."""
         try:
-            means = self.pending.read(logs=logs)
+            means = self.pending.read(logs=logs, current=current)
         except NonFiniteError:
             self.dist.max_over_ranks(1)
             raise
@@ -546,7 +566,8 @@ def run_outputs(run_dir: Path) -> dict[str, list[Path]]:
         "sample grids": [p for p in samples.glob("*.png") if p.stem.split("-", 1)[0].isdigit()],
         "TensorBoard event files": list((run_dir / "tb").glob("events.out.tfevents.*")),
         "evaluation records": list((run_dir / "eval").glob("stargan2-*.json")),
-        **{path.name: [path] for path in (run_dir / "log.jsonl", run_dir / "metrics.jsonl", run_dir / "swd.json",
+        **{path.name: [path] for path in (run_dir / "log.jsonl", run_dir / "metrics.jsonl",
+                                          run_dir / SINGULAR_VALUES_NAME, run_dir / "swd.json",
                                           run_dir / "best.json", samples / "progress.gif", run_dir / REPORT_NAME)},
     }
     return {kind: sorted(p for p in paths if p.is_file()) for kind, paths in found.items()}

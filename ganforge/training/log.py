@@ -29,6 +29,9 @@ def _tensorboard_writer(folder: Path, requested: bool | None) -> Any | None:
     return SummaryWriter(str(folder))
 
 
+SINGULAR_VALUES_NAME = "singular_values.jsonl"  # BigGAN-PyTorch's SV logs: per-layer σ estimates of G and D
+
+
 class RunLogger:
     """Writes on rank 0 only; other ranks get a logger that does nothing."""
 
@@ -111,6 +114,17 @@ class RunLogger:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
                     self._tb.add_scalar(f"metrics/{key}", value, record["step"])
+
+    def singular_values(self, record: dict[str, Any]) -> None:
+        """A log point's σ estimates of the spectrally normalised layers ({"step", "kimg", "G.<layer>.sv0": ...})."""
+        if not self.enabled:
+            return
+        with open(self.run_dir / SINGULAR_VALUES_NAME, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if key not in ("step", "kimg") and math.isfinite(value):
+                    self._tb.add_scalar(f"singular_values/{key}", value, record["step"])
 
     def log_config(self, config: dict[str, Any]) -> None:
         """The run's config as TensorBoard text (an indented block: TensorBoard renders text as Markdown)."""

@@ -16,6 +16,7 @@ import numpy as np
 from ganforge.viz.run_data import (
     curve_keys,
     elapsed_seconds,
+    leading_singular_values,
     metric_keys,
     phase_of,
     series,
@@ -128,6 +129,36 @@ def loss_figure(runs: Runs) -> str | None:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     _grid_off_unused(axes, len(keys))
+    return _svg(figure)
+
+
+LABELLED_LAYERS = 5  # legend entries per panel of the singular-value plot: the layers with the largest last σ₀
+
+
+def singular_value_figure(run: RunData) -> str | None:
+    """σ₀ of every spectrally normalised layer over kimg, a panel per network (BigGAN's G and D; the BigGAN paper's
+    Figure 3): a layer whose σ₀ takes off is the early sign of collapse. The legend names the largest."""
+    by_net = leading_singular_values(run.singular_values)
+    if not by_net:
+        return None
+    made = _new_figure(1, len(by_net), height=3.2)
+    if made is None:
+        return None
+    figure, axes = made
+    for ax, (net, keys) in zip(axes.flat, by_net.items(), strict=True):
+        curves = {key: series(run.singular_values, key) for key in keys}
+        ranked = sorted(keys, key=lambda k: -curves[k][1][-1] if len(curves[k][1]) else math.inf)
+        for index, key in enumerate(ranked):
+            xs, ys = curves[key]
+            labelled = index < LABELLED_LAYERS
+            ax.plot(xs, ys, linewidth=1.2 if labelled else 0.7, alpha=1.0 if labelled else 0.4,
+                    color=f"C{index}" if labelled else "0.55", label=key.removeprefix(f"{net}.") if labelled else None)
+        if wants_log_scale([curves[k][1] for k in keys]):
+            _log_axis(ax)
+        ax.set_title(f"{net}: σ₀ of its {len(keys)} spectrally normalised layers", fontsize=10)
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _svg(figure)
 
 

@@ -304,6 +304,11 @@ def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
     body.append("<h2>Losses</h2>")
     body.append(_plot(plots.loss_figure(labelled), "loss curves") if run.log else "<p>No log records yet.</p>")
     body.append(_plot(plots.schedule_figure(labelled), "growth schedule"))
+    if run.singular_values:
+        body.append("<h2>Spectral norms</h2><p>The leading singular value σ₀ of each spectrally normalised layer "
+                    "of the trained networks, as BigGAN-PyTorch logs it: in the BigGAN paper (§4.1) a few layers' "
+                    "σ₀ grow sharply before training collapses.</p>")
+        body.append(_plot(plots.singular_value_figure(run), "singular values of the spectrally normalised layers"))
     body.append("<h2>Metrics</h2>")
     if run.metrics:
         body.append(_plot(plots.metrics_figure(labelled), "metric curves") + _metrics_table(run))

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ganforge.training.log import SINGULAR_VALUES_NAME
+
 NOT_CURVES = ("step", "kimg", "img_per_s")
 SCHEDULE_KEYS = ("scale", "res", "alpha")  # PGAN's growth position, logged with every record
 
@@ -80,6 +82,16 @@ def metric_keys(records: list[dict[str, Any]]) -> list[str]:
             if key not in METRIC_RECORD_KEYS and finite(value):
                 keys.setdefault(key, None)
     return list(keys)
+
+
+def leading_singular_values(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The σ₀ series of singular_values.jsonl by network ("G" → ["G.linear.sv0", ...]): σ₀ is the estimate each
+    layer's weight is divided by (further σᵢ, with num_svs > 1, are for monitoring only)."""
+    by_net: dict[str, list[str]] = {}
+    for key in dict.fromkeys(k for record in records for k in record):
+        if key.endswith(".sv0"):
+            by_net.setdefault(key.split(".", 1)[0], []).append(key)
+    return by_net
 
 
 def phase_of(key: str) -> str:
@@ -171,6 +183,7 @@ class RunData:
     frames: list[Frame]
     notes: list[str] = field(default_factory=list)
     label: str = ""  # how the page names the run: its folder name, or its path where two names clash
+    singular_values: list[dict[str, Any]] = field(default_factory=list)  # singular_values.jsonl, spectral-norm nets
 
     def __post_init__(self) -> None:
         self.label = self.label or self.path.resolve().name
@@ -212,7 +225,8 @@ def read_run(run_dir: Path) -> RunData:
             notes.append(f"config.json is not valid JSON ({err})")
     records, bad_log = read_jsonl(run_dir / "log.jsonl")
     metrics, bad_metrics = read_jsonl(run_dir / "metrics.jsonl")
-    for name, bad in (("log.jsonl", bad_log), ("metrics.jsonl", bad_metrics)):
+    singular_values, bad_sv = read_jsonl(run_dir / SINGULAR_VALUES_NAME)
+    for name, bad in (("log.jsonl", bad_log), ("metrics.jsonl", bad_metrics), (SINGULAR_VALUES_NAME, bad_sv)):
         if bad:
             notes.append(f"{name}: {bad} unreadable line{'s' if bad > 1 else ''} skipped")
     best = None
@@ -223,7 +237,8 @@ def read_run(run_dir: Path) -> RunData:
             notes.append(f"best.json is not valid JSON ({err})")
     events = [r for r in records if "event" in r]
     log = resumed_history([r for r in records if "event" not in r])
-    return RunData(run_dir, config, log, events, metrics, best, sample_frames(run_dir / "samples"), notes)
+    return RunData(run_dir, config, log, events, metrics, best, sample_frames(run_dir / "samples"), notes,
+                   singular_values=resumed_history(singular_values))
 
 
 def sample_frames(samples_dir: Path) -> list[Frame]:
