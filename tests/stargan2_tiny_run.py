@@ -5,6 +5,7 @@ prepared with `prepare_domain_folders`, trained for a few steps with the tiny pr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -47,13 +48,14 @@ def write_domain_folders(root: Path, resolution: int = 32) -> Path:
     return root
 
 
-def train_tiny_run(workdir: Path, steps: int = 2) -> tuple[Path, Path]:
-    """(run directory, prepared domain stores folder) of a tiny run trained on `<stores>/train`."""
+def train_tiny_run(workdir: Path, steps: int = 2, **settings: Any) -> tuple[Path, Path]:
+    """(run directory, prepared domain stores folder) of a tiny run trained on `<stores>/train`; `settings`
+    replace top-level config keys."""
     stores = workdir / "stores"
     prepare_domain_folders(write_domain_folders(workdir / "folders"), stores, resolution=32)
     raw = read_config_file(CONFIGS / "stargan2_tiny.yaml")
-    raw.update(data=str(stores / "train"), progress=False, tensorboard=False, sample_every=steps,
-               checkpoint_every=steps)
+    raw.update({"data": str(stores / "train"), "progress": False, "tensorboard": False, "sample_every": steps,
+                "checkpoint_every": steps, **settings})
     raw["model"].update(steps=steps, domain_column=None, base_dim=4, max_conv_dim=8, mapping_dim=8, batch_size=2)
     run = workdir / "run"
     ganforge.train(raw, run)

@@ -340,18 +340,23 @@ def test_generate_on_a_stargan2_run_is_a_clear_error(tmp_path, capsys) -> None:
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_training_metrics_on_a_stargan2_run_are_refused_before_training(tmp_path, capsys) -> None:
+def test_image_set_metrics_on_a_stargan2_run_are_refused_before_training(tmp_path, capsys) -> None:
     # its samples are (source, translation) pairs: an image-set FID or SWD of them would score real images as
-    # generated ones (biased low, and a best checkpoint ranked by it meaningless)
+    # generated ones (biased low, and a best checkpoint ranked by it meaningless); its own protocol is allowed
     config_path = write_config(tiny_run("stargan2"), tmp_path / "stargan2.json")
     code, out, err = run_cli(capsys, "train", "stargan2", "-c", config_path, "--run", tmp_path / "run",
                              "--set", "metrics=[swd]", "--set", "metrics_every=1")
     assert code == 2 and out == ""
     line = one_line_error(err, "train")
     assert "(source, translation) pairs" in line and "ganforge evaluate RUN [--step N]" in line
+    assert "whose metrics are ['fid', 'lpips']" in line
     assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match="StarGAN v2 protocol"):
-        resolve_run_config("stargan2", {**tiny_run("stargan2"), "metrics": ["fid"]})
+    protocol = {**tiny_run("stargan2"), "metrics": ["fid"]}
+    assert resolve_run_config("stargan2", {**protocol, "best_metric": "FID_latent/mean"}).metrics == ["fid"]
+    with pytest.raises(ConfigError, match=r"best_metric: 'LPIPS_latent/mean' is not an output of metrics \['fid'\]"):
+        resolve_run_config("stargan2", {**protocol, "best_metric": "LPIPS_latent/mean"})
+    with pytest.raises(ConfigError, match="fid_mode: 'clean' is for the Inception metrics of image sets"):
+        resolve_run_config("stargan2", {**protocol, "fid_mode": "clean"})
 
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "

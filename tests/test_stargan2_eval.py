@@ -237,3 +237,39 @@ def test_cli_evaluate_refuses_options_a_stargan2_run_would_ignore(tiny, capsys) 
     assert capsys.readouterr().err.strip() == (
         "ganforge evaluate: error: --metrics and --all: a stargan2 run is evaluated by the StarGAN v2 protocol "
         "(LPIPS and FID per domain task); leave them out")
+
+
+@pytest.mark.slow
+def test_training_evaluates_by_the_protocol_at_metric_ticks_and_keeps_the_best(tmp_path: Path, monkeypatch) -> None:
+    """The official eval_every: at each metric tick the EMA networks as they are get the same values as the saved
+    checkpoint of that step under `ganforge evaluate`, into metrics.jsonl, and best.json ranks by FID."""
+    monkeypatch.setattr(stargan2_evaluation, "check_protocol_ready", lambda *args: None)  # stand-ins below
+    monkeypatch.setattr(stargan2_evaluation, "_cached_extractor", lambda weights, device: Recording())
+    monkeypatch.setattr(stargan2_evaluation, "_cached_lpips", lambda device: RecordingLPIPS())
+    run, _ = train_tiny_run(tmp_path, steps=4, metrics=["fid", "lpips"], metrics_every=2,
+                            best_metric="FID_latent/mean", keep_best=1, checkpoint_every=2)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    for record in records:
+        assert record["fid_network"] == "torchvision-inception"
+        offline = evaluate_stargan2(run, step=record["step"], device="cpu", feature_extractor=Recording(),
+                                    lpips=RecordingLPIPS(), max_val=2048, write=False)["metrics"]
+        assert sorted(offline) == sorted(k for k in record if "/" in k)
+        assert {"FID_latent/light2dark", "LPIPS_reference/mean"} <= set(offline)
+        assert all(record[key] == pytest.approx(value, rel=1e-6, abs=1e-9) for key, value in offline.items())
+    best = json.loads((run / "best.json").read_text())
+    lowest = min(records, key=lambda r: r["FID_latent/mean"])
+    assert best == {"metric": "FID_latent/mean", "best": [{"step": lowest["step"], "value": lowest["FID_latent/mean"]}]}
+
+
+@pytest.mark.slow
+def test_a_protocol_metric_checks_its_stores_and_weights_before_training(tmp_path: Path) -> None:
+    from ganforge.evaluation.stargan2 import check_protocol_ready
+
+    _, stores = train_tiny_run(tmp_path, steps=1)
+    with pytest.raises(DatasetError, match=r"no validation store found beside .*val \(expected"):
+        check_protocol_ready(str(stores / "val"), ["fid"])
+    missing = tmp_path / "no-inception.pth"
+    with pytest.raises(InceptionWeightsError, match=f"{missing}.*does not exist"):
+        check_protocol_ready(str(stores / "train"), ["fid"], missing)
+    check_protocol_ready(str(stores / "train"), [])  # the store alone

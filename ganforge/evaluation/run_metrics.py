@@ -129,7 +129,12 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
                     seed: int, inception_weights: Path | None = None,
                     fid_mode: str = DEFAULT_FID_MODE) -> dict[str, float | str]:
     """The configured metrics of the current generator against the training data, at the current resolution
-    (flat outputs, plus "fid_mode" when an Inception metric is among them)."""
+    (flat outputs, plus "fid_mode" when an Inception metric is among them). A translating family's are its
+    protocol's (StarGAN v2: FID and LPIPS per domain task, `n` capping the validation sources per domain)."""
+    if family.translates:
+        from ganforge.evaluation.stargan2 import protocol_scores
+
+        return protocol_scores(family, dataset, metrics, max_val=n, inception_weights=inception_weights)
     n = min(n, dataset.count)
     reals = real_images(dataset, plan.resolution, n, seed)
     key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None

@@ -21,6 +21,7 @@ on the CPU too.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics._images import derived_seed, to_uint8_images
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, default_cache_dir, load_inception
-from ganforge.metrics.lpips import LPIPS, load_lpips, pairwise_diversity
+from ganforge.metrics.lpips import LPIPS, load_lpips, load_lpips_heads, pairwise_diversity, resolve_alexnet_weights
 from ganforge.run_loader import load_run
 from ganforge.safe_load import check_layout, load_weights_only
 
@@ -181,19 +182,86 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
     model = load_run(run, step=step, device=device)
     if model.config.family != "stargan2":
         raise ValueError(f"{run}: evaluate_stargan2 needs a stargan2 run, this one is {model.config.family!r}")
-    family, nets, dev = model.family, model.nets, model.device
-    family.load_fan(wing_weights)  # w_hpf > 0: masks as officially, or a one-line refusal before any work
-    domains, column, size = family.domain_names, family.domain_column, family.img_size
-    train_path = train or model.config.data
-    train_store = open_dataset(train_path)
+    model.family.load_fan(wing_weights)  # w_hpf > 0: masks as officially, or a one-line refusal before any work
+    train_store = open_dataset(train or model.config.data)
     val_store = open_dataset(val or default_val_store(train_store.source))  # the store opened (OUT/train for OUT)
+    extract = feature_extractor or fid_extractor(fid_network, inception_weights, model.device)
+    lpips = lpips if lpips is not None else load_lpips(alexnet_weights, model.device)
+    results, tasks, real_counts = translation_scores(
+        model.family, model.nets, train_store, val_store, modes=modes, num_outs=num_outs, batch_size=batch_size,
+        max_val=max_val, max_train=max_train, seed=seed, extract=extract, lpips=lpips)
+    report = {"step": model.step, "metrics": results,
+              "protocol": {"fid_network": "custom" if feature_extractor else fid_network,
+                           "fid_network_description": "a caller's feature extractor" if feature_extractor
+                           else FID_NETWORKS[fid_network], "face_masks": model.family.arch.w_hpf > 0,
+                           "num_outs": num_outs, "seed": seed, "sources_per_task": tasks,
+                           "real_images_per_domain": real_counts,
+                           "train": str(train_store.source), "val": str(val_store.source)}}
+    if write:
+        run_dir = Path(run) if Path(run).is_dir() else Path(run).parent.parent  # RUN/checkpoints/<step>.json
+        path = run_dir / "eval" / f"stargan2-{model.step:08d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(partial, path)
+        report["path"] = str(path)
+    return report
+
+
+def check_protocol_ready(data: str, metrics: list[str], inception_weights: str | Path | None = None) -> None:
+    """Before training with the protocol at metric ticks: the validation store beside the data and the weights
+    of the metrics asked for must be there (or downloadable), so a missing file fails now, not at the first tick."""
+    default_val_store(data)
+    if "fid" in metrics:
+        locate_weights(TORCHVISION_INCEPTION, inception_weights, default_cache_dir() / "weights", InceptionWeightsError)
+    if "lpips" in metrics:
+        resolve_alexnet_weights()
+        load_lpips_heads()
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_extractor(weights: str | None, device: str) -> FeatureExtractor:
+    return fid_extractor(DEFAULT_FID_NETWORK, weights, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_lpips(device: str) -> LPIPS:
+    return load_lpips(None, device)
+
+
+def protocol_scores(family: Any, train_store: ImageDataset, metrics: list[str], *, max_val: int | None,
+                    inception_weights: str | Path | None = None) -> dict[str, float | str]:
+    """The protocol at a training run's metric tick (official eval_every): the EMA networks as they are now, the
+    validation store beside the training store, the paper's FID network; the metric networks are kept between
+    ticks. Flat values (FID_latent/mean, ...) plus "fid_network" when FID is among them."""
+    val_store = open_dataset(default_val_store(train_store.source))
+    device = str(family.device)
+    extract = _cached_extractor(None if inception_weights is None else str(inception_weights), device) \
+        if "fid" in metrics else None
+    lpips = _cached_lpips(device) if "lpips" in metrics else None
+    results, _, _ = translation_scores(family, family.nets, train_store, val_store, max_val=max_val,
+                                       extract=extract, lpips=lpips)
+    return {**results, **({"fid_network": DEFAULT_FID_NETWORK} if extract is not None else {})}
+
+
+@torch.no_grad()
+def translation_scores(family: Any, nets: dict[str, torch.nn.Module], train_store: ImageDataset,
+                       val_store: ImageDataset, *, modes: tuple[str, ...] = MODES, num_outs: int = 10,
+                       batch_size: int = 32, max_val: int | None = None, max_train: int | None = None,
+                       seed: int = 777, extract: FeatureExtractor | None, lpips: LPIPS | None
+                       ) -> tuple[dict[str, float], dict[str, int], dict[str, int]]:
+    """The protocol's values for the networks as they are (a saved run's, or a training run's at a metric tick):
+    (FID_<mode>/<task> and LPIPS_<mode>/<task> with their /mean, sources per task, real images per domain).
+    `extract` None leaves FID out, `lpips` None LPIPS; the translations are the same either way."""
+    if extract is None and lpips is None:
+        raise ValueError("translation_scores: nothing to compute (neither a FID feature extractor nor LPIPS)")
+    dev = family.device
+    domains, column, size = family.domain_names, family.domain_column, family.img_size
     train_labels = _domain_labels(train_store, column, domains, "training")
     val_labels = _domain_labels(val_store, column, domains, "validation")
-    extract = feature_extractor or fid_extractor(fid_network, inception_weights, dev)
-    lpips = lpips if lpips is not None else load_lpips(alexnet_weights, dev)
 
     real_stats: dict[int, FeatureStats] = {}
-    for trg in range(len(domains)):
+    for trg in range(len(domains) if extract is not None else 0):
         members = np.flatnonzero(train_labels == trg)[:max_train]
         for start in range(0, len(members), batch_size):
             images = torch.from_numpy(np.ascontiguousarray(train_store.images(size)[members[start:start + batch_size]]))
@@ -233,30 +301,22 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
                             style = nets["E_ema"](_float_images(val_store, size, chosen, dev), y_trg)
                         out = nets["G_ema"](x, style, masks)
                         outputs.append(out)
+                        if extract is None:
+                            continue
                         features = extract(to_uint8_images(out)).double()
                         if fake_stats is None:
                             fake_stats = FeatureStats(features.shape[1])
                         fake_stats.update(features)
-                    batch_scores.append(pairwise_diversity(lpips, outputs))
-                results[f"LPIPS_{mode}/{task}"] = float(np.mean(batch_scores))
-                results[f"FID_{mode}/{task}"] = fid(fake_stats, real_stats[trg])
-                lpips_values.append(results[f"LPIPS_{mode}/{task}"])
-                fid_values.append(results[f"FID_{mode}/{task}"])
-        results[f"LPIPS_{mode}/mean"] = float(np.mean(lpips_values))
-        results[f"FID_{mode}/mean"] = float(np.mean(fid_values))
-    report = {"step": model.step, "metrics": results,
-              "protocol": {"fid_network": "custom" if feature_extractor else fid_network,
-                           "fid_network_description": "a caller's feature extractor" if feature_extractor
-                           else FID_NETWORKS[fid_network], "face_masks": family.arch.w_hpf > 0, "num_outs": num_outs,
-                           "seed": seed, "sources_per_task": tasks,
-                           "real_images_per_domain": {d: real_stats[k].count for k, d in enumerate(domains)},
-                           "train": str(train_store.source), "val": str(val_store.source)}}
-    if write:
-        run_dir = Path(run) if Path(run).is_dir() else Path(run).parent.parent  # RUN/checkpoints/<step>.json
-        path = run_dir / "eval" / f"stargan2-{model.step:08d}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(partial, path)
-        report["path"] = str(path)
-    return report
+                    if lpips is not None:
+                        batch_scores.append(pairwise_diversity(lpips, outputs))
+                if lpips is not None:
+                    results[f"LPIPS_{mode}/{task}"] = float(np.mean(batch_scores))
+                    lpips_values.append(results[f"LPIPS_{mode}/{task}"])
+                if extract is not None:
+                    results[f"FID_{mode}/{task}"] = fid(fake_stats, real_stats[trg])
+                    fid_values.append(results[f"FID_{mode}/{task}"])
+        if lpips is not None:
+            results[f"LPIPS_{mode}/mean"] = float(np.mean(lpips_values))
+        if extract is not None:
+            results[f"FID_{mode}/mean"] = float(np.mean(fid_values))
+    return results, tasks, {d: real_stats[k].count for k, d in enumerate(domains) if k in real_stats}

@@ -74,6 +74,25 @@ def get_family(name: str) -> type:
     return family
 
 
+def _check_protocol_metrics(family_cls: type, config: RunConfig) -> None:
+    """A translating family's `metrics` are its protocol's, its `best_metric` one of that protocol's means."""
+    allowed = list(family_cls.protocol_metrics)
+    unknown = [name for name in config.metrics if name not in allowed]
+    if unknown:
+        raise ConfigError(f"metrics: {unknown} cannot score a {family_cls.name} run, whose samples are (source, "
+                          "translation) pairs, half of them real images; it is evaluated by the StarGAN v2 protocol "
+                          f"(per domain task, latent- and reference-guided), whose metrics are {allowed}; saved "
+                          "checkpoints with `ganforge evaluate RUN [--step N]`")
+    if config.metrics and config.fid_mode != "legacy-tf":
+        raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics of image sets; the StarGAN v2 "
+                          "protocol's FID has its own (torchvision's Inception, as the official evaluation)")
+    if config.best_metric is not None:
+        ranked = [key for key in family_cls.protocol_rankings if key.split("_", 1)[0].lower() in config.metrics]
+        if config.best_metric not in ranked:
+            raise ConfigError(f"best_metric: {config.best_metric!r} is not an output of metrics {config.metrics} "
+                              f"that ranks checkpoints; expected one of {ranked}")
+
+
 def resolve_run_config(family: str | None, data: dict[str, Any],
                        overrides: list[tuple[list[str], Any]] = ()) -> RunConfig:
     """File data (ours or a family's foreign format) + overrides → a validated RunConfig with defaults filled."""
@@ -90,11 +109,9 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping of {family_cls.name} settings, got {model!r}")
     config = from_dict(RunConfig, data)
-    if config.metrics and family_cls.translates:
-        raise ConfigError(f"metrics: {config.metrics} would score a {family_cls.name} run's samples, which are "
-                          "(source, translation) pairs, half of them real images; evaluate its checkpoints by the "
-                          "StarGAN v2 protocol (FID and LPIPS per domain task) with `ganforge evaluate RUN [--step N]`")
-    if config.best_metric is not None:  # a rankable output of one of the run's metrics: the registry knows them
+    if family_cls.translates:
+        _check_protocol_metrics(family_cls, config)
+    elif config.best_metric is not None:  # a rankable output of one of the run's metrics: the registry knows them
         from ganforge.metrics.registry import check_best_metric
 
         check_best_metric(config.best_metric, config.metrics)

@@ -73,8 +73,12 @@ class Family(ABC):
     default_label_count: ClassVar[int | None] = None
     samples_by_class: ClassVar[bool] = False  # `generate` takes class indices "y" below `label_count`
     # `generate` returns (source, translation) pairs: metrics of a generated image set do not apply (half the set
-    # would be real images); such a family is evaluated by its own protocol (`ganforge evaluate RUN`)
+    # would be real images); such a family is evaluated by its own protocol (`ganforge evaluate RUN`, and during
+    # training the `protocol_metrics` its config may list, ranked by the outputs in `protocol_rankings`, each
+    # mapped to whether higher is better)
     translates: ClassVar[bool] = False
+    protocol_metrics: ClassVar[tuple[str, ...]] = ()
+    protocol_rankings: ClassVar[dict[str, bool]] = {}
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:

@@ -149,6 +149,11 @@ class StarGAN2Family(Family):
     label_count_key: ClassVar[str] = "num_domains"  # `ganforge info` without data
     default_label_count: ClassVar[int] = 2  # the official --num_domains default
     translates: ClassVar[bool] = True
+    # the paper's evaluation (official eval_every): FID and LPIPS diversity per domain task, latent- and
+    # reference-guided, with their means over tasks
+    protocol_metrics: ClassVar[tuple[str, ...]] = ("fid", "lpips")
+    protocol_rankings: ClassVar[dict[str, bool]] = {"FID_latent/mean": False, "FID_reference/mean": False,
+                                                    "LPIPS_latent/mean": True, "LPIPS_reference/mean": True}
 
     def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)

@@ -264,8 +264,10 @@ class Trainer:
             return best
         from ganforge.metrics.registry import higher_is_better
 
+        key = self.config.best_metric
+        higher = self.family.protocol_rankings[key] if self.family.translates else higher_is_better(key)
         best = [entry for entry in best if entry["step"] != self.step] + [{"step": self.step, "value": score}]
-        best.sort(key=lambda e: -e["value"] if higher_is_better(self.config.best_metric) else e["value"])
+        best.sort(key=lambda e: -e["value"] if higher else e["value"])
         return best[: self.config.keep_best]
 
     def check_ranks_in_sync(self) -> None:
@@ -598,11 +600,15 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 
 def check_training_metrics(config: RunConfig) -> None:
     """Unknown metric names, Inception weights that cannot be had, and an FID mode that no metric uses fail now
-    rather than hours into a run."""
+    rather than hours into a run (for a translating family: its protocol's stores and weights)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
     from ganforge.metrics.registry import METRICS, check_metrics
 
-    if any(METRICS[name].needs_inception for name in check_metrics(config.metrics)):
+    if get_family(config.family).translates:
+        from ganforge.evaluation.stargan2 import check_protocol_ready
+
+        check_protocol_ready(config.data, config.metrics, config.inception_weights)
+    elif any(METRICS[name].needs_inception for name in check_metrics(config.metrics)):
         resolve_weights_path(config.inception_weights)
     elif config.fid_mode != DEFAULT_FID_MODE:
         raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and none "
