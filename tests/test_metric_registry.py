@@ -59,7 +59,8 @@ def test_flat_outputs_are_the_declared_outputs_and_the_table_uses_their_formats(
 
 def test_best_checkpoints_of_a_higher_is_better_metric_are_the_highest(tmp_path):
     """`pr_precision` used to rank ascending (its prefix "pr" was not in the higher-is-better list)."""
-    trainer = SimpleNamespace(run_dir=tmp_path, config=SimpleNamespace(best_metric="pr_precision", keep_best=2))
+    trainer = SimpleNamespace(run_dir=tmp_path, config=SimpleNamespace(best_metric="pr_precision", keep_best=2),
+                              family=SimpleNamespace(translates=False))
     for step, score in [(1, 0.5), (2, 0.9), (3, 0.1), (4, 0.7), (5, 0.3)]:
         trainer.step = step
         best = Trainer.update_best(trainer, score)
