@@ -70,3 +70,22 @@ def test_best_checkpoints_of_a_higher_is_better_metric_are_the_highest(tmp_path)
     trainer.config.best_metric = "fid"
     trainer.step = 6
     assert Trainer.update_best(trainer, 0.05)[0] == {"step": 6, "value": 0.05}  # lower first for FID
+
+
+def test_a_translating_familys_protocol_ranks_lpips_highest_first_and_fid_lowest(tmp_path):
+    from ganforge.families.stargan2 import StarGAN2Family
+
+    trainer = SimpleNamespace(run_dir=tmp_path, step=1, family=StarGAN2Family,
+                              config=SimpleNamespace(best_metric="LPIPS_reference/mean", keep_best=2))
+    best = []
+    for step, score in [(1, 0.2), (2, 0.5), (3, 0.3)]:
+        trainer.step = step
+        best = Trainer.update_best(trainer, score)
+        ckpt.write_json_atomic(tmp_path / "best.json", {"metric": trainer.config.best_metric, "best": best})
+    assert best == [{"step": 2, "value": 0.5}, {"step": 3, "value": 0.3}]
+    (tmp_path / "best.json").unlink()
+    trainer.config.best_metric = "FID_latent/mean"
+    assert Trainer.update_best(trainer, 30.0) == [{"step": 3, "value": 30.0}]
+    ckpt.write_json_atomic(tmp_path / "best.json", {"metric": "FID_latent/mean", "best": [{"step": 3, "value": 30.0}]})
+    trainer.step = 4
+    assert Trainer.update_best(trainer, 20.0)[0] == {"step": 4, "value": 20.0}
