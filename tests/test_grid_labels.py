@@ -141,3 +141,22 @@ def test_generate_grids_are_captioned_and_single_images_are_not(biggan, tmp_path
     assert np.array_equal(np.asarray(Image.open(grid)), expected)
     files = write_generated(biggan, GenerateRequest(out=tmp_path / "single", n=2, seed=3)).files
     assert np.array_equal(np.asarray(Image.open(files[0])), to_uint8(images[:1])[0])  # a sample, not a grid
+
+
+def test_generated_images_are_written_batch_by_batch_and_equal_one_big_batch(biggan, tmp_path, monkeypatch):
+    """50,000 images for an FID set must not sit in memory together: each batch of 64 is written before the next
+    is generated, and the files are the samples of the same latents generated at once."""
+    events = []
+    from ganforge.viz import generate as generate_module
+
+    generate, save = biggan.generate, generate_module.save_image
+    monkeypatch.setattr(biggan, "generate", lambda inputs: events.append("batch") or generate(inputs))
+    monkeypatch.setattr(generate_module, "save_image", lambda image, path: events.append("file") or save(image, path))
+    files = write_generated(biggan, GenerateRequest(out=tmp_path, n=130, seed=3)).files
+    assert [e for e in events if e == "batch"] == ["batch"] * 3
+    assert events.index("file") < events.index("batch", 1)  # a file before the second batch
+    assert [f.name for f in files[:2]] == ["0003-00000.png", "0003-00001.png"] and files[-1].name == "0003-00129.png"
+    monkeypatch.undo()
+    latents = biggan.latents(130, 3)
+    expected = to_uint8(biggan.generate({k: v[64:128] for k, v in latents.items()}))
+    assert np.array_equal(np.asarray(Image.open(files[100])), expected[36])

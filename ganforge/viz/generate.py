@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ganforge.run_loader import LoadedModel
@@ -79,14 +80,15 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
         save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0,
                   title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames")
         return Generated([request.out / "interpolation.png"])
-    images = torch.cat([model.generate({k: v[i:i + 64] for k, v in inputs.items()}) for i in range(0, request.n, 64)])
+    batches = (to_uint8(model.generate({k: v[i:i + 64] for k, v in inputs.items()})) for i in range(0, request.n, 64))
     if request.grid:
-        save_image(label_grid(make_grid(to_uint8(images)), caption), request.out / "grid.png")
+        save_image(label_grid(make_grid(np.concatenate(list(batches))), caption), request.out / "grid.png")
         return Generated([request.out / "grid.png"])
-    written = []
-    for index, image in enumerate(to_uint8(images)):
-        written.append(request.out / f"{request.seed:04d}-{index:05d}.png")
-        save_image(image, written[-1])
+    written = []  # written batch by batch: 50,000 images for an FID set never sit in memory together
+    for batch in batches:
+        for image in batch:
+            written.append(request.out / f"{request.seed:04d}-{len(written):05d}.png")
+            save_image(image, written[-1])
     return Generated(written)
 
 
