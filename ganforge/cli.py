@@ -38,6 +38,8 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
         overrides.append((["data"], args.data))
     if getattr(args, "on_nan", None):
         overrides.append((["on_nan"], args.on_nan))
+    if getattr(args, "init_from", None):
+        overrides.append((["init_from"], str(args.init_from)))
     return resolve_run_config(family, data, overrides)
 
 
@@ -329,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                     f"without --until continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if wanted)")
     tr.add_argument("--on-nan", choices=["stop", "rollback"],
                     help="on a NaN/Inf loss: stop (default), or roll back to the last checkpoint and go on")
+    tr.add_argument("--init-from", type=Path, metavar="RUN_OR_CHECKPOINT",
+                    help="fine-tune: a new run's networks start from this run's (newest) or checkpoint's weights, "
+                         "where names and shapes match (e.g. not a class embedding of another class count); "
+                         "official checkpoints: `ganforge import` them first")
     tr.add_argument("--final-swd", type=int, default=0, metavar="N",
                     help="after training, print SWD of N generated images against the training data")
     tr.set_defaults(func=cmd_train)

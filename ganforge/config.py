@@ -291,6 +291,9 @@ class RunConfig:
     # what every image D sees passes through (DiffAugment or ADA; kind none: nothing); runs saved before it: none
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     lookahead: LookaheadConfig | None = None  # off (every reference trains without it); see LookaheadConfig
+    # fine-tuning / transfer: a run directory or checkpoint of the same family whose network weights a new run starts
+    # from (tensors whose names and shapes match; the others keep their fresh init); optimisers and step start fresh
+    init_from: str | None = None
     model: Any = None
 
     def __post_init__(self) -> None:

@@ -251,6 +251,51 @@ def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
     return out
 
 
+@dataclass
+class Transfer:
+    """What `transfer_network_states` copied: tensor counts, and the names it could not (shape, or absent)."""
+
+    copied: int
+    total: int
+    reshaped: list[str]  # "G/shared.weight [4, 8] → [2, 8]": kept at this run's fresh init
+    absent: list[str]  # in this run's networks, not in the source: fresh init too
+
+    def summary(self) -> str:
+        parts = [f"{self.copied} of {self.total} tensors copied"]
+        for label, names in (("different shape, kept fresh", self.reshaped), ("not in the source", self.absent)):
+            if names:
+                more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+                parts.append(f"{label}: {', '.join(names[:4])}{more}")
+        return "; ".join(parts)
+
+
+def transfer_network_states(nets: dict[str, nn.Module], ema_pairs: dict[str, str],
+                            tensors: dict[str, torch.Tensor]) -> Transfer:
+    """Fine-tuning's start: every tensor of `nets` whose name and shape the source holds is copied, the rest keep
+    their fresh init; an EMA network the source has no weights for starts as its (copied) source network."""
+    copied, total, reshaped, absent = 0, 0, [], []
+    for name, net in nets.items():
+        prefix = f"net/{name}/"
+        if name in ema_pairs and not any(key.startswith(prefix) for key in tensors):
+            continue  # after its source network, below
+        state = net.state_dict()
+        for key, value in state.items():
+            total += 1
+            found = tensors.get(prefix + key)
+            if found is None:
+                absent.append(f"{name}/{key}")
+            elif found.shape != value.shape:
+                reshaped.append(f"{name}/{key} {list(found.shape)} → {list(value.shape)}")
+            else:
+                with torch.no_grad():
+                    value.copy_(found)
+                copied += 1
+    for ema, source in ema_pairs.items():
+        if not any(key.startswith(f"net/{ema}/") for key in tensors):
+            nets[ema].load_state_dict(nets[source].state_dict())
+    return Transfer(copied, total, reshaped, absent)
+
+
 def load_network_states(nets: dict[str, nn.Module], tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load every `net/<name>/...` group into `nets`, strictly, with a clear mismatch message."""
     for name, net in nets.items():

@@ -155,7 +155,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
-        config = replace(config, data=resolved_data_spec(config.data))  # resumable from any folder
+        config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
+                         init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)))
         self.dataset = open_run_dataset(config.data, self.run_dir, resume)
         if resume is not None:
             _check_same_config(self.run_dir, resume.meta["config"], to_dict(config),
@@ -168,6 +169,8 @@ class Trainer:
         family_cls = get_family(config.family)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
+        if resume is None and config.init_from:
+            self._initialise_from(Path(config.init_from))
         # channels_last: cuDNN's and oneDNN's native layout (CPU, measured by bench_train: BigGAN 1.23x, PGAN and
         # StarGAN v2 1.05x, WGAN-GP 1.01x); compiled: inductor lays out convolutions itself
         if not config.compile:
@@ -371,6 +374,19 @@ class Trainer:
         if self._stop_signal is not None:
             return TrainResult(self.run_dir, self.step, total, "signal", signal_number=self._stop_signal)
         return TrainResult(self.run_dir, self.step, total, "until")
+
+    def _initialise_from(self, source: Path) -> None:
+        """`init_from`: a new run's networks start from another run's (fine-tuning, transfer to other classes or
+        domains); every rank reads the same file, so all start alike."""
+        found = ckpt.resolve_checkpoint(source)
+        family = found.meta["config"].get("family")
+        if family != self.config.family:
+            raise ConfigError(f"init_from: {found.path} is a {family} checkpoint and this run is {self.config.family}")
+        transfer = ckpt.transfer_network_states(self.family.nets, self.family.ema_pairs, found.tensors)
+        if transfer.copied == 0:
+            raise ConfigError(f"init_from: no tensor of {found.path} fits this run's networks ({transfer.summary()})")
+        if self.dist.is_main:
+            print(f"initialised from {found.path} (step {found.step}): {transfer.summary()}")
 
     def singular_value_estimates(self) -> dict[str, torch.Tensor]:
         """The σ estimates of every spectrally normalised layer of the trained nets ("G.linear.sv0": BigGAN's G and
