@@ -243,3 +243,27 @@ def test_stats_of_the_first_n_images(standin_weights, tmp_path, capsys):
     again = tmp_path / "again.npz"
     assert main(["stats", str(tmp_path / "first2_images.npz"), "-o", str(again), *weights]) == 0
     assert np.array_equal(read_stats(again).mean, written.mean) and np.array_equal(read_stats(again).cov, written.cov)
+
+
+def test_image_folders_stream_batch_by_batch_and_equal_the_whole_set(tmp_path, monkeypatch):
+    """`ganforge stats` of a 50,000-image folder holds one batch of decoded images, not the folder (pytorch-fid
+    streams too); the batches are the set `load_image_set` returns, a store's read from its memory map."""
+    from ganforge.evaluation import run_metrics
+
+    images = np.random.default_rng(9).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    folder = _write_pngs(tmp_path / "images", images)
+    decoded = []
+    real_decode = run_metrics._decoded
+    monkeypatch.setattr(run_metrics, "_decoded", lambda path, size: decoded.append(path) or real_decode(path, size))
+    batches = run_metrics.iter_image_set(folder, batch_size=2)
+    first = next(batches)
+    assert first.shape == (2, 3, 8, 8) and len(decoded) == 2  # nothing decoded beyond the batch handed out
+    rest = list(batches)
+    assert [len(b) for b in rest] == [2, 1] and np.array_equal(np.concatenate([first, *rest]), images)
+    assert np.array_equal(run_metrics.load_image_set(folder, limit=3), images[:3])
+    assert run_metrics.image_set_size(folder) == 5
+    from ganforge.data.store import write_store
+
+    store = write_store(tmp_path / "store", images, resolution=8, source="test")  # read from its memory map
+    assert [len(b) for b in run_metrics.iter_image_set(store, limit=4, batch_size=3)] == [3, 1]
+    assert np.array_equal(run_metrics.load_image_set(store), images) and run_metrics.image_set_size(store) == 5

@@ -224,6 +224,13 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
 def load_image_set(source: Path, resolution: int | None = None, limit: int | None = None) -> np.ndarray:
     """A folder of images, an .npz (uint8 NCHW or NHWC), or a store → uint8 NCHW (resized to `resolution`); with
     `limit`, only the first `limit` images (a folder's in file-name order)."""
+    return np.concatenate(list(iter_image_set(source, resolution, limit)))
+
+
+def iter_image_set(source: Path, resolution: int | None = None, limit: int | None = None,
+                   batch_size: int = 256) -> Iterator[np.ndarray]:
+    """`load_image_set` in uint8 NCHW batches, a folder decoded batch by batch: the statistics of a 50,000-image
+    folder need one batch in memory, not the whole set (`ganforge stats`, as pytorch-fid streams its folders)."""
     source = Path(source)
     if source.suffix == ".npz":
         with np.load(source, allow_pickle=False) as archive:
@@ -232,29 +239,54 @@ def load_image_set(source: Path, resolution: int | None = None, limit: int | Non
         if images.ndim != 4 or images.dtype != np.uint8:
             raise DatasetError(f"{source}: '{key}' must be uint8 images (N, C, H, W) or (N, H, W, C), got "
                                f"{images.dtype} {images.shape}")
-        return (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))[:limit]
+        yield (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))[:limit]
+        return
     if (source / "manifest.json").is_file():
         dataset = open_dataset(source)
-        return np.asarray(dataset.images(resolution or dataset.resolution)[:limit])
+        stored = dataset.images(resolution or dataset.resolution)
+        for start in range(0, min(limit or dataset.count, dataset.count), batch_size):
+            yield np.asarray(stored[start:min(start + batch_size, limit or dataset.count)])
+        return
+    files = _image_files(source)[:limit]
+    first: tuple[int, ...] | None = None
+    for start in range(0, len(files), batch_size):
+        batch = np.stack([_decoded(path, resolution) for path in files[start:start + batch_size]])
+        first = first or batch.shape[1:]
+        shapes = {first, *(image.shape for image in batch)}
+        if len(shapes) > 1:
+            raise DatasetError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give --n and a resolution")
+        yield batch
+
+
+def image_set_size(source: Path) -> int:
+    """How many images `iter_image_set(source)` yields, without decoding them."""
+    source = Path(source)
+    if source.suffix == ".npz":
+        return sum(len(batch) for batch in iter_image_set(source))
+    if (source / "manifest.json").is_file():
+        return open_dataset(source).count
+    return len(_image_files(source))
+
+
+def _image_files(source: Path) -> list[Path]:
     if not source.is_dir():
         raise DatasetError(f"{source}: expected a folder of images, an .npz or a ganforge store")
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found")
-    images = []
-    for path in files[:limit]:
-        try:
-            image = load_rgb(path, str(path))
-        except ImageError as err:
-            raise DatasetError(str(err)) from None
-        size = resolution or image.shape[0]
-        if image.shape[:2] != (size, size):
-            image = center_crop_resize(image, size)
-        images.append(image.transpose(2, 0, 1))
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise DatasetError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give --n and a resolution")
-    return np.stack(images)
+    return files
+
+
+def _decoded(path: Path, resolution: int | None) -> np.ndarray:
+    """One file as uint8 CHW: a square crop resized to `resolution` (default: its own shorter side)."""
+    try:
+        image = load_rgb(path, str(path))
+    except ImageError as err:
+        raise DatasetError(str(err)) from None
+    size = resolution or image.shape[0]
+    if image.shape[:2] != (size, size):
+        image = center_crop_resize(image, size)
+    return image.transpose(2, 0, 1)
 
 
 def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: int | None = None,
@@ -304,10 +336,11 @@ def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = Non
     are read."""
     check_stats_output(out, source)
     weights = resolve_weights_path(inception_weights)
-    images = load_image_set(Path(source), limit=n)
-    if n is not None and n > len(images):
-        raise ConfigError(f"--n {n}: {source} holds {len(images)} images")
-    stats = image_set_stats(images, fid_mode=fid_mode or DEFAULT_FID_MODE, inception_weights=weights, n=n)
+    available = image_set_size(Path(source))
+    if n is not None and n > available:
+        raise ConfigError(f"--n {n}: {source} holds {available} images")
+    stats = image_set_stats(iter_image_set(Path(source), limit=n), fid_mode=fid_mode or DEFAULT_FID_MODE,
+                            inception_weights=weights, n=n)
     write_stats(out, stats)
     return stats
 
