@@ -3,6 +3,7 @@ official checkouts are at hand) the check itself: ganforge's steps are the zoo's
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import subprocess
@@ -35,6 +36,25 @@ def test_noise_is_recorded_in_order_and_torch_is_restored(oracle) -> None:
     torch.manual_seed(0)
     assert torch.equal(drawn[0], torch.randn(2, 3)) and torch.equal(drawn[1], torch.rand(4, 1))
     assert torch.equal(b, drawn[1]) and len(drawn) == 2
+
+
+def test_biases_a_normalisation_cancels_are_found_and_reported_apart(oracle) -> None:
+    """A bias right before batch norm (on batch statistics) or instance norm cannot change the output, so its
+    float64 gradient is rounding noise and the weight check leaves it out, reporting it apart."""
+    from ganforge.nn.spectral_norm import SNConv2d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              SNConv2d(4, 4, 1), torch.nn.InstanceNorm2d(4), torch.nn.Conv2d(4, 2, 1)).double()
+    x = torch.randn(4, 3, 6, 6, dtype=torch.float64)  # the check runs in float64: cancelled means rounding only
+    before = copy.deepcopy(net.state_dict())
+    assert oracle.cancelled_biases(net, lambda n: n(x)) == {"0.bias", "3.bias"}  # not 1.bias (BN's shift), 5.bias
+    assert all(torch.equal(value, net.state_dict()[key]) for key, value in before.items())  # probed on a copy
+    theirs = {"G": {"0.bias": torch.ones(4), "0.weight": torch.ones(4)}}
+    ours = {"G": {"0.bias": torch.full((4,), 3.0), "0.weight": torch.full((4,), 1.0 + 1e-12)}}
+    check = oracle.weight_check(ours, theirs, {"G": {"0.bias"}})
+    assert check["weights"]["G"] == pytest.approx(1e-12) and check["cancelled"] == {"G": 2.0}
+    assert check["cancelled_count"] == {"G": 1}
 
 
 def test_replayed_noise_is_reshaped_and_every_mismatch_is_an_error(oracle) -> None:
