@@ -114,12 +114,14 @@ def cmd_prepare_domains(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from ganforge.api import train
     from ganforge.config import read_config_file
+    from ganforge.families import migrated_saved_config
 
     run_dir = args.run or DEFAULT_RUNS / args.family
     saved = run_dir / "config.json"
     base = None
     if saved.is_file() and args.config is None:
-        base = read_config_file(saved)  # resume or --restart: the run's own config unless the user gives one
+        # resume or --restart: the run's own config unless the user gives one
+        base = migrated_saved_config(read_config_file(saved))
     config = _config_from_args(args.family, args, base)
     result = train(config, run_dir, restart=args.restart, until=args.until)
     print(result.summary())
@@ -457,12 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as err:
-        torch = sys.modules.get("torch")  # imported by whatever ran out of device memory
-        if not isinstance(err, MemoryError) and not (torch is not None and isinstance(err, torch.OutOfMemoryError)):
+        from ganforge.errors import is_out_of_memory
+
+        if not is_out_of_memory(err):
             raise
-        device = "" if isinstance(err, MemoryError) else " device"
-        print(f"ganforge {args.command}: error: out of{device} memory (a batch size, resolution or count too large "
-              "for this machine?)", file=sys.stderr)
+        print(f"ganforge {args.command}: error: out of memory (a batch size, resolution or count too large for "
+              "this machine or device?)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)

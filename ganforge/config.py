@@ -234,12 +234,12 @@ FidMode = Literal["legacy-tf", "clean"]
 
 # RunConfig settings a resume may change, taking effect at once: where and how the run reports, samples and saves,
 # never what a step computes (device: the same computation elsewhere, refused under amp: auto, whose precision
-# follows the device; init_from: only a new run reads it, a resume keeps its own weights). Refused, for instance:
-# metrics, metrics_n, best_metric and keep_best (a run's metric record and its best-checkpoint ranking stay
-# comparable over its whole length), seed, amp, augment, lookahead, data (unless the same dataset moved) and model
-# (unless the family's schedule only grows).
+# follows the device). Refused, for instance: metrics, metrics_n, best_metric and keep_best (a run's metric record
+# and its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, lookahead, data (unless
+# the same dataset moved), model (unless the family's schedule only grows) and another init_from (left out, the
+# run's own is kept: only a new run reads it).
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
-                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile", "init_from")
+                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile")
 
 
 @dataclasses.dataclass

@@ -77,8 +77,11 @@ class DistInfo:
         return int(vote.item())
 
     def barrier(self) -> None:
+        """Every rank waits here, on the host group (gloo: no device sync, a 30-minute timeout): for rank 0 working
+        alone (metrics, the last files) while the others would otherwise wait in an NCCL collective, whose
+        watchdog gives up after 10 minutes."""
         if self.enabled:
-            torch_dist.barrier()
+            torch_dist.barrier(group=self.host_group)
 
 
 def init_distributed(device_kind: str) -> DistInfo:

@@ -1,6 +1,18 @@
 """The error every config check raises, apart from ganforge.config so that config sections defined elsewhere
-(e.g. ganforge.augment.config, which ganforge.config imports) can raise it without an import cycle."""
+(e.g. ganforge.augment.config, which ganforge.config imports) can raise it without an import cycle; and how an
+out-of-memory failure is recognised, whichever allocator raised it."""
+
+import sys
 
 
 class ConfigError(ValueError):
     """A config problem, reported with the offending key path and what was expected."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """torch's device out-of-memory error (CUDA, MPS), Python's MemoryError, or the CPU allocator's RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory"), which torch raises as a plain RuntimeError."""
+    torch = sys.modules.get("torch")  # whatever ran out of memory imported it
+    if isinstance(err, MemoryError) or (torch is not None and isinstance(err, torch.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)

@@ -16,7 +16,7 @@ from torch import nn
 from ganforge.config import RunConfig
 from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.distributed import DistInfo, pick_device
-from ganforge.families import get_family, resolve_run_config
+from ganforge.families import get_family, migrated_saved_config, resolve_run_config
 from ganforge.families.base import Family, StepPlan
 from ganforge.training import checkpoint as ckpt
 
@@ -82,7 +82,7 @@ def load_run(target: str | Path, *, step: int | None = None, device: str = "auto
         have = ", ".join(map(str, steps)) if steps else "none"
         raise ckpt.CheckpointError(f"{target}: no checkpoint at step {step}; steps with a checkpoint: {have}")
     found = ckpt.resolve_checkpoint(target, step)
-    config = resolve_run_config(None, dict(found.meta["config"]))
+    config = resolve_run_config(None, migrated_saved_config(dict(found.meta["config"])))
     torch_device = pick_device(device, DistInfo())
     dataset = dataset_placeholder(found.meta["dataset"])
     family = build_family(config, torch_device, dataset)

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -208,3 +209,24 @@ def test_ranks_leave_together_after_training_but_not_after_an_error(monkeypatch)
     with pytest.raises(RuntimeError, match="boom"):
         engine.train(None, Path("unused"))
     assert calls == ["train", "shutdown"]
+
+
+@pytest.mark.slow
+def test_a_best_metric_tick_between_checkpoints_saves_on_every_rank(tmp_path):
+    """A metric tick that ranks a checkpoint writes one even off the checkpoint interval; rank 0 alone evaluates,
+    and every rank must enter the checkpoint (its weight-sync check is a collective), or the ranks' collectives
+    pair up wrongly and the run hangs (it did, until the 60-second timeout, before every rank entered)."""
+    config = pgan_for_two_processes()
+    config.update(metrics=["swd"], metrics_every=7, metrics_n=16, best_metric="swd_avg", keep_best=1,
+                  checkpoint_every=100)  # 10 steps: ticks at 7 (16 px, between checkpoints) and 10 (the last)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "ganforge.cli", "train", "pgan", "-c", str(path), "--run-dir", str(tmp_path / "run")],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in records] == [7, 10]
+    best = json.loads((tmp_path / "run" / "best.json").read_text())["best"]
+    assert len(best) == 1 and best[0]["step"] in (7, 10)
+    assert (tmp_path / "run" / "checkpoints" / f"{best[0]['step']:08d}.json").is_file()

@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from ganforge.cli import main
 from ganforge.config import ConfigError
+from ganforge.data.store import DatasetError
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid import FeatureStats
 from ganforge.metrics.fid_stats import (
@@ -267,3 +268,6 @@ def test_image_folders_stream_batch_by_batch_and_equal_the_whole_set(tmp_path, m
     store = write_store(tmp_path / "store", images, resolution=8, source="test")  # read from its memory map
     assert [len(b) for b in run_metrics.iter_image_set(store, limit=4, batch_size=3)] == [3, 1]
     assert np.array_equal(run_metrics.load_image_set(store), images) and run_metrics.image_set_size(store) == 5
+    Image.new("RGB", (16, 16)).save(folder / "zz-larger.png")  # in the last batch, with a 8 px one
+    with pytest.raises(DatasetError, match=r"images of different sizes \[\(3, 8, 8\), \(3, 16, 16\)\]"):
+        list(run_metrics.iter_image_set(folder, batch_size=2))

@@ -63,9 +63,12 @@ def test_a_resumed_run_keeps_its_own_weights_and_the_flag_sets_the_key(source_ru
     resumed = Trainer(resolve_run_config(None, saved.meta["config"]), run)
     assert "initialised from" not in capsys.readouterr().out
     assert all(torch.equal(value, saved.tensors[key]) for key, value in _states(resumed).items())
-    # resuming with the config file alone (no --init-from) is the same run: only a new run reads init_from
+    # resuming with the config file alone (no --init-from) is the same run, which keeps its record of the source
     assert main(["train", "pgan", "-c", str(config_path), "--run", str(run), "--until", "10"]) == 0
-    assert ckpt.resolve_checkpoint(run).step == 10
+    assert ckpt.resolve_checkpoint(run).meta["config"]["init_from"] == str(source_run.resolve())
+    # another source on resume would do nothing (the run has weights): refused, naming the key
+    assert main(["train", "pgan", "-c", str(config_path), "--run", str(run), "--init-from", str(tmp_path)]) == 2
+    assert "init_from" in capsys.readouterr().err and ckpt.resolve_checkpoint(run).step == 10
 
 
 def test_an_ema_network_the_source_lacks_starts_as_its_copied_source():

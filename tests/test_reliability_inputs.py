@@ -361,7 +361,9 @@ def test_image_set_metrics_on_a_stargan2_run_are_refused_before_training(tmp_pat
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
                                                           "has a total capacity of 79.10 GiB of which 1.2 GiB is free"),
-                                   MemoryError()])
+                                   MemoryError(),  # torch's CPU allocator raises a plain RuntimeError:
+                                   RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+                                                "allocate memory: you tried to allocate 68719476736 bytes.")])
 def test_running_out_of_memory_in_a_step_is_one_line_naming_step_batch_and_checkpoint(tmp_path, capsys, monkeypatch,
                                                                                        error) -> None:
     from ganforge.training.engine import Trainer
@@ -379,7 +381,8 @@ def test_running_out_of_memory_in_a_step_is_one_line_naming_step_batch_and_check
                            "--run", tmp_path / "run")
     line = one_line_error(err, "train")
     assert code == 2
-    assert "out of cpu memory in step 6 at 32 px with a batch of 4" in line
+    memory = "cpu" if isinstance(error, torch.OutOfMemoryError) else "host"  # the device's, else the machine's
+    assert f"out of {memory} memory in step 6 at 32 px with a batch of 4" in line
     assert "from the newest checkpoint, step 4" in line and "smaller batch" in line
     assert ("(CUDA out of memory. Tried to allocate 2.00 GiB)" in line) == isinstance(error, torch.OutOfMemoryError)
     assert ckpt.checkpoint_steps(tmp_path / "run") == [4]  # nothing half-done was saved
@@ -394,4 +397,7 @@ def test_device_memory_running_out_outside_training_is_one_line(capsys, monkeypa
     monkeypatch.setattr(cli, "cmd_generate", out_of_memory)  # build_parser looks it up when main builds it
     code, _, err = run_cli(capsys, "generate", "RUN", "-o", "OUT")
     assert code == 2
-    assert "out of device memory" in one_line_error(err, "generate")
+    assert "out of memory (a batch size" in one_line_error(err, "generate")
+    monkeypatch.setattr(cli, "cmd_generate", lambda args: (_ for _ in ()).throw(RuntimeError("a bug, not memory")))
+    with pytest.raises(RuntimeError, match="a bug, not memory"):  # other runtime errors keep their traceback
+        main(["generate", "RUN", "-o", "OUT"])

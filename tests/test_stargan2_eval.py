@@ -264,12 +264,16 @@ def test_training_evaluates_by_the_protocol_at_metric_ticks_and_keeps_the_best(t
 
 @pytest.mark.slow
 def test_a_protocol_metric_checks_its_stores_and_weights_before_training(tmp_path: Path) -> None:
+    from ganforge.config import ConfigError
+    from ganforge.data.store import open_dataset
     from ganforge.evaluation.stargan2 import check_protocol_ready
 
     _, stores = train_tiny_run(tmp_path, steps=1)
-    with pytest.raises(DatasetError, match=r"no validation store found beside .*val \(expected"):
+    with pytest.raises(ConfigError, match=r"^metrics: the StarGAN v2 protocol .* no validation store beside the "
+                                          r"training store .*val \(expected .*`ganforge prepare"):
         check_protocol_ready(str(stores / "val"), ["fid"])
     missing = tmp_path / "no-inception.pth"
-    with pytest.raises(InceptionWeightsError, match=f"{missing}.*does not exist"):
+    with pytest.raises(ConfigError, match=f"^metrics: .*{missing}.*does not exist.*torchvision's Inception file as "
+                                          "inception_weights"):
         check_protocol_ready(str(stores / "train"), ["fid"], missing)
-    check_protocol_ready(str(stores / "train"), [])  # the store alone
+    check_protocol_ready(open_dataset(stores).source, [])  # `data: OUT` opens OUT/train, whose val is beside it

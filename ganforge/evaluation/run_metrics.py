@@ -250,12 +250,12 @@ def iter_image_set(source: Path, resolution: int | None = None, limit: int | Non
     files = _image_files(source)[:limit]
     first: tuple[int, ...] | None = None
     for start in range(0, len(files), batch_size):
-        batch = np.stack([_decoded(path, resolution) for path in files[start:start + batch_size]])
-        first = first or batch.shape[1:]
-        shapes = {first, *(image.shape for image in batch)}
+        images = [_decoded(path, resolution) for path in files[start:start + batch_size]]
+        first = first or images[0].shape
+        shapes = {first, *(image.shape for image in images)}
         if len(shapes) > 1:
             raise DatasetError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give --n and a resolution")
-        yield batch
+        yield np.stack(images)
 
 
 def image_set_size(source: Path) -> int:

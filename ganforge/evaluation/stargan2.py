@@ -33,12 +33,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ganforge.config import ConfigError
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics._images import derived_seed, to_uint8_images
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, default_cache_dir, load_inception
-from ganforge.metrics.lpips import LPIPS, load_lpips, load_lpips_heads, pairwise_diversity, resolve_alexnet_weights
+from ganforge.metrics.lpips import ALEXNET_ENV, LPIPS, LPIPSWeightsError, load_lpips, pairwise_diversity
 from ganforge.run_loader import load_run
 from ganforge.safe_load import check_layout, load_weights_only
 
@@ -208,15 +209,24 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
     return report
 
 
-def check_protocol_ready(data: str, metrics: list[str], inception_weights: str | Path | None = None) -> None:
-    """Before training with the protocol at metric ticks: the validation store beside the data and the weights
-    of the metrics asked for must be there (or downloadable), so a missing file fails now, not at the first tick."""
-    default_val_store(data)
-    if "fid" in metrics:
-        locate_weights(TORCHVISION_INCEPTION, inception_weights, default_cache_dir() / "weights", InceptionWeightsError)
-    if "lpips" in metrics:
-        resolve_alexnet_weights()
-        load_lpips_heads()
+def check_protocol_ready(train_source: str | Path, metrics: list[str], inception_weights: str | Path | None = None,
+                         device: torch.device | str = "cpu") -> None:
+    """Before training with the protocol at metric ticks: the validation store beside the training store, and the
+    metric networks of `metrics`, loaded now (and kept for the ticks), so a missing or wrong file fails before the
+    first step, not hours into the run. `inception_weights` is torchvision's Inception file here."""
+    train = Path(train_source)
+    if train.name != "train" or not (train.parent / "val" / "manifest.json").is_file():
+        raise ConfigError(f"metrics: the StarGAN v2 protocol translates the validation images, and there is no "
+                          f"validation store beside the training store {train} (expected {train.parent / 'val'}: "
+                          "`ganforge prepare domains|celeba-domains` writes OUT/train and OUT/val)")
+    try:
+        if "fid" in metrics:
+            _cached_extractor(None if inception_weights is None else str(inception_weights), str(device))
+        if "lpips" in metrics:
+            _cached_lpips(str(device))
+    except (InceptionWeightsError, LPIPSWeightsError) as err:
+        raise ConfigError(f"metrics: {err} (a training run takes torchvision's Inception file as inception_weights "
+                          f"and the AlexNet file through ${ALEXNET_ENV} or the cache)") from err
 
 
 @functools.lru_cache(maxsize=2)

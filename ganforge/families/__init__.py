@@ -93,6 +93,27 @@ def _check_protocol_metrics(family_cls: type, config: RunConfig) -> None:
                               f"that ranks checkpoints; expected one of {ranked}")
 
 
+def migrated_saved_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config as today's checks accept it. Runs of a translating family saved before it had a protocol
+    of its own may list image-set metrics, which scored its (source, translation) samples as generated images: they
+    are dropped, with their best_metric and FID mode, and a warning says so (the run loads and resumes)."""
+    family = data.get("family")
+    if not isinstance(family, str) or family not in family_names() or not get_family(family).translates:
+        return data
+    family_cls = get_family(family)
+    metrics = data.get("metrics") or []
+    dropped = [name for name in metrics if name not in family_cls.protocol_metrics]
+    if not dropped:
+        return data
+    kept = [name for name in metrics if name in family_cls.protocol_metrics]
+    best = data.get("best_metric")
+    warnings.warn(f"this {family} run's saved metrics {dropped} scored its (source, translation) samples, half of "
+                  "them real images, as generated ones; they are no longer computed (its checkpoints are evaluated "
+                  "by `ganforge evaluate RUN`)", stacklevel=2)
+    return {**data, "metrics": kept, "best_metric": best if kept and best in family_cls.protocol_rankings else None,
+            "fid_mode": "legacy-tf"}
+
+
 def resolve_run_config(family: str | None, data: dict[str, Any],
                        overrides: list[tuple[list[str], Any]] = ()) -> RunConfig:
     """File data (ours or a family's foreign format) + overrides → a validated RunConfig with defaults filled."""

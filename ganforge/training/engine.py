@@ -25,7 +25,8 @@ from ganforge.config import RESUMABLE_CHANGES, ConfigError, RunConfig, to_dict
 from ganforge.data.loader import Batch, BatchLoader
 from ganforge.data.store import open_dataset
 from ganforge.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
-from ganforge.families import get_family, resolve_run_config
+from ganforge.errors import is_out_of_memory
+from ganforge.families import get_family, migrated_saved_config, resolve_run_config
 from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import ema_update
 from ganforge.nn.spectral_norm import singular_value_estimates
@@ -158,13 +159,15 @@ class Trainer:
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)))
         self.dataset = open_run_dataset(config.data, self.run_dir, resume)
+        if resume is not None and config.init_from is None:  # left out on resume: the run's own record stays
+            config = replace(config, init_from=resume.meta["config"].get("init_from"))
         if resume is not None:
             _check_same_config(self.run_dir, resume.meta["config"], to_dict(config),
                                same_dataset=is_same_dataset(resume.meta.get("dataset"), self.dataset))
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
         if config.metrics:
-            check_training_metrics(config)
+            check_training_metrics(config, self.dataset.source, self.device)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         family_cls = get_family(config.family)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
@@ -312,7 +315,9 @@ class Trainer:
                 seen_before = self.images_seen
                 try:
                     self.pending.add_step(self.train_step(plan))
-                except (torch.OutOfMemoryError, MemoryError) as err:
+                except (MemoryError, RuntimeError) as err:
+                    if not is_out_of_memory(err):
+                        raise
                     raise TrainingOutOfMemory(self.out_of_memory_message(plan, err)) from err
                 self.step += 1
                 received = self._signal_received  # one read: the handler may run at any bytecode
@@ -353,8 +358,11 @@ class Trainer:
                                                 **singular_values})
                 if sample_tick:
                     logger.sample_images(self.step, self.write_samples(plan))
-                scored = self.run_metrics(plan, logger) if metric_tick else None
-                if checkpoint_tick or scored is not None:
+                scored = None
+                if metric_tick:
+                    scored = self.run_metrics(plan, logger)  # rank 0 alone: the others wait at the barrier
+                    self.dist.barrier()
+                if checkpoint_tick or (metric_tick and config.best_metric is not None):  # every rank: collectives
                     self.save_checkpoint(score=scored)
                 if report is not None and self.step % config.sample_every == 0:
                     report.tick()
@@ -403,7 +411,8 @@ class Trainer:
         share = f" ({plan.batch_size // self.dist.world_size} per process)" if self.dist.enabled else ""
         saved = ckpt.checkpoint_steps(self.run_dir)
         where = f"from the newest checkpoint, step {saved[-1]}" if saved else "no checkpoint was written yet"
-        return (f"out of {self.device.type} memory in step {self.step + 1} at {plan.resolution} px with a batch of "
+        memory = self.device.type if isinstance(err, torch.OutOfMemoryError) else "host"
+        return (f"out of {memory} memory in step {self.step + 1} at {plan.resolution} px with a batch of "
                 f"{plan.batch_size}{share}{f' ({cause})' if cause else ''}; resume on a device with more memory "
                 f"({where}), or start a new run (--restart or another --run) with a smaller batch or resolution, or "
                 "with amp: bf16")
@@ -614,16 +623,19 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
                               f"multiple of {world_size}")
 
 
-def check_training_metrics(config: RunConfig) -> None:
+def check_training_metrics(config: RunConfig, data_source: str | None = None,
+                           device: torch.device | None = None) -> None:
     """Unknown metric names, Inception weights that cannot be had, and an FID mode that no metric uses fail now
-    rather than hours into a run (for a translating family: its protocol's stores and weights)."""
+    rather than hours into a run (for a translating family: its protocol's validation store beside the opened
+    training store `data_source`, and its metric networks, loaded on `device` and kept for the ticks)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
     from ganforge.metrics.registry import METRICS, check_metrics
 
     if get_family(config.family).translates:
         from ganforge.evaluation.stargan2 import check_protocol_ready
 
-        check_protocol_ready(config.data, config.metrics, config.inception_weights)
+        check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
+                             device or torch.device("cpu"))
     elif any(METRICS[name].needs_inception for name in check_metrics(config.metrics)):
         resolve_weights_path(config.inception_weights)
     elif config.fid_mode != DEFAULT_FID_MODE:
@@ -675,7 +687,7 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
     `same_dataset`, the dataset's location. The saved config is read as a config file would be, so keys added since
     it was written compare at their defaults, and data paths compare resolved (as from the current directory)."""
     try:
-        saved = to_dict(resolve_run_config(None, dict(saved)))
+        saved = to_dict(resolve_run_config(None, migrated_saved_config(dict(saved))))
     except ConfigError as err:
         raise ConfigError(f"{run_dir}: the run's saved config does not load: {err}") from None
     saved["data"], requested = resolved_data_spec(saved["data"]), {**requested,
