@@ -271,3 +271,27 @@ def test_image_folders_stream_batch_by_batch_and_equal_the_whole_set(tmp_path, m
     Image.new("RGB", (16, 16)).save(folder / "zz-larger.png")  # in the last batch, with a 8 px one
     with pytest.raises(DatasetError, match=r"images of different sizes \[\(3, 8, 8\), \(3, 16, 16\)\]"):
         list(run_metrics.iter_image_set(folder, batch_size=2))
+
+
+def test_evaluating_two_folders_streams_them_and_equals_the_whole_arrays(tmp_path, monkeypatch):
+    """`evaluate --fake DIR --real DIR` reads both sets batch by batch (never a whole folder decoded at once) and
+    gives the values of the same images passed as whole arrays."""
+    from ganforge.evaluation import run_metrics
+
+    rng = np.random.default_rng(10)
+    fakes = _write_pngs(tmp_path / "fakes", rng.integers(0, 256, (20, 3, 16, 16), dtype=np.uint8))
+    reals = _write_pngs(tmp_path / "reals", rng.integers(0, 256, (24, 3, 32, 32), dtype=np.uint8))  # brought to 16
+    whole = evaluate(run_metrics.load_image_set(fakes), run_metrics.load_image_set(reals, 16)[:20], ["swd", "msssim"],
+                     n=20)
+    largest = []
+    real_iter = run_metrics.iter_image_set
+
+    def watched(*args, **kwargs):
+        for batch in real_iter(*args, **{**kwargs, "batch_size": 8}):
+            largest.append(len(batch))
+            yield batch
+
+    monkeypatch.setattr(run_metrics, "iter_image_set", watched)
+    streamed = run_metrics.evaluate_folders(fakes, reals, ["swd", "msssim"])["results"]
+    assert streamed["swd"] == whole["swd"] and streamed["msssim"] == whole["msssim"]
+    assert max(largest) == 8  # batch by batch

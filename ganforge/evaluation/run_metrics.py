@@ -315,14 +315,15 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         resolution, available = model.plan.resolution, n or model.config.metrics_n
     elif step is not None:
         raise ConfigError(f"--step {step}: {fake} is an image set, not a run")
-    else:
-        fakes = load_image_set(fake)
-        resolution, available = fakes.shape[-1], min(n or len(fakes), len(fakes))
-    reals = load_image_set(real, resolution) if real is not None else None
-    count = min(available, len(reals)) if reals is not None else available
-    fake_images = generated_batches(model.family, model.plan, count, seed) if model is not None else fakes[:count]
-    results = _run_evaluate(fake_images, reals[:count] if reals is not None else None, metrics, n=count, seed=seed,
-                            inception_weights=inception_weights, fid_mode=fid_mode, real_stats=stats)
+    else:  # image sets are read batch by batch: two 50,000-image folders never sit in memory whole
+        resolution = next(iter_image_set(fake, batch_size=1)).shape[-1]
+        available = min(n or image_set_size(fake), image_set_size(fake))
+    count = min(available, image_set_size(Path(real))) if real is not None else available
+    fake_images = (generated_batches(model.family, model.plan, count, seed) if model is not None
+                   else iter_image_set(fake, limit=count))
+    reals = iter_image_set(Path(real), resolution, limit=count) if real is not None else None
+    results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
+                            fid_mode=fid_mode, real_stats=stats)
     against = (f"{count} real" if reals is not None else
                f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else ""))
     return {"results": results, "warning": warning, "fid_mode": fid_mode,
