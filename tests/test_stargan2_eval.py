@@ -277,3 +277,29 @@ def test_a_protocol_metric_checks_its_stores_and_weights_before_training(tmp_pat
                                           "inception_weights"):
         check_protocol_ready(str(stores / "train"), ["fid"], missing)
     check_protocol_ready(open_dataset(stores).source, [])  # `data: OUT` opens OUT/train, whose val is beside it
+
+
+@pytest.mark.slow
+def test_a_run_saved_with_image_set_metrics_still_loads_and_resumes(tmp_path: Path) -> None:
+    """Before the protocol ran at metric ticks a stargan2 config could list `swd`/`fid`, which scored its (source,
+    translation) pairs as generated images; such a saved run must still load and resume, those metrics dropped
+    with a warning (they could not be removed on resume: metrics are not a resumable change)."""
+    import ganforge
+    from ganforge.families import migrated_saved_config
+    from ganforge.run_loader import load_run
+    from ganforge.training import checkpoint as ckpt
+
+    run, _ = train_tiny_run(tmp_path, steps=2)
+    old = {"metrics": ["swd", "kid"], "metrics_every": 2, "best_metric": "swd_avg", "fid_mode": "clean"}
+    for path in [run / "config.json", *sorted((run / "checkpoints").glob("*.json"))]:
+        record = json.loads(path.read_text())
+        record.get("config", record).update(old)
+        path.write_text(json.dumps(record))  # as a run of an earlier version saved it (the hash covers tensors only)
+    assert migrated_saved_config({"family": "pgan", **old}) == {"family": "pgan", **old}  # only translating ones
+    with pytest.warns(UserWarning, match=r"saved metrics \['swd', 'kid'\] scored its \(source, translation\)"):
+        model = load_run(run)
+    assert (model.config.metrics, model.config.best_metric, model.config.fid_mode) == ([], None, "legacy-tf")
+    saved = json.loads((run / "config.json").read_text())
+    with pytest.warns(UserWarning, match="no longer computed"):
+        ganforge.train({**migrated_saved_config(saved), "model": {**saved["model"], "steps": 3}}, run)
+    assert ckpt.resolve_checkpoint(run).step == 3

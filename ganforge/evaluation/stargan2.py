@@ -214,11 +214,13 @@ def check_protocol_ready(train_source: str | Path, metrics: list[str], inception
     """Before training with the protocol at metric ticks: the validation store beside the training store, and the
     metric networks of `metrics`, loaded now (and kept for the ticks), so a missing or wrong file fails before the
     first step, not hours into the run. `inception_weights` is torchvision's Inception file here."""
-    train = Path(train_source)
-    if train.name != "train" or not (train.parent / "val" / "manifest.json").is_file():
+    try:
+        default_val_store(train_source)
+    except DatasetError:
         raise ConfigError(f"metrics: the StarGAN v2 protocol translates the validation images, and there is no "
-                          f"validation store beside the training store {train} (expected {train.parent / 'val'}: "
-                          "`ganforge prepare domains|celeba-domains` writes OUT/train and OUT/val)")
+                          f"validation store beside the training store {train_source} (expected "
+                          f"{Path(train_source).parent / 'val'}: `ganforge prepare domains|celeba-domains` writes "
+                          "OUT/train and OUT/val)") from None
     try:
         if "fid" in metrics:
             _cached_extractor(None if inception_weights is None else str(inception_weights), str(device))
