@@ -242,14 +242,18 @@ def test_cli_evaluate_refuses_options_a_stargan2_run_would_ignore(tiny, capsys) 
 @pytest.mark.slow
 def test_training_evaluates_by_the_protocol_at_metric_ticks_and_keeps_the_best(tmp_path: Path, monkeypatch) -> None:
     """The official eval_every: at each metric tick the EMA networks as they are get the same values as the saved
-    checkpoint of that step under `ganforge evaluate`, into metrics.jsonl, and best.json ranks by FID."""
+    checkpoint of that step under `ganforge evaluate`, into metrics.jsonl, and best.json ranks by FID; the
+    training images go through the FID network at the first tick only."""
     monkeypatch.setattr(stargan2_evaluation, "check_protocol_ready", lambda *args: None)  # stand-ins below
-    monkeypatch.setattr(stargan2_evaluation, "_cached_extractor", lambda weights, device: Recording())
+    extractor = Recording()
+    monkeypatch.setattr(stargan2_evaluation, "_cached_extractor", lambda weights, device: extractor)
     monkeypatch.setattr(stargan2_evaluation, "_cached_lpips", lambda device: RecordingLPIPS())
     run, _ = train_tiny_run(tmp_path, steps=4, metrics=["fid", "lpips"], metrics_every=2,
                             best_metric="FID_latent/mean", keep_best=1, checkpoint_every=2)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
+    translations_per_tick = 2 * 2 * 10 * SPLIT_COUNTS["val"]  # 2 modes × 2 tasks × 10 outputs of each source
+    assert sum(len(b) for b in extractor.batches) == 2 * SPLIT_COUNTS["train"] + 2 * translations_per_tick
     for record in records:
         assert record["fid_network"] == "torchvision-inception"
         offline = evaluate_stargan2(run, step=record["step"], device="cpu", feature_extractor=Recording(),

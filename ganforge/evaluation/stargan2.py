@@ -241,44 +241,68 @@ def _cached_lpips(device: str) -> LPIPS:
     return load_lpips(None, device)
 
 
+# The training images' statistics of the run being trained: they do not change between its metric ticks, and a
+# dataset of StarGAN v2's size (AFHQ: 14,630 images) would otherwise go through Inception again at each one.
+_training_real_stats: tuple[tuple, FeatureExtractor, dict[int, FeatureStats]] | None = None
+
+
 def protocol_scores(family: Any, train_store: ImageDataset, metrics: list[str], *, max_val: int | None,
                     inception_weights: str | Path | None = None) -> dict[str, float | str]:
     """The protocol at a training run's metric tick (official eval_every): the EMA networks as they are now, the
     validation store beside the training store, the paper's FID network; the metric networks are kept between
     ticks. Flat values (FID_latent/mean, ...) plus "fid_network" when FID is among them."""
+    global _training_real_stats
     val_store = open_dataset(default_val_store(train_store.source))
     device = str(family.device)
     extract = _cached_extractor(None if inception_weights is None else str(inception_weights), device) \
         if "fid" in metrics else None
     lpips = _cached_lpips(device) if "lpips" in metrics else None
+    real_stats = None
+    if extract is not None:
+        key = (train_store.fingerprint, family.domain_column, tuple(family.domain_names), family.img_size)
+        if _training_real_stats is None or _training_real_stats[0] != key or _training_real_stats[1] is not extract:
+            _training_real_stats = (key, extract, domain_feature_stats(train_store, family, extract))
+        real_stats = _training_real_stats[2]
     results, _, _ = translation_scores(family, family.nets, train_store, val_store, max_val=max_val,
-                                       extract=extract, lpips=lpips)
+                                       extract=extract, lpips=lpips, real_stats=real_stats)
     return {**results, **({"fid_network": DEFAULT_FID_NETWORK} if extract is not None else {})}
+
+
+@torch.no_grad()
+def domain_feature_stats(train_store: ImageDataset, family: Any, extract: FeatureExtractor, *,
+                         max_train: int | None = None, batch_size: int = 32) -> dict[int, FeatureStats]:
+    """Feature statistics of the training images of each target domain: the real side of the protocol's FID."""
+    labels = _domain_labels(train_store, family.domain_column, family.domain_names, "training")
+    real_stats: dict[int, FeatureStats] = {}
+    for trg in range(len(family.domain_names)):
+        members = np.flatnonzero(labels == trg)[:max_train]
+        for start in range(0, len(members), batch_size):
+            images = torch.from_numpy(np.ascontiguousarray(
+                train_store.images(family.img_size)[members[start:start + batch_size]]))
+            features = extract(to_uint8_images(images)).double()
+            real_stats.setdefault(trg, FeatureStats(features.shape[1])).update(features)
+    return real_stats
 
 
 @torch.no_grad()
 def translation_scores(family: Any, nets: dict[str, torch.nn.Module], train_store: ImageDataset,
                        val_store: ImageDataset, *, modes: tuple[str, ...] = MODES, num_outs: int = 10,
                        batch_size: int = 32, max_val: int | None = None, max_train: int | None = None,
-                       seed: int = 777, extract: FeatureExtractor | None, lpips: LPIPS | None
+                       seed: int = 777, extract: FeatureExtractor | None, lpips: LPIPS | None,
+                       real_stats: dict[int, FeatureStats] | None = None
                        ) -> tuple[dict[str, float], dict[str, int], dict[str, int]]:
     """The protocol's values for the networks as they are (a saved run's, or a training run's at a metric tick):
     (FID_<mode>/<task> and LPIPS_<mode>/<task> with their /mean, sources per task, real images per domain).
-    `extract` None leaves FID out, `lpips` None LPIPS; the translations are the same either way."""
+    `extract` None leaves FID out, `lpips` None LPIPS; the translations are the same either way. `real_stats`
+    (domain_feature_stats of `train_store` by `extract`) saves computing them again."""
     if extract is None and lpips is None:
         raise ValueError("translation_scores: nothing to compute (neither a FID feature extractor nor LPIPS)")
     dev = family.device
     domains, column, size = family.domain_names, family.domain_column, family.img_size
-    train_labels = _domain_labels(train_store, column, domains, "training")
     val_labels = _domain_labels(val_store, column, domains, "validation")
-
-    real_stats: dict[int, FeatureStats] = {}
-    for trg in range(len(domains) if extract is not None else 0):
-        members = np.flatnonzero(train_labels == trg)[:max_train]
-        for start in range(0, len(members), batch_size):
-            images = torch.from_numpy(np.ascontiguousarray(train_store.images(size)[members[start:start + batch_size]]))
-            features = extract(to_uint8_images(images)).double()
-            real_stats.setdefault(trg, FeatureStats(features.shape[1])).update(features)
+    if real_stats is None:
+        real_stats = {} if extract is None else domain_feature_stats(train_store, family, extract,
+                                                                     max_train=max_train, batch_size=batch_size)
 
     results: dict[str, Any] = {}
     tasks: dict[str, int] = {}
