@@ -246,9 +246,15 @@ def test_stats_of_the_first_n_images(standin_weights, tmp_path, capsys):
     assert np.array_equal(read_stats(again).mean, written.mean) and np.array_equal(read_stats(again).cov, written.cov)
 
 
+def whole_set(*args, **kwargs) -> np.ndarray:
+    from ganforge.evaluation import run_metrics
+
+    return np.concatenate(list(run_metrics.iter_image_set(*args, **kwargs)))
+
+
 def test_image_folders_stream_batch_by_batch_and_equal_the_whole_set(tmp_path, monkeypatch):
     """`ganforge stats` of a 50,000-image folder holds one batch of decoded images, not the folder (pytorch-fid
-    streams too); the batches are the set `load_image_set` returns, a store's read from its memory map."""
+    streams too); the batches concatenate to the whole set, a store's read from its memory map."""
     from ganforge.evaluation import run_metrics
 
     images = np.random.default_rng(9).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
@@ -261,13 +267,13 @@ def test_image_folders_stream_batch_by_batch_and_equal_the_whole_set(tmp_path, m
     assert first.shape == (2, 3, 8, 8) and len(decoded) == 2  # nothing decoded beyond the batch handed out
     rest = list(batches)
     assert [len(b) for b in rest] == [2, 1] and np.array_equal(np.concatenate([first, *rest]), images)
-    assert np.array_equal(run_metrics.load_image_set(folder, limit=3), images[:3])
+    assert np.array_equal(whole_set(folder, limit=3), images[:3])
     assert run_metrics.image_set_size(folder) == 5
     from ganforge.data.store import write_store
 
     store = write_store(tmp_path / "store", images, resolution=8, source="test")  # read from its memory map
     assert [len(b) for b in run_metrics.iter_image_set(store, limit=4, batch_size=3)] == [3, 1]
-    assert np.array_equal(run_metrics.load_image_set(store), images) and run_metrics.image_set_size(store) == 5
+    assert np.array_equal(whole_set(store), images) and run_metrics.image_set_size(store) == 5
     Image.new("RGB", (16, 16)).save(folder / "zz-larger.png")  # in the last batch, with a 8 px one
     with pytest.raises(DatasetError, match=r"images of different sizes \[\(3, 8, 8\), \(3, 16, 16\)\]"):
         list(run_metrics.iter_image_set(folder, batch_size=2))
@@ -281,7 +287,7 @@ def test_evaluating_two_folders_streams_them_and_equals_the_whole_arrays(tmp_pat
     rng = np.random.default_rng(10)
     fakes = _write_pngs(tmp_path / "fakes", rng.integers(0, 256, (20, 3, 16, 16), dtype=np.uint8))
     reals = _write_pngs(tmp_path / "reals", rng.integers(0, 256, (24, 3, 32, 32), dtype=np.uint8))  # brought to 16
-    whole = evaluate(run_metrics.load_image_set(fakes), run_metrics.load_image_set(reals, 16)[:20], ["swd", "msssim"],
+    whole = evaluate(whole_set(fakes), whole_set(reals, 16)[:20], ["swd", "msssim"],
                      n=20)
     largest = []
     real_iter = run_metrics.iter_image_set

@@ -193,10 +193,9 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             dataset = open_dataset(real if real is not None else model.config.data)
             count = min(n or model.config.metrics_n, dataset.count)
             reals: Any = real_images(dataset, resolution, count, seed)
-        else:
-            reals = load_image_set(Path(real), resolution)
-            count = min(n or model.config.metrics_n, len(reals))
-            reals = reals[:count]
+        else:  # a folder or an .npz, read batch by batch as `evaluate --fake DIR --real DIR` reads it
+            count = min(n or model.config.metrics_n, image_set_size(Path(real)))
+            reals = iter_image_set(Path(real), resolution, limit=count)
         try:
             results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
                                     n=count, seed=seed, inception_weights=inception_weights, fid_mode=fid_mode)
@@ -221,16 +220,11 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             "table": table + (f"\n{warning}" if warning else "")}
 
 
-def load_image_set(source: Path, resolution: int | None = None, limit: int | None = None) -> np.ndarray:
-    """A folder of images, an .npz (uint8 NCHW or NHWC), or a store → uint8 NCHW (resized to `resolution`); with
-    `limit`, only the first `limit` images (a folder's in file-name order)."""
-    return np.concatenate(list(iter_image_set(source, resolution, limit)))
-
-
 def iter_image_set(source: Path, resolution: int | None = None, limit: int | None = None,
                    batch_size: int = 256) -> Iterator[np.ndarray]:
-    """`load_image_set` in uint8 NCHW batches, a folder decoded batch by batch: the statistics of a 50,000-image
-    folder need one batch in memory, not the whole set (`ganforge stats`, as pytorch-fid streams its folders)."""
+    """A folder of images, an .npz (uint8 NCHW or NHWC) or a store → uint8 NCHW batches (resized to `resolution`;
+    with `limit`, only the first `limit` images, a folder's in file-name order). A folder is decoded batch by batch:
+    the statistics of a 50,000-image folder need one batch in memory, not the whole set (as pytorch-fid streams)."""
     source = Path(source)
     if source.suffix == ".npz":
         with np.load(source, allow_pickle=False) as archive:
