@@ -187,8 +187,8 @@ class Family(ABC):
         if self.augment is not None:
             parts = [self.augment(part) for part in parts]
         output = self.nets[net](parts[0] if len(parts) == 1 else torch.cat(parts), *args, **kwargs)
-        if real:
-            self.observe_real_logits(output)
+        if real:  # a D that also returns class logits (PGAN's AC-GAN) puts its score first
+            self.observe_real_logits(output if isinstance(output, torch.Tensor) else output[0])
         return output
 
     def observe_real_logits(self, logits: torch.Tensor) -> None:

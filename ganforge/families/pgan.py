@@ -54,7 +54,9 @@ LOSS_KEYS: dict[str, dict[str, float]] = {"wgan-gp": {"lambda_gp": 10.0, "drift"
 _BATCH_DEFAULT = 16
 # Model keys newer than some saved run configs, with the value that behaves as those runs did without them.
 _ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None, "r1_interval": None,
-                                "styles": False, "mapping_layers": None}
+                                "styles": False, "mapping_layers": None, "conditions": None,
+                                "condition_weight_d": None, "condition_weight_g": None}
+_CONDITION_WEIGHT_DEFAULT = 1.0  # weightConditionD / weightConditionG of the zoo's presets that condition (dtd)
 _MAPPING_LAYERS_DEFAULT = 2
 
 
@@ -116,6 +118,11 @@ class PGANConfig:
     # logistic-r1: R1 every this many steps (StyleGAN2's lazy regularisation, which uses 16); 1: every step (StyleGAN)
     r1_interval: int | None = None
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
+    # AC-GAN as pytorch_GAN_zoo conditions (its attribute dict): label columns of the store given to G, whose
+    # classes D also predicts; the weights of D's classification loss on reals and G's on fakes (default 1)
+    conditions: list[str] | None = None
+    condition_weight_d: float | None = None
+    condition_weight_g: float | None = None
     lr: float = 0.001
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     adam_eps: float = 1e-8  # the reference's ε (the zoo variant divides it by the batch: see PGANFamily.adam_eps)
@@ -151,6 +158,28 @@ class PGANConfig:
             self.mapping_layers = _MAPPING_LAYERS_DEFAULT
         if self.mapping_layers is not None and self.mapping_layers < 0:
             raise ConfigError(f"model.mapping_layers: expected an integer >= 0, got {self.mapping_layers!r}")
+        if self.conditions is not None:
+            if self.variant != "zoo":
+                raise ConfigError("model.conditions: label conditioning (AC-GAN) follows pytorch_GAN_zoo; set "
+                                  "model.variant: zoo")
+            if (not isinstance(self.conditions, list) or not self.conditions
+                    or not all(isinstance(c, str) for c in self.conditions)
+                    or len(set(self.conditions)) != len(self.conditions)):
+                raise ConfigError(f"model.conditions: expected a list of distinct label column names, got "
+                                  f"{self.conditions!r}")
+            if self.styles:
+                raise ConfigError("model.conditions: label conditioning is offered for the references' G, not with "
+                                  "model.styles")
+        for name in ("condition_weight_d", "condition_weight_g"):
+            value = getattr(self, name)
+            if self.conditions is None and value is not None:
+                raise ConfigError(f"model.{name}: does nothing without model.conditions (the label columns to "
+                                  "condition on); remove it or name the columns")
+            if self.conditions is not None:
+                if value is None:
+                    setattr(self, name, _CONDITION_WEIGHT_DEFAULT)
+                elif value < 0:
+                    raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
         if self.r1_interval is not None and self.r1_interval < 1:
             raise ConfigError(f"model.r1_interval: expected an integer >= 1, got {self.r1_interval!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -285,6 +314,23 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
     return segments
 
 
+def condition_columns(dataset, names: list[str]) -> tuple[list[int], list[int]]:
+    """(index among the store's label columns, class count) of each conditioning column, in `names`' order."""
+    available = [column for column, _ in dataset.label_columns]
+    indices, sizes = [], []
+    for name in names:
+        if name not in available:
+            have = f"label columns {available}" if available else "no label columns"
+            raise ConfigError(f"model.conditions: no label column {name!r} in the dataset {dataset.source} (it has "
+                              f"{have})")
+        indices.append(available.index(name))
+        sizes.append(len(dataset.label_columns[indices[-1]][1]))
+        if sizes[-1] < 2:
+            raise ConfigError(f"model.conditions: the label column {name!r} of {dataset.source} has "
+                              f"{sizes[-1]} class; conditioning on it would do nothing")
+    return indices, sizes
+
+
 class PGANFamily(Family):
     name = "pgan"
     config_class = PGANConfig
@@ -292,11 +338,12 @@ class PGANFamily(Family):
     def __init__(self, config: PGANConfig, dataset, device, dist) -> None:
         super().__init__(config, dataset, device, dist)
         widths = config.widths or pgan_widths(config.resolution, config.fmap_base, config.fmap_max)
+        self.condition_columns, label_sizes = condition_columns(dataset, config.conditions or [])
         try:
             self.arch = PGANArch(resolution=config.resolution, widths=list(widths), latent_dim=config.latent_dim,
                                  variant=config.variant, channels=dataset.channels,
                                  mbstd_group_size=config.mbstd_group_size, styles=config.styles,
-                                 mapping_layers=config.mapping_layers or 0)
+                                 mapping_layers=config.mapping_layers or 0, label_sizes=label_sizes)
         except ValueError as err:  # the architecture names its own fields; the user wrote them under `model.`
             raise ConfigError(str(err).replace("PGANArch.", "model.")) from None
         if dataset.resolution < config.resolution:
@@ -434,48 +481,81 @@ class PGANFamily(Family):
         def D(images: torch.Tensor, **kwargs: Any) -> Any:
             return self.discriminate(images, scale, alpha, **kwargs)
 
-        def r1_measure(reals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """R1 (as StyleGAN's process_reals sees it in the paper variant) and D's logits on the reals."""
+        def fakes_of(labels: torch.Tensor | None) -> torch.Tensor:
+            return G(self.randn(batch_size, config.latent_dim), scale, alpha, labels)
+
+        def scored(images: torch.Tensor, labels: torch.Tensor | None, **kwargs: Any
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """D's score, and with labels (AC-GAN) the classification loss of its class logits."""
+            if labels is None:
+                return D(images, **kwargs), None
+            score, logits = D(images, return_label_logits=True, **kwargs)
+            return score, self.classification_loss(logits, labels)
+
+        def with_classification(loss: torch.Tensor, logs: dict[str, torch.Tensor], net: str,
+                                classification: torch.Tensor | None, weight: float
+                                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            """The adversarial loss plus the weighted classification loss; the log keeps the unweighted one."""
+            if classification is None:
+                return loss, logs
+            loss = loss + self.condition_loss_weight(weight, batch_size) * classification
+            return loss, {**logs, f"loss_{net}": loss.detach(), f"classification_{net}": classification.detach()}
+
+        def r1_and_scores(reals: torch.Tensor, labels: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            """R1 (as StyleGAN's process_reals sees it in the paper variant), D's logits on the reals, and with
+            labels the weighted classification loss, from one D call."""
             reals = reals.detach().requires_grad_(True)
-            d_real = D(reals, real=True)
-            return r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2, d_real
+            d_real, classification = scored(reals, labels, real=True)
+            return r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2, d_real, classification
 
         def d_r1_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             """StyleGAN2's lazy R1 phase: γ·R1 weighted by the interval, on the D phase's reals."""
-            r1, _ = r1_measure(batch.images)
+            r1 = r1_and_scores(batch.images, None)[0]
             return config.r1_gamma * config.r1_interval * r1, {"r1": r1.detach()}
 
         def d_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             reals = batch.images
+            real_labels = self.conditioning_labels(batch)
             with torch.no_grad():
-                fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
+                fakes = fakes_of(self.random_labels(batch_size))
             if lazy:
-                loss = logistic_discriminator_loss(D(reals, real=True), D(fakes))
-                return loss, {"loss_D": loss.detach()}
-            if config.loss == "logistic-r1":
-                r1, d_real = r1_measure(reals)
+                d_real, classification = scored(reals, real_labels, real=True)
+                loss = logistic_discriminator_loss(d_real, D(fakes))
+                logs = {"loss_D": loss.detach()}
+            elif config.loss == "logistic-r1":
+                r1, d_real, classification = r1_and_scores(reals, real_labels)
                 loss = logistic_discriminator_loss(d_real, D(fakes)) + config.r1_gamma * r1
-                return loss, {"loss_D": loss.detach(), "r1": r1.detach()}
-            d_real = D(reals, real=True)
-            d_fake = D(fakes)
-            mix = self.rand(batch_size, 1, 1, 1)
-            gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))
-            drift = drift_penalty(d_real)
-            wdist = wgan_critic_loss(d_real, d_fake)
-            loss = wdist + config.lambda_gp * gp + config.drift * drift
-            return loss, {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach()}
+                logs = {"loss_D": loss.detach(), "r1": r1.detach()}
+            else:
+                d_real, classification = scored(reals, real_labels, real=True)
+                d_fake = D(fakes)
+                mix = self.rand(batch_size, 1, 1, 1)
+                gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))
+                drift = drift_penalty(d_real)
+                wdist = wgan_critic_loss(d_real, d_fake)
+                loss = wdist + config.lambda_gp * gp + config.drift * drift
+                logs = {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach()}
+            # the zoo's D step: its classification loss on the reals
+            return with_classification(loss, logs, "D", classification, config.condition_weight_d)
 
         def g_loss(d_batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            fakes = G(self.randn(batch_size, config.latent_dim), scale, alpha)
+            labels = self.random_labels(batch_size)
+            fakes = fakes_of(labels)
             if d_batch is not None:  # GDPP
                 d_fake, fake_features = D(fakes, return_features=True)
                 with torch.no_grad():
                     _, real_features = D(d_batch.images, return_features=True)
                 gdpp = gdpp_loss(fake_features, real_features)
                 loss = adversarial(d_fake) + self.gdpp_weight(batch_size) * gdpp
-                return loss, {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
-            loss = adversarial(D(fakes))
-            return loss, {"loss_G": loss.detach()}
+                logs = {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
+                classification = scored(fakes, labels)[1]
+            else:
+                d_fake, classification = scored(fakes, labels)
+                loss = adversarial(d_fake)
+                logs = {"loss_G": loss.detach()}
+            # the zoo's G step: the classes G was asked for, as D reads them
+            return with_classification(loss, logs, "G", classification, config.condition_weight_g)
 
         lazy_r1 = [Phase("D_r1", ("D",), d_r1_loss, data="previous")] if lazy and step % config.r1_interval == 0 else []
         return [Phase("D", ("D",), d_loss), *lazy_r1,
@@ -511,17 +591,56 @@ class PGANFamily(Family):
         """
         return self.config.gdpp / batch_size if self.config.variant == "zoo" else self.config.gdpp
 
+    # --- label conditioning (AC-GAN) -------------------------------------------------------------------------
+    def conditioning_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The real batch's classes of the conditioning columns [N, columns], None for an unconditional run."""
+        if not self.condition_columns:
+            return None
+        return batch.labels[:, self.condition_columns]
+
+    def random_labels(self, batch_size: int) -> torch.Tensor | None:
+        """Classes for fakes, each column uniform as the zoo's buildRandomCriterionTensor draws them; drawn at
+        global-batch size and sharded, as `randn`."""
+        if not self.condition_columns:
+            return None
+        labels = [torch.randint(size, (batch_size,), device=self.device) for size in self.arch.label_sizes]
+        return self.dist.shard(torch.stack(labels, dim=1))
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Sum over the conditioning columns of the cross-entropy of their class logits, each a batch mean (the
+        zoo's ACGANCriterion). The zoo slices column k's logits from D's output starting at its score column, so
+        its first column's logits include the score; here they are the logits after the score."""
+        loss = logits.new_zeros(())
+        start = 0
+        for column, size in enumerate(self.arch.label_sizes):
+            loss = loss + torch.nn.functional.cross_entropy(logits[:, start:start + size], labels[:, column].long())
+            start += size
+        return loss
+
+    def condition_loss_weight(self, weight: float, batch_size: int) -> float:
+        """The zoo adds its classification loss, a batch mean, to adversarial losses summed over the batch: on
+        ganforge's mean scale that is weight / N (Adam ignores the common factor N but for its eps), as GDPP."""
+        return weight / batch_size
+
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"z": torch.randn(n, self.config.latent_dim, generator=generator)}
+        """z, and for a conditional run uniformly drawn classes of each conditioning column ("labels")."""
+        z = torch.randn(n, self.config.latent_dim, generator=generator)
+        if not self.condition_columns:
+            return {"z": z}
+        return {"z": z, "labels": torch.stack([torch.randint(size, (n,), generator=generator)
+                                               for size in self.arch.label_sizes], dim=1)}
 
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         """At the plan's resolution and fade (its exact real-image blend is the networks' alpha)."""
-        return self.nets[net](inputs["z"], int(math.log2(plan.resolution)) - 2, plan.real_blend)
+        return self.nets[net](inputs["z"], int(math.log2(plan.resolution)) - 2, plan.real_blend, inputs.get("labels"))
 
     def describe(self) -> dict[str, Any]:
         styles = {"styles": f"on, {self.arch.mapping_layers} mapping layers"} if self.arch.styles else {}
-        return {"variant": self.config.variant, "widths": self.arch.widths, **styles, "mirror": self.mirror,
+        conditions = {"conditions": dict(zip(self.config.conditions, self.arch.label_sizes, strict=True))} \
+            if self.condition_columns else {}
+        return {"variant": self.config.variant, "widths": self.arch.widths, **styles, **conditions,
+                "mirror": self.mirror,
                 "total_steps": self.total_steps(),
                 "schedule": [{"res": s.resolution, "batch": s.batch_size, "steps": s.steps,
                               "fade_steps": s.fade_steps} for s in self.segments]}

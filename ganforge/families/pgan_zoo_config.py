@@ -64,6 +64,11 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
             zoo[key] = data[key]
     for key, value in zoo.items():
         if key in _FIXED:
+            if value != _FIXED[key] and key in ("weightConditionD", "weightConditionG"):
+                raise ConfigError(f"config.{key}: {value!r}: the zoo's AC-GAN takes its classes from a "
+                                  "pathAttribDict file, which a ganforge store replaces with its label columns; "
+                                  "write a ganforge config with model.conditions (the columns) and "
+                                  "model.condition_weight_d / condition_weight_g")
             if value != _FIXED[key]:
                 raise ConfigError(f"config.{key}: ganforge's PGAN supports only {_FIXED[key]!r}, got {value!r}")
         elif key not in _MAPPED:

@@ -16,12 +16,16 @@ a small mapping network turns the normalised latent into w, an affine of w scale
 every pixel norm (StyleGAN's AdaIN with PGAN's pixel norm in place of instance norm) and scales toRGB's input
 channels (StyleGAN2's modulated toRGB without demodulation). Without it, the colour of a shape or a background has
 to survive every upsampling from the 4×4 block; with it, one affine sets it for the whole image.
+
+``label_sizes`` (pytorch_GAN_zoo's AC-GAN conditioning; empty: unconditional): G's input is the latent followed by
+one one-hot vector per label column (normalised together, as both references normalise their input), and D's last
+dense layer has one logit per class of every column after the score.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +70,7 @@ class PGANArch:
     zoo_skip_first_d_fade: bool = False
     styles: bool = False
     mapping_layers: int = 0  # of the styles' mapping network; must be 0 without styles
+    label_sizes: list[int] = field(default_factory=list)  # classes per conditioning label column (AC-GAN)
 
     def __post_init__(self) -> None:
         _check_resolution(self.resolution, "PGANArch.resolution")
@@ -90,6 +95,18 @@ class PGANArch:
             raise ValueError(f"PGANArch.mapping_layers: {self.mapping_layers} does nothing without styles")
         if self.variant not in VARIANTS:
             raise ValueError(f"PGANArch.variant must be one of {VARIANTS}, got {self.variant!r}")
+        self.label_sizes = list(self.label_sizes)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in self.label_sizes):
+            raise ValueError(f"PGANArch.label_sizes must list integers >= 2 (classes per label column), got "
+                             f"{self.label_sizes!r}")
+        if self.label_sizes and self.styles:
+            raise ValueError("PGANArch.label_sizes: label conditioning is offered for the references' G, not with "
+                             "styles")
+
+    @property
+    def label_dim(self) -> int:
+        """Width of the one-hot label input of G and of D's class logits (0: unconditional)."""
+        return sum(self.label_sizes)
 
     @property
     def num_scales(self) -> int:
@@ -122,6 +139,16 @@ def _check_scale_alpha(arch: PGANArch, scale: int, alpha: float) -> None:
         raise ValueError(f"alpha must be 0 at scale 0 (there is no lower scale to fade from), got {alpha}")
 
 
+def one_hot_labels(labels: Tensor | None, sizes: list[int], count: int) -> Tensor:
+    """Class indices [N, columns] → the concatenated one-hot vectors [N, sum(sizes)], as both references feed
+    labels to G."""
+    if labels is None or labels.shape != (count, len(sizes)):
+        got = None if labels is None else tuple(labels.shape)
+        raise ValueError(f"a conditional PGAN expects labels of shape [{count}, {len(sizes)}] (one class index per "
+                         f"label column), got {got}")
+    return torch.cat([F.one_hot(labels[:, k].long(), size) for k, size in enumerate(sizes)], dim=1)
+
+
 class _GBase(nn.Module):
     """4×4 block of G: latent → dense → (C0, 4, 4) → LReLU, PN → conv3×3 → LReLU, PN."""
 
@@ -133,7 +160,7 @@ class _GBase(nn.Module):
         # The paper's dense layer has one bias per channel, added after the reshape; the zoo's nn.Linear
         # has one per output unit, inside the He scaling.
         self.dense = EqualizedLinear(
-            arch.latent_dim, 16 * width, gain=SQRT2 if zoo else SQRT2 / 4, scale_bias=zoo, bias=zoo
+            arch.latent_dim + arch.label_dim, 16 * width, gain=SQRT2 if zoo else SQRT2 / 4, scale_bias=zoo, bias=zoo
         )
         self.bias = None if zoo else nn.Parameter(torch.zeros(width))
         self.conv = EqualizedConv2d(width, width, 3, padding=1, scale_bias=zoo)
@@ -195,13 +222,18 @@ class PGANGenerator(nn.Module):
             x = x * (self.rgb_styles[scale](w)[:, :, None, None] + 1.0)
         return self.to_rgb[scale](x)
 
-    def forward(self, z: Tensor, scale: int, alpha: float = 0.0) -> Tensor:
-        """Image [N, channels, 4·2^scale, 4·2^scale] (linear, no tanh) from latents z [N, latent_dim]."""
+    def forward(self, z: Tensor, scale: int, alpha: float = 0.0, labels: Tensor | None = None) -> Tensor:
+        """Image [N, channels, 4·2^scale, 4·2^scale] (linear, no tanh) from latents z [N, latent_dim] and, for a
+        conditional G, class indices `labels` [N, label columns]."""
         _check_scale_alpha(self.arch, scale, alpha)
         if z.ndim != 2 or z.shape[1] != self.arch.latent_dim:
             raise ValueError(
                 f"PGANGenerator expects z of shape [N, {self.arch.latent_dim}], got {tuple(z.shape)}"
             )
+        if self.arch.label_sizes:
+            z = torch.cat([z, one_hot_labels(labels, self.arch.label_sizes, len(z)).to(z.dtype)], dim=1)
+        elif labels is not None:
+            raise ValueError("PGANGenerator: labels given to an unconditional generator (label_sizes is empty)")
         x = pixel_norm(z)
         w = None
         if self.arch.styles:
@@ -232,7 +264,7 @@ class _DHead(nn.Module):
         self.mbstd_group_size = arch.mbstd_group_size
         self.conv = EqualizedConv2d(width + 1, width, 3, padding=1, scale_bias=zoo)
         self.dense0 = EqualizedLinear(16 * width, width, scale_bias=zoo)
-        self.dense1 = EqualizedLinear(width, 1, gain=SQRT2 if zoo else 1.0, scale_bias=zoo)
+        self.dense1 = EqualizedLinear(width, 1 + arch.label_dim, gain=SQRT2 if zoo else 1.0, scale_bias=zoo)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = minibatch_stddev(x, self.mbstd_group_size, mode=self.mbstd_mode)
@@ -271,9 +303,15 @@ class PGANDiscriminator(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, scale: int, alpha: float = 0.0, *, return_features: bool = False
+        self, x: Tensor, scale: int, alpha: float = 0.0, *, return_features: bool = False,
+        return_label_logits: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Score [N, 1]; with return_features also the [N, C0] input of the last dense layer (for GDPP)."""
+        """Score [N, 1]; with return_features also the [N, C0] input of the last dense layer (for GDPP), with
+        return_label_logits the class logits [N, label_dim] of a conditional D (AC-GAN)."""
+        if return_features and return_label_logits:
+            raise ValueError("PGANDiscriminator: ask for the features or the label logits, not both")
+        if return_label_logits and not self.arch.label_sizes:
+            raise ValueError("PGANDiscriminator: label logits asked of an unconditional D (label_sizes is empty)")
         _check_scale_alpha(self.arch, scale, alpha)
         size = 4 * 2**scale
         if x.ndim != 4 or x.shape[1] != self.arch.channels or x.shape[2] != size or x.shape[3] != size:
@@ -292,4 +330,7 @@ class PGANDiscriminator(nn.Module):
             for index in range(scale - 1, 0, -1):
                 h = self.blocks[index](h)
         out, features = self.blocks[0](h)
-        return (out, features) if return_features else out
+        if return_label_logits:
+            return out[:, :1], out[:, 1:]
+        score = out[:, :1] if self.arch.label_sizes else out
+        return (score, features) if return_features else score

@@ -75,10 +75,14 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     caption = f"{cs.model_caption(model, truncation=request.truncation, method=request.truncation_method)}, " \
               f"seed {request.seed}"
     if request.interpolate:
-        path = interpolation_path(inputs["z"], request.interpolate)
-        frames = torch.cat([model.generate({"z": chunk}) for chunk in path.split(64)])
+        path = {"z": interpolation_path(inputs["z"], request.interpolate)}
+        if "labels" in inputs:  # a conditional PGAN: each row keeps the classes drawn with its first latent
+            path["labels"] = inputs["labels"][:-1].repeat_interleave(request.interpolate, dim=0)
+        frames = torch.cat([model.generate({k: v[i:i + 64] for k, v in path.items()})
+                            for i in range(0, len(path["z"]), 64)])
+        rows = ", each row in the classes of its first frame" if "labels" in inputs else ""
         save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0,
-                  title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames")
+                  title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames{rows}")
         return Generated([request.out / "interpolation.png"])
     batches = (to_uint8(model.generate({k: v[i:i + 64] for k, v in inputs.items()})) for i in range(0, request.n, 64))
     if request.grid:
