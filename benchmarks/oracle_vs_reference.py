@@ -21,6 +21,10 @@ on the same real batches (built-in shapes, blended as the zoo's trainer blends t
 the noise the zoo drew (latents and the penalty's mixing weights, recorded by wrapping torch.randn and torch.rand).
 Losses are shown on the zoo's scale (it sums over the batch, ganforge logs means: × N). During the 4→8 fade
 (`--scale 1` with alpha > 0) they must differ: the zoo's D ignores alpha there, a zoo bug ganforge fixes.
+`--condition-weights WD WG` adds the zoo's AC-GAN on the shape column (an attribute dict of its 4 classes,
+`weightConditionD/G`) against `model.conditions: [shape]`: the reals' classes go to both, the classes the zoo draws
+with numpy for its fakes are replayed, and the zoo's criterion reads the class logits after D's score, as ganforge does
+(the zoo slices them from column 0, its WGAN score: a bug ganforge fixes, so left as it is the step differs).
 
 StarGAN v2: the official `Solver.train` loop and its loss functions, optimisers, EMA and λ_ds decay (see `stargan2`).
 BigGAN: BigGAN-PyTorch's training function, networks and EMA at small widths (see `biggan`).
@@ -130,12 +134,28 @@ def pgan_zoo(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     widths = args.widths[:args.scale + 1]
     resolution, batch = 4 * 2**args.scale, args.batch
+    conditional = {}
+    if args.condition_weights:
+        conditional = {"attribKeysOrder": {"shape": {"order": 0, "values": ["circle", "square", "triangle", "ring"]}},
+                       "weightConditionD": args.condition_weights[0], "weightConditionG": args.condition_weights[1]}
     torch.manual_seed(args.seed)
     with float_adam_betas():
         zoo = ProgressiveGAN(dimLatentVector=args.latent, depthScale0=widths[0], miniBatchStdDev=True,
-                             lambdaGP=10.0, epsilonD=0.001, baseLearningRate=0.001, useGPU=False)
+                             lambdaGP=10.0, epsilonD=0.001, baseLearningRate=0.001, useGPU=False, **conditional)
         for width in widths[1:]:
             zoo.addScale(width)
+    drawn_classes: list[torch.Tensor] = []
+    if conditional:
+        criterion = zoo.ClassificationCriterion
+        draw_classes, read_classes = criterion.buildRandomCriterionTensor, criterion.getCriterion
+
+        def recorded_classes(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+            target, one_hot = draw_classes(size)
+            drawn_classes.append(target.long())
+            return target, one_hot.to(torch.get_default_dtype())
+
+        criterion.buildRandomCriterionTensor = recorded_classes
+        criterion.getCriterion = lambda output, target: read_classes(output[:, 1:], target)
     for net in (zoo.getOriginalG(), zoo.getOriginalD(), zoo.getOriginalAvgG()):
         net.setNewAlpha(args.alpha)
     zoo.config.alpha = args.alpha
@@ -147,33 +167,46 @@ def pgan_zoo(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
                             "max_iter_at_scale": [1] * args.scale + [4 * FADE_JUMP + args.steps + 1],
                             "alpha_jumps": [0] * args.scale + [4],
                             "alpha_jump_size": [0] * args.scale + [FADE_JUMP], "batch_size": batch}}}
+    if conditional:
+        config["model"].update(conditions=["shape"], condition_weight_d=args.condition_weights[0],
+                               condition_weight_g=args.condition_weights[1])
     with tempfile.TemporaryDirectory() as scratch:
         zoo.save(Path(scratch) / "zoo.pt")
         states = convert_zoo_state(read_zoo_checkpoint(Path(scratch) / "zoo.pt"))
         trainer = build(config, "fp32", torch.device("cpu"), Path(scratch) / "run")
     for name, state in states.items():
         trainer.family.nets[name].load_state_dict(state)
+    trainer.family.random_labels = lambda size: drawn_classes.pop(0) if conditional else None
     start = trainer.family.segments[-1].start + local
     assert trainer.family.position(start) == (args.scale, args.alpha), trainer.family.position(start)
 
-    shapes = make_shapes(batch * args.steps, resolution, seed=args.seed)[0]
+    shapes, labels, _ = make_shapes(batch * args.steps, resolution, seed=args.seed)
     images = torch.from_numpy(shapes).to(torch.get_default_dtype()) / 127.5 - 1
+    labels = torch.from_numpy(labels)
     rows = []
     for step in range(args.steps):
         real = zoo_blend(images[step * batch:(step + 1) * batch], args.alpha)
+        real_labels = labels[step * batch:(step + 1) * batch]
         with recorded_noise() as drawn:
-            reference = zoo.optimizeParameters(real.clone())
+            reference = zoo.optimizeParameters(real.clone(), real_labels[:, :1] if conditional else None)
         replay_noise(trainer, drawn)
-        trainer.loader.next = lambda *_, real=real, **__: Batch(images=real.clone(), labels=None)
+        trainer.loader.next = lambda *_, real=real, real_labels=real_labels, **__: Batch(
+            images=real.clone(), labels=real_labels)
         trainer.step = start + step
         logs = {k: float(v) for k, v in trainer.train_step(trainer.family.plan(trainer.step)).items()}
-        if drawn:
-            raise RuntimeError(f"the reference drew {len(drawn)} noise tensors that ganforge did not use")
+        if drawn or drawn_classes:
+            raise RuntimeError(f"the reference drew {len(drawn)} noise tensors and {len(drawn_classes)} class "
+                               "draws that ganforge did not use")
         rows.append({"step": step + 1,
                      "lossD": (reference["lossD"], batch * logs["loss_D"]),
                      "lossD_Grad": (reference["lossD_Grad"], batch * 10.0 * logs["gp"]),
                      "lossD_real+fake": (reference["lossD_real"] + reference["lossD_fake"], -batch * logs["wdist"]),
                      "lossG": (reference["lossG"], batch * logs["loss_G"])})
+        if conditional:
+            rows[-1]["lossD_classif"] = (reference["lossD_classif"],
+                                         args.condition_weights[0] * logs["classification_D"])
+            rows[-1]["lossG_classif"] = (reference["lossG_classif"],
+                                         args.condition_weights[1] * logs["classification_G"])
 
     with tempfile.TemporaryDirectory() as scratch:
         zoo.save(Path(scratch) / "zoo.pt")
@@ -455,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="fade weight of the old path (the zoo's alpha); 0: the stable phase")
     pgan.add_argument("--widths", type=int, nargs="+", default=[32, 32, 32, 16, 16])
     pgan.add_argument("--latent", type=int, default=32)
+    pgan.add_argument("--condition-weights", type=float, nargs=2, metavar=("WD", "WG"),
+                      help="the zoo's AC-GAN on the shape column with these weightConditionD/G (default: off)")
     stargan = parser.add_argument_group("StarGAN v2")
     stargan.add_argument("--resolution", type=int, default=32)
     stargan.add_argument("--ds-iter", type=int, default=4, help="steps over which λ_ds decays to 0 (official: 100k)")

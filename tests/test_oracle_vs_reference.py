@@ -108,6 +108,7 @@ def _missing(family: str) -> str | None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("family", "args"), [
     ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3"]),
+    ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3", "--condition-weights", "1.0", "0.5"]),  # AC-GAN
     ("stargan2", ["--steps", "3", "--ds-iter", "2"]),  # lambda_ds decays to 0 within the check
     ("biggan", ["--steps", "3", "--ema-start", "2"]),  # the EMA starts within the check
     ("biggan", ["--preset", "imagenet", "--steps", "2"]),  # attention, hierarchical z, accumulations, ortho

@@ -27,6 +27,7 @@ from ganforge.interop.pgan_zoo import (
     ZooImportError,
     convert_zoo_state,
     fetch_zoo_hub,
+    import_pgan_zoo,
     read_zoo_checkpoint,
     zoo_alpha,
     zoo_arch,
@@ -207,9 +208,44 @@ def test_not_a_zoo_file(tmp_path: Path) -> None:
         read_zoo_checkpoint(garbage)
 
 
+def acgan_checkpoint(ckpt: ZooCheckpoint, classes: list[str]) -> ZooCheckpoint:
+    """`ckpt` as the zoo saves an AC-GAN: the one-hot classes widen G's input and D's decision layer."""
+    config = {**ckpt.config, "attribKeysOrder": {"texture": {"order": 0, "values": classes}},
+              "categoryVectorDim": len(classes), "latentVectorDim": ckpt.config["noiseVectorDim"] + len(classes)}
+    widened = {}
+    for role, key, dim in (("netG", "formatLayer.weight", 1), ("avgG", "formatLayer.weight", 1),
+                           ("netD", "decisionLayer.weight", 0), ("netD", "decisionLayer.bias", 0)):
+        state = widened.setdefault(role, dict(getattr(ckpt, role)))
+        extra = list(state[key].shape)
+        extra[dim] = len(classes)
+        state[key] = torch.cat([state[key], torch.randn(extra)], dim)
+    return dataclasses.replace(ckpt, config=config, **widened)
+
+
+def test_acgan_checkpoints_convert_and_are_refused_as_runs(ckpt_s3: ZooCheckpoint, tmp_path: Path) -> None:
+    acgan = acgan_checkpoint(ckpt_s3, ["banded", "dotted", "striped"])
+    arch = zoo_arch(acgan)
+    assert arch.label_sizes == [3] and arch.latent_dim == 32  # the noise; latentVectorDim adds the classes
+    states = convert_zoo_state(acgan)
+    G, D = PGANGenerator(arch), PGANDiscriminator(arch)
+    G.load_state_dict(states["G"])
+    D.load_state_dict(states["D"])
+    images = G(torch.randn(2, 32), 3, 0.0, torch.tensor([[0], [2]]))
+    score, logits = D(images, 3, return_label_logits=True)
+    assert score.shape == (2, 1) and logits.shape == (2, 3)
+    path = tmp_path / "acgan.pt"
+    torch.save({"config": acgan.config, "netG": acgan.netG, "netD": acgan.netD, "avgG": acgan.avgG}, path)
+    with pytest.raises(ZooImportError, match=r"'categoryVectorDim' = 3: an AC-GAN .* importing it as a run is not "
+                                             r"supported"):
+        import_pgan_zoo(path, tmp_path / "run")
+    mismatched = dataclasses.replace(acgan, config={**acgan.config, "categoryVectorDim": 47})
+    with pytest.raises(ZooImportError, match=r"'categoryVectorDim' = 47 but 'attribKeysOrder' lists 3 classes"):
+        zoo_arch(mismatched)
+
+
 def test_unsupported_configs_are_named(ckpt_s3: ZooCheckpoint) -> None:
     acgan = dataclasses.replace(ckpt_s3, config={**ckpt_s3.config, "categoryVectorDim": 47})
-    with pytest.raises(ZooImportError, match=r"'categoryVectorDim' = 47: AC-GAN"):
+    with pytest.raises(ZooImportError, match=r"'categoryVectorDim' = 47 but 'attribKeysOrder' lists 0 classes"):
         zoo_arch(acgan)
     no_mbstd = dataclasses.replace(ckpt_s3, config={**ckpt_s3.config, "miniBatchStdDev": False})
     with pytest.raises(ZooImportError, match="'miniBatchStdDev' = False"):

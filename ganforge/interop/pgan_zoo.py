@@ -103,7 +103,8 @@ ZOO_HUB_CHECKPOINTS: dict[str, ZooHubFile] = {
         _HUB_BASE + "testDTD_s5_i96000-04efa39f.pth",
         "04efa39f",
         128,
-        note="trained as an AC-GAN (categoryVectorDim > 0): downloadable, but zoo_arch refuses it",
+        note="trained as an AC-GAN (categoryVectorDim > 0): its networks convert (zoo_arch, convert_zoo_state), "
+             "but import_pgan_zoo refuses it as a run",
     ),
 }
 
@@ -193,18 +194,30 @@ def zoo_alpha(ckpt: ZooCheckpoint) -> float:
     return alpha
 
 
+def zoo_label_sizes(ckpt: ZooCheckpoint) -> list[int]:
+    """Classes per attribute of an AC-GAN checkpoint, in the order of its attribKeysOrder (empty: unconditional);
+    they must add up to its categoryVectorDim."""
+    category_dim = int(ckpt.config.get("categoryVectorDim", 0) or 0)
+    attributes = ckpt.config.get("attribKeysOrder") or {}
+    try:
+        ordered = sorted(attributes.items(), key=lambda item: int(item[1]["order"]))
+        sizes = [len(entry["values"]) for _, entry in ordered]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ZooImportError(f"{_where(ckpt)}: config 'attribKeysOrder' must map attribute names to "
+                             f"{{'order': int, 'values': [...]}}, got {attributes!r}") from None
+    if sum(sizes) != category_dim:
+        raise ZooImportError(f"{_where(ckpt)}: config 'categoryVectorDim' = {category_dim} but 'attribKeysOrder' "
+                             f"lists {sum(sizes)} classes")
+    return sizes
+
+
 def zoo_arch(ckpt: ZooCheckpoint, *, reproduce_d_fade_quirk: bool = False) -> PGANArch:
     """The "zoo"-variant architecture of exactly the checkpoint's scales.
 
     ``reproduce_d_fade_quirk`` makes D ignore alpha during 4→8 as the zoo does (fidelity); off by default.
     """
     where = _where(ckpt)
-    category_dim = int(ckpt.config.get("categoryVectorDim", 0) or 0)
-    if category_dim > 0:
-        raise ZooImportError(
-            f"{where}: config 'categoryVectorDim' = {category_dim}: AC-GAN (class-conditional) zoo "
-            "checkpoints are not supported; expected 0"
-        )
+    label_sizes = zoo_label_sizes(ckpt)
     for key, expected in (
         ("equalizedlR", True),
         ("miniBatchStdDev", True),
@@ -224,7 +237,10 @@ def zoo_arch(ckpt: ZooCheckpoint, *, reproduce_d_fade_quirk: bool = False) -> PG
             f"{where}: config 'depthOtherScales' lists {len(widths) - 1} added scales but the state dicts "
             f"hold {num_scales - 1}"
         )
-    latent = ckpt.config.get("latentVectorDim", ckpt.config.get("noiseVectorDim"))
+    # the zoo's latentVectorDim is the noise plus the one-hot classes (categoryVectorDim)
+    latent = ckpt.config.get("noiseVectorDim")
+    if latent is None and ckpt.config.get("latentVectorDim") is not None:
+        latent = int(ckpt.config["latentVectorDim"]) - sum(label_sizes)
     if latent is None:
         raise ZooImportError(f"{where}: config has neither 'latentVectorDim' nor 'noiseVectorDim'")
     try:
@@ -236,6 +252,7 @@ def zoo_arch(ckpt: ZooCheckpoint, *, reproduce_d_fade_quirk: bool = False) -> PG
             channels=int(ckpt.config.get("dimOutput", 3)),
             mbstd_group_size=ZOO_MBSTD_GROUP_SIZE,
             zoo_skip_first_d_fade=reproduce_d_fade_quirk,
+            label_sizes=label_sizes,
         )
     except ValueError as error:
         raise ZooImportError(f"{where}: config does not describe a valid PGAN: {error}") from error
@@ -385,6 +402,12 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
         file = fetch_zoo_hub(str(file), default_cache_dir() / "weights")
     zoo = read_zoo_checkpoint(file)
     arch = zoo_arch(zoo)
+    if arch.label_sizes:
+        raise ZooImportError(
+            f"{_where(zoo)}: config 'categoryVectorDim' = {arch.label_dim}: an AC-GAN (class-conditional) zoo "
+            "checkpoint; importing it as a run is not supported (its classes would need a store whose label "
+            "columns match its attribKeysOrder); expected 0"
+        )
     scale = zoo_scale(zoo)
     train_config = _zoo_train_config(file)
     if train_config is not None:
