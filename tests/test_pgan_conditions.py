@@ -108,10 +108,24 @@ def test_config_refusals_name_the_key(tmp_path):
                                           r".*\(it has label columns \['shape', 'background'\]\)"):
         Trainer(tiny(variant="zoo", conditions=["colour"]), tmp_path / "run")
     assert tiny(variant="zoo", conditions=["shape"]).model.condition_weight_d == 1.0
-    zoo = {"pathDB": "builtin:shapes", "config": {"weightConditionD": 1.0}}
-    with pytest.raises(ConfigError, match=r"config.weightConditionD: 1.0: the zoo's AC-GAN takes its classes from a "
-                                          r"pathAttribDict file.*model.conditions"):
-        zoo_config_to_ganforge(zoo)
+
+
+def test_zoo_configs_condition_on_class_folders_as_the_zoo_does():
+    """The zoo's dtd preset (datasets.py dtd): class folders (imagefolderDataset) and weightConditionD/G 1.0; the
+    zoo conditions G on the folders even with both weights 0. Attribute files are not read."""
+    dtd = {"pathDB": "data/dtd", "imagefolderDataset": True,
+           "config": {"weightConditionD": 1.0, "weightConditionG": 1.0, "maxIterAtScale": [48000, 96000]}}
+    model = zoo_config_to_ganforge(dtd)["model"]
+    assert (model["conditions"], model["condition_weight_d"], model["condition_weight_g"]) == (["class"], 1.0, 1.0)
+    folders_only = zoo_config_to_ganforge({**dtd, "config": {"maxIterAtScale": [48000, 96000]}})["model"]
+    assert (folders_only["conditions"], folders_only["condition_weight_d"]) == (["class"], 0.0)
+    assert "conditions" not in zoo_config_to_ganforge({**dtd, "imagefolderDataset": False,
+                                                       "config": {"maxIterAtScale": [48000, 96000]}})["model"]
+    with pytest.raises(ConfigError, match=r"config.weightConditionD: 1.0: the zoo's AC-GAN needs classes, from class "
+                                          r"folders \(imagefolderDataset: true.*model.conditions"):
+        zoo_config_to_ganforge({"pathDB": "builtin:shapes", "config": {"weightConditionD": 1.0}})
+    with pytest.raises(ConfigError, match=r"^pathAttribDict: ganforge does not read the zoo's attribute files"):
+        zoo_config_to_ganforge({"pathDB": "builtin:shapes", "pathAttribDict": "attribs.json"})
 
 
 @pytest.mark.slow

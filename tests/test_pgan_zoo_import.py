@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 from conftest import shared_path
@@ -210,7 +211,7 @@ def test_not_a_zoo_file(tmp_path: Path) -> None:
 
 def acgan_checkpoint(ckpt: ZooCheckpoint, classes: list[str]) -> ZooCheckpoint:
     """`ckpt` as the zoo saves an AC-GAN: the one-hot classes widen G's input and D's decision layer."""
-    config = {**ckpt.config, "attribKeysOrder": {"texture": {"order": 0, "values": classes}},
+    config = {**ckpt.config, "attribKeysOrder": {"Main": {"order": 0, "values": classes}},
               "categoryVectorDim": len(classes), "latentVectorDim": ckpt.config["noiseVectorDim"] + len(classes)}
     widened = {}
     for role, key, dim in (("netG", "formatLayer.weight", 1), ("avgG", "formatLayer.weight", 1),
@@ -222,22 +223,45 @@ def acgan_checkpoint(ckpt: ZooCheckpoint, classes: list[str]) -> ZooCheckpoint:
     return dataclasses.replace(ckpt, config=config, **widened)
 
 
-def test_acgan_checkpoints_convert_and_are_refused_as_runs(ckpt_s3: ZooCheckpoint, tmp_path: Path) -> None:
-    acgan = acgan_checkpoint(ckpt_s3, ["banded", "dotted", "striped"])
+def test_acgan_checkpoints_import_with_the_stores_classes_by_name(ckpt_s3: ZooCheckpoint, tmp_path: Path) -> None:
+    """A class-folder AC-GAN (the zoo's attribute "Main", as its DTD model) imports onto a store prepared from the
+    same folders: the store orders classes its own way, so G's one-hot inputs and D's class rows are reordered."""
+    from ganforge.data.store import write_store
+    from ganforge.run_loader import load_run
+
+    zoo_classes = ["striped", "banded", "dotted"]  # the zoo's os.listdir order
+    acgan = acgan_checkpoint(ckpt_s3, zoo_classes)
     arch = zoo_arch(acgan)
     assert arch.label_sizes == [3] and arch.latent_dim == 32  # the noise; latentVectorDim adds the classes
     states = convert_zoo_state(acgan)
     G, D = PGANGenerator(arch), PGANDiscriminator(arch)
     G.load_state_dict(states["G"])
     D.load_state_dict(states["D"])
-    images = G(torch.randn(2, 32), 3, 0.0, torch.tensor([[0], [2]]))
-    score, logits = D(images, 3, return_label_logits=True)
-    assert score.shape == (2, 1) and logits.shape == (2, 3)
-    path = tmp_path / "acgan.pt"
+    path = tmp_path / "acgan_s3_i100.pt"
     torch.save({"config": acgan.config, "netG": acgan.netG, "netD": acgan.netD, "avgG": acgan.avgG}, path)
-    with pytest.raises(ZooImportError, match=r"'categoryVectorDim' = 3: an AC-GAN .* importing it as a run is not "
-                                             r"supported"):
-        import_pgan_zoo(path, tmp_path / "run")
+    with pytest.raises(ZooImportError, match=r"an AC-GAN checkpoint; --data must name a store whose label columns "
+                                             r"hold its classes \(Main: 3 classes \(striped, banded, dotted"):
+        import_pgan_zoo(path, tmp_path / "nodata")
+    images, labels = np.zeros((3, 3, 32, 32), dtype=np.uint8), np.array([[0], [1], [2]])
+    store = write_store(tmp_path / "store", images, resolution=32, source="test", labels=labels,
+                        label_columns=[("class", ["banded", "dotted", "striped"])])
+    run = import_pgan_zoo(path, tmp_path / "run", data=str(store))
+    model = load_run(run)
+    assert model.config.model.conditions == ["class"] and model.config.model.condition_weight_d == 0.0
+    z = torch.randn(3, 32)
+    for store_class, name in enumerate(["banded", "dotted", "striped"]):
+        expected = G(z, 3, 0.0, torch.full((3, 1), zoo_classes.index(name)))
+        ours = model.family.nets["G"](z, 3, 0.0, torch.full((3, 1), store_class))
+        assert torch.allclose(ours, expected, rtol=0, atol=1e-6)
+        _, zoo_logits = D(expected, 3, return_label_logits=True)
+        _, logits = model.family.nets["D"](expected, 3, return_label_logits=True)
+        assert torch.allclose(logits, zoo_logits[:, [zoo_classes.index(n) for n in ["banded", "dotted", "striped"]]],
+                              rtol=0, atol=1e-6)
+    other = write_store(tmp_path / "other", images, resolution=32, source="test", labels=labels,
+                        label_columns=[("class", ["banded", "dotted", "woven"])])
+    with pytest.raises(ZooImportError, match=r"the store .* has no label column with the classes of the checkpoint's "
+                                             r"attribute 'Main'.*its columns: \{'class': 3\}"):
+        import_pgan_zoo(path, tmp_path / "run2", data=str(other))
     mismatched = dataclasses.replace(acgan, config={**acgan.config, "categoryVectorDim": 47})
     with pytest.raises(ZooImportError, match=r"'categoryVectorDim' = 47 but 'attribKeysOrder' lists 3 classes"):
         zoo_arch(mismatched)

@@ -15,12 +15,13 @@ from ganforge.config import ConfigError, suggest_keys
 
 # zoo `config` keys that must keep the value ganforge's PGAN always uses
 _FIXED = {"miniBatchStdDev": True, "equalizedlR": True, "perChannelNormalization": True, "initBiasToZero": True,
-          "leakyness": 0.2, "lossMode": "WGANGP", "dimOutput": 3, "weightConditionG": 0.0,
-          "weightConditionD": 0.0, "alphaJumpMode": "linear", "attribKeysOrder": None}
+          "leakyness": 0.2, "lossMode": "WGANGP", "dimOutput": 3, "alphaJumpMode": "linear", "attribKeysOrder": None}
 _MAPPED = {"maxIterAtScale", "alphaNJumps", "alphaSizeJumps", "miniBatchSize", "dimLatentVector", "depthScales",
            "lambdaGP", "epsilonD", "baseLearningRate", "learningRate", "GDPP", "miniBatchScheduler",
-           "configScheduler"}
-_TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler"}
+           "configScheduler", "weightConditionD", "weightConditionG"}
+_TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imagefolderDataset"}
+# the store column `ganforge prepare` gives class folders, the zoo's imagefolderDataset classes
+_CLASS_FOLDER_COLUMN = "class"
 _SCHEDULED = {"baseLearningRate", "learningRate"}
 
 
@@ -52,6 +53,9 @@ def _scale_list(value: Any, scales: int, key: str) -> Any:
 
 def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
     for key in data:
+        if key == "pathAttribDict":
+            raise ConfigError("pathAttribDict: ganforge does not read the zoo's attribute files; a store carries its "
+                              "labels as columns: write a ganforge config with model.conditions (those columns)")
         if key not in _TOP_LEVEL:
             hint = suggest_keys(key, sorted(_TOP_LEVEL))
             raise ConfigError(f"unknown key '{key}' in a pytorch_GAN_zoo config: {hint}")
@@ -64,11 +68,6 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
             zoo[key] = data[key]
     for key, value in zoo.items():
         if key in _FIXED:
-            if value != _FIXED[key] and key in ("weightConditionD", "weightConditionG"):
-                raise ConfigError(f"config.{key}: {value!r}: the zoo's AC-GAN takes its classes from a "
-                                  "pathAttribDict file, which a ganforge store replaces with its label columns; "
-                                  "write a ganforge config with model.conditions (the columns) and "
-                                  "model.condition_weight_d / condition_weight_g")
             if value != _FIXED[key]:
                 raise ConfigError(f"config.{key}: ganforge's PGAN supports only {_FIXED[key]!r}, got {value!r}")
         elif key not in _MAPPED:
@@ -100,6 +99,17 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
             model[key] = zoo[zoo_key]
     if zoo.get("GDPP"):
         model["gdpp"] = 1.0
+    weights = {key: zoo.get(key, 0.0) for key in ("weightConditionD", "weightConditionG")}
+    if data.get("imagefolderDataset"):  # the zoo conditions G on the class folders, whatever the weights
+        model.update(conditions=[_CLASS_FOLDER_COLUMN], condition_weight_d=weights["weightConditionD"],
+                     condition_weight_g=weights["weightConditionG"])
+    else:
+        for key, value in weights.items():
+            if value:
+                raise ConfigError(f"config.{key}: {value!r}: the zoo's AC-GAN needs classes, from class folders "
+                                  "(imagefolderDataset: true, a store `ganforge prepare` made from them) or from a "
+                                  "pathAttribDict file, which ganforge does not read: write a ganforge config with "
+                                  "model.conditions (the store's label columns) and model.condition_weight_d / _g")
 
     batches = _forward_fill(zoo.get("miniBatchScheduler") or {}, scales, "miniBatchScheduler")
     if batches:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge.config import read_config_file
+from ganforge.data.store import open_dataset
 from ganforge.download import download, file_digest
 from ganforge.families import resolve_run_config
 from ganforge.families.pgan_zoo_config import zoo_config_to_ganforge
@@ -103,8 +104,7 @@ ZOO_HUB_CHECKPOINTS: dict[str, ZooHubFile] = {
         _HUB_BASE + "testDTD_s5_i96000-04efa39f.pth",
         "04efa39f",
         128,
-        note="trained as an AC-GAN (categoryVectorDim > 0): its networks convert (zoo_arch, convert_zoo_state), "
-             "but import_pgan_zoo refuses it as a run",
+        note="trained as an AC-GAN on the DTD class folders: import it with data= a store prepared from them",
     ),
 }
 
@@ -377,6 +377,51 @@ def _zoo_train_config(file: Path) -> dict | None:
     return read_config_file(candidate) if candidate.is_file() else None
 
 
+def _matched_conditions(ckpt: ZooCheckpoint, data: str | None) -> tuple[list[str], list[list[int]]]:
+    """The store's label columns holding an AC-GAN checkpoint's attributes (the zoo's class-folder attribute
+    "Main" is `ganforge prepare`'s "class"), and for each the zoo's index of every store class, by name."""
+    attributes = sorted(ckpt.config["attribKeysOrder"].items(), key=lambda item: int(item[1]["order"]))
+    wanted = "; ".join(f"{name}: {len(entry['values'])} classes ({', '.join(map(str, entry['values'][:4]))}, ...)"
+                       for name, entry in attributes)
+    if data is None:
+        raise ZooImportError(f"{_where(ckpt)}: an AC-GAN checkpoint; --data must name a store whose label columns "
+                             f"hold its classes ({wanted})")
+    store = open_dataset(data)
+    columns = dict(store.label_columns)
+    conditions, orders = [], []
+    for name, entry in attributes:
+        column = name if name in columns else "class" if name == "Main" and "class" in columns else None
+        classes = [str(value) for value in entry["values"]]
+        if column is None or sorted(map(str, columns[column])) != sorted(classes):
+            have = {k: len(v) for k, v in columns.items()}
+            raise ZooImportError(f"{_where(ckpt)}: the store {store.source} has no label column with the classes of "
+                                 f"the checkpoint's attribute {name!r} ({wanted}); its columns: {have}")
+        conditions.append(column)
+        orders.append([classes.index(str(value)) for value in columns[column]])
+    return conditions, orders
+
+
+def _reordered_classes(states: dict[str, dict[str, Tensor]], arch: PGANArch, orders: list[list[int]]
+                       ) -> dict[str, dict[str, Tensor]]:
+    """The zoo's one-hot inputs of G and class rows of D put in the store's class order (`orders[a][k]`: the
+    zoo's index of store class k of attribute a); D's row 0 is the score either way."""
+    if not orders:
+        return states
+    g_columns, d_rows, offset = list(range(arch.latent_dim)), [0], 0
+    for order in orders:
+        g_columns += [arch.latent_dim + offset + index for index in order]
+        d_rows += [1 + offset + index for index in order]
+        offset += len(order)
+    reordered = {role: dict(state) for role, state in states.items()}
+    for role, state in reordered.items():
+        if role == "D":
+            for key in ("blocks.0.dense1.weight", "blocks.0.dense1.bias"):
+                state[key] = state[key][d_rows]
+        else:
+            state["blocks.0.dense.weight"] = state["blocks.0.dense.weight"][:, g_columns]
+    return reordered
+
+
 def _load_lower_scales(net: nn.Module, state: dict[str, torch.Tensor], top_scale: int, file: Path) -> None:
     """Strict for every layer the checkpoint has; layers of scales above it may only be missing."""
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -402,15 +447,12 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
         file = fetch_zoo_hub(str(file), default_cache_dir() / "weights")
     zoo = read_zoo_checkpoint(file)
     arch = zoo_arch(zoo)
-    if arch.label_sizes:
-        raise ZooImportError(
-            f"{_where(zoo)}: config 'categoryVectorDim' = {arch.label_dim}: an AC-GAN (class-conditional) zoo "
-            "checkpoint; importing it as a run is not supported (its classes would need a store whose label "
-            "columns match its attribKeysOrder); expected 0"
-        )
+    conditions, orders = _matched_conditions(zoo, data) if arch.label_sizes else ([], [])
     scale = zoo_scale(zoo)
     train_config = _zoo_train_config(file)
     if train_config is not None:
+        ac_gan = {"attribKeysOrder", "categoryVectorDim", "weightConditionD", "weightConditionG"}
+        train_config = {k: v for k, v in train_config.items() if k not in ac_gan}  # from the checkpoint below
         raw = zoo_config_to_ganforge({"pathDB": data or "builtin:shapes", "config": train_config})
         raw["model"]["schedule"]["max_iter_at_scale"] = raw["model"]["schedule"]["max_iter_at_scale"][: scale + 1]
     else:
@@ -418,12 +460,16 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
         raw = {"family": "pgan", "data": data or "builtin:shapes",
                "model": {"variant": "zoo", "schedule": {"unit": "iterations", "max_iter_at_scale": defaults}}}
     raw["model"].update(resolution=arch.resolution, latent_dim=arch.latent_dim, widths=list(arch.widths))
+    if conditions:
+        raw["model"].update(conditions=conditions,
+                            condition_weight_d=float(zoo.config.get("weightConditionD", 0.0) or 0.0),
+                            condition_weight_g=float(zoo.config.get("weightConditionG", 0.0) or 0.0))
     config = resolve_run_config("pgan", raw, list(overrides))
     if data is None:  # the built-in dataset at the size the (possibly grown) networks need
         config.data = f"builtin:shapes?resolution={config.model.resolution}"
 
     family = new_family(config)
-    states = convert_zoo_state(zoo)
+    states = _reordered_classes(convert_zoo_state(zoo), arch, orders)
     for role, state in states.items():
         _load_lower_scales(family.nets[role], state, scale, file)
     if "G_ema" not in states:
