@@ -20,6 +20,7 @@ from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator
 from ganforge.nn.norm import pixel_norm
 from ganforge.run_loader import load_run
 from ganforge.training.engine import Trainer
+from ganforge.viz.class_sampling import label_sheet
 
 CONDITIONED = {"variant": "zoo", "conditions": ["background", "shape"]}  # store order is shape, background
 
@@ -149,3 +150,14 @@ def test_a_conditional_run_trains_resumes_exactly_and_generates_by_class(tmp_pat
     out = tmp_path / "interp"
     assert main(["generate", str(straight), "-o", str(out), "--n", "3", "--interpolate", "4"]) == 0
     assert (out / "interpolation.png").is_file()
+    # per-class sheets: a sheet per conditioning column, rows differ only in that column's class
+    sheets = tmp_path / "sheets"
+    assert main(["generate", str(straight), "-o", str(sheets), "--per-class", "3"]) == 0
+    assert sorted(p.name for p in sheets.iterdir()) == ["per_class-background.png", "per_class-shape.png"]
+    sheet = label_sheet(model, 1, 3, seed=0)  # the shape column: 4 rows of 3
+    drawn = model.latents(3, 0)
+    for shape in range(4):
+        labels = drawn["labels"].clone()
+        labels[:, 1] = shape
+        assert torch.equal(sheet[3 * shape:3 * shape + 3], model.generate({"z": drawn["z"], "labels": labels}))
+    assert not torch.equal(sheet[:3], sheet[3:6])

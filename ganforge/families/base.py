@@ -210,6 +210,11 @@ class Family(ABC):
         """What `ganforge info` prints beyond parameter counts."""
         return {}
 
+    def conditioning(self) -> list[tuple[str, list[str]]]:
+        """The label columns (name, class names) whose classes `generate` takes as "labels" [N, columns], one
+        class index per column (PGAN's AC-GAN); empty for families that take no such labels."""
+        return []
+
     # --- helpers for subclasses -----------------------------------------------------------------------------
     def add_ema(self, ema_name: str, source: str) -> None:
         """Create an EMA copy of `source` (frozen, eval mode) starting from its current weights."""

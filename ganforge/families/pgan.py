@@ -592,6 +592,10 @@ class PGANFamily(Family):
         return self.config.gdpp / batch_size if self.config.variant == "zoo" else self.config.gdpp
 
     # --- label conditioning (AC-GAN) -------------------------------------------------------------------------
+    def conditioning(self) -> list[tuple[str, list[str]]]:
+        columns = self.dataset.label_columns
+        return [(columns[index][0], [str(name) for name in columns[index][1]]) for index in self.condition_columns]
+
     def conditioning_labels(self, batch: Batch) -> torch.Tensor | None:
         """The real batch's classes of the conditioning columns [N, columns], None for an unconditional run."""
         if not self.condition_columns:

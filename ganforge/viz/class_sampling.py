@@ -32,10 +32,39 @@ FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 def require_class_conditional(model: LoadedModel, option: str) -> None:
     """Refuse class-sampling options on runs whose family does not sample by class, naming the option and the
-    run's family."""
+    run's family; a label-conditioned PGAN (AC-GAN) takes --per-class."""
+    if option == "--per-class" and model.family.conditioning():
+        return
     if not model.family.samples_by_class:
-        raise ValueError(f"{option} applies to class-conditional BigGAN runs; this run's family is "
+        also = " and PGAN runs with model.conditions" if option == "--per-class" else ""
+        raise ValueError(f"{option} applies to class-conditional BigGAN runs{also}; this run's family is "
                          f"{model.config.family!r}")
+
+
+def label_sheet(model: LoadedModel, column: int, columns: int, *, seed: int = 0, batch_size: int = 64
+                ) -> torch.Tensor:
+    """A label-conditioned (PGAN) run's sheet of one conditioning column: a row per class of that column,
+    `columns` samples each; sample j has the same z and the same classes of the other columns in every row, so
+    rows differ only in this column's class."""
+    classes = len(model.family.conditioning()[column][1])
+    inputs = model.latents(columns, seed)
+    labels = inputs["labels"].repeat(classes, 1)
+    labels[:, column] = torch.arange(classes).repeat_interleave(columns)
+    return generate(model, {"z": inputs["z"].repeat(classes, 1), "labels": labels}, batch_size)
+
+
+def write_label_sheets(model: LoadedModel, out: Path, columns: int, *, seed: int = 0) -> list[Path]:
+    """`per_class.png` for one conditioning column, `per_class-<column>.png` for each of several."""
+    conditioning = model.family.conditioning()
+    paths = []
+    for index, (name, classes) in enumerate(conditioning):
+        others = ", other columns' classes" if len(conditioning) > 1 else ""
+        title = f"{model_caption(model)}\nrows: {name} classes; columns: one z{others} each"
+        images = label_sheet(model, index, columns, seed=seed)
+        path = out / ("per_class.png" if len(conditioning) == 1 else f"per_class-{name}.png")
+        save_image(label_grid(make_grid(to_uint8(images), columns=columns), title, classes), path)
+        paths.append(path)
+    return paths
 
 
 def model_caption(model: LoadedModel, *, truncation: float | None = None, method: str = "resample") -> str:

@@ -104,7 +104,9 @@ def _write_class_outputs(model: LoadedModel, request: GenerateRequest) -> Genera
     out, seed = request.out, request.seed
     truncation = {"truncation": request.truncation, "method": request.truncation_method}
     written, table = [], ""
-    if request.per_class is not None:
+    if request.per_class is not None and not model.family.samples_by_class:  # a label-conditioned PGAN
+        written += cs.write_label_sheets(model, out, request.per_class, seed=seed)
+    elif request.per_class is not None:
         written += cs.write_class_sheets(model, out, request.per_class, seed=seed, **truncation)
     if request.interpolate_class is not None:
         spaces = [space.strip() for space in request.interp_spaces.split(",")]
