@@ -50,6 +50,9 @@ def test_d_scores_first_then_one_logit_per_class():
     score, logits = D(x, 1, return_label_logits=True)
     assert raw[0].shape == (4, 6) and torch.equal(score, raw[0][:, :1]) and torch.equal(logits, raw[0][:, 1:])
     assert torch.equal(D(x, 1), score)
+    both = D(x, 1, return_features=True, return_label_logits=True)  # GDPP with conditions: one call
+    assert len(both) == 3 and torch.equal(both[0], score) and torch.equal(both[2], logits)
+    assert both[1].shape == (4, 8)
     with pytest.raises(ValueError, match="label logits asked of an unconditional D"):
         PGANDiscriminator(PGANArch(resolution=8, widths=[8, 8], latent_dim=5))(x, 1, return_label_logits=True)
     with pytest.raises(ValueError, match="with styles"):
@@ -66,12 +69,14 @@ def test_classification_loss_is_the_summed_cross_entropy_of_each_column(tmp_path
     assert family.classification_loss(logits, labels) == pytest.approx(float(by_hand), rel=1e-6)
 
 
-@pytest.mark.parametrize("loss", ["wgan-gp", "logistic-r1", "lazy-r1"])
-def test_each_phase_adds_its_weight_over_the_batch_times_the_classification(tmp_path, loss):
-    """The zoo adds a batch-mean classification loss (weight w) to batch-summed adversarial losses: on ganforge's
-    mean scale, w / N. The D phase scores the reals' own classes, the G phase the classes G was given."""
-    extra = {"wgan-gp": {}, "logistic-r1": {"loss": "logistic-r1"},
+@pytest.mark.parametrize("loss", ["wgan-gp", "wgan-gp+gdpp", "logistic-r1", "lazy-r1"])
+def test_each_phase_adds_its_weighted_classification(tmp_path, loss):
+    """The zoo adds a batch-mean classification loss (weight w) to WGAN-GP losses summed over the batch: on
+    ganforge's mean scale, w / N; against logistic-r1's mean loss, w. The D phase scores the reals' own classes, the
+    G phase the classes G was given, with GDPP from the same D call as the score and the features."""
+    extra = {"wgan-gp": {}, "wgan-gp+gdpp": {"gdpp": 1.0}, "logistic-r1": {"loss": "logistic-r1"},
              "lazy-r1": {"loss": "logistic-r1", "r1_interval": 4}}[loss]
+    per_sample = 1 / 4 if loss.startswith("wgan-gp") else 1.0
     runs = {w: Trainer(tiny(**CONDITIONED, **extra, condition_weight_d=w, condition_weight_g=2 * w),
                        tmp_path / str(w)) for w in (0.0, 3.0)}
     images = torch.rand(4, 3, 4, 4) * 2 - 1
@@ -81,20 +86,24 @@ def test_each_phase_adds_its_weight_over_the_batch_times_the_classification(tmp_
         phases = {phase.name: phase for phase in trainer.family.phases(0, trainer.family.plan(0))}
         torch.manual_seed(7)
         d_loss, d_logs = phases["D"].loss(batch)
-        g_loss, g_logs = phases["G"].loss(None)
+        calls = []
+        hook = trainer.family.nets["D"].register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        g_loss, g_logs = phases["G"].loss(batch if "gdpp" in loss else None)
+        hook.remove()
+        assert len(calls) == (2 if "gdpp" in loss else 1)  # GDPP: the fakes once, the reals' features once
         results[weight] = tuple(float(value.detach()) for value in (
             d_loss, d_logs["classification_D"], g_loss, g_logs["classification_G"]))
     (d0, cd0, g0, cg0), (d3, cd3, g3, cg3) = results[0.0], results[3.0]
     assert (cd0, cg0) == (cd3, cg3)  # same networks, same draws
-    assert d3 - d0 == pytest.approx(3.0 / 4 * cd0, rel=1e-5)
-    assert g3 - g0 == pytest.approx(6.0 / 4 * cg0, rel=1e-5)
+    assert d3 - d0 == pytest.approx(3.0 * per_sample * cd0, rel=1e-5)
+    assert g3 - g0 == pytest.approx(6.0 * per_sample * cg0, rel=1e-5)
     family = runs[0.0].family
     with torch.no_grad():  # the D phase's classification is of the reals' own classes, columns reordered
         _, logits = family.nets["D"](images, 0, return_label_logits=True)
     assert cd0 == pytest.approx(float(family.classification_loss(logits, batch.labels[:, [1, 0]])), rel=1e-5)
 
 
-def test_config_refusals_name_the_key(tmp_path):
+def test_config_refusals_name_the_key(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"model.conditions: label conditioning \(AC-GAN\) follows pytorch_GAN_zoo"):
         tiny(conditions=["shape"])
     with pytest.raises(ConfigError, match=r"model.condition_weight_d: does nothing without model.conditions"):
@@ -106,8 +115,17 @@ def test_config_refusals_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"model.conditions: .*not with model.styles"):
         tiny(variant="zoo", conditions=["shape"], styles=True)
     with pytest.raises(ConfigError, match=r"model.conditions: no label column 'colour' in the dataset builtin:shapes"
-                                          r".*\(it has label columns \['shape', 'background'\]\)"):
+                                          r".*\(it has label columns \['shape', 'background'\]\)$"):
         Trainer(tiny(variant="zoo", conditions=["colour"]), tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"no label column 'class' .*\(`ganforge prepare` names class folders' "
+                                          r"column 'class'; a zoo config's imagefolderDataset conditions on it\)"):
+        Trainer(tiny(variant="zoo", conditions=["class"]), tmp_path / "run")
+    missing = str(tmp_path / "absent-store")
+    assert main(["info", "pgan", "--set", f"data={missing}", "--set", "model.variant=zoo", "--set",
+                 "model.conditions=[class]"]) == 2
+    assert capsys.readouterr().err.strip() == (f"ganforge info: error: model.conditions: the class counts of "
+                                               f"['class'] come from the label columns of the store, and {missing} "
+                                               "is not at hand")
     assert tiny(variant="zoo", conditions=["shape"]).model.condition_weight_d == 1.0
 
 

@@ -317,12 +317,17 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
 def condition_columns(dataset, names: list[str]) -> tuple[list[int], list[int]]:
     """(index among the store's label columns, class count) of each conditioning column, in `names`' order."""
     available = [column for column, _ in dataset.label_columns]
+    if names and not available and not dataset.levels:  # a shape-only placeholder (`ganforge info` without data)
+        raise ConfigError(f"model.conditions: the class counts of {names} come from the label columns of the "
+                          f"store, and {dataset.source} is not at hand")
     indices, sizes = [], []
     for name in names:
         if name not in available:
             have = f"label columns {available}" if available else "no label columns"
+            folders = " (`ganforge prepare` names class folders' column 'class'; a zoo config's imagefolderDataset " \
+                      "conditions on it)" if name == "class" else ""
             raise ConfigError(f"model.conditions: no label column {name!r} in the dataset {dataset.source} (it has "
-                              f"{have})")
+                              f"{have}){folders}")
         indices.append(available.index(name))
         sizes.append(len(dataset.label_columns[indices[-1]][1]))
         if sizes[-1] < 2:
@@ -542,14 +547,15 @@ class PGANFamily(Family):
         def g_loss(d_batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             labels = self.random_labels(batch_size)
             fakes = fakes_of(labels)
-            if d_batch is not None:  # GDPP
-                d_fake, fake_features = D(fakes, return_features=True)
+            if d_batch is not None:  # GDPP: the zoo reads the score, features and class logits from one D call
+                d_fake, fake_features, *logits = D(fakes, return_features=True,
+                                                   return_label_logits=labels is not None)
                 with torch.no_grad():
-                    _, real_features = D(d_batch.images, return_features=True)
+                    real_features = D(d_batch.images, return_features=True)[1]
                 gdpp = gdpp_loss(fake_features, real_features)
                 loss = adversarial(d_fake) + self.gdpp_weight(batch_size) * gdpp
                 logs = {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
-                classification = scored(fakes, labels)[1]
+                classification = self.classification_loss(logits[0], labels) if logits else None
             else:
                 d_fake, classification = scored(fakes, labels)
                 loss = adversarial(d_fake)
@@ -622,9 +628,10 @@ class PGANFamily(Family):
         return loss
 
     def condition_loss_weight(self, weight: float, batch_size: int) -> float:
-        """The zoo adds its classification loss, a batch mean, to adversarial losses summed over the batch: on
-        ganforge's mean scale that is weight / N (Adam ignores the common factor N but for its eps), as GDPP."""
-        return weight / batch_size
+        """The zoo adds its classification loss, a batch mean, to WGAN-GP losses summed over the batch: on
+        ganforge's mean scale that is weight / N (Adam ignores the common factor N but for its eps), as GDPP. With
+        `loss: logistic-r1` the adversarial loss is a batch mean as the zoo's own logistic loss: weight itself."""
+        return weight / batch_size if self.config.loss == "wgan-gp" else weight
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -404,13 +404,15 @@ def _matched_conditions(ckpt: ZooCheckpoint, data: str | None) -> tuple[list[str
 def _reordered_classes(states: dict[str, dict[str, Tensor]], arch: PGANArch, orders: list[list[int]]
                        ) -> dict[str, dict[str, Tensor]]:
     """The zoo's one-hot inputs of G and class rows of D put in the store's class order (`orders[a][k]`: the
-    zoo's index of store class k of attribute a); D's row 0 is the score either way."""
+    zoo's index of store class k of attribute a). D's class logits are the rows the zoo trained as them: it slices
+    attribute a's logits from its output starting at column 0, the score (a bug ganforge fixes), so its logit of
+    class j is row offset_a + j, and the first class of the first attribute shares row 0 with the score."""
     if not orders:
         return states
     g_columns, d_rows, offset = list(range(arch.latent_dim)), [0], 0
     for order in orders:
         g_columns += [arch.latent_dim + offset + index for index in order]
-        d_rows += [1 + offset + index for index in order]
+        d_rows += [offset + index for index in order]
         offset += len(order)
     reordered = {role: dict(state) for role, state in states.items()}
     for role, state in reordered.items():

@@ -305,11 +305,9 @@ class PGANDiscriminator(nn.Module):
     def forward(
         self, x: Tensor, scale: int, alpha: float = 0.0, *, return_features: bool = False,
         return_label_logits: bool = False
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> Tensor | tuple[Tensor, ...]:
         """Score [N, 1]; with return_features also the [N, C0] input of the last dense layer (for GDPP), with
-        return_label_logits the class logits [N, label_dim] of a conditional D (AC-GAN)."""
-        if return_features and return_label_logits:
-            raise ValueError("PGANDiscriminator: ask for the features or the label logits, not both")
+        return_label_logits the class logits [N, label_dim] of a conditional D (AC-GAN), in that order."""
         if return_label_logits and not self.arch.label_sizes:
             raise ValueError("PGANDiscriminator: label logits asked of an unconditional D (label_sizes is empty)")
         _check_scale_alpha(self.arch, scale, alpha)
@@ -330,7 +328,6 @@ class PGANDiscriminator(nn.Module):
             for index in range(scale - 1, 0, -1):
                 h = self.blocks[index](h)
         out, features = self.blocks[0](h)
-        if return_label_logits:
-            return out[:, :1], out[:, 1:]
         score = out[:, :1] if self.arch.label_sizes else out
-        return (score, features) if return_features else score
+        extra = ((features,) if return_features else ()) + ((out[:, 1:],) if return_label_logits else ())
+        return (score, *extra) if extra else score
