@@ -26,6 +26,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     host_group: Any = field(default=None, compare=False)  # gloo group for votes; None: the default group (gloo)
+    contiguous: bool = False  # shares are contiguous blocks of the global batch instead of interleaved (see shard)
 
     @property
     def is_main(self) -> bool:
@@ -42,15 +43,18 @@ class DistInfo:
             )
         return global_batch // self.world_size
 
-    def shard(self, tensor: torch.Tensor) -> torch.Tensor:
-        """This rank's share of a global-batch tensor: samples rank, rank + W, rank + 2W, ...
+    def shard(self, tensor: Any) -> Any:
+        """This rank's share of a global-batch tensor (or array): samples rank, rank + W, rank + 2W, ...; with
+        `contiguous`, the rank-th of W consecutive blocks, as DataParallel splits a batch.
 
-        Interleaving (rather than contiguous blocks) keeps PGAN's strided minibatch-stddev groups identical to a
-        single-process run of the same global batch.
+        Each keeps a minibatch-stddev layout identical to a single-process run of the same global batch:
+        interleaving the paper PGAN's strided groups, contiguous blocks the zoo's groups of consecutive samples.
         """
         if not self.enabled:
             return tensor
-        self.local_size(len(tensor))  # uneven shares would still have their gradients averaged with equal weights
+        local = self.local_size(len(tensor))  # uneven shares would still have their gradients averaged alike
+        if self.contiguous:
+            return tensor[self.rank * local:(self.rank + 1) * local]
         return tensor[self.rank :: self.world_size]
 
     def all_reduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:

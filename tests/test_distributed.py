@@ -74,6 +74,17 @@ def test_two_process_gloo_run_matches_single_process_run(tmp_path):
     assert len(logs) == 2  # only rank 0 logs (steps 2 and 4)
 
 
+@pytest.mark.slow
+def test_the_zoo_variant_with_labels_matches_across_process_counts(tmp_path):
+    """The zoo's minibatch-stddev groups are consecutive samples, so its processes train on contiguous blocks of the
+    global batch (interleaved shares regroup them: 4% off after 2 steps); with AC-GAN each rank also takes its
+    block of the real labels and of the fake labels drawn at global-batch size."""
+    config = pgan_for_two_processes()
+    config["model"].update(variant="zoo", conditions=["shape", "background"], condition_weight_g=0.5)
+    single, _ = train_one_and_two_processes(config, tmp_path, until=4)
+    assert "classification_D" in (single / "log.jsonl").read_text()
+
+
 def _children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (Linux /proc)."""
     found = []

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from pgan_tiny import TINY_PGAN
@@ -74,6 +75,9 @@ def test_an_uneven_shard_is_an_error_not_a_smaller_share() -> None:
     with pytest.raises(ValueError, match="batch size 5 is not divisible by the number of processes 2"):
         DistInfo(rank=1, world_size=2).shard(torch.arange(5))
     assert DistInfo(rank=1, world_size=2).shard(torch.arange(6)).tolist() == [1, 3, 5]
+    # contiguous blocks (the zoo PGAN's consecutive minibatch-stddev groups), numpy index arrays alike
+    assert DistInfo(rank=1, world_size=2, contiguous=True).shard(torch.arange(6)).tolist() == [3, 4, 5]
+    assert DistInfo(rank=0, world_size=3, contiguous=True).shard(np.arange(6)).tolist() == [0, 1]
 
 
 # --- TensorBoard ---------------------------------------------------------------------------------------------------

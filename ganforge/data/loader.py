@@ -3,7 +3,7 @@
 No per-step decoding: the store already holds every resolution as uint8, so a batch is an index gather, an
 optional mirror flip, a conversion to [-1, 1] and an optional fade blend. Sampling is a per-epoch permutation
 derived from (seed, epoch), so the loader's state is two integers and a resumed run sees exactly the batches it
-would have seen. All ranks compute the same global batch and keep their interleaved share (see DistInfo.shard).
+would have seen. All ranks compute the same global batch and keep their share (see DistInfo.shard).
 
 The host side of a batch (gather, flips, crops; pinned when the device is CUDA) is prepared ahead in a background
 thread: after handing out a batch, the loader speculatively prepares the next ones with the same request (batch
@@ -263,8 +263,7 @@ class BatchLoader:
             prepared = _HostBatch(request, cursor, after, x_src, y_src[:, None], (x_ref, x_ref2), y_trg)
         else:
             indices, flips, after = self._global_indices(global_batch, *cursor)
-            indices = indices[self.dist.rank :: self.dist.world_size]
-            flips = flips[self.dist.rank :: self.dist.world_size]
+            indices, flips = self.dist.shard(indices), self.dist.shard(flips)
             images = self.dataset.images(resolution)[indices]  # a fancy-index gather: a writable copy
             if self.mirror and flips.any():
                 images[flips] = images[flips][..., ::-1]

@@ -210,6 +210,13 @@ class Family(ABC):
         """What `ganforge info` prints beyond parameter counts."""
         return {}
 
+    @classmethod
+    def contiguous_shards(cls, config: Any) -> bool:
+        """Whether each process trains on a contiguous block of the global batch (DistInfo.contiguous) rather than
+        an interleaved share: for networks whose batch statistics group consecutive samples, so that W processes
+        group them as one does."""
+        return False
+
     def conditioning(self) -> list[tuple[str, list[str]]]:
         """The label columns (name, class names) whose classes `generate` takes as "labels" [N, columns], one
         class index per column (PGAN's AC-GAN); empty for families that take no such labels."""

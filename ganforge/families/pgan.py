@@ -597,6 +597,11 @@ class PGANFamily(Family):
         """
         return self.config.gdpp / batch_size if self.config.variant == "zoo" else self.config.gdpp
 
+    @classmethod
+    def contiguous_shards(cls, config: PGANConfig) -> bool:
+        """The zoo's minibatch-stddev groups are consecutive samples (the paper's strided ones interleave)."""
+        return config.variant == "zoo"
+
     # --- label conditioning (AC-GAN) -------------------------------------------------------------------------
     def conditioning(self) -> list[tuple[str, list[str]]]:
         columns = self.dataset.label_columns

@@ -170,6 +170,8 @@ class Trainer:
             check_training_metrics(config, self.dataset.source, self.device)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         family_cls = get_family(config.family)
+        if family_cls.contiguous_shards(config.model):
+            self.dist = replace(self.dist, contiguous=True)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
         if resume is None and config.init_from:
