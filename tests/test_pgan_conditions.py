@@ -103,6 +103,14 @@ def test_each_phase_adds_its_weighted_classification(tmp_path, loss):
     assert cd0 == pytest.approx(float(family.classification_loss(logits, batch.labels[:, [1, 0]])), rel=1e-5)
 
 
+def test_zoo_terms_are_divided_by_the_batch_only_against_the_zoos_summed_wgan_gp_loss(tmp_path):
+    """GDPP and the AC-GAN classification loss: w / N against the zoo's batch-summed WGAN-GP loss, w itself against
+    a mean loss (logistic-r1, as the zoo's own logistic loss) and in the paper variant."""
+    weights = {name: Trainer(tiny(**model), tmp_path / name).family.zoo_term_weight(2.0, 8) for name, model in {
+        "zoo": {"variant": "zoo"}, "zoo-logistic": {"variant": "zoo", "loss": "logistic-r1"}, "paper": {}}.items()}
+    assert weights == {"zoo": 0.25, "zoo-logistic": 2.0, "paper": 2.0}
+
+
 def test_config_refusals_name_the_key(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"model.conditions: label conditioning \(AC-GAN\) follows pytorch_GAN_zoo"):
         tiny(conditions=["shape"])

@@ -503,7 +503,7 @@ class PGANFamily(Family):
             """The adversarial loss plus the weighted classification loss; the log keeps the unweighted one."""
             if classification is None:
                 return loss, logs
-            loss = loss + self.condition_loss_weight(weight, batch_size) * classification
+            loss = loss + self.zoo_term_weight(weight, batch_size) * classification
             return loss, {**logs, f"loss_{net}": loss.detach(), f"classification_{net}": classification.detach()}
 
         def r1_and_scores(reals: torch.Tensor, labels: torch.Tensor | None
@@ -553,7 +553,7 @@ class PGANFamily(Family):
                 with torch.no_grad():
                     real_features = D(d_batch.images, return_features=True)[1]
                 gdpp = gdpp_loss(fake_features, real_features)
-                loss = adversarial(d_fake) + self.gdpp_weight(batch_size) * gdpp
+                loss = adversarial(d_fake) + self.zoo_term_weight(config.gdpp, batch_size) * gdpp
                 logs = {"loss_G": loss.detach(), "gdpp": gdpp.detach()}
                 classification = self.classification_loss(logits[0], labels) if logits else None
             else:
@@ -587,15 +587,14 @@ class PGANFamily(Family):
         """
         return resolution / self.config.resolution if self.config.variant == "paper" else 1.0
 
-    def gdpp_weight(self, batch_size: int) -> float:
-        """Weight of GDPP against the mean adversarial G loss.
-
-        The zoo adds its GDPP term (weight 1) to a G loss summed over the batch: divided by the batch size to
-        put it on ganforge's mean scale, GDPP weighs `gdpp` / N, and the gradient direction is the zoo's (Adam
-        ignores the overall factor N but for its eps). The paper variant, with no official GDPP code, adds
-        `gdpp` · GDPP to the mean loss as the GDPP paper writes it.
-        """
-        return self.config.gdpp / batch_size if self.config.variant == "zoo" else self.config.gdpp
+    def zoo_term_weight(self, weight: float, batch_size: int) -> float:
+        """Weight on ganforge's mean losses of a term the zoo adds, with `weight`, to its WGAN-GP losses summed over
+        the batch (GDPP; the AC-GAN classification loss, a batch mean): weight / N, which keeps the zoo's gradient
+        direction (Adam ignores the overall factor N but for its eps). The paper variant (no official GDPP code;
+        GDPP as its paper writes it) and `loss: logistic-r1` (a batch mean, as the zoo's own logistic loss) add
+        the term with `weight` itself."""
+        zoo_sum = self.config.variant == "zoo" and self.config.loss == "wgan-gp"
+        return weight / batch_size if zoo_sum else weight
 
     @classmethod
     def contiguous_shards(cls, config: PGANConfig) -> bool:
@@ -631,12 +630,6 @@ class PGANFamily(Family):
             loss = loss + torch.nn.functional.cross_entropy(logits[:, start:start + size], labels[:, column].long())
             start += size
         return loss
-
-    def condition_loss_weight(self, weight: float, batch_size: int) -> float:
-        """The zoo adds its classification loss, a batch mean, to WGAN-GP losses summed over the batch: on
-        ganforge's mean scale that is weight / N (Adam ignores the common factor N but for its eps), as GDPP. With
-        `loss: logistic-r1` the adversarial loss is a batch mean as the zoo's own logistic loss: weight itself."""
-        return weight / batch_size if self.config.loss == "wgan-gp" else weight
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
