@@ -75,12 +75,14 @@ def test_two_process_gloo_run_matches_single_process_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_zoo_variant_with_labels_matches_across_process_counts(tmp_path):
+@pytest.mark.parametrize("variant", ["zoo", "paper"])
+def test_both_variants_with_labels_match_across_process_counts(tmp_path, variant):
     """The zoo's minibatch-stddev groups are consecutive samples, so its processes train on contiguous blocks of the
-    global batch (interleaved shares regroup them: 4% off after 2 steps); with AC-GAN each rank also takes its
-    block of the real labels and of the fake labels drawn at global-batch size."""
+    global batch (interleaved shares regrouped them: weights up to 0.04 apart after 2 steps), the paper's strided
+    groups interleaved shares; with AC-GAN each rank also takes its share of the real labels and of the fake labels
+    drawn at global-batch size (uniform, or the paper's classes of random training images)."""
     config = pgan_for_two_processes()
-    config["model"].update(variant="zoo", conditions=["shape", "background"], condition_weight_g=0.5)
+    config["model"].update(variant=variant, conditions=["shape", "background"], condition_weight_g=0.5)
     single, _ = train_one_and_two_processes(config, tmp_path, until=4)
     assert "classification_D" in (single / "log.jsonl").read_text()
 

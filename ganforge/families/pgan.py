@@ -8,7 +8,7 @@ Two variants share everything but a few documented details (see models/pgan.py f
 - `zoo` (pytorch_GAN_zoo): Adam state and EMA reset at each growth, no mirroring, penalty at the native
   resolution, GDPP weighted against the batch-summed G loss as the zoo does.
 Both fix the zoo's bugs: D fades at 4→8 too, a per-scale learning rate really reaches the optimiser, and the
-optimiser state is checkpointed.
+optimiser state is checkpointed. With `conditions` each variant trains as its reference's AC-GAN (see d_loss).
 
 Alpha follows the zoo: it is the weight of the OLD (lower-resolution) path, 1 at the start of a fade, 0 after.
 """
@@ -118,8 +118,8 @@ class PGANConfig:
     # logistic-r1: R1 every this many steps (StyleGAN2's lazy regularisation, which uses 16); 1: every step (StyleGAN)
     r1_interval: int | None = None
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
-    # AC-GAN as pytorch_GAN_zoo conditions (its attribute dict): label columns of the store given to G, whose
-    # classes D also predicts; the weights of D's classification loss on reals and G's on fakes (default 1)
+    # AC-GAN as pytorch_GAN_zoo (its attribute dict) and the TF code (its labels) condition: label columns of the
+    # store given to G, whose classes D also predicts; the weights of D's and G's classification losses (default 1)
     conditions: list[str] | None = None
     condition_weight_d: float | None = None
     condition_weight_g: float | None = None
@@ -159,9 +159,6 @@ class PGANConfig:
         if self.mapping_layers is not None and self.mapping_layers < 0:
             raise ConfigError(f"model.mapping_layers: expected an integer >= 0, got {self.mapping_layers!r}")
         if self.conditions is not None:
-            if self.variant != "zoo":
-                raise ConfigError("model.conditions: label conditioning (AC-GAN) follows pytorch_GAN_zoo; set "
-                                  "model.variant: zoo")
             if (not isinstance(self.conditions, list) or not self.conditions
                     or not all(isinstance(c, str) for c in self.conditions)
                     or len(set(self.conditions)) != len(self.conditions)):
@@ -344,6 +341,7 @@ class PGANFamily(Family):
         super().__init__(config, dataset, device, dist)
         widths = config.widths or pgan_widths(config.resolution, config.fmap_base, config.fmap_max)
         self.condition_columns, label_sizes = condition_columns(dataset, config.conditions or [])
+        self._dataset_labels: torch.Tensor | None = None  # the paper variant's fake classes are drawn from them
         try:
             self.arch = PGANArch(resolution=config.resolution, widths=list(widths), latent_dim=config.latent_dim,
                                  variant=config.variant, channels=dataset.channels,
@@ -522,26 +520,34 @@ class PGANFamily(Family):
         def d_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             reals = batch.images
             real_labels = self.conditioning_labels(batch)
+            # AC-GAN: the zoo draws the fakes' classes and scores the reals' only; the TF code gives the fakes the
+            # reals' classes and scores both
+            paper = config.variant == "paper"
+            fake_labels = real_labels if paper else self.random_labels(batch_size)
             with torch.no_grad():
-                fakes = fakes_of(self.random_labels(batch_size))
+                fakes = fakes_of(fake_labels)
+            scored_labels = fake_labels if paper else None  # the classes D's loss reads on the fakes
             if lazy:
                 d_real, classification = scored(reals, real_labels, real=True)
-                loss = logistic_discriminator_loss(d_real, D(fakes))
+                d_fake, fake_classification = scored(fakes, scored_labels)
+                loss = logistic_discriminator_loss(d_real, d_fake)
                 logs = {"loss_D": loss.detach()}
             elif config.loss == "logistic-r1":
                 r1, d_real, classification = r1_and_scores(reals, real_labels)
-                loss = logistic_discriminator_loss(d_real, D(fakes)) + config.r1_gamma * r1
+                d_fake, fake_classification = scored(fakes, scored_labels)
+                loss = logistic_discriminator_loss(d_real, d_fake) + config.r1_gamma * r1
                 logs = {"loss_D": loss.detach(), "r1": r1.detach()}
             else:
                 d_real, classification = scored(reals, real_labels, real=True)
-                d_fake = D(fakes)
+                d_fake, fake_classification = scored(fakes, scored_labels)
                 mix = self.rand(batch_size, 1, 1, 1)
                 gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))
                 drift = drift_penalty(d_real)
                 wdist = wgan_critic_loss(d_real, d_fake)
                 loss = wdist + config.lambda_gp * gp + config.drift * drift
                 logs = {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach()}
-            # the zoo's D step: its classification loss on the reals
+            if fake_classification is not None:
+                classification = classification + fake_classification
             return with_classification(loss, logs, "D", classification, config.condition_weight_d)
 
         def g_loss(d_batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -613,10 +619,17 @@ class PGANFamily(Family):
         return batch.labels[:, self.condition_columns]
 
     def random_labels(self, batch_size: int) -> torch.Tensor | None:
-        """Classes for fakes, each column uniform as the zoo's buildRandomCriterionTensor draws them; drawn at
+        """Classes for fakes: each column uniform as the zoo's buildRandomCriterionTensor draws them, or in the
+        paper variant the classes of random training images as the TF code's get_random_labels_tf; drawn at
         global-batch size and sharded, as `randn`."""
         if not self.condition_columns:
             return None
+        if self.config.variant == "paper":
+            if self._dataset_labels is None:
+                self._dataset_labels = torch.as_tensor(self.dataset.labels[:, self.condition_columns],
+                                                       device=self.device)
+            rows = torch.randint(len(self._dataset_labels), (batch_size,), device=self.device)
+            return self.dist.shard(self._dataset_labels[rows])
         labels = [torch.randint(size, (batch_size,), device=self.device) for size in self.arch.label_sizes]
         return self.dist.shard(torch.stack(labels, dim=1))
 

@@ -17,7 +17,7 @@ every pixel norm (StyleGAN's AdaIN with PGAN's pixel norm in place of instance n
 channels (StyleGAN2's modulated toRGB without demodulation). Without it, the colour of a shape or a background has
 to survive every upsampling from the 4×4 block; with it, one affine sets it for the whole image.
 
-``label_sizes`` (pytorch_GAN_zoo's AC-GAN conditioning; empty: unconditional): G's input is the latent followed by
+``label_sizes`` (the AC-GAN conditioning of both references; empty: unconditional): G's input is the latent followed by
 one one-hot vector per label column (normalised together, as both references normalise their input), and D's last
 dense layer has one logit per class of every column after the score.
 """
