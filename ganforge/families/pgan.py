@@ -507,7 +507,7 @@ class PGANFamily(Family):
         def r1_and_scores(reals: torch.Tensor, labels: torch.Tensor | None
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
             """R1 (as StyleGAN's process_reals sees it in the paper variant), D's logits on the reals, and with
-            labels the weighted classification loss, from one D call."""
+            labels their classification loss, from one D call."""
             reals = reals.detach().requires_grad_(True)
             d_real, classification = scored(reals, labels, real=True)
             return r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2, d_real, classification
@@ -566,7 +566,7 @@ class PGANFamily(Family):
                 d_fake, classification = scored(fakes, labels)
                 loss = adversarial(d_fake)
                 logs = {"loss_G": loss.detach()}
-            # the zoo's G step: the classes G was asked for, as D reads them
+            # both references' G step: the classes G was asked for, as D reads them
             return with_classification(loss, logs, "G", classification, config.condition_weight_g)
 
         lazy_r1 = [Phase("D_r1", ("D",), d_r1_loss, data="previous")] if lazy and step % config.r1_interval == 0 else []
