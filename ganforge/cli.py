@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--interpolate", type=int, default=0, metavar="K",
                      help="slerp through the N latents with K frames between each pair")
     gen.add_argument("--device", default="auto")
+    gen.add_argument("--npz", type=Path, metavar="FILE",
+                     help="--n samples as x (uint8 NCHW) and, from class-conditional runs, y (classes), as "
+                          "BigGAN-PyTorch's sample_npz writes them; `evaluate --fake FILE` reads it")
     biggan = gen.add_argument_group("class-conditional (biggan) runs")
     biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
     biggan.add_argument("--truncation-method", choices=["resample", "scale"], default="resample",
@@ -360,7 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="interpolation sheets of --n rows and K frames in the spaces of --interp-spaces")
     biggan.add_argument("--interp-spaces", default="z,class,both",
                         help="z (fixed class), class (shared embedding, fixed z), both; default all three")
-    biggan.add_argument("--npz", type=Path, metavar="FILE", help="--n samples as x (uint8 NCHW) and y (classes)")
     biggan.add_argument("--truncation-sweep", metavar="PSIS",
                         help="IS/FID per ψ, e.g. 0.5,0.75,1.0,none; printed and written to truncation_sweep.json")
     biggan.add_argument("--sweep-n", type=int, help="samples (and real images) per ψ (default: the run's metrics_n)")

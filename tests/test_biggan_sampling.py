@@ -127,8 +127,19 @@ def test_options_refuse_other_families(tmp_path):
     pgan = tiny_model("pgan")
     with pytest.raises(ValueError, match="--per-class applies to class-conditional BigGAN runs.*'pgan'"):
         cs.write_class_sheets(pgan, tmp_path, 2)
-    with pytest.raises(ValueError, match="--npz applies"):
-        cs.export_npz(pgan, tmp_path / "x.npz", 4)
+
+
+def test_an_unconditional_run_exports_its_samples_as_x_alone(tmp_path):
+    """--npz of any family that samples from latents: the images generate draws from the seed, no y."""
+    pgan = tiny_model("pgan")
+    path = cs.export_npz(pgan, tmp_path / "pgan.npz", 5, seed=4, batch_size=2)
+    with np.load(path, allow_pickle=False) as archive:
+        assert archive.files == ["x"]
+        x = archive["x"]
+    draws = torch.Generator().manual_seed(4)
+    expected = [to_uint8(pgan.generate(pgan.family.sample_latents(count, draws))).transpose(0, 3, 1, 2)
+                for count in (2, 2, 1)]
+    np.testing.assert_array_equal(x, np.concatenate(expected))
 
 
 def test_npz_round_trip(model, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -210,3 +211,8 @@ def test_a_conditional_run_trains_resumes_exactly_and_generates_by_class(tmp_pat
         labels[:, 1] = shape
         assert torch.equal(sheet[3 * shape:3 * shape + 3], model.generate({"z": drawn["z"], "labels": labels}))
     assert not torch.equal(sheet[:3], sheet[3:6])
+    exported = tmp_path / "samples.npz"
+    assert main(["generate", str(straight), "--npz", str(exported), "--n", "5", "--seed", "3"]) == 0
+    with np.load(exported, allow_pickle=False) as archive:
+        assert archive["x"].shape == (5, 3, 16, 16) and archive["y"].dtype == np.int64
+        np.testing.assert_array_equal(archive["y"], model.latents(5, seed=3)["labels"].numpy())

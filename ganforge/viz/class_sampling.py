@@ -33,7 +33,7 @@ FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 def require_class_conditional(model: LoadedModel, option: str) -> None:
     """Refuse class-sampling options on runs whose family does not sample by class, naming the option and the
     run's family; a label-conditioned PGAN (AC-GAN) takes --per-class."""
-    if option == "--per-class" and model.family.conditioning():
+    if option == "--per-class" and model.family.conditioning() or option == "--npz":
         return
     if not model.family.samples_by_class:
         also = " and PGAN runs with model.conditions" if option == "--per-class" else ""
@@ -210,30 +210,37 @@ def uint8_nchw(images: torch.Tensor) -> np.ndarray:
 
 
 def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float | None = None,
-                 method: str = "resample", batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """`n` samples in batches of uint8 N×C×H×W images and their int64 classes, all drawn from one seed."""
+                 method: str = "resample", batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """`n` samples in batches of uint8 N×C×H×W images and their int64 classes (a class-conditional BigGAN's [N],
+    a label-conditioned PGAN's [N, columns], None for an unconditional run), all drawn from one seed."""
     draws = torch.Generator().manual_seed(seed)
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
-        z = draw_latents(model, count, draws, truncation=truncation, method=method)
-        y = sample_classes(count, model.family.n_classes, generator=draws)
-        yield uint8_nchw(generate(model, {"z": z, "y": y}, batch_size)), y.numpy().astype(np.int64)
+        if model.family.samples_by_class:
+            inputs = {"z": draw_latents(model, count, draws, truncation=truncation, method=method),
+                      "y": sample_classes(count, model.family.n_classes, generator=draws)}
+        else:
+            inputs = model.family.sample_latents(count, draws)
+        classes = inputs.get("y", inputs.get("labels"))
+        yield (uint8_nchw(generate(model, inputs, batch_size)),
+               None if classes is None else classes.numpy().astype(np.int64))
 
 
 def export_npz(model: LoadedModel, path: Path, n: int, *, seed: int = 0, truncation: float | None = None,
                method: str = "resample", batch_size: int = 64) -> Path:
-    """`n` samples to an .npz with `x` (uint8 N×C×H×W) and `y` (int64 classes), BigGAN-PyTorch's sample_npz keys,
-    written atomically; loadable with allow_pickle=False."""
-    require_class_conditional(model, "--npz")
+    """`n` samples to an .npz with `x` (uint8 N×C×H×W) and, for a conditional run, `y` (int64 classes),
+    BigGAN-PyTorch's sample_npz keys, written atomically; loadable with allow_pickle=False."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"--npz {path}: the file name must end in .npz")
     batches = list(iter_samples(model, n, seed=seed, truncation=truncation, method=method, batch_size=batch_size))
-    images, labels = (np.concatenate(parts) for parts in zip(*batches, strict=True))
+    arrays = {"x": np.concatenate([images for images, _ in batches])}
+    if batches[0][1] is not None:
+        arrays["y"] = np.concatenate([classes for _, classes in batches])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     with open(partial, "wb") as handle:
-        np.savez(handle, x=images, y=labels)
+        np.savez(handle, **arrays)
     os.replace(partial, path)
     return path
 
