@@ -32,8 +32,8 @@ FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 def require_class_conditional(model: LoadedModel, option: str) -> None:
     """Refuse class-sampling options on runs whose family does not sample by class, naming the option and the
-    run's family; a label-conditioned PGAN (AC-GAN) takes --per-class."""
-    if option == "--per-class" and model.family.conditioning() or option == "--npz":
+    run's family; a label-conditioned PGAN (AC-GAN) takes --per-class, every family --npz."""
+    if option == "--npz" or (option == "--per-class" and model.family.conditioning()):
         return
     if not model.family.samples_by_class:
         also = " and PGAN runs with model.conditions" if option == "--per-class" else ""
