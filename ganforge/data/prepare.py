@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ganforge.data.images import ImageError, center_crop_resize, is_power_of_two, load_rgb
-from ganforge.data.store import DatasetError, StoreWriter
+from ganforge.data.store import CLASS_COLUMN, DatasetError, StoreWriter
 from ganforge.download import download
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
                                f"{skip_summary(skipped, len(items))}")
         labels, columns = None, None
         if classes is not None:
-            labels, columns = classes[0][kept][:, None], [("class", classes[1])]
+            labels, columns = classes[0][kept][:, None], [(CLASS_COLUMN, classes[1])]
         return writer.finish(source=str(src.absolute()), labels=labels, label_columns=columns, skipped=skipped)
 
 

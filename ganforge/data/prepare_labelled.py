@@ -19,7 +19,7 @@ import numpy as np
 
 from ganforge.data.images import is_power_of_two
 from ganforge.data.prepare import PrepareError
-from ganforge.data.store import write_store
+from ganforge.data.store import CLASS_COLUMN, write_store
 from ganforge.download import download, file_digest
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -113,7 +113,7 @@ def prepare_cifar10(src: Path, out: Path, *, split: str = "train", overwrite: bo
         images.append(batch)
         labels.append(batch_labels)
     return write_store(out, images, resolution=32, source=f"{src.absolute()} (CIFAR-10 {split})",
-                       labels=np.concatenate(labels)[:, None], label_columns=[("class", list(CIFAR10_CLASSES))],
+                       labels=np.concatenate(labels)[:, None], label_columns=[(CLASS_COLUMN, list(CIFAR10_CLASSES))],
                        overwrite=overwrite)
 
 
@@ -197,4 +197,4 @@ def prepare_hdf5(src: Path, out: Path, *, images_key: str = "imgs", labels_key: 
 
         return write_store(out, batches(), resolution=resolution, channels=channels,
                            source=f"{src.absolute()} (HDF5 {images_key}, {labels_key})", labels=labels[:, None],
-                           label_columns=[("class", list(classes))], overwrite=overwrite)
+                           label_columns=[(CLASS_COLUMN, list(classes))], overwrite=overwrite)

@@ -31,6 +31,7 @@ STORE_FORMAT = "ganforge-store"
 STORE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.npy"
+CLASS_COLUMN = "class"  # the label column of a store whose classes are its images' class folders (or CIFAR's)
 MIN_RESOLUTION = 4
 _WRITE_CHUNK = 256  # images per write step: bounds memory for big in-memory arrays
 _NPY_HEADER_BYTES = 128  # fixed header size so the row count can be filled in after streaming

@@ -25,6 +25,7 @@ import torch
 
 from ganforge.config import ConfigError
 from ganforge.data.loader import Batch, DataOptions
+from ganforge.data.store import CLASS_COLUMN
 from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import (
     drift_penalty,
@@ -321,8 +322,8 @@ def condition_columns(dataset, names: list[str]) -> tuple[list[int], list[int]]:
     for name in names:
         if name not in available:
             have = f"label columns {available}" if available else "no label columns"
-            folders = " (`ganforge prepare` names class folders' column 'class'; a zoo config's imagefolderDataset " \
-                      "conditions on it)" if name == "class" else ""
+            folders = f" (`ganforge prepare` names class folders' column {CLASS_COLUMN!r}; a zoo config's " \
+                      "imagefolderDataset conditions on it)" if name == CLASS_COLUMN else ""
             raise ConfigError(f"model.conditions: no label column {name!r} in the dataset {dataset.source} (it has "
                               f"{have}){folders}")
         indices.append(available.index(name))

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ganforge.config import ConfigError, suggest_keys
+from ganforge.data.store import CLASS_COLUMN
 
 # zoo `config` keys that must keep the value ganforge's PGAN always uses
 _FIXED = {"miniBatchStdDev": True, "equalizedlR": True, "perChannelNormalization": True, "initBiasToZero": True,
@@ -20,8 +21,6 @@ _MAPPED = {"maxIterAtScale", "alphaNJumps", "alphaSizeJumps", "miniBatchSize", "
            "lambdaGP", "epsilonD", "baseLearningRate", "learningRate", "GDPP", "miniBatchScheduler",
            "configScheduler", "weightConditionD", "weightConditionG"}
 _TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imagefolderDataset"}
-# the store column `ganforge prepare` gives class folders, the zoo's imagefolderDataset classes
-_CLASS_FOLDER_COLUMN = "class"
 _SCHEDULED = {"baseLearningRate", "learningRate"}
 
 
@@ -101,7 +100,7 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
         model["gdpp"] = 1.0
     weights = {key: zoo.get(key, 0.0) for key in ("weightConditionD", "weightConditionG")}
     if data.get("imagefolderDataset"):  # the zoo conditions G on the class folders, whatever the weights
-        model.update(conditions=[_CLASS_FOLDER_COLUMN], condition_weight_d=weights["weightConditionD"],
+        model.update(conditions=[CLASS_COLUMN], condition_weight_d=weights["weightConditionD"],
                      condition_weight_g=weights["weightConditionG"])
     else:
         for key, value in weights.items():

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge.config import read_config_file
-from ganforge.data.store import open_dataset
+from ganforge.data.store import CLASS_COLUMN, open_dataset
 from ganforge.download import download, file_digest
 from ganforge.families import resolve_run_config
 from ganforge.families.pgan_zoo_config import zoo_config_to_ganforge
@@ -390,7 +390,8 @@ def _matched_conditions(ckpt: ZooCheckpoint, data: str | None) -> tuple[list[str
     columns = dict(store.label_columns)
     conditions, orders = [], []
     for name, entry in attributes:
-        column = name if name in columns else "class" if name == "Main" and "class" in columns else None
+        folders = name == "Main" and CLASS_COLUMN in columns  # the zoo's class-folder attribute
+        column = name if name in columns else CLASS_COLUMN if folders else None
         classes = [str(value) for value in entry["values"]]
         if column is None or sorted(map(str, columns[column])) != sorted(classes):
             have = {k: len(v) for k, v in columns.items()}
