@@ -96,6 +96,12 @@ def init_distributed(device_kind: str) -> DistInfo:
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not torch_dist.is_initialized():
+        # torch._dynamo keeps references to torch.distributed's objects from the moment it is imported (every
+        # torch.optim optimizer imports it): imported after the group exists, it keeps the group alive past
+        # destroy_process_group, and gloo's threads then outlive the interpreter's teardown, where one freeing a
+        # collective's tensors can abort the rank (SIGABRT, a rare race) after a finished run
+        import torch._dynamo  # noqa: F401
+
         backend = "nccl" if device_kind == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend)
     host_group = torch_dist.new_group(backend="gloo") if torch_dist.get_backend() != "gloo" else None

@@ -74,6 +74,23 @@ def write_config(config: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def torchrun_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = None,
+                 **popen: Any) -> subprocess.CompletedProcess:
+    """`ganforge ARGS` in two CPU processes under torchrun (gloo), output captured. Python's faulthandler is on in
+    the ranks, so a rank that a signal kills prints its Python stack (or `<no Python frame>` at the interpreter's
+    teardown, as the gloo race that init_distributed explains did), which `torchrun_failure` shows."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "ganforge.cli", *args], env={**(env or child_env()), "PYTHONFAULTHANDLER": "1"},
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def torchrun_failure(done: subprocess.CompletedProcess) -> str:
+    """What a failed two-process run printed: the ranks' stdout (whether both reached their summary line) and the end
+    of stderr (a rank's own error or stack comes before torchrun's summary of who failed)."""
+    return (f"exit status {done.returncode}\n--- stdout ---\n{done.stdout[-2000:]}\n"
+            f"--- stderr ---\n{done.stderr[-6000:]}")
+
+
 def train_command(family: str, config_path: Path, run: Path) -> list[str]:
     return [sys.executable, "-m", "ganforge.cli", "train", family, "-c", str(config_path), "--run-dir", str(run)]
 

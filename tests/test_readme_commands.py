@@ -412,8 +412,9 @@ class ReadmeSession:
             status, output = self.ganforge(argv[1:])
             return status, Ran(self.cwd, argv, output)
         program = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
-        done = subprocess.run(program[argv[0]] + argv[1:], cwd=self.cwd, env=self.env, capture_output=True,
-                              text=True, timeout=600)
+        # faulthandler: a worker that a signal kills prints its Python stack (WORKER_FAILURE_MARKS finds it)
+        done = subprocess.run(program[argv[0]] + argv[1:], cwd=self.cwd, env={**self.env, "PYTHONFAULTHANDLER": "1"},
+                              capture_output=True, text=True, timeout=600)
         return done.returncode, Ran(self.cwd, argv, done.stdout + done.stderr)
 
     def ganforge(self, argv: list[str]) -> tuple[int, str]:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 import torch
-from reliability_runs import checkpoint_tensors, child_env, tiny_run, write_config
+from reliability_runs import checkpoint_tensors, tiny_run, torchrun_cli, torchrun_failure, write_config
 
 import ganforge
 from ganforge.training import checkpoint as ckpt
@@ -33,10 +32,8 @@ def ddp_config(family: str) -> dict:
 
 def run_torchrun(family: str, config: dict, tmp_path) -> subprocess.CompletedProcess:
     path = write_config(config, tmp_path / "config.json")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "ganforge.cli", "train", family, "-c", str(path), "--run-dir", str(tmp_path / "ddp"),
-                           "--until", str(STEPS)],
-                          env=child_env(), capture_output=True, text=True, timeout=400)
+    return torchrun_cli(["train", family, "-c", str(path), "--run-dir", str(tmp_path / "ddp"), "--until", str(STEPS)],
+                        timeout=400)
 
 
 # biases of convolutions whose output goes straight into an instance norm (or AdaIN): the norm subtracts them
@@ -49,7 +46,7 @@ CANCELLED_BIASES = re.compile(r"net/G(_ema)?/(from_rgb|(encode|decode)\.\d+\.con
 def test_two_process_gloo_run(tmp_path, family: str) -> None:
     config = ddp_config(family)
     ddp = run_torchrun(family, config, tmp_path)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.returncode == 0, torchrun_failure(ddp)
     assert ddp.stdout.count(f"stopped at step {STEPS} (--until)") == 2  # both ranks got there; the rank sync passed
     run = tmp_path / "ddp"
     assert ckpt.checkpoint_steps(run) == [STEPS]

@@ -713,9 +713,8 @@ def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int
     trainer = Trainer(config, run_dir, restart=restart)
     try:
         result = trainer.train(until=until)
-        # rank 0 writes the last checkpoint, samples and report alone; a rank that tore its process group down while
-        # rank 0 was still busy was once killed by SIGABRT at exit, so the ranks leave together (not after an error,
-        # where the other ranks may never arrive)
+        # rank 0 writes the last checkpoint, samples and report alone; the ranks leave the group together (not after
+        # an error, where the other ranks may never arrive)
         trainer.dist.barrier()
         return result
     finally:
