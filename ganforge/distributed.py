@@ -11,6 +11,7 @@ CPU tensors, so every rank stops or rolls back at the same step without waiting 
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+# How long the other ranks wait for rank 0 working alone (training-time metrics, the last files). StarGAN v2's full
+# evaluation protocol (tens of thousands of translations, FID and LPIPS per task) or a 50k-image FID can outlast the
+# 30 minutes after which a collective gives up, on a slower GPU or on CPUs; a rank that dies still ends the run at
+# once (torchrun stops the others), so only a rank 0 stuck for this long fails the run.
+MAIN_RANK_WAIT = datetime.timedelta(hours=24)
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -26,6 +33,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     host_group: Any = field(default=None, compare=False)  # gloo group for votes; None: the default group (gloo)
+    wait_group: Any = field(default=None, compare=False)  # gloo group with MAIN_RANK_WAIT as its timeout (barrier)
     contiguous: bool = False  # shares are contiguous blocks of the global batch instead of interleaved (see shard)
 
     @property
@@ -81,11 +89,11 @@ class DistInfo:
         return int(vote.item())
 
     def barrier(self) -> None:
-        """Every rank waits here, on the host group (gloo: no device sync, a 30-minute timeout): for rank 0 working
-        alone (metrics, the last files) while the others would otherwise wait in an NCCL collective, whose
-        watchdog gives up after 10 minutes."""
+        """Every rank waits here for rank 0 working alone (metrics, the last files), on a gloo group of its own: no
+        device sync, and a timeout of MAIN_RANK_WAIT, where waiting in an NCCL collective would give up after 10
+        minutes and in the default gloo group after 30."""
         if self.enabled:
-            torch_dist.barrier(group=self.host_group)
+            torch_dist.barrier(group=self.wait_group)
 
 
 def init_distributed(device_kind: str) -> DistInfo:
@@ -105,7 +113,8 @@ def init_distributed(device_kind: str) -> DistInfo:
         backend = "nccl" if device_kind == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend)
     host_group = torch_dist.new_group(backend="gloo") if torch_dist.get_backend() != "gloo" else None
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, host_group=host_group)
+    wait_group = torch_dist.new_group(backend="gloo", timeout=MAIN_RANK_WAIT)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, host_group=host_group, wait_group=wait_group)
 
 
 def shutdown_distributed(info: DistInfo) -> None:

@@ -251,6 +251,30 @@ def test_shutdown_ends_the_process_groups_threads_before_the_interpreter_exits(t
         assert "gloo" not in (tmp_path / f"rank{rank}.txt").read_text(), rank
 
 
+RANK_ZERO_ALONE = """
+import datetime, time, torch.distributed
+from ganforge.distributed import init_distributed, shutdown_distributed
+torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=2))  # collectives give up after 2 s
+info = init_distributed("cpu")
+if info.rank == 0:
+    time.sleep(5)  # working alone (metrics) for longer than a collective waits
+info.barrier()
+shutdown_distributed(info)
+"""
+
+
+@pytest.mark.slow
+def test_the_other_ranks_wait_for_rank_zero_working_alone_beyond_the_collective_timeout(tmp_path):
+    """Training-time metrics run on rank 0 alone while the others wait at the barrier; StarGAN v2's full protocol
+    can take longer than the 30 minutes after which a collective gives up, and a barrier that gave up killed the
+    run. Scaled down here: collectives give up after 2 s, rank 0 works for 5 s."""
+    script = tmp_path / "wait.py"
+    script.write_text(RANK_ZERO_ALONE)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, torchrun_failure(done)
+
+
 @pytest.mark.slow
 def test_a_best_metric_tick_between_checkpoints_saves_on_every_rank(tmp_path):
     """A metric tick that ranks a checkpoint writes one even off the checkpoint interval; rank 0 alone evaluates,
