@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,14 +26,17 @@ import torch.distributed as torch_dist
 # once (torchrun stops the others), so only a rank 0 stuck for this long fails the run.
 MAIN_RANK_WAIT = datetime.timedelta(hours=24)
 
+# The job's extra gloo groups, "votes" (only beside an NCCL default group; gloo's default group votes otherwise) and
+# "waits" (MAIN_RANK_WAIT). Held here rather than by DistInfo, which outlives shutdown: destroy_process_group frees a
+# group only once nothing references it, and a group left alive keeps its threads into the interpreter's teardown.
+_groups: dict[str, Any] = {}
+
 
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    host_group: Any = field(default=None, compare=False)  # gloo group for votes; None: the default group (gloo)
-    wait_group: Any = field(default=None, compare=False)  # gloo group with MAIN_RANK_WAIT as its timeout (barrier)
     contiguous: bool = False  # shares are contiguous blocks of the global batch instead of interleaved (see shard)
 
     @property
@@ -85,7 +88,7 @@ class DistInfo:
         if not self.enabled:
             return value
         vote = torch.tensor([value], dtype=torch.int64)
-        torch_dist.all_reduce(vote, op=torch_dist.ReduceOp.MAX, group=self.host_group)
+        torch_dist.all_reduce(vote, op=torch_dist.ReduceOp.MAX, group=_groups.get("votes"))
         return int(vote.item())
 
     def barrier(self) -> None:
@@ -93,7 +96,7 @@ class DistInfo:
         device sync, and a timeout of MAIN_RANK_WAIT, where waiting in an NCCL collective would give up after 10
         minutes and in the default gloo group after 30."""
         if self.enabled:
-            torch_dist.barrier(group=self.wait_group)
+            torch_dist.barrier(group=_groups["waits"])
 
 
 def init_distributed(device_kind: str) -> DistInfo:
@@ -112,13 +115,15 @@ def init_distributed(device_kind: str) -> DistInfo:
 
         backend = "nccl" if device_kind == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend)
-    host_group = torch_dist.new_group(backend="gloo") if torch_dist.get_backend() != "gloo" else None
-    wait_group = torch_dist.new_group(backend="gloo", timeout=MAIN_RANK_WAIT)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, host_group=host_group, wait_group=wait_group)
+    if torch_dist.get_backend() != "gloo":
+        _groups["votes"] = torch_dist.new_group(backend="gloo")
+    _groups["waits"] = torch_dist.new_group(backend="gloo", timeout=MAIN_RANK_WAIT)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
 def shutdown_distributed(info: DistInfo) -> None:
     if info.enabled and torch_dist.is_initialized():
+        _groups.clear()
         torch_dist.destroy_process_group()
 
 
