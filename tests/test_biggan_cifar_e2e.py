@@ -112,8 +112,10 @@ def test_truncation_applies_to_plain_grids(cifar_run, tmp_path):
     model = ganforge.load(cifar_run)
     z = sample_latents(4, model.family.arch.g_dim_z, truncation=0.3, generator=torch.Generator().manual_seed(0))
     classes = model.latents(4, seed=0)["y"]  # drawn uniformly, like every sample of the model
-    expected = label_grid(make_grid(cs.to_uint8(model.generate({"z": z, "y": classes}))),
-                          f"{cs.model_caption(model, truncation=0.3)}, seed 0")
+    names = model.family.sample_cell_labels({"y": classes})  # CIFAR-10's class names, one under each cell
+    assert set(names) <= {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
+    expected = label_grid(make_grid(cs.to_uint8(model.generate({"z": z, "y": classes})), min_cell=64,
+                                    cell_labels=names), f"{cs.model_caption(model, truncation=0.3)}, seed 0")
     with Image.open(tmp_path / "grid.png") as grid:
         np.testing.assert_array_equal(np.asarray(grid), expected)
 

@@ -61,7 +61,7 @@ def test_class_sheets_split_into_files_of_rows_per_sheet(model, tmp_path):
     paths = cs.write_class_sheets(model, tmp_path, 2, rows_per_sheet=3)
     assert [p.name for p in paths] == ["per_class-000.png", "per_class-001.png"]  # 4 shape classes: 3 + 1 rows
     title = f"{cs.model_caption(model)}\nrows: classes; columns: one z each"
-    names = cs.class_names(model)
+    names = model.family.class_names()
 
     def captioned(rows: int, labels: list[str]) -> tuple[int, int]:
         return label_grid(np.zeros((2 + rows * 34, 2 + 2 * 34, 3), np.uint8), title, labels).shape[1::-1]
@@ -104,7 +104,7 @@ def test_interpolation_sheets_are_written(model, tmp_path):
 
 @pytest.mark.parametrize("space", cs.INTERPOLATION_SPACES)
 def test_interpolation_rows_are_labelled_with_the_classes_they_show(model, space):
-    names = cs.class_names(model)
+    names = model.family.class_names()
     draws = torch.Generator().manual_seed(3)
     for _ in range(2):
         sample_latents(2, 16, generator=draws)

@@ -97,7 +97,7 @@ def biggan() -> LoadedModel:
 
 
 def test_class_sheets_name_their_rows_by_the_stores_classes(biggan, tmp_path):
-    assert cs.class_names(biggan) == ["circle", "square", "triangle", "ring"]
+    assert biggan.family.class_names() == ["circle", "square", "triangle", "ring"]
     assert cs.model_caption(biggan) == "EMA, step 7"
     assert cs.model_caption(biggan, truncation=0.5, method="scale") == "EMA, step 7, truncation 0.5 (scale)"
     [first, second] = cs.write_class_sheets(biggan, tmp_path, 2, rows_per_sheet=3, truncation=0.5)
@@ -115,8 +115,55 @@ def test_class_names_fall_back_to_numbers_without_named_classes(biggan):
     placeholder = copy.copy(biggan.family)
     placeholder.dataset = copy.copy(biggan.family.dataset)
     placeholder.dataset.label_columns = []
-    assert cs.class_names(LoadedModel(family=placeholder, config=biggan.config, step=0, plan=biggan.plan)) == [
-        "class 0", "class 1", "class 2", "class 3"]
+    assert placeholder.class_names() == ["class 0", "class 1", "class 2", "class 3"]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cell_labels_go_under_each_cell_and_leave_the_images_unchanged(channels):
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, channels), dtype=np.uint8)
+    names = ["circle", "sq", "a name far wider than its cell", "ring", "x"]
+    grid = make_grid(images, columns=3, cell_labels=names)
+    strip = line_height() + 3
+    assert grid.shape == (2 * (16 + strip + 2) + 2, 3 * 18 + 2, channels)  # a label strip under each of 2 rows
+    for index, name in enumerate(names):
+        r, c = divmod(index, 3)
+        top, left = 2 + r * (16 + strip + 2), 2 + c * 18
+        assert np.array_equal(grid[top:top + 16, left:left + 16], images[index])
+        under = grid[top + 16:top + 16 + strip, left:left + 16]
+        assert _ink(under) > 5, name  # every cell's label is written under it, cut to its 16 px
+    sixth = 2 + (16 + strip + 2) + 16, 2 + 2 * 18  # where the empty sixth cell's label would be
+    assert _ink(grid[sixth[0]:sixth[0] + strip, sixth[1]:sixth[1] + 16]) == 0
+    assert np.array_equal(make_grid(images, columns=3), _random_grid(5, 16, channels, columns=3))  # none asked
+    two_lines = make_grid(images, columns=3, cell_labels=[f"{name}\nline 2" for name in names])
+    assert two_lines.shape[0] == 2 * (16 + 2 * line_height() + 3 + 2) + 2
+    second = two_lines[2 + 16 + line_height():2 + 16 + 2 * line_height() + 3, 2:18]
+    assert _ink(second) > 5  # the second line, under the first
+    with pytest.raises(ValueError, match="2 cell labels for 5 images"):
+        make_grid(images, cell_labels=["a", "b"])
+
+
+def test_training_grids_of_conditional_generators_name_each_cells_classes(tmp_path):
+    """BigGAN's fixed samples draw their classes at random (as BigGAN-PyTorch's fixed_y), so the grid says which
+    class each cell was asked for; a label-conditioned PGAN names the class of every conditioning column."""
+    config = tiny_run("biggan", sample_every=2, sample_count=4)
+    config["model"]["steps"] = 2
+    trainer = Trainer(resolve_run_config(None, json.loads(json.dumps(config))), tmp_path / "biggan")
+    trainer.train()
+    names = ["circle", "square", "triangle", "ring"]
+    assert trainer.fixed_cell_labels == [names[k] for k in trainer.fixed_inputs["y"].tolist()]
+    raw = make_grid(to_uint8(trainer.family.generate(trainer.fixed_inputs, "G_ema", trainer.family.plan(1))),
+                    min_cell=64, cell_labels=trainer.fixed_cell_labels)
+    written = np.asarray(Image.open(tmp_path / "biggan" / "samples" / "00000002.png"))
+    assert np.array_equal(written, label_grid(raw, "EMA, step 2"))
+
+    pgan = tiny_run("pgan", sample_count=4)
+    pgan["model"]["conditions"] = ["shape", "background"]
+    trainer = Trainer(resolve_run_config(None, json.loads(json.dumps(pgan))), tmp_path / "pgan")
+    backgrounds = trainer.family.conditioning()[1][1]
+    assert trainer.fixed_cell_labels == [f"{names[s]}\n{backgrounds[b]}"
+                                         for s, b in trainer.fixed_inputs["labels"].tolist()]
+    unconditional = Trainer(resolve_run_config(None, tiny_run("pgan")), tmp_path / "plain")
+    assert unconditional.fixed_cell_labels is None
 
 
 def test_training_grids_and_gif_frames_carry_net_and_step(tmp_path):
@@ -135,9 +182,12 @@ def test_training_grids_and_gif_frames_carry_net_and_step(tmp_path):
 
 
 def test_generate_grids_are_captioned_and_single_images_are_not(biggan, tmp_path):
+    """A class-conditional grid names each cell's class (cells enlarged to 64 px to fit it), as training grids do."""
     [grid] = write_generated(biggan, GenerateRequest(out=tmp_path, n=4, seed=3, grid=True)).files
-    images = biggan.generate(biggan.latents(4, 3))
-    expected = label_grid(make_grid(to_uint8(images)), "EMA, step 7, seed 3")
+    inputs = biggan.latents(4, 3)
+    images = biggan.generate(inputs)
+    classes = [biggan.family.class_names()[k] for k in inputs["y"].tolist()]
+    expected = label_grid(make_grid(to_uint8(images), min_cell=64, cell_labels=classes), "EMA, step 7, seed 3")
     assert np.array_equal(np.asarray(Image.open(grid)), expected)
     files = write_generated(biggan, GenerateRequest(out=tmp_path / "single", n=2, seed=3)).files
     assert np.array_equal(np.asarray(Image.open(files[0])), to_uint8(images[:1])[0])  # a sample, not a grid

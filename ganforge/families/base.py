@@ -222,6 +222,16 @@ class Family(ABC):
         class index per column (PGAN's AC-GAN); empty for families that take no such labels."""
         return []
 
+    def sample_cell_labels(self, inputs: dict[str, torch.Tensor]) -> list[str] | None:
+        """What each sample of `inputs` was asked to show, written under its cell of the training grids: the
+        classes of a label-conditioned generator, one line per column ("square\ndark"); None when nothing was
+        asked."""
+        columns = self.conditioning()
+        if not columns or "labels" not in inputs:
+            return None
+        return ["\n".join(names[k] for (_, names), k in zip(columns, row, strict=True))
+                for row in inputs["labels"].tolist()]
+
     # --- helpers for subclasses -----------------------------------------------------------------------------
     def add_ema(self, ema_name: str, source: str) -> None:
         """Create an EMA copy of `source` (frozen, eval mode) starting from its current weights."""

@@ -285,6 +285,17 @@ class BigGANFamily(Family):
         return {"z": sample_latents(n, self.arch.g_dim_z, generator=generator),
                 "y": sample_classes(n, self.n_classes, generator=generator)}
 
+    def class_names(self) -> list[str]:
+        """The class names from the store's first label column (the one BigGAN conditions on), or "class K" for each
+        class when the store does not name them (a run whose data is not at hand)."""
+        columns = self.dataset.label_columns
+        names = [str(name) for name in columns[0][1]] if columns else []
+        return names if len(names) == self.n_classes else [f"class {k}" for k in range(self.n_classes)]
+
+    def sample_cell_labels(self, inputs: dict[str, torch.Tensor]) -> list[str] | None:
+        names = self.class_names()
+        return [names[k] for k in inputs["y"].tolist()] if "y" in inputs else None
+
     @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         """From z and class indices y (default: cycling), or z and a `condition` from G.embed: blends of shared

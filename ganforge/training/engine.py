@@ -197,6 +197,7 @@ class Trainer:
             self._restore(resume)
         self.fixed_inputs = self.family.sample_latents(
             config.sample_count, torch.Generator().manual_seed(config.seed + FIXED_LATENT_OFFSET))
+        self.fixed_cell_labels = self.family.sample_cell_labels(self.fixed_inputs)
         # written by the signal handler only; the loop reads it. Agreed on (`_stop_signal`) once per step: a handler
         # running between a vote's return and its assignment must not be overwritten, or a rank stops alone
         self._signal_received: int | None = None
@@ -517,14 +518,16 @@ class Trainer:
     def write_samples(self, plan: StepPlan) -> dict[str, Path]:
         """The fixed-latent grids of this step, one per `family.sample_nets()` (an EMA generator's as STEP.png,
         others as STEP-NET.png), each captioned with what it shows ("EMA, step N" or "G, step N", so the GIF's
-        frames carry their step too); returns network name → PNG written."""
+        frames carry their step too) and, for a conditional generator, each cell with its classes; returns network
+        name → PNG written."""
         inputs = {k: v.to(self.device) for k, v in self.fixed_inputs.items()}
         samples = self.run_dir / "samples"
         written = {}
         for net in self.family.sample_nets():
             ema = net in self.family.ema_pairs
             written[net] = samples / f"{self.step:08d}{'' if ema else f'-{net}'}.png"
-            save_grid(self.family.generate(inputs, net, plan), written[net], title=sample_caption(net, ema, self.step))
+            save_grid(self.family.generate(inputs, net, plan), written[net], title=sample_caption(net, ema, self.step),
+                      cell_labels=self.fixed_cell_labels)
         return written
 
     def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:

@@ -74,14 +74,6 @@ def model_caption(model: LoadedModel, *, truncation: float | None = None, method
     return caption if truncation is None else f"{caption}, truncation {truncation:g} ({method})"
 
 
-def class_names(model: LoadedModel) -> list[str]:
-    """The run's class names from its store's first label column (BigGAN's conditioning), or "class K" for each
-    class when the store does not name them (a run whose data is not at hand)."""
-    columns = model.family.dataset.label_columns
-    names = [str(name) for name in columns[0][1]] if columns else []
-    return names if len(names) == model.family.n_classes else [f"class {k}" for k in range(model.family.n_classes)]
-
-
 def parse_truncations(text: str) -> list[float | None]:
     """"0.5,0.75,none" → [0.5, 0.75, None] (None: no truncation); every ψ must be > 0."""
     values: list[float | None] = []
@@ -127,7 +119,7 @@ def write_class_sheets(model: LoadedModel, out: Path, columns: int, *, rows_per_
                        truncation: float | None = None, method: str = "resample") -> list[Path]:
     """`per_class.png`, or `per_class-000.png`, … with `rows_per_sheet` classes each when there are more."""
     require_class_conditional(model, "--per-class")
-    n_classes, names = model.family.n_classes, class_names(model)
+    n_classes, names = model.family.n_classes, model.family.class_names()
     title = f"{model_caption(model, truncation=truncation, method=method)}\nrows: classes; columns: one z each"
     sheets = math.ceil(n_classes / rows_per_sheet)
     paths = []
@@ -152,7 +144,7 @@ def interpolation_ends(model: LoadedModel, rows: int, *, seed: int = 0, truncati
 def interpolation_row_labels(model: LoadedModel, space: str, rows: int, *, seed: int = 0,
                              truncation: float | None = None, method: str = "resample") -> list[str]:
     """What each row shows: its class when only z moves, `from -> to` when the class blends."""
-    names = class_names(model)
+    names = model.family.class_names()
     _, _, y_from, y_to = interpolation_ends(model, rows, seed=seed, truncation=truncation, method=method)
     if space == "z":
         return [names[int(k)] for k in y_from]

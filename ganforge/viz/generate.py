@@ -85,8 +85,10 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
                   title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames{rows}")
         return Generated([request.out / "interpolation.png"])
     batches = (to_uint8(model.generate({k: v[i:i + 64] for k, v in inputs.items()})) for i in range(0, request.n, 64))
-    if request.grid:
-        save_image(label_grid(make_grid(np.concatenate(list(batches))), caption), request.out / "grid.png")
+    if request.grid:  # a conditional generator's cells name their classes, enlarged as training grids to fit them
+        labels = model.family.sample_cell_labels(inputs)
+        grid = make_grid(np.concatenate(list(batches)), min_cell=64 if labels else 0, cell_labels=labels)
+        save_image(label_grid(grid, caption), request.out / "grid.png")
         return Generated([request.out / "grid.png"])
     written = []  # written batch by batch: 50,000 images for an FID set never sit in memory together
     for batch in batches:

@@ -1,7 +1,8 @@
 """Sample grids as PNG files, without matplotlib or torchvision, and the captions that say what a grid shows.
 
-A caption is drawn with PIL's built-in bitmap font (no font files) into strips added above the grid (a title) and
-to its left (one label per grid row); the grid's own pixels are copied unchanged, never painted over.
+A caption is drawn with PIL's built-in bitmap font (no font files) into strips added above the grid (a title), to
+its left (one label per grid row) or under each row of cells (one label per cell); the images' own pixels are copied
+unchanged, never painted over.
 """
 
 from __future__ import annotations
@@ -26,22 +27,45 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return array.permute(0, 2, 3, 1).numpy()
 
 
-def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2, min_cell: int = 0) -> np.ndarray:
-    """uint8 NHWC images → one HWC mosaic; small images are enlarged (nearest) to at least `min_cell` pixels."""
+def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2, min_cell: int = 0,
+              cell_labels: Sequence[str] | None = None) -> np.ndarray:
+    """uint8 NHWC images → one HWC mosaic; small images are enlarged (nearest) to at least `min_cell` pixels.
+    `cell_labels` (one per image, lines split at newlines) are written in a strip under each row, each under its
+    cell and cut to its width (the classes a conditional generator was asked for)."""
     count, height, width, channels = images.shape
+    if cell_labels is not None and len(cell_labels) != count:
+        raise ValueError(f"{len(cell_labels)} cell labels for {count} images")
     if min_cell and height < min_cell:
         factor = math.ceil(min_cell / height)
         images = images.repeat(factor, axis=1).repeat(factor, axis=2)
         count, height, width, channels = images.shape
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
-    grid = np.zeros((rows * (height + padding) + padding, columns * (width + padding) + padding, channels),
-                    dtype=np.uint8)
+    lines = 0 if cell_labels is None else max((label.count("\n") + 1 for label in cell_labels), default=0)
+    label_height = lines * line_height() + CAPTION_MARGIN if lines else 0
+    pitch = height + label_height + padding
+    grid = np.zeros((rows * pitch + padding, columns * (width + padding) + padding, channels), dtype=np.uint8)
     for index in range(count):
         r, c = divmod(index, columns)
-        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        top, left = padding + r * pitch, padding + c * (width + padding)
         grid[top:top + height, left:left + width] = images[index]
+    for r in range(rows if cell_labels is not None else 0):
+        labels = cell_labels[r * columns:(r + 1) * columns]
+        placed = []
+        for c, label in enumerate(labels):
+            for i, line in enumerate(_fitted(part, width) for part in label.split("\n")):
+                placed.append((padding + c * (width + padding) + (width - text_width(line)) // 2, i * line_height(),
+                               line))
+        top = padding + r * pitch + height
+        grid[top:top + label_height] = _text_strip(label_height, grid.shape[1], placed)[..., None]
     return grid
+
+
+def _fitted(text: str, width: int) -> str:
+    """`text` shortened from the end until it fits `width` pixels."""
+    while text and text_width(text) > width:
+        text = text[:-1]
+    return text
 
 
 def save_image(array: np.ndarray, path: Path) -> None:
@@ -52,9 +76,9 @@ def save_image(array: np.ndarray, path: Path) -> None:
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int | None = None, min_cell: int = 64,
-              title: str | None = None) -> None:
+              title: str | None = None, cell_labels: Sequence[str] | None = None) -> None:
     """Images in [-1, 1] → a grid PNG, under a caption strip holding `title` when one is given."""
-    grid = make_grid(to_uint8(images), columns=columns, min_cell=min_cell)
+    grid = make_grid(to_uint8(images), columns=columns, min_cell=min_cell, cell_labels=cell_labels)
     save_image(grid if title is None else label_grid(grid, title), path)
 
 
@@ -77,12 +101,12 @@ def text_width(text: str) -> int:
     return max((int(_font().getbbox(_printable(line))[2]) for line in text.split("\n")), default=0)
 
 
-def _text_strip(height: int, width: int, lines: Sequence[tuple[int, str]]) -> np.ndarray:
-    """An H×W uint8 strip of background with each (top, text) line drawn at the left margin."""
+def _text_strip(height: int, width: int, lines: Sequence[tuple[int, int, str]]) -> np.ndarray:
+    """An H×W uint8 strip of background with each (left, top, text) line drawn."""
     strip = Image.new("L", (max(width, 1), max(height, 1)), CAPTION_BACKGROUND)
     draw = ImageDraw.Draw(strip)
-    for top, text in lines:
-        draw.text((CAPTION_MARGIN, top), _printable(text), fill=CAPTION_INK, font=_font())
+    for left, top, text in lines:
+        draw.text((left, top), _printable(text), fill=CAPTION_INK, font=_font())
     return np.asarray(strip)[:height, :width]
 
 
@@ -103,7 +127,7 @@ def label_grid(grid: np.ndarray, title: str, row_labels: Sequence[str] | None = 
     top, left = caption_size(title, row_labels)
     canvas_width = max(left + width, text_width(title) + 2 * CAPTION_MARGIN, min_width)
     canvas = np.full((top + height, canvas_width, channels), CAPTION_BACKGROUND, dtype=np.uint8)
-    lines = [(CAPTION_MARGIN + i * line_height(), line) for i, line in enumerate(title.split("\n"))]
+    lines = [(CAPTION_MARGIN, CAPTION_MARGIN + i * line_height(), line) for i, line in enumerate(title.split("\n"))]
     canvas[:top] = _text_strip(top, canvas_width, lines)[..., None]
     if row_labels:
         rows = len(row_labels)
@@ -111,7 +135,7 @@ def label_grid(grid: np.ndarray, title: str, row_labels: Sequence[str] | None = 
         if cell < 1 or rows * (cell + padding) + padding != height:
             raise ValueError(f"{rows} row labels for a grid {height} px high (padding {padding}): the rows do not "
                              "divide it")
-        centred = [(padding + r * (cell + padding) + (cell - line_height()) // 2, label)
+        centred = [(CAPTION_MARGIN, padding + r * (cell + padding) + (cell - line_height()) // 2, label)
                    for r, label in enumerate(row_labels)]
         canvas[top:, :left] = _text_strip(height, left, centred)[..., None]
     canvas[top:, left:left + width] = grid
