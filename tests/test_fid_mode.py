@@ -58,6 +58,18 @@ def test_clean_resize_is_pil_bicubic_per_channel_in_float_without_quantisation(s
         assert float(resized.min()) == 0.0 and float(resized.max()) == 255.0
 
 
+@pytest.mark.parametrize("shape", [(32, 32), (128, 128), (37, 53)])
+def test_clean_resize_equals_clean_fids_own_resizer(shape):
+    """The oracle itself, where clean-fid is installed: its resize module needs only numpy, torch and PIL, so
+    `pip install --no-deps clean-fid` is enough (its own dependencies include torchvision)."""
+    resize = pytest.importorskip("cleanfid.resize", reason="clean-fid not installed (pip install --no-deps "
+                                 "clean-fid): its build_resizer('clean') is the oracle").build_resizer("clean")
+    images = np.random.default_rng(3).integers(0, 256, (2, *shape, 3), dtype=np.uint8)  # clean-fid takes HWC
+    expected = np.stack([resize(image) for image in images]).transpose(0, 3, 1, 2)
+    ours = resize_pil_bicubic(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).numpy()
+    assert np.array_equal(ours, expected)  # bit for bit
+
+
 def test_clean_resize_differs_from_legacy_tf_except_at_299():
     images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 3, 8, 8), dtype=np.uint8))
     difference = (resize_pil_bicubic(images) - resize_bilinear_tf1(images.float())).abs().max()
