@@ -27,8 +27,9 @@ import torch.distributed as torch_dist
 MAIN_RANK_WAIT = datetime.timedelta(hours=24)
 
 # The job's extra gloo groups, "votes" (only beside an NCCL default group; gloo's default group votes otherwise) and
-# "waits" (MAIN_RANK_WAIT). Held here rather than by DistInfo, which outlives shutdown: destroy_process_group frees a
-# group only once nothing references it, and a group left alive keeps its threads into the interpreter's teardown.
+# "waits" (MAIN_RANK_WAIT), and "default" when init_distributed created the default group (not a caller before it).
+# Held here rather than by DistInfo, which outlives shutdown: destroy_process_group frees a group only once nothing
+# references it, and a group left alive keeps its threads into the interpreter's teardown.
 _groups: dict[str, Any] = {}
 
 
@@ -115,6 +116,7 @@ def init_distributed(device_kind: str) -> DistInfo:
 
         backend = "nccl" if device_kind == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend)
+        _groups["default"] = torch_dist.group.WORLD
     if torch_dist.get_backend() != "gloo":
         _groups["votes"] = torch_dist.new_group(backend="gloo")
     _groups["waits"] = torch_dist.new_group(backend="gloo", timeout=MAIN_RANK_WAIT)
@@ -122,9 +124,18 @@ def init_distributed(device_kind: str) -> DistInfo:
 
 
 def shutdown_distributed(info: DistInfo) -> None:
-    if info.enabled and torch_dist.is_initialized():
-        _groups.clear()
+    """Destroy the groups init_distributed created: all of them when it created the default group, else its own
+    extra groups only (a caller's torchrun script that set up the group before ganforge.train keeps it)."""
+    if not (info.enabled and torch_dist.is_initialized()):
+        return
+    owned = _groups.pop("default", None) is not None
+    extra = list(_groups.values())
+    _groups.clear()
+    if owned:
         torch_dist.destroy_process_group()
+        return
+    for group in extra:
+        torch_dist.destroy_process_group(group)
 
 
 def pick_device(requested: str, info: DistInfo) -> torch.device:

@@ -252,7 +252,7 @@ def test_shutdown_ends_the_process_groups_threads_before_the_interpreter_exits(t
 
 
 RANK_ZERO_ALONE = """
-import datetime, time, torch.distributed
+import datetime, time, torch, torch.distributed
 from ganforge.distributed import init_distributed, shutdown_distributed
 torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=2))  # collectives give up after 2 s
 info = init_distributed("cpu")
@@ -260,6 +260,10 @@ if info.rank == 0:
     time.sleep(5)  # working alone (metrics) for longer than a collective waits
 info.barrier()
 shutdown_distributed(info)
+total = torch.ones(1)
+torch.distributed.all_reduce(total)  # the caller's group outlives ganforge's shutdown
+assert total.item() == 2
+torch.distributed.destroy_process_group()
 """
 
 
@@ -267,7 +271,8 @@ shutdown_distributed(info)
 def test_the_other_ranks_wait_for_rank_zero_working_alone_beyond_the_collective_timeout(tmp_path):
     """Training-time metrics run on rank 0 alone while the others wait at the barrier; StarGAN v2's full protocol
     can take longer than the 30 minutes after which a collective gives up, and a barrier that gave up killed the
-    run. Scaled down here: collectives give up after 2 s, rank 0 works for 5 s."""
+    run. Scaled down here: collectives give up after 2 s, rank 0 works for 5 s. The group is the caller's (a
+    script that set it up before calling ganforge): shutdown leaves it working."""
     script = tmp_path / "wait.py"
     script.write_text(RANK_ZERO_ALONE)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
