@@ -230,9 +230,11 @@ torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo,
 gathered = [torch.empty(2) for _ in range(2)]
 torch.distributed.all_gather(gathered, torch.ones(2))  # a collective holding tensors, then a barrier: as the engine
 info.barrier()
+def threads():
+    return " ".join(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+before = threads()
 shutdown_distributed(info)
-threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
-open(os.path.join(sys.argv[1], f"rank{info.rank}.txt"), "w").write(" ".join(threads))
+open(os.path.join(sys.argv[1], f"rank{info.rank}.txt"), "w").write(before + "|" + threads())
 """
 
 
@@ -248,7 +250,8 @@ def test_shutdown_ends_the_process_groups_threads_before_the_interpreter_exits(t
                            str(script), str(tmp_path)], env=child_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, torchrun_failure(done)
     for rank in (0, 1):  # the thread names: python, and gloo_tcp_loop / pt_gloo_runloop while the group lives
-        assert "gloo" not in (tmp_path / f"rank{rank}.txt").read_text(), rank
+        before, after = (tmp_path / f"rank{rank}.txt").read_text().split("|")
+        assert "gloo" in before and "gloo" not in after, (rank, before, after)
 
 
 RANK_ZERO_ALONE = """
