@@ -74,14 +74,19 @@ def write_config(config: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def torchrun_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = None,
-                 **popen: Any) -> subprocess.CompletedProcess:
-    """`ganforge ARGS` in two CPU processes under torchrun (gloo), output captured. Python's faulthandler is on in
-    the ranks, so a rank that a signal kills prints its Python stack (or `<no Python frame>` at the interpreter's
-    teardown, as the gloo race that init_distributed explains did), which `torchrun_failure` shows."""
+def torchrun(args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
+    """`torchrun ARGS` (a script and its arguments, or `-m MODULE ...`) in two CPU processes (gloo), output captured.
+    Python's faulthandler is on in the ranks, so a rank that a signal kills prints its Python stack (or `<no Python
+    frame>` at the interpreter's teardown, as the gloo race that init_distributed explains did), which
+    `torchrun_failure` shows."""
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "ganforge.cli", *args], env={**(env or child_env()), "PYTHONFAULTHANDLER": "1"},
-                          capture_output=True, text=True, timeout=timeout, **popen)
+                           *args], env={**child_env(), "PYTHONFAULTHANDLER": "1"}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def torchrun_cli(args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
+    """`ganforge ARGS` under `torchrun`."""
+    return torchrun(["-m", "ganforge.cli", *args], timeout=timeout)
 
 
 def torchrun_failure(done: subprocess.CompletedProcess) -> str:

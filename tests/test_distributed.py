@@ -18,7 +18,7 @@ import safetensors.torch
 import torch
 import yaml
 from pgan_tiny import TINY_PGAN
-from reliability_runs import child_env, torchrun_cli, torchrun_failure
+from reliability_runs import child_env, torchrun, torchrun_cli, torchrun_failure
 
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
@@ -246,8 +246,7 @@ def test_shutdown_ends_the_process_groups_threads_before_the_interpreter_exits(t
     race, after the run had finished and written everything; in CI about one full suite run in ten)."""
     script = tmp_path / "teardown.py"
     script.write_text(RANK_TEARDOWN)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(tmp_path)], env=child_env(), capture_output=True, text=True, timeout=120)
+    done = torchrun([str(script), str(tmp_path)], timeout=120)
     assert done.returncode == 0, torchrun_failure(done)
     for rank in (0, 1):  # the thread names: python, and gloo_tcp_loop / pt_gloo_runloop while the group lives
         before, after = (tmp_path / f"rank{rank}.txt").read_text().split("|")
@@ -278,8 +277,7 @@ def test_the_other_ranks_wait_for_rank_zero_working_alone_beyond_the_collective_
     script that set it up before calling ganforge): shutdown leaves it working."""
     script = tmp_path / "wait.py"
     script.write_text(RANK_ZERO_ALONE)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script)], env=child_env(), capture_output=True, text=True, timeout=120)
+    done = torchrun([str(script)], timeout=120)
     assert done.returncode == 0, torchrun_failure(done)
 
 
