@@ -527,20 +527,20 @@ class PGANFamily(Family):
             fake_labels = real_labels if paper else self.random_labels(batch_size)
             with torch.no_grad():
                 fakes = fakes_of(fake_labels)
-            scored_labels = fake_labels if paper else None  # the classes D's loss reads on the fakes
-            if lazy:
+            r1_here = config.loss == "logistic-r1" and not lazy  # R1 measured on this phase's own D call
+            if r1_here:
+                r1, d_real, classification = r1_and_scores(reals, real_labels)
+            else:
                 d_real, classification = scored(reals, real_labels, real=True)
-                d_fake, fake_classification = scored(fakes, scored_labels)
+            # the classes D's loss reads on the fakes: none in the zoo
+            d_fake, fake_classification = scored(fakes, fake_labels if paper else None)
+            if lazy:
                 loss = logistic_discriminator_loss(d_real, d_fake)
                 logs = {"loss_D": loss.detach()}
-            elif config.loss == "logistic-r1":
-                r1, d_real, classification = r1_and_scores(reals, real_labels)
-                d_fake, fake_classification = scored(fakes, scored_labels)
+            elif r1_here:
                 loss = logistic_discriminator_loss(d_real, d_fake) + config.r1_gamma * r1
                 logs = {"loss_D": loss.detach(), "r1": r1.detach()}
             else:
-                d_real, classification = scored(reals, real_labels, real=True)
-                d_fake, fake_classification = scored(fakes, scored_labels)
                 mix = self.rand(batch_size, 1, 1, 1)
                 gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))
                 drift = drift_penalty(d_real)
