@@ -139,6 +139,15 @@ def _check_scale_alpha(arch: PGANArch, scale: int, alpha: float) -> None:
         raise ValueError(f"alpha must be 0 at scale 0 (there is no lower scale to fade from), got {alpha}")
 
 
+def fade_weight(alpha: float) -> Tensor | None:
+    """alpha as the 0-dim tensor the networks' compiled regions blend with (None: no fade).
+
+    A Python float reaching torch.compile is a guarded input: inductor specialised it on a cold cache, so every
+    alpha step of a fade recompiled (seconds each, then eager past the recompile limit). float64 on the CPU rounds
+    the blend as the Python float did, in float32 and float64 networks on any device."""
+    return None if alpha == 0.0 else torch.tensor(alpha, dtype=torch.float64)
+
+
 def one_hot_labels(labels: Tensor | None, sizes: list[int], count: int) -> Tensor:
     """Class indices [N, columns] → the concatenated one-hot vectors [N, sum(sizes)], as both references feed
     labels to G."""
@@ -222,6 +231,8 @@ class PGANGenerator(nn.Module):
             x = x * (self.rgb_styles[scale](w)[:, :, None, None] + 1.0)
         return self.to_rgb[scale](x)
 
+    compile_region = "synthesize"  # what `compile: true` compiles: forward's checks and float alpha stay eager
+
     def forward(self, z: Tensor, scale: int, alpha: float = 0.0, labels: Tensor | None = None) -> Tensor:
         """Image [N, channels, 4·2^scale, 4·2^scale] (linear, no tanh) from latents z [N, latent_dim] and, for a
         conditional G, class indices `labels` [N, label columns]."""
@@ -234,6 +245,10 @@ class PGANGenerator(nn.Module):
             z = torch.cat([z, one_hot_labels(labels, self.arch.label_sizes, len(z)).to(z.dtype)], dim=1)
         elif labels is not None:
             raise ValueError("PGANGenerator: labels given to an unconditional generator (label_sizes is empty)")
+        return self.synthesize(z, scale, fade_weight(alpha))
+
+    def synthesize(self, z: Tensor, scale: int, fade: Tensor | None) -> Tensor:
+        """forward's image from checked latents (one-hot labels appended) and its fade_weight."""
         x = pixel_norm(z)
         w = None
         if self.arch.styles:
@@ -246,10 +261,10 @@ class PGANGenerator(nn.Module):
 
         for index in range(scale):  # indexing, not slicing: a ModuleList slice builds a new module
             x = block(index, x)
-        old = self._to_rgb(scale - 1, x, w) if alpha > 0.0 else None
+        old = self._to_rgb(scale - 1, x, w) if fade is not None else None
         out = self._to_rgb(scale, block(scale, x), w)
         if old is not None:
-            out = alpha * F.interpolate(old, scale_factor=2.0, mode="nearest") + (1.0 - alpha) * out
+            out = fade * F.interpolate(old, scale_factor=2.0, mode="nearest") + (1.0 - fade) * out
         return out
 
 
@@ -302,6 +317,8 @@ class PGANDiscriminator(nn.Module):
             [_DHead(arch)] + [_DBlock(widths[s], widths[s - 1], zoo) for s in range(1, arch.num_scales)]
         )
 
+    compile_region = "score"  # what `compile: true` compiles: forward's checks and float alpha stay eager
+
     def forward(
         self, x: Tensor, scale: int, alpha: float = 0.0, *, return_features: bool = False,
         return_label_logits: bool = False
@@ -317,14 +334,19 @@ class PGANDiscriminator(nn.Module):
                 f"PGANDiscriminator at scale {scale} expects images "
                 f"[N, {self.arch.channels}, {size}, {size}], got {tuple(x.shape)}"
             )
+        return self.score(x, scale, fade_weight(alpha), return_features, return_label_logits)
+
+    def score(self, x: Tensor, scale: int, fade: Tensor | None, return_features: bool, return_label_logits: bool
+              ) -> Tensor | tuple[Tensor, ...]:
+        """forward's outputs for checked images and their fade_weight."""
         h = _lrelu(self.from_rgb[scale](x))
         if scale > 0:
             h = self.blocks[scale](h)
             # The zoo only blends once two scales have been added; reproduce that only on request.
             skip_fade = self.arch.zoo_skip_first_d_fade and scale == 1
-            if alpha > 0.0 and not skip_fade:
+            if fade is not None and not skip_fade:
                 old = _lrelu(self.from_rgb[scale - 1](F.avg_pool2d(x, 2)))
-                h = alpha * old + (1.0 - alpha) * h
+                h = fade * old + (1.0 - fade) * h
             for index in range(scale - 1, 0, -1):
                 h = self.blocks[index](h)
         out, features = self.blocks[0](h)

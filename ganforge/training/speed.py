@@ -1,11 +1,13 @@
 """`compile: true`: the family's networks compiled in place with torch.compile, falling back to eager per network.
 
-Compiling in place (the module's own compiled call, as ``nn.Module.compile`` does) keeps each network the same
-object with the same state_dict keys, so checkpoints, EMA updates and the optimisers see no difference. torch.compile
-compiles lazily, at a network's first call, so a failure (an unsupported op, no C++ compiler, a backend error) shows up
-there: the network then runs eagerly from that call on, after one warning line naming it and the reason. Calls that
-take gradients for both the input and the weights (gradient penalties) always run eagerly: see _may_double_backward.
-A network whose input and weights both train in a phase (StarGAN v2's G after F or E in the G step) so runs eagerly
+Compiling in place (the module's own compiled call, as ``nn.Module.compile`` does) keeps each network the same object
+with the same state_dict keys, so checkpoints, EMA updates and the optimisers see no difference. A network class may
+name a method as its `compile_region`: that method is compiled instead of the whole call, so that a forward can check
+its arguments and turn a Python float that changes every step (PGAN's alpha) into a tensor eagerly. torch.compile
+compiles lazily, at a network's first call, so a failure (an unsupported op, no C++ compiler, a backend error) shows
+up there: the network then runs eagerly from that call on, after one warning line naming it and the reason. Calls that
+take gradients for both the input and the weights (gradient penalties) always run eagerly: see _may_double_backward. A
+network whose input and weights both train in a phase (StarGAN v2's G after F or E in the G step) so runs eagerly
 there.
 """
 
@@ -39,26 +41,35 @@ def _may_double_backward(net: torch.nn.Module, args: tuple, kwargs: dict) -> boo
 
 
 def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
-    """Compile `net` in place; its first call that fails to compile warns and runs it (and later calls) eagerly."""
+    """Compile `net` (or its `compile_region` method) in place; its first call that fails to compile warns and runs
+    it (and later calls) eagerly."""
+    region = getattr(type(net), "compile_region", None)
+    eager = getattr(net, region) if region else net._call_impl
     try:
-        compiled = torch.compile(net._call_impl, **options)
+        compiled = torch.compile(eager, **options)
     except Exception as err:  # noqa: BLE001 - any failure to set up compiling means eager, with the reason
         _warn_eager(name, err)
         return
 
     def call(*args: Any, **kwargs: Any) -> Any:
         if _may_double_backward(net, args, kwargs):
-            return net._call_impl(*args, **kwargs)
+            return eager(*args, **kwargs)
         try:
             return compiled(*args, **kwargs)
         except Exception as err:
             if not is_compile_failure(err):
                 raise
-            net._compiled_call_impl = None  # nn.Module.__call__ goes back to the eager path
+            if region:
+                del net.__dict__[region]  # the class's method again
+            else:
+                net._compiled_call_impl = None  # nn.Module.__call__ goes back to the eager path
             _warn_eager(name, err)
-            return net._call_impl(*args, **kwargs)
+            return eager(*args, **kwargs)
 
-    net._compiled_call_impl = call  # what nn.Module.compile sets: __call__ runs it in place of _call_impl
+    if region:
+        net.__dict__[region] = call  # an instance attribute shadows the method; not a submodule, so no state
+    else:
+        net._compiled_call_impl = call  # what nn.Module.compile sets: __call__ runs it in place of _call_impl
 
 
 # One network legitimately runs in many guard states: trained or frozen, its input with or without grad, under
