@@ -120,13 +120,15 @@ def test_compiled_run_checkpoints_keep_the_eager_keys_and_resume(tmp_path: Path,
     assert_close_losses(compiled_losses, eager_resumed.stepped_losses(2))
 
 
+def no_compiler(fn: object, **options: object) -> object:
+    """torch.compile where compiling fails at the first call, as without a working C++ compiler."""
+    def fail(*args: object, **kwargs: object) -> None:
+        raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
+    return fail
+
+
 def test_a_network_that_fails_to_compile_runs_eagerly_with_one_warning(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_compiler(fn: object, **options: object) -> object:
-        def fail(*args: object, **kwargs: object) -> None:
-            raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
-        return fail
-
     eager = build("wgan-gp", tmp_path / "eager", False)
     for net in eager.family.nets.values():  # compiled networks keep torch's default layout, eager ones channels_last
         net.to(memory_format=torch.contiguous_format)
@@ -190,11 +192,6 @@ def test_the_steps_of_a_pgan_fade_do_not_recompile() -> None:
 
 
 def test_a_compile_region_that_fails_runs_its_method_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_compiler(fn: object, **options: object) -> object:
-        def fail(*args: object, **kwargs: object) -> None:
-            raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
-        return fail
-
     G, _ = _tiny_pgan()
     z = torch.randn(4, 8)
     expected = G(z, 1, 0.5)

@@ -144,7 +144,7 @@ def fade_weight(alpha: float) -> Tensor | None:
 
     A Python float reaching torch.compile is a guarded input: inductor specialised it on a cold cache, so every
     alpha step of a fade recompiled (seconds each, then eager past the recompile limit). float64 on the CPU rounds
-    the blend as the Python float did, in float32 and float64 networks on any device."""
+    the blend as the Python float did, in float32 and float64 networks (CPU and CUDA take it as a scalar)."""
     return None if alpha == 0.0 else torch.tensor(alpha, dtype=torch.float64)
 
 
