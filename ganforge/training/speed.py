@@ -42,7 +42,10 @@ def _may_double_backward(net: torch.nn.Module, args: tuple, kwargs: dict) -> boo
 
 def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
     """Compile `net` (or its `compile_region` method) in place; its first call that fails to compile warns and runs
-    it (and later calls) eagerly."""
+    it (and later calls) eagerly.
+
+    Either way the compiled code hangs off `_compiled_call_impl`, which nn.Module drops when it is copied: a deepcopy
+    (BigGAN's standing-statistics copy) is an eager network of its own, not a route into the original's weights."""
     region = getattr(type(net), "compile_region", None)
     eager = getattr(net, region) if region else net._call_impl
     try:
@@ -51,7 +54,7 @@ def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
         _warn_eager(name, err)
         return
 
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def compiled_or_eager(*args: Any, **kwargs: Any) -> Any:
         if _may_double_backward(net, args, kwargs):
             return eager(*args, **kwargs)
         try:
@@ -59,17 +62,19 @@ def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
         except Exception as err:
             if not is_compile_failure(err):
                 raise
-            if region:
-                del net.__dict__[region]  # the class's method again
-            else:
-                net._compiled_call_impl = None  # nn.Module.__call__ goes back to the eager path
+            net._compiled_call_impl = None  # nn.Module.__call__ goes back to the eager path
             _warn_eager(name, err)
             return eager(*args, **kwargs)
 
-    if region:
-        net.__dict__[region] = call  # an instance attribute shadows the method; not a submodule, so no state
-    else:
-        net._compiled_call_impl = call  # what nn.Module.compile sets: __call__ runs it in place of _call_impl
+    def call_with_compiled_region(*args: Any, **kwargs: Any) -> Any:
+        net.__dict__[region] = compiled_or_eager  # shadows the class's method during this call only
+        try:
+            return net._call_impl(*args, **kwargs)
+        finally:
+            del net.__dict__[region]
+
+    # what nn.Module.compile sets: __call__ runs it in place of _call_impl
+    net._compiled_call_impl = call_with_compiled_region if region else compiled_or_eager
 
 
 # One network legitimately runs in many guard states: trained or frozen, its input with or without grad, under
