@@ -14,6 +14,7 @@ import torch
 from reliability_runs import FAMILIES, tiny_run
 
 from ganforge.families import resolve_run_config
+from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, fade_weight
 from ganforge.training import checkpoint as ckpt
 from ganforge.training import speed
 from ganforge.training.engine import Trainer
@@ -160,8 +161,6 @@ def test_compiling_raises_dynamo_recompile_limit_so_growing_networks_stay_compil
 
 
 def _tiny_pgan() -> tuple[torch.nn.Module, torch.nn.Module]:
-    from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator
-
     torch.manual_seed(0)
     arch = PGANArch(resolution=8, widths=[8, 8], latent_dim=8, variant="zoo")
     return PGANGenerator(arch), PGANDiscriminator(arch)
@@ -214,4 +213,4 @@ def test_a_copy_of_a_network_with_a_compiled_region_computes_with_its_own_weight
     z = torch.randn(4, 8)
     assert copied._compiled_call_impl is None
     assert not torch.allclose(copied(z, 1, 0.5), G(z, 1, 0.5))
-    torch.testing.assert_close(copied(z, 1, 0.5), copied.synthesize(z, 1, torch.tensor(0.5, dtype=torch.float64)))
+    torch.testing.assert_close(copied(z, 1, 0.5), copied.synthesize(z, 1, fade_weight(0.5)))
