@@ -5,8 +5,8 @@
 
 One table: img/s (real images through D per step, the figure the official codes print) and s/step. Compiling
 happens during the warm-up steps, which are not timed. Mode `nchw` is fp32 with the networks in the plain NCHW layout
-the references use (ganforge's eager networks are channels_last on every device): `--modes fp32 nchw` measures
-what that layout gains.
+the references use (ganforge's eager networks are channels_last, except instance-norm networks on the CPU):
+`--modes fp32 nchw` measures what that layout gains.
 """
 
 from __future__ import annotations

@@ -230,3 +230,24 @@ def test_eager_networks_are_channels_last_on_the_cpu_too(tmp_path):
     weights = [p for net in trainer.family.nets.values() for p in net.parameters() if p.dim() == 4 and p.shape[-1] > 1]
     assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
     assert not all(p.is_contiguous() for p in weights)  # really converted: a 3x3 kernel is not both
+
+
+@pytest.mark.parametrize(("family", "nchw"), [("wgan-gp", {"D"}), ("stargan2", {"G", "G_ema"})])
+def test_instance_norm_networks_stay_nchw_on_the_cpu(tmp_path, family, nchw):
+    """torch's instance norm needs NCHW memory (batch norm over [1, N·C, H, W]): in channels_last each norm would
+    transpose twice (WGAN-GP's instance-norm critic and StarGAN v2's G, 1.1x faster per step at full widths NCHW);
+    their other networks (BatchNorm or no norm) keep channels_last."""
+    from reliability_runs import tiny_run
+
+    from ganforge.families import resolve_run_config
+    from ganforge.training.engine import Trainer
+
+    trainer = Trainer(resolve_run_config(None, tiny_run(family)), tmp_path / "run")
+    for name, net in trainer.family.nets.items():
+        kernels = [p for p in net.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+        if not kernels:
+            continue
+        has_instance_norm = any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
+        assert has_instance_norm == (name in nchw), name
+        layout = torch.contiguous_format if name in nchw else torch.channels_last
+        assert all(p.is_contiguous(memory_format=layout) for p in kernels), name

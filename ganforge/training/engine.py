@@ -34,7 +34,7 @@ from ganforge.training import checkpoint as ckpt
 from ganforge.training.log import SINGULAR_VALUES_NAME, RunLogger
 from ganforge.training.lookahead import Lookahead
 from ganforge.training.loss_scale import DynamicLossScale
-from ganforge.training.speed import compile_networks
+from ganforge.training.speed import compile_networks, eager_memory_format
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import sample_caption, save_grid
 from ganforge.viz.report import REPORT_NAME, ReportRefresher
@@ -176,11 +176,10 @@ class Trainer:
         check_batch_sizes(self.family, self.dist.world_size)
         if resume is None and config.init_from:
             self._initialise_from(Path(config.init_from))
-        # channels_last: cuDNN's and oneDNN's native layout (CPU, measured by bench_train: BigGAN 1.23x, PGAN and
-        # StarGAN v2 1.05x, WGAN-GP 1.01x); compiled: inductor lays out convolutions itself
+        # eager: channels_last where it pays (eager_memory_format); compiled: inductor lays out convolutions itself
         if not config.compile:
             for net in self.family.nets.values():
-                net.to(memory_format=torch.channels_last)
+                net.to(memory_format=eager_memory_format(net, self.device))
         if config.compile:
             compile_networks(self.family.nets)
         self.loader = BatchLoader(self.dataset, seed=config.seed, dist=self.dist, device=self.device,
