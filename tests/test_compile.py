@@ -126,7 +126,7 @@ def no_compiler(fn: object, **options: object) -> object:
 def test_a_network_that_fails_to_compile_runs_eagerly_with_one_warning(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     eager = build("wgan-gp", tmp_path / "eager", False)
-    for net in eager.family.nets.values():  # compiled: torch's default layout, as eager here
+    for net in eager.family.nets.values():  # the compiled run keeps torch's default layout
         net.to(memory_format=torch.contiguous_format)
     expected = eager.stepped_losses(3)
     monkeypatch.setattr(torch, "compile", no_compiler)
