@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
+from ganforge.nn.resample import upsample_nearest_2x
 
 CROP_SCALE = (0.8, 1.0)  # StarGAN v2's random resized crop (torchvision's RandomResizedCrop arguments)
 CROP_RATIO = (0.9, 1.1)
@@ -65,7 +66,7 @@ def half_resolution_blend(images: torch.Tensor, weight: float) -> torch.Tensor:
     new resolution: the reals look like the old resolution at weight 1 and like themselves at 0)."""
     if weight <= 0:
         return images
-    low = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
+    low = upsample_nearest_2x(F.avg_pool2d(images, 2))
     return torch.lerp(images, low, weight)
 
 

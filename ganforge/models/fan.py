@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.download import WeightsFile
+from ganforge.nn.resample import upsample_nearest_2x
 from ganforge.safe_load import check_layout, load_weights_only
 
 NUM_LANDMARKS = 98
@@ -116,7 +117,7 @@ class HourGlass(nn.Module):
         low = self.get_submodule(f"b2_{level}")(F.avg_pool2d(x, 2, stride=2))
         low = self._level(level - 1, low) if level > 1 else self.b2_plus_1(low)
         low = self.get_submodule(f"b3_{level}")(low)
-        return self.get_submodule(f"b1_{level}")(x) + F.interpolate(low, scale_factor=2, mode="nearest")
+        return self.get_submodule(f"b1_{level}")(x) + upsample_nearest_2x(low)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._level(self.depth, self.coordconv(x))

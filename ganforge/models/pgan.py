@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ganforge.nn.equalized import SQRT2, EqualizedConv2d, EqualizedLinear
 from ganforge.nn.norm import minibatch_stddev, pixel_norm
+from ganforge.nn.resample import upsample_nearest_2x
 
 LRELU_SLOPE = 0.2
 VARIANTS = ("paper", "zoo")
@@ -195,7 +196,7 @@ class _GBlock(nn.Module):
     def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
         """style: [N, 4·C] (styles of the two normalisations) or None."""
         first, second = style.chunk(2, dim=1) if style is not None else (None, None)
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = upsample_nearest_2x(x)
         x = _normalise(_lrelu(self.conv0(x)), first)
         return _normalise(_lrelu(self.conv1(x)), second)
 
@@ -264,7 +265,7 @@ class PGANGenerator(nn.Module):
         old = self._to_rgb(scale - 1, x, w) if fade is not None else None
         out = self._to_rgb(scale, block(scale, x), w)
         if old is not None:
-            out = fade * F.interpolate(old, scale_factor=2.0, mode="nearest") + (1.0 - fade) * out
+            out = fade * upsample_nearest_2x(old) + (1.0 - fade) * out
         return out
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganforge.nn.resample import upsample_nearest_2x
 from ganforge.nn.spectral_norm import SNSettings, conv2d, linear
 
 BN_MOMENTUM = 0.1
@@ -143,9 +144,9 @@ class GeneratorBlock(nn.Module):
         self.bn2 = ConditionalBatchNorm2d(out_channels, condition, from_labels=from_labels, sn=sn, eps=bn_eps)
 
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        h = F.interpolate(F.relu(self.bn1(x, condition)), scale_factor=2.0, mode="nearest")
+        h = upsample_nearest_2x(F.relu(self.bn1(x, condition)))
         h = self.conv2(F.relu(self.bn2(self.conv1(h), condition)))
-        return h + self.conv_sc(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return h + self.conv_sc(upsample_nearest_2x(x))
 
 
 class DiscriminatorBlock(nn.Module):

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganforge.nn.resample import upsample_nearest_2x
+
 LRELU_SLOPE = 0.2
 SQRT2 = math.sqrt(2.0)
 
@@ -90,13 +92,13 @@ class AdainResBlk(nn.Module):
 
     def _shortcut(self, x: Tensor) -> Tensor:
         if self.upsample:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = upsample_nearest_2x(x)
         return self.conv1x1(x) if self.conv1x1 is not None else x
 
     def _residual(self, x: Tensor, style: Tensor) -> Tensor:
         x = F.leaky_relu(self.norm1(x, style), LRELU_SLOPE)
         if self.upsample:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = upsample_nearest_2x(x)
         x = self.conv1(x)
         x = F.leaky_relu(self.norm2(x, style), LRELU_SLOPE)
         return self.conv2(x)
