@@ -118,3 +118,22 @@ def test_power_iteration_keeps_full_precision_under_autocast():
     assert weight.dtype == torch.float32 and autocast_layer.u0.dtype == torch.float32
     torch.testing.assert_close(weight.detach(), reference)
     torch.testing.assert_close(autocast_layer.u0, layer.u0)
+
+
+def test_channels_last_kernel_is_read_as_a_view_with_the_same_sigma_and_u():
+    """Eager networks hold channels_last kernels: the power iteration reads them without a copy, in a column order
+    that σ, u and the output do not depend on (float64, two SVs, several steps, against the NCHW layer)."""
+    from ganforge.nn.spectral_norm import _as_matrix
+
+    torch.manual_seed(3)
+    nchw = SNConv2d(5, 7, 3, padding=1, settings=SNSettings(num_svs=2, num_itrs=2)).double()
+    cl = SNConv2d(5, 7, 3, padding=1, settings=SNSettings(num_svs=2, num_itrs=2)).double()
+    cl.load_state_dict(nchw.state_dict())
+    cl.to(memory_format=torch.channels_last)
+    assert _as_matrix(cl.weight).data_ptr() == cl.weight.data_ptr()  # a view, not a copy
+    x = torch.randn(2, 5, 6, 6, dtype=torch.float64)
+    for _ in range(3):
+        out_nchw, out_cl = nchw(x), cl(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out_cl, out_nchw, rtol=1e-12, atol=1e-12)
+    for key in ("u0", "sv0", "u1", "sv1"):
+        torch.testing.assert_close(getattr(cl, key), getattr(nchw, key), rtol=1e-12, atol=1e-12)

@@ -62,6 +62,16 @@ def power_iteration(matrix: Tensor, us: list[Tensor], eps: float) -> tuple[list[
     return svs, new_us
 
 
+def _as_matrix(weight: Tensor) -> Tensor:
+    """The weight as [out, in], a view whatever its layout: a channels_last kernel (eager networks on every device)
+    flattens in (kh, kw, in) order, which permutes W's columns, and the power iteration's σ and u do not depend on the
+    order of the columns (v, which does, is recomputed from u at every step). A plain reshape would copy it at every
+    forward (BigGAN at full CIFAR widths: 520 copies of 256×256×3×3 kernels per step, 0.2 s on 2 CPU cores)."""
+    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        weight = weight.permute(0, 2, 3, 1)
+    return weight.reshape(weight.shape[0], -1)
+
+
 class SpectralNormMixin:
     """Adds u/sv buffers and `normalized_weight()` to a layer with a ``weight`` whose dim 0 is the output side."""
 
@@ -84,7 +94,7 @@ class SpectralNormMixin:
         The power iteration runs in the weight's own precision even under autocast: bf16/fp16 u vectors would
         drift and σ would be off by percents.
         """
-        matrix = self.weight.reshape(self.weight.shape[0], -1)
+        matrix = _as_matrix(self.weight)
         us = [getattr(self, f"u{i}") for i in range(self.sn.num_svs)]
         with torch.autocast(device_type=matrix.device.type, enabled=False):
             for _ in range(self.sn.num_itrs if self.training else 1):
