@@ -28,9 +28,10 @@ def eager_memory_format(net: torch.nn.Module, device: torch.device) -> torch.mem
     """channels_last, except for a network with instance norm on the CPU: torch computes instance norm as batch norm
     over a [1, N·C, H, W] view, which needs NCHW memory, so in channels_last each norm transposes its input and its
     output back, and the convolutions around it transpose again (at full widths on 2 CPU cores, StarGAN v2's G in
-    NCHW made a step 1.1x faster, WGAN-GP's instance-norm critic 1.13x: benchmarks/README.md). CUDA does the same
+    NCHW made a step 1.07x faster, WGAN-GP's instance-norm critic 1.13x: benchmarks/README.md). CUDA does the same
     reshape, but its convolutions gain more from channels_last; unmeasured there, so CUDA keeps channels_last."""
-    if device.type == "cpu" and any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in net.modules()):
+    instance_norms = (torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
+    if device.type == "cpu" and any(isinstance(m, instance_norms) for m in net.modules()):
         return torch.contiguous_format
     return torch.channels_last
 
