@@ -35,3 +35,15 @@ def test_a_gradient_penalty_can_differentiate_through_it():
     x = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(upsample_nearest_2x, (x,))
     assert torch.autograd.gradgradcheck(upsample_nearest_2x, (x,))
+
+
+def test_torch_func_grad_goes_through_it():
+    """torch.func.grad (the route by which a gradient penalty can be compiled, benchmarks/README.md) sees torch's
+    values."""
+    x = torch.randn(2, 3, 4, 4)
+
+    def total(fn):
+        return lambda t: (fn(t) ** 2).sum()
+
+    reference = lambda t: F.interpolate(t, scale_factor=2.0, mode="nearest")  # noqa: E731
+    torch.testing.assert_close(torch.func.grad(total(upsample_nearest_2x))(x), torch.func.grad(total(reference))(x))

@@ -12,10 +12,14 @@ class _NearestUpsample2x(torch.autograd.Function):
     backward (the sum over each block), itself differentiable, so a gradient penalty through it still works."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+    def forward(x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         # contiguous: where every merge of the view is possible (a 1×1 input) reshape returns a view of x itself
         return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w).contiguous()
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor], output: Tensor) -> None:
+        pass  # the backward needs only the gradient's shape; this form lets torch.func.grad through
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
