@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ganforge.nn.layout import is_channels_last
+
 
 class _NearestUpsample2x(torch.autograd.Function):
     """Forward: each pixel broadcast to a 2×2 block, one contiguous copy. Backward: torch's own nearest-upsampling
@@ -33,7 +35,6 @@ def upsample_nearest_2x(x: Tensor) -> Tensor:
     On the CPU, torch's kernel takes an NCHW tensor through channels_last copies: forward and backward of
     [4, 512, 32, 32] (StarGAN v2's G at full widths) took 137 ms against 19 ms this way, and small tensors gain too
     (benchmarks/README.md). Channels_last tensors, other devices and compiled code keep torch's kernel."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    if x.device.type != "cpu" or channels_last or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or is_channels_last(x) or torch.compiler.is_compiling():
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
     return _NearestUpsample2x.apply(x)

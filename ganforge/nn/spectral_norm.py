@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganforge.nn.layout import is_channels_last
+
 
 @dataclass(frozen=True)
 class SNSettings:
@@ -67,7 +69,7 @@ def _as_matrix(weight: Tensor) -> Tensor:
     flattens in (kh, kw, in) order, which permutes W's columns, and the power iteration's σ and u do not depend on the
     order of the columns (v, which does, is recomputed from u at every step). A plain reshape would copy it at every
     forward (BigGAN at full CIFAR widths: 520 copies of 256×256×3×3 kernels per step, 0.2 s on 2 CPU cores)."""
-    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+    if is_channels_last(weight):
         weight = weight.permute(0, 2, 3, 1)
     return weight.reshape(weight.shape[0], -1)
 
