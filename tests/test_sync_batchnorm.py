@@ -37,6 +37,10 @@ def _rank(rank: int, init_file: str, out_dir: str) -> None:
     torch.save({"out": out.detach(), "grad": x_local.grad, "mean": layer.running_mean, "var": layer.running_var},
                os.path.join(out_dir, f"{rank}.pt"))
     dist.destroy_process_group()
+    # the results are on disk: leave without the interpreter's teardown, where gloo's threads once aborted a rank
+    # after a passing run (SIGABRT, "terminate called without an active exception", CI of session 23; not
+    # reproduced in 14 local runs); a failure above still exits non-zero through its exception
+    os._exit(0)
 
 
 @pytest.mark.slow
