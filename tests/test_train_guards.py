@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import sys
+import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
+from ganforge.training import log as log_module
 from ganforge.training.engine import Trainer, _autocast, _check_same_config
 from ganforge.training.log import RunLogger
 
@@ -92,6 +96,38 @@ def test_tensorboard_without_the_package(tmp_path, monkeypatch, capsys, setting,
     assert len(err) == lines and all("tensorboard: true, but the tensorboard package is not installed" in line
                                      for line in err)
     assert (tmp_path / "log.jsonl").read_text().count("\n") == 1
+
+
+def test_img_per_s_leaves_out_the_time_of_samples_metrics_and_checkpoints(tmp_path, monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(log_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    logger = RunLogger(tmp_path, total_steps=4, start_step=0, enabled=True, progress=False, tensorboard=False)
+    for _ in range(2):  # two steps of 64 images, a second each
+        clock[0] += 1.0
+        logger.count_images(64)
+    assert logger.throughput() == 64.0
+    with logger.maintenance():
+        clock[0] += 30.0  # a metric tick
+    for _ in range(2):
+        clock[0] += 1.0
+        logger.count_images(64)
+    assert logger.throughput() == 64.0  # not 128 images / 32 s
+    logger.close()
+
+
+def test_a_training_run_leaves_its_checkpoint_time_out_of_img_per_s(tmp_path, monkeypatch) -> None:
+    save = Trainer.save_checkpoint
+
+    def slow_save(self, *args, **kwargs):  # 20 real images a step (5 critic batches of 4): counted, these 0.5 s
+        # would cap img/s at 40; a tiny step alone takes milliseconds
+        time.sleep(0.5)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", slow_save)
+    ganforge.train({**tiny_dcgan(), "log_every": 1, "model": {**tiny_dcgan()["model"], "steps": 3}}, tmp_path / "run")
+    rates = [r["img_per_s"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+             if "img_per_s" in r]
+    assert len(rates) == 3 and min(rates[1:]) > 100, rates
 
 
 # --- resume and restart ----------------------------------------------------------------------------------------------

@@ -358,16 +358,17 @@ class Trainer:
                     if singular_values:
                         logger.singular_values({"step": self.step, "kimg": self.images_seen / 1000,
                                                 **singular_values})
-                if sample_tick:
-                    logger.sample_images(self.step, self.write_samples(plan))
-                scored = None
-                if metric_tick:
-                    scored = self.run_metrics(plan, logger)  # rank 0 alone: the others wait at the barrier
-                    self.dist.barrier()
-                if checkpoint_tick or (metric_tick and config.best_metric is not None):  # every rank: collectives
-                    self.save_checkpoint(score=scored)
-                if report is not None and self.step % config.sample_every == 0:
-                    report.tick()
+                with logger.maintenance():
+                    if sample_tick:
+                        logger.sample_images(self.step, self.write_samples(plan))
+                    scored = None
+                    if metric_tick:
+                        scored = self.run_metrics(plan, logger)  # rank 0 alone: the others wait at the barrier
+                        self.dist.barrier()
+                    if checkpoint_tick or (metric_tick and config.best_metric is not None):  # every rank: collectives
+                        self.save_checkpoint(score=scored)
+                    if report is not None and self.step % config.sample_every == 0:
+                        report.tick()
             if self.step < total and (self._stop_signal is not None or self.step == stop_at):
                 self.read_pending(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
                 self.save_checkpoint()

@@ -4,10 +4,12 @@ per logged step instead of carriage-return updates."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -74,8 +76,21 @@ class RunLogger:
                 shown["img/s"] = f"{self._bar_rate:.0f}"
             self._bar.set_postfix(shown, refresh=False)
 
+    @contextlib.contextmanager
+    def maintenance(self) -> Iterator[None]:
+        """Sample grids, metrics, checkpoints and the report between steps: their time is left out of img/s (as
+        StyleGAN2-ADA leaves its maintenance out of sec/kimg), so the rate, the report's speed curve and training time
+        are the training's own and do not dip at every tick; the ETA still counts them."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self._last_time += spent
+            self._bar_time += spent
+
     def throughput(self) -> float:
-        """Images per second since the last call (real images fed to the critic)."""
+        """Images per second of training since the last call (real images fed to the critic)."""
         now = time.perf_counter()
         rate = self._images_since / max(now - self._last_time, 1e-9)
         self._last_time, self._images_since = now, 0

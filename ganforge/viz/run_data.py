@@ -129,8 +129,9 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
 
 
 def elapsed_seconds(records: list[dict[str, Any]]) -> np.ndarray:
-    """Wall-clock training time at each record: each record's img_per_s is the rate since the previous one, so the
-    interval is the images in between divided by that rate (time spent before a resume is not in the log)."""
+    """Training time at each record: each record's img_per_s is the training's rate since the previous one, so the
+    interval is the images in between divided by that rate (sample grids, metrics and checkpoints are not in it,
+    nor is time spent before a resume)."""
     total, out, previous_kimg = 0.0, [], 0.0
     for record in records:
         kimg, rate = record.get("kimg"), record.get("img_per_s")
