@@ -281,7 +281,7 @@ def stargan2(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
              "mapping_dim": 16, "latent_dim": 4, "style_dim": 8, "w_hpf": 0.0, "lambda_reg": 1.0, "lambda_sty": 1.0,
              "lambda_ds": 2.0, "lambda_cyc": 1.0, "ds_iter": args.ds_iter, "lr": 1e-4, "f_lr": 1e-6,
              "betas": [0.0, 0.99], "weight_decay": 1e-4, "ema_decay": 0.999, "batch_size": batch,
-             "steps": args.steps}
+             "micro_batches": args.micro_batches, "steps": args.steps}
     config = {"family": "stargan2", "data": f"builtin:shapes?count=64&resolution={resolution}", "seed": args.seed,
               "model": model}
     never = 10**9
@@ -376,8 +376,9 @@ def stargan2(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
     probe_s = torch.randn(batch, trainer.family.arch.style_dim, generator=torch.Generator().manual_seed(2))
     in_g = cancelled_biases(trainer.family.nets["G"], lambda g: g(probe_x, probe_s))
     return {"rows": rows, **weight_check(ours, official_states(), {"G": in_g, "G_ema": in_g}),
-            "title": f"StarGAN v2 at {resolution} px, batch {batch}, {domains} domains, λ_ds decaying over "
-                     f"{args.ds_iter} steps: losses, official | ganforge"}
+            "title": f"StarGAN v2 at {resolution} px, batch {batch}"
+                     f"{f' (ganforge in {args.micro_batches} micro-batches)' if args.micro_batches > 1 else ''}, "
+                     f"{domains} domains, λ_ds decaying over {args.ds_iter} steps: losses, official | ganforge"}
 
 
 def biggan(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -493,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     stargan = parser.add_argument_group("StarGAN v2")
     stargan.add_argument("--resolution", type=int, default=32)
     stargan.add_argument("--ds-iter", type=int, default=4, help="steps over which λ_ds decays to 0 (official: 100k)")
+    stargan.add_argument("--micro-batches", type=int, default=1,
+                         help="ganforge computes each phase's batch in this many slices (the official code: whole)")
     big = parser.add_argument_group("BigGAN")
     big.add_argument("--preset", choices=["cifar", "imagenet"], default="cifar",
                      help="launch_cifar_ema.sh, or launch_BigGAN_bs256x8.sh's structure at 32 px")

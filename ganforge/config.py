@@ -237,9 +237,11 @@ FidMode = Literal["legacy-tf", "clean"]
 # follows the device). Refused, for instance: metrics, metrics_n, best_metric and keep_best (a run's metric record
 # and its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, lookahead, data (unless
 # the same dataset moved), model (unless the family's schedule only grows) and another init_from (left out, the
-# run's own is kept: only a new run reads it).
+# run's own is kept: only a new run reads it). model.micro_batches (StarGAN v2) computes the same update in slices,
+# so a run that ran out of GPU memory goes on in more of them.
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
-                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile")
+                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile",
+                     "model.micro_batches")
 
 
 @dataclasses.dataclass

@@ -10,6 +10,8 @@ from pgan_tiny import TINY_PGAN
 
 import ganforge
 from ganforge.config import ConfigError
+from ganforge.data.loader import Batch
+from ganforge.families.base import Phase
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import NonFiniteError
 
@@ -251,3 +253,23 @@ def test_instance_norm_networks_stay_nchw_on_the_cpu(tmp_path, family, nchw):
         assert has_instance_norm == (name in nchw), name
         layout = torch.contiguous_format if name in nchw else torch.channels_last
         assert all(p.is_contiguous(memory_format=layout) for p in kernels), name
+
+
+def test_a_batch_splits_into_equal_consecutive_micro_batches():
+    images, labels = torch.arange(6.0).view(6, 1, 1, 1), torch.arange(6).view(6, 1)
+    batch = Batch(images, labels, (images + 10, images + 20), torch.arange(6))
+    assert len(batch.parts(1)) == 1 and batch.parts(1)[0] is batch
+    parts = batch.parts(3)
+    assert [part.part for part in parts] == [(0, 3), (1, 3), (2, 3)] and all(part.whole is batch for part in parts)
+    assert [part.images.flatten().tolist() for part in parts] == [[0, 1], [2, 3], [4, 5]]
+    assert parts[1].labels.flatten().tolist() == [2, 3] and parts[2].reference_labels.tolist() == [4, 5]
+    assert parts[2].references[1].flatten().tolist() == [24, 25]
+    assert Batch(images, None).parts(2)[1].labels is None
+    with pytest.raises(ValueError, match="a batch of 6 does not split into 4 equal micro-batches"):
+        batch.parts(4)
+
+
+@pytest.mark.parametrize(("micro_batches", "data"), [(0, "fresh"), (2, "none")])
+def test_a_phase_refuses_micro_batches_it_cannot_split(micro_batches, data):
+    with pytest.raises(ValueError, match=f"phase D: micro_batches {micro_batches}"):
+        Phase("D", ("D",), lambda batch: None, micro_batches=micro_batches, data=data)

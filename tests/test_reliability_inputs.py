@@ -388,6 +388,26 @@ def test_running_out_of_memory_in_a_step_is_one_line_naming_step_batch_and_check
     assert ckpt.checkpoint_steps(tmp_path / "run") == [4]  # nothing half-done was saved
 
 
+def test_a_stargan2_run_out_of_memory_goes_on_in_micro_batches(tmp_path, capsys, monkeypatch) -> None:
+    from ganforge.training.engine import Trainer
+
+    real_step = Trainer.train_step
+
+    def whole_batches_do_not_fit(self, plan):
+        if self.family.config.micro_batches == 1 and self.step == 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self, plan)
+
+    monkeypatch.setattr(Trainer, "train_step", whole_batches_do_not_fit)
+    config = write_config(tiny_run("stargan2", checkpoint_every=4), tmp_path / "c.json")
+    code, _, err = run_cli(capsys, "train", "stargan2", "-c", config, "--run", tmp_path / "run")
+    assert code == 2 and "or resume with --set model.micro_batches=2 (the same update" in one_line_error(err, "train")
+    code, out, _ = run_cli(capsys, "train", "stargan2", "-c", config, "--run", tmp_path / "run",
+                           "--set", "model.micro_batches=2")
+    assert code == 0 and "resuming from step 4" in out and ckpt.checkpoint_steps(tmp_path / "run")[-1] == 6
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["micro_batches"] == 2
+
+
 def test_device_memory_running_out_outside_training_is_one_line(capsys, monkeypatch) -> None:
     import ganforge.cli as cli
 

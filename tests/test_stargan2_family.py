@@ -4,6 +4,8 @@ step in which phase, balanced domain sampling, augmentation, presets, and a tiny
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,50 @@ def test_optimisers_step_per_phase_and_ema_follows(tmp_path) -> None:
                                  strict=True):
             torch.testing.assert_close(ema, 0.5 * old + 0.5 * new.detach())
     assert "D_ema" not in family.nets
+
+
+def _first_steps(tmp_path: Path, micro_batches: int) -> tuple[list[tuple[str, list[torch.Tensor]]], list[dict]]:
+    """Two steps of a tiny run: the gradients each optimiser steps with, and the step's log values."""
+    trainer = Trainer(run_config(micro_batches=micro_batches), tmp_path / f"micro{micro_batches}")
+    stepped: list[tuple[str, list[torch.Tensor]]] = []
+    for name, optimizer in trainer.family.optimizers.items():
+        def recording(*args, name=name, optimizer=optimizer, step=optimizer.step, **kwargs):
+            stepped.append((name, [p.grad.clone() for group in optimizer.param_groups for p in group["params"]]))
+            return step(*args, **kwargs)
+
+        optimizer.step = recording
+    logs = []
+    for step in range(2):
+        trainer.step = step
+        logs.append({key: float(value) for key, value in trainer.train_step(trainer.family.plan(step)).items()})
+    return stepped, logs
+
+
+def test_micro_batches_give_the_whole_batch_update(tmp_path) -> None:
+    """Each phase's batch of 4 in 2 slices: every optimiser steps with the whole batch's gradient (to float
+    rounding: relative to the network's largest gradient; biases before instance norm have a true gradient of 0 and
+    hold rounding noise alone) and the logs are the whole batch's means."""
+    whole, whole_logs = _first_steps(tmp_path, 1)
+    sliced, sliced_logs = _first_steps(tmp_path, 2)
+    assert [name for name, _ in sliced] == [name for name, _ in whole] == ["D", "D", "G", "F", "E", "G"] * 2
+    for (name, expected), (_, got) in zip(whole, sliced, strict=True):
+        scale = max(float(g.abs().max()) for g in expected)
+        worst = max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
+        assert worst < 1e-4 * scale, (name, worst, scale)
+    for expected, got in zip(whole_logs, sliced_logs, strict=True):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
+
+
+def test_micro_batches_must_split_the_batch_evenly(shapes) -> None:
+    with pytest.raises(ConfigError, match=r"model\.micro_batches: 3 does not divide model\.batch_size 4"):
+        resolve_run_config("stargan2", {"model": {**TINY, "micro_batches": 3}})
+    with pytest.raises(ConfigError, match=r"model\.micro_batches: expected a positive integer, got 0"):
+        resolve_run_config("stargan2", {"model": {**TINY, "micro_batches": 0}})
+    config = resolve_run_config("stargan2", {"data": SHAPES, "model": {**TINY, "micro_batches": 4}})
+    with pytest.raises(ConfigError, match=r"does not divide the 2 images per process \(model\.batch_size 4 over 2"):
+        StarGAN2Family(config.model, shapes, torch.device("cpu"), DistInfo(rank=0, world_size=2))
 
 
 def test_phase_plan(shapes) -> None:
@@ -465,3 +511,14 @@ def test_each_rank_takes_its_interleaved_share_of_the_global_draw(shapes) -> Non
     single, share = draws[1], draws[2]
     for name in ("x_src", "y_src", "x_ref", "x_ref2", "y_trg", "z1", "z2"):
         assert torch.equal(getattr(share, name), getattr(single, name)[1::2]), name
+
+
+@pytest.mark.slow
+def test_micro_batch_benchmark_prints_a_row_per_count() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_micro_batches.py"
+    done = subprocess.run([sys.executable, str(script), "--resolution", "16", "--batch", "4", "--width-div", "64",
+                           "--micro-batches", "1", "2", "--steps", "1", "--warmup", "0"],
+                          capture_output=True, text=True, timeout=300, check=True)
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["1", "2"], done.stdout
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows), done.stdout

@@ -49,6 +49,23 @@ class Batch:
     labels: torch.Tensor | None  # int64 [N, K] or None (domain-pair mode: [N, 1], the sources' domains)
     references: tuple[torch.Tensor, torch.Tensor] | None = None  # domain-pair mode: two reference images each,
     reference_labels: torch.Tensor | None = None  # of these domains (int64 [N])
+    whole: Batch | None = None  # set on a micro-batch: the batch it is a slice of (what a step's shared inputs key on)
+    part: tuple[int, int] = (0, 1)  # (index, count): which of `whole`'s equal consecutive slices this is
+
+    def parts(self, count: int) -> list[Batch]:
+        """The batch as `count` equal consecutive slices (a phase's micro-batches); 1: the batch itself."""
+        if count == 1:
+            return [self]
+        size, rest = divmod(len(self.images), count)
+        if rest:
+            raise ValueError(f"a batch of {len(self.images)} does not split into {count} equal micro-batches")
+
+        def piece(tensor: torch.Tensor | None, index: int) -> torch.Tensor | None:
+            return None if tensor is None else tensor[index * size:(index + 1) * size]
+
+        return [Batch(piece(self.images, i), piece(self.labels, i),
+                      None if self.references is None else (piece(self.references[0], i), piece(self.references[1], i)),
+                      piece(self.reference_labels, i), whole=self, part=(i, count)) for i in range(count)]
 
 
 def to_float_images(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -50,7 +50,11 @@ class Phase:
     # the loss and its log values, detached device tensors: the engine reads them only at log points
     loss: Callable[[Batch | None], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     repeats: int = 1
-    accumulate: int = 1  # micro-batches whose gradients add up before one optimiser step
+    accumulate: int = 1  # fresh batches whose gradients add up before one optimiser step (BigGAN's accumulations)
+    # the phase's batch computed in this many equal slices, gradients added up before one optimiser step: the whole
+    # batch's gradient (for losses that are means over independent samples) with a fraction of the activation memory;
+    # the logged values are the slices' means
+    micro_batches: int = 1
     data: PhaseData = "fresh"
     after_step: Callable[[], None] | None = None
     reuse_batch: bool = False  # True: the first repeat's real batch serves every repeat (the WGAN-GP tutorial)
@@ -58,6 +62,9 @@ class Phase:
     def __post_init__(self) -> None:
         if self.data not in PHASE_DATA:
             raise ValueError(f"phase {self.name}: data {self.data!r}, expected one of {PHASE_DATA}")
+        if self.micro_batches < 1 or (self.micro_batches > 1 and self.data == "none"):
+            raise ValueError(f"phase {self.name}: micro_batches {self.micro_batches} (a positive count, and a phase "
+                             "with no real batch has none to split)")
         if self.reuse_batch and self.data != "fresh":
             raise ValueError(f"phase {self.name}: reuse_batch needs data='fresh' (it reuses the batches it draws)")
 

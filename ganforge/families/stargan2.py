@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,6 +83,9 @@ class StarGAN2Config:
     ema_decay: float = 0.999
     ema_rampup: float | None = None  # EMA warm-up of G, F, E (e.g. 0.05; nn.ema.ramped_ema_decay); None: off
     batch_size: int = 8
+    # each phase's batch computed in this many equal slices, gradients added up: the same update (float rounding
+    # apart) with a fraction of the activation memory, for GPUs where the batch does not fit (not in the official code)
+    micro_batches: int = 1
     steps: int = 100000
     randcrop_prob: float = 0.5
     flip: bool = True
@@ -91,9 +94,13 @@ class StarGAN2Config:
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"img_size": "resolution"}  # old spelling, still read (config.py)
 
     def __post_init__(self) -> None:
-        for key in ("latent_dim", "style_dim", "max_conv_dim", "mapping_dim", "ds_iter", "batch_size", "steps"):
+        for key in ("latent_dim", "style_dim", "max_conv_dim", "mapping_dim", "ds_iter", "batch_size", "steps",
+                    "micro_batches"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
+        if self.batch_size % self.micro_batches:
+            raise ConfigError(f"model.micro_batches: {self.micro_batches} does not divide model.batch_size "
+                              f"{self.batch_size} into equal slices")
         if self.num_domains is not None and self.num_domains < 2:
             raise ConfigError(f"model.num_domains: expected null (from the data) or at least 2, got {self.num_domains}")
         if self.base_dim is not None and self.base_dim < 1:
@@ -136,6 +143,19 @@ class StepInputs:
     z2: torch.Tensor
     masks: Masks | None = None  # face masks of x_src (w_hpf > 0)
 
+    def part(self, index: int, count: int) -> StepInputs:
+        """The `index`-th of `count` equal consecutive slices (a micro-batch; `Batch.parts` slices alike)."""
+        if count == 1:
+            return self
+        size = len(self.x_src) // count
+
+        def piece(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor[index * size:(index + 1) * size]
+
+        tensors = {f.name: piece(getattr(self, f.name)) for f in fields(self) if f.name != "masks"}
+        masks = None if self.masks is None else (piece(self.masks[0]), piece(self.masks[1]))
+        return StepInputs(**tensors, masks=masks)
+
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
@@ -157,6 +177,10 @@ class StarGAN2Family(Family):
 
     def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
+        local_batch = config.batch_size // dist.world_size
+        if config.batch_size % dist.world_size == 0 and local_batch % config.micro_batches:
+            raise ConfigError(f"model.micro_batches: {config.micro_batches} does not divide the {local_batch} images "
+                              f"per process (model.batch_size {config.batch_size} over {dist.world_size} processes)")
         self.domain_column, self.domain_names = self._domains(config, dataset)
         self.img_size = config.resolution or dataset.resolution
         if dataset.levels and self.img_size not in dataset.levels:
@@ -352,20 +376,24 @@ class StarGAN2Family(Family):
 
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         """The first phase takes the loader's batch; the other three are handed the same one, and all four share
-        the inputs made from it once (latents, masks)."""
+        the inputs made from it once (latents, masks), of which a micro-batch takes its slice."""
         made: dict[int, StepInputs] = {}
 
         def shared(batch: Batch) -> StepInputs:
-            if id(batch) not in made:
-                made[id(batch)] = self.step_inputs(batch, plan.batch_size)
-            return made[id(batch)]
+            whole = batch.whole or batch
+            if id(whole) not in made:
+                made[id(whole)] = self.step_inputs(whole, plan.batch_size)
+            return made[id(whole)].part(*batch.part)
 
+        micro = self.config.micro_batches
         return [
-            Phase("D_latent", ("D",), lambda batch: self.d_loss(shared(batch), "latent")),
-            Phase("D_ref", ("D",), lambda batch: self.d_loss(shared(batch), "ref"), data="previous"),
-            Phase("G_latent", ("G", "F", "E"), lambda batch: self.g_loss(shared(batch), "latent"), data="previous"),
+            Phase("D_latent", ("D",), lambda batch: self.d_loss(shared(batch), "latent"), micro_batches=micro),
+            Phase("D_ref", ("D",), lambda batch: self.d_loss(shared(batch), "ref"), data="previous",
+                  micro_batches=micro),
+            Phase("G_latent", ("G", "F", "E"), lambda batch: self.g_loss(shared(batch), "latent"), data="previous",
+                  micro_batches=micro),
             Phase("G_ref", ("G",), lambda batch: self.g_loss(shared(batch), "ref"), data="previous",
-                  after_step=self.decay_lambda_ds),
+                  after_step=self.decay_lambda_ds, micro_batches=micro),
         ]
 
     # --- sampling ---------------------------------------------------------------------------------------------

@@ -415,10 +415,13 @@ class Trainer:
         saved = ckpt.checkpoint_steps(self.run_dir)
         where = f"from the newest checkpoint, step {saved[-1]}" if saved else "no checkpoint was written yet"
         memory = self.device.type if isinstance(err, torch.OutOfMemoryError) else "host"
+        sliced = getattr(self.config.model, "micro_batches", None)
+        slices = (f", or resume with --set model.micro_batches={2 * sliced} (the same update computed in more slices)"
+                  if sliced is not None else "")
         return (f"out of {memory} memory in step {self.step + 1} at {plan.resolution} px with a batch of "
                 f"{plan.batch_size}{share}{f' ({cause})' if cause else ''}; resume on a device with more memory "
-                f"({where}), or start a new run (--restart or another --run) with a smaller batch or resolution, or "
-                "with amp: bf16")
+                f"({where}){slices}, or start a new run (--restart or another --run) with a smaller batch or "
+                "resolution, or with amp: bf16")
 
     def read_pending(self, *, logs: bool, current: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
         """`PendingValues.read` agreed over ranks: a non-finite loss on any rank stops (or rolls back) every rank
@@ -486,11 +489,18 @@ class Trainer:
                         self.images_seen += plan.batch_size
                         if phase.reuse_batch:
                             drawn.append(batch)
-                    with _autocast(self.device, self.config.amp):
-                        loss, phase_logs = phase.loss(batch)
-                    self.pending.watch_loss(self.step, phase.name, loss)
-                    loss = loss / phase.accumulate if phase.accumulate > 1 else loss
-                    (self.loss_scale.scale(loss) if self.loss_scale else loss).backward()
+                    parts = [batch] if batch is None else batch.parts(phase.micro_batches)
+                    part_logs = []
+                    for part in parts:
+                        with _autocast(self.device, self.config.amp):
+                            loss, logged = phase.loss(part)
+                        part_logs.append(logged)
+                        self.pending.watch_loss(self.step, phase.name, loss)
+                        shares = phase.accumulate * len(parts)
+                        loss = loss / shares if shares > 1 else loss
+                        (self.loss_scale.scale(loss) if self.loss_scale else loss).backward()
+                    phase_logs = part_logs[0] if len(parts) == 1 else {
+                        key: sum(logged[key] for logged in part_logs) / len(parts) for key in part_logs[0]}
                 self.dist.all_reduce_grads(params)
                 if self.loss_scale is not None:  # fp16 overflow: every rank skips this update and lowers the scale
                     found_inf = self.loss_scale.unscale(params)
@@ -503,7 +513,7 @@ class Trainer:
                         family.optimizers[name].step()
                 if phase.after_step is not None:
                     phase.after_step()
-                logs.update(phase_logs)  # the last micro-batch's values
+                logs.update(phase_logs)  # the last accumulated batch's values
         self.augmenter.end_step(plan.batch_size)
         decay = family.ema_decay(self.step)
         if decay is not None:
@@ -701,7 +711,7 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
     if same_dataset:
         may_change.add("data")
     differing = {path: values for path, values in config_differences(saved, requested).items()
-                 if path.split(".")[0] not in may_change}
+                 if path.split(".")[0] not in may_change and path not in may_change}
     if any(path.startswith("model.") for path in differing) and saved["family"] == requested["family"] and get_family(
             saved["family"]).extends_schedule(saved["model"], requested["model"]):
         differing = {path: values for path, values in differing.items() if not path.startswith("model.")}

@@ -1,0 +1,73 @@
+"""StarGAN v2's `model.micro_batches`: peak memory and s/step of the same training step computed in k slices.
+
+    python benchmarks/bench_micro_batches.py --width-div 4                       # CPU: 64 px, batch 8, widths / 4
+    python benchmarks/bench_micro_batches.py --device cuda --resolution 256      # the official 256 px, batch 8
+
+Each k runs in its own process, so the CPU figure (the process's peak resident memory, torch and Python included)
+is that k's alone; on CUDA the figure is torch's peak allocated memory over the timed steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import build, timed_steps  # noqa: E402 - the same Trainer set-up and timing as the GPU check
+
+
+def config(resolution: int, batch: int, width_div: int, micro_batches: int) -> dict:
+    """The official StarGAN v2 networks at `resolution` (AFHQ's w_hpf 0), widths divided by `width_div`."""
+    return {"family": "stargan2", "data": f"builtin:shapes?count=64&resolution={resolution}", "model": {
+        "resolution": resolution, "domain_column": "shape", "w_hpf": 0.0, "batch_size": batch,
+        "micro_batches": micro_batches, "base_dim": max(2**14 // resolution // width_div, 4),
+        "max_conv_dim": max(512 // width_div, 4)}}
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One k, in this process: s/step and peak memory over `--steps` steps after `--warmup`."""
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = build(config(args.resolution, args.batch, args.width_div, args.one), "fp32", device, Path(scratch))
+        out = timed_steps(trainer, 0, args.warmup, args.steps)
+    if device.type != "cuda":
+        out["peak_mem_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+    return {"micro_batches": args.one, "s_per_step": out["s_per_step"], "peak_mem_gb": out["peak_mem_gb"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--width-div", type=int, default=1)
+    parser.add_argument("--micro-batches", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child process: this k alone
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(measure(args)))
+        return
+    print(f"StarGAN v2, {args.device}, {args.resolution} px, batch {args.batch}, widths / {args.width_div}")
+    print(f"{'micro_batches':>13s} {'s/step':>8s} {'peak GB':>8s}")
+    for k in args.micro_batches:
+        child = [sys.executable, __file__, *sys.argv[1:], "--one", str(k)]
+        done = subprocess.run(child, capture_output=True, text=True, check=False)
+        if done.returncode:  # e.g. out of memory at this k: say why and go on with the next
+            why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+            print(f"{k:>13d} failed: {why}")
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{k:>13d} {row['s_per_step']:8.3f} {row['peak_mem_gb']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
