@@ -82,6 +82,17 @@ def _prepare_classes(args: argparse.Namespace) -> Path:
                                 class_names=names, float_range=args.float_range, overwrite=args.overwrite)
 
 
+def positive_int(text: str) -> int:
+    """A count or size of at least 1, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _float_pair(text: str) -> tuple[float, float]:
     """"LOW,HIGH" → (LOW, HIGH), for argparse."""
     parts = text.split(",")
@@ -218,6 +229,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_saved_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    if args.resolution is not None and args.fake is None:
+        raise SystemExit("ganforge evaluate: --resolution brings the images of --fake DIR (and --real) to one size; "
+                         "a run's images already have its size")
     if args.fake is not None:
         if args.real is None and args.real_stats is None:
             raise SystemExit("ganforge evaluate: --fake needs --real (a folder or a store) or --real-stats FILE.npz")
@@ -225,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         default = ["fid"] if args.real_stats is not None else ["swd"]
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
-                                 real_stats=args.real_stats)["table"]
+                                 real_stats=args.real_stats, resolution=args.resolution)["table"]
     elif args.real_stats is not None:
         raise SystemExit("ganforge evaluate: --real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
@@ -245,7 +259,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from ganforge.evaluation.run_metrics import write_image_set_stats
 
     stats = write_image_set_stats(args.source, args.out, fid_mode=args.fid_mode, n=args.n,
-                                  inception_weights=args.inception_weights)
+                                  inception_weights=args.inception_weights, resolution=args.resolution)
     print(f"wrote {args.out}: Inception pool3 mean and covariance of {stats.count} images of {args.source} "
           f"(fid_mode {stats.fid_mode})")
     return 0
@@ -395,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "protocol, the paper's numbers; tf-inception: the usual FID Inception)")
     ev.add_argument("--wing-weights", type=Path, help="stargan2 runs with w_hpf > 0: the face-mask network's wing.ckpt")
     ev.add_argument("--val", type=Path, help="stargan2 runs: validation store (default: the val store beside the data)")
+    ev.add_argument("--resolution", type=positive_int, metavar="R", help="with --fake DIR: every image centre-cropped "
+                    "and resized to R×R (folders of mixed sizes; default: the first image's size), --real alike")
     ev.set_defaults(func=cmd_evaluate)
 
     stats = sub.add_parser("stats", help="Inception pool3 statistics (mu, sigma) of an image set as an .npz "
@@ -406,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--fid-mode", choices=fid_modes, default="legacy-tf",
                        help="resize protocol, recorded in the file (default legacy-tf; or clean)")
     stats.add_argument("--n", type=int, help="only the first N images (default all)")
+    stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
+                       "to R×R first (folders of mixed sizes; default: the images' own size)")
     stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
     stats.set_defaults(func=cmd_stats)
 

@@ -301,3 +301,46 @@ def test_evaluating_two_folders_streams_them_and_equals_the_whole_arrays(tmp_pat
     streamed = run_metrics.evaluate_folders(fakes, reals, ["swd", "msssim"])["results"]
     assert streamed["swd"] == whole["swd"] and streamed["msssim"] == whole["msssim"]
     assert max(largest) == 8  # batch by batch
+
+
+def test_mixed_size_folders_are_brought_to_one_resolution(standin_weights, tmp_path, capsys):
+    """`stats DIR --resolution R` and `evaluate --fake DIR --resolution R`: every image centre-cropped and resized to
+    R×R (as `prepare` does), which a mixed folder needs and is told to give; the result equals the resized images."""
+    from ganforge.data.images import center_crop_resize
+
+    rng = np.random.default_rng(11)
+    shapes = [(24, 24), (16, 20), (32, 16), (16, 16)]  # square, landscape, portrait
+    pictures = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for index, picture in enumerate(pictures):
+        Image.fromarray(picture).save(folder / f"{index:03d}.png")
+    expected = np.stack([center_crop_resize(p, 16).transpose(2, 0, 1) for p in pictures])
+    assert np.array_equal(whole_set(folder, 16), expected)
+    np.savez(tmp_path / "expected.npz", images=expected)
+
+    weights = ["--inception-weights", str(standin_weights)]
+    assert main(["stats", str(folder), "-o", str(tmp_path / "no.npz"), *weights]) == 2
+    assert "images of different sizes" in capsys.readouterr().err and not (tmp_path / "no.npz").exists()
+    assert main(["stats", str(folder), "-o", str(tmp_path / "mixed.npz"), "--resolution", "16", *weights]) == 0
+    assert main(["stats", str(tmp_path / "expected.npz"), "-o", str(tmp_path / "expected_stats.npz"), *weights]) == 0
+    mixed, resized = read_stats(tmp_path / "mixed.npz"), read_stats(tmp_path / "expected_stats.npz")
+    assert np.array_equal(mixed.mean, resized.mean) and np.array_equal(mixed.cov, resized.cov)
+
+    capsys.readouterr()
+    assert main(["evaluate", "--fake", str(folder), "--real", str(tmp_path / "expected.npz"), "--resolution", "16",
+                 "--metrics", "swd"]) == 0
+    assert "4 generated images against 4 real" in capsys.readouterr().out
+    # the .npz of 16 px images brought to 8 px alike
+    assert np.array_equal(whole_set(tmp_path / "expected.npz", 8),
+                          np.stack([center_crop_resize(e.transpose(1, 2, 0), 8).transpose(2, 0, 1) for e in expected]))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["evaluate", "RUN", "--resolution", "16"], "--resolution brings the images of --fake DIR"),
+    (["stats", "DIR", "-o", "x.npz", "--resolution", "0"], "argument --resolution: expected a positive integer"),
+])
+def test_resolution_where_it_would_do_nothing_is_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert message in f"{exit_.value}{capsys.readouterr().err}"  # a command's refusal, or argparse's usage error

@@ -233,7 +233,11 @@ def iter_image_set(source: Path, resolution: int | None = None, limit: int | Non
         if images.ndim != 4 or images.dtype != np.uint8:
             raise DatasetError(f"{source}: '{key}' must be uint8 images (N, C, H, W) or (N, H, W, C), got "
                                f"{images.dtype} {images.shape}")
-        yield (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))[:limit]
+        images = (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))[:limit]
+        if resolution is not None and images.shape[-2:] != (resolution, resolution):
+            images = np.stack([center_crop_resize(image.transpose(1, 2, 0), resolution).reshape(
+                resolution, resolution, -1).transpose(2, 0, 1) for image in images])
+        yield images
         return
     if (source / "manifest.json").is_file():
         dataset = open_dataset(source)
@@ -248,7 +252,8 @@ def iter_image_set(source: Path, resolution: int | None = None, limit: int | Non
         first = first or images[0].shape
         shapes = {first, *(image.shape for image in images)}
         if len(shapes) > 1:
-            raise DatasetError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give --n and a resolution")
+            raise DatasetError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give --resolution R to "
+                               "bring every image to R×R (centre crop, then resize)")
         yield np.stack(images)
 
 
@@ -277,7 +282,7 @@ def _decoded(path: Path, resolution: int | None) -> np.ndarray:
         image = load_rgb(path, str(path))
     except ImageError as err:
         raise DatasetError(str(err)) from None
-    size = resolution or image.shape[0]
+    size = resolution or min(image.shape[:2])
     if image.shape[:2] != (size, size):
         image = center_crop_resize(image, size)
     return image.transpose(2, 0, 1)
@@ -285,10 +290,12 @@ def _decoded(path: Path, resolution: int | None) -> np.ndarray:
 
 def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: int | None = None,
                      inception_weights: Path | None = None, seed: int = 0, fid_mode: str | None = None,
-                     real_stats: Path | None = None, step: int | None = None) -> dict[str, Any]:
-    """An image set (folder, .npz file or store), or the images a run's EMA generator makes (newest checkpoint, or
-    `step`; `n` of them, default the run's metrics_n), against real images (brought to the fake set's size) or a
-    statistics file (FID only). Nothing is written to the run: a FID against other statistics is not its curve."""
+                     real_stats: Path | None = None, step: int | None = None,
+                     resolution: int | None = None) -> dict[str, Any]:
+    """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
+    the images a run's EMA generator makes (newest checkpoint, or `step`; `n` of them, default the run's
+    metrics_n), against real images (brought to the fake set's size) or a statistics file (FID only). Nothing is
+    written to the run: a FID against other statistics is not its curve."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     if (real is None) == (real_stats is None):
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
@@ -306,15 +313,18 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         if model.family.translates:
             raise ConfigError(f"{fake}: a {model.config.family} run translates images; evaluate it with "
                               f"`ganforge evaluate {fake}`")
+        if resolution is not None:
+            raise ConfigError(f"--resolution {resolution}: {fake} is a run, whose generator makes "
+                              f"{model.plan.resolution} px images (the option is for image sets of mixed sizes)")
         resolution, available = model.plan.resolution, n or model.config.metrics_n
     elif step is not None:
         raise ConfigError(f"--step {step}: {fake} is an image set, not a run")
     else:  # image sets are read batch by batch: two 50,000-image folders never sit in memory whole
-        resolution = next(iter_image_set(fake, batch_size=1)).shape[-1]
+        resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
         available = min(n or image_set_size(fake), image_set_size(fake))
     count = min(available, image_set_size(Path(real))) if real is not None else available
     fake_images = (generated_batches(model.family, model.plan, count, seed) if model is not None
-                   else iter_image_set(fake, limit=count))
+                   else iter_image_set(fake, resolution, limit=count))
     reals = iter_image_set(Path(real), resolution, limit=count) if real is not None else None
     results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
                             fid_mode=fid_mode, real_stats=stats)
@@ -325,16 +335,16 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
 
 
 def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,
-                          inception_weights: Path | None = None) -> ReferenceStats:
+                          inception_weights: Path | None = None, resolution: int | None = None) -> ReferenceStats:
     """`ganforge stats`: the Inception pool3 statistics of an image set (folder, .npz or store; its first `n`
-    images) written to `out` (.npz, pytorch-fid / TTUR layout). `out` and the weights are checked before the images
-    are read."""
+    images; each brought to `resolution` if given, for folders of mixed sizes) written to `out` (.npz, pytorch-fid /
+    TTUR layout). `out` and the weights are checked before the images are read."""
     check_stats_output(out, source)
     weights = resolve_weights_path(inception_weights)
     available = image_set_size(Path(source))
     if n is not None and n > available:
         raise ConfigError(f"--n {n}: {source} holds {available} images")
-    stats = image_set_stats(iter_image_set(Path(source), limit=n), fid_mode=fid_mode or DEFAULT_FID_MODE,
+    stats = image_set_stats(iter_image_set(Path(source), resolution, limit=n), fid_mode=fid_mode or DEFAULT_FID_MODE,
                             inception_weights=weights, n=n)
     write_stats(out, stats)
     return stats
