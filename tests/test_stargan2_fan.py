@@ -140,7 +140,8 @@ def test_w_hpf_is_refused_without_the_weights(tmp_path: Path, monkeypatch) -> No
     with pytest.raises(ConfigError) as caught:
         build()
     message = str(caught.value)
-    for part in ("model.w_hpf = 1 needs the official face masks", "wing.ckpt", "dropbox.com/s/tjxpypwpt38926e",
+    for part in ("model.w_hpf = 1 (the official default, for aligned faces: CelebA-HQ) needs the official face masks",
+                 "other data: set model.w_hpf=0", "wing.ckpt", "dropbox.com/s/tjxpypwpt38926e",
                  str(tmp_path / "cache" / "weights" / "wing.ckpt"), "--wing-weights", "GANFORGE_WING_WEIGHTS"):
         assert part in message
     assert "\n" not in message

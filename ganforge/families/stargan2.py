@@ -229,8 +229,9 @@ class StarGAN2Family(Family):
                                   FanWeightsError)
             self.fan = load_fan(path, self.device)
         except FanWeightsError as err:
-            raise ConfigError(f"model.w_hpf = {self.arch.w_hpf:g} needs the official face masks, nothing trains or "
-                              f"translates without them: {err}") from None
+            raise ConfigError(f"model.w_hpf = {self.arch.w_hpf:g} (the official default, for aligned faces: "
+                              "CelebA-HQ) needs the official face masks, nothing trains or translates without them "
+                              f"(other data: set model.w_hpf=0, as configs/stargan2_afhq.yaml does): {err}") from None
 
     def face_masks(self, x: torch.Tensor) -> Masks | None:
         """(coarse, fine) masks of images x for the generator when w_hpf > 0, else None."""
