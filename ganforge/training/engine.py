@@ -415,9 +415,11 @@ class Trainer:
         saved = ckpt.checkpoint_steps(self.run_dir)
         where = f"from the newest checkpoint, step {saved[-1]}" if saved else "no checkpoint was written yet"
         memory = self.device.type if isinstance(err, torch.OutOfMemoryError) else "host"
-        sliced = getattr(self.config.model, "micro_batches", None)
-        slices = (f", or resume with --set model.micro_batches={2 * sliced} (the same update computed in more slices)"
-                  if sliced is not None else "")
+        sliced = getattr(self.config.model, "micro_batches", None)  # the families that can slice their batch
+        local = self.dist.local_size(plan.batch_size)
+        more = next((k for k in range(sliced + 1, local + 1) if local % k == 0), None) if sliced is not None else None
+        slices = (f", or resume with --set model.micro_batches={more} (the same update computed in more slices)"
+                  if more is not None else "")
         return (f"out of {memory} memory in step {self.step + 1} at {plan.resolution} px with a batch of "
                 f"{plan.batch_size}{share}{f' ({cause})' if cause else ''}; resume on a device with more memory "
                 f"({where}){slices}, or start a new run (--restart or another --run) with a smaller batch or "
