@@ -84,6 +84,26 @@ def test_pixel_norm_on_latents_and_feature_maps() -> None:
     assert pixel_norm(torch.zeros(1, 4)).abs().sum() == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_pixel_norm_keeps_low_precision_activations_and_accumulates_in_float32(dtype) -> None:
+    """Under autocast the normalised activations stay bf16/fp16 (CUDA's autocast would hand them on in float32) and
+    match the float64 computation to that precision, squares above fp16's range included."""
+    maps = (torch.randn(4, 64, 8, 8, generator=torch.Generator().manual_seed(0)) * 300).contiguous(
+        memory_format=torch.channels_last)
+    low = maps.to(dtype)
+    expected = pixel_norm(low.double())
+    with torch.autocast("cpu", dtype=dtype):
+        out = pixel_norm(low)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expected, rtol=2 ** -7, atol=2 ** -7)
+    low.requires_grad_(True)
+    pixel_norm(low).square().sum().backward()
+    assert low.grad.dtype == dtype and torch.isfinite(low.grad).all()
+    torch.testing.assert_close(pixel_norm(maps), maps * torch.rsqrt(maps.square().mean(1, keepdim=True) + 1e-8),
+                               rtol=0, atol=0)  # float32: the paper's formula, bit for bit
+
+
 def _stat_channel(x: torch.Tensor, **kwargs: object) -> list[float]:
     out = minibatch_stddev(x, **kwargs)
     assert out.shape == (x.shape[0], x.shape[1] + 1, *x.shape[2:])

@@ -13,8 +13,15 @@ STDDEV_EPS = 1e-8
 def pixel_norm(x: Tensor, eps: float = 1e-8) -> Tensor:
     """Normalise each feature vector (dim 1) to unit RMS; keeps G's signal magnitudes from escalating.
 
-    Works on [N, C] latents as well as [N, C, H, W] feature maps (per pixel).
+    Works on [N, C] latents as well as [N, C, H, W] feature maps (per pixel). Low-precision activations (autocast's
+    bf16/fp16) keep their precision, their mean square accumulated in float32: CUDA's autocast would run the square
+    and rsqrt in float32 and hand every normalised activation of G on as a float32 tensor, cast back at the next
+    convolution (and fp16 squares overflow above 256).
     """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        with torch.autocast(x.device.type, enabled=False):
+            norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)
+            return x * torch.rsqrt(norm.square() / x.shape[1] + eps).to(x.dtype)
     return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
 
 
