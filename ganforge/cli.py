@@ -176,6 +176,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- inspire --------------------------------------------------------------------------------------------------
+
+def cmd_inspire(args: argparse.Namespace) -> int:
+    from ganforge.api import load
+    from ganforge.viz.inspire import write_inspirations
+
+    model = load(args.run, step=args.step, device=args.device)
+    written = write_inspirations(model, args.pictures, args.out, runs=args.runs, steps=args.steps, lr=args.lr,
+                                 realism=args.realism, seed=args.seed)
+    print(f"wrote {len(written)} file(s) to {args.out} from step {model.step} of {args.run}")
+    return 0
+
+
 # --- translate ------------------------------------------------------------------------------------------------
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -354,6 +367,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--final-swd", type=int, default=0, metavar="N",
                     help="after training, print SWD of N generated images against the training data")
     tr.set_defaults(func=cmd_train)
+
+    insp = sub.add_parser("inspire", help="latents whose images look like given pictures (pytorch_GAN_zoo's "
+                          "inspirational generation; PGAN and DCGAN/WGAN runs)")
+    insp.add_argument("run", type=Path, help="run directory or checkpoint file")
+    insp.add_argument("pictures", type=Path, nargs="+", metavar="PICTURE", help="image files to search for")
+    insp.add_argument("-o", "--out", type=Path, required=True, help="folder for the grids, latents and inspire.json")
+    insp.add_argument("--runs", type=positive_int, default=1, help="searches per picture from different latents "
+                      "(the zoo's -N)")
+    insp.add_argument("--steps", type=positive_int, default=6000, help="Adam steps, in three restarts from the best "
+                      "latents at a tenth of the learning rate each")
+    insp.add_argument("--lr", type=float, default=1.0, help="Adam's first learning rate (the zoo's -l, which it "
+                      "ignores: 1)")
+    insp.add_argument("--realism", type=float, default=0.03, help="weight of -D(G(z)) (the zoo's -R; 0: pixels only)")
+    insp.add_argument("--seed", type=int, default=0)
+    insp.add_argument("--step", type=int)
+    insp.add_argument("--device", default="auto")
+    insp.set_defaults(func=cmd_inspire)
 
     gen = sub.add_parser("generate", help="images, grids and interpolations from a trained run")
     gen.add_argument("run", type=Path, help="run directory or checkpoint file")

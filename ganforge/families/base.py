@@ -19,6 +19,7 @@ from torch import nn
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
+from ganforge.errors import ConfigError
 from ganforge.nn.ema import ramped_ema_decay
 
 if TYPE_CHECKING:
@@ -168,7 +169,14 @@ class Family(ABC):
 
     @abstractmethod
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
-        """Images in [-1, 1] from generator `net` (one of `sample_nets()`) at the schedule position `plan`."""
+        """Images in [-1, 1] from generator `net` (one of `sample_nets()`) at the schedule position `plan`;
+        differentiable where a latent search needs it (callers that only sample run it under no_grad)."""
+
+    def critic_score(self, images: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        """D's score [N] of generated images at the schedule position `plan` (higher: more real): the realism term
+        of `ganforge inspire`'s latent search. Families whose D also needs a class or domain have none."""
+        raise ConfigError(f"{self.name}: latent search (ganforge inspire) is for unconditional generators; this "
+                          "family's discriminator needs a class or domain as well")
 
     def sample_nets(self) -> list[str]:
         """The generators whose fixed-latent grids are written at sample ticks; the first (`sample_net`) also

@@ -233,11 +233,13 @@ class DCGANFamily(Family):
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {"z": torch.randn(n, self.config.latent_dim, generator=generator)}
 
-    @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         generator = self.nets[net]
         with norm_stats_for_sampling(generator, self.config.sample_norm_stats):
             return generator(inputs["z"])
+
+    def critic_score(self, images: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        return self.nets["D"](images).view(-1)
 
     def describe(self) -> dict[str, Any]:
         return {"objective": self.name, "resolution": self.resolution, "critic_norm": self.config.critic_norm,

@@ -658,6 +658,15 @@ class PGANFamily(Family):
         """At the plan's resolution and fade (its exact real-image blend is the networks' alpha)."""
         return self.nets[net](inputs["z"], int(math.log2(plan.resolution)) - 2, plan.real_blend, inputs.get("labels"))
 
+    def critic_score(self, images: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        """D's score at the plan's resolution and fade (unconditional runs: a conditional D also classifies), its
+        minibatch stddev over consecutive groups of its group size (any count of images scores, in either
+        variant's grouping)."""
+        if self.condition_columns:
+            return super().critic_score(images, plan)
+        D, scale = self.nets["D"], int(math.log2(plan.resolution)) - 2
+        return torch.cat([D(group, scale, plan.real_blend).view(-1) for group in images.split(D.arch.mbstd_group_size)])
+
     def describe(self) -> dict[str, Any]:
         styles = {"styles": f"on, {self.arch.mapping_layers} mapping layers"} if self.arch.styles else {}
         conditions = {"conditions": dict(zip(self.config.conditions, self.arch.label_sizes, strict=True))} \

@@ -1,0 +1,160 @@
+"""`ganforge inspire`: pytorch_GAN_zoo's inspirational generation, the latent vectors whose images look most like
+given pictures (`eval.py inspirational_generation` there, for PGAN and DCGAN).
+
+The zoo's search, per picture and run: Adam (β 0, 0.99) on z minimising (mean(z²) − 1)² (z stays where the prior
+puts it) + mean((x − G(z))²) over the pixels (its default feature extractor, the identity) − λ·D(G(z)) (realism,
+λ 0.03), for 6,000 steps, the best z of every run kept; every third of the steps it meant to restart from the best z
+at a tenth of the learning rate. Fixed here (docs/fidelity.md): the zoo's restarts and learning-rate decay assign to
+local variables and change nothing, and its `-l` learning rate is overwritten by 1 (ganforge honours `lr`, default
+1, and does restart); it keeps the vector after the step with the loss measured before it (ganforge keeps the one
+the loss was measured at); it searches with the raw G and shows the result of the averaged one (ganforge searches
+and shows with the same generator, the EMA one where the run keeps it). Pictures are centre-cropped and resized to
+the model's resolution as `ganforge prepare` does (the zoo squeezes them to a square).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganforge.data.images import ImageError, center_crop_resize, load_rgb
+from ganforge.errors import ConfigError
+from ganforge.run_loader import LoadedModel
+from ganforge.viz.grid import save_grid
+
+PHASES = 3  # the zoo's restarts: at every third of the steps
+DECAY = 0.1  # the learning rate's factor at each restart
+
+
+@dataclass
+class Inspiration:
+    """The best of each run for each picture, runs ordered by loss (best first)."""
+
+    images: torch.Tensor  # [pictures, runs, C, H, W] in [-1, 1], on the CPU
+    latents: torch.Tensor  # [pictures, runs, latent_dim]
+    losses: torch.Tensor  # [pictures, runs], the search's loss at those latents
+    phases: list[dict[str, float]]  # per restart: its learning rate and the mean best loss at its end
+
+
+def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps: int = 6000, lr: float = 1.0,
+            realism: float = 0.03, seed: int = 0) -> Inspiration:
+    """Latents whose images match `pictures` ([N, C, H, W] in [-1, 1] at the model's resolution), `runs` searches
+    each from latents drawn from `seed`."""
+    family, plan, net = model.family, model.plan, model.family.sample_net
+    if runs < 1 or steps < PHASES or not lr > 0 or realism < 0:
+        raise ConfigError(f"inspire: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and realism ≥ 0, got runs {runs}, "
+                          f"steps {steps}, lr {lr}, realism {realism}")
+    size = image_shape(model)
+    if pictures.ndim != 4 or tuple(pictures.shape[1:]) != size:
+        raise ConfigError(f"inspire: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's images), got "
+                          f"{tuple(pictures.shape)}")
+    device = model.device
+    inputs = {k: v.to(device) for k, v in family.sample_latents(len(pictures) * runs,
+                                                                torch.Generator().manual_seed(seed)).items()}
+    wanted = pictures.to(device).repeat_interleave(runs, dim=0)
+    frozen = {p: p.requires_grad for net_ in model.nets.values() for p in net_.parameters()}
+    for param in frozen:
+        param.requires_grad_(False)  # only z is searched: no weight gradients
+
+    def losses(z: torch.Tensor) -> torch.Tensor:
+        images = family.generate({**inputs, "z": z}, net, plan)
+        prior = ((z.square().mean(dim=1) - 1) ** 2)
+        pixels = (wanted - images).square().flatten(1).mean(dim=1)
+        return prior + pixels - realism * family.critic_score(images, plan) if realism else prior + pixels
+
+    try:
+        best_z = inputs["z"].detach().clone()
+        with torch.no_grad():
+            best_loss = losses(best_z)  # also where a family without a critic score is refused, before the search
+        phases = []
+        for phase in range(PHASES):
+            z = best_z.clone().requires_grad_(True)  # each restart from the best latents so far
+            optimizer = torch.optim.Adam([z], lr=lr * DECAY**phase, betas=(0.0, 0.99))
+            for _ in range(steps // PHASES + (phase < steps % PHASES)):
+                loss = losses(z)
+                better = loss.detach() < best_loss
+                best_z = torch.where(better[:, None], z.detach(), best_z)
+                best_loss = torch.where(better, loss.detach(), best_loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                optimizer.step()
+            phases.append({"lr": lr * DECAY**phase, "mean_best_loss": float(best_loss.mean())})
+        with torch.no_grad():  # the last step's latents too
+            final = losses(best_z)
+            images = family.generate({**inputs, "z": best_z}, net, plan).clamp(-1, 1)
+    finally:
+        for param, wanted_grad in frozen.items():
+            param.requires_grad_(wanted_grad)
+    order = final.view(len(pictures), runs).argsort(dim=1)
+
+    def by_loss(tensor: torch.Tensor) -> torch.Tensor:
+        grouped = tensor.reshape(len(pictures), runs, *tensor.shape[1:]).cpu()
+        return torch.stack([grouped[i, order[i].cpu()] for i in range(len(pictures))])
+
+    return Inspiration(by_loss(images.float()), by_loss(best_z), by_loss(final), phases)
+
+
+def image_shape(model: LoadedModel) -> tuple[int, int, int]:
+    """(C, H, W) of the images the model's generator makes."""
+    return tuple(model.generate(n=1).shape[1:])
+
+
+def load_pictures(paths: list[Path], shape: tuple[int, int, int]) -> torch.Tensor:
+    """Image files → [N, C, H, W] in [-1, 1] for a model making `shape` images: centre-cropped and resized as
+    `ganforge prepare` does, and for one-channel models in grey (ITU-R 601 luma, PIL's "L")."""
+    channels, resolution = shape[0], shape[1]
+    pictures = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"inspire: {path} is not a file")
+        try:
+            image = center_crop_resize(load_rgb(path, str(path)), resolution).astype(np.float32)
+        except ImageError as err:
+            raise ConfigError(f"inspire: {err}") from None
+        if channels == 1:
+            image = image @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
+        pictures.append(image.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(pictures)) / 127.5 - 1
+
+
+def spread(latents: torch.Tensor) -> dict[str, float]:
+    """The zoo's statistics of one picture's runs: latents scaled to unit RMS, their barycenter (likewise scaled),
+    the mean RMS distance to it and the mean and spread of their mean products with it (1: all runs agree)."""
+    vectors = latents * torch.rsqrt(latents.square().mean(dim=1, keepdim=True))
+    barycenter = vectors.mean(dim=0)
+    barycenter = barycenter * torch.rsqrt(barycenter.square().mean())
+    agreement = (vectors * barycenter).mean(dim=1)
+    return {"mean_distance": float((barycenter - vectors).square().mean(dim=1).sqrt().mean()),
+            "mean_agreement": float(agreement.mean()), "agreement_std": float(agreement.std())}
+
+
+def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, **search: Any) -> list[Path]:
+    """Search for every picture; per picture a grid (the picture, then its runs best first, captioned with their
+    losses) and an .npz of the latents and losses, and one inspire.json of the settings and results."""
+    pictures = load_pictures(paths, image_shape(model))
+    found = inspire(model, pictures, **search)
+    out.mkdir(parents=True, exist_ok=True)
+    written, record = [], {"step": model.step, "net": model.family.sample_net, "search": search,
+                           "phases": found.phases, "pictures": {}}
+    for index, path in enumerate(paths):
+        stem = Path(path).stem
+        labels = ["picture", *(f"loss {loss:.4f}" for loss in found.losses[index].tolist())]
+        grid = out / f"{stem}_inspired.png"
+        save_grid(torch.cat([pictures[index:index + 1], found.images[index]]), grid, columns=min(len(labels), 9),
+                  cell_labels=labels,
+                  title=f"inspire: {stem}, {len(labels) - 1} runs, step {model.step}")
+        latents = out / f"{stem}_latents.npz"
+        np.savez(latents, z=found.latents[index].numpy(), loss=found.losses[index].numpy())
+        record["pictures"][str(path)] = {"losses": found.losses[index].tolist(), "grid": grid.name,
+                                         "latents": latents.name,
+                                         **({"spread": spread(found.latents[index])} if found.latents.shape[1] > 1
+                                            else {})}
+        written += [grid, latents]
+    summary = out / "inspire.json"
+    summary.write_text(json.dumps(record, indent=1) + "\n")
+    return [*written, summary]

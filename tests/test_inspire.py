@@ -1,0 +1,117 @@
+"""`ganforge inspire` (pytorch_GAN_zoo's inspirational generation): the search finds the latents of pictures the
+generator made, reports the loss of the latents it returns, restarts at a tenth of the learning rate (which the zoo
+meant and never did), writes what it says, and refuses what it cannot search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pgan_tiny import TINY_PGAN
+from reliability_runs import tiny_run
+
+import ganforge
+from ganforge.cli import main
+from ganforge.config import ConfigError
+from ganforge.families import resolve_run_config
+from ganforge.run_loader import LoadedModel, build_family
+from ganforge.viz.grid import save_image, to_uint8
+from ganforge.viz.inspire import inspire, load_pictures
+
+
+@pytest.fixture(scope="module")
+def pgan_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("inspire") / "run"
+    ganforge.train(TINY_PGAN, run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def pgan(pgan_run) -> LoadedModel:
+    return ganforge.load(pgan_run)
+
+
+def pixel_error(images: torch.Tensor, pictures: torch.Tensor) -> torch.Tensor:
+    return (images - pictures[:, None]).square().flatten(2).mean(dim=2)
+
+
+def test_the_search_finds_pictures_the_generator_made(pgan) -> None:
+    pictures = pgan.generate(n=2, seed=5)
+    start = pixel_error(pgan.generate(n=4, seed=1).view(2, 2, *pictures.shape[1:]), pictures)
+    found = inspire(pgan, pictures, runs=2, steps=300, lr=0.1, realism=0.0, seed=1)
+    assert found.images.shape == (2, 2, *pictures.shape[1:]) and found.latents.shape == (2, 2, 16)
+    assert (pixel_error(found.images, pictures) < 0.15 * start.min(dim=1, keepdim=True).values).all()  # 0.3-0.45 before
+    assert (found.losses[:, :-1] <= found.losses[:, 1:]).all()  # runs best first
+    assert [phase["lr"] for phase in found.phases] == pytest.approx([0.1, 0.01, 0.001])
+    best = [phase["mean_best_loss"] for phase in found.phases]
+    assert best[0] >= best[1] >= best[2]
+
+
+def test_the_reported_loss_is_that_of_the_returned_latents(pgan) -> None:
+    """The zoo kept the vector after each Adam step with the loss measured before it."""
+    pictures = pgan.generate(n=1, seed=7)
+    found = inspire(pgan, pictures, runs=3, steps=30, lr=0.3, realism=0.03, seed=2)
+    family, plan = pgan.family, pgan.plan
+    z = found.latents[0].to(pgan.device)
+    with torch.no_grad():
+        images = family.generate({"z": z}, family.sample_net, plan)
+        expected = ((z.square().mean(dim=1) - 1) ** 2 + (pictures - images).square().flatten(1).mean(dim=1)
+                    - 0.03 * family.critic_score(images, plan))
+    torch.testing.assert_close(found.losses[0], expected.cpu(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_cli_writes_a_grid_latents_and_a_summary_per_picture(pgan, pgan_run, tmp_path, capsys) -> None:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    paths = []
+    for index, image in enumerate(to_uint8(pgan.generate(n=2, seed=3))):
+        paths.append(folder / f"p{index}.png")
+        save_image(image, paths[-1])
+    out = tmp_path / "out"
+    assert main(["inspire", str(pgan_run), *map(str, paths), "-o", str(out), "--runs", "2", "--steps", "9",
+                 "--lr", "0.1"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 5 file(s) to {out} from step {pgan.step} of {pgan_run}"
+    summary = json.loads((out / "inspire.json").read_text())
+    assert summary["net"] == "G_ema" and summary["search"] == {"runs": 2, "steps": 9, "lr": 0.1, "realism": 0.03,
+                                                                 "seed": 0}
+    assert len(summary["phases"]) == 3
+    for path in paths:
+        entry = summary["pictures"][str(path)]
+        assert len(entry["losses"]) == 2 and set(entry["spread"]) == {"mean_distance", "mean_agreement",
+                                                                      "agreement_std"}
+        assert (out / entry["grid"]).is_file()
+        with np.load(out / entry["latents"]) as latents:
+            assert latents["z"].shape == (2, 16) and latents["loss"].tolist() == pytest.approx(entry["losses"])
+
+
+def test_a_grey_model_gets_grey_pictures(tmp_path) -> None:
+    red = tmp_path / "red.png"
+    save_image(np.full((12, 12, 3), [255, 0, 0], dtype=np.uint8), red)
+    grey = load_pictures([red], (1, 8, 8))
+    assert grey.shape == (1, 1, 8, 8)
+    torch.testing.assert_close(grey, torch.full((1, 1, 8, 8), 0.299 * 255 / 127.5 - 1))
+    with pytest.raises(ConfigError, match="inspire: .*missing.png is not a file"):
+        load_pictures([tmp_path / "missing.png"], (3, 8, 8))
+
+
+def test_a_dcgan_critic_scores_the_search(tmp_path) -> None:
+    run = tmp_path / "run"
+    ganforge.train(tiny_run("wgan-gp"), run)
+    model = ganforge.load(run)
+    pictures = model.generate(n=1, seed=4)
+    found = inspire(model, pictures, runs=2, steps=6, lr=0.1, seed=1)
+    assert torch.isfinite(found.losses).all() and found.images.shape == (1, 2, *pictures.shape[1:])
+
+
+def test_families_whose_critic_needs_a_class_are_refused(tmp_path) -> None:
+    config = resolve_run_config("biggan", tiny_run("biggan"))
+    family = build_family(config, torch.device("cpu"))
+    model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
+    pictures = model.generate(n=1)
+    with pytest.raises(ConfigError, match="biggan: latent search \\(ganforge inspire\\) is for unconditional"):
+        inspire(model, pictures, steps=3)
+    with pytest.raises(ConfigError, match="expected runs ≥ 1, steps ≥ 3"):
+        inspire(model, pictures, steps=2)
