@@ -377,8 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(the zoo's -N)")
     insp.add_argument("--steps", type=positive_int, default=6000, help="Adam steps, in three restarts from the best "
                       "latents at a tenth of the learning rate each")
-    insp.add_argument("--lr", type=float, default=1.0, help="Adam's first learning rate (the zoo's -l, which it "
-                      "ignores: 1)")
+    insp.add_argument("--lr", type=float, default=1.0, help="Adam's first learning rate (the zoo's -l)")
     insp.add_argument("--realism", type=float, default=0.03, help="weight of -D(G(z)) (the zoo's -R; 0: pixels only)")
     insp.add_argument("--seed", type=int, default=0)
     insp.add_argument("--step", type=int)

@@ -4,12 +4,13 @@ given pictures (`eval.py inspirational_generation` there, for PGAN and DCGAN).
 The zoo's search, per picture and run: Adam (β 0, 0.99) on z minimising (mean(z²) − 1)² (z stays where the prior
 puts it) + mean((x − G(z))²) over the pixels (its default feature extractor, the identity) − λ·D(G(z)) (realism,
 λ 0.03), for 6,000 steps, the best z of every run kept; every third of the steps it meant to restart from the best z
-at a tenth of the learning rate. Fixed here (docs/fidelity.md): the zoo's restarts and learning-rate decay assign to
-local variables and change nothing, and its `-l` learning rate is overwritten by 1 (ganforge honours `lr`, default
-1, and does restart); it keeps the vector after the step with the loss measured before it (ganforge keeps the one
-the loss was measured at); it searches with the raw G and shows the result of the averaged one (ganforge searches
-and shows with the same generator, the EMA one where the run keeps it). Pictures are centre-cropped and resized to
-the model's resolution as `ganforge prepare` does (the zoo squeezes them to a square).
+at a tenth of the learning rate. Fixed here (docs/fidelity.md): the zoo's restarts assign the new vector and
+optimiser to local variables and change nothing, so its whole search runs at its first learning rate (ganforge
+restarts at `lr`/10 and `lr`/100, what the zoo meant with its default of 1); it keeps the vector after the step with
+the loss measured before it (ganforge keeps the one the loss was measured at); it searches with the raw G and shows
+the result of the averaged one (ganforge searches and shows with the same generator, the EMA one where the run keeps
+it). Pictures are centre-cropped and resized to the model's resolution as `ganforge prepare` does (the zoo squeezes
+them to a square).
 """
 
 from __future__ import annotations
