@@ -93,7 +93,7 @@ def test_a_grey_model_gets_grey_pictures(tmp_path) -> None:
     grey = load_pictures([red], (1, 8, 8))
     assert grey.shape == (1, 1, 8, 8)
     torch.testing.assert_close(grey, torch.full((1, 1, 8, 8), 0.299 * 255 / 127.5 - 1))
-    with pytest.raises(ConfigError, match="inspire: .*missing.png is not a file"):
+    with pytest.raises(ConfigError, match="latent search: .*missing.png is not a file"):
         load_pictures([tmp_path / "missing.png"], (3, 8, 8))
 
 

@@ -48,11 +48,11 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
     each from latents drawn from `seed`."""
     family, plan, net = model.family, model.plan, model.family.sample_net
     if runs < 1 or steps < PHASES or not lr > 0 or realism < 0:
-        raise ConfigError(f"inspire: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and realism ≥ 0, got runs {runs}, "
+        raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and realism ≥ 0, got runs {runs}, "
                           f"steps {steps}, lr {lr}, realism {realism}")
     size = image_shape(model)
     if pictures.ndim != 4 or tuple(pictures.shape[1:]) != size:
-        raise ConfigError(f"inspire: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's images), got "
+        raise ConfigError(f"latent search: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's images), got "
                           f"{tuple(pictures.shape)}")
     device = model.device
     inputs = {k: v.to(device) for k, v in family.sample_latents(len(pictures) * runs,
@@ -112,11 +112,11 @@ def load_pictures(paths: list[Path], shape: tuple[int, int, int]) -> torch.Tenso
     pictures = []
     for path in paths:
         if not Path(path).is_file():
-            raise ConfigError(f"inspire: {path} is not a file")
+            raise ConfigError(f"latent search: {path} is not a file")
         try:
             image = center_crop_resize(load_rgb(path, str(path)), resolution).astype(np.float32)
         except ImageError as err:
-            raise ConfigError(f"inspire: {err}") from None
+            raise ConfigError(f"latent search: {err}") from None
         if channels == 1:
             image = image @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
         pictures.append(image.transpose(2, 0, 1))
@@ -148,7 +148,7 @@ def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, **searc
         grid = out / f"{stem}_inspired.png"
         save_grid(torch.cat([pictures[index:index + 1], found.images[index]]), grid, columns=min(len(labels), 9),
                   cell_labels=labels,
-                  title=f"inspire: {stem}, {len(labels) - 1} runs, step {model.step}")
+                  title=f"latent search: {stem}, {len(labels) - 1} runs, step {model.step}")
         latents = out / f"{stem}_latents.npz"
         np.savez(latents, z=found.latents[index].numpy(), loss=found.losses[index].numpy())
         record["pictures"][str(path)] = {"losses": found.losses[index].tolist(), "grid": grid.name,
