@@ -48,12 +48,12 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
     each from latents drawn from `seed`."""
     family, plan, net = model.family, model.plan, model.family.sample_net
     if runs < 1 or steps < PHASES or not lr > 0 or realism < 0:
-        raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and realism ≥ 0, got runs {runs}, "
-                          f"steps {steps}, lr {lr}, realism {realism}")
+        raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and realism ≥ 0, got runs "
+                          f"{runs}, steps {steps}, lr {lr}, realism {realism}")
     size = image_shape(model)
     if pictures.ndim != 4 or tuple(pictures.shape[1:]) != size:
-        raise ConfigError(f"latent search: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's images), got "
-                          f"{tuple(pictures.shape)}")
+        raise ConfigError(f"latent search: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's "
+                          f"images), got {tuple(pictures.shape)}")
     device = model.device
     inputs = {k: v.to(device) for k, v in family.sample_latents(len(pictures) * runs,
                                                                 torch.Generator().manual_seed(seed)).items()}
