@@ -180,6 +180,49 @@ def test_self_attention_starts_as_identity_and_matches_definition():
         attention(torch.randn(1, 16, 3, 4))
 
 
+def test_self_attention_gradients_match_the_explicit_attention_map():
+    """The fused attention (no [positions, positions / 4] map held) gives the explicit map's values and gradients,
+    in float64 and for channels_last inputs."""
+    torch.manual_seed(5)
+    attention = SelfAttention(16, sn=None).double()
+    with torch.no_grad():
+        attention.gamma.fill_(0.3)
+    x = torch.randn(2, 16, 8, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+
+    def explicit(x: torch.Tensor) -> torch.Tensor:
+        q = attention.theta(x).flatten(2)
+        k = F.max_pool2d(attention.phi(x), 2).flatten(2)
+        v = F.max_pool2d(attention.g(x), 2).flatten(2)
+        weights = torch.softmax(torch.einsum("ncq,nck->nqk", q, k), dim=-1)
+        return attention.gamma * attention.o(torch.einsum("nck,nqk->ncq", v, weights).reshape(2, 8, 8, 6)) + x
+
+    grads = []
+    for forward in (attention, explicit):
+        inputs = x.clone().requires_grad_(True)
+        attention.zero_grad()
+        forward(inputs).square().sum().backward()
+        grads.append([inputs.grad, *(p.grad.clone() for p in attention.parameters())])
+    for fused, reference in zip(*grads, strict=True):
+        torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_the_fused_attention_of_cuda_computes_the_attention_map_s_result():
+    """`attend(fused=True)` (torch's attention kernels, what CUDA runs) against the map, here on the CPU's kernel."""
+    from ganforge.nn.biggan_layers import attend
+
+    generator = torch.Generator().manual_seed(6)
+    q = torch.randn(3, 4, 48, dtype=torch.float64, generator=generator, requires_grad=True)  # [n, C/8, positions]
+    k = torch.randn(3, 4, 12, dtype=torch.float64, generator=generator, requires_grad=True)
+    v = torch.randn(3, 16, 12, dtype=torch.float64, generator=generator, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        out = attend(q, k, v, fused=fused)
+        results.append([out, *torch.autograd.grad(out.sin().sum(), (q, k, v))])
+    assert results[0][0].shape == (3, 16, 48)
+    for fused, explicit in zip(*results, strict=True):
+        torch.testing.assert_close(fused, explicit, rtol=1e-12, atol=1e-12)
+
+
 def test_init_schemes():
     torch.manual_seed(4)
     layer = torch.nn.Linear(64, 32)

@@ -123,9 +123,20 @@ class SelfAttention(nn.Module):
         queries = self.theta(x).reshape(n, c // 8, h * w)
         keys = F.max_pool2d(self.phi(x), 2).reshape(n, c // 8, h * w // 4)
         values = F.max_pool2d(self.g(x), 2).reshape(n, c // 2, h * w // 4)
-        attention = torch.softmax(queries.transpose(1, 2) @ keys, dim=-1)  # [n, query positions, keys]
-        attended = (values @ attention.transpose(1, 2)).reshape(n, c // 2, h, w)
-        return self.gamma * self.o(attended) + x
+        attended = attend(queries, keys, values, fused=x.is_cuda)
+        return self.gamma * self.o(attended.reshape(n, c // 2, h, w)) + x
+
+
+def attend(queries: Tensor, keys: Tensor, values: Tensor, *, fused: bool) -> Tensor:
+    """values · softmax(queriesᵀ · keys)ᵀ, unscaled as in BigGAN, for [n, channels, positions] inputs (keys and
+    values at the pooled positions). `fused`: torch's attention kernels (CUDA), which need not hold the [positions,
+    keys] map (4 GB in float32 at 64×64 and batch 256); else the map itself, computed as BigGAN-PyTorch does (bit
+    for bit with its checkpoints' outputs on the CPU, where torch's fused kernel rounds differently)."""
+    if fused:
+        heads = [t.transpose(1, 2)[:, None] for t in (queries, keys, values)]  # [n, one head, positions, channels]
+        return F.scaled_dot_product_attention(*heads, scale=1.0)[:, 0].transpose(1, 2)
+    attention = torch.softmax(queries.transpose(1, 2) @ keys, dim=-1)  # [n, query positions, keys]
+    return values @ attention.transpose(1, 2)
 
 
 class GeneratorBlock(nn.Module):
