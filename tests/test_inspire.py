@@ -111,7 +111,7 @@ def test_families_whose_critic_needs_a_class_are_refused(tmp_path) -> None:
     family = build_family(config, torch.device("cpu"))
     model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
     pictures = model.generate(n=1)
-    with pytest.raises(ConfigError, match="biggan: latent search \\(ganforge inspire\\) is for unconditional"):
+    with pytest.raises(ConfigError, match=r"biggan: latent search \(ganforge inspire\) is for unconditional gen"):
         inspire(model, pictures, steps=3)
     with pytest.raises(ConfigError, match="expected runs ≥ 1, steps ≥ 3"):
         inspire(model, pictures, steps=2)

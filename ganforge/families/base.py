@@ -174,9 +174,10 @@ class Family(ABC):
 
     def critic_score(self, images: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """D's score [N] of generated images at the schedule position `plan` (higher: more real): the realism term
-        of `ganforge inspire`'s latent search. Families whose D also needs a class or domain have none."""
-        raise ConfigError(f"{self.name}: latent search (ganforge inspire) is for unconditional generators; this "
-                          "family's discriminator needs a class or domain as well")
+        of `ganforge inspire`'s latent search. Conditional and translating families have none: their images
+        depend on a class or source image as well as z."""
+        raise ConfigError(f"{self.name}: latent search (ganforge inspire) is for unconditional generators (PGAN "
+                          "without model.conditions, DCGAN, WGAN, WGAN-GP)")
 
     def sample_nets(self) -> list[str]:
         """The generators whose fixed-latent grids are written at sample ticks; the first (`sample_net`) also

@@ -85,7 +85,7 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
                 loss.sum().backward()
                 optimizer.step()
             phases.append({"lr": lr * DECAY**phase, "mean_best_loss": float(best_loss.mean())})
-        with torch.no_grad():  # the last step's latents too
+        with torch.no_grad():  # the losses of the latents returned, scored together as the images are made
             final = losses(best_z)
             images = family.generate({**inputs, "z": best_z}, net, plan).clamp(-1, 1)
     finally:
