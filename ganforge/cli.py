@@ -397,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--npz", type=Path, metavar="FILE",
                      help="--n samples as x (uint8 NCHW) and, from class-conditional runs, y (classes), as "
                           "BigGAN-PyTorch's sample_npz writes them; `evaluate --fake FILE` reads it")
+    gen.add_argument("--nearest", type=positive_int, metavar="K",
+                     help="nearest.png and nearest.json: each of --n samples beside its K nearest training images "
+                          "(RMS pixel distance, mirror images included): did the run memorise its data?")
+    gen.add_argument("--real", help="the images of --nearest and --truncation-sweep: a store or builtin (default: "
+                     "the run's data)")
     biggan = gen.add_argument_group("class-conditional (biggan) runs")
     biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
     biggan.add_argument("--truncation-method", choices=["resample", "scale"], default="resample",
@@ -409,7 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     biggan.add_argument("--truncation-sweep", metavar="PSIS",
                         help="IS/FID per ψ, e.g. 0.5,0.75,1.0,none; printed and written to truncation_sweep.json")
     biggan.add_argument("--sweep-n", type=int, help="samples (and real images) per ψ (default: the run's metrics_n)")
-    biggan.add_argument("--real", help="real images for FID: a store or builtin (default: the run's data)")
     biggan.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
     gen.set_defaults(func=cmd_generate)
 

@@ -14,6 +14,7 @@ from ganforge.run_loader import LoadedModel
 from ganforge.viz import class_sampling as cs
 from ganforge.viz.grid import label_grid, make_grid, save_grid, save_image, to_uint8
 from ganforge.viz.interpolate import interpolation_path
+from ganforge.viz.nearest import nearest_images
 
 
 @dataclass
@@ -34,6 +35,7 @@ class GenerateRequest:
     truncation_sweep: str | None = None
     sweep_n: int | None = None
     real: str | None = None
+    nearest: int | None = None
     inception_weights: Path | None = None
 
     def class_outputs(self) -> dict[str, object]:
@@ -63,10 +65,16 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     for flag in asked:
         cs.require_class_conditional(model, flag)
     inputs = model.latents(request.n, request.seed)  # families that cannot sample from latents alone refuse here
+    if request.nearest is not None and (class_outputs or request.grid or request.interpolate
+                                        or request.truncation is not None):
+        raise ValueError("--nearest writes its own sheet of --n samples; give it without --grid, --interpolate and "
+                         "the class-conditional options")
     if request.writes_to_out():
         if request.out is None:
             raise ValueError("-o/--out: required (the folder for the images; only --npz FILE alone needs none)")
         request.out.mkdir(parents=True, exist_ok=True)
+    if request.nearest is not None:
+        return _write_nearest(model, request, inputs)
     if class_outputs:
         return _write_class_outputs(model, request)
     if request.truncation is not None:
@@ -96,6 +104,41 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
             written.append(request.out / f"{request.seed:04d}-{len(written):05d}.png")
             save_image(image, written[-1])
     return Generated(written)
+
+
+def _write_nearest(model: LoadedModel, request: GenerateRequest, inputs: dict[str, torch.Tensor]) -> Generated:
+    """Each sample beside its nearest training images (viz/nearest.py): nearest.png, a row per sample, and
+    nearest.json with the indices, distances and mirror flags, and the mean distance to the nearest."""
+    from ganforge.data.store import open_dataset
+
+    source = request.real or model.config.data
+    dataset = open_dataset(source)
+    resolution = model.plan.resolution
+    samples = np.concatenate([to_uint8(model.generate({k: v[i:i + 64] for k, v in inputs.items()}))
+                              for i in range(0, request.n, 64)]).transpose(0, 3, 1, 2)
+    training = dataset.images(resolution)
+    index, distance, mirrored = nearest_images(samples, training, request.nearest, device=model.device)
+    cells, labels = [], []
+    for row in range(len(samples)):
+        cells.append(samples[row])
+        labels.append("sample")
+        for column in range(request.nearest):
+            cells.append(np.asarray(training[index[row, column]]))
+            labels.append(f"{distance[row, column]:.3f}{' m' if mirrored[row, column] else ''}")
+    grid = make_grid(np.stack(cells).transpose(0, 2, 3, 1), columns=request.nearest + 1, min_cell=64,
+                     cell_labels=labels)
+    caption = (f"{cs.model_caption(model)}, seed {request.seed}\nnearest images of {source} (RMS pixel distance, "
+               "m: to the mirrored sample; indices in nearest.json)")
+    save_image(label_grid(grid, caption), request.out / "nearest.png")
+    record = {"step": model.step, "data": str(source), "resolution": resolution, "seed": request.seed,
+              "distance": "RMS pixel difference in [0, 1]", "mean_nearest": float(distance[:, 0].mean()),
+              "samples": [[{"index": int(i), "distance": float(d), "mirrored": bool(m)}
+                           for i, d, m in zip(index[row], distance[row], mirrored[row], strict=True)]
+                          for row in range(len(samples))]}
+    (request.out / "nearest.json").write_text(json.dumps(record, indent=1) + "\n")
+    return Generated([request.out / "nearest.png", request.out / "nearest.json"],
+                     f"mean distance of a sample to its nearest training image: {record['mean_nearest']:.4f} "
+                     f"(RMS pixel difference in [0, 1], {len(samples)} samples, {len(training)} training images)")
 
 
 def _write_class_outputs(model: LoadedModel, request: GenerateRequest) -> Generated:
