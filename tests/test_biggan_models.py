@@ -221,6 +221,15 @@ def test_the_fused_attention_of_cuda_computes_the_attention_map_s_result():
     assert results[0][0].shape == (3, 16, 48)
     for fused, explicit in zip(*results, strict=True):
         torch.testing.assert_close(fused, explicit, rtol=1e-12, atol=1e-12)
+    # a fused kernel takes the inputs as `attend` lays them out (strided ones would make SDPA fall back to the map
+    # without a word); the CPU's flash kernel also wants the values as wide as the queries, CUDA's memory-efficient
+    # one (BigGAN's C/8 and C/2) only both widths aligned
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    narrow = v[:, :4].float()
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        fused = attend(q.float(), k.float(), narrow, fused=True)
+    torch.testing.assert_close(fused, attend(q.float(), k.float(), narrow, fused=False), rtol=1e-5, atol=1e-5)
 
 
 def test_init_schemes():

@@ -133,7 +133,9 @@ def attend(queries: Tensor, keys: Tensor, values: Tensor, *, fused: bool) -> Ten
     keys] map (4 GB in float32 at 64×64 and batch 256); else the map itself, computed as BigGAN-PyTorch does (bit
     for bit with its checkpoints' outputs on the CPU, where torch's fused kernel rounds differently)."""
     if fused:
-        heads = [t.transpose(1, 2)[:, None] for t in (queries, keys, values)]  # [n, one head, positions, channels]
+        # [n, one head, positions, channels], contiguous: torch's fused kernels need unit stride in the last dimension
+        # (else SDPA silently falls back to the map)
+        heads = [t.transpose(1, 2).contiguous()[:, None] for t in (queries, keys, values)]
         return F.scaled_dot_product_attention(*heads, scale=1.0)[:, 0].transpose(1, 2)
     attention = torch.softmax(queries.transpose(1, 2) @ keys, dim=-1)  # [n, query positions, keys]
     return values @ attention.transpose(1, 2)
