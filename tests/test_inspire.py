@@ -64,11 +64,9 @@ def test_the_reported_loss_is_that_of_the_returned_latents(pgan) -> None:
 
 
 def test_the_cli_writes_a_grid_latents_and_a_summary_per_picture(pgan, pgan_run, tmp_path, capsys) -> None:
-    folder = tmp_path / "pictures"
-    folder.mkdir()
-    paths = []
+    paths = []  # two pictures of one name, in two folders
     for index, image in enumerate(to_uint8(pgan.generate(n=2, seed=3))):
-        paths.append(folder / f"p{index}.png")
+        paths.append(tmp_path / f"folder{index}" / "picture.png")
         save_image(image, paths[-1])
     out = tmp_path / "out"
     assert main(["inspire", str(pgan_run), *map(str, paths), "-o", str(out), "--runs", "2", "--steps", "9",
@@ -78,6 +76,9 @@ def test_the_cli_writes_a_grid_latents_and_a_summary_per_picture(pgan, pgan_run,
     assert summary["net"] == "G_ema" and summary["search"] == {"runs": 2, "steps": 9, "lr": 0.1, "realism": 0.03,
                                                                  "seed": 0}
     assert len(summary["phases"]) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["00_picture_inspired.png", "00_picture_latents.npz",
+                                                     "01_picture_inspired.png", "01_picture_latents.npz",
+                                                     "inspire.json"]
     for path in paths:
         entry = summary["pictures"][str(path)]
         assert len(entry["losses"]) == 2 and set(entry["spread"]) == {"mean_distance", "mean_agreement",
@@ -111,7 +112,8 @@ def test_families_whose_critic_needs_a_class_are_refused(tmp_path) -> None:
     family = build_family(config, torch.device("cpu"))
     model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
     pictures = model.generate(n=1)
-    with pytest.raises(ConfigError, match=r"biggan: latent search \(ganforge inspire\) is for unconditional gen"):
-        inspire(model, pictures, steps=3)
+    for realism in (0.03, 0.0):  # the realism term aside, the search would fix a random class per latent
+        with pytest.raises(ConfigError, match=r"biggan: latent search \(ganforge inspire\) is for unconditional"):
+            inspire(model, pictures, steps=3, realism=realism)
     with pytest.raises(ConfigError, match="expected runs ≥ 1, steps ≥ 3"):
         inspire(model, pictures, steps=2)

@@ -71,7 +71,8 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
     try:
         best_z = inputs["z"].detach().clone()
         with torch.no_grad():
-            best_loss = losses(best_z)  # also where a family without a critic score is refused, before the search
+            best_loss = losses(best_z)
+            family.critic_score(family.generate(inputs, net, plan), plan)  # conditional families refuse, realism or not
         phases = []
         for phase in range(PHASES):
             z = best_z.clone().requires_grad_(True)  # each restart from the best latents so far
@@ -135,15 +136,16 @@ def spread(latents: torch.Tensor) -> dict[str, float]:
 
 
 def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, **search: Any) -> list[Path]:
-    """Search for every picture; per picture a grid (the picture, then its runs best first, captioned with their
-    losses) and an .npz of the latents and losses, and one inspire.json of the settings and results."""
+    """Search for every picture; per picture (numbered in the order given) a grid (the picture, then its runs best
+    first, captioned with their losses) and an .npz of the latents and losses, and one inspire.json of the settings
+    and results."""
     pictures = load_pictures(paths, image_shape(model))
     found = inspire(model, pictures, **search)
     out.mkdir(parents=True, exist_ok=True)
     written, record = [], {"step": model.step, "net": model.family.sample_net, "search": search,
                            "phases": found.phases, "pictures": {}}
     for index, path in enumerate(paths):
-        stem = Path(path).stem
+        stem = f"{index:02d}_{Path(path).stem}"  # numbered: pictures of one name in two folders stay apart
         labels = ["picture", *(f"loss {loss:.4f}" for loss in found.losses[index].tolist())]
         grid = out / f"{stem}_inspired.png"
         save_grid(torch.cat([pictures[index:index + 1], found.images[index]]), grid, columns=min(len(labels), 9),
