@@ -29,10 +29,19 @@ def test_copies_and_mirrored_copies_are_found_and_the_search_equals_brute_force(
                           np.sqrt(((flat - sample[..., ::-1].reshape(-1)) ** 2).sum(1))) / (255 * 72 ** 0.5)
         expected = np.argsort(both, kind="stable")[:3]
         assert index[row].tolist() == expected.tolist()
-        np.testing.assert_allclose(distance[row], both[expected], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(distance[row], both[expected], rtol=1e-12)  # recomputed exactly
     assert (np.diff(distance, axis=1) >= 0).all()
     with pytest.raises(ValueError, match="k = 12: expected 1 to 11"):
         nearest_images(samples, training, 12)
+
+
+def test_a_near_copy_reads_its_exact_distance() -> None:
+    """One value one level off in a 3×64×64 image: float32's matrix-product distance would cancel to noise."""
+    training = np.random.default_rng(1).integers(0, 255, (5, 3, 64, 64), dtype=np.uint8)
+    near = training[2].copy()
+    near[1, 10, 20] += 1
+    index, distance, _ = nearest_images(near[None], training, 1)
+    assert index[0, 0] == 2 and distance[0, 0] == pytest.approx((1 / near.size) ** 0.5 / 255, rel=1e-12)
 
 
 def test_generate_nearest_writes_the_sheet_and_the_record(tmp_path, capsys) -> None:
