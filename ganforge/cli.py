@@ -189,6 +189,20 @@ def cmd_inspire(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export ---------------------------------------------------------------------------------------------------
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ganforge.api import load
+    from ganforge.interop.onnx_export import ONNX_EXTRA, export_onnx
+
+    model = load(args.run, step=args.step, device="cpu")  # the graph is traced on the CPU; it runs anywhere
+    exported = export_onnx(model, args.out, opset=args.opset)
+    check = (f"onnxruntime matches PyTorch to {exported.max_difference:.1e}" if exported.max_difference is not None
+             else f"not checked: onnxruntime is not installed ({ONNX_EXTRA})")
+    print(f"wrote {exported.path} and {exported.description} from step {model.step} of {args.run}; {check}")
+    return 0
+
+
 # --- translate ------------------------------------------------------------------------------------------------
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -383,6 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--step", type=int)
     insp.add_argument("--device", default="auto")
     insp.set_defaults(func=cmd_inspire)
+
+    exp = sub.add_parser("export", help="the run's sampling generator as an ONNX file (latents → images in [-1, 1], "
+                         "any batch size), checked with onnxruntime where installed")
+    exp.add_argument("run", type=Path, help="run directory or checkpoint file")
+    exp.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.onnx",
+                     help="the graph; FILE.json beside it describes the inputs and output")
+    exp.add_argument("--step", type=int)
+    exp.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    exp.set_defaults(func=cmd_export)
 
     gen = sub.add_parser("generate", help="images, grids and interpolations from a trained run")
     gen.add_argument("run", type=Path, help="run directory or checkpoint file")

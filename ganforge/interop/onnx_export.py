@@ -1,0 +1,136 @@
+"""`ganforge export`: a run's sampling generator as an ONNX file, for serving without PyTorch or ganforge.
+
+The graph maps a run's latent inputs (z; a class-conditional run's class indices too) to images in [-1, 1] at the
+run's resolution, any batch size, exactly as `ganforge generate` makes them (the EMA generator where the run keeps
+one, clamped to [-1, 1]; a DCGAN that samples with batch statistics normalises over the batch given). A JSON file
+beside it says what to feed it. Exported with torch's ONNX exporter (the `onnx` extra: onnx and onnxscript); where
+onnxruntime is installed, the file is run on fresh latents and compared with PyTorch before the command succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganforge.errors import ConfigError
+from ganforge.run_loader import LoadedModel
+
+ONNX_EXTRA = 'pip install "ganforge[onnx]" (onnx and onnxscript; onnxruntime to check the file)'
+TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on the check's images in [-1, 1]
+
+
+class _Sampler(torch.nn.Module):
+    """The run's sampling generator as a module of its latent inputs, in the order of `names`."""
+
+    def __init__(self, model: LoadedModel, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+        self.generator = model.nets[model.family.sample_net]  # registered, so its weights are the graph's
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        family = self.model.family
+        return family.generate(dict(zip(self.names, inputs, strict=True)), family.sample_net, self.model.plan
+                               ).clamp(-1, 1)
+
+
+@dataclass
+class Exported:
+    path: Path
+    description: Path
+    max_difference: float | None  # against PyTorch on fresh latents; None without onnxruntime
+
+
+def export_onnx(model: LoadedModel, out: Path, *, opset: int | None = None, check_n: int = 8) -> Exported:
+    """Write `out` (.onnx) and `out` with .json, and check the file with onnxruntime when it is installed."""
+    if model.family.translates:
+        raise ConfigError(f"{model.config.family}: export is for generators of latents; a translating run's "
+                          "generator also takes source images and styles")
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ConfigError(f"{out}: expected a .onnx file name")
+    try:
+        import onnx  # noqa: F401 - torch's exporter needs it and onnxscript
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"ONNX export needs the onnx extra: {ONNX_EXTRA}") from None
+    example = model.latents(2, seed=0)
+    names = sorted(example)
+    sampler = _Sampler(model, names).eval()
+    batch = torch.export.Dim("batch", min=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), _quiet_exporter():
+        torch.onnx.export(sampler, tuple(example[name].to(model.device) for name in names), str(out), dynamo=True,
+                          input_names=names, output_names=["images"], opset_version=opset,
+                          dynamic_shapes=(tuple({0: batch} for _ in names),), external_data=False)  # forward(*inputs)
+    description = out.with_suffix(".json")
+    description.write_text(json.dumps(_describe(model, example, names), indent=1) + "\n")
+    return Exported(out, description, _check(model, sampler, out, names, check_n))
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Without the exporter's progress lines, its notes on torchvision operators (this package needs none) and
+    torch's own deprecation warnings from inside it: what the command prints is its result."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message="# The axis name")  # z and y share the batch axis, as meant
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def _describe(model: LoadedModel, example: dict[str, torch.Tensor], names: list[str]) -> dict[str, Any]:
+    """What to feed the graph and what it returns."""
+    family = model.family
+    inputs = {}
+    for name in names:
+        tensor = example[name]
+        if tensor.is_floating_point():
+            meaning = "latent vectors, drawn from N(0, I)"
+        else:
+            meaning = "class indices of the run's label columns" if tensor.ndim > 1 else "class indices"
+        inputs[name] = {"shape": ["batch", *tensor.shape[1:]], "dtype": str(tensor.dtype).removeprefix("torch."),
+                        "meaning": meaning}
+    described: dict[str, Any] = {
+        "family": model.config.family, "step": model.step, "generator": family.sample_net, "inputs": inputs,
+        "output": {"name": "images", "shape": ["batch", *_image_shape(model)], "dtype": "float32",
+                   "range": [-1, 1], "layout": "NCHW, RGB"}}
+    if family.samples_by_class:
+        described["classes"] = family.class_names()
+    return described
+
+
+def _image_shape(model: LoadedModel) -> list[int]:
+    return list(model.generate(n=1).shape[1:])
+
+
+def _check(model: LoadedModel, sampler: _Sampler, path: Path, names: list[str], n: int) -> float | None:
+    """max |ONNX − PyTorch| on `n` latents of another seed (an odd count: the batch dimension is dynamic)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    fresh = model.latents(n, seed=1)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["images"], {name: fresh[name].numpy() for name in names})[0]
+    with torch.no_grad():
+        expected = sampler(*(fresh[name].to(model.device) for name in names)).float().cpu().numpy()
+    difference = float(np.abs(got - expected).max())
+    if not difference <= TOLERANCE:
+        raise ConfigError(f"{path}: onnxruntime's images differ from PyTorch's by {difference:.2e} (more than "
+                          f"{TOLERANCE:g}); the file is written, but do not rely on it")
+    return difference
