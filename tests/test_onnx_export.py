@@ -69,6 +69,12 @@ def test_what_cannot_be_exported_is_refused(tmp_path, monkeypatch) -> None:
     model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
     with pytest.raises(ConfigError, match="stargan2: export is for generators of latents"):
         export_onnx(model, tmp_path / "g.onnx")
+    config = resolve_run_config("biggan", {**tiny_run("biggan"), "model": {**tiny_run("biggan")["model"],
+                                                                        "standing_stats": 2}})
+    family = build_family(config, torch.device("cpu"))
+    model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
+    with pytest.raises(ConfigError, match="model.standing_stats: this BigGAN run re-estimates"):
+        export_onnx(model, tmp_path / "g.onnx")
     config = resolve_run_config("pgan", TINY_PGAN)
     family = build_family(config, torch.device("cpu"))
     model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))

@@ -55,6 +55,10 @@ def export_onnx(model: LoadedModel, out: Path, *, opset: int | None = None, chec
     if model.family.translates:
         raise ConfigError(f"{model.config.family}: export is for generators of latents; a translating run's "
                           "generator also takes source images and styles")
+    if getattr(model.family.config, "standing_stats", 0):
+        raise ConfigError("model.standing_stats: this BigGAN run re-estimates its BN statistics from fresh samples at "
+                          "every sampling call, which a fixed graph cannot hold; export is for runs that sample with "
+                          "their running statistics (standing_stats 0)")
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"{out}: expected a .onnx file name")
