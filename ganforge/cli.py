@@ -196,7 +196,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ganforge.interop.onnx_export import ONNX_EXTRA, export_onnx
 
     model = load(args.run, step=args.step, device="cpu")  # the graph is traced on the CPU; it runs anywhere
-    exported = export_onnx(model, args.out, opset=args.opset)
+    exported = export_onnx(model, args.out, opset=args.opset, guide=args.guide)
     check = (f"onnxruntime matches PyTorch to {exported.max_difference:.1e}" if exported.max_difference is not None
              else f"not checked: onnxruntime is not installed ({ONNX_EXTRA})")
     print(f"wrote {exported.path} and {exported.description} from step {model.step} of {args.run}; {check}")
@@ -399,12 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     insp.set_defaults(func=cmd_inspire)
 
     exp = sub.add_parser("export", help="the run's sampling generator as an ONNX file (latents → images in [-1, 1], "
-                         "any batch size), checked with onnxruntime where installed")
+                         "any batch size; StarGAN v2: sources and a style guide → translations), checked with "
+                         "onnxruntime where installed")
     exp.add_argument("run", type=Path, help="run directory or checkpoint file")
     exp.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.onnx",
                      help="the graph; FILE.json beside it describes the inputs and output")
     exp.add_argument("--step", type=int)
     exp.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    exp.add_argument("--guide", choices=["latent", "reference"], help="StarGAN v2 runs: the translation's style from "
+                     "latents z (default) or from reference images x_ref; inputs x, z or x_ref, y")
     exp.set_defaults(func=cmd_export)
 
     gen = sub.add_parser("generate", help="images, grids and interpolations from a trained run")

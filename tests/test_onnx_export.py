@@ -4,6 +4,7 @@ refused in one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -63,11 +64,44 @@ def test_class_conditional_and_batch_statistics_generators_export(tmp_path, fami
         assert described["inputs"]["y"]["dtype"] == "int64" and len(described["classes"]) == model.family.n_classes
 
 
+def untrained(family: str, raw: dict) -> LoadedModel:
+    config = resolve_run_config(family, raw)
+    built = build_family(config, torch.device("cpu"))
+    for net in built.nets.values():
+        net.eval()
+    return LoadedModel(family=built, config=config, step=0, plan=built.plan(0))
+
+
+@pytest.mark.parametrize("guide", ["latent", "reference"])
+def test_a_stargan2_run_exports_its_translation(tmp_path, guide: str) -> None:
+    model = untrained("stargan2", tiny_run("stargan2"))
+    exported = export_onnx(model, tmp_path / "t.onnx", guide=guide)
+    assert exported.max_difference is not None and exported.max_difference <= 1e-4
+    described = json.loads(exported.description.read_text())
+    styling = "z" if guide == "latent" else "x_ref"
+    assert list(described["inputs"]) == ["x", styling, "y"] and described["guide"] == guide
+    assert described["domains"] == model.family.domain_names and described["output"]["shape"] == ["batch", 3, 32, 32]
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 3, 32, 32, generator=generator) * 2 - 1
+    y = torch.tensor([0, 2, 1])
+    nets = model.nets
+    if guide == "latent":
+        inputs = {"x": x, "z": torch.randn(3, 4, generator=generator), "y": y}
+        style = nets["F_ema"](inputs["z"], y)
+    else:
+        inputs = {"x": x, "x_ref": torch.rand(3, 3, 32, 32, generator=generator) * 2 - 1, "y": y}
+        style = nets["E_ema"](inputs["x_ref"], y)
+    with torch.no_grad():
+        expected = nets["G_ema"](x, style).clamp(-1, 1).numpy()
+    np.testing.assert_allclose(run_exported(exported.path, inputs), expected, atol=1e-4, rtol=0)
+
+
 def test_what_cannot_be_exported_is_refused(tmp_path, monkeypatch) -> None:
-    config = resolve_run_config("stargan2", tiny_run("stargan2"))
-    family = build_family(config, torch.device("cpu"))
-    model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
-    with pytest.raises(ConfigError, match="stargan2: export is for generators of latents"):
+    model = untrained("stargan2", tiny_run("stargan2"))
+    with pytest.raises(ConfigError, match="guide 'style': expected one of latent, reference"):
+        export_onnx(model, tmp_path / "g.onnx", guide="style")
+    model.family.arch = dataclasses.replace(model.family.arch, w_hpf=1.0)  # as a CelebA-HQ run
+    with pytest.raises(ConfigError, match="model.w_hpf = 1: the face-mask network's graph does not export"):
         export_onnx(model, tmp_path / "g.onnx")
     config = resolve_run_config("biggan", {**tiny_run("biggan"), "model": {**tiny_run("biggan")["model"],
                                                                         "standing_stats": 2}})
@@ -80,6 +114,8 @@ def test_what_cannot_be_exported_is_refused(tmp_path, monkeypatch) -> None:
     model = LoadedModel(family=family, config=config, step=0, plan=family.plan(0))
     with pytest.raises(ConfigError, match=r"g\.pt: expected a \.onnx file name"):
         export_onnx(model, tmp_path / "g.pt")
+    with pytest.raises(ConfigError, match="guide 'latent': only StarGAN v2 runs take a style guide"):
+        export_onnx(model, tmp_path / "g.onnx", guide="latent")
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"ONNX export needs the onnx extra: pip install \"ganforge\[onnx\]\""):
         export_onnx(model, tmp_path / "g.onnx")
