@@ -51,7 +51,7 @@ class _Translator(torch.nn.Module):
 
     def __init__(self, model: LoadedModel, guide: str) -> None:
         super().__init__()
-        self.generator, self.guide = model.nets["G_ema"], guide
+        self.generator = model.nets["G_ema"]
         self.styler = model.nets["F_ema" if guide == "latent" else "E_ema"]
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
