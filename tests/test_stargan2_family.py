@@ -242,6 +242,34 @@ def test_micro_batches_give_the_whole_batch_update(tmp_path) -> None:
             assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
 
 
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_the_sources_are_encoded_once_per_d_pair_and_per_g_phase(tmp_path, monkeypatch, micro_batches) -> None:
+    """The official step encodes x 4 times more than it needs (the D phases' two fakes under the same G, each G
+    phase's second fake): reusing the encoding gives the same gradients bit for bit, with 5 encodings per step
+    (the D pair's, each G phase's fake and cycle) instead of 8."""
+    generator = type(build(open_dataset(SHAPES)).nets["G"])
+    encode = generator.encode_sources
+    calls = []
+
+    def counted(self, *args, **kwargs):
+        calls.append(len(args[0]))
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(generator, "encode_sources", counted)
+    reused, reused_logs = _first_steps(tmp_path / "reused", micro_batches)
+    assert calls == [4 // micro_batches] * 5 * micro_batches * 2  # 2 steps
+    forward = generator.forward
+    monkeypatch.setattr(generator, "forward", lambda self, *args, encoding=None, **kwargs: forward(
+        self, *args, **kwargs))  # every call encodes its sources again, as the official code does
+    calls.clear()
+    full, full_logs = _first_steps(tmp_path / "full", micro_batches)
+    assert len(calls) == 8 * micro_batches * 2
+    assert full_logs == reused_logs
+    for (name, expected), (_, got) in zip(full, reused, strict=True):
+        for g, e in zip(got, expected, strict=True):
+            assert torch.equal(g, e), name
+
+
 def test_micro_batches_must_split_the_batch_evenly(shapes) -> None:
     with pytest.raises(ConfigError, match=r"model\.micro_batches: 3 does not divide model\.batch_size 4"):
         resolve_run_config("stargan2", {"model": {**TINY, "micro_batches": 3}})

@@ -47,7 +47,7 @@ from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.losses import r1_penalty
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
-from ganforge.models.stargan2 import StarGAN2Arch, he_init_
+from ganforge.models.stargan2 import Encoding, StarGAN2Arch, he_init_
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 
@@ -142,6 +142,9 @@ class StepInputs:
     z1: torch.Tensor
     z2: torch.Tensor
     masks: Masks | None = None  # face masks of x_src (w_hpf > 0)
+    # G's encoding of x_src without gradients, made by the first D phase and reused by the second: G is not
+    # stepped between them, so it is the same tensor the official code computes twice (only for the D phases)
+    d_phase_encoding: Encoding | None = None
 
     def part(self, index: int, count: int) -> StepInputs:
         """The `index`-th of `count` equal consecutive slices (a micro-batch; `Batch.parts` slices alike)."""
@@ -152,7 +155,8 @@ class StepInputs:
         def piece(tensor: torch.Tensor) -> torch.Tensor:
             return tensor[index * size:(index + 1) * size]
 
-        tensors = {f.name: piece(getattr(self, f.name)) for f in fields(self) if f.name != "masks"}
+        tensors = {f.name: piece(getattr(self, f.name)) for f in fields(self)
+                   if f.name not in ("masks", "d_phase_encoding")}
         masks = None if self.masks is None else (piece(self.masks[0]), piece(self.masks[1]))
         return StepInputs(**tensors, masks=masks)
 
@@ -342,7 +346,11 @@ class StarGAN2Family(Family):
         loss_real = _bce(d_real, 1.0)
         loss_reg = r1_penalty(d_real, x_real)
         with torch.no_grad():
-            x_fake = G(inputs.x_src, self._target_style(inputs, mode), inputs.masks)
+            style = self._target_style(inputs, mode)
+            if inputs.d_phase_encoding is None:
+                x_fake, inputs.d_phase_encoding = G(inputs.x_src, style, inputs.masks, return_encoding=True)
+            else:
+                x_fake = G(inputs.x_src, style, inputs.masks, encoding=inputs.d_phase_encoding)
         loss_fake = _bce(D(x_fake, inputs.y_trg), 0.0)
         loss = loss_real + loss_fake + self.config.lambda_reg * loss_reg
         return loss, {f"D_{mode}_real": loss_real.detach(), f"D_{mode}_fake": loss_fake.detach(),
@@ -351,18 +359,21 @@ class StarGAN2Family(Family):
     def g_loss(self, inputs: StepInputs, mode: str) -> tuple[torch.Tensor, dict[str, Any]]:
         """adv + λ_sty·|E(G(x, s̃1)) − s̃1| − λ_ds·|G(x, s̃1) − G(x, s̃2)| + λ_cyc·|G(G(x, s̃1), E(x, y)) − x|.
 
-        The second fake carries no gradient (as officially), so it is made under no_grad. The reconstruction uses
-        the masks of the fake (no gradient flows through the mask network).
+        The second fake carries no gradient (as officially), so it is made under no_grad, from the first fake's
+        encoding of x (the same values: the official code encodes x twice). The reconstruction uses the masks of
+        the fake (no gradient flows through the mask network).
         """
         G, D, E = self.nets["G"], self.discriminate, self.nets["E"]
         config = self.config
         x, y, y_trg = inputs.x_src, inputs.y_src, inputs.y_trg
         s_trg = self._target_style(inputs, mode)
-        x_fake = G(x, s_trg, inputs.masks)
+        x_fake, (features, cache) = G(x, s_trg, inputs.masks, return_encoding=True)
         loss_adv = _bce(D(x_fake, y_trg), 1.0)
         loss_sty = (E(x_fake, y_trg) - s_trg).abs().mean()
         with torch.no_grad():
-            x_fake2 = G(x, self._target_style(inputs, mode, second=True), inputs.masks)
+            # detached, so that a compiled G sees the inputs of the D phases' call again (no new graph)
+            encoding = features.detach(), {size: value.detach() for size, value in cache.items()}
+            x_fake2 = G(x, self._target_style(inputs, mode, second=True), inputs.masks, encoding=encoding)
         loss_ds = (x_fake - x_fake2).abs().mean()
         x_rec = G(x_fake, E(x, y), self.face_masks(x_fake))
         loss_cyc = (x_rec - x).abs().mean()
@@ -378,13 +389,15 @@ class StarGAN2Family(Family):
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         """The first phase takes the loader's batch; the other three are handed the same one, and all four share
         the inputs made from it once (latents, masks), of which a micro-batch takes its slice."""
-        made: dict[int, StepInputs] = {}
+        made: dict[tuple[int, tuple[int, int]], StepInputs] = {}  # (batch, slice) → the same object in every phase
 
         def shared(batch: Batch) -> StepInputs:
             whole = batch.whole or batch
-            if id(whole) not in made:
-                made[id(whole)] = self.step_inputs(whole, plan.batch_size)
-            return made[id(whole)].part(*batch.part)
+            if (id(whole), (0, 1)) not in made:
+                made[id(whole), (0, 1)] = self.step_inputs(whole, plan.batch_size)
+            if (id(whole), batch.part) not in made:
+                made[id(whole), batch.part] = made[id(whole), (0, 1)].part(*batch.part)
+            return made[id(whole), batch.part]
 
         micro = self.config.micro_batches
         return [

@@ -23,6 +23,8 @@ from ganforge.nn.stargan_layers import LRELU_SLOPE, AdainResBlk, HighPass, ResBl
 
 HPF_SIZES = (32, 64, 128)  # feature sizes where masked high-pass source features are injected (w_hpf > 0)
 COARSE_MASK_SIZE = 32  # this size uses masks[0] (coarse); the others use masks[1] (fine)
+# what the encoder makes of a source: bottleneck features and, with masks, the features the high-pass path adds
+Encoding = tuple[Tensor, dict[int, Tensor]]
 
 
 def official_base_dim(img_size: int) -> int:
@@ -123,15 +125,22 @@ class Generator(nn.Module):
         if w_hpf > 0:
             self.hpf = HighPass(w_hpf)
 
-    def forward(self, x: Tensor, style: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor, masks: Sequence[Tensor] | None = None, *,
+                encoding: Encoding | None = None, return_encoding: bool = False) -> Tensor | tuple[Tensor, Encoding]:
         """Translate images x (N, 3, H, W) to the style codes (N, style_dim).
 
         masks = (coarse, fine), each (N, 1, h, w) in [0, 1] at any size (resized bilinearly), selects the source
         regions whose edges are kept; only for w_hpf > 0. None runs the decoder without injection.
+        The encoder does not see the style: a call with ``return_encoding`` also returns x's encoding, which a
+        later call for the same x and masks (under the same weights) takes as ``encoding`` instead of encoding
+        x again. Both go through the module's call, so a compiled network stays compiled.
         """
-        return self.decode_features(*self.encode_sources(x, masks), style, masks)
+        if encoding is None:
+            encoding = self.encode_sources(x, masks)
+        out = self.decode_features(*encoding, style, masks)
+        return (out, encoding) if return_encoding else out
 
-    def encode_sources(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
+    def encode_sources(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Encoding:
         """The style-free half of `forward`: bottleneck features of x and (with masks) the encoder features the
         high-pass path adds back, by size. Sampling many styles of one source encodes it once."""
         if masks is not None:
