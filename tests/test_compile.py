@@ -151,10 +151,10 @@ def test_compiling_raises_dynamo_recompile_limit_so_growing_networks_stay_compil
     before = dynamo_config.recompile_limit
     try:
         dynamo_config.recompile_limit = 8
-        compile_networks({"G": torch.nn.Linear(2, 2)})
+        compile_networks({"G": torch.nn.Linear(2, 2)}, penalised=())
         assert dynamo_config.recompile_limit == RECOMPILE_LIMIT >= 6 * 2 * 2 * 2  # scales x grads x frozen x no_grad
         dynamo_config.recompile_limit = 1000  # a user's higher limit is kept
-        compile_networks({"G": torch.nn.Linear(2, 2)})
+        compile_networks({"G": torch.nn.Linear(2, 2)}, penalised=())
         assert dynamo_config.recompile_limit == 1000
     finally:
         dynamo_config.recompile_limit = before
@@ -183,6 +183,39 @@ def test_the_steps_of_a_pgan_fade_do_not_recompile() -> None:
         D(fakes, 1, alpha).mean().backward()
         frames_after_first_step = frames_after_first_step or counter.frame_count
     assert counter.frame_count == frames_after_first_step == 2  # G's and D's compiled regions, once each
+
+
+class Scaled(torch.nn.Module):
+    """A network of ganforge's kind to dynamo (torch's own modules are not traced as a frame of their own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(3, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x @ self.weight)
+
+
+@pytest.mark.parametrize("penalised", [True, False])
+def test_only_a_penalised_network_runs_calls_with_input_and_weight_gradients_eagerly(penalised: bool) -> None:
+    """torch.compile cannot backpropagate twice, so a call that a gradient penalty may differentiate again runs
+    eagerly; a network no penalty reaches (StarGAN v2's G fed a style that trains) stays compiled in that call."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    net = Scaled()
+    speed.compile_network("N", net, penalised=penalised, backend=counter)
+    x = torch.randn(4, 3, requires_grad=True)
+    out = net(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x, create_graph=penalised)
+    assert counter.frame_count == (0 if penalised else 1)
+    if penalised:
+        grad.square().sum().backward()  # the penalty's second backward, through the eager call
+        assert net.weight.grad is not None
+    with torch.no_grad():
+        net(x)
+    assert counter.frame_count >= 1  # a call that cannot be differentiated twice is compiled either way
 
 
 def test_a_compile_region_that_fails_runs_its_method_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,6 +87,10 @@ class Family(ABC):
     translates: ClassVar[bool] = False
     protocol_metrics: ClassVar[tuple[str, ...]] = ()
     protocol_rankings: ClassVar[dict[str, bool]] = {}
+    # networks whose input gradient a loss differentiates again (gradient penalties: R1, WGAN-GP); `compile: true`
+    # runs their calls that may be so differentiated eagerly (torch.compile cannot backpropagate twice) and compiles
+    # every call of the others
+    penalised_nets: ClassVar[frozenset[str]] = frozenset({"D"})
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:

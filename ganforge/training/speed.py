@@ -9,16 +9,16 @@ with the same state_dict keys, so checkpoints, EMA updates and the optimisers se
 name a method as its `compile_region`: that method is compiled instead of the whole call, so that a forward can check
 its arguments and turn a Python float that changes every step (PGAN's alpha) into a tensor eagerly. torch.compile
 compiles lazily, at a network's first call, so a failure (an unsupported op, no C++ compiler, a backend error) shows
-up there: the network then runs eagerly from that call on, after one warning line naming it and the reason. Calls that
-take gradients for both the input and the weights (gradient penalties) always run eagerly: see _may_double_backward. A
-network whose input and weights both train in a phase (StarGAN v2's G after F or E in the G step) so runs eagerly
-there.
+up there: the network then runs eagerly from that call on, after one warning line naming it and the reason. The
+calls of a penalised network (one whose input gradient a loss differentiates again: D under a gradient penalty) that
+take gradients for both the input and the weights run eagerly: see _may_double_backward. Every other call is compiled,
+including those of networks whose input and weights both train in a phase (StarGAN v2's G after F or E in the G step).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
@@ -56,9 +56,10 @@ def _may_double_backward(net: torch.nn.Module, args: tuple, kwargs: dict) -> boo
     return any(isinstance(x, torch.Tensor) and x.requires_grad for x in (*args, *kwargs.values()))
 
 
-def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
+def compile_network(name: str, net: torch.nn.Module, *, penalised: bool = True, **options: Any) -> None:
     """Compile `net` (or its `compile_region` method) in place; its first call that fails to compile warns and runs
-    it (and later calls) eagerly.
+    it (and later calls) eagerly. `penalised`: a loss may backpropagate through this network's input gradient, so
+    its calls that may be differentiated twice run eagerly (for a network that is not, compiling every call is safe).
 
     Either way the compiled code hangs off `_compiled_call_impl`, which nn.Module drops when it is copied: a deepcopy
     (BigGAN's standing-statistics copy) is an eager network of its own, not a route into the original's weights."""
@@ -71,7 +72,7 @@ def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
         return
 
     def compiled_or_eager(*args: Any, **kwargs: Any) -> Any:
-        if _may_double_backward(net, args, kwargs):
+        if penalised and _may_double_backward(net, args, kwargs):
             return eager(*args, **kwargs)
         try:
             return compiled(*args, **kwargs)
@@ -99,10 +100,11 @@ def compile_network(name: str, net: torch.nn.Module, **options: Any) -> None:
 RECOMPILE_LIMIT = 64
 
 
-def compile_networks(nets: Mapping[str, torch.nn.Module]) -> None:
-    """Compile every network of a family (EMA copies included: sampling and evaluation call them)."""
+def compile_networks(nets: Mapping[str, torch.nn.Module], penalised: Collection[str]) -> None:
+    """Compile every network of a family (EMA copies included: sampling and evaluation call them); `penalised`
+    names those whose input gradient a loss differentiates again (compile_network)."""
     import torch._dynamo.config as dynamo_config  # here: slow to import, and only compiled runs need it
 
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     for name, net in nets.items():
-        compile_network(name, net)
+        compile_network(name, net, penalised=name in penalised)
