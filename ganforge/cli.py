@@ -215,6 +215,15 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align_faces(args: argparse.Namespace) -> int:
+    from ganforge.viz.align_faces import align_faces
+
+    written = align_faces(args.inputs, args.out, size=args.size, wing_weights=args.wing_weights,
+                          landmark_mean=args.landmark_mean, device=args.device)
+    print(f"aligned {len(written)} faces into {args.out}")
+    return 0
+
+
 # --- info -----------------------------------------------------------------------------------------------------
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -518,6 +527,18 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--device", default="auto")
     trn.add_argument("--wing-weights", type=Path, help="w_hpf > 0: the face-mask network's wing.ckpt")
     trn.set_defaults(func=cmd_translate)
+
+    aln = sub.add_parser("align-faces", help="StarGAN v2: face photos in the CelebA-HQ framing of its face models "
+                         "(the official --mode align; needs the faces extra)")
+    aln.add_argument("inputs", type=Path, metavar="IN", help="folder of face photos")
+    aln.add_argument("-o", "--out", type=Path, required=True, help="folder for the aligned faces (same file names)")
+    aln.add_argument("--size", type=positive_int, default=256, help="output size in pixels (default 256)")
+    aln.add_argument("--wing-weights", type=Path, help="the landmark network's wing.ckpt "
+                     "(default $GANFORGE_WING_WEIGHTS, then the cache)")
+    aln.add_argument("--landmark-mean", type=Path, help="the official celeba_lm_mean.npz "
+                     "(default $GANFORGE_LANDMARK_MEAN, then the cache)")
+    aln.add_argument("--device", default="auto")
+    aln.set_defaults(func=cmd_align_faces)
 
     rep = sub.add_parser("report", help="one self-contained HTML page of a run (curves, samples, checkpoints), "
                          "or several runs' curves overlaid by kimg")

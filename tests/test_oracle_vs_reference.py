@@ -128,3 +128,18 @@ def test_the_check_sees_the_zoos_skipped_d_fade() -> None:
         pytest.skip(_missing("pgan"))
     quirk = _run_check("--scale", "1", "--alpha", "0.5", "--steps", "2")  # the zoo's D ignores alpha at 4->8
     assert quirk.returncode == 1 and "DIFFERENT" in quirk.stdout
+
+
+@pytest.mark.slow
+def test_face_alignment_is_the_official_one() -> None:
+    """benchmarks/oracle_face_align.py: ganforge's landmarks, mirrored border, transform and aligned faces against
+    the official core/wing.py functions."""
+    if _checkout("stargan-v2") is None:
+        pytest.skip(NEEDS_REFS + "stargan-v2")
+    for module, install in (("munch", "munch"), ("skimage", "scikit-image"), ("cv2", "opencv-python-headless")):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"the official core/wing.py imports {module}: pip install {install}")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oracle_face_align.py"), "--refs",
+                             os.environ["GANFORGE_REFS"]], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the official alignment, to float32 rounding" in result.stdout

@@ -76,8 +76,10 @@ def load_rgb(source: str | Path | bytes, name: str) -> np.ndarray:
         raise ImageError(name, f"not a readable image ({type(error).__name__}: {error})") from error
 
 
-def center_crop_resize(img: np.ndarray, resolution: int) -> np.ndarray:
-    """Square centre crop, then a LANCZOS resize to resolution×resolution (tiny images are upsampled).
+def center_crop_resize(img: np.ndarray, resolution: int,
+                       resample: Image.Resampling = Image.Resampling.LANCZOS) -> np.ndarray:
+    """Square centre crop, then a resize (LANCZOS unless `resample` says) to resolution×resolution (tiny images are
+    upsampled).
 
     Accepts H×W or H×W×C uint8 (C = 1 or 3) and returns the same layout.
     """
@@ -93,7 +95,7 @@ def center_crop_resize(img: np.ndarray, resolution: int) -> np.ndarray:
         return np.ascontiguousarray(square)
     squeeze = square.ndim == 3 and square.shape[2] == 1
     pil = Image.fromarray(square[:, :, 0] if squeeze else square)
-    resized = np.asarray(pil.resize((resolution, resolution), Image.Resampling.LANCZOS))
+    resized = np.asarray(pil.resize((resolution, resolution), resample))
     return resized[:, :, None] if squeeze else resized
 
 

@@ -189,6 +189,34 @@ def face_masks(fan: FAN, x: Tensor) -> tuple[Tensor, Tensor]:
     return masks_from_heatmaps(heatmaps)
 
 
+def landmarks_from_heatmaps(heatmaps: Tensor) -> Tensor:
+    """Heatmaps (N, L, h, w) → landmark positions (N, L, 2) as (x, y) in heatmap pixels, as the official
+    `get_preds_fromhm`: the centre of each map's (first) largest cell, moved a quarter pixel along each axis towards
+    the larger of its two neighbours (not on the border rows and columns)."""
+    n, count, h, w = heatmaps.shape
+    flat = heatmaps.flatten(2)
+    index = flat.argmax(dim=2)
+    row, col = index // w, index % w
+    inner = (col > 0) & (col < w - 1) & (row > 0) & (row < h - 1)
+
+    def at(dy: int, dx: int) -> Tensor:
+        neighbour = ((row + dy).clamp(0, h - 1) * w + (col + dx).clamp(0, w - 1)).unsqueeze(2)
+        return flat.gather(2, neighbour).squeeze(2)
+
+    dx = torch.where(inner, torch.sign(at(0, 1) - at(0, -1)), 0.0)
+    dy = torch.where(inner, torch.sign(at(1, 0) - at(-1, 0)), 0.0)
+    return torch.stack([col + 0.5 + 0.25 * dx, row + 0.5 + 0.25 * dy], dim=2)
+
+
+@torch.no_grad()
+def face_landmarks(fan: FAN, x: Tensor) -> Tensor:
+    """Images in [-1, 1] (N, 3, S, S) → the 98 (WFLW) landmarks (N, 98, 2) as (x, y) in pixels of x, as the
+    official `get_landmark` (heatmaps of the image resized to 256, scaled by S / 64)."""
+    resized = F.interpolate(x, size=HEATMAP_INPUT_SIZE, mode="bilinear", align_corners=False)
+    heatmaps = fan(resized * 0.5 + 0.5)[:, :-1]
+    return landmarks_from_heatmaps(heatmaps.float()) * (x.shape[3] / heatmaps.shape[3])
+
+
 def read_fan_state(path: str | Path) -> dict[str, Tensor]:
     """The FAN tensors of an official `wing.ckpt` ({'state_dict': ...}), read weights-only and checked against
     the network's layout; keys the network does not have are ignored, as the official loader does."""
