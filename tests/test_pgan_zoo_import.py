@@ -252,13 +252,13 @@ def test_acgan_checkpoints_import_with_the_stores_classes_by_name(ckpt_s3: ZooCh
     for store_class, name in enumerate(["banded", "dotted", "striped"]):
         expected = G(z, 3, 0.0, torch.full((3, 1), zoo_classes.index(name)))
         ours = model.family.nets["G"](z, 3, 0.0, torch.full((3, 1), store_class))
-        assert torch.allclose(ours, expected, rtol=0, atol=1e-6)
+        assert torch.allclose(ours, expected, rtol=0, atol=1e-5)  # classes permuted: G sums its inputs in another order
         # the zoo's criterion reads class j's logit at output column j (from its score column on): as imported,
         # D's logit of store class k is that column of the zoo class of the same name
         zoo_output = torch.cat(D(expected, 3, return_label_logits=True), dim=1)
         score, logits = model.family.nets["D"](expected, 3, return_label_logits=True)
         columns = [zoo_classes.index(n) for n in ["banded", "dotted", "striped"]]
-        assert torch.allclose(logits, zoo_output[:, columns], rtol=0, atol=1e-6)
+        assert torch.allclose(logits, zoo_output[:, columns], rtol=0, atol=1e-5)
         assert torch.equal(score, zoo_output[:, :1])
     other = write_store(tmp_path / "other", images, resolution=32, source="test", labels=labels,
                         label_columns=[("class", ["banded", "dotted", "woven"])])
