@@ -260,7 +260,9 @@ def test_training_evaluates_by_the_protocol_at_metric_ticks_and_keeps_the_best(t
                                     lpips=RecordingLPIPS(), max_val=2048, write=False)["metrics"]
         assert sorted(offline) == sorted(k for k in record if "/" in k)
         assert {"FID_latent/light2dark", "LPIPS_reference/mean"} <= set(offline)
-        assert all(record[key] == pytest.approx(value, rel=1e-6, abs=1e-9) for key, value in offline.items())
+        # at the tick the style encoder is in the training layout (channels_last), loaded here it is NCHW: on some
+        # CPUs oneDNN then sums in another order (reference-mode LPIPS 1.7e-6 apart on an AMD EPYC)
+        assert all(record[key] == pytest.approx(value, rel=1e-5, abs=1e-9) for key, value in offline.items())
     best = json.loads((run / "best.json").read_text())
     lowest = min(records, key=lambda r: r["FID_latent/mean"])
     assert best == {"metric": "FID_latent/mean", "best": [{"step": lowest["step"], "value": lowest["FID_latent/mean"]}]}

@@ -178,9 +178,9 @@ class GeneratorSpy:
         self.forward = generator.forward
         generator.forward = self
 
-    def __call__(self, x, style, masks=None):
+    def __call__(self, x, style, masks=None, **reuse):  # reuse: a shared encoding of x (StarGAN2Family)
         self.calls.append((x.detach().clone(), masks))
-        return self.forward(x, style, masks)
+        return self.forward(x, style, masks, **reuse)
 
 
 def fake_masks(fan, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
