@@ -12,7 +12,7 @@ import os
 import tempfile
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -69,6 +69,22 @@ class WeightsFile:
         if not digest.startswith(self.sha256) or (self.size is not None and size != self.size):
             raise ValueError(f"downloaded {self.url} but it is not the expected file ({self.identity}; got sha256 "
                              f"{digest}, {size} bytes); not saved")
+
+
+@dataclass(frozen=True)
+class LayoutCheckedFile(WeightsFile):
+    """A file whose publisher gives no checksum: a download is accepted only when `read` accepts it (an HTML page
+    or another file is refused and deleted); `layout` says what it must hold, for messages."""
+
+    read: Callable[[Path], object] = field(kw_only=True)
+    layout: str = field(kw_only=True)
+
+    @property
+    def identity(self) -> str:
+        return f"no published checksum; recognised by {self.layout}"
+
+    def check(self, path: Path) -> None:
+        self.read(path)
 
 
 def locate_weights(spec: WeightsFile, explicit: str | Path | None, cache_dir: Path, error: type[Exception]) -> Path:

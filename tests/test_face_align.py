@@ -133,6 +133,37 @@ def test_landmark_mean_files_are_read_without_pickle_and_checked(tmp_path: Path)
         read_landmark_mean(tmp_path / "pickled.npz")
 
 
+def test_the_landmark_mean_is_downloaded_once_and_checked_by_layout(tmp_path: Path, monkeypatch) -> None:
+    """No checksum is published: a page that is not the file is refused and not kept; offline, the error names
+    the file, its URL and both ways to pass it."""
+    import io
+    import urllib.error
+    import urllib.request
+
+    from ganforge.data.face_align import LANDMARK_MEAN
+    from ganforge.download import locate_weights
+
+    monkeypatch.delenv("GANFORGE_LANDMARK_MEAN", raising=False)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"<html>Dropbox</html>"))
+    with pytest.raises(FaceAlignError, match="not a readable .npz"):
+        locate_weights(LANDMARK_MEAN, None, cache, FaceAlignError)
+    assert not (cache / "celeba_lm_mean.npz").exists()
+    np.savez(tmp_path / "mean.npz", mean=reference_face())
+    payload = (tmp_path / "mean.npz").read_bytes()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    assert locate_weights(LANDMARK_MEAN, None, cache, FaceAlignError) == cache / "celeba_lm_mean.npz"
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(FaceAlignError) as caught:
+        locate_weights(LANDMARK_MEAN, None, tmp_path / "empty", FaceAlignError)
+    for part in ("celeba_lm_mean.npz", "dropbox.com/s/91fth49gyb7xksk", "--landmark-mean", "GANFORGE_LANDMARK_MEAN"):
+        assert part in str(caught.value)
+
+
 @pytest.fixture
 def align_inputs(tmp_path: Path) -> dict[str, Path]:
     torch.manual_seed(0)

@@ -12,13 +12,12 @@ OpenCV and SciPy (for the blur, which is what scikit-image's `gaussian` computes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ganforge.download import WeightsFile
+from ganforge.download import LayoutCheckedFile
 
 REFERENCE_SIZE = 256  # the mean landmarks' image size
 EYE_LEFT = [*range(60, 68), 96]  # the WFLW eye contour and its pupil
@@ -51,22 +50,11 @@ def read_landmark_mean(path: str | Path) -> np.ndarray:
     return mean
 
 
-@dataclass(frozen=True)
-class LandmarkMeanFile(WeightsFile):
-    """No checksum is published for celeba_lm_mean.npz: a download is accepted by its layout."""
-
-    @property
-    def identity(self) -> str:
-        return "no published checksum; recognised by its layout, an array 'mean' of 98 (x, y) landmarks"
-
-    def check(self, path: Path) -> None:
-        read_landmark_mean(path)
-
-
-LANDMARK_MEAN = LandmarkMeanFile(
+LANDMARK_MEAN = LayoutCheckedFile(
     name="celeba_lm_mean.npz", url="https://www.dropbox.com/s/91fth49gyb7xksk/celeba_lm_mean.npz?dl=1",
     env="GANFORGE_LANDMARK_MEAN", option="--landmark-mean",
-    description="The CelebA-HQ mean face landmarks of StarGAN v2's face alignment", sha256="")
+    description="The CelebA-HQ mean face landmarks of StarGAN v2's face alignment", sha256="",
+    read=read_landmark_mean, layout="its layout, an array 'mean' of 98 (x, y) landmarks")
 
 
 def _eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,14 +15,13 @@ into the coarse mask (every part) and the fine mask (without chin, lips and eyeb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganforge.download import WeightsFile
+from ganforge.download import LayoutCheckedFile
 from ganforge.nn.resample import upsample_nearest_2x
 from ganforge.safe_load import check_layout, load_weights_only
 
@@ -240,20 +239,8 @@ def load_fan(path: str | Path, device: torch.device | str = "cpu") -> FAN:
     return fan.to(device).eval().requires_grad_(False)
 
 
-@dataclass(frozen=True)
-class LayoutCheckedWeightsFile(WeightsFile):
-    """A weights file whose publisher gives no checksum: a download is accepted only when it reads weights-only
-    and has exactly the FAN layout (an HTML page or another network is refused and deleted)."""
-
-    @property
-    def identity(self) -> str:
-        return "no published checksum; recognised by the FAN layout of core/wing.py, 6,333,603 parameters"
-
-    def check(self, path: Path) -> None:
-        read_fan_state(path)
-
-
-WING_WEIGHTS = LayoutCheckedWeightsFile(
+WING_WEIGHTS = LayoutCheckedFile(
     name="wing.ckpt", url="https://www.dropbox.com/s/tjxpypwpt38926e/wing.ckpt?dl=1", env="GANFORGE_WING_WEIGHTS",
     option="--wing-weights (config: model.wing_weights)",
-    description="The StarGAN v2 face-mask network (FAN) weights", sha256="")
+    description="The StarGAN v2 face-mask network (FAN) weights", sha256="", read=read_fan_state,
+    layout="the FAN layout of core/wing.py, 6,333,603 parameters")
