@@ -142,7 +142,7 @@ class StepInputs:
     z1: torch.Tensor
     z2: torch.Tensor
     masks: Masks | None = None  # face masks of x_src (w_hpf > 0)
-    # G's encoding of x_src without gradients, made by the first D phase and reused by the second: G is not
+    # G's encoding of x_src without gradients, made by the first D phase and taken by the second: G is not
     # stepped between them, so it is the same tensor the official code computes twice (only for the D phases)
     d_phase_encoding: Encoding | None = None
 
@@ -349,8 +349,9 @@ class StarGAN2Family(Family):
             style = self._target_style(inputs, mode)
             if inputs.d_phase_encoding is None:
                 x_fake, inputs.d_phase_encoding = G(inputs.x_src, style, inputs.masks, return_encoding=True)
-            else:
+            else:  # the second D phase takes it, and it is gone before G is stepped
                 x_fake = G(inputs.x_src, style, inputs.masks, encoding=inputs.d_phase_encoding)
+                inputs.d_phase_encoding = None
         loss_fake = _bce(D(x_fake, inputs.y_trg), 0.0)
         loss = loss_real + loss_fake + self.config.lambda_reg * loss_reg
         return loss, {f"D_{mode}_real": loss_real.detach(), f"D_{mode}_fake": loss_fake.detach(),
@@ -371,9 +372,7 @@ class StarGAN2Family(Family):
         loss_adv = _bce(D(x_fake, y_trg), 1.0)
         loss_sty = (E(x_fake, y_trg) - s_trg).abs().mean()
         with torch.no_grad():
-            # detached, so that a compiled G sees the inputs of the D phases' call again (no new graph)
-            encoding = features.detach(), {size: value.detach() for size, value in cache.items()}
-            x_fake2 = G(x, self._target_style(inputs, mode, second=True), inputs.masks, encoding=encoding)
+            x_fake2 = G(x, self._target_style(inputs, mode, second=True), inputs.masks, encoding=(features, cache))
         loss_ds = (x_fake - x_fake2).abs().mean()
         x_rec = G(x_fake, E(x, y), self.face_masks(x_fake))
         loss_cyc = (x_rec - x).abs().mean()

@@ -133,7 +133,7 @@ class Generator(nn.Module):
         regions whose edges are kept; only for w_hpf > 0. None runs the decoder without injection.
         The encoder does not see the style: a call with ``return_encoding`` also returns x's encoding, which a
         later call for the same x and masks (under the same weights) takes as ``encoding`` instead of encoding
-        x again. Both go through the module's call, so a compiled network stays compiled.
+        x again (x is then not read). Both go through the module's call, so a compiled network stays compiled.
         """
         if encoding is None:
             encoding = self.encode_sources(x, masks)
@@ -143,11 +143,7 @@ class Generator(nn.Module):
     def encode_sources(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Encoding:
         """The style-free half of `forward`: bottleneck features of x and (with masks) the encoder features the
         high-pass path adds back, by size. Sampling many styles of one source encodes it once."""
-        if masks is not None:
-            if self.w_hpf <= 0:
-                raise ValueError("masks were given but this generator has w_hpf = 0 (no high-pass path)")
-            if len(masks) != 2:
-                raise ValueError(f"masks must be a pair (coarse, fine), got {len(masks)} tensors")
+        self._check_masks(masks)
         x = self.from_rgb(x)
         cache: dict[int, Tensor] = {}
         for block in self.encode:
@@ -156,9 +152,18 @@ class Generator(nn.Module):
             x = block(x)
         return x, cache
 
+    def _check_masks(self, masks: Sequence[Tensor] | None) -> None:
+        if masks is not None:
+            if self.w_hpf <= 0:
+                raise ValueError("masks were given but this generator has w_hpf = 0 (no high-pass path)")
+            if len(masks) != 2:
+                raise ValueError(f"masks must be a pair (coarse, fine), got {len(masks)} tensors")
+
     def decode_features(self, x: Tensor, cache: dict[int, Tensor], style: Tensor,
                         masks: Sequence[Tensor] | None = None) -> Tensor:
-        """The styled half of `forward`, from `encode_sources`' outputs (one row per style code)."""
+        """The styled half of `forward`, from `encode_sources`' outputs (one row per style code); `masks` must be
+        those the encoding was made with (its `cache` holds the features they select)."""
+        self._check_masks(masks)
         for block in self.decode:
             x = block(x, style)
             size = x.shape[2]
