@@ -67,8 +67,10 @@ def test_face_landmarks_are_those_of_the_official_heatmaps() -> None:
     fan = load_fan(fixture / "wing_standin.ckpt")
     expected = landmarks_from_heatmaps(io["heatmaps_raw"][:, :-1]) * 4
     torch.testing.assert_close(face_landmarks(fan, io["x"]), expected, rtol=0, atol=0)
-    half = face_landmarks(fan, torch.nn.functional.interpolate(io["x"], size=128, mode="bilinear"))
-    assert half.shape == (2, 98, 2) and float(half.max()) <= 128  # pixels of the image given
+    half = torch.nn.functional.interpolate(io["x"], size=128, mode="bilinear")
+    heatmaps = fan(torch.nn.functional.interpolate(half, size=256, mode="bilinear") * 0.5 + 0.5)[:, :-1]
+    # in pixels of the image given: the 64×64 heatmaps of its 256 px resize, scaled by 128 / 64
+    torch.testing.assert_close(face_landmarks(fan, half), landmarks_from_heatmaps(heatmaps) * 2, rtol=0, atol=0)
 
 
 # --- geometry --------------------------------------------------------------------------------------------------
@@ -129,8 +131,14 @@ def test_landmark_mean_files_are_read_without_pickle_and_checked(tmp_path: Path)
     with pytest.raises(FaceAlignError, match=r"must hold 98 finite .* got shape \(68, 2\)"):
         read_landmark_mean(tmp_path / "shape.npz")
     np.savez(tmp_path / "pickled.npz", mean=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(FaceAlignError, match="not a readable .npz"):
+    with pytest.raises(FaceAlignError, match="its array 'mean' does not read as numbers"):
         read_landmark_mean(tmp_path / "pickled.npz")
+    np.save(tmp_path / "bare.npy", reference_face())
+    with pytest.raises(FaceAlignError, match="expected an .npz archive holding an array 'mean', got a bare .npy"):
+        read_landmark_mean(tmp_path / "bare.npy")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:100])  # an interrupted download
+    with pytest.raises(FaceAlignError, match=r"cut\.npz: not a readable \.npz of mean landmarks"):
+        read_landmark_mean(tmp_path / "cut.npz")
 
 
 def test_the_landmark_mean_is_downloaded_once_and_checked_by_layout(tmp_path: Path, monkeypatch) -> None:

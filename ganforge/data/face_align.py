@@ -12,6 +12,7 @@ OpenCV and SciPy (for the blur, which is what scikit-image's `gaussian` computes
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,19 @@ class FaceAlignError(ValueError):
 def read_landmark_mean(path: str | Path) -> np.ndarray:
     """The (98, 2) mean landmarks at 256 px of an official `celeba_lm_mean.npz` (key 'mean'), read without pickle."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "mean" not in archive.files:
-                raise FaceAlignError(f"{path}: expected the celeba_lm_mean.npz layout with an array 'mean', found "
-                                     f"{', '.join(archive.files) or 'no arrays'}")
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise FaceAlignError(f"{path}: not a readable .npz of mean landmarks ({type(err).__name__}: {err})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise FaceAlignError(f"{path}: expected an .npz archive holding an array 'mean', got a bare .npy array")
+    with archive:
+        if "mean" not in archive.files:
+            raise FaceAlignError(f"{path}: expected the celeba_lm_mean.npz layout with an array 'mean', found "
+                                 f"{', '.join(archive.files) or 'no arrays'}")
+        try:
             mean = np.asarray(archive["mean"], dtype=np.float64)
-    except (OSError, ValueError) as err:
-        if isinstance(err, FaceAlignError):
-            raise
-        raise FaceAlignError(f"{path}: not a readable .npz of mean landmarks ({err})") from None
+        except (OSError, ValueError, TypeError, zipfile.BadZipFile) as err:
+            raise FaceAlignError(f"{path}: its array 'mean' does not read as numbers ({err})") from None
     if mean.shape != (NUM_LANDMARKS, 2) or not np.isfinite(mean).all():
         raise FaceAlignError(f"{path}: 'mean' must hold {NUM_LANDMARKS} finite (x, y) landmarks, got shape "
                              f"{mean.shape}")
