@@ -7,10 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from pgan_tiny import TINY_PGAN
 from reliability_runs import tiny_run
 
@@ -19,6 +22,7 @@ from ganforge.cli import main
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
 from ganforge.interop.onnx_export import export_onnx
+from ganforge.models.fan import face_masks
 from ganforge.run_loader import LoadedModel, build_family
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e '.[test]')")
@@ -96,12 +100,50 @@ def test_a_stargan2_run_exports_its_translation(tmp_path, guide: str) -> None:
     np.testing.assert_allclose(run_exported(exported.path, inputs), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # the face-mask network runs at 256 px inside the graph
+def test_a_face_model_exports_with_its_mask_network(tmp_path) -> None:
+    """w_hpf > 0 (CelebA-HQ): the FAN and the mask recipe are in the graph, the masks a second output. Where a
+    heatmap value sits at the recipe's threshold the runtimes may round it to either side, so the masks are
+    compared by the share that differs, and the images against PyTorch's translation from the graph's masks."""
+    wing = shared_path("fixtures", "official", "stargan_v2", "wing", "wing_standin.ckpt")
+    raw = tiny_run("stargan2")
+    raw["model"] = {**raw["model"], "w_hpf": 1.0, "wing_weights": str(wing)}
+    model = untrained("stargan2", raw)
+    exported = export_onnx(model, tmp_path / "f.onnx", check_n=3)
+    assert exported.max_difference is not None and exported.max_difference <= 1e-4
+    described = json.loads(exported.description.read_text())
+    assert described["masks"]["shape"] == ["batch", 2, 256, 256] and described["output"]["name"] == "images"
+    generator = torch.Generator().manual_seed(5)
+    x, z, y = torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1, torch.randn(2, 4, generator=generator), \
+        torch.tensor([1, 0])
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    images, masks = session.run(["images", "masks"], {"x": x.numpy(), "z": z.numpy(), "y": y.numpy()})
+    expected_masks = torch.cat(face_masks(model.family.fan, x), dim=1).numpy()
+    assert np.mean(np.abs(masks - expected_masks) > 1e-4) <= 1e-3 and masks.max() > 0.5  # the masks are not empty
+    nets = model.nets
+    with torch.no_grad():
+        pair = (torch.from_numpy(masks[:, :1]), torch.from_numpy(masks[:, 1:]))
+        expected = nets["G_ema"](x, nets["F_ema"](z, y), pair).clamp(-1, 1).numpy()
+        unmasked = nets["G_ema"](x, nets["F_ema"](z, y)).clamp(-1, 1).numpy()
+    np.testing.assert_allclose(images, expected, atol=1e-4, rtol=0)
+    assert np.abs(images - unmasked).max() > 1e-3  # the masks reach the images
+
+
 def test_what_cannot_be_exported_is_refused(tmp_path, monkeypatch) -> None:
     model = untrained("stargan2", tiny_run("stargan2"))
     with pytest.raises(ConfigError, match="guide 'style': expected one of latent, reference"):
         export_onnx(model, tmp_path / "g.onnx", guide="style")
-    model.family.arch = dataclasses.replace(model.family.arch, w_hpf=1.0)  # as a CelebA-HQ run
-    with pytest.raises(ConfigError, match="model.w_hpf = 1: the face masks cut the landmark heatmaps at a threshold"):
+    with pytest.raises(ConfigError, match=r"--wing-weights w\.ckpt: only StarGAN v2 runs with w_hpf > 0 use face"):
+        export_onnx(model, tmp_path / "g.onnx", wing_weights="w.ckpt")  # a setting that would do nothing
+    model.family.arch = dataclasses.replace(model.family.arch, w_hpf=1.0)  # as a CelebA-HQ run, offline, no weights
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GANFORGE_WING_WEIGHTS", raising=False)
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(ConfigError, match="model.w_hpf = 1 .* needs the official face masks.*wing.ckpt"):
         export_onnx(model, tmp_path / "g.onnx")
     config = resolve_run_config("biggan", {**tiny_run("biggan"), "model": {**tiny_run("biggan")["model"],
                                                                         "standing_stats": 2}})

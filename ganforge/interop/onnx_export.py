@@ -4,7 +4,8 @@ The graph maps a run's latent inputs (z; a class-conditional run's class indices
 run's resolution, any batch size, exactly as `ganforge generate` makes them (the EMA generator where the run keeps
 one, clamped to [-1, 1]; a DCGAN that samples with batch statistics normalises over the batch given). A StarGAN v2
 run's graph translates source images into target domains, its style from a latent (`guide="latent"`: the EMA mapping
-network) or from a reference image (`guide="reference"`: the EMA style encoder), as `ganforge translate` does. A JSON
+network) or from a reference image (`guide="reference"`: the EMA style encoder), as `ganforge translate` does; with
+w_hpf > 0 the face-mask network is inside the graph and its masks are a second output. A JSON
 file beside it says what to feed it. Exported with torch's ONNX exporter (the `onnx` extra: onnx and onnxscript);
 where onnxruntime is installed, the file is run on fresh inputs and compared with PyTorch before the command succeeds.
 """
@@ -25,10 +26,14 @@ import numpy as np
 import torch
 
 from ganforge.errors import ConfigError
+from ganforge.models.fan import face_masks
 from ganforge.run_loader import LoadedModel
 
 ONNX_EXTRA = 'pip install "ganforge[onnx]" (onnx and onnxscript; onnxruntime to check the file)'
 TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on the check's images in [-1, 1]
+# face masks (w_hpf > 0) cut heatmaps at a threshold: a value at it may land on either side under another runtime's
+# rounding (1 in 262,144 on the stand-in FAN weights, by 0.19); this share of mask values may so differ
+MASK_FLIP_SHARE = 1e-3
 
 
 class _Sampler(torch.nn.Module):
@@ -47,15 +52,29 @@ class _Sampler(torch.nn.Module):
 
 class _Translator(torch.nn.Module):
     """A StarGAN v2 run's EMA generator translating sources `x` into domains `y`, styled by latents `z` (F) or by
-    references `x_ref` (E)."""
+    references `x_ref` (E). With w_hpf > 0 the face-mask network is part of the graph, and the masks it made are a
+    second output (N, 2, 256, 256: coarse, fine), so that a check can tell the generator from the masks."""
 
     def __init__(self, model: LoadedModel, guide: str) -> None:
         super().__init__()
         self.generator = model.nets["G_ema"]
         self.styler = model.nets["F_ema" if guide == "latent" else "E_ema"]
+        self.fan = model.family.fan if model.family.arch.w_hpf > 0 else None
 
-    def forward(self, x: torch.Tensor, guide: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.generator(x, self.styler(guide, y)).clamp(-1, 1)
+    def masks(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(face_masks(self.fan, x), dim=1)
+
+    def translate(self, x: torch.Tensor, guide: torch.Tensor, y: torch.Tensor,
+                  masks: torch.Tensor | None) -> torch.Tensor:
+        pair = None if masks is None else (masks[:, :1], masks[:, 1:])
+        return self.generator(x, self.styler(guide, y), pair).clamp(-1, 1)
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor,
+                y: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.fan is None:
+            return self.translate(x, guide, y, None)
+        masks = self.masks(x)
+        return self.translate(x, guide, y, masks), masks
 
 
 GUIDES = ("latent", "reference")
@@ -69,20 +88,20 @@ class Exported:
 
 
 def export_onnx(model: LoadedModel, out: Path, *, opset: int | None = None, check_n: int = 8,
-                guide: str | None = None) -> Exported:
+                guide: str | None = None, wing_weights: str | Path | None = None) -> Exported:
     """Write `out` (.onnx) and `out` with .json, and check the file with onnxruntime when it is installed.
-    `guide` (StarGAN v2 runs only, default "latent"): where the translation's style comes from."""
+    `guide` (StarGAN v2 runs only, default "latent"): where the translation's style comes from; `wing_weights`:
+    the face-mask network of a w_hpf > 0 run (default: the run's config, $GANFORGE_WING_WEIGHTS, the cache)."""
     translates = model.family.translates
     if guide is not None and not translates:
         raise ConfigError(f"guide {guide!r}: only StarGAN v2 runs take a style guide; a {model.config.family} "
                           "run's graph is its generator of latents")
     if translates and (guide := guide or "latent") not in GUIDES:
         raise ConfigError(f"guide {guide!r}: expected one of {', '.join(GUIDES)}")
-    if translates and model.family.arch.w_hpf > 0:
-        raise ConfigError(f"model.w_hpf = {model.family.arch.w_hpf:g}: the face masks cut the landmark heatmaps at "
-                          "a threshold, so onnxruntime's rounding flips single mask values (by 0.19 in one of 262,144 "
-                          "on stand-in weights) and the exported translation cannot be checked against PyTorch to "
-                          "1e-4; export is for w_hpf = 0 runs (AFHQ's)")
+    if wing_weights is not None and not (translates and model.family.arch.w_hpf > 0):
+        raise ConfigError(f"--wing-weights {wing_weights}: only StarGAN v2 runs with w_hpf > 0 use face masks")
+    if translates:
+        model.family.load_fan(wing_weights)  # w_hpf > 0 only: the masks are part of the graph
     if getattr(model.family.config, "standing_stats", 0):
         raise ConfigError("model.standing_stats: this BigGAN run re-estimates its BN statistics from fresh samples at "
                           "every sampling call, which a fixed graph cannot hold; export is for runs that sample with "
@@ -103,7 +122,8 @@ def export_onnx(model: LoadedModel, out: Path, *, opset: int | None = None, chec
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(sampler, tuple(example[name].to(model.device) for name in names), str(out), dynamo=True,
-                          input_names=names, output_names=["images"], opset_version=opset, external_data=False,
+                          input_names=names, output_names=_output_names(sampler), opset_version=opset,
+                          external_data=False,
                           dynamic_shapes=batch if translates else (batch,))  # _Sampler.forward(*inputs)
     description = out.with_suffix(".json")
     description.write_text(json.dumps(_describe(model, example, names, guide), indent=1) + "\n")
@@ -166,6 +186,10 @@ def _describe(model: LoadedModel, example: dict[str, torch.Tensor], names: list[
         described["classes"] = family.class_names()
     if family.translates:
         described.update(guide=guide, domains=list(family.domain_names))
+    if family.translates and family.arch.w_hpf > 0:
+        described["masks"] = {"name": "masks", "shape": ["batch", 2, 256, 256], "dtype": "float32", "range": [0, 1],
+                              "meaning": "the face masks (coarse, fine) of the sources that the generator used, made "
+                                         "inside the graph by the face-mask network (wing.ckpt)"}
     return described
 
 
@@ -175,18 +199,34 @@ def _image_shape(model: LoadedModel) -> list[int]:
     return list(model.generate(n=1).shape[1:])
 
 
+def _output_names(sampler: torch.nn.Module) -> list[str]:
+    return ["images", "masks"] if getattr(sampler, "fan", None) is not None else ["images"]
+
+
 def _check(sampler: torch.nn.Module, path: Path, names: list[str], fresh: dict[str, torch.Tensor]) -> float | None:
-    """max |ONNX − PyTorch| on inputs other than the traced ones (another batch size: the dimension is dynamic)."""
+    """max |ONNX − PyTorch| of the images on inputs other than the traced ones (another batch size: the dimension is
+    dynamic). A graph with face masks: the masks may differ where a heatmap value sits at the recipe's threshold
+    (MASK_FLIP_SHARE of them at most); the images are compared with PyTorch's from the graph's own masks."""
     try:
         import onnxruntime
     except ImportError:
         return None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["images"], {name: fresh[name].numpy() for name in names})[0]
+    outputs = session.run(_output_names(sampler), {name: fresh[name].numpy() for name in names})
     device = next(sampler.parameters()).device
+    inputs = [fresh[name].to(device) for name in names]
     with torch.no_grad():
-        expected = sampler(*(fresh[name].to(device) for name in names)).float().cpu().numpy()
-    difference = float(np.abs(got - expected).max())
+        if len(outputs) == 2:
+            masks = torch.from_numpy(outputs[1]).to(device)
+            flipped = float((masks - sampler.masks(inputs[0])).abs().gt(TOLERANCE).float().mean())
+            if flipped > MASK_FLIP_SHARE:
+                raise ConfigError(f"{path}: onnxruntime's face masks differ from PyTorch's in {flipped:.2%} of their "
+                                  f"values (at most {MASK_FLIP_SHARE:.2%} may cross the recipe's threshold); the file "
+                                  "is written, but do not rely on it")
+            expected = sampler.translate(*inputs, masks).float().cpu().numpy()
+        else:
+            expected = sampler(*inputs).float().cpu().numpy()
+    difference = float(np.abs(outputs[0] - expected).max())
     if not difference <= TOLERANCE:
         raise ConfigError(f"{path}: onnxruntime's images differ from PyTorch's by {difference:.2e} (more than "
                           f"{TOLERANCE:g}); the file is written, but do not rely on it")

@@ -68,7 +68,8 @@ class CoordConv(nn.Module):
         self.conv = nn.Conv2d(in_channels + 3, out_channels, kernel_size, stride, padding)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(torch.cat([x, self.coords.expand(len(x), -1, -1, -1)], dim=1))
+        # x.shape[0], not len(x): an exported graph keeps its batch size free (len is a Python int)
+        return self.conv(torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1))
 
 
 class ConvBlock(nn.Module):
