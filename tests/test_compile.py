@@ -213,9 +213,18 @@ def test_only_a_penalised_network_runs_calls_with_input_and_weight_gradients_eag
     if penalised:
         grad.square().sum().backward()  # the penalty's second backward, through the eager call
         assert net.weight.grad is not None
-    with torch.no_grad():
-        net(x)
-    assert counter.frame_count >= 1  # a call that cannot be differentiated twice is compiled either way
+        with torch.no_grad():
+            net(x)
+        assert counter.frame_count == 1  # a call that cannot be differentiated twice is compiled
+
+
+def test_the_engine_tells_compile_which_networks_a_penalty_reaches(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, bool] = {}
+    monkeypatch.setattr(speed, "compile_network",
+                        lambda name, net, *, penalised=True, **options: seen.__setitem__(name, penalised))
+    build("stargan2", tmp_path / "run", True)
+    assert seen == {"G": False, "F": False, "E": False, "D": True, "G_ema": False, "F_ema": False, "E_ema": False}
 
 
 def test_a_compile_region_that_fails_runs_its_method_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
