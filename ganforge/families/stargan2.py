@@ -368,11 +368,11 @@ class StarGAN2Family(Family):
         config = self.config
         x, y, y_trg = inputs.x_src, inputs.y_src, inputs.y_trg
         s_trg = self._target_style(inputs, mode)
-        x_fake, (features, cache) = G(x, s_trg, inputs.masks, return_encoding=True)
+        x_fake, encoding = G(x, s_trg, inputs.masks, return_encoding=True)
         loss_adv = _bce(D(x_fake, y_trg), 1.0)
         loss_sty = (E(x_fake, y_trg) - s_trg).abs().mean()
         with torch.no_grad():
-            x_fake2 = G(x, self._target_style(inputs, mode, second=True), inputs.masks, encoding=(features, cache))
+            x_fake2 = G(x, self._target_style(inputs, mode, second=True), inputs.masks, encoding=encoding)
         loss_ds = (x_fake - x_fake2).abs().mean()
         x_rec = G(x_fake, E(x, y), self.face_masks(x_fake))
         loss_cyc = (x_rec - x).abs().mean()
