@@ -123,6 +123,37 @@ def test_mbstd_unbiased_zoo_vs_biased_paper() -> None:
     assert zoo[0] == pytest.approx(1.291, abs=5e-4) and paper[0] == pytest.approx(1.118, abs=5e-4)
 
 
+@pytest.mark.parametrize("mode", ["zoo", "paper"])
+def test_mbstd_equals_the_references_var_formula_with_its_derivatives(mode: str) -> None:
+    """The written-out variance is torch.var's (the zoo's call; TF's mean of squared deviations), through the
+    penalty's double backward too, in either memory layout."""
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if mode == "zoo":  # consecutive groups of 4, unbiased
+            var = x.reshape(n // 4, 4, c, h, w).var(dim=1, unbiased=True)
+            stat = torch.sqrt(var + 1e-8).mean(dim=(1, 2, 3)).repeat_interleave(4)
+        else:  # strided groups of 4, biased
+            var = x.reshape(4, n // 4, c, h, w).var(dim=0, unbiased=False)
+            stat = torch.sqrt(var + 1e-8).mean(dim=(1, 2, 3)).repeat(4)
+        return torch.cat([x, stat.view(n, 1, 1, 1).expand(n, 1, h, w)], dim=1)
+
+    torch.manual_seed(0)
+    base = torch.randn(8, 5, 4, 4, dtype=torch.float64)
+    weights = torch.randn(8, 6, 4, 4, dtype=torch.float64)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        outputs, first, second = [], [], []
+        for fn in (lambda x: minibatch_stddev(x, 4, mode=mode), reference):
+            x = base.contiguous(memory_format=layout).requires_grad_(True)
+            out = fn(x)
+            (grad,) = torch.autograd.grad((out * weights).sum(), x, create_graph=True)
+            (grad2,) = torch.autograd.grad(grad.square().sum(), x)
+            outputs.append(out)
+            first.append(grad)
+            second.append(grad2)
+        for ours, theirs in (outputs, first, second):
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
 def test_mbstd_averages_sqrt_over_features() -> None:
     # Feature 0 varies (0..3), feature 1 is constant → sqrt(1e-8) = 1e-4; the stat is the mean of both.
     x = torch.stack([torch.arange(4.0), torch.full((4,), 7.0)], dim=1).view(4, 2, 1, 1)
