@@ -170,6 +170,8 @@ def resolve_checkpoint(target: Path, step: int | None = None) -> Checkpoint:
 
 
 # --- optimiser and RNG state as tensors + JSON ----------------------------------------------------------------
+IMPLEMENTATION_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
+
 
 def optimizer_to_tensors(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     state = optimizer.state_dict()
@@ -195,12 +197,20 @@ def optimizer_from_tensors(name: str, optimizer: torch.optim.Optimizer, tensors:
     for index, slots in record.get("scalars", {}).items():
         state.setdefault(int(index), {}).update(slots)
     groups = []
-    for group in record["param_groups"]:
+    for group, current in zip(record["param_groups"], optimizer.param_groups, strict=True):
         group = dict(group)
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
+        # how the update is computed is this process's choice (e.g. fused where the device has the kernel), not state
+        group.update({key: current[key] for key in IMPLEMENTATION_OPTIONS if key in current})
         groups.append(group)
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for param, slots in optimizer.state.items():
+        for slot, value in slots.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                # safetensors hands back contiguous tensors; a fused kernel walks a channels_last weight and its
+                # moments in memory order, so the moments must share the weight's layout (or be mismatched)
+                slots[slot] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 # --- a run's state ----------------------------------------------------------------------------------------------
