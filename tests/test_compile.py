@@ -225,6 +225,14 @@ def test_the_engine_tells_compile_which_networks_a_penalty_reaches(tmp_path: Pat
                         lambda name, net, *, penalised=True, **options: seen.__setitem__(name, penalised))
     build("stargan2", tmp_path / "run", True)
     assert seen == {"G": False, "F": False, "E": False, "D": True, "G_ema": False, "F_ema": False, "E_ema": False}
+    seen.clear()
+    build("biggan", tmp_path / "biggan", True)  # hinge loss: no penalty, every call compiles
+    assert seen == {"G": False, "D": False, "G_ema": False}
+    # a family that does not name its penalised networks gets the safe choice: all of them
+    monkeypatch.setattr(type(build("pgan", tmp_path / "pgan", False).family), "penalised_nets", None)
+    seen.clear()
+    build("pgan", tmp_path / "pgan-compiled", True)
+    assert seen == {"G": True, "D": True, "G_ema": True}
 
 
 def test_a_compile_region_that_fails_runs_its_method_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,8 +89,8 @@ class Family(ABC):
     protocol_rankings: ClassVar[dict[str, bool]] = {}
     # networks whose input gradient a loss differentiates again (gradient penalties: R1, WGAN-GP); `compile: true`
     # runs their calls that may be so differentiated eagerly (torch.compile cannot backpropagate twice) and compiles
-    # every call of the others
-    penalised_nets: ClassVar[frozenset[str]] = frozenset({"D"})
+    # every call of the others. None: every network, the safe choice for a family that does not say
+    penalised_nets: ClassVar[frozenset[str] | None] = None
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:

@@ -169,6 +169,7 @@ class BigGANFamily(Family):
     """Class-conditional BigGAN with a hinge loss, trained at a mega-batch through accumulation."""
 
     name: ClassVar[str] = "biggan"
+    penalised_nets: ClassVar[frozenset[str] | None] = frozenset()  # hinge loss, no gradient penalty
     config_class: ClassVar[type] = BigGANConfig
     label_count_key: ClassVar[str] = "n_classes"
     default_label_count: ClassVar[int] = 1000  # BigGAN-PyTorch's n_classes default (ImageNet)

@@ -151,6 +151,7 @@ class DCGANFamily(Family):
     """The non-saturating DCGAN objective; WGAN and WGAN-GP below change only the losses and their settings."""
 
     name: ClassVar[str] = "dcgan"
+    penalised_nets: ClassVar[frozenset[str] | None] = frozenset()
     config_class: ClassVar[type] = DCGANConfig
 
     def __init__(self, config: DCGANConfig, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
@@ -285,6 +286,7 @@ class WGANGPFamily(DCGANFamily):
     """WGAN-GP (Gulrajani et al. 2017): Wasserstein critic with the shared gradient penalty, no clipping."""
 
     name = "wgan-gp"
+    penalised_nets = frozenset({"D"})
     config_class = WGANGPConfig
 
     generator_objective = staticmethod(wgan_generator_loss)

@@ -336,6 +336,7 @@ def condition_columns(dataset, names: list[str]) -> tuple[list[int], list[int]]:
 
 class PGANFamily(Family):
     name = "pgan"
+    penalised_nets = frozenset({"D"})  # WGAN-GP or R1
     config_class = PGANConfig
 
     def __init__(self, config: PGANConfig, dataset, device, dist) -> None:

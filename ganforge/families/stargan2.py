@@ -169,6 +169,7 @@ class StarGAN2Family(Family):
     """G, F, E, D with EMA copies of G, F, E; the step's inputs are drawn in `begin_step` and shared by its phases."""
 
     name: ClassVar[str] = "stargan2"
+    penalised_nets: ClassVar[frozenset[str] | None] = frozenset({"D"})  # R1 on the reals
     config_class: ClassVar[type] = StarGAN2Config
     label_count_key: ClassVar[str] = "num_domains"  # `ganforge info` without data
     default_label_count: ClassVar[int] = 2  # the official --num_domains default

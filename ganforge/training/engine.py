@@ -181,7 +181,8 @@ class Trainer:
             for net in self.family.nets.values():
                 net.to(memory_format=eager_memory_format(net, self.device))
         if config.compile:
-            compile_networks(self.family.nets, self.family.penalised_nets)
+            penalised = self.family.penalised_nets
+            compile_networks(self.family.nets, frozenset(self.family.nets) if penalised is None else penalised)
         self.loader = BatchLoader(self.dataset, seed=config.seed, dist=self.dist, device=self.device,
                                   options=self.family.data_options())
         # draws from the device's default stream, global batch then shard: resume and W processes augment alike
