@@ -1,4 +1,4 @@
-"""One GPU check: training in fp32, bf16 and compiled, throughput, FLOP/s and MFU, peak memory, metric timings.
+"""One GPU check: training in fp32, bf16 and compiled, resume, throughput, FLOP/s and MFU, peak memory, metric timings.
 
     python benchmarks/gpu_check.py --device cuda --out gpu_check.json     # < 8 min on one H100/H200
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/c.json  # tiny sizes, < 1 min (run by the tests)
@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
@@ -39,6 +40,7 @@ from torch.utils.flop_counter import flop_registry
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reliability_runs import TINY_RUNS  # noqa: E402 - the suite's tiny config of every family
 
+from ganforge.api import train  # noqa: E402
 from ganforge.families import resolve_run_config  # noqa: E402
 from ganforge.metrics.fid import frechet_distance  # noqa: E402
 from ganforge.metrics.inception import InceptionV3FID, extract_features, load_inception  # noqa: E402
@@ -250,6 +252,32 @@ def family_cases(args: argparse.Namespace, device: torch.device) -> tuple[list[C
     return eager, compiled
 
 
+def resume_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
+    """(6) every family's tiny config trained straight and in two pieces (stopped halfway, resumed from its
+    checkpoint) on the device's defaults (CUDA: channels_last weights, fused Adam): the resumed run must finish with
+    finite weights; `max_abs_diff` says how far its final weights are from the straight run's (0 on the CPU;
+    cuDNN's non-deterministic kernels may move them on CUDA)."""
+    cases: list[Case] = []
+    for family, config in TINY_RUNS.items():
+        def case(family: str = family, config: dict = config) -> dict[str, Any]:
+            config = {**copy.deepcopy(config), "device": str(device), "checkpoint_every": 10**9, "log_every": 10**9}
+            runs = args.scratch / "resume" / family
+            total = train(config, runs / "straight", restart=True).total_steps
+            train(config, runs / "pieces", restart=True, until=total // 2)
+            if train(config, runs / "pieces").stop != "finished":
+                raise RuntimeError("the resumed run did not finish")
+            straight, pieces = (safetensors.torch.load_file(runs / name / "checkpoints" / f"{total:08d}.safetensors")
+                                for name in ("straight", "pieces"))
+            weights = [key for key in straight if key.startswith("net/")]
+            if not all(torch.isfinite(pieces[key]).all() for key in weights):
+                raise FloatingPointError("the resumed run's weights are not finite")
+            diff = max((straight[key].double() - pieces[key].double()).abs().max().item() for key in weights)
+            return {"steps": total, "stopped_at": total // 2, "max_abs_diff": diff}
+
+        cases.append((f"resume/{family}", case))
+    return cases
+
+
 def throughput_configs(quick: bool) -> dict[str, tuple[dict[str, Any], list[int] | None]]:
     """name -> (run config, schedule steps to time; None: step 0). PGAN: the last step of each resolution."""
     res = 16 if quick else 128
@@ -374,7 +402,8 @@ def table(results: list[dict[str, Any]]) -> str:
             return format(value, fmt) if isinstance(value, (int, float)) else "-".rjust(width)
         notes = [f"{label} {entry[key]:.1e}" for key, label in (
             ("first_step_rel_diff_vs_fp32", "vs fp32: step 1"), ("max_rel_diff_vs_fp32", "max"),
-            ("perturbed_rel_diff", f"fp32 nudged by {PERTURBATION:g}: max")) if key in entry]
+            ("perturbed_rel_diff", f"fp32 nudged by {PERTURBATION:g}: max"),
+            ("max_abs_diff", "resumed vs straight: weights")) if key in entry]
         if entry["status"] != "ok":
             notes.append(entry["reason"][:80])
         lines.append(f"{entry['case']:40s} {entry['status']:8s} {cell('img_per_s', '9.1f')} "
@@ -400,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runner = Runner(args, device)
     train_eager, train_compiled = family_cases(args, device)
     speed_eager, speed_compiled, speed_autotuned = throughput_cases(args, device)
-    for name, case in train_eager + speed_eager + metric_cases(args, device):
+    for name, case in train_eager + resume_cases(args, device) + speed_eager + metric_cases(args, device):
         runner.record(name, case)
     if args.quick:  # compiling takes minutes on CPU: one family stands for the rest
         for name, _ in speed_compiled + [c for c in train_compiled if c[0] != "train/wgan-gp/compiled"]:

@@ -27,6 +27,7 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     expected |= {f"speed/pgan16/step{start}/{mode}" for start in (99, 199, 299) for mode in ("fp32", "bf16")}
     expected |= {"speed/pgan16/step199/compiled", "speed/pgan16/step299/compiled"}  # the two largest resolutions
     expected |= {"metric/fid_features", "metric/swd", "metric/frechet"}
+    expected |= {f"resume/{family}" for family in FAMILIES}
     autotuned = {f"speed/{name}/cudnn_benchmark" for name in ("biggan/step0", "stargan2/step0", "wgan-gp/step0",
                                                              "pgan16/step99", "pgan16/step199", "pgan16/step299")}
     assert set(cases) == expected | autotuned
@@ -43,6 +44,9 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
         assert 0 < cases[f"train/{family}/fp32"]["perturbed_rel_diff"] < 1e-2, family
         bf16 = cases[f"train/{family}/bf16"]
         assert 1e-4 < bf16["first_step_rel_diff_vs_fp32"] <= bf16["max_rel_diff_vs_fp32"] < 0.5, family
+    for family in FAMILIES:  # on the CPU a resume is exact (the device's defaults: channels_last, fused Adam)
+        assert cases[f"resume/{family}"]["status"] == "ok", cases[f"resume/{family}"]
+        assert cases[f"resume/{family}"]["max_abs_diff"] == 0.0, family
     assert cases["train/wgan-gp/compiled"]["first_step_rel_diff_vs_fp32"] < 1e-4
     assert cases["speed/wgan-gp/step0/bf16"]["speedup_vs_fp32"] == pytest.approx(
         cases["speed/wgan-gp/step0/fp32"]["s_per_step"] / cases["speed/wgan-gp/step0/bf16"]["s_per_step"])
