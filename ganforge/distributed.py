@@ -84,6 +84,17 @@ class DistInfo:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """`values` averaged over ranks (host side, like the votes: no device synchronisation). Every rank calls it
+        at the same point with the same keys, e.g. its log means: each rank's losses are means over its equal share
+        of the global batch, so their average is the global batch's mean, as one process would log it."""
+        if not self.enabled or not values:
+            return values
+        keys = sorted(values)
+        total = torch.tensor([values[key] for key in keys], dtype=torch.float64)
+        torch_dist.all_reduce(total, group=_groups.get("votes"))
+        return dict(zip(keys, (total / self.world_size).tolist(), strict=True))
+
     def max_over_ranks(self, value: int) -> int:
         """The largest `value` any rank holds (a host-side vote: CPU tensor, gloo, no device synchronisation)."""
         if not self.enabled:

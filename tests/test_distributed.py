@@ -68,8 +68,14 @@ def test_two_process_gloo_run_matches_single_process_run(tmp_path):
     single, ddp = train_one_and_two_processes(config, tmp_path, until=4)
     assert any(key.startswith("lookahead/") for key in safetensors.torch.load_file(
         str(single / "checkpoints" / "00000004.safetensors")))
-    logs = (ddp / "log.jsonl").read_text().splitlines()
-    assert len(logs) == 2  # only rank 0 logs (steps 2 and 4)
+    logs = [json.loads(line) for line in (ddp / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in logs] == [2, 4]  # only rank 0 logs
+    # ...the global batch's losses, as one process logs them (each rank's share averaged over ranks)
+    for one, two in zip((json.loads(x) for x in (single / "log.jsonl").read_text().splitlines()), logs, strict=True):
+        losses = [key for key in one if key.startswith(("loss_", "wdist", "gp"))]
+        assert {"loss_D", "loss_G", "wdist", "gp"} <= set(losses)
+        assert {key: two[key] for key in losses} == pytest.approx({key: one[key] for key in losses}, rel=1e-4,
+                                                                  abs=1e-6)
 
 
 @pytest.mark.slow

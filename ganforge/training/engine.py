@@ -428,7 +428,7 @@ class Trainer:
 
     def read_pending(self, *, logs: bool, current: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
         """`PendingValues.read` agreed over ranks: a non-finite loss on any rank stops (or rolls back) every rank
-        at the same step, before any of them writes."""
+        at the same step, before any of them writes; the log means are averaged over ranks (the global batch's)."""
         try:
             means = self.pending.read(logs=logs, current=current)
         except NonFiniteError:
@@ -437,6 +437,8 @@ class Trainer:
         if self.dist.max_over_ranks(0):
             raise NonFiniteError(f"step {self.step}: a loss on another rank is NaN/Inf; stopping before it reaches "
                                  "a checkpoint or a sample")
+        if logs and self.dist.enabled:
+            means.update(self.dist.mean_over_ranks({key: means[key] for key in means if key not in (current or {})}))
         return means
 
     def roll_back(self, err: NonFiniteError, logger: RunLogger, attempt: int) -> None:
