@@ -241,7 +241,7 @@ FidMode = Literal["legacy-tf", "clean"]
 # so a run that ran out of GPU memory goes on in more of them.
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
                      "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile",
-                     "model.micro_batches")
+                     "deterministic", "model.micro_batches")
 
 
 @dataclasses.dataclass
@@ -276,6 +276,9 @@ class RunConfig:
     # kept so runs saved with it resume in the precision they trained in.
     amp: Literal["off", "bf16", "fp16", "auto"] = "off"
     compile: bool = False  # torch.compile the networks (per network eager fallback with a warning); same weights
+    # bit-reproducible GPU runs: torch's deterministic algorithms only (an op without one stops the run naming it),
+    # cuDNN without autotuning, cuBLAS's fixed workspace; slower on CUDA, already the case on the CPU
+    deterministic: bool = False
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000

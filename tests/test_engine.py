@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 
 import pytest
 import safetensors.torch
@@ -11,9 +12,9 @@ from pgan_tiny import TINY_PGAN
 import ganforge
 from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
-from ganforge.families.base import Phase
+from ganforge.families.base import Phase, StepPlan
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.engine import NonFiniteError
+from ganforge.training.engine import NonFiniteError, Trainer, use_deterministic_algorithms
 
 
 def tensors_of(run, step):
@@ -273,3 +274,39 @@ def test_a_batch_splits_into_equal_consecutive_micro_batches():
 def test_a_phase_refuses_micro_batches_it_cannot_split(micro_batches, data):
     with pytest.raises(ValueError, match=f"phase D: micro_batches {micro_batches}"):
         Phase("D", ("D",), lambda batch: None, micro_batches=micro_batches, data=data)
+
+
+@pytest.fixture
+def restores_determinism_flags():
+    """`deterministic: true` sets process-wide flags; the tests after this one run with the flags they had."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+              torch.backends.cudnn.deterministic)
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1:]
+
+
+def test_deterministic_runs_under_torch_s_deterministic_algorithms_and_may_be_switched_on_resume(
+        tmp_path, monkeypatch, restores_determinism_flags):
+    torch.use_deterministic_algorithms(False)
+    run = tmp_path / "run"
+    seen = []
+    train_step = Trainer.train_step
+
+    def watched(self: Trainer, plan: StepPlan) -> dict[str, torch.Tensor]:
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return train_step(self, plan)
+
+    monkeypatch.setattr(Trainer, "train_step", watched)
+    ganforge.train({**TINY_PGAN, "deterministic": True}, run, until=2)
+    assert seen == [True, True] and torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(False)
+    assert ganforge.train(TINY_PGAN, run, until=3).step == 3  # it changes no computation: a resume may drop it
+    assert seen[-1] is False
+    # on CUDA, cuBLAS also needs its fixed workspace, set unless the user chose one
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    use_deterministic_algorithms(torch.device("cuda"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    use_deterministic_algorithms(torch.device("cuda"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

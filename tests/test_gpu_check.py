@@ -44,9 +44,10 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
         assert 0 < cases[f"train/{family}/fp32"]["perturbed_rel_diff"] < 1e-2, family
         bf16 = cases[f"train/{family}/bf16"]
         assert 1e-4 < bf16["first_step_rel_diff_vs_fp32"] <= bf16["max_rel_diff_vs_fp32"] < 0.5, family
-    for family in FAMILIES:  # on the CPU a resume is exact (the device's defaults: channels_last, fused Adam)
-        assert cases[f"resume/{family}"]["status"] == "ok", cases[f"resume/{family}"]
-        assert cases[f"resume/{family}"]["max_abs_diff"] == 0.0, family
+    # on the CPU a resume is exact (the device's defaults: channels_last, fused Adam); --quick resumes one family
+    assert cases["resume/wgan-gp"]["status"] == "ok" and cases["resume/wgan-gp"]["max_abs_diff"] == 0.0
+    assert {name for name, entry in cases.items() if name.startswith("resume/") and entry["status"] == "skipped"} == {
+        f"resume/{family}" for family in FAMILIES if family != "wgan-gp"}
     assert cases["train/wgan-gp/compiled"]["first_step_rel_diff_vs_fp32"] < 1e-4
     assert cases["speed/wgan-gp/step0/bf16"]["speedup_vs_fp32"] == pytest.approx(
         cases["speed/wgan-gp/step0/fp32"]["s_per_step"] / cases["speed/wgan-gp/step0/bf16"]["s_per_step"])

@@ -143,6 +143,18 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
+def use_deterministic_algorithms(device: torch.device) -> None:
+    """`deterministic: true`, process-wide: two runs of one config on one GPU, or a run and its resume, take
+    bit-identical steps. CUDA's atomically accumulating kernels (cuDNN's fastest weight gradients, index_add, the
+    backward of some interpolations) add in the order threads finish; torch then picks ordered ones and raises,
+    naming the op, where none exists. cuBLAS needs a fixed workspace for the same (set before its first use)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 class Trainer:
     """Builds a run (new or resumed) and trains it to the end of the family's schedule."""
 
@@ -155,6 +167,8 @@ class Trainer:
         if self.device.type == "cuda":  # float32 storage and sums; matmuls and convolutions on TF32 tensor cores
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if config.deterministic:
+            use_deterministic_algorithms(self.device)
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)))
