@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib
 import io
 import sys
 import tempfile
@@ -77,6 +78,14 @@ BIGGAN_PRESETS = {
                   "--BN_eps", "1e-5", "--adam_eps", "1e-6", "--G_ortho", "1e-4", "--D_ortho", "1e-4", "--G_shared",
                   "--G_init", "ortho", "--D_init", "ortho", "--hier", "--dim_z", "20", "--shared_dim", "16",
                   "--G_eval_mode", "--ema", "--use_ema"], "biggan_imagenet128_bs256x8.yaml"),
+    # launch_BigGAN_deep.sh at 32 px: BigGANdeep.py's networks, 2 blocks per stage, the whole z (20) joined to the
+    # embedding (16), attention at 16, accumulations cut to 2
+    "deep": (["--model", "BigGANdeep", "--shuffle", "--num_G_accumulations", "2", "--num_D_accumulations", "2",
+              "--num_D_steps", "1", "--G_lr", "1e-4", "--D_lr", "4e-4", "--D_B2", "0.999", "--G_B2", "0.999",
+              "--G_attn", "16", "--D_attn", "16", "--G_depth", "2", "--D_depth", "2", "--G_nl", "inplace_relu",
+              "--D_nl", "inplace_relu", "--SN_eps", "1e-6", "--BN_eps", "1e-5", "--adam_eps", "1e-6", "--G_ortho",
+              "0.0", "--G_shared", "--G_init", "ortho", "--D_init", "ortho", "--hier", "--dim_z", "20",
+              "--shared_dim", "16", "--G_eval_mode", "--ema", "--use_ema"], "biggan_deep_imagenet128.yaml"),
 }
 FADE_JUMP = 1000  # ganforge's schedule: alpha 1 - k/4 for k·FADE_JUMP <= local step < (k+1)·FADE_JUMP
 
@@ -388,25 +397,25 @@ def biggan(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
     official z_ / y_ draws (`Distribution.sample_`) are recorded and replayed as ganforge's `draw_latents`."""
     sys.path.insert(0, str(repo))
     stub_missing_modules(UNUSED_BY_A_STEP)
-    import BigGAN
     import train_fns
     import utils
 
     batch, classes = args.batch, 4  # builtin:shapes' shape column
     preset_args, preset_config = BIGGAN_PRESETS[args.preset]
+    model = importlib.import_module("BigGANdeep" if args.preset == "deep" else "BigGAN")  # train.py's --model
     flags = vars(utils.prepare_parser().parse_args([
         *preset_args, "--G_ch", str(args.ch), "--D_ch", str(args.ch), "--batch_size", str(batch),
         "--ema_start", str(args.ema_start)]))
     flags.update(resolution=32, n_classes=classes, G_activation=utils.activation_dict[flags["G_nl"]],
                  D_activation=utils.activation_dict[flags["D_nl"]])
     utils.seed_rng(args.seed)
-    G, D = BigGAN.Generator(**flags), BigGAN.Discriminator(**flags)
-    G_ema = BigGAN.Generator(**{**flags, "skip_init": True, "no_optim": True})
+    G, D = model.Generator(**flags), model.Discriminator(**flags)
+    G_ema = model.Generator(**{**flags, "skip_init": True, "no_optim": True})
     ema = utils.ema(G, G_ema, flags["ema_decay"], flags["ema_start"])
     state = {"itr": 0}
     z_, y_ = utils.prepare_z_y(batch, G.dim_z, classes, device="cpu")
     z_ = z_.to("cpu", torch.get_default_dtype())
-    train = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, ema, state, flags)
+    train = train_fns.GAN_training_function(G, D, model.G_D(G, D), z_, y_, ema, state, flags)
     drawn: list[tuple[torch.Tensor, torch.Tensor]] = []  # (z, y) of each G forward: train() samples z_, then y_
     sample_z, sample_y = z_.sample_, y_.sample_
     pending: dict[str, torch.Tensor] = {}
@@ -427,9 +436,11 @@ def biggan(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
     config.update(data="builtin:shapes?count=256&resolution=32", seed=args.seed)
     config["model"].update(n_classes=classes, g_ch=args.ch, d_ch=args.ch, batch_size=batch,
                            ema_start=args.ema_start, steps=args.steps, resolution=32)
-    if args.preset == "imagenet":  # the launch script's structure at 32 px, its accumulations cut to 2, ortho on
+    if args.preset in ("imagenet", "deep"):  # the launch script's structure at 32 px, its accumulations cut to 2
         config["model"].update(latent_dim=20, shared_dim=16, g_attention=[16], d_attention=[16],
-                               num_d_accumulations=2, num_g_accumulations=2, g_ortho=1e-4, d_ortho=1e-4)
+                               num_d_accumulations=2, num_g_accumulations=2)
+    if args.preset == "imagenet":  # ortho on, as the paper (the script: 0)
+        config["model"].update(g_ortho=1e-4, d_ortho=1e-4)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = build(config, "fp32", torch.device("cpu"), Path(scratch) / "run")
     nets = trainer.family.nets
@@ -497,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     stargan.add_argument("--micro-batches", type=int, default=1,
                          help="ganforge computes each phase's batch in this many slices (the official code: whole)")
     big = parser.add_argument_group("BigGAN")
-    big.add_argument("--preset", choices=["cifar", "imagenet"], default="cifar",
-                     help="launch_cifar_ema.sh, or launch_BigGAN_bs256x8.sh's structure at 32 px")
+    big.add_argument("--preset", choices=list(BIGGAN_PRESETS), default="cifar",
+                     help="launch_cifar_ema.sh, or launch_BigGAN_bs256x8.sh's or launch_BigGAN_deep.sh's structure "
+                          "at 32 px")
     big.add_argument("--ch", type=int, default=8, help="G_ch and D_ch (the presets: 64, 96)")
     big.add_argument("--ema-start", type=int, default=3, help="the step the EMA starts at (the preset: 1000)")
     args = parser.parse_args(argv)

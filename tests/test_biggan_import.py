@@ -192,8 +192,11 @@ def test_folder_and_config_errors(tmp_path):
     with pytest.raises(BigGANImportError, match="no state_dict.pth"):
         load_biggan_pytorch(tmp_path)
     flags = read_training_state(fixture_dir("i128") / "state_dict.pth")["config"]
-    with pytest.raises(BigGANImportError, match="'model' = 'BigGANdeep'"):
-        config_from_official({**flags, "model": "BigGANdeep"})
+    with pytest.raises(BigGANImportError, match="'model' = 'StyleGAN'; expected 'BigGAN' or 'BigGANdeep'"):
+        config_from_official({**flags, "model": "StyleGAN"})
+    deep = config_from_official({**flags, "model": "BigGANdeep", "G_depth": 3, "D_depth": 1})
+    assert (deep.deep, deep.g_depth, deep.d_depth, deep.g_dim_z) == (True, 3, 1, flags["dim_z"])  # no z chunks
+    assert not config_from_official({**flags, "G_depth": 3}).deep  # BigGAN.py ignores the depth flags
     with pytest.raises(BigGANImportError, match="'mybn' = True"):
         config_from_official({**flags, "mybn": True})
     with pytest.raises(BigGANImportError, match="'G_init' = 'kaiming'"):

@@ -113,6 +113,7 @@ def _missing(family: str) -> str | None:
     ("stargan2", ["--steps", "3", "--micro-batches", "2"]),  # ganforge in slices, the official code whole
     ("biggan", ["--steps", "3", "--ema-start", "2"]),  # the EMA starts within the check
     ("biggan", ["--preset", "imagenet", "--steps", "2"]),  # attention, hierarchical z, accumulations, ortho
+    ("biggan", ["--preset", "deep", "--steps", "3"]),  # BigGAN-deep's networks, its whole z, the EMA's start
 ])
 def test_ganforge_takes_the_official_training_steps(family: str, args: list[str]) -> None:
     if _missing(family):

@@ -77,6 +77,9 @@ class BigGANConfig:
     standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
     steps: int = 150000  # G iterations
+    deep: bool = False  # BigGAN-deep (BigGANdeep.py): bottleneck blocks, the whole z with the embedding
+    g_depth: int | None = None  # BigGAN-deep's blocks per stage; None: 2, as launch_BigGAN_deep.sh
+    d_depth: int | None = None
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"dim_z": "latent_dim"}  # old spelling, still read (config.py)
 
@@ -85,6 +88,13 @@ class BigGANConfig:
                     "num_d_accumulations", "num_g_accumulations", "steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
+        for key in ("g_depth", "d_depth"):
+            value = getattr(self, key)
+            if value is not None and not self.deep:
+                raise ConfigError(f"model.{key}: {value} counts BigGAN-deep's blocks per stage; without model.deep: "
+                                  "true it would do nothing")
+            if value is not None and value < 1:
+                raise ConfigError(f"model.{key}: expected a positive integer, got {value}")
         if self.g_batch_size is not None and self.g_batch_size < 1:
             raise ConfigError(f"model.g_batch_size: expected null or a positive integer, got {self.g_batch_size}")
         for key in ("g_ortho", "d_ortho"):
@@ -127,7 +137,8 @@ class BigGANConfig:
                               dim_z=self.latent_dim, g_shared=self.g_shared, shared_dim=self.shared_dim,
                               hier=self.hier, g_attention=tuple(self.g_attention),
                               d_attention=tuple(self.d_attention), g_init=self.g_init, d_init=self.d_init, g_sn=sn,
-                              d_sn=sn, bn_eps=self.bn_eps)
+                              d_sn=sn, bn_eps=self.bn_eps, deep=self.deep, g_depth=self.g_depth or 2,
+                              d_depth=self.d_depth or 2)
         except ValueError as error:
             raise ConfigError(f"model: {error}") from None
 
@@ -337,7 +348,9 @@ class BigGANFamily(Family):
         return {"resolution": self.resolution, "classes": self.n_classes,
                 "label_column": self.dataset.label_columns[0][0] if self.dataset.label_columns else None,
                 "effective_batch": self.config.batch_size * self.config.num_d_accumulations,
-                "attention": {"G": list(self.arch.g_attention), "D": list(self.arch.d_attention)}}
+                "attention": {"G": list(self.arch.g_attention), "D": list(self.arch.d_attention)},
+                **({"deep": f"{self.arch.g_depth} G / {self.arch.d_depth} D blocks per stage"} if self.arch.deep
+                   else {})}
 
 
 @torch.no_grad()

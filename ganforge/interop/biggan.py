@@ -104,8 +104,9 @@ def _attention(spec: Any, stage_resolutions: tuple[int, ...], key: str, where: s
 def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> BigGANArch:
     """Translate BigGAN-PyTorch flags (the ``config`` in state_dict.pth) into a :class:`BigGANArch`."""
     model = flags.get("model", "BigGAN")
-    if model != "BigGAN":
-        raise BigGANImportError(f"{where}: config 'model' = {model!r}; only 'BigGAN' is supported (not BigGANdeep)")
+    if model not in ("BigGAN", "BigGANdeep"):
+        raise BigGANImportError(f"{where}: config 'model' = {model!r}; expected 'BigGAN' or 'BigGANdeep'")
+    deep = model == "BigGANdeep"
     for key, allowed in (("norm_style", {"bn"}), ("mybn", {False}), ("cross_replica", {False}),
                          ("G_nl", {"relu", "inplace_relu", "ir"}), ("D_nl", {"relu", "inplace_relu", "ir"})):
         if key in flags and flags[key] not in allowed:
@@ -135,7 +136,7 @@ def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch 
             g_attention=_attention(flags.get("G_attn", "64"), generator_stages(int(resolution), g_ch).resolution,
                                    "G_attn", where),
             d_attention=_attention(flags.get("D_attn", "64"),
-                                   discriminator_stages(int(resolution), d_ch).resolution, "D_attn", where),
+                                   discriminator_stages(int(resolution), d_ch, deep=deep).resolution, "D_attn", where),
             g_init=inits["G_init"],
             d_init=inits["D_init"],
             g_spectral_norm=flags.get("G_param", "SN") == "SN",
@@ -146,6 +147,9 @@ def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch 
                             float(flags.get("SN_eps", 1e-8))),
             bn_eps=float(flags.get("BN_eps", 1e-5)),
             d_wide=bool(flags.get("D_wide", True)),
+            deep=deep,
+            g_depth=int(flags.get("G_depth", 2)) if deep else 2,
+            d_depth=int(flags.get("D_depth", 2)) if deep else 2,
         )
     except ValueError as error:
         raise BigGANImportError(f"{where}: config does not describe a valid BigGAN: {error}") from error
@@ -280,6 +284,7 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
         "g_attention": list(arch.g_attention), "d_attention": list(arch.d_attention),
         "g_init": arch.g_init, "d_init": arch.d_init, "num_svs": arch.g_sn.num_svs, "num_sv_itrs": arch.g_sn.num_itrs,
         "sn_eps": arch.g_sn.eps, "bn_eps": arch.bn_eps, "batch_size": int(flags.get("batch_size", 64)),
+        **({"deep": True, "g_depth": arch.g_depth, "d_depth": arch.d_depth} if arch.deep else {}),
         "g_batch_size": int(flags.get("G_batch_size", 0)) or None, "num_d_steps": int(flags.get("num_D_steps", 2)),
         "num_d_accumulations": int(flags.get("num_D_accumulations", 1)),
         "num_g_accumulations": int(flags.get("num_G_accumulations", 1)), "g_lr": float(flags.get("G_lr", 5e-5)),

@@ -7,6 +7,11 @@ embedding of the class.
 
 The channel multipliers and stage resolutions are the official tables, quirks included: the 32×32 D labels all
 its blocks "16", so attention at 16 there means attention after every D block.
+
+BigGAN-deep (``deep``, BigGAN-PyTorch's BigGANdeep.py): ``g_depth``/``d_depth`` bottleneck blocks per stage, the
+whole z joined to the class embedding for the first linear and every CBN (no chunks), a 3×3 stem conv before D's
+blocks and D tables of their own. Modules are grouped as the official ones are (each G block its own group, D
+blocks grouped by stage), so state-dict keys match its checkpoints.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ganforge.nn.biggan_layers import BatchNorm2d, DiscriminatorBlock, GeneratorBlock, SelfAttention
+from ganforge.nn.biggan_layers import (
+    DEEP_CHANNEL_RATIO,
+    BatchNorm2d,
+    DeepDiscriminatorBlock,
+    DeepGeneratorBlock,
+    DiscriminatorBlock,
+    GeneratorBlock,
+    SelfAttention,
+)
 from ganforge.nn.spectral_norm import SNSettings, conv2d, embedding, linear
 
 InitScheme = Literal["ortho", "N02", "xavier"]
@@ -49,6 +62,14 @@ _D_TABLES: dict[int, tuple[list[int], list[int], list[int], list[bool]]] = {
     128: ([1, 2, 4, 8, 16], [1, 2, 4, 8, 16, 16], [64, 32, 16, 8, 4, 4], [True] * 5 + [False]),
     256: ([1, 2, 4, 8, 8, 16], [1, 2, 4, 8, 8, 16, 16], [128, 64, 32, 16, 8, 4, 4], [True] * 6 + [False]),
 }
+# BigGAN-deep's D: (in, out, resolution labels, downsampling) per stage, from BigGANdeep.py's D_arch; the input
+# reaches the first stage through the stem conv (3 → in[0])
+_D_DEEP_TABLES: dict[int, tuple[list[int], list[int], list[int], list[bool]]] = {
+    32: ([4, 4, 4], [4, 4, 4], [16, 16, 16], [True, True, False]),
+    64: ([1, 2, 4, 8], [2, 4, 8, 16], [32, 16, 8, 4], [True] * 4),
+    128: ([1, 2, 4, 8, 16], [2, 4, 8, 16, 16], [64, 32, 16, 8, 4], [True] * 5),
+    256: ([1, 2, 4, 8, 8, 16], [2, 4, 8, 8, 16, 16], [128, 64, 32, 16, 8, 4], [True] * 6),
+}
 RESOLUTIONS: tuple[int, ...] = tuple(sorted(_G_TABLES))
 
 
@@ -58,8 +79,12 @@ def generator_stages(resolution: int, ch: int) -> StageTable:
     return StageTable(tuple(ch * m for m in ins), tuple(ch * m for m in outs), tuple(res), (True,) * len(res))
 
 
-def discriminator_stages(resolution: int, ch: int) -> StageTable:
-    """D's block table at `resolution` (input 3 channels; the last block(s) keep the 4×4 size)."""
+def discriminator_stages(resolution: int, ch: int, *, deep: bool = False) -> StageTable:
+    """D's block table at `resolution` (input 3 channels; the last block(s) keep the 4×4 size); `deep`: BigGAN-deep's
+    stages, which start after the stem conv."""
+    if deep:
+        ins, outs, res, down = _D_DEEP_TABLES[_check_resolution(resolution)]
+        return StageTable(tuple(ch * m for m in ins), tuple(ch * m for m in outs), tuple(res), tuple(down))
     ins, outs, res, down = _D_TABLES[_check_resolution(resolution)]
     return StageTable((3, *(ch * m for m in ins)), tuple(ch * m for m in outs), tuple(res), tuple(down))
 
@@ -77,7 +102,9 @@ class BigGANArch:
     ``g_shared`` adds the shared (non-SN) class embedding of ``shared_dim`` (0 = dim_z) that every CBN projects;
     without it each CBN has its own class tables. ``hier`` splits z into one chunk per block plus one for the
     first linear ("skip-z"); dim_z is then rounded down to a multiple of the chunk count, as the official code
-    does. Attention lists stage resolutions (an empty tuple = none).
+    does. Attention lists stage resolutions (an empty tuple = none). ``deep``: BigGAN-deep (module docstring),
+    which needs ``g_shared`` and ``hier`` (the official code fails without them) and takes ``g_depth``/``d_depth``
+    blocks per stage.
     """
 
     resolution: int = 128
@@ -98,10 +125,13 @@ class BigGANArch:
     d_sn: SNSettings = field(default_factory=lambda: SNSettings(eps=1e-6))
     bn_eps: float = 1e-5
     d_wide: bool = True
+    deep: bool = False
+    g_depth: int = 2  # BigGAN-deep's blocks per stage
+    d_depth: int = 2
 
     def __post_init__(self) -> None:
         _check_resolution(self.resolution)
-        for key in ("n_classes", "g_ch", "d_ch", "dim_z"):
+        for key in ("n_classes", "g_ch", "d_ch", "dim_z", "g_depth", "d_depth"):
             if getattr(self, key) < 1:
                 raise ValueError(f"BigGAN config '{key}' must be >= 1, got {getattr(self, key)}")
         if self.shared_dim < 0:
@@ -112,26 +142,41 @@ class BigGANArch:
                                  f"got {getattr(self, key)!r}")
         if self.hier and not self.g_shared:
             raise ValueError("BigGAN config 'hier' needs 'g_shared' (z chunks join the shared class embedding)")
+        if self.deep and not self.hier:
+            raise ValueError("BigGAN config 'deep' needs 'hier' and 'g_shared' (BigGAN-deep joins the whole z to the "
+                             "shared class embedding)")
+        if not self.deep and (self.g_depth, self.d_depth) != (2, 2):
+            raise ValueError(f"BigGAN config 'g_depth'/'d_depth' ({self.g_depth}/{self.d_depth}) count BigGAN-deep's "
+                             "blocks per stage; without 'deep' they would do nothing")
+        if self.deep and not self.d_wide:
+            raise ValueError("BigGAN config 'd_wide': false has no meaning for BigGAN-deep's bottleneck D")
         if self.hier and self.dim_z < self.num_slots:
             raise ValueError(f"BigGAN config 'dim_z' = {self.dim_z} is smaller than the {self.num_slots} z chunks "
                              "of 'hier'")
         _check_attention("g_attention", self.g_attention, generator_stages(self.resolution, self.g_ch))
-        _check_attention("d_attention", self.d_attention, discriminator_stages(self.resolution, self.d_ch))
+        _check_attention("d_attention", self.d_attention,
+                         discriminator_stages(self.resolution, self.d_ch, deep=self.deep))
+        if self.deep:
+            widths = generator_stages(self.resolution, self.g_ch).in_channels
+            widths += discriminator_stages(self.resolution, self.d_ch, deep=True).out_channels
+            if min(widths) < DEEP_CHANNEL_RATIO:
+                raise ValueError(f"BigGAN config 'g_ch'/'d_ch': BigGAN-deep's bottlenecks need every block at least "
+                                 f"{DEEP_CHANNEL_RATIO} channels wide, got {min(widths)}")
 
     @property
     def num_slots(self) -> int:
-        """z chunks: one per G block plus one for the first linear layer (1 without hier)."""
-        return len(_G_TABLES[self.resolution][0]) + 1 if self.hier else 1
+        """z chunks: one per G block plus one for the first linear layer (1 without hier, and for BigGAN-deep)."""
+        return len(_G_TABLES[self.resolution][0]) + 1 if self.hier and not self.deep else 1
 
     @property
     def z_chunk(self) -> int:
-        """Size of each z chunk (0 without hier, as officially)."""
-        return self.dim_z // self.num_slots if self.hier else 0
+        """Size of each z chunk (0 without hier and for BigGAN-deep, as officially)."""
+        return self.dim_z // self.num_slots if self.hier and not self.deep else 0
 
     @property
     def g_dim_z(self) -> int:
-        """The dim_z G really uses (rounded down to whole chunks under hier)."""
-        return self.z_chunk * self.num_slots if self.hier else self.dim_z
+        """The dim_z G really uses (rounded down to whole chunks under BigGAN's hier)."""
+        return self.z_chunk * self.num_slots if self.z_chunk else self.dim_z
 
     @property
     def embedding_dim(self) -> int:
@@ -177,17 +222,26 @@ class Generator(nn.Module):
         sn = config.g_sn if config.g_spectral_norm else None
         stages = generator_stages(config.resolution, config.g_ch)
         self.stages = stages
-        condition = config.embedding_dim + config.z_chunk if config.g_shared else config.n_classes
-        first_input = config.z_chunk if config.hier else config.dim_z
+        if config.deep:  # the embedding joined to the whole z feeds the first linear and every CBN
+            condition = first_input = config.embedding_dim + config.dim_z
+        else:
+            condition = config.embedding_dim + config.z_chunk if config.g_shared else config.n_classes
+            first_input = config.z_chunk if config.hier else config.dim_z
         self.shared = nn.Embedding(config.n_classes, config.embedding_dim) if config.g_shared else None
         self.linear = linear(first_input, stages.in_channels[0] * BOTTOM_WIDTH**2, sn=sn)
         self.blocks = nn.ModuleList()
         for c_in, c_out, res in zip(stages.in_channels, stages.out_channels, stages.resolution, strict=True):
-            block: list[nn.Module] = [GeneratorBlock(c_in, c_out, condition, from_labels=not config.g_shared,
-                                                     sn=sn, bn_eps=config.bn_eps)]
+            if config.deep:  # g_depth blocks, each its own group; the stage's last one upsamples and narrows
+                groups: list[list[nn.Module]] = [
+                    [DeepGeneratorBlock(c_in, c_out if last else c_in, condition, upsample=last, sn=sn,
+                                        bn_eps=config.bn_eps)]
+                    for last in (index == config.g_depth - 1 for index in range(config.g_depth))]
+            else:
+                groups = [[GeneratorBlock(c_in, c_out, condition, from_labels=not config.g_shared, sn=sn,
+                                          bn_eps=config.bn_eps)]]
             if res in config.g_attention:
-                block.append(SelfAttention(c_out, sn=sn))
-            self.blocks.append(nn.ModuleList(block))
+                groups[-1].append(SelfAttention(c_out, sn=sn))
+            self.blocks.extend(nn.ModuleList(group) for group in groups)
         width = stages.out_channels[-1]
         self.output_layer = nn.Sequential(BatchNorm2d(width, OUTPUT_BN_EPS), nn.ReLU(), conv2d(width, 3, 3, sn=sn))
         init_weights(self, config.g_init)
@@ -206,7 +260,10 @@ class Generator(nn.Module):
         cfg = self.config
         if z.ndim != 2 or z.shape[1] != cfg.g_dim_z:
             raise ValueError(f"z must be [N, {cfg.g_dim_z}], got {tuple(z.shape)}")
-        if cfg.hier:
+        if cfg.deep:
+            first = torch.cat([condition, z], dim=1)
+            conditions = [first] * len(self.blocks)
+        elif cfg.hier:
             first, *rest = torch.split(z, cfg.z_chunk, dim=1)
             conditions = [torch.cat([condition, chunk], dim=1) for chunk in rest]
         else:
@@ -226,14 +283,20 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = config
         sn = config.d_sn if config.d_spectral_norm else None
-        stages = discriminator_stages(config.resolution, config.d_ch)
+        stages = discriminator_stages(config.resolution, config.d_ch, deep=config.deep)
         self.stages = stages
+        self.input_conv = conv2d(3, stages.in_channels[0], 3, sn=sn) if config.deep else None
         self.blocks = nn.ModuleList()
         for index, (c_in, c_out, res, down) in enumerate(
             zip(stages.in_channels, stages.out_channels, stages.resolution, stages.resample, strict=True)
         ):
-            block: list[nn.Module] = [DiscriminatorBlock(c_in, c_out, sn=sn, preactivation=index > 0,
-                                                         downsample=down, wide=config.d_wide)]
+            if config.deep:  # d_depth blocks, one group per stage; the first pools and widens
+                block: list[nn.Module] = [DeepDiscriminatorBlock(c_out if depth else c_in, c_out,
+                                                                 downsample=down and not depth, sn=sn)
+                                          for depth in range(config.d_depth)]
+            else:
+                block = [DiscriminatorBlock(c_in, c_out, sn=sn, preactivation=index > 0, downsample=down,
+                                            wide=config.d_wide)]
             if res in config.d_attention:
                 block.append(SelfAttention(c_out, sn=sn))
             self.blocks.append(nn.ModuleList(block))
@@ -247,7 +310,7 @@ class Discriminator(nn.Module):
         expected = (3, self.config.resolution, self.config.resolution)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"D input must be [N, {', '.join(map(str, expected))}], got {tuple(x.shape)}")
-        h = x
+        h = x if self.input_conv is None else self.input_conv(x)
         for block in self.blocks:
             for layer in block:
                 h = layer(h)

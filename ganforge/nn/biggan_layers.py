@@ -1,4 +1,5 @@
-"""BigGAN building blocks: (class-)conditional batch norm, SAGAN self-attention, up- and down-ResBlocks.
+"""BigGAN building blocks: (class-)conditional batch norm, SAGAN self-attention, up- and down-ResBlocks (BigGAN's and
+BigGAN-deep's bottleneck ones).
 
 Shapes and the order of operations follow BigGAN-PyTorch so that its checkpoints reproduce exactly; the module
 names match its state-dict keys except the batch-norm statistics, which use torch's ``running_mean`` /
@@ -17,6 +18,7 @@ from ganforge.nn.resample import upsample_nearest_2x
 from ganforge.nn.spectral_norm import SNSettings, conv2d, linear
 
 BN_MOMENTUM = 0.1
+DEEP_CHANNEL_RATIO = 4  # BigGAN-deep's bottleneck: hidden width = block width / 4
 
 
 class _BatchStatistics(nn.Module):
@@ -197,6 +199,63 @@ class DiscriminatorBlock(nn.Module):
         if self.downsample:
             h = F.avg_pool2d(h, 2)
         return h + self._shortcut(x)
+
+
+class DeepGeneratorBlock(nn.Module):
+    """BigGAN-deep's bottleneck up-block: CBN → ReLU → conv1×1 (to in/4) → CBN → ReLU → [×2 nearest] → conv3×3 →
+    CBN → ReLU → conv3×3 → CBN → ReLU → conv1×1 (to out), plus the input itself as shortcut, its surplus channels
+    dropped and [×2 nearest]: no shortcut conv. Every CBN sees the same condition (the embedding and the whole z)."""
+
+    def __init__(self, in_channels: int, out_channels: int, condition: int, *, upsample: bool,
+                 sn: SNSettings | None, bn_eps: float) -> None:
+        super().__init__()
+        if out_channels > in_channels:
+            raise ValueError(f"a BigGAN-deep G block keeps or drops channels, got {in_channels} -> {out_channels}")
+        hidden = in_channels // DEEP_CHANNEL_RATIO
+        self.out_channels = out_channels
+        self.upsample = upsample
+        self.conv1 = conv2d(in_channels, hidden, 1, sn=sn)
+        self.conv2 = conv2d(hidden, hidden, 3, sn=sn)
+        self.conv3 = conv2d(hidden, hidden, 3, sn=sn)
+        self.conv4 = conv2d(hidden, out_channels, 1, sn=sn)
+        self.bn1, self.bn2, self.bn3, self.bn4 = (
+            ConditionalBatchNorm2d(width, condition, from_labels=False, sn=sn, eps=bn_eps)
+            for width in (in_channels, hidden, hidden, hidden))
+
+    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
+        h = F.relu(self.bn2(self.conv1(F.relu(self.bn1(x, condition))), condition))
+        x = x[:, :self.out_channels]
+        if self.upsample:
+            h, x = upsample_nearest_2x(h), upsample_nearest_2x(x)
+        h = self.conv3(F.relu(self.bn3(self.conv2(h), condition)))
+        return self.conv4(F.relu(self.bn4(h, condition))) + x
+
+
+class DeepDiscriminatorBlock(nn.Module):
+    """BigGAN-deep's bottleneck down-block: ReLU → conv1×1 (to out/4) → ReLU → conv3×3 → ReLU → conv3×3 → ReLU →
+    [avg-pool 2×2] → conv1×1 (to out), plus a shortcut: the input [avg-pooled], with a 1×1 conv's output appended
+    for the channels it lacks (the input's own channels pass unchanged)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, downsample: bool, sn: SNSettings | None) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"a BigGAN-deep D block keeps or adds channels, got {in_channels} -> {out_channels}")
+        hidden = out_channels // DEEP_CHANNEL_RATIO
+        self.downsample = downsample
+        self.conv1 = conv2d(in_channels, hidden, 1, sn=sn)
+        self.conv2 = conv2d(hidden, hidden, 3, sn=sn)
+        self.conv3 = conv2d(hidden, hidden, 3, sn=sn)
+        self.conv4 = conv2d(hidden, out_channels, 1, sn=sn)
+        self.conv_sc = conv2d(in_channels, out_channels - in_channels, 1, sn=sn) if out_channels > in_channels \
+            else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv2(F.relu(self.conv1(F.relu(x))))
+        h = F.relu(self.conv3(F.relu(h)))
+        if self.downsample:
+            h, x = F.avg_pool2d(h, 2), F.avg_pool2d(x, 2)
+        shortcut = x if self.conv_sc is None else torch.cat([x, self.conv_sc(x)], dim=1)
+        return self.conv4(h) + shortcut
 
 
 @torch.no_grad()
