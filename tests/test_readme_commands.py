@@ -240,6 +240,8 @@ RULES: list[Rule] = [
     Rule(r"ganforge train biggan -c configs/biggan_imagenet128_bs256x8\.yaml --data data/imagenet128", "biggan-i128",
          add=BIGGAN_TINY + ("--set", "model.n_classes=10"),  # the tiny store (as the i128 fixture) has 10 classes
          expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
+    Rule(r"ganforge train biggan -c configs/biggan_deep_imagenet128\.yaml --data data/imagenet128", "biggan-i128",
+         add=BIGGAN_TINY + ("--set", "model.n_classes=10"), expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
     Rule(r"ganforge import biggan-pytorch weights/BigGAN_I128_hdf5_seed0_\.\.\. -o runs/i128 --data data/imagenet128",
          "biggan-i128", expect=_run_written),
     Rule(r"ganforge stats data/celeba_cropped -o celeba128_stats\.npz", "pgan", add=("--n", "16"),
