@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -88,9 +89,18 @@ class DistInfo:
         """`values` averaged over ranks (host side, like the votes: no device synchronisation). Every rank calls it
         at the same point with the same keys, e.g. its log means: each rank's losses are means over its equal share
         of the global batch, so their average is the global batch's mean, as one process would log it."""
-        if not self.enabled or not values:
+        if not self.enabled:
             return values
         keys = sorted(values)
+        # the ranks first agree that they hold the same keys: averaging other names, or a rank with none skipping
+        # the sum, would log wrong values or hang
+        signature = zlib.crc32("\n".join(keys).encode())
+        vote = torch.tensor([signature, -signature], dtype=torch.int64)
+        torch_dist.all_reduce(vote, op=torch_dist.ReduceOp.MAX, group=_groups.get("votes"))
+        if int(vote[0]) != -int(vote[1]):
+            raise RuntimeError(f"rank {self.rank}: the ranks' log values differ in their keys (this rank's: {keys})")
+        if not keys:
+            return values
         total = torch.tensor([values[key] for key in keys], dtype=torch.float64)
         torch_dist.all_reduce(total, group=_groups.get("votes"))
         return dict(zip(keys, (total / self.world_size).tolist(), strict=True))

@@ -304,3 +304,30 @@ def test_a_best_metric_tick_between_checkpoints_saves_on_every_rank(tmp_path):
     best = json.loads((tmp_path / "run" / "best.json").read_text())["best"]
     assert len(best) == 1 and best[0]["step"] in (7, 10)
     assert (tmp_path / "run" / "checkpoints" / f"{best[0]['step']:08d}.json").is_file()
+
+
+def test_log_means_are_averaged_over_ranks_only_when_every_rank_holds_the_same_keys(monkeypatch):
+    """Rank 0 of two, the other rank's sums simulated: matching keys average; differing keys (or a rank with none,
+    which would otherwise skip the sum and hang the others) stop with an error instead of logging wrong values."""
+    import zlib
+
+    import ganforge.distributed as distributed
+
+    other: dict[str, float] = {"loss_D": 3.0, "loss_G": 5.0}
+
+    def all_reduce(tensor: torch.Tensor, op=None, group=None) -> None:
+        if tensor.dtype == torch.int64:  # the vote on the keys: the largest signature and negated signature
+            theirs = zlib.crc32("\n".join(sorted(other)).encode())
+            tensor.copy_(torch.maximum(tensor, torch.tensor([theirs, -theirs])))
+        else:
+            tensor += torch.tensor([other[key] for key in sorted(other)], dtype=torch.float64)
+
+    monkeypatch.setattr(distributed.torch_dist, "all_reduce", all_reduce)
+    two = DistInfo(rank=0, world_size=2)
+    assert two.mean_over_ranks({"loss_G": 1.0, "loss_D": 1.0}) == {"loss_D": 2.0, "loss_G": 3.0}
+    for theirs in ({"loss_D": 3.0, "gp": 5.0}, {}):
+        other.clear()
+        other.update(theirs)
+        with pytest.raises(RuntimeError, match=r"rank 0: the ranks' log values differ in their keys"):
+            two.mean_over_ranks({"loss_G": 1.0, "loss_D": 1.0})
+    assert DistInfo().mean_over_ranks({"loss_D": 1.0}) == {"loss_D": 1.0}  # one process: nothing to agree on

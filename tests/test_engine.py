@@ -14,7 +14,7 @@ from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.families.base import Phase, StepPlan
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.engine import NonFiniteError, Trainer, use_deterministic_algorithms
+from ganforge.training.engine import NonFiniteError, Trainer, deterministic_algorithms
 
 
 def tensors_of(run, step):
@@ -276,37 +276,36 @@ def test_a_phase_refuses_micro_batches_it_cannot_split(micro_batches, data):
         Phase("D", ("D",), lambda batch: None, micro_batches=micro_batches, data=data)
 
 
-@pytest.fixture
-def restores_determinism_flags():
-    """`deterministic: true` sets process-wide flags; the tests after this one run with the flags they had."""
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-              torch.backends.cudnn.deterministic)
-    yield
-    torch.use_deterministic_algorithms(before[0])
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1:]
-
-
-def test_deterministic_runs_under_torch_s_deterministic_algorithms_and_may_be_switched_on_resume(
-        tmp_path, monkeypatch, restores_determinism_flags):
-    torch.use_deterministic_algorithms(False)
+def test_deterministic_steps_run_under_torch_s_deterministic_algorithms_and_leave_the_process_as_it_was(
+        tmp_path, monkeypatch):
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
     run = tmp_path / "run"
     seen = []
-    train_step = Trainer.train_step
+    train_step = Trainer._train_step
 
     def watched(self: Trainer, plan: StepPlan) -> dict[str, torch.Tensor]:
-        seen.append(torch.are_deterministic_algorithms_enabled())
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                     torch.backends.cudnn.benchmark))
         return train_step(self, plan)
 
-    monkeypatch.setattr(Trainer, "train_step", watched)
+    monkeypatch.setattr(Trainer, "_train_step", watched)
     ganforge.train({**TINY_PGAN, "deterministic": True}, run, until=2)
-    assert seen == [True, True] and torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(False)
-    assert ganforge.train(TINY_PGAN, run, until=3).step == 3  # it changes no computation: a resume may drop it
-    assert seen[-1] is False
+    assert seen == [(True, True, False)] * 2
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic) == flags  # restored after each step
+    assert ganforge.train(TINY_PGAN, run, until=3).step == 3  # it changes how, not what: a resume may drop it
+    assert seen[-1][0] is flags[0]
+    # an op without a deterministic kernel stops the run with one line naming it
+    refusal = (r"^deterministic: true, but put_ has no deterministic implementation on this device; set "
+               r"deterministic: false to train with it$")
+    with pytest.raises(ConfigError, match=refusal), deterministic_algorithms(torch.device("cpu")):
+        torch.zeros(3).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
     # on CUDA, cuBLAS also needs its fixed workspace, set unless the user chose one
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    use_deterministic_algorithms(torch.device("cuda"))
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "recorded, so that the teardown restores the original")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    with deterministic_algorithms(torch.device("cuda")):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
-    use_deterministic_algorithms(torch.device("cuda"))
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    with deterministic_algorithms(torch.device("cuda")):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,19 @@ def test_gpu_check_selection_and_budget_are_recorded_not_silent(tmp_path: Path) 
     assert cases["train/wgan-gp/compiled"]["status"] == "skipped"
     assert cases["train/wgan-gp/compiled"]["reason"].startswith("time budget of 0.001 s spent")
     assert cases["metric/swd"]["reason"] == "not selected by --cases train/wgan-gp/*"
+
+
+def test_deterministic_resume_cases_train_with_it_and_set_cublas_s_workspace(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "recorded, so that the teardown restores the original")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    out = tmp_path / "check.json"
+    _load_gpu_check().main(["--device", "cpu", "--quick", "--out", str(out), "--scratch", str(tmp_path / "scratch"),
+                            "--cases", "resume/*", "--deterministic"])
+    cases = {entry["case"]: entry for entry in json.loads(out.read_text())["cases"]}
+    assert cases["resume/wgan-gp"]["status"] == "ok" and cases["resume/wgan-gp"]["deterministic"] is True
+    assert cases["resume/wgan-gp"]["max_abs_diff"] == 0.0
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
 
 def test_a_case_past_its_time_limit_fails_with_the_reason_and_the_next_case_runs(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 
@@ -152,6 +153,20 @@ def test_mbstd_equals_the_references_var_formula_with_its_derivatives(mode: str)
             second.append(grad2)
         for ours, theirs in (outputs, first, second):
             torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mbstd_reduces_low_precision_activations_in_float32_and_keeps_their_dtype(dtype: torch.dtype) -> None:
+    """Deviations of 100s square past fp16's 65,504; the statistic is reduced in float32 (as torch.var accumulates)
+    and handed on in the activations' dtype, so D's head input stays in autocast's precision."""
+    torch.manual_seed(0)
+    x = (torch.randn(16, 64, 4, 4) * 100).to(dtype)
+    expected = minibatch_stddev(x.double(), 4, mode="zoo")
+    for context in (contextlib.nullcontext(), torch.autocast("cpu", dtype=dtype)):
+        with context:
+            out = minibatch_stddev(x, 4, mode="zoo")
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        torch.testing.assert_close(out.double(), expected, rtol=1e-2, atol=0)
 
 
 def test_mbstd_averages_sqrt_over_features() -> None:

@@ -146,10 +146,10 @@ def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch 
             d_sn=SNSettings(int(flags.get("num_D_SVs", 1)), int(flags.get("num_D_SV_itrs", 1)),
                             float(flags.get("SN_eps", 1e-8))),
             bn_eps=float(flags.get("BN_eps", 1e-5)),
-            d_wide=bool(flags.get("D_wide", True)),
+            d_wide=deep or bool(flags.get("D_wide", True)),  # BigGANdeep.py ignores --D_thin
             deep=deep,
-            g_depth=int(flags.get("G_depth", 2)) if deep else 2,
-            d_depth=int(flags.get("D_depth", 2)) if deep else 2,
+            g_depth=int(flags.get("G_depth", 1)) if deep else 2,  # 1: BigGAN-PyTorch's parser default
+            d_depth=int(flags.get("D_depth", 1)) if deep else 2,
         )
     except ValueError as error:
         raise BigGANImportError(f"{where}: config does not describe a valid BigGAN: {error}") from error

@@ -40,12 +40,17 @@ class PixelNorm(nn.Module):
 
 
 def _group_stddev(members: Tensor, dim: int, correction: int) -> Tensor:
-    """Mean over features of sqrt(variance over the group's members (`dim`) + ε), per group.
+    """Mean over features of sqrt(variance over the group's members (`dim`) + ε), per group, in `members`' dtype.
 
     Written out as mean, squared deviations and sum: `Tensor.var` over a batch dimension took 1 ms for a 4×4 head's
     16 × 64 × 4 × 4 activations on a 2-core CPU (15× this form; four calls per PGAN step, as many as its 4 px
-    convolutions). Equal to it within float rounding.
+    convolutions). Equal to it within float rounding. Low-precision activations (autocast's bf16/fp16) are reduced
+    in float32, as `var` accumulates: fp16 squares overflow above 256, and CUDA's autocast would hand the statistic
+    on as float32 and promote D's whole head input with it.
     """
+    if members.dtype in (torch.float16, torch.bfloat16):
+        with torch.autocast(members.device.type, enabled=False):
+            return _group_stddev(members.float(), dim, correction).to(members.dtype)
     deviations = members - members.mean(dim=dim, keepdim=True)
     variance = deviations.square().sum(dim=dim) / (members.shape[dim] - correction)
     return torch.sqrt(variance + STDDEV_EPS).mean(dim=-1)

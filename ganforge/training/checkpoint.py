@@ -196,6 +196,9 @@ def optimizer_from_tensors(name: str, optimizer: torch.optim.Optimizer, tensors:
             state.setdefault(int(index), {})[slot] = value
     for index, slots in record.get("scalars", {}).items():
         state.setdefault(int(index), {}).update(slots)
+    if len(record["param_groups"]) != len(optimizer.param_groups):
+        raise CheckpointError(f"optimizers.{name}.param_groups: the checkpoint has {len(record['param_groups'])} "
+                              f"parameter groups, this run's optimiser {len(optimizer.param_groups)}")
     groups = []
     for group, current in zip(record["param_groups"], optimizer.param_groups, strict=True):
         group = dict(group)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -143,16 +144,31 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def use_deterministic_algorithms(device: torch.device) -> None:
-    """`deterministic: true`, process-wide: two runs of one config on one GPU, or a run and its resume, take
-    bit-identical steps. CUDA's atomically accumulating kernels (cuDNN's fastest weight gradients, index_add, the
-    backward of some interpolations) add in the order threads finish; torch then picks ordered ones and raises,
-    naming the op, where none exists. cuBLAS needs a fixed workspace for the same (set before its first use)."""
+@contextlib.contextmanager
+def deterministic_algorithms(device: torch.device) -> Iterator[None]:
+    """`deterministic: true` for the steps run inside: two runs of one config on one GPU, or a run and its resume,
+    take bit-identical steps. CUDA's atomically accumulating kernels (cuDNN's fastest weight gradients, index_add,
+    the backward of some interpolations) add in the order threads finish; torch then picks ordered ones, and an op
+    with none stops the run with a one-line error naming it. cuBLAS also needs a fixed workspace, which it reads
+    when the process first uses it: set here if unset (a script that ran CUDA matrix products before exports
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 itself). The process's own settings are restored afterwards."""
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    except RuntimeError as err:
+        if "does not have a deterministic implementation" not in str(err):
+            raise
+        raise ConfigError(f"deterministic: true, but {str(err).splitlines()[0].split(' does not')[0]} has no "
+                          "deterministic implementation on this device; set deterministic: false to train "
+                          "with it") from err
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2:]
 
 
 class Trainer:
@@ -167,8 +183,6 @@ class Trainer:
         if self.device.type == "cuda":  # float32 storage and sums; matmuls and convolutions on TF32 tensor cores
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        if config.deterministic:
-            use_deterministic_algorithms(self.device)
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)))
@@ -451,7 +465,7 @@ class Trainer:
         if self.dist.max_over_ranks(0):
             raise NonFiniteError(f"step {self.step}: a loss on another rank is NaN/Inf; stopping before it reaches "
                                  "a checkpoint or a sample")
-        if logs and self.dist.enabled:
+        if logs:
             means.update(self.dist.mean_over_ranks({key: means[key] for key in means if key not in (current or {})}))
         return means
 
@@ -481,6 +495,12 @@ class Trainer:
     def train_step(self, plan: StepPlan) -> dict[str, torch.Tensor]:
         """One step of every phase; returns the log values as device tensors and leaves the non-finite check of
         its losses in `self.pending` (read at the next host point), so nothing here waits for the device."""
+        if not self.config.deterministic:
+            return self._train_step(plan)
+        with deterministic_algorithms(self.device):
+            return self._train_step(plan)
+
+    def _train_step(self, plan: StepPlan) -> dict[str, torch.Tensor]:
         family = self.family
         family.begin_step(self.step, plan)
         logs: dict[str, torch.Tensor] = {}
