@@ -20,13 +20,16 @@ DEFAULT_RUNS = Path("runs")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", type=Path, help="JSON or YAML config (ours, or pytorch_GAN_zoo's for pgan)")
+    parser.add_argument("-c", "--config", type=Path,
+                        help="JSON or YAML config (ours, or pytorch_GAN_zoo's for pgan), or for biggan a "
+                        "BigGAN-PyTorch launch script (.sh: its train.py flags)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.lr=0.002 (repeatable)")
     parser.add_argument("--data", help="dataset: a store made by `ganforge prepare`, or builtin:shapes[?...]")
 
 
-def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[str, Any] | None = None):
+def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[str, Any] | None = None, *,
+                      reads_data: bool = True):
     from ganforge.config import parse_overrides, read_config_file
     from ganforge.families import resolve_run_config
 
@@ -40,7 +43,7 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
         overrides.append((["on_nan"], args.on_nan))
     if getattr(args, "init_from", None):
         overrides.append((["init_from"], str(args.init_from)))
-    return resolve_run_config(family, data, overrides)
+    return resolve_run_config(family, data, overrides, reads_data=reads_data)
 
 
 # --- prepare --------------------------------------------------------------------------------------------------
@@ -229,7 +232,7 @@ def cmd_align_faces(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from ganforge.api import describe
 
-    config = _config_from_args(args.family, args)
+    config = _config_from_args(args.family, args, reads_data=False)
     report = describe(config)
     if args.json:
         print(json.dumps(report, indent=1))

@@ -14,6 +14,7 @@ import difflib
 import json
 import logging
 import re
+import shlex
 import types
 import typing
 from pathlib import Path
@@ -164,12 +165,19 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+COMMAND_LINE = "command_line"  # read_config_file's key for a shell script: {"file": path, "words": [script.py, ...]}
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or YAML config file as a mapping; errors name the file."""
+    """A JSON or YAML config file as a mapping; errors name the file. A shell script (`.sh`, e.g. BigGAN-PyTorch's
+    launch scripts) is read as its one python command line, `{COMMAND_LINE: {"file": path, "words": [script.py,
+    arg, ...]}}`, for a family that translates the reference's flags (`Family.normalise_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".sh":
+        return {COMMAND_LINE: {"file": str(path), "words": python_command_line(text, str(path))}}
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as err:
@@ -184,6 +192,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def python_command_line(text: str, where: str) -> list[str]:
+    """The words of a shell script's one `python SCRIPT.py ARGS` command from the script on: continuation lines
+    joined (a launch script may end on a dangling backslash), comments dropped, environment assignments and
+    launchers before the script (`CUDA_VISIBLE_DEVICES=0,1 python -u`) skipped. Not a shell: no variables."""
+    commands = []
+    for line in re.sub(r"\\\r?\n", " ", text).rstrip("\\ \n").splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as err:
+            raise ConfigError(f"{where}: cannot read the line {line.strip()[:60]!r}: {err}") from None
+        scripts = [index for index, word in enumerate(words) if word.endswith(".py")]
+        if scripts:
+            commands.append(words[scripts[0]:])
+    if len(commands) != 1:
+        raise ConfigError(f"{where}: expected one `python SCRIPT.py --flag value ...` command, found {len(commands)}")
+    unexpanded = [word for word in commands[0] if "$" in word]
+    if unexpanded:
+        raise ConfigError(f"{where}: {unexpanded[0]!r}: shell variables are not expanded here; write the value")
+    return commands[0]
 
 
 _COLON_WITHOUT_SPACE = re.compile(r"\w:[^\s/]")  # `32:4`, not `http://` or `a: b`

@@ -41,3 +41,20 @@ def write_inception_standin(path: Path) -> Path:
     spec.loader.exec_module(module)
     torch.save(module.standin_state_dict(json.loads((recipe.parent / "layout.json").read_text())), path)
     return path
+
+
+# BigGAN-PyTorch's scripts/launch_cifar_ema.sh's settings, as train.py flags
+CIFAR_LAUNCH_FLAGS = (
+    "--shuffle --batch_size 50 --parallel --num_G_accumulations 1 --num_D_accumulations 1 --num_epochs 500 "
+    "--num_D_steps 4 --G_lr 2e-4 --D_lr 2e-4 --dataset C10 --G_ortho 0.0 --G_attn 0 --D_attn 0 --G_init N02 "
+    "--D_init N02 --ema --use_ema --ema_start 1000 --test_every 5000 --save_every 2000 --num_best_copies 5 "
+    "--num_save_copies 2 --seed 0")
+
+
+def write_launch_script(path: Path, flags: str) -> Path:
+    """A launch script laid out as BigGAN-PyTorch's: a shebang, an environment prefix, one flag per line and a
+    dangling backslash at the end of the file."""
+    lines = flags.replace(" --", " \\\n--")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/bash\n# a comment\nCUDA_VISIBLE_DEVICES=0,1 python train.py \\\n{lines} \\")
+    return path

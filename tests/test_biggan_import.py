@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 import ganforge
 from ganforge.data.store import write_store
+from ganforge.families.biggan_flags import BigGANFlagsError, config_from_official
 from ganforge.interop.biggan import (
     BigGANImportError,
     OfficialBigGAN,
-    config_from_official,
     import_biggan_pytorch,
     load_biggan_pytorch,
     load_restricted,
@@ -192,16 +192,16 @@ def test_folder_and_config_errors(tmp_path):
     with pytest.raises(BigGANImportError, match="no state_dict.pth"):
         load_biggan_pytorch(tmp_path)
     flags = read_training_state(fixture_dir("i128") / "state_dict.pth")["config"]
-    with pytest.raises(BigGANImportError, match="'model' = 'StyleGAN'; expected 'BigGAN' or 'BigGANdeep'"):
+    with pytest.raises(BigGANFlagsError, match="'model' = 'StyleGAN'; expected 'BigGAN' or 'BigGANdeep'"):
         config_from_official({**flags, "model": "StyleGAN"})
     deep = config_from_official({**flags, "model": "BigGANdeep", "G_depth": 3, "D_depth": 1})
     assert (deep.deep, deep.g_depth, deep.d_depth, deep.g_dim_z) == (True, 3, 1, flags["dim_z"])  # no z chunks
     assert not config_from_official({**flags, "G_depth": 3}).deep  # BigGAN.py ignores the depth flags
-    with pytest.raises(BigGANImportError, match="'mybn' = True"):
+    with pytest.raises(BigGANFlagsError, match="'mybn' = True"):
         config_from_official({**flags, "mybn": True})
-    with pytest.raises(BigGANImportError, match="'G_init' = 'kaiming'"):
+    with pytest.raises(BigGANFlagsError, match="'G_init' = 'kaiming'"):
         config_from_official({**flags, "G_init": "kaiming"})
-    with pytest.raises(BigGANImportError, match="'G_attn' = 'x'"):
+    with pytest.raises(BigGANFlagsError, match="'G_attn' = 'x'"):
         config_from_official({**flags, "G_attn": "x"})
     assert config_from_official({**flags, "G_attn": "4_64"}).g_attention == (64,)  # 4 is no G stage: ignored
     without_size = {k: v for k, v in flags.items() if k not in ("resolution", "n_classes")}

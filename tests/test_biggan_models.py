@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
-from ganforge.interop.biggan import config_from_official
+from ganforge.families.biggan_flags import config_from_official
 from ganforge.models.biggan import (
     BigGANArch,
     Discriminator,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, shared_path, write_inception_standin
+from conftest import CIFAR_LAUNCH_FLAGS, SHARED, shared_path, write_inception_standin, write_launch_script
 from PIL import Image
 
 from ganforge.cli import main
@@ -181,9 +181,10 @@ STARGAN2_TINY = ("--set", "model.resolution=32", "--set", "model.base_dim=4", "-
                  "--set", "model.mapping_dim=8", "--set", "model.latent_dim=4", "--set", "model.style_dim=8",
                  "--set", "model.batch_size=2", "--set", "model.steps=1", "--set", "sample_every=1",
                  "--set", "checkpoint_every=1", "--set", "sample_count=4", "--set", "progress=false")
-BIGGAN_TINY = ("--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "model.batch_size=2", "--set", "metrics_n=16",
-               "--set", "model.steps=1", "--set", "sample_every=1", "--set", "checkpoint_every=1",
-               "--set", "sample_count=4", "--set", "progress=false")
+BIGGAN_TINY_WIDTHS = ("--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "model.batch_size=2", "--set",
+                      "metrics_n=16", "--set", "sample_every=1", "--set", "checkpoint_every=1", "--set",
+                      "sample_count=4", "--set", "progress=false")
+BIGGAN_TINY = (*BIGGAN_TINY_WIDTHS, "--set", "model.steps=1")
 SWD_TABLE = r"SWD x1e3 .*\bavg\n +\d+\.\d+( +\d+\.\d+)+\n"  # the table evaluate prints: a value per resolution + avg
 STORE_IMAGES = 24  # tiny CelebA source images (see build_workdir)
 
@@ -236,6 +237,9 @@ RULES: list[Rule] = [
     Rule(r"ganforge prepare cifar10 \.\./cifar -o data/cifar10", "biggan-cifar",
          expect=_store("data/cifar10", 20, 32)),
     Rule(r"ganforge train biggan -c configs/biggan_cifar10\.yaml --data data/cifar10", "biggan-cifar", add=BIGGAN_TINY,
+         expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
+    Rule(r"ganforge train biggan -c BigGAN-PyTorch/scripts/launch_cifar_ema\.sh --data data/cifar10", "biggan-cifar",
+         add=(*BIGGAN_TINY_WIDTHS, "--set", "model.epochs=1"),  # 2 iterations: 20 images, 2 x 4 per iteration
          expect=_all(_trained, _metrics_logged("is_mean", "fid"))),
     Rule(r"ganforge train biggan -c configs/biggan_imagenet128_bs256x8\.yaml --data data/imagenet128", "biggan-i128",
          add=BIGGAN_TINY + ("--set", "model.n_classes=10"),  # the tiny store (as the i128 fixture) has 10 classes
@@ -397,6 +401,7 @@ def build_workdir(root: Path) -> Path:
     (work / "celebaCropped_s5_i83000-2b0acc76.pth").symlink_to(fixtures / "pgan_zoo" / "small_s3_i100.pt")
     (work / "weights").mkdir()
     (work / "weights" / "BigGAN_I128_hdf5_seed0_...").symlink_to(fixtures / "biggan" / "i128")
+    write_launch_script(work / "BigGAN-PyTorch" / "scripts" / "launch_cifar_ema.sh", CIFAR_LAUNCH_FLAGS)
     return work
 
 

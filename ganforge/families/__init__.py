@@ -12,7 +12,7 @@ import importlib.metadata
 import warnings
 from typing import Any
 
-from ganforge.config import ConfigError, RunConfig, apply_overrides, from_dict
+from ganforge.config import COMMAND_LINE, ConfigError, RunConfig, apply_overrides, from_dict
 
 _REGISTRY: dict[str, str | type] = {
     "pgan": "ganforge.families.pgan:PGANFamily",
@@ -116,8 +116,9 @@ def migrated_saved_config(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_run_config(family: str | None, data: dict[str, Any],
-                       overrides: list[tuple[list[str], Any]] = ()) -> RunConfig:
-    """File data (ours or a family's foreign format) + overrides → a validated RunConfig with defaults filled."""
+                       overrides: list[tuple[list[str], Any]] = (), *, reads_data: bool = True) -> RunConfig:
+    """File data (ours or a family's foreign format) + overrides → a validated RunConfig with defaults filled.
+    `reads_data=False` (describing networks) lets a reference's command line go without a store."""
     named = data.get("family")
     if family and named and named != family:
         raise ConfigError(f"family: the config file is for {named!r} but {family!r} was asked for")
@@ -125,7 +126,16 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     if not family:
         raise ConfigError("family: not given (name it on the command line or as `family:` in the config)")
     family_cls = get_family(family)
+    command = data.get(COMMAND_LINE)
     data = apply_overrides(family_cls.normalise_config(data), list(overrides))
+    if command is not None and COMMAND_LINE in data:
+        raise ConfigError(f"{command['file']}: a shell script is a config only for biggan (BigGAN-PyTorch's "
+                          f"train.py command); {family_cls.name} reads JSON or YAML")
+    if command is not None and "data" not in data and not reads_data:
+        data["data"] = command["file"]  # not a store: describing the networks reads no images
+    elif command is not None and "data" not in data:
+        raise ConfigError(f"data: {command['file']} names the reference's own dataset files; give a store made by "
+                          "`ganforge prepare` with --data")
     data["family"] = family_cls.name
     model = data.pop("model", None) or {}
     if not isinstance(model, dict):

@@ -22,11 +22,12 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ganforge.config import ConfigError
+from ganforge.config import COMMAND_LINE, ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.families.biggan_flags import launch_command_to_ganforge
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
 from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
@@ -36,6 +37,7 @@ from ganforge.nn.spectral_norm import SNSettings
 
 STANDING_STATS_SEED = 20190218  # fixed stream for standing-statistics draws, apart from training
 EMA_DECAY, EMA_START = 0.9999, 20000  # BigGAN-PyTorch's ema_decay default and the ImageNet scripts' ema_start
+STEPS = 150000  # G iterations of a run that sets neither steps nor epochs (the official README's ImageNet runs)
 
 
 @dataclass
@@ -76,7 +78,8 @@ class BigGANConfig:
     sample_eval_mode: bool = True
     standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
-    steps: int = 150000  # G iterations
+    steps: int | None = None  # G iterations; None: from `epochs`, else 150000 (the official README's runs)
+    epochs: int | None = None  # train.py's num_epochs: epochs × ⌊images / (batch × D steps × D accumulations)⌋ steps
     deep: bool = False  # BigGAN-deep (BigGANdeep.py): bottleneck blocks, the whole z with the embedding
     g_depth: int | None = None  # BigGAN-deep's blocks per stage; None: 2, as launch_BigGAN_deep.sh
     d_depth: int | None = None
@@ -84,9 +87,14 @@ class BigGANConfig:
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"dim_z": "latent_dim"}  # old spelling, still read (config.py)
 
     def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(f"model.steps ({self.steps}) and model.epochs ({self.epochs}) both set the run's "
+                              "length: give one")
+        if self.steps is None and self.epochs is None:
+            self.steps = STEPS
         for key in ("g_ch", "d_ch", "latent_dim", "num_svs", "num_sv_itrs", "batch_size", "num_d_steps",
-                    "num_d_accumulations", "num_g_accumulations", "steps"):
-            if getattr(self, key) < 1:
+                    "num_d_accumulations", "num_g_accumulations", "steps", "epochs"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)}")
         for key in ("g_depth", "d_depth"):
             value = getattr(self, key)
@@ -188,6 +196,9 @@ class BigGANFamily(Family):
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Ours, or a BigGAN-PyTorch launch script's `train.py` command (read by `read_config_file`)."""
+        if COMMAND_LINE in data:
+            return launch_command_to_ganforge(data[COMMAND_LINE]["words"], data[COMMAND_LINE]["file"])
         model = data.get("model")
         return {**data, "model": without_legacy_ema_settings(model)} if isinstance(model, dict) else data
 
@@ -221,7 +232,32 @@ class BigGANFamily(Family):
 
     # --- schedule ---------------------------------------------------------------------------------------------
     def total_steps(self) -> int:
-        return self.config.steps
+        """`steps`, or `epochs` counted as train.py counts them: its loader serves one iteration's real images
+        (batch × D steps × D accumulations) at a time and drops each epoch's last partial load."""
+        config = self.config
+        if config.epochs is None:
+            return config.steps
+        per_iteration = config.batch_size * config.num_d_steps * config.num_d_accumulations
+        per_epoch = len(self.dataset) // per_iteration
+        if per_epoch < 1:
+            raise ConfigError(f"model.epochs: an iteration reads {per_iteration} real images (batch_size × "
+                              f"num_d_steps × num_d_accumulations) but {self.dataset.source} holds "
+                              f"{len(self.dataset)}: set model.steps instead")
+        return config.epochs * per_epoch
+
+    @classmethod
+    def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
+        """A longer run in the unit it was set in (`steps`, or `epochs`) and nothing else changed."""
+        for unit, other in (("steps", "epochs"), ("epochs", "steps")):
+            if isinstance(saved.get(unit), int) and saved.get(other) is None and requested.get(other) is None:
+                changed = {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {unit}
+                return not changed and requested.get(unit, 0) >= saved[unit]
+        return False
+
+    def lengthening_override(self) -> str:
+        if self.config.epochs is not None:
+            return f"model.epochs={2 * self.config.epochs}"
+        return super().lengthening_override()
 
     def plan(self, step: int) -> StepPlan:
         return StepPlan(batch_size=self.config.batch_size, resolution=self.resolution)

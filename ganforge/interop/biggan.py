@@ -24,16 +24,14 @@ from torch import Tensor, nn
 
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
+from ganforge.families.biggan_flags import config_from_official, train_settings_from_official
 from ganforge.interop.sources import import_paths
 from ganforge.models.biggan import (
     RESOLUTIONS,
     BigGANArch,
     Discriminator,
     Generator,
-    discriminator_stages,
-    generator_stages,
 )
-from ganforge.nn.spectral_norm import SNSettings
 from ganforge.run_loader import new_family
 from ganforge.safe_load import load_weights_only
 from ganforge.training.checkpoint import write_run
@@ -43,9 +41,6 @@ OPTIMIZER_FILES = {"G": "G_optim", "D": "D_optim"}
 STATE_FILE = "state_dict"
 _RELU_GLOBALS = ("torch.nn.modules.activation.ReLU",)
 _KEY_RENAMES = {"stored_mean": "running_mean", "stored_var": "running_var"}
-_RESOLUTION_BY_DATASET = {"I32": 32, "I64": 64, "I128": 128, "I256": 256, "C10": 32, "C100": 32}
-_CLASSES_BY_DATASET = {"I32": 1000, "I64": 1000, "I128": 1000, "I256": 1000, "C10": 10, "C100": 100}
-_INIT_NAMES = {"ortho": "ortho", "N02": "N02", "xavier": "xavier", "glorot": "xavier"}
 
 
 class BigGANImportError(ValueError):
@@ -84,75 +79,6 @@ def read_training_state(path: Path) -> dict[str, Any]:
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise BigGANImportError(f"{path}: expected a dict with 'itr', 'epoch', 'config', ... found {found}")
     return _plain(dict(state))
-
-
-def _flag(flags: dict[str, Any], key: str, where: str) -> Any:
-    if key not in flags:
-        raise BigGANImportError(f"{where}: config has no '{key}'")
-    return flags[key]
-
-
-def _attention(spec: Any, stage_resolutions: tuple[int, ...], key: str, where: str) -> tuple[int, ...]:
-    """'64' / '32_64' / '0' → the stage resolutions that really got attention (others are ignored officially)."""
-    try:
-        wanted = {int(item) for item in str(spec).split("_")}
-    except ValueError as error:
-        raise BigGANImportError(f"{where}: config '{key}' = {spec!r} is not like '64' or '32_64'") from error
-    return tuple(sorted(res for res in set(stage_resolutions) if res in wanted))
-
-
-def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> BigGANArch:
-    """Translate BigGAN-PyTorch flags (the ``config`` in state_dict.pth) into a :class:`BigGANArch`."""
-    model = flags.get("model", "BigGAN")
-    if model not in ("BigGAN", "BigGANdeep"):
-        raise BigGANImportError(f"{where}: config 'model' = {model!r}; expected 'BigGAN' or 'BigGANdeep'")
-    deep = model == "BigGANdeep"
-    for key, allowed in (("norm_style", {"bn"}), ("mybn", {False}), ("cross_replica", {False}),
-                         ("G_nl", {"relu", "inplace_relu", "ir"}), ("D_nl", {"relu", "inplace_relu", "ir"})):
-        if key in flags and flags[key] not in allowed:
-            raise BigGANImportError(f"{where}: config '{key}' = {flags[key]!r}; ganforge supports {sorted(allowed)}")
-    dataset = str(flags.get("dataset", "")).removesuffix("_hdf5")
-    resolution = flags.get("resolution", _RESOLUTION_BY_DATASET.get(dataset))
-    n_classes = flags.get("n_classes", _CLASSES_BY_DATASET.get(dataset))
-    if resolution is None or n_classes is None:
-        raise BigGANImportError(f"{where}: config has no 'resolution'/'n_classes' and dataset {dataset!r} is unknown")
-    inits = {}
-    for key in ("G_init", "D_init"):
-        value = _flag(flags, key, where)
-        if value not in _INIT_NAMES:
-            raise BigGANImportError(f"{where}: config '{key}' = {value!r}; expected one of {sorted(_INIT_NAMES)}")
-        inits[key] = _INIT_NAMES[value]
-    g_ch, d_ch = int(_flag(flags, "G_ch", where)), int(_flag(flags, "D_ch", where))
-    try:
-        return BigGANArch(
-            resolution=int(resolution),
-            n_classes=int(n_classes),
-            g_ch=g_ch,
-            d_ch=d_ch,
-            dim_z=int(_flag(flags, "dim_z", where)),
-            g_shared=bool(_flag(flags, "G_shared", where)),
-            shared_dim=int(flags.get("shared_dim", 0)),
-            hier=bool(flags.get("hier", False)),
-            g_attention=_attention(flags.get("G_attn", "64"), generator_stages(int(resolution), g_ch).resolution,
-                                   "G_attn", where),
-            d_attention=_attention(flags.get("D_attn", "64"),
-                                   discriminator_stages(int(resolution), d_ch, deep=deep).resolution, "D_attn", where),
-            g_init=inits["G_init"],
-            d_init=inits["D_init"],
-            g_spectral_norm=flags.get("G_param", "SN") == "SN",
-            d_spectral_norm=flags.get("D_param", "SN") == "SN",
-            g_sn=SNSettings(int(flags.get("num_G_SVs", 1)), int(flags.get("num_G_SV_itrs", 1)),
-                            float(flags.get("SN_eps", 1e-8))),
-            d_sn=SNSettings(int(flags.get("num_D_SVs", 1)), int(flags.get("num_D_SV_itrs", 1)),
-                            float(flags.get("SN_eps", 1e-8))),
-            bn_eps=float(flags.get("BN_eps", 1e-5)),
-            d_wide=deep or bool(flags.get("D_wide", True)),  # BigGANdeep.py ignores --D_thin
-            deep=deep,
-            g_depth=int(flags.get("G_depth", 1)) if deep else 2,  # 1: BigGAN-PyTorch's parser default
-            d_depth=int(flags.get("D_depth", 1)) if deep else 2,
-        )
-    except ValueError as error:
-        raise BigGANImportError(f"{where}: config does not describe a valid BigGAN: {error}") from error
 
 
 def _our_key(official_key: str) -> str:
@@ -261,40 +187,6 @@ def load_biggan_pytorch(weights_dir: Path, *, config: BigGANArch | None = None,
                                                              str(path))
     return OfficialBigGAN(config, nets["G"], nets["D"], nets.get("G_ema"), optimizer_states,  # type: ignore[arg-type]
                           training_state)
-
-
-def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> dict[str, Any]:
-    """The `model:` section of a ganforge `biggan` run with the official run's architecture and recipe.
-
-    Official runs may give G and D their own SN iterations or Adam betas; ganforge's recipe shares them, so
-    differing values are refused rather than silently unified.
-    """
-    arch = config_from_official(flags, where=where)
-    if arch.g_sn != arch.d_sn:
-        raise BigGANImportError(f"{where}: G and D spectral-norm settings differ ({arch.g_sn} vs {arch.d_sn}); "
-                                "ganforge's biggan family uses one setting for both")
-    betas = [float(flags.get("G_B1", 0.0)), float(flags.get("G_B2", 0.999))]
-    if betas != [float(flags.get("D_B1", 0.0)), float(flags.get("D_B2", 0.999))]:
-        raise BigGANImportError(f"{where}: G and D Adam betas differ; ganforge's biggan family uses one pair")
-    if not (arch.g_spectral_norm and arch.d_spectral_norm):
-        raise BigGANImportError(f"{where}: G_param/D_param other than 'SN' are not trainable in ganforge's family")
-    return {
-        "resolution": arch.resolution, "g_ch": arch.g_ch, "d_ch": arch.d_ch, "latent_dim": arch.dim_z,
-        "g_shared": arch.g_shared, "shared_dim": arch.shared_dim, "hier": arch.hier,
-        "g_attention": list(arch.g_attention), "d_attention": list(arch.d_attention),
-        "g_init": arch.g_init, "d_init": arch.d_init, "num_svs": arch.g_sn.num_svs, "num_sv_itrs": arch.g_sn.num_itrs,
-        "sn_eps": arch.g_sn.eps, "bn_eps": arch.bn_eps, "batch_size": int(flags.get("batch_size", 64)),
-        **({"deep": True, "g_depth": arch.g_depth, "d_depth": arch.d_depth} if arch.deep else {}),
-        "g_batch_size": int(flags.get("G_batch_size", 0)) or None, "num_d_steps": int(flags.get("num_D_steps", 2)),
-        "num_d_accumulations": int(flags.get("num_D_accumulations", 1)),
-        "num_g_accumulations": int(flags.get("num_G_accumulations", 1)), "g_lr": float(flags.get("G_lr", 5e-5)),
-        "d_lr": float(flags.get("D_lr", 2e-4)), "betas": betas, "adam_eps": float(flags.get("adam_eps", 1e-8)),
-        "g_ortho": float(flags.get("G_ortho", 0.0)), "d_ortho": float(flags.get("D_ortho", 0.0)),
-        "ema": bool(flags.get("ema", False)), "sample_eval_mode": bool(flags.get("G_eval_mode", False)),
-        # without --ema the official run's ema_decay/ema_start did nothing: ganforge refuses them with ema off
-        **({"ema_decay": float(flags.get("ema_decay", 0.9999)), "ema_start": int(flags.get("ema_start", 0))}
-           if flags.get("ema", False) else {}),
-    }
 
 
 def _arch_mismatch(run: BigGANArch, checkpoint: BigGANArch) -> str:
