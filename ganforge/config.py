@@ -169,9 +169,10 @@ COMMAND_LINE = "command_line"  # read_config_file's key for a shell script: {"fi
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or YAML config file as a mapping; errors name the file. A shell script (`.sh`, e.g. BigGAN-PyTorch's
-    launch scripts) is read as its one python command line, `{COMMAND_LINE: {"file": path, "words": [script.py,
-    arg, ...]}}`, for a family that translates the reference's flags (`Family.normalise_config`)."""
+    """A JSON or YAML config file as a mapping; errors name the file. A shell script (`.sh`: BigGAN-PyTorch's
+    launch scripts, StarGAN v2's README commands) is read as its one python command line,
+    `{COMMAND_LINE: {"file": path, "words": [script.py, arg, ...]}}`, for a family that translates the
+    reference's flags (`Family.normalise_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -213,6 +214,41 @@ def python_command_line(text: str, where: str) -> list[str]:
     if unexpanded:
         raise ConfigError(f"{where}: {unexpanded[0]!r}: shell variables are not expanded here; write the value")
     return commands[0]
+
+
+def parse_reference_flags(words: list[str], table: dict[str, tuple[str, Any]], where: str, *, program: str,
+                          destinations: dict[str, str] | None = None, error: type[ConfigError] = ConfigError
+                          ) -> tuple[dict[str, Any], set[str]]:
+    """A reference's `--flag value` arguments, read as its argparse parser would: `table` maps each flag to (kind,
+    default), kind "int"/"float"/"str" or a switch "on"/"off" (store_true/store_false), `destinations` the flags
+    stored under another name. Returns every flag's value (defaults filled in) and the names given."""
+    destinations = destinations or {}
+    flags = {destinations.get(name, name): default for name, (_, default) in table.items()}
+    given: set[str] = set()
+    words = list(words)
+    while words:
+        word = words.pop(0)
+        name, has_value, value = word.removeprefix("--").partition("=")
+        if not word.startswith("--") or name not in table:
+            near = difflib.get_close_matches(name, list(table), n=2)
+            hint = f" (did you mean {' or '.join('--' + n for n in near)}?)" if near else ""
+            raise error(f"{where}: {word!r} is not a flag of {program}{hint}")
+        kind, _ = table[name]
+        if kind in ("on", "off"):
+            if has_value:
+                raise error(f"{where}: --{name} is a switch and takes no value, got {word!r}")
+            flags[destinations.get(name, name)] = kind == "on"
+        else:
+            if not has_value:
+                if not words:
+                    raise error(f"{where}: --{name} needs a value")
+                value = words.pop(0)
+            try:
+                flags[name] = {"int": int, "float": float, "str": str}[kind](value)
+            except ValueError:
+                raise error(f"{where}: --{name} {value!r}: expected a {kind}") from None
+        given.add(destinations.get(name, name))
+    return flags, given
 
 
 _COLON_WITHOUT_SPACE = re.compile(r"\w:[^\s/]")  # `32:4`, not `http://` or `a: b`

@@ -58,3 +58,7 @@ def write_launch_script(path: Path, flags: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"#!/bin/bash\n# a comment\nCUDA_VISIBLE_DEVICES=0,1 python train.py \\\n{lines} \\")
     return path
+
+# StarGAN v2's README command for AFHQ, as main.py flags
+STARGAN2_AFHQ_FLAGS = ("--mode train --num_domains 3 --w_hpf 0 --lambda_reg 1 --lambda_sty 1 --lambda_ds 2 "
+                       "--lambda_cyc 1 --train_img_dir data/afhq/train --val_img_dir data/afhq/val")

@@ -29,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CIFAR_LAUNCH_FLAGS, SHARED, shared_path, write_inception_standin, write_launch_script
+from conftest import (
+    CIFAR_LAUNCH_FLAGS,
+    SHARED,
+    STARGAN2_AFHQ_FLAGS,
+    shared_path,
+    write_inception_standin,
+    write_launch_script,
+)
 from PIL import Image
 
 from ganforge.cli import main
@@ -230,6 +237,8 @@ RULES: list[Rule] = [
          add=STARGAN2_TINY, expect=_trained),
     Rule(r"ganforge train stargan2 -c configs/stargan2_afhq\.yaml --data data/afhq", "stargan2", add=STARGAN2_TINY,
          expect=_trained),
+    Rule(r"ganforge train stargan2 -c stargan-v2/train_afhq\.sh --data data/afhq", "stargan2",
+         add=(*STARGAN2_TINY, "--set", "metrics=[]"), expect=_trained),  # metrics: no Inception/AlexNet weights here
     Rule(r"ganforge import stargan2 100000_nets_ema\.ckpt", skip="the one official StarGAN v2 fixture "
          "(../shared/fixtures/official/stargan_v2) has 3 domains at 128 px and the README's data/celeba_domains has 2; "
          "the importer runs on that fixture in tests/test_cli_import.py"),
@@ -402,6 +411,8 @@ def build_workdir(root: Path) -> Path:
     (work / "weights").mkdir()
     (work / "weights" / "BigGAN_I128_hdf5_seed0_...").symlink_to(fixtures / "biggan" / "i128")
     write_launch_script(work / "BigGAN-PyTorch" / "scripts" / "launch_cifar_ema.sh", CIFAR_LAUNCH_FLAGS)
+    (work / "stargan-v2").mkdir()
+    (work / "stargan-v2" / "train_afhq.sh").write_text(f"python main.py {STARGAN2_AFHQ_FLAGS}\n")
     return work
 
 

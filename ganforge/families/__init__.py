@@ -130,7 +130,8 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     data = apply_overrides(family_cls.normalise_config(data), list(overrides))
     if command is not None and COMMAND_LINE in data:
         raise ConfigError(f"{command['file']}: a shell script is a config only for biggan (BigGAN-PyTorch's "
-                          f"train.py command); {family_cls.name} reads JSON or YAML")
+                          f"train.py command) and stargan2 (StarGAN v2's main.py); {family_cls.name} reads JSON or "
+                          "YAML")
     if command is not None and "data" not in data and not reads_data:
         data["data"] = command["file"]  # not a store: describing the networks reads no images
     elif command is not None and "data" not in data:

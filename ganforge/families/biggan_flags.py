@@ -9,10 +9,9 @@ BigGAN-PyTorch issue #44); a translated script trains the num_epochs it names (`
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from ganforge.errors import ConfigError
+from ganforge.config import ConfigError, parse_reference_flags
 from ganforge.models.biggan import BigGANArch, discriminator_stages, generator_stages
 from ganforge.nn.spectral_norm import SNSettings
 
@@ -185,32 +184,8 @@ _BEST = {"IS": "is_mean", "FID": "fid"}
 
 def parse_train_flags(argv: list[str], where: str) -> tuple[dict[str, Any], set[str]]:
     """train.py's arguments → (every flag's value, its defaults filled in as argparse would, the names given)."""
-    flags = {_DESTINATIONS.get(name, name): default for name, (_, default) in _TRAIN_FLAGS.items()}
-    given: set[str] = set()
-    words = list(argv)
-    while words:
-        word = words.pop(0)
-        name, has_value, value = word.removeprefix("--").partition("=")
-        if not word.startswith("--") or name not in _TRAIN_FLAGS:
-            near = difflib.get_close_matches(name, list(_TRAIN_FLAGS), n=2)
-            hint = f" (did you mean {' or '.join('--' + n for n in near)}?)" if near else ""
-            raise BigGANFlagsError(f"{where}: {word!r} is not a flag of BigGAN-PyTorch's train.py{hint}")
-        kind, _ = _TRAIN_FLAGS[name]
-        if kind in ("on", "off"):
-            if has_value:
-                raise BigGANFlagsError(f"{where}: --{name} is a switch and takes no value, got {word!r}")
-            flags[_DESTINATIONS.get(name, name)] = kind == "on"
-        else:
-            if not has_value:
-                if not words:
-                    raise BigGANFlagsError(f"{where}: --{name} needs a value")
-                value = words.pop(0)
-            try:
-                flags[name] = {"int": int, "float": float, "str": str}[kind](value)
-            except ValueError:
-                raise BigGANFlagsError(f"{where}: --{name} {value!r}: expected a {kind}") from None
-        given.add(_DESTINATIONS.get(name, name))
-    return flags, given
+    return parse_reference_flags(argv, _TRAIN_FLAGS, where, program="BigGAN-PyTorch's train.py",
+                                 destinations=_DESTINATIONS, error=BigGANFlagsError)
 
 
 def launch_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:

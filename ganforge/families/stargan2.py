@@ -37,13 +37,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganforge.config import ConfigError
+from ganforge.config import COMMAND_LINE, ConfigError
 from ganforge.data.domains import CROP_SOURCE_FACTOR
 from ganforge.data.loader import Batch, DataOptions, DomainPairSampler, to_float_images
 from ganforge.data.store import DatasetError, ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.download import locate_weights
 from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.families.stargan2_flags import main_command_to_ganforge
 from ganforge.losses import r1_penalty
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
@@ -215,6 +216,13 @@ class StarGAN2Family(Family):
         self.fan: FAN | None = None
         if self.members is not None and device.type != "meta":
             self.load_fan()  # training needs the masks (w_hpf > 0): refuse now, not at the first step
+
+    @classmethod
+    def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Ours, or StarGAN v2's `main.py --mode train` command in a shell script (read by `read_config_file`)."""
+        if COMMAND_LINE in data:
+            return main_command_to_ganforge(data[COMMAND_LINE]["words"], data[COMMAND_LINE]["file"])
+        return data
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
