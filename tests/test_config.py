@@ -88,3 +88,17 @@ def test_yaml_and_json_files_and_their_errors(tmp_path):
         read_config_file(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         read_config_file(tmp_path / "missing.yaml")
+
+
+def test_configs_written_by_the_zoos_datasets_py_load():
+    """datasets.py's celebaHQ config with fast training (-f, as the zoo's README runs it): a per-scale image folder
+    profile, which a store replaces, and the batch scheduler at the top level."""
+    celeba_hq = {"pathDB": "builtin:shapes", "config": {}, "miniBatchScheduler": {"7": 12, "8": 8},
+                 "datasetProfile": {"0": "out/4", "1": "out/8", "8": "celeba_hq/1024"}}
+    model = resolve_run_config(None, celeba_hq).model
+    assert model.resolution == 1024 and model.schedule.batch_per_resolution == {512: 12, 1024: 8}
+    for key, value in (("pathPartition", "partition.json"), ("partitionValue", "CLOTHING"),
+                       ("selectedAttributes", ["Main"]), ("ignoreAttribs", True)):
+        with pytest.raises(ConfigError, match=f"{key}: ganforge trains on the whole store"):
+            resolve_run_config(None, {**celeba_hq, key: value})
+    assert resolve_run_config(None, {**celeba_hq, "ignoreAttribs": False}).model.resolution == 1024

@@ -1,6 +1,8 @@
 """pytorch_GAN_zoo's PGAN config JSON (`{"pathDB": ..., "config": {...}}`) → a ganforge config mapping.
 
-The seed's `config_celeba_cropped.json` must keep working as written. Zoo semantics are kept where they matter:
+The seed's `config_celeba_cropped.json` must keep working as written, and so must every config the zoo's
+datasets.py writes: `datasetProfile` (its `-f` fast training: the images pre-resized per scale, for speed) has no
+counterpart, a ganforge store holds every scale. Zoo semantics are kept where they matter:
 `miniBatchScheduler` and `configScheduler` entries hold from their scale onwards (the value of the largest key ≤
 the current scale). Unlike the zoo, a per-scale `baseLearningRate` really changes the optimiser's learning rate.
 Keys whose zoo meaning ganforge does not offer for PGAN are errors, never silently ignored.
@@ -20,7 +22,9 @@ _FIXED = {"miniBatchStdDev": True, "equalizedlR": True, "perChannelNormalization
 _MAPPED = {"maxIterAtScale", "alphaNJumps", "alphaSizeJumps", "miniBatchSize", "dimLatentVector", "depthScales",
            "lambdaGP", "epsilonD", "baseLearningRate", "learningRate", "GDPP", "miniBatchScheduler",
            "configScheduler", "weightConditionD", "weightConditionG"}
-_TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imagefolderDataset"}
+_TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imagefolderDataset", "datasetProfile"}
+# the zoo trainer's other keyword arguments, which select attributes or a partition of the images
+_SUBSETS = {"pathPartition", "partitionValue", "selectedAttributes", "ignoreAttribs"}
 _SCHEDULED = {"baseLearningRate", "learningRate"}
 
 
@@ -55,7 +59,10 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
         if key == "pathAttribDict":
             raise ConfigError("pathAttribDict: ganforge does not read the zoo's attribute files; a store carries its "
                               "labels as columns: write a ganforge config with model.conditions (those columns)")
-        if key not in _TOP_LEVEL:
+        if key in _SUBSETS and data[key] not in (None, False):
+            raise ConfigError(f"{key}: ganforge trains on the whole store and reads no zoo attribute or partition "
+                              "files: prepare a store from the images (and label columns) that the zoo would select")
+        if key not in _TOP_LEVEL | _SUBSETS:
             hint = suggest_keys(key, sorted(_TOP_LEVEL))
             raise ConfigError(f"unknown key '{key}' in a pytorch_GAN_zoo config: {hint}")
     if "pathDB" not in data:
