@@ -8,18 +8,21 @@ import torch
 import torch.nn.functional as F
 
 
-def wgan_critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
-    """−(E[D(real)] − E[D(fake)]): the critic maximises the Wasserstein estimate."""
-    return d_fake.mean() - d_real.mean()
+def wgan_critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's loss −(E[D(real)] − E[D(fake)]) as (real part, fake part), −E[D(real)] and E[D(fake)]: the
+    critic maximises the Wasserstein estimate; the references log the parts apart (pytorch_GAN_zoo's lossD_real /
+    lossD_fake, summed over the batch there; WassersteinGAN's errD_real / errD_fake)."""
+    return -d_real.mean(), d_fake.mean()
 
 
 def wgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
     return -d_fake.mean()
 
 
-def logistic_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
-    """The original GAN's D loss on logits (BCE, real → 1, fake → 0): E[softplus(−D(x))] + E[softplus(D(G(z)))]."""
-    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+def logistic_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original GAN's D loss on logits (BCE, real → 1, fake → 0) as (real part, fake part),
+    E[softplus(−D(x))] and E[softplus(D(G(z)))]; PyTorch's DCGAN example logs them apart (errD_real / errD_fake)."""
+    return F.softplus(-d_real).mean(), F.softplus(d_fake).mean()
 
 
 def nonsaturating_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:

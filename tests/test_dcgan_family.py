@@ -392,8 +392,13 @@ def test_phases_of_a_step(shapes) -> None:
     assert (d_phase.name, d_phase.trains, d_phase.repeats, d_phase.data) == ("D", ("D",), 4, "fresh")
     assert d_phase.after_step is not None
     assert (g_phase.name, g_phase.trains, g_phase.repeats, g_phase.data) == ("G", ("G",), 1, "none")
-    loss, logs = d_phase.loss(Batch(images=torch.zeros(4, 3, 32, 32), labels=None))
-    assert loss.requires_grad and set(logs) == {"loss_D", "wdist"}
+    reals = torch.zeros(4, 3, 32, 32)
+    loss, logs = d_phase.loss(Batch(images=reals, labels=None))
+    assert loss.requires_grad and set(logs) == {"loss_D", "wdist", "loss_D_real", "loss_D_fake"}
+    with torch.no_grad():  # the parts WassersteinGAN logs: −E[D(real)] and E[D(fake)], adding up to the loss
+        torch.testing.assert_close(logs["loss_D_real"], -family.nets["D"](reals).mean())
+    assert torch.equal(logs["loss_D"], logs["loss_D_fake"] + logs["loss_D_real"])
+    assert torch.equal(logs["wdist"], -logs["loss_D"])
     loss, logs = g_phase.loss(None)
     assert loss.requires_grad and set(logs) == {"loss_G"}
 

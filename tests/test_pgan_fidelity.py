@@ -100,6 +100,28 @@ def test_zoo_penalty_stays_at_the_native_resolution(tmp_path, scale, alpha):
     torch.testing.assert_close(penalty, (grad.flatten(1).norm(dim=1) - 1).square().mean(), atol=1e-6, rtol=1e-6)
 
 
+def test_the_d_phase_logs_the_parts_the_zoo_logs(tmp_path):
+    """pytorch_GAN_zoo logs lossD_real, lossD_fake and lossD_Epsilon apart (sums over the batch there, unweighted
+    penalty apart): the D phase logs the same parts as means, and its loss is their sum with the penalties."""
+    family = tiny_family(tmp_path, variant="zoo")
+    reals = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(5)
+    loss, logs = phases_at(family, 1, 0.0)[0].loss(Batch(reals, None))
+    torch.manual_seed(5)
+    G, D = family.nets["G"], family.nets["D"]
+    with torch.no_grad():
+        fakes = G(torch.randn(4, family.config.latent_dim), 1, 0.0)
+        d_real, d_fake = D(reals, 1, 0.0), D(fakes, 1, 0.0)
+    expected = {"loss_D_real": -d_real.mean(), "loss_D_fake": d_fake.mean(), "drift": d_real.square().mean()}
+    for key, value in expected.items():
+        torch.testing.assert_close(logs[key], value, atol=1e-6, rtol=1e-6, msg=key)
+    assert set(logs) == {"loss_D", "wdist", "gp", "drift", "loss_D_real", "loss_D_fake"}
+    config = family.config
+    torch.testing.assert_close(loss.detach(), logs["loss_D_fake"] + logs["loss_D_real"] + config.lambda_gp * logs["gp"]
+                               + config.drift * logs["drift"])
+    torch.testing.assert_close(logs["wdist"], -(logs["loss_D_fake"] + logs["loss_D_real"]))
+
+
 # --- 2. GDPP against the zoo's batch-summed generator loss ---------------------------------------------------
 
 def g_loss_and_grads(family: PGANFamily, reals: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
@@ -181,8 +203,9 @@ def test_paper_variant_adds_gdpp_to_the_mean_loss_with_its_weight(tmp_path):
 # --- 2b. StyleGAN's logistic loss with R1 on these networks (model.loss: logistic-r1) -------------------------
 
 def logistic_r1_by_hand(family: PGANFamily, reals: torch.Tensor, z: torch.Tensor, scale: int, alpha: float
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        ) -> tuple[torch.Tensor, ...]:
     """StyleGAN's D_logistic_simplegp per sample, averaged: softplus(D(G(z))) + softplus(−D(x)) + γ/2·‖∇ₓD(x)‖²,
+    with R1 and the real and fake parts apart,
     the gradient taken at the images D is handed: the native ones (zoo) or upscaled to the final resolution (paper,
     as StyleGAN's process_reals does), which divides the squared norm by k²."""
     G, D = family.nets["G"], family.nets["D"]
@@ -193,8 +216,10 @@ def logistic_r1_by_hand(family: PGANFamily, reals: torch.Tensor, z: torch.Tensor
     d_real = D(F.avg_pool2d(full, k) if k > 1 else full, scale, alpha)
     (grad,) = torch.autograd.grad(d_real.sum(), full)
     r1 = 0.5 * grad.square().flatten(1).sum(1)
-    loss = torch.log1p(torch.exp(D(fakes, scale, alpha))) + torch.log1p(torch.exp(-d_real))
-    return (loss.flatten() + family.config.r1_gamma * r1).mean().detach(), r1.mean()
+    fake_part, real_part = torch.log1p(torch.exp(D(fakes, scale, alpha))), torch.log1p(torch.exp(-d_real))
+    loss = fake_part + real_part
+    return (loss.flatten() + family.config.r1_gamma * r1).mean().detach(), r1.mean(), real_part.mean().detach(), \
+        fake_part.mean().detach()
 
 
 @pytest.mark.parametrize(("variant", "scale", "alpha"), [("zoo", 1, 0.0), ("zoo", 2, 0.5), ("paper", 1, 0.4),
@@ -205,9 +230,12 @@ def test_logistic_r1_d_loss_is_stylegans(tmp_path, variant, scale, alpha):
     torch.manual_seed(7)
     loss, logs = phases_at(family, scale, alpha)[0].loss(Batch(reals, None))
     torch.manual_seed(7)
-    expected, r1 = logistic_r1_by_hand(family, reals, torch.randn(4, family.config.latent_dim), scale, alpha)
+    expected, r1, real_part, fake_part = logistic_r1_by_hand(family, reals, torch.randn(4, family.config.latent_dim),
+                                                             scale, alpha)
     torch.testing.assert_close(loss.detach(), expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(logs["r1"], r1, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(logs["loss_D_real"], real_part, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(logs["loss_D_fake"], fake_part, atol=1e-6, rtol=1e-5)
     assert logs["r1"] > 1e-4 and "gp" not in logs  # the penalty is really there, the WGAN one is not
 
 
@@ -237,7 +265,7 @@ def test_lazy_r1_is_stylegan2s_dreg_every_interval_steps(tmp_path, variant, scal
     loss, logs = d_phase.loss(Batch(reals, None))
     r1_loss, r1_logs = r1_phase.loss(Batch(reals, None))
     torch.manual_seed(7)
-    expected, r1 = logistic_r1_by_hand(family, reals, torch.randn(4, family.config.latent_dim), scale, alpha)
+    expected, r1, *_ = logistic_r1_by_hand(family, reals, torch.randn(4, family.config.latent_dim), scale, alpha)
     torch.testing.assert_close(loss.detach(), expected - 3.0 * r1, atol=1e-6, rtol=1e-5)
     assert "r1" not in logs and r1 > 1e-4
     torch.testing.assert_close(r1_logs["r1"], r1, atol=1e-7, rtol=1e-5)

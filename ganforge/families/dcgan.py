@@ -191,8 +191,9 @@ class DCGANFamily(Family):
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
         D = self.discriminate
-        loss = logistic_discriminator_loss(D(reals, real=True), D(fakes)) / 2
-        return loss, {"loss_D": loss.detach()}
+        real_part, fake_part = logistic_discriminator_loss(D(reals, real=True), D(fakes))
+        loss = (real_part + fake_part) / 2
+        return loss, {"loss_D": loss.detach(), "loss_D_real": real_part.detach(), "loss_D_fake": fake_part.detach()}
 
     def generator_objective(self, d_fake: torch.Tensor) -> torch.Tensor:
         """Non-saturating generator loss: BCE of the fakes' logits against the 'real' label."""
@@ -272,8 +273,10 @@ class WGANFamily(DCGANFamily):
         return data
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        loss = wgan_critic_loss(self.discriminate(reals, real=True), self.discriminate(fakes))
-        return loss, {"loss_D": loss.detach(), "wdist": -loss.detach()}
+        real_part, fake_part = wgan_critic_loss(self.discriminate(reals, real=True), self.discriminate(fakes))
+        loss = fake_part + real_part
+        return loss, {"loss_D": loss.detach(), "wdist": -loss.detach(), "loss_D_real": real_part.detach(),
+                      "loss_D_fake": fake_part.detach()}
 
     @torch.no_grad()
     def after_critic_step(self) -> None:
@@ -293,8 +296,10 @@ class WGANGPFamily(DCGANFamily):
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         D = self.discriminate
-        wdist_loss = wgan_critic_loss(D(reals, real=True), D(fakes))
+        real_part, fake_part = wgan_critic_loss(D(reals, real=True), D(fakes))
+        wdist_loss = fake_part + real_part
         mix = self.rand(self.config.batch_size, 1, 1, 1)  # u ~ U(0, 1) per sample, drawn at global batch size
         gp = gradient_penalty(D, reals, fakes, mix)
         loss = wdist_loss + self.config.lambda_gp * gp
-        return loss, {"loss_D": loss.detach(), "wdist": -wdist_loss.detach(), "gp": gp.detach()}
+        return loss, {"loss_D": loss.detach(), "wdist": -wdist_loss.detach(), "gp": gp.detach(),
+                      "loss_D_real": real_part.detach(), "loss_D_fake": fake_part.detach()}

@@ -535,19 +535,23 @@ class PGANFamily(Family):
                 d_real, classification = scored(reals, real_labels, real=True)
             # the classes D's loss reads on the fakes: none in the zoo
             d_fake, fake_classification = scored(fakes, fake_labels if paper else None)
-            if lazy:
-                loss = logistic_discriminator_loss(d_real, d_fake)
-                logs = {"loss_D": loss.detach()}
-            elif r1_here:
-                loss = logistic_discriminator_loss(d_real, d_fake) + config.r1_gamma * r1
-                logs = {"loss_D": loss.detach(), "r1": r1.detach()}
+            if config.loss == "logistic-r1":
+                real_part, fake_part = logistic_discriminator_loss(d_real, d_fake)
+                loss = real_part + fake_part
+                logs = {}
+                if r1_here:
+                    loss = loss + config.r1_gamma * r1
+                    logs["r1"] = r1.detach()
+                logs["loss_D"] = loss.detach()
             else:
                 mix = self.rand(batch_size, 1, 1, 1)
                 gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))
                 drift = drift_penalty(d_real)
-                wdist = wgan_critic_loss(d_real, d_fake)
+                real_part, fake_part = wgan_critic_loss(d_real, d_fake)
+                wdist = fake_part + real_part
                 loss = wdist + config.lambda_gp * gp + config.drift * drift
-                logs = {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach()}
+                logs = {"loss_D": loss.detach(), "wdist": -wdist.detach(), "gp": gp.detach(), "drift": drift.detach()}
+            logs.update(loss_D_real=real_part.detach(), loss_D_fake=fake_part.detach())
             if fake_classification is not None:
                 classification = classification + fake_classification
             return with_classification(loss, logs, "D", classification, config.condition_weight_d)
