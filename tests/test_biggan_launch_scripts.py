@@ -250,3 +250,16 @@ def test_every_official_launch_script_translates():
                                                 [(["data"], "store")]))
             differ = {key for key in ours["model"] if ours["model"][key] != preset["model"][key]}
             assert differ == {"steps", "epochs"}, path.name  # the presets give the official README's lengths
+
+
+def test_info_describes_a_script_without_data(tmp_path, capsys):
+    """The deep script's networks (launch_BigGAN_deep.sh's parameter counts) from the script alone."""
+    deep = script(tmp_path, "--model BigGANdeep --dataset I128_hdf5 --shuffle --batch_size 256 --num_G_accumulations 8 "
+                  "--num_D_accumulations 8 --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --G_attn 64 --D_attn 64 --G_ch 128 "
+                  "--D_ch 128 --G_depth 2 --D_depth 2 --SN_eps 1e-6 --adam_eps 1e-6 --G_shared --G_init ortho "
+                  "--D_init ortho --hier --dim_z 128 --shared_dim 128 --ema --use_ema --ema_start 20000 "
+                  "--G_eval_mode")
+    assert main(["info", "biggan", "-c", str(deep)]) == 0
+    said = capsys.readouterr().out
+    assert "G            50,244,484 parameters" in said and "D            34,590,210 parameters" in said
+    assert "classes: 1000" in said and "effective_batch: 2048" in said

@@ -1,11 +1,16 @@
 """Config loading: strict keys with suggestions, types, overrides, and the seed's pytorch_GAN_zoo JSON."""
 
+import ast
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from ganforge.config import ConfigError, apply_overrides, parse_overrides, read_config_file
+from ganforge.config import ConfigError, apply_overrides, parse_overrides, read_config_file, to_dict
 from ganforge.families import resolve_run_config
+from ganforge.families.pgan import compile_schedule
+from ganforge.models.pgan import pgan_widths
 
 SEED_JSON = {"pathDB": "builtin:shapes", "config": {
     "miniBatchScheduler": {"1": 64, "2": 64, "3": 64, "4": 32, "5": 22},
@@ -102,3 +107,29 @@ def test_configs_written_by_the_zoos_datasets_py_load():
         with pytest.raises(ConfigError, match=f"{key}: ganforge trains on the whole store"):
             resolve_run_config(None, {**celeba_hq, key: value})
     assert resolve_run_config(None, {**celeba_hq, "ignoreAttribs": False}).model.resolution == 1024
+
+
+def test_the_zoos_default_config_is_ganforges_zoo_default():
+    """Every value of pytorch_GAN_zoo's PGAN defaults (standard_configurations/pgan_config.py, read from the
+    checkout's source where GANFORGE_REFS has it) written out in a config gives what an empty zoo config gives."""
+    refs = os.environ.get("GANFORGE_REFS")
+    sources = sorted(Path(refs).glob("*[Zz][Oo][Oo]*/**/standard_configurations/pgan_config.py")) if refs else []
+    if not sources:
+        pytest.skip("needs GANFORGE_REFS with a pytorch_GAN_zoo checkout (benchmarks/bench_vs_reference.py names it)")
+    defaults = {}
+    for node in ast.parse(sources[0].read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+            defaults[node.targets[0].attr] = ast.literal_eval(node.value)
+    custom_jumps = {"iterAlphaJump", "alphaJumpVals"}  # read only by alphaJumpMode "custom"; the default is linear
+    assert defaults["alphaJumpMode"] == "linear" and custom_jumps < set(defaults)
+    written = {key: value for key, value in defaults.items() if key not in custom_jumps}
+
+    def built(config: dict) -> tuple:
+        """What a config trains: its widths, its schedule segment by segment and every other setting."""
+        model = resolve_run_config(None, {"pathDB": "x", "config": config}).model
+        widths = model.widths or pgan_widths(model.resolution, model.fmap_base, model.fmap_max)
+        rest = {k: v for k, v in to_dict(model).items() if k not in ("widths", "fmap_base", "fmap_max", "schedule")}
+        return widths, compile_schedule(model), rest
+
+    assert built(written) == built({})
+    assert built({})[0] == defaults["depthScales"]
