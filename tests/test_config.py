@@ -25,6 +25,7 @@ def test_seed_zoo_json_loads_exactly_as_written(tmp_path):
     config = resolve_run_config("pgan", read_config_file(path))
     model = config.model
     assert config.family == "pgan" and config.data == "builtin:shapes"
+    assert config.log_every == 100  # the zoo's train.py averages its logged losses over --eval_iter 100 iterations
     assert model.variant == "zoo" and model.resolution == 128
     assert model.schedule.max_iter_at_scale == [48000, 96000, 96000, 96000, 96000, 160000]
     # scale 0 keeps the default 16; each scheduler entry holds from its scale on

@@ -26,6 +26,7 @@ _TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imag
 # the zoo trainer's other keyword arguments, which select attributes or a partition of the images
 _SUBSETS = {"pathPartition", "partitionValue", "selectedAttributes", "ignoreAttribs"}
 _SCHEDULED = {"baseLearningRate", "learningRate"}
+ZOO_EVAL_ITER = 100  # train.py's --eval_iter default
 
 
 def _forward_fill(table: dict[str, Any], scales: int, where: str) -> dict[int, Any]:
@@ -134,4 +135,5 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
     model["schedule"] = schedule
     if not math.log2(model["resolution"]).is_integer():
         raise ConfigError(f"config.maxIterAtScale: {scales} scales do not give a power-of-two resolution")
-    return {"family": "pgan", "data": str(data["pathDB"]), "model": model}
+    # the zoo's train.py averages its logged losses over --eval_iter iterations, 100 by default: the same window
+    return {"family": "pgan", "data": str(data["pathDB"]), "log_every": ZOO_EVAL_ITER, "model": model}
