@@ -22,8 +22,8 @@ DEFAULT_RUNS = Path("runs")
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path,
                         help="JSON or YAML config (ours, or pytorch_GAN_zoo's for pgan), or a shell script (.sh) "
-                        "with the reference's training command: BigGAN-PyTorch's train.py for biggan, StarGAN v2's "
-                        "main.py for stargan2")
+                        "with the reference's training command: pytorch_GAN_zoo's train.py for pgan, "
+                        "BigGAN-PyTorch's train.py for biggan, StarGAN v2's main.py for stargan2")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.lr=0.002 (repeatable)")
     parser.add_argument("--data", help="dataset: a store made by `ganforge prepare`, or builtin:shapes[?...]")

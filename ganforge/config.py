@@ -169,8 +169,8 @@ COMMAND_LINE = "command_line"  # read_config_file's key for a shell script: {"fi
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or YAML config file as a mapping; errors name the file. A shell script (`.sh`: BigGAN-PyTorch's
-    launch scripts, StarGAN v2's README commands) is read as its one python command line,
+    """A JSON or YAML config file as a mapping; errors name the file. A shell script (`.sh`: the zoo's train.py
+    command, BigGAN-PyTorch's launch scripts, StarGAN v2's README commands) is read as its one python command line,
     `{COMMAND_LINE: {"file": path, "words": [script.py, arg, ...]}}`, for a family that translates the
     reference's flags (`Family.normalise_config`)."""
     path = Path(path)

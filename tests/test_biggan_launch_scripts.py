@@ -132,7 +132,7 @@ def test_a_script_needs_a_store_and_the_biggan_family(tmp_path):
     raw = read_config_file(script(tmp_path, CIFAR))
     with pytest.raises(ConfigError, match="data: .*launch.sh names the reference's own dataset files; give a store"):
         resolve_run_config("biggan", raw)
-    with pytest.raises(ConfigError, match="launch.sh: a shell script is a config only for biggan"):
+    with pytest.raises(ConfigError, match="launch.sh: a shell script is a config for pgan .*wgan-gp reads JSON"):
         resolve_run_config("wgan-gp", raw, [(["data"], "store")])
     path = tmp_path / "sample.sh"
     path.write_text("python sample.py --shuffle\n")

@@ -129,9 +129,9 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     command = data.get(COMMAND_LINE)
     data = apply_overrides(family_cls.normalise_config(data), list(overrides))
     if command is not None and COMMAND_LINE in data:
-        raise ConfigError(f"{command['file']}: a shell script is a config only for biggan (BigGAN-PyTorch's "
-                          f"train.py command) and stargan2 (StarGAN v2's main.py); {family_cls.name} reads JSON or "
-                          "YAML")
+        raise ConfigError(f"{command['file']}: a shell script is a config for pgan (pytorch_GAN_zoo's train.py "
+                          "command), biggan (BigGAN-PyTorch's train.py) and stargan2 (StarGAN v2's main.py); "
+                          f"{family_cls.name} reads JSON or YAML")
     if command is not None and "data" not in data and not reads_data:
         data["data"] = command["file"]  # not a store: describing the networks reads no images
     elif command is not None and "data" not in data:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from ganforge.config import ConfigError
+from ganforge.config import COMMAND_LINE, ConfigError
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.data.store import CLASS_COLUMN
 from ganforge.families.base import Family, Phase, StepPlan
@@ -400,6 +400,11 @@ class PGANFamily(Family):
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Ours, a pytorch_GAN_zoo config JSON, or the zoo's train.py command in a shell script."""
+        if COMMAND_LINE in data:
+            from ganforge.families.pgan_zoo_config import zoo_command_to_ganforge
+
+            return zoo_command_to_ganforge(data[COMMAND_LINE]["words"], data[COMMAND_LINE]["file"])
         if "family" in data or not ({"pathDB", "config"} & set(data)):
             if "model" in data:  # a run's saved config from before inert keys were refused loads as it did
                 return {**data, "model": _without_inert_keys(data["model"], only_old_defaults=True)}

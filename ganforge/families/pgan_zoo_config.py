@@ -11,9 +11,10 @@ Keys whose zoo meaning ganforge does not offer for PGAN are errors, never silent
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-from ganforge.config import ConfigError, suggest_keys
+from ganforge.config import ConfigError, parse_reference_flags, read_config_file, suggest_keys
 from ganforge.data.store import CLASS_COLUMN
 
 # zoo `config` keys that must keep the value ganforge's PGAN always uses
@@ -137,3 +138,57 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config.maxIterAtScale: {scales} scales do not give a power-of-two resolution")
     # the zoo's train.py averages its logged losses over --eval_iter iterations, 100 by default: the same window
     return {"family": "pgan", "data": str(data["pathDB"]), "log_every": ZOO_EVAL_ITER, "model": model}
+
+
+# train.py's own options (short forms as written in the zoo's README) and the config keys it turns into options:
+# updateParserWithConfig makes `--KEY VALUE` of every key of the PGAN defaults with a scalar value (a list value
+# would be split into characters, so lists stay in the file)
+_SHORT = {"-c": "--config", "-n": "--name", "-d": "--dir", "-s": "--save_iter", "-e": "--eval_iter",
+          "-S": "--Scale_iter", "-v": "--partitionValue"}
+_TRAIN_OPTIONS: dict[str, tuple[str, Any]] = {
+    "config": ("str", None), "name": ("str", "default"), "dir": ("str", "output_networks"), "save_iter": ("int", 16000),
+    "eval_iter": ("int", ZOO_EVAL_ITER), "Scale_iter": ("str", None), "partitionValue": ("str", None),
+    "restart": ("on", False), "no_vis": ("on", False), "np_vis": ("on", False)}
+_OVERRIDES: dict[str, tuple[str, Any]] = {
+    "miniBatchSize": ("int", None), "dimLatentVector": ("int", None), "lambdaGP": ("float", None),
+    "epsilonD": ("float", None), "baseLearningRate": ("float", None), "weightConditionG": ("float", None),
+    "weightConditionD": ("float", None), "GDPP": ("str", None), "leakyness": ("float", None),
+    "dimOutput": ("int", None), "lossMode": ("str", None), "alphaJumpMode": ("str", None),
+    **{key: ("str", None) for key in ("initBiasToZero", "perChannelNormalization", "miniBatchStdDev")}}
+_BOOLEANS = {"GDPP", "initBiasToZero", "perChannelNormalization", "miniBatchStdDev"}
+_LISTS = ("maxIterAtScale", "iterAlphaJump", "alphaJumpVals", "alphaNJumps", "alphaSizeJumps", "depthScales")
+
+
+def zoo_command_to_ganforge(words: list[str], where: str) -> dict[str, Any]:
+    """pytorch_GAN_zoo's `python train.py PGAN -c CONFIG.json [-n NAME] [--KEY VALUE ...]` → a ganforge config: the
+    JSON file (found from the current folder, as train.py finds it, or beside the script) with the command's config
+    overrides, its loss window (`-e`) and checkpoint interval (`-s`, when train.py also saves its sample images)."""
+    if len(words) < 2 or not words[0].endswith("train.py") or words[1].startswith("-"):
+        raise ConfigError(f"{where}: expected pytorch_GAN_zoo's `python train.py PGAN -c CONFIG.json ...`")
+    if words[1] != "PGAN":
+        raise ConfigError(f"{where}: the zoo's {words[1]!r} model: ganforge's pgan family trains its PGAN"
+                          + (" (its DCGAN: `ganforge train dcgan`)" if words[1] == "DCGAN" else ""))
+    flags, given = parse_reference_flags([_SHORT.get(word, word) for word in words[2:]],
+                                         {**_TRAIN_OPTIONS, **_OVERRIDES, **{key: ("str", None) for key in _LISTS}},
+                                         where, program="pytorch_GAN_zoo's train.py")
+    lists = [key for key in _LISTS if key in given]
+    if lists:
+        raise ConfigError(f"{where}: --{lists[0]}: train.py turns a list option into a list of its characters; "
+                          "write the list in the config file")
+    if flags["config"] is None:
+        raise ConfigError(f"{where}: train.py needs -c CONFIG.json (the zoo's dataset config)")
+    if flags["partitionValue"] is not None:
+        raise ConfigError(f"{where}: -v {flags['partitionValue']!r}: ganforge trains on the whole store and reads no "
+                          "zoo partition files: prepare a store from the images that the zoo would select")
+    config_path = Path(flags["config"])
+    candidates = [config_path] if config_path.is_absolute() else [config_path, Path(where).parent / config_path]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is None:
+        raise ConfigError(f"{where}: -c {flags['config']}: not found (looked for {' and '.join(map(str, candidates))})")
+    data = read_config_file(found)
+    overrides = {key: flags[key] for key in _OVERRIDES if key in given}
+    for key in _BOOLEANS & set(overrides):
+        overrides[key] = overrides[key].lower() in "true"  # the zoo's str2bool: `v.lower() in ('true')`
+    translated = zoo_config_to_ganforge({**data, "config": {**(data.get("config") or {}), **overrides}})
+    return {**translated, "log_every": flags["eval_iter"], "checkpoint_every": flags["save_iter"],
+            "sample_every": flags["save_iter"]}
