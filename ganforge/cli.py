@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -555,9 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+    """A warning as one line a user reads, not a source location: `ganforge: warning: ...`."""
+    return f"ganforge: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         return args.func(args)
     except (ValueError, OSError, NotImplementedError) as err:
@@ -575,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning  # main() is also called in-process (tests, notebooks)
 
 
 if __name__ == "__main__":

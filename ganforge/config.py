@@ -244,7 +244,7 @@ def parse_reference_flags(words: list[str], table: dict[str, tuple[str, Any]], w
                     raise error(f"{where}: --{name} needs a value")
                 value = words.pop(0)
             try:
-                flags[name] = {"int": int, "float": float, "str": str}[kind](value)
+                flags[destinations.get(name, name)] = {"int": int, "float": float, "str": str}[kind](value)
             except ValueError:
                 raise error(f"{where}: --{name} {value!r}: expected a {kind}") from None
         given.add(destinations.get(name, name))

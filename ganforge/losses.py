@@ -21,7 +21,7 @@ def wgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
 
 def logistic_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The original GAN's D loss on logits (BCE, real → 1, fake → 0) as (real part, fake part),
-    E[softplus(−D(x))] and E[softplus(D(G(z)))]; PyTorch's DCGAN example logs them apart (errD_real / errD_fake)."""
+    E[softplus(−D(x))] and E[softplus(D(G(z)))] (PyTorch's DCGAN example's errD_real / errD_fake)."""
     return F.softplus(-d_real).mean(), F.softplus(d_fake).mean()
 
 

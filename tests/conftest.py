@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -62,3 +65,51 @@ def write_launch_script(path: Path, flags: str) -> Path:
 # StarGAN v2's README command for AFHQ, as main.py flags
 STARGAN2_AFHQ_FLAGS = ("--mode train --num_domains 3 --w_hpf 0 --lambda_reg 1 --lambda_sty 1 --lambda_ds 2 "
                        "--lambda_cyc 1 --train_img_dir data/afhq/train --val_img_dir data/afhq/val")
+
+
+def reference_checkout(fragment: str) -> Path:
+    """The official code's checkout in $GANFORGE_REFS whose folder name contains `fragment` (any case), or skip the
+    calling test saying what it needs."""
+    refs = os.environ.get("GANFORGE_REFS")
+    found = next((p for p in Path(refs).iterdir() if fragment.lower() in p.name.lower()), None) \
+        if refs and Path(refs).is_dir() else None
+    if found is None:
+        pytest.skip(f"needs GANFORGE_REFS with a {fragment} checkout (benchmarks/bench_vs_reference.py names the "
+                    "repositories and commits)")
+    return found
+
+
+def argparse_options(source: Path, function: str | None = None) -> dict[str, dict[str, Any]]:
+    """The options an official script's argparse parser declares, read from its source (never run): each by its
+    long name, with its kind as the translations' tables write it ("on"/"off" for store_true/store_false, else the
+    type's name, "str" without one), default (as argparse fills it in), dest and short forms. `function`: only the
+    add_argument calls inside that function."""
+    tree = ast.parse(source.read_text())
+    if function is not None:
+        tree = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function)
+    options = {}
+    for call in ast.walk(tree):
+        if not (isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument"):
+            continue
+        names = [arg.value for arg in call.args]
+        if not names[0].startswith("-"):
+            continue  # a positional argument
+        keywords = {keyword.arg: keyword.value for keyword in call.keywords}
+        action = ast.literal_eval(keywords["action"]) if "action" in keywords else None
+        kind = {"store_true": "on", "store_false": "off"}.get(action) or (
+            keywords["type"].id if "type" in keywords else "str")
+        switch_default = {"on": False, "off": True}.get(kind)  # argparse's for store_true / store_false
+        default = ast.literal_eval(keywords["default"]) if "default" in keywords else switch_default
+        long = next(name for name in names if name.startswith("--")).removeprefix("--")
+        options[long] = {"kind": kind, "default": float(default) if kind == "float" else default,
+                         "dest": ast.literal_eval(keywords["dest"]) if "dest" in keywords else long,
+                         "short": [name for name in names if not name.startswith("--")]}
+    return options
+
+
+def zoo_pgan_defaults() -> dict[str, Any]:
+    """pytorch_GAN_zoo's PGAN defaults (standard_configurations/pgan_config.py's `_C.KEY = value` lines), read from
+    the checkout's source in $GANFORGE_REFS (skips without it)."""
+    source = next(reference_checkout("pytorch_GAN_zoo").rglob("standard_configurations/pgan_config.py"))
+    return {node.targets[0].attr: ast.literal_eval(node.value) for node in ast.parse(source.read_text()).body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)}

@@ -7,24 +7,23 @@ argument parser itself, and every official launch script is translated.
 
 from __future__ import annotations
 
-import ast
 import json
-import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import CIFAR_LAUNCH_FLAGS as CIFAR
-from conftest import write_launch_script
+from conftest import argparse_options, reference_checkout, write_launch_script
 
-from ganforge.cli import main
+from ganforge.cli import _warning_line, main
 from ganforge.config import ConfigError, python_command_line, read_config_file, to_dict
 from ganforge.data.store import open_dataset, write_store
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.families.biggan import BigGANConfig, BigGANFamily
-from ganforge.families.biggan_flags import _TRAIN_FLAGS, BigGANFlagsError, parse_train_flags
+from ganforge.families.biggan_flags import _DESTINATIONS, _TRAIN_FLAGS, BigGANFlagsError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -61,8 +60,8 @@ def test_the_cifar_script_is_the_cifar_preset(tmp_path):
             if ours["model"][key] != preset["model"][key]} == {"steps": (None, 125000), "epochs": (500, None)}
 
 
-def test_every_flag_reaches_its_setting(tmp_path):
-    config = translated(tmp_path, "--model BigGANdeep --dataset I64_hdf5 --shuffle --G_ch 32 --D_ch 16 --G_depth 1 "
+def every_flag(tmp_path: Path):
+    return translated(tmp_path, "--model BigGANdeep --dataset I64_hdf5 --shuffle --G_ch 32 --D_ch 16 --G_depth 1 "
                         "--D_depth 3 --G_shared --shared_dim 64 --hier --dim_z 96 --G_attn 32 --D_attn 16_32 "
                         "--G_init xavier --D_init N02 --num_G_SVs 2 --num_D_SVs 2 --num_G_SV_itrs 3 "
                         "--num_D_SV_itrs 3 --SN_eps 1e-6 --BN_eps 1e-4 --G_lr 1e-4 --D_lr=4e-4 --G_B1 0.5 --D_B1 0.5 "
@@ -74,6 +73,11 @@ def test_every_flag_reaches_its_setting(tmp_path):
                         "--num_inception_images 10000 --no_fid --which_best IS --num_workers 2 --load_in_mem "
                         "--use_multiepoch_sampler --D_thin --G_nl inplace_relu --D_nl ir --pbar tqdm "
                         "--name_suffix x --z_var 2.0")
+
+
+def test_every_flag_reaches_its_setting(tmp_path):
+    with pytest.warns(UserWarning, match="issue #44"):
+        config = every_flag(tmp_path)
     assert (config.seed, config.metrics, config.metrics_every, config.metrics_n, config.best_metric,
             config.keep_best, config.checkpoint_every, config.sample_every, config.keep_checkpoints) == (
         5, ["is"], 300, 10000, "is_mean", 3, 200, 200, 4)
@@ -101,12 +105,13 @@ def test_unset_flags_take_train_pys_defaults(tmp_path):
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    ("", "--shuffle False: ganforge always shuffles"),
+    ("", "no --shuffle: train.py would read the data in file order, class by class"),
     ("--shuffle --G_fp16", "--G_fp16 True: set `amp: bf16`"),
     ("--shuffle --split_D", "--split_D True"),
     ("--shuffle --resume", "--resume True: resume by training the same ganforge run"),
-    ("--shuffle --load_weights best0", "--load_weights 'best0': import the official weights"),
-    ("--shuffle --augment", "--augment True"),
+    ("--shuffle --augment --dataset C10", "--augment: ganforge's biggan family has no random crops"),
+    ("--shuffle --dataset C10_hdf5", "--dataset 'C10_hdf5': expected one of train.py's I32, I64"),
+    ("--shuffle --num_best_copies 0", "--num_best_copies 0: train.py divides by it"),
     ("--shuffle --which_train_fn dummy", "--which_train_fn 'dummy'"),
     ("--shuffle --ema", "--ema without --use_ema"),
     ("--shuffle --use_ema", "--use_ema does nothing without --ema"),
@@ -126,6 +131,18 @@ def test_unset_flags_take_train_pys_defaults(tmp_path):
 def test_what_ganforge_cannot_train_is_an_error_naming_the_flag(tmp_path, flags, message):
     with pytest.raises(BigGANFlagsError, match=f"launch.sh: .*{message}"):
         translated(tmp_path, flags)
+
+
+def test_what_does_nothing_in_train_py_is_accepted_and_what_it_computes_is_kept(tmp_path):
+    """train.py's own semantics: the multi-epoch sampler shuffles without --shuffle; HDF5 sets take no --augment;
+    --load_weights is read only with --resume; G's batch is max(G_batch_size, batch_size); the latest weights are
+    always written, so --num_save_copies 0 still keeps one checkpoint."""
+    with pytest.warns(UserWarning, match="launch.sh: with --use_multiepoch_sampler train.py runs 100² epochs .* this "
+                                         "run trains 100 epochs"):
+        config = translated(tmp_path, "--use_multiepoch_sampler --augment --load_weights best0 --batch_size 64 "
+                            "--G_batch_size 32 --num_save_copies 0")
+    assert (config.keep_checkpoints, config.model.g_batch_size, config.model.epochs) == (1, None, 100)
+    assert translated(tmp_path, "--shuffle --batch_size 64 --G_batch_size 128").model.g_batch_size == 128
 
 
 def test_a_script_needs_a_store_and_the_biggan_family(tmp_path):
@@ -199,57 +216,36 @@ def test_a_tiny_launch_script_trains_and_resumes_from_the_command_line(tmp_path,
 
 # --- against the official checkout (GANFORGE_REFS) ---------------------------------------------------------------
 
-def _biggan_checkout() -> Path | None:
-    refs = os.environ.get("GANFORGE_REFS")
-    if not refs or not Path(refs).is_dir():
-        return None
-    return next((p for p in Path(refs).iterdir() if "biggan-pytorch" in p.name.lower()), None)
-
-
-NEEDS_CHECKOUT = "needs GANFORGE_REFS with a BigGAN-PyTorch checkout (benchmarks/bench_vs_reference.py names it)"
-
-
-def _official_flags(utils_py: Path) -> dict[str, tuple[str, object]]:
-    """utils.prepare_parser's arguments read from its source (not run): name → (kind, default) as _TRAIN_FLAGS."""
-    tree = ast.parse(utils_py.read_text())
-    parser = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "prepare_parser")
-    flags = {}
-    for call in ast.walk(parser):
-        if not (isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument"):
-            continue
-        name = call.args[0].value.removeprefix("--")
-        options = {keyword.arg: ast.literal_eval(keyword.value) if keyword.arg != "type" else keyword.value.id
-                   for keyword in call.keywords if keyword.arg in ("default", "action", "type")}
-        action = options.get("action")
-        kind = {"store_true": "on", "store_false": "off"}.get(action, options.get("type", "str"))
-        flags[name] = (kind, options.get("default"))
-    return flags
-
-
 def test_the_flag_table_is_train_pys_parser():
-    checkout = _biggan_checkout()
-    if checkout is None:
-        pytest.skip(NEEDS_CHECKOUT)
-    utils_py = next(checkout.rglob("utils.py"))
-    assert _official_flags(utils_py) == _TRAIN_FLAGS
-    flags, given = parse_train_flags(["--D_thin", "--no_pin_memory"], "x")
-    assert (flags["D_wide"], flags["pin_memory"], given) == (False, False, {"D_wide", "pin_memory"})
+    official = argparse_options(next(reference_checkout("BigGAN-PyTorch").rglob("utils.py")), "prepare_parser")
+    assert {name: (option["kind"], option["default"]) for name, option in official.items()} == _TRAIN_FLAGS
+    assert {name: option["dest"] for name, option in official.items() if option["dest"] != name} == _DESTINATIONS
 
 
 def test_every_official_launch_script_translates():
-    checkout = _biggan_checkout()
-    scripts = sorted(checkout.rglob("scripts/launch_*.sh")) if checkout else []
+    scripts = sorted(reference_checkout("BigGAN-PyTorch").rglob("scripts/launch_*.sh"))
     if not scripts:
-        pytest.skip(NEEDS_CHECKOUT + ", its scripts/*.sh included")
+        pytest.skip("needs the BigGAN-PyTorch checkout's scripts/*.sh in GANFORGE_REFS (benchmarks/README.md says how)")
     presets = {"launch_cifar_ema.sh": "biggan_cifar10.yaml", "launch_BigGAN_bs256x8.sh":
                "biggan_imagenet128_bs256x8.yaml", "launch_BigGAN_deep.sh": "biggan_deep_imagenet128.yaml"}
+    translated = {}
     for path in scripts:
-        ours = to_dict(resolve_run_config("biggan", read_config_file(path), [(["data"], "store")]))
-        if path.name in presets:
-            preset = to_dict(resolve_run_config("biggan", read_config_file(CONFIGS / presets[path.name]),
-                                                [(["data"], "store")]))
-            differ = {key for key in ours["model"] if ours["model"][key] != preset["model"][key]}
-            assert differ == {"steps", "epochs"}, path.name  # the presets give the official README's lengths
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            translated[path.name] = to_dict(resolve_run_config("biggan", read_config_file(path), [(["data"], "x")]))
+        # the ImageNet scripts use the multi-epoch sampler, whose num_epochs² epochs the translation says it cuts
+        assert bool(caught) == ("--use_multiepoch_sampler" in path.read_text()), path.name
+    assert set(presets) <= set(translated) and len(translated) == 7
+    for name, preset_file in presets.items():
+        ours = translated[name]
+        preset = to_dict(resolve_run_config("biggan", read_config_file(CONFIGS / preset_file), [(["data"], "x")]))
+        # the presets' deliberate choices: the official README's lengths in steps, FID for the best copies (its
+        # advice off ImageNet), a log line per 100 iterations
+        assert {key for key in ours["model"] if ours["model"][key] != preset["model"][key]} == {"steps", "epochs"}
+        assert {key for key in ours if key != "model" and ours[key] != preset[key]} <= {
+            "best_metric", "log_every", "sample_every"}, name
+    sngan = translated["launch_SNGAN.sh"]["model"]
+    assert (sngan["num_d_steps"], sngan["betas"], sngan["ema"], sngan["g_shared"]) == (5, [0.0, 0.9], False, False)
 
 
 def test_info_describes_a_script_without_data(tmp_path, capsys):
@@ -258,8 +254,12 @@ def test_info_describes_a_script_without_data(tmp_path, capsys):
                   "--num_D_accumulations 8 --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --G_attn 64 --D_attn 64 --G_ch 128 "
                   "--D_ch 128 --G_depth 2 --D_depth 2 --SN_eps 1e-6 --adam_eps 1e-6 --G_shared --G_init ortho "
                   "--D_init ortho --hier --dim_z 128 --shared_dim 128 --ema --use_ema --ema_start 20000 "
-                  "--G_eval_mode")
-    assert main(["info", "biggan", "-c", str(deep)]) == 0
+                  "--G_eval_mode --use_multiepoch_sampler")
+    formatwarning = warnings.formatwarning
+    with pytest.warns(UserWarning, match="issue #44"):
+        assert main(["info", "biggan", "-c", str(deep)]) == 0
+    assert warnings.formatwarning is formatwarning  # the CLI's one-line form of warnings is its own, not left behind
+    assert _warning_line(UserWarning("x y"), UserWarning, "biggan_flags.py", 9) == "ganforge: warning: x y\n"
     said = capsys.readouterr().out
     assert "G            50,244,484 parameters" in said and "D            34,590,210 parameters" in said
     assert "classes: 1000" in said and "effective_batch: 2048" in said

@@ -1,11 +1,9 @@
 """Config loading: strict keys with suggestions, types, overrides, and the seed's pytorch_GAN_zoo JSON."""
 
-import ast
 import json
-import os
-from pathlib import Path
 
 import pytest
+from conftest import zoo_pgan_defaults
 
 from ganforge.config import ConfigError, apply_overrides, parse_overrides, read_config_file, to_dict
 from ganforge.families import resolve_run_config
@@ -104,23 +102,20 @@ def test_configs_written_by_the_zoos_datasets_py_load():
     model = resolve_run_config(None, celeba_hq).model
     assert model.resolution == 1024 and model.schedule.batch_per_resolution == {512: 12, 1024: 8}
     for key, value in (("pathPartition", "partition.json"), ("partitionValue", "CLOTHING"),
-                       ("selectedAttributes", ["Main"]), ("ignoreAttribs", True)):
+                       ("selectedAttributes", ["Main"])):
         with pytest.raises(ConfigError, match=f"{key}: ganforge trains on the whole store"):
             resolve_run_config(None, {**celeba_hq, key: value})
-    assert resolve_run_config(None, {**celeba_hq, "ignoreAttribs": False}).model.resolution == 1024
+    # ignoreAttribs turns the zoo's class-folder classes off (gan_trainer.py: no attribKeysOrder, no AC-GAN)
+    folders = {**celeba_hq, "imagefolderDataset": True}
+    assert resolve_run_config(None, folders).model.conditions == ["class"]
+    assert resolve_run_config(None, {**folders, "ignoreAttribs": True}).model.conditions is None
+    assert resolve_run_config(None, {**folders, "ignoreAttribs": False}).model.conditions == ["class"]
 
 
 def test_the_zoos_default_config_is_ganforges_zoo_default():
     """Every value of pytorch_GAN_zoo's PGAN defaults (standard_configurations/pgan_config.py, read from the
     checkout's source where GANFORGE_REFS has it) written out in a config gives what an empty zoo config gives."""
-    refs = os.environ.get("GANFORGE_REFS")
-    sources = sorted(Path(refs).glob("*[Zz][Oo][Oo]*/**/standard_configurations/pgan_config.py")) if refs else []
-    if not sources:
-        pytest.skip("needs GANFORGE_REFS with a pytorch_GAN_zoo checkout (benchmarks/bench_vs_reference.py names it)")
-    defaults = {}
-    for node in ast.parse(sources[0].read_text()).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
-            defaults[node.targets[0].attr] = ast.literal_eval(node.value)
+    defaults = zoo_pgan_defaults()
     custom_jumps = {"iterAlphaJump", "alphaJumpVals"}  # read only by alphaJumpMode "custom"; the default is linear
     assert defaults["alphaJumpMode"] == "linear" and custom_jumps < set(defaults)
     written = {key: value for key, value in defaults.items() if key not in custom_jumps}

@@ -4,6 +4,7 @@ counts, fresh noise per critic step, and sampling that leaves training untouched
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -392,15 +393,40 @@ def test_phases_of_a_step(shapes) -> None:
     assert (d_phase.name, d_phase.trains, d_phase.repeats, d_phase.data) == ("D", ("D",), 4, "fresh")
     assert d_phase.after_step is not None
     assert (g_phase.name, g_phase.trains, g_phase.repeats, g_phase.data) == ("G", ("G",), 1, "none")
-    reals = torch.zeros(4, 3, 32, 32)
-    loss, logs = d_phase.loss(Batch(images=reals, labels=None))
+    loss, logs = d_phase.loss(Batch(images=torch.zeros(4, 3, 32, 32), labels=None))
     assert loss.requires_grad and set(logs) == {"loss_D", "wdist", "loss_D_real", "loss_D_fake"}
-    with torch.no_grad():  # the parts WassersteinGAN logs: −E[D(real)] and E[D(fake)], adding up to the loss
-        torch.testing.assert_close(logs["loss_D_real"], -family.nets["D"](reals).mean())
-    assert torch.equal(logs["loss_D"], logs["loss_D_fake"] + logs["loss_D_real"])
-    assert torch.equal(logs["wdist"], -logs["loss_D"])
     loss, logs = g_phase.loss(None)
     assert loss.requires_grad and set(logs) == {"loss_G"}
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan", "wgan-gp"])
+def test_the_d_phase_logs_its_loss_in_the_parts_the_references_print(shapes, name) -> None:
+    """By hand from D's scores on the same reals and fakes: WassersteinGAN's errD_real / errD_fake (as −E[D(x)]
+    and E[D(G(z))]), PyTorch's DCGAN example's BCE terms with D(x) and D(G(z)), the tutorial's halved loss."""
+    family = build(name, shapes)
+    d_phase = family.phases(0, family.plan(0))[0]
+    reals = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    torch.manual_seed(4)
+    loss, logs = d_phase.loss(Batch(images=reals, labels=None))
+    torch.manual_seed(4)
+    with torch.no_grad():
+        d_real = family.nets["D"](reals).flatten()
+        d_fake = family.nets["D"](family.nets["G"](torch.randn(4, TINY["latent_dim"]))).flatten()
+    close = functools.partial(torch.testing.assert_close, atol=1e-6, rtol=1e-6)
+    if name == "dcgan":
+        real_part = F.binary_cross_entropy_with_logits(d_real, torch.ones(4))
+        fake_part = F.binary_cross_entropy_with_logits(d_fake, torch.zeros(4))
+        close(loss.detach(), (real_part + fake_part) / 2)
+        close(logs["D_x"], torch.sigmoid(d_real).mean())
+        close(logs["D_G_z"], torch.sigmoid(d_fake).mean())
+    else:
+        real_part, fake_part = -d_real.mean(), d_fake.mean()
+        close(logs["wdist"], d_real.mean() - d_fake.mean())
+    close(logs["loss_D_real"], real_part)
+    close(logs["loss_D_fake"], fake_part)
+    if name == "wgan-gp":
+        close(loss.detach(), fake_part + real_part + family.config.lambda_gp * logs["gp"])
+    close(logs["loss_D"], loss.detach())
 
 
 def test_family_classes_are_registered() -> None:

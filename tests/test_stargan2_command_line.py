@@ -6,14 +6,12 @@ The commands below carry the official README's training settings; where the offi
 
 from __future__ import annotations
 
-import ast
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STARGAN2_AFHQ_FLAGS
+from conftest import STARGAN2_AFHQ_FLAGS, argparse_options, reference_checkout
 
 from ganforge.cli import main
 from ganforge.config import ConfigError, read_config_file, to_dict
@@ -116,22 +114,6 @@ def test_a_tiny_command_trains_from_the_command_line(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").glob("*.safetensors")) == ["00000004.safetensors"]
 
 
-def _official_flags(main_py: Path) -> dict[str, tuple[str, object]]:
-    """main.py's arguments read from its source (not run): name → (kind, default) as _MAIN_FLAGS."""
-    flags = {}
-    for call in ast.walk(ast.parse(main_py.read_text())):
-        if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument":
-            options = {keyword.arg: keyword.value for keyword in call.keywords}
-            default = ast.literal_eval(options["default"]) if "default" in options else None
-            kind = options["type"].id if "type" in options else "str"
-            flags[call.args[0].value.removeprefix("--")] = (kind, float(default) if kind == "float" else default)
-    return flags
-
-
 def test_the_flag_table_is_main_pys_parser():
-    refs = os.environ.get("GANFORGE_REFS")
-    checkout = next((p for p in Path(refs).iterdir() if "stargan-v2" in p.name.lower()), None) \
-        if refs and Path(refs).is_dir() else None
-    if checkout is None:
-        pytest.skip("needs GANFORGE_REFS with a stargan-v2 checkout (benchmarks/bench_vs_reference.py names it)")
-    assert _official_flags(next(checkout.rglob("main.py"))) == _MAIN_FLAGS
+    official = argparse_options(next(reference_checkout("stargan-v2").rglob("main.py")))
+    assert {name: (option["kind"], option["default"]) for name, option in official.items()} == _MAIN_FLAGS

@@ -6,12 +6,11 @@ turns into options are checked against train.py's parser and standard_configurat
 
 from __future__ import annotations
 
-import ast
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import argparse_options, reference_checkout, zoo_pgan_defaults
 
 from ganforge.cli import main
 from ganforge.config import ConfigError, read_config_file
@@ -85,37 +84,12 @@ def test_a_zoo_command_trains_from_the_command_line(tmp_path, monkeypatch):
                                                                                "00000012.safetensors"}
 
 
-def _checkout() -> Path | None:
-    refs = os.environ.get("GANFORGE_REFS")
-    if not refs or not Path(refs).is_dir():
-        return None
-    return next((p for p in Path(refs).iterdir() if "pytorch_gan_zoo" in p.name.lower()), None)
-
-
 def test_the_option_tables_are_the_zoos():
-    checkout = _checkout()
-    if checkout is None:
-        pytest.skip("needs GANFORGE_REFS with a pytorch_GAN_zoo checkout (benchmarks/bench_vs_reference.py names it)")
-    options, short = {}, {}
-    for call in ast.walk(ast.parse(next(checkout.rglob("train.py")).read_text())):
-        if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument":
-            names = [arg.value for arg in call.args]
-            keywords = {keyword.arg: keyword.value for keyword in call.keywords}
-            if not names[-1].startswith("-"):
-                continue  # the model name, a positional argument
-            long = next(n for n in names if n.startswith("--"))
-            name = long.removeprefix("--")  # ganforge's table keys an option by its long name, not its dest
-            kind = "on" if "action" in keywords else keywords["type"].id if "type" in keywords else "str"
-            default = ast.literal_eval(keywords["default"]) if "default" in keywords else \
-                (False if kind == "on" else None)
-            options[name] = (kind, default)
-            short.update({n: long for n in names if not n.startswith("--")})
-    assert options == _TRAIN_OPTIONS
-    assert short == _SHORT
-    defaults = {}
-    for node in ast.parse(next(checkout.rglob("standard_configurations/pgan_config.py")).read_text()).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
-            defaults[node.targets[0].attr] = ast.literal_eval(node.value)
+    official = argparse_options(next(reference_checkout("pytorch_GAN_zoo").rglob("train.py")))
+    assert {name: (option["kind"], option["default"]) for name, option in official.items()
+            if name != "overrides"} == _TRAIN_OPTIONS
+    assert {short: f"--{name}" for name, option in official.items() for short in option["short"]} == _SHORT
+    defaults = zoo_pgan_defaults()
     as_options = {key for key, value in defaults.items() if value is not None}  # updateParserWithConfig skips None
     assert as_options == set(_OVERRIDES) | set(_LISTS)
     assert {key for key in as_options if isinstance(defaults[key], list)} == set(_LISTS)

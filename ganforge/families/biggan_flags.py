@@ -1,14 +1,18 @@
 """BigGAN-PyTorch's flags → ganforge settings: the `config` a checkpoint's state_dict.pth holds (for the importer)
 and the `train.py` command of a launch script (`ganforge train biggan -c scripts/launch_BigGAN_deep.sh`).
 
-Flags ganforge cannot honour are errors naming the flag; flags about the official code's own machinery (workers,
-folders, DataParallel, progress bars) are accepted and have no counterpart. The official `--use_multiepoch_sampler`
-makes train.py run num_epochs² epochs (its epoch loop re-reads a sampler that already spans num_epochs epochs,
-BigGAN-PyTorch issue #44); a translated script trains the num_epochs it names (`model.epochs`).
+Flags ganforge cannot honour are errors naming the flag. Flags about the official code's own machinery have no
+counterpart and are accepted: workers, pinned memory, loading into memory, DataParallel, the folders and names of
+its outputs, progress bars and log styles, its spectra logging (ganforge logs σ at every log point), `--toggle_grads`
+(always on), `--z_var` (train.py never passes it on; sample.py does), `--load_weights` (read only with `--resume`,
+which is refused) and `--use_multiepoch_sampler`. That sampler makes train.py run num_epochs² epochs (its epoch loop
+re-reads a sampler that already spans num_epochs epochs, BigGAN-PyTorch issue #44), so those runs go on until
+stopped by hand; a translated script trains the num_epochs it names (`model.epochs`, train.py's default 100 where it
+names none), and says so.
 """
-
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ganforge.config import ConfigError, parse_reference_flags
@@ -93,6 +97,10 @@ def config_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch 
         raise BigGANFlagsError(f"{where}: config does not describe a valid BigGAN: {error}") from error
 
 
+def _g_batch_size(flags: dict[str, Any]) -> int | None:
+    """G's batch: train.py draws max(G_batch_size, batch_size) latents for G's step; None where that is the batch."""
+    batch, g_batch = int(flags.get("batch_size", 64)), int(flags.get("G_batch_size", 0))
+    return g_batch if g_batch > batch else None
 
 
 def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-PyTorch config") -> dict[str, Any]:
@@ -104,7 +112,7 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
     arch = config_from_official(flags, where=where)
     if arch.g_sn != arch.d_sn:
         raise BigGANFlagsError(f"{where}: G and D spectral-norm settings differ ({arch.g_sn} vs {arch.d_sn}); "
-                                "ganforge's biggan family uses one setting for both")
+                               "ganforge's biggan family uses one setting for both")
     betas = [float(flags.get("G_B1", 0.0)), float(flags.get("G_B2", 0.999))]
     if betas != [float(flags.get("D_B1", 0.0)), float(flags.get("D_B2", 0.999))]:
         raise BigGANFlagsError(f"{where}: G and D Adam betas differ; ganforge's biggan family uses one pair")
@@ -117,7 +125,7 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
         "g_init": arch.g_init, "d_init": arch.d_init, "num_svs": arch.g_sn.num_svs, "num_sv_itrs": arch.g_sn.num_itrs,
         "sn_eps": arch.g_sn.eps, "bn_eps": arch.bn_eps, "batch_size": int(flags.get("batch_size", 64)),
         **({"deep": True, "g_depth": arch.g_depth, "d_depth": arch.d_depth} if arch.deep else {}),
-        "g_batch_size": int(flags.get("G_batch_size", 0)) or None, "num_d_steps": int(flags.get("num_D_steps", 2)),
+        "g_batch_size": _g_batch_size(flags), "num_d_steps": int(flags.get("num_D_steps", 2)),
         "num_d_accumulations": int(flags.get("num_D_accumulations", 1)),
         "num_g_accumulations": int(flags.get("num_G_accumulations", 1)), "g_lr": float(flags.get("G_lr", 5e-5)),
         "d_lr": float(flags.get("D_lr", 2e-4)), "betas": betas, "adam_eps": float(flags.get("adam_eps", 1e-8)),
@@ -159,24 +167,14 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "D_thin": ("off", True),
 }
 _DESTINATIONS = {"no_pin_memory": "pin_memory", "D_thin": "D_wide"}  # argparse `dest`s
-# the official code's machinery, or flags train.py never reads for training (z_var: only sample.py passes it on)
-_NO_COUNTERPART = frozenset((
-    "num_workers", "pin_memory", "load_in_mem", "parallel", "base_root", "data_root", "weights_root", "logs_root",
-    "samples_root", "pbar", "name_suffix", "experiment_name", "hashname", "config_from_name", "logstyle",
-    "toggle_grads", "use_multiepoch_sampler", "log_G_spectra", "log_D_spectra", "sv_log_interval", "z_var"))
 # flags ganforge trains at one value only: name → (that value, what to do instead)
 _ONLY = {
-    "augment": (False, "ganforge's biggan family has no random crops; leave it out (no launch script sets it)"),
-    "shuffle": (True, "ganforge always shuffles (a seeded permutation per epoch), where train.py without --shuffle "
-                      "reads the data in file order, class by class: add --shuffle"),
     "skip_init": (False, "ganforge always initialises its networks as --G_init/--D_init say"),
     "split_D": (False, "ganforge scores fakes and reals in one D forward, as train.py without --split_D does"),
     **{name: (False, "set `amp: bf16` (autocast) instead; ganforge keeps float32 weights")
        for name in ("G_fp16", "D_fp16", "G_mixed_precision", "D_mixed_precision")},
     "resume": (False, "resume by training the same ganforge run again; an official run's weights come in with "
                       "`ganforge import biggan-pytorch WEIGHTS_DIR`"),
-    "load_weights": ("", "import the official weights with `ganforge import biggan-pytorch WEIGHTS_DIR` and train "
-                         "that run"),
     "which_train_fn": ("GAN", "ganforge trains the GAN objective ('GAN') only"),
 }
 _BEST = {"IS": "is_mean", "FID": "fid"}
@@ -199,14 +197,23 @@ def launch_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:
     for name, (value, reason) in _ONLY.items():
         if flags[name] != value:
             raise BigGANFlagsError(f"{where}: --{name} {flags[name]!r}: {reason}")
+    hdf5 = flags["dataset"].endswith("_hdf5")
+    if flags["augment"] and not hdf5:  # train.py's HDF5 sets take no transforms
+        raise BigGANFlagsError(f"{where}: --augment: ganforge's biggan family has no random crops; leave it out")
+    if not flags["shuffle"] and not flags["use_multiepoch_sampler"]:  # the sampler draws its own permutations
+        raise BigGANFlagsError(f"{where}: no --shuffle: train.py would read the data in file order, class by class, "
+                               "where ganforge always shuffles (a seeded permutation per epoch): add --shuffle")
+    if flags["num_best_copies"] < 1:
+        raise BigGANFlagsError(f"{where}: --num_best_copies {flags['num_best_copies']}: train.py divides by it when "
+                               "it saves a best copy; keep at least 1")
     if flags["no_fid"] and flags["which_best"] == "FID":
         raise BigGANFlagsError(f"{where}: --which_best FID with --no_fid: no FID is computed to rank by")
     if flags["which_best"] not in _BEST:
         raise BigGANFlagsError(f"{where}: --which_best {flags['which_best']!r}: expected IS or FID")
     dataset = flags["dataset"].removesuffix("_hdf5")
-    if dataset not in _RESOLUTION_BY_DATASET:
+    if dataset not in _RESOLUTION_BY_DATASET or (hdf5 and not dataset.startswith("I")):
         raise BigGANFlagsError(f"{where}: --dataset {flags['dataset']!r}: expected one of train.py's "
-                               f"{', '.join(sorted(_RESOLUTION_BY_DATASET))} (with or without _hdf5)")
+                               f"{', '.join(_RESOLUTION_BY_DATASET)} (the ImageNet ones also as _hdf5)")
     for name, needs in (("use_ema", "ema"), ("ema_decay", "ema"), ("ema_start", "ema"),
                         ("num_standing_accumulations", "accumulate_stats")):
         if name in given and not flags[needs]:
@@ -215,6 +222,12 @@ def launch_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:
         raise BigGANFlagsError(f"{where}: --ema without --use_ema keeps an EMA generator that train.py never samples "
                                "or evaluates; ganforge samples and evaluates the EMA generator whenever it keeps one: "
                                "add --use_ema (every EMA launch script has it) or drop --ema")
+    if flags["use_multiepoch_sampler"]:
+        warnings.warn(f"{where}: with --use_multiepoch_sampler train.py runs {flags['num_epochs']}² epochs (its epoch "
+                      f"loop re-reads a sampler of {flags['num_epochs']} epochs, BigGAN-PyTorch issue #44), i.e. until "
+                      f"stopped; this run trains {flags['num_epochs']} epochs (model.epochs; the official README's "
+                      "ImageNet models trained about 150k iterations: --set model.epochs=N or model.steps=N with "
+                      "model.epochs=null)", stacklevel=2)
     model = train_settings_from_official({**flags, "cross_replica": False}, where=where)
     model.update(n_classes=_CLASSES_BY_DATASET[dataset], epochs=flags["num_epochs"],
                  standing_stats=flags["num_standing_accumulations"] if flags["accumulate_stats"] else 0,
@@ -224,5 +237,6 @@ def launch_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:
         "metrics_every": flags["test_every"], "metrics_n": flags["num_inception_images"],
         "best_metric": _BEST[flags["which_best"]], "keep_best": flags["num_best_copies"],
         "checkpoint_every": flags["save_every"], "sample_every": flags["save_every"],
-        "keep_checkpoints": flags["num_save_copies"], "model": model,
+        # train.py always writes the latest weights and keeps num_save_copies rotating copies of them
+        "keep_checkpoints": max(1, flags["num_save_copies"]), "model": model,
     }

@@ -191,9 +191,12 @@ class DCGANFamily(Family):
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
         D = self.discriminate
-        real_part, fake_part = logistic_discriminator_loss(D(reals, real=True), D(fakes))
+        d_real, d_fake = D(reals, real=True), D(fakes)
+        real_part, fake_part = logistic_discriminator_loss(d_real, d_fake)
         loss = (real_part + fake_part) / 2
-        return loss, {"loss_D": loss.detach(), "loss_D_real": real_part.detach(), "loss_D_fake": fake_part.detach()}
+        # D(x) and D(G(z)), the probabilities PyTorch's DCGAN example prints beside its losses
+        return loss, {"loss_D": loss.detach(), "loss_D_real": real_part.detach(), "loss_D_fake": fake_part.detach(),
+                      "D_x": torch.sigmoid(d_real.detach()).mean(), "D_G_z": torch.sigmoid(d_fake.detach()).mean()}
 
     def generator_objective(self, d_fake: torch.Tensor) -> torch.Tensor:
         """Non-saturating generator loss: BCE of the fakes' logits against the 'real' label."""

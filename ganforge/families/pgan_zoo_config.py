@@ -23,9 +23,10 @@ _FIXED = {"miniBatchStdDev": True, "equalizedlR": True, "perChannelNormalization
 _MAPPED = {"maxIterAtScale", "alphaNJumps", "alphaSizeJumps", "miniBatchSize", "dimLatentVector", "depthScales",
            "lambdaGP", "epsilonD", "baseLearningRate", "learningRate", "GDPP", "miniBatchScheduler",
            "configScheduler", "weightConditionD", "weightConditionG"}
-_TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imagefolderDataset", "datasetProfile"}
+_TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imagefolderDataset", "datasetProfile",
+              "ignoreAttribs"}
 # the zoo trainer's other keyword arguments, which select attributes or a partition of the images
-_SUBSETS = {"pathPartition", "partitionValue", "selectedAttributes", "ignoreAttribs"}
+_SUBSETS = {"pathPartition", "partitionValue", "selectedAttributes"}
 _SCHEDULED = {"baseLearningRate", "learningRate"}
 ZOO_EVAL_ITER = 100  # train.py's --eval_iter default
 
@@ -108,7 +109,8 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
     if zoo.get("GDPP"):
         model["gdpp"] = 1.0
     weights = {key: zoo.get(key, 0.0) for key in ("weightConditionD", "weightConditionG")}
-    if data.get("imagefolderDataset"):  # the zoo conditions G on the class folders, whatever the weights
+    # the zoo conditions G on the class folders, whatever the weights, unless ignoreAttribs turns its classes off
+    if data.get("imagefolderDataset") and not data.get("ignoreAttribs"):
         model.update(conditions=[CLASS_COLUMN], condition_weight_d=weights["weightConditionD"],
                      condition_weight_g=weights["weightConditionG"])
     else:
