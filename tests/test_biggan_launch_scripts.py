@@ -24,6 +24,7 @@ from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.families.biggan import BigGANConfig, BigGANFamily
 from ganforge.families.biggan_flags import _DESTINATIONS, _TRAIN_FLAGS, BigGANFlagsError
+from ganforge.models.biggan import Discriminator
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -87,14 +88,27 @@ def test_every_flag_reaches_its_setting(tmp_path):
         "latent_dim", "g_attention", "d_attention", "g_init", "d_init", "num_svs", "num_sv_itrs", "sn_eps", "bn_eps",
         "g_lr", "d_lr", "betas", "adam_eps", "batch_size", "g_batch_size", "num_g_accumulations",
         "num_d_accumulations", "num_d_steps", "g_ortho", "d_ortho", "ema", "ema_decay", "ema_start",
-        "sample_eval_mode", "standing_stats", "sync_bn", "epochs", "steps")} == {
+        "sample_eval_mode", "standing_stats", "sync_bn", "epochs", "steps", "d_wide")} == {
         "resolution": 64, "n_classes": 1000, "deep": True, "g_depth": 1, "d_depth": 3, "g_ch": 32, "d_ch": 16,
         "g_shared": True, "shared_dim": 64, "hier": True, "latent_dim": 96, "g_attention": [32],
         "d_attention": [16, 32], "g_init": "xavier", "d_init": "N02", "num_svs": 2, "num_sv_itrs": 3, "sn_eps": 1e-6,
         "bn_eps": 1e-4, "g_lr": 1e-4, "d_lr": 4e-4, "betas": [0.5, 0.9], "adam_eps": 1e-6, "batch_size": 32,
         "g_batch_size": 64, "num_g_accumulations": 2, "num_d_accumulations": 3, "num_d_steps": 2, "g_ortho": 1e-4,
         "d_ortho": 1e-5, "ema": True, "ema_decay": 0.999, "ema_start": 7, "sample_eval_mode": True,
-        "standing_stats": 8, "sync_bn": True, "epochs": 3, "steps": None}
+        "standing_stats": 8, "sync_bn": True, "epochs": 3, "steps": None,
+        "d_wide": True}  # BigGANdeep.py ignores --D_thin
+
+
+def test_a_thin_d_is_biggan_pys_thin_d(tmp_path):
+    """launch_SNGAN.sh's --D_thin: D's blocks keep their input width inside; 30,005,013 parameters at 128 px with
+    ch 64 and no attention, as BigGAN.py's Discriminator(D_wide=False) counts them (39,443,137 wide)."""
+    model = translated(tmp_path, "--shuffle --D_thin --G_attn 0 --D_attn 0 --G_init xavier --D_init xavier").model
+    assert model.d_wide is False
+    with torch.device("meta"):
+        count = sum(p.numel() for p in Discriminator(model.arch(128, 1000)).parameters())
+        model.d_wide = True
+        wide = sum(p.numel() for p in Discriminator(model.arch(128, 1000)).parameters())
+    assert (count, wide) == (30_005_013, 39_443_137)
 
 
 def test_unset_flags_take_train_pys_defaults(tmp_path):

@@ -290,6 +290,11 @@ def test_lazy_r1_trains_and_logs_r1_averaged_over_the_steps_that_measured_it(tmp
     means = trainer.read_pending(logs=True)
     assert means["r1"] == pytest.approx((float(steps[0]["r1"]) + float(steps[3]["r1"])) / 2) and means["r1"] > 1e-5
     assert means["loss_D"] == pytest.approx(sum(float(logs["loss_D"]) for logs in steps) / 6)
+    order = list(means)
+    assert order == ["loss_D", "loss_D_real", "loss_D_fake", "r1", "loss_G"]  # the phases' order: D, D_r1, G
+    for logs in steps[1:3] + steps[:1]:  # an interval whose first steps measure no R1 keeps the run's order
+        trainer.pending.add_step(logs)
+    assert list(trainer.read_pending(logs=True)) == order
 
 
 @pytest.mark.parametrize(("model", "message"), [

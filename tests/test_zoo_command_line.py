@@ -50,9 +50,12 @@ def test_the_readme_command_with_options_and_overrides(tmp_path, monkeypatch):
 
 
 def test_booleans_are_read_as_the_zoos_str2bool_reads_them(tmp_path):
-    """str2bool is `v.lower() in ('true')`, a substring test: "t" and "rue" are true, "yes" and "1" false."""
-    for value, gdpp in (("True", 1.0), ("t", 1.0), ("rue", 1.0), ("yes", 0.0), ("1", 0.0), ("False", 0.0)):
+    """models/utils/config.py's str2bool: yes/true/t/y/1 and no/false/f/n/0 in any case; anything else stops."""
+    for value, gdpp in (("True", 1.0), ("t", 1.0), ("Y", 1.0), ("1", 1.0), ("yes", 1.0), ("no", 0.0), ("F", 0.0),
+                        ("0", 0.0), ("false", 0.0)):
         assert translated(tmp_path / value, f"PGAN -c config_shapes.json --GDPP {value}").model.gdpp == gdpp
+    with pytest.raises(ConfigError, match="run.sh: --GDPP 'rue': expected a boolean as the zoo's train.py reads"):
+        translated(tmp_path / "rue", "PGAN -c config_shapes.json --GDPP rue")
 
 
 @pytest.mark.parametrize(("words", "message"), [
@@ -78,7 +81,7 @@ def test_a_zoo_command_trains_from_the_command_line(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "shapes"
     assert main(["train", "pgan", "-c", str(script), "--run-dir", str(run), "--set", "progress=false"]) == 0
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [3, 6, 9, 12]
+    assert [r["step"] for r in log] == [3, 6, 9, 12]  # global steps (the zoo's counter restarts at each scale)
     assert all({"loss_D_real", "loss_D_fake", "gp", "drift"} <= set(r) for r in log)
     assert {p.name for p in (run / "checkpoints").glob("*.safetensors")} >= {"00000006.safetensors",
                                                                                "00000012.safetensors"}

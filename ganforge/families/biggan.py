@@ -78,6 +78,7 @@ class BigGANConfig:
     sample_eval_mode: bool = True
     standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
+    d_wide: bool = True  # false: BigGAN-PyTorch's --D_thin, D blocks' hidden width is their input width (SNGAN)
     steps: int | None = None  # G iterations; None: from `epochs`, else 150000 (the official README's runs)
     epochs: int | None = None  # train.py's num_epochs: epochs × ⌊images / (batch × D steps × D accumulations)⌋ steps
     deep: bool = False  # BigGAN-deep (BigGANdeep.py): bottleneck blocks, the whole z with the embedding
@@ -146,7 +147,7 @@ class BigGANConfig:
                               hier=self.hier, g_attention=tuple(self.g_attention),
                               d_attention=tuple(self.d_attention), g_init=self.g_init, d_init=self.d_init, g_sn=sn,
                               d_sn=sn, bn_eps=self.bn_eps, deep=self.deep, g_depth=self.g_depth or 2,
-                              d_depth=self.d_depth or 2)
+                              d_depth=self.d_depth or 2, d_wide=self.d_wide)
         except ValueError as error:
             raise ConfigError(f"model: {error}") from None
 

@@ -125,6 +125,7 @@ def train_settings_from_official(flags: dict[str, Any], *, where: str = "BigGAN-
         "g_init": arch.g_init, "d_init": arch.d_init, "num_svs": arch.g_sn.num_svs, "num_sv_itrs": arch.g_sn.num_itrs,
         "sn_eps": arch.g_sn.eps, "bn_eps": arch.bn_eps, "batch_size": int(flags.get("batch_size", 64)),
         **({"deep": True, "g_depth": arch.g_depth, "d_depth": arch.d_depth} if arch.deep else {}),
+        **({} if arch.d_wide else {"d_wide": False}),
         "g_batch_size": _g_batch_size(flags), "num_d_steps": int(flags.get("num_D_steps", 2)),
         "num_d_accumulations": int(flags.get("num_D_accumulations", 1)),
         "num_g_accumulations": int(flags.get("num_G_accumulations", 1)), "g_lr": float(flags.get("G_lr", 5e-5)),

@@ -161,10 +161,24 @@ _BOOLEANS = {"GDPP", "initBiasToZero", "perChannelNormalization", "miniBatchStdD
 _LISTS = ("maxIterAtScale", "iterAlphaJump", "alphaJumpVals", "alphaNJumps", "alphaSizeJumps", "depthScales")
 
 
+def _zoo_bool(value: str, where: str) -> bool:
+    """The zoo's str2bool (models/utils/config.py): yes/true/t/y/1 and no/false/f/n/0, any case; train.py stops on
+    anything else."""
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise ConfigError(f"{where} {value!r}: expected a boolean as the zoo's train.py reads one (yes/true/t/y/1 or "
+                      "no/false/f/n/0)")
+
+
 def zoo_command_to_ganforge(words: list[str], where: str) -> dict[str, Any]:
     """pytorch_GAN_zoo's `python train.py PGAN -c CONFIG.json [-n NAME] [--KEY VALUE ...]` → a ganforge config: the
     JSON file (found from the current folder, as train.py finds it, or beside the script) with the command's config
-    overrides, its loss window (`-e`) and checkpoint interval (`-s`, when train.py also saves its sample images)."""
+    overrides, its loss window (`-e`) and checkpoint interval (`-s`, when train.py also saves its sample images),
+    counted in ganforge's global steps where train.py's counter restarts at each scale (the same ticks when every
+    scale's iterations are a multiple of the interval, as with the zoo's defaults). `-n`/`-d` (ganforge's
+    --run-dir), `--restart` (ganforge's own --restart), `--no_vis`/`--np_vis` and `-S` have no counterpart."""
     if len(words) < 2 or not words[0].endswith("train.py") or words[1].startswith("-"):
         raise ConfigError(f"{where}: expected pytorch_GAN_zoo's `python train.py PGAN -c CONFIG.json ...`")
     if words[1] != "PGAN":
@@ -190,7 +204,7 @@ def zoo_command_to_ganforge(words: list[str], where: str) -> dict[str, Any]:
     data = read_config_file(found)
     overrides = {key: flags[key] for key in _OVERRIDES if key in given}
     for key in _BOOLEANS & set(overrides):
-        overrides[key] = overrides[key].lower() in "true"  # the zoo's str2bool: `v.lower() in ('true')`
+        overrides[key] = _zoo_bool(overrides[key], f"{where}: --{key}")
     translated = zoo_config_to_ganforge({**data, "config": {**(data.get("config") or {}), **overrides}})
     return {**translated, "log_every": flags["eval_iter"], "checkpoint_every": flags["save_iter"],
             "sample_every": flags["save_iter"]}

@@ -61,6 +61,9 @@ class PendingValues:
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}  # steps that logged each key (a phase may run on some steps only)
+        # every key in the order it first appeared in the run, so log lines keep one order when a phase that runs
+        # on some steps only (a lazy R1) is first seen in one interval and missing from the start of the next
+        self.key_order: dict[str, None] = {}
         self.first_nonfinite: dict[str, torch.Tensor] = {}  # phase -> [step, loss]; step -1 while all finite
 
     def watch_loss(self, step: int, phase: str, loss: torch.Tensor) -> None:
@@ -75,6 +78,7 @@ class PendingValues:
     def add_step(self, logs: dict[str, torch.Tensor | float]) -> None:
         """Add one step's log values (summed in float64, as Python floats would be)."""
         for key, value in logs.items():
+            self.key_order.setdefault(key)
             value = torch.as_tensor(value).detach().double()
             self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -85,7 +89,7 @@ class PendingValues:
         scalars read as they are now, e.g. spectral-norm estimates) comes back in the same dict and transfer."""
         current = current or {}
         phases = list(self.first_nonfinite)
-        keys = list(self.sums) if logs else []
+        keys = [key for key in self.key_order if key in self.sums] if logs else []
         parts = ([self.first_nonfinite[p] for p in phases] + [self.sums[k].reshape(1) for k in keys]
                  + [value.detach().reshape(1).double() for value in current.values()])
         values = torch.cat(parts).tolist() if parts else []
