@@ -15,11 +15,33 @@ from ganforge.config import ConfigError, read_config_file
 from ganforge.data.store import open_dataset
 from ganforge.distributed import DistInfo
 from ganforge.families import get_family, resolve_run_config
-from ganforge.nn.ema import ramped_ema_decay
+from ganforge.nn.ema import EmaPair, ramped_ema_decay
 from ganforge.training.engine import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHAPES32 = "builtin:shapes?count=16&resolution=32"
+
+
+def test_ema_pair_averages_parameters_and_float_buffers_and_copies_integer_buffers():
+    torch.manual_seed(0)
+    source, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    source(torch.randn(8, 3))  # running statistics and num_batches_tracked move in the source only
+    with torch.no_grad():
+        source.weight.add_(1.0)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    pair = EmaPair(ema, source)
+    pair.update(0.75)
+    for key, value in ema.state_dict().items():
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(value, 0.75 * before[key] + 0.25 * source.state_dict()[key], rtol=0, atol=1e-7)
+        else:
+            assert value.item() == source.state_dict()[key].item() == 1
+    with torch.no_grad():  # the lists follow the tensors' in-place updates (optimisers, load_state_dict)
+        source.weight.copy_(torch.full((3,), 5.0))
+    pair.update(0.0)
+    assert torch.equal(ema.weight, torch.full((3,), 5.0))
+    with pytest.raises(ValueError, match="different parameter lists"):
+        EmaPair(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2, bias=False))
 
 
 def test_ramped_decay_caps_the_half_life_at_rampup_times_images_seen():

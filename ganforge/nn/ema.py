@@ -10,20 +10,28 @@ from torch import nn
 from ganforge.errors import ConfigError
 
 
-@torch.no_grad()
-def ema_update(ema: nn.Module, source: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 − decay)·source for parameters; buffers (BN statistics, SN vectors) are averaged too
-    when floating point, copied otherwise."""
-    ema_params = list(ema.parameters())
-    src_params = list(source.parameters())
-    if len(ema_params) != len(src_params):
-        raise ValueError("EMA and source modules have different parameter lists")
-    torch._foreach_lerp_(ema_params, src_params, 1.0 - decay)
-    for ema_buf, src_buf in zip(ema.buffers(), source.buffers(), strict=True):
-        if ema_buf.dtype.is_floating_point:
-            ema_buf.lerp_(src_buf, 1.0 - decay)
-        else:
-            ema_buf.copy_(src_buf)
+class EmaPair:
+    """An EMA copy and its source network, their tensors listed once: walking both module trees at every step costs
+    host time that a GPU step at small resolutions (launch-bound) pays in full. The lists stay valid because
+    training updates parameters and buffers in place (optimisers, `load_state_dict`, batch-norm statistics)."""
+
+    def __init__(self, ema: nn.Module, source: nn.Module) -> None:
+        self.ema_params = list(ema.parameters())
+        self.source_params = list(source.parameters())
+        if len(self.ema_params) != len(self.source_params):
+            raise ValueError("EMA and source modules have different parameter lists")
+        self.buffers = list(zip(ema.buffers(), source.buffers(), strict=True))
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        """ema ← decay·ema + (1 − decay)·source for parameters; buffers (BN statistics, SN vectors) are averaged
+        too when floating point, copied otherwise."""
+        torch._foreach_lerp_(self.ema_params, self.source_params, 1.0 - decay)
+        for ema_buf, src_buf in self.buffers:
+            if ema_buf.dtype.is_floating_point:
+                ema_buf.lerp_(src_buf, 1.0 - decay)
+            else:
+                ema_buf.copy_(src_buf)
 
 
 def ramped_ema_decay(decay: float, batch_size: int, images_seen: int, rampup: float | None) -> float:

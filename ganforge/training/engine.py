@@ -29,7 +29,7 @@ from ganforge.distributed import DistInfo, init_distributed, pick_device, shutdo
 from ganforge.errors import is_out_of_memory
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
 from ganforge.families.base import Family, StepPlan
-from ganforge.nn.ema import ema_update
+from ganforge.nn.ema import EmaPair
 from ganforge.nn.spectral_norm import singular_value_estimates
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.log import SINGULAR_VALUES_NAME, RunLogger
@@ -223,6 +223,11 @@ class Trainer:
         # the networks some optimiser steps (optimisers are keyed by the net they step); EMA copies are not trained
         self.lookahead = Lookahead(config.lookahead, {name: self.family.nets[name] for name in
                                                       self.family.optimizers}) if config.lookahead else None
+        # each network's parameters listed once (a step's requires_grad switches and EMA updates use the lists):
+        # walking the module trees every phase costs host time, which a GPU step at small resolutions pays in full
+        self.net_parameters = {name: list(net.parameters()) for name, net in self.family.nets.items()}
+        self.ema_pairs = {ema: EmaPair(self.family.nets[ema], self.family.nets[source])
+                          for ema, source in self.family.ema_pairs.items()}
         self.step = 0
         self.images_seen = 0
         if resume is not None:
@@ -510,10 +515,12 @@ class Trainer:
         logs: dict[str, torch.Tensor] = {}
         latest: Batch | None = None  # the step's latest real batch: what `data="previous"` phases receive
         for phase in family.phases(self.step, plan):
-            for name, net in family.nets.items():
+            for name, net_params in self.net_parameters.items():
                 if name not in family.ema_pairs:
-                    net.requires_grad_(name in phase.trains)
-            params = [p for name in phase.trains for p in family.nets[name].parameters()]
+                    trains = name in phase.trains
+                    for param in net_params:
+                        param.requires_grad_(trains)
+            params = [p for name in phase.trains for p in self.net_parameters[name]]
             drawn: list[Batch] = []  # kept for `reuse_batch` phases
             for repeat in range(phase.repeats):
                 for name in phase.trains:
@@ -560,8 +567,8 @@ class Trainer:
         self.augmenter.end_step(plan.batch_size)
         decay = family.ema_decay(self.step)
         if decay is not None:
-            for ema_name, source in family.ema_pairs.items():
-                ema_update(family.nets[ema_name], family.nets[source], decay)
+            for pair in self.ema_pairs.values():
+                pair.update(decay)
         if self.lookahead is not None:  # after the EMA update: the EMA follows the fast weights
             self.lookahead.after_step(self.step)
         return logs
