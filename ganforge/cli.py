@@ -267,29 +267,28 @@ def cmd_import(args: argparse.Namespace) -> int:
 # --- evaluate -------------------------------------------------------------------------------------------------
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ganforge.config import ConfigError
     from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_saved_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     if args.resolution is not None and args.fake is None:
-        raise SystemExit("ganforge evaluate: --resolution brings the images of --fake DIR (and --real) to one size; "
-                         "a run's images already have its size")
+        raise ConfigError("--resolution brings the images of --fake DIR (and --real) to one size; a run's images "
+                          "already have its size")
     if args.fake is not None:
-        if args.real is None and args.real_stats is None:
-            raise SystemExit("ganforge evaluate: --fake needs --real (a folder or a store) or --real-stats FILE.npz")
         # with statistics only FID can be computed: it is the default then
         default = ["fid"] if args.real_stats is not None else ["swd"]
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
                                  real_stats=args.real_stats, resolution=args.resolution)["table"]
     elif args.real_stats is not None:
-        raise SystemExit("ganforge evaluate: --real-stats goes with --fake RUN_OR_DIR (the images to compare)")
+        raise ConfigError("--real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
         table = evaluate_saved_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
                                    inception_weights=args.inception_weights, val=args.val,
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
                                    wing_weights=args.wing_weights, fid_mode=args.fid_mode)
     else:
-        raise SystemExit("ganforge evaluate: give a RUN directory, or --fake and --real (or --real-stats)")
+        raise ConfigError("give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
     return 0
 
@@ -496,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the statistics file to write (replaced if it exists)")
     stats.add_argument("--fid-mode", choices=fid_modes, default="legacy-tf",
                        help="resize protocol, recorded in the file (default legacy-tf; or clean)")
-    stats.add_argument("--n", type=int, help="only the first N images (default all)")
+    stats.add_argument("--n", type=int, help="a seeded random choice of N images (default all)")
     stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
                        "to R×R first (folders of mixed sizes; default: the images' own size)")
     stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")

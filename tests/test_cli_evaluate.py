@@ -81,3 +81,50 @@ def test_training_time_metrics_keep_the_best_checkpoints(tmp_path):
     assert json.loads((run / "best.json").read_text()) == {
         "metric": "swd_avg", "best": [{"step": best_step, "value": scores[best_step]}]}
     assert ckpt.checkpoint_steps(run) == sorted({best_step, 20})  # latest 1 + best 1, the rest pruned
+
+
+@pytest.mark.slow
+def test_a_run_against_a_class_sorted_store_reads_the_same_random_reals_either_way(tiny_run, tmp_path, capsys):
+    """`evaluate RUN --real STORE` and `evaluate --fake RUN --real STORE` compare the same generated images with the
+    same seeded random choice of reals. Before, the second took the store's first N images: in a class-sorted store
+    (every `prepare folder` of class sub-folders) a few classes, and a different SWD."""
+    from ganforge.data.store import write_store
+
+    images = open_dataset("builtin:shapes?count=96&resolution=16").images(16)
+    order = np.argsort(images.reshape(len(images), -1).mean(axis=1), kind="stable")  # sorted dark to light
+    store = write_store(tmp_path / "sorted", np.ascontiguousarray(images[order]), resolution=16, source="test")
+    assert main(["evaluate", str(tiny_run), "--real", str(store), "--metrics", "swd", "--n", "40"]) == 0
+    from_run = capsys.readouterr().out.splitlines()[1:]
+    assert main(["evaluate", "--fake", str(tiny_run), "--real", str(store), "--metrics", "swd", "--n", "40"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == from_run
+
+
+def test_image_sets_without_reals_give_is_and_msssim_and_too_large_n_is_said(tmp_path, capsys):
+    """IS and MS-SSIM read the generated images alone (torch-fidelity's `--isc --input1 DIR`); the metrics that
+    compare with reals say so by name. An `--n` above what the sets hold is said, not silently shrunk."""
+    rng = np.random.default_rng(12)
+    fakes, reals = tmp_path / "fakes", tmp_path / "reals"
+    for folder, count in ((fakes, 6), (reals, 4)):
+        folder.mkdir()
+        for index in range(count):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    assert main(["evaluate", "--fake", str(fakes), "--metrics", "msssim"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "6 generated images" and "MS-SSIM" in out
+    assert main(["evaluate", "--fake", str(fakes), "--metrics", "msssim,swd"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ganforge evaluate: error: evaluate --fake: swd compare with real images: give them (--real DIR_OR_STORE) "
+        "or their statistics (--real-stats FILE.npz); is and msssim need none")
+    assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "msssim", "--n", "10"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "4 generated images against 4 real"
+    assert "note: --n 10: only 4 images to compare" in out
+    Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(fakes / "9-larger.png")
+    assert main(["evaluate", "--fake", str(fakes), "--metrics", "msssim"]) == 2  # as `stats` refuses a mixed folder
+    assert "images of different sizes" in capsys.readouterr().err
+    odd = tmp_path / "odd"  # 66 px: 66 → 33 cannot be halved on to SWD's 16 px level; the option that fixes it is named
+    odd.mkdir()
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 256, (66, 66, 3), dtype=np.uint8)).save(odd / f"{index}.png")
+    assert main(["evaluate", "--fake", str(odd), "--real", str(reals), "--metrics", "swd"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--resolution R brings both sets to R×R (centre crop, then resize)")

@@ -65,7 +65,13 @@ def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np
 def _real_indices(dataset: ImageDataset, n: int, seed: int) -> np.ndarray:
     if n > dataset.count:
         raise DatasetError(f"{dataset.source}: {n} real images asked for, the dataset holds {dataset.count}")
-    return np.sort(np.random.default_rng(seed).choice(dataset.count, size=n, replace=False))
+    return random_subset(dataset.count, n, seed)
+
+
+def random_subset(total: int, n: int, seed: int) -> np.ndarray:
+    """Indices of a seeded random choice of `n` of `total` images, sorted (memory-mapped and file reads stay in
+    order). Never the first n: stores and folders are often sorted by class, so those would be a few classes."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
 def second_real_set(dataset: ImageDataset, resolution: int, n: int, seed: int) -> tuple[np.ndarray, str]:
@@ -195,7 +201,10 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             reals: Any = real_images(dataset, resolution, count, seed)
         else:  # a folder or an .npz, read batch by batch as `evaluate --fake DIR --real DIR` reads it
             count = min(n or model.config.metrics_n, image_set_size(Path(real)))
-            reals = iter_image_set(Path(real), resolution, limit=count)
+            reals = iter_image_set(Path(real), resolution, sample=count, seed=seed)
+        if n is not None and count < n and not rows and not skipped:
+            warning = "\n".join(filter(None, [warning, f"note: --n {n}: the real set holds {count} images; "
+                                                       f"{count} generated images were evaluated against them"]))
         try:
             results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
                                     n=count, seed=seed, inception_weights=inception_weights, fid_mode=fid_mode)
@@ -220,11 +229,12 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             "table": table + (f"\n{warning}" if warning else "")}
 
 
-def iter_image_set(source: Path, resolution: int | None = None, limit: int | None = None,
+def iter_image_set(source: Path, resolution: int | None = None, sample: int | None = None, seed: int = 0,
                    batch_size: int = 256) -> Iterator[np.ndarray]:
     """A folder of images, an .npz (uint8 NCHW or NHWC) or a store → uint8 NCHW batches (resized to `resolution`;
-    with `limit`, only the first `limit` images, a folder's in file-name order). A folder is decoded batch by batch:
-    the statistics of a 50,000-image folder need one batch in memory, not the whole set (as pytorch-fid streams)."""
+    with `sample` smaller than the set, a seeded random choice of that many images, `random_subset`, the same one
+    a run's evaluation takes from a store). A folder is decoded batch by batch: the statistics of a 50,000-image
+    folder need one batch in memory, not the whole set (as pytorch-fid streams)."""
     source = Path(source)
     if source.suffix == ".npz":
         with np.load(source, allow_pickle=False) as archive:
@@ -233,7 +243,8 @@ def iter_image_set(source: Path, resolution: int | None = None, limit: int | Non
         if images.ndim != 4 or images.dtype != np.uint8:
             raise DatasetError(f"{source}: '{key}' must be uint8 images (N, C, H, W) or (N, H, W, C), got "
                                f"{images.dtype} {images.shape}")
-        images = (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))[:limit]
+        images = (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))
+        images = images[_chosen(len(images), sample, seed)]
         if resolution is not None and images.shape[-2:] != (resolution, resolution):
             images = np.stack([center_crop_resize(image.transpose(1, 2, 0), resolution).reshape(
                 resolution, resolution, -1).transpose(2, 0, 1) for image in images])
@@ -242,10 +253,12 @@ def iter_image_set(source: Path, resolution: int | None = None, limit: int | Non
     if (source / "manifest.json").is_file():
         dataset = open_dataset(source)
         stored = dataset.images(resolution or dataset.resolution)
-        for start in range(0, min(limit or dataset.count, dataset.count), batch_size):
-            yield np.asarray(stored[start:min(start + batch_size, limit or dataset.count)])
+        chosen = _chosen(dataset.count, sample, seed)
+        for start in range(0, len(chosen), batch_size):
+            yield np.asarray(stored[chosen[start:start + batch_size]])
         return
-    files = _image_files(source)[:limit]
+    every = _image_files(source)
+    files = [every[i] for i in _chosen(len(every), sample, seed)]
     first: tuple[int, ...] | None = None
     for start in range(0, len(files), batch_size):
         images = [_decoded(path, resolution) for path in files[start:start + batch_size]]
@@ -255,6 +268,13 @@ def iter_image_set(source: Path, resolution: int | None = None, limit: int | Non
             raise DatasetError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give --resolution R to "
                                "bring every image to R×R (centre crop, then resize)")
         yield np.stack(images)
+
+
+def _chosen(total: int, sample: int | None, seed: int) -> np.ndarray:
+    """Every index, or a random subset of `sample` of them (`random_subset`)."""
+    if sample is None or sample >= total:
+        return np.arange(total)
+    return random_subset(total, sample, seed)
 
 
 def image_set_size(source: Path) -> int:
@@ -297,8 +317,12 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     metrics_n), against real images (brought to the fake set's size) or a statistics file (FID only). Nothing is
     written to the run: a FID against other statistics is not its curve."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
-    if (real is None) == (real_stats is None):
+    if real is not None and real_stats is not None:
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
+    need_real = [name for name in check_metrics(metrics) if METRICS[name].needs_real]
+    if real is None and real_stats is None and need_real:
+        raise ConfigError(f"evaluate --fake: {', '.join(need_real)} compare with real images: give them (--real "
+                          "DIR_OR_STORE) or their statistics (--real-stats FILE.npz); is and msssim need none")
     stats = None
     if real_stats is not None:  # checked before any work
         check_real_stats_metrics(check_metrics(metrics))
@@ -320,31 +344,44 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     elif step is not None:
         raise ConfigError(f"--step {step}: {fake} is an image set, not a run")
     else:  # image sets are read batch by batch: two 50,000-image folders never sit in memory whole
-        resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
         available = min(n or image_set_size(fake), image_set_size(fake))
     count = min(available, image_set_size(Path(real))) if real is not None else available
-    fake_images = (generated_batches(model.family, model.plan, count, seed) if model is not None
-                   else iter_image_set(fake, resolution, limit=count))
-    reals = iter_image_set(Path(real), resolution, limit=count) if real is not None else None
-    results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
-                            fid_mode=fid_mode, real_stats=stats)
-    against = (f"{count} real" if reals is not None else
-               f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else ""))
+    if model is not None:
+        fake_images = generated_batches(model.family, model.plan, count, seed)
+    else:  # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
+        fake_images = iter_image_set(fake, resolution, sample=count, seed=seed)
+        resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
+    reals = iter_image_set(Path(real), resolution, sample=count, seed=seed) if real is not None else None
+    if n is not None and count < n:
+        warning = "\n".join(filter(None, [warning, f"note: --n {n}: only {count} images to compare (the smaller "
+                                                   "set's size); both sets were evaluated on that many"]))
+    try:
+        results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
+                                fid_mode=fid_mode, real_stats=stats)
+    except ImageSetError as err:
+        if model is not None:
+            raise
+        raise ImageSetError(f"{err}; --resolution R brings both sets to R×R (centre crop, then resize)") from None
+    if stats is not None:
+        against = f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else "")
+    else:
+        against = f"{count} real" if reals is not None else ""
     return {"results": results, "warning": warning, "fid_mode": fid_mode,
             "table": _format(None, results, fid_mode, count, against) + (f"\n{warning}" if warning else "")}
 
 
 def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,
                           inception_weights: Path | None = None, resolution: int | None = None) -> ReferenceStats:
-    """`ganforge stats`: the Inception pool3 statistics of an image set (folder, .npz or store; its first `n`
-    images; each brought to `resolution` if given, for folders of mixed sizes) written to `out` (.npz, pytorch-fid /
-    TTUR layout). `out` and the weights are checked before the images are read."""
+    """`ganforge stats`: the Inception pool3 statistics of an image set (folder, .npz or store; with `n`, a seeded
+    random choice of `n` images, `random_subset`; each brought to `resolution` if given, for folders of mixed sizes)
+    written to `out` (.npz, pytorch-fid / TTUR layout). `out` and the weights are checked before the images are
+    read."""
     check_stats_output(out, source)
     weights = resolve_weights_path(inception_weights)
     available = image_set_size(Path(source))
     if n is not None and n > available:
         raise ConfigError(f"--n {n}: {source} holds {available} images")
-    stats = image_set_stats(iter_image_set(Path(source), resolution, limit=n), fid_mode=fid_mode or DEFAULT_FID_MODE,
+    stats = image_set_stats(iter_image_set(Path(source), resolution, sample=n), fid_mode=fid_mode or DEFAULT_FID_MODE,
                             inception_weights=weights, n=n)
     write_stats(out, stats)
     return stats
@@ -356,7 +393,8 @@ PAPER_FID_IMAGES = 50_000  # what FID/KID figures in papers are computed from
 def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fakes: int, against: str) -> str:
     """The table under a line saying which images it compares: FID's bias grows as the image count falls, so a
     value from fewer images than papers use is not comparable with theirs, and the table says so."""
-    header = f"{'' if step is None else f'step {step}: '}{fakes} generated images against {against}"
+    header = f"{'' if step is None else f'step {step}: '}{fakes} generated images" + (f" against {against}" if against
+                                                                                  else "")
     note = ("\n(FID from fewer than the 50,000 generated images papers use is biased upwards: compare it only with "
             "values from as many)" if "fid" in results and fakes < PAPER_FID_IMAGES else "")
     return f"{header}\n{format_table(results, fid_mode)}{note}"
