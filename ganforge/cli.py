@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = prep_sub.add_parser(kind, help=helptext)
         p.add_argument("src", type=Path)
         p.add_argument("-o", "--out", type=Path, required=True)
-        p.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace an existing store at OUT (its own files; anything else in OUT stays)")
         if kind in ("celeba_cropped", "folder"):
             p.add_argument("--workers", type=int, default=0, help="decoding processes (0: one per core)")
         if kind == "cifar10":

@@ -144,10 +144,16 @@ def test_overwrite_rules(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="already holds a ganforge store; pass overwrite=True"):
         _store(out, count=4)
     assert open_dataset(out).count == 5
-    # overwrite=True replaces it completely
-    write_store(out, _images(2, seed=3), resolution=16, source="new", overwrite=True)
+    # overwrite=True replaces the store completely, its files only: the user's own beside it stay
+    (out / "celeba_stats.npz").write_bytes(b"mine")
+    (out / "notes").mkdir()
+    (out / "notes" / "todo.txt").write_text("mine too")
+    write_store(out, _images(2, resolution=8, seed=3), resolution=8, source="new", overwrite=True)
     assert open_dataset(out).count == 2 and open_dataset(out).labels is None
     assert _siblings(out) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["celeba_stats.npz", "notes", "manifest.json", "images_4.npy", "images_8.npy"])  # no 16 px level left over
+    assert (out / "celeba_stats.npz").read_bytes() == b"mine" and (out / "notes" / "todo.txt").read_text() == "mine too"
 
     user_files = tmp_path / "holiday"
     user_files.mkdir()

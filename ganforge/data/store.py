@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -70,6 +71,11 @@ def _is_store(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == STORE_FORMAT
+
+
+def _is_store_file(name: str) -> bool:
+    """A file a store consists of (replaced with the store); anything else in its folder is the user's."""
+    return name in (MANIFEST_NAME, LABELS_NAME) or re.fullmatch(r"images_\d+\.npy", name) is not None
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:
@@ -228,6 +234,9 @@ class StoreWriter:
             raise
         self._tmp = None
         if retired is not None:
+            for entry in retired.iterdir():  # the user's own files beside the old store (statistics, notes) stay
+                if not _is_store_file(entry.name):
+                    os.replace(entry, self.out / entry.name)
             shutil.rmtree(retired)
 
     def abort(self) -> None:
