@@ -310,8 +310,14 @@ def test_run_import_checks_the_domain_count_and_steps(tmp_path: Path, monkeypatc
     with pytest.raises(StarGAN2ImportError, match=r"files of different steps \[10, 20\]"):
         import_stargan2_run([ema, nets], tmp_path / "run", data=domain_store(tmp_path, 3, 32))
     with pytest.raises(StarGAN2ImportError, match=r"the checkpoint has 3 domains but .*store2 has 2 in column "
-                                                  r"'class' \(d0, d1\)"):
+                                                  r"'class' \(d0, d1\)"), \
+            pytest.warns(UserWarning, match="no discriminator"):
         import_stargan2_run(ema, tmp_path / "run2", data=domain_store(tmp_path, 2, 32))
+    generator_only = save({"generator": states["generator"]}, tmp_path / "000010_nets_ema_g.ckpt")
+    with pytest.raises(StarGAN2ImportError, match=r"no mapping_network, style_encoder in the files \(they hold "
+                                                  r"generator\); a run needs"):  # no random F, E nor domain count
+        import_stargan2_run(generator_only, tmp_path / "run5", data=str(tmp_path / "store2"))
+    assert not (tmp_path / "run5").exists()
     trained = {k: {n: t if n == "hpf.filter" else t + 1 for n, t in v.items()} for k, v in states.items()}
     nets = save(trained, tmp_path / "000010_nets.ckpt")
     trained["generator"]["hpf.filter"] = laplacian_kernel(2.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,7 +338,16 @@ def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str | 
     if len(steps) > 1:
         raise StarGAN2ImportError(f"{', '.join(map(str, paths))}: files of different steps {sorted(steps)}")
     where = ", ".join(str(p) for p in paths)
-    arch = infer_stargan2_arch({**sides[True], **sides[False]}, w_hpf=w_hpf, where=where)
+    found = {**sides[True], **sides[False]}
+    missing = [name for name in ("generator", "mapping_network", "style_encoder") if name not in found]
+    if missing:  # a run without them would translate with random networks
+        raise StarGAN2ImportError(f"{where}: no {', '.join(missing)} in the files (they hold {', '.join(found)}); a "
+                                  "run needs the generator, mapping network and style encoder, which the official "
+                                  "*_nets_ema.ckpt holds")
+    if "discriminator" not in found:
+        warnings.warn(f"{where}: no discriminator in the files; the run's D starts from its He init (training on "
+                      "needs the official *_nets.ckpt for the trained one)", stacklevel=2)
+    arch = infer_stargan2_arch(found, w_hpf=w_hpf, where=where)
     for side in sides.values():  # the union saw one side's hpf.filter: the other must agree
         found = _filter_w_hpf(side.get("generator", {}), where)
         if found is not None and not math.isclose(found, arch.w_hpf):
