@@ -363,3 +363,16 @@ def test_fetch_reuses_verified_file_and_rejects_a_wrong_one(
     existing.write_bytes(b"half a download")
     with pytest.raises(ZooDownloadError, match=rf"{existing.name}: sha256 .* does not start with"):
         fetch_zoo_hub("fake", tmp_path)
+
+
+def test_a_store_of_other_channels_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The zoo's RGB networks and a grey store (MNIST): a one-line refusal naming both, not a state-dict traceback."""
+    from ganforge.data.store import write_store
+    from ganforge.interop.pgan_zoo import import_pgan_zoo
+
+    grey = write_store(tmp_path / "grey", np.zeros((4, 1, 32, 32), dtype=np.uint8), resolution=32, channels=1,
+                       source="test")
+    with pytest.raises(ZooImportError, match=r"small_s3_i100\.pt: the checkpoint's networks make 3-channel images, "
+                                             r"and .*grey holds 1-channel ones"):
+        import_pgan_zoo(zoo_file("small_s3_i100.pt"), tmp_path / "run", data=str(grey))
+    assert not (tmp_path / "run").exists()

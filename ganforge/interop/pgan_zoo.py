@@ -472,6 +472,10 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
         config.data = f"builtin:shapes?resolution={config.model.resolution}"
 
     family = new_family(config)
+    if family.arch.channels != arch.channels:
+        raise ZooImportError(f"{file}: the checkpoint's networks make {arch.channels}-channel images, and "
+                             f"{config.data} holds {family.arch.channels}-channel ones; import with a store of "
+                             f"{arch.channels}-channel images (--data)")
     states = _reordered_classes(convert_zoo_state(zoo), arch, orders)
     for role, state in states.items():
         _load_lower_scales(family.nets[role], state, scale, file)
