@@ -91,9 +91,21 @@ def test_zoo_checkpoint_import_samples_and_trains_further(tmp_path, capsys):
     grown = ganforge.load(earlier)
     assert grown.step == 48 and grown.plan.resolution == 16 and grown.plan.progress["alpha"] == 1.0
     torch.testing.assert_close(grown.nets["G_ema"](io["z"], 1, 0.0), io["s1_avgG_out_a0"], atol=1e-5, rtol=1e-5)
-    assert main(["train", "pgan", "--run", str(earlier)]) == 0  # grows on to 16x16 with a fade
+    # the import bound the built-in data only to shape the networks: its first training may name the real data
+    from ganforge.data.store import write_store
+
+    rng = np.random.default_rng(0)
+    faces = write_store(tmp_path / "faces", rng.integers(0, 256, (16, 3, 32, 32), dtype=np.uint8), resolution=32,
+                        source="test")
+    assert main(["train", "pgan", "--run", str(earlier), "--data", str(faces)]) == 0  # grows on to 16x16, fading
     assert "finished at step 56" in capsys.readouterr().out
     assert ganforge.load(earlier).plan.resolution == 16
+    assert json.loads((earlier / "config.json").read_text())["data"] == str(faces)
+    # once trained on, other data is a different config; the refusal says how to train the weights on it
+    assert main(["train", "pgan", "--run", str(earlier), "--data", "builtin:shapes?resolution=16"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        f"To train its weights on other data, start a new run from them: --init-from {earlier} --run NEW_DIR "
+        "(--restart would delete them).")
 
 
 def test_zoo_hub_model_by_name_fails_offline_with_what_to_fetch(tmp_path, monkeypatch, capsys):

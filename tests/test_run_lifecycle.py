@@ -211,6 +211,26 @@ def test_the_dataset_path_is_saved_resolved_and_a_moved_store_is_named(tmp_path,
     assert "finished at step 4" in capsys.readouterr().out
 
 
+def test_a_store_replaced_at_its_path_is_refused_on_resume(tmp_path, capsys) -> None:
+    """`prepare --overwrite` at the run's data path makes other data there: the resume refuses it by name instead
+    of training on it silently (or, with other channels, failing inside a network's state dict)."""
+    from ganforge.data.store import write_store
+
+    store = make_store(tmp_path, "store", seed=0)
+    run = tmp_path / "run"
+    assert train(run, "--data", str(store), *TINY, "--set", "model.steps=4", "--until", "1") == 0
+    grey = np.random.default_rng(1).integers(0, 256, (5, 1, 32, 32), dtype=np.uint8)
+    write_store(store, grey, resolution=32, channels=1, source="mnist", overwrite=True)
+    capsys.readouterr()
+    assert train(run) == 2
+    source = json.dumps(str(tmp_path / "store-images"))
+    assert capsys.readouterr().err == (
+        f"ganforge train: error: {store} is not the data {run} was trained on (source: {source} → \"mnist\"; count: "
+        f"8 → 5; channels: 3 → 1). Resume with the run's own data, or train its weights on this data in a new run: "
+        f"--init-from {run} --run NEW_DIR\n")
+    assert ckpt.checkpoint_steps(run) == [1]
+
+
 # --- training-time metrics on a growing PGAN -----------------------------------------------------------------------
 
 def test_pgan_metrics_wait_for_a_scale_large_enough(tmp_path, capsys) -> None:

@@ -258,6 +258,7 @@ def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
     if checkpoint_steps(out):
         raise CheckpointError(f"{out} already holds a run; import into a new directory")
     tensors, meta = run_state(config, family, step)
+    meta["imported"] = True  # no step has used the run's data yet: a first `train` may bind it to other data
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", meta["config"])
     save_checkpoint(out, step, tensors, meta, keep=config.keep_checkpoints)

@@ -194,8 +194,11 @@ class Trainer:
         if resume is not None and config.init_from is None:  # left out on resume: the run's own record stays
             config = replace(config, init_from=resume.meta["config"].get("init_from"))
         if resume is not None:
-            _check_same_config(self.run_dir, resume.meta["config"], to_dict(config),
+            imported = bool(resume.meta.get("imported"))  # an import no training step has followed yet
+            _check_same_config(self.run_dir, resume.meta["config"], to_dict(config), imported=imported,
                                same_dataset=is_same_dataset(resume.meta.get("dataset"), self.dataset))
+            if not imported:
+                _check_same_data(self.run_dir, resume.meta.get("dataset"), self.dataset, config.data)
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
         if config.metrics:
@@ -745,12 +748,31 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any], prefix:
     return differing
 
 
+# what makes a store the same data: a store replaced at its path by another (`prepare --overwrite`) differs here
+DATASET_IDENTITY = ("source", "count", "resolution", "channels", "labels", "crop_source")
+
+
+def _check_same_data(run_dir: Path, saved_manifest: dict[str, Any] | None, dataset: Any, data: str) -> None:
+    """A resume reads the data the run trained on: a store replaced at the same path (other images, count or
+    channels) is refused by name, not trained on silently or failing later in a network's state dict."""
+    if not saved_manifest:  # checkpoints that predate the record
+        return
+    current = json.loads(json.dumps(dataset.manifest))
+    changed = [f"{key}: {json.dumps(saved_manifest.get(key))} → {json.dumps(current.get(key))}"
+               for key in DATASET_IDENTITY if saved_manifest.get(key) != current.get(key)]
+    if changed:
+        raise ConfigError(f"{data} is not the data {run_dir} was trained on ({'; '.join(changed)}). Resume with the "
+                          f"run's own data, or train its weights on this data in a new run: --init-from {run_dir} "
+                          "--run NEW_DIR")
+
+
 def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str, Any], *,
-                       same_dataset: bool = False) -> None:
+                       same_dataset: bool = False, imported: bool = False) -> None:
     """A resume must not silently change the run: any difference in the config is an error, except a longer
     schedule (training on for more steps changes nothing already done), the `RESUMABLE_CHANGES` settings and, with
-    `same_dataset`, the dataset's location. The saved config is read as a config file would be, so keys added since
-    it was written compare at their defaults, and data paths compare resolved (as from the current directory)."""
+    `same_dataset` or for an `imported` run that has not trained yet, the dataset. The saved config is read as a
+    config file would be, so keys added since it was written compare at their defaults, and data paths compare
+    resolved (as from the current directory)."""
     try:
         saved = to_dict(resolve_run_config(None, migrated_saved_config(dict(saved))))
     except ConfigError as err:
@@ -758,7 +780,7 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
     saved["data"], requested = resolved_data_spec(saved["data"]), {**requested,
                                                                    "data": resolved_data_spec(requested["data"])}
     may_change = set(RESUMABLE_CHANGES) - ({"device"} if saved["amp"] == "auto" else set())  # auto: per device
-    if same_dataset:
+    if same_dataset or imported:
         may_change.add("data")
     differing = {path: values for path, values in config_differences(saved, requested).items()
                  if path.split(".")[0] not in may_change and path not in may_change}
@@ -767,8 +789,10 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
         differing = {path: values for path, values in differing.items() if not path.startswith("model.")}
     if differing:
         detail = "; ".join(f"{path}: {json.dumps(old)} → {json.dumps(new)}" for path, (old, new) in differing.items())
+        other_data = (f" To train its weights on other data, start a new run from them: --init-from {run_dir} --run "
+                      "NEW_DIR (--restart would delete them)." if "data" in differing else "")
         raise ConfigError(f"{run_dir} was trained with a different config (saved → now: {detail}). Resume without "
-                          "-c/--set, or start over with --restart or a new --run directory.")
+                          f"-c/--set, or start over with --restart or a new --run directory.{other_data}")
 
 
 def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int | None = None) -> TrainResult:
