@@ -84,6 +84,12 @@ def test_zoo_checkpoint_import_samples_and_trains_further(tmp_path, capsys):
     torch.testing.assert_close(model.generate(io["z"], net="G", raw=True), io["netG_out_a0"], atol=1e-5, rtol=1e-5)
     # the zoo train config beside the file gave the schedule; the file name gave the position (scale 3, iter 100)
     assert model.config.model.schedule.max_iter_at_scale == [16, 32, 32, 100] and model.step == 180
+    planned = tmp_path / "imported_s1_planned"  # from mid-run, beside the train config: grows on as planned
+    assert main(["import", "pgan-zoo", str(zoo_dir / "small_s1_i32.pt"), "-o", str(planned)]) == 0
+    model = ganforge.load(planned)
+    assert model.config.model.resolution == 32 and model.config.model.schedule.max_iter_at_scale == [16, 32, 32, 100]
+    assert model.step == 48 and model.plan.resolution == 16 and model.plan.progress["alpha"] == 1.0
+    torch.testing.assert_close(model.nets["G_ema"](io["z"], 1, 0.0), io["s1_avgG_out_a0"], atol=1e-5, rtol=1e-5)
     earlier = tmp_path / "imported_s1"
     assert main(["import", "pgan-zoo", str(zoo_dir / "small_s1_i32.pt"), "-o", str(earlier), "--set",
                  "model.resolution=16", "--set", "model.widths=[32,32,16]", "--set",

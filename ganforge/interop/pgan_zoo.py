@@ -439,8 +439,9 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
     """A pytorch_GAN_zoo PGAN checkpoint (or hub file, by name) → a `zoo`-variant ganforge run at the same position.
 
     The zoo stores no optimiser state, so Adam restarts from zero; G, EMA G and D weights are exact.
-    Without the zoo's train config beside the file, the schedule is the zoo default cut to the checkpoint's
-    scales, and the run is positioned at the end of its current scale (or at the iteration in the file name).
+    With the zoo's train config beside the file (`NAME_train_config.json`) the run follows its whole plan, so a
+    mid-run checkpoint grows on as the zoo's train.py would resume it; without, the schedule is the zoo default cut
+    to the checkpoint's scales. The run stands at the iteration in the file name (or the end of its scale).
     """
     paths, out = import_paths(files, out, ZooImportError)
     if len(paths) != 1:
@@ -457,12 +458,21 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
         ac_gan = {"attribKeysOrder", "categoryVectorDim", "weightConditionD", "weightConditionG"}
         train_config = {k: v for k, v in train_config.items() if k not in ac_gan}  # from the checkpoint below
         raw = zoo_config_to_ganforge({"pathDB": data or "builtin:shapes", "config": train_config})
-        raw["model"]["schedule"]["max_iter_at_scale"] = raw["model"]["schedule"]["max_iter_at_scale"][: scale + 1]
     else:
         defaults = [48000] + [96000] * scale
         raw = {"family": "pgan", "data": data or "builtin:shapes",
                "model": {"variant": "zoo", "schedule": {"unit": "iterations", "max_iter_at_scale": defaults}}}
-    raw["model"].update(resolution=arch.resolution, latent_dim=arch.latent_dim, widths=list(arch.widths))
+    planned = raw["model"].get("widths", [])
+    if len(planned) > len(arch.widths) and planned[:len(arch.widths)] == list(arch.widths):
+        # a checkpoint from mid-run and the zoo's train config beside it: the run grows on to the planned
+        # resolution as the zoo's train.py would, the scales not grown yet starting from their initialisation
+        raw["model"]["latent_dim"] = arch.latent_dim
+    else:
+        schedule = raw["model"]["schedule"]
+        for key in ("max_iter_at_scale", "alpha_jumps", "alpha_jump_size"):
+            if isinstance(schedule.get(key), list):
+                schedule[key] = schedule[key][: scale + 1]
+        raw["model"].update(resolution=arch.resolution, latent_dim=arch.latent_dim, widths=list(arch.widths))
     if conditions:
         raw["model"].update(conditions=conditions,
                             condition_weight_d=float(zoo.config.get("weightConditionD", 0.0) or 0.0),
