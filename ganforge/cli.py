@@ -45,6 +45,10 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
         overrides.append((["on_nan"], args.on_nan))
     if getattr(args, "init_from", None):
         overrides.append((["init_from"], str(args.init_from)))
+    if getattr(args, "inception_weights", None):
+        overrides.append((["inception_weights"], str(args.inception_weights)))
+    if getattr(args, "wing_weights", None):
+        overrides.append((["model", "wing_weights"], str(args.wing_weights)))
     return resolve_run_config(family, data, overrides, reads_data=reads_data)
 
 
@@ -259,6 +263,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.domain_column:
         overrides.append((["model", "domain_column"], args.domain_column))
+    if args.wing_weights:
+        overrides.append((["model", "wing_weights"], str(args.wing_weights)))
     run = IMPORTERS[args.source](args.files, args.out, data=args.data, overrides=overrides)
     print(f"imported {', '.join(map(str, args.files))} into {run}")
     return 0
@@ -392,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fine-tune: a new run's networks start from this run's (newest) or checkpoint's weights, "
                          "where names and shapes match (e.g. not a class embedding of another class count); "
                          "official checkpoints: `ganforge import` them first")
+    tr.add_argument("--inception-weights", type=Path, metavar="PATH", help="training-time FID/KID/IS/PR: local "
+                    "pt_inception-2015-12-05-6726825d.pth (config: inception_weights)")
+    tr.add_argument("--wing-weights", type=Path, metavar="PATH", help="stargan2 with w_hpf > 0: the face-mask "
+                    "network's wing.ckpt (config: model.wing_weights)")
     tr.add_argument("--final-swd", type=int, default=0, metavar="N",
                     help="after training, print SWD of N generated images against the training data")
     tr.set_defaults(func=cmd_train)
@@ -517,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--data", help="dataset for further training (pgan-zoo default: builtin:shapes at the model's "
                                     "size; required for the others)")
     imp.add_argument("--domain-column", help="stargan2: the label column holding the domains")
+    imp.add_argument("--wing-weights", type=Path, metavar="PATH", help="stargan2 files with w_hpf > 0: the "
+                     "face-mask network's wing.ckpt (config: model.wing_weights)")
     imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="shape the continued run, e.g. --set model.schedule.max_iter_at_scale=[16,64]")
     imp.set_defaults(func=cmd_import)

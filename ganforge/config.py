@@ -376,7 +376,8 @@ class RunConfig:
             if getattr(self, name) > most:
                 raise ConfigError(f"{name}: {getattr(self, name)} is more than the {most} ganforge accepts")
         if self.best_metric is not None and not self.metrics:
-            raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every)")
+            raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every); "
+                              "without metrics, set best_metric=null too")
         if self.fid_mode != "legacy-tf" and not self.metrics:
             raise ConfigError(f"fid_mode: {self.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and "
                               "`metrics` is empty")

@@ -43,3 +43,16 @@ def test_restart_without_a_config_starts_over_with_the_runs_own_config(trained_r
     assert json.loads((trained_run / "checkpoints" / "00000001.json").read_text())["time"] != old[1]
     saved = json.loads((trained_run / "config.json").read_text())
     assert saved["model"]["lambda_gp"] == 5 and saved["model"]["features_g"] == 2 and saved["data"] == SHAPES
+
+
+def test_weights_options_of_train_reach_the_config(tmp_path, capsys) -> None:
+    """The missing-weights messages name --inception-weights and --wing-weights: train takes both (as config keys
+    inception_weights and model.wing_weights), and import takes --wing-weights."""
+    missing = tmp_path / "nowhere.pth"
+    argv = ["train", "wgan-gp", "--run", str(tmp_path / "run"), "--data", SHAPES, *TINY, "--set", "metrics=[fid]"]
+    assert main([*argv, "--inception-weights", str(missing)]) == 2
+    assert f"file {missing} (from the argument) does not exist" in capsys.readouterr().err
+    assert main(["train", "stargan2", "--run", str(tmp_path / "sg"), "--data", SHAPES, "--set", "model.w_hpf=1",
+                 "--wing-weights", str(missing)]) == 2
+    assert f"file {missing} (from the argument) does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sg").exists()
