@@ -28,6 +28,7 @@ def test_evaluate_run_writes_metrics_and_swd_json(tiny_run, capsys):
     assert "SWD" in table and "step 20" in table
     line = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["step"] == 20 and line["n"] == 48 and line["source"] == "evaluate"
+    assert line["real"] == json.loads((tiny_run / "config.json").read_text())["data"]  # the run's own data
     assert line["swd_16"] == line["swd_avg"] > 0
     swd = json.loads((tiny_run / "swd.json").read_text())
     assert swd["20"]["resolutions"] == [16] and swd["20"]["swd"] == [line["swd_16"]]

@@ -115,6 +115,26 @@ def test_best_checkpoints_are_marked_at_their_kimg_and_rank(tmp_path):
     assert [p["kimg"] for p in run.best_points()] == pytest.approx([0.096, 0.064])
 
 
+def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
+    """`ganforge evaluate` rows (their own image count and real set) beside training's own at the same steps would
+    draw a zig-zag: the curves keep training's rows, or without any the evaluate rows of the most used count and
+    real set (newest per step); the table lists every row with its n and real set."""
+    log = [{"step": 8, "kimg": 0.032}, {"step": 16, "kimg": 0.064}]
+    test_set = {"n": 512, "real": "/data/mnist32_test", "source": "evaluate"}
+    mixed = read_run(fake_run(tmp_path / "mixed", log=log, metrics=[
+        {"step": 8, "kimg": 0.032, "swd_avg": 90.0}, {"step": 16, "kimg": 0.064, "swd_avg": 80.0},
+        {"step": 16, **test_set, "swd_avg": 120.0}]))
+    assert [p["swd_avg"] for p in mixed.curve_points()] == [90.0, 80.0]
+    table = report._metrics_table(mixed)
+    assert re.findall(r"<th>(.*?)</th>", table)[-3:] == ["n", "real", "source"]
+    assert "<td>/data/mnist32_test</td>" in table and "curves draw training's own values" in table
+    evaluated = read_run(fake_run(tmp_path / "evaluated", log=log, metrics=[
+        {"step": 8, **test_set, "swd_avg": 100.0}, {"step": 16, **test_set, "swd_avg": 95.0},
+        {"step": 16, "n": 64, "real": "/data/other", "source": "evaluate", "swd_avg": 300.0},
+        {"step": 16, **test_set, "swd_avg": 94.0}]))  # the same protocol again later: the newest counts
+    assert [(p["step"], p["swd_avg"]) for p in evaluated.curve_points()] == [(8, 100.0), (16, 94.0)]
+
+
 def test_thinning_keeps_first_and_last_evenly():
     assert thin(list(range(5)), 24) == [0, 1, 2, 3, 4]
     picked = thin(list(range(100)), 24)
@@ -346,5 +366,5 @@ def test_metric_values_are_the_numbers_and_the_fid_mode_is_shown_beside_them():
     run = types.SimpleNamespace(metric_points=lambda: records)
     table = report._metrics_table(run)
     header = re.findall(r"<th>(.*?)</th>", table)
-    assert header == ["step", "kimg", "fid", "kid", "swd_avg", "fid_mode", "source"]
+    assert header == ["step", "kimg", "fid", "kid", "swd_avg", "n", "fid_mode", "source"]
     assert "<td>clean</td>" in table and "<td>evaluate</td>" in table

@@ -183,8 +183,9 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
                  all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
                  seed: int = 0, fid_mode: str | None = None) -> dict[str, Any]:
-    """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl, with
-    SWD also in swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's output)."""
+    """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl (with
+    the image count and the real set), SWD also to swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's
+    output)."""
     run_dir = Path(run_dir)
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
@@ -195,6 +196,9 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     for chosen in steps:
         model = load_run(run_dir, step=chosen)
         resolution = model.plan.resolution
+        # recorded with each row: values against other real sets are not one curve
+        real_set = (model.config.data if real is None else str(real) if str(real).startswith("builtin:")
+                    else str(Path(real).resolve()))
         if real is None or str(real).startswith("builtin:") or (Path(real) / "manifest.json").is_file():
             dataset = open_dataset(real if real is not None else model.config.data)
             count = min(n or model.config.metrics_n, dataset.count)
@@ -216,7 +220,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         flat = flat_outputs(results)
         rows.append((model.step, results, count))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": model.step, "n": count, "source": "evaluate", **flat,
+            handle.write(json.dumps({"step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
                                      **inception_protocol(results, fid_mode)}) + "\n")
         if "swd" in results:
             swd_path = run_dir / "swd.json"

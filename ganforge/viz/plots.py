@@ -211,7 +211,7 @@ def metrics_figure(runs: Runs) -> str | None:
     colors = _colors(len(runs))
     for ax, (group, members) in zip(axes.flat, groups.items(), strict=False):
         for run_index, (label, run) in enumerate(runs):
-            points = run.metric_points()
+            points = run.curve_points()
             for key_index, key in enumerate(members):
                 xs, ys = series(points, key)
                 if not len(xs):

@@ -275,10 +275,20 @@ def _metrics_table(run: RunData) -> str:
     if not points:
         return ""
     keys = metric_keys(points)
-    notes = [k for k in ("fid_mode", "source") if any(k in r for r in points)]  # how each value was computed
+    notes = [k for k in ("n", "real", "fid_mode", "source") if any(k in r for r in points)]  # how each was computed
     rows = [[str(r["step"]), _number(r.get("kimg")), *(_number(r.get(k)) for k in keys),
              *(_esc(str(r.get(k, ""))) for k in notes)] for r in points]
-    return f"<details><summary>metric values</summary>{_table(['step', 'kimg', *keys, *notes], rows)}</details>"
+    evaluated = sum("source" in r for r in points)
+    if not evaluated:
+        caption = ""
+    elif evaluated < len(points):
+        caption = ("<p>The curves draw training's own values; the rows of <code>ganforge evaluate</code> (their own "
+                   "image counts and real sets) are listed with them here.</p>")
+    else:
+        caption = ("<p>The curves draw the rows of the most used image count and real set (the newest per step); "
+                   "every row is listed here.</p>")
+    return (f"<details><summary>metric values</summary>{caption}"
+            f"{_table(['step', 'kimg', *keys, *notes], rows)}</details>")
 
 
 def _page(title: str, body: str) -> str:
@@ -345,7 +355,7 @@ def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
     keys = metric_keys([r for run in runs for r in run.metrics])
     header, columns = ["run", "step", "kimg"], []
     for key in keys:
-        curves = {run.label: series(run.metric_points(), key) for run in runs}
+        curves = {run.label: series(run.curve_points(), key) for run in runs}
         common = last_common_point(curves) if all(len(xs) for xs, _ in curves.values()) else None
         header += [f"{key} (last)", f"{key} @ {_number(common[0])} kimg" if common else f"{key} @ common kimg"]
         columns.append([(_number(float(ys[-1]) if len(ys) else None),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,19 @@ class RunData:
         missing = [r["step"] for r in self.metrics if not finite(r.get("kimg"))]
         filled = iter(kimg_at_steps(self.log, missing))
         return [r if finite(r.get("kimg")) else {**r, "kimg": float(next(filled))} for r in self.metrics]
+
+    def curve_points(self) -> list[dict[str, Any]]:
+        """The metric rows the curves draw, all of one protocol: training's own rows where the run computed any;
+        else the `ganforge evaluate` rows of its most used image count and real set, the newest per step. Rows of
+        other counts or real sets at the same steps would draw a zig-zag; the table lists every row."""
+        points = self.metric_points()
+        training = [r for r in points if "source" not in r]
+        if training or not points:
+            return training
+        protocols = Counter((r.get("n"), r.get("real")) for r in points)
+        chosen = protocols.most_common(1)[0][0]
+        newest = {r["step"]: r for r in points if (r.get("n"), r.get("real")) == chosen}
+        return [newest[step] for step in sorted(newest)]
 
     def best_points(self) -> list[dict[str, Any]]:
         """best.json's steps with their kimg and rank (1 = best), for marking on the metric curve."""
