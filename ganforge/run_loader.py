@@ -89,5 +89,7 @@ def load_run(target: str | Path, *, step: int | None = None, device: str = "auto
     ckpt.load_network_states(family.nets, found.tensors, found.path)
     for net in family.nets.values():
         net.eval().requires_grad_(False)
-    plan = family.plan(min(found.step, family.total_steps() - 1))
+    # the last step the checkpoint trained: training draws its samples and metrics at step N with that plan, so a
+    # checkpoint at a growth boundary generates what was trained (not the next scale's upsampled start)
+    plan = family.plan(min(max(found.step - 1, 0), family.total_steps() - 1))
     return LoadedModel(family=family, config=config, step=found.step, plan=plan)

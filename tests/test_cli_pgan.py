@@ -88,14 +88,15 @@ def test_zoo_checkpoint_import_samples_and_trains_further(tmp_path, capsys):
     assert main(["import", "pgan-zoo", str(zoo_dir / "small_s1_i32.pt"), "-o", str(planned)]) == 0
     model = ganforge.load(planned)
     assert model.config.model.resolution == 32 and model.config.model.schedule.max_iter_at_scale == [16, 32, 32, 100]
-    assert model.step == 48 and model.plan.resolution == 16 and model.plan.progress["alpha"] == 1.0
-    torch.testing.assert_close(model.nets["G_ema"](io["z"], 1, 0.0), io["s1_avgG_out_a0"], atol=1e-5, rtol=1e-5)
+    # it samples as the zoo's checkpoint does: the last trained step's scale (8 px, stable), not the next one's start
+    assert model.step == 48 and model.plan.resolution == 8 and model.plan.progress["alpha"] == 0.0
+    torch.testing.assert_close(model.generate(io["z"], raw=True), io["s1_avgG_out_a0"], atol=1e-5, rtol=1e-5)
     earlier = tmp_path / "imported_s1"
     assert main(["import", "pgan-zoo", str(zoo_dir / "small_s1_i32.pt"), "-o", str(earlier), "--set",
                  "model.resolution=16", "--set", "model.widths=[32,32,16]", "--set",
                  "model.schedule.max_iter_at_scale=[16,32,8]", "--set", "model.schedule.alpha_jump_size=2"]) == 0
     grown = ganforge.load(earlier)
-    assert grown.step == 48 and grown.plan.resolution == 16 and grown.plan.progress["alpha"] == 1.0
+    assert grown.step == 48 and grown.plan.resolution == 8 and grown.plan.progress["alpha"] == 0.0
     torch.testing.assert_close(grown.nets["G_ema"](io["z"], 1, 0.0), io["s1_avgG_out_a0"], atol=1e-5, rtol=1e-5)
     # the import bound the built-in data only to shape the networks: its first training may name the real data
     from ganforge.data.store import write_store

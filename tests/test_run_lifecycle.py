@@ -247,3 +247,17 @@ def test_pgan_metrics_wait_for_a_scale_large_enough(tmp_path, capsys) -> None:
         "again once the images are large enough"]  # once per scale, not at step 12 again
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [16, 20] and all(r["swd_avg"] > 0 for r in records)
+
+
+def test_a_checkpoint_at_a_growth_boundary_generates_the_scale_it_trained(tmp_path) -> None:
+    """Training draws its samples and metrics at step N with the plan of the step just done; a checkpoint loaded at
+    N does the same, so at the end of a scale it generates that scale's images (as the zoo's checkpoint of a
+    scale does), not the next scale's upsampled start, and `evaluate` agrees with training's metric ticks."""
+    import ganforge
+    from ganforge.run_loader import load_run
+
+    run = tmp_path / "run"
+    ganforge.train(TINY_RUNS["pgan"], run, until=3)  # 4 px for steps 0-2, then 8 px from step 3
+    model = load_run(run)
+    assert model.step == 3 and model.plan.progress == {"scale": 0, "res": 4, "alpha": 0.0}
+    assert model.generate(model.family.sample_latents(2, None)["z"]).shape[-1] == 4
