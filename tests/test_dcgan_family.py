@@ -18,6 +18,7 @@ from ganforge.data.loader import Batch
 from ganforge.data.store import open_dataset
 from ganforge.distributed import DistInfo
 from ganforge.families import get_family, resolve_run_config
+from ganforge.families.base import sample_batches
 from ganforge.families.dcgan import DCGANConfig, DCGANFamily, WGANConfig, WGANFamily, WGANGPConfig, WGANGPFamily
 from ganforge.losses import gradient_penalty
 from ganforge.training.engine import Trainer
@@ -362,6 +363,16 @@ def test_batch_statistics_sampling_matches_the_generator_in_training(shapes) -> 
         torch.testing.assert_close(images, G(z))  # the same numbers (this call also moves the buffers)
     first_alone = family.generate({"z": z[:1].repeat(2, 1)}, "G", family.plan(0))
     assert not torch.allclose(first_alone[0], images[0])  # batch statistics: an image depends on its batch
+
+
+def test_sample_sets_are_drawn_in_batches_of_equal_size(shapes) -> None:
+    """A batch-normalised generator's last samples of a set never come out of a batch of their own (65 = 64 + 1
+    would normalise one image by itself): the set is split into batches as equal as possible."""
+    sizes = {n: [part.stop - part.start for part in sample_batches(n)] for n in (1, 64, 65, 100, 129)}
+    assert sizes == {1: [1], 64: [64], 65: [32, 33], 100: [50, 50], 129: [43, 43, 43]}
+    assert [s.start for s in sample_batches(129)] == [0, 43, 86] and sample_batches(0) == []
+    assert build("dcgan", shapes).batch_dependent_samples
+    assert not build("dcgan", shapes, sample_norm_stats="running").batch_dependent_samples
 
 
 def test_running_statistics_sampling_is_per_image(shapes) -> None:

@@ -21,6 +21,7 @@ import ganforge
 from ganforge.cli import main
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
+from ganforge.families.base import BATCH_DEPENDENT_NOTE
 from ganforge.interop.onnx_export import export_onnx
 from ganforge.models.fan import face_masks
 from ganforge.run_loader import LoadedModel, build_family
@@ -66,6 +67,8 @@ def test_class_conditional_and_batch_statistics_generators_export(tmp_path, fami
     assert sorted(described["inputs"]) == sorted(inputs)
     if family == "biggan":  # class indices, and their names
         assert described["inputs"]["y"]["dtype"] == "int64" and len(described["classes"]) == model.family.n_classes
+    else:  # the tutorial's batch-normalised sampling: images depend on their batch-mates, and the file says so
+        assert described["batch_statistics"] == BATCH_DEPENDENT_NOTE
 
 
 def untrained(family: str, raw: dict) -> LoadedModel:

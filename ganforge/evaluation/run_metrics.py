@@ -18,7 +18,7 @@ import torch
 from ganforge.config import ConfigError, read_config_file
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec
-from ganforge.families.base import Family, StepPlan
+from ganforge.families.base import Family, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid_stats import ReferenceStats, check_stats_output, image_set_stats, read_stats, write_stats
@@ -48,13 +48,11 @@ def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_s
     """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = family.sample_net
-    remaining = n
-    while remaining > 0:
-        count = min(batch_size, remaining)
+    for part in sample_batches(n, batch_size):
+        count = part.stop - part.start
         inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
         with torch.no_grad():
             yield family.generate(inputs, net, plan).float().cpu()
-        remaining -= count
 
 
 def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np.ndarray:

@@ -70,6 +70,20 @@ class Phase:
             raise ValueError(f"phase {self.name}: reuse_batch needs data='fresh' (it reuses the batches it draws)")
 
 
+
+def sample_batches(n: int, largest: int = 64) -> list[slice]:
+    """Slices of `n` samples into batches of at most `largest`, as equal as possible: a generator normalised with
+    its batch's statistics must not draw the last few samples of a set (65 = 64 + 1) in a batch of their own."""
+    count = -(-n // largest)
+    bounds = [round(i * n / count) for i in range(count + 1)] if count else [0]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+BATCH_DEPENDENT_NOTE = ("the generator normalises with its batch's statistics (sample_norm_stats: batch, the DCGAN "
+                        "tutorial's choice), so each image depends on the others in its batch: a batch of 1 normalises "
+                        "one image by itself (flat colours); use batches of 16 or more, or train with "
+                        "sample_norm_stats: running")
+
 class Family(ABC):
     """Base of every GAN family. Subclasses fill `nets`, `optimizers` and `ema_pairs` in `__init__`."""
 
@@ -80,6 +94,8 @@ class Family(ABC):
     label_count_key: ClassVar[str | None] = None
     default_label_count: ClassVar[int | None] = None
     samples_by_class: ClassVar[bool] = False  # `generate` takes class indices "y" below `label_count`
+    # each sample depends on the others drawn with it (a generator normalised with its batch's statistics)
+    batch_dependent_samples: bool = False
     # `generate` returns (source, translation) pairs: metrics of a generated image set do not apply (half the set
     # would be real images); such a family is evaluated by its own protocol (`ganforge evaluate RUN`, and during
     # training the `protocol_metrics` its config may list, ranked by the outputs in `protocol_rankings`, each

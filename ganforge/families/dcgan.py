@@ -156,6 +156,7 @@ class DCGANFamily(Family):
 
     def __init__(self, config: DCGANConfig, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
+        self.batch_dependent_samples = config.sample_norm_stats == "batch"
         self.resolution = config.resolution or dataset.resolution
         if self.resolution > dataset.resolution:
             raise ConfigError(f"model.resolution: {self.resolution} but the dataset {dataset.source} only goes up "

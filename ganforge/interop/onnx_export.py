@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ganforge.errors import ConfigError
+from ganforge.families.base import BATCH_DEPENDENT_NOTE
 from ganforge.models.fan import face_masks
 from ganforge.run_loader import LoadedModel
 
@@ -184,6 +185,8 @@ def _describe(model: LoadedModel, example: dict[str, torch.Tensor], names: list[
                    "range": [-1, 1], "layout": "NCHW, RGB"}}
     if family.samples_by_class:
         described["classes"] = family.class_names()
+    if family.batch_dependent_samples:
+        described["batch_statistics"] = BATCH_DEPENDENT_NOTE
     if family.translates:
         described.update(guide=guide, domains=list(family.domain_names))
     if family.translates and family.arch.w_hpf > 0:

@@ -4,17 +4,21 @@ family; per-class sheets, class interpolations, an NPZ export and a truncation s
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ganforge.families.base import BATCH_DEPENDENT_NOTE, sample_batches
 from ganforge.run_loader import LoadedModel
 from ganforge.viz import class_sampling as cs
 from ganforge.viz.grid import label_grid, make_grid, save_grid, save_image, to_uint8
 from ganforge.viz.interpolate import interpolation_path
 from ganforge.viz.nearest import nearest_images
+
+MIN_BATCH_STATISTICS = 16  # below this, batch-normalised samples drift visibly from a training grid's
 
 
 @dataclass
@@ -65,6 +69,8 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     for flag in asked:
         cs.require_class_conditional(model, flag)
     inputs = model.latents(request.n, request.seed)  # families that cannot sample from latents alone refuse here
+    if model.family.batch_dependent_samples and request.n < MIN_BATCH_STATISTICS:
+        warnings.warn(f"--n {request.n}: {BATCH_DEPENDENT_NOTE}", stacklevel=2)
     if request.nearest is not None and (class_outputs or request.grid or request.interpolate
                                         or request.truncation is not None):
         raise ValueError("--nearest writes its own sheet of --n samples; give it without --grid, --interpolate and "
@@ -86,13 +92,13 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
         path = {"z": interpolation_path(inputs["z"], request.interpolate)}
         if "labels" in inputs:  # a conditional PGAN: each row keeps the classes drawn with its first latent
             path["labels"] = inputs["labels"][:-1].repeat_interleave(request.interpolate, dim=0)
-        frames = torch.cat([model.generate({k: v[i:i + 64] for k, v in path.items()})
-                            for i in range(0, len(path["z"]), 64)])
+        frames = torch.cat([model.generate({k: v[part] for k, v in path.items()})
+                            for part in sample_batches(len(path["z"]))])
         rows = ", each row in the classes of its first frame" if "labels" in inputs else ""
         save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0,
                   title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames{rows}")
         return Generated([request.out / "interpolation.png"])
-    batches = (to_uint8(model.generate({k: v[i:i + 64] for k, v in inputs.items()})) for i in range(0, request.n, 64))
+    batches = (to_uint8(model.generate({k: v[part] for k, v in inputs.items()})) for part in sample_batches(request.n))
     if request.grid:  # a conditional generator's cells name their classes, enlarged as training grids to fit them
         labels = model.family.sample_cell_labels(inputs)
         grid = make_grid(np.concatenate(list(batches)), min_cell=64 if labels else 0, cell_labels=labels)
@@ -114,8 +120,8 @@ def _write_nearest(model: LoadedModel, request: GenerateRequest, inputs: dict[st
     source = request.real or model.config.data
     dataset = open_dataset(source)
     resolution = model.plan.resolution
-    samples = np.concatenate([to_uint8(model.generate({k: v[i:i + 64] for k, v in inputs.items()}))
-                              for i in range(0, request.n, 64)]).transpose(0, 3, 1, 2)
+    samples = np.concatenate([to_uint8(model.generate({k: v[part] for k, v in inputs.items()}))
+                              for part in sample_batches(request.n)]).transpose(0, 3, 1, 2)
     training = dataset.images(resolution)
     index, distance, mirrored = nearest_images(samples, training, request.nearest, device=model.device)
     cells, labels = [], []
