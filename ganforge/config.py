@@ -135,6 +135,24 @@ def renamed_keys(cls: type, data: dict[str, Any], where: str = "") -> dict[str, 
     return data
 
 
+# names users bring from other code for the keys ganforge calls otherwise
+KEY_SYNONYMS = {"learning_rate": "lr", "lr_rate": "lr", "num_steps": "steps", "iterations": "steps",
+                "n_critic": "critic_steps", "seed_value": "seed"}
+
+
+def _unknown_key_hint(key: str, fields: dict[str, Any], hints: dict[str, Any], where: str) -> str:
+    """Where a mistaken key belongs: its usual synonym here, the same key in a nested section (PGAN's
+    model.batch_size is model.schedule.batch_size), else the nearest names."""
+    prefix = f"{where}." if where else ""
+    if KEY_SYNONYMS.get(key) in fields:
+        return f"did you mean '{prefix}{KEY_SYNONYMS[key]}'?"
+    homes = [f"{prefix}{name}.{key}" for name in fields if dataclasses.is_dataclass(hints.get(name))
+             and key in {f.name for f in dataclasses.fields(hints[name])}]
+    if homes:
+        return "it belongs in " + " or ".join(f"'{home}'" for home in homes)
+    return suggest_keys(key, list(fields))
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types with the key path."""
     hints = typing.get_type_hints(cls)
@@ -143,7 +161,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     for key, value in renamed_keys(cls, data, where).items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key '{path}': {suggest_keys(str(key), list(fields))}")
+            raise ConfigError(f"unknown config key '{path}': {_unknown_key_hint(str(key), fields, hints, where)}")
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         obj = cls(**kwargs)

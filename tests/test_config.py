@@ -129,3 +129,25 @@ def test_the_zoos_default_config_is_ganforges_zoo_default():
 
     assert built(written) == built({})
     assert built({})[0] == defaults["depthScales"]
+
+
+@pytest.mark.parametrize(("family", "override", "hint"), [
+    ("pgan", "model.learning_rate=0.01", "unknown config key 'model.learning_rate': did you mean 'model.lr'?"),
+    ("wgan-gp", "model.n_critic=3", "unknown config key 'model.n_critic': did you mean 'model.critic_steps'?"),
+    ("pgan", "model.batch_size=8", "unknown config key 'model.batch_size': it belongs in 'model.schedule.batch_size'"),
+])
+def test_mistaken_keys_are_pointed_to_where_they_belong(family, override, hint):
+    """Names from other code (learning_rate, n_critic) and a key one section too high (the WGAN examples'
+    model.batch_size is PGAN's model.schedule.batch_size) get the key they mean, not the nearest spelling."""
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config(family, {"data": "builtin:shapes"}, parse_overrides([override]))
+    assert str(err.value) == hint
+
+
+def test_a_zoo_model_config_alone_says_how_train_py_reads_it(tmp_path):
+    path = tmp_path / "small_train_config.json"
+    path.write_text(json.dumps({"maxIterAtScale": [16, 32], "depthScales": [32, 32], "dimLatentVector": 32}))
+    with pytest.raises(ConfigError, match=r'a pytorch_GAN_zoo model config .* \{"pathDB": STORE, "config": '):
+        resolve_run_config("pgan", read_config_file(path), [])
+    wrapped = resolve_run_config("pgan", {"pathDB": "builtin:shapes", "config": json.loads(path.read_text())}, [])
+    assert wrapped.model.schedule.max_iter_at_scale == [16, 32]

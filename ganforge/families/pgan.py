@@ -405,6 +405,9 @@ class PGANFamily(Family):
             from ganforge.families.pgan_zoo_config import zoo_command_to_ganforge
 
             return zoo_command_to_ganforge(data[COMMAND_LINE]["words"], data[COMMAND_LINE]["file"])
+        if "family" not in data and "maxIterAtScale" in data and not ({"pathDB", "config"} & set(data)):
+            raise ConfigError('a pytorch_GAN_zoo model config (the NAME_train_config.json train.py writes beside '
+                              'its checkpoints): give it as train.py reads one, {"pathDB": STORE, "config": {...}}')
         if "family" in data or not ({"pathDB", "config"} & set(data)):
             if "model" in data:  # a run's saved config from before inert keys were refused loads as it did
                 return {**data, "model": _without_inert_keys(data["model"], only_old_defaults=True)}
