@@ -218,9 +218,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from ganforge.viz.translate import default_video_name, translate
 
     video = (default_video_name() if args.video == "auto" else args.video) if args.video else None
-    written = translate(args.run, args.src, args.ref, args.out, step=args.step, seed=args.seed, video=video,
-                        device=args.device, wing_weights=args.wing_weights)
-    print(f"wrote {', '.join(str(p) for p in written)}")
+    translate(args.run, args.src, args.ref, args.out, step=args.step, seed=args.seed, video=video,
+              device=args.device, wing_weights=args.wing_weights, progress=lambda line: print(line, flush=True))
     return 0
 
 

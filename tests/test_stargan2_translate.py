@@ -184,7 +184,11 @@ def test_cli_translate_writes_both_grids_and_the_video(tiny, tmp_path: Path, cap
     out = tmp_path / "out"
     assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(tiny["folders"] / "val"), "-o",
                  str(out), "--video", "video.gif", "--device", "cpu"]) == 0
-    assert "reference.png" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()  # a line per file as it is written: minutes apart at 256 px
+    written = [out / "reference.png", *(out / f"latent_psi_{psi}.png" for psi in ("0.5", "0.7", "1"))]
+    assert lines == [*(f"wrote {path}" for path in written),
+                     f"writing {out / 'video.gif'}: 124 frames, each translating the 6 sources",
+                     f"wrote {out / 'video.gif'}"]
     title, _ = reference_captions(f"EMA, step {ganforge.load(tiny['run']).step}", DOMAINS, torch.tensor([]))
     with Image.open(out / "reference.png") as grid:  # under its caption, the rows labelled on the left
         assert grid.height == caption_size(title)[0] + 7 * (CELL + PAD) + PAD

@@ -17,12 +17,14 @@ import io
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.viz.grid import CAPTION_MARGIN, label_grid, make_grid, sample_caption, save_image, text_width, to_uint8
@@ -173,6 +175,11 @@ def video_title(caption: str, domain: str, first: int, alpha: float) -> str:
 
 
 @torch.no_grad()
+def _video_pairs(y_ref: torch.Tensor) -> list[int]:
+    """Indices k of the references whose predecessor is of the same domain: the video blends k−1 into k."""
+    return [k for k in range(1, len(y_ref)) if y_ref[k] == y_ref[k - 1]]
+
+
 def reference_video_frames(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, x_ref: torch.Tensor,
                            y_ref: torch.Tensor, *, caption: str, domains: Sequence[str],
                            alphas: list[float] | None = None, masks: Masks = None) -> Iterator[np.ndarray]:
@@ -181,7 +188,7 @@ def reference_video_frames(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.
     a title saying which references and how far the blend is (`video_title`; every frame is one size)."""
     alphas = alphas if alphas is not None else interpolation_alphas()
     styles = E(x_ref, y_ref)
-    pairs = [k for k in range(1, len(x_ref)) if y_ref[k] == y_ref[k - 1]]
+    pairs = _video_pairs(y_ref)
     if not pairs:
         raise TranslateError("the video needs two reference images of one domain (consecutive in their folder)")
     titles = {(k, alpha): video_title(caption, domains[int(y_ref[k])], k, alpha) for k in pairs for alpha in alphas}
@@ -291,10 +298,14 @@ def default_video_name() -> str:
 
 def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | None = None, seed: int = 0,
               psis: Iterable[float] = PSIS, num_z: int = NUM_Z, video: str | Path | None = None,
-              device: str = "auto", wing_weights: str | Path | None = None) -> list[Path]:
+              device: str = "auto", wing_weights: str | Path | None = None,
+              progress: Callable[[str], None] | None = None) -> list[Path]:
     """Write reference.png, latent_psi_<ψ>.png and optionally the reference video (a name or path; a bare name
     goes into `out`) for a StarGAN v2 run; returns the written files. `wing_weights`: the FAN weights of a
-    w_hpf > 0 model (default: the run's model.wing_weights, $GANFORGE_WING_WEIGHTS, the cache)."""
+    w_hpf > 0 model (default: the run's model.wing_weights, $GANFORGE_WING_WEIGHTS, the cache). `progress` gets
+    a line as each file is written (a 256 px model's grids and video take minutes on a CPU); on a terminal the
+    video's frames also show a progress bar."""
+    say = progress or (lambda line: None)
     from ganforge.api import load
 
     model = load(run, step=step, device=device)
@@ -313,16 +324,22 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     caption = sample_caption("G_ema", True, model.step)
     save_image(label_grid(reference_grid(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, masks),
                           *reference_captions(caption, domains, y_ref)), written[0])
+    say(f"wrote {written[0]}")
     generator = torch.Generator().manual_seed(seed)
     grids = latent_grids(nets["G_ema"], nets["F_ema"], x_src, len(domains), model.config.model.latent_dim,
                          generator, psis, num_z, masks)
     for psi, grid in grids.items():
         written.append(out / f"latent_psi_{psi:g}.png")
         save_image(label_grid(grid, *latent_captions(caption, domains, psi, num_z)), written[-1])
+        say(f"wrote {written[-1]}")
     if video is not None:
         target = Path(video) if Path(video).parent != Path(".") else out / video
-        write_video(reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, caption=caption,
-                                           domains=domains, masks=masks), target)
+        frames = reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, caption=caption,
+                                        domains=domains, masks=masks)
+        count = len(_video_pairs(y_ref)) * len(interpolation_alphas())
+        say(f"writing {target}: {count} frames, each translating the {len(x_src)} sources")
+        write_video(tqdm(frames, total=count, unit="frame", leave=False, disable=not sys.stderr.isatty()), target)
         written.append(target)
+        say(f"wrote {target}")
     return written
 
