@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="images, grids and interpolations from a trained run")
     gen.add_argument("run", type=Path, help="run directory or checkpoint file")
     gen.add_argument("--step", type=int)
-    gen.add_argument("--n", type=int, default=16)
+    gen.add_argument("--n", type=positive_int, default=16)
     gen.add_argument("-o", "--out", type=Path, help="folder for the images (not needed with --npz alone)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--grid", action="store_true", help="one grid image instead of single files")
@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs). Without "
                     "the FID Inception weights, the metrics that need them (fid, kid, is, pr) are left out with one "
                     "warning line and the others are printed (exit 0); if all need them, it is an error (exit 2)")
-    ev.add_argument("--n", type=int)
+    ev.add_argument("--n", type=positive_int)
     ev.add_argument("--step", type=int)
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the statistics file to write (replaced if it exists)")
     stats.add_argument("--fid-mode", choices=fid_modes, default="legacy-tf",
                        help="resize protocol, recorded in the file (default legacy-tf; or clean)")
-    stats.add_argument("--n", type=int, help="a seeded random choice of N images (default all)")
+    stats.add_argument("--n", type=positive_int, help="a seeded random choice of N images (default all)")
     stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
                        "to R×R first (folders of mixed sizes; default: the images' own size)")
     stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")

@@ -151,3 +151,16 @@ def test_a_zoo_model_config_alone_says_how_train_py_reads_it(tmp_path):
         resolve_run_config("pgan", read_config_file(path), [])
     wrapped = resolve_run_config("pgan", {"pathDB": "builtin:shapes", "config": json.loads(path.read_text())}, [])
     assert wrapped.model.schedule.max_iter_at_scale == [16, 32]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.lr=-1", "model.lr: expected a positive learning rate, got -1.0"),
+    ("model.schedule.lr_per_resolution.8=0", "model.schedule.lr_per_resolution.8: expected a positive learning "
+                                             "rate, got 0.0"),
+])
+def test_pgan_learning_rates_must_be_positive(override, message):
+    """Named by key, not torch's 'Invalid learning rate: -1.0' from inside the optimiser."""
+    config = resolve_run_config("pgan", {"data": "builtin:shapes"}, parse_overrides([override]))
+    with pytest.raises(ConfigError) as err:
+        compile_schedule(config.model)  # where the family checks its schedule, before any network is built
+    assert str(err.value) == message

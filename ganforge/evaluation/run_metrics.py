@@ -198,7 +198,12 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         real_set = (model.config.data if real is None else str(real) if str(real).startswith("builtin:")
                     else str(Path(real).resolve()))
         if real is None or str(real).startswith("builtin:") or (Path(real) / "manifest.json").is_file():
-            dataset = open_dataset(real if real is not None else model.config.data)
+            try:
+                dataset = open_dataset(real if real is not None else model.config.data)
+            except DatasetError as err:
+                if real is not None:
+                    raise
+                raise DatasetError(f"{err} (the run's training data; moved? name it with --real PATH)") from None
             count = min(n or model.config.metrics_n, dataset.count)
             reals: Any = real_images(dataset, resolution, count, seed)
         else:  # a folder or an .npz, read batch by batch as `evaluate --fake DIR --real DIR` reads it

@@ -263,6 +263,10 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
         if res not in [4 * 2**s for s in range(scales)]:
             raise ConfigError(f"model.schedule: resolution {res} in a per-resolution table is not one of the "
                               f"networks' resolutions {[4 * 2**s for s in range(scales)]}")
+    for key, lr in [("model.lr", config.lr)] + [(f"model.schedule.lr_per_resolution.{res}", value)
+                                                 for res, value in sched.lr_per_resolution.items()]:
+        if not lr > 0:
+            raise ConfigError(f"{key}: expected a positive learning rate, got {lr}")
     segments, start = [], 0
     if sched.unit == "iterations":
         if len(sched.max_iter_at_scale) != scales:

@@ -361,7 +361,8 @@ def fetch_zoo_hub(name: str, dest_dir: Path, local_path: Path | None = None) -> 
     except OSError as error:
         raise ZooDownloadError(
             f"could not download {entry.file} from {entry.url} ({error}); on an offline machine download it "
-            f"elsewhere and put it at {dest} (or pass local_path)"
+            f"elsewhere and put it at {dest}, or give the downloaded file's path in place of the name "
+            f"(`ganforge import pgan-zoo PATH/{entry.file}`)"
         ) from error
 
 

@@ -33,6 +33,13 @@ COLUMNS = 3
 LOG_SCALE_RATIO = 30.0  # positive curves spanning more than this factor get a log y axis
 
 
+def _legend(ax: Any, fontsize: int) -> None:
+    """A legend where the panel has labelled lines (a run without, e.g. one moved before its first log, has none:
+    matplotlib would warn)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=fontsize)
+
+
 def _figure_class() -> Any:
     try:
         from matplotlib.figure import Figure
@@ -127,7 +134,7 @@ def loss_figure(runs: Runs) -> str | None:
         ax.set_title(f"{key}" + (f"  ({phase} step)" if phase != "other" else ""), fontsize=10)
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    _legend(axes.flat[0], 8)
     _grid_off_unused(axes, len(keys))
     return _svg(figure)
 
@@ -158,7 +165,7 @@ def singular_value_figure(run: RunData) -> str | None:
         ax.set_title(f"{net}: σ₀ of its {len(keys)} spectrally normalised layers", fontsize=10)
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, 7)
     return _svg(figure)
 
 
@@ -182,7 +189,7 @@ def schedule_figure(runs: Runs) -> str | None:
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)
     if len(runs) > 1:
-        axes[0, 0].legend(fontsize=8)
+        _legend(axes[0, 0], 8)
     return _svg(figure)
 
 
@@ -230,7 +237,7 @@ def metrics_figure(runs: Runs) -> str | None:
             b["metric"] in members for _, run in runs for b in run.best_points()) else ""), fontsize=10)
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, 7)
     _grid_off_unused(axes, len(groups))
     return _svg(figure)
 
@@ -257,6 +264,6 @@ def speed_figure(runs: Runs) -> str | None:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     if len(runs) > 1:
-        axes[0, 0].legend(fontsize=8)
+        _legend(axes[0, 0], 8)
     return _svg(figure)
 
