@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "female/male)")
     celeba.add_argument("--resolution", type=int, default=128)
     celeba.add_argument("--val-fraction", type=float, default=0.1, help="validation share of each domain")
-    celeba.add_argument("--limit", type=int, help="only the first N listed images (a quick subset)")
+    celeba.add_argument("--limit", type=positive_int, help="only the first N images of the attribute file that are in "
+                        "the folder (a quick subset)")
     domains.add_argument("--resolution", type=int, required=True)
 
     tr = sub.add_parser("train", help="train a new run or resume an existing one")
@@ -443,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--grid", action="store_true", help="one grid image instead of single files")
     gen.add_argument("--interpolate", type=int, default=0, metavar="K",
-                     help="slerp through the N latents with K frames between each pair")
+                     help="a row of K frames (ends included) along the slerp between each pair of consecutive "
+                          "latents: --n N gives N-1 rows")
     gen.add_argument("--device", default="auto")
     gen.add_argument("--npz", type=Path, metavar="FILE",
                      help="--n samples as x (uint8 NCHW) and, from class-conditional runs, y (classes), as "

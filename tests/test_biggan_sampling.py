@@ -78,7 +78,8 @@ def test_interpolation_ends_are_the_drawn_samples(model, space):
     images = cs.interpolation_sheet(model, space, rows, frames, seed=3, truncation=1.5, method="scale")
     draws = torch.Generator().manual_seed(3)
     z_from, z_to = (sample_latents(rows, 16, truncation=1.5, method="scale", generator=draws) for _ in range(2))
-    y_from, y_to = (torch.randint(4, (rows,), generator=draws) for _ in range(2))
+    y_from = torch.randint(4, (rows,), generator=draws)
+    y_to = (y_from + 1 + torch.randint(3, (rows,), generator=draws)) % 4  # never the row's first class
     first, last = images[::frames], images[frames - 1::frames]
     torch.testing.assert_close(first, direct(model, z_from, y_from))
     end_z = z_from if space == "class" else z_to
@@ -108,7 +109,9 @@ def test_interpolation_rows_are_labelled_with_the_classes_they_show(model, space
     draws = torch.Generator().manual_seed(3)
     for _ in range(2):
         sample_latents(2, 16, generator=draws)
-    y_from, y_to = (torch.randint(4, (2,), generator=draws) for _ in range(2))
+    y_from = torch.randint(4, (2,), generator=draws)
+    y_to = (y_from + 1 + torch.randint(3, (2,), generator=draws)) % 4
+    assert bool((y_to != y_from).all())  # a class blend ends at another class ("dog -> dog" was a row of one)
     expected = ([names[int(a)] for a in y_from] if space == "z"
                 else [f"{names[int(a)]} -> {names[int(b)]}" for a, b in zip(y_from, y_to, strict=True)])
     assert cs.interpolation_row_labels(model, space, 2, seed=3) == expected

@@ -129,3 +129,20 @@ def test_image_sets_without_reals_give_is_and_msssim_and_too_large_n_is_said(tmp
         Image.fromarray(rng.integers(0, 256, (66, 66, 3), dtype=np.uint8)).save(odd / f"{index}.png")
     assert main(["evaluate", "--fake", str(odd), "--real", str(reals), "--metrics", "swd"]) == 2
     assert capsys.readouterr().err.strip().endswith("--resolution R brings both sets to R×R (centre crop, then resize)")
+
+
+def test_grey_against_colour_images_is_noted(tmp_path, capsys):
+    """An MNIST store against a colour folder compares grey images as RGB: the numbers are of sets that differ in
+    colour by construction, and the output says so."""
+    from ganforge.data.store import write_store
+
+    rng = np.random.default_rng(13)
+    grey = write_store(tmp_path / "grey", rng.integers(0, 256, (4, 1, 16, 16), dtype=np.uint8), resolution=16,
+                       channels=1, source="test")
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(colour / f"{index}.png")
+    assert main(["evaluate", "--fake", str(grey), "--real", str(colour), "--metrics", "msssim"]) == 0
+    assert ("note: the generated images have 1 channel(s), the real ones 3: grey images are compared as RGB"
+            in capsys.readouterr().out)

@@ -79,7 +79,8 @@ def _cifar10_batches(src: Path, names: list[str]) -> Iterator[tuple[str, bytes]]
                                                              f"{CIFAR10_ARCHIVE}"))
     if not src.is_file() or not tarfile.is_tarfile(src):
         raise PrepareError(f"{src} is not the CIFAR-10 binary tarball ({CIFAR10_ARCHIVE}) or a folder holding its "
-                           f"files; get it from {CIFAR10_URL}")
+                           f"files; get it from {CIFAR10_URL} (images in class folders, or a .zip of them: `ganforge "
+                           "prepare folder`)")
     _check_archive(src)
     with tarfile.open(src, "r:*") as archive:
         members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}

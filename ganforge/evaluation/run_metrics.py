@@ -355,10 +355,16 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     count = min(available, image_set_size(Path(real))) if real is not None else available
     if model is not None:
         fake_images = generated_batches(model.family, model.plan, count, seed)
+        fake_channels = model.family.dataset.channels
     else:  # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
         fake_images = iter_image_set(fake, resolution, sample=count, seed=seed)
-        resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
+        first = next(iter_image_set(fake, batch_size=1))
+        resolution, fake_channels = resolution or first.shape[-1], first.shape[1]
     reals = iter_image_set(Path(real), resolution, sample=count, seed=seed) if real is not None else None
+    if real is not None and (real_channels := next(iter_image_set(Path(real), batch_size=1)).shape[1]) != fake_channels:
+        warning = "\n".join(filter(None, [warning, f"note: the generated images have {fake_channels} channel(s), "
+                                                   f"the real ones {real_channels}: grey images are compared as "
+                                                   "RGB (repeated), so the sets differ in colour by construction"]))
     if n is not None and count < n:
         warning = "\n".join(filter(None, [warning, f"note: --n {n}: only {count} images to compare (the smaller "
                                                    "set's size); both sets were evaluated on that many"]))

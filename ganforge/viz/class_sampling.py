@@ -134,10 +134,15 @@ def write_class_sheets(model: LoadedModel, out: Path, columns: int, *, rows_per_
 
 def interpolation_ends(model: LoadedModel, rows: int, *, seed: int = 0, truncation: float | None = None,
                        method: str = "resample") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z_from, z_to, class_from, class_to) of each row's path; the same seed gives the same paths."""
+    """(z_from, z_to, class_from, class_to) of each row's path; the same seed gives the same paths. A row's two
+    classes differ (where there are two): a class blend from a class to itself would be a row of one class."""
     draws = torch.Generator().manual_seed(seed)
     z_from, z_to = (draw_latents(model, rows, draws, truncation=truncation, method=method) for _ in range(2))
-    y_from, y_to = (sample_classes(rows, model.family.n_classes, generator=draws) for _ in range(2))
+    n_classes = model.family.n_classes
+    y_from = sample_classes(rows, n_classes, generator=draws)
+    if n_classes < 2:
+        return z_from, z_to, y_from, y_from.clone()
+    y_to = (y_from + 1 + sample_classes(rows, n_classes - 1, generator=draws)) % n_classes
     return z_from, z_to, y_from, y_to
 
 
