@@ -180,6 +180,18 @@ def test_comparison_overlays_runs_and_tabulates_them_at_a_common_kimg(tmp_path):
     assert page.count('class="plot"') == 3  # losses, metrics, speed (no PGAN schedule logged)
 
 
+def test_a_run_without_log_lines_shows_its_newest_checkpoint_step(tmp_path):
+    """Stopped before its first log line (a launch script's log interval longer than the run) or imported: the
+    page and a comparison give the newest checkpoint's step instead of nothing."""
+    quiet = fake_run(tmp_path / "quiet", [])
+    (quiet / "checkpoints").mkdir()
+    for step in (5, 10):
+        (quiet / "checkpoints" / f"{step:08d}.json").write_text("{}")
+    assert "step 10 (its newest checkpoint; no log lines yet)" in report._summary(read_run(quiet))
+    _, rows = report.comparison_table([read_run(quiet)])
+    assert rows[0][:2] == ["quiet", "10"]
+
+
 def test_runs_with_the_same_folder_name_are_told_apart_by_path(tmp_path, monkeypatch):
     first = fake_run(tmp_path / "x" / "run", [{"step": 1, "kimg": 0.001, "loss_D": 1.0}])
     second = fake_run(tmp_path / "y" / "run", [{"step": 1, "kimg": 0.001, "loss_D": 2.0}])

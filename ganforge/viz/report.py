@@ -209,9 +209,19 @@ def _config_section(run: RunData) -> str:
             f"<code>{_esc(command)}</code></p>")
 
 
+def _newest_step(run: RunData) -> int | None:
+    """The last logged step, else the newest checkpoint's (a run stopped before its first log line, or imported)."""
+    if run.last:
+        return run.last["step"]
+    steps = ckpt.checkpoint_steps(run.path)
+    return steps[-1] if steps else None
+
+
 def _summary(run: RunData) -> str:
     last = run.last
     parts = [f"family {_esc(run.config.get('family'))}" if run.config else "no config"]
+    if not last and _newest_step(run) is not None:
+        parts.append(f"step {_newest_step(run)} (its newest checkpoint; no log lines yet)")
     if last:
         parts.append(f"step {last['step']}")
         if finite(last.get("kimg")):
@@ -363,7 +373,8 @@ def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
                         for run, (_, ys) in zip(runs, curves.values(), strict=True)])
     rows = []
     for index, run in enumerate(runs):
-        row = [_esc(run.label), str(run.last.get("step", "–")), _number(run.last.get("kimg"))]
+        step = _newest_step(run)
+        row = [_esc(run.label), "–" if step is None else str(step), _number(run.last.get("kimg"))]
         for column in columns:
             row += list(column[index])
         rows.append(row)
