@@ -525,8 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "biggan-pytorch: a weights folder with G.pth, D.pth, G_ema.pth, state_dict.pth")
     imp.add_argument("files", type=Path, nargs="+")
     imp.add_argument("-o", "--out", type=Path, required=True, help="run directory to create")
-    imp.add_argument("--data", help="dataset for further training (pgan-zoo default: builtin:shapes at the model's "
-                                    "size; required for the others)")
+    imp.add_argument("--data", help="dataset for further training (pgan-zoo default: 64 builtin:shapes images at "
+                                    "the model's size, which only shape the networks: the run's first train may name "
+                                    "its data; required for the others)")
     imp.add_argument("--domain-column", help="stargan2: the label column holding the domains")
     imp.add_argument("--wing-weights", type=Path, metavar="PATH", help="stargan2 files with w_hpf > 0: the "
                      "face-mask network's wing.ckpt (config: model.wing_weights)")

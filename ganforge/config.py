@@ -146,8 +146,10 @@ def _unknown_key_hint(key: str, fields: dict[str, Any], hints: dict[str, Any], w
     prefix = f"{where}." if where else ""
     if KEY_SYNONYMS.get(key) in fields:
         return f"did you mean '{prefix}{KEY_SYNONYMS[key]}'?"
-    homes = [f"{prefix}{name}.{key}" for name in fields if dataclasses.is_dataclass(hints.get(name))
-             and key in {f.name for f in dataclasses.fields(hints[name])}]
+    sections = {name: next((tp for tp in (hints.get(name), *typing.get_args(hints.get(name)))
+                            if dataclasses.is_dataclass(tp)), None) for name in fields}  # X or X | None
+    homes = [f"{prefix}{name}.{key}" for name, section in sections.items()
+             if section is not None and key in {f.name for f in dataclasses.fields(section)}]
     if homes:
         return "it belongs in " + " or ".join(f"'{home}'" for home in homes)
     return suggest_keys(key, list(fields))

@@ -17,7 +17,7 @@ from ganforge.config import RunConfig
 from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
-from ganforge.families.base import Family, StepPlan
+from ganforge.families.base import Family, StepPlan, sample_batches
 from ganforge.training import checkpoint as ckpt
 
 
@@ -61,6 +61,10 @@ class LoadedModel:
         return self.family.sample_latents(n, torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
+    def sample_parts(self, n: int, largest: int = 64) -> list[slice]:
+        """The batches `n` samples are drawn in (equal ones where samples depend on their batch: `sample_batches`)."""
+        return sample_batches(n, largest, equal=self.family.batch_dependent_samples)
+
     def generate(self, z: torch.Tensor | dict[str, torch.Tensor] | None = None, *, n: int = 16, seed: int = 0,
                  net: str | None = None, raw: bool = False) -> torch.Tensor:
         """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`), by the EMA generator

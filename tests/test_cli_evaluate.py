@@ -129,6 +129,14 @@ def test_image_sets_without_reals_give_is_and_msssim_and_too_large_n_is_said(tmp
         Image.fromarray(rng.integers(0, 256, (66, 66, 3), dtype=np.uint8)).save(odd / f"{index}.png")
     assert main(["evaluate", "--fake", str(odd), "--real", str(reals), "--metrics", "swd"]) == 2
     assert capsys.readouterr().err.strip().endswith("--resolution R brings both sets to R×R (centre crop, then resize)")
+    argv = ["evaluate", "--fake", str(odd), "--real", str(reals), "--metrics", "swd", "--resolution", "66"]
+    assert main(argv) == 2  # given already: the hint would send the user round in a circle
+    assert "--resolution R" not in capsys.readouterr().err
+    lone = tmp_path / "lone"  # not a size problem: no size advice
+    lone.mkdir()
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(lone / "0.png")
+    assert main(["evaluate", "--fake", str(lone), "--metrics", "msssim"]) == 2
+    assert capsys.readouterr().err.strip() == "ganforge evaluate: error: MS-SSIM: needs at least 2 images (one pair)"
 
 
 def test_grey_against_colour_images_is_noted(tmp_path, capsys):

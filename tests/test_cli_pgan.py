@@ -91,6 +91,12 @@ def test_zoo_checkpoint_import_samples_and_trains_further(tmp_path, capsys):
     # it samples as the zoo's checkpoint does: the last trained step's scale (8 px, stable), not the next one's start
     assert model.step == 48 and model.plan.resolution == 8 and model.plan.progress["alpha"] == 0.0
     torch.testing.assert_close(model.generate(io["z"], raw=True), io["s1_avgG_out_a0"], atol=1e-5, rtol=1e-5)
+    assert model.config.data == "builtin:shapes?count=64&resolution=32"  # a placeholder: 64 images, not 4,096
+    from ganforge.data.store import write_store
+
+    grey = write_store(tmp_path / "grey", np.zeros((4, 1, 32, 32), np.uint8), resolution=32, channels=1, source="t")
+    assert main(["train", "pgan", "--run", str(planned), "--data", str(grey)]) == 2  # other data, not other channels
+    assert "does not fit the imported networks of" in capsys.readouterr().err
     earlier = tmp_path / "imported_s1"
     assert main(["import", "pgan-zoo", str(zoo_dir / "small_s1_i32.pt"), "-o", str(earlier), "--set",
                  "model.resolution=16", "--set", "model.widths=[32,32,16]", "--set",
@@ -99,8 +105,6 @@ def test_zoo_checkpoint_import_samples_and_trains_further(tmp_path, capsys):
     assert grown.step == 48 and grown.plan.resolution == 8 and grown.plan.progress["alpha"] == 0.0
     torch.testing.assert_close(grown.nets["G_ema"](io["z"], 1, 0.0), io["s1_avgG_out_a0"], atol=1e-5, rtol=1e-5)
     # the import bound the built-in data only to shape the networks: its first training may name the real data
-    from ganforge.data.store import write_store
-
     rng = np.random.default_rng(0)
     faces = write_store(tmp_path / "faces", rng.integers(0, 256, (16, 3, 32, 32), dtype=np.uint8), resolution=32,
                         source="test")

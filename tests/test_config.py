@@ -135,6 +135,7 @@ def test_the_zoos_default_config_is_ganforges_zoo_default():
     ("pgan", "model.learning_rate=0.01", "unknown config key 'model.learning_rate': did you mean 'model.lr'?"),
     ("wgan-gp", "model.n_critic=3", "unknown config key 'model.n_critic': did you mean 'model.critic_steps'?"),
     ("pgan", "model.batch_size=8", "unknown config key 'model.batch_size': it belongs in 'model.schedule.batch_size'"),
+    ("pgan", "every=4", "unknown config key 'every': it belongs in 'lookahead.every'"),  # an optional section
 ])
 def test_mistaken_keys_are_pointed_to_where_they_belong(family, override, hint):
     """Names from other code (learning_rate, n_critic) and a key one section too high (the WGAN examples'

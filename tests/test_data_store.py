@@ -154,6 +154,14 @@ def test_overwrite_rules(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["celeba_stats.npz", "notes", "manifest.json", "images_4.npy", "images_8.npy"])  # no 16 px level left over
     assert (out / "celeba_stats.npz").read_bytes() == b"mine" and (out / "notes" / "todo.txt").read_text() == "mine too"
+    # what is the store's comes from its manifest: a user's file named like a level it does not have is the user's,
+    # and one named like a file of the new store is kept aside, never overwritten
+    (out / "images_16.npy").write_bytes(b"my own 16 px array")
+    with pytest.warns(UserWarning, match=r"your file\(s\) images_16\.npy have the names of the new store's files"):
+        write_store(out, _images(2, resolution=16, seed=4), resolution=16, source="newer", overwrite=True)
+    retired = [p for p in tmp_path.iterdir() if p.name.startswith("out.old-")]
+    assert len(retired) == 1 and (retired[0] / "images_16.npy").read_bytes() == b"my own 16 px array"
+    assert open_dataset(out).count == 2 and (out / "celeba_stats.npz").read_bytes() == b"mine"
 
     user_files = tmp_path / "holiday"
     user_files.mkdir()

@@ -17,6 +17,7 @@ from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.data.loader import Batch
 from ganforge.data.store import open_dataset
 from ganforge.distributed import DistInfo
+from ganforge.evaluation.run_metrics import generated_batches
 from ganforge.families import get_family, resolve_run_config
 from ganforge.families.base import sample_batches
 from ganforge.families.dcgan import DCGANConfig, DCGANFamily, WGANConfig, WGANFamily, WGANGPConfig, WGANGPFamily
@@ -368,11 +369,16 @@ def test_batch_statistics_sampling_matches_the_generator_in_training(shapes) -> 
 def test_sample_sets_are_drawn_in_batches_of_equal_size(shapes) -> None:
     """A batch-normalised generator's last samples of a set never come out of a batch of their own (65 = 64 + 1
     would normalise one image by itself): the set is split into batches as equal as possible."""
-    sizes = {n: [part.stop - part.start for part in sample_batches(n)] for n in (1, 64, 65, 100, 129)}
+    sizes = {n: [part.stop - part.start for part in sample_batches(n, equal=True)] for n in (1, 64, 65, 100, 129)}
     assert sizes == {1: [1], 64: [64], 65: [32, 33], 100: [50, 50], 129: [43, 43, 43]}
-    assert [s.start for s in sample_batches(129)] == [0, 43, 86] and sample_batches(0) == []
-    assert build("dcgan", shapes).batch_dependent_samples
+    assert [s.start for s in sample_batches(129, equal=True)] == [0, 43, 86] and sample_batches(0, equal=True) == []
+    # batch-independent generators keep full batches: their latent draws, and so their metrics, stay as they were
+    assert [(s.start, s.stop) for s in sample_batches(65)] == [(0, 64), (64, 65)]
+    family = build("dcgan", shapes)
+    assert family.batch_dependent_samples
     assert not build("dcgan", shapes, sample_norm_stats="running").batch_dependent_samples
+    drawn = [len(images) for images in generated_batches(family, family.plan(0), 65, seed=0)]
+    assert drawn == [32, 33]  # the evaluation's sets: no image normalised on its own
 
 
 def test_running_statistics_sampling_is_per_image(shapes) -> None:

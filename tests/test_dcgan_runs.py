@@ -133,7 +133,7 @@ def test_command_line_train_resume_generate(tmp_path, capsys) -> None:
     assert main(["train", "wgan-gp", "--run", str(run)]) == 0  # resumes from the run's own config
     assert "finished at step 3" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["model"]["lambda_gp"] == 10.0
-    with pytest.warns(UserWarning, match=r"--n 4: the generator normalises with its batch's statistics"):
+    with pytest.warns(UserWarning, match=r"--n 4: the generator samples on its batch's statistics"):
         assert main(["generate", str(run), "--n", "4", "-o", str(out), "--grid"]) == 0
     captioned = label_grid(np.zeros((2 * 34 + 2, 2 * 34 + 2, 3), np.uint8), "EMA, step 3, seed 0")
     assert Image.open(out / "grid.png").size == captioned.shape[1::-1]  # 2×2 cells of 32 px + padding, captioned

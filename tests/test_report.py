@@ -133,6 +133,11 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
         {"step": 16, "n": 64, "real": "/data/other", "source": "evaluate", "swd_avg": 300.0},
         {"step": 16, **test_set, "swd_avg": 94.0}]))  # the same protocol again later: the newest counts
     assert [(p["step"], p["swd_avg"]) for p in evaluated.curve_points()] == [(8, 100.0), (16, 94.0)]
+    upgraded = read_run(fake_run(tmp_path / "upgraded", log=log, config={"family": "pgan", "data": "/data/train"},
+                                 metrics=[{"step": 8, "n": 64, "source": "evaluate", "swd_avg": 70.0},  # no `real`
+                                          {"step": 16, "n": 64, "real": "/data/train", "source": "evaluate",
+                                           "swd_avg": 60.0}]))
+    assert [p["swd_avg"] for p in upgraded.curve_points()] == [70.0, 60.0]  # older rows were of the run's own data
 
 
 def test_thinning_keeps_first_and_last_evenly():

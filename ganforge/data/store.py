@@ -14,10 +14,10 @@ import functools
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -73,9 +73,13 @@ def _is_store(path: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format") == STORE_FORMAT
 
 
-def _is_store_file(name: str) -> bool:
-    """A file a store consists of (replaced with the store); anything else in its folder is the user's."""
-    return name in (MANIFEST_NAME, LABELS_NAME) or re.fullmatch(r"images_\d+\.npy", name) is not None
+def _store_files(folder: Path) -> set[str]:
+    """The files the store in `folder` consists of, as its manifest lists them (replaced with the store); anything
+    else in the folder is the user's, even a file named like a level the store does not have."""
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())  # _check_destination read it already
+    levels = list(manifest.get("levels", [])) + ([manifest["crop_source"]] if manifest.get("crop_source") else [])
+    return {MANIFEST_NAME, *(level_file(int(level)) for level in levels)} | ({LABELS_NAME} if manifest.get("labels")
+                                                                            else set())
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:
@@ -219,9 +223,10 @@ class StoreWriter:
 
     def _move_into_place(self) -> None:
         _check_destination(self.out, self.overwrite)  # the destination may have changed while we worked
-        retired = None
+        retired, owned = None, set()
         if self.out.exists():
             if any(self.out.iterdir()):
+                owned = _store_files(self.out)
                 retired = self.out.with_name(f"{self.out.name}.old-{secrets.token_hex(4)}")
                 os.replace(self.out, retired)
             else:
@@ -234,10 +239,23 @@ class StoreWriter:
             raise
         self._tmp = None
         if retired is not None:
-            for entry in retired.iterdir():  # the user's own files beside the old store (statistics, notes) stay
-                if not _is_store_file(entry.name):
-                    os.replace(entry, self.out / entry.name)
-            shutil.rmtree(retired)
+            clashing = []
+            try:
+                for entry in retired.iterdir():  # the user's own files beside the old store (statistics, notes) stay
+                    if entry.name in owned:
+                        continue
+                    if (self.out / entry.name).exists():  # named like a file of the new store: never overwritten
+                        clashing.append(entry.name)
+                    else:
+                        os.replace(entry, self.out / entry.name)
+            except OSError as err:
+                raise DatasetError(f"{self.out}: the new store is in place, but moving your other files from the old "
+                                   f"folder failed ({err}); they are still in {retired}") from None
+            if clashing:
+                warnings.warn(f"{self.out}: your file(s) {', '.join(sorted(clashing))} have the names of the new "
+                              f"store's files; they are kept in {retired}", stacklevel=3)
+            else:
+                shutil.rmtree(retired)
 
     def abort(self) -> None:
         """Discard everything written so far; `out` is left untouched."""
@@ -479,6 +497,11 @@ def _open_builtin(spec: str) -> ImageDataset:
     }
     fingerprint = hashlib.sha256(f"{canonical}&generator={SHAPES_VERSION}".encode()).hexdigest()
     return ImageDataset(levels, labels=labels, manifest=manifest, fingerprint=fingerprint, source=canonical)
+
+
+def resolved_data_spec(spec: str) -> str:
+    """A store path made absolute (a run resumes and evaluates from any working directory); builtin: unchanged."""
+    return spec if spec.startswith("builtin:") else os.path.abspath(os.path.expanduser(spec))
 
 
 def open_dataset(spec: str | Path) -> ImageDataset:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ import torch
 
 from ganforge.config import ConfigError, read_config_file
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
-from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec
+from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
 from ganforge.families.base import Family, StepPlan, sample_batches
-from ganforge.metrics._images import ImageSetError
+from ganforge.metrics._images import ImageSetError, ImageSizeError
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid_stats import ReferenceStats, check_stats_output, image_set_stats, read_stats, write_stats
 from ganforge.metrics.inception import (
@@ -48,7 +49,7 @@ def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_s
     """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = family.sample_net
-    for part in sample_batches(n, batch_size):
+    for part in sample_batches(n, batch_size, equal=family.batch_dependent_samples):
         count = part.stop - part.start
         inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
         with torch.no_grad():
@@ -195,8 +196,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         model = load_run(run_dir, step=chosen)
         resolution = model.plan.resolution
         # recorded with each row: values against other real sets are not one curve
-        real_set = (model.config.data if real is None else str(real) if str(real).startswith("builtin:")
-                    else str(Path(real).resolve()))
+        real_set = resolved_data_spec(str(real) if real is not None else model.config.data)
         if real is None or str(real).startswith("builtin:") or (Path(real) / "manifest.json").is_file():
             try:
                 dataset = open_dataset(real if real is not None else model.config.data)
@@ -251,7 +251,8 @@ def iter_image_set(source: Path, resolution: int | None = None, sample: int | No
             raise DatasetError(f"{source}: '{key}' must be uint8 images (N, C, H, W) or (N, H, W, C), got "
                                f"{images.dtype} {images.shape}")
         images = (images if images.shape[1] in (1, 3) else images.transpose(0, 3, 1, 2))
-        images = images[_chosen(len(images), sample, seed)]
+        chosen = _chosen(len(images), sample, seed)
+        images = images if chosen is None else images[chosen]  # all: a view, not a second copy of the set
         if resolution is not None and images.shape[-2:] != (resolution, resolution):
             images = np.stack([center_crop_resize(image.transpose(1, 2, 0), resolution).reshape(
                 resolution, resolution, -1).transpose(2, 0, 1) for image in images])
@@ -261,11 +262,14 @@ def iter_image_set(source: Path, resolution: int | None = None, sample: int | No
         dataset = open_dataset(source)
         stored = dataset.images(resolution or dataset.resolution)
         chosen = _chosen(dataset.count, sample, seed)
-        for start in range(0, len(chosen), batch_size):
-            yield np.asarray(stored[chosen[start:start + batch_size]])
+        picks = range(dataset.count) if chosen is None else chosen
+        for start in range(0, len(picks), batch_size):
+            part = picks[start:start + batch_size]
+            yield np.asarray(stored[part.start:part.stop] if chosen is None else stored[part])
         return
-    every = _image_files(source)
-    files = [every[i] for i in _chosen(len(every), sample, seed)]
+    files = _image_files(source)
+    chosen = _chosen(len(files), sample, seed)
+    files = files if chosen is None else [files[i] for i in chosen]
     first: tuple[int, ...] | None = None
     for start in range(0, len(files), batch_size):
         images = [_decoded(path, resolution) for path in files[start:start + batch_size]]
@@ -277,11 +281,28 @@ def iter_image_set(source: Path, resolution: int | None = None, sample: int | No
         yield np.stack(images)
 
 
-def _chosen(total: int, sample: int | None, seed: int) -> np.ndarray:
-    """Every index, or a random subset of `sample` of them (`random_subset`)."""
+def _chosen(total: int, sample: int | None, seed: int) -> np.ndarray | None:
+    """A random subset of `sample` indices (`random_subset`), or None for all of them."""
     if sample is None or sample >= total:
-        return np.arange(total)
+        return None
     return random_subset(total, sample, seed)
+
+
+def image_set_channels(source: Path) -> int:
+    """The channel count of an image set, read without decoding it: a store's manifest, an .npz array's header; a
+    folder's images are read as RGB."""
+    source = Path(source)
+    if source.suffix == ".npz":
+        with zipfile.ZipFile(source) as archive:
+            members = [name for name in archive.namelist() if name.endswith(".npy")]
+            with archive.open("images.npy" if "images.npy" in members else members[0]) as member:
+                version = np.lib.format.read_magic(member)
+                shape = (np.lib.format.read_array_header_1_0(member) if version == (1, 0)
+                         else np.lib.format.read_array_header_2_0(member))[0]
+        return shape[1] if shape[1] in (1, 3) else shape[-1]
+    if (source / "manifest.json").is_file():
+        return open_dataset(source).channels
+    return 3
 
 
 def image_set_size(source: Path) -> int:
@@ -324,6 +345,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     metrics_n), against real images (brought to the fake set's size) or a statistics file (FID only). Nothing is
     written to the run: a FID against other statistics is not its curve."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
+    asked_resolution = resolution
     if real is not None and real_stats is not None:
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
     need_real = [name for name in check_metrics(metrics) if METRICS[name].needs_real]
@@ -358,23 +380,24 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         fake_channels = model.family.dataset.channels
     else:  # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
         fake_images = iter_image_set(fake, resolution, sample=count, seed=seed)
-        first = next(iter_image_set(fake, batch_size=1))
-        resolution, fake_channels = resolution or first.shape[-1], first.shape[1]
+        resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
+        fake_channels = image_set_channels(fake)
     reals = iter_image_set(Path(real), resolution, sample=count, seed=seed) if real is not None else None
-    if real is not None and (real_channels := next(iter_image_set(Path(real), batch_size=1)).shape[1]) != fake_channels:
+    if real is not None and (real_channels := image_set_channels(Path(real))) != fake_channels:
         warning = "\n".join(filter(None, [warning, f"note: the generated images have {fake_channels} channel(s), "
                                                    f"the real ones {real_channels}: grey images are compared as "
                                                    "RGB (repeated), so the sets differ in colour by construction"]))
     if n is not None and count < n:
-        warning = "\n".join(filter(None, [warning, f"note: --n {n}: only {count} images to compare (the smaller "
-                                                   "set's size); both sets were evaluated on that many"]))
+        held = ("only {count} images to compare (the smaller set's size); both sets were evaluated on that many"
+                if real is not None else "the set holds {count} images; all of them were evaluated")
+        warning = "\n".join(filter(None, [warning, f"note: --n {n}: {held.format(count=count)}"]))
     try:
         results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
                                 fid_mode=fid_mode, real_stats=stats)
-    except ImageSetError as err:
-        if model is not None:
+    except ImageSizeError as err:
+        if model is not None or asked_resolution is not None:
             raise
-        raise ImageSetError(f"{err}; --resolution R brings both sets to R×R (centre crop, then resize)") from None
+        raise ImageSizeError(f"{err}; --resolution R brings both sets to R×R (centre crop, then resize)") from None
     if stats is not None:
         against = f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else "")
     else:

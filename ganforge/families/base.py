@@ -70,19 +70,22 @@ class Phase:
             raise ValueError(f"phase {self.name}: reuse_batch needs data='fresh' (it reuses the batches it draws)")
 
 
-
-def sample_batches(n: int, largest: int = 64) -> list[slice]:
-    """Slices of `n` samples into batches of at most `largest`, as equal as possible: a generator normalised with
-    its batch's statistics must not draw the last few samples of a set (65 = 64 + 1) in a batch of their own."""
+def sample_batches(n: int, largest: int = 64, *, equal: bool = False) -> list[slice]:
+    """Slices of `n` samples into batches of at most `largest`: consecutive full batches, or with `equal` (a
+    generator that samples on its batch's statistics) batches as equal as possible, so that the last few samples
+    of a set (65 = 64 + 1) are not normalised in a batch of their own."""
+    if not equal:
+        return [slice(start, min(start + largest, n)) for start in range(0, n, largest)]
     count = -(-n // largest)
     bounds = [round(i * n / count) for i in range(count + 1)] if count else [0]
     return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-BATCH_DEPENDENT_NOTE = ("the generator normalises with its batch's statistics (sample_norm_stats: batch, the DCGAN "
-                        "tutorial's choice), so each image depends on the others in its batch: a batch of 1 normalises "
-                        "one image by itself (flat colours); use batches of 16 or more, or train with "
-                        "sample_norm_stats: running")
+BATCH_DEPENDENT_NOTE = ("the generator samples on its batch's statistics (batch norm in training mode: DCGAN/WGAN's "
+                        "sample_norm_stats: batch, the tutorial's choice; BigGAN's sample_eval_mode: false), so each "
+                        "image depends on the others in its batch: a batch of 1 normalises one image by itself (flat "
+                        "colours); use batches of 16 or more, or sample on running statistics")
+
 
 class Family(ABC):
     """Base of every GAN family. Subclasses fill `nets`, `optimizers` and `ema_pairs` in `__init__`."""

@@ -206,6 +206,7 @@ class BigGANFamily(Family):
     def __init__(self, config: BigGANConfig, dataset: ImageDataset, device: torch.device,
                  dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
+        self.batch_dependent_samples = not config.sample_eval_mode  # batch norm in training mode when sampling
         self.resolution = config.resolution or dataset.resolution
         if self.resolution > dataset.resolution:
             raise ConfigError(f"model.resolution: {self.resolution} but the dataset {dataset.source} only goes up "

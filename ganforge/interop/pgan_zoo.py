@@ -366,6 +366,7 @@ def fetch_zoo_hub(name: str, dest_dir: Path, local_path: Path | None = None) -> 
         ) from error
 
 
+PLACEHOLDER_IMAGES = 64  # the built-in data an import without --data is bound to
 _ZOO_NAME = re.compile(r"^(?P<name>.+)_s(?P<scale>\d+)_i(?P<iter>\d+)$")
 
 
@@ -479,8 +480,9 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
                             condition_weight_d=float(zoo.config.get("weightConditionD", 0.0) or 0.0),
                             condition_weight_g=float(zoo.config.get("weightConditionG", 0.0) or 0.0))
     config = resolve_run_config("pgan", raw, list(overrides))
-    if data is None:  # the built-in dataset at the size the (possibly grown) networks need
-        config.data = f"builtin:shapes?resolution={config.model.resolution}"
+    if data is None:  # a few built-in images at the networks' size: they only shape the networks (64 images at
+        # 1024 px are 200 MB, the default 4,096 would be 13 GB); the run's first `train` may name its real data
+        config.data = f"builtin:shapes?count={PLACEHOLDER_IMAGES}&resolution={config.model.resolution}"
 
     family = new_family(config)
     if family.arch.channels != arch.channels:

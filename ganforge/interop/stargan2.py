@@ -338,16 +338,16 @@ def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str | 
     if len(steps) > 1:
         raise StarGAN2ImportError(f"{', '.join(map(str, paths))}: files of different steps {sorted(steps)}")
     where = ", ".join(str(p) for p in paths)
-    found = {**sides[True], **sides[False]}
-    missing = [name for name in ("generator", "mapping_network", "style_encoder") if name not in found]
+    networks = {**sides[True], **sides[False]}
+    missing = [name for name in ("generator", "mapping_network", "style_encoder") if name not in networks]
     if missing:  # a run without them would translate with random networks
-        raise StarGAN2ImportError(f"{where}: no {', '.join(missing)} in the files (they hold {', '.join(found)}); a "
+        raise StarGAN2ImportError(f"{where}: no {', '.join(missing)} in the files (they hold {', '.join(networks)}); a "
                                   "run needs the generator, mapping network and style encoder, which the official "
                                   "*_nets_ema.ckpt holds")
-    if "discriminator" not in found:
+    if "discriminator" not in networks:
         warnings.warn(f"{where}: no discriminator in the files; the run's D starts from its He init (training on "
                       "needs the official *_nets.ckpt for the trained one)", stacklevel=2)
-    arch = infer_stargan2_arch(found, w_hpf=w_hpf, where=where)
+    arch = infer_stargan2_arch(networks, w_hpf=w_hpf, where=where)
     for side in sides.values():  # the union saw one side's hpf.filter: the other must agree
         found = _filter_w_hpf(side.get("generator", {}), where)
         if found is not None and not math.isclose(found, arch.w_hpf):

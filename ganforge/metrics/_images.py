@@ -21,6 +21,10 @@ class ImageSetError(ValueError):
     """An image set or batch does not have the layout the metrics expect."""
 
 
+class ImageSizeError(ImageSetError):
+    """Images too small, or of a size a metric's pyramid cannot halve: bringing them to another size helps."""
+
+
 def to_uint8_images(batch: ImageBatch, *, name: str = "images") -> torch.Tensor:
     """One batch as a CPU uint8 tensor N x 3 x H x W; floats are quantised like the official PGGAN code."""
     if isinstance(batch, np.ndarray):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ganforge.metrics._images import ImageSetError, ImageSource, iter_image_batches, limit_images
+from ganforge.metrics._images import ImageSetError, ImageSizeError, ImageSource, iter_image_batches, limit_images
 
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -64,7 +64,7 @@ def msssim_pairs(x: torch.Tensor, y: torch.Tensor, *, max_val: float = 255.0, fi
         raise ImageSetError(f"MS-SSIM: expected two N x C x H x W batches of one shape, got {tuple(x.shape)} "
                             f"and {tuple(y.shape)}")
     if min(x.shape[2:]) < 2 ** (len(weights) - 1):
-        raise ImageSetError(f"MS-SSIM: images of {x.shape[2]}x{x.shape[3]} are too small for {len(weights)} scales")
+        raise ImageSizeError(f"MS-SSIM: images of {x.shape[2]}x{x.shape[3]} are too small for {len(weights)} scales")
     x, y = x.double(), y.double()
     ssims, css = [], []
     for scale in range(len(weights)):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganforge.metrics._images import ImageSetError, ImageSource, derived_seed, iter_image_batches
+from ganforge.metrics._images import ImageSetError, ImageSizeError, ImageSource, derived_seed, iter_image_batches
 
 _BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
 _SET_A, _SET_B, _DIRECTIONS = 0, 1, 2
@@ -97,10 +97,10 @@ def pyramid_resolutions(size: int, min_resolution: int = 16) -> list[int]:
     while res >= min_resolution:
         resolutions.append(res)
         if res % 2 and res // 2 >= min_resolution:
-            raise ImageSetError(f"SWD: image size {size} cannot be halved down to {min_resolution} (odd size {res})")
+            raise ImageSizeError(f"SWD: image size {size} cannot be halved down to {min_resolution} (odd size {res})")
         res //= 2
     if not resolutions:
-        raise ImageSetError(f"SWD: images of size {size} are smaller than min_resolution={min_resolution}")
+        raise ImageSizeError(f"SWD: images of size {size} are smaller than min_resolution={min_resolution}")
     return resolutions
 
 
@@ -258,7 +258,7 @@ class SWDStats:
             raise ImageSetError(f"SWD: images must be square, got {h}x{w}")
         if self.size is None:
             if h < self.patch_size or h < self.min_resolution:
-                raise ImageSetError(f"SWD: images of size {h} are smaller than min_resolution={self.min_resolution}")
+                raise ImageSizeError(f"SWD: images of size {h} are smaller than min_resolution={self.min_resolution}")
             self.size = h
             self.resolutions = pyramid_resolutions(h, self.min_resolution)
             if self.resolutions[-1] < self.patch_size:

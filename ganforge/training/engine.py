@@ -24,7 +24,7 @@ import torch.distributed as torch_dist
 from ganforge.augment.augmenter import Augmenter
 from ganforge.config import RESUMABLE_CHANGES, ConfigError, RunConfig, to_dict
 from ganforge.data.loader import Batch, BatchLoader
-from ganforge.data.store import open_dataset
+from ganforge.data.store import open_dataset, resolved_data_spec
 from ganforge.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
 from ganforge.errors import is_out_of_memory
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
@@ -197,8 +197,7 @@ class Trainer:
             imported = bool(resume.meta.get("imported"))  # an import no training step has followed yet
             _check_same_config(self.run_dir, resume.meta["config"], to_dict(config), imported=imported,
                                same_dataset=is_same_dataset(resume.meta.get("dataset"), self.dataset))
-            if not imported:
-                _check_same_data(self.run_dir, resume.meta.get("dataset"), self.dataset, config.data)
+            _check_same_data(self.run_dir, resume.meta.get("dataset"), self.dataset, config.data, imported=imported)
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
         if config.metrics:
@@ -711,11 +710,6 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
                           f"of metrics {config.metrics} is one")
 
 
-def resolved_data_spec(spec: str) -> str:
-    """A store path made absolute (a run resumes and evaluates from any working directory); builtin: unchanged."""
-    return spec if spec.startswith("builtin:") else os.path.abspath(os.path.expanduser(spec))
-
-
 def open_run_dataset(spec: str, run_dir: Path, resume: ckpt.Checkpoint | None) -> Any:
     """The run's dataset; when a resumed run's own store is gone, an error saying where it was and what to do."""
     try:
@@ -749,17 +743,27 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any], prefix:
 
 
 # what makes a store the same data: a store replaced at its path by another (`prepare --overwrite`) differs here
-DATASET_IDENTITY = ("source", "count", "resolution", "channels", "labels", "crop_source")
+# (not its crop source: re-preparing the same images with one, as StarGAN v2's training advises, is the same data)
+DATASET_IDENTITY = ("source", "count", "resolution", "channels", "labels")
+# what the networks are built for: an imported run that has not trained may take other data, not of other channels
+# (a conditional family checks the label columns it conditions on itself)
+NETWORK_SHAPING = ("channels",)
 
 
-def _check_same_data(run_dir: Path, saved_manifest: dict[str, Any] | None, dataset: Any, data: str) -> None:
+def _check_same_data(run_dir: Path, saved_manifest: dict[str, Any] | None, dataset: Any, data: str, *,
+                     imported: bool = False) -> None:
     """A resume reads the data the run trained on: a store replaced at the same path (other images, count or
-    channels) is refused by name, not trained on silently or failing later in a network's state dict."""
+    channels) is refused by name, not trained on silently or failing later in a network's state dict. An
+    imported run that has not trained yet may take other data of the same channels."""
     if not saved_manifest:  # checkpoints that predate the record
         return
     current = json.loads(json.dumps(dataset.manifest))
+    keys = NETWORK_SHAPING if imported else DATASET_IDENTITY
     changed = [f"{key}: {json.dumps(saved_manifest.get(key))} → {json.dumps(current.get(key))}"
-               for key in DATASET_IDENTITY if saved_manifest.get(key) != current.get(key)]
+               for key in keys if saved_manifest.get(key) != current.get(key)]
+    if changed and imported:
+        raise ConfigError(f"{data} does not fit the imported networks of {run_dir} ({'; '.join(changed)}): give data "
+                          "of the channels they were made for")
     if changed:
         raise ConfigError(f"{data} is not the data {run_dir} was trained on ({'; '.join(changed)}). Resume with the "
                           f"run's own data, or train its weights on this data in a new run: --init-from {run_dir} "

@@ -99,10 +99,9 @@ def draw_latents(model: LoadedModel, n: int, generator: torch.Generator, *, trun
 
 def generate(model: LoadedModel, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
     """Images in [-1, 1] on the CPU for row-aligned inputs ({"z", "y"} or {"z", "condition"}), batch by batch."""
-    count = inputs["z"].shape[0]
-    return torch.cat([model.generate({key: value[start:start + batch_size] for key, value in inputs.items()},
-                                     net=model.family.sample_net).cpu()
-                      for start in range(0, count, batch_size)])
+    parts = model.sample_parts(inputs["z"].shape[0], batch_size)
+    return torch.cat([model.generate({key: value[part] for key, value in inputs.items()},
+                                     net=model.family.sample_net).cpu() for part in parts])
 
 
 def class_sheet(model: LoadedModel, columns: int, classes: Sequence[int], *, seed: int = 0,
@@ -211,8 +210,8 @@ def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float
     """`n` samples in batches of uint8 N×C×H×W images and their int64 classes (a class-conditional BigGAN's [N],
     a label-conditioned PGAN's [N, columns], None for an unconditional run), all drawn from one seed."""
     draws = torch.Generator().manual_seed(seed)
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
+    for part in model.sample_parts(n, batch_size):
+        count = part.stop - part.start
         if model.family.samples_by_class:
             inputs = {"z": draw_latents(model, count, draws, truncation=truncation, method=method),
                       "y": sample_classes(count, model.family.n_classes, generator=draws)}

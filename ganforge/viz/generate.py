@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.families.base import BATCH_DEPENDENT_NOTE, sample_batches
+from ganforge.families.base import BATCH_DEPENDENT_NOTE
 from ganforge.run_loader import LoadedModel
 from ganforge.viz import class_sampling as cs
 from ganforge.viz.grid import label_grid, make_grid, save_grid, save_image, to_uint8
@@ -93,12 +93,13 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
         if "labels" in inputs:  # a conditional PGAN: each row keeps the classes drawn with its first latent
             path["labels"] = inputs["labels"][:-1].repeat_interleave(request.interpolate, dim=0)
         frames = torch.cat([model.generate({k: v[part] for k, v in path.items()})
-                            for part in sample_batches(len(path["z"]))])
+                            for part in model.sample_parts(len(path["z"]))])
         rows = ", each row in the classes of its first frame" if "labels" in inputs else ""
         save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0,
                   title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames{rows}")
         return Generated([request.out / "interpolation.png"])
-    batches = (to_uint8(model.generate({k: v[part] for k, v in inputs.items()})) for part in sample_batches(request.n))
+    batches = (to_uint8(model.generate({k: v[part] for k, v in inputs.items()}))
+               for part in model.sample_parts(request.n))
     if request.grid:  # a conditional generator's cells name their classes, enlarged as training grids to fit them
         labels = model.family.sample_cell_labels(inputs)
         grid = make_grid(np.concatenate(list(batches)), min_cell=64 if labels else 0, cell_labels=labels)
@@ -121,7 +122,7 @@ def _write_nearest(model: LoadedModel, request: GenerateRequest, inputs: dict[st
     dataset = open_dataset(source)
     resolution = model.plan.resolution
     samples = np.concatenate([to_uint8(model.generate({k: v[part] for k, v in inputs.items()}))
-                              for part in sample_batches(request.n)]).transpose(0, 3, 1, 2)
+                              for part in model.sample_parts(request.n)]).transpose(0, 3, 1, 2)
     training = dataset.images(resolution)
     index, distance, mirrored = nearest_images(samples, training, request.nearest, device=model.device)
     cells, labels = [], []

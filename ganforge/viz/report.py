@@ -220,8 +220,8 @@ def _newest_step(run: RunData) -> int | None:
 def _summary(run: RunData) -> str:
     last = run.last
     parts = [f"family {_esc(run.config.get('family'))}" if run.config else "no config"]
-    if not last and _newest_step(run) is not None:
-        parts.append(f"step {_newest_step(run)} (its newest checkpoint; no log lines yet)")
+    if not last and (newest := _newest_step(run)) is not None:
+        parts.append(f"step {newest} (its newest checkpoint; no log lines yet)")
     if last:
         parts.append(f"step {last['step']}")
         if finite(last.get("kimg")):

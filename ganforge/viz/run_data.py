@@ -208,9 +208,13 @@ class RunData:
         training = [r for r in points if "source" not in r]
         if training or not points:
             return training
-        protocols = Counter((r.get("n"), r.get("real")) for r in points)
-        chosen = protocols.most_common(1)[0][0]
-        newest = {r["step"]: r for r in points if (r.get("n"), r.get("real")) == chosen}
+        own_data = (self.config or {}).get("data")  # rows from before the real set was recorded: the run's own
+
+        def protocol(row: dict[str, Any]) -> tuple[Any, Any]:
+            return row.get("n"), row.get("real", own_data)
+
+        chosen = Counter(map(protocol, points)).most_common(1)[0][0]
+        newest = {r["step"]: r for r in points if protocol(r) == chosen}
         return [newest[step] for step in sorted(newest)]
 
     def best_points(self) -> list[dict[str, Any]]:

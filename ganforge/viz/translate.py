@@ -174,12 +174,12 @@ def video_title(caption: str, domain: str, first: int, alpha: float) -> str:
             "top: sources; below: them in the blended style")
 
 
-@torch.no_grad()
 def _video_pairs(y_ref: torch.Tensor) -> list[int]:
     """Indices k of the references whose predecessor is of the same domain: the video blends k−1 into k."""
     return [k for k in range(1, len(y_ref)) if y_ref[k] == y_ref[k - 1]]
 
 
+@torch.no_grad()
 def reference_video_frames(G: torch.nn.Module, E: torch.nn.Module, x_src: torch.Tensor, x_ref: torch.Tensor,
                            y_ref: torch.Tensor, *, caption: str, domains: Sequence[str],
                            alphas: list[float] | None = None, masks: Masks = None) -> Iterator[np.ndarray]:
@@ -337,7 +337,8 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
         frames = reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, caption=caption,
                                         domains=domains, masks=masks)
         count = len(_video_pairs(y_ref)) * len(interpolation_alphas())
-        say(f"writing {target}: {count} frames, each translating the {len(x_src)} sources")
+        if count:  # none: the frames' generator says why on its first draw
+            say(f"writing {target}: {count} frames, each translating the {len(x_src)} sources")
         write_video(tqdm(frames, total=count, unit="frame", leave=False, disable=not sys.stderr.isatty()), target)
         written.append(target)
         say(f"wrote {target}")
