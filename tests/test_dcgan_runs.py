@@ -4,6 +4,7 @@ stop-and-resume equal to an uninterrupted run, sampling that cannot change train
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,17 @@ def test_info_reports_the_parameter_counts(capsys, family: str, d_norm_params: i
     d = 3 * 8 * 16 + 8 + 8 * 16 * 16 + 16 * 32 * 16 + 32 * 16 + 1 + d_norm_params
     assert report["parameters"] == {"G": g, "D": d}
     assert report["objective"] == family
+
+
+def test_interpolation_frames_count_as_the_batch_size_of_the_warning(tmp_path) -> None:
+    """--n 2 --interpolate 20 draws 20 frames in one batch: no batch-statistics warning; --interpolate 3 (3 frames)
+    warns and names both options."""
+    run = tmp_path / "run"
+    assert main(["train", "wgan-gp", "--data", SHAPES, "--run", str(run), "--set", "model.features_g=4", "--set",
+                 "model.features_d=4", "--set", "model.steps=1", "--set", "model.batch_size=4", "--set",
+                 "progress=false", "--set", "tensorboard=false"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["generate", str(run), "--n", "2", "--interpolate", "20", "-o", str(tmp_path / "a")]) == 0
+    with pytest.warns(UserWarning, match=r"--n 2 with --interpolate 3: the generator samples on its batch's"):
+        assert main(["generate", str(run), "--n", "2", "--interpolate", "3", "-o", str(tmp_path / "b")]) == 0

@@ -69,8 +69,10 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     for flag in asked:
         cs.require_class_conditional(model, flag)
     inputs = model.latents(request.n, request.seed)  # families that cannot sample from latents alone refuse here
-    if model.family.batch_dependent_samples and request.n < MIN_BATCH_STATISTICS:
-        warnings.warn(f"--n {request.n}: {BATCH_DEPENDENT_NOTE}", stacklevel=2)
+    drawn = (request.n - 1) * request.interpolate if request.interpolate else request.n  # images per call
+    if model.family.batch_dependent_samples and drawn < MIN_BATCH_STATISTICS:
+        what = f"--n {request.n}" + (f" with --interpolate {request.interpolate}" if request.interpolate else "")
+        warnings.warn(f"{what}: {BATCH_DEPENDENT_NOTE}", stacklevel=2)
     if request.nearest is not None and (class_outputs or request.grid or request.interpolate
                                         or request.truncation is not None):
         raise ValueError("--nearest writes its own sheet of --n samples; give it without --grid, --interpolate and "
