@@ -270,7 +270,8 @@ def test_reuse_feeds_one_real_batch_to_every_critic_step_and_trains_g_on_the_las
     assert len(drawn) == 1 and trainer.images_seen == 4  # one loader draw for the three critic steps
     assert len(g_calls) == 3  # one G forward per critic step, none for the G step: it reuses the last fake
     assert all(not torch.equal(g_calls[i][0], g_calls[j][0]) for i in range(3) for j in range(i))  # fresh z
-    reals_per_step = [x for x in critic_reals if any(torch.equal(x, r) for r in drawn)]
+    n = drawn[0].shape[0]  # a critic without batch norm sees reals and fakes in one call, reals first
+    reals_per_step = [x[:n] for x in critic_reals if any(torch.equal(x[:n], r) for r in drawn)]
     assert len(reals_per_step) >= 3 and all(torch.equal(x, drawn[0]) for x in reals_per_step)
     z_last, fake_last = g_calls[-1]
     hand_G, hand_D = at_g_step["G"], at_g_step["D"]
@@ -462,3 +463,21 @@ def test_the_tutorial_config_holds_the_tutorials_constants() -> None:
                                                                                               10.0)
     assert (model.optimizer, model.lr, model.betas, model.ema_decay) == ("adam", 1e-4, [0.0, 0.9], None)
     assert model.steps == 100 * -(-202_599 // 64)  # 100 epochs of CelebA at the tutorial's batches per epoch
+
+
+@pytest.mark.parametrize(("name", "critic_norm", "calls"), [
+    ("dcgan", "batch", [4, 4, 4]),  # batch norm: reals and fakes each alone, then G's fakes
+    ("dcgan", "instance", [8, 4]),  # per-sample norm: both in one call
+    ("wgan", "none", [8, 4]),
+    ("wgan-gp", "instance", [8, 4, 4]),  # then the penalty's mix and G's fakes
+])
+def test_critic_scores_reals_and_fakes_together_unless_it_has_batch_norm(tmp_path, name, critic_norm, calls) -> None:
+    trainer = Trainer(tiny_run_config(name, critic_norm=critic_norm, critic_steps=1), tmp_path / "run")
+    seen: list[int] = []
+    trainer.family.nets["D"].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    trainer.train_step(trainer.family.plan(0))
+    assert seen == calls
+    family = trainer.family
+    reals, fakes = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32) * 0.5
+    torch.testing.assert_close(family.real_and_fake_scores(reals, fakes),
+                               (family.nets["D"](reals), family.nets["D"](fakes)), rtol=1e-5, atol=1e-6)

@@ -181,3 +181,20 @@ def test_only_the_quick_start_config_uses_styles():
     assert {name for name, model in pgan.items() if model.styles} == {"quickstart_pgan.yaml"}
     assert pgan["quickstart_pgan.yaml"].mapping_layers == 2
     assert len(pgan) >= 3  # the paper configs were read too
+
+
+@pytest.mark.parametrize(("model", "calls"), [
+    ({}, [(8, 2), (4, 1), (4, 1)]),  # WGAN-GP: reals and fakes together, the penalty's mix, G's fakes
+    ({"loss": "logistic-r1", "r1_interval": 1}, [(4, 1), (4, 1), (4, 1)]),  # R1 needs the reals' own call
+    ({"loss": "logistic-r1", "r1_interval": 2}, [(8, 2), (4, 1)]),  # lazy R1, not this step
+])
+def test_d_phase_scores_reals_and_fakes_in_one_call(tmp_path, model, calls):
+    """D's batch sizes and `batch_parts` in one training step: one call for reals and fakes unless R1 is measured
+    on the reals' call."""
+    trainer = Trainer(tiny(**model), tmp_path / "run")
+    seen = []
+    trainer.family.nets["D"].register_forward_pre_hook(
+        lambda _module, args, kwargs: seen.append((args[0].shape[0], kwargs.get("batch_parts", 1))), with_kwargs=True)
+    trainer.step = 1
+    trainer.train_step(trainer.family.plan(1))
+    assert seen == calls

@@ -218,6 +218,25 @@ def test_mbstd_paper_group_size_and_divisibility() -> None:
         minibatch_stddev(six, 4, mode="paper")
 
 
+@pytest.mark.parametrize(("mode", "group_size", "part_size", "mixes_unsplit"), [
+    ("zoo", 4, 8, False),   # consecutive groups: whole groups within each part either way
+    ("zoo", 4, 6, True),    # 4 does not divide 6: each part is one group (the concatenated 12 makes groups of 4)
+    ("paper", 4, 8, True),  # strided groups: on the concatenation they would mix the two parts
+    ("paper", 2, 6, True),
+])
+def test_mbstd_parts_group_each_part_as_if_alone(mode: str, group_size: int, part_size: int,
+                                                 mixes_unsplit: bool) -> None:
+    """Reals and fakes concatenated for one D call get the statistic of separate calls, bit for bit."""
+    torch.manual_seed(4)
+    a, b = torch.randn(part_size, 3, 2, 2), torch.randn(part_size, 3, 2, 2) * 3 + 1
+    together = minibatch_stddev(torch.cat([a, b]), group_size, mode=mode, parts=2)
+    alone = torch.cat([minibatch_stddev(a, group_size, mode=mode), minibatch_stddev(b, group_size, mode=mode)])
+    assert torch.equal(together, alone)
+    assert torch.equal(minibatch_stddev(torch.cat([a, b]), group_size, mode=mode), alone) != mixes_unsplit
+    with pytest.raises(ValueError, match=r"N=12 does not split into 5 equal parts"):
+        minibatch_stddev(torch.zeros(12, 1, 1, 1), mode=mode, parts=5)
+
+
 def test_mbstd_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="mode"):
         minibatch_stddev(torch.zeros(4, 1, 1, 1), mode="tf")  # type: ignore[arg-type]

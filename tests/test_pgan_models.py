@@ -144,6 +144,30 @@ def test_output_shapes_and_features(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", ["paper", "zoo"])
+def test_discriminator_scores_concatenated_batches_as_separate_calls(variant: str) -> None:
+    """`batch_parts`: reals and fakes in one D call (the D phase's) score as in two calls, gradients included."""
+    torch.manual_seed(5)
+    d = PGANDiscriminator(tiny_arch(variant, label_sizes=[3]))
+    for scale, alpha in ((0, 0.0), (2, 0.3)):
+        size = 4 * 2**scale
+        reals, fakes = torch.randn(8, 3, size, size), torch.randn(8, 3, size, size) * 0.5
+        score, logits = d(torch.cat([reals, fakes]), scale, alpha, batch_parts=2, return_label_logits=True)
+        for part, images in zip((slice(0, 8), slice(8, 16)), (reals, fakes), strict=True):
+            alone_score, alone_logits = d(images, scale, alpha, return_label_logits=True)
+            torch.testing.assert_close(score[part], alone_score, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(logits[part], alone_logits, rtol=1e-5, atol=1e-6)
+        d.zero_grad()
+        (score[8:].mean() - score[:8].mean()).backward()
+        together = [p.grad.clone() for p in d.parameters() if p.grad is not None]
+        d.zero_grad()
+        (d(fakes, scale, alpha).mean() - d(reals, scale, alpha).mean()).backward()
+        alone = [p.grad for p in d.parameters() if p.grad is not None]
+        assert len(together) == len(alone) > 0
+        for g_together, g_alone in zip(together, alone, strict=True):
+            torch.testing.assert_close(g_together, g_alone, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["paper", "zoo"])
 def test_generator_fade(variant: str) -> None:
     torch.manual_seed(1)
     g = PGANGenerator(tiny_arch(variant))

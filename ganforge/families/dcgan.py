@@ -189,10 +189,19 @@ class DCGANFamily(Family):
         return self.config.ema_decay
 
     # --- losses -----------------------------------------------------------------------------------------------
+    def real_and_fake_scores(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's scores of the reals and of the fakes. A critic with batch norm sees each batch alone, as in the
+        references (its statistics are per batch); with per-sample norms or none, one call (fewer, larger kernels)
+        gives the same scores as two."""
+        if self.config.critic_norm == "batch":
+            return self.discriminate(reals, real=True), self.discriminate(fakes)
+        d_real, d_fake = self.discriminate((reals, fakes)).split([reals.shape[0], fakes.shape[0]])
+        self.observe_real_logits(d_real)
+        return d_real, d_fake
+
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
-        D = self.discriminate
-        d_real, d_fake = D(reals, real=True), D(fakes)
+        d_real, d_fake = self.real_and_fake_scores(reals, fakes)
         real_part, fake_part = logistic_discriminator_loss(d_real, d_fake)
         loss = (real_part + fake_part) / 2
         # D(x) and D(G(z)), the probabilities PyTorch's DCGAN example prints beside its losses
@@ -277,7 +286,7 @@ class WGANFamily(DCGANFamily):
         return data
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        real_part, fake_part = wgan_critic_loss(self.discriminate(reals, real=True), self.discriminate(fakes))
+        real_part, fake_part = wgan_critic_loss(*self.real_and_fake_scores(reals, fakes))
         loss = fake_part + real_part
         return loss, {"loss_D": loss.detach(), "wdist": -loss.detach(), "loss_D_real": real_part.detach(),
                       "loss_D_fake": fake_part.detach()}
@@ -299,11 +308,10 @@ class WGANGPFamily(DCGANFamily):
     generator_objective = staticmethod(wgan_generator_loss)
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        D = self.discriminate
-        real_part, fake_part = wgan_critic_loss(D(reals, real=True), D(fakes))
+        real_part, fake_part = wgan_critic_loss(*self.real_and_fake_scores(reals, fakes))
         wdist_loss = fake_part + real_part
         mix = self.rand(self.config.batch_size, 1, 1, 1)  # u ~ U(0, 1) per sample, drawn at global batch size
-        gp = gradient_penalty(D, reals, fakes, mix)
+        gp = gradient_penalty(self.discriminate, reals, fakes, mix)
         loss = wdist_loss + self.config.lambda_gp * gp
         return loss, {"loss_D": loss.detach(), "wdist": -wdist_loss.detach(), "gp": gp.detach(),
                       "loss_D_real": real_part.detach(), "loss_D_fake": fake_part.detach()}

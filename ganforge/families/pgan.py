@@ -495,7 +495,7 @@ class PGANFamily(Family):
         adversarial = nonsaturating_generator_loss if config.loss == "logistic-r1" else wgan_generator_loss
         lazy = config.loss == "logistic-r1" and config.r1_interval > 1
 
-        def D(images: torch.Tensor, **kwargs: Any) -> Any:
+        def D(images: torch.Tensor | tuple[torch.Tensor, ...], **kwargs: Any) -> Any:
             return self.discriminate(images, scale, alpha, **kwargs)
 
         def fakes_of(labels: torch.Tensor | None) -> torch.Tensor:
@@ -508,6 +508,21 @@ class PGANFamily(Family):
                 return D(images, **kwargs), None
             score, logits = D(images, return_label_logits=True, **kwargs)
             return score, self.classification_loss(logits, labels)
+
+        def scored_pair(reals: torch.Tensor, real_labels: torch.Tensor | None, fakes: torch.Tensor,
+                        fake_labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+            """`scored` of reals and of fakes from one D call that scores each batch as if alone (fewer, larger
+            kernels than two calls): d_real, d_fake and their classification losses (None without labels)."""
+            conditional = real_labels is not None
+            output = D((reals, fakes), batch_parts=2, return_label_logits=conditional)
+            score, logits = output if conditional else (output, None)
+            d_real, d_fake = score.chunk(2)
+            self.observe_real_logits(d_real)
+            if logits is None:
+                return d_real, d_fake, None, None
+            real_logits, fake_logits = logits.chunk(2)
+            return (d_real, d_fake, self.classification_loss(real_logits, real_labels),
+                    None if fake_labels is None else self.classification_loss(fake_logits, fake_labels))
 
         def with_classification(loss: torch.Tensor, logs: dict[str, torch.Tensor], net: str,
                                 classification: torch.Tensor | None, weight: float
@@ -541,12 +556,14 @@ class PGANFamily(Family):
             with torch.no_grad():
                 fakes = fakes_of(fake_labels)
             r1_here = config.loss == "logistic-r1" and not lazy  # R1 measured on this phase's own D call
-            if r1_here:
-                r1, d_real, classification = r1_and_scores(reals, real_labels)
-            else:
-                d_real, classification = scored(reals, real_labels, real=True)
             # the classes D's loss reads on the fakes: none in the zoo
-            d_fake, fake_classification = scored(fakes, fake_labels if paper else None)
+            read_fake_labels = fake_labels if paper else None
+            if r1_here:  # R1's gradient is taken through the reals' own D call
+                r1, d_real, classification = r1_and_scores(reals, real_labels)
+                d_fake, fake_classification = scored(fakes, read_fake_labels)
+            else:
+                d_real, d_fake, classification, fake_classification = scored_pair(reals, real_labels, fakes,
+                                                                                  read_fake_labels)
             if config.loss == "logistic-r1":
                 real_part, fake_part = logistic_discriminator_loss(d_real, d_fake)
                 loss = real_part + fake_part

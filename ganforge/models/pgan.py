@@ -282,8 +282,8 @@ class _DHead(nn.Module):
         self.dense0 = EqualizedLinear(16 * width, width, scale_bias=zoo)
         self.dense1 = EqualizedLinear(width, 1 + arch.label_dim, gain=SQRT2 if zoo else 1.0, scale_bias=zoo)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = minibatch_stddev(x, self.mbstd_group_size, mode=self.mbstd_mode)
+    def forward(self, x: Tensor, batch_parts: int = 1) -> tuple[Tensor, Tensor]:
+        x = minibatch_stddev(x, self.mbstd_group_size, mode=self.mbstd_mode, parts=batch_parts)
         x = _lrelu(self.conv(x))
         features = _lrelu(self.dense0(x.flatten(1)))
         return self.dense1(features), features
@@ -322,10 +322,13 @@ class PGANDiscriminator(nn.Module):
 
     def forward(
         self, x: Tensor, scale: int, alpha: float = 0.0, *, return_features: bool = False,
-        return_label_logits: bool = False
+        return_label_logits: bool = False, batch_parts: int = 1
     ) -> Tensor | tuple[Tensor, ...]:
         """Score [N, 1]; with return_features also the [N, C0] input of the last dense layer (for GDPP), with
-        return_label_logits the class logits [N, label_dim] of a conditional D (AC-GAN), in that order."""
+        return_label_logits the class logits [N, label_dim] of a conditional D (AC-GAN), in that order.
+
+        `batch_parts` > 1: `x` is that many batches concatenated (reals and fakes), scored in one call as each
+        would be alone (the minibatch stddev groups within each): fewer, larger kernels than one call per batch."""
         if return_label_logits and not self.arch.label_sizes:
             raise ValueError("PGANDiscriminator: label logits asked of an unconditional D (label_sizes is empty)")
         _check_scale_alpha(self.arch, scale, alpha)
@@ -335,10 +338,10 @@ class PGANDiscriminator(nn.Module):
                 f"PGANDiscriminator at scale {scale} expects images "
                 f"[N, {self.arch.channels}, {size}, {size}], got {tuple(x.shape)}"
             )
-        return self.score(x, scale, fade_weight(alpha), return_features, return_label_logits)
+        return self.score(x, scale, fade_weight(alpha), return_features, return_label_logits, batch_parts)
 
-    def score(self, x: Tensor, scale: int, fade: Tensor | None, return_features: bool, return_label_logits: bool
-              ) -> Tensor | tuple[Tensor, ...]:
+    def score(self, x: Tensor, scale: int, fade: Tensor | None, return_features: bool, return_label_logits: bool,
+              batch_parts: int = 1) -> Tensor | tuple[Tensor, ...]:
         """forward's outputs for checked images and their fade_weight."""
         h = _lrelu(self.from_rgb[scale](x))
         if scale > 0:
@@ -350,7 +353,7 @@ class PGANDiscriminator(nn.Module):
                 h = fade * old + (1.0 - fade) * h
             for index in range(scale - 1, 0, -1):
                 h = self.blocks[index](h)
-        out, features = self.blocks[0](h)
+        out, features = self.blocks[0](h, batch_parts)
         score = out[:, :1] if self.arch.label_sizes else out
         extra = ((features,) if return_features else ()) + ((out[:, 1:],) if return_label_logits else ())
         return (score, *extra) if extra else score

@@ -56,7 +56,7 @@ def _group_stddev(members: Tensor, dim: int, correction: int) -> Tensor:
     return torch.sqrt(variance + STDDEV_EPS).mean(dim=-1)
 
 
-def minibatch_stddev(x: Tensor, group_size: int = 4, *, mode: Literal["paper", "zoo"]) -> Tensor:
+def minibatch_stddev(x: Tensor, group_size: int = 4, *, mode: Literal["paper", "zoo"], parts: int = 1) -> Tensor:
     """Append one channel holding the average per-feature stddev across a group of samples.
 
     It lets D see batch-level variation and so discourages mode collapse. The two reference codes group
@@ -66,11 +66,22 @@ def minibatch_stddev(x: Tensor, group_size: int = 4, *, mode: Literal["paper", "
       belongs to group i mod N/G); biased variance.
     - ``"zoo"`` (pytorch_GAN_zoo): groups of consecutive samples; if min(group_size, N) does not divide N the
       whole batch is one group; unbiased variance; a batch of one gets a zero channel.
+
+    `parts` > 1 splits the batch into that many equal consecutive slices (e.g. reals then fakes sent through D in
+    one call) and groups each slice as if it had gone through D alone, so one call equals separate ones.
     """
     if x.ndim != 4:
         raise ValueError(f"minibatch_stddev expects [N, C, H, W], got shape {tuple(x.shape)}")
     if group_size < 1:
         raise ValueError(f"minibatch_stddev group_size must be >= 1, got {group_size}")
+    if parts < 1 or x.shape[0] % parts != 0:
+        raise ValueError(f"minibatch_stddev: batch size N={x.shape[0]} does not split into {parts} equal parts")
+    channels = [_stddev_channel(part, group_size, mode) for part in x.chunk(parts)]
+    return torch.cat([x, *channels], dim=1) if parts == 1 else torch.cat([x, torch.cat(channels)], dim=1)
+
+
+def _stddev_channel(x: Tensor, group_size: int, mode: Literal["paper", "zoo"]) -> Tensor:
+    """The [N, 1, H, W] channel `minibatch_stddev` appends to one batch."""
     n, c, h, w = x.shape
     if mode == "paper":
         group = min(group_size, n)
@@ -94,4 +105,4 @@ def minibatch_stddev(x: Tensor, group_size: int = 4, *, mode: Literal["paper", "
             channel = stat.reshape(groups, 1, 1, 1, 1).expand(groups, group, 1, h, w).reshape(n, 1, h, w)
     else:
         raise ValueError(f"minibatch_stddev mode must be 'paper' or 'zoo', got {mode!r}")
-    return torch.cat([x, channel], dim=1)
+    return channel
