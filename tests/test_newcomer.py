@@ -20,7 +20,7 @@ from ganforge.evaluation.stargan2 import default_val_store
 from ganforge.families import resolve_run_config
 from ganforge.interop.biggan import BigGANImportError, import_biggan_pytorch
 from ganforge.models.stargan2 import Generator, MappingNetwork
-from ganforge.run_loader import build_family, new_family
+from ganforge.run_loader import build_family, dataset_placeholder, new_family
 from ganforge.training.checkpoint import write_run
 from ganforge.viz.grid import make_grid, to_uint8
 from ganforge.viz.translate import average_styles, latent_grids, translate_with_styles
@@ -143,10 +143,14 @@ def test_stargan2_trains_on_the_folder_prepare_wrote_with_its_only_label_column(
     raw["model"].update(base_dim=4, max_conv_dim=8, mapping_dim=8, batch_size=2)
     family = build_family(resolve_run_config(None, raw), torch.device("cpu"))
     assert capsys.readouterr().err == (f"data: {stores} holds the train/ and val/ stores of `ganforge prepare`; "
-                                       f"using {stores / 'train'}\n")
+                                       f"using {stores / 'train'}\nmodel.domain_column: 'shape' is not a label "
+                                       f"column of {stores / 'train'}; using its only column 'domain'\n")
     assert family.dataset.source == str((stores / "train").absolute()) and family.dataset.count == 12
     assert family.domain_column == "domain" and family.domain_names == ["dark", "light"]
     assert default_val_store(family.dataset.source) == stores / "val"
+    loaded = build_family(resolve_run_config(None, raw), torch.device("cpu"), dataset_placeholder(
+        family.dataset.manifest))  # how a trained run is loaded: the same column, said only where images are used
+    assert loaded.domain_column == "domain" and capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("w_hpf", [0.0, 1.0])

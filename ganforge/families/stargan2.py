@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -268,6 +269,9 @@ class StarGAN2Family(Family):
         names = [name for name, _ in dataset.label_columns]
         column = config.domain_column or names[0]
         if column not in names and len(names) == 1:  # e.g. a preset's "shape" on a `prepare domains` store
+            if dataset.labels is not None:  # said where images are trained or scored, not when a run is loaded
+                print(f"model.domain_column: {column!r} is not a label column of {dataset.source}; using its only "
+                      f"column {names[0]!r}", file=sys.stderr)
             column = names[0]
         if column not in names:
             raise ConfigError(f"model.domain_column: {column!r} is not a label column of {dataset.source} "
