@@ -112,6 +112,19 @@ def _float_pair(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _weighted_names(text: str) -> list[tuple[str, float]]:
+    """"NAME[=WEIGHT],..." → [(NAME, WEIGHT)] (weight 1 where none is given), for argparse."""
+    terms = []
+    for item in text.split(","):
+        name, _, weight = item.strip().partition("=")
+        try:
+            terms.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME[=WEIGHT],... (e.g. pixels,vgg19=0.5), got {text!r}"
+                                             ) from None
+    return terms
+
+
 def cmd_prepare_domains(args: argparse.Namespace) -> int:
     """`prepare celeba-domains` / `prepare domains`: train and val stores with a "domain" label column."""
     from ganforge.data import domains
@@ -193,7 +206,9 @@ def cmd_inspire(args: argparse.Namespace) -> int:
 
     model = load(args.run, step=args.step, device=args.device)
     written = write_inspirations(model, args.pictures, args.out, runs=args.runs, steps=args.steps, lr=args.lr,
-                                 realism=args.realism, seed=args.seed)
+                                 realism=args.realism, seed=args.seed, features=args.features,
+                                 vgg_weights=None if args.vgg_weights is None else str(args.vgg_weights),
+                                 feature_size=args.feature_size)
     print(f"wrote {len(written)} file(s) to {args.out} from step {model.step} of {args.run}")
     return 0
 
@@ -416,7 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--steps", type=positive_int, default=6000, help="Adam steps, in three restarts from the best "
                       "latents at a tenth of the learning rate each")
     insp.add_argument("--lr", type=float, default=1.0, help="Adam's first learning rate (the zoo's -l)")
-    insp.add_argument("--realism", type=float, default=0.03, help="weight of -D(G(z)) (the zoo's -R; 0: pixels only)")
+    insp.add_argument("--realism", type=float, default=0.03, help="weight of -D(G(z)) (the zoo's -R; 0: the features "
+                      "only)")
+    insp.add_argument("--features", type=_weighted_names, default=[("pixels", 1.0)], metavar="NAME[=W],...",
+                      help="what the distance to a picture compares, each with its weight (the zoo's -f and "
+                      "--weights): pixels (default), vgg19 or vgg16 (the zoo's VGG texture statistics: per-channel "
+                      "mean and variance of relu3_1, relu4_1, relu5_1), e.g. pixels,vgg19=0.5")
+    insp.add_argument("--vgg-weights", type=Path, help="local vgg19-dcbb9e9d.pth or vgg16-397923af.pth (torchvision's "
+                      "ImageNet VGG) for those features (default: $GANFORGE_VGG19_WEIGHTS / $GANFORGE_VGG16_WEIGHTS, "
+                      "or downloaded once into the cache)")
+    insp.add_argument("--feature-size", type=positive_int, help="images are resized to this size for the VGG "
+                      "features (the zoo's --size; default 128)")
     insp.add_argument("--seed", type=int, default=0)
     insp.add_argument("--step", type=int)
     insp.add_argument("--device", default="auto")

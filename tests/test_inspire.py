@@ -17,6 +17,7 @@ import ganforge
 from ganforge.cli import main
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
+from ganforge.metrics.vgg_texture import VGGFeatures, VGGTexture
 from ganforge.run_loader import LoadedModel, build_family
 from ganforge.viz.grid import save_image, to_uint8
 from ganforge.viz.inspire import inspire, load_pictures
@@ -73,8 +74,9 @@ def test_the_cli_writes_a_grid_latents_and_a_summary_per_picture(pgan, pgan_run,
                  "--lr", "0.1"]) == 0
     assert capsys.readouterr().out.strip() == f"wrote 5 file(s) to {out} from step {pgan.step} of {pgan_run}"
     summary = json.loads((out / "inspire.json").read_text())
-    assert summary["net"] == "G_ema" and summary["search"] == {"runs": 2, "steps": 9, "lr": 0.1, "realism": 0.03,
-                                                                 "seed": 0}
+    assert summary["net"] == "G_ema" and summary["search"] == {
+        "runs": 2, "steps": 9, "lr": 0.1, "realism": 0.03, "seed": 0, "features": [["pixels", 1.0]],
+        "vgg_weights": None, "feature_size": None}
     assert len(summary["phases"]) == 3
     assert sorted(p.name for p in out.iterdir()) == ["00_picture_inspired.png", "00_picture_latents.npz",
                                                      "01_picture_inspired.png", "01_picture_latents.npz",
@@ -117,3 +119,60 @@ def test_families_whose_critic_needs_a_class_are_refused(tmp_path) -> None:
             inspire(model, pictures, steps=3, realism=realism)
     with pytest.raises(ConfigError, match="expected runs ≥ 1, steps ≥ 3"):
         inspire(model, pictures, steps=2)
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory) -> tuple[Path, VGGFeatures]:
+    """A VGG-19 file in torchvision's layout with random weights (the real one is 548 MB and a download)."""
+    torch.manual_seed(0)
+    features = VGGFeatures()
+    for conv in features.features:
+        if isinstance(conv, torch.nn.Conv2d):
+            torch.nn.init.normal_(conv.weight, 0.0, (2.0 / (9 * conv.in_channels)) ** 0.5)
+    path = tmp_path_factory.mktemp("vgg") / "vgg19-standin.pth"
+    torch.save(features.state_dict(), path)
+    return path, features
+
+
+def test_the_search_weighs_pixels_and_the_zoos_vgg_texture(pgan, vgg_file) -> None:
+    """The zoo's `-f id vgg19 --weights 0.5 2`: each extractor's mean squared feature difference, weighted."""
+    path, features = vgg_file
+    pictures = pgan.generate(n=1, seed=7)
+    found = inspire(pgan, pictures, runs=2, steps=6, lr=0.3, seed=2, features=[("pixels", 0.5), ("vgg19", 2.0)],
+                    vgg_weights=path, feature_size=32)
+    family, plan, texture = pgan.family, pgan.plan, VGGTexture(features, size=32)
+    z = found.latents[0].to(pgan.device)
+    with torch.no_grad():
+        images = family.generate({"z": z}, family.sample_net, plan)
+        expected = ((z.square().mean(dim=1) - 1) ** 2 + 0.5 * (pictures - images).square().flatten(1).mean(dim=1)
+                    + 2.0 * (texture(pictures) - texture(images)).square().mean(dim=1)
+                    - 0.03 * family.critic_score(images, plan))
+    torch.testing.assert_close(found.losses[0], expected.cpu(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"features": [("pixel", 1.0)]}, r"features \['pixel'\] must name each of pixels, vgg19, vgg16 at most once"),
+    ({"features": [("pixels", 1.0), ("pixels", 2.0)]}, r"at most once"),
+    ({"features": []}, r"at least one"),
+    ({"features": [("pixels", 0.0)]}, r"feature weights must be > 0"),
+    ({"vgg_weights": "vgg19.pth"}, r"serve the vgg19/vgg16 features only; add one to the features"),
+    ({"feature_size": 64}, r"serve the vgg19/vgg16 features only"),
+    ({"features": [("vgg19", 1.0), ("vgg16", 1.0)], "vgg_weights": "vgg19.pth"}, r"one VGG weights file for two"),
+])
+def test_feature_settings_that_would_do_nothing_are_refused(pgan, options, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        inspire(pgan, pgan.generate(n=1), steps=3, **options)
+
+
+def test_the_cli_reads_weighted_features(pgan, pgan_run, vgg_file, tmp_path, capsys) -> None:
+    picture = tmp_path / "picture.png"
+    save_image(to_uint8(pgan.generate(n=1, seed=3))[0], picture)
+    out = tmp_path / "out"
+    assert main(["inspire", str(pgan_run), str(picture), "-o", str(out), "--steps", "3", "--features",
+                 "pixels,vgg19=0.5", "--vgg-weights", str(vgg_file[0]), "--feature-size", "32"]) == 0
+    search = json.loads((out / "inspire.json").read_text())["search"]
+    assert search["features"] == [["pixels", 1.0], ["vgg19", 0.5]] and search["feature_size"] == 32
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="2"):
+        main(["inspire", str(pgan_run), str(picture), "-o", str(out), "--features", "vgg19=x"])
+    assert "expected NAME[=WEIGHT],... (e.g. pixels,vgg19=0.5), got 'vgg19=x'" in capsys.readouterr().err

@@ -1,21 +1,24 @@
 """`ganforge inspire`: pytorch_GAN_zoo's inspirational generation, the latent vectors whose images look most like
 given pictures (`eval.py inspirational_generation` there, for PGAN and DCGAN).
 
-The zoo's search, per picture and run: Adam (β 0, 0.99) on z minimising (mean(z²) − 1)² (z stays where the prior
-puts it) + mean((x − G(z))²) over the pixels (its default feature extractor, the identity) − λ·D(G(z)) (realism,
-λ 0.03), for 6,000 steps, the best z of every run kept; every third of the steps it meant to restart from the best z
-at a tenth of the learning rate. Fixed here (docs/fidelity.md): the zoo's restarts assign the new vector and
-optimiser to local variables and change nothing, so its whole search runs at its first learning rate (ganforge
-restarts at `lr`/10 and `lr`/100, what the zoo meant with its default of 1); it keeps the vector after the step with
-the loss measured before it (ganforge keeps the one the loss was measured at); it searches with the raw G and shows
-the result of the averaged one (ganforge searches and shows with the same generator, the EMA one where the run keeps
-it). Pictures are centre-cropped and resized to the model's resolution as `ganforge prepare` does (the zoo squeezes
-them to a square).
+The zoo's search, per picture and run: Adam (β 0, 0.99) on z minimising (mean(z²) − 1)² (z stays where the prior puts
+it) + Σ_f w_f·mean((f(x) − f(G(z)))²) over the features of each extractor f (its `-f`, with `--weights` w_f; by
+default the pixels themselves) − λ·D(G(z)) (realism, λ 0.03), for 6,000 steps, the best z of every run kept; every
+third of the steps it meant to restart from the best z at a tenth of the learning rate. Fixed here (docs/fidelity.md):
+the zoo's restarts assign the new vector and optimiser to local variables and change nothing, so its whole search runs
+at its first learning rate (ganforge restarts at `lr`/10 and `lr`/100, what the zoo meant with its default of 1); it
+keeps the vector after the step with the loss measured before it (ganforge keeps the one the loss was measured at); it
+searches with the raw G and shows the result of the averaged one (ganforge searches and shows with the same generator,
+the EMA one where the run keeps it). Pictures are centre-cropped and resized to the model's resolution as `ganforge
+prepare` does (the zoo squeezes them to a square). Extractors: `pixels` (the zoo's `id`), and `vgg19` and `vgg16`,
+the texture statistics its `save_feature_extractor.py` saves (`ganforge.metrics.vgg_texture`), from torchvision's
+ImageNet weights.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,37 @@ import torch
 
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.errors import ConfigError
+from ganforge.metrics.vgg_texture import DEFAULT_SIZE, load_vgg_texture
 from ganforge.run_loader import LoadedModel
 from ganforge.viz.grid import save_grid
 
 PHASES = 3  # the zoo's restarts: at every third of the steps
 DECAY = 0.1  # the learning rate's factor at each restart
+EXTRACTORS = ("pixels", "vgg19", "vgg16")
+PIXELS_ONLY = (("pixels", 1.0),)
+
+
+def feature_extractors(features: Sequence[tuple[str, float]], device: torch.device, *,
+                       vgg_weights: str | Path | None = None, feature_size: int | None = None
+                       ) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], float]]:
+    """(images → [N, F] features, weight) for each (name, weight) of the search's distance."""
+    names = [name for name, _ in features]
+    unknown = sorted(set(names) - set(EXTRACTORS))
+    if not features or unknown or len(set(names)) != len(names):
+        raise ConfigError(f"latent search: features {names} must name each of {', '.join(EXTRACTORS)} at most once "
+                          f"(at least one)")
+    if any(not weight > 0 for _, weight in features):
+        raise ConfigError(f"latent search: feature weights must be > 0, got {list(features)}")
+    vggs = [name for name in names if name != "pixels"]
+    if not vggs and (vgg_weights is not None or feature_size is not None):
+        raise ConfigError("latent search: VGG weights and the feature size serve the vgg19/vgg16 features only; "
+                          "add one to the features")
+    if len(vggs) > 1 and vgg_weights is not None:
+        raise ConfigError("latent search: one VGG weights file for two VGG networks; leave it out (each is then "
+                          "found in its environment variable or the cache)")
+    textures = {name: load_vgg_texture(name, vgg_weights, size=feature_size or DEFAULT_SIZE, device=device)
+                for name in vggs}
+    return [(textures.get(name, lambda images: images.flatten(1)), weight) for name, weight in features]
 
 
 @dataclass
@@ -43,9 +72,10 @@ class Inspiration:
 
 
 def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps: int = 6000, lr: float = 1.0,
-            realism: float = 0.03, seed: int = 0) -> Inspiration:
+            realism: float = 0.03, seed: int = 0, features: Sequence[tuple[str, float]] = PIXELS_ONLY,
+            vgg_weights: str | Path | None = None, feature_size: int | None = None) -> Inspiration:
     """Latents whose images match `pictures` ([N, C, H, W] in [-1, 1] at the model's resolution), `runs` searches
-    each from latents drawn from `seed`."""
+    each from latents drawn from `seed`, in the weighted `features` ((name, weight): pixels, vgg19, vgg16)."""
     family, plan, net = model.family, model.plan, model.family.sample_net
     if runs < 1 or steps < PHASES or not lr > 0 or realism < 0:
         raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and realism ≥ 0, got runs "
@@ -55,6 +85,7 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
         raise ConfigError(f"latent search: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's "
                           f"images), got {tuple(pictures.shape)}")
     device = model.device
+    extractors = feature_extractors(features, device, vgg_weights=vgg_weights, feature_size=feature_size)
     inputs = {k: v.to(device) for k, v in family.sample_latents(len(pictures) * runs,
                                                                 torch.Generator().manual_seed(seed)).items()}
     wanted = pictures.to(device).repeat_interleave(runs, dim=0)
@@ -62,11 +93,15 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
     for param in frozen:
         param.requires_grad_(False)  # only z is searched: no weight gradients
 
+    with torch.no_grad():
+        wanted_features = [extract(wanted) for extract, _ in extractors]
+
     def losses(z: torch.Tensor) -> torch.Tensor:
         images = family.generate({**inputs, "z": z}, net, plan)
-        prior = ((z.square().mean(dim=1) - 1) ** 2)
-        pixels = (wanted - images).square().flatten(1).mean(dim=1)
-        return prior + pixels - realism * family.critic_score(images, plan) if realism else prior + pixels
+        loss = ((z.square().mean(dim=1) - 1) ** 2)  # the prior's term
+        for (extract, weight), target in zip(extractors, wanted_features, strict=True):
+            loss = loss + weight * (target - extract(images)).square().mean(dim=1)
+        return loss - realism * family.critic_score(images, plan) if realism else loss
 
     try:
         best_z = inputs["z"].detach().clone()
