@@ -205,8 +205,19 @@ def test_generated_images_are_written_batch_by_batch_and_equal_one_big_batch(big
     files = write_generated(biggan, GenerateRequest(out=tmp_path, n=130, seed=3)).files
     assert [e for e in events if e == "batch"] == ["batch"] * 3
     assert events.index("file") < events.index("batch", 1)  # a file before the second batch
-    assert [f.name for f in files[:2]] == ["0003-00000.png", "0003-00001.png"] and files[-1].name == "0003-00129.png"
     monkeypatch.undo()
     latents = biggan.latents(130, 3)
+    classes = biggan.family.sample_cell_labels(latents)  # each file names the class it was asked for
+    assert [f.name for f in files] == [f"0003-{i:05d}-{name}.png" for i, name in enumerate(classes)]
+    assert len(set(classes)) > 1
     expected = to_uint8(biggan.generate({k: v[64:128] for k, v in latents.items()}))
     assert np.array_equal(np.asarray(Image.open(files[100])), expected[36])
+
+
+def test_file_name_parts_of_class_labels() -> None:
+    """A cell label has a line per label column; file names join the columns and keep only safe characters."""
+    from ganforge.viz.generate import _file_name_part
+
+    assert _file_name_part("square\ndark") == "square-dark"
+    assert _file_name_part("hot dog/bun") == "hot_dog_bun" and _file_name_part("n02.x") == "n02.x"
+    assert _file_name_part("café") == "caf_"

@@ -4,6 +4,7 @@ family; per-class sheets, class interpolations, an NPZ export and a truncation s
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,12 +108,21 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
         grid = make_grid(np.concatenate(list(batches)), min_cell=64 if labels else 0, cell_labels=labels)
         save_image(label_grid(grid, caption), request.out / "grid.png")
         return Generated([request.out / "grid.png"])
+    # a conditional generator's files name the classes asked for (SEED-INDEX-CLASS.png; a class per label column)
+    classes = [_file_name_part(cell) for cell in model.family.sample_cell_labels(inputs) or []]
     written = []  # written batch by batch: 50,000 images for an FID set never sit in memory together
     for batch in batches:
         for image in batch:
-            written.append(request.out / f"{request.seed:04d}-{len(written):05d}.png")
+            suffix = f"-{classes[len(written)]}" if classes else ""
+            written.append(request.out / f"{request.seed:04d}-{len(written):05d}{suffix}.png")
             save_image(image, written[-1])
     return Generated(written)
+
+
+def _file_name_part(cell_label: str) -> str:
+    """A grid cell's class names (a line per label column) as one file-name part: columns joined by '-', anything
+    but letters, digits, '.' and '_' made '_'."""
+    return "-".join(re.sub(r"[^\w.]", "_", line, flags=re.ASCII) for line in cell_label.split("\n"))
 
 
 def _write_nearest(model: LoadedModel, request: GenerateRequest, inputs: dict[str, torch.Tensor]) -> Generated:
