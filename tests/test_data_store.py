@@ -176,6 +176,20 @@ def test_overwrite_rules(tmp_path: Path) -> None:
     assert open_dataset(write_store(empty, _images(2), resolution=16, source="x")).count == 2
 
 
+def test_overwrite_through_a_symlink_replaces_the_store_it_names(tmp_path: Path) -> None:
+    """data/store -> /big/disk/store: the new store lands in the linked folder (on its disk), the link stays, and the
+    user's files there are kept."""
+    target = _store(tmp_path / "disk" / "store", count=5)
+    (target / "notes.txt").write_text("mine")
+    link = tmp_path / "data" / "store"
+    link.parent.mkdir()
+    link.symlink_to(target, target_is_directory=True)
+    write_store(link, _images(3, resolution=8), resolution=8, source="new", overwrite=True)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert open_dataset(link).count == 3 and (target / "notes.txt").read_text() == "mine"
+    assert _siblings(target) == ["store"] and sorted(p.name for p in link.parent.iterdir()) == ["store"]
+
+
 def test_writer_rejects_bad_batches_and_labels(tmp_path: Path) -> None:
     with StoreWriter(tmp_path / "w", resolution=16) as writer:
         with pytest.raises(DatasetError, match=r"shape \(N, 3, 16, 16\), got uint8 \(2, 3, 8, 8\)"):

@@ -142,6 +142,8 @@ class StoreWriter:
             raise DatasetError(f"a crop source must be larger than the store resolution {resolution}, "
                                f"got {crop_source}")
         self.out = Path(out).absolute()
+        if self.out.is_symlink():  # a link to a store on another disk: the new store replaces the folder it names
+            self.out = self.out.resolve()
         self.resolution, self.channels, self.overwrite = resolution, channels, overwrite
         self.crop_source = crop_source
         self.count = 0
