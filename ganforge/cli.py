@@ -289,8 +289,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ganforge.config import ConfigError
     from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_saved_run
+    from ganforge.metrics.registry import MetricSettings
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    settings = MetricSettings(**{key: value for key in ("kid_subsets", "kid_subset_size", "pr_k")
+                                 if (value := getattr(args, key)) is not None})
     if args.resolution is not None and args.fake is None:
         raise ConfigError("--resolution brings the images of --fake DIR (and --real) to one size; a run's images "
                           "already have its size")
@@ -299,14 +302,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         default = ["fid"] if args.real_stats is not None else ["swd"]
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
-                                 real_stats=args.real_stats, resolution=args.resolution)["table"]
+                                 real_stats=args.real_stats, resolution=args.resolution, settings=settings)["table"]
     elif args.real_stats is not None:
         raise ConfigError("--real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
         table = evaluate_saved_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
                                    inception_weights=args.inception_weights, val=args.val,
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
-                                   wing_weights=args.wing_weights, fid_mode=args.fid_mode)
+                                   wing_weights=args.wing_weights, fid_mode=args.fid_mode, settings=settings)
     else:
         raise ConfigError("give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
@@ -520,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "protocol, the paper's numbers; tf-inception: the usual FID Inception)")
     ev.add_argument("--wing-weights", type=Path, help="stargan2 runs with w_hpf > 0: the face-mask network's wing.ckpt")
     ev.add_argument("--val", type=Path, help="stargan2 runs: validation store (default: the val store beside the data)")
+    ev.add_argument("--kid-subsets", type=positive_int, help="KID: the number of random subsets (default 100, "
+                    "as torch-fidelity and stylegan2-ada)")
+    ev.add_argument("--kid-subset-size", type=positive_int, help="KID: features per subset (default 1000, or all "
+                    "images when fewer)")
+    ev.add_argument("--pr-k", type=positive_int, help="precision/recall: the k-th nearest neighbour that sets each "
+                    "feature's radius (default 3, as Kynkäänniemi et al.)")
     ev.add_argument("--resolution", type=positive_int, metavar="R", help="with --fake DIR: every image centre-cropped "
                     "and resized to R×R (folders of mixed sizes; default: the first image's size), --real alike")
     ev.set_defaults(func=cmd_evaluate)

@@ -228,6 +228,16 @@ def test_a_runs_generator_against_statistics_matches_evaluate_run(standin_weight
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["fid_mode"] == "legacy-tf" and record["n"] == 4
     assert record["fid"] == pytest.approx(float(from_images.split()[1]), rel=1e-4)
+    # KID and precision/recall settings other than the papers' are recorded with the values they gave
+    assert main(["evaluate", str(run), "--real", str(reals), "--metrics", "kid,pr", "--n", "4", "--kid-subsets", "5",
+                 "--kid-subset-size", "3", "--pr-k", "2", *weights]) == 0
+    assert "note: KID from subsets" not in capsys.readouterr().out
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (record["kid_subsets"], record["kid_subset_size"], record["pr_k"]) == (5, 3, 2)
+    assert main(["evaluate", str(run), "--real", str(reals), "--metrics", "kid", "--n", "4", *weights]) == 0
+    assert ("note: KID from subsets of 4 images (all there are) instead of 1000: its mean is unbiased either way"
+            in capsys.readouterr().out)
+    assert "kid_subsets" not in json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
 def test_stats_of_a_random_choice_of_n_images(standin_weights, tmp_path, capsys):

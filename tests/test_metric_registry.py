@@ -89,3 +89,43 @@ def test_a_translating_familys_protocol_ranks_lpips_highest_first_and_fid_lowest
     ckpt.write_json_atomic(tmp_path / "best.json", {"metric": "FID_latent/mean", "best": [{"step": 3, "value": 30.0}]})
     trainer.step = 4
     assert Trainer.update_best(trainer, 20.0)[0] == {"step": 4, "value": 20.0}
+
+
+def test_kid_and_pr_settings_reach_their_metrics_and_are_checked():
+    import torch
+
+    from ganforge.metrics.kid import kid
+    from ganforge.metrics.prdc import precision_recall
+    from ganforge.metrics.registry import TORCH_FIDELITY_SEED, MetricInputs, MetricSettings
+
+    torch.manual_seed(0)
+    fake, real = torch.randn(40, 8), torch.randn(50, 8) + 0.3
+    default = MetricInputs(fake_pool=fake, real_pool=real)
+    chosen = MetricInputs(fake_pool=fake, real_pool=real,
+                          settings=MetricSettings(kid_subsets=7, kid_subset_size=12, pr_k=5))
+    # the defaults: 100 subsets of all 40 (fewer than 1,000), k = 3
+    assert METRICS["kid"].compute(default) == kid(fake, real, subsets=100, subset_size=40, seed=TORCH_FIDELITY_SEED)
+    assert METRICS["kid"].compute(chosen) == kid(fake, real, subsets=7, subset_size=12, seed=TORCH_FIDELITY_SEED)
+    assert METRICS["kid"].compute(chosen) != METRICS["kid"].compute(default)
+    assert METRICS["pr"].compute(default) == precision_recall(real, fake, k=3)
+    assert METRICS["pr"].compute(chosen) == precision_recall(real, fake, k=5) != precision_recall(real, fake, k=3)
+
+    assert MetricSettings().changed() == {} and MetricSettings(pr_k=5).changed() == {"pr_k": 5}
+    MetricSettings(kid_subsets=7).check_used(["kid", "swd"])
+    with pytest.raises(ValueError, match=r"^pr_k: set for pr, which is not among the metrics \(fid, kid\)$"):
+        MetricSettings(pr_k=5).check_used(["fid", "kid"])
+    with pytest.raises(ValueError, match=r"kid_subset_size: expected an integer >= 2, got 1"):
+        MetricSettings(kid_subset_size=1)
+    with pytest.raises(ValueError, match=r"kid_subsets: expected an integer >= 1, got 0"):
+        MetricSettings(kid_subsets=0)
+
+
+def test_the_cli_refuses_kid_and_pr_settings_for_metrics_it_does_not_compute(tmp_path, capsys):
+    import numpy as np
+
+    from ganforge.cli import main
+
+    images = tmp_path / "images.npz"
+    np.savez(images, images=np.zeros((4, 3, 16, 16), np.uint8))
+    assert main(["evaluate", "--fake", str(images), "--real", str(images), "--metrics", "swd", "--pr-k", "5"]) == 2
+    assert "pr_k: set for pr, which is not among the metrics (swd)" in capsys.readouterr().err

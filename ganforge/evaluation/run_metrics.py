@@ -32,6 +32,7 @@ from ganforge.metrics.inception import (
 )
 from ganforge.metrics.registry import (
     METRICS,
+    MetricSettings,
     check_metrics,
     check_real_stats_metrics,
     flat_outputs,
@@ -125,9 +126,18 @@ def run_swd_floor(run_dir: Path, resolution: int, n: int, seed: int = 0) -> dict
 
 def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,
                   inception_weights: Path | None = None, real_cache_key: str | None = None,
-                  fid_mode: str = DEFAULT_FID_MODE, real_stats: ReferenceStats | None = None) -> dict[str, Any]:
+                  fid_mode: str = DEFAULT_FID_MODE, real_stats: ReferenceStats | None = None,
+                  settings: MetricSettings | None = None) -> dict[str, Any]:
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
-                    real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats)
+                    real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats, settings=settings)
+
+
+def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -> str:
+    """KID's subsets shrink to the image count: its mean stays unbiased, its spread is not comparable."""
+    if "kid" not in metrics or count >= settings.kid_subset_size:
+        return ""
+    return (f"note: KID from subsets of {count} images (all there are) instead of {settings.kid_subset_size}: "
+            "its mean is unbiased either way, its std is not comparable with values from other subset sizes")
 
 
 def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metrics: list[str], *, n: int,
@@ -181,11 +191,14 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
 
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
                  all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
-                 seed: int = 0, fid_mode: str | None = None) -> dict[str, Any]:
+                 seed: int = 0, fid_mode: str | None = None, settings: MetricSettings | None = None
+                 ) -> dict[str, Any]:
     """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl (with
     the image count and the real set), SWD also to swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's
-    output)."""
+    output). Settings other than the defaults (`settings`) are recorded with each row."""
     run_dir = Path(run_dir)
+    settings = settings or MetricSettings()
+    settings.check_used(check_metrics(metrics))
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
@@ -212,9 +225,12 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         if n is not None and count < n and not rows and not skipped:
             warning = "\n".join(filter(None, [warning, f"note: --n {n}: the real set holds {count} images; "
                                                        f"{count} generated images were evaluated against them"]))
+        if not rows and not skipped:
+            warning = "\n".join(filter(None, [warning, _kid_subset_note(metrics, count, settings)]))
         try:
             results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
-                                    n=count, seed=seed, inception_weights=inception_weights, fid_mode=fid_mode)
+                                    n=count, seed=seed, inception_weights=inception_weights, fid_mode=fid_mode,
+                                    settings=settings)
         except ImageSetError as err:
             if not all_steps:
                 raise
@@ -224,7 +240,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         rows.append((model.step, results, count))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
-                                     **inception_protocol(results, fid_mode)}) + "\n")
+                                     **inception_protocol(results, fid_mode), **settings.changed()}) + "\n")
         if "swd" in results:
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
@@ -339,12 +355,14 @@ def _decoded(path: Path, resolution: int | None) -> np.ndarray:
 def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: int | None = None,
                      inception_weights: Path | None = None, seed: int = 0, fid_mode: str | None = None,
                      real_stats: Path | None = None, step: int | None = None,
-                     resolution: int | None = None) -> dict[str, Any]:
+                     resolution: int | None = None, settings: MetricSettings | None = None) -> dict[str, Any]:
     """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
     the images a run's EMA generator makes (newest checkpoint, or `step`; `n` of them, default the run's
     metrics_n), against real images (brought to the fake set's size) or a statistics file (FID only). Nothing is
     written to the run: a FID against other statistics is not its curve."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
+    settings = settings or MetricSettings()
+    settings.check_used(check_metrics(metrics))
     asked_resolution = resolution
     if real is not None and real_stats is not None:
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
@@ -387,13 +405,14 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         warning = "\n".join(filter(None, [warning, f"note: the generated images have {fake_channels} channel(s), "
                                                    f"the real ones {real_channels}: grey images are compared as "
                                                    "RGB (repeated), so the sets differ in colour by construction"]))
+    warning = "\n".join(filter(None, [warning, _kid_subset_note(metrics, count, settings)]))
     if n is not None and count < n:
         held = ("only {count} images to compare (the smaller set's size); both sets were evaluated on that many"
                 if real is not None else "the set holds {count} images; all of them were evaluated")
         warning = "\n".join(filter(None, [warning, f"note: --n {n}: {held.format(count=count)}"]))
     try:
         results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
-                                fid_mode=fid_mode, real_stats=stats)
+                                fid_mode=fid_mode, real_stats=stats, settings=settings)
     except ImageSizeError as err:
         if model is not None or asked_resolution is not None:
             raise
@@ -440,7 +459,8 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                        step: int | None = None, all_steps: bool = False, real: str | Path | None = None,
                        inception_weights: str | Path | None = None, val: str | Path | None = None,
                        fid_network: str | None = None, alexnet_weights: str | Path | None = None,
-                       wing_weights: str | Path | None = None, fid_mode: str | None = None) -> str:
+                       wing_weights: str | Path | None = None, fid_mode: str | None = None,
+                       settings: MetricSettings | None = None) -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
     validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
@@ -450,8 +470,9 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     image_to_image_only = {"--val": val, "--fid-network": fid_network, "--alexnet-weights": alexnet_weights,
                            "--wing-weights": wing_weights}
     if family == "stargan2":
-        given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None,
-                                          "--fid-mode": fid_mode}.items() if value]
+        given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None, "--fid-mode": fid_mode,
+                                          "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.changed()
+                                          }.items() if value]
         if given:
             raise ConfigError(f"{' and '.join(given)}: a stargan2 run is evaluated by the StarGAN v2 protocol "
                               "(LPIPS and FID per domain task); leave them out")
@@ -468,4 +489,4 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     if given:
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
     return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,
-                        inception_weights=inception_weights, fid_mode=fid_mode)["table"]
+                        inception_weights=inception_weights, fid_mode=fid_mode, settings=settings)["table"]

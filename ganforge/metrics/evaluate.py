@@ -12,7 +12,8 @@ statistics file by `ganforge.metrics.fid_stats`).
 
 Conventions: float images are generator outputs in [-1, 1], quantised like the official PGGAN code
 (see `ganforge.metrics._images`); KID uses 100 subsets of min(1000, N) like stylegan2-ada, with
-torch-fidelity's subset seed 2020; IS uses 10 splits (fewer if fewer images) and seed 2020.
+torch-fidelity's subset seed 2020 (`MetricSettings` chooses other subsets, and precision/recall's k); IS uses 10
+splits (fewer if fewer images) and seed 2020.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ganforge.metrics.msssim import MSSSIMPairs
 from ganforge.metrics.registry import (  # noqa: F401 (format_table and the error: re-exported for callers)
     METRICS,
     MetricInputs,
+    MetricSettings,
     UnknownMetricError,
     check_metrics,
     check_real_stats_metrics,
@@ -74,16 +76,19 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
              inception_weights: str | Path | None = None, device: torch.device | str | None = None,
              real_cache_key: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = 64, fid_mode: str = DEFAULT_FID_MODE,
-             real_stats: Gaussian | None = None) -> dict[str, Any]:
+             real_stats: Gaussian | None = None, settings: MetricSettings | None = None) -> dict[str, Any]:
     """Compute `metrics` of `fake` against `real` (arrays, iterables of uint8 batches, or callables).
 
     Returns {"swd": {"resolutions", "swd", "avg"}, "msssim": {"mean", "pairs"}, "fid": float,
     "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}} for the requested names.
     `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
     `real_stats` (the real pool features' mean and covariance, in place of `real`) serve FID.
-    `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics.
+    `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
+    subsets and precision/recall's k (the papers' defaults when None).
     """
     names = check_metrics(metrics)
+    settings = settings or MetricSettings()
+    settings.check_used(names)
     check_fid_mode(fid_mode)
     wanted = [METRICS[name] for name in names]
     if real_stats is not None:
@@ -99,7 +104,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
         model = load_inception(weights_path, device=device, fid_mode=fid_mode)
     want_swd = "swd" in names
     inputs = MetricInputs(seed=seed, device=device, pairs=MSSSIMPairs(device) if "msssim" in names else None,
-                          real_stats=real_stats)
+                          real_stats=real_stats, settings=settings)
 
     fake_reader = _SetReader(derived_seed(seed, 0) if want_swd else None, model, device, batch_size)
     inputs.fake_swd = fake_reader.swd

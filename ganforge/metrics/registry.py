@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -33,6 +33,36 @@ class UnknownMetricError(ValueError):
     """A metric name that the registry does not have."""
 
 
+@dataclass(frozen=True)
+class MetricSettings:
+    """The choices behind KID and precision/recall. The defaults are what papers report: KID over 100 subsets of
+    1,000 features (torch-fidelity, stylegan2-ada, clean-fid), precision/recall with k = 3 (Kynkäänniemi et al.)."""
+
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    pr_k: int = 3
+
+    USED_BY = {"kid_subsets": "kid", "kid_subset_size": "kid", "pr_k": "pr"}
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value, least = getattr(self, item.name), 2 if item.name == "kid_subset_size" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{item.name}: expected an integer >= {least}, got {value!r}")
+
+    def changed(self) -> dict[str, int]:
+        """The settings that differ from the defaults: recorded beside the values computed with them."""
+        return {item.name: getattr(self, item.name) for item in fields(self)
+                if getattr(self, item.name) != item.default}
+
+    def check_used(self, names: list[str]) -> None:
+        """A changed setting of a metric that is not computed would do nothing: refused."""
+        idle = [key for key in self.changed() if self.USED_BY[key] not in names]
+        if idle:
+            raise ValueError(f"{', '.join(idle)}: set for {', '.join(sorted({self.USED_BY[k] for k in idle}))}, "
+                             f"which is not among the metrics ({', '.join(names)})")
+
+
 @dataclass
 class MetricInputs:
     """What one pass over the fake and real sets produced; each metric reads the parts it needs."""
@@ -46,6 +76,7 @@ class MetricInputs:
     pairs: MSSSIMPairs | None = None
     seed: int = 0
     device: torch.device | str | None = None
+    settings: MetricSettings = field(default_factory=MetricSettings)
 
 
 @dataclass(frozen=True)
@@ -84,8 +115,10 @@ def _pair(prefix: str) -> Callable[[tuple[float, float]], dict[str, float]]:
 
 
 def _kid(inputs: MetricInputs) -> tuple[float, float]:
-    size = min(1000, len(inputs.fake_pool), len(inputs.real_pool))
-    return kid(inputs.fake_pool, inputs.real_pool, subsets=100, subset_size=size, seed=TORCH_FIDELITY_SEED)
+    settings = inputs.settings
+    size = min(settings.kid_subset_size, len(inputs.fake_pool), len(inputs.real_pool))
+    return kid(inputs.fake_pool, inputs.real_pool, subsets=settings.kid_subsets, subset_size=size,
+               seed=TORCH_FIDELITY_SEED)
 
 
 def _swd_row(value: dict[str, Any]) -> str:
@@ -140,10 +173,11 @@ IS = Metric(
     row=lambda value: f"IS        {value[0]:{IS.outputs[0].fmt}} ± {value[1]:{IS.outputs[1].fmt}}")
 
 PR = Metric(
-    "pr", "improved precision and recall (k=3) on Inception pool features",
+    "pr", "improved precision and recall (k nearest neighbours, default 3) on Inception pool features",
     needs_real=True, needs_inception=True,
     outputs=(MetricOutput("pr_precision", True, "9.4f"), MetricOutput("pr_recall", True, ".4f")),
-    compute=lambda inputs: precision_recall(inputs.real_pool, inputs.fake_pool, device=inputs.device),
+    compute=lambda inputs: precision_recall(inputs.real_pool, inputs.fake_pool, k=inputs.settings.pr_k,
+                                            device=inputs.device),
     flatten=lambda value: {"pr_precision": float(value["precision"]), "pr_recall": float(value["recall"])},
     row=lambda value: (f"Precision {value['precision']:{PR.outputs[0].fmt}}   "
                        f"Recall {value['recall']:{PR.outputs[1].fmt}}"))
