@@ -54,12 +54,18 @@ class AlexNetFeatures(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.TAPS:
-                taps.append(x)
-        return taps
+        return tapped_outputs(self.features, x, self.TAPS)
+
+
+def tapped_outputs(layers: nn.Sequential, x: torch.Tensor, taps: Sequence[int]) -> list[torch.Tensor]:
+    """The outputs of `layers` at the indices `taps` (a torchvision `features` stack read at chosen ReLUs); the
+    layers after the last tap are not run."""
+    outputs = []
+    for index, layer in enumerate(layers[:max(taps) + 1]):
+        x = layer(x)
+        if index in taps:
+            outputs.append(x)
+    return outputs
 
 
 def _unit_channels(x: torch.Tensor) -> torch.Tensor:

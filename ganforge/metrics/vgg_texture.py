@@ -22,6 +22,7 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics.inception import default_cache_dir
+from ganforge.metrics.lpips import tapped_outputs
 from ganforge.safe_load import check_layout, load_state_dict_file
 
 # torchvision's ImageNet files; torch hub's convention: the file name carries its sha256 prefix
@@ -67,12 +68,7 @@ class VGGFeatures(nn.Module):
         self.features = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.taps:
-                taps.append(x)
-        return taps
+        return tapped_outputs(self.features, x, self.taps)
 
 
 def texture_statistics(taps: list[torch.Tensor]) -> torch.Tensor:
