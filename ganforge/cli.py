@@ -116,9 +116,9 @@ def _weighted_names(text: str) -> list[tuple[str, float]]:
     """"NAME[=WEIGHT],..." → [(NAME, WEIGHT)] (weight 1 where none is given), for argparse."""
     terms = []
     for item in text.split(","):
-        name, _, weight = item.strip().partition("=")
+        name, equals, weight = item.strip().partition("=")
         try:
-            terms.append((name.strip(), float(weight) if weight else 1.0))
+            terms.append((name.strip(), float(weight) if equals else 1.0))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected NAME[=WEIGHT],... (e.g. pixels,vgg19=0.5), got {text!r}"
                                              ) from None

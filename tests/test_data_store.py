@@ -188,6 +188,12 @@ def test_overwrite_through_a_symlink_replaces_the_store_it_names(tmp_path: Path)
     assert link.is_symlink() and link.resolve() == target.resolve()
     assert open_dataset(link).count == 3 and (target / "notes.txt").read_text() == "mine"
     assert _siblings(target) == ["store"] and sorted(p.name for p in link.parent.iterdir()) == ["store"]
+    dangling = tmp_path / "data" / "elsewhere"
+    dangling.symlink_to(tmp_path / "unmounted" / "store", target_is_directory=True)
+    with pytest.raises(DatasetError, match=r"elsewhere links to .*unmounted/store, whose folder .*unmounted does not "
+                                           r"exist \(a disk not mounted\?\)"):
+        write_store(dangling, _images(3, resolution=8), resolution=8, source="new")
+    assert not (tmp_path / "unmounted").exists()
 
 
 def test_writer_rejects_bad_batches_and_labels(tmp_path: Path) -> None:

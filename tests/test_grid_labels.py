@@ -220,4 +220,6 @@ def test_file_name_parts_of_class_labels() -> None:
 
     assert _file_name_part("square\ndark") == "square-dark"
     assert _file_name_part("hot dog/bun") == "hot_dog_bun" and _file_name_part("n02.x") == "n02.x"
-    assert _file_name_part("café") == "caf_"
+    assert _file_name_part("café") == "café" and _file_name_part("猫") == "猫"  # names in any script stay
+    assert _file_name_part('a:b*c?"d<e>f|g\th') == "a_b_c__d_e_f_g_h"
+    assert len(_file_name_part("猫" * 60).encode()) == 99  # cut at 100 bytes, never inside a character

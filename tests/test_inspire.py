@@ -158,6 +158,7 @@ def test_the_search_weighs_pixels_and_the_zoos_vgg_texture(pgan, vgg_file) -> No
     ({"vgg_weights": "vgg19.pth"}, r"serve the vgg19/vgg16 features only; add one to the features"),
     ({"feature_size": 64}, r"serve the vgg19/vgg16 features only"),
     ({"features": [("vgg19", 1.0), ("vgg16", 1.0)], "vgg_weights": "vgg19.pth"}, r"one VGG weights file for two"),
+    ({"features": [("vgg19", 1.0)], "feature_size": 16}, r"feature size 16 is too small .* \(at least 32\)"),
 ])
 def test_feature_settings_that_would_do_nothing_are_refused(pgan, options, message) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -173,6 +174,10 @@ def test_the_cli_reads_weighted_features(pgan, pgan_run, vgg_file, tmp_path, cap
     search = json.loads((out / "inspire.json").read_text())["search"]
     assert search["features"] == [["pixels", 1.0], ["vgg19", 0.5]] and search["feature_size"] == 32
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="2"):
-        main(["inspire", str(pgan_run), str(picture), "-o", str(out), "--features", "vgg19=x"])
-    assert "expected NAME[=WEIGHT],... (e.g. pixels,vgg19=0.5), got 'vgg19=x'" in capsys.readouterr().err
+    for bad in ("vgg19=x", "vgg19="):
+        with pytest.raises(SystemExit, match="2"):
+            main(["inspire", str(pgan_run), str(picture), "-o", str(out), "--features", bad])
+        assert f"expected NAME[=WEIGHT],... (e.g. pixels,vgg19=0.5), got '{bad}'" in capsys.readouterr().err
+    assert main(["inspire", str(pgan_run), str(picture), "-o", str(out), "--steps", "3", "--features", "vgg19",
+                 "--vgg-weights", str(vgg_file[0])]) == 0
+    assert json.loads((out / "inspire.json").read_text())["search"]["feature_size"] == 128  # the size used

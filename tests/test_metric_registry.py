@@ -110,14 +110,18 @@ def test_kid_and_pr_settings_reach_their_metrics_and_are_checked():
     assert METRICS["pr"].compute(default) == precision_recall(real, fake, k=3)
     assert METRICS["pr"].compute(chosen) == precision_recall(real, fake, k=5) != precision_recall(real, fake, k=3)
 
-    assert MetricSettings().changed() == {} and MetricSettings(pr_k=5).changed() == {"pr_k": 5}
+    assert MetricSettings().given() == {} and MetricSettings(pr_k=3).given() == {"pr_k": 3}  # given, if default
     MetricSettings(kid_subsets=7).check_used(["kid", "swd"])
-    with pytest.raises(ValueError, match=r"^pr_k: set for pr, which is not among the metrics \(fid, kid\)$"):
-        MetricSettings(pr_k=5).check_used(["fid", "kid"])
-    with pytest.raises(ValueError, match=r"kid_subset_size: expected an integer >= 2, got 1"):
+    with pytest.raises(ValueError, match=r"^--pr-k: set for pr, which is not among the metrics \(fid, kid\)$"):
+        MetricSettings(pr_k=3).check_used(["fid", "kid"])  # the default value given does nothing there either
+    with pytest.raises(ValueError, match=r"^--kid-subsets, --pr-k: set for kid and pr, which is not among"):
+        MetricSettings(kid_subsets=5, pr_k=2).check_used(["swd"])
+    with pytest.raises(ValueError, match=r"--kid-subset-size: expected an integer >= 2, got 1"):
         MetricSettings(kid_subset_size=1)
-    with pytest.raises(ValueError, match=r"kid_subsets: expected an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"--kid-subsets: expected an integer >= 1, got 0"):
         MetricSettings(kid_subsets=0)
+    # metrics left out for want of the Inception weights take their settings with them
+    assert MetricSettings(kid_subsets=5, pr_k=2).for_metrics(["swd", "pr"]) == MetricSettings(pr_k=2)
 
 
 def test_the_cli_refuses_kid_and_pr_settings_for_metrics_it_does_not_compute(tmp_path, capsys):
@@ -128,4 +132,9 @@ def test_the_cli_refuses_kid_and_pr_settings_for_metrics_it_does_not_compute(tmp
     images = tmp_path / "images.npz"
     np.savez(images, images=np.zeros((4, 3, 16, 16), np.uint8))
     assert main(["evaluate", "--fake", str(images), "--real", str(images), "--metrics", "swd", "--pr-k", "5"]) == 2
-    assert "pr_k: set for pr, which is not among the metrics (swd)" in capsys.readouterr().err
+    assert "--pr-k: set for pr, which is not among the metrics (swd)" in capsys.readouterr().err
+    # the Inception metrics left out with a warning (no weights): their settings do not make it an error
+    assert main(["evaluate", "--fake", str(images), "--real", str(images), "--metrics", "msssim,swd,kid",
+                 "--kid-subsets", "5", "--inception-weights", str(tmp_path / "missing.pth")]) == 0
+    captured = capsys.readouterr()
+    assert "SWD x1e3" in captured.out and "kid not computed" in captured.out + captured.err

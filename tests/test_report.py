@@ -138,6 +138,12 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
                                           {"step": 16, "n": 64, "real": "/data/train", "source": "evaluate",
                                            "swd_avg": 60.0}]))
     assert [p["swd_avg"] for p in upgraded.curve_points()] == [70.0, 60.0]  # older rows were of the run's own data
+    kid_rows = read_run(fake_run(tmp_path / "kid", log=log, metrics=[
+        {"step": 8, **test_set, "kid_mean": 0.10}, {"step": 16, **test_set, "kid_mean": 0.08},
+        {"step": 16, **test_set, "kid_subsets": 5, "kid_subset_size": 3, "kid_mean": 0.5}]))  # other KID settings
+    assert [(p["step"], p["kid_mean"]) for p in kid_rows.curve_points()] == [(8, 0.10), (16, 0.08)]
+    assert re.findall(r"<th>(.*?)</th>", report._metrics_table(kid_rows))[-5:] == [
+        "n", "real", "kid_subsets", "kid_subset_size", "source"]
 
 
 def test_thinning_keeps_first_and_last_evenly():

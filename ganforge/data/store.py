@@ -143,7 +143,11 @@ class StoreWriter:
                                f"got {crop_source}")
         self.out = Path(out).absolute()
         if self.out.is_symlink():  # a link to a store on another disk: the new store replaces the folder it names
-            self.out = self.out.resolve()
+            target = self.out.resolve()
+            if not target.parent.is_dir():  # never write onto the disk an unmounted one was linked from
+                raise DatasetError(f"{self.out} links to {target}, whose folder {target.parent} does not exist (a "
+                                   "disk not mounted?); mount it or choose another output path")
+            self.out = target
         self.resolution, self.channels, self.overwrite = resolution, channels, overwrite
         self.crop_source = crop_source
         self.count = 0

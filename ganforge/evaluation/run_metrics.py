@@ -134,9 +134,9 @@ def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int
 
 def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -> str:
     """KID's subsets shrink to the image count: its mean stays unbiased, its spread is not comparable."""
-    if "kid" not in metrics or count >= settings.kid_subset_size:
+    if "kid" not in metrics or count >= settings.value("kid_subset_size"):
         return ""
-    return (f"note: KID from subsets of {count} images (all there are) instead of {settings.kid_subset_size}: "
+    return (f"note: KID from subsets of {count} images (all there are) instead of {settings.value('kid_subset_size')}: "
             "its mean is unbiased either way, its std is not comparable with values from other subset sizes")
 
 
@@ -204,6 +204,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     if all_steps and not steps:
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints to evaluate")
     metrics, warning = computable_metrics(metrics, inception_weights)
+    settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
     rows, skipped = [], []
     for chosen in steps:
         model = load_run(run_dir, step=chosen)
@@ -240,7 +241,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         rows.append((model.step, results, count))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
-                                     **inception_protocol(results, fid_mode), **settings.changed()}) + "\n")
+                                     **inception_protocol(results, fid_mode), **settings.given()}) + "\n")
         if "swd" in results:
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
@@ -375,6 +376,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         check_real_stats_metrics(check_metrics(metrics))
         stats = read_stats(real_stats, fid_mode)
     metrics, warning = computable_metrics(metrics, inception_weights)
+    settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
     if stats is not None and stats.fid_mode is None:
         warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
                                                    f"elsewhere); it is compared as {fid_mode}"]))
@@ -471,7 +473,7 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                            "--wing-weights": wing_weights}
     if family == "stargan2":
         given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None, "--fid-mode": fid_mode,
-                                          "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.changed()
+                                          "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given()
                                           }.items() if value]
         if given:
             raise ConfigError(f"{' and '.join(given)}: a stargan2 run is evaluated by the StarGAN v2 protocol "

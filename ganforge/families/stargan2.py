@@ -188,7 +188,7 @@ class StarGAN2Family(Family):
         if config.batch_size % dist.world_size == 0 and local_batch % config.micro_batches:
             raise ConfigError(f"model.micro_batches: {config.micro_batches} does not divide the {local_batch} images "
                               f"per process (model.batch_size {config.batch_size} over {dist.world_size} processes)")
-        self.domain_column, self.domain_names = self._domains(config, dataset)
+        self.domain_column, self.domain_names = self._domains(config, dataset, announce=dist.is_main)
         self.img_size = config.resolution or dataset.resolution
         if dataset.levels and self.img_size not in dataset.levels:
             raise ConfigError(f"model.resolution: {self.img_size} but the dataset {dataset.source} holds the sizes "
@@ -257,9 +257,11 @@ class StarGAN2Family(Family):
         return face_masks(self.fan, x)
 
     @staticmethod
-    def _domains(config: StarGAN2Config, dataset: ImageDataset) -> tuple[str | None, list[str]]:
+    def _domains(config: StarGAN2Config, dataset: ImageDataset, *, announce: bool = True
+                 ) -> tuple[str | None, list[str]]:
         """(column, domain names) from the data's label columns; a dataset without any (e.g. the shape-only
-        placeholder of `ganforge info`) takes `num_domains` numbered domains and cannot train."""
+        placeholder of `ganforge info`) takes `num_domains` numbered domains and cannot train. `announce`: say which
+        column stands in for a missing one (the main process only)."""
         if not dataset.label_columns:
             if config.num_domains is None:
                 raise ConfigError(f"data: StarGAN v2 needs domain labels but {dataset.source} has none; prepare it "
@@ -269,7 +271,7 @@ class StarGAN2Family(Family):
         names = [name for name, _ in dataset.label_columns]
         column = config.domain_column or names[0]
         if column not in names and len(names) == 1:  # e.g. a preset's "shape" on a `prepare domains` store
-            if dataset.labels is not None:  # said where images are trained or scored, not when a run is loaded
+            if announce and dataset.labels is not None:  # said where images are used, not when a run is loaded
                 print(f"model.domain_column: {column!r} is not a label column of {dataset.source}; using its only "
                       f"column {names[0]!r}", file=sys.stderr)
             column = names[0]

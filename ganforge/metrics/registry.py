@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -35,32 +35,49 @@ class UnknownMetricError(ValueError):
 
 @dataclass(frozen=True)
 class MetricSettings:
-    """The choices behind KID and precision/recall. The defaults are what papers report: KID over 100 subsets of
-    1,000 features (torch-fidelity, stylegan2-ada, clean-fid), precision/recall with k = 3 (Kynkäänniemi et al.)."""
+    """The choices behind KID and precision/recall; a setting left at None takes what papers report: KID over 100
+    subsets of 1,000 features (torch-fidelity, stylegan2-ada, clean-fid), precision/recall with k = 3 (Kynkäänniemi
+    et al.). A setting given is recorded with the values it produced, and refused when its metric is not computed."""
 
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    pr_k: int = 3
+    kid_subsets: int | None = None
+    kid_subset_size: int | None = None
+    pr_k: int | None = None
 
-    USED_BY = {"kid_subsets": "kid", "kid_subset_size": "kid", "pr_k": "pr"}
+    DEFAULTS: ClassVar[dict[str, int]] = {"kid_subsets": 100, "kid_subset_size": 1000, "pr_k": 3}
+    LEAST: ClassVar[dict[str, int]] = {"kid_subsets": 1, "kid_subset_size": 2, "pr_k": 1}
+    USED_BY: ClassVar[dict[str, str]] = {"kid_subsets": "kid", "kid_subset_size": "kid", "pr_k": "pr"}
 
     def __post_init__(self) -> None:
-        for item in fields(self):
-            value, least = getattr(self, item.name), 2 if item.name == "kid_subset_size" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{item.name}: expected an integer >= {least}, got {value!r}")
+        for key, value in self.given().items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < self.LEAST[key]:
+                raise ValueError(f"{_flag(key)}: expected an integer >= {self.LEAST[key]}, got {value!r}")
 
-    def changed(self) -> dict[str, int]:
-        """The settings that differ from the defaults: recorded beside the values computed with them."""
-        return {item.name: getattr(self, item.name) for item in fields(self)
-                if getattr(self, item.name) != item.default}
+    def value(self, key: str) -> int:
+        """The setting in force: the one given, else the papers' default."""
+        given = getattr(self, key)
+        return self.DEFAULTS[key] if given is None else given
+
+    def given(self) -> dict[str, int]:
+        """The settings given (not left to the defaults): recorded beside the values computed with them."""
+        return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
 
     def check_used(self, names: list[str]) -> None:
-        """A changed setting of a metric that is not computed would do nothing: refused."""
-        idle = [key for key in self.changed() if self.USED_BY[key] not in names]
+        """A setting of a metric that is not computed would do nothing: refused, named as the option."""
+        idle = [key for key in self.given() if self.USED_BY[key] not in names]
         if idle:
-            raise ValueError(f"{', '.join(idle)}: set for {', '.join(sorted({self.USED_BY[k] for k in idle}))}, "
-                             f"which is not among the metrics ({', '.join(names)})")
+            raise ValueError(f"{', '.join(map(_flag, idle))}: set for "
+                             f"{' and '.join(sorted({self.USED_BY[k] for k in idle}))}, which is not among the "
+                             f"metrics ({', '.join(names)})")
+
+    def for_metrics(self, names: list[str]) -> MetricSettings:
+        """These settings without those of metrics left out (e.g. the Inception metrics when its weights are
+        missing, which evaluate then skips with a warning)."""
+        return MetricSettings(**{key: value for key, value in self.given().items() if self.USED_BY[key] in names})
+
+
+def _flag(key: str) -> str:
+    """A setting as its command-line option (`pr_k` → `--pr-k`), the name users type."""
+    return "--" + key.replace("_", "-")
 
 
 @dataclass
@@ -116,8 +133,8 @@ def _pair(prefix: str) -> Callable[[tuple[float, float]], dict[str, float]]:
 
 def _kid(inputs: MetricInputs) -> tuple[float, float]:
     settings = inputs.settings
-    size = min(settings.kid_subset_size, len(inputs.fake_pool), len(inputs.real_pool))
-    return kid(inputs.fake_pool, inputs.real_pool, subsets=settings.kid_subsets, subset_size=size,
+    size = min(settings.value("kid_subset_size"), len(inputs.fake_pool), len(inputs.real_pool))
+    return kid(inputs.fake_pool, inputs.real_pool, subsets=settings.value("kid_subsets"), subset_size=size,
                seed=TORCH_FIDELITY_SEED)
 
 
@@ -176,7 +193,7 @@ PR = Metric(
     "pr", "improved precision and recall (k nearest neighbours, default 3) on Inception pool features",
     needs_real=True, needs_inception=True,
     outputs=(MetricOutput("pr_precision", True, "9.4f"), MetricOutput("pr_recall", True, ".4f")),
-    compute=lambda inputs: precision_recall(inputs.real_pool, inputs.fake_pool, k=inputs.settings.pr_k,
+    compute=lambda inputs: precision_recall(inputs.real_pool, inputs.fake_pool, k=inputs.settings.value("pr_k"),
                                             device=inputs.device),
     flatten=lambda value: {"pr_precision": float(value["precision"]), "pr_recall": float(value["recall"])},
     row=lambda value: (f"Precision {value['precision']:{PR.outputs[0].fmt}}   "

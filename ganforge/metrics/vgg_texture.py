@@ -33,6 +33,7 @@ TEXTURE_BLOCKS = (3, 4, 5)  # the zoo's default layers: the first ReLU of each o
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = 128  # the zoo's --size
+MIN_SIZE = 32  # five VGG blocks halve it four times before relu5_1
 
 
 class VGGWeightsError(ValueError):
@@ -86,8 +87,8 @@ class VGGTexture(nn.Module):
 
     def __init__(self, features: VGGFeatures, size: int = DEFAULT_SIZE) -> None:
         super().__init__()
-        if size < 32:
-            raise ValueError(f"VGG texture: size {size} is too small for five VGG blocks (at least 32)")
+        if size < MIN_SIZE:
+            raise ValueError(f"VGG texture: size {size} is too small for five VGG blocks (at least {MIN_SIZE})")
         self.features = features
         self.size = size
         self.register_buffer("mean", torch.tensor([2 * p - 1 for p in IMAGENET_MEAN]).view(1, 3, 1, 1))

@@ -19,6 +19,7 @@ from ganforge.viz.grid import label_grid, make_grid, save_grid, save_image, to_u
 from ganforge.viz.interpolate import interpolation_path
 from ganforge.viz.nearest import nearest_images
 
+_UNSAFE_IN_NAMES = re.compile(r'[\x00-\x1f\\/:*?"<>|\s]')
 MIN_BATCH_STATISTICS = 16  # below this, batch-normalised samples drift visibly from a training grid's
 
 
@@ -120,9 +121,11 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
 
 
 def _file_name_part(cell_label: str) -> str:
-    """A grid cell's class names (a line per label column) as one file-name part: columns joined by '-', anything
-    but letters, digits, '.' and '_' made '_'."""
-    return "-".join(re.sub(r"[^\w.]", "_", line, flags=re.ASCII) for line in cell_label.split("\n"))
+    """A grid cell's class names (a line per label column) as one file-name part: columns joined by '-', characters
+    that paths or shells treat specially (separators, wildcards, quotes, spaces, control characters) made '_', cut
+    to 100 bytes so that the whole name stays under file systems' 255."""
+    part = "-".join(_UNSAFE_IN_NAMES.sub("_", line) for line in cell_label.split("\n"))
+    return part.encode()[:100].decode(errors="ignore")
 
 
 def _write_nearest(model: LoadedModel, request: GenerateRequest, inputs: dict[str, torch.Tensor]) -> Generated:

@@ -28,7 +28,7 @@ import torch
 
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.errors import ConfigError
-from ganforge.metrics.vgg_texture import DEFAULT_SIZE, load_vgg_texture
+from ganforge.metrics.vgg_texture import DEFAULT_SIZE, MIN_SIZE, load_vgg_texture
 from ganforge.run_loader import LoadedModel
 from ganforge.viz.grid import save_grid
 
@@ -53,6 +53,9 @@ def feature_extractors(features: Sequence[tuple[str, float]], device: torch.devi
     if not vggs and (vgg_weights is not None or feature_size is not None):
         raise ConfigError("latent search: VGG weights and the feature size serve the vgg19/vgg16 features only; "
                           "add one to the features")
+    if feature_size is not None and feature_size < MIN_SIZE:  # before a 500 MB file is looked for
+        raise ConfigError(f"latent search: feature size {feature_size} is too small for the VGG features (at least "
+                          f"{MIN_SIZE})")
     if len(vggs) > 1 and vgg_weights is not None:
         raise ConfigError("latent search: one VGG weights file for two VGG networks; leave it out (each is then "
                           "found in its environment variable or the cache)")
@@ -69,6 +72,7 @@ class Inspiration:
     latents: torch.Tensor  # [pictures, runs, latent_dim]
     losses: torch.Tensor  # [pictures, runs], the search's loss at those latents
     phases: list[dict[str, float]]  # per restart: its learning rate and the mean best loss at its end
+    feature_size: int | None = None  # the size images were resized to for VGG features (None: none used)
 
 
 def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps: int = 6000, lr: float = 1.0,
@@ -133,7 +137,9 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
         grouped = tensor.reshape(len(pictures), runs, *tensor.shape[1:]).cpu()
         return torch.stack([grouped[i, order[i].cpu()] for i in range(len(pictures))])
 
-    return Inspiration(by_loss(images.float()), by_loss(best_z), by_loss(final), phases)
+    vgg_used = any(name != "pixels" for name, _ in features)
+    return Inspiration(by_loss(images.float()), by_loss(best_z), by_loss(final), phases,
+                       (feature_size or DEFAULT_SIZE) if vgg_used else None)
 
 
 def image_shape(model: LoadedModel) -> tuple[int, int, int]:
@@ -177,7 +183,8 @@ def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, **searc
     pictures = load_pictures(paths, image_shape(model))
     found = inspire(model, pictures, **search)
     out.mkdir(parents=True, exist_ok=True)
-    written, record = [], {"step": model.step, "net": model.family.sample_net, "search": search,
+    written, record = [], {"step": model.step, "net": model.family.sample_net,
+                           "search": {**search, "feature_size": found.feature_size},
                            "phases": found.phases, "pictures": {}}
     for index, path in enumerate(paths):
         stem = f"{index:02d}_{Path(path).stem}"  # numbered: pictures of one name in two folders stay apart

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ganforge.metrics.registry import MetricSettings
 from ganforge.training import checkpoint as ckpt
 from ganforge.viz.run_data import (
     ReportError,
@@ -285,7 +286,8 @@ def _metrics_table(run: RunData) -> str:
     if not points:
         return ""
     keys = metric_keys(points)
-    notes = [k for k in ("n", "real", "fid_mode", "source") if any(k in r for r in points)]  # how each was computed
+    notes = [k for k in ("n", "real", "fid_mode", *MetricSettings.DEFAULTS, "source")
+             if any(k in r for r in points)]  # how each was computed
     rows = [[str(r["step"]), _number(r.get("kimg")), *(_number(r.get(k)) for k in keys),
              *(_esc(str(r.get(k, ""))) for k in notes)] for r in points]
     evaluated = sum("source" in r for r in points)

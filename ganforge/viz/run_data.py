@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ganforge.metrics.registry import MetricSettings
 from ganforge.training.log import SINGULAR_VALUES_NAME
 
 NOT_CURVES = ("step", "kimg", "img_per_s")
@@ -202,7 +203,8 @@ class RunData:
 
     def curve_points(self) -> list[dict[str, Any]]:
         """The metric rows the curves draw, all of one protocol: training's own rows where the run computed any;
-        else the `ganforge evaluate` rows of its most used image count and real set, the newest per step. Rows of
+        else the `ganforge evaluate` rows of its most used image count, real set and KID/PR settings, the newest per
+        step. Rows of
         other counts or real sets at the same steps would draw a zig-zag; the table lists every row."""
         points = self.metric_points()
         training = [r for r in points if "source" not in r]
@@ -210,8 +212,8 @@ class RunData:
             return training
         own_data = (self.config or {}).get("data")  # rows from before the real set was recorded: the run's own
 
-        def protocol(row: dict[str, Any]) -> tuple[Any, Any]:
-            return row.get("n"), row.get("real", own_data)
+        def protocol(row: dict[str, Any]) -> tuple[Any, ...]:  # KID/PR settings other than the papers' too
+            return (row.get("n"), row.get("real", own_data), *(row.get(key) for key in MetricSettings.DEFAULTS))
 
         chosen = Counter(map(protocol, points)).most_common(1)[0][0]
         newest = {r["step"]: r for r in points if protocol(r) == chosen}
