@@ -92,6 +92,20 @@ def test_ada_statistic_counts_the_real_logits_of_d_phases_only(tmp_path: Path) -
     assert abs(controller.sign_sum) <= 8
 
 
+@pytest.mark.parametrize("model", [{}, {"loss": "logistic-r1", "r1_interval": 1}])
+def test_ada_counts_pgans_real_half_once_per_d_phase(tmp_path: Path, model: dict[str, Any]) -> None:
+    """PGAN's D scores reals and fakes in one call (or, with R1 every step, the reals in their own): ADA sees the
+    real half's signs once per step, not the fakes' or the penalty's."""
+    config = tiny_run("pgan")
+    config["model"].update(model)
+    config["augment"] = {"kind": "ada", "interval": 4}
+    trainer = Trainer(resolve_run_config(None, config), tmp_path / "run")
+    plan = trainer.family.plan(0)
+    trainer.train_step(plan)
+    trainer.augmenter.flush()
+    assert trainer.augmenter.controller.sign_count == plan.batch_size
+
+
 def test_ada_p_follows_the_controller_and_is_logged_and_checkpointed(tmp_path: Path) -> None:
     run = tmp_path / "run"
     trainer = make_trainer(run, "biggan", FAST_ADA, checkpoint_every=100)
