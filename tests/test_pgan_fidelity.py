@@ -422,38 +422,47 @@ def test_resume_refuses_total_kimg_on_an_iterations_run_and_resumes_an_old_confi
 
 # --- 4. TF's CelebA preset ------------------------------------------------------------------------------------
 
-TF_MINIBATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16}  # preset-v2-1gpu at 4..128
+# preset-v2-1gpu's minibatch_dict, minibatch_base 4 above it; G_lrate_dict / D_lrate_dict {1024: 0.0015}
+TF_MINIBATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1024: 4}
+TF_PRESETS = {  # config file: (resolution, widths, steps per resolution by hand, as the yaml says)
+    "pgan_celeba128_official.yaml": (128, [512, 512, 512, 512, 256, 128], [4688, 9375, 9375, 18750, 37499, 412498]),
+    "pgan_celebahq1024_official.yaml": (1024, [512, 512, 512, 512, 256, 128, 64, 32, 16],
+                                        [4688, 9375, 9375, 18750, 37499, 74999, 149999, 299999, 749999]),
+}
 
 
-def tf_schedule(nimg: int) -> tuple[int, int, float]:
-    """(resolution, minibatch, alpha = weight of the old path) from train.TrainingSchedule's lod formula for
-    resolution 128 (log2 7), initial resolution 4, 600 kimg training + 600 kimg transition."""
+def tf_schedule(nimg: int, resolution_log2: int) -> tuple[int, int, float, float]:
+    """(resolution, minibatch, alpha = weight of the old path, learning rate) from train.TrainingSchedule's lod
+    formula, initial resolution 4, 600 kimg training + 600 kimg transition."""
     kimg = nimg / 1000
     phase = math.floor(kimg / 1200)
-    lod = max(7 - 2 - phase - max(kimg - phase * 1200 - 600, 0) / 600, 0.0)
-    resolution = 2 ** (7 - math.floor(lod))
-    return resolution, TF_MINIBATCH[resolution], lod - math.floor(lod)
+    lod = max(resolution_log2 - 2 - phase - max(kimg - phase * 1200 - 600, 0) / 600, 0.0)
+    resolution = 2 ** (resolution_log2 - math.floor(lod))
+    return resolution, TF_MINIBATCH[resolution], lod - math.floor(lod), 0.0015 if resolution == 1024 else 0.001
 
 
-def test_official_celeba_config_is_tfs_preset():
-    config = resolve_run_config(None, read_config_file(CONFIGS / "pgan_celeba128_official.yaml"))
+@pytest.mark.parametrize("name", sorted(TF_PRESETS))
+def test_official_configs_are_tfs_presets(name):
+    config = resolve_run_config(None, read_config_file(CONFIGS / name))
     model = config.model
-    assert (model.variant, model.resolution, model.latent_dim, model.mirror) == ("paper", 128, 512, True)
-    assert pgan_widths(model.resolution, model.fmap_base, model.fmap_max) == [512, 512, 512, 512, 256, 128]
+    resolution, widths, steps = TF_PRESETS[name]
+    assert (model.variant, model.resolution, model.latent_dim, model.mirror) == ("paper", resolution, 512, True)
+    assert pgan_widths(model.resolution, model.fmap_base, model.fmap_max) == widths
     assert (model.lr, model.betas, model.adam_eps, model.ema_decay) == (0.001, [0.0, 0.99], 1e-8, 0.999)
     assert (model.lambda_gp, model.drift, model.mbstd_group_size, model.gdpp) == (10.0, 0.001, 4, 0.0)
-    assert model.schedule.lr_per_resolution == {} and model.schedule.batch_size is None
+    assert model.schedule.batch_size is None
     segments = compile_schedule(model)
     assert sum(s.steps * s.batch_size for s in segments) == 12_000_000  # TF: while cur_nimg < total_kimg * 1000
-    assert [s.steps for s in segments] == [4688, 9375, 9375, 18750, 37499, 412498]  # hand, as the yaml says
+    assert [s.steps for s in segments] == steps
     images_before = 0
     for seg in segments:
         checks = sorted({0, seg.fade_steps // 3, seg.fade_steps - 1, seg.fade_steps, seg.steps // 2, seg.steps - 1}
                         - {-1})
         for local in checks:
             nimg = images_before + local * seg.batch_size
-            resolution, batch, alpha = tf_schedule(nimg)
-            assert (seg.resolution, seg.batch_size) == (resolution, batch), (seg.scale, local)
+            tf_resolution, batch, alpha, lr = tf_schedule(nimg, int(math.log2(resolution)))
+            seg_lr = model.schedule.lr_per_resolution.get(seg.resolution, model.lr)  # as begin_step sets it
+            assert (seg.resolution, seg.batch_size, seg_lr) == (tf_resolution, batch, lr), (seg.scale, local)
             # ganforge's alpha moves every step from the first step past TF's boundary: less than one minibatch
             # (at most 128 images) of the 600 kimg fade apart (TF itself updates it every 4 minibatches)
             assert seg.alpha(local) == pytest.approx(alpha, abs=128 / 600_000), (seg.scale, local)
