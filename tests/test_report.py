@@ -124,7 +124,7 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
     mixed = read_run(fake_run(tmp_path / "mixed", log=log, metrics=[
         {"step": 8, "kimg": 0.032, "swd_avg": 90.0}, {"step": 16, "kimg": 0.064, "swd_avg": 80.0},
         {"step": 16, **test_set, "swd_avg": 120.0}]))
-    assert [p["swd_avg"] for p in mixed.curve_points()] == [90.0, 80.0]
+    assert [p["swd_avg"] for p in mixed.curve_points("swd_avg")] == [90.0, 80.0]
     table = report._metrics_table(mixed)
     assert re.findall(r"<th>(.*?)</th>", table)[-3:] == ["n", "real", "source"]
     assert "<td>/data/mnist32_test</td>" in table and "curves draw training's own values" in table
@@ -132,18 +132,25 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
         {"step": 8, **test_set, "swd_avg": 100.0}, {"step": 16, **test_set, "swd_avg": 95.0},
         {"step": 16, "n": 64, "real": "/data/other", "source": "evaluate", "swd_avg": 300.0},
         {"step": 16, **test_set, "swd_avg": 94.0}]))  # the same protocol again later: the newest counts
-    assert [(p["step"], p["swd_avg"]) for p in evaluated.curve_points()] == [(8, 100.0), (16, 94.0)]
+    assert [(p["step"], p["swd_avg"]) for p in evaluated.curve_points("swd_avg")] == [(8, 100.0), (16, 94.0)]
     upgraded = read_run(fake_run(tmp_path / "upgraded", log=log, config={"family": "pgan", "data": "/data/train"},
                                  metrics=[{"step": 8, "n": 64, "source": "evaluate", "swd_avg": 70.0},  # no `real`
                                           {"step": 16, "n": 64, "real": "/data/train", "source": "evaluate",
                                            "swd_avg": 60.0}]))
-    assert [p["swd_avg"] for p in upgraded.curve_points()] == [70.0, 60.0]  # older rows were of the run's own data
+    assert [p["swd_avg"] for p in upgraded.curve_points("swd_avg")] == [70.0, 60.0]  # older rows were of the run's own data
     kid_rows = read_run(fake_run(tmp_path / "kid", log=log, metrics=[
         {"step": 8, **test_set, "kid_mean": 0.10}, {"step": 16, **test_set, "kid_mean": 0.08},
         {"step": 16, **test_set, "kid_subsets": 5, "kid_subset_size": 3, "kid_mean": 0.5}]))  # other KID settings
-    assert [(p["step"], p["kid_mean"]) for p in kid_rows.curve_points()] == [(8, 0.10), (16, 0.08)]
+    assert [(p["step"], p["kid_mean"]) for p in kid_rows.curve_points("kid_mean")] == [(8, 0.10), (16, 0.08)]
     assert re.findall(r"<th>(.*?)</th>", report._metrics_table(kid_rows))[-5:] == [
         "n", "real", "kid_subsets", "kid_subset_size", "source"]
+    # each curve picks its own rows: SWD and FID evaluated at the same steps one after the other, FID in both modes
+    separate = read_run(fake_run(tmp_path / "separate", log=log, metrics=[
+        {"step": 8, **test_set, "swd_avg": 100.0}, {"step": 8, **test_set, "fid_mode": "legacy-tf", "fid": 50.0},
+        {"step": 16, **test_set, "swd_avg": 90.0}, {"step": 16, **test_set, "fid_mode": "legacy-tf", "fid": 40.0},
+        {"step": 16, **test_set, "fid_mode": "clean", "fid": 45.0}]))
+    assert [(p["step"], p["swd_avg"]) for p in separate.curve_points("swd_avg")] == [(8, 100.0), (16, 90.0)]
+    assert [(p["step"], p["fid"]) for p in separate.curve_points("fid")] == [(8, 50.0), (16, 40.0)]
 
 
 def test_thinning_keeps_first_and_last_evenly():

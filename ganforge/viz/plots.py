@@ -218,9 +218,8 @@ def metrics_figure(runs: Runs) -> str | None:
     colors = _colors(len(runs))
     for ax, (group, members) in zip(axes.flat, groups.items(), strict=False):
         for run_index, (label, run) in enumerate(runs):
-            points = run.curve_points()
             for key_index, key in enumerate(members):
-                xs, ys = series(points, key)
+                xs, ys = series(run.curve_points(key), key)
                 if not len(xs):
                     continue
                 color = colors[run_index] if len(runs) > 1 else f"C{key_index % 10}"

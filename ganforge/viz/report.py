@@ -297,8 +297,8 @@ def _metrics_table(run: RunData) -> str:
         caption = ("<p>The curves draw training's own values; the rows of <code>ganforge evaluate</code> (their own "
                    "image counts and real sets) are listed with them here.</p>")
     else:
-        caption = ("<p>The curves draw the rows of the most used image count and real set (the newest per step); "
-                   "every row is listed here.</p>")
+        caption = ("<p>Each curve draws the rows of its most used image count, real set and settings (the newest per "
+                   "step); every row is listed here.</p>")
     return (f"<details><summary>metric values</summary>{caption}"
             f"{_table(['step', 'kimg', *keys, *notes], rows)}</details>")
 
@@ -367,7 +367,7 @@ def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
     keys = metric_keys([r for run in runs for r in run.metrics])
     header, columns = ["run", "step", "kimg"], []
     for key in keys:
-        curves = {run.label: series(run.curve_points(), key) for run in runs}
+        curves = {run.label: series(run.curve_points(key), key) for run in runs}
         common = last_common_point(curves) if all(len(xs) for xs, _ in curves.values()) else None
         header += [f"{key} (last)", f"{key} @ {_number(common[0])} kimg" if common else f"{key} @ common kimg"]
         columns.append([(_number(float(ys[-1]) if len(ys) else None),

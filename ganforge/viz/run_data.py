@@ -201,19 +201,20 @@ class RunData:
         filled = iter(kimg_at_steps(self.log, missing))
         return [r if finite(r.get("kimg")) else {**r, "kimg": float(next(filled))} for r in self.metrics]
 
-    def curve_points(self) -> list[dict[str, Any]]:
-        """The metric rows the curves draw, all of one protocol: training's own rows where the run computed any;
-        else the `ganforge evaluate` rows of its most used image count, real set and KID/PR settings, the newest per
-        step. Rows of
-        other counts or real sets at the same steps would draw a zig-zag; the table lists every row."""
-        points = self.metric_points()
+    def curve_points(self, key: str) -> list[dict[str, Any]]:
+        """The metric rows the curve of output `key` draws, all of one protocol: training's own rows where the run
+        computed it; else the `ganforge evaluate` rows holding it of the most used image count, real set, FID mode
+        and KID/PR settings, the newest per step. Rows of other protocols at the same steps would draw a zig-zag;
+        the table lists every row."""
+        points = [r for r in self.metric_points() if finite(r.get(key))]
         training = [r for r in points if "source" not in r]
         if training or not points:
             return training
         own_data = (self.config or {}).get("data")  # rows from before the real set was recorded: the run's own
 
-        def protocol(row: dict[str, Any]) -> tuple[Any, ...]:  # KID/PR settings other than the papers' too
-            return (row.get("n"), row.get("real", own_data), *(row.get(key) for key in MetricSettings.DEFAULTS))
+        def protocol(row: dict[str, Any]) -> tuple[Any, ...]:
+            return (row.get("n"), row.get("real", own_data), row.get("fid_mode"),
+                    *(row.get(name) for name in MetricSettings.DEFAULTS))
 
         chosen = Counter(map(protocol, points)).most_common(1)[0][0]
         newest = {r["step"]: r for r in points if protocol(r) == chosen}
