@@ -137,7 +137,8 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
                                  metrics=[{"step": 8, "n": 64, "source": "evaluate", "swd_avg": 70.0},  # no `real`
                                           {"step": 16, "n": 64, "real": "/data/train", "source": "evaluate",
                                            "swd_avg": 60.0}]))
-    assert [p["swd_avg"] for p in upgraded.curve_points("swd_avg")] == [70.0, 60.0]  # older rows were of the run's own data
+    # older rows were of the run's own data
+    assert [p["swd_avg"] for p in upgraded.curve_points("swd_avg")] == [70.0, 60.0]
     kid_rows = read_run(fake_run(tmp_path / "kid", log=log, metrics=[
         {"step": 8, **test_set, "kid_mean": 0.10}, {"step": 16, **test_set, "kid_mean": 0.08},
         {"step": 16, **test_set, "kid_subsets": 5, "kid_subset_size": 3, "kid_mean": 0.5}]))  # other KID settings
