@@ -22,6 +22,7 @@ from ganforge.families import get_family, resolve_run_config
 from ganforge.families.base import sample_batches
 from ganforge.families.dcgan import DCGANConfig, DCGANFamily, WGANConfig, WGANFamily, WGANGPConfig, WGANGPFamily
 from ganforge.losses import gradient_penalty
+from ganforge.nn.cross_replica import CrossReplicaBatchNorm2d
 from ganforge.training.engine import Trainer
 
 SHAPES = "builtin:shapes?count=64&resolution=32"
@@ -113,7 +114,7 @@ def test_wgan_losses(shapes) -> None:
 # --- configs per objective --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "config_class", "norm", "optimizer", "lr", "betas", "critic_steps"), [
-    ("dcgan", DCGANConfig, nn.BatchNorm2d, torch.optim.Adam, 2e-4, (0.5, 0.999), 1),
+    ("dcgan", DCGANConfig, CrossReplicaBatchNorm2d, torch.optim.Adam, 2e-4, (0.5, 0.999), 1),  # nn.BatchNorm2d
     ("wgan", WGANConfig, None, torch.optim.RMSprop, 5e-5, None, 5),
     ("wgan-gp", WGANGPConfig, nn.InstanceNorm2d, torch.optim.Adam, 1e-4, (0.0, 0.9), 5),
 ])
@@ -295,7 +296,7 @@ def test_fresh_mode_draws_a_real_batch_per_critic_step_and_a_fresh_fake_for_g(tm
     assert not torch.equal(drawn[0], drawn[1]) and not torch.equal(drawn[1], drawn[2])
 
 
-@pytest.mark.parametrize(("norm", "layer"), [("instance", nn.InstanceNorm2d), ("batch", nn.BatchNorm2d)])
+@pytest.mark.parametrize(("norm", "layer"), [("instance", nn.InstanceNorm2d), ("batch", CrossReplicaBatchNorm2d)])
 def test_wgan_critic_norm_is_a_choice(shapes, norm: str, layer: type) -> None:
     plain, normed = build("wgan", shapes), build("wgan", shapes, critic_norm=norm)
     layers = [m for m in normed.nets["D"].modules() if isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d))]

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ganforge.nn.biggan_layers import ConditionalBatchNorm2d, use_cross_replica_batch_norm
+from ganforge.nn.biggan_layers import ConditionalBatchNorm2d
+from ganforge.nn.cross_replica import CrossReplicaBatchNorm2d, use_cross_replica_batch_norm
 
 
 def _layer() -> ConditionalBatchNorm2d:
@@ -65,3 +66,56 @@ def test_without_a_process_group_it_is_ordinary_batch_norm():
     use_cross_replica_batch_norm(synced)
     x, y, _ = _data()
     torch.testing.assert_close(synced(x, y), plain(x, y))
+
+
+def _plain_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """DCGAN's layer (nn.BatchNorm2d with statistics over the ranks) on this rank's half of the batch."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    layer = _plain_layer(CrossReplicaBatchNorm2d)
+    use_cross_replica_batch_norm(layer)
+    x, _, weights = _data()
+    x_local = x[rank::2].clone().requires_grad_(True)
+    out = layer(x_local)
+    (out * weights[rank::2]).sum().backward()
+    torch.save({"out": out.detach(), "grad": x_local.grad, "mean": layer.running_mean, "var": layer.running_var,
+                "weight_grad": layer.weight.grad, "batches": layer.num_batches_tracked},
+               os.path.join(out_dir, f"plain{rank}.pt"))
+    dist.destroy_process_group()
+    os._exit(0)  # as _rank: leave without the interpreter's teardown
+
+
+def _plain_layer(cls: type) -> torch.nn.BatchNorm2d:
+    torch.manual_seed(0)
+    layer = cls(3)
+    torch.nn.init.normal_(layer.weight, 1.0, 0.3)
+    torch.nn.init.normal_(layer.bias, 0.0, 0.3)
+    return layer
+
+
+@pytest.mark.slow
+def test_dcgans_batch_norm_over_two_ranks_equals_torchs_on_the_whole_batch(tmp_path):
+    init_file = tempfile.mktemp(dir=tmp_path)
+    mp.spawn(_plain_rank, args=(init_file, str(tmp_path)), nprocs=2, join=True)
+    layer = _plain_layer(torch.nn.BatchNorm2d)
+    x, _, weights = _data()
+    x = x.clone().requires_grad_(True)
+    out = layer(x)
+    (out * weights).sum().backward()
+    grads = [torch.load(tmp_path / f"plain{rank}.pt", weights_only=True)["weight_grad"] for rank in (0, 1)]
+    torch.testing.assert_close(grads[0] + grads[1], layer.weight.grad, atol=1e-5, rtol=1e-5)  # summed by the engine
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"plain{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["out"], out[rank::2].detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["grad"], x.grad[rank::2], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["mean"], layer.running_mean, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got["var"], layer.running_var, atol=1e-6, rtol=1e-6)
+        assert int(got["batches"]) == 1
+
+
+def test_dcgans_layer_is_torchs_batch_norm_without_a_process_group():
+    plain, synced = _plain_layer(torch.nn.BatchNorm2d), _plain_layer(CrossReplicaBatchNorm2d)
+    use_cross_replica_batch_norm(synced)
+    assert list(synced.state_dict()) == list(plain.state_dict())  # checkpoints and imports see nn.BatchNorm2d
+    x, _, _ = _data()
+    assert torch.equal(synced(x), plain(x))
+    assert torch.equal(synced.running_var, plain.running_var)

@@ -30,7 +30,8 @@ from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.families.biggan_flags import launch_command_to_ganforge
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
-from ganforge.nn.biggan_layers import standing_statistics, use_cross_replica_batch_norm
+from ganforge.nn.biggan_layers import standing_statistics
+from ganforge.nn.cross_replica import use_cross_replica_batch_norm
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 from ganforge.nn.spectral_norm import SNSettings

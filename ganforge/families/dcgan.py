@@ -16,9 +16,10 @@ generator and give washed-out images early in a run. `running` uses the running 
 image independent of the others in its batch. Either way sampling never updates the running statistics and draws
 no random numbers, so writing grids between steps cannot change training: a resumed run equals an uninterrupted one.
 
-Several processes: noise is drawn at global batch size and sharded, so the WGAN critics (no norm, or InstanceNorm,
-which is per sample) see what a single process would; BatchNorm normalises over each process's share of the batch
-(no SyncBatchNorm), so BatchNorm nets match a single-process run in distribution, not bit for bit.
+Several processes: noise is drawn at global batch size and sharded, and BatchNorm's training statistics are summed
+over the processes (`CrossReplicaBatchNorm2d`), so every network normalises as a single process does on the global
+batch: a W-process run equals a single-process one up to float rounding. Samples are drawn on one process, with its
+own batch's statistics.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ganforge.losses import (
     wgan_generator_loss,
 )
 from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
+from ganforge.nn.cross_replica import use_cross_replica_batch_norm
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 
@@ -135,16 +137,19 @@ class WGANGPConfig(DCGANConfig):
 def norm_stats_for_sampling(net: nn.Module, stats: Literal["batch", "running"]) -> Iterator[None]:
     """Run `net` with BatchNorm on batch or running statistics, leaving its buffers and train/eval flags as found."""
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [(m, m.training, m.track_running_stats) for m in norms]
+    saved = [(m, m.training, m.track_running_stats, getattr(m, "cross_replica", False)) for m in norms]
     try:
         for m in norms:
             m.train(stats == "batch")
             m.track_running_stats = stats == "running"  # in train mode, False = use and update no buffers
+        use_cross_replica_batch_norm(net, False)  # samples are drawn on one rank: its own batch, no collectives
         yield
     finally:
-        for m, training, tracking in saved:
+        for m, training, tracking, cross_replica in saved:
             m.train(training)
             m.track_running_stats = tracking
+            if cross_replica:
+                m.cross_replica = True
 
 
 class DCGANFamily(Family):
@@ -169,6 +174,9 @@ class DCGANFamily(Family):
                                         self.resolution).to(device)
         self.nets["D"] = DCGANCritic(dataset.channels, config.features_d, self.resolution,
                                      config.critic_norm).to(device)
+        if dist.enabled:  # BatchNorm over the global batch: W processes train as one does
+            for name in ("G", "D"):
+                use_cross_replica_batch_norm(self.nets[name])
         if config.ema_decay is not None:
             self.add_ema("G_ema", "G")
         for name in ("G", "D"):

@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ganforge.nn.cross_replica import CrossReplicaBatchNorm2d
+
 CriticNorm = Literal["batch", "instance", "none"]
 
 
@@ -45,7 +47,7 @@ def init_dcgan_weights(module: nn.Module) -> None:
 
 def _critic_norm(kind: CriticNorm, channels: int) -> nn.Module | None:
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return CrossReplicaBatchNorm2d(channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     if kind == "none":
@@ -61,10 +63,10 @@ class DCGANGenerator(nn.Module):
         widths = generator_widths(resolution, features)
         self.z_dim = z_dim
         layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+                                   CrossReplicaBatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         for width_in, width_out in zip(widths, widths[1:], strict=False):
-            layers += [nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=False), nn.BatchNorm2d(width_out),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=False),
+                       CrossReplicaBatchNorm2d(width_out), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)

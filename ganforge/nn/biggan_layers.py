@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganforge.nn.cross_replica import cross_replica_batch_norm
 from ganforge.nn.resample import upsample_nearest_2x
 from ganforge.nn.spectral_norm import SNSettings, conv2d, linear
 
@@ -39,28 +40,10 @@ class _BatchStatistics(nn.Module):
 
     def _normalize(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         if self.training and self.cross_replica and torch.distributed.is_initialized():
-            return self._normalize_across_ranks(x, weight, bias)
+            return cross_replica_batch_norm(x, self.running_mean, self.running_var, weight, bias, self.momentum,
+                                            self.eps)
         return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, self.momentum,
                             self.eps)
-
-    def _normalize_across_ranks(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-        from torch.distributed.nn.functional import all_reduce  # differentiable: gradients flow to every rank
-
-        channels = x.shape[1]
-        local = x.float()
-        sums = all_reduce(torch.cat([local.sum((0, 2, 3)), local.square().sum((0, 2, 3)),
-                                     local.new_full((1,), local.numel() / channels)]))
-        count = sums[-1]
-        mean = sums[:channels] / count
-        var = (sums[channels:2 * channels] / count - mean.square()).clamp_min(0)
-        with torch.no_grad():  # as F.batch_norm: running variance is the unbiased estimate
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var * count / (count - 1), self.momentum)
-        out = (local - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
-        if weight is not None:
-            out = out * weight[None, :, None, None] + bias[None, :, None, None]
-        return out.to(x.dtype)
-
 
 class BatchNorm2d(_BatchStatistics):
     """Unconditional BN with a learnable per-channel gain and bias (G's output layer)."""
@@ -259,13 +242,6 @@ class DeepDiscriminatorBlock(nn.Module):
 
 
 @torch.no_grad()
-def use_cross_replica_batch_norm(module: nn.Module, enabled: bool = True) -> None:
-    """Switch every BigGAN batch-norm layer in `module` to statistics over all ranks."""
-    for layer in module.modules():
-        if isinstance(layer, _BatchStatistics):
-            layer.cross_replica = enabled
-
-
 def standing_statistics(generator: nn.Module, forward: Callable[[], Tensor], batches: int) -> None:
     """Replace every BN layer's running statistics by the plain average over `batches` fresh batches.
 
