@@ -53,12 +53,20 @@ def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path):
     x = x.clone().requires_grad_(True)
     out = layer(x, y)
     (out * weights).sum().backward()
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+    _assert_each_rank_saw_the_whole_batch(tmp_path, "", out, x.grad, layer)
+
+
+def _assert_each_rank_saw_the_whole_batch(folder, prefix: str, out: torch.Tensor, x_grad: torch.Tensor,
+                                          layer: torch.nn.Module) -> list[dict]:
+    """Each rank's output and input gradient are the single process's rows of its half; its running statistics are
+    the single process's."""
+    results = [torch.load(folder / f"{prefix}{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for rank, got in enumerate(results):
         torch.testing.assert_close(got["out"], out[rank::2].detach(), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(got["grad"], x.grad[rank::2], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["grad"], x_grad[rank::2], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(got["mean"], layer.running_mean, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(got["var"], layer.running_var, atol=1e-6, rtol=1e-6)
+    return results
 
 
 def test_without_a_process_group_it_is_ordinary_batch_norm():
@@ -101,15 +109,10 @@ def test_dcgans_batch_norm_over_two_ranks_equals_torchs_on_the_whole_batch(tmp_p
     x = x.clone().requires_grad_(True)
     out = layer(x)
     (out * weights).sum().backward()
-    grads = [torch.load(tmp_path / f"plain{rank}.pt", weights_only=True)["weight_grad"] for rank in (0, 1)]
-    torch.testing.assert_close(grads[0] + grads[1], layer.weight.grad, atol=1e-5, rtol=1e-5)  # summed by the engine
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"plain{rank}.pt", weights_only=True)
-        torch.testing.assert_close(got["out"], out[rank::2].detach(), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(got["grad"], x.grad[rank::2], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(got["mean"], layer.running_mean, atol=1e-6, rtol=1e-6)
-        torch.testing.assert_close(got["var"], layer.running_var, atol=1e-6, rtol=1e-6)
-        assert int(got["batches"]) == 1
+    results = _assert_each_rank_saw_the_whole_batch(tmp_path, "plain", out, x.grad, layer)
+    torch.testing.assert_close(results[0]["weight_grad"] + results[1]["weight_grad"], layer.weight.grad, atol=1e-5,
+                               rtol=1e-5)  # summed over the ranks by the engine
+    assert [int(got["batches"]) for got in results] == [1, 1]
 
 
 def test_dcgans_layer_is_torchs_batch_norm_without_a_process_group():
