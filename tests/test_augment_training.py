@@ -100,10 +100,17 @@ def test_ada_counts_pgans_real_half_once_per_d_phase(tmp_path: Path, model: dict
     config["model"].update(model)
     config["augment"] = {"kind": "ada", "interval": 4}
     trainer = Trainer(resolve_run_config(None, config), tmp_path / "run")
+    scores: list[torch.Tensor] = []  # D's outputs, call by call; the D phase's first call holds the reals first
+    trainer.family.nets["D"].register_forward_hook(lambda module, args, out: scores.append(out.detach().clone()))
+    observed: list[torch.Tensor] = []
+    update = trainer.augmenter.update
+    trainer.augmenter.update = lambda logits: observed.append(logits.detach().clone()) or update(logits)
     plan = trainer.family.plan(0)
     trainer.train_step(plan)
     trainer.augmenter.flush()
     assert trainer.augmenter.controller.sign_count == plan.batch_size
+    assert len(observed) == 1 and torch.equal(observed[0], scores[0][:plan.batch_size])
+    assert not torch.equal(observed[0], scores[0][-plan.batch_size:]) or len(scores[0]) == plan.batch_size
 
 
 def test_ada_p_follows_the_controller_and_is_logged_and_checkpointed(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from ganforge.config import ConfigError, read_config_file, to_dict
 from ganforge.data.loader import Batch
 from ganforge.families import resolve_run_config
 from ganforge.families.base import Phase, StepPlan
-from ganforge.families.pgan import PGANFamily, compile_schedule
+from ganforge.families.pgan import PGANFamily, compile_schedule, resolution_lr
 from ganforge.losses import gdpp_loss
 from ganforge.models.pgan import pgan_widths
 from ganforge.training.engine import Trainer
@@ -461,8 +461,8 @@ def test_official_configs_are_tfs_presets(name):
         for local in checks:
             nimg = images_before + local * seg.batch_size
             tf_resolution, batch, alpha, lr = tf_schedule(nimg, int(math.log2(resolution)))
-            seg_lr = model.schedule.lr_per_resolution.get(seg.resolution, model.lr)  # as begin_step sets it
-            assert (seg.resolution, seg.batch_size, seg_lr) == (tf_resolution, batch, lr), (seg.scale, local)
+            assert (seg.resolution, seg.batch_size, resolution_lr(model, seg.resolution)) == (
+                tf_resolution, batch, lr), (seg.scale, local)
             # ganforge's alpha moves every step from the first step past TF's boundary: less than one minibatch
             # (at most 128 images) of the 600 kimg fade apart (TF itself updates it every 4 minibatches)
             assert seg.alpha(local) == pytest.approx(alpha, abs=128 / 600_000), (seg.scale, local)

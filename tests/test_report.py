@@ -127,7 +127,8 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
     assert [p["swd_avg"] for p in mixed.curve_points("swd_avg")] == [90.0, 80.0]
     table = report._metrics_table(mixed)
     assert re.findall(r"<th>(.*?)</th>", table)[-3:] == ["n", "real", "source"]
-    assert "<td>/data/mnist32_test</td>" in table and "curves draw training's own values" in table
+    assert "<td>/data/mnist32_test</td>" in table
+    assert "curve draws training's own values where training computed that metric" in table
     evaluated = read_run(fake_run(tmp_path / "evaluated", log=log, metrics=[
         {"step": 8, **test_set, "swd_avg": 100.0}, {"step": 16, **test_set, "swd_avg": 95.0},
         {"step": 16, "n": 64, "real": "/data/other", "source": "evaluate", "swd_avg": 300.0},

@@ -111,7 +111,7 @@ def test_dcgans_batch_norm_over_two_ranks_equals_torchs_on_the_whole_batch(tmp_p
     (out * weights).sum().backward()
     results = _assert_each_rank_saw_the_whole_batch(tmp_path, "plain", out, x.grad, layer)
     torch.testing.assert_close(results[0]["weight_grad"] + results[1]["weight_grad"], layer.weight.grad, atol=1e-5,
-                               rtol=1e-5)  # summed over the ranks by the engine
+                               rtol=1e-5)  # a summed loss: the ranks' gradients add up (the engine averages means)
     assert [int(got["batches"]) for got in results] == [1, 1]
 
 
@@ -122,3 +122,29 @@ def test_dcgans_layer_is_torchs_batch_norm_without_a_process_group():
     x, _, _ = _data()
     assert torch.equal(synced(x), plain(x))
     assert torch.equal(synced.running_var, plain.running_var)
+
+
+def test_cross_replica_path_keeps_torchs_batch_norm_rules(tmp_path):
+    """With a process group up (one rank here), the all-reduced path follows nn.BatchNorm2d: no buffers or a
+    running-statistics switch left off mean no updates, a bad shape or one value per channel is refused."""
+    dist.init_process_group("gloo", init_method=f"file://{tempfile.mktemp(dir=tmp_path)}", rank=0, world_size=1)
+    try:
+        x = torch.randn(6, 3, 4, 4) + 30.0
+        for kwargs in ({}, {"track_running_stats": False}):
+            plain, synced = torch.nn.BatchNorm2d(3, **kwargs), CrossReplicaBatchNorm2d(3, **kwargs)
+            use_cross_replica_batch_norm(synced)
+            for _ in range(3):
+                torch.testing.assert_close(synced(x), plain(x), atol=1e-3, rtol=0)  # one-pass fp32 sums at 30
+            for name, buffer in plain.named_buffers():
+                torch.testing.assert_close(dict(synced.named_buffers())[name], buffer, rtol=1e-4, atol=1e-5)
+        switched = CrossReplicaBatchNorm2d(3)
+        use_cross_replica_batch_norm(switched)
+        switched.track_running_stats = False  # as norm_stats_for_sampling does: use and update no buffers
+        switched(x)
+        assert torch.equal(switched.running_var, torch.ones(3)) and int(switched.num_batches_tracked) == 0
+        with pytest.raises(ValueError, match="expected 4D input"):
+            switched(torch.zeros(2, 3))
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            switched(torch.zeros(1, 3, 1, 1))
+    finally:
+        dist.destroy_process_group()

@@ -31,7 +31,7 @@ from ganforge.families.biggan_flags import launch_command_to_ganforge
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
 from ganforge.nn.biggan_layers import standing_statistics
-from ganforge.nn.cross_replica import use_cross_replica_batch_norm
+from ganforge.nn.cross_replica import one_rank_batch_norm, use_cross_replica_batch_norm
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 from ganforge.nn.spectral_norm import SNSettings
@@ -356,15 +356,12 @@ class BigGANFamily(Family):
         if y is None:
             y = torch.arange(z.shape[0], device=z.device) % self.n_classes
         network = self.nets[net]
-        use_cross_replica_batch_norm(network, False)  # sampling runs on rank 0 alone: no collective calls
-        try:
+        with one_rank_batch_norm(network):
             generator = self.with_standing_statistics(network) if self.config.standing_stats else network
             if "condition" in inputs:
                 return run_generator(generator, z, inputs["condition"], eval_mode=self.config.sample_eval_mode,
                                      embedded=True)
             return run_generator(generator, z, y, eval_mode=self.config.sample_eval_mode)
-        finally:
-            use_cross_replica_batch_norm(network, self.config.sync_bn and net == "G")
 
     def with_standing_statistics(self, generator: nn.Module) -> nn.Module:
         """A copy of `generator` whose BN statistics average `standing_stats` batches of fresh samples.

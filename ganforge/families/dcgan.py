@@ -45,7 +45,7 @@ from ganforge.losses import (
     wgan_generator_loss,
 )
 from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
-from ganforge.nn.cross_replica import use_cross_replica_batch_norm
+from ganforge.nn.cross_replica import one_rank_batch_norm, use_cross_replica_batch_norm
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 
@@ -137,19 +137,17 @@ class WGANGPConfig(DCGANConfig):
 def norm_stats_for_sampling(net: nn.Module, stats: Literal["batch", "running"]) -> Iterator[None]:
     """Run `net` with BatchNorm on batch or running statistics, leaving its buffers and train/eval flags as found."""
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [(m, m.training, m.track_running_stats, getattr(m, "cross_replica", False)) for m in norms]
+    saved = [(m, m.training, m.track_running_stats) for m in norms]
     try:
         for m in norms:
             m.train(stats == "batch")
             m.track_running_stats = stats == "running"  # in train mode, False = use and update no buffers
-        use_cross_replica_batch_norm(net, False)  # samples are drawn on one rank: its own batch, no collectives
-        yield
+        with one_rank_batch_norm(net):  # samples are drawn on one rank: its own batch
+            yield
     finally:
-        for m, training, tracking, cross_replica in saved:
+        for m, training, tracking in saved:
             m.train(training)
             m.track_running_stats = tracking
-            if cross_replica:
-                m.cross_replica = True
 
 
 class DCGANFamily(Family):

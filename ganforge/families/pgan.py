@@ -255,6 +255,11 @@ def _per_scale(value: list[int] | int, scales: int, key: str) -> list[int]:
     return list(value[:scales])
 
 
+def resolution_lr(config: PGANConfig, resolution: int) -> float:
+    """G's and D's learning rate at `resolution` (its fade included): its `lr_per_resolution` entry, else `lr`."""
+    return config.schedule.lr_per_resolution.get(resolution, config.lr)
+
+
 def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
     """The schedule as consecutive segments, one per scale, in steps (one D step + one G step each)."""
     sched = config.schedule
@@ -451,7 +456,7 @@ class PGANFamily(Family):
 
     def begin_step(self, step: int, plan: StepPlan) -> None:
         seg = self.segment(step)
-        lr = self.config.schedule.lr_per_resolution.get(seg.resolution, self.config.lr)
+        lr = resolution_lr(self.config, seg.resolution)
         eps = self.adam_eps(seg.batch_size)
         for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganforge.nn.cross_replica import cross_replica_batch_norm
+from ganforge.nn.cross_replica import across_ranks, cross_replica_batch_norm
 from ganforge.nn.resample import upsample_nearest_2x
 from ganforge.nn.spectral_norm import SNSettings, conv2d, linear
 
@@ -39,7 +39,7 @@ class _BatchStatistics(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
 
     def _normalize(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
-        if self.training and self.cross_replica and torch.distributed.is_initialized():
+        if self.training and across_ranks(self):
             return cross_replica_batch_norm(x, self.running_mean, self.running_var, weight, bias, self.momentum,
                                             self.eps)
         return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, self.momentum,
@@ -241,7 +241,6 @@ class DeepDiscriminatorBlock(nn.Module):
         return self.conv4(h) + shortcut
 
 
-@torch.no_grad()
 def standing_statistics(generator: nn.Module, forward: Callable[[], Tensor], batches: int) -> None:
     """Replace every BN layer's running statistics by the plain average over `batches` fresh batches.
 

@@ -3,28 +3,42 @@ as one process does on the global batch (BigGAN's cross-replica BN on TPUs; DCGA
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
 
-def cross_replica_batch_norm(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
-                             bias: Tensor | None, momentum: float, eps: float) -> Tensor:
+def across_ranks(layer: nn.Module) -> bool:
+    """Whether a cross-replica-capable layer normalises over all ranks now: switched on, and a process group up."""
+    return bool(getattr(layer, "cross_replica", False)) and torch.distributed.is_initialized()
+
+
+def cross_replica_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                             weight: Tensor | None, bias: Tensor | None, momentum: float, eps: float) -> Tensor:
     """Training-mode batch norm of [N, C, H, W] `x` with statistics summed over every rank (differentiably: each
-    rank's gradient sees the others' samples), updating the running statistics as F.batch_norm does (the variance
-    as its unbiased estimate)."""
+    rank's gradient sees the others' samples), updating the running statistics, where given, as F.batch_norm does
+    (the variance as its unbiased estimate). One all-reduce of the sums and squared sums, as BigGAN's cross-replica BN
+    takes them; they are taken around the running mean (the same on every rank), which keeps E[x²] − mean² precise
+    for activations far from zero once the running mean has found their level."""
     from torch.distributed.nn.functional import all_reduce  # differentiable: gradients flow to every rank
 
     channels = x.shape[1]
-    local = x.float()
-    sums = all_reduce(torch.cat([local.sum((0, 2, 3)), local.square().sum((0, 2, 3)),
-                                 local.new_full((1,), local.numel() / channels)]))
+    shift = (running_mean.detach().clone() if running_mean is not None else x.new_zeros(channels)).float()[
+        None, :, None, None]  # a copy: the running mean is updated in place below
+    centred = x.float() - shift
+    sums = all_reduce(torch.cat([centred.sum((0, 2, 3)), centred.square().sum((0, 2, 3)),
+                                 centred.new_full((1,), centred.numel() / channels)]))
     count = sums[-1]
-    mean = sums[:channels] / count
-    var = (sums[channels:2 * channels] / count - mean.square()).clamp_min(0)
-    with torch.no_grad():
-        running_mean.lerp_(mean, momentum)
-        running_var.lerp_(var * count / (count - 1), momentum)
-    out = (local - mean[None, :, None, None]) * torch.rsqrt(var + eps)[None, :, None, None]
+    mean_centred = sums[:channels] / count
+    var = (sums[channels:2 * channels] / count - mean_centred.square()).clamp_min(0)
+    mean = mean_centred + shift.view(-1)
+    if running_mean is not None:
+        with torch.no_grad():
+            running_mean.lerp_(mean, momentum)
+            running_var.lerp_(var * count / (count - 1), momentum)
+    out = (centred - mean_centred[None, :, None, None]) * torch.rsqrt(var + eps)[None, :, None, None]
     if weight is not None:
         out = out * weight[None, :, None, None] + bias[None, :, None, None]
     return out.to(x.dtype)
@@ -37,14 +51,19 @@ class CrossReplicaBatchNorm2d(nn.BatchNorm2d):
     cross_replica = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.cross_replica and torch.distributed.is_initialized():
-            if self.momentum is None:
-                raise ValueError("CrossReplicaBatchNorm2d: momentum None (a cumulative average) is not supported")
-            if self.num_batches_tracked is not None:
-                self.num_batches_tracked.add_(1)
-            return cross_replica_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                            self.momentum, self.eps)
-        return super().forward(x)
+        if not (self.training and across_ranks(self)):
+            return super().forward(x)
+        self._check_input_dim(x)
+        if self.momentum is None:
+            raise ValueError("CrossReplicaBatchNorm2d: momentum None (a cumulative average) is not supported")
+        if x.numel() // x.shape[1] < 2 and torch.distributed.get_world_size() < 2:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+        tracking = self.track_running_stats and self.running_mean is not None  # as torch: no buffers, no updates
+        if tracking and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        return cross_replica_batch_norm(x, self.running_mean if tracking else None,
+                                        self.running_var if tracking else None, self.weight, self.bias,
+                                        self.momentum, self.eps)
 
 
 def use_cross_replica_batch_norm(module: nn.Module, enabled: bool = True) -> None:
@@ -52,4 +71,19 @@ def use_cross_replica_batch_norm(module: nn.Module, enabled: bool = True) -> Non
     metrics)."""
     for layer in module.modules():
         if hasattr(layer, "cross_replica"):
+            layer.cross_replica = enabled
+
+
+@contextlib.contextmanager
+def one_rank_batch_norm(module: nn.Module) -> Iterator[None]:
+    """Batch norm on this rank's own batch inside the block (sampling and metrics run on rank 0 alone: no collective
+    calls), each layer's switch restored after it."""
+    layers = [layer for layer in module.modules() if hasattr(layer, "cross_replica")]
+    saved = [layer.cross_replica for layer in layers]
+    try:
+        for layer in layers:
+            layer.cross_replica = False
+        yield
+    finally:
+        for layer, enabled in zip(layers, saved, strict=True):
             layer.cross_replica = enabled

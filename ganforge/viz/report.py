@@ -294,8 +294,9 @@ def _metrics_table(run: RunData) -> str:
     if not evaluated:
         caption = ""
     elif evaluated < len(points):
-        caption = ("<p>The curves draw training's own values; the rows of <code>ganforge evaluate</code> (their own "
-                   "image counts and real sets) are listed with them here.</p>")
+        caption = ("<p>Each curve draws training's own values where training computed that metric, else the rows "
+                   "of <code>ganforge evaluate</code> of its most used image count, real set and settings; every row "
+                   "is listed here.</p>")
     else:
         caption = ("<p>Each curve draws the rows of its most used image count, real set and settings (the newest per "
                    "step); every row is listed here.</p>")
