@@ -15,6 +15,28 @@ def across_ranks(layer: nn.Module) -> bool:
     return bool(getattr(layer, "cross_replica", False)) and torch.distributed.is_initialized()
 
 
+class _SummedOverRanks(torch.autograd.Function):
+    """A differentiable all-reduce (sum): each rank's gradient is the sum of every rank's, since each rank's input
+    reaches every rank's output. torch.distributed.nn.functional.all_reduce does the same but is deprecated."""
+
+    @staticmethod
+    def forward(ctx: object, tensor: Tensor) -> Tensor:
+        summed = tensor.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(summed)
+        return summed
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        return _SummedOverRanks.apply(grad)
+
+
+@torch.compiler.disable
+def summed_over_ranks(tensor: Tensor) -> Tensor:
+    """`tensor` summed over every rank, differentiably. Kept out of torch.compile's graphs (a graph break, the
+    collective runs eagerly): traced by dynamo (torch 2.13), its gradient came out wrong."""
+    return _SummedOverRanks.apply(tensor)
+
+
 def cross_replica_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                              weight: Tensor | None, bias: Tensor | None, momentum: float, eps: float) -> Tensor:
     """Training-mode batch norm of [N, C, H, W] `x` with statistics summed over every rank (differentiably: each
@@ -22,13 +44,11 @@ def cross_replica_batch_norm(x: Tensor, running_mean: Tensor | None, running_var
     (the variance as its unbiased estimate). One all-reduce of the sums and squared sums, as BigGAN's cross-replica BN
     takes them; they are taken around the running mean (the same on every rank), which keeps E[x²] − mean² precise
     for activations far from zero once the running mean has found their level."""
-    from torch.distributed.nn.functional import all_reduce  # differentiable: gradients flow to every rank
-
     channels = x.shape[1]
     shift = (running_mean.detach().clone() if running_mean is not None else x.new_zeros(channels)).float()[
         None, :, None, None]  # a copy: the running mean is updated in place below
     centred = x.float() - shift
-    sums = all_reduce(torch.cat([centred.sum((0, 2, 3)), centred.square().sum((0, 2, 3)),
+    sums = summed_over_ranks(torch.cat([centred.sum((0, 2, 3)), centred.square().sum((0, 2, 3)),
                                  centred.new_full((1,), centred.numel() / channels)]))
     count = sums[-1]
     mean_centred = sums[:channels] / count
