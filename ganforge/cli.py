@@ -157,10 +157,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = migrated_saved_config(read_config_file(saved))
     config = _config_from_args(args.family, args, base)
     result = train(config, run_dir, restart=args.restart, until=args.until)
-    print(result.summary())
+    if result.main_process:  # torchrun: one line, one final metric and one report, from rank 0
+        print(result.summary())
     if result.stop == "signal":  # after its checkpoint. Ctrl-C: 128 + SIGINT as shells do; SIGTERM (a scheduler's
         # pre-emption, which the run survives by resuming) is a clean stop
         return 0 if result.signal_number == signal.SIGTERM else 128 + (result.signal_number or signal.SIGINT)
+    if not result.main_process:
+        return 0
     if result.stop == "finished" and args.final_swd:
         from ganforge.evaluation.run_metrics import evaluate_run, run_swd_floor, swd_versus_floor
 

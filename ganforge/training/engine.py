@@ -119,6 +119,8 @@ class TrainResult:
     stop: Literal["finished", "until", "signal", "already finished"]
     signal_number: int | None = None
     lengthen_with: str = ""  # a --set override that lengthens the schedule (family.lengthening_override)
+    main_process: bool = True  # False on torchrun's other ranks: what follows training (printing, a final
+    # metric, the report) is rank 0's alone, as the run's files are
 
     @property
     def interrupted(self) -> bool:
@@ -807,6 +809,6 @@ def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int
         # rank 0 writes the last checkpoint, samples and report alone; the ranks leave the group together (not after
         # an error, where the other ranks may never arrive)
         trainer.dist.barrier()
-        return result
+        return replace(result, main_process=trainer.dist.is_main)
     finally:
         shutdown_distributed(trainer.dist)
