@@ -205,6 +205,8 @@ def test_ranks_leave_together_after_training_but_not_after_an_error(monkeypatch)
     calls: list[str] = []
 
     class StubDist:
+        is_main = False
+
         def barrier(self) -> None:
             calls.append("barrier")
 
@@ -214,15 +216,17 @@ def test_ranks_leave_together_after_training_but_not_after_an_error(monkeypatch)
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.dist = StubDist()
 
-        def train(self, until: int | None = None) -> str:
+        def train(self, until: int | None = None) -> engine.TrainResult:
             calls.append("train")
             if StubTrainer.fail:
                 raise RuntimeError("boom")
-            return "done"
+            return engine.TrainResult(Path("unused"), 4, 4, "finished")
 
     monkeypatch.setattr(engine, "Trainer", StubTrainer)
     monkeypatch.setattr(engine, "shutdown_distributed", lambda dist: calls.append("shutdown"))
-    assert engine.train(None, Path("unused")) == "done"
+    # another rank's result says so: what follows training (printing, a final metric) is rank 0's
+    assert engine.train(None, Path("unused")) == engine.TrainResult(Path("unused"), 4, 4, "finished",
+                                                                    main_process=False)
     assert calls == ["train", "barrier", "shutdown"]
     calls.clear()
     StubTrainer.fail = True
