@@ -43,8 +43,9 @@ from reliability_runs import TINY_RUNS  # noqa: E402 - the suite's tiny config o
 
 from ganforge.api import train  # noqa: E402
 from ganforge.families import resolve_run_config  # noqa: E402
+from ganforge.metrics.dinov2 import DINOV2_WEIGHTS, DINOv2, load_dinov2  # noqa: E402
 from ganforge.metrics.fid import frechet_distance  # noqa: E402
-from ganforge.metrics.inception import InceptionV3FID, extract_features, load_inception  # noqa: E402
+from ganforge.metrics.inception import InceptionV3FID, default_cache_dir, load_inception  # noqa: E402
 from ganforge.metrics.swd import swd  # noqa: E402
 from ganforge.models.pgan import pgan_widths  # noqa: E402
 from ganforge.training.engine import Trainer  # noqa: E402
@@ -356,23 +357,46 @@ def throughput_cases(args: argparse.Namespace, device: torch.device) -> tuple[li
 
 
 def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
-    """(5) FID feature extraction img/s, SWD of 16,384 images per set at 128 px, Fréchet distance time."""
-    n_fid = 8 if args.quick else 2048
+    """(5) FID and FD_DINOv2 feature extraction img/s, SWD of 16,384 images per set at 128 px, Fréchet distance
+    time."""
+    n_features, batch = (8, 8) if args.quick else (2048, 256)
 
-    def inception() -> dict[str, Any]:
+    def feature_rate(load: Callable[[], torch.nn.Module], stand_in: Callable[[], torch.nn.Module],
+                     weights: str) -> dict[str, Any]:
+        """img/s of a feature network on uint8 64 px images (resized inside to its input size); without its weights
+        here, the same network with random weights (the same arithmetic)."""
         try:
-            model, stand_in = load_inception(device=device), False
+            model = load()
         except Exception as err:  # noqa: BLE001 - no weights here: time the same network with random weights
-            model, stand_in = InceptionV3FID().to(device).eval(), f"random stand-in weights ({type(err).__name__})"
-        images = torch.randint(0, 256, (n_fid, 3, 64, 64), dtype=torch.uint8)
+            model, weights = stand_in().to(device).eval(), f"random stand-in weights ({type(err).__name__})"
+        images = torch.randint(0, 256, (n_features, 3, 64, 64), dtype=torch.uint8)
+
+        @torch.no_grad()
+        def run(count: int) -> None:
+            for start in range(0, count, batch):
+                model(images[start:start + batch].to(device))
+
         if not args.quick:
-            extract_features(model, images[:8], batch_size=8)  # warm-up: cuDNN autotuning
+            run(8)  # warm-up: cuDNN autotuning
         sync(device)
         begin = time.perf_counter()
-        extract_features(model, images, batch_size=8 if args.quick else 256)
+        run(n_features)
         sync(device)
-        return {"images": n_fid, "img_per_s": n_fid / (time.perf_counter() - begin),
-                "weights": stand_in or "real FID Inception weights"}
+        return {"images": n_features, "img_per_s": n_features / (time.perf_counter() - begin), "weights": weights}
+
+    def inception() -> dict[str, Any]:
+        return feature_rate(lambda: load_inception(device=device), InceptionV3FID, "real FID Inception weights")
+
+    def dinov2() -> dict[str, Any]:
+        def local_weights() -> torch.nn.Module:  # never a 1.2 GB download inside a timed check
+            path = Path(os.environ.get(DINOV2_WEIGHTS.env) or default_cache_dir() / "weights" / DINOV2_WEIGHTS.name)
+            if args.quick or not path.is_file():
+                raise FileNotFoundError(f"--quick, or no {path}")
+            return load_dinov2(path, device=device)
+
+        # --quick: a narrow ViT of the same design (the full one's 304M parameters take seconds to build on a CPU)
+        stand_in = (lambda: DINOv2(dim=64, depth=2, heads=4)) if args.quick else DINOv2
+        return feature_rate(local_weights, stand_in, "real DINOv2 ViT-L/14 weights")
 
     def sliced() -> dict[str, Any]:
         n, res = (64, 32) if args.quick else (16384, 128)
@@ -393,7 +417,8 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
         sync(device)
         return {"dim": dim, "seconds": time.perf_counter() - begin, "value": value}
 
-    return [("metric/fid_features", inception), ("metric/swd", sliced), ("metric/frechet", frechet)]
+    return [("metric/fid_features", inception), ("metric/dinov2_features", dinov2), ("metric/swd", sliced),
+            ("metric/frechet", frechet)]
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -409,6 +434,8 @@ def table(results: list[dict[str, Any]]) -> str:
             ("first_step_rel_diff_vs_fp32", "vs fp32: step 1"), ("max_rel_diff_vs_fp32", "max"),
             ("perturbed_rel_diff", f"fp32 nudged by {PERTURBATION:g}: max"),
             ("max_abs_diff", "resumed vs straight: weights")) if key in entry]
+        if "weights" in entry:  # feature networks: real weights, or a stand-in of the same arithmetic
+            notes.append(entry["weights"])
         if entry["status"] != "ok":
             notes.append(entry["reason"][:80])
         lines.append(f"{entry['case']:40s} {entry['status']:8s} {cell('img_per_s', '9.1f')} "

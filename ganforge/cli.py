@@ -47,6 +47,8 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
         overrides.append((["init_from"], str(args.init_from)))
     if getattr(args, "inception_weights", None):
         overrides.append((["inception_weights"], str(args.inception_weights)))
+    if getattr(args, "dinov2_weights", None):
+        overrides.append((["dinov2_weights"], str(args.dinov2_weights)))
     if getattr(args, "wing_weights", None):
         overrides.append((["model", "wing_weights"], str(args.wing_weights)))
     return resolve_run_config(family, data, overrides, reads_data=reads_data)
@@ -297,6 +299,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     settings = MetricSettings(**{key: value for key in ("kid_subsets", "kid_subset_size", "pr_k")
                                  if (value := getattr(args, key)) is not None})
+    if args.dinov2_weights is not None and "fd_dinov2" not in (metrics or []):
+        raise ConfigError("--dinov2-weights: for fd_dinov2, which is not among the metrics (--metrics ...,fd_dinov2)")
     if args.resolution is not None and args.fake is None:
         raise ConfigError("--resolution brings the images of --fake DIR (and --real) to one size; a run's images "
                           "already have its size")
@@ -305,14 +309,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         default = ["fid"] if args.real_stats is not None else ["swd"]
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
-                                 real_stats=args.real_stats, resolution=args.resolution, settings=settings)["table"]
+                                 real_stats=args.real_stats, resolution=args.resolution, settings=settings,
+                                 dinov2_weights=args.dinov2_weights)["table"]
     elif args.real_stats is not None:
         raise ConfigError("--real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
         table = evaluate_saved_run(args.run, metrics, n=args.n, step=args.step, all_steps=args.all, real=args.real,
                                    inception_weights=args.inception_weights, val=args.val,
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
-                                   wing_weights=args.wing_weights, fid_mode=args.fid_mode, settings=settings)
+                                   wing_weights=args.wing_weights, fid_mode=args.fid_mode, settings=settings,
+                                   dinov2_weights=args.dinov2_weights)
     else:
         raise ConfigError("give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
@@ -421,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "official checkpoints: `ganforge import` them first")
     tr.add_argument("--inception-weights", type=Path, metavar="PATH", help="training-time FID/KID/IS/PR: local "
                     "pt_inception-2015-12-05-6726825d.pth (config: inception_weights)")
+    tr.add_argument("--dinov2-weights", type=Path, metavar="PATH", help="training-time fd_dinov2: local "
+                    "dinov2_vitl14_pretrain.pth (config: dinov2_weights)")
     tr.add_argument("--wing-weights", type=Path, metavar="PATH", help="stargan2 with w_hpf > 0: the face-mask "
                     "network's wing.ckpt (config: model.wing_weights)")
     tr.add_argument("--final-swd", type=int, default=0, metavar="N",
@@ -504,8 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="metrics of a run, or of one image set against another")
     ev.add_argument("run", type=Path, nargs="?")
     ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs). Without "
-                    "the FID Inception weights, the metrics that need them (fid, kid, is, pr) are left out with one "
-                    "warning line and the others are printed (exit 0); if all need them, it is an error (exit 2)")
+                    "a feature network's weights (the FID Inception's for fid, kid, is, pr; DINOv2's for fd_dinov2), "
+                    "the metrics that need them are left out with one warning line and the others are printed "
+                    "(exit 0); if all need them, it is an error (exit 2)")
     ev.add_argument("--n", type=positive_int)
     ev.add_argument("--step", type=int)
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
@@ -520,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "TTUR/torch-fidelity numbers most papers report) or clean (clean-fid: PIL bicubic)")
     ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth (stargan2 "
                     "runs: inception_v3_google-0cc3c7bd.pth, or the former with --fid-network tf-inception)")
+    ev.add_argument("--dinov2-weights", type=Path, help="fd_dinov2: local dinov2_vitl14_pretrain.pth")
     ev.add_argument("--alexnet-weights", type=Path, help="stargan2 runs: local alexnet-owt-7be5be79.pth for LPIPS")
     ev.add_argument("--fid-network", choices=["torchvision-inception", "tf-inception"],
                     help="stargan2 runs: FID features (default torchvision-inception: the official StarGAN v2 "

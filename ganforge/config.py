@@ -325,8 +325,8 @@ FidMode = Literal["legacy-tf", "clean"]
 # run's own is kept: only a new run reads it). model.micro_batches (StarGAN v2) computes the same update in slices,
 # so a run that ran out of GPU memory goes on in more of them.
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
-                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "compile",
-                     "deterministic", "model.micro_batches")
+                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "dinov2_weights",
+                     "compile", "deterministic", "model.micro_batches")
 
 
 @dataclasses.dataclass
@@ -376,6 +376,7 @@ class RunConfig:
     keep_best: int = 5
     on_nan: Literal["stop", "rollback"] = "stop"
     inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
+    dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth for training-time fd_dinov2
     fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid/kid/is/pr (see FidMode)
     progress: bool = True
     tensorboard: bool | None = None  # None: events when the package is installed; true: warn once if it is not

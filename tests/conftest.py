@@ -67,15 +67,15 @@ STARGAN2_AFHQ_FLAGS = ("--mode train --num_domains 3 --w_hpf 0 --lambda_reg 1 --
                        "--lambda_cyc 1 --train_img_dir data/afhq/train --val_img_dir data/afhq/val")
 
 
-def reference_checkout(fragment: str) -> Path:
+def reference_checkout(fragment: str,
+                       where: str = "benchmarks/bench_vs_reference.py names the repositories and commits") -> Path:
     """The official code's checkout in $GANFORGE_REFS whose folder name contains `fragment` (any case), or skip the
-    calling test saying what it needs."""
+    calling test saying what it needs (`where`: how to get it)."""
     refs = os.environ.get("GANFORGE_REFS")
     found = next((p for p in Path(refs).iterdir() if fragment.lower() in p.name.lower()), None) \
         if refs and Path(refs).is_dir() else None
     if found is None:
-        pytest.skip(f"needs GANFORGE_REFS with a {fragment} checkout (benchmarks/bench_vs_reference.py names the "
-                    "repositories and commits)")
+        pytest.skip(f"needs GANFORGE_REFS with a {fragment} checkout ({where})")
     return found
 
 

@@ -143,7 +143,7 @@ def test_kid_against_statistics_is_refused_in_one_line(features, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganforge evaluate: error: kid: need(s) the real images") and "\n" not in err
     assert "fid alone" in err
-    with pytest.raises(ValueError, match="real statistics hold only the features' mean and covariance"):
+    with pytest.raises(ValueError, match="real statistics hold only the Inception features' mean and covariance"):
         evaluate(np.zeros((2, 3, 8, 8), np.uint8), None, ["pr"], real_stats=read_stats(path))
 
 

@@ -21,6 +21,7 @@ from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
 from ganforge.families.base import Family, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError
+from ganforge.metrics.dinov2 import DINOv2WeightsError, resolve_dinov2_weights
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid_stats import ReferenceStats, check_stats_output, image_set_stats, read_stats, write_stats
 from ganforge.metrics.inception import (
@@ -127,9 +128,10 @@ def run_swd_floor(run_dir: Path, resolution: int, n: int, seed: int = 0) -> dict
 def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,
                   inception_weights: Path | None = None, real_cache_key: str | None = None,
                   fid_mode: str = DEFAULT_FID_MODE, real_stats: ReferenceStats | None = None,
-                  settings: MetricSettings | None = None) -> dict[str, Any]:
+                  settings: MetricSettings | None = None, dinov2_weights: Path | None = None) -> dict[str, Any]:
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
-                    real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats, settings=settings)
+                    real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats, settings=settings,
+                    dinov2_weights=dinov2_weights)
 
 
 def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -> str:
@@ -142,7 +144,7 @@ def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -
 
 def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metrics: list[str], *, n: int,
                     seed: int, inception_weights: Path | None = None,
-                    fid_mode: str = DEFAULT_FID_MODE) -> dict[str, float | str]:
+                    fid_mode: str = DEFAULT_FID_MODE, dinov2_weights: Path | None = None) -> dict[str, float | str]:
     """The configured metrics of the current generator against the training data, at the current resolution
     (flat outputs, plus "fid_mode" when an Inception metric is among them). A translating family's are its
     protocol's (StarGAN v2: FID and LPIPS per domain task, `n` capping the validation sources per domain)."""
@@ -154,7 +156,8 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
     reals = real_images(dataset, plan.resolution, n, seed)
     key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None
     results = _run_evaluate(generated_batches(family, plan, n, seed), reals, metrics, n=n, seed=seed,
-                            inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode)
+                            inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode,
+                            dinov2_weights=dinov2_weights)
     return {**flat_outputs(results), **inception_protocol(results, fid_mode)}
 
 
@@ -172,27 +175,33 @@ def chosen_fid_mode(metrics: list[str], fid_mode: str | None) -> str:
     return fid_mode
 
 
-def computable_metrics(metrics: list[str], inception_weights: str | Path | None = None) -> tuple[list[str], str]:
-    """The metrics that can be computed here, and a one-line warning ("" when none is left out). Without the FID
-    Inception weights (not given, not cached, offline) the Inception metrics are left out and the others (SWD,
-    MS-SSIM) still computed; when every asked metric needs the weights, the missing-weights error is raised."""
+def computable_metrics(metrics: list[str], inception_weights: str | Path | None = None,
+                       dinov2_weights: str | Path | None = None) -> tuple[list[str], str]:
+    """The metrics that can be computed here, and a warning line per network left out ("" when none is). Without
+    a feature network's weights (not given, not cached, offline) its metrics are left out (the FID Inception's:
+    fid, kid, is, pr; DINOv2's: fd_dinov2) and the others still computed; when no asked metric is left, the first
+    missing-weights error is raised."""
     names = check_metrics(metrics)
-    needing = [name for name in names if METRICS[name].needs_inception]
-    if not needing:
-        return names, ""
-    try:
-        resolve_weights_path(inception_weights)
-    except InceptionWeightsError as err:
-        if len(needing) == len(names):
-            raise
-        return [name for name in names if name not in needing], f"warning: {', '.join(needing)} not computed: {err}"
-    return names, ""
+    resolvers = {"inception": lambda: resolve_weights_path(inception_weights),
+                 "dinov2": lambda: resolve_dinov2_weights(dinov2_weights)}
+    missing: dict[str, Exception] = {}
+    for network in dict.fromkeys(METRICS[name].network for name in names if METRICS[name].network):
+        try:
+            resolvers[network]()
+        except (InceptionWeightsError, DINOv2WeightsError) as err:
+            missing[network] = err
+    left = [name for name in names if METRICS[name].network not in missing]
+    if not left:
+        raise next(iter(missing.values()))
+    warnings = [f"warning: {', '.join(n for n in names if METRICS[n].network == network)} not computed: {err}"
+                for network, err in missing.items()]
+    return left, "\n".join(warnings)
 
 
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
                  all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
-                 seed: int = 0, fid_mode: str | None = None, settings: MetricSettings | None = None
-                 ) -> dict[str, Any]:
+                 seed: int = 0, fid_mode: str | None = None, settings: MetricSettings | None = None,
+                 dinov2_weights: Path | None = None) -> dict[str, Any]:
     """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl (with
     the image count and the real set), SWD also to swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's
     output). Settings other than the defaults (`settings`) are recorded with each row."""
@@ -203,7 +212,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints to evaluate")
-    metrics, warning = computable_metrics(metrics, inception_weights)
+    metrics, warning = computable_metrics(metrics, inception_weights, dinov2_weights)
     settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
     rows, skipped = [], []
     for chosen in steps:
@@ -231,7 +240,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         try:
             results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
                                     n=count, seed=seed, inception_weights=inception_weights, fid_mode=fid_mode,
-                                    settings=settings)
+                                    settings=settings, dinov2_weights=dinov2_weights)
         except ImageSetError as err:
             if not all_steps:
                 raise
@@ -356,7 +365,8 @@ def _decoded(path: Path, resolution: int | None) -> np.ndarray:
 def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: int | None = None,
                      inception_weights: Path | None = None, seed: int = 0, fid_mode: str | None = None,
                      real_stats: Path | None = None, step: int | None = None,
-                     resolution: int | None = None, settings: MetricSettings | None = None) -> dict[str, Any]:
+                     resolution: int | None = None, settings: MetricSettings | None = None,
+                     dinov2_weights: Path | None = None) -> dict[str, Any]:
     """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
     the images a run's EMA generator makes (newest checkpoint, or `step`; `n` of them, default the run's
     metrics_n), against real images (brought to the fake set's size) or a statistics file (FID only). Nothing is
@@ -375,7 +385,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     if real_stats is not None:  # checked before any work
         check_real_stats_metrics(check_metrics(metrics))
         stats = read_stats(real_stats, fid_mode)
-    metrics, warning = computable_metrics(metrics, inception_weights)
+    metrics, warning = computable_metrics(metrics, inception_weights, dinov2_weights)
     settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
     if stats is not None and stats.fid_mode is None:
         warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
@@ -414,7 +424,8 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         warning = "\n".join(filter(None, [warning, f"note: --n {n}: {held.format(count=count)}"]))
     try:
         results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
-                                fid_mode=fid_mode, real_stats=stats, settings=settings)
+                                fid_mode=fid_mode, real_stats=stats, settings=settings,
+                                dinov2_weights=dinov2_weights)
     except ImageSizeError as err:
         if model is not None or asked_resolution is not None:
             raise
@@ -462,7 +473,7 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                        inception_weights: str | Path | None = None, val: str | Path | None = None,
                        fid_network: str | None = None, alexnet_weights: str | Path | None = None,
                        wing_weights: str | Path | None = None, fid_mode: str | None = None,
-                       settings: MetricSettings | None = None) -> str:
+                       settings: MetricSettings | None = None, dinov2_weights: str | Path | None = None) -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
     validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
@@ -473,6 +484,7 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                            "--wing-weights": wing_weights}
     if family == "stargan2":
         given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None, "--fid-mode": fid_mode,
+                                          "--dinov2-weights": dinov2_weights,
                                           "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given()
                                           }.items() if value]
         if given:
@@ -491,4 +503,5 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     if given:
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
     return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,
-                        inception_weights=inception_weights, fid_mode=fid_mode, settings=settings)["table"]
+                        inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
+                        dinov2_weights=dinov2_weights)["table"]

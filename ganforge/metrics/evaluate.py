@@ -3,10 +3,11 @@ the pass is its record in `ganforge.metrics.registry`.
 
 Each set is read once, batch by batch: the same batches feed SWD's streaming state, MS-SSIM's pairs and one
 Inception pass whose pool features and logits serve FID, KID, IS and precision/recall together. Memory stays
-bounded: uint8 batches, SWD spills its images to a temporary file, and only Inception features (N x 2048 float32
-and N x 1008 logits) are kept. Real-set Inception features can be cached on disk (safetensors + JSON, no pickle)
-under a caller-given key, e.g. "<dataset fingerprint>-<resolution>-<count>", and the FID mode (the resize
-protocol of the Inception metrics, see `ganforge.metrics.inception`): a cache of one mode never serves another.
+bounded: uint8 batches, SWD spills its images to a temporary file, and only features are kept (Inception's N x
+2048 float32 and N x 1008 logits, DINOv2's N x 1024 for fd_dinov2). Real-set features can be cached on disk
+(safetensors + JSON, no pickle) under a caller-given key, e.g. "<dataset fingerprint>-<resolution>-<count>", the
+weights file and the resize protocol (for Inception the FID mode, see `ganforge.metrics.inception`): a cache of one
+mode never serves another.
 FID can also be computed against the real set's feature mean and covariance alone (`real_stats`, e.g. read from a
 statistics file by `ganforge.metrics.fid_stats`).
 
@@ -29,10 +30,10 @@ from safetensors.torch import load_file, save_file
 
 from ganforge.download import file_digest
 from ganforge.metrics._images import ImageSource, derived_seed, iter_image_batches, limit_images
+from ganforge.metrics.dinov2 import DINOV2_PROTOCOL, load_dinov2, resolve_dinov2_weights
 from ganforge.metrics.fid import Gaussian
 from ganforge.metrics.inception import (
     DEFAULT_FID_MODE,
-    InceptionV3FID,
     check_fid_mode,
     default_cache_dir,
     load_inception,
@@ -52,36 +53,69 @@ from ganforge.metrics.swd import SWDStats
 
 
 class _SetReader:
-    """Everything one pass over a set computes: SWD state, MS-SSIM images, Inception features."""
+    """Everything one pass over a set computes: SWD state and each feature network's outputs."""
 
-    def __init__(self, swd_seed: int | None, model: InceptionV3FID | None, device: torch.device | str | None,
+    def __init__(self, swd_seed: int | None, networks: dict[str, _FeatureNetwork], device: torch.device | str | None,
                  batch_size: int) -> None:
         self.swd = SWDStats(seed=swd_seed, device=device, batch_size=batch_size) if swd_seed is not None else None
-        self.model, self.count = model, 0
-        self.pools: list[torch.Tensor] = []
-        self.logits: list[torch.Tensor] = []
+        self.networks, self.count = networks, 0
+        self.outputs: dict[str, list[torch.Tensor]] = {}
 
     @torch.no_grad()
     def feed(self, batch: torch.Tensor) -> None:
         if self.swd is not None:
             self.swd.update(batch)
-        if self.model is not None:
-            pool, logits = self.model(batch.to(next(self.model.parameters()).device))
-            self.pools.append(pool.cpu())
-            self.logits.append(logits.cpu())
+        for network in self.networks.values():
+            for key, value in network(batch).items():
+                self.outputs.setdefault(key, []).append(value.cpu())
         self.count += batch.shape[0]
+
+    def joined(self, key: str) -> torch.Tensor:
+        return torch.cat(self.outputs[key])
+
+
+class _FeatureNetwork:
+    """A pretrained network the metrics read, by the names of its outputs: Inception's "pool" and "logits",
+    DINOv2's "dinov2"; `cache_key` identifies its real-set features (weights file and resize protocol)."""
+
+    def __init__(self, name: str, model: torch.nn.Module, weights_path: Path, protocol: str) -> None:
+        self.name, self.model, self.weights_path, self.protocol = name, model, weights_path, protocol
+
+    def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(batch.to(next(self.model.parameters()).device))
+        return dict(zip(("pool", "logits"), out, strict=True)) if self.name == "inception" else {self.name: out}
+
+    @property
+    def real_key(self) -> str:
+        """The output the real set's features are kept (and cached) under."""
+        return "pool" if self.name == "inception" else self.name
+
+
+def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None,
+                      dinov2_weights: str | Path | None, device: torch.device | str | None,
+                      fid_mode: str) -> dict[str, _FeatureNetwork]:
+    networks: dict[str, _FeatureNetwork] = {}
+    if any(metric.network == "inception" for metric in wanted):
+        path = resolve_weights_path(inception_weights)
+        networks["inception"] = _FeatureNetwork("inception", load_inception(path, device=device, fid_mode=fid_mode),
+                                                path, fid_mode)
+    if any(metric.network == "dinov2" for metric in wanted):
+        path = resolve_dinov2_weights(dinov2_weights)
+        networks["dinov2"] = _FeatureNetwork("dinov2", load_dinov2(path, device=device), path, DINOV2_PROTOCOL)
+    return networks
 
 
 def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *, n: int | None = None,
              inception_weights: str | Path | None = None, device: torch.device | str | None = None,
              real_cache_key: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = 64, fid_mode: str = DEFAULT_FID_MODE,
-             real_stats: Gaussian | None = None, settings: MetricSettings | None = None) -> dict[str, Any]:
+             real_stats: Gaussian | None = None, settings: MetricSettings | None = None,
+             dinov2_weights: str | Path | None = None) -> dict[str, Any]:
     """Compute `metrics` of `fake` against `real` (arrays, iterables of uint8 batches, or callables).
 
     Returns {"swd": {"resolutions", "swd", "avg"}, "msssim": {"mean", "pairs"}, "fid": float,
-    "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}} for the requested names.
-    `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
+    "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}, "fd_dinov2": float} for the requested
+    names. `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
     `real_stats` (the real pool features' mean and covariance, in place of `real`) serve FID.
     `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
     subsets and precision/recall's k (the papers' defaults when None).
@@ -98,15 +132,13 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     needs_real = [metric.name for metric in wanted if metric.needs_real]
     if real is None and real_stats is None and needs_real:
         raise ValueError(f"evaluate: metrics {sorted(needs_real)} need a real image set")
-    model, weights_path = None, None
-    if any(metric.needs_inception for metric in wanted):
-        weights_path = resolve_weights_path(inception_weights)
-        model = load_inception(weights_path, device=device, fid_mode=fid_mode)
+    networks = _feature_networks(wanted, inception_weights=inception_weights, dinov2_weights=dinov2_weights,
+                                 device=device, fid_mode=fid_mode)
     want_swd = "swd" in names
     inputs = MetricInputs(seed=seed, device=device, pairs=MSSSIMPairs(device) if "msssim" in names else None,
                           real_stats=real_stats, settings=settings)
 
-    fake_reader = _SetReader(derived_seed(seed, 0) if want_swd else None, model, device, batch_size)
+    fake_reader = _SetReader(derived_seed(seed, 0) if want_swd else None, networks, device, batch_size)
     inputs.fake_swd = fake_reader.swd
     real_reader = None
     try:
@@ -117,31 +149,35 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
         if fake_reader.count == 0:
             raise ValueError("evaluate: the fake image set is empty")
 
-        real_needs_inception = real_stats is None and any(m.needs_real and m.needs_inception for m in wanted)
-        if real_needs_inception or want_swd:
-            cache_file = None
-            if real_cache_key and real_needs_inception:
-                ident = hashlib.sha256(
-                    f"{real_cache_key}|{file_digest(weights_path)}|{n}|{fid_mode}".encode()).hexdigest()
-                folder = Path(cache_dir) if cache_dir else default_cache_dir() / "stats"
-                cache_file = folder / f"inception-pool-{ident[:24]}.safetensors"
-            if cache_file is not None and cache_file.is_file():
-                inputs.real_pool = load_file(cache_file)["pool"]
-            real_reader = _SetReader(derived_seed(seed, 1) if want_swd else None,
-                                     model if real_needs_inception and inputs.real_pool is None else None, device,
-                                     batch_size)
+        # the networks whose real-set features a metric reads (not Inception's when statistics stand in for them)
+        real_networks = {name: network for name, network in networks.items() if real_stats is None
+                         and any(m.needs_real and m.network == name for m in wanted)}
+        real_features: dict[str, torch.Tensor] = {}
+        cache_files: dict[str, Path] = {}
+        if real_cache_key:
+            folder = Path(cache_dir) if cache_dir else default_cache_dir() / "stats"
+            for name, network in real_networks.items():
+                cache_files[name] = folder / _cache_name(network, real_cache_key, n)
+                if cache_files[name].is_file():
+                    real_features[name] = load_file(cache_files[name])[network.real_key]
+        if real_networks or want_swd:
+            to_extract = {name: network for name, network in real_networks.items() if name not in real_features}
+            real_reader = _SetReader(derived_seed(seed, 1) if want_swd else None, to_extract, device, batch_size)
             inputs.real_swd = real_reader.swd
-            if want_swd or inputs.real_pool is None:
+            if want_swd or to_extract:
                 for batch in limit_images(iter_image_batches(real, batch_size=batch_size, name="real images"), n):
                     real_reader.feed(batch)
                 if real_reader.count == 0:
                     raise ValueError("evaluate: the real image set is empty")
-            if real_reader.pools:
-                inputs.real_pool = torch.cat(real_reader.pools)
-                if cache_file is not None:
-                    _write_cache(cache_file, inputs.real_pool, real_cache_key, fid_mode)
-        if model is not None:
-            inputs.fake_pool, inputs.fake_logits = torch.cat(fake_reader.pools), torch.cat(fake_reader.logits)
+            for name, network in to_extract.items():
+                real_features[name] = real_reader.joined(network.real_key)
+                if name in cache_files:
+                    _write_cache(cache_files[name], network, real_features[name], real_cache_key)
+        if "inception" in networks:
+            inputs.fake_pool, inputs.fake_logits = fake_reader.joined("pool"), fake_reader.joined("logits")
+            inputs.real_pool = real_features.get("inception")
+        if "dinov2" in networks:
+            inputs.fake_dinov2, inputs.real_dinov2 = fake_reader.joined("dinov2"), real_features["dinov2"]
         return {metric.name: metric.compute(inputs) for metric in wanted}
     finally:
         for reader in (fake_reader, real_reader):
@@ -149,12 +185,21 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                 reader.swd.close()
 
 
-def _write_cache(path: Path, pool: torch.Tensor, key: str, fid_mode: str) -> None:
-    """Atomic safetensors + JSON sidecar (the key, count and FID mode, for humans and for checks)."""
+def _cache_name(network: _FeatureNetwork, real_cache_key: str, n: int | None) -> str:
+    """A real set's features are found again only for the same set, weights file, image count and protocol:
+    Inception's FID mode (one mode's cache never serves another), DINOv2's resize."""
+    ident = hashlib.sha256(f"{real_cache_key}|{file_digest(network.weights_path)}|{n}|{network.protocol}".encode())
+    prefix = "inception-pool" if network.name == "inception" else network.name
+    return f"{prefix}-{ident.hexdigest()[:24]}.safetensors"
+
+
+def _write_cache(path: Path, network: _FeatureNetwork, features: torch.Tensor, key: str) -> None:
+    """Atomic safetensors + JSON sidecar (the key, count, network and protocol, for humans and for checks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"pool": pool.contiguous()}, str(tmp),
-              metadata={"key": key, "count": str(len(pool)), "fid_mode": fid_mode})
+    mode = {"fid_mode": network.protocol} if network.name == "inception" else {"protocol": network.protocol}
+    save_file({network.real_key: features.contiguous()}, str(tmp),
+              metadata={"key": key, "count": str(len(features)), **mode})
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps({"key": key, "count": len(pool), "features": "inception pool3",
-                                                     "fid_mode": fid_mode}))
+    what = "inception pool3" if network.name == "inception" else "dinov2 vitl14 class token"
+    path.with_suffix(".json").write_text(json.dumps({"key": key, "count": len(features), "features": what, **mode}))

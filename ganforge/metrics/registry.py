@@ -87,6 +87,8 @@ class MetricInputs:
     fake_pool: torch.Tensor | None = None  # Inception pool3 features [N, 2048]
     fake_logits: torch.Tensor | None = None  # Inception logits [N, 1008]
     real_pool: torch.Tensor | None = None
+    fake_dinov2: torch.Tensor | None = None  # DINOv2 ViT-L/14 class-token features [N, 1024]
+    real_dinov2: torch.Tensor | None = None
     real_stats: Gaussian | None = None  # the real set's pool mean and covariance, e.g. from a statistics file
     fake_swd: SWDStats | None = None
     real_swd: SWDStats | None = None
@@ -110,12 +112,17 @@ class Metric:
     name: str
     description: str
     needs_real: bool
-    needs_inception: bool
+    network: str | None  # the pretrained feature network it reads ("inception", "dinov2"), None for pixels
     outputs: tuple[MetricOutput, ...]
     compute: Callable[[MetricInputs], Any]
     flatten: Callable[[Any], dict[str, float]]
     row: Callable[[Any], str]  # the metric's lines in `format_table`
     real_stats_suffice: bool = False  # the real set's feature mean and covariance are enough (no real images)
+
+    @property
+    def needs_inception(self) -> bool:
+        """Its values depend on the Inception weights and the FID mode's resize."""
+        return self.network == "inception"
 
     def output(self, key: str) -> MetricOutput:
         return next(out for out in self.outputs if _matches(out.key, key))
@@ -147,7 +154,7 @@ def _swd_row(value: dict[str, Any]) -> str:
 
 SWD = Metric(
     "swd", "sliced Wasserstein distance x1e3 per Laplacian level + average (official PGGAN)",
-    needs_real=True, needs_inception=False,
+    needs_real=True, network=None,
     outputs=(MetricOutput("swd_{res}", False, "9.3f"), MetricOutput("swd_avg", False, "9.3f")),
     compute=lambda inputs: swd_from_stats(inputs.real_swd, inputs.fake_swd, seed=inputs.seed),
     flatten=lambda value: {**{f"swd_{res}": float(v)
@@ -157,7 +164,7 @@ SWD = Metric(
 
 MSSSIM = Metric(
     "msssim", "MS-SSIM of consecutive pairs of fake images (official PGGAN; lower = more diverse)",
-    needs_real=False, needs_inception=False,
+    needs_real=False, network=None,
     outputs=(MetricOutput("msssim_mean", False, "9.4f"), MetricOutput("msssim_pairs", None, "d")),
     compute=lambda inputs: {k: v for k, v in inputs.pairs.result().items() if k != "per_pair"},
     flatten=lambda value: {"msssim_mean": float(value["mean"]), "msssim_pairs": float(value["pairs"])},
@@ -165,7 +172,7 @@ MSSSIM = Metric(
 
 FID = Metric(
     "fid", "Fréchet Inception distance (torch-fidelity / TF-FID protocol)",
-    needs_real=True, needs_inception=True,
+    needs_real=True, network="inception",
     outputs=(MetricOutput("fid", False, "9.4f"),),
     compute=lambda inputs: fid(inputs.fake_pool,
                                inputs.real_pool if inputs.real_stats is None else inputs.real_stats),
@@ -175,14 +182,14 @@ FID = Metric(
 
 KID = Metric(
     "kid", "kernel Inception distance, mean and std over subsets",
-    needs_real=True, needs_inception=True,
+    needs_real=True, network="inception",
     outputs=(MetricOutput("kid_mean", False, "9.6f"), MetricOutput("kid_std", None, ".6f")),
     compute=_kid, flatten=_pair("kid"),
     row=lambda value: f"KID       {value[0]:{KID.outputs[0].fmt}} ± {value[1]:{KID.outputs[1].fmt}}")
 
 IS = Metric(
     "is", "Inception score of the fake images, mean and std over splits",
-    needs_real=False, needs_inception=True,
+    needs_real=False, network="inception",
     outputs=(MetricOutput("is_mean", True, "9.4f"), MetricOutput("is_std", None, ".4f")),
     compute=lambda inputs: inception_score(inputs.fake_logits, splits=min(10, len(inputs.fake_logits)),
                                            seed=TORCH_FIDELITY_SEED),
@@ -191,7 +198,7 @@ IS = Metric(
 
 PR = Metric(
     "pr", "improved precision and recall (k nearest neighbours, default 3) on Inception pool features",
-    needs_real=True, needs_inception=True,
+    needs_real=True, network="inception",
     outputs=(MetricOutput("pr_precision", True, "9.4f"), MetricOutput("pr_recall", True, ".4f")),
     compute=lambda inputs: precision_recall(inputs.real_pool, inputs.fake_pool, k=inputs.settings.value("pr_k"),
                                             device=inputs.device),
@@ -199,7 +206,15 @@ PR = Metric(
     row=lambda value: (f"Precision {value['precision']:{PR.outputs[0].fmt}}   "
                        f"Recall {value['recall']:{PR.outputs[1].fmt}}"))
 
-METRICS: dict[str, Metric] = {metric.name: metric for metric in (SWD, MSSSIM, FID, KID, IS, PR)}
+FD_DINOV2 = Metric(
+    "fd_dinov2", "Fréchet distance of DINOv2 ViT-L/14 features (dgm-eval protocol; EDM2's FD_DINOv2)",
+    needs_real=True, network="dinov2",
+    outputs=(MetricOutput("fd_dinov2", False, "9.4f"),),
+    compute=lambda inputs: fid(inputs.fake_dinov2, inputs.real_dinov2),
+    flatten=lambda value: {"fd_dinov2": float(value)},
+    row=lambda value: f"FD_DINOv2 {value:{FD_DINOV2.outputs[0].fmt}}")
+
+METRICS: dict[str, Metric] = {metric.name: metric for metric in (SWD, MSSSIM, FID, KID, IS, PR, FD_DINOV2)}
 
 
 def check_metrics(metrics: list[str]) -> list[str]:
@@ -216,8 +231,9 @@ def check_real_stats_metrics(names: list[str]) -> None:
     need_images = [name for name in names if METRICS[name].needs_real and not METRICS[name].real_stats_suffice]
     if need_images:
         raise ValueError(f"{', '.join(need_images)}: need(s) the real images (KID and precision/recall their "
-                         "features, SWD the pixels), and real statistics hold only the features' mean and covariance, "
-                         "which serve fid alone; give real images instead")
+                         "Inception features, fd_dinov2 their DINOv2 features, SWD the pixels), and real statistics "
+                         "hold only the Inception features' mean and covariance, which serve fid alone; give real "
+                         "images instead")
 
 
 def rankable_outputs() -> list[str]:

@@ -605,7 +605,7 @@ class Trainer:
         def evaluate(metrics: list[str]) -> dict[str, float]:
             return evaluate_family(self.family, self.dataset, plan, metrics, n=self.config.metrics_n,
                                    seed=self.config.seed, inception_weights=self.config.inception_weights,
-                                   fid_mode=self.config.fid_mode)
+                                   fid_mode=self.config.fid_mode, dinov2_weights=self.config.dinov2_weights)
 
         try:
             results = evaluate(self.config.metrics)
@@ -694,22 +694,30 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            device: torch.device | None = None) -> None:
-    """Unknown metric names, Inception weights that cannot be had, and an FID mode that no metric uses fail now
-    rather than hours into a run (for a translating family: its protocol's validation store beside the opened
-    training store `data_source`, and its metric networks, loaded on `device` and kept for the ticks)."""
+    """Unknown metric names, Inception or DINOv2 weights that cannot be had, and an FID mode or DINOv2 weights
+    that no metric uses fail now rather than hours into a run (for a translating family: its protocol's validation
+    store beside the opened training store `data_source`, and its metric networks, loaded on `device` and kept for
+    the ticks)."""
+    from ganforge.metrics.dinov2 import resolve_dinov2_weights
     from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
     from ganforge.metrics.registry import METRICS, check_metrics
 
+    if config.dinov2_weights is not None and "fd_dinov2" not in config.metrics:
+        raise ConfigError(f"dinov2_weights: set for fd_dinov2, which is not among metrics {config.metrics}")
     if get_family(config.family).translates:
         from ganforge.evaluation.stargan2 import check_protocol_ready
 
         check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
                              device or torch.device("cpu"))
-    elif any(METRICS[name].needs_inception for name in check_metrics(config.metrics)):
+        return
+    names = check_metrics(config.metrics)
+    if any(METRICS[name].needs_inception for name in names):
         resolve_weights_path(config.inception_weights)
     elif config.fid_mode != DEFAULT_FID_MODE:
         raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and none "
                           f"of metrics {config.metrics} is one")
+    if "fd_dinov2" in names:
+        resolve_dinov2_weights(config.dinov2_weights)
 
 
 def open_run_dataset(spec: str, run_dir: Path, resume: ckpt.Checkpoint | None) -> Any:

@@ -1,0 +1,215 @@
+"""FD_DINOv2: our DINOv2 ViT against the official code (facebookresearch/dinov2 @ b8931f7, GANFORGE_REFS), the
+dgm-eval preprocessing by hand, the metric through `evaluate` (its real-feature cache included), and its weights'
+errors."""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import reference_checkout
+from PIL import Image
+
+from ganforge.cli import main
+from ganforge.metrics import dinov2
+from ganforge.metrics.dinov2 import DINOv2, DINOv2WeightsError
+from ganforge.metrics.evaluate import evaluate
+from ganforge.metrics.fid import fid
+
+evaluate_module = sys.modules["ganforge.metrics.evaluate"]  # the package exports a function of the same name
+
+def _official_vit(**kwargs):
+    """The official DinoVisionTransformer, built as torch hub's dinov2_vitl14 builds it (other widths allowed)."""
+    sys.path.insert(0, str(reference_checkout("dinov2", "git clone https://github.com/facebookresearch/dinov2 "
+                                                        "GANFORGE_REFS/dinov2, commit b8931f7")))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "xFormers is not available"
+            from dinov2.layers import MemEffAttention
+            from dinov2.layers import NestedTensorBlock as Block
+            from dinov2.models.vision_transformer import DinoVisionTransformer
+    finally:
+        sys.path.pop(0)
+    options = {"img_size": 518, "patch_size": 14, "embed_dim": 1024, "depth": 24, "num_heads": 16, "mlp_ratio": 4,
+               "block_fn": partial(Block, attn_class=MemEffAttention), "init_values": 1.0, "block_chunks": 0,
+               "interpolate_offset": 0.1, "interpolate_antialias": False, **kwargs}
+    return DinoVisionTransformer(**options)
+
+
+def test_the_vitl14_layout_is_the_official_one():
+    with torch.device("meta"):
+        official, ours = _official_vit().state_dict(), DINOv2().state_dict()
+    assert set(official) - set(ours) == set(dinov2.TRAINING_ONLY_KEYS)
+    assert {key: value.shape for key, value in ours.items()} == {
+        key: value.shape for key, value in official.items() if key not in dinov2.TRAINING_ONLY_KEYS}
+    assert sum(value.numel() for value in ours.values()) == 304_367_616
+
+
+def test_features_equal_the_official_networks_on_random_weights():
+    """A narrow network of the same design (random weights drawn large enough that every layer matters), at the
+    224 px input FD_DINOv2 uses, so the position grid is resized as for the real network; and at 518 px, where
+    it is used as is."""
+    torch.manual_seed(0)
+    official = _official_vit(embed_dim=64, depth=3, num_heads=4).eval()
+    with torch.no_grad():
+        for parameter in official.parameters():
+            parameter.normal_(0, 0.2)
+    ours = DINOv2(dim=64, depth=3, heads=4).eval()
+    ours.load_state_dict({k: v for k, v in official.state_dict().items() if k not in dinov2.TRAINING_ONLY_KEYS})
+    for size in (224, 518):
+        x = torch.randn(3, 3, size, size)
+        with torch.no_grad():
+            torch.testing.assert_close(ours.embed(x), official(x), atol=1e-5, rtol=1e-5)
+
+
+def _tiny() -> DINOv2:
+    torch.manual_seed(1)
+    model = DINOv2(dim=32, depth=2, heads=4).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.2)
+    return model
+
+
+def test_a_block_is_pre_norm_attention_and_mlp_with_layer_scale_by_hand():
+    block = _tiny().blocks[0]
+    x = torch.randn(2, 5, 32)
+    heads, width = 4, 8
+
+    def attention(h: torch.Tensor) -> torch.Tensor:
+        q, k, v = (block.attn.qkv(h).view(2, 5, 3, heads, width)[:, :, i].transpose(1, 2) for i in range(3))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / width ** 0.5, dim=-1)
+        return block.attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 32))
+
+    def layer_norm(h: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+        mean, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+        return (h - mean) / torch.sqrt(var + 1e-6) * norm.weight + norm.bias
+
+    with torch.no_grad():
+        h = x + block.ls1.gamma * attention(layer_norm(x, block.norm1))
+        gelu = torch.nn.functional.gelu(block.mlp.fc1(layer_norm(h, block.norm2)), approximate="none")
+        torch.testing.assert_close(block(x), h + block.ls2.gamma * block.mlp.fc2(gelu), atol=1e-5, rtol=1e-5)
+
+
+def test_images_are_resized_by_pil_bicubic_to_224_then_imagenet_normalised():
+    """dgm-eval: torchvision's Resize((224, 224), BICUBIC) on the PIL image, ToTensor, Normalize."""
+    model = _tiny()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 3, 40, 40), dtype=np.uint8)
+    by_hand = []
+    for image in images:
+        resized = Image.fromarray(image.transpose(1, 2, 0), "RGB").resize((224, 224), Image.BICUBIC)
+        pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255
+        by_hand.append((pixels - np.array([0.485, 0.456, 0.406])[:, None, None])
+                       / np.array([0.229, 0.224, 0.225])[:, None, None])
+    with torch.no_grad():
+        expected = model.embed(torch.tensor(np.stack(by_hand), dtype=torch.float32))
+        torch.testing.assert_close(model(torch.from_numpy(images)), expected, atol=1e-5, rtol=1e-5)
+        grey = torch.from_numpy(images[:, :1])  # grey images are read as RGB, as dgm-eval converts them
+        torch.testing.assert_close(model(grey), model(grey.expand(-1, 3, -1, -1)))
+    with pytest.raises(ValueError, match="expected uint8"):
+        model(torch.zeros(1, 3, 8, 8))
+
+
+@pytest.fixture
+def tiny_dinov2(monkeypatch, tmp_path):
+    """`evaluate` with a narrow DINOv2 in place of the 1.2 GB network (its weights file: a stand-in path, which
+    only names the real-feature cache); counts the images it embeds."""
+    weights = tmp_path / "dinov2_vitl14_pretrain.pth"
+    weights.write_bytes(b"stand-in")
+    model, seen = _tiny(), []
+
+    def counting(images: torch.Tensor) -> torch.Tensor:
+        seen.append(len(images))
+        return DINOv2.forward(model, images)
+
+    model.forward = counting
+    monkeypatch.setattr(evaluate_module, "resolve_dinov2_weights", lambda path=None: weights)
+    monkeypatch.setattr(evaluate_module, "load_dinov2", lambda path, device=None: model)
+    return model, seen
+
+
+def test_fd_dinov2_is_the_frechet_distance_of_the_class_token_features(tiny_dinov2, tmp_path):
+    model, seen = tiny_dinov2
+    rng = np.random.default_rng(1)
+    fake = rng.integers(0, 256, (12, 3, 16, 16), dtype=np.uint8)
+    real = rng.integers(0, 128, (12, 3, 16, 16), dtype=np.uint8)
+    with torch.no_grad():
+        expected = fid(model(torch.from_numpy(fake)), model(torch.from_numpy(real)))
+    seen.clear()
+    result = evaluate(fake, real, ["fd_dinov2", "swd"], batch_size=5, real_cache_key="set-a", cache_dir=tmp_path)
+    assert result["fd_dinov2"] == pytest.approx(expected, rel=1e-6)
+    assert expected > 0.01 and sum(seen) == 24
+    # the real set's features come from the cache the second time: only the fakes are embedded
+    seen.clear()
+    again = evaluate(fake, real, ["fd_dinov2"], batch_size=5, real_cache_key="set-a", cache_dir=tmp_path)
+    assert again["fd_dinov2"] == pytest.approx(expected, rel=1e-6) and sum(seen) == 12
+    cached = list(tmp_path.glob("dinov2-*.safetensors"))
+    assert len(cached) == 1 and '"protocol": "dgm-eval-pil-bicubic-224"' in cached[0].with_suffix(".json").read_text()
+
+
+def test_offline_the_error_names_the_file_its_url_and_where_to_put_it(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.delenv(dinov2.DINOV2_WEIGHTS.env, raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DINOv2WeightsError) as info:
+        dinov2.load_dinov2(cache_dir=tmp_path)
+    for needle in ("dinov2_vitl14_pretrain.pth", dinov2.DINOV2_WEIGHTS.url, str(tmp_path), "--dinov2-weights",
+                   "GANFORGE_DINOV2_WEIGHTS"):
+        assert needle in str(info.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_file_of_another_layout_is_refused_before_loading(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"patch_embed.proj.weight": torch.zeros(8, 3, 14, 14)}, path)
+    with pytest.raises(DINOv2WeightsError, match=r"other.pth does not have the official dinov2_vitl14 layout: "
+                                                  r"missing \['cls_token'"):
+        dinov2.read_dinov2_state(path)
+
+
+def test_without_the_weights_evaluate_prints_the_other_metrics_and_one_warning(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: (_ for _ in ()).throw(
+        urllib.error.URLError("no network")))
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(dinov2.DINOV2_WEIGHTS.env, raising=False)
+    images = tmp_path / "images.npz"
+    np.savez(images, images=np.random.default_rng(0).integers(0, 256, (8, 3, 16, 16), dtype=np.uint8))
+    assert main(["evaluate", "--fake", str(images), "--real", str(images), "--metrics", "swd,fd_dinov2"]) == 0
+    out = capsys.readouterr().out
+    assert "SWD x1e3" in out and "FD_DINOv2" not in out
+    assert out.count("warning: fd_dinov2 not computed: ") == 1 and "dinov2_vitl14_pretrain.pth" in out
+    assert main(["evaluate", "--fake", str(images), "--real", str(images), "--metrics", "swd",
+                 "--dinov2-weights", str(images)]) == 2
+    assert "--dinov2-weights: for fd_dinov2, which is not among the metrics" in capsys.readouterr().err
+
+
+def test_training_refuses_dinov2_weights_without_the_metric_and_missing_weights_with_it(monkeypatch, tmp_path):
+    import copy
+
+    from test_engine import TINY_PGAN
+
+    import ganforge
+    from ganforge.errors import ConfigError
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: (_ for _ in ()).throw(
+        urllib.error.URLError("no network")))
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(dinov2.DINOV2_WEIGHTS.env, raising=False)
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["swd"], metrics_every=8, dinov2_weights=str(tmp_path / "w.pth"))
+    with pytest.raises(ConfigError, match="dinov2_weights: set for fd_dinov2, which is not among metrics"):
+        ganforge.train(config, tmp_path / "run")
+    config.update(metrics=["fd_dinov2"], dinov2_weights=None)
+    with pytest.raises(DINOv2WeightsError, match="dinov2_vitl14_pretrain.pth"):
+        ganforge.train(config, tmp_path / "run")
+    assert not Path(tmp_path / "run" / "checkpoints").exists()
