@@ -4,6 +4,8 @@ errors."""
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -15,9 +17,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import reference_checkout
+from pgan_tiny import TINY_PGAN
 from PIL import Image
 
+import ganforge
 from ganforge.cli import main
+from ganforge.errors import ConfigError
 from ganforge.metrics import dinov2
 from ganforge.metrics.dinov2 import DINOv2, DINOv2WeightsError
 from ganforge.metrics.evaluate import evaluate
@@ -194,13 +199,6 @@ def test_without_the_weights_evaluate_prints_the_other_metrics_and_one_warning(m
 
 
 def test_training_refuses_dinov2_weights_without_the_metric_and_missing_weights_with_it(monkeypatch, tmp_path):
-    import copy
-
-    from test_engine import TINY_PGAN
-
-    import ganforge
-    from ganforge.errors import ConfigError
-
     monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: (_ for _ in ()).throw(
         urllib.error.URLError("no network")))
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
@@ -213,3 +211,16 @@ def test_training_refuses_dinov2_weights_without_the_metric_and_missing_weights_
     with pytest.raises(DINOv2WeightsError, match="dinov2_vitl14_pretrain.pth"):
         ganforge.train(config, tmp_path / "run")
     assert not Path(tmp_path / "run" / "checkpoints").exists()
+
+
+def test_training_time_fd_dinov2_is_logged_and_ranks_checkpoints(tiny_dinov2, tmp_path):
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["fd_dinov2"], metrics_every=16, metrics_n=8, best_metric="fd_dinov2", keep_best=1,
+                  dinov2_weights=str(tmp_path / "dinov2_vitl14_pretrain.pth"))
+    run = tmp_path / "run"
+    ganforge.train(config, run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [16, 20] and all(row["fd_dinov2"] > 0 for row in rows)
+    assert "fid_mode" not in rows[0]  # not an Inception metric: no FID mode to record
+    best = min(rows, key=lambda row: row["fd_dinov2"])
+    assert json.loads((run / "best.json").read_text())["best"] == [{"step": best["step"], "value": best["fd_dinov2"]}]
