@@ -165,8 +165,9 @@ def test_log_scale_only_for_positive_curves_spanning_decades():
     assert plots.wants_log_scale([np.array([1.0, 100.0])])
     assert not plots.wants_log_scale([np.array([1.0, 10.0])])
     assert not plots.wants_log_scale([np.array([-1.0, 100.0])])
-    assert plots.metric_groups(["swd_16", "swd_avg", "fid", "kid_mean"]) == {
-        "swd": ["swd_16", "swd_avg"], "fid": ["fid"], "kid": ["kid_mean"]}
+    assert plots.metric_groups(["swd_16", "swd_avg", "fid", "kid_mean", "fd_dinov2", "lpips_latent/mean"]) == {
+        "swd": ["swd_16", "swd_avg"], "fid": ["fid"], "kid": ["kid_mean"], "fd_dinov2": ["fd_dinov2"],
+        "lpips": ["lpips_latent/mean"]}
 
 
 def test_not_a_run_is_a_one_line_error(tmp_path, capsys):

@@ -241,6 +241,12 @@ def rankable_outputs() -> list[str]:
     return [out.key for metric in METRICS.values() for out in metric.outputs if out.higher_is_better is not None]
 
 
+def metric_of_output(key: str) -> str | None:
+    """The metric an output key belongs to ("swd_16" → "swd", "fd_dinov2" → "fd_dinov2"); None for keys the
+    registry does not make (StarGAN v2's protocol scores)."""
+    return next((m.name for m in METRICS.values() if any(_matches(out.key, key) for out in m.outputs)), None)
+
+
 def _ranking_metric(key: str) -> Metric | None:
     return next((m for m in METRICS.values()
                  if any(_matches(out.key, key) and out.higher_is_better is not None for out in m.outputs)), None)

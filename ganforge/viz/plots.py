@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ganforge.metrics.registry import metric_of_output
 from ganforge.viz.run_data import (
     curve_keys,
     elapsed_seconds,
@@ -198,10 +199,11 @@ def finite_series(run: RunData, key: str) -> bool:
 
 
 def metric_groups(keys: list[str]) -> dict[str, list[str]]:
-    """Metrics that share a panel: swd_16, swd_32, swd_avg → "swd"; fid → "fid"."""
+    """Outputs that share a panel, their metric's: swd_16, swd_32, swd_avg → "swd"; fid → "fid"; fd_dinov2 →
+    "fd_dinov2" (other keys by their first word)."""
     groups: dict[str, list[str]] = {}
     for key in keys:
-        groups.setdefault(key.split("_")[0], []).append(key)
+        groups.setdefault(metric_of_output(key) or key.split("_")[0], []).append(key)
     return groups
 
 
