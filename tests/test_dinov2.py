@@ -224,3 +224,22 @@ def test_training_time_fd_dinov2_is_logged_and_ranks_checkpoints(tiny_dinov2, tm
     assert "fid_mode" not in rows[0]  # not an Inception metric: no FID mode to record
     best = min(rows, key=lambda row: row["fd_dinov2"])
     assert json.loads((run / "best.json").read_text())["best"] == [{"step": best["step"], "value": best["fd_dinov2"]}]
+
+
+def test_feature_networks_run_in_pytorchs_default_float32_whatever_training_set(tiny_dinov2):
+    """The engine allows TF32 matmuls on CUDA; dgm-eval, pytorch-fid and torch-fidelity run without them, so a
+    training-time FD_DINOv2 (all matmuls) must too, and the caller's setting comes back after."""
+    model, _ = tiny_dinov2
+    inside = []
+    forward = model.forward
+    model.forward = lambda images: (inside.append(torch.backends.cuda.matmul.allow_tf32), forward(images))[1]
+    images = np.random.default_rng(2).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+    torch.backends.cuda.matmul.allow_tf32 = True  # as the engine sets it on CUDA
+    try:
+        evaluate(images, images, ["fd_dinov2"])
+        assert inside == [False, False] and torch.backends.cuda.matmul.allow_tf32 is True
+        with pytest.raises(ValueError, match="need a real image set"):  # restored after an error too
+            evaluate(images, None, ["fd_dinov2"])
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False

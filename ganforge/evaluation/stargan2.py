@@ -38,6 +38,7 @@ from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics._images import derived_seed, to_uint8_images
 from ganforge.metrics.fid import FeatureStats, fid
+from ganforge.metrics.float32 import reference_float32
 from ganforge.metrics.inception import InceptionV3FID, InceptionWeightsError, default_cache_dir, load_inception
 from ganforge.metrics.lpips import ALEXNET_ENV, LPIPS, LPIPSWeightsError, load_lpips, pairwise_diversity
 from ganforge.run_loader import load_run
@@ -158,6 +159,7 @@ def _float_images(store: ImageDataset, size: int, indices: np.ndarray, device: t
 
 
 @torch.no_grad()
+@reference_float32()
 def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Path | None = None,
                       train: str | Path | None = None, modes: tuple[str, ...] = MODES, num_outs: int = 10,
                       batch_size: int = 32, max_val: int | None = None, max_train: int | None = None,
@@ -269,6 +271,7 @@ def protocol_scores(family: Any, train_store: ImageDataset, metrics: list[str], 
 
 
 @torch.no_grad()
+@reference_float32()
 def domain_feature_stats(train_store: ImageDataset, family: Any, extract: FeatureExtractor, *,
                          max_train: int | None = None, batch_size: int = 32) -> dict[int, FeatureStats]:
     """Feature statistics of the training images of each target domain: the real side of the protocol's FID."""
@@ -285,6 +288,7 @@ def domain_feature_stats(train_store: ImageDataset, family: Any, extract: Featur
 
 
 @torch.no_grad()
+@reference_float32()
 def translation_scores(family: Any, nets: dict[str, torch.nn.Module], train_store: ImageDataset,
                        val_store: ImageDataset, *, modes: tuple[str, ...] = MODES, num_outs: int = 10,
                        batch_size: int = 32, max_val: int | None = None, max_train: int | None = None,

@@ -32,6 +32,7 @@ from ganforge.download import file_digest
 from ganforge.metrics._images import ImageSource, derived_seed, iter_image_batches, limit_images
 from ganforge.metrics.dinov2 import DINOV2_PROTOCOL, load_dinov2, resolve_dinov2_weights
 from ganforge.metrics.fid import Gaussian
+from ganforge.metrics.float32 import reference_float32
 from ganforge.metrics.inception import (
     DEFAULT_FID_MODE,
     check_fid_mode,
@@ -105,6 +106,7 @@ def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None
     return networks
 
 
+@reference_float32()
 def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *, n: int | None = None,
              inception_weights: str | Path | None = None, device: torch.device | str | None = None,
              real_cache_key: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
@@ -118,7 +120,8 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     names. `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
     `real_stats` (the real pool features' mean and covariance, in place of `real`) serve FID.
     `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
-    subsets and precision/recall's k (the papers' defaults when None).
+    subsets and precision/recall's k (the papers' defaults when None). Networks (the generator of `fake`
+    included) run with PyTorch's default float32 settings, as the reference tools do (`reference_float32`).
     """
     names = check_metrics(metrics)
     settings = settings or MetricSettings()

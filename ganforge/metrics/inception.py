@@ -28,6 +28,7 @@ from ganforge.config import FidMode
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.errors import ConfigError
 from ganforge.metrics._images import ImageSource, iter_image_batches
+from ganforge.metrics.float32 import reference_float32
 from ganforge.safe_load import check_layout, load_state_dict_file
 
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -285,6 +286,7 @@ def load_inception(weights: str | Path | None = None, device: torch.device | str
 
 
 @torch.no_grad()
+@reference_float32()
 def extract_features(model: InceptionV3FID, images: ImageSource, *, batch_size: int = 64,
                      n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pool features [N, 2048] and logits_unbiased [N, 1008] (float32, CPU) of a uint8 image set, batch by batch."""
