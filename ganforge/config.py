@@ -378,6 +378,10 @@ class RunConfig:
     inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
     dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth for training-time fd_dinov2
     fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid/kid/is/pr (see FidMode)
+    # training-time KID's subsets and precision/recall's k; None: what papers report (100 subsets of 1,000, k = 3)
+    kid_subsets: int | None = None
+    kid_subset_size: int | None = None
+    pr_k: int | None = None
     progress: bool = True
     tensorboard: bool | None = None  # None: events when the package is installed; true: warn once if it is not
     # what every image D sees passes through (DiffAugment or ADA; kind none: nothing); runs saved before it: none

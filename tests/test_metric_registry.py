@@ -141,3 +141,48 @@ def test_the_cli_refuses_kid_and_pr_settings_for_metrics_it_does_not_compute(tmp
                  "--kid-subsets", "5", "--inception-weights", str(tmp_path / "missing.pth")]) == 0
     captured = capsys.readouterr()
     assert "SWD x1e3" in captured.out and "kid not computed" in captured.out + captured.err
+
+
+def test_training_time_kid_and_pr_take_the_configs_settings_and_record_them(tmp_path, monkeypatch):
+    """Config keys kid_subsets, kid_subset_size and pr_k reach training-time KID and PR (seen by spies on the
+    registry's functions), are written with every metrics row (as settings, not values: no curve of their own), and
+    are refused, named as config keys, where they would do nothing (StarGAN v2's protocol has neither metric)."""
+    import copy
+    import sys
+
+    from pgan_tiny import TINY_PGAN
+    from reliability_runs import TINY_RUNS
+
+    import ganforge
+    from ganforge.metrics import registry
+    from ganforge.metrics.inception import InceptionV3FID
+    from ganforge.viz.run_data import metric_keys
+
+    evaluate_module = sys.modules["ganforge.metrics.evaluate"]
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"stand-in")  # found by path; the network itself is a random-weight Inception below
+    monkeypatch.setattr(evaluate_module, "load_inception",
+                        lambda path, device=None, fid_mode="legacy-tf": InceptionV3FID(fid_mode).eval())
+    calls = []
+    monkeypatch.setattr(registry, "kid", lambda *args, **kwargs: calls.append(("kid", kwargs)) or (0.5, 0.1))
+    monkeypatch.setattr(registry, "precision_recall",
+                        lambda *args, **kwargs: calls.append(("pr", kwargs)) or {"precision": 0.5, "recall": 0.5})
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["kid", "pr"], metrics_every=20, metrics_n=8, inception_weights=str(weights),
+                  kid_subsets=3, kid_subset_size=4, pr_k=2)
+    ganforge.train(config, tmp_path / "run")
+    assert calls == [("kid", {"subsets": 3, "subset_size": 4, "seed": registry.TORCH_FIDELITY_SEED}),
+                     ("pr", {"k": 2, "device": None})]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], row["kid_subsets"], row["kid_subset_size"], row["pr_k"]) for row in rows] == [(20, 3, 4, 2)]
+    assert metric_keys(rows) == ["kid_mean", "kid_std", "pr_precision", "pr_recall"]
+
+    config.update(metrics=["kid"])
+    with pytest.raises(ConfigError, match=r"^pr_k: set for pr, which is not among the metrics \(kid\)$"):
+        ganforge.train(config, tmp_path / "other")
+    config.update(pr_k=None, kid_subsets=0)
+    with pytest.raises(ConfigError, match=r"^kid_subsets: expected an integer >= 1, got 0$"):
+        ganforge.train(config, tmp_path / "other")
+    translating = {**copy.deepcopy(TINY_RUNS["stargan2"]), "metrics": ["fid"], "metrics_every": 10, "pr_k": 2}
+    with pytest.raises(ConfigError, match=r"^pr_k: a stargan2 run is evaluated by its paper's protocol"):
+        ganforge.train(translating, tmp_path / "translating")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -37,11 +37,13 @@ class UnknownMetricError(ValueError):
 class MetricSettings:
     """The choices behind KID and precision/recall; a setting left at None takes what papers report: KID over 100
     subsets of 1,000 features (torch-fidelity, stylegan2-ada, clean-fid), precision/recall with k = 3 (Kynkäänniemi
-    et al.). A setting given is recorded with the values it produced, and refused when its metric is not computed."""
+    et al.). A setting given is recorded with the values it produced, and refused when its metric is not computed.
+    Errors name a setting as the user gave it: a command-line option (`--pr-k`), or a config key (`pr_k`)."""
 
     kid_subsets: int | None = None
     kid_subset_size: int | None = None
     pr_k: int | None = None
+    given_as: Literal["option", "config"] = field(default="option", compare=False, repr=False)
 
     DEFAULTS: ClassVar[dict[str, int]] = {"kid_subsets": 100, "kid_subset_size": 1000, "pr_k": 3}
     LEAST: ClassVar[dict[str, int]] = {"kid_subsets": 1, "kid_subset_size": 2, "pr_k": 1}
@@ -50,7 +52,7 @@ class MetricSettings:
     def __post_init__(self) -> None:
         for key, value in self.given().items():
             if isinstance(value, bool) or not isinstance(value, int) or value < self.LEAST[key]:
-                raise ValueError(f"{_flag(key)}: expected an integer >= {self.LEAST[key]}, got {value!r}")
+                raise ValueError(f"{self._name(key)}: expected an integer >= {self.LEAST[key]}, got {value!r}")
 
     def value(self, key: str) -> int:
         """The setting in force: the one given, else the papers' default."""
@@ -59,25 +61,25 @@ class MetricSettings:
 
     def given(self) -> dict[str, int]:
         """The settings given (not left to the defaults): recorded beside the values computed with them."""
-        return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
+        return {key: getattr(self, key) for key in self.DEFAULTS if getattr(self, key) is not None}
 
     def check_used(self, names: list[str]) -> None:
         """A setting of a metric that is not computed would do nothing: refused, named as the option."""
         idle = [key for key in self.given() if self.USED_BY[key] not in names]
         if idle:
-            raise ValueError(f"{', '.join(map(_flag, idle))}: set for "
+            raise ValueError(f"{', '.join(map(self._name, idle))}: set for "
                              f"{' and '.join(sorted({self.USED_BY[k] for k in idle}))}, which is not among the "
                              f"metrics ({', '.join(names)})")
 
     def for_metrics(self, names: list[str]) -> MetricSettings:
         """These settings without those of metrics left out (e.g. the Inception metrics when its weights are
         missing, which evaluate then skips with a warning)."""
-        return MetricSettings(**{key: value for key, value in self.given().items() if self.USED_BY[key] in names})
+        return MetricSettings(**{key: value for key, value in self.given().items() if self.USED_BY[key] in names},
+                              given_as=self.given_as)
 
-
-def _flag(key: str) -> str:
-    """A setting as its command-line option (`pr_k` → `--pr-k`), the name users type."""
-    return "--" + key.replace("_", "-")
+    def _name(self, key: str) -> str:
+        """A setting as the user typed it: its command-line option (`pr_k` → `--pr-k`) or its config key."""
+        return "--" + key.replace("_", "-") if self.given_as == "option" else key
 
 
 @dataclass

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as torch_dist
@@ -39,6 +39,9 @@ from ganforge.training.speed import compile_networks, eager_memory_format
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import sample_caption, save_grid
 from ganforge.viz.report import REPORT_NAME, ReportRefresher
+
+if TYPE_CHECKING:
+    from ganforge.metrics.registry import MetricSettings
 
 FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
 MAX_ROLLBACKS = 3
@@ -605,7 +608,8 @@ class Trainer:
         def evaluate(metrics: list[str]) -> dict[str, float]:
             return evaluate_family(self.family, self.dataset, plan, metrics, n=self.config.metrics_n,
                                    seed=self.config.seed, inception_weights=self.config.inception_weights,
-                                   fid_mode=self.config.fid_mode, dinov2_weights=self.config.dinov2_weights)
+                                   fid_mode=self.config.fid_mode, dinov2_weights=self.config.dinov2_weights,
+                                   settings=training_metric_settings(self.config))
 
         try:
             results = evaluate(self.config.metrics)
@@ -620,8 +624,9 @@ class Trainer:
                         self._skipped_metrics.add((name, plan.resolution))
                         logger.message(f"step {self.step}: {name} skipped at resolution {plan.resolution} ({err}); "
                                        "computed again once the images are large enough")
-        if results:
-            logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results})
+        if results:  # the KID/PR settings given are recorded with the values (they are no values themselves)
+            logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results},
+                           settings=training_metric_settings(self.config).given())
         if self.config.best_metric is None or (skipped and self.config.best_metric not in results):
             return None
         if self.config.best_metric not in results:
@@ -704,13 +709,22 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
 
     if config.dinov2_weights is not None and "fd_dinov2" not in config.metrics:
         raise ConfigError(f"dinov2_weights: set for fd_dinov2, which is not among metrics {config.metrics}")
+    settings = training_metric_settings(config)
     if get_family(config.family).translates:
         from ganforge.evaluation.stargan2 import check_protocol_ready
+
+        if settings.given():
+            raise ConfigError(f"{', '.join(settings.given())}: a {config.family} run is evaluated by its paper's "
+                              "protocol (FID and LPIPS per domain task), which has no KID or precision/recall")
 
         check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
                              device or torch.device("cpu"))
         return
     names = check_metrics(config.metrics)
+    try:
+        settings.check_used(names)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if any(METRICS[name].needs_inception for name in names):
         resolve_weights_path(config.inception_weights)
     elif config.fid_mode != DEFAULT_FID_MODE:
@@ -718,6 +732,18 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
                           f"of metrics {config.metrics} is one")
     if "fd_dinov2" in names:
         resolve_dinov2_weights(config.dinov2_weights)
+
+
+def training_metric_settings(config: RunConfig) -> MetricSettings:
+    """The run's KID and precision/recall settings (config keys kid_subsets, kid_subset_size, pr_k) as a
+    MetricSettings; a bad value is a ConfigError naming its key."""
+    from ganforge.metrics.registry import MetricSettings
+
+    try:
+        return MetricSettings(kid_subsets=config.kid_subsets, kid_subset_size=config.kid_subset_size,
+                              pr_k=config.pr_k, given_as="config")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def open_run_dataset(spec: str, run_dir: Path, resume: ckpt.Checkpoint | None) -> Any:

@@ -120,11 +120,13 @@ class RunLogger:
         self._eta_mark = (step, now)
         return (self._total_steps - step) * (now - last_time) / (step - last_step)
 
-    def metrics(self, record: dict[str, Any]) -> None:
+    def metrics(self, record: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
+        """A metric tick's values (numbers also to TensorBoard), with the `settings` they were computed with
+        (metrics.jsonl only)."""
         if not self.enabled:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps({**record, **(settings or {})}) + "\n")
         if self._tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":

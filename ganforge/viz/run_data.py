@@ -72,7 +72,8 @@ def curve_keys(records: list[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
-METRIC_RECORD_KEYS = ("step", "kimg", "n")  # what a metrics.jsonl record holds besides metric values
+# what a metrics.jsonl record holds besides metric values: where, how many images, with which KID/PR settings
+METRIC_RECORD_KEYS = ("step", "kimg", "n", *MetricSettings.DEFAULTS)
 
 
 def metric_keys(records: list[dict[str, Any]]) -> list[str]:
