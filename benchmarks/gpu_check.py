@@ -45,6 +45,7 @@ from ganforge.api import train  # noqa: E402
 from ganforge.families import resolve_run_config  # noqa: E402
 from ganforge.metrics.dinov2 import DINOV2_WEIGHTS, DINOv2, load_dinov2  # noqa: E402
 from ganforge.metrics.fid import frechet_distance  # noqa: E402
+from ganforge.metrics.float32 import reference_float32  # noqa: E402
 from ganforge.metrics.inception import InceptionV3FID, default_cache_dir, load_inception  # noqa: E402
 from ganforge.metrics.swd import swd  # noqa: E402
 from ganforge.models.pgan import pgan_widths  # noqa: E402
@@ -372,6 +373,7 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
         images = torch.randint(0, 256, (n_features, 3, 64, 64), dtype=torch.uint8)
 
         @torch.no_grad()
+        @reference_float32()  # as metrics run them: the train cases before left TF32 matmuls on
         def run(count: int) -> None:
             for start in range(0, count, batch):
                 model(images[start:start + batch].to(device))

@@ -18,6 +18,8 @@ from typing import Any
 from ganforge.version import __version__
 
 DEFAULT_RUNS = Path("runs")
+METRICS_DEVICE_HELP = ("where the networks run (a run's generator, the metric networks): auto (a CUDA GPU where "
+                       "there is one), cuda, cpu; on MPS the metrics run on the CPU (they sum in float64)")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -299,8 +301,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     settings = MetricSettings(**{key: value for key in ("kid_subsets", "kid_subset_size", "pr_k")
                                  if (value := getattr(args, key)) is not None})
-    if args.dinov2_weights is not None and "fd_dinov2" not in (metrics or []):
-        raise ConfigError("--dinov2-weights: for fd_dinov2, which is not among the metrics (--metrics ...,fd_dinov2)")
     if args.resolution is not None and args.fake is None:
         raise ConfigError("--resolution brings the images of --fake DIR (and --real) to one size; a run's images "
                           "already have its size")
@@ -310,7 +310,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
                                  real_stats=args.real_stats, resolution=args.resolution, settings=settings,
-                                 dinov2_weights=args.dinov2_weights)["table"]
+                                 dinov2_weights=args.dinov2_weights, device=args.device)["table"]
     elif args.real_stats is not None:
         raise ConfigError("--real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
@@ -318,7 +318,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    inception_weights=args.inception_weights, val=args.val,
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
                                    wing_weights=args.wing_weights, fid_mode=args.fid_mode, settings=settings,
-                                   dinov2_weights=args.dinov2_weights)
+                                   dinov2_weights=args.dinov2_weights, device=args.device)
     else:
         raise ConfigError("give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
@@ -331,7 +331,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from ganforge.evaluation.run_metrics import write_image_set_stats
 
     stats = write_image_set_stats(args.source, args.out, fid_mode=args.fid_mode, n=args.n,
-                                  inception_weights=args.inception_weights, resolution=args.resolution)
+                                  inception_weights=args.inception_weights, resolution=args.resolution,
+                                  device=args.device)
     print(f"wrote {args.out}: Inception pool3 mean and covariance of {stats.count} images of {args.source} "
           f"(fid_mode {stats.fid_mode})")
     return 0
@@ -511,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="metrics of a run, or of one image set against another")
     ev.add_argument("run", type=Path, nargs="?")
+    ev.add_argument("--device", default="auto", help=METRICS_DEVICE_HELP)
     ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs). Without "
                     "a feature network's weights (the FID Inception's for fid, kid, is, pr; DINOv2's for fd_dinov2), "
                     "the metrics that need them are left out with one warning line and the others are printed "
@@ -558,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
                        "to R×R first (folders of mixed sizes; default: the images' own size)")
     stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
+    stats.add_argument("--device", default="auto", help=METRICS_DEVICE_HELP)
     stats.set_defaults(func=cmd_stats)
 
     info = sub.add_parser("info", help="networks and parameter counts a config builds (no training)")

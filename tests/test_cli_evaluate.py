@@ -154,3 +154,24 @@ def test_grey_against_colour_images_is_noted(tmp_path, capsys):
     assert main(["evaluate", "--fake", str(grey), "--real", str(colour), "--metrics", "msssim"]) == 0
     assert ("note: the generated images have 1 channel(s), the real ones 3: grey images are compared as RGB"
             in capsys.readouterr().out)
+
+
+def test_metrics_run_on_the_generators_gpu_and_on_the_cpu_otherwise(monkeypatch):
+    """Training-time metrics and `evaluate` of a run ran their feature networks on the CPU next to a generator on a
+    GPU (304M-parameter DINOv2 at about 1 image/s there); MPS keeps the CPU (float64 sums)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ganforge.evaluation import run_metrics
+    from ganforge.metrics.evaluate import metrics_device
+
+    assert metrics_device("cuda:1") == torch.device("cuda", 1)
+    assert metrics_device(torch.device("mps")) == metrics_device(None) == torch.device("cpu")
+    devices = []
+    monkeypatch.setattr(run_metrics, "evaluate", lambda *args, **kwargs: devices.append(kwargs["device"]) or {})
+    dataset = open_dataset("builtin:shapes?count=8&resolution=16")
+    for device in (torch.device("cuda", 0), torch.device("mps")):
+        family = SimpleNamespace(translates=False, device=device)  # its images are never drawn here
+        run_metrics.evaluate_family(family, dataset, SimpleNamespace(resolution=16), ["swd"], n=4, seed=0)
+    assert devices == [torch.device("cuda", 0), torch.device("cpu")]

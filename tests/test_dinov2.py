@@ -103,22 +103,27 @@ def test_a_block_is_pre_norm_attention_and_mlp_with_layer_scale_by_hand():
         torch.testing.assert_close(block(x), h + block.ls2.gamma * block.mlp.fc2(gelu), atol=1e-5, rtol=1e-5)
 
 
+def _by_hand(images: list[Image.Image]) -> torch.Tensor:
+    """dgm-eval's transform: torchvision's Resize((224, 224), BICUBIC) on the PIL image, ToTensor, Normalize."""
+    out = []
+    for image in images:
+        pixels = np.asarray(image.convert("RGB").resize((224, 224), Image.BICUBIC), dtype=np.float32) / 255
+        out.append((pixels.transpose(2, 0, 1) - np.array([0.485, 0.456, 0.406])[:, None, None])
+                   / np.array([0.229, 0.224, 0.225])[:, None, None])
+    return torch.tensor(np.stack(out), dtype=torch.float32)
+
+
 def test_images_are_resized_by_pil_bicubic_to_224_then_imagenet_normalised():
-    """dgm-eval: torchvision's Resize((224, 224), BICUBIC) on the PIL image, ToTensor, Normalize."""
     model = _tiny()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 3, 40, 40), dtype=np.uint8)
-    by_hand = []
-    for image in images:
-        resized = Image.fromarray(image.transpose(1, 2, 0), "RGB").resize((224, 224), Image.BICUBIC)
-        pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255
-        by_hand.append((pixels - np.array([0.485, 0.456, 0.406])[:, None, None])
-                       / np.array([0.229, 0.224, 0.225])[:, None, None])
     with torch.no_grad():
-        expected = model.embed(torch.tensor(np.stack(by_hand), dtype=torch.float32))
+        expected = model.embed(_by_hand([Image.fromarray(image.transpose(1, 2, 0), "RGB") for image in images]))
         torch.testing.assert_close(model(torch.from_numpy(images)), expected, atol=1e-5, rtol=1e-5)
-        grey = torch.from_numpy(images[:, :1])  # grey images are read as RGB, as dgm-eval converts them
-        torch.testing.assert_close(model(grey), model(grey.expand(-1, 3, -1, -1)))
+        # grey images are read as dgm-eval reads them: PIL's convert("RGB")
+        grey = images[:, 0]
+        expected = model.embed(_by_hand([Image.fromarray(plane, "L") for plane in grey]))
+        torch.testing.assert_close(model(torch.from_numpy(grey[:, None])), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="expected uint8"):
         model(torch.zeros(1, 3, 8, 8))
 
@@ -207,6 +212,13 @@ def test_training_refuses_dinov2_weights_without_the_metric_and_missing_weights_
     config.update(metrics=["swd"], metrics_every=8, dinov2_weights=str(tmp_path / "w.pth"))
     with pytest.raises(ConfigError, match="dinov2_weights: set for fd_dinov2, which is not among metrics"):
         ganforge.train(config, tmp_path / "run")
+    config.update(metrics=[], metrics_every=0)  # no metrics at all: still a setting that would do nothing
+    with pytest.raises(ConfigError, match=r"dinov2_weights: set for fd_dinov2, which is not among metrics \[\]"):
+        ganforge.train(config, tmp_path / "run")
+    config.update(dinov2_weights=None, pr_k=5)
+    with pytest.raises(ConfigError, match=r"^pr_k: set for pr, which is not among the metrics \(none\)$"):
+        ganforge.train(config, tmp_path / "run")
+    config.update(pr_k=None, metrics_every=8)
     config.update(metrics=["fd_dinov2"], dinov2_weights=None)
     with pytest.raises(DINOv2WeightsError, match="dinov2_vitl14_pretrain.pth"):
         ganforge.train(config, tmp_path / "run")
@@ -215,7 +227,8 @@ def test_training_refuses_dinov2_weights_without_the_metric_and_missing_weights_
 
 def test_training_time_fd_dinov2_is_logged_and_ranks_checkpoints(tiny_dinov2, tmp_path):
     config = copy.deepcopy(TINY_PGAN)
-    config.update(metrics=["fd_dinov2"], metrics_every=16, metrics_n=8, best_metric="fd_dinov2", keep_best=1,
+    # metric names in any case, as everywhere (the DINOv2 checks read them as the registry does)
+    config.update(metrics=["FD_DINOv2"], metrics_every=16, metrics_n=8, best_metric="fd_dinov2", keep_best=1,
                   dinov2_weights=str(tmp_path / "dinov2_vitl14_pretrain.pth"))
     run = tmp_path / "run"
     ganforge.train(config, run)
@@ -243,3 +256,69 @@ def test_feature_networks_run_in_pytorchs_default_float32_whatever_training_set(
         assert torch.backends.cuda.matmul.allow_tf32 is True
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@pytest.fixture
+def tiny_networks(tiny_dinov2, tmp_path, monkeypatch):
+    """tiny_dinov2 beside a random-weight FID Inception (its weights file: a stand-in path), both counting the
+    images they embed."""
+    from ganforge.metrics.inception import InceptionV3FID
+
+    inception_weights = tmp_path / "inception.pth"
+    inception_weights.write_bytes(b"inception stand-in")
+    inception, inception_seen = InceptionV3FID().eval(), []
+    forward = inception.forward
+    inception.forward = lambda images: (inception_seen.append(len(images)), forward(images))[1]
+    monkeypatch.setattr(evaluate_module, "load_inception", lambda path, device=None, fid_mode="": inception)
+    return inception_weights, inception_seen, tiny_dinov2[1]
+
+
+def test_one_pass_feeds_both_networks_and_a_partial_cache_embeds_only_what_is_missing(tiny_networks, tmp_path):
+    """fid and fd_dinov2 together: each set is read once for both; with Inception's real features cached and
+    DINOv2's not, only DINOv2 embeds the real set again. The Inception cache keeps the name and contents it had
+    before DINOv2 (key, weights digest, image count, FID mode), so caches written by earlier versions still hit."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    from ganforge.download import file_digest
+
+    weights, inception_seen, dinov2_seen = tiny_networks
+    rng = np.random.default_rng(3)
+    fake, real = (rng.integers(0, 256, (6, 3, 16, 16), dtype=np.uint8) for _ in range(2))
+    options = {"inception_weights": weights, "real_cache_key": "set-b", "cache_dir": tmp_path / "stats", "n": 6}
+    first = evaluate(fake, real, ["fid", "fd_dinov2"], **options)
+    assert sum(inception_seen) == sum(dinov2_seen) == 12
+    ident = hashlib.sha256(f"set-b|{file_digest(weights)}|6|legacy-tf".encode()).hexdigest()[:24]
+    inception_cache = tmp_path / "stats" / f"inception-pool-{ident}.safetensors"
+    with safe_open(str(inception_cache), "pt") as cached:
+        assert list(cached.keys()) == ["pool"] and cached.get_tensor("pool").shape == (6, 2048)
+        assert cached.metadata() == {"key": "set-b", "count": "6", "fid_mode": "legacy-tf"}
+    assert json.loads(inception_cache.with_suffix(".json").read_text()) == {
+        "key": "set-b", "count": 6, "features": "inception pool3", "fid_mode": "legacy-tf"}
+    for path in (tmp_path / "stats").glob("dinov2-*"):
+        path.unlink()
+    inception_seen.clear()
+    dinov2_seen.clear()
+    again = evaluate(fake, real, ["fid", "fd_dinov2"], **options)
+    assert sum(inception_seen) == 6 and sum(dinov2_seen) == 12
+    assert again == pytest.approx(first, rel=1e-6)
+
+
+def test_metrics_of_a_missing_network_are_left_out_and_all_missing_files_are_named(monkeypatch, tmp_path):
+    from ganforge.evaluation.run_metrics import computable_metrics
+    from ganforge.metrics.inception import InceptionWeightsError
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: (_ for _ in ()).throw(
+        urllib.error.URLError("no network")))
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(dinov2.DINOV2_WEIGHTS.env, raising=False)
+    monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
+    inception = tmp_path / "inception.pth"
+    inception.write_bytes(b"found by path")
+    left, warning = computable_metrics(["swd", "fid", "fd_dinov2"], inception_weights=inception)
+    assert left == ["swd", "fid"] and warning.startswith("warning: fd_dinov2 not computed: ") and "\n" not in warning
+    with pytest.raises(InceptionWeightsError) as info:  # nothing left: one error for both files
+        computable_metrics(["fid", "fd_dinov2"])
+    assert "pt_inception-2015-12-05-6726825d.pth" in str(info.value)
+    assert "dinov2_vitl14_pretrain.pth" in str(info.value)

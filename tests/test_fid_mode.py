@@ -137,7 +137,8 @@ def test_training_time_records_carry_the_mode(monkeypatch):
     monkeypatch.setattr(run_metrics, "_run_evaluate", fake_evaluate)
     dataset = open_dataset("builtin:shapes?count=8&resolution=16")
     plan = SimpleNamespace(resolution=16)
-    family = SimpleNamespace(translates=False)  # scored by image-set metrics (its images are never drawn here)
+    # scored by image-set metrics (its images are never drawn here)
+    family = SimpleNamespace(translates=False, device=torch.device("cpu"))
     record = run_metrics.evaluate_family(family, dataset, plan, ["fid"], n=4, seed=0, fid_mode="clean")
     assert record == {"fid": 4.5, "fid_mode": "clean"} and seen["fid_mode"] == "clean"
     assert run_metrics.evaluate_family(family, dataset, plan, ["msssim"], n=4, seed=0) == {

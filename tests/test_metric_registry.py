@@ -150,6 +150,7 @@ def test_training_time_kid_and_pr_take_the_configs_settings_and_record_them(tmp_
     import copy
     import sys
 
+    import torch
     from pgan_tiny import TINY_PGAN
     from reliability_runs import TINY_RUNS
 
@@ -172,7 +173,7 @@ def test_training_time_kid_and_pr_take_the_configs_settings_and_record_them(tmp_
                   kid_subsets=3, kid_subset_size=4, pr_k=2)
     ganforge.train(config, tmp_path / "run")
     assert calls == [("kid", {"subsets": 3, "subset_size": 4, "seed": registry.TORCH_FIDELITY_SEED}),
-                     ("pr", {"k": 2, "device": None})]
+                     ("pr", {"k": 2, "device": torch.device("cpu")})]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(row["step"], row["kid_subsets"], row["kid_subset_size"], row["pr_k"]) for row in rows] == [(20, 3, 4, 2)]
     assert metric_keys(rows) == ["kid_mean", "kid_std", "pr_precision", "pr_recall"]

@@ -19,10 +19,11 @@ import torch
 from ganforge.config import ConfigError, read_config_file
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
+from ganforge.distributed import DistInfo, pick_device
 from ganforge.families.base import Family, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError
 from ganforge.metrics.dinov2 import DINOv2WeightsError, resolve_dinov2_weights
-from ganforge.metrics.evaluate import evaluate
+from ganforge.metrics.evaluate import evaluate, metrics_device
 from ganforge.metrics.fid_stats import ReferenceStats, check_stats_output, image_set_stats, read_stats, write_stats
 from ganforge.metrics.inception import (
     DEFAULT_FID_MODE,
@@ -125,13 +126,14 @@ def run_swd_floor(run_dir: Path, resolution: int, n: int, seed: int = 0) -> dict
     return real_swd_floor(dataset, resolution, min(n, dataset.count), seed)
 
 
-def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int,
+def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int, device: torch.device | None = None,
                   inception_weights: Path | None = None, real_cache_key: str | None = None,
                   fid_mode: str = DEFAULT_FID_MODE, real_stats: ReferenceStats | None = None,
                   settings: MetricSettings | None = None, dinov2_weights: Path | None = None) -> dict[str, Any]:
+    """`evaluate` on the GPU where the generator is on one (metrics_device), on the CPU otherwise."""
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
                     real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats, settings=settings,
-                    dinov2_weights=dinov2_weights)
+                    dinov2_weights=dinov2_weights, device=metrics_device(device))
 
 
 def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -> str:
@@ -159,8 +161,8 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
     key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None
     settings = (settings or MetricSettings()).for_metrics(check_metrics(metrics))  # of the metrics asked for now
     results = _run_evaluate(generated_batches(family, plan, n, seed), reals, metrics, n=n, seed=seed,
-                            inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode,
-                            dinov2_weights=dinov2_weights, settings=settings)
+                            device=family.device, inception_weights=inception_weights, real_cache_key=key,
+                            fid_mode=fid_mode, dinov2_weights=dinov2_weights, settings=settings)
     return {**flat_outputs(results), **inception_protocol(results, fid_mode)}
 
 
@@ -178,12 +180,18 @@ def chosen_fid_mode(metrics: list[str], fid_mode: str | None) -> str:
     return fid_mode
 
 
+def check_dinov2_weights_used(metrics: list[str], dinov2_weights: str | Path | None) -> None:
+    """DINOv2 weights given for an evaluation without fd_dinov2 would do nothing: refused."""
+    if dinov2_weights is not None and "fd_dinov2" not in check_metrics(metrics):
+        raise ConfigError(f"--dinov2-weights: for fd_dinov2, which is not among the metrics ({', '.join(metrics)})")
+
+
 def computable_metrics(metrics: list[str], inception_weights: str | Path | None = None,
                        dinov2_weights: str | Path | None = None) -> tuple[list[str], str]:
     """The metrics that can be computed here, and a warning line per network left out ("" when none is). Without
     a feature network's weights (not given, not cached, offline) its metrics are left out (the FID Inception's:
-    fid, kid, is, pr; DINOv2's: fd_dinov2) and the others still computed; when no asked metric is left, the first
-    missing-weights error is raised."""
+    fid, kid, is, pr; DINOv2's: fd_dinov2) and the others still computed; when no asked metric is left, one error
+    names every missing file."""
     names = check_metrics(metrics)
     resolvers = {"inception": lambda: resolve_weights_path(inception_weights),
                  "dinov2": lambda: resolve_dinov2_weights(dinov2_weights)}
@@ -195,7 +203,8 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
             missing[network] = err
     left = [name for name in names if METRICS[name].network not in missing]
     if not left:
-        raise next(iter(missing.values()))
+        first = next(iter(missing.values()))
+        raise type(first)(" Also: ".join(map(str, missing.values())))
     warnings = [f"warning: {', '.join(n for n in names if METRICS[n].network == network)} not computed: {err}"
                 for network, err in missing.items()]
     return left, "\n".join(warnings)
@@ -204,13 +213,14 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
                  all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
                  seed: int = 0, fid_mode: str | None = None, settings: MetricSettings | None = None,
-                 dinov2_weights: Path | None = None) -> dict[str, Any]:
+                 dinov2_weights: Path | None = None, device: str = "auto") -> dict[str, Any]:
     """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl (with
     the image count and the real set), SWD also to swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's
     output). Settings other than the defaults (`settings`) are recorded with each row."""
     run_dir = Path(run_dir)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
+    check_dinov2_weights_used(metrics, dinov2_weights)
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
@@ -219,7 +229,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
     rows, skipped = [], []
     for chosen in steps:
-        model = load_run(run_dir, step=chosen)
+        model = load_run(run_dir, step=chosen, device=device)
         resolution = model.plan.resolution
         # recorded with each row: values against other real sets are not one curve
         real_set = resolved_data_spec(str(real) if real is not None else model.config.data)
@@ -242,8 +252,8 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             warning = "\n".join(filter(None, [warning, _kid_subset_note(metrics, count, settings)]))
         try:
             results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
-                                    n=count, seed=seed, inception_weights=inception_weights, fid_mode=fid_mode,
-                                    settings=settings, dinov2_weights=dinov2_weights)
+                                    n=count, seed=seed, device=model.device, inception_weights=inception_weights,
+                                    fid_mode=fid_mode, settings=settings, dinov2_weights=dinov2_weights)
         except ImageSetError as err:
             if not all_steps:
                 raise
@@ -369,7 +379,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                      inception_weights: Path | None = None, seed: int = 0, fid_mode: str | None = None,
                      real_stats: Path | None = None, step: int | None = None,
                      resolution: int | None = None, settings: MetricSettings | None = None,
-                     dinov2_weights: Path | None = None) -> dict[str, Any]:
+                     dinov2_weights: Path | None = None, device: str = "auto") -> dict[str, Any]:
     """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
     the images a run's EMA generator makes (newest checkpoint, or `step`; `n` of them, default the run's
     metrics_n), against real images (brought to the fake set's size) or a statistics file (FID only). Nothing is
@@ -377,6 +387,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
+    check_dinov2_weights_used(metrics, dinov2_weights)
     asked_resolution = resolution
     if real is not None and real_stats is not None:
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
@@ -394,7 +405,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
                                                    f"elsewhere); it is compared as {fid_mode}"]))
     fake = Path(fake)
-    model = load_run(fake, step=step) if (fake / "config.json").is_file() else None
+    model = load_run(fake, step=step, device=device) if (fake / "config.json").is_file() else None
     if model is not None:
         if model.family.translates:
             raise ConfigError(f"{fake}: a {model.config.family} run translates images; evaluate it with "
@@ -426,9 +437,10 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                 if real is not None else "the set holds {count} images; all of them were evaluated")
         warning = "\n".join(filter(None, [warning, f"note: --n {n}: {held.format(count=count)}"]))
     try:
-        results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed, inception_weights=inception_weights,
-                                fid_mode=fid_mode, real_stats=stats, settings=settings,
-                                dinov2_weights=dinov2_weights)
+        results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed,
+                                device=model.device if model is not None else pick_device(device, DistInfo()),
+                                inception_weights=inception_weights, fid_mode=fid_mode, real_stats=stats,
+                                settings=settings, dinov2_weights=dinov2_weights)
     except ImageSizeError as err:
         if model is not None or asked_resolution is not None:
             raise
@@ -442,7 +454,8 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
 
 
 def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,
-                          inception_weights: Path | None = None, resolution: int | None = None) -> ReferenceStats:
+                          inception_weights: Path | None = None, resolution: int | None = None,
+                          device: str = "auto") -> ReferenceStats:
     """`ganforge stats`: the Inception pool3 statistics of an image set (folder, .npz or store; with `n`, a seeded
     random choice of `n` images, `random_subset`; each brought to `resolution` if given, for folders of mixed sizes)
     written to `out` (.npz, pytorch-fid / TTUR layout). `out` and the weights are checked before the images are
@@ -453,7 +466,7 @@ def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = Non
     if n is not None and n > available:
         raise ConfigError(f"--n {n}: {source} holds {available} images")
     stats = image_set_stats(iter_image_set(Path(source), resolution, sample=n), fid_mode=fid_mode or DEFAULT_FID_MODE,
-                            inception_weights=weights, n=n)
+                            inception_weights=weights, n=n, device=metrics_device(pick_device(device, DistInfo())))
     write_stats(out, stats)
     return stats
 
@@ -476,7 +489,8 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                        inception_weights: str | Path | None = None, val: str | Path | None = None,
                        fid_network: str | None = None, alexnet_weights: str | Path | None = None,
                        wing_weights: str | Path | None = None, fid_mode: str | None = None,
-                       settings: MetricSettings | None = None, dinov2_weights: str | Path | None = None) -> str:
+                       settings: MetricSettings | None = None, dinov2_weights: str | Path | None = None,
+                       device: str = "auto") -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
     validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
@@ -497,7 +511,8 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
 
         report = evaluate_stargan2(run, step=step, val=val, train=real,
                                    fid_network=fid_network or DEFAULT_FID_NETWORK, inception_weights=inception_weights,
-                                   alexnet_weights=alexnet_weights, max_val=n, wing_weights=wing_weights)
+                                   alexnet_weights=alexnet_weights, max_val=n, wing_weights=wing_weights,
+                                   device=device)
         protocol = report["protocol"]
         return "\n".join([f"step {report['step']}; FID by {protocol['fid_network']}: "
                           f"{protocol['fid_network_description']}"]
@@ -507,4 +522,4 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
     return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,
                         inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
-                        dinov2_weights=dinov2_weights)["table"]
+                        dinov2_weights=dinov2_weights, device=device)["table"]

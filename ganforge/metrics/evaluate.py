@@ -19,6 +19,7 @@ splits (fewer if fewer images) and seed 2020.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -96,14 +97,37 @@ def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None
                       dinov2_weights: str | Path | None, device: torch.device | str | None,
                       fid_mode: str) -> dict[str, _FeatureNetwork]:
     networks: dict[str, _FeatureNetwork] = {}
+    device = str(torch.device(device or "cpu"))
     if any(metric.network == "inception" for metric in wanted):
         path = resolve_weights_path(inception_weights)
-        networks["inception"] = _FeatureNetwork("inception", load_inception(path, device=device, fid_mode=fid_mode),
-                                                path, fid_mode)
+        networks["inception"] = _FeatureNetwork(
+            "inception", _loaded_network("inception", str(path), _stamp(path), device, fid_mode), path, fid_mode)
     if any(metric.network == "dinov2" for metric in wanted):
         path = resolve_dinov2_weights(dinov2_weights)
-        networks["dinov2"] = _FeatureNetwork("dinov2", load_dinov2(path, device=device), path, DINOV2_PROTOCOL)
+        networks["dinov2"] = _FeatureNetwork(
+            "dinov2", _loaded_network("dinov2", str(path), _stamp(path), device, ""), path, DINOV2_PROTOCOL)
     return networks
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """A weights file's size and modification time: a file replaced at the same path is read again."""
+    info = Path(path).stat()
+    return info.st_size, info.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded_network(name: str, path: str, stamp: tuple[int, int], device: str, fid_mode: str) -> torch.nn.Module:
+    """A feature network loaded once per process and device: training-time metrics call `evaluate` at every
+    tick, and DINOv2 alone is a 1.2 GB file and 304M parameters to build."""
+    if name == "inception":
+        return load_inception(path, device=device, fid_mode=fid_mode)
+    return load_dinov2(path, device=device)
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_digest(path: str, stamp: tuple[int, int]) -> str:
+    """The weights file's sha256 for the real-feature cache key, hashed once per process and file."""
+    return file_digest(path)
 
 
 @reference_float32()
@@ -188,10 +212,18 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                 reader.swd.close()
 
 
+def metrics_device(device: torch.device | str | None) -> torch.device:
+    """Where the metrics of work on `device` run: its CUDA GPU (feature networks, SWD and MS-SSIM there), else the
+    CPU (MPS has no float64, in which SWD and MS-SSIM sum)."""
+    device = torch.device(device or "cpu")
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def _cache_name(network: _FeatureNetwork, real_cache_key: str, n: int | None) -> str:
     """A real set's features are found again only for the same set, weights file, image count and protocol:
     Inception's FID mode (one mode's cache never serves another), DINOv2's resize."""
-    ident = hashlib.sha256(f"{real_cache_key}|{file_digest(network.weights_path)}|{n}|{network.protocol}".encode())
+    digest = _weights_digest(str(network.weights_path), _stamp(network.weights_path))
+    ident = hashlib.sha256(f"{real_cache_key}|{digest}|{n}|{network.protocol}".encode())
     prefix = "inception-pool" if network.name == "inception" else network.name
     return f"{prefix}-{ident.hexdigest()[:24]}.safetensors"
 

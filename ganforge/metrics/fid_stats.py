@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ganforge.errors import ConfigError
 from ganforge.metrics._images import ImageSource
@@ -125,7 +126,8 @@ def stats_of_features(features: np.ndarray | FeatureStats, fid_mode: str | None)
 
 
 def image_set_stats(images: ImageSource, *, fid_mode: str, inception_weights: str | Path | None = None,
-                    n: int | None = None, device: str | None = None, batch_size: int = 64) -> ReferenceStats:
+                    n: int | None = None, device: torch.device | str | None = None,
+                    batch_size: int = 64) -> ReferenceStats:
     """Inception pool3 statistics of a uint8 image set (the first `n` images), resized by `fid_mode`."""
     model = load_inception(inception_weights, device=device, fid_mode=fid_mode)
     pools, _ = extract_features(model, images, batch_size=batch_size, n=n)

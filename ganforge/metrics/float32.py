@@ -17,10 +17,22 @@ import torch
 
 @contextlib.contextmanager
 def reference_float32() -> Iterator[None]:
-    """PyTorch's default float32 settings inside the block (usable as a decorator), the caller's restored after."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    """PyTorch's default float32 settings inside the block (usable as a decorator), the caller's restored after.
+    Set through the API the caller used: torch refuses to read its legacy `allow_tf32` flags once its newer
+    `fp32_precision` settings were written."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        saved = matmul.allow_tf32, conv.allow_tf32
+    except RuntimeError:  # the newer API is in use
+        saved_precision = matmul.fp32_precision, conv.conv.fp32_precision
+        matmul.fp32_precision, conv.conv.fp32_precision = "ieee", "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.conv.fp32_precision = saved_precision
+        return
+    matmul.allow_tf32, conv.allow_tf32 = False, True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        matmul.allow_tf32, conv.allow_tf32 = saved

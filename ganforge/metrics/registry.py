@@ -69,7 +69,7 @@ class MetricSettings:
         if idle:
             raise ValueError(f"{', '.join(map(self._name, idle))}: set for "
                              f"{' and '.join(sorted({self.USED_BY[k] for k in idle}))}, which is not among the "
-                             f"metrics ({', '.join(names)})")
+                             f"metrics ({', '.join(names) or 'none'})")
 
     def for_metrics(self, names: list[str]) -> MetricSettings:
         """These settings without those of metrics left out (e.g. the Inception metrics when its weights are

@@ -205,8 +205,7 @@ class Trainer:
             _check_same_data(self.run_dir, resume.meta.get("dataset"), self.dataset, config.data, imported=imported)
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
-        if config.metrics:
-            check_training_metrics(config, self.dataset.source, self.device)
+        check_training_metrics(config, self.dataset.source, self.device)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         family_cls = get_family(config.family)
         if family_cls.contiguous_shards(config.model):
@@ -601,6 +600,7 @@ class Trainer:
         """Evaluate the configured metrics on rank 0; returns the `best_metric` value, if one is configured."""
         from ganforge.evaluation.run_metrics import evaluate_family
         from ganforge.metrics._images import ImageSetError
+        from ganforge.metrics.registry import metric_of_output
 
         if not self.dist.is_main:
             return None
@@ -624,9 +624,10 @@ class Trainer:
                         self._skipped_metrics.add((name, plan.resolution))
                         logger.message(f"step {self.step}: {name} skipped at resolution {plan.resolution} ({err}); "
                                        "computed again once the images are large enough")
-        if results:  # the KID/PR settings given are recorded with the values (they are no values themselves)
+        if results:  # the KID/PR settings of the metrics computed go with their values (they are no values)
+            computed = [name for name in map(metric_of_output, results) if name is not None]
             logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results},
-                           settings=training_metric_settings(self.config).given())
+                           settings=training_metric_settings(self.config).for_metrics(computed).given())
         if self.config.best_metric is None or (skipped and self.config.best_metric not in results):
             return None
         if self.config.best_metric not in results:
@@ -699,28 +700,30 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            device: torch.device | None = None) -> None:
-    """Unknown metric names, Inception or DINOv2 weights that cannot be had, and an FID mode or DINOv2 weights
-    that no metric uses fail now rather than hours into a run (for a translating family: its protocol's validation
-    store beside the opened training store `data_source`, and its metric networks, loaded on `device` and kept for
-    the ticks)."""
+    """Unknown metric names, Inception or DINOv2 weights that cannot be had, and an FID mode, DINOv2 weights or
+    KID/PR settings that no metric uses fail now rather than hours into a run (for a translating family: its
+    protocol's validation store beside the opened training store `data_source`, and its metric networks, loaded on
+    `device` and kept for the ticks)."""
     from ganforge.metrics.dinov2 import resolve_dinov2_weights
     from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
     from ganforge.metrics.registry import METRICS, check_metrics
 
-    if config.dinov2_weights is not None and "fd_dinov2" not in config.metrics:
-        raise ConfigError(f"dinov2_weights: set for fd_dinov2, which is not among metrics {config.metrics}")
     settings = training_metric_settings(config)
-    if get_family(config.family).translates:
+    translates = get_family(config.family).translates
+    # the names as the registry reads them (any case); a translating family's metrics are its protocol's
+    names = check_metrics(config.metrics) if config.metrics and not translates else []
+    if config.dinov2_weights is not None and "fd_dinov2" not in names:
+        raise ConfigError(f"dinov2_weights: set for fd_dinov2, which is not among metrics {config.metrics}")
+    if translates:
         from ganforge.evaluation.stargan2 import check_protocol_ready
 
         if settings.given():
             raise ConfigError(f"{', '.join(settings.given())}: a {config.family} run is evaluated by its paper's "
                               "protocol (FID and LPIPS per domain task), which has no KID or precision/recall")
-
-        check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
-                             device or torch.device("cpu"))
+        if config.metrics:
+            check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
+                                 device or torch.device("cpu"))
         return
-    names = check_metrics(config.metrics)
     try:
         settings.check_used(names)
     except ValueError as err:
