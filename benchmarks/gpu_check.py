@@ -44,6 +44,7 @@ from reliability_runs import TINY_RUNS  # noqa: E402 - the suite's tiny config o
 from ganforge.api import train  # noqa: E402
 from ganforge.families import resolve_run_config  # noqa: E402
 from ganforge.metrics.dinov2 import DINOV2_WEIGHTS, DINOv2, load_dinov2  # noqa: E402
+from ganforge.metrics.evaluate import evaluate  # noqa: E402
 from ganforge.metrics.fid import frechet_distance  # noqa: E402
 from ganforge.metrics.float32 import reference_float32  # noqa: E402
 from ganforge.metrics.inception import InceptionV3FID, default_cache_dir, load_inception  # noqa: E402
@@ -410,6 +411,23 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
         return {"images_per_set": n, "resolution": res, "seconds": time.perf_counter() - begin,
                 "swd_avg": float(value["avg"])}
 
+    def on_device_vs_cpu() -> dict[str, Any]:
+        """`evaluate`'s pixel metrics where training-time metrics now run (the training GPU) against the CPU, where
+        they ran before: the same values up to float rounding."""
+        n, res = (32, 32) if args.quick else (1024, 64)
+        generator = torch.Generator().manual_seed(1)
+        a, b = (torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=generator) for _ in range(2))
+        values, seconds = {}, {}
+        for where in (device, torch.device("cpu")):
+            begin = time.perf_counter()
+            result = evaluate(a, b, ["swd", "msssim"], device=where)
+            sync(device)
+            seconds[where.type] = time.perf_counter() - begin
+            values[where.type] = {"swd_avg": float(result["swd"]["avg"]), "msssim": float(result["msssim"]["mean"])}
+        return {"images_per_set": n, "resolution": res, "values": values, "seconds": seconds,
+                "max_rel_diff": max(abs(values[device.type][k] - values["cpu"][k]) / abs(values["cpu"][k])
+                                    for k in values["cpu"])}
+
     def frechet() -> dict[str, Any]:
         dim, samples = (64, 256) if args.quick else (2048, 10000)
         feats = torch.randn(2, samples, dim, dtype=torch.float64)
@@ -420,7 +438,7 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
         return {"dim": dim, "seconds": time.perf_counter() - begin, "value": value}
 
     return [("metric/fid_features", inception), ("metric/dinov2_features", dinov2), ("metric/swd", sliced),
-            ("metric/frechet", frechet)]
+            ("metric/on_device_vs_cpu", on_device_vs_cpu), ("metric/frechet", frechet)]
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -435,7 +453,8 @@ def table(results: list[dict[str, Any]]) -> str:
         notes = [f"{label} {entry[key]:.1e}" for key, label in (
             ("first_step_rel_diff_vs_fp32", "vs fp32: step 1"), ("max_rel_diff_vs_fp32", "max"),
             ("perturbed_rel_diff", f"fp32 nudged by {PERTURBATION:g}: max"),
-            ("max_abs_diff", "resumed vs straight: weights")) if key in entry]
+            ("max_abs_diff", "resumed vs straight: weights"), ("max_rel_diff", "vs CPU: max rel diff"))
+            if key in entry]
         if "weights" in entry:  # feature networks: real weights, or a stand-in of the same arithmetic
             notes.append(entry["weights"])
         if entry["status"] != "ok":

@@ -27,7 +27,8 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
                  for mode in ("fp32", "bf16", "compiled")}
     expected |= {f"speed/pgan16/step{start}/{mode}" for start in (99, 199, 299) for mode in ("fp32", "bf16")}
     expected |= {"speed/pgan16/step199/compiled", "speed/pgan16/step299/compiled"}  # the two largest resolutions
-    expected |= {"metric/fid_features", "metric/dinov2_features", "metric/swd", "metric/frechet"}
+    expected |= {"metric/fid_features", "metric/dinov2_features", "metric/swd", "metric/on_device_vs_cpu",
+                 "metric/frechet"}
     expected |= {f"resume/{family}" for family in FAMILIES}
     autotuned = {f"speed/{name}/cudnn_benchmark" for name in ("biggan/step0", "stargan2/step0", "wgan-gp/step0",
                                                              "pgan16/step99", "pgan16/step199", "pgan16/step299")}
@@ -61,6 +62,7 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     assert flops[299] > 4 * flops[99]
     assert cases["metric/swd"]["status"] == "ok" and cases["metric/frechet"]["status"] == "ok"
     assert cases["metric/swd"]["swd_avg"] > 0  # two independent random sets differ
+    assert cases["metric/on_device_vs_cpu"]["max_rel_diff"] == 0.0  # the CPU twice here
     for name in ("fid_features", "dinov2_features"):  # with random weights where the real ones are not at hand
         assert cases[f"metric/{name}"]["status"] == "ok" and cases[f"metric/{name}"]["img_per_s"] > 0
         assert cases[f"metric/{name}"]["weights"].startswith(("random stand-in weights", "real ")), name
