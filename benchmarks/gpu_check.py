@@ -418,6 +418,7 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
         generator = torch.Generator().manual_seed(1)
         a, b = (torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=generator) for _ in range(2))
         values, seconds = {}, {}
+        evaluate(a[:8], b[:8], ["swd", "msssim"], device=device)  # warm-up: the device's first kernels
         for where in (device, torch.device("cpu")):
             begin = time.perf_counter()
             result = evaluate(a, b, ["swd", "msssim"], device=where)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import warnings
@@ -18,8 +19,8 @@ from typing import Any
 from ganforge.version import __version__
 
 DEFAULT_RUNS = Path("runs")
-METRICS_DEVICE_HELP = ("where the networks run (a run's generator, the metric networks): auto (a CUDA GPU where "
-                       "there is one), cuda, cpu; on MPS the metrics run on the CPU (they sum in float64)")
+METRICS_DEVICE_HELP = ("auto (default), cpu, cuda, cuda:N or mps: where a run's generator runs; the metric networks "
+                       "run on that CUDA GPU, else on the CPU (MPS lacks the float64 they sum in)")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +94,13 @@ def _prepare_classes(args: argparse.Namespace) -> Path:
         names = [line.strip() for line in args.class_names.read_text().splitlines() if line.strip()]
     return prepare_labelled.prepare_hdf5(args.src, args.out, images_key=args.images_key, labels_key=args.labels_key,
                                 class_names=names, float_range=args.float_range, overwrite=args.overwrite)
+
+
+def device_name(text: str) -> str:
+    """A device as pick_device reads it, checked before any work (a download, a run's loading), for argparse."""
+    if text in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
 
 
 def positive_int(text: str) -> int:
@@ -512,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="metrics of a run, or of one image set against another")
     ev.add_argument("run", type=Path, nargs="?")
-    ev.add_argument("--device", default="auto", help=METRICS_DEVICE_HELP)
+    ev.add_argument("--device", type=device_name, default="auto", help=METRICS_DEVICE_HELP)
     ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs). Without "
                     "a feature network's weights (the FID Inception's for fid, kid, is, pr; DINOv2's for fd_dinov2), "
                     "the metrics that need them are left out with one warning line and the others are printed "
@@ -560,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
                        "to R×R first (folders of mixed sizes; default: the images' own size)")
     stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
-    stats.add_argument("--device", default="auto", help=METRICS_DEVICE_HELP)
+    stats.add_argument("--device", type=device_name, default="auto", help=METRICS_DEVICE_HELP)
     stats.set_defaults(func=cmd_stats)
 
     info = sub.add_parser("info", help="networks and parameter counts a config builds (no training)")

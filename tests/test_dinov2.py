@@ -200,7 +200,8 @@ def test_without_the_weights_evaluate_prints_the_other_metrics_and_one_warning(m
     assert out.count("warning: fd_dinov2 not computed: ") == 1 and "dinov2_vitl14_pretrain.pth" in out
     assert main(["evaluate", "--fake", str(images), "--real", str(images), "--metrics", "swd",
                  "--dinov2-weights", str(images)]) == 2
-    assert "--dinov2-weights: for fd_dinov2, which is not among the metrics" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--dinov2-weights (dinov2_weights=): for fd_dinov2, which is not among the metrics (swd)" in err
 
 
 def test_training_refuses_dinov2_weights_without_the_metric_and_missing_weights_with_it(monkeypatch, tmp_path):
@@ -322,3 +323,53 @@ def test_metrics_of_a_missing_network_are_left_out_and_all_missing_files_are_nam
         computable_metrics(["fid", "fd_dinov2"])
     assert "pt_inception-2015-12-05-6726825d.pth" in str(info.value)
     assert "dinov2_vitl14_pretrain.pth" in str(info.value)
+
+
+def test_feature_networks_are_loaded_once_per_file_and_device_and_let_go_after_training(tiny_dinov2, tmp_path,
+                                                                                        monkeypatch):
+    """Training-time metrics call evaluate at every tick: DINOv2 is read and built once (at the start of the run,
+    so a bad file fails before the first step), again only for a replaced file, and released when training ends."""
+    model, _ = tiny_dinov2
+    loads = []
+    monkeypatch.setattr(evaluate_module, "load_dinov2", lambda path, device=None: loads.append(device) or model)
+    evaluate_module.release_feature_networks()
+    images = np.random.default_rng(4).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+    for _ in range(2):
+        evaluate(images, images, ["fd_dinov2"])
+    assert loads == ["cpu"]
+    weights = tmp_path / "dinov2_vitl14_pretrain.pth"
+    weights.write_bytes(b"another stand-in")  # replaced in place
+    evaluate(images, images, ["fd_dinov2"])
+    assert loads == ["cpu", "cpu"]
+
+    evaluate_module.release_feature_networks()
+    loads.clear()
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["fd_dinov2"], metrics_every=10, metrics_n=4, dinov2_weights=str(weights))
+    ganforge.train(config, tmp_path / "run")
+    assert loads == ["cpu"]  # at the start, then kept for both ticks
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert evaluate_module._loaded_network.cache_info().currsize == 0
+
+
+def test_a_weights_file_of_another_layout_stops_training_before_the_first_step(tmp_path):
+    wrong = tmp_path / "dinov2_vitl14_pretrain.pth"
+    torch.save({"cls_token": torch.zeros(1, 1, 8)}, wrong)
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["fd_dinov2"], metrics_every=10, dinov2_weights=str(wrong))
+    with pytest.raises(DINOv2WeightsError, match="does not have the official dinov2_vitl14 layout"):
+        ganforge.train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_kid_and_pr_settings_beyond_the_images_a_tick_compares_are_refused(tmp_path):
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["swd", "kid"], metrics_every=10, metrics_n=16, kid_subset_size=100)
+    with pytest.raises(ConfigError, match=r"^kid_subset_size: 100 needs more than the 16 images each metric tick "):
+        ganforge.train(config, tmp_path / "run")
+
+
+def test_a_bad_device_is_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--fake", "x.npz", "--metrics", "is", "--device", "gpu"])
+    assert "expected auto, cpu, cuda, cuda:N or mps, got 'gpu'" in capsys.readouterr().err

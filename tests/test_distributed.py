@@ -212,6 +212,7 @@ def test_ranks_leave_together_after_training_but_not_after_an_error(monkeypatch)
 
     class StubTrainer:
         fail = False
+        config = types.SimpleNamespace(metrics=[])
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.dist = StubDist()

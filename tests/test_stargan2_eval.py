@@ -244,7 +244,7 @@ def test_training_evaluates_by_the_protocol_at_metric_ticks_and_keeps_the_best(t
     """The official eval_every: at each metric tick the EMA networks as they are get the same values as the saved
     checkpoint of that step under `ganforge evaluate`, into metrics.jsonl, and best.json ranks by FID; the
     training images go through the FID network at the first tick only."""
-    monkeypatch.setattr(stargan2_evaluation, "check_protocol_ready", lambda *args: None)  # stand-ins below
+    monkeypatch.setattr(stargan2_evaluation, "check_protocol_ready", lambda *args, **kwargs: None)  # stand-ins below
     extractor = Recording()
     monkeypatch.setattr(stargan2_evaluation, "_cached_extractor", lambda weights, device: extractor)
     monkeypatch.setattr(stargan2_evaluation, "_cached_lpips", lambda device: RecordingLPIPS())

@@ -183,7 +183,8 @@ def chosen_fid_mode(metrics: list[str], fid_mode: str | None) -> str:
 def check_dinov2_weights_used(metrics: list[str], dinov2_weights: str | Path | None) -> None:
     """DINOv2 weights given for an evaluation without fd_dinov2 would do nothing: refused."""
     if dinov2_weights is not None and "fd_dinov2" not in check_metrics(metrics):
-        raise ConfigError(f"--dinov2-weights: for fd_dinov2, which is not among the metrics ({', '.join(metrics)})")
+        raise ConfigError(f"--dinov2-weights (dinov2_weights=): for fd_dinov2, which is not among the metrics "
+                          f"({', '.join(metrics)})")
 
 
 def computable_metrics(metrics: list[str], inception_weights: str | Path | None = None,

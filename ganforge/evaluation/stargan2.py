@@ -212,10 +212,11 @@ def evaluate_stargan2(run: str | Path, *, step: int | None = None, val: str | Pa
 
 
 def check_protocol_ready(train_source: str | Path, metrics: list[str], inception_weights: str | Path | None = None,
-                         device: torch.device | str = "cpu") -> None:
-    """Before training with the protocol at metric ticks: the validation store beside the training store, and the
-    metric networks of `metrics`, loaded now (and kept for the ticks), so a missing or wrong file fails before the
-    first step, not hours into the run. `inception_weights` is torchvision's Inception file here."""
+                         device: torch.device | str = "cpu", *, load_networks: bool = True) -> None:
+    """Before training with the protocol at metric ticks: the validation store beside the training store, and
+    (`load_networks`: on the rank that evaluates) the metric networks of `metrics`, loaded now (and kept for the
+    ticks), so a missing or wrong file fails before the first step, not hours into the run. `inception_weights` is
+    torchvision's Inception file here."""
     try:
         default_val_store(train_source)
     except DatasetError:
@@ -223,6 +224,8 @@ def check_protocol_ready(train_source: str | Path, metrics: list[str], inception
                           f"validation store beside the training store {train_source} (expected "
                           f"{Path(train_source).parent / 'val'}: `ganforge prepare domains|celeba-domains` writes "
                           "OUT/train and OUT/val)") from None
+    if not load_networks:
+        return
     try:
         if "fid" in metrics:
             _cached_extractor(None if inception_weights is None else str(inception_weights), str(device))

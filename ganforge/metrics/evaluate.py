@@ -78,14 +78,18 @@ class _SetReader:
 
 class _FeatureNetwork:
     """A pretrained network the metrics read, by the names of its outputs: Inception's "pool" and "logits",
-    DINOv2's "dinov2"; `cache_key` identifies its real-set features (weights file and resize protocol)."""
+    DINOv2's "dinov2"; its weights file and resize protocol identify its real-set features."""
 
     def __init__(self, name: str, model: torch.nn.Module, weights_path: Path, protocol: str) -> None:
         self.name, self.model, self.weights_path, self.protocol = name, model, weights_path, protocol
 
     def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(batch.to(next(self.model.parameters()).device))
+        out = self.model(batch)  # uint8 on the CPU: a PIL resize reads it there, the network moves the rest
         return dict(zip(("pool", "logits"), out, strict=True)) if self.name == "inception" else {self.name: out}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @property
     def real_key(self) -> str:
@@ -97,7 +101,10 @@ def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None
                       dinov2_weights: str | Path | None, device: torch.device | str | None,
                       fid_mode: str) -> dict[str, _FeatureNetwork]:
     networks: dict[str, _FeatureNetwork] = {}
-    device = str(torch.device(device or "cpu"))
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and device.index is None:  # one cache entry per GPU, however it was named
+        device = torch.device("cuda", torch.cuda.current_device())
+    device = str(device)
     if any(metric.network == "inception" for metric in wanted):
         path = resolve_weights_path(inception_weights)
         networks["inception"] = _FeatureNetwork(
@@ -109,14 +116,29 @@ def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None
     return networks
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    """A weights file's size and modification time: a file replaced at the same path is read again."""
+def _stamp(path: Path) -> tuple[int, ...]:
+    """A weights file's identity on disk: a file replaced at the same path (even by one of the same size and
+    modification time, `cp -p`) is read again."""
     info = Path(path).stat()
-    return info.st_size, info.st_mtime_ns
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
+
+
+def load_feature_networks(metrics: list[str], *, device: torch.device | str | None, fid_mode: str = DEFAULT_FID_MODE,
+                          inception_weights: str | Path | None = None,
+                          dinov2_weights: str | Path | None = None) -> None:
+    """Load the feature networks `metrics` read onto `device` now and keep them for later `evaluate` calls: a
+    training run's wrong weights file fails before its first step, not at its first metric tick."""
+    _feature_networks([METRICS[name] for name in check_metrics(metrics)], inception_weights=inception_weights,
+                      dinov2_weights=dinov2_weights, device=device, fid_mode=fid_mode)
+
+
+def release_feature_networks() -> None:
+    """Forget the loaded feature networks (a training run ends: DINOv2 holds 1.2 GB of GPU memory)."""
+    _loaded_network.cache_clear()
 
 
 @functools.lru_cache(maxsize=4)
-def _loaded_network(name: str, path: str, stamp: tuple[int, int], device: str, fid_mode: str) -> torch.nn.Module:
+def _loaded_network(name: str, path: str, stamp: tuple[int, ...], device: str, fid_mode: str) -> torch.nn.Module:
     """A feature network loaded once per process and device: training-time metrics call `evaluate` at every
     tick, and DINOv2 alone is a 1.2 GB file and 304M parameters to build."""
     if name == "inception":
@@ -125,7 +147,7 @@ def _loaded_network(name: str, path: str, stamp: tuple[int, int], device: str, f
 
 
 @functools.lru_cache(maxsize=8)
-def _weights_digest(path: str, stamp: tuple[int, int]) -> str:
+def _weights_digest(path: str, stamp: tuple[int, ...]) -> str:
     """The weights file's sha256 for the real-feature cache key, hashed once per process and file."""
     return file_digest(path)
 
@@ -221,9 +243,11 @@ def metrics_device(device: torch.device | str | None) -> torch.device:
 
 def _cache_name(network: _FeatureNetwork, real_cache_key: str, n: int | None) -> str:
     """A real set's features are found again only for the same set, weights file, image count and protocol:
-    Inception's FID mode (one mode's cache never serves another), DINOv2's resize."""
+    Inception's FID mode (one mode's cache never serves another), DINOv2's resize; and the same kind of device:
+    a GPU's TF32 convolutions give other features than the CPU's (CPU caches keep the name they always had)."""
     digest = _weights_digest(str(network.weights_path), _stamp(network.weights_path))
-    ident = hashlib.sha256(f"{real_cache_key}|{digest}|{n}|{network.protocol}".encode())
+    on_gpu = "|cuda" if network.device.type == "cuda" else ""
+    ident = hashlib.sha256(f"{real_cache_key}|{digest}|{n}|{network.protocol}{on_gpu}".encode())
     prefix = "inception-pool" if network.name == "inception" else network.name
     return f"{prefix}-{ident.hexdigest()[:24]}.safetensors"
 

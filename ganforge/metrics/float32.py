@@ -1,10 +1,11 @@
 """Feature networks run in the precision the reference tools ran them in, whatever training chose.
 
 pytorch-fid, torch-fidelity, clean-fid, dgm-eval and the official evaluation scripts run under PyTorch's defaults:
-float32 matmuls in full float32, cuDNN convolutions allowed TF32. The training engine allows TF32 matmuls on CUDA for
-speed, and training-time metrics run in its process: without this, DINOv2 (all matmuls) and Inception's logits would
-be computed from 10-bit mantissas there, and the same checkpoint would score differently in training and in
-`ganforge evaluate`.
+float32 matmuls in full float32 (cuDNN convolutions allowed TF32, PyTorch's default, which the engine keeps). The
+training engine allows TF32 matmuls on CUDA for speed, and training-time metrics run in its process, on its GPU:
+without this, DINOv2 (all matmuls) and Inception's logits would be computed from 10-bit mantissas there, and the same
+checkpoint would score differently in training and in `ganforge evaluate`. A caller's reduced CPU matmul precision
+(`set_float32_matmul_precision("medium")`: bf16 in oneDNN) is lifted the same way.
 """
 
 from __future__ import annotations
@@ -17,22 +18,24 @@ import torch
 
 @contextlib.contextmanager
 def reference_float32() -> Iterator[None]:
-    """PyTorch's default float32 settings inside the block (usable as a decorator), the caller's restored after.
-    Set through the API the caller used: torch refuses to read its legacy `allow_tf32` flags once its newer
-    `fp32_precision` settings were written."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+    """Full float32 matmuls inside the block (usable as a decorator), the caller's setting restored after, through
+    the API the caller used: torch's `set_float32_matmul_precision` (which the legacy `allow_tf32` flags map onto),
+    or, once a backend's own `fp32_precision` was written (torch then refuses the global query), those settings."""
     try:
-        saved = matmul.allow_tf32, conv.allow_tf32
-    except RuntimeError:  # the newer API is in use
-        saved_precision = matmul.fp32_precision, conv.conv.fp32_precision
-        matmul.fp32_precision, conv.conv.fp32_precision = "ieee", "tf32"
+        saved = torch.get_float32_matmul_precision()
+    except RuntimeError:  # per-backend settings in use
+        backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+        saved_backends = [backend.fp32_precision for backend in backends]
+        for backend in backends:
+            backend.fp32_precision = "ieee"
         try:
             yield
         finally:
-            matmul.fp32_precision, conv.conv.fp32_precision = saved_precision
+            for backend, precision in zip(backends, saved_backends, strict=True):
+                backend.fp32_precision = precision
         return
-    matmul.allow_tf32, conv.allow_tf32 = False, True
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        matmul.allow_tf32, conv.allow_tf32 = saved
+        torch.set_float32_matmul_precision(saved)

@@ -236,8 +236,9 @@ class InceptionV3FID(nn.Module):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"Inception: expected uint8 N x 3 x H x W images, got {images.dtype} "
                              f"{tuple(images.shape)}")
-        x = resize_pil_bicubic(images) if self.fid_mode == "clean" else resize_bilinear_tf1(images.float())
-        x = (x - 128.0) / 128.0
+        device = self.fc.weight.device  # a PIL resize on the CPU first, TF1's on the network's device
+        x = resize_pil_bicubic(images) if self.fid_mode == "clean" else resize_bilinear_tf1(images.to(device).float())
+        x = (x.to(device) - 128.0) / 128.0
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         out = {"64": x.mean(dim=(2, 3))}
@@ -290,7 +291,6 @@ def load_inception(weights: str | Path | None = None, device: torch.device | str
 def extract_features(model: InceptionV3FID, images: ImageSource, *, batch_size: int = 64,
                      n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pool features [N, 2048] and logits_unbiased [N, 1008] (float32, CPU) of a uint8 image set, batch by batch."""
-    device = next(model.parameters()).device
     pools, logits = [], []
     seen = 0
     batches: Iterable[torch.Tensor] = iter_image_batches(images, batch_size=batch_size, name="Inception images")
@@ -300,7 +300,7 @@ def extract_features(model: InceptionV3FID, images: ImageSource, *, batch_size: 
         if batch.shape[0] == 0:
             break
         for start in range(0, batch.shape[0], batch_size):
-            pool, logit = model(batch[start : start + batch_size].to(device))
+            pool, logit = model(batch[start : start + batch_size])
             pools.append(pool.cpu())
             logits.append(logit.cpu())
         seen += batch.shape[0]

@@ -33,16 +33,16 @@ def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, *, max_val: float, filter_siz
     """Per-image mean SSIM and contrast-structure terms of float64 N x C x H x W images at one scale."""
     h, w = x.shape[2:]
     size = min(filter_size, h, w)
-    taps = _gaussian_taps(size, size * filter_sigma / filter_size).to(x.device)
+    taps = _gaussian_taps(size, size * filter_sigma / filter_size).tolist()  # Python floats: no device reads
 
     def blur(img: torch.Tensor) -> torch.Tensor:  # separable 'valid' filtering as shifted sums (fast in float64)
         out_w, out_h = img.shape[-1] - size + 1, img.shape[-2] - size + 1
         rows = img[..., :out_w] * taps[0]
         for k in range(1, size):
-            rows.add_(img[..., k : k + out_w], alpha=float(taps[k]))
+            rows.add_(img[..., k : k + out_w], alpha=taps[k])
         cols = rows[..., :out_h, :] * taps[0]
         for k in range(1, size):
-            cols.add_(rows[..., k : k + out_h, :], alpha=float(taps[k]))
+            cols.add_(rows[..., k : k + out_h, :], alpha=taps[k])
         return cols
 
     mu_x, mu_y, xx, yy, xy = blur(torch.stack([x, y, x * x, y * y, x * y]))

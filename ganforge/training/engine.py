@@ -205,7 +205,8 @@ class Trainer:
             _check_same_data(self.run_dir, resume.meta.get("dataset"), self.dataset, config.data, imported=imported)
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
-        check_training_metrics(config, self.dataset.source, self.device)
+        check_training_metrics(config, self.dataset.source, self.device,
+                               images=min(config.metrics_n, self.dataset.count), load_networks=self.dist.is_main)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         family_cls = get_family(config.family)
         if family_cls.contiguous_shards(config.model):
@@ -699,11 +700,13 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 
 
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
-                           device: torch.device | None = None) -> None:
+                           device: torch.device | None = None, *, images: int | None = None,
+                           load_networks: bool = False) -> None:
     """Unknown metric names, Inception or DINOv2 weights that cannot be had, and an FID mode, DINOv2 weights or
-    KID/PR settings that no metric uses fail now rather than hours into a run (for a translating family: its
-    protocol's validation store beside the opened training store `data_source`, and its metric networks, loaded on
-    `device` and kept for the ticks)."""
+    KID/PR settings that no metric uses or `images` (what a tick compares) cannot serve fail now rather than hours
+    into a run. With `load_networks` (the rank that evaluates) the metric networks are loaded on the metrics'
+    device and kept for the ticks, so a wrong weights file fails now too (for a translating family: its protocol's
+    networks, and its validation store beside the opened training store `data_source`)."""
     from ganforge.metrics.dinov2 import resolve_dinov2_weights
     from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
     from ganforge.metrics.registry import METRICS, check_metrics
@@ -712,22 +715,28 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
     translates = get_family(config.family).translates
     # the names as the registry reads them (any case); a translating family's metrics are its protocol's
     names = check_metrics(config.metrics) if config.metrics and not translates else []
+    protocol = (f"a {config.family} run is evaluated by its paper's protocol (FID and LPIPS per domain task), "
+                "which has no {}")
     if config.dinov2_weights is not None and "fd_dinov2" not in names:
-        raise ConfigError(f"dinov2_weights: set for fd_dinov2, which is not among metrics {config.metrics}")
+        raise ConfigError("dinov2_weights: " + (protocol.format("fd_dinov2") if translates else
+                                                f"set for fd_dinov2, which is not among metrics {config.metrics}"))
     if translates:
         from ganforge.evaluation.stargan2 import check_protocol_ready
 
         if settings.given():
-            raise ConfigError(f"{', '.join(settings.given())}: a {config.family} run is evaluated by its paper's "
-                              "protocol (FID and LPIPS per domain task), which has no KID or precision/recall")
+            raise ConfigError(f"{', '.join(settings.given())}: {protocol.format('KID or precision/recall')}")
         if config.metrics:
             check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
-                                 device or torch.device("cpu"))
+                                 device or torch.device("cpu"), load_networks=load_networks)
         return
     try:
         settings.check_used(names)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    for key, most in (("kid_subset_size", images), ("pr_k", None if images is None else images - 1)):
+        if most is not None and (getattr(config, key) or 0) > most:
+            raise ConfigError(f"{key}: {getattr(config, key)} needs more than the {images} images each metric "
+                              "tick compares (metrics_n, or all the dataset holds)")
     if any(METRICS[name].needs_inception for name in names):
         resolve_weights_path(config.inception_weights)
     elif config.fid_mode != DEFAULT_FID_MODE:
@@ -735,6 +744,11 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
                           f"of metrics {config.metrics} is one")
     if "fd_dinov2" in names:
         resolve_dinov2_weights(config.dinov2_weights)
+    if load_networks and any(METRICS[name].network for name in names):
+        from ganforge.metrics.evaluate import load_feature_networks, metrics_device
+
+        load_feature_networks(names, device=metrics_device(device), fid_mode=config.fid_mode,
+                              inception_weights=config.inception_weights, dinov2_weights=config.dinov2_weights)
 
 
 def training_metric_settings(config: RunConfig) -> MetricSettings:
@@ -849,3 +863,7 @@ def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int
         return replace(result, main_process=trainer.dist.is_main)
     finally:
         shutdown_distributed(trainer.dist)
+        if trainer.config.metrics:  # the feature networks kept for the ticks (DINOv2: 1.2 GB) are let go
+            from ganforge.metrics.evaluate import release_feature_networks
+
+            release_feature_networks()
