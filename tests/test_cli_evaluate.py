@@ -175,3 +175,40 @@ def test_metrics_run_on_the_generators_gpu_and_on_the_cpu_otherwise(monkeypatch)
         family = SimpleNamespace(translates=False, device=device)  # its images are never drawn here
         run_metrics.evaluate_family(family, dataset, SimpleNamespace(resolution=16), ["swd"], n=4, seed=0)
     assert devices == [torch.device("cuda", 0), torch.device("cpu")]
+
+
+def test_a_metric_tick_out_of_gpu_memory_goes_on_on_the_cpu(tmp_path, monkeypatch):
+    """Metrics now share the training GPU: a tick that does not fit beside training is computed again on the CPU,
+    said once, and later ticks stay there; a CPU run's own out-of-memory error is not hidden."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ganforge.evaluation import run_metrics
+    from ganforge.families import resolve_run_config
+    from ganforge.training.engine import Trainer
+
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["swd"], metrics_every=10)
+    trainer = Trainer(resolve_run_config(None, config), tmp_path / "run")
+    calls, said = [], []
+
+    def evaluate_family(*args, metrics_on=None, **kwargs):
+        calls.append(metrics_on)
+        if metrics_on is None:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"swd_avg": 1.5}
+
+    monkeypatch.setattr(run_metrics, "evaluate_family", evaluate_family)
+    logger = SimpleNamespace(message=said.append, metrics=lambda record, settings=None: None)
+    plan = trainer.family.plan(0)
+    try:
+        with pytest.raises(torch.OutOfMemoryError):  # on the CPU already: nothing to fall back to
+            trainer.run_metrics(plan, logger)
+        trainer.device = torch.device("cuda", 0)  # as a GPU run's (the fake evaluate touches no device)
+        for _ in range(2):
+            trainer.run_metrics(plan, logger)
+    finally:
+        trainer.loader.close()
+    assert calls == [None, None, torch.device("cpu"), torch.device("cpu")]
+    assert len(said) == 1 and "ran out of GPU memory beside training; they are computed on the CPU" in said[0]

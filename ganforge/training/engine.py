@@ -247,6 +247,7 @@ class Trainer:
         self._signal_received: int | None = None
         self._stop_signal: int | None = None
         self._skipped_metrics: set[tuple[str, int]] = set()  # (metric, resolution) already said to be skipped
+        self._metrics_on: torch.device | None = None  # the CPU once a metric tick ran out of GPU memory
         self.pending = PendingValues()
         if restart and self.dist.is_main:  # last: only a config, dataset and family that all work replace the run
             removed = clear_run(self.run_dir)
@@ -607,10 +608,26 @@ class Trainer:
             return None
 
         def evaluate(metrics: list[str]) -> dict[str, float]:
-            return evaluate_family(self.family, self.dataset, plan, metrics, n=self.config.metrics_n,
-                                   seed=self.config.seed, inception_weights=self.config.inception_weights,
-                                   fid_mode=self.config.fid_mode, dinov2_weights=self.config.dinov2_weights,
-                                   settings=training_metric_settings(self.config))
+            def on(device: torch.device | None) -> dict[str, float]:
+                return evaluate_family(self.family, self.dataset, plan, metrics, n=self.config.metrics_n,
+                                       seed=self.config.seed, inception_weights=self.config.inception_weights,
+                                       fid_mode=self.config.fid_mode, dinov2_weights=self.config.dinov2_weights,
+                                       settings=training_metric_settings(self.config), metrics_on=device)
+
+            try:
+                return on(self._metrics_on)
+            except (MemoryError, RuntimeError) as err:
+                # metrics share the training GPU: one that does not fit beside training goes on on the CPU
+                if not (is_out_of_memory(err) and self._metrics_on is None and self.device.type == "cuda"):
+                    raise
+            from ganforge.metrics.evaluate import release_feature_networks
+
+            release_feature_networks()
+            torch.cuda.empty_cache()
+            self._metrics_on = torch.device("cpu")
+            logger.message(f"step {self.step}: the metrics ran out of GPU memory beside training; they are computed "
+                           "on the CPU from now on (slower; lower metrics_n to keep them on the GPU)")
+            return on(self._metrics_on)
 
         try:
             results = evaluate(self.config.metrics)
