@@ -167,7 +167,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     `real_stats` (the real pool features' mean and covariance, in place of `real`) serve FID.
     `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
     subsets and precision/recall's k (the papers' defaults when None). Networks (the generator of `fake`
-    included) run with PyTorch's default float32 settings, as the reference tools do (`reference_float32`).
+    included) run with full float32 matmuls, as the reference tools do (`reference_float32`).
     """
     names = check_metrics(metrics)
     settings = settings or MetricSettings()
