@@ -187,3 +187,44 @@ def test_training_time_kid_and_pr_take_the_configs_settings_and_record_them(tmp_
     translating = {**copy.deepcopy(TINY_RUNS["stargan2"]), "metrics": ["fid"], "metrics_every": 10, "pr_k": 2}
     with pytest.raises(ConfigError, match=r"^pr_k: a stargan2 run is evaluated by its paper's protocol"):
         ganforge.train(translating, tmp_path / "translating")
+
+
+def test_precision_recall_with_its_default_k_needs_more_images_than_k_at_each_tick():
+    from ganforge.config import RunConfig
+    from ganforge.training.engine import check_training_metrics
+
+    config = RunConfig(family="pgan", metrics=["pr"], metrics_every=8)
+    with pytest.raises(ConfigError, match=r"^pr_k: precision/recall with k = 3 \(the default\) needs more than 3 "
+                                          r"images at each metric tick, which compares 3 "):
+        check_training_metrics(config, images=3, evaluates=False)
+    check_training_metrics(config, images=4, evaluates=False)
+    with pytest.raises(ConfigError, match=r"^pr_k: precision/recall with k = 4 needs more than 4 images"):
+        check_training_metrics(RunConfig(family="pgan", metrics=["pr"], metrics_every=8, pr_k=4), images=4,
+                               evaluates=False)
+
+
+def test_only_the_process_that_evaluates_finds_or_downloads_the_metric_weights(monkeypatch, tmp_path):
+    """torchrun's other ranks never compute a metric: they must not each download Inception (or DINOv2)."""
+    import urllib.error
+    import urllib.request
+
+    from ganforge.config import RunConfig
+    from ganforge.metrics.inception import InceptionWeightsError
+    from ganforge.training.engine import check_training_metrics
+
+    tries = []
+
+    def offline(*args, **kwargs):
+        tries.append(args)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.delenv("GANFORGE_DINOV2_WEIGHTS", raising=False)
+    config = RunConfig(family="pgan", metrics=["fid", "fd_dinov2"], metrics_every=8)
+    check_training_metrics(config, images=16, evaluates=False)
+    assert tries == []
+    with pytest.raises(InceptionWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
+        check_training_metrics(config, images=16)
+    assert tries

@@ -206,7 +206,7 @@ class Trainer:
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
         check_training_metrics(config, self.dataset.source, self.device,
-                               images=min(config.metrics_n, self.dataset.count), load_networks=self.dist.is_main)
+                               images=min(config.metrics_n, self.dataset.count), evaluates=self.dist.is_main)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         family_cls = get_family(config.family)
         if family_cls.contiguous_shards(config.model):
@@ -718,12 +718,13 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            device: torch.device | None = None, *, images: int | None = None,
-                           load_networks: bool = False) -> None:
-    """Unknown metric names, Inception or DINOv2 weights that cannot be had, and an FID mode, DINOv2 weights or
-    KID/PR settings that no metric uses or `images` (what a tick compares) cannot serve fail now rather than hours
-    into a run. With `load_networks` (the rank that evaluates) the metric networks are loaded on the metrics'
-    device and kept for the ticks, so a wrong weights file fails now too (for a translating family: its protocol's
-    networks, and its validation store beside the opened training store `data_source`)."""
+                           evaluates: bool = True) -> None:
+    """Unknown metric names, and an FID mode, DINOv2 weights or KID/PR settings that no metric uses or `images`
+    (what a tick compares) cannot serve fail now rather than hours into a run. On the process that `evaluates`
+    (torchrun's rank 0; the others never compute a metric, so they neither download weights nor hold networks)
+    the weights are found or downloaded and the metric networks loaded on the metrics' device and kept for the
+    ticks, so a missing or wrong weights file fails now too (for a translating family: its protocol's networks,
+    and its validation store beside the opened training store `data_source`)."""
     from ganforge.metrics.dinov2 import resolve_dinov2_weights
     from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
     from ganforge.metrics.registry import METRICS, check_metrics
@@ -744,24 +745,30 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
             raise ConfigError(f"{', '.join(settings.given())}: {protocol.format('KID or precision/recall')}")
         if config.metrics:
             check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
-                                 device or torch.device("cpu"), load_networks=load_networks)
+                                 device or torch.device("cpu"), load_networks=evaluates)
         return
     try:
         settings.check_used(names)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    for key, most in (("kid_subset_size", images), ("pr_k", None if images is None else images - 1)):
-        if most is not None and (getattr(config, key) or 0) > most:
-            raise ConfigError(f"{key}: {getattr(config, key)} needs more than the {images} images each metric "
-                              "tick compares (metrics_n, or all the dataset holds)")
-    if any(METRICS[name].needs_inception for name in names):
-        resolve_weights_path(config.inception_weights)
-    elif config.fid_mode != DEFAULT_FID_MODE:
+    if images is not None and (config.kid_subset_size or 0) > images:
+        raise ConfigError(f"kid_subset_size: {config.kid_subset_size} needs more than the {images} images each "
+                          "metric tick compares (metrics_n, or all the dataset holds)")
+    if images is not None and "pr" in names and settings.value("pr_k") >= images:  # the default k = 3 too
+        k = settings.value("pr_k")
+        raise ConfigError(f"pr_k: precision/recall with k = {k}{'' if config.pr_k else ' (the default)'} needs "
+                          f"more than {k} images at each metric tick, which compares {images} (metrics_n, or all "
+                          "the dataset holds)")
+    if config.fid_mode != DEFAULT_FID_MODE and not any(METRICS[name].needs_inception for name in names):
         raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and none "
                           f"of metrics {config.metrics} is one")
+    if not evaluates:
+        return
+    if any(METRICS[name].needs_inception for name in names):
+        resolve_weights_path(config.inception_weights)
     if "fd_dinov2" in names:
         resolve_dinov2_weights(config.dinov2_weights)
-    if load_networks and any(METRICS[name].network for name in names):
+    if any(METRICS[name].network for name in names):
         from ganforge.metrics.evaluate import load_feature_networks, metrics_device
 
         load_feature_networks(names, device=metrics_device(device), fid_mode=config.fid_mode,
