@@ -304,3 +304,29 @@ def test_sampling_with_standing_statistics_is_repeatable_and_side_effect_free():
     assert not torch.allclose(plain, first)  # fresh-sample statistics replace the initial running ones
     with pytest.raises(ConfigError, match="model.standing_stats"):
         BigGANConfig(standing_stats=4, sample_eval_mode=False)
+
+
+def test_standing_statistics_are_estimated_once_per_block_of_held_weights(monkeypatch):
+    """A metric tick draws 50,000 samples in batches: BigGAN-PyTorch estimates the statistics once per evaluation,
+    and so does a block of held weights (outside one, each call estimates them afresh, as the weights may move)."""
+    from ganforge.evaluation.run_metrics import generated_batches
+
+    family = make_family(standing_stats=2)
+    estimates = []
+    estimate = family.with_standing_statistics
+    monkeypatch.setattr(family, "with_standing_statistics", lambda net: estimates.append(net) or estimate(net))
+    held = torch.cat(list(generated_batches(family, family.plan(0), 12, seed=3, batch_size=4)))
+    assert len(estimates) == 1 and family._standing is None  # let go after the block
+    estimates.clear()
+    unheld = []
+    generator = torch.Generator().manual_seed(3 + 2**20)
+    for _ in range(3):
+        inputs = family.sample_latents(4, generator)
+        unheld.append(family.generate(inputs, family.sample_net, family.plan(0)))
+    assert len(estimates) == 3
+    torch.testing.assert_close(held, torch.cat(unheld), rtol=0, atol=0)
+    with family.weights_held(), family.weights_held():  # nested: the outer block keeps them
+        family.generate(inputs, "G_ema", family.plan(0))
+        family.generate(inputs, "G", family.plan(0))
+        family.generate(inputs, "G_ema", family.plan(0))
+    assert len(estimates) == 5

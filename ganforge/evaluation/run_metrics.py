@@ -52,11 +52,12 @@ def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_s
     """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = family.sample_net
-    for part in sample_batches(n, batch_size, equal=family.batch_dependent_samples):
-        count = part.stop - part.start
-        inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
-        with torch.no_grad():
-            yield family.generate(inputs, net, plan).float().cpu()
+    with family.weights_held():
+        for part in sample_batches(n, batch_size, equal=family.batch_dependent_samples):
+            count = part.stop - part.start
+            inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
+            with torch.no_grad():
+                yield family.generate(inputs, net, plan).float().cpu()
 
 
 def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np.ndarray:

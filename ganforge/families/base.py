@@ -7,9 +7,10 @@ phases to run, and each phase computes one loss.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -194,6 +195,13 @@ class Family(ABC):
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         """Images in [-1, 1] from generator `net` (one of `sample_nets()`) at the schedule position `plan`;
         differentiable where a latent search needs it (callers that only sample run it under no_grad)."""
+
+    @contextlib.contextmanager
+    def weights_held(self) -> Iterator[None]:
+        """A block in which the networks' weights do not change (a metric tick's or a command's batches of samples):
+        what a family derives from them before sampling (BigGAN's standing statistics) is made once for the block,
+        not once per batch. Nothing to keep by default."""
+        yield
 
     def critic_score(self, images: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """D's score [N] of generated images at the schedule position `plan` (higher: more real): the realism term

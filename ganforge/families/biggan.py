@@ -15,7 +15,9 @@ afterwards, so writing grids never changes training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -208,6 +210,7 @@ class BigGANFamily(Family):
                  dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
         self.batch_dependent_samples = not config.sample_eval_mode  # batch norm in training mode when sampling
+        self._standing: dict[str, nn.Module] | None = None  # generators with standing statistics, in weights_held
         self.resolution = config.resolution or dataset.resolution
         if self.resolution > dataset.resolution:
             raise ConfigError(f"model.resolution: {self.resolution} but the dataset {dataset.source} only goes up "
@@ -357,11 +360,31 @@ class BigGANFamily(Family):
             y = torch.arange(z.shape[0], device=z.device) % self.n_classes
         network = self.nets[net]
         with one_rank_batch_norm(network):
-            generator = self.with_standing_statistics(network) if self.config.standing_stats else network
+            generator = self._standing_generator(net, network) if self.config.standing_stats else network
             if "condition" in inputs:
                 return run_generator(generator, z, inputs["condition"], eval_mode=self.config.sample_eval_mode,
                                      embedded=True)
             return run_generator(generator, z, y, eval_mode=self.config.sample_eval_mode)
+
+    @contextlib.contextmanager
+    def weights_held(self) -> Iterator[None]:
+        """Standing statistics are estimated once per generator for the block (BigGAN-PyTorch estimates them once
+        per evaluation), not for every batch of a metric tick's 50,000 samples."""
+        outermost = self._standing is None
+        if outermost:
+            self._standing = {}
+        try:
+            yield
+        finally:
+            if outermost:
+                self._standing = None
+
+    def _standing_generator(self, net: str, network: nn.Module) -> nn.Module:
+        if self._standing is None:
+            return self.with_standing_statistics(network)
+        if net not in self._standing:
+            self._standing[net] = self.with_standing_statistics(network)
+        return self._standing[net]
 
     def with_standing_statistics(self, generator: nn.Module) -> nn.Module:
         """A copy of `generator` whose BN statistics average `standing_stats` batches of fresh samples.

@@ -66,6 +66,11 @@ class Generated:
 def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     """Every file `request` asks for, written under `request.out`; an option the run's family cannot serve is
     refused before anything is written."""
+    with model.family.weights_held():
+        return _write_generated(model, request)
+
+
+def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     class_outputs = request.class_outputs()
     asked = {**class_outputs, **({"--truncation": request.truncation} if request.truncation is not None else {})}
     for flag in asked:
