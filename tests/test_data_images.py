@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganforge.data.images import ImageError, build_pyramid, center_crop_resize, downsample_box2x, load_rgb
+from ganforge.data.images import ImageError, box_mean2x, build_pyramid, center_crop_resize, load_rgb
 
 
 def _save(image: Image.Image, path: Path, **options: object) -> Path:
@@ -20,8 +20,8 @@ def _save(image: Image.Image, path: Path, **options: object) -> Path:
 # --- box pyramid ----------------------------------------------------------------------------------------
 
 
-def test_box_downsample_matches_hand_computation_with_round_half_to_even() -> None:
-    # each 2×2 block below has the sum noted; mean = sum / 4, rounded half to even
+def test_box_mean_matches_hand_computation() -> None:
+    # each 2×2 block below has the sum noted; mean = sum / 4
     image = np.array(
         [
             [1, 2, 1, 2, 0, 1, 255, 255],
@@ -31,24 +31,46 @@ def test_box_downsample_matches_hand_computation_with_round_half_to_even() -> No
         ],
         dtype=np.uint8,
     )
-    # sums: 10 → 2.5 → 2, 12 → 3, 7 → 1.75 → 2, 1018 → 254.5 → 254; 6 → 1.5 → 2, 14 → 3.5 → 4, 1 → 0, 36 → 9
-    expected = np.array([[2, 3, 2, 254], [2, 4, 0, 9]], dtype=np.uint8)
-    np.testing.assert_array_equal(downsample_box2x(image), expected)
+    # sums / 4, unrounded: 10, 12, 7, 1018; 6, 14, 1, 36
+    expected = np.array([[2.5, 3, 1.75, 254.5], [1.5, 3.5, 0.25, 9]], dtype=np.float32)
+    result = box_mean2x(image)
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(box_mean2x(result), [[2.625, 66.375]])  # (2.5 + 3 + 1.5 + 3.5) / 4, ...
 
 
-def test_box_downsample_equals_rint_of_float_mean_on_nchw_batches() -> None:
-    images = np.random.default_rng(0).integers(0, 256, (5, 3, 16, 8), dtype=np.uint8)
-    blocks = images.reshape(5, 3, 8, 2, 4, 2).astype(np.float64).mean(axis=(3, 5))
-    result = downsample_box2x(images)
-    assert result.shape == (5, 3, 8, 4) and result.dtype == np.uint8
-    np.testing.assert_array_equal(result, np.rint(blocks).astype(np.uint8))
-
-
-def test_box_downsample_rejects_odd_sizes_and_non_uint8() -> None:
+def test_box_mean_rejects_odd_sizes_and_other_types() -> None:
     with pytest.raises(ValueError, match="even height and width"):
-        downsample_box2x(np.zeros((3, 5, 4), dtype=np.uint8))
-    with pytest.raises(ValueError, match="uint8"):
-        downsample_box2x(np.zeros((4, 4), dtype=np.float32))
+        box_mean2x(np.zeros((3, 5, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        box_mean2x(np.zeros((4, 4), dtype=np.float64))
+
+
+def _dataset_tool_levels(image: np.ndarray, levels: int) -> list[np.ndarray]:
+    """PGGAN dataset_tool.py's TFRecordExporter.add_image, as written there: the float32 image is averaged level
+    after level, and only the stored copy of each level is rounded."""
+    stored = []
+    img = image
+    for lod in range(levels):
+        if lod:
+            img = img.astype(np.float32)
+            img = (img[:, 0::2, 0::2] + img[:, 0::2, 1::2] + img[:, 1::2, 0::2] + img[:, 1::2, 1::2]) * 0.25
+        stored.append(np.rint(img).clip(0, 255).astype(np.uint8))
+    return stored
+
+
+def test_the_pyramid_is_dataset_tools_rounding_each_level_only_when_stored() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 32, 32), dtype=np.uint8)
+    pyramid = build_pyramid(images, min_resolution=4)
+    for image, index in zip(images, range(len(images)), strict=True):
+        for level in _dataset_tool_levels(image, 4):
+            np.testing.assert_array_equal(pyramid[level.shape[-1]][index], level)
+    # where rounding every level first would differ: blocks of means 0.5, 0.5, 0.5, 1.5 average to 0.75 → 1, while
+    # their rounded values 0, 0, 0, 2 average to 0.5 → 0
+    tiny = np.array([[[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 2, 2], [0, 0, 1, 1]]], dtype=np.uint8)
+    assert build_pyramid(tiny[None], min_resolution=1)[1].item() == 1
+    blocks = images.reshape(5, 3, 4, 8, 4, 8).astype(np.float64).mean(axis=(3, 5))  # and the exact block means
+    np.testing.assert_array_equal(pyramid[4], np.rint(blocks).astype(np.uint8))
 
 
 def test_build_pyramid_halves_repeatedly_down_to_the_minimum() -> None:
@@ -56,8 +78,7 @@ def test_build_pyramid_halves_repeatedly_down_to_the_minimum() -> None:
     pyramid = build_pyramid(images, min_resolution=4)
     assert sorted(pyramid) == [4, 8, 16, 32]
     assert pyramid[32] is images
-    for resolution in (16, 8, 4):
-        np.testing.assert_array_equal(pyramid[resolution], downsample_box2x(pyramid[2 * resolution]))
+    np.testing.assert_array_equal(pyramid[16], np.rint(box_mean2x(images)).astype(np.uint8))
     assert sorted(build_pyramid(images, min_resolution=16)) == [16, 32]
     with pytest.raises(ValueError, match="square power-of-two"):
         build_pyramid(np.zeros((1, 3, 24, 24), dtype=np.uint8))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ganforge.data import store as store_module
-from ganforge.data.images import downsample_box2x
+from ganforge.data.images import build_pyramid
 from ganforge.data.store import (
     DatasetError,
     ImageDataset,
@@ -57,8 +57,8 @@ def test_round_trip_keeps_images_labels_and_manifest(tmp_path: Path) -> None:
     assert (dataset.count, dataset.resolution, dataset.channels, dataset.levels) == (7, 16, 3, [4, 8, 16])
     assert isinstance(dataset.images(16), np.memmap)
     np.testing.assert_array_equal(dataset.images(16), images)
-    np.testing.assert_array_equal(dataset.images(8), downsample_box2x(images))
-    np.testing.assert_array_equal(dataset.images(4), downsample_box2x(downsample_box2x(images)))
+    np.testing.assert_array_equal(dataset.images(8), build_pyramid(images)[8])
+    np.testing.assert_array_equal(dataset.images(4), build_pyramid(images)[4])
     assert dataset.labels.dtype == np.int64
     np.testing.assert_array_equal(dataset.labels, labels)
     assert dataset.label_columns == COLUMNS
@@ -71,7 +71,7 @@ def test_round_trip_keeps_images_labels_and_manifest(tmp_path: Path) -> None:
     assert manifest["skipped"] == skipped
     assert manifest["created_by"].startswith("ganforge ")
     # the level files are ordinary .npy arrays any numpy can read
-    np.testing.assert_array_equal(np.load(out / "images_8.npy"), downsample_box2x(images))
+    np.testing.assert_array_equal(np.load(out / "images_8.npy"), build_pyramid(images)[8])
 
 
 def test_batches_from_a_generator_stream_in_order(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_batches_from_a_generator_stream_in_order(tmp_path: Path) -> None:
     dataset = open_dataset(write_store(tmp_path / "s", batches, resolution=8, channels=1, source="gen"))
     assert (dataset.count, dataset.channels, dataset.labels, dataset.label_columns) == (600, 1, None, [])
     np.testing.assert_array_equal(dataset.images(8), images)
-    np.testing.assert_array_equal(dataset.images(4), downsample_box2x(images))
+    np.testing.assert_array_equal(dataset.images(4), build_pyramid(images)[4])
 
 
 def test_streaming_write_keeps_memory_bounded(tmp_path: Path) -> None:
@@ -313,7 +313,7 @@ def test_builtin_dataset_has_a_consistent_pyramid_labels_and_manifest() -> None:
     assert dataset.label_columns[0][0] == "shape" and dataset.label_columns[1][0] == "background"
     assert dataset.labels.shape == (24, 2)
     for resolution in (8, 4):
-        np.testing.assert_array_equal(dataset.images(resolution), downsample_box2x(dataset.images(2 * resolution)))
+        np.testing.assert_array_equal(dataset.images(resolution), build_pyramid(dataset.images(16))[resolution])
     # cached: a second open shares the arrays, which are read-only so nobody corrupts the cache
     again = open_dataset("builtin:shapes?seed=5&resolution=16&count=24")
     assert again.images(16) is dataset.images(16)

@@ -19,7 +19,7 @@ from ganforge.data.images import build_pyramid, is_power_of_two
 
 SHAPE_CLASSES = ["circle", "square", "triangle", "ring"]
 BACKGROUND_CLASSES = ["dark", "light", "gradient", "stripes"]
-SHAPES_VERSION = 1  # bump when the drawing changes: it keys cached metric statistics via the fingerprint
+SHAPES_VERSION = 2  # bump when the drawing or its pyramid changes: it keys cached metric statistics
 _PIXELS_PER_CHUNK = 1 << 22  # bounds float32 temporaries to tens of MB whatever the resolution
 
 

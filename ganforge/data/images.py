@@ -99,21 +99,20 @@ def center_crop_resize(img: np.ndarray, resolution: int,
     return resized[:, :, None] if squeeze else resized
 
 
-def downsample_box2x(images: np.ndarray) -> np.ndarray:
-    """Halve the last two axes by exact 2×2 averaging, rounded half to even (PGGAN dataset_tool semantics).
+def box_mean2x(images: np.ndarray) -> np.ndarray:
+    """Halve the last two axes by 2×2 averaging, unrounded (float32): one step of PGGAN dataset_tool's pyramid.
 
-    Integer arithmetic only: the four-pixel sum s is divided by 4 and rounded like np.rint(s / 4), without
-    float temporaries, so large batches stay cheap.
+    dataset_tool keeps each level as float32 and averages that, rounding only the copy it stores; with float32
+    sums of multiples of 4^-k this is the exact block mean up to 8 halvings (1024 → 4 px). A uint8 input is summed
+    in integers first (the same values, a quarter of the float memory).
     """
-    if images.dtype != np.uint8:
-        raise ValueError(f"downsample_box2x expects uint8 images, got {images.dtype}")
+    if images.dtype not in (np.uint8, np.float32):
+        raise ValueError(f"box_mean2x expects uint8 or float32 images, got {images.dtype}")
     if images.ndim < 2 or images.shape[-1] % 2 or images.shape[-2] % 2:
-        raise ValueError(f"downsample_box2x needs even height and width, got shape {images.shape}")
-    wide = images.astype(np.uint16)
+        raise ValueError(f"box_mean2x needs even height and width, got shape {images.shape}")
+    wide = images.astype(np.uint16) if images.dtype == np.uint8 else images
     total = wide[..., 0::2, 0::2] + wide[..., 0::2, 1::2] + wide[..., 1::2, 0::2] + wide[..., 1::2, 1::2]
-    quotient, remainder = total >> 2, total & 3
-    rounds_up = (remainder > 2) | ((remainder == 2) & ((quotient & 1) == 1))
-    return (quotient + rounds_up).astype(np.uint8)
+    return total.astype(np.float32) * np.float32(0.25)
 
 
 def is_power_of_two(value: int) -> bool:
@@ -122,15 +121,17 @@ def is_power_of_two(value: int) -> bool:
 
 
 def build_pyramid(images: np.ndarray, min_resolution: int = 4) -> dict[int, np.ndarray]:
-    """All levels from the full resolution down to `min_resolution` by repeated 2×2 box averaging."""
+    """All levels from the full resolution down to `min_resolution` by repeated 2×2 box averaging of the unrounded
+    previous level, each rounded half to even for storage (dataset_tool.py's pyramid, `box_mean2x`)."""
     resolution = images.shape[-1]
     if images.ndim < 2 or images.shape[-2] != resolution or not is_power_of_two(resolution):
         raise ValueError(f"build_pyramid needs square power-of-two images, got shape {images.shape}")
     if not is_power_of_two(min_resolution) or min_resolution > resolution:
         raise ValueError(f"min_resolution must be a power of two ≤ {resolution}, got {min_resolution}")
     levels = {resolution: images}
+    unrounded = images
     while resolution > min_resolution:
-        images = downsample_box2x(images)
+        unrounded = box_mean2x(unrounded)
         resolution //= 2
-        levels[resolution] = images
+        levels[resolution] = np.rint(unrounded).astype(np.uint8)  # means of uint8 stay within 0..255
     return levels
