@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_path
+from PIL import Image
 from stargan2_tiny_run import DOMAINS, SPLIT_COUNTS, train_tiny_run, write_domain_folders
 
 import ganforge
@@ -51,7 +52,7 @@ def test_celeba_subset_split_by_male(tmp_path: Path) -> None:
         assert stores.counts[split] == {"female": int((male[selected] == 0).sum()),
                                         "male": int((male[selected] == 1).sum())}
         first = np.asarray(files)[selected][0]
-        expected = center_crop_resize(load_rgb(images / first, first), 32).transpose(2, 0, 1)
+        expected = center_crop_resize(load_rgb(images / first, first), 32, Image.BILINEAR).transpose(2, 0, 1)
         np.testing.assert_array_equal(store.images(32)[0], expected)
         # training stores keep every image again at 5/4 of the size, cut from the original, to crop from
         assert store.crop_source == (40 if split == "train" else None) and store.levels == [4, 8, 16, 32]
@@ -93,8 +94,14 @@ def test_official_folder_layout(tmp_path: Path) -> None:
     val = open_dataset(stores.val)
     assert val.label_columns == [("domain", DOMAINS)] and val.resolution == 16
     np.testing.assert_array_equal(val.labels[:, 0], np.repeat([0, 1], SPLIT_COUNTS["val"]))
-    first = sorted((root / "val" / "dark").iterdir())[0]
-    np.testing.assert_array_equal(val.images(16)[0], center_crop_resize(load_rgb(first, "x"), 16).transpose(2, 0, 1))
+    # the official loaders' Resize([16, 16]) of the PIL image, for validation and training images alike
+    for split, store in (("val", val), ("train", open_dataset(stores.train))):
+        first = sorted((root / split / "dark").iterdir())[0]
+        with Image.open(first) as image:
+            official = np.asarray(image.convert("RGB").resize((16, 16), Image.BILINEAR)).transpose(2, 0, 1)
+        np.testing.assert_array_equal(store.images(16)[0], official)
+        lanczos = center_crop_resize(load_rgb(first, "x"), 16).transpose(2, 0, 1)
+        assert not np.array_equal(official, lanczos)  # the filter matters
 
 
 def test_folder_layout_errors(tmp_path: Path) -> None:

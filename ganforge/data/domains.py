@@ -6,10 +6,14 @@ two stores, `OUT/train` and `OUT/val`, each with one label column "domain" holdi
 so a run trains on `--data OUT/train` (the family takes the first label column as its domains) and never sees
 a validation image; evaluation finds `OUT/val` beside the training store.
 
-Training stores also keep a crop source: every image again at 5/4 of the resolution (e.g. 320 px for 256), cut
-from the original like the stored level. StarGAN v2's random resized crops are cut from it and downsampled, as the
-official loader crops the original image: the smallest crop (80% of the area at aspect 0.9) has sides ≥ 0.85 of
-its source's, so none is ever upsampled. (Originals smaller than that are upsampled here, once, with LANCZOS.)
+Each image is stored as the official loaders make it: `transforms.Resize([S, S])` of the PIL image, PIL's bilinear
+resize (non-square originals are centre-cropped first; the official resize squeezes them). So every evaluation
+image (sources, references, the FID reals of the official protocol) and every uncropped training image is the
+official pixels. Training stores also keep a crop source: every image again at 5/4 of the resolution (e.g. 320 px
+for 256), cut from the original with LANCZOS, a sharp stand-in for the original. StarGAN v2's random resized crops
+are cut from it and downsampled, as the official loader crops the original image: the smallest crop (80% of the
+area at aspect 0.9) has sides ≥ 0.85 of its source's, so none is ever upsampled. (Originals smaller than that are
+upsampled here, once.)
 
 The CelebA validation split is deterministic and independent of the folder listing order: in each domain the
 ⌈fraction·n⌉ images with the smallest sha256(file name) are validation images.
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ganforge.data.images import ImageError, center_crop_resize, is_power_of_two, load_rgb
 from ganforge.data.store import DatasetError, StoreWriter
@@ -38,6 +43,7 @@ _BATCH = 256
 CROP_SOURCE_FACTOR = 1.25  # crop source size / resolution: 0.85 × 1.25 > 1, so crops only downsample
 # attribute → (name when absent, name when present); other attributes give ("not_<attr>", "<attr>")
 _ATTRIBUTE_DOMAINS = {"Male": ("female", "male")}
+STORED_RESAMPLE = Image.Resampling.BILINEAR  # torchvision's Resize of a PIL image, as the official loaders resize
 
 
 @dataclass
@@ -113,7 +119,7 @@ def _write_split(files: list[Path], labels: list[int], out: Path, resolution: in
         for index, file in enumerate(files):
             try:
                 original = load_rgb(file, str(file))
-                image = center_crop_resize(original, resolution)
+                image = center_crop_resize(original, resolution, STORED_RESAMPLE)
             except ImageError as err:
                 log.warning("skipping %s: %s", file, err.reason)
                 skipped.append({"file": str(file), "reason": err.reason})
@@ -148,8 +154,9 @@ def prepare_celeba_domains(img_dir: Path, out: Path, *, attr_file: Path, attr: s
                            overwrite: bool = False) -> DomainStores:
     """Aligned CelebA + its attribute file → `out/train` and `out/val` stores with domains "attr / not attr".
 
-    Images are centre-cropped to a square and resized (LANCZOS) to `resolution`. `limit` keeps the first
-    `limit` rows of the attribute file whose image exists (a quick subset); the split is made within them.
+    Images are centre-cropped to a square and resized (bilinear, as the official loaders) to `resolution`. `limit`
+    keeps the first `limit` rows of the attribute file whose image exists (a quick subset); the split is made
+    within them.
     """
     _check_resolution(resolution)
     img_dir, out = Path(img_dir), Path(out)
