@@ -77,3 +77,22 @@ def test_fp16_autocast_run_trains_checkpoints_its_scale_and_resumes_exactly(tmp_
     b = safetensors.torch.load_file(str(tmp_path / "pieces" / "checkpoints" / "00000020.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.isfinite(v).all() for k, v in a.items() if v.dtype.is_floating_point)
+
+
+def test_a_skipped_fp16_update_still_ends_its_phase(tmp_path, monkeypatch):
+    """The official StarGAN v2 decays λ_ds every iteration: an update skipped for overflow still counts. Fused Adam
+    skips on the device and always went on to the phase's end; an optimiser without a fused kernel (here Adam made
+    unfused) skips on the host and did not. Every update overflows here; λ_ds decays all the same."""
+    from stargan2_tiny_run import train_tiny_run
+
+    import ganforge.nn.optim
+    from ganforge.training.loss_scale import DynamicLossScale
+
+    monkeypatch.setattr(ganforge.nn.optim, "fused_devices", lambda: set())
+
+    unscale = DynamicLossScale.unscale
+    monkeypatch.setattr(DynamicLossScale, "unscale",
+                        lambda self, params: torch.ones_like(unscale(self, params)))
+    run, _ = train_tiny_run(tmp_path, steps=3, amp="fp16", log_every=1)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [row["lambda_ds"] for row in rows] == pytest.approx([1.0, 0.998, 0.996], rel=0, abs=1e-6)  # 1 / ds_iter 500

@@ -562,14 +562,13 @@ class Trainer:
                 self.dist.all_reduce_grads(params)
                 if self.loss_scale is not None:  # fp16 overflow: every rank skips this update and lowers the scale
                     found_inf = self.loss_scale.unscale(params)
-                    stepped = [self.loss_scale.step(family.optimizers[name], found_inf) for name in phase.trains]
+                    for name in phase.trains:
+                        self.loss_scale.step(family.optimizers[name], found_inf)
                     self.loss_scale.update(found_inf)
-                    if not all(stepped):
-                        continue
                 else:
                     for name in phase.trains:
                         family.optimizers[name].step()
-                if phase.after_step is not None:
+                if phase.after_step is not None:  # after a skipped update too: a schedule (λ_ds) counts iterations
                     phase.after_step()
                 logs.update(phase_logs)  # the last accumulated batch's values
         self.augmenter.end_step(plan.batch_size)
