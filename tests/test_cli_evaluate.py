@@ -118,8 +118,9 @@ def test_image_sets_without_reals_give_is_and_msssim_and_too_large_n_is_said(tmp
         "or their statistics (--real-stats FILE.npz); is and msssim need none")
     assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "msssim", "--n", "10"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "4 generated images against 4 real"
-    assert "note: --n 10: only 4 images to compare" in out
+    assert out.splitlines()[0] == "6 generated images against 4 real"
+    assert ("note: --n 10: the generated set holds 6 images and the real set holds 4 images; all of them were "
+            "evaluated") in out
     Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(fakes / "9-larger.png")
     assert main(["evaluate", "--fake", str(fakes), "--metrics", "msssim"]) == 2  # as `stats` refuses a mixed folder
     assert "images of different sizes" in capsys.readouterr().err

@@ -318,6 +318,27 @@ def test_evaluating_two_folders_streams_them_and_equals_the_whole_arrays(tmp_pat
     assert max(largest) == 8  # batch by batch
 
 
+def test_two_folders_of_different_sizes_are_each_read_whole_and_swd_compares_equal_counts(standin_weights, tmp_path,
+                                                                                         capsys):
+    """pytorch-fid and torch-fidelity compute FID from every image of each folder (it was the smaller folder's count
+    of each); SWD sorts equal numbers of descriptors: a seeded random choice of the smaller size from each."""
+    from ganforge.evaluation import run_metrics
+
+    rng = np.random.default_rng(14)
+    fakes = _write_pngs(tmp_path / "fakes", rng.integers(0, 256, (6, 3, 16, 16), dtype=np.uint8))
+    reals = _write_pngs(tmp_path / "reals", rng.integers(0, 256, (10, 3, 16, 16), dtype=np.uint8))
+    got = run_metrics.evaluate_folders(fakes, reals, ["swd", "fid"], inception_weights=standin_weights)
+    fid = evaluate(whole_set(fakes), whole_set(reals), ["fid"], inception_weights=standin_weights)["fid"]
+    swd = evaluate(whole_set(fakes), whole_set(reals)[random_subset(10, 6, seed=0)], ["swd"])["swd"]
+    assert got["results"]["fid"] == fid and got["results"]["swd"] == swd
+    assert list(got["results"]) == ["swd", "fid"]
+    assert got["table"].splitlines()[0] == ("6 generated images against 10 real (SWD: a random 6 of each set, as it "
+                                            "compares equal counts)")
+    assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "fid", "--inception-weights",
+                 str(standin_weights)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "6 generated images against 10 real"
+
+
 def test_mixed_size_folders_are_brought_to_one_resolution(standin_weights, tmp_path, capsys):
     """`stats DIR --resolution R` and `evaluate --fake DIR --resolution R`: every image centre-cropped and resized to
     R×R (as `prepare` does), which a mixed folder needs and is told to give; the result equals the resized images."""

@@ -127,10 +127,11 @@ def run_swd_floor(run_dir: Path, resolution: int, n: int, seed: int = 0) -> dict
     return real_swd_floor(dataset, resolution, min(n, dataset.count), seed)
 
 
-def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int, seed: int, device: torch.device | None = None,
-                  inception_weights: Path | None = None, real_cache_key: str | None = None,
-                  fid_mode: str = DEFAULT_FID_MODE, real_stats: ReferenceStats | None = None,
-                  settings: MetricSettings | None = None, dinov2_weights: Path | None = None) -> dict[str, Any]:
+def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int | None, seed: int,
+                  device: torch.device | None = None, inception_weights: Path | None = None,
+                  real_cache_key: str | None = None, fid_mode: str = DEFAULT_FID_MODE,
+                  real_stats: ReferenceStats | None = None, settings: MetricSettings | None = None,
+                  dinov2_weights: Path | None = None) -> dict[str, Any]:
     """`evaluate` on the GPU where the generator is on one (metrics_device), on the CPU otherwise."""
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
                     real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats, settings=settings,
@@ -385,13 +386,13 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                      dinov2_weights: Path | None = None, device: str = "auto") -> dict[str, Any]:
     """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
     the images a run's EMA generator makes (newest checkpoint, or `step`; `n` of them, default the run's
-    metrics_n), against real images (brought to the fake set's size) or a statistics file (FID only). Nothing is
+    metrics_n), against real images (brought to the fake set's image size; each set whole, or `n` of each, SWD on
+    equal counts) or a statistics file (FID only). Nothing is
     written to the run: a FID against other statistics is not its curve."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
     check_dinov2_weights_used(metrics, dinov2_weights)
-    asked_resolution = resolution
     if real is not None and real_stats is not None:
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
     need_real = [name for name in check_metrics(metrics) if METRICS[name].needs_real]
@@ -416,44 +417,59 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         if resolution is not None:
             raise ConfigError(f"--resolution {resolution}: {fake} is a run, whose generator makes "
                               f"{model.plan.resolution} px images (the option is for image sets of mixed sizes)")
-        resolution, available = model.plan.resolution, n or model.config.metrics_n
+        real_resolution, available = model.plan.resolution, n or model.config.metrics_n
     elif step is not None:
         raise ConfigError(f"--step {step}: {fake} is an image set, not a run")
     else:  # image sets are read batch by batch: two 50,000-image folders never sit in memory whole
         available = min(n or image_set_size(fake), image_set_size(fake))
-    count = min(available, image_set_size(Path(real))) if real is not None else available
-    if model is not None:
-        fake_images = generated_batches(model.family, model.plan, count, seed)
-        fake_channels = model.family.dataset.channels
-    else:  # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
-        fake_images = iter_image_set(fake, resolution, sample=count, seed=seed)
-        resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
-        fake_channels = image_set_channels(fake)
-    reals = iter_image_set(Path(real), resolution, sample=count, seed=seed) if real is not None else None
+        # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
+        real_resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
+    # each set whole (or --n of it), as pytorch-fid and torch-fidelity compare two folders; SWD compares equal
+    # counts, a seeded random choice of the smaller set's size from each, in a pass of its own when they differ
+    real_count = min(n or image_set_size(Path(real)), image_set_size(Path(real))) if real is not None else None
+    equal = min(available, real_count) if real_count is not None else available
+    passes = [(metrics, available, real_count)]
+    if real_count is not None and real_count != available and any(METRICS[m].equal_counts for m in metrics):
+        passes = [([m for m in metrics if not METRICS[m].equal_counts], available, real_count),
+                  ([m for m in metrics if METRICS[m].equal_counts], equal, equal)]
+    fake_channels = model.family.dataset.channels if model is not None else image_set_channels(fake)
     if real is not None and (real_channels := image_set_channels(Path(real))) != fake_channels:
         warning = "\n".join(filter(None, [warning, f"note: the generated images have {fake_channels} channel(s), "
                                                    f"the real ones {real_channels}: grey images are compared as "
                                                    "RGB (repeated), so the sets differ in colour by construction"]))
-    warning = "\n".join(filter(None, [warning, _kid_subset_note(metrics, count, settings)]))
-    if n is not None and count < n:
-        held = ("only {count} images to compare (the smaller set's size); both sets were evaluated on that many"
-                if real is not None else "the set holds {count} images; all of them were evaluated")
-        warning = "\n".join(filter(None, [warning, f"note: --n {n}: {held.format(count=count)}"]))
-    try:
-        results = _run_evaluate(fake_images, reals, metrics, n=count, seed=seed,
-                                device=model.device if model is not None else pick_device(device, DistInfo()),
-                                inception_weights=inception_weights, fid_mode=fid_mode, real_stats=stats,
-                                settings=settings, dinov2_weights=dinov2_weights)
-    except ImageSizeError as err:
-        if model is not None or asked_resolution is not None:
-            raise
-        raise ImageSizeError(f"{err}; --resolution R brings both sets to R×R (centre crop, then resize)") from None
+    warning = "\n".join(filter(None, [warning, _kid_subset_note(metrics, equal, settings)]))
+    held = [f"the {name} set holds {count} images" for name, count in (("generated", available),
+                                                                          ("real", real_count))
+            if n is not None and count is not None and count < n and not (name == "generated" and model)]
+    if held:
+        warning = "\n".join(filter(None, [warning, f"note: --n {n}: {' and '.join(held)}; all of them were "
+                                                   "evaluated"]))
+    results: dict[str, Any] = {}
+    for names, fake_count, reals_count in passes:
+        if not names:
+            continue
+        fake_images = (generated_batches(model.family, model.plan, fake_count, seed) if model is not None
+                       else iter_image_set(fake, resolution, sample=fake_count, seed=seed))
+        reals = (iter_image_set(Path(real), real_resolution, sample=reals_count, seed=seed) if real is not None
+                 else None)
+        try:
+            results.update(_run_evaluate(fake_images, reals, names, n=None, seed=seed,
+                                         device=model.device if model is not None else pick_device(device, DistInfo()),
+                                         inception_weights=inception_weights, fid_mode=fid_mode, real_stats=stats,
+                                         settings=settings, dinov2_weights=dinov2_weights))
+        except ImageSizeError as err:
+            if model is not None or resolution is not None:
+                raise
+            raise ImageSizeError(f"{err}; --resolution R brings both sets to R×R (centre crop, then resize)") from None
+    results = {name: results[name] for name in metrics}
     if stats is not None:
         against = f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else "")
     else:
-        against = f"{count} real" if reals is not None else ""
+        against = f"{real_count} real" if real_count is not None else ""
+    if len(passes) > 1:
+        against += f" (SWD: a random {equal} of each set, as it compares equal counts)"
     return {"results": results, "warning": warning, "fid_mode": fid_mode,
-            "table": _format(None, results, fid_mode, count, against) + (f"\n{warning}" if warning else "")}
+            "table": _format(None, results, fid_mode, available, against) + (f"\n{warning}" if warning else "")}
 
 
 def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,

@@ -120,6 +120,7 @@ class Metric:
     flatten: Callable[[Any], dict[str, float]]
     row: Callable[[Any], str]  # the metric's lines in `format_table`
     real_stats_suffice: bool = False  # the real set's feature mean and covariance are enough (no real images)
+    equal_counts: bool = False  # compares as many real images as generated ones (SWD's sorted projections)
 
     @property
     def needs_inception(self) -> bool:
@@ -156,7 +157,7 @@ def _swd_row(value: dict[str, Any]) -> str:
 
 SWD = Metric(
     "swd", "sliced Wasserstein distance x1e3 per Laplacian level + average (official PGGAN)",
-    needs_real=True, network=None,
+    needs_real=True, network=None, equal_counts=True,
     outputs=(MetricOutput("swd_{res}", False, "9.3f"), MetricOutput("swd_avg", False, "9.3f")),
     compute=lambda inputs: swd_from_stats(inputs.real_swd, inputs.fake_swd, seed=inputs.seed),
     flatten=lambda value: {**{f"swd_{res}": float(v)
