@@ -378,6 +378,9 @@ class RunConfig:
     inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
     dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth for training-time fd_dinov2
     fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid/kid/is/pr (see FidMode)
+    # training-time FID against these statistics (.npz with mu, sigma; `ganforge stats DATA -o FILE`, the whole set,
+    # as BigGAN-PyTorch's inception moments) rather than against metrics_n random training images
+    fid_real_stats: str | None = None
     # training-time KID's subsets and precision/recall's k; None: what papers report (100 subsets of 1,000, k = 3)
     kid_subsets: int | None = None
     kid_subset_size: int | None = None

@@ -277,3 +277,17 @@ def test_info_describes_a_script_without_data(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "G            50,244,484 parameters" in said and "D            34,590,210 parameters" in said
     assert "classes: 1000" in said and "effective_batch: 2048" in said
+
+
+def test_dataparallel_without_cross_replica_batch_norm_is_explained(tmp_path):
+    """Every launch script runs DataParallel: each GPU normalises G's batch norm over its share of the batch, which
+    one process does not; torchrun with a process per GPU does. With --cross_replica the whole batch is normalised."""
+    import warnings
+
+    with pytest.warns(UserWarning, match="launch.sh: --parallel without --cross_replica: .* each GPU's share of the "
+                                         "batch .* train under torchrun with one process per GPU it had"):
+        assert translated(tmp_path, "--shuffle --parallel").model.sync_bn is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert translated(tmp_path, "--shuffle --parallel --cross_replica").model.sync_bn is True
+        assert translated(tmp_path, "--shuffle").model.sync_bn is False

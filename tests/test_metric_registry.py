@@ -228,3 +228,50 @@ def test_only_the_process_that_evaluates_finds_or_downloads_the_metric_weights(m
     with pytest.raises(InceptionWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
         check_training_metrics(config, images=16)
     assert tries
+
+
+def test_training_time_fid_against_a_statistics_file(tmp_path, monkeypatch):
+    """fid_real_stats: FID at each tick against the file's mean and covariance (BigGAN-PyTorch's moments of the whole
+    training set) while the other metrics read metrics_n training images; checked at the start."""
+    import copy
+    import sys
+
+    import numpy as np
+    from pgan_tiny import TINY_PGAN
+
+    import ganforge
+    from ganforge.metrics import registry
+    from ganforge.metrics.fid_stats import ReferenceStats, write_stats
+    from ganforge.metrics.inception import InceptionV3FID
+
+    evaluate_module = sys.modules["ganforge.metrics.evaluate"]
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"stand-in")
+    monkeypatch.setattr(evaluate_module, "load_inception",
+                        lambda path, device=None, fid_mode="legacy-tf": InceptionV3FID(fid_mode).eval())
+    rng = np.random.default_rng(3)
+    mixing = rng.normal(size=(2048, 2048)) * 0.01
+    stats = ReferenceStats(rng.normal(size=2048), mixing @ mixing.T, count=500, fid_mode="legacy-tf")
+    path = write_stats(tmp_path / "moments.npz", stats)
+    against = []
+    fid = registry.fid
+    monkeypatch.setattr(registry, "fid", lambda fake, real: against.append(real) or fid(fake, real))
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["fid", "kid"], metrics_every=20, metrics_n=8, inception_weights=str(weights),
+                  fid_real_stats=str(path))
+    ganforge.train(config, tmp_path / "run")
+    assert len(against) == 1 and np.array_equal(against[0].mean, stats.mean)
+    assert np.array_equal(against[0].cov, stats.cov)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert np.isfinite(row["fid"]) and np.isfinite(row["kid_mean"])  # KID read the training images
+
+    config.update(metrics=["kid"])
+    with pytest.raises(ConfigError, match=r"^fid_real_stats: set for fid, which is not among metrics \['kid'\]$"):
+        ganforge.train(config, tmp_path / "other")
+    config.update(metrics=["fid"], fid_real_stats=str(tmp_path / "missing.npz"))
+    with pytest.raises(ConfigError, match=r"^fid_real_stats: .*missing.npz: no such statistics file"):
+        ganforge.train(config, tmp_path / "other")
+    write_stats(tmp_path / "clean.npz", ReferenceStats(stats.mean, stats.cov, 500, "clean"))
+    config.update(fid_real_stats=str(tmp_path / "clean.npz"))
+    with pytest.raises(ConfigError, match=r"^fid_real_stats: .*statistics made with fid_mode clean"):
+        ganforge.train(config, tmp_path / "other")

@@ -149,12 +149,13 @@ def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -
 def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metrics: list[str], *, n: int,
                     seed: int, inception_weights: Path | None = None, fid_mode: str = DEFAULT_FID_MODE,
                     dinov2_weights: Path | None = None, settings: MetricSettings | None = None,
-                    metrics_on: torch.device | None = None) -> dict[str, float | str]:
+                    metrics_on: torch.device | None = None,
+                    real_stats: ReferenceStats | None = None) -> dict[str, float | str]:
     """The configured metrics of the current generator against the training data, at the current resolution
     (flat outputs, plus "fid_mode" when an Inception metric is among them), KID and PR computed with `settings`
-    (those of metrics not asked for now are dropped), on `metrics_on` (default: the family's CUDA GPU, else the
-    CPU). A translating family's are its protocol's (StarGAN v2: FID and LPIPS per domain task, `n` capping the
-    validation sources per domain)."""
+    (those of metrics not asked for now are dropped), FID against `real_stats` when given (the config's
+    fid_real_stats), on `metrics_on` (default: the family's CUDA GPU, else the CPU). A translating family's are
+    its protocol's (StarGAN v2: FID and LPIPS per domain task, `n` capping the validation sources per domain)."""
     if family.translates:
         from ganforge.evaluation.stargan2 import protocol_scores
 
@@ -165,7 +166,8 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
     settings = (settings or MetricSettings()).for_metrics(check_metrics(metrics))  # of the metrics asked for now
     results = _run_evaluate(generated_batches(family, plan, n, seed), reals, metrics, n=n, seed=seed,
                             device=metrics_on or family.device, inception_weights=inception_weights, real_cache_key=key,
-                            fid_mode=fid_mode, dinov2_weights=dinov2_weights, settings=settings)
+                            fid_mode=fid_mode, dinov2_weights=dinov2_weights, settings=settings,
+                            real_stats=real_stats)
     return {**flat_outputs(results), **inception_protocol(results, fid_mode)}
 
 

@@ -2,7 +2,8 @@
 and the `train.py` command of a launch script (`ganforge train biggan -c scripts/launch_BigGAN_deep.sh`).
 
 Flags ganforge cannot honour are errors naming the flag. Flags about the official code's own machinery have no
-counterpart and are accepted: workers, pinned memory, loading into memory, DataParallel, the folders and names of
+counterpart and are accepted: workers, pinned memory, loading into memory, DataParallel (whose per-GPU batch norm
+a warning explains: torchrun with one process per GPU normalises as it did), the folders and names of
 its outputs, progress bars and log styles, its spectra logging (ganforge logs σ at every log point), `--toggle_grads`
 (always on), `--z_var` (train.py never passes it on; sample.py does), `--load_weights` (read only with `--resume`,
 which is refused) and `--use_multiepoch_sampler`. That sampler makes train.py run num_epochs² epochs (its epoch loop
@@ -229,6 +230,11 @@ def launch_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:
                       f"stopped; this run trains {flags['num_epochs']} epochs (model.epochs; the official README's "
                       "ImageNet models trained about 150k iterations: --set model.epochs=N or model.steps=N with "
                       "model.epochs=null)", stacklevel=2)
+    if flags["parallel"] and not flags["cross_replica"]:
+        warnings.warn(f"{where}: --parallel without --cross_replica: train.py's DataParallel normalises G's batch norm "
+                      "over each GPU's share of the batch (and keeps the first GPU's running statistics); one "
+                      "process here normalises the whole batch. To normalise as the official run did, train under "
+                      "torchrun with one process per GPU it had (sync_bn stays off)", stacklevel=2)
     model = train_settings_from_official({**flags, "cross_replica": False}, where=where)
     model.update(n_classes=_CLASSES_BY_DATASET[dataset], epochs=flags["num_epochs"],
                  standing_stats=flags["num_standing_accumulations"] if flags["accumulate_stats"] else 0,

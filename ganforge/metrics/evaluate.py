@@ -164,7 +164,8 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     Returns {"swd": {"resolutions", "swd", "avg"}, "msssim": {"mean", "pairs"}, "fid": float,
     "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}, "fd_dinov2": float} for the requested
     names. `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
-    `real_stats` (the real pool features' mean and covariance, in place of `real`) serve FID.
+    `real_stats` (the real pool features' mean and covariance) serve FID; given with `real`, the statistics serve
+    FID and the images the other metrics.
     `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
     subsets and precision/recall's k (the papers' defaults when None). Networks (the generator of `fake`
     included) run with full float32 matmuls, as the reference tools do (`reference_float32`).
@@ -174,9 +175,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     settings.check_used(names)
     check_fid_mode(fid_mode)
     wanted = [METRICS[name] for name in names]
-    if real_stats is not None:
-        if real is not None:
-            raise ValueError("evaluate: give the real images or their statistics (real_stats), not both")
+    if real_stats is not None and real is None:
         check_real_stats_metrics(names)
     needs_real = [metric.name for metric in wanted if metric.needs_real]
     if real is None and real_stats is None and needs_real:
@@ -198,9 +197,10 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
         if fake_reader.count == 0:
             raise ValueError("evaluate: the fake image set is empty")
 
-        # the networks whose real-set features a metric reads (not Inception's when statistics stand in for them)
-        real_networks = {name: network for name, network in networks.items() if real_stats is None
-                         and any(m.needs_real and m.network == name for m in wanted)}
+        # the networks whose real-set features a metric reads (not for FID when statistics stand in for them)
+        real_networks = {name: network for name, network in networks.items()
+                         if any(m.needs_real and m.network == name and not (real_stats is not None
+                                                                            and m.real_stats_suffice) for m in wanted)}
         real_features: dict[str, torch.Tensor] = {}
         cache_files: dict[str, Path] = {}
         if real_cache_key:

@@ -41,6 +41,7 @@ from ganforge.viz.grid import sample_caption, save_grid
 from ganforge.viz.report import REPORT_NAME, ReportRefresher
 
 if TYPE_CHECKING:
+    from ganforge.metrics.fid_stats import ReferenceStats
     from ganforge.metrics.registry import MetricSettings
 
 FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apart from the training stream
@@ -194,7 +195,9 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
-                         init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)))
+                         init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)),
+                         fid_real_stats=config.fid_real_stats and os.path.abspath(
+                             os.path.expanduser(config.fid_real_stats)))
         self.dataset = open_run_dataset(config.data, self.run_dir, resume)
         if resume is not None and config.init_from is None:  # left out on resume: the run's own record stays
             config = replace(config, init_from=resume.meta["config"].get("init_from"))
@@ -205,8 +208,9 @@ class Trainer:
             _check_same_data(self.run_dir, resume.meta.get("dataset"), self.dataset, config.data, imported=imported)
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
-        check_training_metrics(config, self.dataset.source, self.device,
-                               images=min(config.metrics_n, self.dataset.count), evaluates=self.dist.is_main)
+        self.fid_real_stats = check_training_metrics(config, self.dataset.source, self.device,
+                                                     images=min(config.metrics_n, self.dataset.count),
+                                                     evaluates=self.dist.is_main)
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         family_cls = get_family(config.family)
         if family_cls.contiguous_shards(config.model):
@@ -611,7 +615,8 @@ class Trainer:
                 return evaluate_family(self.family, self.dataset, plan, metrics, n=self.config.metrics_n,
                                        seed=self.config.seed, inception_weights=self.config.inception_weights,
                                        fid_mode=self.config.fid_mode, dinov2_weights=self.config.dinov2_weights,
-                                       settings=training_metric_settings(self.config), metrics_on=device)
+                                       settings=training_metric_settings(self.config), metrics_on=device,
+                                       real_stats=self.fid_real_stats)
 
             try:
                 return on(self._metrics_on)
@@ -717,9 +722,10 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            device: torch.device | None = None, *, images: int | None = None,
-                           evaluates: bool = True) -> None:
-    """Unknown metric names, and an FID mode, DINOv2 weights or KID/PR settings that no metric uses or `images`
-    (what a tick compares) cannot serve fail now rather than hours into a run. On the process that `evaluates`
+                           evaluates: bool = True) -> ReferenceStats | None:
+    """Unknown metric names, and an FID mode, DINOv2 weights, FID statistics file or KID/PR settings that no
+    metric uses or `images` (what a tick compares) cannot serve fail now rather than hours into a run; returns the
+    statistics of `fid_real_stats`, read and checked. On the process that `evaluates`
     (torchrun's rank 0; the others never compute a metric, so they neither download weights nor hold networks)
     the weights are found or downloaded and the metric networks loaded on the metrics' device and kept for the
     ticks, so a missing or wrong weights file fails now too (for a translating family: its protocol's networks,
@@ -737,6 +743,10 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
     if config.dinov2_weights is not None and "fd_dinov2" not in names:
         raise ConfigError("dinov2_weights: " + (protocol.format("fd_dinov2") if translates else
                                                 f"set for fd_dinov2, which is not among metrics {config.metrics}"))
+    if config.fid_real_stats is not None and "fid" not in names:
+        raise ConfigError("fid_real_stats: " + (protocol.format("statistics file (its FID is against the "
+                                                                "validation images of each domain)") if translates
+                                                else f"set for fid, which is not among metrics {config.metrics}"))
     if translates:
         from ganforge.evaluation.stargan2 import check_protocol_ready
 
@@ -745,7 +755,7 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
         if config.metrics:
             check_protocol_ready(data_source or config.data, config.metrics, config.inception_weights,
                                  device or torch.device("cpu"), load_networks=evaluates)
-        return
+        return None
     try:
         settings.check_used(names)
     except ValueError as err:
@@ -761,8 +771,16 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
     if config.fid_mode != DEFAULT_FID_MODE and not any(METRICS[name].needs_inception for name in names):
         raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and none "
                           f"of metrics {config.metrics} is one")
+    stats = None
+    if config.fid_real_stats is not None:
+        from ganforge.metrics.fid_stats import StatsFileError, read_stats
+
+        try:
+            stats = read_stats(config.fid_real_stats, config.fid_mode)
+        except (StatsFileError, ConfigError) as err:
+            raise ConfigError(f"fid_real_stats: {err}") from None
     if not evaluates:
-        return
+        return stats
     if any(METRICS[name].needs_inception for name in names):
         resolve_weights_path(config.inception_weights)
     if "fd_dinov2" in names:
@@ -772,6 +790,7 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
 
         load_feature_networks(names, device=metrics_device(device), fid_mode=config.fid_mode,
                               inception_weights=config.inception_weights, dinov2_weights=config.dinov2_weights)
+    return stats
 
 
 def training_metric_settings(config: RunConfig) -> MetricSettings:
