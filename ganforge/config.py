@@ -375,9 +375,9 @@ class RunConfig:
     best_metric: str | None = None  # e.g. "fid" or "swd_avg": keep the `keep_best` best checkpoints by it
     keep_best: int = 5
     on_nan: Literal["stop", "rollback"] = "stop"
-    inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is/pr
+    inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is
     dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth for training-time fd_dinov2
-    fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid/kid/is/pr (see FidMode)
+    fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid/kid/is (see FidMode)
     # training-time FID against these statistics (.npz with mu, sigma; `ganforge stats DATA -o FILE`, the whole set,
     # as BigGAN-PyTorch's inception moments) rather than against metrics_n random training images
     fid_real_stats: str | None = None
@@ -407,7 +407,7 @@ class RunConfig:
             raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every); "
                               "without metrics, set best_metric=null too")
         if self.fid_mode != "legacy-tf" and not self.metrics:
-            raise ConfigError(f"fid_mode: {self.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and "
+            raise ConfigError(f"fid_mode: {self.fid_mode!r} is for the Inception metrics (fid, kid, is), and "
                               "`metrics` is empty")
         if self.metrics_every < 0:
             raise ConfigError(f"metrics_every: expected 0 (off) or a positive integer, got {self.metrics_every}")

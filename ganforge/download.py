@@ -52,7 +52,7 @@ class WeightsFile:
     name: str  # file name in the cache
     url: str
     env: str  # environment variable holding a local path
-    option: str  # CLI option, e.g. --inception-weights
+    option: str  # CLI option, e.g. --inception-weights ("" where only the environment variable serves)
     description: str  # e.g. "the FID Inception weights"
     sha256: str  # the whole digest, or the prefix a release publishes in its file name (torch hub's convention)
     size: int | None = None  # bytes, where published
@@ -105,6 +105,7 @@ def locate_weights(spec: WeightsFile, explicit: str | Path | None, cache_dir: Pa
         raise error(str(err)) from err
     except OSError as err:  # URLError and socket errors are OSErrors
         raise error(f"{spec.description} {spec.name} are not available and could not be downloaded ({err}). "
-                    f"Get {spec.url} ({spec.identity}) on a machine with internet and put it at {cached}, or pass "
-                    f"its path with {spec.option} PATH or the environment variable {spec.env}.") from err
+                    f"Get {spec.url} ({spec.identity}) on a machine with internet and put it at {cached}, or "
+                    + (f"pass its path with {spec.option} PATH or the environment variable {spec.env}." if spec.option
+                       else f"set the environment variable {spec.env} to its path.")) from err
     return cached

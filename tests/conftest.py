@@ -46,6 +46,40 @@ def write_inception_standin(path: Path) -> Path:
     return path
 
 
+class _TinyFeatures(torch.nn.Module):
+    """uint8 N x 3 x H x W → 16 float features: the VGG-16 fc2 extractor's contract at a tiny size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project = torch.nn.Linear(48, 16)
+        with torch.no_grad():
+            self.project.weight.copy_(torch.linspace(-1, 1, 48 * 16).view(16, 48).roll(5, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.adaptive_avg_pool2d(images.to(self.project.weight.device).float() / 255, 4)
+        return torch.relu(self.project(x.flatten(1)))
+
+
+@pytest.fixture
+def standin_vgg16(tmp_path, monkeypatch) -> Path:
+    """Precision/recall's VGG-16 (528 MB) as a tiny stand-in: $GANFORGE_VGG16_WEIGHTS names a placeholder file and
+    the loader gives a small fixed network with the real one's contract (tests/test_vgg16_fc2.py tests the real
+    module)."""
+    import sys
+
+    import ganforge.metrics.evaluate  # noqa: F401 (the package re-exports its function under the module's name)
+
+    evaluate_module = sys.modules["ganforge.metrics.evaluate"]
+    path = tmp_path / "vgg16-397923af.pth"
+    path.write_bytes(b"stand-in")
+    monkeypatch.setenv("GANFORGE_VGG16_WEIGHTS", str(path))
+    monkeypatch.setattr(evaluate_module, "load_vgg16_fc2", lambda weights, device=None: _TinyFeatures().to(
+        device or "cpu"))
+    evaluate_module.release_feature_networks()
+    yield path
+    evaluate_module.release_feature_networks()
+
+
 # BigGAN-PyTorch's scripts/launch_cifar_ema.sh's settings, as train.py flags
 CIFAR_LAUNCH_FLAGS = (
     "--shuffle --batch_size 50 --parallel --num_G_accumulations 1 --num_D_accumulations 1 --num_epochs 500 "

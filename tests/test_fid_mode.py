@@ -104,12 +104,12 @@ def test_config_key_is_checked():
     with pytest.raises(ConfigError, match=r"fid_mode: 'cleanfid' is not one of 'legacy-tf', 'clean'"):
         resolve_run_config("pgan", {"fid_mode": "cleanfid"}, [])
     # a mode that no metric would use does nothing: refused
-    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is, pr\), "
+    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is\), "
                                           r"and `metrics` is empty$"):
         RunConfig(family="pgan", fid_mode="clean")
     from ganforge.training.engine import check_training_metrics
 
-    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is, pr\), "
+    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is\), "
                                           r"and none of metrics \['swd'\] is one$"):
         check_training_metrics(RunConfig(family="pgan", fid_mode="clean", metrics=["swd"], metrics_every=8))
     check_training_metrics(RunConfig(family="pgan", metrics=["swd"], metrics_every=8))
@@ -120,8 +120,8 @@ def test_table_and_records_say_the_mode_of_inception_metrics():
                "is": (1.5, 0.1), "pr": {"precision": 0.5, "recall": 0.25}}
     lines = format_table(results, "clean").splitlines()
     assert lines[2] == "FID         12.3000  (clean)"
-    assert lines[3].endswith("(clean)") and lines[4].endswith("(clean)") and lines[5].endswith("(clean)")
-    assert "clean" not in "".join(lines[:2])  # SWD does not see the Inception network
+    assert lines[3].endswith("(clean)") and lines[4].endswith("(clean)")
+    assert "clean" not in "".join(lines[:2]) + lines[5]  # SWD and precision/recall (VGG-16) see no Inception
     assert format_table(results) == "\n".join(line.removesuffix("  (clean)") for line in lines)
     assert inception_protocol(results, "legacy-tf") == {"fid_mode": "legacy-tf"}
     assert inception_protocol({"swd": results["swd"]}, "clean") == {}
@@ -148,6 +148,6 @@ def test_training_time_records_carry_the_mode(monkeypatch):
 def test_a_mode_for_metrics_without_inception_is_refused():
     assert run_metrics.chosen_fid_mode(["swd", "fid"], None) == "legacy-tf"
     assert run_metrics.chosen_fid_mode(["swd", "is"], "clean") == "clean"
-    with pytest.raises(ConfigError, match=r"^--fid-mode clean: only the Inception metrics \(fid, kid, is, pr\) use "
+    with pytest.raises(ConfigError, match=r"^--fid-mode clean: only the Inception metrics \(fid, kid, is\) use "
                                           r"it, and the metrics asked for are swd, msssim$"):
         run_metrics.chosen_fid_mode(["swd", "msssim"], "clean")

@@ -203,7 +203,7 @@ def test_the_real_feature_cache_is_keyed_by_mode(standin_weights, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_runs_generator_against_statistics_matches_evaluate_run(standin_weights, tmp_path, capsys):
+def test_a_runs_generator_against_statistics_matches_evaluate_run(standin_weights, standin_vgg16, tmp_path, capsys):
     from pgan_tiny import TINY_PGAN
 
     import ganforge

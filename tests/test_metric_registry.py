@@ -103,15 +103,18 @@ def test_kid_and_pr_settings_reach_their_metrics_and_are_checked():
 
     torch.manual_seed(0)
     fake, real = torch.randn(40, 8), torch.randn(50, 8) + 0.3
-    default = MetricInputs(fake_pool=fake, real_pool=real)
-    chosen = MetricInputs(fake_pool=fake, real_pool=real,
+    default = MetricInputs(fake_pool=fake, real_pool=real, fake_vgg16=fake + 1, real_vgg16=real)
+    chosen = MetricInputs(fake_pool=fake, real_pool=real, fake_vgg16=fake + 1, real_vgg16=real,
                           settings=MetricSettings(kid_subsets=7, kid_subset_size=12, pr_k=5))
     # the defaults: 100 subsets of all 40 (fewer than 1,000), k = 3
     assert METRICS["kid"].compute(default) == kid(fake, real, subsets=100, subset_size=40, seed=TORCH_FIDELITY_SEED)
     assert METRICS["kid"].compute(chosen) == kid(fake, real, subsets=7, subset_size=12, seed=TORCH_FIDELITY_SEED)
     assert METRICS["kid"].compute(chosen) != METRICS["kid"].compute(default)
-    assert METRICS["pr"].compute(default) == precision_recall(real, fake, k=3)
-    assert METRICS["pr"].compute(chosen) == precision_recall(real, fake, k=5) != precision_recall(real, fake, k=3)
+    # precision/recall in VGG-16's feature space (torch-fidelity's), not Inception's
+    assert METRICS["pr"].compute(default) == precision_recall(real, fake + 1, k=3)
+    assert METRICS["pr"].compute(chosen) == precision_recall(real, fake + 1, k=5) != precision_recall(real, fake + 1,
+                                                                                                      k=3)
+    assert METRICS["pr"].compute(default) != precision_recall(real, fake, k=3)
 
     assert MetricSettings().given() == {} and MetricSettings(pr_k=3).given() == {"pr_k": 3}  # given, if default
     MetricSettings(kid_subsets=7).check_used(["kid", "swd"])
@@ -143,7 +146,7 @@ def test_the_cli_refuses_kid_and_pr_settings_for_metrics_it_does_not_compute(tmp
     assert "SWD x1e3" in captured.out and "kid not computed" in captured.out + captured.err
 
 
-def test_training_time_kid_and_pr_take_the_configs_settings_and_record_them(tmp_path, monkeypatch):
+def test_training_time_kid_and_pr_take_the_configs_settings_and_record_them(tmp_path, monkeypatch, standin_vgg16):
     """Config keys kid_subsets, kid_subset_size and pr_k reach training-time KID and PR (seen by spies on the
     registry's functions), are written with every metrics row (as settings, not values: no curve of their own), and
     are refused, named as config keys, where they would do nothing (StarGAN v2's protocol has neither metric)."""

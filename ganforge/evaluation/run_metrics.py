@@ -22,8 +22,8 @@ from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families.base import Family, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError
-from ganforge.metrics.dinov2 import DINOv2WeightsError, resolve_dinov2_weights
-from ganforge.metrics.evaluate import evaluate, metrics_device
+from ganforge.metrics.dinov2 import DINOv2WeightsError
+from ganforge.metrics.evaluate import evaluate, metrics_device, resolve_network_weights
 from ganforge.metrics.fid_stats import ReferenceStats, check_stats_output, image_set_stats, read_stats, write_stats
 from ganforge.metrics.inception import (
     DEFAULT_FID_MODE,
@@ -41,6 +41,7 @@ from ganforge.metrics.registry import (
     format_table,
     inception_protocol,
 )
+from ganforge.metrics.vgg_texture import VGGWeightsError
 from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
 
@@ -196,16 +197,14 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
                        dinov2_weights: str | Path | None = None) -> tuple[list[str], str]:
     """The metrics that can be computed here, and a warning line per network left out ("" when none is). Without
     a feature network's weights (not given, not cached, offline) its metrics are left out (the FID Inception's:
-    fid, kid, is, pr; DINOv2's: fd_dinov2) and the others still computed; when no asked metric is left, one error
-    names every missing file."""
+    fid, kid, is; VGG-16's: pr; DINOv2's: fd_dinov2) and the others still computed; when no asked metric is left,
+    one error names every missing file."""
     names = check_metrics(metrics)
-    resolvers = {"inception": lambda: resolve_weights_path(inception_weights),
-                 "dinov2": lambda: resolve_dinov2_weights(dinov2_weights)}
     missing: dict[str, Exception] = {}
     for network in dict.fromkeys(METRICS[name].network for name in names if METRICS[name].network):
         try:
-            resolvers[network]()
-        except (InceptionWeightsError, DINOv2WeightsError) as err:
+            resolve_network_weights(network, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
+        except (InceptionWeightsError, DINOv2WeightsError, VGGWeightsError) as err:
             missing[network] = err
     left = [name for name in names if METRICS[name].network not in missing]
     if not left:

@@ -2,9 +2,10 @@
 the pass is its record in `ganforge.metrics.registry`.
 
 Each set is read once, batch by batch: the same batches feed SWD's streaming state, MS-SSIM's pairs and one
-Inception pass whose pool features and logits serve FID, KID, IS and precision/recall together. Memory stays
-bounded: uint8 batches, SWD spills its images to a temporary file, and only features are kept (Inception's N x
-2048 float32 and N x 1008 logits, DINOv2's N x 1024 for fd_dinov2). Real-set features can be cached on disk
+Inception pass whose pool features and logits serve FID, KID and IS together (VGG-16's fc2 serves
+precision/recall, DINOv2's class token fd_dinov2). Memory stays bounded: uint8 batches, SWD spills its images to a
+temporary file, and only features are kept (Inception's N x 2048 float32 and N x 1008 logits, VGG-16's N x 4096,
+DINOv2's N x 1024). Real-set features can be cached on disk
 (safetensors + JSON, no pickle) under a caller-given key, e.g. "<dataset fingerprint>-<resolution>-<count>", the
 weights file and the resize protocol (for Inception the FID mode, see `ganforge.metrics.inception`): a cache of one
 mode never serves another.
@@ -52,6 +53,8 @@ from ganforge.metrics.registry import (  # noqa: F401 (format_table and the erro
     format_table,
 )
 from ganforge.metrics.swd import SWDStats
+from ganforge.metrics.vgg16_fc2 import VGG16_PROTOCOL, load_vgg16_fc2
+from ganforge.metrics.vgg_texture import resolve_vgg_weights
 
 
 class _SetReader:
@@ -78,7 +81,7 @@ class _SetReader:
 
 class _FeatureNetwork:
     """A pretrained network the metrics read, by the names of its outputs: Inception's "pool" and "logits",
-    DINOv2's "dinov2"; its weights file and resize protocol identify its real-set features."""
+    DINOv2's "dinov2", VGG-16's "vgg16"; its weights file and resize protocol identify its real-set features."""
 
     def __init__(self, name: str, model: torch.nn.Module, weights_path: Path, protocol: str) -> None:
         self.name, self.model, self.weights_path, self.protocol = name, model, weights_path, protocol
@@ -97,22 +100,29 @@ class _FeatureNetwork:
         return "pool" if self.name == "inception" else self.name
 
 
+def resolve_network_weights(network: str, *, inception_weights: str | Path | None = None,
+                            dinov2_weights: str | Path | None = None) -> Path:
+    """A feature network's weights file: the one given, else its environment variable, else the cache (downloaded
+    there once); a network's own error (InceptionWeightsError, ...) names the file and where to put it."""
+    if network == "inception":
+        return resolve_weights_path(inception_weights)
+    if network == "dinov2":
+        return resolve_dinov2_weights(dinov2_weights)
+    return resolve_vgg_weights("vgg16", option="")  # precision/recall's network: its path by $GANFORGE_VGG16_WEIGHTS
+
+
 def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None,
                       dinov2_weights: str | Path | None, device: torch.device | str | None,
                       fid_mode: str) -> dict[str, _FeatureNetwork]:
-    networks: dict[str, _FeatureNetwork] = {}
     device = torch.device(device or "cpu")
     if device.type == "cuda" and device.index is None:  # one cache entry per GPU, however it was named
         device = torch.device("cuda", torch.cuda.current_device())
-    device = str(device)
-    if any(metric.network == "inception" for metric in wanted):
-        path = resolve_weights_path(inception_weights)
-        networks["inception"] = _FeatureNetwork(
-            "inception", _loaded_network("inception", str(path), _stamp(path), device, fid_mode), path, fid_mode)
-    if any(metric.network == "dinov2" for metric in wanted):
-        path = resolve_dinov2_weights(dinov2_weights)
-        networks["dinov2"] = _FeatureNetwork(
-            "dinov2", _loaded_network("dinov2", str(path), _stamp(path), device, ""), path, DINOV2_PROTOCOL)
+    networks: dict[str, _FeatureNetwork] = {}
+    for name in dict.fromkeys(metric.network for metric in wanted if metric.network):
+        path = resolve_network_weights(name, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
+        protocol = {"inception": fid_mode, "dinov2": DINOV2_PROTOCOL, "vgg16": VGG16_PROTOCOL}[name]
+        model = _loaded_network(name, str(path), _stamp(path), str(device), fid_mode if name == "inception" else "")
+        networks[name] = _FeatureNetwork(name, model, path, protocol)
     return networks
 
 
@@ -143,7 +153,9 @@ def _loaded_network(name: str, path: str, stamp: tuple[int, ...], device: str, f
     tick, and DINOv2 alone is a 1.2 GB file and 304M parameters to build."""
     if name == "inception":
         return load_inception(path, device=device, fid_mode=fid_mode)
-    return load_dinov2(path, device=device)
+    if name == "dinov2":
+        return load_dinov2(path, device=device)
+    return load_vgg16_fc2(path, device=device)
 
 
 @functools.lru_cache(maxsize=8)
@@ -227,6 +239,8 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
             inputs.real_pool = real_features.get("inception")
         if "dinov2" in networks:
             inputs.fake_dinov2, inputs.real_dinov2 = fake_reader.joined("dinov2"), real_features["dinov2"]
+        if "vgg16" in networks:
+            inputs.fake_vgg16, inputs.real_vgg16 = fake_reader.joined("vgg16"), real_features["vgg16"]
         return {metric.name: metric.compute(inputs) for metric in wanted}
     finally:
         for reader in (fake_reader, real_reader):
@@ -260,5 +274,6 @@ def _write_cache(path: Path, network: _FeatureNetwork, features: torch.Tensor, k
     save_file({network.real_key: features.contiguous()}, str(tmp),
               metadata={"key": key, "count": str(len(features)), **mode})
     os.replace(tmp, path)
-    what = "inception pool3" if network.name == "inception" else "dinov2 vitl14 class token"
+    what = {"inception": "inception pool3", "dinov2": "dinov2 vitl14 class token", "vgg16": "vgg16 fc2 relu"}[
+        network.name]
     path.with_suffix(".json").write_text(json.dumps({"key": key, "count": len(features), "features": what, **mode}))

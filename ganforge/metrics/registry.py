@@ -91,6 +91,8 @@ class MetricInputs:
     real_pool: torch.Tensor | None = None
     fake_dinov2: torch.Tensor | None = None  # DINOv2 ViT-L/14 class-token features [N, 1024]
     real_dinov2: torch.Tensor | None = None
+    fake_vgg16: torch.Tensor | None = None  # VGG-16 fc2 features after ReLU [N, 4096]
+    real_vgg16: torch.Tensor | None = None
     real_stats: Gaussian | None = None  # the real set's pool mean and covariance, e.g. from a statistics file
     fake_swd: SWDStats | None = None
     real_swd: SWDStats | None = None
@@ -114,7 +116,7 @@ class Metric:
     name: str
     description: str
     needs_real: bool
-    network: str | None  # the pretrained feature network it reads ("inception", "dinov2"), None for pixels
+    network: str | None  # the pretrained feature network it reads ("inception", "dinov2", "vgg16"), None: pixels
     outputs: tuple[MetricOutput, ...]
     compute: Callable[[MetricInputs], Any]
     flatten: Callable[[Any], dict[str, float]]
@@ -200,10 +202,10 @@ IS = Metric(
     row=lambda value: f"IS        {value[0]:{IS.outputs[0].fmt}} ± {value[1]:{IS.outputs[1].fmt}}")
 
 PR = Metric(
-    "pr", "improved precision and recall (k nearest neighbours, default 3) on Inception pool features",
-    needs_real=True, network="inception",
+    "pr", "improved precision and recall (k nearest neighbours, default 3) on VGG-16 fc2 features (torch-fidelity)",
+    needs_real=True, network="vgg16",
     outputs=(MetricOutput("pr_precision", True, "9.4f"), MetricOutput("pr_recall", True, ".4f")),
-    compute=lambda inputs: precision_recall(inputs.real_pool, inputs.fake_pool, k=inputs.settings.value("pr_k"),
+    compute=lambda inputs: precision_recall(inputs.real_vgg16, inputs.fake_vgg16, k=inputs.settings.value("pr_k"),
                                             device=inputs.device),
     flatten=lambda value: {"pr_precision": float(value["precision"]), "pr_recall": float(value["recall"])},
     row=lambda value: (f"Precision {value['precision']:{PR.outputs[0].fmt}}   "

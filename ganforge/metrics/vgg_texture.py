@@ -40,33 +40,35 @@ class VGGWeightsError(ValueError):
     """VGG weights are missing, unreadable, or not in torchvision's layout."""
 
 
+def vgg_layers(arch: str) -> list[nn.Module]:
+    """torchvision's `vgg19().features` or `vgg16().features`, layer by layer (the same indices, so its state dict
+    loads): each block's 3×3 convolutions with their ReLUs, then a 2×2 max pool."""
+    if arch not in VGG_BLOCKS:
+        raise ValueError(f"VGG: arch must be one of {', '.join(VGG_BLOCKS)}, got {arch!r}")
+    layers: list[nn.Module] = []
+    channels = 3
+    for widths in VGG_BLOCKS[arch]:
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+            channels = width
+        layers.append(nn.MaxPool2d(2, 2))
+    return layers
+
+
 class VGGFeatures(nn.Module):
-    """torchvision's VGG-19 or VGG-16 `features` up to the last block read (same indices, so its state dict
-    loads); returns the first ReLU output of each block in `blocks` (1-based)."""
+    """torchvision's VGG-19 or VGG-16 `features` up to the last ReLU read; returns the first ReLU output of each
+    block in `blocks` (1-based)."""
 
     def __init__(self, arch: str = "vgg19", blocks: tuple[int, ...] = TEXTURE_BLOCKS) -> None:
         super().__init__()
-        if arch not in VGG_BLOCKS:
-            raise ValueError(f"VGG: arch must be one of {', '.join(VGG_BLOCKS)}, got {arch!r}")
+        layers = vgg_layers(arch)
         if not blocks or any(b not in range(1, 6) for b in blocks) or list(blocks) != sorted(set(blocks)):
             raise ValueError(f"VGG blocks must be increasing numbers from 1 to 5, got {blocks}")
         self.arch = arch
-        layers: list[nn.Module] = []
-        self.taps: list[int] = []
-        channels = 3
-        for block, widths in enumerate(VGG_BLOCKS[arch], start=1):
-            if block > blocks[-1]:
-                break
-            if block > 1:
-                layers.append(nn.MaxPool2d(2, 2))
-            for position, width in enumerate(widths):
-                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
-                channels = width
-                if position == 0 and block in blocks:
-                    self.taps.append(len(layers) - 1)
-                if block == blocks[-1]:
-                    break  # nothing after the last tap is read
-        self.features = nn.Sequential(*layers)
+        # a block starts after the previous blocks' convolution/ReLU pairs and pools; its first ReLU is its 2nd layer
+        starts = [sum(2 * len(widths) + 1 for widths in VGG_BLOCKS[arch][:block - 1]) for block in range(1, 6)]
+        self.taps = [starts[block - 1] + 1 for block in blocks]
+        self.features = nn.Sequential(*layers[:self.taps[-1] + 1])  # nothing after the last tap is read
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return tapped_outputs(self.features, x, self.taps)
@@ -102,13 +104,13 @@ class VGGTexture(nn.Module):
         return texture_statistics(self.features((x - self.mean) / self.std))
 
 
-def resolve_vgg_weights(arch: str, weights: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
+def resolve_vgg_weights(arch: str, weights: str | Path | None = None, cache_dir: str | Path | None = None, *,
+                        option: str = "--vgg-weights (Python: vgg_weights=)") -> Path:
     """The VGG file: the argument, else $GANFORGE_VGG19_WEIGHTS (or _VGG16_), else the cache (downloaded there
-    once)."""
+    once); `option` is how the caller's user passes a path ("": through the environment variable only)."""
     name = VGG_FILES[arch]
     spec = WeightsFile(name, f"https://download.pytorch.org/models/{name}", f"GANFORGE_{arch.upper()}_WEIGHTS",
-                       "--vgg-weights (Python: vgg_weights=)", f"The {arch.upper()} ImageNet weights",
-                       name.split("-")[1].removesuffix(".pth"))
+                       option, f"The {arch.upper()} ImageNet weights", name.split("-")[1].removesuffix(".pth"))
     return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), VGGWeightsError)
 
 

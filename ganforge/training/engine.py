@@ -730,8 +730,7 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
     the weights are found or downloaded and the metric networks loaded on the metrics' device and kept for the
     ticks, so a missing or wrong weights file fails now too (for a translating family: its protocol's networks,
     and its validation store beside the opened training store `data_source`)."""
-    from ganforge.metrics.dinov2 import resolve_dinov2_weights
-    from ganforge.metrics.inception import DEFAULT_FID_MODE, resolve_weights_path
+    from ganforge.metrics.inception import DEFAULT_FID_MODE
     from ganforge.metrics.registry import METRICS, check_metrics
 
     settings = training_metric_settings(config)
@@ -769,7 +768,7 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
                           f"more than {k} images at each metric tick, which compares {images} (metrics_n, or all "
                           "the dataset holds)")
     if config.fid_mode != DEFAULT_FID_MODE and not any(METRICS[name].needs_inception for name in names):
-        raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is, pr), and none "
+        raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is), and none "
                           f"of metrics {config.metrics} is one")
     stats = None
     if config.fid_real_stats is not None:
@@ -781,12 +780,12 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
             raise ConfigError(f"fid_real_stats: {err}") from None
     if not evaluates:
         return stats
-    if any(METRICS[name].needs_inception for name in names):
-        resolve_weights_path(config.inception_weights)
-    if "fd_dinov2" in names:
-        resolve_dinov2_weights(config.dinov2_weights)
+    from ganforge.metrics.evaluate import load_feature_networks, metrics_device, resolve_network_weights
+
+    for network in dict.fromkeys(METRICS[name].network for name in names if METRICS[name].network):
+        resolve_network_weights(network, inception_weights=config.inception_weights,
+                                dinov2_weights=config.dinov2_weights)
     if any(METRICS[name].network for name in names):
-        from ganforge.metrics.evaluate import load_feature_networks, metrics_device
 
         load_feature_networks(names, device=metrics_device(device), fid_mode=config.fid_mode,
                               inception_weights=config.inception_weights, dinov2_weights=config.dinov2_weights)
