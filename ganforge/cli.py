@@ -66,7 +66,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         out = prepare.prepare_celeba_cropped(args.src, args.out, workers=args.workers, overwrite=args.overwrite)
     elif args.source_kind == "folder":
         out = prepare.prepare_folder(args.src, args.out, resolution=args.resolution, workers=args.workers,
-                                     overwrite=args.overwrite)
+                                     overwrite=args.overwrite, resize=args.resize)
     elif args.source_kind in ("cifar10", "hdf5"):
         out = _prepare_classes(args)
     else:
@@ -394,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="range of float pixels, rounded to 0..255 (default -1,1; write --float-range=0,1)")
         if kind == "folder":
             p.add_argument("--resolution", type=int, required=True)
+            p.add_argument("--resize", default="lanczos", choices=["lanczos", "bilinear"],
+                           help="the filter after the centre crop: lanczos (default, sharp) or bilinear "
+                           "(BigGAN-PyTorch's make_hdf5.py, torchvision's Resize: its ImageNet data)")
         if kind == "mnist":
             p.add_argument("--resolution", type=int, default=32, choices=[32, 64])
             p.add_argument("--split", default="train", choices=["train", "test"])

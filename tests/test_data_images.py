@@ -186,6 +186,10 @@ def test_center_crop_takes_the_middle_square() -> None:
     np.testing.assert_array_equal(center_crop_resize(tall, 6), tall[2:8])
     wide = np.arange(4 * 9, dtype=np.uint8).reshape(4, 9)
     np.testing.assert_array_equal(center_crop_resize(wide, 4), wide[:, 2:6])
+    # an odd margin: torchvision's center_crop rounds half to even, int(round(7 / 2)) = 4, round(5 / 2) = 2
+    taller = np.arange(13 * 6, dtype=np.uint8).reshape(13, 6)
+    np.testing.assert_array_equal(center_crop_resize(taller, 6), taller[4:10])
+    np.testing.assert_array_equal(center_crop_resize(taller[:11], 6), taller[2:8])
 
 
 def test_center_crop_resize_uses_lanczos_and_upsamples_tiny_images() -> None:

@@ -315,3 +315,26 @@ def test_download_verifies_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(PrepareError, match="checksum mismatch .* expected 6bbc9ace898e44ae57da46a324031adb"):
         download_mnist(tmp_path / "other")
     assert not (tmp_path / "other" / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_folder_with_bilinear_resize_is_biggan_pytorchs_make_hdf5(tmp_path: Path, capsys) -> None:
+    """`--resize bilinear`: BigGAN-PyTorch's ImageNet preprocessing before its uint8 cast, written out: the long edge
+    centre-cropped as torchvision's center_crop (offset int(round(margin / 2)), here 3.5 → 4) and PIL's bilinear
+    resize (torchvision's Resize of a PIL image)."""
+    from ganforge.cli import main
+
+    source = tmp_path / "pictures" / "class_a"
+    source.mkdir(parents=True)
+    pixels = _noise(27, 20, 5)  # 27 rows: a margin of 7 rows
+    Image.fromarray(pixels).save(source / "x.png")
+    out = tmp_path / "store"
+    assert main(["prepare", "folder", str(source.parent), "-o", str(out), "--resolution", "8",
+                 "--resize", "bilinear", "--workers", "1"]) == 0
+    picture = Image.fromarray(pixels)
+    top = int(round((27 - 20) / 2.0))
+    official = np.asarray(picture.crop((0, top, 20, top + 20)).resize((8, 8), Image.BILINEAR))
+    np.testing.assert_array_equal(open_dataset(out).images(8)[0], official.transpose(2, 0, 1))
+    with pytest.raises(SystemExit):
+        main(["prepare", "folder", str(source.parent), "-o", str(tmp_path / "other"), "--resolution", "8",
+              "--resize", "bicubic"])
+    assert "invalid choice: 'bicubic'" in capsys.readouterr().err

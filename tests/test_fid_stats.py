@@ -382,3 +382,26 @@ def test_resolution_where_it_would_do_nothing_is_refused(argv, message, capsys):
     except SystemExit as exit_:  # argparse's usage error
         code = exit_.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_statistics_of_an_image_set_stream_into_running_sums(monkeypatch):
+    """`stats` keeps sums, not every image's features (BigGAN-PyTorch's moments script holds them all and runs out
+    of memory on ImageNet, its issue #13): the mean and covariance equal numpy's of the whole feature array."""
+    from ganforge.metrics import fid_stats
+    from ganforge.metrics.fid_stats import image_set_stats
+
+    mixing = torch.from_numpy(np.random.default_rng(2).normal(size=(12, 2048))).float()
+    seen = []
+
+    def network(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(len(batch))
+        pools = batch.float().mean(dim=(2, 3)).repeat(1, 4) @ mixing
+        return pools, torch.zeros(len(batch), 1008)
+
+    monkeypatch.setattr(fid_stats, "load_inception", lambda weights, device=None, fid_mode=None: network)
+    images = np.random.default_rng(3).integers(0, 256, (300, 3, 8, 8), dtype=np.uint8)
+    stats = image_set_stats(images, fid_mode="legacy-tf", batch_size=64, n=290)
+    pools = (torch.from_numpy(images[:290]).float().mean(dim=(2, 3)).repeat(1, 4) @ mixing).double().numpy()
+    assert seen == [64, 64, 64, 64, 34] and stats.count == 290
+    np.testing.assert_allclose(stats.mean, pools.mean(axis=0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(stats.cov, np.cov(pools, rowvar=False), rtol=1e-9, atol=1e-9)

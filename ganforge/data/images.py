@@ -79,7 +79,8 @@ def load_rgb(source: str | Path | bytes, name: str) -> np.ndarray:
 def center_crop_resize(img: np.ndarray, resolution: int,
                        resample: Image.Resampling = Image.Resampling.LANCZOS) -> np.ndarray:
     """Square centre crop, then a resize (LANCZOS unless `resample` says) to resolution×resolution (tiny images are
-    upsampled).
+    upsampled). The crop's offset is rounded half to even, as torchvision's `center_crop` (BigGAN-PyTorch's
+    `CenterCropLongEdge`) rounds it.
 
     Accepts H×W or H×W×C uint8 (C = 1 or 3) and returns the same layout.
     """
@@ -89,7 +90,7 @@ def center_crop_resize(img: np.ndarray, resolution: int,
         raise ValueError(f"resolution must be positive, got {resolution}")
     height, width = img.shape[:2]
     side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    top, left = round((height - side) / 2), round((width - side) / 2)
     square = img[top : top + side, left : left + side]
     if side == resolution:
         return np.ascontiguousarray(square)

@@ -197,12 +197,12 @@ def _class_labels(relative_parts: list[tuple[str, ...]]) -> tuple[np.ndarray, li
 class _FolderDecoder:
     """Picklable per-item decoder: item is a file path or a (member index, name) of `archive`."""
 
-    def __init__(self, resolution: int, archive: Path | None) -> None:
-        self.resolution, self.archive = resolution, archive
+    def __init__(self, resolution: int, archive: Path | None, resample: Image.Resampling) -> None:
+        self.resolution, self.archive, self.resample = resolution, archive, resample
         self._zip: zipfile.ZipFile | None = None
 
     def __getstate__(self) -> dict:
-        return {"resolution": self.resolution, "archive": self.archive, "_zip": None}
+        return {"resolution": self.resolution, "archive": self.archive, "resample": self.resample, "_zip": None}
 
     def __call__(self, item: Path | tuple[int, str]) -> tuple[np.ndarray | None, str]:
         try:
@@ -217,12 +217,20 @@ class _FolderDecoder:
             return None, error.reason
         except (OSError, zipfile.BadZipFile) as error:
             return None, f"cannot read from the archive ({error})"
-        return np.ascontiguousarray(center_crop_resize(image, self.resolution).transpose(2, 0, 1)), ""
+        return np.ascontiguousarray(center_crop_resize(image, self.resolution, self.resample).transpose(2, 0, 1)), ""
 
 
-def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = False, workers: int = 0) -> Path:
-    """A folder (recursive) or .zip of images → centre-cropped store; first-level sub-folders are classes."""
+RESIZE_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR}
+
+
+def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = False, workers: int = 0,
+                   resize: str = "lanczos") -> Path:
+    """A folder (recursive) or .zip of images → centre-cropped store; first-level sub-folders are classes.
+    `resize` "bilinear" is BigGAN-PyTorch's make_hdf5.py (CenterCropLongEdge, then torchvision's Resize of the PIL
+    image), "lanczos" (default) the sharper filter."""
     _check_resolution(resolution)
+    if resize not in RESIZE_FILTERS:
+        raise PrepareError(f"--resize {resize!r}: expected one of {', '.join(RESIZE_FILTERS)}")
     src = Path(src)
     if not src.exists():
         raise PrepareError(f"{src} does not exist; expected a folder or a .zip of images")
@@ -242,7 +250,7 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
     if not items:
         raise PrepareError(f"{src} contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
     classes = _class_labels(relative)
-    decoder = _FolderDecoder(resolution, archive)
+    decoder = _FolderDecoder(resolution, archive, RESIZE_FILTERS[resize])
     with StoreWriter(out, resolution=resolution, channels=3, overwrite=overwrite) as writer:
         kept, skipped = _write_decoded(writer, _decode_all(decoder, items, _resolve_workers(workers)), names)
         if writer.count == 0:

@@ -21,7 +21,7 @@ import torch
 from ganforge.errors import ConfigError
 from ganforge.metrics._images import ImageSource
 from ganforge.metrics.fid import FeatureStats
-from ganforge.metrics.inception import FID_MODES, extract_features, load_inception
+from ganforge.metrics.inception import FID_MODES, iter_features, load_inception
 
 POOL_DIM = 2048  # Inception pool3 features
 
@@ -128,9 +128,13 @@ def stats_of_features(features: np.ndarray | FeatureStats, fid_mode: str | None)
 def image_set_stats(images: ImageSource, *, fid_mode: str, inception_weights: str | Path | None = None,
                     n: int | None = None, device: torch.device | str | None = None,
                     batch_size: int = 64) -> ReferenceStats:
-    """Inception pool3 statistics of a uint8 image set (the first `n` images), resized by `fid_mode`."""
+    """Inception pool3 statistics of a uint8 image set (the first `n` images), resized by `fid_mode`; streamed into
+    running sums, so ImageNet's 1.28M images need 32 MB of sums, not a 10 GB feature array (BigGAN-PyTorch's
+    moments script runs out of memory there, its issue #13)."""
     model = load_inception(inception_weights, device=device, fid_mode=fid_mode)
-    pools, _ = extract_features(model, images, batch_size=batch_size, n=n)
-    if len(pools) < 2:
-        raise ValueError(f"statistics: a covariance needs at least 2 images, got {len(pools)}")
-    return stats_of_features(pools, fid_mode)
+    stats = FeatureStats(POOL_DIM)
+    for pools, _ in iter_features(model, images, batch_size=batch_size, n=n):
+        stats.update(pools)
+    if stats.count < 2:
+        raise ValueError(f"statistics: a covariance needs at least 2 images, got {stats.count}")
+    return stats_of_features(stats, fid_mode)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -286,12 +286,10 @@ def load_inception(weights: str | Path | None = None, device: torch.device | str
     return model.eval().requires_grad_(False).to(device or "cpu")
 
 
-@torch.no_grad()
-@reference_float32()
-def extract_features(model: InceptionV3FID, images: ImageSource, *, batch_size: int = 64,
-                     n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pool features [N, 2048] and logits_unbiased [N, 1008] (float32, CPU) of a uint8 image set, batch by batch."""
-    pools, logits = [], []
+def iter_features(model: InceptionV3FID, images: ImageSource, *, batch_size: int = 64,
+                  n: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(pool features [B, 2048], logits_unbiased [B, 1008]) (float32, CPU) of a uint8 image set, a batch at a time
+    (the first `n` images): what streams into running statistics needs no whole feature array."""
     seen = 0
     batches: Iterable[torch.Tensor] = iter_image_batches(images, batch_size=batch_size, name="Inception images")
     for batch in batches:
@@ -300,10 +298,19 @@ def extract_features(model: InceptionV3FID, images: ImageSource, *, batch_size: 
         if batch.shape[0] == 0:
             break
         for start in range(0, batch.shape[0], batch_size):
-            pool, logit = model(batch[start : start + batch_size])
-            pools.append(pool.cpu())
-            logits.append(logit.cpu())
+            with torch.no_grad(), reference_float32():  # not held across the yield: the caller's settings between
+                pool, logit = model(batch[start : start + batch_size])
+            yield pool.cpu(), logit.cpu()
         seen += batch.shape[0]
+
+
+def extract_features(model: InceptionV3FID, images: ImageSource, *, batch_size: int = 64,
+                     n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool features [N, 2048] and logits_unbiased [N, 1008] (float32, CPU) of a uint8 image set, batch by batch."""
+    pools, logits = [], []
+    for pool, logit in iter_features(model, images, batch_size=batch_size, n=n):
+        pools.append(pool)
+        logits.append(logit)
     if not pools:
         raise ValueError("Inception: the image set is empty")
     return torch.cat(pools), torch.cat(logits)
