@@ -245,11 +245,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- translate ------------------------------------------------------------------------------------------------
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from ganforge.viz.translate import default_video_name, translate
+    from ganforge.config import ConfigError
+    from ganforge.viz.translate import default_video_name, translate, translate_each
 
+    say = lambda line: print(line, flush=True)  # noqa: E731 - a line per file as it is written
+    if args.each:
+        if args.video:
+            raise ConfigError("--video: the reference video is written with the grids, not with --each")
+        translate_each(args.run, args.src, args.out, to=args.to, ref=args.ref, psi=args.psi, seed=args.seed,
+                       step=args.step, device=args.device, wing_weights=args.wing_weights, progress=say)
+        return 0
+    given = [option for option, value in (("--to", args.to), ("--psi", args.psi != 1.0)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for --each (one file per translated image); the grids show every "
+                          "domain at psi 0.5, 0.7 and 1")
+    if args.ref is None:
+        raise ConfigError("--ref: the grids need reference images in sub-folders named by domain (or give --each "
+                          "for one latent-guided file per source and domain)")
     video = (default_video_name() if args.video == "auto" else args.video) if args.video else None
     translate(args.run, args.src, args.ref, args.out, step=args.step, seed=args.seed, video=video,
-              device=args.device, wing_weights=args.wing_weights, progress=lambda line: print(line, flush=True))
+              device=args.device, wing_weights=args.wing_weights, progress=say)
     return 0
 
 
@@ -597,10 +612,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="shape the continued run, e.g. --set model.schedule.max_iter_at_scale=[16,64]")
     imp.set_defaults(func=cmd_import)
 
-    trn = sub.add_parser("translate", help="StarGAN v2: reference- and latent-guided grids (and video) of a run")
+    trn = sub.add_parser("translate", help="StarGAN v2: reference- and latent-guided grids (and video) of a run, "
+                         "or (--each) every source image translated, one file each")
     trn.add_argument("run", type=Path, help="run directory or checkpoint file")
     trn.add_argument("--src", type=Path, required=True, help="source images (flat, or in domain sub-folders)")
-    trn.add_argument("--ref", type=Path, required=True, help="reference images in sub-folders named by domain")
+    trn.add_argument("--ref", type=Path, help="reference images in sub-folders named by domain (needed for the "
+                     "grids; with --each, each source in each reference's style)")
+    trn.add_argument("--each", action="store_true", help="one file per translated image: OUT/<domain>/<source>.png "
+                     "(latent-guided, a style per source from --seed) or, with --ref, "
+                     "OUT/<domain>/<source>--<reference>.png")
+    trn.add_argument("--to", type=lambda text: text.split(","), metavar="DOMAIN[,DOMAIN...]",
+                     help="with --each: the target domains (default all)")
+    trn.add_argument("--psi", type=float, default=1.0, help="with --each, latent-guided: truncation towards the "
+                     "domain's average style (1: none)")
     trn.add_argument("-o", "--out", type=Path, required=True)
     trn.add_argument("--step", type=int)
     trn.add_argument("--seed", type=int, default=0)

@@ -200,3 +200,46 @@ def test_cli_translate_writes_both_grids_and_the_video(tiny, tmp_path: Path, cap
     assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(src / "dark"), "-o",
                  str(out)]) == 2
     assert "references need one sub-folder per domain" in capsys.readouterr().err
+
+
+def test_each_source_is_translated_into_one_file_per_domain_or_reference(tiny, tmp_path: Path, capsys) -> None:
+    """`translate --each` (the official code only writes grids; its users ask for single images, issues #10, #37,
+    #88): latent-guided, a style F(z, y) per source from the seed's latents; with --ref, each reference's E(x, y)."""
+    from ganforge.viz.translate import _load_folder
+
+    model, src = tiny["model"], tiny["folders"] / "val"
+    out = tmp_path / "each"
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "-o", str(out), "--each", "--to", "light",
+                 "--seed", "4", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote 6 images into {out / 'light'}"]
+    x_src, _, files = _load_folder(src, 32, DOMAINS, need_domains=False)
+    names = [f"{file.parent.name}-{file.stem}.png" for file in files]  # sources in domain sub-folders
+    assert sorted(p.name for p in (out / "light").iterdir()) == sorted(names) and not (out / "dark").exists()
+    nets, k = model.nets, DOMAINS.index("light")
+    z = torch.randn(len(x_src), model.config.model.latent_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = to_uint8(nets["G_ema"](x_src, nets["F_ema"](z, torch.full((len(z),), k)), None).clamp(-1, 1))
+    for image, name in zip(expected, names, strict=True):
+        np.testing.assert_array_equal(np.asarray(Image.open(out / "light" / name)), image)
+
+    refs = tmp_path / "each_ref"
+    assert main(["translate", str(tiny["run"]), "--src", str(src / "dark"), "--ref", str(src), "-o", str(refs),
+                 "--each", "--device", "cpu"]) == 0
+    first_ref = sorted((src / "light").iterdir())[0]
+    x_ref, _, _ = _load_folder(src / "light", 32, DOMAINS, need_domains=False)
+    with torch.no_grad():
+        style = nets["E_ema"](x_ref[:1], torch.tensor([k]))
+        sources = tiny["x_src"]
+        expected = to_uint8(nets["G_ema"](sources, style.expand(len(sources), -1), None).clamp(-1, 1))
+    first_src = sorted((src / "dark").iterdir())[0]
+    written = np.asarray(Image.open(refs / "light" / f"{first_src.stem}--{first_ref.stem}.png"))
+    np.testing.assert_array_equal(written, expected[0])
+    assert len(list((refs / "dark").iterdir())) == 3 * 3 and len(list((refs / "light").iterdir())) == 3 * 3
+
+    for argv, message in ((["--each", "--to", "blue"], "--to blue: expected domains of the run (dark, light)"),
+                          (["--each", "--video"], "--video: the reference video is written with the grids"),
+                          (["--to", "dark", "--ref", str(src)], "--to: for --each"),
+                          ([], "--ref: the grids need reference images"),
+                          (["--each", "--ref", str(src), "--psi", "0.7"], "--psi 0.7: truncation is for latent")):
+        assert main(["translate", str(tiny["run"]), "--src", str(src), "-o", str(tmp_path / "x"), *argv]) == 2
+        assert message in capsys.readouterr().err

@@ -3,8 +3,9 @@
 Image folders: `--src DIR` holds source images, either directly or in domain sub-folders (their domain is not
 needed for translation). `--ref DIR` must hold one sub-folder per target domain, named like the run's domains
 (e.g. `ref/female/`, `ref/male/`): a reference's domain is its folder name. Images are centre-cropped and
-resized to the run's image size. All networks used are the EMA copies (G_ema, F_ema, E_ema); a w_hpf > 0 model
-gets the face masks of the sources (the official FAN), as the official sample mode does.
+resized to the run's image size with PIL's bilinear filter (the official test loader's `Resize`, as the stores).
+All networks used are the EMA copies (G_ema, F_ema, E_ema); a w_hpf > 0 model gets the face masks of the sources
+(the official FAN), as the official sample mode does.
 
 The video is written frame by frame: frames are produced lazily by a generator, and each one is encoded (our
 streaming GIF writer, or raw RGB piped to `ffmpeg` for .mp4) before the next is made, so memory stays at one
@@ -20,12 +21,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ganforge.data.domains import STORED_RESAMPLE
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.viz.grid import CAPTION_MARGIN, label_grid, make_grid, sample_caption, save_image, text_width, to_uint8
 
@@ -50,6 +53,13 @@ def _images_in(folder: Path) -> list[Path]:
 def load_image_folder(folder: Path, img_size: int, domains: list[str], *,
                       need_domains: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images of `folder` in [-1, 1] (NCHW) and their domain indices from sub-folder names (None when flat)."""
+    images, labels, _ = _load_folder(folder, img_size, domains, need_domains=need_domains)
+    return images, labels
+
+
+def _load_folder(folder: Path, img_size: int, domains: list[str], *,
+                 need_domains: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[Path]]:
+    """`load_image_folder`, and the files in the order of the images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise TranslateError(f"{folder} is not a directory of images")
@@ -69,12 +79,12 @@ def load_image_folder(folder: Path, img_size: int, domains: list[str], *,
     arrays = []
     for file, _ in entries:
         try:
-            arrays.append(center_crop_resize(load_rgb(file, str(file)), img_size).transpose(2, 0, 1))
+            arrays.append(center_crop_resize(load_rgb(file, str(file)), img_size, STORED_RESAMPLE).transpose(2, 0, 1))
         except ImageError as err:
             raise TranslateError(str(err)) from err
     images = torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1.0
     labels = torch.tensor([domain for _, domain in entries])
-    return images, (labels if subfolders else None)
+    return images, (labels if subfolders else None), [file for file, _ in entries]
 
 
 @torch.no_grad()
@@ -296,6 +306,17 @@ def default_video_name() -> str:
     return "video_ref.mp4" if shutil.which("ffmpeg") else "video_ref.gif"
 
 
+def _translating_model(run: str | Path, step: int | None, device: str, wing_weights: str | Path | None) -> Any:
+    """A loaded StarGAN v2 run with its face-mask network (w_hpf > 0); another family is refused."""
+    from ganforge.api import load
+
+    model = load(run, step=step, device=device)
+    if model.config.family != "stargan2":
+        raise TranslateError(f"{run}: translate needs a stargan2 run, this one is {model.config.family!r}")
+    model.family.load_fan(wing_weights)  # w_hpf > 0 only
+    return model
+
+
 def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | None = None, seed: int = 0,
               psis: Iterable[float] = PSIS, num_z: int = NUM_Z, video: str | Path | None = None,
               device: str = "auto", wing_weights: str | Path | None = None,
@@ -306,13 +327,8 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     a line as each file is written (a 256 px model's grids and video take minutes on a CPU); on a terminal the
     video's frames also show a progress bar."""
     say = progress or (lambda line: None)
-    from ganforge.api import load
-
-    model = load(run, step=step, device=device)
-    if model.config.family != "stargan2":
-        raise TranslateError(f"{run}: translate needs a stargan2 run, this one is {model.config.family!r}")
+    model = _translating_model(run, step, device, wing_weights)
     family, nets = model.family, model.nets
-    family.load_fan(wing_weights)  # w_hpf > 0 only
     domains, img_size = family.domain_names, family.img_size
     x_src, _ = load_image_folder(src, img_size, domains, need_domains=False)
     x_ref, y_ref = load_image_folder(ref, img_size, domains, need_domains=True)
@@ -344,3 +360,68 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
         say(f"wrote {target}")
     return written
 
+
+
+def _output_name(file: Path, folder: Path) -> str:
+    """A source's or reference's name in output file names: its path under its folder, '/' made '-', no suffix
+    (sources in domain sub-folders may share file names)."""
+    return "-".join(file.relative_to(folder).with_suffix("").parts)
+
+
+@torch.no_grad()
+def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] | None = None, ref: Path | None = None,
+                   psi: float = 1.0, seed: int = 0, step: int | None = None, device: str = "auto",
+                   wing_weights: str | Path | None = None, batch_size: int = 32,
+                   progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Every source image translated into each target domain of `to` (default: all), one file per output (what
+    users of the official code ask for in place of its grids, issues #10, #37, #88): latent-guided, each source
+    with its own style lerp(s_avg, F(z, y), ψ) from latents drawn from `seed`, into OUT/<domain>/<source>.png; or,
+    with `ref` (sub-folders per domain), with each reference's style E(x_ref, y) into
+    OUT/<domain>/<source>--<reference>.png. The EMA networks, as the grids."""
+    say = progress or (lambda line: None)
+    if ref is not None and psi != 1.0:
+        raise TranslateError(f"--psi {psi:g}: truncation is for latent-guided styles, and --ref gives references")
+    model = _translating_model(run, step, device, wing_weights)
+    family, nets = model.family, model.nets
+    domains, img_size = family.domain_names, family.img_size
+    targets = list(domains) if to is None else list(to)
+    unknown = [name for name in targets if name not in domains]
+    if unknown or not targets:
+        raise TranslateError(f"--to {','.join(targets)}: expected domains of the run ({', '.join(domains)})")
+    x_src, _, files = _load_folder(src, img_size, domains, need_domains=False)
+    names = [_output_name(file, Path(src)) for file in files]
+    x_src = x_src.to(model.device)
+    masks = family.face_masks(x_src)
+    jobs: list[tuple[str, torch.Tensor, list[str]]] = []  # (domain, a style per source, file names)
+    if ref is None:
+        generator = torch.Generator().manual_seed(seed)
+        latent_dim = model.config.model.latent_dim
+        s_avg = (average_styles(nets["F_ema"], len(domains), latent_dim, generator) if psi != 1.0 else None)
+        for domain in targets:
+            k = domains.index(domain)
+            z = torch.randn(len(x_src), latent_dim, generator=generator).to(model.device)
+            styles = nets["F_ema"](z, torch.full((len(z),), k, device=model.device))
+            if s_avg is not None:
+                styles = torch.lerp(s_avg[k].expand_as(styles), styles, psi)
+            jobs.append((domain, styles, [f"{name}.png" for name in names]))
+    else:
+        x_ref, y_ref, ref_files = _load_folder(ref, img_size, domains, need_domains=True)
+        ref_styles = nets["E_ema"](x_ref.to(model.device), y_ref.to(model.device))
+        for style, label, file in zip(ref_styles, y_ref.tolist(), ref_files, strict=True):
+            if domains[label] in targets:
+                reference = _output_name(file, Path(ref) / domains[label])
+                jobs.append((domains[label], style.expand(len(x_src), -1), [f"{name}--{reference}.png"
+                                                                            for name in names]))
+        if not jobs:
+            raise TranslateError(f"{ref} holds no references of the target domains ({', '.join(targets)})")
+    written = []
+    for domain, styles, file_names in jobs:
+        for start in range(0, len(x_src), batch_size):
+            part = slice(start, start + batch_size)
+            images = nets["G_ema"](x_src[part], styles[part],
+                                   None if masks is None else tuple(mask[part] for mask in masks)).clamp(-1, 1)
+            for image, name in zip(to_uint8(images), file_names[part], strict=True):
+                written.append(Path(out) / domain / name)
+                save_image(image, written[-1])
+        say(f"wrote {len(file_names)} images into {Path(out) / domain}")
+    return written
