@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fine-tune: a new run's networks start from this run's (newest) or checkpoint's weights, "
                          "where names and shapes match (e.g. not a class embedding of another class count); "
                          "official checkpoints: `ganforge import` them first")
-    tr.add_argument("--inception-weights", type=Path, metavar="PATH", help="training-time FID/KID/IS/PR: local "
+    tr.add_argument("--inception-weights", type=Path, metavar="PATH", help="training-time FID/KID/IS: local "
                     "pt_inception-2015-12-05-6726825d.pth (config: inception_weights)")
     tr.add_argument("--dinov2-weights", type=Path, metavar="PATH", help="training-time fd_dinov2: local "
                     "dinov2_vitl14_pretrain.pth (config: dinov2_weights)")

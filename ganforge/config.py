@@ -323,10 +323,11 @@ FidMode = Literal["legacy-tf", "clean"]
 # and its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, lookahead, data (unless
 # the same dataset moved), model (unless the family's schedule only grows) and another init_from (left out, the
 # run's own is kept: only a new run reads it). model.micro_batches (StarGAN v2) computes the same update in slices,
-# so a run that ran out of GPU memory goes on in more of them.
+# so a run that ran out of GPU memory goes on in more of them. fid_real_stats may name the statistics file where it is
+# now (each FID row records the file's name and digest, so another file's values are told apart).
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
                      "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "dinov2_weights",
-                     "compile", "deterministic", "model.micro_batches")
+                     "fid_real_stats", "compile", "deterministic", "model.micro_batches")
 
 
 @dataclasses.dataclass

@@ -315,7 +315,8 @@ def test_standing_statistics_are_estimated_once_per_block_of_held_weights(monkey
     estimates = []
     estimate = family.with_standing_statistics
     monkeypatch.setattr(family, "with_standing_statistics", lambda net: estimates.append(net) or estimate(net))
-    held = torch.cat(list(generated_batches(family, family.plan(0), 12, seed=3, batch_size=4)))
+    with family.weights_held():  # as a metric tick holds them around its pass
+        held = torch.cat(list(generated_batches(family, family.plan(0), 12, seed=3, batch_size=4)))
     assert len(estimates) == 1 and family._standing is None  # let go after the block
     estimates.clear()
     unheld = []

@@ -160,6 +160,7 @@ def test_grey_against_colour_images_is_noted(tmp_path, capsys):
 def test_metrics_run_on_the_generators_gpu_and_on_the_cpu_otherwise(monkeypatch):
     """Training-time metrics and `evaluate` of a run ran their feature networks on the CPU next to a generator on a
     GPU (304M-parameter DINOv2 at about 1 image/s there); MPS keeps the CPU (float64 sums)."""
+    import contextlib
     from types import SimpleNamespace
 
     import torch
@@ -173,7 +174,8 @@ def test_metrics_run_on_the_generators_gpu_and_on_the_cpu_otherwise(monkeypatch)
     monkeypatch.setattr(run_metrics, "evaluate", lambda *args, **kwargs: devices.append(kwargs["device"]) or {})
     dataset = open_dataset("builtin:shapes?count=8&resolution=16")
     for device in (torch.device("cuda", 0), torch.device("mps")):
-        family = SimpleNamespace(translates=False, device=device)  # its images are never drawn here
+        family = SimpleNamespace(translates=False, device=device,  # its images are never drawn here
+                                 weights_held=contextlib.nullcontext)
         run_metrics.evaluate_family(family, dataset, SimpleNamespace(resolution=16), ["swd"], n=4, seed=0)
     assert devices == [torch.device("cuda", 0), torch.device("cpu")]
 

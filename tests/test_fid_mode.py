@@ -3,6 +3,7 @@ Inception network, and the mode recorded wherever Inception metric values go (ta
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -138,7 +139,7 @@ def test_training_time_records_carry_the_mode(monkeypatch):
     dataset = open_dataset("builtin:shapes?count=8&resolution=16")
     plan = SimpleNamespace(resolution=16)
     # scored by image-set metrics (its images are never drawn here)
-    family = SimpleNamespace(translates=False, device=torch.device("cpu"))
+    family = SimpleNamespace(translates=False, device=torch.device("cpu"), weights_held=contextlib.nullcontext)
     record = run_metrics.evaluate_family(family, dataset, plan, ["fid"], n=4, seed=0, fid_mode="clean")
     assert record == {"fid": 4.5, "fid_mode": "clean"} and seen["fid_mode"] == "clean"
     assert run_metrics.evaluate_family(family, dataset, plan, ["msssim"], n=4, seed=0) == {

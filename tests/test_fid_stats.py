@@ -399,9 +399,50 @@ def test_statistics_of_an_image_set_stream_into_running_sums(monkeypatch):
         return pools, torch.zeros(len(batch), 1008)
 
     monkeypatch.setattr(fid_stats, "load_inception", lambda weights, device=None, fid_mode=None: network)
+    updates = []
+    update = fid_stats.FeatureStats.update
+    monkeypatch.setattr(fid_stats.FeatureStats, "update",
+                        lambda self, features: updates.append(len(features)) or update(self, features))
     images = np.random.default_rng(3).integers(0, 256, (300, 3, 8, 8), dtype=np.uint8)
     stats = image_set_stats(images, fid_mode="legacy-tf", batch_size=64, n=290)
     pools = (torch.from_numpy(images[:290]).float().mean(dim=(2, 3)).repeat(1, 4) @ mixing).double().numpy()
     assert seen == [64, 64, 64, 64, 34] and stats.count == 290
+    assert updates == [64, 64, 64, 64, 34]  # batch by batch into the sums, never one array of every feature
+    assert stats.resolution == 8  # recorded, so that training compares only images of that size with them
     np.testing.assert_allclose(stats.mean, pools.mean(axis=0), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(stats.cov, np.cov(pools, rowvar=False), rtol=1e-9, atol=1e-9)
+
+
+def test_unequal_sets_with_kid_and_pr_settings_and_swd(standin_weights, standin_vgg16, tmp_path):
+    """SWD's equal-count pass takes only its own metrics' settings (a --pr-k with swd and pr refused the SWD pass);
+    precision/recall reads the VGG-16 features, whose real-set features are cached apart from Inception's."""
+    from ganforge.evaluation import run_metrics
+    from ganforge.metrics.registry import MetricSettings
+
+    rng = np.random.default_rng(15)
+    fakes = _write_pngs(tmp_path / "fakes", rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8))
+    reals = _write_pngs(tmp_path / "reals", rng.integers(0, 256, (12, 3, 16, 16), dtype=np.uint8))
+    got = run_metrics.evaluate_folders(fakes, reals, ["swd", "pr", "kid"], inception_weights=standin_weights,
+                                       settings=MetricSettings(pr_k=2, kid_subset_size=4))
+    assert set(got["results"]) == {"swd", "pr", "kid"}
+    whole_fakes, whole_reals = whole_set(fakes), whole_set(reals)
+    pr = evaluate(whole_fakes, whole_reals, ["pr"], settings=MetricSettings(pr_k=2))["pr"]
+    assert got["results"]["pr"] == pr
+
+    reads = []
+
+    def real_batches():
+        reads.append(1)
+        return iter([whole_reals])
+
+    first = evaluate(whole_fakes, real_batches, ["pr", "kid"], inception_weights=standin_weights,
+                     real_cache_key="reals", cache_dir=tmp_path / "cache", settings=MetricSettings(kid_subset_size=4))
+    again = evaluate(whole_fakes, real_batches, ["pr", "kid"], inception_weights=standin_weights,
+                     real_cache_key="reals", cache_dir=tmp_path / "cache", settings=MetricSettings(kid_subset_size=4))
+    assert reads == [1] and again == first
+    names = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert names == ["inception", "vgg16"]
+    with pytest.raises(ValueError, match="real statistics serve fid, which is not among the metrics"):
+        evaluate(whole_fakes, whole_reals, ["pr"], real_stats=stats_of_features(np.eye(3, 2048), "legacy-tf"))
+    with pytest.raises(ConfigError, match=r"^--inception-weights \(inception_weights=\): for fid, kid and is"):
+        run_metrics.evaluate_folders(fakes, reals, ["pr"], inception_weights=standin_weights)

@@ -233,11 +233,14 @@ def test_only_the_process_that_evaluates_finds_or_downloads_the_metric_weights(m
     assert tries
 
 
-def test_training_time_fid_against_a_statistics_file(tmp_path, monkeypatch):
+def test_training_time_fid_against_a_statistics_file(tmp_path, monkeypatch, capsys):
     """fid_real_stats: FID at each tick against the file's mean and covariance (BigGAN-PyTorch's moments of the whole
-    training set) while the other metrics read metrics_n training images; checked at the start."""
+    training set) while the other metrics read metrics_n training images; a file of another image size is skipped at
+    a growing run's smaller scales and refused when the run never reaches it; each row names the file and digest."""
     import copy
+    import shutil
     import sys
+    import warnings
 
     import numpy as np
     from pgan_tiny import TINY_PGAN
@@ -254,27 +257,44 @@ def test_training_time_fid_against_a_statistics_file(tmp_path, monkeypatch):
                         lambda path, device=None, fid_mode="legacy-tf": InceptionV3FID(fid_mode).eval())
     rng = np.random.default_rng(3)
     mixing = rng.normal(size=(2048, 2048)) * 0.01
-    stats = ReferenceStats(rng.normal(size=2048), mixing @ mixing.T, count=500, fid_mode="legacy-tf")
+    stats = ReferenceStats(rng.normal(size=2048), mixing @ mixing.T, count=500, fid_mode="legacy-tf", resolution=16)
     path = write_stats(tmp_path / "moments.npz", stats)
     against = []
     fid = registry.fid
     monkeypatch.setattr(registry, "fid", lambda fake, real: against.append(real) or fid(fake, real))
     config = copy.deepcopy(TINY_PGAN)
-    config.update(metrics=["fid", "kid"], metrics_every=20, metrics_n=8, inception_weights=str(weights),
+    config.update(metrics=["fid", "kid"], metrics_every=10, metrics_n=8, inception_weights=str(weights),
                   fid_real_stats=str(path))
     ganforge.train(config, tmp_path / "run")
-    assert len(against) == 1 and np.array_equal(against[0].mean, stats.mean)
+    assert len(against) == 1 and np.array_equal(against[0].mean, stats.mean)  # at 16 px only
     assert np.array_equal(against[0].cov, stats.cov)
-    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
-    assert np.isfinite(row["fid"]) and np.isfinite(row["kid_mean"])  # KID read the training images
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], "fid" in row, "kid_mean" in row) for row in rows] == [(10, False, True), (20, True, True)]
+    assert rows[1]["fid_real_stats"].startswith("moments.npz sha256 ") and "fid_real_stats" not in rows[0]
+    assert "fid skipped at resolution 8 (fid_real_stats holds statistics of 16 px images)" in (
+        (tmp_path / "run" / "log.jsonl").read_text() + capsys.readouterr().out)
+    moved = tmp_path / "elsewhere.npz"  # a resume may name the file where it is now
+    shutil.move(path, moved)
+    ganforge.train({**config, "fid_real_stats": str(moved), "model": {**config["model"], "schedule": {
+        **config["model"]["schedule"], "max_iter_at_scale": [4, 8, 18]}}}, tmp_path / "run")
+    assert len(against) == 2
 
-    config.update(metrics=["kid"])
+    config.update(metrics=["kid"], fid_real_stats=str(moved))
     with pytest.raises(ConfigError, match=r"^fid_real_stats: set for fid, which is not among metrics \['kid'\]$"):
         ganforge.train(config, tmp_path / "other")
     config.update(metrics=["fid"], fid_real_stats=str(tmp_path / "missing.npz"))
     with pytest.raises(ConfigError, match=r"^fid_real_stats: .*missing.npz: no such statistics file"):
         ganforge.train(config, tmp_path / "other")
-    write_stats(tmp_path / "clean.npz", ReferenceStats(stats.mean, stats.cov, 500, "clean"))
-    config.update(fid_real_stats=str(tmp_path / "clean.npz"))
-    with pytest.raises(ConfigError, match=r"^fid_real_stats: .*statistics made with fid_mode clean"):
-        ganforge.train(config, tmp_path / "other")
+    for other, message in ((ReferenceStats(stats.mean, stats.cov, 500, "clean"),
+                            r"statistics made with fid_mode clean, and this run's fid_mode is legacy-tf"),
+                           (ReferenceStats(stats.mean, stats.cov, 500, "legacy-tf", 32),
+                            r"holds statistics of 32 px images, and this run's generator makes 16 px ones")):
+        config.update(fid_real_stats=str(write_stats(tmp_path / "other.npz", other)))
+        with pytest.raises(ConfigError, match=message):
+            ganforge.train(config, tmp_path / "other")
+    config.update(fid_real_stats=str(write_stats(tmp_path / "foreign.npz", ReferenceStats(stats.mean, stats.cov))),
+                  metrics_every=20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ganforge.train(config, tmp_path / "foreign")
+    assert any("does not say how it was made" in str(w.message) for w in caught)

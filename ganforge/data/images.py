@@ -105,7 +105,7 @@ def box_mean2x(images: np.ndarray) -> np.ndarray:
 
     dataset_tool keeps each level as float32 and averages that, rounding only the copy it stores; with float32
     sums of multiples of 4^-k this is the exact block mean up to 8 halvings (1024 → 4 px). A uint8 input is summed
-    in integers first (the same values, a quarter of the float memory).
+    in uint16 first (the same values, half the float memory).
     """
     if images.dtype not in (np.uint8, np.float32):
         raise ValueError(f"box_mean2x expects uint8 or float32 images, got {images.dtype}")

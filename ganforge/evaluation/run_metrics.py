@@ -6,6 +6,7 @@ record and table of Inception metrics says the FID mode they were computed in.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import zipfile
@@ -50,15 +51,16 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64
                       ) -> Iterator[torch.Tensor]:
-    """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed."""
+    """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed; callers
+    hold the family's weights (`Family.weights_held`) around the pass that reads them."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = family.sample_net
-    with family.weights_held():
-        for part in sample_batches(n, batch_size, equal=family.batch_dependent_samples):
-            count = part.stop - part.start
-            inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
-            with torch.no_grad():
-                yield family.generate(inputs, net, plan).float().cpu()
+    for part in sample_batches(n, batch_size, equal=family.batch_dependent_samples):
+        count = part.stop - part.start
+        inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
+        with torch.no_grad():  # not held across the yield: the caller's mode between batches
+            images = family.generate(inputs, net, plan).float().cpu()
+        yield images
 
 
 def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np.ndarray:
@@ -161,14 +163,19 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
         from ganforge.evaluation.stargan2 import protocol_scores
 
         return protocol_scores(family, dataset, metrics, max_val=n, inception_weights=inception_weights)
+    if real_stats is not None and "fid" in check_metrics(metrics) and real_stats.resolution not in (
+            None, plan.resolution):
+        raise ImageSetError(f"fid_real_stats holds statistics of {real_stats.resolution} px images")
     n = min(n, dataset.count)
-    reals = real_images(dataset, plan.resolution, n, seed)
     key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None
     settings = (settings or MetricSettings()).for_metrics(check_metrics(metrics))  # of the metrics asked for now
-    results = _run_evaluate(generated_batches(family, plan, n, seed), reals, metrics, n=n, seed=seed,
-                            device=metrics_on or family.device, inception_weights=inception_weights, real_cache_key=key,
-                            fid_mode=fid_mode, dinov2_weights=dinov2_weights, settings=settings,
-                            real_stats=real_stats)
+    with family.weights_held():
+        results = _run_evaluate(generated_batches(family, plan, n, seed),
+                                lambda: [real_images(dataset, plan.resolution, n, seed)],  # read only if needed
+                                metrics, n=n, seed=seed, device=metrics_on or family.device,
+                                inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode,
+                                dinov2_weights=dinov2_weights, settings=settings,
+                                real_stats=real_stats if "fid" in check_metrics(metrics) else None)
     return {**flat_outputs(results), **inception_protocol(results, fid_mode)}
 
 
@@ -186,9 +193,15 @@ def chosen_fid_mode(metrics: list[str], fid_mode: str | None) -> str:
     return fid_mode
 
 
-def check_dinov2_weights_used(metrics: list[str], dinov2_weights: str | Path | None) -> None:
-    """DINOv2 weights given for an evaluation without fd_dinov2 would do nothing: refused."""
-    if dinov2_weights is not None and "fd_dinov2" not in check_metrics(metrics):
+def check_weights_used(metrics: list[str], *, inception_weights: str | Path | None = None,
+                       dinov2_weights: str | Path | None = None) -> None:
+    """Inception or DINOv2 weights given for an evaluation without a metric that reads them would do nothing:
+    refused."""
+    names = check_metrics(metrics)
+    if inception_weights is not None and not any(METRICS[name].needs_inception for name in names):
+        raise ConfigError(f"--inception-weights (inception_weights=): for fid, kid and is, none of which is among "
+                          f"the metrics ({', '.join(metrics)})")
+    if dinov2_weights is not None and "fd_dinov2" not in names:
         raise ConfigError(f"--dinov2-weights (dinov2_weights=): for fd_dinov2, which is not among the metrics "
                           f"({', '.join(metrics)})")
 
@@ -225,7 +238,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     run_dir = Path(run_dir)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
-    check_dinov2_weights_used(metrics, dinov2_weights)
+    check_weights_used(metrics, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
@@ -256,9 +269,10 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         if not rows and not skipped:
             warning = "\n".join(filter(None, [warning, _kid_subset_note(metrics, count, settings)]))
         try:
-            results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
-                                    n=count, seed=seed, device=model.device, inception_weights=inception_weights,
-                                    fid_mode=fid_mode, settings=settings, dinov2_weights=dinov2_weights)
+            with model.family.weights_held():
+                results = _run_evaluate(generated_batches(model.family, model.plan, count, seed), reals, metrics,
+                                        n=count, seed=seed, device=model.device, inception_weights=inception_weights,
+                                        fid_mode=fid_mode, settings=settings, dinov2_weights=dinov2_weights)
         except ImageSetError as err:
             if not all_steps:
                 raise
@@ -393,7 +407,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
-    check_dinov2_weights_used(metrics, dinov2_weights)
+    check_weights_used(metrics, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
     if real is not None and real_stats is not None:
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
     need_real = [name for name in check_metrics(metrics) if METRICS[name].needs_real]
@@ -427,7 +441,9 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         real_resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
     # each set whole (or --n of it), as pytorch-fid and torch-fidelity compare two folders; SWD compares equal
     # counts, a seeded random choice of the smaller set's size from each, in a pass of its own when they differ
-    real_count = min(n or image_set_size(Path(real)), image_set_size(Path(real))) if real is not None else None
+    # a run's generated set is n (or metrics_n) images, and so is its real set, as `evaluate RUN --real` compares
+    real_count = (min(available if model is not None else n or image_set_size(Path(real)),
+                      image_set_size(Path(real))) if real is not None else None)
     equal = min(available, real_count) if real_count is not None else available
     passes = [(metrics, available, real_count)]
     if real_count is not None and real_count != available and any(METRICS[m].equal_counts for m in metrics):
@@ -446,22 +462,26 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         warning = "\n".join(filter(None, [warning, f"note: --n {n}: {' and '.join(held)}; all of them were "
                                                    "evaluated"]))
     results: dict[str, Any] = {}
-    for names, fake_count, reals_count in passes:
-        if not names:
-            continue
-        fake_images = (generated_batches(model.family, model.plan, fake_count, seed) if model is not None
-                       else iter_image_set(fake, resolution, sample=fake_count, seed=seed))
-        reals = (iter_image_set(Path(real), real_resolution, sample=reals_count, seed=seed) if real is not None
-                 else None)
-        try:
-            results.update(_run_evaluate(fake_images, reals, names, n=None, seed=seed,
-                                         device=model.device if model is not None else pick_device(device, DistInfo()),
-                                         inception_weights=inception_weights, fid_mode=fid_mode, real_stats=stats,
-                                         settings=settings, dinov2_weights=dinov2_weights))
-        except ImageSizeError as err:
-            if model is not None or resolution is not None:
-                raise
-            raise ImageSizeError(f"{err}; --resolution R brings both sets to R×R (centre crop, then resize)") from None
+    with model.family.weights_held() if model is not None else contextlib.nullcontext():
+        for names, fake_count, reals_count in passes:
+            if not names:
+                continue
+            fake_images = (generated_batches(model.family, model.plan, fake_count, seed) if model is not None
+                           else iter_image_set(fake, resolution, sample=fake_count, seed=seed))
+            reals = (iter_image_set(Path(real), real_resolution, sample=reals_count, seed=seed) if real is not None
+                     else None)
+            try:
+                results.update(_run_evaluate(
+                    fake_images, reals, names, n=None, seed=seed,
+                    device=model.device if model is not None else pick_device(device, DistInfo()),
+                    inception_weights=inception_weights, fid_mode=fid_mode,
+                    real_stats=stats if "fid" in names else None, settings=settings.for_metrics(names),
+                    dinov2_weights=dinov2_weights))
+            except ImageSizeError as err:
+                if model is not None or resolution is not None:
+                    raise
+                raise ImageSizeError(f"{err}; --resolution R brings both sets to R×R (centre crop, then "
+                                     "resize)") from None
     results = {name: results[name] for name in metrics}
     if stats is not None:
         against = f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else "")

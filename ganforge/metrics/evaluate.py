@@ -61,10 +61,11 @@ class _SetReader:
     """Everything one pass over a set computes: SWD state and each feature network's outputs."""
 
     def __init__(self, swd_seed: int | None, networks: dict[str, _FeatureNetwork], device: torch.device | str | None,
-                 batch_size: int) -> None:
+                 batch_size: int, *, only_real_keys: bool = False) -> None:
         self.swd = SWDStats(seed=swd_seed, device=device, batch_size=batch_size) if swd_seed is not None else None
         self.networks, self.count = networks, 0
         self.outputs: dict[str, list[torch.Tensor]] = {}
+        self.only_real_keys = only_real_keys  # the real set: its features, not Inception's logits (IS reads fakes)
 
     @torch.no_grad()
     def feed(self, batch: torch.Tensor) -> None:
@@ -72,7 +73,8 @@ class _SetReader:
             self.swd.update(batch)
         for network in self.networks.values():
             for key, value in network(batch).items():
-                self.outputs.setdefault(key, []).append(value.cpu())
+                if not self.only_real_keys or key == network.real_key:
+                    self.outputs.setdefault(key, []).append(value.cpu())
         self.count += batch.shape[0]
 
     def joined(self, key: str) -> torch.Tensor:
@@ -108,7 +110,9 @@ def resolve_network_weights(network: str, *, inception_weights: str | Path | Non
         return resolve_weights_path(inception_weights)
     if network == "dinov2":
         return resolve_dinov2_weights(dinov2_weights)
-    return resolve_vgg_weights("vgg16", option="")  # precision/recall's network: its path by $GANFORGE_VGG16_WEIGHTS
+    if network == "vgg16":  # precision/recall's network: its path by $GANFORGE_VGG16_WEIGHTS
+        return resolve_vgg_weights("vgg16", option="")
+    raise ValueError(f"no feature network {network!r} (inception, dinov2, vgg16)")
 
 
 def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None,
@@ -189,6 +193,8 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     wanted = [METRICS[name] for name in names]
     if real_stats is not None and real is None:
         check_real_stats_metrics(names)
+    if real_stats is not None and "fid" not in names:
+        raise ValueError(f"evaluate: real statistics serve fid, which is not among the metrics ({', '.join(names)})")
     needs_real = [metric.name for metric in wanted if metric.needs_real]
     if real is None and real_stats is None and needs_real:
         raise ValueError(f"evaluate: metrics {sorted(needs_real)} need a real image set")
@@ -223,7 +229,8 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                     real_features[name] = load_file(cache_files[name])[network.real_key]
         if real_networks or want_swd:
             to_extract = {name: network for name, network in real_networks.items() if name not in real_features}
-            real_reader = _SetReader(derived_seed(seed, 1) if want_swd else None, to_extract, device, batch_size)
+            real_reader = _SetReader(derived_seed(seed, 1) if want_swd else None, to_extract, device, batch_size,
+                                     only_real_keys=True)
             inputs.real_swd = real_reader.swd
             if want_swd or to_extract:
                 for batch in limit_images(iter_image_batches(real, batch_size=batch_size, name="real images"), n):

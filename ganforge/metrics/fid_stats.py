@@ -2,7 +2,8 @@
 pytorch-fid and TTUR publish (`mu` float64 [2048], `sigma` float64 [2048, 2048]), so that FID can be computed
 against statistics computed elsewhere, and published, without the images.
 
-Files written here also hold `fid_mode` (the resize protocol, see `ganforge.metrics.inception`) and `count` (the
+Files written here also hold `fid_mode` (the resize protocol, see `ganforge.metrics.inception`), `resolution` (the
+images' size before that resize, so that training compares only images of that size with them) and `count` (the
 number of images); files from elsewhere lack them and are read as they are, their protocol unknown (TTUR's files are
 legacy-tf; pytorch-fid's own files use torch's bilinear resize, neither mode). Files are read with
 allow_pickle=False: a statistics file never runs code.
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ganforge.errors import ConfigError
-from ganforge.metrics._images import ImageSource
+from ganforge.metrics._images import ImageSource, iter_image_batches
 from ganforge.metrics.fid import FeatureStats
+from ganforge.metrics.float32 import reference_float32
 from ganforge.metrics.inception import FID_MODES, iter_features, load_inception
 
 POOL_DIM = 2048  # Inception pool3 features
@@ -39,6 +42,7 @@ class ReferenceStats:
     cov: np.ndarray
     count: int | None = None
     fid_mode: str | None = None
+    resolution: int | None = None
 
 
 def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
@@ -73,8 +77,12 @@ def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
     count = arrays.get("count")
     if count is not None and (count.shape != () or count.dtype.kind not in "iu" or int(count) < 2):
         raise StatsFileError(f"{path}: 'count' must be an integer of at least 2, got {count!r}")
+    resolution = arrays.get("resolution")
+    if resolution is not None and (resolution.shape != () or resolution.dtype.kind not in "iu" or int(resolution) < 1):
+        raise StatsFileError(f"{path}: 'resolution' must be a positive integer, got {resolution!r}")
     return ReferenceStats(mu.astype(np.float64), sigma.astype(np.float64),
-                          None if count is None else int(count), recorded_mode)
+                          None if count is None else int(count), recorded_mode,
+                          None if resolution is None else int(resolution))
 
 
 def _optional_text(path: Path, arrays: dict[str, np.ndarray], key: str) -> str | None:
@@ -109,6 +117,8 @@ def write_stats(path: str | Path, stats: ReferenceStats) -> Path:
     extra = {} if stats.fid_mode is None else {"fid_mode": np.array(stats.fid_mode)}
     if stats.count is not None:
         extra["count"] = np.array(stats.count, dtype=np.int64)
+    if stats.resolution is not None:
+        extra["resolution"] = np.array(stats.resolution, dtype=np.int64)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:  # a file object: np.savez does not append a second .npz
         np.savez(handle, mu=np.asarray(stats.mean, dtype=np.float64), sigma=np.asarray(stats.cov, dtype=np.float64),
@@ -133,8 +143,17 @@ def image_set_stats(images: ImageSource, *, fid_mode: str, inception_weights: st
     moments script runs out of memory there, its issue #13)."""
     model = load_inception(inception_weights, device=device, fid_mode=fid_mode)
     stats = FeatureStats(POOL_DIM)
-    for pools, _ in iter_features(model, images, batch_size=batch_size, n=n):
-        stats.update(pools)
+    sizes: set[int] = set()
+
+    def sized(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for batch in batches:
+            sizes.add(int(batch.shape[-1]))
+            yield batch
+
+    with torch.no_grad(), reference_float32():
+        for pools, _ in iter_features(model, sized(iter_image_batches(images, batch_size=batch_size, name="images")),
+                                      batch_size=batch_size, n=n):
+            stats.update(pools)
     if stats.count < 2:
         raise ValueError(f"statistics: a covariance needs at least 2 images, got {stats.count}")
-    return stats_of_features(stats, fid_mode)
+    return replace(stats_of_features(stats, fid_mode), resolution=sizes.pop() if len(sizes) == 1 else None)

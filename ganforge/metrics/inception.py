@@ -308,9 +308,10 @@ def extract_features(model: InceptionV3FID, images: ImageSource, *, batch_size: 
                      n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pool features [N, 2048] and logits_unbiased [N, 1008] (float32, CPU) of a uint8 image set, batch by batch."""
     pools, logits = [], []
-    for pool, logit in iter_features(model, images, batch_size=batch_size, n=n):
-        pools.append(pool)
-        logits.append(logit)
+    with torch.no_grad(), reference_float32():  # the image source too (a generator's batches) runs under them
+        for pool, logit in iter_features(model, images, batch_size=batch_size, n=n):
+            pools.append(pool)
+            logits.append(logit)
     if not pools:
         raise ValueError("Inception: the image set is empty")
     return torch.cat(pools), torch.cat(logits)

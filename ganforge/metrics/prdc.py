@@ -1,9 +1,10 @@
-"""Improved precision and recall (Kynkäänniemi et al. 2019), as stylegan2-ada's `pr50k3` computes them.
+"""Improved precision and recall (Kynkäänniemi et al. 2019), as stylegan2-ada's `pr50k3` and torch-fidelity's `prc`
+compute them (the `pr` metric reads VGG-16 fc2 features, `ganforge.metrics.vgg16_fc2`).
 
 Each set's manifold is the union of balls around its features with radius = distance to the k-th nearest other
 feature of the same set (k=3). Precision = share of fake features inside the real manifold; recall = share of
 real features inside the fake manifold. Distances are computed in float32 blocks of `batch` rows, so memory is
-batch x N rather than N x N (stylegan2-ada uses float16 VGG16 features; here any features, e.g. Inception pool).
+batch x N rather than N x N (stylegan2-ada uses float16 VGG16 features; here any features).
 """
 
 from __future__ import annotations

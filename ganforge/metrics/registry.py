@@ -235,8 +235,9 @@ def check_real_stats_metrics(names: list[str]) -> None:
     """Refuse metrics that need more of the real set than its feature mean and covariance (a statistics file)."""
     need_images = [name for name in names if METRICS[name].needs_real and not METRICS[name].real_stats_suffice]
     if need_images:
-        raise ValueError(f"{', '.join(need_images)}: need(s) the real images (KID and precision/recall their "
-                         "Inception features, fd_dinov2 their DINOv2 features, SWD the pixels), and real statistics "
+        raise ValueError(f"{', '.join(need_images)}: need(s) the real images (KID their Inception features, "
+                         "precision/recall their VGG-16 features, fd_dinov2 their DINOv2 features, SWD the pixels), "
+                         "and real statistics "
                          "hold only the Inception features' mean and covariance, which serve fid alone; give real "
                          "images instead")
 

@@ -1,5 +1,6 @@
-"""VGG-16's fc2 features: the space improved precision and recall are measured in (Kynkäänniemi et al. 2019, whose
-features stylegan2-ada's pr50k3 and torch-fidelity's `prc` read too), as torch-fidelity extracts them.
+"""VGG-16's fc2 features: the space improved precision and recall are measured in (Kynkäänniemi et al. 2019;
+torch-fidelity's `prc`; stylegan2-ada's pr50k3 runs its own conversion of the authors' VGG-16), as torch-fidelity
+extracts them.
 
 uint8 RGB → float32 → TF1 bilinear resize to 224 (the `resize_bilinear_tf1` of the FID Inception's legacy-tf mode)
 → ImageNet normalisation on the 0-255 scale → torchvision's VGG-16 `features`, 7×7 average pool, `classifier` fc1,

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -211,12 +212,22 @@ class Trainer:
         self.fid_real_stats = check_training_metrics(config, self.dataset.source, self.device,
                                                      images=min(config.metrics_n, self.dataset.count),
                                                      evaluates=self.dist.is_main)
+        if self.fid_real_stats is not None:  # recorded with each FID: a resume may name the file where it is now
+            from ganforge.download import file_digest
+
+            path = Path(config.fid_real_stats)
+            self._fid_real_stats_label = f"{path.name} sha256 {file_digest(path)[:12]}"
         torch.manual_seed(config.seed)  # same on every rank: identical initial weights everywhere
         family_cls = get_family(config.family)
         if family_cls.contiguous_shards(config.model):
             self.dist = replace(self.dist, contiguous=True)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
+        final = self.family.plan(self.family.total_steps() - 1).resolution
+        if self.fid_real_stats is not None and self.fid_real_stats.resolution not in (None, final):
+            raise ConfigError(f"fid_real_stats: {config.fid_real_stats} holds statistics of "
+                              f"{self.fid_real_stats.resolution} px images, and this run's generator makes {final} px "
+                              "ones (`ganforge stats DATA --resolution R` makes them at another size)")
         if resume is None and config.init_from:
             self._initialise_from(Path(config.init_from))
         # eager: channels_last where it pays (eager_memory_format); compiled: inductor lays out convolutions itself
@@ -648,6 +659,8 @@ class Trainer:
                                        "computed again once the images are large enough")
         if results:  # the KID/PR settings of the metrics computed go with their values (they are no values)
             computed = [name for name in map(metric_of_output, results) if name is not None]
+            if "fid" in results and self.fid_real_stats is not None:  # which statistics the FID is against
+                results["fid_real_stats"] = self._fid_real_stats_label
             logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results},
                            settings=training_metric_settings(self.config).for_metrics(computed).given())
         if self.config.best_metric is None or (skipped and self.config.best_metric not in results):
@@ -743,8 +756,9 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
         raise ConfigError("dinov2_weights: " + (protocol.format("fd_dinov2") if translates else
                                                 f"set for fd_dinov2, which is not among metrics {config.metrics}"))
     if config.fid_real_stats is not None and "fid" not in names:
-        raise ConfigError("fid_real_stats: " + (protocol.format("statistics file (its FID is against the "
-                                                                "validation images of each domain)") if translates
+        raise ConfigError("fid_real_stats: " + (protocol.format("statistics file (its FID compares with the "
+                                                                "training images of each target domain)")
+                                                if translates
                                                 else f"set for fid, which is not among metrics {config.metrics}"))
     if translates:
         from ganforge.evaluation.stargan2 import check_protocol_ready
@@ -767,6 +781,8 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
         raise ConfigError(f"pr_k: precision/recall with k = {k}{'' if config.pr_k else ' (the default)'} needs "
                           f"more than {k} images at each metric tick, which compares {images} (metrics_n, or all "
                           "the dataset holds)")
+    if config.inception_weights is not None and not any(METRICS[name].needs_inception for name in names):
+        raise ConfigError(f"inception_weights: for fid, kid and is, none of which is among metrics {config.metrics}")
     if config.fid_mode != DEFAULT_FID_MODE and not any(METRICS[name].needs_inception for name in names):
         raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is), and none "
                           f"of metrics {config.metrics} is one")
@@ -775,9 +791,18 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
         from ganforge.metrics.fid_stats import StatsFileError, read_stats
 
         try:
-            stats = read_stats(config.fid_real_stats, config.fid_mode)
-        except (StatsFileError, ConfigError) as err:
+            stats = read_stats(config.fid_real_stats)
+        except StatsFileError as err:
             raise ConfigError(f"fid_real_stats: {err}") from None
+        if stats.fid_mode is not None and stats.fid_mode != config.fid_mode:
+            raise ConfigError(f"fid_real_stats: {config.fid_real_stats}: statistics made with fid_mode "
+                              f"{stats.fid_mode}, and this run's fid_mode is {config.fid_mode} (FIDs of different "
+                              "modes do not compare)")
+        if stats.fid_mode is None:
+            warnings.warn(f"fid_real_stats: {config.fid_real_stats} does not say how it was made (a file from "
+                          "elsewhere): its FIDs are right for TF-Inception statistics of images at the run's "
+                          "resolution, as TTUR publishes, not for BigGAN-PyTorch's inception moments (torchvision's "
+                          "Inception); `ganforge stats` writes files that say", stacklevel=2)
     if not evaluates:
         return stats
     from ganforge.metrics.evaluate import load_feature_networks, metrics_device, resolve_network_weights
