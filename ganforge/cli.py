@@ -525,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
     biggan.add_argument("--truncation-method", choices=["resample", "scale"], default="resample",
                         help="resample: true truncated normal (|z_i| > ψ redrawn); scale: z·ψ as BigGAN-PyTorch")
+    biggan.add_argument("--class", dest="classes", metavar="CLASSES",
+                        help="the samples' classes, cycled: names or indices, e.g. --class 207,208 or "
+                             "--class circle; a label-conditioned PGAN takes COLUMN=CLASS (with images, --grid, --npz)")
     biggan.add_argument("--per-class", type=int, metavar="N", help="class sheets: a row per class, N columns")
     biggan.add_argument("--interpolate-class", type=int, metavar="K",
                         help="interpolation sheets of --n rows and K frames in the spaces of --interp-spaces")

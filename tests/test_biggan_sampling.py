@@ -241,3 +241,50 @@ def test_metric_and_sweep_samples_draw_every_class_uniformly_under_their_seed():
         assert len(runs[0]) == n and len(counts) == 1000
         assert ((counts - mean).abs() <= 5 * sigma).all(), (counts.min(), counts.max())
         assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_generate_class_cycles_the_chosen_classes_by_name_or_index(model, tmp_path):
+    """`generate --class` (BigGAN-PyTorch issue #28: sample a chosen class): every sample's class is one asked for,
+    in turn, into single files, a grid or an NPZ; the images are G(z, chosen y) for the same z."""
+    from ganforge.viz.generate import GenerateRequest, write_generated
+
+    names = model.family.class_names()
+    npz = tmp_path / "chosen.npz"
+    write_generated(model, GenerateRequest(out=None, n=5, seed=2, npz=npz, classes=f"{names[2]},0"))
+    with np.load(npz) as archive:
+        assert archive["y"].tolist() == [2, 0, 2, 0, 2]
+        drawn = model.latents(5, 2)
+        np.testing.assert_array_equal(archive["x"], cs.uint8_nchw(direct(model, drawn["z"], torch.tensor(
+            [2, 0, 2, 0, 2]))))
+    files = write_generated(model, GenerateRequest(out=tmp_path / "files", n=3, seed=2, classes="1")).files
+    assert [path.name for path in files] == [f"0002-0000{k}-{names[1]}.png" for k in range(3)]
+    for option, message in ((dict(classes="nothing"), r"--class: 'nothing' is not a class of this run"),
+                            (dict(classes="9"), r"an index below 4"),
+                            (dict(classes="1", per_class=2), r"--class: for single images, --grid and --npz; not "
+                                                             r"with --per-class")):
+        with pytest.raises(ValueError, match=message):
+            write_generated(model, GenerateRequest(out=tmp_path / "x", **option))
+    with pytest.raises(ValueError, match=r"--class: this run's generator takes no classes \(a pgan run without "
+                                         r"model.conditions\)"):
+        write_generated(tiny_model("pgan"), GenerateRequest(out=tmp_path / "y", classes="1"))
+
+
+def test_generate_class_of_a_label_conditioned_pgan_fixes_its_columns():
+    from ganforge.viz.class_sampling import class_choice
+
+    config = copy.deepcopy(TINY_PGAN)
+    config["model"]["conditions"] = ["shape", "background"]
+    torch.manual_seed(0)
+    resolved = resolve_run_config(None, config)
+    loaded = build_family(resolved, torch.device("cpu"))
+    pgan = LoadedModel(family=loaded, config=resolved, step=0, plan=loaded.plan(0))
+    drawn = pgan.latents(6, 1)
+    chosen = class_choice(pgan, "square,background=dark")(drawn)
+    shapes, backgrounds = pgan.family.conditioning()[0][1], pgan.family.conditioning()[1][1]
+    assert chosen["labels"][:, 0].tolist() == [shapes.index("square")] * 6
+    assert chosen["labels"][:, 1].tolist() == [backgrounds.index("dark")] * 6
+    assert torch.equal(chosen["z"], drawn["z"])
+    partly = class_choice(pgan, "shape=0,shape=ring")(drawn)["labels"]
+    assert partly[:, 0].tolist() == [0, 3, 0, 3, 0, 3] and torch.equal(partly[:, 1], drawn["labels"][:, 1])
+    with pytest.raises(ValueError, match=r"--class colour=red: no label column 'colour' \(columns: shape, "):
+        class_choice(pgan, "colour=red")

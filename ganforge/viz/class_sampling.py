@@ -67,6 +67,66 @@ def write_label_sheets(model: LoadedModel, out: Path, columns: int, *, seed: int
     return paths
 
 
+ClassChoice = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
+    """`generate --class SPEC`: comma-separated classes, by name or index, that the samples cycle through
+    (BigGAN-PyTorch's users asked to sample a chosen class, its issue #28). A label-conditioned PGAN takes
+    COLUMN=CLASS entries (a bare class where it names one class of one column); its other columns stay random.
+    Returns what sets those classes in a batch of drawn inputs."""
+    entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
+    family = model.family
+    if not entries:
+        raise ValueError("--class: expected class names or indices, e.g. --class 3 or --class circle,square")
+    if family.samples_by_class:
+        names = family.class_names()
+        chosen = [_class_index(entry, names, "--class") for entry in entries]
+        return lambda inputs: {**inputs, "y": _cycled(chosen, len(inputs["z"]))}
+    columns = family.conditioning()
+    if not columns:
+        raise ValueError(f"--class: this run's generator takes no classes (a {model.config.family} run"
+                         f"{' without model.conditions' if model.config.family == 'pgan' else ''})")
+    per_column: dict[int, list[int]] = {}
+    for entry in entries:
+        column_name, _, name = entry.rpartition("=")
+        if column_name:
+            column = next((k for k, (column, _) in enumerate(columns) if column == column_name), None)
+            if column is None:
+                raise ValueError(f"--class {entry}: no label column {column_name!r} (columns: "
+                                 f"{', '.join(column for column, _ in columns)})")
+        else:
+            holding = [k for k, (_, classes) in enumerate(columns) if name in classes]
+            if len(holding) != 1:
+                raise ValueError(f"--class {entry}: {'in several label columns' if holding else 'no such class'}; "
+                                 "write COLUMN=CLASS (columns: "
+                                 + "; ".join(f"{column}: {', '.join(classes)}" for column, classes in columns) + ")")
+            column = holding[0]
+        per_column.setdefault(column, []).append(_class_index(name, columns[column][1], f"--class {entry}"))
+
+    def apply(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        labels = inputs["labels"].clone()
+        for column, chosen in per_column.items():
+            labels[:, column] = _cycled(chosen, len(labels))
+        return {**inputs, "labels": labels}
+
+    return apply
+
+
+def _class_index(entry: str, names: Sequence[str], option: str) -> int:
+    if entry in names:
+        return list(names).index(entry)
+    if entry.isdigit() and int(entry) < len(names):
+        return int(entry)
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    raise ValueError(f"{option}: {entry!r} is not a class of this run (a name, or an index below {len(names)}: "
+                     f"{shown})")
+
+
+def _cycled(chosen: Sequence[int], n: int) -> torch.Tensor:
+    return torch.tensor(chosen, dtype=torch.long)[torch.arange(n) % len(chosen)]
+
+
 def model_caption(model: LoadedModel, *, truncation: float | None = None, method: str = "resample") -> str:
     """What images sampled from a loaded run show: its sampling generator (EMA or G), the step, and a truncation."""
     net = model.family.sample_net
@@ -206,9 +266,11 @@ def uint8_nchw(images: torch.Tensor) -> np.ndarray:
 
 
 def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float | None = None,
-                 method: str = "resample", batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+                 method: str = "resample", batch_size: int = 64,
+                 classes: ClassChoice | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """`n` samples in batches of uint8 N×C×H×W images and their int64 classes (a class-conditional BigGAN's [N],
-    a label-conditioned PGAN's [N, columns], None for an unconditional run), all drawn from one seed."""
+    a label-conditioned PGAN's [N, columns], None for an unconditional run), all drawn from one seed; `classes`
+    sets chosen ones (`class_choice`)."""
     draws = torch.Generator().manual_seed(seed)
     for part in model.sample_parts(n, batch_size):
         count = part.stop - part.start
@@ -217,19 +279,22 @@ def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float
                       "y": sample_classes(count, model.family.n_classes, generator=draws)}
         else:
             inputs = model.family.sample_latents(count, draws)
-        classes = inputs.get("y", inputs.get("labels"))
+        if classes is not None:
+            inputs = classes(inputs)
+        drawn = inputs.get("y", inputs.get("labels"))
         yield (uint8_nchw(generate(model, inputs, batch_size)),
-               None if classes is None else classes.numpy().astype(np.int64))
+               None if drawn is None else drawn.numpy().astype(np.int64))
 
 
 def export_npz(model: LoadedModel, path: Path, n: int, *, seed: int = 0, truncation: float | None = None,
-               method: str = "resample", batch_size: int = 64) -> Path:
+               method: str = "resample", batch_size: int = 64, classes: ClassChoice | None = None) -> Path:
     """`n` samples to an .npz with `x` (uint8 N×C×H×W) and, for a conditional run, `y` (int64 classes),
     BigGAN-PyTorch's sample_npz keys, written atomically; loadable with allow_pickle=False."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"--npz {path}: the file name must end in .npz")
-    batches = list(iter_samples(model, n, seed=seed, truncation=truncation, method=method, batch_size=batch_size))
+    batches = list(iter_samples(model, n, seed=seed, truncation=truncation, method=method, batch_size=batch_size,
+                                classes=classes))
     arrays = {"x": np.concatenate([images for images, _ in batches])}
     if batches[0][1] is not None:
         arrays["y"] = np.concatenate([classes for _, classes in batches])

@@ -43,6 +43,7 @@ class GenerateRequest:
     real: str | None = None
     nearest: int | None = None
     inception_weights: Path | None = None
+    classes: str | None = None  # --class: the classes the samples cycle through (names or indices)
 
     def class_outputs(self) -> dict[str, object]:
         """The class-conditional outputs asked for, by option name."""
@@ -76,6 +77,17 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     for flag in asked:
         cs.require_class_conditional(model, flag)
     inputs = model.latents(request.n, request.seed)  # families that cannot sample from latents alone refuse here
+    chosen = None
+    if request.classes is not None:
+        others = [flag for flag, given in (("--per-class", request.per_class), ("--interpolate-class",
+                                                                              request.interpolate_class),
+                                           ("--truncation-sweep", request.truncation_sweep),
+                                           ("--interpolate", request.interpolate), ("--nearest", request.nearest))
+                  if given]
+        if others:
+            raise ValueError(f"--class: for single images, --grid and --npz; not with {', '.join(others)}")
+        chosen = cs.class_choice(model, request.classes)
+        inputs = chosen(inputs)
     drawn = (request.n - 1) * request.interpolate if request.interpolate else request.n  # images per call
     if model.family.batch_dependent_samples and drawn < MIN_BATCH_STATISTICS:
         what = f"--n {request.n}" + (f" with --interpolate {request.interpolate}" if request.interpolate else "")
@@ -91,7 +103,7 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     if request.nearest is not None:
         return _write_nearest(model, request, inputs)
     if class_outputs:
-        return _write_class_outputs(model, request)
+        return _write_class_outputs(model, request, chosen)
     if request.truncation is not None:
         inputs["z"] = cs.draw_latents(model, request.n, torch.Generator().manual_seed(request.seed),
                                       truncation=request.truncation, method=request.truncation_method)
@@ -168,8 +180,10 @@ def _write_nearest(model: LoadedModel, request: GenerateRequest, inputs: dict[st
                      f"(RMS pixel difference in [0, 1], {len(samples)} samples, {len(training)} training images)")
 
 
-def _write_class_outputs(model: LoadedModel, request: GenerateRequest) -> Generated:
-    """Per-class sheets, interpolation sheets, NPZ export and truncation sweep of a class-conditional run."""
+def _write_class_outputs(model: LoadedModel, request: GenerateRequest,
+                         chosen: cs.ClassChoice | None = None) -> Generated:
+    """Per-class sheets, interpolation sheets, NPZ export (of the `chosen` classes, when given) and truncation
+    sweep of a class-conditional run."""
     from ganforge.data.store import open_dataset
     from ganforge.evaluation.run_metrics import real_images
 
@@ -185,7 +199,7 @@ def _write_class_outputs(model: LoadedModel, request: GenerateRequest) -> Genera
         written += cs.write_interpolation_sheets(model, out, spaces, request.n, request.interpolate_class,
                                                  seed=seed, **truncation)
     if request.npz is not None:
-        written.append(cs.export_npz(model, request.npz, request.n, seed=seed, **truncation))
+        written.append(cs.export_npz(model, request.npz, request.n, seed=seed, classes=chosen, **truncation))
     if request.truncation_sweep is not None:
         dataset = open_dataset(request.real or model.config.data)
         n = min(request.sweep_n or model.config.metrics_n, dataset.count)
