@@ -327,13 +327,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.resolution is not None and args.fake is None:
         raise ConfigError("--resolution brings the images of --fake DIR (and --real) to one size; a run's images "
                           "already have its size")
+    if args.net is not None and args.fake is None:
+        raise ConfigError(f"--net {args.net}: with --fake RUN (its values are not the run's own curve, which "
+                          "`evaluate RUN` records from the EMA generator)")
     if args.fake is not None:
         # with statistics only FID can be computed: it is the default then
         default = ["fid"] if args.real_stats is not None else ["swd"]
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
                                  real_stats=args.real_stats, resolution=args.resolution, settings=settings,
-                                 dinov2_weights=args.dinov2_weights, device=args.device)["table"]
+                                 dinov2_weights=args.dinov2_weights, device=args.device, net=args.net)["table"]
     elif args.real_stats is not None:
         raise ConfigError("--real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
@@ -548,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the metrics that need them are left out with one warning line and the others are printed "
                     "(exit 0); if all need them, it is an error (exit 2)")
     ev.add_argument("--n", type=positive_int)
+    ev.add_argument("--net", help="with --fake RUN: the generator to evaluate, e.g. G (the raw one) where the run "
+                    "keeps G_ema (the default), as BigGAN-PyTorch's sample.py --use_ema toggles")
     ev.add_argument("--step", type=int)
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")

@@ -215,3 +215,28 @@ def test_a_metric_tick_out_of_gpu_memory_goes_on_on_the_cpu(tmp_path, monkeypatc
         trainer.loader.close()
     assert calls == [None, None, torch.device("cpu"), torch.device("cpu")]
     assert len(said) == 1 and "ran out of GPU memory beside training; they are computed on the CPU" in said[0]
+
+
+def test_a_runs_raw_generator_can_be_evaluated_beside_its_ema_one(tiny_run, tmp_path, capsys):
+    """`evaluate --fake RUN --net G` (BigGAN-PyTorch's sample.py toggles --use_ema; its users compare both, issue
+    #23): the raw generator's images, not written to the run; refused where it would do nothing or is unknown."""
+    import torch
+
+    from ganforge.evaluation import run_metrics
+    from ganforge.metrics.evaluate import evaluate
+
+    reals = tmp_path / "reals.npz"
+    np.savez(reals, images=np.asarray(open_dataset(TINY_PGAN["data"]).images(16)[:16]))
+    records = (tiny_run / "metrics.jsonl").read_text() if (tiny_run / "metrics.jsonl").exists() else ""
+    ema = run_metrics.evaluate_folders(tiny_run, reals, ["swd"], n=16)["results"]["swd"]
+    raw = run_metrics.evaluate_folders(tiny_run, reals, ["swd"], n=16, net="G")["results"]["swd"]
+    model = ganforge.load(tiny_run)
+    fakes = torch.cat(list(run_metrics.generated_batches(model.family, model.plan, 16, 0, net="G")))
+    assert raw == evaluate(fakes, next(run_metrics.iter_image_set(reals)), ["swd"])["swd"] and raw != ema
+    assert ((tiny_run / "metrics.jsonl").read_text() if (tiny_run / "metrics.jsonl").exists() else "") == records
+    assert main(["evaluate", str(tiny_run), "--net", "G"]) == 2
+    assert "--net G: with --fake RUN" in capsys.readouterr().err
+    assert main(["evaluate", "--fake", str(tiny_run), "--real", str(reals), "--net", "D"]) == 2
+    assert f"--net D: {tiny_run} samples with G_ema, G" in capsys.readouterr().err
+    assert main(["evaluate", "--fake", str(reals), "--real", str(reals), "--net", "G"]) == 2
+    assert "is an image set, not a run" in capsys.readouterr().err

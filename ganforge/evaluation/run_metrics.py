@@ -49,12 +49,12 @@ from ganforge.training import checkpoint as ckpt
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64
-                      ) -> Iterator[torch.Tensor]:
-    """`n` images in [-1, 1] from the EMA generator (G when there is none), drawn from their own seed; callers
-    hold the family's weights (`Family.weights_held`) around the pass that reads them."""
+def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64,
+                      net: str | None = None) -> Iterator[torch.Tensor]:
+    """`n` images in [-1, 1] from generator `net` (default the EMA generator, G when there is none), drawn from
+    their own seed; callers hold the family's weights (`Family.weights_held`) around the pass that reads them."""
     generator = torch.Generator().manual_seed(seed + 2**20)
-    net = family.sample_net
+    net = net or family.sample_net
     for part in sample_batches(n, batch_size, equal=family.batch_dependent_samples):
         count = part.stop - part.start
         inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
@@ -398,12 +398,13 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                      inception_weights: Path | None = None, seed: int = 0, fid_mode: str | None = None,
                      real_stats: Path | None = None, step: int | None = None,
                      resolution: int | None = None, settings: MetricSettings | None = None,
-                     dinov2_weights: Path | None = None, device: str = "auto") -> dict[str, Any]:
+                     dinov2_weights: Path | None = None, device: str = "auto",
+                     net: str | None = None) -> dict[str, Any]:
     """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
-    the images a run's EMA generator makes (newest checkpoint, or `step`; `n` of them, default the run's
-    metrics_n), against real images (brought to the fake set's image size; each set whole, or `n` of each, SWD on
-    equal counts) or a statistics file (FID only). Nothing is
-    written to the run: a FID against other statistics is not its curve."""
+    the images a run's EMA generator (or generator `net`) makes (newest checkpoint, or `step`; `n` of them, default
+    the run's metrics_n), against real images (brought to the fake set's image size; each set whole, or `n` of
+    each, SWD on equal counts) or a statistics file (FID only). Nothing is written to the run: a FID against other
+    statistics, or of another generator, is not its curve."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
@@ -433,8 +434,11 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
             raise ConfigError(f"--resolution {resolution}: {fake} is a run, whose generator makes "
                               f"{model.plan.resolution} px images (the option is for image sets of mixed sizes)")
         real_resolution, available = model.plan.resolution, n or model.config.metrics_n
-    elif step is not None:
-        raise ConfigError(f"--step {step}: {fake} is an image set, not a run")
+        if net is not None and net not in model.family.sample_nets():
+            raise ConfigError(f"--net {net}: {fake} samples with {', '.join(model.family.sample_nets())}")
+    elif step is not None or net is not None:
+        raise ConfigError(f"--{'step' if step is not None else 'net'} {step if step is not None else net}: {fake} "
+                          "is an image set, not a run")
     else:  # image sets are read batch by batch: two 50,000-image folders never sit in memory whole
         available = min(n or image_set_size(fake), image_set_size(fake))
         # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
@@ -466,7 +470,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         for names, fake_count, reals_count in passes:
             if not names:
                 continue
-            fake_images = (generated_batches(model.family, model.plan, fake_count, seed) if model is not None
+            fake_images = (generated_batches(model.family, model.plan, fake_count, seed, net=net) if model is not None
                            else iter_image_set(fake, resolution, sample=fake_count, seed=seed))
             reals = (iter_image_set(Path(real), real_resolution, sample=reals_count, seed=seed) if real is not None
                      else None)
