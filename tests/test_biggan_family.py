@@ -183,8 +183,27 @@ def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="model: BigGAN config 'g_attention'"):
         BigGANConfig(g_attention=[7]).arch(32, 10)
     store = write_store(tmp_path / "unlabelled", np.zeros((4, 3, 32, 32), np.uint8), resolution=32, source="zeros")
-    with pytest.raises(ConfigError, match="no labels"):
+    with pytest.raises(ConfigError, match="no labels; .* or set model.n_classes: 1 to train it as one class"):
         BigGANFamily(BigGANConfig(**tiny_model()), open_dataset(store), torch.device("cpu"), DistInfo())
+
+
+def test_an_unlabelled_store_trains_as_one_class(tmp_path):
+    """BigGAN-PyTorch's answer to an unconditional BigGAN (its issue #33) is n_classes 1: every real image of the
+    one class, G and D's projection conditioned on it alone; the samples carry no class captions."""
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    store = write_store(tmp_path / "unlabelled", images, resolution=32, source="noise")
+    config = {"family": "biggan", "data": str(store), "progress": False, "sample_every": 2, "checkpoint_every": 2,
+              "model": {**tiny_model(), "n_classes": 1, "steps": 2}}
+    ganforge.train(config, tmp_path / "run")
+    model = ganforge.load(tmp_path / "run")
+    assert model.family.n_classes == 1 and model.nets["G"].shared.weight.shape[0] == 1
+    inputs = model.latents(3)
+    assert inputs["y"].tolist() == [0, 0, 0] and model.family.sample_cell_labels(inputs) is None
+    family = BigGANFamily(BigGANConfig(**{**tiny_model(), "n_classes": 1}), open_dataset(store), torch.device("cpu"),
+                          DistInfo())
+    batch = Batch(images=to_float_images(torch.from_numpy(images[:4]), torch.device("cpu")), labels=None)
+    loss, logs = family.discriminator_loss(batch, 4)
+    assert torch.isfinite(loss) and set(logs) >= {"loss_D_real", "loss_D_fake"}
 
 
 @pytest.mark.parametrize(("name", "classes", "g_params", "d_params", "checks"), [

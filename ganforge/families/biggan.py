@@ -175,12 +175,15 @@ def without_legacy_ema_settings(model: dict[str, Any]) -> dict[str, Any]:
 
 def class_count(dataset: ImageDataset, expected: int | None = None) -> int:
     """Classes of the store's first label column (BigGAN's conditioning); `expected` (model.n_classes) must agree.
-    A shape-only placeholder without images or labels (`ganforge info` without data) takes `expected`."""
-    if not dataset.label_columns and expected is not None and not dataset.levels:
+    A shape-only placeholder without images or labels (`ganforge info` without data) takes `expected`; a store
+    without labels trains with `model.n_classes: 1`, every image of the one class (BigGAN-PyTorch's answer to an
+    unconditional BigGAN, its issue #33)."""
+    if not dataset.label_columns and expected is not None and (not dataset.levels or expected == 1):
         return expected
     if not dataset.label_columns:
         raise ConfigError(f"data: BigGAN is class-conditional, but the dataset {dataset.source} has no labels; "
-                          "prepare it from class folders or use a labelled builtin")
+                          "prepare it from class folders, use a labelled builtin, or set model.n_classes: 1 to "
+                          "train it as one class (unconditionally)")
     column, classes = dataset.label_columns[0]
     if expected is not None and expected != len(classes):
         raise ConfigError(f"model.n_classes: {expected} but the label column {column!r} of {dataset.source} has "
@@ -293,12 +296,14 @@ class BigGANFamily(Family):
     def discriminator_loss(self, batch: Batch, n_fake: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Hinge loss of D on this real micro-batch and `n_fake` fresh fakes, in one concatenated forward."""
         G, D = self.nets["G"], self.discriminate
-        if batch.labels is None:
+        if batch.labels is None and self.n_classes != 1:
             raise ConfigError("data: BigGAN needs class labels, the batch has none")
+        y_real = (batch.labels[:, 0] if batch.labels is not None  # an unlabelled store's images: the one class
+                  else torch.zeros(batch.images.shape[0], dtype=torch.long, device=batch.images.device))
         z, y_fake = self.draw_latents(n_fake)
         with torch.no_grad():
             fakes = G(z, y_fake)
-        logits = D((fakes, batch.images), torch.cat([y_fake, batch.labels[:, 0]]))  # one forward, as officially
+        logits = D((fakes, batch.images), torch.cat([y_fake, y_real]))  # one forward, as officially
         d_fake, d_real = logits.split([fakes.shape[0], batch.images.shape[0]])
         self.observe_real_logits(d_real)
         loss_real, loss_fake = hinge_discriminator_loss(d_real, d_fake)
@@ -347,6 +352,8 @@ class BigGANFamily(Family):
         return names if len(names) == self.n_classes else [f"class {k}" for k in range(self.n_classes)]
 
     def sample_cell_labels(self, inputs: dict[str, torch.Tensor]) -> list[str] | None:
+        if not self.dataset.label_columns and self.n_classes == 1:
+            return None  # one class, unnamed: nothing to write under each cell
         names = self.class_names()
         return [names[k] for k in inputs["y"].tolist()] if "y" in inputs else None
 
