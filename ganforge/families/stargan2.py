@@ -193,6 +193,10 @@ class StarGAN2Family(Family):
         if dataset.levels and self.img_size not in dataset.levels:
             raise ConfigError(f"model.resolution: {self.img_size} but the dataset {dataset.source} holds the sizes "
                               f"{', '.join(map(str, dataset.levels))}")
+        if dataset.levels and self.img_size < dataset.resolution and dist.is_main:
+            print(f"model.resolution: {self.img_size} below the store's {dataset.resolution}: its images are the "
+                  "store's box-averaged level, not the official loaders' bilinear resize of the originals (prepare "
+                  f"the store at {self.img_size} px for those)")
         try:
             self.arch = config.arch(self.img_size, len(self.domain_names))
         except ValueError as err:
