@@ -560,3 +560,11 @@ def test_micro_batch_benchmark_prints_a_row_per_count() -> None:
     rows = [line.split() for line in done.stdout.splitlines()[2:]]
     assert [row[0] for row in rows] == ["1", "2"], done.stdout
     assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows), done.stdout
+
+
+def test_a_model_below_its_stores_resolution_says_its_images_are_not_the_official_resize(shapes, capsys):
+    build(shapes, resolution=16)
+    assert "model.resolution: 16 below the store's 32: its images are the store's box-averaged level" in (
+        capsys.readouterr().out)
+    build(shapes)
+    assert "below the store's" not in capsys.readouterr().out
