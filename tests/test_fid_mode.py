@@ -14,7 +14,7 @@ from ganforge.config import ConfigError, RunConfig
 from ganforge.data.store import open_dataset
 from ganforge.evaluation import run_metrics
 from ganforge.metrics.inception import InceptionV3FID, resize_bilinear_tf1, resize_pil_bicubic
-from ganforge.metrics.registry import format_table, inception_protocol
+from ganforge.metrics.registry import format_table, protocol_fields
 
 
 def _pil_bicubic_weights(in_size: int, out_size: int) -> np.ndarray:
@@ -124,8 +124,9 @@ def test_table_and_records_say_the_mode_of_inception_metrics():
     assert lines[3].endswith("(clean)") and lines[4].endswith("(clean)")
     assert "clean" not in "".join(lines[:2]) + lines[5]  # SWD and precision/recall (VGG-16) see no Inception
     assert format_table(results) == "\n".join(line.removesuffix("  (clean)") for line in lines)
-    assert inception_protocol(results, "legacy-tf") == {"fid_mode": "legacy-tf"}
-    assert inception_protocol({"swd": results["swd"]}, "clean") == {}
+    assert protocol_fields(results, "legacy-tf") == {"fid_mode": "legacy-tf", "pr_features": "vgg16-fc2"}
+    assert protocol_fields({"swd": results["swd"]}, "clean") == {}
+    assert protocol_fields({"pr": results["pr"]}, "clean") == {"pr_features": "vgg16-fc2"}
 
 
 def test_training_time_records_carry_the_mode(monkeypatch):

@@ -179,6 +179,7 @@ def test_training_time_kid_and_pr_take_the_configs_settings_and_record_them(tmp_
                      ("pr", {"k": 2, "device": torch.device("cpu")})]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(row["step"], row["kid_subsets"], row["kid_subset_size"], row["pr_k"]) for row in rows] == [(20, 3, 4, 2)]
+    assert rows[0]["pr_features"] == "vgg16-fc2"  # earlier runs measured it on Inception features
     assert metric_keys(rows) == ["kid_mean", "kid_std", "pr_precision", "pr_recall"]
 
     config.update(metrics=["kid"])

@@ -40,7 +40,7 @@ from ganforge.metrics.registry import (
     check_real_stats_metrics,
     flat_outputs,
     format_table,
-    inception_protocol,
+    protocol_fields,
 )
 from ganforge.metrics.vgg_texture import VGGWeightsError
 from ganforge.run_loader import load_run
@@ -176,7 +176,7 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
                                 inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode,
                                 dinov2_weights=dinov2_weights, settings=settings,
                                 real_stats=real_stats if "fid" in check_metrics(metrics) else None)
-    return {**flat_outputs(results), **inception_protocol(results, fid_mode)}
+    return {**flat_outputs(results), **protocol_fields(results, fid_mode)}
 
 
 def chosen_fid_mode(metrics: list[str], fid_mode: str | None) -> str:
@@ -282,7 +282,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         rows.append((model.step, results, count))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
-                                     **inception_protocol(results, fid_mode), **settings.given()}) + "\n")
+                                     **protocol_fields(results, fid_mode), **settings.given()}) + "\n")
         if "swd" in results:
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}

@@ -281,10 +281,15 @@ def flat_outputs(results: dict[str, Any]) -> dict[str, float]:
             if math.isfinite(value)}
 
 
-def inception_protocol(results: dict[str, Any], fid_mode: str) -> dict[str, str]:
-    """{"fid_mode": fid_mode} when `results` hold a metric of Inception features (whose values depend on the
-    mode's resize), else {}: the field that goes into every record beside those values."""
-    return {"fid_mode": fid_mode} if any(METRICS[name].needs_inception for name in results) else {}
+PR_FEATURES = "vgg16-fc2"  # precision/recall's feature space, recorded with its values (Inception pool before 2026-12)
+
+
+def protocol_fields(results: dict[str, Any], fid_mode: str) -> dict[str, str]:
+    """What goes into every record beside values that depend on how they were made: {"fid_mode": fid_mode} with a
+    metric of Inception features (their values depend on the mode's resize), {"pr_features": "vgg16-fc2"} with
+    precision/recall (earlier runs measured it on Inception features: rows without it do not compare)."""
+    fields = {"fid_mode": fid_mode} if any(METRICS[name].needs_inception for name in results) else {}
+    return {**fields, **({"pr_features": PR_FEATURES} if "pr" in results else {})}
 
 
 def format_table(results: dict[str, Any], fid_mode: str | None = None) -> str:
