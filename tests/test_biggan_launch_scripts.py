@@ -247,8 +247,13 @@ def test_every_official_launch_script_translates():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             translated[path.name] = to_dict(resolve_run_config("biggan", read_config_file(path), [(["data"], "x")]))
-        # the ImageNet scripts use the multi-epoch sampler, whose num_epochs² epochs the translation says it cuts
-        assert bool(caught) == ("--use_multiepoch_sampler" in path.read_text()), path.name
+        # the ImageNet scripts use the multi-epoch sampler, whose num_epochs² epochs the translation says it cuts;
+        # every script runs DataParallel without cross-replica BN, whose per-GPU batch norm it explains
+        text, said = path.read_text(), [str(warning.message) for warning in caught]
+        assert any("issue #44" in line for line in said) == ("--use_multiepoch_sampler" in text), path.name
+        assert any("--parallel without --cross_replica" in line for line in said) == (
+            "--parallel" in text and "--cross_replica" not in text), path.name
+        assert len(said) == sum(("--use_multiepoch_sampler" in text, "--parallel" in text)), path.name
     assert set(presets) <= set(translated) and len(translated) == 7
     for name, preset_file in presets.items():
         ours = translated[name]
