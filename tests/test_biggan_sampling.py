@@ -256,6 +256,8 @@ def test_generate_class_cycles_the_chosen_classes_by_name_or_index(model, tmp_pa
         drawn = model.latents(5, 2)
         np.testing.assert_array_equal(archive["x"], cs.uint8_nchw(direct(model, drawn["z"], torch.tensor(
             [2, 0, 2, 0, 2]))))
+    batches = list(cs.iter_samples(model, 5, seed=2, batch_size=2, classes=cs.class_choice(model, "0,1,2")))
+    assert [classes.tolist() for _, classes in batches] == [[0, 1], [2, 0], [1]]  # the cycle runs across batches
     files = write_generated(model, GenerateRequest(out=tmp_path / "files", n=3, seed=2, classes="1")).files
     assert [path.name for path in files] == [f"0002-0000{k}-{names[1]}.png" for k in range(3)]
     for option, message in ((dict(classes="nothing"), r"--class: 'nothing' is not a class of this run"),

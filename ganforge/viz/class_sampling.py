@@ -67,14 +67,15 @@ def write_label_sheets(model: LoadedModel, out: Path, columns: int, *, seed: int
     return paths
 
 
-ClassChoice = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+ClassChoice = Callable[..., dict[str, torch.Tensor]]  # (inputs, start=0): the batch's first sample's index
 
 
 def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
     """`generate --class SPEC`: comma-separated classes, by name or index, that the samples cycle through
     (BigGAN-PyTorch's users asked to sample a chosen class, its issue #28). A label-conditioned PGAN takes
     COLUMN=CLASS entries (a bare class where it names one class of one column); its other columns stay random.
-    Returns what sets those classes in a batch of drawn inputs."""
+    Returns what sets those classes in a batch of drawn inputs whose first sample is sample `start` of the whole
+    set (the cycle runs on across batches)."""
     entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
     family = model.family
     if not entries:
@@ -82,7 +83,7 @@ def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
     if family.samples_by_class:
         names = family.class_names()
         chosen = [_class_index(entry, names, "--class") for entry in entries]
-        return lambda inputs: {**inputs, "y": _cycled(chosen, len(inputs["z"]))}
+        return lambda inputs, start=0: {**inputs, "y": _cycled(chosen, start, len(inputs["z"]))}
     columns = family.conditioning()
     if not columns:
         raise ValueError(f"--class: this run's generator takes no classes (a {model.config.family} run"
@@ -104,10 +105,10 @@ def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
             column = holding[0]
         per_column.setdefault(column, []).append(_class_index(name, columns[column][1], f"--class {entry}"))
 
-    def apply(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def apply(inputs: dict[str, torch.Tensor], start: int = 0) -> dict[str, torch.Tensor]:
         labels = inputs["labels"].clone()
         for column, chosen in per_column.items():
-            labels[:, column] = _cycled(chosen, len(labels))
+            labels[:, column] = _cycled(chosen, start, len(labels))
         return {**inputs, "labels": labels}
 
     return apply
@@ -123,8 +124,8 @@ def _class_index(entry: str, names: Sequence[str], option: str) -> int:
                      f"{shown})")
 
 
-def _cycled(chosen: Sequence[int], n: int) -> torch.Tensor:
-    return torch.tensor(chosen, dtype=torch.long)[torch.arange(n) % len(chosen)]
+def _cycled(chosen: Sequence[int], start: int, n: int) -> torch.Tensor:
+    return torch.tensor(chosen, dtype=torch.long)[torch.arange(start, start + n) % len(chosen)]
 
 
 def model_caption(model: LoadedModel, *, truncation: float | None = None, method: str = "resample") -> str:
@@ -280,7 +281,7 @@ def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float
         else:
             inputs = model.family.sample_latents(count, draws)
         if classes is not None:
-            inputs = classes(inputs)
+            inputs = classes(inputs, part.start)
         drawn = inputs.get("y", inputs.get("labels"))
         yield (uint8_nchw(generate(model, inputs, batch_size)),
                None if drawn is None else drawn.numpy().astype(np.int64))
