@@ -121,6 +121,12 @@ class DistInfo:
             torch_dist.barrier(group=_groups["waits"])
 
 
+def host_group() -> Any:
+    """The gloo group with MAIN_RANK_WAIT's timeout, for host-side exchanges between long stretches of work (the
+    metrics, spread over ranks: one rank's share of a 50k-image tick can outlast a collective's usual wait)."""
+    return _groups["waits"]
+
+
 def init_distributed(device_kind: str) -> DistInfo:
     """Join the process group that torchrun describes in the environment; a single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -33,6 +33,7 @@ from ganforge.metrics.inception import (
     default_cache_dir,
     resolve_weights_path,
 )
+from ganforge.metrics.ranks import RankShare
 from ganforge.metrics.registry import (
     METRICS,
     MetricSettings,
@@ -50,14 +51,17 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64,
-                      net: str | None = None) -> Iterator[torch.Tensor]:
+                      net: str | None = None, share: RankShare | None = None) -> Iterator[torch.Tensor]:
     """`n` images in [-1, 1] from generator `net` (default the EMA generator, G when there is none), drawn from
-    their own seed; callers hold the family's weights (`Family.weights_held`) around the pass that reads them."""
+    their own seed; callers hold the family's weights (`Family.weights_held`) around the pass that reads them.
+    With `share`, this rank's batches of the same `n` (every batch's latents are drawn, so each is the same)."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = net or family.sample_net
-    for part in sample_batches(n, batch_size, equal=family.batch_dependent_samples):
-        count = part.stop - part.start
-        inputs = {k: v.to(family.device) for k, v in family.sample_latents(count, generator).items()}
+    for index, part in enumerate(sample_batches(n, batch_size, equal=family.batch_dependent_samples)):
+        latents = family.sample_latents(part.stop - part.start, generator)
+        if share is not None and not share.owns(index):
+            continue
+        inputs = {k: v.to(family.device) for k, v in latents.items()}
         with torch.no_grad():  # not held across the yield: the caller's mode between batches
             images = family.generate(inputs, net, plan).float().cpu()
         yield images
@@ -66,6 +70,15 @@ def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_s
 def real_images(dataset: ImageDataset, resolution: int, n: int, seed: int) -> np.ndarray:
     """`n` real images at `resolution` (a seeded random subset, in index order for fast memory-mapped reads)."""
     return np.asarray(dataset.images(resolution)[_real_indices(dataset, n, seed)])
+
+
+def real_batches(dataset: ImageDataset, resolution: int, n: int, seed: int, share: RankShare,
+                 batch_size: int = 64) -> Iterator[np.ndarray]:
+    """This rank's batches of `real_images(dataset, resolution, n, seed)`, read batch by batch."""
+    images = dataset.images(resolution)
+    indices = _real_indices(dataset, n, seed)
+    for start in share.own(range(0, n, batch_size)):
+        yield np.asarray(images[indices[start : start + batch_size]])
 
 
 def _real_indices(dataset: ImageDataset, n: int, seed: int) -> np.ndarray:
@@ -134,11 +147,11 @@ def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int | None, se
                   device: torch.device | None = None, inception_weights: Path | None = None,
                   real_cache_key: str | None = None, fid_mode: str = DEFAULT_FID_MODE,
                   real_stats: ReferenceStats | None = None, settings: MetricSettings | None = None,
-                  dinov2_weights: Path | None = None) -> dict[str, Any]:
+                  dinov2_weights: Path | None = None, share: RankShare | None = None) -> dict[str, Any]:
     """`evaluate` on the GPU where the generator is on one (metrics_device), on the CPU otherwise."""
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
                     real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats, settings=settings,
-                    dinov2_weights=dinov2_weights, device=metrics_device(device))
+                    dinov2_weights=dinov2_weights, device=metrics_device(device), share=share)
 
 
 def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -> str:
@@ -152,13 +165,15 @@ def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -
 def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metrics: list[str], *, n: int,
                     seed: int, inception_weights: Path | None = None, fid_mode: str = DEFAULT_FID_MODE,
                     dinov2_weights: Path | None = None, settings: MetricSettings | None = None,
-                    metrics_on: torch.device | None = None,
-                    real_stats: ReferenceStats | None = None) -> dict[str, float | str]:
+                    metrics_on: torch.device | None = None, real_stats: ReferenceStats | None = None,
+                    share: RankShare | None = None) -> dict[str, float | str]:
     """The configured metrics of the current generator against the training data, at the current resolution
     (flat outputs, plus "fid_mode" when an Inception metric is among them), KID and PR computed with `settings`
     (those of metrics not asked for now are dropped), FID against `real_stats` when given (the config's
     fid_real_stats), on `metrics_on` (default: the family's CUDA GPU, else the CPU). A translating family's are
-    its protocol's (StarGAN v2: FID and LPIPS per domain task, `n` capping the validation sources per domain)."""
+    its protocol's (StarGAN v2: FID and LPIPS per domain task, `n` capping the validation sources per domain).
+    With `share` (not for a translating family) the ranks of a torchrun job generate and extract features together;
+    rank 0 gets the values, the others {}."""
     if family.translates:
         from ganforge.evaluation.stargan2 import protocol_scores
 
@@ -169,14 +184,19 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
     n = min(n, dataset.count)
     key = f"{dataset.fingerprint}-{plan.resolution}-{n}-{seed}" if dataset.fingerprint else None
     settings = (settings or MetricSettings()).for_metrics(check_metrics(metrics))  # of the metrics asked for now
+
+    def reals() -> Any:  # read only if needed (no SWD, and features cached: never)
+        if share is None:
+            return [real_images(dataset, plan.resolution, n, seed)]
+        return real_batches(dataset, plan.resolution, n, seed, share)
+
     with family.weights_held():
-        results = _run_evaluate(generated_batches(family, plan, n, seed),
-                                lambda: [real_images(dataset, plan.resolution, n, seed)],  # read only if needed
-                                metrics, n=n, seed=seed, device=metrics_on or family.device,
-                                inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode,
-                                dinov2_weights=dinov2_weights, settings=settings,
-                                real_stats=real_stats if "fid" in check_metrics(metrics) else None)
-    return {**flat_outputs(results), **protocol_fields(results, fid_mode)}
+        results = _run_evaluate(generated_batches(family, plan, n, seed, share=share), reals, metrics, n=n,
+                                seed=seed, device=metrics_on or family.device, inception_weights=inception_weights,
+                                real_cache_key=key, fid_mode=fid_mode, dinov2_weights=dinov2_weights,
+                                settings=settings, real_stats=real_stats if "fid" in check_metrics(metrics) else None,
+                                share=share)
+    return {**flat_outputs(results), **protocol_fields(results, fid_mode)} if results else {}
 
 
 def chosen_fid_mode(metrics: list[str], fid_mode: str | None) -> str:

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from ganforge.metrics.inception import (
     resolve_weights_path,
 )
 from ganforge.metrics.msssim import MSSSIMPairs
+from ganforge.metrics.ranks import RankShare
 from ganforge.metrics.registry import (  # noqa: F401 (format_table and the error: re-exported for callers)
     METRICS,
     MetricInputs,
@@ -67,18 +69,83 @@ class _SetReader:
         self.outputs: dict[str, list[torch.Tensor]] = {}
         self.only_real_keys = only_real_keys  # the real set: its features, not Inception's logits (IS reads fakes)
 
+    @property
+    def output_keys(self) -> list[str]:
+        return [key for network in self.networks.values() for key in network.output_keys
+                if not self.only_real_keys or key == network.real_key]
+
     @torch.no_grad()
-    def feed(self, batch: torch.Tensor) -> None:
+    def outputs_of(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The feature networks' outputs of one batch, on the CPU (what each rank computes of its own batches)."""
+        return {key: value.cpu() for network in self.networks.values() for key, value in network(batch).items()
+                if not self.only_real_keys or key == network.real_key}
+
+    def add(self, count: int, batch: torch.Tensor | None, outputs: dict[str, torch.Tensor]) -> None:
+        """One batch of the set, in the set's order: its `count` images (`batch`, which SWD reads) and features."""
         if self.swd is not None:
             self.swd.update(batch)
-        for network in self.networks.values():
-            for key, value in network(batch).items():
-                if not self.only_real_keys or key == network.real_key:
-                    self.outputs.setdefault(key, []).append(value.cpu())
-        self.count += batch.shape[0]
+        for key, value in outputs.items():
+            self.outputs.setdefault(key, []).append(value)
+        self.count += count
 
     def joined(self, key: str) -> torch.Tensor:
         return torch.cat(self.outputs[key])
+
+
+def _read_set(batches: Iterable[torch.Tensor], reader: _SetReader, share: RankShare | None, *, with_images: bool,
+              pairs: MSSSIMPairs | None = None) -> int:
+    """Feed a set's batches to `reader` (and to MS-SSIM's `pairs`); returns the set's image count. Spread over
+    ranks (`share`: each rank's `batches` are its own global batches), every rank computes its batches' features and
+    rank 0 adds all of them in the global order; the images travel too where SWD or MS-SSIM read them
+    (`with_images`, the same on every rank)."""
+    if share is None:
+        for batch in batches:
+            reader.add(batch.shape[0], batch, reader.outputs_of(batch))
+            if pairs is not None:
+                pairs.update(batch)
+        return reader.count
+    keys, batches = reader.output_keys, iter(batches)
+    total, error = 0, None
+    while True:
+        batch, outputs = None, {}
+        if error is None:
+            try:
+                batch = next(batches, None)
+                outputs = reader.outputs_of(batch) if batch is not None else {}
+            except Exception as err:  # noqa: BLE001 (every rank hears of it at the exchange: RankShare.agree)
+                error, batch = err, None
+        count = 0 if batch is None else batch.shape[0]
+        table = share.agree(error, [count, *(batch.shape[1:] if count else (0, 0, 0)),
+                                    *(outputs[key].shape[1] if count else 0 for key in keys)])
+        counts, widest = table[:, 0].tolist(), table.max(dim=0).values.tolist()  # shapes: from a rank with a batch
+        if not sum(counts):
+            return total
+        total += sum(counts)
+        rows = max(counts)
+        images = share.gather(_padded(batch, rows, widest[1:4], torch.uint8)) if with_images else []
+        features = {key: share.gather(_padded(outputs.get(key), rows, widest[4 + i : 5 + i], torch.float32))
+                    for i, key in enumerate(keys)}
+        if not share.is_main:
+            continue
+        try:  # rank 0 alone; an error here is told to the others at the next exchange
+            for rank, n in enumerate(counts):
+                if n:
+                    part = images[rank][:n] if with_images else None
+                    reader.add(n, part, {key: features[key][rank][:n] for key in keys})
+                    if pairs is not None:
+                        pairs.update(part)
+        except Exception as err:  # noqa: BLE001
+            error = err
+
+
+def _padded(tensor: torch.Tensor | None, rows: int, shape: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` (None: no batch this round) with zero rows added up to `rows`: gathers take equal shapes."""
+    padding = torch.zeros(rows - (0 if tensor is None else tensor.shape[0]), *shape, dtype=dtype)
+    if tensor is None:
+        return padding
+    if tensor.dtype != dtype:  # a gather of other bytes would be read as `dtype`: never silently
+        raise TypeError(f"metrics over ranks: expected {dtype} outputs, got {tensor.dtype}")
+    return torch.cat([tensor, padding])
 
 
 class _FeatureNetwork:
@@ -90,11 +157,15 @@ class _FeatureNetwork:
 
     def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.model(batch)  # uint8 on the CPU: a PIL resize reads it there, the network moves the rest
-        return dict(zip(("pool", "logits"), out, strict=True)) if self.name == "inception" else {self.name: out}
+        return dict(zip(self.output_keys, out if self.name == "inception" else (out,), strict=True))
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def output_keys(self) -> tuple[str, ...]:
+        return ("pool", "logits") if self.name == "inception" else (self.name,)
 
     @property
     def real_key(self) -> str:
@@ -174,7 +245,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
              real_cache_key: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = 64, fid_mode: str = DEFAULT_FID_MODE,
              real_stats: Gaussian | None = None, settings: MetricSettings | None = None,
-             dinov2_weights: str | Path | None = None) -> dict[str, Any]:
+             dinov2_weights: str | Path | None = None, share: RankShare | None = None) -> dict[str, Any]:
     """Compute `metrics` of `fake` against `real` (arrays, iterables of uint8 batches, or callables).
 
     Returns {"swd": {"resolutions", "swd", "avg"}, "msssim": {"mean", "pairs"}, "fid": float,
@@ -185,6 +256,8 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
     subsets and precision/recall's k (the papers' defaults when None). Networks (the generator of `fake`
     included) run with full float32 matmuls, as the reference tools do (`reference_float32`).
+    Spread over the ranks of a torchrun job (`share`), each rank's `fake` and `real` are its own global batches of
+    `batch_size` images (`RankShare.own`); rank 0 returns the values a single process would, the others {}.
     """
     names = check_metrics(metrics)
     settings = settings or MetricSettings()
@@ -201,18 +274,17 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     networks = _feature_networks(wanted, inception_weights=inception_weights, dinov2_weights=dinov2_weights,
                                  device=device, fid_mode=fid_mode)
     want_swd = "swd" in names
-    inputs = MetricInputs(seed=seed, device=device, pairs=MSSSIMPairs(device) if "msssim" in names else None,
+    main = share is None or share.is_main  # the process that adds up the sets and computes the values
+    inputs = MetricInputs(seed=seed, device=device, pairs=MSSSIMPairs(device) if "msssim" in names and main else None,
                           real_stats=real_stats, settings=settings)
+    with_images = want_swd or "msssim" in names
 
-    fake_reader = _SetReader(derived_seed(seed, 0) if want_swd else None, networks, device, batch_size)
+    fake_reader = _SetReader(derived_seed(seed, 0) if want_swd and main else None, networks, device, batch_size)
     inputs.fake_swd = fake_reader.swd
     real_reader = None
     try:
-        for batch in limit_images(iter_image_batches(fake, batch_size=batch_size, name="fake images"), n):
-            fake_reader.feed(batch)
-            if inputs.pairs is not None:
-                inputs.pairs.update(batch)
-        if fake_reader.count == 0:
+        fakes = limit_images(iter_image_batches(fake, batch_size=batch_size, name="fake images"), n)
+        if not _read_set(fakes, fake_reader, share, with_images=with_images, pairs=inputs.pairs):
             raise ValueError("evaluate: the fake image set is empty")
 
         # the networks whose real-set features a metric reads (not for FID when statistics stand in for them)
@@ -221,34 +293,51 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                                                                             and m.real_stats_suffice) for m in wanted)}
         real_features: dict[str, torch.Tensor] = {}
         cache_files: dict[str, Path] = {}
-        if real_cache_key:
+        error = None
+        if real_cache_key and main:  # rank 0's cache: the others are told which features it holds
             folder = Path(cache_dir) if cache_dir else default_cache_dir() / "stats"
-            for name, network in real_networks.items():
-                cache_files[name] = folder / _cache_name(network, real_cache_key, n)
-                if cache_files[name].is_file():
-                    real_features[name] = load_file(cache_files[name])[network.real_key]
+            try:
+                for name, network in real_networks.items():
+                    cache_files[name] = folder / _cache_name(network, real_cache_key, n)
+                    if cache_files[name].is_file():
+                        real_features[name] = load_file(cache_files[name])[network.real_key]
+            except Exception as err:  # noqa: BLE001 (told to the other ranks first)
+                error = err
+        cached = set(real_features)
+        if share is not None:
+            held = share.agree(error, [sum(1 << i for i, name in enumerate(real_networks) if name in cached)])
+            cached = {name for i, name in enumerate(real_networks) if int(held[0, 0]) >> i & 1}
+        to_extract = {name: network for name, network in real_networks.items() if name not in cached}
         if real_networks or want_swd:
-            to_extract = {name: network for name, network in real_networks.items() if name not in real_features}
-            real_reader = _SetReader(derived_seed(seed, 1) if want_swd else None, to_extract, device, batch_size,
-                                     only_real_keys=True)
+            real_reader = _SetReader(derived_seed(seed, 1) if want_swd and main else None, to_extract, device,
+                                     batch_size, only_real_keys=True)
             inputs.real_swd = real_reader.swd
             if want_swd or to_extract:
-                for batch in limit_images(iter_image_batches(real, batch_size=batch_size, name="real images"), n):
-                    real_reader.feed(batch)
-                if real_reader.count == 0:
+                reals = limit_images(iter_image_batches(real, batch_size=batch_size, name="real images"), n)
+                if not _read_set(reals, real_reader, share, with_images=want_swd):
                     raise ValueError("evaluate: the real image set is empty")
-            for name, network in to_extract.items():
-                real_features[name] = real_reader.joined(network.real_key)
-                if name in cache_files:
-                    _write_cache(cache_files[name], network, real_features[name], real_cache_key)
-        if "inception" in networks:
-            inputs.fake_pool, inputs.fake_logits = fake_reader.joined("pool"), fake_reader.joined("logits")
-            inputs.real_pool = real_features.get("inception")
-        if "dinov2" in networks:
-            inputs.fake_dinov2, inputs.real_dinov2 = fake_reader.joined("dinov2"), real_features["dinov2"]
-        if "vgg16" in networks:
-            inputs.fake_vgg16, inputs.real_vgg16 = fake_reader.joined("vgg16"), real_features["vgg16"]
-        return {metric.name: metric.compute(inputs) for metric in wanted}
+        error, results = None, {}
+        if main:
+            try:
+                for name, network in to_extract.items():
+                    real_features[name] = real_reader.joined(network.real_key)
+                    if name in cache_files:
+                        _write_cache(cache_files[name], network, real_features[name], real_cache_key)
+                if "inception" in networks:
+                    inputs.fake_pool, inputs.fake_logits = fake_reader.joined("pool"), fake_reader.joined("logits")
+                    inputs.real_pool = real_features.get("inception")
+                if "dinov2" in networks:
+                    inputs.fake_dinov2, inputs.real_dinov2 = fake_reader.joined("dinov2"), real_features["dinov2"]
+                if "vgg16" in networks:
+                    inputs.fake_vgg16, inputs.real_vgg16 = fake_reader.joined("vgg16"), real_features["vgg16"]
+                results = {metric.name: metric.compute(inputs) for metric in wanted}
+            except Exception as err:  # noqa: BLE001 (told to the other ranks first)
+                error = err
+        if share is not None:
+            share.agree(error)
+        elif error is not None:
+            raise error
+        return results
     finally:
         for reader in (fake_reader, real_reader):
             if reader is not None and reader.swd is not None:

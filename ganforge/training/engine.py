@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -209,9 +209,10 @@ class Trainer:
             _check_same_data(self.run_dir, resume.meta.get("dataset"), self.dataset, config.data, imported=imported)
         self.config = config
         self.loss_scale = DynamicLossScale(device=self.device) if config.amp == "fp16" else None
-        self.fid_real_stats = check_training_metrics(config, self.dataset.source, self.device,
-                                                     images=min(config.metrics_n, self.dataset.count),
-                                                     evaluates=self.dist.is_main)
+        # a generating family's metrics are computed by every rank together (each its share of the images), a
+        # translating family's protocol by rank 0 alone, as the official code evaluates on one GPU
+        self._metrics_shared = self.dist.enabled and bool(config.metrics) and not get_family(config.family).translates
+        self.fid_real_stats = self._check_training_metrics(config)
         if self.fid_real_stats is not None:  # recorded with each FID: a resume may name the file where it is now
             from ganforge.download import file_digest
 
@@ -424,7 +425,7 @@ class Trainer:
                         logger.sample_images(self.step, self.write_samples(plan))
                     scored = None
                     if metric_tick:
-                        scored = self.run_metrics(plan, logger)  # rank 0 alone: the others wait at the barrier
+                        scored = self.run_metrics(plan, logger)  # all ranks, or rank 0 while the others wait
                         self.dist.barrier()
                     if checkpoint_tick or (metric_tick and config.best_metric is not None):  # every rank: collectives
                         self.save_checkpoint(score=scored)
@@ -612,14 +613,47 @@ class Trainer:
                       cell_labels=self.fixed_cell_labels)
         return written
 
+    def _check_training_metrics(self, config: RunConfig) -> ReferenceStats | None:
+        """`check_training_metrics` on every rank; the ranks that evaluate load the metric networks. With shared
+        metrics rank 0 goes first (it downloads what is missing) while the others only check the config, then the
+        others load theirs; after each turn the ranks vote, so that a failure anywhere stops every rank at once
+        instead of leaving some waiting in a collective for it."""
+        images = min(config.metrics_n, self.dataset.count)
+
+        def check(evaluates: bool) -> ReferenceStats | None:
+            return check_training_metrics(config, self.dataset.source, self.device, images=images,
+                                          evaluates=evaluates)
+
+        if not self._metrics_shared:
+            return check(self.dist.is_main)
+
+        def agreed(turn: Callable[[], ReferenceStats | None]) -> ReferenceStats | None:
+            error, result = None, None
+            try:
+                result = turn()
+            except Exception as err:  # noqa: BLE001 (voted on first)
+                error = err
+            if self.dist.max_over_ranks(int(error is not None)):
+                if error is not None:
+                    raise error
+                raise RuntimeError(f"rank {self.dist.rank}: another rank could not prepare the training metrics "
+                                   "(its error is in its output)")
+            return result
+
+        stats = agreed(lambda: check(self.dist.is_main))
+        return agreed(lambda: stats if self.dist.is_main else check(True))
+
     def run_metrics(self, plan: StepPlan, logger: RunLogger) -> float | None:
-        """Evaluate the configured metrics on rank 0; returns the `best_metric` value, if one is configured."""
+        """Evaluate the configured metrics (rank 0 alone, or every rank its share: `_metrics_shared`); returns the
+        `best_metric` value on rank 0, if one is configured."""
         from ganforge.evaluation.run_metrics import evaluate_family
         from ganforge.metrics._images import ImageSetError
+        from ganforge.metrics.ranks import RankShare
         from ganforge.metrics.registry import metric_of_output
 
-        if not self.dist.is_main:
+        if not (self.dist.is_main or self._metrics_shared):
             return None
+        share = RankShare.of(self.dist) if self._metrics_shared else None
 
         def evaluate(metrics: list[str]) -> dict[str, float]:
             def on(device: torch.device | None) -> dict[str, float]:
@@ -627,7 +661,7 @@ class Trainer:
                                        seed=self.config.seed, inception_weights=self.config.inception_weights,
                                        fid_mode=self.config.fid_mode, dinov2_weights=self.config.dinov2_weights,
                                        settings=training_metric_settings(self.config), metrics_on=device,
-                                       real_stats=self.fid_real_stats)
+                                       real_stats=self.fid_real_stats, share=share)
 
             try:
                 return on(self._metrics_on)
@@ -657,6 +691,8 @@ class Trainer:
                         self._skipped_metrics.add((name, plan.resolution))
                         logger.message(f"step {self.step}: {name} skipped at resolution {plan.resolution} ({err}); "
                                        "computed again once the images are large enough")
+        if not self.dist.is_main:  # a share of the work done; the values are rank 0's
+            return None
         if results:  # the KID/PR settings of the metrics computed go with their values (they are no values)
             computed = [name for name in map(metric_of_output, results) if name is not None]
             if "fid" in results and self.fid_real_stats is not None:  # which statistics the FID is against
