@@ -334,6 +334,11 @@ def test_folder_with_bilinear_resize_is_biggan_pytorchs_make_hdf5(tmp_path: Path
     top = int(round((27 - 20) / 2.0))
     official = np.asarray(picture.crop((0, top, 20, top + 20)).resize((8, 8), Image.BILINEAR))
     np.testing.assert_array_equal(open_dataset(out).images(8)[0], official.transpose(2, 0, 1))
+    # the manifest says how the images were made: two stores of one folder tell their filters apart
+    assert open_dataset(out).manifest["preprocessing"] == {"crop": "centre", "resize": "bilinear"}
+    assert main(["prepare", "folder", str(source.parent), "-o", str(tmp_path / "sharp"), "--resolution", "8",
+                 "--workers", "1"]) == 0
+    assert open_dataset(tmp_path / "sharp").manifest["preprocessing"]["resize"] == "lanczos"
     with pytest.raises(SystemExit):
         main(["prepare", "folder", str(source.parent), "-o", str(tmp_path / "other"), "--resolution", "8",
               "--resize", "bicubic"])

@@ -259,7 +259,8 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
         labels, columns = None, None
         if classes is not None:
             labels, columns = classes[0][kept][:, None], [(CLASS_COLUMN, classes[1])]
-        return writer.finish(source=str(src.absolute()), labels=labels, label_columns=columns, skipped=skipped)
+        return writer.finish(source=str(src.absolute()), labels=labels, label_columns=columns, skipped=skipped,
+                             preprocessing={"crop": "centre", "resize": resize})
 
 
 # --- MNIST --------------------------------------------------------------------------------------------

@@ -197,8 +197,11 @@ class StoreWriter:
         labels: np.ndarray | None = None,
         label_columns: LabelColumns | None = None,
         skipped: list[dict] | None = None,
+        preprocessing: dict[str, str] | None = None,
     ) -> Path:
-        """Write labels and manifest, then atomically move the store to `out` (replacing an old store)."""
+        """Write labels and manifest, then atomically move the store to `out` (replacing an old store);
+        `preprocessing` says how the images were made from the source (e.g. the resize filter), for whoever
+        compares two stores of one source."""
         if self.count == 0:
             raise DatasetError(f"no images to write to {self.out}; a store needs at least one image")
         _check_labels(labels, label_columns, self.count)
@@ -223,6 +226,8 @@ class StoreWriter:
         }
         if self.crop_source:
             manifest["crop_source"] = self.crop_source
+        if preprocessing:
+            manifest["preprocessing"] = dict(preprocessing)
         (self._tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         self._move_into_place()
         return self.out
