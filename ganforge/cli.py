@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -674,7 +675,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if os.environ.get("RANK", "0") != "0":
+                # torchrun: every rank reads the same config and data, so ganforge's warnings would come W times
+                warnings.filterwarnings("ignore", module=r"ganforge(\.|$)")
+            return args.func(args)
     except (ValueError, OSError, NotImplementedError) as err:
         # every user-facing error type in ganforge derives from ValueError: one line, no traceback
         print(f"ganforge {args.command}: error: {err}", file=sys.stderr)

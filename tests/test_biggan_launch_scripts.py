@@ -284,6 +284,20 @@ def test_info_describes_a_script_without_data(tmp_path, capsys):
     assert "classes: 1000" in said and "effective_batch: 2048" in said
 
 
+
+def test_only_rank_zero_repeats_a_scripts_warnings(tmp_path, monkeypatch, capsys):
+    """Under torchrun every rank translates the same script: its warnings come from rank 0 alone, not W times."""
+    launch = script(tmp_path, "--dataset C10 --shuffle --parallel")
+    monkeypatch.setenv("RANK", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning from ganforge on rank 1 would fail the command
+        assert main(["info", "biggan", "-c", str(launch)]) == 0
+    monkeypatch.setenv("RANK", "0")
+    with pytest.warns(UserWarning, match="--parallel without --cross_replica"):
+        assert main(["info", "biggan", "-c", str(launch)]) == 0
+    capsys.readouterr()
+
+
 def test_dataparallel_without_cross_replica_batch_norm_is_explained(tmp_path):
     """Every launch script runs DataParallel: each GPU normalises G's batch norm over its share of the batch, which
     one process does not; torchrun with a process per GPU does. With --cross_replica the whole batch is normalised."""
