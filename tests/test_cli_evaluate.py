@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,3 +241,27 @@ def test_a_runs_raw_generator_can_be_evaluated_beside_its_ema_one(tiny_run, tmp_
     assert f"--net D: {tiny_run} samples with G_ema, G" in capsys.readouterr().err
     assert main(["evaluate", "--fake", str(reals), "--real", str(reals), "--net", "G"]) == 2
     assert "is an image set, not a run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_run_it_cannot_record_into_before_computing(tiny_run, monkeypatch, capsys):
+    """`evaluate RUN` appends to the run's metrics.jsonl: a read-only run fails at once (root may write anywhere, so
+    the permission is simulated), naming `evaluate --fake RUN`, which gives the same values unrecorded."""
+    import os
+
+    evaluate_module = __import__("ganforge.evaluation.run_metrics", fromlist=["os"])
+    before = (tiny_run / "metrics.jsonl").read_text() if (tiny_run / "metrics.jsonl").exists() else ""
+    read_only, access = {tiny_run / "metrics.jsonl", tiny_run}, os.access
+    monkeypatch.setattr(evaluate_module.os, "access", lambda path, mode: Path(path) not in read_only)
+    assert main(["evaluate", str(tiny_run), "--metrics", "swd", "--n", "48"]) == 2
+    said = capsys.readouterr().err
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    assert f"{tiny_run} is not writable" in said  # the command to copy, quoted for a shell (the spec has & and ?)
+    assert f"ganforge evaluate --fake {tiny_run} --real '{data}'`" in said
+    monkeypatch.setattr(evaluate_module.os, "access", access)
+    assert main(["evaluate", "--fake", str(tiny_run), "--real", data, "--metrics", "swd", "--n", "48"]) == 0
+    unrecorded = capsys.readouterr().out
+    assert ((tiny_run / "metrics.jsonl").read_text() if (tiny_run / "metrics.jsonl").exists() else "") == before
+    assert main(["evaluate", str(tiny_run), "--metrics", "swd", "--n", "48"]) == 0
+    recorded = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"{recorded['swd_avg']:.2f}" in unrecorded and f"{recorded['swd_16']:.2f}" in unrecorded

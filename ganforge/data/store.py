@@ -517,6 +517,6 @@ def resolved_data_spec(spec: str) -> str:
 
 def open_dataset(spec: str | Path) -> ImageDataset:
     """Open a store directory or a `builtin:shapes[?count=…&resolution=…&seed=…]` spec."""
-    if isinstance(spec, str) and spec.startswith("builtin:"):
-        return _open_builtin(spec)
+    if str(spec).startswith("builtin:"):  # a Path of one too (a CLI argument typed as a path)
+        return _open_builtin(str(spec))
     return _open_store(Path(spec))

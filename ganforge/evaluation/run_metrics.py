@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import shlex
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,7 +273,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         resolution = model.plan.resolution
         # recorded with each row: values against other real sets are not one curve
         real_set = resolved_data_spec(str(real) if real is not None else model.config.data)
-        if real is None or str(real).startswith("builtin:") or (Path(real) / "manifest.json").is_file():
+        if real is None or is_store(Path(real)):
             try:
                 dataset = open_dataset(real if real is not None else model.config.data)
             except DatasetError as err:
@@ -314,6 +316,11 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             "table": table + (f"\n{warning}" if warning else "")}
 
 
+def is_store(source: Path) -> bool:
+    """A ganforge store or a `builtin:` dataset (read through open_dataset), not a folder of images or an .npz."""
+    return str(source).startswith("builtin:") or (source / "manifest.json").is_file()
+
+
 def iter_image_set(source: Path, resolution: int | None = None, sample: int | None = None, seed: int = 0,
                    batch_size: int = 256) -> Iterator[np.ndarray]:
     """A folder of images, an .npz (uint8 NCHW or NHWC) or a store → uint8 NCHW batches (resized to `resolution`;
@@ -336,7 +343,7 @@ def iter_image_set(source: Path, resolution: int | None = None, sample: int | No
                 resolution, resolution, -1).transpose(2, 0, 1) for image in images])
         yield images
         return
-    if (source / "manifest.json").is_file():
+    if is_store(source):
         dataset = open_dataset(source)
         stored = dataset.images(resolution or dataset.resolution)
         chosen = _chosen(dataset.count, sample, seed)
@@ -378,7 +385,7 @@ def image_set_channels(source: Path) -> int:
                 shape = (np.lib.format.read_array_header_1_0(member) if version == (1, 0)
                          else np.lib.format.read_array_header_2_0(member))[0]
         return shape[1] if shape[1] in (1, 3) else shape[-1]
-    if (source / "manifest.json").is_file():
+    if is_store(source):
         return open_dataset(source).channels
     return 3
 
@@ -388,7 +395,7 @@ def image_set_size(source: Path) -> int:
     source = Path(source)
     if source.suffix == ".npz":
         return sum(len(batch) for batch in iter_image_set(source))
-    if (source / "manifest.json").is_file():
+    if is_store(source):
         return open_dataset(source).count
     return len(_image_files(source))
 
@@ -548,6 +555,18 @@ def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fak
     return f"{header}\n{format_table(results, fid_mode)}{note}"
 
 
+def _check_recordable(run: Path, family: str | None, data: str | None) -> None:
+    """`evaluate RUN` records its values in the run: a run it cannot write to (another user's, a read-only mount)
+    fails before the work, not after an hour of it."""
+    written = [run / "metrics.jsonl", run / "swd.json"] if family != "stargan2" else [run / "eval"]
+    blocked = [path for path in (run, *written) if path.exists() and not os.access(path, os.W_OK)]
+    if blocked:
+        elsewhere = ("" if family == "stargan2" else f", or `ganforge evaluate --fake {shlex.quote(str(run))} --real "
+                     f"{shlex.quote(str(data))}`, which computes the same values without recording them")
+        raise ConfigError(f"{blocked[0]} is not writable, and `ganforge evaluate RUN` records its values in the run; "
+                          f"copy the run somewhere writable{elsewhere}")
+
+
 def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: int | None = None,
                        step: int | None = None, all_steps: bool = False, real: str | Path | None = None,
                        inception_weights: str | Path | None = None, val: str | Path | None = None,
@@ -560,7 +579,9 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
     that would do nothing for the run's family are refused."""
     saved = Path(run) / "config.json"
-    family = read_config_file(saved).get("family") if saved.is_file() else None
+    config = read_config_file(saved) if saved.is_file() else {}
+    family = config.get("family")
+    _check_recordable(Path(run), family, config.get("data"))
     image_to_image_only = {"--val": val, "--fid-network": fid_network, "--alexnet-weights": alexnet_weights,
                            "--wing-weights": wing_weights}
     if family == "stargan2":
