@@ -15,8 +15,10 @@ want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$extras"
-  if [[ "$extras" == *test* ]]; then  # LPIPS heads are data files of the lpips wheel (never imported)
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps lpips
+  if [[ "$extras" == *test* ]]; then
+    # oracles the tests read, without their dependencies (both want torchvision): LPIPS heads are data files of the
+    # lpips wheel (never imported); clean-fid's resize module needs only numpy, torch and PIL
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps lpips clean-fid==0.1.35
   fi
   echo "$want" > "$stamp"
 fi
