@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(swd_versus_floor(swd, floor))
         print(f"  floor: the same real images against {floor['second_set']}"
               + (f" (cached in {floor['cache']})" if floor["cache"] else ""))
-    if result.stop in ("finished", "until") and (run_dir / "report.html").is_file():
+    if result.stop in ("finished", "until", "early") and (run_dir / "report.html").is_file():
         from ganforge.viz.report import write_report
 
         # written at the end of training already; again so that it holds the final SWD just computed

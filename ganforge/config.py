@@ -319,15 +319,16 @@ FidMode = Literal["legacy-tf", "clean"]
 
 # RunConfig settings a resume may change, taking effect at once: where and how the run reports, samples and saves,
 # never what a step computes (device: the same computation elsewhere, refused under amp: auto, whose precision
-# follows the device). Refused, for instance: metrics, metrics_n, best_metric and keep_best (a run's metric record
-# and its best-checkpoint ranking stay comparable over its whole length), seed, amp, augment, lookahead, data (unless
+# follows the device), patience (a run stopped early goes on with a larger one). Refused, for instance: metrics,
+# metrics_n, best_metric and keep_best (a run's metric record and its best-checkpoint ranking stay comparable over its
+# whole length), seed, amp, augment, lookahead, data (unless
 # the same dataset moved), model (unless the family's schedule only grows) and another init_from (left out, the
 # run's own is kept: only a new run reads it). model.micro_batches (StarGAN v2) computes the same update in slices,
 # so a run that ran out of GPU memory goes on in more of them. fid_real_stats may name the statistics file where it is
 # now (each FID row records the file's name and digest, so another file's values are told apart).
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
-                     "checkpoint_every", "keep_checkpoints", "on_nan", "inception_weights", "dinov2_weights",
-                     "fid_real_stats", "compile", "deterministic", "model.micro_batches")
+                     "checkpoint_every", "keep_checkpoints", "patience", "on_nan", "inception_weights",
+                     "dinov2_weights", "fid_real_stats", "compile", "deterministic", "model.micro_batches")
 
 
 @dataclasses.dataclass
@@ -375,6 +376,9 @@ class RunConfig:
     metrics_n: int = 2048
     best_metric: str | None = None  # e.g. "fid" or "swd_avg": keep the `keep_best` best checkpoints by it
     keep_best: int = 5
+    # early stopping: training ends once this many metric ticks in a row bring no new best `best_metric` (BigGAN's
+    # collapse: the paper reports checkpoints from before it); None: the schedule's end
+    patience: int | None = None
     on_nan: Literal["stop", "rollback"] = "stop"
     inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is
     dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth for training-time fd_dinov2
@@ -404,6 +408,9 @@ class RunConfig:
         for name, most in (("sample_count", 4096), ("metrics_n", 10**7), ("keep_checkpoints", 10**4)):
             if getattr(self, name) > most:
                 raise ConfigError(f"{name}: {getattr(self, name)} is more than the {most} ganforge accepts")
+        if self.patience is not None and (self.patience < 1 or self.best_metric is None):
+            raise ConfigError(f"patience: {self.patience} counts metric ticks without a new best best_metric: "
+                              + ("expected a positive integer" if self.patience < 1 else "set best_metric too"))
         if self.best_metric is not None and not self.metrics:
             raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every); "
                               "without metrics, set best_metric=null too")

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-# How long the other ranks wait for rank 0 working alone (training-time metrics, the last files). StarGAN v2's full
+# How long the other ranks wait for rank 0 working alone (StarGAN v2's metrics, the last files) or for each other
+# between long stretches of work (a metric tick's shares, downloading the metric weights). StarGAN v2's full
 # evaluation protocol (tens of thousands of translations, FID and LPIPS per task) or a 50k-image FID can outlast the
 # 30 minutes after which a collective gives up, on a slower GPU or on CPUs; a rank that dies still ends the run at
-# once (torchrun stops the others), so only a rank 0 stuck for this long fails the run.
+# once (torchrun stops the others), so only a rank stuck for this long fails the run.
 MAIN_RANK_WAIT = datetime.timedelta(hours=24)
 
 # The job's extra gloo groups, "votes" (only beside an NCCL default group; gloo's default group votes otherwise) and
@@ -105,16 +106,19 @@ class DistInfo:
         torch_dist.all_reduce(total, group=_groups.get("votes"))
         return dict(zip(keys, (total / self.world_size).tolist(), strict=True))
 
-    def max_over_ranks(self, value: int) -> int:
-        """The largest `value` any rank holds (a host-side vote: CPU tensor, gloo, no device synchronisation)."""
+    def max_over_ranks(self, value: int, *, after_long_work: bool = False) -> int:
+        """The largest `value` any rank holds (a host-side vote: CPU tensor, gloo, no device synchronisation);
+        `after_long_work`: on the group that waits MAIN_RANK_WAIT (a rank may come from a long download)."""
         if not self.enabled:
             return value
         vote = torch.tensor([value], dtype=torch.int64)
-        torch_dist.all_reduce(vote, op=torch_dist.ReduceOp.MAX, group=_groups.get("votes"))
+        group = _groups["waits"] if after_long_work else _groups.get("votes")
+        torch_dist.all_reduce(vote, op=torch_dist.ReduceOp.MAX, group=group)
         return int(vote.item())
 
     def barrier(self) -> None:
-        """Every rank waits here for rank 0 working alone (metrics, the last files), on a gloo group of its own: no
+        """Every rank waits here for rank 0 working alone (StarGAN v2's metrics, the last files), on a gloo group
+        of its own: no
         device sync, and a timeout of MAIN_RANK_WAIT, where waiting in an NCCL collective would give up after 10
         minutes and in the default gloo group after 30."""
         if self.enabled:

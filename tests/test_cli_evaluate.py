@@ -265,3 +265,33 @@ def test_evaluate_refuses_a_run_it_cannot_record_into_before_computing(tiny_run,
     assert main(["evaluate", str(tiny_run), "--metrics", "swd", "--n", "48"]) == 0
     recorded = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert f"{recorded['swd_avg']:.2f}" in unrecorded and f"{recorded['swd_16']:.2f}" in unrecorded
+
+
+@pytest.mark.slow
+def test_patience_stops_training_at_the_first_ticks_without_a_new_best(tmp_path, capsys):
+    """Early stopping (BigGAN's collapse): with patience 1 the run ends, after its checkpoint, at the first metric
+    tick that is no new best; run again it trains nothing and says why, and a larger patience trains on."""
+    config = copy.deepcopy(TINY_PGAN)  # seed 3's SWD at steps 14, 16: 246.7, 250.7 (no new best)
+    config.update(seed=3, metrics=["swd"], metrics_every=2, metrics_n=32, best_metric="swd_avg", keep_best=1,
+                  patience=1)
+    run = tmp_path / "run"
+    result = ganforge.train(config, run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert (result.stop, result.step) == ("early", 16)
+    assert [row["step"] for row in rows] == [14, 16] and rows[1]["swd_avg"] > rows[0]["swd_avg"]
+    assert 16 in ckpt.checkpoint_steps(run) and json.loads((run / "best.json").read_text())["best"][0]["step"] == 14
+    assert result.summary().startswith(f"stopped early at step 16 of 20: swd_avg has not improved on its best "
+                                       f"{rows[0]['swd_avg']:.6g} (step 14) in the 1 metric tick since (patience)")
+    assert "stopping early" in capsys.readouterr().out  # said in the log as it happens
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["train", "pgan", "-c", str(path), "--run", str(run)]) == 0  # nothing to train
+    assert "stopped early at step 16 of 20" in capsys.readouterr().out
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["train", "pgan", "-c", str(path), "--run", str(run), "--set", "patience=3"]) == 0
+    assert "finished at step 20" in capsys.readouterr().out
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [14, 16, 18, 20]
+    for bad, said in ((0, "expected a positive integer"), (2, "set best_metric too")):
+        overrides = ["--set", f"patience={bad}"] + (["--set", "best_metric=null"] if bad == 2 else [])
+        assert main(["train", "pgan", "-c", str(path), "--run", str(tmp_path / "other"), *overrides]) == 2
+        assert f"patience: {bad} counts metric ticks without a new best best_metric: {said}" in capsys.readouterr().err

@@ -71,11 +71,13 @@ record = {
 }
 
 
-def failing(kind):
+def failing(kind, on_rank_0=None):
     def batches():
         for index, batch in enumerate(own(fakes)):
             if info.rank == 1:
                 raise kind("rank 1's own failure")
+            if on_rank_0 is not None:
+                raise on_rank_0("rank 0's own failure")
             yield batch
     return batches()
 
@@ -83,6 +85,7 @@ def failing(kind):
 record["failure_on_rank_1"] = outcome(lambda: run(failing(ValueError), own(reals), share=share))
 record["image_set_on_rank_1"] = outcome(lambda: run(failing(ImageSetError), own(reals), share=share))
 record["memory_on_rank_1"] = outcome(lambda: run(failing(MemoryError), own(reals), share=share))
+record["mixed"] = outcome(lambda: run(failing(MemoryError, on_rank_0=ImageSetError), own(reals), share=share))
 small = torch.zeros(20, 3, 8, 8)
 record["swd_too_small"] = outcome(lambda: run(own(small), own(reals[:, :, :8, :8]), ["swd"], share=share))
 if info.rank == 0:
@@ -116,7 +119,10 @@ def test_metrics_spread_over_ranks_equal_one_process_and_share_every_error(tmp_p
     assert rank0["failure_on_rank_1"]["error"] == "RankFailedError"
     assert [rank["image_set_on_rank_1"]["error"] for rank in (rank0, rank1)] == ["ImageSetError"] * 2
     assert rank0["memory_on_rank_1"]["error"] == "MemoryError"  # the engine moves the metrics to the CPU alike
-    assert "rank 1 of 2" in rank0["memory_on_rank_1"]["message"]
+    assert "rank 1: MemoryError: rank 1's own failure" in rank0["memory_on_rank_1"]["message"]
+    # two kinds at once: every rank raises the more serious one (all move to the CPU, none skips a metric alone)
+    assert [rank["mixed"]["error"] for rank in (rank0, rank1)] == ["MemoryError"] * 2
+    assert "rank 0: ImageSetError: rank 0's own failure" in rank0["mixed"]["message"]
     # SWD refuses 8 px images in rank 0's merge: rank 1, which computed its share, stops with the same kind
     assert rank0["swd_too_small"]["error"] == "ImageSizeError"
     assert rank1["swd_too_small"]["error"] == "ImageSetError"

@@ -50,13 +50,17 @@ from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+# images per batch of a run's metric pass: generated, read and run through the feature networks (the shares of a
+# torchrun job are these batches, so rank 0's values are one process's)
+METRIC_BATCH = 64
 
 
 def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64,
                       net: str | None = None, share: RankShare | None = None) -> Iterator[torch.Tensor]:
     """`n` images in [-1, 1] from generator `net` (default the EMA generator, G when there is none), drawn from
     their own seed; callers hold the family's weights (`Family.weights_held`) around the pass that reads them.
-    With `share`, this rank's batches of the same `n` (every batch's latents are drawn, so each is the same)."""
+    With `share`, this rank's batches of the same `n` (every batch's latents are drawn, so each batch is the one a
+    single process draws)."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = net or family.sample_net
     for index, part in enumerate(sample_batches(n, batch_size, equal=family.batch_dependent_samples)):
@@ -149,11 +153,12 @@ def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int | None, se
                   device: torch.device | None = None, inception_weights: Path | None = None,
                   real_cache_key: str | None = None, fid_mode: str = DEFAULT_FID_MODE,
                   real_stats: ReferenceStats | None = None, settings: MetricSettings | None = None,
-                  dinov2_weights: Path | None = None, share: RankShare | None = None) -> dict[str, Any]:
+                  dinov2_weights: Path | None = None, share: RankShare | None = None,
+                  batch_size: int = METRIC_BATCH) -> dict[str, Any]:
     """`evaluate` on the GPU where the generator is on one (metrics_device), on the CPU otherwise."""
     return evaluate(fake, real, metrics, n=n, inception_weights=inception_weights, seed=seed,
                     real_cache_key=real_cache_key, fid_mode=fid_mode, real_stats=real_stats, settings=settings,
-                    dinov2_weights=dinov2_weights, device=metrics_device(device), share=share)
+                    dinov2_weights=dinov2_weights, device=metrics_device(device), share=share, batch_size=batch_size)
 
 
 def _kid_subset_note(metrics: list[str], count: int, settings: MetricSettings) -> str:
@@ -188,16 +193,17 @@ def evaluate_family(family: Family, dataset: ImageDataset, plan: StepPlan, metri
     settings = (settings or MetricSettings()).for_metrics(check_metrics(metrics))  # of the metrics asked for now
 
     def reals() -> Any:  # read only if needed (no SWD, and features cached: never)
-        if share is None:
-            return [real_images(dataset, plan.resolution, n, seed)]
-        return real_batches(dataset, plan.resolution, n, seed, share)
+        if share is None:  # an array: read in METRIC_BATCH slices, as the shares are
+            return real_images(dataset, plan.resolution, n, seed)
+        return real_batches(dataset, plan.resolution, n, seed, share, METRIC_BATCH)
 
     with family.weights_held():
-        results = _run_evaluate(generated_batches(family, plan, n, seed, share=share), reals, metrics, n=n,
-                                seed=seed, device=metrics_on or family.device, inception_weights=inception_weights,
-                                real_cache_key=key, fid_mode=fid_mode, dinov2_weights=dinov2_weights,
-                                settings=settings, real_stats=real_stats if "fid" in check_metrics(metrics) else None,
-                                share=share)
+        results = _run_evaluate(generated_batches(family, plan, n, seed, METRIC_BATCH, share=share), reals,
+                                metrics, n=n, seed=seed, device=metrics_on or family.device,
+                                inception_weights=inception_weights, real_cache_key=key, fid_mode=fid_mode,
+                                dinov2_weights=dinov2_weights, settings=settings,
+                                real_stats=real_stats if "fid" in check_metrics(metrics) else None, share=share,
+                                batch_size=METRIC_BATCH)
     return {**flat_outputs(results), **protocol_fields(results, fid_mode)} if results else {}
 
 

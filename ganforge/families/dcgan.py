@@ -142,7 +142,7 @@ def norm_stats_for_sampling(net: nn.Module, stats: Literal["batch", "running"]) 
         for m in norms:
             m.train(stats == "batch")
             m.track_running_stats = stats == "running"  # in train mode, False = use and update no buffers
-        with one_rank_batch_norm(net):  # samples are drawn on one rank: its own batch
+        with one_rank_batch_norm(net):  # each rank's samples are its own batch (no collectives)
             yield
     finally:
         for m, training, tracking in saved:

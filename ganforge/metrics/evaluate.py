@@ -112,18 +112,21 @@ def _read_set(batches: Iterable[torch.Tensor], reader: _SetReader, share: RankSh
             try:
                 batch = next(batches, None)
                 outputs = reader.outputs_of(batch) if batch is not None else {}
+                if any(value.dtype != torch.float32 for value in outputs.values()):  # gathers read float32 bytes
+                    raise TypeError(f"metrics over ranks: expected float32 features, got "
+                                    f"{ {key: str(value.dtype) for key, value in outputs.items()} }")
             except Exception as err:  # noqa: BLE001 (every rank hears of it at the exchange: RankShare.agree)
                 error, batch = err, None
-        count = 0 if batch is None else batch.shape[0]
-        table = share.agree(error, [count, *(batch.shape[1:] if count else (0, 0, 0)),
-                                    *(outputs[key].shape[1] if count else 0 for key in keys)])
-        counts, widest = table[:, 0].tolist(), table.max(dim=0).values.tolist()  # shapes: from a rank with a batch
-        if not sum(counts):
+        held = batch is not None
+        table = share.agree(error, [held, batch.shape[0] if held else 0, *(batch.shape[1:] if held else (0, 0, 0)),
+                                    *(outputs[key].shape[1] if held else 0 for key in keys)])
+        if not int(table[:, 0].sum()):  # no rank had a batch left
             return total
+        counts, widest = table[:, 1].tolist(), table.max(dim=0).values.tolist()  # shapes: from a rank with a batch
         total += sum(counts)
         rows = max(counts)
-        images = share.gather(_padded(batch, rows, widest[1:4], torch.uint8)) if with_images else []
-        features = {key: share.gather(_padded(outputs.get(key), rows, widest[4 + i : 5 + i], torch.float32))
+        images = share.gather(_padded(batch, rows, widest[2:5], torch.uint8)) if with_images else []
+        features = {key: share.gather(_padded(outputs.get(key), rows, widest[5 + i : 6 + i], torch.float32))
                     for i, key in enumerate(keys)}
         if not share.is_main:
             continue
@@ -141,11 +144,7 @@ def _read_set(batches: Iterable[torch.Tensor], reader: _SetReader, share: RankSh
 def _padded(tensor: torch.Tensor | None, rows: int, shape: list[int], dtype: torch.dtype) -> torch.Tensor:
     """`tensor` (None: no batch this round) with zero rows added up to `rows`: gathers take equal shapes."""
     padding = torch.zeros(rows - (0 if tensor is None else tensor.shape[0]), *shape, dtype=dtype)
-    if tensor is None:
-        return padding
-    if tensor.dtype != dtype:  # a gather of other bytes would be read as `dtype`: never silently
-        raise TypeError(f"metrics over ranks: expected {dtype} outputs, got {tensor.dtype}")
-    return torch.cat([tensor, padding])
+    return padding if tensor is None else torch.cat([tensor, padding])
 
 
 class _FeatureNetwork:
@@ -256,8 +255,10 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
     subsets and precision/recall's k (the papers' defaults when None). Networks (the generator of `fake`
     included) run with full float32 matmuls, as the reference tools do (`reference_float32`).
-    Spread over the ranks of a torchrun job (`share`), each rank's `fake` and `real` are its own global batches of
-    `batch_size` images (`RankShare.own`); rank 0 returns the values a single process would, the others {}.
+    Spread over the ranks of a torchrun job (`share`), each rank's `fake` and `real` are its own global batches
+    (`RankShare.own`: batches r, r + W, ... of the batches one process would read, `batch_size`-image slices of an
+    array, a generator's batches as drawn) and `n` caps each rank's stream; rank 0 returns the values a single
+    process would, the others {}.
     """
     names = check_metrics(metrics)
     settings = settings or MetricSettings()
@@ -303,6 +304,8 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                         real_features[name] = load_file(cache_files[name])[network.real_key]
             except Exception as err:  # noqa: BLE001 (told to the other ranks first)
                 error = err
+        if share is None and error is not None:
+            raise error
         cached = set(real_features)
         if share is not None:
             held = share.agree(error, [sum(1 << i for i, name in enumerate(real_networks) if name in cached)])

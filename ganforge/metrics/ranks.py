@@ -5,10 +5,11 @@ samples and runs Inception on all GPUs (DataParallel) for its FID/IS every 2,000
 while the other GPUs wait would make such a tick W times slower.
 
 Everything travels as CPU tensors on the job's gloo group with the long timeout (`ganforge.distributed.host_group`),
-where the features already are. A rank that fails (out of memory, an image set a metric cannot take) says so at the
-next exchange and every rank raises the same kind of error there, so no rank waits in a collective for one that
-left, and the engine's reactions (skip a metric at a small PGAN scale, move the metrics to the CPU) are taken by
-every rank alike.
+where the features already are. Once the exchanges begin, a rank that fails (out of memory, an image set a metric
+cannot take) says so at the next exchange and every rank raises an error of one kind there, so no rank waits in a
+collective for one that left, and the engine's reactions (skip a metric at a small PGAN scale, move the metrics to
+the CPU) are taken by every rank alike. (Loading the feature networks comes before: the engine loads them, with a
+vote, before training starts.)
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from ganforge.metrics._images import ImageSetError
 
 T = TypeVar("T")
 
-# what a rank met before an exchange: nothing wrong, or the kind of error
-_FINE, _OUT_OF_MEMORY, _IMAGE_SET, _FAILED = range(4)
+# what a rank met before an exchange: nothing wrong, or the kind of error, in the order in which one kind outranks
+# another when several ranks fail at once (an error the engine cannot react to stops everything)
+_FINE, _IMAGE_SET, _OUT_OF_MEMORY, _FAILED = range(4)
+_MESSAGE_BYTES = 1024  # of each failed rank's error text, gathered with the failure
 
 
 class RankFailedError(RuntimeError):
@@ -72,25 +75,40 @@ class RankShare:
         return parts or []
 
     def agree(self, error: BaseException | None, extra: list[int] | None = None) -> torch.Tensor:
-        """An exchange at which every rank learns of any rank's error: a rank that met one raises it, the others
-        raise an error of its kind (MemoryError for an out-of-memory, ImageSetError, else RankFailedError).
-        Returns the table of every rank's `extra` when no rank failed."""
+        """An exchange at which every rank learns of any rank's error and every rank raises one error of the same
+        kind (MemoryError for an out-of-memory, ImageSetError, else RankFailedError; the most serious kind when
+        ranks fail differently), so the engine's reaction (skip a metric, move to the CPU, stop) is every rank's.
+        A rank raises its own error where it is of that kind; the others' errors name the failed ranks and their
+        messages. Returns the table of every rank's `extra` when no rank failed."""
         table = self.exchange([error_code(error), *(extra or [])])
-        failed = [rank for rank in range(self.world_size) if int(table[rank, 0]) != _FINE]
-        if not failed:
+        codes = table[:, 0].tolist()
+        kind = max(codes)
+        if kind == _FINE:
             return table[:, 1:]
-        if error is not None:
+        texts = self._messages(f"{type(error).__name__}: {error}" if error is not None else "")
+        said = "; ".join(f"rank {rank}: {texts[rank]}" for rank, code in enumerate(codes) if code != _FINE)
+        if error is not None and error_code(error) == kind:
             raise error
-        rank, code = failed[0], int(table[failed[0], 0])
-        what = f"rank {rank} of {self.world_size} failed while computing the metrics (its own error is in its output)"
-        if code == _OUT_OF_MEMORY:
-            raise MemoryError(f"{what}: out of memory")
-        if code == _IMAGE_SET:
-            raise ImageSetError(what)
-        raise RankFailedError(what)
+        what = f"metrics over {self.world_size} ranks failed ({said})"
+        if kind == _OUT_OF_MEMORY:
+            raise MemoryError(f"{what}: out of memory") from error
+        if kind == _IMAGE_SET:
+            raise ImageSetError(what) from error
+        raise RankFailedError(what) from error
+
+    def _messages(self, text: str) -> list[str]:
+        """Every rank's `text` (its first _MESSAGE_BYTES bytes of UTF-8), in rank order."""
+        data = bytearray(text.encode()[:_MESSAGE_BYTES])
+        mine = torch.zeros(_MESSAGE_BYTES, dtype=torch.uint8)
+        if data:
+            mine[: len(data)] = torch.frombuffer(data, dtype=torch.uint8)
+        table = [torch.empty_like(mine) for _ in range(self.world_size)]
+        torch_dist.all_gather(table, mine, group=self.group)
+        return [bytes(row.tolist()).rstrip(b"\0").decode(errors="replace") for row in table]
 
 
 def error_code(error: BaseException | None) -> int:
+    """An error's kind as `RankShare.agree` ranks them."""
     if error is None:
         return _FINE
     if is_out_of_memory(error):

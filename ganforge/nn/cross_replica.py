@@ -87,8 +87,8 @@ class CrossReplicaBatchNorm2d(nn.BatchNorm2d):
 
 
 def use_cross_replica_batch_norm(module: nn.Module, enabled: bool = True) -> None:
-    """Switch every cross-replica-capable batch norm in `module` on or off (off where one rank runs alone: samples,
-    metrics)."""
+    """Switch every cross-replica-capable batch norm in `module` on or off (off where a rank samples on its own:
+    sample grids, metric batches)."""
     for layer in module.modules():
         if hasattr(layer, "cross_replica"):
             layer.cross_replica = enabled
@@ -96,8 +96,8 @@ def use_cross_replica_batch_norm(module: nn.Module, enabled: bool = True) -> Non
 
 @contextlib.contextmanager
 def one_rank_batch_norm(module: nn.Module) -> Iterator[None]:
-    """Batch norm on this rank's own batch inside the block (sampling and metrics run on rank 0 alone: no collective
-    calls), each layer's switch restored after it."""
+    """Batch norm on this rank's own batch inside the block (sample grids are rank 0's alone, and a metric tick's
+    ranks generate different numbers of batches: no collective calls), each layer's switch restored after it."""
     layers = [layer for layer in module.modules() if hasattr(layer, "cross_replica")]
     saved = [layer.cross_replica for layer in layers]
     try:

@@ -115,14 +115,16 @@ class PendingValues:
 @dataclass
 class TrainResult:
     """Where a `train` call left the run and why it stopped: `stop` is "finished" (the schedule's end), "until"
-    (the `until` step: a normal stop), "signal" (SIGINT/SIGTERM, number in `signal`, after a checkpoint) or
-    "already finished" (the run was complete before this call, which wrote nothing)."""
+    (the `until` step: a normal stop), "signal" (SIGINT/SIGTERM, number in `signal`, after a checkpoint), "early"
+    (`patience` metric ticks without a new best, now or before this call) or "already finished" (the run was
+    complete before this call, which wrote nothing)."""
 
     run_dir: Path
     step: int
     total_steps: int
-    stop: Literal["finished", "until", "signal", "already finished"]
+    stop: Literal["finished", "until", "signal", "already finished", "early"]
     signal_number: int | None = None
+    early_reason: str = ""  # stop "early": which metric stopped improving since when (the config's `patience`)
     lengthen_with: str = ""  # a --set override that lengthens the schedule (family.lengthening_override)
     main_process: bool = True  # False on torchrun's other ranks: what follows training (printing, a final
     # metric, the report) is rank 0's alone, as the run's files are
@@ -139,6 +141,10 @@ class TrainResult:
         if self.stop == "until":
             return (f"stopped at step {self.step} (--until); run the same command without --until to continue "
                     f"(checkpoint in {self.run_dir})")
+        if self.stop == "early":
+            return (f"stopped early at step {self.step} of {self.total_steps}: {self.early_reason} (patience); the "
+                    f"best checkpoints are in {self.run_dir / 'best.json'} (--set patience=N with a larger N trains "
+                    "on)")
         if self.stop == "signal":
             name = signal.Signals(self.signal_number).name if self.signal_number else "signal"
             return (f"interrupted at step {self.step} of {self.total_steps} ({name}): checkpoint "
@@ -262,6 +268,7 @@ class Trainer:
         # running between a vote's return and its assignment must not be overwritten, or a rank stops alone
         self._signal_received: int | None = None
         self._stop_signal: int | None = None
+        self._early_reason: str | None = None  # agreed on by every rank at a metric tick (`patience`)
         self._skipped_metrics: set[tuple[str, int]] = set()  # (metric, resolution) already said to be skipped
         self._metrics_on: torch.device | None = None  # the CPU once a metric tick ran out of GPU memory
         self.pending = PendingValues()
@@ -340,6 +347,30 @@ class Trainer:
         best.sort(key=lambda e: -e["value"] if higher else e["value"])
         return best[: self.config.keep_best]
 
+    def patience_spent(self) -> bool:
+        """Whether the last `patience` metric ticks (training's rows of metrics.jsonl up to this step) brought no new
+        best `best_metric` (best.json's first entry); decided by rank 0, which holds the files, for every rank. The
+        reason goes to `_early_reason`."""
+        if self.config.patience is None:
+            return False
+        reason = self._patience_reason() if self.dist.is_main else None
+        if self.dist.max_over_ranks(int(reason is not None)):
+            self._early_reason = reason or "rank 0 stopped early"
+        return self._early_reason is not None
+
+    def _patience_reason(self) -> str | None:
+        best_file, rows_file = self.run_dir / "best.json", self.run_dir / "metrics.jsonl"
+        best = json.loads(best_file.read_text())["best"] if best_file.is_file() else []
+        if not best or not rows_file.is_file():
+            return None
+        top, key = best[0], self.config.best_metric
+        since = {row["step"] for row in map(json.loads, rows_file.read_text().splitlines())
+                 if "source" not in row and key in row and top["step"] < row["step"] <= self.step}
+        if len(since) < self.config.patience:
+            return None
+        ticks = f"{len(since)} metric tick{'s' if len(since) > 1 else ''}"
+        return f"{key} has not improved on its best {top['value']:.6g} (step {top['step']}) in the {ticks} since"
+
     def check_ranks_in_sync(self) -> None:
         """Every rank must hold the same weights; a silent divergence would make the checkpoint a lie."""
         if not self.dist.enabled:
@@ -361,6 +392,9 @@ class Trainer:
             self.loader.close()
             return TrainResult(self.run_dir, self.step, total, "already finished",
                                lengthen_with=family.lengthening_override())
+        if self.step > 0 and self.patience_spent():  # nothing to do either, unless patience grew
+            self.loader.close()
+            return TrainResult(self.run_dir, self.step, total, "early", early_reason=self._early_reason or "")
         if self.dist.is_main and self.step > 0:
             print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
         if self.dist.is_main:
@@ -374,7 +408,7 @@ class Trainer:
         rollbacks = 0
         previous_handlers = self._install_signal_handlers()
         try:
-            while self.step < stop_at and self._stop_signal is None:
+            while self.step < stop_at and self._stop_signal is None and self._early_reason is None:
                 plan = family.plan(self.step)
                 seen_before = self.images_seen
                 try:
@@ -429,6 +463,8 @@ class Trainer:
                         self.dist.barrier()
                     if checkpoint_tick or (metric_tick and config.best_metric is not None):  # every rank: collectives
                         self.save_checkpoint(score=scored)
+                    if metric_tick and self.step < stop_at and self.patience_spent():  # after its checkpoint
+                        logger.message(f"step {self.step}: stopping early: {self._early_reason} (patience)")
                     if report is not None and self.step % config.sample_every == 0:
                         report.tick()
             if self.step < total and (self._stop_signal is not None or self.step == stop_at):
@@ -446,6 +482,8 @@ class Trainer:
             return TrainResult(self.run_dir, self.step, total, "finished")
         if self._stop_signal is not None:
             return TrainResult(self.run_dir, self.step, total, "signal", signal_number=self._stop_signal)
+        if self._early_reason is not None:
+            return TrainResult(self.run_dir, self.step, total, "early", early_reason=self._early_reason)
         return TrainResult(self.run_dir, self.step, total, "until")
 
     def _initialise_from(self, source: Path) -> None:
@@ -633,7 +671,7 @@ class Trainer:
                 result = turn()
             except Exception as err:  # noqa: BLE001 (voted on first)
                 error = err
-            if self.dist.max_over_ranks(int(error is not None)):
+            if self.dist.max_over_ranks(int(error is not None), after_long_work=True):  # a download, say
                 if error is not None:
                     raise error
                 raise RuntimeError(f"rank {self.dist.rank}: another rank could not prepare the training metrics "
@@ -774,11 +812,12 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            evaluates: bool = True) -> ReferenceStats | None:
     """Unknown metric names, and an FID mode, DINOv2 weights, FID statistics file or KID/PR settings that no
     metric uses or `images` (what a tick compares) cannot serve fail now rather than hours into a run; returns the
-    statistics of `fid_real_stats`, read and checked. On the process that `evaluates`
-    (torchrun's rank 0; the others never compute a metric, so they neither download weights nor hold networks)
-    the weights are found or downloaded and the metric networks loaded on the metrics' device and kept for the
-    ticks, so a missing or wrong weights file fails now too (for a translating family: its protocol's networks,
-    and its validation store beside the opened training store `data_source`)."""
+    statistics of `fid_real_stats`, read and checked. On a process that `evaluates` (under torchrun every rank of
+    a generating family, which computes its share of each tick; rank 0 alone for a translating family's protocol,
+    the others neither download weights nor hold networks) the weights are found or downloaded and the metric
+    networks loaded on the metrics' device and kept for the ticks, so a missing or wrong weights file fails now too
+    (for a translating family: its protocol's networks, and its validation store beside the opened training store
+    `data_source`)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE
     from ganforge.metrics.registry import METRICS, check_metrics
 
