@@ -350,3 +350,51 @@ def test_standing_statistics_are_estimated_once_per_block_of_held_weights(monkey
         family.generate(inputs, "G", family.plan(0))
         family.generate(inputs, "G_ema", family.plan(0))
     assert len(estimates) == 5
+
+
+def test_bn_groups_is_dataparallels_batch_norm_in_one_process():
+    """BigGAN-PyTorch's --parallel: DataParallel scatters each batch into one consecutive block per GPU, every
+    replica normalises its block on its own statistics, and only the first replica's buffers are the module's. Two
+    copies of G, each fed its block, are that computation: bn_groups 2 equals them in outputs, gradients and the
+    running statistics (the first copy's)."""
+    family = make_family(batch_size=8, bn_groups=2, sample_eval_mode=False)
+    grouped: Generator = family.nets["G"]
+    replicas = []
+    for _ in range(2):
+        replica = copy.deepcopy(grouped)
+        for layer in replica.modules():
+            if hasattr(layer, "bn_groups"):
+                layer.bn_groups = 1
+        replicas.append(replica.train())
+    z, y = torch.randn(8, family.arch.g_dim_z), torch.arange(8) % 4
+    out = grouped.train()(z, y)
+    expected = torch.cat([replica(z[4 * i : 4 * i + 4], y[4 * i : 4 * i + 4]) for i, replica in enumerate(replicas)])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    whole = copy.deepcopy(replicas[0])(z, y)
+    assert (out - whole).abs().max() > 1e-3  # one process on the whole batch normalises otherwise
+    out.square().mean().backward()
+    expected.square().mean().backward()
+    for (name, param), one, two in zip(grouped.named_parameters(), replicas[0].parameters(), replicas[1].parameters(),
+                                       strict=True):
+        if param.grad is not None:  # DataParallel sums the replicas' gradients
+            torch.testing.assert_close(param.grad, one.grad + two.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, buffer), first in zip(grouped.named_buffers(), replicas[0].buffers(), strict=True):
+        if name.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(buffer, first, msg=name)
+    # samples (grids, metrics) on batch statistics normalise their whole batch, as G called directly does
+    images = family.generate({"z": z[:3], "y": y[:3]}, "G", family.plan(0))
+    torch.testing.assert_close(images, copy.deepcopy(replicas[0])(z[:3], y[:3]))
+    layers = [layer for layer in grouped.modules() if hasattr(layer, "bn_groups")]
+    assert layers and all(layer.bn_groups == 2 for layer in layers)  # training's again
+
+
+def test_bn_groups_must_split_every_batch():
+    with pytest.raises(ConfigError, match="model.batch_size: 6 does not split into model.bn_groups = 4"):
+        BigGANConfig(**tiny_model(batch_size=6, bn_groups=4))
+    with pytest.raises(ConfigError, match="model.g_batch_size: 6 does not split"):
+        BigGANConfig(**tiny_model(batch_size=8, g_batch_size=6, bn_groups=4))
+    with pytest.raises(ConfigError, match="contradict each other"):
+        BigGANConfig(**tiny_model(bn_groups=2, sync_bn=True))
+    with pytest.raises(ConfigError, match="each of the 2 processes' 4 samples of model.batch_size do not split"):
+        BigGANFamily(BigGANConfig(**tiny_model(batch_size=8, bn_groups=8)), open_dataset(SHAPES),
+                     torch.device("cpu"), DistInfo(rank=0, world_size=2))

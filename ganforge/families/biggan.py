@@ -32,7 +32,7 @@ from ganforge.families.base import Family, Phase, StepPlan
 from ganforge.families.biggan_flags import launch_command_to_ganforge
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
-from ganforge.nn.biggan_layers import standing_statistics
+from ganforge.nn.biggan_layers import standing_statistics, use_batch_norm_groups
 from ganforge.nn.cross_replica import one_rank_batch_norm, use_cross_replica_batch_norm
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
@@ -81,6 +81,9 @@ class BigGANConfig:
     sample_eval_mode: bool = True
     standing_stats: int = 0  # > 0: re-estimate BN statistics over this many fresh batches before sampling
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (cross-replica BN)
+    # G's training batch norm per block of bn_groups equal blocks of each batch, the first block's statistics kept:
+    # DataParallel's batch norm over that many GPUs (the launch scripts' --parallel) in one process; 1: whole batch
+    bn_groups: int = 1
     d_wide: bool = True  # false: BigGAN-PyTorch's --D_thin, D blocks' hidden width is their input width (SNGAN)
     steps: int | None = None  # G iterations; None: from `epochs`, else 150000 (the official README's runs)
     epochs: int | None = None  # train.py's num_epochs: epochs × ⌊images / (batch × D steps × D accumulations)⌋ steps
@@ -120,6 +123,15 @@ class BigGANConfig:
         if self.n_classes is not None and self.n_classes < 1:
             raise ConfigError(f"model.n_classes: expected null (from the data) or a positive integer, got "
                               f"{self.n_classes}")
+        if self.bn_groups < 1:
+            raise ConfigError(f"model.bn_groups: expected a positive integer, got {self.bn_groups}")
+        if self.bn_groups > 1 and self.sync_bn:
+            raise ConfigError(f"model.bn_groups: {self.bn_groups} blocks normalised apart and model.sync_bn (the "
+                              "whole batch over every rank) contradict each other: choose one")
+        for key in ("batch_size", "g_batch_size"):
+            if (getattr(self, key) or self.bn_groups) % self.bn_groups:
+                raise ConfigError(f"model.{key}: {getattr(self, key)} does not split into model.bn_groups = "
+                                  f"{self.bn_groups} equal blocks")
         if self.standing_stats < 0 or (self.standing_stats and not self.sample_eval_mode):
             raise ConfigError(f"model.standing_stats: expected 0 (off) or, with sample_eval_mode true (they replace "
                               f"the running statistics eval mode uses), a batch count; got {self.standing_stats}")
@@ -225,6 +237,12 @@ class BigGANFamily(Family):
         self.nets["G"] = Generator(self.arch).to(device)
         if config.sync_bn:
             use_cross_replica_batch_norm(self.nets["G"])
+        for key in ("batch_size", "g_batch_size"):  # under torchrun: each rank's share splits into the blocks
+            share = (getattr(config, key) or config.batch_size) // dist.world_size
+            if share % config.bn_groups:
+                raise ConfigError(f"model.bn_groups: each of the {dist.world_size} processes' {share} samples of "
+                                  f"model.{key} do not split into {config.bn_groups} equal blocks")
+        use_batch_norm_groups(self.nets["G"], config.bn_groups)
         self.nets["D"] = Discriminator(self.arch).to(device)
         if config.ema:
             self.add_ema("G_ema", "G")

@@ -234,7 +234,8 @@ def launch_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:
         warnings.warn(f"{where}: --parallel without --cross_replica: train.py's DataParallel normalises G's batch norm "
                       "over each GPU's share of the batch (and keeps the first GPU's running statistics); one "
                       "process here normalises the whole batch. To normalise as the official run did, train under "
-                      "torchrun with one process per GPU it had (sync_bn stays off)", stacklevel=2)
+                      "torchrun with one process per GPU it had (sync_bn stays off), or in one process with --set "
+                      "model.bn_groups=N for its N GPUs", stacklevel=2)
     model = train_settings_from_official({**flags, "cross_replica": False}, where=where)
     model.update(n_classes=_CLASSES_BY_DATASET[dataset], epochs=flags["num_epochs"],
                  standing_stats=flags["num_standing_accumulations"] if flags["accumulate_stats"] else 0,

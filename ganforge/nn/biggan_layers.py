@@ -35,6 +35,7 @@ class _BatchStatistics(nn.Module):
         self.eps = eps
         self.momentum = BN_MOMENTUM
         self.cross_replica = False
+        self.bn_groups = 1  # > 1: training statistics per block of the batch (`use_batch_norm_groups`)
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
@@ -42,8 +43,32 @@ class _BatchStatistics(nn.Module):
         if self.training and across_ranks(self):
             return cross_replica_batch_norm(x, self.running_mean, self.running_var, weight, bias, self.momentum,
                                             self.eps)
+        if self.training and self.bn_groups > 1:
+            return grouped_batch_norm(x, self.bn_groups, self.running_mean, self.running_var, weight, bias,
+                                      self.momentum, self.eps)
         return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, self.momentum,
                             self.eps)
+
+
+def grouped_batch_norm(x: Tensor, groups: int, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
+                       bias: Tensor | None, momentum: float, eps: float) -> Tensor:
+    """Training-mode batch norm of each of `groups` consecutive equal blocks of the batch on its own statistics,
+    the running statistics updated by the first block alone: what DataParallel over `groups` GPUs computes (each
+    replica normalises the block scattered to it; only the first replica's buffers are the module's)."""
+    if x.shape[0] % groups:
+        raise ValueError(f"model.bn_groups: a batch of {x.shape[0]} does not split into {groups} equal blocks")
+    blocks = x.chunk(groups)
+    first = F.batch_norm(blocks[0], running_mean, running_var, weight, bias, True, momentum, eps)
+    return torch.cat([first, *(F.batch_norm(block, None, None, weight, bias, True, momentum, eps)
+                                for block in blocks[1:])])
+
+
+def use_batch_norm_groups(module: nn.Module, groups: int) -> None:
+    """Every BigGAN batch norm in `module` normalises `groups` blocks of each training batch apart
+    (`grouped_batch_norm`: DataParallel's per-GPU batch norm in one process); 1: the whole batch."""
+    for layer in module.modules():
+        if isinstance(layer, _BatchStatistics):
+            layer.bn_groups = groups
 
 class BatchNorm2d(_BatchStatistics):
     """Unconditional BN with a learnable per-channel gain and bias (G's output layer)."""

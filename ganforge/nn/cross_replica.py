@@ -96,14 +96,19 @@ def use_cross_replica_batch_norm(module: nn.Module, enabled: bool = True) -> Non
 
 @contextlib.contextmanager
 def one_rank_batch_norm(module: nn.Module) -> Iterator[None]:
-    """Batch norm on this rank's own batch inside the block (sample grids are rank 0's alone, and a metric tick's
-    ranks generate different numbers of batches: no collective calls), each layer's switch restored after it."""
+    """Batch norm on this rank's whole batch inside the block: no collective calls (sample grids are rank 0's
+    alone, and a metric tick's ranks generate different numbers of batches) and no blocks of it apart (BigGAN's
+    `bn_groups` are training's), each layer's settings restored after it."""
     layers = [layer for layer in module.modules() if hasattr(layer, "cross_replica")]
-    saved = [layer.cross_replica for layer in layers]
+    saved = [(layer.cross_replica, getattr(layer, "bn_groups", None)) for layer in layers]
     try:
         for layer in layers:
             layer.cross_replica = False
+            if hasattr(layer, "bn_groups"):
+                layer.bn_groups = 1
         yield
     finally:
-        for layer, enabled in zip(layers, saved, strict=True):
+        for layer, (enabled, groups) in zip(layers, saved, strict=True):
             layer.cross_replica = enabled
+            if groups is not None:
+                layer.bn_groups = groups
