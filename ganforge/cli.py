@@ -20,6 +20,9 @@ from typing import Any
 from ganforge.version import __version__
 
 DEFAULT_RUNS = Path("runs")
+BN_HELP = ("a batch-norm generator's statistics for these samples instead of the run's: running (eval mode), batch "
+           "(each batch's own, train mode) or standing:N (re-estimated over N fresh batches, BigGAN; "
+           "BigGAN-PyTorch's sample.py --G_eval_mode / --accumulate_stats --num_standing_accumulations N)")
 METRICS_DEVICE_HELP = ("auto (default), cpu, cuda, cuda:N or mps: where a run's generator runs; the metric networks "
                        "run on that CUDA GPU, else on the CPU (MPS lacks the float64 they sum in)")
 
@@ -204,7 +207,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ganforge.api import load
     from ganforge.viz.generate import GenerateRequest, write_generated
 
-    model = load(args.run, step=args.step, device=args.device)
+    model = load(args.run, step=args.step, device=args.device, bn=args.bn)
     request = GenerateRequest(**{option.name: getattr(args, option.name) for option in fields(GenerateRequest)})
     generated = write_generated(model, request)
     if generated.table:
@@ -337,7 +340,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
                                  real_stats=args.real_stats, resolution=args.resolution, settings=settings,
-                                 dinov2_weights=args.dinov2_weights, device=args.device, net=args.net)["table"]
+                                 dinov2_weights=args.dinov2_weights, device=args.device, net=args.net,
+                                 bn=args.bn)["table"]
     elif args.real_stats is not None:
         raise ConfigError("--real-stats goes with --fake RUN_OR_DIR (the images to compare)")
     elif args.run is not None:
@@ -345,7 +349,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    inception_weights=args.inception_weights, val=args.val,
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
                                    wing_weights=args.wing_weights, fid_mode=args.fid_mode, settings=settings,
-                                   dinov2_weights=args.dinov2_weights, device=args.device)
+                                   dinov2_weights=args.dinov2_weights, device=args.device, bn=args.bn)
     else:
         raise ConfigError("give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
@@ -525,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(RMS pixel distance, mirror images included): did the run memorise its data?")
     gen.add_argument("--real", help="the images of --nearest and --truncation-sweep: a store or builtin (default: "
                      "the run's data)")
+    gen.add_argument("--bn", metavar="MODE", help=BN_HELP)
     biggan = gen.add_argument_group("class-conditional (biggan) runs")
     biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
     biggan.add_argument("--truncation-method", choices=["resample", "scale"], default="resample",
@@ -555,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--net", help="with --fake RUN: the generator to evaluate, e.g. G (the raw one) where the run "
                     "keeps G_ema (the default), as BigGAN-PyTorch's sample.py --use_ema toggles")
     ev.add_argument("--step", type=int)
+    ev.add_argument("--bn", metavar="MODE", help=BN_HELP + "; recorded with `evaluate RUN`'s rows")
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
     ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz, or a run (its EMA generator "
@@ -663,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "./report-compare.html)")
     rep.set_defaults(func=cmd_report)
     return parser
+
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:

@@ -17,7 +17,7 @@ from ganforge.config import RunConfig
 from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
-from ganforge.families.base import Family, StepPlan, sample_batches
+from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
 from ganforge.training import checkpoint as ckpt
 
 
@@ -79,14 +79,20 @@ class LoadedModel:
         return images if raw else images.clamp(-1, 1)
 
 
-def load_run(target: str | Path, *, step: int | None = None, device: str = "auto") -> LoadedModel:
-    """Load a run directory (its newest valid checkpoint, or `step`) or a checkpoint file."""
+def load_run(target: str | Path, *, step: int | None = None, device: str = "auto",
+             bn: SamplingBN | str | None = None) -> LoadedModel:
+    """Load a run directory (its newest valid checkpoint, or `step`) or a checkpoint file; `bn` ("running",
+    "batch", "standing:N") chooses the statistics its generator's batch norm samples with instead of the run's."""
     target = Path(target)
     if step is not None and target.is_dir() and step not in (steps := ckpt.checkpoint_steps(target)):
         have = ", ".join(map(str, steps)) if steps else "none"
         raise ckpt.CheckpointError(f"{target}: no checkpoint at step {step}; steps with a checkpoint: {have}")
     found = ckpt.resolve_checkpoint(target, step)
-    config = resolve_run_config(None, migrated_saved_config(dict(found.meta["config"])))
+    saved = migrated_saved_config(dict(found.meta["config"]))
+    if bn is not None:
+        bn = SamplingBN.parse(bn) if isinstance(bn, str) else bn
+        saved["model"] = {**(saved.get("model") or {}), **get_family(saved["family"]).sampling_bn_settings(bn)}
+    config = resolve_run_config(None, saved)
     torch_device = pick_device(device, DistInfo())
     dataset = dataset_placeholder(found.meta["dataset"])
     family = build_family(config, torch_device, dataset)

@@ -398,3 +398,42 @@ def test_bn_groups_must_split_every_batch():
     with pytest.raises(ConfigError, match="each of the 2 processes' 4 samples of model.batch_size do not split"):
         BigGANFamily(BigGANConfig(**tiny_model(batch_size=8, bn_groups=8)), open_dataset(SHAPES),
                      torch.device("cpu"), DistInfo(rank=0, world_size=2))
+
+
+def test_samples_on_chosen_batch_norm_statistics(tmp_path, capsys):
+    """BigGAN-PyTorch's sample.py picks the statistics its samples use (--G_eval_mode, --accumulate_stats
+    --num_standing_accumulations N); `--bn` does the same for a trained run without changing it."""
+    from ganforge.cli import main
+    from ganforge.families import get_family
+    from ganforge.families.base import SamplingBN
+
+    config = {"family": "biggan", "data": SHAPES, "progress": False, "sample_every": 2, "checkpoint_every": 2,
+              "model": {**tiny_model(), "steps": 2}}
+    run = tmp_path / "run"
+    ganforge.train(config, run)
+    own = ganforge.load(run)
+    batch, standing = ganforge.load(run, bn="batch"), ganforge.load(run, bn=SamplingBN.parse("standing:2"))
+    assert (own.family.config.sample_eval_mode, own.family.config.standing_stats) == (True, 0)
+    assert (batch.family.config.sample_eval_mode, batch.family.batch_dependent_samples) == (False, True)
+    assert (standing.family.config.sample_eval_mode, standing.family.config.standing_stats) == (True, 2)
+    inputs = own.latents(4)
+    running_images = own.generate(inputs, raw=True)
+    torch.testing.assert_close(batch.generate(inputs, raw=True),
+                               run_generator(batch.nets["G_ema"], inputs["z"], inputs["y"], eval_mode=False))
+    for other in (batch, standing):
+        assert (other.generate(inputs, raw=True) - running_images).abs().max() > 1e-4
+    assert main(["evaluate", str(run), "--metrics", "swd", "--n", "16", "--bn", "standing:2"]) == 0
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["bn"] == "standing:2" and row["n"] == 16
+    assert main(["generate", str(run), "--n", "2", "-o", str(tmp_path / "out"), "--bn", "batch"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2
+    capsys.readouterr()
+    assert main(["generate", str(run), "-o", str(tmp_path / "x"), "--bn", "standing"]) == 2
+    assert "--bn 'standing': expected running, batch or standing:N" in capsys.readouterr().err
+    assert main(["evaluate", "--fake", str(tmp_path / "out"), "--real", SHAPES, "--bn", "batch"]) == 2
+    assert f"--bn batch: {tmp_path / 'out'} is an image set, not a run" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="a pgan generator has no batch norm"):
+        get_family("pgan").sampling_bn_settings(SamplingBN("running"))
+    with pytest.raises(ConfigError, match="samples on running or batch statistics"):
+        get_family("dcgan").sampling_bn_settings(SamplingBN("standing", 4))
+    assert get_family("wgan-gp").sampling_bn_settings(SamplingBN("running")) == {"sample_norm_stats": "running"}

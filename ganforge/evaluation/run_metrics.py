@@ -23,7 +23,7 @@ from ganforge.config import ConfigError, read_config_file
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
 from ganforge.distributed import DistInfo, pick_device
-from ganforge.families.base import Family, StepPlan, sample_batches
+from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError
 from ganforge.metrics.dinov2 import DINOv2WeightsError
 from ganforge.metrics.evaluate import evaluate, metrics_device, resolve_network_weights
@@ -259,10 +259,11 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
 def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, step: int | None = None,
                  all_steps: bool = False, real: Path | None = None, inception_weights: Path | None = None,
                  seed: int = 0, fid_mode: str | None = None, settings: MetricSettings | None = None,
-                 dinov2_weights: Path | None = None, device: str = "auto") -> dict[str, Any]:
+                 dinov2_weights: Path | None = None, device: str = "auto", bn: str | None = None) -> dict[str, Any]:
     """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl (with
     the image count and the real set), SWD also to swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's
-    output). Settings other than the defaults (`settings`) are recorded with each row."""
+    output). Settings other than the defaults (`settings`), and batch-norm statistics `bn` other than the run's
+    own ("running", "batch", "standing:N"), are recorded with each row."""
     run_dir = Path(run_dir)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
@@ -275,7 +276,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
     rows, skipped = [], []
     for chosen in steps:
-        model = load_run(run_dir, step=chosen, device=device)
+        model = load_run(run_dir, step=chosen, device=device, bn=bn)
         resolution = model.plan.resolution
         # recorded with each row: values against other real sets are not one curve
         real_set = resolved_data_spec(str(real) if real is not None else model.config.data)
@@ -310,7 +311,8 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         rows.append((model.step, results, count))
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
-                                     **protocol_fields(results, fid_mode), **settings.given()}) + "\n")
+                                     **protocol_fields(results, fid_mode), **settings.given(),
+                                     **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})}) + "\n")
         if "swd" in results:
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
@@ -432,12 +434,12 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                      real_stats: Path | None = None, step: int | None = None,
                      resolution: int | None = None, settings: MetricSettings | None = None,
                      dinov2_weights: Path | None = None, device: str = "auto",
-                     net: str | None = None) -> dict[str, Any]:
+                     net: str | None = None, bn: str | None = None) -> dict[str, Any]:
     """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
-    the images a run's EMA generator (or generator `net`) makes (newest checkpoint, or `step`; `n` of them, default
-    the run's metrics_n), against real images (brought to the fake set's image size; each set whole, or `n` of
-    each, SWD on equal counts) or a statistics file (FID only). Nothing is written to the run: a FID against other
-    statistics, or of another generator, is not its curve."""
+    the images a run's EMA generator (or generator `net`, its batch norm on statistics `bn`) makes (newest
+    checkpoint, or `step`; `n` of them, default the run's metrics_n), against real images (brought to the fake
+    set's image size; each set whole, or `n` of each, SWD on equal counts) or a statistics file (FID only). Nothing
+    is written to the run: a FID against other statistics, or of another generator, is not its curve."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
@@ -458,7 +460,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
                                                    f"elsewhere); it is compared as {fid_mode}"]))
     fake = Path(fake)
-    model = load_run(fake, step=step, device=device) if (fake / "config.json").is_file() else None
+    model = load_run(fake, step=step, device=device, bn=bn) if (fake / "config.json").is_file() else None
     if model is not None:
         if model.family.translates:
             raise ConfigError(f"{fake}: a {model.config.family} run translates images; evaluate it with "
@@ -469,9 +471,9 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         real_resolution, available = model.plan.resolution, n or model.config.metrics_n
         if net is not None and net not in model.family.sample_nets():
             raise ConfigError(f"--net {net}: {fake} samples with {', '.join(model.family.sample_nets())}")
-    elif step is not None or net is not None:
-        raise ConfigError(f"--{'step' if step is not None else 'net'} {step if step is not None else net}: {fake} "
-                          "is an image set, not a run")
+    elif given := [f"--{name} {value}" for name, value in (("step", step), ("net", net), ("bn", bn))
+                   if value is not None]:
+        raise ConfigError(f"{given[0]}: {fake} is an image set, not a run")
     else:  # image sets are read batch by batch: two 50,000-image folders never sit in memory whole
         available = min(n or image_set_size(fake), image_set_size(fake))
         # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
@@ -579,7 +581,7 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                        fid_network: str | None = None, alexnet_weights: str | Path | None = None,
                        wing_weights: str | Path | None = None, fid_mode: str | None = None,
                        settings: MetricSettings | None = None, dinov2_weights: str | Path | None = None,
-                       device: str = "auto") -> str:
+                       device: str = "auto", bn: str | None = None) -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
     validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
@@ -592,7 +594,7 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                            "--wing-weights": wing_weights}
     if family == "stargan2":
         given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None, "--fid-mode": fid_mode,
-                                          "--dinov2-weights": dinov2_weights,
+                                          "--dinov2-weights": dinov2_weights, "--bn": bn,
                                           "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given()
                                           }.items() if value]
         if given:
@@ -613,4 +615,4 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
     return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,
                         inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
-                        dinov2_weights=dinov2_weights, device=device)["table"]
+                        dinov2_weights=dinov2_weights, device=device, bn=bn)["table"]

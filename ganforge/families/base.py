@@ -71,6 +71,28 @@ class Phase:
             raise ValueError(f"phase {self.name}: reuse_batch needs data='fresh' (it reuses the batches it draws)")
 
 
+@dataclass(frozen=True)
+class SamplingBN:
+    """How a generator's batch norm normalises samples, chosen after training (BigGAN-PyTorch's sample.py flags):
+    "running" statistics (eval mode, --G_eval_mode), each "batch"'s own (train mode), or "standing" statistics
+    re-estimated over `batches` fresh batches (--accumulate_stats --num_standing_accumulations N)."""
+
+    kind: Literal["running", "batch", "standing"]
+    batches: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SamplingBN:
+        kind, _, count = text.partition(":")
+        if kind in ("running", "batch") and not count:
+            return cls(kind)  # type: ignore[arg-type]
+        if kind == "standing" and count.isdigit() and int(count) > 0:
+            return cls("standing", int(count))
+        raise ConfigError(f"--bn {text!r}: expected running, batch or standing:N (N fresh batches)")
+
+    def __str__(self) -> str:
+        return f"standing:{self.batches}" if self.kind == "standing" else self.kind
+
+
 def sample_batches(n: int, largest: int = 64, *, equal: bool = False) -> list[slice]:
     """Slices of `n` samples into batches of at most `largest`: consecutive full batches, or with `equal` (a
     generator that samples on its batch's statistics) batches as equal as possible, so that the last few samples
@@ -124,6 +146,12 @@ class Family(ABC):
         on an already finished run suggests. Families whose length is one `steps` key get this for free."""
         steps = getattr(self.config, "steps", None)
         return f"model.steps={2 * steps}" if isinstance(steps, int) else "model.KEY=VALUE (the schedule's length)"
+
+    @classmethod
+    def sampling_bn_settings(cls, mode: SamplingBN) -> dict[str, Any]:
+        """The `model:` settings that make samples normalise as `mode` says (`ganforge generate/evaluate --bn`):
+        a family with batch norm in its generator maps them; one without has nothing to choose."""
+        raise ConfigError(f"--bn {mode}: a {cls.name} generator has no batch norm to choose statistics for")
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:

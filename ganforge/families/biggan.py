@@ -28,7 +28,7 @@ from ganforge.config import COMMAND_LINE, ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
-from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.families.base import Family, Phase, SamplingBN, StepPlan
 from ganforge.families.biggan_flags import launch_command_to_ganforge
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
@@ -220,6 +220,10 @@ class BigGANFamily(Family):
             return launch_command_to_ganforge(data[COMMAND_LINE]["words"], data[COMMAND_LINE]["file"])
         model = data.get("model")
         return {**data, "model": without_legacy_ema_settings(model)} if isinstance(model, dict) else data
+
+    @classmethod
+    def sampling_bn_settings(cls, mode: SamplingBN) -> dict[str, Any]:
+        return {"sample_eval_mode": mode.kind != "batch", "standing_stats": mode.batches}
 
     def __init__(self, config: BigGANConfig, dataset: ImageDataset, device: torch.device,
                  dist: DistInfo) -> None:

@@ -36,7 +36,7 @@ from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
-from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.families.base import Family, Phase, SamplingBN, StepPlan
 from ganforge.losses import (
     gradient_penalty,
     logistic_discriminator_loss,
@@ -156,6 +156,13 @@ class DCGANFamily(Family):
     name: ClassVar[str] = "dcgan"
     penalised_nets: ClassVar[frozenset[str] | None] = frozenset()
     config_class: ClassVar[type] = DCGANConfig
+
+    @classmethod
+    def sampling_bn_settings(cls, mode: SamplingBN) -> dict[str, Any]:
+        if mode.kind == "standing":
+            raise ConfigError(f"--bn {mode}: a {cls.name} generator samples on running or batch statistics "
+                              "(model.sample_norm_stats)")
+        return {"sample_norm_stats": mode.kind}
 
     def __init__(self, config: DCGANConfig, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
