@@ -153,6 +153,13 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
         {"step": 16, **test_set, "fid_mode": "clean", "fid": 45.0}]))
     assert [(p["step"], p["swd_avg"]) for p in separate.curve_points("swd_avg")] == [(8, 100.0), (16, 90.0)]
     assert [(p["step"], p["fid"]) for p in separate.curve_points("fid")] == [(8, 50.0), (16, 40.0)]
+    # a generator sampled on other batch-norm statistics (`evaluate --bn`) is another protocol, listed with its mode
+    standing = {**test_set, "bn": "standing:16"}
+    bn_rows = read_run(fake_run(tmp_path / "bn", log=log, metrics=[
+        {"step": 8, **test_set, "swd_avg": 100.0}, {"step": 16, **test_set, "swd_avg": 90.0},
+        {"step": 16, **standing, "swd_avg": 60.0}]))
+    assert [(p["step"], p["swd_avg"]) for p in bn_rows.curve_points("swd_avg")] == [(8, 100.0), (16, 90.0)]
+    assert "<th>bn</th>" in report._metrics_table(bn_rows) and "<td>standing:16</td>" in report._metrics_table(bn_rows)
 
 
 def test_thinning_keeps_first_and_last_evenly():

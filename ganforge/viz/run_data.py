@@ -204,9 +204,9 @@ class RunData:
 
     def curve_points(self, key: str) -> list[dict[str, Any]]:
         """The metric rows the curve of output `key` draws, all of one protocol: training's own rows where the run
-        computed it; else the `ganforge evaluate` rows holding it of the most used image count, real set, FID mode
-        and KID/PR settings, the newest per step. Rows of other protocols at the same steps would draw a zig-zag;
-        the table lists every row."""
+        computed it; else the `ganforge evaluate` rows holding it of the most used image count, real set, FID mode,
+        batch-norm statistics (`--bn`) and KID/PR settings, the newest per step. Rows of other protocols at the same
+        steps would draw a zig-zag; the table lists every row."""
         points = [r for r in self.metric_points() if finite(r.get(key))]
         training = [r for r in points if "source" not in r]
         if training or not points:
@@ -214,7 +214,7 @@ class RunData:
         own_data = (self.config or {}).get("data")  # rows from before the real set was recorded: the run's own
 
         def protocol(row: dict[str, Any]) -> tuple[Any, ...]:
-            return (row.get("n"), row.get("real", own_data), row.get("fid_mode"),
+            return (row.get("n"), row.get("real", own_data), row.get("fid_mode"), row.get("bn"),
                     *(row.get(name) for name in MetricSettings.DEFAULTS))
 
         chosen = Counter(map(protocol, points)).most_common(1)[0][0]
