@@ -323,6 +323,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ganforge.config import ConfigError
     from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_saved_run
+    from ganforge.metrics.fid_stats import stats_network
     from ganforge.metrics.registry import MetricSettings
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
@@ -335,8 +336,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--net {args.net}: with --fake RUN (its values are not the run's own curve, which "
                           "`evaluate RUN` records from the EMA generator)")
     if args.fake is not None:
-        # with statistics only FID can be computed: it is the default then
-        default = ["fid"] if args.real_stats is not None else ["swd"]
+        # with statistics only their network's Fréchet distance can be computed: it is the default then
+        default = ["swd"] if args.real_stats is None else [
+            "fd_dinov2" if stats_network(args.real_stats) == "dinov2" else "fid"]
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
                                  real_stats=args.real_stats, resolution=args.resolution, settings=settings,
@@ -363,9 +365,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     stats = write_image_set_stats(args.source, args.out, fid_mode=args.fid_mode, n=args.n,
                                   inception_weights=args.inception_weights, resolution=args.resolution,
-                                  device=args.device)
-    print(f"wrote {args.out}: Inception pool3 mean and covariance of {stats.count} images of {args.source} "
-          f"(fid_mode {stats.fid_mode})")
+                                  device=args.device, network=args.network, dinov2_weights=args.dinov2_weights)
+    what = (f"Inception pool3 mean and covariance of {stats.count} images of {args.source} (fid_mode "
+            f"{stats.fid_mode})" if stats.network == "inception" else
+            f"DINOv2 class-token mean and covariance of {stats.count} images of {args.source} (for fd_dinov2)")
+    print(f"wrote {args.out}: {what}")
     return 0
 
 
@@ -591,17 +595,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     stats = sub.add_parser("stats", help="Inception pool3 statistics (mu, sigma) of an image set as an .npz "
-                           "in the pytorch-fid / TTUR layout, for `evaluate --real-stats`")
+                           "in the pytorch-fid / TTUR layout (or DINOv2's, --network dinov2), for `evaluate "
+                           "--real-stats`")
     stats.add_argument("source", type=Path, metavar="DIR_OR_STORE", help="a folder of images, an .npz of images, "
                        "or a store made by `ganforge prepare`")
     stats.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.npz",
                        help="the statistics file to write (replaced if it exists)")
-    stats.add_argument("--fid-mode", choices=fid_modes, default="legacy-tf",
-                       help="resize protocol, recorded in the file (default legacy-tf; or clean)")
+    stats.add_argument("--network", choices=["inception", "dinov2"], default="inception",
+                       help="inception (default): FID's statistics; dinov2: FD_DINOv2's (the class token, 1024-d)")
+    stats.add_argument("--fid-mode", choices=fid_modes,
+                       help="Inception's resize protocol, recorded in the file (default legacy-tf; or clean)")
     stats.add_argument("--n", type=positive_int, help="a seeded random choice of N images (default all)")
     stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
                        "to R×R first (folders of mixed sizes; default: the images' own size)")
     stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
+    stats.add_argument("--dinov2-weights", type=Path, help="local dinov2_vitl14_pretrain.pth (--network dinov2)")
     stats.add_argument("--device", type=device_name, default="auto", help=METRICS_DEVICE_HELP)
     stats.set_defaults(func=cmd_stats)
 

@@ -373,3 +373,47 @@ def test_a_bad_device_is_refused_before_any_work(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--fake", "x.npz", "--metrics", "is", "--device", "gpu"])
     assert "expected auto, cpu, cuda, cuda:N or mps, got 'gpu'" in capsys.readouterr().err
+
+
+def test_fd_dinov2_against_a_statistics_file(monkeypatch, tmp_path, capsys):
+    """`ganforge stats --network dinov2` writes FD_DINOv2's statistics (the class token's mean and covariance, the
+    network recorded); `evaluate --real-stats FILE` then gives the FD of the images themselves and takes fd_dinov2
+    as its metric; the file serves nothing else, and training's fid_real_stats refuses it."""
+    from ganforge.evaluation import run_metrics
+    from ganforge.metrics import fid_stats
+
+    torch.manual_seed(0)
+    model = DINOv2(dim=1024, depth=1, heads=16).eval()  # the real width: statistics files hold 1024-d features
+    weights = tmp_path / "dinov2_vitl14_pretrain.pth"
+    weights.write_bytes(b"stand-in")
+    for module in (evaluate_module, fid_stats):
+        monkeypatch.setattr(module, "load_dinov2", lambda path, device=None: model)
+    monkeypatch.setattr(evaluate_module, "resolve_dinov2_weights", lambda path=None: weights)
+    monkeypatch.setattr(fid_stats, "resolve_dinov2_weights", lambda path=None: weights)
+    rng = np.random.default_rng(3)
+    reals = tmp_path / "reals"
+    reals.mkdir()
+    for index, image in enumerate(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)):
+        Image.fromarray(image).save(reals / f"{index}.png")
+    fakes = tmp_path / "fakes.npz"
+    np.savez(fakes, images=rng.integers(0, 128, (5, 3, 16, 16), dtype=np.uint8))
+    stats = tmp_path / "dinov2_stats.npz"
+    assert main(["stats", str(reals), "-o", str(stats), "--network", "dinov2", "--dinov2-weights", str(weights)]) == 0
+    assert "DINOv2 class-token mean and covariance of 6 images" in capsys.readouterr().out
+    written = fid_stats.read_stats(stats)
+    assert (written.network, written.count, written.fid_mode, written.mean.shape) == ("dinov2", 6, None, (1024,))
+    from_file = run_metrics.evaluate_folders(fakes, None, ["fd_dinov2"], real_stats=stats, dinov2_weights=weights)
+    from_images = run_metrics.evaluate_folders(fakes, reals, ["fd_dinov2"], dinov2_weights=weights)
+    assert from_file["results"]["fd_dinov2"] == pytest.approx(from_images["results"]["fd_dinov2"], rel=1e-6)
+    assert from_images["results"]["fd_dinov2"] > 0.1
+    assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(stats), "--dinov2-weights", str(weights)]) == 0
+    assert "FD_DINOv2" in capsys.readouterr().out  # the file's metric is the default
+    assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(stats), "--metrics", "fid"]) == 2
+    assert ("real statistics of dinov2 features serve fd_dinov2, which is not among the metrics (fid)"
+            in capsys.readouterr().err)
+    assert main(["stats", str(reals), "-o", str(tmp_path / "x.npz"), "--network", "dinov2", "--fid-mode",
+                 "clean"]) == 2
+    assert "--fid-mode: not for dinov2 statistics (--network dinov2)" in capsys.readouterr().err
+    config = {**copy.deepcopy(TINY_PGAN), "metrics": ["fid"], "fid_real_stats": str(stats)}
+    with pytest.raises(ConfigError, match="holds dinov2 statistics .* training's FID needs Inception ones"):
+        ganforge.train(config, tmp_path / "run")

@@ -143,7 +143,8 @@ def test_kid_against_statistics_is_refused_in_one_line(features, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganforge evaluate: error: kid: need(s) the real images") and "\n" not in err
     assert "fid alone" in err
-    with pytest.raises(ValueError, match="real statistics hold only the Inception features' mean and covariance"):
+    with pytest.raises(ValueError, match=r"real statistics of inception features serve fid, which is not among "
+                                         r"the metrics \(pr\)"):
         evaluate(np.zeros((2, 3, 8, 8), np.uint8), None, ["pr"], real_stats=read_stats(path))
 
 
@@ -442,7 +443,7 @@ def test_unequal_sets_with_kid_and_pr_settings_and_swd(standin_weights, standin_
     assert reads == [1] and again == first
     names = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
     assert names == ["inception", "vgg16"]
-    with pytest.raises(ValueError, match="real statistics serve fid, which is not among the metrics"):
+    with pytest.raises(ValueError, match="real statistics of inception features serve fid, which is not among"):
         evaluate(whole_fakes, whole_reals, ["pr"], real_stats=stats_of_features(np.eye(3, 2048), "legacy-tf"))
     with pytest.raises(ConfigError, match=r"^--inception-weights \(inception_weights=\): for fid, kid and is"):
         run_metrics.evaluate_folders(fakes, reals, ["pr"], inception_weights=standin_weights)

@@ -452,11 +452,11 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                           "DIR_OR_STORE) or their statistics (--real-stats FILE.npz); is and msssim need none")
     stats = None
     if real_stats is not None:  # checked before any work
-        check_real_stats_metrics(check_metrics(metrics))
         stats = read_stats(real_stats, fid_mode)
+        check_real_stats_metrics(check_metrics(metrics), stats.network)
     metrics, warning = computable_metrics(metrics, inception_weights, dinov2_weights)
     settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
-    if stats is not None and stats.fid_mode is None:
+    if stats is not None and stats.fid_mode is None and stats.network == "inception":
         warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
                                                    f"elsewhere); it is compared as {fid_mode}"]))
     fake = Path(fake)
@@ -514,7 +514,8 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                     fake_images, reals, names, n=None, seed=seed,
                     device=model.device if model is not None else pick_device(device, DistInfo()),
                     inception_weights=inception_weights, fid_mode=fid_mode,
-                    real_stats=stats if "fid" in names else None, settings=settings.for_metrics(names),
+                    real_stats=stats if stats is not None and _served_by(stats, names) else None,
+                    settings=settings.for_metrics(names),
                     dinov2_weights=dinov2_weights))
             except ImageSizeError as err:
                 if model is not None or resolution is not None:
@@ -532,20 +533,35 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
             "table": _format(None, results, fid_mode, available, against) + (f"\n{warning}" if warning else "")}
 
 
+def _served_by(stats: ReferenceStats, names: list[str]) -> bool:
+    """Whether one of the metrics `names` reads statistics of `stats`' network (FID Inception's, FD_DINOv2 DINOv2's)."""
+    return any(METRICS[name].real_stats_suffice and METRICS[name].network == stats.network for name in names)
+
+
 def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,
                           inception_weights: Path | None = None, resolution: int | None = None,
-                          device: str = "auto") -> ReferenceStats:
-    """`ganforge stats`: the Inception pool3 statistics of an image set (folder, .npz or store; with `n`, a seeded
-    random choice of `n` images, `random_subset`; each brought to `resolution` if given, for folders of mixed sizes)
-    written to `out` (.npz, pytorch-fid / TTUR layout). `out` and the weights are checked before the images are
-    read."""
+                          device: str = "auto", network: str = "inception",
+                          dinov2_weights: Path | None = None) -> ReferenceStats:
+    """`ganforge stats`: the Inception pool3 statistics (or, `network` "dinov2", DINOv2's class-token statistics for
+    FD_DINOv2) of an image set (folder, .npz or store; with `n`, a seeded random choice of `n` images,
+    `random_subset`; each brought to `resolution` if given, for folders of mixed sizes) written to `out` (.npz,
+    pytorch-fid / TTUR layout). `out` and the weights are checked before the images are read."""
     check_stats_output(out, source)
-    weights = resolve_weights_path(inception_weights)
+    given = {"--fid-mode": fid_mode, "--inception-weights": inception_weights} if network == "dinov2" else {
+        "--dinov2-weights": dinov2_weights}
+    if unused := [option for option, value in given.items() if value is not None]:
+        raise ConfigError(f"{unused[0]}: not for {network} statistics (--network {network})")
+    if network == "dinov2":
+        weights, fid_mode = resolve_network_weights("dinov2", dinov2_weights=dinov2_weights), None
+    else:
+        weights, fid_mode = resolve_weights_path(inception_weights), fid_mode or DEFAULT_FID_MODE
     available = image_set_size(Path(source))
     if n is not None and n > available:
         raise ConfigError(f"--n {n}: {source} holds {available} images")
-    stats = image_set_stats(iter_image_set(Path(source), resolution, sample=n), fid_mode=fid_mode or DEFAULT_FID_MODE,
-                            inception_weights=weights, n=n, device=metrics_device(pick_device(device, DistInfo())))
+    stats = image_set_stats(iter_image_set(Path(source), resolution, sample=n), fid_mode=fid_mode,
+                            inception_weights=weights if network == "inception" else None,
+                            dinov2_weights=weights if network == "dinov2" else None, n=n, network=network,
+                            device=metrics_device(pick_device(device, DistInfo())))
     write_stats(out, stats)
     return stats
 

@@ -9,8 +9,8 @@ DINOv2's N x 1024). Real-set features can be cached on disk
 (safetensors + JSON, no pickle) under a caller-given key, e.g. "<dataset fingerprint>-<resolution>-<count>", the
 weights file and the resize protocol (for Inception the FID mode, see `ganforge.metrics.inception`): a cache of one
 mode never serves another.
-FID can also be computed against the real set's feature mean and covariance alone (`real_stats`, e.g. read from a
-statistics file by `ganforge.metrics.fid_stats`).
+FID (and FD_DINOv2) can also be computed against the real set's feature mean and covariance alone (`real_stats`,
+e.g. read from a statistics file by `ganforge.metrics.fid_stats`).
 
 Conventions: float images are generator outputs in [-1, 1], quantised like the official PGGAN code
 (see `ganforge.metrics._images`); KID uses 100 subsets of min(1000, N) like stylegan2-ada, with
@@ -250,8 +250,9 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     Returns {"swd": {"resolutions", "swd", "avg"}, "msssim": {"mean", "pairs"}, "fid": float,
     "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}, "fd_dinov2": float} for the requested
     names. `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
-    `real_stats` (the real pool features' mean and covariance) serve FID; given with `real`, the statistics serve
-    FID and the images the other metrics.
+    `real_stats` (the real set's Inception pool mean and covariance, or those of the network a `ReferenceStats`
+    names: DINOv2's) serve FID (FD_DINOv2); given with `real`, the statistics serve that metric and the images the
+    other metrics.
     `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
     subsets and precision/recall's k (the papers' defaults when None). Networks (the generator of `fake`
     included) run with full float32 matmuls, as the reference tools do (`reference_float32`).
@@ -265,10 +266,10 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     settings.check_used(names)
     check_fid_mode(fid_mode)
     wanted = [METRICS[name] for name in names]
-    if real_stats is not None and real is None:
-        check_real_stats_metrics(names)
-    if real_stats is not None and "fid" not in names:
-        raise ValueError(f"evaluate: real statistics serve fid, which is not among the metrics ({', '.join(names)})")
+    stats_network = getattr(real_stats, "network", "inception")  # a plain Gaussian: Inception pool statistics
+    if real_stats is not None:
+        check_real_stats_metrics([name for name in names if real is None or METRICS[name].real_stats_suffice],
+                                 stats_network)
     needs_real = [metric.name for metric in wanted if metric.needs_real]
     if real is None and real_stats is None and needs_real:
         raise ValueError(f"evaluate: metrics {sorted(needs_real)} need a real image set")
@@ -277,7 +278,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     want_swd = "swd" in names
     main = share is None or share.is_main  # the process that adds up the sets and computes the values
     inputs = MetricInputs(seed=seed, device=device, pairs=MSSSIMPairs(device) if "msssim" in names and main else None,
-                          real_stats=real_stats, settings=settings)
+                          real_stats={} if real_stats is None else {stats_network: real_stats}, settings=settings)
     with_images = want_swd or "msssim" in names
 
     fake_reader = _SetReader(derived_seed(seed, 0) if want_swd and main else None, networks, device, batch_size)
@@ -288,9 +289,9 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
         if not _read_set(fakes, fake_reader, share, with_images=with_images, pairs=inputs.pairs):
             raise ValueError("evaluate: the fake image set is empty")
 
-        # the networks whose real-set features a metric reads (not for FID when statistics stand in for them)
+        # the networks whose real-set features a metric reads (not where statistics stand in for them)
         real_networks = {name: network for name, network in networks.items()
-                         if any(m.needs_real and m.network == name and not (real_stats is not None
+                         if any(m.needs_real and m.network == name and not (name in inputs.real_stats
                                                                             and m.real_stats_suffice) for m in wanted)}
         real_features: dict[str, torch.Tensor] = {}
         cache_files: dict[str, Path] = {}
@@ -330,7 +331,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                     inputs.fake_pool, inputs.fake_logits = fake_reader.joined("pool"), fake_reader.joined("logits")
                     inputs.real_pool = real_features.get("inception")
                 if "dinov2" in networks:
-                    inputs.fake_dinov2, inputs.real_dinov2 = fake_reader.joined("dinov2"), real_features["dinov2"]
+                    inputs.fake_dinov2, inputs.real_dinov2 = fake_reader.joined("dinov2"), real_features.get("dinov2")
                 if "vgg16" in networks:
                     inputs.fake_vgg16, inputs.real_vgg16 = fake_reader.joined("vgg16"), real_features["vgg16"]
                 results = {metric.name: metric.compute(inputs) for metric in wanted}

@@ -1,6 +1,8 @@
 """Reference statistics files: the Inception pool3 mean and covariance of an image set as an `.npz` in the layout
 pytorch-fid and TTUR publish (`mu` float64 [2048], `sigma` float64 [2048, 2048]), so that FID can be computed
-against statistics computed elsewhere, and published, without the images.
+against statistics computed elsewhere, and published, without the images. The same layout holds DINOv2's class-token
+statistics for FD_DINOv2 (`mu` [1024], `sigma` [1024, 1024], and `network` "dinov2"): the whole of ImageNet's
+training set once, instead of its features at every evaluation.
 
 Files written here also hold `fid_mode` (the resize protocol, see `ganforge.metrics.inception`), `resolution` (the
 images' size before that resize, so that training compares only images of that size with them) and `count` (the
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,12 +22,15 @@ import numpy as np
 import torch
 
 from ganforge.errors import ConfigError
-from ganforge.metrics._images import ImageSource, iter_image_batches
+from ganforge.metrics._images import ImageSource, iter_image_batches, limit_images
+from ganforge.metrics.dinov2 import FEATURES as DINOV2_FEATURES
+from ganforge.metrics.dinov2 import load_dinov2, resolve_dinov2_weights
 from ganforge.metrics.fid import FeatureStats
 from ganforge.metrics.float32 import reference_float32
-from ganforge.metrics.inception import FID_MODES, iter_features, load_inception
+from ganforge.metrics.inception import FID_MODES, load_inception
 
 POOL_DIM = 2048  # Inception pool3 features
+FEATURE_DIMS = {"inception": POOL_DIM, "dinov2": DINOV2_FEATURES}  # a statistics file's network → feature size
 
 
 class StatsFileError(ValueError):
@@ -35,18 +39,21 @@ class StatsFileError(ValueError):
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """Mean [2048] and covariance [2048, 2048] (float64) of an image set's pool3 features, and what is known of
-    how they were made (`count`, `fid_mode`: None when a foreign file does not say)."""
+    """Mean [D] and covariance [D, D] (float64) of an image set's features (Inception pool3, D 2048; or DINOv2's
+    class token, D 1024: `network`), and what is known of how they were made (`count`, `fid_mode`: None when a
+    foreign file does not say, and for DINOv2, which has one resize)."""
 
     mean: np.ndarray
     cov: np.ndarray
     count: int | None = None
     fid_mode: str | None = None
     resolution: int | None = None
+    network: str = "inception"
 
 
 def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
-    """Read and check a statistics file; with `fid_mode`, a file that records another mode is refused."""
+    """Read and check a statistics file; with `fid_mode`, an Inception file that records another mode is
+    refused."""
     path = Path(path)
     if not path.is_file():
         raise StatsFileError(f"{path}: no such statistics file (expected an .npz with 'mu' and 'sigma')")
@@ -60,17 +67,24 @@ def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
         raise StatsFileError(f"{path}: expected the keys 'mu' and 'sigma' (pytorch-fid / TTUR layout), "
                              f"found {sorted(arrays)}")
     mu, sigma = arrays["mu"], arrays["sigma"]
-    if mu.shape != (POOL_DIM,) or sigma.shape != (POOL_DIM, POOL_DIM):
-        raise StatsFileError(f"{path}: expected 'mu' of shape ({POOL_DIM},) and 'sigma' of shape ({POOL_DIM}, "
-                             f"{POOL_DIM}) (Inception pool3), got {mu.shape} and {sigma.shape}")
+    network = _optional_text(path, arrays, "network") or "inception"  # files from elsewhere: TTUR / pytorch-fid's
+    if network not in FEATURE_DIMS:
+        raise StatsFileError(f"{path}: 'network' {network!r} is not one of {', '.join(FEATURE_DIMS)}")
+    dim = FEATURE_DIMS[network]
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        raise StatsFileError(f"{path}: expected 'mu' of shape ({dim},) and 'sigma' of shape ({dim}, {dim}) "
+                             f"({'Inception pool3' if network == 'inception' else 'DINOv2 class token'}), got "
+                             f"{mu.shape} and {sigma.shape}")
     for key, value in (("mu", mu), ("sigma", sigma)):
         if value.dtype.kind != "f":
             raise StatsFileError(f"{path}: expected floating-point '{key}', got {value.dtype}")
         if not np.isfinite(value).all():
             raise StatsFileError(f"{path}: '{key}' holds non-finite values (NaN or infinity)")
     recorded_mode = _optional_text(path, arrays, "fid_mode")
-    if recorded_mode is not None and recorded_mode not in FID_MODES:
-        raise StatsFileError(f"{path}: 'fid_mode' {recorded_mode!r} is not one of {', '.join(FID_MODES)}")
+    if recorded_mode is not None and (recorded_mode not in FID_MODES or network != "inception"):
+        raise StatsFileError(f"{path}: 'fid_mode' {recorded_mode!r} is not one of {', '.join(FID_MODES)}"
+                             if network == "inception" else f"{path}: 'fid_mode' is for Inception statistics, and "
+                             f"this file holds {network}'s")
     if fid_mode is not None and recorded_mode is not None and recorded_mode != fid_mode:
         raise ConfigError(f"{path}: statistics made with fid_mode {recorded_mode}, and this evaluation uses "
                           f"{fid_mode}; give --fid-mode {recorded_mode} (FIDs of different modes do not compare)")
@@ -82,7 +96,13 @@ def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
         raise StatsFileError(f"{path}: 'resolution' must be a positive integer, got {resolution!r}")
     return ReferenceStats(mu.astype(np.float64), sigma.astype(np.float64),
                           None if count is None else int(count), recorded_mode,
-                          None if resolution is None else int(resolution))
+                          None if resolution is None else int(resolution), network)
+
+
+def stats_network(path: str | Path) -> str:
+    """The network whose features a statistics file summarises ("inception" unless it says; checked by
+    `read_stats`, which reads the whole file)."""
+    return read_stats(path).network
 
 
 def _optional_text(path: Path, arrays: dict[str, np.ndarray], key: str) -> str | None:
@@ -115,6 +135,8 @@ def write_stats(path: str | Path, stats: ReferenceStats) -> Path:
     path = check_stats_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if stats.fid_mode is None else {"fid_mode": np.array(stats.fid_mode)}
+    if stats.network != "inception":  # Inception files keep TTUR's layout exactly (readers may not expect keys)
+        extra["network"] = np.array(stats.network)
     if stats.count is not None:
         extra["count"] = np.array(stats.count, dtype=np.int64)
     if stats.resolution is not None:
@@ -127,33 +149,40 @@ def write_stats(path: str | Path, stats: ReferenceStats) -> Path:
     return path
 
 
-def stats_of_features(features: np.ndarray | FeatureStats, fid_mode: str | None) -> ReferenceStats:
-    """The statistics of pool3 features [N, 2048] (or of their streaming `FeatureStats`)."""
+def stats_of_features(features: np.ndarray | FeatureStats, fid_mode: str | None,
+                      network: str = "inception") -> ReferenceStats:
+    """The statistics of `network`'s features [N, D] (or of their streaming `FeatureStats`)."""
     stats = features if isinstance(features, FeatureStats) else FeatureStats.from_features(features)
-    if stats.dim != POOL_DIM:
-        raise ValueError(f"statistics: expected Inception pool3 features [N, {POOL_DIM}], got dimension {stats.dim}")
-    return ReferenceStats(stats.mean.numpy(), stats.cov.numpy(), stats.count, fid_mode)
+    if stats.dim != FEATURE_DIMS[network]:
+        raise ValueError(f"statistics: expected {network} features [N, {FEATURE_DIMS[network]}], got dimension "
+                         f"{stats.dim}")
+    return ReferenceStats(stats.mean.numpy(), stats.cov.numpy(), stats.count, fid_mode, network=network)
 
 
-def image_set_stats(images: ImageSource, *, fid_mode: str, inception_weights: str | Path | None = None,
-                    n: int | None = None, device: torch.device | str | None = None,
-                    batch_size: int = 64) -> ReferenceStats:
-    """Inception pool3 statistics of a uint8 image set (the first `n` images), resized by `fid_mode`; streamed into
-    running sums, so ImageNet's 1.28M images need 32 MB of sums, not a 10 GB feature array (BigGAN-PyTorch's
-    moments script runs out of memory there, its issue #13)."""
-    model = load_inception(inception_weights, device=device, fid_mode=fid_mode)
-    stats = FeatureStats(POOL_DIM)
+def image_set_stats(images: ImageSource, *, fid_mode: str | None, inception_weights: str | Path | None = None,
+                    n: int | None = None, device: torch.device | str | None = None, batch_size: int = 64,
+                    network: str = "inception", dinov2_weights: str | Path | None = None) -> ReferenceStats:
+    """Inception pool3 statistics of a uint8 image set (the first `n` images), resized by `fid_mode`, or with
+    `network` "dinov2" DINOv2's class-token statistics (its one resize; `fid_mode` None); streamed into running
+    sums, so ImageNet's 1.28M images need 32 MB of sums, not a 10 GB feature array (BigGAN-PyTorch's moments script
+    runs out of memory there, its issue #13)."""
+    if network == "dinov2":
+        model = load_dinov2(resolve_dinov2_weights(dinov2_weights), device=device)
+
+        def features(batch: torch.Tensor) -> torch.Tensor:
+            return model(batch).cpu()
+    else:
+        inception = load_inception(inception_weights, device=device, fid_mode=fid_mode)
+
+        def features(batch: torch.Tensor) -> torch.Tensor:
+            return inception(batch)[0].cpu()
+    stats = FeatureStats(FEATURE_DIMS[network])
     sizes: set[int] = set()
-
-    def sized(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        for batch in batches:
-            sizes.add(int(batch.shape[-1]))
-            yield batch
-
     with torch.no_grad(), reference_float32():
-        for pools, _ in iter_features(model, sized(iter_image_batches(images, batch_size=batch_size, name="images")),
-                                      batch_size=batch_size, n=n):
-            stats.update(pools)
+        for batch in limit_images(iter_image_batches(images, batch_size=batch_size, name="images"), n):
+            sizes.add(int(batch.shape[-1]))
+            for start in range(0, batch.shape[0], batch_size):  # a caller's larger batches, in network-sized ones
+                stats.update(features(batch[start : start + batch_size]))
     if stats.count < 2:
         raise ValueError(f"statistics: a covariance needs at least 2 images, got {stats.count}")
-    return replace(stats_of_features(stats, fid_mode), resolution=sizes.pop() if len(sizes) == 1 else None)
+    return replace(stats_of_features(stats, fid_mode, network), resolution=sizes.pop() if len(sizes) == 1 else None)

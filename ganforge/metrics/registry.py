@@ -93,7 +93,8 @@ class MetricInputs:
     real_dinov2: torch.Tensor | None = None
     fake_vgg16: torch.Tensor | None = None  # VGG-16 fc2 features after ReLU [N, 4096]
     real_vgg16: torch.Tensor | None = None
-    real_stats: Gaussian | None = None  # the real set's pool mean and covariance, e.g. from a statistics file
+    # the real set's feature mean and covariance by network ("inception", "dinov2"), e.g. from a statistics file
+    real_stats: dict[str, Gaussian] = field(default_factory=dict)
     fake_swd: SWDStats | None = None
     real_swd: SWDStats | None = None
     pairs: MSSSIMPairs | None = None
@@ -179,8 +180,7 @@ FID = Metric(
     "fid", "Fréchet Inception distance (torch-fidelity / TF-FID protocol)",
     needs_real=True, network="inception",
     outputs=(MetricOutput("fid", False, "9.4f"),),
-    compute=lambda inputs: fid(inputs.fake_pool,
-                               inputs.real_pool if inputs.real_stats is None else inputs.real_stats),
+    compute=lambda inputs: fid(inputs.fake_pool, inputs.real_stats.get("inception", inputs.real_pool)),
     flatten=lambda value: {"fid": float(value)},
     row=lambda value: f"FID       {value:{FID.outputs[0].fmt}}",
     real_stats_suffice=True)
@@ -215,9 +215,10 @@ FD_DINOV2 = Metric(
     "fd_dinov2", "Fréchet distance of DINOv2 ViT-L/14 features (dgm-eval protocol; EDM2's FD_DINOv2)",
     needs_real=True, network="dinov2",
     outputs=(MetricOutput("fd_dinov2", False, "9.4f"),),
-    compute=lambda inputs: fid(inputs.fake_dinov2, inputs.real_dinov2),
+    compute=lambda inputs: fid(inputs.fake_dinov2, inputs.real_stats.get("dinov2", inputs.real_dinov2)),
     flatten=lambda value: {"fd_dinov2": float(value)},
-    row=lambda value: f"FD_DINOv2 {value:{FD_DINOV2.outputs[0].fmt}}")
+    row=lambda value: f"FD_DINOv2 {value:{FD_DINOV2.outputs[0].fmt}}",
+    real_stats_suffice=True)
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (SWD, MSSSIM, FID, KID, IS, PR, FD_DINOV2)}
 
@@ -231,15 +232,21 @@ def check_metrics(metrics: list[str]) -> list[str]:
     return names
 
 
-def check_real_stats_metrics(names: list[str]) -> None:
-    """Refuse metrics that need more of the real set than its feature mean and covariance (a statistics file)."""
-    need_images = [name for name in names if METRICS[name].needs_real and not METRICS[name].real_stats_suffice]
+def check_real_stats_metrics(names: list[str], network: str = "inception") -> None:
+    """Refuse metrics that need more of the real set than a statistics file of `network`'s features holds (their
+    mean and covariance, which serve that network's Fréchet distance alone: fid, or fd_dinov2), and statistics
+    that no metric asked for reads."""
+    served = [name for name in names if METRICS[name].real_stats_suffice and METRICS[name].network == network]
+    if not served:
+        wanted = [metric.name for metric in METRICS.values() if metric.real_stats_suffice and metric.network == network]
+        raise ValueError(f"real statistics of {network} features serve {', '.join(wanted)}, which is not among the "
+                         f"metrics ({', '.join(names)})")
+    need_images = [name for name in names if METRICS[name].needs_real and name not in served]
     if need_images:
         raise ValueError(f"{', '.join(need_images)}: need(s) the real images (KID their Inception features, "
-                         "precision/recall their VGG-16 features, fd_dinov2 their DINOv2 features, SWD the pixels), "
-                         "and real statistics "
-                         "hold only the Inception features' mean and covariance, which serve fid alone; give real "
-                         "images instead")
+                         "precision/recall their VGG-16 features, SWD the pixels, FID and FD_DINOv2 their own "
+                         f"network's statistics), and real statistics of {network} features serve "
+                         f"{', '.join(served)} alone; give real images instead")
 
 
 def rankable_outputs() -> list[str]:

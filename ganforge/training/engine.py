@@ -869,6 +869,9 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
             stats = read_stats(config.fid_real_stats)
         except StatsFileError as err:
             raise ConfigError(f"fid_real_stats: {err}") from None
+        if stats.network != "inception":
+            raise ConfigError(f"fid_real_stats: {config.fid_real_stats} holds {stats.network} statistics (for "
+                              "`ganforge evaluate --real-stats` with fd_dinov2); training's FID needs Inception ones")
         if stats.fid_mode is not None and stats.fid_mode != config.fid_mode:
             raise ConfigError(f"fid_real_stats: {config.fid_real_stats}: statistics made with fid_mode "
                               f"{stats.fid_mode}, and this run's fid_mode is {config.fid_mode} (FIDs of different "
