@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         with warnings.catch_warnings():
-            if os.environ.get("RANK", "0") != "0":
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
                 # torchrun: every rank reads the same config and data, so ganforge's warnings would come W times
                 warnings.filterwarnings("ignore", module=r"ganforge(\.|$)")
             return args.func(args)

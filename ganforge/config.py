@@ -411,6 +411,9 @@ class RunConfig:
         if self.patience is not None and (self.patience < 1 or self.best_metric is None):
             raise ConfigError(f"patience: {self.patience} counts metric ticks without a new best best_metric: "
                               + ("expected a positive integer" if self.patience < 1 else "set best_metric too"))
+        if self.patience is not None and not self.metrics_every:
+            raise ConfigError(f"patience: {self.patience} counts metric ticks, and metrics_every is 0 (metrics at "
+                              "the last step only); set metrics_every")
         if self.best_metric is not None and not self.metrics:
             raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every); "
                               "without metrics, set best_metric=null too")

@@ -9,9 +9,16 @@ class ConfigError(ValueError):
     """A config problem, reported with the offending key path and what was expected."""
 
 
+class RankFailedError(RuntimeError):
+    """Another rank of a multi-process computation failed; its own error is in its output (and in the message)."""
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     """torch's device out-of-memory error (CUDA, MPS), Python's MemoryError, or the CPU allocator's RuntimeError
-    ("DefaultCPUAllocator: can't allocate memory"), which torch raises as a plain RuntimeError."""
+    ("DefaultCPUAllocator: can't allocate memory"), which torch raises as a plain RuntimeError; not another rank's
+    failure, whose message may quote such an error beside the one that decided its kind."""
+    if isinstance(err, RankFailedError):
+        return False
     torch = sys.modules.get("torch")  # whatever ran out of memory imported it
     if isinstance(err, MemoryError) or (torch is not None and isinstance(err, torch.OutOfMemoryError)):
         return True

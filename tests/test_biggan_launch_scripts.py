@@ -289,6 +289,7 @@ def test_only_rank_zero_repeats_a_scripts_warnings(tmp_path, monkeypatch, capsys
     """Under torchrun every rank translates the same script: its warnings come from rank 0 alone, not W times."""
     launch = script(tmp_path, "--dataset C10 --shuffle --parallel")
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning from ganforge on rank 1 would fail the command
         assert main(["info", "biggan", "-c", str(launch)]) == 0

@@ -12,7 +12,9 @@ from PIL import Image
 import ganforge
 from ganforge.cli import main
 from ganforge.data.store import open_dataset
+from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
+from ganforge.training.engine import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +191,6 @@ def test_a_metric_tick_out_of_gpu_memory_goes_on_on_the_cpu(tmp_path, monkeypatc
     import torch
 
     from ganforge.evaluation import run_metrics
-    from ganforge.families import resolve_run_config
-    from ganforge.training.engine import Trainer
 
     config = copy.deepcopy(TINY_PGAN)
     config.update(metrics=["swd"], metrics_every=10)
@@ -285,13 +285,42 @@ def test_patience_stops_training_at_the_first_ticks_without_a_new_best(tmp_path,
     assert "stopping early" in capsys.readouterr().out  # said in the log as it happens
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 17, "sw')  # a row cut by a kill: skipped, and the next row starts a line of its own
     assert main(["train", "pgan", "-c", str(path), "--run", str(run)]) == 0  # nothing to train
     assert "stopped early at step 16 of 20" in capsys.readouterr().out
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert main(["train", "pgan", "-c", str(path), "--run", str(run), "--set", "patience=3"]) == 0
     assert "finished at step 20" in capsys.readouterr().out
-    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [14, 16, 18, 20]
-    for bad, said in ((0, "expected a positive integer"), (2, "set best_metric too")):
-        overrides = ["--set", f"patience={bad}"] + (["--set", "best_metric=null"] if bad == 2 else [])
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert lines[2] == '{"step": 17, "sw' and [json.loads(line)["step"] for line in lines[3:]] == [18, 20]
+    # --until at the very tick: stopped early, which a run without --until would be too
+    assert ganforge.train(config, tmp_path / "until", until=16).stop == "early"
+    for bad, said in ((0, "metric ticks without a new best best_metric: expected a positive integer"),
+                      (2, "metric ticks without a new best best_metric: set best_metric too"),
+                      (3, "metric ticks, and metrics_every is 0 (metrics at the last step only); set metrics_every")):
+        overrides = ["--set", f"patience={bad}"] + {2: ["--set", "best_metric=null"],
+                                                    3: ["--set", "metrics_every=0"]}.get(bad, [])
         assert main(["train", "pgan", "-c", str(path), "--run", str(tmp_path / "other"), *overrides]) == 2
-        assert f"patience: {bad} counts metric ticks without a new best best_metric: {said}" in capsys.readouterr().err
+        assert f"patience: {bad} counts {said}" in capsys.readouterr().err
+
+
+def test_patience_counts_the_ticks_of_the_current_resolution(tmp_path):
+    """A growing PGAN's metric at another size does not compare (a fade worsens it for a while): each scale's
+    ticks are counted against that scale's best, not the run's."""
+    config = copy.deepcopy(TINY_PGAN)  # 4 px to step 4, 8 px to 12, 16 px from step 12
+    config.update(metrics=["swd"], metrics_every=2, best_metric="swd_avg", patience=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [(4, 50.0), (8, 60.0), (14, 220.0), (16, 210.0), (18, 215.0)]  # steps 14-18 at 16 px
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": step, "swd_avg": value}) + "\n"
+                                               for step, value in rows))
+    trainer = Trainer(resolve_run_config(None, config), run)
+    trainer.step = 18
+    assert trainer._patience_reason() is None  # the best at 16 px is step 16, one tick ago; step 4's 50 is 4 px
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 20, "swd_avg": 212.0}) + "\n")
+        handle.write(json.dumps({"step": 20, "n": 64, "source": "evaluate", "swd_avg": 1.0}) + "\n")  # not training's
+    trainer.step = 20
+    assert trainer._patience_reason() == ("swd_avg has not improved on its best 210 (step 16) in the 2 metric "
+                                          "ticks since")
+    trainer.loader.close()

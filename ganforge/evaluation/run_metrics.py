@@ -48,6 +48,7 @@ from ganforge.metrics.registry import (
 from ganforge.metrics.vgg_texture import VGGWeightsError
 from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
+from ganforge.training.log import append_record
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 # images per batch of a run's metric pass: generated, read and run through the feature networks (the shares of a
@@ -309,10 +310,10 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             continue
         flat = flat_outputs(results)
         rows.append((model.step, results, count))
-        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
-                                     **protocol_fields(results, fid_mode), **settings.given(),
-                                     **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})}) + "\n")
+        append_record(run_dir / "metrics.jsonl", {
+            "step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
+            **protocol_fields(results, fid_mode), **settings.given(),
+            **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
         if "swd" in results:
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
@@ -579,14 +580,23 @@ def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fak
     return f"{header}\n{format_table(results, fid_mode)}{note}"
 
 
-def _check_recordable(run: Path, family: str | None, data: str | None) -> None:
+def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | None) -> None:
     """`evaluate RUN` records its values in the run: a run it cannot write to (another user's, a read-only mount)
-    fails before the work, not after an hour of it."""
-    written = [run / "metrics.jsonl", run / "swd.json"] if family != "stargan2" else [run / "eval"]
-    blocked = [path for path in (run, *written) if path.exists() and not os.access(path, os.W_OK)]
+    fails before the work, not after an hour of it. Appending to metrics.jsonl needs the file (or, to create it,
+    the folder) writable; swd.json and StarGAN v2's eval/ records are written by replacing files in their folder."""
+    if not config:  # not a run: loading it says so
+        return
+    family = config.get("family")
+    if family == "stargan2":
+        needed = [run / "eval" if (run / "eval").is_dir() else run]
+    else:
+        rows = run / "metrics.jsonl"
+        needed = [rows if rows.exists() else run] + ([run] if "swd" in check_metrics(metrics or ["swd"]) else [])
+    blocked = [path for path in needed if not os.access(path, os.W_OK)]
     if blocked:
         elsewhere = ("" if family == "stargan2" else f", or `ganforge evaluate --fake {shlex.quote(str(run))} --real "
-                     f"{shlex.quote(str(data))}`, which computes the same values without recording them")
+                     f"{shlex.quote(str(config.get('data')))}` (with the same --metrics, --n and --step), which "
+                     "computes the same values without recording them")
         raise ConfigError(f"{blocked[0]} is not writable, and `ganforge evaluate RUN` records its values in the run; "
                           f"copy the run somewhere writable{elsewhere}")
 
@@ -605,7 +615,7 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     saved = Path(run) / "config.json"
     config = read_config_file(saved) if saved.is_file() else {}
     family = config.get("family")
-    _check_recordable(Path(run), family, config.get("data"))
+    _check_recordable(Path(run), config, metrics)
     image_to_image_only = {"--val": val, "--fid-network": fid_network, "--alexnet-weights": alexnet_weights,
                            "--wing-weights": wing_weights}
     if family == "stargan2":

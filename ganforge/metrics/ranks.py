@@ -1,6 +1,7 @@
 """Metrics spread over the processes of a torchrun job: rank r generates and runs the feature networks on the global
 batches r, r + W, r + 2W, ... of each image set, and rank 0 receives every batch's features (and, for SWD and
-MS-SSIM, its images) in the global order, so its values are the ones a single process computes. BigGAN-PyTorch
+MS-SSIM, its images) in the global order, so its values are the ones a single process computes, up to the float
+rounding of the networks in another process (a GPU's kernels, a CPU's BLAS need not round alike there). BigGAN-PyTorch
 samples and runs Inception on all GPUs (DataParallel) for its FID/IS every 2,000 iterations; a rank 0 working alone
 while the other GPUs wait would make such a tick W times slower.
 
@@ -22,7 +23,7 @@ import torch
 import torch.distributed as torch_dist
 
 from ganforge.distributed import DistInfo, host_group
-from ganforge.errors import is_out_of_memory
+from ganforge.errors import RankFailedError, is_out_of_memory
 from ganforge.metrics._images import ImageSetError
 
 T = TypeVar("T")
@@ -31,10 +32,6 @@ T = TypeVar("T")
 # another when several ranks fail at once (an error the engine cannot react to stops everything)
 _FINE, _IMAGE_SET, _OUT_OF_MEMORY, _FAILED = range(4)
 _MESSAGE_BYTES = 1024  # of each failed rank's error text, gathered with the failure
-
-
-class RankFailedError(RuntimeError):
-    """Another rank of the evaluation failed; its own error is in its output."""
 
 
 @dataclass(frozen=True)

@@ -339,37 +339,52 @@ class Trainer:
         best = json.loads(path.read_text())["best"] if path.is_file() else []
         if score is None:
             return best
-        from ganforge.metrics.registry import higher_is_better
-
-        key = self.config.best_metric
-        higher = self.family.protocol_rankings[key] if self.family.translates else higher_is_better(key)
+        higher = ranks_higher(self.family, self.config.best_metric)
         best = [entry for entry in best if entry["step"] != self.step] + [{"step": self.step, "value": score}]
         best.sort(key=lambda e: -e["value"] if higher else e["value"])
         return best[: self.config.keep_best]
 
     def patience_spent(self) -> bool:
-        """Whether the last `patience` metric ticks (training's rows of metrics.jsonl up to this step) brought no new
-        best `best_metric` (best.json's first entry); decided by rank 0, which holds the files, for every rank. The
+        """Whether the last `patience` metric ticks at this resolution brought no new best `best_metric`; decided
+        by rank 0, which holds the files, and voted to every rank (a failure to decide stops them all). The
         reason goes to `_early_reason`."""
         if self.config.patience is None:
             return False
-        reason = self._patience_reason() if self.dist.is_main else None
-        if self.dist.max_over_ranks(int(reason is not None)):
+        reason, error = None, None
+        if self.dist.is_main:
+            try:
+                reason = self._patience_reason()
+            except Exception as err:  # noqa: BLE001 (voted on first)
+                error = err
+        vote = self.dist.max_over_ranks(2 if error is not None else int(reason is not None))
+        if vote == 2:
+            raise error or RuntimeError(f"rank {self.dist.rank}: rank 0 could not decide on early stopping (its "
+                                        "error is in its output)")
+        if vote:
             self._early_reason = reason or "rank 0 stopped early"
         return self._early_reason is not None
 
     def _patience_reason(self) -> str | None:
-        best_file, rows_file = self.run_dir / "best.json", self.run_dir / "metrics.jsonl"
-        best = json.loads(best_file.read_text())["best"] if best_file.is_file() else []
-        if not best or not rows_file.is_file():
+        """From training's rows of metrics.jsonl up to this step (the newest per step, cut lines skipped) at this
+        step's resolution: a growing PGAN's values at other sizes do not compare, and a fade worsens them for a
+        while, so each scale counts its own ticks."""
+        from ganforge.viz.run_data import read_jsonl
+
+        key = self.config.best_metric
+        resolution = self.family.plan(max(self.step - 1, 0)).resolution
+        rows, _ = read_jsonl(self.run_dir / "metrics.jsonl")
+        values = {row["step"]: row[key] for row in rows if "source" not in row and isinstance(row.get(key), float | int)
+                  and row["step"] <= self.step and self.family.plan(max(row["step"] - 1, 0)).resolution == resolution}
+        if not values:
             return None
-        top, key = best[0], self.config.best_metric
-        since = {row["step"] for row in map(json.loads, rows_file.read_text().splitlines())
-                 if "source" not in row and key in row and top["step"] < row["step"] <= self.step}
+        sign = -1 if ranks_higher(self.family, key) else 1
+        best_step = min(sorted(values), key=lambda step: sign * values[step])  # the first of equal values
+        since = [step for step in values if step > best_step]
         if len(since) < self.config.patience:
             return None
         ticks = f"{len(since)} metric tick{'s' if len(since) > 1 else ''}"
-        return f"{key} has not improved on its best {top['value']:.6g} (step {top['step']}) in the {ticks} since"
+        return (f"{key} has not improved on its best {values[best_step]:.6g} (step {best_step}) in the {ticks} "
+                "since")
 
     def check_ranks_in_sync(self) -> None:
         """Every rank must hold the same weights; a silent divergence would make the checkpoint a lie."""
@@ -463,11 +478,12 @@ class Trainer:
                         self.dist.barrier()
                     if checkpoint_tick or (metric_tick and config.best_metric is not None):  # every rank: collectives
                         self.save_checkpoint(score=scored)
-                    if metric_tick and self.step < stop_at and self.patience_spent():  # after its checkpoint
+                    if metric_tick and self.step < total and self.patience_spent():  # after its checkpoint
                         logger.message(f"step {self.step}: stopping early: {self._early_reason} (patience)")
                     if report is not None and self.step % config.sample_every == 0:
                         report.tick()
-            if self.step < total and (self._stop_signal is not None or self.step == stop_at):
+            if self.step < total and self._early_reason is None and (self._stop_signal is not None
+                                                                     or self.step == stop_at):
                 self.read_pending(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
                 self.save_checkpoint()
         finally:
@@ -651,6 +667,22 @@ class Trainer:
                       cell_labels=self.fixed_cell_labels)
         return written
 
+    @contextlib.contextmanager
+    def _main_rank_buffers(self) -> Iterator[None]:
+        """Rank 0's buffers in the sampling generator for the block, each rank's own restored after it: the ranks'
+        batch-norm running statistics differ where each normalises its own share (BigGAN without sync_bn), and a
+        tick's shares must all sample rank 0's network, the one its checkpoint holds."""
+        buffers = list(self.family.nets[self.family.sample_net].buffers())
+        own = [buffer.detach().clone() for buffer in buffers]
+        for buffer in buffers:
+            torch_dist.broadcast(buffer, src=0)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(buffers, own, strict=True):
+                    buffer.copy_(value)
+
     def _check_training_metrics(self, config: RunConfig) -> ReferenceStats | None:
         """`check_training_metrics` on every rank; the ranks that evaluate load the metric networks. With shared
         metrics rank 0 goes first (it downloads what is missing) while the others only check the config, then the
@@ -716,19 +748,20 @@ class Trainer:
                            "on the CPU from now on (slower; lower metrics_n to keep them on the GPU)")
             return on(self._metrics_on)
 
-        try:
-            results = evaluate(self.config.metrics)
-            skipped = False
-        except ImageSetError:  # a metric that needs larger images than this (PGAN) scale has: the others go on
-            results, skipped = {}, True
-            for name in self.config.metrics:
-                try:
-                    results.update(evaluate([name]))
-                except ImageSetError as err:
-                    if (name, plan.resolution) not in self._skipped_metrics:
-                        self._skipped_metrics.add((name, plan.resolution))
-                        logger.message(f"step {self.step}: {name} skipped at resolution {plan.resolution} ({err}); "
-                                       "computed again once the images are large enough")
+        with self._main_rank_buffers() if share is not None else contextlib.nullcontext():
+            try:
+                results = evaluate(self.config.metrics)
+                skipped = False
+            except ImageSetError:  # a metric that needs larger images than this (PGAN) scale has: the others go on
+                results, skipped = {}, True
+                for name in self.config.metrics:
+                    try:
+                        results.update(evaluate([name]))
+                    except ImageSetError as err:
+                        if (name, plan.resolution) not in self._skipped_metrics:
+                            self._skipped_metrics.add((name, plan.resolution))
+                            logger.message(f"step {self.step}: {name} skipped at resolution {plan.resolution} "
+                                           f"({err}); computed again once the images are large enough")
         if not self.dist.is_main:  # a share of the work done; the values are rank 0's
             return None
         if results:  # the KID/PR settings of the metrics computed go with their values (they are no values)
@@ -763,6 +796,13 @@ class Trainer:
     def _restore_signal_handlers(previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def ranks_higher(family: Family, key: str) -> bool:
+    """Whether a higher value of metric output `key` is better (a translating family's protocol ranks its own)."""
+    from ganforge.metrics.registry import higher_is_better
+
+    return family.protocol_rankings[key] if family.translates else higher_is_better(key)
 
 
 def run_outputs(run_dir: Path) -> dict[str, list[Path]]:

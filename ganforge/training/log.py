@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +35,26 @@ def _tensorboard_writer(folder: Path, requested: bool | None) -> Any | None:
 SINGULAR_VALUES_NAME = "singular_values.jsonl"  # BigGAN-PyTorch's SV logs: per-layer σ estimates of G and D
 
 
+def end_cut_line(path: Path) -> None:
+    """End a JSONL file's last line if a kill cut it (no newline), so that the next record starts a line of its own
+    instead of extending a broken one."""
+    if not path.is_file():
+        return
+    with open(path, "r+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell():
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line appended to a JSONL file (whose cut last line, if any, is ended first)."""
+    end_cut_line(path)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 class RunLogger:
     """Writes on rank 0 only; other ranks get a logger that does nothing."""
 
@@ -41,6 +62,8 @@ class RunLogger:
                  tensorboard: bool | None, stream: TextIO | None = None) -> None:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
+        if enabled:
+            end_cut_line(self.run_dir / "log.jsonl")
         self._log = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self._metrics = None
         self._tb = _tensorboard_writer(self.run_dir / "tb", tensorboard) if enabled and tensorboard is not False \
@@ -125,8 +148,7 @@ class RunLogger:
         (metrics.jsonl only)."""
         if not self.enabled:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({**record, **(settings or {})}) + "\n")
+        append_record(self.run_dir / "metrics.jsonl", {**record, **(settings or {})})
         if self._tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
@@ -136,8 +158,7 @@ class RunLogger:
         """A log point's σ estimates of the spectrally normalised layers ({"step", "kimg", "G.<layer>.sv0": ...})."""
         if not self.enabled:
             return
-        with open(self.run_dir / SINGULAR_VALUES_NAME, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(self.run_dir / SINGULAR_VALUES_NAME, record)
         if self._tb is not None:
             for key, value in record.items():
                 if key not in ("step", "kimg") and math.isfinite(value):
