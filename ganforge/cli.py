@@ -107,6 +107,17 @@ def device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
 
 
+def bn_mode(text: str) -> str:
+    """A `--bn` mode (running, batch, standing:N), checked before any work, for argparse."""
+    from ganforge.errors import ConfigError
+    from ganforge.families.base import SamplingBN
+
+    try:
+        return str(SamplingBN.parse(text))
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def positive_int(text: str) -> int:
     """A count or size of at least 1, for argparse."""
     try:
@@ -533,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(RMS pixel distance, mirror images included): did the run memorise its data?")
     gen.add_argument("--real", help="the images of --nearest and --truncation-sweep: a store or builtin (default: "
                      "the run's data)")
-    gen.add_argument("--bn", metavar="MODE", help=BN_HELP)
+    gen.add_argument("--bn", type=bn_mode, metavar="MODE", help=BN_HELP)
     biggan = gen.add_argument_group("class-conditional (biggan) runs")
     biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
     biggan.add_argument("--truncation-method", choices=["resample", "scale"], default="resample",
@@ -564,14 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--net", help="with --fake RUN: the generator to evaluate, e.g. G (the raw one) where the run "
                     "keeps G_ema (the default), as BigGAN-PyTorch's sample.py --use_ema toggles")
     ev.add_argument("--step", type=int)
-    ev.add_argument("--bn", metavar="MODE", help=BN_HELP + "; recorded with `evaluate RUN`'s rows")
+    ev.add_argument("--bn", type=bn_mode, metavar="MODE", help=BN_HELP + "; recorded with `evaluate RUN`'s rows")
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
     ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz, or a run (its EMA generator "
                     "makes --n images, default the run's metrics_n)")
     ev.add_argument("--real-stats", type=Path, metavar="FILE.npz",
                     help="with --fake: FID against these statistics (mu, sigma: pytorch-fid / TTUR layout, or "
-                         "written by `ganforge stats`) instead of real images; metrics default to fid")
+                         "written by `ganforge stats`; FD_DINOv2 against those of `stats --network dinov2`) instead "
+                         "of real images; metrics default to the file's (fid, or fd_dinov2)")
     ev.add_argument("--fid-mode", choices=fid_modes,
                     help="how images are resized for the Inception metrics: legacy-tf (default; TF1 bilinear, the "
                          "TTUR/torch-fidelity numbers most papers report) or clean (clean-fid: PIL bicubic)")

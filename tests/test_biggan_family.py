@@ -428,8 +428,15 @@ def test_samples_on_chosen_batch_norm_statistics(tmp_path, capsys):
     assert main(["generate", str(run), "--n", "2", "-o", str(tmp_path / "out"), "--bn", "batch"]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
     capsys.readouterr()
-    assert main(["generate", str(run), "-o", str(tmp_path / "x"), "--bn", "standing"]) == 2
-    assert "--bn 'standing': expected running, batch or standing:N" in capsys.readouterr().err
+    for bad in ("standing", "running:", "standing:²"):  # refused by the parser, before anything is loaded
+        with pytest.raises(SystemExit):
+            main(["generate", str(run), "-o", str(tmp_path / "x"), "--bn", bad])
+        assert f"--bn {bad!r}: expected running, batch or standing:N" in capsys.readouterr().err
+    pgan = tmp_path / "pgan"  # a run's config is enough: refused before its checkpoint or any weights are read
+    pgan.mkdir()
+    (pgan / "config.json").write_text(json.dumps({"family": "pgan", "data": SHAPES}))
+    assert main(["evaluate", str(pgan), "--metrics", "fid", "--bn", "batch"]) == 2
+    assert "--bn batch: a pgan generator has no batch norm" in capsys.readouterr().err
     assert main(["evaluate", "--fake", str(tmp_path / "out"), "--real", SHAPES, "--bn", "batch"]) == 2
     assert f"--bn batch: {tmp_path / 'out'} is an image set, not a run" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="a pgan generator has no batch norm"):

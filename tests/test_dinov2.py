@@ -19,6 +19,7 @@ import torch
 from conftest import reference_checkout
 from pgan_tiny import TINY_PGAN
 from PIL import Image
+from safetensors.torch import load_file
 
 import ganforge
 from ganforge.cli import main
@@ -304,6 +305,13 @@ def test_one_pass_feeds_both_networks_and_a_partial_cache_embeds_only_what_is_mi
     again = evaluate(fake, real, ["fid", "fd_dinov2"], **options)
     assert sum(inception_seen) == 6 and sum(dinov2_seen) == 12
     assert again == pytest.approx(first, rel=1e-6)
+    # training's fid_real_stats beside real images: the statistics serve FID, the images FD_DINOv2
+    from ganforge.metrics.fid import FeatureStats
+
+    real_pool = load_file(inception_cache)["pool"]
+    with_stats = evaluate(fake, real, ["fid", "fd_dinov2"], inception_weights=weights,
+                          real_stats=FeatureStats.from_features(real_pool))
+    assert with_stats == pytest.approx(first, rel=1e-6)
 
 
 def test_metrics_of_a_missing_network_are_left_out_and_all_missing_files_are_named(monkeypatch, tmp_path):
@@ -409,8 +417,8 @@ def test_fd_dinov2_against_a_statistics_file(monkeypatch, tmp_path, capsys):
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(stats), "--dinov2-weights", str(weights)]) == 0
     assert "FD_DINOv2" in capsys.readouterr().out  # the file's metric is the default
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(stats), "--metrics", "fid"]) == 2
-    assert ("real statistics of dinov2 features serve fd_dinov2, which is not among the metrics (fid)"
-            in capsys.readouterr().err)
+    said = capsys.readouterr().err
+    assert "fid: need(s) the real images" in said and "statistics of dinov2 features serve fd_dinov2 alone" in said
     assert main(["stats", str(reals), "-o", str(tmp_path / "x.npz"), "--network", "dinov2", "--fid-mode",
                  "clean"]) == 2
     assert "--fid-mode: not for dinov2 statistics (--network dinov2)" in capsys.readouterr().err

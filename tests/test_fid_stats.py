@@ -143,9 +143,10 @@ def test_kid_against_statistics_is_refused_in_one_line(features, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganforge evaluate: error: kid: need(s) the real images") and "\n" not in err
     assert "fid alone" in err
-    with pytest.raises(ValueError, match=r"real statistics of inception features serve fid, which is not among "
-                                         r"the metrics \(pr\)"):
+    with pytest.raises(ValueError, match=r"^pr: need\(s\) the real images .* serve fid alone"):
         evaluate(np.zeros((2, 3, 8, 8), np.uint8), None, ["pr"], real_stats=read_stats(path))
+    with pytest.raises(ValueError, match=r"serve fid, which is not among the metrics \(is\)$"):  # nothing reads them
+        evaluate(np.zeros((2, 3, 8, 8), np.uint8), None, ["is"], real_stats=read_stats(path))
 
 
 def _write_pngs(folder: Path, images: np.ndarray) -> Path:

@@ -23,6 +23,7 @@ from ganforge.config import ConfigError, read_config_file
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
 from ganforge.distributed import DistInfo, pick_device
+from ganforge.families import get_family
 from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError
 from ganforge.metrics.dinov2 import DINOv2WeightsError
@@ -270,6 +271,8 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
     settings.check_used(check_metrics(metrics))
     check_weights_used(metrics, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
     fid_mode = chosen_fid_mode(metrics, fid_mode)
+    if bn is not None:  # before any weights are looked up: a generator without batch norm has no choice
+        check_bn_mode(run_dir, bn)
     steps = ckpt.checkpoint_steps(run_dir) if all_steps else [step]
     if all_steps and not steps:
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints to evaluate")
@@ -314,7 +317,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             "step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
             **protocol_fields(results, fid_mode), **settings.given(),
             **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
-        if "swd" in results:
+        if "swd" in results and bn is None:  # the zoo's file of the run's own SWD, not of other statistics
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
             table[str(model.step)] = results["swd"]
@@ -439,12 +442,15 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     """An image set (folder, .npz file or store; brought to `resolution` if given, for folders of mixed sizes), or
     the images a run's EMA generator (or generator `net`, its batch norm on statistics `bn`) makes (newest
     checkpoint, or `step`; `n` of them, default the run's metrics_n), against real images (brought to the fake
-    set's image size; each set whole, or `n` of each, SWD on equal counts) or a statistics file (FID only). Nothing
-    is written to the run: a FID against other statistics, or of another generator, is not its curve."""
+    set's image size; each set whole, or `n` of each, SWD on equal counts) or a statistics file. Nothing
+    is written to the run: a FID against other statistics, or of another generator, is not its curve. A statistics
+    file serves its own network's distance only (FID Inception's, fd_dinov2 DINOv2's)."""
     fid_mode = chosen_fid_mode(metrics, fid_mode)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
     check_weights_used(metrics, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
+    if bn is not None and (Path(fake) / "config.json").is_file():
+        check_bn_mode(Path(fake), bn)
     if real is not None and real_stats is not None:
         raise ConfigError("evaluate --fake: give the real images (--real) or their statistics (--real-stats), one")
     need_real = [name for name in check_metrics(metrics) if METRICS[name].needs_real]
@@ -532,6 +538,12 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         against += f" (SWD: a random {equal} of each set, as it compares equal counts)"
     return {"results": results, "warning": warning, "fid_mode": fid_mode,
             "table": _format(None, results, fid_mode, available, against) + (f"\n{warning}" if warning else "")}
+
+
+def check_bn_mode(run_dir: Path, bn: str) -> None:
+    """`--bn` for a run whose generator has batch norm (BigGAN, DCGAN/WGAN), and a mode its family offers."""
+    family = read_config_file(Path(run_dir) / "config.json").get("family")
+    get_family(family).sampling_bn_settings(SamplingBN.parse(bn))
 
 
 def _served_by(stats: ReferenceStats, names: list[str]) -> bool:

@@ -82,10 +82,10 @@ class SamplingBN:
 
     @classmethod
     def parse(cls, text: str) -> SamplingBN:
-        kind, _, count = text.partition(":")
-        if kind in ("running", "batch") and not count:
+        kind, separator, count = text.partition(":")
+        if kind in ("running", "batch") and not separator:
             return cls(kind)  # type: ignore[arg-type]
-        if kind == "standing" and count.isdigit() and int(count) > 0:
+        if kind == "standing" and count.isascii() and count.isdigit() and int(count) > 0:
             return cls("standing", int(count))
         raise ConfigError(f"--bn {text!r}: expected running, batch or standing:N (N fresh batches)")
 

@@ -268,8 +268,7 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     wanted = [METRICS[name] for name in names]
     stats_network = getattr(real_stats, "network", "inception")  # a plain Gaussian: Inception pool statistics
     if real_stats is not None:
-        check_real_stats_metrics([name for name in names if real is None or METRICS[name].real_stats_suffice],
-                                 stats_network)
+        check_real_stats_metrics(names, stats_network, real_images=real is not None)
     needs_real = [metric.name for metric in wanted if metric.needs_real]
     if real is None and real_stats is None and needs_real:
         raise ValueError(f"evaluate: metrics {sorted(needs_real)} need a real image set")

@@ -135,7 +135,7 @@ def write_stats(path: str | Path, stats: ReferenceStats) -> Path:
     path = check_stats_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if stats.fid_mode is None else {"fid_mode": np.array(stats.fid_mode)}
-    if stats.network != "inception":  # Inception files keep TTUR's layout exactly (readers may not expect keys)
+    if stats.network != "inception":  # Inception files add no key that would tell their readers otherwise
         extra["network"] = np.array(stats.network)
     if stats.count is not None:
         extra["count"] = np.array(stats.count, dtype=np.int64)

@@ -223,6 +223,11 @@ FD_DINOV2 = Metric(
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (SWD, MSSSIM, FID, KID, IS, PR, FD_DINOV2)}
 
 
+# the metrics a statistics file of each network's features serves (its Fréchet distance)
+METRICS_SERVED: dict[str, list[str]] = {network: [m.name for m in METRICS.values() if m.real_stats_suffice
+                                                  and m.network == network] for network in ("inception", "dinov2")}
+
+
 def check_metrics(metrics: list[str]) -> list[str]:
     """Lower-cased, de-duplicated metric names; unknown ones raise with the list of known names."""
     names = list(dict.fromkeys(m.strip().lower() for m in metrics if m.strip()))
@@ -232,21 +237,20 @@ def check_metrics(metrics: list[str]) -> list[str]:
     return names
 
 
-def check_real_stats_metrics(names: list[str], network: str = "inception") -> None:
-    """Refuse metrics that need more of the real set than a statistics file of `network`'s features holds (their
-    mean and covariance, which serve that network's Fréchet distance alone: fid, or fd_dinov2), and statistics
-    that no metric asked for reads."""
+def check_real_stats_metrics(names: list[str], network: str = "inception", *, real_images: bool = False) -> None:
+    """Refuse statistics of `network`'s features (their mean and covariance, which serve that network's Fréchet
+    distance alone: fid, or fd_dinov2) that no metric asked for reads, and, without `real_images` beside them,
+    metrics that need more of the real set."""
     served = [name for name in names if METRICS[name].real_stats_suffice and METRICS[name].network == network]
-    if not served:
-        wanted = [metric.name for metric in METRICS.values() if metric.real_stats_suffice and metric.network == network]
-        raise ValueError(f"real statistics of {network} features serve {', '.join(wanted)}, which is not among the "
-                         f"metrics ({', '.join(names)})")
     need_images = [name for name in names if METRICS[name].needs_real and name not in served]
-    if need_images:
+    if need_images and not real_images:
         raise ValueError(f"{', '.join(need_images)}: need(s) the real images (KID their Inception features, "
                          "precision/recall their VGG-16 features, SWD the pixels, FID and FD_DINOv2 their own "
                          f"network's statistics), and real statistics of {network} features serve "
-                         f"{', '.join(served)} alone; give real images instead")
+                         f"{' and '.join(METRICS_SERVED[network])} alone; give real images instead")
+    if not served:
+        raise ValueError(f"real statistics of {network} features serve {' and '.join(METRICS_SERVED[network])}, "
+                         f"which is not among the metrics ({', '.join(names)})")
 
 
 def rankable_outputs() -> list[str]:
