@@ -425,6 +425,7 @@ def test_samples_on_chosen_batch_norm_statistics(tmp_path, capsys):
     assert main(["evaluate", str(run), "--metrics", "swd", "--n", "16", "--bn", "standing:2"]) == 0
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["bn"] == "standing:2" and row["n"] == 16
+    assert not (run / "swd.json").exists()  # the zoo-style file holds the run's own SWD per step, not this one
     assert main(["generate", str(run), "--n", "2", "-o", str(tmp_path / "out"), "--bn", "batch"]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
     capsys.readouterr()
