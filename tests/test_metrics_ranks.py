@@ -27,7 +27,7 @@ class TinyFeatures(torch.nn.Module):  # precision/recall's VGG-16 at a tiny size
     # float32, so the features are the same bits in every process (a k-NN radius flips on a last-bit difference)
     def __init__(self):
         super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # evaluate reads a network's device from a parameter
 
     def forward(self, images):
         n = images.shape[0]
