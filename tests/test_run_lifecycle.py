@@ -231,6 +231,27 @@ def test_a_store_replaced_at_its_path_is_refused_on_resume(tmp_path, capsys) -> 
     assert ckpt.checkpoint_steps(run) == [1]
 
 
+def test_a_store_re_prepared_with_another_resize_is_other_data(tmp_path, capsys) -> None:
+    """The same images resized with another filter are other pixels: refused by name on resume; a store written
+    before the manifest recorded its preprocessing is not other data for lacking the record."""
+    from ganforge.data.prepare import prepare_folder
+
+    store = make_store(tmp_path, "store", seed=0)
+    run = tmp_path / "run"
+    assert train(run, "--data", str(store), *TINY, "--set", "model.steps=4", "--until", "1") == 0
+    prepare_folder(tmp_path / "store-images", store, resolution=32, workers=1, resize="bilinear", overwrite=True)
+    capsys.readouterr()
+    assert train(run) == 2
+    assert ('(preprocessing: {"crop": "centre", "resize": "lanczos"} → {"crop": "centre", "resize": "bilinear"})'
+            in capsys.readouterr().err)
+    assert ckpt.checkpoint_steps(run) == [1]
+    manifest_path = store / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["preprocessing"]  # as ganforge wrote stores before 2026-12-07: nothing to compare
+    manifest_path.write_text(json.dumps(manifest))
+    assert train(run, "--until", "2") == 0
+
+
 # --- training-time metrics on a growing PGAN -----------------------------------------------------------------------
 
 def test_pgan_metrics_wait_for_a_scale_large_enough(tmp_path, capsys) -> None:

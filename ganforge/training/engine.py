@@ -981,7 +981,9 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any], prefix:
 
 # what makes a store the same data: a store replaced at its path by another (`prepare --overwrite`) differs here
 # (not its crop source: re-preparing the same images with one, as StarGAN v2's training advises, is the same data)
-DATASET_IDENTITY = ("source", "count", "resolution", "channels", "labels")
+DATASET_IDENTITY = ("source", "count", "resolution", "channels", "labels", "preprocessing")
+# compared only where both manifests record it: stores written before the record are not other data for lacking it
+RECORDED_SINCE = ("preprocessing",)
 # what the networks are built for: an imported run that has not trained may take other data, not of other channels
 # (a conditional family checks the label columns it conditions on itself)
 NETWORK_SHAPING = ("channels",)
@@ -997,7 +999,8 @@ def _check_same_data(run_dir: Path, saved_manifest: dict[str, Any] | None, datas
     current = json.loads(json.dumps(dataset.manifest))
     keys = NETWORK_SHAPING if imported else DATASET_IDENTITY
     changed = [f"{key}: {json.dumps(saved_manifest.get(key))} → {json.dumps(current.get(key))}"
-               for key in keys if saved_manifest.get(key) != current.get(key)]
+               for key in keys if saved_manifest.get(key) != current.get(key)
+               and not (key in RECORDED_SINCE and None in (saved_manifest.get(key), current.get(key)))]
     if changed and imported:
         raise ConfigError(f"{data} does not fit the imported networks of {run_dir} ({'; '.join(changed)}): give data "
                           "of the channels they were made for")
