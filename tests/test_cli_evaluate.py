@@ -1,6 +1,7 @@
 """Metrics of runs and image sets from the CLI and during training (best-checkpoint retention)."""
 
 import copy
+import html
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ganforge.data.store import open_dataset
 from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
+from ganforge.viz.run_data import read_run
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +287,10 @@ def test_patience_stops_training_at_the_first_ticks_without_a_new_best(tmp_path,
     assert result.summary().startswith(f"stopped early at step 16 of 20: swd_avg has not improved on its best "
                                        f"{rows[0]['swd_avg']:.6g} (step 14) in the 1 metric tick since (patience)")
     assert "stopping early" in capsys.readouterr().out  # said in the log as it happens
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"event"' in line]
+    assert events == [{"step": 16, "event": "stopped early", "reason": result.early_reason}]
+    assert f"stopped early at step 16: {html.escape(result.early_reason)} (patience)" in (
+        run / "report.html").read_text()
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     with open(run / "metrics.jsonl", "a") as handle:
@@ -293,6 +299,7 @@ def test_patience_stops_training_at_the_first_ticks_without_a_new_best(tmp_path,
     assert "stopped early at step 16 of 20" in capsys.readouterr().out
     assert main(["train", "pgan", "-c", str(path), "--run", str(run), "--set", "patience=3"]) == 0
     assert "finished at step 20" in capsys.readouterr().out
+    assert read_run(run).early_stop is None and "stopped early at step" not in (run / "report.html").read_text()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert lines[2] == '{"step": 17, "sw' and [json.loads(line)["step"] for line in lines[3:]] == [18, 20]
     # --until at the very tick: stopped early, which a run without --until would be too

@@ -33,7 +33,7 @@ from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import EmaPair
 from ganforge.nn.spectral_norm import singular_value_estimates
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.log import SINGULAR_VALUES_NAME, RunLogger
+from ganforge.training.log import EARLY_STOP_EVENT, SINGULAR_VALUES_NAME, RunLogger
 from ganforge.training.lookahead import Lookahead
 from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.training.speed import compile_networks, eager_memory_format
@@ -480,6 +480,7 @@ class Trainer:
                         self.save_checkpoint(score=scored)
                     if metric_tick and self.step < total and self.patience_spent():  # after its checkpoint
                         logger.message(f"step {self.step}: stopping early: {self._early_reason} (patience)")
+                        logger.log({"step": self.step, "event": EARLY_STOP_EVENT, "reason": self._early_reason})
                     if report is not None and self.step % config.sample_every == 0:
                         report.tick()
             if self.step < total and self._early_reason is None and (self._stop_signal is not None

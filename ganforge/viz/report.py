@@ -230,6 +230,8 @@ def _summary(run: RunData) -> str:
         elapsed = elapsed_seconds(run.log)
         if len(elapsed):
             parts.append(f"training time {_duration(elapsed[-1])} (from img/s)")
+    if (stop := run.early_stop) is not None:
+        parts.append(f"stopped early at step {stop['step']}: {_esc(stop.get('reason', ''))} (patience)")
     return " · ".join(parts)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ganforge.metrics.registry import MetricSettings
-from ganforge.training.log import SINGULAR_VALUES_NAME
+from ganforge.training.log import EARLY_STOP_EVENT, SINGULAR_VALUES_NAME
 
 NOT_CURVES = ("step", "kimg", "img_per_s")
 SCHEDULE_KEYS = ("scale", "res", "alpha")  # PGAN's growth position, logged with every record
@@ -195,6 +195,14 @@ class RunData:
     @property
     def last(self) -> dict[str, Any]:
         return self.log[-1] if self.log else {}
+
+    @property
+    def early_stop(self) -> dict[str, Any] | None:
+        """The `patience` stop the run ended on: its event, unless a resume (a larger patience) trained on since."""
+        if not self.events or self.events[-1].get("event") != EARLY_STOP_EVENT:
+            return None
+        event = self.events[-1]
+        return event if not self.log or self.log[-1]["step"] <= event["step"] else None
 
     def metric_points(self) -> list[dict[str, Any]]:
         """Metric rows with kimg filled in (rows written by `ganforge evaluate` have only the step)."""
