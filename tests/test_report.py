@@ -160,6 +160,18 @@ def test_curves_draw_one_protocol_and_the_table_every_row(tmp_path):
         {"step": 16, **standing, "swd_avg": 60.0}]))
     assert [(p["step"], p["swd_avg"]) for p in bn_rows.curve_points("swd_avg")] == [(8, 100.0), (16, 90.0)]
     assert "<th>bn</th>" in report._metrics_table(bn_rows) and "<td>standing:16</td>" in report._metrics_table(bn_rows)
+    # precision/recall rows of Inception features (before 2026-12, no pr_features) beside VGG-16 ones: training's
+    # curve keeps its newest rows' space, evaluate's the most used; FID in the same rows is one protocol throughout
+    vgg = {"pr_features": "vgg16-fc2"}
+    resumed = read_run(fake_run(tmp_path / "pr", log=log, metrics=[
+        {"step": 8, "fid": 50.0, "pr_precision": 0.9}, {"step": 16, **vgg, "fid": 40.0, "pr_precision": 0.5}]))
+    assert [(p["step"], p["pr_precision"]) for p in resumed.curve_points("pr_precision")] == [(16, 0.5)]
+    assert [(p["step"], p["fid"]) for p in resumed.curve_points("fid")] == [(8, 50.0), (16, 40.0)]
+    evaluated_pr = read_run(fake_run(tmp_path / "pr_evaluated", log=log, metrics=[
+        {"step": 8, **test_set, "fid": 50.0, "pr_precision": 0.9}, {"step": 8, **test_set, **vgg, "pr_precision": 0.6},
+        {"step": 16, **test_set, **vgg, "fid": 40.0, "pr_precision": 0.5}]))
+    assert [(p["step"], p["pr_precision"]) for p in evaluated_pr.curve_points("pr_precision")] == [(8, 0.6), (16, 0.5)]
+    assert [(p["step"], p["fid"]) for p in evaluated_pr.curve_points("fid")] == [(8, 50.0), (16, 40.0)]
 
 
 def test_thinning_keeps_first_and_last_evenly():

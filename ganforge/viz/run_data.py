@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ganforge.metrics.registry import MetricSettings
+from ganforge.metrics.registry import MetricSettings, metric_of_output
 from ganforge.training.log import EARLY_STOP_EVENT, SINGULAR_VALUES_NAME
 
 NOT_CURVES = ("step", "kimg", "img_per_s")
@@ -212,18 +212,23 @@ class RunData:
 
     def curve_points(self, key: str) -> list[dict[str, Any]]:
         """The metric rows the curve of output `key` draws, all of one protocol: training's own rows where the run
-        computed it; else the `ganforge evaluate` rows holding it of the most used image count, real set, FID mode,
-        batch-norm statistics (`--bn`) and KID/PR settings, the newest per step. Rows of other protocols at the same
-        steps would draw a zig-zag; the table lists every row."""
+        computed it (for precision/recall, those of the newest rows' feature space); else the `ganforge evaluate`
+        rows holding it of the most used image count, real set, FID mode, batch-norm statistics (`--bn`), KID/PR
+        settings and PR feature space, the newest per step. Rows of other protocols at the same steps would draw a
+        zig-zag; the table lists every row."""
         points = [r for r in self.metric_points() if finite(r.get(key))]
+        # precision/recall's feature space changed in 2026-12 (rows without it are of Inception features)
+        space = "pr_features" if metric_of_output(key) == "pr" else None
         training = [r for r in points if "source" not in r]
+        if training and space:  # a run resumed across that change: the newest rows' space
+            training = [r for r in training if r.get(space) == training[-1].get(space)]
         if training or not points:
             return training
         own_data = (self.config or {}).get("data")  # rows from before the real set was recorded: the run's own
 
         def protocol(row: dict[str, Any]) -> tuple[Any, ...]:
             return (row.get("n"), row.get("real", own_data), row.get("fid_mode"), row.get("bn"),
-                    *(row.get(name) for name in MetricSettings.DEFAULTS))
+                    *(row.get(name) for name in MetricSettings.DEFAULTS), space and row.get(space))
 
         chosen = Counter(map(protocol, points)).most_common(1)[0][0]
         newest = {r["step"]: r for r in points if protocol(r) == chosen}
