@@ -160,6 +160,10 @@ def test_saved_config_resolves_back_to_the_same_objective() -> None:
     ("wgan", {"betas": [0.5, 0.999]}, r"model.betas: \[0.5, 0.999\] would do nothing: RMSprop .* has no betas"),
     ("dcgan", {"optimizer": "rmsprop", "betas": [0.0, 0.9]}, "model.betas: .* would do nothing: RMSprop"),
     ("wgan-gp", {"critic_batches": "same"}, "model.critic_batches: 'same' is not one of 'fresh', 'reuse'"),
+    ("wgan-gp", {"critic_schedule": "official"}, "unknown config key 'model.critic_schedule'"),
+    ("wgan", {"critic_schedule": "official", "critic_steps": 100},
+     "model.critic_schedule: 'official' raises the critic steps to 100 .* model.critic_steps 100 already reaches: "
+     "it would do nothing"),
 ])
 def test_bad_settings_name_key_and_value(name: str, model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -176,7 +180,7 @@ def test_betas_are_the_objectives_adam_preset_unless_set_and_absent_for_rmsprop(
 
 def test_a_wgan_config_saved_before_betas_became_optional_still_loads() -> None:
     saved = to_dict(resolve_run_config("wgan", {"model": {"lr": 3e-4}}))
-    del saved["model"]["critic_batches"], saved["model"]["ema_rampup"]  # keys added since
+    del saved["model"]["critic_batches"], saved["model"]["ema_rampup"], saved["model"]["critic_schedule"]  # added since
     saved["model"]["z_dim"] = saved["model"].pop("latent_dim")  # the spelling of that time
     saved["model"]["betas"] = [0.5, 0.999]  # what every wgan run saved then: DCGAN's Adam betas, unused by RMSprop
     loaded = resolve_run_config(None, saved)
@@ -224,6 +228,24 @@ def test_critic_optimiser_steps_per_generator_step(tmp_path, name: str, critic_s
     trainer.train()
     assert counts == {"G": 3, "D": 3 * expected}
     assert trainer.images_seen == 3 * expected * config.model.batch_size  # a fresh real batch per critic step
+
+
+def test_the_official_wgan_schedule_runs_100_critic_steps_at_the_start_and_every_500th_step(shapes, tmp_path):
+    """martinarjovsky/WassersteinGAN's main.py: Diters = 100 while gen_iterations < 25 or gen_iterations % 500 == 0,
+    else --Diters (5); the paper's Algorithm 1 (the default) keeps critic_steps throughout."""
+    official = build("wgan", shapes, critic_schedule="official")
+    repeats = {step: official.phases(step, official.plan(step))[0].repeats
+               for step in (0, 1, 24, 25, 26, 499, 500, 501, 999, 1000, 1500)}
+    assert repeats == {0: 100, 1: 100, 24: 100, 25: 5, 26: 5, 499: 5, 500: 100, 501: 5, 999: 5, 1000: 100, 1500: 100}
+    fixed = build("wgan", shapes)
+    assert {fixed.phases(step, fixed.plan(step))[0].repeats for step in (0, 24, 500)} == {5}
+    assert official.describe()["critic_schedule"] == "official" and "critic_schedule" not in build(
+        "wgan-gp", shapes).describe()
+    config = tiny_run_config("wgan", steps=2, critic_schedule="official")
+    trainer = Trainer(config, tmp_path / "run")
+    counts = count_optimizer_steps(trainer)
+    trainer.train()
+    assert counts == {"G": 2, "D": 200} and trainer.images_seen == 200 * config.model.batch_size
 
 
 def test_every_critic_step_and_the_generator_step_draw_fresh_noise(tmp_path) -> None:

@@ -106,11 +106,22 @@ class WGANConfig(DCGANConfig):
     lr: float = 5e-5
     critic_steps: int = 5
     clip: float = 0.01
+    # "fixed": critic_steps at every step (the paper's Algorithm 1); "official": martinarjovsky/WassersteinGAN's
+    # main.py, 100 critic steps for the first 25 generator steps and at every 500th, critic_steps otherwise
+    critic_schedule: Literal["fixed", "official"] = "fixed"
+
+    OFFICIAL_CRITIC_STEPS: ClassVar[int] = 100
+    OFFICIAL_FIRST_STEPS: ClassVar[int] = 25
+    OFFICIAL_EVERY: ClassVar[int] = 500
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.clip <= 0:
             raise ConfigError(f"model.clip: expected a positive clipping bound, got {self.clip}")
+        if self.critic_schedule == "official" and self.critic_steps >= self.OFFICIAL_CRITIC_STEPS:
+            raise ConfigError(f"model.critic_schedule: 'official' raises the critic steps to "
+                              f"{self.OFFICIAL_CRITIC_STEPS} at the start and every {self.OFFICIAL_EVERY}th step, "
+                              f"which model.critic_steps {self.critic_steps} already reaches: it would do nothing")
 
 
 @dataclass
@@ -228,6 +239,10 @@ class DCGANFamily(Family):
     def after_critic_step(self) -> None:  # noqa: B027 - WGAN clips here; the others do nothing
         """Hook run after each critic optimiser step."""
 
+    def critic_steps_at(self, step: int) -> int:
+        """The critic updates of step `step` (WGAN's official schedule varies them)."""
+        return self.config.critic_steps
+
     def phases(self, step: int, plan: StepPlan) -> list[Phase]:
         G, D = self.nets["G"], self.discriminate
         latent_dim = self.config.latent_dim
@@ -253,7 +268,7 @@ class DCGANFamily(Family):
             loss = self.generator_objective(D(fakes))
             return loss, {"loss_G": loss.detach()}
 
-        return [Phase("D", ("D",), critic_loss, repeats=self.config.critic_steps, after_step=self.after_critic_step,
+        return [Phase("D", ("D",), critic_loss, repeats=self.critic_steps_at(step), after_step=self.after_critic_step,
                       reuse_batch=reuse),
                 Phase("G", ("G",), generator_loss, data="none")]
 
@@ -272,6 +287,7 @@ class DCGANFamily(Family):
     def describe(self) -> dict[str, Any]:
         return {"objective": self.name, "resolution": self.resolution, "critic_norm": self.config.critic_norm,
                 "critic_steps": self.config.critic_steps, "critic_batches": self.config.critic_batches,
+                **({"critic_schedule": self.config.critic_schedule} if self.name == "wgan" else {}),
                 "optimizer": self.config.optimizer, "ema": self.config.ema_decay is not None}
 
 
@@ -303,6 +319,14 @@ class WGANFamily(DCGANFamily):
         loss = fake_part + real_part
         return loss, {"loss_D": loss.detach(), "wdist": -loss.detach(), "loss_D_real": real_part.detach(),
                       "loss_D_fake": fake_part.detach()}
+
+    def critic_steps_at(self, step: int) -> int:
+        """`critic_schedule: official` counts `step` (0-based) as the official code counts gen_iterations."""
+        config = self.config
+        if config.critic_schedule == "official" and (step < config.OFFICIAL_FIRST_STEPS
+                                                     or step % config.OFFICIAL_EVERY == 0):
+            return config.OFFICIAL_CRITIC_STEPS
+        return config.critic_steps
 
     @torch.no_grad()
     def after_critic_step(self) -> None:
