@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ganforge.data.images import ImageError, center_crop_resize, is_power_of_two, load_rgb
+from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, is_power_of_two, load_rgb
 from ganforge.data.store import CLASS_COLUMN, DatasetError, StoreWriter
 from ganforge.download import download
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 CELEBA_SIZE = (178, 218)  # width, height of the aligned CelebA images
 CELEBA_CROP_BOX = (25, 57, 153, 185)  # PIL (left, top, right, bottom): rows 121±64, columns 89±64
 CELEBA_MAX_ITER_AT_SCALE = [48000, 96000, 96000, 96000, 96000, 96000]  # zoo preset for celeba_cropped

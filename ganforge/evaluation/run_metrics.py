@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ganforge.config import ConfigError, read_config_file
-from ganforge.data.images import ImageError, center_crop_resize, load_rgb
+from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, load_rgb
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family
@@ -51,7 +51,6 @@ from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.log import append_record
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 # images per batch of a run's metric pass: generated, read and run through the feature networks (the shares of a
 # torchrun job are these batches, so rank 0's values are one process's)
 METRIC_BATCH = 64
@@ -415,9 +414,9 @@ def image_set_size(source: Path) -> int:
 def _image_files(source: Path) -> list[Path]:
     if not source.is_dir():
         raise DatasetError(f"{source}: expected a folder of images, an .npz or a ganforge store")
-    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise DatasetError(f"{source}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found")
+        raise DatasetError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     return files
 
 
