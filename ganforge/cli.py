@@ -335,7 +335,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ganforge.config import ConfigError
     from ganforge.evaluation.run_metrics import evaluate_folders, evaluate_saved_run
     from ganforge.metrics.fid_stats import stats_network
-    from ganforge.metrics.registry import MetricSettings
+    from ganforge.metrics.registry import METRICS_SERVED, MetricSettings
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     settings = MetricSettings(**{key: value for key in ("kid_subsets", "kid_subset_size", "pr_k")
@@ -348,8 +348,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           "`evaluate RUN` records from the EMA generator)")
     if args.fake is not None:
         # with statistics only their network's Fréchet distance can be computed: it is the default then
-        default = ["swd"] if args.real_stats is None else [
-            "fd_dinov2" if stats_network(args.real_stats) == "dinov2" else "fid"]
+        default = ["swd"] if args.real_stats is None else METRICS_SERVED[stats_network(args.real_stats)]
         table = evaluate_folders(args.fake, args.real, metrics or default, n=args.n, step=args.step,
                                  inception_weights=args.inception_weights, fid_mode=args.fid_mode,
                                  real_stats=args.real_stats, resolution=args.resolution, settings=settings,
@@ -373,14 +372,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from ganforge.evaluation.run_metrics import write_image_set_stats
+    from ganforge.metrics.fid_stats import FEATURES_NAMED
+    from ganforge.metrics.registry import METRICS_SERVED
 
     stats = write_image_set_stats(args.source, args.out, fid_mode=args.fid_mode, n=args.n,
                                   inception_weights=args.inception_weights, resolution=args.resolution,
                                   device=args.device, network=args.network, dinov2_weights=args.dinov2_weights)
-    what = (f"Inception pool3 mean and covariance of {stats.count} images of {args.source} (fid_mode "
-            f"{stats.fid_mode})" if stats.network == "inception" else
-            f"DINOv2 class-token mean and covariance of {stats.count} images of {args.source} (for fd_dinov2)")
-    print(f"wrote {args.out}: {what}")
+    mode = f", fid_mode {stats.fid_mode}" if stats.fid_mode else ""
+    print(f"wrote {args.out}: {FEATURES_NAMED[stats.network]} mean and covariance of {stats.count} images of "
+          f"{args.source} (for {' and '.join(METRICS_SERVED[stats.network])}{mode})")
     return 0
 
 
@@ -400,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ganforge.config import RESUMABLE_CHANGES, FidMode
     from ganforge.families import family_names
+    from ganforge.metrics.registry import STATS_NETWORKS
 
     fid_modes = list(get_args(FidMode))
 
@@ -613,8 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a store made by `ganforge prepare`")
     stats.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.npz",
                        help="the statistics file to write (replaced if it exists)")
-    stats.add_argument("--network", choices=["inception", "dinov2"], default="inception",
-                       help="inception (default): FID's statistics; dinov2: FD_DINOv2's (the class token, 1024-d)")
+    stats.add_argument("--network", choices=list(STATS_NETWORKS), default="inception",
+                       help="inception (default): FID's statistics (pool3, 2048-d); inception64, inception192, "
+                       "inception768: Inception's earlier blocks, for fid64, fid192, fid768 (pytorch-fid's --dims); "
+                       "dinov2: FD_DINOv2's (the class token, 1024-d)")
     stats.add_argument("--fid-mode", choices=fid_modes,
                        help="Inception's resize protocol, recorded in the file (default legacy-tf; or clean)")
     stats.add_argument("--n", type=positive_int, help="a seeded random choice of N images (default all)")

@@ -423,5 +423,5 @@ def test_fd_dinov2_against_a_statistics_file(monkeypatch, tmp_path, capsys):
                  "clean"]) == 2
     assert "--fid-mode: not for dinov2 statistics (--network dinov2)" in capsys.readouterr().err
     config = {**copy.deepcopy(TINY_PGAN), "metrics": ["fid"], "fid_real_stats": str(stats)}
-    with pytest.raises(ConfigError, match="holds dinov2 statistics .* training's FID needs Inception ones"):
+    with pytest.raises(ConfigError, match="holds dinov2 statistics .* training's FID needs Inception pool3 ones"):
         ganforge.train(config, tmp_path / "run")

@@ -150,6 +150,6 @@ def test_training_time_records_carry_the_mode(monkeypatch):
 def test_a_mode_for_metrics_without_inception_is_refused():
     assert run_metrics.chosen_fid_mode(["swd", "fid"], None) == "legacy-tf"
     assert run_metrics.chosen_fid_mode(["swd", "is"], "clean") == "clean"
-    with pytest.raises(ConfigError, match=r"^--fid-mode clean: only the Inception metrics \(fid, kid, is\) use "
-                                          r"it, and the metrics asked for are swd, msssim$"):
+    with pytest.raises(ConfigError, match=r"^--fid-mode clean: only the Inception metrics \(fid, fid64, fid192, "
+                                          r"fid768, kid, is\) use it, and the metrics asked for are swd, msssim$"):
         run_metrics.chosen_fid_mode(["swd", "msssim"], "clean")

@@ -90,9 +90,9 @@ GOOD_MU, GOOD_SIGMA = np.zeros(2048), np.eye(2048)
 
 @pytest.mark.parametrize("arrays,message", [
     ({"mu": GOOD_MU}, r"expected the keys 'mu' and 'sigma' \(pytorch-fid / TTUR layout\), found \['mu'\]"),
-    ({"mu": np.zeros(64), "sigma": np.eye(64)},
-     r"expected 'mu' of shape \(2048,\) and 'sigma' of shape \(2048, 2048\) \(Inception pool3\), got \(64,\) and "
-     r"\(64, 64\)"),
+    ({"mu": np.zeros(100), "sigma": np.eye(100)},  # not the size of pool3 or of a block (64, 192, 768)
+     r"expected 'mu' of shape \(2048,\) and 'sigma' of shape \(2048, 2048\) \(Inception pool3\), got \(100,\) and "
+     r"\(100, 100\)"),
     ({"mu": np.full(2048, np.nan), "sigma": GOOD_SIGMA}, r"'mu' holds non-finite values \(NaN or infinity\)"),
     ({"mu": GOOD_MU, "sigma": np.eye(2048, dtype=np.int64)}, r"expected floating-point 'sigma', got int64"),
     ({"mu": GOOD_MU, "sigma": GOOD_SIGMA, "fid_mode": np.array("tf")}, r"'fid_mode' 'tf' is not one of legacy-tf, "),
@@ -165,23 +165,26 @@ def test_stats_and_evaluate_real_stats_end_to_end(standin_weights, tmp_path, cap
     out = tmp_path / "stats" / "reals.npz"
     assert main(["stats", str(reals), "-o", str(out), "--fid-mode", "clean", *weights]) == 0
     assert capsys.readouterr().out.strip() == (f"wrote {out}: Inception pool3 mean and covariance of 4 images of "
-                                               f"{reals} (fid_mode clean)")
+                                               f"{reals} (for fid, fid_mode clean)")
     assert (read_stats(out).count, read_stats(out).fid_mode) == (4, "clean")
 
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(out), "--fid-mode", "clean", *weights]) == 0
-    header, from_stats, bias_note = capsys.readouterr().out.strip().splitlines()
+    header, from_stats, bias_note, small_set = capsys.readouterr().out.strip().splitlines()
     assert header == f"4 generated images against the statistics in {out} (4 images)"
     assert from_stats.startswith("FID") and from_stats.endswith("  (clean)")
     assert bias_note.startswith("(FID from fewer than the 50,000 generated images papers use is biased upwards")
+    assert small_set == ("(warning: fid (2048-d) from 4 images, no more than the features' dimensions: their "
+                         "covariance is singular and the distance far above what more images give; use more images, "
+                         "or a narrower Inception block for small sets: fid64, fid192, fid768, pytorch-fid's --dims)")
     assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "fid", "--fid-mode", "clean",
                  *weights]) == 0
-    header, from_images, _ = capsys.readouterr().out.strip().splitlines()
+    header, from_images, _, _ = capsys.readouterr().out.strip().splitlines()
     assert header == "4 generated images against 4 real"
     assert float(from_stats.split()[1]) == pytest.approx(float(from_images.split()[1]), rel=1e-6)
     foreign = tmp_path / "foreign.npz"  # the same statistics as pytorch-fid writes them: mu and sigma only
     np.savez(foreign, mu=read_stats(out).mean, sigma=read_stats(out).cov)
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(foreign), "--fid-mode", "clean", *weights]) == 0
-    header, fid_line, _, note = capsys.readouterr().out.strip().splitlines()
+    header, fid_line, _, _, note = capsys.readouterr().out.strip().splitlines()
     assert header == f"4 generated images against the statistics in {foreign}" and fid_line == from_stats
     assert note == f"note: {foreign} does not say its FID mode (a file from elsewhere); it is compared as clean"
 
@@ -395,12 +398,13 @@ def test_statistics_of_an_image_set_stream_into_running_sums(monkeypatch):
     mixing = torch.from_numpy(np.random.default_rng(2).normal(size=(12, 2048))).float()
     seen = []
 
-    def network(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        seen.append(len(batch))
-        pools = batch.float().mean(dim=(2, 3)).repeat(1, 4) @ mixing
-        return pools, torch.zeros(len(batch), 1008)
+    class Network:
+        @staticmethod
+        def features(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+            seen.append(len(batch))
+            return {"2048": batch.float().mean(dim=(2, 3)).repeat(1, 4) @ mixing}
 
-    monkeypatch.setattr(fid_stats, "load_inception", lambda weights, device=None, fid_mode=None: network)
+    monkeypatch.setattr(fid_stats, "load_inception", lambda weights, device=None, fid_mode=None: Network)
     updates = []
     update = fid_stats.FeatureStats.update
     monkeypatch.setattr(fid_stats.FeatureStats, "update",

@@ -28,7 +28,14 @@ from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError
 from ganforge.metrics.dinov2 import DINOv2WeightsError
 from ganforge.metrics.evaluate import evaluate, metrics_device, resolve_network_weights
-from ganforge.metrics.fid_stats import ReferenceStats, check_stats_output, image_set_stats, read_stats, write_stats
+from ganforge.metrics.fid_stats import (
+    FEATURE_DIMS,
+    ReferenceStats,
+    check_stats_output,
+    image_set_stats,
+    read_stats,
+    write_stats,
+)
 from ganforge.metrics.inception import (
     DEFAULT_FID_MODE,
     InceptionWeightsError,
@@ -38,6 +45,7 @@ from ganforge.metrics.inception import (
 )
 from ganforge.metrics.ranks import RankShare
 from ganforge.metrics.registry import (
+    INCEPTION_BLOCKS,
     METRICS,
     MetricSettings,
     check_metrics,
@@ -462,7 +470,7 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         check_real_stats_metrics(check_metrics(metrics), stats.network)
     metrics, warning = computable_metrics(metrics, inception_weights, dinov2_weights)
     settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
-    if stats is not None and stats.fid_mode is None and stats.network == "inception":
+    if stats is not None and stats.fid_mode is None and stats.network.startswith("inception"):
         warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
                                                    f"elsewhere); it is compared as {fid_mode}"]))
     fake = Path(fake)
@@ -571,7 +579,7 @@ def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = Non
     if n is not None and n > available:
         raise ConfigError(f"--n {n}: {source} holds {available} images")
     stats = image_set_stats(iter_image_set(Path(source), resolution, sample=n), fid_mode=fid_mode,
-                            inception_weights=weights if network == "inception" else None,
+                            inception_weights=weights if network != "dinov2" else None,
                             dinov2_weights=weights if network == "dinov2" else None, n=n, network=network,
                             device=metrics_device(pick_device(device, DistInfo())))
     write_stats(out, stats)
@@ -588,6 +596,13 @@ def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fak
                                                                                   else "")
     note = ("\n(FID from fewer than the 50,000 generated images papers use is biased upwards: compare it only with "
             "values from as many)" if "fid" in results and fakes < PAPER_FID_IMAGES else "")
+    narrow = [f"{name} ({FEATURE_DIMS[METRICS[name].network]}-d)" for name in results
+              if METRICS[name].real_stats_suffice and fakes <= FEATURE_DIMS[METRICS[name].network]]
+    if narrow:  # pytorch-fid's issues #42, #78: a covariance of N samples has rank N - 1
+        note += (f"\n(warning: {', '.join(narrow)} from {fakes} images, no more than the features' dimensions: "
+                 "their covariance is singular and the distance far above what more images give; use more images, "
+                 f"or a narrower Inception block for small sets: {', '.join(f'fid{w}' for w in INCEPTION_BLOCKS)}, "
+                 "pytorch-fid's --dims)")
     return f"{header}\n{format_table(results, fid_mode)}{note}"
 
 

@@ -149,14 +149,20 @@ def _padded(tensor: torch.Tensor | None, rows: int, shape: list[int], dtype: tor
 
 class _FeatureNetwork:
     """A pretrained network the metrics read, by the names of its outputs: Inception's "pool" and "logits",
-    DINOv2's "dinov2", VGG-16's "vgg16"; its weights file and resize protocol identify its real-set features."""
+    DINOv2's "dinov2", VGG-16's "vgg16", and Inception's earlier blocks as networks of their own ("inception768":
+    its Mixed_6e features, pytorch-fid's --dims 768); its weights file and resize protocol identify its real-set
+    features."""
 
     def __init__(self, name: str, model: torch.nn.Module, weights_path: Path, protocol: str) -> None:
         self.name, self.model, self.weights_path, self.protocol = name, model, weights_path, protocol
 
     def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(batch)  # uint8 on the CPU: a PIL resize reads it there, the network moves the rest
-        return dict(zip(self.output_keys, out if self.name == "inception" else (out,), strict=True))
+        # uint8 on the CPU: a PIL resize reads it there, the network moves the rest
+        if self.name == "inception":
+            return dict(zip(self.output_keys, self.model(batch), strict=True))
+        if self.name.startswith("inception"):
+            return {self.name: self.model.features(batch)[self.name.removeprefix("inception")]}
+        return {self.name: self.model(batch)}
 
     @property
     def device(self) -> torch.device:
@@ -176,7 +182,7 @@ def resolve_network_weights(network: str, *, inception_weights: str | Path | Non
                             dinov2_weights: str | Path | None = None) -> Path:
     """A feature network's weights file: the one given, else its environment variable, else the cache (downloaded
     there once); a network's own error (InceptionWeightsError, ...) names the file and where to put it."""
-    if network == "inception":
+    if network.startswith("inception"):  # its blocks ("inception768") too
         return resolve_weights_path(inception_weights)
     if network == "dinov2":
         return resolve_dinov2_weights(dinov2_weights)
@@ -194,8 +200,9 @@ def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None
     networks: dict[str, _FeatureNetwork] = {}
     for name in dict.fromkeys(metric.network for metric in wanted if metric.network):
         path = resolve_network_weights(name, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
-        protocol = {"inception": fid_mode, "dinov2": DINOV2_PROTOCOL, "vgg16": VGG16_PROTOCOL}[name]
-        model = _loaded_network(name, str(path), _stamp(path), str(device), fid_mode if name == "inception" else "")
+        loaded = "inception" if name.startswith("inception") else name  # one Inception serves its blocks too
+        protocol = {"inception": fid_mode, "dinov2": DINOV2_PROTOCOL, "vgg16": VGG16_PROTOCOL}[loaded]
+        model = _loaded_network(loaded, str(path), _stamp(path), str(device), fid_mode if loaded == "inception" else "")
         networks[name] = _FeatureNetwork(name, model, path, protocol)
     return networks
 
@@ -329,6 +336,12 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
                 if "inception" in networks:
                     inputs.fake_pool, inputs.fake_logits = fake_reader.joined("pool"), fake_reader.joined("logits")
                     inputs.real_pool = real_features.get("inception")
+                for name in networks.keys() - {"inception"}:
+                    if name.startswith("inception"):
+                        width = int(name.removeprefix("inception"))
+                        inputs.fake_blocks[width] = fake_reader.joined(name)
+                        if name in real_features:
+                            inputs.real_blocks[width] = real_features[name]
                 if "dinov2" in networks:
                     inputs.fake_dinov2, inputs.real_dinov2 = fake_reader.joined("dinov2"), real_features.get("dinov2")
                 if "vgg16" in networks:
@@ -369,10 +382,11 @@ def _write_cache(path: Path, network: _FeatureNetwork, features: torch.Tensor, k
     """Atomic safetensors + JSON sidecar (the key, count, network and protocol, for humans and for checks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    mode = {"fid_mode": network.protocol} if network.name == "inception" else {"protocol": network.protocol}
+    inception = network.name.startswith("inception")
+    mode = {"fid_mode": network.protocol} if inception else {"protocol": network.protocol}
     save_file({network.real_key: features.contiguous()}, str(tmp),
               metadata={"key": key, "count": str(len(features)), **mode})
     os.replace(tmp, path)
-    what = {"inception": "inception pool3", "dinov2": "dinov2 vitl14 class token", "vgg16": "vgg16 fc2 relu"}[
-        network.name]
+    what = {"inception": "inception pool3", "dinov2": "dinov2 vitl14 class token", "vgg16": "vgg16 fc2 relu"}.get(
+        network.name, f"inception {network.name.removeprefix('inception')}-d block")
     path.with_suffix(".json").write_text(json.dumps({"key": key, "count": len(features), "features": what, **mode}))

@@ -28,9 +28,14 @@ from ganforge.metrics.dinov2 import load_dinov2, resolve_dinov2_weights
 from ganforge.metrics.fid import FeatureStats
 from ganforge.metrics.float32 import reference_float32
 from ganforge.metrics.inception import FID_MODES, load_inception
+from ganforge.metrics.registry import INCEPTION_BLOCKS
 
 POOL_DIM = 2048  # Inception pool3 features
-FEATURE_DIMS = {"inception": POOL_DIM, "dinov2": DINOV2_FEATURES}  # a statistics file's network → feature size
+# a statistics file's network → feature size; "inception768" etc.: Inception's blocks (pytorch-fid --dims)
+FEATURE_DIMS = {"inception": POOL_DIM, **{f"inception{width}": width for width in INCEPTION_BLOCKS},
+                "dinov2": DINOV2_FEATURES}
+# what a file without a 'network' key (TTUR's, pytorch-fid's `--save-stats [--dims D]`) holds, by its size
+FOREIGN_NETWORKS = {dim: network for network, dim in FEATURE_DIMS.items() if network.startswith("inception")}
 
 
 class StatsFileError(ValueError):
@@ -67,23 +72,25 @@ def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
         raise StatsFileError(f"{path}: expected the keys 'mu' and 'sigma' (pytorch-fid / TTUR layout), "
                              f"found {sorted(arrays)}")
     mu, sigma = arrays["mu"], arrays["sigma"]
-    network = _optional_text(path, arrays, "network") or "inception"  # files from elsewhere: TTUR / pytorch-fid's
+    # files from elsewhere (TTUR's, pytorch-fid's) say nothing: Inception features, of the block their size names
+    network = _optional_text(path, arrays, "network") or FOREIGN_NETWORKS.get(mu.shape[0] if mu.ndim == 1 else 0,
+                                                                              "inception")
     if network not in FEATURE_DIMS:
         raise StatsFileError(f"{path}: 'network' {network!r} is not one of {', '.join(FEATURE_DIMS)}")
     dim = FEATURE_DIMS[network]
     if mu.shape != (dim,) or sigma.shape != (dim, dim):
         raise StatsFileError(f"{path}: expected 'mu' of shape ({dim},) and 'sigma' of shape ({dim}, {dim}) "
-                             f"({'Inception pool3' if network == 'inception' else 'DINOv2 class token'}), got "
-                             f"{mu.shape} and {sigma.shape}")
+                             f"({FEATURES_NAMED[network]}), got {mu.shape} and {sigma.shape}")
     for key, value in (("mu", mu), ("sigma", sigma)):
         if value.dtype.kind != "f":
             raise StatsFileError(f"{path}: expected floating-point '{key}', got {value.dtype}")
         if not np.isfinite(value).all():
             raise StatsFileError(f"{path}: '{key}' holds non-finite values (NaN or infinity)")
     recorded_mode = _optional_text(path, arrays, "fid_mode")
-    if recorded_mode is not None and (recorded_mode not in FID_MODES or network != "inception"):
+    inception = network.startswith("inception")
+    if recorded_mode is not None and (recorded_mode not in FID_MODES or not inception):
         raise StatsFileError(f"{path}: 'fid_mode' {recorded_mode!r} is not one of {', '.join(FID_MODES)}"
-                             if network == "inception" else f"{path}: 'fid_mode' is for Inception statistics, and "
+                             if inception else f"{path}: 'fid_mode' is for Inception statistics, and "
                              f"this file holds {network}'s")
     if fid_mode is not None and recorded_mode is not None and recorded_mode != fid_mode:
         raise ConfigError(f"{path}: statistics made with fid_mode {recorded_mode}, and this evaluation uses "
@@ -97,6 +104,10 @@ def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
     return ReferenceStats(mu.astype(np.float64), sigma.astype(np.float64),
                           None if count is None else int(count), recorded_mode,
                           None if resolution is None else int(resolution), network)
+
+
+FEATURES_NAMED = {"inception": "Inception pool3", "dinov2": "DINOv2 class-token",
+                  **{f"inception{width}": f"Inception's {width}-d block" for width in INCEPTION_BLOCKS}}
 
 
 def stats_network(path: str | Path) -> str:
@@ -173,9 +184,10 @@ def image_set_stats(images: ImageSource, *, fid_mode: str | None, inception_weig
             return model(batch).cpu()
     else:
         inception = load_inception(inception_weights, device=device, fid_mode=fid_mode)
+        output = str(FEATURE_DIMS[network])  # pool3's "2048", or a block's width (`InceptionV3FID.features`)
 
         def features(batch: torch.Tensor) -> torch.Tensor:
-            return inception(batch)[0].cpu()
+            return inception.features(batch)[output].cpu()
     stats = FeatureStats(FEATURE_DIMS[network])
     sizes: set[int] = set()
     with torch.no_grad(), reference_float32():

@@ -89,6 +89,9 @@ class MetricInputs:
     fake_pool: torch.Tensor | None = None  # Inception pool3 features [N, 2048]
     fake_logits: torch.Tensor | None = None  # Inception logits [N, 1008]
     real_pool: torch.Tensor | None = None
+    # Inception's earlier blocks, average-pooled, by width (64, 192, 768: pytorch-fid's --dims)
+    fake_blocks: dict[int, torch.Tensor] = field(default_factory=dict)
+    real_blocks: dict[int, torch.Tensor] = field(default_factory=dict)
     fake_dinov2: torch.Tensor | None = None  # DINOv2 ViT-L/14 class-token features [N, 1024]
     real_dinov2: torch.Tensor | None = None
     fake_vgg16: torch.Tensor | None = None  # VGG-16 fc2 features after ReLU [N, 4096]
@@ -128,7 +131,7 @@ class Metric:
     @property
     def needs_inception(self) -> bool:
         """Its values depend on the Inception weights and the FID mode's resize."""
-        return self.network == "inception"
+        return self.network is not None and self.network.startswith("inception")
 
     def output(self, key: str) -> MetricOutput:
         return next(out for out in self.outputs if _matches(out.key, key))
@@ -220,12 +223,30 @@ FD_DINOV2 = Metric(
     row=lambda value: f"FD_DINOv2 {value:{FD_DINOV2.outputs[0].fmt}}",
     real_stats_suffice=True)
 
-METRICS: dict[str, Metric] = {metric.name: metric for metric in (SWD, MSSSIM, FID, KID, IS, PR, FD_DINOV2)}
+INCEPTION_BLOCKS = (64, 192, 768)  # pytorch-fid's --dims below pool3's 2048: its first two max pools and Mixed_6e
 
 
-# the metrics a statistics file of each network's features serves (its Fréchet distance)
+def _block_fid(width: int) -> Metric:
+    """FID on Inception's `width`-wide block features (pytorch-fid `--dims width`): a covariance that sets of fewer
+    than 2,048 images can make full rank, where pool3's cannot."""
+    name = f"fid{width}"
+
+    def compute(inputs: MetricInputs) -> float:
+        return fid(inputs.fake_blocks[width], inputs.real_stats.get(f"inception{width}", inputs.real_blocks.get(width)))
+
+    return Metric(name, f"FID on Inception's {width}-d block features (pytorch-fid --dims {width}; for small sets)",
+                  needs_real=True, network=f"inception{width}", outputs=(MetricOutput(name, False, "9.4f"),),
+                  compute=compute, flatten=lambda value: {name: float(value)},
+                  row=lambda value: f"{'FID-' + str(width):<10}{value:9.4f}", real_stats_suffice=True)
+
+
+METRICS: dict[str, Metric] = {metric.name: metric for metric in (
+    SWD, MSSSIM, FID, *map(_block_fid, INCEPTION_BLOCKS), KID, IS, PR, FD_DINOV2)}
+
+# the networks whose feature statistics a statistics file may hold, and the metrics each serves (its Fréchet distance)
+STATS_NETWORKS = ("inception", *(f"inception{width}" for width in INCEPTION_BLOCKS), "dinov2")
 METRICS_SERVED: dict[str, list[str]] = {network: [m.name for m in METRICS.values() if m.real_stats_suffice
-                                                  and m.network == network] for network in ("inception", "dinov2")}
+                                                  and m.network == network] for network in STATS_NETWORKS}
 
 
 def check_metrics(metrics: list[str]) -> list[str]:

@@ -860,7 +860,7 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
     (for a translating family: its protocol's networks, and its validation store beside the opened training store
     `data_source`)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE
-    from ganforge.metrics.registry import METRICS, check_metrics
+    from ganforge.metrics.registry import METRICS, METRICS_SERVED, check_metrics
 
     settings = training_metric_settings(config)
     translates = get_family(config.family).translates
@@ -912,7 +912,8 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
             raise ConfigError(f"fid_real_stats: {err}") from None
         if stats.network != "inception":
             raise ConfigError(f"fid_real_stats: {config.fid_real_stats} holds {stats.network} statistics (for "
-                              "`ganforge evaluate --real-stats` with fd_dinov2); training's FID needs Inception ones")
+                              f"`ganforge evaluate --real-stats` with {' and '.join(METRICS_SERVED[stats.network])}); "
+                              "training's FID needs Inception pool3 ones")
         if stats.fid_mode is not None and stats.fid_mode != config.fid_mode:
             raise ConfigError(f"fid_real_stats: {config.fid_real_stats}: statistics made with fid_mode "
                               f"{stats.fid_mode}, and this run's fid_mode is {config.fid_mode} (FIDs of different "
