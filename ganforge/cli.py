@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ganforge.config import RESUMABLE_CHANGES, FidMode
     from ganforge.families import family_names
-    from ganforge.metrics.registry import STATS_NETWORKS
+    from ganforge.metrics.registry import INCEPTION_METRICS, STATS_NETWORKS
 
     fid_modes = list(get_args(FidMode))
 
@@ -568,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", type=Path, nargs="?")
     ev.add_argument("--device", type=device_name, default="auto", help=METRICS_DEVICE_HELP)
     ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs). Without "
-                    "a feature network's weights (the FID Inception's for fid, kid, is; VGG-16's for pr, from "
+                    f"a feature network's weights (the FID Inception's for {', '.join(INCEPTION_METRICS)}; VGG-16's "
+                    "for pr, from "
                     "$GANFORGE_VGG16_WEIGHTS or the cache; DINOv2's for fd_dinov2), "
                     "the metrics that need them are left out with one warning line and the others are printed "
                     "(exit 0); if all need them, it is an error (exit 2)")

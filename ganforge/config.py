@@ -380,9 +380,9 @@ class RunConfig:
     # collapse: the paper reports checkpoints from before it); None: the schedule's end
     patience: int | None = None
     on_nan: Literal["stop", "rollback"] = "stop"
-    inception_weights: str | None = None  # local FID Inception weights for training-time fid/kid/is
+    inception_weights: str | None = None  # local FID Inception weights for training-time fid (and blocks)/kid/is
     dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth for training-time fd_dinov2
-    fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid/kid/is (see FidMode)
+    fid_mode: FidMode = "legacy-tf"  # the resize protocol of training-time fid (and blocks)/kid/is (see FidMode)
     # training-time FID against these statistics (.npz with mu, sigma; `ganforge stats DATA -o FILE`, the whole set,
     # as BigGAN-PyTorch's inception moments) rather than against metrics_n random training images
     fid_real_stats: str | None = None
@@ -418,7 +418,7 @@ class RunConfig:
             raise ConfigError(f"best_metric: {self.best_metric!r} needs `metrics` to compute it (and metrics_every); "
                               "without metrics, set best_metric=null too")
         if self.fid_mode != "legacy-tf" and not self.metrics:
-            raise ConfigError(f"fid_mode: {self.fid_mode!r} is for the Inception metrics (fid, kid, is), and "
-                              "`metrics` is empty")
+            raise ConfigError(f"fid_mode: {self.fid_mode!r} is for the Inception metrics (fid and its blocks "
+                              "fid64/fid192/fid768, kid, is), and `metrics` is empty")
         if self.metrics_every < 0:
             raise ConfigError(f"metrics_every: expected 0 (off) or a positive integer, got {self.metrics_every}")

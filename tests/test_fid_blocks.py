@@ -16,7 +16,7 @@ from ganforge.cli import main
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.fid import fid
 from ganforge.metrics.fid_stats import StatsFileError, read_stats, stats_of_features, write_stats
-from ganforge.metrics.inception import load_inception, resize_bilinear_tf1
+from ganforge.metrics.inception import InceptionV3FID, load_inception, resize_bilinear_tf1
 from ganforge.metrics.registry import (
     INCEPTION_BLOCKS,
     METRICS,
@@ -51,14 +51,21 @@ def test_the_block_metrics_are_declared_like_fid():
 
 
 @pytest.mark.slow
-def test_block_fids_are_frechet_distances_of_the_blocks_average_pooled_features(standin_weights):
+def test_block_fids_are_frechet_distances_of_the_blocks_average_pooled_features(standin_weights, monkeypatch):
     """pytorch-fid's InceptionV3 blocks (its `output_blocks`): 0 ends at the first max pool (64 channels), 1 at the
     second (192), 2 after Mixed_6e (768), 3 after Mixed_7c (pool3, 2048); each block's output averaged over its
-    positions is the feature vector. Recomputed here layer by layer from the network's modules."""
+    positions is the feature vector. Recomputed here layer by layer from the network's modules. One Inception pass
+    per batch serves every block."""
     rng = np.random.default_rng(3)
     fakes, reals = rng.integers(0, 256, (2, 6, 3, 24, 24), dtype=np.uint8)
+    passes = []
+    features = InceptionV3FID.features
+    monkeypatch.setattr(InceptionV3FID, "features", lambda self, images: passes.append(len(images)) or features(
+        self, images))
     values = evaluate(fakes, reals, ["fid64", "fid192", "fid768", "fid"], inception_weights=standin_weights,
                       batch_size=4)
+    assert passes == [4, 2, 4, 2]  # the fakes' two batches, then the reals'
+    monkeypatch.setattr(InceptionV3FID, "features", features)
     model = load_inception(standin_weights)
 
     def blocks(images: np.ndarray) -> dict[str, torch.Tensor]:
@@ -99,8 +106,9 @@ def test_block_statistics_files_round_trip_and_pytorch_fids_own_are_recognised(s
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(out), *weights]) == 0
     header, from_stats, warning = capsys.readouterr().out.strip().splitlines()
     assert from_stats.startswith("FID-768") and from_stats.endswith("(legacy-tf)")
-    assert warning.startswith("(warning: fid768 (768-d) from 5 images, no more than the features' dimensions: "
-                              "their covariance is singular")
+    assert warning == ("(warning: fid768 of 768-d features from a set of 5 images, no more than their dimensions: "
+                       "its covariance is singular and the distance far above what more images give; use more "
+                       "images, or a narrower Inception block (fid64, fid192: pytorch-fid's --dims))")
     assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "fid768", *weights]) == 0
     from_images = capsys.readouterr().out.strip().splitlines()[1]
     assert float(from_stats.split()[1]) == pytest.approx(float(from_images.split()[1]), rel=1e-6)
@@ -125,3 +133,11 @@ def test_a_block_file_of_the_wrong_size_is_refused_by_name(tmp_path):
     with pytest.raises(StatsFileError, match=r"expected 'mu' of shape \(768,\) and 'sigma' of shape \(768, 768\) "
                                              r"\(Inception's 768-d block\), got \(192,\)"):
         read_stats(path)
+
+
+def test_missing_inception_weights_leave_out_every_inception_metric_with_one_warning(tmp_path):
+    from ganforge.evaluation.run_metrics import computable_metrics
+
+    left, warning = computable_metrics(["swd", "fid", "fid768", "kid"], inception_weights=tmp_path / "none.pth")
+    assert left == ["swd"] and len(warning.splitlines()) == 1
+    assert warning.startswith("warning: fid, fid768, kid not computed: ")

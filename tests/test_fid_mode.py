@@ -105,13 +105,13 @@ def test_config_key_is_checked():
     with pytest.raises(ConfigError, match=r"fid_mode: 'cleanfid' is not one of 'legacy-tf', 'clean'"):
         resolve_run_config("pgan", {"fid_mode": "cleanfid"}, [])
     # a mode that no metric would use does nothing: refused
-    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is\), "
-                                          r"and `metrics` is empty$"):
+    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid and its blocks "
+                                          r"fid64/fid192/fid768, kid, is\), and `metrics` is empty$"):
         RunConfig(family="pgan", fid_mode="clean")
     from ganforge.training.engine import check_training_metrics
 
-    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, kid, is\), "
-                                          r"and none of metrics \['swd'\] is one$"):
+    with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid, fid64, fid192, "
+                                          r"fid768, kid, is\), and none of metrics \['swd'\] is one$"):
         check_training_metrics(RunConfig(family="pgan", fid_mode="clean", metrics=["swd"], metrics_every=8))
     check_training_metrics(RunConfig(family="pgan", metrics=["swd"], metrics_every=8))
 

@@ -173,9 +173,9 @@ def test_stats_and_evaluate_real_stats_end_to_end(standin_weights, tmp_path, cap
     assert header == f"4 generated images against the statistics in {out} (4 images)"
     assert from_stats.startswith("FID") and from_stats.endswith("  (clean)")
     assert bias_note.startswith("(FID from fewer than the 50,000 generated images papers use is biased upwards")
-    assert small_set == ("(warning: fid (2048-d) from 4 images, no more than the features' dimensions: their "
-                         "covariance is singular and the distance far above what more images give; use more images, "
-                         "or a narrower Inception block for small sets: fid64, fid192, fid768, pytorch-fid's --dims)")
+    assert small_set == ("(warning: fid of 2048-d features from a set of 4 images, no more than their dimensions: "
+                         "its covariance is singular and the distance far above what more images give; use more "
+                         "images, or a narrower Inception block (fid64, fid192, fid768: pytorch-fid's --dims))")
     assert main(["evaluate", "--fake", str(fakes), "--real", str(reals), "--metrics", "fid", "--fid-mode", "clean",
                  *weights]) == 0
     header, from_images, _, _ = capsys.readouterr().out.strip().splitlines()
@@ -450,5 +450,6 @@ def test_unequal_sets_with_kid_and_pr_settings_and_swd(standin_weights, standin_
     assert names == ["inception", "vgg16"]
     with pytest.raises(ValueError, match="real statistics of inception features serve fid, which is not among"):
         evaluate(whole_fakes, whole_reals, ["pr"], real_stats=stats_of_features(np.eye(3, 2048), "legacy-tf"))
-    with pytest.raises(ConfigError, match=r"^--inception-weights \(inception_weights=\): for fid, kid and is"):
+    with pytest.raises(ConfigError, match=r"^--inception-weights \(inception_weights=\): for fid, fid64, fid192, "
+                                          r"fid768, kid, is, "):
         run_metrics.evaluate_folders(fakes, reals, ["pr"], inception_weights=standin_weights)

@@ -31,14 +31,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ganforge.data.images import ImageError, center_crop_resize, is_power_of_two, load_rgb
+from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, is_power_of_two, load_rgb
 from ganforge.data.store import DatasetError, StoreWriter
 
 log = logging.getLogger(__name__)
 
 DOMAIN_COLUMN = "domain"
 SPLITS = ("train", "val")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _BATCH = 256
 CROP_SOURCE_FACTOR = 1.25  # crop source size / resolution: 0.85 × 1.25 > 1, so crops only downsample
 # attribute → (name when absent, name when present); other attributes give ("not_<attr>", "<attr>")
@@ -200,7 +199,7 @@ def _domain_files(split_dir: Path) -> dict[str, list[Path]]:
     """Sorted image files of each domain sub-folder (recursively) of one split folder."""
     found = {}
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                        and not p.name.startswith("."))
         if files:
             found[folder.name] = files

@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-# the files read as images from folders (prepare, evaluate): pytorch-fid's list (TIFF and Netpbm included) and GIF
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+# the files read as images from folders (evaluate, stats, domain folders, translate, align-faces): pytorch-fid's list,
+# TIFF and Netpbm included; `prepare` also reads GIFs (an animation's first frame), which an image set to evaluate
+# leaves out (a run's progress.gif, translate's video_ref.gif)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+PREPARE_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 

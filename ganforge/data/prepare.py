@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, is_power_of_two, load_rgb
+from ganforge.data.images import PREPARE_EXTENSIONS, ImageError, center_crop_resize, is_power_of_two, load_rgb
 from ganforge.data.store import CLASS_COLUMN, DatasetError, StoreWriter
 from ganforge.download import download
 
@@ -124,7 +124,7 @@ def _celeba_crop(path: Path) -> tuple[np.ndarray | None, str]:
 
 
 def _list_images(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in PREPARE_EXTENSIONS and p.is_file())
 
 
 def prepare_celeba_cropped(src_dir: Path, out: Path, *, workers: int = 0, overwrite: bool = False) -> Path:
@@ -134,7 +134,7 @@ def prepare_celeba_cropped(src_dir: Path, out: Path, *, workers: int = 0, overwr
         raise PrepareError(f"{src_dir} is not a directory; expected the aligned CelebA folder img_align_celeba/")
     files = _list_images(src_dir)
     if not files:
-        raise PrepareError(f"{src_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected img_align_celeba/")
+        raise PrepareError(f"{src_dir} holds no images ({', '.join(PREPARE_EXTENSIONS)}); expected img_align_celeba/")
     names = [file.name for file in files]
     with StoreWriter(out, resolution=128, channels=3, overwrite=overwrite) as writer:
         _, skipped = _write_decoded(writer, _decode_all(_celeba_crop, files, _resolve_workers(workers)), names)
@@ -162,7 +162,7 @@ def _walk_images(root: Path) -> list[Path]:
         found.extend(
             here / name
             for name in filenames
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+            if Path(name).suffix.lower() in PREPARE_EXTENSIONS and not name.startswith(".")
         )
     return sorted(found)
 
@@ -174,7 +174,7 @@ def _zip_members(archive: Path) -> list[tuple[int, str]]:
             (index, info.filename)
             for index, info in enumerate(zf.infolist())
             if not info.is_dir()
-            and Path(info.filename).suffix.lower() in IMAGE_EXTENSIONS
+            and Path(info.filename).suffix.lower() in PREPARE_EXTENSIONS
             and not info.filename.startswith("__MACOSX/")
             and not Path(info.filename).name.startswith(".")
         ]
@@ -247,7 +247,7 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
     else:
         raise PrepareError(f"{src} is neither a folder nor a .zip archive of images")
     if not items:
-        raise PrepareError(f"{src} contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise PrepareError(f"{src} contains no images (looked for {', '.join(PREPARE_EXTENSIONS)})")
     classes = _class_labels(relative)
     decoder = _FolderDecoder(resolution, archive, RESIZE_FILTERS[resize])
     with StoreWriter(out, resolution=resolution, channels=3, overwrite=overwrite) as writer:

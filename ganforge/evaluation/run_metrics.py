@@ -46,6 +46,7 @@ from ganforge.metrics.inception import (
 from ganforge.metrics.ranks import RankShare
 from ganforge.metrics.registry import (
     INCEPTION_BLOCKS,
+    INCEPTION_METRICS,
     METRICS,
     MetricSettings,
     check_metrics,
@@ -236,8 +237,8 @@ def check_weights_used(metrics: list[str], *, inception_weights: str | Path | No
     refused."""
     names = check_metrics(metrics)
     if inception_weights is not None and not any(METRICS[name].needs_inception for name in names):
-        raise ConfigError(f"--inception-weights (inception_weights=): for fid, kid and is, none of which is among "
-                          f"the metrics ({', '.join(metrics)})")
+        raise ConfigError(f"--inception-weights (inception_weights=): for {', '.join(INCEPTION_METRICS)}, none of "
+                          f"which is among the metrics ({', '.join(metrics)})")
     if dinov2_weights is not None and "fd_dinov2" not in names:
         raise ConfigError(f"--dinov2-weights (dinov2_weights=): for fd_dinov2, which is not among the metrics "
                           f"({', '.join(metrics)})")
@@ -245,22 +246,27 @@ def check_weights_used(metrics: list[str], *, inception_weights: str | Path | No
 
 def computable_metrics(metrics: list[str], inception_weights: str | Path | None = None,
                        dinov2_weights: str | Path | None = None) -> tuple[list[str], str]:
-    """The metrics that can be computed here, and a warning line per network left out ("" when none is). Without
-    a feature network's weights (not given, not cached, offline) its metrics are left out (the FID Inception's:
-    fid, kid, is; VGG-16's: pr; DINOv2's: fd_dinov2) and the others still computed; when no asked metric is left,
-    one error names every missing file."""
+    """The metrics that can be computed here, and a warning line per weights file missing ("" when none is).
+    Without a feature network's weights (not given, not cached, offline) its metrics are left out (the FID
+    Inception's: fid and its blocks, kid, is; VGG-16's: pr; DINOv2's: fd_dinov2) and the others still computed;
+    when no asked metric is left, one error names every missing file."""
     names = check_metrics(metrics)
+
+    def weights_of(name: str) -> str | None:  # Inception's blocks read the one Inception file
+        network = METRICS[name].network
+        return "inception" if network and network.startswith("inception") else network
+
     missing: dict[str, Exception] = {}
-    for network in dict.fromkeys(METRICS[name].network for name in names if METRICS[name].network):
+    for network in dict.fromkeys(weights_of(name) for name in names if METRICS[name].network):
         try:
             resolve_network_weights(network, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
         except (InceptionWeightsError, DINOv2WeightsError, VGGWeightsError) as err:
             missing[network] = err
-    left = [name for name in names if METRICS[name].network not in missing]
+    left = [name for name in names if weights_of(name) not in missing]
     if not left:
         first = next(iter(missing.values()))
         raise type(first)(" Also: ".join(map(str, missing.values())))
-    warnings = [f"warning: {', '.join(n for n in names if METRICS[n].network == network)} not computed: {err}"
+    warnings = [f"warning: {', '.join(n for n in names if weights_of(n) == network)} not computed: {err}"
                 for network, err in missing.items()]
     return left, "\n".join(warnings)
 
@@ -329,7 +335,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
             table[str(model.step)] = results["swd"]
             ckpt.write_json_atomic(swd_path, table)
-    table = "\n\n".join([_format(step_, res, fid_mode, count, f"{count} real") for step_, res, count in rows]
+    table = "\n\n".join([_format(step_, res, fid_mode, count, f"{count} real", count) for step_, res, count in rows]
                         + skipped)
     return {"results": [(step_, res) for step_, res, _ in rows], "warning": warning,
             "table": table + (f"\n{warning}" if warning else "")}
@@ -544,7 +550,8 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     if len(passes) > 1:
         against += f" (SWD: a random {equal} of each set, as it compares equal counts)"
     return {"results": results, "warning": warning, "fid_mode": fid_mode,
-            "table": _format(None, results, fid_mode, available, against) + (f"\n{warning}" if warning else "")}
+            "table": _format(None, results, fid_mode, available, against,
+                             stats.count if stats is not None else real_count) + (f"\n{warning}" if warning else "")}
 
 
 def check_bn_mode(run_dir: Path, bn: str) -> None:
@@ -589,20 +596,26 @@ def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = Non
 PAPER_FID_IMAGES = 50_000  # what FID/KID figures in papers are computed from
 
 
-def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fakes: int, against: str) -> str:
+def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fakes: int, against: str,
+            reals: int | None = None) -> str:
     """The table under a line saying which images it compares: FID's bias grows as the image count falls, so a
-    value from fewer images than papers use is not comparable with theirs, and the table says so."""
+    value from fewer images than papers use is not comparable with theirs, and the table says so; a Fréchet
+    distance from a set (`fakes`, or the `reals` behind the real features or statistics) no larger than its
+    features' width is far off (a covariance of N samples has rank N − 1: pytorch-fid's issues #42, #78)."""
     header = f"{'' if step is None else f'step {step}: '}{fakes} generated images" + (f" against {against}" if against
                                                                                   else "")
     note = ("\n(FID from fewer than the 50,000 generated images papers use is biased upwards: compare it only with "
             "values from as many)" if "fid" in results and fakes < PAPER_FID_IMAGES else "")
-    narrow = [f"{name} ({FEATURE_DIMS[METRICS[name].network]}-d)" for name in results
-              if METRICS[name].real_stats_suffice and fakes <= FEATURE_DIMS[METRICS[name].network]]
-    if narrow:  # pytorch-fid's issues #42, #78: a covariance of N samples has rank N - 1
-        note += (f"\n(warning: {', '.join(narrow)} from {fakes} images, no more than the features' dimensions: "
-                 "their covariance is singular and the distance far above what more images give; use more images, "
-                 f"or a narrower Inception block for small sets: {', '.join(f'fid{w}' for w in INCEPTION_BLOCKS)}, "
-                 "pytorch-fid's --dims)")
+    smallest = min(fakes, reals or fakes)
+    for name in results:
+        width = FEATURE_DIMS.get(METRICS[name].network or "")
+        if not METRICS[name].real_stats_suffice or width is None or smallest > width:
+            continue
+        narrower = [f"fid{w}" for w in INCEPTION_BLOCKS if w < width] if METRICS[name].needs_inception else []
+        note += (f"\n(warning: {name} of {width}-d features from a set of {smallest} images, no more than their "
+                 "dimensions: its covariance is singular and the distance far above what more images give; use "
+                 "more images" + (f", or a narrower Inception block ({', '.join(narrower)}: pytorch-fid's --dims)"
+                                  if narrower else "") + ")")
     return f"{header}\n{format_table(results, fid_mode)}{note}"
 
 

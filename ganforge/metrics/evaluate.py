@@ -76,8 +76,10 @@ class _SetReader:
 
     @torch.no_grad()
     def outputs_of(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The feature networks' outputs of one batch, on the CPU (what each rank computes of its own batches)."""
-        return {key: value.cpu() for network in self.networks.values() for key, value in network(batch).items()
+        """The feature networks' outputs of one batch, on the CPU (what each rank computes of its own batches);
+        one Inception pass serves pool3, the logits and every block asked for."""
+        passes: dict[int, dict[str, torch.Tensor]] = {}
+        return {key: value.cpu() for network in self.networks.values() for key, value in network(batch, passes).items()
                 if not self.only_real_keys or key == network.real_key}
 
     def add(self, count: int, batch: torch.Tensor | None, outputs: dict[str, torch.Tensor]) -> None:
@@ -156,13 +158,17 @@ class _FeatureNetwork:
     def __init__(self, name: str, model: torch.nn.Module, weights_path: Path, protocol: str) -> None:
         self.name, self.model, self.weights_path, self.protocol = name, model, weights_path, protocol
 
-    def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        # uint8 on the CPU: a PIL resize reads it there, the network moves the rest
+    def __call__(self, batch: torch.Tensor, passes: dict[int, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """This network's outputs of `batch` (uint8 on the CPU: a PIL resize reads it there, the network moves the
+        rest); `passes` holds the batch's Inception outputs by model, computed once for pool3 and its blocks."""
+        if not self.name.startswith("inception"):
+            return {self.name: self.model(batch)}
+        if id(self.model) not in passes:
+            passes[id(self.model)] = self.model.features(batch)
+        out = passes[id(self.model)]
         if self.name == "inception":
-            return dict(zip(self.output_keys, self.model(batch), strict=True))
-        if self.name.startswith("inception"):
-            return {self.name: self.model.features(batch)[self.name.removeprefix("inception")]}
-        return {self.name: self.model(batch)}
+            return {"pool": out["2048"], "logits": out["logits_unbiased"]}
+        return {self.name: out[self.name.removeprefix("inception")]}
 
     @property
     def device(self) -> torch.device:

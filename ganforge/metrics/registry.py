@@ -243,6 +243,8 @@ def _block_fid(width: int) -> Metric:
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     SWD, MSSSIM, FID, *map(_block_fid, INCEPTION_BLOCKS), KID, IS, PR, FD_DINOV2)}
 
+INCEPTION_METRICS = [name for name, metric in METRICS.items() if metric.needs_inception]  # for messages
+
 # the networks whose feature statistics a statistics file may hold, and the metrics each serves (its Fréchet distance)
 STATS_NETWORKS = ("inception", *(f"inception{width}" for width in INCEPTION_BLOCKS), "dinov2")
 METRICS_SERVED: dict[str, list[str]] = {network: [m.name for m in METRICS.values() if m.real_stats_suffice

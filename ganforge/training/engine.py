@@ -860,7 +860,7 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
     (for a translating family: its protocol's networks, and its validation store beside the opened training store
     `data_source`)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE
-    from ganforge.metrics.registry import METRICS, METRICS_SERVED, check_metrics
+    from ganforge.metrics.registry import INCEPTION_METRICS, METRICS, METRICS_SERVED, check_metrics
 
     settings = training_metric_settings(config)
     translates = get_family(config.family).translates
@@ -898,10 +898,11 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
                           f"more than {k} images at each metric tick, which compares {images} (metrics_n, or all "
                           "the dataset holds)")
     if config.inception_weights is not None and not any(METRICS[name].needs_inception for name in names):
-        raise ConfigError(f"inception_weights: for fid, kid and is, none of which is among metrics {config.metrics}")
+        raise ConfigError(f"inception_weights: for {', '.join(INCEPTION_METRICS)}, none of which is among metrics "
+                          f"{config.metrics}")
     if config.fid_mode != DEFAULT_FID_MODE and not any(METRICS[name].needs_inception for name in names):
-        raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics (fid, kid, is), and none "
-                          f"of metrics {config.metrics} is one")
+        raise ConfigError(f"fid_mode: {config.fid_mode!r} is for the Inception metrics "
+                          f"({', '.join(INCEPTION_METRICS)}), and none of metrics {config.metrics} is one")
     stats = None
     if config.fid_real_stats is not None:
         from ganforge.metrics.fid_stats import StatsFileError, read_stats

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ganforge.data.domains import IMAGE_SUFFIXES
 from ganforge.data.face_align import LANDMARK_MEAN, FaceAlignError, align_face, face_libraries, read_landmark_mean
-from ganforge.data.images import center_crop_resize, load_rgb
+from ganforge.data.images import IMAGE_EXTENSIONS, center_crop_resize, load_rgb
 from ganforge.data.loader import to_float_images
 from ganforge.data.store import DatasetError
 from ganforge.distributed import DistInfo, pick_device
@@ -31,10 +30,10 @@ def align_faces(inputs: Path, out: Path, *, size: int = 256, wing_weights: str |
     """Align every image directly in `inputs` (as the official `os.listdir`) into `out`; the paths written."""
     if size < MIN_SIZE:
         raise FaceAlignError(f"--size {size}: expected at least {MIN_SIZE} (the landmark heatmaps are 64×64)")
-    files = sorted(p for p in Path(inputs).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
+    files = sorted(p for p in Path(inputs).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS) \
         if Path(inputs).is_dir() else []
     if not files:
-        raise DatasetError(f"{inputs}: no images ({', '.join(IMAGE_SUFFIXES)}) directly in this folder")
+        raise DatasetError(f"{inputs}: no images ({', '.join(IMAGE_EXTENSIONS)}) directly in this folder")
     out = Path(out)
     if out.resolve() == Path(inputs).resolve():
         raise FaceAlignError(f"--out {out} is the input folder; the aligned faces would replace the photos")

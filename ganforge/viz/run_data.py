@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ganforge.metrics.registry import MetricSettings, metric_of_output
+from ganforge.training import checkpoint as ckpt
 from ganforge.training.log import EARLY_STOP_EVENT, SINGULAR_VALUES_NAME
 
 NOT_CURVES = ("step", "kimg", "img_per_s")
@@ -198,11 +199,13 @@ class RunData:
 
     @property
     def early_stop(self) -> dict[str, Any] | None:
-        """The `patience` stop the run ended on: its event, unless a resume (a larger patience) trained on since."""
+        """The `patience` stop the run ended on: its event, unless a resume (a larger patience) trained on since,
+        which its log or a newer checkpoint shows."""
         if not self.events or self.events[-1].get("event") != EARLY_STOP_EVENT:
             return None
         event = self.events[-1]
-        return event if not self.log or self.log[-1]["step"] <= event["step"] else None
+        newest = max([*(r["step"] for r in self.log[-1:]), *ckpt.checkpoint_steps(self.path)], default=0)
+        return event if newest <= event["step"] else None
 
     def metric_points(self) -> list[dict[str, Any]]:
         """Metric rows with kimg filled in (rows written by `ganforge evaluate` have only the step)."""

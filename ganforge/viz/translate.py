@@ -29,12 +29,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from ganforge.data.domains import STORED_RESAMPLE
-from ganforge.data.images import ImageError, center_crop_resize, load_rgb
+from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, load_rgb
 from ganforge.viz.grid import CAPTION_MARGIN, label_grid, make_grid, sample_caption, save_image, text_width, to_uint8
 
 Masks = tuple[torch.Tensor, torch.Tensor] | None  # (coarse, fine) face masks of the sources, for w_hpf > 0
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PSIS = (0.5, 0.7, 1.0)
 NUM_Z = 10
 NUM_AVERAGE = 10000  # latents per domain for the average style, as officially
@@ -46,7 +45,7 @@ class TranslateError(ValueError):
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                   and not p.name.startswith("."))
 
 
@@ -75,7 +74,7 @@ def _load_folder(folder: Path, img_size: int, domains: list[str], *,
     else:
         entries = [(file, -1) for file in _images_in(folder)]
     if not entries:
-        raise TranslateError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise TranslateError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     arrays = []
     for file, _ in entries:
         try:
