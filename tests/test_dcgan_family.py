@@ -78,7 +78,7 @@ def test_wgan_gp_critic_loss_is_wasserstein_plus_lambda_times_the_shared_penalty
     family = build("wgan-gp", shapes, lambda_gp=7.0)
     reals, fakes = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
     torch.manual_seed(5)
-    loss, logs = family.critic_objective(reals, fakes)
+    loss, logs = family.critic_objective(reals, fakes, None)
     torch.manual_seed(5)
     D = family.nets["D"]
     gp = gradient_penalty(D, reals, fakes, torch.rand(4, 1, 1, 1))  # the family draws u the same way
@@ -92,7 +92,7 @@ def test_dcgan_losses_are_bce_on_logits(shapes) -> None:
     family = build("dcgan", shapes)
     D = family.nets["D"].eval()  # fixed BatchNorm statistics: D gives the same logits in both computations
     reals, fakes = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
-    loss, _ = family.critic_objective(reals, fakes)
+    loss, _ = family.critic_objective(reals, fakes, None)
     d_real, d_fake = D(reals), D(fakes)
     expected = (F.binary_cross_entropy_with_logits(d_real, torch.ones(4))
                 + F.binary_cross_entropy_with_logits(d_fake, torch.zeros(4))) / 2
@@ -105,7 +105,7 @@ def test_wgan_losses(shapes) -> None:
     family = build("wgan", shapes)
     D = family.nets["D"]
     reals, fakes = torch.rand(4, 3, 32, 32), -torch.rand(4, 3, 32, 32)
-    loss, logs = family.critic_objective(reals, fakes)
+    loss, logs = family.critic_objective(reals, fakes, None)
     torch.testing.assert_close(loss, D(fakes).mean() - D(reals).mean())
     torch.testing.assert_close(logs["wdist"], -loss.detach())
     torch.testing.assert_close(family.generator_objective(D(fakes)), -D(fakes).mean())
@@ -180,7 +180,8 @@ def test_betas_are_the_objectives_adam_preset_unless_set_and_absent_for_rmsprop(
 
 def test_a_wgan_config_saved_before_betas_became_optional_still_loads() -> None:
     saved = to_dict(resolve_run_config("wgan", {"model": {"lr": 3e-4}}))
-    del saved["model"]["critic_batches"], saved["model"]["ema_rampup"], saved["model"]["critic_schedule"]  # added since
+    for key in ("critic_batches", "ema_rampup", "critic_schedule", "conditions", "label_embedding"):  # added since
+        del saved["model"][key]
     saved["model"]["z_dim"] = saved["model"].pop("latent_dim")  # the spelling of that time
     saved["model"]["betas"] = [0.5, 0.999]  # what every wgan run saved then: DCGAN's Adam betas, unused by RMSprop
     loaded = resolve_run_config(None, saved)
@@ -502,5 +503,5 @@ def test_critic_scores_reals_and_fakes_together_unless_it_has_batch_norm(tmp_pat
     assert seen == calls
     family = trainer.family
     reals, fakes = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32) * 0.5
-    torch.testing.assert_close(family.real_and_fake_scores(reals, fakes),
+    torch.testing.assert_close(family.real_and_fake_scores(reals, fakes, None),
                                (family.nets["D"](reals), family.nets["D"](fakes)), rtol=1e-5, atol=1e-6)

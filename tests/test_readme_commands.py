@@ -225,6 +225,10 @@ RULES: list[Rule] = [
          add=_lengthened_by_two_steps("runs/zoo-celeba"), expect=_trained),
     Rule(r"ganforge prepare mnist \.\./mnist -o data/mnist32$", "dcgan", expect=_store("data/mnist32", 64, 32)),
     Rule(r"ganforge train wgan-gp --data data/mnist32$", "dcgan", add=DCGAN_FAMILY_TINY, expect=_trained),
+    Rule(r"ganforge train wgan-gp --data data/mnist32 --set 'model.conditions=\[digit\]'", "dcgan",
+         add=DCGAN_FAMILY_TINY, expect=_trained),
+    Rule(r"ganforge generate runs/mnist_digits -o sevens --class 7", "dcgan", expect=_all(
+        _printed(r"wrote 1 file\(s\) to sevens from step \d+ of runs/mnist_digits"), _files("sevens", "grid.png", 1))),
     Rule(r"ganforge train dcgan -c configs/dcgan_celeba64\.yaml --data data/celeba64", "dcgan", add=DCGAN_FAMILY_TINY,
          expect=_trained),
     Rule(r"ganforge train wgan-gp -c configs/wgan_gp_mnist32\.yaml", "dcgan",

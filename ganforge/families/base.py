@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ganforge.data.loader import Batch, DataOptions
-from ganforge.data.store import ImageDataset
+from ganforge.data.store import CLASS_COLUMN, ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.errors import ConfigError
 from ganforge.nn.ema import ramped_ema_decay
@@ -110,6 +110,28 @@ BATCH_DEPENDENT_NOTE = ("the generator samples on its batch's statistics (batch 
                         "colours); use batches of 16 or more, or sample on running statistics")
 
 
+def condition_columns(dataset: ImageDataset, names: list[str]) -> tuple[list[int], list[int]]:
+    """(index among the store's label columns, class count) of each conditioning column, in `names`' order."""
+    available = [column for column, _ in dataset.label_columns]
+    if names and not available and not dataset.levels:  # a shape-only placeholder (`ganforge info` without data)
+        raise ConfigError(f"model.conditions: the class counts of {names} come from the label columns of the "
+                          f"store, and {dataset.source} is not at hand")
+    indices, sizes = [], []
+    for name in names:
+        if name not in available:
+            have = f"label columns {available}" if available else "no label columns"
+            folders = f" (`ganforge prepare` names class folders' column {CLASS_COLUMN!r}; a zoo config's " \
+                      "imagefolderDataset conditions on it)" if name == CLASS_COLUMN else ""
+            raise ConfigError(f"model.conditions: no label column {name!r} in the dataset {dataset.source} (it has "
+                              f"{have}){folders}")
+        indices.append(available.index(name))
+        sizes.append(len(dataset.label_columns[indices[-1]][1]))
+        if sizes[-1] < 2:
+            raise ConfigError(f"model.conditions: the label column {name!r} of {dataset.source} has "
+                              f"{sizes[-1]} class; conditioning on it would do nothing")
+    return indices, sizes
+
+
 class Family(ABC):
     """Base of every GAN family. Subclasses fill `nets`, `optimizers` and `ema_pairs` in `__init__`."""
 
@@ -167,6 +189,8 @@ class Family(ABC):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema_pairs: dict[str, str] = {}  # EMA net name -> source net name
         self.augment: Augmenter | None = None  # set by the engine; see `discriminate`
+        self.condition_columns: list[int] = []  # `model.conditions`: indices among the store's label columns
+        self._dataset_labels: torch.Tensor | None = None  # their classes, read once by `training_image_labels`
 
     @property
     def label_count(self) -> int | None:
@@ -294,8 +318,32 @@ class Family(ABC):
 
     def conditioning(self) -> list[tuple[str, list[str]]]:
         """The label columns (name, class names) whose classes `generate` takes as "labels" [N, columns], one
-        class index per column (PGAN's AC-GAN); empty for families that take no such labels."""
-        return []
+        class index per column (`model.conditions`: PGAN's AC-GAN, the conditional DCGAN/WGAN/WGAN-GP); empty for
+        families that take no such labels."""
+        columns = self.dataset.label_columns
+        return [(columns[index][0], [str(name) for name in columns[index][1]]) for index in self.condition_columns]
+
+    def conditioning_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The real batch's classes of the conditioning columns [N, columns], None for an unconditional run."""
+        if not self.condition_columns:
+            return None
+        return batch.labels[:, self.condition_columns]
+
+    def training_image_labels(self, batch_size: int) -> torch.Tensor:
+        """Classes for fakes as the data has them: those of random training images (the official PGAN code's
+        get_random_labels_tf), drawn at global-batch size and sharded, as `randn`."""
+        if self._dataset_labels is None:
+            self._dataset_labels = torch.as_tensor(self.dataset.labels[:, self.condition_columns], device=self.device)
+        rows = torch.randint(len(self._dataset_labels), (batch_size,), device=self.device)
+        return self.dist.shard(self._dataset_labels[rows])
+
+    def sample_labels(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """{"labels": uniformly drawn classes of each conditioning column [n, columns]} for samples, {} for an
+        unconditional run; drawn from `generator` on the CPU, as the latents."""
+        if not self.condition_columns:
+            return {}
+        sizes = [len(names) for _, names in self.conditioning()]
+        return {"labels": torch.stack([torch.randint(size, (n,), generator=generator) for size in sizes], dim=1)}
 
     def sample_cell_labels(self, inputs: dict[str, torch.Tensor]) -> list[str] | None:
         """What each sample of `inputs` was asked to show, written under its cell of the training grids: the

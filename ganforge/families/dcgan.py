@@ -36,7 +36,7 @@ from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
-from ganforge.families.base import Family, Phase, SamplingBN, StepPlan
+from ganforge.families.base import Family, Phase, SamplingBN, StepPlan, condition_columns
 from ganforge.losses import (
     gradient_penalty,
     logistic_discriminator_loss,
@@ -69,6 +69,10 @@ class DCGANConfig:
     ema_decay: float | None = None  # None: no EMA generator (the tutorial has none)
     ema_rampup: float | None = None  # EMA warm-up (e.g. 0.05; nn.ema.ramped_ema_decay); None: off; needs ema_decay
     sample_norm_stats: Literal["batch", "running"] = "batch"
+    # class-conditional, as the tutorial's conditional WGAN-GP (models/dcgan.py): the store's label columns it
+    # conditions on, and the width of G's class embedding (the tutorial's 100 when conditions are set)
+    conditions: list[str] | None = None
+    label_embedding: int | None = None
 
     ADAM_BETAS: ClassVar[tuple[float, float]] = (0.5, 0.999)
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"z_dim": "latent_dim"}  # old spelling, still read (config.py)
@@ -95,6 +99,20 @@ class DCGANConfig:
             raise ConfigError(f"model.ema_decay: expected null (off) or a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup, None if self.ema_decay is not None else
                          "model.ema_decay is null (no EMA generator)")
+        if self.conditions is not None and (not isinstance(self.conditions, list) or not self.conditions
+                                            or not all(isinstance(c, str) for c in self.conditions)
+                                            or len(set(self.conditions)) != len(self.conditions)):
+            raise ConfigError(f"model.conditions: expected a list of distinct label column names, got "
+                              f"{self.conditions!r}")
+        if self.conditions is None and self.label_embedding is not None:
+            raise ConfigError("model.label_embedding: does nothing without model.conditions (the label columns to "
+                              "condition on)")
+        if self.conditions is not None and self.label_embedding is None:
+            self.label_embedding = 100
+        if self.label_embedding is not None and (isinstance(self.label_embedding, bool)
+                                                 or not isinstance(self.label_embedding, int)
+                                                 or self.label_embedding < 1):
+            raise ConfigError(f"model.label_embedding: expected a positive integer, got {self.label_embedding!r}")
 
 
 @dataclass
@@ -186,10 +204,11 @@ class DCGANFamily(Family):
             check_resolution(self.resolution)
         except ValueError as err:
             raise ConfigError(f"model.resolution (from the dataset {dataset.source}): {err}") from None
-        self.nets["G"] = DCGANGenerator(config.latent_dim, dataset.channels, config.features_g,
-                                        self.resolution).to(device)
-        self.nets["D"] = DCGANCritic(dataset.channels, config.features_d, self.resolution,
-                                     config.critic_norm).to(device)
+        self.condition_columns, label_sizes = condition_columns(dataset, config.conditions or [])
+        self.nets["G"] = DCGANGenerator(config.latent_dim, dataset.channels, config.features_g, self.resolution,
+                                        label_sizes, config.label_embedding or 0).to(device)
+        self.nets["D"] = DCGANCritic(dataset.channels, config.features_d, self.resolution, config.critic_norm,
+                                     label_sizes).to(device)
         if dist.enabled:  # BatchNorm over the global batch: W processes train as one does
             for name in ("G", "D"):
                 use_cross_replica_batch_norm(self.nets[name])
@@ -213,19 +232,23 @@ class DCGANFamily(Family):
         return self.config.ema_decay
 
     # --- losses -----------------------------------------------------------------------------------------------
-    def real_and_fake_scores(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's scores of the reals and of the fakes. A critic with batch norm sees each batch alone, as in the
-        references (its statistics are per batch); with per-sample norms or none, one call (fewer, larger kernels)
-        gives the same scores as two."""
+    def real_and_fake_scores(self, reals: torch.Tensor, fakes: torch.Tensor,
+                             labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's scores of the reals and of the fakes (a conditional critic's of both in the reals' classes, as the
+        tutorial's conditional WGAN-GP). A critic with batch norm sees each batch alone, as in the references (its
+        statistics are per batch); with per-sample norms or none, one call (fewer, larger kernels) gives the same
+        scores as two."""
         if self.config.critic_norm == "batch":
-            return self.discriminate(reals, real=True), self.discriminate(fakes)
-        d_real, d_fake = self.discriminate((reals, fakes)).split([reals.shape[0], fakes.shape[0]])
+            return self.discriminate(reals, labels, real=True), self.discriminate(fakes, labels)
+        both = None if labels is None else torch.cat([labels, labels])
+        d_real, d_fake = self.discriminate((reals, fakes), both).split([reals.shape[0], fakes.shape[0]])
         self.observe_real_logits(d_real)
         return d_real, d_fake
 
-    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor,
+                         labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:
         """Non-saturating GAN, discriminator side: BCE on logits, real → 1, fake → 0, halved as in the tutorial."""
-        d_real, d_fake = self.real_and_fake_scores(reals, fakes)
+        d_real, d_fake = self.real_and_fake_scores(reals, fakes, labels)
         real_part, fake_part = logistic_discriminator_loss(d_real, d_fake)
         loss = (real_part + fake_part) / 2
         # D(x) and D(G(z)), the probabilities PyTorch's DCGAN example prints beside its losses
@@ -247,25 +270,29 @@ class DCGANFamily(Family):
         G, D = self.nets["G"], self.discriminate
         latent_dim = self.config.latent_dim
         reuse = self.config.critic_batches == "reuse"
-        last_fakes: list[torch.Tensor] = []  # reuse: the last critic update's fake, with G's graph
+        last_fakes: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # reuse: the last critic fake and classes
 
         def critic_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-            z = self.randn(plan.batch_size, latent_dim)
+            z, labels = self.randn(plan.batch_size, latent_dim), self.conditioning_labels(batch)
             if not reuse:
                 with torch.no_grad():
-                    fakes = G(z)
-                return self.critic_objective(batch.images, fakes)
+                    fakes = G(z, labels)
+                return self.critic_objective(batch.images, fakes, labels)
             G.requires_grad_(True)  # the engine froze G for this phase; the generator step will backpropagate here
             try:
-                fakes = G(z)
+                fakes = G(z, labels)
             finally:
                 G.requires_grad_(False)
-            last_fakes[:] = [fakes]
-            return self.critic_objective(batch.images, fakes.detach())
+            last_fakes[:] = [(fakes, labels)]
+            return self.critic_objective(batch.images, fakes.detach(), labels)
 
         def generator_loss(_: Batch | None) -> tuple[torch.Tensor, dict[str, Any]]:
-            fakes = last_fakes.pop() if reuse else G(self.randn(plan.batch_size, latent_dim))
-            loss = self.generator_objective(D(fakes))
+            if reuse:
+                fakes, labels = last_fakes.pop()
+            else:  # fresh classes as the data has them (the reals' classes in the critic's step)
+                labels = self.training_image_labels(plan.batch_size) if self.condition_columns else None
+                fakes = G(self.randn(plan.batch_size, latent_dim), labels)
+            loss = self.generator_objective(D(fakes, labels))
             return loss, {"loss_G": loss.detach()}
 
         return [Phase("D", ("D",), critic_loss, repeats=self.critic_steps_at(step), after_step=self.after_critic_step,
@@ -274,20 +301,25 @@ class DCGANFamily(Family):
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"z": torch.randn(n, self.config.latent_dim, generator=generator)}
+        """z, and for a conditional run uniformly drawn classes of each conditioning column ("labels")."""
+        return {"z": torch.randn(n, self.config.latent_dim, generator=generator), **self.sample_labels(n, generator)}
 
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         generator = self.nets[net]
         with norm_stats_for_sampling(generator, self.config.sample_norm_stats):
-            return generator(inputs["z"])
+            return generator(inputs["z"], inputs.get("labels"))
 
     def critic_score(self, images: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        if self.condition_columns:  # its score depends on a class as well as the image
+            return super().critic_score(images, plan)
         return self.nets["D"](images).view(-1)
 
     def describe(self) -> dict[str, Any]:
         return {"objective": self.name, "resolution": self.resolution, "critic_norm": self.config.critic_norm,
                 "critic_steps": self.config.critic_steps, "critic_batches": self.config.critic_batches,
                 **({"critic_schedule": self.config.critic_schedule} if self.name == "wgan" else {}),
+                **({"conditions": {name: len(classes) for name, classes in self.conditioning()}}
+                   if self.condition_columns else {}),
                 "optimizer": self.config.optimizer, "ema": self.config.ema_decay is not None}
 
 
@@ -314,8 +346,9 @@ class WGANFamily(DCGANFamily):
             data = {**data, "model": {k: v for k, v in model.items() if k != "betas"}}
         return data
 
-    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        real_part, fake_part = wgan_critic_loss(*self.real_and_fake_scores(reals, fakes))
+    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor,
+                         labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:
+        real_part, fake_part = wgan_critic_loss(*self.real_and_fake_scores(reals, fakes, labels))
         loss = fake_part + real_part
         return loss, {"loss_D": loss.detach(), "wdist": -loss.detach(), "loss_D_real": real_part.detach(),
                       "loss_D_fake": fake_part.detach()}
@@ -344,11 +377,12 @@ class WGANGPFamily(DCGANFamily):
 
     generator_objective = staticmethod(wgan_generator_loss)
 
-    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        real_part, fake_part = wgan_critic_loss(*self.real_and_fake_scores(reals, fakes))
+    def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor,
+                         labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:
+        real_part, fake_part = wgan_critic_loss(*self.real_and_fake_scores(reals, fakes, labels))
         wdist_loss = fake_part + real_part
         mix = self.rand(self.config.batch_size, 1, 1, 1)  # u ~ U(0, 1) per sample, drawn at global batch size
-        gp = gradient_penalty(self.discriminate, reals, fakes, mix)
+        gp = gradient_penalty(lambda mixed: self.discriminate(mixed, labels), reals, fakes, mix)
         loss = wdist_loss + self.config.lambda_gp * gp
         return loss, {"loss_D": loss.detach(), "wdist": -wdist_loss.detach(), "gp": gp.detach(),
                       "loss_D_real": real_part.detach(), "loss_D_fake": fake_part.detach()}

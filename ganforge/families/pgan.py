@@ -25,8 +25,7 @@ import torch
 
 from ganforge.config import COMMAND_LINE, ConfigError
 from ganforge.data.loader import Batch, DataOptions
-from ganforge.data.store import CLASS_COLUMN
-from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.families.base import Family, Phase, StepPlan, condition_columns
 from ganforge.losses import (
     drift_penalty,
     gdpp_loss,
@@ -321,28 +320,6 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
     return segments
 
 
-def condition_columns(dataset, names: list[str]) -> tuple[list[int], list[int]]:
-    """(index among the store's label columns, class count) of each conditioning column, in `names`' order."""
-    available = [column for column, _ in dataset.label_columns]
-    if names and not available and not dataset.levels:  # a shape-only placeholder (`ganforge info` without data)
-        raise ConfigError(f"model.conditions: the class counts of {names} come from the label columns of the "
-                          f"store, and {dataset.source} is not at hand")
-    indices, sizes = [], []
-    for name in names:
-        if name not in available:
-            have = f"label columns {available}" if available else "no label columns"
-            folders = f" (`ganforge prepare` names class folders' column {CLASS_COLUMN!r}; a zoo config's " \
-                      "imagefolderDataset conditions on it)" if name == CLASS_COLUMN else ""
-            raise ConfigError(f"model.conditions: no label column {name!r} in the dataset {dataset.source} (it has "
-                              f"{have}){folders}")
-        indices.append(available.index(name))
-        sizes.append(len(dataset.label_columns[indices[-1]][1]))
-        if sizes[-1] < 2:
-            raise ConfigError(f"model.conditions: the label column {name!r} of {dataset.source} has "
-                              f"{sizes[-1]} class; conditioning on it would do nothing")
-    return indices, sizes
-
-
 class PGANFamily(Family):
     name = "pgan"
     penalised_nets = frozenset({"D"})  # WGAN-GP or R1
@@ -352,7 +329,6 @@ class PGANFamily(Family):
         super().__init__(config, dataset, device, dist)
         widths = config.widths or pgan_widths(config.resolution, config.fmap_base, config.fmap_max)
         self.condition_columns, label_sizes = condition_columns(dataset, config.conditions or [])
-        self._dataset_labels: torch.Tensor | None = None  # the paper variant's fake classes are drawn from them
         try:
             self.arch = PGANArch(resolution=config.resolution, widths=list(widths), latent_dim=config.latent_dim,
                                  variant=config.variant, channels=dataset.channels,
@@ -648,16 +624,6 @@ class PGANFamily(Family):
         return config.variant == "zoo"
 
     # --- label conditioning (AC-GAN) -------------------------------------------------------------------------
-    def conditioning(self) -> list[tuple[str, list[str]]]:
-        columns = self.dataset.label_columns
-        return [(columns[index][0], [str(name) for name in columns[index][1]]) for index in self.condition_columns]
-
-    def conditioning_labels(self, batch: Batch) -> torch.Tensor | None:
-        """The real batch's classes of the conditioning columns [N, columns], None for an unconditional run."""
-        if not self.condition_columns:
-            return None
-        return batch.labels[:, self.condition_columns]
-
     def random_labels(self, batch_size: int) -> torch.Tensor | None:
         """Classes for fakes: each column uniform as the zoo's buildRandomCriterionTensor draws them, or in the
         paper variant the classes of random training images as the TF code's get_random_labels_tf; drawn at
@@ -665,11 +631,7 @@ class PGANFamily(Family):
         if not self.condition_columns:
             return None
         if self.config.variant == "paper":
-            if self._dataset_labels is None:
-                self._dataset_labels = torch.as_tensor(self.dataset.labels[:, self.condition_columns],
-                                                       device=self.device)
-            rows = torch.randint(len(self._dataset_labels), (batch_size,), device=self.device)
-            return self.dist.shard(self._dataset_labels[rows])
+            return self.training_image_labels(batch_size)
         labels = [torch.randint(size, (batch_size,), device=self.device) for size in self.arch.label_sizes]
         return self.dist.shard(torch.stack(labels, dim=1))
 
@@ -687,11 +649,7 @@ class PGANFamily(Family):
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """z, and for a conditional run uniformly drawn classes of each conditioning column ("labels")."""
-        z = torch.randn(n, self.config.latent_dim, generator=generator)
-        if not self.condition_columns:
-            return {"z": z}
-        return {"z": z, "labels": torch.stack([torch.randint(size, (n,), generator=generator)
-                                               for size in self.arch.label_sizes], dim=1)}
+        return {"z": torch.randn(n, self.config.latent_dim, generator=generator), **self.sample_labels(n, generator)}
 
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         """At the plan's resolution and fade (its exact real-image blend is the networks' alpha)."""

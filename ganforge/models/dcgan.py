@@ -5,10 +5,15 @@ up to resolution/2, a last ConvTranspose to the image channels and tanh. Critic:
 with LeakyReLU(0.2), stride-2 Conv blocks doubling the width down to 4×4, then a 4×4 Conv to one logit per image.
 Convolutions drop their bias where a norm follows (the norm's shift replaces it). 64×64 gives exactly the
 tutorial's layers; 32 removes a block, 128 adds one.
+
+Class-conditional (`label_sizes`, one class count per label column), as the tutorial's conditional WGAN-GP: G reads
+z beside a learnt embedding of each class (`embed_size` wide, N(0, 1) initialised as torch's), the critic the image
+beside one more channel per column, a learnt res×res map of its class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -56,13 +61,17 @@ def _critic_norm(kind: CriticNorm, channels: int) -> nn.Module | None:
 
 
 class DCGANGenerator(nn.Module):
-    """z [N, z_dim] (or the tutorial's [N, z_dim, 1, 1]) → images [N, channels, res, res] in [-1, 1]."""
+    """z [N, z_dim] (or the tutorial's [N, z_dim, 1, 1]), and with `label_sizes` classes [N, columns] → images
+    [N, channels, res, res] in [-1, 1]."""
 
-    def __init__(self, z_dim: int = 100, channels: int = 3, features: int = 64, resolution: int = 64) -> None:
+    def __init__(self, z_dim: int = 100, channels: int = 3, features: int = 64, resolution: int = 64,
+                 label_sizes: Sequence[int] = (), embed_size: int = 100) -> None:
         super().__init__()
         widths = generator_widths(resolution, features)
         self.z_dim = z_dim
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),
+        self.embeddings = nn.ModuleList(nn.Embedding(size, embed_size) for size in label_sizes)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim + embed_size * len(label_sizes), widths[0], 4, 1, 0,
+                                                      bias=False),
                                    CrossReplicaBatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         for width_in, width_out in zip(widths, widths[1:], strict=False):
             layers += [nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=False),
@@ -71,20 +80,32 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() == 2:
-            z = z[:, :, None, None]
-        return self.net(z)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if z.dim() == 4:
+            z = z.flatten(1)
+        z = torch.cat([z, *_embedded(self.embeddings, labels)], dim=1) if len(self.embeddings) else z
+        return self.net(z[:, :, None, None])
+
+
+def _embedded(embeddings: nn.ModuleList, labels: torch.Tensor | None) -> list[torch.Tensor]:
+    """Each label column's class embedding [N, width]; a conditional network needs its labels."""
+    if labels is None or labels.shape[1:] != (len(embeddings),):
+        got = "none" if labels is None else f"shape {tuple(labels.shape)}"
+        raise ValueError(f"a class-conditional DCGAN network takes labels [N, {len(embeddings)}], got {got}")
+    return [embedding(labels[:, column].long()) for column, embedding in enumerate(embeddings)]
 
 
 class DCGANCritic(nn.Module):
     """Images → one unbounded score (logit) per image, shape [N]; the DCGAN sigmoid lives in its loss."""
 
     def __init__(self, channels: int = 3, features: int = 64, resolution: int = 64,
-                 norm: CriticNorm = "batch") -> None:
+                 norm: CriticNorm = "batch", label_sizes: Sequence[int] = ()) -> None:
         super().__init__()
         widths = critic_widths(resolution, features)
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        self.resolution = resolution
+        self.embeddings = nn.ModuleList(nn.Embedding(size, resolution * resolution) for size in label_sizes)
+        layers: list[nn.Module] = [nn.Conv2d(channels + len(label_sizes), widths[0], 4, 2, 1),
+                                   nn.LeakyReLU(0.2, inplace=True)]
         for width_in, width_out in zip(widths, widths[1:], strict=False):
             norm_layer = _critic_norm(norm, width_out)
             layers.append(nn.Conv2d(width_in, width_out, 4, 2, 1, bias=norm_layer is None))
@@ -95,5 +116,9 @@ class DCGANCritic(nn.Module):
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if len(self.embeddings):
+            size = (images.shape[0], 1, self.resolution, self.resolution)
+            maps = [embedded.view(size).to(images.dtype) for embedded in _embedded(self.embeddings, labels)]
+            images = torch.cat([images, *maps], dim=1)
         return self.net(images).flatten()
