@@ -165,3 +165,17 @@ def test_pgan_learning_rates_must_be_positive(override, message):
     with pytest.raises(ConfigError) as err:
         compile_schedule(config.model)  # where the family checks its schedule, before any network is built
     assert str(err.value) == message
+
+
+def test_the_cifar10_preset_is_the_zoos_datasets_py_cifar10_config(tmp_path):
+    """configs/pgan_cifar10_zoo.yaml equals, key for key, what the zoo trains from the config its datasets.py writes
+    for cifar10 (class folders, maxIterAtScale [96000, 120000, 120000, 120000]) translated as any zoo JSON is."""
+    from pathlib import Path
+
+    zoo_json = tmp_path / "config_cifar10.json"
+    zoo_json.write_text(json.dumps({"pathDB": "data/cifar10", "config": {
+        "maxIterAtScale": [96000, 120000, 120000, 120000]}, "imagefolderDataset": True}))
+    preset = Path(__file__).resolve().parents[1] / "configs" / "pgan_cifar10_zoo.yaml"
+    ours, zoos = (to_dict(resolve_run_config("pgan", read_config_file(path))) for path in (preset, zoo_json))
+    assert ours == zoos
+    assert ours["model"]["conditions"] == ["class"] and ours["model"]["resolution"] == 32
