@@ -138,6 +138,6 @@ def test_biggan_options_are_refused_on_a_pgan_run(tmp_path, capsys):
     ganforge.train(copy.deepcopy(TINY_PGAN), run, until=1)
     for option in (["--per-class", "2"], ["--truncation", "0.5"]):
         assert main(["generate", str(run), "-o", str(tmp_path / "out"), *option]) == 2
-        also = " and PGAN runs with model.conditions" if option[0] == "--per-class" else ""
+        also = " and runs with model.conditions (PGAN, DCGAN, WGAN, WGAN-GP)" if option[0] == "--per-class" else ""
         assert f"{option[0]} applies to class-conditional BigGAN runs{also}; this run's family is 'pgan'" in \
             capsys.readouterr().err

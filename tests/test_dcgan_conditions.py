@@ -67,8 +67,17 @@ def test_the_wgan_gp_step_scores_both_sets_in_the_reals_classes(shapes_dataset, 
     penalty = gradient_penalty(lambda mixed: critic(mixed, classes), batch.images, fakes, torch.rand(4, 1, 1, 1))
     torch.testing.assert_close(loss, real_part + fake_part + 10 * penalty)
     torch.testing.assert_close(logs["gp"], penalty.detach())
+    # G: reuse trains on that same fake in the reals' classes; fresh on new fakes in classes of training images
+    torch.manual_seed(6)
     g_loss, _ = g_phase.loss(None)
-    assert g_loss.requires_grad
+    if critic_batches == "reuse":
+        torch.testing.assert_close(g_loss, -critic(fakes, classes).mean())
+    else:
+        torch.manual_seed(6)
+        rows = torch.randint(len(shapes_dataset.labels), (4,))
+        drawn = torch.as_tensor(shapes_dataset.labels[:, :1])[rows]
+        z = torch.randn(4, TINY["latent_dim"])
+        torch.testing.assert_close(g_loss, -critic(family.nets["G"](z, drawn), drawn).mean())
 
 
 def test_config_refusals_name_the_key(shapes_dataset):
@@ -85,6 +94,16 @@ def test_config_refusals_name_the_key(shapes_dataset):
     assert family.describe()["conditions"] == {"background": 4, "shape": 4}
     with pytest.raises(ConfigError, match="latent search"):
         family.critic_score(torch.zeros(2, 3, 32, 32), family.plan(0))
+
+
+def test_clipping_bounds_the_critics_layers_not_its_class_maps(shapes_dataset, tmp_path):
+    """A class map is an input beside the image: clipped to ±0.01 it would leave the class channel a hundredth of
+    the pixels' scale. Every layer of the critic is clipped; its embeddings keep their N(0, 1) scale."""
+    trainer = Trainer(tiny_run_config("wgan", steps=1, critic_steps=2, conditions=["shape"]), tmp_path / "run")
+    trainer.train()
+    critic = trainer.family.nets["D"]
+    assert all(float(p.abs().max()) <= 0.01 for p in critic.net.parameters())
+    assert float(critic.embeddings[0].weight.abs().max()) > 1.0
 
 
 @pytest.fixture(scope="module")

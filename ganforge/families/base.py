@@ -259,8 +259,8 @@ class Family(ABC):
         """D's score [N] of generated images at the schedule position `plan` (higher: more real): the realism term
         of `ganforge inspire`'s latent search. Conditional and translating families have none: their images
         depend on a class or source image as well as z."""
-        raise ConfigError(f"{self.name}: latent search (ganforge inspire) is for unconditional generators (PGAN "
-                          "without model.conditions, DCGAN, WGAN, WGAN-GP)")
+        raise ConfigError(f"{self.name}: latent search (ganforge inspire) is for unconditional generators (PGAN, "
+                          "DCGAN, WGAN, WGAN-GP without model.conditions)")
 
     def sample_nets(self) -> list[str]:
         """The generators whose fixed-latent grids are written at sample ticks; the first (`sample_net`) also

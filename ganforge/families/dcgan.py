@@ -363,8 +363,11 @@ class WGANFamily(DCGANFamily):
 
     @torch.no_grad()
     def after_critic_step(self) -> None:
+        """Clip the critic's layers. A conditional critic's class maps are inputs beside the image, not weights
+        that set how steeply it scores images: clipped to ±c they would leave its class channel a hundredth of
+        the pixels' scale, and a conditional run would hardly condition."""
         clip = self.config.clip
-        for param in self.nets["D"].parameters():
+        for param in self.nets["D"].net.parameters():
             param.clamp_(-clip, clip)
 
 

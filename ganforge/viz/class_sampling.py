@@ -32,18 +32,18 @@ FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 def require_class_conditional(model: LoadedModel, option: str) -> None:
     """Refuse class-sampling options on runs whose family does not sample by class, naming the option and the
-    run's family; a label-conditioned PGAN (AC-GAN) takes --per-class, every family --npz."""
+    run's family; a label-conditioned run (model.conditions) takes --per-class, every family --npz."""
     if option == "--npz" or (option == "--per-class" and model.family.conditioning()):
         return
     if not model.family.samples_by_class:
-        also = " and PGAN runs with model.conditions" if option == "--per-class" else ""
+        also = " and runs with model.conditions (PGAN, DCGAN, WGAN, WGAN-GP)" if option == "--per-class" else ""
         raise ValueError(f"{option} applies to class-conditional BigGAN runs{also}; this run's family is "
                          f"{model.config.family!r}")
 
 
 def label_sheet(model: LoadedModel, column: int, columns: int, *, seed: int = 0, batch_size: int = 64
                 ) -> torch.Tensor:
-    """A label-conditioned (PGAN) run's sheet of one conditioning column: a row per class of that column,
+    """A label-conditioned run's (model.conditions) sheet of one conditioning column: a row per class of that column,
     `columns` samples each; sample j has the same z and the same classes of the other columns in every row, so
     rows differ only in this column's class."""
     classes = len(model.family.conditioning()[column][1])
@@ -87,7 +87,7 @@ def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
     columns = family.conditioning()
     if not columns:
         raise ValueError(f"--class: this run's generator takes no classes (a {model.config.family} run"
-                         f"{' without model.conditions' if model.config.family == 'pgan' else ''})")
+                         f"{' without model.conditions' if hasattr(model.config.model, 'conditions') else ''})")
     per_column: dict[int, list[int]] = {}
     for entry in entries:
         column_name, _, name = entry.rpartition("=")

@@ -190,7 +190,7 @@ def _write_class_outputs(model: LoadedModel, request: GenerateRequest,
     out, seed = request.out, request.seed
     truncation = {"truncation": request.truncation, "method": request.truncation_method}
     written, table = [], ""
-    if request.per_class is not None and not model.family.samples_by_class:  # a label-conditioned PGAN
+    if request.per_class is not None and not model.family.samples_by_class:  # a label-conditioned run
         written += cs.write_label_sheets(model, out, request.per_class, seed=seed)
     elif request.per_class is not None:
         written += cs.write_class_sheets(model, out, request.per_class, seed=seed, **truncation)
