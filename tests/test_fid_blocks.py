@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import write_inception_standin
-from PIL import Image
+from test_fid_stats import _write_pngs
 
 from ganforge.cli import main
 from ganforge.metrics.evaluate import evaluate
@@ -29,13 +29,6 @@ from ganforge.metrics.registry import (
 @pytest.fixture(scope="module")
 def standin_weights(tmp_path_factory):
     return write_inception_standin(tmp_path_factory.mktemp("inception") / "standin.pth")
-
-
-def _write_pngs(folder, images: np.ndarray):
-    folder.mkdir(parents=True)
-    for index, image in enumerate(images):
-        Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index:03d}.png")
-    return folder
 
 
 def test_the_block_metrics_are_declared_like_fid():
