@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ganforge.augment.augmenter import Augmenter
-from ganforge.config import RunConfig, read_config_file
+from ganforge.config import ConfigError, RunConfig, read_config_file
 from ganforge.data.store import open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.run_loader import LoadedModel, build_family, dataset_placeholder  # noqa: F401 (the public API)
@@ -57,7 +57,10 @@ def describe(config: RunConfig) -> dict[str, Any]:
     asked = getattr(config.model, "resolution", None)
     if isinstance(asked, int) and asked > (resolution or 0):
         resolution = asked
-    manifest = {"source": config.data, "count": 0, "resolution": resolution or 1 << 16, "channels": channels,
+    if resolution is None:  # a family that sizes its networks from the data (DCGAN, StarGAN v2, BigGAN)
+        raise ConfigError(f"{config.data}: not at hand here, and the {config.family} networks take their "
+                          "resolution from the data; give --data STORE, or --set model.resolution=R")
+    manifest = {"source": config.data, "count": 0, "resolution": resolution, "channels": channels,
                 "levels": [], "labels": labels}
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         family = build_family(config, torch.device("meta"), dataset_placeholder(manifest))

@@ -57,3 +57,16 @@ def test_a_present_dataset_gives_the_count_and_must_agree_with_the_config(tmp_pa
     assert main(["info", "biggan", "-c", CIFAR]) == 2
     assert capsys.readouterr().err == ("ganforge info: error: model.n_classes: 10 but the label column 'class' of "
                                        "data/cifar10 has 7 classes\n")
+
+
+@pytest.mark.parametrize("family", ["dcgan", "wgan-gp", "stargan2", "biggan"])
+def test_a_resolution_from_absent_data_is_asked_for_not_invented(capsys, family):
+    """These families size their networks from the data: without it (and without model.resolution) `info` says what
+    to give, where it described networks for an invented 65,536-pixel side (a 2.9-trillion-parameter DCGAN critic)."""
+    assert main(["info", family, "--data", "data/absent"]) == 2
+    assert capsys.readouterr().err == (f"ganforge info: error: data/absent: not at hand here, and the {family} "
+                                       "networks take their resolution from the data; give --data STORE, or --set "
+                                       "model.resolution=R\n")
+    resolution = 128 if family == "biggan" else 32  # BigGAN's default attention is at 64 px
+    parameters = info(capsys, family, "--data", "data/absent", "--set", f"model.resolution={resolution}")["parameters"]
+    assert 0 < parameters["D"] < 10**8

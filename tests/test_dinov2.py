@@ -269,8 +269,8 @@ def tiny_networks(tiny_dinov2, tmp_path, monkeypatch):
     inception_weights = tmp_path / "inception.pth"
     inception_weights.write_bytes(b"inception stand-in")
     inception, inception_seen = InceptionV3FID().eval(), []
-    forward = inception.forward
-    inception.forward = lambda images: (inception_seen.append(len(images)), forward(images))[1]
+    features = inception.features  # the one pass that serves pool3, the logits and the blocks
+    inception.features = lambda images: (inception_seen.append(len(images)), features(images))[1]
     monkeypatch.setattr(evaluate_module, "load_inception", lambda path, device=None, fid_mode="": inception)
     return inception_weights, inception_seen, tiny_dinov2[1]
 
