@@ -620,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "inception768: Inception's earlier blocks, for fid64, fid192, fid768 (pytorch-fid's --dims); "
                        "dinov2: FD_DINOv2's (the class token, 1024-d)")
     stats.add_argument("--fid-mode", choices=fid_modes,
-                       help="Inception's resize protocol, recorded in the file (default legacy-tf; or clean)")
+                       help="Inception's resize protocol, recorded in the file (default legacy-tf; or clean, "
+                       "pytorch-fid)")
     stats.add_argument("--n", type=positive_int, help="a seeded random choice of N images (default all)")
     stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
                        "to R×R first (folders of mixed sizes; default: the images' own size)")

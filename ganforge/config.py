@@ -313,8 +313,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[tuple[list[str], Any]]
 
 
 # How images reach the FID Inception network: "legacy-tf" (TF1 bilinear resize, the TTUR / torch-fidelity numbers
-# papers report) or "clean" (clean-fid's PIL bicubic anti-aliased resize). Recorded with every Inception metric.
-FidMode = Literal["legacy-tf", "clean"]
+# papers report), "clean" (clean-fid's PIL bicubic anti-aliased resize) or "pytorch-fid" (pytorch-fid's torch bilinear
+# resize of images in [0, 1]). Recorded with every Inception metric.
+FidMode = Literal["legacy-tf", "clean", "pytorch-fid"]
 
 
 # RunConfig settings a resume may change, taking effect at once: where and how the run reports, samples and saves,

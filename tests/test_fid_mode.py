@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ganforge.config import ConfigError, RunConfig
 from ganforge.data.store import open_dataset
@@ -93,8 +94,31 @@ def test_the_network_resizes_by_its_mode():
     at_size = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (1, 3, 299, 299), dtype=np.uint8))
     with torch.no_grad():
         assert torch.equal(legacy(at_size)[0], clean(at_size)[0])  # both resizes are the identity at 299
-    with pytest.raises(ConfigError, match=r"^fid_mode: 'tf' is not one of legacy-tf, clean$"):
+    with pytest.raises(ConfigError, match=r"^fid_mode: 'tf' is not one of legacy-tf, clean, pytorch-fid$"):
         InceptionV3FID("tf")
+
+
+def test_the_pytorch_fid_mode_feeds_the_network_as_pytorch_fid_does():
+    """mseitzer/pytorch-fid's InceptionV3 (resize_input, normalize_input): images in [0, 1] (ToTensor's uint8 / 255),
+    torch's bilinear resize to 299 (align_corners=False), then 2x - 1, into the same FID Inception network;
+    recomputed here from the network's first layers. At 299 px it equals the others but for their (x - 128) / 128."""
+    torch.manual_seed(0)
+    legacy = InceptionV3FID().eval()
+    torch_fid = InceptionV3FID("pytorch-fid").eval()
+    torch_fid.load_state_dict(legacy.state_dict())
+    small = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (2, 3, 24, 24), dtype=np.uint8))
+    seen = []
+    torch_fid.Conv2d_1a_3x3.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    with torch.no_grad():
+        features = torch_fid.features(small)
+    by_hand = 2 * F.interpolate(small.float() / 255, size=(299, 299), mode="bilinear", align_corners=False) - 1
+    torch.testing.assert_close(seen[0], by_hand, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert float((features["2048"] - legacy(small)[0]).norm() / features["2048"].norm()) > 0.01
+        at_size = torch.from_numpy(np.random.default_rng(6).integers(0, 256, (1, 3, 299, 299), dtype=np.uint8))
+        seen.clear()
+        torch_fid.features(at_size)
+        torch.testing.assert_close(seen[0], at_size.float() / 127.5 - 1, rtol=0, atol=1e-6)
 
 
 def test_config_key_is_checked():
@@ -102,7 +126,7 @@ def test_config_key_is_checked():
     from ganforge.families import resolve_run_config
 
     assert resolve_run_config("pgan", {"fid_mode": "clean", "metrics": ["fid"]}, []).fid_mode == "clean"
-    with pytest.raises(ConfigError, match=r"fid_mode: 'cleanfid' is not one of 'legacy-tf', 'clean'"):
+    with pytest.raises(ConfigError, match=r"fid_mode: 'cleanfid' is not one of 'legacy-tf', 'clean', 'pytorch-fid'"):
         resolve_run_config("pgan", {"fid_mode": "cleanfid"}, [])
     # a mode that no metric would use does nothing: refused
     with pytest.raises(ConfigError, match=r"^fid_mode: 'clean' is for the Inception metrics \(fid and its blocks "

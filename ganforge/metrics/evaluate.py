@@ -266,9 +266,9 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     `real_stats` (the real set's Inception pool mean and covariance, or those of the network a `ReferenceStats`
     names: DINOv2's) serve FID (FD_DINOv2); given with `real`, the statistics serve that metric and the images the
     other metrics.
-    `fid_mode` ("legacy-tf" or "clean") is how images are resized for the Inception metrics; `settings` are KID's
-    subsets and precision/recall's k (the papers' defaults when None). Networks (the generator of `fake`
-    included) run with full float32 matmuls, as the reference tools do (`reference_float32`).
+    `fid_mode` ("legacy-tf", "clean" or "pytorch-fid") is how images are resized for the Inception metrics;
+    `settings` are KID's subsets and precision/recall's k (the papers' defaults when None). Networks (the generator
+    of `fake` included) run with full float32 matmuls, as the reference tools do (`reference_float32`).
     Spread over the ranks of a torchrun job (`share`), each rank's `fake` and `real` are its own global batches
     (`RankShare.own`: batches r, r + W, ... of the batches one process would read, `batch_size`-image slices of an
     array, a generator's batches as drawn) and `n` caps each rank's stream; rank 0 returns the values a single

@@ -7,6 +7,8 @@ BatchNorm `num_batches_tracked` entries. Preprocessing depends on the FID mode. 
 semantics (align_corners=False, no half-pixel offset, no antialiasing). "clean" is clean-fid's mode "clean": each
 channel of each uint8 image becomes a float32 PIL 'F' image, is resized to 299x299 by PIL's bicubic filter
 (anti-aliased when downsampling) and clipped to [0, 255], not quantised. Both then feed (x - 128) / 128.
+"pytorch-fid" is mseitzer/pytorch-fid's InceptionV3 input: uint8 / 255 (torchvision's ToTensor), torch's bilinear
+resize to 299x299 (align_corners=False, no antialiasing), then 2x - 1.
 The TF-port details: BatchNorm eps 1e-3, average pools in the A/C/E_1 blocks exclude padding
 from the count, and Mixed_7c pools with max instead of average.
 """
@@ -236,9 +238,14 @@ class InceptionV3FID(nn.Module):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"Inception: expected uint8 N x 3 x H x W images, got {images.dtype} "
                              f"{tuple(images.shape)}")
-        device = self.fc.weight.device  # a PIL resize on the CPU first, TF1's on the network's device
-        x = resize_pil_bicubic(images) if self.fid_mode == "clean" else resize_bilinear_tf1(images.to(device).float())
-        x = (x.to(device) - 128.0) / 128.0
+        device = self.fc.weight.device  # a PIL resize on the CPU first, the others on the network's device
+        if self.fid_mode == "pytorch-fid":
+            unit = images.to(device).float() / 255.0
+            x = 2.0 * F.interpolate(unit, size=(299, 299), mode="bilinear", align_corners=False) - 1.0
+        elif self.fid_mode == "clean":
+            x = (resize_pil_bicubic(images).to(device) - 128.0) / 128.0
+        else:
+            x = (resize_bilinear_tf1(images.to(device).float()) - 128.0) / 128.0
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         out = {"64": x.mean(dim=(2, 3))}
