@@ -53,10 +53,14 @@ def test_a_pgan_run_exports_from_the_command_line(tmp_path, capsys) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["biggan", "wgan-gp"])
+@pytest.mark.parametrize("family", ["biggan", "wgan-gp", "wgan-gp+conditions"])
 def test_class_conditional_and_batch_statistics_generators_export(tmp_path, family: str) -> None:
     run = tmp_path / "run"
-    ganforge.train(tiny_run(family), run)
+    family, _, conditional = family.partition("+")
+    config = tiny_run(family)
+    if conditional:  # the tutorial's conditional WGAN-GP: a class per label column beside z
+        config["model"] = {**config["model"], "conditions": ["shape"]}
+    ganforge.train(config, run)
     model = ganforge.load(run, device="cpu")
     exported = export_onnx(model, tmp_path / "g.onnx")
     assert exported.max_difference is not None and exported.max_difference <= 1e-4
@@ -69,6 +73,9 @@ def test_class_conditional_and_batch_statistics_generators_export(tmp_path, fami
         assert described["inputs"]["y"]["dtype"] == "int64" and len(described["classes"]) == model.family.n_classes
     else:  # the tutorial's batch-normalised sampling: images depend on their batch-mates, and the file says so
         assert described["batch_statistics"] == BATCH_DEPENDENT_NOTE
+    if conditional:  # which class each index of each column is
+        assert described["inputs"]["labels"]["shape"] == ["batch", 1]
+        assert described["label_columns"] == [{"name": "shape", "classes": model.family.conditioning()[0][1]}]
 
 
 def untrained(family: str, raw: dict) -> LoadedModel:

@@ -176,7 +176,8 @@ def _describe(model: LoadedModel, example: dict[str, torch.Tensor], names: list[
         elif tensor.is_floating_point():
             meaning = MEANINGS["z"]
         else:
-            meaning = "class indices of the run's label columns" if tensor.ndim > 1 else "class indices"
+            meaning = ("class indices of the run's label columns (label_columns)" if tensor.ndim > 1
+                       else "class indices (classes)")
         inputs[name] = {"shape": ["batch", *tensor.shape[1:]], "dtype": str(tensor.dtype).removeprefix("torch."),
                         "meaning": meaning}
     described: dict[str, Any] = {
@@ -185,6 +186,8 @@ def _describe(model: LoadedModel, example: dict[str, torch.Tensor], names: list[
                    "range": [-1, 1], "layout": "NCHW, RGB"}}
     if family.samples_by_class:
         described["classes"] = family.class_names()
+    if family.conditioning():  # column k of `labels` indexes these classes
+        described["label_columns"] = [{"name": name, "classes": classes} for name, classes in family.conditioning()]
     if family.batch_dependent_samples:
         described["batch_statistics"] = BATCH_DEPENDENT_NOTE
     if family.translates:
