@@ -57,6 +57,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {_type_name(tp)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:  # YAML 1.1 reads `off` as False
+            value = "on" if value else "off"
         if value not in allowed:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
         return value
@@ -326,10 +328,11 @@ FidMode = Literal["legacy-tf", "clean", "pytorch-fid"]
 # the same dataset moved), model (unless the family's schedule only grows) and another init_from (left out, the
 # run's own is kept: only a new run reads it). model.micro_batches (StarGAN v2) computes the same update in slices,
 # so a run that ran out of GPU memory goes on in more of them. fid_real_stats may name the statistics file where it is
-# now (each FID row records the file's name and digest, so another file's values are told apart).
+# now (each FID row records the file's name and digest, so another file's values are told apart). tf32 rounds float32
+# work as another GPU would (a run whose losses went non-finite may go on in full float32).
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
                      "checkpoint_every", "keep_checkpoints", "patience", "on_nan", "inception_weights",
-                     "dinov2_weights", "fid_real_stats", "compile", "deterministic", "model.micro_batches")
+                     "dinov2_weights", "fid_real_stats", "compile", "deterministic", "tf32", "model.micro_batches")
 
 
 @dataclasses.dataclass
@@ -364,6 +367,9 @@ class RunConfig:
     # kept so runs saved with it resume in the precision they trained in.
     amp: Literal["off", "bf16", "fp16", "auto"] = "off"
     compile: bool = False  # torch.compile the networks (per network eager fallback with a warning); same weights
+    # CUDA's TF32 tensor cores for float32 work: all (matmuls and convolutions, the fastest), convolutions (PyTorch's
+    # default, what the references' runs got), off (full float32, e.g. to tell TF32 from a bug); the CPU has none
+    tf32: Literal["all", "convolutions", "off"] = "all"
     # bit-reproducible GPU runs: torch's deterministic algorithms only (an op without one stops the run naming it),
     # cuDNN without autotuning, cuBLAS's fixed workspace; slower on CUDA, already the case on the CPU
     deterministic: bool = False

@@ -179,3 +179,14 @@ def test_the_cifar10_preset_is_the_zoos_datasets_py_cifar10_config(tmp_path):
     ours, zoos = (to_dict(resolve_run_config("pgan", read_config_file(path))) for path in (preset, zoo_json))
     assert ours == zoos
     assert ours["model"]["conditions"] == ["class"] and ours["model"]["resolution"] == 32
+
+
+def test_yaml_off_is_the_choice_off_not_false(tmp_path):
+    """YAML 1.1 reads `amp: off` (and `--set tf32=off`) as False: a choice named "off" takes it back."""
+    path = tmp_path / "c.yaml"
+    path.write_text("family: pgan\namp: off\ntf32: off\n")
+    config = resolve_run_config("pgan", read_config_file(path))
+    assert (config.amp, config.tf32) == ("off", "off")
+    assert resolve_run_config("pgan", {}, parse_overrides(["amp=off", "tf32=off"])).tf32 == "off"
+    with pytest.raises(ConfigError, match="on_nan: False is not one of 'stop', 'rollback'"):
+        resolve_run_config("pgan", {"on_nan": False})

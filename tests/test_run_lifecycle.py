@@ -282,3 +282,19 @@ def test_a_checkpoint_at_a_growth_boundary_generates_the_scale_it_trained(tmp_pa
     model = load_run(run)
     assert model.step == 3 and model.plan.progress == {"scale": 0, "res": 4, "alpha": 0.0}
     assert model.generate(model.family.sample_latents(2, None)["z"]).shape[-1] == 4
+
+
+def test_tf32_chooses_cudas_float32_precision_and_may_change_on_resume(tmp_path, capsys) -> None:
+    """all: matmuls and convolutions on TF32 tensor cores; convolutions: PyTorch's default, the references' runs;
+    off: full float32. A run whose losses went non-finite may go on in full float32."""
+    from ganforge.training.engine import cuda_tf32_flags
+
+    assert [cuda_tf32_flags(mode) for mode in ("all", "convolutions", "off")] == [
+        (True, True), (False, True), (False, False)]
+    run = tmp_path / "run"
+    assert train(run, "--data", "builtin:shapes?count=8&resolution=32", *TINY, "--set", "model.steps=2",
+                 "--until", "1") == 0
+    assert train(run, "--set", "tf32=off") == 0
+    assert json.loads((run / "config.json").read_text())["tf32"] == "off"
+    assert train(run, "--set", "tf32=half") == 2
+    assert "tf32: 'half' is not one of 'all', 'convolutions', 'off'" in capsys.readouterr().err

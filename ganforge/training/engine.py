@@ -197,9 +197,8 @@ class Trainer:
         self.dist = dist or init_distributed("cuda" if config.device.startswith("cuda") or (
             config.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = pick_device(config.device, self.dist)
-        if self.device.type == "cuda":  # float32 storage and sums; matmuls and convolutions on TF32 tensor cores
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        if self.device.type == "cuda":  # float32 storage and sums; matmuls and/or convolutions on TF32 tensor cores
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = cuda_tf32_flags(config.tf32)
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)),
@@ -960,6 +959,11 @@ def open_run_dataset(spec: str, run_dir: Path, resume: ckpt.Checkpoint | None) -
             raise
         raise ConfigError(f"{run_dir} was trained on the dataset {spec}, which is no longer there (moved or "
                           "deleted?); resume with --data NEW_PATH naming where that same store is now") from None
+
+
+def cuda_tf32_flags(tf32: str) -> tuple[bool, bool]:
+    """(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) for the config's `tf32`."""
+    return tf32 == "all", tf32 != "off"
 
 
 def is_same_dataset(saved_manifest: dict[str, Any] | None, dataset: Any) -> bool:
