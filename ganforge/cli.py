@@ -569,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", type=device_name, default="auto", help=METRICS_DEVICE_HELP)
     ev.add_argument("--metrics", help="comma-separated metric names (default swd; not for stargan2 runs). Without "
                     f"a feature network's weights (the FID Inception's for {', '.join(INCEPTION_METRICS)}; VGG-16's "
-                    "for pr, from "
+                    "for pr and dc, from "
                     "$GANFORGE_VGG16_WEIGHTS or the cache; DINOv2's for fd_dinov2), "
                     "the metrics that need them are left out with one warning line and the others are printed "
                     "(exit 0); if all need them, it is an error (exit 2)")

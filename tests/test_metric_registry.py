@@ -17,7 +17,7 @@ from ganforge.training.engine import Trainer
 # written out by hand, not read from the registry: the direction of every name `best_metric` accepts
 EXPECTED_HIGHER_IS_BETTER = {
     "fid": False, "fid64": False, "fid192": False, "fid768": False, "kid_mean": False, "is_mean": True,
-    "pr_precision": True, "pr_recall": True, "swd_avg": False,
+    "pr_precision": True, "pr_recall": True, "dc_density": True, "dc_coverage": True, "swd_avg": False,
     "swd_{res}": False,
     "msssim_mean": False,  # the project's MS-SSIM: similarity of pairs of fakes, lower = more diverse
     "fd_dinov2": False,
@@ -37,7 +37,7 @@ def test_every_name_best_metric_accepts_has_its_direction():
 @pytest.mark.parametrize("best, metrics, message", [
     ("pr_precison", ["pr"], r"'pr_precison' is not a metric output that ranks checkpoints; expected one of "
                             r"swd_\{res\}, swd_avg, msssim_mean, fid, fid64, fid192, fid768, kid_mean, is_mean, "
-                            r"pr_precision, pr_recall, fd_dinov2$"),
+                            r"pr_precision, pr_recall, dc_density, dc_coverage, fd_dinov2$"),
     ("is_std", ["is"], r"'is_std' is not a metric output that ranks"),  # a spread, not a quality score
     ("kid", ["kid"], r"'kid' is not a metric output that ranks"),
     ("fid", ["swd"], r"'fid' is an output of 'fid', which is not among metrics \['swd'\]"),

@@ -8,7 +8,7 @@ import torch
 from conftest import shared_path
 
 import ganforge.metrics as gm
-from ganforge.metrics.prdc import precision_recall
+from ganforge.metrics.prdc import density_coverage, precision_recall
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,27 @@ def test_precision_recall_by_hand():
     assert result == pytest.approx({"precision": 0.75, "recall": 0.8})
 
 
+def test_density_and_coverage_by_hand():
+    """Naeem et al. 2020 (clovaai's prdc): density = mean over fakes of the real balls strictly holding each, / k;
+    coverage = share of reals whose ball strictly holds a fake; radii from the reals' k-th nearest real."""
+    real = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    fake = np.array([[1.5], [2.5], [20.0], [1.0]])
+    # k=1 radii: 1, 1, 1, 1, 7. Fake 1.5 is inside the balls of 1 and 2 (0.5 < 1), 2.5 of 2 and 3, 20 of none,
+    # 1.0 of 1 only (0 and 2 are exactly 1 away: not strictly inside) -> density (2 + 2 + 0 + 1) / 4 / 1 = 1.25;
+    # covered reals: 1, 2, 3 (10's ball of 7 holds none) -> coverage 3/5
+    assert density_coverage(real, fake, k=1) == pytest.approx({"density": 1.25, "coverage": 0.6})
+    rng = np.random.default_rng(1)
+    real, fake = rng.standard_normal((40, 6)), rng.standard_normal((30, 6)) * 0.8
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=2)
+    radii = np.sort(d_rr, axis=1)[:, 5]  # the 5th nearest other real (index 0 is the real itself)
+    inside = np.linalg.norm(fake[:, None] - real[None], axis=2) < radii[None]
+    result = density_coverage(real, fake, batch=7)  # k = 5, the paper's
+    assert result["density"] == pytest.approx(inside.sum(1).mean() / 5)
+    assert result["coverage"] == pytest.approx(inside.any(0).mean())
+    with pytest.raises(ValueError, match="k=5 needs more than 5"):
+        density_coverage(real[:5], fake)
+
+
 def test_precision_recall_matches_brute_force_in_blocks():
     rng = np.random.default_rng(0)
     real, fake = rng.standard_normal((60, 5)), rng.standard_normal((50, 5)) + 0.7
@@ -72,3 +93,20 @@ def test_precision_recall_matches_brute_force_in_blocks():
     assert result["recall"] == pytest.approx(brute(fake, real, 3))
     with pytest.raises(ValueError, match="k=3 needs more than 3"):
         precision_recall(real[:3], fake)
+
+
+def test_dc_reads_the_vgg16_features_pr_reads(standin_vgg16):
+    """`dc` in one pass with `pr`: density and coverage of the same VGG-16 fc2 features, printed and flattened."""
+    from conftest import _TinyFeatures
+
+    from ganforge.metrics.registry import flat_outputs
+
+    rng = np.random.default_rng(2)
+    fake, real = rng.integers(0, 256, (2, 12, 3, 16, 16), dtype=np.uint8)
+    results = gm.evaluate(fake, real, ["pr", "dc"])
+    network = _TinyFeatures()
+    with torch.no_grad():
+        expected = density_coverage(network(torch.from_numpy(real)), network(torch.from_numpy(fake)))
+    assert results["dc"] == pytest.approx(expected)
+    assert flat_outputs(results)["dc_coverage"] == pytest.approx(expected["coverage"])
+    assert gm.format_table(results).splitlines()[-1].startswith("Density ")

@@ -248,7 +248,7 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
                        dinov2_weights: str | Path | None = None) -> tuple[list[str], str]:
     """The metrics that can be computed here, and a warning line per weights file missing ("" when none is).
     Without a feature network's weights (not given, not cached, offline) its metrics are left out (the FID
-    Inception's: fid and its blocks, kid, is; VGG-16's: pr; DINOv2's: fd_dinov2) and the others still computed;
+    Inception's: fid and its blocks, kid, is; VGG-16's: pr, dc; DINOv2's: fd_dinov2) and the others still computed;
     when no asked metric is left, one error names every missing file."""
     names = check_metrics(metrics)
 

@@ -261,8 +261,9 @@ def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *,
     """Compute `metrics` of `fake` against `real` (arrays, iterables of uint8 batches, or callables).
 
     Returns {"swd": {"resolutions", "swd", "avg"}, "msssim": {"mean", "pairs"}, "fid": float,
-    "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}, "fd_dinov2": float} for the requested
-    names. `n` caps the images read from each set; `real` may be None when only msssim/is are asked for, or when
+    "kid": (mean, std), "is": (mean, std), "pr": {"precision", "recall"}, "dc": {"density", "coverage"},
+    "fd_dinov2": float} for the requested names. `n` caps the images read from each set; `real` may be None when
+    only msssim/is are asked for, or when
     `real_stats` (the real set's Inception pool mean and covariance, or those of the network a `ReferenceStats`
     names: DINOv2's) serve FID (FD_DINOv2); given with `real`, the statistics serve that metric and the images the
     other metrics.

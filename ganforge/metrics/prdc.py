@@ -1,5 +1,7 @@
 """Improved precision and recall (Kynkäänniemi et al. 2019), as stylegan2-ada's `pr50k3` and torch-fidelity's `prc`
-compute them (the `pr` metric reads VGG-16 fc2 features, `ganforge.metrics.vgg16_fc2`).
+compute them (the `pr` metric reads VGG-16 fc2 features, `ganforge.metrics.vgg16_fc2`), and density and coverage
+(Naeem et al. 2020, clovaai/generative-evaluation-prdc; the `dc` metric, on the same features), which count the
+real balls around each fake instead of asking whether any holds it, so outliers among the reals inflate them less.
 
 Each set's manifold is the union of balls around its features with radius = distance to the k-th nearest other
 feature of the same set (k=3). Precision = share of fake features inside the real manifold; recall = share of
@@ -24,7 +26,8 @@ def _as_features(x: ArrayLike, device: torch.device | str | None) -> torch.Tenso
 def knn_radii(features: torch.Tensor, k: int, batch: int) -> torch.Tensor:
     """Distance of every feature to its k-th nearest neighbour in the same set (itself excluded)."""
     if features.shape[0] <= k:
-        raise ValueError(f"precision_recall: k={k} needs more than {k} features per set, got {features.shape[0]}")
+        raise ValueError(f"k-nearest-neighbour radii: k={k} needs more than {k} features per set, got "
+                         f"{features.shape[0]}")
     return torch.cat([torch.cdist(features[start : start + batch], features).kthvalue(k + 1, dim=1).values
                       for start in range(0, features.shape[0], batch)])
 
@@ -44,3 +47,25 @@ def precision_recall(real_features: ArrayLike, fake_features: ArrayLike, *, k: i
         raise ValueError(f"precision_recall: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
     return {"precision": manifold_coverage(real, knn_radii(real, k, batch), fake, batch),
             "recall": manifold_coverage(fake, knn_radii(fake, k, batch), real, batch)}
+
+
+DC_K = 5  # density and coverage's k: the paper's and StudioGAN's
+
+
+def density_coverage(real_features: ArrayLike, fake_features: ArrayLike, *, k: int = DC_K, batch: int = 1024,
+                     device: torch.device | str | None = None) -> dict[str, float]:
+    """{"density", "coverage"}: density = the mean over fakes of the number of real balls (radius: the real's
+    distance to its k-th nearest real) holding it, divided by k (1 when fakes are distributed as the reals; above 1
+    where they crowd dense regions); coverage = the share of reals whose ball holds at least one fake. Inside means
+    strictly closer than the radius, as the reference implementation counts."""
+    real, fake = _as_features(real_features, device), _as_features(fake_features, device)
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"density_coverage: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
+    radii = knn_radii(real, k, batch)
+    balls_holding = torch.zeros(fake.shape[0], dtype=torch.float64, device=fake.device)
+    covered = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
+    for start in range(0, fake.shape[0], batch):
+        inside = torch.cdist(fake[start : start + batch], real) < radii[None, :]  # [fakes, reals]
+        balls_holding[start : start + batch] = inside.sum(dim=1)
+        covered |= inside.any(dim=0)
+    return {"density": float(balls_holding.mean() / k), "coverage": float(covered.float().mean())}

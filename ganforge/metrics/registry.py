@@ -22,7 +22,7 @@ from ganforge.metrics.fid import Gaussian, fid
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kid
 from ganforge.metrics.msssim import MSSSIMPairs
-from ganforge.metrics.prdc import precision_recall
+from ganforge.metrics.prdc import DC_K, density_coverage, precision_recall
 from ganforge.metrics.swd import SWDStats, swd_from_stats
 
 TORCH_FIDELITY_SEED = 2020  # KID subsets and IS splits are drawn as torch-fidelity draws them
@@ -214,6 +214,15 @@ PR = Metric(
     row=lambda value: (f"Precision {value['precision']:{PR.outputs[0].fmt}}   "
                        f"Recall {value['recall']:{PR.outputs[1].fmt}}"))
 
+DC = Metric(
+    "dc", f"density and coverage (Naeem et al. 2020, k = {DC_K}) on VGG-16 fc2 features (clovaai's prdc, StudioGAN)",
+    needs_real=True, network="vgg16",
+    outputs=(MetricOutput("dc_density", True, "9.4f"), MetricOutput("dc_coverage", True, ".4f")),
+    compute=lambda inputs: density_coverage(inputs.real_vgg16, inputs.fake_vgg16, device=inputs.device),
+    flatten=lambda value: {"dc_density": float(value["density"]), "dc_coverage": float(value["coverage"])},
+    row=lambda value: (f"Density   {value['density']:{DC.outputs[0].fmt}}   "
+                       f"Coverage {value['coverage']:{DC.outputs[1].fmt}}"))
+
 FD_DINOV2 = Metric(
     "fd_dinov2", "Fréchet distance of DINOv2 ViT-L/14 features (dgm-eval protocol; EDM2's FD_DINOv2)",
     needs_real=True, network="dinov2",
@@ -241,7 +250,7 @@ def _block_fid(width: int) -> Metric:
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
-    SWD, MSSSIM, FID, *map(_block_fid, INCEPTION_BLOCKS), KID, IS, PR, FD_DINOV2)}
+    SWD, MSSSIM, FID, *map(_block_fid, INCEPTION_BLOCKS), KID, IS, PR, DC, FD_DINOV2)}
 
 INCEPTION_METRICS = [name for name, metric in METRICS.items() if metric.needs_inception]  # for messages
 

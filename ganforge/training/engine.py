@@ -859,6 +859,7 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
     (for a translating family: its protocol's networks, and its validation store beside the opened training store
     `data_source`)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE
+    from ganforge.metrics.prdc import DC_K
     from ganforge.metrics.registry import INCEPTION_METRICS, METRICS, METRICS_SERVED, check_metrics
 
     settings = training_metric_settings(config)
@@ -896,6 +897,9 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
         raise ConfigError(f"pr_k: precision/recall with k = {k}{'' if config.pr_k else ' (the default)'} needs "
                           f"more than {k} images at each metric tick, which compares {images} (metrics_n, or all "
                           "the dataset holds)")
+    if images is not None and "dc" in names and images <= DC_K:
+        raise ConfigError(f"metrics: dc (density and coverage, k = {DC_K}) needs more than {DC_K} images at each "
+                          f"metric tick, which compares {images} (metrics_n, or all the dataset holds)")
     if config.inception_weights is not None and not any(METRICS[name].needs_inception for name in names):
         raise ConfigError(f"inception_weights: for {', '.join(INCEPTION_METRICS)}, none of which is among metrics "
                           f"{config.metrics}")
