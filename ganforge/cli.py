@@ -588,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "of real images; metrics default to the file's (fid, or fd_dinov2)")
     ev.add_argument("--fid-mode", choices=fid_modes,
                     help="how images are resized for the Inception metrics: legacy-tf (default; TF1 bilinear, the "
-                         "TTUR/torch-fidelity numbers most papers report) or clean (clean-fid: PIL bicubic)")
+                         "TTUR/torch-fidelity numbers most papers report), clean (clean-fid: PIL bicubic) or "
+                         "pytorch-fid (torch bilinear on [0, 1], as pytorch-fid and its --save-stats files)")
     ev.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth (stargan2 "
                     "runs: inception_v3_google-0cc3c7bd.pth, or the former with --fid-network tf-inception)")
     ev.add_argument("--dinov2-weights", type=Path, help="fd_dinov2: local dinov2_vitl14_pretrain.pth")

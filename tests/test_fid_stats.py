@@ -186,7 +186,8 @@ def test_stats_and_evaluate_real_stats_end_to_end(standin_weights, tmp_path, cap
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(foreign), "--fid-mode", "clean", *weights]) == 0
     header, fid_line, _, _, note = capsys.readouterr().out.strip().splitlines()
     assert header == f"4 generated images against the statistics in {foreign}" and fid_line == from_stats
-    assert note == f"note: {foreign} does not say its FID mode (a file from elsewhere); it is compared as clean"
+    assert note == (f"note: {foreign} does not say its FID mode (a file from elsewhere); it is compared as clean "
+                    "(TTUR's files are legacy-tf, pytorch-fid's --save-stats files pytorch-fid)")
 
     # the file says clean: a legacy-tf evaluation (the default) is refused before any image is read
     assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(out), *weights]) == 2

@@ -478,7 +478,8 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
     settings = settings.for_metrics(metrics)  # those of metrics left out (no Inception weights) go with them
     if stats is not None and stats.fid_mode is None and stats.network.startswith("inception"):
         warning = "\n".join(filter(None, [warning, f"note: {real_stats} does not say its FID mode (a file from "
-                                                   f"elsewhere); it is compared as {fid_mode}"]))
+                                                   f"elsewhere); it is compared as {fid_mode} (TTUR's files are "
+                                                   "legacy-tf, pytorch-fid's --save-stats files pytorch-fid)"]))
     fake = Path(fake)
     model = load_run(fake, step=step, device=device, bn=bn) if (fake / "config.json").is_file() else None
     if model is not None:

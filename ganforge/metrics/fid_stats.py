@@ -7,7 +7,7 @@ training set once, instead of its features at every evaluation.
 Files written here also hold `fid_mode` (the resize protocol, see `ganforge.metrics.inception`), `resolution` (the
 images' size before that resize, so that training compares only images of that size with them) and `count` (the
 number of images); files from elsewhere lack them and are read as they are, their protocol unknown (TTUR's files are
-legacy-tf; pytorch-fid's own files use torch's bilinear resize, neither mode). Files are read with
+legacy-tf; pytorch-fid's `--save-stats` files are `pytorch-fid`). Files are read with
 allow_pickle=False: a statistics file never runs code.
 """
 

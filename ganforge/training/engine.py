@@ -925,7 +925,8 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
         if stats.fid_mode is None:
             warnings.warn(f"fid_real_stats: {config.fid_real_stats} does not say how it was made (a file from "
                           "elsewhere): its FIDs are right for TF-Inception statistics of images at the run's "
-                          "resolution, as TTUR publishes, not for BigGAN-PyTorch's inception moments (torchvision's "
+                          "resolution made as this run's fid_mode resizes (legacy-tf: TTUR's files; pytorch-fid: "
+                          "pytorch-fid's --save-stats), not for BigGAN-PyTorch's inception moments (torchvision's "
                           "Inception); `ganforge stats` writes files that say", stacklevel=2)
     if not evaluates:
         return stats
