@@ -110,6 +110,14 @@ BATCH_DEPENDENT_NOTE = ("the generator samples on its batch's statistics (batch 
                         "colours); use batches of 16 or more, or sample on running statistics")
 
 
+def check_conditions(conditions: Any) -> None:
+    """`model.conditions`, where set, is a non-empty list of distinct label column names; one-line ConfigError."""
+    if conditions is not None and (not isinstance(conditions, list) or not conditions
+                                   or not all(isinstance(c, str) for c in conditions)
+                                   or len(set(conditions)) != len(conditions)):
+        raise ConfigError(f"model.conditions: expected a list of distinct label column names, got {conditions!r}")
+
+
 def condition_columns(dataset: ImageDataset, names: list[str]) -> tuple[list[int], list[int]]:
     """(index among the store's label columns, class count) of each conditioning column, in `names`' order."""
     available = [column for column, _ in dataset.label_columns]

@@ -36,7 +36,7 @@ from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
-from ganforge.families.base import Family, Phase, SamplingBN, StepPlan, condition_columns
+from ganforge.families.base import Family, Phase, SamplingBN, StepPlan, check_conditions, condition_columns
 from ganforge.losses import (
     gradient_penalty,
     logistic_discriminator_loss,
@@ -99,11 +99,7 @@ class DCGANConfig:
             raise ConfigError(f"model.ema_decay: expected null (off) or a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup, None if self.ema_decay is not None else
                          "model.ema_decay is null (no EMA generator)")
-        if self.conditions is not None and (not isinstance(self.conditions, list) or not self.conditions
-                                            or not all(isinstance(c, str) for c in self.conditions)
-                                            or len(set(self.conditions)) != len(self.conditions)):
-            raise ConfigError(f"model.conditions: expected a list of distinct label column names, got "
-                              f"{self.conditions!r}")
+        check_conditions(self.conditions)
         if self.conditions is None and self.label_embedding is not None:
             raise ConfigError("model.label_embedding: does nothing without model.conditions (the label columns to "
                               "condition on)")

@@ -25,7 +25,7 @@ import torch
 
 from ganforge.config import COMMAND_LINE, ConfigError
 from ganforge.data.loader import Batch, DataOptions
-from ganforge.families.base import Family, Phase, StepPlan, condition_columns
+from ganforge.families.base import Family, Phase, StepPlan, check_conditions, condition_columns
 from ganforge.losses import (
     drift_penalty,
     gdpp_loss,
@@ -158,15 +158,10 @@ class PGANConfig:
             self.mapping_layers = _MAPPING_LAYERS_DEFAULT
         if self.mapping_layers is not None and self.mapping_layers < 0:
             raise ConfigError(f"model.mapping_layers: expected an integer >= 0, got {self.mapping_layers!r}")
-        if self.conditions is not None:
-            if (not isinstance(self.conditions, list) or not self.conditions
-                    or not all(isinstance(c, str) for c in self.conditions)
-                    or len(set(self.conditions)) != len(self.conditions)):
-                raise ConfigError(f"model.conditions: expected a list of distinct label column names, got "
-                                  f"{self.conditions!r}")
-            if self.styles:
-                raise ConfigError("model.conditions: label conditioning is offered for the references' G, not with "
-                                  "model.styles")
+        check_conditions(self.conditions)
+        if self.conditions is not None and self.styles:
+            raise ConfigError("model.conditions: label conditioning is offered for the references' G, not with "
+                              "model.styles")
         for name in ("condition_weight_d", "condition_weight_g"):
             value = getattr(self, name)
             if self.conditions is None and value is not None:
