@@ -53,6 +53,7 @@ from ganforge.metrics.registry import (
     check_real_stats_metrics,
     flat_outputs,
     format_table,
+    model_of,
     protocol_fields,
 )
 from ganforge.metrics.vgg_texture import VGGWeightsError
@@ -254,7 +255,7 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
 
     def weights_of(name: str) -> str | None:  # Inception's blocks read the one Inception file
         network = METRICS[name].network
-        return "inception" if network and network.startswith("inception") else network
+        return network and model_of(network)
 
     missing: dict[str, Exception] = {}
     for network in dict.fromkeys(weights_of(name) for name in names if METRICS[name].network):

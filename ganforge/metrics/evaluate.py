@@ -53,6 +53,7 @@ from ganforge.metrics.registry import (  # noqa: F401 (format_table and the erro
     check_metrics,
     check_real_stats_metrics,
     format_table,
+    model_of,
 )
 from ganforge.metrics.swd import SWDStats
 from ganforge.metrics.vgg16_fc2 import VGG16_PROTOCOL, load_vgg16_fc2
@@ -188,7 +189,7 @@ def resolve_network_weights(network: str, *, inception_weights: str | Path | Non
                             dinov2_weights: str | Path | None = None) -> Path:
     """A feature network's weights file: the one given, else its environment variable, else the cache (downloaded
     there once); a network's own error (InceptionWeightsError, ...) names the file and where to put it."""
-    if network.startswith("inception"):  # its blocks ("inception768") too
+    if model_of(network) == "inception":  # its blocks ("inception768") too
         return resolve_weights_path(inception_weights)
     if network == "dinov2":
         return resolve_dinov2_weights(dinov2_weights)
@@ -206,7 +207,7 @@ def _feature_networks(wanted: list[Any], *, inception_weights: str | Path | None
     networks: dict[str, _FeatureNetwork] = {}
     for name in dict.fromkeys(metric.network for metric in wanted if metric.network):
         path = resolve_network_weights(name, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
-        loaded = "inception" if name.startswith("inception") else name  # one Inception serves its blocks too
+        loaded = model_of(name)  # one Inception serves its blocks too
         protocol = {"inception": fid_mode, "dinov2": DINOV2_PROTOCOL, "vgg16": VGG16_PROTOCOL}[loaded]
         model = _loaded_network(loaded, str(path), _stamp(path), str(device), fid_mode if loaded == "inception" else "")
         networks[name] = _FeatureNetwork(name, model, path, protocol)

@@ -254,6 +254,12 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
 
 INCEPTION_METRICS = [name for name, metric in METRICS.items() if metric.needs_inception]  # for messages
 
+
+def model_of(network: str) -> str:
+    """The network whose model and weights file serve `network`'s features: Inception for its blocks
+    ("inception768"), else the network itself."""
+    return "inception" if network.startswith("inception") else network
+
 # the networks whose feature statistics a statistics file may hold, and the metrics each serves (its Fréchet distance)
 STATS_NETWORKS = ("inception", *(f"inception{width}" for width in INCEPTION_BLOCKS), "dinov2")
 METRICS_SERVED: dict[str, list[str]] = {network: [m.name for m in METRICS.values() if m.real_stats_suffice
