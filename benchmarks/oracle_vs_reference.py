@@ -172,7 +172,8 @@ def pgan_zoo(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
     local = FADE_JUMP * round(4 * (1 - args.alpha)) + 1  # a step of ganforge's schedule with this alpha
     config = {"family": "pgan", "data": f"builtin:shapes?count=64&resolution={resolution}", "seed": args.seed,
               "model": {"variant": "zoo", "resolution": resolution, "widths": widths, "latent_dim": args.latent,
-                        "lr": 0.001, "adam_eps": 1e-8, "ema_decay": 0.999, "schedule": {
+                        "lr": 0.001, "adam_eps": 1e-8, "ema_decay": 0.999, "micro_batches": args.micro_batches,
+                        "schedule": {
                             "max_iter_at_scale": [1] * args.scale + [4 * FADE_JUMP + args.steps + 1],
                             "alpha_jumps": [0] * args.scale + [4],
                             "alpha_jump_size": [0] * args.scale + [FADE_JUMP], "batch_size": batch}}}
@@ -222,8 +223,9 @@ def pgan_zoo(repo: Path, args: argparse.Namespace) -> dict[str, Any]:
         trained = convert_zoo_state(read_zoo_checkpoint(Path(scratch) / "zoo.pt"))
     ours = {name: net.state_dict() for name, net in trainer.family.nets.items()}
     return {"rows": rows, "weights": largest_differences(ours, trained),
-            "title": f"PGAN zoo at {resolution} px, alpha {args.alpha}, batch {batch}, widths {widths}: losses on "
-                     "the zoo's scale (summed over the batch), zoo | ganforge"}
+            "title": f"PGAN zoo at {resolution} px, alpha {args.alpha}, batch {batch}"
+                     f"{f' (ganforge in {args.micro_batches} micro-batches)' if args.micro_batches > 1 else ''}, "
+                     f"widths {widths}: losses on the zoo's scale (summed over the batch), zoo | ganforge"}
 
 
 def largest_differences(ours: dict[str, dict[str, torch.Tensor]], theirs: dict[str, dict[str, torch.Tensor]],
@@ -516,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="default: 16 (PGAN), 4 (StarGAN v2, BigGAN)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tolerance", type=float, default=1e-9)
+    parser.add_argument("--micro-batches", type=int, default=1, help="PGAN, StarGAN v2: ganforge computes each "
+                        "phase's batch in this many slices (the official code: whole)")
     pgan = parser.add_argument_group("PGAN (zoo variant)")
     pgan.add_argument("--scale", type=int, default=2, help="the zoo's scale to grow to (0: 4 px, 2: 16 px)")
     pgan.add_argument("--alpha", type=float, default=0.5, choices=[0.0, 0.25, 0.5, 0.75, 1.0],
@@ -527,8 +531,6 @@ def main(argv: list[str] | None = None) -> int:
     stargan = parser.add_argument_group("StarGAN v2")
     stargan.add_argument("--resolution", type=int, default=32)
     stargan.add_argument("--ds-iter", type=int, default=4, help="steps over which λ_ds decays to 0 (official: 100k)")
-    stargan.add_argument("--micro-batches", type=int, default=1,
-                         help="ganforge computes each phase's batch in this many slices (the official code: whole)")
     big = parser.add_argument_group("BigGAN")
     big.add_argument("--preset", choices=list(BIGGAN_PRESETS), default="cifar",
                      help="launch_cifar_ema.sh, or launch_BigGAN_bs256x8.sh's or launch_BigGAN_deep.sh's structure "

@@ -270,6 +270,20 @@ def test_a_batch_splits_into_equal_consecutive_micro_batches():
         batch.parts(4)
 
 
+def test_interleaved_micro_batches_take_every_kth_sample_and_share_whole_batch_draws_alike():
+    """The split the processes use for PGAN's paper variant (DistInfo.shard): a whole-batch draw (latents) is
+    shared as the images were, so each slice pairs its images with their own latents."""
+    images = torch.arange(6.0).view(6, 1, 1, 1)
+    parts = Batch(images, torch.arange(6).view(6, 1)).parts(2, interleaved=True)
+    assert [part.images.flatten().tolist() for part in parts] == [[0, 2, 4], [1, 3, 5]]
+    assert parts[1].labels.flatten().tolist() == [1, 3, 5] and parts[1].interleaved
+    latents = torch.arange(6) * 10
+    assert parts[1].share(latents).tolist() == [10, 30, 50]
+    assert Batch(images, None).parts(3)[2].share(latents).tolist() == [40, 50]
+    whole = Batch(images, None)
+    assert whole.share(latents) is latents
+
+
 @pytest.mark.parametrize(("micro_batches", "data"), [(0, "fresh"), (2, "none")])
 def test_a_phase_refuses_micro_batches_it_cannot_split(micro_batches, data):
     with pytest.raises(ValueError, match=f"phase D: micro_batches {micro_batches}"):

@@ -109,6 +109,7 @@ def _missing(family: str) -> str | None:
 @pytest.mark.parametrize(("family", "args"), [
     ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3"]),
     ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3", "--condition-weights", "1.0", "0.5"]),  # AC-GAN
+    ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3", "--micro-batches", "2"]),  # ganforge in slices
     ("stargan2", ["--steps", "3", "--ds-iter", "2"]),  # lambda_ds decays to 0 within the check
     ("stargan2", ["--steps", "3", "--micro-batches", "2"]),  # ganforge in slices, the official code whole
     ("biggan", ["--steps", "3", "--ema-start", "2"]),  # the EMA starts within the check

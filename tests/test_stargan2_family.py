@@ -287,7 +287,7 @@ def test_micro_batches_must_split_the_batch_evenly(shapes) -> None:
         resolve_run_config("stargan2", {"model": {**TINY, "micro_batches": 0}})
     config = resolve_run_config("stargan2", {"data": SHAPES, "model": {**TINY, "micro_batches": 4}})
     with pytest.raises(ConfigError, match=r"does not divide the 2 images per process \(model\.batch_size 4 over 2"):
-        StarGAN2Family(config.model, shapes, torch.device("cpu"), DistInfo(rank=0, world_size=2))
+        StarGAN2Family(config.model, shapes, torch.device("cpu"), DistInfo(rank=0, world_size=2)).check_shares(2)
 
 
 def test_phase_plan(shapes) -> None:
@@ -552,10 +552,11 @@ def test_each_rank_takes_its_interleaved_share_of_the_global_draw(shapes) -> Non
 
 
 @pytest.mark.slow
-def test_micro_batch_benchmark_prints_a_row_per_count() -> None:
+@pytest.mark.parametrize(("family", "batch"), [("stargan2", "4"), ("pgan", "8")])
+def test_micro_batch_benchmark_prints_a_row_per_count(family, batch) -> None:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_micro_batches.py"
-    done = subprocess.run([sys.executable, str(script), "--resolution", "16", "--batch", "4", "--width-div", "64",
-                           "--micro-batches", "1", "2", "--steps", "1", "--warmup", "0"],
+    done = subprocess.run([sys.executable, str(script), "--family", family, "--resolution", "16", "--batch", batch,
+                           "--width-div", "64", "--micro-batches", "1", "2", "--steps", "1", "--warmup", "0"],
                           capture_output=True, text=True, timeout=300, check=True)
     rows = [line.split() for line in done.stdout.splitlines()[2:]]
     assert [row[0] for row in rows] == ["1", "2"], done.stdout

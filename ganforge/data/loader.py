@@ -50,22 +50,37 @@ class Batch:
     references: tuple[torch.Tensor, torch.Tensor] | None = None  # domain-pair mode: two reference images each,
     reference_labels: torch.Tensor | None = None  # of these domains (int64 [N])
     whole: Batch | None = None  # set on a micro-batch: the batch it is a slice of (what a step's shared inputs key on)
-    part: tuple[int, int] = (0, 1)  # (index, count): which of `whole`'s equal consecutive slices this is
+    part: tuple[int, int] = (0, 1)  # (index, count): which of `whole`'s equal shares this is
+    interleaved: bool = False  # how `whole` was split: see `share_of`
 
-    def parts(self, count: int) -> list[Batch]:
-        """The batch as `count` equal consecutive slices (a phase's micro-batches); 1: the batch itself."""
+    def parts(self, count: int, *, interleaved: bool = False) -> list[Batch]:
+        """The batch as `count` equal shares (a phase's micro-batches, split as `share_of` splits); 1: the batch
+        itself."""
         if count == 1:
             return [self]
-        size, rest = divmod(len(self.images), count)
-        if rest:
+        if len(self.images) % count:
             raise ValueError(f"a batch of {len(self.images)} does not split into {count} equal micro-batches")
 
         def piece(tensor: torch.Tensor | None, index: int) -> torch.Tensor | None:
-            return None if tensor is None else tensor[index * size:(index + 1) * size]
+            return None if tensor is None else share_of(tensor, index, count, interleaved=interleaved)
 
         return [Batch(piece(self.images, i), piece(self.labels, i),
                       None if self.references is None else (piece(self.references[0], i), piece(self.references[1], i)),
-                      piece(self.reference_labels, i), whole=self, part=(i, count)) for i in range(count)]
+                      piece(self.reference_labels, i), whole=self, part=(i, count), interleaved=interleaved)
+                for i in range(count)]
+
+    def share(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This micro-batch's share of a tensor made for the whole batch (latents drawn once per step), taken as
+        the images were; the whole batch: the tensor itself."""
+        return tensor if self.part == (0, 1) else share_of(tensor, *self.part, interleaved=self.interleaved)
+
+
+def share_of(tensor: torch.Tensor, index: int, count: int, *, interleaved: bool) -> torch.Tensor:
+    """The `index`-th of `count` equal shares of a batch: consecutive blocks, or `interleaved` (samples index,
+    index + count, ...). Micro-batches split as the processes do (DistInfo.shard), so either keeps PGAN's
+    minibatch-stddev groups whole: consecutive groups in blocks, the paper's strided groups interleaved."""
+    size = len(tensor) // count
+    return tensor[index::count] if interleaved else tensor[index * size:(index + 1) * size]
 
 
 def to_float_images(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

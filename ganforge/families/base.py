@@ -387,5 +387,20 @@ class Family(ABC):
         evenly over the processes). Families with more than one override this."""
         return {"model.batch_size": self.plan(0).batch_size}
 
+    def check_shares(self, world_size: int) -> None:
+        """With `model.micro_batches` k (the families that have it), every process's share of each batch must split
+        into k equal slices; called once every batch divides by the process count. PGAN also keeps its
+        minibatch-stddev groups whole."""
+        slices = getattr(self.config, "micro_batches", 1)
+        for key, size in self.batch_sizes().items():
+            if (size // world_size) % slices:
+                raise ConfigError(f"model.micro_batches: {slices} does not divide the {size // world_size} images "
+                                  f"per process ({key} {size} over {world_size} processes)")
+
+    def micro_batch_unit(self, plan: StepPlan) -> int:
+        """The images each micro-batch of the plan's batch must hold a multiple of (PGAN: its minibatch-stddev
+        groups), for the families with `model.micro_batches`."""
+        return 1
+
     def local_batch(self, plan: StepPlan) -> int:
         return self.dist.local_size(plan.batch_size)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -55,7 +56,7 @@ _BATCH_DEFAULT = 16
 # Model keys newer than some saved run configs, with the value that behaves as those runs did without them.
 _ADDED_LATER: dict[str, Any] = {"ema_rampup": None, "loss": "wgan-gp", "r1_gamma": None, "r1_interval": None,
                                 "styles": False, "mapping_layers": None, "conditions": None,
-                                "condition_weight_d": None, "condition_weight_g": None}
+                                "condition_weight_d": None, "condition_weight_g": None, "micro_batches": 1}
 _CONDITION_WEIGHT_DEFAULT = 1.0  # weightConditionD / weightConditionG of the zoo's presets that condition (dtd)
 _MAPPING_LAYERS_DEFAULT = 2
 
@@ -118,6 +119,10 @@ class PGANConfig:
     # logistic-r1: R1 every this many steps (StyleGAN2's lazy regularisation, which uses 16); 1: every step (StyleGAN)
     r1_interval: int | None = None
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
+    # every phase's batch computed in this many slices whose gradients add up before the optimiser step: the
+    # activation memory of a slice (the zoo's issue #113: 512-1024 px); each slice holds whole minibatch-stddev
+    # groups, so the update is the whole batch's up to float rounding
+    micro_batches: int = 1
     # AC-GAN as pytorch_GAN_zoo (its attribute dict) and the TF code (its labels) condition: label columns of the
     # store given to G, whose classes D also predicts; the weights of D's and G's classification losses (default 1)
     conditions: list[str] | None = None
@@ -172,6 +177,12 @@ class PGANConfig:
                     setattr(self, name, _CONDITION_WEIGHT_DEFAULT)
                 elif value < 0:
                     raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
+        if self.micro_batches < 1:
+            raise ConfigError(f"model.micro_batches: expected an integer >= 1, got {self.micro_batches!r}")
+        if self.micro_batches > 1 and self.gdpp > 0:
+            raise ConfigError(f"model.micro_batches: {self.micro_batches} with model.gdpp {self.gdpp}: GDPP compares "
+                              "the eigenvectors of a whole batch's D features, which slices do not add up to; use "
+                              "model.micro_batches: 1 or turn GDPP off")
         if self.r1_interval is not None and self.r1_interval < 1:
             raise ConfigError(f"model.r1_interval: expected an integer >= 1, got {self.r1_interval!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -345,6 +356,30 @@ class PGANFamily(Family):
             self.optimizers[name] = adam(self.nets[name].parameters(), lr=config.lr * self.lazy_ratio(name),
                                          betas=betas, eps=config.adam_eps)
 
+    def stddev_group(self, batch_size: int) -> int:
+        """The minibatch-stddev group size D uses on a batch of `batch_size` (see nn.norm.minibatch_stddev)."""
+        group = min(self.config.mbstd_group_size, batch_size)
+        return group if self.config.variant == "paper" or batch_size % group == 0 else batch_size
+
+    def micro_batch_unit(self, plan: StepPlan) -> int:
+        return self.stddev_group(self.local_batch(plan))
+
+    def check_shares(self, world_size: int) -> None:
+        """Each micro-batch of a process's share must hold whole minibatch-stddev groups of that share: D's
+        statistics are then the unsliced step's. (The processes themselves group within their shares, as the
+        official TF code's GPUs do: a share smaller than the group size groups fewer images.)"""
+        slices = self.config.micro_batches
+        for seg in self.segments:
+            local = seg.batch_size // world_size
+            group = self.stddev_group(local)
+            if slices > 1 and (local % slices or (local // slices) % group):
+                per = f" per process (batch {seg.batch_size} over {world_size} processes)" if world_size > 1 else ""
+                raise ConfigError(
+                    f"model.micro_batches: {slices} slices of the {local} images{per} at {seg.resolution} px would "
+                    f"split D's minibatch-stddev groups of {group} (model.mbstd_group_size "
+                    f"{self.config.mbstd_group_size}), so D would see other statistics than on the whole batch; use "
+                    f"a count that leaves each slice a multiple of {group} images")
+
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
         """Only the last scale may grow: more iterations (zoo style) or more kimg in total (official style).
@@ -471,11 +506,25 @@ class PGANFamily(Family):
         adversarial = nonsaturating_generator_loss if config.loss == "logistic-r1" else wgan_generator_loss
         lazy = config.loss == "logistic-r1" and config.r1_interval > 1
 
+        draws: dict[tuple[int, str], torch.Tensor | None] = {}
+
+        def drawn(batch: Batch | None, name: str, draw: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
+            """A draw for the whole batch, made when its first micro-batch asks, and this micro-batch's share of
+            it: the slices of a step compute the whole batch's (the same noise in the same order)."""
+            if batch is None:
+                return draw()
+            key = (id(batch.whole or batch), name)
+            if key not in draws:
+                draws[key] = draw()
+            value = draws[key]
+            return None if value is None else batch.share(value)
+
         def D(images: torch.Tensor | tuple[torch.Tensor, ...], **kwargs: Any) -> Any:
             return self.discriminate(images, scale, alpha, **kwargs)
 
-        def fakes_of(labels: torch.Tensor | None) -> torch.Tensor:
-            return G(self.randn(batch_size, config.latent_dim), scale, alpha, labels)
+        def fakes_of(batch: Batch | None, labels: torch.Tensor | None, phase: str) -> torch.Tensor:
+            z = drawn(batch, f"{phase}_z", lambda: self.randn(batch_size, config.latent_dim))
+            return G(z, scale, alpha, labels)
 
         def scored(images: torch.Tensor, labels: torch.Tensor | None, **kwargs: Any
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -528,9 +577,9 @@ class PGANFamily(Family):
             # AC-GAN: the zoo draws the fakes' classes and scores the reals' only; the TF code gives the fakes the
             # reals' classes and scores both
             paper = config.variant == "paper"
-            fake_labels = real_labels if paper else self.random_labels(batch_size)
+            fake_labels = real_labels if paper else drawn(batch, "D_labels", lambda: self.random_labels(batch_size))
             with torch.no_grad():
-                fakes = fakes_of(fake_labels)
+                fakes = fakes_of(batch, fake_labels, "D")
             r1_here = config.loss == "logistic-r1" and not lazy  # R1 measured on this phase's own D call
             # the classes D's loss reads on the fakes: none in the zoo
             read_fake_labels = fake_labels if paper else None
@@ -549,7 +598,7 @@ class PGANFamily(Family):
                     logs["r1"] = r1.detach()
                 logs["loss_D"] = loss.detach()
             else:
-                mix = self.rand(batch_size, 1, 1, 1)
+                mix = drawn(batch, "mix", lambda: self.rand(batch_size, 1, 1, 1))
                 gp = gradient_penalty(D, reals, fakes, mix, norm_scale=self.gp_norm_scale(plan.resolution))
                 drift = drift_penalty(d_real)
                 real_part, fake_part = wgan_critic_loss(d_real, d_fake)
@@ -562,9 +611,9 @@ class PGANFamily(Family):
             return with_classification(loss, logs, "D", classification, config.condition_weight_d)
 
         def g_loss(d_batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            labels = self.random_labels(batch_size)
-            fakes = fakes_of(labels)
-            if d_batch is not None:  # GDPP: the zoo reads the score, features and class logits from one D call
+            labels = drawn(d_batch, "G_labels", lambda: self.random_labels(batch_size))
+            fakes = fakes_of(d_batch, labels, "G")
+            if config.gdpp > 0:  # GDPP: the zoo reads the score, features and class logits from one D call
                 d_fake, fake_features, *logits = D(fakes, return_features=True,
                                                    return_label_logits=labels is not None)
                 with torch.no_grad():
@@ -580,9 +629,13 @@ class PGANFamily(Family):
             # both references' G step: the classes G was asked for, as D reads them
             return with_classification(loss, logs, "G", classification, config.condition_weight_g)
 
-        lazy_r1 = [Phase("D_r1", ("D",), d_r1_loss, data="previous")] if lazy and step % config.r1_interval == 0 else []
-        return [Phase("D", ("D",), d_loss), *lazy_r1,
-                Phase("G", ("G",), g_loss, data="previous" if config.gdpp > 0 else "none")]
+        micro = config.micro_batches
+        lazy_r1 = [Phase("D_r1", ("D",), d_r1_loss, data="previous", micro_batches=micro)
+                   ] if lazy and step % config.r1_interval == 0 else []
+        # G's phase takes D's batch for GDPP's real features, or to be sliced as it was (its reals unused)
+        return [Phase("D", ("D",), d_loss, micro_batches=micro), *lazy_r1,
+                Phase("G", ("G",), g_loss, data="previous" if config.gdpp > 0 or micro > 1 else "none",
+                      micro_batches=micro)]
 
     def adam_eps(self, batch_size: int) -> float:
         """Adam's ε for ganforge's mean losses that takes the reference's steps.

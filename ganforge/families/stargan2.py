@@ -148,18 +148,13 @@ class StepInputs:
     # stepped between them, so it is the same tensor the official code computes twice (only for the D phases)
     d_phase_encoding: Encoding | None = None
 
-    def part(self, index: int, count: int) -> StepInputs:
-        """The `index`-th of `count` equal consecutive slices (a micro-batch; `Batch.parts` slices alike)."""
-        if count == 1:
+    def share(self, batch: Batch) -> StepInputs:
+        """A micro-batch's share of the whole batch's inputs, taken as its images were (`Batch.share`)."""
+        if batch.part == (0, 1):
             return self
-        size = len(self.x_src) // count
-
-        def piece(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor[index * size:(index + 1) * size]
-
-        tensors = {f.name: piece(getattr(self, f.name)) for f in fields(self)
+        tensors = {f.name: batch.share(getattr(self, f.name)) for f in fields(self)
                    if f.name not in ("masks", "d_phase_encoding")}
-        masks = None if self.masks is None else (piece(self.masks[0]), piece(self.masks[1]))
+        masks = None if self.masks is None else (batch.share(self.masks[0]), batch.share(self.masks[1]))
         return StepInputs(**tensors, masks=masks)
 
 
@@ -184,10 +179,6 @@ class StarGAN2Family(Family):
 
     def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
-        local_batch = config.batch_size // dist.world_size
-        if config.batch_size % dist.world_size == 0 and local_batch % config.micro_batches:
-            raise ConfigError(f"model.micro_batches: {config.micro_batches} does not divide the {local_batch} images "
-                              f"per process (model.batch_size {config.batch_size} over {dist.world_size} processes)")
         self.domain_column, self.domain_names = self._domains(config, dataset, announce=dist.is_main)
         self.img_size = config.resolution or dataset.resolution
         if dataset.levels and self.img_size not in dataset.levels:
@@ -414,7 +405,7 @@ class StarGAN2Family(Family):
             if (id(whole), (0, 1)) not in made:
                 made[id(whole), (0, 1)] = self.step_inputs(whole, plan.batch_size)
             if (id(whole), batch.part) not in made:
-                made[id(whole), batch.part] = made[id(whole), (0, 1)].part(*batch.part)
+                made[id(whole), batch.part] = made[id(whole), (0, 1)].share(batch)
             return made[id(whole), batch.part]
 
         micro = self.config.micro_batches

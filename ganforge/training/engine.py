@@ -533,7 +533,9 @@ class Trainer:
         memory = self.device.type if isinstance(err, torch.OutOfMemoryError) else "host"
         sliced = getattr(self.config.model, "micro_batches", None)  # the families that can slice their batch
         local = self.dist.local_size(plan.batch_size)
-        more = next((k for k in range(sliced + 1, local + 1) if local % k == 0), None) if sliced is not None else None
+        unit = self.family.micro_batch_unit(plan)
+        more = next((k for k in range(sliced + 1, local + 1) if local % (k * unit) == 0),
+                    None) if sliced is not None else None
         slices = (f", or resume with --set model.micro_batches={more} (the same update computed in more slices)"
                   if more is not None else "")
         return (f"out of {memory} memory in step {self.step + 1} at {plan.resolution} px with a batch of "
@@ -617,7 +619,8 @@ class Trainer:
                         self.images_seen += plan.batch_size
                         if phase.reuse_batch:
                             drawn.append(batch)
-                    parts = [batch] if batch is None else batch.parts(phase.micro_batches)
+                    parts = [batch] if batch is None else batch.parts(phase.micro_batches,
+                                                                      interleaved=not self.dist.contiguous)
                     part_logs = []
                     for part in parts:
                         with _autocast(self.device, self.config.amp):
@@ -845,6 +848,7 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
         if size % world_size:
             raise ConfigError(f"{key}: batch size {size} is not divisible by the {world_size} processes; use a "
                               f"multiple of {world_size}")
+    family.check_shares(world_size)
 
 
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
@@ -1040,8 +1044,11 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
         may_change.add("data")
     differing = {path: values for path, values in config_differences(saved, requested).items()
                  if path.split(".")[0] not in may_change and path not in may_change}
+    settable = {path.partition(".")[2] for path in may_change if path.startswith("model.")}
+    # the saved model with the settings a resume may change as requested: only the schedule is left to compare
+    saved_model = {**saved["model"], **{key: requested["model"][key] for key in settable if key in requested["model"]}}
     if any(path.startswith("model.") for path in differing) and saved["family"] == requested["family"] and get_family(
-            saved["family"]).extends_schedule(saved["model"], requested["model"]):
+            saved["family"]).extends_schedule(saved_model, requested["model"]):
         differing = {path: values for path, values in differing.items() if not path.startswith("model.")}
     if differing:
         detail = "; ".join(f"{path}: {json.dumps(old)} → {json.dumps(new)}" for path, (old, new) in differing.items())
