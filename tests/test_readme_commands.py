@@ -229,6 +229,9 @@ RULES: list[Rule] = [
          add=DCGAN_FAMILY_TINY, expect=_trained),
     Rule(r"ganforge generate runs/mnist_digits -o sevens --class 7", "dcgan", expect=_all(
         _printed(r"wrote 1 file\(s\) to sevens from step \d+ of runs/mnist_digits"), _files("sevens", "grid.png", 1))),
+    Rule(r"ganforge evaluate runs/mnist_digits --per-class --metrics fid", "dcgan", options={"--n": "8"},
+         expect=_all(_printed(r"per class of 'digit'"), _printed(r"\nmean +\d+\.\d+\n"),
+                     _printed(r"is the intra-class FID"))),
     Rule(r"ganforge train dcgan -c configs/dcgan_celeba64\.yaml --data data/celeba64", "dcgan", add=DCGAN_FAMILY_TINY,
          expect=_trained),
     Rule(r"ganforge train wgan-gp -c configs/wgan_gp_mnist32\.yaml", "dcgan",

@@ -133,6 +133,7 @@ def test_restart_removes_what_the_run_wrote_and_only_that(stopped_run, capsys) -
     tb = stopped_run / "tb" / "events.out.tfevents.1700000000.host.1.0"
     tb.parent.mkdir()
     tb.write_bytes(b"events")  # as TensorBoard would have written with tensorboard: true
+    (stopped_run / "metrics_per_class.jsonl").write_text('{"step": 3}\n')  # as `evaluate --per-class` writes it
     mine = [stopped_run / "notes.txt", stopped_run / "samples" / "favourite.png", stopped_run / "checkpoints" / "x.txt"]
     for path in mine:
         path.write_text("not ganforge's")
@@ -144,7 +145,8 @@ def test_restart_removes_what_the_run_wrote_and_only_that(stopped_run, capsys) -
     assert train(stopped_run, "--restart", "--until", "1", "--set", "log_every=1") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (f"--restart: removed 6 checkpoint files, 2 sample grids, 1 TensorBoard event file, "
-                      f"log.jsonl, progress.gif, report.html of the earlier run in {stopped_run}")
+                      f"log.jsonl, metrics_per_class.jsonl, progress.gif, report.html of the earlier run in "
+                      f"{stopped_run}")
     assert all(path.read_text() == "not ganforge's" for path in mine)
     assert not tb.exists() and not tb.parent.exists()
     assert [json.loads(line)["step"] for line in (stopped_run / "log.jsonl").read_text().splitlines()] == [1]

@@ -12,7 +12,7 @@ import json
 import os
 import shlex
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family
 from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
-from ganforge.metrics._images import ImageSetError, ImageSizeError
+from ganforge.metrics._images import ImageSetError, ImageSizeError, derived_seed
 from ganforge.metrics.dinov2 import DINOv2WeightsError
 from ganforge.metrics.evaluate import evaluate, metrics_device, resolve_network_weights
 from ganforge.metrics.fid_stats import (
@@ -59,7 +59,7 @@ from ganforge.metrics.registry import (
 from ganforge.metrics.vgg_texture import VGGWeightsError
 from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.log import append_record
+from ganforge.training.log import PER_CLASS_METRICS_NAME, append_record
 
 # images per batch of a run's metric pass: generated, read and run through the feature networks (the shares of a
 # torchrun job are these batches, so rank 0's values are one process's)
@@ -67,15 +67,19 @@ METRIC_BATCH = 64
 
 
 def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_size: int = 64,
-                      net: str | None = None, share: RankShare | None = None) -> Iterator[torch.Tensor]:
+                      net: str | None = None, share: RankShare | None = None,
+                      labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """`n` images in [-1, 1] from generator `net` (default the EMA generator, G when there is none), drawn from
     their own seed; callers hold the family's weights (`Family.weights_held`) around the pass that reads them.
     With `share`, this rank's batches of the same `n` (every batch's latents are drawn, so each batch is the one a
-    single process draws)."""
+    single process draws). With `labels` (rows of the store's labels, one per image) a conditional generator is
+    given those images' classes (`Family.with_store_labels`) instead of drawn ones."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = net or family.sample_net
     for index, part in enumerate(sample_batches(n, batch_size, equal=family.batch_dependent_samples)):
         latents = family.sample_latents(part.stop - part.start, generator)
+        if labels is not None:
+            latents = family.with_store_labels(latents, labels[part])
         if share is not None and not share.owns(index):
             continue
         inputs = {k: v.to(family.device) for k, v in latents.items()}
@@ -340,6 +344,99 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
                         + skipped)
     return {"results": [(step_, res) for step_, res, _ in rows], "warning": warning,
             "table": table + (f"\n{warning}" if warning else "")}
+
+
+def per_class_column(family: Family, dataset: ImageDataset, column: str | None) -> int:
+    """The store's label column `evaluate --per-class` splits by: `column`, or the generator's only one."""
+    readable = {dataset.label_columns[index][0]: index for index in family.generator_label_columns()}
+    if not readable:
+        raise ConfigError(f"--per-class: this run's generator takes no classes (a {family.name} run"
+                          f"{' without model.conditions' if family.name != 'biggan' else ' without labelled data'})")
+    if column is None and len(readable) > 1:
+        raise ConfigError(f"--per-class: the generator takes the classes of {', '.join(readable)}; name one")
+    if column is not None and column not in readable:
+        raise ConfigError(f"--per-class {column}: not a label column the generator takes (it takes "
+                          f"{', '.join(readable)})")
+    return readable[column] if column is not None else next(iter(readable.values()))
+
+
+def evaluate_run_per_class(run_dir: Path, metrics: list[str], column: str | None = None, *, n: int | None = None,
+                           step: int | None = None, inception_weights: Path | None = None, seed: int = 0,
+                           fid_mode: str | None = None, settings: MetricSettings | None = None,
+                           dinov2_weights: Path | None = None, device: str = "auto",
+                           bn: str | None = None) -> dict[str, Any]:
+    """The metrics of one checkpoint class by class (`evaluate RUN --per-class`): for each class of a label column
+    the generator is conditioned on, that class's training images (at most `n`, a seeded subset) against as many
+    generated images conditioned like them (the class, and the other columns' classes of those same images); then
+    the mean over classes. With FID that mean is the intra-class FID of conditional GANs (StudioGAN's iFID, which
+    compares each class's training images with as many generated ones): a generator that draws every class alike,
+    or collapses within one, scores well on FID over all classes and badly here. Recorded in the run's
+    metrics_per_class.jsonl (a curve of its own: not the run's FID)."""
+    run_dir = Path(run_dir)
+    settings = settings or MetricSettings()
+    settings.check_used(check_metrics(metrics))
+    check_weights_used(metrics, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
+    fid_mode = chosen_fid_mode(metrics, fid_mode)
+    if bn is not None:
+        check_bn_mode(run_dir, bn)
+    model = load_run(run_dir, step=step, device=device, bn=bn)
+    try:
+        dataset = open_dataset(model.config.data)
+    except DatasetError as err:
+        raise DatasetError(f"{err} (--per-class reads each class's images from the run's training data)") from None
+    store_column = per_class_column(model.family, dataset, column)
+    name, classes = dataset.label_columns[store_column][0], [str(c) for c in dataset.label_columns[store_column][1]]
+    metrics, warning = computable_metrics(metrics, inception_weights, dinov2_weights)
+    settings = settings.for_metrics(metrics)
+    rows: dict[str, dict[str, float]] = {}
+    missing = []
+    for index, class_name in enumerate(classes):
+        members = np.flatnonzero(dataset.labels[:, store_column] == index)
+        if len(members) < 2:  # no covariance, no pairs: nothing to compare
+            missing.append(f"{class_name} ({len(members)} training image{'s' if len(members) != 1 else ''})")
+            continue
+        if n is not None and len(members) > n:
+            members = members[random_subset(len(members), n, seed)]
+        labels = torch.as_tensor(np.asarray(dataset.labels[members]), dtype=torch.long)
+        with model.family.weights_held():
+            results = _run_evaluate(
+                generated_batches(model.family, model.plan, len(members), derived_seed(seed, index), labels=labels),
+                np.asarray(dataset.images(model.plan.resolution)[members]), metrics, n=len(members), seed=seed,
+                device=model.device, inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
+                dinov2_weights=dinov2_weights)
+        rows[class_name] = {"images": len(members), **flat_outputs(results)}
+    if not rows:
+        raise ConfigError(f"--per-class {name}: no class has 2 training images or more")
+    keys = [key for key in next(iter(rows.values())) if key != "images"]
+    means = {key: float(np.mean([row[key] for row in rows.values() if key in row])) for key in keys}
+    append_record(run_dir / PER_CLASS_METRICS_NAME, {
+        "step": model.step, "column": name, "n": n, "real": resolved_data_spec(model.config.data),
+        "source": "evaluate", "classes": rows, "mean": means, **protocol_fields(dict.fromkeys(metrics), fid_mode),
+        **settings.given(), **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
+    return {"step": model.step, "column": name, "classes": rows, "mean": means, "warning": warning,
+            "table": _per_class_table(model.step, name, n, rows, means, metrics, fid_mode, missing, warning)}
+
+
+def _per_class_table(step: int, column: str, n: int | None, rows: dict[str, dict[str, float]],
+                     means: dict[str, float], metrics: list[str], fid_mode: str, missing: list[str],
+                     warning: str) -> str:
+    width = max(len("mean"), *(len(name) for name in rows))
+    keys = list(means)
+    widths = {key: max(10, len(key)) for key in keys}
+    lines = [f"step {step}: per class of {column!r}, each class's training images"
+             f"{f' (at most {n})' if n is not None else ''} against as many generated images conditioned like them"
+             + (f" (Inception metrics: {fid_mode})" if any(METRICS[m].needs_inception for m in metrics) else ""),
+             f"{'class':{width}s} {'images':>7s} " + " ".join(f"{key:>{widths[key]}s}" for key in keys)]
+    lines += [f"{name:{width}s} {int(row['images']):7d} " + " ".join(
+        f"{row[key]:{widths[key]}.4f}" if key in row else f"{'-':>{widths[key]}s}" for key in keys)
+        for name, row in rows.items()]
+    lines.append(f"{'mean':{width}s} {'':7s} " + " ".join(f"{means[key]:{widths[key]}.4f}" for key in keys))
+    if "fid" in means:
+        lines.append(f"(the mean FID over the {len(rows)} classes is the intra-class FID, StudioGAN's iFID)")
+    if missing:
+        lines.append(f"(left out, too few images to compare: {', '.join(missing)})")
+    lines.append(_small_set_notes(metrics, min(int(row["images"]) for row in rows.values())).strip())
+    return "\n".join(line for line in lines + [warning] if line)
 
 
 def is_store(source: Path) -> bool:
@@ -608,8 +705,14 @@ def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fak
                                                                                   else "")
     note = ("\n(FID from fewer than the 50,000 generated images papers use is biased upwards: compare it only with "
             "values from as many)" if "fid" in results and fakes < PAPER_FID_IMAGES else "")
-    smallest = min(fakes, reals or fakes)
-    for name in results:
+    return f"{header}\n{format_table(results, fid_mode)}{note}{_small_set_notes(results, min(fakes, reals or fakes))}"
+
+
+def _small_set_notes(metrics: Iterable[str], smallest: int) -> str:
+    """A warning line per Fréchet distance (FID, a block's, FD_DINOv2) measured on a set of `smallest` images, no
+    more than its features' width: a covariance of N samples has rank N − 1 (pytorch-fid's issues #42, #78)."""
+    note = ""
+    for name in metrics:
         width = FEATURE_DIMS.get(METRICS[name].network or "")
         if not METRICS[name].real_stats_suffice or width is None or smallest > width:
             continue
@@ -618,7 +721,7 @@ def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fak
                  "dimensions: its covariance is singular and the distance far above what more images give; use "
                  "more images" + (f", or a narrower Inception block ({', '.join(narrower)}: pytorch-fid's --dims)"
                                   if narrower else "") + ")")
-    return f"{header}\n{format_table(results, fid_mode)}{note}"
+    return note
 
 
 def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | None) -> None:
@@ -648,11 +751,12 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                        fid_network: str | None = None, alexnet_weights: str | Path | None = None,
                        wing_weights: str | Path | None = None, fid_mode: str | None = None,
                        settings: MetricSettings | None = None, dinov2_weights: str | Path | None = None,
-                       device: str = "auto", bn: str | None = None) -> str:
+                       device: str = "auto", bn: str | None = None, per_class: str | None = None) -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
-    validation sources per domain), every other family by `metrics` (default SWD) against real images. Options
-    that would do nothing for the run's family are refused."""
+    validation sources per domain), every other family by `metrics` (default SWD) against real images, or with
+    `per_class` ("" for the generator's only label column, or its name) class by class (`evaluate_run_per_class`).
+    Options that would do nothing for the run's family are refused."""
     saved = Path(run) / "config.json"
     config = read_config_file(saved) if saved.is_file() else {}
     family = config.get("family")
@@ -662,8 +766,8 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     if family == "stargan2":
         given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None, "--fid-mode": fid_mode,
                                           "--dinov2-weights": dinov2_weights, "--bn": bn,
-                                          "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given()
-                                          }.items() if value]
+                                          "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given(),
+                                          "--per-class": per_class is not None}.items() if value]
         if given:
             raise ConfigError(f"{' and '.join(given)}: a stargan2 run is evaluated by the StarGAN v2 protocol "
                               "(LPIPS and FID per domain task); leave them out")
@@ -680,6 +784,13 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     given = [flag for flag, value in image_to_image_only.items() if value is not None]
     if given:
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
+    if per_class is not None:
+        if all_steps or real is not None:
+            raise ConfigError(f"--per-class with {'--all' if all_steps else '--real'}: it evaluates one checkpoint "
+                              "against its own training data's classes")
+        return evaluate_run_per_class(Path(run), metrics or ["swd"], per_class or None, n=n, step=step,
+                                      inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
+                                      dinov2_weights=dinov2_weights, device=device, bn=bn)["table"]
     return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,
                         inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
                         dinov2_weights=dinov2_weights, device=device, bn=bn)["table"]

@@ -345,6 +345,16 @@ class Family(ABC):
         rows = torch.randint(len(self._dataset_labels), (batch_size,), device=self.device)
         return self.dist.shard(self._dataset_labels[rows])
 
+    def generator_label_columns(self) -> list[int]:
+        """The store's label columns whose classes the generator takes, in the order it takes them: those of
+        `model.conditions` (BigGAN: the first column); empty for a generator without classes."""
+        return list(self.condition_columns)
+
+    def with_store_labels(self, latents: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`latents` with their classes those of these rows of the store's labels [n, store columns]: samples
+        conditioned like given training images (a class's real set, for per-class metrics)."""
+        return {**latents, "labels": labels[:, self.condition_columns]}
+
     def sample_labels(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """{"labels": uniformly drawn classes of each conditioning column [n, columns]} for samples, {} for an
         unconditional run; drawn from `generator` on the CPU, as the latents."""

@@ -366,6 +366,12 @@ class BigGANFamily(Family):
         return {"z": sample_latents(n, self.arch.g_dim_z, generator=generator),
                 "y": sample_classes(n, self.n_classes, generator=generator)}
 
+    def generator_label_columns(self) -> list[int]:
+        return [0] if self.dataset.label_columns else []
+
+    def with_store_labels(self, latents: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**latents, "y": labels[:, 0]}
+
     def class_names(self) -> list[str]:
         """The class names from the store's first label column (the one BigGAN conditions on), or "class K" for each
         class when the store does not name them (a run whose data is not at hand)."""
