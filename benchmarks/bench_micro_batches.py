@@ -7,8 +7,8 @@
 
 Each k runs in its own process, so the CPU figure (the process's peak resident memory, torch and Python included)
 is that k's alone; on CUDA the figure is torch's peak allocated memory over the timed steps. PGAN is timed at its
-last scale (the full resolution, no fade), with the official widths (fmap_base 8192, fmap_max 512) divided by
-`--width-div`.
+last scale (the full resolution, no fade, after the scale's first step), with the official widths (fmap_base 8192,
+fmap_max 512) divided by `--width-div`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def config(family: str, resolution: int, batch: int, width_div: int, micro_batch
         return {"family": "pgan", "data": data, "model": {
             "resolution": resolution, "micro_batches": micro_batches,
             "widths": [max(width // width_div, 4) for width in pgan_widths(resolution)],
-            "schedule": {"max_iter_at_scale": [1] * scales, "alpha_jumps": 1, "alpha_jump_size": 1,
-                         "batch_size": batch}}}
+            # timed at the last scale's second step: no fade, and past the optimiser reset a new scale begins with
+            "schedule": {"max_iter_at_scale": [1] * (scales - 1) + [2], "alpha_jumps": 0, "batch_size": batch}}}
     return {"family": "stargan2", "data": data, "model": {
         "resolution": resolution, "domain_column": "shape", "w_hpf": 0.0, "batch_size": batch,
         "micro_batches": micro_batches, "base_dim": max(2**14 // resolution // width_div, 4),

@@ -326,10 +326,10 @@ FidMode = Literal["legacy-tf", "clean", "pytorch-fid"]
 # metrics_n, best_metric and keep_best (a run's metric record and its best-checkpoint ranking stay comparable over its
 # whole length), seed, amp, augment, lookahead, data (unless the same dataset moved), model (unless the family's
 # schedule only grows) and another init_from (left out, the run's own is kept: only a new run reads it).
-# model.micro_batches (StarGAN v2, PGAN) computes the same update in slices, so a run that ran out of GPU memory goes
-# on in more of them. fid_real_stats may name the statistics file where it is
-# now (each FID row records the file's name and digest, so another file's values are told apart). tf32 rounds float32
-# work as another GPU would (a run whose losses went non-finite may go on in full float32).
+# model.micro_batches (StarGAN v2, PGAN) computes the same update in slices (with augment on, each slice draws its own
+# transforms), so a run that ran out of GPU memory goes on in more of them. fid_real_stats may name the statistics
+# file where it is now (each FID row records the file's name and digest, so another file's values are told apart).
+# tf32 rounds float32 work as another GPU would (a run whose losses went non-finite may go on in full float32).
 RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_every", "sample_count", "metrics_every",
                      "checkpoint_every", "keep_checkpoints", "patience", "on_nan", "inception_weights",
                      "dinov2_weights", "fid_real_stats", "compile", "deterministic", "tf32", "model.micro_batches")

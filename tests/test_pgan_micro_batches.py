@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 import torch
 
+from ganforge.augment.config import AugmentConfig
 from ganforge.config import ConfigError
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
@@ -77,7 +78,7 @@ def test_slices_that_split_the_groups_would_not_give_the_whole_batch_update(tmp_
 def test_micro_batches_that_would_split_a_group_or_gdpp_are_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"^model\.micro_batches: 4 slices of the 8 images at 4 px would split D's "
                                           r"minibatch-stddev groups of 4 \(model\.mbstd_group_size 4\), .* a "
-                                          r"multiple of 4 images$"):
+                                          r"multiple of 4 images, or counts for some resolutions"):
         Trainer(tiny(micro_batches=4), tmp_path / "run")
     with pytest.raises(ConfigError, match=r"model\.micro_batches: 3 slices of the 8 images"):
         Trainer(tiny(micro_batches=3), tmp_path / "run")
@@ -96,10 +97,64 @@ def test_micro_batches_that_would_split_a_group_or_gdpp_are_refused(tmp_path) ->
 
 
 def test_out_of_memory_suggests_slices_that_keep_the_groups(tmp_path) -> None:
-    trainer = Trainer(tiny(schedule={"batch_size": 16}), tmp_path / "run")
-    message = trainer.out_of_memory_message(trainer.family.plan(0), torch.OutOfMemoryError("CUDA out of memory"))
-    assert "or resume with --set model.micro_batches=2 (the same update" in message  # 4 groups of 4: 2, not 3
-    trainer = Trainer(tiny(schedule={"batch_size": 4}), tmp_path / "small")
-    message = trainer.out_of_memory_message(trainer.family.plan(0), torch.OutOfMemoryError("CUDA out of memory"))
-    assert "micro_batches" not in message  # one group: no slice keeps it whole
+    def suggestion(step: int, config: Any) -> str:
+        trainer = Trainer(config, tmp_path / f"run{len(list(tmp_path.iterdir()))}")
+        return trainer.out_of_memory_message(trainer.family.plan(step), torch.OutOfMemoryError("CUDA out of memory"))
 
+    # 4 groups of 4: 2 slices, not 3; at this resolution only
+    assert "or resume with --set 'model.micro_batches={4: 2}' (the same update computed in more slices)" in (
+        suggestion(0, tiny(schedule={"batch_size": 16})))
+    assert "micro_batches" not in suggestion(0, tiny(schedule={"batch_size": 4}))  # one group: nothing keeps it
+    # batches that fall with the resolution (as the official ones do): the last one stays whole
+    falling = {"batch_size": None, "batch_per_resolution": {4: 16, 8: 16, 16: 4}}
+    assert "--set 'model.micro_batches={8: 2}'" in suggestion(3, tiny(schedule=falling))
+    assert "--set 'model.micro_batches={4: 2, 8: 4}'" in suggestion(3, tiny(schedule=falling,
+                                                                            micro_batches={4: 2, 8: 2}))
+    augmented = tiny(schedule={"batch_size": 16})
+    augmented.augment = AugmentConfig(kind="diffaugment")
+    assert "(the same update computed in more slices, its augmentations drawn per slice)" in suggestion(0, augmented)
+
+
+def test_counts_per_resolution_slice_only_those(tmp_path) -> None:
+    """{resolution: count}: the other resolutions run whole; keys must be the networks' resolutions."""
+    falling = {"batch_size": None, "batch_per_resolution": {4: 4, 8: 8, 16: 4}}
+    trainer = Trainer(tiny(micro_batches={8: 2}, schedule=falling), tmp_path / "run")
+    assert [trainer.family.micro_batches_at(res) for res in (4, 8, 16)] == [1, 2, 1]
+    assert [phase.micro_batches for phase in trainer.family.phases(3, trainer.family.plan(3))] == [2, 2]
+    assert [phase.micro_batches for phase in trainer.family.phases(0, trainer.family.plan(0))] == [1, 1]
+    with pytest.raises(ConfigError, match=r"model\.micro_batches\.32: 32 px is not one of the networks' resolutions"):
+        tiny(micro_batches={32: 2})
+    with pytest.raises(ConfigError, match=r"model\.micro_batches\.8: 2 slices of the 4 images at 8 px"):
+        Trainer(tiny(micro_batches={8: 2}, schedule={"batch_size": 4}), tmp_path / "refused")
+
+
+def test_every_phase_is_sliced(tmp_path) -> None:
+    """D's phase, the lazy R1 phase and G's phase all run on slices: G makes 4 images at a time, and D scores 4
+    reals with 4 fakes per call in its phase (one call for both), 4 reals for R1 and 4 fakes in G's phase."""
+    trainer = Trainer(tiny(micro_batches=2, loss="logistic-r1", r1_interval=2), tmp_path / "run")
+    sizes: dict[str, list[int]] = {"G": [], "D": []}
+    for name, seen in sizes.items():
+        trainer.family.nets[name].register_forward_pre_hook(
+            lambda _module, args, seen=seen: seen.append(args[0].shape[0]))
+    phases = trainer.family.phases(0, trainer.family.plan(0))
+    assert [(phase.name, phase.micro_batches, phase.data) for phase in phases] == [
+        ("D", 2, "fresh"), ("D_r1", 2, "previous"), ("G", 2, "previous")]
+    trainer.train_step(trainer.family.plan(0))
+    assert sizes == {"G": [4, 4, 4, 4], "D": [8, 8, 4, 4, 4, 4]}
+
+
+def test_a_resume_may_slice_the_batch_and_lengthen_the_schedule_at_once(tmp_path, capsys) -> None:
+    """A run that ran out of memory goes on in slices at some resolutions (the `--set` the message gives), and
+    may be lengthened in the same resume; anything else is still refused."""
+    from ganforge.cli import main
+    from ganforge.training.engine import train
+
+    train(tiny(), tmp_path / "run", until=4)
+    longer = tiny(micro_batches={8: 2, 16: 2}, schedule={"max_iter_at_scale": [3, 8, 12]})
+    assert train(longer, tmp_path / "run", until=6).step == 6
+    with pytest.raises(ConfigError, match=r"model\.latent_dim: 16 → 8"):
+        train(tiny(micro_batches=2, latent_dim=8), tmp_path / "run", until=8)
+    config = tmp_path / "run" / "config.json"
+    assert main(["train", "pgan", "-c", str(config), "--run-dir", str(tmp_path / "run"), "--until", "7",
+                 "--set", "model.micro_batches={8: 2}"]) == 0
+    assert "resuming from step 6" in capsys.readouterr().out

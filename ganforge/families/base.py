@@ -407,10 +407,16 @@ class Family(ABC):
                 raise ConfigError(f"model.micro_batches: {slices} does not divide the {size // world_size} images "
                                   f"per process ({key} {size} over {world_size} processes)")
 
-    def micro_batch_unit(self, plan: StepPlan) -> int:
-        """The images each micro-batch of the plan's batch must hold a multiple of (PGAN: its minibatch-stddev
-        groups), for the families with `model.micro_batches`."""
-        return 1
+    def finer_micro_batches(self, plan: StepPlan) -> str | None:
+        """For a family with `model.micro_batches` (a count): the `--set` value that computes the plan's batch in
+        the next larger count of equal slices per process, which a run out of memory may resume with; None where
+        there is none (or the family has no micro-batches)."""
+        count = getattr(self.config, "micro_batches", None)
+        if count is None:
+            return None
+        local = self.local_batch(plan)
+        finer = next((k for k in range(count + 1, local + 1) if local % k == 0), None)
+        return None if finer is None else f"model.micro_batches={finer}"
 
     def local_batch(self, plan: StepPlan) -> int:
         return self.dist.local_size(plan.batch_size)

@@ -121,8 +121,10 @@ class PGANConfig:
     gdpp: float = 0.0  # weight of the GDPP term in the G loss; 0 = off
     # every phase's batch computed in this many slices whose gradients add up before the optimiser step: the
     # activation memory of a slice (the zoo's issue #113: 512-1024 px); each slice holds whole minibatch-stddev
-    # groups, so the update is the whole batch's up to float rounding
-    micro_batches: int = 1
+    # groups, so the update is the whole batch's up to float rounding (with augment on, each slice draws its own
+    # transforms). One count for every resolution, or {resolution: count} for some (the others whole): official
+    # schedules' batches fall with the resolution, and a batch of one group cannot be sliced
+    micro_batches: int | dict[int, int] = 1
     # AC-GAN as pytorch_GAN_zoo (its attribute dict) and the TF code (its labels) condition: label columns of the
     # store given to G, whose classes D also predicts; the weights of D's and G's classification losses (default 1)
     conditions: list[str] | None = None
@@ -177,9 +179,15 @@ class PGANConfig:
                     setattr(self, name, _CONDITION_WEIGHT_DEFAULT)
                 elif value < 0:
                     raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
-        if self.micro_batches < 1:
-            raise ConfigError(f"model.micro_batches: expected an integer >= 1, got {self.micro_batches!r}")
-        if self.micro_batches > 1 and self.gdpp > 0:
+        counts = self.micro_batches if isinstance(self.micro_batches, dict) else {0: self.micro_batches}
+        for resolution, count in counts.items():
+            key = f"model.micro_batches{f'.{resolution}' if resolution else ''}"
+            if count < 1:
+                raise ConfigError(f"{key}: expected an integer >= 1, got {count!r}")
+            if resolution and resolution not in _resolutions(self.resolution):
+                raise ConfigError(f"{key}: {resolution} px is not one of the networks' resolutions "
+                                  f"{_resolutions(self.resolution)}")
+        if max(counts.values(), default=1) > 1 and self.gdpp > 0:
             raise ConfigError(f"model.micro_batches: {self.micro_batches} with model.gdpp {self.gdpp}: GDPP compares "
                               "the eigenvectors of a whole batch's D features, which slices do not add up to; use "
                               "model.micro_batches: 1 or turn GDPP off")
@@ -361,24 +369,43 @@ class PGANFamily(Family):
         group = min(self.config.mbstd_group_size, batch_size)
         return group if self.config.variant == "paper" or batch_size % group == 0 else batch_size
 
-    def micro_batch_unit(self, plan: StepPlan) -> int:
-        return self.stddev_group(self.local_batch(plan))
+    def micro_batches_at(self, resolution: int) -> int:
+        """The slices of each phase's batch at `resolution` (`model.micro_batches`)."""
+        counts = self.config.micro_batches
+        return counts.get(resolution, 1) if isinstance(counts, dict) else counts
+
+    def finer_micro_batches(self, plan: StepPlan) -> str | None:
+        """The `--set` value that computes the plan's resolution in the next larger count of slices that keeps
+        each one's minibatch-stddev groups whole (the other resolutions as they are), or None where none does."""
+        local = self.local_batch(plan)
+        group = self.stddev_group(local)
+        count = self.micro_batches_at(plan.resolution)
+        finer = next((k for k in range(count + 1, local + 1) if local % (k * group) == 0), None)
+        if finer is None:
+            return None
+        counts = {seg.resolution: self.micro_batches_at(seg.resolution) for seg in self.segments}
+        counts = {res: k for res, k in {**counts, plan.resolution: finer}.items() if k > 1}
+        return "'model.micro_batches={" + ", ".join(f"{res}: {k}" for res, k in counts.items()) + "}'"
 
     def check_shares(self, world_size: int) -> None:
         """Each micro-batch of a process's share must hold whole minibatch-stddev groups of that share: D's
         statistics are then the unsliced step's. (The processes themselves group within their shares, as the
         official TF code's GPUs do: a share smaller than the group size groups fewer images.)"""
-        slices = self.config.micro_batches
         for seg in self.segments:
+            slices = self.micro_batches_at(seg.resolution)
             local = seg.batch_size // world_size
             group = self.stddev_group(local)
             if slices > 1 and (local % slices or (local // slices) % group):
                 per = f" per process (batch {seg.batch_size} over {world_size} processes)" if world_size > 1 else ""
+                key = "model.micro_batches" + (f".{seg.resolution}" if isinstance(self.config.micro_batches, dict)
+                                               else "")
                 raise ConfigError(
-                    f"model.micro_batches: {slices} slices of the {local} images{per} at {seg.resolution} px would "
+                    f"{key}: {slices} slices of the {local} images{per} at {seg.resolution} px would "
                     f"split D's minibatch-stddev groups of {group} (model.mbstd_group_size "
                     f"{self.config.mbstd_group_size}), so D would see other statistics than on the whole batch; use "
-                    f"a count that leaves each slice a multiple of {group} images")
+                    f"a count that leaves each slice a multiple of {group} images"
+                    + ("" if isinstance(self.config.micro_batches, dict) else
+                       ", or counts for some resolutions ({resolution: count})"))
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
@@ -629,7 +656,7 @@ class PGANFamily(Family):
             # both references' G step: the classes G was asked for, as D reads them
             return with_classification(loss, logs, "G", classification, config.condition_weight_g)
 
-        micro = config.micro_batches
+        micro = self.micro_batches_at(plan.resolution)
         lazy_r1 = [Phase("D_r1", ("D",), d_r1_loss, data="previous", micro_batches=micro)
                    ] if lazy and step % config.r1_interval == 0 else []
         # G's phase takes D's batch for GDPP's real features, or to be sliced as it was (its reals unused)

@@ -531,13 +531,10 @@ class Trainer:
         saved = ckpt.checkpoint_steps(self.run_dir)
         where = f"from the newest checkpoint, step {saved[-1]}" if saved else "no checkpoint was written yet"
         memory = self.device.type if isinstance(err, torch.OutOfMemoryError) else "host"
-        sliced = getattr(self.config.model, "micro_batches", None)  # the families that can slice their batch
-        local = self.dist.local_size(plan.batch_size)
-        unit = self.family.micro_batch_unit(plan)
-        more = next((k for k in range(sliced + 1, local + 1) if local % (k * unit) == 0),
-                    None) if sliced is not None else None
-        slices = (f", or resume with --set model.micro_batches={more} (the same update computed in more slices)"
-                  if more is not None else "")
+        finer = self.family.finer_micro_batches(plan)
+        drawn = ", its augmentations drawn per slice" if self.config.augment.kind != "none" else ""
+        slices = (f", or resume with --set {finer} (the same update computed in more slices{drawn})"
+                  if finer is not None else "")
         return (f"out of {memory} memory in step {self.step + 1} at {plan.resolution} px with a batch of "
                 f"{plan.batch_size}{share}{f' ({cause})' if cause else ''}; resume on a device with more memory "
                 f"({where}){slices}, or start a new run (--restart or another --run) with a smaller batch or "
@@ -1044,7 +1041,7 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
     if same_dataset or imported:
         may_change.add("data")
     differing = {path: values for path, values in config_differences(saved, requested).items()
-                 if path.split(".")[0] not in may_change and path not in may_change}
+                 if not any(path == key or path.startswith(f"{key}.") for key in may_change)}
     settable = {path.partition(".")[2] for path in may_change if path.startswith("model.")}
     # the saved model with the settings a resume may change as requested: only the schedule is left to compare
     saved_model = {**saved["model"], **{key: requested["model"][key] for key in settable if key in requested["model"]}}
