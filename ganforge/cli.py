@@ -346,7 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.net is not None and args.fake is None:
         raise ConfigError(f"--net {args.net}: with --fake RUN (its values are not the run's own curve, which "
                           "`evaluate RUN` records from the EMA generator)")
-    if args.per_class is not None and args.run is None:
+    if (args.per_class or args.class_column is not None) and args.run is None:
         raise ConfigError("--per-class evaluates a RUN's conditional generator class by class (not --fake/--real)")
     if args.fake is not None:
         # with statistics only their network's Fréchet distance can be computed: it is the default then
@@ -364,7 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
                                    wing_weights=args.wing_weights, fid_mode=args.fid_mode, settings=settings,
                                    dinov2_weights=args.dinov2_weights, device=args.device, bn=args.bn,
-                                   per_class=args.per_class)
+                                   per_class=args.per_class, class_column=args.class_column)
     else:
         raise ConfigError("give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
@@ -582,11 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--step", type=int)
     ev.add_argument("--bn", type=bn_mode, metavar="MODE", help=BN_HELP + "; recorded with `evaluate RUN`'s rows")
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
-    ev.add_argument("--per-class", nargs="?", const="", metavar="COLUMN",
+    ev.add_argument("--per-class", action="store_true",
                     help="a class-conditional run (BigGAN, model.conditions) class by class: each class's training "
-                         "images (at most --n) against as many generated images of that class, and the mean over "
-                         "classes (with fid: intra-class FID, StudioGAN's iFID); COLUMN: which label column, where "
-                         "the generator takes several; recorded in the run's metrics_per_class.jsonl")
+                         "images (at most --n, default the run's metrics_n) against as many generated images of "
+                         "that class, and the mean over classes (with fid: intra-class FID, StudioGAN's iFID); "
+                         "recorded in the run's metrics_per_class.jsonl")
+    ev.add_argument("--class-column", metavar="COLUMN", help="with --per-class: the label column to split by, where "
+                    "the generator takes several")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")
     ev.add_argument("--fake", type=Path, help="generated images: a folder or .npz, or a run (its EMA generator "
                     "makes --n images, default the run's metrics_n)")

@@ -122,8 +122,9 @@ def test_counts_per_resolution_slice_only_those(tmp_path) -> None:
     assert [trainer.family.micro_batches_at(res) for res in (4, 8, 16)] == [1, 2, 1]
     assert [phase.micro_batches for phase in trainer.family.phases(3, trainer.family.plan(3))] == [2, 2]
     assert [phase.micro_batches for phase in trainer.family.phases(0, trainer.family.plan(0))] == [1, 1]
-    with pytest.raises(ConfigError, match=r"model\.micro_batches\.32: 32 px is not one of the networks' resolutions"):
-        tiny(micro_batches={32: 2})
+    for resolution in (32, 0):
+        with pytest.raises(ConfigError, match=rf"model\.micro_batches\.{resolution}: {resolution} px is not one of "):
+            tiny(micro_batches={resolution: 2})
     with pytest.raises(ConfigError, match=r"model\.micro_batches\.8: 2 slices of the 4 images at 8 px"):
         Trainer(tiny(micro_batches={8: 2}, schedule={"batch_size": 4}), tmp_path / "refused")
 

@@ -24,7 +24,7 @@ from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resiz
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family
-from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
+from ganforge.families.base import BATCH_DEPENDENT_NOTE, Family, SamplingBN, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError, derived_seed
 from ganforge.metrics.dinov2 import DINOv2WeightsError
 from ganforge.metrics.evaluate import evaluate, metrics_device, resolve_network_weights
@@ -43,6 +43,7 @@ from ganforge.metrics.inception import (
     default_cache_dir,
     resolve_weights_path,
 )
+from ganforge.metrics.prdc import DC_K
 from ganforge.metrics.ranks import RankShare
 from ganforge.metrics.registry import (
     INCEPTION_BLOCKS,
@@ -55,6 +56,7 @@ from ganforge.metrics.registry import (
     format_table,
     model_of,
     protocol_fields,
+    ranks,
 )
 from ganforge.metrics.vgg_texture import VGGWeightsError
 from ganforge.run_loader import load_run
@@ -346,32 +348,55 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             "table": table + (f"\n{warning}" if warning else "")}
 
 
-def per_class_column(family: Family, dataset: ImageDataset, column: str | None) -> int:
-    """The store's label column `evaluate --per-class` splits by: `column`, or the generator's only one."""
-    readable = {dataset.label_columns[index][0]: index for index in family.generator_label_columns()}
-    if not readable:
+def _per_class_columns(family: Family, dataset: ImageDataset, column: str | None
+                       ) -> tuple[str, list[str], dict[int, int]]:
+    """What `evaluate --per-class` splits by, checked against the store it reads: the column's name and classes,
+    and for each store column the generator takes (by its index in the run's own store) that column's index in
+    `dataset`, matched by name and class list (a store re-prepared with other columns or classes is refused)."""
+    run_columns = family.dataset.label_columns or []
+    taken = {run_columns[index][0]: index for index in family.generator_label_columns()}
+    if not taken:
         raise ConfigError(f"--per-class: this run's generator takes no classes (a {family.name} run"
                           f"{' without model.conditions' if family.name != 'biggan' else ' without labelled data'})")
-    if column is None and len(readable) > 1:
-        raise ConfigError(f"--per-class: the generator takes the classes of {', '.join(readable)}; name one")
-    if column is not None and column not in readable:
-        raise ConfigError(f"--per-class {column}: not a label column the generator takes (it takes "
-                          f"{', '.join(readable)})")
-    return readable[column] if column is not None else next(iter(readable.values()))
+    if column is None and len(taken) > 1:
+        raise ConfigError(f"--per-class: the generator takes the classes of {', '.join(taken)}; name one with "
+                          "--class-column")
+    if column is not None and column not in taken:
+        raise ConfigError(f"--class-column {column}: not a label column the generator takes (it takes "
+                          f"{', '.join(taken)})")
+    here = {name: (index, [str(c) for c in classes]) for index, (name, classes) in
+            enumerate(dataset.label_columns or [])}
+    positions = {}
+    for name, index in taken.items():
+        classes = [str(c) for c in run_columns[index][1]]
+        if name not in here or here[name][1] != classes:
+            found = f"classes {', '.join(here[name][1])}" if name in here else "no such column"
+            raise ConfigError(f"--per-class: {dataset.source} has {found} where the run's generator takes the "
+                              f"label column {name!r} with classes {', '.join(classes)}")
+        positions[index] = here[name][0]
+    name = column if column is not None else next(iter(taken))
+    return name, [str(c) for c in run_columns[taken[name]][1]], positions
+
+
+def _fewest_images(metrics: list[str], settings: MetricSettings) -> int:
+    """The smallest set each metric of a class can be computed from: 2 for a covariance or a pair, more than k
+    for the k-nearest-neighbour metrics (pr: `pr_k`, dc: its k of 5)."""
+    return max([2] + [settings.value("pr_k") + 1 for name in metrics if name == "pr"]
+               + [DC_K + 1 for name in metrics if name == "dc"])
 
 
 def evaluate_run_per_class(run_dir: Path, metrics: list[str], column: str | None = None, *, n: int | None = None,
-                           step: int | None = None, inception_weights: Path | None = None, seed: int = 0,
-                           fid_mode: str | None = None, settings: MetricSettings | None = None,
+                           step: int | None = None, real: Path | None = None, inception_weights: Path | None = None,
+                           seed: int = 0, fid_mode: str | None = None, settings: MetricSettings | None = None,
                            dinov2_weights: Path | None = None, device: str = "auto",
                            bn: str | None = None) -> dict[str, Any]:
     """The metrics of one checkpoint class by class (`evaluate RUN --per-class`): for each class of a label column
-    the generator is conditioned on, that class's training images (at most `n`, a seeded subset) against as many
-    generated images conditioned like them (the class, and the other columns' classes of those same images); then
-    the mean over classes. With FID that mean is the intra-class FID of conditional GANs (StudioGAN's iFID, which
-    compares each class's training images with as many generated ones): a generator that draws every class alike,
-    or collapses within one, scores well on FID over all classes and badly here. Recorded in the run's
-    metrics_per_class.jsonl (a curve of its own: not the run's FID)."""
+    the generator is conditioned on, that class's training images (at most `n`, a seeded subset; default the run's
+    metrics_n) against as many generated images conditioned like them (the class, and the other columns' classes
+    of those same images); then the mean over classes of each score. With FID that mean is the intra-class FID of
+    conditional GANs (StudioGAN's iFID): a generator that draws every class alike, or collapses within one, scores
+    well on FID over all classes and badly here. `real` is another store of the same label columns (the run's data
+    moved). Recorded in the run's metrics_per_class.jsonl (a curve of its own: not the run's FID)."""
     run_dir = Path(run_dir)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))
@@ -381,60 +406,88 @@ def evaluate_run_per_class(run_dir: Path, metrics: list[str], column: str | None
         check_bn_mode(run_dir, bn)
     model = load_run(run_dir, step=step, device=device, bn=bn)
     try:
-        dataset = open_dataset(model.config.data)
+        dataset = open_dataset(real if real is not None else model.config.data)
     except DatasetError as err:
-        raise DatasetError(f"{err} (--per-class reads each class's images from the run's training data)") from None
-    store_column = per_class_column(model.family, dataset, column)
-    name, classes = dataset.label_columns[store_column][0], [str(c) for c in dataset.label_columns[store_column][1]]
+        if real is not None:
+            raise
+        raise DatasetError(f"{err} (the run's training data, whose classes --per-class reads; moved? name the store "
+                           "with --real PATH)") from None
+    name, classes, positions = _per_class_columns(model.family, dataset, column)
+    split_by = positions[next(index for index in positions
+                              if model.family.dataset.label_columns[index][0] == name)]
     metrics, warning = computable_metrics(metrics, inception_weights, dinov2_weights)
     settings = settings.for_metrics(metrics)
+    cap = n or model.config.metrics_n
+    fewest = _fewest_images(metrics, settings)
+    if cap < fewest:
+        raise ConfigError(f"--n {cap}: {', '.join(metrics)} of a class need at least {fewest} images of it")
+    images = dataset.images(model.plan.resolution)
     rows: dict[str, dict[str, float]] = {}
-    missing = []
+    left_out = []
     for index, class_name in enumerate(classes):
-        members = np.flatnonzero(dataset.labels[:, store_column] == index)
-        if len(members) < 2:  # no covariance, no pairs: nothing to compare
-            missing.append(f"{class_name} ({len(members)} training image{'s' if len(members) != 1 else ''})")
+        members = np.flatnonzero(dataset.labels[:, split_by] == index)
+        if len(members) < fewest:
+            left_out.append(f"{class_name} ({len(members)} training image{'s' if len(members) != 1 else ''})")
             continue
-        if n is not None and len(members) > n:
-            members = members[random_subset(len(members), n, seed)]
-        labels = torch.as_tensor(np.asarray(dataset.labels[members]), dtype=torch.long)
+        if len(members) > cap:
+            members = members[random_subset(len(members), cap, seed)]
+        labels = torch.zeros(len(members), len(model.family.dataset.label_columns), dtype=torch.long)
+        for run_index, store_index in positions.items():  # the run's column layout, which the family reads
+            labels[:, run_index] = torch.as_tensor(np.asarray(dataset.labels[members, store_index]))
+
+        def reals(members: np.ndarray = members) -> Iterator[np.ndarray]:  # read batch by batch
+            for start in range(0, len(members), METRIC_BATCH):
+                yield np.asarray(images[members[start:start + METRIC_BATCH]])
+
         with model.family.weights_held():
             results = _run_evaluate(
-                generated_batches(model.family, model.plan, len(members), derived_seed(seed, index), labels=labels),
-                np.asarray(dataset.images(model.plan.resolution)[members]), metrics, n=len(members), seed=seed,
-                device=model.device, inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
-                dinov2_weights=dinov2_weights)
+                generated_batches(model.family, model.plan, len(members), derived_seed(seed, index), METRIC_BATCH,
+                                  labels=labels),
+                reals, metrics, n=len(members), seed=seed, device=model.device, inception_weights=inception_weights,
+                fid_mode=fid_mode, settings=settings, dinov2_weights=dinov2_weights)
         rows[class_name] = {"images": len(members), **flat_outputs(results)}
     if not rows:
-        raise ConfigError(f"--per-class {name}: no class has 2 training images or more")
-    keys = [key for key in next(iter(rows.values())) if key != "images"]
-    means = {key: float(np.mean([row[key] for row in rows.values() if key in row])) for key in keys}
+        raise ConfigError(f"--per-class {name}: no class has the {fewest} training images {', '.join(metrics)} need")
+    keys = list(dict.fromkeys(key for row in rows.values() for key in row if key != "images"))
+    means = {key: float(np.mean([row[key] for row in rows.values() if key in row])) for key in keys if ranks(key)}
+    if model.family.batch_dependent_samples and min(row["images"] for row in rows.values()) < 16:
+        warning = "\n".join(filter(None, [warning, f"note: {BATCH_DEPENDENT_NOTE}; each class's images are made in "
+                                                   "batches of that class alone, here some of fewer than 16"]))
     append_record(run_dir / PER_CLASS_METRICS_NAME, {
-        "step": model.step, "column": name, "n": n, "real": resolved_data_spec(model.config.data),
-        "source": "evaluate", "classes": rows, "mean": means, **protocol_fields(dict.fromkeys(metrics), fid_mode),
-        **settings.given(), **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
+        "step": model.step, "column": name, "n": cap, "real": resolved_data_spec(str(real) if real is not None
+                                                                                else model.config.data),
+        "source": "evaluate", "classes": rows, "mean": means, "left_out": left_out,
+        **protocol_fields(dict.fromkeys(metrics), fid_mode), **settings.given(),
+        **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
     return {"step": model.step, "column": name, "classes": rows, "mean": means, "warning": warning,
-            "table": _per_class_table(model.step, name, n, rows, means, metrics, fid_mode, missing, warning)}
+            "table": _per_class_table(model.step, name, cap, rows, keys, means, metrics, fid_mode, left_out,
+                                      warning)}
 
 
-def _per_class_table(step: int, column: str, n: int | None, rows: dict[str, dict[str, float]],
-                     means: dict[str, float], metrics: list[str], fid_mode: str, missing: list[str],
+def _per_class_table(step: int, column: str, cap: int, rows: dict[str, dict[str, float]], keys: list[str],
+                     means: dict[str, float], metrics: list[str], fid_mode: str, left_out: list[str],
                      warning: str) -> str:
-    width = max(len("mean"), *(len(name) for name in rows))
-    keys = list(means)
+    width = max(len("class"), *(len(name) for name in rows))
     widths = {key: max(10, len(key)) for key in keys}
-    lines = [f"step {step}: per class of {column!r}, each class's training images"
-             f"{f' (at most {n})' if n is not None else ''} against as many generated images conditioned like them"
+
+    def cells(values: dict[str, float]) -> str:
+        return " ".join(f"{values[key]:{widths[key]}.4f}" if key in values else f"{'-':>{widths[key]}s}"
+                        for key in keys)
+
+    lines = [f"step {step}: per class of {column!r}, each class's training images (at most {cap}) against as many "
+             "generated images conditioned like them"
              + (f" (Inception metrics: {fid_mode})" if any(METRICS[m].needs_inception for m in metrics) else ""),
              f"{'class':{width}s} {'images':>7s} " + " ".join(f"{key:>{widths[key]}s}" for key in keys)]
-    lines += [f"{name:{width}s} {int(row['images']):7d} " + " ".join(
-        f"{row[key]:{widths[key]}.4f}" if key in row else f"{'-':>{widths[key]}s}" for key in keys)
-        for name, row in rows.items()]
-    lines.append(f"{'mean':{width}s} {'':7s} " + " ".join(f"{means[key]:{widths[key]}.4f}" for key in keys))
+    lines += [f"{name:{width}s} {int(row['images']):7d} {cells(row)}" for name, row in rows.items()]
+    lines.append(f"{'mean':{width}s} {'':7s} {cells(means)}")
+    for key in means:
+        having = sum(key in row for row in rows.values())
+        if having < len(rows):
+            lines.append(f"(mean of {key} over the {having} of {len(rows)} classes that gave a finite value)")
     if "fid" in means:
         lines.append(f"(the mean FID over the {len(rows)} classes is the intra-class FID, StudioGAN's iFID)")
-    if missing:
-        lines.append(f"(left out, too few images to compare: {', '.join(missing)})")
+    if left_out:
+        lines.append(f"(left out, too few images to compare: {', '.join(left_out)})")
     lines.append(_small_set_notes(metrics, min(int(row["images"]) for row in rows.values())).strip())
     return "\n".join(line for line in lines + [warning] if line)
 
@@ -724,15 +777,19 @@ def _small_set_notes(metrics: Iterable[str], smallest: int) -> str:
     return note
 
 
-def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | None) -> None:
+def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | None, *, per_class: bool = False
+                      ) -> None:
     """`evaluate RUN` records its values in the run: a run it cannot write to (another user's, a read-only mount)
-    fails before the work, not after an hour of it. Appending to metrics.jsonl needs the file (or, to create it,
-    the folder) writable; swd.json and StarGAN v2's eval/ records are written by replacing files in their folder."""
+    fails before the work, not after an hour of it. Appending to metrics.jsonl (metrics_per_class.jsonl) needs the
+    file (or, to create it, the folder) writable; swd.json and StarGAN v2's eval/ records are written by replacing
+    files in their folder."""
     if not config:  # not a run: loading it says so
         return
     family = config.get("family")
     if family == "stargan2":
         needed = [run / "eval" if (run / "eval").is_dir() else run]
+    elif per_class:
+        needed = [run / PER_CLASS_METRICS_NAME if (run / PER_CLASS_METRICS_NAME).exists() else run]
     else:
         rows = run / "metrics.jsonl"
         needed = [rows if rows.exists() else run] + ([run] if "swd" in check_metrics(metrics or ["swd"]) else [])
@@ -742,7 +799,7 @@ def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | No
                      f"{shlex.quote(str(config.get('data')))}` (with the same --metrics, --n and --step), which "
                      "computes the same values without recording them")
         raise ConfigError(f"{blocked[0]} is not writable, and `ganforge evaluate RUN` records its values in the run; "
-                          f"copy the run somewhere writable{elsewhere}")
+                          f"copy the run somewhere writable{'' if per_class else elsewhere}")
 
 
 def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: int | None = None,
@@ -751,23 +808,26 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                        fid_network: str | None = None, alexnet_weights: str | Path | None = None,
                        wing_weights: str | Path | None = None, fid_mode: str | None = None,
                        settings: MetricSettings | None = None, dinov2_weights: str | Path | None = None,
-                       device: str = "auto", bn: str | None = None, per_class: str | None = None) -> str:
+                       device: str = "auto", bn: str | None = None, per_class: bool = False,
+                       class_column: str | None = None) -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
     validation sources per domain), every other family by `metrics` (default SWD) against real images, or with
-    `per_class` ("" for the generator's only label column, or its name) class by class (`evaluate_run_per_class`).
+    `per_class` class by class (`evaluate_run_per_class`, by `class_column` where the generator takes several).
     Options that would do nothing for the run's family are refused."""
     saved = Path(run) / "config.json"
     config = read_config_file(saved) if saved.is_file() else {}
     family = config.get("family")
-    _check_recordable(Path(run), config, metrics)
+    if class_column is not None and not per_class:
+        raise ConfigError(f"--class-column {class_column}: for --per-class (which column's classes to split by)")
+    _check_recordable(Path(run), config, metrics, per_class=per_class)
     image_to_image_only = {"--val": val, "--fid-network": fid_network, "--alexnet-weights": alexnet_weights,
                            "--wing-weights": wing_weights}
     if family == "stargan2":
         given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None, "--fid-mode": fid_mode,
                                           "--dinov2-weights": dinov2_weights, "--bn": bn,
                                           "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given(),
-                                          "--per-class": per_class is not None}.items() if value]
+                                          "--per-class": per_class}.items() if value]
         if given:
             raise ConfigError(f"{' and '.join(given)}: a stargan2 run is evaluated by the StarGAN v2 protocol "
                               "(LPIPS and FID per domain task); leave them out")
@@ -784,11 +844,14 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     given = [flag for flag, value in image_to_image_only.items() if value is not None]
     if given:
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
-    if per_class is not None:
-        if all_steps or real is not None:
-            raise ConfigError(f"--per-class with {'--all' if all_steps else '--real'}: it evaluates one checkpoint "
-                              "against its own training data's classes")
-        return evaluate_run_per_class(Path(run), metrics or ["swd"], per_class or None, n=n, step=step,
+    if per_class:
+        if all_steps:
+            raise ConfigError("--per-class with --all: it evaluates one checkpoint (--step, default the newest)")
+        if real is not None and not is_store(Path(real)):
+            raise ConfigError(f"--real {real} with --per-class: a store holding the run's label columns (a folder "
+                              "has no classes)")
+        return evaluate_run_per_class(Path(run), metrics or ["swd"], class_column, n=n, step=step,
+                                      real=Path(real) if real is not None else None,
                                       inception_weights=inception_weights, fid_mode=fid_mode, settings=settings,
                                       dinov2_weights=dinov2_weights, device=device, bn=bn)["table"]
     return evaluate_run(Path(run), metrics or ["swd"], n=n, step=step, all_steps=all_steps, real=real,

@@ -179,15 +179,17 @@ class PGANConfig:
                     setattr(self, name, _CONDITION_WEIGHT_DEFAULT)
                 elif value < 0:
                     raise ConfigError(f"model.{name}: expected a number >= 0, got {value}")
-        counts = self.micro_batches if isinstance(self.micro_batches, dict) else {0: self.micro_batches}
-        for resolution, count in counts.items():
-            key = f"model.micro_batches{f'.{resolution}' if resolution else ''}"
+        per_resolution = self.micro_batches if isinstance(self.micro_batches, dict) else {}
+        for resolution, count in per_resolution.items():
+            if resolution not in _resolutions(self.resolution):
+                raise ConfigError(f"model.micro_batches.{resolution}: {resolution} px is not one of the networks' "
+                                  f"resolutions {_resolutions(self.resolution)}")
             if count < 1:
-                raise ConfigError(f"{key}: expected an integer >= 1, got {count!r}")
-            if resolution and resolution not in _resolutions(self.resolution):
-                raise ConfigError(f"{key}: {resolution} px is not one of the networks' resolutions "
-                                  f"{_resolutions(self.resolution)}")
-        if max(counts.values(), default=1) > 1 and self.gdpp > 0:
+                raise ConfigError(f"model.micro_batches.{resolution}: expected an integer >= 1, got {count!r}")
+        if not isinstance(self.micro_batches, dict) and self.micro_batches < 1:
+            raise ConfigError(f"model.micro_batches: expected an integer >= 1, got {self.micro_batches!r}")
+        most = max(per_resolution.values(), default=1) if isinstance(self.micro_batches, dict) else self.micro_batches
+        if most > 1 and self.gdpp > 0:
             raise ConfigError(f"model.micro_batches: {self.micro_batches} with model.gdpp {self.gdpp}: GDPP compares "
                               "the eigenvectors of a whole batch's D features, which slices do not add up to; use "
                               "model.micro_batches: 1 or turn GDPP off")

@@ -307,6 +307,11 @@ def _ranking_metric(key: str) -> Metric | None:
                  if any(_matches(out.key, key) and out.higher_is_better is not None for out in m.outputs)), None)
 
 
+def ranks(key: str) -> bool:
+    """Whether an output is a score (it has a direction: FID, precision, ...), not a count or a spread."""
+    return _ranking_metric(key) is not None
+
+
 def higher_is_better(key: str) -> bool:
     """The direction of a rankable output, e.g. False for "fid", True for "pr_precision"."""
     metric = _ranking_metric(key)
