@@ -346,6 +346,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.net is not None and args.fake is None:
         raise ConfigError(f"--net {args.net}: with --fake RUN (its values are not the run's own curve, which "
                           "`evaluate RUN` records from the EMA generator)")
+    if args.ppl is not None and args.run is None:
+        raise ConfigError("--ppl measures a RUN's generator (not --fake/--real images)")
     if (args.per_class or args.class_column is not None) and args.run is None:
         raise ConfigError("--per-class evaluates a RUN's conditional generator class by class (not --fake/--real)")
     if args.fake is not None:
@@ -364,7 +366,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    fid_network=args.fid_network, alexnet_weights=args.alexnet_weights,
                                    wing_weights=args.wing_weights, fid_mode=args.fid_mode, settings=settings,
                                    dinov2_weights=args.dinov2_weights, device=args.device, bn=args.bn,
-                                   per_class=args.per_class, class_column=args.class_column)
+                                   per_class=args.per_class, class_column=args.class_column, ppl=args.ppl,
+                                   ppl_crop=args.ppl_crop == "on")
     else:
         raise ConfigError("give a RUN directory, or --fake and --real (or --real-stats)")
     print(table)
@@ -587,6 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "images (at most --n, default the run's metrics_n) against as many generated images of "
                          "that class, and the mean over classes (with fid: intra-class FID, StudioGAN's iFID); "
                          "recorded in the run's metrics_per_class.jsonl")
+    ev.add_argument("--ppl", choices=("full", "end"),
+                    help="the perceptual path length in z instead of --metrics (StyleGAN's; stylegan2-ada's ppl_zfull "
+                         "or ppl_zend): LPIPS VGG-16 distance of images 1e-4 apart on slerp paths between latents, / "
+                         "1e-4², mean between the 1st and 99th percentiles, from --n paths (default the run's "
+                         "metrics_n; the reference's 50,000); VGG-16 weights as for pr; recorded as ppl_zfull/ppl_zend")
+    ev.add_argument("--ppl-crop", choices=("on", "off"), default="on",
+                    help="with --ppl: the centre crop the reference takes of every image (made for faces; default on)")
     ev.add_argument("--class-column", metavar="COLUMN", help="with --per-class: the label column to split by, where "
                     "the generator takes several")
     ev.add_argument("--real", type=Path, help="real images: a store or folder (default: the run's data)")

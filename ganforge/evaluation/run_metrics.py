@@ -348,6 +348,40 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             "table": table + (f"\n{warning}" if warning else "")}
 
 
+def evaluate_run_ppl(run_dir: Path, sampling: str = "full", *, n: int | None = None, step: int | None = None,
+                     crop: bool = True, seed: int = 0, device: str = "auto", bn: str | None = None) -> dict[str, Any]:
+    """The perceptual path length of one checkpoint's sampling generator in z (`evaluate RUN --ppl full|end`,
+    stylegan2-ada's ppl_zfull / ppl_zend: `metrics.ppl`) from `n` paths (default the run's metrics_n), recorded in
+    the run's metrics.jsonl as ppl_zfull or ppl_zend."""
+    from ganforge.metrics.lpips import load_lpips_vgg
+    from ganforge.metrics.ppl import path_distances, path_length
+
+    run_dir = Path(run_dir)
+    if bn is not None:
+        check_bn_mode(run_dir, bn)
+    model = load_run(run_dir, step=step, device=device, bn=bn)
+    count = n or model.config.metrics_n
+    lpips = load_lpips_vgg(device=metrics_device(model.device))
+    family, net = model.family, model.family.sample_net
+
+    def generate(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        images = family.generate({k: v.to(family.device) for k, v in inputs.items()}, net, model.plan)
+        return images.to(metrics_device(model.device))
+
+    with family.weights_held():
+        distances = path_distances(generate, family.sample_latents, lpips, count, sampling=sampling, crop=crop,
+                                   batch_size=METRIC_BATCH // 2, seed=seed)
+    key = f"ppl_z{sampling}"
+    value = path_length(distances)
+    append_record(run_dir / "metrics.jsonl", {
+        "step": model.step, "n": count, "source": "evaluate", key: value, "ppl_crop": "centre" if crop else "none",
+        **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
+    table = (f"step {model.step}: perceptual path length in z ({sampling} paths, {count} of them, "
+             f"{'centre-cropped' if crop else 'uncropped'} images, LPIPS VGG-16, ε 1e-4)\n"
+             f"{'PPL_z' + sampling:9s} {value:12.4f}")
+    return {"step": model.step, key: value, "table": table}
+
+
 def _per_class_columns(family: Family, dataset: ImageDataset, column: str | None
                        ) -> tuple[str, list[str], dict[int, int]]:
     """What `evaluate --per-class` splits by, checked against the store it reads: the column's name and classes,
@@ -809,12 +843,13 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
                        wing_weights: str | Path | None = None, fid_mode: str | None = None,
                        settings: MetricSettings | None = None, dinov2_weights: str | Path | None = None,
                        device: str = "auto", bn: str | None = None, per_class: bool = False,
-                       class_column: str | None = None) -> str:
+                       class_column: str | None = None, ppl: str | None = None, ppl_crop: bool = True) -> str:
     """A saved run judged as its family is (`ganforge evaluate RUN`), as a printable table: image-to-image
     (stargan2) runs by the StarGAN v2 paper's protocol (LPIPS diversity and FID per domain task, `n` capping the
     validation sources per domain), every other family by `metrics` (default SWD) against real images, or with
-    `per_class` class by class (`evaluate_run_per_class`, by `class_column` where the generator takes several).
-    Options that would do nothing for the run's family are refused."""
+    `per_class` class by class (`evaluate_run_per_class`, by `class_column` where the generator takes several), or
+    with `ppl` ("full", "end") by its perceptual path length alone (`evaluate_run_ppl`). Options that would do
+    nothing for the run's family are refused."""
     saved = Path(run) / "config.json"
     config = read_config_file(saved) if saved.is_file() else {}
     family = config.get("family")
@@ -827,7 +862,7 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
         given = [flag for flag, value in {"--metrics": metrics, "--all": all_steps or None, "--fid-mode": fid_mode,
                                           "--dinov2-weights": dinov2_weights, "--bn": bn,
                                           "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given(),
-                                          "--per-class": per_class}.items() if value]
+                                          "--per-class": per_class, "--ppl": ppl}.items() if value]
         if given:
             raise ConfigError(f"{' and '.join(given)}: a stargan2 run is evaluated by the StarGAN v2 protocol "
                               "(LPIPS and FID per domain task); leave them out")
@@ -844,6 +879,18 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     given = [flag for flag, value in image_to_image_only.items() if value is not None]
     if given:
         raise ConfigError(f"{', '.join(given)}: only for stargan2 runs, and {run} is not one")
+    if ppl is not None:
+        given = [flag for flag, value in {"--metrics": metrics, "--per-class": per_class, "--all": all_steps,
+                                          "--real": real, "--fid-mode": fid_mode, "--inception-weights":
+                                          inception_weights, "--dinov2-weights": dinov2_weights,
+                                          "--kid-subsets/--kid-subset-size/--pr-k": settings and settings.given()
+                                          }.items() if value]
+        if given:
+            raise ConfigError(f"--ppl with {' and '.join(given)}: the path length is measured on its own, from "
+                              "the generator alone (evaluate the other metrics in a second command)")
+        return evaluate_run_ppl(Path(run), ppl, n=n, step=step, crop=ppl_crop, device=device, bn=bn)["table"]
+    if not ppl_crop:
+        raise ConfigError("--ppl-crop off: for --ppl (the path length's image crop)")
     if per_class:
         if all_steps:
             raise ConfigError("--per-class with --all: it evaluates one checkpoint (--step, default the newest)")

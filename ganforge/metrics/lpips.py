@@ -1,13 +1,16 @@
-"""LPIPS v0.1 (Zhang et al., CVPR 2018) with the AlexNet backbone, as StarGAN v2 measures diversity.
+"""LPIPS v0.1 (Zhang et al., CVPR 2018): with the AlexNet backbone, as StarGAN v2 measures diversity; with VGG-16,
+as the perceptual path length measures a generator's smoothness (StyleGAN's "vgg16_zhang_perceptual").
 
-d(x0, x1) = Σ_l mean_hw( w_l · (n(f_l(x0)) − n(f_l(x1)))² ), where f_l are the five ReLU outputs of AlexNet's
-`features` (64, 192, 384, 256, 256 channels) on inputs in [-1, 1] shifted and scaled by the LPIPS constants,
-n() divides each feature vector by its L2 norm over channels (+1e-10), and w_l are the v0.1 1×1 "lin" heads.
+d(x0, x1) = Σ_l mean_hw( w_l · (n(f_l(x0)) − n(f_l(x1)))² ), where f_l are five ReLU outputs of the backbone's
+`features` (AlexNet: 64, 192, 384, 256, 256 channels; VGG-16: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 with 64,
+128, 256, 512, 512) on inputs in [-1, 1] shifted and scaled by the LPIPS constants, n() divides each feature vector
+by its L2 norm over channels (+1e-10), and w_l are the v0.1 1×1 "lin" heads.
 
-Weights: the heads are the data files `lpips/weights/v0.1/alex.pth` of the `lpips` wheel (BSD), read through
-the installed distribution's file list without importing `lpips` (which needs torchvision). The backbone is our
-own module in torchvision's `features` layout, so torchvision's ImageNet file `alexnet-owt-7be5be79.pth` loads
-as is; it is taken from an argument, `$GANFORGE_ALEXNET_WEIGHTS`, or the cache (downloaded once, checked).
+Weights: the heads are the data files `lpips/weights/v0.1/alex.pth` and `vgg.pth` of the `lpips` wheel (BSD), read
+through the installed distribution's file list without importing `lpips` (which needs torchvision). The backbones
+are our own modules in torchvision's `features` layout, so torchvision's ImageNet files (`alexnet-owt-7be5be79.pth`,
+`vgg16-397923af.pth`) load as they are; each is taken from an argument, its environment variable, or the cache
+(downloaded once, checked).
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics.inception import default_cache_dir
+from ganforge.metrics.vgg_texture import VGGWeightsError, resolve_vgg_weights, tapped_outputs, vgg_layers
 from ganforge.safe_load import check_layout, load_state_dict_file, load_weights_only
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_SHA256_PREFIX = "7be5be79"  # torch hub's convention: the file name carries its sha256 prefix
 ALEXNET_ENV = "GANFORGE_ALEXNET_WEIGHTS"
-HEADS_FILE = "lpips/weights/v0.1/alex.pth"
-CHANNELS = (64, 192, 384, 256, 256)
+# each backbone's heads in the lpips wheel, and the channels of the five feature maps they weigh
+HEADS = {"alex": ("lpips/weights/v0.1/alex.pth", (64, 192, 384, 256, 256)),
+         "vgg": ("lpips/weights/v0.1/vgg.pth", (64, 128, 256, 512, 512))}
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 EPS = 1e-10
@@ -57,15 +62,18 @@ class AlexNetFeatures(nn.Module):
         return tapped_outputs(self.features, x, self.TAPS)
 
 
-def tapped_outputs(layers: nn.Sequential, x: torch.Tensor, taps: Sequence[int]) -> list[torch.Tensor]:
-    """The outputs of `layers` at the indices `taps` (a torchvision `features` stack read at chosen ReLUs); the
-    layers after the last tap are not run."""
-    outputs = []
-    for index, layer in enumerate(layers[:max(taps) + 1]):
-        x = layer(x)
-        if index in taps:
-            outputs.append(x)
-    return outputs
+class VGG16Features(nn.Module):
+    """torchvision's VGG-16 `features` (same indices, so its state dict loads); returns the outputs of relu1_2,
+    relu2_2, relu3_3, relu4_3 and relu5_3, the layers LPIPS compares (the lpips package's `vgg16` slices)."""
+
+    TAPS = (3, 8, 15, 22, 29)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*vgg_layers("vgg16")[:max(self.TAPS) + 1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return tapped_outputs(self.features, x, self.TAPS)
 
 
 def _unit_channels(x: torch.Tensor) -> torch.Tensor:
@@ -104,25 +112,27 @@ class LPIPS(nn.Module):
         return total
 
 
-def load_lpips_heads() -> list[torch.Tensor]:
-    """The five v0.1 AlexNet heads [1, C, 1, 1] from the installed `lpips` distribution's data files."""
+def load_lpips_heads(net: str = "alex") -> list[torch.Tensor]:
+    """The five v0.1 heads [1, C, 1, 1] of backbone `net` ("alex", "vgg") from the installed `lpips` distribution's
+    data files."""
+    heads_file, channels = HEADS[net]
     try:
         files = importlib.metadata.files("lpips") or []
     except importlib.metadata.PackageNotFoundError:
         raise LPIPSWeightsError("LPIPS needs the linear heads shipped in the `lpips` package, which is not "
                                 "installed: run `pip install --no-deps lpips` (only its data files are used; "
                                 "it is never imported)") from None
-    matches = [f for f in files if str(f).replace("\\", "/") == HEADS_FILE]
+    matches = [f for f in files if str(f).replace("\\", "/") == heads_file]
     path = Path(matches[0].locate()) if matches else None
     if path is None or not path.is_file():
-        raise LPIPSWeightsError(f"the installed `lpips` package has no {HEADS_FILE}; reinstall it with "
+        raise LPIPSWeightsError(f"the installed `lpips` package has no {heads_file}; reinstall it with "
                                 "`pip install --no-deps --force-reinstall lpips`")
     state = load_weights_only(path, what="LPIPS heads", error=LPIPSWeightsError)
-    heads = [state.get(f"lin{k}.model.1.weight") for k in range(len(CHANNELS))]
-    for k, (head, channels) in enumerate(zip(heads, CHANNELS, strict=True)):
-        if head is None or tuple(head.shape) != (1, channels, 1, 1):
+    heads = [state.get(f"lin{k}.model.1.weight") for k in range(len(channels))]
+    for k, (head, width) in enumerate(zip(heads, channels, strict=True)):
+        if head is None or tuple(head.shape) != (1, width, 1, 1):
             got = None if head is None else tuple(head.shape)
-            raise LPIPSWeightsError(f"{path}: lin{k}.model.1.weight should be [1, {channels}, 1, 1], got {got} "
+            raise LPIPSWeightsError(f"{path}: lin{k}.model.1.weight should be [1, {width}, 1, 1], got {got} "
                                     f"(keys {sorted(state)})")
     return [head.float() for head in heads]
 
@@ -152,6 +162,19 @@ def load_lpips(alexnet_weights: str | Path | None = None, device: torch.device |
     """The LPIPS v0.1 AlexNet metric in eval mode, without gradients."""
     model = LPIPS(load_alexnet(alexnet_weights, cache_dir), load_lpips_heads())
     return model.eval().requires_grad_(False).to(device or "cpu")
+
+
+def load_lpips_vgg(vgg16_weights: str | Path | None = None, device: torch.device | str | None = None) -> LPIPS:
+    """The LPIPS v0.1 VGG-16 metric in eval mode, without gradients: torchvision's ImageNet VGG-16 (`vgg16_weights`,
+    else $GANFORGE_VGG16_WEIGHTS, else the cache, where precision/recall reads it too) and the wheel's heads."""
+    backbone = VGG16Features()
+    path = resolve_vgg_weights("vgg16", vgg16_weights, option="")
+    state = load_state_dict_file(path, what="VGG16 weights", error=VGGWeightsError)
+    expected = backbone.state_dict()
+    check_layout({k: v for k, v in state.items() if k in expected}, expected, source=f"VGG16 weights {path}",
+                 layout="torchvision's VGG16 layout", error=VGGWeightsError)
+    backbone.load_state_dict({k: state[k] for k in expected})
+    return LPIPS(backbone, load_lpips_heads("vgg")).eval().requires_grad_(False).to(device or "cpu")
 
 
 def pairwise_diversity(lpips: LPIPS, outputs: Sequence[torch.Tensor]) -> float:

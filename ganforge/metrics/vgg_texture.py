@@ -14,6 +14,7 @@ sha256 prefix in its name).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -22,7 +23,6 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics.inception import default_cache_dir
-from ganforge.metrics.lpips import tapped_outputs
 from ganforge.safe_load import check_layout, load_state_dict_file
 
 # torchvision's ImageNet files; torch hub's convention: the file name carries its sha256 prefix
@@ -38,6 +38,17 @@ MIN_SIZE = 32  # five VGG blocks halve it four times before relu5_1
 
 class VGGWeightsError(ValueError):
     """VGG weights are missing, unreadable, or not in torchvision's layout."""
+
+
+def tapped_outputs(layers: nn.Sequential, x: torch.Tensor, taps: Sequence[int]) -> list[torch.Tensor]:
+    """The outputs of `layers` at the indices `taps` (a torchvision `features` stack read at chosen ReLUs); the
+    layers after the last tap are not run."""
+    outputs = []
+    for index, layer in enumerate(layers[:max(taps) + 1]):
+        x = layer(x)
+        if index in taps:
+            outputs.append(x)
+    return outputs
 
 
 def vgg_layers(arch: str) -> list[nn.Module]:

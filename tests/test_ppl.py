@@ -1,0 +1,98 @@
+"""Perceptual path length (stylegan2-ada's ppl_zfull / ppl_zend) and the LPIPS VGG-16 it measures with: the path,
+the crop, the percentile filter and the scale by hand; the run command end to end with a stand-in LPIPS."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ganforge
+from ganforge.cli import main
+from ganforge.metrics import lpips as lpips_module
+from ganforge.metrics.lpips import LPIPS, VGG16Features, load_lpips_heads
+from ganforge.metrics.ppl import lpips_view, path_distances, path_length, unit_slerp
+
+
+def test_the_path_is_the_references_slerp_with_the_norm_interpolated() -> None:
+    a, b = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 4.0, 0.0]])  # orthogonal: the angle is π/2
+    for t in (0.0, 0.25, 0.5, 1.0):
+        expected = torch.tensor([[math.cos(t * math.pi / 2), math.sin(t * math.pi / 2), 0.0]]) * (2 + 2 * t)
+        assert torch.allclose(unit_slerp(a, b, torch.tensor([[t]])), expected, atol=1e-6)
+
+
+def test_lpips_sees_the_references_crop_at_most_256_px_in_rgb() -> None:
+    images = torch.arange(16.0).view(1, 1, 4, 4).repeat(1, 1, 4, 4)  # 16 px
+    cropped = lpips_view(images, crop=True)  # c = 2: rows 6-13, columns 4-11
+    assert cropped.shape == (1, 3, 8, 8) and torch.equal(cropped[0, 2], images[0, 0, 6:14, 4:12])
+    assert lpips_view(images, crop=False).shape == (1, 3, 16, 16)
+    large = torch.rand(1, 3, 1024, 1024)
+    assert torch.allclose(lpips_view(large, crop=False), torch.nn.functional.avg_pool2d(large, 4))
+
+
+def test_a_path_at_constant_speed_has_its_squared_speed_as_length() -> None:
+    """G(z) = z as an image and a squared-difference "LPIPS": the distance of a step ε is |dz/dt|², which on the
+    quarter circle from 2·e1 to 2·e2 is (2 · π/2)² at every t, for full and end paths alike."""
+    def draw(count: int, generator: torch.Generator, calls=[0]) -> dict[str, torch.Tensor]:  # noqa: B006
+        calls[0] += 1
+        z = torch.zeros(count, 4)
+        z[:, 0 if calls[0] % 2 else 1] = 2.0
+        return {"z": z}
+
+    def squared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).square().sum(dim=(1, 2, 3))
+
+    for sampling in ("full", "end"):
+        distances = path_distances(lambda inputs: inputs["z"].view(-1, 1, 2, 2), draw, squared, 10,
+                                   sampling=sampling, crop=False, batch_size=4)
+        assert distances.shape == (10,)
+        # ×3: the grey image is repeated into three channels
+        assert np.allclose(distances, 3 * math.pi**2, rtol=1e-3)
+
+
+def test_the_length_drops_the_distances_outside_the_1st_and_99th_percentiles() -> None:
+    distances = np.arange(1.0, 201.0)  # percentile 1 at position 1.99 (lower: 2), 99 at 197.01 (higher: 199)
+    assert path_length(distances) == pytest.approx(np.arange(2.0, 200.0).mean())
+    assert path_length(np.array([5.0, 5.0, 5.0])) == 5.0
+    with pytest.raises(ValueError, match="sampling 'middle'"):
+        path_distances(lambda inputs: inputs["z"], lambda k, g: {"z": torch.zeros(k, 1)}, lambda a, b: a, 2,
+                       sampling="middle")
+
+
+def test_lpips_vgg16_reads_torchvisions_layout_and_the_wheels_heads() -> None:
+    backbone = VGG16Features()
+    assert [key for key in backbone.state_dict() if key.endswith("weight")] == [
+        f"features.{i}.weight" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)]
+    try:
+        heads = load_lpips_heads("vgg")
+    except lpips_module.LPIPSWeightsError as err:
+        pytest.skip(str(err))
+    assert [head.shape[1] for head in heads] == [64, 128, 256, 512, 512]
+    metric = LPIPS(backbone, heads).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(metric(x, x), torch.zeros(2))
+        assert bool((metric(x, x.flip(0)) > 0).all())
+
+
+def test_evaluate_run_ppl_records_the_length(tmp_path, monkeypatch, capsys) -> None:
+    ganforge.train({"family": "pgan", "data": "builtin:shapes?count=64&resolution=16", "progress": False,
+                    "tensorboard": False, "sample_every": 100,
+                    "model": {"resolution": 16, "latent_dim": 8, "widths": [8, 8, 8], "schedule": {
+                        "max_iter_at_scale": [2, 2, 2], "alpha_jumps": 1, "alpha_jump_size": 1, "batch_size": 4}}},
+                   tmp_path / "run")
+    monkeypatch.setattr(lpips_module, "load_lpips_vgg", lambda device=None: (
+        lambda a, b: (a - b).square().mean(dim=(1, 2, 3))))  # VGG-16's 528 MB are not at hand offline
+    assert main(["evaluate", str(tmp_path / "run"), "--ppl", "end", "--n", "6"]) == 0
+    out = capsys.readouterr().out
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["step"] == 6 and row["n"] == 6 and row["ppl_crop"] == "centre" and row["ppl_zend"] > 0
+    assert f"PPL_zend  {row['ppl_zend']:12.4f}" in out
+    assert main(["evaluate", str(tmp_path / "run"), "--ppl", "full", "--metrics", "swd"]) == 2
+    assert "--ppl with --metrics: the path length is measured on its own" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "run"), "--ppl-crop", "off"]) == 2
+    assert "--ppl-crop off: for --ppl" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "run")]) == 0  # the report draws the new metric's rows
