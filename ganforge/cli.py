@@ -346,6 +346,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.net is not None and args.fake is None:
         raise ConfigError(f"--net {args.net}: with --fake RUN (its values are not the run's own curve, which "
                           "`evaluate RUN` records from the EMA generator)")
+    if args.ppl_crop == "off" and args.ppl is None:
+        raise ConfigError("--ppl-crop off: for --ppl (the path length's image crop)")
     if args.ppl is not None and args.run is None:
         raise ConfigError("--ppl measures a RUN's generator (not --fake/--real images)")
     if (args.per_class or args.class_column is not None) and args.run is None:

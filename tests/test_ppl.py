@@ -31,6 +31,11 @@ def test_lpips_sees_the_references_crop_at_most_256_px_in_rgb() -> None:
     assert lpips_view(images, crop=False).shape == (1, 3, 16, 16)
     large = torch.rand(1, 3, 1024, 1024)
     assert torch.allclose(lpips_view(large, crop=False), torch.nn.functional.avg_pool2d(large, 4))
+    # the factor is the whole image's (1024 → 256): the 512 px crop is averaged to 128 px, as the reference does
+    assert torch.allclose(lpips_view(large, crop=True),
+                          torch.nn.functional.avg_pool2d(large[:, :, 384:896, 256:768], 4))
+    assert lpips_view(torch.rand(1, 3, 512, 512), crop=True).shape == (1, 3, 128, 128)
+    assert lpips_view(torch.rand(1, 3, 256, 256), crop=True).shape == (1, 3, 128, 128)
 
 
 def test_a_path_at_constant_speed_has_its_squared_speed_as_length() -> None:
@@ -86,13 +91,68 @@ def test_evaluate_run_ppl_records_the_length(tmp_path, monkeypatch, capsys) -> N
                    tmp_path / "run")
     monkeypatch.setattr(lpips_module, "load_lpips_vgg", lambda device=None: (
         lambda a, b: (a - b).square().mean(dim=(1, 2, 3))))  # VGG-16's 528 MB are not at hand offline
-    assert main(["evaluate", str(tmp_path / "run"), "--ppl", "end", "--n", "6"]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), "--ppl", "end", "--n", "6", "--ppl-crop", "off"]) == 0
     out = capsys.readouterr().out
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert row["step"] == 6 and row["n"] == 6 and row["ppl_crop"] == "centre" and row["ppl_zend"] > 0
+    assert row["step"] == 6 and row["n"] == 6 and row["ppl_crop"] == "none" and row["ppl_zend"] > 0
     assert f"PPL_zend  {row['ppl_zend']:12.4f}" in out
     assert main(["evaluate", str(tmp_path / "run"), "--ppl", "full", "--metrics", "swd"]) == 2
     assert "--ppl with --metrics: the path length is measured on its own" in capsys.readouterr().err
-    assert main(["evaluate", str(tmp_path / "run"), "--ppl-crop", "off"]) == 2
-    assert "--ppl-crop off: for --ppl" in capsys.readouterr().err
+    for args in ([str(tmp_path / "run")], ["--fake", str(tmp_path / "run"), "--real", "x"]):
+        assert main(["evaluate", *args, "--ppl-crop", "off"]) == 2
+        assert "--ppl-crop off: for --ppl" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "run")]) == 0  # the report draws the new metric's rows
+    monkeypatch.undo()  # the size check comes before any weights are looked for
+    assert main(["evaluate", str(tmp_path / "run"), "--ppl", "full"]) == 2
+    assert ("--ppl: LPIPS VGG-16 reads images of 16 px or more (its fifth block follows four 2x2 poolings), and this "
+            "run's 16 px images give 8 px after the centre crop (--ppl-crop off keeps them whole)") in (
+        capsys.readouterr().err)
+
+
+def test_convolutions_run_without_tf32_inside_and_as_the_caller_had_them_after() -> None:
+    from ganforge.metrics.float32 import no_tf32_convolutions
+
+    for before in (True, False):
+        torch.backends.cudnn.allow_tf32 = before
+        with no_tf32_convolutions():
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is before
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+
+
+def test_a_conditional_paths_ends_share_the_classes_of_a_training_image(tmp_path, monkeypatch) -> None:
+    from ganforge.data.store import open_dataset
+    from ganforge.families.pgan import PGANFamily
+
+    data = "builtin:shapes?count=64&resolution=32"
+    ganforge.train({"family": "pgan", "data": data, "progress": False, "tensorboard": False, "sample_every": 100,
+                    "model": {"resolution": 32, "latent_dim": 8, "widths": [8, 8, 8, 8], "variant": "zoo",
+                              "conditions": ["background", "shape"], "schedule": {
+                                  "max_iter_at_scale": [1, 1, 1, 1], "alpha_jumps": 0, "batch_size": 4}}},
+                   tmp_path / "run")
+    seen = []
+    generate = PGANFamily.generate
+    monkeypatch.setattr(PGANFamily, "generate", lambda self, inputs, net, plan: (
+        seen.append(inputs["labels"].cpu()), generate(self, inputs, net, plan))[1])
+    monkeypatch.setattr(lpips_module, "load_lpips_vgg", lambda device=None: (
+        lambda a, b: (a - b).square().mean(dim=(1, 2, 3))))
+    assert main(["evaluate", str(tmp_path / "run"), "--ppl", "full", "--n", "8"]) == 0
+    rows = {tuple(row) for row in open_dataset(data).labels[:, [1, 0]].tolist()}  # the generator's column order
+    labels = seen[0]
+    assert labels.shape == (16, 2) and torch.equal(labels[:8], labels[8:])  # both ends of each path alike
+    assert {tuple(row) for row in labels.tolist()} <= rows
+
+
+def test_the_reports_curve_keeps_one_crop(tmp_path) -> None:
+    from ganforge.viz.run_data import read_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 1, "n": 8, "source": "evaluate", "ppl_zfull": 10.0, "ppl_crop": "centre"},
+            {"step": 2, "n": 8, "source": "evaluate", "ppl_zfull": 12.0, "ppl_crop": "centre"},
+            {"step": 2, "n": 8, "source": "evaluate", "ppl_zfull": 50.0, "ppl_crop": "none"},  # newer, other crop
+            {"step": 3, "n": 8, "source": "evaluate", "ppl_zfull": 11.0, "ppl_crop": "centre"}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (run / "log.jsonl").write_text(json.dumps({"step": 1, "loss_G": 1.0}) + "\n")
+    assert [(r["step"], r["ppl_zfull"]) for r in read_run(run).curve_points("ppl_zfull")] == [
+        (1, 10.0), (2, 12.0), (3, 11.0)]

@@ -353,14 +353,20 @@ def evaluate_run_ppl(run_dir: Path, sampling: str = "full", *, n: int | None = N
     """The perceptual path length of one checkpoint's sampling generator in z (`evaluate RUN --ppl full|end`,
     stylegan2-ada's ppl_zfull / ppl_zend: `metrics.ppl`) from `n` paths (default the run's metrics_n), recorded in
     the run's metrics.jsonl as ppl_zfull or ppl_zend."""
-    from ganforge.metrics.lpips import load_lpips_vgg
-    from ganforge.metrics.ppl import path_distances, path_length
+    from ganforge.metrics.float32 import no_tf32_convolutions, reference_float32
+    from ganforge.metrics.lpips import LPIPS_VGG_SMALLEST, load_lpips_vgg
+    from ganforge.metrics.ppl import lpips_view, path_distances, path_length
 
     run_dir = Path(run_dir)
     if bn is not None:
         check_bn_mode(run_dir, bn)
     model = load_run(run_dir, step=step, device=device, bn=bn)
     count = n or model.config.metrics_n
+    seen = lpips_view(torch.zeros(1, 1, model.plan.resolution, model.plan.resolution), crop).shape[-1]
+    if seen < LPIPS_VGG_SMALLEST:
+        raise ConfigError(f"--ppl: LPIPS VGG-16 reads images of {LPIPS_VGG_SMALLEST} px or more (its fifth block "
+                          f"follows four 2x2 poolings), and this run's {model.plan.resolution} px images give "
+                          f"{seen} px{' after the centre crop (--ppl-crop off keeps them whole)' if crop else ''}")
     lpips = load_lpips_vgg(device=metrics_device(model.device))
     family, net = model.family, model.family.sample_net
 
@@ -368,8 +374,19 @@ def evaluate_run_ppl(run_dir: Path, sampling: str = "full", *, n: int | None = N
         images = family.generate({k: v.to(family.device) for k, v in inputs.items()}, net, model.plan)
         return images.to(metrics_device(model.device))
 
-    with family.weights_held():
-        distances = path_distances(generate, family.sample_latents, lpips, count, sampling=sampling, crop=crop,
+    labels = getattr(family.dataset, "labels", None) if family.generator_label_columns() else None
+
+    def draw(k: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Latents whose classes are those of random training images (the reference's c), where the data is
+        at hand; uniform classes otherwise."""
+        latents = family.sample_latents(k, generator)
+        if labels is None:
+            return latents
+        rows = torch.randint(len(labels), (k,), generator=generator).numpy()
+        return family.with_store_labels(latents, torch.as_tensor(np.asarray(labels[rows]), dtype=torch.long))
+
+    with family.weights_held(), reference_float32(), no_tf32_convolutions():
+        distances = path_distances(generate, draw, lpips, count, sampling=sampling, crop=crop,
                                    batch_size=METRIC_BATCH // 2, seed=seed)
     key = f"ppl_z{sampling}"
     value = path_length(distances)
@@ -811,8 +828,8 @@ def _small_set_notes(metrics: Iterable[str], smallest: int) -> str:
     return note
 
 
-def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | None, *, per_class: bool = False
-                      ) -> None:
+def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | None, *, per_class: bool = False,
+                      ppl: bool = False) -> None:
     """`evaluate RUN` records its values in the run: a run it cannot write to (another user's, a read-only mount)
     fails before the work, not after an hour of it. Appending to metrics.jsonl (metrics_per_class.jsonl) needs the
     file (or, to create it, the folder) writable; swd.json and StarGAN v2's eval/ records are written by replacing
@@ -822,8 +839,9 @@ def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | No
     family = config.get("family")
     if family == "stargan2":
         needed = [run / "eval" if (run / "eval").is_dir() else run]
-    elif per_class:
-        needed = [run / PER_CLASS_METRICS_NAME if (run / PER_CLASS_METRICS_NAME).exists() else run]
+    elif per_class or ppl:
+        rows = run / (PER_CLASS_METRICS_NAME if per_class else "metrics.jsonl")
+        needed = [rows if rows.exists() else run]
     else:
         rows = run / "metrics.jsonl"
         needed = [rows if rows.exists() else run] + ([run] if "swd" in check_metrics(metrics or ["swd"]) else [])
@@ -833,7 +851,7 @@ def _check_recordable(run: Path, config: dict[str, Any], metrics: list[str] | No
                      f"{shlex.quote(str(config.get('data')))}` (with the same --metrics, --n and --step), which "
                      "computes the same values without recording them")
         raise ConfigError(f"{blocked[0]} is not writable, and `ganforge evaluate RUN` records its values in the run; "
-                          f"copy the run somewhere writable{'' if per_class else elsewhere}")
+                          f"copy the run somewhere writable{'' if per_class or ppl else elsewhere}")
 
 
 def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: int | None = None,
@@ -855,7 +873,9 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
     family = config.get("family")
     if class_column is not None and not per_class:
         raise ConfigError(f"--class-column {class_column}: for --per-class (which column's classes to split by)")
-    _check_recordable(Path(run), config, metrics, per_class=per_class)
+    if not ppl_crop and ppl is None:
+        raise ConfigError("--ppl-crop off: for --ppl (the path length's image crop)")
+    _check_recordable(Path(run), config, metrics, per_class=per_class, ppl=ppl is not None)
     image_to_image_only = {"--val": val, "--fid-network": fid_network, "--alexnet-weights": alexnet_weights,
                            "--wing-weights": wing_weights}
     if family == "stargan2":
@@ -889,8 +909,6 @@ def evaluate_saved_run(run: str | Path, metrics: list[str] | None = None, *, n: 
             raise ConfigError(f"--ppl with {' and '.join(given)}: the path length is measured on its own, from "
                               "the generator alone (evaluate the other metrics in a second command)")
         return evaluate_run_ppl(Path(run), ppl, n=n, step=step, crop=ppl_crop, device=device, bn=bn)["table"]
-    if not ppl_crop:
-        raise ConfigError("--ppl-crop off: for --ppl (the path length's image crop)")
     if per_class:
         if all_steps:
             raise ConfigError("--per-class with --all: it evaluates one checkpoint (--step, default the newest)")

@@ -39,3 +39,27 @@ def reference_float32() -> Iterator[None]:
         yield
     finally:
         torch.set_float32_matmul_precision(saved)
+
+
+@contextlib.contextmanager
+def no_tf32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in full float32 inside the block (PyTorch's default lets them use TF32), the caller's
+    setting restored after, through the API the caller used: the legacy `cudnn.allow_tf32` flag (which the engine
+    sets), or, where torch refuses to read it because a per-backend precision was written, `cudnn.conv`'s. For
+    measurements finer than TF32's rounding (the perceptual path length's steps of 1e-4)."""
+    try:
+        saved = torch.backends.cudnn.allow_tf32
+    except RuntimeError:  # per-backend settings in use
+        conv = torch.backends.cudnn.conv
+        saved_precision = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = saved_precision
+        return
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved

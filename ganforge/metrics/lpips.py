@@ -34,6 +34,7 @@ ALEXNET_ENV = "GANFORGE_ALEXNET_WEIGHTS"
 # each backbone's heads in the lpips wheel, and the channels of the five feature maps they weigh
 HEADS = {"alex": ("lpips/weights/v0.1/alex.pth", (64, 192, 384, 256, 256)),
          "vgg": ("lpips/weights/v0.1/vgg.pth", (64, 128, 256, 512, 512))}
+LPIPS_VGG_SMALLEST = 16  # px: VGG-16's relu5_3 follows four 2×2 max poolings
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 EPS = 1e-10

@@ -3,12 +3,15 @@ compute it: how much the image changes, in LPIPS, for a step of ε along a path 
 
 Per sample: z0, z1 ~ N(0, I) and t ~ U(0, 1) ("full"; t = 0 for "end"); the images at slerp(z0, z1, t) and at
 t + ε (ε = 1e-4); both cropped to the centre as the reference does for faces (rows 3/8-7/8, columns 2/8-6/8 of the
-image), box-averaged to 256 px where larger, grey images repeated to RGB; the distance is LPIPS-VGG16(x_t, x_t+ε) / ε².
+image), box-averaged by the factor that brings the whole image to 256 px where it is larger, grey images repeated to
+RGB; the distance is LPIPS-VGG16(x_t, x_t+ε) / ε², all in full float32 (the reference turns TF32 off: a step of
+1e-4 is below TF32's rounding). A conditional generator's two ends share the classes of a random training image.
 The path length is the mean of the distances between their 1st and 99th percentiles (lower and higher sample,
 respectively), which drops the paths that cross a discontinuity.
 
 The reference's slerp walks the unit sphere (its generators normalise z first, as PGAN's does); here the direction
-is that slerp's and the length moves linearly from |z0| to |z1|, which for such generators is the same image and
+is that slerp's and the length moves linearly from |z0| to |z1|, which for such generators is the same image (a
+conditional PGAN normalises z together with its one-hot classes, where the length moves the image slightly) and
 for the others (DCGAN, BigGAN) keeps the latents on the Gaussian shell they were trained on.
 """
 
@@ -39,11 +42,12 @@ def unit_slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Ten
 
 
 def lpips_view(images: torch.Tensor, crop: bool) -> torch.Tensor:
-    """Generated images [-1, 1] as the reference hands them to LPIPS: the centre crop, at most 256 px, RGB."""
+    """Generated images [-1, 1] as the reference hands them to LPIPS: the centre crop, box-averaged by the factor
+    that brings the whole image to 256 px (of 1024 px images, a crop of 512 averaged to 128), RGB."""
+    factor = images.shape[2] // LPIPS_SIZE
     if crop:
         c = images.shape[2] // 8
         images = images[:, :, c * 3:c * 7, c * 2:c * 6]
-    factor = images.shape[2] // LPIPS_SIZE
     if factor > 1:
         images = F.avg_pool2d(images, factor)
     return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images

@@ -289,7 +289,7 @@ def _metrics_table(run: RunData) -> str:
         return ""
     keys = metric_keys(points)
     notes = [k for k in ("n", "real", "fid_mode", "bn", *MetricSettings.DEFAULTS, "pr_features", "fid_real_stats",
-                         "source") if any(k in r for r in points)]  # how each was computed
+                         "ppl_crop", "source") if any(k in r for r in points)]  # how each was computed
     rows = [[str(r["step"]), _number(r.get("kimg")), *(_number(r.get(k)) for k in keys),
              *(_esc(str(r.get(k, ""))) for k in notes)] for r in points]
     evaluated = sum("source" in r for r in points)

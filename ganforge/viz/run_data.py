@@ -230,7 +230,7 @@ class RunData:
         own_data = (self.config or {}).get("data")  # rows from before the real set was recorded: the run's own
 
         def protocol(row: dict[str, Any]) -> tuple[Any, ...]:
-            return (row.get("n"), row.get("real", own_data), row.get("fid_mode"), row.get("bn"),
+            return (row.get("n"), row.get("real", own_data), row.get("fid_mode"), row.get("bn"), row.get("ppl_crop"),
                     *(row.get(name) for name in MetricSettings.DEFAULTS), space and row.get(space))
 
         chosen = Counter(map(protocol, points)).most_common(1)[0][0]
