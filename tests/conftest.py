@@ -147,3 +147,20 @@ def zoo_pgan_defaults() -> dict[str, Any]:
     source = next(reference_checkout("pytorch_GAN_zoo").rglob("standard_configurations/pgan_config.py"))
     return {node.targets[0].attr: ast.literal_eval(node.value) for node in ast.parse(source.read_text()).body
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)}
+
+
+def assert_same_update(whole: list[tuple[str, list[torch.Tensor]]], sliced: list[tuple[str, list[torch.Tensor]]],
+                       whole_logs: list[dict[str, float]], sliced_logs: list[dict[str, float]], *,
+                       rel: float, abs_: float) -> None:
+    """A step computed in micro-batches against the whole batch's: the same optimisers step in the same order, each
+    with the whole batch's gradient to float rounding (relative to the network's largest gradient), and the logs
+    are the whole batch's means."""
+    assert [name for name, _ in sliced] == [name for name, _ in whole]
+    for (name, expected), (_, got) in zip(whole, sliced, strict=True):
+        scale = max(float(g.abs().max()) for g in expected)
+        worst = max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
+        assert worst < 1e-4 * scale, (name, worst, scale)
+    for expected, got in zip(whole_logs, sliced_logs, strict=True):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], rel=rel, abs=abs_), key

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import assert_same_update
 
 from ganforge.augment.config import AugmentConfig
 from ganforge.config import ConfigError
@@ -53,15 +54,7 @@ def test_micro_batches_give_the_whole_batch_update(tmp_path, model) -> None:
     statistics: in 4 slices (groups of 2) the gradients differ far beyond rounding."""
     whole, whole_logs = recorded_steps(tmp_path / "whole", 5, **model)
     sliced, sliced_logs = recorded_steps(tmp_path / "sliced", 5, micro_batches=2, **model)
-    assert [name for name, _ in sliced] == [name for name, _ in whole]
-    for (name, expected), (_, got) in zip(whole, sliced, strict=True):
-        scale = max(float(g.abs().max()) for g in expected)
-        worst = max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
-        assert worst < 1e-4 * scale, (name, worst, scale)
-    for expected, got in zip(whole_logs, sliced_logs, strict=True):
-        assert got.keys() == expected.keys()
-        for key in expected:
-            assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+    assert_same_update(whole, sliced, whole_logs, sliced_logs, rel=1e-4, abs_=1e-6)
 
 
 def test_slices_that_split_the_groups_would_not_give_the_whole_batch_update(tmp_path, monkeypatch) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ganforge.download import WeightsFile, locate_weights
 from ganforge.metrics.inception import default_cache_dir
-from ganforge.metrics.vgg_texture import VGGWeightsError, resolve_vgg_weights, tapped_outputs, vgg_layers
+from ganforge.metrics.vgg_texture import load_vgg_weights, tapped_outputs, vgg_layers
 from ganforge.safe_load import check_layout, load_state_dict_file, load_weights_only
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
@@ -168,13 +168,7 @@ def load_lpips(alexnet_weights: str | Path | None = None, device: torch.device |
 def load_lpips_vgg(vgg16_weights: str | Path | None = None, device: torch.device | str | None = None) -> LPIPS:
     """The LPIPS v0.1 VGG-16 metric in eval mode, without gradients: torchvision's ImageNet VGG-16 (`vgg16_weights`,
     else $GANFORGE_VGG16_WEIGHTS, else the cache, where precision/recall reads it too) and the wheel's heads."""
-    backbone = VGG16Features()
-    path = resolve_vgg_weights("vgg16", vgg16_weights, option="")
-    state = load_state_dict_file(path, what="VGG16 weights", error=VGGWeightsError)
-    expected = backbone.state_dict()
-    check_layout({k: v for k, v in state.items() if k in expected}, expected, source=f"VGG16 weights {path}",
-                 layout="torchvision's VGG16 layout", error=VGGWeightsError)
-    backbone.load_state_dict({k: state[k] for k in expected})
+    backbone = load_vgg_weights(VGG16Features(), "vgg16", vgg16_weights, option="")
     return LPIPS(backbone, load_lpips_heads("vgg")).eval().requires_grad_(False).to(device or "cpu")
 
 

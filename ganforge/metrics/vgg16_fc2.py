@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge.metrics.inception import resize_bilinear_tf1
-from ganforge.metrics.vgg_texture import IMAGENET_MEAN, IMAGENET_STD, VGGWeightsError, resolve_vgg_weights, vgg_layers
-from ganforge.safe_load import check_layout, load_state_dict_file
+from ganforge.metrics.vgg_texture import IMAGENET_MEAN, IMAGENET_STD, load_vgg_weights, vgg_layers
 
 INPUT_SIZE = 224
 FEATURES = 4096
@@ -53,11 +52,5 @@ class VGG16FC2(nn.Module):
 def load_vgg16_fc2(weights: str | Path | None = None, device: torch.device | str | None = None) -> VGG16FC2:
     """The extractor with torchvision's ImageNet VGG-16 (`weights`, else $GANFORGE_VGG16_WEIGHTS, else the cache),
     in eval mode and without weight gradients; a file of another layout is refused naming what differs."""
-    model = VGG16FC2()
-    path = resolve_vgg_weights("vgg16", weights, option="")
-    state = load_state_dict_file(path, what="VGG16 weights", error=VGGWeightsError)
-    expected = model.state_dict()
-    check_layout({k: v for k, v in state.items() if k in expected}, expected, source=f"VGG16 weights {path}",
-                 layout="torchvision's VGG16 layout", error=VGGWeightsError)
-    model.load_state_dict({k: state[k] for k in expected})
+    model = load_vgg_weights(VGG16FC2(), "vgg16", weights, option="")
     return model.eval().requires_grad_(False).to(device or "cpu")

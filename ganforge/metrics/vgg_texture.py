@@ -125,15 +125,24 @@ def resolve_vgg_weights(arch: str, weights: str | Path | None = None, cache_dir:
     return locate_weights(spec, weights, Path(cache_dir or default_cache_dir() / "weights"), VGGWeightsError)
 
 
+def load_vgg_weights(module: nn.Module, arch: str, weights: str | Path | None = None,
+                     cache_dir: str | Path | None = None, *, option: str = "--vgg-weights (Python: vgg_weights=)"
+                     ) -> nn.Module:
+    """`module`, whose state dict is part of torchvision's VGG-19 or VGG-16 layout (its `features`, and for the
+    fc2 extractor its first classifier layers), with the values of that ImageNet file (see `resolve_vgg_weights`);
+    a file of another layout is refused naming what differs."""
+    path = resolve_vgg_weights(arch, weights, cache_dir, option=option)
+    state = load_state_dict_file(path, what=f"{arch.upper()} weights", error=VGGWeightsError)
+    expected = module.state_dict()
+    check_layout({k: v for k, v in state.items() if k in expected}, expected, source=f"{arch.upper()} weights {path}",
+                 layout=f"torchvision's {arch.upper()} layout", error=VGGWeightsError)
+    module.load_state_dict({k: state[k] for k in expected})
+    return module
+
+
 def load_vgg_texture(arch: str = "vgg19", weights: str | Path | None = None, *, size: int = DEFAULT_SIZE,
                      device: torch.device | str | None = None, cache_dir: str | Path | None = None) -> VGGTexture:
     """The texture descriptor with torchvision's ImageNet VGG-19 or VGG-16 (entries past relu5_1 and
     `classifier.*` are not used), in eval mode and without weight gradients."""
-    features = VGGFeatures(arch)
-    path = resolve_vgg_weights(arch, weights, cache_dir)
-    state = load_state_dict_file(path, what=f"{arch.upper()} weights", error=VGGWeightsError)
-    expected = features.state_dict()
-    check_layout({k: v for k, v in state.items() if k in expected}, expected, source=f"{arch.upper()} weights {path}",
-                 layout=f"torchvision's {arch.upper()} layout", error=VGGWeightsError)
-    features.load_state_dict({k: state[k] for k in expected})
+    features = load_vgg_weights(VGGFeatures(arch), arch, weights, cache_dir)
     return VGGTexture(features, size).eval().requires_grad_(False).to(device or "cpu")
