@@ -39,6 +39,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_resample import CUDA_CASES, QUICK_CASES, route_timings  # noqa: E402 - the resampling routes' timings
 from reliability_runs import TINY_RUNS  # noqa: E402 - the suite's tiny config of every family
 
 from ganforge.api import train  # noqa: E402
@@ -442,6 +444,18 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
             ("metric/on_device_vs_cpu", on_device_vs_cpu), ("metric/frechet", frechet)]
 
 
+def resample_case(args: argparse.Namespace, device: torch.device) -> Case:
+    """(6) The two routes of every resampling convolution (benchmarks/bench_resample.py) at GPU shapes: where one
+    strided convolution beats upsample/pool plus conv3×3 on this GPU, which sets ganforge.nn.resample's rule off the
+    CPU (StyleGAN's 128 px until measured)."""
+    def routes() -> dict[str, Any]:
+        rows = route_timings(device, QUICK_CASES if args.quick else CUDA_CASES, 2 if args.quick else 10)
+        return {"rows": rows, "rule_right": sum((r["rule"] == "fused") == (r["speed_up"] > 1) for r in rows),
+                "cases": len(rows)}
+
+    return ("resample/routes", routes)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """One row per case; training cases end with their loss differences (see family_cases)."""
     lines = [f"{'case':40s} {'status':8s} {'img/s':>9s} {'s/step':>8s} {'x fp32':>6s} {'TFLOP/s':>8s} {'MFU':>6s} "
@@ -492,7 +506,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, _ in [c for c in resumes if c[0] != "resume/wgan-gp"]:
             runner.skip(name, "--quick: resume/wgan-gp stands for the rest (the kill tests resume every family)")
         resumes = [c for c in resumes if c[0] == "resume/wgan-gp"]
-    for name, case in train_eager + resumes + speed_eager + metric_cases(args, device):
+    for name, case in train_eager + resumes + speed_eager + metric_cases(args, device) + [resample_case(args, device)]:
         runner.record(name, case)
     if args.quick:  # compiling takes minutes on CPU: one family stands for the rest
         for name, _ in speed_compiled + [c for c in train_compiled if c[0] != "train/wgan-gp/compiled"]:

@@ -64,6 +64,7 @@ from ganforge.data.loader import Batch  # noqa: E402
 from ganforge.interop.biggan import convert_network_state, load_biggan_pytorch  # noqa: E402
 from ganforge.interop.pgan_zoo import convert_zoo_state, read_zoo_checkpoint  # noqa: E402
 from ganforge.interop.stargan2 import OFFICIAL_TO_ROLE  # noqa: E402
+from ganforge.nn import resample  # noqa: E402
 from ganforge.nn.spectral_norm import SpectralNormMixin  # noqa: E402
 from ganforge.training.engine import Trainer  # noqa: E402
 
@@ -520,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-9)
     parser.add_argument("--micro-batches", type=int, default=1, help="PGAN, StarGAN v2: ganforge computes each "
                         "phase's batch in this many slices (the official code: whole)")
+    parser.add_argument("--resampling", choices=["by-size", "fused", "separate"], default="by-size",
+                        help="ganforge's convolutions beside a resampling: by size (as in training), or all as one "
+                             "strided convolution, or all as the official code's two steps (ganforge.nn.resample)")
     pgan = parser.add_argument_group("PGAN (zoo variant)")
     pgan.add_argument("--scale", type=int, default=2, help="the zoo's scale to grow to (0: 4 px, 2: 16 px)")
     pgan.add_argument("--alpha", type=float, default=0.5, choices=[0.0, 0.25, 0.5, 0.75, 1.0],
@@ -543,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     args.batch = args.batch or {"pgan": 16, "stargan2": 4, "biggan": 4}[args.family]
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)  # rounding at 1e-16: a few steps cannot amplify it into a difference
+    if args.resampling != "by-size":
+        resample.FUSED_MIN_BATCH_PIXELS_CPU = 0 if args.resampling == "fused" else 2**62
     check = {"pgan": pgan_zoo, "stargan2": stargan2, "biggan": biggan}[args.family]
     result = check(find_repo(args.refs, args.family), args)
     print(result["title"])

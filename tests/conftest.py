@@ -32,6 +32,18 @@ def shared() -> type:
     return shared_path
 
 
+@pytest.fixture(params=["separate", "fused"])
+def resampling_route(request, monkeypatch) -> str:
+    """Every resampling convolution (ganforge.nn.resample) on one route, whatever the size: tiny test inputs
+    would otherwise take the separate one only."""
+    from ganforge.nn import resample
+
+    fused = request.param == "fused"
+    monkeypatch.setattr(resample, "FUSED_MIN_BATCH_PIXELS_CPU", 0 if fused else 2**62)
+    monkeypatch.setattr(resample, "FUSED_MIN_SIZE", 0 if fused else 2**62)
+    return request.param
+
+
 def write_inception_standin(path: Path) -> Path:
     """The seeded stand-in for the FID Inception weights (../shared/fixtures/inception/recipe.py: the real file's
     layout, random values) saved at `path`, for tests that must get past the weights lookup; skips when absent."""

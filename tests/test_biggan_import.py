@@ -54,7 +54,7 @@ def _our_buffer_key(key: str) -> str:
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_eval_outputs_match_official(cfg):
+def test_eval_outputs_match_official(cfg, resampling_route):
     imported = _imported(cfg)
     io = _io(cfg)
     assert not imported.G.training and not imported.D.training
@@ -69,7 +69,7 @@ def test_eval_outputs_match_official(cfg):
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_train_mode_outputs_and_buffer_updates_match_official(cfg):
+def test_train_mode_outputs_and_buffer_updates_match_official(cfg, resampling_route):
     imported = _imported(cfg)
     io = _io(cfg)
     generator, discriminator = copy.deepcopy(imported.G).train(), copy.deepcopy(imported.D).train()

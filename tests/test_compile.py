@@ -39,8 +39,13 @@ def assert_close_losses(got: list[dict[str, float]], expected: list[dict[str, fl
 # Adam divides each gradient by its running RMS, so where a gradient is rounding noise around zero the order in which
 # compiled kernels sum decides the sign of a whole lr-sized step: BigGAN's tiny config has such gradients, and its
 # losses part by 2.6e-4 at step 2 with the config's eps 1e-6 (eager with 1 or 2 threads: 1e-6 after 6 steps). With
-# eps 1 the update is proportional to the gradient, and compiled BigGAN follows eager to ~1e-6 over 6 steps.
-UPDATES_PROPORTIONAL_TO_GRADIENTS = {"biggan": {"adam_eps": 1.0}}
+# eps 1 the update is proportional to the gradient. Its self-attention max-pools keys and values, so rounding that
+# flips a near tie in a 2×2 window hands that window's whole gradient to another element: eager runs of the tiny
+# config whose convolutions round differently (ganforge.nn.resample's two routes) part by 4e-4 within one step, at
+# step 4, and by 2e-3 at step 9, where without attention they stay within 4e-6 over 10 steps (as weights nudged by
+# 1e-7 show, this is any rounding, not compiling). Ten steps compare without attention; the resume test below
+# compiles it.
+CHAOS_DAMPED = {"biggan": {"adam_eps": 1.0, "g_attention": [], "d_attention": []}}
 
 
 # Inductor's C++ code generation for the tiny PGAN, StarGAN v2 and BigGAN runs took 3 to 6 minutes each from a cold
@@ -80,7 +85,7 @@ def test_compiled_training_matches_eager(tmp_path: Path, family: str, model: dic
 
     def build_run(run: Path, compiled: bool) -> Trainer:
         config = tiny_run(family, length=2, compile=compiled, checkpoint_every=1000)
-        config["model"].update(UPDATES_PROPORTIONAL_TO_GRADIENTS.get(family, {}), **model)
+        config["model"].update(CHAOS_DAMPED.get(family, {}), **model)
         return Trainer(resolve_run_config(None, config), run)
 
     eager = build_run(tmp_path / "eager", False).stepped_losses(STEPS)

@@ -28,7 +28,7 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     expected |= {f"speed/pgan16/step{start}/{mode}" for start in (99, 199, 299) for mode in ("fp32", "bf16")}
     expected |= {"speed/pgan16/step199/compiled", "speed/pgan16/step299/compiled"}  # the two largest resolutions
     expected |= {"metric/fid_features", "metric/dinov2_features", "metric/swd", "metric/on_device_vs_cpu",
-                 "metric/frechet"}
+                 "metric/frechet", "resample/routes"}
     expected |= {f"resume/{family}" for family in FAMILIES}
     autotuned = {f"speed/{name}/cudnn_benchmark" for name in ("biggan/step0", "stargan2/step0", "wgan-gp/step0",
                                                              "pgan16/step99", "pgan16/step199", "pgan16/step299")}
@@ -66,6 +66,10 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     for name in ("fid_features", "dinov2_features"):  # with random weights where the real ones are not at hand
         assert cases[f"metric/{name}"]["status"] == "ok" and cases[f"metric/{name}"]["img_per_s"] > 0
         assert cases[f"metric/{name}"]["weights"].startswith(("random stand-in weights", "real ")), name
+    routes = cases["resample/routes"]  # both routes timed per shape, and the rule's choice beside them
+    assert routes["status"] == "ok" and routes["cases"] == len(routes["rows"]) == 2
+    assert all(row[key] > 0 for row in routes["rows"] for key in ("separate_ms", "fused_ms", "fused_penalty_ms"))
+    assert [row["rule"] for row in routes["rows"]] == ["separate", "separate"]  # 2 × 8 × 8 pixels on the CPU
 
 
 def test_operator_flops_counts_a_gradient_penalty_step_by_hand() -> None:

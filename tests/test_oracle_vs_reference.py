@@ -110,11 +110,15 @@ def _missing(family: str) -> str | None:
     ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3"]),
     ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3", "--condition-weights", "1.0", "0.5"]),  # AC-GAN
     ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3", "--micro-batches", "2"]),  # ganforge in slices
+    ("pgan", ["--scale", "2", "--alpha", "0.5", "--steps", "3", "--resampling", "fused"]),  # G's strided route
     ("stargan2", ["--steps", "3", "--ds-iter", "2"]),  # lambda_ds decays to 0 within the check
     ("stargan2", ["--steps", "3", "--micro-batches", "2"]),  # ganforge in slices, the official code whole
+    ("stargan2", ["--steps", "3", "--resampling", "fused"]),  # every resampling conv one strided conv
     ("biggan", ["--steps", "3", "--ema-start", "2"]),  # the EMA starts within the check
     ("biggan", ["--preset", "imagenet", "--steps", "2"]),  # attention, hierarchical z, accumulations, ortho
     ("biggan", ["--preset", "deep", "--steps", "3"]),  # BigGAN-deep's networks, its whole z, the EMA's start
+    ("biggan", ["--steps", "3", "--resampling", "fused"]),
+    ("biggan", ["--preset", "deep", "--steps", "2", "--resampling", "fused"]),
 ])
 def test_ganforge_takes_the_official_training_steps(family: str, args: list[str]) -> None:
     if _missing(family):

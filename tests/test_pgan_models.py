@@ -116,6 +116,31 @@ def test_paper_dense_reshape_order_and_per_channel_bias() -> None:
     torch.testing.assert_close(captured["x"], expected)
 
 
+@pytest.mark.parametrize("variant", ["paper", "zoo"])
+def test_discriminator_block_pools_where_its_reference_does(variant: str, resampling_route: str) -> None:
+    """The official TF code (its default fused_scale) pools D's second convolution before the bias and LReLU: one
+    stride-2 convolution with the 3×3 kernel's four shifts averaged; the zoo pools the activations. By hand, from
+    the block's stored weights, on either route of the strided convolution."""
+    torch.manual_seed(0)
+    block = PGANDiscriminator(tiny_arch(variant)).blocks[3].double()
+    for conv in (block.conv0, block.conv1):
+        torch.nn.init.normal_(conv.bias)
+    x = torch.randn(4, TINY_WIDTHS[3], 32, 32, dtype=torch.float64)
+    zoo = variant == "zoo"
+
+    def conv(layer: torch.nn.Module, t: torch.Tensor, *, with_bias: bool = True) -> torch.Tensor:
+        bias = layer.bias * (layer.he_constant if zoo else 1.0)
+        return F.conv2d(t, layer.weight * layer.he_constant, bias if with_bias else None, padding=1)
+
+    hidden = F.leaky_relu(conv(block.conv0, x), 0.2)
+    if zoo:
+        expected = F.avg_pool2d(F.leaky_relu(conv(block.conv1, hidden), 0.2), 2)
+    else:
+        pooled = F.avg_pool2d(conv(block.conv1, hidden, with_bias=False), 2)
+        expected = F.leaky_relu(pooled + block.conv1.bias.view(1, -1, 1, 1), 0.2)
+    torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_same_seed_same_weights() -> None:
     def weights(seed: int) -> list[torch.Tensor]:
         torch.manual_seed(seed)

@@ -101,7 +101,7 @@ def test_s1_arch(ckpt_s1: ZooCheckpoint) -> None:
     assert (arch.resolution, arch.widths, arch.zoo_skip_first_d_fade) == (8, [32, 32], True)
 
 
-def test_scale3_reproduces_zoo_outputs(ckpt_s3: ZooCheckpoint, io_tensors: dict) -> None:
+def test_scale3_reproduces_zoo_outputs(ckpt_s3: ZooCheckpoint, io_tensors: dict, resampling_route: str) -> None:
     check_outputs(ckpt_s3, io_tensors, "")
 
 

@@ -77,7 +77,8 @@ def save(obj: object, path: Path, *, legacy: bool = False) -> Path:
 
 
 @pytest.mark.slow
-def test_small_networks_reproduce_every_official_output(small: ImportedStarGAN2, io: dict) -> None:
+def test_small_networks_reproduce_every_official_output(small: ImportedStarGAN2, io: dict,
+                                                          resampling_route: str) -> None:
     G, F, E, D = (small.nets[role] for role in "GFED")
     assert small.arch == SMALL and small.skipped == []
     with torch.no_grad():

@@ -7,9 +7,11 @@ alpha is the weight of the OLD, lower-resolution path (pytorch_GAN_zoo semantics
 0 = new block only. Two variants keep fidelity with the two reference codes:
 
 - ``"paper"`` (official TF): He gain sqrt(2)/4 on the 4×4 dense layer with one bias per channel, gain 1 on
-  toRGB and on D's last dense layer, biases added after the weight scaling, biased strided minibatch stddev.
+  toRGB and on D's last dense layer, biases added after the weight scaling, biased strided minibatch stddev, D's
+  blocks pooling before their second activation.
 - ``"zoo"`` (pytorch_GAN_zoo): gain sqrt(2) everywhere, one bias per dense output unit, the He constant also
-  scales the bias, unbiased consecutive-group minibatch stddev. Loads zoo checkpoints (interop.pgan_zoo).
+  scales the bias, unbiased consecutive-group minibatch stddev, D's blocks pooling their activations. Loads zoo
+  checkpoints (interop.pgan_zoo).
 
 ``styles=True`` (off in both references; ganforge's option) feeds the latent to every layer of G, as StyleGAN does:
 a small mapping network turns the normalised latent into w, an affine of w scales and shifts each channel after
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 
 from ganforge.nn.equalized import SQRT2, EqualizedConv2d, EqualizedLinear
 from ganforge.nn.norm import minibatch_stddev, pixel_norm
-from ganforge.nn.resample import upsample_nearest_2x
+from ganforge.nn.resample import conv_downsample, upsample_conv, upsample_nearest_2x
 
 LRELU_SLOPE = 0.2
 VARIANTS = ("paper", "zoo")
@@ -196,8 +198,7 @@ class _GBlock(nn.Module):
     def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
         """style: [N, 4·C] (styles of the two normalisations) or None."""
         first, second = style.chunk(2, dim=1) if style is not None else (None, None)
-        x = upsample_nearest_2x(x)
-        x = _normalise(_lrelu(self.conv0(x)), first)
+        x = _normalise(_lrelu(upsample_conv(self.conv0, x)), first)
         return _normalise(_lrelu(self.conv1(x)), second)
 
 
@@ -290,17 +291,23 @@ class _DHead(nn.Module):
 
 
 class _DBlock(nn.Module):
-    """Block of D at one scale: conv3×3 → LReLU → conv3×3 (to the lower width) → LReLU → avgpool 2×2."""
+    """Block of D at one scale: conv3×3 → LReLU → conv3×3 (to the lower width) → avgpool 2×2 → LReLU (paper) or
+    conv3×3 → LReLU → avgpool 2×2 (zoo).
+
+    The official TF code pools before the activation: its default `fused_scale` makes the second convolution and the
+    pooling one strided convolution, with the bias and LReLU after it. The zoo pools the activations."""
 
     def __init__(self, in_ch: int, out_ch: int, zoo: bool) -> None:
         super().__init__()
+        self.zoo = zoo
         self.conv0 = EqualizedConv2d(in_ch, in_ch, 3, padding=1, scale_bias=zoo)
         self.conv1 = EqualizedConv2d(in_ch, out_ch, 3, padding=1, scale_bias=zoo)
 
     def forward(self, x: Tensor) -> Tensor:
         x = _lrelu(self.conv0(x))
-        x = _lrelu(self.conv1(x))
-        return F.avg_pool2d(x, 2)
+        if self.zoo:
+            return F.avg_pool2d(_lrelu(self.conv1(x)), 2)
+        return _lrelu(conv_downsample(self.conv1, x))
 
 
 class PGANDiscriminator(nn.Module):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.nn.cross_replica import across_ranks, cross_replica_batch_norm
-from ganforge.nn.resample import upsample_nearest_2x
+from ganforge.nn.resample import conv_downsample, upsample_conv, upsample_nearest_2x
 from ganforge.nn.spectral_norm import SNSettings, conv2d, linear
 
 BN_MOMENTUM = 0.1
@@ -167,17 +167,18 @@ class GeneratorBlock(nn.Module):
         self.bn2 = ConditionalBatchNorm2d(out_channels, condition, from_labels=from_labels, sn=sn, eps=bn_eps)
 
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        h = upsample_nearest_2x(F.relu(self.bn1(x, condition)))
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), condition)))
-        return h + self.conv_sc(upsample_nearest_2x(x))
+        h = upsample_conv(self.conv1, F.relu(self.bn1(x, condition)))
+        h = self.conv2(F.relu(self.bn2(h, condition)))
+        return h + upsample_conv(self.conv_sc, x)
 
 
 class DiscriminatorBlock(nn.Module):
     """Down-ResBlock: [ReLU] → conv3×3 → ReLU → conv3×3 → [avg-pool 2×2], plus a shortcut.
 
-    The first block of D is not pre-activated (its input is the image); there the shortcut pools before its 1×1
-    conv (cheaper, same result by linearity), later blocks convolve first. The shortcut conv exists only when the
-    channel count changes or the block downsamples. ``wide`` (BigGAN's default) makes the hidden width the
+    The first block of D is not pre-activated (its input is the image). BigGAN's later blocks convolve their shortcut
+    before pooling it; every block here pools first (the same linear map, a quarter of the multiply-adds), as
+    BigGAN's first block does. The shortcut conv exists only when the channel count changes or the block
+    downsamples. ``wide`` (BigGAN's default) makes the hidden width the
     output width; otherwise the input width (SNGAN).
     """
 
@@ -193,19 +194,14 @@ class DiscriminatorBlock(nn.Module):
             else None
 
     def _shortcut(self, x: Tensor) -> Tensor:
-        if self.preactivation:
-            if self.conv_sc is not None:
-                x = self.conv_sc(x)
+        if self.conv_sc is None:
             return F.avg_pool2d(x, 2) if self.downsample else x
-        if self.downsample:
-            x = F.avg_pool2d(x, 2)
-        return self.conv_sc(x) if self.conv_sc is not None else x
+        return conv_downsample(self.conv_sc, x) if self.downsample else self.conv_sc(x)
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.relu(x) if self.preactivation else x  # out of place: the shortcut needs the raw x
-        h = self.conv2(F.relu(self.conv1(h)))
-        if self.downsample:
-            h = F.avg_pool2d(h, 2)
+        h = F.relu(self.conv1(h))
+        h = conv_downsample(self.conv2, h) if self.downsample else self.conv2(h)
         return h + self._shortcut(x)
 
 
@@ -234,8 +230,10 @@ class DeepGeneratorBlock(nn.Module):
         h = F.relu(self.bn2(self.conv1(F.relu(self.bn1(x, condition))), condition))
         x = x[:, :self.out_channels]
         if self.upsample:
-            h, x = upsample_nearest_2x(h), upsample_nearest_2x(x)
-        h = self.conv3(F.relu(self.bn3(self.conv2(h), condition)))
+            h, x = upsample_conv(self.conv2, h), upsample_nearest_2x(x)
+        else:
+            h = self.conv2(h)
+        h = self.conv3(F.relu(self.bn3(h, condition)))
         return self.conv4(F.relu(self.bn4(h, condition))) + x
 
 

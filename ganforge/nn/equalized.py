@@ -12,7 +12,6 @@ so Adam sees every parameter on the same scale. Two conventions exist for the bi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,15 +39,15 @@ class _EqualizedBase(nn.Module):
         self.scale_bias = scale_bias
         self.he_constant = _he_constant(self.weight.shape, self.gain)
 
-    def _run_scaled(self, op: Callable[[Tensor, Tensor | None], Tensor]) -> Tensor:
-        """Run the plain op with the He constant folded into its (small) parameters.
+    def applied_parameters(self) -> tuple[Tensor, Tensor | None]:
+        """The weight and bias the plain op runs with: the He constant folded into the (small) parameters.
 
         Paper: c·W and b. Zoo: c·W and c·b, which is c·(W x + b) as the zoo computes it, up to float rounding
         (the zoo multiplies the whole output; scaling the parameters instead saves an activation-sized multiply
         forward and backward on every layer).
         """
         bias = self.bias * self.he_constant if self.scale_bias and self.bias is not None else self.bias
-        return op(self.weight * self.he_constant, bias)
+        return self.weight * self.he_constant, bias
 
     def extra_repr(self) -> str:
         return (
@@ -77,7 +76,7 @@ class EqualizedConv2d(_EqualizedBase):
         self.padding = padding
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._run_scaled(lambda weight, bias: F.conv2d(x, weight, bias, padding=self.padding))
+        return F.conv2d(x, *self.applied_parameters(), padding=self.padding)
 
     def extra_repr(self) -> str:
         out_ch, in_ch, k, _ = self.weight.shape
@@ -99,7 +98,7 @@ class EqualizedLinear(_EqualizedBase):
         super().__init__((out_f, in_f), gain=gain, scale_bias=scale_bias, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._run_scaled(lambda weight, bias: F.linear(x, weight, bias))
+        return F.linear(x, *self.applied_parameters())
 
     def extra_repr(self) -> str:
         out_f, in_f = self.weight.shape

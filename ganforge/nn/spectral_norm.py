@@ -117,8 +117,12 @@ class SNConv2d(nn.Conv2d, SpectralNormMixin):
         super().__init__(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
         self._init_spectral_norm(settings or SNSettings(), out_channels)
 
+    def applied_parameters(self) -> tuple[Tensor, Tensor | None]:
+        """W / σ₀ and the bias (advancing u in training mode, as forward does)."""
+        return self.normalized_weight(), self.bias
+
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.normalized_weight(), self.bias)
+        return self._conv_forward(x, *self.applied_parameters())
 
 
 class SNLinear(nn.Linear, SpectralNormMixin):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganforge.nn.resample import upsample_nearest_2x
+from ganforge.nn.resample import conv_downsample, upsample_conv, upsample_nearest_2x
 
 LRELU_SLOPE = 0.2
 SQRT2 = math.sqrt(2.0)
@@ -37,16 +37,15 @@ class ResBlk(nn.Module):
         self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False) if dim_in != dim_out else None
 
     def _shortcut(self, x: Tensor) -> Tensor:
-        if self.conv1x1 is not None:
-            x = self.conv1x1(x)
-        return F.avg_pool2d(x, 2) if self.downsample else x
+        if self.conv1x1 is None:
+            return F.avg_pool2d(x, 2) if self.downsample else x
+        return conv_downsample(self.conv1x1, x) if self.downsample else self.conv1x1(x)
 
     def _residual(self, x: Tensor) -> Tensor:
         if self.normalize:
             x = self.norm1(x)
-        x = self.conv1(F.leaky_relu(x, LRELU_SLOPE))
-        if self.downsample:
-            x = F.avg_pool2d(x, 2)
+        x = F.leaky_relu(x, LRELU_SLOPE)
+        x = conv_downsample(self.conv1, x) if self.downsample else self.conv1(x)
         if self.normalize:
             x = self.norm2(x)
         return self.conv2(F.leaky_relu(x, LRELU_SLOPE))
@@ -91,15 +90,13 @@ class AdainResBlk(nn.Module):
         self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False) if dim_in != dim_out else None
 
     def _shortcut(self, x: Tensor) -> Tensor:
-        if self.upsample:
-            x = upsample_nearest_2x(x)
-        return self.conv1x1(x) if self.conv1x1 is not None else x
+        if self.conv1x1 is None:
+            return upsample_nearest_2x(x) if self.upsample else x
+        return upsample_conv(self.conv1x1, x) if self.upsample else self.conv1x1(x)
 
     def _residual(self, x: Tensor, style: Tensor) -> Tensor:
         x = F.leaky_relu(self.norm1(x, style), LRELU_SLOPE)
-        if self.upsample:
-            x = upsample_nearest_2x(x)
-        x = self.conv1(x)
+        x = upsample_conv(self.conv1, x) if self.upsample else self.conv1(x)
         x = F.leaky_relu(self.norm2(x, style), LRELU_SLOPE)
         return self.conv2(x)
 
