@@ -1,4 +1,5 @@
-"""One GPU check: training in fp32, bf16 and compiled, resume, throughput, FLOP/s and MFU, peak memory, metric timings.
+"""One GPU check: training in fp32, bf16 and compiled, resume, throughput, FLOP/s and MFU, peak memory, metric timings,
+and the two routes of a convolution beside a resampling (which ganforge.nn.resample's rule off the CPU needs).
 
     python benchmarks/gpu_check.py --device cuda --out gpu_check.json     # < 8 min on one H100/H200
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/c.json  # tiny sizes, < 1 min (run by the tests)

@@ -77,16 +77,18 @@ def _penalty_gradients(fn, conv, x):
 @pytest.mark.parametrize("kernel", [1, 3, 5])
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_resampling_convolutions_equal_the_two_steps(direction, kernel, fused, layout):
-    """Values, gradients and a penalty's double-backward gradients in float64, on both routes (a 1×1 kernel
-    always moves to the low-resolution side), for a non-square image."""
+    """Values, gradients and a penalty's double-backward gradients in float64, on both routes (a 1×1 kernel's fused
+    route moves it to the low-resolution side), for a non-square image with an odd side."""
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, kernel, padding=kernel // 2).double().to(memory_format=layout)
-    x = torch.randn(3, 4, 6, 8, dtype=torch.float64).contiguous(memory_format=layout)
+    x = torch.randn(3, 4, 7, 8, dtype=torch.float64).contiguous(memory_format=layout)
     ours, reference = ((lambda c, t: upsample_conv(c, t, fused=fused), _two_step_up) if direction == "up"
                        else (lambda c, t: conv_downsample(c, t, fused=fused), _two_step_down))
     torch.testing.assert_close(ours(conv, x), reference(conv, x), rtol=1e-12, atol=1e-12)
     for got, expected in zip(_penalty_gradients(ours, conv, x), _penalty_gradients(reference, conv, x), strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11)
+    if not fused:  # the separate route is the two steps themselves: the references' rounding
+        assert torch.equal(ours(conv, x), reference(conv, x))
 
 
 def _routes(monkeypatch) -> list[str]:
@@ -131,7 +133,8 @@ def test_the_route_follows_the_pixels_of_the_full_resolution_side(monkeypatch):
 
 @pytest.mark.parametrize("conv", [nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3, padding=1, stride=2),
                                   nn.Conv2d(2, 2, 3, padding=2, dilation=2), nn.Conv2d(2, 2, (3, 1), padding=(1, 0)),
-                                  nn.Conv2d(2, 2, 2, padding=1), nn.Conv2d(2, 2, 3, padding=1, groups=2)])
+                                  nn.Conv2d(2, 2, 2, padding=1), nn.Conv2d(2, 2, 3, padding=1, groups=2),
+                                  nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")])
 def test_only_same_convolutions_are_taken(conv):
     for function in (upsample_conv, conv_downsample):
         with pytest.raises(ValueError, match="'same' kernel"):
@@ -163,13 +166,14 @@ def _pgan(variant):
             (PGANDiscriminator(arch), lambda: (torch.randn(4, 3, 16, 16), 2, 0.3))]
 
 
-def _stargan2():
+def _stargan2(w_hpf):
     from ganforge.models.stargan2 import StarGAN2Arch
 
-    arch = StarGAN2Arch(img_size=16, num_domains=2, max_conv_dim=16, w_hpf=0.0, base_dim=4, mapping_dim=8)
-    return [(arch.generator(), lambda: (torch.randn(2, 3, 16, 16), torch.randn(2, arch.style_dim))),
-            (arch.style_encoder(), lambda: (torch.randn(2, 3, 16, 16), torch.tensor([0, 1]))),
-            (arch.discriminator(), lambda: (torch.randn(2, 3, 16, 16), torch.tensor([1, 0])))]
+    # 32 px: one down- and one up-sampling block in G (16 px has none), with and without the high-pass decoder
+    arch = StarGAN2Arch(img_size=32, num_domains=2, max_conv_dim=16, w_hpf=w_hpf, base_dim=4, mapping_dim=8)
+    return [(arch.generator(), lambda: (torch.randn(2, 3, 32, 32), torch.randn(2, arch.style_dim))),
+            (arch.style_encoder(), lambda: (torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))),
+            (arch.discriminator(), lambda: (torch.randn(2, 3, 32, 32), torch.tensor([1, 0])))]
 
 
 def _biggan(deep):
@@ -181,13 +185,14 @@ def _biggan(deep):
             (Discriminator(arch), lambda: (torch.randn(2, 3, 32, 32), torch.tensor([1, 2])))]
 
 
-@pytest.mark.parametrize("family", ["pgan-paper", "pgan-zoo", "stargan2", "biggan", "biggan-deep"])
+@pytest.mark.parametrize("family", ["pgan-paper", "pgan-zoo", "stargan2", "stargan2-hpf", "biggan", "biggan-deep"])
 def test_every_network_computes_the_same_on_either_route(family, monkeypatch):
     """The networks' resampling convolutions, forced onto each route, give the same outputs and parameter gradients
     (float64): the separate route is the one the official checkpoints and codes are checked against."""
     from ganforge.nn import resample
 
-    builders = {"pgan-paper": lambda: _pgan("paper"), "pgan-zoo": lambda: _pgan("zoo"), "stargan2": _stargan2,
+    builders = {"pgan-paper": lambda: _pgan("paper"), "pgan-zoo": lambda: _pgan("zoo"),
+                "stargan2": lambda: _stargan2(0.0), "stargan2-hpf": lambda: _stargan2(1.0),
                 "biggan": lambda: _biggan(False), "biggan-deep": lambda: _biggan(True)}
     torch.manual_seed(0)
     for net, make_inputs in builders[family]():
@@ -204,3 +209,15 @@ def test_every_network_computes_the_same_on_either_route(family, monkeypatch):
                 assert fused is None
             else:
                 torch.testing.assert_close(fused, separate, rtol=1e-10, atol=1e-12)
+
+
+def test_a_layer_with_forward_hooks_keeps_its_forward(monkeypatch):
+    """A route around `conv.forward` would skip hooks (torch's own spectral norm is a pre-hook): such a layer takes the
+    two steps, whatever its size, and its hooks run."""
+    taken = _routes(monkeypatch)
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    seen = []
+    conv.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape)))
+    conv_downsample(conv, torch.zeros(8, 2, 32, 32), fused=True)
+    upsample_conv(conv, torch.zeros(8, 2, 16, 16))
+    assert taken == ["conv2d stride 1"] * 2 and seen == [(8, 2, 32, 32)] * 2

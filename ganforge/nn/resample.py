@@ -6,8 +6,8 @@ A convolution and a ×2 resampling are both linear, so their composition is one 
 multiply-adds than the two steps: conv3×3 after a nearest upsampling is a stride-2 transposed convolution whose
 4×4 kernel sums the four one-pixel shifts of the 3×3 one (4 instead of 9 multiply-adds per output pixel and
 channel pair), and a 2×2 average pool after conv3×3 a stride-2 convolution with a quarter of that kernel
-(Progressive GAN's official `upscale2d_conv2d` / `conv2d_downscale2d`, its default `fused_scale`). A 1×1
-convolution simply moves to the low-resolution side. The values equal the two steps' up to float rounding.
+(Progressive GAN's official `upscale2d_conv2d` / `conv2d_downscale2d`, its default `fused_scale`); a 1×1
+convolution moves to the low-resolution side instead. The values equal the two steps' up to float rounding.
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def _same_kernel_size(conv: nn.Module) -> int:
     padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
     stride = getattr(conv, "stride", (1, 1))
     if height != width or height % 2 == 0 or padding != (height // 2, height // 2) or tuple(stride) != (1, 1) \
-            or getattr(conv, "groups", 1) != 1 or tuple(getattr(conv, "dilation", (1, 1))) != (1, 1):
-        raise ValueError(f"resampling convolutions need an odd square 'same' kernel with stride 1, got {conv}")
+            or getattr(conv, "groups", 1) != 1 or tuple(getattr(conv, "dilation", (1, 1))) != (1, 1) \
+            or getattr(conv, "padding_mode", "zeros") != "zeros":
+        raise ValueError(f"resampling convolutions need an odd square 'same' kernel with stride 1 and zero padding, "
+                         f"got {conv}")
     return height
 
 
@@ -83,7 +85,9 @@ def fuses_resampling(full_height: int, full_width: int, device_type: str, batch:
     return min(full_height, full_width) >= FUSED_MIN_SIZE
 
 
-def _fused_route(x: Tensor, full_height: int, full_width: int, fused: bool | None) -> bool:
+def _fused_route(conv: nn.Module, x: Tensor, full_height: int, full_width: int, fused: bool | None) -> bool:
+    if conv._forward_hooks or conv._forward_pre_hooks:  # a route around conv.forward would skip them
+        return False
     if fused is not None:
         return fused
     return fuses_resampling(full_height, full_width, x.device.type,
@@ -98,12 +102,13 @@ def _shifted_sum(weight: Tensor) -> Tensor:
 
 def upsample_conv(conv: nn.Module, x: Tensor, *, fused: bool | None = None) -> Tensor:
     """`conv(upsample_nearest_2x(x))` for a 'same' convolution layer, in the fewest multiply-adds that pay.
-    `fused` forces the route of a k×k kernel (k > 1; None: by size, as above)."""
+    `fused` forces the route (None: by size, as above); the separate route is the two steps themselves, so it rounds
+    as the references do. A layer with forward hooks always takes it."""
     size = _same_kernel_size(conv)
+    if not _fused_route(conv, x, 2 * x.shape[-2], 2 * x.shape[-1], fused):
+        return conv(upsample_nearest_2x(x))
     if size == 1:
         return upsample_nearest_2x(conv(x))
-    if not _fused_route(x, 2 * x.shape[-2], 2 * x.shape[-1], fused):
-        return conv(upsample_nearest_2x(x))
     weight, bias = conv_parameters(conv)
     kernel = _shifted_sum(weight).flip(-2, -1).transpose(0, 1)
     return F.conv_transpose2d(x, kernel, bias, stride=2, padding=size // 2)
@@ -111,11 +116,12 @@ def upsample_conv(conv: nn.Module, x: Tensor, *, fused: bool | None = None) -> T
 
 def conv_downsample(conv: nn.Module, x: Tensor, *, fused: bool | None = None) -> Tensor:
     """`F.avg_pool2d(conv(x), 2)` for a 'same' convolution layer, in the fewest multiply-adds that pay.
-    `fused` forces the route of a k×k kernel (k > 1; None: by size, as above)."""
+    `fused` forces the route (None: by size, as above); the separate route is the two steps themselves, so it rounds
+    as the references do. A layer with forward hooks always takes it."""
     size = _same_kernel_size(conv)
+    if not _fused_route(conv, x, x.shape[-2], x.shape[-1], fused):
+        return F.avg_pool2d(conv(x), 2)
     if size == 1:
         return conv(F.avg_pool2d(x, 2))
-    if not _fused_route(x, x.shape[-2], x.shape[-1], fused):
-        return F.avg_pool2d(conv(x), 2)
     weight, bias = conv_parameters(conv)
     return F.conv2d(x, _shifted_sum(weight) * 0.25, bias, stride=2, padding=size // 2)
