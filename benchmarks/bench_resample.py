@@ -3,10 +3,11 @@
     python benchmarks/bench_resample.py                  # the 2-core CPU: the shapes its size rule was set from
     python benchmarks/bench_resample.py --device cuda    # GPU shapes (also a case of gpu_check.py)
 
-For each case (upsampling then conv3×3, or conv3×3 then a 2×2 average pool; channels_last, float32, as the eager
-networks run) the best of `--repeats` timings of both routes: forward + backward of the parameters and the input,
-and a gradient penalty's double backward (what a D step with WGAN-GP or R1 runs). `rule` is the route
-`upsample_conv` / `conv_downsample` take at that size on that device.
+For each case (upsampling then conv3×3, or conv3×3 then a 2×2 average pool; float32, channels_last as most eager
+networks run, or `--layout nchw` as StarGAN v2's G and the instance-norm critics run on the CPU) the best of
+`--repeats` timings of both routes: forward + backward of the parameters and the input, and a gradient penalty's
+double backward (what a D step with WGAN-GP or R1 runs). `rule` is the route `upsample_conv` / `conv_downsample` take
+at that size on that device.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _best_ms(run: Callable[[], None], repeats: int, device: torch.device) -> flo
     return best * 1e3
 
 
+LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
+
+
 def _route_ms(function: Callable[..., torch.Tensor], conv: nn.Module, x: torch.Tensor, fused: bool, repeats: int,
               device: torch.device) -> tuple[float, float]:
     def step() -> None:
@@ -61,14 +65,15 @@ def _route_ms(function: Callable[..., torch.Tensor], conv: nn.Module, x: torch.T
     return _best_ms(step, repeats, device), _best_ms(penalty, repeats, device)
 
 
-def route_timings(device: torch.device, cases: list[tuple[str, int, int, int]], repeats: int) -> list[dict]:
+def route_timings(device: torch.device, cases: list[tuple[str, int, int, int]], repeats: int,
+                  layout: torch.memory_format = torch.channels_last) -> list[dict]:
     """Per case: ms of both routes for forward + backward and for the penalty's double backward."""
     rows = []
     for direction, batch, channels, size in cases:
         torch.manual_seed(0)
-        conv = nn.Conv2d(channels, channels, 3, padding=1).to(device).to(memory_format=torch.channels_last)
+        conv = nn.Conv2d(channels, channels, 3, padding=1).to(device).to(memory_format=layout)
         side = size // 2 if direction == "up" else size
-        x = torch.randn(batch, channels, side, side, device=device).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(batch, channels, side, side, device=device).contiguous(memory_format=layout)
         x.requires_grad_(True)
         function = upsample_conv if direction == "up" else conv_downsample
         row = {"direction": direction, "batch": batch, "channels": channels, "size": size,
@@ -97,13 +102,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--layout", choices=list(LAYOUTS), default="channels_last")
     parser.add_argument("--quick", action="store_true", help="two tiny cases (the test suite)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cases = QUICK_CASES if args.quick else CPU_CASES if device.type == "cpu" else CUDA_CASES
-    rows = route_timings(device, cases, args.repeats)
-    print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, float32, channels_last; ms")
+    rows = route_timings(device, cases, args.repeats, LAYOUTS[args.layout])
+    print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, float32, {args.layout}; ms")
     print(table(rows))
     return rows
 
