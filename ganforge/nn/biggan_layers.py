@@ -175,11 +175,11 @@ class GeneratorBlock(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """Down-ResBlock: [ReLU] → conv3×3 → ReLU → conv3×3 → [avg-pool 2×2], plus a shortcut.
 
-    The first block of D is not pre-activated (its input is the image). BigGAN's later blocks convolve their shortcut
-    before pooling it; every block here pools first (the same linear map, a quarter of the multiply-adds), as
-    BigGAN's first block does. The shortcut conv exists only when the channel count changes or the block
-    downsamples. ``wide`` (BigGAN's default) makes the hidden width the
-    output width; otherwise the input width (SNGAN).
+    The first block of D is not pre-activated (its input is the image) and pools its shortcut before the 1×1 conv;
+    later blocks convolve first, as BigGAN's, except on the strided route of `conv_downsample` (the same linear map,
+    a quarter of the multiply-adds). The shortcut conv exists only when the channel count changes or the block
+    downsamples. ``wide`` (BigGAN's default) makes the hidden width the output width; otherwise the input width
+    (SNGAN).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, sn: SNSettings | None, preactivation: bool,
@@ -194,9 +194,11 @@ class DiscriminatorBlock(nn.Module):
             else None
 
     def _shortcut(self, x: Tensor) -> Tensor:
-        if self.conv_sc is None:
-            return F.avg_pool2d(x, 2) if self.downsample else x
-        return conv_downsample(self.conv_sc, x) if self.downsample else self.conv_sc(x)
+        if self.downsample and not self.preactivation:
+            x = F.avg_pool2d(x, 2)
+        elif self.downsample:
+            return F.avg_pool2d(x, 2) if self.conv_sc is None else conv_downsample(self.conv_sc, x)
+        return self.conv_sc(x) if self.conv_sc is not None else x
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.relu(x) if self.preactivation else x  # out of place: the shortcut needs the raw x
