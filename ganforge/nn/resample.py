@@ -18,10 +18,11 @@ from torch import Tensor, nn
 
 from ganforge.nn.layout import is_channels_last
 
-# Measured forward + backward (and double backward) on 2 CPU cores (benchmarks/README.md "Resampling
-# convolutions"): one strided convolution is 1.2-2.7x faster from 4,096 pixels (batch × height × width of the
-# full-resolution side) up, and up to 2x slower below, where the convolutions are too small to gain from fewer
-# multiply-adds. Elsewhere StyleGAN's rule (its fused_scale 'auto': 128 px and up) until a GPU run measures one.
+# Measured forward + backward (and double backward) on 2 CPU cores (benchmarks/README.md "Convolutions beside a
+# resampling as one strided convolution"): one strided convolution is 1.3-2.5x faster from 4,096 pixels (batch ×
+# height × width of the full-resolution side) up, and up to 2x slower below, where the convolutions are too small
+# to gain from fewer multiply-adds. Elsewhere StyleGAN's rule (its fused_scale 'auto': 128 px and up) until a GPU
+# run measures one.
 FUSED_MIN_BATCH_PIXELS_CPU = 4096
 FUSED_MIN_SIZE = 128
 
