@@ -38,7 +38,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_ms(run: Callable[[], None], repeats: int, device: torch.device) -> float:
+def best_ms(run: Callable[[], None], repeats: int, device: torch.device) -> float:
     run()  # warm-up: kernel selection, allocations
     _sync(device)
     best = float("inf")
@@ -62,7 +62,7 @@ def _route_ms(function: Callable[..., torch.Tensor], conv: nn.Module, x: torch.T
         (grad,) = torch.autograd.grad(function(conv, x, fused=fused).square().sum(), x, create_graph=True)
         grad.square().sum().backward()
 
-    return _best_ms(step, repeats, device), _best_ms(penalty, repeats, device)
+    return best_ms(step, repeats, device), best_ms(penalty, repeats, device)
 
 
 def route_timings(device: torch.device, cases: list[tuple[str, int, int, int]], repeats: int,

@@ -1,5 +1,6 @@
 """One GPU check: training in fp32, bf16 and compiled, resume, throughput, FLOP/s and MFU, peak memory, metric timings,
-and the two routes of a convolution beside a resampling (which ganforge.nn.resample's rule off the CPU needs).
+and the two routes of a convolution beside a resampling and of a gradient penalty's convolutions (which the size rules
+of ganforge.nn.resample and ganforge.nn.double_backward off the CPU need).
 
     python benchmarks/gpu_check.py --device cuda --out gpu_check.json     # < 8 min on one H100/H200
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/c.json  # tiny sizes, < 1 min (run by the tests)
@@ -41,6 +42,7 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_penalty  # noqa: E402 - the penalty routes' timings
 from bench_resample import CUDA_CASES, QUICK_CASES, route_timings  # noqa: E402 - the resampling routes' timings
 from reliability_runs import TINY_RUNS  # noqa: E402 - the suite's tiny config of every family
 
@@ -457,6 +459,18 @@ def resample_case(args: argparse.Namespace, device: torch.device) -> Case:
     return ("resample/routes", routes)
 
 
+def penalty_case(args: argparse.Namespace, device: torch.device) -> Case:
+    """(7) A gradient penalty's convolutions on autograd's double backward and on ganforge.nn.double_backward's route
+    (benchmarks/bench_penalty.py) at GPU shapes: whether the route's size rule, set on the CPU, holds on this GPU."""
+    def routes() -> dict[str, Any]:
+        cases = bench_penalty.QUICK_CASES if args.quick else bench_penalty.CUDA_CASES
+        rows = bench_penalty.penalty_timings(device, cases, 2 if args.quick else 10)
+        return {"rows": rows, "rule_right": sum((r["rule"] == "route") == (r["speed_up"] > 1) for r in rows),
+                "cases": len(rows)}
+
+    return ("penalty/routes", routes)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """One row per case; training cases end with their loss differences (see family_cases)."""
     lines = [f"{'case':40s} {'status':8s} {'img/s':>9s} {'s/step':>8s} {'x fp32':>6s} {'TFLOP/s':>8s} {'MFU':>6s} "
@@ -507,7 +521,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, _ in [c for c in resumes if c[0] != "resume/wgan-gp"]:
             runner.skip(name, "--quick: resume/wgan-gp stands for the rest (the kill tests resume every family)")
         resumes = [c for c in resumes if c[0] == "resume/wgan-gp"]
-    for name, case in train_eager + resumes + speed_eager + metric_cases(args, device) + [resample_case(args, device)]:
+    for name, case in train_eager + resumes + speed_eager + metric_cases(args, device) + [
+            resample_case(args, device), penalty_case(args, device)]:
         runner.record(name, case)
     if args.quick:  # compiling takes minutes on CPU: one family stands for the rest
         for name, _ in speed_compiled + [c for c in train_compiled if c[0] != "train/wgan-gp/compiled"]:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ganforge.nn.double_backward import penalised_convolutions
+
 
 def wgan_critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The critic's loss −(E[D(real)] − E[D(fake)]) as (real part, fake part), −E[D(real)] and E[D(fake)]: the
@@ -42,7 +44,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     box-downscales k× again, whose gradient norm is the native one divided by k (norm_scale = 1/k).
     """
     mixed = (mix * real.detach() + (1.0 - mix) * fake.detach()).requires_grad_(True)
-    scores = critic(mixed)
+    with penalised_convolutions():
+        scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1) * norm_scale
     return (norms - target).square().mean()

@@ -28,7 +28,7 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     expected |= {f"speed/pgan16/step{start}/{mode}" for start in (99, 199, 299) for mode in ("fp32", "bf16")}
     expected |= {"speed/pgan16/step199/compiled", "speed/pgan16/step299/compiled"}  # the two largest resolutions
     expected |= {"metric/fid_features", "metric/dinov2_features", "metric/swd", "metric/on_device_vs_cpu",
-                 "metric/frechet", "resample/routes"}
+                 "metric/frechet", "resample/routes", "penalty/routes"}
     expected |= {f"resume/{family}" for family in FAMILIES}
     autotuned = {f"speed/{name}/cudnn_benchmark" for name in ("biggan/step0", "stargan2/step0", "wgan-gp/step0",
                                                              "pgan16/step99", "pgan16/step199", "pgan16/step299")}
@@ -70,6 +70,10 @@ def test_gpu_check_quick_on_cpu_records_every_case(tmp_path: Path) -> None:
     assert routes["status"] == "ok" and routes["cases"] == len(routes["rows"]) == 2
     assert all(row[key] > 0 for row in routes["rows"] for key in ("separate_ms", "fused_ms", "fused_penalty_ms"))
     assert [row["rule"] for row in routes["rows"]] == ["separate", "separate"]  # 2 × 8 × 8 pixels on the CPU
+    penalty = cases["penalty/routes"]  # autograd's double backward and the route, per shape
+    assert penalty["status"] == "ok" and penalty["cases"] == len(penalty["rows"]) == 2
+    assert all(row["autograd_ms"] > 0 and row["route_ms"] > 0 for row in penalty["rows"])
+    assert [row["rule"] for row in penalty["rows"]] == ["autograd", "autograd"]
 
 
 def test_operator_flops_counts_a_gradient_penalty_step_by_hand() -> None:

@@ -38,6 +38,7 @@ from ganforge.losses import (
     wgan_generator_loss,
 )
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
+from ganforge.nn.double_backward import penalised_convolutions
 from ganforge.nn.ema import check_ema_rampup, copy_weights
 from ganforge.nn.optim import adam
 
@@ -592,7 +593,8 @@ class PGANFamily(Family):
             """R1 (as StyleGAN's process_reals sees it in the paper variant), D's logits on the reals, and with
             labels their classification loss, from one D call."""
             reals = reals.detach().requires_grad_(True)
-            d_real, classification = scored(reals, labels, real=True)
+            with penalised_convolutions():
+                d_real, classification = scored(reals, labels, real=True)
             return r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2, d_real, classification
 
         def d_r1_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

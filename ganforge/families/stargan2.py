@@ -50,6 +50,7 @@ from ganforge.losses import r1_penalty
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.fan import FAN, WING_WEIGHTS, FanWeightsError, face_masks, load_fan
 from ganforge.models.stargan2 import Encoding, StarGAN2Arch, he_init_
+from ganforge.nn.double_backward import penalised_convolutions
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 
@@ -352,7 +353,8 @@ class StarGAN2Family(Family):
         """BCE(D(x), 1) + λ_reg·R1(x) + BCE(D(G(x, s̃)), 0); the fake is made without gradients."""
         G, D = self.nets["G"], self.discriminate
         x_real = inputs.x_src.detach().requires_grad_(True)
-        d_real = D(x_real, inputs.y_src, real=True)
+        with penalised_convolutions():
+            d_real = D(x_real, inputs.y_src, real=True)
         loss_real = _bce(d_real, 1.0)
         loss_reg = r1_penalty(d_real, x_real)
         with torch.no_grad():
