@@ -155,3 +155,26 @@ def test_discriminator_penalties_equal_autograds(name: str, monkeypatch: pytest.
     assert len(results[0]) > 2
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-13)
+
+
+def test_route_under_autocast_casts_as_autocast_does() -> None:
+    """amp: bf16 runs penalties under autocast: the route convolves in bf16 as autocast's own conv2d, and its backward
+    (outside autocast) gets the dtypes it saved."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(4, 8, 16, 16)
+    results = []
+    for routed in (False, True):
+        conv.zero_grad()
+        images = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with penalised_convolutions(0 if routed else 10**15):
+                out = conv(images)
+            (grad,) = torch.autograd.grad(out.float().square().sum(), images, create_graph=True)
+        grad.square().sum().backward()
+        assert out.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
+        assert type(out.grad_fn).__name__ == ("_Conv2dBackward" if routed else "ConvolutionBackward0")
+        results.append((out, grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    for a, b in zip(results[0][2:], results[1][2:], strict=True):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=1e-2)

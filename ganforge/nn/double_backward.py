@@ -103,11 +103,18 @@ class _Conv2d(torch.autograd.Function):
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> torch.Tensor:
     """F.conv2d (same arguments), twice differentiable through the weight-gradient kernels. String paddings and
-    unbatched inputs go to F.conv2d (aten's backward takes numbers and batches)."""
+    unbatched inputs go to F.conv2d (aten's backward takes numbers and batches). Under autocast the tensors are cast
+    as autocast casts a convolution's (its backward runs outside autocast, in the forward's dtypes)."""
     if isinstance(padding, str) or input.dim() != 4:
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
     params = (_pair(stride), _pair(padding), _pair(dilation), groups)
-    return _Conv2d.apply(_with_node(input), _with_node(weight), _with_node(bias), params)
+    device = input.device.type
+    if not torch.is_autocast_enabled(device):
+        return _Conv2d.apply(_with_node(input), _with_node(weight), _with_node(bias), params)
+    dtype = torch.get_autocast_dtype(device)
+    input, weight, bias = (None if t is None else _with_node(t.to(dtype)) for t in (input, weight, bias))
+    with torch.autocast(device, enabled=False):
+        return _Conv2d.apply(input, weight, bias, params)
 
 
 def multiply_adds(input_shape: Sequence[int], weight: torch.Tensor, stride: Any = 1) -> int:
