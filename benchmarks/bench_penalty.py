@@ -25,7 +25,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_resample import best_ms  # noqa: E402 - the same timing loop as the resampling routes'
 
-from ganforge.nn.double_backward import MIN_MULTIPLY_ADDS, multiply_adds, penalised_convolutions  # noqa: E402
+from ganforge.nn.double_backward import MIN_MULTIPLY_ADDS, PenalisedConvolutions, multiply_adds  # noqa: E402
 
 # (kernel, batch, channels, side): PGAN-like widths and the batches the families train with on each device
 CPU_CASES = [(kernel, batch, channels, side) for kernel in (3, 4)
@@ -43,7 +43,7 @@ def _penalty_step(layer: nn.Module, x: torch.Tensor, routed: bool) -> Callable[[
     def step() -> None:
         images = x.detach().requires_grad_(True)
         if routed:
-            with penalised_convolutions(0):
+            with PenalisedConvolutions(0):
                 out = F.leaky_relu(layer(images), 0.2)
         else:
             out = F.leaky_relu(layer(images), 0.2)

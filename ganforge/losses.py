@@ -44,7 +44,7 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     box-downscales k× again, whose gradient norm is the native one divided by k (norm_scale = 1/k).
     """
     mixed = (mix * real.detach() + (1.0 - mix) * fake.detach()).requires_grad_(True)
-    with penalised_convolutions():
+    with penalised_convolutions(mixed.device):
         scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1) * norm_scale

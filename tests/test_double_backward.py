@@ -3,19 +3,31 @@ bit, second order to float64 rounding, and skips the gradients a penalty's ∇�
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reliability_runs import tiny_run
 from torch import nn
 
+from ganforge.families import resolve_run_config
 from ganforge.losses import gradient_penalty, r1_penalty
 from ganforge.models.dcgan import DCGANCritic
 from ganforge.models.pgan import PGANArch, PGANDiscriminator
 from ganforge.models.stargan2 import Discriminator as StarGAN2Discriminator
 from ganforge.nn import double_backward
-from ganforge.nn.double_backward import MIN_MULTIPLY_ADDS, conv2d, multiply_adds, penalised_convolutions
+from ganforge.nn.double_backward import (
+    MIN_MULTIPLY_ADDS,
+    PenalisedConvolutions,
+    conv2d,
+    multiply_adds,
+    penalised_convolutions,
+)
+from ganforge.training.engine import Trainer
 
 # (in, out, kernel, stride, padding, dilation, groups, bias)
 CONVS = [(3, 4, 3, 1, 1, 1, 1, True), (4, 6, 4, 2, 1, 1, 1, False), (4, 4, 3, 1, (2, 1), 2, 2, True),
@@ -26,7 +38,7 @@ def _penalty_grads(layer: nn.Module, x: torch.Tensor, routed: bool) -> tuple[tor
     """The output, ∇ₓ, and the gradients of a penalty-like loss (f(∇ₓ) plus the output) for input and parameters."""
     x = x.clone().requires_grad_(True)
     layer.zero_grad()
-    with penalised_convolutions(0) if routed else torch.enable_grad():
+    with PenalisedConvolutions(0) if routed else torch.enable_grad():
         out = layer(x)
     (grad,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
     loss = grad.square().sum() + (grad * x).sum() + out.sum()
@@ -82,7 +94,7 @@ def test_penalty_gradient_leaves_weight_gradients_uncomputed(monkeypatch: pytest
     monkeypatch.setattr(double_backward, "_convolution_backward", recording)
     conv = nn.Conv2d(3, 4, 3, padding=1)
     x = torch.randn(2, 3, 6, 6, requires_grad=True)
-    with penalised_convolutions(0):
+    with PenalisedConvolutions(0):
         out = conv(x)
     torch.autograd.grad(out.square().sum(), x, create_graph=True)
     assert masks == [[True, False, False]]
@@ -109,7 +121,7 @@ def test_route_taken_by_size_inside_the_mode_only() -> None:
     conv = nn.Conv2d(64, 64, 3, padding=1)
     large, small = torch.randn(16, 64, 32, 32), torch.randn(16, 64, 4, 4)
     assert multiply_adds(small.shape, conv.weight) < MIN_MULTIPLY_ADDS <= multiply_adds(large.shape, conv.weight)
-    with penalised_convolutions():
+    with PenalisedConvolutions():
         assert type(conv(large).grad_fn).__name__ == "_Conv2dBackward"
         assert type(conv(small).grad_fn).__name__ == "ConvolutionBackward0"
         assert type(F.conv2d(input=large, weight=conv.weight).grad_fn).__name__ == "_Conv2dBackward"
@@ -132,8 +144,8 @@ def _discriminators() -> dict[str, tuple[nn.Module, torch.Tensor, dict]]:
 
 @pytest.mark.parametrize("name", list(_discriminators()))
 def test_discriminator_penalties_equal_autograds(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each family's D under its penalty (WGAN-GP or R1), every convolution on the route and on autograd's double
-    backward: the same weight gradients."""
+    """Each family's D under a penalty (R1 for StarGAN v2's, WGAN-GP for the rest), every convolution on the route
+    and on autograd's double backward: the same weight gradients."""
     net, x, kwargs = _discriminators()[name]
     net = net.double()
     x = x.double()
@@ -143,11 +155,11 @@ def test_discriminator_penalties_equal_autograds(name: str, monkeypatch: pytest.
     for routed in (False, True):
         monkeypatch.setattr(double_backward, "MIN_MULTIPLY_ADDS", 0 if routed else 10**15)
         net.zero_grad()
-        if name == "stargan2":  # the family enters the mode around D's call on the reals
+        if name == "stargan2":
             real = x.clone().requires_grad_(True)
-            with penalised_convolutions():
+            with penalised_convolutions(real.device):
                 penalty = r1_penalty(net(real, **kwargs), real)
-        else:  # gradient_penalty enters it itself
+        else:  # gradient_penalty enters the mode itself
             penalty = gradient_penalty(lambda images: net(images, **kwargs), x, x.flip(0), mix)
         penalty.backward()
         results.append([p.grad for p in net.parameters() if p.grad is not None])
@@ -155,6 +167,47 @@ def test_discriminator_penalties_equal_autograds(name: str, monkeypatch: pytest.
     assert len(results[0]) > 2
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("family, model", [("pgan", {}), ("pgan", {"variant": "zoo"}),
+                                           ("pgan", {"loss": "logistic-r1"}),
+                                           ("pgan", {"loss": "logistic-r1", "r1_interval": 2}),
+                                           ("wgan-gp", {}), ("stargan2", {})])
+def test_families_route_their_penalised_calls(family: str, model: dict, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every family's penalty (WGAN-GP's interpolates, R1's reals, lazy R1 too) differentiates its D call inside
+    the mode: with the threshold at 0 a training step routes convolutions of D's input size."""
+    config = tiny_run(family)
+    config["model"].update(model)
+    trainer = Trainer(resolve_run_config(None, config), tmp_path / "run")
+    routed: list[torch.Size] = []
+    monkeypatch.setattr(double_backward, "conv2d", lambda *a, **k: routed.append(a[0].shape) or conv2d(*a, **k))
+    monkeypatch.setattr(double_backward, "MIN_MULTIPLY_ADDS", 0)
+    plan = trainer.family.plan(trainer.step)
+    trainer.train_step(plan)
+    assert routed and all(shape[0] == config["model"].get("batch_size", 4) for shape in routed)
+    assert max(shape[-1] for shape in routed) == (plan.resolution if family == "pgan" else 32)  # D's input size
+
+
+def test_penalised_convolutions_where_measured_only() -> None:
+    assert isinstance(penalised_convolutions(torch.device("cpu")), PenalisedConvolutions)
+    assert isinstance(penalised_convolutions(torch.device("cuda")), contextlib.nullcontext)
+
+
+def test_mode_keeps_frozen_weights_and_other_argument_forms() -> None:
+    """A weight that does not train has no weight gradient to speed up (a frozen D, augmentation filters); strides
+    and paddings as F.conv2d takes them all work; string paddings keep F.conv2d."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3)
+    with PenalisedConvolutions(0):
+        assert type(F.conv2d(x, weight, padding=1).grad_fn).__name__ == "ConvolutionBackward0"
+        weight.requires_grad_(True)
+        for stride, padding in [((2,), [1]), (np.int64(2), (np.int64(1), 0)), (2, (1, 1))]:
+            out = F.conv2d(x, weight, None, stride, padding)
+            assert type(out.grad_fn).__name__ == "_Conv2dBackward"
+            assert torch.equal(out, F.conv2d(x.detach(), weight.detach(), None, stride, padding))
+        assert type(F.conv2d(x, weight, padding="same").grad_fn).__name__ == "ConvolutionBackward0"
 
 
 def test_route_under_autocast_casts_as_autocast_does() -> None:
@@ -168,7 +221,7 @@ def test_route_under_autocast_casts_as_autocast_does() -> None:
         conv.zero_grad()
         images = x.clone().requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            with penalised_convolutions(0 if routed else 10**15):
+            with PenalisedConvolutions(0 if routed else 10**15):
                 out = conv(images)
             (grad,) = torch.autograd.grad(out.float().square().sum(), images, create_graph=True)
         grad.square().sum().backward()

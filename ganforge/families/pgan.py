@@ -593,7 +593,7 @@ class PGANFamily(Family):
             """R1 (as StyleGAN's process_reals sees it in the paper variant), D's logits on the reals, and with
             labels their classification loss, from one D call."""
             reals = reals.detach().requires_grad_(True)
-            with penalised_convolutions():
+            with penalised_convolutions(reals.device):
                 d_real, classification = scored(reals, labels, real=True)
             return r1_penalty(d_real, reals) * self.gp_norm_scale(plan.resolution) ** 2, d_real, classification
 

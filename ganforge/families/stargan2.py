@@ -353,7 +353,7 @@ class StarGAN2Family(Family):
         """BCE(D(x), 1) + λ_reg·R1(x) + BCE(D(G(x, s̃)), 0); the fake is made without gradients."""
         G, D = self.nets["G"], self.discriminate
         x_real = inputs.x_src.detach().requires_grad_(True)
-        with penalised_convolutions():
+        with penalised_convolutions(x_real.device):
             d_real = D(x_real, inputs.y_src, real=True)
         loss_real = _bce(d_real, 1.0)
         loss_reg = r1_penalty(d_real, x_real)
