@@ -30,7 +30,7 @@ def reference_configs(div: int) -> dict[str, dict[str, Any]]:
     widths = [max(w // div, 4) for w in pgan_widths(32)]
     return {
         "pgan": {"family": "pgan", "data": "builtin:shapes?count=256&resolution=32", "model": {
-            "resolution": 32, "widths": widths, "latent_dim": widths[0], "schedule": {
+            "variant": "zoo", "resolution": 32, "widths": widths, "latent_dim": widths[0], "schedule": {
                 "max_iter_at_scale": [100] * 4, "alpha_jumps": 0, "alpha_jump_size": 1, "batch_size": 16}}},
         "biggan": {"family": "biggan", "data": "builtin:shapes?count=256&resolution=32", "model": {
             "g_ch": max(64 // div, 4), "d_ch": max(64 // div, 4), "g_attention": [], "d_attention": [],
