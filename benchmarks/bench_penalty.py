@@ -13,7 +13,6 @@ takes at that size.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_resample import best_ms  # noqa: E402 - the same timing loop as the resampling routes'
+from bench_resample import best_ms, route_cases, route_parser  # noqa: E402 - as the resampling routes' benchmark
 
 from ganforge.nn.double_backward import MIN_MULTIPLY_ADDS, PenalisedConvolutions, multiply_adds  # noqa: E402
 
@@ -82,15 +81,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="two tiny cases (the test suite)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    cases = QUICK_CASES if args.quick else CPU_CASES if device.type == "cpu" else CUDA_CASES
+    args = route_parser(__doc__).parse_args(argv)
+    device, cases = route_cases(args, CPU_CASES, CUDA_CASES, QUICK_CASES)
     rows = penalty_timings(device, cases, args.repeats)
     print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, float32, channels_last; "
           f"ms per penalty step (forward, ∇ₓ, backward)")

@@ -97,17 +97,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def route_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a benchmark of two routes at CPU or GPU shapes (this one's and bench_penalty.py's)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--layout", choices=list(LAYOUTS), default="channels_last")
     parser.add_argument("--quick", action="store_true", help="two tiny cases (the test suite)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def route_cases(args: argparse.Namespace, cpu: list, cuda: list, quick: list) -> tuple[torch.device, list]:
+    """The device and its cases (the CPU's, a GPU's, or the quick ones), torch's threads set."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cases = QUICK_CASES if args.quick else CPU_CASES if device.type == "cpu" else CUDA_CASES
+    return device, quick if args.quick else cpu if device.type == "cpu" else cuda
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = route_parser(__doc__)
+    parser.add_argument("--layout", choices=list(LAYOUTS), default="channels_last")
+    args = parser.parse_args(argv)
+    device, cases = route_cases(args, CPU_CASES, CUDA_CASES, QUICK_CASES)
     rows = route_timings(device, cases, args.repeats, LAYOUTS[args.layout])
     print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, float32, {args.layout}; ms")
     print(table(rows))

@@ -122,7 +122,8 @@ class PGANArch:
 
 def _lrelu(x: Tensor) -> Tensor:
     """In place: every call takes a fresh layer output that nothing else reads (the references' values and gradients
-    bit for bit, one allocation less per activation)."""
+    bit for bit, one allocation less per activation). A forward hook that keeps a layer's output sees it activated:
+    such a hook should keep a copy."""
     return F.leaky_relu(x, LRELU_SLOPE, inplace=True)
 
 
