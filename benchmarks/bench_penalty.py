@@ -7,8 +7,8 @@
 Each case is a D-like layer (a conv3×3, or a stride-2 conv4×4 as the DCGAN critics' and the strided downsampling's,
 then a leaky ReLU) on a batch of `channels`-channel images, float32 channels_last; the timed step is what a D step
 with WGAN-GP or R1 runs for it: the forward, ∇ₓ with create_graph, and the backward of the penalty and the output
-into the weights. Best of `--repeats`; `Madds` the convolution's multiply-adds (millions), `rule` the route the mode
-takes at that size.
+into the weights. Best of `--repeats`; `Madds` the convolution's multiply-adds (millions), `rule` the route the CPU's
+threshold picks at that size (off the CPU the mode is not entered: autograd's until measured).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ training script builds it, fed batches already on the device; ganforge's is `Tra
 timed in turn, one step each per round, and the medians compared, so load that comes and goes on the machine falls on
 both alike; each step runs under the torch flags its own code set (the references' scripts: cudnn.benchmark, no TF32
 matmuls; ganforge's engine: TF32 on CUDA). Each family runs in its own Python process, so the references' module
-names (`models`, `utils`, `core`, ...) never meet each other.
+names (`models`, `utils`, `core`, ...) never meet each other. In one process the sides also share the allocator and the
+caches, so each side's memory habits can move the other's time: `--apart` times each side in a process of its own
+(the reference's process builds no ganforge trainer; ganforge's builds the reference's networks but never steps them).
 
 What the references import only for data loading, sample sheets, videos and face landmarks, and a timed step never
 runs (torchvision, ffmpeg, cv2, skimage where missing), is replaced by empty placeholder modules; munch, which
@@ -342,12 +344,14 @@ def run_family(family: str, args: argparse.Namespace) -> None:
     repo = find_repo(args.refs, family)
     row["repo"] = repo.name
     scratch = Path(tempfile.mkdtemp(prefix=f"bench-ref-{family}-"))
-    trainers = {mode: build(CONFIGS[family](args), mode, device, scratch / mode) for mode in args.modes}
+    modes = [] if args.side == "reference" else args.modes
+    trainers = {mode: build(CONFIGS[family](args), mode, device, scratch / mode) for mode in modes}
     for resolution, reference in REFERENCE_STEPS[family](repo, args, device):
-        steps = {"reference": reference, **{mode: GANFORGE_STEPS[family](args, trainer, resolution)
-                                            for mode, trainer in trainers.items()}}
+        steps = {} if args.side == "ganforge" else {"reference": reference}
+        steps.update({mode: GANFORGE_STEPS[family](args, trainer, resolution) for mode, trainer in trainers.items()})
         medians = interleaved_medians(steps, device, args.warmup, args.steps)
-        row["reference_s"][resolution] = medians.pop("reference")
+        if "reference" in medians:
+            row["reference_s"][resolution] = medians.pop("reference")
         for mode, seconds in medians.items():
             row["ganforge_s"][mode][resolution] = seconds
         print("RESULT " + json.dumps(row), flush=True)
@@ -366,6 +370,15 @@ def run_in_subprocess(family: str, argv: list[str], limit_s: float) -> dict[str,
     row = json.loads(lines[-1][len("RESULT "):]) if lines else {"family": family, "reference_s": {}, "ganforge_s": {}}
     if error:
         row["error"], row["log"] = error, (stderr or stdout).strip()[-1500:]
+    return row
+
+
+def merged_sides(reference: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """One row from the two processes of `--apart`: the reference's times from the first, ganforge's from the
+    second, and the first error either reported (ganforge's if both failed)."""
+    row = {**reference, "ganforge_s": ours.get("ganforge_s", {})}
+    if "error" in ours:
+        row["error"], row["log"] = ours["error"], ours["log"]
     return row
 
 
@@ -388,19 +401,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--family-limit-s", type=float, default=3600.0, help="stop a family's process after this")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--apart", action="store_true", help="time each side in a process of its own")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one family, rows on stdout
+    parser.add_argument("--side", default="both", choices=["both", "reference", "ganforge"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.pgan_times = args.pgan_times or [args.pgan_res]
     if args.one:
         run_family(args.one, args)
         return
-    forwarded = _without_option(sys.argv[1:], "--families")
+    forwarded = [arg for arg in _without_option(sys.argv[1:], "--families") if arg != "--apart"]
     print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, widths / {args.width_div}")
     print(f"{'family':9s} {'res':>4s} {'reference s/it':>15s} " + " ".join(f"{m + ' s/it':>14s} {'speed-up':>8s}"
                                                                          for m in args.modes))
     rows = []
     for family in args.families:
-        row = run_in_subprocess(family, forwarded, args.family_limit_s)
+        if args.apart:  # the reference's process, then ganforge's
+            row = merged_sides(run_in_subprocess(family, [*forwarded, "--side", "reference"], args.family_limit_s),
+                               run_in_subprocess(family, [*forwarded, "--side", "ganforge"], args.family_limit_s))
+        else:
+            row = run_in_subprocess(family, forwarded, args.family_limit_s)
         rows.append(row)
         for res, ref in row["reference_s"].items():
             cells = " ".join(f"{row['ganforge_s'][m][res]:14.4f} {ref / row['ganforge_s'][m][res]:7.2f}x"

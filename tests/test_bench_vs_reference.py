@@ -67,6 +67,17 @@ def test_a_family_whose_checkout_is_missing_is_reported_and_the_table_still_prin
     assert '"error": "failed"' in out.read_text()
 
 
+def test_apart_merges_the_reference_process_and_ganforge_s(bench, tmp_path: Path) -> None:
+    reference = {"family": "pgan", "reference_s": {"32": 0.5}, "ganforge_s": {"fp32": {}}, "repo": "zoo"}
+    ours = {"family": "pgan", "reference_s": {}, "ganforge_s": {"fp32": {"32": 0.25}}, "repo": "zoo"}
+    assert bench.merged_sides(reference, ours) == {**reference, "ganforge_s": {"fp32": {"32": 0.25}}}
+    failed = bench.merged_sides(reference, {**ours, "error": "failed", "log": "Traceback"})
+    assert failed["error"] == "failed" and failed["log"] == "Traceback" and failed["reference_s"] == {"32": 0.5}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--refs", str(tmp_path), "--families", "pgan", "--apart"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "pgan      failed: FileNotFoundError: --refs" in proc.stdout, proc.stderr
+
+
 def test_a_loop_that_pulls_its_batches_runs_one_whole_iteration_per_step(bench) -> None:
     done = []
 

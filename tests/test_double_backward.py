@@ -231,3 +231,12 @@ def test_route_under_autocast_casts_as_autocast_does() -> None:
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     for a, b in zip(results[0][2:], results[1][2:], strict=True):
         torch.testing.assert_close(b, a, rtol=2e-2, atol=1e-2)
+
+
+def test_route_under_autocast_leaves_float64_alone() -> None:
+    conv = nn.Conv2d(2, 2, 3, padding=1).double()
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16), PenalisedConvolutions(0):
+        out = conv(x)
+    assert type(out.grad_fn).__name__ == "_Conv2dBackward" and out.dtype == torch.float64
+    assert torch.equal(out, conv(x))

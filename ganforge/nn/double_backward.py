@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 # From this many multiply-adds a convolution's penalty step is faster on the route (benchmarks/README.md, "Penalty
-# convolutions", on the CPU: 0.83-0.97x below 9.4M multiply-adds, about even at 9.4M, 1.03-1.31x from 16.8M)
+# convolutions", on the CPU: 0.83-0.96x below 9.4M multiply-adds, 0.97-1.08x at 9.4M, 1.03-1.31x from 16.8M but for
+# one case at 0.98x)
 MIN_MULTIPLY_ADDS = 2**24
 # where that was measured; elsewhere autograd's own until gpu_check.py's penalty/routes case measures the route
 MEASURED_DEVICES = ("cpu",)
@@ -126,8 +127,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     device = input.device.type
     if not torch.is_autocast_enabled(device):
         return _Conv2d.apply(_with_node(input), _with_node(weight), _with_node(bias), params)
-    dtype = torch.get_autocast_dtype(device)
-    input, weight, bias = (None if t is None else _with_node(t.to(dtype)) for t in (input, weight, bias))
+    dtype = torch.get_autocast_dtype(device)  # autocast leaves float64 alone
+    input, weight, bias = (t if t is None or t.dtype == torch.float64 else _with_node(t.to(dtype))
+                           for t in (input, weight, bias))
     with torch.autocast(device, enabled=False):
         return _Conv2d.apply(input, weight, bias, params)
 
