@@ -20,8 +20,10 @@ timed in turn, one step each per round, and the medians compared, so load that c
 both alike; each step runs under the torch flags its own code set (the references' scripts: cudnn.benchmark, no TF32
 matmuls; ganforge's engine: TF32 on CUDA). Each family runs in its own Python process, so the references' module
 names (`models`, `utils`, `core`, ...) never meet each other. In one process the sides also share the allocator and the
-caches, so each side's memory habits can move the other's time: `--apart` times each side in a process of its own
-(the reference's process builds no ganforge trainer; ganforge's builds the reference's networks but never steps them).
+caches, so each side's memory habits can move the other's time, and ganforge's trainer sets the process's heap policy
+on the CPU (training/speed.keep_freed_host_memory), which the reference then shares: `--apart` times each side in a
+process of its own, as each program runs by itself (the reference's process builds no ganforge trainer and keeps
+glibc's defaults; ganforge's builds the reference's networks but never steps them).
 
 What the references import only for data loading, sample sheets, videos and face landmarks, and a timed step never
 runs (torchvision, ffmpeg, cv2, skimage where missing), is replaced by empty placeholder modules; munch, which

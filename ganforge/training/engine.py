@@ -36,7 +36,7 @@ from ganforge.training import checkpoint as ckpt
 from ganforge.training.log import EARLY_STOP_EVENT, PER_CLASS_METRICS_NAME, SINGULAR_VALUES_NAME, RunLogger
 from ganforge.training.lookahead import Lookahead
 from ganforge.training.loss_scale import DynamicLossScale
-from ganforge.training.speed import compile_networks, eager_memory_format
+from ganforge.training.speed import compile_networks, eager_memory_format, keep_freed_host_memory
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import sample_caption, save_grid
 from ganforge.viz.report import REPORT_NAME, ReportRefresher
@@ -199,6 +199,8 @@ class Trainer:
         self.device = pick_device(config.device, self.dist)
         if self.device.type == "cuda":  # float32 storage and sums; matmuls and/or convolutions on TF32 tensor cores
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = cuda_tf32_flags(config.tf32)
+        if self.device.type == "cpu":  # each step's activations reuse the last step's pages (measured on the CPU)
+            keep_freed_host_memory()
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)),
