@@ -34,8 +34,12 @@ FIGURES = ("faults", "system_ms", "user_ms", "wall_ms")
 
 def measure(family: str, policy: str, width_div: int, warmup: int, steps: int) -> dict[str, float]:
     """Per-step figures of one family's trainer under one heap policy, in this process."""
+    kept = []
     if policy == "default":
         engine.keep_freed_host_memory = lambda: False
+    else:  # the trainer's own call, its answer recorded: "kept" must not silently be the default
+        keep = engine.keep_freed_host_memory
+        engine.keep_freed_host_memory = lambda: kept.append(keep()) or kept[-1]
     trainer = build(reference_configs(width_div)[family], "fp32", torch.device("cpu"),
                     Path(f"/tmp/ganforge-bench-host-memory/{family}"))
     start = 399 if family == "pgan" else 0
@@ -47,7 +51,7 @@ def measure(family: str, policy: str, width_div: int, warmup: int, steps: int) -
     for _ in range(steps):
         trainer.train_step(plan)
     wall, after = time.perf_counter() - begin, resource.getrusage(resource.RUSAGE_SELF)
-    return {"faults": (after.ru_minflt - before.ru_minflt) / steps,
+    return {"kept": bool(kept) and kept[-1], "faults": (after.ru_minflt - before.ru_minflt) / steps,
             "system_ms": (after.ru_stime - before.ru_stime) * 1000 / steps,
             "user_ms": (after.ru_utime - before.ru_utime) * 1000 / steps, "wall_ms": wall * 1000 / steps}
 
@@ -58,7 +62,7 @@ def main() -> None:
     parser.add_argument("--width-div", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="processes per policy and family, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per policy and family, alternating")
     parser.add_argument("--one", nargs=2, metavar=("FAMILY", "POLICY"), help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.one:
@@ -73,9 +77,15 @@ def main() -> None:
             for policy in POLICIES:
                 out = subprocess.run([sys.executable, __file__, "--one", family, policy, "--width-div",
                                       str(args.width_div), "--steps", str(args.steps), "--warmup", str(args.warmup)],
-                                     capture_output=True, text=True, check=True)
+                                     capture_output=True, text=True)
+                if out.returncode:
+                    sys.exit(f"{family} ({policy} heap) failed:\n{out.stderr[-3000:]}")
                 line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
-                runs[policy].append(json.loads(line[len("RESULT "):]))
+                run = json.loads(line[len("RESULT "):])
+                if run["kept"] != (policy == "kept"):
+                    sys.exit(f"{family}: the trainer did not keep the heap (no glibc, or a MALLOC_* / "
+                             "GLIBC_TUNABLES setting of the user's)")
+                runs[policy].append(run)
         for policy in POLICIES:
             cells = " ".join(f"{statistics.median(run[key] for run in runs[policy]):{w}.{p}f}"
                              for key, w, p in zip(FIGURES, (12, 8, 8, 8), (0, 1, 0, 0), strict=True))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.nn.equalized import EqualizedConv2d, EqualizedLinear
-from ganforge.nn.norm import PixelNorm, minibatch_stddev, pixel_norm
+from ganforge.nn.norm import PixelNorm, _mean_square_over_channels, minibatch_stddev, pixel_norm
 
 
 def test_he_constants_follow_gain_over_sqrt_fan_in() -> None:
@@ -107,7 +107,8 @@ def test_pixel_norm_keeps_low_precision_activations_and_accumulates_in_float32(d
 
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
 def test_pixel_norm_keeps_the_layout_and_the_formula_bit_for_bit(memory_format: torch.memory_format) -> None:
-    """Forward and gradient in the input's own layout (a mixed-layout sum inside the backward was 1.6x slower) and
+    """Forward and gradient in the input's own layout, the mean square's own gradient included (autograd's of a
+    channels_last tensor's mean over dim 1 is NCHW, and a mixed-layout sum inside the backward was 1.6x slower), and
     equal bit for bit to autograd of the paper's formula."""
     maps = torch.randn(4, 16, 8, 8, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=memory_format)
     upstream = torch.randn(4, 16, 8, 8, generator=torch.Generator().manual_seed(2))
@@ -118,6 +119,10 @@ def test_pixel_norm_keeps_the_layout_and_the_formula_bit_for_bit(memory_format: 
     (formula * upstream).sum().backward()
     assert torch.equal(got, formula) and torch.equal(got_x.grad, formula_x.grad)
     assert got.is_contiguous(memory_format=memory_format) and got_x.grad.is_contiguous(memory_format=memory_format)
+    squares_x = maps.clone().requires_grad_(True)
+    (squares_grad,) = torch.autograd.grad(_mean_square_over_channels(squares_x), squares_x,
+                                          torch.ones(4, 1, 8, 8))
+    assert squares_grad.is_contiguous(memory_format=memory_format)
 
 
 def _stat_channel(x: torch.Tensor, **kwargs: object) -> list[float]:

@@ -19,6 +19,7 @@ including those of networks whose input and weights both train in a phase (StarG
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import warnings
 from collections.abc import Collection, Mapping
@@ -39,27 +40,40 @@ def eager_memory_format(net: torch.nn.Module, device: torch.device) -> torch.mem
     return torch.channels_last
 
 
-# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit systems
+# glibc's mallopt parameters (malloc.h); the largest mmap threshold it accepts is DEFAULT_MMAP_THRESHOLD_MAX,
+# 4 MiB per byte of a long (32 MiB on 64-bit systems)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MAX = 32 * 1024**2
+MMAP_THRESHOLD_MAX = 4 * 1024**2 * ctypes.sizeof(ctypes.c_long)
 _TRIM_THRESHOLD_MAX = 2**31 - 1  # mallopt's value is a C int
+# a heap policy the user set for the process (glibc reads these at start-up), which keep_freed_host_memory leaves alone
+USER_HEAP_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+
+
+def user_heap_policy(environ: Mapping[str, str]) -> str | None:
+    """The environment variable by which the user chose glibc's heap policy themselves, if any."""
+    for name in USER_HEAP_SETTINGS:
+        if name in environ:
+            return name
+    return "GLIBC_TUNABLES" if "glibc.malloc." in environ.get("GLIBC_TUNABLES", "") else None
 
 
 def keep_freed_host_memory() -> bool:
-    """Have glibc's malloc serve blocks up to 32 MiB from a heap it never shrinks; False where there is no glibc.
+    """Have glibc's malloc serve blocks up to 32 MiB (64-bit) from a heap it never shrinks. False where there is no
+    glibc, where mallopt refused, or where the user set glibc's heap policy (`user_heap_policy`: that is the opt-out).
 
-    torch takes each CPU tensor from malloc. By default glibc maps every large block from the kernel (or returns the
-    heap's free top once it exceeds twice the largest block freed so far), so a training step's activations came back
-    as fresh zeroed pages, faulted in one 4 KiB page at a time: for the zoo-config PGAN at widths / 8 on 2 CPU cores,
-    ~5,000-16,000 page faults and 10-30 ms of system time per 0.33 s step (benchmarks/README.md). With the heap kept,
-    each step reuses the pages of the one before. The price is that the process holds its peak heap until it exits;
-    blocks over 32 MiB (glibc's ceiling for the threshold) are still mapped afresh."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    torch takes each CPU tensor from malloc. By default glibc maps every large block from the kernel (and returns the
+    heap's free top once it exceeds twice the largest mapped block freed so far), so a training step's activations
+    came back as fresh zeroed pages, faulted in one 4 KiB page at a time: for the zoo-config PGAN at widths / 8 on 2
+    CPU cores, 5,000-17,000 page faults and 10-38 ms of system time per 0.32-0.37 s step (benchmarks/README.md). With
+    the heap kept, each step reuses the pages of the one before. The price is that the process holds its peak heap
+    until it exits; blocks from the threshold up (header included) are still mapped afresh."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_heap_policy(os.environ):
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the process's own libc
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD,
-                                                                                 _TRIM_THRESHOLD_MAX))
+    mapped = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+    trimmed = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_MAX)
+    return bool(mapped and trimmed)
 
 
 def is_compile_failure(err: BaseException) -> bool:
