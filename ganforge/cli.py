@@ -46,19 +46,30 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
     if args.config is not None:
         data = read_config_file(args.config)
     overrides = parse_overrides(args.overrides)
-    if args.data:
-        overrides.append((["data"], args.data))
-    if getattr(args, "on_nan", None):
-        overrides.append((["on_nan"], args.on_nan))
-    if getattr(args, "init_from", None):
-        overrides.append((["init_from"], str(args.init_from)))
-    if getattr(args, "inception_weights", None):
-        overrides.append((["inception_weights"], str(args.inception_weights)))
-    if getattr(args, "dinov2_weights", None):
-        overrides.append((["dinov2_weights"], str(args.dinov2_weights)))
-    if getattr(args, "wing_weights", None):
-        overrides.append((["model", "wing_weights"], str(args.wing_weights)))
-    return resolve_run_config(family, data, overrides, reads_data=reads_data)
+    return resolve_run_config(family, data, overrides + _flag_overrides(args, overrides), reads_data=reads_data)
+
+
+# the options that set a config key, and the key each sets
+CONFIG_FLAGS = {"data": ("--data", "data"), "on_nan": ("--on-nan", "on_nan"), "init_from": ("--init-from", "init_from"),
+                "inception_weights": ("--inception-weights", "inception_weights"),
+                "dinov2_weights": ("--dinov2-weights", "dinov2_weights"),
+                "wing_weights": ("--wing-weights", "model.wing_weights")}
+
+
+def _flag_overrides(args: argparse.Namespace, overrides: list[tuple[list[str], Any]]) -> list[tuple[list[str], Any]]:
+    """The config values the command's options give; an option and a --set of the same key is an error (one of
+    them would be dropped without a word)."""
+    from ganforge.config import ConfigError
+
+    given = {".".join(path) for path, _ in overrides}
+    flagged = []
+    for attribute, (option, key) in CONFIG_FLAGS.items():
+        value = getattr(args, attribute, None)
+        if value:
+            if key in given:
+                raise ConfigError(f"{option} and --set {key}=... both set {key}: give one of them")
+            flagged.append((key.split("."), str(value)))
+    return flagged
 
 
 # --- prepare --------------------------------------------------------------------------------------------------
@@ -346,6 +357,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.net is not None and args.fake is None:
         raise ConfigError(f"--net {args.net}: with --fake RUN (its values are not the run's own curve, which "
                           "`evaluate RUN` records from the EMA generator)")
+    if args.all and args.step is not None:
+        raise ConfigError(f"--all evaluates every checkpoint, --step {args.step} one of them: give one of the two")
     if args.ppl_crop == "off" and args.ppl is None:
         raise ConfigError("--ppl-crop off: for --ppl (the path length's image crop)")
     if args.ppl is not None and args.run is None:
@@ -476,8 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start over (with the run's saved config unless -c is given), deleting what the run wrote "
                          "(checkpoints, logs, sample grids, GIF, report, TensorBoard events; other files stay) once "
                          "the config, dataset and networks check out")
-    tr.add_argument("--until", type=int, help="stop (with a checkpoint) after this many steps; the same command "
-                    f"without --until continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if wanted)")
+    tr.add_argument("--until", type=positive_int, help="stop (with a checkpoint) after this many steps; the same "
+                    f"command without --until continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if "
+                    "wanted)")
     tr.add_argument("--on-nan", choices=["stop", "rollback"],
                     help="on a NaN/Inf loss: stop (default), or roll back to the last checkpoint and go on")
     tr.add_argument("--init-from", type=Path, metavar="RUN_OR_CHECKPOINT",
@@ -490,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "dinov2_vitl14_pretrain.pth (config: dinov2_weights)")
     tr.add_argument("--wing-weights", type=Path, metavar="PATH", help="stargan2 with w_hpf > 0: the face-mask "
                     "network's wing.ckpt (config: model.wing_weights)")
-    tr.add_argument("--final-swd", type=int, default=0, metavar="N",
+    tr.add_argument("--final-swd", type=positive_int, metavar="N",
                     help="after training, print SWD of N generated images against the training data")
     tr.set_defaults(func=cmd_train)
 
@@ -554,18 +568,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--real", help="the images of --nearest and --truncation-sweep: a store or builtin (default: "
                      "the run's data)")
     gen.add_argument("--bn", type=bn_mode, metavar="MODE", help=BN_HELP)
+    gen.add_argument("--overwrite", action="store_true", help="replace files of the names this writes that are "
+                     "there already (by default they are kept and nothing is written)")
     biggan = gen.add_argument_group("class-conditional (biggan) runs")
     biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
-    biggan.add_argument("--truncation-method", choices=["resample", "scale"], default="resample",
-                        help="resample: true truncated normal (|z_i| > ψ redrawn); scale: z·ψ as BigGAN-PyTorch")
+    biggan.add_argument("--truncation-method", choices=["resample", "scale"],
+                        help="resample (default): true truncated normal (|z_i| > ψ redrawn); scale: z·ψ as "
+                             "BigGAN-PyTorch")
     biggan.add_argument("--class", dest="classes", metavar="CLASSES",
                         help="the samples' classes, cycled: names or indices, e.g. --class 207,208 or "
                              "--class circle; a label-conditioned PGAN takes COLUMN=CLASS (with images, --grid, --npz)")
     biggan.add_argument("--per-class", type=int, metavar="N", help="class sheets: a row per class, N columns")
     biggan.add_argument("--interpolate-class", type=int, metavar="K",
                         help="interpolation sheets of --n rows and K frames in the spaces of --interp-spaces")
-    biggan.add_argument("--interp-spaces", default="z,class,both",
-                        help="z (fixed class), class (shared embedding, fixed z), both; default all three")
+    biggan.add_argument("--interp-spaces",
+                        help="with --interpolate-class: z (fixed class), class (shared embedding, fixed z), both; "
+                             "default all three")
     biggan.add_argument("--truncation-sweep", metavar="PSIS",
                         help="IS/FID per ψ, e.g. 0.5,0.75,1.0,none; printed and written to truncation_sweep.json")
     biggan.add_argument("--sweep-n", type=int, help="samples (and real images) per ψ (default: the run's metrics_n)")

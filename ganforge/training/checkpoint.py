@@ -141,14 +141,21 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
     return Checkpoint(step=int(meta["step"]), meta=meta, tensors=tensors, path=json_path)
 
 
-def latest_valid_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The newest checkpoint that loads and verifies; broken newer ones are reported and skipped."""
+def latest_valid_checkpoint(run_dir: Path, *, refuse_all_broken: bool = False) -> Checkpoint | None:
+    """The newest checkpoint that loads and verifies; broken newer ones are reported and skipped. None where there
+    is none; with `refuse_all_broken`, checkpoint files none of which loads are an error instead (a run that
+    started over would replace them: a newer ganforge's format, a file system that failed to read, ...)."""
+    newest_error = None
     for step in reversed(checkpoint_steps(run_dir)):
         path = checkpoint_dir(run_dir) / f"{step:08d}.json"
         try:
             return load_checkpoint(path)
         except CheckpointError as err:
             warnings.warn(f"skipping checkpoint: {err}", stacklevel=2)
+            newest_error = newest_error or err
+    if refuse_all_broken and newest_error is not None:
+        raise CheckpointError(f"{run_dir}: none of its checkpoints can be read (the newest: {newest_error}); it is "
+                              "left as it is: restart it (--restart) to start over, deleting them")
     return None
 
 
@@ -162,11 +169,9 @@ def resolve_checkpoint(target: Path, step: int | None = None) -> Checkpoint:
         if found is None:
             raise CheckpointError(f"{target}: no valid checkpoint in {checkpoint_dir(target)}")
         return found
-    if target.suffix == ".safetensors":
-        target = target.with_suffix(".json")
     if not target.exists():
         raise CheckpointError(f"{target}: no such run directory or checkpoint")
-    return load_checkpoint(target)
+    return load_checkpoint(target.with_suffix(".json") if target.suffix == ".safetensors" else target)
 
 
 # --- optimiser and RNG state as tensors + JSON ----------------------------------------------------------------

@@ -201,7 +201,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = cuda_tf32_flags(config.tf32)
         if self.device.type == "cpu":  # each step's activations reuse the last step's pages (measured on the CPU)
             keep_freed_host_memory()
-        resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir)
+        resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir, refuse_all_broken=True)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)),
                          fid_real_stats=config.fid_real_stats and os.path.abspath(
@@ -411,6 +411,10 @@ class Trainer:
         if self.step > 0 and self.patience_spent():  # nothing to do either, unless patience grew
             self.loader.close()
             return TrainResult(self.run_dir, self.step, total, "early", early_reason=self._early_reason or "")
+        if until is not None and until <= self.step:  # a stop that would train nothing
+            self.loader.close()
+            raise ConfigError(f"until={until}: the run is at step {self.step} already; give a later step, or leave "
+                              "it out to train to the end")
         if self.dist.is_main and self.step > 0:
             print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
         if self.dist.is_main:

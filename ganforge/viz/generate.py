@@ -33,10 +33,10 @@ class GenerateRequest:
     grid: bool = False
     interpolate: int = 0  # frames between latents (0: no interpolation sheet)
     truncation: float | None = None
-    truncation_method: str = "resample"
+    truncation_method: str | None = None  # None: resample
     per_class: int | None = None
     interpolate_class: int | None = None
-    interp_spaces: str = "z,class,both"
+    interp_spaces: str | None = None  # None: z,class,both
     npz: Path | None = None
     truncation_sweep: str | None = None
     sweep_n: int | None = None
@@ -44,6 +44,38 @@ class GenerateRequest:
     nearest: int | None = None
     inception_weights: Path | None = None
     classes: str | None = None  # --class: the classes the samples cycle through (names or indices)
+    overwrite: bool = False  # replace files of these names already there (else they are kept and this refused)
+
+    @property
+    def method(self) -> str:
+        return self.truncation_method or "resample"
+
+    @property
+    def spaces(self) -> list[str]:
+        return [space.strip() for space in (self.interp_spaces or "z,class,both").split(",")]
+
+    def check(self) -> None:
+        """Options that would do nothing where they are given are refused (each needs the output it shapes)."""
+        if self.seed < 0:
+            raise ValueError(f"--seed {self.seed}: expected a non-negative seed (it starts the image file names)")
+        needs = [("--truncation-method", self.truncation_method, ("--truncation", "--truncation-sweep"),
+                  self.truncation is not None or self.truncation_sweep is not None),
+                 ("--interp-spaces", self.interp_spaces, ("--interpolate-class",), self.interpolate_class is not None),
+                 ("--sweep-n", self.sweep_n, ("--truncation-sweep",), self.truncation_sweep is not None),
+                 ("--inception-weights", self.inception_weights, ("--truncation-sweep",),
+                  self.truncation_sweep is not None),
+                 ("--real", self.real, ("--nearest", "--truncation-sweep"),
+                  self.nearest is not None or self.truncation_sweep is not None)]
+        for option, value, wanted, served in needs:
+            if value is not None and not served:
+                raise ValueError(f"{option}: for {' or '.join(wanted)}, which was not given (it would do nothing)")
+        sheets = list(self.class_outputs())
+        for option, given in (("--grid", self.grid), ("--interpolate", self.interpolate)):
+            if given and sheets:
+                raise ValueError(f"{option}: for the plain samples; {', '.join(sheets)} write outputs of their own "
+                                 "(it would do nothing with them)")
+        if self.grid and self.interpolate:
+            raise ValueError("--grid and --interpolate: the interpolation is a sheet of its own; give one of them")
 
     def class_outputs(self) -> dict[str, object]:
         """The class-conditional outputs asked for, by option name."""
@@ -72,6 +104,7 @@ def write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
 
 
 def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
+    request.check()
     class_outputs = request.class_outputs()
     asked = {**class_outputs, **({"--truncation": request.truncation} if request.truncation is not None else {})}
     for flag in asked:
@@ -96,9 +129,11 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
                                         or request.truncation is not None):
         raise ValueError("--nearest writes its own sheet of --n samples; give it without --grid, --interpolate and "
                          "the class-conditional options")
+    if request.writes_to_out() and request.out is None:
+        raise ValueError("-o/--out: required (the folder for the images; only --npz FILE alone needs none)")
+    if not request.overwrite:
+        _refuse_existing(request)
     if request.writes_to_out():
-        if request.out is None:
-            raise ValueError("-o/--out: required (the folder for the images; only --npz FILE alone needs none)")
         request.out.mkdir(parents=True, exist_ok=True)
     if request.nearest is not None:
         return _write_nearest(model, request, inputs)
@@ -106,8 +141,8 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
         return _write_class_outputs(model, request, chosen)
     if request.truncation is not None:
         inputs["z"] = cs.draw_latents(model, request.n, torch.Generator().manual_seed(request.seed),
-                                      truncation=request.truncation, method=request.truncation_method)
-    caption = f"{cs.model_caption(model, truncation=request.truncation, method=request.truncation_method)}, " \
+                                      truncation=request.truncation, method=request.method)
+    caption = f"{cs.model_caption(model, truncation=request.truncation, method=request.method)}, " \
               f"seed {request.seed}"
     if request.interpolate:
         path = {"z": interpolation_path(inputs["z"], request.interpolate)}
@@ -135,6 +170,35 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
             written.append(request.out / f"{request.seed:04d}-{len(written):05d}{suffix}.png")
             save_image(image, written[-1])
     return Generated(written)
+
+
+def _refuse_existing(request: GenerateRequest) -> None:
+    """Files of the names this request writes that are there already (an earlier generate's): kept, and the request
+    refused, unless it says `overwrite`."""
+    patterns: list[str] = []
+    if request.nearest is not None:
+        patterns += ["nearest.png", "nearest.json"]
+    elif request.class_outputs():
+        if request.per_class is not None:
+            patterns += ["per_class.png", "per_class-*.png"]
+        if request.interpolate_class is not None:
+            patterns += [f"interp_{space}.png" for space in request.spaces]
+        if request.truncation_sweep is not None:
+            patterns.append("truncation_sweep.json")
+    elif request.interpolate:
+        patterns.append("interpolation.png")
+    elif request.grid:
+        patterns.append("grid.png")
+    else:
+        patterns.append(f"{request.seed:04d}-[0-9][0-9][0-9][0-9][0-9]*.png")
+    found = sorted(path for pattern in patterns for path in request.out.glob(pattern)) \
+        if request.out is not None and request.writes_to_out() else []
+    if request.npz is not None and request.npz.exists():
+        found.insert(0, request.npz)
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        raise ValueError(f"{found[0]}{more}: already there (an earlier generate's?); kept as they are: give another "
+                         "-o / --npz, or --overwrite to replace them")
 
 
 def _file_name_part(cell_label: str) -> str:
@@ -188,15 +252,14 @@ def _write_class_outputs(model: LoadedModel, request: GenerateRequest,
     from ganforge.evaluation.run_metrics import real_images
 
     out, seed = request.out, request.seed
-    truncation = {"truncation": request.truncation, "method": request.truncation_method}
+    truncation = {"truncation": request.truncation, "method": request.method}
     written, table = [], ""
     if request.per_class is not None and not model.family.samples_by_class:  # a label-conditioned run
         written += cs.write_label_sheets(model, out, request.per_class, seed=seed)
     elif request.per_class is not None:
         written += cs.write_class_sheets(model, out, request.per_class, seed=seed, **truncation)
     if request.interpolate_class is not None:
-        spaces = [space.strip() for space in request.interp_spaces.split(",")]
-        written += cs.write_interpolation_sheets(model, out, spaces, request.n, request.interpolate_class,
+        written += cs.write_interpolation_sheets(model, out, request.spaces, request.n, request.interpolate_class,
                                                  seed=seed, **truncation)
     if request.npz is not None:
         written.append(cs.export_npz(model, request.npz, request.n, seed=seed, classes=chosen, **truncation))
@@ -206,7 +269,7 @@ def _write_class_outputs(model: LoadedModel, request: GenerateRequest,
         rows = cs.truncation_sweep(model, cs.parse_truncations(request.truncation_sweep), n=n,
                                    reals=real_images(dataset, model.plan.resolution, n, seed),
                                    features=cs.inception_features(request.inception_weights),
-                                   method=request.truncation_method, seed=seed, splits=min(10, n))
+                                   method=request.method, seed=seed, splits=min(10, n))
         table = cs.format_sweep(rows)
         path = out / "truncation_sweep.json"
         path.write_text(json.dumps({"step": model.step, "rows": rows}, indent=1) + "\n")

@@ -1,0 +1,139 @@
+"""Options that would do nothing, or would lose what is already written, are refused with one line naming them, and
+nothing is written or replaced: checkpoints none of which loads, `--until` at or before the run's step, an option
+and a `--set` of the same key, `evaluate --all --step`, `report -o` onto a file that is not a report, `generate`
+onto its own earlier files (without `--overwrite`) and `generate` options that shape an output not asked for."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ganforge.cli import main
+
+SHAPES = "builtin:shapes?count=64&resolution=32"
+TINY = ["--set", "model.features_g=2", "--set", "model.features_d=2", "--set", "model.latent_dim=8",
+        "--set", "model.batch_size=4", "--set", "progress=false", "--set", "tensorboard=false",
+        "--set", "checkpoint_every=1", "--set", "sample_count=4", "--set", "model.steps=3"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> Path:
+    """A 3-step wgan-gp run stopped after step 2."""
+    run = tmp_path_factory.mktemp("refusals") / "run"
+    assert main(["train", "wgan-gp", "--run", str(run), "--data", SHAPES, *TINY, "--until", "2"]) == 0
+    return run
+
+
+@pytest.fixture()
+def run(stopped, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(stopped, copy)
+    return copy
+
+
+def refused(argv: list[str], capsys) -> str:
+    """The one error line of a command that must fail with exit status 2."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith(f"ganforge {argv[0]}: error: ")
+    return err[-1]
+
+
+def test_checkpoints_none_of_which_loads_are_kept_and_the_resume_refused(run, capsys) -> None:
+    for tensors in (run / "checkpoints").glob("*.safetensors"):
+        tensors.write_bytes(tensors.read_bytes()[:-64])
+    before = snapshot(run)
+    line = refused(["train", "wgan-gp", "--run", str(run)], capsys)
+    assert "none of its checkpoints can be read" in line and "00000002.safetensors" in line and "--restart" in line
+    assert snapshot(run) == before  # a start from scratch would have written over them
+
+
+def test_until_at_or_before_the_runs_step_is_refused(run, capsys) -> None:
+    before = snapshot(run)
+    assert "until=2: the run is at step 2 already" in refused(["train", "wgan-gp", "--run", str(run), "--until", "2"],
+                                                               capsys)
+    assert snapshot(run) == before
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as stop:
+            main(["train", "wgan-gp", "--run", str(run), "--until", bad])
+        assert stop.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["train", "wgan-gp", "--run", str(run), "--final-swd", "0"])
+
+
+def test_an_option_and_a_set_of_the_same_key_are_refused(tmp_path, capsys) -> None:
+    new = tmp_path / "new"
+    line = refused(["train", "wgan-gp", "--run", str(new), "--data", SHAPES, "--set", "data=builtin:shapes", *TINY],
+                   capsys)
+    assert "--data and --set data=... both set data" in line
+    line = refused(["train", "wgan-gp", "--run", str(new), "--data", SHAPES, "--on-nan", "rollback",
+                    "--set", "on_nan=stop", *TINY], capsys)
+    assert "--on-nan and --set on_nan=... both set on_nan" in line
+    assert not new.exists()
+
+
+def test_evaluate_all_with_step_is_refused(run, capsys) -> None:
+    assert "--all evaluates every checkpoint, --step 2" in refused(
+        ["evaluate", str(run), "--all", "--step", "2", "--n", "8"], capsys)
+
+
+def test_report_replaces_only_reports(run, tmp_path, capsys) -> None:
+    config = tmp_path / "keep.yaml"
+    config.write_text("family: wgan-gp\n")
+    assert "expected an .html file name" in refused(["report", str(run), "-o", str(config)], capsys)
+    page = tmp_path / "page.html"
+    page.write_text("<html>mine</html>")
+    assert "is not a report ganforge wrote" in refused(["report", str(run), "-o", str(page)], capsys)
+    assert config.read_text() == "family: wgan-gp\n" and page.read_text() == "<html>mine</html>"
+    ours = tmp_path / "ours.html"
+    assert main(["report", str(run), "-o", str(ours)]) == 0
+    ours.write_text(ours.read_text().replace("</body>", "<p>older</p></body>"))
+    assert main(["report", str(run), "-o", str(ours)]) == 0  # a report it wrote is replaced
+    assert "older" not in ours.read_text()
+
+
+def test_generate_keeps_its_earlier_files_unless_told_to_overwrite(run, tmp_path, capsys) -> None:
+    out = tmp_path / "gen"
+    assert main(["generate", str(run), "-o", str(out), "--n", "4", "--grid"]) == 0
+    grid = (out / "grid.png").read_bytes()
+    line = refused(["generate", str(run), "-o", str(out), "--n", "4", "--grid", "--seed", "3"], capsys)
+    assert f"{out / 'grid.png'}: already there" in line and "--overwrite" in line
+    assert (out / "grid.png").read_bytes() == grid
+    assert main(["generate", str(run), "-o", str(out), "--n", "4", "--grid", "--seed", "3", "--overwrite"]) == 0
+    assert (out / "grid.png").read_bytes() != grid
+    assert main(["generate", str(run), "-o", str(out), "--n", "3"]) == 0  # other names: single files beside it
+    assert sorted(p.name for p in out.iterdir()) == ["0000-00000.png", "0000-00001.png", "0000-00002.png", "grid.png"]
+    assert "0000-00000.png and 2 more: already there (an earlier generate's?)" in refused(
+        ["generate", str(run), "-o", str(out), "--n", "2"], capsys)
+    assert main(["generate", str(run), "-o", str(out), "--n", "2", "--seed", "1"]) == 0  # another seed, other names
+    npz = tmp_path / "s.npz"
+    npz.write_bytes(b"mine")
+    assert "s.npz: already there" in refused(["generate", str(run), "--npz", str(npz), "--n", "2"], capsys)
+    assert npz.read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--seed", "-1"], "--seed -1: expected a non-negative seed"),
+    (["--truncation-method", "scale"], "--truncation-method: for --truncation or --truncation-sweep"),
+    (["--real", SHAPES], "--real: for --nearest or --truncation-sweep"),
+    (["--interp-spaces", "z"], "--interp-spaces: for --interpolate-class"),
+    (["--sweep-n", "10"], "--sweep-n: for --truncation-sweep"),
+    (["--grid", "--interpolate", "3"], "--grid and --interpolate"),
+])
+def test_generate_options_that_would_do_nothing_are_refused(run, tmp_path, capsys, options, message) -> None:
+    out = tmp_path / "gen"
+    assert message in refused(["generate", str(run), "-o", str(out), "--n", "4", *options], capsys)
+    assert not out.exists()
+
+
+def test_a_missing_checkpoint_file_is_named_as_given(tmp_path, capsys) -> None:
+    missing = tmp_path / "nothere.safetensors"
+    assert f"{missing}: no such run directory or checkpoint" in refused(
+        ["generate", str(missing), "-o", str(tmp_path / "g")], capsys)
