@@ -202,7 +202,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if path.suffix.lower() == ".sh":
         return {COMMAND_LINE: {"file": str(path), "words": python_command_line(text, str(path))}}
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text, object_pairs_hook=_mapping_without_repeats) if path.suffix.lower() == ".json" \
+            else yaml.load(text, Loader=_StrictYamlLoader)  # a SafeLoader: no Python objects
+    except RepeatedKeyError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON: {err}") from None
     except yaml.YAMLError as err:  # PyYAML's message quotes the file over several lines: keep what and where
@@ -210,11 +213,42 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', None) or type(err).__name__}{where}"
                           ) from None
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: the config file is empty (leave out -c for every default)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
+
+
+class RepeatedKeyError(ValueError):
+    """A key given twice in one mapping of a config file: the first value would be dropped without a word."""
+
+
+def _mapping_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise RepeatedKeyError(f"key {repeated[0]!r} is given twice in one mapping (only the last would count)")
+    return dict(pairs)
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error rather than the last one winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: keys after it may override its keys
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise RepeatedKeyError(f"key {key!r} is given twice in one mapping (lines {seen[key]} and {line}; "
+                                           "only the last would count)")
+                seen[key] = line
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+        return super().construct_mapping(node, deep=deep)
 
 
 def python_command_line(text: str, where: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Options that would do nothing, or would lose what is already written, are refused with one line naming them, and
 nothing is written or replaced: checkpoints none of which loads, `--until` at or before the run's step, an option
 and a `--set` of the same key, `evaluate --all --step`, `report -o` onto a file that is not a report, `generate`
-onto its own earlier files (without `--overwrite`) and `generate` options that shape an output not asked for."""
+onto its own earlier files (without `--overwrite`), `generate` options that shape an output not asked for, config
+files with a repeated key or no keys, and metric settings without metrics."""
 
 from __future__ import annotations
 
@@ -137,3 +138,31 @@ def test_a_missing_checkpoint_file_is_named_as_given(tmp_path, capsys) -> None:
     missing = tmp_path / "nothere.safetensors"
     assert f"{missing}: no such run directory or checkpoint" in refused(
         ["generate", str(missing), "-o", str(tmp_path / "g")], capsys)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("family: wgan-gp\nmodel:\n  lr: 0.1\n  lr: 0.2\n", "key 'lr' is given twice in one mapping (lines 3 and 4"),
+    ("# nothing but a comment\n", "the config file is empty"),
+])
+def test_config_files_whose_keys_would_do_nothing_are_refused(tmp_path, capsys, text, message) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    line = refused(["train", "wgan-gp", "-c", str(config), "--run", str(tmp_path / "r"), "--data", SHAPES], capsys)
+    assert f"{config}: {message}" in line and not (tmp_path / "r").exists()
+
+
+def test_a_json_config_with_a_repeated_key_is_refused(tmp_path, capsys) -> None:
+    config = tmp_path / "c.json"
+    config.write_text('{"family": "wgan-gp", "seed": 1, "seed": 2}')
+    assert "key 'seed' is given twice" in refused(["info", "wgan-gp", "-c", str(config)], capsys)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("metrics_every=10", "metrics_every: 10 steps between ticks of `metrics`, which is empty"),
+    ("keep_best=2", "keep_best: the 2 best checkpoints by best_metric, which is not set"),
+])
+def test_metric_settings_without_metrics_are_refused(tmp_path, capsys, setting, message) -> None:
+    run = tmp_path / "r"
+    assert message in refused(["train", "wgan-gp", "--run", str(run), "--data", SHAPES, *TINY, "--set", setting],
+                              capsys)
+    assert not run.exists()

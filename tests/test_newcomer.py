@@ -74,7 +74,8 @@ def test_generate_npz_alone_needs_no_out_folder_and_creates_none(tiny_biggan_run
     with np.load(npz, allow_pickle=False) as saved:
         assert saved["x"].shape == (3, 3, 32, 32) and saved["x"].dtype == np.uint8 and saved["y"].shape == (3,)
     unused = tmp_path / "unused"
-    assert main(["generate", str(tiny_biggan_run), "--npz", str(npz), "-o", str(unused), "--n", "2"]) == 0
+    assert main(["generate", str(tiny_biggan_run), "--npz", str(npz), "-o", str(unused), "--n", "2",
+                 "--overwrite"]) == 0
     assert not unused.exists()
     assert main(["generate", str(tiny_biggan_run), "--n", "2"]) == 2  # images need a folder
     assert "-o/--out: required" in capsys.readouterr().err

@@ -858,20 +858,26 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            device: torch.device | None = None, *, images: int | None = None,
                            evaluates: bool = True) -> ReferenceStats | None:
-    """Unknown metric names, and an FID mode, DINOv2 weights, FID statistics file or KID/PR settings that no
-    metric uses or `images` (what a tick compares) cannot serve fail now rather than hours into a run; returns the
-    statistics of `fid_real_stats`, read and checked. On a process that `evaluates` (under torchrun every rank of
-    a generating family, which computes its share of each tick; rank 0 alone for a translating family's protocol,
-    the others neither download weights nor hold networks) the weights are found or downloaded and the metric
-    networks loaded on the metrics' device and kept for the ticks, so a missing or wrong weights file fails now too
-    (for a translating family: its protocol's networks, and its validation store beside the opened training store
-    `data_source`)."""
+    """Unknown metric names, and a metrics_every, keep_best, FID mode, DINOv2 weights, FID statistics file or KID/PR
+    settings that no metric uses or `images` (what a tick compares) cannot serve fail now rather than hours into a
+    run; returns the statistics of `fid_real_stats`, read and checked. On a process that `evaluates` (under
+    torchrun every rank of a generating family, which computes its share of each tick; rank 0 alone for a
+    translating family's protocol, the others neither download weights nor hold networks) the weights are found or
+    downloaded and the metric networks loaded on the metrics' device and kept for the ticks, so a missing or wrong
+    weights file fails now too (for a translating family: its protocol's networks, and its validation store beside
+    the opened training store `data_source`)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE
     from ganforge.metrics.prdc import DC_K
     from ganforge.metrics.registry import INCEPTION_METRICS, METRICS, METRICS_SERVED, check_metrics
 
     settings = training_metric_settings(config)
     translates = get_family(config.family).translates
+    if config.metrics_every and not config.metrics:
+        raise ConfigError(f"metrics_every: {config.metrics_every} steps between ticks of `metrics`, which is empty; "
+                          "set metrics, or metrics_every: 0")
+    if config.best_metric is None and config.keep_best != RunConfig.keep_best:
+        raise ConfigError(f"keep_best: the {config.keep_best} best checkpoints by best_metric, which is not set; set "
+                          "best_metric too")
     # the names as the registry reads them (any case); a translating family's metrics are its protocol's
     names = check_metrics(config.metrics) if config.metrics and not translates else []
     protocol = (f"a {config.family} run is evaluated by its paper's protocol (FID and LPIPS per domain task), "
