@@ -166,3 +166,12 @@ def test_metric_settings_without_metrics_are_refused(tmp_path, capsys, setting, 
     assert message in refused(["train", "wgan-gp", "--run", str(run), "--data", SHAPES, *TINY, "--set", setting],
                               capsys)
     assert not run.exists()
+
+
+def test_a_run_of_another_family_is_named_as_such(run, tmp_path, capsys) -> None:
+    config = tmp_path / "pgan.yaml"
+    config.write_text("family: pgan\nmodel:\n  resolution: 8\n  widths: [8, 8]\n")
+    before = snapshot(run)
+    line = refused(["train", "pgan", "-c", str(config), "--run", str(run), "--data", SHAPES], capsys)
+    assert f"{run} is a wgan-gp run, not pgan: resume it with `ganforge train wgan-gp`" in line
+    assert snapshot(run) == before

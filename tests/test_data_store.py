@@ -141,7 +141,7 @@ def test_failed_rename_puts_the_old_store_back(tmp_path: Path, monkeypatch: pyte
 
 def test_overwrite_rules(tmp_path: Path) -> None:
     out = _store(tmp_path / "out", count=5)
-    with pytest.raises(DatasetError, match="already holds a ganforge store; pass overwrite=True"):
+    with pytest.raises(DatasetError, match=r"already holds a ganforge store; --overwrite \(Python: overwrite=True\)"):
         _store(out, count=4)
     assert open_dataset(out).count == 5
     # overwrite=True replaces the store completely, its files only: the user's own beside it stay

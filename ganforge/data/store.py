@@ -96,7 +96,7 @@ def _check_destination(out: Path, overwrite: bool) -> None:
             "(choose a new or empty output directory)"
         )
     if not overwrite:
-        raise DatasetError(f"{out} already holds a ganforge store; pass overwrite=True (--overwrite) to replace it")
+        raise DatasetError(f"{out} already holds a ganforge store; --overwrite (Python: overwrite=True) replaces it")
 
 
 def _check_labels(labels: np.ndarray | None, label_columns: LabelColumns | None, count: int) -> None:

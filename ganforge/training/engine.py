@@ -1043,6 +1043,9 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
     `same_dataset` or for an `imported` run that has not trained yet, the dataset. The saved config is read as a
     config file would be, so keys added since it was written compare at their defaults, and data paths compare
     resolved (as from the current directory)."""
+    if saved.get("family") != requested["family"]:
+        raise ConfigError(f"{run_dir} is a {saved.get('family')} run, not {requested['family']}: resume it with "
+                          f"`ganforge train {saved.get('family')}`, or give a new --run directory")
     try:
         saved = to_dict(resolve_run_config(None, migrated_saved_config(dict(saved))))
     except ConfigError as err:
