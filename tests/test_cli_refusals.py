@@ -175,3 +175,10 @@ def test_a_run_of_another_family_is_named_as_such(run, tmp_path, capsys) -> None
     line = refused(["train", "pgan", "-c", str(config), "--run", str(run), "--data", SHAPES], capsys)
     assert f"{run} is a wgan-gp run, not pgan: resume it with `ganforge train wgan-gp`" in line
     assert snapshot(run) == before
+
+
+def test_a_run_given_as_real_images_is_refused(run, tmp_path, capsys) -> None:
+    fakes = tmp_path / "fakes"
+    assert main(["generate", str(run), "-o", str(fakes), "--n", "16"]) == 0
+    line = refused(["evaluate", "--fake", str(fakes), "--real", str(run), "--metrics", "swd"], capsys)
+    assert f"{run}: a ganforge run, not a set of images" in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -197,3 +198,17 @@ def test_bad_inputs_raise_clear_errors(inputs64):
         swd(a.astype(np.int32), a)
     with pytest.raises(ImageSetError, match="N x C x H x W"):
         swd(a[0], a[0])
+
+
+def test_a_set_without_variation_gives_nan_as_the_official_code_and_says_why() -> None:
+    flat = torch.full((8, 3, 32, 32), 7, dtype=torch.uint8)
+    flat[:, 1] = torch.arange(32, dtype=torch.uint8)  # channel 1 varies at 32 px; its 16 px low-pass level too
+    varied = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 3, 32, 32), dtype=np.uint8))
+    with pytest.warns(UserWarning) as caught:
+        result = swd(varied, flat, min_resolution=16)
+    assert np.isnan(result["swd"]).all() and np.isnan(result["avg"])
+    assert [str(w.message).split(" do not")[0] for w in caught] == [
+        f"SWD at {res} px: the second images (colour channels 0, 2)" for res in (32, 16)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(swd(varied, varied.flip(0), min_resolution=16)["avg"])  # no warning where all vary

@@ -630,6 +630,9 @@ def image_set_size(source: Path) -> int:
 def _image_files(source: Path) -> list[Path]:
     if not source.is_dir():
         raise DatasetError(f"{source}: expected a folder of images, an .npz or a ganforge store")
+    if (source / "config.json").is_file() and (source / "checkpoints").is_dir():  # its sample grids are no set
+        raise DatasetError(f"{source}: a ganforge run, not a set of images (for real images give its data: a store "
+                           "or folder; generated images of a run: --fake RUN)")
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")

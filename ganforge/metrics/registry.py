@@ -165,7 +165,8 @@ SWD = Metric(
     "swd", "sliced Wasserstein distance x1e3 per Laplacian level + average (official PGGAN)",
     needs_real=True, network=None, equal_counts=True,
     outputs=(MetricOutput("swd_{res}", False, "9.3f"), MetricOutput("swd_avg", False, "9.3f")),
-    compute=lambda inputs: swd_from_stats(inputs.real_swd, inputs.fake_swd, seed=inputs.seed),
+    compute=lambda inputs: swd_from_stats(inputs.real_swd, inputs.fake_swd, seed=inputs.seed,
+                                          names=("real", "generated")),
     flatten=lambda value: {**{f"swd_{res}": float(v)
                               for res, v in zip(value["resolutions"], value["swd"], strict=True)},
                            "swd_avg": float(value["avg"])},

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import queue
 import tempfile
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -381,15 +382,24 @@ class SWDStats:
 
 
 def swd_from_stats(stats_a: SWDStats, stats_b: SWDStats, *, n_repeats: int = 4, n_directions: int = 128,
-                   seed: int = 0, chunk: int = 16) -> dict[str, Any]:
-    """SWD x1e3 per level of two streamed sets: {"resolutions": [...], "swd": [...], "avg": float}."""
+                   seed: int = 0, chunk: int = 16, names: tuple[str, str] = ("first", "second")) -> dict[str, Any]:
+    """SWD x1e3 per level of two streamed sets: {"resolutions": [...], "swd": [...], "avg": float}. A level where a
+    set does not vary in a colour channel is NaN, as in the official code, with a warning naming the set (`names`)."""
     if stats_a.count != stats_b.count:
         raise ImageSetError(f"SWD: both sets need the same number of images, got {stats_a.count} and {stats_b.count}")
     if stats_a.resolutions != stats_b.resolutions:
         raise ImageSetError(f"SWD: image sizes differ ({stats_a.size} vs {stats_b.size})")
     values = []
     dim = 3 * stats_a.patch_size**2
-    for index in range(len(stats_a.resolutions)):
+    for index, res in enumerate(stats_a.resolutions):
+        flat = []
+        for which, stats in zip(names, (stats_a, stats_b), strict=True):
+            channels = [str(channel) for channel in range(3) if stats.channel_stats(index)[1][channel] == 0]
+            if channels:
+                flat.append(f"the {which} images (colour channel{'s' * (len(channels) > 1)} {', '.join(channels)})")
+        if flat:
+            warnings.warn(f"SWD at {res} px: {' and '.join(flat)} do not vary at all (flat): the official "
+                          "normalisation divides by that zero deviation, so SWD is NaN there", stacklevel=2)
         directions = random_directions(dim, n_repeats, n_directions, derived_seed(seed, _DIRECTIONS, index))
         desc_a, desc_b = stats_a.descriptors(index), stats_b.descriptors(index)
         values.append(sliced_wasserstein(desc_a, desc_b, directions.to(desc_a.device), chunk=chunk) * 1e3)
