@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,14 @@ BN_HELP = ("a batch-norm generator's statistics for these samples instead of the
            "BigGAN-PyTorch's sample.py --G_eval_mode / --accumulate_stats --num_standing_accumulations N)")
 METRICS_DEVICE_HELP = ("auto (default), cpu, cuda, cuda:N or mps: where a run's generator runs; the metric networks "
                        "run on that CUDA GPU, else on the CPU (MPS lacks the float64 they sum in)")
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage error is one line naming the option and what was expected, as every other error of the command line,
+    instead of the whole usage synopsis first (twenty lines for `evaluate`); --help has the synopsis."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -425,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fid_modes = list(get_args(FidMode))
 
-    parser = argparse.ArgumentParser(prog="ganforge", description=__doc__.split("\n\n")[0])
+    parser = OneLineErrorParser(prog="ganforge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -182,3 +182,21 @@ def test_a_run_given_as_real_images_is_refused(run, tmp_path, capsys) -> None:
     assert main(["generate", str(run), "-o", str(fakes), "--n", "16"]) == 0
     line = refused(["evaluate", "--fake", str(fakes), "--real", str(run), "--metrics", "swd"], capsys)
     assert f"{run}: a ganforge run, not a set of images" in line
+
+
+def test_a_new_run_in_a_folder_holding_other_files_says_so(tmp_path, capsys) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    assert main(["train", "wgan-gp", "--run", str(folder), "--data", SHAPES, *TINY, "--until", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{folder} holds no run (no config.json): a new run of 3 steps starts there, beside its 1 other entry")
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_usage_error_is_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "somewhere", "--n", "0"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "ganforge evaluate: error: argument --n: expected a positive integer, got 0 (see ganforge evaluate --help)"]

@@ -417,6 +417,10 @@ class Trainer:
                               "it out to train to the end")
         if self.dist.is_main and self.step > 0:
             print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
+        elif self.dist.is_main and not (self.run_dir / "config.json").exists() and self.run_dir.is_dir() and (
+                others := len(list(self.run_dir.iterdir()))):  # a folder meant to be resumed may not be a run
+            print(f"{self.run_dir} holds no run (no config.json): a new run of {total} steps starts there, beside "
+                  f"its {others} other entr{'ies' if others > 1 else 'y'}")
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.write_json_atomic(self.run_dir / "config.json", to_dict(config))
