@@ -233,22 +233,34 @@ def _mapping_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 class _StrictYamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key repeated in one mapping is an error rather than the last one winning."""
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error rather than the last one winning.
+    The keys are checked as written, on the composed document before anything is constructed (construction merges
+    `<<: *anchor` keys into the anchored mappings themselves)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: keys after it may override its keys
-                continue
-            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-            try:
-                if key in seen:
-                    raise RepeatedKeyError(f"key {key!r} is given twice in one mapping (lines {seen[key]} and {line}; "
-                                           "only the last would count)")
-                seen[key] = line
-            except TypeError:  # an unhashable key: PyYAML's own error follows
-                continue
-        return super().construct_mapping(node, deep=deep)
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_repeated_keys(node, set())
+        return super().construct_document(node)
+
+
+def _refuse_repeated_keys(node: yaml.Node, visited: set[int]) -> None:
+    if id(node) in visited:  # an alias: the anchored node, checked where it was written
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                if key in lines:
+                    where = f"line {line}" if lines[key] == line else f"lines {lines[key]} and {line}"
+                    raise RepeatedKeyError(f"key {key_node.value!r} is given twice in one mapping ({where}; only the "
+                                           "last would count)")
+                lines[key] = line
+            _refuse_repeated_keys(key_node, visited)
+            _refuse_repeated_keys(value_node, visited)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_repeated_keys(item, visited)
 
 
 def python_command_line(text: str, where: str) -> list[str]:

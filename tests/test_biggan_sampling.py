@@ -290,3 +290,21 @@ def test_generate_class_of_a_label_conditioned_pgan_fixes_its_columns():
     assert partly[:, 0].tolist() == [0, 3, 0, 3, 0, 3] and torch.equal(partly[:, 1], drawn["labels"][:, 1])
     with pytest.raises(ValueError, match=r"--class colour=red: no label column 'colour' \(columns: shape, "):
         class_choice(pgan, "colour=red")
+
+
+def test_generate_keeps_the_class_sheets_an_earlier_generate_wrote(model, tmp_path):
+    """Per-class and interpolation sheets are refused over their earlier files (names as class_sampling writes
+    them), and replaced with `overwrite`."""
+    from ganforge.viz.generate import GenerateRequest, write_generated
+
+    first = write_generated(model, GenerateRequest(out=tmp_path, n=2, per_class=2, interpolate_class=3,
+                                                   interp_spaces="z,class")).files
+    assert sorted(path.name for path in first) == ["interp_class.png", "interp_z.png", "per_class.png"]
+    before = {path: path.read_bytes() for path in first}
+    for option in (dict(per_class=2), dict(interpolate_class=3, interp_spaces="class")):
+        with pytest.raises(ValueError, match=r"already there \(an earlier generate's\?\)"):
+            write_generated(model, GenerateRequest(out=tmp_path, n=2, seed=5, **option))
+    assert {path: path.read_bytes() for path in first} == before
+    assert write_generated(model, GenerateRequest(out=tmp_path, n=2, interpolate_class=3, interp_spaces="both")).files
+    again = write_generated(model, GenerateRequest(out=tmp_path, n=2, seed=5, per_class=2, overwrite=True)).files
+    assert [path.name for path in again] == ["per_class.png"] and again[0].read_bytes() != before[again[0]]

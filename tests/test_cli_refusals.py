@@ -1,8 +1,8 @@
 """Options that would do nothing, or would lose what is already written, are refused with one line naming them, and
-nothing is written or replaced: checkpoints none of which loads, `--until` at or before the run's step, an option
+nothing is written or replaced: checkpoints none of which loads, `--until` before the run's step, an option
 and a `--set` of the same key, `evaluate --all --step`, `report -o` onto a file that is not a report, `generate`
 onto its own earlier files (without `--overwrite`), `generate` options that shape an output not asked for, config
-files with a repeated key or no keys, and metric settings without metrics."""
+files with a repeated key or no keys."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ganforge.cli import main
+from ganforge.config import read_config_file
 
 SHAPES = "builtin:shapes?count=64&resolution=32"
 TINY = ["--set", "model.features_g=2", "--set", "model.features_d=2", "--set", "model.latent_dim=8",
@@ -56,11 +57,13 @@ def test_checkpoints_none_of_which_loads_are_kept_and_the_resume_refused(run, ca
     assert snapshot(run) == before  # a start from scratch would have written over them
 
 
-def test_until_at_or_before_the_runs_step_is_refused(run, capsys) -> None:
+def test_until_before_the_runs_step_is_refused(run, capsys) -> None:
     before = snapshot(run)
-    assert "until=2: the run is at step 2 already" in refused(["train", "wgan-gp", "--run", str(run), "--until", "2"],
-                                                               capsys)
+    assert "until=1: the run is at step 2 already, past it" in refused(
+        ["train", "wgan-gp", "--run", str(run), "--until", "1"], capsys)
     assert snapshot(run) == before
+    assert main(["train", "wgan-gp", "--run", str(run), "--until", "2"]) == 0  # a rerun of the command that stopped
+    assert "stopped at step 2 (--until)" in capsys.readouterr().out
     for bad in ("0", "-1"):
         with pytest.raises(SystemExit) as stop:
             main(["train", "wgan-gp", "--run", str(run), "--until", bad])
@@ -98,6 +101,9 @@ def test_report_replaces_only_reports(run, tmp_path, capsys) -> None:
     ours.write_text(ours.read_text().replace("</body>", "<p>older</p></body>"))
     assert main(["report", str(run), "-o", str(ours)]) == 0  # a report it wrote is replaced
     assert "older" not in ours.read_text()
+    before_tag = tmp_path / "before.html"  # a page of a ganforge that wrote no generator tag yet
+    before_tag.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"><title>ganforge report: a</title>')
+    assert main(["report", str(run), "-o", str(before_tag)]) == 0 and "generator" in before_tag.read_text()
 
 
 def test_generate_keeps_its_earlier_files_unless_told_to_overwrite(run, tmp_path, capsys) -> None:
@@ -157,15 +163,11 @@ def test_a_json_config_with_a_repeated_key_is_refused(tmp_path, capsys) -> None:
     assert "key 'seed' is given twice" in refused(["info", "wgan-gp", "-c", str(config)], capsys)
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    ("metrics_every=10", "metrics_every: 10 steps between ticks of `metrics`, which is empty"),
-    ("keep_best=2", "keep_best: the 2 best checkpoints by best_metric, which is not set"),
-])
-def test_metric_settings_without_metrics_are_refused(tmp_path, capsys, setting, message) -> None:
-    run = tmp_path / "r"
-    assert message in refused(["train", "wgan-gp", "--run", str(run), "--data", SHAPES, *TINY, "--set", setting],
-                              capsys)
-    assert not run.exists()
+def test_yaml_merge_keys_may_override_what_they_merge(tmp_path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("presets:\n  base: &base\n    lr: 0.1\n    batch_size: 4\n  tuned: &tuned\n    <<: *base\n"
+                      "    lr: 0.2\nmodel:\n  <<: *tuned\n")
+    assert read_config_file(config)["model"] == {"lr": 0.2, "batch_size": 4}
 
 
 def test_a_run_of_another_family_is_named_as_such(run, tmp_path, capsys) -> None:

@@ -411,10 +411,10 @@ class Trainer:
         if self.step > 0 and self.patience_spent():  # nothing to do either, unless patience grew
             self.loader.close()
             return TrainResult(self.run_dir, self.step, total, "early", early_reason=self._early_reason or "")
-        if until is not None and until <= self.step:  # a stop that would train nothing
+        if until is not None and until < self.step:  # a stop the run is past (at it: the stop is already made)
             self.loader.close()
-            raise ConfigError(f"until={until}: the run is at step {self.step} already; give a later step, or leave "
-                              "it out to train to the end")
+            raise ConfigError(f"until={until}: the run is at step {self.step} already, past it; give a later step, "
+                              "or leave it out to train to the end")
         if self.dist.is_main and self.step > 0:
             print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
         elif self.dist.is_main and not (self.run_dir / "config.json").exists() and self.run_dir.is_dir() and (
@@ -862,8 +862,8 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            device: torch.device | None = None, *, images: int | None = None,
                            evaluates: bool = True) -> ReferenceStats | None:
-    """Unknown metric names, and a metrics_every, keep_best, FID mode, DINOv2 weights, FID statistics file or KID/PR
-    settings that no metric uses or `images` (what a tick compares) cannot serve fail now rather than hours into a
+    """Unknown metric names, and an FID mode, DINOv2 weights, FID statistics file or KID/PR settings that no metric
+    uses or `images` (what a tick compares) cannot serve fail now rather than hours into a
     run; returns the statistics of `fid_real_stats`, read and checked. On a process that `evaluates` (under
     torchrun every rank of a generating family, which computes its share of each tick; rank 0 alone for a
     translating family's protocol, the others neither download weights nor hold networks) the weights are found or
@@ -876,12 +876,6 @@ def check_training_metrics(config: RunConfig, data_source: str | None = None,
 
     settings = training_metric_settings(config)
     translates = get_family(config.family).translates
-    if config.metrics_every and not config.metrics:
-        raise ConfigError(f"metrics_every: {config.metrics_every} steps between ticks of `metrics`, which is empty; "
-                          "set metrics, or metrics_every: 0")
-    if config.best_metric is None and config.keep_best != RunConfig.keep_best:
-        raise ConfigError(f"keep_best: the {config.keep_best} best checkpoints by best_metric, which is not set; set "
-                          "best_metric too")
     # the names as the registry reads them (any case); a translating family's metrics are its protocol's
     names = check_metrics(config.metrics) if config.metrics and not translates else []
     protocol = (f"a {config.family} run is evaluated by its paper's protocol (FID and LPIPS per domain task), "
@@ -1077,6 +1071,8 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
 
 def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int | None = None) -> TrainResult:
     """Train (or resume) the run in `run_dir`; returns where it stopped."""
+    if until is not None and until < 1:  # before a restart clears anything
+        raise ConfigError(f"until={until}: expected a positive step count")
     trainer = Trainer(config, run_dir, restart=restart)
     try:
         result = trainer.train(until=until)

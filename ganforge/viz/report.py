@@ -39,6 +39,7 @@ from ganforge.viz.run_data import (
 REPORT_NAME = "report.html"
 COMPARE_NAME = "report-compare.html"
 GENERATOR_TAG = '<meta name="generator" content="ganforge">'  # how `-o` tells its own pages from files it must keep
+TITLE_PREFIX = "<title>ganforge report: "  # the pages written before the tag
 MAX_FRAMES = 24  # sample grids in the slider; more are thinned evenly (first and last kept)
 MAX_IMAGE_WIDTH = 1024  # larger grids are shrunk for the page (the PNGs in samples/ stay as they are)
 MIN_DISPLAY = 256  # smaller grids are shown enlarged (pixelated) to at least this width
@@ -308,7 +309,7 @@ def _metrics_table(run: RunData) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>{GENERATOR_TAG}'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR_TAG}<title>{_esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
             f"<body>{body}<script>{SLIDER_SCRIPT}</script></body></html>\n")
 
@@ -433,28 +434,31 @@ def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCac
     if len({run.label for run in runs}) < len(runs):
         for run in runs:
             run.label = str(run.path)
-    if out is None:
+    if out is None:  # the default names are the reports' own
         out = runs[0].path / REPORT_NAME if len(runs) == 1 else Path(COMPARE_NAME)
-    out = Path(out)
-    if out.is_dir():
-        raise ReportError(f"-o {out}: is a directory; give the HTML file to write, e.g. {out / REPORT_NAME}")
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ReportError(f"-o {out}: expected an .html file name (the report is one HTML page)")
-    if out.exists() and out != runs[0].path / REPORT_NAME and not _written_by_ganforge(out):
-        raise ReportError(f"-o {out}: the file exists and is not a report ganforge wrote; it is left as it is (remove "
-                          "it, or give another name)")
+    else:
+        out = Path(out)
+        if out.is_dir():
+            raise ReportError(f"-o {out}: is a directory; give the HTML file to write, e.g. {out / REPORT_NAME}")
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise ReportError(f"-o {out}: expected an .html file name (the report is one HTML page)")
+        if out.exists() and not _written_by_ganforge(out):
+            raise ReportError(f"-o {out}: the file exists and is not a report ganforge wrote; it is left as it is "
+                              "(remove it, or give another name)")
     page = render_run(runs[0], cache) if len(runs) == 1 else render_comparison(runs)
     write_atomic_text(out, page)
     return out
 
 
 def _written_by_ganforge(path: Path) -> bool:
-    """A page this module wrote (its head holds GENERATOR_TAG), which a new report may replace."""
+    """A page this module wrote (its head holds GENERATOR_TAG, or the title earlier pages had), which a new report
+    may replace."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return GENERATOR_TAG in handle.read(4096)
+            head = handle.read(4096)
     except OSError:
         return False
+    return GENERATOR_TAG in head or TITLE_PREFIX in head
 
 
 class ReportRefresher:
