@@ -90,7 +90,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         out = prepare.prepare_celeba_cropped(args.src, args.out, workers=args.workers, overwrite=args.overwrite)
     elif args.source_kind == "folder":
         out = prepare.prepare_folder(args.src, args.out, resolution=args.resolution, workers=args.workers,
-                                     overwrite=args.overwrite, resize=args.resize)
+                                     overwrite=args.overwrite, resize=args.resize, channels=args.channels)
     elif args.source_kind in ("cifar10", "hdf5"):
         out = _prepare_classes(args)
     else:
@@ -466,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resize", default="lanczos", choices=["lanczos", "bilinear"],
                            help="the filter after the centre crop: lanczos (default, sharp) or bilinear "
                            "(BigGAN-PyTorch's make_hdf5.py, torchvision's Resize: its ImageNet data)")
+            p.add_argument("--channels", type=int, default=3, choices=[1, 3],
+                           help="1: a grey store (each image's luma, as PIL's L mode), whose PGAN and DCGAN/WGAN "
+                           "networks read and draw one channel; 3 (default): RGB")
         if kind == "mnist":
             p.add_argument("--resolution", type=int, default=32, choices=[32, 64])
             p.add_argument("--split", default="train", choices=["train", "test"])

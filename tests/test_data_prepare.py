@@ -343,3 +343,30 @@ def test_folder_with_bilinear_resize_is_biggan_pytorchs_make_hdf5(tmp_path: Path
         main(["prepare", "folder", str(source.parent), "-o", str(tmp_path / "other"), "--resolution", "8",
               "--resize", "bicubic"])
     assert "invalid choice: 'bicubic'" in capsys.readouterr().err
+
+
+def test_folder_of_grey_images_as_a_one_channel_store(tmp_path: Path, caplog) -> None:
+    """--channels 1: each image's luma as PIL's L mode computes it (a grey file keeps its own values); an RGB store
+    of images that are all grey says that --channels 1 exists, one with a coloured image does not."""
+    source = tmp_path / "grey"
+    source.mkdir()
+    greys = [np.random.default_rng(seed).integers(0, 256, (12, 12), dtype=np.uint8) for seed in range(3)]
+    for index, pixels in enumerate(greys):
+        Image.fromarray(pixels).save(source / f"{index}.png")  # mode L files
+    with caplog.at_level("WARNING"):
+        rgb = open_dataset(prepare_folder(source, tmp_path / "rgb", resolution=8, workers=1))
+    assert rgb.channels == 3 and "every image is grey; --channels 1" in caplog.text
+    caplog.clear()
+    grey = open_dataset(prepare_folder(source, tmp_path / "one", resolution=8, workers=1, channels=1))
+    assert grey.channels == 1 and "every image is grey" not in caplog.text
+    np.testing.assert_array_equal(grey.images(8)[:, 0], rgb.images(8)[:, 0])  # luma of R = G = B is that value
+    coloured = _noise(16, 16, 7)
+    Image.fromarray(coloured).save(source / "3.png")
+    with caplog.at_level("WARNING"):
+        mixed = open_dataset(prepare_folder(source, tmp_path / "mixed", resolution=16, workers=1, channels=1))
+        open_dataset(prepare_folder(source, tmp_path / "mixed_rgb", resolution=16, workers=1))
+    assert "every image is grey" not in caplog.text
+    luma = np.asarray(Image.fromarray(coloured).convert("L"))
+    np.testing.assert_array_equal(mixed.images(16)[3, 0], luma)  # 16 px: no resize
+    with pytest.raises(PrepareError, match=r"--channels 2: expected 1 \(grey\) or 3 \(RGB\)"):
+        prepare_folder(source, tmp_path / "two", resolution=8, channels=2)

@@ -194,14 +194,16 @@ def _class_labels(relative_parts: list[tuple[str, ...]]) -> tuple[np.ndarray, li
 
 
 class _FolderDecoder:
-    """Picklable per-item decoder: item is a file path or a (member index, name) of `archive`."""
+    """Picklable per-item decoder: item is a file path or a (member index, name) of `archive`; `channels` 1 keeps
+    PIL's luma of each RGB image (ITU-R 601, its "L" mode: a grey image's own values)."""
 
-    def __init__(self, resolution: int, archive: Path | None, resample: Image.Resampling) -> None:
-        self.resolution, self.archive, self.resample = resolution, archive, resample
+    def __init__(self, resolution: int, archive: Path | None, resample: Image.Resampling, channels: int = 3) -> None:
+        self.resolution, self.archive, self.resample, self.channels = resolution, archive, resample, channels
         self._zip: zipfile.ZipFile | None = None
 
     def __getstate__(self) -> dict:
-        return {"resolution": self.resolution, "archive": self.archive, "resample": self.resample, "_zip": None}
+        return {"resolution": self.resolution, "archive": self.archive, "resample": self.resample,
+                "channels": self.channels, "_zip": None}
 
     def __call__(self, item: Path | tuple[int, str]) -> tuple[np.ndarray | None, str]:
         try:
@@ -216,20 +218,44 @@ class _FolderDecoder:
             return None, error.reason
         except (OSError, zipfile.BadZipFile) as error:
             return None, f"cannot read from the archive ({error})"
-        return np.ascontiguousarray(center_crop_resize(image, self.resolution, self.resample).transpose(2, 0, 1)), ""
+        square = center_crop_resize(image, self.resolution, self.resample)
+        if self.channels == 1:
+            return np.asarray(Image.fromarray(square).convert("L"))[None], ""
+        return np.ascontiguousarray(square.transpose(2, 0, 1)), ""
+
+
+Decoded = tuple[int, np.ndarray | None, str]  # an item's index, its CHW image (None: skipped) and why it was skipped
+
+
+class _ColourSeen:
+    """Whether any RGB image decoded so far has colour (where none has, the store could be grey)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def watch(self, results: Iterable[Decoded]) -> Iterator[Decoded]:
+        for item in results:
+            image = item[1]
+            if not self.seen and image is not None and len(image) == 3:
+                self.seen = not (np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]))
+            yield item
 
 
 RESIZE_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR}
 
 
 def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = False, workers: int = 0,
-                   resize: str = "lanczos") -> Path:
+                   resize: str = "lanczos", channels: int = 3) -> Path:
     """A folder (recursive) or .zip of images → centre-cropped store; first-level sub-folders are classes.
     `resize` "bilinear" is BigGAN-PyTorch's make_hdf5.py (CenterCropLongEdge, then torchvision's Resize of the PIL
-    image), "lanczos" (default) the sharper filter."""
+    image), "lanczos" (default) the sharper filter. `channels` 1: a grey store (each image's luma), whose networks
+    read and draw one channel (PGAN, DCGAN/WGAN; BigGAN and StarGAN v2 draw RGB); where every image of an RGB store
+    is grey, a warning says so."""
     _check_resolution(resolution)
     if resize not in RESIZE_FILTERS:
         raise PrepareError(f"--resize {resize!r}: expected one of {', '.join(RESIZE_FILTERS)}")
+    if channels not in (1, 3):
+        raise PrepareError(f"--channels {channels}: expected 1 (grey) or 3 (RGB)")
     src = Path(src)
     if not src.exists():
         raise PrepareError(f"{src} does not exist; expected a folder or a .zip of images")
@@ -249,12 +275,17 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
     if not items:
         raise PrepareError(f"{src} contains no images (looked for {', '.join(PREPARE_EXTENSIONS)})")
     classes = _class_labels(relative)
-    decoder = _FolderDecoder(resolution, archive, RESIZE_FILTERS[resize])
-    with StoreWriter(out, resolution=resolution, channels=3, overwrite=overwrite) as writer:
-        kept, skipped = _write_decoded(writer, _decode_all(decoder, items, _resolve_workers(workers)), names)
+    decoder = _FolderDecoder(resolution, archive, RESIZE_FILTERS[resize], channels)
+    with StoreWriter(out, resolution=resolution, channels=channels, overwrite=overwrite) as writer:
+        colour = _ColourSeen()
+        kept, skipped = _write_decoded(writer, colour.watch(_decode_all(decoder, items, _resolve_workers(workers))),
+                                       names)
         if writer.count == 0:
             raise PrepareError(f"{src}: none of its {len(items)} image files could be decoded; "
                                f"{skip_summary(skipped, len(items))}")
+        if channels == 3 and not colour.seen:
+            log.warning("%s: every image is grey; --channels 1 (Python: channels=1) makes a grey store, a third of "
+                        "the size, whose networks read and draw one channel", src)
         labels, columns = None, None
         if classes is not None:
             labels, columns = classes[0][kept][:, None], [(CLASS_COLUMN, classes[1])]
