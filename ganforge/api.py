@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ganforge.augment.augmenter import Augmenter
-from ganforge.config import ConfigError, RunConfig, read_config_file
+from ganforge.config import ConfigError, RunConfig, read_config_file, to_dict
 from ganforge.data.store import open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.run_loader import LoadedModel, build_family, dataset_placeholder  # noqa: F401 (the public API)
@@ -19,12 +19,21 @@ from ganforge.training.engine import train as _train_run
 
 def train(config: RunConfig | dict[str, Any] | str | Path, run_dir: str | Path = "runs/run", *,
           restart: bool = False, until: int | None = None) -> TrainResult:
-    """Train from a RunConfig, a config mapping, or a config file path (resumes an existing run)."""
+    """Train from a RunConfig, a config mapping, or a config file path (resumes an existing run). A RunConfig is
+    checked again as a mapping would be: one built or changed by hand may hold a plain model mapping or values of
+    the wrong type."""
     if isinstance(config, (str, Path)):
         config = read_config_file(config)
-    if isinstance(config, dict):
-        config = resolve_run_config(None, config)
-    return _train_run(config, Path(run_dir), restart=restart, until=until)
+    elif isinstance(config, RunConfig):
+        config = to_dict(config)
+    elif not isinstance(config, dict):
+        raise ConfigError(f"config: expected a RunConfig, a config mapping or a config file path, got "
+                          f"{type(config).__name__}")
+    if not isinstance(run_dir, (str, Path)):
+        raise ConfigError(f"run_dir: expected a folder path, got {type(run_dir).__name__}")
+    if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
+        raise ConfigError(f"until: expected a whole number of steps, got {until!r}")
+    return _train_run(resolve_run_config(None, config), Path(run_dir), restart=restart, until=until)
 
 
 def describe(config: RunConfig) -> dict[str, Any]:

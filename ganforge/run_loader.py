@@ -65,16 +65,36 @@ class LoadedModel:
         """The batches `n` samples are drawn in (equal ones where samples depend on their batch: `sample_batches`)."""
         return sample_batches(n, largest, equal=self.family.batch_dependent_samples)
 
-    def generate(self, z: torch.Tensor | dict[str, torch.Tensor] | None = None, *, n: int = 16, seed: int = 0,
-                 net: str | None = None, raw: bool = False) -> torch.Tensor:
-        """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`), by the EMA generator
-        when the run keeps one, else by G. Generators without a tanh (PGAN) overshoot that range, so the images
-        are clamped to it; `raw=True` returns the network's output unclamped (to compare with reference code)."""
+    def generate(self, z: torch.Tensor | dict[str, torch.Tensor] | None = None, *, n: int | None = None,
+                 seed: int | None = None, net: str | None = None, raw: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] (NCHW) from latents `z` (or `n` latents drawn from `seed`, by default 16 from 0), by
+        the EMA generator when the run keeps one, else by G. Generators without a tanh (PGAN) overshoot that range,
+        so the images are clamped to it; `raw=True` returns the network's output unclamped (to compare with
+        reference code)."""
         net = net or self.family.sample_net
-        inputs = self.latents(n, seed) if z is None else (z if isinstance(z, dict) else {"z": z})
         if net not in self.nets:
             raise ValueError(f"no network {net!r}; this model has {sorted(self.nets)}")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if z is None:
+            for name, value in (("n", n), ("seed", seed)):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
+                                          value < (1 if name == "n" else 0)):
+                    raise ValueError(f"generate: {name}: expected a {'positive' if name == 'n' else 'non-negative'} "
+                                     f"whole number, got {value!r}")
+            inputs = self.latents(16 if n is None else n, 0 if seed is None else seed)
+        else:
+            if n is not None or seed is not None:
+                raise ValueError("generate: n and seed draw the latents; given latents z, leave them out (z sets both)")
+            inputs = z if isinstance(z, dict) else {"z": z}
+            wrong = {key: type(value).__name__ for key, value in inputs.items() if not isinstance(value, torch.Tensor)}
+            if wrong:
+                raise ValueError(f"generate: latents must be torch tensors, got {wrong}")
+            latent, width = inputs.get("z"), self.latents(1)["z"].shape[1]
+            if latent is None or latent.shape[1:] != (width,) or not latent.is_floating_point() or not len(latent):
+                raise ValueError(f"generate: z: expected float latents [N, {width}] with N >= 1, got "
+                                 f"{'no z' if latent is None else f'{latent.dtype} {tuple(latent.shape)}'}")
+        # latents of any float precision are drawn in the networks' float32; classes and labels keep their type
+        inputs = {k: v.to(self.device, torch.float32) if v.is_floating_point() else v.to(self.device)
+                  for k, v in inputs.items()}
         images = self.family.generate(inputs, net, self.plan)
         return images if raw else images.clamp(-1, 1)
 
@@ -83,7 +103,15 @@ def load_run(target: str | Path, *, step: int | None = None, device: str = "auto
              bn: SamplingBN | str | None = None) -> LoadedModel:
     """Load a run directory (its newest valid checkpoint, or `step`) or a checkpoint file; `bn` ("running",
     "batch", "standing:N") chooses the statistics its generator's batch norm samples with instead of the run's."""
+    if not isinstance(target, (str, Path)):
+        raise ckpt.CheckpointError(f"load: expected a run directory or checkpoint file path, got "
+                                   f"{type(target).__name__}")
     target = Path(target)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise ckpt.CheckpointError(f"{target}: step: expected a whole step number, got {step!r}")
+    if step is not None and not target.is_dir():
+        raise ckpt.CheckpointError(f"{target}: step {step} is for a run directory; a checkpoint file is one step "
+                                   "already")
     if step is not None and target.is_dir() and step not in (steps := ckpt.checkpoint_steps(target)):
         have = ", ".join(map(str, steps)) if steps else "none"
         raise ckpt.CheckpointError(f"{target}: no checkpoint at step {step}; steps with a checkpoint: {have}")

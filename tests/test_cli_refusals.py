@@ -2,7 +2,8 @@
 nothing is written or replaced: checkpoints none of which loads, `--until` before the run's step, an option
 and a `--set` of the same key, `evaluate --all --step`, `report -o` onto a file that is not a report, `generate`
 onto its own earlier files (without `--overwrite`), `generate` options that shape an output not asked for, config
-files with a repeated key or no keys."""
+files with a repeated key or no keys; through the Python API, values of the wrong type (train's config, until, load's
+step, generate's n, seed and latents), metric names given as one string and NaN images."""
 
 from __future__ import annotations
 
@@ -202,3 +203,57 @@ def test_a_usage_error_is_one_line(capsys) -> None:
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         "ganforge evaluate: error: argument --n: expected a positive integer, got 0 (see ganforge evaluate --help)"]
+
+
+# --- the same rules through the Python API ------------------------------------------------------------------------
+
+def test_the_python_api_refuses_wrong_types_with_one_line(run, tmp_path) -> None:
+    import torch
+
+    import ganforge
+    from ganforge.config import ConfigError, RunConfig, to_dict
+    from ganforge.families import resolve_run_config
+    from ganforge.training.checkpoint import CheckpointError
+
+    with pytest.raises(ConfigError, match="config: expected a RunConfig, a config mapping or a config file path, "
+                                          "got list"):
+        ganforge.train([1], tmp_path / "a")
+    saved = to_dict(ganforge.load(run).config)
+    changed = resolve_run_config(None, saved)
+    changed.model.batch_size = "4"  # a RunConfig changed by hand is checked again
+    with pytest.raises(ConfigError, match="batch_size"):
+        ganforge.train(changed, tmp_path / "b")
+    with pytest.raises(ConfigError, match="until: expected a whole number of steps, got '2'"):
+        ganforge.train(saved, tmp_path / "c", until="2")
+    assert isinstance(changed, RunConfig) and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    with pytest.raises(CheckpointError, match="step: expected a whole step number, got '1'"):
+        ganforge.load(run, step="1")
+    with pytest.raises(CheckpointError, match="step 1 is for a run directory; a checkpoint file is one step"):
+        ganforge.load(run / "checkpoints" / "00000002.safetensors", step=1)
+    model = ganforge.load(run)
+    width = model.latents(1)["z"].shape[1]
+    assert model.generate(torch.randn(3, width, dtype=torch.float64)).shape[0] == 3  # float64 latents are drawn too
+    for options, message in ((dict(n=0), "n: expected a positive whole number, got 0"),
+                             (dict(seed=-1), "seed: expected a non-negative whole number, got -1"),
+                             (dict(z=torch.randn(2, width), n=4), "given latents z, leave them out"),
+                             (dict(z=torch.randn(2, width + 1)), rf"z: expected float latents \[N, {width}\]"),
+                             (dict(z=[[0.0] * width]), "latents must be torch tensors")):
+        with pytest.raises(ValueError, match=message):
+            model.generate(**options)
+
+
+def test_metric_names_and_nan_images_through_the_python_api() -> None:
+    import torch
+
+    from ganforge.metrics import swd
+    from ganforge.metrics.evaluate import evaluate
+    from ganforge.metrics.registry import UnknownMetricError, check_metrics
+
+    assert check_metrics("SWD, msssim") == ["swd", "msssim"]  # a string names metrics as the command line does
+    with pytest.raises(UnknownMetricError, match=r"no metric named \(got \[\]\)"):
+        check_metrics([])
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    assert evaluate(images, None, "msssim")["msssim"]["pairs"] == 4
+    images[3, 1, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN pixel values"):
+        swd(images, images.flip(0))

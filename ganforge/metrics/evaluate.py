@@ -253,7 +253,7 @@ def _weights_digest(path: str, stamp: tuple[int, ...]) -> str:
 
 
 @reference_float32()
-def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str], *, n: int | None = None,
+def evaluate(fake: ImageSource, real: ImageSource | None, metrics: list[str] | str, *, n: int | None = None,
              inception_weights: str | Path | None = None, device: torch.device | str | None = None,
              real_cache_key: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = 64, fid_mode: str = DEFAULT_FID_MODE,

@@ -267,12 +267,17 @@ METRICS_SERVED: dict[str, list[str]] = {network: [m.name for m in METRICS.values
                                                   and m.network == network] for network in STATS_NETWORKS}
 
 
-def check_metrics(metrics: list[str]) -> list[str]:
-    """Lower-cased, de-duplicated metric names; unknown ones raise with the list of known names."""
+def check_metrics(metrics: list[str] | str) -> list[str]:
+    """Lower-cased, de-duplicated metric names (one string may name several, comma-separated, as the command line
+    takes them); unknown ones raise with the list of known names."""
+    if isinstance(metrics, str):
+        metrics = metrics.split(",")
     names = list(dict.fromkeys(m.strip().lower() for m in metrics if m.strip()))
     unknown = [m for m in names if m not in METRICS]
-    if unknown or not names:
-        raise UnknownMetricError(f"unknown metric(s) {unknown or metrics!r}; choose from {', '.join(METRICS)}")
+    if unknown:
+        raise UnknownMetricError(f"unknown metric(s) {unknown!r}; choose from {', '.join(METRICS)}")
+    if not names:
+        raise UnknownMetricError(f"no metric named (got {metrics!r}); choose from {', '.join(METRICS)}")
     return names
 
 
