@@ -138,15 +138,21 @@ def bn_mode(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def positive_int(text: str) -> int:
-    """A count or size of at least 1, for argparse."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(least: int, expected: str) -> typing.Callable[[str], int]:
+    """An argparse type: a whole number of at least `least`, else an error saying what was `expected`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")  # a count or size
+non_negative_int = _int_at_least(0, "a whole number of 0 or more")
 
 
 def _float_pair(text: str) -> tuple[float, float]:
@@ -501,8 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start over (with the run's saved config unless -c is given), deleting what the run wrote "
                          "(checkpoints, logs, sample grids, GIF, report, TensorBoard events; other files stay) once "
                          "the config, dataset and networks check out")
-    tr.add_argument("--until", type=positive_int, help="stop (with a checkpoint) after this many steps; the same "
-                    f"command without --until continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if "
+    tr.add_argument("--until", type=non_negative_int, help="stop (with a checkpoint) after this many steps (0: "
+                    "check the config, data and networks and train nothing); the same command without --until "
+                    f"continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if "
                     "wanted)")
     tr.add_argument("--on-nan", choices=["stop", "rollback"],
                     help="on a NaN/Inf loss: stop (default), or roll back to the last checkpoint and go on")

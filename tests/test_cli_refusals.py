@@ -65,12 +65,21 @@ def test_until_before_the_runs_step_is_refused(run, capsys) -> None:
     assert snapshot(run) == before
     assert main(["train", "wgan-gp", "--run", str(run), "--until", "2"]) == 0  # a rerun of the command that stopped
     assert "stopped at step 2 (--until)" in capsys.readouterr().out
-    for bad in ("0", "-1"):
-        with pytest.raises(SystemExit) as stop:
-            main(["train", "wgan-gp", "--run", str(run), "--until", bad])
-        assert stop.value.code == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "wgan-gp", "--run", str(run), "--until", "-1"])
+    assert stop.value.code == 2
     with pytest.raises(SystemExit):
         main(["train", "wgan-gp", "--run", str(run), "--final-swd", "0"])
+
+
+def test_until_0_checks_a_new_run_and_trains_nothing(tmp_path, capsys) -> None:
+    new = tmp_path / "new"
+    assert main(["train", "wgan-gp", "--run", str(new), "--data", SHAPES, *TINY, "--until", "0"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"stopped before step 1 (--until 0): the config, data and networks check out (untrained checkpoint in {new}; "
+        "the same command without --until trains)")
+    assert [path.name for path in sorted((new / "checkpoints").iterdir())] == ["00000000.json",
+                                                                              "00000000.safetensors"]
 
 
 def test_an_option_and_a_set_of_the_same_key_are_refused(tmp_path, capsys) -> None:

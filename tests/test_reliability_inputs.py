@@ -258,7 +258,8 @@ def test_checkpoint_of_another_family_resolution_or_variant_is_refused(tmp_path,
     record = json.loads(pgan_checkpoint.read_text())
     (folder / pgan_checkpoint.name).write_text(json.dumps(record))
     code, _, err = run_cli(capsys, "train", family, "-c", path, "--run-dir", run)
-    assert code == 2 and "was trained with a different config" in one_line_error(err, "train")
+    expected = f"{run} is a pgan run, not wgan-gp" if kind == "family" else "was trained with a different config"
+    assert code == 2 and expected in one_line_error(err, "train")
     # even with its recorded config and data made to match (hand-edited), the weights themselves are refused
     record["config"] = to_dict(resolve_run_config(family, copy.deepcopy(config), []))
     record["dataset"] = {k: v for k, v in open_dataset(config["data"]).manifest.items() if k != "skipped"}

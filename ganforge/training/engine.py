@@ -138,6 +138,9 @@ class TrainResult:
         if self.stop == "already finished":
             return (f"already finished at step {self.step} in {self.run_dir} (lengthen the schedule with "
                     f"--set {self.lengthen_with} to train further)")
+        if self.stop == "until" and self.step == 0:
+            return (f"stopped before step 1 (--until 0): the config, data and networks check out (untrained "
+                    f"checkpoint in {self.run_dir}; the same command without --until trains)")
         if self.stop == "until":
             return (f"stopped at step {self.step} (--until); run the same command without --until to continue "
                     f"(checkpoint in {self.run_dir})")
@@ -1071,8 +1074,8 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
 
 def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int | None = None) -> TrainResult:
     """Train (or resume) the run in `run_dir`; returns where it stopped."""
-    if until is not None and until < 1:  # before a restart clears anything
-        raise ConfigError(f"until={until}: expected a positive step count")
+    if until is not None and until < 0:  # before a restart clears anything (0: check everything, train nothing)
+        raise ConfigError(f"until={until}: expected a step count of 0 or more")
     trainer = Trainer(config, run_dir, restart=restart)
     try:
         result = trainer.train(until=until)
