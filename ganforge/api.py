@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ganforge.augment.augmenter import Augmenter
-from ganforge.config import ConfigError, RunConfig, read_config_file, to_dict
+from ganforge.config import ConfigError, RunConfig, is_whole_number, read_config_file, to_dict
 from ganforge.data.store import open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.run_loader import LoadedModel, build_family, dataset_placeholder  # noqa: F401 (the public API)
@@ -31,9 +31,10 @@ def train(config: RunConfig | dict[str, Any] | str | Path, run_dir: str | Path =
                           f"{type(config).__name__}")
     if not isinstance(run_dir, (str, Path)):
         raise ConfigError(f"run_dir: expected a folder path, got {type(run_dir).__name__}")
-    if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
+    if until is not None and not is_whole_number(until):
         raise ConfigError(f"until: expected a whole number of steps, got {until!r}")
-    return _train_run(resolve_run_config(None, config), Path(run_dir), restart=restart, until=until)
+    return _train_run(resolve_run_config(None, config), Path(run_dir), restart=restart,
+                      until=None if until is None else int(until))
 
 
 def describe(config: RunConfig) -> dict[str, Any]:

@@ -508,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(checkpoints, logs, sample grids, GIF, report, TensorBoard events; other files stay) once "
                          "the config, dataset and networks check out")
     tr.add_argument("--until", type=non_negative_int, help="stop (with a checkpoint) after this many steps (0: "
-                    "check the config, data and networks and train nothing); the same command without --until "
-                    f"continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if "
+                    "build the run, write its untrained checkpoint and train nothing); the same command without "
+                    f"--until continues (with --set changes of {', '.join(RESUMABLE_CHANGES)} if "
                     "wanted)")
     tr.add_argument("--on-nan", choices=["stop", "rollback"],
                     help="on a NaN/Inf loss: stop (default), or roll back to the last checkpoint and go on")

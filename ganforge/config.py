@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import numbers
 import re
 import shlex
 import types
@@ -174,6 +175,11 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     except TypeError as err:
         raise ConfigError(f"{where or cls.__name__}: {err}") from None
     return obj
+
+
+def is_whole_number(value: Any) -> bool:
+    """An integer of any kind (numpy's too, e.g. a step chosen with argmin), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def to_dict(obj: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganforge.config import RunConfig
+from ganforge.config import RunConfig, is_whole_number
 from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
@@ -76,11 +76,10 @@ class LoadedModel:
             raise ValueError(f"no network {net!r}; this model has {sorted(self.nets)}")
         if z is None:
             for name, value in (("n", n), ("seed", seed)):
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
-                                          value < (1 if name == "n" else 0)):
+                if value is not None and (not is_whole_number(value) or value < (1 if name == "n" else 0)):
                     raise ValueError(f"generate: {name}: expected a {'positive' if name == 'n' else 'non-negative'} "
                                      f"whole number, got {value!r}")
-            inputs = self.latents(16 if n is None else n, 0 if seed is None else seed)
+            inputs = self.latents(16 if n is None else int(n), 0 if seed is None else int(seed))
         else:
             if n is not None or seed is not None:
                 raise ValueError("generate: n and seed draw the latents; given latents z, leave them out (z sets both)")
@@ -88,10 +87,13 @@ class LoadedModel:
             wrong = {key: type(value).__name__ for key, value in inputs.items() if not isinstance(value, torch.Tensor)}
             if wrong:
                 raise ValueError(f"generate: latents must be torch tensors, got {wrong}")
-            latent, width = inputs.get("z"), self.latents(1)["z"].shape[1]
-            if latent is None or latent.shape[1:] != (width,) or not latent.is_floating_point() or not len(latent):
-                raise ValueError(f"generate: z: expected float latents [N, {width}] with N >= 1, got "
-                                 f"{'no z' if latent is None else f'{latent.dtype} {tuple(latent.shape)}'}")
+            # the latent width, from a drawn latent (a translating family draws sources too: its own checks serve)
+            width = None if self.family.translates else self.latents(1)["z"].shape[1]
+            latent = inputs.get("z")
+            if latent is None or latent.ndim != 2 or width not in (None, latent.shape[1]) \
+                    or not latent.is_floating_point() or not len(latent):
+                raise ValueError(f"generate: z: expected float latents [N, {width or 'latent size'}] with N >= 1, "
+                                 f"got {'no z' if latent is None else f'{latent.dtype} {tuple(latent.shape)}'}")
         # latents of any float precision are drawn in the networks' float32; classes and labels keep their type
         inputs = {k: v.to(self.device, torch.float32) if v.is_floating_point() else v.to(self.device)
                   for k, v in inputs.items()}
@@ -107,9 +109,10 @@ def load_run(target: str | Path, *, step: int | None = None, device: str = "auto
         raise ckpt.CheckpointError(f"load: expected a run directory or checkpoint file path, got "
                                    f"{type(target).__name__}")
     target = Path(target)
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+    if step is not None and not is_whole_number(step):
         raise ckpt.CheckpointError(f"{target}: step: expected a whole step number, got {step!r}")
-    if step is not None and not target.is_dir():
+    step = None if step is None else int(step)
+    if step is not None and target.is_file():
         raise ckpt.CheckpointError(f"{target}: step {step} is for a run directory; a checkpoint file is one step "
                                    "already")
     if step is not None and target.is_dir() and step not in (steps := ckpt.checkpoint_steps(target)):

@@ -76,8 +76,8 @@ def test_until_0_checks_a_new_run_and_trains_nothing(tmp_path, capsys) -> None:
     new = tmp_path / "new"
     assert main(["train", "wgan-gp", "--run", str(new), "--data", SHAPES, *TINY, "--until", "0"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
-        f"stopped before step 1 (--until 0): the config, data and networks check out (untrained checkpoint in {new}; "
-        "the same command without --until trains)")
+        "stopped before step 1 (--until 0): the config and data check out and the networks were built (an untrained "
+        f"step-0 checkpoint in {new}; the same command without --until trains)")
     assert [path.name for path in sorted((new / "checkpoints").iterdir())] == ["00000000.json",
                                                                               "00000000.safetensors"]
 
@@ -266,3 +266,37 @@ def test_metric_names_and_nan_images_through_the_python_api() -> None:
     images[3, 1, 2, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN pixel values"):
         swd(images, images.flip(0))
+
+
+def test_a_grey_store_is_refused_by_the_rgb_families(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    for domain in ("dark", "light"):
+        (tmp_path / "src" / domain).mkdir(parents=True)
+        for index in range(2):
+            Image.new("L", (32, 32), 40 + 100 * index).save(tmp_path / "src" / domain / f"{index}.png")
+    store = tmp_path / "grey"
+    assert main(["prepare", "folder", str(tmp_path / "src"), "-o", str(store), "--resolution", "32",
+                 "--channels", "1", "--workers", "1"]) == 0
+    for family, what in (("stargan2", "StarGAN v2 translates RGB images"), ("biggan", "BigGAN generates RGB images")):
+        line = refused(["train", family, "-c", f"configs/{family}_tiny.yaml", "--data", str(store), "--run",
+                        str(tmp_path / family), "--until", "0"], capsys)
+        assert f"{what}; {store} has 1 channel(s)" in line
+
+
+def test_restart_with_until_0_is_refused_before_anything_is_deleted(run, capsys) -> None:
+    before = snapshot(run)
+    assert "until=0 with restart: it would delete what the run wrote" in refused(
+        ["train", "wgan-gp", "--run", str(run), "--restart", "--until", "0"], capsys)
+    assert snapshot(run) == before
+
+
+def test_load_takes_numpy_steps_and_names_a_missing_run(run, tmp_path) -> None:
+    import numpy as np
+
+    import ganforge
+    from ganforge.training.checkpoint import CheckpointError
+
+    assert ganforge.load(run, step=np.int64(1)).step == 1  # e.g. chosen with argmin over a metric
+    with pytest.raises(CheckpointError, match="no such run directory or checkpoint"):
+        ganforge.load(tmp_path / "typo", step=1)

@@ -180,6 +180,9 @@ class StarGAN2Family(Family):
 
     def __init__(self, config: StarGAN2Config, dataset: ImageDataset, device: torch.device, dist: DistInfo) -> None:
         super().__init__(config, dataset, device, dist)
+        if dataset.channels != 3:
+            raise ConfigError(f"data: StarGAN v2 translates RGB images; {dataset.source} has {dataset.channels} "
+                              "channel(s)")
         self.domain_column, self.domain_names = self._domains(config, dataset, announce=dist.is_main)
         self.img_size = config.resolution or dataset.resolution
         if dataset.levels and self.img_size not in dataset.levels:

@@ -139,8 +139,8 @@ class TrainResult:
             return (f"already finished at step {self.step} in {self.run_dir} (lengthen the schedule with "
                     f"--set {self.lengthen_with} to train further)")
         if self.stop == "until" and self.step == 0:
-            return (f"stopped before step 1 (--until 0): the config, data and networks check out (untrained "
-                    f"checkpoint in {self.run_dir}; the same command without --until trains)")
+            return (f"stopped before step 1 (--until 0): the config and data check out and the networks were built "
+                    f"(an untrained step-0 checkpoint in {self.run_dir}; the same command without --until trains)")
         if self.stop == "until":
             return (f"stopped at step {self.step} (--until); run the same command without --until to continue "
                     f"(checkpoint in {self.run_dir})")
@@ -1074,8 +1074,10 @@ def _check_same_config(run_dir: Path, saved: dict[str, Any], requested: dict[str
 
 def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int | None = None) -> TrainResult:
     """Train (or resume) the run in `run_dir`; returns where it stopped."""
-    if until is not None and until < 0:  # before a restart clears anything (0: check everything, train nothing)
+    if until is not None and until < 0:  # before a restart clears anything (0: build the run, train nothing)
         raise ConfigError(f"until={until}: expected a step count of 0 or more")
+    if restart and until == 0:
+        raise ConfigError("until=0 with restart: it would delete what the run wrote and train nothing; leave one out")
     trainer = Trainer(config, run_dir, restart=restart)
     try:
         result = trainer.train(until=until)
