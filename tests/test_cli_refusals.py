@@ -300,3 +300,28 @@ def test_load_takes_numpy_steps_and_names_a_missing_run(run, tmp_path) -> None:
     assert ganforge.load(run, step=np.int64(1)).step == 1  # e.g. chosen with argmin over a metric
     with pytest.raises(CheckpointError, match="no such run directory or checkpoint"):
         ganforge.load(tmp_path / "typo", step=1)
+
+
+def test_metric_functions_name_bad_features_and_counts() -> None:
+    import numpy as np
+    import torch
+
+    from ganforge.metrics import fid, kid, msssim, precision_recall, swd
+
+    features = np.random.default_rng(0).standard_normal((12, 6))
+    assert np.isfinite(fid(features.tolist(), features[::-1].tolist()))  # lists are features too
+    for call, message in (
+            (lambda: fid(features[:, 0], features[:, 0]), r"fid: expected real features \[N, D\] with N >= 2, got "
+                                                          r"torch.float64 \(12,\)"),
+            (lambda: fid(features[:1], features), r"with N >= 2, got torch.float64 \(1, 6\)"),
+            (lambda: fid(np.full((4, 6), np.nan), features), "fid: the features hold NaN or infinite values"),
+            (lambda: kid(features, features[:, :3], subset_size=4), r"KID: feature sizes differ \(6 vs 3\)"),
+            (lambda: kid(features, features, subsets=0, subset_size=4), "KID: subsets=0: expected at least one"),
+            (lambda: precision_recall(features, features, k=0), "k=0: expected at least 1"),
+            (lambda: swd(torch.zeros(4, 3, 16, 16, dtype=torch.uint8), torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+                         n_directions=0), "SWD: n_directions=0: expected at least 1"),
+            (lambda: swd(torch.zeros(4, 3, 16, 16, dtype=torch.uint8), torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+                         n_patches=0), "SWD: n_patches and batch_size must be at least 1"),
+            (lambda: msssim(torch.zeros(4, 3, 16, 16, dtype=torch.uint8), batch_size=0), "batch_size=0")):
+        with pytest.raises(ValueError, match=message):
+            call()

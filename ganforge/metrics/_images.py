@@ -51,6 +51,8 @@ def to_uint8_images(batch: ImageBatch, *, name: str = "images") -> torch.Tensor:
 
 def iter_image_batches(source: ImageSource, *, batch_size: int = 64, name: str = "images") -> Iterator[torch.Tensor]:
     """Stream a set as uint8 NCHW batches; a whole array/tensor is cut into `batch_size` slices (no copy of it)."""
+    if batch_size < 1:
+        raise ValueError(f"{name}: batch_size={batch_size}: expected at least 1")
     if callable(source) and not isinstance(source, (np.ndarray, torch.Tensor)):
         source = source()
     if isinstance(source, (np.ndarray, torch.Tensor)):

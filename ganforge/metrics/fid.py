@@ -34,6 +34,22 @@ def _f64(x: ArrayLike, device: torch.device | str | None = None) -> torch.Tensor
     return tensor.to(device=device or tensor.device, dtype=torch.float64)
 
 
+def feature_matrix(features: ArrayLike, name: str, *, at_least: int = 2) -> torch.Tensor:
+    """`features` as a [N, D] tensor of finite values with N >= `at_least`, or a ValueError naming the metric
+    (`name`) and what it got: the features' shape and type errors would otherwise surface inside torch."""
+    try:
+        tensor = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name}: expected features [N, D] (an array or tensor), got {type(features).__name__} "
+                         f"({err})") from None
+    if tensor.ndim != 2 or tensor.shape[0] < at_least or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name}: expected real features [N, D] with N >= {at_least}, got {tensor.dtype} "
+                         f"{tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name}: the features hold NaN or infinite values (a diverged generator?)")
+    return tensor
+
+
 # A covariance of n < D samples has rank n - 1. Its range is found exactly by a Gaussian sketch of more columns than
 # its rank (S = Q B Q^T with Q orthonormal, B = Q^T S Q small), verified by the residual: tried at these widths up to
 # D/4, where the D^2-sized products still cost far less than a D x D eigendecomposition (7 s at 2048-d on one core).
@@ -138,10 +154,14 @@ class FeatureStats:
         return stats
 
 
+def _is_gaussian(stats: object) -> bool:
+    return hasattr(stats, "mean") and hasattr(stats, "cov") and not isinstance(stats, (np.ndarray, torch.Tensor))
+
+
 def fid(feats_a: ArrayLike | Gaussian, feats_b: ArrayLike | Gaussian, *,
         device: torch.device | str | None = None) -> float:
     """FID between two feature sets: arrays [N, D] of Inception pool features, or their mean and covariance
     (`FeatureStats`, `ReferenceStats` read from a statistics file)."""
-    a = FeatureStats.from_features(feats_a) if isinstance(feats_a, (np.ndarray, torch.Tensor)) else feats_a
-    b = FeatureStats.from_features(feats_b) if isinstance(feats_b, (np.ndarray, torch.Tensor)) else feats_b
+    a, b = (stats if _is_gaussian(stats) else FeatureStats.from_features(feature_matrix(stats, "fid"))
+            for stats in (feats_a, feats_b))
     return frechet_distance(a.mean, a.cov, b.mean, b.cov, device=device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ganforge.metrics.fid import ArrayLike, _f64
+from ganforge.metrics.fid import ArrayLike, _f64, feature_matrix
 
 
 def polynomial_mmd2(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
@@ -37,6 +37,11 @@ def kid_subset_indices(n_a: int, n_b: int, subsets: int, subset_size: int,
 def kid(feats_a: ArrayLike, feats_b: ArrayLike, *, subsets: int = 100, subset_size: int = 1000,
         seed: int = 2020) -> tuple[float, float]:
     """KID (mean, std) over `subsets` random subsets of `subset_size` features from each set."""
+    feats_a, feats_b = feature_matrix(feats_a, "KID"), feature_matrix(feats_b, "KID")
+    if feats_a.shape[1] != feats_b.shape[1]:
+        raise ValueError(f"KID: feature sizes differ ({feats_a.shape[1]} vs {feats_b.shape[1]})")
+    if subsets < 1:
+        raise ValueError(f"KID: subsets={subsets}: expected at least one subset")
     n_a, n_b = len(feats_a), len(feats_b)
     if subset_size > min(n_a, n_b) or subset_size < 2:
         raise ValueError(f"KID: subset_size={subset_size} needs 2 <= subset_size <= the smaller set "

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import torch
 
-from ganforge.metrics.fid import ArrayLike
+from ganforge.metrics.fid import ArrayLike, feature_matrix
 
 
-def _as_features(x: ArrayLike, device: torch.device | str | None) -> torch.Tensor:
-    tensor = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
-    if tensor.ndim != 2:
-        raise ValueError(f"precision_recall: expected features [N, D], got shape {tuple(tensor.shape)}")
+def _as_features(x: ArrayLike, device: torch.device | str | None, name: str) -> torch.Tensor:
+    tensor = feature_matrix(x, name, at_least=1)
     return tensor.to(device=device or tensor.device, dtype=torch.float32)
 
 
 def knn_radii(features: torch.Tensor, k: int, batch: int) -> torch.Tensor:
     """Distance of every feature to its k-th nearest neighbour in the same set (itself excluded)."""
+    if k < 1:
+        raise ValueError(f"k-nearest-neighbour radii: k={k}: expected at least 1")
     if features.shape[0] <= k:
         raise ValueError(f"k-nearest-neighbour radii: k={k} needs more than {k} features per set, got "
                          f"{features.shape[0]}")
@@ -42,7 +42,7 @@ def manifold_coverage(manifold: torch.Tensor, radii: torch.Tensor, probes: torch
 def precision_recall(real_features: ArrayLike, fake_features: ArrayLike, *, k: int = 3, batch: int = 1024,
                      device: torch.device | str | None = None) -> dict[str, float]:
     """{"precision", "recall"} of fake features against real ones with k-NN manifolds."""
-    real, fake = _as_features(real_features, device), _as_features(fake_features, device)
+    real, fake = (_as_features(x, device, "precision_recall") for x in (real_features, fake_features))
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"precision_recall: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
     return {"precision": manifold_coverage(real, knn_radii(real, k, batch), fake, batch),
@@ -58,7 +58,7 @@ def density_coverage(real_features: ArrayLike, fake_features: ArrayLike, *, k: i
     distance to its k-th nearest real) holding it, divided by k (1 when fakes are distributed as the reals; above 1
     where they crowd dense regions); coverage = the share of reals whose ball holds at least one fake. Inside means
     strictly closer than the radius, as the reference implementation counts."""
-    real, fake = _as_features(real_features, device), _as_features(fake_features, device)
+    real, fake = (_as_features(x, device, "density_coverage") for x in (real_features, fake_features))
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"density_coverage: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
     radii = knn_radii(real, k, batch)

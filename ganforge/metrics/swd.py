@@ -240,6 +240,8 @@ class SWDStats:
                  spill_dir: str | None = None, batch_size: int = 64, float32_limit_bytes: int = 1 << 29) -> None:
         if patch_size % 2 != 1 or patch_size < 1:
             raise ValueError(f"SWD: patch_size must be a positive odd number, got {patch_size}")
+        if n_patches < 1 or batch_size < 1:
+            raise ValueError(f"SWD: n_patches and batch_size must be at least 1, got {n_patches} and {batch_size}")
         self.n_patches, self.patch_size, self.min_resolution = n_patches, patch_size, min_resolution
         self.device = torch.device(device or "cpu")
         self.descriptor_dtype, self.batch_size = descriptor_dtype, batch_size
@@ -385,6 +387,9 @@ def swd_from_stats(stats_a: SWDStats, stats_b: SWDStats, *, n_repeats: int = 4, 
                    seed: int = 0, chunk: int = 16, names: tuple[str, str] = ("first", "second")) -> dict[str, Any]:
     """SWD x1e3 per level of two streamed sets: {"resolutions": [...], "swd": [...], "avg": float}. A level where a
     set does not vary in a colour channel is NaN, as in the official code, with a warning naming the set (`names`)."""
+    for name, value in (("n_repeats", n_repeats), ("n_directions", n_directions), ("chunk", chunk)):
+        if value < 1:
+            raise ValueError(f"SWD: {name}={value}: expected at least 1")
     if stats_a.count != stats_b.count:
         raise ImageSetError(f"SWD: both sets need the same number of images, got {stats_a.count} and {stats_b.count}")
     if stats_a.resolutions != stats_b.resolutions:
@@ -415,15 +420,14 @@ def swd(a: ImageSource, b: ImageSource, *, n_patches: int = 128, patch_size: int
     `a` and `b` are uint8 NCHW arrays/tensors or iterables of batches; the two sets draw independent patches
     (as the official reals and fakes do), so swd(x, x) is small but not zero.
     """
-    stats = []
-    for role, source in ((_SET_A, a), (_SET_B, b)):
-        st = SWDStats(n_patches=n_patches, patch_size=patch_size, min_resolution=min_resolution,
-                      seed=derived_seed(seed, role), device=device, batch_size=batch_size)
-        name = "SWD set a" if role == _SET_A else "SWD set b"
-        for images in iter_image_batches(source, batch_size=batch_size, name=name):
-            st.update(images)
-        stats.append(st)
-    try:
+    stats: list[SWDStats] = []
+    try:  # the sets' temporary files are closed whatever fails
+        for role, source in ((_SET_A, a), (_SET_B, b)):
+            stats.append(SWDStats(n_patches=n_patches, patch_size=patch_size, min_resolution=min_resolution,
+                                  seed=derived_seed(seed, role), device=device, batch_size=batch_size))
+            name = "SWD set a" if role == _SET_A else "SWD set b"
+            for images in iter_image_batches(source, batch_size=batch_size, name=name):
+                stats[-1].update(images)
         return swd_from_stats(*stats, n_repeats=n_repeats, n_directions=n_directions, seed=seed)
     finally:
         for st in stats:
