@@ -13,7 +13,7 @@ from ganforge.data.store import open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.run_loader import LoadedModel, build_family, dataset_placeholder  # noqa: F401 (the public API)
 from ganforge.run_loader import load_run as load  # noqa: F401 (ganforge.load)
-from ganforge.training.engine import TrainResult
+from ganforge.training.engine import TrainResult, check_training_metrics
 from ganforge.training.engine import train as _train_run
 
 
@@ -58,6 +58,8 @@ def describe(config: RunConfig) -> dict[str, Any]:
             channels, resolution, labels = store.channels, store.resolution, store.manifest["labels"]
     notes = []
     family_cls = get_family(config.family)
+    if not family_cls.translates:  # the metric settings `train` would refuse (a translating family's need its data)
+        check_training_metrics(config, evaluates=False)
     count_key = family_cls.label_count_key  # the config key of a conditional family's count
     if count_key and not labels and getattr(config.model, count_key) is None:
         default = family_cls.default_label_count

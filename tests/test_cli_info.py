@@ -70,3 +70,11 @@ def test_a_resolution_from_absent_data_is_asked_for_not_invented(capsys, family)
     resolution = 128 if family == "biggan" else 32  # BigGAN's default attention is at 64 px
     parameters = info(capsys, family, "--data", "data/absent", "--set", f"model.resolution={resolution}")["parameters"]
     assert 0 < parameters["D"] < 10**8
+
+
+def test_info_refuses_the_metric_settings_train_refuses(capsys) -> None:
+    from ganforge.cli import main
+
+    assert main(["info", "wgan-gp", "--set", "kid_subsets=10"]) == 2
+    assert capsys.readouterr().err.strip() == ("ganforge info: error: kid_subsets: set for kid, which is not among the "
+                                               "metrics (none)")
