@@ -48,13 +48,15 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[str, Any] | None = None, *,
                       reads_data: bool = True):
-    from ganforge.config import parse_overrides, read_config_file
+    from ganforge.config import ConfigError, parse_overrides, read_config_file
     from ganforge.families import resolve_run_config
 
     data = dict(base or {})
     if args.config is not None:
         data = read_config_file(args.config)
     overrides = parse_overrides(args.overrides)
+    if getattr(args, "wing_weights", None) and family not in (None, "stargan2"):
+        raise ConfigError(f"--wing-weights: for stargan2 runs (the face-mask network of w_hpf > 0), not {family}")
     return resolve_run_config(family, data, overrides + _flag_overrides(args, overrides), reads_data=reads_data)
 
 

@@ -325,3 +325,8 @@ def test_metric_functions_name_bad_features_and_counts() -> None:
             (lambda: msssim(torch.zeros(4, 3, 16, 16, dtype=torch.uint8), batch_size=0), "batch_size=0")):
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_an_option_of_another_family_is_named(tmp_path, capsys) -> None:
+    assert "--wing-weights: for stargan2 runs (the face-mask network of w_hpf > 0), not wgan-gp" in refused(
+        ["train", "wgan-gp", "--run", str(tmp_path / "r"), "--wing-weights", str(tmp_path / "wing.ckpt")], capsys)
