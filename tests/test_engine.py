@@ -12,6 +12,7 @@ from pgan_tiny import TINY_PGAN
 import ganforge
 from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
+from ganforge.families import resolve_run_config
 from ganforge.families.base import Phase, StepPlan
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import NonFiniteError, Trainer, deterministic_algorithms
@@ -323,3 +324,45 @@ def test_deterministic_steps_run_under_torch_s_deterministic_algorithms_and_leav
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
     with deterministic_algorithms(torch.device("cuda")):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def _grown(resolution: int, widths: list[int], iterations: list[int]) -> dict:
+    config = copy.deepcopy(TINY_PGAN)
+    config["model"].update(resolution=resolution, widths=widths)
+    config["model"]["schedule"]["max_iter_at_scale"] = iterations
+    return config
+
+
+@pytest.mark.slow
+def test_a_finished_run_grows_new_scales_keeping_what_it_trained(tmp_path):
+    """pytorch_GAN_zoo #125: a run trained to 8 px trains on to 16 px (a scale added to resolution, widths and
+    schedule); its trained layers come back bit for bit, the new ones start from their initialisation, and the
+    optimisers start the new scale afresh, as every growth does. Growing before the saved schedule's end, or
+    changing what was trained, is refused."""
+    run = tmp_path / "run"
+    small, large = _grown(8, [16, 16], [4, 8]), _grown(16, [16, 16, 8], [4, 8, 8])
+    assert ganforge.train(small, run, until=8).step == 8
+    with pytest.raises(ckpt.CheckpointError, match="step 8; the networks' new scales start at step 12, where the "
+                                                   "saved schedule ends: finish it first"):
+        ganforge.train(large, run)
+    assert ganforge.train(small, run).step == 12
+    trained = tensors_of(run, 12)
+    with pytest.raises(ConfigError, match="different config"):  # an earlier scale changed: not a growth
+        ganforge.train(_grown(16, [16, 16, 8], [4, 6, 8]), run)
+    assert ganforge.train(large, run, until=12).step == 12  # the grown networks, saved before their first step
+    grown = tensors_of(run, 12)
+    nets = [key for key in trained if key.startswith("net/")]
+    assert nets and all(torch.equal(grown[key], trained[key]) for key in nets)
+    added = sorted(key for key in grown if key.startswith("net/") and key not in trained)
+    assert added and all(key.startswith(("net/G/", "net/G_ema/", "net/D/")) for key in added)
+    assert not any(key.startswith("opt/") for key in grown)  # Adam starts the 16 px scale from zero
+    trainer = Trainer(resolve_run_config(None, copy.deepcopy(large)), tmp_path / "fresh")  # the same seed's init
+    trainer.loader.close()
+    fresh = trainer.family.nets
+    for key in added:
+        net, name = key.split("/", 2)[1:]
+        assert torch.equal(grown[key], fresh[net].state_dict()[name]), key
+    result = ganforge.train(large, run)
+    assert result.step == 20
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["res"] for r in log if "res" in r][-2:] == [16, 16]

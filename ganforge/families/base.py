@@ -171,6 +171,12 @@ class Family(ABC):
         others = {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {"steps"}
         return not others and isinstance(saved.get("steps"), int) and requested.get("steps", 0) >= saved["steps"]
 
+    def grown_at(self, saved: dict[str, Any]) -> int | None:
+        """The step from which this family's networks hold layers that those of a run saved with `saved` (its
+        `model:` mapping) lack, which `extends_schedule` accepted: a resume there loads the saved layers and starts
+        the new ones from their initialisation. None: the same networks (every family whose networks do not grow)."""
+        return None
+
     def lengthening_override(self) -> str:
         """A `--set KEY=VALUE` that `extends_schedule` accepts and that doubles this run's length: what the message
         on an already finished run suggests. Families whose length is one `steps` key get this for free."""

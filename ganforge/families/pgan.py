@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from ganforge.config import COMMAND_LINE, ConfigError
+from ganforge.config import COMMAND_LINE, ConfigError, from_dict
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.families.base import Family, Phase, StepPlan, check_conditions, condition_columns
 from ganforge.losses import (
@@ -337,6 +337,36 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
     return segments
 
 
+def _keeps(old: Any, new: Any) -> bool:
+    """`new` holds `old` as it was: a per-scale list as its start, a per-resolution table's entries unchanged."""
+    if isinstance(old, list) and isinstance(new, list):
+        return new[: len(old)] == old
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(key in new and new[key] == value for key, value in old.items())
+    return old == new
+
+
+def _adds_scales(saved: dict[str, Any], requested: dict[str, Any]) -> bool:
+    """Scales added above the saved run's resolution with everything it trained kept (pytorch_GAN_zoo #125: train a
+    finished run on to a larger size): the same settings, its widths, per-scale lists and per-resolution entries as
+    the start of the new ones, and its schedule's segments the first of the new schedule's."""
+    if not isinstance(requested.get("resolution"), int) or requested["resolution"] <= saved.get("resolution", 0):
+        return False
+    grown = {"resolution", "widths", "schedule", "micro_batches"}
+    if {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - grown:
+        return False
+    old_schedule, new_schedule = saved.get("schedule") or {}, requested.get("schedule") or {}
+    if not (_keeps(saved.get("widths"), requested.get("widths")) and _keeps(saved.get("micro_batches"),
+                                                                          requested.get("micro_batches"))
+            and all(_keeps(old_schedule.get(k), new_schedule.get(k)) for k in set(old_schedule) | set(new_schedule))):
+        return False
+    try:
+        old, new = (compile_schedule(from_dict(PGANConfig, dict(model), "model")) for model in (saved, requested))
+    except (ConfigError, TypeError, ValueError):
+        return False
+    return new[: len(old)] == old
+
+
 class PGANFamily(Family):
     name = "pgan"
     penalised_nets = frozenset({"D"})  # WGAN-GP or R1
@@ -412,11 +442,14 @@ class PGANFamily(Family):
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
-        """Only the last scale may grow: more iterations (zoo style) or more kimg in total (official style).
+        """Only the last scale may grow: more iterations (zoo style) or more kimg in total (official style); or the
+        networks may grow by whole scales above the saved resolution (`_adds_scales`).
 
         Keys that did nothing in the saved run (e.g. the other unit's) do not count as a change.
         """
         saved = {**_ADDED_LATER, **_without_inert_keys(saved, only_old_defaults=False)}
+        if _adds_scales(saved, requested):
+            return True
         if {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {"schedule"}:
             return False
         old, new = saved["schedule"], requested["schedule"]
@@ -432,6 +465,13 @@ class PGANFamily(Family):
         end = old["total_kimg"] if old["total_kimg"] is not None else (
             (scales - 1) * (old["stable_kimg"] + old["transition_kimg"]) + old["stable_kimg"])
         return new["total_kimg"] >= end
+
+    def grown_at(self, saved: dict[str, Any]) -> int | None:
+        """The first step of the scales added above a saved run's resolution (`_adds_scales`), None if none were."""
+        resolution = saved.get("resolution")
+        if not isinstance(resolution, int) or resolution >= self.config.resolution:
+            return None
+        return next(seg.start for seg in self.segments if seg.resolution > resolution)
 
     def lengthening_override(self) -> str:
         """The last scale twice as long: its iterations (zoo style) or the kimg the run ends at (official style)."""

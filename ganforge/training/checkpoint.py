@@ -315,15 +315,17 @@ def transfer_network_states(nets: dict[str, nn.Module], ema_pairs: dict[str, str
     return Transfer(copied, total, reshaped, absent)
 
 
-def load_network_states(nets: dict[str, nn.Module], tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Load every `net/<name>/...` group into `nets`, strictly, with a clear mismatch message."""
+def load_network_states(nets: dict[str, nn.Module], tensors: dict[str, torch.Tensor], source: Path, *,
+                        new_layers: bool = False) -> None:
+    """Load every `net/<name>/...` group into `nets`, strictly, with a clear mismatch message; with `new_layers`
+    (a network grown since: `Family.grown_at`) tensors the checkpoint lacks keep their initialisation."""
     for name, net in nets.items():
         prefix = f"net/{name}/"
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(f"{source}: no weights for network {name!r}")
         missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
+        if (missing and not new_layers) or unexpected:
             raise CheckpointError(
                 f"{source}: network {name!r} does not match this config "
                 f"(missing {sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, "

@@ -297,9 +297,18 @@ class Trainer:
         if meta.get("family") != self.family.name:
             raise ckpt.CheckpointError(f"{resume.path}: checkpoint of family {meta.get('family')!r}, "
                                        f"not {self.family.name!r}")
-        ckpt.load_network_states(self.family.nets, tensors, resume.path)
-        for name, optimizer in self.family.optimizers.items():
-            ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
+        grown_at = self.family.grown_at(meta["config"].get("model") or {})
+        if grown_at is not None and resume.step != grown_at:
+            raise ckpt.CheckpointError(
+                f"{resume.path}: step {resume.step}; the networks' new scales start at step {grown_at}, where the "
+                "saved schedule ends: finish it first (resume without the new settings), then grow the run")
+        if grown_at is not None and self.lookahead is not None:
+            raise ConfigError("lookahead: its slow weights cover the saved networks only; a run with lookahead cannot "
+                              "grow new scales (train a new run at the larger size, or --init-from this one)")
+        ckpt.load_network_states(self.family.nets, tensors, resume.path, new_layers=grown_at is not None)
+        if grown_at is None:  # a grown run's next step starts a scale, which resets the optimisers in every variant
+            for name, optimizer in self.family.optimizers.items():
+                ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
         torch.set_rng_state(tensors["rng/torch"])
         if self.device.type == "cuda" and "rng/cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
