@@ -347,8 +347,23 @@ def test_a_finished_run_grows_new_scales_keeping_what_it_trained(tmp_path):
         ganforge.train(large, run)
     assert ganforge.train(small, run).step == 12
     trained = tensors_of(run, 12)
-    with pytest.raises(ConfigError, match="different config"):  # an earlier scale changed: not a growth
-        ganforge.train(_grown(16, [16, 16, 8], [4, 6, 8]), run)
+    for changed, message in (
+            (_grown(16, [16, 16, 8], [4, 6, 8]), r"model.schedule.max_iter_at_scale must keep the trained \[4, 8\]"),
+            (_grown(16, [32, 16, 8], [4, 8, 8]), r"model.widths must keep the trained \[16, 16\]"),
+            ({**large, "model": {**large["model"], "lr": 0.002}}, "every other setting must stay as trained; "
+                                                                  "changed: model.lr")):
+        with pytest.raises(ConfigError, match=r"model.resolution 8 → 16 adds scales to the trained run, so "
+                                              + message):
+            ganforge.train(changed, run)
+    trainer = Trainer(resolve_run_config(None, copy.deepcopy(large)), tmp_path / "fresh")  # the same seed's init
+    trainer.loader.close()
+    fresh = trainer.family.nets
+    broken = {key: value for key, value in trained.items() if key != "net/D/blocks.0.conv.bias"}
+    with pytest.raises(ckpt.CheckpointError, match=r"network 'D' does not match this config \(missing "
+                                                   r"\['blocks.0.conv.bias'\]"):  # a trained layer's, not a new one
+        ckpt.load_network_states(copy.deepcopy(fresh), broken, run, new_layers={
+            name: set(net.state_dict()) - {key.split("/", 2)[2] for key in trained if key.startswith(f"net/{name}/")}
+            for name, net in fresh.items()})
     assert ganforge.train(large, run, until=12).step == 12  # the grown networks, saved before their first step
     grown = tensors_of(run, 12)
     nets = [key for key in trained if key.startswith("net/")]
@@ -356,9 +371,6 @@ def test_a_finished_run_grows_new_scales_keeping_what_it_trained(tmp_path):
     added = sorted(key for key in grown if key.startswith("net/") and key not in trained)
     assert added and all(key.startswith(("net/G/", "net/G_ema/", "net/D/")) for key in added)
     assert not any(key.startswith("opt/") for key in grown)  # Adam starts the 16 px scale from zero
-    trainer = Trainer(resolve_run_config(None, copy.deepcopy(large)), tmp_path / "fresh")  # the same seed's init
-    trainer.loader.close()
-    fresh = trainer.family.nets
     for key in added:
         net, name = key.split("/", 2)[1:]
         assert torch.equal(grown[key], fresh[net].state_dict()[name]), key

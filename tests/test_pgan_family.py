@@ -198,3 +198,23 @@ def test_d_phase_scores_reals_and_fakes_in_one_call(tmp_path, model, calls):
     trainer.step = 1
     trainer.train_step(trainer.family.plan(1))
     assert seen == calls
+
+
+def test_growing_a_kimg_schedule_is_refused_saying_why() -> None:
+    """In kimg the last resolution's phase ends otherwise than a middle one's (TF's schedule), so the trained
+    scales' steps would change: growth needs an iterations schedule."""
+    import copy
+
+    from ganforge.config import to_dict
+    from ganforge.families.pgan import PGANFamily
+
+    def model(resolution: int, widths: list[int]) -> dict:
+        raw = copy.deepcopy(TINY_PGAN)
+        raw["model"].update(resolution=resolution, widths=widths, schedule={
+            "unit": "kimg", "stable_kimg": 0.03, "transition_kimg": 0.03, "batch_size": 4})
+        return to_dict(resolve_run_config(None, raw).model)
+
+    with pytest.raises(ConfigError, match="model.resolution 8 → 16 adds scales to the trained run, so the schedule "
+                                          "must count iterations"):
+        PGANFamily.extends_schedule(model(8, [16, 16]), model(16, [16, 16, 8]))
+    assert PGANFamily.extends_schedule(model(16, [16, 16, 8]), model(16, [16, 16, 8]))  # no growth: as before

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -349,22 +350,33 @@ def _keeps(old: Any, new: Any) -> bool:
 def _adds_scales(saved: dict[str, Any], requested: dict[str, Any]) -> bool:
     """Scales added above the saved run's resolution with everything it trained kept (pytorch_GAN_zoo #125: train a
     finished run on to a larger size): the same settings, its widths, per-scale lists and per-resolution entries as
-    the start of the new ones, and its schedule's segments the first of the new schedule's."""
-    if not isinstance(requested.get("resolution"), int) or requested["resolution"] <= saved.get("resolution", 0):
+    the start of the new ones, and its schedule's segments the first of the new schedule's. False where the
+    resolution does not grow; a growth that would change what was trained is a ConfigError saying what."""
+    old_res, new_res = saved.get("resolution", 0), requested.get("resolution")
+    if not isinstance(new_res, int) or new_res <= old_res:
         return False
-    grown = {"resolution", "widths", "schedule", "micro_batches"}
-    if {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - grown:
-        return False
+    grown = f"model.resolution {old_res} → {new_res} adds scales to the trained run, so"
+    # micro_batches (how a step is sliced, any resume may change it) may name the new resolutions already
+    others = {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} \
+        - {"resolution", "widths", "schedule", "micro_batches"}
+    if others:
+        raise ConfigError(f"{grown} every other setting must stay as trained; changed: "
+                          f"{', '.join(f'model.{key}' for key in sorted(others))}")
     old_schedule, new_schedule = saved.get("schedule") or {}, requested.get("schedule") or {}
-    if not (_keeps(saved.get("widths"), requested.get("widths")) and _keeps(saved.get("micro_batches"),
-                                                                          requested.get("micro_batches"))
-            and all(_keeps(old_schedule.get(k), new_schedule.get(k)) for k in set(old_schedule) | set(new_schedule))):
-        return False
-    try:
-        old, new = (compile_schedule(from_dict(PGANConfig, dict(model), "model")) for model in (saved, requested))
-    except (ConfigError, TypeError, ValueError):
-        return False
-    return new[: len(old)] == old
+    for key, old, new in [("widths", saved.get("widths"), requested.get("widths"))] + [
+            (f"schedule.{key}", old_schedule.get(key), new_schedule.get(key)) for key in sorted(
+                set(old_schedule) | set(new_schedule))]:
+        if not _keeps(old, new):
+            raise ConfigError(f"{grown} model.{key} must keep the trained {json.dumps(old)} (as the start of a list, "
+                              f"the entries of a table), got {json.dumps(new)}")
+    if new_schedule.get("unit") == "kimg":
+        raise ConfigError(f"{grown} the schedule must count iterations: in kimg the last resolution's phase ends "
+                          "otherwise than a middle one's (schedule.unit: iterations, max_iter_at_scale)")
+    old, new = (compile_schedule(from_dict(PGANConfig, {**model, "micro_batches": 1}, "model"))
+                for model in (saved, requested))
+    if new[: len(old)] != old:
+        raise ConfigError(f"{grown} the trained scales' schedule must stay as it was")
+    return True
 
 
 class PGANFamily(Family):

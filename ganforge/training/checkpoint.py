@@ -316,16 +316,18 @@ def transfer_network_states(nets: dict[str, nn.Module], ema_pairs: dict[str, str
 
 
 def load_network_states(nets: dict[str, nn.Module], tensors: dict[str, torch.Tensor], source: Path, *,
-                        new_layers: bool = False) -> None:
-    """Load every `net/<name>/...` group into `nets`, strictly, with a clear mismatch message; with `new_layers`
-    (a network grown since: `Family.grown_at`) tensors the checkpoint lacks keep their initialisation."""
+                        new_layers: dict[str, set[str]] | None = None) -> None:
+    """Load every `net/<name>/...` group into `nets`, strictly, with a clear mismatch message; `new_layers` (per
+    network, the tensors of layers grown since the checkpoint: `Family.grown_at`) may be absent from it and keep
+    their initialisation."""
     for name, net in nets.items():
         prefix = f"net/{name}/"
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(f"{source}: no weights for network {name!r}")
         missing, unexpected = net.load_state_dict(state, strict=False)
-        if (missing and not new_layers) or unexpected:
+        missing = sorted(set(missing) - (new_layers or {}).get(name, set()))
+        if missing or unexpected:
             raise CheckpointError(
                 f"{source}: network {name!r} does not match this config "
                 f"(missing {sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, "

@@ -305,7 +305,8 @@ class Trainer:
         if grown_at is not None and self.lookahead is not None:
             raise ConfigError("lookahead: its slow weights cover the saved networks only; a run with lookahead cannot "
                               "grow new scales (train a new run at the larger size, or --init-from this one)")
-        ckpt.load_network_states(self.family.nets, tensors, resume.path, new_layers=grown_at is not None)
+        ckpt.load_network_states(self.family.nets, tensors, resume.path,
+                                 new_layers=None if grown_at is None else self._new_layer_keys(meta))
         if grown_at is None:  # a grown run's next step starts a scale, which resets the optimisers in every variant
             for name, optimizer in self.family.optimizers.items():
                 ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
@@ -324,6 +325,15 @@ class Trainer:
                 raise ckpt.CheckpointError(f"{resume.path}: {err}") from None
         self.step = resume.step
         self.images_seen = int(meta.get("images_seen", 0))
+
+    def _new_layer_keys(self, meta: dict[str, Any]) -> dict[str, set[str]]:
+        """Per network, the tensors of the layers a grown run's saved networks lack: those of its networks built
+        again from its saved config (on the meta device: shapes only) taken from the current ones."""
+        saved = resolve_run_config(None, migrated_saved_config(dict(meta["config"])))
+        with torch.device("meta"):
+            small = get_family(saved.family)(saved.model, self.dataset, torch.device("meta"), self.dist)
+        return {name: set(net.state_dict()) - set(small.nets[name].state_dict())
+                for name, net in self.family.nets.items()}
 
     def save_checkpoint(self, score: float | None = None) -> None:
         """Write a checkpoint; with `score` (the run's `best_metric` at this step) keep it among the best."""
