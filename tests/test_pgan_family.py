@@ -218,3 +218,27 @@ def test_growing_a_kimg_schedule_is_refused_saying_why() -> None:
                                           "must count iterations"):
         PGANFamily.extends_schedule(model(8, [16, 16]), model(16, [16, 16, 8]))
     assert PGANFamily.extends_schedule(model(16, [16, 16, 8]), model(16, [16, 16, 8]))  # no growth: as before
+
+
+def test_growing_a_run_whose_batch_table_named_every_scale() -> None:
+    """batch_per_resolution naming every trained scale leaves batch_size unset in the saved run; the grown config's
+    default batch size for the new scale is no change to what was trained (pytorch_GAN_zoo's miniBatchScheduler
+    converts to such tables)."""
+    import copy
+
+    from ganforge.config import to_dict
+    from ganforge.families.pgan import PGANFamily
+
+    def model(resolution: int, widths: list[int], iterations: list[int], table: dict) -> dict:
+        raw = copy.deepcopy(TINY_PGAN)
+        raw["model"].update(resolution=resolution, widths=widths)
+        raw["model"]["schedule"].update(max_iter_at_scale=iterations, batch_size=None, batch_per_resolution=table)
+        return to_dict(resolve_run_config(None, raw).model)
+
+    saved = model(8, [16, 16], [4, 8], {4: 4, 8: 4})
+    assert saved["schedule"]["batch_size"] is None
+    grown = model(16, [16, 16, 8], [4, 8, 8], {4: 4, 8: 4})
+    assert grown["schedule"]["batch_size"] == 16 and PGANFamily.extends_schedule(saved, grown)
+    with pytest.raises(ConfigError, match=r"model.schedule.batch_per_resolution must keep the trained "
+                                          r"\{\"4\": 4, \"8\": 4\}"):
+        PGANFamily.extends_schedule(saved, model(16, [16, 16, 8], [4, 8, 8], {4: 4}))  # 8 px would run batch 16

@@ -366,7 +366,9 @@ def _adds_scales(saved: dict[str, Any], requested: dict[str, Any]) -> bool:
     for key, old, new in [("widths", saved.get("widths"), requested.get("widths"))] + [
             (f"schedule.{key}", old_schedule.get(key), new_schedule.get(key)) for key in sorted(
                 set(old_schedule) | set(new_schedule))]:
-        if not _keeps(old, new):
+        # a setting the saved run left unset (e.g. batch_size where batch_per_resolution named every scale) may be
+        # set for the new scales: what the trained ones ran is compared in their segments below
+        if old is not None and not _keeps(old, new):
             raise ConfigError(f"{grown} model.{key} must keep the trained {json.dumps(old)} (as the start of a list, "
                               f"the entries of a table), got {json.dumps(new)}")
     if new_schedule.get("unit") == "kimg":
