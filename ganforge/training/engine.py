@@ -884,14 +884,14 @@ def check_batch_sizes(family: Family, world_size: int) -> None:
 def check_training_metrics(config: RunConfig, data_source: str | None = None,
                            device: torch.device | None = None, *, images: int | None = None,
                            evaluates: bool = True) -> ReferenceStats | None:
-    """Unknown metric names, and an FID mode, DINOv2 weights, FID statistics file or KID/PR settings that no metric
-    uses or `images` (what a tick compares) cannot serve fail now rather than hours into a
-    run; returns the statistics of `fid_real_stats`, read and checked. On a process that `evaluates` (under
-    torchrun every rank of a generating family, which computes its share of each tick; rank 0 alone for a
-    translating family's protocol, the others neither download weights nor hold networks) the weights are found or
-    downloaded and the metric networks loaded on the metrics' device and kept for the ticks, so a missing or wrong
-    weights file fails now too (for a translating family: its protocol's networks, and its validation store beside
-    the opened training store `data_source`)."""
+    """Unknown metric names, and an FID mode, DINOv2 weights, FID statistics file or KID/PR settings that no
+    metric uses or `images` (what a tick compares) cannot serve fail now rather than hours into a run; returns the
+    statistics of `fid_real_stats`, read and checked. On a process that `evaluates` (under torchrun every rank of
+    a generating family, which computes its share of each tick; rank 0 alone for a translating family's protocol,
+    the others neither download weights nor hold networks) the weights are found or downloaded and the metric
+    networks loaded on the metrics' device and kept for the ticks, so a missing or wrong weights file fails now too
+    (for a translating family: its protocol's networks, and its validation store beside the opened training store
+    `data_source`)."""
     from ganforge.metrics.inception import DEFAULT_FID_MODE
     from ganforge.metrics.prdc import DC_K
     from ganforge.metrics.registry import INCEPTION_METRICS, METRICS, METRICS_SERVED, check_metrics
