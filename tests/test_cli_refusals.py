@@ -64,7 +64,8 @@ def test_until_before_the_runs_step_is_refused(run, capsys) -> None:
         ["train", "wgan-gp", "--run", str(run), "--until", "1"], capsys)
     assert snapshot(run) == before
     assert main(["train", "wgan-gp", "--run", str(run), "--until", "2"]) == 0  # a rerun of the command that stopped
-    assert "stopped at step 2 (--until)" in capsys.readouterr().out
+    assert "at step 2 already (--until 2): nothing trained or written" in capsys.readouterr().out
+    assert snapshot(run) == before
     with pytest.raises(SystemExit) as stop:
         main(["train", "wgan-gp", "--run", str(run), "--until", "-1"])
     assert stop.value.code == 2

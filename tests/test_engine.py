@@ -55,6 +55,25 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path):
     assert differing == []
 
 
+def test_a_run_another_process_trains_is_refused_and_a_refused_new_run_leaves_no_folder(tmp_path):
+    """A command launched twice on one folder, or a --restart beside a running job, would interleave or delete
+    checkpoints: the second is refused while the first holds the folder (flock: a second open of it conflicts even
+    in one process), and trains once it is let go."""
+    run = tmp_path / "run"
+    assert ganforge.train(TINY_PGAN, run, until=1).step == 1
+    with ckpt.training_lock(run):
+        for restart in (False, True):
+            with pytest.raises(ckpt.CheckpointError, match=rf"{run}: another process is training this run; let it "
+                                                           "finish"):
+                ganforge.train(TINY_PGAN, run, until=2, restart=restart)
+    assert ckpt.checkpoint_steps(run) == [1]  # the --restart deleted nothing
+    assert ganforge.train(TINY_PGAN, run, until=2).step == 2
+    nested = tmp_path / "new" / "runs" / "run"
+    with pytest.raises(ValueError, match="missing does not exist"):  # in the trainer, the folders made
+        ganforge.train({**TINY_PGAN, "data": str(tmp_path / "missing")}, nested)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+
 @pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path):
     run = tmp_path / "run"
@@ -364,16 +383,21 @@ def test_a_finished_run_grows_new_scales_keeping_what_it_trained(tmp_path):
         ckpt.load_network_states(copy.deepcopy(fresh), broken, run, new_layers={
             name: set(net.state_dict()) - {key.split("/", 2)[2] for key in trained if key.startswith(f"net/{name}/")}
             for name, net in fresh.items()})
-    assert ganforge.train(large, run, until=12).step == 12  # the grown networks, saved before their first step
-    grown = tensors_of(run, 12)
+    resumed = Trainer(resolve_run_config(None, copy.deepcopy(large)), run)  # the grown networks, before a step
+    resumed.loader.close()
+    grown = {f"net/{name}/{key}": value for name, net in resumed.family.nets.items()
+             for key, value in net.state_dict().items()}
     nets = [key for key in trained if key.startswith("net/")]
     assert nets and all(torch.equal(grown[key], trained[key]) for key in nets)
-    added = sorted(key for key in grown if key.startswith("net/") and key not in trained)
+    added = sorted(key for key in grown if key not in trained)
     assert added and all(key.startswith(("net/G/", "net/G_ema/", "net/D/")) for key in added)
-    assert not any(key.startswith("opt/") for key in grown)  # Adam starts the 16 px scale from zero
+    assert not any(optimizer.state for optimizer in resumed.family.optimizers.values())  # Adam starts 16 px at zero
     for key in added:
         net, name = key.split("/", 2)[1:]
         assert torch.equal(grown[key], fresh[net].state_dict()[name]), key
+    stopped = ganforge.train(large, run, until=12)  # at the boundary: the small run's checkpoint stays as it was
+    assert (stopped.step, stopped.trained) == (12, False) and "nothing trained or written" in stopped.summary()
+    assert tensors_of(run, 12).keys() == trained.keys()
     result = ganforge.train(large, run)
     assert result.step == 20
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

@@ -9,12 +9,15 @@ Nothing here unpickles anything. `run_state` says what a checkpoint of a run hol
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,43 @@ class Checkpoint:
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Path) -> Iterator[None]:
+    """Held by the process that trains the run: a second one on the same folder (a command launched twice, a
+    `--restart` beside a running job) would interleave checkpoints, logs and samples, or delete them under it.
+
+    An advisory lock on the folder itself, which the kernel drops however the holder ends (no stale lock file: nothing
+    is written into the folder for it). The folders made here for a new run are removed again while empty (a refused
+    config leaves nothing). Where the OS or file system has no such locks, runs are unguarded."""
+    run_dir = Path(run_dir)
+    created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]  # deepest first
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None
+    handle = os.open(run_dir, os.O_RDONLY) if fcntl is not None else None
+    try:
+        if handle is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    warnings.warn(f"{run_dir}: cannot lock the run folder ({err.strerror}); nothing stops a second "
+                                  "process from training the same run", stacklevel=3)
+                else:
+                    raise CheckpointError(
+                        f"{run_dir}: another process is training this run; let it finish, stop it (Ctrl-C or kill "
+                        "-TERM: it checkpoints and exits) before resuming here, or give another --run-dir") from None
+        yield
+    finally:
+        if handle is not None:
+            os.close(handle)  # drops the lock
+        with contextlib.suppress(OSError):  # each removed only while empty
+            for folder in created:
+                folder.rmdir()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

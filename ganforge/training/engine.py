@@ -128,6 +128,7 @@ class TrainResult:
     lengthen_with: str = ""  # a --set override that lengthens the schedule (family.lengthening_override)
     main_process: bool = True  # False on torchrun's other ranks: what follows training (printing, a final
     # metric, the report) is rank 0's alone, as the run's files are
+    trained: bool = True  # False: stop "until" at the step a resumed run was at, where nothing was written
 
     @property
     def interrupted(self) -> bool:
@@ -138,6 +139,9 @@ class TrainResult:
         if self.stop == "already finished":
             return (f"already finished at step {self.step} in {self.run_dir} (lengthen the schedule with "
                     f"--set {self.lengthen_with} to train further)")
+        if self.stop == "until" and not self.trained:
+            return (f"at step {self.step} already (--until {self.step}): nothing trained or written in {self.run_dir}; "
+                    "a later --until, or none, trains on")
         if self.stop == "until" and self.step == 0:
             return (f"stopped before step 1 (--until 0): the config and data check out and the networks were built "
                     f"(an untrained step-0 checkpoint in {self.run_dir}; the same command without --until trains)")
@@ -263,6 +267,7 @@ class Trainer:
                           for ema, source in self.family.ema_pairs.items()}
         self.step = 0
         self.images_seen = 0
+        self.resumed = resume is not None
         if resume is not None:
             self._restore(resume)
         self.fixed_inputs = self.family.sample_latents(
@@ -433,10 +438,13 @@ class Trainer:
         if self.step > 0 and self.patience_spent():  # nothing to do either, unless patience grew
             self.loader.close()
             return TrainResult(self.run_dir, self.step, total, "early", early_reason=self._early_reason or "")
-        if until is not None and until < self.step:  # a stop the run is past (at it: the stop is already made)
+        if until is not None and until < self.step:  # a stop the run is past
             self.loader.close()
             raise ConfigError(f"until={until}: the run is at step {self.step} already, past it; give a later step, "
                               "or leave it out to train to the end")
+        if until == self.step and self.resumed:  # at the stop already: its checkpoint stands, nothing is written (a
+            self.loader.close()  # run resumed to grow new scales would replace the small run's checkpoint)
+            return TrainResult(self.run_dir, self.step, total, "until", trained=False)
         if self.dist.is_main and self.step > 0:
             print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
         elif self.dist.is_main and not (self.run_dir / "config.json").exists() and self.run_dir.is_dir() and (
@@ -1097,16 +1105,18 @@ def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int
         raise ConfigError(f"until={until}: expected a step count of 0 or more")
     if restart and until == 0:
         raise ConfigError("until=0 with restart: it would delete what the run wrote and train nothing; leave one out")
-    trainer = Trainer(config, run_dir, restart=restart)
-    try:
-        result = trainer.train(until=until)
-        # rank 0 writes the last checkpoint, samples and report alone; the ranks leave the group together (not after
-        # an error, where the other ranks may never arrive)
-        trainer.dist.barrier()
-        return replace(result, main_process=trainer.dist.is_main)
-    finally:
-        shutdown_distributed(trainer.dist)
-        if trainer.config.metrics:  # the feature networks kept for the ticks (DINOv2: 1.2 GB) are let go
-            from ganforge.metrics.evaluate import release_feature_networks
+    # the main process alone guards the folder (torchrun's other ranks share it, on this node or another)
+    with ckpt.training_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+        trainer = Trainer(config, run_dir, restart=restart)
+        try:
+            result = trainer.train(until=until)
+            # rank 0 writes the last checkpoint, samples and report alone; the ranks leave the group together (not
+            # after an error, where the other ranks may never arrive)
+            trainer.dist.barrier()
+            return replace(result, main_process=trainer.dist.is_main)
+        finally:
+            shutdown_distributed(trainer.dist)
+            if trainer.config.metrics:  # the feature networks kept for the ticks (DINOv2: 1.2 GB) are let go
+                from ganforge.metrics.evaluate import release_feature_networks
 
-            release_feature_networks()
+                release_feature_networks()
