@@ -352,6 +352,21 @@ def test_standing_statistics_are_estimated_once_per_block_of_held_weights(monkey
     assert len(estimates) == 5
 
 
+@pytest.mark.parametrize(("overrides", "sizes"), [
+    ({"batch_size": 5, "sample_eval_mode": False}, [5, 5, 5, 5]),  # utils.sample draws G_batch_size at a time
+    ({"batch_size": 4, "g_batch_size": 10, "sample_eval_mode": False}, [10, 10]),
+    ({"batch_size": 5, "sample_eval_mode": True}, [20]),  # running statistics: any batch gives the same images
+])
+def test_metrics_on_batch_statistics_sample_in_gs_batch(overrides, sizes):
+    """train.py's metrics on batch statistics (the CIFAR script: no --G_eval_mode) normalise each image with the
+    others of its G_batch_size (50 there): so do ganforge's, whatever batch the metric pass reads in."""
+    from ganforge.evaluation.run_metrics import generated_batches
+
+    family = make_family(**overrides)
+    batches = list(generated_batches(family, family.plan(0), 20, seed=0, batch_size=64))
+    assert [len(batch) for batch in batches] == sizes
+
+
 def test_bn_groups_is_dataparallels_batch_norm_in_one_process():
     """BigGAN-PyTorch's --parallel: DataParallel scatters each batch into one consecutive block per GPU, every
     replica normalises its block on its own statistics, and only the first replica's buffers are the module's. Two

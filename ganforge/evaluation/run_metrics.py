@@ -78,7 +78,8 @@ def generated_batches(family: Family, plan: StepPlan, n: int, seed: int, batch_s
     given those images' classes (`Family.with_store_labels`) instead of drawn ones."""
     generator = torch.Generator().manual_seed(seed + 2**20)
     net = net or family.sample_net
-    for index, part in enumerate(sample_batches(n, batch_size, equal=family.batch_dependent_samples)):
+    for index, part in enumerate(sample_batches(n, family.metric_batch(batch_size),
+                                                equal=family.batch_dependent_samples)):
         latents = family.sample_latents(part.stop - part.start, generator)
         if labels is not None:
             latents = family.with_store_labels(latents, labels[part])

@@ -253,6 +253,11 @@ class Family(ABC):
         return (step + 1) * self.plan(step).batch_size
 
     # --- sampling -------------------------------------------------------------------------------------------
+    def metric_batch(self, default: int) -> int:
+        """Images per generator call in a metric pass: `default`, unless samples depend on their batch and the
+        reference's metrics sample in batches of another size (each image's statistics are its batch's)."""
+        return default
+
     @abstractmethod
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Inputs for `generate` drawn from `generator` on the CPU (so fixed grids are device independent)."""

@@ -421,6 +421,11 @@ class BigGANFamily(Family):
             self._standing[net] = self.with_standing_statistics(network)
         return self._standing[net]
 
+    def metric_batch(self, default: int) -> int:
+        """On batch statistics (`sample_eval_mode: false`, the CIFAR preset) G's batch, which train.py's metrics
+        sample in (`utils.sample` draws G_batch_size: 50 for CIFAR, not 64)."""
+        return default if self.config.sample_eval_mode else self.config.g_batch_size or self.config.batch_size
+
     def with_standing_statistics(self, generator: nn.Module) -> nn.Module:
         """A copy of `generator` whose BN statistics average `standing_stats` batches of fresh samples.
 
