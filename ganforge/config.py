@@ -25,13 +25,7 @@ import yaml
 
 from ganforge.augment.config import AugmentConfig
 from ganforge.errors import ConfigError
-
-
-def suggest_keys(key: str, valid: list[str]) -> str:
-    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    if near:
-        return "did you mean " + " or ".join(repr(n) for n in near) + "?"
-    return "valid keys: " + ", ".join(sorted(valid))
+from ganforge.settings import Settings, suggest_keys
 
 
 def _type_name(tp: Any) -> str:
@@ -388,7 +382,7 @@ RESUMABLE_CHANGES = ("device", "progress", "tensorboard", "log_every", "sample_e
 
 
 @dataclasses.dataclass
-class LookaheadConfig:
+class LookaheadConfig(Settings):
     """The top-level `lookahead:` section: Lookahead on every trained network together (Zhang et al. 2019; for
     GANs "Lookahead-minmax", Chavdarova et al. 2021): after every `every`-th step each weight moves back to
     slow + alpha·(fast − slow), and the slow copy takes that value. It damps the players' rotation around an
@@ -407,7 +401,7 @@ class LookaheadConfig:
 
 
 @dataclasses.dataclass
-class RunConfig:
+class RunConfig(Settings):
     """Engine settings shared by every family; the family's own settings live in `model`."""
 
     family: str

@@ -236,6 +236,11 @@ def test_the_python_api_refuses_wrong_types_with_one_line(run, tmp_path) -> None
     with pytest.raises(ConfigError, match="until: expected a whole number of steps, got '2'"):
         ganforge.train(saved, tmp_path / "c", until="2")
     assert isinstance(changed, RunConfig) and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    for section, typo, hint in ((changed, "chekpoint_every", "did you mean 'checkpoint_every'"),
+                                (changed.model, "critic_step", "did you mean 'critic_steps'"),
+                                (changed.augment, "pp", "did you mean 'p'")):  # kept, it would train as if unset
+        with pytest.raises(AttributeError, match=rf"{type(section).__name__} has no setting '{typo}'; {hint}"):
+            setattr(section, typo, 1)
     with pytest.raises(CheckpointError, match="step: expected a whole step number, got '1'"):
         ganforge.load(run, step="1")
     with pytest.raises(CheckpointError, match="step 1 is for a run directory; a checkpoint file is one step"):

@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ganforge"
 
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("ganforge.version", "ganforge.errors", "ganforge.config", "ganforge.safe_load", "ganforge.download",
-                    "ganforge.distributed", "ganforge.augment.config")),
+    ("foundation", ("ganforge.version", "ganforge.errors", "ganforge.settings", "ganforge.config", "ganforge.safe_load",
+                    "ganforge.download", "ganforge.distributed", "ganforge.augment.config")),
     ("building blocks", ("ganforge.nn", "ganforge.losses", "ganforge.data", "ganforge.metrics", "ganforge.augment",
                          "ganforge.viz.grid", "ganforge.viz.animation", "ganforge.viz.interpolate",
                          "ganforge.viz.nearest", "ganforge.training", "ganforge.training.log",

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Literal
 
 from ganforge.errors import ConfigError
+from ganforge.settings import Settings
 
 POLICIES = ("color", "translation", "cutout")  # DiffAugment's
 BLIT = ("xflip", "rotate90", "xint")  # ADA's transform groups
@@ -34,7 +35,7 @@ _KEYS_OF_KIND = {
 
 
 @dataclasses.dataclass
-class AugmentConfig:
+class AugmentConfig(Settings):
     """The top-level `augment:` section. Unset keys take the paper's values for the chosen kind."""
 
     kind: Literal["none", "diffaugment", "ada"] = "none"

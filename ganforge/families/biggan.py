@@ -37,6 +37,7 @@ from ganforge.nn.cross_replica import one_rank_batch_norm, use_cross_replica_bat
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
 from ganforge.nn.spectral_norm import SNSettings
+from ganforge.settings import Settings
 
 STANDING_STATS_SEED = 20190218  # fixed stream for standing-statistics draws, apart from training
 EMA_DECAY, EMA_START = 0.9999, 20000  # BigGAN-PyTorch's ema_decay default and the ImageNet scripts' ema_start
@@ -44,7 +45,7 @@ STEPS = 150000  # G iterations of a run that sets neither steps nor epochs (the 
 
 
 @dataclass
-class BigGANConfig:
+class BigGANConfig(Settings):
     """`model:` settings of `biggan`; defaults are `launch_BigGAN_bs256x8.sh` (ImageNet 128, batch 256 × 8)."""
 
     resolution: int | None = None  # None: the dataset's resolution

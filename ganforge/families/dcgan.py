@@ -48,10 +48,11 @@ from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check
 from ganforge.nn.cross_replica import one_rank_batch_norm, use_cross_replica_batch_norm
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
+from ganforge.settings import Settings
 
 
 @dataclass
-class DCGANConfig:
+class DCGANConfig(Settings):
     """`model:` settings of `dcgan`; defaults are the tutorial's DCGAN (Adam 2e-4, β = (0.5, 0.999), 1 D step)."""
 
     resolution: int | None = None  # None: the dataset's resolution

@@ -42,6 +42,7 @@ from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pga
 from ganforge.nn.double_backward import penalised_convolutions
 from ganforge.nn.ema import check_ema_rampup, copy_weights
 from ganforge.nn.optim import adam
+from ganforge.settings import Settings
 
 # Each unit's own schedule keys with their defaults; the other unit's keys do nothing and must stay unset (None).
 UNIT_KEYS: dict[str, dict[str, Any]] = {
@@ -72,7 +73,7 @@ def _resolutions(resolution: int) -> list[int]:
 
 
 @dataclass
-class PGANSchedule:
+class PGANSchedule(Settings):
     """Zoo style (`unit: iterations`: maxIterAtScale + linear alpha jumps) or official style (`unit: kimg`).
 
     The keys of the unit not chosen default to None and are refused when set: they would do nothing. So is
@@ -103,7 +104,7 @@ class PGANSchedule:
 
 
 @dataclass
-class PGANConfig:
+class PGANConfig(Settings):
     variant: Literal["paper", "zoo"] = "paper"
     resolution: int = 128
     latent_dim: int = 512

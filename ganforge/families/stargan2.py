@@ -53,6 +53,7 @@ from ganforge.models.stargan2 import Encoding, StarGAN2Arch, he_init_
 from ganforge.nn.double_backward import penalised_convolutions
 from ganforge.nn.ema import check_ema_rampup
 from ganforge.nn.optim import adam
+from ganforge.settings import Settings
 
 LOCATION_KEYS = ("wing_weights",)  # where a file is, not what is trained: may change on resume
 
@@ -61,7 +62,7 @@ Masks = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
-class StarGAN2Config:
+class StarGAN2Config(Settings):
     """`model:` settings of `stargan2`; defaults are the official ones (main.py) except where noted."""
 
     resolution: int | None = None  # None: the dataset's resolution
