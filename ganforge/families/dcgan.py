@@ -11,10 +11,11 @@ fresh z. `reuse` (the tutorials and the PyTorch DCGAN example): one real batch s
 critic, so G runs `critic_steps` forward passes per step instead of `critic_steps + 1`.
 
 Sampling and BatchNorm: the generator always trains on batch statistics, so by default samples use batch
-statistics too (`sample_norm_stats: batch`, the tutorial's choice); its running averages lag the fast-changing
-generator and give washed-out images early in a run. `running` uses the running averages instead, which makes each
-image independent of the others in its batch. Either way sampling never updates the running statistics and draws
-no random numbers, so writing grids between steps cannot change training: a resumed run equals an uninterrupted one.
+statistics too (`sample_norm_stats: batch`, the DCGAN and WGAN-GP tutorials' choice); its running averages lag the
+fast-changing generator and give washed-out images early in a run. `running` uses the running averages instead (the
+WGAN tutorial's eval mode), which makes each image independent of the others in its batch. Either way sampling never
+updates the running statistics and draws no random numbers, so writing grids between steps cannot change training: a
+resumed run equals an uninterrupted one.
 
 Several processes: noise is drawn at global batch size and sharded, and BatchNorm's training statistics are summed
 over the processes (`CrossReplicaBatchNorm2d`), so every network normalises as a single process does on the global
