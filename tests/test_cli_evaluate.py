@@ -87,7 +87,8 @@ def test_training_time_metrics_keep_the_best_checkpoints(tmp_path):
     best_step = min(scores, key=scores.get)
     assert json.loads((run / "best.json").read_text()) == {
         "metric": "swd_avg", "best": [{"step": best_step, "value": scores[best_step]}]}
-    assert ckpt.checkpoint_steps(run) == sorted({best_step, 20})  # latest 1 + best 1, the rest pruned
+    # latest 1 + best 1 + the scales' ends (4, 12, 20), the rest pruned
+    assert ckpt.checkpoint_steps(run) == sorted({best_step, 4, 12, 20})
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def test_tiny_run_grows_with_fade_and_writes_everything(tmp_path):
     run = tmp_path / "run"
     result = ganforge.train(TINY_PGAN, run)
     assert result.step == 20 and not result.interrupted
-    assert ckpt.checkpoint_steps(run) == [8, 16, 20]
+    assert ckpt.checkpoint_steps(run) == [4, 8, 12, 16, 20]  # every 8 steps, and each scale's end (4, 12, 20)
     for name in ("00000008.png", "00000008-G.png", "00000020.png", "progress.gif"):
         assert (run / "samples" / name).is_file()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -40,6 +40,15 @@ def test_tiny_run_grows_with_fade_and_writes_everything(tmp_path):
     assert meta["progress"] == {"scale": 2, "res": 16, "alpha": 0.0}
     assert set(meta["optimizers"]) == {"G", "D"} and meta["images_seen"] == 20 * 4
     assert any(k.startswith("opt/D/") and k.endswith("exp_avg_sq") for k in tensors_of(run, 20))
+
+
+def test_each_scale_s_last_checkpoint_is_kept_whatever_keep_checkpoints_says(tmp_path):
+    """The zoo keeps every checkpoint and evaluates each scale's final model (`eval.py -s S`): a PGAN run checkpoints
+    each scale's end and never prunes it; the periodic ones go as `keep_checkpoints` says."""
+    run = tmp_path / "run"
+    ganforge.train({**TINY_PGAN, "keep_checkpoints": 1}, run)
+    assert ckpt.checkpoint_steps(run) == [4, 12, 20]
+    assert ganforge.load(run, step=12).plan.resolution == 8  # the 8 px scale's finished model
 
 
 @pytest.mark.slow
@@ -72,6 +81,11 @@ def test_a_run_another_process_trains_is_refused_and_a_refused_new_run_leaves_no
     with pytest.raises(ValueError, match="missing does not exist"):  # in the trainer, the folders made
         ganforge.train({**TINY_PGAN, "data": str(tmp_path / "missing")}, nested)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+    with ckpt.training_lock(nested):  # a new run another process has just begun: refused, its folder left alone
+        with pytest.raises(ckpt.CheckpointError, match="another process is training this run"):
+            ganforge.train(TINY_PGAN, nested, until=1)
+        assert nested.is_dir()
+    assert not (tmp_path / "new").exists()  # its holder wrote nothing, so it went
 
 
 @pytest.mark.slow
@@ -82,7 +96,7 @@ def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path):
     newest.write_bytes(newest.read_bytes()[:-100])  # truncated
     with pytest.warns(UserWarning, match=r"00000016.safetensors: content does not match the hash"):
         found = ckpt.latest_valid_checkpoint(run)
-    assert found.step == 8
+    assert found.step == 12
     with pytest.warns(UserWarning, match="00000016"):
         result = ganforge.train(TINY_PGAN, run)
     assert result.step == 20
@@ -166,7 +180,7 @@ def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_earlier_checkp
     monkeypatch.setattr(ckpt, "_write_atomic", failing_write)
     with pytest.raises(ckpt.CheckpointError, match=r"could not write checkpoint 16 .*No space left on device.*intact"):
         ganforge.train(TINY_PGAN, run)
-    assert ckpt.latest_valid_checkpoint(run).step == 8
+    assert ckpt.latest_valid_checkpoint(run).step == 12
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
@@ -395,6 +409,13 @@ def test_a_finished_run_grows_new_scales_keeping_what_it_trained(tmp_path):
     for key in added:
         net, name = key.split("/", 2)[1:]
         assert torch.equal(grown[key], fresh[net].state_dict()[name]), key
+    for key in added:  # diverged before the grown run's first checkpoint: a rollback to the small run's last one
+        net, name = key.split("/", 2)[1:]
+        resumed.family.nets[net].state_dict()[name].fill_(float("nan"))
+    resumed._restore(ckpt.latest_valid_checkpoint(run))  # puts the new layers back at their initialisation too
+    for key in added:
+        net, name = key.split("/", 2)[1:]
+        assert torch.equal(resumed.family.nets[net].state_dict()[name], fresh[net].state_dict()[name]), key
     stopped = ganforge.train(large, run, until=12)  # at the boundary: the small run's checkpoint stays as it was
     assert (stopped.step, stopped.trained) == (12, False) and "nothing trained or written" in stopped.summary()
     assert tensors_of(run, 12).keys() == trained.keys()

@@ -73,8 +73,10 @@ def test_steps_between_log_points_read_nothing_from_the_device(tmp_path, family)
         trainer.train(until=2 * LOG_EVERY)
     assert len(inside_steps) == 2 * LOG_EVERY
     assert inside_steps == [[]] * (2 * LOG_EVERY)
-    # between steps 1-2, 2-3, 3-4 and 5-6, 6-7, 7-8 nothing is read; at the log point after step 4, once
-    assert between_steps[1:4] == [[]] * 3 and between_steps[5:8] == [[]] * 3
+    # between steps 1-2, 2-3, 3-4 and 5-6, 6-7, 7-8 nothing is read, but after a step checkpointed for good (PGAN's
+    # scale end at step 6: a host point); at the log point after step 4, once
+    quiet = [step for step in (1, 2, 3, 5, 6, 7) if step not in trainer.kept_steps]
+    assert len(quiet) >= 5 and [between_steps[step] for step in quiet] == [[]] * len(quiet)
     assert len(between_steps[4]) == 1
     records = [line for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"step"' in line]
     assert len(records) == 2

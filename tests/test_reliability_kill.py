@@ -44,7 +44,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, family: st
 
 @pytest.mark.slow
 def test_sigterm_writes_a_final_checkpoint_and_the_resumed_run_is_exact(tmp_path, monkeypatch, capsys) -> None:
-    # checkpoints only at the end: the one found after SIGTERM can only be the signal handler's
+    # no periodic checkpoints (only the first scale's end, step 3): the one at step 5 can only be the signal handler's
     config = tiny_run("pgan", checkpoint_every=1000)
     path = write_config(config, tmp_path / "pgan.json")
     original = Trainer.train_step
@@ -58,7 +58,7 @@ def test_sigterm_writes_a_final_checkpoint_and_the_resumed_run_is_exact(tmp_path
     run = tmp_path / "run"
     assert main(["train", "pgan", "-c", str(path), "--run-dir", str(run)]) == 0
     assert "interrupted at step 5" in capsys.readouterr().out
-    assert ckpt.checkpoint_steps(run) == [5]
+    assert ckpt.checkpoint_steps(run) == [3, 5]  # the 4 px scale's end (kept for good), then the SIGTERM's
     assert ckpt.load_checkpoint(ckpt.checkpoint_dir(run) / "00000005.json").meta["progress"]["res"] == 8
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the engine put the default handler back
 

@@ -284,9 +284,9 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
                  seed: int = 0, fid_mode: str | None = None, settings: MetricSettings | None = None,
                  dinov2_weights: Path | None = None, device: str = "auto", bn: str | None = None) -> dict[str, Any]:
     """Metrics of one checkpoint (newest, or `step`) or of all of them; appended to the run's metrics.jsonl (with
-    the image count and the real set), SWD also to swd.json ({step: {resolutions, swd ×1e3, avg}}, like the zoo's
-    output). Settings other than the defaults (`settings`), and batch-norm statistics `bn` other than the run's
-    own ("running", "batch", "standing:N"), are recorded with each row."""
+    the image count and the real set), SWD also to swd.json ({step: {resolutions, swd ×1e3, avg}}: one file
+    of the SWD curve, as the zoo's eval.py keeps one). Settings other than the defaults (`settings`), and batch-norm
+    statistics `bn` other than the run's own ("running", "batch", "standing:N"), are recorded with each row."""
     run_dir = Path(run_dir)
     settings = settings or MetricSettings()
     settings.check_used(check_metrics(metrics))

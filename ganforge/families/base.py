@@ -171,6 +171,11 @@ class Family(ABC):
         others = {k for k in set(saved) | set(requested) if saved.get(k) != requested.get(k)} - {"steps"}
         return not others and isinstance(saved.get("steps"), int) and requested.get("steps", 0) >= saved["steps"]
 
+    def kept_steps(self) -> set[int]:
+        """Steps checkpointed and kept beside the newest `keep_checkpoints`: each a model users come back to
+        (PGAN: every scale's end); empty for a family whose schedule has no such points."""
+        return set()
+
     def grown_at(self, saved: dict[str, Any]) -> int | None:
         """The step from which this family's networks hold layers that those of a run saved with `saved` (its
         `model:` mapping) lack, which `extends_schedule` accepted: a resume there loads the saved layers and starts

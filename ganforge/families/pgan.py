@@ -481,6 +481,11 @@ class PGANFamily(Family):
             (scales - 1) * (old["stable_kimg"] + old["transition_kimg"]) + old["stable_kimg"])
         return new["total_kimg"] >= end
 
+    def kept_steps(self) -> set[int]:
+        """Each scale's last step: that resolution's finished model, which the zoo keeps (every checkpoint) and
+        evaluates per scale (`eval.py -s S`), and the TF original keeps as a snapshot."""
+        return {seg.start + seg.steps for seg in self.segments}
+
     def grown_at(self, saved: dict[str, Any]) -> int | None:
         """The first step of the scales added above a saved run's resolution (`_adds_scales`), None if none were."""
         resolution = saved.get("resolution")

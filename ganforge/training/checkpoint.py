@@ -50,14 +50,18 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+LOCK_NAME = ".ganforge.lock"  # in the run folder: the training process holds it locked
+
+
 @contextlib.contextmanager
 def training_lock(run_dir: Path) -> Iterator[None]:
     """Held by the process that trains the run: a second one on the same folder (a command launched twice, a
     `--restart` beside a running job) would interleave checkpoints, logs and samples, or delete them under it.
 
-    An advisory lock on the folder itself, which the kernel drops however the holder ends (no stale lock file: nothing
-    is written into the folder for it). The folders made here for a new run are removed again while empty (a refused
-    config leaves nothing). Where the OS or file system has no such locks, runs are unguarded."""
+    An flock on an empty file in the folder, opened for writing so that NFS (which turns flock into byte-range locks)
+    locks it too; the kernel drops it however the holder ends, so a leftover file is no stale lock. The folders made
+    here for a new run are removed again, while still locked, if nothing else was written (a refused config leaves
+    nothing). Unguarded where the OS (Windows) or file system has no such locks, with a warning on the latter."""
     run_dir = Path(run_dir)
     created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]  # deepest first
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -65,26 +69,30 @@ def training_lock(run_dir: Path) -> Iterator[None]:
         import fcntl
     except ImportError:  # Windows
         fcntl = None
-    handle = os.open(run_dir, os.O_RDONLY) if fcntl is not None else None
+    lock = run_dir / LOCK_NAME
+    handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644) if fcntl is not None else None
     try:
         if handle is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
-                if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    warnings.warn(f"{run_dir}: cannot lock the run folder ({err.strerror}); nothing stops a second "
-                                  "process from training the same run", stacklevel=3)
-                else:
+                if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise CheckpointError(
                         f"{run_dir}: another process is training this run; let it finish, stop it (Ctrl-C or kill "
                         "-TERM: it checkpoints and exits) before resuming here, or give another --run-dir") from None
-        yield
+                warnings.warn(f"{run_dir}: cannot lock the run folder ({err.strerror}); nothing stops a second "
+                              "process from training the same run", stacklevel=3)
+        try:
+            yield
+        finally:
+            if created and {entry.name for entry in run_dir.iterdir()} <= {LOCK_NAME}:
+                lock.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # each removed only while empty
+                    for folder in created:
+                        folder.rmdir()
     finally:
         if handle is not None:
             os.close(handle)  # drops the lock
-        with contextlib.suppress(OSError):  # each removed only while empty
-            for folder in created:
-                folder.rmdir()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

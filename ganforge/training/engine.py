@@ -238,6 +238,7 @@ class Trainer:
             self.dist = replace(self.dist, contiguous=True)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
+        self.kept_steps = self.family.kept_steps()  # checkpointed and never pruned (PGAN's scale ends)
         final = self.family.plan(self.family.total_steps() - 1).resolution
         if self.fid_real_stats is not None and self.fid_real_stats.resolution not in (None, final):
             raise ConfigError(f"fid_real_stats: {config.fid_real_stats} holds statistics of "
@@ -268,6 +269,8 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.resumed = resume is not None
+        self.checkpointed_step: int | None = None  # the step of the newest checkpoint written or restored
+        self._grown_layers: dict[str, dict[str, torch.Tensor]] | None = None  # a grown run's new layers at init
         if resume is not None:
             self._restore(resume)
         self.fixed_inputs = self.family.sample_latents(
@@ -310,8 +313,16 @@ class Trainer:
         if grown_at is not None and self.lookahead is not None:
             raise ConfigError("lookahead: its slow weights cover the saved networks only; a run with lookahead cannot "
                               "grow new scales (train a new run at the larger size, or --init-from this one)")
-        ckpt.load_network_states(self.family.nets, tensors, resume.path,
-                                 new_layers=None if grown_at is None else self._new_layer_keys(meta))
+        new_layers = None if grown_at is None else self._new_layer_keys(meta)
+        ckpt.load_network_states(self.family.nets, tensors, resume.path, new_layers=new_layers)
+        if new_layers is not None:  # their initialisation, kept at the resume and put back by a rollback to it
+            states = {name: self.family.nets[name].state_dict() for name in new_layers}
+            if self._grown_layers is None:
+                self._grown_layers = {name: {key: states[name][key].clone() for key in keys}
+                                      for name, keys in new_layers.items()}
+            for name, layers in self._grown_layers.items():
+                for key, value in layers.items():
+                    states[name][key].copy_(value)
         if grown_at is None:  # a grown run's next step starts a scale, which resets the optimisers in every variant
             for name, optimizer in self.family.optimizers.items():
                 ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
@@ -328,7 +339,7 @@ class Trainer:
                 self.lookahead.load_state_tensors(tensors)
             except ValueError as err:
                 raise ckpt.CheckpointError(f"{resume.path}: {err}") from None
-        self.step = resume.step
+        self.step = self.checkpointed_step = resume.step
         self.images_seen = int(meta.get("images_seen", 0))
 
     def _new_layer_keys(self, meta: dict[str, Any]) -> dict[str, set[str]]:
@@ -344,6 +355,7 @@ class Trainer:
         """Write a checkpoint; with `score` (the run's `best_metric` at this step) keep it among the best."""
         self.check_ranks_in_sync()
         self.augmenter.flush()  # every rank: ADA's signs since its last adjustment are summed into the state
+        self.checkpointed_step = self.step
         if not self.dist.is_main:
             return
         tensors, meta = self.state_tensors()
@@ -353,7 +365,7 @@ class Trainer:
         best = self.update_best(score)
         try:
             ckpt.save_checkpoint(self.run_dir, self.step, tensors, meta, keep=self.config.keep_checkpoints,
-                                 protect={entry["step"] for entry in best})
+                                 protect={entry["step"] for entry in best} | self.kept_steps)
         except OSError as err:
             raise ckpt.CheckpointError(
                 f"could not write checkpoint {self.step} in {ckpt.checkpoint_dir(self.run_dir)}: {err.strerror} "
@@ -448,7 +460,7 @@ class Trainer:
         if self.dist.is_main and self.step > 0:
             print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
         elif self.dist.is_main and not (self.run_dir / "config.json").exists() and self.run_dir.is_dir() and (
-                others := len(list(self.run_dir.iterdir()))):  # a folder meant to be resumed may not be a run
+                others := len([p for p in self.run_dir.iterdir() if p.name != ckpt.LOCK_NAME])):  # not a run?
             print(f"{self.run_dir} holds no run (no config.json): a new run of {total} steps starts there, beside "
                   f"its {others} other entr{'ies' if others > 1 else 'y'}")
         if self.dist.is_main:
@@ -483,7 +495,7 @@ class Trainer:
                 sample_tick = self.dist.is_main and sample_step
                 metric_tick = bool(config.metrics) and bool(
                     (config.metrics_every and self.step % config.metrics_every == 0) or last)
-                checkpoint_tick = self.step % config.checkpoint_every == 0 or last
+                checkpoint_tick = self.step % config.checkpoint_every == 0 or last or self.step in self.kept_steps
                 if not (log_tick or sample_step or metric_tick or checkpoint_tick or self.step == stop_at
                         or self._stop_signal is not None):
                     logger.step_done(None)  # no host point: the device runs ahead
@@ -522,8 +534,8 @@ class Trainer:
                         logger.log({"step": self.step, "event": EARLY_STOP_EVENT, "reason": self._early_reason})
                     if report is not None and self.step % config.sample_every == 0:
                         report.tick()
-            if self.step < total and self._early_reason is None and (self._stop_signal is not None
-                                                                     or self.step == stop_at):
+            if self.step < total and self._early_reason is None and self.step != self.checkpointed_step and (
+                    self._stop_signal is not None or self.step == stop_at):  # (a tick or rollback wrote it already)
                 self.read_pending(logs=False)  # a stop requested mid-interval: no checkpoint of non-finite weights
                 self.save_checkpoint()
         finally:
@@ -1105,8 +1117,10 @@ def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int
         raise ConfigError(f"until={until}: expected a step count of 0 or more")
     if restart and until == 0:
         raise ConfigError("until=0 with restart: it would delete what the run wrote and train nothing; leave one out")
-    # the main process alone guards the folder (torchrun's other ranks share it, on this node or another)
-    with ckpt.training_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+    # the main process alone guards the folder (torchrun's other ranks share it, on this node or another); RANK
+    # counts only in a job of several processes, as init_distributed reads it
+    other_rank = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
+    with contextlib.nullcontext() if other_rank else ckpt.training_lock(run_dir):
         trainer = Trainer(config, run_dir, restart=restart)
         try:
             result = trainer.train(until=until)
