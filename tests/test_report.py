@@ -74,7 +74,8 @@ def test_curves_are_the_logged_terms_grouped_by_the_network_they_train():
     records = [{"step": 4, "kimg": 0.1, "scale": 0, "res": 4, "alpha": 0.5, "loss_D": 1.0, "gp": 0.1,
                 "loss_G": 2.0, "img_per_s": 9.0, "D_ref_real": 0.3, "G_lat_sty": 0.2, "ortho_G": 1e-3}]
     assert curve_keys(records) == ["loss_D", "gp", "loss_G", "D_ref_real", "G_lat_sty", "ortho_G"]
-    assert [phase_of(k) for k in curve_keys(records)] == ["D", "other", "G", "D", "G", "G"]
+    assert [phase_of(k) for k in curve_keys(records)] == ["D", "D", "G", "D", "G", "G"]  # gp: the D step's
+    assert [phase_of(k) for k in ("r1", "drift", "wdist", "gdpp", "aug_p")] == ["D", "D", "D", "G", "other"]
 
 
 def test_smoothing_is_tensorboards_debiased_moving_average():
@@ -199,6 +200,33 @@ def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
         write_report([run], tmp_path)
 
 
+def test_metric_rows_of_steps_a_resume_trained_again_are_dropped(tmp_path):
+    """Killed after its 12-step SWD tick and resumed from the step-8 checkpoint: the abandoned attempt's rows go,
+    those the new attempt passed (replaced, as the log's) and those it has not reached yet; evaluate rows stay."""
+    log = [{"step": 8, "kimg": 0.032}, {"step": 12, "kimg": 0.048}, {"step": 16, "kimg": 0.064},
+           {"step": 12, "kimg": 0.048}]  # resumed from 8: at step 12 again, short of the old 16
+    metrics = [{"step": 8, "kimg": 0.032, "swd_avg": 9.0}, {"step": 12, "kimg": 0.048, "swd_avg": 8.0},
+               {"step": 16, "kimg": 0.064, "swd_avg": 7.0}, {"step": 12, "n": 64, "source": "evaluate", "swd_avg": 5.0},
+               {"step": 12, "kimg": 0.048, "swd_avg": 6.0}]
+    run = read_run(fake_run(tmp_path / "run", log, metrics))
+    assert [(r["step"], r["swd_avg"]) for r in run.metrics] == [(8, 9.0), (12, 5.0), (12, 6.0)]
+    assert [r["swd_avg"] for r in run.curve_points("swd_avg")] == [9.0, 6.0]
+
+
+def test_the_checkpoint_table_shows_the_values_best_json_ranked(tmp_path):
+    """An `evaluate` row of fewer images at a checkpoint's step is listed in the metric table, not put beside the
+    checkpoint's rank, which best.json gave on training's value."""
+    run = fake_run(tmp_path / "run", [{"step": 8, "kimg": 0.032}, {"step": 16, "kimg": 0.064}],
+                   metrics=[{"step": 8, "kimg": 0.032, "swd_avg": 9.0}, {"step": 16, "kimg": 0.064, "swd_avg": 7.0},
+                            {"step": 16, "n": 64, "source": "evaluate", "swd_avg": 55.0}],
+                   best={"metric": "swd_avg", "best": [{"step": 16, "value": 7.0}]})
+    (run / "checkpoints").mkdir()
+    for step in (8, 16):
+        (run / "checkpoints" / f"{step:08d}.json").write_text("{}")
+    rows = checkpoint_rows(read_run(run))
+    assert [(r["step"], r["value"], r["best_rank"]) for r in rows] == [(8, 9.0, None), (16, 7.0, 1)]
+
+
 # --- pages --------------------------------------------------------------------------------------------------------
 
 def test_comparison_overlays_runs_and_tabulates_them_at_a_common_kimg(tmp_path):
@@ -218,6 +246,49 @@ def test_comparison_overlays_runs_and_tabulates_them_at_a_common_kimg(tmp_path):
     page = out.read_text()
     assert "Comparison: a, b" in page and "<td>seed</td><td>0</td><td>1</td>" in page
     assert page.count('class="plot"') == 3  # losses, metrics, speed (no PGAN schedule logged)
+
+
+def test_a_comparison_takes_every_run_at_one_image_count_and_names_nested_config_differences(tmp_path):
+    """SWD and FID depend on the image count: where the runs share one, every value is of it; a run without the
+    metric leaves the common kimg to the others. A changed model.lr is named, not the whole model section."""
+    def run(name, lr, metrics):
+        return fake_run(tmp_path / name, [{"step": 10, "kimg": 1.0}, {"step": 20, "kimg": 2.0}], metrics=metrics,
+                        config={"family": "pgan", "metrics_n": 2048, "model": {"lr": lr, "widths": [8, 8]}})
+
+    a = run("a", 0.001, [{"step": 20, "kimg": 2.0, "msssim_mean": 0.30},
+                         {"step": 20, "n": 512, "source": "evaluate", "msssim_mean": 0.23}])
+    b = run("b", 0.002, [{"step": 20, "n": 512, "source": "evaluate", "msssim_mean": 0.25},
+                         {"step": 10, "kimg": 1.0, "msssim_mean": 0.40},
+                         {"step": 20, "kimg": 2.0, "msssim_mean": 0.31}])
+    c = run("c", 0.001, [])
+    header, rows = report.comparison_table([read_run(a), read_run(b), read_run(c)])
+    assert header[3:] == ["msssim_mean (last) (n=2048)", "msssim_mean @ 2 kimg (n=2048)"]
+    assert [row[3:] for row in rows] == [["0.3", "0.3"], ["0.31", "0.31"], ["–", "–"]]
+    page = report.render_comparison([read_run(a), read_run(b)])
+    assert "<td>model.lr</td><td>0.001</td><td>0.002</td>" in page and "widths" not in page.split("Losses")[0]
+    d = run("d", 0.001, [{"step": 20, "n": 1024, "source": "evaluate", "msssim_mean": 0.27}])  # no count shared
+    header, rows = report.comparison_table([read_run(c), read_run(d), read_run(a)])
+    assert header[3] == "msssim_mean (last)" and [row[3] for row in rows] == ["–", "0.27 (n=1024)", "0.3 (n=2048)"]
+
+
+def test_the_same_run_twice_is_refused_and_big_numbers_are_not_written_in_e_notation(tmp_path, monkeypatch):
+    fake_run(tmp_path / "run", [{"step": 1, "kimg": 0.001, "loss_D": 1.0}])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ReportError, match=r"report: \./run is the run run already names; give each run once"):
+        write_report(["run", "./run"])
+    assert [report._number(v) for v in (13200.4, 1234.5, 0.012345, 3)] == ["13200", "1234", "0.01235", "3"]
+
+
+def test_an_unreadable_sample_grid_is_named_and_the_page_written(tmp_path):
+    run = fake_run(tmp_path / "run", [{"step": 4, "kimg": 0.016, "loss_D": 1.0}],
+                   config={"family": "pgan", "metrics": ["swd"], "metrics_every": 500})
+    (run / "samples").mkdir()
+    Image.new("RGB", (8, 8)).save(run / "samples" / "00000004.png")
+    whole = (run / "samples" / "00000004.png").read_bytes()
+    (run / "samples" / "00000004.png").write_bytes(whole[: len(whole) // 2])  # a kill mid-write, before atomic PNGs
+    page = write_report([run]).read_text()
+    assert "samples/00000004.png not shown:" in page
+    assert "No metric tick yet (swd every 500 steps and at the end of training)" in page
 
 
 def test_a_run_without_log_lines_shows_its_newest_checkpoint_step(tmp_path):
@@ -331,7 +402,7 @@ def test_training_writes_the_report_and_sends_grids_and_config_to_tensorboard(ti
     assert [(tag, step) for tag, _, step in writer.texts] == [("config", 0)]
     assert json.loads(writer.texts[0][1]) == json.loads((run / "config.json").read_text())
     assert page.count('class="plot"') == 4  # losses, PGAN schedule, metrics, speed
-    assert page.count('class="frame grids"') == 3 and page.count("sha256 verified") == 3
+    assert page.count('class="frame grids"') == 3 and page.count("sha256 verified") == 5  # 8, 16, 20; scale ends
     assert "real: 8 images of builtin:shapes?count=64&amp;resolution=16" in page
     best = json.loads((run / "best.json").read_text())["best"]
     assert "<td>#1</td>" in page and f"<td>{best[0]['step']}</td>" in page

@@ -8,6 +8,7 @@ unchanged, never painted over.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -69,10 +70,16 @@ def _fitted(text: str, width: int) -> str:
 
 
 def save_image(array: np.ndarray, path: Path) -> None:
-    """Write an HWC uint8 array (1 or 3 channels) as PNG, creating the folder."""
+    """Write an HWC uint8 array (1 or 3 channels) as PNG, creating the folder; through a temp file and a rename,
+    so a reader (the report during training) or a kill never meets half a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    partial = path.with_name(f".{path.name}.tmp")
+    try:
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(partial, format="PNG")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int | None = None, min_cell: int = 64,

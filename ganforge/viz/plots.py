@@ -21,6 +21,7 @@ from ganforge.viz.run_data import (
     metric_keys,
     phase_of,
     series,
+    shared_image_count,
     smooth,
     smoothing_weight,
 )
@@ -198,6 +199,9 @@ def finite_series(run: RunData, key: str) -> bool:
     return len(series(run.log, key)[0]) > 0
 
 
+OUTPUT_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))  # a metric's outputs other than its average
+
+
 def metric_groups(keys: list[str]) -> dict[str, list[str]]:
     """Outputs that share a panel, their metric's: swd_16, swd_32, swd_avg → "swd"; fid → "fid"; fd_dinov2 →
     "fd_dinov2" (other keys by their first word)."""
@@ -220,21 +224,25 @@ def metrics_figure(runs: Runs) -> str | None:
     colors = _colors(len(runs))
     for ax, (group, members) in zip(axes.flat, groups.items(), strict=False):
         for run_index, (label, run) in enumerate(runs):
-            for key_index, key in enumerate(members):
-                xs, ys = series(run.curve_points(key), key)
+            for key_index, key in enumerate(members):  # compared runs at one image count, where they share one
+                n = shared_image_count([compared for _, compared in runs], key) if len(runs) > 1 else None
+                xs, ys = series(run.curve_points(key, n), key)
                 if not len(xs):
                     continue
                 color = colors[run_index] if len(runs) > 1 else f"C{key_index % 10}"
                 name = f"{label}: {key}" if len(runs) > 1 else key
+                # one run's outputs of a metric (swd_16, swd_32) share its colour when runs are compared: the
+                # line style tells them apart
                 ax.plot(xs, ys, marker="o", markersize=3, color=color, label=name,
-                        linestyle="-" if key.endswith("avg") or len(members) == 1 else "--")
+                        linestyle="-" if key.endswith("avg") or len(members) == 1
+                        else OUTPUT_STYLES[key_index % len(OUTPUT_STYLES)])
             for best in run.best_points():
                 if best["metric"] in members and math.isfinite(best["kimg"]):
                     ax.plot(best["kimg"], best["value"], marker="*", markersize=12, color="gold",
                             markeredgecolor="black", linestyle="none")
                     ax.annotate(f"#{best['rank']}", (best["kimg"], best["value"]), textcoords="offset points",
                                 xytext=(5, 5), fontsize=8)
-        ax.set_title(f"{group}" + ("  (★ best checkpoints)" if any(
+        ax.set_title(f"{group}" + (" (×1e3)" if group == "swd" else "") + ("  (★ best checkpoints)" if any(
             b["metric"] in members for _, run in runs for b in run.best_points()) else ""), fontsize=10)
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)

@@ -33,6 +33,7 @@ from ganforge.viz.run_data import (
     metric_keys,
     read_run,
     series,
+    shared_image_count,
     thin,
 )
 
@@ -64,7 +65,9 @@ def checkpoint_rows(run: RunData, cache: VerifyCache | None = None) -> list[dict
     `checkpoint.load_checkpoint`). `cache` (keyed by file sizes and times) spares re-hashing during training."""
     folder = ckpt.checkpoint_dir(run.path)
     metric = run.best.get("metric") if run.best else None
-    values = {r["step"]: r[metric] for r in run.metrics if metric and finite(r.get(metric))}
+    # the values best.json ranked, else those the metric's curve draws (not an `evaluate` row of other settings)
+    values = {r["step"]: r[metric] for r in run.curve_points(metric)} if metric else {}
+    values.update({p["step"]: p["value"] for p in run.best_points()})
     best_rank = {p["step"]: p["rank"] for p in run.best_points()}
     rows = []
     for step in ckpt.checkpoint_steps(run.path):
@@ -124,9 +127,12 @@ def image_tag(source: Path | np.ndarray, alt: str) -> str:
     if isinstance(source, np.ndarray):
         image, data = Image.fromarray(source[..., 0] if source.shape[-1] == 1 else source), None
     else:
-        with Image.open(source) as opened:
-            image = opened.convert("RGB") if opened.width > MAX_IMAGE_WIDTH else opened.copy()
-        data = None if image.width > MAX_IMAGE_WIDTH else source.read_bytes()
+        try:
+            with Image.open(source) as opened:
+                image = opened.convert("RGB") if opened.width > MAX_IMAGE_WIDTH else opened.copy()
+            data = None if image.width > MAX_IMAGE_WIDTH else source.read_bytes()
+        except OSError as err:  # cut short by a kill, or written by something else: the page goes on without it
+            return f"<p class=note>{_esc(source.parent.name)}/{_esc(source.name)} not shown: {_esc(err)}</p>"
     factor = math.ceil(image.width / MAX_IMAGE_WIDTH)
     if factor > 1:
         image = image.resize((image.width // factor, image.height // factor), Image.BOX)
@@ -148,10 +154,11 @@ def _esc(value: Any) -> str:
 
 
 def _number(value: Any, digits: int = 4) -> str:
+    """`digits` significant digits; numbers of more whole digits (a long run's kimg, a PPL) in full, not 1.32e+04."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}g}"
+        return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
     return str(value)
 
 
@@ -339,6 +346,10 @@ def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
     body.append("<h2>Metrics</h2>")
     if run.metrics:
         body.append(_plot(plots.metrics_figure(labelled), "metric curves") + _metrics_table(run))
+    elif run.config and run.config.get("metrics"):
+        every = run.config.get("metrics_every")
+        body.append(f"<p>No metric tick yet ({_esc(', '.join(map(str, run.config['metrics'])))} every "
+                    f"{_esc(every)} steps{' and' if every else ''} at the end of training).</p>")
     else:
         body.append("<p>No metrics computed (set <code>metrics</code> and <code>metrics_every</code>, or run "
                     "<code>ganforge evaluate RUN --all</code>).</p>")
@@ -367,16 +378,27 @@ def last_common_point(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple
     return float(grid[index]), {name: float(values[index]) for name, values in aligned.items()}
 
 
+def _count_note(shared: int | None, run: RunData, rows: list[dict[str, Any]]) -> str:
+    """" (n=512)" beside a run's last value where the compared runs share no image count and its row says one."""
+    count = run.image_count(rows[-1]) if rows and shared is None else None
+    return f" (n={count})" if count is not None else ""
+
+
 def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
-    """Per run: last step and kimg, then each metric's last value and its value at the last common kimg."""
+    """Per run: last step and kimg, then each metric's last value and its value at the last common kimg of the
+    runs that have it, all of one image count where they share one (else each value with its count)."""
     keys = metric_keys([r for run in runs for r in run.metrics])
     header, columns = ["run", "step", "kimg"], []
     for key in keys:
-        curves = {run.label: series(run.curve_points(key), key) for run in runs}
-        common = last_common_point(curves) if all(len(xs) for xs, _ in curves.values()) else None
-        header += [f"{key} (last)", f"{key} @ {_number(common[0])} kimg" if common else f"{key} @ common kimg"]
-        columns.append([(_number(float(ys[-1]) if len(ys) else None),
-                         _number(common[1][run.label]) if common else "–")
+        n = shared_image_count(runs, key)
+        points = {run.label: run.curve_points(key, n) for run in runs}
+        curves = {label: series(rows, key) for label, rows in points.items()}
+        common = last_common_point({label: curve for label, curve in curves.items() if len(curve[0])})
+        counted = f" (n={n})" if n is not None else ""
+        header += [f"{key} (last){counted}", f"{key} @ {_number(common[0])} kimg{counted}" if common
+                   else f"{key} @ common kimg"]
+        columns.append([(_number(float(ys[-1]) if len(ys) else None) + _count_note(n, run, points[run.label]),
+                         _number(common[1].get(run.label)) if common else "–")
                         for run, (_, ys) in zip(runs, curves.values(), strict=True)])
     rows = []
     for index, run in enumerate(runs):
@@ -398,7 +420,7 @@ def render_comparison(runs: list[RunData]) -> str:
             "curves on one kimg axis</p>", _plots_note(plots.available())]
     header, rows = comparison_table(runs)
     body.append("<h2>Runs</h2>" + _table(header, rows))
-    configs = [run.config or {} for run in runs]
+    configs = [_flat(run.config or {}) for run in runs]  # model.lr, not the whole model section
     differing = sorted(k for k in set().union(*configs) if len({json.dumps(c.get(k), sort_keys=True)
                                                                  for c in configs}) > 1)
     if differing:
@@ -420,6 +442,17 @@ def render_comparison(runs: list[RunData]) -> str:
     return _page(f"ganforge report: {names}", "".join(body))
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as dotted keys to its values: {"model.lr": 0.001, ...} (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def write_atomic_text(path: Path, text: str) -> None:
     """Temp file beside the target, then rename: a browser reloading the page never sees half of it."""
     ckpt._write_atomic(path, text.encode("utf-8"))  # the checkpoints' own temp-file + fsync + rename
@@ -430,6 +463,11 @@ def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCac
     """`ganforge report RUN [RUN ...] [-o FILE]`: one run → RUN/report.html, several → ./report-compare.html."""
     if not run_dirs:
         raise ReportError("report: give at least one run directory")
+    seen: dict[Path, str] = {}
+    for given in map(str, run_dirs):
+        if (where := Path(given).resolve()) in seen:
+            raise ReportError(f"report: {given} is the run {seen[where]} already names; give each run once")
+        seen[where] = given
     runs = [read_run(Path(r)) for r in run_dirs]
     if len({run.label for run in runs}) < len(runs):
         for run in runs:

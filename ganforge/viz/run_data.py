@@ -98,14 +98,20 @@ def leading_singular_values(records: list[dict[str, Any]]) -> dict[str, list[str
     return by_net
 
 
+# logged terms named without their network: the D step's regularisers (PGAN's gradient penalty and drift, R1,
+# the Wasserstein distance estimate), the G step's GDPP
+PHASE_OF_TERM = {"gp": "D", "drift": "D", "r1": "D", "wdist": "D", "gdpp": "G"}
+
+
 def phase_of(key: str) -> str:
-    """Which network's update a logged term belongs to, from its name (loss_D, D_ref_real → D; G_lat_sty → G)."""
+    """Which network's update a logged term belongs to, from its name (loss_D, D_ref_real, r1 → D; G_lat_sty,
+    gdpp → G)."""
     tokens = key.split("_")
     if "D" in tokens:
         return "D"
     if "G" in tokens:
         return "G"
-    return "other"
+    return PHASE_OF_TERM.get(key, "other")
 
 
 def series(records: list[dict[str, Any]], key: str, x: str = "kimg") -> tuple[np.ndarray, np.ndarray]:
@@ -213,13 +219,13 @@ class RunData:
         filled = iter(kimg_at_steps(self.log, missing))
         return [r if finite(r.get("kimg")) else {**r, "kimg": float(next(filled))} for r in self.metrics]
 
-    def curve_points(self, key: str) -> list[dict[str, Any]]:
+    def curve_points(self, key: str, n: int | None = None) -> list[dict[str, Any]]:
         """The metric rows the curve of output `key` draws, all of one protocol: training's own rows where the run
         computed it (for precision/recall, those of the newest rows' feature space); else the `ganforge evaluate`
         rows holding it of the most used image count, real set, FID mode, batch-norm statistics (`--bn`), KID/PR
         settings and PR feature space, the newest per step. Rows of other protocols at the same steps would draw a
-        zig-zag; the table lists every row."""
-        points = [r for r in self.metric_points() if finite(r.get(key))]
+        zig-zag; the table lists every row. With `n`, only rows of that image count (runs compared alike)."""
+        points = [r for r in self.metric_points() if finite(r.get(key)) and (n is None or self.image_count(r) == n)]
         # precision/recall's feature space changed in 2026-12 (rows without it are of Inception features)
         space = "pr_features" if metric_of_output(key) == "pr" else None
         training = [r for r in points if "source" not in r]
@@ -237,6 +243,10 @@ class RunData:
         newest = {r["step"]: r for r in points if protocol(r) == chosen}
         return [newest[step] for step in sorted(newest)]
 
+    def image_count(self, row: dict[str, Any]) -> int | None:
+        """The images a metric row was computed on: its `n`, or for training's rows the config's `metrics_n`."""
+        return row["n"] if "n" in row else (self.config or {}).get("metrics_n") if "source" not in row else None
+
     def best_points(self) -> list[dict[str, Any]]:
         """best.json's steps with their kimg and rank (1 = best), for marking on the metric curve."""
         if not self.best:
@@ -246,6 +256,14 @@ class RunData:
                  "kimg": kimg_of.get(entry["step"], math.nan)}
                 for rank, entry in enumerate(self.best.get("best", []), start=1)
                 if isinstance(entry, dict) and isinstance(entry.get("step"), int) and finite(entry.get("value"))]
+
+
+def shared_image_count(runs: list[RunData], key: str) -> int | None:
+    """The largest image count every run has values of `key` at (values of other counts differ: SWD and FID are
+    biased by the count), None when they share none; runs without the metric do not count."""
+    counts = [{run.image_count(r) for r in run.metric_points() if finite(r.get(key))} for run in runs]
+    shared = set.intersection(*[c for c in counts if c]) if any(counts) else set()
+    return max((n for n in shared if n is not None), default=None)
 
 
 def read_run(run_dir: Path) -> RunData:
@@ -276,8 +294,19 @@ def read_run(run_dir: Path) -> RunData:
             notes.append(f"best.json is not valid JSON ({err})")
     events = [r for r in records if "event" in r]
     log = resumed_history([r for r in records if "event" not in r])
-    return RunData(run_dir, config, log, events, metrics, best, sample_frames(run_dir / "samples"), notes,
-                   singular_values=resumed_history(singular_values))
+    return RunData(run_dir, config, log, events, current_metric_rows(metrics, log, ckpt.checkpoint_steps(run_dir)),
+                   best, sample_frames(run_dir / "samples"), notes, singular_values=resumed_history(singular_values))
+
+
+def current_metric_rows(rows: list[dict[str, Any]], log: list[dict[str, Any]],
+                        checkpoints: list[int]) -> list[dict[str, Any]]:
+    """metrics.jsonl without training's rows of steps a resume or rollback trained again: those of the abandoned
+    attempt that the new one has passed (as `resumed_history`), and those it has not reached yet, beyond the
+    newest step of the log and the checkpoints. `ganforge evaluate` rows (`source`) are each of a checkpoint, kept."""
+    reach = max([*(r["step"] for r in log[-1:]), *checkpoints], default=None)
+    current = {id(r) for r in resumed_history([r for r in rows if "source" not in r])
+               if reach is None or r["step"] <= reach}
+    return [r for r in rows if "source" in r or id(r) in current]
 
 
 def sample_frames(samples_dir: Path) -> list[Frame]:
