@@ -185,7 +185,8 @@ def schedule_figure(runs: Runs) -> str | None:
             if len(xs):
                 ax.step(xs, ys, where="pre", color=color, label=label)  # a record describes the steps before it
     axes[0, 0].set_yscale("log", base=2)
-    axes[0, 0].set_title("resolution (scale)", fontsize=10)
+    axes[0, 0].yaxis.set_major_formatter(lambda value, _: f"{value:g}")  # 4, 8, 16 px, not 2², 2³, 2⁴
+    axes[0, 0].set_title("resolution (px)", fontsize=10)
     axes[0, 1].set_title("fade-in alpha (1 = new layer off, 0 = fully in)", fontsize=10)
     for ax in axes.flat:
         ax.set_xlabel("kimg")
@@ -252,23 +253,25 @@ def metrics_figure(runs: Runs) -> str | None:
 
 
 def speed_figure(runs: Runs) -> str | None:
-    """Images per second against kimg, and kimg against wall-clock hours."""
+    """Images per second against kimg, and kimg against training time (minutes, hours from two hours on)."""
     if not any(len(series(run.log, "img_per_s")[0]) for _, run in runs):
         return None
     made = _new_figure(1, 2, height=2.4)
     if made is None:
         return None
     figure, axes = made
+    longest = max((elapsed_seconds(run.log)[-1] for _, run in runs if run.log), default=0.0)
+    unit, seconds = ("hours", 3600.0) if longest >= 7200 else ("minutes", 60.0)  # a short run in minutes
     for (label, run), color in zip(runs, _colors(len(runs)), strict=True):
         xs, ys = series(run.log, "img_per_s")
         axes[0, 0].plot(xs, ys, color=color, label=label)
-        hours = elapsed_seconds(run.log) / 3600.0
+        elapsed = elapsed_seconds(run.log) / seconds
         kimg = np.asarray([r.get("kimg", np.nan) for r in run.log], dtype=np.float64)
-        axes[0, 1].plot(hours, kimg, color=color, label=label)
+        axes[0, 1].plot(elapsed, kimg, color=color, label=label)
     axes[0, 0].set_title("throughput (img/s)", fontsize=10)
     axes[0, 0].set_xlabel("kimg")
     axes[0, 1].set_title("progress", fontsize=10)
-    axes[0, 1].set_xlabel("training hours")
+    axes[0, 1].set_xlabel(f"training {unit}")
     axes[0, 1].set_ylabel("kimg")
     for ax in axes.flat:
         ax.grid(alpha=0.3)

@@ -212,7 +212,7 @@ def _config_section(run: RunData) -> str:
     config = run.config
     top = [[_esc(k), _esc(json.dumps(v))] for k, v in config.items() if not isinstance(v, dict)]
     family = config.get("family", "FAMILY")
-    command = f"ganforge train {family} -c {run.path / 'config.json'} --run-dir NEW_RUN"
+    command = f"ganforge train {family} -c {run.path.resolve() / 'config.json'} --run-dir NEW_RUN"
     return (_table(["key", "value"], top, cls="kv") +
             f"<details><summary>full config.json</summary><pre>{_esc(json.dumps(config, indent=1))}</pre></details>"
             f"<p>The command line is not recorded in the run; this one trains the same config again:<br>"
@@ -355,9 +355,9 @@ def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
                     "<code>ganforge evaluate RUN --all</code>).</p>")
     body.append("<h2>Speed</h2>")
     body.append(_plot(plots.speed_figure(labelled), "throughput and progress over time"))
-    if run.events:
+    if run.events:  # rollbacks, an early stop
         rows = [[str(e["step"]), _esc(e.get("event")), _esc(e.get("reason", ""))] for e in run.events]
-        body.append(_table(["step", "event", "detail"], rows))
+        body.append("<h2>Events</h2>" + _table(["step", "event", "detail"], rows))
     body.append("<h2>Samples</h2>" + _frames_section(run))
     body.append("<h2>Real and generated</h2>" + _real_section(run))
     body.append("<h2>Checkpoints</h2>" + _checkpoint_section(checkpoint_rows(run, cache)))
