@@ -82,8 +82,9 @@ def test_training_time_metrics_keep_the_best_checkpoints(tmp_path):
                   keep_checkpoints=1, checkpoint_every=4)
     run = tmp_path / "run"
     ganforge.train(config, run)
-    scores = {r["step"]: r["swd_avg"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
-    assert sorted(scores) == [16, 20]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scores = {r["step"]: r["swd_avg"] for r in rows}
+    assert sorted(scores) == [16, 20] and {r["n"] for r in rows} == {32}  # each row says its image count
     best_step = min(scores, key=scores.get)
     assert json.loads((run / "best.json").read_text()) == {
         "metric": "swd_avg", "best": [{"step": best_step, "value": scores[best_step]}]}

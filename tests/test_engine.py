@@ -88,6 +88,22 @@ def test_a_run_another_process_trains_is_refused_and_a_refused_new_run_leaves_no
     assert not (tmp_path / "new").exists()  # its holder wrote nothing, so it went
 
 
+def test_a_run_folder_this_user_may_only_read_is_not_locked(tmp_path, monkeypatch):
+    """A colleague's finished run or an archive: the lock file cannot be made, and `train` may still say the run
+    is finished (anything it would write fails on its own, naming the file)."""
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).endswith(ckpt.LOCK_NAME):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with ckpt.training_lock(tmp_path):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path):
     run = tmp_path / "run"

@@ -211,6 +211,8 @@ def test_metric_rows_of_steps_a_resume_trained_again_are_dropped(tmp_path):
     run = read_run(fake_run(tmp_path / "run", log, metrics))
     assert [(r["step"], r["swd_avg"]) for r in run.metrics] == [(8, 9.0), (12, 5.0), (12, 6.0)]
     assert [r["swd_avg"] for r in run.curve_points("swd_avg")] == [9.0, 6.0]
+    crashed = read_run(fake_run(tmp_path / "crashed", log[:2], metrics[:3]))  # never resumed: its tick at 16,
+    assert [r["step"] for r in crashed.metrics] == [8, 12, 16]  # past the last log line, stands
 
 
 def test_the_checkpoint_table_shows_the_values_best_json_ranked(tmp_path):
@@ -255,11 +257,11 @@ def test_a_comparison_takes_every_run_at_one_image_count_and_names_nested_config
         return fake_run(tmp_path / name, [{"step": 10, "kimg": 1.0}, {"step": 20, "kimg": 2.0}], metrics=metrics,
                         config={"family": "pgan", "metrics_n": 2048, "model": {"lr": lr, "widths": [8, 8]}})
 
-    a = run("a", 0.001, [{"step": 20, "kimg": 2.0, "msssim_mean": 0.30},
+    a = run("a", 0.001, [{"step": 20, "kimg": 2.0, "msssim_mean": 0.30},  # before training rows recorded n
                          {"step": 20, "n": 512, "source": "evaluate", "msssim_mean": 0.23}])
     b = run("b", 0.002, [{"step": 20, "n": 512, "source": "evaluate", "msssim_mean": 0.25},
-                         {"step": 10, "kimg": 1.0, "msssim_mean": 0.40},
-                         {"step": 20, "kimg": 2.0, "msssim_mean": 0.31}])
+                         {"step": 10, "kimg": 1.0, "n": 2048, "msssim_mean": 0.40},
+                         {"step": 20, "kimg": 2.0, "n": 2048, "msssim_mean": 0.31}])
     c = run("c", 0.001, [])
     header, rows = report.comparison_table([read_run(a), read_run(b), read_run(c)])
     assert header[3:] == ["msssim_mean (last) (n=2048)", "msssim_mean @ 2 kimg (n=2048)"]
@@ -276,7 +278,8 @@ def test_the_same_run_twice_is_refused_and_big_numbers_are_not_written_in_e_nota
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ReportError, match=r"report: \./run is the run run already names; give each run once"):
         write_report(["run", "./run"])
-    assert [report._number(v) for v in (13200.4, 1234.5, 0.012345, 3)] == ["13200", "1234", "0.01235", "3"]
+    assert [report._number(v) for v in (13200.4, 9999.7, 1234.5, 0.012345, 3)] == [
+        "13200", "10000", "1234", "0.01235", "3"]
 
 
 def test_an_unreadable_sample_grid_is_named_and_the_page_written(tmp_path):

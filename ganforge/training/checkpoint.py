@@ -70,7 +70,13 @@ def training_lock(run_dir: Path) -> Iterator[None]:
     except ImportError:  # Windows
         fcntl = None
     lock = run_dir / LOCK_NAME
-    handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644) if fcntl is not None else None
+    handle = None
+    if fcntl is not None:
+        try:
+            handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except (PermissionError, OSError) as err:  # a folder this user may only read: no run here can write anyway
+            if not isinstance(err, PermissionError) and err.errno != errno.EROFS:
+                raise
     try:
         if handle is not None:
             try:

@@ -820,7 +820,8 @@ class Trainer:
             computed = [name for name in map(metric_of_output, results) if name is not None]
             if "fid" in results and self.fid_real_stats is not None:  # which statistics the FID is against
                 results["fid_real_stats"] = self._fid_real_stats_label
-            logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **results},
+            counted = {} if self.family.translates else {"n": min(self.config.metrics_n, self.dataset.count)}
+            logger.metrics({"step": self.step, "kimg": self.images_seen / 1000, **counted, **results},
                            settings=training_metric_settings(self.config).for_metrics(computed).given())
         if self.config.best_metric is None or (skipped and self.config.best_metric not in results):
             return None
@@ -866,7 +867,8 @@ def run_outputs(run_dir: Path) -> dict[str, list[Path]]:
     found = {
         "checkpoint files": [p for p in checkpoints.glob("*") if p.suffix in (".json", ".safetensors")
                              and p.stem.isdigit()] + list(checkpoints.glob(".*.tmp")),
-        "sample grids": [p for p in samples.glob("*.png") if p.stem.split("-", 1)[0].isdigit()],
+        "sample grids": [p for p in samples.glob("*.png") if p.stem.split("-", 1)[0].isdigit()]
+        + list(samples.glob(".*.png.tmp")),  # one cut short by a kill
         "TensorBoard event files": list((run_dir / "tb").glob("events.out.tfevents.*")),
         "evaluation records": list((run_dir / "eval").glob("stargan2-*.json")),
         **{path.name: [path] for path in (run_dir / "log.jsonl", run_dir / "metrics.jsonl",

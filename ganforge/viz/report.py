@@ -158,7 +158,7 @@ def _number(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+        return f"{value:.0f}" if abs(value) >= 10 ** digits - 0.5 else f"{value:.{digits}g}"
     return str(value)
 
 
@@ -348,8 +348,8 @@ def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
         body.append(_plot(plots.metrics_figure(labelled), "metric curves") + _metrics_table(run))
     elif run.config and run.config.get("metrics"):
         every = run.config.get("metrics_every")
-        body.append(f"<p>No metric tick yet ({_esc(', '.join(map(str, run.config['metrics'])))} every "
-                    f"{_esc(every)} steps{' and' if every else ''} at the end of training).</p>")
+        body.append(f"<p>No metric tick yet ({_esc(', '.join(map(str, run.config['metrics'])))} "
+                    f"{f'every {_esc(every)} steps and ' if every else ''}at the end of training).</p>")
     else:
         body.append("<p>No metrics computed (set <code>metrics</code> and <code>metrics_every</code>, or run "
                     "<code>ganforge evaluate RUN --all</code>).</p>")

@@ -244,7 +244,8 @@ class RunData:
         return [newest[step] for step in sorted(newest)]
 
     def image_count(self, row: dict[str, Any]) -> int | None:
-        """The images a metric row was computed on: its `n`, or for training's rows the config's `metrics_n`."""
+        """The images a metric row was computed on: its `n`; for training's rows from before they recorded it, the
+        config's `metrics_n` (more than were used on a store with fewer images)."""
         return row["n"] if "n" in row else (self.config or {}).get("metrics_n") if "source" not in row else None
 
     def best_points(self) -> list[dict[str, Any]]:
@@ -293,17 +294,21 @@ def read_run(run_dir: Path) -> RunData:
         except json.JSONDecodeError as err:
             notes.append(f"best.json is not valid JSON ({err})")
     events = [r for r in records if "event" in r]
+    steps = [r["step"] for r in records if "event" not in r]
+    restarted = any(event.get("event") == "rollback" for event in events) or any(
+        later <= earlier for earlier, later in zip(steps, steps[1:], strict=False))
     log = resumed_history([r for r in records if "event" not in r])
-    return RunData(run_dir, config, log, events, current_metric_rows(metrics, log, ckpt.checkpoint_steps(run_dir)),
-                   best, sample_frames(run_dir / "samples"), notes, singular_values=resumed_history(singular_values))
+    reach = max([*(r["step"] for r in log[-1:]), *ckpt.checkpoint_steps(run_dir)], default=None) if restarted \
+        else None
+    return RunData(run_dir, config, log, events, current_metric_rows(metrics, reach), best,
+                   sample_frames(run_dir / "samples"), notes, singular_values=resumed_history(singular_values))
 
 
-def current_metric_rows(rows: list[dict[str, Any]], log: list[dict[str, Any]],
-                        checkpoints: list[int]) -> list[dict[str, Any]]:
+def current_metric_rows(rows: list[dict[str, Any]], reach: int | None) -> list[dict[str, Any]]:
     """metrics.jsonl without training's rows of steps a resume or rollback trained again: those of the abandoned
-    attempt that the new one has passed (as `resumed_history`), and those it has not reached yet, beyond the
-    newest step of the log and the checkpoints. `ganforge evaluate` rows (`source`) are each of a checkpoint, kept."""
-    reach = max([*(r["step"] for r in log[-1:]), *checkpoints], default=None)
+    attempt that the new one has passed (as `resumed_history`), and, after a restart (`reach`: the newest step of
+    the log and the checkpoints), those it has not reached yet. `ganforge evaluate` rows (`source`) are each of a
+    checkpoint, kept. Without a restart every row stands (a crash may leave one past the last log line)."""
     current = {id(r) for r in resumed_history([r for r in rows if "source" not in r])
                if reach is None or r["step"] <= reach}
     return [r for r in rows if "source" in r or id(r) in current]
