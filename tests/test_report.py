@@ -342,7 +342,7 @@ def test_checkpoint_table_uses_the_checkpoint_verification_once_per_file(tmp_pat
     monkeypatch.setattr(ckpt, "load_checkpoint", lambda path: calls.append(path.name) or real_load(path))
     cache = {}
     rows = checkpoint_rows(read_run(run), cache)
-    assert [(r["step"], r["kimg"], r["verified"]) for r in rows] == [(8, 0.032, True), (16, None, False)]
+    assert [(r["step"], r["kimg"], r["verified"]) for r in rows] == [(8, 0.032, True), (16, 0.064, False)]  # its JSON
     assert "content does not match the hash recorded in 00000016.json" in rows[1]["problem"]
     checkpoint_rows(read_run(run), cache)
     assert calls == ["00000008.json", "00000016.json"]  # the second table hashed nothing again

@@ -55,8 +55,12 @@ VerifyCache = dict[tuple[str, int, int, int], dict[str, Any]]
 def _verify(json_path: Path) -> dict[str, Any]:
     try:
         meta = ckpt.load_checkpoint(json_path).meta
-    except ckpt.CheckpointError as err:
-        return {"verified": False, "images_seen": None, "problem": str(err)}
+    except ckpt.CheckpointError as err:  # its JSON may still say where it was (a tensor file cut short)
+        try:
+            seen = json.loads(json_path.read_text(encoding="utf-8")).get("images_seen")
+        except (OSError, ValueError, AttributeError):
+            seen = None
+        return {"verified": False, "images_seen": seen if finite(seen) else None, "problem": str(err)}
     return {"verified": True, "images_seen": meta.get("images_seen"), "problem": ""}
 
 
