@@ -88,20 +88,28 @@ def test_a_run_another_process_trains_is_refused_and_a_refused_new_run_leaves_no
     assert not (tmp_path / "new").exists()  # its holder wrote nothing, so it went
 
 
-def test_a_run_folder_this_user_may_only_read_is_not_locked(tmp_path, monkeypatch):
-    """A colleague's finished run or an archive: the lock file cannot be made, and `train` may still say the run
-    is finished (anything it would write fails on its own, naming the file)."""
+def test_a_lock_file_this_user_may_only_read_still_locks_and_a_read_only_folder_is_not_locked(tmp_path, monkeypatch):
+    """A shared runs folder: another user's lock file opens read-only and still refuses a second trainer. A
+    colleague's finished run or an archive: no lock file can be made, and `train` may still say the run is finished
+    (anything it would write fails on its own, naming the file)."""
     real_open = os.open
 
     def read_only(path, flags, *args):
-        if str(path).endswith(ckpt.LOCK_NAME):
+        if str(path).endswith(ckpt.LOCK_NAME) and flags & (os.O_RDWR | os.O_CREAT):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(os, "open", read_only)
-    with ckpt.training_lock(tmp_path):
-        pass
-    assert list(tmp_path.iterdir()) == []
+    shared, archive = tmp_path / "shared", tmp_path / "archive"
+    archive.mkdir()
+    with ckpt.training_lock(shared):
+        (shared / "log.jsonl").write_text("")
+        monkeypatch.setattr(os, "open", read_only)
+        with pytest.raises(ckpt.CheckpointError, match="another process is training this run"), \
+                ckpt.training_lock(shared):
+            pass
+        with ckpt.training_lock(archive):
+            pass
+    assert list(archive.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -213,6 +213,10 @@ def test_metric_rows_of_steps_a_resume_trained_again_are_dropped(tmp_path):
     assert [r["swd_avg"] for r in run.curve_points("swd_avg")] == [9.0, 6.0]
     crashed = read_run(fake_run(tmp_path / "crashed", log[:2], metrics[:3]))  # never resumed: its tick at 16,
     assert [r["step"] for r in crashed.metrics] == [8, 12, 16]  # past the last log line, stands
+    later = fake_run(tmp_path / "later", [{"step": 4}, {"step": 8}, {"step": 4}, {"step": 8}, {"step": 12}],
+                     [{"step": 6, "swd_avg": 1.0}, {"step": 14, "swd_avg": 2.0}],
+                     config={"family": "pgan", "log_every": 4})  # resumed early, crashed after a tick at 14:
+    assert [r["step"] for r in read_run(later).metrics] == [6, 14]  # within a log interval of the last line
 
 
 def test_the_checkpoint_table_shows_the_values_best_json_ranked(tmp_path):

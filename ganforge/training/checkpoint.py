@@ -74,8 +74,11 @@ def training_lock(run_dir: Path) -> Iterator[None]:
     if fcntl is not None:
         try:
             handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except (PermissionError, OSError) as err:  # a folder this user may only read: no run here can write anyway
-            if not isinstance(err, PermissionError) and err.errno != errno.EROFS:
+        except PermissionError:  # another user's lock file in a shared folder, locked read-only all the same
+            with contextlib.suppress(OSError):  # none here to read: a folder this user may not write to at all
+                handle = os.open(lock, os.O_RDONLY)
+        except OSError as err:
+            if err.errno != errno.EROFS:  # a read-only file system: nothing here can be written
                 raise
     try:
         if handle is not None:

@@ -868,13 +868,14 @@ def run_outputs(run_dir: Path) -> dict[str, list[Path]]:
         "checkpoint files": [p for p in checkpoints.glob("*") if p.suffix in (".json", ".safetensors")
                              and p.stem.isdigit()] + list(checkpoints.glob(".*.tmp")),
         "sample grids": [p for p in samples.glob("*.png") if p.stem.split("-", 1)[0].isdigit()]
-        + list(samples.glob(".*.png.tmp")),  # one cut short by a kill
+        + list(samples.glob(".*.png.tmp")) + list(samples.glob(".progress.gif.tmp")),  # cut short by a kill
         "TensorBoard event files": list((run_dir / "tb").glob("events.out.tfevents.*")),
         "evaluation records": list((run_dir / "eval").glob("stargan2-*.json")),
         **{path.name: [path] for path in (run_dir / "log.jsonl", run_dir / "metrics.jsonl",
                                           run_dir / PER_CLASS_METRICS_NAME,
                                           run_dir / SINGULAR_VALUES_NAME, run_dir / "swd.json",
                                           run_dir / "best.json", samples / "progress.gif", run_dir / REPORT_NAME)},
+        "report temp files": list(run_dir.glob(f".{REPORT_NAME}.*.tmp")),
     }
     return {kind: sorted(p for p in paths if p.is_file()) for kind, paths in found.items()}
 

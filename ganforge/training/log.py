@@ -153,7 +153,7 @@ class RunLogger:
         append_record(self.run_dir / "metrics.jsonl", {**record, **(settings or {})})
         if self._tb is not None:
             for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
+                if isinstance(value, (int, float)) and key not in ("step", "kimg", "n"):  # values, not where
                     self._tb.add_scalar(f"metrics/{key}", value, record["step"])
 
     def singular_values(self, record: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -216,7 +217,7 @@ def _config_section(run: RunData) -> str:
     config = run.config
     top = [[_esc(k), _esc(json.dumps(v))] for k, v in config.items() if not isinstance(v, dict)]
     family = config.get("family", "FAMILY")
-    command = f"ganforge train {family} -c {run.path.resolve() / 'config.json'} --run-dir NEW_RUN"
+    command = f"ganforge train {family} -c {shlex.quote(str(run.path.resolve() / 'config.json'))} --run-dir NEW_RUN"
     return (_table(["key", "value"], top, cls="kv") +
             f"<details><summary>full config.json</summary><pre>{_esc(json.dumps(config, indent=1))}</pre></details>"
             f"<p>The command line is not recorded in the run; this one trains the same config again:<br>"

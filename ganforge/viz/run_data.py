@@ -298,8 +298,11 @@ def read_run(run_dir: Path) -> RunData:
     restarted = any(event.get("event") == "rollback" for event in events) or any(
         later <= earlier for earlier, later in zip(steps, steps[1:], strict=False))
     log = resumed_history([r for r in records if "event" not in r])
-    reach = max([*(r["step"] for r in log[-1:]), *ckpt.checkpoint_steps(run_dir)], default=None) if restarted \
-        else None
+    # a tick after the last log line is at most one log interval past it (a metric row at a log step follows its line)
+    log_every = (config or {}).get("log_every")
+    slack = log_every - 1 if isinstance(log_every, int) and log_every > 0 else 0
+    reach = max([*(r["step"] + slack for r in log[-1:]), *ckpt.checkpoint_steps(run_dir)], default=None) \
+        if restarted else None
     return RunData(run_dir, config, log, events, current_metric_rows(metrics, reach), best,
                    sample_frames(run_dir / "samples"), notes, singular_values=resumed_history(singular_values))
 
@@ -307,8 +310,8 @@ def read_run(run_dir: Path) -> RunData:
 def current_metric_rows(rows: list[dict[str, Any]], reach: int | None) -> list[dict[str, Any]]:
     """metrics.jsonl without training's rows of steps a resume or rollback trained again: those of the abandoned
     attempt that the new one has passed (as `resumed_history`), and, after a restart (`reach`: the newest step of
-    the log and the checkpoints), those it has not reached yet. `ganforge evaluate` rows (`source`) are each of a
-    checkpoint, kept. Without a restart every row stands (a crash may leave one past the last log line)."""
+    the log, one log interval on, and the checkpoints), those it has not reached yet. `ganforge evaluate` rows
+    (`source`) are each of a checkpoint, kept. Without a restart every row stands."""
     current = {id(r) for r in resumed_history([r for r in rows if "source" not in r])
                if reach is None or r["step"] <= reach}
     return [r for r in rows if "source" in r or id(r) in current]
