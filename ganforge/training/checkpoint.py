@@ -94,7 +94,7 @@ def training_lock(run_dir: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            if created and {entry.name for entry in run_dir.iterdir()} <= {LOCK_NAME}:
+            if created and run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= {LOCK_NAME}:
                 lock.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):  # each removed only while empty
                     for folder in created:
