@@ -4,6 +4,7 @@ and the logs people read (TensorBoard sample grids and config, plain progress li
 import copy
 import io
 import json
+import os
 import re
 import sys
 import types
@@ -305,9 +306,45 @@ def test_a_run_without_log_lines_shows_its_newest_checkpoint_step(tmp_path):
     (quiet / "checkpoints").mkdir()
     for step in (5, 10):
         (quiet / "checkpoints" / f"{step:08d}.json").write_text("{}")
-    assert "step 10 (its newest checkpoint; no log lines yet)" in report._summary(read_run(quiet))
+    parsed = read_run(quiet)
+    assert "step 10 (its newest checkpoint; no log lines yet)" in report._summary(parsed, checkpoint_rows(parsed), None)
     _, rows = report.comparison_table([read_run(quiet)])
     assert rows[0][:2] == ["quiet", "10"]
+
+
+def test_the_page_says_whether_the_run_is_training_stopped_or_finished(tmp_path):
+    """What a user opening the page first asks: the lock tells a running trainer (even in this process, as the
+    refresher's pages are written inside training), the newest checkpoint the schedule's length, and a log that ran
+    past the newest checkpoint (a kill) where a resume really starts."""
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run, until=8)
+    assert ckpt.training_active(run) is False and ckpt.training_active(tmp_path / "never") is False
+    meta_line = re.compile(r"<p class=meta>(.*?) · written")
+    assert "not training: step 8 of 20; a resume continues from step 8" in \
+        meta_line.search((run / "report.html").read_text())[1]
+    with ckpt.training_lock(run):
+        assert ckpt.training_active(run) is True
+        assert "<b>training now</b>: step 8 of 20 ·" in meta_line.search(write_report([run]).read_text())[1]
+        assert "finished" not in meta_line.search(write_report([run], training=False).read_text())[1]
+    with open(run / "log.jsonl", "a") as log:
+        log.write(json.dumps({"step": 10, "kimg": 0.08, "loss_D": 1.0}) + "\n")
+    assert "not training: step 10 of 20; a resume starts from its newest checkpoint, step 8" in \
+        meta_line.search(write_report([run]).read_text())[1]
+
+
+def test_a_report_probing_the_lock_does_not_make_a_starting_run_refuse(tmp_path):
+    """`training_active` holds a shared lock for an instant; a run starting in that instant waits it out."""
+    import fcntl
+    import threading
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ckpt.LOCK_NAME).touch()
+    probe = os.open(run / ckpt.LOCK_NAME, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    threading.Timer(0.08, os.close, [probe]).start()
+    with ckpt.training_lock(run):
+        assert ckpt.training_active(run) is True
 
 
 def test_runs_with_the_same_folder_name_are_told_apart_by_path(tmp_path, monkeypatch):
@@ -408,6 +445,7 @@ def test_training_writes_the_report_and_sends_grids_and_config_to_tensorboard(ti
     assert layout == "HWC" and np.array_equal(image, np.asarray(Image.open(run / "samples" / "00000020-G.png")))
     assert [(tag, step) for tag, _, step in writer.texts] == [("config", 0)]
     assert json.loads(writer.texts[0][1]) == json.loads((run / "config.json").read_text())
+    assert "finished: step 20 of 20 ·" in page
     assert page.count('class="plot"') == 4  # losses, PGAN schedule, metrics, speed
     assert page.count('class="frame grids"') == 3 and page.count("sha256 verified") == 5  # 8, 16, 20; scale ends
     assert "real: 8 images of builtin:shapes?count=64&amp;resolution=16" in page

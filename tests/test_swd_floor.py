@@ -10,6 +10,8 @@ from ganforge.data.images import build_pyramid
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset
 from ganforge.evaluation import run_metrics
 from ganforge.metrics.evaluate import evaluate
+from ganforge.training import engine
+from ganforge.viz import report
 
 SPEC = "builtin:shapes?count=32&resolution=16"
 
@@ -86,4 +88,35 @@ def test_train_final_swd_prints_the_swd_beside_the_cached_floor(tmp_path, monkey
     assert lines[-2] == (f"  floor: the same real images against {SPEC}&seed=1 (cached in {cached[0]})")
     # the main job ends on the report's path, and the report holds the final SWD just printed
     assert lines[-1] == f"report: {run / 'report.html'} (open it in a browser)"
-    assert f"<td>{swd['avg']:.4g}</td>" in (run / "report.html").read_text()
+    page = (run / "report.html").read_text()
+    assert f"<td>{swd['avg']:.4g}</td>" in page
+    # ... and the floor beside it (swd_floor.json; --restart removes it with the run's other records)
+    assert json.loads((run / "swd_floor.json").read_text()) == {"n": 16, **floor}
+    assert (f"avg {report._number(floor['avg'])}: what a generator indistinguishable from the data would score "
+            f"(dotted). The newest SWD avg of as many images (step 1) is {report._number(swd['avg'])}, "
+            f"{swd['avg'] / floor['avg']:.1f}× the floor.") in page
+    assert engine.run_outputs(run)["swd_floor.json"] == [run / "swd_floor.json"]
+
+
+def test_the_report_draws_the_floor_under_the_swd_curve_and_names_a_broken_record(tmp_path):
+    from ganforge.viz import plots
+    from ganforge.viz.run_data import read_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"family": "pgan"}))
+    (run / "log.jsonl").write_text(json.dumps({"step": 10, "kimg": 0.1, "loss_D": 1.0}) + "\n")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "kimg": 0.1, "n": 64, "swd_32": 30.0,
+                                                   "swd_16": 20.0, "swd_avg": 25.0}) + "\n")
+    floor = {"n": 64, "resolutions": [32, 16], "swd": [8.0, 12.0], "avg": 10.0, "second_set": "x"}
+    (run / "swd_floor.json").write_text(json.dumps(floor))
+    parsed = read_run(run)
+    assert [parsed.floor_of(k) for k in ("swd_32", "swd_16", "swd_avg", "swd_8", "fid")] == [8.0, 12.0, 10.0,
+                                                                                             None, None]
+    if plots.available():
+        assert "real-vs-real floor (n=64)" in plots.metrics_figure([("run", parsed)])
+    assert "The newest SWD avg of as many images (step 10) is 25, 2.5× the floor." in report.write_report(
+        [run]).read_text()
+    (run / "swd_floor.json").write_text(json.dumps({**floor, "swd": [8.0]}))
+    assert "swd_floor.json is not a floor record (n, resolutions, swd, avg); the SWD floor not shown" in \
+        report.write_report([run]).read_text()

@@ -61,7 +61,7 @@ from ganforge.metrics.registry import (
 from ganforge.metrics.vgg_texture import VGGWeightsError
 from ganforge.run_loader import load_run
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.log import PER_CLASS_METRICS_NAME, append_record
+from ganforge.training.log import PER_CLASS_METRICS_NAME, SWD_FLOOR_NAME, append_record
 
 # images per batch of a run's metric pass: generated, read and run through the feature networks (the shares of a
 # torchrun job are these batches, so rank 0's values are one process's)
@@ -162,9 +162,14 @@ def swd_versus_floor(swd: dict[str, Any], floor: dict[str, Any]) -> str:
 
 
 def run_swd_floor(run_dir: Path, resolution: int, n: int, seed: int = 0) -> dict[str, Any]:
-    """`real_swd_floor` of a run's training data at the image count `evaluate_run` uses for `n`."""
+    """`real_swd_floor` of a run's training data at the image count `evaluate_run` uses for `n`, also kept in
+    RUN/swd_floor.json (with that count) for the report, which draws it under the SWD curve."""
     dataset = open_dataset(read_config_file(Path(run_dir) / "config.json")["data"])
-    return real_swd_floor(dataset, resolution, min(n, dataset.count), seed)
+    count = min(n, dataset.count)
+    floor = real_swd_floor(dataset, resolution, count, seed)
+    ckpt.write_json_atomic(Path(run_dir) / SWD_FLOOR_NAME, {"n": count, **{k: v for k, v in floor.items()
+                                                                             if k != "cache"}})
+    return floor
 
 
 def _run_evaluate(fake: Any, real: Any, metrics: list[str], *, n: int | None, seed: int,

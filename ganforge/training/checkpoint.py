@@ -83,9 +83,9 @@ def training_lock(run_dir: Path) -> Iterator[None]:
     try:
         if handle is not None:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_retrying(handle, fcntl.LOCK_EX)
             except OSError as err:
-                if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                if err.errno in _LOCK_HELD:
                     raise CheckpointError(
                         f"{run_dir}: another process is training this run; let it finish, stop it (Ctrl-C or kill "
                         "-TERM: it checkpoints and exits) before resuming here, or give another --run-dir") from None
@@ -102,6 +102,46 @@ def training_lock(run_dir: Path) -> Iterator[None]:
     finally:
         if handle is not None:
             os.close(handle)  # drops the lock
+
+
+_LOCK_HELD = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+
+
+def _lock_retrying(handle: int, mode: int, tries: int = 5) -> None:
+    """flock without waiting for a training process, but through a `training_active` probe's brief shared lock
+    (a report written at the moment a run starts must not refuse the run)."""
+    import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            return
+        except OSError as err:
+            if err.errno not in _LOCK_HELD or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
+def training_active(run_dir: Path) -> bool | None:
+    """Whether a process is training the run now (holds its `training_lock`); None where that cannot be told (no
+    flock: Windows, or a file system without locks)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        handle = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # never trained by a locking ganforge, or its folder was cleared: nothing holds it
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        return True if err.errno in _LOCK_HELD else None
+    finally:
+        os.close(handle)  # drops the probe's lock
+    return False
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -306,6 +346,7 @@ def run_state(config: RunConfig, family: Family, step: int, *, images_seen: int 
         "family_state": family.family_state(),
         "optimizers": optimizers,
         "progress": family.plan(min(step, family.total_steps() - 1)).progress,
+        "total_steps": family.total_steps(),  # the schedule's length when written: the report's "step N of M"
         "world_size": world_size,
         "loss_scale": loss_scale,
         "time": time.time(),

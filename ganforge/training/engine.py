@@ -33,7 +33,13 @@ from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import EmaPair
 from ganforge.nn.spectral_norm import singular_value_estimates
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.log import EARLY_STOP_EVENT, PER_CLASS_METRICS_NAME, SINGULAR_VALUES_NAME, RunLogger
+from ganforge.training.log import (
+    EARLY_STOP_EVENT,
+    PER_CLASS_METRICS_NAME,
+    SINGULAR_VALUES_NAME,
+    SWD_FLOOR_NAME,
+    RunLogger,
+)
 from ganforge.training.lookahead import Lookahead
 from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.training.speed import compile_networks, eager_memory_format, keep_freed_host_memory
@@ -874,6 +880,7 @@ def run_outputs(run_dir: Path) -> dict[str, list[Path]]:
         **{path.name: [path] for path in (run_dir / "log.jsonl", run_dir / "metrics.jsonl",
                                           run_dir / PER_CLASS_METRICS_NAME,
                                           run_dir / SINGULAR_VALUES_NAME, run_dir / "swd.json",
+                                          run_dir / SWD_FLOOR_NAME,
                                           run_dir / "best.json", samples / "progress.gif", run_dir / REPORT_NAME)},
         "report temp files": list(run_dir.glob(f".{REPORT_NAME}.*.tmp")),
     }

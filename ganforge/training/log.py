@@ -34,6 +34,7 @@ def _tensorboard_writer(folder: Path, requested: bool | None) -> Any | None:
 
 SINGULAR_VALUES_NAME = "singular_values.jsonl"  # BigGAN-PyTorch's SV logs: per-layer σ estimates of G and D
 PER_CLASS_METRICS_NAME = "metrics_per_class.jsonl"  # `evaluate RUN --per-class`: a record per evaluation
+SWD_FLOOR_NAME = "swd_floor.json"  # `train --final-swd`: the real-vs-real SWD floor the final SWD was set against
 EARLY_STOP_EVENT = "stopped early"  # the log.jsonl event of a `patience` stop, which the report names
 
 

@@ -237,6 +237,9 @@ def metrics_figure(runs: Runs) -> str | None:
                 ax.plot(xs, ys, marker="o", markersize=3, color=color, label=name,
                         linestyle="-" if key.endswith("avg") or len(members) == 1
                         else OUTPUT_STYLES[key_index % len(OUTPUT_STYLES)])
+                if len(runs) == 1 and (floor := run.floor_of(key)) is not None:  # what a perfect G would score
+                    ax.axhline(floor, color=color, linestyle=":", linewidth=1.2,
+                               label=f"real-vs-real floor (n={run.swd_floor['n']})" if key == "swd_avg" else None)
             for best in run.best_points():
                 if best["metric"] in members and math.isfinite(best["kimg"]):
                     ax.plot(best["kimg"], best["value"], marker="*", markersize=12, color="gold",

@@ -58,11 +58,18 @@ def _verify(json_path: Path) -> dict[str, Any]:
         meta = ckpt.load_checkpoint(json_path).meta
     except ckpt.CheckpointError as err:  # its JSON may still say where it was (a tensor file cut short)
         try:
-            seen = json.loads(json_path.read_text(encoding="utf-8")).get("images_seen")
-        except (OSError, ValueError, AttributeError):
-            seen = None
-        return {"verified": False, "images_seen": seen if finite(seen) else None, "problem": str(err)}
-    return {"verified": True, "images_seen": meta.get("images_seen"), "problem": ""}
+            meta = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        return {"verified": False, **_position(meta), "problem": str(err)}
+    return {"verified": True, **_position(meta), "problem": ""}
+
+
+def _position(meta: Any) -> dict[str, Any]:
+    """Images seen and the schedule's length (checkpoints before 2026-12-07 lack it) as a checkpoint's JSON says."""
+    seen, total = (meta.get("images_seen"), meta.get("total_steps")) if isinstance(meta, dict) else (None, None)
+    return {"images_seen": seen if finite(seen) else None,
+            "total_steps": total if isinstance(total, int) and not isinstance(total, bool) else None}
 
 
 def checkpoint_rows(run: RunData, cache: VerifyCache | None = None) -> list[dict[str, Any]]:
@@ -94,7 +101,8 @@ def checkpoint_rows(run: RunData, cache: VerifyCache | None = None) -> list[dict
         rows.append({"step": step, "kimg": images_seen / 1000 if finite(images_seen) else None,
                      "bytes": stat_json.st_size + (stat_tensors.st_size if stat_tensors else 0),
                      "metric": metric, "value": values.get(step), "best_rank": best_rank.get(step),
-                     "verified": result["verified"], "problem": result["problem"]})
+                     "total_steps": result["total_steps"], "verified": result["verified"],
+                     "problem": result["problem"]})
     return rows
 
 
@@ -232,13 +240,33 @@ def _newest_step(run: RunData) -> int | None:
     return steps[-1] if steps else None
 
 
-def _summary(run: RunData) -> str:
+def run_status(run: RunData, rows: list[dict[str, Any]], training: bool | None) -> str:
+    """Where the run stands, as the user asks it: finished, training now, or stopped (and where a resume starts).
+    `training`: whether a process trains it now (None: unknown). The schedule's length is the newest checkpoint's."""
+    newest = _newest_step(run)
+    if newest is None:
+        return "training now: no step done yet" if training else ""
+    total = next((row["total_steps"] for row in reversed(rows) if row["total_steps"] is not None), None)
+    of = f" of {total}" if total is not None else ""
+    origin = "" if run.last else " (its newest checkpoint; no log lines yet)"
+    if total is not None and newest >= total:
+        return f"finished: step {newest}{of}{origin}"
+    if training:
+        return f"<b>training now</b>: step {newest}{of}{origin}"
+    if training is None or run.early_stop is not None:
+        return f"step {newest}{of}{origin}"
+    resume = rows[-1]["step"] if rows else 0
+    start = (f"a resume continues from step {newest}" if resume == newest
+             else f"a resume starts from its newest checkpoint, step {resume}")
+    return f"not training: step {newest}{of}{origin}; {start}"
+
+
+def _summary(run: RunData, rows: list[dict[str, Any]], training: bool | None) -> str:
     last = run.last
     parts = [f"family {_esc(run.config.get('family'))}" if run.config else "no config"]
-    if not last and (newest := _newest_step(run)) is not None:
-        parts.append(f"step {newest} (its newest checkpoint; no log lines yet)")
+    if status := run_status(run, rows, training):
+        parts.append(status)
     if last:
-        parts.append(f"step {last['step']}")
         if finite(last.get("kimg")):
             parts.append(f"{last['kimg']:.3f} kimg")
         elapsed = elapsed_seconds(run.log)
@@ -297,6 +325,23 @@ def _checkpoint_section(rows: list[dict[str, Any]]) -> str:
     return _table(["step", "kimg", "size", metric or "metric", "best", "integrity"], table_rows)
 
 
+def _floor_note(run: RunData) -> str:
+    """The real-vs-real SWD floor (`train --final-swd`) and the newest SWD of its image count against it."""
+    floor = run.swd_floor
+    if floor is None:
+        return ""
+    levels = ", ".join(f"{res} px {_number(value)}" for res, value in zip(floor["resolutions"], floor["swd"],
+                                                                         strict=True))
+    text = (f"Real-vs-real SWD floor (×1e3, n={floor['n']}, the training images against "
+            f"{_esc(floor.get('second_set', 'a second real set'))}): {levels}, avg {_number(floor['avg'])}: what a "
+            "generator indistinguishable from the data would score (dotted).")
+    if points := run.curve_points("swd_avg", floor["n"]):
+        newest = points[-1]
+        text += (f" The newest SWD avg of as many images (step {newest['step']}) is {_number(newest['swd_avg'])}, "
+                 f"{newest['swd_avg'] / floor['avg']:.1f}× the floor.")
+    return f"<p>{text}</p>"
+
+
 def _metrics_table(run: RunData) -> str:
     points = run.metric_points()
     if not points:
@@ -331,12 +376,15 @@ def _plots_note(plots_available: bool) -> str:
                                        f"<code>{_esc(PLOTS_EXTRA)}</code> adds them.</p>")
 
 
-def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
-    """The HTML page of one run."""
+def render_run(run: RunData, cache: VerifyCache | None = None, training: bool | None = None) -> str:
+    """The HTML page of one run; `training` None: whether a process trains it now is asked of its lock."""
     from ganforge.viz import plots
 
     labelled = [(run.label, run)]
-    body = [f"<h1>{_esc(run.label)}</h1><p class=meta>{_summary(run)} · written "
+    checkpoints = checkpoint_rows(run, cache)
+    if training is None:
+        training = ckpt.training_active(run.path)
+    body = [f"<h1>{_esc(run.label)}</h1><p class=meta>{_summary(run, checkpoints, training)} · written "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')} from {_esc(run.path.resolve())}</p>"]
     body += [f"<p class=note>{_esc(note)}</p>" for note in run.notes]
     body.append(_plots_note(plots.available()))
@@ -350,7 +398,7 @@ def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
         body.append(_plot(plots.singular_value_figure(run), "singular values of the spectrally normalised layers"))
     body.append("<h2>Metrics</h2>")
     if run.metrics:
-        body.append(_plot(plots.metrics_figure(labelled), "metric curves") + _metrics_table(run))
+        body.append(_plot(plots.metrics_figure(labelled), "metric curves") + _floor_note(run) + _metrics_table(run))
     elif run.config and run.config.get("metrics"):
         every = run.config.get("metrics_every")
         body.append(f"<p>No metric tick yet ({_esc(', '.join(map(str, run.config['metrics'])))} "
@@ -365,7 +413,7 @@ def render_run(run: RunData, cache: VerifyCache | None = None) -> str:
         body.append("<h2>Events</h2>" + _table(["step", "event", "detail"], rows))
     body.append("<h2>Samples</h2>" + _frames_section(run))
     body.append("<h2>Real and generated</h2>" + _real_section(run))
-    body.append("<h2>Checkpoints</h2>" + _checkpoint_section(checkpoint_rows(run, cache)))
+    body.append("<h2>Checkpoints</h2>" + _checkpoint_section(checkpoints))
     body.append("<h2>Config</h2>" + _config_section(run))
     return _page(f"ganforge report: {run.label}", "".join(body))
 
@@ -464,8 +512,10 @@ def write_atomic_text(path: Path, text: str) -> None:
     os.chmod(path, 0o644)  # a page to share: readable like any other file (the temp file was private)
 
 
-def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCache | None = None) -> Path:
-    """`ganforge report RUN [RUN ...] [-o FILE]`: one run → RUN/report.html, several → ./report-compare.html."""
+def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCache | None = None,
+                 training: bool | None = None) -> Path:
+    """`ganforge report RUN [RUN ...] [-o FILE]`: one run → RUN/report.html, several → ./report-compare.html.
+    `training`: whether the one run is being trained now (None: ask its lock)."""
     if not run_dirs:
         raise ReportError("report: give at least one run directory")
     seen: dict[Path, str] = {}
@@ -488,7 +538,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCac
         if out.exists() and not _written_by_ganforge(out):
             raise ReportError(f"-o {out}: the file exists and is not a report ganforge wrote; it is left as it is "
                               "(remove it, or give another name)")
-    page = render_run(runs[0], cache) if len(runs) == 1 else render_comparison(runs)
+    page = render_run(runs[0], cache, training) if len(runs) == 1 else render_comparison(runs)
     write_atomic_text(out, page)
     return out
 
@@ -523,12 +573,16 @@ class ReportRefresher:
         since = time.perf_counter() - self._last_end
         if since < max(self.MIN_INTERVAL, self._last_cost / self.MAX_SHARE):
             return None
-        return self.write()
+        return self._write(training=True)
 
     def write(self) -> Path | None:
+        """The page as training ends (finished, stopped or failed)."""
+        return self._write(training=False)
+
+    def _write(self, training: bool) -> Path | None:
         start = time.perf_counter()
         try:
-            out = write_report([self.run_dir], cache=self._cache)
+            out = write_report([self.run_dir], cache=self._cache, training=training)
         except (OSError, ValueError) as err:
             print(f"ganforge: warning: report not written: {err}", file=sys.stderr)
             out = None

@@ -16,7 +16,7 @@ import numpy as np
 
 from ganforge.metrics.registry import MetricSettings, metric_of_output
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.log import EARLY_STOP_EVENT, SINGULAR_VALUES_NAME
+from ganforge.training.log import EARLY_STOP_EVENT, SINGULAR_VALUES_NAME, SWD_FLOOR_NAME
 
 NOT_CURVES = ("step", "kimg", "img_per_s")
 SCHEDULE_KEYS = ("scale", "res", "alpha")  # PGAN's growth position, logged with every record
@@ -195,6 +195,7 @@ class RunData:
     notes: list[str] = field(default_factory=list)
     label: str = ""  # how the page names the run: its folder name, or its path where two names clash
     singular_values: list[dict[str, Any]] = field(default_factory=list)  # singular_values.jsonl, spectral-norm nets
+    swd_floor: dict[str, Any] | None = None  # swd_floor.json (`train --final-swd`): {n, resolutions, swd, avg, ...}
 
     def __post_init__(self) -> None:
         self.label = self.label or self.path.resolve().name
@@ -242,6 +243,16 @@ class RunData:
         chosen = Counter(map(protocol, points)).most_common(1)[0][0]
         newest = {r["step"]: r for r in points if protocol(r) == chosen}
         return [newest[step] for step in sorted(newest)]
+
+    def floor_of(self, key: str) -> float | None:
+        """The real-vs-real SWD floor of output `key` (swd_avg, swd_<res>) where the run has one."""
+        floor = self.swd_floor
+        if floor is None or not key.startswith("swd_"):
+            return None
+        if key == "swd_avg":
+            return floor["avg"]
+        levels = dict(zip(floor["resolutions"], floor["swd"], strict=True))
+        return levels.get(int(key[4:])) if key[4:].isdigit() else None
 
     def image_count(self, row: dict[str, Any]) -> int | None:
         """The images a metric row was computed on: its `n`; for training's rows from before they recorded it, the
@@ -293,6 +304,7 @@ def read_run(run_dir: Path) -> RunData:
             best = json.loads((run_dir / "best.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             notes.append(f"best.json is not valid JSON ({err})")
+    swd_floor = _swd_floor(run_dir / SWD_FLOOR_NAME, notes)
     events = [r for r in records if "event" in r]
     steps = [r["step"] for r in records if "event" not in r]
     restarted = any(event.get("event") == "rollback" for event in events) or any(
@@ -304,7 +316,26 @@ def read_run(run_dir: Path) -> RunData:
     reach = max([*(r["step"] + slack for r in log[-1:]), *ckpt.checkpoint_steps(run_dir)], default=None) \
         if restarted else None
     return RunData(run_dir, config, log, events, current_metric_rows(metrics, reach), best,
-                   sample_frames(run_dir / "samples"), notes, singular_values=resumed_history(singular_values))
+                   sample_frames(run_dir / "samples"), notes, singular_values=resumed_history(singular_values),
+                   swd_floor=swd_floor)
+
+
+def _swd_floor(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    """swd_floor.json where it holds what `run_swd_floor` writes; else None (and a note where it is broken)."""
+    if not path.is_file():
+        return None
+    try:
+        floor = json.loads(path.read_text(encoding="utf-8"))
+        valid = (isinstance(floor, dict) and isinstance(floor.get("n"), int) and finite(floor.get("avg"))
+                 and isinstance(floor.get("resolutions"), list) and isinstance(floor.get("swd"), list)
+                 and len(floor["resolutions"]) == len(floor["swd"])
+                 and all(isinstance(r, int) for r in floor["resolutions"]) and all(map(finite, floor["swd"])))
+    except (OSError, ValueError):
+        valid = False
+    if not valid:
+        notes.append(f"{SWD_FLOOR_NAME} is not a floor record (n, resolutions, swd, avg); the SWD floor not shown")
+        return None
+    return floor
 
 
 def current_metric_rows(rows: list[dict[str, Any]], reach: int | None) -> list[dict[str, Any]]:
