@@ -8,13 +8,16 @@ descriptions, the interop importers, evaluation, reports)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import signal
 import sys
+import threading
 import typing
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +88,30 @@ def _flag_overrides(args: argparse.Namespace, overrides: list[tuple[list[str], A
 
 # --- prepare --------------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _terminate_unwinds() -> Iterator[None]:
+    """SIGTERM (a scheduler's cancel, `timeout`) unwinds as Ctrl-C does, so that a `prepare` it stops removes its
+    temporary store (gigabytes for a large dataset) instead of leaving it beside the output."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
+    with _terminate_unwinds():
+        return _prepare(args)
+
+
+def _prepare(args: argparse.Namespace) -> int:
     from ganforge.data import prepare
 
     if args.source_kind == "celeba_cropped":
@@ -184,13 +210,14 @@ def cmd_prepare_domains(args: argparse.Namespace) -> int:
     """`prepare celeba-domains` / `prepare domains`: train and val stores with a "domain" label column."""
     from ganforge.data import domains
 
-    if args.source_kind == "celeba-domains":
-        stores = domains.prepare_celeba_domains(args.src, args.out, attr_file=args.attr_file, attr=args.attr,
-                                                resolution=args.resolution, val_fraction=args.val_fraction,
-                                                limit=args.limit, overwrite=args.overwrite)
-    else:
-        stores = domains.prepare_domain_folders(args.src, args.out, resolution=args.resolution,
-                                                overwrite=args.overwrite)
+    with _terminate_unwinds():
+        if args.source_kind == "celeba-domains":
+            stores = domains.prepare_celeba_domains(args.src, args.out, attr_file=args.attr_file, attr=args.attr,
+                                                    resolution=args.resolution, val_fraction=args.val_fraction,
+                                                    limit=args.limit, overwrite=args.overwrite)
+        else:
+            stores = domains.prepare_domain_folders(args.src, args.out, resolution=args.resolution,
+                                                    overwrite=args.overwrite)
     for split, counts in stores.counts.items():
         print(f"wrote {args.out / split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     print(f"train with --data {stores.train}" + (f"; evaluation uses {stores.val}" if stores.val else ""))
@@ -467,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--images-key", default="imgs")
             p.add_argument("--labels-key", default="labels")
             p.add_argument("--class-names", type=Path, help="text file, one class name per line (default 0, 1, …)")
-            p.add_argument("--float-range", type=_float_pair, default=(-1.0, 1.0), metavar="LOW,HIGH",
+            p.add_argument("--float-range", type=_float_pair, default=None, metavar="LOW,HIGH",
                            help="range of float pixels, rounded to 0..255 (default -1,1; write --float-range=0,1)")
         if kind == "folder":
             p.add_argument("--resolution", type=int, required=True)
@@ -489,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (celeba, domains):
         p.add_argument("src", type=Path)
         p.add_argument("-o", "--out", type=Path, required=True)
-        p.add_argument("--overwrite", action="store_true", help="replace existing stores at OUT/train, OUT/val")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace existing stores at OUT/train and OUT/val (an OUT/val of an earlier prepare is "
+                            "removed where this source has no validation split)")
         p.set_defaults(func=cmd_prepare_domains)
     celeba.add_argument("--attr-file", type=Path, required=True, help="the official list_attr_celeba.txt")
     celeba.add_argument("--attr", default="Male", help="attribute whose presence is the second domain (Male: "

@@ -209,6 +209,81 @@ def test_folder_errors(tmp_path: Path) -> None:
         prepare_folder(bad, tmp_path / "out", resolution=8, workers=-1)
 
 
+def test_hidden_folders_are_no_classes_and_a_class_without_images_is_refused_or_named(tmp_path: Path,
+                                                                                       caplog) -> None:
+    """.ipynb_checkpoints was a class; a class folder whose images all fail to decode was a class no image has (a
+    conditional G sampled it, D never saw it); an empty class folder shifts ImageFolder's numbering: said."""
+    source = tmp_path / "pets"
+    _class_folder(source)
+    (source / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(_noise(8, 8, 5)).save(source / ".ipynb_checkpoints" / "a-checkpoint.png")
+    (source / "birds").mkdir()
+    dataset = open_dataset(prepare_folder(source, tmp_path / "store", resolution=8, workers=1))
+    assert dataset.label_columns == [("class", ["cats", "dogs"])] and dataset.count == 4
+    assert f"{source}: class folder(s) birds hold no images and are not classes of the store" in caplog.text
+    (source / "birds" / "x.png").write_text("junk")
+    with pytest.raises(PrepareError, match=rf"^{source}: no image of class folder\(s\) birds could be decoded; a "
+                                           "class without images cannot be trained"):
+        prepare_folder(source, tmp_path / "other", resolution=8, workers=1)
+    assert not (tmp_path / "other").exists()
+
+
+def test_damaged_or_encrypted_zip_members_are_skipped_and_a_cut_zip_is_named(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(_noise(8, 8, 0)).save(buffer, "PNG")
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", buffer.getvalue())
+        zf.writestr("b.bmp", bytes(4000))  # compresses well: its deflate stream is easy to break
+        zf.writestr("c.png", buffer.getvalue())
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("b.bmp")
+    start = info.header_offset + 30 + len(info.filename)  # local header, name, no extra field
+    data[start : start + 8] = b"\xff" * 8  # a damaged member: zlib.error on reading
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(data))
+    data = bytearray(archive.read_bytes())  # b.bmp marked password-protected, as `zip -P` marks it: the flag bit
+    central = data.index(b"PK\x01\x02")  # in its local header and its central directory entry
+    while data[central + 46 : central + 51] != b"b.bmp":
+        central = data.index(b"PK\x01\x02", central + 4)
+    data[info.header_offset + 6] |= 0x1
+    data[central + 8] |= 0x1
+    encrypted = tmp_path / "encrypted.zip"
+    encrypted.write_bytes(bytes(data))
+    for source in (damaged, encrypted):
+        dataset = open_dataset(prepare_folder(source, tmp_path / source.stem, resolution=8, workers=1))
+        assert dataset.count == 2
+        [skipped] = dataset.manifest["skipped"]
+        assert skipped["file"] == f"{source}:b.bmp" and skipped["reason"].startswith("cannot read from the archive")
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(archive.read_bytes()[:-30])
+    with pytest.raises(PrepareError, match=r"cut.zip: not a readable .zip archive \(no end-of-archive record"):
+        prepare_folder(cut, tmp_path / "o", resolution=8)
+
+
+def test_sigterm_unwinds_a_prepare_as_ctrl_c_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheduler's cancel (SIGTERM) left the temporary store, all of its images, beside the output."""
+    import os
+    import signal
+
+    from ganforge import cli
+    from ganforge.data import prepare
+
+    source = tmp_path / "pets"
+    _class_folder(source)
+
+    def terminated(*args: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the store is half written
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(prepare, "_write_decoded", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["prepare", "folder", str(source), "-o", str(tmp_path / "out"), "--resolution", "8",
+                     "--workers", "1"]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pets"] and signal.getsignal(signal.SIGTERM) is before
+
+
 # --- MNIST ----------------------------------------------------------------------------------------------
 
 

@@ -191,6 +191,16 @@ def test_hdf5_errors_name_file_key_and_value(tmp_path):
         main(["prepare", "hdf5", str(loud), "-o", str(tmp_path / "o"), "--float-range=0"])
     with pytest.raises(PrepareError, match=r"low < high, got \(1.0, 0.0\)"):
         prepare_hdf5(loud, tmp_path / "o", float_range=(1.0, 0.0))
+    holes = write_hdf5(tmp_path / "n.hdf5", imgs=np.where(np.eye(4) > 0, np.nan, 0.5) * np.ones((1, 3, 4, 4)),
+                       labels=np.array([0]))
+    with pytest.raises(PrepareError, match=r"n.hdf5:imgs\[0:\]: float pixels include NaN or infinite values \(12 of "
+                                           r"them\)"):
+        prepare_hdf5(holes, tmp_path / "n")  # NaN compares false with the range: it was stored as 0
+    with pytest.raises(PrepareError, match=r"a.hdf5:imgs holds uint8 pixels: a float range \(0, 1\) would do nothing"):
+        prepare_hdf5(source, tmp_path / "n", float_range=(0.0, 1.0))
+    with pytest.raises(PrepareError, match="class names a are given more than once"):
+        prepare_hdf5(source, tmp_path / "n", class_names=["a", "a", "b"])
+    assert not (tmp_path / "n").exists()
     (tmp_path / "text.hdf5").write_text("not hdf5")
     with pytest.raises(PrepareError, match="text.hdf5: not a readable HDF5 file"):
         prepare_hdf5(tmp_path / "text.hdf5", tmp_path / "o")

@@ -266,6 +266,10 @@ def test_reader_errors_name_the_path_and_what_was_expected(tmp_path: Path) -> No
     np.save(labelled / "labels.npy", np.zeros((6, 1), dtype=np.float32))
     with pytest.raises(DatasetError, match="labels.npy holds float32 \\(6, 1\\), expected int64"):
         open_dataset(labelled)
+    np.save(labelled / "labels.npy", np.array([[0], [1], [2], [7], [0], [1]], dtype=np.int64))  # edited by hand
+    with pytest.raises(DatasetError, match=r"labels.npy: column 'class' has values in \[0, 7\], expected 0..2 \(its 3 "
+                                           r"classes in .*l/manifest.json\)"):
+        open_dataset(labelled)  # not an IndexError (a device assert on CUDA) in the middle of training
     (labelled / "labels.npy").unlink()
     with pytest.raises(DatasetError, match="labels.npy is missing"):
         open_dataset(labelled)
@@ -303,6 +307,10 @@ def test_builtin_spec_defaults_and_parameters() -> None:
         parse_builtin_spec("builtin:shapes?resolution=48")
     with pytest.raises(DatasetError, match="count must be ≥ 1"):
         parse_builtin_spec("builtin:shapes?count=0")
+    with pytest.raises(DatasetError, match=r"^'builtin:shapes\?seed=-1': seed must be ≥ 0, got -1$"):
+        parse_builtin_spec("builtin:shapes?seed=-1")
+    with pytest.raises(DatasetError, match=r"^'builtin:shapes\?count=5&count=7': parameter count given twice"):
+        parse_builtin_spec("builtin:shapes?count=5&count=7")
 
 
 def test_builtin_dataset_has_a_consistent_pyramid_labels_and_manifest() -> None:

@@ -115,6 +115,39 @@ def test_folder_layout_errors(tmp_path: Path) -> None:
         prepare_domain_folders(root, tmp_path / "out", resolution=24)
 
 
+def test_the_train_and_val_stores_are_replaced_together_or_not_at_all(tmp_path: Path) -> None:
+    """OUT/train was replaced before OUT/val was checked (an error then left a new train beside an old val), an
+    OUT/val the new source had no split for stayed to be paired with the new train, and a domain with no
+    decodable image became an empty domain."""
+    root = write_domain_folders(tmp_path / "folders")
+    out = tmp_path / "out"
+    prepare_domain_folders(root, out, resolution=8)
+    before = {split: (out / split / "manifest.json").read_text() for split in ("train", "val")}
+    for name in ("manifest.json", "labels.npy", "images_4.npy", "images_8.npy"):
+        (out / "val" / name).unlink()
+    (out / "val" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="val is a non-empty directory that is not a ganforge store"):
+        prepare_domain_folders(root, out, resolution=16, overwrite=True)
+    assert (out / "train" / "manifest.json").read_text() == before["train"]  # untouched
+    (out / "val" / "notes.txt").unlink()
+    prepare_domain_folders(root, out, resolution=8, overwrite=True)
+    train_only = tmp_path / "train_only"
+    (train_only / "train").mkdir(parents=True)
+    for domain in DOMAINS:
+        (root / "train" / domain).rename(train_only / "train" / domain)
+    with pytest.raises(DatasetError, match=r"val holds the validation store of an earlier prepare, and this source "
+                                           "has no validation split"):
+        prepare_domain_folders(train_only, out, resolution=16)
+    stores = prepare_domain_folders(train_only, out, resolution=16, overwrite=True)
+    assert stores.val is None and not (out / "val").exists() and open_dataset(out / "train").resolution == 16
+    (train_only / "train" / "blank").mkdir()
+    (train_only / "train" / "blank" / "x.png").write_text("not an image")
+    with pytest.raises(DatasetError, match=r"train: no train image of domain\(s\) blank \(none given, or none "
+                                           r"could be decoded\); every domain needs images in each split"):
+        prepare_domain_folders(train_only, tmp_path / "new", resolution=8)
+    assert not (tmp_path / "new").exists()
+
+
 def test_cli_prepare_domains(tmp_path: Path, capsys) -> None:
     root = write_domain_folders(tmp_path / "folders")
     assert main(["prepare", "domains", str(root), "-o", str(tmp_path / "out"), "--resolution", "16"]) == 0

@@ -17,10 +17,15 @@ upsampled here, once.)
 
 The CelebA validation split is deterministic and independent of the folder listing order: in each domain the
 ⌈fraction·n⌉ images with the smallest sha256(file name) are validation images.
+
+Both stores are made in temporary folders and replace the old pair only once both are complete and every domain
+has images in each: an error leaves OUT as it was, and an OUT/val of an earlier prepare never stays beside a new
+OUT/train (with --overwrite it is removed when the new source has no validation split; without, refused).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -32,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, is_power_of_two, load_rgb
-from ganforge.data.store import DatasetError, StoreWriter
+from ganforge.data.store import DatasetError, StoreWriter, is_store_folder, remove_store
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +109,60 @@ def crop_source_size(resolution: int) -> int:
     return math.ceil(resolution * CROP_SOURCE_FACTOR)
 
 
-def _write_split(files: list[Path], labels: list[int], out: Path, resolution: int, domains: list[str],
-                 source: str, overwrite: bool, *, crop_source: bool) -> dict[str, int]:
-    """Decode, centre-crop and store `files` with their domain labels (and the crop source when asked); bad files
-    are skipped and listed. Returns the stored image count of each domain."""
+@dataclass
+class _Split:
+    """One store to write: its images, their domain indices, and the source named in its manifest."""
+
+    files: list[Path]
+    labels: list[int]
+    source: str
+
+
+def _write_splits(splits: dict[str, _Split], out: Path, resolution: int, domains: list[str],
+                  overwrite: bool) -> dict[str, dict[str, int]]:
+    """Every split into a temporary store, checked, then all moved into place (`OUT/<split>`) together. Returns
+    the stored image count of each split and domain."""
+    stale_val = "val" not in splits and is_store_folder(out / "val")
+    if stale_val and not overwrite:
+        raise DatasetError(f"{out / 'val'} holds the validation store of an earlier prepare, and this source has no "
+                           "validation split: evaluation would pair it with the new training store; --overwrite "
+                           "removes it (or choose another output folder)")
+    created = not out.exists()
+    try:
+        counts = _write_checked(splits, out, resolution, domains, overwrite)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # OUT as it was: absent
+        raise
+    if stale_val:
+        remove_store(out / "val")
+    return counts
+
+
+def _write_checked(splits: dict[str, _Split], out: Path, resolution: int, domains: list[str],
+                   overwrite: bool) -> dict[str, dict[str, int]]:
+    with contextlib.ExitStack() as stack:
+        writers = {split: stack.enter_context(StoreWriter(
+            out / split, resolution=resolution, overwrite=overwrite,
+            crop_source=crop_source_size(resolution) if split == "train" else None)) for split in splits}  # each
+        counts = {split: _fill_split(writers[split], plan, domains) for split, plan in splits.items()}  # checked
+        for split, by_domain in counts.items():
+            if empty := [name for name, n in by_domain.items() if n == 0]:
+                raise DatasetError(f"{splits[split].source}: no {split} image of domain(s) {', '.join(empty)} (none "
+                                   "given, or none could be decoded); every domain needs images in each split")
+        for writer in writers.values():
+            writer.commit()
+    return counts
+
+
+def _fill_split(writer: StoreWriter, split: _Split, domains: list[str]) -> dict[str, int]:
+    """Decode, centre-crop and store a split's files with their domain labels (and the crop source where the store
+    keeps one), finished but not yet in place; bad files are skipped and listed. Returns the count per domain."""
+    files, labels, source = split.files, split.labels, split.source
+    resolution = writer.resolution
     kept: list[int] = []
     skipped: list[dict] = []
-    source_size = crop_source_size(resolution) if crop_source else None
+    source_size = writer.crop_source
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         batch: list[np.ndarray] = []
@@ -133,13 +185,13 @@ def _write_split(files: list[Path], labels: list[int], out: Path, resolution: in
         if batch:
             yield np.stack(batch), (np.stack(sources) if sources else None)
 
-    with StoreWriter(out, resolution=resolution, overwrite=overwrite, crop_source=source_size) as writer:
-        for batch, sources in batches():
-            writer.add(batch, sources)
-        if writer.count == 0:
-            raise DatasetError(f"{source}: none of the {len(files)} images for {out} could be decoded")
-        column = np.asarray(labels, dtype=np.int64)[kept][:, None]
-        writer.finish(source=source, labels=column, label_columns=[(DOMAIN_COLUMN, domains)], skipped=skipped)
+    for batch, sources in batches():
+        writer.add(batch, sources)
+    if writer.count == 0:
+        raise DatasetError(f"{source}: none of the {len(files)} images for {writer.out} could be decoded")
+    column = np.asarray(labels, dtype=np.int64)[kept][:, None]
+    writer.finish(source=source, labels=column, label_columns=[(DOMAIN_COLUMN, domains)], skipped=skipped,
+                  commit=False)
     return {name: int((column == k).sum()) for k, name in enumerate(domains)}
 
 
@@ -184,15 +236,16 @@ def prepare_celeba_domains(img_dir: Path, out: Path, *, attr_file: Path, attr: s
                                f"{1 if k == present else -1}); use more images")
     is_val = validation_mask(files, labels, val_fraction)
     source = f"{img_dir.absolute()} split by {attr} of {Path(attr_file).absolute()}"
-    counts, paths = {}, {}
-    for split, selected in (("train", ~is_val), ("val", is_val)):
-        if not selected.any():
-            continue
-        chosen = [img_dir / f for f in np.asarray(files)[selected]]
-        paths[split] = out / split
-        counts[split] = _write_split(chosen, labels[selected].tolist(), paths[split], resolution, domains,
-                                     f"{source} ({split})", overwrite, crop_source=split == "train")
-    return DomainStores(train=paths["train"], val=paths.get("val"), domains=domains, counts=counts)
+    for k, name in enumerate(domains):
+        if not (~is_val & (labels == k)).any():
+            raise DatasetError(f"{attr_file}: --val-fraction {val_fraction} leaves no training image of domain "
+                               f"{name!r} ({int((labels == k).sum())} in all); use more images or a smaller fraction")
+    splits = {split: _Split([img_dir / f for f in np.asarray(files)[selected]], labels[selected].tolist(),
+                            f"{source} ({split})")
+              for split, selected in (("train", ~is_val), ("val", is_val)) if selected.any()}
+    counts = _write_splits(splits, out, resolution, domains, overwrite)
+    return DomainStores(train=out / "train", val=out / "val" if "val" in splits else None, domains=domains,
+                        counts=counts)
 
 
 def _domain_files(split_dir: Path) -> dict[str, list[Path]]:
@@ -224,11 +277,10 @@ def prepare_domain_folders(root: Path, out: Path, *, resolution: int, overwrite:
     if "val" in per_split and sorted(per_split["val"]) != domains:
         raise DatasetError(f"{root / 'val'} has domains {sorted(per_split['val'])} but {train_dir} has {domains}; "
                            "both splits need the same domain folders")
-    counts, paths = {}, {}
-    for split, by_domain in per_split.items():
-        files = [f for name in domains for f in by_domain[name]]
-        labels = [k for k, name in enumerate(domains) for _ in by_domain[name]]
-        paths[split] = out / split
-        counts[split] = _write_split(files, labels, paths[split], resolution, domains,
-                                     str((root / split).absolute()), overwrite, crop_source=split == "train")
-    return DomainStores(train=paths["train"], val=paths.get("val"), domains=domains, counts=counts)
+    splits = {split: _Split([f for name in domains for f in by_domain[name]],
+                            [k for k, name in enumerate(domains) for _ in by_domain[name]],
+                            str((root / split).absolute()))
+              for split, by_domain in per_split.items()}
+    counts = _write_splits(splits, out, resolution, domains, overwrite)
+    return DomainStores(train=out / "train", val=out / "val" if "val" in splits else None, domains=domains,
+                        counts=counts)

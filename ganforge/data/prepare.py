@@ -1,8 +1,9 @@
 """Sources → prepared store: CelebA 128 crop, image folders / zips (optionally class folders), MNIST.
 
 Decoding runs in a process pool and results stream into the store writer in order, so memory stays at a
-few batches whatever the dataset size. Bad files never stop a run: each is skipped, logged, and listed in
-the manifest's `skipped` entries so the user can see exactly what was left out.
+few batches whatever the dataset size. Bad files (unreadable, truncated, not images, damaged or encrypted zip
+members) never stop a run: each is skipped, logged, and listed in the manifest's `skipped` entries so the user can
+see exactly what was left out. Hidden files and folders (.ipynb_checkpoints, .git) are not read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,7 @@ def _walk_images(root: Path) -> list[Path]:
         if any((root / ancestor).resolve() == real for ancestor in here.relative_to(root).parents):
             subdirs.clear()  # a symlink loop: this folder is already being walked above us
             continue
+        subdirs[:] = [name for name in subdirs if not name.startswith(".")]  # .ipynb_checkpoints is no class
         found.extend(
             here / name
             for name in filenames
@@ -176,21 +179,34 @@ def _zip_members(archive: Path) -> list[tuple[int, str]]:
             if not info.is_dir()
             and Path(info.filename).suffix.lower() in PREPARE_EXTENSIONS
             and not info.filename.startswith("__MACOSX/")
-            and not Path(info.filename).name.startswith(".")
+            and not any(part.startswith(".") for part in Path(info.filename).parts)
         ]
     return sorted(members, key=lambda member: (member[1], member[0]))
 
 
-def _class_labels(relative_parts: list[tuple[str, ...]]) -> tuple[np.ndarray, list[str]] | None:
-    """Class index per image when every image sits in a first-level sub-folder (below any shared root)."""
-    parts = relative_parts
+def _class_labels(relative_parts: list[tuple[str, ...]]) -> tuple[np.ndarray, list[str], tuple[str, ...]] | None:
+    """Class index per image when every image sits in a first-level sub-folder (below any shared root), the
+    classes, and that shared root (relative parts)."""
+    parts, root = relative_parts, ()
     while all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) == 1:
+        root += (parts[0][0],)
         parts = [p[1:] for p in parts]  # e.g. a zip whose only top-level entry is train/
     if not all(len(p) > 1 for p in parts):
         return None
     classes = sorted({p[0] for p in parts})
     lookup = {name: i for i, name in enumerate(classes)}
-    return np.array([lookup[p[0]] for p in parts], dtype=np.int64), classes
+    return np.array([lookup[p[0]] for p in parts], dtype=np.int64), classes, root
+
+
+def _warn_of_empty_class_folders(src: Path, root: tuple[str, ...], classes: list[str]) -> None:
+    """Class folders without an image are no class of the store (torchvision's ImageFolder refuses them): said,
+    since the other classes' indices then differ from a listing of every folder."""
+    base = src.joinpath(*root)
+    empty = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and p.name not in classes) if base.is_dir() else []
+    if empty:
+        log.warning("%s: class folder(s) %s hold no images and are not classes of the store (the %d classes are "
+                    "numbered without them)", base, ", ".join(empty), len(classes))
 
 
 class _FolderDecoder:
@@ -211,13 +227,16 @@ class _FolderDecoder:
                 image = load_rgb(item, str(item))
             else:
                 index, name = item
-                if self._zip is None:
-                    self._zip = zipfile.ZipFile(self.archive)  # one handle per worker process
-                image = load_rgb(self._zip.read(self._zip.infolist()[index]), f"{self.archive}:{name}")
+                try:
+                    if self._zip is None:
+                        self._zip = zipfile.ZipFile(self.archive)  # one handle per worker process
+                    data = self._zip.read(self._zip.infolist()[index])
+                except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
+                    # a damaged member, an unsupported compression, a password-protected member (RuntimeError)
+                    return None, f"cannot read from the archive ({error})"
+                image = load_rgb(data, f"{self.archive}:{name}")
         except ImageError as error:
             return None, error.reason
-        except (OSError, zipfile.BadZipFile) as error:
-            return None, f"cannot read from the archive ({error})"
         square = center_crop_resize(image, self.resolution, self.resample)
         if self.channels == 1:
             return np.asarray(Image.fromarray(square).convert("L"))[None], ""
@@ -270,11 +289,16 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
         items, names = members, [f"{src}:{name}" for _, name in members]
         relative = [tuple(Path(name).parts) for _, name in members]
         archive = src.absolute()
+    elif src.suffix.lower() == ".zip":
+        raise PrepareError(f"{src}: not a readable .zip archive (no end-of-archive record: cut short by a download "
+                           "or copy, or damaged); fetch it again")
     else:
         raise PrepareError(f"{src} is neither a folder nor a .zip archive of images")
     if not items:
         raise PrepareError(f"{src} contains no images (looked for {', '.join(PREPARE_EXTENSIONS)})")
     classes = _class_labels(relative)
+    if classes is not None and archive is None:
+        _warn_of_empty_class_folders(src, classes[2], classes[1])
     decoder = _FolderDecoder(resolution, archive, RESIZE_FILTERS[resize], channels)
     with StoreWriter(out, resolution=resolution, channels=channels, overwrite=overwrite) as writer:
         colour = _ColourSeen()
@@ -289,6 +313,10 @@ def prepare_folder(src: Path, out: Path, *, resolution: int, overwrite: bool = F
         labels, columns = None, None
         if classes is not None:
             labels, columns = classes[0][kept][:, None], [(CLASS_COLUMN, classes[1])]
+            if lost := [name for k, name in enumerate(classes[1]) if not (labels == k).any()]:
+                raise PrepareError(f"{src}: no image of class folder(s) {', '.join(lost)} could be decoded; a class "
+                                   f"without images cannot be trained or sampled (fix or remove the folder); "
+                                   f"{skip_summary(skipped, len(items))}")
         return writer.finish(source=str(src.absolute()), labels=labels, label_columns=columns, skipped=skipped,
                              preprocessing={"crop": "centre", "resize": resize})
 

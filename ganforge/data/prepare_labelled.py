@@ -150,6 +150,10 @@ def _image_layout(path: Path, key: str, shape: tuple[int, ...]) -> tuple[bool, i
 def float_to_uint8(values: np.ndarray, value_range: tuple[float, float], origin: str) -> np.ndarray:
     """Float pixels spanning `value_range` → uint8 0..255 by rounding to nearest (never truncating)."""
     low, high = value_range
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise PrepareError(f"{origin}: float pixels include NaN or infinite values ({bad} of them); no pixel value "
+                           "can stand for them")
     found_low, found_high = float(values.min()), float(values.max())
     slack = 1e-3 * (high - low)
     if found_low < low - slack or found_high > high + slack:
@@ -160,16 +164,21 @@ def float_to_uint8(values: np.ndarray, value_range: tuple[float, float], origin:
 
 
 def prepare_hdf5(src: Path, out: Path, *, images_key: str = "imgs", labels_key: str = "labels",
-                 class_names: list[str] | None = None, float_range: tuple[float, float] = (-1.0, 1.0),
+                 class_names: list[str] | None = None, float_range: tuple[float, float] | None = None,
                  overwrite: bool = False) -> Path:
     """A BigGAN-PyTorch HDF5 file (`imgs`, `labels`) → a store labelled "class".
 
     Class names default to "0", "1", …; pass the original names (e.g. the sorted ImageNet folder names) to keep
-    them. Float images are taken to span `float_range` and are rounded to uint8.
+    them. Float images are taken to span `float_range` (default -1..1, as BigGAN-PyTorch's loaders normalise) and
+    are rounded to uint8.
     """
     src = Path(src)
-    if len(float_range) != 2 or not float_range[0] < float_range[1]:
+    if float_range is not None and (len(float_range) != 2 or not float_range[0] < float_range[1]):
         raise PrepareError(f"float_range must be (low, high) with low < high, got {float_range}")
+    if class_names is not None and len(set(class_names)) < len(class_names):
+        twice = sorted({name for name in class_names if class_names.count(name) > 1})
+        raise PrepareError(f"class names {', '.join(twice)} are given more than once; each class needs a name of "
+                           "its own")
     with _open_hdf5(src) as handle:
         for key in (images_key, labels_key):
             if key not in handle:
@@ -188,12 +197,16 @@ def prepare_hdf5(src: Path, out: Path, *, images_key: str = "imgs", labels_key: 
         kind = images.dtype.kind
         if images.dtype != np.uint8 and kind != "f":
             raise PrepareError(f"{src}:{images_key} holds {images.dtype}; expected uint8 (or float) pixels")
+        if kind != "f" and float_range is not None:
+            raise PrepareError(f"{src}:{images_key} holds uint8 pixels: a float range ({float_range[0]:g}, "
+                               f"{float_range[1]:g}) would do nothing; leave it out")
+        value_range = float_range or (-1.0, 1.0)
 
         def batches() -> Iterator[np.ndarray]:
             for start in range(0, count, _HDF5_CHUNK):
                 batch = images[start : start + _HDF5_CHUNK]
                 if kind == "f":
-                    batch = float_to_uint8(batch, float_range, f"{src}:{images_key}[{start}:]")
+                    batch = float_to_uint8(batch, value_range, f"{src}:{images_key}[{start}:]")
                 yield np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if channels_last else batch)
 
         return write_store(out, batches(), resolution=resolution, channels=channels,

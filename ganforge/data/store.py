@@ -65,7 +65,8 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return prefix + body_length.to_bytes(2, "little") + body
 
 
-def _is_store(path: Path) -> bool:
+def is_store_folder(path: Path) -> bool:
+    """A folder holding a ganforge store's manifest."""
     try:
         manifest = json.loads((path / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
@@ -90,7 +91,7 @@ def _check_destination(out: Path, overwrite: bool) -> None:
         raise DatasetError(f"{out} exists and is not a directory; choose another output path")
     if not any(out.iterdir()):
         return
-    if not _is_store(out):
+    if not is_store_folder(out):
         raise DatasetError(
             f"{out} is a non-empty directory that is not a ganforge store; refusing to overwrite it "
             "(choose a new or empty output directory)"
@@ -151,6 +152,7 @@ class StoreWriter:
         self.resolution, self.channels, self.overwrite = resolution, channels, overwrite
         self.crop_source = crop_source
         self.count = 0
+        self._finished = False
         _check_destination(self.out, overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._tmp: Path | None = self.out.with_name(f"{self.out.name}.tmp-{secrets.token_hex(4)}")
@@ -198,10 +200,12 @@ class StoreWriter:
         label_columns: LabelColumns | None = None,
         skipped: list[dict] | None = None,
         preprocessing: dict[str, str] | None = None,
+        commit: bool = True,
     ) -> Path:
         """Write labels and manifest, then atomically move the store to `out` (replacing an old store);
         `preprocessing` says how the images were made from the source (e.g. the resize filter), for whoever
-        compares two stores of one source."""
+        compares two stores of one source. `commit` False leaves the complete store in its temporary folder until
+        `commit()` (stores written together, such as a train/val pair, replace the old ones only once all are made)."""
         if self.count == 0:
             raise DatasetError(f"no images to write to {self.out}; a store needs at least one image")
         _check_labels(labels, label_columns, self.count)
@@ -229,6 +233,15 @@ class StoreWriter:
         if preprocessing:
             manifest["preprocessing"] = dict(preprocessing)
         (self._tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        self._finished = True
+        if commit:
+            self._move_into_place()
+        return self.out
+
+    def commit(self) -> Path:
+        """Move a store `finish(commit=False)` completed into place."""
+        if not self._finished or self._tmp is None:
+            raise DatasetError(f"{self.out}: nothing to commit (finish the store first, once)")
         self._move_into_place()
         return self.out
 
@@ -276,6 +289,17 @@ class StoreWriter:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+
+def remove_store(folder: Path) -> None:
+    """Delete the store in `folder` (its own files, as its manifest lists them; the user's files beside it stay, and
+    the folder goes only when that empties it)."""
+    folder = Path(folder)
+    for name in _store_files(folder) - {MANIFEST_NAME}:
+        (folder / name).unlink(missing_ok=True)
+    (folder / MANIFEST_NAME).unlink()  # last: until then the folder is still recognisably a (broken) store
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def write_store(
@@ -453,6 +477,12 @@ def _open_store(path: Path) -> ImageDataset:
         expected_shape = (count, len(manifest["labels"]))
         if labels.dtype != np.int64 or labels.shape != expected_shape:
             raise DatasetError(f"{labels_path} holds {labels.dtype} {labels.shape}, expected int64 {expected_shape}")
+        for column, entry in enumerate(manifest["labels"]):  # an edited file would index past the class lists
+            values, classes = labels[:, column], entry["classes"]
+            if len(values) and (values.min() < 0 or values.max() >= len(classes)):
+                raise DatasetError(f"{labels_path}: column {entry['name']!r} has values in [{values.min()}, "
+                                   f"{values.max()}], expected 0..{len(classes) - 1} (its {len(classes)} classes in "
+                                   f"{manifest_path})")
         array_files.append(labels_path)
     digest = hashlib.sha256(manifest_text.encode())
     for file in array_files:
@@ -474,15 +504,21 @@ def parse_builtin_spec(spec: str) -> tuple[str, dict[str, int]]:
     if parts.scheme != "builtin" or name != "shapes":
         raise DatasetError(f"unknown built-in dataset {spec!r}; available: builtin:shapes")
     params = dict(_BUILTIN_DEFAULTS)
+    given: set[str] = set()
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key not in params:
             raise DatasetError(f"{spec!r}: unknown parameter {key!r}; expected one of {sorted(params)}")
+        if key in given:
+            raise DatasetError(f"{spec!r}: parameter {key} given twice; give it once")
+        given.add(key)
         try:
             params[key] = int(value)
         except ValueError:
             raise DatasetError(f"{spec!r}: parameter {key}={value!r} must be an integer") from None
     if params["count"] < 1:
         raise DatasetError(f"{spec!r}: count must be ≥ 1, got {params['count']}")
+    if params["seed"] < 0:
+        raise DatasetError(f"{spec!r}: seed must be ≥ 0, got {params['seed']}")
     if not is_power_of_two(params["resolution"]) or not 4 <= params["resolution"] <= 256:
         raise DatasetError(f"{spec!r}: resolution must be a power of two in 4..256, got {params['resolution']}")
     return name, params
