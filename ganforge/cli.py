@@ -393,6 +393,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ganforge.metrics.registry import METRICS_SERVED, MetricSettings
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    if metrics == []:
+        raise ConfigError(f"--metrics {args.metrics!r}: no metric named; give comma-separated names, e.g. swd,fid")
+    if args.fake is not None and (run_only := [option for option, given in (
+            (f"RUN {args.run}", args.run is not None), ("--all", args.all), ("--ppl", args.ppl is not None),
+            ("--per-class", args.per_class), ("--class-column", args.class_column is not None),
+            ("--fid-network", args.fid_network is not None), ("--alexnet-weights", args.alexnet_weights is not None),
+            ("--wing-weights", args.wing_weights is not None), ("--val", args.val is not None)) if given]):
+        raise ConfigError(f"{run_only[0]}: for `evaluate RUN`, not with --fake (which compares --fake's images "
+                          "with --real or --real-stats); give one of the two")
     settings = MetricSettings(**{key: value for key in ("kid_subsets", "kid_subset_size", "pr_k")
                                  if (value := getattr(args, key)) is not None})
     if args.resolution is not None and args.fake is None:
@@ -442,7 +451,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     stats = write_image_set_stats(args.source, args.out, fid_mode=args.fid_mode, n=args.n,
                                   inception_weights=args.inception_weights, resolution=args.resolution,
-                                  device=args.device, network=args.network, dinov2_weights=args.dinov2_weights)
+                                  device=args.device, network=args.network, dinov2_weights=args.dinov2_weights,
+                                  overwrite=args.overwrite)
     mode = f", fid_mode {stats.fid_mode}" if stats.fid_mode else ""
     print(f"wrote {args.out}: {FEATURES_NAMED[stats.network]} mean and covariance of {stats.count} images of "
           f"{args.source} (for {' and '.join(METRICS_SERVED[stats.network])}{mode})")
@@ -649,10 +659,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "$GANFORGE_VGG16_WEIGHTS or the cache; DINOv2's for fd_dinov2), "
                     "the metrics that need them are left out with one warning line and the others are printed "
                     "(exit 0); if all need them, it is an error (exit 2)")
-    ev.add_argument("--n", type=positive_int)
+    ev.add_argument("--n", type=positive_int, help="images to evaluate (default: a run's metrics_n; with --fake: "
+                    "each set whole)")
     ev.add_argument("--net", help="with --fake RUN: the generator to evaluate, e.g. G (the raw one) where the run "
                     "keeps G_ema (the default), as BigGAN-PyTorch's sample.py --use_ema toggles")
-    ev.add_argument("--step", type=int)
+    ev.add_argument("--step", type=int, help="the checkpoint to evaluate (default: the newest)")
     ev.add_argument("--bn", type=bn_mode, metavar="MODE", help=BN_HELP + "; recorded with `evaluate RUN`'s rows")
     ev.add_argument("--all", action="store_true", help="every checkpoint of the run")
     ev.add_argument("--per-class", action="store_true",
@@ -695,8 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "images when fewer)")
     ev.add_argument("--pr-k", type=positive_int, help="precision/recall: the k-th nearest neighbour that sets each "
                     "feature's radius (default 3, as Kynkäänniemi et al.)")
-    ev.add_argument("--resolution", type=positive_int, metavar="R", help="with --fake DIR: every image centre-cropped "
-                    "and resized to R×R (folders of mixed sizes; default: the first image's size), --real alike")
+    ev.add_argument("--resolution", type=positive_int, metavar="R", help="with --fake DIR: every image of a folder or "
+                    ".npz centre-cropped and resized to R×R (a store: its level R), for folders of mixed sizes "
+                    "(default: the images as they are, of one size, as pytorch-fid reads them), --real alike")
     ev.set_defaults(func=cmd_evaluate)
 
     stats = sub.add_parser("stats", help="Inception pool3 statistics (mu, sigma) of an image set as an .npz "
@@ -705,7 +717,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("source", type=Path, metavar="DIR_OR_STORE", help="a folder of images, an .npz of images, "
                        "or a store made by `ganforge prepare`")
     stats.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.npz",
-                       help="the statistics file to write (replaced if it exists)")
+                       help="the statistics file to write (an existing one only with --overwrite)")
+    stats.add_argument("--overwrite", action="store_true", help="replace the file -o names if it exists")
     stats.add_argument("--network", choices=list(STATS_NETWORKS), default="inception",
                        help="inception (default): FID's statistics (pool3, 2048-d); inception64, inception192, "
                        "inception768: Inception's earlier blocks, for fid64, fid192, fid768 (pytorch-fid's --dims); "
@@ -714,8 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Inception's resize protocol, recorded in the file (default legacy-tf; or clean, "
                        "pytorch-fid)")
     stats.add_argument("--n", type=positive_int, help="a seeded random choice of N images (default all)")
-    stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image centre-cropped and resized "
-                       "to R×R first (folders of mixed sizes; default: the images' own size)")
+    stats.add_argument("--resolution", type=positive_int, metavar="R", help="every image of a folder or .npz "
+                       "centre-cropped and resized to R×R first (a store: its level R), for folders of mixed sizes "
+                       "(default: the images as they are, of one size, as pytorch-fid reads them)")
     stats.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
     stats.add_argument("--dinov2-weights", type=Path, help="local dinov2_vitl14_pretrain.pth (--network dinov2)")
     stats.add_argument("--device", type=device_name, default="auto", help=METRICS_DEVICE_HELP)
@@ -729,10 +743,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="import an official checkpoint as a ganforge run")
     imp.add_argument("source", choices=["pgan-zoo", "stargan2", "biggan-pytorch"],
-                     help="pgan-zoo: a pytorch_GAN_zoo .pt/.pth; stargan2: *_nets_ema.ckpt and/or *_nets.ckpt; "
+                     help="pgan-zoo: a pytorch_GAN_zoo .pt/.pth, or a hub model's name (celeba, celebAHQ-256, "
+                          "celebAHQ-512, DTD: downloaded once, or its local file); stargan2: *_nets_ema.ckpt and/or "
+                          "*_nets.ckpt; "
                           "biggan-pytorch: a weights folder with G.pth, D.pth, G_ema.pth, state_dict.pth")
     imp.add_argument("files", type=Path, nargs="+")
-    imp.add_argument("-o", "--out", type=Path, required=True, help="run directory to create")
+    imp.add_argument("-o", "--out", type=Path, required=True, help="run directory to create (new or empty)")
     imp.add_argument("--data", help="dataset for further training (pgan-zoo default: 64 builtin:shapes images at "
                                     "the model's size, which only shape the networks: the run's first train may name "
                                     "its data; required for the others)")

@@ -17,12 +17,12 @@ import torch
 
 
 def refusal_reason(error: BaseException) -> str:
-    """The informative line of torch's weights-only refusal (the blocked GLOBAL), else its last line."""
+    """The informative line of torch's weights-only refusal (the blocked GLOBAL), else its last line, without
+    torch's advice to allow the class (which must not be followed for a file from elsewhere)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line
-    return lines[-1] if lines else type(error).__name__
+    chosen = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                  lines[-1] if lines else type(error).__name__)
+    return chosen.split(" Please use `torch.serialization", 1)[0].split(" Check the documentation", 1)[0]
 
 
 def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = ValueError,
@@ -41,7 +41,7 @@ def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = V
     # corrupt bytes can fail anywhere inside torch's unpickler (e.g. IndexError on a truncated opcode stack): every
     # such failure means "not a file we can read", never a crash
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError,
-            KeyError, TypeError, AttributeError, struct.error) as err:
+            KeyError, TypeError, AttributeError, AssertionError, struct.error) as err:
         raise error(f"{path}: refused to load as {what} ({refusal_reason(err)}); only tensors and plain "
                     "containers are read, nothing in the file is executed") from err
 

@@ -92,6 +92,24 @@ def standin_vgg16(tmp_path, monkeypatch) -> Path:
     evaluate_module.release_feature_networks()
 
 
+@pytest.fixture
+def no_feature_weights(tmp_path, monkeypatch) -> Path:
+    """A user without the feature networks' weights: nothing named, an empty cache (returned), and offline."""
+    import urllib.error
+    import urllib.request
+
+    for variable in ("GANFORGE_INCEPTION_WEIGHTS", "GANFORGE_DINOV2_WEIGHTS", "GANFORGE_VGG16_WEIGHTS"):
+        monkeypatch.delenv(variable, raising=False)
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("GANFORGE_CACHE", str(cache))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    return cache
+
+
 # BigGAN-PyTorch's scripts/launch_cifar_ema.sh's settings, as train.py flags
 CIFAR_LAUNCH_FLAGS = (
     "--shuffle --batch_size 50 --parallel --num_G_accumulations 1 --num_D_accumulations 1 --num_epochs 500 "

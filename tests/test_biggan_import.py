@@ -189,8 +189,17 @@ def test_dataparallel_prefix_is_dropped(tmp_path):
 def test_folder_and_config_errors(tmp_path):
     with pytest.raises(BigGANImportError, match="not found"):
         load_biggan_pytorch(tmp_path / "absent")
-    with pytest.raises(BigGANImportError, match="no state_dict.pth"):
+    with pytest.raises(BigGANImportError, match=r"no state_dict.pth with the run's flags \(BigGAN-PyTorch saves it "
+                                                r"beside G.pth: copy it into the folder"):
         load_biggan_pytorch(tmp_path)
+    (tmp_path / "G.pth").write_bytes(b"x")
+    with pytest.raises(BigGANImportError, match=rf"G.pth: a file; give the BigGAN-PyTorch weights folder that holds "
+                                                rf"it .*: {tmp_path}$"):
+        load_biggan_pytorch(tmp_path / "G.pth")
+    torch.save({"itr": "abc", "config": {}}, tmp_path / "state_dict.pth")
+    with pytest.raises(BigGANImportError, match=r"state_dict.pth: 'itr' must be the iteration count \(an integer\), "
+                                                "got 'abc'"):
+        read_training_state(tmp_path / "state_dict.pth")
     flags = read_training_state(fixture_dir("i128") / "state_dict.pth")["config"]
     with pytest.raises(BigGANFlagsError, match="'model' = 'StyleGAN'; expected 'BigGAN' or 'BigGANdeep'"):
         config_from_official({**flags, "model": "StyleGAN"})

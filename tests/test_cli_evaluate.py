@@ -38,6 +38,12 @@ def test_evaluate_run_writes_metrics_and_swd_json(tiny_run, capsys):
     assert line["swd_16"] == line["swd_avg"] > 0
     swd = json.loads((tiny_run / "swd.json").read_text())
     assert swd["20"]["resolutions"] == [16] and swd["20"]["swd"] == [line["swd_16"]]
+    # against other real images: a row of metrics.jsonl with its real set, not the run's own SWD curve (swd.json)
+    assert main(["evaluate", str(tiny_run), "--metrics", "swd", "--n", "48", "--real",
+                 "builtin:shapes?count=64&resolution=16&seed=3"]) == 0
+    other = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert other["real"] == "builtin:shapes?count=64&resolution=16&seed=3" and other["swd_16"] != line["swd_16"]
+    assert json.loads((tiny_run / "swd.json").read_text()) == swd
     # every checkpoint: the 8x8 one is below SWD's 16x16 minimum and is reported as skipped
     assert main(["evaluate", str(tiny_run), "--metrics", "swd", "--n", "48", "--all"]) == 0
     out = capsys.readouterr().out
@@ -145,7 +151,47 @@ def test_image_sets_without_reals_give_is_and_msssim_and_too_large_n_is_said(tmp
     lone.mkdir()
     Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(lone / "0.png")
     assert main(["evaluate", "--fake", str(lone), "--metrics", "msssim"]) == 2
-    assert capsys.readouterr().err.strip() == "ganforge evaluate: error: MS-SSIM: needs at least 2 images (one pair)"
+    assert capsys.readouterr().err.strip() == (
+        "ganforge evaluate: error: --fake: 1 image; the metrics compare distributions of images (a covariance needs at "
+        "least 2, a FID that means something thousands)")  # said before any feature network runs
+
+
+def test_evaluate_fake_refuses_what_it_would_ignore_and_reads_folders_as_pytorch_fid(tmp_path, capsys):
+    """A RUN, --ppl or a StarGAN v2 option beside --fake were dropped without a word; a folder of 178×218 images was
+    centre-cropped, which changes their Inception statistics (pytorch-fid and torch-fidelity resize them whole);
+    statistics of another image size gave a FID that compares nothing."""
+    from ganforge.evaluation.run_metrics import iter_image_set
+    from ganforge.metrics.fid_stats import ReferenceStats, write_stats
+
+    rng = np.random.default_rng(3)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    pixels = rng.integers(0, 256, (3, 218, 178, 3), dtype=np.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(faces / f"{index}.png")
+    [batch] = list(iter_image_set(faces))
+    assert np.array_equal(batch, pixels.transpose(0, 3, 1, 2))  # whole, for Inception's own resize
+    assert next(iter_image_set(faces, 64)).shape == (3, 3, 64, 64)  # --resolution: cropped and resized
+    for extra, named in ((["run"], "RUN run"), (["--ppl", "full"], "--ppl"), (["--all"], "--all"),
+                         (["--per-class"], "--per-class"), (["--val", "v"], "--val"),
+                         (["--fid-network", "tf-inception"], "--fid-network")):
+        assert main(["evaluate", "--fake", str(faces), "--real", str(faces), *extra]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"ganforge evaluate: error: {named}: for `evaluate RUN`, not with --fake (which compares --fake's images "
+            "with --real or --real-stats); give one of the two")
+    assert main(["evaluate", "--fake", str(faces), "--real", str(faces), "--metrics", ","]) == 2
+    assert "--metrics ',': no metric named" in capsys.readouterr().err
+    squares = tmp_path / "squares.npz"
+    np.savez(squares, images=rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
+    stats = write_stats(tmp_path / "s32.npz", ReferenceStats(np.zeros(2048), np.eye(2048), 10, "legacy-tf", 32))
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"never loaded: refused before")
+    assert main(["evaluate", "--fake", str(squares), "--real-stats", str(stats), "--inception-weights",
+                 str(weights)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ganforge evaluate: error: --real-stats {stats}: statistics of 32 px images, and the generated ones are "
+        "16 px; FIDs of other image sizes do not compare (`ganforge stats --resolution 16` makes statistics at that "
+        "size)")
 
 
 def test_grey_against_colour_images_is_noted(tmp_path, capsys):

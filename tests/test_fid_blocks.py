@@ -128,9 +128,9 @@ def test_a_block_file_of_the_wrong_size_is_refused_by_name(tmp_path):
         read_stats(path)
 
 
-def test_missing_inception_weights_leave_out_every_inception_metric_with_one_warning(tmp_path):
+def test_missing_inception_weights_leave_out_every_inception_metric_with_one_warning(no_feature_weights):
     from ganforge.evaluation.run_metrics import computable_metrics
 
-    left, warning = computable_metrics(["swd", "fid", "fid768", "kid"], inception_weights=tmp_path / "none.pth")
+    left, warning = computable_metrics(["swd", "fid", "fid768", "kid"])
     assert left == ["swd"] and len(warning.splitlines()) == 1
     assert warning.startswith("warning: fid, fid768, kid not computed: ")

@@ -97,6 +97,9 @@ GOOD_MU, GOOD_SIGMA = np.zeros(2048), np.eye(2048)
     ({"mu": GOOD_MU, "sigma": np.eye(2048, dtype=np.int64)}, r"expected floating-point 'sigma', got int64"),
     ({"mu": GOOD_MU, "sigma": GOOD_SIGMA, "fid_mode": np.array("tf")}, r"'fid_mode' 'tf' is not one of legacy-tf, "),
     ({"mu": GOOD_MU, "sigma": GOOD_SIGMA, "count": np.array(1)}, r"'count' must be an integer of at least 2"),
+    ({"mu": GOOD_MU, "sigma": -GOOD_SIGMA}, r"'sigma' is not a covariance matrix \(it must be symmetric with a "
+                                            r"non-negative diagonal\)"),  # it gave FID -860
+    ({"mu": GOOD_MU, "sigma": GOOD_SIGMA + np.triu(np.ones((2048, 2048)), 1)}, "'sigma' is not a covariance"),
 ])
 def test_bad_files_are_refused_naming_the_file_and_what_was_expected(tmp_path, arrays, message):
     path = _write(tmp_path / "bad.npz", **arrays)
@@ -108,7 +111,8 @@ def test_bad_files_are_refused_naming_the_file_and_what_was_expected(tmp_path, a
 def test_unreadable_files_and_other_modes_are_refused(tmp_path):
     text = tmp_path / "stats.npz"
     text.write_text("mu sigma")
-    with pytest.raises(StatsFileError, match=f"^{text}: not a readable .npz statistics file"):
+    with pytest.raises(StatsFileError, match=rf"^{text}: not a readable .npz statistics file \(no .npz archive of "
+                                             r"arrays\)$"):  # not numpy's advice to load it with pickle
         read_stats(text)
     pickled = _write(tmp_path / "pickled.npz", mu=np.array([{"a": 1}], dtype=object), sigma=GOOD_SIGMA)
     with pytest.raises(StatsFileError, match=f"^{pickled}: not a readable .npz statistics file"):
@@ -129,6 +133,15 @@ def test_outputs_are_checked_before_anything_is_computed(tmp_path, capsys):
         with pytest.raises(ConfigError, match=message):
             check_stats_output(out, images)
     assert check_stats_output(tmp_path / "new" / "stats.npz") == tmp_path / "new" / "stats.npz"
+    kept = write_stats(tmp_path / "kept.npz", ReferenceStats(GOOD_MU, GOOD_SIGMA, 10, "clean"))
+    with pytest.raises(ConfigError, match=r"kept.npz: exists; --overwrite \(Python: overwrite=True\) replaces it"):
+        write_stats(kept, ReferenceStats(GOOD_MU + 1, GOOD_SIGMA, 10, "clean"))  # hours of ImageNet features
+    assert read_stats(kept).mean.max() == 0
+    replaced = write_stats(kept, ReferenceStats(GOOD_MU + 1, GOOD_SIGMA, 10, "clean"), overwrite=True)
+    assert read_stats(replaced).mean.max() == 1
+    assert main(["stats", str(images), "-o", str(kept)]) == 2
+    assert capsys.readouterr().err.strip().endswith("kept.npz: exists; --overwrite (Python: overwrite=True) replaces "
+                                                     "it, or give another name")
     assert main(["stats", str(images), "-o", str(tmp_path / "stats.txt")]) == 2  # no weights needed to refuse
     assert capsys.readouterr().err.strip() == (f"ganforge stats: error: {tmp_path / 'stats.txt'}: a statistics file "
                                                "must end in .npz (the pytorch-fid / TTUR layout)")

@@ -114,25 +114,31 @@ def test_biggan_import_at_another_resolution_names_only_what_differs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_evaluate_without_inception_weights_computes_swd_and_warns_once(tmp_path, capsys):
+def test_evaluate_without_inception_weights_computes_swd_and_warns_once(tmp_path, capsys, no_feature_weights):
     rng = np.random.default_rng(0)
     fake, real = tmp_path / "fake.npz", tmp_path / "real.npz"
     np.savez(fake, images=rng.integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
     np.savez(real, images=rng.integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
-    missing = tmp_path / "no_inception.pth"
     swd_only = evaluate_folders(fake, real, ["swd"])
-    partial = evaluate_folders(fake, real, ["swd", "kid"], inception_weights=missing)
+    partial = evaluate_folders(fake, real, ["swd", "kid"])
     assert set(partial["results"]) == {"swd"}
     assert partial["results"]["swd"]["avg"] == swd_only["results"]["swd"]["avg"]
-    assert partial["warning"] == (f"warning: kid not computed: The FID Inception weights file {missing} "
-                                  "(from the argument) does not exist")
-    assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "swd,kid,fid",
-                 "--inception-weights", str(missing)]) == 0
+    assert partial["warning"].startswith("warning: kid not computed: The FID Inception weights "
+                                         "pt_inception-2015-12-05-6726825d.pth are not available and could not be "
+                                         "downloaded")
+    assert f"put it at {no_feature_weights / 'weights' / 'pt_inception-2015-12-05-6726825d.pth'}" in partial["warning"]
+    assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "swd,kid,fid"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("16 generated images against 16 real\nSWD x1e3") and out.count("not computed") == 1
     assert "kid, fid not computed" in out and "biased" not in out  # no FID computed: no note on its bias
-    assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "kid",
-                 "--inception-weights", str(missing)]) == 2  # nothing computable: the error
+    assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "kid"]) == 2  # nothing left
+    assert "could not be downloaded" in capsys.readouterr().err
+    # a file the user names that is not there is a typo to fix, not weights to do without
+    missing = tmp_path / "no_inception.pth"
+    assert main(["evaluate", "--fake", str(fake), "--real", str(real), "--metrics", "swd,kid",
+                 "--inception-weights", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == (f"ganforge evaluate: error: The FID Inception weights file {missing} "
+                                               "(from the argument) does not exist")
 
 
 def test_stargan2_trains_on_the_folder_prepare_wrote_with_its_only_label_column(tmp_path, capsys):

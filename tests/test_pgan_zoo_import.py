@@ -376,3 +376,14 @@ def test_a_store_of_other_channels_is_refused_in_one_line(tmp_path: Path) -> Non
                                              r"and .*grey holds 1-channel ones"):
         import_pgan_zoo(zoo_file("small_s3_i100.pt"), tmp_path / "run", data=str(grey))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_set_that_changes_the_networks_shapes_is_refused_naming_it(tmp_path: Path) -> None:
+    """--set model.latent_dim=16 on import failed deep in load_state_dict with a size-mismatch traceback."""
+    from ganforge.interop.pgan_zoo import import_pgan_zoo
+
+    with pytest.raises(ZooImportError, match=r"small_s3_i100\.pt: the networks' shapes are the checkpoint's, and --set "
+                                             r"changes model.latent_dim 16 \(the checkpoint's: \d+\); leave that "
+                                             r"setting out"):
+        import_pgan_zoo(zoo_file("small_s3_i100.pt"), tmp_path / "run", overrides=[(["model", "latent_dim"], 16)])
+    assert not (tmp_path / "run").exists()

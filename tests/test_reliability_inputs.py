@@ -314,10 +314,27 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, capsys, loader
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "Traceback" not in err
     assert err.startswith(f"ganforge {argv[0]}: error: ") and (name in err or "weights" in err)
+    assert "add_safe_globals" not in err  # torch's advice to allow the class is not for a file from elsewhere
     assert not marker.exists()
     assert not (tmp_path / "run").exists()
     if loader != "inception":  # see the next test
         one_line_error(err, argv[0])
+
+
+def test_a_damaged_legacy_torch_file_is_refused_in_one_line(tmp_path) -> None:
+    """A legacy (non-zip) file whose storage keys a flipped byte broke fails an assert inside torch's reader."""
+    from ganforge.safe_load import load_weights_only
+
+    path = tmp_path / "G_ema.pth"
+    torch.save({"w": torch.arange(6.0), "v": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    data = bytearray(path.read_bytes())
+    keys = [index for index in range(len(data) - 1) if data[index : index + 1].isdigit()]  # storage keys are digits
+    for index in keys[-3:]:
+        data[index] = ord("9")
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"^{path}: refused to load as weights \(") as refusal:
+        load_weights_only(path, what="weights")
+    assert "\n" not in str(refusal.value)
 
 
 def test_refused_inception_weights_are_a_one_line_error(tmp_path, capsys) -> None:

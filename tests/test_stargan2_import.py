@@ -299,6 +299,19 @@ def test_official_files_become_a_resumable_run(tmp_path: Path) -> None:
     assert trainer.step == 250 and trainer.family.lambda_ds == pytest.approx(1.5)
     with pytest.raises(StarGAN2ImportError, match="already holds a run"):
         import_stargan2_run(ema_file, run, data=data)
+    notes = tmp_path / "notes"  # not a run, but someone's files: its config.json would be replaced
+    notes.mkdir()
+    (notes / "config.json").write_text("{}")
+    with pytest.raises(StarGAN2ImportError, match=r"notes is not empty \(config.json\); import into a new or empty "
+                                                  "directory"):
+        import_stargan2_run(ema_file, notes, data=data)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StarGAN2ImportError, match="afile exists and is not a directory"):
+        import_stargan2_run(ema_file, tmp_path / "afile", data=data)
+    with pytest.raises(StarGAN2ImportError, match=r"the networks' shapes are the checkpoint's, and --set changes "
+                                                  r"model.style_dim 32 \(the checkpoint's: 64\)"):
+        import_stargan2_run(ema_file, tmp_path / "styled", data=data, overrides=[(["model", "style_dim"], 32)])
+    assert not (tmp_path / "styled").exists()
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family
 from ganforge.families.base import BATCH_DEPENDENT_NOTE, Family, SamplingBN, StepPlan, sample_batches
 from ganforge.metrics._images import ImageSetError, ImageSizeError, derived_seed
-from ganforge.metrics.dinov2 import DINOv2WeightsError
+from ganforge.metrics.dinov2 import DINOV2_WEIGHTS, DINOv2WeightsError
 from ganforge.metrics.evaluate import evaluate, metrics_device, resolve_network_weights
 from ganforge.metrics.fid_stats import (
     FEATURE_DIMS,
@@ -38,6 +38,7 @@ from ganforge.metrics.fid_stats import (
 )
 from ganforge.metrics.inception import (
     DEFAULT_FID_MODE,
+    WEIGHTS_ENV,
     InceptionWeightsError,
     check_fid_mode,
     default_cache_dir,
@@ -262,8 +263,12 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
     """The metrics that can be computed here, and a warning line per weights file missing ("" when none is).
     Without a feature network's weights (not given, not cached, offline) its metrics are left out (the FID
     Inception's: fid and its blocks, kid, is; VGG-16's: pr, dc; DINOv2's: fd_dinov2) and the others still computed;
-    when no asked metric is left, one error names every missing file."""
+    when no asked metric is left, one error names every missing file. A file the user named (argument or environment
+    variable) that is not there is an error: a typo must not turn into a table without the metric."""
     names = check_metrics(metrics)
+    named = {"inception": inception_weights or os.environ.get(WEIGHTS_ENV),
+             "dinov2": dinov2_weights or os.environ.get(DINOV2_WEIGHTS.env),
+             "vgg16": os.environ.get("GANFORGE_VGG16_WEIGHTS")}
 
     def weights_of(name: str) -> str | None:  # Inception's blocks read the one Inception file
         network = METRICS[name].network
@@ -274,6 +279,8 @@ def computable_metrics(metrics: list[str], inception_weights: str | Path | None 
         try:
             resolve_network_weights(network, inception_weights=inception_weights, dinov2_weights=dinov2_weights)
         except (InceptionWeightsError, DINOv2WeightsError, VGGWeightsError) as err:
+            if named.get(network):
+                raise
             missing[network] = err
     left = [name for name in names if weights_of(name) not in missing]
     if not left:
@@ -343,7 +350,9 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
             "step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
             **protocol_fields(results, fid_mode), **settings.given(),
             **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
-        if "swd" in results and bn is None:  # the zoo's file of the run's own SWD, not of other statistics
+        own_data = real_set == resolved_data_spec(model.config.data)
+        if "swd" in results and bn is None and own_data:  # the zoo's file of the run's own SWD, not against other
+            # real images or of other batch-norm statistics (metrics.jsonl records those with their protocol)
             swd_path = run_dir / "swd.json"
             table = json.loads(swd_path.read_text()) if swd_path.is_file() else {}
             table[str(model.step)] = results["swd"]
@@ -646,14 +655,14 @@ def _image_files(source: Path) -> list[Path]:
 
 
 def _decoded(path: Path, resolution: int | None) -> np.ndarray:
-    """One file as uint8 CHW: a square crop resized to `resolution` (default: its own shorter side)."""
+    """One file as uint8 CHW: a square crop resized to `resolution`, or without one the image as it is (pytorch-fid
+    and torch-fidelity hand a 178×218 CelebA image whole to Inception's resize; a crop changes its statistics)."""
     try:
         image = load_rgb(path, str(path))
     except ImageError as err:
         raise DatasetError(str(err)) from None
-    size = resolution or min(image.shape[:2])
-    if image.shape[:2] != (size, size):
-        image = center_crop_resize(image, size)
+    if resolution is not None and image.shape[:2] != (resolution, resolution):
+        image = center_crop_resize(image, resolution)
     return image.transpose(2, 0, 1)
 
 
@@ -710,11 +719,19 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         available = min(n or image_set_size(fake), image_set_size(fake))
         # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
         real_resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
+    if stats is not None and stats.resolution not in (None, real_resolution):
+        raise ConfigError(f"--real-stats {real_stats}: statistics of {stats.resolution} px images, and the generated "
+                          f"ones are {real_resolution} px; FIDs of other image sizes do not compare (`ganforge stats "
+                          f"--resolution {real_resolution}` makes statistics at that size)")
     # each set whole (or --n of it), as pytorch-fid and torch-fidelity compare two folders; SWD compares equal
     # counts, a seeded random choice of the smaller set's size from each, in a pass of its own when they differ
     # a run's generated set is n (or metrics_n) images, and so is its real set, as `evaluate RUN --real` compares
     real_count = (min(available if model is not None else n or image_set_size(Path(real)),
                       image_set_size(Path(real))) if real is not None else None)
+    for name, count in (("--fake", available), ("--real", real_count)):
+        if count is not None and count < 2:
+            raise ConfigError(f"{name}: {count} image; the metrics compare distributions of images (a covariance "
+                              "needs at least 2, a FID that means something thousands)")
     equal = min(available, real_count) if real_count is not None else available
     passes = [(metrics, available, real_count)]
     if real_count is not None and real_count != available and any(METRICS[m].equal_counts for m in metrics):
@@ -780,12 +797,13 @@ def _served_by(stats: ReferenceStats, names: list[str]) -> bool:
 def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = None, n: int | None = None,
                           inception_weights: Path | None = None, resolution: int | None = None,
                           device: str = "auto", network: str = "inception",
-                          dinov2_weights: Path | None = None) -> ReferenceStats:
+                          dinov2_weights: Path | None = None, overwrite: bool = False) -> ReferenceStats:
     """`ganforge stats`: the Inception pool3 statistics (or, `network` "dinov2", DINOv2's class-token statistics for
     FD_DINOv2) of an image set (folder, .npz or store; with `n`, a seeded random choice of `n` images,
     `random_subset`; each brought to `resolution` if given, for folders of mixed sizes) written to `out` (.npz,
-    pytorch-fid / TTUR layout). `out` and the weights are checked before the images are read."""
-    check_stats_output(out, source)
+    pytorch-fid / TTUR layout; an existing file only with `overwrite`). `out`, the weights and the image count are
+    checked before the images are read."""
+    check_stats_output(out, source, overwrite=overwrite)
     given = {"--fid-mode": fid_mode, "--inception-weights": inception_weights} if network == "dinov2" else {
         "--dinov2-weights": dinov2_weights}
     if unused := [option for option, value in given.items() if value is not None]:
@@ -797,11 +815,14 @@ def write_image_set_stats(source: Path, out: Path, *, fid_mode: str | None = Non
     available = image_set_size(Path(source))
     if n is not None and n > available:
         raise ConfigError(f"--n {n}: {source} holds {available} images")
+    if min(n or available, available) < 2:
+        raise ConfigError(f"{source}: statistics of {min(n or available, available)} image; a covariance needs at "
+                          "least 2 (thousands for a FID that means something)")
     stats = image_set_stats(iter_image_set(Path(source), resolution, sample=n), fid_mode=fid_mode,
                             inception_weights=weights if network != "dinov2" else None,
                             dinov2_weights=weights if network == "dinov2" else None, n=n, network=network,
                             device=metrics_device(pick_device(device, DistInfo())))
-    write_stats(out, stats)
+    write_stats(out, stats, overwrite=overwrite)
     return stats
 
 

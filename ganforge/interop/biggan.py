@@ -78,6 +78,9 @@ def read_training_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "itr" not in state:
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise BigGANImportError(f"{path}: expected a dict with 'itr', 'epoch', 'config', ... found {found}")
+    itr = state["itr"]
+    if isinstance(itr, bool) or not isinstance(itr, int) or itr < 0:
+        raise BigGANImportError(f"{path}: 'itr' must be the iteration count (an integer), got {itr!r}")
     return _plain(dict(state))
 
 
@@ -159,14 +162,18 @@ def load_biggan_pytorch(weights_dir: Path, *, config: BigGANArch | None = None,
     official copies (``best0``, ``copy1``, ...).
     """
     weights_dir = Path(weights_dir)
+    if weights_dir.is_file():
+        raise BigGANImportError(f"{weights_dir}: a file; give the BigGAN-PyTorch weights folder that holds it (G.pth, "
+                                f"D.pth, state_dict.pth, ...): {weights_dir.parent}")
     if not weights_dir.is_dir():
         raise BigGANImportError(f"BigGAN-PyTorch weights folder not found: {weights_dir}")
     state_path = weights_dir / _file_name(STATE_FILE, suffix)
     training_state = read_training_state(state_path) if state_path.is_file() else {}
     if config is None:
         if "config" not in training_state:
-            raise BigGANImportError(f"{weights_dir}: no {state_path.name} with the run's flags; pass the architecture "
-                                    "as config=BigGANArch(...)")
+            raise BigGANImportError(f"{weights_dir}: no {state_path.name} with the run's flags (BigGAN-PyTorch saves "
+                                    "it beside G.pth: copy it into the folder; Python: pass the architecture as "
+                                    "config=BigGANArch(...))")
         config = config_from_official(training_state["config"], where=str(state_path))
     nets: dict[str, nn.Module] = {"G": Generator(config), "D": Discriminator(config), "G_ema": Generator(config)}
     official_keys: dict[str, list[str]] = {}

@@ -31,7 +31,7 @@ from ganforge.data.store import CLASS_COLUMN, open_dataset
 from ganforge.download import download, file_digest
 from ganforge.families import resolve_run_config
 from ganforge.families.pgan_zoo_config import zoo_config_to_ganforge
-from ganforge.interop.sources import import_paths
+from ganforge.interop.sources import check_shapes_kept, import_paths
 from ganforge.metrics.inception import default_cache_dir
 from ganforge.models.pgan import LRELU_SLOPE, PGANArch, PGANDiscriminator, PGANGenerator
 from ganforge.run_loader import new_family
@@ -484,6 +484,9 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
         # 1024 px are 200 MB, the default 4,096 would be 13 GB); the run's first `train` may name its real data
         config.data = f"builtin:shapes?count={PLACEHOLDER_IMAGES}&resolution={config.model.resolution}"
 
+    check_shapes_kept({"latent_dim": (config.model.latent_dim, arch.latent_dim),
+                       "widths": (list(config.model.widths or arch.widths)[: len(arch.widths)], list(arch.widths))},
+                      str(file), ZooImportError)
     family = new_family(config)
     if family.arch.channels != arch.channels:
         raise ZooImportError(f"{file}: the checkpoint's networks make {arch.channels}-channel images, and "

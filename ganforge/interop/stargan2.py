@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ganforge.config import ConfigError
 from ganforge.families import resolve_run_config
-from ganforge.interop.sources import import_paths
+from ganforge.interop.sources import check_shapes_kept, import_paths
 from ganforge.models.stargan2 import StarGAN2Arch, official_base_dim
 from ganforge.nn.stargan_layers import laplacian_kernel
 from ganforge.run_loader import new_family
@@ -357,6 +357,8 @@ def import_stargan2_run(files: Path | Iterable[Path], out: Path, *, data: str | 
              "style_dim": arch.style_dim, "max_conv_dim": arch.max_conv_dim, "w_hpf": arch.w_hpf,
              "base_dim": arch.base_dim, "mapping_dim": arch.mapping_dim}
     config = resolve_run_config("stargan2", {"data": data, "model": model}, list(overrides))
+    check_shapes_kept({key: (getattr(config.model, key), value) for key, value in model.items()}, where,
+                      StarGAN2ImportError)
     family = new_family(config)
     if family.arch.num_domains != arch.num_domains:
         raise StarGAN2ImportError(f"{where}: the checkpoint has {arch.num_domains} domains but {data} has "

@@ -5,9 +5,9 @@ statistics for FD_DINOv2 (`mu` [1024], `sigma` [1024, 1024], and `network` "dino
 training set once, instead of its features at every evaluation.
 
 Files written here also hold `fid_mode` (the resize protocol, see `ganforge.metrics.inception`), `resolution` (the
-images' size before that resize, so that training compares only images of that size with them) and `count` (the
-number of images); files from elsewhere lack them and are read as they are, their protocol unknown (TTUR's files are
-legacy-tf; pytorch-fid's `--save-stats` files are `pytorch-fid`). Files are read with
+side of the square images before that resize, so that training compares only images of that size with them) and
+`count` (the number of images); files from elsewhere lack them and are read as they are, their protocol unknown
+(TTUR's files are legacy-tf; pytorch-fid's `--save-stats` files are `pytorch-fid`). Files are read with
 allow_pickle=False: a statistics file never runs code.
 """
 
@@ -66,7 +66,9 @@ def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise StatsFileError(f"{path}: not a readable .npz statistics file ({err})") from None
+        # numpy's words for a file that is no .npz suggest loading it with pickle, never to be followed here
+        reason = "no .npz archive of arrays" if "allow_pickle" in str(err) else str(err)
+        raise StatsFileError(f"{path}: not a readable .npz statistics file ({reason})") from None
     missing = [key for key in ("mu", "sigma") if key not in arrays]
     if missing:
         raise StatsFileError(f"{path}: expected the keys 'mu' and 'sigma' (pytorch-fid / TTUR layout), "
@@ -86,6 +88,10 @@ def read_stats(path: str | Path, fid_mode: str | None = None) -> ReferenceStats:
             raise StatsFileError(f"{path}: expected floating-point '{key}', got {value.dtype}")
         if not np.isfinite(value).all():
             raise StatsFileError(f"{path}: '{key}' holds non-finite values (NaN or infinity)")
+    scale = max(float(np.abs(sigma).max()), 1e-30)  # float32 files round their symmetric halves apart
+    if float(np.abs(sigma - sigma.T).max()) > 1e-4 * scale or float(np.diag(sigma).min()) < 0:
+        raise StatsFileError(f"{path}: 'sigma' is not a covariance matrix (it must be symmetric with a non-negative "
+                             "diagonal); the file is damaged or holds something else")
     recorded_mode = _optional_text(path, arrays, "fid_mode")
     inception = network.startswith("inception")
     if recorded_mode is not None and (recorded_mode not in FID_MODES or not inception):
@@ -125,9 +131,9 @@ def _optional_text(path: Path, arrays: dict[str, np.ndarray], key: str) -> str |
     return str(value)
 
 
-def check_stats_output(path: str | Path, *inputs: str | Path) -> Path:
-    """Refuse an output path before anything is computed: not an .npz, a folder, one of the `inputs`, or in a
-    folder that cannot be written. An existing file at `path` is replaced: it is the named output."""
+def check_stats_output(path: str | Path, *inputs: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an output path before anything is computed: not an .npz, a folder, one of the `inputs`, in a folder
+    that cannot be written, or an existing file unless `overwrite` (statistics of ImageNet take hours to make)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give the statistics file's name, e.g. {path / 'stats.npz'}")
@@ -135,15 +141,17 @@ def check_stats_output(path: str | Path, *inputs: str | Path) -> Path:
         raise ConfigError(f"{path}: a statistics file must end in .npz (the pytorch-fid / TTUR layout)")
     if any(path.resolve() == Path(source).resolve() for source in inputs):
         raise ConfigError(f"{path}: is the input; write the statistics to another file")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: exists; --overwrite (Python: overwrite=True) replaces it, or give another name")
     existing = next(folder for folder in path.resolve().parents if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(f"{path}: cannot be written ({existing} is not a writable folder)")
     return path
 
 
-def write_stats(path: str | Path, stats: ReferenceStats) -> Path:
-    """Write `stats` atomically (a temporary file beside it, then a rename)."""
-    path = check_stats_output(path)
+def write_stats(path: str | Path, stats: ReferenceStats, overwrite: bool = False) -> Path:
+    """Write `stats` atomically (a temporary file beside it, then a rename); an existing file only with `overwrite`."""
+    path = check_stats_output(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if stats.fid_mode is None else {"fid_mode": np.array(stats.fid_mode)}
     if stats.network != "inception":  # Inception files add no key that would tell their readers otherwise
@@ -189,12 +197,14 @@ def image_set_stats(images: ImageSource, *, fid_mode: str | None, inception_weig
         def features(batch: torch.Tensor) -> torch.Tensor:
             return inception.features(batch)[output].cpu()
     stats = FeatureStats(FEATURE_DIMS[network])
-    sizes: set[int] = set()
+    sizes: set[tuple[int, int]] = set()
     with torch.no_grad(), reference_float32():
         for batch in limit_images(iter_image_batches(images, batch_size=batch_size, name="images"), n):
-            sizes.add(int(batch.shape[-1]))
+            sizes.add((int(batch.shape[-2]), int(batch.shape[-1])))
             for start in range(0, batch.shape[0], batch_size):  # a caller's larger batches, in network-sized ones
                 stats.update(features(batch[start : start + batch_size]))
     if stats.count < 2:
         raise ValueError(f"statistics: a covariance needs at least 2 images, got {stats.count}")
-    return replace(stats_of_features(stats, fid_mode, network), resolution=sizes.pop() if len(sizes) == 1 else None)
+    size = sizes.pop() if len(sizes) == 1 else None  # a resolution is a square's side
+    return replace(stats_of_features(stats, fid_mode, network), resolution=size[0] if size and size[0] == size[1]
+                   else None)
