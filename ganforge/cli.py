@@ -305,7 +305,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ganforge.interop.onnx_export import ONNX_EXTRA, export_onnx
 
     model = load(args.run, step=args.step, device="cpu")  # the graph is traced on the CPU; it runs anywhere
-    exported = export_onnx(model, args.out, opset=args.opset, guide=args.guide, wing_weights=args.wing_weights)
+    exported = export_onnx(model, args.out, opset=args.opset, guide=args.guide, wing_weights=args.wing_weights,
+                           overwrite=args.overwrite)
     check = (f"onnxruntime matches PyTorch to {exported.max_difference:.1e}" if exported.max_difference is not None
              else f"not checked: onnxruntime is not installed ({ONNX_EXTRA})")
     print(f"wrote {exported.path} and {exported.description} from step {model.step} of {args.run}; {check}")
@@ -601,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.onnx",
                      help="the graph; FILE.json beside it describes the inputs and output")
     exp.add_argument("--step", type=int)
-    exp.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    exp.add_argument("--opset", type=positive_int, help="ONNX opset (default: the exporter's, 18; one it cannot "
+                     "write the graph at is refused)")
+    exp.add_argument("--overwrite", action="store_true", help="replace FILE.onnx and FILE.json if they exist")
     exp.add_argument("--guide", choices=["latent", "reference"], help="StarGAN v2 runs: the translation's style from "
                      "latents z (default) or from reference images x_ref; inputs x, z or x_ref, y")
     exp.add_argument("--wing-weights", type=Path, help="StarGAN v2 runs with w_hpf > 0: the face-mask network's "

@@ -86,6 +86,25 @@ def untrained(family: str, raw: dict) -> LoadedModel:
     return LoadedModel(family=built, config=config, step=0, plan=built.plan(0))
 
 
+def test_a_label_conditioned_pgan_exports_with_any_batch_and_keeps_existing_files(tmp_path) -> None:
+    """The conditional PGAN's graph was fixed at the traced batch (len(z) became a constant), and the failed check
+    left its .onnx and .json behind; an existing file (a run's checkpoint record, beside a chosen name) was replaced."""
+    model = untrained("pgan", {**TINY_PGAN, "model": {**TINY_PGAN["model"], "conditions": ["shape", "background"]}})
+    out = tmp_path / "g.onnx"
+    exported = export_onnx(model, out)
+    inputs = model.latents(5, seed=4)
+    np.testing.assert_allclose(run_exported(out, inputs), model.generate(inputs).numpy(), atol=1e-4, rtol=0)
+    assert json.loads(exported.description.read_text())["inputs"]["labels"]["shape"] == ["batch", 2]
+    out.with_suffix(".json").write_text("mine")
+    with pytest.raises(ConfigError, match=r"g.onnx and .*g.json exist; --overwrite \(Python: overwrite=True\)"):
+        export_onnx(model, out)
+    assert out.with_suffix(".json").read_text() == "mine"
+    assert export_onnx(model, out, overwrite=True).max_difference is not None
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["g.json", "g.onnx"]  # no temporary file left
+    with pytest.raises(ConfigError, match=r"--opset 17: torch's exporter writes opsets 18 to \d+"):
+        export_onnx(model, tmp_path / "old.onnx", opset=17)  # it wrote opset 18 and said it had written 17
+
+
 @pytest.mark.parametrize("guide", ["latent", "reference"])
 def test_a_stargan2_run_exports_its_translation(tmp_path, guide: str) -> None:
     model = untrained("stargan2", tiny_run("stargan2"))

@@ -8,6 +8,8 @@ network) or from a reference image (`guide="reference"`: the EMA style encoder),
 w_hpf > 0 the face-mask network is inside the graph and its masks are a second output. A JSON
 file beside it says what to feed it. Exported with torch's ONNX exporter (the `onnx` extra: onnx and onnxscript);
 where onnxruntime is installed, the file is run on fresh inputs and compared with PyTorch before the command succeeds.
+Both files are written under temporary names and put in place only once the graph has its opset and passed that
+check, so a failed export leaves no file, and an existing one is replaced only when asked (`overwrite`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import contextlib
 import io
 import json
 import logging
+import os
+import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from ganforge.models.fan import face_masks
 from ganforge.run_loader import LoadedModel
 
 ONNX_EXTRA = 'pip install "ganforge[onnx]" (onnx and onnxscript; onnxruntime to check the file)'
+MIN_OPSET = 18  # the dynamo exporter's own operator implementations start here
 TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on the check's images in [-1, 1]
 # face masks (w_hpf > 0) cut heatmaps at a threshold: a value at it may land on either side under another runtime's
 # rounding (1 in 262,144 on the stand-in FAN weights, by 0.19); this share of mask values may so differ
@@ -89,10 +94,11 @@ class Exported:
 
 
 def export_onnx(model: LoadedModel, out: Path, *, opset: int | None = None, check_n: int = 8,
-                guide: str | None = None, wing_weights: str | Path | None = None) -> Exported:
+                guide: str | None = None, wing_weights: str | Path | None = None, overwrite: bool = False) -> Exported:
     """Write `out` (.onnx) and `out` with .json, and check the file with onnxruntime when it is installed.
     `guide` (StarGAN v2 runs only, default "latent"): where the translation's style comes from; `wing_weights`:
-    the face-mask network of a w_hpf > 0 run (default: the run's config, $GANFORGE_WING_WEIGHTS, the cache)."""
+    the face-mask network of a w_hpf > 0 run (default: the run's config, $GANFORGE_WING_WEIGHTS, the cache);
+    `overwrite`: replace files of those names (else refused, before anything is traced)."""
     translates = model.family.translates
     if guide is not None and not translates:
         raise ConfigError(f"guide {guide!r}: only StarGAN v2 runs take a style guide; a {model.config.family} "
@@ -110,26 +116,56 @@ def export_onnx(model: LoadedModel, out: Path, *, opset: int | None = None, chec
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"{out}: expected a .onnx file name")
+    description = out.with_suffix(".json")
+    if not overwrite and (existing := [str(path) for path in (out, description) if path.exists()]):
+        raise ConfigError(f"{' and '.join(existing)} exist{'s' if len(existing) == 1 else ''}; --overwrite "
+                          "(Python: overwrite=True) replaces them, or give another name")
     try:
-        import onnx  # noqa: F401 - torch's exporter needs it and onnxscript
+        import onnx  # torch's exporter needs it and onnxscript
         import onnxscript  # noqa: F401
     except ImportError:
         raise ConfigError(f"ONNX export needs the onnx extra: {ONNX_EXTRA}") from None
+    if opset is not None and not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise ConfigError(f"--opset {opset}: torch's exporter writes opsets {MIN_OPSET} to "
+                          f"{onnx.defs.onnx_opset_version()} (older ones only by a conversion that fails for these "
+                          "graphs)")
     example = _translation_inputs(model, guide, 2, seed=0) if translates else model.latents(2, seed=0)
     names = list(example) if translates else sorted(example)
     sampler = (_Translator(model, guide) if translates else _Sampler(model, names)).eval()
     size = torch.export.Dim("batch", min=1)
     batch = tuple({0: size} for _ in names)  # every input's first dimension, one size
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), _quiet_exporter():
-        torch.onnx.export(sampler, tuple(example[name].to(model.device) for name in names), str(out), dynamo=True,
-                          input_names=names, output_names=_output_names(sampler), opset_version=opset,
-                          external_data=False,
-                          dynamic_shapes=batch if translates else (batch,))  # _Sampler.forward(*inputs)
-    description = out.with_suffix(".json")
-    description.write_text(json.dumps(_describe(model, example, names, guide), indent=1) + "\n")
-    fresh = _translation_inputs(model, guide, check_n, seed=1) if translates else model.latents(check_n, seed=1)
-    return Exported(out, description, _check(sampler, out, names, fresh))
+    token = secrets.token_hex(4)
+    temporary = [out.with_name(f".{out.stem}.{token}.onnx"), out.with_name(f".{out.stem}.{token}.json")]
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            torch.onnx.export(sampler, tuple(example[name].to(model.device) for name in names), str(temporary[0]),
+                              dynamo=True, input_names=names, output_names=_output_names(sampler),
+                              opset_version=opset, external_data=False,
+                              dynamic_shapes=batch if translates else (batch,))  # _Sampler.forward(*inputs)
+        _check_opset(temporary[0], opset)
+        temporary[1].write_text(json.dumps(_describe(model, example, names, guide), indent=1) + "\n")
+        fresh = _translation_inputs(model, guide, check_n, seed=1) if translates else model.latents(check_n, seed=1)
+        difference = _check(sampler, temporary[0], names, fresh)
+        os.replace(temporary[0], out)
+        os.replace(temporary[1], description)
+    finally:
+        for path in temporary:
+            path.unlink(missing_ok=True)
+    return Exported(out, description, difference)
+
+
+def _check_opset(path: Path, wanted: int | None) -> None:
+    """The exporter writes its own opset where it cannot convert to the one asked for (printing why): refused."""
+    if wanted is None:
+        return
+    import onnx
+
+    written = next((entry.version for entry in onnx.load(str(path), load_external_data=False).opset_import
+                    if entry.domain in ("", "ai.onnx")), None)
+    if written != wanted:
+        raise ConfigError(f"--opset {wanted}: torch's exporter could not write this graph at opset {wanted} (it "
+                          f"wrote {written}); leave --opset out, or give {written}")
 
 
 def _translation_inputs(model: LoadedModel, guide: str, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -148,16 +184,18 @@ def _translation_inputs(model: LoadedModel, guide: str, n: int, seed: int) -> di
 def _quiet_exporter() -> Iterator[None]:
     """Without the exporter's progress lines, its notes on torchvision operators (this package needs none) and
     torch's own deprecation warnings from inside it: what the command prints is its result."""
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
+    quieted = {logging.getLogger("torch.onnx._internal.exporter._registration"): logging.ERROR}
+    levels = {logger: logger.level for logger in quieted}
+    for logger, level in quieted.items():
+        logger.setLevel(level)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.filterwarnings("ignore", message="# The axis name")  # z and y share the batch axis, as meant
             yield
     finally:
-        registration.setLevel(level)
+        for logger, level in levels.items():
+            logger.setLevel(level)
 
 
 MEANINGS = {"x": "source images in [-1, 1], NCHW RGB", "x_ref": "reference images in [-1, 1], NCHW RGB",
@@ -218,7 +256,12 @@ def _check(sampler: torch.nn.Module, path: Path, names: list[str], fresh: dict[s
     except ImportError:
         return None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(_output_names(sampler), {name: fresh[name].numpy() for name in names})
+    try:
+        outputs = session.run(_output_names(sampler), {name: fresh[name].numpy() for name in names})
+    except Exception as err:  # onnxruntime's own error types (a dimension the graph fixed, an unsupported op)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"onnxruntime cannot run the exported graph on a batch of {len(fresh[names[0]])} ({reason});"
+                          " nothing written") from None
     device = next(sampler.parameters()).device
     inputs = [fresh[name].to(device) for name in names]
     with torch.no_grad():
@@ -226,14 +269,13 @@ def _check(sampler: torch.nn.Module, path: Path, names: list[str], fresh: dict[s
             masks = torch.from_numpy(outputs[1]).to(device)
             flipped = float((masks - sampler.masks(inputs[0])).abs().gt(TOLERANCE).float().mean())
             if flipped > MASK_FLIP_SHARE:
-                raise ConfigError(f"{path}: onnxruntime's face masks differ from PyTorch's in {flipped:.2%} of their "
-                                  f"values (at most {MASK_FLIP_SHARE:.2%} may cross the recipe's threshold); the file "
-                                  "is written, but do not rely on it")
+                raise ConfigError(f"onnxruntime's face masks differ from PyTorch's in {flipped:.2%} of their values "
+                                  f"(at most {MASK_FLIP_SHARE:.2%} may cross the recipe's threshold); nothing written")
             expected = sampler.translate(*inputs, masks).float().cpu().numpy()
         else:
             expected = sampler(*inputs).float().cpu().numpy()
     difference = float(np.abs(outputs[0] - expected).max())
     if not difference <= TOLERANCE:
-        raise ConfigError(f"{path}: onnxruntime's images differ from PyTorch's by {difference:.2e} (more than "
-                          f"{TOLERANCE:g}); the file is written, but do not rely on it")
+        raise ConfigError(f"onnxruntime's images differ from PyTorch's by {difference:.2e} (more than {TOLERANCE:g});"
+                          " nothing written")
     return difference

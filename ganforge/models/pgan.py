@@ -247,7 +247,7 @@ class PGANGenerator(nn.Module):
                 f"PGANGenerator expects z of shape [N, {self.arch.latent_dim}], got {tuple(z.shape)}"
             )
         if self.arch.label_sizes:
-            z = torch.cat([z, one_hot_labels(labels, self.arch.label_sizes, len(z)).to(z.dtype)], dim=1)
+            z = torch.cat([z, one_hot_labels(labels, self.arch.label_sizes, z.shape[0]).to(z.dtype)], dim=1)
         elif labels is not None:
             raise ValueError("PGANGenerator: labels given to an unconditional generator (label_sizes is empty)")
         return self.synthesize(z, scale, fade_weight(alpha))
