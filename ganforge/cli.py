@@ -181,6 +181,7 @@ def _int_at_least(least: int, expected: str) -> typing.Callable[[str], int]:
 
 positive_int = _int_at_least(1, "a positive integer")  # a count or size
 non_negative_int = _int_at_least(0, "a whole number of 0 or more")
+frame_count = _int_at_least(2, "at least 2 frames (both ends)")
 
 
 def _float_pair(text: str) -> tuple[float, float]:
@@ -618,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--out", type=Path, help="folder for the images (not needed with --npz alone)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--grid", action="store_true", help="one grid image instead of single files")
-    gen.add_argument("--interpolate", type=int, default=0, metavar="K",
+    gen.add_argument("--interpolate", type=frame_count, default=0, metavar="K",
                      help="a row of K frames (ends included) along the slerp between each pair of consecutive "
                           "latents: --n N gives N-1 rows")
     gen.add_argument("--device", default="auto")
@@ -640,16 +641,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "BigGAN-PyTorch")
     biggan.add_argument("--class", dest="classes", metavar="CLASSES",
                         help="the samples' classes, cycled: names or indices, e.g. --class 207,208 or "
-                             "--class circle; a label-conditioned PGAN takes COLUMN=CLASS (with images, --grid, --npz)")
-    biggan.add_argument("--per-class", type=int, metavar="N", help="class sheets: a row per class, N columns")
-    biggan.add_argument("--interpolate-class", type=int, metavar="K",
+                             "--class circle; a label-conditioned PGAN takes COLUMN=CLASS (for the single images, "
+                             "--grid, or --npz)")
+    biggan.add_argument("--per-class", type=positive_int, metavar="N",
+                        help="class sheets: a row per class, N columns")
+    biggan.add_argument("--interpolate-class", type=frame_count, metavar="K",
                         help="interpolation sheets of --n rows and K frames in the spaces of --interp-spaces")
     biggan.add_argument("--interp-spaces",
                         help="with --interpolate-class: z (fixed class), class (shared embedding, fixed z), both; "
                              "default all three")
     biggan.add_argument("--truncation-sweep", metavar="PSIS",
                         help="IS/FID per ψ, e.g. 0.5,0.75,1.0,none; printed and written to truncation_sweep.json")
-    biggan.add_argument("--sweep-n", type=int, help="samples (and real images) per ψ (default: the run's metrics_n)")
+    biggan.add_argument("--sweep-n", type=positive_int,
+                        help="samples (and real images) per ψ (default: the run's metrics_n)")
     biggan.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05-6726825d.pth")
     gen.set_defaults(func=cmd_generate)
 

@@ -122,7 +122,7 @@ def test_truncation_applies_to_plain_grids(cifar_run, tmp_path):
 
 def test_npz_round_trip(cifar_run, tmp_path):
     path = tmp_path / "samples.npz"
-    assert main(["generate", str(cifar_run), "-o", str(tmp_path), "--npz", str(path), "--n", "12",
+    assert main(["generate", str(cifar_run), "--npz", str(path), "--n", "12",
                  "--truncation", "0.7", "--truncation-method", "scale", "--seed", "3"]) == 0
     with np.load(path, allow_pickle=False) as archive:
         x, y = archive["x"], archive["y"]

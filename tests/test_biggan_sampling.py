@@ -308,3 +308,18 @@ def test_generate_keeps_the_class_sheets_an_earlier_generate_wrote(model, tmp_pa
     assert write_generated(model, GenerateRequest(out=tmp_path, n=2, interpolate_class=3, interp_spaces="both")).files
     again = write_generated(model, GenerateRequest(out=tmp_path, n=2, seed=5, per_class=2, overwrite=True)).files
     assert [path.name for path in again] == ["per_class.png"] and again[0].read_bytes() != before[again[0]]
+
+
+def test_a_plain_interpolation_keeps_each_rows_drawn_class(model, tmp_path, monkeypatch):
+    """`generate --interpolate` built its path of z alone, so BigGAN's y defaulted per frame: the class changed at
+    every frame and the first frame was not sample 0. Each row now keeps its first latent's class."""
+    from ganforge.viz.generate import GenerateRequest, write_generated
+
+    drawn = model.latents(3, 3)
+    seen = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda inputs: seen.append(inputs) or generate(inputs))
+    write_generated(model, GenerateRequest(out=tmp_path, n=3, seed=3, interpolate=4))
+    y = torch.cat([inputs["y"] for inputs in seen])
+    assert y.tolist() == [int(drawn["y"][0])] * 4 + [int(drawn["y"][1])] * 4
+    assert torch.equal(torch.cat([inputs["z"] for inputs in seen])[0], drawn["z"][0])  # frame 0 is sample 0

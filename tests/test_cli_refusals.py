@@ -144,6 +144,8 @@ def test_generate_keeps_its_earlier_files_unless_told_to_overwrite(run, tmp_path
     (["--interp-spaces", "z"], "--interp-spaces: for --interpolate-class"),
     (["--sweep-n", "10"], "--sweep-n: for --truncation-sweep"),
     (["--grid", "--interpolate", "3"], "--grid and --interpolate"),
+    (["--seed", str(2**64)], f"--seed {2**64}: expected a non-negative seed below 2^63"),  # not an overflow trace
+    (["--truncation", "0"], "--truncation 0.0: expected ψ > 0"),  # refused before -o is made
 ])
 def test_generate_options_that_would_do_nothing_are_refused(run, tmp_path, capsys, options, message) -> None:
     out = tmp_path / "gen"

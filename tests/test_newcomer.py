@@ -73,9 +73,10 @@ def test_generate_npz_alone_needs_no_out_folder_and_creates_none(tiny_biggan_run
     assert capsys.readouterr().out.strip().startswith(f"wrote 1 file(s) to {npz} from step 4")
     with np.load(npz, allow_pickle=False) as saved:
         assert saved["x"].shape == (3, 3, 32, 32) and saved["x"].dtype == np.uint8 and saved["y"].shape == (3,)
-    unused = tmp_path / "unused"
+    unused = tmp_path / "unused"  # a folder nothing would be written to: said, not silently ignored
     assert main(["generate", str(tiny_biggan_run), "--npz", str(npz), "-o", str(unused), "--n", "2",
-                 "--overwrite"]) == 0
+                 "--overwrite"]) == 2
+    assert f"-o {unused}: --npz {npz} is the only output and names its own file" in capsys.readouterr().err
     assert not unused.exists()
     assert main(["generate", str(tiny_biggan_run), "--n", "2"]) == 2  # images need a folder
     assert "-o/--out: required" in capsys.readouterr().err

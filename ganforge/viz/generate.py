@@ -56,8 +56,18 @@ class GenerateRequest:
 
     def check(self) -> None:
         """Options that would do nothing where they are given are refused (each needs the output it shapes)."""
-        if self.seed < 0:
-            raise ValueError(f"--seed {self.seed}: expected a non-negative seed (it starts the image file names)")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed {self.seed}: expected a non-negative seed below 2^63 (it starts the image file "
+                             "names)")
+        counts = (("--interpolate", self.interpolate or None, "at least 2 frames", 2),  # 0: no sheet
+                  ("--interpolate-class", self.interpolate_class, "at least 2 frames", 2),
+                  ("--per-class", self.per_class, "a positive count", 1), ("--sweep-n", self.sweep_n,
+                                                                          "a positive count", 1))
+        for option, value, expected, least in counts:
+            if value is not None and value < least:
+                raise ValueError(f"{option} {value}: expected {expected}")
+        if self.truncation is not None and not self.truncation > 0:
+            raise ValueError(f"--truncation {self.truncation}: expected ψ > 0 (1 keeps z as drawn)")
         needs = [("--truncation-method", self.truncation_method, ("--truncation", "--truncation-sweep"),
                   self.truncation is not None or self.truncation_sweep is not None),
                  ("--interp-spaces", self.interp_spaces, ("--interpolate-class",), self.interpolate_class is not None),
@@ -76,6 +86,9 @@ class GenerateRequest:
                                  "(it would do nothing with them)")
         if self.grid and self.interpolate:
             raise ValueError("--grid and --interpolate: the interpolation is a sheet of its own; give one of them")
+        if self.out is not None and self.npz is not None and not self.writes_to_out():
+            raise ValueError(f"-o {self.out}: --npz {self.npz} is the only output and names its own file (-o would "
+                             "do nothing); leave -o out, or ask for images too")
 
     def class_outputs(self) -> dict[str, object]:
         """The class-conditional outputs asked for, by option name."""
@@ -146,11 +159,11 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
               f"seed {request.seed}"
     if request.interpolate:
         path = {"z": interpolation_path(inputs["z"], request.interpolate)}
-        if "labels" in inputs:  # a conditional PGAN: each row keeps the classes drawn with its first latent
-            path["labels"] = inputs["labels"][:-1].repeat_interleave(request.interpolate, dim=0)
+        for key in set(inputs) - {"z"}:  # classes (BigGAN's y, a conditional PGAN's labels): each row keeps those
+            path[key] = inputs[key][:-1].repeat_interleave(request.interpolate, dim=0)  # of its first latent
         frames = torch.cat([model.generate({k: v[part] for k, v in path.items()})
                             for part in model.sample_parts(len(path["z"]))])
-        rows = ", each row in the classes of its first frame" if "labels" in inputs else ""
+        rows = ", each row in the classes of its first frame" if len(inputs) > 1 else ""
         save_grid(frames, request.out / "interpolation.png", columns=request.interpolate, min_cell=0,
                   title=f"{caption}\ninterpolation: a row per path, {request.interpolate} frames{rows}")
         return Generated([request.out / "interpolation.png"])
