@@ -269,6 +269,19 @@ def test_a_record_whose_dataset_is_not_a_mapping_is_refused_by_name(tmp_path):
     record.write_text(json.dumps({**meta, "dataset": ["not", "a", "manifest"]}))
     with pytest.raises(ckpt.CheckpointError, match=r"00000001.json: checkpoint record lacks valid dataset"):
         ckpt.resolve_checkpoint(record, None)
+    # an edited or cut record without it, or without the counts the networks are rebuilt from: not a valid
+    # checkpoint, so loading falls back to an older one (it raised KeyError in the loader)
+    record.write_text(json.dumps(meta))
+    ganforge.train(TINY_PGAN, run, until=2)
+    newest = run / "checkpoints" / "00000002.json"
+    second = json.loads(newest.read_text())
+    for broken in ({key: value for key, value in second.items() if key != "dataset"},
+                   {**second, "dataset": {key: value for key, value in second["dataset"].items() if key != "count"}}):
+        newest.write_text(json.dumps(broken))
+        with pytest.raises(ckpt.CheckpointError, match="lacks valid dataset \\(count, resolution, channels"):
+            ckpt.load_checkpoint(newest)
+        with pytest.warns(UserWarning, match="00000002.json"):
+            assert ganforge.load(run).step == 1
 
 
 @pytest.mark.parametrize("blob", [b"\x80\x02]q\x00(K\x01\x86.", b"\x80\x02\x86.", b"\x80\x02}q\x00(X\x01\x00\x00\x00a"])

@@ -203,6 +203,17 @@ def prune_checkpoints(run_dir: Path, keep: int, protect: set[int]) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _dataset_shape(dataset: Any) -> bool:
+    """Whether a record's `dataset` holds what rebuilding the networks reads (an edited or cut record may not)."""
+    if not isinstance(dataset, dict):
+        return False
+    numbers = [dataset.get(key) for key in ("count", "resolution", "channels")]
+    labels = dataset.get("labels")
+    return (all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in numbers) and isinstance(labels, list)
+            and all(isinstance(column, dict) and isinstance(column.get("name"), str)
+                    and isinstance(column.get("classes"), list) for column in labels))
+
+
 def load_checkpoint(json_path: Path) -> Checkpoint:
     """Read and verify one checkpoint; any problem is a CheckpointError naming the file."""
     json_path = Path(json_path)
@@ -215,7 +226,8 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
                               if isinstance(meta, dict) else f"{json_path}: not a ganforge checkpoint record")
     missing = [key for key, kind in (("step", int), ("tensors_file", str), ("sha256", str), ("config", dict))
                if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
-    missing += [key for key in ("dataset",) if key in meta and not isinstance(meta[key], dict)]  # the data's shape
+    if not _dataset_shape(meta.get("dataset")):  # the data's shape, which the networks are rebuilt from
+        missing.append("dataset (count, resolution, channels, labels)")
     if missing:
         raise CheckpointError(f"{json_path}: checkpoint record lacks valid {', '.join(missing)}")
     if Path(meta["tensors_file"]).name != meta["tensors_file"]:
