@@ -822,6 +822,12 @@ def main(argv: list[str] | None = None) -> int:
     formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         with warnings.catch_warnings():
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in ("train", "info"):
+                from ganforge.errors import ConfigError
+
+                # every rank would run it whole and write the same files (evaluate: each a metrics row)
+                raise ConfigError("runs in one process; launch it without torchrun (train is the command that "
+                                  "uses several)")
             if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
                 # torchrun: every rank reads the same config and data, so ganforge's warnings would come W times
                 warnings.filterwarnings("ignore", module=r"ganforge(\.|$)")
@@ -831,8 +837,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as err:
-        from ganforge.errors import is_out_of_memory
+        from ganforge.errors import RunStopped, is_out_of_memory
 
+        if isinstance(err, RunStopped):  # a NaN loss, another rank's failure: said in one line, as other errors
+            print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        distributed = getattr(sys.modules.get("torch.distributed"), "DistError", ())
+        if distributed and isinstance(err, distributed):  # torchrun: a rank blocked in a collective when another
+            # failed or was stopped; that rank's own error says why
+            rank = os.environ.get("RANK", "?")
+            print(f"ganforge {args.command}: error: rank {rank}: lost another rank of this torchrun job (it failed "
+                  "or was stopped; its error is in its output)", file=sys.stderr)
+            return 2
         if not is_out_of_memory(err):
             raise
         print(f"ganforge {args.command}: error: out of memory (a batch size, resolution or count too large for "

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from ganforge.errors import ConfigError
+
 # How long the other ranks wait for rank 0 working alone (StarGAN v2's metrics, the last files) or for each other
 # between long stretches of work (a metric tick's shares, downloading the metric weights). StarGAN v2's full
 # evaluation protocol (tens of thousands of translations, FID and LPIPS per task) or a 50k-image FID can outlast the
@@ -136,6 +138,10 @@ def init_distributed(device_kind: str) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing and not torch_dist.is_initialized():
+        raise ConfigError(f"WORLD_SIZE={world} is set, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                          "not: launch several processes with torchrun (it sets them all), or unset WORLD_SIZE for one")
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not torch_dist.is_initialized():

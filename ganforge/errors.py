@@ -9,7 +9,12 @@ class ConfigError(ValueError):
     """A config problem, reported with the offending key path and what was expected."""
 
 
-class RankFailedError(RuntimeError):
+class RunStopped(RuntimeError):
+    """A run stopped for a reason its message gives the user (a NaN loss, another rank's failure, ranks that
+    diverged): the command line prints it as one line, not a traceback."""
+
+
+class RankFailedError(RunStopped):
     """Another rank of a multi-process computation failed; its own error is in its output (and in the message)."""
 
 

@@ -338,3 +338,33 @@ def test_metric_functions_name_bad_features_and_counts() -> None:
 def test_an_option_of_another_family_is_named(tmp_path, capsys) -> None:
     assert "--wing-weights: for stargan2 runs (the face-mask network of w_hpf > 0), not wgan-gp" in refused(
         ["train", "wgan-gp", "--run", str(tmp_path / "r"), "--wing-weights", str(tmp_path / "wing.ckpt")], capsys)
+
+
+def test_a_run_stopped_for_a_reason_of_its_own_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch) -> None:
+    """A NaN loss, another rank's failure (RuntimeErrors, which the command line let through as tracebacks), and a
+    torchrun rank left blocked in a collective when another failed."""
+    import torch.distributed
+
+    import ganforge.api
+    from ganforge.training.engine import NonFiniteError
+
+    for raised, line in ((NonFiniteError("step 7, phase D: loss is nan; stopping before it reaches a checkpoint"),
+                          "ganforge train: error: step 7, phase D: loss is nan; stopping before it reaches a "
+                          "checkpoint"),
+                         (torch.distributed.DistBackendError("Connection closed by peer [127.0.0.1]:29500"),
+                          "ganforge train: error: rank 1: lost another rank of this torchrun job (it failed or was "
+                          "stopped; its error is in its output)")):
+        def train(*args, error=raised, **kwargs):
+            raise error
+
+        monkeypatch.setattr(ganforge.api, "train", train)
+        monkeypatch.setenv("RANK", "1")
+        assert refused(["train", "pgan", "--run", str(tmp_path / "run")], capsys) == line
+
+
+def test_commands_other_than_train_refuse_torchrun(tmp_path, capsys, monkeypatch) -> None:
+    """Under torchrun every rank ran `evaluate` whole: the table twice, two identical metrics rows."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert refused(["evaluate", str(tmp_path / "run")], capsys) == (
+        "ganforge evaluate: error: runs in one process; launch it without torchrun (train is the command that uses "
+        "several)")

@@ -20,6 +20,7 @@ import yaml
 from pgan_tiny import TINY_PGAN
 from reliability_runs import child_env, torchrun, torchrun_cli, torchrun_failure
 
+from ganforge.config import ConfigError
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.training.engine import NonFiniteError, PendingValues, Trainer
@@ -162,12 +163,33 @@ def test_a_non_finite_loss_is_voted_on_so_every_rank_stops_at_the_same_read():
     assert DistInfo().max_over_ranks(5) == 5  # one process: no vote
 
 
+def test_ranks_that_find_different_checkpoints_stop_in_one_line_before_training(tmp_path):
+    """Two nodes, each with a local copy of the run folder: one resumed step 4, the other started afresh, until a
+    collective failed in gloo far from the cause (a SIGABRT)."""
+    class OtherRankFoundNone:
+        enabled, rank = True, 0
+
+        def __init__(self) -> None:
+            self.replies = iter([-1, 1])  # the other rank's step (none: -1), then its negation, in voting order
+
+        def max_over_ranks(self, value: int) -> int:
+            return max(value, next(self.replies))
+
+    trainer = types.SimpleNamespace(dist=OtherRankFoundNone(), run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=rf"^rank 0: the ranks found different checkpoints in {tmp_path / 'run'} "
+                                          r"\(none to step 4; this rank: step 4\): every rank must read one run "
+                                          r"folder, shared at the same path on every node"):
+        Trainer._check_ranks_resume_alike(trainer, 4)
+    agreeing = types.SimpleNamespace(dist=types.SimpleNamespace(enabled=True, rank=1, max_over_ranks=lambda v: v))
+    Trainer._check_ranks_resume_alike(agreeing, 4)
+
+
 @dataclasses.dataclass(frozen=True)
 class SignalDuringVote(DistInfo):
     """One process pretending to be one of several: at its `at`-th vote a SIGTERM lands after the collective
     returned and before the caller stored the result, the window a real rank waiting in gloo hits most often."""
 
-    at: int = 2
+    at: int = 4  # the resume check's two votes, then the first step's
     votes: list[int] = dataclasses.field(default_factory=list)
 
     @property
@@ -193,7 +215,7 @@ def test_a_signal_handled_right_after_a_vote_is_carried_to_the_next_vote_not_los
     result = trainer.train()
     # the vote after step 2 saw 0 (the signal came later); the one after step 3 carries it: every rank stops there
     assert (result.stop, result.step, result.signal_number) == ("signal", 3, signal.SIGTERM)
-    assert dist.votes[:3] == [0, 0, signal.SIGTERM]
+    assert dist.votes[:5] == [-1, 1, 0, 0, signal.SIGTERM]  # first the resume check's two (no checkpoint: -1)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
@@ -234,6 +256,15 @@ def test_ranks_leave_together_after_training_but_not_after_an_error(monkeypatch)
     with pytest.raises(RuntimeError, match="boom"):
         engine.train(None, Path("unused"))
     assert calls == ["train", "shutdown"]
+
+    def refused(*args: Any, **kwargs: Any) -> None:  # a config or resume refused after joining the group
+        raise ConfigError("refused")
+
+    monkeypatch.setattr(engine, "Trainer", refused)
+    calls.clear()
+    with pytest.raises(ConfigError, match="refused"):
+        engine.train(None, Path("unused"))
+    assert calls == ["shutdown"]  # the group is left (it stayed initialised for a Python caller)
 
 
 RANK_TEARDOWN = """
@@ -372,3 +403,15 @@ def test_a_shared_metric_tick_samples_rank_zeros_network(tmp_path):
     tick, evaluated = (json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
     assert (tick["step"], evaluated["step"], evaluated["n"]) == (4, 4, 160)
     assert tick["swd_avg"] == pytest.approx(evaluated["swd_avg"], rel=1e-4)  # rank 1 own statistics: 3e-3 off
+
+
+def test_a_stray_world_size_without_torchrun_is_one_line(monkeypatch):
+    """WORLD_SIZE=2 left in a shell: a KeyError on RANK before, now what to do."""
+    from ganforge.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match=r"^WORLD_SIZE=2 is set, but RANK, MASTER_ADDR, MASTER_PORT are not: launch "
+                                          "several processes with torchrun"):
+        init_distributed("cpu")

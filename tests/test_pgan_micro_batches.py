@@ -9,6 +9,7 @@ from conftest import assert_same_update
 
 from ganforge.augment.config import AugmentConfig
 from ganforge.config import ConfigError
+from ganforge.data.store import open_dataset
 from ganforge.distributed import DistInfo
 from ganforge.families import resolve_run_config
 from ganforge.families.pgan import PGANFamily
@@ -152,3 +153,18 @@ def test_a_resume_may_slice_the_batch_and_lengthen_the_schedule_at_once(tmp_path
     assert main(["train", "pgan", "-c", str(config), "--run-dir", str(tmp_path / "run"), "--until", "7",
                  "--set", "model.micro_batches={8: 2}"]) == 0
     assert "resuming from step 6" in capsys.readouterr().out
+
+
+def test_a_paper_batch_share_of_partial_stddev_groups_is_refused_before_anything_is_written(tmp_path) -> None:
+    """Batch 12 over 2 processes (6 each) with groups of 4 failed in the first step, inside minibatch_stddev, after
+    config.json, the log and the report were written, calling the share "batch size"."""
+    with pytest.raises(ConfigError, match=r"^model\.mbstd_group_size 4: the paper variant's minibatch stddev at 4 px "
+                                          r"needs the batch \(6\) to be a multiple of its group size 4"):
+        Trainer(tiny(variant="paper", schedule={"batch_size": 6}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    family = PGANFamily(tiny(variant="paper", schedule={"batch_size": 12}).model, open_dataset(DATA),
+                        torch.device("cpu"), DistInfo())
+    family.check_shares(1)
+    with pytest.raises(ConfigError, match=r"each process's share \(12 over 2 processes: 6\) to be a multiple of its "
+                                          r"group size 4"):
+        family.check_shares(2)

@@ -443,6 +443,12 @@ class PGANFamily(Family):
             slices = self.micro_batches_at(seg.resolution)
             local = seg.batch_size // world_size
             group = self.stddev_group(local)
+            if self.config.variant == "paper" and local % group:  # TF's reshape needs whole groups: said up front
+                per = (f"each process's share ({seg.batch_size} over {world_size} processes: {local})"
+                       if world_size > 1 else f"the batch ({local})")
+                raise ConfigError(f"model.mbstd_group_size {self.config.mbstd_group_size}: the paper variant's "
+                                  f"minibatch stddev at {seg.resolution} px needs {per} to be a multiple of its group "
+                                  f"size {group} (the official code's assertion); use a batch size that is")
             if slices > 1 and (local % slices or (local // slices) % group):
                 per = f" per process (batch {seg.batch_size} over {world_size} processes)" if world_size > 1 else ""
                 key = "model.micro_batches" + (f".{seg.resolution}" if isinstance(self.config.micro_batches, dict)

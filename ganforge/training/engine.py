@@ -27,7 +27,7 @@ from ganforge.config import RESUMABLE_CHANGES, ConfigError, RunConfig, to_dict
 from ganforge.data.loader import Batch, BatchLoader
 from ganforge.data.store import open_dataset, resolved_data_spec
 from ganforge.distributed import DistInfo, init_distributed, pick_device, shutdown_distributed
-from ganforge.errors import is_out_of_memory
+from ganforge.errors import RankFailedError, RunStopped, is_out_of_memory
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
 from ganforge.families.base import Family, StepPlan
 from ganforge.nn.ema import EmaPair
@@ -55,7 +55,7 @@ FIXED_LATENT_OFFSET = 1_000_003  # fixed sample latents use their own seed, apar
 MAX_ROLLBACKS = 3
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(RunStopped):
     """A loss or weight became NaN/Inf; names the phase and step so the run can be inspected."""
 
 
@@ -244,6 +244,7 @@ class Trainer:
             self.dist = replace(self.dist, contiguous=True)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
+        self._check_ranks_resume_alike(resume.step if resume is not None else -1)  # the ranks' first vote
         self.kept_steps = self.family.kept_steps()  # checkpointed and never pruned (PGAN's scale ends)
         final = self.family.plan(self.family.total_steps() - 1).resolution
         if self.fid_real_stats is not None and self.fid_real_stats.resolution not in (None, final):
@@ -294,6 +295,20 @@ class Trainer:
             removed = clear_run(self.run_dir)
             if removed:
                 print(f"--restart: removed {removed} of the earlier run in {self.run_dir}")
+
+    def _check_ranks_resume_alike(self, step: int) -> None:
+        """Every rank must resume the same checkpoint (-1: none): nodes that each see a local copy of the run folder
+        would otherwise train from different weights until a collective fails far from the cause."""
+        if not self.dist.enabled:
+            return
+        highest, lowest = self.dist.max_over_ranks(step), -self.dist.max_over_ranks(-step)
+        if highest != lowest:
+            def named(found: int) -> str:
+                return "none" if found < 0 else f"step {found}"
+
+            raise ConfigError(f"rank {self.dist.rank}: the ranks found different checkpoints in {self.run_dir} "
+                              f"({named(lowest)} to {named(highest)}; this rank: {named(step)}): every rank must read "
+                              "one run folder, shared at the same path on every node (a network file system)")
 
     # --- state ------------------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -404,8 +419,8 @@ class Trainer:
                 error = err
         vote = self.dist.max_over_ranks(2 if error is not None else int(reason is not None))
         if vote == 2:
-            raise error or RuntimeError(f"rank {self.dist.rank}: rank 0 could not decide on early stopping (its "
-                                        "error is in its output)")
+            raise error or RankFailedError(f"rank {self.dist.rank}: rank 0 could not decide on early stopping (its "
+                                           "error is in its output)")
         if vote:
             self._early_reason = reason or "rank 0 stopped early"
         return self._early_reason is not None
@@ -441,7 +456,7 @@ class Trainer:
         gathered = [torch.empty_like(local) for _ in range(self.dist.world_size)]
         torch_dist.all_gather(gathered, local)
         if any(not torch.allclose(g, gathered[0], rtol=1e-6, atol=1e-8) for g in gathered[1:]):
-            raise RuntimeError(f"step {self.step}: ranks hold different weights (distributed training diverged)")
+            raise RunStopped(f"step {self.step}: ranks hold different weights (distributed training diverged)")
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> TrainResult:
@@ -764,8 +779,8 @@ class Trainer:
             if self.dist.max_over_ranks(int(error is not None), after_long_work=True):  # a download, say
                 if error is not None:
                     raise error
-                raise RuntimeError(f"rank {self.dist.rank}: another rank could not prepare the training metrics "
-                                   "(its error is in its output)")
+                raise RankFailedError(f"rank {self.dist.rank}: another rank could not prepare the training metrics "
+                                      "(its error is in its output)")
             return result
 
         stats = agreed(lambda: check(self.dist.is_main))
@@ -1131,7 +1146,11 @@ def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int
     # counts only in a job of several processes, as init_distributed reads it
     other_rank = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
     with contextlib.nullcontext() if other_rank else ckpt.training_lock(run_dir):
-        trainer = Trainer(config, run_dir, restart=restart)
+        try:
+            trainer = Trainer(config, run_dir, restart=restart)
+        except BaseException:  # a refused config or resume: the process group it joined is left again
+            shutdown_distributed(DistInfo(world_size=int(os.environ.get("WORLD_SIZE", "1"))))
+            raise
         try:
             result = trainer.train(until=until)
             # rank 0 writes the last checkpoint, samples and report alone; the ranks leave the group together (not
