@@ -325,7 +325,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if args.video:
             raise ConfigError("--video: the reference video is written with the grids, not with --each")
         translate_each(args.run, args.src, args.out, to=args.to, ref=args.ref, psi=args.psi, seed=args.seed,
-                       step=args.step, device=args.device, wing_weights=args.wing_weights, progress=say)
+                       step=args.step, device=args.device, wing_weights=args.wing_weights, progress=say,
+                       overwrite=args.overwrite)
         return 0
     given = [option for option, value in (("--to", args.to), ("--psi", args.psi != 1.0)) if value]
     if given:
@@ -336,7 +337,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
                           "for one latent-guided file per source and domain)")
     video = (default_video_name() if args.video == "auto" else args.video) if args.video else None
     translate(args.run, args.src, args.ref, args.out, step=args.step, seed=args.seed, video=video,
-              device=args.device, wing_weights=args.wing_weights, progress=say)
+              device=args.device, wing_weights=args.wing_weights, progress=say, overwrite=args.overwrite)
     return 0
 
 
@@ -787,6 +788,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "default video_ref.mp4 with ffmpeg, else video_ref.gif")
     trn.add_argument("--device", default="auto")
     trn.add_argument("--wing-weights", type=Path, help="w_hpf > 0: the face-mask network's wing.ckpt")
+    trn.add_argument("--overwrite", action="store_true", help="replace files of the names this writes that are "
+                     "there already (by default they are kept and nothing is written)")
     trn.set_defaults(func=cmd_translate)
 
     aln = sub.add_parser("align-faces", help="StarGAN v2: face photos in the CelebA-HQ framing of its face models "

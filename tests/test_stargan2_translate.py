@@ -198,8 +198,13 @@ def test_cli_translate_writes_both_grids_and_the_video(tiny, tmp_path: Path, cap
     with Image.open(out / "video.gif") as gif:
         assert gif.n_frames == 4 * 31
     assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(src / "dark"), "-o",
-                 str(out)]) == 2
+                 str(tmp_path / "other")]) == 2
     assert "references need one sub-folder per domain" in capsys.readouterr().err
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(src), "-o", str(out)]) == 2
+    assert f"{out / 'reference.png'} and 3 more: already there" in capsys.readouterr().err  # refused before any work
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "--ref", str(src), "-o", str(tmp_path / "v"),
+                 "--video", "v.avi"]) == 2
+    assert "unsupported suffix '.avi'" in capsys.readouterr().err and not (tmp_path / "v").exists()
 
 
 def test_each_source_is_translated_into_one_file_per_domain_or_reference(tiny, tmp_path: Path, capsys) -> None:
@@ -216,7 +221,8 @@ def test_each_source_is_translated_into_one_file_per_domain_or_reference(tiny, t
     names = [f"{file.parent.name}-{file.stem}.png" for file in files]  # sources in domain sub-folders
     assert sorted(p.name for p in (out / "light").iterdir()) == sorted(names) and not (out / "dark").exists()
     nets, k = model.nets, DOMAINS.index("light")
-    z = torch.randn(len(x_src), model.config.model.latent_dim, generator=torch.Generator().manual_seed(4))
+    stream = int(np.random.SeedSequence([4, k]).generate_state(1)[0])  # the seed's latents of this domain
+    z = torch.randn(len(x_src), model.config.model.latent_dim, generator=torch.Generator().manual_seed(stream))
     with torch.no_grad():
         expected = to_uint8(nets["G_ema"](x_src, nets["F_ema"](z, torch.full((len(z),), k)), None).clamp(-1, 1))
     for image, name in zip(expected, names, strict=True):
@@ -243,3 +249,25 @@ def test_each_source_is_translated_into_one_file_per_domain_or_reference(tiny, t
                           (["--each", "--ref", str(src), "--psi", "0.7"], "--psi 0.7: truncation is for latent")):
         assert main(["translate", str(tiny["run"]), "--src", str(src), "-o", str(tmp_path / "x"), *argv]) == 2
         assert message in capsys.readouterr().err
+
+    # a source's style is its own whatever --to and --psi are (it moved with both); earlier files are kept
+    again = tmp_path / "again"
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "-o", str(again), "--each", "--seed", "4",
+                 "--psi", "0.9999", "--device", "cpu"]) == 0
+    for name in names:
+        difference = np.abs(np.asarray(Image.open(again / "light" / name), dtype=int)
+                            - np.asarray(Image.open(out / "light" / name), dtype=int))
+        assert difference.max() <= 2  # a near-identity truncation: rounding, not another style
+    before = (again / "light" / names[0]).read_bytes()
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "-o", str(again), "--each", "--seed", "5"]) == 2
+    assert "already there (an earlier translate's?); kept as they are" in capsys.readouterr().err
+    assert (again / "light" / names[0]).read_bytes() == before
+    assert main(["translate", str(tiny["run"]), "--src", str(src), "-o", str(again), "--each", "--seed", "5",
+                 "--overwrite"]) == 0
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    for suffix in (".png", ".jpg"):
+        Image.open(files[0]).save(clash / f"a{suffix}")
+    assert main(["translate", str(tiny["run"]), "--src", str(clash), "-o", str(tmp_path / "c"), "--each"]) == 2
+    assert f"{clash / 'a.jpg'} and {clash / 'a.png'} would both be written as a.png; rename one" in \
+        capsys.readouterr().err

@@ -319,13 +319,21 @@ def _translating_model(run: str | Path, step: int | None, device: str, wing_weig
 def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | None = None, seed: int = 0,
               psis: Iterable[float] = PSIS, num_z: int = NUM_Z, video: str | Path | None = None,
               device: str = "auto", wing_weights: str | Path | None = None,
-              progress: Callable[[str], None] | None = None) -> list[Path]:
+              progress: Callable[[str], None] | None = None, overwrite: bool = False) -> list[Path]:
     """Write reference.png, latent_psi_<ψ>.png and optionally the reference video (a name or path; a bare name
     goes into `out`) for a StarGAN v2 run; returns the written files. `wing_weights`: the FAN weights of a
     w_hpf > 0 model (default: the run's model.wing_weights, $GANFORGE_WING_WEIGHTS, the cache). `progress` gets
     a line as each file is written (a 256 px model's grids and video take minutes on a CPU); on a terminal the
-    video's frames also show a progress bar."""
+    video's frames also show a progress bar. Files of those names already there are kept (and this refused, before
+    any work) unless `overwrite`."""
     say = progress or (lambda line: None)
+    out = Path(out)
+    target = None if video is None else Path(video) if Path(video).parent != Path(".") else out / video
+    if target is not None and target.suffix.lower() not in VIDEO_SUFFIXES:
+        raise TranslateError(f"video {target}: unsupported suffix {target.suffix!r}; use one of {VIDEO_SUFFIXES}")
+    if not overwrite:
+        _refuse_existing([out / "reference.png", *(out / f"latent_psi_{psi:g}.png" for psi in psis),
+                          *([target] if target is not None else [])])
     model = _translating_model(run, step, device, wing_weights)
     family, nets = model.family, model.nets
     domains, img_size = family.domain_names, family.img_size
@@ -333,7 +341,6 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     x_ref, y_ref = load_image_folder(ref, img_size, domains, need_domains=True)
     x_src, x_ref, y_ref = x_src.to(model.device), x_ref.to(model.device), y_ref.to(model.device)
     masks = family.face_masks(x_src)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "reference.png"]
     caption = sample_caption("G_ema", True, model.step)
@@ -347,8 +354,7 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
         written.append(out / f"latent_psi_{psi:g}.png")
         save_image(label_grid(grid, *latent_captions(caption, domains, psi, num_z)), written[-1])
         say(f"wrote {written[-1]}")
-    if video is not None:
-        target = Path(video) if Path(video).parent != Path(".") else out / video
+    if target is not None:
         frames = reference_video_frames(nets["G_ema"], nets["E_ema"], x_src, x_ref, y_ref, caption=caption,
                                         domains=domains, masks=masks)
         count = len(_video_pairs(y_ref)) * len(interpolation_alphas())
@@ -367,16 +373,39 @@ def _output_name(file: Path, folder: Path) -> str:
     return "-".join(file.relative_to(folder).with_suffix("").parts)
 
 
+def _output_names(files: list[Path], folder: Path) -> list[str]:
+    """`_output_name` of each file; two files of one name (a.png and a.jpg) would write one output over the other:
+    refused, naming them."""
+    names = [_output_name(file, folder) for file in files]
+    seen: dict[str, Path] = {}
+    for file, name in zip(files, names, strict=True):
+        if name in seen:
+            raise TranslateError(f"{seen[name]} and {file} would both be written as {name}.png; rename one")
+        seen[name] = file
+    return names
+
+
+def _refuse_existing(paths: list[Path]) -> None:
+    """Outputs of an earlier translate are kept: the command is refused before any work unless --overwrite."""
+    found = [path for path in paths if path.exists()]
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        raise TranslateError(f"{found[0]}{more}: already there (an earlier translate's?); kept as they are: give "
+                             "another -o, or --overwrite to replace them")
+
+
 @torch.no_grad()
 def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] | None = None, ref: Path | None = None,
                    psi: float = 1.0, seed: int = 0, step: int | None = None, device: str = "auto",
                    wing_weights: str | Path | None = None, batch_size: int = 32,
-                   progress: Callable[[str], None] | None = None) -> list[Path]:
+                   progress: Callable[[str], None] | None = None, overwrite: bool = False) -> list[Path]:
     """Every source image translated into each target domain of `to` (default: all), one file per output (what
     users of the official code ask for in place of its grids, issues #10, #37, #88): latent-guided, each source
     with its own style lerp(s_avg, F(z, y), ψ) from latents drawn from `seed`, into OUT/<domain>/<source>.png; or,
     with `ref` (sub-folders per domain), with each reference's style E(x_ref, y) into
-    OUT/<domain>/<source>--<reference>.png. The EMA networks, as the grids."""
+    OUT/<domain>/<source>--<reference>.png. The EMA networks, as the grids. A source's style is the same whatever
+    `to` and `psi` are (its latent drawn per source and domain from `seed`). Files already there are kept (and this
+    refused, before any work) unless `overwrite`."""
     say = progress or (lambda line: None)
     if ref is not None and psi != 1.0:
         raise TranslateError(f"--psi {psi:g}: truncation is for latent-guided styles, and --ref gives references")
@@ -388,16 +417,17 @@ def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] |
     if unknown or not targets:
         raise TranslateError(f"--to {','.join(targets)}: expected domains of the run ({', '.join(domains)})")
     x_src, _, files = _load_folder(src, img_size, domains, need_domains=False)
-    names = [_output_name(file, Path(src)) for file in files]
+    names = _output_names(files, Path(src))
     x_src = x_src.to(model.device)
     masks = family.face_masks(x_src)
     jobs: list[tuple[str, torch.Tensor, list[str]]] = []  # (domain, a style per source, file names)
     if ref is None:
-        generator = torch.Generator().manual_seed(seed)
         latent_dim = model.config.model.latent_dim
-        s_avg = (average_styles(nets["F_ema"], len(domains), latent_dim, generator) if psi != 1.0 else None)
+        s_avg = (average_styles(nets["F_ema"], len(domains), latent_dim, torch.Generator().manual_seed(seed))
+                 if psi != 1.0 else None)
         for domain in targets:
-            k = domains.index(domain)
+            k = domains.index(domain)  # each domain's latents a stream of their own: --to changes none of them
+            generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
             z = torch.randn(len(x_src), latent_dim, generator=generator).to(model.device)
             styles = nets["F_ema"](z, torch.full((len(z),), k, device=model.device))
             if s_avg is not None:
@@ -405,6 +435,9 @@ def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] |
             jobs.append((domain, styles, [f"{name}.png" for name in names]))
     else:
         x_ref, y_ref, ref_files = _load_folder(ref, img_size, domains, need_domains=True)
+        for domain in domains:
+            _output_names([f for f, label in zip(ref_files, y_ref.tolist(), strict=True) if domains[label] == domain],
+                          Path(ref) / domain)
         ref_styles = nets["E_ema"](x_ref.to(model.device), y_ref.to(model.device))
         for style, label, file in zip(ref_styles, y_ref.tolist(), ref_files, strict=True):
             if domains[label] in targets:
@@ -413,6 +446,8 @@ def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] |
                                                                             for name in names]))
         if not jobs:
             raise TranslateError(f"{ref} holds no references of the target domains ({', '.join(targets)})")
+    if not overwrite:
+        _refuse_existing([Path(out) / domain / name for domain, _, file_names in jobs for name in file_names])
     written = []
     for domain, styles, file_names in jobs:
         for start in range(0, len(x_src), batch_size):
