@@ -294,7 +294,7 @@ def cmd_inspire(args: argparse.Namespace) -> int:
     written = write_inspirations(model, args.pictures, args.out, runs=args.runs, steps=args.steps, lr=args.lr,
                                  realism=args.realism, seed=args.seed, features=args.features,
                                  vgg_weights=None if args.vgg_weights is None else str(args.vgg_weights),
-                                 feature_size=args.feature_size)
+                                 feature_size=args.feature_size, overwrite=args.overwrite)
     print(f"wrote {len(written)} file(s) to {args.out} from step {model.step} of {args.run}")
     return 0
 
@@ -593,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--feature-size", type=positive_int, help="images are resized to this size for the VGG "
                       "features (the zoo's --size; default 128)")
     insp.add_argument("--seed", type=int, default=0)
+    insp.add_argument("--overwrite", action="store_true", help="replace the grids, latents and inspire.json of an "
+                      "earlier search in -o (by default they are kept and nothing is searched)")
     insp.add_argument("--step", type=int)
     insp.add_argument("--device", default="auto")
     insp.set_defaults(func=cmd_inspire)

@@ -18,6 +18,7 @@ ImageNet weights.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,24 +80,42 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
             realism: float = 0.03, seed: int = 0, features: Sequence[tuple[str, float]] = PIXELS_ONLY,
             vgg_weights: str | Path | None = None, feature_size: int | None = None) -> Inspiration:
     """Latents whose images match `pictures` ([N, C, H, W] in [-1, 1] at the model's resolution), `runs` searches
-    each from latents drawn from `seed`, in the weighted `features` ((name, weight): pixels, vgg19, vgg16)."""
-    family, plan, net = model.family, model.plan, model.family.sample_net
-    if runs < 1 or steps < PHASES or not lr > 0 or realism < 0:
-        raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and realism ≥ 0, got runs "
-                          f"{runs}, steps {steps}, lr {lr}, realism {realism}")
+    each from latents drawn from `seed` (picture k's from the seed's k-th stream), in the weighted `features`
+    ((name, weight): pixels, vgg19, vgg16). Each picture is searched alone, as the zoo's eval.py searches one per
+    call: its runs share a batch (D's minibatch stddev, a batch-norm G), other pictures never do."""
+    if runs < 1 or steps < PHASES or not lr > 0 or not realism >= 0 or not math.isfinite(realism):
+        raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and a finite realism ≥ 0, got "
+                          f"runs {runs}, steps {steps}, lr {lr}, realism {realism}")
     size = image_shape(model)
     if pictures.ndim != 4 or tuple(pictures.shape[1:]) != size:
         raise ConfigError(f"latent search: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's "
                           f"images), got {tuple(pictures.shape)}")
-    device = model.device
-    extractors = feature_extractors(features, device, vgg_weights=vgg_weights, feature_size=feature_size)
-    inputs = {k: v.to(device) for k, v in family.sample_latents(len(pictures) * runs,
-                                                                torch.Generator().manual_seed(seed)).items()}
-    wanted = pictures.to(device).repeat_interleave(runs, dim=0)
+    extractors = feature_extractors(features, model.device, vgg_weights=vgg_weights, feature_size=feature_size)
     frozen = {p: p.requires_grad for net_ in model.nets.values() for p in net_.parameters()}
     for param in frozen:
         param.requires_grad_(False)  # only z is searched: no weight gradients
+    try:
+        searches = [_search(model, picture, extractors, runs=runs, steps=steps, lr=lr, realism=realism,
+                            seed=int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
+                    for index, picture in enumerate(pictures)]
+    finally:
+        for param, wanted_grad in frozen.items():
+            param.requires_grad_(wanted_grad)
+    phases = [{"lr": lr * DECAY**phase, "mean_best_loss": float(np.mean([found[3][phase] for found in searches]))}
+              for phase in range(PHASES)]
+    vgg_used = any(name != "pixels" for name, _ in features)
+    return Inspiration(*(torch.stack([found[part] for found in searches]) for part in range(3)), phases,
+                       (feature_size or DEFAULT_SIZE) if vgg_used else None)
 
+
+def _search(model: LoadedModel, picture: torch.Tensor, extractors: list[tuple[Callable, float]], *, runs: int,
+            steps: int, lr: float, realism: float,
+            seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """One picture's `runs` searches in one batch: (images, latents, losses) of the runs best first, on the CPU,
+    and the mean best loss at the end of each phase."""
+    family, plan, net, device = model.family, model.plan, model.family.sample_net, model.device
+    inputs = {k: v.to(device) for k, v in family.sample_latents(runs, torch.Generator().manual_seed(seed)).items()}
+    wanted = picture[None].to(device).expand(runs, -1, -1, -1)
     with torch.no_grad():
         wanted_features = [extract(wanted) for extract, _ in extractors]
 
@@ -107,39 +126,28 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
             loss = loss + weight * (target - extract(images)).square().mean(dim=1)
         return loss - realism * family.critic_score(images, plan) if realism else loss
 
-    try:
-        best_z = inputs["z"].detach().clone()
-        with torch.no_grad():
-            best_loss = losses(best_z)
-            family.critic_score(family.generate(inputs, net, plan), plan)  # conditional families refuse, realism or not
-        phases = []
-        for phase in range(PHASES):
-            z = best_z.clone().requires_grad_(True)  # each restart from the best latents so far
-            optimizer = torch.optim.Adam([z], lr=lr * DECAY**phase, betas=(0.0, 0.99))
-            for _ in range(steps // PHASES + (phase < steps % PHASES)):
-                loss = losses(z)
-                better = loss.detach() < best_loss
-                best_z = torch.where(better[:, None], z.detach(), best_z)
-                best_loss = torch.where(better, loss.detach(), best_loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                optimizer.step()
-            phases.append({"lr": lr * DECAY**phase, "mean_best_loss": float(best_loss.mean())})
-        with torch.no_grad():  # the losses of the latents returned, scored together as the images are made
-            final = losses(best_z)
-            images = family.generate({**inputs, "z": best_z}, net, plan).clamp(-1, 1)
-    finally:
-        for param, wanted_grad in frozen.items():
-            param.requires_grad_(wanted_grad)
-    order = final.view(len(pictures), runs).argsort(dim=1)
-
-    def by_loss(tensor: torch.Tensor) -> torch.Tensor:
-        grouped = tensor.reshape(len(pictures), runs, *tensor.shape[1:]).cpu()
-        return torch.stack([grouped[i, order[i].cpu()] for i in range(len(pictures))])
-
-    vgg_used = any(name != "pixels" for name, _ in features)
-    return Inspiration(by_loss(images.float()), by_loss(best_z), by_loss(final), phases,
-                       (feature_size or DEFAULT_SIZE) if vgg_used else None)
+    best_z = inputs["z"].detach().clone()
+    with torch.no_grad():
+        best_loss = losses(best_z)
+        family.critic_score(family.generate(inputs, net, plan), plan)  # conditional families refuse, realism or not
+    phases = []
+    for phase in range(PHASES):
+        z = best_z.clone().requires_grad_(True)  # each restart from the best latents so far
+        optimizer = torch.optim.Adam([z], lr=lr * DECAY**phase, betas=(0.0, 0.99))
+        for _ in range(steps // PHASES + (phase < steps % PHASES)):
+            loss = losses(z)
+            better = loss.detach() < best_loss
+            best_z = torch.where(better[:, None], z.detach(), best_z)
+            best_loss = torch.where(better, loss.detach(), best_loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+        phases.append(float(best_loss.mean()))
+    with torch.no_grad():  # the losses of the latents returned, scored together as the images are made
+        final = losses(best_z)
+        images = family.generate({**inputs, "z": best_z}, net, plan).clamp(-1, 1)
+    order = final.argsort().cpu()
+    return images.float().cpu()[order], best_z.cpu()[order], final.cpu()[order], phases
 
 
 def image_shape(model: LoadedModel) -> tuple[int, int, int]:
@@ -176,18 +184,29 @@ def spread(latents: torch.Tensor) -> dict[str, float]:
             "mean_agreement": float(agreement.mean()), "agreement_std": float(agreement.std())}
 
 
-def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, **search: Any) -> list[Path]:
+def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, overwrite: bool = False,
+                       **search: Any) -> list[Path]:
     """Search for every picture; per picture (numbered in the order given) a grid (the picture, then its runs best
     first, captioned with their losses) and an .npz of the latents and losses, and one inspire.json of the settings
-    and results."""
+    and results. Files of those names already there (an earlier search's) are kept, and this refused before any
+    search, unless `overwrite`."""
+    twice = sorted({str(path) for path in paths if paths.count(path) > 1})
+    if twice:
+        raise ConfigError(f"latent search: {', '.join(twice)} given more than once")
+    stems = [f"{index:02d}_{Path(path).stem}" for index, path in enumerate(paths)]  # numbered: one name, two folders
+    targets = [out / "inspire.json", *(out / f"{stem}_{part}" for stem in stems
+                                       for part in ("inspired.png", "latents.npz"))]
+    if not overwrite and (found := [path for path in targets if path.exists()]):
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        raise ConfigError(f"{found[0]}{more}: already there (an earlier search's?); kept as they are: give another "
+                          "-o, or --overwrite to replace them")
     pictures = load_pictures(paths, image_shape(model))
     found = inspire(model, pictures, **search)
     out.mkdir(parents=True, exist_ok=True)
     written, record = [], {"step": model.step, "net": model.family.sample_net,
                            "search": {**search, "feature_size": found.feature_size},
                            "phases": found.phases, "pictures": {}}
-    for index, path in enumerate(paths):
-        stem = f"{index:02d}_{Path(path).stem}"  # numbered: pictures of one name in two folders stay apart
+    for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
         labels = ["picture", *(f"loss {loss:.4f}" for loss in found.losses[index].tolist())]
         grid = out / f"{stem}_inspired.png"
         save_grid(torch.cat([pictures[index:index + 1], found.images[index]]), grid, columns=min(len(labels), 9),
