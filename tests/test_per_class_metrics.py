@@ -84,7 +84,7 @@ def test_a_run_conditioned_on_several_columns_is_asked_which(conditional_run, tm
         run, "--per-class", "--class-column", "colour", "--metrics", "swd")
     assert "--class-column shape: for --per-class" in refused(run, "--class-column", "shape")
     assert "--per-class with --all: it evaluates one checkpoint" in refused(run, "--per-class", "--all")
-    assert "--per-class evaluates a RUN's conditional generator" in refused("--fake", run, "--real", DATA,
+    assert "--per-class: for `evaluate RUN`, not with --fake" in refused("--fake", run, "--real", DATA,
                                                                             "--per-class")
     assert "a store holding the run's label columns (a folder has no classes)" in refused(
         run, "--per-class", "--class-column", "shape", "--real", str(tmp_path))

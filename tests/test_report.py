@@ -374,7 +374,9 @@ def test_without_matplotlib_the_page_keeps_tables_and_images_and_names_the_extra
 def test_checkpoint_table_uses_the_checkpoint_verification_once_per_file(tmp_path, monkeypatch):
     run = tmp_path / "run"
     for step in (8, 16):
-        ckpt.save_checkpoint(run, step, {"w": torch.ones(3) * step}, {"config": {}, "images_seen": step * 4}, keep=5)
+        shape = {"count": 1, "resolution": 4, "channels": 3, "labels": []}  # what a record must say of its data
+        ckpt.save_checkpoint(run, step, {"w": torch.ones(3) * step},
+                             {"config": {}, "images_seen": step * 4, "dataset": shape}, keep=5)
     (run / "config.json").write_text("{}")
     tensors = run / "checkpoints" / "00000016.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:-4])
