@@ -91,13 +91,15 @@ def _flag_overrides(args: argparse.Namespace, overrides: list[tuple[list[str], A
 @contextlib.contextmanager
 def _terminate_unwinds() -> Iterator[None]:
     """SIGTERM (a scheduler's cancel, `timeout`) unwinds as Ctrl-C does, so that a `prepare` it stops removes its
-    temporary store (gigabytes for a large dataset) instead of leaving it beside the output."""
+    temporary store (gigabytes for a large dataset) instead of leaving it beside the output; the exit status is
+    the shells' 128 + 15."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        print("ganforge: terminated", file=sys.stderr)
+        raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -848,11 +850,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
             return 2
         distributed = getattr(sys.modules.get("torch.distributed"), "DistError", ())
-        if distributed and isinstance(err, distributed):  # torchrun: a rank blocked in a collective when another
-            # failed or was stopped; that rank's own error says why
-            rank = os.environ.get("RANK", "?")
-            print(f"ganforge {args.command}: error: rank {rank}: lost another rank of this torchrun job (it failed "
-                  "or was stopped; its error is in its output)", file=sys.stderr)
+        if distributed and isinstance(err, distributed) and not is_out_of_memory(err):  # torchrun: a collective
+            # failed (most often another rank failed or was stopped; its error says why) or the rendezvous did
+            said = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            print(f"ganforge {args.command}: error: rank {os.environ.get('RANK', '?')}: {said} (where another rank "
+                  "failed or was stopped, its error is in its output)", file=sys.stderr)
             return 2
         if not is_out_of_memory(err):
             raise

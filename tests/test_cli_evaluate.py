@@ -181,6 +181,21 @@ def test_evaluate_fake_refuses_what_it_would_ignore_and_reads_folders_as_pytorch
             "with --real or --real-stats); give one of the two")
     assert main(["evaluate", "--fake", str(faces), "--real", str(faces), "--metrics", ","]) == 2
     assert "--metrics ',': no metric named" in capsys.readouterr().err
+    from ganforge.evaluation import run_metrics
+
+    read = []
+    real_reader = run_metrics.iter_image_set
+
+    def reader(source, resolution=None, **kwargs):
+        read.append((Path(source).name, resolution))
+        return real_reader(source, resolution, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:  # beside non-square fakes the reals are read whole too
+        patch.setattr(run_metrics, "iter_image_set", reader)
+        run_metrics.evaluate_folders(faces, faces, ["msssim"])
+        assert main(["evaluate", "--fake", str(faces), "--real", str(faces), "--metrics", "swd"]) in (0, 2)
+    assert set(read) == {("faces", None)}
+    capsys.readouterr()
     squares = tmp_path / "squares.npz"
     np.savez(squares, images=rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
     stats = write_stats(tmp_path / "s32.npz", ReferenceStats(np.zeros(2048), np.eye(2048), 10, "legacy-tf", 32))

@@ -352,8 +352,8 @@ def test_a_run_stopped_for_a_reason_of_its_own_is_one_line_not_a_traceback(tmp_p
                           "ganforge train: error: step 7, phase D: loss is nan; stopping before it reaches a "
                           "checkpoint"),
                          (torch.distributed.DistBackendError("Connection closed by peer [127.0.0.1]:29500"),
-                          "ganforge train: error: rank 1: lost another rank of this torchrun job (it failed or was "
-                          "stopped; its error is in its output)")):
+                          "ganforge train: error: rank 1: Connection closed by peer [127.0.0.1]:29500 (where another "
+                          "rank failed or was stopped, its error is in its output)")):
         def train(*args, error=raised, **kwargs):
             raise error
 

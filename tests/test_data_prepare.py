@@ -279,8 +279,10 @@ def test_sigterm_unwinds_a_prepare_as_ctrl_c_does(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(prepare, "_write_decoded", terminated)
     before = signal.getsignal(signal.SIGTERM)
-    assert cli.main(["prepare", "folder", str(source), "-o", str(tmp_path / "out"), "--resolution", "8",
-                     "--workers", "1"]) == 130
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["prepare", "folder", str(source), "-o", str(tmp_path / "out"), "--resolution", "8", "--workers",
+                  "1"])
+    assert stopped.value.code == 128 + signal.SIGTERM
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pets"] and signal.getsignal(signal.SIGTERM) is before
 
 

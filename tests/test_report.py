@@ -328,7 +328,12 @@ def test_the_page_says_whether_the_run_is_training_stopped_or_finished(tmp_path)
         assert "finished" not in meta_line.search(write_report([run], training=False).read_text())[1]
     with open(run / "log.jsonl", "a") as log:
         log.write(json.dumps({"step": 10, "kimg": 0.08, "loss_D": 1.0}) + "\n")
-    assert "not training: step 10 of 20; a resume starts from its newest checkpoint, step 8" in \
+    assert "not training: step 10 of 20; a resume starts from its newest checkpoint that verifies, step 8" in \
+        meta_line.search(write_report([run]).read_text())[1]
+    newest = run / "checkpoints" / "00000008.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-8])  # cut short: a resume skips it
+    earlier = ckpt.checkpoint_steps(run)[-2]
+    assert f"a resume starts from its newest checkpoint that verifies, step {earlier}" in \
         meta_line.search(write_report([run]).read_text())[1]
 
 

@@ -19,8 +19,9 @@ The CelebA validation split is deterministic and independent of the folder listi
 ⌈fraction·n⌉ images with the smallest sha256(file name) are validation images.
 
 Both stores are made in temporary folders and replace the old pair only once both are complete and every domain
-has images in each: an error leaves OUT as it was, and an OUT/val of an earlier prepare never stays beside a new
-OUT/train (with --overwrite it is removed when the new source has no validation split; without, refused).
+has images in each: an error while making them leaves OUT as it was (the two renames that then put them in place
+follow each other), and an OUT/val of an earlier prepare does not stay beside a new OUT/train (with --overwrite it
+is removed when the new source has no validation split; without, refused).
 """
 
 from __future__ import annotations

@@ -717,9 +717,11 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         raise ConfigError(f"{given[0]}: {fake} is an image set, not a run")
     else:  # image sets are read batch by batch: two 50,000-image folders never sit in memory whole
         available = min(n or image_set_size(fake), image_set_size(fake))
-        # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it
-        real_resolution = resolution or next(iter_image_set(fake, batch_size=1)).shape[-1]
-    if stats is not None and stats.resolution not in (None, real_resolution):
+        # a fake folder of mixed sizes is refused unless --resolution is given, as `stats` refuses it; reals are
+        # brought to the fakes' square size, or read whole beside non-square fakes (as pytorch-fid reads both)
+        height, width = next(iter_image_set(fake, batch_size=1)).shape[-2:]
+        real_resolution = resolution or (width if height == width else None)
+    if stats is not None and real_resolution is not None and stats.resolution not in (None, real_resolution):
         raise ConfigError(f"--real-stats {real_stats}: statistics of {stats.resolution} px images, and the generated "
                           f"ones are {real_resolution} px; FIDs of other image sizes do not compare (`ganforge stats "
                           f"--resolution {real_resolution}` makes statistics at that size)")

@@ -107,7 +107,7 @@ def training_lock(run_dir: Path) -> Iterator[None]:
 _LOCK_HELD = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 
-def _lock_retrying(handle: int, mode: int, tries: int = 5) -> None:
+def _lock_retrying(handle: int, mode: int, tries: int = 20) -> None:
     """flock without waiting for a training process, but through a `training_active` probe's brief shared lock
     (a report written at the moment a run starts must not refuse the run)."""
     import fcntl

@@ -308,7 +308,8 @@ class Trainer:
 
             raise ConfigError(f"rank {self.dist.rank}: the ranks found different checkpoints in {self.run_dir} "
                               f"({named(lowest)} to {named(highest)}; this rank: {named(step)}): every rank must read "
-                              "one run folder, shared at the same path on every node (a network file system)")
+                              "one run folder, shared at the same path on every node (a network file system; if it "
+                              "is, a node's listing may not be current yet: retry)")
 
     # --- state ------------------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -83,6 +83,8 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
     each from latents drawn from `seed` (picture k's from the seed's k-th stream), in the weighted `features`
     ((name, weight): pixels, vgg19, vgg16). Each picture is searched alone, as the zoo's eval.py searches one per
     call: its runs share a batch (D's minibatch stddev, a batch-norm G), other pictures never do."""
+    if seed < 0:
+        raise ConfigError(f"latent search: --seed {seed}: expected a non-negative seed")
     if runs < 1 or steps < PHASES or not lr > 0 or not realism >= 0 or not math.isfinite(realism):
         raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and a finite realism ≥ 0, got "
                           f"runs {runs}, steps {steps}, lr {lr}, realism {realism}")

@@ -241,23 +241,30 @@ def _newest_step(run: RunData) -> int | None:
 
 
 def run_status(run: RunData, rows: list[dict[str, Any]], training: bool | None) -> str:
-    """Where the run stands, as the user asks it: finished, training now, or stopped (and where a resume starts).
-    `training`: whether a process trains it now (None: unknown). The schedule's length is the newest checkpoint's."""
+    """Where the run stands, as the user asks it: training now, finished, or stopped (and where a resume starts).
+    `training`: whether a process trains it now (None: unknown). The schedule's length is the newest checkpoint's
+    (checkpoints from before 2026-12-07 do not record it: then neither "finished" nor a resume point is claimed)."""
     newest = _newest_step(run)
     if newest is None:
         return "training now: no step done yet" if training else ""
     total = next((row["total_steps"] for row in reversed(rows) if row["total_steps"] is not None), None)
     of = f" of {total}" if total is not None else ""
     origin = "" if run.last else " (its newest checkpoint; no log lines yet)"
-    if total is not None and newest >= total:
-        return f"finished: step {newest}{of}{origin}"
     if training:
         return f"<b>training now</b>: step {newest}{of}{origin}"
-    if training is None or run.early_stop is not None:
+    if total is not None and newest == total:
+        return f"finished: step {newest}{of}{origin}"
+    if training is None or total is None or run.early_stop is not None:
         return f"step {newest}{of}{origin}"
-    resume = rows[-1]["step"] if rows else 0
-    start = (f"a resume continues from step {newest}" if resume == newest
-             else f"a resume starts from its newest checkpoint, step {resume}")
+    verified = [row["step"] for row in rows if row["verified"]]
+    if not rows:
+        start = "a rerun starts over (no checkpoint)"
+    elif not verified:
+        start = "no checkpoint verifies: a resume is refused (--restart starts over)"
+    elif verified[-1] == newest:
+        start = f"a resume continues from step {newest}"
+    else:
+        start = f"a resume starts from its newest checkpoint that verifies, step {verified[-1]}"
     return f"not training: step {newest}{of}{origin}; {start}"
 
 

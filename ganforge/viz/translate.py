@@ -327,7 +327,7 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     video's frames also show a progress bar. Files of those names already there are kept (and this refused, before
     any work) unless `overwrite`."""
     say = progress or (lambda line: None)
-    out = Path(out)
+    out, psis = Path(out), tuple(psis)
     target = None if video is None else Path(video) if Path(video).parent != Path(".") else out / video
     if target is not None and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise TranslateError(f"video {target}: unsupported suffix {target.suffix!r}; use one of {VIDEO_SUFFIXES}")
@@ -407,6 +407,8 @@ def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] |
     `to` and `psi` are (its latent drawn per source and domain from `seed`). Files already there are kept (and this
     refused, before any work) unless `overwrite`."""
     say = progress or (lambda line: None)
+    if seed < 0:
+        raise TranslateError(f"--seed {seed}: expected a non-negative seed")
     if ref is not None and psi != 1.0:
         raise TranslateError(f"--psi {psi:g}: truncation is for latent-guided styles, and --ref gives references")
     model = _translating_model(run, step, device, wing_weights)
