@@ -96,8 +96,13 @@ def _terminate_unwinds() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    owner = os.getpid()
 
     def interrupt(signum: int, frame: object) -> None:
+        if os.getpid() != owner:  # a forked decoding worker, which the pool ends with SIGTERM: it must just die
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         print("ganforge: terminated", file=sys.stderr)
         raise SystemExit(128 + signum)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import urllib.error
 import urllib.request
 import zipfile
@@ -264,7 +265,6 @@ def test_damaged_or_encrypted_zip_members_are_skipped_and_a_cut_zip_is_named(tmp
 
 def test_sigterm_unwinds_a_prepare_as_ctrl_c_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A scheduler's cancel (SIGTERM) left the temporary store, all of its images, beside the output."""
-    import os
     import signal
 
     from ganforge import cli
@@ -284,6 +284,26 @@ def test_sigterm_unwinds_a_prepare_as_ctrl_c_does(tmp_path: Path, monkeypatch: p
                   "1"])
     assert stopped.value.code == 128 + signal.SIGTERM
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pets"] and signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a worker as multiprocessing's pool does on Linux")
+def test_a_forked_decoding_worker_still_dies_of_sigterm_under_that_handler() -> None:
+    """The pool ends its forked workers with SIGTERM: a worker that inherited the handler raised SystemExit inside
+    the pool's code instead of dying, and the pool's join hung (a 300 s CI timeout)."""
+    import signal
+    import time
+
+    from ganforge import cli
+
+    with cli._terminate_unwinds():
+        pid = os.fork()
+        if pid == 0:  # the worker
+            time.sleep(30)
+            os._exit(0)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
 
 
 # --- MNIST ----------------------------------------------------------------------------------------------

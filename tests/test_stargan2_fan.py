@@ -274,5 +274,5 @@ def test_evaluation_and_translation_give_the_generator_the_masks_of_the_sources(
     for x, masks in calls:
         torch.testing.assert_close(masks, fake_masks(None, x))
     with pytest.raises(ConfigError, match=r"nope\.ckpt \(from the argument\) does not exist"):
-        translate(tmp_path / "run", folders / "val" / "dark", folders / "val", tmp_path / "out", device="cpu",
+        translate(tmp_path / "run", folders / "val" / "dark", folders / "val", tmp_path / "out2", device="cpu",
                   wing_weights=tmp_path / "nope.ckpt")
