@@ -110,7 +110,7 @@ def _terminate_unwinds() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -399,3 +399,23 @@ def test_patience_counts_the_ticks_of_the_current_resolution(tmp_path):
     assert trainer._patience_reason() == ("swd_avg has not improved on its best 210 (step 16) in the 2 metric "
                                           "ticks since")
     trainer.loader.close()
+
+
+def test_non_square_fakes_against_square_statistics_are_refused_naming_both_sizes(tmp_path, capsys):
+    """Read whole, 178×218 fakes against statistics of 64 px squares went straight to a FID that compares nothing."""
+    from ganforge.metrics.fid_stats import ReferenceStats, write_stats
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((218, 178, 3), 40 * index, np.uint8)).save(faces / f"{index}.png")
+    stats = write_stats(tmp_path / "s64.npz", ReferenceStats(np.zeros(2048), np.eye(2048), 10, "legacy-tf", 64))
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"never loaded: refused before")
+    assert main(["evaluate", "--fake", str(faces), "--real-stats", str(stats), "--inception-weights",
+                 str(weights)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ganforge evaluate: error: --real-stats {stats}: statistics of 64×64 px images, and the generated ones are "
+        "178×218; FIDs of other image sizes do not compare (--resolution 64 brings the generated ones to that size)")
+    assert main(["evaluate", "--fake", str(faces), "--real", str(faces), "--metrics", "swd"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--resolution R brings both sets to R×R (centre crop, then resize)")

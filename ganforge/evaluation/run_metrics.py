@@ -721,6 +721,10 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
         # brought to the fakes' square size, or read whole beside non-square fakes (as pytorch-fid reads both)
         height, width = next(iter_image_set(fake, batch_size=1)).shape[-2:]
         real_resolution = resolution or (width if height == width else None)
+        if real_resolution is None and stats is not None and stats.resolution is not None:
+            raise ConfigError(f"--real-stats {real_stats}: statistics of {stats.resolution}×{stats.resolution} px "
+                              f"images, and the generated ones are {width}×{height}; FIDs of other image sizes do not "
+                              f"compare (--resolution {stats.resolution} brings the generated ones to that size)")
     if stats is not None and real_resolution is not None and stats.resolution not in (None, real_resolution):
         raise ConfigError(f"--real-stats {real_stats}: statistics of {stats.resolution} px images, and the generated "
                           f"ones are {real_resolution} px; FIDs of other image sizes do not compare (`ganforge stats "
@@ -768,11 +772,11 @@ def evaluate_folders(fake: Path, real: Path | None, metrics: list[str], *, n: in
                     real_stats=stats if stats is not None and _served_by(stats, names) else None,
                     settings=settings.for_metrics(names),
                     dinov2_weights=dinov2_weights))
-            except ImageSizeError as err:
-                if model is not None or resolution is not None:
+            except ImageSetError as err:  # sizes that differ, or SWD's square images
+                if model is not None or resolution is not None or not (
+                        isinstance(err, ImageSizeError) or "must be square" in str(err)):
                     raise
-                raise ImageSizeError(f"{err}; --resolution R brings both sets to R×R (centre crop, then "
-                                     "resize)") from None
+                raise type(err)(f"{err}; --resolution R brings both sets to R×R (centre crop, then resize)") from None
     results = {name: results[name] for name in metrics}
     if stats is not None:
         against = f"the statistics in {real_stats}" + (f" ({stats.count} images)" if stats.count else "")

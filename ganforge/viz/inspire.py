@@ -89,7 +89,7 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
         raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and a finite realism ≥ 0, got "
                           f"runs {runs}, steps {steps}, lr {lr}, realism {realism}")
     size = image_shape(model)
-    if pictures.ndim != 4 or tuple(pictures.shape[1:]) != size:
+    if pictures.ndim != 4 or tuple(pictures.shape[1:]) != size or not len(pictures):
         raise ConfigError(f"latent search: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's "
                           f"images), got {tuple(pictures.shape)}")
     extractors = feature_extractors(features, model.device, vgg_weights=vgg_weights, feature_size=feature_size)

@@ -252,14 +252,12 @@ def run_status(run: RunData, rows: list[dict[str, Any]], training: bool | None) 
     origin = "" if run.last else " (its newest checkpoint; no log lines yet)"
     if training:
         return f"<b>training now</b>: step {newest}{of}{origin}"
-    if total is not None and newest == total:
+    if total is not None and newest >= total:
         return f"finished: step {newest}{of}{origin}"
     if training is None or total is None or run.early_stop is not None:
         return f"step {newest}{of}{origin}"
     verified = [row["step"] for row in rows if row["verified"]]
-    if not rows:
-        start = "a rerun starts over (no checkpoint)"
-    elif not verified:
+    if not verified:
         start = "no checkpoint verifies: a resume is refused (--restart starts over)"
     elif verified[-1] == newest:
         start = f"a resume continues from step {newest}"
