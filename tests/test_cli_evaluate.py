@@ -20,6 +20,20 @@ from ganforge.training.engine import Trainer
 from ganforge.viz.run_data import read_run
 
 
+def refused_against_statistics(fakes, side: int, tmp_path, capsys):
+    """`evaluate --fake FAKES --real-stats` of `side` px squares, refused before the (stand-in) weights are read;
+    returns the statistics file (the refusal is on stderr)."""
+    from ganforge.metrics.fid_stats import ReferenceStats, write_stats
+
+    stats = write_stats(tmp_path / f"s{side}.npz", ReferenceStats(np.zeros(2048), np.eye(2048), 10, "legacy-tf", side))
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"never loaded: refused before")
+    capsys.readouterr()
+    assert main(["evaluate", "--fake", str(fakes), "--real-stats", str(stats), "--inception-weights",
+                 str(weights)]) == 2
+    return stats
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("evaluate") / "run"
@@ -161,7 +175,6 @@ def test_evaluate_fake_refuses_what_it_would_ignore_and_reads_folders_as_pytorch
     centre-cropped, which changes their Inception statistics (pytorch-fid and torch-fidelity resize them whole);
     statistics of another image size gave a FID that compares nothing."""
     from ganforge.evaluation.run_metrics import iter_image_set
-    from ganforge.metrics.fid_stats import ReferenceStats, write_stats
 
     rng = np.random.default_rng(3)
     faces = tmp_path / "faces"
@@ -198,11 +211,7 @@ def test_evaluate_fake_refuses_what_it_would_ignore_and_reads_folders_as_pytorch
     capsys.readouterr()
     squares = tmp_path / "squares.npz"
     np.savez(squares, images=rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
-    stats = write_stats(tmp_path / "s32.npz", ReferenceStats(np.zeros(2048), np.eye(2048), 10, "legacy-tf", 32))
-    weights = tmp_path / "inception.pth"
-    weights.write_bytes(b"never loaded: refused before")
-    assert main(["evaluate", "--fake", str(squares), "--real-stats", str(stats), "--inception-weights",
-                 str(weights)]) == 2
+    stats = refused_against_statistics(squares, 32, tmp_path, capsys)
     assert capsys.readouterr().err.strip() == (
         f"ganforge evaluate: error: --real-stats {stats}: statistics of 32 px images, and the generated ones are "
         "16 px; FIDs of other image sizes do not compare (`ganforge stats --resolution 16` makes statistics at that "
@@ -403,17 +412,11 @@ def test_patience_counts_the_ticks_of_the_current_resolution(tmp_path):
 
 def test_non_square_fakes_against_square_statistics_are_refused_naming_both_sizes(tmp_path, capsys):
     """Read whole, 178×218 fakes against statistics of 64 px squares went straight to a FID that compares nothing."""
-    from ganforge.metrics.fid_stats import ReferenceStats, write_stats
-
     faces = tmp_path / "faces"
     faces.mkdir()
     for index in range(2):
         Image.fromarray(np.full((218, 178, 3), 40 * index, np.uint8)).save(faces / f"{index}.png")
-    stats = write_stats(tmp_path / "s64.npz", ReferenceStats(np.zeros(2048), np.eye(2048), 10, "legacy-tf", 64))
-    weights = tmp_path / "inception.pth"
-    weights.write_bytes(b"never loaded: refused before")
-    assert main(["evaluate", "--fake", str(faces), "--real-stats", str(stats), "--inception-weights",
-                 str(weights)]) == 2
+    stats = refused_against_statistics(faces, 64, tmp_path, capsys)
     assert capsys.readouterr().err.strip() == (
         f"ganforge evaluate: error: --real-stats {stats}: statistics of 64×64 px images, and the generated ones are "
         "178×218; FIDs of other image sizes do not compare (--resolution 64 brings the generated ones to that size)")
