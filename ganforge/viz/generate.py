@@ -15,7 +15,7 @@ import torch
 from ganforge.families.base import BATCH_DEPENDENT_NOTE
 from ganforge.run_loader import LoadedModel
 from ganforge.viz import class_sampling as cs
-from ganforge.viz.grid import label_grid, make_grid, save_grid, save_image, to_uint8
+from ganforge.viz.grid import label_grid, make_grid, refuse_existing, save_grid, save_image, to_uint8
 from ganforge.viz.interpolate import interpolation_path
 from ganforge.viz.nearest import nearest_images
 
@@ -208,10 +208,7 @@ def _refuse_existing(request: GenerateRequest) -> None:
         if request.out is not None and request.writes_to_out() else []
     if request.npz is not None and request.npz.exists():
         found.insert(0, request.npz)
-    if found:
-        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
-        raise ValueError(f"{found[0]}{more}: already there (an earlier generate's?); kept as they are: give another "
-                         "-o / --npz, or --overwrite to replace them")
+    refuse_existing(found, "generate", "-o / --npz")
 
 
 def _file_name_part(cell_label: str) -> str:

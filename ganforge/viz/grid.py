@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ganforge.errors import ConfigError
+
 CAPTION_BACKGROUND = 255  # white strips, black text, whatever the grid's channel count
 CAPTION_INK = 0
 CAPTION_MARGIN = 3  # pixels around the text
@@ -67,6 +69,16 @@ def _fitted(text: str, width: int) -> str:
     while text and text_width(text) > width:
         text = text[:-1]
     return text
+
+
+def refuse_existing(paths: Sequence[Path], command: str, options: str = "-o") -> None:
+    """An earlier `command`'s outputs among `paths` are kept: refused (naming the first) before any work, unless the
+    caller was told to overwrite them (and so does not call this)."""
+    found = [path for path in paths if path.exists()]
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        raise ConfigError(f"{found[0]}{more}: already there (an earlier {command}'s?); kept as they are: give another "
+                          f"{options}, or --overwrite to replace them")
 
 
 def save_image(array: np.ndarray, path: Path) -> None:

@@ -31,7 +31,7 @@ from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.errors import ConfigError
 from ganforge.metrics.vgg_texture import DEFAULT_SIZE, MIN_SIZE, load_vgg_texture
 from ganforge.run_loader import LoadedModel
-from ganforge.viz.grid import save_grid
+from ganforge.viz.grid import refuse_existing, save_grid
 
 PHASES = 3  # the zoo's restarts: at every third of the steps
 DECAY = 0.1  # the learning rate's factor at each restart
@@ -198,10 +198,8 @@ def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, overwri
     stems = [f"{index:02d}_{Path(path).stem}" for index, path in enumerate(paths)]  # numbered: one name, two folders
     targets = [out / "inspire.json", *(out / f"{stem}_{part}" for stem in stems
                                        for part in ("inspired.png", "latents.npz"))]
-    if not overwrite and (found := [path for path in targets if path.exists()]):
-        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
-        raise ConfigError(f"{found[0]}{more}: already there (an earlier search's?); kept as they are: give another "
-                          "-o, or --overwrite to replace them")
+    if not overwrite:
+        refuse_existing(targets, "search")
     pictures = load_pictures(paths, image_shape(model))
     found = inspire(model, pictures, **search)
     out.mkdir(parents=True, exist_ok=True)

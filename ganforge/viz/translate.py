@@ -30,7 +30,16 @@ from tqdm import tqdm
 
 from ganforge.data.domains import STORED_RESAMPLE
 from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, load_rgb
-from ganforge.viz.grid import CAPTION_MARGIN, label_grid, make_grid, sample_caption, save_image, text_width, to_uint8
+from ganforge.viz.grid import (
+    CAPTION_MARGIN,
+    label_grid,
+    make_grid,
+    refuse_existing,
+    sample_caption,
+    save_image,
+    text_width,
+    to_uint8,
+)
 
 Masks = tuple[torch.Tensor, torch.Tensor] | None  # (coarse, fine) face masks of the sources, for w_hpf > 0
 
@@ -332,8 +341,8 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     if target is not None and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise TranslateError(f"video {target}: unsupported suffix {target.suffix!r}; use one of {VIDEO_SUFFIXES}")
     if not overwrite:
-        _refuse_existing([out / "reference.png", *(out / f"latent_psi_{psi:g}.png" for psi in psis),
-                          *([target] if target is not None else [])])
+        refuse_existing([out / "reference.png", *(out / f"latent_psi_{psi:g}.png" for psi in psis),
+                         *([target] if target is not None else [])], "translate")
     model = _translating_model(run, step, device, wing_weights)
     family, nets = model.family, model.nets
     domains, img_size = family.domain_names, family.img_size
@@ -383,15 +392,6 @@ def _output_names(files: list[Path], folder: Path) -> list[str]:
             raise TranslateError(f"{seen[name]} and {file} would both be written as {name}.png; rename one")
         seen[name] = file
     return names
-
-
-def _refuse_existing(paths: list[Path]) -> None:
-    """Outputs of an earlier translate are kept: the command is refused before any work unless --overwrite."""
-    found = [path for path in paths if path.exists()]
-    if found:
-        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
-        raise TranslateError(f"{found[0]}{more}: already there (an earlier translate's?); kept as they are: give "
-                             "another -o, or --overwrite to replace them")
 
 
 @torch.no_grad()
@@ -449,7 +449,8 @@ def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] |
         if not jobs:
             raise TranslateError(f"{ref} holds no references of the target domains ({', '.join(targets)})")
     if not overwrite:
-        _refuse_existing([Path(out) / domain / name for domain, _, file_names in jobs for name in file_names])
+        refuse_existing([Path(out) / domain / name for domain, _, file_names in jobs for name in file_names],
+                        "translate")
     written = []
     for domain, styles, file_names in jobs:
         for start in range(0, len(x_src), batch_size):
