@@ -9,6 +9,10 @@ import torch.nn.functional as F
 
 from ganforge.nn.double_backward import penalised_convolutions
 
+# why the sign of a Wasserstein critic's output is no verdict (see Family.unsigned_critic)
+WASSERSTEIN_CRITIC = ("a Wasserstein critic's loss is unchanged by a constant added to its output, so nothing trains "
+                      "where its zero lies")
+
 
 def wgan_critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The critic's loss −(E[D(real)] − E[D(fake)]) as (real part, fake part), −E[D(real)] and E[D(fake)]: the

@@ -56,10 +56,13 @@ class ConstantNoise(GlobalNoise):
     ({"kind": "diffaugment", "policy": "color,flip"}, "augment.policy: 'color,flip' is not"),
     ({"kind": "diffaugment", "policy": "color,color"}, "augment.policy: 'color,color' is not"),
     ({"kind": "ada", "pipeline": "bgcfnc"}, "augment.pipeline: 'bgcfnc' is not one of blit, geom, color, bg, bgc"),
-    ({"kind": "ada", "p": 1.5}, "augment.p: expected a probability in [0, 1], got 1.5"),
+    ({"kind": "ada", "p": 1.5}, "augment.p: expected a probability in (0, 1], got 1.5"),
+    ({"kind": "ada", "p": 0}, "augment.p: expected a probability in (0, 1], got 0.0 (0 augments nothing: augment.kind "
+                              "none)"),
     ({"kind": "ada", "target": 1.0}, "augment.target: expected a value in (0, 1)"),
     ({"kind": "ada", "interval": 0}, "augment.interval: expected a positive integer"),
-    ({"kind": "ada", "speed_kimg": 0}, "augment.speed_kimg: expected a positive number"),
+    ({"kind": "ada", "speed_kimg": 0}, "augment.speed_kimg: expected a positive finite number"),
+    ({"kind": "ada", "speed_kimg": math.inf}, "augment.speed_kimg: expected a positive finite number, got inf"),
     ({"kind": "adaa"}, "augment.kind: 'adaa' is not one of 'none', 'diffaugment', 'ada'"),
 ])
 def test_config_rejects_keys_that_do_nothing_and_bad_values(augment, message):
@@ -134,7 +137,7 @@ def test_uniform_int_covers_the_range_and_never_reaches_high():
 # --- ADA ----------------------------------------------------------------------------------------------------------
 def test_ada_identity_at_p_zero_is_exact():
     x = images()
-    assert torch.equal(make(kind="ada", p=0.0)(x), x)
+    assert torch.equal(make(kind="ada")(x), x)  # the adaptive p starts at 0
     assert torch.equal(AdaPipeline("bgc", GlobalNoise(generator=torch.Generator().manual_seed(0)))(x, 0.0), x)
 
 
@@ -262,6 +265,33 @@ def test_two_ranks_augment_their_shards_as_one_process_does(augment):
 def test_ada_keeps_the_dtype():
     x = images().to(torch.bfloat16)
     assert make(kind="ada", p=1.0)(x).dtype == torch.bfloat16
+
+
+def test_ada_computes_in_float32_under_autocast():
+    """The engine's bf16 autocast would round the transform matrices, the sampling grid and the wavelet filters
+    (pixel copies of the blit group off by up to 0.5); the stage turns it off, as stylegan2-ada runs in float32."""
+    x = images()
+    plain = make(kind="ada", p=1.0)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = make(kind="ada", p=1.0)(x)
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, plain)
+
+
+def test_ada_statistic_is_summed_across_ranks_on_the_run_device(monkeypatch):
+    """A rank with no signs since the last adjustment (a checkpoint right after one) still joins the sum, with a
+    zero statistic on the run's device: NCCL refuses host tensors."""
+    config = from_dict(AugmentConfig, {"kind": "ada"}, "augment")
+    augmenter = Augmenter(config, DistInfo(rank=0, world_size=2), device="meta")
+    summed = []
+
+    def all_reduce(tensor):
+        summed.append(tensor.device)
+        raise StopIteration  # a meta tensor has no values to read on
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    with pytest.raises(StopIteration):
+        augmenter.flush()
+    assert summed == [torch.device("meta")]
 
 
 def test_none_passes_images_and_ignores_logits():

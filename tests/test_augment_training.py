@@ -19,9 +19,9 @@ from ganforge.families import resolve_run_config
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.engine import Trainer
 
-# ADA whose p moves every step by 4 images / (0.01 kimg * 1000) = 0.4, towards a target the tiny BigGAN's real
-# logits cross within a few steps (p rises, then falls)
-FAST_ADA = {"kind": "ada", "interval": 1, "speed_kimg": 0.01, "target": 0.1}
+# ADA whose p moves every step by 8 reals (2 D steps of 4) / (0.02 kimg * 1000) = 0.4, towards a target the tiny
+# BigGAN's real logits cross within a few steps (p rises, then falls)
+FAST_ADA = {"kind": "ada", "interval": 1, "speed_kimg": 0.02, "target": 0.1}
 AUGMENTS = {"diffaugment": {"kind": "diffaugment"}, "ada": {"kind": "ada", "p": 0.5}}
 
 
@@ -81,23 +81,50 @@ def test_generator_gradient_flows_through_the_augmentation(tmp_path: Path, famil
 
 
 def test_ada_statistic_counts_the_real_logits_of_d_phases_only(tmp_path: Path) -> None:
-    """WGAN-GP with 2 critic steps of 4 reals: 8 signs per step (not the fakes', the penalty's or G's). They stay
-    on the device until p is adjusted (or a checkpoint flushes them): no host sync in the other steps."""
-    trainer = make_trainer(tmp_path / "run", "wgan-gp", {"kind": "ada", "interval": 4})
+    """BigGAN with 2 D steps of 4 reals: 8 signs per step (not the fakes' or G's), and p's pace counts the 8 reals
+    drawn. The signs stay on the device until p is adjusted (or a checkpoint flushes them): no host sync in the
+    other steps."""
+    trainer = make_trainer(tmp_path / "run", "biggan", {"kind": "ada", "interval": 4})
     trainer.train_step(trainer.family.plan(0))
     controller = trainer.augmenter.controller
-    assert (controller.steps, controller.sign_count, controller.images) == (1, 0.0, 4)
+    assert (controller.steps, controller.sign_count, controller.images) == (1, 0.0, 8)
     trainer.augmenter.flush()
-    assert (controller.steps, controller.sign_count, controller.images) == (1, 8.0, 4)
+    assert (controller.steps, controller.sign_count, controller.images) == (1, 8.0, 8)
     assert abs(controller.sign_sum) <= 8
 
 
-@pytest.mark.parametrize("model", [{}, {"loss": "logistic-r1", "r1_interval": 1}])
-def test_ada_counts_pgans_real_half_once_per_d_phase(tmp_path: Path, model: dict[str, Any]) -> None:
+@pytest.mark.parametrize("family", ["wgan-gp", "wgan", "pgan"])
+def test_adaptive_ada_is_refused_for_a_wasserstein_critic(tmp_path: Path, family: str) -> None:
+    """Nothing trains where a Wasserstein critic's zero lies, so the sign ADA steers by means nothing: a new run is
+    refused before it writes anything; a fixed p is fine."""
+    config = {**tiny_run("wgan-gp" if family == "wgan" else family), "family": family}  # wgan: the same networks
+    config["augment"] = {"kind": "ada"}
+    with pytest.raises(ConfigError, match=r"^augment: ADA's adaptive p steers by the sign of D's outputs on reals .*"
+                                          r"Wasserstein critic's loss is unchanged by a constant"):
+        Trainer(resolve_run_config(None, config), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    config["augment"] = {"kind": "ada", "p": 0.2}
+    assert Trainer(resolve_run_config(None, config), tmp_path / "run").augmenter.p == 0.2
+
+
+def test_a_saved_adaptive_wasserstein_run_resumes_with_a_warning(tmp_path: Path, monkeypatch) -> None:
+    from ganforge.families.dcgan import WGANGPFamily
+
+    with monkeypatch.context() as patched:  # a run trained before the refusal
+        patched.setattr(WGANGPFamily, "unsigned_critic", classmethod(lambda cls, config: None))
+        make_trainer(tmp_path / "run", "wgan-gp", {"kind": "ada"}).train(until=1)
+    with pytest.warns(UserWarning, match="^augment: ADA's adaptive p steers"):
+        resumed = make_trainer(tmp_path / "run", "wgan-gp", {"kind": "ada"})
+    assert resumed.step == 1
+
+
+@pytest.mark.parametrize("r1_interval", [4, 1])
+def test_ada_counts_pgans_real_half_once_per_d_phase(tmp_path: Path, r1_interval: int) -> None:
     """PGAN's D scores reals and fakes in one call (or, with R1 every step, the reals in their own): ADA sees the
-    real half's signs once per step, not the fakes' or the penalty's."""
+    real half's signs once per D phase, not the fakes' or the penalty's. A lazy R1 phase (step 0 of every 4) scores
+    the reals again and counts them again, as stylegan2-ada's Dr1 phase reports its real signs."""
     config = tiny_run("pgan")
-    config["model"].update(model)
+    config["model"].update(loss="logistic-r1", r1_interval=r1_interval)
     config["augment"] = {"kind": "ada", "interval": 4}
     trainer = Trainer(resolve_run_config(None, config), tmp_path / "run")
     scores: list[torch.Tensor] = []  # D's outputs, call by call; the D phase's first call holds the reals first
@@ -108,9 +135,12 @@ def test_ada_counts_pgans_real_half_once_per_d_phase(tmp_path: Path, model: dict
     plan = trainer.family.plan(0)
     trainer.train_step(plan)
     trainer.augmenter.flush()
-    assert trainer.augmenter.controller.sign_count == plan.batch_size
-    assert len(observed) == 1 and torch.equal(observed[0], scores[0][:plan.batch_size])
+    evaluations = 2 if r1_interval > 1 else 1
+    assert len(observed) == evaluations and trainer.augmenter.controller.sign_count == evaluations * plan.batch_size
+    assert torch.equal(observed[0], scores[0][:plan.batch_size])
     assert not torch.equal(observed[0], scores[0][-plan.batch_size:]) or len(scores[0]) == plan.batch_size
+    if r1_interval > 1:  # D phase: reals and fakes in one call; the lazy R1 phase: the reals alone
+        assert len(scores[0]) == 2 * plan.batch_size and torch.equal(observed[1], scores[-2])
 
 
 def test_ada_p_follows_the_controller_and_is_logged_and_checkpointed(tmp_path: Path) -> None:
@@ -159,10 +189,11 @@ def test_a_run_saved_before_the_augment_key_resumes_without_augmentation(tmp_pat
 @pytest.mark.parametrize("augment", [{"kind": "ada", "p": 0.5}, {"kind": "ada", "interval": 100}],
                          ids=["fixed-p", "adaptive"])
 def test_two_process_ada_run_matches_single_process_run(tmp_path: Path, augment: dict[str, Any]) -> None:
-    """Fixed p: every sample is augmented as in one process (the weights agree). Adaptive (the tiny PGAN's real
-    logits keep p at 0, so an interval longer than the run): the statistic sums the signs of both ranks."""
+    """Fixed p: every sample is augmented as in one process (the weights agree). Adaptive (an interval longer than
+    the run): the statistic sums the signs of both ranks."""
     config = pgan_for_two_processes()
     config.update(augment=augment, checkpoint_every=4)
+    config["model"]["loss"] = "logistic-r1"  # a D whose sign ADA's adaptive p can steer by
     single, ddp = train_one_and_two_processes(config, tmp_path, until=4)
     states = [ckpt.latest_valid_checkpoint(run).meta["augment"] for run in (single, ddp)]
     assert states[0] == states[1]
@@ -171,7 +202,7 @@ def test_two_process_ada_run_matches_single_process_run(tmp_path: Path, augment:
 
 
 def test_info_shows_the_augmentation(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["info", "pgan", "--set", "augment.kind=ada", "--json"]) == 0
+    assert main(["info", "pgan", "--set", "augment.kind=ada", "--set", "model.loss=logistic-r1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)["augment"]
     assert shown == {"kind": "ada", "pipeline": "bgc", "p": 0.0, "target": 0.6, "speed_kimg": 500.0, "interval": 4}
     assert main(["info", "dcgan", "--set", "augment.kind=diffaugment"]) == 0

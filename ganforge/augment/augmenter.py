@@ -25,8 +25,9 @@ from ganforge.distributed import DistInfo
 class AdaController:
     """ADA's overfitting heuristic: every `interval` steps, p moves by sign(r_t - target) * images / (speed_kimg *
     1000), where r_t is the mean sign of D's outputs on the real images of those steps and `images` the real images
-    the steps drew (batch_size * interval, as in stylegan2-ada). p is floored at 0 and, as there, not capped at 1 (the
-    gates treat p >= 1 as always). p is kept in float32 as the official buffer is, so runs match it update for update.
+    the steps drew (batch_size * interval in stylegan2-ada, whose step draws one batch; a step of several D updates
+    draws more). p is floored at 0 and, as there, not capped at 1 (the gates treat p >= 1 as always). p is kept in
+    float32 as the official buffer is, so runs match it update for update.
     """
 
     def __init__(self, target: float, speed_kimg: float, interval: int, p: float = 0.0) -> None:
@@ -39,11 +40,11 @@ class AdaController:
         self.images = 0
         self.steps = 0
 
-    def end_step(self, sign_sum: float, sign_count: float, batch_size: int) -> None:
-        """Add one step's signs (summed over all ranks) and global batch size; adjust p every `interval` steps."""
+    def end_step(self, sign_sum: float, sign_count: float, real_images: int) -> None:
+        """Add one step's signs and real images (summed over all ranks); adjust p every `interval` steps."""
         self.sign_sum += sign_sum
         self.sign_count += sign_count
-        self.images += batch_size
+        self.images += real_images
         self.steps += 1
         if self.steps < self.interval:
             return
@@ -67,17 +68,18 @@ class AdaController:
 
 class Augmenter:
     """What the engine calls: `augmenter(images)` on every image batch D sees (reals and fakes, and the inputs of
-    gradient penalties), `update(real_logits)` after each D evaluation of reals, `end_step(batch_size)` once per step
-    on every rank, and `state_dict()` / `load_state_dict()` with the checkpoint.
+    gradient penalties), `update(real_logits)` after each D evaluation of reals, `end_step(real_images)` once per
+    step on every rank, and `state_dict()` / `load_state_dict()` with the checkpoint.
 
     Random numbers come from `generator` (None: the device's default stream, like the families' noise), drawn for the
     global batch on every rank and then sharded (see GlobalNoise).
     """
 
     def __init__(self, config: AugmentConfig, dist: DistInfo | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> None:
         self.config = config
         self.dist = dist or DistInfo()
+        self.device = torch.device(device)  # where the sign statistic lives (NCCL sums device tensors only)
         self.noise = GlobalNoise(self.dist, generator)
         self.controller: AdaController | None = None
         self._fixed_p: float | None = None
@@ -112,7 +114,10 @@ class Augmenter:
         if self.config.kind == "diffaugment":
             return self._diffaugment(images)
         if self.config.kind == "ada" and self.p > 0:  # p = 0: every gate is shut, so the images pass unchanged
-            return self._ada(images.float(), self.p).to(images.dtype)
+            # float32 as stylegan2-ada runs it: under the engine's bf16/fp16 autocast the transform matrices, the
+            # warp's sampling grid and the wavelet filters would be rounded (pixel copies off by up to 0.5)
+            with torch.autocast(images.device.type, enabled=False):
+                return self._ada(images.float(), self.p).to(images.dtype)
         return images
 
     def update(self, real_logits: torch.Tensor) -> None:
@@ -123,16 +128,16 @@ class Augmenter:
         step = torch.stack([signs.sum(), torch.tensor(float(signs.numel()), device=signs.device)])
         self._signs = step if self._signs is None else self._signs + step
 
-    def end_step(self, batch_size: int) -> None:
-        """Close a training step of global batch `batch_size` (call on every rank). The signs stay on the device
-        until the controller adjusts p, every `interval` steps (when stylegan2-ada reads its statistic too): only
-        then are they summed across ranks and read, so ADA adds no host sync to the other steps."""
+    def end_step(self, real_images: int) -> None:
+        """Close a training step that drew `real_images` reals, all ranks together (call on every rank). The signs
+        stay on the device until the controller adjusts p, every `interval` steps (when stylegan2-ada reads its
+        statistic too): only then are they summed across ranks and read, so ADA adds no host sync to other steps."""
         if self.controller is None:
             return
         if self.controller.steps + 1 < self.controller.interval:
-            self.controller.end_step(0.0, 0.0, batch_size)
+            self.controller.end_step(0.0, 0.0, real_images)
             return
-        self.controller.end_step(*self._collect_signs(), batch_size)
+        self.controller.end_step(*self._collect_signs(), real_images)
 
     def flush(self) -> None:
         """Hand the signs gathered since the last adjustment to the controller, summed over the ranks (call on
@@ -143,7 +148,7 @@ class Augmenter:
             self.controller.sign_count += sign_count
 
     def _collect_signs(self) -> tuple[float, float]:
-        signs = self._signs if self._signs is not None else torch.zeros(2)
+        signs = self._signs if self._signs is not None else torch.zeros(2, device=self.device)
         if self.dist.enabled:
             signs = signs.clone()
             torch_dist.all_reduce(signs)

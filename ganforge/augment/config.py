@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from ganforge.errors import ConfigError
@@ -59,15 +60,16 @@ class AugmentConfig(Settings):
         if self.pipeline is not None and self.pipeline not in PIPELINES:
             raise ConfigError(f"augment.pipeline: {self.pipeline!r} is not one of {', '.join(PIPELINES)}")
         if self.p is not None:
-            if not 0 <= self.p <= 1:
-                raise ConfigError(f"augment.p: expected a probability in [0, 1], got {self.p}")
+            if not 0 < self.p <= 1:
+                raise ConfigError(f"augment.p: expected a probability in (0, 1], got {self.p}"
+                                  + (" (0 augments nothing: augment.kind none)" if self.p == 0 else ""))
             for key in ("target", "speed_kimg", "interval"):
                 if getattr(self, key) is not None:
                     raise ConfigError(f"augment.{key}: does nothing with a fixed augment.p (drop one of the two)")
         if self.target is not None and not 0 < self.target < 1:
             raise ConfigError(f"augment.target: expected a value in (0, 1), got {self.target}")
-        if self.speed_kimg is not None and not self.speed_kimg > 0:
-            raise ConfigError(f"augment.speed_kimg: expected a positive number, got {self.speed_kimg}")
+        if self.speed_kimg is not None and not 0 < self.speed_kimg < math.inf:
+            raise ConfigError(f"augment.speed_kimg: expected a positive finite number, got {self.speed_kimg}")
         if self.interval is not None and self.interval < 1:
             raise ConfigError(f"augment.interval: expected a positive integer, got {self.interval}")
 

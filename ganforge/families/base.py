@@ -189,6 +189,13 @@ class Family(ABC):
         return f"model.steps={2 * steps}" if isinstance(steps, int) else "model.KEY=VALUE (the schedule's length)"
 
     @classmethod
+    def unsigned_critic(cls, config: Any) -> str | None:
+        """Why the sign of D's output on a real image says nothing about how real D finds it under `config` (a
+        Wasserstein critic), or None. ADA's adaptive p steers by that sign (r_t = E[sign(D(real))] against a target),
+        which assumes the logistic or hinge losses whose zero separates real from fake."""
+        return None
+
+    @classmethod
     def sampling_bn_settings(cls, mode: SamplingBN) -> dict[str, Any]:
         """The `model:` settings that make samples normalise as `mode` says (`ganforge generate/evaluate --bn`):
         a family with batch norm in its generator maps them; one without has nothing to choose."""

@@ -39,6 +39,7 @@ from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.families.base import Family, Phase, SamplingBN, StepPlan, check_conditions, condition_columns
 from ganforge.losses import (
+    WASSERSTEIN_CRITIC,
     gradient_penalty,
     logistic_discriminator_loss,
     nonsaturating_generator_loss,
@@ -335,6 +336,10 @@ class WGANFamily(DCGANFamily):
     generator_objective = staticmethod(wgan_generator_loss)
 
     @classmethod
+    def unsigned_critic(cls, config: Any) -> str | None:
+        return WASSERSTEIN_CRITIC
+
+    @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
         """Runs saved before `betas` became optional wrote DCGAN's Adam betas into every wgan config, where RMSprop
         never used them; such a saved config (exactly the keys of that time) still loads, without them."""
@@ -377,6 +382,10 @@ class WGANGPFamily(DCGANFamily):
     config_class = WGANGPConfig
 
     generator_objective = staticmethod(wgan_generator_loss)
+
+    @classmethod
+    def unsigned_critic(cls, config: Any) -> str | None:
+        return WASSERSTEIN_CRITIC
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor,
                          labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:

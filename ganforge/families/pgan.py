@@ -29,6 +29,7 @@ from ganforge.config import COMMAND_LINE, ConfigError, from_dict
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.families.base import Family, Phase, StepPlan, check_conditions, condition_columns
 from ganforge.losses import (
+    WASSERSTEIN_CRITIC,
     drift_penalty,
     gdpp_loss,
     gradient_penalty,
@@ -762,6 +763,13 @@ class PGANFamily(Family):
         the term with `weight` itself."""
         zoo_sum = self.config.variant == "zoo" and self.config.loss == "wgan-gp"
         return weight / batch_size if zoo_sum else weight
+
+    @classmethod
+    def unsigned_critic(cls, config: PGANConfig) -> str | None:
+        if config.loss == "wgan-gp":
+            return WASSERSTEIN_CRITIC + (" (the drift term only centres its outputs on reals at 0; "
+                                         "model.loss logistic-r1 trains a logistic D)")
+        return None
 
     @classmethod
     def contiguous_shards(cls, config: PGANConfig) -> bool:

@@ -174,6 +174,19 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
+def _check_ada_can_steer(config: RunConfig, *, resumed: bool) -> None:
+    """ADA's adaptive p follows the sign of D's outputs on reals, which some critics leave meaningless: refused for
+    a new run, a warning for a run that already trained so (its config cannot change on resume)."""
+    why = get_family(config.family).unsigned_critic(config.model) if config.augment.adaptive else None
+    if why is None:
+        return
+    message = (f"augment: ADA's adaptive p steers by the sign of D's outputs on reals (r_t = E[sign(D(real))] "
+               f"against its target), and {why}; set a fixed augment.p or use augment.kind diffaugment")
+    if not resumed:
+        raise ConfigError(message)
+    warnings.warn(message, stacklevel=3)
+
+
 @contextlib.contextmanager
 def deterministic_algorithms(device: torch.device) -> Iterator[None]:
     """`deterministic: true` for the steps run inside: two runs of one config on one GPU, or a run and its resume,
@@ -215,6 +228,7 @@ class Trainer:
         if self.device.type == "cpu":  # each step's activations reuse the last step's pages (measured on the CPU)
             keep_freed_host_memory()
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir, refuse_all_broken=True)
+        _check_ada_can_steer(config, resumed=resume is not None)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)),
                          fid_real_stats=config.fid_real_stats and os.path.abspath(
@@ -263,7 +277,7 @@ class Trainer:
         self.loader = BatchLoader(self.dataset, seed=config.seed, dist=self.dist, device=self.device,
                                   options=self.family.data_options())
         # draws from the device's default stream, global batch then shard: resume and W processes augment alike
-        self.augmenter = Augmenter(config.augment, self.dist)
+        self.augmenter = Augmenter(config.augment, self.dist, device=self.device)
         self.family.augment = self.augmenter if self.augmenter.enabled else None
         # the networks some optimiser steps (optimisers are keyed by the net they step); EMA copies are not trained
         self.lookahead = Lookahead(config.lookahead, {name: self.family.nets[name] for name in
@@ -662,6 +676,7 @@ class Trainer:
 
     def _train_step(self, plan: StepPlan) -> dict[str, torch.Tensor]:
         family = self.family
+        seen_before = self.images_seen
         family.begin_step(self.step, plan)
         logs: dict[str, torch.Tensor] = {}
         latest: Batch | None = None  # the step's latest real batch: what `data="previous"` phases receive
@@ -715,7 +730,7 @@ class Trainer:
                 if phase.after_step is not None:  # after a skipped update too: a schedule (λ_ds) counts iterations
                     phase.after_step()
                 logs.update(phase_logs)  # the last accumulated batch's values
-        self.augmenter.end_step(plan.batch_size)
+        self.augmenter.end_step(self.images_seen - seen_before)  # the reals this step drew (ADA's pace)
         decay = family.ema_decay(self.step)
         if decay is not None:
             for pair in self.ema_pairs.values():
