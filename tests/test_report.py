@@ -360,6 +360,56 @@ def test_runs_with_the_same_folder_name_are_told_apart_by_path(tmp_path, monkeyp
     assert f"Comparison: {first}, {second}" in (tmp_path / "report-compare.html").read_text()
 
 
+def test_values_a_hand_edited_record_holds_never_reach_the_page_as_markup(tmp_path, monkeypatch):
+    payload = "<img src=x onerror=alert(1)>"
+    a = fake_run(tmp_path / "a", [{"step": 4, "kimg": payload, "loss_D": 1.0}],
+                 metrics=[{"step": 4, "kimg": 0.016, "n": payload, "swd_avg": payload},
+                          {"step": 4, "kimg": 0.016, "n": payload, "swd_16": 3.0}])
+    b = fake_run(tmp_path / "b", [{"step": 4, "kimg": 0.016, "loss_D": 1.0}],
+                 metrics=[{"step": 4, "kimg": 0.016, "n": 64, "swd_16": 2.0}])
+    pages = [write_report([a]).read_text(), report.render_comparison([read_run(a), read_run(b)])]
+    assert all("<img src=x" not in page for page in pages)
+    assert "&lt;img src=x" in pages[0]  # the metric table's `n` column shows it, escaped
+    assert [report._number(v) for v in ("12", [1], True, None, float("nan"), np.float32(0.5), np.int64(7))] == [
+        "–", "–", "–", "–", "–", "0.5", "7"]
+
+
+def test_damaged_config_and_best_files_are_named_and_the_page_written(tmp_path):
+    run = fake_run(tmp_path / "run", [{"step": 4, "kimg": 0.016, "loss_D": 1.0}], best=[1],
+                   config={"family": "pgan", "model": "x", "sample_count": "many"})
+    parsed = read_run(run)
+    assert parsed.config is None and parsed.best is None
+    assert parsed.notes == ['config.json: model is "x", expected dict; the run\'s config is not used',
+                            "best.json: expected an object with a metric name and a list of best checkpoints; the "
+                            "best checkpoints are not marked"]
+    (run / "config.json").write_text("[1, 2]")
+    (run / "best.json").write_text(json.dumps({"metric": "swd_avg", "best": 5}))
+    assert read_run(run).notes[0] == "config.json: expected a JSON object, got list; the run's config is not used"
+    assert "best.json: expected an object" in write_report([run]).read_text()
+
+
+def test_a_default_report_path_keeps_a_file_ganforge_did_not_write(tmp_path, monkeypatch):
+    a = fake_run(tmp_path / "a", [{"step": 1, "kimg": 0.001, "loss_D": 1.0}])
+    b = fake_run(tmp_path / "b", [{"step": 1, "kimg": 0.001, "loss_D": 2.0}])
+    monkeypatch.chdir(tmp_path)
+    for runs, default in (([a, b], Path("report-compare.html")), ([a], a / "report.html")):
+        default.write_text("<html>my notes</html>")
+        with pytest.raises(ReportError, match=f"^{re.escape(str(default))}: the file exists and is not a report "):
+            write_report(runs)
+        assert default.read_text() == "<html>my notes</html>"
+    with pytest.raises(ReportError, match=r"config\.json is a file, not a folder to write the report in$"):
+        write_report([a], tmp_path / "a" / "config.json" / "x.html")
+
+
+def test_run_names_are_shown_literally_in_the_plots(tmp_path):
+    assert plots._plain("lr$_$1") == r"lr\$_\$1" and plots._plain("_base") == "\u200b_base"
+    assert plots._plain("run") == "run"
+    runs = [fake_run(tmp_path / name, [{"step": 4, "kimg": 0.016, "loss_D": 1.0, "img_per_s": 9.0}])
+            for name in ("lr$_$1", "_base")]
+    page = write_report(runs, tmp_path / "cmp.html").read_text()  # mathtext would fail to parse the first name
+    assert page.count('class="plot"') == (2 if plots.available() else 0)
+
+
 def test_without_matplotlib_the_page_keeps_tables_and_images_and_names_the_extra(tmp_path, monkeypatch, capsys):
     run = fake_run(tmp_path / "run", [{"step": 4, "kimg": 0.016, "loss_D": 1.0, "img_per_s": 10.0}],
                    metrics=[{"step": 4, "kimg": 0.016, "swd_avg": 3.0}],

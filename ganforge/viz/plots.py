@@ -17,6 +17,7 @@ from ganforge.metrics.registry import metric_of_output
 from ganforge.viz.run_data import (
     curve_keys,
     elapsed_seconds,
+    finite,
     leading_singular_values,
     metric_keys,
     phase_of,
@@ -33,6 +34,13 @@ Runs = list[tuple[str, "RunData"]]
 PHASE_ORDER = {"D": 0, "G": 1, "other": 2}
 COLUMNS = 3
 LOG_SCALE_RATIO = 30.0  # positive curves spanning more than this factor get a log y axis
+
+
+def _plain(label: str) -> str:
+    """A run's name as matplotlib shows it literally: a `$` would start mathtext (a parse error, or italics) and a
+    leading `_` would hide the line from the legend."""
+    label = label.replace("$", r"\$")
+    return "\u200b" + label if label.startswith("_") else label
 
 
 def _legend(ax: Any, fontsize: int) -> None:
@@ -129,14 +137,17 @@ def loss_figure(runs: Runs) -> str | None:
             drawn.append(ys)
             ax.plot(xs, ys, color=color, alpha=0.3, linewidth=0.8, label=None if len(runs) > 1 else "raw")
             ax.plot(xs, smooth(ys, smoothing_weight(len(ys))), color=color, linewidth=1.5,
-                    label=label if len(runs) > 1 else "smoothed")
+                    label=_plain(label) if len(runs) > 1 else "smoothed")
         if wants_log_scale(drawn):
             _log_axis(ax)
         phase = phase_of(key)
         ax.set_title(f"{key}" + (f"  ({phase} step)" if phase != "other" else ""), fontsize=10)
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)
-    _legend(axes.flat[0], 8)
+        if len(runs) > 1:  # each panel names its runs: a run may log terms another lacks
+            _legend(ax, 7)
+    if len(runs) == 1:
+        _legend(axes.flat[0], 8)
     _grid_off_unused(axes, len(keys))
     return _svg(figure)
 
@@ -183,7 +194,7 @@ def schedule_figure(runs: Runs) -> str | None:
         for ax, key in zip(axes.flat, ("res", "alpha"), strict=True):
             xs, ys = series(run.log, key)
             if len(xs):
-                ax.step(xs, ys, where="pre", color=color, label=label)  # a record describes the steps before it
+                ax.step(xs, ys, where="pre", color=color, label=_plain(label))  # a record describes the steps before it
     axes[0, 0].set_yscale("log", base=2)
     axes[0, 0].yaxis.set_major_formatter(lambda value, _: f"{value:g}")  # 4, 8, 16 px, not 2², 2³, 2⁴
     axes[0, 0].set_title("resolution (px)", fontsize=10)
@@ -231,7 +242,7 @@ def metrics_figure(runs: Runs) -> str | None:
                 if not len(xs):
                     continue
                 color = colors[run_index] if len(runs) > 1 else f"C{key_index % 10}"
-                name = f"{label}: {key}" if len(runs) > 1 else key
+                name = f"{_plain(label)}: {key}" if len(runs) > 1 else key
                 # one run's outputs of a metric (swd_16, swd_32) share its colour when runs are compared: the
                 # line style tells them apart
                 ax.plot(xs, ys, marker="o", markersize=3, color=color, label=name,
@@ -267,10 +278,10 @@ def speed_figure(runs: Runs) -> str | None:
     unit, seconds = ("hours", 3600.0) if longest >= 7200 else ("minutes", 60.0)  # a short run in minutes
     for (label, run), color in zip(runs, _colors(len(runs)), strict=True):
         xs, ys = series(run.log, "img_per_s")
-        axes[0, 0].plot(xs, ys, color=color, label=label)
+        axes[0, 0].plot(xs, ys, color=color, label=_plain(label))
         elapsed = elapsed_seconds(run.log) / seconds
-        kimg = np.asarray([r.get("kimg", np.nan) for r in run.log], dtype=np.float64)
-        axes[0, 1].plot(elapsed, kimg, color=color, label=label)
+        kimg = np.asarray([r["kimg"] if finite(r.get("kimg")) else np.nan for r in run.log], dtype=np.float64)
+        axes[0, 1].plot(elapsed, kimg, color=color, label=_plain(label))
     axes[0, 0].set_title("throughput (img/s)", fontsize=10)
     axes[0, 0].set_xlabel("kimg")
     axes[0, 1].set_title("progress", fontsize=10)

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import numbers
 import os
 import shlex
 import sys
@@ -167,12 +168,16 @@ def _esc(value: Any) -> str:
 
 
 def _number(value: Any, digits: int = 4) -> str:
-    """`digits` significant digits; numbers of more whole digits (a long run's kimg, a PPL) in full, not 1.32e+04."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """`digits` significant digits; numbers of more whole digits (a long run's kimg, a PPL) in full, not 1.32e+04.
+    Anything else a hand-edited record holds (text, a list) is "–": it must not reach the page as markup."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return "–"
-    if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 10 ** digits - 0.5 else f"{value:.{digits}g}"
-    return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    value = float(value)
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:.0f}" if abs(value) >= 10 ** digits - 0.5 else f"{value:.{digits}g}"
 
 
 def _duration(seconds: float) -> str:
@@ -223,11 +228,13 @@ def _config_section(run: RunData) -> str:
     if run.config is None:
         return "<p class=note>No config.json in this run.</p>"
     config = run.config
-    top = [[_esc(k), _esc(json.dumps(v))] for k, v in config.items() if not isinstance(v, dict)]
+    top = [[_esc(k), _esc(json.dumps(v, ensure_ascii=False))] for k, v in config.items() if not isinstance(v, dict)]
     family = config.get("family", "FAMILY")
-    command = f"ganforge train {family} -c {shlex.quote(str(run.path.resolve() / 'config.json'))} --run-dir NEW_RUN"
+    command = (f"ganforge train {shlex.quote(family)} -c {shlex.quote(str(run.path.resolve() / 'config.json'))} "
+               "--run-dir NEW_RUN")
     return (_table(["key", "value"], top, cls="kv") +
-            f"<details><summary>full config.json</summary><pre>{_esc(json.dumps(config, indent=1))}</pre></details>"
+            f"<details><summary>full config.json</summary><pre>{_esc(json.dumps(config, indent=1, ensure_ascii=False))}"
+            "</pre></details>"
             f"<p>The command line is not recorded in the run; this one trains the same config again:<br>"
             f"<code>{_esc(command)}</code></p>")
 
@@ -439,7 +446,7 @@ def last_common_point(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple
 def _count_note(shared: int | None, run: RunData, rows: list[dict[str, Any]]) -> str:
     """" (n=512)" beside a run's last value where the compared runs share no image count and its row says one."""
     count = run.image_count(rows[-1]) if rows and shared is None else None
-    return f" (n={count})" if count is not None else ""
+    return f" (n={_number(count)})" if count is not None else ""
 
 
 def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
@@ -456,7 +463,8 @@ def comparison_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
         header += [f"{key} (last){counted}", f"{key} @ {_number(common[0])} kimg{counted}" if common
                    else f"{key} @ common kimg"]
         columns.append([(_number(float(ys[-1]) if len(ys) else None) + _count_note(n, run, points[run.label]),
-                         _number(common[1].get(run.label)) if common else "–")
+                         _number(common[1].get(run.label)) + _count_note(n, run, points[run.label]) if common
+                         else "–")
                         for run, (_, ys) in zip(runs, curves.values(), strict=True)])
     rows = []
     for index, run in enumerate(runs):
@@ -482,7 +490,8 @@ def render_comparison(runs: list[RunData]) -> str:
     differing = sorted(k for k in set().union(*configs) if len({json.dumps(c.get(k), sort_keys=True)
                                                                  for c in configs}) > 1)
     if differing:
-        rows = [[_esc(k), *(_esc(json.dumps(c.get(k), sort_keys=True)) for c in configs)] for k in differing]
+        rows = [[_esc(k), *(_esc(json.dumps(c[k], sort_keys=True, ensure_ascii=False)) if k in c else "(not set)"
+                            for c in configs)] for k in differing]
         body.append("<h2>Config differences</h2>" + _table(["key", *(run.label for run in runs)], rows))
     body.append("<h2>Losses</h2>" + _plot(plots.loss_figure(labelled), "loss curves"))
     body.append(_plot(plots.schedule_figure(labelled), "growth schedule"))
@@ -534,15 +543,19 @@ def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCac
             run.label = str(run.path)
     if out is None:  # the default names are the reports' own
         out = runs[0].path / REPORT_NAME if len(runs) == 1 else Path(COMPARE_NAME)
+        named = str(out)
     else:
         out = Path(out)
+        named = f"-o {out}"
         if out.is_dir():
-            raise ReportError(f"-o {out}: is a directory; give the HTML file to write, e.g. {out / REPORT_NAME}")
+            raise ReportError(f"{named}: is a directory; give the HTML file to write, e.g. {out / REPORT_NAME}")
         if out.suffix.lower() not in (".html", ".htm"):
-            raise ReportError(f"-o {out}: expected an .html file name (the report is one HTML page)")
-        if out.exists() and not _written_by_ganforge(out):
-            raise ReportError(f"-o {out}: the file exists and is not a report ganforge wrote; it is left as it is "
-                              "(remove it, or give another name)")
+            raise ReportError(f"{named}: expected an .html file name (the report is one HTML page)")
+        if (above := next((p for p in out.parents if p.exists()), None)) is not None and not above.is_dir():
+            raise ReportError(f"{named}: {above} is a file, not a folder to write the report in")
+    if out.exists() and not _written_by_ganforge(out):
+        raise ReportError(f"{named}: the file exists and is not a report ganforge wrote; it is left as it is "
+                          "(remove it, or give another name with -o)")
     page = render_run(runs[0], cache, training) if len(runs) == 1 else render_comparison(runs)
     write_atomic_text(out, page)
     return out

@@ -292,6 +292,9 @@ def read_run(run_dir: Path) -> RunData:
             config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             notes.append(f"config.json is not valid JSON ({err})")
+        if config is not None and (problem := _config_problem(config)):
+            notes.append(f"config.json: {problem}; the run's config is not used")
+            config = None
     records, bad_log = read_jsonl(run_dir / "log.jsonl")
     metrics, bad_metrics = read_jsonl(run_dir / "metrics.jsonl")
     singular_values, bad_sv = read_jsonl(run_dir / SINGULAR_VALUES_NAME)
@@ -304,6 +307,11 @@ def read_run(run_dir: Path) -> RunData:
             best = json.loads((run_dir / "best.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             notes.append(f"best.json is not valid JSON ({err})")
+        if best is not None and not (isinstance(best, dict) and isinstance(best.get("metric"), str | None)
+                                     and isinstance(best.get("best", []), list)):
+            notes.append("best.json: expected an object with a metric name and a list of best checkpoints; the best "
+                         "checkpoints are not marked")
+            best = None
     swd_floor = _swd_floor(run_dir / SWD_FLOOR_NAME, notes)
     events = [r for r in records if "event" in r]
     steps = [r["step"] for r in records if "event" not in r]
@@ -318,6 +326,23 @@ def read_run(run_dir: Path) -> RunData:
     return RunData(run_dir, config, log, events, current_metric_rows(metrics, reach), best,
                    sample_frames(run_dir / "samples"), notes, singular_values=resumed_history(singular_values),
                    swd_floor=swd_floor)
+
+
+# config.json keys the page reads, and the types ganforge writes them as
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "family": str, "data": str, "model": dict, "seed": int, "sample_count": int, "log_every": int,
+    "metrics": list, "metrics_every": int, "metrics_n": int}
+
+
+def _config_problem(config: Any) -> str | None:
+    """What makes a config.json unusable for the page (a hand-edited or damaged file), or None."""
+    if not isinstance(config, dict):
+        return f"expected a JSON object, got {type(config).__name__}"
+    for key, kind in _CONFIG_TYPES.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"{key} is {json.dumps(value, ensure_ascii=False)[:60]}, expected {kind.__name__}"
+    return None
 
 
 def _swd_floor(path: Path, notes: list[str]) -> dict[str, Any] | None:
