@@ -13,7 +13,7 @@ from ganforge.data.store import open_dataset
 from ganforge.families import get_family, resolve_run_config
 from ganforge.run_loader import LoadedModel, build_family, dataset_placeholder  # noqa: F401 (the public API)
 from ganforge.run_loader import load_run as load  # noqa: F401 (ganforge.load)
-from ganforge.training.engine import TrainResult, check_training_metrics
+from ganforge.training.engine import TrainResult, check_ada_can_steer, check_training_metrics
 from ganforge.training.engine import train as _train_run
 
 
@@ -31,6 +31,8 @@ def train(config: RunConfig | dict[str, Any] | str | Path, run_dir: str | Path =
                           f"{type(config).__name__}")
     if not isinstance(run_dir, (str, Path)):
         raise ConfigError(f"run_dir: expected a folder path, got {type(run_dir).__name__}")
+    if not isinstance(restart, bool):  # "no" and "False" are true: the run would be deleted
+        raise ConfigError(f"restart: expected True or False, got {restart!r}")
     if until is not None and not is_whole_number(until):
         raise ConfigError(f"until: expected a whole number of steps, got {until!r}")
     return _train_run(resolve_run_config(None, config), Path(run_dir), restart=restart,
@@ -43,23 +45,21 @@ def describe(config: RunConfig) -> dict[str, Any]:
 
     The dataset's shape comes from its manifest when it is on this machine; networks are built on the meta device,
     so even a large model costs no memory."""
-    import contextlib
-
-    from ganforge.data.store import DatasetError, parse_builtin_spec
+    from ganforge.data.store import parse_builtin_spec
 
     channels, resolution, labels = 3, None, []
-    with contextlib.suppress(DatasetError):  # the data may come later: info describes networks
-        if config.data.startswith("builtin:"):
-            builtin, params = parse_builtin_spec(config.data)
-            resolution = params["resolution"]
-            labels = open_dataset(f"builtin:{builtin}?count=1&resolution=4").manifest["labels"]  # its label columns
-        else:
-            store = open_dataset(config.data)
-            channels, resolution, labels = store.channels, store.resolution, store.manifest["labels"]
+    if config.data.startswith("builtin:"):
+        builtin, params = parse_builtin_spec(config.data)
+        resolution = params["resolution"]
+        labels = open_dataset(f"builtin:{builtin}?count=1&resolution=4").manifest["labels"]  # its label columns
+    elif Path(config.data).exists():  # else the data may come later: info describes networks
+        store = open_dataset(config.data)
+        channels, resolution, labels = store.channels, store.resolution, store.manifest["labels"]
     notes = []
     family_cls = get_family(config.family)
     if not family_cls.translates:  # the metric settings `train` would refuse (a translating family's need its data)
         check_training_metrics(config, evaluates=False)
+    check_ada_can_steer(config, resumed=False)
     count_key = family_cls.label_count_key  # the config key of a conditional family's count
     if count_key and not labels and getattr(config.model, count_key) is None:
         default = family_cls.default_label_count
@@ -67,6 +67,9 @@ def describe(config: RunConfig) -> dict[str, Any]:
         notes.append(f"model.{count_key}: {default} (a default: the config does not set it and {config.data} is "
                      f"not a labelled dataset here; set model.{count_key} for other counts)")
     asked = getattr(config.model, "resolution", None)
+    if isinstance(asked, int) and resolution is not None and asked > resolution:  # described, and said
+        notes.append(f"model.resolution: {asked}, but the images of {config.data} are {resolution} px: train refuses "
+                     "this data (prepare it at that size, or give --data with images that large)")
     if isinstance(asked, int) and asked > (resolution or 0):
         resolution = asked
     if resolution is None:  # a family that sizes its networks from the data (DCGAN, StarGAN v2, BigGAN)

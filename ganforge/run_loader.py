@@ -58,7 +58,9 @@ class LoadedModel:
         return self.family.device
 
     def latents(self, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
-        return self.family.sample_latents(n, torch.Generator().manual_seed(seed))
+        """`n` samples' generator inputs drawn from `seed` (what `generate(n=..., seed=...)` draws)."""
+        _check_draw(n, seed, "latents")
+        return self.family.sample_latents(int(n), torch.Generator().manual_seed(int(seed)))
 
     @torch.no_grad()
     def sample_parts(self, n: int, largest: int = 64) -> list[slice]:
@@ -72,13 +74,11 @@ class LoadedModel:
         so the images are clamped to it; `raw=True` returns the network's output unclamped (to compare with
         reference code)."""
         net = net or self.family.sample_net
-        if net not in self.nets:
-            raise ValueError(f"no network {net!r}; this model has {sorted(self.nets)}")
+        if net not in self.family.sample_nets():
+            raise ValueError(f"generate: net {net!r} is not a generator of this model; its generators are "
+                             f"{self.family.sample_nets()}")
         if z is None:
-            for name, value in (("n", n), ("seed", seed)):
-                if value is not None and (not is_whole_number(value) or value < (1 if name == "n" else 0)):
-                    raise ValueError(f"generate: {name}: expected a {'positive' if name == 'n' else 'non-negative'} "
-                                     f"whole number, got {value!r}")
+            _check_draw(16 if n is None else n, 0 if seed is None else seed, "generate")
             inputs = self.latents(16 if n is None else int(n), 0 if seed is None else int(seed))
         else:
             if n is not None or seed is not None:
@@ -94,14 +94,53 @@ class LoadedModel:
                     or not latent.is_floating_point() or not len(latent):
                 raise ValueError(f"generate: z: expected float latents [N, {width or 'latent size'}] with N >= 1, "
                                  f"got {'no z' if latent is None else f'{latent.dtype} {tuple(latent.shape)}'}")
+            self._check_inputs(inputs)
         # latents of any float precision are drawn in the networks' float32; classes and labels keep their type
         inputs = {k: v.to(self.device, torch.float32) if v.is_floating_point() else v.to(self.device)
                   for k, v in inputs.items()}
         images = self.family.generate(inputs, net, self.plan)
         return images if raw else images.clamp(-1, 1)
 
+    def _check_inputs(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Given inputs against what the family draws itself: the same kinds and shapes per sample, one count N,
+        and classes within the networks' counts (out of range they index past an embedding)."""
+        if self.family.translates:  # its drawn inputs hold training images, which a loaded model has not
+            if missing := [key for key in ("x", "y", "z") if key not in inputs]:
+                raise ValueError(f"generate: {missing[0]!r} missing: this model translates sources x of domains y "
+                                 "with latents z")
+            drawn_inputs: dict[str, torch.Tensor] = {}
+        else:
+            drawn_inputs = self.latents(1)
+        for key, value in inputs.items():
+            drawn = drawn_inputs.get(key)
+            if drawn is not None and (value.is_floating_point() != drawn.is_floating_point()
+                                      or value.shape[1:] != drawn.shape[1:]):
+                raise ValueError(f"generate: {key}: expected {'float' if drawn.is_floating_point() else 'integer'} "
+                                 f"values [N, {', '.join(map(str, drawn.shape[1:]))}], got {value.dtype} "
+                                 f"{tuple(value.shape)}".replace(", ]", "]"))
+            if len(value) != len(inputs["z"]):
+                raise ValueError(f"generate: {key} holds {len(value)} samples and z {len(inputs['z'])}")
+        for key, counts in self.family.input_classes().items():
+            if key not in inputs:  # a family may default it (BigGAN cycles through its classes)
+                continue
+            values = inputs[key]
+            if values.is_floating_point():
+                raise ValueError(f"generate: {key}: expected integer class indices, got {values.dtype}")
+            for column, count in zip(values.reshape(len(values), -1).T, counts, strict=True):
+                if len(column) and not 0 <= int(column.min()) <= int(column.max()) < count:
+                    raise ValueError(f"generate: {key}: classes must be in 0..{count - 1}, got values from "
+                                     f"{int(column.min())} to {int(column.max())}")
 
-def load_run(target: str | Path, *, step: int | None = None, device: str = "auto",
+
+def _check_draw(n: Any, seed: Any, where: str) -> None:
+    """A positive whole count and a seed numpy and torch accept (the generators take 0 .. 2^63 - 1)."""
+    if not is_whole_number(n) or n < 1:
+        raise ValueError(f"{where}: n: expected a positive whole number, got {n!r}")
+    if not is_whole_number(seed) or not 0 <= seed < 2**63:
+        raise ValueError(f"{where}: seed: expected a whole number in 0 .. 2^63 - 1, got {seed!r}")
+
+
+def load_run(target: str | Path, *, step: int | None = None, device: str | torch.device = "auto",
              bn: SamplingBN | str | None = None) -> LoadedModel:
     """Load a run directory (its newest valid checkpoint, or `step`) or a checkpoint file; `bn` ("running",
     "batch", "standing:N") chooses the statistics its generator's batch norm samples with instead of the run's."""
@@ -124,7 +163,7 @@ def load_run(target: str | Path, *, step: int | None = None, device: str = "auto
         bn = SamplingBN.parse(bn) if isinstance(bn, str) else bn
         saved["model"] = {**(saved.get("model") or {}), **get_family(saved["family"]).sampling_bn_settings(bn)}
     config = resolve_run_config(None, saved)
-    torch_device = pick_device(device, DistInfo())
+    torch_device = pick_device(str(device), DistInfo())
     dataset = dataset_placeholder(found.meta["dataset"])
     family = build_family(config, torch_device, dataset)
     ckpt.load_network_states(family.nets, found.tensors, found.path)

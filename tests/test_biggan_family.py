@@ -261,6 +261,10 @@ def test_tiny_conditional_run_resumes_to_identical_weights(tmp_path):
     assert all(images.shape == (4, 3, 32, 32) and images.abs().max() <= 1 for images in per_class)
     assert not torch.allclose(per_class[0], per_class[1])  # the class changes the image
     torch.testing.assert_close(model.generate(z), model.generate({"z": z, "y": torch.arange(4)}))
+    for y, message in ((torch.tensor([0, 1, 2, 4]), r"y: classes must be in 0\.\.3, got values from 0 to 4"),
+                       (torch.arange(4.0), r"y: expected integer values \[N\], got torch.float32 \(4,\)")):
+        with pytest.raises(ValueError, match=message):  # past the class embedding: an IndexError deep inside
+            model.generate({"z": z, "y": y})
 
 
 def test_ema_average_after_start(tmp_path):

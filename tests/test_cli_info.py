@@ -78,3 +78,24 @@ def test_info_refuses_the_metric_settings_train_refuses(capsys) -> None:
     assert main(["info", "wgan-gp", "--set", "kid_subsets=10"]) == 2
     assert capsys.readouterr().err.strip() == ("ganforge info: error: kid_subsets: set for kid, which is not among the "
                                                "metrics (none)")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["pgan", "--data", "builtin:foo"], "unknown built-in dataset 'builtin:foo'"),
+    (["pgan", "--set", "augment.kind=ada"], "augment: ADA's adaptive p steers by the sign of D's outputs on reals"),
+])
+def test_info_refuses_what_train_refuses(capsys, args, message) -> None:
+    """`info` describes the networks `train` would build: a data spec that cannot be read or an augmentation train
+    refuses is said, not described."""
+    assert main(["info", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ganforge info: error: {message}") and err.count("\n") == 1
+
+
+def test_a_resolution_above_the_datas_is_described_with_a_note(capsys) -> None:
+    report = info(capsys, "pgan", "--data", "builtin:shapes?resolution=32")
+    assert report["widths"] == [512, 512, 512, 512, 256, 128]  # the 128 px networks asked for
+    assert report["notes"] == ["model.resolution: 128, but the images of builtin:shapes?resolution=32 are 32 px: "
+                               "train refuses this data (prepare it at that size, or give --data with images that "
+                               "large)"]
+

@@ -237,6 +237,11 @@ def test_the_python_api_refuses_wrong_types_with_one_line(run, tmp_path) -> None
         ganforge.train(changed, tmp_path / "b")
     with pytest.raises(ConfigError, match="until: expected a whole number of steps, got '2'"):
         ganforge.train(saved, tmp_path / "c", until="2")
+    with pytest.raises(ConfigError, match="restart: expected True or False, got 'no'"):  # "no" is true
+        ganforge.train(saved, run, restart="no")
+    assert ganforge.load(run, device=torch.device("cpu")).device == torch.device("cpu")
+    with pytest.raises(ValueError, match="latents: n: expected a positive whole number, got -1"):
+        ganforge.load(run).latents(-1)
     assert isinstance(changed, RunConfig) and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
     for section, typo, hint in ((changed, "chekpoint_every", "did you mean 'checkpoint_every'"),
                                 (changed.model, "critic_step", "did you mean 'critic_steps'"),
@@ -251,7 +256,10 @@ def test_the_python_api_refuses_wrong_types_with_one_line(run, tmp_path) -> None
     width = model.latents(1)["z"].shape[1]
     assert model.generate(torch.randn(3, width, dtype=torch.float64)).shape[0] == 3  # float64 latents are drawn too
     for options, message in ((dict(n=0), "n: expected a positive whole number, got 0"),
-                             (dict(seed=-1), "seed: expected a non-negative whole number, got -1"),
+                             (dict(seed=-1), r"seed: expected a whole number in 0 \.\. 2\^63 - 1, got -1"),
+                             (dict(n=2, net="D"), r"net 'D' is not a generator of this model; its generators are"),
+                             (dict(z={"z": torch.randn(2, width), "labels": torch.zeros(1, 1)}),
+                              "labels holds 1 samples and z 2"),
                              (dict(z=torch.randn(2, width), n=4), "given latents z, leave them out"),
                              (dict(z=torch.randn(2, width + 1)), rf"z: expected float latents \[N, {width}\]"),
                              (dict(z=[[0.0] * width]), "latents must be torch tensors")):

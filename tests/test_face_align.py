@@ -191,7 +191,8 @@ def test_align_faces_writes_every_photo_aligned_and_overwrites_nothing(align_inp
     paths = align_inputs
     argv = ["align-faces", str(paths["photos"]), "-o", str(paths["out"]), "--size", "64", "--device", "cpu",
             "--wing-weights", str(paths["wing"]), "--landmark-mean", str(paths["mean"])]
-    assert main(argv) == 0
+    with pytest.warns(UserWarning, match="1 file skipped, not images by their names: notes.txt$"):
+        assert main(argv) == 0
     assert f"aligned 2 faces into {paths['out']}" in capsys.readouterr().out
     assert sorted(p.name for p in paths["out"].iterdir()) == ["b.jpg", "wide.png"]
     for name in ("b.jpg", "wide.png"):
@@ -202,6 +203,22 @@ def test_align_faces_writes_every_photo_aligned_and_overwrites_nothing(align_inp
     err = capsys.readouterr().err
     assert "b.jpg already exists (2 of the 2 outputs do); nothing was written" in err and "\n" not in err.strip()
     assert (paths["out"] / "wide.png").read_bytes() == before
+
+
+def test_align_faces_writes_nothing_when_a_photo_cannot_be_read(align_inputs, capsys) -> None:
+    """The first batch is written before the bad photo of the second is read: it goes again, so that a rerun
+    without that photo is not refused for outputs of a failed run."""
+    paths = align_inputs
+    for index in range(9):  # the default batch is 8: a full first batch, then the bad photo
+        Image.new("RGB", (64, 64), (index, 0, 0)).save(paths["photos"] / f"a{index}.png")
+    whole = (paths["photos"] / "b.jpg").read_bytes()
+    (paths["photos"] / "zz.jpg").write_bytes(whole[:40])
+    argv = ["align-faces", str(paths["photos"]), "-o", str(paths["out"] / "nested"), "--size", "64", "--device",
+            "cpu", "--wing-weights", str(paths["wing"]), "--landmark-mean", str(paths["mean"])]
+    assert main(argv) == 2
+    assert "zz.jpg" in capsys.readouterr().err and not paths["out"].exists()
+    (paths["photos"] / "zz.jpg").unlink()
+    assert main(argv) == 0 and len(list((paths["out"] / "nested").iterdir())) == 11
 
 
 @pytest.mark.parametrize(("change", "message"), [

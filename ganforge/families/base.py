@@ -378,6 +378,11 @@ class Family(ABC):
         conditioned like given training images (a class's real set, for per-class metrics)."""
         return {**latents, "labels": labels[:, self.condition_columns]}
 
+    def input_classes(self) -> dict[str, list[int]]:
+        """The class counts of the integer inputs `generate` takes, by key and column: "labels" [N, columns] of a
+        label-conditioned run here; a class or domain index "y" [N] in BigGAN and StarGAN v2."""
+        return {"labels": [len(names) for _, names in self.conditioning()]} if self.condition_columns else {}
+
     def sample_labels(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """{"labels": uniformly drawn classes of each conditioning column [n, columns]} for samples, {} for an
         unconditional run; drawn from `generator` on the CPU, as the latents."""

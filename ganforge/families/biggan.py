@@ -370,6 +370,9 @@ class BigGANFamily(Family):
     def generator_label_columns(self) -> list[int]:
         return [0] if self.dataset.label_columns else []
 
+    def input_classes(self) -> dict[str, list[int]]:
+        return {"y": [self.label_count]}
+
     def with_store_labels(self, latents: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {**latents, "y": labels[:, 0]}
 

@@ -435,6 +435,9 @@ class StarGAN2Family(Family):
         return {"x": images, "y": torch.arange(count) % len(self.domain_names),
                 "z": torch.randn(count, self.config.latent_dim, generator=generator)}
 
+    def input_classes(self) -> dict[str, list[int]]:
+        return {"y": [self.label_count]}
+
     @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         """Latent-guided translations, each after its source: (source, output) pairs, clamped to [-1, 1]."""

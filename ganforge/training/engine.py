@@ -174,7 +174,7 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def _check_ada_can_steer(config: RunConfig, *, resumed: bool) -> None:
+def check_ada_can_steer(config: RunConfig, *, resumed: bool) -> None:
     """ADA's adaptive p follows the sign of D's outputs on reals, which some critics leave meaningless: refused for
     a new run, a warning for a run that already trained so (its config cannot change on resume)."""
     why = get_family(config.family).unsigned_critic(config.model) if config.augment.adaptive else None
@@ -228,7 +228,7 @@ class Trainer:
         if self.device.type == "cpu":  # each step's activations reuse the last step's pages (measured on the CPU)
             keep_freed_host_memory()
         resume = None if restart else ckpt.latest_valid_checkpoint(self.run_dir, refuse_all_broken=True)
-        _check_ada_can_steer(config, resumed=resume is not None)
+        check_ada_can_steer(config, resumed=resume is not None)
         config = replace(config, data=resolved_data_spec(config.data),  # resumable from any folder
                          init_from=config.init_from and os.path.abspath(os.path.expanduser(config.init_from)),
                          fid_real_stats=config.fid_real_stats and os.path.abspath(
