@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import fnmatch
+import gc
 import json
 import math
 import os
@@ -57,9 +58,11 @@ from ganforge.metrics.swd import swd  # noqa: E402
 from ganforge.models.pgan import pgan_widths  # noqa: E402
 from ganforge.training.engine import Trainer  # noqa: E402
 
-# dense peak TFLOP/s by device-name fragment: (bf16, tf32, fp32)
-PEAKS = {"H200": (989.0, 494.0, 67.0), "H100 SXM": (989.0, 494.0, 67.0), "H100": (989.0, 494.0, 67.0),
-         "A100": (312.0, 156.0, 19.5)}
+# NVIDIA's dense peak TFLOP/s (bf16, tf32, fp32) by a fragment of the CUDA device name, the first match counting:
+# PCIe and NVL boards run lower clocks and power than SXM ones, whose names CUDA gives without "SXM" (an H100 SXM is
+# "NVIDIA H100 80GB HBM3", an H200 SXM "NVIDIA H200"); a name none matches has no MFU rather than a guessed one
+PEAKS = (("H100 PCIe", (756.0, 378.0, 51.2)), ("H100 NVL", (835.0, 418.0, 60.0)), ("H200 NVL", (835.0, 418.0, 60.0)),
+         ("H100", (989.0, 494.0, 67.0)), ("H200", (989.0, 494.0, 67.0)), ("A100", (312.0, 156.0, 19.5)))
 MODES = {"fp32": ("off", False), "bf16": ("bf16", False), "compiled": ("off", True)}
 AUTOTUNED = "cudnn_benchmark"  # fp32 with torch.backends.cudnn.benchmark on (CUDA only)
 Case = tuple[str, Callable[[], dict[str, Any]]]
@@ -70,12 +73,19 @@ def peaks(device: torch.device) -> tuple[str, tuple[float, float, float] | None]
     if device.type != "cuda":
         return "cpu", None
     name = torch.cuda.get_device_name(device)
-    return name, next((value for key, value in PEAKS.items() if key in name), None)
+    return name, next((value for key, value in PEAKS if key in name), None)
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def release_memory(device: torch.device) -> None:
+    """Free what dropped trainers held (their networks and optimisers sit in reference cycles)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def build(config: dict[str, Any], mode: str, device: torch.device, scratch: Path) -> Trainer:
@@ -109,14 +119,17 @@ def timed_steps(trainer: Trainer, start: int, warmup: int, steps: int) -> dict[s
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    drawn_before = trainer.images_seen
     begin = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(plan)
     sync(device)
     seconds = (time.perf_counter() - begin) / steps
-    images_per_step = plan.batch_size * sum(1 for _ in trainer.family.phases(start, plan))
+    # the real images a step draws: BigGAN's D steps and accumulations draw several batches (its preset 8 of 256)
+    reals_per_step = (trainer.images_seen - drawn_before) // steps
     return {"resolution": plan.resolution, "batch": plan.batch_size, "s_per_step": seconds,
-            "img_per_s": plan.batch_size / seconds, "images_per_step_drawn": images_per_step,
+            "img_per_s": plan.batch_size / seconds, "reals_per_step": reals_per_step,
+            "reals_per_s": reals_per_step / seconds,
             "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             "host_syncs_per_step": host_syncs(trainer, plan)}
 
@@ -147,11 +160,16 @@ def step_flops(trainer: Trainer, start: int) -> int:
     return counter.total
 
 
-class CaseTimeout(Exception):
-    pass
+class CaseTimeout(BaseException):
+    """Not an Exception: torch.compile wraps the Exceptions raised while it compiles into its own, which
+    ganforge's compile fallback catches (the case then timed eager steps as compiled ones)."""
+
+
+_ALARMS: list[float] = []  # when the case time limit fired: a case whose alarm fired failed, however it ended
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
+    _ALARMS.append(time.perf_counter())
     raise CaseTimeout("case time limit reached")
 
 
@@ -173,17 +191,28 @@ class Runner:
             return
         begin = time.perf_counter()
         limit = self.args.case_limit_s
+        _ALARMS.clear()
         if limit:
             signal.signal(signal.SIGALRM, _on_alarm)
             signal.alarm(int(limit))
-        try:
-            entry = {"case": name, "status": "ok", **fn()}
-        except Exception as err:  # noqa: BLE001 - a failing case is recorded with its reason, the others still run
-            entry = {"case": name, "status": "failed", "reason": f"{type(err).__name__}: {err}",
-                     "traceback": traceback.format_exc(limit=3)}
-        finally:
-            if limit:
-                signal.alarm(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                entry = {"case": name, "status": "ok", **fn()}
+            except (Exception, CaseTimeout) as err:  # noqa: BLE001 - recorded with its reason; the others still run
+                entry = {"case": name, "status": "failed", "reason": f"{type(err).__name__}: {err}",
+                         "traceback": traceback.format_exc(limit=3)}
+            finally:
+                if limit:
+                    signal.alarm(0)
+        messages = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+        if messages:
+            entry["warnings"] = messages[:5]
+        eager = next((m for m in messages if "runs eagerly" in m), None)
+        if _ALARMS:
+            entry.update(status="failed", reason=f"case time limit of {limit:g} s reached")
+        elif eager and "compiled" in name and entry["status"] == "ok":  # its figures would be eager ones
+            entry.update(status="failed", reason=f"compiled, yet a network fell back to eager: {eager}")
         entry["wall_s"] = round(time.perf_counter() - begin, 2)
         self.results.append(entry)
         print(f"{entry['status']:7s} {name} ({entry['wall_s']} s)" + (f": {entry['reason']}" if "reason" in entry
@@ -323,8 +352,8 @@ def throughput_cases(args: argparse.Namespace, device: torch.device) -> tuple[li
     eager: list[Case] = []
     compiled: list[Case] = []
     autotuned: list[Case] = []
+    live: dict[str, Any] = {"config": None, "trainers": {}}  # one config's trainers at a time (peak memory)
     for name, (config, starts) in throughput_configs(args.quick).items():
-        trainers: dict[str, Trainer] = {}
         flops: dict[int, int] = {}
         fp32_seconds: dict[int, float] = {}
         starts = starts or [0]
@@ -334,13 +363,18 @@ def throughput_cases(args: argparse.Namespace, device: torch.device) -> tuple[li
                     continue
 
                 def case(config: dict = config, mode: str = mode, start: int = start, name: str = name,
-                         trainers: dict = trainers, flops: dict = flops, fp32_seconds: dict = fp32_seconds
-                         ) -> dict[str, Any]:
+                         flops: dict = flops, fp32_seconds: dict = fp32_seconds) -> dict[str, Any]:
+                    if live["config"] != name:  # the last config's trainers go: its memory is not this case's
+                        live["trainers"].clear()
+                        release_memory(device)
+                        live["config"] = name
+                    trainers = live["trainers"]
                     if mode not in trainers:
                         trainers[mode] = build(config, "fp32" if mode == AUTOTUNED else mode, device,
                                                args.scratch / f"speed-{name}-{mode}")
                     if start not in flops:
                         flops[start] = step_flops(build(config, "fp32", device, args.scratch / "flops"), start)
+                        release_memory(device)  # the counting trainer's
                     autotune = torch.backends.cudnn.benchmark
                     torch.backends.cudnn.benchmark = mode == AUTOTUNED or autotune
                     try:
@@ -438,6 +472,8 @@ def metric_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
         dim, samples = (64, 256) if args.quick else (2048, 10000)
         feats = torch.randn(2, samples, dim, dtype=torch.float64)
         stats = [(f.mean(0), torch.cov(f.T)) for f in feats]
+        frechet_distance(*stats[0], *stats[1], device=device)  # warm-up: cuSOLVER's and cuBLAS's first calls
+        sync(device)
         begin = time.perf_counter()
         value = frechet_distance(*stats[0], *stats[1], device=device)
         sync(device)
@@ -512,7 +548,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.deterministic:  # cuBLAS reads it at its first use in the process
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device}: expected cuda, cuda:N or cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here (--device cpu --quick checks the script itself)")
     runner = Runner(args, device)
     train_eager, train_compiled = family_cases(args, device)
     speed_eager, speed_compiled, speed_autotuned = throughput_cases(args, device)

@@ -153,7 +153,49 @@ def test_a_case_past_its_time_limit_fails_with_the_reason_and_the_next_case_runs
     runner.record("hangs", lambda: time.sleep(5) or {})
     runner.record("quick", lambda: {"value": 1})
     hung, quick = runner.results
-    assert hung["status"] == "failed" and hung["reason"] == "CaseTimeout: case time limit reached"
+    assert hung["status"] == "failed" and hung["reason"] == "case time limit of 1 s reached"
     assert hung["wall_s"] < 3
     assert quick["status"] == "ok" and quick["value"] == 1
     assert [entry["case"] for entry in json.loads(args.out.read_text())["cases"]] == ["hangs", "quick"]
+
+
+def test_a_timeout_swallowed_inside_a_case_or_an_eager_fallback_still_fails_it(tmp_path: Path) -> None:
+    """torch.compile catches what its compiling raises, and ganforge's compile fallback then runs eagerly: such a
+    case must not report eager figures as compiled ones, nor pass after its time limit."""
+    import argparse
+    import contextlib
+    import time
+    import warnings
+
+    module = _load_gpu_check()
+    args = argparse.Namespace(cases=None, budget_s=0, case_limit_s=1, quick=True, out=tmp_path / "c.json")
+    runner = module.Runner(args, torch.device("cpu"))
+
+    def swallows() -> dict:
+        with contextlib.suppress(BaseException):  # what a wrapping compiler does
+            time.sleep(5)
+        return {"img_per_s": 1.0}
+
+    def falls_back() -> dict:
+        warnings.warn("compile: network G runs eagerly: InductorError: lowering failed", RuntimeWarning,
+                      stacklevel=2)
+        return {"img_per_s": 2.0}
+
+    runner.record("speed/x/compiled", swallows)
+    runner.record("speed/y/compiled", falls_back)
+    runner.record("speed/y/fp32", lambda: warnings.warn("a note", UserWarning, stacklevel=2) or {"img_per_s": 3.0})
+    timed_out, eager, plain = runner.results
+    assert timed_out["status"] == "failed" and timed_out["reason"] == "case time limit of 1 s reached"
+    assert eager["status"] == "failed" and eager["reason"] == ("compiled, yet a network fell back to eager: compile: "
+                                                               "network G runs eagerly: InductorError: lowering failed")
+    assert plain["status"] == "ok" and plain["warnings"] == ["a note"]
+
+
+@pytest.mark.parametrize(("name", "peak"), [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+                                            ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.0),
+                                            ("NVIDIA H200 NVL", 835.0), ("NVIDIA GeForce RTX 4090", None)])
+def test_peaks_are_the_boards(monkeypatch: pytest.MonkeyPatch, name: str, peak: float | None) -> None:
+    module = _load_gpu_check()
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: name)
+    found = module.peaks(torch.device("cuda"))
+    assert found[0] == name and (found[1] and found[1][0]) == peak
