@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import numbers
 import re
 import shlex
@@ -88,14 +89,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value} is out of range")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):  # an infinite rate or a NaN weight trains nothing a user wants
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(number)
     if tp is str:
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -198,7 +200,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file in UTF-8 ({err.reason} at byte {err.start})") from None
     if path.suffix.lower() == ".sh":
         return {COMMAND_LINE: {"file": str(path), "words": python_command_line(text, str(path))}}
     try:
@@ -233,13 +238,28 @@ def _mapping_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 class _StrictYamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key repeated in one mapping is an error rather than the last one winning.
-    The keys are checked as written, on the composed document before anything is constructed (construction merges
-    `<<: *anchor` keys into the anchored mappings themselves)."""
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error rather than the last one winning,
+    and that numbers are read as YAML 1.2 (and JSON) read them: `010` is no octal 8 and `1:30` no base-60 90 (both
+    stay text, which an integer setting refuses), and `1e-4` is a float without a dot. The keys are checked as
+    written, on the composed document before anything is constructed (construction merges `<<: *anchor` keys into
+    the anchored mappings themselves)."""
 
     def construct_document(self, node: yaml.Node) -> Any:
         _refuse_repeated_keys(node, set())
         return super().construct_document(node)
+
+
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_StrictYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictYamlLoader.add_implicit_resolver(
+    _INT_TAG, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+_StrictYamlLoader.add_implicit_resolver(
+    _FLOAT_TAG, re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                              |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                              |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                              |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
 def _refuse_repeated_keys(node: yaml.Node, visited: set[int]) -> None:
@@ -332,16 +352,13 @@ def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
         if not key.strip():
             raise ConfigError(f"--set {item!r}: empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_StrictYamlLoader) if raw.strip() else ""  # as a config file reads it
         except yaml.YAMLError:
             value = raw
         if isinstance(value, dict) and None in value.values() and _COLON_WITHOUT_SPACE.search(raw):
             # YAML 1.1 reads `32:4` as one key (the base-60 integer 1924) with no value
             raise ConfigError(f"--set {item!r}: write a space after each colon in a mapping, e.g. {{32: 4}} "
                               f"(YAML reads `32:4` as one key with no value)")
-        if isinstance(value, str) and value[:1] in tuple("+-.0123456789"):
-            with contextlib.suppress(ValueError):  # YAML 1.1 leaves `2e-3` a string
-                value = float(value)
         parsed.append((key.strip().split("."), value))
     return parsed
 
@@ -352,10 +369,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[tuple[list[str], Any]]
     for keys, value in overrides:
         node = data
         for key in keys[:-1]:
-            child = node.setdefault(key, {})
+            if node.get(key) is None:  # an unset section (`lookahead: null` in a saved config) gets its first key
+                node[key] = {}
+            child = node[key]
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {'.'.join(keys)}: '{key}' is not a section")
             node = child
+        if len(keys) == 1 and isinstance(value, dict) and isinstance(node.get(keys[0]), dict) and node[keys[0]]:
+            # a top-level section (model, augment); a table deeper in (micro_batches: {8: 2}) is one setting
+            name = keys[0]
+            raise ConfigError(f"--set {name}={{...}} would replace the whole {name} section (every key the config "
+                              f"sets there); set its keys one by one, e.g. --set {name}.{next(iter(value), 'KEY')}=...")
         node[keys[-1]] = value
     return data
 
@@ -454,6 +478,11 @@ class RunConfig(Settings):
     model: Any = None
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**63:  # before a --restart deletes anything: numpy's seeds are non-negative
+            raise ConfigError(f"seed: expected an integer from 0 to 2^63 - 1, got {self.seed}")
+        if self.metrics_every and not self.metrics:
+            raise ConfigError(f"metrics_every: {self.metrics_every} with no `metrics` to compute would do nothing; "
+                              "name the metrics (e.g. metrics=[swd]) or leave metrics_every out")
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count", "metrics_n",
                      "keep_best"):
             if getattr(self, name) < 1:

@@ -1,6 +1,7 @@
 """Config loading: strict keys with suggestions, types, overrides, and the seed's pytorch_GAN_zoo JSON."""
 
 import json
+import re
 
 import pytest
 from conftest import zoo_pgan_defaults
@@ -190,3 +191,56 @@ def test_yaml_off_is_the_choice_off_not_false(tmp_path):
     assert resolve_run_config("pgan", {}, parse_overrides(["amp=off", "tf32=off"])).tf32 == "off"
     with pytest.raises(ConfigError, match="on_nan: False is not one of 'stop', 'rollback'"):
         resolve_run_config("pgan", {"on_nan": False})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("seed: 010\n", "seed: expected an integer, got '010'"),  # YAML 1.1: the octal 8
+    ("log_every: 1:30\n", "log_every: expected an integer, got '1:30'"),  # YAML 1.1: the base-60 90
+    ("model:\n  lr: .nan\n", "model.lr: expected a finite number, got nan"),
+    ("seed: -1\n", "seed: expected an integer from 0 to 2^63 - 1, got -1"),
+    ("metrics_every: 10\n", "metrics_every: 10 with no `metrics` to compute would do nothing"),
+])
+def test_numbers_are_read_as_yaml_1_2_reads_them_and_must_mean_something(tmp_path, text, message):
+    path = tmp_path / "config.yaml"
+    path.write_text("family: wgan-gp\n" + text)
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        resolve_run_config(None, read_config_file(path))
+
+
+def test_exponents_without_a_dot_are_numbers_in_files_and_overrides_alike(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("family: wgan-gp\nmodel:\n  steps: 1e4\n  lr: 2e-4\n")
+    from_file = resolve_run_config(None, read_config_file(path)).model
+    assert (from_file.steps, from_file.lr) == (10000, 2e-4)
+    assert parse_overrides(["model.steps=1e4", "seed=010", "a=1:04"]) == [
+        (["model", "steps"], 10000.0), (["seed"], "010"), (["a"], "1:04")]
+
+
+def test_overrides_set_keys_of_unset_sections_and_never_replace_a_whole_section():
+    saved = {"family": "wgan-gp", "lookahead": None, "model": {"steps": 10, "lr": 1e-4}}
+    assert apply_overrides(saved, parse_overrides(["lookahead.every=5"]))["lookahead"] == {"every": 5}
+    with pytest.raises(ConfigError, match=r"^--set model=\{\.\.\.\} would replace the whole model section .* e\.g\. "
+                                          r"--set model\.resolution=\.\.\.$"):
+        apply_overrides(saved, parse_overrides(["model={resolution: 32}"]))
+    with pytest.raises(ConfigError, match="^--set family=dcgan: this is a wgan-gp config"):
+        resolve_run_config("wgan-gp", {}, parse_overrides(["family=dcgan"]))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.betas=[0.5]", "model.betas: expected two numbers in [0, 1), got [0.5]"),
+    ("model.adam_eps=-1", "model.adam_eps: expected a positive number, got -1.0"),
+    ("model.gdpp=-1", "model.gdpp: expected a weight >= 0 (0: off), got -1.0"),
+    ("model.schedule.alpha_jumps=-1", "model.schedule.alpha_jumps: expected counts >= 0, got -1"),
+    ("model.schedule.alpha_jumps=[0,20,20,20,20,20,99]", "model.schedule.alpha_jumps: 7 entries but the networks "
+     "have 6 scales (the last would do nothing)"),
+])
+def test_pgan_optimiser_and_fade_settings_are_checked(override, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        compile_schedule(resolve_run_config("pgan", {}, parse_overrides([override])).model)
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"family: pgan\n\xff\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not a text file in UTF-8"):
+        read_config_file(path)

@@ -121,13 +121,16 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     `reads_data=False` (describing networks) lets a reference's command line go without a store."""
     named = data.get("family")
     if family and named and named != family:
-        raise ConfigError(f"family: the config file is for {named!r} but {family!r} was asked for")
+        raise ConfigError(f"family: the config is for {named!r} (its `family:` key) but {family!r} was asked for")
     family = family or named or ("pgan" if "pathDB" in data else None)  # zoo JSON files are PGAN configs
     if not family:
         raise ConfigError("family: not given (name it on the command line or as `family:` in the config)")
     family_cls = get_family(family)
     command = data.get(COMMAND_LINE)
     data = apply_overrides(family_cls.normalise_config(data), list(overrides))
+    if data.get("family") not in (None, family_cls.name):  # an override; the family is named before overrides
+        raise ConfigError(f"--set family={data['family']}: this is a {family_cls.name} config; name the family on "
+                          "the command line (ganforge train FAMILY) or in the config file")
     if command is not None and COMMAND_LINE in data:
         raise ConfigError(f"{command['file']}: a shell script is a config for pgan (pytorch_GAN_zoo's train.py "
                           "command), biggan (BigGAN-PyTorch's train.py) and stargan2 (StarGAN v2's main.py); "

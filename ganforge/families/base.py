@@ -110,6 +110,14 @@ BATCH_DEPENDENT_NOTE = ("the generator samples on its batch's statistics (batch 
                         "colours); use batches of 16 or more, or sample on running statistics")
 
 
+def check_adam(betas: list[float] | None, eps: float | None = None) -> None:
+    """Adam's settings as torch would refuse them mid-build, named by their config keys first."""
+    if betas is not None and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
+        raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {betas}")
+    if eps is not None and not eps > 0:
+        raise ConfigError(f"model.adam_eps: expected a positive number, got {eps}")
+
+
 def check_conditions(conditions: Any) -> None:
     """`model.conditions`, where set, is a non-empty list of distinct label column names; one-line ConfigError."""
     if conditions is not None and (not isinstance(conditions, list) or not conditions

@@ -28,7 +28,7 @@ from ganforge.config import COMMAND_LINE, ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
-from ganforge.families.base import Family, Phase, SamplingBN, StepPlan
+from ganforge.families.base import Family, Phase, SamplingBN, StepPlan, check_adam
 from ganforge.families.biggan_flags import launch_command_to_ganforge
 from ganforge.losses import hinge_discriminator_loss, hinge_generator_loss, orthogonal_regularization
 from ganforge.models.biggan import BigGANArch, Discriminator, Generator, sample_classes, sample_latents
@@ -119,8 +119,7 @@ class BigGANConfig(Settings):
         for key in ("g_lr", "d_lr", "adam_eps", "sn_eps", "bn_eps"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}: expected a positive number, got {getattr(self, key)}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
+        check_adam(self.betas, self.adam_eps)
         if self.n_classes is not None and self.n_classes < 1:
             raise ConfigError(f"model.n_classes: expected null (from the data) or a positive integer, got "
                               f"{self.n_classes}")

@@ -37,7 +37,15 @@ from ganforge.config import ConfigError
 from ganforge.data.loader import Batch
 from ganforge.data.store import ImageDataset
 from ganforge.distributed import DistInfo
-from ganforge.families.base import Family, Phase, SamplingBN, StepPlan, check_conditions, condition_columns
+from ganforge.families.base import (
+    Family,
+    Phase,
+    SamplingBN,
+    StepPlan,
+    check_adam,
+    check_conditions,
+    condition_columns,
+)
 from ganforge.losses import (
     WASSERSTEIN_CRITIC,
     gradient_penalty,
@@ -96,8 +104,7 @@ class DCGANConfig(Settings):
                               "remove the key, or set model.optimizer: adam")
         if self.optimizer == "adam" and self.betas is None:
             self.betas = list(self.ADAM_BETAS)
-        if self.betas is not None and (len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas)):
-            raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
+        check_adam(self.betas)
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected null (off) or a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup, None if self.ema_decay is not None else

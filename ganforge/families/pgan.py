@@ -27,7 +27,7 @@ import torch
 
 from ganforge.config import COMMAND_LINE, ConfigError, from_dict
 from ganforge.data.loader import Batch, DataOptions
-from ganforge.families.base import Family, Phase, StepPlan, check_conditions, condition_columns
+from ganforge.families.base import Family, Phase, StepPlan, check_adam, check_conditions, condition_columns
 from ganforge.losses import (
     WASSERSTEIN_CRITIC,
     drift_penalty,
@@ -197,6 +197,9 @@ class PGANConfig(Settings):
             raise ConfigError(f"model.micro_batches: {self.micro_batches} with model.gdpp {self.gdpp}: GDPP compares "
                               "the eigenvectors of a whole batch's D features, which slices do not add up to; use "
                               "model.micro_batches: 1 or turn GDPP off")
+        check_adam(self.betas, self.adam_eps)
+        if self.gdpp < 0:
+            raise ConfigError(f"model.gdpp: expected a weight >= 0 (0: off), got {self.gdpp}")
         if self.r1_interval is not None and self.r1_interval < 1:
             raise ConfigError(f"model.r1_interval: expected an integer >= 1, got {self.r1_interval!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -262,12 +265,15 @@ class ScaleSegment:
 
 
 def _per_scale(value: list[int] | int, scales: int, key: str) -> list[int]:
-    """One entry per scale, cut to the networks' scales as the zoo cuts its lists; scale 0 (4×4) has nothing to
-    fade from, so its entry must be 0 (anything else would be ignored)."""
+    """One entry per scale, as max_iter_at_scale (a zoo config's longer lists are cut where it is read); scale 0
+    (4×4) has nothing to fade from, so its entry must be 0 (anything else would be ignored)."""
+    if any(entry < 0 for entry in (value if isinstance(value, list) else [value])):
+        raise ConfigError(f"model.schedule.{key}: expected counts >= 0, got {value}")
     if isinstance(value, int):
         return [0] + [value] * (scales - 1)
-    if len(value) < scales:
-        raise ConfigError(f"model.schedule.{key}: {len(value)} entries but the networks have {scales} scales")
+    if len(value) != scales:
+        raise ConfigError(f"model.schedule.{key}: {len(value)} entries but the networks have {scales} scales"
+                          + (" (the last would do nothing)" if len(value) > scales else ""))
     if value[0] != 0:
         raise ConfigError(f"model.schedule.{key}[0]: scale 0 (4x4) has no lower resolution to fade from, so its "
                           f"entry must be 0, got {value[0]}")

@@ -44,7 +44,7 @@ from ganforge.data.loader import Batch, DataOptions, DomainPairSampler, to_float
 from ganforge.data.store import DatasetError, ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.download import locate_weights
-from ganforge.families.base import Family, Phase, StepPlan
+from ganforge.families.base import Family, Phase, StepPlan, check_adam
 from ganforge.families.stargan2_flags import main_command_to_ganforge
 from ganforge.losses import r1_penalty
 from ganforge.metrics.inception import default_cache_dir
@@ -116,8 +116,7 @@ class StarGAN2Config(Settings):
         for key in ("lr", "f_lr"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}: expected a positive learning rate, got {getattr(self, key)}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"model.betas: expected two numbers in [0, 1), got {self.betas}")
+        check_adam(self.betas)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup)
