@@ -2,7 +2,8 @@
 
 Runs the real engine step (WGAN-GP + drift D step, G step, EMA update) on random data of the right shape, with
 the paper's widths scaled by --width-div (CPU: 16 keeps it tolerable; GPU: 1 is the real CelebA-128 model).
-Prints one line per resolution and, on CUDA, the same with bf16 autocast and channels_last off for comparison.
+Prints one line per resolution; on CUDA the main run takes `amp: auto` (bf16 autocast), and a second run in fp32
+beside it gives the bf16 speed-up.
 
     python benchmarks/bench_pgan_train.py --resolution 128 --width-div 16 --batch 16 --steps 5
     python benchmarks/bench_pgan_train.py --resolution 128 --width-div 1 --batch 16 --steps 20 --device cuda
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scratch", default="/tmp/ganforge-bench-pgan")
     args = parser.parse_args()
+    if args.resolution < 8 or args.resolution & (args.resolution - 1):
+        parser.error(f"--resolution {args.resolution}: expected a power of two >= 8")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, widths / {args.width_div}, "
           f"batch {args.batch}")
     main_run = measure(args, "auto")

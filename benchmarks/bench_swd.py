@@ -143,7 +143,9 @@ def measure(kind: str, n: int, res: int, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--n", str(n), "--res", str(res), "--threads", str(threads)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:  # the worker's own error, not a CalledProcessError naming the command
+        sys.exit(f"bench_swd: the {kind} worker failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -156,6 +158,9 @@ def main() -> None:
                         "shared machine, where 2 contending threads run slower than 1)")
     parser.add_argument("--worker", choices=["ours", "numpy", "floor"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.res < 16 or args.res & (args.res - 1) or min(args.n, args.baseline_n or args.n) < 1:
+        parser.error(f"--res {args.res} --n {args.n}: expected a power-of-two resolution >= 16 (SWD's pyramid "
+                     "starts at 16 px) and positive image counts")
     if args.worker:
         import torch
 

@@ -3,10 +3,10 @@
     python benchmarks/bench_train.py --width-div 8 --steps 3            # CPU: reference configs, widths / 8
     python benchmarks/bench_train.py --device cuda --width-div 1 --steps 20
 
-One table: img/s (real images through D per step, the figure the official codes print) and s/step. Compiling
-happens during the warm-up steps, which are not timed. Mode `nchw` is fp32 with the networks in the plain NCHW layout
-the references use (ganforge's eager networks are channels_last, except instance-norm networks on the CPU):
-`--modes fp32 nchw` measures what that layout gains.
+One table: img/s (the batch over the seconds per step; a BigGAN step draws a batch of reals per D step) and
+s/step. Compiling happens during the warm-up steps, which are not timed. Mode `nchw` is fp32 with the networks in
+the plain NCHW layout the references use (ganforge's eager networks are channels_last, except instance-norm networks
+on the CPU): `--modes fp32 nchw` measures what that layout gains.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ def main() -> None:
     parser.add_argument("--width-div", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--families", nargs="*", default=None, help="default: all")
-    parser.add_argument("--modes", nargs="*", default=["fp32", "compiled"], help="fp32, bf16, compiled, nchw")
+    parser.add_argument("--families", nargs="*", default=None, choices=["pgan", "biggan", "stargan2", "wgan-gp"],
+                        help="default: all")
+    parser.add_argument("--modes", nargs="*", default=["fp32", "compiled"],
+                        choices=["fp32", "bf16", "compiled", "nchw"])
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/ganforge-bench-train"))
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -216,7 +216,7 @@ def ganforge_step(trainer: Trainer, start: int) -> Step:
     """One `Trainer.train_step` at schedule step `start` (held fixed, as gpu_check times it)."""
     trainer.step = start
     plan = trainer.family.plan(start)
-    return with_flags(lambda: trainer.train_step(plan), torch_flags())
+    return lambda: trainer.train_step(plan)
 
 
 def pgan_ganforge(args: argparse.Namespace, trainer: Trainer, resolution: int) -> Step:
@@ -348,9 +348,11 @@ def run_family(family: str, args: argparse.Namespace) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"bench-ref-{family}-"))
     modes = [] if args.side == "reference" else args.modes
     trainers = {mode: build(CONFIGS[family](args), mode, device, scratch / mode) for mode in modes}
+    ours = torch_flags()  # the engine's (TF32, no cuDNN autotuning), taken before the reference sets its own
     for resolution, reference in REFERENCE_STEPS[family](repo, args, device):
         steps = {} if args.side == "ganforge" else {"reference": reference}
-        steps.update({mode: GANFORGE_STEPS[family](args, trainer, resolution) for mode, trainer in trainers.items()})
+        steps.update({mode: with_flags(GANFORGE_STEPS[family](args, trainer, resolution), ours)
+                      for mode, trainer in trainers.items()})
         medians = interleaved_medians(steps, device, args.warmup, args.steps)
         if "reference" in medians:
             row["reference_s"][resolution] = medians.pop("reference")

@@ -29,8 +29,12 @@ def official_module(refs: Path):  # noqa: ANN201 - the official module
     if checkout is None:
         sys.exit(f"{refs}: no stargan-v2 checkout in it")
     sys.path.insert(0, str(checkout))
-    import core.wing as wing  # the official module
-    from skimage.filters import gaussian
+    try:
+        import core.wing as wing  # the official module
+        from skimage.filters import gaussian
+    except ImportError as err:
+        sys.exit(f"oracle_face_align: the official core/wing.py needs {err.name} here (pip install munch "
+                 "opencv-python-headless scikit-image)")
 
     wing.gaussian = lambda image, sigma, multichannel=True: gaussian(image, sigma,
                                                                      channel_axis=-1 if multichannel else None)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,8 +63,11 @@ def main() -> None:
     seconds = (time.perf_counter() - begin) / args.steps
     events = prof.key_averages()
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    total = sum(getattr(e, attr) for e in events)
-    conv = sum(getattr(e, attr) for e in events if any(op in e.key for op in CONVOLUTION_OPS))
+    # operators only: on CUDA each operator carries the device time of the kernels it launched, and the kernels are
+    # events of their own too (named by cuDNN, not "convolution"), which would count that time twice
+    operators = [e for e in events if e.device_type == DeviceType.CPU]
+    total = sum(getattr(e, attr) for e in operators)
+    conv = sum(getattr(e, attr) for e in operators if any(op in e.key for op in CONVOLUTION_OPS))
     size = "real size" if args.real else f"widths / {args.width_div}"
     print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, {args.family}, {size}, "
           f"{args.mode}, step {start}, {seconds:.3f} s/step under the profiler")
