@@ -50,7 +50,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[str, Any] | None = None, *,
-                      reads_data: bool = True):
+                      reads_data: bool = True, saved: Path | None = None):
+    """The config the command's options ask for: -c FILE, else `base` (a run's own config, read from `saved`),
+    with --set and the options that set keys on top."""
     from ganforge.config import ConfigError, parse_overrides, read_config_file
     from ganforge.families import resolve_run_config
 
@@ -60,7 +62,20 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
     overrides = parse_overrides(args.overrides)
     if getattr(args, "wing_weights", None) and family not in (None, "stargan2"):
         raise ConfigError(f"--wing-weights: for stargan2 runs (the face-mask network of w_hpf > 0), not {family}")
-    return resolve_run_config(family, data, overrides + _flag_overrides(args, overrides), reads_data=reads_data)
+    try:
+        return resolve_run_config(family, data, overrides + _flag_overrides(args, overrides), reads_data=reads_data)
+    except ConfigError as err:
+        # the saved config holds every default as written (betas beside an Adam): a saved value that an override
+        # makes meaningless is the user's to drop
+        key = str(err).split(":", 1)[0]
+        node: Any = base
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if base is None or args.config is not None or saved is None or node is None or any(
+                ".".join(path) == key for path, _ in overrides):
+            raise
+        raise ConfigError(f"{err} ({saved} holds the run's config: --set {key}=null drops the saved value)"
+                          ) from None
 
 
 # the options that set a config key, and the key each sets
@@ -245,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if saved.is_file() and args.config is None:
         # resume or --restart: the run's own config unless the user gives one
         base = migrated_saved_config(read_config_file(saved))
-    config = _config_from_args(args.family, args, base)
+    config = _config_from_args(args.family, args, base, saved=saved)
     result = train(config, run_dir, restart=args.restart, until=args.until)
     if result.main_process:  # torchrun: one line, one final metric and one report, from rank 0
         print(result.summary())
@@ -254,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0 if result.signal_number == signal.SIGTERM else 128 + (result.signal_number or signal.SIGINT)
     if not result.main_process:
         return 0
-    if result.stop == "finished" and args.final_swd:
+    if result.stop in ("finished", "already finished") and args.final_swd:  # a finished run asked again gets it
         from ganforge.evaluation.run_metrics import evaluate_run, run_swd_floor, swd_versus_floor
 
         results = evaluate_run(run_dir, ["swd"], n=args.final_swd)
@@ -264,7 +279,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(swd_versus_floor(swd, floor))
         print(f"  floor: the same real images against {floor['second_set']}"
               + (f" (cached in {floor['cache']})" if floor["cache"] else ""))
-    if result.stop in ("finished", "until", "early") and (run_dir / "report.html").is_file():
+    if (result.stop in ("finished", "until", "early") or (result.stop == "already finished" and args.final_swd)) \
+            and (run_dir / "report.html").is_file():
         from ganforge.viz.report import write_report
 
         # written at the end of training already; again so that it holds the final SWD just computed

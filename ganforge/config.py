@@ -139,7 +139,7 @@ KEY_SYNONYMS = {"learning_rate": "lr", "lr_rate": "lr", "num_steps": "steps", "i
                 "n_critic": "critic_steps", "seed_value": "seed"}
 
 
-def _unknown_key_hint(key: str, fields: dict[str, Any], hints: dict[str, Any], where: str) -> str:
+def unknown_key_hint(key: str, fields: dict[str, Any], hints: dict[str, Any], where: str) -> str:
     """Where a mistaken key belongs: its usual synonym here, the same key in a nested section (PGAN's
     model.batch_size is model.schedule.batch_size), else the nearest names."""
     prefix = f"{where}." if where else ""
@@ -162,7 +162,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     for key, value in renamed_keys(cls, data, where).items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key '{path}': {_unknown_key_hint(str(key), fields, hints, where)}")
+            raise ConfigError(f"unknown config key '{path}': {unknown_key_hint(str(key), fields, hints, where)}")
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         obj = cls(**kwargs)

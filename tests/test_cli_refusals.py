@@ -376,3 +376,25 @@ def test_commands_other_than_train_refuse_torchrun(tmp_path, capsys, monkeypatch
     assert refused(["evaluate", str(tmp_path / "run")], capsys) == (
         "ganforge evaluate: error: runs in one process; launch it without torchrun (train is the command that uses "
         "several)")
+
+
+def test_a_restart_names_the_saved_value_an_override_makes_meaningless(run, capsys) -> None:
+    """A run's config.json holds its defaults as written (an Adam's betas): switching the optimiser on a restart
+    says which saved value to drop, and a bad seed is refused before the restart deletes anything."""
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    error = refused(["train", "wgan-gp", "--run", str(run), "--restart", "--set", "model.optimizer=rmsprop"], capsys)
+    assert error.endswith(f"({run / 'config.json'} holds the run's config: --set model.betas=null drops the saved "
+                          "value)")
+    error = refused(["train", "wgan-gp", "--run", str(run), "--restart", "--set", "seed=-1"], capsys)
+    assert error == "ganforge train: error: seed: expected an integer from 0 to 2^63 - 1, got -1"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == checkpoints
+    assert main(["train", "wgan-gp", "--run", str(run), "--restart", "--set", "model.optimizer=rmsprop", "--set",
+                 "model.betas=null", "--until", "1"]) == 0
+
+
+def test_a_file_given_as_the_run_folder_is_refused(tmp_path, capsys) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    error = refused(["train", "wgan-gp", "--run", str(notes), "--data", SHAPES, *TINY], capsys)
+    assert error == f"ganforge train: error: {notes}: is a file, not a run folder; give a folder for the run"
+    assert notes.read_text() == "mine"

@@ -137,6 +137,8 @@ def test_the_zoos_default_config_is_ganforges_zoo_default():
     ("wgan-gp", "model.n_critic=3", "unknown config key 'model.n_critic': did you mean 'model.critic_steps'?"),
     ("pgan", "model.batch_size=8", "unknown config key 'model.batch_size': it belongs in 'model.schedule.batch_size'"),
     ("pgan", "every=4", "unknown config key 'every': it belongs in 'lookahead.every'"),  # an optional section
+    ("wgan-gp", "batch_size=8", "unknown config key 'batch_size': it belongs in 'model.batch_size'"),
+    ("pgan", "batch_size=8", "unknown config key 'batch_size': it belongs in 'model.schedule.batch_size'"),
 ])
 def test_mistaken_keys_are_pointed_to_where_they_belong(family, override, hint):
     """Names from other code (learning_rate, n_critic) and a key one section too high (the WGAN examples'

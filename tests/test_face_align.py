@@ -226,6 +226,7 @@ def test_align_faces_writes_nothing_when_a_photo_cannot_be_read(align_inputs, ca
     ({"--wing-weights": "missing.ckpt"}, r"missing\.ckpt \(from the argument\) does not exist"),
     ({"--landmark-mean": "missing.npz"}, r"missing\.npz \(from the argument\) does not exist"),
     ({"-o": "photos"}, "is the input folder"),
+    ({"-o": "lm_mean.npz"}, "lm_mean.npz: is a file, not a folder for the aligned faces"),
     ({"IN": "empty"}, r"no images \(\.jpg.*directly in this folder"),
 ])
 def test_align_faces_refusals_name_the_problem(align_inputs, capsys, change, message) -> None:

@@ -7,12 +7,14 @@ packages add theirs with an entry point in the `ganforge.families` group (name: 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
+import typing
 import warnings
 from typing import Any
 
-from ganforge.config import COMMAND_LINE, ConfigError, RunConfig, apply_overrides, from_dict
+from ganforge.config import COMMAND_LINE, ConfigError, RunConfig, apply_overrides, from_dict, unknown_key_hint
 
 _REGISTRY: dict[str, str | type] = {
     "pgan": "ganforge.families.pgan:PGANFamily",
@@ -115,6 +117,22 @@ def migrated_saved_config(data: dict[str, Any]) -> dict[str, Any]:
             "fid_mode": "legacy-tf"}
 
 
+def _refuse_model_keys_at_the_top(family_cls: type, data: dict[str, Any]) -> None:
+    """A top-level key that is one of the family's model settings (`--set batch_size=8`) is pointed to its place
+    under `model`, which the engine's own key suggestions cannot see (they would offer kid_subset_size)."""
+    engine_keys = {field.name for field in dataclasses.fields(RunConfig)}
+    model_cls = family_cls.config_class
+    model_fields = {field.name: field for field in dataclasses.fields(model_cls) if field.init}
+    for key in data:
+        if key in engine_keys or not isinstance(key, str):
+            continue
+        if key in model_fields:
+            raise ConfigError(f"unknown config key '{key}': it belongs in 'model.{key}'")
+        hint = unknown_key_hint(key, model_fields, typing.get_type_hints(model_cls), "model")
+        if hint.startswith("it belongs in"):
+            raise ConfigError(f"unknown config key '{key}': {hint}")
+
+
 def resolve_run_config(family: str | None, data: dict[str, Any],
                        overrides: list[tuple[list[str], Any]] = (), *, reads_data: bool = True) -> RunConfig:
     """File data (ours or a family's foreign format) + overrides → a validated RunConfig with defaults filled.
@@ -144,6 +162,7 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     model = data.pop("model", None) or {}
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping of {family_cls.name} settings, got {model!r}")
+    _refuse_model_keys_at_the_top(family_cls, data)
     config = from_dict(RunConfig, data)
     if family_cls.translates:
         _check_protocol_metrics(family_cls, config)

@@ -1158,6 +1158,8 @@ def train(config: RunConfig, run_dir: Path, *, restart: bool = False, until: int
         raise ConfigError(f"until={until}: expected a step count of 0 or more")
     if restart and until == 0:
         raise ConfigError("until=0 with restart: it would delete what the run wrote and train nothing; leave one out")
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():  # before the lock makes the folder
+        raise ConfigError(f"{run_dir}: is a file, not a run folder; give a folder for the run")
     # the main process alone guards the folder (torchrun's other ranks share it, on this node or another); RANK
     # counts only in a job of several processes, as init_distributed reads it
     other_rank = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"

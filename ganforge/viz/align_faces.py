@@ -42,6 +42,8 @@ def align_faces(inputs: Path, out: Path, *, size: int = 256, wing_weights: str |
         warnings.warn(f"{inputs}: {len(skipped)} file{'s' if len(skipped) > 1 else ''} skipped, not images by "
                       f"their names: {', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}", stacklevel=2)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FaceAlignError(f"--out {out}: is a file, not a folder for the aligned faces")
     if out.resolve() == Path(inputs).resolve():
         raise FaceAlignError(f"--out {out} is the input folder; the aligned faces would replace the photos")
     targets = [out / file.name for file in files]
