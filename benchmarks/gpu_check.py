@@ -24,6 +24,7 @@ import copy
 import fnmatch
 import gc
 import json
+import logging
 import math
 import os
 import re
@@ -79,6 +80,12 @@ def peaks(device: torch.device) -> tuple[str, tuple[float, float, float] | None]
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def eager_networks(trainer: Trainer) -> list[str]:
+    """The networks of a compiled trainer that fell back to eager (training.speed.compile_network drops their
+    compiled call and warns once, in the case where it happened)."""
+    return [name for name, net in trainer.family.nets.items() if getattr(net, "_compiled_call_impl", None) is None]
 
 
 def release_memory(device: torch.device) -> None:
@@ -173,6 +180,17 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise CaseTimeout("case time limit reached")
 
 
+class _LogLines(logging.Handler):
+    """The first lines of the warnings a logger emits while attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage().splitlines() or [""])[0])
+
+
 class Runner:
     """Runs cases in order, records each outcome, rewrites the JSON after each, and keeps the time budget."""
 
@@ -195,6 +213,8 @@ class Runner:
         if limit:
             signal.signal(signal.SIGALRM, _on_alarm)
             signal.alarm(int(limit))
+        dynamo = _LogLines()  # dynamo says it gave up recompiling (and runs the rest eagerly) in its log, not warnings
+        logging.getLogger("torch._dynamo").addHandler(dynamo)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -205,10 +225,11 @@ class Runner:
             finally:
                 if limit:
                     signal.alarm(0)
-        messages = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+                logging.getLogger("torch._dynamo").removeHandler(dynamo)
+        messages = list(dict.fromkeys((str(w.message).splitlines() or [""])[0] for w in caught)) + dynamo.lines
         if messages:
             entry["warnings"] = messages[:5]
-        eager = next((m for m in messages if "runs eagerly" in m), None)
+        eager = next((m for m in messages if "runs eagerly" in m or "torch._dynamo hit config." in m), None)
         if _ALARMS:
             entry.update(status="failed", reason=f"case time limit of {limit:g} s reached")
         elif eager and "compiled" in name and entry["status"] == "ok":  # its figures would be eager ones
@@ -352,35 +373,39 @@ def throughput_cases(args: argparse.Namespace, device: torch.device) -> tuple[li
     eager: list[Case] = []
     compiled: list[Case] = []
     autotuned: list[Case] = []
-    live: dict[str, Any] = {"config": None, "trainers": {}}  # one config's trainers at a time (peak memory)
+    # one trainer alive at a time, so that a case's peak memory is its own: the cases of one model and mode follow
+    # each other (every start), and the trainer is built anew when either changes
+    live: dict[str, Any] = {"key": None, "trainer": None}
     for name, (config, starts) in throughput_configs(args.quick).items():
         flops: dict[int, int] = {}
         fp32_seconds: dict[int, float] = {}
         starts = starts or [0]
-        for start in starts:
-            for mode in [*MODES, AUTOTUNED]:
+        for mode in [*MODES, AUTOTUNED]:
+            for start in starts:
                 if mode == "compiled" and start not in starts[-2:]:
                     continue
 
                 def case(config: dict = config, mode: str = mode, start: int = start, name: str = name,
                          flops: dict = flops, fp32_seconds: dict = fp32_seconds) -> dict[str, Any]:
-                    if live["config"] != name:  # the last config's trainers go: its memory is not this case's
-                        live["trainers"].clear()
+                    if live["key"] != (name, mode):
+                        live["trainer"] = None
                         release_memory(device)
-                        live["config"] = name
-                    trainers = live["trainers"]
-                    if mode not in trainers:
-                        trainers[mode] = build(config, "fp32" if mode == AUTOTUNED else mode, device,
-                                               args.scratch / f"speed-{name}-{mode}")
+                        live["trainer"] = build(config, "fp32" if mode == AUTOTUNED else mode, device,
+                                                args.scratch / f"speed-{name}-{mode}")
+                        live["key"] = (name, mode)
+                    trainer = live["trainer"]
                     if start not in flops:
                         flops[start] = step_flops(build(config, "fp32", device, args.scratch / "flops"), start)
                         release_memory(device)  # the counting trainer's
                     autotune = torch.backends.cudnn.benchmark
                     torch.backends.cudnn.benchmark = mode == AUTOTUNED or autotune
                     try:
-                        out = timed_steps(trainers[mode], start, warmup, steps)
+                        out = timed_steps(trainer, start, warmup, steps)
                     finally:
                         torch.backends.cudnn.benchmark = autotune
+                    if mode == "compiled" and (eager := eager_networks(trainer)):  # fell back in an earlier case
+                        raise RuntimeError(f"compiled, yet {', '.join(eager)} run eagerly (compiling failed; the "
+                                           "warnings of this model's first compiled case say why)")
                     out["device"] = device_name
                     out["tflop_per_step"] = flops[start] / 1e12
                     out["tflop_per_s"] = flops[start] / out["s_per_step"] / 1e12
@@ -539,8 +564,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/ganforge-gpu-check"))
     parser.add_argument("--budget-s", type=float, default=330.0,
-                        help="no compiled case starts after this many seconds (0: no budget); with the default "
-                        "--case-limit-s the whole check stays under 8 minutes")
+                        help="no compiled or autotuned case starts after this many seconds (0: no budget); the "
+                        "default and --case-limit-s's leave time for the eager cases of one H100/H200 (8 minutes)")
     parser.add_argument("--cases", nargs="*", default=None, help="run only the cases matching these globs "
                         "(e.g. '*/compiled'); the others are recorded as not selected")
     parser.add_argument("--case-limit-s", type=float, default=120.0, help="a case running longer fails (0: none)")

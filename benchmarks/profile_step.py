@@ -5,6 +5,9 @@ the top operators by self time, and the share of convolutions against everything
     python benchmarks/profile_step.py --family biggan --device cuda --width-div 1
     python benchmarks/profile_step.py --family pgan --real --mode bf16 --device cuda   # gpu_check's PGAN-128 at 128 px
 
+The convolution share counts operators only: on CUDA each operator carries the device time of the kernels it launched
+(the kernels, listed too under cuDNN's names, would count it twice).
+
 A step whose time is nearly all convolution forward and backward cannot get much faster per iteration without doing
 less arithmetic than the reference does; one dominated by small operators gains from compile and fusion.
 """

@@ -52,8 +52,8 @@ def describe(config: RunConfig) -> dict[str, Any]:
         builtin, params = parse_builtin_spec(config.data)
         resolution = params["resolution"]
         labels = open_dataset(f"builtin:{builtin}?count=1&resolution=4").manifest["labels"]  # its label columns
-    elif Path(config.data).is_dir():  # else the data may come later (or is a reference's script): info describes
-        store = open_dataset(config.data)
+    elif Path(config.data).expanduser().is_dir():  # else the data may come later (or is a reference's script)
+        store = open_dataset(str(Path(config.data).expanduser()))
         channels, resolution, labels = store.channels, store.resolution, store.manifest["labels"]
     notes = []
     family_cls = get_family(config.family)

@@ -62,18 +62,20 @@ def _config_from_args(family: str | None, args: argparse.Namespace, base: dict[s
     overrides = parse_overrides(args.overrides)
     if getattr(args, "wing_weights", None) and family not in (None, "stargan2"):
         raise ConfigError(f"--wing-weights: for stargan2 runs (the face-mask network of w_hpf > 0), not {family}")
+    given = overrides + _flag_overrides(args, overrides)
     try:
-        return resolve_run_config(family, data, overrides + _flag_overrides(args, overrides), reads_data=reads_data)
+        return resolve_run_config(family, data, given, reads_data=reads_data)
     except ConfigError as err:
         # the saved config holds every default as written (betas beside an Adam): a saved value that an override
-        # makes meaningless is the user's to drop
+        # makes meaningless is the user's to drop, where dropping it is what resolves the config
         key = str(err).split(":", 1)[0]
-        node: Any = base
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if base is None or args.config is not None or saved is None or node is None or any(
-                ".".join(path) == key for path, _ in overrides):
+        if base is None or args.config is not None or saved is None or not overrides or any(
+                ".".join(path) == key for path, _ in given):
             raise
+        try:
+            resolve_run_config(family, data, [*given, (key.split("."), None)], reads_data=reads_data)
+        except ConfigError:
+            raise err from None
         raise ConfigError(f"{err} ({saved} holds the run's config: --set {key}=null drops the saved value)"
                           ) from None
 

@@ -90,7 +90,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is float:
         number = value
-        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        if isinstance(value, str):  # YAML 1.1 loaders (yaml.safe_load in scripts) read `1e-4` as a string
             with contextlib.suppress(ValueError):
                 number = float(value)
         if isinstance(number, bool) or not isinstance(number, (int, float)):
@@ -353,10 +353,12 @@ def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
             raise ConfigError(f"--set {item!r}: empty key")
         try:
             value = yaml.load(raw, Loader=_StrictYamlLoader) if raw.strip() else ""  # as a config file reads it
+        except RepeatedKeyError as err:
+            raise ConfigError(f"--set {item!r}: {str(err).split(' (')[0]} (only the last would count)") from None
         except yaml.YAMLError:
             value = raw
         if isinstance(value, dict) and None in value.values() and _COLON_WITHOUT_SPACE.search(raw):
-            # YAML 1.1 reads `32:4` as one key (the base-60 integer 1924) with no value
+            # a flow mapping reads `32:4` as one key (the text "32:4") with no value
             raise ConfigError(f"--set {item!r}: write a space after each colon in a mapping, e.g. {{32: 4}} "
                               f"(YAML reads `32:4` as one key with no value)")
         parsed.append((key.strip().split("."), value))
@@ -480,9 +482,6 @@ class RunConfig(Settings):
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**63:  # before a --restart deletes anything: numpy's seeds are non-negative
             raise ConfigError(f"seed: expected an integer from 0 to 2^63 - 1, got {self.seed}")
-        if self.metrics_every and not self.metrics:
-            raise ConfigError(f"metrics_every: {self.metrics_every} with no `metrics` to compute would do nothing; "
-                              "name the metrics (e.g. metrics=[swd]) or leave metrics_every out")
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count", "metrics_n",
                      "keep_best"):
             if getattr(self, name) < 1:

@@ -59,7 +59,10 @@ class LoadedModel:
 
     def latents(self, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """`n` samples' generator inputs drawn from `seed` (what `generate(n=..., seed=...)` draws)."""
-        _check_draw(n, seed, "latents")
+        return self._drawn(n, seed, "latents")
+
+    def _drawn(self, n: Any, seed: Any, where: str) -> dict[str, torch.Tensor]:
+        _check_draw(n, seed, where)
         return self.family.sample_latents(int(n), torch.Generator().manual_seed(int(seed)))
 
     @torch.no_grad()
@@ -78,8 +81,7 @@ class LoadedModel:
             raise ValueError(f"generate: net {net!r} is not a generator of this model; its generators are "
                              f"{self.family.sample_nets()}")
         if z is None:
-            _check_draw(16 if n is None else n, 0 if seed is None else seed, "generate")
-            inputs = self.latents(16 if n is None else int(n), 0 if seed is None else int(seed))
+            inputs = self._drawn(16 if n is None else n, 0 if seed is None else seed, "generate")
         else:
             if n is not None or seed is not None:
                 raise ValueError("generate: n and seed draw the latents; given latents z, leave them out (z sets both)")
@@ -113,6 +115,8 @@ class LoadedModel:
             drawn_inputs = self.latents(1)
         for key, value in inputs.items():
             drawn = drawn_inputs.get(key)
+            if value.ndim == 0:
+                raise ValueError(f"generate: {key}: expected one value per sample [N, ...], got a single number")
             if drawn is not None and (value.is_floating_point() != drawn.is_floating_point()
                                       or value.shape[1:] != drawn.shape[1:]):
                 raise ValueError(f"generate: {key}: expected {'float' if drawn.is_floating_point() else 'integer'} "

@@ -217,3 +217,15 @@ def test_a_key_that_does_nothing_is_a_one_line_error(capsys: pytest.CaptureFixtu
     assert "\n" not in err and "augment.policy: does nothing with augment.kind 'ada'" in err
     with pytest.raises(ConfigError, match="unknown config key 'augment.kinds'"):
         resolve_run_config(None, {"family": "pgan", "augment": {"kinds": "ada"}})
+
+
+def test_a_run_saved_with_ada_at_a_fixed_p_of_0_loads_unaugmented() -> None:
+    """Refused for a new run (it augments nothing); a run saved with it before still loads and resumes as what it
+    did: no augmentation."""
+    from ganforge.families import migrated_saved_config
+
+    config = tiny_run("wgan-gp")
+    config["augment"] = {"kind": "ada", "p": 0}
+    with pytest.raises(ConfigError, match=r"^augment\.p: expected a probability in \(0, 1\], got 0\.0"):
+        resolve_run_config(None, config)
+    assert resolve_run_config(None, migrated_saved_config(config)).augment.kind == "none"

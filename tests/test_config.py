@@ -200,7 +200,6 @@ def test_yaml_off_is_the_choice_off_not_false(tmp_path):
     ("log_every: 1:30\n", "log_every: expected an integer, got '1:30'"),  # YAML 1.1: the base-60 90
     ("model:\n  lr: .nan\n", "model.lr: expected a finite number, got nan"),
     ("seed: -1\n", "seed: expected an integer from 0 to 2^63 - 1, got -1"),
-    ("metrics_every: 10\n", "metrics_every: 10 with no `metrics` to compute would do nothing"),
 ])
 def test_numbers_are_read_as_yaml_1_2_reads_them_and_must_mean_something(tmp_path, text, message):
     path = tmp_path / "config.yaml"
@@ -233,12 +232,19 @@ def test_overrides_set_keys_of_unset_sections_and_never_replace_a_whole_section(
     ("model.adam_eps=-1", "model.adam_eps: expected a positive number, got -1.0"),
     ("model.gdpp=-1", "model.gdpp: expected a weight >= 0 (0: off), got -1.0"),
     ("model.schedule.alpha_jumps=-1", "model.schedule.alpha_jumps: expected counts >= 0, got -1"),
-    ("model.schedule.alpha_jumps=[0,20,20,20,20,20,99]", "model.schedule.alpha_jumps: 7 entries but the networks "
-     "have 6 scales (the last would do nothing)"),
 ])
 def test_pgan_optimiser_and_fade_settings_are_checked(override, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         compile_schedule(resolve_run_config("pgan", {}, parse_overrides([override])).model)
+
+
+def test_surplus_fade_entries_are_cut_with_a_warning():
+    """A zoo-style list longer than the networks' scales: its tail is unused, said (a saved run with one loads)."""
+    model = resolve_run_config("pgan", {}, parse_overrides(["model.schedule.alpha_jumps=[0,20,20,20,20,20,99,99]"]))
+    with pytest.warns(UserWarning, match=r"^model\.schedule\.alpha_jumps: 8 entries for the networks' 6 scales; the "
+                                         r"last 2 are not used$"):
+        segments = compile_schedule(model.model)
+    assert len(segments) == 6
 
 
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path):

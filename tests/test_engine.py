@@ -140,7 +140,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_nan_loss_stops_with_phase_and_step_and_writes_no_checkpoint(tmp_path):
     broken = copy.deepcopy(TINY_PGAN)
     broken["model"]["lambda_gp"] = 1e308  # the penalty overflows: the D loss is inf
-    with pytest.raises(NonFiniteError, match=r"step 0, phase D: loss is inf"):
+    with pytest.raises(NonFiniteError, match=r"step 1, phase D: loss is inf"):
         ganforge.train(broken, tmp_path / "run")
     assert ckpt.checkpoint_steps(tmp_path / "run") == []
 
@@ -185,7 +185,7 @@ def test_nan_rollback_restores_the_last_checkpoint_and_finishes(tmp_path, monkey
     assert result.step == 20 and poisoned["done"]
     events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"event"' in line]
     assert events == [{"step": 8, "event": "rollback", "attempt": 1,
-                       "reason": "step 10, phase D: loss is nan; stopping before it reaches a checkpoint or a "
+                       "reason": "step 11, phase D: loss is nan; stopping before it reaches a checkpoint or a "
                                  "sample"}]
 
 

@@ -164,6 +164,7 @@ def test_a_timeout_swallowed_inside_a_case_or_an_eager_fallback_still_fails_it(t
     case must not report eager figures as compiled ones, nor pass after its time limit."""
     import argparse
     import contextlib
+    import logging
     import time
     import warnings
 
@@ -181,14 +182,22 @@ def test_a_timeout_swallowed_inside_a_case_or_an_eager_fallback_still_fails_it(t
                       stacklevel=2)
         return {"img_per_s": 2.0}
 
+    def gives_up_recompiling() -> dict:  # what dynamo logs at its recompile limit, running eagerly from then on
+        logging.getLogger("torch._dynamo.convert_frame").warning("torch._dynamo hit config.%s (%s)\n   function: f",
+                                                                 "recompile_limit", 8)
+        return {"img_per_s": 4.0}
+
     runner.record("speed/x/compiled", swallows)
     runner.record("speed/y/compiled", falls_back)
     runner.record("speed/y/fp32", lambda: warnings.warn("a note", UserWarning, stacklevel=2) or {"img_per_s": 3.0})
-    timed_out, eager, plain = runner.results
+    runner.record("speed/z/compiled", gives_up_recompiling)
+    timed_out, eager, plain, limited = runner.results
     assert timed_out["status"] == "failed" and timed_out["reason"] == "case time limit of 1 s reached"
     assert eager["status"] == "failed" and eager["reason"] == ("compiled, yet a network fell back to eager: compile: "
                                                                "network G runs eagerly: InductorError: lowering failed")
     assert plain["status"] == "ok" and plain["warnings"] == ["a note"]
+    assert limited["status"] == "failed" and limited["reason"] == ("compiled, yet a network fell back to eager: "
+                                                                   "torch._dynamo hit config.recompile_limit (8)")
 
 
 @pytest.mark.parametrize(("name", "peak"), [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
@@ -199,3 +208,15 @@ def test_peaks_are_the_boards(monkeypatch: pytest.MonkeyPatch, name: str, peak: 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: name)
     found = module.peaks(torch.device("cuda"))
     assert found[0] == name and (found[1] and found[1][0]) == peak
+
+
+def test_a_compiled_trainer_whose_network_fell_back_earlier_is_named(tmp_path: Path) -> None:
+    """compile_network warns once, in the case where compiling failed; the trainer kept for the model's next
+    compiled case then runs that network eagerly, which the case must refuse to report as compiled."""
+    from reliability_runs import TINY_RUNS
+
+    module = _load_gpu_check()
+    trainer = module.build(TINY_RUNS["wgan-gp"], "compiled", torch.device("cpu"), tmp_path / "run")
+    assert module.eager_networks(trainer) == []
+    trainer.family.nets["D"]._compiled_call_impl = None  # what the fallback does
+    assert module.eager_networks(trainer) == ["D"]

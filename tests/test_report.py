@@ -530,6 +530,37 @@ class FakeClock:
         return self.now
 
 
+def test_a_stop_logs_its_partial_interval_and_tensorboard_drops_what_a_resume_or_rollback_redoes(tmp_path,
+                                                                                                 monkeypatch):
+    """--until between two log points: the steps since the last one are logged (they were lost); a resume or a
+    rollback makes TensorBoard drop the events after its checkpoint (its curves ran back and forth)."""
+    purges, writer = [], FakeSummaryWriter()
+
+    def fake_writer(folder, requested, purge_step=None):
+        purges.append(purge_step)
+        return writer
+
+    monkeypatch.setattr(log_module, "_tensorboard_writer", fake_writer)
+    writer.close = lambda: None
+    config = {**copy.deepcopy(TINY_PGAN), "tensorboard": True, "checkpoint_every": 100}
+    run = tmp_path / "run"
+    assert ganforge.train(config, run, until=6).step == 6
+    assert ganforge.train(config, run, until=8).step == 8
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [4, 6, 8] and purges == [None, 7]
+    assert sorted({step for tag, _, step in writer.scalars if tag == "loss_G"}) == [4, 6, 8]
+    logger = RunLogger(tmp_path / "x", total_steps=10, start_step=0, enabled=False, progress=False,
+                       tensorboard=True)
+    logger._tb = writer
+    logger.restart_at(8)  # a rollback to the checkpoint at step 8
+    assert purges == [None, 7, 9]
+
+
+def test_log_lines_are_valid_json_whatever_the_values():
+    line = log_module.json_line({"step": 3, "loss_D": float("nan"), "loss_G": float("inf"), "kimg": 0.1})
+    assert json.loads(line) == {"step": 3, "loss_D": None, "loss_G": None, "kimg": 0.1} and line.endswith("\n")
+
+
 def test_progress_line_has_step_kimg_losses_rate_and_eta():
     record = {"step": 25, "kimg": 0.1, "res": 8, "alpha": 0.5, "loss_D": 0.123456, "img_per_s": 39.6}
     assert progress_line(record, 100, 3725.0) == \

@@ -96,7 +96,7 @@ def test_train_final_swd_prints_the_swd_beside_the_cached_floor(tmp_path, monkey
             f"(dotted). The newest SWD avg of as many images (step 1) is {report._number(swd['avg'])}, "
             f"{swd['avg'] / floor['avg']:.1f}× the floor.") in page
     assert engine.run_outputs(run)["swd_floor.json"] == [run / "swd_floor.json"]
-    # asked again of the finished run (its first command left --final-swd out): computed, not silently skipped
+    # asked again of the finished run (as after a first command without --final-swd): computed, not skipped
     (run / "swd_floor.json").unlink()
     assert main(["train", "wgan-gp", "--run", str(run), "--final-swd", "16"]) == 0
     again = capsys.readouterr().out.splitlines()

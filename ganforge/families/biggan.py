@@ -116,7 +116,7 @@ class BigGANConfig(Settings):
         for key in ("g_ortho", "d_ortho"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"model.{key}: expected a strength >= 0, got {getattr(self, key)}")
-        for key in ("g_lr", "d_lr", "adam_eps", "sn_eps", "bn_eps"):
+        for key in ("g_lr", "d_lr", "sn_eps", "bn_eps"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}: expected a positive number, got {getattr(self, key)}")
         check_adam(self.betas, self.adam_eps)

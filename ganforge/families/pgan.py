@@ -19,6 +19,7 @@ import bisect
 import copy
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -265,15 +266,18 @@ class ScaleSegment:
 
 
 def _per_scale(value: list[int] | int, scales: int, key: str) -> list[int]:
-    """One entry per scale, as max_iter_at_scale (a zoo config's longer lists are cut where it is read); scale 0
-    (4×4) has nothing to fade from, so its entry must be 0 (anything else would be ignored)."""
+    """One entry per scale; a longer list is cut to the networks' scales, as the zoo cuts its lists, with a warning
+    (runs saved with one must still load); scale 0 (4×4) has nothing to fade from, so its entry must be 0 (anything
+    else would be ignored)."""
     if any(entry < 0 for entry in (value if isinstance(value, list) else [value])):
         raise ConfigError(f"model.schedule.{key}: expected counts >= 0, got {value}")
     if isinstance(value, int):
         return [0] + [value] * (scales - 1)
-    if len(value) != scales:
-        raise ConfigError(f"model.schedule.{key}: {len(value)} entries but the networks have {scales} scales"
-                          + (" (the last would do nothing)" if len(value) > scales else ""))
+    if len(value) < scales:
+        raise ConfigError(f"model.schedule.{key}: {len(value)} entries but the networks have {scales} scales")
+    if len(value) > scales:
+        warnings.warn(f"model.schedule.{key}: {len(value)} entries for the networks' {scales} scales; the last "
+                      f"{len(value) - scales} are not used", stacklevel=2)
     if value[0] != 0:
         raise ConfigError(f"model.schedule.{key}[0]: scale 0 (4x4) has no lower resolution to fade from, so its "
                           f"entry must be 0, got {value[0]}")

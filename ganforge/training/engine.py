@@ -526,7 +526,9 @@ class Trainer:
                 self._stop_signal = received
                 logger.count_images(self.images_seen - seen_before)
                 last = self.step == total
-                log_tick = self.step % config.log_every == 0 or last
+                # a stop (--until, a signal) logs the steps since the last log point: they would be lost otherwise
+                log_tick = self.step % config.log_every == 0 or last or self.step == stop_at \
+                    or self._stop_signal is not None
                 sample_step = self.step % config.sample_every == 0 or last  # a host point on every rank
                 sample_tick = self.dist.is_main and sample_step
                 metric_tick = bool(config.metrics) and bool(
@@ -651,6 +653,7 @@ class Trainer:
             raise NonFiniteError(f"{err}; no checkpoint to roll back to in {self.run_dir}") from err
         self._restore(found)
         self.pending = PendingValues()  # the discarded steps' logs and flags go with them
+        logger.restart_at(found.step)
         torch.manual_seed(self.config.seed + 7919 * attempt)
         plan = self.family.plan(self.step)
         self.loader.next(plan.batch_size, plan.resolution, blend=plan.real_blend)
@@ -712,7 +715,7 @@ class Trainer:
                         with _autocast(self.device, self.config.amp):
                             loss, logged = phase.loss(part)
                         part_logs.append(logged)
-                        self.pending.watch_loss(self.step, phase.name, loss)
+                        self.pending.watch_loss(self.step + 1, phase.name, loss)  # counted as log.jsonl does
                         shares = phase.accumulate * len(parts)
                         loss = loss / shares if shares > 1 else loss
                         (self.loss_scale.scale(loss) if self.loss_scale else loss).backward()

@@ -19,9 +19,11 @@ from PIL import Image
 from tqdm import tqdm
 
 
-def _tensorboard_writer(folder: Path, requested: bool | None) -> Any | None:
+def _tensorboard_writer(folder: Path, requested: bool | None, purge_step: int | None = None) -> Any | None:
     """A SummaryWriter when the optional package is installed. `tensorboard: true` without it prints one warning
-    line (the run goes on with log.jsonl); the default (None) stays quiet."""
+    line (the run goes on with log.jsonl); the default (None) stays quiet. `purge_step`: a resumed or rolled-back run
+    logs the steps from there again, so the events an earlier attempt wrote from there on are dropped (else every
+    curve would run back and forth)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -29,7 +31,7 @@ def _tensorboard_writer(folder: Path, requested: bool | None) -> Any | None:
             print("ganforge: warning: tensorboard: true, but the tensorboard package is not installed "
                   "(pip install tensorboard); logging to log.jsonl only", file=sys.stderr)
         return None
-    return SummaryWriter(str(folder))
+    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 SINGULAR_VALUES_NAME = "singular_values.jsonl"  # BigGAN-PyTorch's SV logs: per-layer σ estimates of G and D
@@ -55,7 +57,15 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
     """One JSON line appended to a JSONL file (whose cut last line, if any, is ended first)."""
     end_cut_line(path)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json_line(record))
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """A record as one line of valid JSON: a non-finite number is null (json.dumps would write a bare NaN, which
+    JSON readers refuse)."""
+    clean = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+             for key, value in record.items()}
+    return json.dumps(clean) + "\n"
 
 
 class RunLogger:
@@ -69,8 +79,8 @@ class RunLogger:
             end_cut_line(self.run_dir / "log.jsonl")
         self._log = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self._metrics = None
-        self._tb = _tensorboard_writer(self.run_dir / "tb", tensorboard) if enabled and tensorboard is not False \
-            else None
+        self._tb = _tensorboard_writer(self.run_dir / "tb", tensorboard, start_step + 1 if start_step else None) \
+            if enabled and tensorboard is not False else None
         self._stream = stream or sys.stderr
         interactive = self._stream.isatty()
         self._bar = (tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -125,7 +135,7 @@ class RunLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._log.write(json.dumps(record) + "\n")
+        self._log.write(json_line(record))
         self._log.flush()
         if self._plain and "event" not in record:
             self._stream.write(progress_line(record, self._total_steps, self._eta(record["step"])) + "\n")
@@ -154,7 +164,7 @@ class RunLogger:
         append_record(self.run_dir / "metrics.jsonl", {**record, **(settings or {})})
         if self._tb is not None:
             for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "kimg", "n"):  # values, not where
+                if isinstance(value, (int, float)) and key not in ("step", "kimg", "n") and math.isfinite(value):
                     self._tb.add_scalar(f"metrics/{key}", value, record["step"])
 
     def singular_values(self, record: dict[str, Any]) -> None:
@@ -179,6 +189,12 @@ class RunLogger:
         for net, path in grids.items():
             with Image.open(path) as image:
                 self._tb.add_image(f"samples/{net}", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
+    def restart_at(self, step: int) -> None:
+        """A rollback to the checkpoint at `step`: TensorBoard's events after it are dropped, as on a resume."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = _tensorboard_writer(self.run_dir / "tb", True, step + 1)
 
     def message(self, text: str) -> None:
         if self.enabled:

@@ -226,7 +226,8 @@ document.querySelectorAll('.slider').forEach(function (slider) {
 
 def _config_section(run: RunData) -> str:
     if run.config is None:
-        return "<p class=note>No config.json in this run.</p>"
+        return ("<p class=note>config.json could not be used (see the note at the top).</p>"
+                if (run.path / "config.json").is_file() else "<p class=note>No config.json in this run.</p>")
     config = run.config
     top = [[_esc(k), _esc(json.dumps(v, ensure_ascii=False))] for k, v in config.items() if not isinstance(v, dict)]
     family = config.get("family", "FAMILY")
@@ -555,7 +556,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCac
             raise ReportError(f"{named}: {above} is a file, not a folder to write the report in")
     if out.exists() and not _written_by_ganforge(out):
         raise ReportError(f"{named}: the file exists and is not a report ganforge wrote; it is left as it is "
-                          "(remove it, or give another name with -o)")
+                          "(remove it, or write the page to another file: ganforge report RUN -o FILE.html)")
     page = render_run(runs[0], cache, training) if len(runs) == 1 else render_comparison(runs)
     write_atomic_text(out, page)
     return out
