@@ -3,10 +3,10 @@
     python benchmarks/bench_train.py --width-div 8 --steps 3            # CPU: reference configs, widths / 8
     python benchmarks/bench_train.py --device cuda --width-div 1 --steps 20
 
-One table: img/s (the batch over the seconds per step; a BigGAN step draws a batch of reals per D step) and
-s/step. Compiling happens during the warm-up steps, which are not timed. Mode `nchw` is fp32 with the networks in
-the plain NCHW layout the references use (ganforge's eager networks are channels_last, except instance-norm networks
-on the CPU): `--modes fp32 nchw` measures what that layout gains.
+One table: img/s (the batch over the seconds per step; a BigGAN step draws a batch of reals for each of its 4 D
+steps) and s/step. Compiling happens during the warm-up steps, which are not timed. Mode `nchw` is fp32 with the
+networks in the plain NCHW layout the references use (ganforge's eager networks are channels_last, except
+instance-norm networks on the CPU): `--modes fp32 nchw` measures what that layout gains.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def reference_configs(div: int) -> dict[str, dict[str, Any]]:
                 "max_iter_at_scale": [100] * 4, "alpha_jumps": 0, "alpha_jump_size": 1, "batch_size": 16}}},
         "biggan": {"family": "biggan", "data": "builtin:shapes?count=256&resolution=32", "model": {
             "g_ch": max(64 // div, 4), "d_ch": max(64 // div, 4), "g_attention": [], "d_attention": [],
-            "batch_size": 16, "num_d_steps": 4}},
+            "batch_size": 16, "num_d_steps": 4, "num_d_accumulations": 1, "num_g_accumulations": 1}},
         "stargan2": {"family": "stargan2", "data": "builtin:shapes?count=64&resolution=64", "model": {
             "resolution": 64, "domain_column": "shape", "w_hpf": 0.0, "batch_size": 4,
             "base_dim": max(2**14 // 64 // div, 4), "max_conv_dim": max(512 // div, 4)}},

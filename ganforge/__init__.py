@@ -16,3 +16,7 @@ def __getattr__(name: str) -> Any:  # lazy: `import ganforge` stays cheap, torch
 
         return getattr(api, name)
     raise AttributeError(f"module 'ganforge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # the lazy names too, for completion in notebooks
+    return sorted({*globals(), "load", "train"})

@@ -398,3 +398,14 @@ def test_a_file_given_as_the_run_folder_is_refused(tmp_path, capsys) -> None:
     error = refused(["train", "wgan-gp", "--run", str(notes), "--data", SHAPES, *TINY], capsys)
     assert error == f"ganforge train: error: {notes}: is a file, not a run folder; give a folder for the run"
     assert notes.read_text() == "mine"
+
+
+def test_the_package_imports_without_torch_and_lists_its_api() -> None:
+    """`import ganforge` stays cheap (torch loads on first use of load/train), and dir() shows both for completion."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ganforge; print('torch' in sys.modules, "
+            "{'load', 'train', '__version__'} <= set(dir(ganforge)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "True"], done.stderr

@@ -143,7 +143,7 @@ def resolve_run_config(family: str | None, data: dict[str, Any],
     `reads_data=False` (describing networks) lets a reference's command line go without a store."""
     named = data.get("family")
     if family and named and named != family:
-        raise ConfigError(f"family: the config is for {named!r} (its `family:` key) but {family!r} was asked for")
+        raise ConfigError(f"family: the config (its `family:` key) is for {named!r} but {family!r} was asked for")
     family = family or named or ("pgan" if "pathDB" in data else None)  # zoo JSON files are PGAN configs
     if not family:
         raise ConfigError("family: not given (name it on the command line or as `family:` in the config)")
