@@ -1,5 +1,5 @@
-"""`ganforge prepare | train | generate | translate | info | import | evaluate | stats | report` — one command line
-for every family.
+"""`ganforge prepare | train | generate | translate | inspire | export | info | import | evaluate | stats |
+align-faces | report` — one command line for every family.
 
 This module only parses options and dispatches: each command has one section below, in the order above, and hands
 its work to the layer that does it (data preparation, training, viz for samples and sheets, api for network
