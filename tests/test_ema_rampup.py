@@ -135,6 +135,9 @@ def test_biggan_warm_up_starts_at_ema_start_and_counts_images_from_the_run_start
                                                    r"would do nothing; remove it or set model\.ema: true$"),
     ("biggan", {"ema_rampup": -1.0}, r"^model\.ema_rampup: expected null \(off\) or a positive"),
     ("stargan2", {"ema_rampup": 0.0}, r"^model\.ema_rampup: expected null \(off\) or a positive"),
+    ("stargan2", {"ema_decay": 0.0, "ema_rampup": 0.05}, r"^model\.ema_rampup: 0\.05 is set but model\.ema_decay is 0 "
+                                                         r"\(the EMA copy is G itself at every step\)"),
+    ("wgan-gp", {"ema_decay": 0.0, "ema_rampup": 0.05}, r"^model\.ema_rampup: 0\.05 is set but model\.ema_decay is 0"),
 ])
 def test_a_warm_up_out_of_range_or_without_an_ema_is_refused(name, model, message):
     with pytest.raises(ConfigError, match=message):

@@ -151,7 +151,7 @@ class BigGANConfig(Settings):
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
         if self.ema_start < 0:
             raise ConfigError(f"model.ema_start: expected an iteration >= 0, got {self.ema_start}")
-        check_ema_rampup(self.ema_rampup)
+        check_ema_rampup(self.ema_rampup, decay=self.ema_decay)
 
     def arch(self, resolution: int, n_classes: int) -> BigGANArch:
         """The network settings for a dataset of this resolution and class count."""

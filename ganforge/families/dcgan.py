@@ -108,7 +108,7 @@ class DCGANConfig(Settings):
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected null (off) or a number in [0, 1), got {self.ema_decay}")
         check_ema_rampup(self.ema_rampup, None if self.ema_decay is not None else
-                         "model.ema_decay is null (no EMA generator)")
+                         "model.ema_decay is null (no EMA generator)", self.ema_decay)
         check_conditions(self.conditions)
         if self.conditions is None and self.label_embedding is not None:
             raise ConfigError("model.label_embedding: does nothing without model.conditions (the label columns to "

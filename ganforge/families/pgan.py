@@ -205,7 +205,7 @@ class PGANConfig(Settings):
             raise ConfigError(f"model.r1_interval: expected an integer >= 1, got {self.r1_interval!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
-        check_ema_rampup(self.ema_rampup)
+        check_ema_rampup(self.ema_rampup, decay=self.ema_decay)
         for name in ("latent_dim", "mbstd_group_size", "fmap_base", "fmap_max"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")

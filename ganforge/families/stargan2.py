@@ -119,7 +119,7 @@ class StarGAN2Config(Settings):
         check_adam(self.betas)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
-        check_ema_rampup(self.ema_rampup)
+        check_ema_rampup(self.ema_rampup, decay=self.ema_decay)
         if not 0.0 <= self.randcrop_prob <= 1.0:
             raise ConfigError(f"model.randcrop_prob: expected a probability in [0, 1], got {self.randcrop_prob}")
         if self.wing_weights is not None and self.w_hpf == 0:

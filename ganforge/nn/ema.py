@@ -45,11 +45,14 @@ def ramped_ema_decay(decay: float, batch_size: int, images_seen: int, rampup: fl
     return 0.5 ** (batch_size / half_life) if half_life > 0 else 0.0
 
 
-def check_ema_rampup(rampup: float | None, ema_off: str | None = None) -> None:
+def check_ema_rampup(rampup: float | None, ema_off: str | None = None, decay: float | None = None) -> None:
     """Refuse a `model.ema_rampup` that is not a positive fraction, or one set where the run keeps no EMA generator
-    (`ema_off` says why, naming the key): the warm-up would then do nothing."""
+    (`ema_off` says why, naming the key) or where its `decay` is 0 (the copy is G at every step): the warm-up would
+    then do nothing."""
     if rampup is None:
         return
+    if ema_off is None and decay == 0:
+        ema_off = "model.ema_decay is 0 (the EMA copy is G itself at every step)"
     if ema_off is not None:
         raise ConfigError(f"model.ema_rampup: {rampup} is set but {ema_off}, so it would do nothing; remove it")
     if not rampup > 0:
