@@ -21,6 +21,7 @@ from ganforge.data.loader import Batch, DataOptions
 from ganforge.data.store import CLASS_COLUMN, ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.errors import ConfigError
+from ganforge.losses import WASSERSTEIN_CRITIC
 from ganforge.nn.ema import ramped_ema_decay
 
 if TYPE_CHECKING:
@@ -171,6 +172,8 @@ class Family(ABC):
     # runs their calls that may be so differentiated eagerly (torch.compile cannot backpropagate twice) and compiles
     # every call of the others. None: every network, the safe choice for a family that does not say
     penalised_nets: ClassVar[frozenset[str] | None] = None
+    # D is a Wasserstein critic (its loss unchanged by a constant added to its output): see `unsigned_critic`
+    wasserstein_critic: ClassVar[bool] = False
 
     @classmethod
     def extends_schedule(cls, saved: dict[str, Any], requested: dict[str, Any]) -> bool:
@@ -201,7 +204,7 @@ class Family(ABC):
         """Why the sign of D's output on a real image says nothing about how real D finds it under `config` (a
         Wasserstein critic), or None. ADA's adaptive p steers by that sign (r_t = E[sign(D(real))] against a target),
         which assumes the logistic or hinge losses whose zero separates real from fake."""
-        return None
+        return WASSERSTEIN_CRITIC if cls.wasserstein_critic else None
 
     @classmethod
     def sampling_bn_settings(cls, mode: SamplingBN) -> dict[str, Any]:

@@ -47,7 +47,6 @@ from ganforge.families.base import (
     condition_columns,
 )
 from ganforge.losses import (
-    WASSERSTEIN_CRITIC,
     gradient_penalty,
     logistic_discriminator_loss,
     nonsaturating_generator_loss,
@@ -342,9 +341,7 @@ class WGANFamily(DCGANFamily):
 
     generator_objective = staticmethod(wgan_generator_loss)
 
-    @classmethod
-    def unsigned_critic(cls, config: Any) -> str | None:
-        return WASSERSTEIN_CRITIC
+    wasserstein_critic = True
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -390,9 +387,7 @@ class WGANGPFamily(DCGANFamily):
 
     generator_objective = staticmethod(wgan_generator_loss)
 
-    @classmethod
-    def unsigned_critic(cls, config: Any) -> str | None:
-        return WASSERSTEIN_CRITIC
+    wasserstein_critic = True
 
     def critic_objective(self, reals: torch.Tensor, fakes: torch.Tensor,
                          labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:
