@@ -273,6 +273,10 @@ def test_a_comparison_takes_every_run_at_one_image_count_and_names_nested_config
     assert [row[3:] for row in rows] == [["0.3", "0.3"], ["0.31", "0.31"], ["–", "–"]]
     page = report.render_comparison([read_run(a), read_run(b)])
     assert "<td>model.lr</td><td>0.001</td><td>0.002</td>" in page and "widths" not in page.split("Losses")[0]
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"family": "pgan", "metrics_n": 2048,
+                                                             "model": {"lr": 0.001, "widths": [8, 8], "gdpp": None}}))
+    page = report.render_comparison([read_run(a), read_run(b)])  # a key one run lacks is not one set to null
+    assert "<td>model.gdpp</td><td>null</td><td>(not set)</td>" in page
     d = run("d", 0.001, [{"step": 20, "n": 1024, "source": "evaluate", "msssim_mean": 0.27}])  # no count shared
     header, rows = report.comparison_table([read_run(c), read_run(d), read_run(a)])
     assert header[3] == "msssim_mean (last)" and [row[3] for row in rows] == ["–", "0.27 (n=1024)", "0.3 (n=2048)"]

@@ -488,11 +488,12 @@ def render_comparison(runs: list[RunData]) -> str:
     header, rows = comparison_table(runs)
     body.append("<h2>Runs</h2>" + _table(header, rows))
     configs = [_flat(run.config or {}) for run in runs]  # model.lr, not the whole model section
-    differing = sorted(k for k in set().union(*configs) if len({json.dumps(c.get(k), sort_keys=True)
-                                                                 for c in configs}) > 1)
+    def shown(config: dict[str, Any], key: str) -> str:  # a key one run lacks is not one it set to null
+        return json.dumps(config[key], sort_keys=True, ensure_ascii=False) if key in config else "(not set)"
+
+    differing = sorted(k for k in set().union(*configs) if len({shown(c, k) for c in configs}) > 1)
     if differing:
-        rows = [[_esc(k), *(_esc(json.dumps(c[k], sort_keys=True, ensure_ascii=False)) if k in c else "(not set)"
-                            for c in configs)] for k in differing]
+        rows = [[_esc(k), *(_esc(shown(c, k)) for c in configs)] for k in differing]
         body.append("<h2>Config differences</h2>" + _table(["key", *(run.label for run in runs)], rows))
     body.append("<h2>Losses</h2>" + _plot(plots.loss_figure(labelled), "loss curves"))
     body.append(_plot(plots.schedule_figure(labelled), "growth schedule"))
