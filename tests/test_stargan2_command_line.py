@@ -55,7 +55,7 @@ def test_every_flag_reaches_its_setting(tmp_path):
                         "--lambda_reg 2 --lambda_cyc 3 --lambda_sty 4 --lambda_ds 5 --ds_iter 600 --w_hpf 1 "
                         "--randcrop_prob 0.25 --total_iters 700 --batch_size 4 --lr 2e-4 --f_lr 3e-6 --beta1 0.5 "
                         "--beta2=0.9 --weight_decay 0 --seed 1 --print_every 20 --sample_every 30 --save_every 40 "
-                        "--eval_every 50 --wing_path w.ckpt --num_workers 1 --val_batch_size 8 --sample_dir s "
+                        "--eval_every 50 --wing_path w.ckpt --num_workers 1 --val_batch_size 32 --sample_dir s "
                         "--checkpoint_dir c --eval_dir e --result_dir r --lm_path l.npz")
     assert (config.seed, config.log_every, config.sample_every, config.checkpoint_every, config.metrics,
             config.metrics_every) == (1, 20, 30, 40, ["fid", "lpips"], 50)
@@ -79,7 +79,8 @@ def test_every_flag_reaches_its_setting(tmp_path):
     ("--mode eval", "--mode .eval.: .* use `ganforge evaluate RUN`"),
     ("--mode train --resume_iter 5000", "--resume_iter 5000: resume by training the same ganforge run"),
     ("--mode train --hidden_dim 256", "--hidden_dim 256: the official code ignores it"),
-    ("--mode train --num_outs_per_domain 5", "--num_outs_per_domain 5"),
+    ("--mode train --num_outs_per_domain 5", "--num_outs_per_domain 5: .* num_outs=N"),
+    ("--mode train --val_batch_size 16", "--val_batch_size 16: .* evaluates in batches of 32"),
     ("--mode train --w_hpf 0 --wing_path w.ckpt", "--wing_path does nothing with --w_hpf 0"),
     ("--mode train --lambda_sytle 1", "'--lambda_sytle' is not a flag of StarGAN v2's main.py \\(did you mean "
                                       "--lambda_sty"),

@@ -77,6 +77,21 @@ class RecordingLPIPS(LPIPS):
         return super().forward(x0, x1)
 
 
+def test_references_come_in_whole_batches_of_shuffled_epochs_as_the_official_loader() -> None:
+    refs = np.arange(100, 107)  # 7 references, batches of 3: two batches per epoch, the 7th image dropped
+    stream = stargan2_evaluation._reference_batches(refs, 3, torch.Generator().manual_seed(0))
+    batches = [next(stream) for _ in range(6)]
+    assert all(len(b) == 3 for b in batches)
+    for epoch in range(3):
+        drawn = np.concatenate(batches[2 * epoch:2 * epoch + 2])
+        assert len(set(drawn)) == 6 and set(drawn) <= set(refs)  # no reference twice within an epoch
+    assert len({tuple(b) for b in batches}) > 2  # each epoch reshuffled
+    again = stargan2_evaluation._reference_batches(refs, 3, torch.Generator().manual_seed(0))
+    assert all((next(again) == b).all() for b in batches)
+    few = stargan2_evaluation._reference_batches(refs[:2], 32, torch.Generator().manual_seed(0))
+    assert [sorted(next(few)) for _ in range(3)] == [[100, 101]] * 3  # fewer than a batch: all of them each time
+
+
 @pytest.mark.slow
 def test_values_are_fid_and_lpips_of_what_the_networks_saw(tiny) -> None:
     extractor, lpips = Recording(), RecordingLPIPS()

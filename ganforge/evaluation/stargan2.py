@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +290,17 @@ def domain_feature_stats(train_store: ImageDataset, family: Any, extract: Featur
     return real_stats
 
 
+def _reference_batches(refs: np.ndarray, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    """The official reference loader of one task: shuffled epochs of the target domain's references served in whole
+    batches (drop_last), so the outputs of one source take distinct references until an epoch runs out. A domain
+    with fewer references than a batch (the official loader then has no batch and stops) serves all of them."""
+    size = min(batch_size, len(refs))
+    while True:
+        order = refs[torch.randperm(len(refs), generator=generator).numpy()]
+        for start in range(0, len(order) - size + 1, size):
+            yield order[start:start + size]
+
+
 @torch.no_grad()
 @reference_float32()
 def translation_scores(family: Any, nets: dict[str, torch.nn.Module], train_store: ImageDataset,
@@ -327,6 +338,7 @@ def translation_scores(family: Any, nets: dict[str, torch.nn.Module], train_stor
                                        f"{src_name if len(sources) == 0 else trg_name!r} for task {task}")
                 tasks[task] = len(sources)
                 generator = torch.Generator().manual_seed(derived_seed(seed, mode_index, src, trg))
+                references = _reference_batches(refs, batch_size, generator) if mode == "reference" else None
                 fake_stats: FeatureStats | None = None
                 batch_scores = []
                 for start in range(0, len(sources), batch_size):
@@ -339,8 +351,8 @@ def translation_scores(family: Any, nets: dict[str, torch.nn.Module], train_stor
                             z = torch.randn(len(x), family.config.latent_dim, generator=generator).to(dev)
                             style = nets["F_ema"](z, y_trg)
                         else:
-                            order = torch.randperm(len(refs), generator=generator).numpy()
-                            chosen = refs[order[np.arange(len(x)) % len(refs)]]
+                            drawn = next(references)
+                            chosen = drawn[np.arange(len(x)) % len(drawn)]
                             style = nets["E_ema"](_float_images(val_store, size, chosen, dev), y_trg)
                         out = nets["G_ema"](x, style, masks)
                         outputs.append(out)

@@ -56,8 +56,13 @@ def main_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:
                           "network is 512 wide); set model.mapping_dim in a ganforge config for another width")
     if flags["num_outs_per_domain"] != 10:
         raise ConfigError(f"{where}: --num_outs_per_domain {flags['num_outs_per_domain']}: ganforge's training-time "
-                          "protocol translates each source 10 times, the official default (`ganforge evaluate` "
-                          "takes other counts)")
+                          "protocol translates each source 10 times, the official default (`evaluate_stargan2(RUN, "
+                          "num_outs=N)` of ganforge.evaluation.stargan2 takes other counts)")
+    if flags["val_batch_size"] != 32:
+        raise ConfigError(f"{where}: --val_batch_size {flags['val_batch_size']}: ganforge's training-time protocol "
+                          "evaluates in batches of 32, the official default (the batch sets which outputs LPIPS "
+                          "averages together; `evaluate_stargan2(RUN, batch_size=N)` of ganforge.evaluation.stargan2 "
+                          "takes other sizes)")
     if "wing_path" in given and not flags["w_hpf"]:
         raise ConfigError(f"{where}: --wing_path does nothing with --w_hpf 0 (no face masks)")
     model = {key: flags[key] for key in _MODEL_KEYS}
