@@ -118,6 +118,13 @@ def test_unset_flags_take_train_pys_defaults(tmp_path):
             model.epochs) == (128, 64, 128, 5e-5, 2, 64, 1e-8, 1e-8, False, False, False, False, 100)
 
 
+def test_standing_statistics_sample_in_eval_mode_without_g_eval_mode(tmp_path):
+    """utils.accumulate_standing_stats ends with net.eval(), so train.py samples and evaluates with them whether or
+    not --G_eval_mode is given (a translated script without it was refused by the config's own check)."""
+    model = translated(tmp_path, "--shuffle --dataset C10 --ema --use_ema --accumulate_stats").model
+    assert (model.standing_stats, model.sample_eval_mode) == (16, True)
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     ("", "no --shuffle: train.py would read the data in file order, class by class"),
     ("--shuffle --G_fp16", "--G_fp16 True: set `amp: bf16`"),

@@ -183,3 +183,22 @@ def test_a_compiled_network_keeps_the_layers_values_and_gradients(tmp_path):
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     finally:
         dist.destroy_process_group()
+
+
+def test_float64_buffers_take_the_float32_statistics(tmp_path):
+    """The statistics are summed in float32; a float64 network's running buffers (oracle checks) take them as
+    float64 (lerp_ refused the mixed dtypes), equal to torch's own batch norm in one process."""
+    from ganforge.nn.cross_replica import cross_replica_batch_norm
+
+    x = _data()[0].double()
+    ours, theirs = (torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)), \
+        (torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        out = cross_replica_batch_norm(x, *ours, None, None, 0.1, 1e-5)
+    finally:
+        dist.destroy_process_group()
+    expected = torch.nn.functional.batch_norm(x, *theirs, training=True, momentum=0.1, eps=1e-5)
+    assert out.dtype == ours[0].dtype == torch.float64
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)

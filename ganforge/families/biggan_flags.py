@@ -240,6 +240,8 @@ def launch_command_to_ganforge(argv: list[str], where: str) -> dict[str, Any]:
     model.update(n_classes=_CLASSES_BY_DATASET[dataset], epochs=flags["num_epochs"],
                  standing_stats=flags["num_standing_accumulations"] if flags["accumulate_stats"] else 0,
                  sync_bn=flags["cross_replica"])
+    if flags["accumulate_stats"]:  # utils.accumulate_standing_stats leaves G in eval mode, whatever --G_eval_mode says
+        model["sample_eval_mode"] = True
     return {
         "family": "biggan", "seed": flags["seed"], "metrics": ["is"] if flags["no_fid"] else ["is", "fid"],
         "metrics_every": flags["test_every"], "metrics_n": flags["num_inception_images"],

@@ -56,8 +56,8 @@ def cross_replica_batch_norm(x: Tensor, running_mean: Tensor | None, running_var
     mean = mean_centred + shift.view(-1)
     if running_mean is not None:
         with torch.no_grad():
-            running_mean.lerp_(mean, momentum)
-            running_var.lerp_(var * count / (count - 1), momentum)
+            running_mean.lerp_(mean.to(running_mean.dtype), momentum)  # the statistics are float32 (a float64 or
+            running_var.lerp_((var * count / (count - 1)).to(running_var.dtype), momentum)  # bf16 net's buffers)
     out = (centred - mean_centred[None, :, None, None]) * torch.rsqrt(var + eps)[None, :, None, None]
     if weight is not None:
         out = out * weight[None, :, None, None] + bias[None, :, None, None]
