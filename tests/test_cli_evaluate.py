@@ -113,6 +113,31 @@ def test_training_time_metrics_keep_the_best_checkpoints(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_tick_whose_best_metric_is_not_finite_is_not_ranked_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    """A collapsed generator (one flat colour channel) gives SWD NaN, which the logs leave out; the run stopped with
+    a ConfigError blaming best_metric. Now that tick is said and left unranked, and the next tick ranks."""
+    from ganforge.evaluation import run_metrics
+
+    real_evaluate, ticks = run_metrics._run_evaluate, []
+
+    def first_tick_nan(*args, **kwargs):
+        results = real_evaluate(*args, **kwargs)
+        ticks.append(results)
+        return {"swd": {**results["swd"], "swd": [float("nan")] * len(results["swd"]["swd"]), "avg": float("nan")}} \
+            if len(ticks) == 1 else results
+
+    monkeypatch.setattr(run_metrics, "_run_evaluate", first_tick_nan)
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["swd"], metrics_every=16, metrics_n=32, best_metric="swd_avg", keep_best=2)
+    run = tmp_path / "run"
+    assert ganforge.train(config, run).step == 20
+    assert "step 16: swd_avg is not finite at this metric tick" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [20]  # no finite value at step 16: no row
+    assert json.loads((run / "best.json").read_text())["best"] == [{"step": 20, "value": rows[0]["swd_avg"]}]
+
+
+@pytest.mark.slow
 def test_a_run_against_a_class_sorted_store_reads_the_same_random_reals_either_way(tiny_run, tmp_path, capsys):
     """`evaluate RUN --real STORE` and `evaluate --fake RUN --real STORE` compare the same generated images with the
     same seeded random choice of reals. Before, the second took the store's first N images: in a class-sorted store

@@ -257,6 +257,11 @@ def test_a_runs_generator_against_statistics_matches_evaluate_run(standin_weight
     assert ("note: KID from subsets of 4 images (all there are) instead of 1000: its mean is unbiased either way"
             in capsys.readouterr().out)
     assert "kid_subsets" not in json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    # a subset size above the images is recorded as used (it was recorded as given); IS says its fewer splits
+    assert main(["evaluate", str(run), "--real", str(reals), "--metrics", "kid,is", "--n", "4",
+                 "--kid-subset-size", "1000", *weights]) == 0
+    assert "(IS over 2 splits of a set of 4 images instead of 10, so that each split holds" in capsys.readouterr().out
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["kid_subset_size"] == 4
 
 
 def test_stats_of_a_random_choice_of_n_images(standin_weights, tmp_path, capsys):

@@ -49,12 +49,14 @@ from ganforge.metrics.ranks import RankShare
 from ganforge.metrics.registry import (
     INCEPTION_BLOCKS,
     INCEPTION_METRICS,
+    IS_SPLITS,
     METRICS,
     MetricSettings,
     check_metrics,
     check_real_stats_metrics,
     flat_outputs,
     format_table,
+    inception_score_splits,
     model_of,
     protocol_fields,
     ranks,
@@ -348,7 +350,7 @@ def evaluate_run(run_dir: Path, metrics: list[str], *, n: int | None = None, ste
         rows.append((model.step, results, count))
         append_record(run_dir / "metrics.jsonl", {
             "step": model.step, "n": count, "real": real_set, "source": "evaluate", **flat,
-            **protocol_fields(results, fid_mode), **settings.given(),
+            **protocol_fields(results, fid_mode), **settings.given(images=count),
             **({"bn": str(SamplingBN.parse(bn))} if bn is not None else {})})
         own_data = real_set == resolved_data_spec(model.config.data)
         if "swd" in results and bn is None and own_data:  # the zoo's file of the run's own SWD, not against other
@@ -850,7 +852,8 @@ def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fak
 
 def _small_set_notes(metrics: Iterable[str], smallest: int) -> str:
     """A warning line per Fréchet distance (FID, a block's, FD_DINOv2) measured on a set of `smallest` images, no
-    more than its features' width: a covariance of N samples has rank N − 1 (pytorch-fid's issues #42, #78)."""
+    more than its features' width: a covariance of N samples has rank N − 1 (pytorch-fid's issues #42, #78); and
+    one for IS on fewer images than its splits need."""
     note = ""
     for name in metrics:
         width = FEATURE_DIMS.get(METRICS[name].network or "")
@@ -861,6 +864,10 @@ def _small_set_notes(metrics: Iterable[str], smallest: int) -> str:
                  "dimensions: its covariance is singular and the distance far above what more images give; use "
                  "more images" + (f", or a narrower Inception block ({', '.join(narrower)}: pytorch-fid's --dims)"
                                   if narrower else "") + ")")
+    if "is" in metrics and (splits := inception_score_splits(smallest)) < IS_SPLITS:
+        note += (f"\n(IS over {splits} split{'s' if splits > 1 else ''} of a set of {smallest} images instead of "
+                 f"{IS_SPLITS}, so that each split holds at least 2: not comparable with IS over {IS_SPLITS} splits, "
+                 "and far below what more images give)")
     return note
 
 

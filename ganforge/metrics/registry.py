@@ -59,9 +59,13 @@ class MetricSettings:
         given = getattr(self, key)
         return self.DEFAULTS[key] if given is None else given
 
-    def given(self) -> dict[str, int]:
-        """The settings given (not left to the defaults): recorded beside the values computed with them."""
-        return {key: getattr(self, key) for key in self.DEFAULTS if getattr(self, key) is not None}
+    def given(self, images: int | None = None) -> dict[str, int]:
+        """The settings given (not left to the defaults): recorded beside the values computed with them. With
+        `images` (what a record compared) KID's subset size as used: one above them shrinks to them."""
+        given = {key: getattr(self, key) for key in self.DEFAULTS if getattr(self, key) is not None}
+        if images is not None and "kid_subset_size" in given:
+            given["kid_subset_size"] = min(given["kid_subset_size"], images)
+        return given
 
     def check_used(self, names: list[str]) -> None:
         """A setting of a metric that is not computed would do nothing: refused, named as the option."""
@@ -147,6 +151,15 @@ def _pair(prefix: str) -> Callable[[tuple[float, float]], dict[str, float]]:
     return lambda value: {f"{prefix}_mean": float(value[0]), f"{prefix}_std": float(value[1])}
 
 
+IS_SPLITS = 10  # torch-fidelity's and the paper's
+
+
+def inception_score_splits(images: int) -> int:
+    """IS_SPLITS, fewer below 2 * IS_SPLITS images so that each split holds at least 2 (a split of one image
+    scores exactly 1, whatever the image: its marginal is its own prediction)."""
+    return max(1, min(IS_SPLITS, images // 2))
+
+
 def _kid(inputs: MetricInputs) -> tuple[float, float]:
     settings = inputs.settings
     size = min(settings.value("kid_subset_size"), len(inputs.fake_pool), len(inputs.real_pool))
@@ -200,7 +213,7 @@ IS = Metric(
     "is", "Inception score of the fake images, mean and std over splits",
     needs_real=False, network="inception",
     outputs=(MetricOutput("is_mean", True, "9.4f"), MetricOutput("is_std", None, ".4f")),
-    compute=lambda inputs: inception_score(inputs.fake_logits, splits=min(10, len(inputs.fake_logits)),
+    compute=lambda inputs: inception_score(inputs.fake_logits, splits=inception_score_splits(len(inputs.fake_logits)),
                                            seed=TORCH_FIDELITY_SEED),
     flatten=_pair("is"),
     row=lambda value: f"IS        {value[0]:{IS.outputs[0].fmt}} ± {value[1]:{IS.outputs[1].fmt}}")

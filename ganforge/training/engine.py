@@ -865,9 +865,11 @@ class Trainer:
                            settings=training_metric_settings(self.config).for_metrics(computed).given())
         if self.config.best_metric is None or (skipped and self.config.best_metric not in results):
             return None
-        if self.config.best_metric not in results:
-            raise ConfigError(f"best_metric: {self.config.best_metric!r} is not among the computed values "
-                              f"{sorted(results)}")
+        if self.config.best_metric not in results:  # (checked against `metrics` before training) NaN or infinite
+            logger.message(f"step {self.step}: {self.config.best_metric} is not finite at this metric tick (a "
+                           "collapsed or diverged generator, e.g. one flat colour channel); this checkpoint is not "
+                           "ranked among the best")
+            return None
         return float(results[self.config.best_metric])
 
     # --- signals ----------------------------------------------------------------------------------------------
