@@ -282,6 +282,9 @@ def test_metric_names_and_nan_images_through_the_python_api() -> None:
     images[3, 1, 2, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN pixel values"):
         swd(images, images.flip(0))
+    images[3, 1, 2, 2] = float("-inf")  # clamped to black before
+    with pytest.raises(ValueError, match="infinite pixel values"):
+        evaluate(images, None, "msssim")
 
 
 def test_a_grey_store_is_refused_by_the_rgb_families(tmp_path, capsys) -> None:

@@ -27,8 +27,8 @@ class ImageSizeError(ImageSetError):
 
 def to_uint8_images(batch: ImageBatch, *, name: str = "images") -> torch.Tensor:
     """One batch as a CPU uint8 tensor N x 3 x H x W; floats are quantised like the official PGGAN code (clamped to
-    [-1, 1]: generators without a tanh overshoot it). NaN pixels are an error, not the flat images clamping would
-    make of them (an ImageSetError would read as a set too small for the metric)."""
+    [-1, 1]: generators without a tanh overshoot it). NaN and infinite pixels are an error, not the flat images
+    clamping would make of them (an ImageSetError would read as a set too small for the metric)."""
     if isinstance(batch, np.ndarray):
         # read-only arrays (memory-mapped stores, np.load) are copied: torch cannot wrap them without a warning
         batch = torch.from_numpy(np.require(batch, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
@@ -38,9 +38,10 @@ def to_uint8_images(batch: ImageBatch, *, name: str = "images") -> torch.Tensor:
         raise ImageSetError(f"{name}: expected an N x C x H x W batch with C = 1 or 3, got shape {tuple(batch.shape)}")
     batch = batch.detach().cpu()
     if batch.dtype.is_floating_point:
-        if torch.isnan(batch).any():
-            raise ValueError(f"{name}: NaN pixel values (a generator whose training diverged?); expected floats in "
-                             "[-1, 1] or uint8")
+        if not torch.isfinite(batch).all():
+            found = "NaN" if torch.isnan(batch).any() else "infinite"
+            raise ValueError(f"{name}: {found} pixel values (a generator whose training diverged?); expected floats "
+                             "in [-1, 1] or uint8")
         batch = (batch.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
     elif batch.dtype != torch.uint8:
         raise ImageSetError(f"{name}: expected uint8 or float (in [-1, 1]) images, got dtype {batch.dtype}")
