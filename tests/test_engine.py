@@ -284,6 +284,64 @@ def test_a_record_whose_dataset_is_not_a_mapping_is_refused_by_name(tmp_path):
             assert ganforge.load(run).step == 1
 
 
+def test_a_record_edited_by_hand_is_a_one_line_refusal_naming_it(tmp_path):
+    """Keys a resume reads (loader, optimisers), a loader position outside the epoch, a step other than the file's
+    and a network shape other than the config builds: CheckpointErrors naming the record (KeyError tracebacks, a
+    silently shorter batch, a resume at the wrong step and torch's own size-mismatch traceback before)."""
+    run = tmp_path / "run"
+    ganforge.train(TINY_PGAN, run, until=1)
+    record = run / "checkpoints" / "00000001.json"
+    meta = json.loads(record.read_text())
+    for broken, message in [
+            ({key: value for key, value in meta.items() if key != "loader"}, "lacks 'loader'"),
+            ({**meta, "loader": {**meta["loader"], "position": meta["dataset"]["count"] + 3}},
+             r"loader: expected an epoch >= 0 and a position in 0\.\.63"),
+            ({**meta, "optimizers": {**meta["optimizers"], "G": {"param_groups": []}}},
+             "optimizers.G.param_groups: the checkpoint has 0 parameter groups")]:
+        record.write_text(json.dumps(broken))
+        with pytest.raises(ckpt.CheckpointError, match=f"00000001.json: damaged checkpoint record \\(.*{message}"):
+            ganforge.train(TINY_PGAN, run, until=2)
+    record.write_text(json.dumps({**meta, "step": 7}))
+    with pytest.raises(ckpt.CheckpointError, match="00000001.json: records step 7, its name says step 1"):
+        ckpt.load_checkpoint(record)
+    model = meta["config"]["model"]
+    record.write_text(json.dumps({**meta, "config": {**meta["config"], "model": {**model, "latent_dim": 9}}}))
+    with pytest.raises(ckpt.CheckpointError,
+                       match=r"00000001.json: G\.\S+ has shape \(\d+, 16\), this config builds \(\d+, 9\)"):
+        ganforge.load(run)
+
+
+def test_pruning_removes_tensor_files_without_a_record_and_runs_what_must_precede_it(tmp_path):
+    """A kill between a tensor file's rename and its record's, or inside a prune, left a checkpoint-sized file no
+    listing showed and no prune removed; best.json is written before pruning drops what it no longer names."""
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(tmp_path, step, {"w": torch.ones(2) * step}, {}, keep=5)
+    folder = ckpt.checkpoint_dir(tmp_path)
+    (folder / "00000009.safetensors").write_bytes(b"a kill before its record")
+    (folder / "00000002.json").unlink()  # a prune killed after the record went (it now goes last)
+    seen = []
+    ckpt.save_checkpoint(tmp_path, 4, {"w": torch.ones(2)}, {}, keep=2,
+                         before_pruning=lambda: seen.append(sorted(p.name for p in folder.iterdir())))
+    assert seen[0][:2] == ["00000001.json", "00000001.safetensors"]  # nothing pruned yet
+    assert sorted(p.name for p in folder.iterdir()) == ["00000003.json", "00000003.safetensors", "00000004.json",
+                                                         "00000004.safetensors"]
+
+
+def test_a_damaged_best_json_is_refused_by_name_when_training_resumes(tmp_path):
+    config = copy.deepcopy(TINY_PGAN)
+    config.update(metrics=["swd"], metrics_every=16, metrics_n=32, best_metric="swd_avg", keep_best=1)
+    run = tmp_path / "run"
+    ganforge.train(config, run, until=17)
+    best = json.loads((run / "best.json").read_text())
+    assert [entry["step"] for entry in best["best"]] == [16]
+    for damaged in ('{"metric": "swd_avg", "be', "{}", '{"best": [{"step": "16", "value": 1.0}]}'):
+        (run / "best.json").write_text(damaged)
+        with pytest.raises(ckpt.CheckpointError, match="best.json: .*; delete it to rank the best checkpoints afresh"):
+            ganforge.train(config, run)
+    (run / "best.json").unlink()
+    assert ganforge.train(config, run).step == 20
+
+
 @pytest.mark.parametrize("blob", [b"\x80\x02]q\x00(K\x01\x86.", b"\x80\x02\x86.", b"\x80\x02}q\x00(X\x01\x00\x00\x00a"])
 def test_any_corrupt_pickle_is_a_one_line_refusal(tmp_path, blob):
     from ganforge.safe_load import load_weights_only

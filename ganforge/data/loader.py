@@ -398,8 +398,12 @@ class BatchLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; a state from before the domain-pair mode (no "domain_pairs") leaves the
         sampler as it is (its family restores it from the old checkpoint's family state)."""
+        epoch, position = state["epoch"], state["position"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, position)) or epoch < 0 \
+                or not 0 <= position < self.dataset.count:
+            raise ValueError(f"loader: expected an epoch >= 0 and a position in 0..{self.dataset.count - 1} (the "
+                             f"images of an epoch), got epoch {epoch!r}, position {position!r}")
         self._drop_prefetched()
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        self.epoch, self.position = epoch, position
         if self.domain_pairs is not None and "domain_pairs" in state:
             self.domain_pairs.load_state_dict(state["domain_pairs"])

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,8 +144,23 @@ def training_active(run_dir: Path) -> bool | None:
     return False
 
 
+def _sync_folder(folder: Path) -> None:
+    """Make a folder's renames and deletions durable (a power cut could otherwise keep an older checkpoint's
+    deletion but not the new one's rename). Folders cannot be opened for it on Windows: skipped there."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # file systems that refuse fsync on a folder
+            os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: a reader sees the old file or the whole new one."""
+    """Temp file in the same folder, fsync, rename, fsync of the folder: a reader sees the old file or the whole
+    new one, after a power cut too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -157,6 +172,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -164,8 +180,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                    keep: int, protect: set[int] | None = None) -> Path:
-    """Write checkpoint `step` and prune to the newest `keep` (steps in `protect` are never pruned)."""
+                    keep: int, protect: set[int] | None = None, *,
+                    before_pruning: Callable[[], None] | None = None) -> Path:
+    """Write checkpoint `step` and prune to the newest `keep` (steps in `protect` are never pruned).
+    `before_pruning` runs once the checkpoint is whole: what names the protected steps on disk (best.json) must be
+    written before any older checkpoint goes, or a kill between the two loses a checkpoint it names."""
     folder = checkpoint_dir(run_dir)
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     blob = safetensors.torch.save(contiguous)
@@ -175,8 +194,33 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     record = {"format": FORMAT, "version": FORMAT_VERSION, "step": step,
               "tensors_file": tensor_path.name, "sha256": hashlib.sha256(blob).hexdigest(), **meta}
     write_json_atomic(json_path, record)
+    if before_pruning is not None:
+        before_pruning()
     prune_checkpoints(run_dir, keep, protect or set())
     return json_path
+
+
+BEST_NAME = "best.json"
+
+
+def read_best(run_dir: Path) -> list[dict[str, Any]]:
+    """best.json's ranked {"step", "value"} entries ([] where there is none). A damaged file is a CheckpointError
+    naming it, asked for when training starts rather than at its first metric tick."""
+    path = Path(run_dir) / BEST_NAME
+    if not path.is_file():
+        return []
+    fix = "; delete it to rank the best checkpoints afresh from the next metric tick"
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable ({err}){fix}") from None
+    entries = best.get("best") if isinstance(best, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("step"), int) and not isinstance(entry["step"], bool)
+            and isinstance(entry.get("value"), int | float) and not isinstance(entry["value"], bool)
+            for entry in entries):
+        raise CheckpointError(f'{path}: expected {{"metric": NAME, "best": [{{"step": N, "value": X}}, ...]}}{fix}')
+    return entries
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
@@ -197,10 +241,15 @@ def prune_checkpoints(run_dir: Path, keep: int, protect: set[int]) -> None:
     for step in steps[:-keep] if keep > 0 else []:
         if step in protect:
             continue
-        (folder / f"{step:08d}.json").unlink(missing_ok=True)
-        (folder / f"{step:08d}.safetensors").unlink(missing_ok=True)
+        (folder / f"{step:08d}.safetensors").unlink(missing_ok=True)  # the tensors first: a kill between the two
+        (folder / f"{step:08d}.json").unlink(missing_ok=True)  # leaves a record the next prune still lists
+    recorded = {f"{step:08d}" for step in checkpoint_steps(run_dir)}
+    for orphan in folder.glob("*.safetensors"):  # a write killed before its record, or a prune between the two
+        if orphan.stem.isdigit() and orphan.stem not in recorded:
+            orphan.unlink(missing_ok=True)
     for stale in folder.glob(".*.tmp"):  # leftovers of a write that was killed
         stale.unlink(missing_ok=True)
+    _sync_folder(folder)
 
 
 def _dataset_shape(dataset: Any) -> bool:
@@ -230,6 +279,8 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
         missing.append("dataset (count, resolution, channels, labels)")
     if missing:
         raise CheckpointError(f"{json_path}: checkpoint record lacks valid {', '.join(missing)}")
+    if json_path.stem.isdigit() and int(json_path.stem) != meta["step"]:
+        raise CheckpointError(f"{json_path}: records step {meta['step']}, its name says step {int(json_path.stem)}")
     if Path(meta["tensors_file"]).name != meta["tensors_file"]:
         raise CheckpointError(f"{json_path}: tensors_file must be a file name beside the record, got "
                               f"{meta['tensors_file']!r}")
@@ -435,6 +486,11 @@ def load_network_states(nets: dict[str, nn.Module], tensors: dict[str, torch.Ten
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(f"{source}: no weights for network {name!r}")
+        built = net.state_dict()  # shapes first: load_state_dict raises on them with a traceback of its own
+        for key, value in state.items():
+            if key in built and built[key].shape != value.shape:
+                raise CheckpointError(f"{source}: {name}.{key} has shape {tuple(value.shape)}, this config "
+                                      f"builds {tuple(built[key].shape)}")
         missing, unexpected = net.load_state_dict(state, strict=False)
         missing = sorted(set(missing) - (new_layers or {}).get(name, set()))
         if missing or unexpected:
@@ -442,8 +498,3 @@ def load_network_states(nets: dict[str, nn.Module], tensors: dict[str, torch.Ten
                 f"{source}: network {name!r} does not match this config "
                 f"(missing {sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, "
                 f"unexpected {sorted(unexpected)[:3]}{'…' if len(unexpected) > 3 else ''})")
-        for key, value in state.items():
-            target = net.state_dict()[key]
-            if target.shape != value.shape:
-                raise CheckpointError(f"{source}: {name}.{key} has shape {tuple(value.shape)}, this config "
-                                      f"builds {tuple(target.shape)}")

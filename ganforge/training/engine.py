@@ -294,6 +294,8 @@ class Trainer:
         self._grown_layers: dict[str, dict[str, torch.Tensor]] | None = None  # a grown run's new layers at init
         if resume is not None:
             self._restore(resume)
+            if config.best_metric is not None:  # every rank reads the one run folder: all of them refuse alike
+                ckpt.read_best(self.run_dir)  # damaged: said now, not after training up to the next metric tick
         self.fixed_inputs = self.family.sample_latents(
             config.sample_count, torch.Generator().manual_seed(config.seed + FIXED_LATENT_OFFSET))
         self.fixed_cell_labels = self.family.sample_cell_labels(self.fixed_inputs)
@@ -359,17 +361,22 @@ class Trainer:
             for name, layers in self._grown_layers.items():
                 for key, value in layers.items():
                     states[name][key].copy_(value)
-        if grown_at is None:  # a grown run's next step starts a scale, which resets the optimisers in every variant
-            for name, optimizer in self.family.optimizers.items():
-                ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
-        torch.set_rng_state(tensors["rng/torch"])
-        if self.device.type == "cuda" and "rng/cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
-        self.loader.load_state_dict(meta["loader"])
-        if self.loss_scale is not None and meta.get("loss_scale"):
-            self.loss_scale.load_state_dict(meta["loss_scale"])
-        self.family.load_family_state(meta.get("family_state", {}))
-        self.augmenter.load_state_dict(meta.get("augment", {}))
+        try:  # a record edited by hand or cut: one line naming it, not a traceback
+            if grown_at is None:  # a grown run's next step starts a scale: it resets the optimisers in every variant
+                for name, optimizer in self.family.optimizers.items():
+                    ckpt.optimizer_from_tensors(name, optimizer, tensors, meta["optimizers"][name])
+            torch.set_rng_state(tensors["rng/torch"])
+            if self.device.type == "cuda" and "rng/cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+            self.loader.load_state_dict(meta["loader"])
+            if self.loss_scale is not None and meta.get("loss_scale"):
+                self.loss_scale.load_state_dict(meta["loss_scale"])
+            self.family.load_family_state(meta.get("family_state", {}))
+            self.augmenter.load_state_dict(meta.get("augment", {}))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            detail = f"lacks {err}" if isinstance(err, KeyError) else str(err)
+            raise ckpt.CheckpointError(f"{resume.path}: damaged checkpoint record ({detail}); an earlier checkpoint "
+                                       "resumes if this one is moved away") from None
         if self.lookahead is not None:
             try:
                 self.lookahead.load_state_tensors(tensors)
@@ -399,20 +406,22 @@ class Trainer:
             if value.dtype.is_floating_point and not torch.isfinite(value).all():
                 raise NonFiniteError(f"step {self.step}: {name} holds NaN/Inf; no checkpoint written")
         best = self.update_best(score)
+
+        def write_best() -> None:  # before the checkpoints it drops are pruned (a kill between keeps both)
+            ckpt.write_json_atomic(self.run_dir / ckpt.BEST_NAME, {"metric": self.config.best_metric, "best": best})
+
         try:
             ckpt.save_checkpoint(self.run_dir, self.step, tensors, meta, keep=self.config.keep_checkpoints,
-                                 protect={entry["step"] for entry in best} | self.kept_steps)
+                                 protect={entry["step"] for entry in best} | self.kept_steps,
+                                 before_pruning=write_best if score is not None else None)
         except OSError as err:
             raise ckpt.CheckpointError(
                 f"could not write checkpoint {self.step} in {ckpt.checkpoint_dir(self.run_dir)}: {err.strerror} "
                 "(disk full or not writable?); the earlier checkpoints are intact") from None
-        if score is not None:
-            ckpt.write_json_atomic(self.run_dir / "best.json", {"metric": self.config.best_metric, "best": best})
 
     def update_best(self, score: float | None) -> list[dict[str, Any]]:
         """The `keep_best` best (step, value) pairs so far, including this step's score."""
-        path = self.run_dir / "best.json"
-        best = json.loads(path.read_text())["best"] if path.is_file() else []
+        best = ckpt.read_best(self.run_dir)
         if score is None:
             return best
         higher = ranks_higher(self.family, self.config.best_metric)
