@@ -75,6 +75,8 @@ def test_celeba_skips_wrong_sizes_and_broken_files(tmp_path: Path) -> None:
     Image.fromarray(faces[1]).save(source / "000003.png")
     (source / "000004.jpg").write_bytes(b"")
     (source / "list_attr_celeba.txt").write_text("not an image, ignored\n")
+    Image.fromarray(faces[0]).save(source / ".000001-copy.png")  # hidden: not read (it was stored as a face)
+    (source / "._000003.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata: not read either
 
     dataset = open_dataset(prepare_celeba_cropped(source, tmp_path / "out", workers=1))
     assert dataset.count == 2
@@ -261,6 +263,12 @@ def test_damaged_or_encrypted_zip_members_are_skipped_and_a_cut_zip_is_named(tmp
     cut.write_bytes(archive.read_bytes()[:-30])
     with pytest.raises(PrepareError, match=r"cut.zip: not a readable .zip archive \(no end-of-archive record"):
         prepare_folder(cut, tmp_path / "o", resolution=8)
+    data = bytearray(archive.read_bytes())  # the central directory damaged: zipfile.BadZipFile's traceback before
+    central = data.index(b"PK\x01\x02")
+    data[central : central + 4] = b"XXXX"
+    (tmp_path / "badcd.zip").write_bytes(bytes(data))
+    with pytest.raises(PrepareError, match=r"badcd.zip: not a readable .zip archive \(Bad magic number for central"):
+        prepare_folder(tmp_path / "badcd.zip", tmp_path / "o", resolution=8)
 
 
 def test_sigterm_unwinds_a_prepare_as_ctrl_c_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,6 +374,14 @@ def test_mnist_errors_name_files_and_what_was_expected(tmp_path: Path) -> None:
     (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((3, 28, 28)), 0x803))
     with pytest.raises(PrepareError, match="2 labels for 3 images"):
         prepare_mnist(tmp_path, tmp_path / "out")
+    packed = bytearray(gzip.compress(_idx_bytes(np.zeros((3, 28, 28)), 0x803)))
+    packed[20:40] = bytes(b ^ 0x5A for b in packed[20:40])  # a damaged deflate stream: zlib.error's traceback before
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(bytes(packed))
+    with pytest.raises(PrepareError, match=r"train-images-idx3-ubyte.gz: cannot read \("):
+        prepare_mnist(tmp_path, tmp_path / "out")
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((3, 28, 28)), 0x803))
     with pytest.raises(PrepareError, match="power of two ≥ 32"):
         prepare_mnist(tmp_path, tmp_path / "out", resolution=28)
     with pytest.raises(PrepareError, match="split must be one of"):

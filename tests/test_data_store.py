@@ -38,6 +38,15 @@ def _siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.iterdir())
 
 
+def test_a_manifest_without_a_labels_key_is_a_store_without_labels(tmp_path: Path) -> None:
+    out = write_store(tmp_path / "store", _images(3), resolution=16, source="x")
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["labels"]  # a hand-written or older manifest: it passed the checks, then raised KeyError
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    dataset = open_dataset(out)
+    assert (dataset.count, dataset.label_columns, dataset.labels) == (3, [], None)
+
+
 def test_round_trip_keeps_images_labels_and_manifest(tmp_path: Path) -> None:
     images = _images(7)
     labels = np.array([[0], [1], [2], [0], [1], [2], [2]])

@@ -150,6 +150,10 @@ def test_the_train_and_val_stores_are_replaced_together_or_not_at_all(tmp_path: 
 
 def test_cli_prepare_domains(tmp_path: Path, capsys) -> None:
     root = write_domain_folders(tmp_path / "folders")
+    copies = root / "train" / "dark" / ".ipynb_checkpoints"  # Jupyter's copies: not read (they were 3 more "dark")
+    copies.mkdir()
+    for image in sorted((root / "train" / "dark").glob("*.png"))[:3]:
+        (copies / image.name).write_bytes(image.read_bytes())
     assert main(["prepare", "domains", str(root), "-o", str(tmp_path / "out"), "--resolution", "16"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {tmp_path / 'out' / 'train'}: 6 dark, 6 light" in printed

@@ -254,7 +254,8 @@ def _domain_files(split_dir: Path) -> dict[str, list[Path]]:
     found = {}
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                       and not p.name.startswith("."))
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # hidden: not
+        # read, in hidden folders neither (.ipynb_checkpoints/ holds copies of the images beside it)
         if files:
             found[folder.name] = files
     return found

@@ -126,7 +126,9 @@ def _celeba_crop(path: Path) -> tuple[np.ndarray | None, str]:
 
 
 def _list_images(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.suffix.lower() in PREPARE_EXTENSIONS and p.is_file())
+    """The images directly in `directory`; hidden files (macOS `._` copies, editors' backups) are not read."""
+    return sorted(p for p in directory.iterdir()
+                  if p.suffix.lower() in PREPARE_EXTENSIONS and p.is_file() and not p.name.startswith("."))
 
 
 def prepare_celeba_cropped(src_dir: Path, out: Path, *, workers: int = 0, overwrite: bool = False) -> Path:
@@ -172,7 +174,12 @@ def _walk_images(root: Path) -> list[Path]:
 
 def _zip_members(archive: Path) -> list[tuple[int, str]]:
     """(member index, member name) of the images in a zip; duplicates stay distinct by index."""
-    with zipfile.ZipFile(archive) as zf:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise PrepareError(f"{archive}: not a readable .zip archive ({error}: damaged, or cut short by a download or "
+                           "copy); fetch it again") from None
+    with zf:
         members = [
             (index, info.filename)
             for index, info in enumerate(zf.infolist())
@@ -349,7 +356,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
     try:
         data = path.read_bytes()
         return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise PrepareError(f"{path}: cannot read ({error})") from error
 
 
@@ -368,7 +375,7 @@ def _check_md5(data: bytes, expected: str, origin: str) -> None:
 def _gunzip(payload: bytes, origin: str) -> bytes:
     try:
         return gzip.decompress(payload)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise PrepareError(f"{origin}: downloaded data is not gzip ({error})") from error
 
 

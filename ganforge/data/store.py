@@ -455,6 +455,7 @@ def _open_store(path: Path) -> ImageDataset:
     except (OSError, ValueError) as error:
         raise DatasetError(f"{manifest_path}: not valid JSON ({error})") from error
     _validate_manifest(manifest, manifest_path)
+    manifest.setdefault("labels", [])  # a store of unlabelled images may leave the key out
     count, channels = manifest["count"], manifest["channels"]
     levels = {
         level: _load_level(path / level_file(level), (count, channels, level, level)) for level in manifest["levels"]
