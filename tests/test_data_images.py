@@ -200,6 +200,9 @@ def test_empty_and_non_image_files_are_image_errors(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="missing.png: cannot read file"):
         load_rgb(tmp_path / "missing.png", "missing.png")
     assert issubclass(ImageError, ValueError)
+    Image.fromarray(np.full((4, 4), 0.5, np.float32), mode="F").save(tmp_path / "hdr.tif")  # was made black
+    with pytest.raises(ImageError, match="hdr.tif: not a readable image .*32-bit floating-point pixels"):
+        load_rgb(tmp_path / "hdr.tif", "hdr.tif")
 
 
 # --- centre crop + resize -------------------------------------------------------------------------------

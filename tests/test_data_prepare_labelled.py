@@ -177,6 +177,15 @@ def test_hdf5_errors_name_file_key_and_value(tmp_path):
     source = write_hdf5(tmp_path / "a.hdf5", imgs=images, labels=np.array([0, 1]), other=np.array([1.0]))
     with pytest.raises(PrepareError, match=r"a.hdf5: no dataset 'x'; it holds \['imgs', 'labels', 'other'\]"):
         prepare_hdf5(source, tmp_path / "o", images_key="x")
+    import h5py
+
+    with h5py.File(tmp_path / "g.hdf5", "w") as handle:
+        handle.create_dataset("train/imgs", data=images)
+        handle.create_dataset("labels", data=np.array([0, 1]))
+    with pytest.raises(PrepareError, match=r"g.hdf5: no dataset 'train' \(a group of them\); it holds \['labels', "
+                                           r"'train'\] .* a group's dataset as GROUP/NAME"):
+        prepare_hdf5(tmp_path / "g.hdf5", tmp_path / "o", images_key="train")  # AttributeError's traceback before
+    assert open_dataset(prepare_hdf5(tmp_path / "g.hdf5", tmp_path / "g", images_key="train/imgs")).count == 2
     with pytest.raises(PrepareError, match=r"a.hdf5:labels has labels in \[0, 1\], expected indices into 1 class"):
         prepare_hdf5(source, tmp_path / "o", class_names=["only"])
     bad = write_hdf5(tmp_path / "b.hdf5", imgs=np.zeros((2, 3, 6, 6), np.uint8), labels=np.array([0, 1]))

@@ -160,3 +160,14 @@ def test_errors_reach_the_caller() -> None:
         loader.next(4, 32)
     assert loader.state_dict() == {"epoch": 0, "position": 0}
     loader.close()
+
+
+def test_requests_that_change_every_batch_keep_no_stale_batches() -> None:
+    """A drop (another request than the one queued) left the thread's finished batches in its result queue until
+    a later matching request skipped them: alternating requests piled up two full batches each."""
+    loader, plain = pgan_loader(prefetch=2), pgan_loader(prefetch=0)
+    for index in range(40):
+        request = (4, 8) if index % 2 else (3, 16)
+        assert_same_batch(loader.next(*request), plain.next(*request))
+    assert loader._results.qsize() + loader._jobs.qsize() <= 2 * loader.prefetch + 1  # queued, and one in flight
+    loader.close()

@@ -45,6 +45,9 @@ def _over_white(image: Image.Image) -> np.ndarray:
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode == "F":  # PIL's convert would clip to 0..255: a 0..1 image became black
+        raise ValueError("32-bit floating-point pixels, whose range (0..1? 0..255? HDR?) the file does not say; "
+                         "convert it to an 8- or 16-bit image first")
     if image.mode in _SIXTEEN_BIT_MODES:
         return _sixteen_bit_to_rgb(image)
     if image.mode in _ALPHA_MODES or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):

@@ -319,9 +319,17 @@ class BatchLoader:
         self._stop = weakref.finalize(self, stop)
 
     def _drop_prefetched(self) -> None:
-        """Forget every batch prepared or queued (the position changed behind the prefetch)."""
+        """Forget every batch prepared or queued (the position changed behind the prefetch). What the thread has
+        not started is taken back and what it finished is thrown away now: left for the next batch's wait to skip,
+        requests that change often piled up full batches in memory."""
         self._generation += 1
         self._pending.clear()
+        for waiting in (self._jobs, self._results):
+            while waiting is not None:
+                try:
+                    waiting.get_nowait()
+                except queue.Empty:
+                    break
 
     def _take_prefetched(self, request: tuple[int, int]) -> _HostBatch | None:
         """The oldest prepared batch if it was made for `request` at the current position, else None (and every

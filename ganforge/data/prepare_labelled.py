@@ -181,9 +181,10 @@ def prepare_hdf5(src: Path, out: Path, *, images_key: str = "imgs", labels_key: 
                            "its own")
     with _open_hdf5(src) as handle:
         for key in (images_key, labels_key):
-            if key not in handle:
-                raise PrepareError(f"{src}: no dataset {key!r}; it holds {sorted(handle.keys())} "
-                                   "(choose others with --images-key / --labels-key)")
+            if key not in handle or not hasattr(handle[key], "shape"):  # a group has no shape
+                raise PrepareError(f"{src}: no dataset {key!r}" + (" (a group of them)" if key in handle else "")
+                                   + f"; it holds {sorted(handle.keys())} (choose others with --images-key / "
+                                   "--labels-key, a group's dataset as GROUP/NAME)")
         images, labels = handle[images_key], np.asarray(handle[labels_key])
         channels_last, channels, resolution = _image_layout(src, images_key, images.shape)
         count = images.shape[0]
