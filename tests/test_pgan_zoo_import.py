@@ -387,3 +387,68 @@ def test_a_set_that_changes_the_networks_shapes_is_refused_naming_it(tmp_path: P
                                              r"setting out"):
         import_pgan_zoo(zoo_file("small_s3_i100.pt"), tmp_path / "run", overrides=[(["model", "latent_dim"], 16)])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_without_its_train_config_keeps_its_own_fade(tmp_path: Path, ckpt_s3: ZooCheckpoint,
+                                                                  io_tensors: dict) -> None:
+    """Alone, small_s3_i100.pt (alpha 0) was placed where the zoo's default fade still ran (alpha 0.995): its
+    images were 4.45 off the zoo's. Now a finished fade keeps the run's fade finished, a fade the schedule does not
+    reproduce is refused, torch.hub's `-<hash>` names keep their iteration, and a train config beside the file
+    that cannot be read is named."""
+    from ganforge.run_loader import load_run
+
+    alone = tmp_path / "alone" / "small_s3_i100.pt"
+    alone.parent.mkdir()
+    alone.write_bytes(zoo_file("small_s3_i100.pt").read_bytes())
+    model = load_run(import_pgan_zoo(alone, tmp_path / "run"))
+    assert model.plan.progress["alpha"] == 0.0 and model.step == 48000 + 2 * 96000 + 100
+    torch.testing.assert_close(model.generate(io_tensors["z"], raw=True), io_tensors["avgG_out_a0"], atol=1e-5,
+                               rtol=1e-5)
+    fading = tmp_path / "fading" / "small_s3_i100.pt"
+    fading.parent.mkdir()
+    torch.save({"config": {**ckpt_s3.config, "alpha": 0.5}, "netG": ckpt_s3.netG, "netD": ckpt_s3.netD,
+                "avgG": ckpt_s3.avgG}, fading)
+    with pytest.raises(ZooImportError, match=r"small_s3_i100.pt: the checkpoint fades its new scale by alpha 0.5, "
+                                             r"and the zoo's default schedule \(no small_train_config.json beside "
+                                             r"it\) puts iteration 100 of scale 3 at alpha 0.995"):
+        import_pgan_zoo(fading, tmp_path / "fading_run")
+    assert not (tmp_path / "fading_run").exists()
+    hub = tmp_path / "hub" / "small_s3_i100-6196db68.pth"
+    hub.parent.mkdir()
+    hub.write_bytes(alone.read_bytes())
+    config = json.loads(zoo_file("small_train_config.json").read_text())
+    (hub.parent / "small_train_config.json").write_text(json.dumps(config))
+    assert load_run(import_pgan_zoo(hub, tmp_path / "hub_run")).step == 180  # iteration 100 of scale 3, as unhashed
+    (hub.parent / "small_train_config.json").write_text(json.dumps({**config, "alphaJumpMode": "custom"}))
+    with pytest.raises(ZooImportError, match=r"hub/small_train_config.json: .*alphaJumpMode.* \(the zoo's train "
+                                             r"config beside small_s3_i100-6196db68.pth"):
+        import_pgan_zoo(hub, tmp_path / "hub_run2")
+
+
+def test_an_import_that_fails_writing_leaves_nothing_and_can_be_run_again(tmp_path: Path, monkeypatch) -> None:
+    """A full disk while writing the checkpoint left config.json and an empty checkpoints/ in the output folder,
+    which then refused the retry as not empty; the error named no file."""
+    from ganforge.training import checkpoint
+
+    real_write = checkpoint._write_atomic
+
+    def disk_full(path: Path, data: bytes) -> None:
+        if path.suffix == ".safetensors":
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    out = tmp_path / "run"
+    out.mkdir()  # made empty beforehand: allowed, and kept
+    monkeypatch.setattr(checkpoint, "_write_atomic", disk_full)
+    with pytest.raises(checkpoint.CheckpointError, match=rf"could not write the run {out}: No space left on device"):
+        import_pgan_zoo(zoo_file("small_s3_i100.pt"), out)
+    assert out.is_dir() and not any(out.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    monkeypatch.setattr(checkpoint, "_write_atomic", real_write)
+    assert checkpoint.checkpoint_steps(import_pgan_zoo(zoo_file("small_s3_i100.pt"), out)) == [180]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -2,11 +2,11 @@
 
 The graph maps a run's latent inputs (z; a class-conditional run's class indices too) to images in [-1, 1] at the
 run's resolution, any batch size, exactly as `ganforge generate` makes them (the EMA generator where the run keeps
-one, clamped to [-1, 1]; a DCGAN that samples with batch statistics normalises over the batch given). A StarGAN v2
-run's graph translates source images into target domains, its style from a latent (`guide="latent"`: the EMA mapping
-network) or from a reference image (`guide="reference"`: the EMA style encoder), as `ganforge translate` does; with
-w_hpf > 0 the face-mask network is inside the graph and its masks are a second output. A JSON
-file beside it says what to feed it. Exported with torch's ONNX exporter (the `onnx` extra: onnx and onnxscript);
+one, clamped to [-1, 1]; a DCGAN or BigGAN that samples with batch statistics normalises over the batch given). A
+StarGAN v2 run's graph translates source images into target domains, its style from a latent (`guide="latent"`: the
+EMA mapping network) or from a reference image (`guide="reference"`: the EMA style encoder), as `ganforge translate`
+does; with w_hpf > 0 the face-mask network is inside the graph and its masks are a second output. A JSON file beside
+it says what to feed it. Exported with torch's ONNX exporter (the `onnx` extra: onnx and onnxscript);
 where onnxruntime is installed, the file is run on fresh inputs and compared with PyTorch before the command succeeds.
 Both files are written under temporary names and put in place only once the graph has its opset and passed that
 check, so a failed export leaves no file, and an existing one is replaced only when asked (`overwrite`).
@@ -52,8 +52,24 @@ class _Sampler(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         family = self.model.family
-        return family.generate(dict(zip(self.names, inputs, strict=True)), family.sample_net, self.model.plan
-                               ).clamp(-1, 1)
+        with _untracked_batch_norm(self.generator) if family.batch_dependent_samples else contextlib.nullcontext():
+            return family.generate(dict(zip(self.names, inputs, strict=True)), family.sample_net, self.model.plan
+                                   ).clamp(-1, 1)
+
+
+@contextlib.contextmanager
+def _untracked_batch_norm(net: torch.nn.Module) -> Iterator[None]:
+    """Batch norm in training mode on the batch alone, its running statistics not passed: given them, torch's
+    exporter writes an inference BatchNormalization, which normalises by them (BigGAN's batch-statistics sampling
+    came out as its eval mode, 1.1 apart)."""
+    norms = [(m, m.track_running_stats) for m in net.modules() if hasattr(m, "track_running_stats")]
+    try:
+        for m, _ in norms:
+            m.track_running_stats = False
+        yield
+    finally:
+        for m, tracking in norms:
+            m.track_running_stats = tracking
 
 
 class _Translator(torch.nn.Module):

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganforge.config import read_config_file
+from ganforge.config import ConfigError, read_config_file
 from ganforge.data.store import CLASS_COLUMN, open_dataset
 from ganforge.download import download, file_digest
 from ganforge.families import resolve_run_config
+from ganforge.families.pgan import UNIT_KEYS
 from ganforge.families.pgan_zoo_config import zoo_config_to_ganforge
 from ganforge.interop.sources import check_shapes_kept, import_paths
 from ganforge.metrics.inception import default_cache_dir
@@ -367,16 +368,20 @@ def fetch_zoo_hub(name: str, dest_dir: Path, local_path: Path | None = None) -> 
 
 
 PLACEHOLDER_IMAGES = 64  # the built-in data an import without --data is bound to
-_ZOO_NAME = re.compile(r"^(?P<name>.+)_s(?P<scale>\d+)_i(?P<iter>\d+)$")
+# the zoo trainer's `NAME_s<scale>_i<iteration>`, with the `-<sha256 prefix>` torch.hub's file names add
+_ZOO_NAME = re.compile(r"^(?P<name>.+)_s(?P<scale>\d+)_i(?P<iter>\d+)(-[0-9a-f]{6,})?$")
+
+
+def train_config_path(file: Path) -> Path:
+    """Where the zoo's trainer writes `<name>_train_config.json` beside the checkpoint `file`."""
+    match = _ZOO_NAME.match(file.stem)
+    return file.with_name(f"{match['name'] if match else file.stem}_train_config.json")
 
 
 def _zoo_train_config(file: Path) -> dict | None:
     """The trainer's `<name>_train_config.json` beside a checkpoint, when the user kept it."""
-    match = _ZOO_NAME.match(file.stem)
-    if match is None:
-        return None
-    candidate = file.with_name(f"{match['name']}_train_config.json")
-    return read_config_file(candidate) if candidate.is_file() else None
+    candidate = train_config_path(file)
+    return read_config_file(candidate) if _ZOO_NAME.match(file.stem) and candidate.is_file() else None
 
 
 def _matched_conditions(ckpt: ZooCheckpoint, data: str | None) -> tuple[list[str], list[list[int]]]:
@@ -459,11 +464,20 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
     if train_config is not None:
         ac_gan = {"attribKeysOrder", "categoryVectorDim", "weightConditionD", "weightConditionG"}
         train_config = {k: v for k, v in train_config.items() if k not in ac_gan}  # from the checkpoint below
-        raw = zoo_config_to_ganforge({"pathDB": data or "builtin:shapes", "config": train_config})
-    else:
+        try:
+            raw = zoo_config_to_ganforge({"pathDB": data or "builtin:shapes", "config": train_config})
+        except ConfigError as err:  # a file the user did not name: say which, and what else there is
+            raise ZooImportError(f"{train_config_path(file)}: {err} (the zoo's train config beside {file.name}, "
+                                 "which the import follows; move it away to import with the zoo's default "
+                                 "schedule)") from None
+    else:  # the zoo's defaults; a checkpoint saved after its fade (alpha 0) had a fade that ended before it
         defaults = [48000] + [96000] * scale
+        fades = [0] + [UNIT_KEYS["iterations"]["alpha_jumps"]] * scale
+        if scale and zoo_alpha(zoo) == 0.0:
+            fades[scale] = 0
         raw = {"family": "pgan", "data": data or "builtin:shapes",
-               "model": {"variant": "zoo", "schedule": {"unit": "iterations", "max_iter_at_scale": defaults}}}
+               "model": {"variant": "zoo", "schedule": {"unit": "iterations", "max_iter_at_scale": defaults,
+                                                        "alpha_jumps": fades}}}
     planned = raw["model"].get("widths", [])
     if len(planned) > len(arch.widths) and planned[:len(arch.widths)] == list(arch.widths):
         # a checkpoint from mid-run and the zoo's train config beside it: the run grows on to the planned
@@ -500,4 +514,13 @@ def import_pgan_zoo(files: Path | Sequence[Path], out: Path, *, data: str | None
     segment = family.segments[scale]
     match = _ZOO_NAME.match(file.stem)
     done_in_scale = int(match["iter"]) if match else segment.steps
-    return write_run(out, config, family, segment.start + min(done_in_scale, segment.steps))
+    step = segment.start + min(done_in_scale, segment.steps)
+    planned = family.plan(step - 1).real_blend  # what the run's networks fade by from here (run_loader's plan)
+    if abs(planned - zoo_alpha(zoo)) > 1e-6:
+        where = (f"the schedule of {train_config_path(file).name} beside it" if train_config is not None else
+                 f"the zoo's default schedule (no {train_config_path(file).name} beside it)")
+        raise ZooImportError(f"{file}: the checkpoint fades its new scale by alpha {zoo_alpha(zoo):g}, and {where} "
+                             f"puts iteration {min(done_in_scale, segment.steps)} of scale {scale} at alpha "
+                             f"{planned:g}: the run would not generate what the zoo's networks do; import it with "
+                             "the train config it was trained with beside it")
+    return write_run(out, config, family, step)

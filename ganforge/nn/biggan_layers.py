@@ -36,6 +36,9 @@ class _BatchStatistics(nn.Module):
         self.momentum = BN_MOMENTUM
         self.cross_replica = False
         self.bn_groups = 1  # > 1: training statistics per block of the batch (`use_batch_norm_groups`)
+        # False: training mode normalises by the batch and leaves the running statistics alone (nn.BatchNorm2d's
+        # flag of the same name): an exported graph of batch-statistics sampling holds no buffer updates
+        self.track_running_stats = True
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
@@ -46,8 +49,9 @@ class _BatchStatistics(nn.Module):
         if self.training and self.bn_groups > 1:
             return grouped_batch_norm(x, self.bn_groups, self.running_mean, self.running_var, weight, bias,
                                       self.momentum, self.eps)
-        return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, self.training, self.momentum,
-                            self.eps)
+        tracked = self.track_running_stats or not self.training
+        return F.batch_norm(x, self.running_mean if tracked else None, self.running_var if tracked else None, weight,
+                            bias, self.training, self.momentum, self.eps)
 
 
 def grouped_batch_norm(x: Tensor, groups: int, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,

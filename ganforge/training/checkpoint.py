@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -425,9 +426,21 @@ def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
         raise CheckpointError(f"{out} already holds a run; import into a new directory")
     tensors, meta = run_state(config, family, step)
     meta["imported"] = True  # no step has used the run's data yet: a first `train` may bind it to other data
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", meta["config"])
-    save_checkpoint(out, step, tensors, meta, keep=config.keep_checkpoints)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written beside `out` and renamed into place whole: a failure (disk full) leaves no half run to refuse a retry
+    partial = out.parent / f".{out.name}.{os.getpid()}-{time.monotonic_ns()}.partial"
+    partial.mkdir()  # (not mkdtemp: its 0700 would become the run's permissions)
+    try:
+        write_json_atomic(partial / "config.json", meta["config"])
+        save_checkpoint(partial, step, tensors, meta, keep=config.keep_checkpoints)
+        os.replace(partial, out)  # onto an empty `out` too
+    except BaseException as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"could not write the run {out}: {err.strerror or err} (disk full or not "
+                                  "writable?); nothing was left there") from None
+        raise
+    _sync_folder(out.parent)
     return out
 
 
