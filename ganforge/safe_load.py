@@ -6,12 +6,14 @@ not be followed here, documentation links); users get the one line that says wha
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import struct
+import types
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -22,7 +24,12 @@ def refusal_reason(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     chosen = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
                   lines[-1] if lines else type(error).__name__)
-    return chosen.split(" Please use `torch.serialization", 1)[0].split(" Check the documentation", 1)[0]
+    chosen = chosen.split(" Please use `torch.serialization", 1)[0].split(" Check the documentation", 1)[0]
+    if isinstance(error, KeyError | IndexError | EOFError | struct.error):  # bytes no pickle reader can follow
+        return f"not a file torch.save wrote, or a damaged one: {type(error).__name__} {chosen}"
+    if chosen.startswith("Unsupported operand"):  # a pickle opcode torch.save never writes
+        return f"{chosen}: a pickle that torch.save did not write (another library's, or a newer pickle protocol)"
+    return chosen
 
 
 def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = ValueError,
@@ -35,15 +42,72 @@ def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = V
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} not found: {path}")
+    allowed = list(allowed)
     try:
-        with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if LEGACY_MODULE_REFUSAL not in str(err) or zipfile.is_zipfile(path):
+                raise
+            return _load_legacy_with_module_classes(path, allowed)
     # corrupt bytes can fail anywhere inside torch's unpickler (e.g. IndexError on a truncated opcode stack): every
     # such failure means "not a file we can read", never a crash
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError,
             KeyError, TypeError, AttributeError, AssertionError, struct.error) as err:
         raise error(f"{path}: refused to load as {what} ({refusal_reason(err)}); only tensors and plain "
                     "containers are read, nothing in the file is executed") from err
+
+
+# torch's weights-only reader refuses a pre-1.6 (non-zip) file that pickled an nn.Module class: that format refers
+# to module classes through a persistent id of their own (the 2019 BigGAN-PyTorch releases' state_dict.pth, whose
+# config holds the activation modules)
+LEGACY_MODULE_REFUSAL = "Only persistent_load of storage is allowed"
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Python's unpickler with only `allowed` globals (torch's weights-only list and the caller's inert stand-ins),
+    as the pickle documentation's "restricting globals": no other class or function can be named, so none runs.
+    A module class referred to by persistent id is the (allowed) class itself; storages are torch's own."""
+
+    allowed: ClassVar[dict[str, Any]] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3 and self.fix_imports:  # Python 2 names (`__builtin__.set`), as pickle maps them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        found = self.allowed.get(f"{module}.{name}")
+        if found is None:
+            raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name} is not an allowed global")
+        return found
+
+    @property
+    def persistent_load(self) -> Any:  # what torch's loader assigns is wrapped, not replaced
+        return self._persistent
+
+    @persistent_load.setter
+    def persistent_load(self, torch_persistent_load: Any) -> None:
+        self._torch_persistent_load = torch_persistent_load
+
+    def _persistent(self, saved_id: Any) -> Any:
+        if isinstance(saved_id, tuple) and saved_id and saved_id[0] in ("module", b"module"):
+            return saved_id[1]  # the class (found by find_class); torch's source comparison is not for stand-ins
+        return self._torch_persistent_load(saved_id)
+
+
+def _load_legacy_with_module_classes(path: Path, allowed: list[tuple[type, str]]) -> Any:
+    """A pre-1.6 file whose pickle names module classes, read through `_RestrictedUnpickler`."""
+    from torch import _weights_only_unpickler
+
+    globals_allowed = {**_weights_only_unpickler._get_allowed_globals(),
+                       **{name: cls for cls, name in allowed}}
+    unpickler = type("Unpickler", (_RestrictedUnpickler,), {"allowed": globals_allowed})
+
+    def load(file: Any, **kwargs: Any) -> Any:
+        return unpickler(file, **kwargs).load()
+
+    restricted = types.SimpleNamespace(__name__="ganforge_restricted_pickle", Unpickler=unpickler, load=load)
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted)
 
 
 

@@ -103,6 +103,40 @@ def test_legacy_format_reads_through_the_restricted_route(tmp_path):
         _close(imported.G_ema(_io("c32")["z"], _io("c32")["y"]), _io("c32")["G_ema.eval.out"])
 
 
+class _Evil:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_a_released_state_dict_in_the_legacy_format_with_its_activation_modules_imports(tmp_path):
+    """The 2019 releases' state_dict.pth is a pre-1.6 file whose config pickles nn.ReLU by its class's persistent
+    id, which torch's weights-only reader refuses ("Only persistent_load of storage"); it reads through restricted
+    globals (the stand-in class for ReLU), and a file that also names anything else is still refused unrun."""
+    source = fixture_dir("c32")
+    state = read_training_state(source / "state_dict.pth")
+    official = {**state, "config": {**state["config"], "G_activation": torch.nn.ReLU(),
+                                    "D_activation": torch.nn.ReLU(inplace=True)}}
+    for name in ("G.pth", "D.pth", "G_ema.pth"):
+        (tmp_path / name).symlink_to(source / name)
+    torch.save(official, tmp_path / "state_dict.pth", _use_new_zipfile_serialization=False)
+    assert read_training_state(tmp_path / "state_dict.pth") == state
+    imported = load_biggan_pytorch(tmp_path)
+    with torch.no_grad():
+        _close(imported.G_ema(_io("c32")["z"], _io("c32")["y"]), _io("c32")["G_ema.eval.out"])
+    marker = tmp_path / "pwned"
+    for evil in ({"config": {"act": torch.nn.ReLU()}, "itr": _Evil(marker)},
+                 {"itr": _Evil(marker), "config": {"act": torch.nn.ReLU()}}):
+        torch.save(evil, tmp_path / "state_dict.pth", _use_new_zipfile_serialization=False)
+        with pytest.raises(BigGANImportError, match=r"state_dict.pth: refused .*(system|GLOBAL)"):
+            read_training_state(tmp_path / "state_dict.pth")
+        assert not marker.exists()
+
+
 def test_training_state_and_flags():
     state = read_training_state(fixture_dir("c32") / "state_dict.pth")
     assert state["itr"] == 2 and state["epoch"] == 0 and state["best_FID"] == 999999
