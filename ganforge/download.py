@@ -84,7 +84,12 @@ class LayoutCheckedFile(WeightsFile):
         return f"no published checksum; recognised by {self.layout}"
 
     def check(self, path: Path) -> None:
-        self.read(path)
+        try:
+            self.read(path)
+        except ValueError as err:  # it names the temporary file the download went to, which is deleted now
+            reason = str(err).removeprefix(f"{path}: ")
+            raise ValueError(f"downloaded {self.url} but it is not the file expected ({self.identity}): {reason}; "
+                             "not saved") from None
 
 
 def locate_weights(spec: WeightsFile, explicit: str | Path | None, cache_dir: Path, error: type[Exception]) -> Path:

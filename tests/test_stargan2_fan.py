@@ -158,8 +158,10 @@ def test_weights_from_environment_and_a_checked_download(tmp_path: Path, monkeyp
     assert build().fan is not None
     monkeypatch.delenv("GANFORGE_WING_WEIGHTS")
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"<html>Dropbox</html>"))
-    with pytest.raises(ConfigError, match="refused to load as StarGAN v2 face-mask"):
+    with pytest.raises(ConfigError, match=r"downloaded https://www.dropbox.com/\S+ but it is not the file expected .*: "
+                                          r"refused to load as StarGAN v2 face-mask .*; not saved") as refused:
         build()
+    assert ".part" not in str(refused.value)  # the temporary file it went to, deleted: not named
     assert not (tmp_path / "cache" / "weights" / "wing.ckpt").exists()  # a wrong download is not kept
     payload = wing("wing_standin.ckpt").read_bytes()
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
