@@ -79,14 +79,28 @@ def test_critic_without_norm_has_biases_everywhere() -> None:
     assert all(m.bias is not None for m in D.modules() if isinstance(m, nn.Conv2d))
 
 
-def test_tutorial_init() -> None:
+@pytest.mark.parametrize("family", ["dcgan", "wgan", "wgan-gp"])
+def test_the_references_init(family: str) -> None:
+    """Conv weights N(0, 0.02); BatchNorm weights N(1, 0.02) for DCGAN (PyTorch's example, the tutorial's DCGAN
+    since 2022-12: they were N(0, 0.02), half the channels sign-flipped and 50x down), N(0, 0.02) for the WGAN and
+    WGAN-GP tutorials."""
+    from ganforge.families import get_family, resolve_run_config
+    from ganforge.run_loader import build_family
+
+    mean = get_family(family).batch_norm_weight_mean
+    assert mean == (1.0 if family == "dcgan" else 0.0)
+    built = build_family(resolve_run_config(family, {"data": "builtin:shapes?count=8&resolution=16",
+                                                     "model": {"features_g": 8}}), torch.device("cpu"))
+    first = next(m for m in built.nets["G"].modules() if isinstance(m, nn.BatchNorm2d))
+    assert abs(first.weight.mean().item() - mean) < 0.01  # what the family builds
     torch.manual_seed(0)
-    G = DCGANGenerator(z_dim=100, channels=3, features=16, resolution=64)
-    D = DCGANCritic(channels=3, features=16, resolution=64, norm="instance")
+    G = DCGANGenerator(z_dim=100, channels=3, features=16, resolution=64, batch_norm_mean=mean)
+    D = DCGANCritic(channels=3, features=16, resolution=64, norm="instance", batch_norm_mean=mean)
     for net in (G, D):
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)) and m.weight.numel() >= 256:
-                assert abs(m.weight.mean().item()) < 0.01
+                centre = mean if isinstance(m, nn.BatchNorm2d) else 0.0
+                assert abs(m.weight.mean().item() - centre) < 0.01
                 assert m.weight.std().item() == pytest.approx(0.02, rel=0.15)
             if isinstance(m, nn.InstanceNorm2d):  # the tutorial's init skips InstanceNorm: identity affine
                 assert torch.equal(m.weight, torch.ones_like(m.weight))

@@ -190,6 +190,10 @@ class DCGANFamily(Family):
     name: ClassVar[str] = "dcgan"
     penalised_nets: ClassVar[frozenset[str] | None] = frozenset()
     config_class: ClassVar[type] = DCGANConfig
+    # BatchNorm weights start at N(this, 0.02): 1 in PyTorch's DCGAN example, WassersteinGAN and the tutorial's
+    # DCGAN (since its 2022-12 revision, "to prevent the discriminator from converging to 0"); 0 in its WGAN and
+    # WGAN-GP tutorials, which the wgan and wgan-gp families follow
+    batch_norm_weight_mean: ClassVar[float] = 1.0
 
     @classmethod
     def sampling_bn_settings(cls, mode: SamplingBN) -> dict[str, Any]:
@@ -211,9 +215,10 @@ class DCGANFamily(Family):
             raise ConfigError(f"model.resolution (from the dataset {dataset.source}): {err}") from None
         self.condition_columns, label_sizes = condition_columns(dataset, config.conditions or [])
         self.nets["G"] = DCGANGenerator(config.latent_dim, dataset.channels, config.features_g, self.resolution,
-                                        label_sizes, config.label_embedding or 0).to(device)
+                                        label_sizes, config.label_embedding or 0,
+                                        batch_norm_mean=self.batch_norm_weight_mean).to(device)
         self.nets["D"] = DCGANCritic(dataset.channels, config.features_d, self.resolution, config.critic_norm,
-                                     label_sizes).to(device)
+                                     label_sizes, batch_norm_mean=self.batch_norm_weight_mean).to(device)
         if dist.enabled:  # BatchNorm over the global batch: W processes train as one does
             for name in ("G", "D"):
                 use_cross_replica_batch_norm(self.nets[name])
@@ -338,6 +343,7 @@ class WGANFamily(DCGANFamily):
 
     name = "wgan"
     config_class = WGANConfig
+    batch_norm_weight_mean = 0.0
 
     generator_objective = staticmethod(wgan_generator_loss)
 
@@ -384,6 +390,7 @@ class WGANGPFamily(DCGANFamily):
     name = "wgan-gp"
     penalised_nets = frozenset({"D"})
     config_class = WGANGPConfig
+    batch_norm_weight_mean = 0.0
 
     generator_objective = staticmethod(wgan_generator_loss)
 

@@ -43,11 +43,15 @@ def critic_widths(resolution: int, features: int) -> list[int]:
     return [features << i for i in range(resolution.bit_length() - 3)]
 
 
-def init_dcgan_weights(module: nn.Module) -> None:
-    """The tutorial's init: N(0, 0.02) for conv and BatchNorm weights; biases and InstanceNorm keep torch's."""
+def init_dcgan_weights(module: nn.Module, batch_norm_mean: float) -> None:
+    """Conv weights N(0, 0.02) and BatchNorm weights N(`batch_norm_mean`, 0.02), as the references initialise
+    them: DCGAN's (PyTorch's example, the tutorial's DCGAN since 2022-12) at 1, the WGAN and WGAN-GP tutorials' at
+    0; biases and InstanceNorm keep torch's."""
     for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)):
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(layer.weight, 0.0, 0.02)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.normal_(layer.weight, batch_norm_mean, 0.02)
 
 
 def _critic_norm(kind: CriticNorm, channels: int) -> nn.Module | None:
@@ -65,7 +69,7 @@ class DCGANGenerator(nn.Module):
     [N, channels, res, res] in [-1, 1]."""
 
     def __init__(self, z_dim: int = 100, channels: int = 3, features: int = 64, resolution: int = 64,
-                 label_sizes: Sequence[int] = (), embed_size: int = 100) -> None:
+                 label_sizes: Sequence[int] = (), embed_size: int = 100, batch_norm_mean: float = 1.0) -> None:
         super().__init__()
         widths = generator_widths(resolution, features)
         self.z_dim = z_dim
@@ -78,7 +82,7 @@ class DCGANGenerator(nn.Module):
                        CrossReplicaBatchNorm2d(width_out), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        init_dcgan_weights(self)
+        init_dcgan_weights(self, batch_norm_mean)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if z.dim() == 4:
@@ -99,7 +103,7 @@ class DCGANCritic(nn.Module):
     """Images → one unbounded score (logit) per image, shape [N]; the DCGAN sigmoid lives in its loss."""
 
     def __init__(self, channels: int = 3, features: int = 64, resolution: int = 64,
-                 norm: CriticNorm = "batch", label_sizes: Sequence[int] = ()) -> None:
+                 norm: CriticNorm = "batch", label_sizes: Sequence[int] = (), batch_norm_mean: float = 1.0) -> None:
         super().__init__()
         widths = critic_widths(resolution, features)
         self.resolution = resolution
@@ -114,7 +118,7 @@ class DCGANCritic(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
         self.net = nn.Sequential(*layers)
-        init_dcgan_weights(self)
+        init_dcgan_weights(self, batch_norm_mean)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if len(self.embeddings):
