@@ -48,7 +48,7 @@ def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = V
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            if LEGACY_MODULE_REFUSAL not in str(err) or zipfile.is_zipfile(path):
+            if LEGACY_MODULE_REFUSAL not in str(err) or _is_torch_zip(path):
                 raise
             return _load_legacy_with_module_classes(path, allowed)
     # corrupt bytes can fail anywhere inside torch's unpickler (e.g. IndexError on a truncated opcode stack): every
@@ -59,6 +59,13 @@ def load_weights_only(path: str | Path, *, what: str, error: type[Exception] = V
                     "containers are read, nothing in the file is executed") from err
 
 
+def _is_torch_zip(path: Path) -> bool:
+    """torch's own test (the local file header first): a zip it reads whatever trails it, which fools
+    zipfile.is_zipfile (the last end-of-archive record)."""
+    with path.open("rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
 # torch's weights-only reader refuses a pre-1.6 (non-zip) file that pickled an nn.Module class: that format refers
 # to module classes through a persistent id of their own (the 2019 BigGAN-PyTorch releases' state_dict.pth, whose
 # config holds the activation modules)
@@ -66,11 +73,17 @@ LEGACY_MODULE_REFUSAL = "Only persistent_load of storage is allowed"
 
 
 class _RestrictedUnpickler(pickle._Unpickler):
-    """Python's unpickler with only `allowed` globals (torch's weights-only list and the caller's inert stand-ins),
-    as the pickle documentation's "restricting globals": no other class or function can be named, so none runs.
-    A module class referred to by persistent id is the (allowed) class itself; storages are torch's own."""
+    """Python's unpickler held to torch's weights-only rules: globals only from `allowed` (torch's weights-only list
+    and the caller's inert stand-ins), called (REDUCE, NEWOBJ) only if allowed, state set (BUILD) only on instances
+    of allowed types (never on a class or function: that would change them for the whole process), and none of the
+    opcodes torch.save never writes. A module class referred to by persistent id must be an allowed class (it is
+    returned as it is); storages are torch's own."""
 
     allowed: ClassVar[dict[str, Any]] = {}
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)
+
+    def _is_allowed(self, value: Any) -> bool:
+        return any(value is item for item in self.allowed.values())
 
     def find_class(self, module: str, name: str) -> Any:
         if self.proto < 3 and self.fix_imports:  # Python 2 names (`__builtin__.set`), as pickle maps them
@@ -80,6 +93,33 @@ class _RestrictedUnpickler(pickle._Unpickler):
         if found is None:
             raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name} is not an allowed global")
         return found
+
+    def _checked_reduce(self) -> None:
+        if not self._is_allowed(self.stack[-2]):
+            raise pickle.UnpicklingError(f"Unsupported reduce: {self.stack[-2]!r} is not an allowed callable")
+        pickle._Unpickler.load_reduce(self)
+
+    def _checked_newobj(self) -> None:
+        if not self._is_allowed(self.stack[-2]):
+            raise pickle.UnpicklingError(f"Unsupported NEWOBJ: {self.stack[-2]!r} is not an allowed class")
+        pickle._Unpickler.load_newobj(self)
+
+    def _checked_build(self) -> None:
+        target = self.stack[-2]
+        if isinstance(target, type) or not any(type(target) is item for item in self.allowed.values()):
+            raise pickle.UnpicklingError(f"Unsupported BUILD: setting the state of {target!r} is not allowed")
+        pickle._Unpickler.load_build(self)
+
+    def _refused_opcode(self) -> None:
+        raise pickle.UnpicklingError("Unsupported operand: an opcode torch.save does not write (INST, OBJ, EXT, "
+                                     "NEWOBJ_EX)")
+
+    dispatch[pickle.REDUCE[0]] = _checked_reduce
+    dispatch[pickle.NEWOBJ[0]] = _checked_newobj
+    dispatch[pickle.BUILD[0]] = _checked_build
+    for _opcode in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.NEWOBJ_EX):
+        dispatch[_opcode[0]] = _refused_opcode
+    del _opcode
 
     @property
     def persistent_load(self) -> Any:  # what torch's loader assigns is wrapped, not replaced
@@ -91,7 +131,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     def _persistent(self, saved_id: Any) -> Any:
         if isinstance(saved_id, tuple) and saved_id and saved_id[0] in ("module", b"module"):
-            return saved_id[1]  # the class (found by find_class); torch's source comparison is not for stand-ins
+            if len(saved_id) < 2 or not isinstance(saved_id[1], type) or not self._is_allowed(saved_id[1]):
+                raise pickle.UnpicklingError("Unsupported persistent id: a module class that is not allowed")
+            return saved_id[1]  # the class itself; torch's source comparison is not for stand-ins
         return self._torch_persistent_load(saved_id)
 
 
@@ -108,7 +150,6 @@ def _load_legacy_with_module_classes(path: Path, allowed: list[tuple[type, str]]
 
     restricted = types.SimpleNamespace(__name__="ganforge_restricted_pickle", Unpickler=unpickler, load=load)
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted)
-
 
 
 def load_state_dict_file(path: str | Path, *, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
