@@ -87,7 +87,7 @@ class LayoutCheckedFile(WeightsFile):
         try:
             self.read(path)
         except ValueError as err:  # it names the temporary file the download went to, which is deleted now
-            reason = str(err).removeprefix(f"{path}: ")
+            reason = str(err).replace(f"{path}: ", "").replace(str(path), "the download")
             raise ValueError(f"downloaded {self.url} but it is not the file expected ({self.identity}): {reason}; "
                              "not saved") from None
 

@@ -299,7 +299,8 @@ def test_a_record_edited_by_hand_is_a_one_line_refusal_naming_it(tmp_path):
             ({**meta, "optimizers": {**meta["optimizers"], "G": {"param_groups": []}}},
              "optimizers.G.param_groups: the checkpoint has 0 parameter groups")]:
         record.write_text(json.dumps(broken))
-        with pytest.raises(ckpt.CheckpointError, match=f"00000001.json: damaged checkpoint record \\(.*{message}"):
+        damaged = "" if message.startswith("optimizers") else "damaged checkpoint record \\(.*"
+        with pytest.raises(ckpt.CheckpointError, match=f"00000001.json: {damaged}{message}"):
             ganforge.train(TINY_PGAN, run, until=2)
     record.write_text(json.dumps({**meta, "step": 7}))
     with pytest.raises(ckpt.CheckpointError, match="00000001.json: records step 7, its name says step 1"):

@@ -438,17 +438,27 @@ def test_an_import_that_fails_writing_leaves_nothing_and_can_be_run_again(tmp_pa
         real_write(path, data)
 
     out = tmp_path / "run"
-    out.mkdir()  # made empty beforehand: allowed, and kept
+    out.mkdir()  # made empty beforehand: allowed, and kept (its permissions too)
+    out.chmod(0o750)
     monkeypatch.setattr(checkpoint, "_write_atomic", disk_full)
     with pytest.raises(checkpoint.CheckpointError, match=rf"could not write the run {out}: No space left on device"):
         import_pgan_zoo(zoo_file("small_s3_i100.pt"), out)
     assert out.is_dir() and not any(out.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    new = tmp_path / "new" / "run"
+    with pytest.raises(checkpoint.CheckpointError, match="No space left on device"):
+        import_pgan_zoo(zoo_file("small_s3_i100.pt"), new)
+    assert not new.exists() and not any(new.parent.iterdir())
     monkeypatch.setattr(checkpoint, "_write_atomic", real_write)
     assert checkpoint.checkpoint_steps(import_pgan_zoo(zoo_file("small_s3_i100.pt"), out)) == [180]
-    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    assert out.stat().st_mode & 0o777 == 0o750 and sorted(p.name for p in out.iterdir()) == ["checkpoints",
+                                                                                              "config.json"]
+    assert checkpoint.checkpoint_steps(import_pgan_zoo(zoo_file("small_s3_i100.pt"), new)) == [180]
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)  # a symlinked output folder is written through, as before
+    import_pgan_zoo(zoo_file("small_s3_i100.pt"), tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and checkpoint.checkpoint_steps(target) == [180]
+    (tmp_path / "new" / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "new" / "here")
+    import_pgan_zoo(zoo_file("small_s3_i100.pt"), ".")  # `-o .`
+    assert checkpoint.checkpoint_steps(tmp_path / "new" / "here") == [180]

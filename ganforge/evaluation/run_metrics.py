@@ -847,13 +847,14 @@ def _format(step: int | None, results: dict[str, Any], fid_mode: str | None, fak
                                                                                   else "")
     note = ("\n(FID from fewer than the 50,000 generated images papers use is biased upwards: compare it only with "
             "values from as many)" if "fid" in results and fakes < PAPER_FID_IMAGES else "")
-    return f"{header}\n{format_table(results, fid_mode)}{note}{_small_set_notes(results, min(fakes, reals or fakes))}"
+    return (f"{header}\n{format_table(results, fid_mode)}{note}"
+            f"{_small_set_notes(results, min(fakes, reals or fakes), fakes)}")
 
 
-def _small_set_notes(metrics: Iterable[str], smallest: int) -> str:
+def _small_set_notes(metrics: Iterable[str], smallest: int, fakes: int | None = None) -> str:
     """A warning line per Fréchet distance (FID, a block's, FD_DINOv2) measured on a set of `smallest` images, no
     more than its features' width: a covariance of N samples has rank N − 1 (pytorch-fid's issues #42, #78); and
-    one for IS on fewer images than its splits need."""
+    one for IS on fewer generated images (`fakes`, default `smallest`) than its splits need."""
     note = ""
     for name in metrics:
         width = FEATURE_DIMS.get(METRICS[name].network or "")
@@ -864,8 +865,9 @@ def _small_set_notes(metrics: Iterable[str], smallest: int) -> str:
                  "dimensions: its covariance is singular and the distance far above what more images give; use "
                  "more images" + (f", or a narrower Inception block ({', '.join(narrower)}: pytorch-fid's --dims)"
                                   if narrower else "") + ")")
-    if "is" in metrics and (splits := inception_score_splits(smallest)) < IS_SPLITS:
-        note += (f"\n(IS over {splits} split{'s' if splits > 1 else ''} of a set of {smallest} images instead of "
+    generated = smallest if fakes is None else fakes  # IS reads the generated images alone
+    if "is" in metrics and (splits := inception_score_splits(generated)) < IS_SPLITS:
+        note += (f"\n(IS over {splits} split{'s' if splits > 1 else ''} of a set of {generated} images instead of "
                  f"{IS_SPLITS}, so that each split holds at least 2: not comparable with IS over {IS_SPLITS} splits, "
                  "and far below what more images give)")
     return note

@@ -426,21 +426,31 @@ def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
         raise CheckpointError(f"{out} already holds a run; import into a new directory")
     tensors, meta = run_state(config, family, step)
     meta["imported"] = True  # no step has used the run's data yet: a first `train` may bind it to other data
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # written beside `out` and renamed into place whole: a failure (disk full) leaves no half run to refuse a retry
-    partial = out.parent / f".{out.name}.{os.getpid()}-{time.monotonic_ns()}.partial"
+    given_folder = out.is_dir()  # (a symlink to one, `.`, a folder with other files): what is written moves into it
+    if given_folder and (out / "config.json").exists():
+        raise CheckpointError(f"{out} holds a config.json already; import into a new directory")
+    host = out if given_folder else out.parent
+    host.mkdir(parents=True, exist_ok=True)
+    # written in a hidden folder on the same file system and renamed into place: a failure (disk full) leaves no
+    # half run to refuse a retry
+    partial = host / f".{out.name or 'run'}.{os.getpid()}-{time.monotonic_ns()}.partial"
     partial.mkdir()  # (not mkdtemp: its 0700 would become the run's permissions)
     try:
         write_json_atomic(partial / "config.json", meta["config"])
         save_checkpoint(partial, step, tensors, meta, keep=config.keep_checkpoints)
-        os.replace(partial, out)  # onto an empty `out` too
+        if given_folder:
+            for name in ("checkpoints", "config.json"):  # config.json last: it marks a whole run
+                os.replace(partial / name, out / name)
+            partial.rmdir()
+        else:
+            os.replace(partial, out)
     except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(err, OSError):
-            raise CheckpointError(f"could not write the run {out}: {err.strerror or err} (disk full or not "
-                                  "writable?); nothing was left there") from None
+            raise CheckpointError(f"could not write the run {out}: {err.strerror or err}; nothing was left "
+                                  "there") from None
         raise
-    _sync_folder(out.parent)
+    _sync_folder(out if given_folder else out.parent)
     return out
 
 

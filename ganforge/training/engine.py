@@ -373,6 +373,8 @@ class Trainer:
                 self.loss_scale.load_state_dict(meta["loss_scale"])
             self.family.load_family_state(meta.get("family_state", {}))
             self.augmenter.load_state_dict(meta.get("augment", {}))
+        except (ckpt.CheckpointError, ConfigError) as err:  # refused on purpose: every checkpoint of the run alike
+            raise ckpt.CheckpointError(f"{resume.path}: {err}") from None
         except (KeyError, TypeError, ValueError, IndexError) as err:
             detail = f"lacks {err}" if isinstance(err, KeyError) else str(err)
             raise ckpt.CheckpointError(f"{resume.path}: damaged checkpoint record ({detail}); an earlier checkpoint "
