@@ -665,8 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     biggan = gen.add_argument_group("class-conditional (biggan) runs")
     biggan.add_argument("--truncation", type=float, metavar="PSI", help="truncate z at ψ (see --truncation-method)")
     biggan.add_argument("--truncation-method", choices=["resample", "scale"],
-                        help="resample (default): true truncated normal (|z_i| > ψ redrawn); scale: z·ψ as "
-                             "BigGAN-PyTorch")
+                        help="resample (default): true truncated normal on [-ψ, ψ] (as redrawing |z_i| > ψ); "
+                             "scale: z·ψ as BigGAN-PyTorch")
     biggan.add_argument("--class", dest="classes", metavar="CLASSES",
                         help="the samples' classes, cycled: names or indices, e.g. --class 207,208 or "
                              "--class circle; a label-conditioned PGAN takes COLUMN=CLASS (for the single images, "

@@ -18,7 +18,10 @@ from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
 from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
+from ganforge.metrics._images import derived_seed
 from ganforge.training import checkpoint as ckpt
+
+CLASS_STREAM = 1  # derived_seed stream of the classes `LoadedModel.latents` draws (column k: its third part)
 
 
 def dataset_placeholder(manifest: dict[str, Any]) -> ImageDataset:
@@ -62,8 +65,17 @@ class LoadedModel:
         return self._drawn(n, seed, "latents")
 
     def _drawn(self, n: Any, seed: Any, where: str) -> dict[str, torch.Tensor]:
+        """The family's draw from `seed`, its class inputs from streams of their own (one per column): drawn after
+        the latents, they depended on `n`, so `generate --n 4` and `--n 8` gave sample 2 other classes."""
         _check_draw(n, seed, where)
-        return self.family.sample_latents(int(n), torch.Generator().manual_seed(int(seed)))
+        n, seed = int(n), int(seed)
+        inputs = self.family.sample_latents(n, torch.Generator().manual_seed(seed))
+        for key, sizes in self.family.input_classes().items():
+            if key in inputs:
+                columns = [torch.randint(size, (n,), generator=torch.Generator().manual_seed(
+                    derived_seed(seed, CLASS_STREAM, column))) for column, size in enumerate(sizes)]
+                inputs[key] = torch.stack(columns, dim=1) if inputs[key].ndim == 2 else columns[0]
+        return inputs
 
     @torch.no_grad()
     def sample_parts(self, n: int, largest: int = 64) -> list[slice]:
@@ -113,6 +125,10 @@ class LoadedModel:
             drawn_inputs: dict[str, torch.Tensor] = {}
         else:
             drawn_inputs = self.latents(1)
+            taken = set(drawn_inputs) | set(self.family.input_classes()) | self.family.optional_inputs
+            if unknown := sorted(set(inputs) - taken):  # ignored before: labels given to a BigGAN cycled its classes
+                raise ValueError(f"generate: {', '.join(map(repr, unknown))}: not an input of this model (it takes "
+                                 f"{', '.join(sorted(taken))})")
         for key, value in inputs.items():
             drawn = drawn_inputs.get(key)
             if value.ndim == 0:

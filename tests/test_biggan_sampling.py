@@ -151,15 +151,17 @@ def test_npz_round_trip(model, tmp_path):
         assert archive.files == ["x", "y"]
         x, y = archive["x"], archive["y"]
     assert x.dtype == np.uint8 and x.shape == (5, 3, 32, 32) and y.dtype == np.int64 and y.shape == (5,)
-    draws = torch.Generator().manual_seed(2)
-    expected = []
-    for count in (2, 2, 1):  # batches draw z then y from one stream
-        z = sample_latents(count, 16, truncation=0.4, generator=draws)
-        labels = torch.randint(4, (count,), generator=draws)
-        expected.append((to_uint8(direct(model, z, labels)).transpose(0, 3, 1, 2), labels.numpy()))
-    np.testing.assert_array_equal(x, np.concatenate([e[0] for e in expected]))
-    np.testing.assert_array_equal(y, np.concatenate([e[1] for e in expected]))
+    # the samples `generate --n 5 --seed 2 --truncation 0.4` writes as files: z (truncated) and y of seed 2, drawn
+    # for all samples at once (the batches drew z and y per batch from one stream, so the NPZ's images were others)
+    z = sample_latents(5, 16, truncation=0.4, generator=torch.Generator().manual_seed(2))
+    labels = model.latents(5, seed=2)["y"]
+    np.testing.assert_array_equal(x, to_uint8(direct(model, z, labels)).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(y, labels.numpy())
     assert not list(path.parent.glob(".*partial"))
+    more = cs.export_npz(model, tmp_path / "more.npz", 9, seed=2, truncation=0.4, batch_size=4)
+    with np.load(more, allow_pickle=False) as archive:  # sample i is the same whatever n and the batches
+        np.testing.assert_array_equal(archive["x"][:5], x)
+        np.testing.assert_array_equal(archive["y"][:5], y)
     with pytest.raises(ValueError, match="must end in .npz"):
         cs.export_npz(model, tmp_path / "samples.bin", 1)
 
@@ -199,8 +201,13 @@ def test_parse_truncations():
 
 def test_truncated_normal_and_scaling_bounds():
     draws = torch.Generator().manual_seed(0)
-    z = sample_latents(2000, 8, truncation=0.3, method="resample", generator=draws)
-    assert z.abs().max() <= 0.3 and z.std() > 0.15  # a truncated normal fills the box (uniform-like)
+    z = sample_latents(20000, 8, truncation=0.3, method="resample", generator=draws)
+    # a truncated normal on [-0.3, 0.3]: its variance 1 - 2ψφ(ψ)/(2Φ(ψ) - 1) = 0.02964 (nearly uniform's 0.03)
+    assert z.abs().max() <= 0.3 and z.var().item() == pytest.approx(0.02964, rel=0.02)
+    plain = sample_latents(20000, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.sign(z), torch.sign(plain))  # the same draws, mapped: common to every ψ and n
+    again = sample_latents(7, 8, truncation=0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, z[:7])
     scaled = sample_latents(2000, 8, truncation=0.3, method="scale", generator=draws)
     assert scaled.abs().max() > 0.3 and scaled.std() == pytest.approx(0.3, rel=0.05)
 
@@ -323,3 +330,62 @@ def test_a_plain_interpolation_keeps_each_rows_drawn_class(model, tmp_path, monk
     y = torch.cat([inputs["y"] for inputs in seen])
     assert y.tolist() == [int(drawn["y"][0])] * 4 + [int(drawn["y"][1])] * 4
     assert torch.equal(torch.cat([inputs["z"] for inputs in seen])[0], drawn["z"][0])  # frame 0 is sample 0
+
+
+@pytest.mark.parametrize("family", ["biggan", "pgan+conditions", "dcgan"])
+def test_sample_i_of_a_seed_is_the_same_whatever_n(family):
+    """`generate --n 4` and `--n 8` named sample 2 alike and drew it in other classes (drawn after every latent),
+    and with a latent width like BigGAN's 120 or DCGAN's 100 torch's sampler redrew the last latent of an odd n."""
+    name, _, conditions = family.partition("+")
+    if name == "dcgan":
+        config = resolve_run_config("dcgan", {"data": SHAPES, "model": {"latent_dim": 100, "features_g": 4}})
+        built = build_family(config, torch.device("cpu"))
+        model = LoadedModel(family=built, config=config, step=0, plan=built.plan(0))
+    else:
+        model = tiny_model(name, latent_dim=120) if name == "biggan" else tiny_model("pgan")
+    if conditions:
+        raw = copy.deepcopy(TINY_PGAN)
+        raw["model"]["conditions"] = ["shape", "background"]
+        config = resolve_run_config(None, raw)
+        built = build_family(config, torch.device("cpu"))
+        model = LoadedModel(family=built, config=config, step=0, plan=built.plan(0))
+    few, many = model.latents(5, seed=7), model.latents(9, seed=7)
+    assert set(few) == set(many) and len(few) == (1 if name == "dcgan" else 2)
+    for key in few:
+        assert torch.equal(few[key], many[key][:5]), key
+
+
+def test_generate_refuses_inputs_the_model_does_not_take(model):
+    """Labels given to BigGAN (whose classes are "y") were ignored: it drew its default cycle of classes."""
+    z = model.latents(4)["z"]
+    with pytest.raises(ValueError, match=r"generate: 'labels': not an input of this model \(it takes condition, y, "
+                                         r"z\)"):
+        model.generate({"z": z, "labels": torch.tensor([[3]] * 4)})
+    model.generate({"z": z, "condition": model.nets["G_ema"].shared(torch.tensor([1, 2, 3, 0]))})
+    with pytest.raises(ValueError, match="generate: y holds 1 samples and z 4"):
+        model.generate({"z": z, "y": torch.tensor([1])})
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (dict(interpolate_class=3, interp_spaces="z,clas"), r"--interp-spaces z,clas: 'clas' is not one of z, class"),
+    (dict(per_class=2, truncation_sweep="0.5,abc"), r"--truncation-sweep 0.5,abc: .*'abc' is not a number"),
+    (dict(truncation_sweep="0.5", inception_weights="missing.pth"), r"--inception-weights missing.pth: no such file"),
+    (dict(truncation=float("inf")), r"--truncation inf: expected a finite ψ > 0"),
+    (dict(interpolate=3, n=1), r"--interpolate with --n 1: a path runs between two latents"),
+    (dict(out="a-file"), r"-o .*a-file: a file; expected a folder"),
+    (dict(npz="."), r"--npz \.: a folder; expected the .npz file to write"),
+    (dict(nearest=2, real="no-such-store"), r"no-such-store does not exist"),
+])
+def test_bad_generate_options_are_refused_before_anything_is_written(model, tmp_path, option, message):
+    """They failed after earlier outputs (per_class.png, interp_z.png) were written, which then refused the
+    corrected command as already there, or left an empty folder."""
+    from pathlib import Path
+
+    from ganforge.viz.generate import GenerateRequest, write_generated
+
+    (tmp_path / "a-file").write_text("mine")
+    out = tmp_path / "out" if option.get("out") is None else tmp_path / option.pop("out")
+    npz = Path(option.pop("npz")) if "npz" in option else None
+    with pytest.raises(ValueError, match=message):
+        write_generated(model, GenerateRequest(out=out, npz=npz, **{"n": 2, **option}))
+    assert not (tmp_path / "out").exists() and (tmp_path / "a-file").read_text() == "mine"

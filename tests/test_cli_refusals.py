@@ -145,7 +145,7 @@ def test_generate_keeps_its_earlier_files_unless_told_to_overwrite(run, tmp_path
     (["--sweep-n", "10"], "--sweep-n: for --truncation-sweep"),
     (["--grid", "--interpolate", "3"], "--grid and --interpolate"),
     (["--seed", str(2**64)], f"--seed {2**64}: expected a non-negative seed below 2^63"),  # not an overflow trace
-    (["--truncation", "0"], "--truncation 0.0: expected ψ > 0"),  # refused before -o is made
+    (["--truncation", "0"], "--truncation 0.0: expected a finite ψ > 0"),  # refused before -o is made
 ])
 def test_generate_options_that_would_do_nothing_are_refused(run, tmp_path, capsys, options, message) -> None:
     out = tmp_path / "gen"
@@ -259,7 +259,7 @@ def test_the_python_api_refuses_wrong_types_with_one_line(run, tmp_path) -> None
                              (dict(seed=-1), r"seed: expected a whole number in 0 \.\. 2\^63 - 1, got -1"),
                              (dict(n=2, net="D"), r"net 'D' is not a generator of this model; its generators are"),
                              (dict(z={"z": torch.randn(2, width), "labels": torch.zeros(1, 1)}),
-                              "labels holds 1 samples and z 2"),
+                              r"'labels': not an input of this model \(it takes z\)"),
                              (dict(z=torch.randn(2, width), n=4), "given latents z, leave them out"),
                              (dict(z=torch.randn(2, width + 1)), rf"z: expected float latents \[N, {width}\]"),
                              (dict(z=[[0.0] * width]), "latents must be torch tensors")):

@@ -131,8 +131,14 @@ def test_a_dcgan_critic_scores_the_search(tmp_path) -> None:
     ganforge.train(tiny_run("wgan-gp"), run)
     model = ganforge.load(run)
     pictures = model.generate(n=1, seed=4)
-    found = inspire(model, pictures, runs=2, steps=6, lr=0.1, seed=1)
+    with pytest.warns(UserWarning, match=r"--runs 2: the generator samples on its batch's statistics"):
+        found = inspire(model, pictures, runs=2, steps=6, lr=0.1, seed=1)  # (a batch of 2: said, as generate does)
     assert torch.isfinite(found.losses).all() and found.images.shape == (1, 2, *pictures.shape[1:])
+    from ganforge.viz.inspire import write_inspirations
+
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(ConfigError, match=r"-o .*a-file: a file; expected a folder"):  # before the search
+        write_inspirations(model, [tmp_path / "missing.png"], tmp_path / "a-file")
 
 
 def test_families_whose_critic_needs_a_class_are_refused(tmp_path) -> None:

@@ -207,6 +207,22 @@ def test_cli_translate_writes_both_grids_and_the_video(tiny, tmp_path: Path, cap
     assert "unsupported suffix '.avi'" in capsys.readouterr().err and not (tmp_path / "v").exists()
 
 
+def test_translate_refuses_a_file_as_its_folder_a_non_finite_psi_and_a_negative_seed(tiny, tmp_path: Path,
+                                                                                     capsys) -> None:
+    """They failed as an errno after the networks ran, wrote all-black images (--psi nan), or were accepted by the
+    grids (--seed -3) though --each refused them."""
+    (tmp_path / "a-file").write_text("mine")
+    src = str(tiny["folders"] / "val")
+    for extra, message in [(["-o", str(tmp_path / "a-file"), "--each"], "a-file: a file; expected a folder"),
+                           (["-o", str(tmp_path / "a-file")], "a-file: a file; expected a folder"),
+                           (["-o", str(tmp_path / "t"), "--each", "--psi", "nan"], "--psi nan: expected a finite"),
+                           (["-o", str(tmp_path / "t"), "--seed", "-3"], "--seed -3: expected a non-negative")]:
+        ref = [] if "--each" in extra else ["--ref", src]
+        assert main(["translate", str(tiny["run"]), "--src", src, *ref, *extra, "--device", "cpu"]) == 2, extra
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "mine" and not (tmp_path / "t").exists()
+
+
 def test_each_source_is_translated_into_one_file_per_domain_or_reference(tiny, tmp_path: Path, capsys) -> None:
     """`translate --each` (the official code only writes grids; its users ask for single images, issues #10, #37,
     #88): latent-guided, a style F(z, y) per source from the seed's latents; with --ref, each reference's E(x, y)."""

@@ -105,6 +105,7 @@ def sample_batches(n: int, largest: int = 64, *, equal: bool = False) -> list[sl
     return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+MIN_BATCH_STATISTICS = 16  # below this, batch-normalised samples drift visibly from a training grid's
 BATCH_DEPENDENT_NOTE = ("the generator samples on its batch's statistics (batch norm in training mode: DCGAN/WGAN's "
                         "sample_norm_stats: batch, the tutorial's choice; BigGAN's sample_eval_mode: false), so each "
                         "image depends on the others in its batch: a batch of 1 normalises one image by itself (flat "
@@ -159,6 +160,8 @@ class Family(ABC):
     label_count_key: ClassVar[str | None] = None
     default_label_count: ClassVar[int | None] = None
     samples_by_class: ClassVar[bool] = False  # `generate` takes class indices "y" below `label_count`
+    # inputs `generate` takes beyond those `sample_latents` draws (BigGAN's "condition", a blend of class embeddings)
+    optional_inputs: ClassVar[frozenset[str]] = frozenset()
     # each sample depends on the others drawn with it (a generator normalised with its batch's statistics)
     batch_dependent_samples: bool = False
     # `generate` returns (source, translation) pairs: metrics of a generated image set do not apply (half the set

@@ -212,6 +212,7 @@ class BigGANFamily(Family):
     label_count_key: ClassVar[str] = "n_classes"
     default_label_count: ClassVar[int] = 1000  # BigGAN-PyTorch's n_classes default (ImageNet)
     samples_by_class: ClassVar[bool] = True
+    optional_inputs = frozenset({"condition"})
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ blocks grouped by stage), so state-dict keys match its checkpoints.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +32,7 @@ from ganforge.nn.biggan_layers import (
     GeneratorBlock,
     SelfAttention,
 )
+from ganforge.nn.latents import normal_draws
 from ganforge.nn.spectral_norm import SNSettings, conv2d, embedding, linear
 
 InitScheme = Literal["ortho", "N02", "xavier"]
@@ -334,21 +336,22 @@ def sample_latents(n: int, dim_z: int, *, truncation: float | None = None,
                    device: torch.device | str | None = None) -> Tensor:
     """z ~ N(0, I) [n, dim_z], optionally truncated at ψ = `truncation`.
 
-    ``"resample"`` is the paper's truncation trick: entries with |z| > ψ are redrawn until all lie within ψ (a
-    true truncated normal). ``"scale"`` is what BigGAN-PyTorch's sampler calls truncation: z·ψ, i.e. a normal of
+    ``"resample"`` is the paper's truncation trick, a true truncated normal on [−ψ, ψ] (what redrawing entries
+    with |z| > ψ until none is left gives), drawn by its inverse CDF from the very normal draws an untruncated z
+    takes: sample i is the same whatever `n`, and every ψ maps the same draws (common random numbers across a
+    truncation sweep). ``"scale"`` is what BigGAN-PyTorch's sampler calls truncation: z·ψ, i.e. a normal of
     standard deviation ψ, unbounded.
     """
-    if truncation is not None and not truncation > 0:
-        raise ValueError(f"truncation must be > 0, got {truncation}")
-    z = torch.randn(n, dim_z, generator=generator, device=device)
+    if truncation is not None and not (truncation > 0 and math.isfinite(truncation)):
+        raise ValueError(f"truncation must be a finite ψ > 0, got {truncation}")
+    z = normal_draws(n, dim_z, generator).to(device)
     if truncation is None:
         return z
     if method == "scale":
         return z * truncation
     if method != "resample":
         raise ValueError(f"truncation method must be 'resample' or 'scale', got {method!r}")
-    outside = z.abs() > truncation
-    while outside.any():
-        z[outside] = torch.randn(int(outside.sum()), generator=generator, device=device)
-        outside = z.abs() > truncation
-    return z
+    low = torch.special.ndtr(torch.tensor(-float(truncation), dtype=torch.float64))
+    share = torch.special.ndtr(z.double())  # uniform on (0, 1), squeezed into the CDF's mass inside ±ψ
+    truncated = torch.special.ndtri(low + share * (1 - 2 * low)).clamp(-truncation, truncation)
+    return truncated.to(z.dtype)

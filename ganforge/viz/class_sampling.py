@@ -1,7 +1,8 @@
 """Sampling tools for class-conditional (BigGAN) runs: per-class sheets, interpolations in z and in the class
 embedding, truncation sweeps scored by IS/FID, and NPZ exports, as BigGAN-PyTorch's `sample.py` offers them.
 
-Truncation is either a true truncated normal (`resample`: every |z_i| > ψ redrawn) or BigGAN-PyTorch's variance
+Truncation is either a true truncated normal (`resample`: what redrawing every |z_i| > ψ gives, drawn by its
+inverse CDF from the untruncated draws, so sample i is one image whatever n and ψ) or BigGAN-PyTorch's variance
 scaling (`scale`: z·ψ, unbounded), so results can be compared with both the paper and the official sampler.
 Images come from the EMA generator when the run keeps one, through the family's `generate`, so eval-mode or
 batch-statistics sampling and standing statistics follow the run's config.
@@ -270,21 +271,28 @@ def iter_samples(model: LoadedModel, n: int, *, seed: int = 0, truncation: float
                  method: str = "resample", batch_size: int = 64,
                  classes: ClassChoice | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """`n` samples in batches of uint8 N×C×H×W images and their int64 classes (a class-conditional BigGAN's [N],
-    a label-conditioned PGAN's [N, columns], None for an unconditional run), all drawn from one seed; `classes`
-    sets chosen ones (`class_choice`)."""
-    draws = torch.Generator().manual_seed(seed)
+    a label-conditioned PGAN's [N, columns], None for an unconditional run): `seeded_inputs`, so the images
+    `generate --n N --seed S` writes as files; `classes` sets chosen ones (`class_choice`)."""
+    inputs = seeded_inputs(model, n, seed, truncation=truncation, method=method)
+    if classes is not None:
+        inputs = classes(inputs)
     for part in model.sample_parts(n, batch_size):
-        count = part.stop - part.start
-        if model.family.samples_by_class:
-            inputs = {"z": draw_latents(model, count, draws, truncation=truncation, method=method),
-                      "y": sample_classes(count, model.family.n_classes, generator=draws)}
-        else:
-            inputs = model.family.sample_latents(count, draws)
-        if classes is not None:
-            inputs = classes(inputs, part.start)
-        drawn = inputs.get("y", inputs.get("labels"))
-        yield (uint8_nchw(generate(model, inputs, batch_size)),
+        batch = {key: value[part] for key, value in inputs.items()}
+        drawn = batch.get("y", batch.get("labels"))
+        yield (uint8_nchw(generate(model, batch, batch_size)),
                None if drawn is None else drawn.numpy().astype(np.int64))
+
+
+def seeded_inputs(model: LoadedModel, n: int, seed: int, *, truncation: float | None = None,
+                  method: str = "resample") -> dict[str, torch.Tensor]:
+    """The generator inputs of samples 0…n−1 of `seed` (`LoadedModel.latents`), z truncated at ψ where asked (the
+    same normal draws mapped: sample i is the same image whatever `n` and the batches, and a sweep's ψ compare
+    the same samples)."""
+    inputs = model.latents(n, seed)
+    if truncation is not None:
+        inputs["z"] = draw_latents(model, n, torch.Generator().manual_seed(seed), truncation=truncation,
+                                   method=method)
+    return inputs
 
 
 def export_npz(model: LoadedModel, path: Path, n: int, *, seed: int = 0, truncation: float | None = None,

@@ -4,6 +4,7 @@ family; per-class sheets, class interpolations, an NPZ export and a truncation s
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -12,15 +13,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.families.base import BATCH_DEPENDENT_NOTE
+from ganforge.families.base import BATCH_DEPENDENT_NOTE, MIN_BATCH_STATISTICS
+from ganforge.metrics.registry import inception_score_splits
 from ganforge.run_loader import LoadedModel
 from ganforge.viz import class_sampling as cs
-from ganforge.viz.grid import label_grid, make_grid, refuse_existing, save_grid, save_image, to_uint8
+from ganforge.viz.grid import (
+    check_output_folder,
+    label_grid,
+    make_grid,
+    refuse_existing,
+    save_grid,
+    save_image,
+    to_uint8,
+)
 from ganforge.viz.interpolate import interpolation_path
 from ganforge.viz.nearest import nearest_images
 
 _UNSAFE_IN_NAMES = re.compile(r'[\x00-\x1f\\/:*?"<>|\s]')
-MIN_BATCH_STATISTICS = 16  # below this, batch-normalised samples drift visibly from a training grid's
 
 
 @dataclass
@@ -66,8 +75,25 @@ class GenerateRequest:
         for option, value, expected, least in counts:
             if value is not None and value < least:
                 raise ValueError(f"{option} {value}: expected {expected}")
-        if self.truncation is not None and not self.truncation > 0:
-            raise ValueError(f"--truncation {self.truncation}: expected ψ > 0 (1 keeps z as drawn)")
+        if self.truncation is not None and not (self.truncation > 0 and math.isfinite(self.truncation)):
+            raise ValueError(f"--truncation {self.truncation}: expected a finite ψ > 0 (1 keeps z as drawn)")
+        if self.interpolate and self.n < 2:
+            raise ValueError(f"--interpolate with --n {self.n}: a path runs between two latents; expected --n 2 or "
+                             "more (n − 1 paths)")
+        if self.interp_spaces is not None and (unknown := [s for s in self.spaces if s not in
+                                                           cs.INTERPOLATION_SPACES]):
+            raise ValueError(f"--interp-spaces {self.interp_spaces}: {', '.join(map(repr, unknown))} is not one of "
+                             f"{', '.join(cs.INTERPOLATION_SPACES)}")
+        if self.truncation_sweep is not None:
+            try:
+                cs.parse_truncations(self.truncation_sweep)
+            except ValueError as err:
+                raise ValueError(f"--truncation-sweep {self.truncation_sweep}: {err}") from None
+        if self.inception_weights is not None and not Path(self.inception_weights).is_file():
+            raise ValueError(f"--inception-weights {self.inception_weights}: no such file")
+        check_output_folder(self.out)
+        if self.npz is not None and self.npz.is_dir():
+            raise ValueError(f"--npz {self.npz}: a folder; expected the .npz file to write")
         needs = [("--truncation-method", self.truncation_method, ("--truncation", "--truncation-sweep"),
                   self.truncation is not None or self.truncation_sweep is not None),
                  ("--interp-spaces", self.interp_spaces, ("--interpolate-class",), self.interpolate_class is not None),
@@ -146,6 +172,10 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
         raise ValueError("-o/--out: required (the folder for the images; only --npz FILE alone needs none)")
     if not request.overwrite:
         _refuse_existing(request)
+    if request.real is not None:  # read before anything is written (a wrong path left an empty folder)
+        from ganforge.data.store import open_dataset
+
+        open_dataset(request.real)
     if request.writes_to_out():
         request.out.mkdir(parents=True, exist_ok=True)
     if request.nearest is not None:
@@ -153,8 +183,8 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     if class_outputs:
         return _write_class_outputs(model, request, chosen)
     if request.truncation is not None:
-        inputs["z"] = cs.draw_latents(model, request.n, torch.Generator().manual_seed(request.seed),
-                                      truncation=request.truncation, method=request.method)
+        inputs["z"] = cs.seeded_inputs(model, request.n, request.seed, truncation=request.truncation,
+                                       method=request.method)["z"]
     caption = f"{cs.model_caption(model, truncation=request.truncation, method=request.method)}, " \
               f"seed {request.seed}"
     if request.interpolate:
@@ -279,7 +309,7 @@ def _write_class_outputs(model: LoadedModel, request: GenerateRequest,
         rows = cs.truncation_sweep(model, cs.parse_truncations(request.truncation_sweep), n=n,
                                    reals=real_images(dataset, model.plan.resolution, n, seed),
                                    features=cs.inception_features(request.inception_weights),
-                                   method=request.method, seed=seed, splits=min(10, n))
+                                   method=request.method, seed=seed, splits=inception_score_splits(n))
         table = cs.format_sweep(rows)
         path = out / "truncation_sweep.json"
         path.write_text(json.dumps({"step": model.step, "rows": rows}, indent=1) + "\n")

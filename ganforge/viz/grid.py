@@ -81,6 +81,12 @@ def refuse_existing(paths: Sequence[Path], command: str, options: str = "-o") ->
                           f"{options}, or --overwrite to replace them")
 
 
+def check_output_folder(folder: Path | None, option: str = "-o") -> None:
+    """A folder to write into that is a file: one line now, not an errno after the work."""
+    if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+        raise ConfigError(f"{option} {folder}: a file; expected a folder (new, or one to add to)")
+
+
 def save_image(array: np.ndarray, path: Path) -> None:
     """Write an HWC uint8 array (1 or 3 channels) as PNG, creating the folder; through a temp file and a rename,
     so a reader (the report during training) or a kill never meets half a PNG."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,10 @@ import torch
 
 from ganforge.data.images import ImageError, center_crop_resize, load_rgb
 from ganforge.errors import ConfigError
+from ganforge.families.base import BATCH_DEPENDENT_NOTE, MIN_BATCH_STATISTICS
 from ganforge.metrics.vgg_texture import DEFAULT_SIZE, MIN_SIZE, load_vgg_texture
 from ganforge.run_loader import LoadedModel
-from ganforge.viz.grid import refuse_existing, save_grid
+from ganforge.viz.grid import check_output_folder, refuse_existing, save_grid
 
 PHASES = 3  # the zoo's restarts: at every third of the steps
 DECAY = 0.1  # the learning rate's factor at each restart
@@ -88,6 +90,8 @@ def inspire(model: LoadedModel, pictures: torch.Tensor, *, runs: int = 1, steps:
     if runs < 1 or steps < PHASES or not lr > 0 or not realism >= 0 or not math.isfinite(realism):
         raise ConfigError(f"latent search: expected runs ≥ 1, steps ≥ {PHASES}, lr > 0 and a finite realism ≥ 0, got "
                           f"runs {runs}, steps {steps}, lr {lr}, realism {realism}")
+    if model.family.batch_dependent_samples and runs < MIN_BATCH_STATISTICS:
+        warnings.warn(f"--runs {runs}: {BATCH_DEPENDENT_NOTE}; each picture's runs are one batch", stacklevel=2)
     size = image_shape(model)
     if pictures.ndim != 4 or tuple(pictures.shape[1:]) != size or not len(pictures):
         raise ConfigError(f"latent search: pictures must be [N, {size[0]}, {size[1]}, {size[2]}] (the model's "
@@ -198,6 +202,7 @@ def write_inspirations(model: LoadedModel, paths: list[Path], out: Path, overwri
     stems = [f"{index:02d}_{Path(path).stem}" for index, path in enumerate(paths)]  # numbered: one name, two folders
     targets = [out / "inspire.json", *(out / f"{stem}_{part}" for stem in stems
                                        for part in ("inspired.png", "latents.npz"))]
+    check_output_folder(out)
     if not overwrite:
         refuse_existing(targets, "search")
     pictures = load_pictures(paths, image_shape(model))

@@ -15,6 +15,7 @@ frame whatever the length (the official code kept every frame in RAM and got kil
 from __future__ import annotations
 
 import io
+import math
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from ganforge.data.domains import STORED_RESAMPLE
 from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resize, load_rgb
 from ganforge.viz.grid import (
     CAPTION_MARGIN,
+    check_output_folder,
     label_grid,
     make_grid,
     refuse_existing,
@@ -337,6 +339,9 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     any work) unless `overwrite`."""
     say = progress or (lambda line: None)
     out, psis = Path(out), tuple(psis)
+    if seed < 0:
+        raise TranslateError(f"--seed {seed}: expected a non-negative seed")
+    check_output_folder(out)
     target = None if video is None else Path(video) if Path(video).parent != Path(".") else out / video
     if target is not None and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise TranslateError(f"video {target}: unsupported suffix {target.suffix!r}; use one of {VIDEO_SUFFIXES}")
@@ -409,6 +414,9 @@ def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] |
     say = progress or (lambda line: None)
     if seed < 0:
         raise TranslateError(f"--seed {seed}: expected a non-negative seed")
+    if not math.isfinite(psi):
+        raise TranslateError(f"--psi {psi}: expected a finite ψ (1 keeps the styles as drawn)")
+    check_output_folder(Path(out))
     if ref is not None and psi != 1.0:
         raise TranslateError(f"--psi {psi:g}: truncation is for latent-guided styles, and --ref gives references")
     model = _translating_model(run, step, device, wing_weights)
