@@ -19,6 +19,7 @@ from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
 from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
 from ganforge.metrics._images import derived_seed
+from ganforge.nn.latents import normal_draws
 from ganforge.training import checkpoint as ckpt
 
 CLASS_STREAM = 1  # derived_seed stream of the classes `LoadedModel.latents` draws (column k: its third part)
@@ -65,11 +66,15 @@ class LoadedModel:
         return self._drawn(n, seed, "latents")
 
     def _drawn(self, n: Any, seed: Any, where: str) -> dict[str, torch.Tensor]:
-        """The family's draw from `seed`, its class inputs from streams of their own (one per column): drawn after
-        the latents, they depended on `n`, so `generate --n 4` and `--n 8` gave sample 2 other classes."""
+        """The family's draw from `seed`, made so that sample i is one sample whatever `n` (a seed names samples:
+        `generate` writes SEED-INDEX files): z from the seed's normal draws in whole blocks (`normal_draws`), its
+        class inputs from streams of their own, one per column (drawn after the latents, they depended on `n`).
+        Training and metric draws keep the family's own `sample_latents`, which saved runs' records were made with."""
         _check_draw(n, seed, where)
         n, seed = int(n), int(seed)
         inputs = self.family.sample_latents(n, torch.Generator().manual_seed(seed))
+        if not self.family.translates:  # z is drawn first from the seed in every generating family
+            inputs["z"] = normal_draws(n, inputs["z"].shape[1], torch.Generator().manual_seed(seed))
         for key, sizes in self.family.input_classes().items():
             if key in inputs:
                 columns = [torch.randint(size, (n,), generator=torch.Generator().manual_seed(

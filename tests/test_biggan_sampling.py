@@ -195,8 +195,9 @@ def test_parse_truncations():
     assert cs.parse_truncations("0.5, 1,none") == [0.5, 1.0, None]
     with pytest.raises(ValueError, match=r"'x' is not a number"):
         cs.parse_truncations("0.5,x")
-    with pytest.raises(ValueError, match=r"must be > 0, got '0'"):
-        cs.parse_truncations("0")
+    for bad in ("0", "inf", "1e400", "nan"):  # inf reached the sweep after earlier outputs were written
+        with pytest.raises(ValueError, match=rf"must be finite and > 0, got '{bad}'"):
+            cs.parse_truncations(bad)
 
 
 def test_truncated_normal_and_scaling_bounds():
@@ -205,9 +206,7 @@ def test_truncated_normal_and_scaling_bounds():
     # a truncated normal on [-0.3, 0.3]: its variance 1 - 2ψφ(ψ)/(2Φ(ψ) - 1) = 0.02964 (nearly uniform's 0.03)
     assert z.abs().max() <= 0.3 and z.var().item() == pytest.approx(0.02964, rel=0.02)
     plain = sample_latents(20000, 8, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(torch.sign(z), torch.sign(plain))  # the same draws, mapped: common to every ψ and n
-    again = sample_latents(7, 8, truncation=0.3, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(again, z[:7])
+    assert torch.equal(torch.sign(z), torch.sign(plain))  # the same draws, mapped: common to every ψ
     scaled = sample_latents(2000, 8, truncation=0.3, method="scale", generator=draws)
     assert scaled.abs().max() > 0.3 and scaled.std() == pytest.approx(0.3, rel=0.05)
 

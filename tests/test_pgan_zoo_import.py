@@ -462,3 +462,14 @@ def test_an_import_that_fails_writing_leaves_nothing_and_can_be_run_again(tmp_pa
     monkeypatch.chdir(tmp_path / "new" / "here")
     import_pgan_zoo(zoo_file("small_s3_i100.pt"), ".")  # `-o .`
     assert checkpoint.checkpoint_steps(tmp_path / "new" / "here") == [180]
+
+
+def test_an_import_killed_into_an_empty_folder_can_be_run_again(tmp_path: Path) -> None:
+    """The run is built in a hidden folder inside a given folder (its file system); one a kill left behind made the
+    folder "not empty" for every retry. The retry removes it."""
+    from ganforge.training import checkpoint
+
+    out = tmp_path / "run"
+    (out / ".run.4242-1.partial" / "checkpoints").mkdir(parents=True)  # as a SIGKILL mid-write leaves it
+    assert checkpoint.checkpoint_steps(import_pgan_zoo(zoo_file("small_s3_i100.pt"), out)) == [180]
+    assert sorted(path.name for path in out.iterdir()) == ["checkpoints", "config.json"]

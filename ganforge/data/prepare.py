@@ -58,9 +58,11 @@ def _decode_all(
         yield from ((i, *decode(item)) for i, item in enumerate(items))
         return
     chunksize = max(1, min(64, len(items) // (4 * workers)))
-    with multiprocessing.Pool(workers) as pool:
+    with multiprocessing.Pool(workers) as pool:  # an error or a stop: the `with` terminates the workers
         for i, result in enumerate(pool.imap(decode, items, chunksize=chunksize)):
             yield (i, *result)
+        pool.close()  # done: the workers leave on their own (terminate's SIGTERM reaches a forked worker through
+        pool.join()  # whatever signal handlers its parent process had; a test run once hung there)
 
 
 def _write_decoded(

@@ -56,7 +56,6 @@ from ganforge.losses import (
 from ganforge.models.dcgan import CriticNorm, DCGANCritic, DCGANGenerator, check_resolution
 from ganforge.nn.cross_replica import one_rank_batch_norm, use_cross_replica_batch_norm
 from ganforge.nn.ema import check_ema_rampup
-from ganforge.nn.latents import normal_draws
 from ganforge.nn.optim import adam
 from ganforge.settings import Settings
 
@@ -313,7 +312,7 @@ class DCGANFamily(Family):
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """z, and for a conditional run uniformly drawn classes of each conditioning column ("labels")."""
-        return {"z": normal_draws(n, self.config.latent_dim, generator), **self.sample_labels(n, generator)}
+        return {"z": torch.randn(n, self.config.latent_dim, generator=generator), **self.sample_labels(n, generator)}
 
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         generator = self.nets[net]

@@ -43,7 +43,6 @@ from ganforge.losses import (
 from ganforge.models.pgan import PGANArch, PGANDiscriminator, PGANGenerator, pgan_widths
 from ganforge.nn.double_backward import penalised_convolutions
 from ganforge.nn.ema import check_ema_rampup, copy_weights
-from ganforge.nn.latents import normal_draws
 from ganforge.nn.optim import adam
 from ganforge.settings import Settings
 
@@ -813,7 +812,7 @@ class PGANFamily(Family):
     # --- sampling ---------------------------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """z, and for a conditional run uniformly drawn classes of each conditioning column ("labels")."""
-        return {"z": normal_draws(n, self.config.latent_dim, generator), **self.sample_labels(n, generator)}
+        return {"z": torch.randn(n, self.config.latent_dim, generator=generator), **self.sample_labels(n, generator)}
 
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
         """At the plan's resolution and fade (its exact real-image blend is the networks' alpha)."""

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ganforge.training.checkpoint import checkpoint_steps
+from ganforge.training.checkpoint import checkpoint_steps, is_partial_run
 
 
 def import_paths(files: str | Path | Iterable[str | Path], out: str | Path,
@@ -19,7 +19,7 @@ def import_paths(files: str | Path | Iterable[str | Path], out: str | Path,
         raise error(f"{out} already holds a run; import into a new directory")
     if out.exists() and not out.is_dir():
         raise error(f"{out} exists and is not a directory; import into a new directory")
-    if out.is_dir() and (held := sorted(entry.name for entry in out.iterdir())):
+    if out.is_dir() and (held := sorted(entry.name for entry in out.iterdir() if not is_partial_run(entry))):
         raise error(f"{out} is not empty ({', '.join(held[:3])}{', …' if len(held) > 3 else ''}); import into a new "
                     "or empty directory")
     return ([Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]), out

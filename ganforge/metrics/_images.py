@@ -83,5 +83,6 @@ def limit_images(batches: Iterable[torch.Tensor], n: int | None) -> Iterator[tor
 
 
 def derived_seed(seed: int, *stream: int) -> int:
-    """An independent 63-bit seed for one named random stream of a metric (set a/b, level, ...)."""
+    """An independent 63-bit seed for one named random stream of `seed` (a metric's set a/b or level, the classes
+    `LoadedModel.latents` draws, ...)."""
     return int(np.random.SeedSequence([seed, *stream]).generate_state(2, np.uint64)[0] >> np.uint64(1))

@@ -32,7 +32,6 @@ from ganforge.nn.biggan_layers import (
     GeneratorBlock,
     SelfAttention,
 )
-from ganforge.nn.latents import normal_draws
 from ganforge.nn.spectral_norm import SNSettings, conv2d, embedding, linear
 
 InitScheme = Literal["ortho", "N02", "xavier"]
@@ -334,19 +333,23 @@ def sample_classes(n: int, n_classes: int, *, generator: torch.Generator | None 
 def sample_latents(n: int, dim_z: int, *, truncation: float | None = None,
                    method: Literal["resample", "scale"] = "resample", generator: torch.Generator | None = None,
                    device: torch.device | str | None = None) -> Tensor:
-    """z ~ N(0, I) [n, dim_z], optionally truncated at ψ = `truncation`.
+    """z ~ N(0, I) [n, dim_z], optionally truncated at ψ = `truncation` (`truncate_latents`)."""
+    return truncate_latents(torch.randn(n, dim_z, generator=generator, device=device), truncation, method)
+
+
+def truncate_latents(z: Tensor, truncation: float | None, method: Literal["resample", "scale"] = "resample") -> Tensor:
+    """Normal draws `z` truncated at ψ = `truncation` (None: as they are).
 
     ``"resample"`` is the paper's truncation trick, a true truncated normal on [−ψ, ψ] (what redrawing entries
-    with |z| > ψ until none is left gives), drawn by its inverse CDF from the very normal draws an untruncated z
-    takes: sample i is the same whatever `n`, and every ψ maps the same draws (common random numbers across a
-    truncation sweep). ``"scale"`` is what BigGAN-PyTorch's sampler calls truncation: z·ψ, i.e. a normal of
-    standard deviation ψ, unbounded.
+    with |z| > ψ until none is left gives), made by its inverse CDF from the draws themselves: each entry maps on
+    its own, so a sample stays one sample whatever else was drawn, and every ψ maps the same draws (common random
+    numbers across a truncation sweep). ``"scale"`` is what BigGAN-PyTorch's sampler calls truncation: z·ψ, i.e. a
+    normal of standard deviation ψ, unbounded.
     """
-    if truncation is not None and not (truncation > 0 and math.isfinite(truncation)):
-        raise ValueError(f"truncation must be a finite ψ > 0, got {truncation}")
-    z = normal_draws(n, dim_z, generator).to(device)
     if truncation is None:
         return z
+    if not (truncation > 0 and math.isfinite(truncation)):
+        raise ValueError(f"truncation must be a finite ψ > 0, got {truncation}")
     if method == "scale":
         return z * truncation
     if method != "resample":

@@ -4,8 +4,9 @@ torch's CPU normal sampler fills a tensor in blocks of 16 values and, where the 
 the last block again (and below 16 values uses another method), so `randn(n, width)` from one seed changes sample
 n − 1 with n wherever n·width is no multiple of 16 (BigGAN's width 120, DCGAN's 100): `generate --n 5` and
 `--n 8` gave different images under one name. Drawn as a whole number of blocks and cut, a draw is a prefix of
-any longer one; where n·width is a multiple of 16 (training's fixed samples, metric batches) the values are
-`randn`'s own.
+any longer one; where n·width is a multiple of 16 the values are `randn`'s own. Used where a seed names samples
+(`LoadedModel.latents`, what `generate` draws); training's fixed samples and metric ticks keep the families' own
+`randn` draws, which saved runs' grids and metric records were made with.
 """
 
 from __future__ import annotations

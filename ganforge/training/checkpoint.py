@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -418,6 +419,14 @@ def run_state(config: RunConfig, family: Family, step: int, *, images_seen: int 
     return tensors, meta
 
 
+PARTIAL_SUFFIX = ".partial"  # a hidden folder `write_run` builds a run in before it moves it into place
+
+
+def is_partial_run(path: Path) -> bool:
+    """Whether `path` is a folder `write_run` was building a run in when it was killed (a retry removes it)."""
+    return path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX) and path.is_dir()
+
+
 def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
     """A new run in `out` whose networks were set up outside training (an imported checkpoint): config.json and
     one checkpoint at `step`, from which `ganforge train` resumes like from any run. Returns `out`."""
@@ -426,14 +435,17 @@ def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
         raise CheckpointError(f"{out} already holds a run; import into a new directory")
     tensors, meta = run_state(config, family, step)
     meta["imported"] = True  # no step has used the run's data yet: a first `train` may bind it to other data
-    given_folder = out.is_dir()  # (a symlink to one, `.`, a folder with other files): what is written moves into it
-    if given_folder and (out / "config.json").exists():
+    given_folder = out.is_dir()  # (a symlink to one, `.`): what is written moves into it
+    if given_folder and (out / "config.json").exists():  # (the importers refuse any folder that is not empty)
         raise CheckpointError(f"{out} holds a config.json already; import into a new directory")
     host = out if given_folder else out.parent
     host.mkdir(parents=True, exist_ok=True)
     # written in a hidden folder on the same file system and renamed into place: a failure (disk full) leaves no
-    # half run to refuse a retry
-    partial = host / f".{out.name or 'run'}.{os.getpid()}-{time.monotonic_ns()}.partial"
+    # half run to refuse a retry; one a kill left is removed by the retry
+    stem = f".{out.name or 'run'}."
+    for leftover in host.glob(f"{glob.escape(stem)}*{PARTIAL_SUFFIX}"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial = host / f"{stem}{os.getpid()}-{time.monotonic_ns()}{PARTIAL_SUFFIX}"
     partial.mkdir()  # (not mkdtemp: its 0700 would become the run's permissions)
     try:
         write_json_atomic(partial / "config.json", meta["config"])

@@ -20,7 +20,8 @@ import torch
 
 from ganforge.metrics.fid import FeatureStats, fid
 from ganforge.metrics.inception_score import inception_score
-from ganforge.models.biggan import sample_classes, sample_latents
+from ganforge.models.biggan import sample_classes, truncate_latents
+from ganforge.nn.latents import normal_draws
 from ganforge.run_loader import LoadedModel
 from ganforge.viz.grid import label_grid, make_grid, sample_caption, save_image, to_uint8
 from ganforge.viz.interpolate import slerp
@@ -68,15 +69,14 @@ def write_label_sheets(model: LoadedModel, out: Path, columns: int, *, seed: int
     return paths
 
 
-ClassChoice = Callable[..., dict[str, torch.Tensor]]  # (inputs, start=0): the batch's first sample's index
+ClassChoice = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
     """`generate --class SPEC`: comma-separated classes, by name or index, that the samples cycle through
     (BigGAN-PyTorch's users asked to sample a chosen class, its issue #28). A label-conditioned PGAN takes
     COLUMN=CLASS entries (a bare class where it names one class of one column); its other columns stay random.
-    Returns what sets those classes in a batch of drawn inputs whose first sample is sample `start` of the whole
-    set (the cycle runs on across batches)."""
+    Returns what sets those classes in drawn inputs (sample i takes the cycle's i-th class)."""
     entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
     family = model.family
     if not entries:
@@ -84,7 +84,7 @@ def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
     if family.samples_by_class:
         names = family.class_names()
         chosen = [_class_index(entry, names, "--class") for entry in entries]
-        return lambda inputs, start=0: {**inputs, "y": _cycled(chosen, start, len(inputs["z"]))}
+        return lambda inputs: {**inputs, "y": _cycled(chosen, len(inputs["z"]))}
     columns = family.conditioning()
     if not columns:
         raise ValueError(f"--class: this run's generator takes no classes (a {model.config.family} run"
@@ -106,10 +106,10 @@ def class_choice(model: LoadedModel, spec: str) -> ClassChoice:
             column = holding[0]
         per_column.setdefault(column, []).append(_class_index(name, columns[column][1], f"--class {entry}"))
 
-    def apply(inputs: dict[str, torch.Tensor], start: int = 0) -> dict[str, torch.Tensor]:
+    def apply(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labels = inputs["labels"].clone()
         for column, chosen in per_column.items():
-            labels[:, column] = _cycled(chosen, start, len(labels))
+            labels[:, column] = _cycled(chosen, len(labels))
         return {**inputs, "labels": labels}
 
     return apply
@@ -125,8 +125,8 @@ def _class_index(entry: str, names: Sequence[str], option: str) -> int:
                      f"{shown})")
 
 
-def _cycled(chosen: Sequence[int], start: int, n: int) -> torch.Tensor:
-    return torch.tensor(chosen, dtype=torch.long)[torch.arange(start, start + n) % len(chosen)]
+def _cycled(chosen: Sequence[int], n: int) -> torch.Tensor:
+    return torch.tensor(chosen, dtype=torch.long)[torch.arange(n) % len(chosen)]
 
 
 def model_caption(model: LoadedModel, *, truncation: float | None = None, method: str = "resample") -> str:
@@ -137,7 +137,7 @@ def model_caption(model: LoadedModel, *, truncation: float | None = None, method
 
 
 def parse_truncations(text: str) -> list[float | None]:
-    """"0.5,0.75,none" → [0.5, 0.75, None] (None: no truncation); every ψ must be > 0."""
+    """"0.5,0.75,none" → [0.5, 0.75, None] (None: no truncation); every ψ must be finite and > 0."""
     values: list[float | None] = []
     for item in (part.strip() for part in text.split(",")):
         if item.lower() == "none":
@@ -147,16 +147,17 @@ def parse_truncations(text: str) -> list[float | None]:
             value = float(item)
         except ValueError:
             raise ValueError(f"truncation sweep: {item!r} is not a number or 'none' (in {text!r})") from None
-        if not value > 0:
-            raise ValueError(f"truncation sweep: ψ must be > 0, got {item!r} (in {text!r})")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"truncation sweep: ψ must be finite and > 0, got {item!r} (in {text!r})")
         values.append(value)
     return values
 
 
 def draw_latents(model: LoadedModel, n: int, generator: torch.Generator, *, truncation: float | None = None,
                  method: str = "resample") -> torch.Tensor:
-    """z [n, dim_z] of the run's generator, optionally truncated at ψ by `method`."""
-    return sample_latents(n, model.family.arch.g_dim_z, truncation=truncation, method=method, generator=generator)
+    """z [n, dim_z] of the run's generator, optionally truncated at ψ by `method`; drawn in whole blocks of torch's
+    sampler (`normal_draws`), as `LoadedModel.latents` draws them."""
+    return truncate_latents(normal_draws(n, model.family.arch.g_dim_z, generator), truncation, method)
 
 
 def generate(model: LoadedModel, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
@@ -289,9 +290,7 @@ def seeded_inputs(model: LoadedModel, n: int, seed: int, *, truncation: float | 
     same normal draws mapped: sample i is the same image whatever `n` and the batches, and a sweep's ψ compare
     the same samples)."""
     inputs = model.latents(n, seed)
-    if truncation is not None:
-        inputs["z"] = draw_latents(model, n, torch.Generator().manual_seed(seed), truncation=truncation,
-                                   method=method)
+    inputs["z"] = truncate_latents(inputs["z"], truncation, method)
     return inputs
 
 

@@ -148,7 +148,8 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
     asked = {**class_outputs, **({"--truncation": request.truncation} if request.truncation is not None else {})}
     for flag in asked:
         cs.require_class_conditional(model, flag)
-    inputs = model.latents(request.n, request.seed)  # families that cannot sample from latents alone refuse here
+    # families that cannot sample from latents alone refuse here; --truncation maps the same z (class-conditional)
+    inputs = cs.seeded_inputs(model, request.n, request.seed, truncation=request.truncation, method=request.method)
     chosen = None
     if request.classes is not None:
         others = [flag for flag, given in (("--per-class", request.per_class), ("--interpolate-class",
@@ -182,9 +183,6 @@ def _write_generated(model: LoadedModel, request: GenerateRequest) -> Generated:
         return _write_nearest(model, request, inputs)
     if class_outputs:
         return _write_class_outputs(model, request, chosen)
-    if request.truncation is not None:
-        inputs["z"] = cs.seeded_inputs(model, request.n, request.seed, truncation=request.truncation,
-                                       method=request.method)["z"]
     caption = f"{cs.model_caption(model, truncation=request.truncation, method=request.method)}, " \
               f"seed {request.seed}"
     if request.interpolate:
