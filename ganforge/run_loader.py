@@ -73,8 +73,10 @@ class LoadedModel:
         _check_draw(n, seed, where)
         n, seed = int(n), int(seed)
         inputs = self.family.sample_latents(n, torch.Generator().manual_seed(seed))
-        if not self.family.translates:  # z is drawn first from the seed in every generating family
-            inputs["z"] = normal_draws(n, inputs["z"].shape[1], torch.Generator().manual_seed(seed))
+        z = inputs.get("z")
+        if z is not None and z.ndim == 2 and torch.equal(z, torch.randn(z.shape, generator=torch.Generator(
+                ).manual_seed(seed))):  # the family's z is the seed's first normal draws (every built-in family's;
+            inputs["z"] = normal_draws(n, z.shape[1], torch.Generator().manual_seed(seed))  # another's stays its own)
         for key, sizes in self.family.input_classes().items():
             if key in inputs:
                 columns = [torch.randint(size, (n,), generator=torch.Generator().manual_seed(

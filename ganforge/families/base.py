@@ -286,7 +286,9 @@ class Family(ABC):
 
     @abstractmethod
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Inputs for `generate` drawn from `generator` on the CPU (so fixed grids are device independent)."""
+        """Inputs for `generate` drawn from `generator` on the CPU (so fixed grids are device independent). A "z"
+        that is the generator's first normal draws is taken by `LoadedModel.latents` in whole blocks of torch's
+        sampler, and class inputs from streams of their own, so that a seed's sample i is one sample whatever n."""
 
     @abstractmethod
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:
