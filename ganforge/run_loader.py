@@ -18,11 +18,7 @@ from ganforge.data.store import ImageDataset, open_dataset
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family, migrated_saved_config, resolve_run_config
 from ganforge.families.base import Family, SamplingBN, StepPlan, sample_batches
-from ganforge.metrics._images import derived_seed
-from ganforge.nn.latents import normal_draws
 from ganforge.training import checkpoint as ckpt
-
-CLASS_STREAM = 1  # derived_seed stream of the classes `LoadedModel.latents` draws (column k: its third part)
 
 
 def dataset_placeholder(manifest: dict[str, Any]) -> ImageDataset:
@@ -66,23 +62,8 @@ class LoadedModel:
         return self._drawn(n, seed, "latents")
 
     def _drawn(self, n: Any, seed: Any, where: str) -> dict[str, torch.Tensor]:
-        """The family's draw from `seed`, made so that sample i is one sample whatever `n` (a seed names samples:
-        `generate` writes SEED-INDEX files): z from the seed's normal draws in whole blocks (`normal_draws`), its
-        class inputs from streams of their own, one per column (drawn after the latents, they depended on `n`).
-        Training and metric draws keep the family's own `sample_latents`, which saved runs' records were made with."""
         _check_draw(n, seed, where)
-        n, seed = int(n), int(seed)
-        inputs = self.family.sample_latents(n, torch.Generator().manual_seed(seed))
-        z = inputs.get("z")
-        if z is not None and z.ndim == 2 and torch.equal(z, torch.randn(z.shape, generator=torch.Generator(
-                ).manual_seed(seed))):  # the family's z is the seed's first normal draws (every built-in family's;
-            inputs["z"] = normal_draws(n, z.shape[1], torch.Generator().manual_seed(seed))  # another's stays its own)
-        for key, sizes in self.family.input_classes().items():
-            if key in inputs:
-                columns = [torch.randint(size, (n,), generator=torch.Generator().manual_seed(
-                    derived_seed(seed, CLASS_STREAM, column))) for column, size in enumerate(sizes)]
-                inputs[key] = torch.stack(columns, dim=1) if inputs[key].ndim == 2 else columns[0]
-        return inputs
+        return self.family.seeded_inputs(int(n), int(seed))
 
     @torch.no_grad()
     def sample_parts(self, n: int, largest: int = 64) -> list[slice]:

@@ -469,7 +469,7 @@ def test_an_import_killed_into_an_empty_folder_can_be_run_again(tmp_path: Path) 
     folder "not empty" for every retry. The retry removes it."""
     from ganforge.training import checkpoint
 
-    out = tmp_path / "run"
-    (out / ".run.4242-1.partial" / "checkpoints").mkdir(parents=True)  # as a SIGKILL mid-write leaves it
+    out = tmp_path / "here"
+    (out / ".run.4242-1.partial" / "checkpoints").mkdir(parents=True)  # as a SIGKILL mid-write of `-o .` leaves it
     assert checkpoint.checkpoint_steps(import_pgan_zoo(zoo_file("small_s3_i100.pt"), out)) == [180]
     assert sorted(path.name for path in out.iterdir()) == ["checkpoints", "config.json"]

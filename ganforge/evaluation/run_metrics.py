@@ -24,7 +24,14 @@ from ganforge.data.images import IMAGE_EXTENSIONS, ImageError, center_crop_resiz
 from ganforge.data.store import DatasetError, ImageDataset, open_dataset, parse_builtin_spec, resolved_data_spec
 from ganforge.distributed import DistInfo, pick_device
 from ganforge.families import get_family
-from ganforge.families.base import BATCH_DEPENDENT_NOTE, Family, SamplingBN, StepPlan, sample_batches
+from ganforge.families.base import (
+    BATCH_DEPENDENT_NOTE,
+    MIN_BATCH_STATISTICS,
+    Family,
+    SamplingBN,
+    StepPlan,
+    sample_batches,
+)
 from ganforge.metrics._images import ImageSetError, ImageSizeError, derived_seed
 from ganforge.metrics.dinov2 import DINOV2_WEIGHTS, DINOv2WeightsError
 from ganforge.metrics.evaluate import evaluate, metrics_device, resolve_network_weights
@@ -518,9 +525,10 @@ def evaluate_run_per_class(run_dir: Path, metrics: list[str], column: str | None
         raise ConfigError(f"--per-class {name}: no class has the {fewest} training images {', '.join(metrics)} need")
     keys = list(dict.fromkeys(key for row in rows.values() for key in row if key != "images"))
     means = {key: float(np.mean([row[key] for row in rows.values() if key in row])) for key in keys if ranks(key)}
-    if model.family.batch_dependent_samples and min(row["images"] for row in rows.values()) < 16:
+    if model.family.batch_dependent_samples and min(row["images"] for row in rows.values()) < MIN_BATCH_STATISTICS:
         warning = "\n".join(filter(None, [warning, f"note: {BATCH_DEPENDENT_NOTE}; each class's images are made in "
-                                                   "batches of that class alone, here some of fewer than 16"]))
+                                                   f"batches of that class alone, here some of fewer than "
+                                                   f"{MIN_BATCH_STATISTICS}"]))
     append_record(run_dir / PER_CLASS_METRICS_NAME, {
         "step": model.step, "column": name, "n": cap, "real": resolved_data_spec(str(real) if real is not None
                                                                                 else model.config.data),

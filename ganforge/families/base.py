@@ -22,7 +22,9 @@ from ganforge.data.store import CLASS_COLUMN, ImageDataset
 from ganforge.distributed import DistInfo
 from ganforge.errors import ConfigError
 from ganforge.losses import WASSERSTEIN_CRITIC
+from ganforge.metrics._images import derived_seed
 from ganforge.nn.ema import ramped_ema_decay
+from ganforge.nn.latents import normal_draws
 
 if TYPE_CHECKING:
     from ganforge.augment.augmenter import Augmenter
@@ -105,6 +107,7 @@ def sample_batches(n: int, largest: int = 64, *, equal: bool = False) -> list[sl
     return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+CLASS_STREAM = 1  # derived_seed stream of the classes `seeded_inputs` draws (column k: its third part)
 MIN_BATCH_STATISTICS = 16  # below this, batch-normalised samples drift visibly from a training grid's
 BATCH_DEPENDENT_NOTE = ("the generator samples on its batch's statistics (batch norm in training mode: DCGAN/WGAN's "
                         "sample_norm_stats: batch, the tutorial's choice; BigGAN's sample_eval_mode: false), so each "
@@ -162,6 +165,9 @@ class Family(ABC):
     samples_by_class: ClassVar[bool] = False  # `generate` takes class indices "y" below `label_count`
     # inputs `generate` takes beyond those `sample_latents` draws (BigGAN's "condition", a blend of class embeddings)
     optional_inputs: ClassVar[frozenset[str]] = frozenset()
+    # `sample_latents` draws "z" [n, width] as the generator's first standard normal draws, and any class inputs
+    # (`input_classes`) uniformly: `seeded_inputs` may then draw them so that a seed's sample i is one sample
+    normal_z: ClassVar[bool] = False
     # each sample depends on the others drawn with it (a generator normalised with its batch's statistics)
     batch_dependent_samples: bool = False
     # `generate` returns (source, translation) pairs: metrics of a generated image set do not apply (half the set
@@ -286,9 +292,24 @@ class Family(ABC):
 
     @abstractmethod
     def sample_latents(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Inputs for `generate` drawn from `generator` on the CPU (so fixed grids are device independent). A "z"
-        that is the generator's first normal draws is taken by `LoadedModel.latents` in whole blocks of torch's
-        sampler, and class inputs from streams of their own, so that a seed's sample i is one sample whatever n."""
+        """Inputs for `generate` drawn from `generator` on the CPU (so fixed grids are device independent)."""
+
+    def seeded_inputs(self, n: int, seed: int) -> dict[str, torch.Tensor]:
+        """Samples 0…n−1 of `seed` (`LoadedModel.latents`, what `generate` draws: a seed names its samples, its
+        files are SEED-INDEX). A `normal_z` family's sample i is one sample whatever `n`: z from the seed's normal
+        draws in whole blocks of torch's sampler (`normal_draws`: `randn` redraws a last partial block), class
+        inputs from streams of their own per column (drawn after every latent, they depended on `n`). Training's
+        fixed samples and metric ticks keep `sample_latents`, which saved runs' records were made with."""
+        inputs = self.sample_latents(n, torch.Generator().manual_seed(seed))
+        if not self.normal_z:
+            return inputs
+        inputs["z"] = normal_draws(n, inputs["z"].shape[1], torch.Generator().manual_seed(seed))
+        for key, sizes in self.input_classes().items():
+            if key in inputs:
+                columns = [torch.randint(size, (n,), generator=torch.Generator().manual_seed(
+                    derived_seed(seed, CLASS_STREAM, column))) for column, size in enumerate(sizes)]
+                inputs[key] = torch.stack(columns, dim=1) if inputs[key].ndim == 2 else columns[0]
+        return inputs
 
     @abstractmethod
     def generate(self, inputs: dict[str, torch.Tensor], net: str, plan: StepPlan) -> torch.Tensor:

@@ -213,6 +213,7 @@ class BigGANFamily(Family):
     default_label_count: ClassVar[int] = 1000  # BigGAN-PyTorch's n_classes default (ImageNet)
     samples_by_class: ClassVar[bool] = True
     optional_inputs = frozenset({"condition"})
+    normal_z = True
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -194,6 +194,7 @@ class DCGANFamily(Family):
     # DCGAN (since its 2022-12 revision, "to prevent the discriminator from converging to 0"); 0 in its WGAN and
     # WGAN-GP tutorials, which the wgan and wgan-gp families follow
     batch_norm_weight_mean: ClassVar[float] = 1.0
+    normal_z = True
 
     @classmethod
     def sampling_bn_settings(cls, mode: SamplingBN) -> dict[str, Any]:

@@ -395,6 +395,7 @@ def _adds_scales(saved: dict[str, Any], requested: dict[str, Any]) -> bool:
 
 class PGANFamily(Family):
     name = "pgan"
+    normal_z = True
     penalised_nets = frozenset({"D"})  # WGAN-GP or R1
     config_class = PGANConfig
 

@@ -443,7 +443,9 @@ def write_run(out: Path, config: RunConfig, family: Family, step: int) -> Path:
     # written in a hidden folder on the same file system and renamed into place: a failure (disk full) leaves no
     # half run to refuse a retry; one a kill left is removed by the retry
     stem = f".{out.name or 'run'}."
-    for leftover in host.glob(f"{glob.escape(stem)}*{PARTIAL_SUFFIX}"):
+    leftovers = [path for path in host.iterdir() if is_partial_run(path)] if given_folder else \
+        list(host.glob(f"{glob.escape(stem)}*{PARTIAL_SUFFIX}"))  # (beside `out`: only its own)
+    for leftover in leftovers:
         shutil.rmtree(leftover, ignore_errors=True)
     partial = host / f"{stem}{os.getpid()}-{time.monotonic_ns()}{PARTIAL_SUFFIX}"
     partial.mkdir()  # (not mkdtemp: its 0700 would become the run's permissions)

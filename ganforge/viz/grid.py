@@ -81,10 +81,10 @@ def refuse_existing(paths: Sequence[Path], command: str, options: str = "-o") ->
                           f"{options}, or --overwrite to replace them")
 
 
-def check_output_folder(folder: Path | None, option: str = "-o") -> None:
-    """A folder to write into that is a file: one line now, not an errno after the work."""
+def check_output_folder(folder: Path | None, option: str = "-o", error: type[Exception] = ConfigError) -> None:
+    """A folder to write into that is a file: one line now (as `error`), not an errno after the work."""
     if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
-        raise ConfigError(f"{option} {folder}: a file; expected a folder (new, or one to add to)")
+        raise error(f"{option} {folder}: a file; expected a folder (new, or one to add to)")
 
 
 def save_image(array: np.ndarray, path: Path) -> None:

@@ -341,7 +341,7 @@ def translate(run: str | Path, src: Path, ref: Path, out: Path, *, step: int | N
     out, psis = Path(out), tuple(psis)
     if seed < 0:
         raise TranslateError(f"--seed {seed}: expected a non-negative seed")
-    check_output_folder(out)
+    check_output_folder(out, error=TranslateError)
     target = None if video is None else Path(video) if Path(video).parent != Path(".") else out / video
     if target is not None and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise TranslateError(f"video {target}: unsupported suffix {target.suffix!r}; use one of {VIDEO_SUFFIXES}")
@@ -416,7 +416,7 @@ def translate_each(run: str | Path, src: Path, out: Path, *, to: Sequence[str] |
         raise TranslateError(f"--seed {seed}: expected a non-negative seed")
     if not math.isfinite(psi):
         raise TranslateError(f"--psi {psi}: expected a finite ψ (1 keeps the styles as drawn)")
-    check_output_folder(Path(out))
+    check_output_folder(Path(out), error=TranslateError)
     if ref is not None and psi != 1.0:
         raise TranslateError(f"--psi {psi:g}: truncation is for latent-guided styles, and --ref gives references")
     model = _translating_model(run, step, device, wing_weights)
