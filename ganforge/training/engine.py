@@ -928,7 +928,7 @@ def run_outputs(run_dir: Path) -> dict[str, list[Path]]:
                                           run_dir / PER_CLASS_METRICS_NAME,
                                           run_dir / SINGULAR_VALUES_NAME, run_dir / "swd.json",
                                           run_dir / SWD_FLOOR_NAME,
-                                          run_dir / "best.json", samples / "progress.gif", run_dir / REPORT_NAME)},
+                                          run_dir / ckpt.BEST_NAME, samples / "progress.gif", run_dir / REPORT_NAME)},
         "report temp files": list(run_dir.glob(f".{REPORT_NAME}.*.tmp")),
     }
     return {kind: sorted(p for p in paths if p.is_file()) for kind, paths in found.items()}
