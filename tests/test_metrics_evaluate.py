@@ -74,7 +74,8 @@ def test_density_and_coverage_by_hand():
     result = density_coverage(real, fake, batch=7)  # k = 5, the paper's
     assert result["density"] == pytest.approx(inside.sum(1).mean() / 5)
     assert result["coverage"] == pytest.approx(inside.any(0).mean())
-    with pytest.raises(ValueError, match="k=5 needs more than 5"):
+    with pytest.raises(ValueError, match=r"^density/coverage \(dc\) of the real set: k = 5 nearest neighbours need "
+                       r"more than 5 images in the set, got 5"):
         density_coverage(real[:5], fake)
 
 
@@ -91,8 +92,13 @@ def test_precision_recall_matches_brute_force_in_blocks():
     result = precision_recall(real, fake, k=3, batch=7)
     assert result["precision"] == pytest.approx(brute(real, fake, 3))
     assert result["recall"] == pytest.approx(brute(fake, real, 3))
-    with pytest.raises(ValueError, match="k=3 needs more than 3"):
+    with pytest.raises(ValueError, match=r"^precision/recall \(pr\) of the real set: k = 3 nearest neighbours need"):
         precision_recall(real[:3], fake)
+    with pytest.raises(ValueError, match=r"^precision/recall \(pr\) of the fake set: .* got 3 \(compare more"):
+        precision_recall(real, fake[:3])
+    # finite float64 features beyond float32's range would become infinite distances: refused, not scored 0
+    with pytest.raises(ValueError, match=r"^precision_recall: the features hold values beyond float32's range"):
+        precision_recall(real * 1e300, fake)
 
 
 def test_dc_reads_the_vgg16_features_pr_reads(standin_vgg16):

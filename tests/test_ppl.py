@@ -58,6 +58,20 @@ def test_a_path_at_constant_speed_has_its_squared_speed_as_length() -> None:
         assert np.allclose(distances, 3 * math.pi**2, rtol=1e-3)
 
 
+def test_a_generator_giving_nan_pixels_is_refused_not_measured() -> None:
+    """One NaN distance makes the percentiles and the mean NaN: refused as the other metrics refuse NaN images."""
+    def draw(count: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"z": torch.randn(count, 4, generator=generator)}
+
+    def diverged(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        images = inputs["z"].view(-1, 1, 2, 2).clone()
+        images[-1, 0, 0, 0] = float("nan")
+        return images
+
+    with pytest.raises(ValueError, match=r"^perceptual path length: the generator gives NaN or infinite pixel"):
+        path_distances(diverged, draw, lambda a, b: (a - b).square().sum(dim=(1, 2, 3)), 6, crop=False)
+
+
 def test_the_length_drops_the_distances_outside_the_1st_and_99th_percentiles() -> None:
     distances = np.arange(1.0, 201.0)  # percentile 1 at position 1.99 (lower: 2), 99 at 197.01 (higher: 199)
     assert path_length(distances) == pytest.approx(np.arange(2.0, 200.0).mean())

@@ -3,7 +3,8 @@ compute it: how much the image changes, in LPIPS, for a step of ε along a path 
 
 Per sample: z0, z1 ~ N(0, I) and t ~ U(0, 1) ("full"; t = 0 for "end"); the images at slerp(z0, z1, t) and at
 t + ε (ε = 1e-4); both cropped to the centre as the reference does for faces (rows 3/8-7/8, columns 2/8-6/8 of the
-image), box-averaged by the factor that brings the whole image to 256 px where it is larger, grey images repeated to
+image), box-averaged by the factor that brings the whole image to 256 px where it is larger (stylegan2-ada-pytorch's
+factor; the TF StyleGAN code takes it from the crop, which differs at 512 px and above), grey images repeated to
 RGB; the distance is LPIPS-VGG16(x_t, x_t+ε) / ε², all in full float32 (the reference turns TF32 off: a step of
 1e-4 is below TF32's rounding). A conditional generator's two ends share the classes of a random training image.
 The path length is the mean of the distances between their 1st and 99th percentiles (lower and higher sample,
@@ -73,6 +74,9 @@ def path_distances(generate: Callable[[dict[str, torch.Tensor]], torch.Tensor],
         inputs = {**{key: torch.cat([value, value]) for key, value in first.items()}, "z": ends}
         with torch.no_grad():
             images = lpips_view(generate(inputs).float(), crop)
+            if not torch.isfinite(images).all():  # one NaN distance would make the whole path length NaN
+                raise ValueError("perceptual path length: the generator gives NaN or infinite pixel values (a "
+                                 "generator whose training diverged?)")
             at_t, after = images.chunk(2)
             distances.append((lpips(at_t, after).double() / epsilon**2).cpu())
     return torch.cat(distances).numpy()

@@ -17,17 +17,20 @@ from ganforge.metrics.fid import ArrayLike, feature_matrix
 
 
 def _as_features(x: ArrayLike, device: torch.device | str | None, name: str) -> torch.Tensor:
-    tensor = feature_matrix(x, name, at_least=1)
-    return tensor.to(device=device or tensor.device, dtype=torch.float32)
+    tensor = feature_matrix(x, name, at_least=1).to(device=device, dtype=torch.float32)
+    if not torch.isfinite(tensor).all():  # finite in float64, beyond float32's range
+        raise ValueError(f"{name}: the features hold values beyond float32's range (|x| > 3.4e38)")
+    return tensor
 
 
-def knn_radii(features: torch.Tensor, k: int, batch: int) -> torch.Tensor:
-    """Distance of every feature to its k-th nearest neighbour in the same set (itself excluded)."""
+def knn_radii(features: torch.Tensor, k: int, batch: int, what: str = "k-nearest-neighbour radii") -> torch.Tensor:
+    """Distance of every feature to its k-th nearest neighbour in the same set (itself excluded); `what` names the
+    metric and set in errors."""
     if k < 1:
-        raise ValueError(f"k-nearest-neighbour radii: k={k}: expected at least 1")
+        raise ValueError(f"{what}: k = {k}: expected at least 1")
     if features.shape[0] <= k:
-        raise ValueError(f"k-nearest-neighbour radii: k={k} needs more than {k} features per set, got "
-                         f"{features.shape[0]}")
+        raise ValueError(f"{what}: k = {k} nearest neighbours need more than {k} images in the set, got "
+                         f"{features.shape[0]} (compare more images)")
     return torch.cat([torch.cdist(features[start : start + batch], features).kthvalue(k + 1, dim=1).values
                       for start in range(0, features.shape[0], batch)])
 
@@ -45,8 +48,9 @@ def precision_recall(real_features: ArrayLike, fake_features: ArrayLike, *, k: i
     real, fake = (_as_features(x, device, "precision_recall") for x in (real_features, fake_features))
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"precision_recall: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
-    return {"precision": manifold_coverage(real, knn_radii(real, k, batch), fake, batch),
-            "recall": manifold_coverage(fake, knn_radii(fake, k, batch), real, batch)}
+    what = "precision/recall (pr) of the {} set"
+    return {"precision": manifold_coverage(real, knn_radii(real, k, batch, what.format("real")), fake, batch),
+            "recall": manifold_coverage(fake, knn_radii(fake, k, batch, what.format("fake")), real, batch)}
 
 
 DC_K = 5  # density and coverage's k: the paper's and StudioGAN's
@@ -61,7 +65,7 @@ def density_coverage(real_features: ArrayLike, fake_features: ArrayLike, *, k: i
     real, fake = (_as_features(x, device, "density_coverage") for x in (real_features, fake_features))
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"density_coverage: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
-    radii = knn_radii(real, k, batch)
+    radii = knn_radii(real, k, batch, "density/coverage (dc) of the real set")
     balls_holding = torch.zeros(fake.shape[0], dtype=torch.float64, device=fake.device)
     covered = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
     for start in range(0, fake.shape[0], batch):
