@@ -59,7 +59,9 @@ class ConstantNoise(GlobalNoise):
     ({"kind": "ada", "p": 1.5}, "augment.p: expected a probability in (0, 1], got 1.5"),
     ({"kind": "ada", "p": 0}, "augment.p: expected a probability in (0, 1], got 0.0 (0 augments nothing: augment.kind "
                               "none)"),
-    ({"kind": "ada", "target": 1.0}, "augment.target: expected a value in (0, 1)"),
+    ({"kind": "ada", "target": 1.0}, "augment.target: expected a value in [0, 1), got 1.0 (r_t is at most 1: p "
+                                      "would never rise)"),
+    ({"kind": "ada", "target": -0.1}, "augment.target: expected a value in [0, 1), got -0.1"),
     ({"kind": "ada", "interval": 0}, "augment.interval: expected a positive integer"),
     ({"kind": "ada", "speed_kimg": 0}, "augment.speed_kimg: expected a positive finite number"),
     ({"kind": "ada", "speed_kimg": math.inf}, "augment.speed_kimg: expected a finite number, got inf"),
@@ -70,6 +72,11 @@ def test_config_rejects_keys_that_do_nothing_and_bad_values(augment, message):
         from_dict(AugmentConfig, augment, "augment")
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_a_target_of_0_is_accepted_as_the_official_code_accepts_it():
+    """p then rises whenever more reals score positive than negative: not a setting that does nothing."""
+    assert from_dict(AugmentConfig, {"kind": "ada", "target": 0}, "augment").target == 0
 
 
 def test_defaults_are_the_papers():

@@ -66,8 +66,9 @@ class AugmentConfig(Settings):
             for key in ("target", "speed_kimg", "interval"):
                 if getattr(self, key) is not None:
                     raise ConfigError(f"augment.{key}: does nothing with a fixed augment.p (drop one of the two)")
-        if self.target is not None and not 0 < self.target < 1:
-            raise ConfigError(f"augment.target: expected a value in (0, 1), got {self.target}")
+        if self.target is not None and not 0 <= self.target < 1:  # the official range is [0, 1]
+            raise ConfigError(f"augment.target: expected a value in [0, 1), got {self.target}"
+                              + (" (r_t is at most 1: p would never rise)" if self.target == 1 else ""))
         if self.speed_kimg is not None and not 0 < self.speed_kimg < math.inf:
             raise ConfigError(f"augment.speed_kimg: expected a positive finite number, got {self.speed_kimg}")
         if self.interval is not None and self.interval < 1:
