@@ -46,6 +46,14 @@ def _forward_fill(table: dict[str, Any], scales: int, where: str) -> dict[int, A
     return filled
 
 
+def _one_learning_rate(table: dict[str, Any], where: str) -> None:
+    """baseLearningRate and learningRate in one mapping: the zoo takes one of them (the first in `config`, the
+    second in a configScheduler entry), which a translation by key order would get wrong half the time."""
+    if set(table) >= _SCHEDULED:
+        raise ConfigError(f"{where}: baseLearningRate {table['baseLearningRate']!r} and learningRate "
+                          f"{table['learningRate']!r} both set the learning rate; keep one")
+
+
 def _scale_list(value: Any, scales: int, key: str) -> Any:
     """A per-scale alpha list cut to the run's scales as the zoo cuts it; scale 0's entry, which the zoo
     overwrites with 0 (nothing to fade from), must be 0 rather than silently ignored."""
@@ -102,6 +110,7 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config.depthScales: expected at least {scales} widths (one per scale of "
                               f"maxIterAtScale), got {depths!r}")
         model["widths"] = depths[:scales]
+    _one_learning_rate(zoo, "config")
     for zoo_key, key in (("lambdaGP", "lambda_gp"), ("epsilonD", "drift"), ("baseLearningRate", "lr"),
                          ("learningRate", "lr")):
         if zoo_key in zoo:
@@ -122,6 +131,9 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
                                   "model.conditions (the store's label columns) and model.condition_weight_d / _g")
 
     batches = _forward_fill(zoo.get("miniBatchScheduler") or {}, scales, "miniBatchScheduler")
+    if "miniBatchSize" in zoo and len(batches) == scales:
+        raise ConfigError(f"config.miniBatchSize: {zoo['miniBatchSize']!r} does nothing, miniBatchScheduler gives "
+                          f"every scale of maxIterAtScale ({scales}) its batch; remove it")
     if batches:
         schedule["batch_per_resolution"] = {4 * 2**s: b for s, b in batches.items()}
     lr_tables = zoo.get("configScheduler") or {}
@@ -132,6 +144,7 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
             if key not in _SCHEDULED:
                 raise ConfigError(f"configScheduler.{scale_key}.{key}: only {sorted(_SCHEDULED)} can change per "
                                   "scale in ganforge's PGAN")
+        _one_learning_rate(changes, f"configScheduler.{scale_key}")
     lrs = _forward_fill({k: next(iter(v.values())) for k, v in lr_tables.items() if v}, scales, "configScheduler")
     if lrs:
         schedule["lr_per_resolution"] = {4 * 2**s: float(lr) for s, lr in lrs.items()}
