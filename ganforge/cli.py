@@ -271,7 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0 if result.signal_number == signal.SIGTERM else 128 + (result.signal_number or signal.SIGINT)
     if not result.main_process:
         return 0
-    if result.stop in ("finished", "already finished") and args.final_swd:  # a finished run asked again gets it
+    ended = ("finished", "already finished", "until", "early")  # a finished run asked again gets it too
+    if result.stop in ended and args.final_swd:
         from ganforge.evaluation.run_metrics import evaluate_run, run_swd_floor, swd_versus_floor
 
         results = evaluate_run(run_dir, ["swd"], n=args.final_swd)
@@ -281,9 +282,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(swd_versus_floor(swd, floor))
         print(f"  floor: the same real images against {floor['second_set']}"
               + (f" (cached in {floor['cache']})" if floor["cache"] else ""))
+    from ganforge.viz.report import write_report, written_by_ganforge
+
     if (result.stop in ("finished", "until", "early") or (result.stop == "already finished" and args.final_swd)) \
-            and (run_dir / "report.html").is_file():
-        from ganforge.viz.report import write_report
+            and written_by_ganforge(run_dir / "report.html"):  # not a page of the user's that the run left alone
 
         # written at the end of training already; again so that it holds the final SWD just computed
         print(f"report: {write_report([run_dir]) if args.final_swd else run_dir / 'report.html'} "

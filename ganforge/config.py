@@ -199,7 +199,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     reference's flags (`Family.normalise_config`)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{path}: a folder, not a config file (a run's config is its config.json)" if path.is_dir()
+                          else f"config file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:

@@ -256,7 +256,7 @@ def kill_and_resume(family: str, workdir: Path, *, kills: int, seed: int, termin
             if ended in ("finished", "terminated"):
                 assert proc.returncode == 0, f"{family} session {index} ({ended}) exited {proc.returncode}: {err}"
         records, offset = read_log(run, offset)
-        records = [r for r in records if "event" not in r]  # rollback events: none expected, not steps
+        records = [r for r in records if "event" not in r]  # resume (and rollback) events: not steps
         folder = ckpt.checkpoint_dir(run)
         torn = folder.is_dir() and any(name.endswith(".tmp") for name in os.listdir(folder))
         newest = verify_checkpoints(run)

@@ -93,6 +93,8 @@ def test_yaml_and_json_files_and_their_errors(tmp_path):
         read_config_file(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         read_config_file(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"a folder, not a config file \(a run's config is its config.json\)"):
+        read_config_file(tmp_path)
 
 
 def test_configs_written_by_the_zoos_datasets_py_load():

@@ -212,25 +212,28 @@ def test_mode_keeps_frozen_weights_and_other_argument_forms() -> None:
 
 def test_route_under_autocast_casts_as_autocast_does() -> None:
     """amp: bf16 runs penalties under autocast: the route convolves in bf16 as autocast's own conv2d, and its backward
-    (outside autocast) gets the dtypes it saved."""
+    (outside autocast) gets the dtypes it saved. Its second-order weight gradient is held to float32's within
+    bf16's rounding; torch's own (oneDNN's bf16 kernels on a CPU with AMX) was found 50% off, so it is no oracle."""
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1)
     x = torch.randn(4, 8, 16, 16)
     results = []
-    for routed in (False, True):
+    for mode in ("float32", "autocast", "routed"):
         conv.zero_grad()
         images = x.clone().requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            with PenalisedConvolutions(0 if routed else 10**15):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "float32"):
+            with PenalisedConvolutions(0 if mode == "routed" else 10**15):
                 out = conv(images)
             (grad,) = torch.autograd.grad(out.float().square().sum(), images, create_graph=True)
         grad.square().sum().backward()
-        assert out.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
-        assert type(out.grad_fn).__name__ == ("_Conv2dBackward" if routed else "ConvolutionBackward0")
+        assert out.dtype == (torch.float32 if mode == "float32" else torch.bfloat16)
+        assert conv.weight.grad.dtype == torch.float32
+        assert type(out.grad_fn).__name__ == ("_Conv2dBackward" if mode == "routed" else "ConvolutionBackward0")
         results.append((out, grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    for a, b in zip(results[0][2:], results[1][2:], strict=True):
-        torch.testing.assert_close(b, a, rtol=2e-2, atol=1e-2)
+    exact, autocast, routed = results
+    assert torch.equal(autocast[0], routed[0]) and torch.equal(autocast[1], routed[1])
+    for ours, truth in zip(routed[2:], exact[2:], strict=True):
+        assert (ours - truth).abs().max() <= 2e-2 * truth.abs().max()
 
 
 def test_route_under_autocast_leaves_float64_alone() -> None:

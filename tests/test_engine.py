@@ -143,6 +143,10 @@ def test_nan_loss_stops_with_phase_and_step_and_writes_no_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError, match=r"step 1, phase D: loss is inf"):
         ganforge.train(broken, tmp_path / "run")
     assert ckpt.checkpoint_steps(tmp_path / "run") == []
+    # the log (and the report's Events table) says why the run ended, as a rollback or an early stop does
+    [event] = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert event == {"step": 4, "event": "stopped", "reason": event["reason"]}  # read at the log point
+    assert event["reason"].startswith("step 1, phase D: loss is inf")
 
 
 @pytest.mark.slow
@@ -326,6 +330,20 @@ def test_pruning_removes_tensor_files_without_a_record_and_runs_what_must_preced
     assert seen[0][:2] == ["00000001.json", "00000001.safetensors"]  # nothing pruned yet
     assert sorted(p.name for p in folder.iterdir()) == ["00000003.json", "00000003.safetensors", "00000004.json",
                                                          "00000004.safetensors"]
+
+
+def test_best_checkpoints_rank_those_at_the_largest_resolution_first(tmp_path):
+    """A growing PGAN's swd_avg at 8 px is the 8 px level alone: lower than its 16 px values, and not comparable;
+    within a resolution the best value ranks first."""
+    config = copy.deepcopy(TINY_PGAN)  # 4 px to step 4, 8 px to 12, 16 px to 20
+    config.update(metrics=["swd"], metrics_every=4, best_metric="swd_avg", keep_best=3)
+    trainer = Trainer(resolve_run_config(None, config), tmp_path / "run")
+    trainer.run_dir.mkdir()
+    ckpt.write_json_atomic(trainer.run_dir / ckpt.BEST_NAME, {"metric": "swd_avg", "best": [
+        {"step": 8, "value": 50.0}, {"step": 16, "value": 240.0}]})
+    trainer.step = 20
+    assert [(e["step"], e["value"]) for e in trainer.update_best(230.0)] == [(20, 230.0), (16, 240.0), (8, 50.0)]
+    assert [trainer.resolution_after(step) for step in (4, 5, 12, 13)] == [4, 8, 8, 16]
 
 
 def test_a_damaged_best_json_is_refused_by_name_when_training_resumes(tmp_path):

@@ -181,6 +181,20 @@ def test_training_grids_and_gif_frames_carry_net_and_step(tmp_path):
     assert _ink(frame[:caption_size("EMA, step 2")[0], :, None]) > 20  # the frame's caption strip has text
 
 
+def test_a_damaged_grid_costs_its_gif_frame_with_a_warning_naming_it(tmp_path):
+    """The GIF is written in training's `finally`: an exception there ended a finished run with an error."""
+    from ganforge.viz.animation import write_progress_gif
+
+    for step in (2, 4):
+        Image.fromarray(np.full((8, 8, 3), 40 * step, np.uint8)).save(tmp_path / f"{step:08d}.png")
+    damaged = tmp_path / "00000004.png"
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    with pytest.warns(UserWarning, match=rf"^{damaged}: left out of the progress GIF"):
+        gif = write_progress_gif(tmp_path)
+    with Image.open(gif) as frames:
+        assert frames.n_frames == 1 and np.asarray(frames.convert("RGB"))[0, 0, 0] == 80
+
+
 def test_generate_grids_are_captioned_and_single_images_are_not(biggan, tmp_path):
     """A class-conditional grid names each cell's class (cells enlarged to 64 px to fit it), as training grids do."""
     [grid] = write_generated(biggan, GenerateRequest(out=tmp_path, n=4, seed=3, grid=True)).files

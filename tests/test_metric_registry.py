@@ -64,7 +64,7 @@ def test_flat_outputs_are_the_declared_outputs_and_the_table_uses_their_formats(
 def test_best_checkpoints_of_a_higher_is_better_metric_are_the_highest(tmp_path):
     """`pr_precision` used to rank ascending (its prefix "pr" was not in the higher-is-better list)."""
     trainer = SimpleNamespace(run_dir=tmp_path, config=SimpleNamespace(best_metric="pr_precision", keep_best=2),
-                              family=SimpleNamespace(translates=False))
+                              family=SimpleNamespace(translates=False), resolution_after=lambda step: 32)
     for step, score in [(1, 0.5), (2, 0.9), (3, 0.1), (4, 0.7), (5, 0.3)]:
         trainer.step = step
         best = Trainer.update_best(trainer, score)
@@ -80,7 +80,8 @@ def test_a_translating_familys_protocol_ranks_lpips_highest_first_and_fid_lowest
     from ganforge.families.stargan2 import StarGAN2Family
 
     trainer = SimpleNamespace(run_dir=tmp_path, step=1, family=StarGAN2Family,
-                              config=SimpleNamespace(best_metric="LPIPS_reference/mean", keep_best=2))
+                              config=SimpleNamespace(best_metric="LPIPS_reference/mean", keep_best=2),
+                              resolution_after=lambda step: 256)
     best = []
     for step, score in [(1, 0.2), (2, 0.5), (3, 0.3)]:
         trainer.step = step

@@ -69,6 +69,13 @@ def test_log_parsing_keeps_the_resumed_history_and_counts_broken_lines(tmp_path)
     assert [(r["step"], r["loss_D"]) for r in parsed.log] == [(4, 1.0), (8, 2.0), (12, 30.0), (16, 40.0)]
     assert [e["event"] for e in parsed.events] == ["rollback"]
     assert parsed.notes == ["log.jsonl: 1 unreadable line skipped"]
+    # resumed at another log_every: the killed attempt's step 10, which no new record replaces, goes too
+    other = fake_run(tmp_path / "other", [
+        {"step": 4, "kimg": 0.016, "loss_D": 1.0}, {"step": 8, "kimg": 0.032, "loss_D": 2.0},
+        {"step": 10, "kimg": 0.04, "loss_D": 3.0},  # logged, then killed before the next checkpoint (8 is newest)
+        {"step": 8, "event": "resume"},
+        {"step": 12, "kimg": 0.048, "loss_D": 4.0}, {"step": 16, "kimg": 0.064, "loss_D": 5.0}])
+    assert [(r["step"], r["loss_D"]) for r in read_run(other).log] == [(4, 1.0), (8, 2.0), (12, 4.0), (16, 5.0)]
 
 
 def test_curves_are_the_logged_terms_grouped_by_the_network_they_train():
@@ -196,6 +203,9 @@ def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
         read_run(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip() == f"ganforge report: error: {tmp_path / 'missing'}: no such run directory"
+    (tmp_path / "c.yaml").write_text("family: pgan\n")
+    with pytest.raises(ReportError, match=r"c\.yaml: a file, not a run directory"):
+        read_run(tmp_path / "c.yaml")
     run = fake_run(tmp_path / "run", [{"step": 1, "kimg": 0.001}])
     with pytest.raises(ReportError, match="is a directory"):
         write_report([run], tmp_path)
@@ -339,6 +349,14 @@ def test_the_page_says_whether_the_run_is_training_stopped_or_finished(tmp_path)
     earlier = ckpt.checkpoint_steps(run)[-2]
     assert f"a resume starts from its newest checkpoint that verifies, step {earlier}" in \
         meta_line.search(write_report([run]).read_text())[1]
+    # the last step logged and its checkpoint not written (killed in the final metric tick): not finished
+    finished = tmp_path / "finished"
+    ganforge.train(TINY_PGAN, finished)
+    assert "finished: step 20 of 20 ·" in meta_line.search((finished / "report.html").read_text())[1]
+    for path in (finished / "checkpoints").glob("00000020.*"):
+        path.unlink()
+    line = meta_line.search(write_report([finished]).read_text())[1]
+    assert "finished" not in line and "a resume starts from its newest checkpoint that verifies, step 16" in line
 
 
 def test_a_report_probing_the_lock_does_not_make_a_starting_run_refuse(tmp_path):
@@ -550,14 +568,15 @@ def test_a_stop_logs_its_partial_interval_and_tensorboard_drops_what_a_resume_or
     run = tmp_path / "run"
     assert ganforge.train(config, run, until=6).step == 6
     assert ganforge.train(config, run, until=8).step == 8
-    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
-    assert steps == [4, 6, 8] and purges == [None, 7]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("event")) for r in records] == [(4, None), (6, None), (6, "resume"), (8, None)]
+    assert purges == [1, 7]
     assert sorted({step for tag, _, step in writer.scalars if tag == "loss_G"}) == [4, 6, 8]
     logger = RunLogger(tmp_path / "x", total_steps=10, start_step=0, enabled=False, progress=False,
                        tensorboard=True)
     logger._tb = writer
     logger.restart_at(8)  # a rollback to the checkpoint at step 8
-    assert purges == [None, 7, 9]
+    assert purges == [1, 7, 9]
 
 
 def test_log_lines_are_valid_json_whatever_the_values():

@@ -154,6 +154,17 @@ def test_restart_removes_what_the_run_wrote_and_only_that(stopped_run, capsys) -
     assert [p.name for p in (stopped_run / "samples").glob("0*.png")] == ["00000001-G.png"]  # the new run's only
 
 
+
+def test_restart_keeps_a_report_html_of_the_users_own(stopped_run, capsys) -> None:
+    """The run left the user's page as it was (and said so); a restart leaves it too, and no line points at it."""
+    page = stopped_run / "report.html"
+    page.write_text("<html>my notes</html>")
+    assert train(stopped_run, "--restart", "--until", "1") == 0
+    out = capsys.readouterr().out
+    assert "report.html" not in out.splitlines()[0] and "report: " not in out
+    assert page.read_text() == "<html>my notes</html>"
+
+
 # --- how a run stops ---------------------------------------------------------------------------------------------
 
 def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys) -> None:

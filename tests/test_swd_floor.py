@@ -101,6 +101,13 @@ def test_train_final_swd_prints_the_swd_beside_the_cached_floor(tmp_path, monkey
     assert main(["train", "wgan-gp", "--run", str(run), "--final-swd", "16"]) == 0
     again = capsys.readouterr().out.splitlines()
     assert "already finished" in again[0] and again[-3] == lines[-3] and (run / "swd_floor.json").is_file()
+    # a run that --until (or patience) stopped short is scored at its stop too (the option did nothing there)
+    assert main(["train", "wgan-gp", "--run", str(tmp_path / "short"), "--data", SPEC, "--set", "model.features_g=2",
+                 "--set", "model.features_d=2", "--set", "model.latent_dim=8", "--set", "model.batch_size=4",
+                 "--set", "model.steps=3", "--set", "progress=false", "--set", "tensorboard=false",
+                 "--set", "sample_count=4", "--until", "1", "--final-swd", "16"]) == 0
+    short = capsys.readouterr().out.splitlines()
+    assert short[-3].startswith("SWD x1e3 16px ") and short[-1].startswith("report: ")
 
 
 def test_the_report_draws_the_floor_under_the_swd_curve_and_names_a_broken_record(tmp_path):

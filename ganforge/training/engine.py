@@ -45,7 +45,7 @@ from ganforge.training.loss_scale import DynamicLossScale
 from ganforge.training.speed import compile_networks, eager_memory_format, keep_freed_host_memory
 from ganforge.viz.animation import write_progress_gif
 from ganforge.viz.grid import sample_caption, save_grid
-from ganforge.viz.report import REPORT_NAME, ReportRefresher
+from ganforge.viz.report import REPORT_NAME, ReportRefresher, written_by_ganforge
 
 if TYPE_CHECKING:
     from ganforge.metrics.fid_stats import ReferenceStats
@@ -422,14 +422,20 @@ class Trainer:
                 "(disk full or not writable?); the earlier checkpoints are intact") from None
 
     def update_best(self, score: float | None) -> list[dict[str, Any]]:
-        """The `keep_best` best (step, value) pairs so far, including this step's score."""
+        """The `keep_best` best (step, value) pairs so far, including this step's score: those at the largest
+        resolution first (a growing PGAN's value at 16 px, the 16 px level alone, does not compare with its value at
+        32 px), by value within a resolution."""
         best = ckpt.read_best(self.run_dir)
         if score is None:
             return best
-        higher = ranks_higher(self.family, self.config.best_metric)
+        sign = -1 if ranks_higher(self.family, self.config.best_metric) else 1
         best = [entry for entry in best if entry["step"] != self.step] + [{"step": self.step, "value": score}]
-        best.sort(key=lambda e: -e["value"] if higher else e["value"])
+        best.sort(key=lambda e: (-self.resolution_after(e["step"]), sign * e["value"]))
         return best[: self.config.keep_best]
+
+    def resolution_after(self, step: int) -> int:
+        """The resolution the networks had at `step` (a checkpoint's, a metric tick's: after that many steps)."""
+        return self.family.plan(max(step - 1, 0)).resolution
 
     def patience_spent(self) -> bool:
         """Whether the last `patience` metric ticks at this resolution brought no new best `best_metric`; decided
@@ -458,10 +464,10 @@ class Trainer:
         from ganforge.viz.run_data import read_jsonl
 
         key = self.config.best_metric
-        resolution = self.family.plan(max(self.step - 1, 0)).resolution
+        resolution = self.resolution_after(self.step)
         rows, _ = read_jsonl(self.run_dir / "metrics.jsonl")
         values = {row["step"]: row[key] for row in rows if "source" not in row and isinstance(row.get(key), float | int)
-                  and row["step"] <= self.step and self.family.plan(max(row["step"] - 1, 0)).resolution == resolution}
+                  and row["step"] <= self.step and self.resolution_after(row["step"]) == resolution}
         if not values:
             return None
         sign = -1 if ranks_higher(self.family, key) else 1
@@ -516,6 +522,8 @@ class Trainer:
         logger = RunLogger(self.run_dir, total_steps=total, start_step=self.step, enabled=self.dist.is_main,
                            progress=config.progress, tensorboard=config.tensorboard)
         logger.log_config(to_dict(config))
+        if self.step > 0:  # the steps an earlier attempt logged after this checkpoint are replaced (run_data)
+            logger.log({"step": self.step, "event": "resume"})
         report = ReportRefresher(self.run_dir) if self.dist.is_main else None  # RUN/report.html
         self.pending = PendingValues()
         rollbacks = 0
@@ -554,6 +562,7 @@ class Trainer:
                     means = self.read_pending(logs=log_tick, current=watched)
                 except NonFiniteError as err:
                     if config.on_nan != "rollback" or rollbacks >= MAX_ROLLBACKS:
+                        logger.log({"step": self.step, "event": "stopped", "reason": str(err)})  # for the report
                         raise
                     rollbacks += 1
                     self.roll_back(err, logger, rollbacks)
@@ -928,7 +937,9 @@ def run_outputs(run_dir: Path) -> dict[str, list[Path]]:
                                           run_dir / PER_CLASS_METRICS_NAME,
                                           run_dir / SINGULAR_VALUES_NAME, run_dir / "swd.json",
                                           run_dir / SWD_FLOOR_NAME,
-                                          run_dir / ckpt.BEST_NAME, samples / "progress.gif", run_dir / REPORT_NAME)},
+                                          run_dir / ckpt.BEST_NAME, samples / "progress.gif")},
+        # a report.html of the user's own (which the run left as it was) is theirs
+        **({REPORT_NAME: [run_dir / REPORT_NAME]} if written_by_ganforge(run_dir / REPORT_NAME) else {}),
         "report temp files": list(run_dir.glob(f".{REPORT_NAME}.*.tmp")),
     }
     return {kind: sorted(p for p in paths if p.is_file()) for kind, paths in found.items()}

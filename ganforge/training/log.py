@@ -79,7 +79,7 @@ class RunLogger:
             end_cut_line(self.run_dir / "log.jsonl")
         self._log = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self._metrics = None
-        self._tb = _tensorboard_writer(self.run_dir / "tb", tensorboard, start_step + 1 if start_step else None) \
+        self._tb = _tensorboard_writer(self.run_dir / "tb", tensorboard, start_step + 1) \
             if enabled and tensorboard is not False else None
         self._stream = stream or sys.stderr
         interactive = self._stream.isatty()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -23,7 +24,15 @@ def write_progress_gif(samples_dir: Path, out: Path | None = None, *, frame_ms: 
     if len(grids) > max_frames:
         stride = len(grids) / max_frames
         grids = [grids[int(i * stride)] for i in range(max_frames - 1)] + [grids[-1]]
-    frames = [Image.open(p).convert("RGB") for p in grids]
+    frames = []
+    for path in grids:  # a damaged grid (a full disk, a hand edit) costs its frame, not the end of the run
+        try:
+            with Image.open(path) as image:
+                frames.append(image.convert("RGB"))
+        except (OSError, ValueError) as err:
+            warnings.warn(f"{path}: left out of the progress GIF ({err})", stacklevel=2)
+    if not frames:
+        return None
     size = frames[-1].size
     frames = [f if f.size == size else f.resize(size, Image.NEAREST) for f in frames]  # PGAN grids grow
     out = out or samples_dir / "progress.gif"

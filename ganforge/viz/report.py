@@ -260,11 +260,13 @@ def run_status(run: RunData, rows: list[dict[str, Any]], training: bool | None) 
     origin = "" if run.last else " (its newest checkpoint; no log lines yet)"
     if training:
         return f"<b>training now</b>: step {newest}{of}{origin}"
-    if total is not None and newest >= total:
+    verified = [row["step"] for row in rows if row["verified"]]
+    # finished where the last step's checkpoint is there: a kill in the last step's metric tick logged the step
+    # and wrote no checkpoint, and a resume retrains from the one before
+    if total is not None and newest >= total and verified and verified[-1] == newest:
         return f"finished: step {newest}{of}{origin}"
     if training is None or total is None or run.early_stop is not None:
         return f"step {newest}{of}{origin}"
-    verified = [row["step"] for row in rows if row["verified"]]
     if not verified:
         start = "no checkpoint verifies: a resume is refused (--restart starts over)"
     elif verified[-1] == newest:
@@ -555,7 +557,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCac
             raise ReportError(f"{named}: expected an .html file name (the report is one HTML page)")
         if (above := next((p for p in out.parents if p.exists()), None)) is not None and not above.is_dir():
             raise ReportError(f"{named}: {above} is a file, not a folder to write the report in")
-    if out.exists() and not _written_by_ganforge(out):
+    if out.exists() and not written_by_ganforge(out):
         raise ReportError(f"{named}: the file exists and is not a report ganforge wrote; it is left as it is "
                           "(remove it, or write the page to another file: ganforge report RUN -o FILE.html)")
     page = render_run(runs[0], cache, training) if len(runs) == 1 else render_comparison(runs)
@@ -563,7 +565,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, cache: VerifyCac
     return out
 
 
-def _written_by_ganforge(path: Path) -> bool:
+def written_by_ganforge(path: Path) -> bool:
     """A page this module wrote (its head holds GENERATOR_TAG, or the title earlier pages had), which a new report
     may replace."""
     try:

@@ -48,14 +48,21 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     return records, bad
 
 
+RESTART_EVENTS = ("resume", "rollback")  # log.jsonl events at the checkpoint step a run goes on from
+
+
 def resumed_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of the run as it finally went: a resume (or rollback) restarts from an earlier checkpoint and
-    logs those steps again, so the later records replace every earlier one at or after the step they restart at."""
+    logs those steps again, so the later records replace every earlier one at or after the step they restart at;
+    a restart event (at the checkpoint's step) drops the records after it at once, which a resume at another
+    log_every would not log again. Events themselves are not kept."""
     kept: list[dict[str, Any]] = []
     for record in records:
-        while kept and kept[-1]["step"] >= record["step"]:
+        restart = record.get("event") in RESTART_EVENTS
+        while kept and kept[-1]["step"] > record["step"] - (0 if restart else 1):
             kept.pop()
-        kept.append(record)
+        if "event" not in record:
+            kept.append(record)
     return kept
 
 
@@ -282,7 +289,8 @@ def read_run(run_dir: Path) -> RunData:
     """Parse a run directory; a folder that is not a run is a ReportError."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ReportError(f"{run_dir}: no such run directory")
+        raise ReportError(f"{run_dir}: a file, not a run directory" if run_dir.exists()
+                          else f"{run_dir}: no such run directory")
     if not (run_dir / "config.json").is_file() and not (run_dir / "log.jsonl").is_file():
         raise ReportError(f"{run_dir}: not a ganforge run (no config.json or log.jsonl)")
     notes = []
@@ -315,9 +323,9 @@ def read_run(run_dir: Path) -> RunData:
     swd_floor = _swd_floor(run_dir / SWD_FLOOR_NAME, notes)
     events = [r for r in records if "event" in r]
     steps = [r["step"] for r in records if "event" not in r]
-    restarted = any(event.get("event") == "rollback" for event in events) or any(
+    restarted = any(event.get("event") in RESTART_EVENTS for event in events) or any(
         later <= earlier for earlier, later in zip(steps, steps[1:], strict=False))
-    log = resumed_history([r for r in records if "event" not in r])
+    log = resumed_history(records)
     # a tick after the last log line is at most one log interval past it (a metric row at a log step follows its line)
     log_every = (config or {}).get("log_every")
     slack = log_every - 1 if isinstance(log_every, int) and log_every > 0 else 0
