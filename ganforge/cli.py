@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 import typing
 import warnings
 from collections.abc import Iterator
@@ -247,6 +248,15 @@ def cmd_prepare_domains(args: argparse.Namespace) -> int:
         print(f"wrote {args.out / split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     print(f"train with --data {stores.train}" + (f"; evaluation uses {stores.val}" if stores.val else ""))
     return 0
+
+
+def _raised_in_a_collective(err: BaseException) -> bool:
+    """A RuntimeError from inside torch.distributed under torchrun: gloo says a dead peer so ("Connection closed by
+    peer"), not with the DistError NCCL's and the store's failures raise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not isinstance(err, RuntimeError):
+        return False
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and f"torch{os.sep}distributed{os.sep}" in frames[-1].filename
 
 
 # --- train ----------------------------------------------------------------------------------------------------
@@ -875,7 +885,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ganforge {args.command}: error: {err}", file=sys.stderr)
             return 2
         distributed = getattr(sys.modules.get("torch.distributed"), "DistError", ())
-        if distributed and isinstance(err, distributed) and not is_out_of_memory(err):  # torchrun: a collective
+        if (distributed and isinstance(err, distributed) or _raised_in_a_collective(err)) \
+                and not is_out_of_memory(err):  # torchrun: a collective
             # failed (most often another rank failed or was stopped; its error says why) or the rendezvous did
             said = (str(err).strip().splitlines() or [type(err).__name__])[0]
             print(f"ganforge {args.command}: error: rank {os.environ.get('RANK', '?')}: {said} (where another rank "

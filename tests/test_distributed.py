@@ -408,6 +408,29 @@ def test_a_shared_metric_tick_samples_rank_zeros_network(tmp_path):
     assert tick["swd_avg"] == pytest.approx(evaluated["swd_avg"], rel=1e-4)  # rank 1 own statistics: 3e-3 off
 
 
+def test_a_peer_lost_inside_a_gloo_collective_is_one_line_on_the_surviving_ranks(monkeypatch, capsys):
+    """gloo raises a plain RuntimeError from torch.distributed when another rank died: the healthy ranks printed a
+    40-line traceback over the failed rank's one-line error."""
+    from ganforge import cli
+
+    namespace: dict[str, Any] = {}
+    exec(compile("def all_reduce():\n    raise RuntimeError('Connection closed by peer [10.0.0.2]:1234\\nmore')\n",
+                 os.path.join("site-packages", "torch", "distributed", "distributed_c10d.py"), "exec"), namespace)
+
+    def train_in_a_collective(args):
+        namespace["all_reduce"]()
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(cli, "cmd_info", train_in_a_collective)
+    assert cli.main(["info", "wgan-gp"]) == 2
+    assert capsys.readouterr().err == ("ganforge info: error: rank 0: Connection closed by peer [10.0.0.2]:1234 (where "
+                                       "another rank failed or was stopped, its error is in its output)\n")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: not a collective's failure, raised as it is
+    with pytest.raises(RuntimeError, match="Connection closed"):
+        cli.main(["info", "wgan-gp"])
+
+
 def test_a_stray_world_size_without_torchrun_is_one_line(monkeypatch):
     """WORLD_SIZE=2 left in a shell: a KeyError on RANK before, now what to do."""
     from ganforge.distributed import init_distributed
@@ -418,3 +441,29 @@ def test_a_stray_world_size_without_torchrun_is_one_line(monkeypatch):
     with pytest.raises(ConfigError, match=r"^WORLD_SIZE=2 is set, but RANK, MASTER_ADDR, MASTER_PORT are not: launch "
                                           "several processes with torchrun"):
         init_distributed("cpu")
+
+
+def test_a_resume_in_another_process_count_is_refused_where_the_step_would_change(tmp_path):
+    """BigGAN without sync_bn normalises each process's share (as model.bn_groups, which a resume may not change);
+    PGAN's minibatch-stddev groups form within shares. The checkpoint records the process count it trained in."""
+    from reliability_runs import tiny_run
+
+    import ganforge
+    from ganforge.training import checkpoint as ckpt
+
+    for sync_bn in (False, True):
+        config = tiny_run("biggan")
+        config["model"]["sync_bn"] = sync_bn
+        run = tmp_path / f"biggan-{sync_bn}"
+        ganforge.train(config, run, until=1)
+        record = ckpt.checkpoint_dir(run) / "00000001.json"
+        record.write_text(json.dumps({**json.loads(record.read_text()), "world_size": 2}))  # as torchrun wrote it
+        if sync_bn:
+            assert ganforge.train(config, run, until=2).step == 2  # one batch's statistics either way
+        else:
+            with pytest.raises(ConfigError, match=rf"^{run} trained in 2 processes and this run has 1: G's batch norm "
+                                                  r"normalises each process's share .* resume it in 2 \(torchrun "):
+                ganforge.train(config, run, until=2)
+    family = Trainer(resolve_run_config(None, copy.deepcopy(TINY_PGAN)), tmp_path / "pgan").family  # batch 4, group 4
+    assert family.process_count_change(2, 1, 0).startswith("D's minibatch-stddev groups at 4 px are formed within")
+    assert family.process_count_change(1, 1, 0) is None

@@ -472,6 +472,11 @@ class Family(ABC):
                 raise ConfigError(f"model.micro_batches: {slices} does not divide the {size // world_size} images "
                                   f"per process ({key} {size} over {world_size} processes)")
 
+    def process_count_change(self, saved: int, now: int, step: int) -> str | None:
+        """Why the steps after `step` would compute something else in `now` processes than in the `saved` count
+        the run trained in (statistics taken over each process's share), or None where they compute the same."""
+        return None
+
     def finer_micro_batches(self, plan: StepPlan) -> str | None:
         """For a family with `model.micro_batches` (a count): the `--set` value that computes the plan's batch in
         the next larger count of equal slices per process, which a run out of memory may resume with; None where

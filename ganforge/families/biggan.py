@@ -295,6 +295,12 @@ class BigGANFamily(Family):
     def plan(self, step: int) -> StepPlan:
         return StepPlan(batch_size=self.config.batch_size, resolution=self.resolution)
 
+    def process_count_change(self, saved: int, now: int, step: int) -> str | None:
+        if self.config.sync_bn:
+            return None
+        return ("G's batch norm normalises each process's share of the batch (model.sync_bn: false), so another "
+                "process count normalises over other samples")
+
     def batch_sizes(self) -> dict[str, int]:
         g_batch = {} if self.config.g_batch_size is None else {"model.g_batch_size": self.config.g_batch_size}
         return {"model.batch_size": self.config.batch_size, **g_batch}

@@ -457,6 +457,19 @@ class PGANFamily(Family):
         counts = {res: k for res, k in {**counts, plan.resolution: finer}.items() if k > 1}
         return "'model.micro_batches={" + ", ".join(f"{res}: {k}" for res, k in counts.items()) + "}'"
 
+    def process_count_change(self, saved: int, now: int, step: int) -> str | None:
+        """Each process groups D's minibatch stddev within its share: the same groups as one process's where every
+        share holds whole groups of the size one process would use."""
+        def groups(world_size: int, batch_size: int) -> tuple[int, bool]:
+            local = batch_size // world_size
+            return self.stddev_group(local), local % self.stddev_group(local) == 0
+
+        for seg in self.segments:
+            if seg.start + seg.steps > step and groups(saved, seg.batch_size) != groups(now, seg.batch_size):
+                return (f"D's minibatch-stddev groups at {seg.resolution} px are formed within each process's share "
+                        f"of the batch {seg.batch_size}, which another process count groups differently")
+        return None
+
     def check_shares(self, world_size: int) -> None:
         """Each micro-batch of a process's share must hold whole minibatch-stddev groups of that share: D's
         statistics are then the unsliced step's. (The processes themselves group within their shares, as the

@@ -258,6 +258,12 @@ class Trainer:
             self.dist = replace(self.dist, contiguous=True)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
+        if resume is not None and not resume.meta.get("imported") and (  # an import trained in no process yet
+                saved := int(resume.meta.get("world_size", 1))) != self.dist.world_size and (
+                why := self.family.process_count_change(saved, self.dist.world_size, resume.step)):
+            raise ConfigError(f"{self.run_dir} trained in {saved} process{'es' if saved > 1 else ''} and this run has "
+                              f"{self.dist.world_size}: {why}; resume it in {saved} (torchrun --nproc_per_node "
+                              f"{saved}{', or without torchrun' if saved == 1 else ''})")
         self._check_ranks_resume_alike(resume.step if resume is not None else -1)  # the ranks' first vote
         self.kept_steps = self.family.kept_steps()  # checkpointed and never pruned (PGAN's scale ends)
         final = self.family.plan(self.family.total_steps() - 1).resolution
