@@ -261,6 +261,25 @@ def _raised_in_a_collective(err: BaseException) -> bool:
 
 # --- train ----------------------------------------------------------------------------------------------------
 
+def _print_final_swd(run_dir: Path, step: int, n: int) -> None:
+    """`train --final-swd N`: the SWD of the run's newest checkpoint beside the real-vs-real floor (swd_floor.json);
+    a PGAN stopped below SWD's smallest level is said so."""
+    from ganforge.evaluation.run_metrics import evaluate_run, run_swd_floor, swd_versus_floor
+    from ganforge.metrics._images import ImageSizeError
+
+    try:
+        results = evaluate_run(run_dir, ["swd"], n=n)
+    except ImageSizeError as err:
+        print(f"--final-swd: not computed at step {step}: {err}")
+        return
+    print(results["table"])
+    swd = results["results"][-1][1]["swd"]
+    floor = run_swd_floor(run_dir, swd["resolutions"][0], n)
+    print(swd_versus_floor(swd, floor))
+    print(f"  floor: the same real images against {floor['second_set']}"
+          + (f" (cached in {floor['cache']})" if floor["cache"] else ""))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ganforge.api import train
     from ganforge.config import read_config_file
@@ -283,15 +302,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     ended = ("finished", "already finished", "until", "early")  # a finished run asked again gets it too
     if result.stop in ended and args.final_swd:
-        from ganforge.evaluation.run_metrics import evaluate_run, run_swd_floor, swd_versus_floor
-
-        results = evaluate_run(run_dir, ["swd"], n=args.final_swd)
-        print(results["table"])
-        swd = results["results"][-1][1]["swd"]
-        floor = run_swd_floor(run_dir, swd["resolutions"][0], args.final_swd)
-        print(swd_versus_floor(swd, floor))
-        print(f"  floor: the same real images against {floor['second_set']}"
-              + (f" (cached in {floor['cache']})" if floor["cache"] else ""))
+        _print_final_swd(run_dir, result.step, args.final_swd)
     from ganforge.viz.report import write_report, written_by_ganforge
 
     if (result.stop in ("finished", "until", "early") or (result.stop == "already finished" and args.final_swd)) \

@@ -205,10 +205,10 @@ def _sigkill(proc: subprocess.Popen, how: str) -> str:
 
 
 def _terminate_after_a_step(proc: subprocess.Popen, run: Path, start: int, timeout: float) -> str:
-    """SIGTERM `proc` once it has logged a step after log offset `start`."""
+    """SIGTERM `proc` once it has logged a step after log offset `start` (a resume's event is no step)."""
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
-        if read_log(run, start)[0]:
+        if any("event" not in record for record in read_log(run, start)[0]):
             proc.send_signal(signal.SIGTERM)
             return "terminated"
         time.sleep(0.01)

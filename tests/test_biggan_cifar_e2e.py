@@ -58,7 +58,7 @@ def test_store_and_resumed_run(cifar_run):
     assert dataset.count == 200 and dataset.label_columns == [("class", sorted(CIFAR10_CLASSES))]
     assert np.bincount(dataset.labels[:, 0]).tolist() == [PER_CLASS] * 10
     log = [json.loads(line) for line in (cifar_run / "log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in log] == [2, 4]
+    assert [(row["step"], row.get("event")) for row in log] == [(2, None), (2, "resume"), (4, None)]
     model = ganforge.load(cifar_run)
     assert model.step == 4 and model.family.n_classes == 10
 

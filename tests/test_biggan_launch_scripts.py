@@ -223,6 +223,8 @@ def test_a_tiny_launch_script_trains_and_resumes_from_the_command_line(tmp_path,
     assert main([*common, "--until", "6"]) == 0
     assert main(common) == 0  # resumes from the saved config
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r.get("event") for r in log] == [None, "resume", None]
+    log = [r for r in log if "event" not in r]
     assert [r["step"] for r in log] == [6, 12]  # 2 epochs × ⌊48 / (4 × 2)⌋ iterations
     assert all({"loss_D_real", "loss_D_fake", "loss_G"} <= set(r) and np.isfinite(r["loss_G"]) for r in log)
     saved = json.loads((run / "config.json").read_text())

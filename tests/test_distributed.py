@@ -464,6 +464,10 @@ def test_a_resume_in_another_process_count_is_refused_where_the_step_would_chang
             with pytest.raises(ConfigError, match=rf"^{run} trained in 2 processes and this run has 1: G's batch norm "
                                                   r"normalises each process's share .* resume it in 2 \(torchrun "):
                 ganforge.train(config, run, until=2)
+            assert ganforge.train(config, run, until=1).stop == "until"  # no step to compute: nothing refused
+            record.write_text(json.dumps({**json.loads(record.read_text()), "world_size": None}))
+            with pytest.raises(ckpt.CheckpointError, match=r"00000001.json: world_size None: expected the positive "):
+                ganforge.train(config, run, until=2)
     family = Trainer(resolve_run_config(None, copy.deepcopy(TINY_PGAN)), tmp_path / "pgan").family  # batch 4, group 4
     assert family.process_count_change(2, 1, 0).startswith("D's minibatch-stddev groups at 4 px are formed within")
     assert family.process_count_change(1, 1, 0) is None

@@ -74,7 +74,8 @@ def test_log_parsing_keeps_the_resumed_history_and_counts_broken_lines(tmp_path)
         {"step": 4, "kimg": 0.016, "loss_D": 1.0}, {"step": 8, "kimg": 0.032, "loss_D": 2.0},
         {"step": 10, "kimg": 0.04, "loss_D": 3.0},  # logged, then killed before the next checkpoint (8 is newest)
         {"step": 8, "event": "resume"},
-        {"step": 12, "kimg": 0.048, "loss_D": 4.0}, {"step": 16, "kimg": 0.064, "loss_D": 5.0}])
+        {"step": 12, "kimg": 0.048, "loss_D": 4.0}, {"step": 16, "kimg": 0.064, "loss_D": 5.0},
+        {"step": 16, "event": "stopped early", "reason": "patience"}])  # logged after its step's record: kept
     assert [(r["step"], r["loss_D"]) for r in read_run(other).log] == [(4, 1.0), (8, 2.0), (12, 4.0), (16, 5.0)]
 
 

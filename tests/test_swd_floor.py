@@ -110,6 +110,22 @@ def test_train_final_swd_prints_the_swd_beside_the_cached_floor(tmp_path, monkey
     assert short[-3].startswith("SWD x1e3 16px ") and short[-1].startswith("report: ")
 
 
+def test_final_swd_of_a_pgan_stopped_below_16_px_is_said_not_an_error(tmp_path, monkeypatch, capsys):
+    """--until at the 8 px scale: the stop and its checkpoint stand (exit 0); SWD's smallest level is 16 px."""
+    from pgan_tiny import TINY_PGAN
+
+    from ganforge.cli import main
+
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "pgan.json"
+    config.write_text(json.dumps(TINY_PGAN))
+    assert main(["train", "pgan", "-c", str(config), "--run-dir", str(tmp_path / "run"), "--until", "8",
+                 "--final-swd", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "--final-swd: not computed at step 8: SWD: images of size 8 are smaller than min_resolution=16" in out
+    assert out.rstrip().splitlines()[-1].startswith("report: ")
+
+
 def test_the_report_draws_the_floor_under_the_swd_curve_and_names_a_broken_record(tmp_path):
     from ganforge.viz import plots
     from ganforge.viz.run_data import read_run
@@ -129,6 +145,15 @@ def test_the_report_draws_the_floor_under_the_swd_curve_and_names_a_broken_recor
         assert "real-vs-real floor (n=64)" in plots.metrics_figure([("run", parsed)])
     assert "The newest SWD avg of as many images (step 10) is 25, 2.5× the floor." in report.write_report(
         [run]).read_text()
+    # a floor written at a PGAN's --until stop at 16 px, the run grown to 32 px since: its avg is no floor there
+    with open(run / "metrics.jsonl", "a") as rows:
+        rows.write(json.dumps({"step": 20, "kimg": 0.2, "n": 64, "swd_64": 50.0, "swd_32": 30.0, "swd_16": 20.0,
+                               "swd_avg": 33.3}) + "\n")
+    grown = read_run(run)
+    assert [grown.floor_of(k) for k in ("swd_32", "swd_16", "swd_avg", "swd_64")] == [8.0, 12.0, None, None]
+    page = report.write_report([run]).read_text()
+    assert "The newest SWD averages other pyramid levels (the run has grown since)" in page
+    assert "× the floor" not in page
     (run / "swd_floor.json").write_text(json.dumps({**floor, "swd": [8.0]}))
     assert "swd_floor.json is not a floor record (n, resolutions, swd, avg); the SWD floor not shown" in \
         report.write_report([run]).read_text()

@@ -258,12 +258,8 @@ class Trainer:
             self.dist = replace(self.dist, contiguous=True)
         self.family: Family = family_cls(config.model, self.dataset, self.device, self.dist)
         check_batch_sizes(self.family, self.dist.world_size)
-        if resume is not None and not resume.meta.get("imported") and (  # an import trained in no process yet
-                saved := int(resume.meta.get("world_size", 1))) != self.dist.world_size and (
-                why := self.family.process_count_change(saved, self.dist.world_size, resume.step)):
-            raise ConfigError(f"{self.run_dir} trained in {saved} process{'es' if saved > 1 else ''} and this run has "
-                              f"{self.dist.world_size}: {why}; resume it in {saved} (torchrun --nproc_per_node "
-                              f"{saved}{', or without torchrun' if saved == 1 else ''})")
+        self._trained_processes = None if resume is None or resume.meta.get("imported") else (  # an import: none
+            _trained_processes(resume))
         self._check_ranks_resume_alike(resume.step if resume is not None else -1)  # the ranks' first vote
         self.kept_steps = self.family.kept_steps()  # checkpointed and never pruned (PGAN's scale ends)
         final = self.family.plan(self.family.total_steps() - 1).resolution
@@ -516,6 +512,13 @@ class Trainer:
         if until == self.step and self.resumed:  # at the stop already: its checkpoint stands, nothing is written (a
             self.loader.close()  # run resumed to grow new scales would replace the small run's checkpoint)
             return TrainResult(self.run_dir, self.step, total, "until", trained=False)
+        saved = self._trained_processes  # checked where steps are to be computed (a finished run may be read)
+        if saved is not None and saved != self.dist.world_size and (
+                why := family.process_count_change(saved, self.dist.world_size, self.step)):
+            self.loader.close()
+            raise ConfigError(f"{self.run_dir} trained in {saved} process{'es' if saved > 1 else ''} and this run has "
+                              f"{self.dist.world_size}: {why}; resume it in {saved} (torchrun --nproc_per_node "
+                              f"{saved}{', or without torchrun' if saved == 1 else ''})")
         if self.dist.is_main and self.step > 0:
             print(f"resuming from step {self.step} (of {total}) in {self.run_dir}")
         elif self.dist.is_main and not (self.run_dir / "config.json").exists() and self.run_dir.is_dir() and (
@@ -963,6 +966,15 @@ def clear_run(run_dir: Path) -> str:
             folder.rmdir()
     return ", ".join(kind if " " not in kind else f"{len(paths)} {kind if len(paths) > 1 else kind[:-1]}"
                      for kind, paths in removed.items())
+
+
+def _trained_processes(resume: ckpt.Checkpoint) -> int:
+    """The process count the checkpoint was written in (a damaged record's value named, not a traceback)."""
+    count = resume.meta.get("world_size", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ckpt.CheckpointError(f"{resume.path}: world_size {count!r}: expected the positive process count it was "
+                                   "written in")
+    return count
 
 
 def check_batch_sizes(family: Family, world_size: int) -> None:

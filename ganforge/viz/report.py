@@ -350,7 +350,9 @@ def _floor_note(run: RunData) -> str:
     text = (f"Real-vs-real SWD floor (×1e3, n={floor['n']}, the training images against "
             f"{_esc(floor.get('second_set', 'a second real set'))}): {levels}, avg {_number(floor['avg'])}: what a "
             "generator indistinguishable from the data would score (dotted).")
-    if points := run.curve_points("swd_avg", floor["n"]):
+    if not run.floor_levels_match():
+        text += " The newest SWD averages other pyramid levels (the run has grown since): compare its levels above."
+    elif points := run.curve_points("swd_avg", floor["n"]):
         newest = points[-1]
         text += (f" The newest SWD avg of as many images (step {newest['step']}) is {_number(newest['swd_avg'])}, "
                  f"{newest['swd_avg'] / floor['avg']:.1f}× the floor.")
@@ -423,7 +425,7 @@ def render_run(run: RunData, cache: VerifyCache | None = None, training: bool | 
                     "<code>ganforge evaluate RUN --all</code>).</p>")
     body.append("<h2>Speed</h2>")
     body.append(_plot(plots.speed_figure(labelled), "throughput and progress over time"))
-    if run.events:  # rollbacks, an early stop
+    if run.events:  # resumes, rollbacks, an early or non-finite stop
         rows = [[str(e["step"]), _esc(e.get("event")), _esc(e.get("reason", ""))] for e in run.events]
         body.append("<h2>Events</h2>" + _table(["step", "event", "detail"], rows))
     body.append("<h2>Samples</h2>" + _frames_section(run))

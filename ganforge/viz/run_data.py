@@ -59,9 +59,11 @@ def resumed_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     for record in records:
         restart = record.get("event") in RESTART_EVENTS
+        if "event" in record and not restart:  # a stop, logged after its step's record
+            continue
         while kept and kept[-1]["step"] > record["step"] - (0 if restart else 1):
             kept.pop()
-        if "event" not in record:
+        if not restart:
             kept.append(record)
     return kept
 
@@ -256,10 +258,20 @@ class RunData:
         floor = self.swd_floor
         if floor is None or not key.startswith("swd_"):
             return None
-        if key == "swd_avg":
-            return floor["avg"]
+        if key == "swd_avg":  # an average over other levels (a PGAN grown since the floor) does not compare
+            return floor["avg"] if self.floor_levels_match() else None
         levels = dict(zip(floor["resolutions"], floor["swd"], strict=True))
         return levels.get(int(key[4:])) if key[4:].isdigit() else None
+
+    def floor_levels_match(self) -> bool:
+        """Whether the newest swd_avg row averages the pyramid levels the floor does: a floor written at a PGAN's
+        --until stop at 16 px stands beside the 16 px level only, once the run has grown."""
+        rows = [row for row in self.metrics if finite(row.get("swd_avg"))]
+        if self.swd_floor is None or not rows:
+            return self.swd_floor is not None
+        newest = max(rows, key=lambda row: row["step"])
+        levels = sorted(int(key[4:]) for key in newest if key[:4] == "swd_" and key[4:].isdigit())
+        return levels == sorted(self.swd_floor["resolutions"])
 
     def image_count(self, row: dict[str, Any]) -> int | None:
         """The images a metric row was computed on: its `n`; for training's rows from before they recorded it, the
