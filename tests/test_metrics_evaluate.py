@@ -96,9 +96,11 @@ def test_precision_recall_matches_brute_force_in_blocks():
         precision_recall(real[:3], fake)
     with pytest.raises(ValueError, match=r"^precision/recall \(pr\) of the fake set: .* got 3 \(compare more"):
         precision_recall(real, fake[:3])
-    # finite float64 features beyond float32's range would become infinite distances: refused, not scored 0
-    with pytest.raises(ValueError, match=r"^precision_recall: the features hold values beyond float32's range"):
-        precision_recall(real * 1e300, fake)
+    # float32's squared distances overflow above ~1e19 and underflow below ~1e-19 (every ball inf or 0): the sets
+    # are scaled together by a power of two, which leaves the balls as they are
+    for scale in (1e300, 1e25, 1e-25):
+        assert precision_recall(real * scale, fake * scale, k=3, batch=7) == result
+        assert density_coverage(real * scale, fake * scale) == density_coverage(real, fake)
 
 
 def test_dc_reads_the_vgg16_features_pr_reads(standin_vgg16):

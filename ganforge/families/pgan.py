@@ -84,6 +84,7 @@ class PGANSchedule(Settings):
 
     unit: Literal["iterations", "kimg"] = "iterations"
     max_iter_at_scale: list[int] | None = None
+    # a scale's fade: alpha_jumps steps of alpha over alpha_jump_size iterations each (either 0: no fade)
     alpha_jumps: list[int] | int | None = None
     alpha_jump_size: list[int] | int | None = None
     stable_kimg: float | None = None
@@ -209,9 +210,6 @@ class PGANConfig(Settings):
         for name in ("latent_dim", "mbstd_group_size", "fmap_base", "fmap_max"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.mbstd_group_size == 1:  # TF's D_paper adds the layer only for groups above 1
-            raise ConfigError("model.mbstd_group_size: 1 gives D a constant channel (a group of one image has no "
-                              "spread); expected 2 or more")
         sched = self.schedule
         if set(_resolutions(self.resolution)) <= set(sched.batch_per_resolution):
             if sched.batch_size is not None:
@@ -311,13 +309,6 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
                               f"resolution {config.resolution} has {scales} scales (4…{config.resolution})")
         jumps = _per_scale(sched.alpha_jumps, scales, "alpha_jumps")
         sizes = _per_scale(sched.alpha_jump_size, scales, "alpha_jump_size")
-        for s in range(1, scales):
-            if jumps[s] and not sizes[s]:  # the zoo would hold alpha at 1 (the new scale unused) all scale long
-                raise ConfigError(f"model.schedule.alpha_jump_size[{s}]: 0 iterations per jump for alpha_jumps[{s}] "
-                                  f"= {jumps[s]} jumps; give the jumps a size, or alpha_jumps[{s}] = 0 for no fade")
-            if sizes[s] and not jumps[s] and isinstance(sched.alpha_jump_size, list):
-                raise ConfigError(f"model.schedule.alpha_jump_size[{s}]: {sizes[s]} does nothing, alpha_jumps[{s}] "
-                                  "is 0 (no fade at that scale); set it to 0")
     else:
         stable_images, fade_images = round(sched.stable_kimg * 1000), round(sched.transition_kimg * 1000)
         if stable_images < 1 or fade_images < 0:

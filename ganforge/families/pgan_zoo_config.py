@@ -54,6 +54,22 @@ def _one_learning_rate(table: dict[str, Any], where: str) -> None:
                           f"{table['learningRate']!r} both set the learning rate; keep one")
 
 
+def _check_jump_sizes(schedule: dict[str, Any], scales: int) -> None:
+    """alphaNJumps > 0 with alphaSizeJumps 0 at a scale: the zoo puts every jump at iteration 0 and, advancing one
+    jump per iteration, holds alpha at 1 the whole scale (its new layer unused), which ganforge's fade of no
+    iterations would not reproduce."""
+    def per_scale(key: str, default: int) -> list[Any]:
+        value = schedule.get(key, default)
+        return value if isinstance(value, list) else [0] + [value] * (scales - 1)
+
+    jumps, sizes = per_scale("alpha_jumps", 600), per_scale("alpha_jump_size", 32)
+    for s in range(1, min(scales, len(jumps), len(sizes))):
+        if jumps[s] and sizes[s] == 0:
+            raise ConfigError(f"config.alphaSizeJumps[{s}]: 0 with alphaNJumps[{s}] = {jumps[s]}: the zoo puts every "
+                              "jump at iteration 0 and holds alpha at 1 the whole scale (the new layer unused); "
+                              f"give the jumps a size, or alphaNJumps[{s}] = 0 for no fade")
+
+
 def _scale_list(value: Any, scales: int, key: str) -> Any:
     """A per-scale alpha list cut to the run's scales as the zoo cuts it; scale 0's entry, which the zoo
     overwrites with 0 (nothing to fade from), must be 0 rather than silently ignored."""
@@ -100,6 +116,7 @@ def zoo_config_to_ganforge(data: dict[str, Any]) -> dict[str, Any]:
     for zoo_key, key in (("alphaNJumps", "alpha_jumps"), ("alphaSizeJumps", "alpha_jump_size")):
         if zoo_key in zoo:
             schedule[key] = _scale_list(zoo[zoo_key], scales, zoo_key)
+    _check_jump_sizes(schedule, scales)
     if "miniBatchSize" in zoo:
         schedule["batch_size"] = zoo["miniBatchSize"]
     if "dimLatentVector" in zoo:

@@ -11,16 +11,24 @@ batch x N rather than N x N (stylegan2-ada uses float16 VGG16 features; here any
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ganforge.metrics.fid import ArrayLike, feature_matrix
 
 
-def _as_features(x: ArrayLike, device: torch.device | str | None, name: str) -> torch.Tensor:
-    tensor = feature_matrix(x, name, at_least=1).to(device=device, dtype=torch.float32)
-    if not torch.isfinite(tensor).all():  # finite in float64, beyond float32's range
-        raise ValueError(f"{name}: the features hold values beyond float32's range (|x| > 3.4e38)")
-    return tensor
+def _as_features(real: ArrayLike, fake: ArrayLike, device: torch.device | str | None,
+                 name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sets in float32, divided by the power of two nearest their largest magnitude: the k-NN balls are
+    unchanged by a common scale (a power of two divides exactly), and float32's squared distances neither
+    overflow (|x| above ~1e19) nor underflow (below ~1e-19) into balls of radius inf or 0."""
+    tensors = [feature_matrix(x, name, at_least=1) for x in (real, fake)]
+    tensors = [t if t.dtype == torch.float64 else t.float() for t in tensors]  # float16 would overflow scaled up
+    largest = max(max(-float(low), float(high)) for low, high in (torch.aminmax(t) for t in tensors if t.numel()))
+    scale = 2.0 ** -math.frexp(largest)[1] if largest > 0 else 1.0
+    real, fake = ((t * scale).to(device=device, dtype=torch.float32) for t in tensors)
+    return real, fake
 
 
 def knn_radii(features: torch.Tensor, k: int, batch: int, what: str = "k-nearest-neighbour radii") -> torch.Tensor:
@@ -45,7 +53,7 @@ def manifold_coverage(manifold: torch.Tensor, radii: torch.Tensor, probes: torch
 def precision_recall(real_features: ArrayLike, fake_features: ArrayLike, *, k: int = 3, batch: int = 1024,
                      device: torch.device | str | None = None) -> dict[str, float]:
     """{"precision", "recall"} of fake features against real ones with k-NN manifolds."""
-    real, fake = (_as_features(x, device, "precision_recall") for x in (real_features, fake_features))
+    real, fake = _as_features(real_features, fake_features, device, "precision_recall")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"precision_recall: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
     what = "precision/recall (pr) of the {} set"
@@ -62,7 +70,7 @@ def density_coverage(real_features: ArrayLike, fake_features: ArrayLike, *, k: i
     distance to its k-th nearest real) holding it, divided by k (1 when fakes are distributed as the reals; above 1
     where they crowd dense regions); coverage = the share of reals whose ball holds at least one fake. Inside means
     strictly closer than the radius, as the reference implementation counts."""
-    real, fake = (_as_features(x, device, "density_coverage") for x in (real_features, fake_features))
+    real, fake = _as_features(real_features, fake_features, device, "density_coverage")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"density_coverage: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
     radii = knn_radii(real, k, batch, "density/coverage (dc) of the real set")
