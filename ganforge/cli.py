@@ -292,6 +292,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         # resume or --restart: the run's own config unless the user gives one
         base = migrated_saved_config(read_config_file(saved))
     config = _config_from_args(args.family, args, base, saved=saved)
+    if args.final_swd and (size := getattr(config.model, "resolution", None)) is not None:
+        from ganforge.metrics._images import ImageSizeError
+        from ganforge.metrics.swd import pyramid_resolutions
+
+        try:  # before training: the run would end without the SWD asked for
+            pyramid_resolutions(size)
+        except ImageSizeError as err:
+            raise ImageSizeError(f"--final-swd: {err} (this run's images are {size} px)") from None
     result = train(config, run_dir, restart=args.restart, until=args.until)
     if result.main_process:  # torchrun: one line, one final metric and one report, from rank 0
         print(result.summary())

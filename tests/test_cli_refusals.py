@@ -330,9 +330,9 @@ def test_metric_functions_name_bad_features_and_counts() -> None:
     features = np.random.default_rng(0).standard_normal((12, 6))
     assert np.isfinite(fid(features.tolist(), features[::-1].tolist()))  # lists are features too
     for call, message in (
-            (lambda: fid(features[:, 0], features[:, 0]), r"fid: expected real features \[N, D\] with N >= 2, got "
-                                                          r"torch.float64 \(12,\)"),
-            (lambda: fid(features[:1], features), r"with N >= 2, got torch.float64 \(1, 6\)"),
+            (lambda: fid(features[:, 0], features[:, 0]),
+             r"fid: expected real features \[N, D\] with N >= 2 and D >= 1, got torch.float64 \(12,\)"),
+            (lambda: fid(features[:1], features), r"with N >= 2 and D >= 1, got torch.float64 \(1, 6\)"),
             (lambda: fid(np.full((4, 6), np.nan), features), "fid: the features hold NaN or infinite values"),
             (lambda: kid(features, features[:, :3], subset_size=4), r"KID: feature sizes differ \(6 vs 3\)"),
             (lambda: kid(features, features, subsets=0, subset_size=4), "KID: subsets=0: expected at least one"),

@@ -98,9 +98,13 @@ def test_precision_recall_matches_brute_force_in_blocks():
         precision_recall(real, fake[:3])
     # float32's squared distances overflow above ~1e19 and underflow below ~1e-19 (every ball inf or 0): the sets
     # are scaled together by a power of two, which leaves the balls as they are
-    for scale in (1e300, 1e25, 1e-25):
+    for scale in (1e300, 1e25, 1e-25, 1e-310):
         assert precision_recall(real * scale, fake * scale, k=3, batch=7) == result
         assert density_coverage(real * scale, fake * scale) == density_coverage(real, fake)
+    tiny = torch.tensor(real, dtype=torch.float32) * 2**-130, torch.tensor(fake, dtype=torch.float32) * 2**-130
+    assert precision_recall(*tiny, k=3, batch=7) == result  # a scale of 2^130 is no float32: two factors
+    with pytest.raises(ValueError, match=r"^precision_recall: expected real features \[N, D\] with N >= 1 and D >= 1"):
+        precision_recall(np.zeros((5, 0)), np.zeros((5, 0)))
 
 
 def test_dc_reads_the_vgg16_features_pr_reads(standin_vgg16):

@@ -344,6 +344,11 @@ def test_a_key_of_the_other_unit_is_a_one_line_error_naming_key_and_unit(unit, k
     ({"schedule": {"batch_size": 8, "batch_per_resolution": {4: 4, 8: 4, 16: 2}}},
      r"model\.schedule\.batch_size: does nothing, batch_per_resolution names every resolution \[4, 8, 16\]"),
     ({"schedule": {"alpha_jumps": [3, 2, 2]}}, r"model\.schedule\.alpha_jumps\[0\]: scale 0 .* must be 0, got 3"),
+    # jumps of no iterations: the zoo would hold alpha at 1 (the new scale unused) for the whole scale
+    ({"schedule": {"alpha_jumps": [0, 2, 2], "alpha_jump_size": [0, 0, 2]}},
+     r"model\.schedule\.alpha_jump_size\[1\]: 0 iterations per jump for alpha_jumps\[1\] = 2 jumps does nothing"),
+    ({"schedule": {"alpha_jumps": [0, 0, 2], "alpha_jump_size": [0, 7, 2]}},
+     r"model\.schedule\.alpha_jump_size\[1\]: 7 does nothing, alpha_jumps\[1\] is 0"),
 ])
 def test_other_inert_settings_are_refused(change, message):
     config = copy.deepcopy(TINY_PGAN)
@@ -360,13 +365,28 @@ def test_zoo_json_with_a_scale_zero_alpha_entry_names_the_zoo_key():
 
 
 def test_alpha_jumps_of_0_keep_the_default_jump_size_without_a_word():
-    """One jump size for every scale is used wherever a scale fades: not inert where one scale does not. (Pairs
-    where one of the two is 0 are a fade of no iterations, as runs saved with them trained; the zoo's own train
-    configs list its default jump sizes beside alphaNJumps 0.)"""
+    """One jump size for every scale is used wherever a scale fades: not inert where one scale does not."""
     config = copy.deepcopy(TINY_PGAN)
     config["model"]["schedule"] = {**config["model"]["schedule"], "alpha_jumps": [0, 0, 2], "alpha_jump_size": 2}
     segments = compile_schedule(resolve_run_config(None, config).model)
     assert [segment.fade_steps for segment in segments] == [0, 0, 2 * 2]
+
+
+@pytest.mark.parametrize(("jumps", "sizes", "migrated"), [
+    ([0, 2, 2], [0, 0, 2], ([0, 0, 2], [0, 0, 2])), ([0, 0, 2], [0, 7, 2], ([0, 0, 2], [0, 0, 2])),
+    (2, 0, (0, 0)), (2, [0, 0, 2], ([0, 0, 2], [0, 0, 2])),
+    (0, 5, (0, 5)), ([0, 0, 2], 2, ([0, 0, 2], 2)),  # accepted for new runs: kept as written (a -c resume matches)
+])
+def test_runs_saved_with_an_idle_jump_pair_load_as_the_no_fade_they_trained(jumps, sizes, migrated):
+    """Such pairs were a fade of no iterations before they were refused: a saved run's config reads as (0, 0)."""
+    from ganforge.families import migrated_saved_config
+
+    config = copy.deepcopy(TINY_PGAN)
+    config["model"]["schedule"].update(alpha_jumps=jumps, alpha_jump_size=sizes)
+    schedule = migrated_saved_config(config)["model"]["schedule"]
+    assert (schedule["alpha_jumps"], schedule["alpha_jump_size"]) == migrated
+    segments = compile_schedule(resolve_run_config(None, migrated_saved_config(config)).model)
+    assert segments[1].fade_steps == 0
 
 
 @pytest.mark.parametrize(("zoo", "message"), [
@@ -380,6 +400,7 @@ def test_alpha_jumps_of_0_keep_the_default_jump_size_without_a_word():
     ({"alphaNJumps": [0, 2], "alphaSizeJumps": [0, 0]},
      r"^config\.alphaSizeJumps\[1\]: 0 with alphaNJumps\[1\] = 2: the zoo puts every jump at iteration 0"),
     ({"alphaSizeJumps": 0}, r"^config\.alphaSizeJumps\[1\]: 0 with alphaNJumps\[1\] = 600"),
+    ({"alphaNJumps": None, "alphaSizeJumps": 0}, r"^config\.alphaSizeJumps\[1\]: 0 with alphaNJumps\[1\] = 600"),
 ])
 def test_zoo_json_keys_one_of_which_the_zoo_ignores_are_refused_by_their_zoo_names(zoo, message):
     """Key order would otherwise pick the rate (the zoo reads baseLearningRate in config, learningRate in a

@@ -124,6 +124,14 @@ def test_final_swd_of_a_pgan_stopped_below_16_px_is_said_not_an_error(tmp_path, 
     out = capsys.readouterr().out
     assert "--final-swd: not computed at step 8: SWD: images of size 8 are smaller than min_resolution=16" in out
     assert out.rstrip().splitlines()[-1].startswith("report: ")
+    # a run whose images never reach 16 px: refused before training, not trained to an SWD it cannot compute
+    small = {**TINY_PGAN, "model": {**TINY_PGAN["model"], "resolution": 8, "widths": [8, 8],
+                                    "schedule": {**TINY_PGAN["model"]["schedule"], "max_iter_at_scale": [4, 8]}}}
+    config.write_text(json.dumps(small))
+    assert main(["train", "pgan", "-c", str(config), "--run-dir", str(tmp_path / "small"), "--final-swd", "16"]) == 2
+    assert "--final-swd: SWD: images of size 8 are smaller than min_resolution=16 (this run's images are 8 px)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "small").exists()
 
 
 def test_the_report_draws_the_floor_under_the_swd_curve_and_names_a_broken_record(tmp_path):

@@ -100,11 +100,13 @@ def migrated_saved_config(data: dict[str, Any]) -> dict[str, Any]:
     of its own may list image-set metrics, which scored its (source, translation) samples as generated images: they
     are dropped, with their best_metric and FID mode, and a warning says so (the run loads and resumes); names the
     protocol shares (`fid`) stay and mean the protocol's from now on. ADA at a fixed p of 0, which augmented nothing,
-    reads as no augmentation."""
+    reads as no augmentation; a PGAN alpha jump pair with a 0, which faded over no iterations, as no fade."""
     augment = data.get("augment")
     if isinstance(augment, dict) and augment.get("kind") == "ada" and augment.get("p") == 0:
         data = {**data, "augment": {"kind": "none"}}  # what ADA at a fixed p of 0 did (refused for new runs)
     family = data.get("family")
+    if isinstance(family, str) and family in family_names():
+        data = get_family(family).migrated_saved(data)
     if not isinstance(family, str) or family not in family_names() or not get_family(family).translates:
         return data
     family_cls = get_family(family)

@@ -222,6 +222,12 @@ class Family(ABC):
         raise ConfigError(f"--bn {mode}: a {cls.name} generator has no batch norm to choose statistics for")
 
     @classmethod
+    def migrated_saved(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A saved run config of this family with values earlier versions accepted, and today's checks refuse for
+        new runs, replaced by what those runs computed (`migrated_saved_config`)."""
+        return data
+
+    @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:
         """Translate a foreign config format (e.g. pytorch_GAN_zoo's JSON) into ours; ours passes through."""
         return data

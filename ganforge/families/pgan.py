@@ -84,7 +84,7 @@ class PGANSchedule(Settings):
 
     unit: Literal["iterations", "kimg"] = "iterations"
     max_iter_at_scale: list[int] | None = None
-    # a scale's fade: alpha_jumps steps of alpha over alpha_jump_size iterations each (either 0: no fade)
+    # a scale's fade: alpha_jumps steps of alpha over alpha_jump_size iterations each (no fade: alpha_jumps 0)
     alpha_jumps: list[int] | int | None = None
     alpha_jump_size: list[int] | int | None = None
     stable_kimg: float | None = None
@@ -219,6 +219,36 @@ class PGANConfig(Settings):
             sched.batch_size = _BATCH_DEFAULT
 
 
+def without_idle_jumps(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved PGAN run config whose alpha jump pairs hold a 0 beside a count (a fade of no iterations, accepted
+    before such pairs were refused) with the no-fade pair (0, 0) that schedules the same steps."""
+    model = data.get("model")
+    schedule = model.get("schedule") if isinstance(model, dict) else None
+    if not isinstance(schedule, dict) or schedule.get("unit", "iterations") != "iterations":
+        return data
+    jumps, sizes = schedule.get("alpha_jumps"), schedule.get("alpha_jump_size")
+    if not all(isinstance(v, int) or (isinstance(v, list) and all(isinstance(e, int) for e in v))
+               for v in (jumps, sizes)):
+        return data  # unset (the defaults pair) or malformed: left to the checks
+    if isinstance(jumps, int) and isinstance(sizes, int):  # one pair for every scale from 1
+        if not (jumps and not sizes):
+            return data
+        fixed: tuple[Any, Any] = (0, 0)
+    else:  # what compile_schedule refuses for new runs, and only that (a resume with the -c file still matches)
+        length = max(len(v) for v in (jumps, sizes) if isinstance(v, list))
+        listed = [v if isinstance(v, list) else [v] * length for v in (jumps, sizes)]
+        if len(listed[0]) != len(listed[1]):
+            return data  # lengths the checks name
+        pairs = list(zip(*listed, strict=True))
+        new_jumps = [0 if j and not z else j for j, z in pairs]
+        new_sizes = [0 if z and not j else z for j, z in pairs] if isinstance(sizes, list) else sizes
+        if new_jumps == listed[0] and new_sizes == sizes:
+            return data
+        fixed = (new_jumps if new_jumps != listed[0] else jumps, new_sizes)
+    return {**data, "model": {**model, "schedule": {**schedule, "alpha_jumps": fixed[0],
+                                                     "alpha_jump_size": fixed[1]}}}
+
+
 def _without_inert_keys(model: Any, *, only_old_defaults: bool) -> Any:
     """A model mapping saved by ganforge before inert keys were refused, with those keys unset (None).
 
@@ -309,6 +339,14 @@ def compile_schedule(config: PGANConfig) -> list[ScaleSegment]:
                               f"resolution {config.resolution} has {scales} scales (4…{config.resolution})")
         jumps = _per_scale(sched.alpha_jumps, scales, "alpha_jumps")
         sizes = _per_scale(sched.alpha_jump_size, scales, "alpha_jump_size")
+        for s in range(1, scales):  # saved runs' such pairs read as the no-fade pair they trained (migrated_...)
+            if jumps[s] and not sizes[s]:
+                raise ConfigError(f"model.schedule.alpha_jump_size[{s}]: 0 iterations per jump for alpha_jumps[{s}] "
+                                  f"= {jumps[s]} jumps does nothing (the zoo would hold alpha at 1 all scale); give "
+                                  f"the jumps a size, or alpha_jumps[{s}] = 0 for no fade")
+            if sizes[s] and not jumps[s] and isinstance(sched.alpha_jump_size, list):
+                raise ConfigError(f"model.schedule.alpha_jump_size[{s}]: {sizes[s]} does nothing, alpha_jumps[{s}] "
+                                  "is 0 (no fade at that scale); set it to 0")
     else:
         stable_images, fade_images = round(sched.stable_kimg * 1000), round(sched.transition_kimg * 1000)
         if stable_images < 1 or fade_images < 0:
@@ -534,6 +572,10 @@ class PGANFamily(Family):
         last_from = (len(self.segments) - 1) * (sched.stable_kimg + sched.transition_kimg)  # its fade-in starts
         end = sched.total_kimg if sched.total_kimg is not None else last_from + sched.stable_kimg
         return f"model.schedule.total_kimg={round(2 * end - last_from, 6):g}"
+
+    @classmethod
+    def migrated_saved(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return without_idle_jumps(data)
 
     @classmethod
     def normalise_config(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def _check_jump_sizes(schedule: dict[str, Any], scales: int) -> None:
     jump per iteration, holds alpha at 1 the whole scale (its new layer unused), which ganforge's fade of no
     iterations would not reproduce."""
     def per_scale(key: str, default: int) -> list[Any]:
-        value = schedule.get(key, default)
+        value = default if schedule.get(key) is None else schedule[key]  # null: the default, as ganforge reads it
         return value if isinstance(value, list) else [0] + [value] * (scales - 1)
 
     jumps, sizes = per_scale("alpha_jumps", 600), per_scale("alpha_jump_size", 32)

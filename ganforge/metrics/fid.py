@@ -42,8 +42,9 @@ def feature_matrix(features: ArrayLike, name: str, *, at_least: int = 2) -> torc
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{name}: expected features [N, D] (an array or tensor), got {type(features).__name__} "
                          f"({err})") from None
-    if tensor.ndim != 2 or tensor.shape[0] < at_least or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"{name}: expected real features [N, D] with N >= {at_least}, got {tensor.dtype} "
+    if tensor.ndim != 2 or tensor.shape[0] < at_least or tensor.shape[1] < 1 or tensor.is_complex() \
+            or tensor.dtype == torch.bool:
+        raise ValueError(f"{name}: expected real features [N, D] with N >= {at_least} and D >= 1, got {tensor.dtype} "
                          f"{tuple(tensor.shape)}")
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name}: the features hold NaN or infinite values (a diverged generator?)")

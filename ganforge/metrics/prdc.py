@@ -20,15 +20,24 @@ from ganforge.metrics.fid import ArrayLike, feature_matrix
 
 def _as_features(real: ArrayLike, fake: ArrayLike, device: torch.device | str | None,
                  name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sets in float32, divided by the power of two nearest their largest magnitude: the k-NN balls are
-    unchanged by a common scale (a power of two divides exactly), and float32's squared distances neither
-    overflow (|x| above ~1e19) nor underflow (below ~1e-19) into balls of radius inf or 0."""
+    """Both sets in float32; where their largest magnitude lies outside SAFE_MAGNITUDE, divided by the power of two
+    nearest it: the k-NN balls are unchanged by a common power-of-two scale (it divides exactly), and float32's
+    squared distances would overflow (|x| above ~1e17 at 4096 dims) or underflow (below ~1e-19) into balls of
+    radius inf or 0. Features in the safe range (VGG's, any network's) are used as they are, without a copy."""
     tensors = [feature_matrix(x, name, at_least=1) for x in (real, fake)]
-    tensors = [t if t.dtype == torch.float64 else t.float() for t in tensors]  # float16 would overflow scaled up
-    largest = max(max(-float(low), float(high)) for low, high in (torch.aminmax(t) for t in tensors if t.numel()))
-    scale = 2.0 ** -math.frexp(largest)[1] if largest > 0 else 1.0
-    real, fake = ((t * scale).to(device=device, dtype=torch.float32) for t in tensors)
-    return real, fake
+    largest = max(max(-float(low), float(high)) for low, high in map(torch.aminmax, tensors))
+    if largest == 0 or SAFE_MAGNITUDE[0] <= largest <= SAFE_MAGNITUDE[1]:
+        return tuple(t.to(device=device, dtype=torch.float32) for t in tensors)
+    exponent = -math.frexp(largest)[1]  # up to ±1075 for float64: two factors, each a finite double and float
+    factors = (math.ldexp(1.0, exponent // 2), math.ldexp(1.0, exponent - exponent // 2))
+    scaled = []
+    for tensor in tensors:
+        tensor = tensor.to(device=device, dtype=torch.float64 if tensor.dtype == torch.float64 else torch.float32)
+        scaled.append((tensor * factors[0] * factors[1]).float())
+    return scaled[0], scaled[1]
+
+
+SAFE_MAGNITUDE = (1e-9, 1e9)  # feature magnitudes whose float32 squared distances stay normal and finite
 
 
 def knn_radii(features: torch.Tensor, k: int, batch: int, what: str = "k-nearest-neighbour radii") -> torch.Tensor:

@@ -350,7 +350,7 @@ def _floor_note(run: RunData) -> str:
     text = (f"Real-vs-real SWD floor (×1e3, n={floor['n']}, the training images against "
             f"{_esc(floor.get('second_set', 'a second real set'))}): {levels}, avg {_number(floor['avg'])}: what a "
             "generator indistinguishable from the data would score (dotted).")
-    if not run.floor_levels_match():
+    if not run.floor_levels_match(floor["n"]):
         text += " The newest SWD averages other pyramid levels (the run has grown since): compare its levels above."
     elif points := run.curve_points("swd_avg", floor["n"]):
         newest = points[-1]

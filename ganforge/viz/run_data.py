@@ -263,14 +263,13 @@ class RunData:
         levels = dict(zip(floor["resolutions"], floor["swd"], strict=True))
         return levels.get(int(key[4:])) if key[4:].isdigit() else None
 
-    def floor_levels_match(self) -> bool:
-        """Whether the newest swd_avg row averages the pyramid levels the floor does: a floor written at a PGAN's
-        --until stop at 16 px stands beside the 16 px level only, once the run has grown."""
-        rows = [row for row in self.metrics if finite(row.get("swd_avg"))]
+    def floor_levels_match(self, n: int | None = None) -> bool:
+        """Whether the newest row of the swd_avg curve (of `n` images) averages the pyramid levels the floor does: a
+        floor written at a PGAN's --until stop at 16 px stands beside the 16 px level only, once the run has grown."""
+        rows = self.curve_points("swd_avg", n)
         if self.swd_floor is None or not rows:
             return self.swd_floor is not None
-        newest = max(rows, key=lambda row: row["step"])
-        levels = sorted(int(key[4:]) for key in newest if key[:4] == "swd_" and key[4:].isdigit())
+        levels = sorted(int(key[4:]) for key in rows[-1] if key[:4] == "swd_" and key[4:].isdigit())
         return levels == sorted(self.swd_floor["resolutions"])
 
     def image_count(self, row: dict[str, Any]) -> int | None:
