@@ -29,6 +29,7 @@ import torch
 from ganforge.config import COMMAND_LINE, ConfigError, from_dict
 from ganforge.data.loader import Batch, DataOptions
 from ganforge.families.base import Family, Phase, StepPlan, check_adam, check_conditions, condition_columns
+from ganforge.families.pgan_zoo_config import ZOO_ALPHA_JUMP_SIZE, ZOO_ALPHA_JUMPS
 from ganforge.losses import (
     WASSERSTEIN_CRITIC,
     drift_penalty,
@@ -48,8 +49,8 @@ from ganforge.settings import Settings
 
 # Each unit's own schedule keys with their defaults; the other unit's keys do nothing and must stay unset (None).
 UNIT_KEYS: dict[str, dict[str, Any]] = {
-    "iterations": {"max_iter_at_scale": [48000, 96000, 96000, 96000, 96000, 96000], "alpha_jumps": 600,
-                   "alpha_jump_size": 32},
+    "iterations": {"max_iter_at_scale": [48000, 96000, 96000, 96000, 96000, 96000], "alpha_jumps": ZOO_ALPHA_JUMPS,
+                   "alpha_jump_size": ZOO_ALPHA_JUMP_SIZE},
     "kimg": {"stable_kimg": 600.0, "transition_kimg": 600.0, "total_kimg": None},
 }
 # Keys that do nothing in some configs (then refused), with the defaults every saved run config held before.

@@ -28,6 +28,7 @@ _TOP_LEVEL = {"pathDB", "config", "miniBatchScheduler", "configScheduler", "imag
 # the zoo trainer's other keyword arguments, which select attributes or a partition of the images
 _SUBSETS = {"pathPartition", "partitionValue", "selectedAttributes"}
 _SCHEDULED = {"baseLearningRate", "learningRate"}
+ZOO_ALPHA_JUMPS, ZOO_ALPHA_JUMP_SIZE = 600, 32  # pgan_config.py's alphaNJumps and alphaSizeJumps from scale 1 on
 ZOO_EVAL_ITER = 100  # train.py's --eval_iter default
 
 
@@ -62,7 +63,7 @@ def _check_jump_sizes(schedule: dict[str, Any], scales: int) -> None:
         value = default if schedule.get(key) is None else schedule[key]  # null: the default, as ganforge reads it
         return value if isinstance(value, list) else [0] + [value] * (scales - 1)
 
-    jumps, sizes = per_scale("alpha_jumps", 600), per_scale("alpha_jump_size", 32)
+    jumps, sizes = per_scale("alpha_jumps", ZOO_ALPHA_JUMPS), per_scale("alpha_jump_size", ZOO_ALPHA_JUMP_SIZE)
     for s in range(1, min(scales, len(jumps), len(sizes))):
         if jumps[s] and sizes[s] == 0:
             raise ConfigError(f"config.alphaSizeJumps[{s}]: 0 with alphaNJumps[{s}] = {jumps[s]}: the zoo puts every "

@@ -17,6 +17,8 @@ import torch
 
 from ganforge.metrics.fid import ArrayLike, feature_matrix
 
+SAFE_MAGNITUDE = (1e-9, 1e9)  # feature magnitudes whose float32 squared distances stay normal and finite
+
 
 def _as_features(real: ArrayLike, fake: ArrayLike, device: torch.device | str | None,
                  name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,9 +37,6 @@ def _as_features(real: ArrayLike, fake: ArrayLike, device: torch.device | str | 
         tensor = tensor.to(device=device, dtype=torch.float64 if tensor.dtype == torch.float64 else torch.float32)
         scaled.append((tensor * factors[0] * factors[1]).float())
     return scaled[0], scaled[1]
-
-
-SAFE_MAGNITUDE = (1e-9, 1e9)  # feature magnitudes whose float32 squared distances stay normal and finite
 
 
 def knn_radii(features: torch.Tensor, k: int, batch: int, what: str = "k-nearest-neighbour radii") -> torch.Tensor:
